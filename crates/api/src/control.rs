@@ -1,0 +1,231 @@
+//! Control-plane wire shapes: the typed parts of a runtime's configuration and the JSON bodies of
+//! responses, built from the store's records.
+
+use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
+use berth_types::{Partition, iso8601};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+/// Request members that are about the call, not the runtime's configuration.
+const NOT_SPEC: &[&str] = &["agentRuntimeName", "agentRuntimeId", "clientToken", "tags"];
+
+/// Configuration of one runtime version, in AgentCore member names. Members Berth acts on are
+/// typed; the rest are kept verbatim (they were validated against the model) and echoed back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeSpec {
+    /// What to run.
+    pub agent_runtime_artifact: Artifact,
+    /// IAM role ARN (recorded; Berth has no IAM).
+    pub role_arn: String,
+    /// Free text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Session idle timeout and maximum lifetime.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifecycle_configuration: Option<Lifecycle>,
+    /// Environment of the agent process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment_variables: Option<BTreeMap<String, String>>,
+    /// `PUBLIC` (egress allowed) or `VPC`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<Value>,
+    /// HTTP, MCP, A2A or AGUI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol_configuration: Option<Value>,
+    /// Which custom request headers reach the agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_header_configuration: Option<Value>,
+    /// Everything else from the request, verbatim.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+impl RuntimeSpec {
+    /// Extracts the configuration from a validated Create/UpdateAgentRuntime input.
+    pub fn from_input(input: &Value) -> Result<Self, serde_json::Error> {
+        let mut obj = input.as_object().cloned().unwrap_or_default();
+        for k in NOT_SPEC {
+            obj.remove(*k);
+        }
+        obj.retain(|_, v| !v.is_null());
+        serde_json::from_value(Value::Object(obj))
+    }
+
+    /// Headers allow-listed to reach the agent.
+    pub fn header_allowlist(&self) -> Vec<String> {
+        self.request_header_configuration
+            .as_ref()
+            .and_then(|c| c.get("requestHeaderAllowlist"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// True when the network mode lets the agent reach the internet.
+    pub fn public_network(&self) -> bool {
+        self.network_configuration
+            .as_ref()
+            .and_then(|n| n.get("networkMode"))
+            .and_then(Value::as_str)
+            .is_none_or(|m| m == "PUBLIC")
+    }
+}
+
+/// `AgentRuntimeArtifact`: a union of code or a container image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Artifact {
+    /// A zip in S3 plus an interpreter and entry point.
+    CodeConfiguration(CodeConfiguration),
+    /// A container image (needs the container backend).
+    ContainerConfiguration {
+        /// Image reference.
+        #[serde(rename = "containerUri")]
+        container_uri: String,
+    },
+}
+
+/// `CodeConfiguration`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeConfiguration {
+    /// Where the zip lives.
+    pub code: Code,
+    /// `PYTHON_3_10` .. `PYTHON_3_14`, `NODE_22`.
+    pub runtime: String,
+    /// The file to run (and optionally a second element: its argument).
+    pub entry_point: Vec<String>,
+}
+
+/// `Code` union: only S3 today.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Code {
+    /// Bucket and key (AgentCore calls the key `prefix`).
+    pub s3: S3Location,
+}
+
+/// `S3Location`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Location {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key of the zip.
+    pub prefix: String,
+    /// Object version, if pinned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+}
+
+/// `LifecycleConfiguration`, seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifecycle {
+    /// A session idle (`Healthy`) this long is ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_runtime_session_timeout: Option<u64>,
+    /// A session never lives longer than this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_lifetime: Option<u64>,
+}
+
+/// AgentCore's defaults: 15 minutes idle, 8 hours lifetime.
+pub const DEFAULT_IDLE_SECS: u64 = 900;
+/// See [`DEFAULT_IDLE_SECS`].
+pub const DEFAULT_MAX_LIFETIME_SECS: u64 = 28_800;
+
+impl Lifecycle {
+    /// The effective (idle, max lifetime) in seconds.
+    pub fn effective(this: Option<&Lifecycle>) -> (u64, u64) {
+        (
+            this.and_then(|l| l.idle_runtime_session_timeout)
+                .unwrap_or(DEFAULT_IDLE_SECS),
+            this.and_then(|l| l.max_lifetime)
+                .unwrap_or(DEFAULT_MAX_LIFETIME_SECS),
+        )
+    }
+}
+
+/// `GetAgentRuntimeResponse` for one version.
+pub fn runtime_version_body(p: &Partition, rt: &Runtime, v: &RuntimeVersion) -> Value {
+    let mut body = json!({
+        "agentRuntimeArn": p.runtime_arn(&rt.id),
+        "agentRuntimeName": rt.name,
+        "agentRuntimeId": rt.id,
+        "agentRuntimeVersion": v.version.to_string(),
+        "createdAt": iso8601(v.created_at),
+        "lastUpdatedAt": iso8601(v.updated_at),
+        "status": if rt.deleting { "DELETING" } else { v.status.as_str() },
+        "workloadIdentityDetails": {"workloadIdentityArn": p.workload_identity_arn(&rt.name)},
+    });
+    if let Some(spec) = v.spec.as_object() {
+        for (k, val) in spec {
+            body[k] = val.clone();
+        }
+    }
+    let (idle, max) = Lifecycle::effective(
+        serde_json::from_value::<Lifecycle>(v.spec["lifecycleConfiguration"].clone())
+            .ok()
+            .as_ref(),
+    );
+    body["lifecycleConfiguration"] = json!({"idleRuntimeSessionTimeout": idle, "maxLifetime": max});
+    if body.get("networkConfiguration").is_none() {
+        body["networkConfiguration"] = json!({"networkMode": "PUBLIC"});
+    }
+    if let Some(r) = &v.failure_reason {
+        body["failureReason"] = r.clone().into();
+    }
+    body
+}
+
+/// `AgentRuntime` list item.
+pub fn runtime_summary(p: &Partition, rt: &Runtime, v: &RuntimeVersion) -> Value {
+    let mut item = json!({
+        "agentRuntimeArn": p.runtime_arn(&rt.id),
+        "agentRuntimeId": rt.id,
+        "agentRuntimeVersion": v.version.to_string(),
+        "agentRuntimeName": rt.name,
+        "lastUpdatedAt": iso8601(v.updated_at),
+        "status": if rt.deleting { "DELETING" } else { v.status.as_str() },
+    });
+    // `description` is required in the model's summary shape; AWS sends it even when empty.
+    item["description"] = v
+        .spec
+        .get("description")
+        .cloned()
+        .unwrap_or_else(|| "".into());
+    item
+}
+
+/// `AgentRuntimeEndpoint` / `GetAgentRuntimeEndpointResponse`.
+pub fn endpoint_body(p: &Partition, e: &Endpoint) -> Value {
+    let mut body = json!({
+        "name": e.name,
+        "agentRuntimeEndpointArn": p.endpoint_arn(&e.runtime_id, &e.name),
+        "agentRuntimeArn": p.runtime_arn(&e.runtime_id),
+        "status": e.status.as_str(),
+        "id": e.id,
+        "createdAt": iso8601(e.created_at),
+        "lastUpdatedAt": iso8601(e.updated_at),
+    });
+    if let Some(v) = e.live_version {
+        body["liveVersion"] = v.to_string().into();
+    }
+    if let Some(v) = e.target_version {
+        body["targetVersion"] = v.to_string().into();
+    }
+    if let Some(d) = &e.description {
+        body["description"] = d.clone().into();
+    }
+    if let Some(r) = &e.failure_reason {
+        body["failureReason"] = r.clone().into();
+    }
+    body
+}

@@ -1,0 +1,1 @@
+//! Native JSON API shapes: what Berth offers beyond AgentCore (sessions, logs, traffic, audit).

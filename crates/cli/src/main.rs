@@ -1,0 +1,116 @@
+//! `berth`: the server (`berth serve`) and the client commands that drive it.
+
+mod client;
+mod commands;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Berth: a self-hosted runtime for AI agents, wire-compatible with AWS Bedrock AgentCore.
+#[derive(Parser)]
+#[command(name = "berth", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where a client command finds the server and its credentials.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// Server URL.
+    #[arg(
+        long,
+        env = "BERTH_ENDPOINT_URL",
+        default_value = "http://127.0.0.1:8750",
+        global = true
+    )]
+    pub endpoint_url: String,
+    /// Data dir holding the root credentials, used when AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are unset.
+    #[arg(long, env = "BERTH_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Region to sign for.
+    #[arg(long, env = "BERTH_REGION", default_value = "us-east-1", global = true)]
+    pub region: String,
+    /// Print raw JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Show the root credentials (from the environment or the data dir).
+    Credentials {
+        /// Print `export` lines for a shell.
+        #[arg(long)]
+        export: bool,
+        /// Data dir holding the root credentials.
+        #[arg(long, env = "BERTH_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Server URL printed in the export lines.
+        #[arg(
+            long,
+            env = "BERTH_ENDPOINT_URL",
+            default_value = "http://127.0.0.1:8750"
+        )]
+        endpoint_url: String,
+    },
+    /// Agent runtimes.
+    Runtimes {
+        #[command(subcommand)]
+        cmd: commands::RuntimesCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Immutable versions of a runtime.
+    Versions {
+        #[command(subcommand)]
+        cmd: commands::VersionsCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Endpoints of a runtime.
+    Endpoints {
+        #[command(subcommand)]
+        cmd: commands::EndpointsCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Credentials {
+                export,
+                data_dir,
+                endpoint_url,
+            } => commands::credentials(export, data_dir, &endpoint_url),
+            Command::Runtimes { cmd, client } => commands::runtimes(cmd, client).await,
+            Command::Versions { cmd, client } => commands::versions(cmd, client).await,
+            Command::Endpoints { cmd, client } => commands::endpoints(cmd, client).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

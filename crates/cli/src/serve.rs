@@ -1,0 +1,284 @@
+//! `berth serve`: configuration layering (defaults <- file <- env <- flags), root credentials,
+//! and start-up of the store, the control plane and the HTTP listener.
+
+use anyhow::{Context, bail};
+use berth_auth::{Credentials, Principal, StaticKeys};
+use berth_types::Partition;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Flags of `berth serve`. Each is also read from `BERTH_<NAME>` and from the config file.
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Config file (TOML, keys as the long flags with `_`), e.g. `listen = "0.0.0.0:8750"`.
+    #[arg(long, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8750].
+    #[arg(long, env = "BERTH_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory for the database, artifacts, builds and sessions [default: $XDG_DATA_HOME/berth].
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Region reported in ARNs [default: us-east-1].
+    #[arg(long, env = "BERTH_REGION")]
+    pub region: Option<String>,
+    /// Twelve-digit account id reported in ARNs [default: 000000000000].
+    #[arg(long, env = "BERTH_ACCOUNT_ID")]
+    pub account_id: Option<String>,
+    /// Store URL [default: sqlite://<data-dir>/berth.db].
+    #[arg(long, env = "BERTH_STORE")]
+    pub store: Option<String>,
+}
+
+/// The config file: the same keys as the flags.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    region: Option<String>,
+    account_id: Option<String>,
+    store: Option<String>,
+}
+
+/// Resolved configuration of a server.
+#[derive(Debug)]
+pub struct Config {
+    /// Listen address.
+    pub listen: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// ARN partition.
+    pub partition: Partition,
+    /// Store URL.
+    pub store: String,
+}
+
+/// `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("berth");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/berth")
+}
+
+impl ServeArgs {
+    fn resolve(self) -> anyhow::Result<Config> {
+        let file: FileConfig = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config file {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("config file {}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(default_data_dir);
+        let region = self
+            .region
+            .or(file.region)
+            .unwrap_or_else(|| "us-east-1".into());
+        if region.is_empty()
+            || !region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            bail!("region: {region:?} is not a region name like us-east-1");
+        }
+        let account_id = self
+            .account_id
+            .or(file.account_id)
+            .unwrap_or_else(|| "000000000000".into());
+        if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+            bail!("account_id: {account_id:?} must be twelve digits");
+        }
+        let store = self
+            .store
+            .or(file.store)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("berth.db").display()));
+        Ok(Config {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8750".into()),
+            data_dir,
+            partition: Partition { region, account_id },
+            store,
+        })
+    }
+}
+
+const CREDENTIALS_FILE: &str = "credentials.json";
+
+#[derive(serde::Serialize, Deserialize)]
+struct StoredCredentials {
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+/// Root credentials from `BERTH_ACCESS_KEY_ID`/`BERTH_SECRET_ACCESS_KEY`, else from the data dir.
+pub fn existing_root_credentials(data_dir: &Path) -> anyhow::Result<Option<Credentials>> {
+    if let (Ok(id), Ok(secret)) = (
+        std::env::var("BERTH_ACCESS_KEY_ID"),
+        std::env::var("BERTH_SECRET_ACCESS_KEY"),
+    ) {
+        return Ok(Some(Credentials {
+            access_key_id: id,
+            secret_access_key: secret,
+        }));
+    }
+    let path = data_dir.join(CREDENTIALS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let s: StoredCredentials = serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Ok(Some(Credentials {
+                access_key_id: s.access_key_id,
+                secret_access_key: s.secret_access_key,
+            }))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Root credentials, generating and saving them (mode 0600) on first start.
+fn root_credentials(data_dir: &Path) -> anyhow::Result<Credentials> {
+    if let Some(c) = existing_root_credentials(data_dir)? {
+        return Ok(c);
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let c = Credentials::generate();
+    let path = data_dir.join(CREDENTIALS_FILE);
+    let tmp = data_dir.join(format!("{CREDENTIALS_FILE}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let body = serde_json::to_vec_pretty(&StoredCredentials {
+        access_key_id: c.access_key_id.clone(),
+        secret_access_key: c.secret_access_key.clone(),
+    })?;
+    f.write_all(&body)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    info!(path = %path.display(), access_key_id = %c.access_key_id, "generated root credentials");
+    Ok(c)
+}
+
+/// The control plane's deployer until the session runtime is wired in: refuses to build.
+struct NoBuilder;
+
+#[async_trait::async_trait]
+impl berth_control::Deployer for NoBuilder {
+    fn check(&self, _spec: &berth_api::control::RuntimeSpec) -> Result<(), berth_api::ApiError> {
+        Ok(())
+    }
+    async fn build(
+        &self,
+        _rt: &berth_types::records::Runtime,
+        _v: &berth_types::records::RuntimeVersion,
+    ) -> Result<String, String> {
+        Err("this server has no artifact builder".into())
+    }
+    async fn retire(&self, _runtime_id: &str, _version: Option<u32>) {}
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let cfg = args.resolve()?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("data_dir: cannot create {}", cfg.data_dir.display()))?;
+    let creds = root_credentials(&cfg.data_dir)?;
+    let mut keys = StaticKeys::new();
+    keys.insert(Principal::root(&creds));
+
+    let store = berth_store::open(&cfg.store)
+        .await
+        .with_context(|| format!("store: opening {}", cfg.store))?;
+    let shutdown = CancellationToken::new();
+    let control = berth_control::Control::start(
+        store,
+        cfg.partition.clone(),
+        Arc::new(NoBuilder),
+        shutdown.clone(),
+    )
+    .await
+    .context("starting the control plane")?;
+
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("listen: cannot bind {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    println!(
+        "berth {} listening on {url} (data dir {})",
+        env!("CARGO_PKG_VERSION"),
+        cfg.data_dir.display()
+    );
+    println!("point boto3 and the AgentCore SDK at it:");
+    println!("export AWS_ENDPOINT_URL_BEDROCK_AGENTCORE={url}");
+    println!("export AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL={url}");
+    println!("export AWS_ENDPOINT_URL_S3={url}");
+    println!("export AWS_REGION={}", cfg.partition.region);
+    println!("export AWS_ACCESS_KEY_ID={}", creds.access_key_id);
+    println!(
+        "eval \"$(berth credentials --export --data-dir {})\"   # sets AWS_SECRET_ACCESS_KEY",
+        cfg.data_dir.display()
+    );
+
+    let state = berth_server::AppState {
+        control: control.clone(),
+        keys: Arc::new(keys),
+    };
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down");
+        signal.cancel();
+    });
+    berth_server::serve(listener, state, shutdown.clone())
+        .await
+        .context("serving")?;
+    control.closed().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            warn!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

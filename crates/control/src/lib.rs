@@ -1,0 +1,950 @@
+//! The control plane's domain: runtimes, immutable versions, endpoints, tags and idempotency.
+//!
+//! Handlers hand this crate a request already validated against the service model (as JSON in
+//! AgentCore member names) and get back the response body. The work of turning a version into
+//! something runnable belongs to a [`Deployer`]; this crate drives the status state machine
+//! around it:
+//!
+//! ```text
+//! version:  CREATING|UPDATING --build ok--> READY
+//!                             --build err-> CREATE_FAILED|UPDATE_FAILED (failureReason)
+//! runtime:  any --DeleteAgentRuntime--> DELETING --teardown--> gone
+//! endpoint: follows its target version; live := target once the target is READY
+//! ```
+
+mod deployer;
+mod paging;
+
+use berth_api::ApiError;
+use berth_api::control::{RuntimeSpec, endpoint_body, runtime_summary, runtime_version_body};
+use berth_store::{ControlStore, Idempotency, RuntimeCursor, Write};
+use berth_types::records::{DEFAULT_ENDPOINT, Endpoint, Runtime, RuntimeVersion};
+use berth_types::{
+    Partition, ResourceArn, Status, Version, iso8601, new_runtime_id, now_millis, random_alnum,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+pub use deployer::Deployer;
+
+/// Largest number of tags a resource may carry (AWS: 50).
+const MAX_TAGS: usize = 50;
+
+/// The control-plane service. Cheap to clone.
+#[derive(Clone)]
+pub struct Control {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn ControlStore>,
+    partition: Partition,
+    deployer: Arc<dyn Deployer>,
+    /// Serialises mutations so read-modify-write sequences see each other. Reads never take it.
+    /// A multi-node deployment replaces this with the store's compare-and-set guards.
+    write_lock: Mutex<()>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+fn internal(e: berth_store::Error) -> ApiError {
+    error!(error = %e, "store failure");
+    ApiError::internal()
+}
+
+fn str_of<'a>(input: &'a Value, key: &str) -> Option<&'a str> {
+    input.get(key).and_then(Value::as_str)
+}
+
+/// Hash of the request parameters that an idempotency token binds to.
+fn request_hash(input: &Value) -> String {
+    let mut v = input.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("clientToken");
+    }
+    hex::encode(Sha256::digest(v.to_string().as_bytes()))
+}
+
+fn parse_version(s: &str) -> Result<u32, ApiError> {
+    Version::parse(s)
+        .map(|v| v.0)
+        .ok_or_else(|| ApiError::field("agentRuntimeVersion", format!("Value '{s}' at 'agentRuntimeVersion' failed to satisfy constraint: Member must satisfy regular expression pattern: ([1-9][0-9]{{0,4}})")))
+}
+
+fn tags_of(input: &Value) -> Vec<(String, String)> {
+    input
+        .get("tags")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Control {
+    /// Creates the service and resumes work a previous process left unfinished (builds in
+    /// flight, runtimes being deleted).
+    pub async fn start(
+        store: Arc<dyn ControlStore>,
+        partition: Partition,
+        deployer: Arc<dyn Deployer>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, berth_store::Error> {
+        let this = Self {
+            inner: Arc::new(Inner {
+                store,
+                partition,
+                deployer,
+                write_lock: Mutex::new(()),
+                tasks: TaskTracker::new(),
+                shutdown,
+            }),
+        };
+        for v in this.inner.store.unfinished_versions().await? {
+            info!(runtime_id = %v.runtime_id, version = v.version, "resuming build");
+            this.spawn_build(v.runtime_id, v.version);
+        }
+        for id in this.inner.store.deleting_runtimes().await? {
+            info!(runtime_id = %id, "resuming deletion");
+            this.spawn_teardown(id);
+        }
+        Ok(this)
+    }
+
+    /// The region and account in this server's ARNs.
+    pub fn partition(&self) -> &Partition {
+        &self.inner.partition
+    }
+
+    /// The store, for read paths of other components (the data plane resolves endpoints here).
+    pub fn store(&self) -> &Arc<dyn ControlStore> {
+        &self.inner.store
+    }
+
+    /// Waits for background builds and teardowns to stop after shutdown was signalled.
+    pub async fn closed(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    /// Looks up an idempotency token: `Ok(Some(response))` replays a previous success.
+    async fn replay(&self, op: &str, input: &Value) -> Result<Option<Value>, ApiError> {
+        let Some(token) = str_of(input, "clientToken") else {
+            return Ok(None);
+        };
+        match self
+            .inner
+            .store
+            .idempotency(op, token)
+            .await
+            .map_err(internal)?
+        {
+            Some(i) if i.request_hash == request_hash(input) => Ok(Some(i.response)),
+            Some(_) => Err(ApiError::idempotent_mismatch()),
+            None => Ok(None),
+        }
+    }
+
+    fn remember(op: &str, input: &Value, response: &Value) -> Option<Write> {
+        str_of(input, "clientToken").map(|token| {
+            Write::PutIdempotency(Idempotency {
+                operation: op.to_owned(),
+                token: token.to_owned(),
+                request_hash: request_hash(input),
+                response: response.clone(),
+                created_at: now_millis(),
+            })
+        })
+    }
+
+    async fn live_runtime(&self, id: &str) -> Result<Runtime, ApiError> {
+        match self.inner.store.runtime(id).await.map_err(internal)? {
+            Some(rt) => Ok(rt),
+            None => Err(ApiError::not_found(format!(
+                "no agent runtime with id {id}"
+            ))),
+        }
+    }
+
+    fn spec(&self, input: &Value) -> Result<RuntimeSpec, ApiError> {
+        let spec = RuntimeSpec::from_input(input).map_err(|e| {
+            ApiError::cannot_parse(format!("could not read the runtime configuration: {e}"))
+        })?;
+        self.inner.deployer.check(&spec)?;
+        Ok(spec)
+    }
+
+    /// `CreateAgentRuntime`.
+    pub async fn create_runtime(&self, input: Value) -> Result<Value, ApiError> {
+        let _g = self.inner.write_lock.lock().await;
+        if let Some(r) = self.replay("CreateAgentRuntime", &input).await? {
+            return Ok(r);
+        }
+        let spec = self.spec(&input)?;
+        let name = str_of(&input, "agentRuntimeName")
+            .unwrap_or_default()
+            .to_owned();
+        let now = now_millis();
+        let rt = Runtime {
+            id: new_runtime_id(&name),
+            name: name.clone(),
+            latest_version: 1,
+            deleting: false,
+            created_at: now,
+            updated_at: now,
+        };
+        let v = RuntimeVersion {
+            runtime_id: rt.id.clone(),
+            version: 1,
+            spec: serde_json::to_value(&spec).unwrap_or_default(),
+            status: Status::Creating,
+            failure_reason: None,
+            artifact_digest: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let ep = Endpoint {
+            runtime_id: rt.id.clone(),
+            name: DEFAULT_ENDPOINT.into(),
+            id: format!("{DEFAULT_ENDPOINT}-{}", random_alnum(10)),
+            description: None,
+            live_version: None,
+            target_version: Some(1),
+            status: Status::Creating,
+            failure_reason: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let p = &self.inner.partition;
+        let arn = p.runtime_arn(&rt.id);
+        let response = json!({
+            "agentRuntimeArn": arn,
+            "workloadIdentityDetails": {"workloadIdentityArn": p.workload_identity_arn(&name)},
+            "agentRuntimeId": rt.id,
+            "agentRuntimeVersion": "1",
+            "createdAt": iso8601(now),
+            "status": "CREATING",
+        });
+        let mut writes = vec![
+            Write::InsertRuntime(rt.clone()),
+            Write::PutVersion(v),
+            Write::InsertEndpoint(ep),
+        ];
+        let tags = tags_of(&input);
+        if !tags.is_empty() {
+            writes.push(Write::PutTags { arn, tags });
+        }
+        writes.extend(Self::remember("CreateAgentRuntime", &input, &response));
+        match self.inner.store.apply(writes).await {
+            Ok(()) => {}
+            Err(berth_store::Error::AlreadyExists("runtime name")) => {
+                return Err(ApiError::conflict(format!(
+                    "an agent runtime named {name} already exists"
+                )));
+            }
+            Err(e) => return Err(internal(e)),
+        }
+        info!(runtime_id = %rt.id, "runtime created");
+        self.spawn_build(rt.id, 1);
+        Ok(response)
+    }
+
+    /// `UpdateAgentRuntime`: always a new immutable version.
+    pub async fn update_runtime(&self, input: Value) -> Result<Value, ApiError> {
+        let _g = self.inner.write_lock.lock().await;
+        if let Some(r) = self.replay("UpdateAgentRuntime", &input).await? {
+            return Ok(r);
+        }
+        let id = str_of(&input, "agentRuntimeId").unwrap_or_default();
+        let rt = self.live_runtime(id).await?;
+        if rt.deleting {
+            return Err(ApiError::conflict(format!(
+                "agent runtime {id} is being deleted"
+            )));
+        }
+        let spec = self.spec(&input)?;
+        let now = now_millis();
+        let version = rt.latest_version + 1;
+        if Version::parse(&version.to_string()).is_none() {
+            return Err(ApiError::new(
+                berth_api::ErrorKind::ServiceQuotaExceeded,
+                "the runtime has reached the maximum number of versions",
+            ));
+        }
+        let v = RuntimeVersion {
+            runtime_id: rt.id.clone(),
+            version,
+            spec: serde_json::to_value(&spec).unwrap_or_default(),
+            status: Status::Updating,
+            failure_reason: None,
+            artifact_digest: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut default = self
+            .inner
+            .store
+            .endpoint(&rt.id, DEFAULT_ENDPOINT)
+            .await
+            .map_err(internal)?
+            .ok_or_else(ApiError::internal)?;
+        default.target_version = Some(version);
+        default.status = Status::Updating;
+        default.failure_reason = None;
+        default.updated_at = now;
+        let p = &self.inner.partition;
+        let response = json!({
+            "agentRuntimeArn": p.runtime_arn(&rt.id),
+            "agentRuntimeId": rt.id,
+            "workloadIdentityDetails": {"workloadIdentityArn": p.workload_identity_arn(&rt.name)},
+            "agentRuntimeVersion": version.to_string(),
+            "createdAt": iso8601(rt.created_at),
+            "lastUpdatedAt": iso8601(now),
+            "status": "UPDATING",
+        });
+        let mut writes = vec![
+            Write::UpdateRuntime {
+                runtime: Runtime {
+                    latest_version: version,
+                    updated_at: now,
+                    ..rt.clone()
+                },
+                expect_latest: rt.latest_version,
+            },
+            Write::PutVersion(v),
+            Write::PutEndpoint(default),
+        ];
+        writes.extend(Self::remember("UpdateAgentRuntime", &input, &response));
+        self.inner.store.apply(writes).await.map_err(internal)?;
+        info!(runtime_id = %rt.id, version, "runtime updated");
+        self.spawn_build(rt.id, version);
+        Ok(response)
+    }
+
+    /// `GetAgentRuntime`, optionally of one version.
+    pub async fn get_runtime(&self, input: Value) -> Result<Value, ApiError> {
+        let id = str_of(&input, "agentRuntimeId").unwrap_or_default();
+        let rt = self.live_runtime(id).await?;
+        let version = match str_of(&input, "agentRuntimeVersion") {
+            Some(s) => parse_version(s)?,
+            None => rt.latest_version,
+        };
+        let v = self
+            .inner
+            .store
+            .version(&rt.id, version)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("agent runtime {id} has no version {version}"))
+            })?;
+        Ok(runtime_version_body(&self.inner.partition, &rt, &v))
+    }
+
+    /// `ListAgentRuntimes`: each runtime with its latest version.
+    pub async fn list_runtimes(&self, input: Value) -> Result<Value, ApiError> {
+        let limit = paging::max_results(&input);
+        let after = match str_of(&input, "nextToken") {
+            Some(t) => {
+                let (ms, id) = paging::decode(t)?;
+                Some(RuntimeCursor { created_at: ms, id })
+            }
+            None => None,
+        };
+        let mut rts = self
+            .inner
+            .store
+            .list_runtimes(after.as_ref(), limit + 1)
+            .await
+            .map_err(internal)?;
+        let more = rts.len() > limit as usize;
+        rts.truncate(limit as usize);
+        let mut items = Vec::with_capacity(rts.len());
+        for rt in &rts {
+            // A runtime whose latest version row is missing is mid-deletion: skip it.
+            if let Some(v) = self
+                .inner
+                .store
+                .version(&rt.id, rt.latest_version)
+                .await
+                .map_err(internal)?
+            {
+                items.push(runtime_summary(&self.inner.partition, rt, &v));
+            }
+        }
+        let mut body = json!({ "agentRuntimes": items });
+        if more && let Some(last) = rts.last() {
+            body["nextToken"] = paging::encode(last.created_at, &last.id).into();
+        }
+        Ok(body)
+    }
+
+    /// `ListAgentRuntimeVersions`, newest first.
+    pub async fn list_versions(&self, input: Value) -> Result<Value, ApiError> {
+        let id = str_of(&input, "agentRuntimeId").unwrap_or_default();
+        let rt = self.live_runtime(id).await?;
+        let limit = paging::max_results(&input);
+        let below = match str_of(&input, "nextToken") {
+            Some(t) => Some(paging::decode(t)?.0 as u32),
+            None => None,
+        };
+        let mut vs = self
+            .inner
+            .store
+            .list_versions(&rt.id, below, limit + 1)
+            .await
+            .map_err(internal)?;
+        let more = vs.len() > limit as usize;
+        vs.truncate(limit as usize);
+        let items: Vec<Value> = vs
+            .iter()
+            .map(|v| runtime_summary(&self.inner.partition, &rt, v))
+            .collect();
+        let mut body = json!({ "agentRuntimes": items });
+        if more && let Some(last) = vs.last() {
+            body["nextToken"] = paging::encode(i64::from(last.version), "").into();
+        }
+        Ok(body)
+    }
+
+    /// `DeleteAgentRuntime`: one version (`?version=`) or the whole runtime.
+    pub async fn delete_runtime(&self, input: Value) -> Result<Value, ApiError> {
+        let _g = self.inner.write_lock.lock().await;
+        let id = str_of(&input, "agentRuntimeId").unwrap_or_default();
+        let rt = self.live_runtime(id).await?;
+        if let Some(s) = str_of(&input, "agentRuntimeVersion") {
+            let version = parse_version(s)?;
+            if rt.deleting {
+                return Err(ApiError::conflict(format!(
+                    "agent runtime {id} is being deleted"
+                )));
+            }
+            if self
+                .inner
+                .store
+                .version(&rt.id, version)
+                .await
+                .map_err(internal)?
+                .is_none()
+            {
+                return Err(ApiError::not_found(format!(
+                    "agent runtime {id} has no version {version}"
+                )));
+            }
+            let eps = self.all_endpoints(&rt.id).await?;
+            if let Some(e) = eps
+                .iter()
+                .find(|e| e.live_version == Some(version) || e.target_version == Some(version))
+            {
+                return Err(ApiError::conflict(format!(
+                    "version {version} is in use by endpoint {}; point the endpoint elsewhere first",
+                    e.name
+                )));
+            }
+            self.inner
+                .store
+                .apply(vec![Write::DeleteVersion {
+                    runtime_id: rt.id.clone(),
+                    version,
+                }])
+                .await
+                .map_err(internal)?;
+            self.inner.deployer.retire(&rt.id, Some(version)).await;
+            return Ok(json!({
+                "status": "DELETING", "agentRuntimeId": rt.id, "agentRuntimeVersion": version.to_string()
+            }));
+        }
+        if !rt.deleting {
+            self.inner
+                .store
+                .apply(vec![Write::UpdateRuntime {
+                    runtime: Runtime {
+                        deleting: true,
+                        updated_at: now_millis(),
+                        ..rt.clone()
+                    },
+                    expect_latest: rt.latest_version,
+                }])
+                .await
+                .map_err(internal)?;
+            info!(runtime_id = %rt.id, "runtime deletion accepted");
+            self.spawn_teardown(rt.id.clone());
+        }
+        Ok(json!({ "status": "DELETING", "agentRuntimeId": rt.id }))
+    }
+
+    async fn all_endpoints(&self, runtime_id: &str) -> Result<Vec<Endpoint>, ApiError> {
+        let mut out = Vec::new();
+        loop {
+            let after = out.last().map(|e: &Endpoint| e.name.clone());
+            let page = self
+                .inner
+                .store
+                .list_endpoints(runtime_id, after.as_deref(), 100)
+                .await
+                .map_err(internal)?;
+            let done = page.len() < 100;
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn endpoint_of(&self, rt: &Runtime, name: &str) -> Result<Endpoint, ApiError> {
+        self.inner
+            .store
+            .endpoint(&rt.id, name)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("agent runtime {} has no endpoint {name}", rt.id))
+            })
+    }
+
+    /// Points `ep` at `version`, settling at once when that version is already built.
+    async fn retarget(
+        &self,
+        ep: &mut Endpoint,
+        rt: &Runtime,
+        version: u32,
+    ) -> Result<(), ApiError> {
+        let v = self
+            .inner
+            .store
+            .version(&rt.id, version)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("agent runtime {} has no version {version}", rt.id))
+            })?;
+        ep.target_version = Some(version);
+        ep.failure_reason = None;
+        match v.status {
+            Status::Ready => {
+                ep.live_version = Some(version);
+                ep.status = Status::Ready;
+            }
+            Status::CreateFailed | Status::UpdateFailed => {
+                return Err(ApiError::field(
+                    "agentRuntimeVersion",
+                    format!(
+                        "version {version} failed to build and cannot serve: {}",
+                        v.failure_reason.unwrap_or_default()
+                    ),
+                ));
+            }
+            _ => {
+                ep.status = if ep.live_version.is_some() {
+                    Status::Updating
+                } else {
+                    Status::Creating
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// `CreateAgentRuntimeEndpoint`.
+    pub async fn create_endpoint(&self, input: Value) -> Result<Value, ApiError> {
+        let _g = self.inner.write_lock.lock().await;
+        if let Some(r) = self.replay("CreateAgentRuntimeEndpoint", &input).await? {
+            return Ok(r);
+        }
+        let id = str_of(&input, "agentRuntimeId").unwrap_or_default();
+        let rt = self.live_runtime(id).await?;
+        if rt.deleting {
+            return Err(ApiError::conflict(format!(
+                "agent runtime {id} is being deleted"
+            )));
+        }
+        let name = str_of(&input, "name").unwrap_or_default().to_owned();
+        let version = match str_of(&input, "agentRuntimeVersion") {
+            Some(s) => parse_version(s)?,
+            None => rt.latest_version,
+        };
+        let now = now_millis();
+        let mut ep = Endpoint {
+            runtime_id: rt.id.clone(),
+            name: name.clone(),
+            id: format!("{name}-{}", random_alnum(10)),
+            description: str_of(&input, "description").map(str::to_owned),
+            live_version: None,
+            target_version: None,
+            status: Status::Creating,
+            failure_reason: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.retarget(&mut ep, &rt, version).await?;
+        let p = &self.inner.partition;
+        let arn = p.endpoint_arn(&rt.id, &name);
+        let response = json!({
+            "targetVersion": version.to_string(),
+            "agentRuntimeEndpointArn": arn,
+            "agentRuntimeArn": p.runtime_arn(&rt.id),
+            "agentRuntimeId": rt.id,
+            "endpointName": name,
+            "status": ep.status.as_str(),
+            "createdAt": iso8601(now),
+        });
+        let mut writes = vec![Write::InsertEndpoint(ep)];
+        let tags = tags_of(&input);
+        if !tags.is_empty() {
+            writes.push(Write::PutTags { arn, tags });
+        }
+        writes.extend(Self::remember(
+            "CreateAgentRuntimeEndpoint",
+            &input,
+            &response,
+        ));
+        match self.inner.store.apply(writes).await {
+            Ok(()) => Ok(response),
+            Err(berth_store::Error::AlreadyExists("endpoint name")) => Err(ApiError::conflict(
+                format!("agent runtime {id} already has an endpoint named {name}"),
+            )),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// `GetAgentRuntimeEndpoint`.
+    pub async fn get_endpoint(&self, input: Value) -> Result<Value, ApiError> {
+        let rt = self
+            .live_runtime(str_of(&input, "agentRuntimeId").unwrap_or_default())
+            .await?;
+        let ep = self
+            .endpoint_of(&rt, str_of(&input, "endpointName").unwrap_or_default())
+            .await?;
+        let mut body = endpoint_body(&self.inner.partition, &ep);
+        if rt.deleting {
+            body["status"] = "DELETING".into();
+        }
+        Ok(body)
+    }
+
+    /// `UpdateAgentRuntimeEndpoint`.
+    pub async fn update_endpoint(&self, input: Value) -> Result<Value, ApiError> {
+        let _g = self.inner.write_lock.lock().await;
+        if let Some(r) = self.replay("UpdateAgentRuntimeEndpoint", &input).await? {
+            return Ok(r);
+        }
+        let rt = self
+            .live_runtime(str_of(&input, "agentRuntimeId").unwrap_or_default())
+            .await?;
+        if rt.deleting {
+            return Err(ApiError::conflict(format!(
+                "agent runtime {} is being deleted",
+                rt.id
+            )));
+        }
+        let name = str_of(&input, "endpointName").unwrap_or_default();
+        let mut ep = self.endpoint_of(&rt, name).await?;
+        if let Some(s) = str_of(&input, "agentRuntimeVersion") {
+            let version = parse_version(s)?;
+            if ep.name == DEFAULT_ENDPOINT && version != rt.latest_version {
+                return Err(ApiError::field(
+                    "agentRuntimeVersion",
+                    "the DEFAULT endpoint always serves the latest version; create a named endpoint to pin a version",
+                ));
+            }
+            self.retarget(&mut ep, &rt, version).await?;
+        }
+        if let Some(d) = str_of(&input, "description") {
+            ep.description = Some(d.to_owned());
+        }
+        ep.updated_at = now_millis();
+        let mut response = endpoint_body(&self.inner.partition, &ep);
+        if let Some(o) = response.as_object_mut() {
+            for k in ["name", "id", "description", "failureReason"] {
+                o.remove(k);
+            }
+        }
+        let mut writes = vec![Write::PutEndpoint(ep)];
+        writes.extend(Self::remember(
+            "UpdateAgentRuntimeEndpoint",
+            &input,
+            &response,
+        ));
+        self.inner.store.apply(writes).await.map_err(internal)?;
+        Ok(response)
+    }
+
+    /// `ListAgentRuntimeEndpoints`.
+    pub async fn list_endpoints(&self, input: Value) -> Result<Value, ApiError> {
+        let rt = self
+            .live_runtime(str_of(&input, "agentRuntimeId").unwrap_or_default())
+            .await?;
+        let limit = paging::max_results(&input);
+        let after = match str_of(&input, "nextToken") {
+            Some(t) => Some(paging::decode(t)?.1),
+            None => None,
+        };
+        let mut eps = self
+            .inner
+            .store
+            .list_endpoints(&rt.id, after.as_deref(), limit + 1)
+            .await
+            .map_err(internal)?;
+        let more = eps.len() > limit as usize;
+        eps.truncate(limit as usize);
+        let items: Vec<Value> = eps
+            .iter()
+            .map(|e| endpoint_body(&self.inner.partition, e))
+            .collect();
+        let mut body = json!({ "runtimeEndpoints": items });
+        if more && let Some(last) = eps.last() {
+            body["nextToken"] = paging::encode(0, &last.name).into();
+        }
+        Ok(body)
+    }
+
+    /// `DeleteAgentRuntimeEndpoint`. `DEFAULT` goes only with its runtime.
+    pub async fn delete_endpoint(&self, input: Value) -> Result<Value, ApiError> {
+        let _g = self.inner.write_lock.lock().await;
+        let rt = self
+            .live_runtime(str_of(&input, "agentRuntimeId").unwrap_or_default())
+            .await?;
+        let name = str_of(&input, "endpointName").unwrap_or_default();
+        let ep = self.endpoint_of(&rt, name).await?;
+        if ep.name == DEFAULT_ENDPOINT {
+            return Err(ApiError::conflict(
+                "the DEFAULT endpoint cannot be deleted on its own; delete the agent runtime instead",
+            ));
+        }
+        let arn = self.inner.partition.endpoint_arn(&rt.id, name);
+        self.inner
+            .store
+            .apply(vec![
+                Write::DeleteEndpoint {
+                    runtime_id: rt.id.clone(),
+                    name: name.to_owned(),
+                },
+                Write::RemoveTags {
+                    arn: arn.clone(),
+                    keys: self
+                        .inner
+                        .store
+                        .tags(&arn)
+                        .await
+                        .map_err(internal)?
+                        .into_iter()
+                        .map(|(k, _)| k)
+                        .collect(),
+                },
+            ])
+            .await
+            .map_err(internal)?;
+        Ok(json!({ "status": "DELETING", "agentRuntimeId": rt.id, "endpointName": name }))
+    }
+
+    /// Resolves a taggable ARN to an existing resource.
+    async fn taggable(&self, arn: &str) -> Result<(), ApiError> {
+        let parsed = ResourceArn::parse(arn, &self.inner.partition).map_err(|e| {
+            if e == berth_types::ArnError::ForeignPartition {
+                ApiError::not_found(format!("no resource {arn}"))
+            } else {
+                ApiError::field("resourceArn", format!("{e}: {arn}"))
+            }
+        })?;
+        match parsed {
+            ResourceArn::Runtime { runtime_id } => {
+                self.live_runtime(&runtime_id).await?;
+            }
+            ResourceArn::Endpoint { runtime_id, name } => {
+                let rt = self.live_runtime(&runtime_id).await?;
+                self.endpoint_of(&rt, &name).await?;
+            }
+            ResourceArn::Memory { .. } => {
+                return Err(ApiError::not_found(format!("no resource {arn}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// `TagResource`.
+    pub async fn tag_resource(&self, input: Value) -> Result<Value, ApiError> {
+        let _g = self.inner.write_lock.lock().await;
+        let arn = str_of(&input, "resourceArn").unwrap_or_default();
+        self.taggable(arn).await?;
+        let new = tags_of(&input);
+        let mut keys: std::collections::BTreeSet<String> = self
+            .inner
+            .store
+            .tags(arn)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        keys.extend(new.iter().map(|(k, _)| k.clone()));
+        if keys.len() > MAX_TAGS {
+            return Err(ApiError::field(
+                "tags",
+                format!(
+                    "a resource can carry at most {MAX_TAGS} tags; this request would leave {}",
+                    keys.len()
+                ),
+            ));
+        }
+        self.inner
+            .store
+            .apply(vec![Write::PutTags {
+                arn: arn.to_owned(),
+                tags: new,
+            }])
+            .await
+            .map_err(internal)?;
+        Ok(json!({}))
+    }
+
+    /// `UntagResource`.
+    pub async fn untag_resource(&self, input: Value) -> Result<Value, ApiError> {
+        let _g = self.inner.write_lock.lock().await;
+        let arn = str_of(&input, "resourceArn").unwrap_or_default();
+        self.taggable(arn).await?;
+        let keys = input
+            .get("tagKeys")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|k| k.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.inner
+            .store
+            .apply(vec![Write::RemoveTags {
+                arn: arn.to_owned(),
+                keys,
+            }])
+            .await
+            .map_err(internal)?;
+        Ok(json!({}))
+    }
+
+    /// `ListTagsForResource`.
+    pub async fn list_tags(&self, input: Value) -> Result<Value, ApiError> {
+        let arn = str_of(&input, "resourceArn").unwrap_or_default();
+        self.taggable(arn).await?;
+        let tags: serde_json::Map<String, Value> = self
+            .inner
+            .store
+            .tags(arn)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        Ok(json!({ "tags": tags }))
+    }
+
+    fn spawn_build(&self, runtime_id: String, version: u32) {
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            let cancel = this.inner.shutdown.clone();
+            tokio::select! {
+                // Shutdown abandons the build; the version stays transitional and is resumed at start.
+                _ = cancel.cancelled() => {}
+                r = this.build(&runtime_id, version) => {
+                    if let Err(e) = r {
+                        error!(%runtime_id, version, error = %e, "recording build result failed");
+                    }
+                }
+            }
+        });
+    }
+
+    async fn build(&self, runtime_id: &str, version: u32) -> Result<(), berth_store::Error> {
+        let store = &self.inner.store;
+        let (Some(rt), Some(v)) = (
+            store.runtime(runtime_id).await?,
+            store.version(runtime_id, version).await?,
+        ) else {
+            return Ok(());
+        };
+        let result = self.inner.deployer.build(&rt, &v).await;
+        let _g = self.inner.write_lock.lock().await;
+        // Re-read: the runtime may have been deleted while building.
+        let Some(mut v) = store.version(runtime_id, version).await? else {
+            return Ok(());
+        };
+        let now = now_millis();
+        v.updated_at = now;
+        match &result {
+            Ok(digest) => {
+                v.status = Status::Ready;
+                v.artifact_digest = Some(digest.clone());
+                v.failure_reason = None;
+                info!(%runtime_id, version, "version ready");
+            }
+            Err(reason) => {
+                v.status = if version == 1 {
+                    Status::CreateFailed
+                } else {
+                    Status::UpdateFailed
+                };
+                v.failure_reason = Some(reason.clone());
+                warn!(%runtime_id, version, %reason, "version build failed");
+            }
+        }
+        let mut writes = vec![Write::PutVersion(v)];
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .list_endpoints(runtime_id, after.as_deref(), 100)
+                .await?;
+            let done = page.len() < 100;
+            after = page.last().map(|e| e.name.clone());
+            for mut e in page {
+                if e.target_version != Some(version) {
+                    continue;
+                }
+                e.updated_at = now;
+                match &result {
+                    Ok(_) => {
+                        e.live_version = Some(version);
+                        e.status = Status::Ready;
+                        e.failure_reason = None;
+                    }
+                    Err(reason) => {
+                        e.status = if e.live_version.is_some() {
+                            Status::UpdateFailed
+                        } else {
+                            Status::CreateFailed
+                        };
+                        e.failure_reason =
+                            Some(format!("version {version} failed to build: {reason}"));
+                    }
+                }
+                writes.push(Write::PutEndpoint(e));
+            }
+            if done {
+                break;
+            }
+        }
+        store.apply(writes).await
+    }
+
+    fn spawn_teardown(&self, runtime_id: String) {
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            this.inner.deployer.retire(&runtime_id, None).await;
+            let _g = this.inner.write_lock.lock().await;
+            let arn = this.inner.partition.runtime_arn(&runtime_id);
+            match this.inner.store.apply(vec![Write::DeleteRuntime { runtime_id: runtime_id.clone(), arn }]).await {
+                Ok(()) => info!(%runtime_id, "runtime deleted"),
+                Err(e) => error!(%runtime_id, error = %e, "deleting runtime failed; will retry at next start"),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

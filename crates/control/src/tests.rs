@@ -1,0 +1,267 @@
+use super::*;
+use async_trait::async_trait;
+use berth_api::ErrorKind;
+use tokio::sync::mpsc;
+
+/// A deployer whose builds finish when the test says so.
+struct Scripted {
+    results: Mutex<mpsc::Receiver<Result<String, String>>>,
+}
+
+#[async_trait]
+impl Deployer for Scripted {
+    fn check(&self, spec: &RuntimeSpec) -> Result<(), ApiError> {
+        match spec.agent_runtime_artifact {
+            berth_api::control::Artifact::ContainerConfiguration { .. } => {
+                Err(ApiError::field("agentRuntimeArtifact", "no containers"))
+            }
+            _ => Ok(()),
+        }
+    }
+    async fn build(&self, _: &Runtime, _: &RuntimeVersion) -> Result<String, String> {
+        self.results
+            .lock()
+            .await
+            .recv()
+            .await
+            .unwrap_or(Err("test over".into()))
+    }
+    async fn retire(&self, _: &str, _: Option<u32>) {}
+}
+
+struct Fixture {
+    control: Control,
+    builds: mpsc::Sender<Result<String, String>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = berth_store::open(&format!("sqlite://{}", dir.path().join("db").display()))
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let control = Control::start(
+        store,
+        Partition {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+        },
+        Arc::new(Scripted {
+            results: Mutex::new(rx),
+        }),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    Fixture {
+        control,
+        builds: tx,
+        _dir: dir,
+    }
+}
+
+fn create_input(name: &str) -> Value {
+    json!({
+        "agentRuntimeName": name,
+        "agentRuntimeArtifact": {"codeConfiguration": {
+            "code": {"s3": {"bucket": "b", "prefix": "a.zip"}},
+            "runtime": "PYTHON_3_11", "entryPoint": ["agent.py"]}},
+        "roleArn": "arn:aws:iam::000000000000:role/r",
+        "clientToken": format!("{name}-token-0123456789012345678901234567890"),
+    })
+}
+
+async fn settle(f: &Fixture, id: &str, version: u32, want: Status) {
+    // Wait for the build task to record its result: poll the real state, bounded.
+    for _ in 0..500 {
+        let v = f
+            .control
+            .store()
+            .version(id, version)
+            .await
+            .unwrap()
+            .unwrap();
+        if v.status == want {
+            return;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    panic!("version {version} never reached {want:?}");
+}
+
+#[tokio::test]
+async fn create_build_update_and_default_tracks_latest() {
+    let f = fixture().await;
+    let r = f
+        .control
+        .create_runtime(create_input("agent_a"))
+        .await
+        .unwrap();
+    let id = r["agentRuntimeId"].as_str().unwrap().to_owned();
+    assert_eq!(r["status"], "CREATING");
+    f.builds.send(Ok("sha256:1".into())).await.unwrap();
+    settle(&f, &id, 1, Status::Ready).await;
+    let ep = f
+        .control
+        .get_endpoint(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ep["liveVersion"].as_str(), ep["status"].as_str()),
+        (Some("1"), Some("READY"))
+    );
+
+    let pinned = f
+        .control
+        .create_endpoint(json!({"agentRuntimeId": id, "name": "prod"}))
+        .await
+        .unwrap();
+    assert_eq!(pinned["status"], "READY");
+
+    let mut upd = create_input("agent_a");
+    upd["agentRuntimeId"] = id.clone().into();
+    upd["clientToken"] = "update-token-0123456789012345678901234567890".into();
+    let u = f.control.update_runtime(upd).await.unwrap();
+    assert_eq!(u["agentRuntimeVersion"], "2");
+    f.builds.send(Ok("sha256:2".into())).await.unwrap();
+    settle(&f, &id, 2, Status::Ready).await;
+    let d = f
+        .control
+        .get_endpoint(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"}))
+        .await
+        .unwrap();
+    assert_eq!(d["liveVersion"], "2");
+    let p = f
+        .control
+        .get_endpoint(json!({"agentRuntimeId": id, "endpointName": "prod"}))
+        .await
+        .unwrap();
+    assert_eq!(p["liveVersion"], "1", "named endpoints stay pinned");
+}
+
+#[tokio::test]
+async fn idempotency_replays_and_detects_mismatch() {
+    let f = fixture().await;
+    let a = f
+        .control
+        .create_runtime(create_input("agent_b"))
+        .await
+        .unwrap();
+    let b = f
+        .control
+        .create_runtime(create_input("agent_b"))
+        .await
+        .unwrap();
+    assert_eq!(a, b);
+    let mut changed = create_input("agent_b");
+    changed["description"] = "different".into();
+    let e = f.control.create_runtime(changed).await.unwrap_err();
+    assert_eq!(e.reason, Some("IdempotentParameterMismatchException"));
+    let mut other_token = create_input("agent_b");
+    other_token["clientToken"] = "another-token-0123456789012345678901234567890".into();
+    assert_eq!(
+        f.control
+            .create_runtime(other_token)
+            .await
+            .unwrap_err()
+            .kind,
+        ErrorKind::Conflict
+    );
+}
+
+#[tokio::test]
+async fn failed_build_is_recorded_with_reason() {
+    let f = fixture().await;
+    let r = f
+        .control
+        .create_runtime(create_input("agent_c"))
+        .await
+        .unwrap();
+    let id = r["agentRuntimeId"].as_str().unwrap().to_owned();
+    f.builds
+        .send(Err("pip: no matching distribution".into()))
+        .await
+        .unwrap();
+    settle(&f, &id, 1, Status::CreateFailed).await;
+    let g = f
+        .control
+        .get_runtime(json!({"agentRuntimeId": id}))
+        .await
+        .unwrap();
+    assert_eq!(g["failureReason"], "pip: no matching distribution");
+    let ep = f
+        .control
+        .get_endpoint(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"}))
+        .await
+        .unwrap();
+    assert_eq!(ep["status"], "CREATE_FAILED");
+}
+
+#[tokio::test]
+async fn default_endpoint_cannot_be_deleted_and_versions_in_use_are_kept() {
+    let f = fixture().await;
+    let r = f
+        .control
+        .create_runtime(create_input("agent_d"))
+        .await
+        .unwrap();
+    let id = r["agentRuntimeId"].as_str().unwrap().to_owned();
+    let e = f
+        .control
+        .delete_endpoint(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict);
+    let e = f
+        .control
+        .delete_runtime(json!({"agentRuntimeId": id, "agentRuntimeVersion": "1"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict);
+    let d = f
+        .control
+        .delete_runtime(json!({"agentRuntimeId": id}))
+        .await
+        .unwrap();
+    assert_eq!(d["status"], "DELETING");
+}
+
+#[tokio::test]
+async fn paging_walks_every_runtime_once() {
+    let f = fixture().await;
+    for i in 0..7 {
+        f.control
+            .create_runtime(create_input(&format!("pg_{i}")))
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut q = json!({"maxResults": 3});
+        if let Some(t) = &token {
+            q["nextToken"] = t.clone().into();
+        }
+        let page = f.control.list_runtimes(q).await.unwrap();
+        for r in page["agentRuntimes"].as_array().unwrap() {
+            seen.push(r["agentRuntimeName"].as_str().unwrap().to_owned());
+        }
+        match page.get("nextToken") {
+            Some(t) => token = Some(t.as_str().unwrap().to_owned()),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 7);
+    assert_eq!(seen.len(), 7);
+    let e = f
+        .control
+        .list_runtimes(json!({"nextToken": "garbage"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Validation);
+}

@@ -1,0 +1,76 @@
+//! SigV4 authentication in front of every route.
+
+use crate::AppState;
+use crate::error::WireError;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use berth_api::ApiError;
+use berth_auth::Verified;
+use std::time::SystemTime;
+use tracing::info;
+
+/// Largest body accepted (AgentCore's payload limit is 100 MB).
+pub const MAX_BODY: usize = 100 * 1024 * 1024;
+
+/// Bodies larger than this are hashed on the blocking pool so a worker thread never stalls.
+const HASH_INLINE_LIMIT: usize = 256 * 1024;
+
+/// Verifies the signature, then passes the request on with the body buffered and the
+/// [`Verified`] identity in its extensions.
+pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return WireError(ApiError::field(
+                "body",
+                format!("the request body exceeds the {MAX_BODY}-byte limit or could not be read"),
+            ))
+            .into_response();
+        }
+    };
+    let keys = state.keys.clone();
+    let (method, uri, headers) = (
+        parts.method.clone(),
+        parts.uri.clone(),
+        parts.headers.clone(),
+    );
+    let verify = move |body: &[u8]| {
+        berth_auth::verify(
+            &method,
+            &uri,
+            &headers,
+            body,
+            keys.as_ref(),
+            SystemTime::now(),
+        )
+    };
+    let result = if bytes.len() <= HASH_INLINE_LIMIT {
+        verify(&bytes)
+    } else {
+        let b = bytes.clone();
+        match tokio::task::spawn_blocking(move || verify(&b)).await {
+            Ok(r) => r,
+            Err(_) => return WireError(ApiError::internal()).into_response(),
+        }
+    };
+    let verified: Verified = match result {
+        Ok(v) => v,
+        Err(e) => {
+            // The reason is logged for the operator; the access key id is not a secret, the
+            // signature and secret never reach a log line.
+            info!(code = e.aws_code(), error = %e, "request refused by authentication");
+            return WireError(ApiError::custom(
+                e.aws_code(),
+                e.http_status(),
+                e.aws_message(),
+            ))
+            .into_response();
+        }
+    };
+    let mut req = Request::from_parts(parts, Body::from(bytes));
+    req.extensions_mut().insert(verified);
+    next.run(req).await
+}

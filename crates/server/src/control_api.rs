@@ -1,0 +1,149 @@
+//! AgentCore control-plane routes (`bedrock-agentcore-control`).
+
+use crate::AppState;
+use crate::error::WireError;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{RawPathParams, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use berth_api::ApiError;
+use berth_api::model::{self, Model};
+use percent_encoding::percent_decode_str;
+use serde_json::Value;
+
+/// Turns path parameters, the query string and the body into one validated input object.
+pub(crate) fn input(
+    model: &Model,
+    op: &str,
+    path: Result<RawPathParams, RawPathParamsRejection>,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let mut params: Vec<(String, String)> = Vec::new();
+    if let Ok(p) = &path {
+        for (k, v) in p.iter() {
+            params.push((k.to_owned(), v.to_owned()));
+        }
+    } else {
+        return Err(ApiError::field(
+            "path",
+            "the request path is not valid UTF-8 after decoding",
+        ));
+    }
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let dec = |s: &str| percent_decode_str(s).decode_utf8().map(|c| c.into_owned());
+        match (dec(k), dec(v)) {
+            (Ok(k), Ok(v)) => params.push((k, v)),
+            _ => {
+                return Err(ApiError::field(
+                    "query",
+                    "the query string is not valid UTF-8 after decoding",
+                ));
+            }
+        }
+    }
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::cannot_parse(format!("the request body is not valid JSON: {e}"))
+        })?
+    };
+    let refs: Vec<(&str, String)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    model.input(op, body, &refs)
+}
+
+/// A successful response with the operation's modelled status code.
+pub(crate) fn respond(model: &Model, op: &str, body: Value) -> Response {
+    let code = model.operation(op).map_or(200, |o| o.http.response_code);
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+    if status == StatusCode::NO_CONTENT {
+        return status.into_response();
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+macro_rules! control_op {
+    ($name:ident, $op:literal, $method:ident) => {
+        async fn $name(
+            State(s): State<AppState>,
+            path: Result<RawPathParams, RawPathParamsRejection>,
+            RawQuery(q): RawQuery,
+            body: Bytes,
+        ) -> Result<Response, WireError> {
+            let m = model::control();
+            let input = input(m, $op, path, q.as_deref(), &body)?;
+            let out = s.control.$method(input).await?;
+            Ok(respond(m, $op, out))
+        }
+    };
+}
+
+control_op!(create_runtime, "CreateAgentRuntime", create_runtime);
+control_op!(list_runtimes, "ListAgentRuntimes", list_runtimes);
+control_op!(get_runtime, "GetAgentRuntime", get_runtime);
+control_op!(update_runtime, "UpdateAgentRuntime", update_runtime);
+control_op!(delete_runtime, "DeleteAgentRuntime", delete_runtime);
+control_op!(list_versions, "ListAgentRuntimeVersions", list_versions);
+control_op!(
+    create_endpoint,
+    "CreateAgentRuntimeEndpoint",
+    create_endpoint
+);
+control_op!(list_endpoints, "ListAgentRuntimeEndpoints", list_endpoints);
+control_op!(get_endpoint, "GetAgentRuntimeEndpoint", get_endpoint);
+control_op!(
+    update_endpoint,
+    "UpdateAgentRuntimeEndpoint",
+    update_endpoint
+);
+control_op!(
+    delete_endpoint,
+    "DeleteAgentRuntimeEndpoint",
+    delete_endpoint
+);
+control_op!(tag_resource, "TagResource", tag_resource);
+control_op!(untag_resource, "UntagResource", untag_resource);
+control_op!(list_tags, "ListTagsForResource", list_tags);
+
+/// The control-plane routes. Path parameter names are shared with the data-plane routes at the
+/// same positions (`{agentRuntimeId}` also carries an ARN there) because the router requires it.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/runtimes/", put(create_runtime).post(list_runtimes))
+        .route(
+            "/runtimes/{agentRuntimeId}/",
+            get(get_runtime).put(update_runtime).delete(delete_runtime),
+        )
+        .route(
+            "/runtimes/{agentRuntimeId}/versions/",
+            axum::routing::post(list_versions),
+        )
+        .route(
+            "/runtimes/{agentRuntimeId}/runtime-endpoints/",
+            put(create_endpoint).post(list_endpoints),
+        )
+        .route(
+            "/runtimes/{agentRuntimeId}/runtime-endpoints/{endpointName}/",
+            get(get_endpoint)
+                .put(update_endpoint)
+                .delete(delete_endpoint),
+        )
+        .route(
+            "/tags/{resourceArn}",
+            axum::routing::post(tag_resource)
+                .delete(untag_resource)
+                .get(list_tags),
+        )
+}

@@ -1,0 +1,55 @@
+//! The HTTP edge of Berth: one listener serving the AgentCore control plane, the AgentCore data
+//! plane, the S3-compatible artifact store and the native API. The only crate that knows axum.
+//!
+//! Handlers are thin: extract, validate against the service model, call the domain, convert.
+
+mod auth;
+mod control_api;
+mod error;
+
+use axum::Router;
+use axum::middleware;
+use berth_auth::KeyLookup;
+use berth_control::Control;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::RequestId;
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The control-plane domain service.
+    pub control: Control,
+    /// Who may sign requests.
+    pub keys: Arc<dyn KeyLookup>,
+}
+
+/// The full router: authentication in front of every plane.
+pub fn router(state: AppState) -> Router {
+    let agentcore = control_api::routes().fallback(error::unknown_operation);
+    Router::new()
+        .merge(agentcore)
+        // Every request must be SigV4-signed by a known key; the body is buffered (capped) to be
+        // hashed, which AgentCore clients require because they send no payload hash.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        // Outermost: every response, errors included, carries x-amzn-RequestId.
+        .layer(middleware::from_fn(error::request_id))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then drains connections.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

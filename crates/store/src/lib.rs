@@ -1,0 +1,181 @@
+//! Durable state of a Berth server behind one trait, so the embedded SQLite backend and a
+//! PostgreSQL backend (several server nodes sharing one database) are interchangeable.
+//!
+//! Architecture Invariant: every write of a request happens in one transaction through
+//! [`ControlStore::apply`], committed with `synchronous=FULL` before the caller answers 2xx.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use berth_types::EpochMillis;
+use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
+use std::sync::Arc;
+
+pub use sqlite::SqliteStore;
+
+/// Store errors. Conflicts are expected outcomes the domain maps to AgentCore exceptions.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A unique key (runtime name, endpoint name, idempotency token) is already taken.
+    #[error("already exists: {0}")]
+    AlreadyExists(&'static str),
+    /// A compare-and-set precondition failed: someone else wrote first; re-read and retry.
+    #[error("concurrent modification of {0}")]
+    Precondition(&'static str),
+    /// The store URL is not understood.
+    #[error("unsupported store url {0:?}: use sqlite://PATH")]
+    UnsupportedUrl(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A migration failed at start.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored row could not be decoded.
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt {
+        /// Which table.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// One write inside a transaction.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Insert a new runtime; fails with `AlreadyExists("runtime name")` if the name is taken.
+    InsertRuntime(Runtime),
+    /// Replace a runtime row if its `latest_version` still equals `expect_latest`.
+    UpdateRuntime {
+        /// The new row.
+        runtime: Runtime,
+        /// Compare-and-set guard.
+        expect_latest: u32,
+    },
+    /// Insert or replace a version row.
+    PutVersion(RuntimeVersion),
+    /// Insert a new endpoint; fails with `AlreadyExists("endpoint name")` if taken.
+    InsertEndpoint(Endpoint),
+    /// Insert or replace an endpoint row.
+    PutEndpoint(Endpoint),
+    /// Delete one endpoint.
+    DeleteEndpoint {
+        /// Owning runtime.
+        runtime_id: String,
+        /// Endpoint name.
+        name: String,
+    },
+    /// Delete one version.
+    DeleteVersion {
+        /// Owning runtime.
+        runtime_id: String,
+        /// Version number.
+        version: u32,
+    },
+    /// Delete a runtime with its versions, endpoints and the tags of all their ARNs.
+    DeleteRuntime {
+        /// Runtime id.
+        runtime_id: String,
+        /// The runtime's ARN; tags on it and on `{arn}/...` go too.
+        arn: String,
+    },
+    /// Set tags on a resource (upsert per key).
+    PutTags {
+        /// Resource ARN.
+        arn: String,
+        /// Keys and values.
+        tags: Vec<(String, String)>,
+    },
+    /// Remove tag keys from a resource.
+    RemoveTags {
+        /// Resource ARN.
+        arn: String,
+        /// Keys to remove.
+        keys: Vec<String>,
+    },
+    /// Remember the response to an idempotent request; fails with
+    /// `AlreadyExists("client token")` if the token was used meanwhile.
+    PutIdempotency(Idempotency),
+}
+
+/// A remembered idempotent request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Idempotency {
+    /// Operation name, e.g. `CreateAgentRuntime`.
+    pub operation: String,
+    /// The client token.
+    pub token: String,
+    /// Hash of the request parameters, to detect reuse with different parameters.
+    pub request_hash: String,
+    /// The JSON response that was sent.
+    pub response: serde_json::Value,
+    /// When it was recorded.
+    pub created_at: EpochMillis,
+}
+
+/// Keyset cursor for listing runtimes in creation order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeCursor {
+    /// Creation time of the last runtime seen.
+    pub created_at: EpochMillis,
+    /// Id of the last runtime seen.
+    pub id: String,
+}
+
+/// The control plane's storage.
+#[async_trait]
+pub trait ControlStore: Send + Sync + 'static {
+    /// Applies all writes atomically and durably, or none of them.
+    async fn apply(&self, writes: Vec<Write>) -> Result<(), Error>;
+    /// A runtime by id.
+    async fn runtime(&self, id: &str) -> Result<Option<Runtime>, Error>;
+    /// Runtimes in creation order after `after`, at most `limit`.
+    async fn list_runtimes(
+        &self,
+        after: Option<&RuntimeCursor>,
+        limit: u32,
+    ) -> Result<Vec<Runtime>, Error>;
+    /// One version.
+    async fn version(
+        &self,
+        runtime_id: &str,
+        version: u32,
+    ) -> Result<Option<RuntimeVersion>, Error>;
+    /// Versions newest first, below `below` when given, at most `limit`.
+    async fn list_versions(
+        &self,
+        runtime_id: &str,
+        below: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<RuntimeVersion>, Error>;
+    /// Versions of all runtimes whose status is transitional (CREATING/UPDATING), for recovery at start.
+    async fn unfinished_versions(&self) -> Result<Vec<RuntimeVersion>, Error>;
+    /// Ids of runtimes marked for deletion, for recovery at start.
+    async fn deleting_runtimes(&self) -> Result<Vec<String>, Error>;
+    /// One endpoint.
+    async fn endpoint(&self, runtime_id: &str, name: &str) -> Result<Option<Endpoint>, Error>;
+    /// Endpoints of a runtime by name after `after`, at most `limit`.
+    async fn list_endpoints(
+        &self,
+        runtime_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Endpoint>, Error>;
+    /// Tags of a resource, by key.
+    async fn tags(&self, arn: &str) -> Result<Vec<(String, String)>, Error>;
+    /// A remembered idempotent request.
+    async fn idempotency(&self, operation: &str, token: &str)
+    -> Result<Option<Idempotency>, Error>;
+}
+
+/// Opens the store a URL names and runs its migrations. `sqlite://PATH` is the only backend
+/// today; `postgres://` is the designed next one (same trait, same SQL with `$n` placeholders).
+pub async fn open(url: &str) -> Result<Arc<dyn ControlStore>, Error> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        ));
+    }
+    Err(Error::UnsupportedUrl(url.to_owned()))
+}

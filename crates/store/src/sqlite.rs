@@ -1,0 +1,437 @@
+//! The embedded backend: one SQLite file in WAL mode.
+//!
+//! Writes go through a single connection (SQLite has one writer; queueing in the pool is cheaper
+//! than lock upgrades failing with SQLITE_BUSY), reads through a small pool.
+
+use crate::{ControlStore, Error, Idempotency, RuntimeCursor, Write};
+use async_trait::async_trait;
+use berth_types::Status;
+use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// SQLite-backed store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub async fn open(path: &Path) -> Result<Self, Error> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before we answer 2xx, even across power loss.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(Self { writer, reader })
+    }
+
+    /// The write pool, for other stores sharing this database file.
+    pub fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// The read pool, for other stores sharing this database file.
+    pub fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn status(table: &'static str, s: &str) -> Result<Status, Error> {
+    Status::parse(s).ok_or_else(|| Error::Corrupt {
+        table,
+        detail: format!("unknown status {s:?}"),
+    })
+}
+
+fn runtime_row(r: &SqliteRow) -> Result<Runtime, Error> {
+    Ok(Runtime {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        latest_version: r.try_get::<i64, _>("latest_version")? as u32,
+        deleting: r.try_get::<i64, _>("deleting")? != 0,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn version_row(r: &SqliteRow) -> Result<RuntimeVersion, Error> {
+    let spec: String = r.try_get("spec")?;
+    Ok(RuntimeVersion {
+        runtime_id: r.try_get("runtime_id")?,
+        version: r.try_get::<i64, _>("version")? as u32,
+        spec: serde_json::from_str(&spec).map_err(|e| Error::Corrupt {
+            table: "runtime_versions",
+            detail: e.to_string(),
+        })?,
+        status: status("runtime_versions", &r.try_get::<String, _>("status")?)?,
+        failure_reason: r.try_get("failure_reason")?,
+        artifact_digest: r.try_get("artifact_digest")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn endpoint_row(r: &SqliteRow) -> Result<Endpoint, Error> {
+    Ok(Endpoint {
+        runtime_id: r.try_get("runtime_id")?,
+        name: r.try_get("name")?,
+        id: r.try_get("id")?,
+        description: r.try_get("description")?,
+        live_version: r
+            .try_get::<Option<i64>, _>("live_version")?
+            .map(|v| v as u32),
+        target_version: r
+            .try_get::<Option<i64>, _>("target_version")?
+            .map(|v| v as u32),
+        status: status("endpoints", &r.try_get::<String, _>("status")?)?,
+        failure_reason: r.try_get("failure_reason")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+const PUT_ENDPOINT: &str = "INSERT OR REPLACE INTO endpoints (runtime_id, name, id, description, \
+    live_version, target_version, status, failure_reason, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+const INSERT_ENDPOINT: &str = "INSERT INTO endpoints (runtime_id, name, id, description, \
+    live_version, target_version, status, failure_reason, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+async fn write_endpoint(
+    tx: &mut sqlx::SqliteConnection,
+    sql: &str,
+    e: &Endpoint,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sql)
+        .bind(&e.runtime_id)
+        .bind(&e.name)
+        .bind(&e.id)
+        .bind(&e.description)
+        .bind(e.live_version.map(i64::from))
+        .bind(e.target_version.map(i64::from))
+        .bind(e.status.as_str())
+        .bind(&e.failure_reason)
+        .bind(e.created_at)
+        .bind(e.updated_at)
+        .execute(tx)
+        .await
+        .map(drop)
+}
+
+#[async_trait]
+impl ControlStore for SqliteStore {
+    async fn apply(&self, writes: Vec<Write>) -> Result<(), Error> {
+        let mut tx = self.writer.begin().await?;
+        for w in &writes {
+            match w {
+                Write::InsertRuntime(r) => {
+                    let res = sqlx::query(
+                        "INSERT INTO runtimes (id, name, latest_version, deleting, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(&r.id)
+                    .bind(&r.name)
+                    .bind(i64::from(r.latest_version))
+                    .bind(i64::from(r.deleting))
+                    .bind(r.created_at)
+                    .bind(r.updated_at)
+                    .execute(&mut *tx)
+                    .await;
+                    if let Err(e) = &res
+                        && unique_violation(e)
+                    {
+                        return Err(Error::AlreadyExists("runtime name"));
+                    }
+                    res?;
+                }
+                Write::UpdateRuntime {
+                    runtime: r,
+                    expect_latest,
+                } => {
+                    let n = sqlx::query(
+                        "UPDATE runtimes SET latest_version = $1, deleting = $2, updated_at = $3 \
+                         WHERE id = $4 AND latest_version = $5",
+                    )
+                    .bind(i64::from(r.latest_version))
+                    .bind(i64::from(r.deleting))
+                    .bind(r.updated_at)
+                    .bind(&r.id)
+                    .bind(i64::from(*expect_latest))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if n != 1 {
+                        return Err(Error::Precondition("runtime"));
+                    }
+                }
+                Write::PutVersion(v) => {
+                    sqlx::query(
+                        "INSERT OR REPLACE INTO runtime_versions (runtime_id, version, spec, status, \
+                         failure_reason, artifact_digest, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(&v.runtime_id)
+                    .bind(i64::from(v.version))
+                    .bind(v.spec.to_string())
+                    .bind(v.status.as_str())
+                    .bind(&v.failure_reason)
+                    .bind(&v.artifact_digest)
+                    .bind(v.created_at)
+                    .bind(v.updated_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::InsertEndpoint(e) => {
+                    if let Err(err) = write_endpoint(&mut tx, INSERT_ENDPOINT, e).await {
+                        if unique_violation(&err) {
+                            return Err(Error::AlreadyExists("endpoint name"));
+                        }
+                        return Err(err.into());
+                    }
+                }
+                Write::PutEndpoint(e) => write_endpoint(&mut tx, PUT_ENDPOINT, e).await?,
+                Write::DeleteEndpoint { runtime_id, name } => {
+                    sqlx::query("DELETE FROM endpoints WHERE runtime_id = $1 AND name = $2")
+                        .bind(runtime_id)
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Write::DeleteVersion {
+                    runtime_id,
+                    version,
+                } => {
+                    sqlx::query(
+                        "DELETE FROM runtime_versions WHERE runtime_id = $1 AND version = $2",
+                    )
+                    .bind(runtime_id)
+                    .bind(i64::from(*version))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::DeleteRuntime { runtime_id, arn } => {
+                    sqlx::query("DELETE FROM tags WHERE resource_arn = $1 OR resource_arn LIKE $2")
+                        .bind(arn)
+                        .bind(format!("{arn}/%"))
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM runtimes WHERE id = $1")
+                        .bind(runtime_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Write::PutTags { arn, tags } => {
+                    for (k, v) in tags {
+                        sqlx::query(
+                            "INSERT OR REPLACE INTO tags (resource_arn, key, value) VALUES ($1, $2, $3)",
+                        )
+                        .bind(arn)
+                        .bind(k)
+                        .bind(v)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                Write::RemoveTags { arn, keys } => {
+                    for k in keys {
+                        sqlx::query("DELETE FROM tags WHERE resource_arn = $1 AND key = $2")
+                            .bind(arn)
+                            .bind(k)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                Write::PutIdempotency(i) => {
+                    let res = sqlx::query(
+                        "INSERT INTO idempotency (operation, token, request_hash, response, created_at) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&i.operation)
+                    .bind(&i.token)
+                    .bind(&i.request_hash)
+                    .bind(i.response.to_string())
+                    .bind(i.created_at)
+                    .execute(&mut *tx)
+                    .await;
+                    if let Err(e) = &res
+                        && unique_violation(e)
+                    {
+                        return Err(Error::AlreadyExists("client token"));
+                    }
+                    res?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn runtime(&self, id: &str) -> Result<Option<Runtime>, Error> {
+        sqlx::query("SELECT * FROM runtimes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(runtime_row)
+            .transpose()
+    }
+
+    async fn list_runtimes(
+        &self,
+        after: Option<&RuntimeCursor>,
+        limit: u32,
+    ) -> Result<Vec<Runtime>, Error> {
+        let rows = match after {
+            None => sqlx::query("SELECT * FROM runtimes ORDER BY created_at, id LIMIT $1")
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?,
+            Some(c) => sqlx::query(
+                "SELECT * FROM runtimes WHERE (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3",
+            )
+            .bind(c.created_at)
+            .bind(&c.id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?,
+        };
+        rows.iter().map(runtime_row).collect()
+    }
+
+    async fn version(
+        &self,
+        runtime_id: &str,
+        version: u32,
+    ) -> Result<Option<RuntimeVersion>, Error> {
+        sqlx::query("SELECT * FROM runtime_versions WHERE runtime_id = $1 AND version = $2")
+            .bind(runtime_id)
+            .bind(i64::from(version))
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(version_row)
+            .transpose()
+    }
+
+    async fn list_versions(
+        &self,
+        runtime_id: &str,
+        below: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<RuntimeVersion>, Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM runtime_versions WHERE runtime_id = $1 AND version < $2 \
+             ORDER BY version DESC LIMIT $3",
+        )
+        .bind(runtime_id)
+        .bind(below.map_or(i64::MAX, i64::from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(version_row).collect()
+    }
+
+    async fn unfinished_versions(&self) -> Result<Vec<RuntimeVersion>, Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM runtime_versions WHERE status IN ('CREATING', 'UPDATING') \
+             ORDER BY created_at",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(version_row).collect()
+    }
+
+    async fn deleting_runtimes(&self) -> Result<Vec<String>, Error> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM runtimes WHERE deleting = 1")
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
+    async fn endpoint(&self, runtime_id: &str, name: &str) -> Result<Option<Endpoint>, Error> {
+        sqlx::query("SELECT * FROM endpoints WHERE runtime_id = $1 AND name = $2")
+            .bind(runtime_id)
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(endpoint_row)
+            .transpose()
+    }
+
+    async fn list_endpoints(
+        &self,
+        runtime_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Endpoint>, Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM endpoints WHERE runtime_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+        )
+        .bind(runtime_id)
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(endpoint_row).collect()
+    }
+
+    async fn tags(&self, arn: &str) -> Result<Vec<(String, String)>, Error> {
+        Ok(
+            sqlx::query_as("SELECT key, value FROM tags WHERE resource_arn = $1 ORDER BY key")
+                .bind(arn)
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
+    async fn idempotency(
+        &self,
+        operation: &str,
+        token: &str,
+    ) -> Result<Option<Idempotency>, Error> {
+        let row = sqlx::query(
+            "SELECT request_hash, response, created_at FROM idempotency WHERE operation = $1 AND token = $2",
+        )
+        .bind(operation)
+        .bind(token)
+        .fetch_optional(&self.reader)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let response: String = r.try_get("response")?;
+        Ok(Some(Idempotency {
+            operation: operation.to_owned(),
+            token: token.to_owned(),
+            request_hash: r.try_get("request_hash")?,
+            response: serde_json::from_str(&response).map_err(|e| Error::Corrupt {
+                table: "idempotency",
+                detail: e.to_string(),
+            })?,
+            created_at: r.try_get("created_at")?,
+        }))
+    }
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this).
+# Sets up everything it needs on a fresh machine (Python venv with pinned clients), idempotently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== setup"
+scripts/setup-python.sh
+
+echo "== build"
+cargo build --workspace --locked --all-targets
+
+echo "== rust tests"
+cargo test --workspace --locked
+
+echo "== conformance (boto3 + bedrock-agentcore SDK against a real berth serve)"
+BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q tests/conformance "$@"

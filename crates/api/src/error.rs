@@ -20,6 +20,8 @@ pub enum ErrorKind {
     UnknownOperation,
     /// 409: the resource is in a state that forbids the call.
     Conflict,
+    /// 409: a transient conflict; the same call may succeed later.
+    RetryableConflict,
     /// 424: the agent failed (would not start, crashed, answered garbage).
     RuntimeClient,
     /// 429: too many requests.
@@ -41,6 +43,7 @@ impl ErrorKind {
             ErrorKind::ResourceNotFound => "ResourceNotFoundException",
             ErrorKind::UnknownOperation => "UnknownOperationException",
             ErrorKind::Conflict => "ConflictException",
+            ErrorKind::RetryableConflict => "RetryableConflictException",
             ErrorKind::RuntimeClient => "RuntimeClientError",
             ErrorKind::Throttling => "ThrottlingException",
             ErrorKind::Internal => "InternalServerException",
@@ -56,7 +59,7 @@ impl ErrorKind {
             ErrorKind::ServiceQuotaExceeded => 402,
             ErrorKind::AccessDenied => 403,
             ErrorKind::ResourceNotFound | ErrorKind::UnknownOperation => 404,
-            ErrorKind::Conflict => 409,
+            ErrorKind::Conflict | ErrorKind::RetryableConflict => 409,
             ErrorKind::RuntimeClient => 424,
             ErrorKind::Throttling => 429,
             ErrorKind::Internal => 500,

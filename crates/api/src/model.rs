@@ -95,6 +95,13 @@ pub fn data() -> &'static Model {
     &M
 }
 
+/// AgentCore limits a server may relax for tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Relax {
+    /// Accept lifecycle timeouts below AgentCore's 60 s minimum (down to 1 s).
+    pub lifecycle_minimum: bool,
+}
+
 /// A value from the path or query string of a request, keyed by its `locationName`.
 pub type Params<'a> = &'a [(&'a str, String)];
 
@@ -157,6 +164,11 @@ impl Model {
     /// Validates the input of `op` and returns it as one JSON object: body members merged with
     /// the members bound to the path and query string (`params`, keyed by `locationName`).
     pub fn input(&self, op: &str, body: Value, params: Params<'_>) -> Result<Value, ApiError> {
+        self.input_with(op, body, params, Relax::default())
+    }
+
+    /// [`Model::input`] with some of AgentCore's limits relaxed (test servers only).
+    pub fn input_with(&self, op: &str, body: Value, params: Params<'_>, relax: Relax) -> Result<Value, ApiError> {
         let Some(shape_name) = self.operations.get(op).and_then(|o| o.input.as_deref()) else {
             return Ok(body);
         };
@@ -203,7 +215,7 @@ impl Model {
             }
         }
         let value = Value::Object(obj);
-        self.check(shape_name, &value, "", &mut errors);
+        self.check(shape_name, &value, "", &mut errors, relax);
         if errors.is_empty() {
             Ok(value)
         } else {
@@ -211,7 +223,7 @@ impl Model {
         }
     }
 
-    fn check(&self, shape_name: &str, v: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    fn check(&self, shape_name: &str, v: &Value, path: &str, errors: &mut Vec<FieldError>, relax: Relax) {
         if errors.len() >= MAX_ERRORS {
             return;
         }
@@ -239,7 +251,7 @@ impl Model {
                 let Some(obj) = v.as_object() else {
                     return fail("Member must be a structure".into());
                 };
-                self.check_structure(shape, obj, path, errors);
+                self.check_structure(shape, obj, path, errors, relax);
             }
             "string" => {
                 let Some(s) = v.as_str() else {
@@ -337,7 +349,7 @@ impl Model {
                 }
                 if let Some(m) = &shape.member {
                     for (i, item) in items.iter().enumerate() {
-                        self.check(m, item, &format!("{path}.{}", i + 1), errors);
+                        self.check(m, item, &format!("{path}.{}", i + 1), errors, relax);
                     }
                 }
             }
@@ -367,10 +379,11 @@ impl Model {
                             &Value::String(k.clone()),
                             &format!("{path}.key"),
                             errors,
+                            relax,
                         );
                     }
                     if let Some(vs) = &shape.value {
-                        self.check(vs, item, &format!("{path}.{k}"), errors);
+                        self.check(vs, item, &format!("{path}.{k}"), errors, relax);
                     }
                 }
             }
@@ -385,6 +398,7 @@ impl Model {
         obj: &Map<String, Value>,
         path: &str,
         errors: &mut Vec<FieldError>,
+        relax: Relax,
     ) {
         let join = |m: &str| {
             if path.is_empty() {
@@ -411,7 +425,7 @@ impl Model {
                 continue;
             }
             set += 1;
-            self.check(&member.shape, v, &join(name), errors);
+            self.check(&member.shape, v, &join(name), errors, relax);
         }
         if shape.union && set != 1 {
             let at = if path.is_empty() { "input" } else { path };

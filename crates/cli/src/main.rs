@@ -1,5 +1,6 @@
 //! `berth`: the server (`berth serve`) and the client commands that drive it.
 
+mod agents;
 mod client;
 mod commands;
 mod serve;
@@ -72,6 +73,34 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Package a directory, upload it, create or update the runtime, wait for the build.
+    Deploy {
+        #[command(flatten)]
+        deploy: agents::DeployArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Invoke an agent; SSE events print as they arrive.
+    Invoke {
+        #[command(flatten)]
+        invoke: agents::InvokeArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Live sessions: list and stop.
+    Sessions {
+        #[command(subcommand)]
+        cmd: agents::SessionsCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// An agent session's stdout and stderr.
+    Logs {
+        #[command(flatten)]
+        logs: agents::LogsArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Endpoints of a runtime.
     Endpoints {
         #[command(subcommand)]
@@ -104,6 +133,10 @@ fn main() -> ExitCode {
             Command::Runtimes { cmd, client } => commands::runtimes(cmd, client).await,
             Command::Versions { cmd, client } => commands::versions(cmd, client).await,
             Command::Endpoints { cmd, client } => commands::endpoints(cmd, client).await,
+            Command::Deploy { deploy, client } => agents::deploy(deploy, client).await,
+            Command::Invoke { invoke, client } => agents::invoke(invoke, client).await,
+            Command::Sessions { cmd, client } => agents::sessions(cmd, client).await,
+            Command::Logs { logs, client } => agents::logs(logs, client).await,
         }
     });
     match result {

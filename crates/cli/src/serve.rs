@@ -31,6 +31,34 @@ pub struct ServeArgs {
     /// Store URL [default: sqlite://<data-dir>/berth.db].
     #[arg(long, env = "BERTH_STORE")]
     pub store: Option<String>,
+    /// Artifact store: `local` (in the data dir) or an external S3-compatible store URL
+    /// (`s3://?endpoint=http://host:9000&region=us-east-1`) [default: local].
+    #[arg(long, env = "BERTH_ARTIFACT_STORE")]
+    pub artifact_store: Option<String>,
+    /// How sessions are isolated: `namespaces` (default) or `process` (no isolation: development only).
+    #[arg(long, env = "BERTH_ISOLATION")]
+    pub isolation: Option<String>,
+    /// Pre-started sandboxes kept per serving version [default: 1].
+    #[arg(long, env = "BERTH_WARM_POOL")]
+    pub warm_pool: Option<usize>,
+    /// Seconds an agent may take to answer its first /ping [default: 60].
+    #[arg(long, env = "BERTH_START_TIMEOUT")]
+    pub start_timeout: Option<u64>,
+    /// Milliseconds between /ping polls of a live session [default: 2000].
+    #[arg(long, env = "BERTH_PING_INTERVAL_MS")]
+    pub ping_interval_ms: Option<u64>,
+    /// Memory limit per session in MiB [default: 2048].
+    #[arg(long, env = "BERTH_SESSION_MEMORY_MIB")]
+    pub session_memory_mib: Option<u64>,
+    /// Process/thread limit per session [default: 512].
+    #[arg(long, env = "BERTH_SESSION_PIDS")]
+    pub session_pids: Option<u64>,
+    /// CPU limit per session in thousandths of a core [default: 2000].
+    #[arg(long, env = "BERTH_SESSION_CPU_MILLIS")]
+    pub session_cpu_millis: Option<u64>,
+    /// Accept lifecycle timeouts below AgentCore's 60 s minimum (for tests; off by default).
+    #[arg(long, env = "BERTH_ALLOW_SHORT_LIFECYCLE")]
+    pub allow_short_lifecycle: bool,
 }
 
 /// The config file: the same keys as the flags.
@@ -42,6 +70,15 @@ struct FileConfig {
     region: Option<String>,
     account_id: Option<String>,
     store: Option<String>,
+    artifact_store: Option<String>,
+    isolation: Option<String>,
+    warm_pool: Option<usize>,
+    start_timeout: Option<u64>,
+    ping_interval_ms: Option<u64>,
+    session_memory_mib: Option<u64>,
+    session_pids: Option<u64>,
+    session_cpu_millis: Option<u64>,
+    allow_short_lifecycle: Option<bool>,
 }
 
 /// Resolved configuration of a server.
@@ -55,6 +92,20 @@ pub struct Config {
     pub partition: Partition,
     /// Store URL.
     pub store: String,
+    /// Artifact store URL (`local` or external).
+    pub artifact_store: String,
+    /// Session isolation.
+    pub isolation: berth_runtime::Isolation,
+    /// Warm sandboxes per serving version.
+    pub warm_pool: usize,
+    /// First /ping deadline.
+    pub start_timeout: std::time::Duration,
+    /// /ping polling period.
+    pub ping_interval: std::time::Duration,
+    /// Per-session cgroup limits.
+    pub limits: berth_runtime::Limits,
+    /// Relaxed AgentCore limits (tests).
+    pub relax: berth_api::model::Relax,
 }
 
 /// `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.
@@ -102,14 +153,33 @@ impl ServeArgs {
             .store
             .or(file.store)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("berth.db").display()));
+        let isolation = match self.isolation.or(file.isolation).as_deref().unwrap_or("namespaces") {
+            "namespaces" => berth_runtime::Isolation::Namespaces,
+            "process" => berth_runtime::Isolation::Process,
+            other => bail!("isolation: {other:?} is not one of namespaces, process"),
+        };
+        let ping_ms = self.ping_interval_ms.or(file.ping_interval_ms).unwrap_or(2000);
+        if ping_ms == 0 {
+            bail!("ping_interval_ms: must be at least 1");
+        }
         Ok(Config {
-            listen: self
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| "127.0.0.1:8750".into()),
+            listen: self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8750".into()),
             data_dir,
             partition: Partition { region, account_id },
             store,
+            artifact_store: self.artifact_store.or(file.artifact_store).unwrap_or_else(|| "local".into()),
+            isolation,
+            warm_pool: self.warm_pool.or(file.warm_pool).unwrap_or(1),
+            start_timeout: std::time::Duration::from_secs(self.start_timeout.or(file.start_timeout).unwrap_or(60)),
+            ping_interval: std::time::Duration::from_millis(ping_ms),
+            limits: berth_runtime::Limits {
+                memory_bytes: Some(self.session_memory_mib.or(file.session_memory_mib).unwrap_or(2048) * 1024 * 1024),
+                pids: Some(self.session_pids.or(file.session_pids).unwrap_or(512)),
+                cpu_millis: Some(self.session_cpu_millis.or(file.session_cpu_millis).unwrap_or(2000)),
+            },
+            relax: berth_api::model::Relax {
+                lifecycle_minimum: self.allow_short_lifecycle || file.allow_short_lifecycle.unwrap_or(false),
+            },
         })
     }
 }
@@ -176,24 +246,6 @@ fn root_credentials(data_dir: &Path) -> anyhow::Result<Credentials> {
     Ok(c)
 }
 
-/// The control plane's deployer until the session runtime is wired in: refuses to build.
-struct NoBuilder;
-
-#[async_trait::async_trait]
-impl berth_control::Deployer for NoBuilder {
-    fn check(&self, _spec: &berth_api::control::RuntimeSpec) -> Result<(), berth_api::ApiError> {
-        Ok(())
-    }
-    async fn build(
-        &self,
-        _rt: &berth_types::records::Runtime,
-        _v: &berth_types::records::RuntimeVersion,
-    ) -> Result<String, String> {
-        Err("this server has no artifact builder".into())
-    }
-    async fn retire(&self, _runtime_id: &str, _version: Option<u32>) {}
-}
-
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
@@ -204,23 +256,47 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut keys = StaticKeys::new();
     keys.insert(Principal::root(&creds));
 
-    let store = berth_store::open(&cfg.store)
-        .await
-        .with_context(|| format!("store: opening {}", cfg.store))?;
+    let store = berth_store::open(&cfg.store).await.with_context(|| format!("store: opening {}", cfg.store))?;
     let shutdown = CancellationToken::new();
-    let control = berth_control::Control::start(
-        store,
-        cfg.partition.clone(),
-        Arc::new(NoBuilder),
-        shutdown.clone(),
-    )
-    .await
-    .context("starting the control plane")?;
-
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("listen: cannot bind {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+
+    let caps = berth_runtime::probe();
+    if cfg.isolation == berth_runtime::Isolation::Process {
+        warn!("isolation=process: agent sessions are NOT isolated from each other or from the host; use only for development");
+    } else if !(caps.root && caps.namespaces && caps.mount_setattr && caps.pidfd) {
+        bail!("isolation: this host cannot run namespace sandboxes ({caps:?}); run as root on Linux 5.12+, or pass --isolation process to run agents unisolated");
+    }
+    let artifacts = berth_artifacts::ArtifactStore::open(&cfg.artifact_store, &cfg.data_dir)
+        .await
+        .with_context(|| format!("artifact_store: opening {}", cfg.artifact_store))?;
+    let builder = berth_runtime::builder::Builder::new(berth_runtime::builder::BuilderOptions::new(cfg.data_dir.join("builds")));
+    let preparer = Arc::new(berth_runtime::deploy::Preparer::new(builder, artifacts.clone()));
+    let sessions = berth_runtime::session::Sessions::new(
+        berth_runtime::session::SessionOptions {
+            sessions_dir: cfg.data_dir.join("sessions"),
+            logs_dir: cfg.data_dir.join("logs"),
+            hidden: vec![cfg.data_dir.clone()],
+            isolation: cfg.isolation,
+            limits: cfg.limits,
+            start_timeout: cfg.start_timeout,
+            ping_interval: cfg.ping_interval,
+            warm_pool: cfg.warm_pool,
+            allowed_local: vec![],
+            env: vec![
+                ("AWS_REGION".into(), cfg.partition.region.clone()),
+                ("AWS_DEFAULT_REGION".into(), cfg.partition.region.clone()),
+            ],
+        },
+        preparer.clone(),
+        shutdown.clone(),
+    );
+    let deploy = Arc::new(berth_runtime::deploy::Deploy::new(preparer, sessions.clone()));
+    let control = berth_control::Control::start(store, cfg.partition.clone(), deploy, shutdown.clone())
+        .await
+        .context("starting the control plane")?;
     let url = format!("http://{addr}");
     println!(
         "berth {} listening on {url} (data dir {})",
@@ -241,6 +317,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = berth_server::AppState {
         control: control.clone(),
         keys: Arc::new(keys),
+        sessions: sessions.clone(),
+        artifacts,
+        relax: cfg.relax,
     };
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -251,6 +330,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     berth_server::serve(listener, state, shutdown.clone())
         .await
         .context("serving")?;
+    sessions.shutdown().await;
     control.closed().await;
     Ok(())
 }

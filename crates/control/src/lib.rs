@@ -948,3 +948,55 @@ impl Control {
 
 #[cfg(test)]
 mod tests;
+
+/// Where an invocation of a new session goes.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The runtime.
+    pub runtime: Runtime,
+    /// The endpoint name the qualifier named (`DEFAULT` when absent).
+    pub endpoint: String,
+    /// The version to run.
+    pub version: RuntimeVersion,
+}
+
+impl Control {
+    /// Resolves `qualifier` (an endpoint name, or a version number) of a runtime to the version a
+    /// new session should run.
+    pub async fn resolve(&self, runtime_id: &str, qualifier: Option<&str>) -> Result<Resolved, ApiError> {
+        let rt = self.live_runtime(runtime_id).await?;
+        if rt.deleting {
+            return Err(ApiError::not_found(format!("agent runtime {runtime_id} is being deleted")));
+        }
+        let q = qualifier.unwrap_or(DEFAULT_ENDPOINT);
+        let store = &self.inner.store;
+        let (endpoint, version) = match store.endpoint(&rt.id, q).await.map_err(internal)? {
+            Some(ep) => match ep.live_version {
+                Some(v) => (ep.name, v),
+                None if ep.status.is_transitional() => {
+                    return Err(ApiError::new(
+                        berth_api::ErrorKind::RetryableConflict,
+                        format!("endpoint {q} of agent runtime {runtime_id} is still being created; retry once it is READY"),
+                    ));
+                }
+                None => {
+                    return Err(ApiError::not_found(format!(
+                        "endpoint {q} of agent runtime {runtime_id} has no version that built successfully: {}",
+                        ep.failure_reason.unwrap_or_default()
+                    )));
+                }
+            },
+            None => match Version::parse(q) {
+                Some(v) => (q.to_owned(), v.0),
+                None => return Err(ApiError::not_found(format!("agent runtime {runtime_id} has no endpoint {q}"))),
+            },
+        };
+        let v = store
+            .version(&rt.id, version)
+            .await
+            .map_err(internal)?
+            .filter(|v| v.status == Status::Ready)
+            .ok_or_else(|| ApiError::not_found(format!("version {version} of agent runtime {runtime_id} is not ready")))?;
+        Ok(Resolved { runtime: rt, endpoint, version: v })
+    }
+}

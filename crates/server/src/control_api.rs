@@ -21,6 +21,7 @@ pub(crate) fn input(
     path: Result<RawPathParams, RawPathParamsRejection>,
     query: Option<&str>,
     body: &[u8],
+    relax: model::Relax,
 ) -> Result<Value, ApiError> {
     let mut params: Vec<(String, String)> = Vec::new();
     if let Ok(p) = &path {
@@ -61,7 +62,7 @@ pub(crate) fn input(
         .iter()
         .map(|(k, v)| (k.as_str(), v.clone()))
         .collect();
-    model.input(op, body, &refs)
+    model.input_with(op, body, &refs, relax)
 }
 
 /// A successful response with the operation's modelled status code.
@@ -83,7 +84,7 @@ macro_rules! control_op {
             body: Bytes,
         ) -> Result<Response, WireError> {
             let m = model::control();
-            let input = input(m, $op, path, q.as_deref(), &body)?;
+            let input = input(m, $op, path, q.as_deref(), &body, s.relax)?;
             let out = s.control.$method(input).await?;
             Ok(respond(m, $op, out))
         }

@@ -5,7 +5,9 @@
 
 mod auth;
 mod control_api;
+mod data_api;
 mod error;
+mod native_api;
 
 use axum::Router;
 use axum::middleware;
@@ -24,11 +26,20 @@ pub struct AppState {
     pub control: Control,
     /// Who may sign requests.
     pub keys: Arc<dyn KeyLookup>,
+    /// The S3-compatible object store agent code is uploaded to.
+    pub artifacts: berth_artifacts::ArtifactStore,
+    /// Live sessions and their sandboxes.
+    pub sessions: berth_runtime::session::Sessions,
+    /// AgentCore limits relaxed on test servers.
+    pub relax: berth_api::model::Relax,
 }
 
 /// The full router: authentication in front of every plane.
 pub fn router(state: AppState) -> Router {
-    let agentcore = control_api::routes().fallback(error::unknown_operation);
+    let agentcore = control_api::routes()
+        .merge(data_api::routes())
+        .merge(native_api::routes())
+        .fallback(error::unknown_operation);
     Router::new()
         .merge(agentcore)
         // Every request must be SigV4-signed by a known key; the body is buffered (capped) to be

@@ -1,0 +1,722 @@
+//! Sessions: one sandbox per (runtime, session id), the invocation proxy into it, its lifecycle
+//! (`/ping` polling, idle timeout, max lifetime, crash detection, stop) and the warm pools.
+//!
+//! Architecture Invariant: a session id maps to at most one live sandbox per runtime; concurrent
+//! first invocations of one session wait on the same start instead of racing two sandboxes.
+//! Architecture Invariant: response bodies are never buffered; once the agent has started a
+//! `text/event-stream` response, any failure ends the stream with a final `error` event.
+
+use crate::sandbox::{Connector, Isolation, Limits, Network, Sandbox, SandboxSpec};
+use berth_api::control::{Lifecycle, RuntimeSpec};
+use berth_types::records::{Runtime, RuntimeVersion};
+use berth_types::{EpochMillis, now_millis};
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// What a session needs from a built version to start its sandbox.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Unpacked code, read-only inside.
+    pub code_dir: PathBuf,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Environment from the build (PYTHONPATH and such).
+    pub env: Vec<(String, String)>,
+    /// Host paths the agent needs visible although they live in the hidden data dir (its venv).
+    pub visible: Vec<PathBuf>,
+}
+
+/// Supplies [`Prepared`] versions (built on demand after a restart).
+#[async_trait::async_trait]
+pub trait Prepare: Send + Sync + 'static {
+    /// Everything needed to run `version`; `Err` is a reason shown to the caller.
+    async fn prepare(&self, runtime: &Runtime, version: &RuntimeVersion) -> Result<Prepared, String>;
+}
+
+/// Options of the session layer.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Parent of the sandboxes' work roots.
+    pub sessions_dir: PathBuf,
+    /// Where agent logs of ended sessions are kept.
+    pub logs_dir: PathBuf,
+    /// Host directories hidden from agents (the data dir).
+    pub hidden: Vec<PathBuf>,
+    /// Namespaces (default) or plain processes.
+    pub isolation: Isolation,
+    /// cgroup limits per session.
+    pub limits: Limits,
+    /// How long an agent may take to answer its first `/ping`.
+    pub start_timeout: Duration,
+    /// How often `/ping` is polled.
+    pub ping_interval: Duration,
+    /// Pre-started sandboxes kept per serving version.
+    pub warm_pool: usize,
+    /// Host addresses agents may reach through the egress proxy although local (Berth's API).
+    pub allowed_local: Vec<SocketAddr>,
+    /// Environment given to every agent (endpoint URLs, region).
+    pub env: Vec<(String, String)>,
+}
+
+/// Why an invocation could not reach the agent. Maps to `RuntimeClientError` (424) unless noted.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The version could not be prepared or the sandbox would not start.
+    #[error("the agent could not be started: {0}")]
+    Start(String),
+    /// The agent did not answer `/ping` in time.
+    #[error("the agent did not become healthy within {0:?}")]
+    StartTimeout(Duration),
+    /// The agent's process exited.
+    #[error("the agent exited: {0}")]
+    Crashed(String),
+    /// The agent did not answer or answered something that is not HTTP.
+    #[error("the agent did not answer: {0}")]
+    Unreachable(String),
+    /// The session was stopped while the request was waiting.
+    #[error("the session was stopped")]
+    Stopped,
+    /// No such live session (StopRuntimeSession): ResourceNotFoundException.
+    #[error("no live session {0}")]
+    NotFound(String),
+}
+
+/// A streamed response body.
+pub type BodyStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// State of a session as the admin API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum State {
+    /// Serving an invocation now (or the agent reports HealthyBusy).
+    Busy,
+    /// Alive, waiting for work.
+    Idle,
+    /// Being torn down.
+    Ending,
+}
+
+/// One row of `berth sessions list`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    /// Runtime id.
+    pub runtime_id: String,
+    /// Session id.
+    pub session_id: String,
+    /// Version the session runs (fixed for its life).
+    pub version: u32,
+    /// Endpoint it was opened through.
+    pub endpoint: String,
+    /// `X-Amzn-Bedrock-AgentCore-Runtime-User-Id` of the first invocation.
+    pub user_id: Option<String>,
+    /// When it started.
+    pub started_at: EpochMillis,
+    /// Last invocation or busy report.
+    pub last_activity_at: EpochMillis,
+    /// Busy, idle or ending.
+    pub state: State,
+    /// Invocations in flight.
+    pub in_flight: usize,
+    /// Agent process id on the host.
+    pub pid: u32,
+}
+
+/// Which version a new session runs, and through which endpoint it came.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The runtime.
+    pub runtime: Runtime,
+    /// The version chosen for the session.
+    pub version: RuntimeVersion,
+    /// Endpoint name.
+    pub endpoint: String,
+}
+
+type Key = (String, String);
+type AgentClient = Client<Connector, Full<Bytes>>;
+
+/// A sandbox with its pooled keep-alive client.
+struct Agent {
+    sandbox: Sandbox,
+    client: AgentClient,
+}
+
+/// A live session.
+pub struct Session {
+    runtime_id: String,
+    session_id: String,
+    version: u32,
+    endpoint: String,
+    user_id: Option<String>,
+    started_at: EpochMillis,
+    last_activity: AtomicI64,
+    in_flight: AtomicUsize,
+    busy_reported: std::sync::atomic::AtomicBool,
+    agent: Agent,
+    header_allowlist: Vec<String>,
+    idle: Duration,
+    max_lifetime: Duration,
+    ended: CancellationToken,
+}
+
+struct Inner {
+    opts: SessionOptions,
+    prepare: Arc<dyn Prepare>,
+    live: Mutex<HashMap<Key, Arc<OnceCell<Arc<Session>>>>>,
+    pools: Mutex<HashMap<(String, u32), VecDeque<Agent>>>,
+    filling: Mutex<std::collections::HashSet<(String, u32)>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// The session supervisor. Cheap to clone.
+#[derive(Clone)]
+pub struct Sessions {
+    inner: Arc<Inner>,
+}
+
+/// Headers of the AgentCore contract passed to the agent as they come.
+const PASSED: &[&str] = &[
+    "content-type",
+    "accept",
+    "x-amzn-bedrock-agentcore-runtime-session-id",
+    "x-amzn-bedrock-agentcore-runtime-user-id",
+    "x-amzn-trace-id",
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "mcp-session-id",
+    "mcp-protocol-version",
+];
+
+fn agent_client(sandbox: &Sandbox) -> AgentClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(sandbox.connector())
+}
+
+fn io_err(msg: impl Into<String>) -> std::io::Error {
+    std::io::Error::other(msg.into())
+}
+
+/// A file-system and cgroup safe sandbox id for a session.
+fn sandbox_id(runtime_id: &str, session_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = hex::encode(&Sha256::digest(format!("{runtime_id}\0{session_id}").as_bytes())[..6]);
+    let short: String = runtime_id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').take(40).collect();
+    format!("{short}-{h}-{}", berth_types::random_alnum(4))
+}
+
+impl Sessions {
+    /// Creates the supervisor. Sandboxes it starts are destroyed by [`Sessions::shutdown`].
+    pub fn new(opts: SessionOptions, prepare: Arc<dyn Prepare>, shutdown: CancellationToken) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                opts,
+                prepare,
+                live: Mutex::new(HashMap::new()),
+                pools: Mutex::new(HashMap::new()),
+                filling: Mutex::new(Default::default()),
+                tasks: TaskTracker::new(),
+                shutdown,
+            }),
+        }
+    }
+
+    /// The live session `session_id` of `runtime_id`, if it is running.
+    pub fn existing(&self, runtime_id: &str, session_id: &str) -> Option<Arc<Session>> {
+        let cell = self.live().get(&(runtime_id.to_owned(), session_id.to_owned())).cloned()?;
+        cell.get().filter(|s| !s.ended.is_cancelled()).cloned()
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<OnceCell<Arc<Session>>>>> {
+        // A panic while holding this lock would be a bug in a few lines of map code; recover the map.
+        self.inner.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session for `session_id`, starting its sandbox on `target`'s version if needed.
+    pub async fn open(&self, target: &Target, session_id: &str, user_id: Option<&str>) -> Result<Arc<Session>, Error> {
+        let key = (target.runtime.id.clone(), session_id.to_owned());
+        loop {
+            let cell = self.live().entry(key.clone()).or_insert_with(|| Arc::new(OnceCell::new())).clone();
+            let res = cell.get_or_try_init(|| self.start(target, session_id, user_id)).await;
+            match res {
+                Ok(s) if !s.ended.is_cancelled() => return Ok(s.clone()),
+                // It ended between lookup and use: drop the stale slot and start afresh.
+                Ok(_) => self.forget(&key, &cell),
+                Err(e) => {
+                    self.forget(&key, &cell);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn forget(&self, key: &Key, cell: &Arc<OnceCell<Arc<Session>>>) {
+        let mut live = self.live();
+        if live.get(key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+            live.remove(key);
+        }
+    }
+
+    async fn start(&self, target: &Target, session_id: &str, user_id: Option<&str>) -> Result<Arc<Session>, Error> {
+        let spec: RuntimeSpec = serde_json::from_value(target.version.spec.clone())
+            .map_err(|e| Error::Start(format!("unreadable version configuration: {e}")))?;
+        let warm = self.take_warm(&target.runtime.id, target.version.version);
+        let agent = match warm {
+            Some(a) => a,
+            None => self.start_agent(target, &spec, &sandbox_id(&target.runtime.id, session_id)).await?,
+        };
+        self.refill(target.clone());
+        let (idle, max) = Lifecycle::effective(spec.lifecycle_configuration.as_ref());
+        let now = now_millis();
+        let session = Arc::new(Session {
+            runtime_id: target.runtime.id.clone(),
+            session_id: session_id.to_owned(),
+            version: target.version.version,
+            endpoint: target.endpoint.clone(),
+            user_id: user_id.map(str::to_owned),
+            started_at: now,
+            last_activity: AtomicI64::new(now),
+            in_flight: AtomicUsize::new(0),
+            busy_reported: Default::default(),
+            agent,
+            header_allowlist: spec.header_allowlist().into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+            idle: Duration::from_secs(idle),
+            max_lifetime: Duration::from_secs(max),
+            ended: CancellationToken::new(),
+        });
+        info!(runtime_id = %session.runtime_id, session_id, version = session.version, pid = session.agent.sandbox.pid(), "session started");
+        let this = self.clone();
+        let s = session.clone();
+        self.inner.tasks.spawn(async move { this.supervise(s).await });
+        Ok(session)
+    }
+
+    /// Starts a sandbox for a version and waits until its agent answers `/ping`.
+    async fn start_agent(&self, target: &Target, spec: &RuntimeSpec, id: &str) -> Result<Agent, Error> {
+        let prepared = self.inner.prepare.prepare(&target.runtime, &target.version).await.map_err(Error::Start)?;
+        let o = &self.inner.opts;
+        let mut sb = SandboxSpec::new(id, o.sessions_dir.join(id), prepared.code_dir.clone(), prepared.argv.clone());
+        sb.env = o.env.clone();
+        sb.env.extend(prepared.env.iter().cloned());
+        if let Some(vars) = &spec.environment_variables {
+            sb.env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        sb.limits = o.limits;
+        sb.isolation = o.isolation;
+        sb.network = if spec.public_network() { Network::Public } else { Network::Isolated };
+        sb.allowed_local = o.allowed_local.clone();
+        sb.hidden = o.hidden.clone();
+        sb.visible = prepared.visible.clone();
+        let sandbox = Sandbox::start(sb).await.map_err(|e| Error::Start(e.to_string()))?;
+        let agent = Agent { client: agent_client(&sandbox), sandbox };
+        match self.wait_healthy(&agent).await {
+            Ok(()) => Ok(agent),
+            Err(e) => {
+                let tail = log_tail(agent.sandbox.log_path()).await;
+                if let Err(d) = agent.sandbox.destroy().await {
+                    warn!(error = %d, "destroying a failed sandbox");
+                }
+                Err(match e {
+                    Error::Crashed(m) => Error::Crashed(format!("{m}{tail}")),
+                    Error::StartTimeout(d) => Error::Start(format!("the agent did not become healthy within {d:?}{tail}")),
+                    other => other,
+                })
+            }
+        }
+    }
+
+    async fn wait_healthy(&self, agent: &Agent) -> Result<(), Error> {
+        let timeout = self.inner.opts.start_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(2);
+        loop {
+            tokio::select! {
+                info = agent.sandbox.exited() => return Err(Error::Crashed(format!("{info} before answering /ping"))),
+                r = ping(&agent.client) => if r.is_ok() { return Ok(()) },
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::StartTimeout(timeout));
+            }
+            // Re-poll the agent's port with a short capped backoff: the condition is the agent
+            // answering, and the deadline bounds the wait.
+            tokio::select! {
+                info = agent.sandbox.exited() => return Err(Error::Crashed(format!("{info} before answering /ping"))),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    fn take_warm(&self, runtime_id: &str, version: u32) -> Option<Agent> {
+        let mut pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools.get_mut(&(runtime_id.to_owned(), version)).and_then(VecDeque::pop_front)
+    }
+
+    /// Tops the warm pool of `target`'s version up to its size, in the background.
+    pub fn refill(&self, target: Target) {
+        let want = self.inner.opts.warm_pool;
+        if want == 0 {
+            return;
+        }
+        let key = (target.runtime.id.clone(), target.version.version);
+        if !self.inner.filling.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()) {
+            return;
+        }
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            let spec: Result<RuntimeSpec, _> = serde_json::from_value(target.version.spec.clone());
+            if let Ok(spec) = spec {
+                loop {
+                    let have = this.inner.pools.lock().unwrap_or_else(|p| p.into_inner()).get(&key).map_or(0, VecDeque::len);
+                    if have >= want || this.inner.shutdown.is_cancelled() {
+                        break;
+                    }
+                    let id = sandbox_id(&key.0, "warm");
+                    match this.start_agent(&target, &spec, &id).await {
+                        Ok(agent) => this.inner.pools.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().push_back(agent),
+                        Err(e) => {
+                            warn!(runtime_id = %key.0, version = key.1, error = %e, "warm pool refill failed");
+                            break;
+                        }
+                    }
+                }
+            }
+            this.inner.filling.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        });
+    }
+
+    async fn supervise(&self, s: Arc<Session>) {
+        let o = &self.inner.opts;
+        let started = tokio::time::Instant::now();
+        let mut failures = 0u32;
+        let reason = loop {
+            tokio::select! {
+                _ = s.ended.cancelled() => break "stopped".to_owned(),
+                _ = self.inner.shutdown.cancelled() => break "server shutdown".to_owned(),
+                info = s.agent.sandbox.exited() => break format!("agent exited: {info}"),
+                _ = tokio::time::sleep(o.ping_interval) => {}
+            }
+            if started.elapsed() >= s.max_lifetime {
+                break "max lifetime reached".to_owned();
+            }
+            let now = now_millis();
+            if s.in_flight.load(Ordering::Acquire) > 0 {
+                s.last_activity.store(now, Ordering::Release);
+                continue;
+            }
+            match ping(&s.agent.client).await {
+                Ok(busy) => {
+                    failures = 0;
+                    s.busy_reported.store(busy, Ordering::Release);
+                    if busy {
+                        s.last_activity.store(now, Ordering::Release);
+                    } else if now - s.last_activity.load(Ordering::Acquire) >= s.idle.as_millis() as i64 {
+                        break "idle timeout".to_owned();
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures >= 3 {
+                        break format!("agent stopped answering /ping: {e}");
+                    }
+                }
+            }
+        };
+        self.end(&s, &reason).await;
+    }
+
+    async fn end(&self, s: &Arc<Session>, reason: &str) {
+        s.ended.cancel();
+        {
+            let key = (s.runtime_id.clone(), s.session_id.clone());
+            let mut live = self.live();
+            if live.get(&key).and_then(|c| c.get()).is_some_and(|x| Arc::ptr_eq(x, s)) {
+                live.remove(&key);
+            }
+        }
+        self.keep_log(s).await;
+        if let Err(e) = s.agent.sandbox.destroy().await {
+            warn!(runtime_id = %s.runtime_id, session_id = %s.session_id, error = %e, "sandbox teardown failed");
+        }
+        info!(runtime_id = %s.runtime_id, session_id = %s.session_id, reason, "session ended");
+    }
+
+    /// Moves the agent log out of the sandbox before it is destroyed, for `berth logs`.
+    async fn keep_log(&self, s: &Session) {
+        let dir = self.inner.opts.logs_dir.join(&s.runtime_id);
+        if tokio::fs::create_dir_all(&dir).await.is_ok() {
+            let dest = dir.join(format!("{}.log", log_name(&s.session_id)));
+            if let Err(e) = tokio::fs::copy(s.agent.sandbox.log_path(), &dest).await {
+                warn!(error = %e, "keeping the agent log failed");
+            }
+        }
+    }
+
+    /// `StopRuntimeSession`: ends a session now, cutting its streams.
+    pub async fn stop(&self, runtime_id: &str, session_id: &str) -> Result<(), Error> {
+        let s = self.existing(runtime_id, session_id).ok_or_else(|| Error::NotFound(session_id.to_owned()))?;
+        // supervise() notices the cancellation and tears down; do it here too so the caller
+        // returns only once the sandbox is gone.
+        self.end(&s, "stopped by request").await;
+        Ok(())
+    }
+
+    /// Live sessions, optionally of one runtime.
+    pub fn list(&self, runtime_id: Option<&str>) -> Vec<SessionInfo> {
+        let mut out: Vec<SessionInfo> = self
+            .live()
+            .values()
+            .filter_map(|c| c.get().cloned())
+            .filter(|s| runtime_id.is_none_or(|r| r == s.runtime_id))
+            .map(|s| s.info())
+            .collect();
+        out.sort_by_key(|s| s.started_at);
+        out
+    }
+
+    /// The agent log of a session: live in its sandbox, or kept after it ended.
+    pub fn log_path(&self, runtime_id: &str, session_id: &str) -> Option<PathBuf> {
+        if let Some(s) = self.existing(runtime_id, session_id) {
+            return Some(s.agent.sandbox.log_path().to_path_buf());
+        }
+        let p = self.inner.opts.logs_dir.join(runtime_id).join(format!("{}.log", log_name(session_id)));
+        p.exists().then_some(p)
+    }
+
+    /// Directory of kept logs of a runtime.
+    pub fn logs_dir(&self, runtime_id: &str) -> PathBuf {
+        self.inner.opts.logs_dir.join(runtime_id)
+    }
+
+    /// Ends every session (and warm sandbox) of a runtime, or of one of its versions.
+    pub async fn retire(&self, runtime_id: &str, version: Option<u32>) {
+        let victims: Vec<Arc<Session>> = self
+            .live()
+            .values()
+            .filter_map(|c| c.get().cloned())
+            .filter(|s| s.runtime_id == runtime_id && version.is_none_or(|v| v == s.version))
+            .collect();
+        for s in victims {
+            self.end(&s, "runtime or version deleted").await;
+        }
+        let warm: Vec<Agent> = {
+            let mut pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: Vec<_> = pools.keys().filter(|(r, v)| r == runtime_id && version.is_none_or(|x| x == *v)).cloned().collect();
+            keys.into_iter().flat_map(|k| pools.remove(&k).unwrap_or_default()).collect()
+        };
+        for a in warm {
+            let _ = a.sandbox.destroy().await;
+        }
+    }
+
+    /// Ends every session and warm sandbox; called once at shutdown.
+    pub async fn shutdown(&self) {
+        let all: Vec<Arc<Session>> = self.live().values().filter_map(|c| c.get().cloned()).collect();
+        for s in all {
+            self.end(&s, "server shutdown").await;
+        }
+        let warm: Vec<Agent> = {
+            let mut pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
+            pools.drain().flat_map(|(_, v)| v).collect()
+        };
+        for a in warm {
+            let _ = a.sandbox.destroy().await;
+        }
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}
+
+fn log_name(session_id: &str) -> String {
+    session_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+async fn log_tail(path: &std::path::Path) -> String {
+    match tokio::fs::read(path).await {
+        Ok(b) if !b.is_empty() => {
+            let start = b.len().saturating_sub(2000);
+            format!("; agent output: {}", String::from_utf8_lossy(&b[start..]).trim())
+        }
+        _ => String::new(),
+    }
+}
+
+/// `GET /ping`: `Ok(true)` for HealthyBusy, `Ok(false)` for Healthy.
+async fn ping(client: &AgentClient) -> Result<bool, String> {
+    let req = Request::get("http://127.0.0.1/ping").body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    Ok(v.get("status").and_then(|s| s.as_str()) == Some("HealthyBusy"))
+}
+
+impl Session {
+    /// Admin view.
+    pub fn info(&self) -> SessionInfo {
+        let in_flight = self.in_flight.load(Ordering::Acquire);
+        SessionInfo {
+            runtime_id: self.runtime_id.clone(),
+            session_id: self.session_id.clone(),
+            version: self.version,
+            endpoint: self.endpoint.clone(),
+            user_id: self.user_id.clone(),
+            started_at: self.started_at,
+            last_activity_at: self.last_activity.load(Ordering::Acquire),
+            state: if self.ended.is_cancelled() {
+                State::Ending
+            } else if in_flight > 0 || self.busy_reported.load(Ordering::Acquire) {
+                State::Busy
+            } else {
+                State::Idle
+            },
+            in_flight,
+            pid: self.agent.sandbox.pid(),
+        }
+    }
+
+    /// Version this session runs.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Forwards one invocation to the agent and streams its answer back.
+    pub async fn invoke(self: &Arc<Self>, headers: &HeaderMap, request_id: &str, body: Bytes) -> Result<Response<BodyStream>, Error> {
+        let mut req = Request::post("http://127.0.0.1/invocations")
+            .body(Full::new(body))
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        let h = req.headers_mut();
+        for (name, value) in headers {
+            let n = name.as_str();
+            let custom = n.starts_with("x-amzn-bedrock-agentcore-runtime-custom-");
+            if PASSED.contains(&n) || (custom || self.header_allowlist.iter().any(|a| a == n)) && self.allowed(n) {
+                h.append(name.clone(), value.clone());
+            }
+        }
+        h.insert(
+            HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id"),
+            HeaderValue::from_str(&self.session_id).map_err(|e| Error::Unreachable(e.to_string()))?,
+        );
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert(HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-request-id"), v);
+        }
+        let guard = InFlight::new(self.clone());
+        let resp = tokio::select! {
+            _ = self.ended.cancelled() => return Err(Error::Stopped),
+            info = self.agent.sandbox.exited() => return Err(Error::Crashed(info.to_string())),
+            r = self.agent.client.request(req) => r.map_err(|e| Error::Unreachable(format!("{e}")))?,
+        };
+        let (parts, body) = resp.into_parts();
+        let sse = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let stream = relay(body, self.clone(), sse, guard);
+        let mut out = Response::new(stream);
+        *out.status_mut() = parts.status;
+        for k in [http::header::CONTENT_TYPE, http::header::CACHE_CONTROL] {
+            if let Some(v) = parts.headers.get(&k) {
+                out.headers_mut().insert(k, v.clone());
+            }
+        }
+        if out.status() == StatusCode::SWITCHING_PROTOCOLS {
+            *out.status_mut() = StatusCode::BAD_GATEWAY;
+        }
+        Ok(out)
+    }
+
+    fn allowed(&self, name: &str) -> bool {
+        // Custom headers pass only when the runtime allow-lists them (AgentCore's rule).
+        self.header_allowlist.iter().any(|a| a == name)
+    }
+}
+
+/// Counts an invocation in flight for the idle clock; dropping it (end of the response stream,
+/// or the client going away) marks the session active now.
+struct InFlight(Arc<Session>);
+
+impl InFlight {
+    fn new(s: Arc<Session>) -> Self {
+        s.in_flight.fetch_add(1, Ordering::AcqRel);
+        s.last_activity.store(now_millis(), Ordering::Release);
+        Self(s)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.last_activity.store(now_millis(), Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Relays the agent's body frame by frame. A stop cuts the stream; an agent failure after an
+/// SSE stream began becomes a final `error` event.
+fn relay(body: hyper::body::Incoming, session: Arc<Session>, sse: bool, guard: InFlight) -> BodyStream {
+    struct St {
+        body: hyper::body::Incoming,
+        session: Arc<Session>,
+        sse: bool,
+        done: bool,
+        _guard: InFlight,
+    }
+    let st = St { body, session, sse, done: false, _guard: guard };
+    futures::stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            let frame = tokio::select! {
+                _ = st.session.ended.cancelled() => {
+                    st.done = true;
+                    return Some((Err(io_err("the session was stopped")), st));
+                }
+                f = st.body.frame() => f,
+            };
+            match frame {
+                None => return None,
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        if data.is_empty() {
+                            continue;
+                        }
+                        return Some((Ok(data), st));
+                    }
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    if st.sse {
+                        let ev = serde_json::json!({"error": format!("the agent failed mid-stream: {e}"), "error_type": "RuntimeClientError"});
+                        return Some((Ok(Bytes::from(format!("data: {ev}\n\n"))), st));
+                    }
+                    return Some((Err(io_err(format!("the agent failed mid-response: {e}"))), st));
+                }
+            }
+        }
+    })
+    .boxed()
+}

@@ -1,0 +1,143 @@
+//! AgentCore data-plane routes (`bedrock-agentcore`): invoking agents and stopping sessions.
+
+use crate::AppState;
+use crate::error::{RequestId, WireError};
+use axum::Extension;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{RawPathParams, RawQuery, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use berth_api::{ApiError, ErrorKind};
+use berth_runtime::session::{Error as SessionError, Target};
+use percent_encoding::percent_decode_str;
+
+/// The session header of the AgentCore contract.
+pub const SESSION_HEADER: HeaderName = HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id");
+const USER_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-user-id";
+
+/// The path and query of a data-plane call, decoded.
+struct Call {
+    runtime_id: String,
+    qualifier: Option<String>,
+}
+
+fn parse_call(state: &AppState, path: Result<RawPathParams, RawPathParamsRejection>, query: Option<&str>) -> Result<Call, ApiError> {
+    let path = path.map_err(|_| ApiError::field("agentRuntimeArn", "the runtime in the path is not valid UTF-8"))?;
+    let raw = path.iter().next().map(|(_, v)| v.to_owned()).unwrap_or_default();
+    let mut qualifier = None;
+    let mut account = None;
+    for pair in query.unwrap_or_default().split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode_str(v).decode_utf8_lossy().into_owned();
+        match k {
+            "qualifier" => qualifier = Some(v),
+            "accountId" => account = Some(v),
+            _ => {}
+        }
+    }
+    let p = state.control.partition();
+    let runtime_id = if raw.starts_with("arn:") {
+        match berth_types::ResourceArn::parse(&raw, p) {
+            Ok(berth_types::ResourceArn::Runtime { runtime_id }) => runtime_id,
+            Ok(_) | Err(berth_types::ArnError::Malformed | berth_types::ArnError::UnsupportedResource) => {
+                return Err(ApiError::field("agentRuntimeArn", format!("{raw} is not an agent runtime ARN")));
+            }
+            Err(berth_types::ArnError::ForeignPartition) => {
+                return Err(ApiError::not_found(format!("no agent runtime {raw}")));
+            }
+        }
+    } else {
+        if let Some(a) = &account
+            && a != &p.account_id
+        {
+            return Err(ApiError::not_found(format!("no agent runtime {raw} in account {a}")));
+        }
+        raw
+    };
+    if runtime_id.is_empty() || runtime_id.len() > 110 {
+        return Err(ApiError::field("agentRuntimeArn", "the runtime id is empty or too long"));
+    }
+    Ok(Call { runtime_id, qualifier })
+}
+
+fn session_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(&SESSION_HEADER) else { return Ok(None) };
+    let s = v
+        .to_str()
+        .map_err(|_| ApiError::field("runtimeSessionId", "the session id must be ASCII"))?;
+    let n = s.chars().count();
+    if !(33..=256).contains(&n) {
+        return Err(ApiError::field(
+            "runtimeSessionId",
+            format!("Value at 'runtimeSessionId' failed to satisfy constraint: Member must have length between 33 and 256, got {n}"),
+        ));
+    }
+    Ok(Some(s.to_owned()))
+}
+
+fn session_error(e: SessionError) -> ApiError {
+    match e {
+        SessionError::NotFound(s) => ApiError::not_found(format!("no live session {s}")),
+        other => ApiError::new(ErrorKind::RuntimeClient, other.to_string()),
+    }
+}
+
+/// `InvokeAgentRuntime`.
+pub async fn invoke(
+    State(s): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    path: Result<RawPathParams, RawPathParamsRejection>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WireError> {
+    let call = parse_call(&s, path, q.as_deref())?;
+    let sid = session_id(&headers)?.unwrap_or_else(|| format!("berth-{}", berth_types::new_request_id()));
+    let session = match s.sessions.existing(&call.runtime_id, &sid) {
+        Some(session) => session,
+        None => {
+            let r = s.control.resolve(&call.runtime_id, call.qualifier.as_deref()).await?;
+            let user = headers.get(USER_HEADER).and_then(|v| v.to_str().ok());
+            let target = Target { runtime: r.runtime, version: r.version, endpoint: r.endpoint };
+            s.sessions.open(&target, &sid, user).await.map_err(session_error)?
+        }
+    };
+    let resp = session.invoke(&headers, &rid.0, body).await.map_err(session_error)?;
+    let (parts, stream) = resp.into_parts();
+    let mut out = Response::from_parts(parts, Body::from_stream(stream));
+    if let Ok(v) = HeaderValue::from_str(&sid) {
+        out.headers_mut().insert(SESSION_HEADER, v);
+    }
+    Ok(out)
+}
+
+/// `StopRuntimeSession`.
+pub async fn stop_session(
+    State(s): State<AppState>,
+    path: Result<RawPathParams, RawPathParamsRejection>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, WireError> {
+    let call = parse_call(&s, path, q.as_deref())?;
+    let Some(sid) = session_id(&headers)? else {
+        return Err(ApiError::field("runtimeSessionId", "Value null at 'runtimeSessionId' failed to satisfy constraint: Member must not be null").into());
+    };
+    if s.control.store().runtime(&call.runtime_id).await.ok().flatten().is_none() {
+        return Err(ApiError::not_found(format!("no agent runtime {}", call.runtime_id)).into());
+    }
+    s.sessions.stop(&call.runtime_id, &sid).await.map_err(session_error)?;
+    let mut out = axum::Json(serde_json::json!({})).into_response();
+    if let Ok(v) = HeaderValue::from_str(&sid) {
+        out.headers_mut().insert(SESSION_HEADER, v);
+    }
+    Ok(out)
+}
+
+/// The data-plane routes.
+pub fn routes() -> axum::Router<AppState> {
+    use axum::routing::post;
+    axum::Router::new()
+        .route("/runtimes/{agentRuntimeId}/invocations", post(invoke))
+        .route("/runtimes/{agentRuntimeId}/stopruntimesession", post(stop_session))
+}

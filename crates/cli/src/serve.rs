@@ -297,6 +297,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let control = berth_control::Control::start(store, cfg.partition.clone(), deploy, shutdown.clone())
         .await
         .context("starting the control plane")?;
+    let memory = berth_memory::Memory::start(
+        berth_store::memory::open(&cfg.store).await.with_context(|| format!("store: opening {}", cfg.store))?,
+        berth_memory::Options::configure(cfg.partition.clone(), &cfg.data_dir, &std::env::vars().collect())?,
+        shutdown.clone(),
+    )
+    .await
+    .context("starting memory")?;
     let url = format!("http://{addr}");
     println!(
         "berth {} listening on {url} (data dir {})",
@@ -319,6 +326,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         keys: Arc::new(keys),
         sessions: sessions.clone(),
         artifacts,
+        memory: memory.clone(),
         relax: cfg.relax,
     };
     let signal = shutdown.clone();
@@ -332,6 +340,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("serving")?;
     sessions.shutdown().await;
     control.closed().await;
+    memory.closed().await;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! SigV4 authentication in front of every route.
 
 use crate::AppState;
-use crate::error::WireError;
+use crate::error::{RequestId, WireError};
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -21,8 +21,18 @@ const HASH_INLINE_LIMIT: usize = 256 * 1024;
 /// [`Verified`] identity in its extensions.
 pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
+    let request_id = parts
+        .extensions
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    // Which protocol answers errors: S3 speaks XML, AgentCore JSON.
+    let s3 = berth_auth::parse_authorization(&parts.headers)
+        .map(|h| h.service == berth_auth::S3_SERVICE)
+        .unwrap_or(false);
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
+        Err(_) if s3 => return crate::s3::body_too_large(MAX_BODY, &request_id),
         Err(_) => {
             return WireError(ApiError::field(
                 "body",
@@ -62,6 +72,9 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
             // The reason is logged for the operator; the access key id is not a secret, the
             // signature and secret never reach a log line.
             info!(code = e.aws_code(), error = %e, "request refused by authentication");
+            if s3 || e.service() == Some(berth_auth::S3_SERVICE) {
+                return crate::s3::auth_error(&e, &request_id);
+            }
             return WireError(ApiError::custom(
                 e.aws_code(),
                 e.http_status(),
@@ -70,7 +83,11 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
             .into_response();
         }
     };
+    let s3 = verified.service == berth_auth::S3_SERVICE;
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(verified);
+    if s3 {
+        return crate::s3::handle(state, req).await;
+    }
     next.run(req).await
 }

@@ -7,7 +7,9 @@ mod auth;
 mod control_api;
 mod data_api;
 mod error;
+mod memory_api;
 mod native_api;
+mod s3;
 
 use axum::Router;
 use axum::middleware;
@@ -30,6 +32,8 @@ pub struct AppState {
     pub artifacts: berth_artifacts::ArtifactStore,
     /// Live sessions and their sandboxes.
     pub sessions: berth_runtime::session::Sessions,
+    /// AgentCore Memory.
+    pub memory: berth_memory::Memory,
     /// AgentCore limits relaxed on test servers.
     pub relax: berth_api::model::Relax,
 }
@@ -38,6 +42,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let agentcore = control_api::routes()
         .merge(data_api::routes())
+        .merge(memory_api::routes())
         .merge(native_api::routes())
         .fallback(error::unknown_operation);
     Router::new()

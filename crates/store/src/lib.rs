@@ -5,6 +5,7 @@
 //! [`ControlStore::apply`], committed with `synchronous=FULL` before the caller answers 2xx.
 
 mod sqlite;
+mod traffic;
 
 use async_trait::async_trait;
 use berth_types::EpochMillis;
@@ -12,6 +13,10 @@ use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
 use std::sync::Arc;
 
 pub use sqlite::SqliteStore;
+pub use traffic::{
+    AssignmentRow, AuditRecord, AuditRow, ChainCheck, DrainRow, GENESIS_HASH, HealthRow,
+    PolicyRow, RolloutRow, audit_hash, canonical_json,
+};
 
 /// Store errors. Conflicts are expected outcomes the domain maps to AgentCore exceptions.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +102,55 @@ pub enum Write {
     /// Remember the response to an idempotent request; fails with
     /// `AlreadyExists("client token")` if the token was used meanwhile.
     PutIdempotency(Idempotency),
+    /// Insert or replace an endpoint's traffic policy.
+    PutPolicy(PolicyRow),
+    /// Record a session's version: with `replace`, overwrite any assignment of the session;
+    /// without, keep an existing one (the first router wins).
+    PutAssignment {
+        /// The assignment.
+        assignment: AssignmentRow,
+        /// Overwrite an existing assignment.
+        replace: bool,
+    },
+    /// Forget the assignments of one version on one endpoint (its drain ended).
+    DeleteAssignments {
+        /// Runtime.
+        runtime_id: String,
+        /// Endpoint.
+        endpoint: String,
+        /// Version.
+        version: u32,
+    },
+    /// Forget assignments made before a time.
+    ExpireAssignments {
+        /// Cut-off, epoch ms.
+        before: EpochMillis,
+    },
+    /// Insert or replace a drain.
+    PutDrain(DrainRow),
+    /// Remove a drain.
+    DeleteDrain {
+        /// Runtime.
+        runtime_id: String,
+        /// Endpoint.
+        endpoint: String,
+        /// Version.
+        version: u32,
+    },
+    /// Insert a new rollout; fails with `AlreadyExists("active rollout")` if the endpoint has
+    /// one in progress.
+    InsertRollout(RolloutRow),
+    /// Replace a rollout row.
+    PutRollout(RolloutRow),
+    /// Add counts to a health bucket (created if absent).
+    AddHealth(HealthRow),
+    /// Remove health buckets that started before a time.
+    PruneHealth {
+        /// Cut-off, epoch ms.
+        before: EpochMillis,
+    },
+    /// Append to the hash-chained audit log.
+    AppendAudit(AuditRecord),
 }
 
 /// A remembered idempotent request.
@@ -167,6 +221,53 @@ pub trait ControlStore: Send + Sync + 'static {
     /// A remembered idempotent request.
     async fn idempotency(&self, operation: &str, token: &str)
     -> Result<Option<Idempotency>, Error>;
+    /// An endpoint's traffic policy.
+    async fn policy(&self, runtime_id: &str, endpoint: &str) -> Result<Option<PolicyRow>, Error>;
+    /// The version a session was routed to.
+    async fn assignment(
+        &self,
+        runtime_id: &str,
+        session_id: &str,
+    ) -> Result<Option<AssignmentRow>, Error>;
+    /// Sessions assigned per version on an endpoint, by version.
+    async fn assignment_counts(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+    ) -> Result<Vec<(u32, u64)>, Error>;
+    /// Versions draining off an endpoint.
+    async fn drains(&self, runtime_id: &str, endpoint: &str) -> Result<Vec<DrainRow>, Error>;
+    /// Drains of every endpoint whose deadline is at or before `now`.
+    async fn expired_drains(&self, now: EpochMillis) -> Result<Vec<DrainRow>, Error>;
+    /// One rollout.
+    async fn rollout(&self, id: &str) -> Result<Option<RolloutRow>, Error>;
+    /// Rollouts in progress (running or paused) on any endpoint.
+    async fn active_rollouts(&self) -> Result<Vec<RolloutRow>, Error>;
+    /// Rollouts of an endpoint, newest first, at most `limit`.
+    async fn rollouts(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        limit: u32,
+    ) -> Result<Vec<RolloutRow>, Error>;
+    /// Health buckets of an endpoint starting in `[from, to)`, by version then time.
+    async fn health(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        from: EpochMillis,
+        to: EpochMillis,
+    ) -> Result<Vec<HealthRow>, Error>;
+    /// Audit entries after `after_seq` in sequence order, at most `limit`; with `resource`,
+    /// only entries about that ARN or ARNs under it.
+    async fn audit(
+        &self,
+        resource: Option<&str>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, Error>;
+    /// The last audit entry written: its sequence number and hash.
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, Error>;
 }
 
 /// Opens the store a URL names and runs its migrations. `sqlite://PATH` is the only backend
@@ -179,3 +280,4 @@ pub async fn open(url: &str) -> Result<Arc<dyn ControlStore>, Error> {
     }
     Err(Error::UnsupportedUrl(url.to_owned()))
 }
+pub mod memory;

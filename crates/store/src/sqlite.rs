@@ -3,9 +3,13 @@
 //! Writes go through a single connection (SQLite has one writer; queueing in the pool is cheaper
 //! than lock upgrades failing with SQLITE_BUSY), reads through a small pool.
 
-use crate::{ControlStore, Error, Idempotency, RuntimeCursor, Write};
+use crate::traffic;
+use crate::{
+    AssignmentRow, AuditRow, ControlStore, DrainRow, Error, HealthRow, Idempotency, PolicyRow,
+    RolloutRow, RuntimeCursor, Write,
+};
 use async_trait::async_trait;
-use berth_types::Status;
+use berth_types::{EpochMillis, Status};
 use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -219,6 +223,7 @@ impl ControlStore for SqliteStore {
                         .bind(name)
                         .execute(&mut *tx)
                         .await?;
+                    traffic::forget_endpoint(&mut tx, runtime_id, name).await?;
                 }
                 Write::DeleteVersion {
                     runtime_id,
@@ -231,6 +236,7 @@ impl ControlStore for SqliteStore {
                     .bind(i64::from(*version))
                     .execute(&mut *tx)
                     .await?;
+                    traffic::forget_version(&mut tx, runtime_id, *version).await?;
                 }
                 Write::DeleteRuntime { runtime_id, arn } => {
                     sqlx::query("DELETE FROM tags WHERE resource_arn = $1 OR resource_arn LIKE $2")
@@ -283,6 +289,30 @@ impl ControlStore for SqliteStore {
                     }
                     res?;
                 }
+                Write::PutPolicy(p) => traffic::put_policy(&mut tx, p).await?,
+                Write::PutAssignment {
+                    assignment,
+                    replace,
+                } => traffic::put_assignment(&mut tx, assignment, *replace).await?,
+                Write::DeleteAssignments {
+                    runtime_id,
+                    endpoint,
+                    version,
+                } => traffic::delete_assignments(&mut tx, runtime_id, endpoint, *version).await?,
+                Write::ExpireAssignments { before } => {
+                    traffic::expire_assignments(&mut tx, *before).await?
+                }
+                Write::PutDrain(d) => traffic::put_drain(&mut tx, d).await?,
+                Write::DeleteDrain {
+                    runtime_id,
+                    endpoint,
+                    version,
+                } => traffic::delete_drain(&mut tx, runtime_id, endpoint, *version).await?,
+                Write::InsertRollout(r) => traffic::write_rollout(&mut tx, r, true).await?,
+                Write::PutRollout(r) => traffic::write_rollout(&mut tx, r, false).await?,
+                Write::AddHealth(h) => traffic::add_health(&mut tx, h).await?,
+                Write::PruneHealth { before } => traffic::prune_health(&mut tx, *before).await?,
+                Write::AppendAudit(a) => traffic::append_audit(&mut tx, a).await?,
             }
         }
         tx.commit().await?;
@@ -433,5 +463,73 @@ impl ControlStore for SqliteStore {
             })?,
             created_at: r.try_get("created_at")?,
         }))
+    }
+
+    async fn policy(&self, runtime_id: &str, endpoint: &str) -> Result<Option<PolicyRow>, Error> {
+        traffic::policy(&self.reader, runtime_id, endpoint).await
+    }
+
+    async fn assignment(
+        &self,
+        runtime_id: &str,
+        session_id: &str,
+    ) -> Result<Option<AssignmentRow>, Error> {
+        traffic::assignment(&self.reader, runtime_id, session_id).await
+    }
+
+    async fn assignment_counts(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+    ) -> Result<Vec<(u32, u64)>, Error> {
+        traffic::assignment_counts(&self.reader, runtime_id, endpoint).await
+    }
+
+    async fn drains(&self, runtime_id: &str, endpoint: &str) -> Result<Vec<DrainRow>, Error> {
+        traffic::drains(&self.reader, runtime_id, endpoint).await
+    }
+
+    async fn expired_drains(&self, now: EpochMillis) -> Result<Vec<DrainRow>, Error> {
+        traffic::expired_drains(&self.reader, now).await
+    }
+
+    async fn rollout(&self, id: &str) -> Result<Option<RolloutRow>, Error> {
+        traffic::rollout(&self.reader, id).await
+    }
+
+    async fn active_rollouts(&self) -> Result<Vec<RolloutRow>, Error> {
+        traffic::active_rollouts(&self.reader).await
+    }
+
+    async fn rollouts(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        limit: u32,
+    ) -> Result<Vec<RolloutRow>, Error> {
+        traffic::rollouts(&self.reader, runtime_id, endpoint, limit).await
+    }
+
+    async fn health(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        from: EpochMillis,
+        to: EpochMillis,
+    ) -> Result<Vec<HealthRow>, Error> {
+        traffic::health(&self.reader, runtime_id, endpoint, from, to).await
+    }
+
+    async fn audit(
+        &self,
+        resource: Option<&str>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, Error> {
+        traffic::audit(&self.reader, resource, after_seq, limit).await
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, Error> {
+        traffic::audit_head(&self.reader).await
     }
 }

@@ -1,0 +1,297 @@
+//! Berth's S3-compatible artifact store: where agent code zips live.
+//!
+//! Users upload with boto3's `s3` client pointed at Berth and reference the object in
+//! `CreateAgentRuntime` (`codeConfiguration.code.s3 {bucket, prefix}`); the version builder reads
+//! it back with [`ArtifactStore::read_object`]. The server's S3 handler (`crates/server/src/s3.rs`)
+//! routes requests to the operations here and renders them with [`wire`].
+//!
+//! Two backends, chosen at start-up by [`ArtifactStore::open`]:
+//!
+//! - **local** (the default): a durable object store in a directory, described in detail in
+//!   the `local` module docs. Summary: each object is a content file plus a small JSON metadata
+//!   "sidecar", both named by the SHA-256 of the key (so no key, `../../etc/passwd` included, is
+//!   ever used as a path); writes are staged, fsynced, renamed into place (the sidecar rename is
+//!   the commit point) and the directory fsynced before the call returns; an in-memory index
+//!   answers `HEAD` and listings. JSON sidecars rather than SQLite keep this crate free of a
+//!   database (only `berth-store` uses sqlx) and make each object's state one atomic rename.
+//! - **external**: an S3-compatible service (AWS S3, MinIO...) through the `object_store` crate,
+//!   read-only: operators upload with their own tools, Berth only resolves artifacts. See the
+//!   `external` module docs for the URL format.
+//!
+//! Semantics follow S3 (us-east-1): creating a bucket you already own succeeds; deleting a
+//! missing object succeeds; `ETag` is the quoted hex MD5 of the content; objects uploaded
+//! without a checksum get a CRC64NVME one, as S3 does; listings are in UTF-8 binary key order.
+//! Not implemented (clear `NotImplemented` errors from the server): versioning, multipart
+//! uploads, copy, tagging, ACLs, object lock, SSE-C/KMS.
+
+mod checksum;
+mod error;
+mod external;
+mod listing;
+mod local;
+mod model;
+mod names;
+pub mod wire;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use checksum::{Checksum, ChecksumAlgorithm, Hasher};
+pub use error::Error;
+pub use model::{
+    BodyStream, BucketInfo, ByteRange, DEFAULT_CONTENT_TYPE, ListQuery, Listing, MAX_LIST_KEYS,
+    MAX_USER_METADATA, ObjectBody, ObjectHeaders, ObjectMeta, PutMeta, WriteCondition,
+};
+pub use names::{MAX_KEY_LEN, validate_bucket_name, validate_key};
+
+use external::ExternalStore;
+use local::LocalStore;
+
+/// Largest object [`ArtifactStore::read_object`] loads into memory. Agent code zips are far
+/// smaller; the cap keeps one bad reference from exhausting memory.
+pub const MAX_READ_OBJECT: u64 = 512 * 1024 * 1024;
+
+/// Region recorded for buckets created without one.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// The artifact store. Cheap to clone; all clones share one backend.
+#[derive(Clone)]
+pub struct ArtifactStore {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Local(Arc<LocalStore>),
+    External(Arc<ExternalStore>),
+}
+
+impl fmt::Debug for ArtifactStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// Runs blocking filesystem work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Error::io(
+            "artifact store task failed",
+            std::io::Error::other(e.to_string()),
+        )
+    })?
+}
+
+impl ArtifactStore {
+    /// Opens (creating it if needed) a local store in `dir`, removing leftovers of interrupted
+    /// writes and loading its index.
+    pub async fn open_local(dir: &Path) -> Result<Self, Error> {
+        let dir = dir.to_path_buf();
+        let store = blocking(move || LocalStore::open(&dir)).await?;
+        Ok(Self {
+            backend: Backend::Local(Arc::new(store)),
+        })
+    }
+
+    /// Opens the store a configuration URL names, reading `AWS_*` settings for an external store
+    /// from the process environment:
+    ///
+    /// - `""` or `"local"`: a local store in `<data_dir>/artifacts`;
+    /// - `"file:///absolute/path"`: a local store in that directory;
+    /// - `"s3://?endpoint=http://host:9000&region=us-east-1"`: an external S3-compatible store,
+    ///   read-only (see the crate docs).
+    pub async fn open(url: &str, data_dir: &Path) -> Result<Self, Error> {
+        Self::open_with_env(url, data_dir, std::env::vars()).await
+    }
+
+    /// [`ArtifactStore::open`] with the environment passed in, so tests never touch the process
+    /// environment.
+    pub async fn open_with_env(
+        url: &str,
+        data_dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, Error> {
+        let url = url.trim();
+        if url.is_empty() || url == "local" {
+            return Self::open_local(&data_dir.join("artifacts")).await;
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(Error::Config {
+                    reason: format!("artifact store url {url:?} must name an absolute path"),
+                });
+            }
+            return Self::open_local(&path).await;
+        }
+        if url.starts_with("s3://") {
+            let store = ExternalStore::from_url(url, env)?;
+            tracing::info!(
+                endpoint = store.endpoint(),
+                "artifact store: external s3, read-only"
+            );
+            return Ok(Self {
+                backend: Backend::External(Arc::new(store)),
+            });
+        }
+        Err(Error::Config {
+            reason: format!(
+                "artifact store url {url:?} is not \"local\", file:///path or s3://?endpoint=..."
+            ),
+        })
+    }
+
+    /// True when writes are refused (an external store).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.backend, Backend::External(_))
+    }
+
+    /// A one-line description for logs: `local:/var/lib/berth/artifacts` or `s3:<endpoint>`.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Local(l) => format!("local:{}", l.root().display()),
+            Backend::External(e) => format!("s3:{}", e.endpoint()),
+        }
+    }
+
+    /// Creates a bucket for `region` ([`DEFAULT_REGION`] when `None`). Creating a bucket that
+    /// already exists succeeds, as S3 does in us-east-1 for the bucket's owner (Berth is
+    /// single-tenant, so every bucket is the caller's).
+    pub async fn create_bucket(&self, bucket: &str, region: Option<&str>) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Local(l) => {
+                let (l, bucket) = (l.clone(), bucket.to_owned());
+                let region = region.unwrap_or(DEFAULT_REGION).to_owned();
+                blocking(move || l.create_bucket(&bucket, &region)).await
+            }
+            Backend::External(_) => Err(Error::ReadOnly),
+        }
+    }
+
+    /// Describes a bucket, or fails with [`Error::NoSuchBucket`].
+    pub async fn head_bucket(&self, bucket: &str) -> Result<BucketInfo, Error> {
+        match &self.backend {
+            Backend::Local(l) => {
+                validate_bucket_name(bucket)?;
+                l.head_bucket(bucket)
+            }
+            Backend::External(_) => Err(external_bucket_ops()),
+        }
+    }
+
+    /// Every bucket, by name.
+    pub async fn list_buckets(&self) -> Result<Vec<BucketInfo>, Error> {
+        match &self.backend {
+            Backend::Local(l) => Ok(l.list_buckets()),
+            Backend::External(_) => Err(external_bucket_ops()),
+        }
+    }
+
+    /// Deletes an empty bucket ([`Error::BucketNotEmpty`] otherwise).
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Local(l) => {
+                validate_bucket_name(bucket)?;
+                let (l, bucket) = (l.clone(), bucket.to_owned());
+                blocking(move || l.delete_bucket(&bucket)).await
+            }
+            Backend::External(_) => Err(Error::ReadOnly),
+        }
+    }
+
+    /// Stores `body` under `key`, replacing any object there, after checking it against
+    /// `meta.content_md5` and `meta.checksum`. Durable when it returns.
+    pub async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        meta: PutMeta,
+    ) -> Result<ObjectMeta, Error> {
+        match &self.backend {
+            Backend::Local(l) => {
+                validate_bucket_name(bucket)?;
+                let (l, bucket, key) = (l.clone(), bucket.to_owned(), key.to_owned());
+                blocking(move || l.put_object(&bucket, &key, &body, meta)).await
+            }
+            Backend::External(_) => Err(Error::ReadOnly),
+        }
+    }
+
+    /// An object's metadata.
+    pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectMeta, Error> {
+        match &self.backend {
+            Backend::Local(l) => {
+                validate_bucket_name(bucket)?;
+                l.head_object(bucket, key)
+            }
+            Backend::External(e) => e.head_object(bucket, key).await,
+        }
+    }
+
+    /// An object's metadata and content (or the part `range` selects), streamed from storage.
+    /// The body reflects the object as it was when this returned, even if it is overwritten or
+    /// deleted while the stream is read.
+    pub async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> Result<(ObjectMeta, ObjectBody), Error> {
+        match &self.backend {
+            Backend::Local(l) => {
+                validate_bucket_name(bucket)?;
+                let (l, bucket, key) = (l.clone(), bucket.to_owned(), key.to_owned());
+                blocking(move || l.get_object(&bucket, &key, range)).await
+            }
+            Backend::External(e) => e.get_object(bucket, key, range).await,
+        }
+    }
+
+    /// The whole content of an object, for the version builder. Objects over
+    /// [`MAX_READ_OBJECT`] are refused with [`Error::ObjectTooLarge`].
+    pub async fn read_object(&self, bucket: &str, key: &str) -> Result<Bytes, Error> {
+        match &self.backend {
+            Backend::Local(l) => {
+                validate_bucket_name(bucket)?;
+                let (l, bucket, key) = (l.clone(), bucket.to_owned(), key.to_owned());
+                blocking(move || l.read_object(&bucket, &key)).await
+            }
+            Backend::External(e) => e.read_object(bucket, key).await,
+        }
+    }
+
+    /// Deletes an object; a missing key is not an error (S3 answers 204 either way).
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Local(l) => {
+                validate_bucket_name(bucket)?;
+                let (l, bucket, key) = (l.clone(), bucket.to_owned(), key.to_owned());
+                blocking(move || l.delete_object(&bucket, &key)).await
+            }
+            Backend::External(_) => Err(Error::ReadOnly),
+        }
+    }
+
+    /// One page of a bucket's objects (see [`ListQuery`]).
+    pub async fn list_objects(&self, bucket: &str, query: &ListQuery) -> Result<Listing, Error> {
+        match &self.backend {
+            Backend::Local(l) => {
+                validate_bucket_name(bucket)?;
+                l.list_objects(bucket, query)
+            }
+            Backend::External(e) => e.list_objects(bucket, query).await,
+        }
+    }
+}
+
+fn external_bucket_ops() -> Error {
+    Error::NotImplemented {
+        what: "bucket operations on an external artifact store".into(),
+    }
+}

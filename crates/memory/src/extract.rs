@@ -1,0 +1,695 @@
+//! Asynchronous extraction of long-term records from events, and the native context call.
+//!
+//! A session becomes ready for extraction once it has been quiet for `extraction_delay`. Its
+//! new conversational messages become one job per strategy (visible through
+//! `ListMemoryExtractionJobs`); a job asks the configured model for records in the strategy's
+//! shape, then consolidates them with what the namespace already holds: a new fact that is a
+//! near-duplicate of an existing record replaces it instead of piling up beside it, and a
+//! session summary is rewritten in place.
+
+use crate::Memory;
+use crate::events::{event_body, expiry_cutoff};
+use crate::records::{new_record_id, record_body};
+use crate::resources::fill_template;
+use crate::wire::{internal, invalid, memory_id_of, req_str, str_of, token, untoken_pair};
+use berth_api::ApiError;
+use berth_store::memory::{EventQuery, JobQuery, JobRow, RecordRow, RecordScope};
+use berth_types::{now_millis, random_alnum};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Cosine similarity above which a new fact supersedes an existing record.
+const SUPERSEDE_SIMILARITY: f32 = 0.85;
+/// Messages handed to one job at most.
+const MAX_EVENTS_PER_JOB: u32 = 100;
+/// Jobs run per round.
+const JOBS_PER_ROUND: u32 = 20;
+
+const NO_PROVIDER: &str = "no model provider is configured for memory extraction: start the \
+    server with BERTH_MEMORY_MODEL_URL (an OpenAI-compatible or Anthropic base URL), \
+    BERTH_MEMORY_MODEL (the model name), BERTH_MEMORY_MODEL_PROVIDER (openai or anthropic) and, \
+    if the provider needs one, BERTH_MEMORY_MODEL_API_KEY; then re-run the job with \
+    StartMemoryExtractionJob";
+
+/// The HTTP API a model provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// `POST {base}/chat/completions` (OpenAI, vLLM, Ollama, LiteLLM, ...).
+    OpenAiCompatible,
+    /// `POST {base}/v1/messages` (Anthropic Messages API).
+    Anthropic,
+}
+
+/// The model extraction calls.
+#[derive(Debug, Clone)]
+pub struct ModelProvider {
+    /// Its API.
+    pub kind: ProviderKind,
+    /// Base URL, e.g. `https://api.openai.com/v1` or `http://127.0.0.1:11434/v1`.
+    pub base_url: String,
+    /// Model name sent with each request.
+    pub model: String,
+    /// Bearer token / API key, if the provider needs one.
+    pub api_key: Option<String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl ModelProvider {
+    /// Sends one system + user prompt and returns the model's text answer.
+    async fn complete(&self, system: &str, user: &str) -> Result<String, String> {
+        let client = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        let base = self.base_url.trim_end_matches('/');
+        let req = match self.kind {
+            ProviderKind::OpenAiCompatible => {
+                let mut r = client.post(format!("{base}/chat/completions")).json(&json!({
+                    "model": self.model,
+                    "temperature": 0,
+                    "messages": [{"role": "system", "content": system},
+                                 {"role": "user", "content": user}],
+                }));
+                if let Some(k) = &self.api_key {
+                    r = r.bearer_auth(k);
+                }
+                r
+            }
+            ProviderKind::Anthropic => {
+                let mut r = client
+                    .post(format!("{base}/v1/messages"))
+                    .header("anthropic-version", "2023-06-01")
+                    .json(&json!({
+                        "model": self.model,
+                        "max_tokens": 2048,
+                        "system": system,
+                        "messages": [{"role": "user", "content": user}],
+                    }));
+                if let Some(k) = &self.api_key {
+                    r = r.header("x-api-key", k);
+                }
+                r
+            }
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("model provider unreachable: {e}"))?;
+        let status = resp.status();
+        let body: Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("model provider answered {status} with a body that is not json: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("model provider answered {status}: {body}"));
+        }
+        let text = match self.kind {
+            ProviderKind::OpenAiCompatible => body
+                .pointer("/choices/0/message/content")
+                .and_then(Value::as_str),
+            ProviderKind::Anthropic => body.pointer("/content/0/text").and_then(Value::as_str),
+        };
+        text.map(str::to_owned)
+            .ok_or_else(|| format!("model provider answer has no text: {body}"))
+    }
+}
+
+/// The instructions for a strategy type (custom strategies name the type they override).
+fn prompt_for(kind: &str) -> &'static str {
+    match kind {
+        "SUMMARIZATION" | "SUMMARY_OVERRIDE" => {
+            "You summarise conversations between a user and an AI assistant. Write one concise \
+             summary of the conversation below: topics, decisions, open questions. Answer with \
+             JSON only: {\"memories\": [\"<the summary>\"]}"
+        }
+        "USER_PREFERENCE" | "USER_PREFERENCE_OVERRIDE" => {
+            "You extract user preferences from conversations between a user and an AI assistant: \
+             explicit and clearly implied likes, dislikes, habits and choices of the user. One \
+             preference per item, each a self-contained sentence. Answer with JSON only: \
+             {\"memories\": [\"...\", ...]} (an empty list when there are none)."
+        }
+        "EPISODIC" | "EPISODIC_OVERRIDE" => {
+            "You record episodes from conversations between a user and an AI assistant: for each \
+             distinct task, one item saying the situation, the user's intent, what was done, and \
+             how it turned out. Answer with JSON only: {\"memories\": [\"...\", ...]}"
+        }
+        _ => {
+            "You extract facts worth remembering from conversations between a user and an AI \
+             assistant: durable facts about the user, their world and their work, not small talk. \
+             One fact per item, each a self-contained sentence. Answer with JSON only: \
+             {\"memories\": [\"...\", ...]} (an empty list when there are none)."
+        }
+    }
+}
+
+/// The `{"memories": [...]}` object in a model answer, tolerating prose or code fences around it.
+fn parse_memories(text: &str) -> Result<Vec<String>, String> {
+    let (Some(start), Some(end)) = (text.find('{'), text.rfind('}')) else {
+        return Err(format!("model answer holds no json object: {text:.200}"));
+    };
+    let v: Value = serde_json::from_str(&text[start..=end])
+        .map_err(|e| format!("model answer is not valid json ({e}): {text:.200}"))?;
+    let list = v
+        .get("memories")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("model answer has no \"memories\" list: {text:.200}"))?;
+    Ok(list
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The strategy type extraction follows, or `None` for strategies the caller extracts itself.
+fn extraction_kind(strategy: &Value) -> Option<String> {
+    let ty = str_of(strategy, "type")?;
+    if ty != "CUSTOM" {
+        return Some(ty.to_owned());
+    }
+    match strategy.get("configuration").and_then(|c| str_of(c, "type")) {
+        Some("SELF_MANAGED") | None => None,
+        Some(t) => Some(t.to_owned()),
+    }
+}
+
+/// Text appended to the prompt by a custom strategy's override, if any.
+fn appended_prompt(strategy: &Value) -> Option<String> {
+    let cfg = strategy.get("configuration")?;
+    let mut parts = Vec::new();
+    for section in ["extraction", "consolidation"] {
+        if let Some(o) = cfg.get(section).and_then(Value::as_object) {
+            for inner in o.values().filter_map(Value::as_object) {
+                for ov in inner.values() {
+                    if let Some(p) = str_of(ov, "appendToPrompt") {
+                        parts.push(p.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("\n"))
+}
+
+fn job_body(j: &JobRow) -> Value {
+    let mut v = json!({
+        "jobID": j.job_id,
+        "messages": {"messagesList": j.messages},
+        "status": j.status,
+        "strategyId": j.strategy_id,
+        "sessionId": j.session_id,
+        "actorId": j.actor_id,
+    });
+    if let Some(r) = &j.failure_reason {
+        v["failureReason"] = r.clone().into();
+    }
+    v
+}
+
+impl Memory {
+    /// The extraction loop: plans jobs for quiet sessions and runs pending jobs until shutdown.
+    pub(crate) async fn run_extraction(&self) {
+        let tick = (self.inner.opts.extraction_delay / 2).max(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(tick) => {}
+                () = self.inner.extract_wake.notified() => {}
+                () = self.inner.shutdown.cancelled() => return,
+            }
+            if let Err(e) = self.extraction_round().await {
+                warn!(error = %e.message, "memory extraction round failed; retrying next round");
+            }
+        }
+    }
+
+    /// One round: plan jobs for every quiet session, then run pending jobs.
+    pub async fn extraction_round(&self) -> Result<(), ApiError> {
+        let quiet_before = now_millis() - self.inner.opts.extraction_delay.as_millis() as i64;
+        let mut after = None;
+        loop {
+            let page = self
+                .inner
+                .store
+                .list_memories(after.clone(), 100)
+                .await
+                .map_err(internal)?;
+            for m in &page {
+                if m.status != "ACTIVE" {
+                    continue;
+                }
+                let strategies: Vec<Value> = m
+                    .spec
+                    .get("strategies")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter(|s| extraction_kind(s).is_some())
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if strategies.is_empty() {
+                    continue;
+                }
+                let sessions = self
+                    .inner
+                    .store
+                    .sessions_to_extract(&m.id, quiet_before, 50)
+                    .await
+                    .map_err(internal)?;
+                for s in sessions {
+                    let events = self
+                        .inner
+                        .store
+                        .events_after(
+                            &m.id,
+                            &s.actor_id,
+                            &s.session_id,
+                            s.extracted_upto.as_deref(),
+                            expiry_cutoff(m, now_millis()),
+                            MAX_EVENTS_PER_JOB,
+                        )
+                        .await
+                        .map_err(internal)?;
+                    let Some(last) = events.last() else { continue };
+                    let mut messages = Vec::new();
+                    for e in &events {
+                        for (i, p) in e.payload.as_array().into_iter().flatten().enumerate() {
+                            if p.get("conversational").is_some() {
+                                messages.push(json!({"eventId": e.event_id, "messageIndex": i}));
+                            }
+                        }
+                    }
+                    let now = now_millis();
+                    let jobs: Vec<JobRow> = if messages.is_empty() {
+                        Vec::new()
+                    } else {
+                        strategies
+                            .iter()
+                            .map(|st| JobRow {
+                                job_id: format!("job-{}", random_alnum(24)),
+                                memory_id: m.id.clone(),
+                                strategy_id: str_of(st, "strategyId").unwrap_or_default().to_owned(),
+                                actor_id: s.actor_id.clone(),
+                                session_id: s.session_id.clone(),
+                                status: "PENDING".into(),
+                                failure_reason: None,
+                                messages: Value::Array(messages.clone()),
+                                created_at: now,
+                                updated_at: now,
+                            })
+                            .collect()
+                    };
+                    self.inner
+                        .store
+                        .put_jobs_and_cursor(&m.id, &s.actor_id, &s.session_id, &last.event_id, &jobs)
+                        .await
+                        .map_err(internal)?;
+                }
+            }
+            match page.last() {
+                Some(m) if page.len() == 100 => after = Some((m.created_at, m.id.clone())),
+                _ => break,
+            }
+        }
+        let pending = self
+            .inner
+            .store
+            .jobs_in_status("PENDING", JOBS_PER_ROUND)
+            .await
+            .map_err(internal)?;
+        for mut job in pending {
+            if self.inner.shutdown.is_cancelled() {
+                break;
+            }
+            let outcome = self.run_job(&job).await;
+            job.updated_at = now_millis();
+            match outcome {
+                Ok(n) => {
+                    info!(job_id = %job.job_id, records = n, "extraction job succeeded");
+                    job.status = "SUCCEEDED".into();
+                    job.failure_reason = None;
+                }
+                Err(reason) => {
+                    warn!(job_id = %job.job_id, %reason, "extraction job failed");
+                    job.status = "FAILED".into();
+                    job.failure_reason = Some(reason);
+                }
+            }
+            self.inner.store.put_jobs(&[job]).await.map_err(internal)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one job; returns how many records it wrote or why it failed.
+    async fn run_job(&self, job: &JobRow) -> Result<usize, String> {
+        let m = self
+            .usable(&job.memory_id)
+            .await
+            .map_err(|e| e.message)?;
+        let strategy = m
+            .spec
+            .get("strategies")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().find(|s| str_of(s, "strategyId") == Some(&job.strategy_id)))
+            .cloned()
+            .ok_or_else(|| format!("strategy {} no longer exists", job.strategy_id))?;
+        let kind = extraction_kind(&strategy)
+            .ok_or_else(|| "the strategy is self-managed: Berth does not extract for it".to_owned())?;
+        let Some(provider) = self.inner.opts.provider.clone() else {
+            return Err(NO_PROVIDER.to_owned());
+        };
+        let template = strategy
+            .get("namespaces")
+            .and_then(|n| n.get(0))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let namespace = fill_template(
+            template,
+            &[
+                ("actorId", &job.actor_id),
+                ("sessionId", &job.session_id),
+                ("memoryStrategyId", &job.strategy_id),
+            ],
+        )
+        .ok_or_else(|| format!("namespace template {template:?} has a variable with no value"))?;
+        let transcript = self.transcript(job).await?;
+        if transcript.is_empty() {
+            return Ok(0);
+        }
+        let mut system = prompt_for(&kind).to_owned();
+        if let Some(extra) = appended_prompt(&strategy) {
+            system.push_str("\n\n");
+            system.push_str(&extra);
+        }
+        let answer = provider.complete(&system, &transcript).await?;
+        let items = parse_memories(&answer)?;
+        let summary = matches!(kind.as_str(), "SUMMARIZATION" | "SUMMARY_OVERRIDE");
+        self.consolidate(&m.id, &job.strategy_id, &namespace, items, summary)
+            .await
+    }
+
+    async fn transcript(&self, job: &JobRow) -> Result<String, String> {
+        let mut cache: HashMap<String, Value> = HashMap::new();
+        let mut lines = Vec::new();
+        for msg in job.messages.as_array().into_iter().flatten() {
+            let (Some(eid), Some(i)) = (str_of(msg, "eventId"), msg.get("messageIndex").and_then(Value::as_u64)) else {
+                continue;
+            };
+            if !cache.contains_key(eid) {
+                let e = self
+                    .inner
+                    .store
+                    .event(&job.memory_id, &job.actor_id, &job.session_id, eid)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                cache.insert(eid.to_owned(), e.map(|e| e.payload).unwrap_or(Value::Null));
+            }
+            if let Some(c) = cache[eid].get(i as usize).and_then(|p| p.get("conversational")) {
+                let role = str_of(c, "role").unwrap_or("OTHER");
+                let text = c.get("content").and_then(|t| str_of(t, "text")).unwrap_or("");
+                lines.push(format!("{role}: {text}"));
+            }
+        }
+        Ok(lines.join("\n"))
+    }
+
+    /// Writes extracted items into a namespace: a near-duplicate of an existing record of the
+    /// strategy replaces it; a summary replaces the namespace's previous summary.
+    async fn consolidate(
+        &self,
+        memory_id: &str,
+        strategy_id: &str,
+        namespace: &str,
+        items: Vec<String>,
+        summary: bool,
+    ) -> Result<usize, String> {
+        let now = now_millis();
+        let scope = RecordScope {
+            memory_id: memory_id.to_owned(),
+            namespace: Some(namespace.to_owned()),
+            strategy_id: Some(strategy_id.to_owned()),
+            now,
+            ..Default::default()
+        };
+        let mut rows = Vec::new();
+        for text in items {
+            let mut target: Option<RecordRow> = None;
+            if summary {
+                target = self
+                    .inner
+                    .store
+                    .list_records(&scope, None, 1)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .next();
+            } else if let Some((id, sim)) = self
+                .vector_search(&scope, &text, 1)
+                .await
+                .map_err(|e| e.message)?
+                .into_iter()
+                .next()
+                && sim >= SUPERSEDE_SIMILARITY
+            {
+                target = self
+                    .inner
+                    .store
+                    .record(memory_id, &id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            if target.is_none() && !summary {
+                // Without an embedder, at least never store the same sentence twice.
+                target = self
+                    .inner
+                    .store
+                    .list_records(&scope, None, 1000)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .find(|r| r.content == text);
+            }
+            let row = match target {
+                Some(mut r) => {
+                    r.content = text;
+                    r.embedding = None;
+                    r.record_ts = now;
+                    r.updated_at = now;
+                    r
+                }
+                None => RecordRow {
+                    record_id: new_record_id(),
+                    memory_id: memory_id.to_owned(),
+                    strategy_id: strategy_id.to_owned(),
+                    namespace: namespace.to_owned(),
+                    content: text,
+                    metadata: None,
+                    record_ts: now,
+                    expires_at: None,
+                    embedding: None,
+                    created_at: now,
+                    updated_at: now,
+                },
+            };
+            // Written one by one so the next item's duplicate check sees this one.
+            self.write_records(vec![row.clone()])
+                .await
+                .map_err(|e| e.message)?;
+            rows.push(row);
+        }
+        Ok(rows.len())
+    }
+
+    /// `ListMemoryExtractionJobs`.
+    pub async fn list_extraction_jobs(&self, input: Value) -> Result<Value, ApiError> {
+        let memory_id = memory_id_of(&input)?.to_owned();
+        self.usable(&memory_id).await?;
+        let limit = input
+            .get("maxResults")
+            .and_then(Value::as_u64)
+            .map_or(20, |n| n.clamp(1, 50) as u32);
+        let f = input.get("filter").cloned().unwrap_or_default();
+        let q = JobQuery {
+            memory_id,
+            status: str_of(&f, "status").map(str::to_owned),
+            strategy_id: str_of(&f, "strategyId").map(str::to_owned),
+            actor_id: str_of(&f, "actorId").map(str::to_owned),
+            session_id: str_of(&f, "sessionId").map(str::to_owned),
+            after: str_of(&input, "nextToken").map(untoken_pair).transpose()?,
+            limit: limit + 1,
+        };
+        let mut rows = self.inner.store.list_jobs(&q).await.map_err(internal)?;
+        let mut out = json!({});
+        if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            if let Some(l) = rows.last() {
+                out["nextToken"] = token(&[&l.created_at.to_string(), &l.job_id]).into();
+            }
+        }
+        out["jobs"] = rows.iter().map(job_body).collect();
+        Ok(out)
+    }
+
+    /// `StartMemoryExtractionJob`: re-runs a failed job.
+    pub async fn start_extraction_job(&self, input: Value) -> Result<Value, ApiError> {
+        let memory_id = memory_id_of(&input)?.to_owned();
+        self.usable(&memory_id).await?;
+        let job_id = input
+            .get("extractionJob")
+            .and_then(|j| str_of(j, "jobId"))
+            .ok_or_else(|| invalid("extractionJob.jobId is required"))?;
+        let Some(mut job) = self
+            .inner
+            .store
+            .job(&memory_id, job_id)
+            .await
+            .map_err(internal)?
+        else {
+            return Err(ApiError::not_found(format!("extraction job {job_id} not found")));
+        };
+        if job.status != "FAILED" {
+            return Err(invalid(format!(
+                "extraction job {job_id} is {}; only failed jobs can be started again",
+                job.status
+            )));
+        }
+        job.status = "PENDING".into();
+        job.failure_reason = None;
+        job.updated_at = now_millis();
+        self.inner.store.put_jobs(&[job]).await.map_err(internal)?;
+        self.inner.extract_wake.notify_one();
+        Ok(json!({"jobId": job_id}))
+    }
+
+    /// The native context call: in one round trip, the recent turns of the actor's most recent
+    /// session and, for `query`, the most relevant records of the actor across the memory's
+    /// strategies.
+    ///
+    /// Input: `memoryId`, `actorId`, optional `query`, `maxTurns` (events, default 10),
+    /// `topK` (default 5), `namespacePath` (overrides the strategies' namespaces).
+    pub async fn context(&self, input: Value) -> Result<Value, ApiError> {
+        let memory_id = memory_id_of(&input)?.to_owned();
+        let m = self.usable(&memory_id).await?;
+        let actor = req_str(&input, "actorId")?.to_owned();
+        let max_turns = input
+            .get("maxTurns")
+            .and_then(Value::as_u64)
+            .map_or(10, |n| n.clamp(1, 100) as u32);
+        let top_k = input
+            .get("topK")
+            .and_then(Value::as_u64)
+            .map_or(5, |n| n.clamp(1, 100) as usize);
+        let now = now_millis();
+        let cutoff = expiry_cutoff(&m, now);
+        let last = self
+            .inner
+            .store
+            .list_sessions(&memory_id, &actor, cutoff, None, 1)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .next();
+        let mut out = json!({"memoryId": memory_id, "actorId": actor, "turns": [], "records": []});
+        if let Some(s) = &last {
+            let mut events = self
+                .inner
+                .store
+                .list_events(&EventQuery {
+                    memory_id: memory_id.clone(),
+                    actor_id: actor.clone(),
+                    session_id: s.session_id.clone(),
+                    min_ts: cutoff,
+                    limit: max_turns,
+                    ..Default::default()
+                })
+                .await
+                .map_err(internal)?;
+            // Oldest first, the order a prompt reads a conversation in.
+            events.reverse();
+            out["sessionId"] = s.session_id.clone().into();
+            out["turns"] = events.iter().map(|e| event_body(e, true)).collect();
+        }
+        let Some(query) = str_of(&input, "query") else {
+            return Ok(out);
+        };
+        let prefixes: Vec<String> = match str_of(&input, "namespacePath") {
+            Some(p) => vec![p.to_owned()],
+            None => m
+                .spec
+                .get("strategies")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|st| {
+                    let t = st.get("namespaces")?.get(0)?.as_str()?;
+                    let sid = str_of(st, "strategyId")?;
+                    // Everything up to the first variable that is not the actor or strategy:
+                    // records of all of the actor's sessions.
+                    let cut = t.find("{sessionId}").map_or(t, |i| &t[..i]);
+                    fill_template(cut, &[("actorId", &actor), ("memoryStrategyId", sid)])
+                })
+                .collect(),
+        };
+        let mut hits: Vec<(String, f64)> = Vec::new();
+        for p in prefixes {
+            let scope = RecordScope {
+                memory_id: memory_id.clone(),
+                namespace_prefix: Some(p),
+                now,
+                ..Default::default()
+            };
+            hits.extend(self.hybrid_search(&scope, query, top_k * 5).await?);
+        }
+        hits.sort_by(|a, b| b.1.total_cmp(&a.1));
+        hits.dedup_by(|a, b| a.0 == b.0);
+        hits.truncate(top_k);
+        let ids: Vec<String> = hits.iter().map(|h| h.0.clone()).collect();
+        let mut by_id: HashMap<String, RecordRow> = self
+            .inner
+            .store
+            .records(&memory_id, &ids)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|r| (r.record_id.clone(), r))
+            .collect();
+        out["records"] = hits
+            .iter()
+            .filter_map(|(id, _)| by_id.remove(id))
+            .map(|r| record_body(&r, None))
+            .collect();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memories_parse_from_chatty_answers() {
+        let a = "Sure!\n```json\n{\"memories\": [\"likes tea\", \" \"]}\n```";
+        assert_eq!(parse_memories(a).unwrap(), ["likes tea"]);
+        assert!(parse_memories("no").is_err());
+        assert!(parse_memories("{\"facts\": []}").is_err());
+    }
+
+    #[test]
+    fn self_managed_strategies_are_not_extracted() {
+        assert_eq!(extraction_kind(&json!({"type": "SEMANTIC"})).unwrap(), "SEMANTIC");
+        assert!(
+            extraction_kind(&json!({"type": "CUSTOM", "configuration": {"type": "SELF_MANAGED"}}))
+                .is_none()
+        );
+        assert_eq!(
+            extraction_kind(&json!({"type": "CUSTOM", "configuration": {"type": "SUMMARY_OVERRIDE"}}))
+                .unwrap(),
+            "SUMMARY_OVERRIDE"
+        );
+    }
+}

@@ -1,0 +1,590 @@
+//! Long-term memory records and hybrid retrieval.
+//!
+//! Retrieval runs a keyword search (SQLite FTS5, BM25) and a vector search (the in-memory index
+//! over MiniLM embeddings) over the same scope, then fuses the two rankings by reciprocal rank
+//! fusion: `score(d) = sum over rankings of 1 / (K + rank(d))`. RRF needs no score calibration
+//! between BM25 and cosine similarity, which have unrelated scales.
+
+use crate::Memory;
+use crate::index::Filter;
+use crate::wire::{
+    internal, invalid, max_results, memory_id_of, parse_ts, req_str, service_error, str_of,
+    token, untoken_pair,
+};
+use berth_api::ApiError;
+use berth_store::memory::{EmbeddingRow, RecordRow, RecordScope};
+use berth_types::{EpochMillis, iso8601, now_millis, random_alnum};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::PoisonError;
+use tracing::error;
+
+/// The RRF constant from the original paper (Cormack et al.): damps the weight of top ranks.
+const RRF_K: f64 = 60.0;
+/// Candidates taken from each ranking before fusion, per requested result.
+const CANDIDATES_PER_RESULT: usize = 5;
+const MIN_CANDIDATES: usize = 50;
+/// Strategy id given to records created without one.
+pub(crate) const EXTERNAL_STRATEGY: &str = "external";
+const DAY_MS: i64 = 86_400_000;
+
+/// A new record id: `mem-` and 36 characters (AgentCore ids are 40 to 50 long).
+pub(crate) fn new_record_id() -> String {
+    format!("mem-{}", random_alnum(36))
+}
+
+/// The wire shape of a record (`MemoryRecord` / `MemoryRecordSummary`).
+pub(crate) fn record_body(r: &RecordRow, score: Option<f64>) -> Value {
+    let mut v = json!({
+        "memoryRecordId": r.record_id,
+        "content": {"text": r.content},
+        "memoryStrategyId": r.strategy_id,
+        "namespaces": [r.namespace],
+        "createdAt": iso8601(r.created_at),
+        "timestamp": iso8601(r.record_ts),
+    });
+    if let Some(m) = &r.metadata {
+        v["metadata"] = m.clone();
+    }
+    if let Some(e) = r.expires_at {
+        v["expiresAt"] = iso8601(e).into();
+    }
+    if let Some(s) = score {
+        v["score"] = s.into();
+    }
+    v
+}
+
+/// Turns free text into an FTS5 query: every word quoted (so no word is read as an operator)
+/// and OR-ed, letting BM25 rank by how many and how rare the matching words are.
+pub(crate) fn fts_query(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(64)
+        .map(|w| format!("\"{}\"", w.to_lowercase()))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" OR "))
+}
+
+fn number_of(v: &Value) -> Option<f64> {
+    v.get("numberValue").and_then(Value::as_f64)
+}
+
+fn time_of(v: &Value) -> Option<EpochMillis> {
+    v.get("dateTimeValue").and_then(|t| parse_ts(t, "dateTimeValue").ok())
+}
+
+/// Whether a record's metadata satisfies every filter expression.
+pub(crate) fn metadata_matches(metadata: Option<&Value>, filters: &[Value]) -> bool {
+    filters.iter().all(|f| {
+        let Some(key) = f.get("left").and_then(|l| str_of(l, "metadataKey")) else {
+            return false;
+        };
+        let have = metadata.and_then(|m| m.get(key));
+        let want = f.get("right").and_then(|r| r.get("metadataValue"));
+        match (str_of(f, "operator").unwrap_or_default(), have, want) {
+            ("EXISTS", h, _) => h.is_some(),
+            ("NOT_EXISTS", h, _) => h.is_none(),
+            (_, None, _) | (_, _, None) => false,
+            ("EQUALS_TO", Some(h), Some(w)) => {
+                if let (Some(a), Some(b)) = (str_of(h, "stringValue"), str_of(w, "stringValue")) {
+                    a == b
+                } else if let (Some(a), Some(b)) = (number_of(h), number_of(w)) {
+                    a == b
+                } else if let (Some(a), Some(b)) = (time_of(h), time_of(w)) {
+                    a == b
+                } else {
+                    h.get("stringListValue").is_some()
+                        && h.get("stringListValue") == w.get("stringListValue")
+                }
+            }
+            ("CONTAINS", Some(h), Some(w)) => {
+                let list = h.get("stringListValue").and_then(Value::as_array);
+                match (list, str_of(w, "stringValue"), str_of(h, "stringValue")) {
+                    (Some(l), Some(x), _) => l.iter().any(|i| i.as_str() == Some(x)),
+                    (None, Some(x), Some(s)) => s.contains(x),
+                    _ => false,
+                }
+            }
+            ("BEFORE", Some(h), Some(w)) => matches!((time_of(h), time_of(w)), (Some(a), Some(b)) if a < b),
+            ("AFTER", Some(h), Some(w)) => matches!((time_of(h), time_of(w)), (Some(a), Some(b)) if a > b),
+            (op, Some(h), Some(w)) => match (number_of(h), number_of(w)) {
+                (Some(a), Some(b)) => match op {
+                    "GREATER_THAN" => a > b,
+                    "GREATER_THAN_OR_EQUALS" => a >= b,
+                    "LESS_THAN" => a < b,
+                    "LESS_THAN_OR_EQUALS" => a <= b,
+                    _ => false,
+                },
+                _ => false,
+            },
+        }
+    })
+}
+
+fn one_namespace(v: &Value, field: &str) -> Result<Option<String>, ApiError> {
+    match v.get(field).and_then(Value::as_array) {
+        None => Ok(None),
+        Some(a) => match a.first().and_then(Value::as_str) {
+            Some(ns) => Ok(Some(ns.to_owned())),
+            None => Err(invalid(format!("{field} must hold exactly one namespace"))),
+        },
+    }
+}
+
+fn expiry_of(input: &Value, now: EpochMillis) -> Option<EpochMillis> {
+    input
+        .get("recordExpirySpecification")
+        .and_then(|r| r.get("recordExpiryDurationDays"))
+        .and_then(Value::as_i64)
+        .map(|d| now + d * DAY_MS)
+}
+
+fn outcome(id: &str, req: Option<&str>, err: Option<(u16, String)>) -> Value {
+    let mut v = json!({"memoryRecordId": id,
+        "status": if err.is_some() { "FAILED" } else { "SUCCEEDED" }});
+    if let Some(r) = req {
+        v["requestIdentifier"] = r.into();
+    }
+    if let Some((code, msg)) = err {
+        v["errorCode"] = code.into();
+        v["errorMessage"] = msg.into();
+    }
+    v
+}
+
+impl Memory {
+    /// Embeds texts on the blocking pool; `None` when no embedder is configured.
+    pub(crate) async fn embed(&self, texts: Vec<String>) -> Result<Option<Vec<Vec<f32>>>, ApiError> {
+        let Some(e) = self.inner.opts.embedder.clone() else {
+            return Ok(None);
+        };
+        let res = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            e.embed(&refs)
+        })
+        .await;
+        match res {
+            Ok(Ok(v)) => Ok(Some(v)),
+            Ok(Err(err)) => {
+                error!(error = %err, "embedding failed");
+                Err(service_error())
+            }
+            Err(err) => {
+                error!(error = %err, "embedding task failed");
+                Err(service_error())
+            }
+        }
+    }
+
+    /// Stores records (embedding those without a vector) and updates the vector index.
+    pub(crate) async fn write_records(&self, mut rows: Vec<RecordRow>) -> Result<(), ApiError> {
+        let missing: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].embedding.is_none())
+            .collect();
+        if !missing.is_empty()
+            && let Some(vecs) = self
+                .embed(missing.iter().map(|&i| rows[i].content.clone()).collect())
+                .await?
+        {
+            for (i, v) in missing.into_iter().zip(vecs) {
+                rows[i].embedding = Some(v);
+            }
+        }
+        self.inner.store.put_records(&rows).await.map_err(internal)?;
+        for r in rows {
+            if let Some(v) = r.embedding {
+                self.inner.index.upsert(
+                    &r.memory_id,
+                    EmbeddingRow {
+                        record_id: r.record_id,
+                        namespace: r.namespace,
+                        strategy_id: r.strategy_id,
+                        embedding: v,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `BatchCreateMemoryRecords`.
+    pub async fn batch_create_records(&self, input: Value) -> Result<Value, ApiError> {
+        let memory_id = memory_id_of(&input)?.to_owned();
+        self.usable(&memory_id).await?;
+        let now = now_millis();
+        let expires_at = expiry_of(&input, now);
+        let mut rows = Vec::new();
+        let mut failed = Vec::new();
+        let mut reqs = Vec::new();
+        for r in input.get("records").and_then(Value::as_array).into_iter().flatten() {
+            let req = str_of(r, "requestIdentifier").unwrap_or_default().to_owned();
+            let id = new_record_id();
+            let parsed = (|| -> Result<RecordRow, ApiError> {
+                Ok(RecordRow {
+                    record_id: id.clone(),
+                    memory_id: memory_id.clone(),
+                    strategy_id: str_of(r, "memoryStrategyId")
+                        .unwrap_or(EXTERNAL_STRATEGY)
+                        .to_owned(),
+                    namespace: one_namespace(r, "namespaces")?
+                        .ok_or_else(|| invalid("namespaces is required"))?,
+                    content: r
+                        .get("content")
+                        .and_then(|c| str_of(c, "text"))
+                        .ok_or_else(|| invalid("content.text is required"))?
+                        .to_owned(),
+                    metadata: r.get("metadata").cloned(),
+                    record_ts: parse_ts(r.get("timestamp").unwrap_or(&Value::Null), "timestamp")?,
+                    expires_at,
+                    embedding: None,
+                    created_at: now,
+                    updated_at: now,
+                })
+            })();
+            match parsed {
+                Ok(row) => {
+                    reqs.push(req);
+                    rows.push(row);
+                }
+                Err(e) => failed.push(outcome(&id, Some(&req), Some((400, e.message)))),
+            }
+        }
+        let ok: Vec<Value> = rows
+            .iter()
+            .zip(&reqs)
+            .map(|(r, q)| outcome(&r.record_id, Some(q), None))
+            .collect();
+        self.write_records(rows).await?;
+        Ok(json!({"successfulRecords": ok, "failedRecords": failed}))
+    }
+
+    /// `BatchUpdateMemoryRecords`.
+    pub async fn batch_update_records(&self, input: Value) -> Result<Value, ApiError> {
+        let memory_id = memory_id_of(&input)?.to_owned();
+        self.usable(&memory_id).await?;
+        let now = now_millis();
+        let expires_at = expiry_of(&input, now);
+        let mut rows = Vec::new();
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        for u in input.get("records").and_then(Value::as_array).into_iter().flatten() {
+            let id = str_of(u, "memoryRecordId").unwrap_or_default();
+            let Some(mut r) = self
+                .inner
+                .store
+                .record(&memory_id, id)
+                .await
+                .map_err(internal)?
+            else {
+                failed.push(outcome(id, None, Some((404, format!("memory record {id} not found")))));
+                continue;
+            };
+            if let Some(t) = u.get("content").and_then(|c| str_of(c, "text")) {
+                if t != r.content {
+                    r.embedding = None;
+                }
+                r.content = t.to_owned();
+            }
+            match one_namespace(u, "namespaces") {
+                Ok(Some(ns)) => r.namespace = ns,
+                Ok(None) => {}
+                Err(e) => {
+                    failed.push(outcome(id, None, Some((400, e.message))));
+                    continue;
+                }
+            }
+            if let Some(s) = str_of(u, "memoryStrategyId") {
+                r.strategy_id = s.to_owned();
+            }
+            if let Some(m) = u.get("metadata") {
+                r.metadata = Some(m.clone());
+            }
+            if let Some(t) = u.get("timestamp") {
+                r.record_ts = parse_ts(t, "timestamp")?;
+            }
+            if expires_at.is_some() {
+                r.expires_at = expires_at;
+            }
+            r.updated_at = now;
+            ok.push(outcome(id, None, None));
+            rows.push(r);
+        }
+        self.write_records(rows).await?;
+        Ok(json!({"successfulRecords": ok, "failedRecords": failed}))
+    }
+
+    /// `BatchDeleteMemoryRecords`.
+    pub async fn batch_delete_records(&self, input: Value) -> Result<Value, ApiError> {
+        let memory_id = memory_id_of(&input)?.to_owned();
+        self.usable(&memory_id).await?;
+        let ids: Vec<String> = input
+            .get("records")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| str_of(r, "memoryRecordId").map(str::to_owned))
+            .collect();
+        let gone = self
+            .inner
+            .store
+            .delete_records(&memory_id, &ids)
+            .await
+            .map_err(internal)?;
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        for id in &ids {
+            if gone.contains(id) {
+                self.inner.index.remove(&memory_id, id);
+                ok.push(outcome(id, None, None));
+            } else {
+                failed.push(outcome(id, None, Some((404, format!("memory record {id} not found")))));
+            }
+        }
+        Ok(json!({"successfulRecords": ok, "failedRecords": failed}))
+    }
+
+    async fn visible_record(&self, input: &Value) -> Result<RecordRow, ApiError> {
+        let memory_id = memory_id_of(input)?;
+        self.usable(memory_id).await?;
+        let id = req_str(input, "memoryRecordId")?;
+        let r = self
+            .inner
+            .store
+            .record(memory_id, id)
+            .await
+            .map_err(internal)?
+            .filter(|r| r.expires_at.is_none_or(|e| e > now_millis()))
+            .filter(|r| str_of(input, "namespace").is_none_or(|ns| ns == r.namespace));
+        r.ok_or_else(|| ApiError::not_found(format!("memory record {id} not found")))
+    }
+
+    /// `GetMemoryRecord`.
+    pub async fn get_record(&self, input: Value) -> Result<Value, ApiError> {
+        let r = self.visible_record(&input).await?;
+        Ok(json!({"memoryRecord": record_body(&r, None)}))
+    }
+
+    /// `DeleteMemoryRecord`.
+    pub async fn delete_record(&self, input: Value) -> Result<Value, ApiError> {
+        let r = self.visible_record(&input).await?;
+        self.inner
+            .store
+            .delete_records(&r.memory_id, std::slice::from_ref(&r.record_id))
+            .await
+            .map_err(internal)?;
+        self.inner.index.remove(&r.memory_id, &r.record_id);
+        Ok(json!({"memoryRecordId": r.record_id}))
+    }
+
+    fn scope_of(input: &Value, memory_id: &str, strategy: Option<&str>) -> RecordScope {
+        RecordScope {
+            memory_id: memory_id.to_owned(),
+            namespace: str_of(input, "namespace").map(str::to_owned),
+            namespace_prefix: str_of(input, "namespacePath").map(str::to_owned),
+            strategy_id: strategy.map(str::to_owned),
+            now: now_millis(),
+        }
+    }
+
+    /// `ListMemoryRecords`: newest first.
+    pub async fn list_records(&self, input: Value) -> Result<Value, ApiError> {
+        let memory_id = memory_id_of(&input)?;
+        self.usable(memory_id).await?;
+        let scope = Self::scope_of(&input, memory_id, str_of(&input, "memoryStrategyId"));
+        let filters: Vec<Value> = input
+            .get("metadataFilters")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let limit = max_results(&input, 20) as usize;
+        let mut after = str_of(&input, "nextToken").map(untoken_pair).transpose()?;
+        let mut out: Vec<RecordRow> = Vec::new();
+        let mut more = false;
+        // Metadata filters apply after the keyset walk, so keep walking until a page is full.
+        'walk: loop {
+            let page = self
+                .inner
+                .store
+                .list_records(&scope, after.clone(), 100)
+                .await
+                .map_err(internal)?;
+            let full = page.len() == 100;
+            for r in page {
+                after = Some((r.created_at, r.record_id.clone()));
+                if !metadata_matches(r.metadata.as_ref(), &filters) {
+                    continue;
+                }
+                if out.len() == limit {
+                    more = true;
+                    break 'walk;
+                }
+                out.push(r);
+            }
+            if !full {
+                break;
+            }
+        }
+        let mut body = json!({
+            "memoryRecordSummaries": out.iter().map(|r| record_body(r, None)).collect::<Vec<_>>()
+        });
+        if more && let Some(last) = out.last() {
+            body["nextToken"] = token(&[&last.created_at.to_string(), &last.record_id]).into();
+        }
+        Ok(body)
+    }
+
+    /// `RetrieveMemoryRecords`: hybrid keyword + vector search fused by reciprocal rank.
+    pub async fn retrieve_records(&self, input: Value) -> Result<Value, ApiError> {
+        let memory_id = memory_id_of(&input)?.to_owned();
+        self.usable(&memory_id).await?;
+        if str_of(&input, "namespace").is_none() && str_of(&input, "namespacePath").is_none() {
+            return Err(invalid("one of namespace or namespacePath is required"));
+        }
+        let criteria = input.get("searchCriteria").cloned().unwrap_or_default();
+        let query = req_str(&criteria, "searchQuery")?.to_owned();
+        let top_k = criteria
+            .get("topK")
+            .and_then(Value::as_u64)
+            .map_or(10, |k| k.clamp(1, 100) as usize);
+        let filters: Vec<Value> = criteria
+            .get("metadataFilters")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let scope = Self::scope_of(&input, &memory_id, str_of(&criteria, "memoryStrategyId"));
+        // Metadata filters are applied after fusion, so over-fetch when they are present.
+        let n = (top_k * CANDIDATES_PER_RESULT * if filters.is_empty() { 1 } else { 4 })
+            .max(MIN_CANDIDATES);
+        let hits = self.hybrid_search(&scope, &query, n).await?;
+        let ids: Vec<String> = hits.iter().map(|(id, _)| id.clone()).collect();
+        let mut by_id: HashMap<String, RecordRow> = self
+            .inner
+            .store
+            .records(&memory_id, &ids)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|r| (r.record_id.clone(), r))
+            .collect();
+        // The best possible fused score (rank 1 in both lists), to report scores in (0, 1].
+        let best = 2.0 / (RRF_K + 1.0);
+        let summaries: Vec<Value> = hits
+            .into_iter()
+            .filter_map(|(id, s)| by_id.remove(&id).map(|r| (r, s)))
+            .filter(|(r, _)| r.expires_at.is_none_or(|e| e > scope.now))
+            .filter(|(r, _)| metadata_matches(r.metadata.as_ref(), &filters))
+            .take(top_k)
+            .map(|(r, s)| record_body(&r, Some((s / best).min(1.0))))
+            .collect();
+        Ok(json!({"memoryRecordSummaries": summaries}))
+    }
+
+    /// Record ids in scope ranked by fused keyword and vector relevance, best first, with their
+    /// raw RRF scores.
+    pub(crate) async fn hybrid_search(
+        &self,
+        scope: &RecordScope,
+        query: &str,
+        n: usize,
+    ) -> Result<Vec<(String, f64)>, ApiError> {
+        let keyword = match fts_query(query) {
+            Some(q) => self
+                .inner
+                .store
+                .search_keywords(scope, &q, n as u32)
+                .await
+                .map_err(internal)?,
+            None => Vec::new(),
+        };
+        let vector = self.vector_search(scope, query, n).await?;
+        let mut fused: HashMap<String, f64> = HashMap::new();
+        for list in [
+            keyword.into_iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            vector.into_iter().map(|(id, _)| id).collect(),
+        ] {
+            for (rank, id) in list.into_iter().enumerate() {
+                *fused.entry(id).or_default() += 1.0 / (RRF_K + rank as f64 + 1.0);
+            }
+        }
+        let mut ranked: Vec<(String, f64)> = fused.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        ranked.truncate(n);
+        Ok(ranked)
+    }
+
+    /// The `n` records in scope closest to `text` by embedding; empty without an embedder.
+    pub(crate) async fn vector_search(
+        &self,
+        scope: &RecordScope,
+        text: &str,
+        n: usize,
+    ) -> Result<Vec<(String, f32)>, ApiError> {
+        let Some(q) = self.embed(vec![text.to_owned()]).await? else {
+            return Ok(Vec::new());
+        };
+        let Some(q) = q.into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        let idx = match self.inner.index.get(&scope.memory_id) {
+            Some(i) => i,
+            None => {
+                let rows = self
+                    .inner
+                    .store
+                    .embeddings(&scope.memory_id)
+                    .await
+                    .map_err(internal)?;
+                self.inner.index.install(&scope.memory_id, rows)
+            }
+        };
+        let filter = Filter {
+            namespace: scope.namespace.clone(),
+            namespace_prefix: scope.namespace_prefix.clone(),
+            strategy_id: scope.strategy_id.clone(),
+        };
+        // A full scan is CPU work of tens of milliseconds at 100k records: off the async threads.
+        tokio::task::spawn_blocking(move || {
+            idx.read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .search(&q, &filter, n)
+        })
+        .await
+        .map_err(|e| {
+            error!(error = %e, "vector search task failed");
+            service_error()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fts_queries_quote_every_word() {
+        assert_eq!(
+            fts_query("What does the user drink? NOT tea").unwrap(),
+            "\"what\" OR \"does\" OR \"the\" OR \"user\" OR \"drink\" OR \"not\" OR \"tea\""
+        );
+        assert!(fts_query("?!").is_none());
+    }
+
+    #[test]
+    fn metadata_filters_cover_each_operator() {
+        let m = json!({"tier": {"stringValue": "gold"}, "n": {"numberValue": 5},
+                       "tags": {"stringListValue": ["a", "b"]}});
+        let f = |op: &str, key: &str, right: Value| {
+            json!({"left": {"metadataKey": key}, "operator": op,
+                   "right": {"metadataValue": right}})
+        };
+        assert!(metadata_matches(Some(&m), &[f("EQUALS_TO", "tier", json!({"stringValue": "gold"}))]));
+        assert!(!metadata_matches(Some(&m), &[f("EQUALS_TO", "tier", json!({"stringValue": "tin"}))]));
+        assert!(metadata_matches(Some(&m), &[f("GREATER_THAN", "n", json!({"numberValue": 4}))]));
+        assert!(!metadata_matches(Some(&m), &[f("LESS_THAN", "n", json!({"numberValue": 4}))]));
+        assert!(metadata_matches(Some(&m), &[f("CONTAINS", "tags", json!({"stringValue": "b"}))]));
+        assert!(metadata_matches(Some(&m), &[json!({"left": {"metadataKey": "x"}, "operator": "NOT_EXISTS"})]));
+        assert!(!metadata_matches(None, &[json!({"left": {"metadataKey": "x"}, "operator": "EXISTS"})]));
+    }
+}

@@ -1,0 +1,268 @@
+//! What a caller asks for: the sandbox specification and its parts.
+
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+
+use super::Error;
+
+/// Port of the egress proxy inside a sandbox with [`Network::Public`] (`http://127.0.0.1:3128`).
+pub const PROXY_PORT: u16 = 3128;
+
+/// Where the writable per-session storage directory appears inside a namespaced sandbox; also `HOME`.
+pub const SESSION_DIR: &str = "/mnt/session";
+
+/// Default cap of the agent log before it is rotated (see [`SandboxSpec::log_cap_bytes`]).
+pub const DEFAULT_LOG_CAP: u64 = 10 * 1024 * 1024;
+
+/// The uid and gid of `nobody`/`nogroup` on Debian-like systems: the default identity of an agent.
+pub const NOBODY: u32 = 65534;
+
+/// How strongly an agent is separated from the host and from other agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// New PID, mount, network, IPC, UTS (and cgroup) namespaces, a read-only view of the host, private
+    /// `/tmp` and session storage, an unprivileged user. The default.
+    #[default]
+    Namespaces,
+    /// A plain child process on the host: own process group, cgroup limits, unprivileged user when Berth
+    /// runs as root, but no namespaces. The agent shares the host network, so it must listen on the
+    /// port given in the `PORT` (and `AGENT_PORT`) environment variable instead of 8080; [`Network`] is
+    /// not enforced. Meant for development on hosts without namespace support.
+    Process,
+}
+
+/// Resource limits enforced through cgroups. `None` leaves a resource unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// Memory (RSS, page cache and tmpfs pages written by the sandbox) in bytes; exceeding it
+    /// OOM-kills a process of the sandbox.
+    pub memory_bytes: Option<u64>,
+    /// Maximum number of tasks (processes and threads). In [`Isolation::Namespaces`] the sandbox's
+    /// init process counts as one of them.
+    pub pids: Option<u64>,
+    /// CPU bandwidth in thousandths of a core: 1000 is one full core, 250 a quarter. At least 10.
+    pub cpu_millis: Option<u64>,
+}
+
+/// What the agent may reach on the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// Outbound HTTP(S) through Berth's egress proxy at `http://127.0.0.1:3128` inside the sandbox
+    /// (`HTTP_PROXY`/`HTTPS_PROXY` are set). Mirrors AgentCore's `PUBLIC` network mode, hence the default.
+    #[default]
+    Public,
+    /// Loopback only: nothing outside the sandbox is reachable.
+    Isolated,
+}
+
+/// The unprivileged identity the agent runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    /// User id.
+    pub uid: u32,
+    /// Group id (also the only group; supplementary groups are dropped).
+    pub gid: u32,
+}
+
+impl Default for RunAs {
+    fn default() -> Self {
+        Self { uid: NOBODY, gid: NOBODY }
+    }
+}
+
+/// Everything needed to start one sandbox.
+///
+/// The agent runs as [`RunAs`] (nobody by default), so `code_dir`, the interpreter and everything it
+/// loads must be readable by that user: a builder running with the usual `022` umask produces
+/// world-readable files, which is what is expected here.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// Unique name, used for the cgroup directory and the hostname: 1 to 64 characters out of
+    /// `A-Z a-z 0-9 . _ -`, not starting with a dot, e.g. `"<runtime>-<session-hash>"`.
+    pub id: String,
+    /// A per-sandbox directory owned by this sandbox; created if missing. `tmp/`, `storage/`, `logs/`
+    /// (and, namespaced, an empty `rootfs/` mount point) are made inside it, and the whole directory is
+    /// removed by [`destroy`](super::Sandbox::destroy). Its parent directory is hidden from the agent,
+    /// since sibling sandboxes live there.
+    pub work_root: PathBuf,
+    /// The built version's code: the agent's working directory, read-only inside. Kept visible at its
+    /// host path even when it lies under a hidden directory.
+    pub code_dir: PathBuf,
+    /// Program and arguments, e.g. `["/data/builds/v1/venv/bin/python", "agent.py"]`. A program name
+    /// without a slash is looked up in the `PATH` of the agent's environment.
+    pub argv: Vec<String>,
+    /// Extra environment. Berth sets `HOME`, `TMPDIR` and `PATH` defaults (overridable here) and
+    /// always sets `PORT`, `AGENT_PORT` and, for [`Network::Public`], the proxy variables.
+    pub env: Vec<(String, String)>,
+    /// cgroup limits.
+    pub limits: Limits,
+    /// Namespaces (default) or a plain process.
+    pub isolation: Isolation,
+    /// Egress policy (namespaced sandboxes only).
+    pub network: Network,
+    /// The port the agent listens on inside its network namespace (8080 for the HTTP protocol).
+    /// Ignored in [`Isolation::Process`], where a free host port is chosen.
+    pub agent_port: u16,
+    /// Host addresses the egress proxy may reach although they are local to the host (loopback,
+    /// link-local, the host's own interface addresses), e.g. Berth's own API. Everything else local
+    /// is refused so a sandbox cannot reach other sessions' agents or host services.
+    pub allowed_local: Vec<SocketAddr>,
+    /// Host directories replaced by an empty read-only tmpfs inside the sandbox. Berth passes its data
+    /// directory here; `code_dir` and `visible` paths under them are bound back read-only.
+    pub hidden: Vec<PathBuf>,
+    /// Extra host paths kept visible read-only at the same path although they lie under a hidden
+    /// directory (or under `/tmp` or `/mnt`), e.g. the version's virtualenv when it is not inside
+    /// `code_dir` (a venv only works at the path it was created at).
+    pub visible: Vec<PathBuf>,
+    /// The identity the agent runs as. Only applied when Berth runs as root.
+    pub run_as: RunAs,
+    /// The agent log is rotated once it would grow past this many bytes; one previous generation is
+    /// kept (`agent.log.1`), so at most twice this much is on disk.
+    pub log_cap_bytes: u64,
+}
+
+impl SandboxSpec {
+    /// A namespaced sandbox with public egress, no limits, no extra environment, port 8080, agent
+    /// running as nobody.
+    pub fn new(
+        id: impl Into<String>,
+        work_root: impl Into<PathBuf>,
+        code_dir: impl Into<PathBuf>,
+        argv: Vec<String>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            work_root: work_root.into(),
+            code_dir: code_dir.into(),
+            argv,
+            env: Vec::new(),
+            limits: Limits::default(),
+            isolation: Isolation::Namespaces,
+            network: Network::Public,
+            agent_port: 8080,
+            allowed_local: Vec::new(),
+            hidden: Vec::new(),
+            visible: Vec::new(),
+            run_as: RunAs::default(),
+            log_cap_bytes: DEFAULT_LOG_CAP,
+        }
+    }
+
+    /// Checks everything that can be checked without touching the host.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let invalid = |msg: String| Err(Error::InvalidSpec(msg));
+        if self.id.is_empty() || self.id.len() > 64 || self.id.starts_with('.') {
+            return invalid(format!("id {:?} must be 1 to 64 characters, not starting with '.'", self.id));
+        }
+        if let Some(c) = self.id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+            return invalid(format!("id {:?} contains {c:?}; allowed are A-Z a-z 0-9 . _ -", self.id));
+        }
+        check_abs("work_root", &self.work_root)?;
+        match self.work_root.parent() {
+            Some(parent) if parent != Path::new("/") => {}
+            _ => return invalid("work_root must not be a top-level directory: its parent is hidden from the agent".into()),
+        }
+        check_abs("code_dir", &self.code_dir)?;
+        for p in &self.hidden {
+            check_abs("hidden path", p)?;
+            if p == Path::new("/") {
+                return invalid("the root directory cannot be hidden".into());
+            }
+        }
+        for p in &self.visible {
+            check_abs("visible path", p)?;
+        }
+        let Some(program) = self.argv.first() else {
+            return invalid("argv is empty".into());
+        };
+        if program.is_empty() {
+            return invalid("argv[0] is empty".into());
+        }
+        if self.argv.iter().any(|a| a.contains('\0')) {
+            return invalid("argv contains a NUL byte".into());
+        }
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                return invalid(format!("environment variable {k:?} has an invalid name or value"));
+            }
+        }
+        if self.agent_port == 0 && self.isolation == Isolation::Namespaces {
+            return invalid("agent_port must not be 0".into());
+        }
+        if self.agent_port == PROXY_PORT && self.network == Network::Public && self.isolation == Isolation::Namespaces {
+            return invalid(format!("agent_port {PROXY_PORT} is taken by the egress proxy"));
+        }
+        if let Some(cpu) = self.limits.cpu_millis
+            && cpu < 10
+        {
+            return invalid(format!("cpu_millis {cpu} is below the minimum of 10"));
+        }
+        if self.limits.pids == Some(0) || self.limits.memory_bytes == Some(0) {
+            return invalid("a limit of zero would stop the agent from starting".into());
+        }
+        if self.log_cap_bytes < 4096 {
+            return invalid("log_cap_bytes must be at least 4096".into());
+        }
+        Ok(())
+    }
+}
+
+/// Requires an absolute path without `..` (lexical `..` would make the mount plan's prefix checks lie).
+fn check_abs(what: &str, p: &Path) -> Result<(), Error> {
+    if !p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
+        return Err(Error::InvalidSpec(format!("{what} {} must be absolute without '..'", p.display())));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SandboxSpec {
+        SandboxSpec::new("rt-1", "/var/lib/berth/sandboxes/rt-1", "/var/lib/berth/code", vec!["/usr/bin/python3".into()])
+    }
+
+    #[test]
+    fn default_spec_is_valid() {
+        assert!(spec().validate().is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_ids() {
+        for id in ["", ".x", "a/b", "a b", &"x".repeat(65)] {
+            let mut s = spec();
+            s.id = id.to_string();
+            assert!(matches!(s.validate(), Err(Error::InvalidSpec(_))), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_relative_or_dotdot_paths() {
+        let mut s = spec();
+        s.code_dir = "code".into();
+        assert!(s.validate().is_err());
+        let mut s = spec();
+        s.hidden = vec!["/var/../etc".into()];
+        assert!(s.validate().is_err());
+        let mut s = spec();
+        s.work_root = "/sandbox".into();
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn rejects_proxy_port_clash_and_tiny_limits() {
+        let mut s = spec();
+        s.agent_port = PROXY_PORT;
+        assert!(s.validate().is_err());
+        s.network = Network::Isolated;
+        assert!(s.validate().is_ok());
+        let mut s = spec();
+        s.limits.cpu_millis = Some(5);
+        assert!(s.validate().is_err());
+        let mut s = spec();
+        s.env.push(("A=B".into(), "x".into()));
+        assert!(s.validate().is_err());
+    }
+}

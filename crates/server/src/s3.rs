@@ -1,0 +1,907 @@
+//! The S3-compatible artifact store's HTTP edge: path-style S3 REST requests routed to
+//! `berth-artifacts`, answered in S3's wire format (REST-XML, `x-amz-request-id`).
+//!
+//! Requests arrive here from the authentication middleware once their SigV4 credential scope
+//! names the `s3` service (bucket names such as `runtimes` would otherwise collide with
+//! AgentCore paths), with the body buffered and [`Verified`] in the extensions. Routing is on
+//! method, path (`/`, `/{bucket}`, `/{bucket}/{key...}`) and S3 sub-resources in the query.
+//! Decoding of headers and bodies and the XML live in `berth_artifacts::wire`, tested there
+//! against captured boto3 requests; this module only glues HTTP to the store.
+//!
+//! Operations: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation,
+//! GetBucketVersioning, ListObjects (V1 and V2), DeleteObjects, PutObject, GetObject,
+//! HeadObject, DeleteObject. Everything else S3 defines answers `501 NotImplemented` naming the
+//! operation, rather than being mistaken for a plain object request.
+
+use std::collections::BTreeSet;
+
+use axum::body::{Body, Bytes, to_bytes};
+use axum::extract::Request;
+use axum::http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use berth_artifacts::wire::{self, Owner, Precondition, Query};
+use berth_artifacts::{ArtifactStore, ByteRange, Error, ObjectMeta};
+use berth_auth::{Payload, Scope, Verified};
+use tracing::{error, info};
+
+/// Bodies larger than this are decoded on the blocking pool so a worker thread never stalls.
+const DECODE_INLINE_LIMIT: usize = 256 * 1024;
+
+const X_AMZ_REQUEST_ID: HeaderName = HeaderName::from_static("x-amz-request-id");
+const X_AMZ_ID_2: HeaderName = HeaderName::from_static("x-amz-id-2");
+const X_AMZ_BUCKET_REGION: HeaderName = HeaderName::from_static("x-amz-bucket-region");
+const X_AMZ_CHECKSUM_MODE: &str = "x-amz-checksum-mode";
+
+/// Query parameters S3 uses to select an operation other than the plain one on a path. A request
+/// carrying one this module does not handle gets `NotImplemented`, never the plain operation.
+const SUB_RESOURCES: [&str; 39] = [
+    "accelerate",
+    "acl",
+    "analytics",
+    "attributes",
+    "cors",
+    "delete",
+    "encryption",
+    "intelligent-tiering",
+    "inventory",
+    "legal-hold",
+    "lifecycle",
+    "location",
+    "logging",
+    "metadataConfiguration",
+    "metadataTable",
+    "metrics",
+    "notification",
+    "object-lock",
+    "ownershipControls",
+    "partNumber",
+    "policy",
+    "policyStatus",
+    "publicAccessBlock",
+    "renameObject",
+    "replication",
+    "requestPayment",
+    "restore",
+    "retention",
+    "select",
+    "session",
+    "tagging",
+    "torrent",
+    "uploadId",
+    "uploads",
+    "versionId",
+    "versioning",
+    "versions",
+    "website",
+    "abac",
+];
+
+/// Serves one S3 request. The middleware calls this for every request whose verified
+/// credential scope names the `s3` service.
+pub async fn handle(state: crate::AppState, req: Request) -> Response {
+    let request_id = req
+        .extensions()
+        .get::<crate::RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(berth_types::new_request_id);
+    serve(&state.artifacts, req, &request_id).await
+}
+
+/// An authentication failure of an S3 request, in S3's error format.
+pub fn auth_error(e: &berth_auth::Error, request_id: &str) -> Response {
+    let service = berth_auth::S3_SERVICE;
+    let status =
+        StatusCode::from_u16(e.http_status_for(service)).unwrap_or(StatusCode::FORBIDDEN);
+    xml_error(
+        status,
+        e.aws_code_for(service),
+        &e.aws_message_for(service),
+        &[],
+        request_id,
+    )
+}
+
+/// A request body over the server's buffering limit, in S3's error format.
+pub fn body_too_large(limit: usize, request_id: &str) -> Response {
+    xml_error(
+        StatusCode::BAD_REQUEST,
+        "EntityTooLarge",
+        "Your proposed upload exceeds the maximum allowed size",
+        &[("MaxSizeAllowed", limit.to_string())],
+        request_id,
+    )
+}
+
+/// [`handle`] without the application state, so tests can drive it with a bare store.
+pub(crate) async fn serve(store: &ArtifactStore, req: Request, request_id: &str) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut response = match route(store, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.is_internal() {
+                error!(%method, %path, error = %e, "s3 request failed");
+            } else {
+                info!(%method, %path, code = e.s3_code(), error = %e, "s3 request refused");
+            }
+            error_response(&e, request_id)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(X_AMZ_REQUEST_ID, v.clone());
+        response.headers_mut().insert(X_AMZ_ID_2, v);
+    }
+    response
+}
+
+async fn route(store: &ArtifactStore, req: Request) -> Result<Response, Error> {
+    authorize(req.extensions().get::<Verified>())?;
+    let query = Query::parse(req.uri().query())?;
+    let path = req.uri().path().to_owned();
+    let Some(rest) = path.strip_prefix('/').filter(|r| !r.is_empty()) else {
+        return match *req.method() {
+            Method::GET => list_buckets(store, &query).await,
+            _ => Err(method_not_allowed()),
+        };
+    };
+    let (bucket, raw_key) = rest.split_once('/').unwrap_or((rest, ""));
+    // Valid bucket names need no decoding; an encoded one is simply invalid.
+    let bucket = bucket.to_owned();
+    berth_artifacts::validate_bucket_name(&bucket)?;
+    if raw_key.is_empty() {
+        return bucket_operation(store, req, &bucket, &query).await;
+    }
+    let key = wire::decode_key(raw_key)?;
+    object_operation(store, req, &bucket, &key, &query).await
+}
+
+/// Only the operator's root credentials may use the artifact store; credentials handed to agent
+/// sandboxes are scoped to their runtime and get no access to uploaded code.
+fn authorize(verified: Option<&Verified>) -> Result<(), Error> {
+    match verified {
+        Some(v) if v.principal.scope == Scope::Root => Ok(()),
+        _ => Err(Error::AccessDenied),
+    }
+}
+
+/// The sub-resources present in `query` that `handled` does not cover.
+fn unhandled_sub_resource(query: &Query, handled: &[&str]) -> Result<(), Error> {
+    let present: BTreeSet<&str> = query
+        .names()
+        .filter(|n| SUB_RESOURCES.contains(n) && !handled.contains(n))
+        .collect();
+    match present.into_iter().next() {
+        None => Ok(()),
+        Some(name) => Err(Error::NotImplemented {
+            what: format!("the ?{name} sub-resource"),
+        }),
+    }
+}
+
+fn method_not_allowed() -> Error {
+    Error::MethodNotAllowed
+}
+
+async fn bucket_operation(
+    store: &ArtifactStore,
+    req: Request,
+    bucket: &str,
+    query: &Query,
+) -> Result<Response, Error> {
+    match req.method().clone() {
+        Method::PUT => {
+            unhandled_sub_resource(query, &[])?;
+            create_bucket(store, req, bucket).await
+        }
+        Method::HEAD => {
+            unhandled_sub_resource(query, &[])?;
+            let info = store.head_bucket(bucket).await?;
+            let mut resp = empty(StatusCode::OK);
+            set(resp.headers_mut(), X_AMZ_BUCKET_REGION, &info.region);
+            Ok(resp)
+        }
+        Method::GET if query.has("location") => {
+            unhandled_sub_resource(query, &["location"])?;
+            let info = store.head_bucket(bucket).await?;
+            Ok(xml(StatusCode::OK, wire::xml::location(&info.region)))
+        }
+        Method::GET if query.has("versioning") => {
+            unhandled_sub_resource(query, &["versioning"])?;
+            store.head_bucket(bucket).await?;
+            Ok(xml(StatusCode::OK, wire::xml::versioning_never_enabled()))
+        }
+        Method::GET => {
+            unhandled_sub_resource(query, &[])?;
+            let request = wire::parse_list(query)?;
+            let listing = store.list_objects(bucket, &request.query).await?;
+            Ok(xml(
+                StatusCode::OK,
+                wire::render_list(bucket, &request, &listing, &Owner::default()),
+            ))
+        }
+        Method::DELETE => {
+            unhandled_sub_resource(query, &[])?;
+            store.delete_bucket(bucket).await?;
+            info!(bucket, "bucket deleted");
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        Method::POST if query.has("delete") => {
+            unhandled_sub_resource(query, &["delete"])?;
+            delete_objects(store, req, bucket).await
+        }
+        Method::POST => {
+            unhandled_sub_resource(query, &[])?;
+            Err(Error::NotImplemented {
+                what: "browser-based POST uploads".into(),
+            })
+        }
+        _ => Err(method_not_allowed()),
+    }
+}
+
+async fn create_bucket(store: &ArtifactStore, req: Request, bucket: &str) -> Result<Response, Error> {
+    if req
+        .headers()
+        .get("x-amz-bucket-object-lock-enabled")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+    {
+        return Err(Error::NotImplemented {
+            what: "object lock".into(),
+        });
+    }
+    let signed_region = req
+        .extensions()
+        .get::<Verified>()
+        .map(|v| v.region.clone());
+    let body = body_bytes(req).await?;
+    let location = wire::xml::parse_create_bucket_configuration(&body)?;
+    let region = location.or(signed_region);
+    store.create_bucket(bucket, region.as_deref()).await?;
+    let mut resp = empty(StatusCode::OK);
+    set(resp.headers_mut(), LOCATION, &format!("/{bucket}"));
+    Ok(resp)
+}
+
+async fn list_buckets(store: &ArtifactStore, query: &Query) -> Result<Response, Error> {
+    unhandled_sub_resource(query, &[])?;
+    let max = match query.get("max-buckets") {
+        None => usize::MAX,
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| Error::InvalidArgument {
+                name: "max-buckets".into(),
+                reason: "max-buckets must be an integer between 1 and 10000".into(),
+            })?,
+    };
+    let after = query
+        .get("continuation-token")
+        .map(wire::decode_continuation_token)
+        .transpose()?;
+    let prefix = query.get("prefix");
+    let region = query.get("bucket-region");
+    let mut buckets: Vec<_> = store
+        .list_buckets()
+        .await?
+        .into_iter()
+        .filter(|b| prefix.is_none_or(|p| b.name.starts_with(p)))
+        .filter(|b| region.is_none_or(|r| b.region == r))
+        .filter(|b| after.as_deref().is_none_or(|a| b.name.as_str() > a))
+        .collect();
+    let next = (buckets.len() > max).then(|| {
+        buckets.truncate(max);
+        buckets
+            .last()
+            .map(|b| wire::encode_continuation_token(&b.name))
+            .unwrap_or_default()
+    });
+    Ok(xml(
+        StatusCode::OK,
+        wire::xml::list_buckets(&buckets, &Owner::default(), next.as_deref(), prefix),
+    ))
+}
+
+async fn delete_objects(store: &ArtifactStore, req: Request, bucket: &str) -> Result<Response, Error> {
+    let headers = req.headers().clone();
+    let body = body_bytes(req).await?;
+    wire::check_body_integrity(&headers, &body)?;
+    let request = wire::xml::parse_delete(&body)?;
+    store.head_bucket(bucket).await?;
+    let mut deleted = Vec::new();
+    let mut failures = Vec::new();
+    for (key, version) in request.objects {
+        let result = match version.as_deref() {
+            None | Some("null") => match berth_artifacts::validate_key(&key) {
+                Ok(()) => store.delete_object(bucket, &key).await,
+                Err(e) => Err(e),
+            },
+            Some(_) => Err(Error::NotImplemented {
+                what: "object versions".into(),
+            }),
+        };
+        match result {
+            Ok(()) => deleted.push(key),
+            Err(e) if e.is_internal() => return Err(e),
+            Err(e) => failures.push(wire::xml::DeleteFailure {
+                key,
+                code: e.s3_code().into(),
+                message: e.s3_message(),
+            }),
+        }
+    }
+    Ok(xml(
+        StatusCode::OK,
+        wire::xml::delete_result(&deleted, &failures, request.quiet),
+    ))
+}
+
+async fn object_operation(
+    store: &ArtifactStore,
+    req: Request,
+    bucket: &str,
+    key: &str,
+    query: &Query,
+) -> Result<Response, Error> {
+    match req.method().clone() {
+        Method::PUT => {
+            if req.headers().contains_key("x-amz-copy-source") {
+                return Err(Error::NotImplemented {
+                    what: "CopyObject".into(),
+                });
+            }
+            if query.has("uploadId") {
+                return Err(Error::NotImplemented {
+                    what: "multipart uploads".into(),
+                });
+            }
+            unhandled_sub_resource(query, &[])?;
+            put_object(store, req, bucket, key).await
+        }
+        Method::GET | Method::HEAD => {
+            unhandled_sub_resource(query, &["versionId", "partNumber"])?;
+            get_object(store, req, bucket, key, query).await
+        }
+        Method::DELETE => {
+            if query.has("uploadId") {
+                return Err(Error::NotImplemented {
+                    what: "multipart uploads".into(),
+                });
+            }
+            unhandled_sub_resource(query, &["versionId"])?;
+            check_null_version(query)?;
+            store.delete_object(bucket, key).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        Method::POST if query.has("uploads") || query.has("uploadId") => Err(Error::NotImplemented {
+            what: "multipart uploads".into(),
+        }),
+        Method::POST => {
+            unhandled_sub_resource(query, &[])?;
+            Err(method_not_allowed())
+        }
+        _ => Err(method_not_allowed()),
+    }
+}
+
+/// Berth keeps no versions: every object is the `null` version, as in a bucket on which
+/// versioning was never enabled.
+fn check_null_version(query: &Query) -> Result<(), Error> {
+    match query.get("versionId") {
+        None | Some("null") => Ok(()),
+        Some(_) => Err(Error::InvalidArgument {
+            name: "versionId".into(),
+            reason: "Invalid version id specified".into(),
+        }),
+    }
+}
+
+async fn put_object(
+    store: &ArtifactStore,
+    req: Request,
+    bucket: &str,
+    key: &str,
+) -> Result<Response, Error> {
+    let headers = req.headers().clone();
+    let verified = req.extensions().get::<Verified>().cloned();
+    let body = body_bytes(req).await?;
+    let inline = body.len() <= DECODE_INLINE_LIMIT;
+    let streaming_signed = matches!(
+        verified.as_ref().map(|v| &v.payload),
+        Some(Payload::Streaming(mode)) if mode.starts_with("STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
+    );
+    let parse = move || -> Result<wire::PutRequest, Error> {
+        // Signed chunks chain from the request's own signature; the secret comes from the
+        // principal the middleware verified.
+        let seed = streaming_signed
+            .then(|| berth_auth::parse_authorization(&headers).ok())
+            .flatten();
+        let amz_date = headers
+            .get("x-amz-date")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let signing = match (&verified, &seed) {
+            (Some(v), Some(auth)) => Some(wire::chunked::ChunkSigning {
+                secret_access_key: &v.principal.secret_access_key,
+                region: &v.region,
+                service: &v.service,
+                amz_date: &amz_date,
+                seed_signature: &auth.signature,
+            }),
+            _ => None,
+        };
+        wire::parse_put(&headers, body, signing)
+    };
+    let request = if inline {
+        parse()?
+    } else {
+        tokio::task::spawn_blocking(parse)
+            .await
+            .map_err(|e| Error::Io {
+                context: "decoding an upload".into(),
+                source: std::io::Error::other(e.to_string()),
+            })??
+    };
+    let stored = store.put_object(bucket, key, request.body, request.meta).await?;
+    let mut resp = empty(StatusCode::OK);
+    resp.headers_mut().extend(wire::put_response_headers(&stored));
+    Ok(resp)
+}
+
+async fn get_object(
+    store: &ArtifactStore,
+    req: Request,
+    bucket: &str,
+    key: &str,
+    query: &Query,
+) -> Result<Response, Error> {
+    let head = req.method() == Method::HEAD;
+    let headers = req.headers();
+    check_null_version(query)?;
+    if let Some(part) = query.get("partNumber")
+        && part.trim() != "1"
+    {
+        // Objects are single-part: only part 1 (the whole object) exists.
+        return Err(Error::InvalidPartNumber);
+    }
+    let range = headers
+        .get(RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ByteRange::parse);
+    let conditional = ["if-match", "if-none-match", "if-modified-since", "if-unmodified-since"]
+        .iter()
+        .any(|h| headers.contains_key(*h));
+    // Conditions are judged before the range: a 304 or 412 wins over a 416.
+    if conditional && range.is_some() {
+        let meta = store.head_object(bucket, key).await?;
+        if wire::read_precondition(headers, &meta)? == Precondition::NotModified {
+            return Ok(not_modified(&meta));
+        }
+    }
+    let (meta, body) = if head {
+        let meta = store.head_object(bucket, key).await?;
+        let resolved = range.map(|r| r.resolve(meta.size)).transpose()?;
+        (meta, BodyPlan::Head(resolved))
+    } else {
+        let (meta, body) = store.get_object(bucket, key, range).await?;
+        (meta, BodyPlan::Get(body))
+    };
+    if wire::read_precondition(headers, &meta)? == Precondition::NotModified {
+        return Ok(not_modified(&meta));
+    }
+    let served = match &body {
+        BodyPlan::Head(r) => *r,
+        BodyPlan::Get(b) => b.range(),
+    };
+    let checksum_mode = headers
+        .get(X_AMZ_CHECKSUM_MODE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"enabled"));
+    let mut out = wire::object_headers(&meta, checksum_mode && served.is_none());
+    apply_response_overrides(&mut out, query);
+    let (status, len) = match served {
+        Some((first, last)) => {
+            set(&mut out, CONTENT_RANGE, &wire::content_range(first, last, meta.size));
+            (StatusCode::PARTIAL_CONTENT, last - first + 1)
+        }
+        None => (StatusCode::OK, meta.size),
+    };
+    set(&mut out, ACCEPT_RANGES, "bytes");
+    set(&mut out, CONTENT_LENGTH, &len.to_string());
+    let body = match body {
+        BodyPlan::Head(_) => Body::empty(),
+        BodyPlan::Get(b) => Body::from_stream(b.into_stream()),
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = out;
+    Ok(resp)
+}
+
+enum BodyPlan {
+    Head(Option<(u64, u64)>),
+    Get(berth_artifacts::ObjectBody),
+}
+
+fn not_modified(meta: &ObjectMeta) -> Response {
+    let mut resp = empty(StatusCode::NOT_MODIFIED);
+    let h = wire::object_headers(meta, false);
+    for name in [axum::http::header::ETAG, axum::http::header::LAST_MODIFIED] {
+        if let Some(v) = h.get(&name) {
+            resp.headers_mut().insert(name, v.clone());
+        }
+    }
+    resp
+}
+
+/// GetObject's `response-*` parameters override the stored headers in the response.
+fn apply_response_overrides(headers: &mut HeaderMap, query: &Query) {
+    use axum::http::header::{
+        CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_ENCODING, CONTENT_LANGUAGE, EXPIRES,
+    };
+    for (param, name) in [
+        ("response-cache-control", CACHE_CONTROL),
+        ("response-content-disposition", CONTENT_DISPOSITION),
+        ("response-content-encoding", CONTENT_ENCODING),
+        ("response-content-language", CONTENT_LANGUAGE),
+        ("response-content-type", CONTENT_TYPE),
+        ("response-expires", EXPIRES),
+    ] {
+        if let Some(value) = query.get(param) {
+            set(headers, name, value);
+        }
+    }
+}
+
+async fn body_bytes(req: Request) -> Result<Bytes, Error> {
+    // The middleware has already buffered the body (with its size cap); this only unwraps it.
+    to_bytes(req.into_body(), usize::MAX)
+        .await
+        .map_err(|e| Error::IncompleteBody {
+            reason: format!("the request body could not be read: {e}"),
+        })
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+fn empty(status: StatusCode) -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    resp
+}
+
+fn xml(status: StatusCode, body: String) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    resp
+}
+
+fn xml_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    details: &[(&str, String)],
+    request_id: &str,
+) -> Response {
+    let details: Vec<(&str, &str)> = details.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let mut resp = xml(status, wire::xml::error(code, message, request_id, &details));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert(X_AMZ_REQUEST_ID, v.clone());
+        resp.headers_mut().insert(X_AMZ_ID_2, v);
+    }
+    resp
+}
+
+fn error_response(e: &Error, request_id: &str) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let details: Vec<(&str, String)> = match e {
+        Error::NoSuchBucket { bucket } | Error::BucketNotEmpty { bucket } => {
+            vec![("BucketName", bucket.clone())]
+        }
+        Error::InvalidBucketName { name, .. } => vec![("BucketName", name.clone())],
+        Error::NoSuchKey { key, .. } => vec![("Key", key.clone())],
+        Error::InvalidRange { requested, size } => vec![
+            ("RangeRequested", requested.clone()),
+            ("ActualObjectSize", size.to_string()),
+        ],
+        Error::PreconditionFailed { condition } => vec![("Condition", (*condition).to_owned())],
+        Error::KeyTooLong { len, limit } => vec![
+            ("Size", len.to_string()),
+            ("MaxSizeAllowed", limit.to_string()),
+        ],
+        _ => Vec::new(),
+    };
+    let mut resp = xml_error(status, e.s3_code(), &e.s3_message(), &details, request_id);
+    if let Error::InvalidRange { size, .. } = e {
+        set(resp.headers_mut(), CONTENT_RANGE, &format!("bytes */{size}"));
+    }
+    resp
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use berth_auth::Principal;
+    use http_body_util::BodyExt;
+
+    struct Reply {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: String,
+    }
+
+    fn verified(scope: Scope) -> Verified {
+        Verified {
+            principal: Principal {
+                access_key_id: "BKIATEST000000000000".into(),
+                secret_access_key: "secret".into(),
+                scope,
+            },
+            service: "s3".into(),
+            region: "us-east-1".into(),
+            session_token: None,
+            payload: Payload::Signed,
+        }
+    }
+
+    async fn call_as(
+        store: &ArtifactStore,
+        scope: Scope,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let mut req = req.body(Body::from(body.to_vec())).unwrap();
+        req.extensions_mut().insert(verified(scope));
+        let resp = serve(store, req, "REQ-1").await;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn call(
+        store: &ArtifactStore,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        call_as(store, Scope::Root, method, uri, headers, body).await
+    }
+
+    async fn store() -> (tempfile::TempDir, ArtifactStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open_local(dir.path()).await.unwrap();
+        (dir, store)
+    }
+
+    fn assert_error(r: &Reply, status: u16, code: &str) {
+        assert_eq!(r.status.as_u16(), status, "{}", r.body);
+        assert!(r.body.contains(&format!("<Code>{code}</Code>")), "{}", r.body);
+        assert!(r.body.contains("<RequestId>REQ-1</RequestId>"), "{}", r.body);
+        assert_eq!(r.headers["x-amz-request-id"], "REQ-1");
+        assert_eq!(r.headers["content-type"], "application/xml");
+    }
+
+    #[tokio::test]
+    async fn bucket_and_object_lifecycle() {
+        let (_dir, store) = store().await;
+        let r = call(&store, "PUT", "/artifacts", &[], b"").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.headers["location"], "/artifacts");
+        assert_eq!(r.headers["x-amz-request-id"], "REQ-1");
+        // Re-creating is idempotent (us-east-1).
+        assert_eq!(call(&store, "PUT", "/artifacts/", &[], b"").await.status, StatusCode::OK);
+
+        let r = call(&store, "HEAD", "/artifacts", &[], b"").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.headers["x-amz-bucket-region"], "us-east-1");
+
+        let r = call(
+            &store,
+            "PUT",
+            "/artifacts/agents/my%20app.zip",
+            &[("x-amz-checksum-crc32", "NhCmhg=="), ("content-type", "application/zip")],
+            b"hello",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.headers["etag"], "\"5d41402abc4b2a76b9719d911017c592\"");
+        assert_eq!(r.headers["x-amz-checksum-crc32"], "NhCmhg==");
+
+        let r = call(&store, "GET", "/artifacts/agents/my%20app.zip", &[("x-amz-checksum-mode", "ENABLED")], b"").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body, "hello");
+        assert_eq!(r.headers["content-length"], "5");
+        assert_eq!(r.headers["content-type"], "application/zip");
+        assert_eq!(r.headers["accept-ranges"], "bytes");
+        assert_eq!(r.headers["x-amz-checksum-crc32"], "NhCmhg==");
+        assert!(r.headers.contains_key("last-modified"));
+
+        let r = call(&store, "HEAD", "/artifacts/agents/my%20app.zip", &[], b"").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.headers["content-length"], "5");
+        assert!(r.body.is_empty());
+        assert!(!r.headers.contains_key("x-amz-checksum-crc32"));
+
+        let r = call(&store, "GET", "/artifacts/agents/my%20app.zip", &[("range", "bytes=1-3"), ("x-amz-checksum-mode", "ENABLED")], b"").await;
+        assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.body, "ell");
+        assert_eq!(r.headers["content-range"], "bytes 1-3/5");
+        assert_eq!(r.headers["content-length"], "3");
+        // No full-object checksum on a partial body.
+        assert!(!r.headers.contains_key("x-amz-checksum-crc32"));
+
+        let r = call(&store, "GET", "/artifacts/agents/my%20app.zip", &[("range", "bytes=9-")], b"").await;
+        assert_error(&r, 416, "InvalidRange");
+        assert_eq!(r.headers["content-range"], "bytes */5");
+
+        let etag = "\"5d41402abc4b2a76b9719d911017c592\"";
+        let r = call(&store, "GET", "/artifacts/agents/my%20app.zip", &[("if-none-match", etag)], b"").await;
+        assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+        assert_eq!(r.headers["etag"], etag);
+        let r = call(&store, "GET", "/artifacts/agents/my%20app.zip", &[("if-match", "\"x\""), ("range", "bytes=99-")], b"").await;
+        assert_error(&r, 412, "PreconditionFailed");
+
+        let r = call(&store, "GET", "/artifacts/agents/my%20app.zip?response-content-type=text%2Fplain", &[], b"").await;
+        assert_eq!(r.headers["content-type"], "text/plain");
+
+        let r = call(&store, "DELETE", "/artifacts", &[], b"").await;
+        assert_error(&r, 409, "BucketNotEmpty");
+        assert!(r.body.contains("<BucketName>artifacts</BucketName>"));
+
+        let r = call(&store, "DELETE", "/artifacts/agents/my%20app.zip", &[], b"").await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        let r = call(&store, "GET", "/artifacts/agents/my%20app.zip", &[], b"").await;
+        assert_error(&r, 404, "NoSuchKey");
+        assert!(r.body.contains("<Key>agents/my app.zip</Key>"), "{}", r.body);
+        let r = call(&store, "DELETE", "/artifacts", &[], b"").await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        let r = call(&store, "GET", "/artifacts/x", &[], b"").await;
+        assert_error(&r, 404, "NoSuchBucket");
+    }
+
+    #[tokio::test]
+    async fn listings() {
+        let (_dir, store) = store().await;
+        call(&store, "PUT", "/b-1", &[], b"").await;
+        for key in ["a/1", "a/2", "b+c d", "z"] {
+            let r = call(&store, "PUT", &format!("/b-1/{}", key.replace(' ', "%20")), &[], key.as_bytes()).await;
+            assert_eq!(r.status, StatusCode::OK);
+        }
+        let r = call(&store, "GET", "/b-1?list-type=2&delimiter=%2F&max-keys=2&encoding-type=url", &[], b"").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert!(r.body.contains("<CommonPrefixes><Prefix>a/</Prefix></CommonPrefixes>"), "{}", r.body);
+        assert!(r.body.contains("<Key>b%2Bc%20d</Key>"), "{}", r.body);
+        assert!(r.body.contains("<IsTruncated>true</IsTruncated>"), "{}", r.body);
+        let token = r
+            .body
+            .split("<NextContinuationToken>")
+            .nth(1)
+            .and_then(|s| s.split('<').next())
+            .unwrap()
+            .to_owned();
+        let r = call(&store, "GET", &format!("/b-1?list-type=2&delimiter=%2F&continuation-token={token}"), &[], b"").await;
+        assert!(r.body.contains("<Key>z</Key>"), "{}", r.body);
+        assert!(r.body.contains("<KeyCount>1</KeyCount>"), "{}", r.body);
+        assert!(r.body.contains("<IsTruncated>false</IsTruncated>"), "{}", r.body);
+
+        // Version 1.
+        let r = call(&store, "GET", "/b-1?marker=a%2F2", &[], b"").await;
+        assert!(r.body.contains("<Marker>a/2</Marker>"), "{}", r.body);
+        assert!(!r.body.contains("<Key>a/1</Key>"), "{}", r.body);
+        assert!(r.body.contains("<Owner><ID>berth</ID>"), "{}", r.body);
+
+        let r = call(&store, "GET", "/", &[], b"").await;
+        assert!(r.body.contains("<Name>b-1</Name>"), "{}", r.body);
+        let r = call(&store, "GET", "/b-1?location", &[], b"").await;
+        assert!(r.body.contains("<LocationConstraint"), "{}", r.body);
+
+        let r = call(&store, "GET", "/b-1?list-type=2&max-keys=-1", &[], b"").await;
+        assert_error(&r, 400, "InvalidArgument");
+    }
+
+    #[tokio::test]
+    async fn delete_objects() {
+        let (_dir, store) = store().await;
+        call(&store, "PUT", "/b-1", &[], b"").await;
+        call(&store, "PUT", "/b-1/k1", &[], b"1").await;
+        let body = b"<Delete><Object><Key>k1</Key></Object><Object><Key>missing</Key></Object></Delete>";
+        let r = call(&store, "POST", "/b-1?delete", &[], body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert!(r.body.contains("<Deleted><Key>k1</Key></Deleted>"), "{}", r.body);
+        assert!(r.body.contains("<Deleted><Key>missing</Key></Deleted>"), "{}", r.body);
+        let r = call(&store, "POST", "/b-1?delete", &[("content-md5", "AAAAAAAAAAAAAAAAAAAAAA==")], body).await;
+        assert_error(&r, 400, "BadDigest");
+        let r = call(&store, "POST", "/b-1?delete", &[], b"<oops").await;
+        assert_error(&r, 400, "MalformedXML");
+    }
+
+    #[tokio::test]
+    async fn unsupported_operations_are_named() {
+        let (_dir, store) = store().await;
+        call(&store, "PUT", "/b-1", &[], b"").await;
+        for (method, uri, headers) in [
+            ("PUT", "/b-1/k", vec![("x-amz-copy-source", "/b-1/other")]),
+            ("POST", "/b-1/k?uploads", vec![]),
+            ("PUT", "/b-1/k?partNumber=1&uploadId=x", vec![]),
+            ("GET", "/b-1/k?tagging", vec![]),
+            ("PUT", "/b-1?versioning", vec![]),
+            ("GET", "/b-1?uploads", vec![]),
+            ("GET", "/b-1?policy", vec![]),
+            ("PUT", "/b-1/k", vec![("x-amz-tagging", "a=b")]),
+        ] {
+            let r = call(&store, method, uri, &headers, b"").await;
+            assert_error(&r, 501, "NotImplemented");
+        }
+        let r = call(&store, "POST", "/b-1/k", &[], b"").await;
+        assert_error(&r, 405, "MethodNotAllowed");
+        let r = call(&store, "DELETE", "/", &[], b"").await;
+        assert_error(&r, 405, "MethodNotAllowed");
+        let r = call(&store, "PUT", "/Bad_Bucket", &[], b"").await;
+        assert_error(&r, 400, "InvalidBucketName");
+        let r = call(&store, "GET", "/b-1/k?versionId=abc", &[], b"").await;
+        assert_error(&r, 400, "InvalidArgument");
+    }
+
+    #[tokio::test]
+    async fn runtime_credentials_are_refused() {
+        let (_dir, store) = store().await;
+        let scope = Scope::Runtime {
+            runtime_id: "r-1".into(),
+        };
+        let r = call_as(&store, scope, "GET", "/", &[], b"").await;
+        assert_error(&r, 403, "AccessDenied");
+    }
+
+    #[tokio::test]
+    async fn chunked_upload_with_bad_trailer_is_refused() {
+        let (_dir, store) = store().await;
+        call(&store, "PUT", "/b-1", &[], b"").await;
+        let headers = [
+            ("content-encoding", "aws-chunked"),
+            ("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"),
+            ("x-amz-trailer", "x-amz-checksum-crc32"),
+            ("x-amz-decoded-content-length", "5"),
+        ];
+        let good = b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\n";
+        let r = call(&store, "PUT", "/b-1/k", &headers, good).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let bad = b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n";
+        let r = call(&store, "PUT", "/b-1/k", &headers, bad).await;
+        assert_error(&r, 400, "BadDigest");
+        let r = call(&store, "GET", "/b-1/k", &[], b"").await;
+        assert_eq!(r.body, "hello");
+    }
+
+    #[test]
+    fn auth_errors_use_s3_codes() {
+        let e = berth_auth::Error::SignatureMismatch {
+            service: "s3".into(),
+        };
+        let resp = auth_error(&e, "REQ-9");
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert_eq!(resp.headers()["x-amz-request-id"], "REQ-9");
+        let resp = body_too_large(100, "REQ-9");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    }
+}

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 echo "== setup"
 scripts/setup-python.sh
+scripts/fetch-model.sh
 
 echo "== build"
 cargo build --workspace --locked --all-targets

@@ -150,7 +150,16 @@ def test_small_clock_skew_is_accepted(berth):
 
 def test_wrong_scope_is_an_invalid_signature(berth):
     _assert_denied(_list(berth, region="eu-west-1"), "InvalidSignatureException")
-    _assert_denied(_list(berth, service="s3"), "InvalidSignatureException")
+    _assert_denied(_list(berth, service="bedrock-agentcore-control"), "InvalidSignatureException")
+
+
+def test_s3_scope_is_answered_by_the_artifact_store(berth):
+    # Berth serves S3 on the same listener and routes on the credential scope's service (a bucket
+    # may be named "runtimes"), so an s3-scoped request is the artifact store's to answer, in
+    # S3's XML error format, never the control plane's.
+    resp = _list(berth, service="s3")
+    assert resp.status in (400, 403), resp
+    assert b"<Error>" in resp.body, resp
 
 
 def test_every_response_carries_a_request_id(berth):

@@ -47,6 +47,7 @@ class Ack:
 class Workload:
     acks: list[Ack] = field(default_factory=list)
     errors_before_kill: list[str] = field(default_factory=list)
+    cut_off_by_kill: bool = False
     reached: threading.Event = field(default_factory=threading.Event)
     killed: threading.Event = field(default_factory=threading.Event)
 
@@ -81,6 +82,7 @@ def _run_workload(client, work: Workload) -> None:
                 created.append(resp["agentRuntimeId"])
         except Exception as err:  # connection reset/refused once the server is gone
             if work.killed.is_set():
+                work.cut_off_by_kill = True
                 return
             work.errors_before_kill.append(f"step {step}: {err!r}")
             if len(work.errors_before_kill) > 20:
@@ -120,6 +122,7 @@ def crashed(tmp_path_factory):
         assert reached, f"only {len(work.acks)} writes acknowledged in 90 s"
         assert not work.errors_before_kill, work.errors_before_kill[:5]
         assert len(work.acks) >= CRASH_AFTER
+        assert work.cut_off_by_kill, "the workload was not writing when the server died"
 
         second = BerthServer(data_dir, root / "after-crash.log").start()
         yield Crashed(second, second.client("bedrock-agentcore-control"), work)
@@ -269,10 +272,14 @@ def test_sigterm_stops_promptly_and_leaves_no_children(berth_server):
 
 
 def test_data_dir_is_locked_against_a_second_server(berth_server, tmp_path):
-    # Two processes on one data dir would corrupt it; the second must refuse to start.
+    # Berth's own rule (not AWS): two processes on one data dir would run two supervisors
+    # and builders over the same state, so the second must refuse to start.
     data_dir = tmp_path / "shared"
     berth_server(data_dir, name="owner")
     intruder = BerthServer(data_dir, tmp_path / "intruder.log")
-    with pytest.raises(pytest.fail.Exception, match="exited"):
-        intruder.start(timeout=30)
-    intruder.stop()
+    try:
+        with pytest.raises(pytest.fail.Exception, match="exited"):
+            intruder.start(timeout=30)
+    finally:
+        intruder.stop()
+        intruder.reap_group()

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! FORMAT                                   "berth-artifacts 1": layout version
+//! LOCK                                     flock()ed while a store has the directory open
 //! tmp/                                     uploads being staged; emptied at open
 //! trash/                                   deleted buckets being removed; emptied at open
 //! buckets/<bucket>/bucket.json             creation time and region
@@ -50,6 +51,7 @@ use crate::names::{validate_bucket_name, validate_key};
 use crate::{Error, MAX_READ_OBJECT};
 
 const FORMAT_FILE: &str = "FORMAT";
+const LOCK_FILE: &str = "LOCK";
 const FORMAT: &str = "berth-artifacts 1\n";
 const BUCKET_FILE: &str = "bucket.json";
 const OBJECTS_DIR: &str = "objects";
@@ -68,6 +70,9 @@ pub(crate) struct LocalStore {
     /// Serializes commits (renames + index updates) so the index always mirrors the disk. Taken
     /// only on blocking-pool threads, for a couple of renames and one fsync.
     commit: Mutex<()>,
+    /// Held for the store's lifetime: a second process opening the directory would empty `tmp/`
+    /// under this one's uploads and diverge from its index.
+    _lock: File,
 }
 
 #[derive(Debug)]
@@ -172,6 +177,7 @@ impl LocalStore {
             fs::create_dir_all(&dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         }
+        let lock = lock_dir(root)?;
         check_format(root)?;
         for dir in ["tmp", "trash"] {
             empty_dir(&root.join(dir))?;
@@ -193,6 +199,7 @@ impl LocalStore {
             root: root.to_path_buf(),
             index: RwLock::new(index),
             commit: Mutex::new(()),
+            _lock: lock,
         })
     }
 
@@ -666,6 +673,29 @@ fn to_millis(t: OffsetDateTime) -> i64 {
 fn from_millis(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Takes the directory's exclusive lock, failing at once if another store holds it.
+fn lock_dir(root: &Path) -> Result<File, Error> {
+    let path = root.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Config {
+            reason: format!(
+                "the artifact store at {} is in use by another process",
+                root.display()
+            ),
+        }),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(Error::io(format!("locking {}", path.display()), e))
+        }
+    }
 }
 
 fn check_format(root: &Path) -> Result<(), Error> {

@@ -145,6 +145,16 @@ async fn objects_survive_reopen_and_layout_is_committed() {
 }
 
 #[tokio::test]
+async fn a_directory_is_opened_by_one_store_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ArtifactStore::open_local(dir.path()).await.unwrap();
+    let err = ArtifactStore::open_local(dir.path()).await.unwrap_err();
+    assert!(err.to_string().contains("in use by another process"), "{err}");
+    drop(first);
+    ArtifactStore::open_local(dir.path()).await.unwrap();
+}
+
+#[tokio::test]
 async fn open_removes_leftovers_of_interrupted_writes() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
@@ -624,6 +634,7 @@ async fn open_by_url() {
         format!("local:{}", dir.path().join("artifacts").display())
     );
     assert!(!s.is_read_only());
+    drop(s);
     let s = ArtifactStore::open_with_env("local", dir.path(), Vec::new())
         .await
         .unwrap();

@@ -246,12 +246,30 @@ fn root_credentials(data_dir: &Path) -> anyhow::Result<Credentials> {
     Ok(c)
 }
 
+/// Holds an exclusive lock on `<data-dir>/berth.lock` for the life of the server: two servers on
+/// one data dir would corrupt each other's sandboxes and builds. The kernel drops the lock when
+/// the process dies, however it dies.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("berth.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("data_dir: cannot open {}", path.display()))?;
+    if f.try_lock().is_err() {
+        bail!("data_dir: {} is in use by another berth server (lock {} is held)", dir.display(), path.display());
+    }
+    Ok(f)
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
     let cfg = args.resolve()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("data_dir: cannot create {}", cfg.data_dir.display()))?;
+    let _lock = lock_data_dir(&cfg.data_dir)?;
     let creds = root_credentials(&cfg.data_dir)?;
     let mut keys = StaticKeys::new();
     keys.insert(Principal::root(&creds));

@@ -20,4 +20,21 @@ pub trait Deployer: Send + Sync + 'static {
     /// Ends the sessions of a deleted version (or, with `None`, of the whole runtime) and frees
     /// what was built for it.
     async fn retire(&self, runtime_id: &str, version: Option<u32>);
+
+    /// Stops the live sessions of `version` that were opened through `endpoint`, because the
+    /// version's drain deadline on that endpoint passed. Returns how many were stopped.
+    ///
+    /// The default refuses: a backend that cannot find sessions by version says so, and the
+    /// controller logs it (the sessions then end on their own lifecycle).
+    async fn drain(&self, runtime_id: &str, endpoint: &str, version: u32) -> Result<usize, String> {
+        let _ = (runtime_id, endpoint, version);
+        Err("this backend cannot stop sessions by version".into())
+    }
+
+    /// Keeps `version` ready to take sessions without a cold start (it is part of an endpoint's
+    /// routing, or about to be rolled back to). The default does nothing: a backend without
+    /// warm capacity has nothing to prepare.
+    async fn warm(&self, runtime: &Runtime, version: &RuntimeVersion) {
+        let _ = (runtime, version);
+    }
 }

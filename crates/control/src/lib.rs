@@ -11,9 +11,18 @@
 //! runtime:  any --DeleteAgentRuntime--> DELETING --teardown--> gone
 //! endpoint: follows its target version; live := target once the target is READY
 //! ```
+//!
+//! Beyond AgentCore: traffic policies on endpoints (weights, routing rules, durable session
+//! assignments, drains: [`traffic`]), per-version health ([`health`]), rollouts driven by the
+//! [`Controller`] ([`rollout`]) and a hash-chained audit log of every mutation ([`audit`]).
 
+pub mod audit;
+mod controller;
 mod deployer;
+pub mod health;
 mod paging;
+pub mod rollout;
+pub mod traffic;
 
 use berth_api::ApiError;
 use berth_api::control::{RuntimeSpec, endpoint_body, runtime_summary, runtime_version_body};
@@ -30,7 +39,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+pub use audit::Caller;
+pub use controller::{Controller, Options};
 pub use deployer::Deployer;
+pub use health::Health;
+pub use traffic::{Decision, RouteRequest, Routed, RoutingPolicy, decide};
 
 /// Largest number of tags a resource may carry (AWS: 50).
 const MAX_TAGS: usize = 50;
@@ -50,6 +63,10 @@ struct Inner {
     write_lock: Mutex<()>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Traffic, rollout and health settings.
+    options: Options,
+    /// Per-version health, recorded by the data plane and flushed by the controller.
+    health: Health,
 }
 
 fn internal(e: berth_store::Error) -> ApiError {
@@ -76,6 +93,14 @@ fn parse_version(s: &str) -> Result<u32, ApiError> {
         .ok_or_else(|| ApiError::field("agentRuntimeVersion", format!("Value '{s}' at 'agentRuntimeVersion' failed to satisfy constraint: Member must satisfy regular expression pattern: ([1-9][0-9]{{0,4}})")))
 }
 
+fn tags_body(tags: &[(String, String)]) -> Value {
+    let m: serde_json::Map<String, Value> = tags
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({ "tags": m })
+}
+
 fn tags_of(input: &Value) -> Vec<(String, String)> {
     input
         .get("tags")
@@ -97,6 +122,19 @@ impl Control {
         deployer: Arc<dyn Deployer>,
         shutdown: CancellationToken,
     ) -> Result<Self, berth_store::Error> {
+        Self::start_with(store, partition, deployer, shutdown, Options::default()).await
+    }
+
+    /// Like [`Control::start`], with traffic settings; runs the [`Controller`] as one of its
+    /// tasks unless `options.run_controller` is off.
+    pub async fn start_with(
+        store: Arc<dyn ControlStore>,
+        partition: Partition,
+        deployer: Arc<dyn Deployer>,
+        shutdown: CancellationToken,
+        options: Options,
+    ) -> Result<Self, berth_store::Error> {
+        let run_controller = options.run_controller;
         let this = Self {
             inner: Arc::new(Inner {
                 store,
@@ -104,9 +142,15 @@ impl Control {
                 deployer,
                 write_lock: Mutex::new(()),
                 tasks: TaskTracker::new(),
-                shutdown,
+                shutdown: shutdown.clone(),
+                health: Health::new(options.health_bucket_ms),
+                options,
             }),
         };
+        if run_controller {
+            let controller = Controller::new(this.clone());
+            this.inner.tasks.spawn(controller.run(shutdown));
+        }
         for v in this.inner.store.unfinished_versions().await? {
             info!(runtime_id = %v.runtime_id, version = v.version, "resuming build");
             this.spawn_build(v.runtime_id, v.version);
@@ -126,6 +170,16 @@ impl Control {
     /// The store, for read paths of other components (the data plane resolves endpoints here).
     pub fn store(&self) -> &Arc<dyn ControlStore> {
         &self.inner.store
+    }
+
+    /// The per-version health recorder the data plane reports invocations to.
+    pub fn health(&self) -> &Health {
+        &self.inner.health
+    }
+
+    /// The traffic settings this service runs with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
     }
 
     /// Waits for background builds and teardowns to stop after shutdown was signalled.
@@ -236,6 +290,7 @@ impl Control {
             Write::InsertRuntime(rt.clone()),
             Write::PutVersion(v),
             Write::InsertEndpoint(ep),
+            audit::entry("CreateAgentRuntime", &arn, Value::Null, response.clone()),
         ];
         let tags = tags_of(&input);
         if !tags.is_empty() {
@@ -320,6 +375,12 @@ impl Control {
             },
             Write::PutVersion(v),
             Write::PutEndpoint(default),
+            audit::entry(
+                "UpdateAgentRuntime",
+                &p.runtime_arn(&rt.id),
+                json!({ "agentRuntimeVersion": rt.latest_version.to_string() }),
+                response.clone(),
+            ),
         ];
         writes.extend(Self::remember("UpdateAgentRuntime", &input, &response));
         self.inner.store.apply(writes).await.map_err(internal)?;
@@ -448,12 +509,29 @@ impl Control {
                     e.name
                 )));
             }
+            for e in &eps {
+                let st = self.endpoint_state(&rt.id, &e.name).await?;
+                if st.routing().versions().contains(&version) {
+                    return Err(ApiError::conflict(format!(
+                        "version {version} is in the traffic policy of endpoint {}; change its weights or rules first",
+                        e.name
+                    )));
+                }
+            }
             self.inner
                 .store
-                .apply(vec![Write::DeleteVersion {
-                    runtime_id: rt.id.clone(),
-                    version,
-                }])
+                .apply(vec![
+                    Write::DeleteVersion {
+                        runtime_id: rt.id.clone(),
+                        version,
+                    },
+                    audit::entry(
+                        "DeleteAgentRuntime",
+                        &self.inner.partition.runtime_arn(&rt.id),
+                        json!({ "agentRuntimeVersion": version.to_string() }),
+                        Value::Null,
+                    ),
+                ])
                 .await
                 .map_err(internal)?;
             self.inner.deployer.retire(&rt.id, Some(version)).await;
@@ -464,14 +542,22 @@ impl Control {
         if !rt.deleting {
             self.inner
                 .store
-                .apply(vec![Write::UpdateRuntime {
-                    runtime: Runtime {
-                        deleting: true,
-                        updated_at: now_millis(),
-                        ..rt.clone()
+                .apply(vec![
+                    Write::UpdateRuntime {
+                        runtime: Runtime {
+                            deleting: true,
+                            updated_at: now_millis(),
+                            ..rt.clone()
+                        },
+                        expect_latest: rt.latest_version,
                     },
-                    expect_latest: rt.latest_version,
-                }])
+                    audit::entry(
+                        "DeleteAgentRuntime",
+                        &self.inner.partition.runtime_arn(&rt.id),
+                        json!({ "agentRuntimeId": rt.id, "latestVersion": rt.latest_version.to_string() }),
+                        json!({ "status": "DELETING" }),
+                    ),
+                ])
                 .await
                 .map_err(internal)?;
             info!(runtime_id = %rt.id, "runtime deletion accepted");
@@ -595,7 +681,10 @@ impl Control {
             "status": ep.status.as_str(),
             "createdAt": iso8601(now),
         });
-        let mut writes = vec![Write::InsertEndpoint(ep)];
+        let mut writes = vec![
+            Write::InsertEndpoint(ep),
+            audit::entry("CreateAgentRuntimeEndpoint", &arn, Value::Null, response.clone()),
+        ];
         let tags = tags_of(&input);
         if !tags.is_empty() {
             writes.push(Write::PutTags { arn, tags });
@@ -646,6 +735,7 @@ impl Control {
         }
         let name = str_of(&input, "endpointName").unwrap_or_default();
         let mut ep = self.endpoint_of(&rt, name).await?;
+        let old = ep.clone();
         if let Some(s) = str_of(&input, "agentRuntimeVersion") {
             let version = parse_version(s)?;
             if ep.name == DEFAULT_ENDPOINT && version != rt.latest_version {
@@ -666,7 +756,23 @@ impl Control {
                 o.remove(k);
             }
         }
-        let mut writes = vec![Write::PutEndpoint(ep)];
+        let p = &self.inner.partition;
+        let arn = p.endpoint_arn(&rt.id, &ep.name);
+        let mut writes = vec![
+            audit::entry(
+                "UpdateAgentRuntimeEndpoint",
+                &arn,
+                endpoint_body(p, &old),
+                endpoint_body(p, &ep),
+            ),
+        ];
+        // The endpoint serves 100% of its (new) version from now on: a split or rollout in
+        // force ends, and versions leaving drain.
+        writes.extend(
+            self.endpoint_moved(&old, &ep, "superseded by UpdateAgentRuntimeEndpoint")
+                .await?,
+        );
+        writes.push(Write::PutEndpoint(ep));
         writes.extend(Self::remember(
             "UpdateAgentRuntimeEndpoint",
             &input,
@@ -722,6 +828,12 @@ impl Control {
         self.inner
             .store
             .apply(vec![
+                audit::entry(
+                    "DeleteAgentRuntimeEndpoint",
+                    &arn,
+                    endpoint_body(&self.inner.partition, &ep),
+                    Value::Null,
+                ),
                 Write::DeleteEndpoint {
                     runtime_id: rt.id.clone(),
                     name: name.to_owned(),
@@ -774,15 +886,9 @@ impl Control {
         let arn = str_of(&input, "resourceArn").unwrap_or_default();
         self.taggable(arn).await?;
         let new = tags_of(&input);
-        let mut keys: std::collections::BTreeSet<String> = self
-            .inner
-            .store
-            .tags(arn)
-            .await
-            .map_err(internal)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let old_tags = self.inner.store.tags(arn).await.map_err(internal)?;
+        let mut keys: std::collections::BTreeSet<String> =
+            old_tags.iter().map(|(k, _)| k.clone()).collect();
         keys.extend(new.iter().map(|(k, _)| k.clone()));
         if keys.len() > MAX_TAGS {
             return Err(ApiError::field(
@@ -793,12 +899,28 @@ impl Control {
                 ),
             ));
         }
+        let mut after: serde_json::Map<String, Value> = old_tags
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        for (k, v) in &new {
+            after.insert(k.clone(), Value::String(v.clone()));
+        }
+        let audit = audit::entry(
+            "TagResource",
+            arn,
+            tags_body(&old_tags),
+            json!({ "tags": after }),
+        );
         self.inner
             .store
-            .apply(vec![Write::PutTags {
-                arn: arn.to_owned(),
-                tags: new,
-            }])
+            .apply(vec![
+                Write::PutTags {
+                    arn: arn.to_owned(),
+                    tags: new,
+                },
+                audit,
+            ])
             .await
             .map_err(internal)?;
         Ok(json!({}))
@@ -809,7 +931,7 @@ impl Control {
         let _g = self.inner.write_lock.lock().await;
         let arn = str_of(&input, "resourceArn").unwrap_or_default();
         self.taggable(arn).await?;
-        let keys = input
+        let keys: Vec<String> = input
             .get("tagKeys")
             .and_then(Value::as_array)
             .map(|a| {
@@ -818,12 +940,22 @@ impl Control {
                     .collect()
             })
             .unwrap_or_default();
+        let old_tags = self.inner.store.tags(arn).await.map_err(internal)?;
+        let kept: Vec<(String, String)> = old_tags
+            .iter()
+            .filter(|(k, _)| !keys.contains(k))
+            .cloned()
+            .collect();
+        let audit = audit::entry("UntagResource", arn, tags_body(&old_tags), tags_body(&kept));
         self.inner
             .store
-            .apply(vec![Write::RemoveTags {
-                arn: arn.to_owned(),
-                keys,
-            }])
+            .apply(vec![
+                Write::RemoveTags {
+                    arn: arn.to_owned(),
+                    keys,
+                },
+                audit,
+            ])
             .await
             .map_err(internal)?;
         Ok(json!({}))
@@ -906,12 +1038,24 @@ impl Control {
                 if e.target_version != Some(version) {
                     continue;
                 }
+                let old = e.clone();
                 e.updated_at = now;
                 match &result {
                     Ok(_) => {
                         e.live_version = Some(version);
                         e.status = Status::Ready;
                         e.failure_reason = None;
+                        match self
+                            .endpoint_moved(&old, &e, &format!("superseded by version {version}"))
+                            .await
+                        {
+                            Ok(w) => writes.extend(w),
+                            // The endpoint still moves; its previous version just does not
+                            // drain by deadline.
+                            Err(err) => {
+                                warn!(%runtime_id, endpoint = %e.name, error = %err.message, "recording the traffic change failed")
+                            }
+                        }
                     }
                     Err(reason) => {
                         e.status = if e.live_version.is_some() {

@@ -16,7 +16,9 @@ use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A model file is missing or unreadable.
-    #[error("cannot read {path}: {detail}; run scripts/fetch-model.sh or pass --embedding-model DIR")]
+    #[error(
+        "cannot read {path}: {detail}; run scripts/fetch-model.sh or pass --embedding-model DIR"
+    )]
     Missing {
         /// The file.
         path: PathBuf,
@@ -188,7 +190,9 @@ mod tests {
         let far = dot(&v[0], &v[2]);
         assert!(close > 0.7 && far < 0.3, "close {close}, far {far}");
         // Batching and padding do not change a text's vector.
-        let alone = m.embed(&["The quarterly tax report is due on Friday"]).unwrap();
+        let alone = m
+            .embed(&["The quarterly tax report is due on Friday"])
+            .unwrap();
         assert!(dot(&alone[0], &v[2]) > 0.9999);
     }
 }

@@ -6,8 +6,8 @@
 
 use crate::Memory;
 use crate::wire::{
-    internal, invalid, max_results, memory_id_of, parse_ts, req_str, service_error, str_of,
-    token, untoken, untoken_pair,
+    internal, invalid, max_results, memory_id_of, parse_ts, req_str, service_error, str_of, token,
+    untoken, untoken_pair,
 };
 use berth_api::ApiError;
 use berth_store::memory::{EventQuery, EventRow, Inserted, MemoryRow, MetaCond};
@@ -178,7 +178,10 @@ impl Memory {
     /// The group-commit loop behind `CreateEvent`.
     pub(crate) async fn run_event_writer(
         &self,
-        mut rx: mpsc::Receiver<(EventRow, oneshot::Sender<Result<Inserted, berth_store::Error>>)>,
+        mut rx: mpsc::Receiver<(
+            EventRow,
+            oneshot::Sender<Result<Inserted, berth_store::Error>>,
+        )>,
     ) {
         loop {
             let first = tokio::select! {
@@ -211,7 +214,10 @@ impl Memory {
 
     async fn commit_events(
         &self,
-        batch: Vec<(EventRow, oneshot::Sender<Result<Inserted, berth_store::Error>>)>,
+        batch: Vec<(
+            EventRow,
+            oneshot::Sender<Result<Inserted, berth_store::Error>>,
+        )>,
     ) {
         let (rows, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         match self.inner.store.insert_events(&rows).await {
@@ -354,7 +360,13 @@ impl Memory {
         let mut rows = self
             .inner
             .store
-            .list_sessions(memory_id, actor, expiry_cutoff(&m, now_millis()), after, limit + 1)
+            .list_sessions(
+                memory_id,
+                actor,
+                expiry_cutoff(&m, now_millis()),
+                after,
+                limit + 1,
+            )
             .await
             .map_err(internal)?;
         let mut out = json!({});
@@ -446,7 +458,11 @@ impl Memory {
             }
         }
         loop {
-            let gone = self.inner.store.purge_expired_records(now, PURGE_CHUNK).await?;
+            let gone = self
+                .inner
+                .store
+                .purge_expired_records(now, PURGE_CHUNK)
+                .await?;
             for (memory_id, record_id) in &gone {
                 self.inner.index.remove(memory_id, record_id);
             }

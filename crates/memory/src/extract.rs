@@ -67,12 +67,14 @@ impl ModelProvider {
         let base = self.base_url.trim_end_matches('/');
         let req = match self.kind {
             ProviderKind::OpenAiCompatible => {
-                let mut r = client.post(format!("{base}/chat/completions")).json(&json!({
-                    "model": self.model,
-                    "temperature": 0,
-                    "messages": [{"role": "system", "content": system},
-                                 {"role": "user", "content": user}],
-                }));
+                let mut r = client
+                    .post(format!("{base}/chat/completions"))
+                    .json(&json!({
+                        "model": self.model,
+                        "temperature": 0,
+                        "messages": [{"role": "system", "content": system},
+                                     {"role": "user", "content": user}],
+                    }));
                 if let Some(k) = &self.api_key {
                     r = r.bearer_auth(k);
                 }
@@ -99,10 +101,9 @@ impl ModelProvider {
             .await
             .map_err(|e| format!("model provider unreachable: {e}"))?;
         let status = resp.status();
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("model provider answered {status} with a body that is not json: {e}"))?;
+        let body: Value = resp.json().await.map_err(|e| {
+            format!("model provider answered {status} with a body that is not json: {e}")
+        })?;
         if !status.is_success() {
             return Err(format!("model provider answered {status}: {body}"));
         }
@@ -171,7 +172,10 @@ fn extraction_kind(strategy: &Value) -> Option<String> {
     if ty != "CUSTOM" {
         return Some(ty.to_owned());
     }
-    match strategy.get("configuration").and_then(|c| str_of(c, "type")) {
+    match strategy
+        .get("configuration")
+        .and_then(|c| str_of(c, "type"))
+    {
         Some("SELF_MANAGED") | None => None,
         Some(t) => Some(t.to_owned()),
     }
@@ -293,7 +297,9 @@ impl Memory {
                             .map(|st| JobRow {
                                 job_id: format!("job-{}", random_alnum(24)),
                                 memory_id: m.id.clone(),
-                                strategy_id: str_of(st, "strategyId").unwrap_or_default().to_owned(),
+                                strategy_id: str_of(st, "strategyId")
+                                    .unwrap_or_default()
+                                    .to_owned(),
                                 actor_id: s.actor_id.clone(),
                                 session_id: s.session_id.clone(),
                                 status: "PENDING".into(),
@@ -306,7 +312,13 @@ impl Memory {
                     };
                     self.inner
                         .store
-                        .put_jobs_and_cursor(&m.id, &s.actor_id, &s.session_id, &last.event_id, &jobs)
+                        .put_jobs_and_cursor(
+                            &m.id,
+                            &s.actor_id,
+                            &s.session_id,
+                            &last.event_id,
+                            &jobs,
+                        )
                         .await
                         .map_err(internal)?;
                 }
@@ -347,19 +359,20 @@ impl Memory {
 
     /// Runs one job; returns how many records it wrote or why it failed.
     async fn run_job(&self, job: &JobRow) -> Result<usize, String> {
-        let m = self
-            .usable(&job.memory_id)
-            .await
-            .map_err(|e| e.message)?;
+        let m = self.usable(&job.memory_id).await.map_err(|e| e.message)?;
         let strategy = m
             .spec
             .get("strategies")
             .and_then(Value::as_array)
-            .and_then(|a| a.iter().find(|s| str_of(s, "strategyId") == Some(&job.strategy_id)))
+            .and_then(|a| {
+                a.iter()
+                    .find(|s| str_of(s, "strategyId") == Some(&job.strategy_id))
+            })
             .cloned()
             .ok_or_else(|| format!("strategy {} no longer exists", job.strategy_id))?;
-        let kind = extraction_kind(&strategy)
-            .ok_or_else(|| "the strategy is self-managed: Berth does not extract for it".to_owned())?;
+        let kind = extraction_kind(&strategy).ok_or_else(|| {
+            "the strategy is self-managed: Berth does not extract for it".to_owned()
+        })?;
         let Some(provider) = self.inner.opts.provider.clone() else {
             return Err(NO_PROVIDER.to_owned());
         };
@@ -397,7 +410,10 @@ impl Memory {
         let mut cache: HashMap<String, Value> = HashMap::new();
         let mut lines = Vec::new();
         for msg in job.messages.as_array().into_iter().flatten() {
-            let (Some(eid), Some(i)) = (str_of(msg, "eventId"), msg.get("messageIndex").and_then(Value::as_u64)) else {
+            let (Some(eid), Some(i)) = (
+                str_of(msg, "eventId"),
+                msg.get("messageIndex").and_then(Value::as_u64),
+            ) else {
                 continue;
             };
             if !cache.contains_key(eid) {
@@ -409,9 +425,15 @@ impl Memory {
                     .map_err(|e| e.to_string())?;
                 cache.insert(eid.to_owned(), e.map(|e| e.payload).unwrap_or(Value::Null));
             }
-            if let Some(c) = cache[eid].get(i as usize).and_then(|p| p.get("conversational")) {
+            if let Some(c) = cache[eid]
+                .get(i as usize)
+                .and_then(|p| p.get("conversational"))
+            {
                 let role = str_of(c, "role").unwrap_or("OTHER");
-                let text = c.get("content").and_then(|t| str_of(t, "text")).unwrap_or("");
+                let text = c
+                    .get("content")
+                    .and_then(|t| str_of(t, "text"))
+                    .unwrap_or("");
                 lines.push(format!("{role}: {text}"));
             }
         }
@@ -550,7 +572,9 @@ impl Memory {
             .await
             .map_err(internal)?
         else {
-            return Err(ApiError::not_found(format!("extraction job {job_id} not found")));
+            return Err(ApiError::not_found(format!(
+                "extraction job {job_id} not found"
+            )));
         };
         if job.status != "FAILED" {
             return Err(invalid(format!(
@@ -681,14 +705,19 @@ mod tests {
 
     #[test]
     fn self_managed_strategies_are_not_extracted() {
-        assert_eq!(extraction_kind(&json!({"type": "SEMANTIC"})).unwrap(), "SEMANTIC");
+        assert_eq!(
+            extraction_kind(&json!({"type": "SEMANTIC"})).unwrap(),
+            "SEMANTIC"
+        );
         assert!(
             extraction_kind(&json!({"type": "CUSTOM", "configuration": {"type": "SELF_MANAGED"}}))
                 .is_none()
         );
         assert_eq!(
-            extraction_kind(&json!({"type": "CUSTOM", "configuration": {"type": "SUMMARY_OVERRIDE"}}))
-                .unwrap(),
+            extraction_kind(
+                &json!({"type": "CUSTOM", "configuration": {"type": "SUMMARY_OVERRIDE"}})
+            )
+            .unwrap(),
             "SUMMARY_OVERRIDE"
         );
     }

@@ -24,7 +24,10 @@ impl Filter {
                 .namespace_prefix
                 .as_ref()
                 .is_none_or(|p| e.namespace.starts_with(p.as_str()))
-            && self.strategy_id.as_ref().is_none_or(|s| &e.strategy_id == s)
+            && self
+                .strategy_id
+                .as_ref()
+                .is_none_or(|s| &e.strategy_id == s)
     }
 }
 
@@ -98,7 +101,12 @@ impl Index {
             .iter()
             .enumerate()
             .filter(|(_, e)| filter.admits(e))
-            .map(|(i, _)| (i, dot(query, &self.vecs[i * self.dims..(i + 1) * self.dims])))
+            .map(|(i, _)| {
+                (
+                    i,
+                    dot(query, &self.vecs[i * self.dims..(i + 1) * self.dims]),
+                )
+            })
             .collect();
         let by_score = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1);
         if scored.len() > k {
@@ -151,7 +159,9 @@ impl Indexes {
     /// Applies a write to a loaded index; an index not loaded yet will read it from the store.
     pub(crate) fn upsert(&self, memory_id: &str, row: EmbeddingRow) {
         if let Some(i) = self.get(memory_id) {
-            i.write().unwrap_or_else(PoisonError::into_inner).upsert(row);
+            i.write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .upsert(row);
         }
     }
 
@@ -194,7 +204,10 @@ mod tests {
         idx.upsert(row("c", "/y/", [0.0, 1.0]));
         let all = Filter::default();
         let hits = idx.search(&[1.0, 0.0], &all, 2);
-        assert_eq!(hits.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            hits.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         let only_y = Filter {
             namespace_prefix: Some("/y".into()),
             ..Default::default()

@@ -196,7 +196,11 @@ impl Memory {
     ) -> Result<Self, berth_store::Error> {
         let (events_tx, events_rx) = mpsc::channel(4096);
         match &opts.embedder {
-            Some(e) => info!(embedder = e.name(), dims = e.dims(), "memory retrieval is hybrid"),
+            Some(e) => info!(
+                embedder = e.name(),
+                dims = e.dims(),
+                "memory retrieval is hybrid"
+            ),
             None => warn!(
                 "no embedding model: memory retrieval is keyword-only; run scripts/fetch-model.sh \
                  or pass --embedding-model DIR"
@@ -226,7 +230,9 @@ impl Memory {
         let t = this.clone();
         this.inner.tasks.spawn(async move { t.run_purge().await });
         let t = this.clone();
-        this.inner.tasks.spawn(async move { t.run_extraction().await });
+        this.inner
+            .tasks
+            .spawn(async move { t.run_extraction().await });
         this.resume().await?;
         Ok(this)
     }

@@ -8,8 +8,8 @@
 use crate::Memory;
 use crate::index::Filter;
 use crate::wire::{
-    internal, invalid, max_results, memory_id_of, parse_ts, req_str, service_error, str_of,
-    token, untoken_pair,
+    internal, invalid, max_results, memory_id_of, parse_ts, req_str, service_error, str_of, token,
+    untoken_pair,
 };
 use berth_api::ApiError;
 use berth_store::memory::{EmbeddingRow, RecordRow, RecordScope};
@@ -72,7 +72,8 @@ fn number_of(v: &Value) -> Option<f64> {
 }
 
 fn time_of(v: &Value) -> Option<EpochMillis> {
-    v.get("dateTimeValue").and_then(|t| parse_ts(t, "dateTimeValue").ok())
+    v.get("dateTimeValue")
+        .and_then(|t| parse_ts(t, "dateTimeValue").ok())
 }
 
 /// Whether a record's metadata satisfies every filter expression.
@@ -107,8 +108,12 @@ pub(crate) fn metadata_matches(metadata: Option<&Value>, filters: &[Value]) -> b
                     _ => false,
                 }
             }
-            ("BEFORE", Some(h), Some(w)) => matches!((time_of(h), time_of(w)), (Some(a), Some(b)) if a < b),
-            ("AFTER", Some(h), Some(w)) => matches!((time_of(h), time_of(w)), (Some(a), Some(b)) if a > b),
+            ("BEFORE", Some(h), Some(w)) => {
+                matches!((time_of(h), time_of(w)), (Some(a), Some(b)) if a < b)
+            }
+            ("AFTER", Some(h), Some(w)) => {
+                matches!((time_of(h), time_of(w)), (Some(a), Some(b)) if a > b)
+            }
             (op, Some(h), Some(w)) => match (number_of(h), number_of(w)) {
                 (Some(a), Some(b)) => match op {
                     "GREATER_THAN" => a > b,
@@ -156,7 +161,10 @@ fn outcome(id: &str, req: Option<&str>, err: Option<(u16, String)>) -> Value {
 
 impl Memory {
     /// Embeds texts on the blocking pool; `None` when no embedder is configured.
-    pub(crate) async fn embed(&self, texts: Vec<String>) -> Result<Option<Vec<Vec<f32>>>, ApiError> {
+    pub(crate) async fn embed(
+        &self,
+        texts: Vec<String>,
+    ) -> Result<Option<Vec<Vec<f32>>>, ApiError> {
         let Some(e) = self.inner.opts.embedder.clone() else {
             return Ok(None);
         };
@@ -192,7 +200,11 @@ impl Memory {
                 rows[i].embedding = Some(v);
             }
         }
-        self.inner.store.put_records(&rows).await.map_err(internal)?;
+        self.inner
+            .store
+            .put_records(&rows)
+            .await
+            .map_err(internal)?;
         for r in rows {
             if let Some(v) = r.embedding {
                 self.inner.index.upsert(
@@ -218,8 +230,15 @@ impl Memory {
         let mut rows = Vec::new();
         let mut failed = Vec::new();
         let mut reqs = Vec::new();
-        for r in input.get("records").and_then(Value::as_array).into_iter().flatten() {
-            let req = str_of(r, "requestIdentifier").unwrap_or_default().to_owned();
+        for r in input
+            .get("records")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let req = str_of(r, "requestIdentifier")
+                .unwrap_or_default()
+                .to_owned();
             let id = new_record_id();
             let parsed = (|| -> Result<RecordRow, ApiError> {
                 Ok(RecordRow {
@@ -269,7 +288,12 @@ impl Memory {
         let mut rows = Vec::new();
         let mut ok = Vec::new();
         let mut failed = Vec::new();
-        for u in input.get("records").and_then(Value::as_array).into_iter().flatten() {
+        for u in input
+            .get("records")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let id = str_of(u, "memoryRecordId").unwrap_or_default();
             let Some(mut r) = self
                 .inner
@@ -278,7 +302,11 @@ impl Memory {
                 .await
                 .map_err(internal)?
             else {
-                failed.push(outcome(id, None, Some((404, format!("memory record {id} not found")))));
+                failed.push(outcome(
+                    id,
+                    None,
+                    Some((404, format!("memory record {id} not found"))),
+                ));
                 continue;
             };
             if let Some(t) = u.get("content").and_then(|c| str_of(c, "text")) {
@@ -339,7 +367,11 @@ impl Memory {
                 self.inner.index.remove(&memory_id, id);
                 ok.push(outcome(id, None, None));
             } else {
-                failed.push(outcome(id, None, Some((404, format!("memory record {id} not found")))));
+                failed.push(outcome(
+                    id,
+                    None,
+                    Some((404, format!("memory record {id} not found"))),
+                ));
             }
         }
         Ok(json!({"successfulRecords": ok, "failedRecords": failed}))
@@ -579,12 +611,33 @@ mod tests {
             json!({"left": {"metadataKey": key}, "operator": op,
                    "right": {"metadataValue": right}})
         };
-        assert!(metadata_matches(Some(&m), &[f("EQUALS_TO", "tier", json!({"stringValue": "gold"}))]));
-        assert!(!metadata_matches(Some(&m), &[f("EQUALS_TO", "tier", json!({"stringValue": "tin"}))]));
-        assert!(metadata_matches(Some(&m), &[f("GREATER_THAN", "n", json!({"numberValue": 4}))]));
-        assert!(!metadata_matches(Some(&m), &[f("LESS_THAN", "n", json!({"numberValue": 4}))]));
-        assert!(metadata_matches(Some(&m), &[f("CONTAINS", "tags", json!({"stringValue": "b"}))]));
-        assert!(metadata_matches(Some(&m), &[json!({"left": {"metadataKey": "x"}, "operator": "NOT_EXISTS"})]));
-        assert!(!metadata_matches(None, &[json!({"left": {"metadataKey": "x"}, "operator": "EXISTS"})]));
+        assert!(metadata_matches(
+            Some(&m),
+            &[f("EQUALS_TO", "tier", json!({"stringValue": "gold"}))]
+        ));
+        assert!(!metadata_matches(
+            Some(&m),
+            &[f("EQUALS_TO", "tier", json!({"stringValue": "tin"}))]
+        ));
+        assert!(metadata_matches(
+            Some(&m),
+            &[f("GREATER_THAN", "n", json!({"numberValue": 4}))]
+        ));
+        assert!(!metadata_matches(
+            Some(&m),
+            &[f("LESS_THAN", "n", json!({"numberValue": 4}))]
+        ));
+        assert!(metadata_matches(
+            Some(&m),
+            &[f("CONTAINS", "tags", json!({"stringValue": "b"}))]
+        ));
+        assert!(metadata_matches(
+            Some(&m),
+            &[json!({"left": {"metadataKey": "x"}, "operator": "NOT_EXISTS"})]
+        ));
+        assert!(!metadata_matches(
+            None,
+            &[json!({"left": {"metadataKey": "x"}, "operator": "EXISTS"})]
+        ));
     }
 }

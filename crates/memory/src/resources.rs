@@ -153,7 +153,9 @@ fn custom_configuration(cfg: &Value) -> Value {
 /// Builds a stored strategy from one `MemoryStrategyInput` union.
 fn new_strategy(input: &Value, custom_keys: &[String], now: i64) -> Result<Value, ApiError> {
     let Some((key, body)) = input.as_object().and_then(|o| o.iter().next()) else {
-        return Err(invalid("a memory strategy must set exactly one strategy type"));
+        return Err(invalid(
+            "a memory strategy must set exactly one strategy type",
+        ));
     };
     let kind = STRATEGY_KINDS
         .iter()
@@ -165,7 +167,11 @@ fn new_strategy(input: &Value, custom_keys: &[String], now: i64) -> Result<Value
         .get("namespaceTemplates")
         .or_else(|| body.get("namespaces"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_else(|| vec![default_namespace(kind).to_owned()]);
     check_templates(&templates, custom_keys)?;
     let id = format!("{name}-{}", random_alnum(10));
@@ -296,7 +302,12 @@ impl Memory {
         }
     }
 
-    async fn save(&self, m: &MemoryRow, tok: Option<&TokenRow>, insert: bool) -> Result<(), ApiError> {
+    async fn save(
+        &self,
+        m: &MemoryRow,
+        tok: Option<&TokenRow>,
+        insert: bool,
+    ) -> Result<(), ApiError> {
         let res = if insert {
             self.inner.store.insert_memory(m, tok).await
         } else {
@@ -589,8 +600,10 @@ impl Memory {
                     .or_else(|| md.get("namespaces"))
                     .and_then(Value::as_array)
                 {
-                    let t: Vec<String> =
-                        t.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+                    let t: Vec<String> = t
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect();
                     check_templates(&t, &keys)?;
                     s["namespaces"] = json!(t);
                     s["namespaceTemplates"] = json!(t);
@@ -702,12 +715,7 @@ mod tests {
 
     #[test]
     fn strategies_get_types_ids_and_default_namespaces() {
-        let s = new_strategy(
-            &json!({"summaryMemoryStrategy": {"name": "sum"}}),
-            &[],
-            0,
-        )
-        .unwrap();
+        let s = new_strategy(&json!({"summaryMemoryStrategy": {"name": "sum"}}), &[], 0).unwrap();
         assert_eq!(s["type"], "SUMMARIZATION");
         assert_eq!(s["status"], "CREATING");
         assert!(s["strategyId"].as_str().unwrap().starts_with("sum-"));
@@ -724,8 +732,8 @@ mod tests {
         .unwrap();
         assert_eq!(c["configuration"]["type"], "SEMANTIC_OVERRIDE");
         assert_eq!(
-            c["configuration"]["extraction"]["customExtractionConfiguration"]
-                ["semanticExtractionOverride"]["modelId"],
+            c["configuration"]["extraction"]["customExtractionConfiguration"]["semanticExtractionOverride"]
+                ["modelId"],
             "m"
         );
     }

@@ -60,8 +60,9 @@ pub(crate) fn parse_ts(v: &Value, field: &str) -> Result<EpochMillis, ApiError> 
             if let Ok(secs) = s.parse::<f64>() {
                 (secs * 1000.0).round()
             } else {
-                let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                    .map_err(|_| bad())?;
+                let t =
+                    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                        .map_err(|_| bad())?;
                 (t.unix_timestamp_nanos() / 1_000_000) as f64
             }
         }
@@ -123,8 +124,14 @@ mod tests {
 
     #[test]
     fn timestamps_in_every_wire_form() {
-        assert_eq!(parse_ts(&json!(1700000000), "t").unwrap(), 1_700_000_000_000);
-        assert_eq!(parse_ts(&json!(1700000000.123), "t").unwrap(), 1_700_000_000_123);
+        assert_eq!(
+            parse_ts(&json!(1700000000), "t").unwrap(),
+            1_700_000_000_000
+        );
+        assert_eq!(
+            parse_ts(&json!(1700000000.123), "t").unwrap(),
+            1_700_000_000_123
+        );
         assert_eq!(
             parse_ts(&json!("2023-11-14T22:13:20.5Z"), "t").unwrap(),
             1_700_000_000_500

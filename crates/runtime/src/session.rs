@@ -173,6 +173,8 @@ pub struct Session {
     idle: Duration,
     max_lifetime: Duration,
     ended: CancellationToken,
+    /// Set by the first `end`, so teardown runs once however many paths ask for it.
+    ending: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -301,6 +303,7 @@ impl Sessions {
             idle: Duration::from_secs(idle),
             max_lifetime: Duration::from_secs(max),
             ended: CancellationToken::new(),
+            ending: Default::default(),
         });
         info!(runtime_id = %session.runtime_id, session_id, version = session.version, pid = session.agent.sandbox.pid(), "session started");
         let this = self.clone();
@@ -445,6 +448,9 @@ impl Sessions {
 
     async fn end(&self, s: &Arc<Session>, reason: &str) {
         s.ended.cancel();
+        if s.ending.swap(true, Ordering::AcqRel) {
+            return;
+        }
         {
             let key = (s.runtime_id.clone(), s.session_id.clone());
             let mut live = self.live();
@@ -611,8 +617,8 @@ impl Session {
         let h = req.headers_mut();
         for (name, value) in headers {
             let n = name.as_str();
-            let custom = n.starts_with("x-amzn-bedrock-agentcore-runtime-custom-");
-            if PASSED.contains(&n) || (custom || self.header_allowlist.iter().any(|a| a == n)) && self.allowed(n) {
+            // Custom headers pass only when the runtime allow-lists them (AgentCore's rule).
+            if PASSED.contains(&n) || self.header_allowlist.iter().any(|a| a == n) {
                 h.append(name.clone(), value.clone());
             }
         }
@@ -647,11 +653,6 @@ impl Session {
             *out.status_mut() = StatusCode::BAD_GATEWAY;
         }
         Ok(out)
-    }
-
-    fn allowed(&self, name: &str) -> bool {
-        // Custom headers pass only when the runtime allow-lists them (AgentCore's rule).
-        self.header_allowlist.iter().any(|a| a == name)
     }
 }
 

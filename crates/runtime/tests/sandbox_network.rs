@@ -166,6 +166,7 @@ async fn connector_serves_a_pooled_client_and_connections_stay_alive() {
     let driver = tokio::spawn(conn);
     let mut peers = Vec::new();
     for _ in 0..3 {
+        sender.ready().await.unwrap();
         let req = http::Request::get("/").header("host", "agent").body(Empty::new()).unwrap();
         let body = sender.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -30,6 +30,14 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     let s3 = berth_auth::parse_authorization(&parts.headers)
         .map(|h| h.service == berth_auth::S3_SERVICE)
         .unwrap_or(false);
+    // A query that is not UTF-8 once decoded cannot be canonicalized the way the client signed
+    // it; refuse it as bad input rather than as a bad signature.
+    if let Some(q) = parts.uri.query()
+        && percent_encoding::percent_decode_str(q).decode_utf8().is_err()
+    {
+        return WireError(ApiError::field("query", "the query string is not valid UTF-8 once percent-decoded"))
+            .into_response();
+    }
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) if s3 => return crate::s3::body_too_large(MAX_BODY, &request_id),
@@ -83,6 +91,25 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
             .into_response();
         }
     };
+    // The scope must name this server's region and one of the services it speaks, as AWS
+    // insists; otherwise a signature for another endpoint would be accepted here.
+    let region = &state.control.partition().region;
+    if verified.service != berth_auth::S3_SERVICE && verified.service != berth_auth::AGENTCORE_SERVICE {
+        return WireError(ApiError::custom(
+            "InvalidSignatureException",
+            403,
+            format!("Credential should be scoped to correct service: '{}'.", berth_auth::AGENTCORE_SERVICE),
+        ))
+        .into_response();
+    }
+    if &verified.region != region {
+        return WireError(ApiError::custom(
+            "InvalidSignatureException",
+            403,
+            format!("Credential should be scoped to a valid region, not '{}'; this server is in '{region}'.", verified.region),
+        ))
+        .into_response();
+    }
     let s3 = verified.service == berth_auth::S3_SERVICE;
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(verified);

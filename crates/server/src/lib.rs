@@ -44,11 +44,15 @@ pub fn router(state: AppState) -> Router {
         .merge(data_api::routes())
         .merge(memory_api::routes())
         .merge(native_api::routes())
-        .fallback(error::unknown_operation);
+        .fallback(error::unknown_operation)
+        // A known path with another method is still no operation AgentCore has.
+        .method_not_allowed_fallback(error::unknown_operation);
     Router::new()
         .merge(agentcore)
         // Every request must be SigV4-signed by a known key; the body is buffered (capped) to be
         // hashed, which AgentCore clients require because they send no payload hash.
+        // The auth layer already buffered the body under its own cap; handlers take it whole.
+        .layer(axum::extract::DefaultBodyLimit::max(auth::MAX_BODY))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

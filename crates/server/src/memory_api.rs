@@ -22,10 +22,18 @@ fn take_documents(body: &mut Value) -> Vec<(usize, &'static str, Value)> {
     if let Some(items) = body.get_mut("payload").and_then(Value::as_array_mut) {
         for (i, item) in items.iter_mut().enumerate() {
             if let Some(b) = item.get_mut("blob") {
-                out.push((i, "blob", std::mem::replace(b, Value::Object(Default::default()))));
+                out.push((
+                    i,
+                    "blob",
+                    std::mem::replace(b, Value::Object(Default::default())),
+                ));
             }
             if let Some(c) = item.get_mut("json").and_then(|j| j.get_mut("content")) {
-                out.push((i, "json", std::mem::replace(c, Value::Object(Default::default()))));
+                out.push((
+                    i,
+                    "json",
+                    std::mem::replace(c, Value::Object(Default::default())),
+                ));
             }
         }
     }
@@ -95,15 +103,45 @@ memory_op!(list_events, data, "ListEvents", list_events);
 memory_op!(delete_event, data, "DeleteEvent", delete_event);
 memory_op!(list_sessions, data, "ListSessions", list_sessions);
 memory_op!(list_actors, data, "ListActors", list_actors);
-memory_op!(retrieve_records, data, "RetrieveMemoryRecords", retrieve_records);
+memory_op!(
+    retrieve_records,
+    data,
+    "RetrieveMemoryRecords",
+    retrieve_records
+);
 memory_op!(list_records, data, "ListMemoryRecords", list_records);
 memory_op!(get_record, data, "GetMemoryRecord", get_record);
 memory_op!(delete_record, data, "DeleteMemoryRecord", delete_record);
-memory_op!(batch_create, data, "BatchCreateMemoryRecords", batch_create_records);
-memory_op!(batch_update, data, "BatchUpdateMemoryRecords", batch_update_records);
-memory_op!(batch_delete, data, "BatchDeleteMemoryRecords", batch_delete_records);
-memory_op!(list_jobs, data, "ListMemoryExtractionJobs", list_extraction_jobs);
-memory_op!(start_job, data, "StartMemoryExtractionJob", start_extraction_job);
+memory_op!(
+    batch_create,
+    data,
+    "BatchCreateMemoryRecords",
+    batch_create_records
+);
+memory_op!(
+    batch_update,
+    data,
+    "BatchUpdateMemoryRecords",
+    batch_update_records
+);
+memory_op!(
+    batch_delete,
+    data,
+    "BatchDeleteMemoryRecords",
+    batch_delete_records
+);
+memory_op!(
+    list_jobs,
+    data,
+    "ListMemoryExtractionJobs",
+    list_extraction_jobs
+);
+memory_op!(
+    start_job,
+    data,
+    "StartMemoryExtractionJob",
+    start_extraction_job
+);
 
 /// `POST /berth/v1/memories/{memoryId}/actors/{actorId}/context`: Berth's one-round-trip
 /// context for an agent (recent turns of the actor's last session and the top records for
@@ -130,7 +168,6 @@ async fn context(
     let out = s.memory.context(v).await?;
     Ok(axum::Json(out).into_response())
 }
-
 
 /// The memory routes. They share no path with the runtime routes.
 pub fn routes() -> Router<AppState> {
@@ -180,10 +217,7 @@ pub fn routes() -> Router<AppState> {
             get(get_record),
         )
         .route("/memories/{memoryId}/extractionJobs", post(list_jobs))
-        .route(
-            "/memories/{memoryId}/extractionJobs/start",
-            post(start_job),
-        )
+        .route("/memories/{memoryId}/extractionJobs/start", post(start_job))
         // Native.
         .route(
             "/berth/v1/memories/{memoryId}/actors/{actorId}/context",

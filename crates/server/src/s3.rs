@@ -17,7 +17,9 @@ use std::collections::BTreeSet;
 
 use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::Request;
-use axum::http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
+use axum::http::header::{
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE,
+};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use berth_artifacts::wire::{self, Owner, Precondition, Query};
@@ -91,8 +93,7 @@ pub async fn handle(state: crate::AppState, req: Request) -> Response {
 /// An authentication failure of an S3 request, in S3's error format.
 pub fn auth_error(e: &berth_auth::Error, request_id: &str) -> Response {
     let service = berth_auth::S3_SERVICE;
-    let status =
-        StatusCode::from_u16(e.http_status_for(service)).unwrap_or(StatusCode::FORBIDDEN);
+    let status = StatusCode::from_u16(e.http_status_for(service)).unwrap_or(StatusCode::FORBIDDEN);
     xml_error(
         status,
         e.aws_code_for(service),
@@ -240,7 +241,11 @@ async fn bucket_operation(
     }
 }
 
-async fn create_bucket(store: &ArtifactStore, req: Request, bucket: &str) -> Result<Response, Error> {
+async fn create_bucket(
+    store: &ArtifactStore,
+    req: Request,
+    bucket: &str,
+) -> Result<Response, Error> {
     if req
         .headers()
         .get("x-amz-bucket-object-lock-enabled")
@@ -250,10 +255,7 @@ async fn create_bucket(store: &ArtifactStore, req: Request, bucket: &str) -> Res
             what: "object lock".into(),
         });
     }
-    let signed_region = req
-        .extensions()
-        .get::<Verified>()
-        .map(|v| v.region.clone());
+    let signed_region = req.extensions().get::<Verified>().map(|v| v.region.clone());
     let body = body_bytes(req).await?;
     let location = wire::xml::parse_create_bucket_configuration(&body)?;
     let region = location.or(signed_region);
@@ -304,7 +306,11 @@ async fn list_buckets(store: &ArtifactStore, query: &Query) -> Result<Response, 
     ))
 }
 
-async fn delete_objects(store: &ArtifactStore, req: Request, bucket: &str) -> Result<Response, Error> {
+async fn delete_objects(
+    store: &ArtifactStore,
+    req: Request,
+    bucket: &str,
+) -> Result<Response, Error> {
     let headers = req.headers().clone();
     let body = body_bytes(req).await?;
     wire::check_body_integrity(&headers, &body)?;
@@ -375,9 +381,11 @@ async fn object_operation(
             store.delete_object(bucket, key).await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
-        Method::POST if query.has("uploads") || query.has("uploadId") => Err(Error::NotImplemented {
-            what: "multipart uploads".into(),
-        }),
+        Method::POST if query.has("uploads") || query.has("uploadId") => {
+            Err(Error::NotImplemented {
+                what: "multipart uploads".into(),
+            })
+        }
         Method::POST => {
             unhandled_sub_resource(query, &[])?;
             Err(method_not_allowed())
@@ -445,9 +453,12 @@ async fn put_object(
                 source: std::io::Error::other(e.to_string()),
             })??
     };
-    let stored = store.put_object(bucket, key, request.body, request.meta).await?;
+    let stored = store
+        .put_object(bucket, key, request.body, request.meta)
+        .await?;
     let mut resp = empty(StatusCode::OK);
-    resp.headers_mut().extend(wire::put_response_headers(&stored));
+    resp.headers_mut()
+        .extend(wire::put_response_headers(&stored));
     Ok(resp)
 }
 
@@ -471,9 +482,14 @@ async fn get_object(
         .get(RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(ByteRange::parse);
-    let conditional = ["if-match", "if-none-match", "if-modified-since", "if-unmodified-since"]
-        .iter()
-        .any(|h| headers.contains_key(*h));
+    let conditional = [
+        "if-match",
+        "if-none-match",
+        "if-modified-since",
+        "if-unmodified-since",
+    ]
+    .iter()
+    .any(|h| headers.contains_key(*h));
     // Conditions are judged before the range: a 304 or 412 wins over a 416.
     if conditional && range.is_some() {
         let meta = store.head_object(bucket, key).await?;
@@ -503,7 +519,11 @@ async fn get_object(
     apply_response_overrides(&mut out, query);
     let (status, len) = match served {
         Some((first, last)) => {
-            set(&mut out, CONTENT_RANGE, &wire::content_range(first, last, meta.size));
+            set(
+                &mut out,
+                CONTENT_RANGE,
+                &wire::content_range(first, last, meta.size),
+            );
             (StatusCode::PARTIAL_CONTENT, last - first + 1)
         }
         None => (StatusCode::OK, meta.size),
@@ -592,7 +612,10 @@ fn xml_error(
     request_id: &str,
 ) -> Response {
     let details: Vec<(&str, &str)> = details.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    let mut resp = xml(status, wire::xml::error(code, message, request_id, &details));
+    let mut resp = xml(
+        status,
+        wire::xml::error(code, message, request_id, &details),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert(X_AMZ_REQUEST_ID, v.clone());
         resp.headers_mut().insert(X_AMZ_ID_2, v);
@@ -621,7 +644,11 @@ fn error_response(e: &Error, request_id: &str) -> Response {
     };
     let mut resp = xml_error(status, e.s3_code(), &e.s3_message(), &details, request_id);
     if let Error::InvalidRange { size, .. } = e {
-        set(resp.headers_mut(), CONTENT_RANGE, &format!("bytes */{size}"));
+        set(
+            resp.headers_mut(),
+            CONTENT_RANGE,
+            &format!("bytes */{size}"),
+        );
     }
     resp
 }
@@ -696,8 +723,16 @@ mod tests {
 
     fn assert_error(r: &Reply, status: u16, code: &str) {
         assert_eq!(r.status.as_u16(), status, "{}", r.body);
-        assert!(r.body.contains(&format!("<Code>{code}</Code>")), "{}", r.body);
-        assert!(r.body.contains("<RequestId>REQ-1</RequestId>"), "{}", r.body);
+        assert!(
+            r.body.contains(&format!("<Code>{code}</Code>")),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.body.contains("<RequestId>REQ-1</RequestId>"),
+            "{}",
+            r.body
+        );
         assert_eq!(r.headers["x-amz-request-id"], "REQ-1");
         assert_eq!(r.headers["content-type"], "application/xml");
     }
@@ -710,7 +745,10 @@ mod tests {
         assert_eq!(r.headers["location"], "/artifacts");
         assert_eq!(r.headers["x-amz-request-id"], "REQ-1");
         // Re-creating is idempotent (us-east-1).
-        assert_eq!(call(&store, "PUT", "/artifacts/", &[], b"").await.status, StatusCode::OK);
+        assert_eq!(
+            call(&store, "PUT", "/artifacts/", &[], b"").await.status,
+            StatusCode::OK
+        );
 
         let r = call(&store, "HEAD", "/artifacts", &[], b"").await;
         assert_eq!(r.status, StatusCode::OK);
@@ -720,7 +758,10 @@ mod tests {
             &store,
             "PUT",
             "/artifacts/agents/my%20app.zip",
-            &[("x-amz-checksum-crc32", "NhCmhg=="), ("content-type", "application/zip")],
+            &[
+                ("x-amz-checksum-crc32", "NhCmhg=="),
+                ("content-type", "application/zip"),
+            ],
             b"hello",
         )
         .await;
@@ -728,7 +769,14 @@ mod tests {
         assert_eq!(r.headers["etag"], "\"5d41402abc4b2a76b9719d911017c592\"");
         assert_eq!(r.headers["x-amz-checksum-crc32"], "NhCmhg==");
 
-        let r = call(&store, "GET", "/artifacts/agents/my%20app.zip", &[("x-amz-checksum-mode", "ENABLED")], b"").await;
+        let r = call(
+            &store,
+            "GET",
+            "/artifacts/agents/my%20app.zip",
+            &[("x-amz-checksum-mode", "ENABLED")],
+            b"",
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.body, "hello");
         assert_eq!(r.headers["content-length"], "5");
@@ -743,7 +791,14 @@ mod tests {
         assert!(r.body.is_empty());
         assert!(!r.headers.contains_key("x-amz-checksum-crc32"));
 
-        let r = call(&store, "GET", "/artifacts/agents/my%20app.zip", &[("range", "bytes=1-3"), ("x-amz-checksum-mode", "ENABLED")], b"").await;
+        let r = call(
+            &store,
+            "GET",
+            "/artifacts/agents/my%20app.zip",
+            &[("range", "bytes=1-3"), ("x-amz-checksum-mode", "ENABLED")],
+            b"",
+        )
+        .await;
         assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
         assert_eq!(r.body, "ell");
         assert_eq!(r.headers["content-range"], "bytes 1-3/5");
@@ -751,18 +806,46 @@ mod tests {
         // No full-object checksum on a partial body.
         assert!(!r.headers.contains_key("x-amz-checksum-crc32"));
 
-        let r = call(&store, "GET", "/artifacts/agents/my%20app.zip", &[("range", "bytes=9-")], b"").await;
+        let r = call(
+            &store,
+            "GET",
+            "/artifacts/agents/my%20app.zip",
+            &[("range", "bytes=9-")],
+            b"",
+        )
+        .await;
         assert_error(&r, 416, "InvalidRange");
         assert_eq!(r.headers["content-range"], "bytes */5");
 
         let etag = "\"5d41402abc4b2a76b9719d911017c592\"";
-        let r = call(&store, "GET", "/artifacts/agents/my%20app.zip", &[("if-none-match", etag)], b"").await;
+        let r = call(
+            &store,
+            "GET",
+            "/artifacts/agents/my%20app.zip",
+            &[("if-none-match", etag)],
+            b"",
+        )
+        .await;
         assert_eq!(r.status, StatusCode::NOT_MODIFIED);
         assert_eq!(r.headers["etag"], etag);
-        let r = call(&store, "GET", "/artifacts/agents/my%20app.zip", &[("if-match", "\"x\""), ("range", "bytes=99-")], b"").await;
+        let r = call(
+            &store,
+            "GET",
+            "/artifacts/agents/my%20app.zip",
+            &[("if-match", "\"x\""), ("range", "bytes=99-")],
+            b"",
+        )
+        .await;
         assert_error(&r, 412, "PreconditionFailed");
 
-        let r = call(&store, "GET", "/artifacts/agents/my%20app.zip?response-content-type=text%2Fplain", &[], b"").await;
+        let r = call(
+            &store,
+            "GET",
+            "/artifacts/agents/my%20app.zip?response-content-type=text%2Fplain",
+            &[],
+            b"",
+        )
+        .await;
         assert_eq!(r.headers["content-type"], "text/plain");
 
         let r = call(&store, "DELETE", "/artifacts", &[], b"").await;
@@ -773,7 +856,11 @@ mod tests {
         assert_eq!(r.status, StatusCode::NO_CONTENT);
         let r = call(&store, "GET", "/artifacts/agents/my%20app.zip", &[], b"").await;
         assert_error(&r, 404, "NoSuchKey");
-        assert!(r.body.contains("<Key>agents/my app.zip</Key>"), "{}", r.body);
+        assert!(
+            r.body.contains("<Key>agents/my app.zip</Key>"),
+            "{}",
+            r.body
+        );
         let r = call(&store, "DELETE", "/artifacts", &[], b"").await;
         assert_eq!(r.status, StatusCode::NO_CONTENT);
         let r = call(&store, "GET", "/artifacts/x", &[], b"").await;
@@ -785,14 +872,37 @@ mod tests {
         let (_dir, store) = store().await;
         call(&store, "PUT", "/b-1", &[], b"").await;
         for key in ["a/1", "a/2", "b+c d", "z"] {
-            let r = call(&store, "PUT", &format!("/b-1/{}", key.replace(' ', "%20")), &[], key.as_bytes()).await;
+            let r = call(
+                &store,
+                "PUT",
+                &format!("/b-1/{}", key.replace(' ', "%20")),
+                &[],
+                key.as_bytes(),
+            )
+            .await;
             assert_eq!(r.status, StatusCode::OK);
         }
-        let r = call(&store, "GET", "/b-1?list-type=2&delimiter=%2F&max-keys=2&encoding-type=url", &[], b"").await;
+        let r = call(
+            &store,
+            "GET",
+            "/b-1?list-type=2&delimiter=%2F&max-keys=2&encoding-type=url",
+            &[],
+            b"",
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-        assert!(r.body.contains("<CommonPrefixes><Prefix>a/</Prefix></CommonPrefixes>"), "{}", r.body);
+        assert!(
+            r.body
+                .contains("<CommonPrefixes><Prefix>a/</Prefix></CommonPrefixes>"),
+            "{}",
+            r.body
+        );
         assert!(r.body.contains("<Key>b%2Bc%20d</Key>"), "{}", r.body);
-        assert!(r.body.contains("<IsTruncated>true</IsTruncated>"), "{}", r.body);
+        assert!(
+            r.body.contains("<IsTruncated>true</IsTruncated>"),
+            "{}",
+            r.body
+        );
         let token = r
             .body
             .split("<NextContinuationToken>")
@@ -800,10 +910,21 @@ mod tests {
             .and_then(|s| s.split('<').next())
             .unwrap()
             .to_owned();
-        let r = call(&store, "GET", &format!("/b-1?list-type=2&delimiter=%2F&continuation-token={token}"), &[], b"").await;
+        let r = call(
+            &store,
+            "GET",
+            &format!("/b-1?list-type=2&delimiter=%2F&continuation-token={token}"),
+            &[],
+            b"",
+        )
+        .await;
         assert!(r.body.contains("<Key>z</Key>"), "{}", r.body);
         assert!(r.body.contains("<KeyCount>1</KeyCount>"), "{}", r.body);
-        assert!(r.body.contains("<IsTruncated>false</IsTruncated>"), "{}", r.body);
+        assert!(
+            r.body.contains("<IsTruncated>false</IsTruncated>"),
+            "{}",
+            r.body
+        );
 
         // Version 1.
         let r = call(&store, "GET", "/b-1?marker=a%2F2", &[], b"").await;
@@ -825,12 +946,28 @@ mod tests {
         let (_dir, store) = store().await;
         call(&store, "PUT", "/b-1", &[], b"").await;
         call(&store, "PUT", "/b-1/k1", &[], b"1").await;
-        let body = b"<Delete><Object><Key>k1</Key></Object><Object><Key>missing</Key></Object></Delete>";
+        let body =
+            b"<Delete><Object><Key>k1</Key></Object><Object><Key>missing</Key></Object></Delete>";
         let r = call(&store, "POST", "/b-1?delete", &[], body).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-        assert!(r.body.contains("<Deleted><Key>k1</Key></Deleted>"), "{}", r.body);
-        assert!(r.body.contains("<Deleted><Key>missing</Key></Deleted>"), "{}", r.body);
-        let r = call(&store, "POST", "/b-1?delete", &[("content-md5", "AAAAAAAAAAAAAAAAAAAAAA==")], body).await;
+        assert!(
+            r.body.contains("<Deleted><Key>k1</Key></Deleted>"),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.body.contains("<Deleted><Key>missing</Key></Deleted>"),
+            "{}",
+            r.body
+        );
+        let r = call(
+            &store,
+            "POST",
+            "/b-1?delete",
+            &[("content-md5", "AAAAAAAAAAAAAAAAAAAAAA==")],
+            body,
+        )
+        .await;
         assert_error(&r, 400, "BadDigest");
         let r = call(&store, "POST", "/b-1?delete", &[], b"<oops").await;
         assert_error(&r, 400, "MalformedXML");

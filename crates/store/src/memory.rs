@@ -358,8 +358,11 @@ pub trait MemoryStore: Send + Sync + 'static {
     /// Every embedded record of a memory, for building an in-memory vector index.
     async fn embeddings(&self, memory_id: &str) -> Result<Vec<EmbeddingRow>, Error>;
     /// Deletes records whose expiry passed; returns their ids.
-    async fn purge_expired_records(&self, now: EpochMillis, limit: u32)
-    -> Result<Vec<(String, String)>, Error>;
+    async fn purge_expired_records(
+        &self,
+        now: EpochMillis,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, Error>;
 
     /// Inserts or replaces jobs.
     async fn put_jobs(&self, jobs: &[JobRow]) -> Result<(), Error>;
@@ -445,7 +448,10 @@ fn vec_to_blob(v: &[f32]) -> Vec<u8> {
 
 fn blob_to_vec(b: &[u8]) -> Result<Vec<f32>, Error> {
     if b.len() % 4 != 0 {
-        return Err(corrupt("memory_records", "embedding length is not a multiple of 4"));
+        return Err(corrupt(
+            "memory_records",
+            "embedding length is not a multiple of 4",
+        ));
     }
     Ok(b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -515,7 +521,8 @@ fn push_scope(qb: &mut QueryBuilder<'_, Sqlite>, s: &RecordScope, alias: &str) {
     qb.push(format!(" {alias}memory_id = "))
         .push_bind(s.memory_id.clone());
     if let Some(ns) = &s.namespace {
-        qb.push(format!(" AND {alias}namespace = ")).push_bind(ns.clone());
+        qb.push(format!(" AND {alias}namespace = "))
+            .push_bind(ns.clone());
     }
     if let Some(p) = &s.namespace_prefix {
         qb.push(format!(" AND {alias}namespace LIKE "))
@@ -526,15 +533,14 @@ fn push_scope(qb: &mut QueryBuilder<'_, Sqlite>, s: &RecordScope, alias: &str) {
         qb.push(format!(" AND {alias}strategy_id = "))
             .push_bind(st.clone());
     }
-    qb.push(format!(" AND ({alias}expires_at IS NULL OR {alias}expires_at > "))
-        .push_bind(s.now)
-        .push(")");
+    qb.push(format!(
+        " AND ({alias}expires_at IS NULL OR {alias}expires_at > "
+    ))
+    .push_bind(s.now)
+    .push(")");
 }
 
-async fn put_token(
-    tx: &mut sqlx::SqliteConnection,
-    t: Option<&TokenRow>,
-) -> Result<(), Error> {
+async fn put_token(tx: &mut sqlx::SqliteConnection, t: Option<&TokenRow>) -> Result<(), Error> {
     let Some(t) = t else { return Ok(()) };
     let res = sqlx::query(
         "INSERT INTO memory_tokens (operation, token, request_hash, response, created_at) \
@@ -665,7 +671,12 @@ impl MemoryStore for SqliteStore {
 
     async fn purge_memory(&self, id: &str) -> Result<(), Error> {
         // Chunked so a large memory never holds the single writer for long.
-        for table in ["memory_events", "memory_records", "memory_sessions", "memory_jobs"] {
+        for table in [
+            "memory_events",
+            "memory_records",
+            "memory_sessions",
+            "memory_jobs",
+        ] {
             let key = if table == "memory_records" {
                 "seq"
             } else {
@@ -678,8 +689,16 @@ impl MemoryStore for SqliteStore {
                         "DELETE FROM {table} WHERE (memory_id, actor_id, session_id{}) IN \
                          (SELECT memory_id, actor_id, session_id{} FROM {table} \
                           WHERE memory_id = $1 LIMIT 5000)",
-                        if table == "memory_events" { ", event_id" } else { "" },
-                        if table == "memory_events" { ", event_id" } else { "" },
+                        if table == "memory_events" {
+                            ", event_id"
+                        } else {
+                            ""
+                        },
+                        if table == "memory_events" {
+                            ", event_id"
+                        } else {
+                            ""
+                        },
                     )
                 } else {
                     format!(
@@ -705,11 +724,12 @@ impl MemoryStore for SqliteStore {
     }
 
     async fn token(&self, operation: &str, token: &str) -> Result<Option<TokenRow>, Error> {
-        let Some(r) = sqlx::query("SELECT * FROM memory_tokens WHERE operation = $1 AND token = $2")
-            .bind(operation)
-            .bind(token)
-            .fetch_optional(self.reader())
-            .await?
+        let Some(r) =
+            sqlx::query("SELECT * FROM memory_tokens WHERE operation = $1 AND token = $2")
+                .bind(operation)
+                .bind(token)
+                .fetch_optional(self.reader())
+                .await?
         else {
             return Ok(None);
         };
@@ -912,7 +932,11 @@ impl MemoryStore for SqliteStore {
     ) -> Result<Vec<SessionRow>, Error> {
         let (t, s) = after.unwrap_or((i64::MAX, String::new()));
         // A cursor with an empty session id starts above every session at that time.
-        let s = if s.is_empty() { "\u{10FFFF}".to_owned() } else { s };
+        let s = if s.is_empty() {
+            "\u{10FFFF}".to_owned()
+        } else {
+            s
+        };
         sqlx::query(
             "SELECT * FROM memory_sessions WHERE memory_id = $1 AND actor_id = $2 \
              AND last_event_ts >= $3 AND (last_event_ts, session_id) < ($4, $5) \
@@ -1108,12 +1132,13 @@ impl MemoryStore for SqliteStore {
         let mut tx = self.writer().begin().await?;
         let mut gone = Vec::new();
         for id in ids {
-            let n = sqlx::query("DELETE FROM memory_records WHERE memory_id = $1 AND record_id = $2")
-                .bind(memory_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let n =
+                sqlx::query("DELETE FROM memory_records WHERE memory_id = $1 AND record_id = $2")
+                    .bind(memory_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
             if n > 0 {
                 gone.push(id.clone());
             }
@@ -1128,9 +1153,8 @@ impl MemoryStore for SqliteStore {
         after: Option<(EpochMillis, String)>,
         limit: u32,
     ) -> Result<Vec<RecordRow>, Error> {
-        let mut qb = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {RECORD_COLS} FROM memory_records WHERE"
-        ));
+        let mut qb =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {RECORD_COLS} FROM memory_records WHERE"));
         push_scope(&mut qb, scope, "");
         if let Some((t, id)) = after {
             qb.push(" AND (created_at, record_id) < (")
@@ -1308,7 +1332,13 @@ mod tests {
         let evs: Vec<_> = (1..=5)
             .map(|i| ev("s", &format!("{i:019}#0"), i, Some(&format!("t{i}"))))
             .collect();
-        assert!(s.insert_events(&evs).await.unwrap().iter().all(|r| *r == Inserted::New));
+        assert!(
+            s.insert_events(&evs)
+                .await
+                .unwrap()
+                .iter()
+                .all(|r| *r == Inserted::New)
+        );
         let dup = ev("s", "0000000000000000009#0", 9, Some("t3"));
         match &s.insert_events(&[dup]).await.unwrap()[0] {
             Inserted::Duplicate(e) => assert_eq!(e.event_id, evs[2].event_id),
@@ -1372,8 +1402,19 @@ mod tests {
         s.put_records(&[rec("r1", "/a/1/", "the user likes coffee")])
             .await
             .unwrap();
-        assert!(s.search_keywords(&scope, "\"tea\"", 10).await.unwrap().is_empty());
-        assert_eq!(s.search_keywords(&scope, "\"coffee\"", 10).await.unwrap().len(), 1);
+        assert!(
+            s.search_keywords(&scope, "\"tea\"", 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.search_keywords(&scope, "\"coffee\"", 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         let exact = RecordScope {
             memory_id: "m".into(),
             namespace: Some("/a/2/".into()),
@@ -1381,7 +1422,17 @@ mod tests {
         };
         assert_eq!(s.list_records(&exact, None, 10).await.unwrap().len(), 1);
         assert_eq!(s.embeddings("m").await.unwrap().len(), 2);
-        assert_eq!(s.delete_records("m", &["r1".into(), "x".into()]).await.unwrap(), ["r1"]);
-        assert!(s.search_keywords(&scope, "\"coffee\"", 10).await.unwrap().is_empty());
+        assert_eq!(
+            s.delete_records("m", &["r1".into(), "x".into()])
+                .await
+                .unwrap(),
+            ["r1"]
+        );
+        assert!(
+            s.search_keywords(&scope, "\"coffee\"", 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

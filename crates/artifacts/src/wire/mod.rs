@@ -16,9 +16,9 @@ use time::format_description::FormatItem;
 use time::macros::format_description;
 
 pub use request::{
-    ListRequest, ListVersion, Precondition, PutRequest, check_body_integrity, content_range, latin1,
-    object_headers,
-    parse_list, parse_put, put_response_headers, read_precondition, render_list,
+    ListRequest, ListVersion, Precondition, PutRequest, check_body_integrity, content_range,
+    latin1, object_headers, parse_list, parse_put, put_response_headers, read_precondition,
+    render_list,
 };
 
 use crate::Error;

@@ -728,9 +728,15 @@ mod tests {
             ("x-amz-checksum-crc32", "NhCmhg=="),
         ]);
         check_body_integrity(&ok, b"hello").unwrap();
-        assert_eq!(check_body_integrity(&ok, b"hellO").unwrap_err().s3_code(), "BadDigest");
+        assert_eq!(
+            check_body_integrity(&ok, b"hellO").unwrap_err().s3_code(),
+            "BadDigest"
+        );
         let bad = headers(&[("x-amz-checksum-crc32", "AAAAAA==")]);
-        assert_eq!(check_body_integrity(&bad, b"hello").unwrap_err().s3_code(), "BadDigest");
+        assert_eq!(
+            check_body_integrity(&bad, b"hello").unwrap_err().s3_code(),
+            "BadDigest"
+        );
         check_body_integrity(&HeaderMap::new(), b"anything").unwrap();
     }
 

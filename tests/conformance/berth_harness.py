@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import os
 import re
 import signal
@@ -96,10 +97,18 @@ def _die_with_parent() -> None:
 class BerthServer:
     """One `berth serve` child process on an OS-assigned port with its own data dir."""
 
-    def __init__(self, data_dir: Path, log_path: Path, binary: Path | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        binary: Path | None = None,
+        args: Iterable[str] = (),
+    ):
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.binary = binary or berth_binary()
+        #: Extra `berth serve` flags (`--start-timeout 3`...), kept across restarts.
+        self.args = list(args)
         self.url: str | None = None
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
@@ -134,7 +143,9 @@ class BerthServer:
         self.url = None
         self.started_at = time.monotonic()
         self._log = open(self.log_path, "a", encoding="utf-8", errors="replace")
-        self._write_log(f"--- starting {self.binary} serve (data dir {self.data_dir})\n")
+        self._write_log(
+            f"--- starting {self.binary} serve (data dir {self.data_dir}) {' '.join(self.args)}\n"
+        )
         self.proc = subprocess.Popen(
             [
                 str(self.binary),
@@ -143,6 +154,7 @@ class BerthServer:
                 "127.0.0.1:0",
                 "--data-dir",
                 str(self.data_dir),
+                *self.args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -520,15 +532,19 @@ def list_all(method: Callable, key: str, page_size: int | None = None, **kwargs)
         assert len(pages) < 10_000, "paging does not end"
 
 
-def hello_agent_zip() -> bytes:
-    """examples/hello-agent as a deployment zip (files at the archive root)."""
-    source = REPO / "examples" / "hello-agent"
+def zip_tree(source: Path) -> bytes:
+    """A directory as a deployment zip (files at the archive root, no caches)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(source.rglob("*")):
+        for path in sorted(Path(source).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 archive.write(path, path.relative_to(source).as_posix())
     return buffer.getvalue()
+
+
+def hello_agent_zip() -> bytes:
+    """examples/hello-agent as a deployment zip (files at the archive root)."""
+    return zip_tree(REPO / "examples" / "hello-agent")
 
 
 # ----------------------------------------------------------------------------- raw signed requests
@@ -648,3 +664,273 @@ def raw_request(
         return RawResponse(resp.status, resp.headers, resp.data)
     finally:
         pool.close()
+
+
+# ----------------------------------------------------------------------------- agents and invocations
+
+#: Test agents, one directory each (agent.py + requirements.txt). Every requirements.txt is the
+#: same, so all of them share one built environment per server.
+AGENTS_DIR = Path(__file__).resolve().parent / "agents"
+
+
+def agent_zip(name: str) -> bytes:
+    """`agents/<name>` as a deployment zip."""
+    source = AGENTS_DIR / name
+    assert (source / "agent.py").is_file(), f"no test agent {name}"
+    return zip_tree(source)
+
+
+def zip_files(files: dict) -> bytes:
+    """A deployment zip from `{archive path: text or bytes}`."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def upload_artifact(s3, body: bytes, name: str = "agent") -> dict:
+    """Put `body` into the artifact bucket under a content-addressed key.
+
+    Returns `{"bucket": ..., "prefix": ...}` for `code_artifact`.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(body).hexdigest()[:16]
+    key = f"{name}/{digest}/deployment_package.zip"
+    try:
+        s3.create_bucket(Bucket=ARTIFACT_BUCKET)
+    except ClientError as err:
+        if err.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+    s3.put_object(Bucket=ARTIFACT_BUCKET, Key=key, Body=body)
+    return {"bucket": ARTIFACT_BUCKET, "prefix": key}
+
+
+def deploy_agent(
+    control,
+    s3,
+    agent,
+    *,
+    name: str | None = None,
+    want: Iterable[str] = ("READY",),
+    timeout: float = BUILD_TIMEOUT,
+    entry_point: str = "agent.py",
+    **extra,
+) -> dict:
+    """Upload an agent (`agents/<agent>` by name, or zip bytes), create a runtime with boto3 and
+    wait until its first version reaches a status in `want`.
+
+    `extra` goes to `create_agent_runtime` (`lifecycleConfiguration=...`). Returns the final
+    GetAgentRuntime response.
+    """
+    body = agent_zip(agent) if isinstance(agent, str) else agent
+    label = agent if isinstance(agent, str) else "inline"
+    location = upload_artifact(s3, body, label)
+    args = runtime_args(location, name or unique_name(label.replace("-", "_")), **extra)
+    args["agentRuntimeArtifact"]["codeConfiguration"]["entryPoint"] = [entry_point]
+    created = control.create_agent_runtime(**args)
+    assert_status(created, 202)
+    return wait_status(control, created["agentRuntimeId"], "1", want=want, timeout=timeout)
+
+
+def new_session_id(tag: str = "s") -> str:
+    """A fresh runtime session id (the data plane wants 33 to 256 characters)."""
+    return f"{tag}-{uuid.uuid4().hex}-{uuid.uuid4().hex[:8]}"
+
+
+def invoke(data, runtime_arn: str, session_id: str | None, payload, **kwargs) -> dict:
+    """InvokeAgentRuntime with a JSON payload (a dict) or raw bytes; returns boto3's response."""
+    body = payload if isinstance(payload, (bytes, bytearray)) else json.dumps(payload).encode()
+    if session_id is not None:
+        kwargs["runtimeSessionId"] = session_id
+    return data.invoke_agent_runtime(agentRuntimeArn=runtime_arn, payload=body, **kwargs)
+
+
+def invoke_json(data, runtime_arn: str, session_id: str | None, payload, **kwargs) -> dict:
+    """Invoke and decode a JSON answer (checks status 200 and the content type)."""
+    resp = invoke(data, runtime_arn, session_id, payload, **kwargs)
+    assert resp["statusCode"] == 200, resp
+    assert resp["contentType"].startswith("application/json"), resp["contentType"]
+    return json.loads(resp["response"].read())
+
+
+def read_sse(body, chunk_size: int = 16) -> list:
+    """Read an SSE body in small chunks; returns `(arrival time, event)` per `data:` event.
+
+    The time is when the chunk completing the event arrived (`time.monotonic()`); `event` is
+    the decoded JSON of the data line, or the raw text when it is not JSON. Reading stops at
+    the end of the stream; a broken stream raises.
+    """
+    events = []
+    pending = b""
+    for chunk in body.iter_chunks(chunk_size=chunk_size):
+        now = time.monotonic()
+        pending += chunk
+        while b"\n\n" in pending:
+            frame, pending = pending.split(b"\n\n", 1)
+            data = [
+                line[5:].lstrip()
+                for line in frame.split(b"\n")
+                if line.startswith(b"data:")
+            ]
+            if not data:
+                continue
+            text = b"\n".join(data).decode()
+            try:
+                events.append((now, json.loads(text)))
+            except ValueError:
+                events.append((now, text))
+    assert not pending.strip(), f"stream ended inside an event: {pending!r}"
+    return events
+
+
+# ----------------------------------------------------------------------------- native API
+
+
+def native(server: BerthServer, method: str, path: str, query: str = "", **kwargs) -> RawResponse:
+    """A signed request to Berth's native API (`/berth/v1/...`)."""
+    return raw_request(server.url, method, path, query=query, **kwargs)
+
+
+def live_sessions(server: BerthServer, runtime_id: str | None = None) -> list:
+    """`GET /berth/v1/sessions[?runtime=ID]`: the live sessions."""
+    resp = native(server, "GET", "/berth/v1/sessions", query=f"runtime={runtime_id}" if runtime_id else "")
+    assert resp.status == 200, resp
+    return resp.json()["sessions"]
+
+
+def live_session(server: BerthServer, runtime_id: str, session_id: str) -> dict | None:
+    """The live session `session_id` of `runtime_id`, or None."""
+    for entry in live_sessions(server, runtime_id):
+        if entry["sessionId"] == session_id:
+            return entry
+    return None
+
+
+def wait_session_gone(server: BerthServer, runtime_id: str, session_id: str, timeout: float) -> float:
+    """Poll the session list until `session_id` is gone; returns when (`time.monotonic()`)."""
+    poll(
+        lambda: live_session(server, runtime_id, session_id),
+        lambda entry: entry is None,
+        timeout=timeout,
+        what=f"session {session_id} to end",
+    )
+    return time.monotonic()
+
+
+# ----------------------------------------------------------------------------- sandbox leftovers
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def sandbox_id_of(pid: int) -> str:
+    """The sandbox id of a live sandbox process, from its cgroup path (`.../berth/<id>`)."""
+    text = Path(f"/proc/{pid}/cgroup").read_text()
+    for line in text.splitlines():
+        path = line.split(":", 2)[2]
+        parts = path.strip("/").split("/")
+        if "berth" in parts and parts.index("berth") + 1 < len(parts):
+            return parts[parts.index("berth") + 1]
+    raise AssertionError(f"process {pid} is in no berth cgroup:\n{text}")
+
+
+def _berth_cgroup_dirs() -> list:
+    dirs = []
+    for parent in [CGROUP_ROOT / "berth", *CGROUP_ROOT.glob("*/berth")]:
+        if parent.is_dir():
+            dirs.extend(child for child in parent.iterdir() if child.is_dir())
+    return dirs
+
+
+def leftovers(server: BerthServer, match: Callable[[str], bool], pids: Iterable[int] = ()) -> list:
+    """What is left of the sandboxes whose id satisfies `match`: processes, cgroups, mounts, dirs.
+
+    `pids` are host pids known to have belonged to them (checked for existence too).
+    """
+    found = []
+    for pid in pids:
+        if Path(f"/proc/{pid}").exists():
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                state = "?"
+            found.append(f"process {pid} still exists (state {state})")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            text = (proc / "cgroup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            parts = line.split(":", 2)[2].strip("/").split("/")
+            if "berth" in parts:
+                index = parts.index("berth")
+                if index + 1 < len(parts) and match(parts[index + 1]):
+                    found.append(f"process {proc.name} in cgroup {line}")
+                    break
+    for cgroup in _berth_cgroup_dirs():
+        if match(cgroup.name):
+            found.append(f"cgroup {cgroup}")
+    sessions_dir = server.data_dir / "sessions"
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        for field in line.split(" ")[3:5]:
+            if field.startswith(str(sessions_dir) + "/"):
+                name = field[len(str(sessions_dir)) + 1 :].split("/", 1)[0]
+                if match(name):
+                    found.append(f"mount {line}")
+    if sessions_dir.is_dir():
+        for entry in sessions_dir.iterdir():
+            if match(entry.name):
+                found.append(f"directory {entry}")
+    return found
+
+
+def wait_no_leftovers(
+    server: BerthServer,
+    match: Callable[[str], bool],
+    pids: Iterable[int] = (),
+    timeout: float = STATE_TIMEOUT,
+) -> None:
+    """Poll until nothing is left of the matching sandboxes (teardown runs after the session
+    leaves the list)."""
+    pids = list(pids)
+    poll(
+        lambda: leftovers(server, match, pids),
+        lambda found: not found,
+        timeout=timeout,
+        what="the sandbox to be torn down completely",
+    )
+
+
+def runtime_sandboxes(runtime_id: str) -> Callable[[str], bool]:
+    """Matches the sandbox ids of a runtime's sessions and warm sandboxes.
+
+    Berth names a sandbox `<runtime id (first 40 chars)>-<hash>-<random>`.
+    """
+    prefix = runtime_id[:40] + ("-" if len(runtime_id) <= 40 else "")
+    return lambda sandbox_id: sandbox_id.startswith(prefix)
+
+
+# ----------------------------------------------------------------------------- the berth CLI
+
+
+def run_cli(server: BerthServer, *args: str, env: dict | None = None, timeout: float = 120.0):
+    """Run `berth ARGS` as a client of `server`; returns the CompletedProcess (text)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BERTH_"))}
+    full_env.update(
+        BERTH_ENDPOINT_URL=server.url,
+        AWS_ACCESS_KEY_ID=ACCESS_KEY_ID,
+        AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
+        NO_COLOR="1",
+    )
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(berth_binary()), *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

@@ -5,6 +5,11 @@
 - `control`, `data`, `s3`: boto3 clients for the session server; `control_unvalidated` has
   botocore's client-side parameter validation off, to reach the server's own validation.
 - `artifact`: examples/hello-agent zipped and uploaded once per session.
+- `data_unvalidated`: the data-plane client without client-side validation.
+- `probe`: the probe agent (agents/probe) deployed once on the session server, READY.
+- `berth_lifecycle`: a second shared server for lifecycle tests: short lifecycle timeouts
+  allowed, /ping every 100 ms, a 4 s start timeout, no warm pool (so every sandbox of a
+  runtime belongs to a session the test opened).
 
 The helpers (`wait_status`, `unique_name`, ...) live in berth_harness.py and are re-exported
 here; tests import them from `berth_harness`.
@@ -22,6 +27,7 @@ from berth_harness import (  # noqa: F401  (re-exported for tests and plugins)
     ARTIFACT_BUCKET,
     REGION,
     BerthServer,
+    deploy_agent,
     hello_agent_zip,
     unique_name,
     wait_status,
@@ -45,18 +51,22 @@ def berth(tmp_path_factory) -> BerthServer:
 
 @pytest.fixture
 def berth_server(tmp_path):
-    """Factory: `berth_server(data_dir=None, name="private")` starts a private server.
+    """Factory: `berth_server(data_dir=None, name="private", args=())` starts a private server
+    (`args`: extra `berth serve` flags).
 
     Pass the same `data_dir` again to restart on existing state. Every server started
     through the factory is stopped (SIGTERM, then SIGKILL) and reaped at teardown.
     """
     started: list[BerthServer] = []
 
-    def start(data_dir: Path | None = None, name: str = "private") -> BerthServer:
+    def start(
+        data_dir: Path | None = None, name: str = "private", args: tuple = ()
+    ) -> BerthServer:
         index = len(started)
         server = BerthServer(
             Path(data_dir) if data_dir else tmp_path / f"{name}-data",
             tmp_path / f"{name}-{index}.log",
+            args=args,
         )
         started.append(server)
         _SERVERS.append(server)
@@ -88,6 +98,12 @@ def data(berth):
 
 
 @pytest.fixture(scope="session")
+def data_unvalidated(berth):
+    """Like `data`, with botocore's client-side parameter validation off."""
+    return berth.client("bedrock-agentcore", validate=False)
+
+
+@pytest.fixture(scope="session")
 def s3(berth):
     """boto3 S3 client for the session server's artifact store (path-style)."""
     return berth.s3_client()
@@ -109,6 +125,36 @@ def artifact(s3, artifact_zip) -> dict:
     head = s3.head_object(Bucket=ARTIFACT_BUCKET, Key=key)
     assert head["ContentLength"] == len(artifact_zip)
     return {"bucket": ARTIFACT_BUCKET, "prefix": key}
+
+
+@pytest.fixture(scope="session")
+def probe(control, s3) -> dict:
+    """agents/probe deployed on the session server; the READY GetAgentRuntime response."""
+    return deploy_agent(control, s3, "probe")
+
+
+#: `berth serve` flags of the lifecycle server.
+LIFECYCLE_ARGS = (
+    "--allow-short-lifecycle",
+    "--ping-interval-ms",
+    "100",
+    "--start-timeout",
+    "4",
+    "--warm-pool",
+    "0",
+)
+
+
+@pytest.fixture(scope="session")
+def berth_lifecycle(tmp_path_factory) -> BerthServer:
+    """A shared server for lifecycle and start-failure tests (see LIFECYCLE_ARGS)."""
+    root = tmp_path_factory.mktemp("berth-lifecycle")
+    server = BerthServer(root / "data", root / "berth.log", args=LIFECYCLE_ARGS)
+    _SERVERS.append(server)
+    server.start()
+    yield server
+    server.stop()
+    server.reap_group()
 
 
 _TEST_STARTED = pytest.StashKey[float]()

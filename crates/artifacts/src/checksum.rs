@@ -116,7 +116,7 @@ impl ChecksumAlgorithm {
     }
 
     /// Length of the raw digest in bytes.
-    fn digest_len(self) -> usize {
+    pub(crate) fn digest_len(self) -> usize {
         match self {
             ChecksumAlgorithm::Crc32 | ChecksumAlgorithm::Crc32c => 4,
             ChecksumAlgorithm::Crc64Nvme => 8,
@@ -160,6 +160,12 @@ impl Checksum {
             algorithm,
             value: value.to_owned(),
         })
+    }
+
+    /// True for a multipart object's composite checksum (`<base64>-<parts>`; base64 itself
+    /// never contains `-`).
+    pub fn is_composite(&self) -> bool {
+        self.value.contains('-')
     }
 
     /// The checksum of `data`.

@@ -27,6 +27,35 @@ pub enum Error {
         key: String,
     },
 
+    /// No multipart upload with this id exists for the key (never created, completed or aborted).
+    #[error("no multipart upload {upload_id}")]
+    NoSuchUpload {
+        /// The upload id named by the request.
+        upload_id: String,
+    },
+
+    /// A part named in CompleteMultipartUpload was not uploaded or differs from what was.
+    #[error("invalid part {part_number}: {reason}")]
+    InvalidPart {
+        /// The part number.
+        part_number: u32,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// CompleteMultipartUpload's parts are not in ascending order.
+    #[error("parts are not in ascending order")]
+    InvalidPartOrder,
+
+    /// A part other than the last is smaller than S3's 5 MiB minimum.
+    #[error("part {part_number} is {size} bytes, under the minimum part size")]
+    EntityTooSmall {
+        /// The part number.
+        part_number: u32,
+        /// Its size.
+        size: u64,
+    },
+
     /// A bucket must be empty before it is deleted.
     #[error("bucket {bucket} is not empty")]
     BucketNotEmpty {
@@ -212,6 +241,10 @@ impl Error {
             Error::NoSuchBucket { .. } => "NoSuchBucket",
             Error::NoSuchKey { .. } => "NoSuchKey",
             Error::BucketNotEmpty { .. } => "BucketNotEmpty",
+            Error::NoSuchUpload { .. } => "NoSuchUpload",
+            Error::InvalidPart { .. } => "InvalidPart",
+            Error::InvalidPartOrder => "InvalidPartOrder",
+            Error::EntityTooSmall { .. } => "EntityTooSmall",
             Error::InvalidBucketName { .. } => "InvalidBucketName",
             Error::KeyTooLong { .. } => "KeyTooLongError",
             Error::InvalidRange { .. } => "InvalidRange",
@@ -240,7 +273,9 @@ impl Error {
     /// The HTTP status S3 answers this failure with.
     pub fn http_status(&self) -> u16 {
         match self {
-            Error::NoSuchBucket { .. } | Error::NoSuchKey { .. } => 404,
+            Error::NoSuchBucket { .. } | Error::NoSuchKey { .. } | Error::NoSuchUpload { .. } => {
+                404
+            }
             Error::BucketNotEmpty { .. } => 409,
             Error::InvalidRange { .. } => 416,
             Error::PreconditionFailed { .. } => 412,
@@ -251,6 +286,9 @@ impl Error {
             Error::NotImplemented { .. } => 501,
             Error::InvalidBucketName { .. }
             | Error::KeyTooLong { .. }
+            | Error::InvalidPart { .. }
+            | Error::InvalidPartOrder
+            | Error::EntityTooSmall { .. }
             | Error::InvalidDigest
             | Error::Md5Mismatch
             | Error::ChecksumMismatch { .. }
@@ -275,6 +313,19 @@ impl Error {
             Error::NoSuchBucket { .. } => "The specified bucket does not exist".into(),
             Error::NoSuchKey { .. } => "The specified key does not exist.".into(),
             Error::BucketNotEmpty { .. } => "The bucket you tried to delete is not empty".into(),
+            Error::NoSuchUpload { .. } => "The specified upload does not exist. The upload ID \
+                may be invalid, or the upload may have been aborted or completed."
+                .into(),
+            Error::InvalidPart { .. } => "One or more of the specified parts could not be found. \
+                The part may not have been uploaded, or the specified entity tag may not match \
+                the part's entity tag."
+                .into(),
+            Error::InvalidPartOrder => "The list of parts was not in ascending order. The parts \
+                list must be specified in order by part number."
+                .into(),
+            Error::EntityTooSmall { .. } => {
+                "Your proposed upload is smaller than the minimum allowed object size.".into()
+            }
             Error::InvalidBucketName { reason, .. } => {
                 format!("The specified bucket is not valid: {reason}")
             }

@@ -21,8 +21,10 @@
 //! Semantics follow S3 (us-east-1): creating a bucket you already own succeeds; deleting a
 //! missing object succeeds; `ETag` is the quoted hex MD5 of the content; objects uploaded
 //! without a checksum get a CRC64NVME one, as S3 does; listings are in UTF-8 binary key order.
-//! Not implemented (clear `NotImplemented` errors from the server): versioning, multipart
-//! uploads, copy, tagging, ACLs, object lock, SSE-C/KMS.
+//! Multipart uploads are supported by the local backend (boto3's `upload_file` switches to them
+//! at 8 MiB), with S3's part rules, entity tags and composite or full-object checksums. Not
+//! implemented (clear `NotImplemented` errors from the server): versioning, copy, tagging, ACLs,
+//! object lock, SSE-C/KMS.
 
 mod checksum;
 mod error;
@@ -42,8 +44,10 @@ use bytes::Bytes;
 pub use checksum::{Checksum, ChecksumAlgorithm, Hasher};
 pub use error::Error;
 pub use model::{
-    BodyStream, BucketInfo, ByteRange, DEFAULT_CONTENT_TYPE, ListQuery, Listing, MAX_LIST_KEYS,
-    MAX_USER_METADATA, ObjectBody, ObjectHeaders, ObjectMeta, PutMeta, WriteCondition,
+    BodyStream, BucketInfo, ByteRange, ChecksumType, CompleteMeta, CompletePart,
+    DEFAULT_CONTENT_TYPE, ListQuery, Listing, MAX_LIST_KEYS, MAX_PART_NUMBER, MAX_USER_METADATA,
+    MIN_PART_SIZE, MultipartUpload, ObjectBody, ObjectHeaders, ObjectMeta, PartInfo, PartListing,
+    PartMeta, PutMeta, UploadMeta, WriteCondition,
 };
 pub use names::{MAX_KEY_LEN, validate_bucket_name, validate_key};
 
@@ -286,6 +290,112 @@ impl ArtifactStore {
                 l.list_objects(bucket, query)
             }
             Backend::External(e) => e.list_objects(bucket, query).await,
+        }
+    }
+}
+
+impl ArtifactStore {
+    /// Starts a multipart upload of `key`.
+    pub async fn create_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: UploadMeta,
+    ) -> Result<MultipartUpload, Error> {
+        let l = self.local()?;
+        validate_bucket_name(bucket)?;
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        blocking(move || l.create_multipart_upload(&bucket, &key, meta)).await
+    }
+
+    /// Stores part `part_number` (1 to [`MAX_PART_NUMBER`]) of an upload, replacing an earlier
+    /// upload of that part.
+    pub async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+        meta: PartMeta,
+    ) -> Result<PartInfo, Error> {
+        let l = self.local()?;
+        validate_bucket_name(bucket)?;
+        let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+        blocking(move || l.upload_part(&bucket, &key, &id, part_number, &body, meta)).await
+    }
+
+    /// Assembles the listed parts (ascending, each but the last at least [`MIN_PART_SIZE`])
+    /// into the object, durably, and ends the upload.
+    pub async fn complete_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletePart>,
+        meta: CompleteMeta,
+    ) -> Result<ObjectMeta, Error> {
+        let l = self.local()?;
+        validate_bucket_name(bucket)?;
+        let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+        blocking(move || l.complete_multipart_upload(&bucket, &key, &id, &parts, meta)).await
+    }
+
+    /// Abandons an upload and deletes its parts.
+    pub async fn abort_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), Error> {
+        let l = self.local()?;
+        validate_bucket_name(bucket)?;
+        let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+        blocking(move || l.abort_multipart_upload(&bucket, &key, &id)).await
+    }
+
+    /// An upload's parts numbered above `marker`, at most `max`.
+    pub async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        marker: u32,
+        max: usize,
+    ) -> Result<PartListing, Error> {
+        let l = self.local_or_unsupported()?;
+        validate_bucket_name(bucket)?;
+        let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+        blocking(move || l.list_parts(&bucket, &key, &id, marker, max)).await
+    }
+
+    /// A bucket's uploads in progress whose key starts with `prefix`, by key then initiation.
+    pub async fn list_multipart_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<MultipartUpload>, Error> {
+        let l = self.local_or_unsupported()?;
+        validate_bucket_name(bucket)?;
+        let (bucket, prefix) = (bucket.to_owned(), prefix.to_owned());
+        blocking(move || l.list_multipart_uploads(&bucket, &prefix)).await
+    }
+
+    /// The local backend, for writes ([`Error::ReadOnly`] on an external store).
+    fn local(&self) -> Result<Arc<LocalStore>, Error> {
+        match &self.backend {
+            Backend::Local(l) => Ok(l.clone()),
+            Backend::External(_) => Err(Error::ReadOnly),
+        }
+    }
+
+    /// The local backend, for reads the external backend does not offer.
+    fn local_or_unsupported(&self) -> Result<Arc<LocalStore>, Error> {
+        match &self.backend {
+            Backend::Local(l) => Ok(l.clone()),
+            Backend::External(_) => Err(Error::NotImplemented {
+                what: "multipart uploads on an external artifact store".into(),
+            }),
         }
     }
 }

@@ -232,6 +232,132 @@ impl fmt::Debug for ObjectBody {
     }
 }
 
+/// How an object's checksum covers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ChecksumType {
+    /// A checksum of the whole content.
+    FullObject,
+    /// A multipart object's checksum of its parts' checksums, written `<base64>-<part count>`.
+    Composite,
+}
+
+impl ChecksumType {
+    /// The name S3 uses (`FULL_OBJECT`, `COMPOSITE`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChecksumType::FullObject => "FULL_OBJECT",
+            ChecksumType::Composite => "COMPOSITE",
+        }
+    }
+
+    /// Parses S3's name, case-insensitively.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "FULL_OBJECT" => Ok(ChecksumType::FullObject),
+            "COMPOSITE" => Ok(ChecksumType::Composite),
+            _ => Err(Error::InvalidChecksum {
+                reason: format!("Value for x-amz-checksum-type header is invalid: {s}"),
+            }),
+        }
+    }
+}
+
+/// Smallest size of a multipart upload's parts other than the last, as S3 enforces.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+/// Highest part number of a multipart upload.
+pub const MAX_PART_NUMBER: u32 = 10_000;
+
+/// What a multipart upload will store with its object (CreateMultipartUpload's headers).
+#[derive(Clone, Debug, Default)]
+pub struct UploadMeta {
+    /// `Content-Type`; [`DEFAULT_CONTENT_TYPE`] when absent.
+    pub content_type: Option<String>,
+    /// Standard headers to store.
+    pub headers: ObjectHeaders,
+    /// User metadata, names without the `x-amz-meta-` prefix, lower-cased.
+    pub user_metadata: BTreeMap<String, String>,
+    /// `x-amz-checksum-algorithm`: each part carries a checksum of this algorithm.
+    pub checksum_algorithm: Option<ChecksumAlgorithm>,
+    /// `x-amz-checksum-type`; defaults as in S3 (full-object for CRC64NVME, composite otherwise).
+    pub checksum_type: Option<ChecksumType>,
+}
+
+/// A multipart upload in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MultipartUpload {
+    /// The upload id.
+    pub upload_id: String,
+    /// The key the object will have.
+    pub key: String,
+    /// When the upload was created.
+    pub initiated: OffsetDateTime,
+    /// The parts' checksum algorithm, if the upload has one.
+    pub checksum_algorithm: Option<ChecksumAlgorithm>,
+    /// How the completed object's checksum will cover it (with `checksum_algorithm`).
+    pub checksum_type: Option<ChecksumType>,
+}
+
+/// An uploaded part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartInfo {
+    /// 1 to [`MAX_PART_NUMBER`].
+    pub part_number: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Quoted hex MD5 of the part.
+    pub etag: String,
+    /// When the part was uploaded.
+    pub last_modified: OffsetDateTime,
+    /// The part's checksum with the upload's algorithm.
+    pub checksum: Option<Checksum>,
+}
+
+/// Integrity checks for an uploaded part.
+#[derive(Clone, Debug, Default)]
+pub struct PartMeta {
+    /// `Content-MD5` as sent (base64).
+    pub content_md5: Option<String>,
+    /// A checksum the client sent (header or trailer).
+    pub checksum: Option<Checksum>,
+}
+
+/// A part named in CompleteMultipartUpload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompletePart {
+    /// The part number.
+    pub part_number: u32,
+    /// The entity tag the client got when uploading it.
+    pub etag: String,
+    /// The part's checksum as the client got it, if sent.
+    pub checksum: Option<Checksum>,
+}
+
+/// CompleteMultipartUpload's header parameters.
+#[derive(Clone, Debug, Default)]
+pub struct CompleteMeta {
+    /// The whole object's checksum (`x-amz-checksum-*`), checked when sent.
+    pub checksum: Option<Checksum>,
+    /// `x-amz-mp-object-size`: the object's expected size, checked when sent.
+    pub object_size: Option<u64>,
+    /// The write's precondition.
+    pub condition: WriteCondition,
+}
+
+/// One page of an upload's parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartListing {
+    /// The upload.
+    pub upload: MultipartUpload,
+    /// Parts in order.
+    pub parts: Vec<PartInfo>,
+    /// True when more parts follow.
+    pub is_truncated: bool,
+    /// When truncated, the last part number returned.
+    pub next_marker: Option<u32>,
+}
+
 /// Most keys one listing page returns, as S3 caps `max-keys`.
 pub const MAX_LIST_KEYS: usize = 1000;
 

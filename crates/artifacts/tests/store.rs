@@ -149,7 +149,10 @@ async fn a_directory_is_opened_by_one_store_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let first = ArtifactStore::open_local(dir.path()).await.unwrap();
     let err = ArtifactStore::open_local(dir.path()).await.unwrap_err();
-    assert!(err.to_string().contains("in use by another process"), "{err}");
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
     drop(first);
     ArtifactStore::open_local(dir.path()).await.unwrap();
 }

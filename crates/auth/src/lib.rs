@@ -21,6 +21,7 @@
 mod canonical;
 mod credentials;
 mod error;
+mod keyring;
 mod parse;
 mod sign;
 mod time;
@@ -28,6 +29,7 @@ mod verify;
 
 pub use credentials::{ACCESS_KEY_ID_PREFIX, Credentials, KeyLookup, Principal, Scope, StaticKeys};
 pub use error::Error;
+pub use keyring::{KeyRing, RUNTIME_KEY_PREFIX};
 pub use parse::{AuthHeader, parse_authorization};
 pub use sign::sign;
 pub use verify::{MAX_CLOCK_SKEW, Payload, Verified, verify};

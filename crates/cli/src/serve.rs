@@ -2,7 +2,7 @@
 //! and start-up of the store, the control plane and the HTTP listener.
 
 use anyhow::{Context, bail};
-use berth_auth::{Credentials, Principal, StaticKeys};
+use berth_auth::{Credentials, KeyRing};
 use berth_types::Partition;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -271,8 +271,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("data_dir: cannot create {}", cfg.data_dir.display()))?;
     let _lock = lock_data_dir(&cfg.data_dir)?;
     let creds = root_credentials(&cfg.data_dir)?;
-    let mut keys = StaticKeys::new();
-    keys.insert(Principal::root(&creds));
+    let keys = Arc::new(KeyRing::new(&creds));
 
     let store = berth_store::open(&cfg.store).await.with_context(|| format!("store: opening {}", cfg.store))?;
     let shutdown = CancellationToken::new();
@@ -303,6 +302,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ping_interval: cfg.ping_interval,
             warm_pool: cfg.warm_pool,
             allowed_local: vec![],
+            // Agents reach the data plane at a loopback address of their own; a wildcard listen
+            // address is reached through loopback.
+            api_addr: Some(if addr.ip().is_unspecified() {
+                std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+            } else {
+                addr
+            }),
+            credentials: Some({
+                let keys = keys.clone();
+                Arc::new(move |runtime_id: &str| {
+                    let c = keys.issue_runtime(runtime_id);
+                    (c.access_key_id, c.secret_access_key)
+                })
+            }),
             env: vec![
                 ("AWS_REGION".into(), cfg.partition.region.clone()),
                 ("AWS_DEFAULT_REGION".into(), cfg.partition.region.clone()),
@@ -341,7 +354,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let state = berth_server::AppState {
         control: control.clone(),
-        keys: Arc::new(keys),
+        keys: keys.clone(),
         sessions: sessions.clone(),
         artifacts,
         memory: memory.clone(),

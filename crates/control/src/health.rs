@@ -5,9 +5,12 @@
 //! Recording is a short critical section on one mutex: nested map lookups (no allocation once a
 //! series exists) and a few additions. Nothing on the invocation path touches the store.
 
+use crate::{Control, internal};
+use berth_api::ApiError;
 use berth_store::HealthRow;
-use berth_types::{EpochMillis, now_millis};
+use berth_types::{EpochMillis, iso8601, now_millis};
 use serde::Serialize;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -324,6 +327,52 @@ impl Summary {
     }
 }
 
+impl Control {
+    /// Health of every version of an endpoint over `[from, to)`: one summary per version and,
+    /// with `series`, the stored buckets. Data reaches the store within one controller tick.
+    pub async fn endpoint_health(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        from: EpochMillis,
+        to: EpochMillis,
+        series: bool,
+    ) -> Result<Value, ApiError> {
+        let st = self.endpoint_state(runtime_id, endpoint).await?;
+        let from = self.inner.health.bucket_of(from);
+        let rows = self
+            .inner
+            .store
+            .health(&st.runtime.id, &st.endpoint.name, from, to)
+            .await
+            .map_err(internal)?;
+        let mut versions: Vec<u32> = rows.iter().map(|r| r.version).collect();
+        versions.dedup();
+        let items: Vec<Value> = versions
+            .iter()
+            .map(|v| {
+                let mine: Vec<&HealthRow> = rows.iter().filter(|r| r.version == *v).collect();
+                let mut item = json!({ "version": v, "summary": Summary::of(mine.iter().copied()) });
+                if series {
+                    item["buckets"] = mine
+                        .iter()
+                        .map(|r| json!({ "start": iso8601(r.bucket_start), "summary": Summary::of([*r]) }))
+                        .collect();
+                }
+                item
+            })
+            .collect();
+        Ok(json!({
+            "runtimeId": st.runtime.id,
+            "endpoint": st.endpoint.name,
+            "from": iso8601(from),
+            "to": iso8601(to),
+            "bucketMs": self.inner.health.bucket_ms(),
+            "versions": items,
+        }))
+    }
+}
+
 /// The `q` quantile (0..=1) of a latency histogram in ms, interpolated linearly inside its
 /// bucket; `None` for an empty histogram.
 pub fn percentile(counts: &[u64], q: f64) -> Option<f64> {
@@ -353,6 +402,7 @@ pub fn percentile(counts: &[u64], q: f64) -> Option<f64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

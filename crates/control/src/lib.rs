@@ -1091,6 +1091,7 @@ impl Control {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;
 
 /// Where an invocation of a new session goes.

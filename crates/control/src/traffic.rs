@@ -125,7 +125,7 @@ pub struct RouteRequest<'a> {
     /// The access key id that signed the request.
     pub actor: Option<&'a str>,
     /// Request header lookup by lower-case name.
-    pub header: &'a dyn Fn(&str) -> Option<&'a str>,
+    pub header: &'a (dyn Fn(&str) -> Option<&'a str> + Sync),
 }
 
 fn no_header<'x>(_: &str) -> Option<&'x str> {
@@ -755,6 +755,7 @@ pub fn parse_weights(v: Option<&Value>) -> Result<Vec<Split>, ApiError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

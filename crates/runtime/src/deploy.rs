@@ -126,4 +126,26 @@ impl Deployer for Deploy {
     async fn retire(&self, runtime_id: &str, version: Option<u32>) {
         self.sessions.retire(runtime_id, version).await;
     }
+
+    async fn drain(&self, runtime_id: &str, endpoint: &str, version: u32) -> Result<usize, String> {
+        let victims: Vec<String> = self
+            .sessions
+            .list(Some(runtime_id))
+            .into_iter()
+            .filter(|s| s.version == version && s.endpoint == endpoint)
+            .map(|s| s.session_id)
+            .collect();
+        let mut stopped = 0;
+        for session_id in victims {
+            // A session may end on its own between listing and stopping; that is not a failure.
+            if self.sessions.stop(runtime_id, &session_id).await.is_ok() {
+                stopped += 1;
+            }
+        }
+        Ok(stopped)
+    }
+
+    async fn warm(&self, runtime: &Runtime, version: &RuntimeVersion) {
+        self.sessions.refill(Target { runtime: runtime.clone(), version: version.clone(), endpoint: String::new() });
+    }
 }

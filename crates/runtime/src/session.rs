@@ -49,7 +49,7 @@ pub trait Prepare: Send + Sync + 'static {
 }
 
 /// Options of the session layer.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionOptions {
     /// Parent of the sandboxes' work roots.
     pub sessions_dir: PathBuf,
@@ -69,9 +69,20 @@ pub struct SessionOptions {
     pub warm_pool: usize,
     /// Host addresses agents may reach through the egress proxy although local (Berth's API).
     pub allowed_local: Vec<SocketAddr>,
-    /// Environment given to every agent (endpoint URLs, region).
+    /// Environment given to every agent (region and such).
     pub env: Vec<(String, String)>,
+    /// Berth's own listener, made reachable inside each namespaced sandbox at
+    /// `127.0.0.1:`[`AGENT_API_PORT`] so agents can call the data plane (memory, invoke).
+    pub api_addr: Option<SocketAddr>,
+    /// Issues the credentials a runtime's agents sign with (scoped to that runtime).
+    pub credentials: Option<Arc<CredentialIssuer>>,
 }
+
+/// Returns `(access key id, secret)` for a runtime's sandboxes.
+pub type CredentialIssuer = dyn Fn(&str) -> (String, String) + Send + Sync;
+
+/// Port inside a sandbox where Berth's API answers.
+pub const AGENT_API_PORT: u16 = 8750;
 
 /// Why an invocation could not reach the agent. Maps to `RuntimeClientError` (424) unless noted.
 #[derive(Debug, thiserror::Error)]
@@ -318,6 +329,22 @@ impl Sessions {
         let o = &self.inner.opts;
         let mut sb = SandboxSpec::new(id, o.sessions_dir.join(id), prepared.code_dir.clone(), prepared.argv.clone());
         sb.env = o.env.clone();
+        let api_url = match (o.isolation, o.api_addr) {
+            (Isolation::Namespaces, Some(_)) => Some(format!("http://127.0.0.1:{AGENT_API_PORT}")),
+            (Isolation::Process, Some(a)) => Some(format!("http://{a}")),
+            (_, None) => None,
+        };
+        if let Some(url) = &api_url {
+            // The data plane only: the control plane is not for agents (and their credentials
+            // are refused there).
+            sb.env.push(("AWS_ENDPOINT_URL_BEDROCK_AGENTCORE".into(), url.clone()));
+            sb.env.push(("BERTH_ENDPOINT_URL".into(), url.clone()));
+        }
+        if let Some(issue) = &o.credentials {
+            let (id, secret) = issue(&target.runtime.id);
+            sb.env.push(("AWS_ACCESS_KEY_ID".into(), id));
+            sb.env.push(("AWS_SECRET_ACCESS_KEY".into(), secret));
+        }
         sb.env.extend(prepared.env.iter().cloned());
         if let Some(vars) = &spec.environment_variables {
             sb.env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -328,7 +355,17 @@ impl Sessions {
         sb.allowed_local = o.allowed_local.clone();
         sb.hidden = o.hidden.clone();
         sb.visible = prepared.visible.clone();
+        let namespaced = sb.isolation == Isolation::Namespaces;
         let sandbox = Sandbox::start(sb).await.map_err(|e| Error::Start(e.to_string()))?;
+        // Exposed right after start: the agent's interpreter needs far longer to get to its
+        // first API call than this takes.
+        if namespaced
+            && let Some(addr) = o.api_addr
+            && let Err(e) = sandbox.expose_host_port(AGENT_API_PORT, addr).await
+        {
+            let _ = sandbox.destroy().await;
+            return Err(Error::Start(format!("cannot expose berth's api inside the sandbox: {e}")));
+        }
         let agent = Agent { client: agent_client(&sandbox), sandbox };
         match self.wait_healthy(&agent).await {
             Ok(()) => Ok(agent),

@@ -12,7 +12,8 @@ use sandbox_support::{Fixture, hello, ready, run};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_listen_on_8080_side_by_side() {
     let fx = Fixture::new();
-    let (a, b) = tokio::try_join!(Sandbox::start(fx.agent("a")), Sandbox::start(fx.agent("b"))).unwrap();
+    let (a, b) =
+        tokio::try_join!(Sandbox::start(fx.agent("a")), Sandbox::start(fx.agent("b"))).unwrap();
     tokio::join!(ready(&a), ready(&b));
     assert_eq!(a.agent_addr().port(), 8080);
     assert_eq!(b.agent_addr().port(), 8080);
@@ -46,16 +47,24 @@ async fn two_agents_listen_on_8080_side_by_side() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_and_files_are_private() {
     let fx = Fixture::new();
-    let (a, b) = tokio::try_join!(Sandbox::start(fx.agent("a")), Sandbox::start(fx.agent("b"))).unwrap();
+    let (a, b) =
+        tokio::try_join!(Sandbox::start(fx.agent("a")), Sandbox::start(fx.agent("b"))).unwrap();
     tokio::join!(ready(&a), ready(&b));
 
     // /proc lists only the agent's own processes: no init (hidepid), nothing of b or the host.
-    let pids = run(&a, "import os\nprint(sorted(p for p in os.listdir('/proc') if p.isdigit()))").await;
+    let pids = run(
+        &a,
+        "import os\nprint(sorted(p for p in os.listdir('/proc') if p.isdigit()))",
+    )
+    .await;
     assert_eq!(pids.trim(), "['2']");
 
     let write = "import os\nopen('/tmp/secret-a', 'w').write('a')\nopen('/mnt/session/secret-a', 'w').write('a')\nprint(os.environ['HOME'], os.getcwd())";
     let out = run(&a, write).await;
-    assert_eq!(out.trim(), format!("/mnt/session {}", fx.code.canonicalize().unwrap().display()));
+    assert_eq!(
+        out.trim(),
+        format!("/mnt/session {}", fx.code.canonicalize().unwrap().display())
+    );
     // On the host the files live in a's work_root, owned by the agent user.
     let stored = a.work_root().join("storage/secret-a");
     assert_eq!(std::fs::read_to_string(&stored).unwrap(), "a");
@@ -87,7 +96,10 @@ async fn processes_and_files_are_private() {
 async fn host_root_is_read_only() {
     let fx = Fixture::new();
     // A world-writable host file outside the hidden data dir: only the read-only mount stops writes.
-    let open_dir = tempfile::Builder::new().prefix("berth-ww-").tempdir_in("/var/tmp").unwrap();
+    let open_dir = tempfile::Builder::new()
+        .prefix("berth-ww-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let open_file = open_dir.path().join("world-writable");
     std::fs::write(&open_file, "x").unwrap();
@@ -147,10 +159,16 @@ async fn agent_runs_unprivileged_in_its_own_namespaces() {
     assert_eq!(lines[0], id);
     assert_eq!(lines[1], "65534 65534 []");
     assert_eq!(lines[2], "['lo']");
-    assert_eq!(lines[3], "True", "cgroup namespace rooted at the sandbox's cgroup");
+    assert_eq!(
+        lines[3], "True",
+        "cgroup namespace rooted at the sandbox's cgroup"
+    );
     assert_eq!(lines[4], "1", "no_new_privs");
     assert_eq!(lines[5], "(0, 0)", "core dumps off");
-    assert_eq!(lines[6], "['fd', 'full', 'null', 'random', 'shm', 'stderr', 'stdin', 'stdout', 'tty', 'urandom', 'zero']");
+    assert_eq!(
+        lines[6],
+        "['fd', 'full', 'null', 'random', 'shm', 'stderr', 'stdin', 'stdout', 'tty', 'urandom', 'zero']"
+    );
     assert_eq!(lines[7], "[]", "/run is masked");
     assert_eq!(lines[8], "16");
     sb.destroy().await.unwrap();

@@ -22,7 +22,9 @@ async fn host_server(body: &'static str) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut conn, _)) = listener.accept().await else { return };
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -32,7 +34,10 @@ async fn host_server(body: &'static str) -> SocketAddr {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
                 let _ = conn.write_all(resp.as_bytes()).await;
             });
         }
@@ -95,7 +100,13 @@ async fn public_sandbox_reaches_allow_listed_host_service_through_the_proxy() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines,
-        ["http://127.0.0.1:3128 localhost,127.0.0.1", "hello from host", "403", "hello from host", "403"],
+        [
+            "http://127.0.0.1:3128 localhost,127.0.0.1",
+            "hello from host",
+            "403",
+            "hello from host",
+            "403"
+        ],
         "{out}"
     );
     sb.destroy().await.unwrap();
@@ -118,7 +129,11 @@ async fn isolated_sandbox_has_only_loopback() {
         port = host.port()
     );
     let out = run(&sb, &snippet).await;
-    assert_eq!(out.lines().collect::<Vec<_>>(), ["False", "ECONNREFUSED", "ECONNREFUSED", "ENETUNREACH"], "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["False", "ECONNREFUSED", "ECONNREFUSED", "ENETUNREACH"],
+        "{out}"
+    );
     sb.destroy().await.unwrap();
 }
 
@@ -139,7 +154,10 @@ async fn exposed_host_port_reaches_the_host_service() {
         "import urllib.request\n\
          for port in [{chosen}, 9100]:\n    print(urllib.request.urlopen(f'http://127.0.0.1:{{port}}/').read().decode())"
     );
-    assert_eq!(run(&sb, &snippet).await.lines().collect::<Vec<_>>(), ["berth data plane", "berth data plane"]);
+    assert_eq!(
+        run(&sb, &snippet).await.lines().collect::<Vec<_>>(),
+        ["berth data plane", "berth data plane"]
+    );
     sb.destroy().await.unwrap();
 }
 
@@ -150,7 +168,8 @@ async fn connector_serves_a_pooled_client_and_connections_stay_alive() {
     ready(&sb).await;
 
     // hyper-util's pooled client with the sandbox connector.
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(sb.connector());
+    let client: Client<_, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(sb.connector());
     for _ in 0..5 {
         let resp = client.get("http://agent/".parse().unwrap()).await.unwrap();
         assert_eq!(resp.status(), 200);
@@ -162,13 +181,26 @@ async fn connector_serves_a_pooled_client_and_connections_stay_alive() {
     // One connection from connect() carries several requests (the pool's reuse depends on timing,
     // so keep-alive is checked on an explicit connection).
     let io = TokioIo::new(sb.connect().await.unwrap());
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
+        .await
+        .unwrap();
     let driver = tokio::spawn(conn);
     let mut peers = Vec::new();
     for _ in 0..3 {
         sender.ready().await.unwrap();
-        let req = http::Request::get("/").header("host", "agent").body(Empty::new()).unwrap();
-        let body = sender.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+        let req = http::Request::get("/")
+            .header("host", "agent")
+            .body(Empty::new())
+            .unwrap();
+        let body = sender
+            .send_request(req)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         peers.push(v["peer"].as_u64().unwrap());
     }
@@ -177,7 +209,10 @@ async fn connector_serves_a_pooled_client_and_connections_stay_alive() {
     let _ = driver.await;
 
     sb.destroy().await.unwrap();
-    let err = client.get("http://agent/".parse().unwrap()).await.unwrap_err();
+    let err = client
+        .get("http://agent/".parse().unwrap())
+        .await
+        .unwrap_err();
     let source = std::error::Error::source(&err).and_then(|e| e.downcast_ref::<Error>());
     assert!(matches!(source, Some(Error::Destroyed)), "{err:?}");
 }

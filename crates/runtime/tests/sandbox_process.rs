@@ -10,8 +10,10 @@ use sandbox_support::{Fixture, hello, ready, run};
 /// Whether `pid` is a live process. Without a PID namespace, a killed grandchild is re-parented to
 /// the host's init, which reaps it in its own time: a zombie counts as dead.
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("State:") && !l.contains("Z (zombie)")))
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("State:") && !l.contains("Z (zombie)"))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,10 +40,17 @@ async fn process_mode_agent_listens_on_port_and_is_torn_down_entirely() {
     let work_root = a.work_root().to_path_buf();
     assert_eq!(
         env.trim(),
-        format!("{port} {port} {} {}", work_root.join("storage").display(), fx.code.canonicalize().unwrap().display())
+        format!(
+            "{port} {port} {} {}",
+            work_root.join("storage").display(),
+            fx.code.canonicalize().unwrap().display()
+        )
     );
     // No namespace, so nothing to expose.
-    assert!(matches!(a.expose_host_port(0, "127.0.0.1:1".parse().unwrap()).await, Err(Error::Unsupported(_))));
+    assert!(matches!(
+        a.expose_host_port(0, "127.0.0.1:1".parse().unwrap()).await,
+        Err(Error::Unsupported(_))
+    ));
 
     // A grandchild that leaves the agent's process group is still found through the cgroup.
     let out = run(&a, "import subprocess\nprint(subprocess.Popen(['/bin/sleep', '1000'], start_new_session=True).pid)").await;

@@ -11,8 +11,16 @@ use berth_runtime::sandbox::{Error, Sandbox};
 use sandbox_support::{Fixture, eventually, ready, run};
 
 fn cgroup_pids(sb: &Sandbox) -> Vec<u32> {
-    let dir = sb.cgroup_dirs().into_iter().find(|d| d.to_string_lossy().contains("/pids")).unwrap();
-    std::fs::read_to_string(dir.join("cgroup.procs")).unwrap().lines().map(|l| l.parse().unwrap()).collect()
+    let dir = sb
+        .cgroup_dirs()
+        .into_iter()
+        .find(|d| d.to_string_lossy().contains("/pids"))
+        .unwrap();
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
 }
 
 fn host_mounts() -> String {
@@ -26,7 +34,11 @@ async fn destroy_leaves_no_process_mount_cgroup_or_directory() {
     let sb = Sandbox::start(fx.agent("gone")).await.unwrap();
     ready(&sb).await;
     // A grandchild in its own session: killing the agent's process group alone would miss it.
-    run(&sb, "import subprocess\nsubprocess.Popen(['/bin/sleep', '1000'], start_new_session=True)").await;
+    run(
+        &sb,
+        "import subprocess\nsubprocess.Popen(['/bin/sleep', '1000'], start_new_session=True)",
+    )
+    .await;
     let pids = cgroup_pids(&sb);
     assert!(pids.len() >= 3, "init, agent and sleep expected: {pids:?}");
     assert!(pids.contains(&sb.pid()));
@@ -38,7 +50,10 @@ async fn destroy_leaves_no_process_mount_cgroup_or_directory() {
 
     sb.destroy().await.unwrap();
     for pid in &pids {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process {pid} survived");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} survived"
+        );
     }
     for dir in &dirs {
         assert!(!dir.exists(), "cgroup {} left behind", dir.display());
@@ -57,7 +72,9 @@ async fn destroy_leaves_no_process_mount_cgroup_or_directory() {
 async fn crash_is_reported_to_every_waiter_and_output_is_logged() {
     let fx = Fixture::new();
     let code = "import sys\nprint('hello out', flush=True)\nprint('hello err', file=sys.stderr, flush=True)\nsys.exit(3)";
-    let sb = Sandbox::start(fx.command("crash", &["-c", code])).await.unwrap();
+    let sb = Sandbox::start(fx.command("crash", &["-c", code]))
+        .await
+        .unwrap();
     let (first, second) = tokio::join!(sb.exited(), sb.exited());
     assert_eq!(first.code, Some(3), "{first}");
     assert_eq!(first, second);
@@ -68,7 +85,8 @@ async fn crash_is_reported_to_every_waiter_and_output_is_logged() {
     // The pump finishes draining the pipes on its own once every writer is gone.
     let log = sb.log_path().to_path_buf();
     let logged = eventually(Duration::from_secs(10), || {
-        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("out hello out\n") && t.contains("err hello err\n"))
+        std::fs::read_to_string(&log)
+            .is_ok_and(|t| t.contains("out hello out\n") && t.contains("err hello err\n"))
     })
     .await;
     assert!(logged, "log: {:?}", std::fs::read_to_string(&log));
@@ -106,10 +124,15 @@ async fn dropped_sandbox_is_cleaned_up() {
     let clean = eventually(Duration::from_secs(15), || {
         !work_root.exists()
             && dirs.iter().all(|d| !d.exists())
-            && pids.iter().all(|p| !Path::new(&format!("/proc/{p}")).exists())
+            && pids
+                .iter()
+                .all(|p| !Path::new(&format!("/proc/{p}")).exists())
     })
     .await;
-    assert!(clean, "dropped sandbox left {work_root:?} or {dirs:?} or one of {pids:?}");
+    assert!(
+        clean,
+        "dropped sandbox left {work_root:?} or {dirs:?} or one of {pids:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,12 +144,23 @@ async fn log_is_rotated_at_its_cap() {
     let sb = Sandbox::start(spec).await.unwrap();
     assert!(sb.exited().await.success());
     let log = sb.log_path().to_path_buf();
-    let done = eventually(Duration::from_secs(10), || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("out line-299 "))).await;
+    let done = eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("out line-299 "))
+    })
+    .await;
     assert!(done);
     let current = std::fs::metadata(&log).unwrap().len();
-    let previous = std::fs::metadata(log.with_extension("log.1")).unwrap().len();
-    assert!(current <= 64 * 1024 && previous <= 64 * 1024, "{current} {previous}");
-    assert!(previous > 60 * 1024, "the rotated file was filled first: {previous}");
+    let previous = std::fs::metadata(log.with_extension("log.1"))
+        .unwrap()
+        .len();
+    assert!(
+        current <= 64 * 1024 && previous <= 64 * 1024,
+        "{current} {previous}"
+    );
+    assert!(
+        previous > 60 * 1024,
+        "the rotated file was filled first: {previous}"
+    );
     sb.destroy().await.unwrap();
 }
 
@@ -175,4 +209,82 @@ async fn id_collision_is_refused_without_touching_the_live_sandbox() {
     assert!(sb.work_root().join("storage/keep").exists());
     assert_eq!(sandbox_support::hello(&sb).await["name"], "twin");
     sb.destroy().await.unwrap();
+}
+
+/// Whether `pid` is a live process (a zombie waiting for the host's init to reap it is dead).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("State:") && !l.contains("Z (zombie)"))
+    })
+}
+
+/// If Berth dies hard, its sandboxes die with it (init's parent-death signal). This test re-runs its
+/// own binary as the "Berth" process, kills that with SIGKILL and watches the sandbox vanish.
+#[test]
+fn sandboxes_die_with_a_killed_berth() {
+    const ROLE: &str = "BERTH_SANDBOX_TEST_ROLE";
+    if std::env::var(ROLE).as_deref() == Ok("berth") {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let fx = Fixture::new();
+            let sb = Sandbox::start(fx.agent("orphan")).await.unwrap();
+            ready(&sb).await;
+            let report = serde_json::json!({
+                "pids": cgroup_pids(&sb),
+                "cgroups": sb.cgroup_dirs(),
+                "base": fx.base.path(),
+            });
+            println!("ORPHAN {report}");
+            // Wait to be killed; the fixture and the sandbox are never dropped.
+            std::future::pending::<()>().await;
+        });
+        return;
+    }
+
+    let mut berth = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sandboxes_die_with_a_killed_berth",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE, "berth")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(berth.stdout.take().unwrap());
+    let line = std::io::BufRead::lines(stdout)
+        .map(|l| l.unwrap())
+        .find_map(|l| l.strip_prefix("ORPHAN ").map(str::to_string))
+        .expect("the berth process never reported its sandbox");
+    let report: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let pids: Vec<u32> = report["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap() as u32)
+        .collect();
+    assert!(pids.len() >= 2 && pids.iter().all(|p| alive(*p)));
+
+    berth.kill().unwrap();
+    berth.wait().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let gone = rt.block_on(eventually(Duration::from_secs(15), || {
+        pids.iter().all(|p| !alive(*p))
+    }));
+    assert!(gone, "sandbox processes outlived berth: {pids:?}");
+
+    // What a hard crash does leave: empty cgroup directories and the work root. Clean them up here.
+    for dir in report["cgroups"].as_array().unwrap() {
+        let dir = Path::new(dir.as_str().unwrap());
+        let removed = rt.block_on(eventually(Duration::from_secs(5), || {
+            std::fs::remove_dir(dir).is_ok() || !dir.exists()
+        }));
+        assert!(removed, "cannot remove {}", dir.display());
+    }
+    std::fs::remove_dir_all(report["base"].as_str().unwrap()).unwrap();
 }

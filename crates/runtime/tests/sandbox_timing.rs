@@ -16,7 +16,12 @@ const SERVER: &str = "import http.server, os\n\
 fn summary(mut xs: Vec<Duration>) -> String {
     xs.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    format!("min {:6.2} ms  median {:6.2} ms  max {:6.2} ms", ms(xs[0]), ms(xs[xs.len() / 2]), ms(xs[xs.len() - 1]))
+    format!(
+        "min {:6.2} ms  median {:6.2} ms  max {:6.2} ms",
+        ms(xs[0]),
+        ms(xs[xs.len() / 2]),
+        ms(xs[xs.len() - 1])
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,8 +29,16 @@ async fn start_latency() {
     let fx = Fixture::new();
     const RUNS: usize = 7;
     for (label, isolation, network) in [
-        ("namespaces, isolated", Isolation::Namespaces, Network::Isolated),
-        ("namespaces, public  ", Isolation::Namespaces, Network::Public),
+        (
+            "namespaces, isolated",
+            Isolation::Namespaces,
+            Network::Isolated,
+        ),
+        (
+            "namespaces, public  ",
+            Isolation::Namespaces,
+            Network::Public,
+        ),
         ("process             ", Isolation::Process, Network::Public),
     ] {
         let (mut started, mut accepting, mut destroyed) = (Vec::new(), Vec::new(), Vec::new());

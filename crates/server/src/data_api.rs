@@ -9,6 +9,9 @@ use axum::extract::{RawPathParams, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use berth_api::{ApiError, ErrorKind};
+use crate::metrics::Observed;
+use berth_auth::Verified;
+use berth_control::RouteRequest;
 use berth_runtime::session::{Error as SessionError, Target};
 use percent_encoding::percent_decode_str;
 
@@ -87,6 +90,7 @@ fn session_error(e: SessionError) -> ApiError {
 pub async fn invoke(
     State(s): State<AppState>,
     Extension(rid): Extension<RequestId>,
+    verified: Option<Extension<Verified>>,
     path: Result<RawPathParams, RawPathParamsRejection>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -97,14 +101,33 @@ pub async fn invoke(
     let session = match s.sessions.existing(&call.runtime_id, &sid) {
         Some(session) => session,
         None => {
-            let r = s.control.resolve(&call.runtime_id, call.qualifier.as_deref()).await?;
             let user = headers.get(USER_HEADER).and_then(|v| v.to_str().ok());
+            let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let actor = verified.as_ref().map(|v| v.principal.access_key_id.as_str());
+            let req = RouteRequest { session_id: &sid, user_id: user, actor, header: &lookup };
+            let r = s.control.route(&call.runtime_id, call.qualifier.as_deref(), &req).await?.resolved;
+            let observed = Observed::start(&s.control, &call.runtime_id, &r.endpoint, r.version.version);
             let target = Target { runtime: r.runtime, version: r.version, endpoint: r.endpoint };
-            s.sessions.open(&target, &sid, user).await.map_err(session_error)?
+            match s.sessions.open(&target, &sid, user).await {
+                Ok(session) => session,
+                Err(e) => {
+                    observed.failed(&e);
+                    return Err(session_error(e).into());
+                }
+            }
         }
     };
-    let resp = session.invoke(&headers, &rid.0, body).await.map_err(session_error)?;
+    let endpoint = call.qualifier.as_deref().unwrap_or(berth_types::records::DEFAULT_ENDPOINT);
+    let observed = Observed::start(&s.control, &call.runtime_id, endpoint, session.version());
+    let resp = match session.invoke(&headers, &rid.0, body).await {
+        Ok(r) => r,
+        Err(e) => {
+            observed.failed(&e);
+            return Err(session_error(e).into());
+        }
+    };
     let (parts, stream) = resp.into_parts();
+    let stream = observed.body(parts.status.as_u16(), stream);
     let mut out = Response::from_parts(parts, Body::from_stream(stream));
     if let Ok(v) = HeaderValue::from_str(&sid) {
         out.headers_mut().insert(SESSION_HEADER, v);

@@ -8,8 +8,10 @@ mod control_api;
 mod data_api;
 mod error;
 mod memory_api;
+mod metrics;
 mod native_api;
 mod s3;
+mod traffic_api;
 
 use axum::Router;
 use axum::middleware;
@@ -20,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::RequestId;
+pub use metrics::metrics_router;
 
 /// Everything handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -44,6 +47,8 @@ pub fn router(state: AppState) -> Router {
         .merge(data_api::routes())
         .merge(memory_api::routes())
         .merge(native_api::routes())
+        .merge(traffic_api::routes())
+        .merge(metrics::routes())
         .fallback(error::unknown_operation)
         // A known path with another method is still no operation AgentCore has.
         .method_not_allowed_fallback(error::unknown_operation);
@@ -53,6 +58,8 @@ pub fn router(state: AppState) -> Router {
         // hashed, which AgentCore clients require because they send no payload hash.
         // The auth layer already buffered the body under its own cap; handlers take it whole.
         .layer(axum::extract::DefaultBodyLimit::max(auth::MAX_BODY))
+        // Inside authentication: mutations are audited as the verified caller.
+        .layer(middleware::from_fn(traffic_api::caller_scope))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -10,7 +10,8 @@
 //!
 //! Operations: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation,
 //! GetBucketVersioning, ListObjects (V1 and V2), DeleteObjects, PutObject, GetObject,
-//! HeadObject, DeleteObject. Everything else S3 defines answers `501 NotImplemented` naming the
+//! HeadObject, DeleteObject, and multipart uploads (CreateMultipartUpload, UploadPart,
+//! CompleteMultipartUpload, AbortMultipartUpload, ListParts, ListMultipartUploads). Everything else S3 defines answers `501 NotImplemented` naming the
 //! operation, rather than being mistaken for a plain object request.
 
 use std::collections::BTreeSet;
@@ -98,6 +99,17 @@ pub fn auth_error(e: &berth_auth::Error, request_id: &str) -> Response {
         status,
         e.aws_code_for(service),
         &e.aws_message_for(service),
+        &[],
+        request_id,
+    )
+}
+
+/// A request refused for its principal's scope, in S3's error format.
+pub fn access_denied(message: &str, request_id: &str) -> Response {
+    xml_error(
+        StatusCode::FORBIDDEN,
+        "AccessDenied",
+        message,
         &[],
         request_id,
     )
@@ -206,6 +218,10 @@ async fn bucket_operation(
             unhandled_sub_resource(query, &["location"])?;
             let info = store.head_bucket(bucket).await?;
             Ok(xml(StatusCode::OK, wire::xml::location(&info.region)))
+        }
+        Method::GET if query.has("uploads") => {
+            unhandled_sub_resource(query, &["uploads"])?;
+            list_multipart_uploads(store, bucket, query).await
         }
         Method::GET if query.has("versioning") => {
             unhandled_sub_resource(query, &["versioning"])?;
@@ -352,39 +368,71 @@ async fn object_operation(
     query: &Query,
 ) -> Result<Response, Error> {
     match req.method().clone() {
+        Method::PUT if query.has("uploadId") => {
+            if req.headers().contains_key("x-amz-copy-source") {
+                return Err(Error::NotImplemented {
+                    what: "UploadPartCopy".into(),
+                });
+            }
+            unhandled_sub_resource(query, &["uploadId", "partNumber"])?;
+            upload_part(store, req, bucket, key, query).await
+        }
         Method::PUT => {
             if req.headers().contains_key("x-amz-copy-source") {
                 return Err(Error::NotImplemented {
                     what: "CopyObject".into(),
                 });
             }
-            if query.has("uploadId") {
-                return Err(Error::NotImplemented {
-                    what: "multipart uploads".into(),
-                });
-            }
             unhandled_sub_resource(query, &[])?;
             put_object(store, req, bucket, key).await
+        }
+        Method::GET if query.has("uploadId") => {
+            unhandled_sub_resource(query, &["uploadId"])?;
+            list_parts(store, bucket, key, query).await
         }
         Method::GET | Method::HEAD => {
             unhandled_sub_resource(query, &["versionId", "partNumber"])?;
             get_object(store, req, bucket, key, query).await
         }
+        Method::DELETE if query.has("uploadId") => {
+            unhandled_sub_resource(query, &["uploadId"])?;
+            let upload_id = query.get("uploadId").unwrap_or_default();
+            store.abort_multipart_upload(bucket, key, upload_id).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
         Method::DELETE => {
-            if query.has("uploadId") {
-                return Err(Error::NotImplemented {
-                    what: "multipart uploads".into(),
-                });
-            }
             unhandled_sub_resource(query, &["versionId"])?;
             check_null_version(query)?;
             store.delete_object(bucket, key).await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
-        Method::POST if query.has("uploads") || query.has("uploadId") => {
-            Err(Error::NotImplemented {
-                what: "multipart uploads".into(),
-            })
+        Method::POST if query.has("uploads") => {
+            unhandled_sub_resource(query, &["uploads"])?;
+            let meta = wire::parse_create_multipart(req.headers())?;
+            let upload = store.create_multipart_upload(bucket, key, meta).await?;
+            let mut resp = xml(
+                StatusCode::OK,
+                wire::xml::initiate_multipart_upload(bucket, &upload),
+            );
+            resp.headers_mut()
+                .extend(wire::create_multipart_headers(&upload));
+            Ok(resp)
+        }
+        Method::POST if query.has("uploadId") => {
+            unhandled_sub_resource(query, &["uploadId"])?;
+            let upload_id = query.get("uploadId").unwrap_or_default().to_owned();
+            let headers = req.headers().clone();
+            let body = body_bytes(req).await?;
+            let (parts, meta) = wire::parse_complete(&headers, &body)?;
+            let object = store
+                .complete_multipart_upload(bucket, key, &upload_id, parts, meta)
+                .await?;
+            // The object's path: the scheme and host a client used are not known behind proxies.
+            let location = format!("/{bucket}/{}", wire::url_encode(key));
+            Ok(xml(
+                StatusCode::OK,
+                wire::xml::complete_multipart_upload(&location, bucket, &object),
+            ))
         }
         Method::POST => {
             unhandled_sub_resource(query, &[])?;
@@ -412,6 +460,22 @@ async fn put_object(
     bucket: &str,
     key: &str,
 ) -> Result<Response, Error> {
+    let request = decode_upload(req, wire::parse_put).await?;
+    let stored = store
+        .put_object(bucket, key, request.body, request.meta)
+        .await?;
+    let mut resp = empty(StatusCode::OK);
+    resp.headers_mut()
+        .extend(wire::put_response_headers(&stored));
+    Ok(resp)
+}
+
+/// The signature of the `wire` functions decoding an upload body.
+type Decode<T> = fn(&HeaderMap, Bytes, Option<wire::chunked::ChunkSigning<'_>>) -> Result<T, Error>;
+
+/// Decodes an upload body (PutObject or UploadPart) with `decode`, off the async workers when it
+/// is large, giving it the chunk-signing context of a signed streaming upload.
+async fn decode_upload<T: Send + 'static>(req: Request, decode: Decode<T>) -> Result<T, Error> {
     let headers = req.headers().clone();
     let verified = req.extensions().get::<Verified>().cloned();
     let body = body_bytes(req).await?;
@@ -420,7 +484,7 @@ async fn put_object(
         verified.as_ref().map(|v| &v.payload),
         Some(Payload::Streaming(mode)) if mode.starts_with("STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
     );
-    let parse = move || -> Result<wire::PutRequest, Error> {
+    let run = move || -> Result<T, Error> {
         // Signed chunks chain from the request's own signature; the secret comes from the
         // principal the middleware verified.
         let seed = streaming_signed
@@ -441,25 +505,141 @@ async fn put_object(
             }),
             _ => None,
         };
-        wire::parse_put(&headers, body, signing)
+        decode(&headers, body, signing)
     };
-    let request = if inline {
-        parse()?
+    if inline {
+        run()
     } else {
-        tokio::task::spawn_blocking(parse)
+        tokio::task::spawn_blocking(run)
             .await
             .map_err(|e| Error::Io {
                 context: "decoding an upload".into(),
                 source: std::io::Error::other(e.to_string()),
-            })??
-    };
-    let stored = store
-        .put_object(bucket, key, request.body, request.meta)
+            })?
+    }
+}
+
+async fn upload_part(
+    store: &ArtifactStore,
+    req: Request,
+    bucket: &str,
+    key: &str,
+    query: &Query,
+) -> Result<Response, Error> {
+    let upload_id = query.get("uploadId").unwrap_or_default().to_owned();
+    let part_number = query
+        .get("partNumber")
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .ok_or_else(|| Error::InvalidArgument {
+            name: "partNumber".into(),
+            reason: "Part number must be an integer between 1 and 10000, inclusive".into(),
+        })?;
+    let (body, meta) = decode_upload(req, wire::parse_upload_part).await?;
+    let part = store
+        .upload_part(bucket, key, &upload_id, part_number, body, meta)
         .await?;
     let mut resp = empty(StatusCode::OK);
     resp.headers_mut()
-        .extend(wire::put_response_headers(&stored));
+        .extend(wire::part_response_headers(&part));
     Ok(resp)
+}
+
+/// A non-negative integer query parameter, capped at `max`.
+fn count_param(query: &Query, name: &str, default: u64, max: u64) -> Result<u64, Error> {
+    match query.get(name) {
+        None => Ok(default),
+        Some(v) => {
+            v.trim()
+                .parse::<u64>()
+                .map(|n| n.min(max))
+                .map_err(|_| Error::InvalidArgument {
+                    name: name.into(),
+                    reason: format!("{name} must be a non-negative integer"),
+                })
+        }
+    }
+}
+
+async fn list_parts(
+    store: &ArtifactStore,
+    bucket: &str,
+    key: &str,
+    query: &Query,
+) -> Result<Response, Error> {
+    let upload_id = query.get("uploadId").unwrap_or_default();
+    let marker = u32::try_from(count_param(
+        query,
+        "part-number-marker",
+        0,
+        u64::from(u32::MAX),
+    )?)
+    .unwrap_or(u32::MAX);
+    let max = usize::try_from(count_param(query, "max-parts", 1000, 1000)?).unwrap_or(1000);
+    let listing = store
+        .list_parts(bucket, key, upload_id, marker, max)
+        .await?;
+    Ok(xml(
+        StatusCode::OK,
+        wire::xml::list_parts(bucket, &listing, marker, max, &Owner::default()),
+    ))
+}
+
+async fn list_multipart_uploads(
+    store: &ArtifactStore,
+    bucket: &str,
+    query: &Query,
+) -> Result<Response, Error> {
+    if query.get("delimiter").is_some_and(|d| !d.is_empty()) {
+        return Err(Error::NotImplemented {
+            what: "delimiter in ListMultipartUploads".into(),
+        });
+    }
+    let url_encoded = match query.get("encoding-type") {
+        None => false,
+        Some(e) if e.eq_ignore_ascii_case("url") => true,
+        Some(_) => {
+            return Err(Error::InvalidArgument {
+                name: "encoding-type".into(),
+                reason: "Invalid Encoding Method specified in Request".into(),
+            });
+        }
+    };
+    let max_uploads =
+        usize::try_from(count_param(query, "max-uploads", 1000, 1000)?).unwrap_or(1000);
+    let prefix = query.get("prefix").unwrap_or_default();
+    let key_marker = query.get("key-marker").unwrap_or_default();
+    let upload_id_marker = query.get("upload-id-marker").unwrap_or_default();
+    let all = store.list_multipart_uploads(bucket, prefix).await?;
+    // Resume after (key-marker, upload-id-marker), or after every upload of key-marker.
+    let past_key = |all: &[berth_artifacts::MultipartUpload]| {
+        all.iter()
+            .position(|u| u.key.as_str() > key_marker)
+            .unwrap_or(all.len())
+    };
+    let start = if key_marker.is_empty() {
+        0
+    } else if upload_id_marker.is_empty() {
+        past_key(&all)
+    } else {
+        all.iter()
+            .position(|u| u.key == key_marker && u.upload_id == upload_id_marker)
+            .map(|i| i + 1)
+            .unwrap_or_else(|| past_key(&all))
+    };
+    let rest = &all[start..];
+    let page = &rest[..rest.len().min(max_uploads)];
+    let echo = wire::xml::UploadsPage {
+        prefix,
+        key_marker,
+        upload_id_marker,
+        max_uploads,
+        is_truncated: rest.len() > page.len(),
+        url_encoded,
+    };
+    Ok(xml(
+        StatusCode::OK,
+        wire::xml::list_multipart_uploads(bucket, &echo, page, &Owner::default()),
+    ))
 }
 
 async fn get_object(

@@ -847,6 +847,7 @@ pub(crate) async fn audit_head(pool: &SqlitePool) -> Result<Option<(i64, String)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::{ControlStore, SqliteStore, Write};

@@ -17,8 +17,9 @@ use time::macros::format_description;
 
 pub use request::{
     ListRequest, ListVersion, Precondition, PutRequest, check_body_integrity, content_range,
-    latin1, object_headers, parse_list, parse_put, put_response_headers, read_precondition,
-    render_list,
+    create_multipart_headers, latin1, object_headers, parse_complete, parse_create_multipart,
+    parse_list, parse_put, parse_upload_part, part_response_headers, put_response_headers,
+    read_precondition, render_list,
 };
 
 use crate::Error;

@@ -1,5 +1,7 @@
 //! How S3 request headers and parameters map to store calls, and the headers responses carry.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use http::header::{
     CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_ENCODING, CONTENT_LANGUAGE, CONTENT_TYPE, ETAG,
@@ -11,7 +13,8 @@ use crate::Error;
 use crate::checksum::{Checksum, ChecksumAlgorithm};
 use crate::local::etag_matches;
 use crate::model::{
-    ListQuery, Listing, MAX_LIST_KEYS, ObjectHeaders, ObjectMeta, PutMeta, WriteCondition,
+    ChecksumType, CompleteMeta, CompletePart, ListQuery, Listing, MAX_LIST_KEYS, MultipartUpload,
+    ObjectHeaders, ObjectMeta, PartInfo, PartMeta, PutMeta, UploadMeta, WriteCondition,
 };
 use crate::wire::chunked::{self, ChunkSigning};
 use crate::wire::xml::{self, ListEcho};
@@ -24,6 +27,8 @@ const X_AMZ_DECODED_CONTENT_LENGTH: &str = "x-amz-decoded-content-length";
 const X_AMZ_TRAILER: &str = "x-amz-trailer";
 const X_AMZ_SDK_CHECKSUM_ALGORITHM: &str = "x-amz-sdk-checksum-algorithm";
 const X_AMZ_CHECKSUM_TYPE: &str = "x-amz-checksum-type";
+const X_AMZ_CHECKSUM_ALGORITHM: &str = "x-amz-checksum-algorithm";
+const X_AMZ_MP_OBJECT_SIZE: &str = "x-amz-mp-object-size";
 const CONTENT_MD5: &str = "content-md5";
 const META_PREFIX: &str = "x-amz-meta-";
 const AWS_CHUNKED: &str = "aws-chunked";
@@ -72,20 +77,7 @@ pub fn parse_put(
     body: Bytes,
     signing: Option<ChunkSigning<'_>>,
 ) -> Result<PutRequest, Error> {
-    for name in UNSUPPORTED_PUT_HEADERS {
-        if headers.contains_key(name) {
-            return Err(Error::NotImplemented {
-                what: format!("the {name} header"),
-            });
-        }
-    }
-    if let Some(sse) = header(headers, "x-amz-server-side-encryption")
-        && sse != "AES256"
-    {
-        return Err(Error::NotImplemented {
-            what: format!("server-side encryption {sse}"),
-        });
-    }
+    refuse_unsupported(headers)?;
 
     let content_sha256 = header(headers, X_AMZ_CONTENT_SHA256).unwrap_or_default();
     let encodings: Vec<String> = header(headers, CONTENT_ENCODING.as_str())
@@ -221,7 +213,27 @@ pub fn parse_put(
         });
     }
 
-    let mut user_metadata = std::collections::BTreeMap::new();
+    let (content_type, stored, user_metadata) = stored_headers(headers);
+    Ok(PutRequest {
+        body,
+        meta: PutMeta {
+            content_type,
+            headers: stored,
+            user_metadata,
+            content_md5: header(headers, CONTENT_MD5),
+            checksum,
+            checksum_algorithm: declared_algorithm,
+            condition: write_condition(headers)?,
+        },
+    })
+}
+
+/// The headers S3 stores with an object: `Content-Type`, the other standard ones (without the
+/// transfer-only `aws-chunked` encoding) and user metadata.
+fn stored_headers(
+    headers: &HeaderMap,
+) -> (Option<String>, ObjectHeaders, BTreeMap<String, String>) {
+    let mut user_metadata = BTreeMap::new();
     for (name, value) in headers {
         if let Some(meta_name) = name.as_str().strip_prefix(META_PREFIX) {
             // Repeated metadata headers are joined, as S3 does.
@@ -234,57 +246,138 @@ pub fn parse_put(
                 .or_insert_with(|| latin1(value));
         }
     }
-
-    let stored_encoding = {
-        let kept: Vec<&str> = encodings
-            .iter()
-            .map(String::as_str)
-            .filter(|e| !e.eq_ignore_ascii_case(AWS_CHUNKED))
+    let content_encoding = header(headers, CONTENT_ENCODING.as_str()).and_then(|v| {
+        let kept: Vec<&str> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case(AWS_CHUNKED))
             .collect();
         (!kept.is_empty()).then(|| kept.join(","))
-    };
-    let condition = match (
+    });
+    (
+        header(headers, CONTENT_TYPE.as_str()),
+        ObjectHeaders {
+            cache_control: header(headers, CACHE_CONTROL.as_str()),
+            content_disposition: header(headers, CONTENT_DISPOSITION.as_str()),
+            content_encoding,
+            content_language: header(headers, CONTENT_LANGUAGE.as_str()),
+            expires: header(headers, EXPIRES.as_str()),
+        },
+        user_metadata,
+    )
+}
+
+/// A write's `If-None-Match: *` or `If-Match` precondition.
+fn write_condition(headers: &HeaderMap) -> Result<WriteCondition, Error> {
+    match (
         header(headers, IF_NONE_MATCH.as_str()),
         header(headers, IF_MATCH.as_str()),
     ) {
-        (Some(_), Some(_)) => {
-            return Err(Error::NotImplemented {
-                what: "If-None-Match together with If-Match on a write".into(),
-            });
-        }
-        (Some(v), None) if v.trim() == "*" => WriteCondition::IfNoneMatchAny,
-        (Some(_), None) => {
-            return Err(Error::NotImplemented {
-                what: "If-None-Match on a write with a value other than *".into(),
-            });
-        }
-        (None, Some(etag)) => WriteCondition::IfMatch(etag),
-        (None, None) => WriteCondition::None,
-    };
+        (Some(_), Some(_)) => Err(Error::NotImplemented {
+            what: "If-None-Match together with If-Match on a write".into(),
+        }),
+        (Some(v), None) if v.trim() == "*" => Ok(WriteCondition::IfNoneMatchAny),
+        (Some(_), None) => Err(Error::NotImplemented {
+            what: "If-None-Match on a write with a value other than *".into(),
+        }),
+        (None, Some(etag)) => Ok(WriteCondition::IfMatch(etag)),
+        (None, None) => Ok(WriteCondition::None),
+    }
+}
 
-    Ok(PutRequest {
-        body,
-        meta: PutMeta {
-            content_type: header(headers, CONTENT_TYPE.as_str()),
-            headers: ObjectHeaders {
-                cache_control: header(headers, CACHE_CONTROL.as_str()),
-                content_disposition: header(headers, CONTENT_DISPOSITION.as_str()),
-                content_encoding: stored_encoding,
-                content_language: header(headers, CONTENT_LANGUAGE.as_str()),
-                expires: header(headers, EXPIRES.as_str()),
-            },
-            user_metadata,
-            content_md5: header(headers, CONTENT_MD5),
-            checksum,
-            checksum_algorithm: declared_algorithm,
-            condition,
-        },
+/// Refuses headers selecting features this server does not implement.
+fn refuse_unsupported(headers: &HeaderMap) -> Result<(), Error> {
+    for name in UNSUPPORTED_PUT_HEADERS {
+        if headers.contains_key(name) {
+            return Err(Error::NotImplemented {
+                what: format!("the {name} header"),
+            });
+        }
+    }
+    if let Some(sse) = header(headers, "x-amz-server-side-encryption")
+        && sse != "AES256"
+    {
+        return Err(Error::NotImplemented {
+            what: format!("server-side encryption {sse}"),
+        });
+    }
+    Ok(())
+}
+
+/// Interprets a CreateMultipartUpload request's headers.
+pub fn parse_create_multipart(headers: &HeaderMap) -> Result<UploadMeta, Error> {
+    refuse_unsupported(headers)?;
+    let (content_type, stored, user_metadata) = stored_headers(headers);
+    Ok(UploadMeta {
+        content_type,
+        headers: stored,
+        user_metadata,
+        checksum_algorithm: header(headers, X_AMZ_CHECKSUM_ALGORITHM)
+            .map(|a| ChecksumAlgorithm::parse(a.trim()))
+            .transpose()?,
+        checksum_type: header(headers, X_AMZ_CHECKSUM_TYPE)
+            .map(|t| ChecksumType::parse(&t))
+            .transpose()?,
     })
 }
 
-/// Checks a small request body (an XML document) against its `Content-MD5` and
-/// `x-amz-checksum-*` headers, when present.
-pub fn check_body_integrity(headers: &HeaderMap, body: &[u8]) -> Result<(), Error> {
+/// Interprets an UploadPart request: the body is decoded and checked as PutObject's is.
+pub fn parse_upload_part(
+    headers: &HeaderMap,
+    body: Bytes,
+    signing: Option<ChunkSigning<'_>>,
+) -> Result<(Bytes, PartMeta), Error> {
+    let put = parse_put(headers, body, signing)?;
+    Ok((
+        put.body,
+        PartMeta {
+            content_md5: put.meta.content_md5,
+            checksum: put.meta.checksum,
+        },
+    ))
+}
+
+/// Interprets a CompleteMultipartUpload request: its part list and header parameters.
+pub fn parse_complete(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Vec<CompletePart>, CompleteMeta), Error> {
+    check_body_integrity_md5(headers, body)?;
+    let parts = xml::parse_complete_multipart(body)?;
+    let mut checksum = None;
+    for (name, value) in headers {
+        if let Some(algorithm) = ChecksumAlgorithm::from_header_name(name.as_str())? {
+            if checksum.is_some() {
+                return Err(Error::InvalidChecksum {
+                    reason: "Expecting a single x-amz-checksum- header.".into(),
+                });
+            }
+            // A composite value carries a `-<parts>` suffix; check the base64 before it.
+            let value = latin1(value);
+            let base = value.split('-').next().unwrap_or_default();
+            Checksum::parse(algorithm, base)?;
+            checksum = Some(Checksum { algorithm, value });
+        }
+    }
+    let object_size = header(headers, X_AMZ_MP_OBJECT_SIZE)
+        .map(|v| {
+            v.trim().parse::<u64>().map_err(|_| Error::InvalidArgument {
+                name: X_AMZ_MP_OBJECT_SIZE.into(),
+                reason: "x-amz-mp-object-size is not a number".into(),
+            })
+        })
+        .transpose()?;
+    Ok((
+        parts,
+        CompleteMeta {
+            checksum,
+            object_size,
+            condition: write_condition(headers)?,
+        },
+    ))
+}
+
+fn check_body_integrity_md5(headers: &HeaderMap, body: &[u8]) -> Result<(), Error> {
     if let Some(md5) = header(headers, CONTENT_MD5) {
         let expected =
             Checksum::parse(ChecksumAlgorithm::Md5, &md5).map_err(|_| Error::InvalidDigest)?;
@@ -292,6 +385,56 @@ pub fn check_body_integrity(headers: &HeaderMap, body: &[u8]) -> Result<(), Erro
             return Err(Error::Md5Mismatch);
         }
     }
+    Ok(())
+}
+
+/// The headers of a CreateMultipartUpload response.
+pub fn create_multipart_headers(upload: &MultipartUpload) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    if let Some(a) = upload.checksum_algorithm {
+        insert(
+            &mut map,
+            HeaderName::from_static(X_AMZ_CHECKSUM_ALGORITHM),
+            a.as_str(),
+        );
+    }
+    if let Some(t) = upload.checksum_type {
+        insert(
+            &mut map,
+            HeaderName::from_static(X_AMZ_CHECKSUM_TYPE),
+            t.as_str(),
+        );
+    }
+    map
+}
+
+/// The headers of an UploadPart response: the part's entity tag and checksum.
+pub fn part_response_headers(part: &PartInfo) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    insert(&mut map, ETAG, &part.etag);
+    if let Some(c) = &part.checksum {
+        insert(
+            &mut map,
+            HeaderName::from_static(c.algorithm.header_name()),
+            &c.value,
+        );
+    }
+    map
+}
+
+/// The checksum type S3 reports for a stored checksum.
+fn checksum_type_of(c: &Checksum) -> &'static str {
+    if c.is_composite() {
+        ChecksumType::Composite.as_str()
+    } else {
+        ChecksumType::FullObject.as_str()
+    }
+}
+
+/// Checks a small request body (an XML document) against its `Content-MD5` and
+/// `x-amz-checksum-*` headers, when present.
+pub fn check_body_integrity(headers: &HeaderMap, body: &[u8]) -> Result<(), Error> {
+    check_body_integrity_md5(headers, body)?;
     for (name, value) in headers {
         if let Some(algorithm) = ChecksumAlgorithm::from_header_name(name.as_str())? {
             let expected = Checksum::parse(algorithm, &latin1(value))?;
@@ -398,7 +541,7 @@ pub fn object_headers(meta: &ObjectMeta, with_checksum: bool) -> HeaderMap {
         insert(
             &mut map,
             HeaderName::from_static(X_AMZ_CHECKSUM_TYPE),
-            "FULL_OBJECT",
+            checksum_type_of(c),
         );
     }
     map
@@ -417,7 +560,7 @@ pub fn put_response_headers(meta: &ObjectMeta) -> HeaderMap {
         insert(
             &mut map,
             HeaderName::from_static(X_AMZ_CHECKSUM_TYPE),
-            "FULL_OBJECT",
+            checksum_type_of(c),
         );
     }
     map

@@ -7,7 +7,8 @@ use quick_xml::events::Event;
 use quick_xml::reader::Reader;
 
 use crate::Error;
-use crate::model::{BucketInfo, Listing};
+use crate::checksum::{Checksum, ChecksumAlgorithm};
+use crate::model::{BucketInfo, CompletePart, Listing, MultipartUpload, ObjectMeta, PartListing};
 use crate::wire::{Owner, iso8601_millis, url_encode};
 
 const XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
@@ -193,7 +194,7 @@ fn listing_entries(d: &mut Doc, echo: &ListEcho<'_>, listing: &Listing) {
         d.text("ETag", &o.etag);
         if let Some(c) = &o.checksum {
             d.text("ChecksumAlgorithm", c.algorithm.as_str());
-            d.text("ChecksumType", "FULL_OBJECT");
+            d.text("ChecksumType", checksum_type_name(c));
         }
         d.text("Size", &o.size.to_string());
         if let Some(owner) = echo.owner {
@@ -257,6 +258,150 @@ pub fn delete_result(deleted: &[String], failures: &[DeleteFailure], quiet: bool
         d.close("Error");
     }
     d.finish("DeleteResult")
+}
+
+fn checksum_type_name(c: &Checksum) -> &'static str {
+    if c.is_composite() {
+        "COMPOSITE"
+    } else {
+        "FULL_OBJECT"
+    }
+}
+
+/// The XML element carrying a checksum of `algorithm` (`ChecksumCRC32`...).
+fn checksum_element(algorithm: ChecksumAlgorithm) -> String {
+    format!("Checksum{}", algorithm.as_str())
+}
+
+/// `InitiateMultipartUploadResult` (CreateMultipartUpload).
+pub fn initiate_multipart_upload(bucket: &str, upload: &MultipartUpload) -> String {
+    let mut d = Doc::new("InitiateMultipartUploadResult", true);
+    d.text("Bucket", bucket);
+    d.text("Key", &upload.key);
+    d.text("UploadId", &upload.upload_id);
+    d.finish("InitiateMultipartUploadResult")
+}
+
+/// `CompleteMultipartUploadResult`. `location` is the object's URL.
+pub fn complete_multipart_upload(location: &str, bucket: &str, object: &ObjectMeta) -> String {
+    let mut d = Doc::new("CompleteMultipartUploadResult", true);
+    d.text("Location", location);
+    d.text("Bucket", bucket);
+    d.text("Key", &object.key);
+    d.text("ETag", &object.etag);
+    if let Some(c) = &object.checksum {
+        d.text(&checksum_element(c.algorithm), &c.value);
+        d.text("ChecksumType", checksum_type_name(c));
+    }
+    d.finish("CompleteMultipartUploadResult")
+}
+
+/// `ListPartsResult` (ListParts).
+pub fn list_parts(
+    bucket: &str,
+    listing: &PartListing,
+    marker: u32,
+    max_parts: usize,
+    owner: &Owner,
+) -> String {
+    let mut d = Doc::new("ListPartsResult", true);
+    d.text("Bucket", bucket);
+    d.text("Key", &listing.upload.key);
+    d.text("UploadId", &listing.upload.upload_id);
+    d.text("PartNumberMarker", &marker.to_string());
+    if let Some(next) = listing.next_marker {
+        d.text("NextPartNumberMarker", &next.to_string());
+    }
+    d.text("MaxParts", &max_parts.to_string());
+    d.text("IsTruncated", bool_str(listing.is_truncated));
+    for p in &listing.parts {
+        d.open("Part");
+        d.text("PartNumber", &p.part_number.to_string());
+        d.text("LastModified", &iso8601_millis(p.last_modified));
+        d.text("ETag", &p.etag);
+        d.text("Size", &p.size.to_string());
+        if let Some(c) = &p.checksum {
+            d.text(&checksum_element(c.algorithm), &c.value);
+        }
+        d.close("Part");
+    }
+    owner_elements(&mut d, owner);
+    d.text("StorageClass", "STANDARD");
+    if let Some(a) = listing.upload.checksum_algorithm {
+        d.text("ChecksumAlgorithm", a.as_str());
+    }
+    if let Some(t) = listing.upload.checksum_type {
+        d.text("ChecksumType", t.as_str());
+    }
+    d.finish("ListPartsResult")
+}
+
+fn owner_elements(d: &mut Doc, owner: &Owner) {
+    for element in ["Initiator", "Owner"] {
+        d.open(element);
+        d.text("ID", &owner.id);
+        d.text("DisplayName", &owner.display_name);
+        d.close(element);
+    }
+}
+
+/// The paging state a ListMultipartUploads response echoes.
+#[derive(Clone, Debug, Default)]
+pub struct UploadsPage<'a> {
+    /// `prefix` as requested.
+    pub prefix: &'a str,
+    /// `key-marker` as requested.
+    pub key_marker: &'a str,
+    /// `upload-id-marker` as requested.
+    pub upload_id_marker: &'a str,
+    /// `max-uploads` after defaulting.
+    pub max_uploads: usize,
+    /// True when more uploads follow.
+    pub is_truncated: bool,
+    /// `encoding-type=url`.
+    pub url_encoded: bool,
+}
+
+/// `ListMultipartUploadsResult` (ListMultipartUploads).
+pub fn list_multipart_uploads(
+    bucket: &str,
+    page: &UploadsPage<'_>,
+    uploads: &[MultipartUpload],
+    owner: &Owner,
+) -> String {
+    let enc = |s: &str| encode_if(page.url_encoded, s);
+    let mut d = Doc::new("ListMultipartUploadsResult", true);
+    d.text("Bucket", bucket);
+    d.text("KeyMarker", &enc(page.key_marker));
+    d.text("UploadIdMarker", page.upload_id_marker);
+    if page.is_truncated
+        && let Some(last) = uploads.last()
+    {
+        d.text("NextKeyMarker", &enc(&last.key));
+        d.text("NextUploadIdMarker", &last.upload_id);
+    }
+    d.text("Prefix", &enc(page.prefix));
+    d.text("MaxUploads", &page.max_uploads.to_string());
+    d.text("IsTruncated", bool_str(page.is_truncated));
+    if page.url_encoded {
+        d.text("EncodingType", "url");
+    }
+    for u in uploads {
+        d.open("Upload");
+        d.text("Key", &enc(&u.key));
+        d.text("UploadId", &u.upload_id);
+        owner_elements(&mut d, owner);
+        d.text("StorageClass", "STANDARD");
+        d.text("Initiated", &iso8601_millis(u.initiated));
+        if let Some(a) = u.checksum_algorithm {
+            d.text("ChecksumAlgorithm", a.as_str());
+        }
+        if let Some(t) = u.checksum_type {
+            d.text("ChecksumType", t.as_str());
+        }
+        d.close("Upload");
+    }
+    d.finish("ListMultipartUploadsResult")
 }
 
 fn encode_if(url_encoded: bool, s: &str) -> String {
@@ -435,6 +580,40 @@ pub fn parse_delete(body: &[u8]) -> Result<DeleteRequest, Error> {
     Ok(DeleteRequest { objects, quiet })
 }
 
+/// Parses a CompleteMultipartUpload body: the parts, in the order given.
+pub fn parse_complete_multipart(body: &[u8]) -> Result<Vec<CompletePart>, Error> {
+    let root = parse(body)?;
+    if root.name != "CompleteMultipartUpload" {
+        return Err(malformed(MALFORMED));
+    }
+    let mut parts = Vec::new();
+    for p in root.children.iter().filter(|c| c.name == "Part") {
+        let part_number = p
+            .child("PartNumber")
+            .and_then(|n| n.text.trim().parse::<u32>().ok())
+            .ok_or_else(|| malformed(MALFORMED))?;
+        let etag = p
+            .child("ETag")
+            .map(|e| e.text.trim().to_owned())
+            .ok_or_else(|| malformed(MALFORMED))?;
+        let mut checksum = None;
+        for algorithm in ChecksumAlgorithm::ALL {
+            if let Some(c) = p.child(&checksum_element(algorithm)) {
+                if checksum.is_some() {
+                    return Err(malformed(MALFORMED));
+                }
+                checksum = Some(Checksum::parse(algorithm, c.text.trim())?);
+            }
+        }
+        parts.push(CompletePart {
+            part_number,
+            etag,
+            checksum,
+        });
+    }
+    Ok(parts)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -551,6 +730,28 @@ mod tests {
                 .s3_code(),
             "NotImplemented"
         );
+    }
+
+    #[test]
+    fn parses_complete_multipart() {
+        let body = br#"<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Part><ETag>"a"</ETag><ChecksumCRC32>vyN5GA==</ChecksumCRC32><PartNumber>1</PartNumber></Part><Part><ETag>&quot;b&quot;</ETag><PartNumber>2</PartNumber></Part></CompleteMultipartUpload>"#;
+        let parts = parse_complete_multipart(body).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].part_number, 1);
+        assert_eq!(parts[0].etag, "\"a\"");
+        assert_eq!(
+            parts[0].checksum.as_ref().unwrap().algorithm,
+            ChecksumAlgorithm::Crc32
+        );
+        assert_eq!(parts[1].etag, "\"b\"");
+        assert_eq!(parts[1].checksum, None);
+        for bad in [
+            &b"<CompleteMultipartUpload><Part><ETag>x</ETag></Part></CompleteMultipartUpload>"[..],
+            b"<CompleteMultipartUpload><Part><PartNumber>x</PartNumber><ETag>x</ETag></Part></CompleteMultipartUpload>",
+            b"<Other/>",
+        ] {
+            assert_eq!(parse_complete_multipart(bad).unwrap_err().s3_code(), "MalformedXML");
+        }
     }
 
     #[test]

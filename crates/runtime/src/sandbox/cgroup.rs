@@ -25,9 +25,16 @@ use super::{Error, Limits};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Layout {
     /// Controllers on v1 hierarchies: mount point of each one found.
-    V1 { memory: Option<PathBuf>, pids: Option<PathBuf>, cpu: Option<PathBuf> },
+    V1 {
+        memory: Option<PathBuf>,
+        pids: Option<PathBuf>,
+        cpu: Option<PathBuf>,
+    },
     /// A unified v2 hierarchy and the controllers it offers.
-    V2 { mount: PathBuf, controllers: BTreeSet<String> },
+    V2 {
+        mount: PathBuf,
+        controllers: BTreeSet<String>,
+    },
     /// No usable cgroup mount.
     None,
 }
@@ -51,8 +58,12 @@ fn detect(mountinfo: &str, read: impl Fn(&Path) -> Option<String>) -> Layout {
     let mut cpu = None;
     let mut unified = Vec::new();
     for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
-        let Some(mount_point) = pre.split(' ').nth(4).map(unescape) else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mount_point) = pre.split(' ').nth(4).map(unescape) else {
+            continue;
+        };
         let mut post = post.split(' ');
         let fstype = post.next().unwrap_or_default();
         let super_opts = post.nth(1).unwrap_or_default();
@@ -76,7 +87,9 @@ fn detect(mountinfo: &str, read: impl Fn(&Path) -> Option<String>) -> Layout {
         return Layout::V1 { memory, pids, cpu };
     }
     for mount in unified {
-        let Some(list) = read(&mount.join("cgroup.controllers")) else { continue };
+        let Some(list) = read(&mount.join("cgroup.controllers")) else {
+            continue;
+        };
         let controllers: BTreeSet<String> = list.split_whitespace().map(str::to_string).collect();
         if !controllers.is_empty() {
             return Layout::V2 { mount, controllers };
@@ -122,12 +135,19 @@ const CPU_PERIOD_US: u64 = 100_000;
 impl Cgroups {
     /// Creates the directories and applies the limits. `None` when the host has no usable cgroups
     /// (then limits are skipped with a warning).
-    pub(crate) fn create(layout: &Layout, id: &str, limits: &Limits) -> Result<Option<Self>, Error> {
+    pub(crate) fn create(
+        layout: &Layout,
+        id: &str,
+        limits: &Limits,
+    ) -> Result<Option<Self>, Error> {
         let rel = format!("/berth/{id}");
         let cg = match layout {
             Layout::None => {
                 if *limits != Limits::default() {
-                    warn!(sandbox = id, "no cgroup hierarchy found; resource limits are not enforced");
+                    warn!(
+                        sandbox = id,
+                        "no cgroup hierarchy found; resource limits are not enforced"
+                    );
                 }
                 return Ok(None);
             }
@@ -141,7 +161,11 @@ impl Cgroups {
                 ] {
                     let Some(mount) = mount else {
                         if wanted {
-                            warn!(sandbox = id, controller = name, "cgroup controller not mounted; limit not enforced");
+                            warn!(
+                                sandbox = id,
+                                controller = name,
+                                "cgroup controller not mounted; limit not enforced"
+                            );
                         }
                         continue;
                     };
@@ -152,25 +176,39 @@ impl Cgroups {
                     }
                     dirs.push(dir);
                 }
-                Self { dirs, memory: mem_dir, v2: false, rel }
+                Self {
+                    dirs,
+                    memory: mem_dir,
+                    v2: false,
+                    rel,
+                }
             }
             Layout::V2 { mount, controllers } => {
-                let wanted: Vec<&str> =
-                    ["memory", "pids", "cpu"].into_iter().filter(|c| controllers.contains(*c)).collect();
+                let wanted: Vec<&str> = ["memory", "pids", "cpu"]
+                    .into_iter()
+                    .filter(|c| controllers.contains(*c))
+                    .collect();
                 let parent = mount.join("berth");
                 make_dir(&parent)?;
                 for level in [mount.as_path(), parent.as_path()] {
                     for c in &wanted {
                         // Enabling an already enabled controller is a no-op; failures mean the limit
                         // files will be missing, which is reported below.
-                        if let Err(e) = fs::write(level.join("cgroup.subtree_control"), format!("+{c}")) {
+                        if let Err(e) =
+                            fs::write(level.join("cgroup.subtree_control"), format!("+{c}"))
+                        {
                             debug!(cgroup = %level.display(), controller = c, error = %e, "cannot enable controller");
                         }
                     }
                 }
                 let dir = parent.join(id);
                 make_dir(&dir)?;
-                Self { dirs: vec![dir.clone()], memory: Some(dir), v2: true, rel }
+                Self {
+                    dirs: vec![dir.clone()],
+                    memory: Some(dir),
+                    v2: true,
+                    rel,
+                }
             }
         };
         // A directory with the same id may exist: left empty by a Berth that crashed (its sandboxes
@@ -191,9 +229,13 @@ impl Cgroups {
         let find = |file: &str| self.dirs.iter().map(|d| d.join(file)).find(|p| p.exists());
         let set = |file: &str, value: String, required: bool| -> Result<(), Error> {
             match find(file) {
-                Some(path) => fs::write(&path, &value).map_err(|e| Error::io(format!("write {value} to {}", path.display()), e)),
+                Some(path) => fs::write(&path, &value)
+                    .map_err(|e| Error::io(format!("write {value} to {}", path.display()), e)),
                 None if required => {
-                    warn!(sandbox = id, file, "cgroup file missing; limit not enforced");
+                    warn!(
+                        sandbox = id,
+                        file, "cgroup file missing; limit not enforced"
+                    );
                     Ok(())
                 }
                 None => Ok(()),
@@ -223,10 +265,22 @@ impl Cgroups {
         let quota = limits.cpu_millis.map(|m| m * CPU_PERIOD_US / 1000);
         if self.v2 {
             let value = quota.map_or("max".to_string(), |q| q.to_string());
-            set("cpu.max", format!("{value} {CPU_PERIOD_US}"), quota.is_some())?;
+            set(
+                "cpu.max",
+                format!("{value} {CPU_PERIOD_US}"),
+                quota.is_some(),
+            )?;
         } else {
-            set("cpu.cfs_period_us", CPU_PERIOD_US.to_string(), quota.is_some())?;
-            set("cpu.cfs_quota_us", quota.map_or("-1".to_string(), |q| q.to_string()), quota.is_some())?;
+            set(
+                "cpu.cfs_period_us",
+                CPU_PERIOD_US.to_string(),
+                quota.is_some(),
+            )?;
+            set(
+                "cpu.cfs_quota_us",
+                quota.map_or("-1".to_string(), |q| q.to_string()),
+                quota.is_some(),
+            )?;
         }
         Ok(())
     }
@@ -281,7 +335,9 @@ impl Cgroups {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));
         }
-        Err(io::Error::other("processes remain in the cgroup after sigkill"))
+        Err(io::Error::other(
+            "processes remain in the cgroup after sigkill",
+        ))
     }
 
     /// Kills `pid` only if it is still a member: the pidfd pins the process, so a pid reused by an
@@ -295,7 +351,9 @@ impl Cgroups {
         // SAFETY: fd is a fresh descriptor owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let member = fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|text| {
-            text.lines().filter_map(|l| l.splitn(3, ':').nth(2)).any(|p| p == self.rel || p.starts_with(&format!("{}/", self.rel)))
+            text.lines()
+                .filter_map(|l| l.splitn(3, ':').nth(2))
+                .any(|p| p == self.rel || p.starts_with(&format!("{}/", self.rel)))
         });
         if member {
             super::helper::pidfd_kill(&fd);
@@ -304,10 +362,20 @@ impl Cgroups {
 
     /// Whether the memory controller recorded an OOM kill in this cgroup.
     pub(crate) fn oom_killed(&self) -> bool {
-        let Some(dir) = &self.memory else { return false };
-        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
+        let Some(dir) = &self.memory else {
+            return false;
+        };
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
         fs::read_to_string(dir.join(file)).is_ok_and(|text| {
-            text.lines().any(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
+            text.lines().any(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
         })
     }
 
@@ -371,10 +439,17 @@ mod tests {
     #[test]
     fn combined_cpu_hierarchy_and_pure_v2() {
         let text = "30 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
-        assert!(matches!(detect(text, |_| None), Layout::V1 { cpu: Some(p), memory: None, .. } if p == Path::new("/sys/fs/cgroup/cpu,cpuacct")));
+        assert!(
+            matches!(detect(text, |_| None), Layout::V1 { cpu: Some(p), memory: None, .. } if p == Path::new("/sys/fs/cgroup/cpu,cpuacct"))
+        );
         let v2 = "29 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
-        let layout = detect(v2, |p| (p == Path::new("/sys/fs/cgroup/cgroup.controllers")).then(|| "cpu io memory pids\n".into()));
-        assert!(matches!(layout, Layout::V2 { ref controllers, .. } if controllers.contains("memory") && controllers.len() == 4));
+        let layout = detect(v2, |p| {
+            (p == Path::new("/sys/fs/cgroup/cgroup.controllers"))
+                .then(|| "cpu io memory pids\n".into())
+        });
+        assert!(
+            matches!(layout, Layout::V2 { ref controllers, .. } if controllers.contains("memory") && controllers.len() == 4)
+        );
         assert_eq!(detect(v2, |_| Some(String::new())), Layout::None);
     }
 

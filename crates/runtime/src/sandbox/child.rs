@@ -49,7 +49,13 @@ impl Op {
     pub(crate) fn describe(&self) -> String {
         let s = |c: &CString| c.to_string_lossy().into_owned();
         match self {
-            Op::Mount { source, target, fstype, flags, .. } => {
+            Op::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                ..
+            } => {
                 let what = match (fstype, source) {
                     (Some(fs), _) => s(fs),
                     (None, Some(src)) => s(src),
@@ -87,7 +93,10 @@ impl CStrVec {
     pub(crate) fn new(owned: Vec<CString>) -> Self {
         let mut ptrs: Vec<*const c_char> = owned.iter().map(|c| c.as_ptr()).collect();
         ptrs.push(std::ptr::null());
-        Self { _owned: owned, ptrs }
+        Self {
+            _owned: owned,
+            ptrs,
+        }
     }
 
     fn as_ptr(&self) -> *const *const c_char {
@@ -304,7 +313,13 @@ unsafe fn run_op(op: &Op) -> Result<(), c_int> {
     // SAFETY (whole body): every pointer comes from a CString owned by the plan.
     let r = unsafe {
         match op {
-            Op::Mount { source, target, fstype, flags, data } => libc::mount(
+            Op::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            } => libc::mount(
                 opt_ptr(source),
                 target.as_ptr(),
                 opt_ptr(fstype),
@@ -312,7 +327,12 @@ unsafe fn run_op(op: &Op) -> Result<(), c_int> {
                 opt_ptr(data) as *const c_void,
             ),
             Op::SetAttr { target, set } => {
-                let attr = MountAttr { attr_set: *set, attr_clr: 0, propagation: 0, userns_fd: 0 };
+                let attr = MountAttr {
+                    attr_set: *set,
+                    attr_clr: 0,
+                    propagation: 0,
+                    userns_fd: 0,
+                };
                 libc::syscall(
                     libc::SYS_mount_setattr,
                     libc::AT_FDCWD,
@@ -331,7 +351,11 @@ unsafe fn run_op(op: &Op) -> Result<(), c_int> {
                 }
             }
             Op::Touch { path } => {
-                let fd = libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                );
                 if fd >= 0 {
                     libc::close(fd);
                     0
@@ -401,19 +425,31 @@ unsafe fn exec_agent(plan: &Plan, namespaced: bool) -> ! {
             // as the preferred victim instead (raising the score needs no privilege; the parent also
             // lowers init's where it holds CAP_SYS_RESOURCE). Host-wide, sandboxes then go before
             // Berth and the host's services, which is the order an operator wants.
-            let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            let fd = libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
             if fd < 0 || libc::write(fd, b"1000".as_ptr().cast(), 4) != 4 {
                 fail(plan.exec_w, STAGE_OOM_ADJ, errno());
             }
             libc::close(fd);
         }
-        let nofile = libc::rlimit { rlim_cur: plan.nofile, rlim_max: plan.nofile };
-        let nocore = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &nofile) != 0 || libc::setrlimit(libc::RLIMIT_CORE, &nocore) != 0 {
+        let nofile = libc::rlimit {
+            rlim_cur: plan.nofile,
+            rlim_max: plan.nofile,
+        };
+        let nocore = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &nofile) != 0
+            || libc::setrlimit(libc::RLIMIT_CORE, &nocore) != 0
+        {
             fail(plan.exec_w, STAGE_RLIMIT, errno());
         }
         if let Some((uid, gid)) = plan.creds {
-            let groups_cleared = libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) == 0;
+            let groups_cleared =
+                libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) == 0;
             if !groups_cleared
                 || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
                 || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
@@ -442,7 +478,11 @@ unsafe fn reap_until(agent: libc::pid_t, status_w: c_int) -> ! {
             // SAFETY: a 4-byte write to a pipe is atomic; init exits right after, and its exit makes
             // the kernel kill whatever is left in the namespace.
             unsafe {
-                libc::write(status_w, (&status as *const c_int).cast(), size_of::<c_int>());
+                libc::write(
+                    status_w,
+                    (&status as *const c_int).cast(),
+                    size_of::<c_int>(),
+                );
                 libc::_exit(0);
             }
         }
@@ -456,7 +496,16 @@ unsafe fn reap_until(agent: libc::pid_t, status_w: c_int) -> ! {
 /// `fork` without glibc's atfork handlers (which may take locks held by threads absent in this copy).
 unsafe fn raw_fork() -> libc::pid_t {
     // SAFETY: clone with only SIGCHLD and no stack behaves like fork(2).
-    unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_ulong, 0usize, 0usize, 0usize, 0usize) as libc::pid_t }
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        ) as libc::pid_t
+    }
 }
 
 unsafe fn errno() -> c_int {

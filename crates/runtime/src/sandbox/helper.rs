@@ -72,25 +72,35 @@ fn sender() -> io::Result<&'static mpsc::Sender<Request>> {
             .map(|_| tx)
             .map_err(|e| e.to_string())
     });
-    started.as_ref().map_err(|e| io::Error::other(format!("cannot start the sandbox helper thread: {e}")))
+    started
+        .as_ref()
+        .map_err(|e| io::Error::other(format!("cannot start the sandbox helper thread: {e}")))
 }
 
 fn send(req: Request) -> io::Result<()> {
-    sender()?.send(req).map_err(|_| io::Error::other("sandbox helper thread is gone"))
+    sender()?
+        .send(req)
+        .map_err(|_| io::Error::other("sandbox helper thread is gone"))
 }
 
 /// Clones a child that runs `plan`. `namespaced` adds the PID, mount, network, IPC and UTS namespaces.
 pub(crate) async fn spawn(plan: Plan, child_fds: Vec<OwnedFd>) -> io::Result<Spawned> {
     let (reply, rx) = oneshot::channel();
-    send(Request::Spawn { plan: Box::new(plan), child_fds, reply })?;
-    rx.await.map_err(|_| io::Error::other("sandbox helper thread dropped the request"))?
+    send(Request::Spawn {
+        plan: Box::new(plan),
+        child_fds,
+        reply,
+    })?;
+    rx.await
+        .map_err(|_| io::Error::other("sandbox helper thread dropped the request"))?
 }
 
 /// Runs `op` inside the network namespace `netns`.
 pub(crate) async fn net(netns: Arc<OwnedFd>, op: NetOp) -> io::Result<Option<OwnedFd>> {
     let (reply, rx) = oneshot::channel();
     send(Request::Net { netns, op, reply })?;
-    rx.await.map_err(|_| io::Error::other("sandbox helper thread dropped the request"))?
+    rx.await
+        .map_err(|_| io::Error::other("sandbox helper thread dropped the request"))?
 }
 
 fn run(rx: mpsc::Receiver<Request>) {
@@ -106,15 +116,26 @@ fn run(rx: mpsc::Receiver<Request>) {
     let mut poisoned = false;
     for req in rx {
         let outcome = catch_unwind(AssertUnwindSafe(|| match req {
-            Request::Spawn { plan, child_fds, reply } => {
-                let result = if poisoned { Err(poisoned_error()) } else { clone_child(&plan) };
+            Request::Spawn {
+                plan,
+                child_fds,
+                reply,
+            } => {
+                let result = if poisoned {
+                    Err(poisoned_error())
+                } else {
+                    clone_child(&plan)
+                };
                 drop(child_fds);
                 let _ = reply.send(result);
             }
             Request::Net { netns, op, reply } => {
                 let result = match (&home, poisoned) {
                     (_, true) => Err(poisoned_error()),
-                    (Err(e), _) => Err(io::Error::new(e.kind(), format!("cannot open this thread's network namespace: {e}"))),
+                    (Err(e), _) => Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot open this thread's network namespace: {e}"),
+                    )),
                     (Ok(home), false) => in_netns(home, &netns, op, &mut poisoned),
                 };
                 let _ = reply.send(result);
@@ -130,7 +151,12 @@ fn poisoned_error() -> io::Error {
     io::Error::other("sandbox helper thread is stuck in a foreign network namespace")
 }
 
-fn in_netns(home: &OwnedFd, target: &OwnedFd, op: NetOp, poisoned: &mut bool) -> io::Result<Option<OwnedFd>> {
+fn in_netns(
+    home: &OwnedFd,
+    target: &OwnedFd,
+    op: NetOp,
+    poisoned: &mut bool,
+) -> io::Result<Option<OwnedFd>> {
     setns(target)?;
     let result = net_op(op);
     if let Err(e) = setns(home) {
@@ -152,7 +178,13 @@ fn net_op(op: NetOp) -> io::Result<Option<OwnedFd>> {
     match op {
         NetOp::Socket => {
             // SAFETY: socket(2) returns a new descriptor or -1.
-            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_INET,
+                    libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    0,
+                )
+            };
             if fd < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -190,15 +222,29 @@ fn loopback_up() -> io::Result<()> {
     }
     // SAFETY: fd is fresh and owned by nobody else.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut req = IfReqFlags { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+    let mut req = IfReqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 22],
+    };
     req.name[..2].copy_from_slice(b"lo");
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write a struct ifreq we own, sized as the kernel expects.
     unsafe {
-        if libc::ioctl(sock.as_raw_fd(), SIOCGIFFLAGS as _, &mut req as *mut IfReqFlags) != 0 {
+        if libc::ioctl(
+            sock.as_raw_fd(),
+            SIOCGIFFLAGS as _,
+            &mut req as *mut IfReqFlags,
+        ) != 0
+        {
             return Err(io::Error::last_os_error());
         }
         req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as c_short;
-        if libc::ioctl(sock.as_raw_fd(), SIOCSIFFLAGS as _, &req as *const IfReqFlags) != 0 {
+        if libc::ioctl(
+            sock.as_raw_fd(),
+            SIOCSIFFLAGS as _,
+            &req as *const IfReqFlags,
+        ) != 0
+        {
             return Err(io::Error::last_os_error());
         }
     }
@@ -225,7 +271,11 @@ struct CloneArgs {
 fn clone_child(plan: &Plan) -> io::Result<Spawned> {
     let mut flags = libc::CLONE_PIDFD as u64;
     if plan.ns.is_some() {
-        flags |= (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) as u64;
+        flags |= (libc::CLONE_NEWPID
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS) as u64;
     }
     let mut pidfd: c_int = -1;
     let mut args = CloneArgs {
@@ -237,13 +287,26 @@ fn clone_child(plan: &Plan) -> io::Result<Spawned> {
     // SAFETY: clone3 without a stack behaves like fork: the child continues here on a copy of this
     // thread's stack and immediately enters child_main, which never returns and only makes
     // async-signal-safe calls on the plan (see child.rs).
-    let mut ret = unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, size_of::<CloneArgs>()) };
+    let mut ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            size_of::<CloneArgs>(),
+        )
+    };
     if ret < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
         // Kernels before 5.3 (or seccomp filters that hide clone3): legacy clone stores the pidfd
         // through the parent_tid argument, the third on every architecture.
         // SAFETY: as above.
         ret = unsafe {
-            libc::syscall(libc::SYS_clone, flags | libc::SIGCHLD as u64, 0usize, &mut pidfd as *mut c_int, 0usize, 0usize)
+            libc::syscall(
+                libc::SYS_clone,
+                flags | libc::SIGCHLD as u64,
+                0usize,
+                &mut pidfd as *mut c_int,
+                0usize,
+                0usize,
+            )
         };
     }
     if ret == 0 {
@@ -255,13 +318,22 @@ fn clone_child(plan: &Plan) -> io::Result<Spawned> {
     }
     // SAFETY: the kernel stored a new pidfd that nobody else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    Ok(Spawned { pid: ret as u32, pidfd })
+    Ok(Spawned {
+        pid: ret as u32,
+        pidfd,
+    })
 }
 
 /// Sends SIGKILL through a pidfd (never hits a recycled pid). Errors (already reaped) are ignored.
 pub(crate) fn pidfd_kill(pidfd: &OwnedFd) {
     // SAFETY: pidfd_send_signal with no siginfo on a pidfd we hold.
     unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0);
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
     }
 }

@@ -32,7 +32,13 @@ impl LogFile {
     pub(crate) fn create(path: &Path, cap: u64) -> io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok(Self { path: path.to_path_buf(), file, size, cap, warned: false })
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            size,
+            cap,
+            warned: false,
+        })
     }
 
     fn write_line(&mut self, prefix: &[u8], line: &[u8]) {
@@ -53,7 +59,11 @@ impl LogFile {
             let mut old = self.path.clone().into_os_string();
             old.push(".1");
             fs::rename(&self.path, &old)?;
-            self.file = OpenOptions::new().create(true).write(true).truncate(true).open(&self.path)?;
+            self.file = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&self.path)?;
             self.size = 0;
         }
         let mut buf = Vec::with_capacity(len as usize);

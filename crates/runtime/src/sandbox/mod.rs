@@ -3,9 +3,9 @@
 //! # Shape
 //!
 //! [`Sandbox::start`] prepares the host side (the `work_root` layout, cgroups, log pipes, the mount
-//! plan) and asks the [helper thread](helper) to clone the child with new PID, mount, network, IPC and
+//! plan) and asks the helper thread (`helper.rs`) to clone the child with new PID, mount, network, IPC and
 //! UTS namespaces. The child becomes PID 1 of its namespace, a minimal init: it assembles the mount
-//! view ([plan]), waits for the parent (who meanwhile puts it into its cgroups, brings loopback up
+//! view (`plan.rs`), waits for the parent (who meanwhile puts it into its cgroups, brings loopback up
 //! and opens the egress proxy inside its network namespace), enters a cgroup namespace, forks the
 //! agent as PID 2 and from then on only reaps zombies. The agent drops to an unprivileged user
 //! (`nobody` by default) with `no_new_privs`, no core dumps, a bounded `RLIMIT_NOFILE`, its own
@@ -26,14 +26,31 @@
 //! the agent's status; the namespace must be entered later from the same long-lived thread for
 //! connects (and that thread must also be the parent, for `PR_SET_PDEATHSIG`); the mount view needs
 //! masks with bind-backs of the code and venv paths. Writing the clone and mount steps directly costs
-//! a few hundred lines of well-contained `unsafe` (all in [child] and [helper]) and keeps the
+//! a few hundred lines of well-contained `unsafe` (all in `child.rs` and `helper.rs`) and keeps the
 //! dependency tree small.
 //!
 //! # Files
 //!
 //! Inside `work_root`: `tmp/` (the agent's `/tmp`), `storage/` (its `/mnt/session` and `HOME`),
-//! `logs/agent.log` (see [logs]) and, namespaced, the empty mount point `rootfs/`. All of it is removed
+//! `logs/agent.log` (format in `logs.rs`) and, namespaced, the empty mount point `rootfs/`. All of it is removed
 //! by `destroy`, so the session layer must copy logs it wants to keep before destroying.
+//!
+//! # Resources
+//!
+//! Limits are cgroup limits (`cgroup.rs`); the cgroup also lets teardown find every process. Init is
+//! a copy of Berth (it never executes anything), so its resident set counts Berth's shared pages: the
+//! agent's process tree gets `oom_score_adj` 1000 so the OOM killer takes the agent, not init, and
+//! init gets -1000 where Berth holds `CAP_SYS_RESOURCE`. A start costs about 2 ms of Berth's own work
+//! plus one RCU grace period for the first cgroup v1 migration (5 to 15 ms on the reference VM); the
+//! rest of an agent's start-up is its interpreter.
+//!
+//! # Process isolation
+//!
+//! [`Isolation::Process`] runs the agent as a plain child (own session, parent-death signal,
+//! cgroups, unprivileged user when Berth is root) on a free host port passed in `PORT`/`AGENT_PORT`;
+//! agents must honour it. There is no PID namespace, so descendants that outlive the agent are
+//! killed through the process group and the cgroup but re-parented to the host's init for reaping,
+//! and [`Network`] is not enforced.
 
 mod cgroup;
 mod child;
@@ -65,8 +82,8 @@ use std::ffi::CString;
 use http::Uri;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
-use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -77,7 +94,10 @@ use tracing::{debug, info, warn};
 
 pub use error::Error;
 pub use probe::{Capabilities, CgroupVersion, probe};
-pub use spec::{DEFAULT_LOG_CAP, Isolation, Limits, NOBODY, Network, PROXY_PORT, RunAs, SESSION_DIR, SandboxSpec};
+pub use spec::{
+    DEFAULT_LOG_CAP, Isolation, Limits, NOBODY, Network, PROXY_PORT, RunAs, SESSION_DIR,
+    SandboxSpec,
+};
 pub use status::ExitInfo;
 
 use cgroup::Cgroups;
@@ -144,15 +164,30 @@ impl Sandbox {
         let prepared = tokio::task::spawn_blocking(move || prepare(spec))
             .await
             .map_err(|e| Error::io("prepare sandbox", io::Error::other(e)))??;
-        let Prepared { id, isolation, network, work_root, log_path, agent_addr, cgroups, egress, plan, child_fds, fds, log, context } =
-            prepared;
+        let Prepared {
+            id,
+            isolation,
+            network,
+            work_root,
+            log_path,
+            agent_addr,
+            cgroups,
+            egress,
+            plan,
+            child_fds,
+            fds,
+            log,
+            context,
+        } = prepared;
 
         let spawned = match helper::spawn(plan, child_fds).await {
             Ok(s) => s,
             Err(e) => {
                 let cg = cgroups.clone();
                 let root = work_root.clone();
-                if let Ok(Err(err)) = tokio::task::spawn_blocking(move || cleanup_host(cg.as_deref(), &root)).await {
+                if let Ok(Err(err)) =
+                    tokio::task::spawn_blocking(move || cleanup_host(cg.as_deref(), &root)).await
+                {
                     warn!(sandbox = %id, error = %err, "cleanup after failed clone");
                 }
                 return Err(Error::io("clone the sandbox", e));
@@ -170,7 +205,8 @@ impl Sandbox {
             destroying.clone(),
             exit_tx,
         ));
-        let pumps = pipe::Receiver::from_owned_fd(fds.out_r).and_then(|o| Ok((o, pipe::Receiver::from_owned_fd(fds.err_r)?)));
+        let pumps = pipe::Receiver::from_owned_fd(fds.out_r)
+            .and_then(|o| Ok((o, pipe::Receiver::from_owned_fd(fds.err_r)?)));
         let (log_task, pump_error) = match pumps {
             Ok((out, err)) => (Some(tokio::spawn(logs::pump(out, err, log))), None),
             Err(e) => (None, Some(e)),
@@ -198,7 +234,11 @@ impl Sandbox {
         };
         let finished = match pump_error {
             Some(e) => Err(Error::io("watch the agent's output", e)),
-            None => sandbox.finish_start(network, fds.sync_w, fds.exec_r, &context).await,
+            None => {
+                sandbox
+                    .finish_start(network, fds.sync_w, fds.exec_r, &context)
+                    .await
+            }
         };
         if let Err(e) = finished {
             if let Err(cleanup) = sandbox.destroy().await {
@@ -217,7 +257,13 @@ impl Sandbox {
     }
 
     /// Parent's half of the start handshake: cgroups, loopback, proxy, go, then wait for exec.
-    async fn finish_start(&self, network: Network, sync_w: OwnedFd, exec_r: OwnedFd, ctx: &StartContext) -> Result<(), Error> {
+    async fn finish_start(
+        &self,
+        network: Network,
+        sync_w: OwnedFd,
+        exec_r: OwnedFd,
+        ctx: &StartContext,
+    ) -> Result<(), Error> {
         let inner = &self.inner;
         let pid = inner.pid;
         let early = |e: Error| -> Error { child_failure(&exec_r, ctx).unwrap_or(e) };
@@ -248,9 +294,17 @@ impl Sandbox {
             }
             if network == Network::Public {
                 let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, PROXY_PORT);
-                let listener = listen_in(netns, addr).await.map_err(|e| Error::io("open the egress proxy", e))?;
-                let (egress, cancel, tasks) = (inner.egress.clone(), inner.cancel.clone(), inner.tasks.clone());
-                inner.tasks.spawn(proxy::serve_proxy(listener, egress, cancel, tasks));
+                let listener = listen_in(netns, addr)
+                    .await
+                    .map_err(|e| Error::io("open the egress proxy", e))?;
+                let (egress, cancel, tasks) = (
+                    inner.egress.clone(),
+                    inner.cancel.clone(),
+                    inner.tasks.clone(),
+                );
+                inner
+                    .tasks
+                    .spawn(proxy::serve_proxy(listener, egress, cancel, tasks));
             }
         }
         let mut sync = File::from(sync_w);
@@ -290,7 +344,11 @@ impl Sandbox {
 
     /// The sandbox's cgroup directories (one per hierarchy); empty without cgroup support.
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        self.inner.cgroups.as_ref().map(|c| c.dirs().to_vec()).unwrap_or_default()
+        self.inner
+            .cgroups
+            .as_ref()
+            .map(|c| c.dirs().to_vec())
+            .unwrap_or_default()
     }
 
     /// Opens a TCP connection to the agent's port (inside its network namespace when namespaced).
@@ -300,7 +358,9 @@ impl Sandbox {
 
     /// A connector for hyper-util's pooled client that always dials this sandbox's agent.
     pub fn connector(&self) -> Connector {
-        Connector { inner: self.inner.clone() }
+        Connector {
+            inner: self.inner.clone(),
+        }
     }
 
     /// Polls [`connect`](Self::connect) with a short, growing backoff until the agent accepts
@@ -316,7 +376,9 @@ impl Sandbox {
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return Err(Error::Timeout(format!("agent not accepting connections after {timeout:?}")));
+                return Err(Error::Timeout(format!(
+                    "agent not accepting connections after {timeout:?}"
+                )));
             }
             let mut exit = self.inner.exit_rx.clone();
             tokio::select! {
@@ -333,7 +395,10 @@ impl Sandbox {
         match rx.wait_for(Option::is_some).await {
             Ok(info) => info.clone().unwrap_or_default(),
             // The watcher only goes away with its runtime; the process is gone or being cleaned up.
-            Err(_) => ExitInfo { destroyed: self.inner.destroying.load(Ordering::SeqCst), ..ExitInfo::default() },
+            Err(_) => ExitInfo {
+                destroyed: self.inner.destroying.load(Ordering::SeqCst),
+                ..ExitInfo::default()
+            },
         }
     }
 
@@ -345,10 +410,16 @@ impl Sandbox {
     /// Makes `target` (a host address, e.g. Berth's data plane) reachable from inside the sandbox at
     /// `127.0.0.1:<inside_port>`; returns the port actually bound (pass 0 to let the kernel choose).
     /// Namespaced sandboxes only: in process mode the agent can reach host addresses directly.
-    pub async fn expose_host_port(&self, inside_port: u16, target: SocketAddr) -> Result<u16, Error> {
+    pub async fn expose_host_port(
+        &self,
+        inside_port: u16,
+        target: SocketAddr,
+    ) -> Result<u16, Error> {
         let inner = &self.inner;
         if inner.isolation == Isolation::Process {
-            return Err(Error::Unsupported("process isolation shares the host network; use the host address".into()));
+            return Err(Error::Unsupported(
+                "process isolation shares the host network; use the host address".into(),
+            ));
         }
         if inner.destroying.load(Ordering::SeqCst) {
             return Err(Error::Destroyed);
@@ -356,9 +427,22 @@ impl Sandbox {
         let netns = lock(&inner.netns).clone().ok_or(Error::Destroyed)?;
         let listener = listen_in(netns, SocketAddrV4::new(Ipv4Addr::LOCALHOST, inside_port))
             .await
-            .map_err(|e| Error::io(format!("listen on 127.0.0.1:{inside_port} in the sandbox"), e))?;
-        let port = listener.local_addr().map_err(|e| Error::io("read the forwarder address", e))?.port();
-        inner.tasks.spawn(proxy::serve_forward(listener, target, inner.cancel.clone(), inner.tasks.clone()));
+            .map_err(|e| {
+                Error::io(
+                    format!("listen on 127.0.0.1:{inside_port} in the sandbox"),
+                    e,
+                )
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| Error::io("read the forwarder address", e))?
+            .port();
+        inner.tasks.spawn(proxy::serve_forward(
+            listener,
+            target,
+            inner.cancel.clone(),
+            inner.tasks.clone(),
+        ));
         debug!(sandbox = %inner.id, inside_port = port, %target, "host port exposed");
         Ok(port)
     }
@@ -390,15 +474,24 @@ impl Sandbox {
                 })
                 .await;
             }
-            Err(_) => return Err(Error::Timeout("the sandbox did not exit after sigkill".into())),
+            Err(_) => {
+                return Err(Error::Timeout(
+                    "the sandbox did not exit after sigkill".into(),
+                ));
+            }
         }
         inner.tasks.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, inner.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(DRAIN_TIMEOUT, inner.tasks.wait())
+            .await
+            .is_err()
+        {
             warn!(sandbox = %inner.id, "proxy tasks did not stop in time");
         }
         let log_task = lock(&inner.log_task).take();
         if let Some(mut task) = log_task
-            && tokio::time::timeout(DRAIN_TIMEOUT, &mut task).await.is_err()
+            && tokio::time::timeout(DRAIN_TIMEOUT, &mut task)
+                .await
+                .is_err()
         {
             // Something outside the sandbox still holds a pipe end; the log is about to be removed.
             task.abort();
@@ -429,7 +522,9 @@ impl Drop for Sandbox {
         // A plain thread, not a tokio task: the runtime may be shutting down right now (a dropped
         // sandbox at the end of a test or of `main`), and the cleanup must still happen.
         let inner = self.inner.clone();
-        let spawned = std::thread::Builder::new().name("berth-sandbox-drop".into()).spawn(move || inner.cleanup_blocking());
+        let spawned = std::thread::Builder::new()
+            .name("berth-sandbox-drop".into())
+            .spawn(move || inner.cleanup_blocking());
         if let Err(e) = spawned {
             warn!(sandbox = %self.inner.id, error = %e, "cannot start sandbox cleanup; cgroup and work_root left behind");
         }
@@ -453,14 +548,23 @@ impl Inner {
                         .map_err(Error::Connect)?
                         .ok_or_else(|| Error::Connect(io::Error::other("no socket returned")))?;
                     let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
-                    socket.connect(self.agent_addr).await.map_err(Error::Connect)
+                    socket
+                        .connect(self.agent_addr)
+                        .await
+                        .map_err(Error::Connect)
                 }
-                Isolation::Process => TcpStream::connect(self.agent_addr).await.map_err(Error::Connect),
+                Isolation::Process => TcpStream::connect(self.agent_addr)
+                    .await
+                    .map_err(Error::Connect),
             }
         };
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
-            .map_err(|_| Error::Timeout(format!("connecting to the agent took over {CONNECT_TIMEOUT:?}")))??;
+            .map_err(|_| {
+                Error::Timeout(format!(
+                    "connecting to the agent took over {CONNECT_TIMEOUT:?}"
+                ))
+            })??;
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
@@ -496,7 +600,9 @@ pub struct Connector {
 
 impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector").field("sandbox", &self.inner.id).finish()
+        f.debug_struct("Connector")
+            .field("sandbox", &self.inner.id)
+            .finish()
     }
 }
 
@@ -516,7 +622,9 @@ impl tower::Service<Uri> for Connector {
 }
 
 async fn listen_in(netns: Arc<OwnedFd>, addr: SocketAddrV4) -> io::Result<TcpListener> {
-    let fd = helper::net(netns, helper::NetOp::Listen(addr)).await?.ok_or_else(|| io::Error::other("no listener returned"))?;
+    let fd = helper::net(netns, helper::NetOp::Listen(addr))
+        .await?
+        .ok_or_else(|| io::Error::other("no listener returned"))?;
     TcpListener::from_std(std::net::TcpListener::from(fd))
 }
 
@@ -537,7 +645,8 @@ async fn watch_exit(
         }
         Err(_) => {
             let fd = pidfd.clone();
-            let _ = tokio::task::spawn_blocking(move || wait_exit_blocking(&fd, Duration::MAX)).await;
+            let _ =
+                tokio::task::spawn_blocking(move || wait_exit_blocking(&fd, Duration::MAX)).await;
         }
     }
     if isolation == Isolation::Process {
@@ -550,7 +659,9 @@ async fn watch_exit(
         }
     }
     let own = reap(&pidfd);
-    let agent = status_r.and_then(|fd| read_status(&fd)).map(ExitInfo::from_wait_status);
+    let agent = status_r
+        .and_then(|fd| read_status(&fd))
+        .map(ExitInfo::from_wait_status);
     let mut info = agent.or(own).unwrap_or_default();
     if let Some(cg) = &cgroups {
         info.oom_killed = cg.oom_killed();
@@ -565,10 +676,17 @@ fn wait_exit_blocking(pidfd: &OwnedFd, limit: Duration) {
     let deadline = Instant::now().checked_add(limit);
     loop {
         let ms = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32,
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
             None => -1,
         };
-        let mut pfd = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: poll on one pollfd we own.
         let r = unsafe { libc::poll(&mut pfd, 1, ms) };
         if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
@@ -583,13 +701,26 @@ fn reap(pidfd: &OwnedFd) -> Option<ExitInfo> {
         // SAFETY: siginfo_t is plain data; waitid fills it.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: waitid on a pidfd of our own child, writing into a local.
-        let r = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
         if r == 0 {
             // SAFETY: for CLD_* codes the kernel filled si_status.
             let status = unsafe { info.si_status() };
             return Some(match info.si_code {
-                libc::CLD_EXITED => ExitInfo { code: Some(status), ..ExitInfo::default() },
-                _ => ExitInfo { signal: Some(status), ..ExitInfo::default() },
+                libc::CLD_EXITED => ExitInfo {
+                    code: Some(status),
+                    ..ExitInfo::default()
+                },
+                _ => ExitInfo {
+                    signal: Some(status),
+                    ..ExitInfo::default()
+                },
             });
         }
         if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
@@ -608,7 +739,8 @@ fn read_status(fd: &OwnedFd) -> Option<i32> {
 
 /// Waits for the exec pipe: EOF means the agent executed, a report means setup failed.
 async fn wait_exec(exec_r: OwnedFd, ctx: &StartContext) -> Result<(), Error> {
-    let mut rx = pipe::Receiver::from_owned_fd(exec_r).map_err(|e| Error::io("watch the sandbox start", e))?;
+    let mut rx = pipe::Receiver::from_owned_fd(exec_r)
+        .map_err(|e| Error::io("watch the sandbox start", e))?;
     let mut buf = [0u8; REPORT_SIZE];
     let mut filled = 0;
     let read = async {
@@ -627,14 +759,21 @@ async fn wait_exec(exec_r: OwnedFd, ctx: &StartContext) -> Result<(), Error> {
     match filled {
         0 => Ok(()),
         REPORT_SIZE => Err(ctx.error(decode_report(&buf))),
-        _ => Err(Error::io("read the sandbox start report", io::Error::from(io::ErrorKind::UnexpectedEof))),
+        _ => Err(Error::io(
+            "read the sandbox start report",
+            io::Error::from(io::ErrorKind::UnexpectedEof),
+        )),
     }
 }
 
 /// A failure report already in the exec pipe (the child died during setup), without waiting.
 fn child_failure(exec_r: &OwnedFd, ctx: &StartContext) -> Option<Error> {
     let mut buf = [0u8; REPORT_SIZE];
-    let mut pfd = libc::pollfd { fd: exec_r.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: exec_r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: a zero-timeout poll on a descriptor we own.
     if unsafe { libc::poll(&mut pfd, 1, 0) } != 1 {
         return None;
@@ -666,7 +805,10 @@ impl StartContext {
                 .or_else(|| self.descriptions.get(s as usize).cloned())
                 .unwrap_or_else(|| format!("step {s}")),
         };
-        Error::Setup { step, source: io::Error::from_raw_os_error(report.errno) }
+        Error::Setup {
+            step,
+            source: io::Error::from_raw_os_error(report.errno),
+        }
     }
 }
 
@@ -699,8 +841,10 @@ struct Prepared {
 /// Host-side preparation (blocking): directories, cgroups, pipes and the child's plan. Removes
 /// whatever it created when it fails.
 fn prepare(spec: SandboxSpec) -> Result<Prepared, Error> {
-    fs::create_dir_all(&spec.work_root).map_err(|e| Error::io(format!("create {}", spec.work_root.display()), e))?;
-    let work_root = fs::canonicalize(&spec.work_root).map_err(|e| Error::io(format!("resolve {}", spec.work_root.display()), e))?;
+    fs::create_dir_all(&spec.work_root)
+        .map_err(|e| Error::io(format!("create {}", spec.work_root.display()), e))?;
+    let work_root = fs::canonicalize(&spec.work_root)
+        .map_err(|e| Error::io(format!("resolve {}", spec.work_root.display()), e))?;
     let mut cgroups = None;
     let result = prepare_in(&spec, &work_root, &mut cgroups);
     // An id collision means the directories belong to a live sandbox: leave them alone.
@@ -712,7 +856,11 @@ fn prepare(spec: SandboxSpec) -> Result<Prepared, Error> {
     result
 }
 
-fn prepare_in(spec: &SandboxSpec, work_root: &Path, cgroups_out: &mut Option<Arc<Cgroups>>) -> Result<Prepared, Error> {
+fn prepare_in(
+    spec: &SandboxSpec,
+    work_root: &Path,
+    cgroups_out: &mut Option<Arc<Cgroups>>,
+) -> Result<Prepared, Error> {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let namespaced = spec.isolation == Isolation::Namespaces;
@@ -726,44 +874,73 @@ fn prepare_in(spec: &SandboxSpec, work_root: &Path, cgroups_out: &mut Option<Arc
     for dir in [&tmp, &storage] {
         make_dir(dir, 0o700)?;
         if let Some((uid, gid)) = creds {
-            chown(dir, Some(uid), Some(gid)).map_err(|e| Error::io(format!("chown {}", dir.display()), e))?;
+            chown(dir, Some(uid), Some(gid))
+                .map_err(|e| Error::io(format!("chown {}", dir.display()), e))?;
         }
     }
     make_dir(&logs_dir, 0o700)?;
     let log_path = logs_dir.join("agent.log");
 
-    let code_dir = fs::canonicalize(&spec.code_dir).map_err(|e| Error::io(format!("resolve code_dir {}", spec.code_dir.display()), e))?;
+    let code_dir = fs::canonicalize(&spec.code_dir)
+        .map_err(|e| Error::io(format!("resolve code_dir {}", spec.code_dir.display()), e))?;
     if !code_dir.is_dir() {
-        return Err(Error::InvalidSpec(format!("code_dir {} is not a directory", code_dir.display())));
+        return Err(Error::InvalidSpec(format!(
+            "code_dir {} is not a directory",
+            code_dir.display()
+        )));
     }
 
     let ns = if namespaced {
         let rootfs = work_root.join("rootfs");
         make_dir(&rootfs, 0o755)?;
-        let mut hidden: Vec<PathBuf> = spec.hidden.iter().filter_map(|p| fs::canonicalize(p).ok()).collect();
+        let mut hidden: Vec<PathBuf> = spec
+            .hidden
+            .iter()
+            .filter_map(|p| fs::canonicalize(p).ok())
+            .collect();
         if let Some(parent) = work_root.parent() {
             hidden.push(parent.to_path_buf());
         }
         let mut visible = vec![code_dir.clone()];
         for v in &spec.visible {
-            visible.push(fs::canonicalize(v).map_err(|e| Error::io(format!("resolve visible path {}", v.display()), e))?);
+            visible.push(
+                fs::canonicalize(v)
+                    .map_err(|e| Error::io(format!("resolve visible path {}", v.display()), e))?,
+            );
         }
-        let inputs = plan::Inputs { rootfs: &rootfs, tmp: &tmp, storage: &storage, hidden: &hidden, visible: &visible, shm_bytes: SHM_BYTES };
+        let inputs = plan::Inputs {
+            rootfs: &rootfs,
+            tmp: &tmp,
+            storage: &storage,
+            hidden: &hidden,
+            visible: &visible,
+            shm_bytes: SHM_BYTES,
+        };
         let ops = plan::mount_ops(&inputs, &host_kind).map_err(Error::InvalidSpec)?;
         let mut host = spec.id.as_bytes().to_vec();
         host.truncate(64);
-        Some(NsPlan { ops, hostname: CString::new(host).map_err(|_| Error::InvalidSpec("id contains NUL".into()))? })
+        Some(NsPlan {
+            ops,
+            hostname: CString::new(host)
+                .map_err(|_| Error::InvalidSpec("id contains NUL".into()))?,
+        })
     } else {
         None
     };
 
     let (agent_addr, port) = if namespaced {
-        (SocketAddr::from((Ipv4Addr::LOCALHOST, spec.agent_port)), spec.agent_port)
+        (
+            SocketAddr::from((Ipv4Addr::LOCALHOST, spec.agent_port)),
+            spec.agent_port,
+        )
     } else {
         // The port is free now; the agent binds it a few milliseconds later. Another process could
         // take it in between, which the session layer sees as a start that never becomes ready.
-        let probe = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| Error::io("pick a port for the agent", e))?;
-        let addr = probe.local_addr().map_err(|e| Error::io("pick a port for the agent", e))?;
+        let probe = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|e| Error::io("pick a port for the agent", e))?;
+        let addr = probe
+            .local_addr()
+            .map_err(|e| Error::io("pick a port for the agent", e))?;
         (addr, addr.port())
     };
 
@@ -772,19 +949,32 @@ fn prepare_in(spec: &SandboxSpec, work_root: &Path, cgroups_out: &mut Option<Arc
     } else {
         (storage.clone(), tmp.clone())
     };
-    let env = build_env(spec, &home, &tmpdir, port, namespaced && spec.network == Network::Public);
-    let path_var = env.iter().find(|(k, _)| k == "PATH").map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    let env = build_env(
+        spec,
+        &home,
+        &tmpdir,
+        port,
+        namespaced && spec.network == Network::Public,
+    );
+    let path_var = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
     let program = resolve_program(&spec.argv[0], path_var)?;
     let mut argv = vec![cstring(program.as_os_str().as_bytes())?];
     for a in &spec.argv[1..] {
         argv.push(cstring(a.as_bytes())?);
     }
-    let envp = env.iter().map(|(k, v)| cstring(format!("{k}={v}").as_bytes())).collect::<Result<Vec<_>, _>>()?;
+    let envp = env
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let cgroups = Cgroups::create(cgroup::layout(), &spec.id, &spec.limits)?.map(Arc::new);
     *cgroups_out = cgroups.clone();
 
-    let log = logs::LogFile::create(&log_path, spec.log_cap_bytes).map_err(|e| Error::io(format!("create {}", log_path.display()), e))?;
+    let log = logs::LogFile::create(&log_path, spec.log_cap_bytes)
+        .map_err(|e| Error::io(format!("create {}", log_path.display()), e))?;
     let pipe_err = |e| Error::io("create pipes", e);
     let (out_r, out_w) = pipe_pair().map_err(pipe_err)?;
     let (err_r, err_w) = pipe_pair().map_err(pipe_err)?;
@@ -797,7 +987,11 @@ fn prepare_in(spec: &SandboxSpec, work_root: &Path, cgroups_out: &mut Option<Arc
     } else {
         None
     };
-    let devnull = File::options().read(true).write(true).open("/dev/null").map_err(|e| Error::io("open /dev/null", e))?;
+    let devnull = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| Error::io("open /dev/null", e))?;
     let devnull = above_stdio(devnull.into()).map_err(pipe_err)?;
     let out_w = above_stdio(out_w).map_err(pipe_err)?;
     let err_w = above_stdio(err_w).map_err(pipe_err)?;
@@ -810,7 +1004,10 @@ fn prepare_in(spec: &SandboxSpec, work_root: &Path, cgroups_out: &mut Option<Arc
 
     // Raising a hard limit needs CAP_SYS_RESOURCE, which even root may lack: stay within Berth's own.
     let nofile = current_nofile_hard().min(NOFILE);
-    let descriptions = ns.as_ref().map(|n| n.ops.iter().map(child::Op::describe).collect()).unwrap_or_default();
+    let descriptions = ns
+        .as_ref()
+        .map(|n| n.ops.iter().map(child::Op::describe).collect())
+        .unwrap_or_default();
     let plan = Plan {
         ns,
         argv: CStrVec::new(argv),
@@ -835,17 +1032,34 @@ fn prepare_in(spec: &SandboxSpec, work_root: &Path, cgroups_out: &mut Option<Arc
         log_path,
         agent_addr,
         cgroups,
-        egress: Arc::new(Egress { allowed_local: spec.allowed_local.clone() }),
+        egress: Arc::new(Egress {
+            allowed_local: spec.allowed_local.clone(),
+        }),
         plan,
         child_fds,
-        fds: ParentFds { out_r, err_r, sync_w, exec_r, status_r },
+        fds: ParentFds {
+            out_r,
+            err_r,
+            sync_w,
+            exec_r,
+            status_r,
+        },
         log,
-        context: StartContext { descriptions, program: spec.argv[0].clone() },
+        context: StartContext {
+            descriptions,
+            program: spec.argv[0].clone(),
+        },
     })
 }
 
 /// Defaults, then the spec's variables, then what Berth must control.
-fn build_env(spec: &SandboxSpec, home: &Path, tmpdir: &Path, port: u16, proxy: bool) -> Vec<(String, String)> {
+fn build_env(
+    spec: &SandboxSpec,
+    home: &Path,
+    tmpdir: &Path,
+    port: u16,
+    proxy: bool,
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), DEFAULT_PATH.into()),
         ("HOME".into(), home.display().to_string()),
@@ -879,11 +1093,15 @@ fn resolve_program(program: &str, path_var: &str) -> Result<PathBuf, Error> {
     }
     for dir in path_var.split(':').filter(|d| d.starts_with('/')) {
         let candidate = Path::new(dir).join(program);
-        if fs::metadata(&candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0) {
+        if fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        {
             return Ok(candidate);
         }
     }
-    Err(Error::InvalidSpec(format!("program {program:?} not found in PATH {path_var:?}")))
+    Err(Error::InvalidSpec(format!(
+        "program {program:?} not found in PATH {path_var:?}"
+    )))
 }
 
 fn host_kind(p: &Path) -> Option<plan::Kind> {
@@ -901,8 +1119,10 @@ fn host_kind(p: &Path) -> Option<plan::Kind> {
 /// Removes the cgroups and `work_root`. Blocking.
 fn cleanup_host(cgroups: Option<&Cgroups>, work_root: &Path) -> Result<(), Error> {
     if let Some(cg) = cgroups {
-        cg.kill_all().map_err(|e| Error::io("kill the processes left in the sandbox cgroup", e))?;
-        cg.remove().map_err(|e| Error::io("remove the sandbox cgroup", e))?;
+        cg.kill_all()
+            .map_err(|e| Error::io("kill the processes left in the sandbox cgroup", e))?;
+        cg.remove()
+            .map_err(|e| Error::io("remove the sandbox cgroup", e))?;
     }
     match fs::remove_dir_all(work_root) {
         Ok(()) => Ok(()),
@@ -921,7 +1141,8 @@ fn make_dir(dir: &Path, mode: u32) -> Result<(), Error> {
 }
 
 fn set_mode(dir: &Path, mode: u32) -> Result<(), Error> {
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(|e| Error::io(format!("chmod {}", dir.display()), e))
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(format!("chmod {}", dir.display()), e))
 }
 
 fn cstring(bytes: &[u8]) -> Result<CString, Error> {
@@ -966,7 +1187,10 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 }
 
 fn current_nofile_hard() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit into a local.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return 1024;
@@ -982,9 +1206,23 @@ mod tests {
     #[test]
     fn env_layers_defaults_spec_and_enforced_values() {
         let mut spec = SandboxSpec::new("a", "/w/a", "/c", vec!["x".into()]);
-        spec.env = vec![("HOME".into(), "/custom".into()), ("PORT".into(), "1".into()), ("A".into(), "b".into())];
-        let env = build_env(&spec, Path::new("/mnt/session"), Path::new("/tmp"), 8080, true);
-        let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        spec.env = vec![
+            ("HOME".into(), "/custom".into()),
+            ("PORT".into(), "1".into()),
+            ("A".into(), "b".into()),
+        ];
+        let env = build_env(
+            &spec,
+            Path::new("/mnt/session"),
+            Path::new("/tmp"),
+            8080,
+            true,
+        );
+        let get = |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(get("HOME"), Some("/custom"));
         assert_eq!(get("PORT"), Some("8080"));
         assert_eq!(get("A"), Some("b"));
@@ -996,8 +1234,14 @@ mod tests {
 
     #[test]
     fn program_lookup() {
-        assert_eq!(resolve_program("./run.sh", "").unwrap(), PathBuf::from("./run.sh"));
+        assert_eq!(
+            resolve_program("./run.sh", "").unwrap(),
+            PathBuf::from("./run.sh")
+        );
         assert!(resolve_program("sh", DEFAULT_PATH).unwrap().is_absolute());
-        assert!(matches!(resolve_program("no-such-program-here", DEFAULT_PATH), Err(Error::InvalidSpec(_))));
+        assert!(matches!(
+            resolve_program("no-such-program-here", DEFAULT_PATH),
+            Err(Error::InvalidSpec(_))
+        ));
     }
 }

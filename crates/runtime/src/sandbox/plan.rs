@@ -57,8 +57,12 @@ pub(crate) struct Inputs<'a> {
 }
 
 const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
-const DEV_LINKS: [(&str, &str); 4] =
-    [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")];
+const DEV_LINKS: [(&str, &str); 4] = [
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+];
 /// Directories replaced wholesale by the plan; hidden or visible paths below them make no sense.
 const REPLACED: [&str; 3] = ["/proc", "/sys", "/dev"];
 /// Overlays of the plan whose contents are the sandbox's own.
@@ -68,7 +72,10 @@ const TMPFS_SMALL: &str = "mode=755,size=16k,nr_inodes=4096";
 
 /// Builds the steps. `kind` reports what a host path is (`None`: missing); it is a parameter so the
 /// plan can be unit-tested without a host.
-pub(crate) fn mount_ops(inputs: &Inputs<'_>, kind: &dyn Fn(&Path) -> Option<Kind>) -> Result<Vec<Op>, String> {
+pub(crate) fn mount_ops(
+    inputs: &Inputs<'_>,
+    kind: &dyn Fn(&Path) -> Option<Kind>,
+) -> Result<Vec<Op>, String> {
     let root = inputs.rootfs;
     let inside = |p: &Path| -> PathBuf { root.join(p.strip_prefix("/").unwrap_or(p)) };
     let mut ops = Vec::new();
@@ -80,16 +87,34 @@ pub(crate) fn mount_ops(inputs: &Inputs<'_>, kind: &dyn Fn(&Path) -> Option<Kind
     }
 
     // Nothing mounted from here on may propagate to the host's namespace.
-    ops.push(Op::Mount { source: None, target: c("/")?, fstype: None, flags: libc::MS_REC | libc::MS_PRIVATE, data: None });
+    ops.push(Op::Mount {
+        source: None,
+        target: c("/")?,
+        fstype: None,
+        flags: libc::MS_REC | libc::MS_PRIVATE,
+        data: None,
+    });
     ops.push(mount_bind(Path::new("/"), root, true)?);
-    ops.push(Op::SetAttr { target: cp(root)?, set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV });
+    ops.push(Op::SetAttr {
+        target: cp(root)?,
+        set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+    });
 
     // /proc and /sys of the new PID and network namespaces.
-    ops.push(Op::Detach { target: cp(&inside(Path::new("/proc")))? });
+    ops.push(Op::Detach {
+        target: cp(&inside(Path::new("/proc")))?,
+    });
     // hidepid=2: processes of other users are invisible, so the agent never sees init (root, a copy
     // of Berth whose command line would otherwise be readable at /proc/1/cmdline).
-    ops.push(mount_fs("proc", &inside(Path::new("/proc")), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, Some("hidepid=2"))?);
-    ops.push(Op::Detach { target: cp(&inside(Path::new("/sys")))? });
+    ops.push(mount_fs(
+        "proc",
+        &inside(Path::new("/proc")),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some("hidepid=2"),
+    )?);
+    ops.push(Op::Detach {
+        target: cp(&inside(Path::new("/sys")))?,
+    });
     ops.push(mount_fs(
         "sysfs",
         &inside(Path::new("/sys")),
@@ -100,26 +125,48 @@ pub(crate) fn mount_ops(inputs: &Inputs<'_>, kind: &dyn Fn(&Path) -> Option<Kind
     // A minimal /dev.
     let dev = inside(Path::new("/dev"));
     ops.push(Op::Detach { target: cp(&dev)? });
-    ops.push(mount_fs("tmpfs", &dev, libc::MS_NOSUID | libc::MS_NOEXEC, Some(TMPFS_SMALL))?);
+    ops.push(mount_fs(
+        "tmpfs",
+        &dev,
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(TMPFS_SMALL),
+    )?);
     for node in DEV_NODES {
         let host = Path::new("/dev").join(node);
         if kind(&host) != Some(Kind::Special) {
             continue;
         }
-        ops.push(Op::Touch { path: cp(&dev.join(node))? });
+        ops.push(Op::Touch {
+            path: cp(&dev.join(node))?,
+        });
         ops.push(mount_bind(&host, &dev.join(node), false)?);
     }
     for (link, target) in DEV_LINKS {
-        ops.push(Op::Symlink { target: c(target)?, link: cp(&dev.join(link))? });
+        ops.push(Op::Symlink {
+            target: c(target)?,
+            link: cp(&dev.join(link))?,
+        });
     }
-    ops.push(Op::Mkdir { path: cp(&dev.join("shm"))? });
+    ops.push(Op::Mkdir {
+        path: cp(&dev.join("shm"))?,
+    });
     let shm = format!("mode=1777,size={}", inputs.shm_bytes);
-    ops.push(mount_fs("tmpfs", &dev.join("shm"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, Some(&shm))?);
+    ops.push(mount_fs(
+        "tmpfs",
+        &dev.join("shm"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some(&shm),
+    )?);
 
     // Masks.
     let hidden = effective_hidden(inputs.hidden, inputs.visible, kind)?;
     for h in &hidden {
-        ops.push(mount_fs("tmpfs", &inside(h), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, Some(TMPFS_SMALL))?);
+        ops.push(mount_fs(
+            "tmpfs",
+            &inside(h),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            Some(TMPFS_SMALL),
+        )?);
     }
 
     // The sandbox's own writable places.
@@ -128,8 +175,15 @@ pub(crate) fn mount_ops(inputs: &Inputs<'_>, kind: &dyn Fn(&Path) -> Option<Kind
     ops.push(remount(&tmp, libc::MS_NOSUID | libc::MS_NODEV)?);
     let mnt = inside(Path::new("/mnt"));
     let session = mnt.join("session");
-    ops.push(mount_fs("tmpfs", &mnt, libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, Some(TMPFS_SMALL))?);
-    ops.push(Op::Mkdir { path: cp(&session)? });
+    ops.push(mount_fs(
+        "tmpfs",
+        &mnt,
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some(TMPFS_SMALL),
+    )?);
+    ops.push(Op::Mkdir {
+        path: cp(&session)?,
+    });
     ops.push(mount_bind(inputs.storage, &session, false)?);
     ops.push(remount(&session, libc::MS_NOSUID | libc::MS_NODEV)?);
 
@@ -143,34 +197,58 @@ pub(crate) fn mount_ops(inputs: &Inputs<'_>, kind: &dyn Fn(&Path) -> Option<Kind
         if bound.iter().any(|b| v.starts_with(b)) {
             continue;
         }
-        if REPLACED.iter().chain(OVERLAID.iter()).any(|r| v.as_path() == Path::new(r)) || is_under_replaced(v) {
-            return Err(format!("visible path {} collides with a sandbox mount", v.display()));
+        if REPLACED
+            .iter()
+            .chain(OVERLAID.iter())
+            .any(|r| v.as_path() == Path::new(r))
+            || is_under_replaced(v)
+        {
+            return Err(format!(
+                "visible path {} collides with a sandbox mount",
+                v.display()
+            ));
         }
-        let Some(cover) = overlays.iter().filter(|o| v.starts_with(o)).max_by_key(|o| o.as_os_str().len()) else {
+        let Some(cover) = overlays
+            .iter()
+            .filter(|o| v.starts_with(o))
+            .max_by_key(|o| o.as_os_str().len())
+        else {
             continue;
         };
         let what = kind(v).ok_or_else(|| format!("visible path {} does not exist", v.display()))?;
         // Mount points for each level below the covering overlay.
-        let rel = v.strip_prefix(cover).map_err(|_| "visible path outside its overlay".to_string())?;
+        let rel = v
+            .strip_prefix(cover)
+            .map_err(|_| "visible path outside its overlay".to_string())?;
         let mut at = cover.clone();
         let components: Vec<_> = rel.components().collect();
         for (i, comp) in components.iter().enumerate() {
             at.push(comp);
             let last = i + 1 == components.len();
             if last && what != Kind::Dir {
-                ops.push(Op::Touch { path: cp(&inside(&at))? });
+                ops.push(Op::Touch {
+                    path: cp(&inside(&at))?,
+                });
             } else {
-                ops.push(Op::Mkdir { path: cp(&inside(&at))? });
+                ops.push(Op::Mkdir {
+                    path: cp(&inside(&at))?,
+                });
             }
         }
         ops.push(mount_bind(v, &inside(v), true)?);
-        ops.push(Op::SetAttr { target: cp(&inside(v))?, set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV });
+        ops.push(Op::SetAttr {
+            target: cp(&inside(v))?,
+            set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        });
         bound.push(v);
     }
 
     // Freeze the tmpfs overlays now that their mount points exist.
     for t in hidden.iter().map(|h| inside(h)).chain([mnt, dev]) {
-        ops.push(remount(&t, libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC)?);
+        ops.push(remount(
+            &t,
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        )?);
     }
 
     ops.push(Op::Chdir { path: cp(root)? });
@@ -196,7 +274,11 @@ fn effective_hidden(
             continue;
         }
         if REPLACED.iter().any(|r| Path::new(r).starts_with(&h)) {
-            return Err(format!("hidden path {} would hide {}", h.display(), REPLACED.join(", ")));
+            return Err(format!(
+                "hidden path {} would hide {}",
+                h.display(),
+                REPLACED.join(", ")
+            ));
         }
         if out.iter().any(|o| h.starts_with(o)) {
             continue;
@@ -207,7 +289,11 @@ fn effective_hidden(
             Some(_) => return Err(format!("hidden path {} is not a directory", h.display())),
         }
         if let Some(v) = visible.iter().find(|v| h.starts_with(v)) {
-            return Err(format!("hidden path {} lies inside visible path {}", h.display(), v.display()));
+            return Err(format!(
+                "hidden path {} lies inside visible path {}",
+                h.display(),
+                v.display()
+            ));
         }
         out.push(h);
     }
@@ -223,15 +309,31 @@ fn c(s: &str) -> Result<CString, String> {
 }
 
 fn cp(p: &Path) -> Result<CString, String> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("path {} contains a NUL byte", p.display()))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| format!("path {} contains a NUL byte", p.display()))
 }
 
 fn mount_bind(src: &Path, target: &Path, recursive: bool) -> Result<Op, String> {
-    let flags = if recursive { libc::MS_BIND | libc::MS_REC } else { libc::MS_BIND };
-    Ok(Op::Mount { source: Some(cp(src)?), target: cp(target)?, fstype: None, flags, data: None })
+    let flags = if recursive {
+        libc::MS_BIND | libc::MS_REC
+    } else {
+        libc::MS_BIND
+    };
+    Ok(Op::Mount {
+        source: Some(cp(src)?),
+        target: cp(target)?,
+        fstype: None,
+        flags,
+        data: None,
+    })
 }
 
-fn mount_fs(fstype: &str, target: &Path, flags: libc::c_ulong, data: Option<&str>) -> Result<Op, String> {
+fn mount_fs(
+    fstype: &str,
+    target: &Path,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<Op, String> {
     Ok(Op::Mount {
         source: Some(c(fstype)?),
         target: cp(target)?,
@@ -292,7 +394,9 @@ mod tests {
     }
 
     fn position(ops: &[String], needle: &str) -> usize {
-        ops.iter().position(|o| o == needle).unwrap_or_else(|| panic!("{needle:?} not in {ops:#?}"))
+        ops.iter()
+            .position(|o| o == needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in {ops:#?}"))
     }
 
     #[test]
@@ -300,11 +404,17 @@ mod tests {
         let ops = described(&plan(&["/data", "/data/sbx"], &["/data/builds/v1/code"]).unwrap());
         let mask = position(&ops, "mount tmpfs on /data/sbx/a/rootfs/data");
         let mkdir = position(&ops, "mkdir /data/sbx/a/rootfs/data/builds");
-        let bind = position(&ops, "mount /data/builds/v1/code on /data/sbx/a/rootfs/data/builds/v1/code");
+        let bind = position(
+            &ops,
+            "mount /data/builds/v1/code on /data/sbx/a/rootfs/data/builds/v1/code",
+        );
         let freeze = position(&ops, "remount /data/sbx/a/rootfs/data");
         assert!(mask < mkdir && mkdir < bind && bind < freeze);
         // The nested mask is redundant and dropped; /run is always masked.
-        assert!(!ops.iter().any(|o| o == "mount tmpfs on /data/sbx/a/rootfs/data/sbx"));
+        assert!(
+            !ops.iter()
+                .any(|o| o == "mount tmpfs on /data/sbx/a/rootfs/data/sbx")
+        );
         assert!(ops.contains(&"mount tmpfs on /data/sbx/a/rootfs/run".to_string()));
         assert_eq!(ops.last().map(String::as_str), Some("pivot_root"));
     }
@@ -312,10 +422,16 @@ mod tests {
     #[test]
     fn first_steps_make_everything_private_and_read_only() {
         let ops = plan(&[], &["/srv/code"]).unwrap();
-        assert!(matches!(&ops[0], Op::Mount { flags, .. } if *flags == libc::MS_REC | libc::MS_PRIVATE));
+        assert!(
+            matches!(&ops[0], Op::Mount { flags, .. } if *flags == libc::MS_REC | libc::MS_PRIVATE)
+        );
         assert!(matches!(&ops[2], Op::SetAttr { set, .. } if set & MOUNT_ATTR_RDONLY != 0));
         // /srv/code is not covered by any overlay: already visible read-only, no bind needed.
-        assert!(!described(&ops).iter().any(|o| o.starts_with("mount /srv/code")));
+        assert!(
+            !described(&ops)
+                .iter()
+                .any(|o| o.starts_with("mount /srv/code"))
+        );
     }
 
     #[test]

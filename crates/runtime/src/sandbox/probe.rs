@@ -44,19 +44,30 @@ impl Capabilities {
     /// `Err` with the reason when sandboxes of this kind cannot start here.
     pub fn check(&self, isolation: Isolation) -> Result<(), String> {
         if !self.pidfd {
-            return Err(format!("kernel {} lacks pidfd support (needs Linux 5.3 or later)", self.kernel));
+            return Err(format!(
+                "kernel {} lacks pidfd support (needs Linux 5.3 or later)",
+                self.kernel
+            ));
         }
         if isolation == Isolation::Process {
             return Ok(());
         }
         if !self.root {
-            return Err("namespaced sandboxes need Berth to run as root; use process isolation otherwise".into());
+            return Err(
+                "namespaced sandboxes need Berth to run as root; use process isolation otherwise"
+                    .into(),
+            );
         }
         if !self.namespaces {
-            return Err("the kernel lacks pid, mount, network, ipc, uts or cgroup namespaces".into());
+            return Err(
+                "the kernel lacks pid, mount, network, ipc, uts or cgroup namespaces".into(),
+            );
         }
         if !self.mount_setattr {
-            return Err(format!("kernel {} lacks mount_setattr (needs Linux 5.12 or later)", self.kernel));
+            return Err(format!(
+                "kernel {} lacks mount_setattr (needs Linux 5.12 or later)",
+                self.kernel
+            ));
         }
         Ok(())
     }
@@ -65,11 +76,20 @@ impl Capabilities {
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.cgroup == CgroupVersion::None {
-            out.push("no cgroup hierarchy found: memory, pids and cpu limits are not enforced".to_string());
+            out.push(
+                "no cgroup hierarchy found: memory, pids and cpu limits are not enforced"
+                    .to_string(),
+            );
         } else {
-            for (ok, name) in [(self.memory_controller, "memory"), (self.pids_controller, "pids"), (self.cpu_controller, "cpu")] {
+            for (ok, name) in [
+                (self.memory_controller, "memory"),
+                (self.pids_controller, "pids"),
+                (self.cpu_controller, "cpu"),
+            ] {
                 if !ok {
-                    out.push(format!("cgroup controller {name} unavailable: its limit is not enforced"));
+                    out.push(format!(
+                        "cgroup controller {name} unavailable: its limit is not enforced"
+                    ));
                 }
             }
         }
@@ -90,8 +110,9 @@ pub fn probe() -> Capabilities {
 fn detect() -> Capabilities {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let namespaces =
-        ["pid", "mnt", "net", "ipc", "uts", "cgroup"].iter().all(|ns| Path::new("/proc/self/ns").join(ns).exists());
+    let namespaces = ["pid", "mnt", "net", "ipc", "uts", "cgroup"]
+        .iter()
+        .all(|ns| Path::new("/proc/self/ns").join(ns).exists());
     // SAFETY: pidfd_open on our own pid returns a descriptor we close right away, or -1.
     let pidfd = unsafe {
         let fd = libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0);
@@ -104,12 +125,24 @@ fn detect() -> Capabilities {
     // ENOSYS by those that do not; nothing is changed either way.
     // SAFETY: no pointer is dereferenced by the kernel for a zero size.
     let mount_setattr = unsafe {
-        libc::syscall(libc::SYS_mount_setattr, -1, c"".as_ptr(), 0, std::ptr::null::<u8>(), 0usize) == 0
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            -1,
+            c"".as_ptr(),
+            0,
+            std::ptr::null::<u8>(),
+            0usize,
+        ) == 0
             || *libc::__errno_location() != libc::ENOSYS
     };
     let (cgroup, memory_controller, pids_controller, cpu_controller) = match cgroup::layout() {
         Layout::None => (CgroupVersion::None, false, false, false),
-        Layout::V1 { memory, pids, cpu } => (CgroupVersion::V1, memory.is_some(), pids.is_some(), cpu.is_some()),
+        Layout::V1 { memory, pids, cpu } => (
+            CgroupVersion::V1,
+            memory.is_some(),
+            pids.is_some(),
+            cpu.is_some(),
+        ),
         Layout::V2 { controllers, .. } => (
             CgroupVersion::V2,
             controllers.contains("memory"),
@@ -117,6 +150,18 @@ fn detect() -> Capabilities {
             controllers.contains("cpu"),
         ),
     };
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
-    Capabilities { root, namespaces, pidfd, mount_setattr, cgroup, memory_controller, pids_controller, cpu_controller, kernel }
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    Capabilities {
+        root,
+        namespaces,
+        pidfd,
+        mount_setattr,
+        cgroup,
+        memory_controller,
+        pids_controller,
+        cpu_controller,
+        kernel,
+    }
 }

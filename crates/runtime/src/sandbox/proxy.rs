@@ -56,7 +56,11 @@ impl Egress {
     fn permits(&self, addr: SocketAddr, host_addrs: &[IpAddr]) -> bool {
         let ip = addr.ip().to_canonical();
         let canonical = SocketAddr::new(ip, addr.port());
-        if self.allowed_local.iter().any(|a| SocketAddr::new(a.ip().to_canonical(), a.port()) == canonical) {
+        if self
+            .allowed_local
+            .iter()
+            .any(|a| SocketAddr::new(a.ip().to_canonical(), a.port()) == canonical)
+        {
             return true;
         }
         !(is_host_local(ip) || host_addrs.iter().any(|h| h.to_canonical() == ip))
@@ -65,15 +69,22 @@ impl Egress {
     /// Resolves `host:port` and connects to the first permitted address.
     async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, Refusal> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<SocketAddr> = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host, port)))
-            .await
-            .map_err(|_| Refusal::Unreachable(format!("resolving {host} timed out")))?
-            .map_err(|e| Refusal::Unreachable(format!("cannot resolve {host}: {e}")))?
-            .collect();
+        let addrs: Vec<SocketAddr> =
+            tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host, port)))
+                .await
+                .map_err(|_| Refusal::Unreachable(format!("resolving {host} timed out")))?
+                .map_err(|e| Refusal::Unreachable(format!("cannot resolve {host}: {e}")))?
+                .collect();
         let host_addrs = host_addresses();
-        let permitted: Vec<SocketAddr> = addrs.iter().copied().filter(|a| self.permits(*a, &host_addrs)).collect();
+        let permitted: Vec<SocketAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| self.permits(*a, &host_addrs))
+            .collect();
         if permitted.is_empty() {
-            return Err(Refusal::Denied(format!("destination {host}:{port} is not allowed")));
+            return Err(Refusal::Denied(format!(
+                "destination {host}:{port} is not allowed"
+            )));
         }
         let mut last = String::new();
         for addr in permitted {
@@ -93,9 +104,18 @@ impl Egress {
 /// Addresses that always belong to "this host" whatever its interfaces.
 fn is_host_local(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local() || v4.is_multicast() || v4.is_broadcast(),
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_unspecified()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+        }
         IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || (v6.segments()[0] & 0xffc0) == 0xfe80
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
         }
     }
 }
@@ -116,7 +136,9 @@ fn host_addresses() -> Vec<IpAddr> {
                 match i32::from((*addr).sa_family) {
                     libc::AF_INET => {
                         let sin = &*(addr as *const libc::sockaddr_in);
-                        out.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+                        out.push(IpAddr::from(
+                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                        ));
                     }
                     libc::AF_INET6 => {
                         let sin6 = &*(addr as *const libc::sockaddr_in6);
@@ -135,7 +157,12 @@ fn host_addresses() -> Vec<IpAddr> {
 type ProxyBody = Either<Full<Bytes>, Incoming>;
 
 /// Serves the egress proxy on `listener` until `cancel` fires.
-pub(crate) async fn serve_proxy(listener: TcpListener, egress: Arc<Egress>, cancel: CancellationToken, tracker: TaskTracker) {
+pub(crate) async fn serve_proxy(
+    listener: TcpListener,
+    egress: Arc<Egress>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -152,7 +179,12 @@ pub(crate) async fn serve_proxy(listener: TcpListener, egress: Arc<Egress>, canc
                 Err(e) => { debug!(error = %e, "egress proxy accept failed"); continue }
             },
         };
-        let (egress, cancel, cancel2, tracker2) = (egress.clone(), cancel.clone(), cancel.clone(), tracker.clone());
+        let (egress, cancel, cancel2, tracker2) = (
+            egress.clone(),
+            cancel.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        );
         tracker.spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |req| handle(req, egress.clone(), cancel2.clone(), tracker2.clone()));
@@ -176,7 +208,11 @@ async fn handle(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let result = if req.method() == Method::CONNECT { tunnel(req, &egress, cancel, &tracker).await } else { forward(req, &egress, cancel, &tracker).await };
+    let result = if req.method() == Method::CONNECT {
+        tunnel(req, &egress, cancel, &tracker).await
+    } else {
+        forward(req, &egress, cancel, &tracker).await
+    };
     Ok(result.unwrap_or_else(|(status, msg)| {
         debug!(%status, reason = %msg, "egress proxy refused a request");
         text(status, msg)
@@ -186,7 +222,8 @@ async fn handle(
 fn text(status: StatusCode, msg: String) -> Response<ProxyBody> {
     let mut resp = Response::new(Either::Left(Full::new(Bytes::from(msg + "\n"))));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp
 }
 
@@ -199,14 +236,25 @@ fn refusal(r: Refusal) -> (StatusCode, String) {
 
 type Handled = Result<Response<ProxyBody>, (StatusCode, String)>;
 
-async fn tunnel(mut req: Request<Incoming>, egress: &Egress, cancel: CancellationToken, tracker: &TaskTracker) -> Handled {
+async fn tunnel(
+    mut req: Request<Incoming>,
+    egress: &Egress,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Handled {
     let Some(authority) = req.uri().authority().cloned() else {
         return Err((StatusCode::BAD_REQUEST, "CONNECT needs host:port".into()));
     };
     let Some(port) = authority.port_u16() else {
-        return Err((StatusCode::BAD_REQUEST, "CONNECT needs an explicit port".into()));
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "CONNECT needs an explicit port".into(),
+        ));
     };
-    let mut upstream = egress.connect(authority.host(), port).await.map_err(refusal)?;
+    let mut upstream = egress
+        .connect(authority.host(), port)
+        .await
+        .map_err(refusal)?;
     let upgrade = hyper::upgrade::on(&mut req);
     tracker.spawn(async move {
         let upgraded = match upgrade.await {
@@ -222,21 +270,44 @@ async fn tunnel(mut req: Request<Incoming>, egress: &Egress, cancel: Cancellatio
     Ok(Response::new(Either::Left(Full::new(Bytes::new()))))
 }
 
-async fn forward(req: Request<Incoming>, egress: &Egress, cancel: CancellationToken, tracker: &TaskTracker) -> Handled {
+async fn forward(
+    req: Request<Incoming>,
+    egress: &Egress,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Handled {
     let uri = req.uri().clone();
     match uri.scheme_str() {
         Some("http") => {}
-        Some(_) => return Err((StatusCode::BAD_REQUEST, "only http:// can be forwarded; use CONNECT for https".into())),
-        None => return Err((StatusCode::BAD_REQUEST, "this is a proxy: send absolute-form requests or CONNECT".into())),
+        Some(_) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "only http:// can be forwarded; use CONNECT for https".into(),
+            ));
+        }
+        None => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "this is a proxy: send absolute-form requests or CONNECT".into(),
+            ));
+        }
     }
     let Some(authority) = uri.authority().cloned() else {
         return Err((StatusCode::BAD_REQUEST, "request target has no host".into()));
     };
-    let upstream = egress.connect(authority.host(), authority.port_u16().unwrap_or(80)).await.map_err(refusal)?;
+    let upstream = egress
+        .connect(authority.host(), authority.port_u16().unwrap_or(80))
+        .await
+        .map_err(refusal)?;
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, Incoming>(TokioIo::new(upstream))
         .await
-        .map_err(|e| (StatusCode::BAD_GATEWAY, format!("upstream handshake failed: {e}")))?;
+        .map_err(|e| {
+            (
+                StatusCode::BAD_GATEWAY,
+                format!("upstream handshake failed: {e}"),
+            )
+        })?;
     tracker.spawn(async move {
         tokio::select! {
             r = conn => if let Err(e) = r { debug!(error = %e, "egress upstream connection ended") },
@@ -246,16 +317,24 @@ async fn forward(req: Request<Incoming>, egress: &Egress, cancel: CancellationTo
 
     let (mut parts, body) = req.into_parts();
     let origin_form = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    parts.uri = origin_form.parse::<Uri>().map_err(|e| (StatusCode::BAD_REQUEST, format!("bad request target: {e}")))?;
+    parts.uri = origin_form
+        .parse::<Uri>()
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad request target: {e}")))?;
     strip_hop_by_hop(&mut parts.headers);
     if !parts.headers.contains_key(header::HOST) {
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| (StatusCode::BAD_REQUEST, "bad host".to_string()))?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| (StatusCode::BAD_REQUEST, "bad host".to_string()))?;
         parts.headers.insert(header::HOST, host);
     }
     let resp = sender
         .send_request(Request::from_parts(parts, body))
         .await
-        .map_err(|e| (StatusCode::BAD_GATEWAY, format!("upstream request failed: {e}")))?;
+        .map_err(|e| {
+            (
+                StatusCode::BAD_GATEWAY,
+                format!("upstream request failed: {e}"),
+            )
+        })?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Either::Right(body)))
@@ -273,13 +352,28 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in ["connection", "proxy-connection", "keep-alive", "proxy-authorization", "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade"] {
+    for name in [
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
         headers.remove(name);
     }
 }
 
 /// Splices every connection accepted on `listener` to `target` until `cancel` fires.
-pub(crate) async fn serve_forward(listener: TcpListener, target: SocketAddr, cancel: CancellationToken, tracker: TaskTracker) {
+pub(crate) async fn serve_forward(
+    listener: TcpListener,
+    target: SocketAddr,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -322,11 +416,16 @@ mod tests {
     #[test]
     fn refuses_host_local_destinations_unless_allowed() {
         let allowed: SocketAddr = "127.0.0.1:9000".parse().unwrap();
-        let egress = Egress { allowed_local: vec![allowed] };
+        let egress = Egress {
+            allowed_local: vec![allowed],
+        };
         let host = ["10.1.2.3".parse::<IpAddr>().unwrap()];
         let ok = |a: &str| egress.permits(a.parse().unwrap(), &host);
         assert!(ok("127.0.0.1:9000"));
-        assert!(ok("[::ffff:127.0.0.1]:9000"), "v4-mapped form of an allowed address");
+        assert!(
+            ok("[::ffff:127.0.0.1]:9000"),
+            "v4-mapped form of an allowed address"
+        );
         assert!(!ok("127.0.0.1:9001"));
         assert!(!ok("127.1.2.3:80"));
         assert!(!ok("[::1]:80"));

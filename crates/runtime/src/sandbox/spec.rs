@@ -66,7 +66,10 @@ pub struct RunAs {
 
 impl Default for RunAs {
     fn default() -> Self {
-        Self { uid: NOBODY, gid: NOBODY }
+        Self {
+            uid: NOBODY,
+            gid: NOBODY,
+        }
     }
 }
 
@@ -152,15 +155,28 @@ impl SandboxSpec {
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let invalid = |msg: String| Err(Error::InvalidSpec(msg));
         if self.id.is_empty() || self.id.len() > 64 || self.id.starts_with('.') {
-            return invalid(format!("id {:?} must be 1 to 64 characters, not starting with '.'", self.id));
+            return invalid(format!(
+                "id {:?} must be 1 to 64 characters, not starting with '.'",
+                self.id
+            ));
         }
-        if let Some(c) = self.id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-            return invalid(format!("id {:?} contains {c:?}; allowed are A-Z a-z 0-9 . _ -", self.id));
+        if let Some(c) = self
+            .id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return invalid(format!(
+                "id {:?} contains {c:?}; allowed are A-Z a-z 0-9 . _ -",
+                self.id
+            ));
         }
         check_abs("work_root", &self.work_root)?;
         match self.work_root.parent() {
             Some(parent) if parent != Path::new("/") => {}
-            _ => return invalid("work_root must not be a top-level directory: its parent is hidden from the agent".into()),
+            _ => return invalid(
+                "work_root must not be a top-level directory: its parent is hidden from the agent"
+                    .into(),
+            ),
         }
         check_abs("code_dir", &self.code_dir)?;
         for p in &self.hidden {
@@ -183,14 +199,21 @@ impl SandboxSpec {
         }
         for (k, v) in &self.env {
             if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return invalid(format!("environment variable {k:?} has an invalid name or value"));
+                return invalid(format!(
+                    "environment variable {k:?} has an invalid name or value"
+                ));
             }
         }
         if self.agent_port == 0 && self.isolation == Isolation::Namespaces {
             return invalid("agent_port must not be 0".into());
         }
-        if self.agent_port == PROXY_PORT && self.network == Network::Public && self.isolation == Isolation::Namespaces {
-            return invalid(format!("agent_port {PROXY_PORT} is taken by the egress proxy"));
+        if self.agent_port == PROXY_PORT
+            && self.network == Network::Public
+            && self.isolation == Isolation::Namespaces
+        {
+            return invalid(format!(
+                "agent_port {PROXY_PORT} is taken by the egress proxy"
+            ));
         }
         if let Some(cpu) = self.limits.cpu_millis
             && cpu < 10
@@ -210,7 +233,10 @@ impl SandboxSpec {
 /// Requires an absolute path without `..` (lexical `..` would make the mount plan's prefix checks lie).
 fn check_abs(what: &str, p: &Path) -> Result<(), Error> {
     if !p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
-        return Err(Error::InvalidSpec(format!("{what} {} must be absolute without '..'", p.display())));
+        return Err(Error::InvalidSpec(format!(
+            "{what} {} must be absolute without '..'",
+            p.display()
+        )));
     }
     Ok(())
 }
@@ -221,7 +247,12 @@ mod tests {
     use super::*;
 
     fn spec() -> SandboxSpec {
-        SandboxSpec::new("rt-1", "/var/lib/berth/sandboxes/rt-1", "/var/lib/berth/code", vec!["/usr/bin/python3".into()])
+        SandboxSpec::new(
+            "rt-1",
+            "/var/lib/berth/sandboxes/rt-1",
+            "/var/lib/berth/code",
+            vec!["/usr/bin/python3".into()],
+        )
     }
 
     #[test]

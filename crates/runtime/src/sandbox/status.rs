@@ -20,9 +20,15 @@ impl ExitInfo {
     /// Decodes a `waitpid` status word.
     pub(crate) fn from_wait_status(status: i32) -> Self {
         if libc::WIFEXITED(status) {
-            Self { code: Some(libc::WEXITSTATUS(status)), ..Self::default() }
+            Self {
+                code: Some(libc::WEXITSTATUS(status)),
+                ..Self::default()
+            }
         } else if libc::WIFSIGNALED(status) {
-            Self { signal: Some(libc::WTERMSIG(status)), ..Self::default() }
+            Self {
+                signal: Some(libc::WTERMSIG(status)),
+                ..Self::default()
+            }
         } else {
             Self::default()
         }
@@ -61,7 +67,11 @@ mod tests {
         // Encodings from <sys/wait.h>: exit code in bits 8..16, signal in the low 7 bits.
         assert_eq!(ExitInfo::from_wait_status(3 << 8).code, Some(3));
         assert_eq!(ExitInfo::from_wait_status(9).signal, Some(9));
-        let info = ExitInfo { signal: Some(9), oom_killed: true, ..ExitInfo::default() };
+        let info = ExitInfo {
+            signal: Some(9),
+            oom_killed: true,
+            ..ExitInfo::default()
+        };
         assert_eq!(info.to_string(), "was killed by signal 9 (out of memory)");
     }
 }

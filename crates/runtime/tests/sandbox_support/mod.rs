@@ -70,17 +70,31 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Fixture {
     pub fn new() -> Fixture {
-        assert!(Path::new(PYTHON).exists(), "{PYTHON} is required by the sandbox tests");
-        let base = tempfile::Builder::new().prefix("berth-sbx-").tempdir_in(base_parent()).unwrap();
+        assert!(
+            Path::new(PYTHON).exists(),
+            "{PYTHON} is required by the sandbox tests"
+        );
+        let base = tempfile::Builder::new()
+            .prefix("berth-sbx-")
+            .tempdir_in(base_parent())
+            .unwrap();
         std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let code = base.path().join("code");
         std::fs::create_dir(&code).unwrap();
         std::fs::set_permissions(&code, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(code.join("agent.py"), AGENT).unwrap();
-        std::fs::set_permissions(code.join("agent.py"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(
+            code.join("agent.py"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
         let sandboxes = base.path().join("sandboxes");
         std::fs::create_dir(&sandboxes).unwrap();
-        Fixture { base, code, sandboxes }
+        Fixture {
+            base,
+            code,
+            sandboxes,
+        }
     }
 
     /// A namespaced spec running the test agent, named `name` (`AGENT_NAME`), with a unique id.
@@ -92,7 +106,12 @@ impl Fixture {
 
     /// A namespaced spec running `python3 <args>`.
     pub fn command(&self, name: &str, args: &[&str]) -> SandboxSpec {
-        let id = format!("t{}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst), name);
+        let id = format!(
+            "t{}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            name
+        );
         let mut argv = vec![PYTHON.to_string()];
         argv.extend(args.iter().map(|a| a.to_string()));
         let mut spec = SandboxSpec::new(id.clone(), self.sandboxes.join(&id), &self.code, argv);
@@ -106,18 +125,32 @@ impl Fixture {
 fn base_parent() -> PathBuf {
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(&target).unwrap();
-    let traversable = target.ancestors().all(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
-    if traversable { target } else { PathBuf::from("/var/tmp") }
+    let traversable = target
+        .ancestors()
+        .all(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    if traversable {
+        target
+    } else {
+        PathBuf::from("/var/tmp")
+    }
 }
 
 /// Waits until the agent accepts connections.
 pub async fn ready(sb: &Sandbox) {
-    sb.wait_accepting(Duration::from_secs(30)).await.expect("agent never became ready");
+    sb.wait_accepting(Duration::from_secs(30))
+        .await
+        .expect("agent never became ready");
 }
 
 /// Sends one request through the sandbox's connector with hyper-util's pooled client.
-pub async fn http(sb: &Sandbox, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(sb.connector());
+pub async fn http(
+    sb: &Sandbox,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
+    let client: Client<_, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(sb.connector());
     let req = http::Request::builder()
         .method(method)
         .uri(format!("http://agent{path}"))
@@ -125,7 +158,12 @@ pub async fn http(sb: &Sandbox, method: &str, path: &str, body: &str) -> Result<
         .unwrap();
     let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
     let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 

@@ -10,6 +10,7 @@
 //! buckets/<bucket>/bucket.json             creation time and region
 //! buckets/<bucket>/objects/<h>.json        an object's metadata ("sidecar"), h = sha256(key) in hex
 //! buckets/<bucket>/objects/<h>.<id>.data   its content; <id> is unique per write
+//! buckets/<bucket>/uploads/<upload-id>/     a multipart upload in progress (see `multipart`)
 //! ```
 //!
 //! Keys never become paths: an object's files are named by the SHA-256 of its key, and the real
@@ -50,11 +51,14 @@ use crate::model::{
 use crate::names::{validate_bucket_name, validate_key};
 use crate::{Error, MAX_READ_OBJECT};
 
+mod multipart;
+
 const FORMAT_FILE: &str = "FORMAT";
 const LOCK_FILE: &str = "LOCK";
 const FORMAT: &str = "berth-artifacts 1\n";
 const BUCKET_FILE: &str = "bucket.json";
 const OBJECTS_DIR: &str = "objects";
+const UPLOADS_DIR: &str = "uploads";
 const SIDECAR_EXT: &str = "json";
 const DATA_EXT: &str = "data";
 /// Size of the slices bodies are hashed and written in.
@@ -244,6 +248,7 @@ impl LocalStore {
         let result = (|| {
             fs::create_dir(&staging)?;
             fs::create_dir(staging.join(OBJECTS_DIR))?;
+            fs::create_dir(staging.join(UPLOADS_DIR))?;
             let file = BucketFile {
                 name: bucket.to_owned(),
                 created_ms: to_millis(created),
@@ -372,17 +377,39 @@ impl LocalStore {
             user_metadata: meta.user_metadata,
             checksum: Some(checksum),
         };
+        let staged_data = self
+            .root
+            .join("tmp")
+            .join(format!("{}.{DATA_EXT}", unique_id()));
+        if let Err(e) = write_synced(&staged_data, body) {
+            remove_quietly(&staged_data);
+            return Err(Error::io(
+                format!("staging object {key:?} in bucket {bucket}"),
+                e,
+            ));
+        }
+        self.commit_staged(bucket, object, &staged_data, &meta.condition)
+    }
+
+    /// Makes a staged (written and fsynced) content file the object `object`, replacing any
+    /// object under its key if `condition` holds. The staged file is consumed either way.
+    fn commit_staged(
+        &self,
+        bucket: &str,
+        object: ObjectMeta,
+        staged_data: &Path,
+        condition: &WriteCondition,
+    ) -> Result<ObjectMeta, Error> {
+        let key = object.key.as_str();
         let hash = key_hash(key);
         let id = unique_id();
         let data_file = format!("{hash}.{id}.{DATA_EXT}");
-        let staged_data = self.root.join("tmp").join(format!("{id}.{DATA_EXT}"));
         let staged_sidecar = self.root.join("tmp").join(format!("{id}.{SIDECAR_EXT}"));
-        let sidecar = serde_json::to_vec(&Sidecar::from_meta(&object, &data_file))
-            .map_err(|e| Error::io("encoding object metadata", e.into()))?;
-        let staged =
-            write_synced(&staged_data, body).and_then(|()| write_synced(&staged_sidecar, &sidecar));
+        let staged = serde_json::to_vec(&Sidecar::from_meta(&object, &data_file))
+            .map_err(std::io::Error::from)
+            .and_then(|sidecar| write_synced(&staged_sidecar, &sidecar));
         if let Err(e) = staged {
-            remove_quietly(&staged_data);
+            remove_quietly(staged_data);
             remove_quietly(&staged_sidecar);
             return Err(Error::io(
                 format!("staging object {key:?} in bucket {bucket}"),
@@ -397,13 +424,13 @@ impl LocalStore {
                 key,
                 &hash,
                 &data_file,
-                &staged_data,
+                staged_data,
                 &staged_sidecar,
                 &object,
-                &meta.condition,
+                condition,
             );
             if committed.is_err() {
-                remove_quietly(&staged_data);
+                remove_quietly(staged_data);
                 remove_quietly(&staged_sidecar);
             }
             committed?
@@ -692,9 +719,7 @@ fn lock_dir(root: &Path) -> Result<File, Error> {
                 root.display()
             ),
         }),
-        Err(fs::TryLockError::Error(e)) => {
-            Err(Error::io(format!("locking {}", path.display()), e))
-        }
+        Err(fs::TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
     }
 }
 
@@ -750,6 +775,7 @@ fn load_bucket(dir: &Path, name: &str) -> Result<BucketState, Error> {
             reason: format!("names bucket {:?}, found in directory {name:?}", file.name),
         });
     }
+    multipart::recover_uploads(&dir.join(UPLOADS_DIR))?;
     let objects_dir = dir.join(OBJECTS_DIR);
     let mut objects = BTreeMap::new();
     let mut data_files = Vec::new();

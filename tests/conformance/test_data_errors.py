@@ -1,0 +1,293 @@
+"""Every error path of the data plane and of builds, as boto3 sees it.
+
+- requests Berth refuses: unknown runtime or qualifier (ResourceNotFoundException), a session
+  id of the wrong length (ValidationException);
+- agents that fail: crash while starting, never become healthy, answer something that is not
+  HTTP, crash mid-request -> `RuntimeClientError` (424) with a reason; a crash mid-stream -> a
+  final error event in the SSE stream;
+- artifacts that cannot be built -> CREATE_FAILED/UPDATE_FAILED with a failureReason quoting the
+  error; container images -> ValidationException.
+
+Start-timeout cases run on the `berth_lifecycle` server, whose start timeout is 4 s.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from berth_harness import (
+    ROLE_ARN,
+    code_artifact,
+    deploy_agent,
+    expect_error,
+    expect_validation,
+    invoke,
+    invoke_json,
+    live_session,
+    live_sessions,
+    new_session_id,
+    read_sse,
+    runtime_arn,
+    runtime_sandboxes,
+    unique_name,
+    upload_artifact,
+    wait_no_leftovers,
+    wait_status,
+    zip_files,
+)
+
+pytestmark = pytest.mark.build
+
+REQUIREMENTS = (
+    __import__("pathlib").Path(__file__).parent / "agents" / "probe" / "requirements.txt"
+).read_text()
+
+
+def runtime_client_error(call, **kwargs) -> str:
+    """Require RuntimeClientError (424) with a message; returns the message."""
+    response = expect_error(call, "RuntimeClientError", 424, **kwargs)
+    message = response["Error"].get("Message") or ""
+    assert message, f"RuntimeClientError without a reason: {response}"
+    return message
+
+
+# ----------------------------------------------------------------------------- refused requests
+
+
+def test_unknown_runtime_is_not_found(data):
+    missing = runtime_arn("missing_runtime-0123456789")
+    expect_error(
+        invoke,
+        "ResourceNotFoundException",
+        404,
+        data=data,
+        runtime_arn=missing,
+        session_id=new_session_id(),
+        payload={},
+    )
+    expect_error(
+        data.stop_runtime_session,
+        "ResourceNotFoundException",
+        404,
+        agentRuntimeArn=missing,
+        runtimeSessionId=new_session_id(),
+    )
+
+
+def test_unknown_qualifier_is_not_found(data, probe):
+    expect_error(
+        invoke,
+        "ResourceNotFoundException",
+        404,
+        data=data,
+        runtime_arn=probe["agentRuntimeArn"],
+        session_id=new_session_id(),
+        payload={},
+        qualifier="no_such_endpoint",
+    )
+    # A version number that does not exist is not a qualifier either.
+    expect_error(
+        invoke,
+        "ResourceNotFoundException",
+        404,
+        data=data,
+        runtime_arn=probe["agentRuntimeArn"],
+        session_id=new_session_id(),
+        payload={},
+        qualifier="99999",
+    )
+
+
+@pytest.mark.parametrize("length", [32, 257])
+def test_session_id_of_the_wrong_length_is_a_validation_error(data_unvalidated, probe, length):
+    # botocore checks the 33..256 bound itself; with its validation off the server must too.
+    expect_validation(
+        invoke,
+        "runtimeSessionId",
+        data=data_unvalidated,
+        runtime_arn=probe["agentRuntimeArn"],
+        session_id="x" * length,
+        payload={},
+    )
+    expect_validation(
+        data_unvalidated.stop_runtime_session,
+        "runtimeSessionId",
+        agentRuntimeArn=probe["agentRuntimeArn"],
+        runtimeSessionId="x" * length,
+    )
+
+
+def test_container_configuration_is_refused_until_the_container_backend_exists(control):
+    response = expect_validation(
+        control.create_agent_runtime,
+        agentRuntimeName=unique_name("container"),
+        agentRuntimeArtifact={
+            "containerConfiguration": {
+                "containerUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/agent:latest"
+            }
+        },
+        roleArn=ROLE_ARN,
+        networkConfiguration={"networkMode": "PUBLIC"},
+    )
+    assert "container" in response["Error"]["Message"].lower(), response
+
+
+# ----------------------------------------------------------------------------- agents that fail
+
+
+def test_agent_crashing_on_start_is_a_runtime_client_error_quoting_its_output(
+    berth, control, s3, data
+):
+    runtime = deploy_agent(control, s3, "crash_on_start")
+    session = new_session_id("crash-start")
+    message = runtime_client_error(
+        invoke, data=data, runtime_arn=runtime["agentRuntimeArn"], session_id=session, payload={}
+    )
+    assert "berth-conformance-crash-on-start" in message, message
+    assert live_session(berth, runtime["agentRuntimeId"], session) is None
+    wait_no_leftovers(berth, runtime_sandboxes(runtime["agentRuntimeId"]))
+
+
+def test_agent_answering_garbage_is_a_runtime_client_error(berth, control, s3, data):
+    runtime = deploy_agent(control, s3, "garbage")
+    runtime_client_error(
+        invoke,
+        data=data,
+        runtime_arn=runtime["agentRuntimeArn"],
+        session_id=new_session_id("garbage"),
+        payload={"prompt": "hi"},
+    )
+    # The server itself is unharmed and keeps serving other agents.
+    assert isinstance(live_sessions(berth), list)
+
+
+@pytest.mark.parametrize(
+    "agent, env, marker",
+    [
+        ("never_healthy", None, "berth-conformance-never-healthy"),
+        # Speaks no HTTP at all, not even on /ping: indistinguishable from never healthy.
+        ("garbage", {"GARBAGE_PING": "1"}, None),
+    ],
+    ids=["never-listens", "not-http"],
+)
+def test_agent_never_healthy_hits_the_start_timeout(berth_lifecycle, agent, env, marker):
+    control = berth_lifecycle.client("bedrock-agentcore-control")
+    data = berth_lifecycle.client("bedrock-agentcore")
+    extra = {"environmentVariables": env} if env else {}
+    runtime = deploy_agent(control, berth_lifecycle.s3_client(), agent, **extra)
+    session = new_session_id("unhealthy")
+    message = runtime_client_error(
+        invoke, data=data, runtime_arn=runtime["agentRuntimeArn"], session_id=session, payload={}
+    )
+    assert "healthy" in message.lower(), message
+    if marker:
+        assert marker in message, message
+    assert live_session(berth_lifecycle, runtime["agentRuntimeId"], session) is None
+    wait_no_leftovers(berth_lifecycle, runtime_sandboxes(runtime["agentRuntimeId"]))
+
+
+def test_agent_crashing_mid_request_is_a_runtime_client_error(berth, data, probe):
+    session = new_session_id("exit")
+    runtime_client_error(
+        invoke,
+        data=data,
+        runtime_arn=probe["agentRuntimeArn"],
+        session_id=session,
+        payload={"op": "exit", "code": 9},
+    )
+    # The crashed sandbox is gone; the same id gets a fresh one that works.
+    answer = invoke_json(data, probe["agentRuntimeArn"], session, {"op": "whoami"})
+    assert answer["counter"] == 1
+
+
+def test_agent_crashing_mid_stream_ends_the_stream_with_an_error_event(data, probe):
+    resp = invoke(
+        data, probe["agentRuntimeArn"], new_session_id("crash-stream"), {"op": "crash_stream"}
+    )
+    # Streaming had begun (status and headers sent), so the failure must arrive in-band.
+    assert resp["statusCode"] == 200
+    assert resp["contentType"].startswith("text/event-stream")
+    events = [event for _, event in read_sse(resp["response"], chunk_size=16)]
+    assert len(events) == 2, events
+    assert events[0]["index"] == 0
+    final = events[-1]
+    assert isinstance(final, dict) and final.get("error"), events
+    assert "index" not in final
+
+
+def test_agent_error_answer_passes_through_with_its_status(data, probe):
+    # An agent that answers an error (the SDK's 500 for an exception) is not a Berth failure:
+    # its status and body reach the caller as the agent sent them.
+    resp = invoke(data, probe["agentRuntimeArn"], new_session_id("err"), {"op": "no-such-op"})
+    assert resp["statusCode"] == 500
+    assert "no-such-op" in json.loads(resp["response"].read())["error"]
+
+
+# ----------------------------------------------------------------------------- builds that fail
+
+
+def create_failed(control, s3, body: bytes, entry_point: str = "agent.py", **config) -> str:
+    """Create a runtime from `body` and wait for CREATE_FAILED; returns the failureReason."""
+    location = upload_artifact(s3, body, "broken")
+    created = control.create_agent_runtime(
+        agentRuntimeName=unique_name("broken"),
+        agentRuntimeArtifact=code_artifact(location, entryPoint=[entry_point], **config),
+        roleArn=ROLE_ARN,
+        networkConfiguration={"networkMode": "PUBLIC"},
+    )
+    final = wait_status(control, created["agentRuntimeId"], "1", want=("CREATE_FAILED",))
+    reason = final.get("failureReason")
+    assert reason, final
+    return reason
+
+
+def test_broken_zip_fails_the_build_with_the_reason(control, s3):
+    reason = create_failed(control, s3, b"PK\x03\x04 this is not really a zip archive")
+    assert "zip" in reason.lower(), reason
+
+
+def test_missing_entry_point_fails_the_build_naming_it(control, s3):
+    body = zip_files({"agent.py": "print('hello')\n", "requirements.txt": REQUIREMENTS})
+    reason = create_failed(control, s3, body, entry_point="missing_entry.py")
+    assert "missing_entry.py" in reason, reason
+
+
+def test_bad_requirement_fails_the_build_quoting_pip(control, s3):
+    # An unparseable requirement: pip refuses it without touching the network.
+    bad = "bedrock-agentcore ==> not a version !!\n"
+    body = zip_files({"agent.py": "print('hello')\n", "requirements.txt": bad})
+    reason = create_failed(control, s3, body)
+    assert "not a version" in reason or "Invalid requirement" in reason, reason
+
+
+def test_missing_interpreter_fails_the_build_instead_of_substituting(control, s3):
+    body = zip_files({"agent.py": "print('hello')\n", "requirements.txt": REQUIREMENTS})
+    reason = create_failed(control, s3, body, runtime="PYTHON_3_14")
+    assert "3.14" in reason, reason
+
+
+def test_broken_update_is_update_failed_and_the_last_good_version_keeps_serving(
+    berth, control, s3, data
+):
+    runtime = deploy_agent(control, s3, "probe")
+    runtime_id = runtime["agentRuntimeId"]
+    broken = upload_artifact(s3, b"definitely not a zip", "broken")
+    update = control.update_agent_runtime(
+        agentRuntimeId=runtime_id,
+        agentRuntimeArtifact=code_artifact(broken),
+        roleArn=ROLE_ARN,
+        networkConfiguration={"networkMode": "PUBLIC"},
+    )
+    version = update["agentRuntimeVersion"]
+    final = wait_status(control, runtime_id, version, want=("UPDATE_FAILED",))
+    assert "zip" in (final.get("failureReason") or "").lower(), final
+    # DEFAULT keeps its live version 1 (a failed version never goes live), so new sessions
+    # are still served; version 1 is also reachable by number.
+    session = new_session_id("v1")
+    assert invoke_json(data, runtime["agentRuntimeArn"], session, {})["op"] == "whoami"
+    assert live_session(berth, runtime["agentRuntimeId"], session)["version"] == 1
+    by_number = invoke_json(
+        data, runtime["agentRuntimeArn"], new_session_id("v1"), {}, qualifier="1"
+    )
+    assert by_number["op"] == "whoami"

@@ -63,8 +63,9 @@ const SIDECAR_EXT: &str = "json";
 const DATA_EXT: &str = "data";
 /// Size of the slices bodies are hashed and written in.
 const IO_CHUNK: usize = 1024 * 1024;
-/// Read buffer for streaming objects to clients.
-const STREAM_CHUNK: usize = 64 * 1024;
+/// Read buffer for streaming objects to clients: each read is one trip to the blocking pool, so
+/// not too small; the chunks are also what the HTTP layer writes.
+const STREAM_CHUNK: usize = 256 * 1024;
 
 /// The local filesystem store.
 #[derive(Debug)]

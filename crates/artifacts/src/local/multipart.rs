@@ -270,7 +270,13 @@ impl LocalStore {
         let _commit = self.lock_commit();
         let uploads = self.uploads_dir(bucket);
         let placed = if self.read_index().contains_key(bucket) {
-            fs::create_dir_all(&uploads)
+            // Buckets get uploads/ at creation; create it (durably) if it went missing.
+            let ensured = if uploads.exists() {
+                Ok(())
+            } else {
+                fs::create_dir(&uploads).and_then(|()| sync_dir(&self.bucket_dir(bucket)))
+            };
+            ensured
                 .and_then(|()| fs::rename(&staging, uploads.join(&upload_id)))
                 .and_then(|()| sync_dir(&uploads))
                 .map_err(|e| Error::io(format!("creating an upload in bucket {bucket}"), e))
@@ -550,7 +556,10 @@ impl LocalStore {
         };
         match self.assemble(bucket, &sealed, upload, parts, meta) {
             Ok(object) => {
-                if let Err(e) = fs::remove_dir_all(&sealed) {
+                // Durably gone, so a crash cannot resurrect the completed upload.
+                let removed =
+                    fs::remove_dir_all(&sealed).and_then(|()| sync_dir(&self.uploads_dir(bucket)));
+                if let Err(e) = removed {
                     warn!(path = %sealed.display(), error = %e, "could not remove a completed upload's parts");
                 }
                 info!(

@@ -242,21 +242,35 @@ fn sandboxes_die_with_a_killed_berth() {
         return;
     }
 
-    let mut berth = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "sandboxes_die_with_a_killed_berth",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, "berth")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = std::io::BufReader::new(berth.stdout.take().unwrap());
+    // Killed on every path, so a failing assertion cannot leave the "berth" process running.
+    struct Berth(std::process::Child);
+    impl Drop for Berth {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut berth = Berth(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sandboxes_die_with_a_killed_berth",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ROLE, "berth")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = std::io::BufReader::new(berth.0.stdout.take().unwrap());
     let line = std::io::BufRead::lines(stdout)
         .map(|l| l.unwrap())
-        .find_map(|l| l.strip_prefix("ORPHAN ").map(str::to_string))
+        // The harness prints "test <name> ... " without a newline before the test's own output.
+        .find_map(|l| {
+            l.split_once("ORPHAN ")
+                .map(|(_, report)| report.to_string())
+        })
         .expect("the berth process never reported its sandbox");
     let report: serde_json::Value = serde_json::from_str(&line).unwrap();
     let pids: Vec<u32> = report["pids"]
@@ -267,8 +281,7 @@ fn sandboxes_die_with_a_killed_berth() {
         .collect();
     assert!(pids.len() >= 2 && pids.iter().all(|p| alive(*p)));
 
-    berth.kill().unwrap();
-    berth.wait().unwrap();
+    drop(berth);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs Berth's benchmarks (B1-B5 of issue 6) and writes bench/RESULTS.md. See bench/README.md.
+#
+#   bench/run.sh            full run on release builds, < 15 minutes, writes bench/RESULTS.md
+#   bench/run.sh --smoke    CI: tiny counts on debug builds, < 2 minutes after the build; every path
+#                           is exercised and the run fails only if one is broken, never on timings;
+#                           writes bench/.work/RESULTS-smoke.md
+#
+# Other arguments go to bench/harness.py (--isolation process, --keep-work, --output FILE).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+smoke=0
+for arg in "$@"; do
+    [ "$arg" = --smoke ] && smoke=1
+done
+
+if [ "$smoke" = 1 ]; then
+    # oha is a cross-check of the full run only; CI does not need to build it.
+    BENCH_SKIP_OHA="${BENCH_SKIP_OHA:-1}" bench/setup.sh
+    # The debug builds CI already has: the smoke run checks that paths work, not how fast.
+    cargo build --locked -p berth -p berth-fast-agent -p berth-bench
+    bin_dir=target/debug
+else
+    bench/setup.sh
+    cargo build --release --locked -p berth -p berth-fast-agent -p berth-bench
+    bin_dir=target/release
+fi
+exec .venv/bin/python bench/harness.py --bin-dir "$bin_dir" "$@"

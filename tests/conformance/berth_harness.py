@@ -7,6 +7,7 @@ Kept apart from conftest.py so tests can import the helpers by name
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import os
@@ -103,12 +104,17 @@ class BerthServer:
         log_path: Path,
         binary: Path | None = None,
         args: Iterable[str] = (),
+        test_credentials: bool = True,
     ):
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.binary = binary or berth_binary()
         #: Extra `berth serve` flags (`--start-timeout 3`...), kept across restarts.
         self.args = list(args)
+        #: Start with the suite's root credentials (`BERTH_ACCESS_KEY_ID`...); when False the
+        #: server generates its own into the data dir, as on a user's first start, and only
+        #: clients that read them from there (the CLI) can talk to it.
+        self.test_credentials = test_credentials
         self.url: str | None = None
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
@@ -133,12 +139,15 @@ class BerthServer:
             if key.startswith("AWS_"):
                 del env[key]
         env.update(
-            BERTH_ACCESS_KEY_ID=ACCESS_KEY_ID,
-            BERTH_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
             BERTH_LOG=os.environ.get("BERTH_LOG", "info"),
             # Logs go to a file, not a terminal: no colour escapes.
             NO_COLOR="1",
         )
+        if self.test_credentials:
+            env.update(BERTH_ACCESS_KEY_ID=ACCESS_KEY_ID, BERTH_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY)
+        else:
+            env.pop("BERTH_ACCESS_KEY_ID", None)
+            env.pop("BERTH_SECRET_ACCESS_KEY", None)
         self._ready.clear()
         self.url = None
         self.started_at = time.monotonic()
@@ -666,7 +675,7 @@ def raw_request(
         pool.close()
 
 
-# ----------------------------------------------------------------------------- agents and invocations
+# ----------------------------------------------------------------------------- agents, invocations
 
 #: Test agents, one directory each (agent.py + requirements.txt). Every requirements.txt is the
 #: same, so all of them share one built environment per server.
@@ -694,8 +703,6 @@ def upload_artifact(s3, body: bytes, name: str = "agent") -> dict:
 
     Returns `{"bucket": ..., "prefix": ...}` for `code_artifact`.
     """
-    import hashlib
-
     digest = hashlib.sha256(body).hexdigest()[:16]
     key = f"{name}/{digest}/deployment_package.zip"
     try:
@@ -795,7 +802,8 @@ def native(server: BerthServer, method: str, path: str, query: str = "", **kwarg
 
 def live_sessions(server: BerthServer, runtime_id: str | None = None) -> list:
     """`GET /berth/v1/sessions[?runtime=ID]`: the live sessions."""
-    resp = native(server, "GET", "/berth/v1/sessions", query=f"runtime={runtime_id}" if runtime_id else "")
+    query = f"runtime={runtime_id}" if runtime_id else ""
+    resp = native(server, "GET", "/berth/v1/sessions", query=query)
     assert resp.status == 200, resp
     return resp.json()["sessions"]
 
@@ -808,7 +816,9 @@ def live_session(server: BerthServer, runtime_id: str, session_id: str) -> dict 
     return None
 
 
-def wait_session_gone(server: BerthServer, runtime_id: str, session_id: str, timeout: float) -> float:
+def wait_session_gone(
+    server: BerthServer, runtime_id: str, session_id: str, timeout: float
+) -> float:
     """Poll the session list until `session_id` is gone; returns when (`time.monotonic()`)."""
     poll(
         lambda: live_session(server, runtime_id, session_id),

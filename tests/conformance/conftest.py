@@ -2,14 +2,15 @@
 
 - `berth`: one server for the whole session (tests use unique names, so they share it).
 - `berth_server`: a factory for private servers (crash/restart tests); all stopped at teardown.
+- `module_server`: a factory for servers with special flags shared by one test module.
 - `control`, `data`, `s3`: boto3 clients for the session server; `control_unvalidated` has
   botocore's client-side parameter validation off, to reach the server's own validation.
 - `artifact`: examples/hello-agent zipped and uploaded once per session.
 - `data_unvalidated`: the data-plane client without client-side validation.
 - `probe`: the probe agent (agents/probe) deployed once on the session server, READY.
-- `berth_lifecycle`: a second shared server for lifecycle tests: short lifecycle timeouts
-  allowed, /ping every 100 ms, a 4 s start timeout, no warm pool (so every sandbox of a
-  runtime belongs to a session the test opened).
+- `berth_tight`: a second shared server with tight timeouts and limits (TIGHT_ARGS: short
+  lifecycle timeouts allowed, /ping every 100 ms, a 10 s start timeout, no warm pool, 128 MiB
+  and 64 pids per session) for lifecycle, start-failure and resource-limit tests.
 
 The helpers (`wait_status`, `unique_name`, ...) live in berth_harness.py and are re-exported
 here; tests import them from `berth_harness`.
@@ -79,6 +80,27 @@ def berth_server(tmp_path):
         server.reap_group()
 
 
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory):
+    """Factory: `module_server(name, args=(), **options)` starts a server shared by one test
+    module (extra `berth serve` flags in `args`, BerthServer options such as
+    `test_credentials=False`); stopped and reaped when the module is done."""
+    started: list[BerthServer] = []
+
+    def start(name: str, args: tuple = (), **options) -> BerthServer:
+        root = tmp_path_factory.mktemp(f"berth-{name}")
+        server = BerthServer(root / "data", root / "berth.log", args=args, **options)
+        started.append(server)
+        _SERVERS.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+        server.reap_group()
+
+
 @pytest.fixture(scope="session")
 def control(berth):
     """boto3 `bedrock-agentcore-control` client for the session server."""
@@ -133,23 +155,32 @@ def probe(control, s3) -> dict:
     return deploy_agent(control, s3, "probe")
 
 
-#: `berth serve` flags of the lifecycle server.
-LIFECYCLE_ARGS = (
+#: `berth serve` flags of the `berth_tight` server.
+TIGHT_ARGS = (
+    # Lifecycle timeouts of seconds (AgentCore's minimum is 60 s), noticed within 100 ms.
     "--allow-short-lifecycle",
     "--ping-interval-ms",
     "100",
+    # Short, but long enough for a healthy agent to start on a loaded 2-core machine.
     "--start-timeout",
-    "4",
+    "10",
+    # Every sandbox of a runtime then belongs to a session a test opened.
     "--warm-pool",
     "0",
+    # Small enough for a fork bomb or a memory hog to hit; the probe agent fits easily.
+    "--session-memory-mib",
+    "128",
+    "--session-pids",
+    "64",
 )
 
 
 @pytest.fixture(scope="session")
-def berth_lifecycle(tmp_path_factory) -> BerthServer:
-    """A shared server for lifecycle and start-failure tests (see LIFECYCLE_ARGS)."""
-    root = tmp_path_factory.mktemp("berth-lifecycle")
-    server = BerthServer(root / "data", root / "berth.log", args=LIFECYCLE_ARGS)
+def berth_tight(tmp_path_factory) -> BerthServer:
+    """A second shared server with tight timeouts and limits (see TIGHT_ARGS), for lifecycle,
+    start-failure and resource-limit tests."""
+    root = tmp_path_factory.mktemp("berth-tight")
+    server = BerthServer(root / "data", root / "berth.log", args=TIGHT_ARGS)
     _SERVERS.append(server)
     server.start()
     yield server

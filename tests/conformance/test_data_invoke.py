@@ -26,7 +26,9 @@ from berth_harness import (
     poll,
     raw_request,
     read_sse,
+    sandbox_id_of,
     wait_endpoint,
+    wait_no_leftovers,
     wait_session_gone,
 )
 from botocore.exceptions import ClientError
@@ -52,6 +54,59 @@ def test_json_answer_carries_the_session_and_reaches_the_agent(data, probe):
     assert body["uid"] != 0
 
 
+CUSTOM_ALLOWED = "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Flavour"
+CUSTOM_OTHER = "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Unlisted"
+
+
+def headers_seen(client, runtime: dict, **kwargs) -> dict:
+    """The request headers the agent received (lower-cased names)."""
+    session = new_session_id("hdr")
+    answer = invoke_json(client, runtime["agentRuntimeArn"], session, {"op": "headers"}, **kwargs)
+    return answer["result"]
+
+
+def test_contract_headers_reach_the_agent_and_the_caller_credentials_do_not(
+    berth, control, s3, probe
+):
+    client = berth.client("bedrock-agentcore")
+
+    def add_custom_headers(request, **_):
+        request.headers[CUSTOM_ALLOWED] = "vanilla"
+        request.headers[CUSTOM_OTHER] = "chocolate"
+
+    client.meta.events.register(
+        "before-sign.bedrock-agentcore.InvokeAgentRuntime", add_custom_headers
+    )
+    allowing = deploy_agent(
+        control,
+        s3,
+        "probe",
+        requestHeaderConfiguration={"requestHeaderAllowlist": [CUSTOM_ALLOWED]},
+    )
+    trace = {
+        "traceId": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+        "traceParent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "traceState": "rojo=00f067aa0ba902b7",
+        "baggage": "userId=alice,serverNode=DF%2028",
+        "runtimeUserId": "alice",
+    }
+    seen = headers_seen(client, allowing, **trace)
+    assert seen["x-amzn-trace-id"] == trace["traceId"]
+    assert seen["traceparent"] == trace["traceParent"]
+    assert seen["tracestate"] == trace["traceState"]
+    assert seen["baggage"] == trace["baggage"]
+    assert seen["x-amzn-bedrock-agentcore-runtime-user-id"] == "alice"
+    assert seen.get("x-amzn-bedrock-agentcore-runtime-session-id", "").startswith("hdr-")
+    assert seen.get("x-amzn-bedrock-agentcore-runtime-request-id")
+    # Custom headers pass only when the runtime allow-lists them.
+    assert seen[CUSTOM_ALLOWED.lower()] == "vanilla"
+    assert CUSTOM_OTHER.lower() not in seen
+    assert CUSTOM_ALLOWED.lower() not in headers_seen(client, probe)
+    # The caller's SigV4 credentials never reach the agent.
+    for name in ("authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256"):
+        assert name not in seen, (name, seen)
+
+
 def test_sse_events_arrive_one_by_one_as_the_agent_writes_them(data, probe):
     count, interval = 6, 0.2
     resp = invoke(
@@ -67,10 +122,10 @@ def test_sse_events_arrive_one_by_one_as_the_agent_writes_them(data, probe):
     arrivals = [arrived for arrived, _ in events]
     gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
     # The agent pauses `interval` between events: a relay that buffered the body would
-    # deliver them together at the end. Require most gaps to be visible and the whole
-    # stream to be spread over most of the agent's writing time.
-    assert sum(gap >= interval / 2 for gap in gaps) >= len(gaps) - 1, gaps
-    assert arrivals[-1] - arrivals[0] >= interval * (count - 1) * 0.6, gaps
+    # deliver them together at the end. Require the gaps to show (allowing a loaded machine
+    # to bunch some of them) and the stream to be spread over the agent's writing time.
+    assert sum(gap >= interval / 2 for gap in gaps) >= (len(gaps) + 1) // 2, gaps
+    assert arrivals[-1] - arrivals[0] >= interval * (count - 1) * 0.5, gaps
 
 
 def test_same_session_reuses_its_sandbox_and_another_session_gets_its_own(data, probe):
@@ -153,12 +208,14 @@ def test_stop_ends_the_session_and_the_same_id_gets_a_fresh_sandbox(berth, data,
     arn = probe["agentRuntimeArn"]
     session = new_session_id("stop")
     before = invoke_json(data, arn, session, {"op": "whoami"})
-    assert live_session(berth, probe["agentRuntimeId"], session) is not None
+    pid = live_session(berth, probe["agentRuntimeId"], session)["pid"]
+    sandbox = sandbox_id_of(pid)
 
     resp = data.stop_runtime_session(agentRuntimeArn=arn, runtimeSessionId=session)
     assert_status(resp, 200)
     assert resp["runtimeSessionId"] == session
     assert live_session(berth, probe["agentRuntimeId"], session) is None
+    wait_no_leftovers(berth, lambda sid: sid == sandbox, pids=[pid])
 
     after = invoke_json(data, arn, session, {"op": "whoami"})
     assert after["token"] != before["token"]

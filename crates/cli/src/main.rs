@@ -3,6 +3,7 @@
 mod agents;
 mod client;
 mod commands;
+mod rollout;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -108,6 +109,34 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Traffic policy of an endpoint: weights, routing rules, per-version health.
+    Traffic {
+        #[command(subcommand)]
+        cmd: rollout::TrafficCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Rollouts: walk an endpoint to a new version in steps, guarded by analysis.
+    Rollout {
+        #[command(subcommand)]
+        cmd: rollout::RolloutCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Move an endpoint back to its previous version in one call.
+    Rollback {
+        #[command(flatten)]
+        rollback: rollout::RollbackArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The hash-chained audit log of every mutation.
+    Audit {
+        #[command(flatten)]
+        audit: rollout::AuditArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -133,6 +162,10 @@ fn main() -> ExitCode {
             Command::Runtimes { cmd, client } => commands::runtimes(cmd, client).await,
             Command::Versions { cmd, client } => commands::versions(cmd, client).await,
             Command::Endpoints { cmd, client } => commands::endpoints(cmd, client).await,
+            Command::Traffic { cmd, client } => rollout::traffic(cmd, client).await,
+            Command::Rollout { cmd, client } => rollout::rollout(cmd, client).await,
+            Command::Rollback { rollback, client } => rollout::rollback(rollback, client).await,
+            Command::Audit { audit, client } => rollout::audit(audit, client).await,
             Command::Deploy { deploy, client } => agents::deploy(deploy, client).await,
             Command::Invoke { invoke, client } => agents::invoke(invoke, client).await,
             Command::Sessions { cmd, client } => agents::sessions(cmd, client).await,

@@ -59,6 +59,25 @@ pub struct ServeArgs {
     /// Accept lifecycle timeouts below AgentCore's 60 s minimum (for tests; off by default).
     #[arg(long, env = "BERTH_ALLOW_SHORT_LIFECYCLE")]
     pub allow_short_lifecycle: bool,
+    /// Milliseconds in one second of rollout and drain time; lower it to compress rollouts in
+    /// tests [default: 1000].
+    #[arg(long, env = "BERTH_ROLLOUT_SECOND_MS")]
+    pub rollout_second_ms: Option<u64>,
+    /// Milliseconds between traffic controller runs: health flush, rollout analysis, drain
+    /// deadlines [default: 1000].
+    #[arg(long, env = "BERTH_TRAFFIC_TICK_MS")]
+    pub traffic_tick_ms: Option<u64>,
+    /// Width of a stored per-version health bucket in milliseconds [default: 10000].
+    #[arg(long, env = "BERTH_HEALTH_BUCKET_MS")]
+    pub health_bucket_ms: Option<u64>,
+    /// Seconds a version leaving an endpoint keeps its sessions before they are stopped
+    /// [default: 3600].
+    #[arg(long, env = "BERTH_DRAIN_SECONDS")]
+    pub drain_seconds: Option<u64>,
+    /// Address of an unauthenticated Prometheus `/metrics` listener [default: none; the same
+    /// text is always at the signed `/berth/v1/metrics`].
+    #[arg(long, env = "BERTH_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// The config file: the same keys as the flags.
@@ -79,6 +98,11 @@ struct FileConfig {
     session_pids: Option<u64>,
     session_cpu_millis: Option<u64>,
     allow_short_lifecycle: Option<bool>,
+    rollout_second_ms: Option<u64>,
+    traffic_tick_ms: Option<u64>,
+    health_bucket_ms: Option<u64>,
+    drain_seconds: Option<u64>,
+    metrics_listen: Option<String>,
 }
 
 /// Resolved configuration of a server.
@@ -106,6 +130,10 @@ pub struct Config {
     pub limits: berth_runtime::Limits,
     /// Relaxed AgentCore limits (tests).
     pub relax: berth_api::model::Relax,
+    /// Traffic, rollout and health settings.
+    pub traffic: berth_control::Options,
+    /// Unauthenticated Prometheus listener.
+    pub metrics_listen: Option<String>,
 }
 
 /// `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.
@@ -162,6 +190,20 @@ impl ServeArgs {
         if ping_ms == 0 {
             bail!("ping_interval_ms: must be at least 1");
         }
+        let positive = |key: &str, v: Option<u64>, default: u64| -> anyhow::Result<u64> {
+            match v.unwrap_or(default) {
+                0 => bail!("{key}: must be at least 1"),
+                n => Ok(n),
+            }
+        };
+        let traffic = berth_control::Options {
+            second_ms: positive("rollout_second_ms", self.rollout_second_ms.or(file.rollout_second_ms), 1000)?,
+            tick: std::time::Duration::from_millis(positive("traffic_tick_ms", self.traffic_tick_ms.or(file.traffic_tick_ms), 1000)?),
+            health_bucket_ms: i64::try_from(positive("health_bucket_ms", self.health_bucket_ms.or(file.health_bucket_ms), 10_000)?)
+                .context("health_bucket_ms: too large")?,
+            drain_seconds: self.drain_seconds.or(file.drain_seconds).unwrap_or(3600),
+            ..berth_control::Options::default()
+        };
         Ok(Config {
             listen: self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8750".into()),
             data_dir,
@@ -180,6 +222,8 @@ impl ServeArgs {
             relax: berth_api::model::Relax {
                 lifecycle_minimum: self.allow_short_lifecycle || file.allow_short_lifecycle.unwrap_or(false),
             },
+            traffic,
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
         })
     }
 }
@@ -325,7 +369,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     );
     let deploy = Arc::new(berth_runtime::deploy::Deploy::new(preparer, sessions.clone()));
-    let control = berth_control::Control::start(store, cfg.partition.clone(), deploy, shutdown.clone())
+    let control = berth_control::Control::start_with(store, cfg.partition.clone(), deploy, shutdown.clone(), cfg.traffic.clone())
         .await
         .context("starting the control plane")?;
     let memory = berth_memory::Memory::start(
@@ -360,6 +404,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         memory: memory.clone(),
         relax: cfg.relax,
     };
+    if let Some(m) = &cfg.metrics_listen {
+        let l = tokio::net::TcpListener::bind(m).await.with_context(|| format!("metrics_listen: cannot bind {m}"))?;
+        println!("prometheus metrics on http://{}/metrics", l.local_addr()?);
+        let (control, stop) = (control.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = berth_server::serve_metrics(l, control, stop).await {
+                warn!(error = %e, "metrics listener failed");
+            }
+        });
+    }
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -73,7 +73,14 @@ impl std::fmt::Debug for Options {
             .field("drain_seconds", &self.drain_seconds)
             .field("assignment_ttl", &self.assignment_ttl)
             .field("run_controller", &self.run_controller)
-            .field("signals", &self.signals.iter().map(|s| s.name().to_owned()).collect::<Vec<_>>())
+            .field(
+                "signals",
+                &self
+                    .signals
+                    .iter()
+                    .map(|s| s.name().to_owned())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -94,7 +101,10 @@ fn millis(d: Duration) -> i64 {
 impl Controller {
     /// A controller acting on `control`.
     pub fn new(control: Control) -> Self {
-        Self { control, last_sweep: 0 }
+        Self {
+            control,
+            last_sweep: 0,
+        }
     }
 
     /// Ticks until `shutdown`, then flushes health one last time.
@@ -143,8 +153,13 @@ impl Controller {
                 return;
             }
         };
-        for r in active.into_iter().filter(|r| RolloutState::parse(&r.state) == Some(RolloutState::Running)) {
-            let result = Caller::controller().scope(self.control.analyse_rollout(&r.id, now)).await;
+        for r in active
+            .into_iter()
+            .filter(|r| RolloutState::parse(&r.state) == Some(RolloutState::Running))
+        {
+            let result = Caller::controller()
+                .scope(self.control.analyse_rollout(&r.id, now))
+                .await;
             if let Err(e) = result {
                 warn!(rollout = %r.id, error = %e.message, "rollout analysis failed");
             }
@@ -162,14 +177,25 @@ impl Controller {
         for d in expired {
             match self.control.end_drain(&d).await {
                 Ok(true) => {
-                    let stopped = self.control.inner.deployer.drain(&d.runtime_id, &d.endpoint, d.version).await;
+                    let stopped = self
+                        .control
+                        .inner
+                        .deployer
+                        .drain(&d.runtime_id, &d.endpoint, d.version)
+                        .await;
                     match stopped {
-                        Ok(n) => info!(runtime_id = %d.runtime_id, endpoint = %d.endpoint, version = d.version, stopped = n, "drain deadline passed"),
-                        Err(e) => warn!(runtime_id = %d.runtime_id, endpoint = %d.endpoint, version = d.version, error = %e, "stopping drained sessions failed"),
+                        Ok(n) => {
+                            info!(runtime_id = %d.runtime_id, endpoint = %d.endpoint, version = d.version, stopped = n, "drain deadline passed")
+                        }
+                        Err(e) => {
+                            warn!(runtime_id = %d.runtime_id, endpoint = %d.endpoint, version = d.version, error = %e, "stopping drained sessions failed")
+                        }
                     }
                 }
                 Ok(false) => {}
-                Err(e) => warn!(runtime_id = %d.runtime_id, endpoint = %d.endpoint, version = d.version, error = %e.message, "ending a drain failed"),
+                Err(e) => {
+                    warn!(runtime_id = %d.runtime_id, endpoint = %d.endpoint, version = d.version, error = %e.message, "ending a drain failed")
+                }
             }
         }
     }
@@ -177,8 +203,12 @@ impl Controller {
     async fn sweep(&self, now: EpochMillis) {
         let opts = &self.control.inner.options;
         let writes = vec![
-            Write::ExpireAssignments { before: now.saturating_sub(millis(opts.assignment_ttl)) },
-            Write::PruneHealth { before: now.saturating_sub(millis(opts.health_retention)) },
+            Write::ExpireAssignments {
+                before: now.saturating_sub(millis(opts.assignment_ttl)),
+            },
+            Write::PruneHealth {
+                before: now.saturating_sub(millis(opts.health_retention)),
+            },
         ];
         if let Err(e) = self.control.inner.store.apply(writes).await {
             warn!(error = %e, "sweeping old assignments and health failed");
@@ -193,24 +223,51 @@ impl Control {
     pub(crate) async fn end_drain(&self, d: &DrainRow) -> Result<bool, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let store = &self.inner.store;
-        let delete = Write::DeleteDrain { runtime_id: d.runtime_id.clone(), endpoint: d.endpoint.clone(), version: d.version };
+        let delete = Write::DeleteDrain {
+            runtime_id: d.runtime_id.clone(),
+            endpoint: d.endpoint.clone(),
+            version: d.version,
+        };
         let Some(runtime) = store.runtime(&d.runtime_id).await.map_err(internal)? else {
             return Ok(false);
         };
-        let Some(endpoint) = store.endpoint(&d.runtime_id, &d.endpoint).await.map_err(internal)? else {
+        let Some(endpoint) = store
+            .endpoint(&d.runtime_id, &d.endpoint)
+            .await
+            .map_err(internal)?
+        else {
             store.apply(vec![delete]).await.map_err(internal)?;
             return Ok(false);
         };
-        let policy = Policy::of(store.policy(&d.runtime_id, &d.endpoint).await.map_err(internal)?)?;
-        let st = EndpointState { runtime, endpoint, policy, drains: vec![] };
-        if st.routing().versions().contains(&d.version) || st.endpoint.target_version == Some(d.version) {
+        let policy = Policy::of(
+            store
+                .policy(&d.runtime_id, &d.endpoint)
+                .await
+                .map_err(internal)?,
+        )?;
+        let st = EndpointState {
+            runtime,
+            endpoint,
+            policy,
+            drains: vec![],
+        };
+        if st.routing().versions().contains(&d.version)
+            || st.endpoint.target_version == Some(d.version)
+        {
             store.apply(vec![delete]).await.map_err(internal)?;
             return Ok(false);
         }
-        let arn = self.inner.partition.endpoint_arn(&d.runtime_id, &d.endpoint);
+        let arn = self
+            .inner
+            .partition
+            .endpoint_arn(&d.runtime_id, &d.endpoint);
         let writes = vec![
             delete,
-            Write::DeleteAssignments { runtime_id: d.runtime_id.clone(), endpoint: d.endpoint.clone(), version: d.version },
+            Write::DeleteAssignments {
+                runtime_id: d.runtime_id.clone(),
+                endpoint: d.endpoint.clone(),
+                version: d.version,
+            },
             audit::entry_as(
                 &Caller::controller(),
                 "drain.expire",

@@ -109,7 +109,13 @@ impl Acc {
         }
     }
 
-    fn row(&self, runtime_id: &str, endpoint: &str, version: u32, bucket_start: EpochMillis) -> HealthRow {
+    fn row(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        version: u32,
+        bucket_start: EpochMillis,
+    ) -> HealthRow {
         HealthRow {
             runtime_id: runtime_id.to_owned(),
             endpoint: endpoint.to_owned(),
@@ -184,7 +190,13 @@ impl Health {
         self.series.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn with_series(&self, runtime_id: &str, endpoint: &str, version: u32, f: impl FnOnce(&mut Series)) {
+    fn with_series(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        version: u32,
+        f: impl FnOnce(&mut Series),
+    ) {
         let mut map = self.lock();
         // get_mut first so the common case allocates nothing.
         let eps = match map.get_mut(runtime_id) {
@@ -199,8 +211,22 @@ impl Health {
     }
 
     /// Records one invocation now.
-    pub fn record(&self, runtime_id: &str, endpoint: &str, version: u32, outcome: Outcome, latency: Duration) {
-        self.record_at(runtime_id, endpoint, version, outcome, latency, now_millis());
+    pub fn record(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        version: u32,
+        outcome: Outcome,
+        latency: Duration,
+    ) {
+        self.record_at(
+            runtime_id,
+            endpoint,
+            version,
+            outcome,
+            latency,
+            now_millis(),
+        );
     }
 
     /// Records one invocation at `at` (tests drive time explicitly).
@@ -263,7 +289,9 @@ impl Health {
             .iter()
             .flat_map(|(rt, eps)| {
                 eps.iter().flat_map(move |(ep, versions)| {
-                    versions.iter().map(move |(v, s)| s.total.row(rt, ep, *v, 0))
+                    versions
+                        .iter()
+                        .map(move |(v, s)| s.total.row(rt, ep, *v, 0))
                 })
             })
             .collect();
@@ -318,7 +346,11 @@ impl Summary {
             errors_424: acc.errors_424,
             timeouts: acc.timeouts,
             new_sessions: acc.new_sessions,
-            error_rate: if n == 0 { 0.0 } else { errors as f64 / n as f64 },
+            error_rate: if n == 0 {
+                0.0
+            } else {
+                errors as f64 / n as f64
+            },
             p50_ms: percentile(&acc.counts, 0.50),
             p95_ms: percentile(&acc.counts, 0.95),
             p99_ms: percentile(&acc.counts, 0.99),
@@ -427,13 +459,30 @@ mod tests {
     fn recorder_totals_survive_flushes_and_pending_splits_by_bucket() {
         let h = Health::new(1_000);
         h.record_at("rt", "prod", 1, Outcome::Ok, Duration::from_millis(5), 500);
-        h.record_at("rt", "prod", 1, Outcome::AgentError, Duration::from_millis(5), 1_500);
-        h.record_at("rt", "prod", 2, Outcome::Timeout, Duration::from_millis(5), 1_600);
+        h.record_at(
+            "rt",
+            "prod",
+            1,
+            Outcome::AgentError,
+            Duration::from_millis(5),
+            1_500,
+        );
+        h.record_at(
+            "rt",
+            "prod",
+            2,
+            Outcome::Timeout,
+            Duration::from_millis(5),
+            1_600,
+        );
         h.new_session_at("rt", "prod", 2, 1_600);
         let mut rows = h.take_pending();
         rows.sort_by_key(|r| (r.version, r.bucket_start));
         assert_eq!(rows.len(), 3);
-        assert_eq!((rows[0].version, rows[0].bucket_start, rows[0].invocations), (1, 0, 1));
+        assert_eq!(
+            (rows[0].version, rows[0].bucket_start, rows[0].invocations),
+            (1, 0, 1)
+        );
         assert_eq!((rows[1].bucket_start, rows[1].errors_5xx), (1_000, 1));
         assert_eq!((rows[2].timeouts, rows[2].new_sessions), (1, 1));
         assert!(h.take_pending().is_empty());

@@ -540,6 +540,19 @@ impl Control {
             }));
         }
         if !rt.deleting {
+            // AWS refuses while named endpoints exist ("This agent has endpoints that must be
+            // deleted first"); DEFAULT goes with the runtime.
+            if let Some(e) = self
+                .all_endpoints(&rt.id)
+                .await?
+                .iter()
+                .find(|e| e.name != DEFAULT_ENDPOINT)
+            {
+                return Err(ApiError::conflict(format!(
+                    "this agent runtime has endpoints that must be deleted first (endpoint {})",
+                    e.name
+                )));
+            }
             self.inner
                 .store
                 .apply(vec![
@@ -683,7 +696,12 @@ impl Control {
         });
         let mut writes = vec![
             Write::InsertEndpoint(ep),
-            audit::entry("CreateAgentRuntimeEndpoint", &arn, Value::Null, response.clone()),
+            audit::entry(
+                "CreateAgentRuntimeEndpoint",
+                &arn,
+                Value::Null,
+                response.clone(),
+            ),
         ];
         let tags = tags_of(&input);
         if !tags.is_empty() {
@@ -758,14 +776,12 @@ impl Control {
         }
         let p = &self.inner.partition;
         let arn = p.endpoint_arn(&rt.id, &ep.name);
-        let mut writes = vec![
-            audit::entry(
-                "UpdateAgentRuntimeEndpoint",
-                &arn,
-                endpoint_body(p, &old),
-                endpoint_body(p, &ep),
-            ),
-        ];
+        let mut writes = vec![audit::entry(
+            "UpdateAgentRuntimeEndpoint",
+            &arn,
+            endpoint_body(p, &old),
+            endpoint_body(p, &ep),
+        )];
         // The endpoint serves 100% of its (new) version from now on: a split or rollout in
         // force ends, and versions leaving drain.
         writes.extend(
@@ -1108,10 +1124,16 @@ pub struct Resolved {
 impl Control {
     /// Resolves `qualifier` (an endpoint name, or a version number) of a runtime to the version a
     /// new session should run.
-    pub async fn resolve(&self, runtime_id: &str, qualifier: Option<&str>) -> Result<Resolved, ApiError> {
+    pub async fn resolve(
+        &self,
+        runtime_id: &str,
+        qualifier: Option<&str>,
+    ) -> Result<Resolved, ApiError> {
         let rt = self.live_runtime(runtime_id).await?;
         if rt.deleting {
-            return Err(ApiError::not_found(format!("agent runtime {runtime_id} is being deleted")));
+            return Err(ApiError::not_found(format!(
+                "agent runtime {runtime_id} is being deleted"
+            )));
         }
         let q = qualifier.unwrap_or(DEFAULT_ENDPOINT);
         let store = &self.inner.store;
@@ -1121,7 +1143,9 @@ impl Control {
                 None if ep.status.is_transitional() => {
                     return Err(ApiError::new(
                         berth_api::ErrorKind::RetryableConflict,
-                        format!("endpoint {q} of agent runtime {runtime_id} is still being created; retry once it is READY"),
+                        format!(
+                            "endpoint {q} of agent runtime {runtime_id} is still being created; retry once it is READY"
+                        ),
                     ));
                 }
                 None => {
@@ -1133,7 +1157,11 @@ impl Control {
             },
             None => match Version::parse(q) {
                 Some(v) => (q.to_owned(), v.0),
-                None => return Err(ApiError::not_found(format!("agent runtime {runtime_id} has no endpoint {q}"))),
+                None => {
+                    return Err(ApiError::not_found(format!(
+                        "agent runtime {runtime_id} has no endpoint {q}"
+                    )));
+                }
             },
         };
         let v = store
@@ -1141,7 +1169,15 @@ impl Control {
             .await
             .map_err(internal)?
             .filter(|v| v.status == Status::Ready)
-            .ok_or_else(|| ApiError::not_found(format!("version {version} of agent runtime {runtime_id} is not ready")))?;
-        Ok(Resolved { runtime: rt, endpoint, version: v })
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "version {version} of agent runtime {runtime_id} is not ready"
+                ))
+            })?;
+        Ok(Resolved {
+            runtime: rt,
+            endpoint,
+            version: v,
+        })
     }
 }

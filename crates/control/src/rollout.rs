@@ -88,7 +88,9 @@ impl Threshold {
                 .parse::<f64>()
                 .ok()
                 .filter(|x| x.is_finite() && *x >= 0.0)
-                .ok_or_else(|| format!("{s:?} is not a threshold: use a number, stable+N or stable*N"))
+                .ok_or_else(|| {
+                    format!("{s:?} is not a threshold: use a number, stable+N or stable*N")
+                })
         };
         if let Some(rest) = s.strip_prefix("stable") {
             let rest = rest.trim_start();
@@ -98,7 +100,9 @@ impl Threshold {
             if let Some(f) = rest.strip_prefix('*') {
                 return Ok(Self::StableTimes(num(f)?));
             }
-            return Err(format!("{s:?} is not a threshold: use a number, stable+N or stable*N"));
+            return Err(format!(
+                "{s:?} is not a threshold: use a number, stable+N or stable*N"
+            ));
         }
         Ok(Self::Absolute(num(s)?))
     }
@@ -142,9 +146,13 @@ impl<'de> Deserialize<'de> for Threshold {
                 .as_f64()
                 .filter(|x| x.is_finite() && *x >= 0.0)
                 .map(Self::Absolute)
-                .ok_or_else(|| serde::de::Error::custom("a threshold must be a non-negative number")),
+                .ok_or_else(|| {
+                    serde::de::Error::custom("a threshold must be a non-negative number")
+                }),
             Value::String(s) => Self::parse(&s).map_err(serde::de::Error::custom),
-            _ => Err(serde::de::Error::custom("a threshold is a number or a string such as stable*1.5")),
+            _ => Err(serde::de::Error::custom(
+                "a threshold is a number or a string such as stable*1.5",
+            )),
         }
     }
 }
@@ -182,12 +190,20 @@ impl RolloutSpec {
             "maxP99Ms": null,
             "drainSeconds": null,
         });
-        for key in ["steps", "intervalSeconds", "minInvocations", "maxErrorRate", "maxP99Ms", "drainSeconds"] {
+        for key in [
+            "steps",
+            "intervalSeconds",
+            "minInvocations",
+            "maxErrorRate",
+            "maxP99Ms",
+            "drainSeconds",
+        ] {
             if let Some(v) = input.get(key) {
                 spec[key] = v.clone();
             }
         }
-        let spec: RolloutSpec = serde_json::from_value(spec).map_err(|e| ApiError::field("rollout", format!("invalid rollout settings: {e}")))?;
+        let spec: RolloutSpec = serde_json::from_value(spec)
+            .map_err(|e| ApiError::field("rollout", format!("invalid rollout settings: {e}")))?;
         spec.check()?;
         Ok(spec)
     }
@@ -196,16 +212,28 @@ impl RolloutSpec {
         if self.steps.is_empty() || self.steps.len() > 20 {
             return Err(ApiError::field("steps", "a rollout has 1 to 20 steps"));
         }
-        if self.steps.windows(2).any(|w| w[0] >= w[1]) || self.steps[0] == 0 || self.steps.last() != Some(&100) {
-            return Err(ApiError::field("steps", "steps are percentages from 1 to 100, strictly increasing, ending at 100"));
+        if self.steps.windows(2).any(|w| w[0] >= w[1])
+            || self.steps[0] == 0
+            || self.steps.last() != Some(&100)
+        {
+            return Err(ApiError::field(
+                "steps",
+                "steps are percentages from 1 to 100, strictly increasing, ending at 100",
+            ));
         }
         if self.interval_seconds == 0 {
-            return Err(ApiError::field("intervalSeconds", "the interval must be at least 1 second"));
+            return Err(ApiError::field(
+                "intervalSeconds",
+                "the interval must be at least 1 second",
+            ));
         }
         if let Some(Threshold::Absolute(x)) = self.max_error_rate
             && x > 1.0
         {
-            return Err(ApiError::field("maxErrorRate", "an absolute error rate is a fraction from 0 to 1"));
+            return Err(ApiError::field(
+                "maxErrorRate",
+                "an absolute error rate is a fraction from 0 to 1",
+            ));
         }
         Ok(())
     }
@@ -237,7 +265,11 @@ pub struct Window {
 
 /// One signal's judgement.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "verdict", content = "reason", rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(
+    tag = "verdict",
+    content = "reason",
+    rename_all = "SCREAMING_SNAKE_CASE"
+)]
 pub enum Verdict {
     /// Within limits.
     Pass,
@@ -272,7 +304,8 @@ impl Signal for ErrorRate {
         let Some(t) = w.spec.max_error_rate else {
             return Verdict::Pass;
         };
-        let stable = (w.stable.invocations >= w.spec.min_invocations).then_some(w.stable.error_rate);
+        let stable =
+            (w.stable.invocations >= w.spec.min_invocations).then_some(w.stable.error_rate);
         let Some(limit) = t.limit(stable) else {
             return Verdict::Inconclusive(format!(
                 "stable version {} has {} of {} invocations needed to compare error rates",
@@ -304,7 +337,11 @@ impl Signal for LatencyP99 {
         let Some(t) = w.spec.max_p99_ms else {
             return Verdict::Pass;
         };
-        let stable = if w.stable.invocations >= w.spec.min_invocations { w.stable.p99_ms } else { None };
+        let stable = if w.stable.invocations >= w.spec.min_invocations {
+            w.stable.p99_ms
+        } else {
+            None
+        };
         let Some(limit) = t.limit(stable) else {
             return Verdict::Inconclusive(format!(
                 "stable version {} has {} of {} invocations needed to compare latency",
@@ -312,7 +349,9 @@ impl Signal for LatencyP99 {
             ));
         };
         match w.canary.p99_ms {
-            Some(p99) if p99 > limit => Verdict::Breach(format!("p99 latency {p99:.0} ms exceeds {limit:.0} ms ({t})")),
+            Some(p99) if p99 > limit => Verdict::Breach(format!(
+                "p99 latency {p99:.0} ms exceeds {limit:.0} ms ({t})"
+            )),
             _ => Verdict::Pass,
         }
     }
@@ -340,20 +379,28 @@ pub async fn analyse(window: &Window, signals: &[Arc<dyn Signal>]) -> Analysis {
             "canary version {} has {} of {} invocations needed",
             window.canary_version, window.canary.invocations, window.spec.min_invocations
         ));
-        return Analysis { verdict: v.clone(), signals: vec![("min-invocations".into(), v)] };
+        return Analysis {
+            verdict: v.clone(),
+            signals: vec![("min-invocations".into(), v)],
+        };
     }
     let mut out = Vec::with_capacity(signals.len());
     for s in signals {
         out.push((s.name().to_owned(), s.judge(window).await));
     }
     let breach = out.iter().find(|(_, v)| matches!(v, Verdict::Breach(_)));
-    let held = out.iter().find(|(_, v)| matches!(v, Verdict::Inconclusive(_)));
+    let held = out
+        .iter()
+        .find(|(_, v)| matches!(v, Verdict::Inconclusive(_)));
     let verdict = match (breach, held) {
         (Some((n, Verdict::Breach(r))), _) => Verdict::Breach(format!("{n}: {r}")),
         (_, Some((n, Verdict::Inconclusive(r)))) => Verdict::Inconclusive(format!("{n}: {r}")),
         _ => Verdict::Pass,
     };
-    Analysis { verdict, signals: out }
+    Analysis {
+        verdict,
+        signals: out,
+    }
 }
 
 fn analysis_body(w: &Window, a: &Analysis, at: EpochMillis) -> Value {
@@ -382,7 +429,16 @@ fn weight_at(spec: &RolloutSpec, step: u32) -> u32 {
 /// The weights of a rollout at a step. At 100% the stable version stays in the split with
 /// weight 0, so it keeps serving its sessions (no drain) until the rollout completes.
 fn step_weights(from: u32, to: u32, weight: u32) -> Vec<Split> {
-    let mut w = vec![Split { version: from, weight: 100 - weight }, Split { version: to, weight }];
+    let mut w = vec![
+        Split {
+            version: from,
+            weight: 100 - weight,
+        },
+        Split {
+            version: to,
+            weight,
+        },
+    ];
     w.sort_by_key(|s| s.version);
     w
 }
@@ -445,16 +501,33 @@ impl Command {
 }
 
 impl Control {
-    pub(crate) async fn active_rollout(&self, runtime_id: &str, endpoint: &str) -> Result<Option<RolloutRow>, ApiError> {
-        let rs = self.inner.store.rollouts(runtime_id, endpoint, 1).await.map_err(internal)?;
+    pub(crate) async fn active_rollout(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+    ) -> Result<Option<RolloutRow>, ApiError> {
+        let rs = self
+            .inner
+            .store
+            .rollouts(runtime_id, endpoint, 1)
+            .await
+            .map_err(internal)?;
         Ok(rs.into_iter().next().filter(|r| {
-            matches!(RolloutState::parse(&r.state), Some(RolloutState::Running | RolloutState::Paused))
+            matches!(
+                RolloutState::parse(&r.state),
+                Some(RolloutState::Running | RolloutState::Paused)
+            )
         }))
     }
 
     /// Starts a rollout of an endpoint to `toVersion` (see [`RolloutSpec::from_input`] for the
     /// settings). The first step's weights apply to new sessions at once.
-    pub async fn start_rollout(&self, runtime_id: &str, endpoint: &str, input: Value) -> Result<Value, ApiError> {
+    pub async fn start_rollout(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        input: Value,
+    ) -> Result<Value, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let st = self.mutable_state_for_rollout(runtime_id, endpoint).await?;
         let live = st.live()?;
@@ -463,12 +536,21 @@ impl Control {
             .and_then(version_of)
             .ok_or_else(|| ApiError::field("toVersion", "toVersion must be a version number"))?;
         if to == live {
-            return Err(ApiError::field("toVersion", format!("version {to} is already the live version of {endpoint}")));
+            return Err(ApiError::field(
+                "toVersion",
+                format!("version {to} is already the live version of {endpoint}"),
+            ));
         }
         self.ready_version(&st.runtime.id, to, "toVersion").await?;
         let spec = RolloutSpec::from_input(&input)?;
-        if self.active_rollout(&st.runtime.id, &st.endpoint.name).await?.is_some() {
-            return Err(ApiError::conflict(format!("endpoint {endpoint} already has a rollout in progress; abort or promote it first")));
+        if self
+            .active_rollout(&st.runtime.id, &st.endpoint.name)
+            .await?
+            .is_some()
+        {
+            return Err(ApiError::conflict(format!(
+                "endpoint {endpoint} already has a rollout in progress; abort or promote it first"
+            )));
         }
         let caller = Caller::current();
         let now = now_millis();
@@ -488,15 +570,25 @@ impl Control {
             created_at: now,
             updated_at: now,
         };
-        let next = Next { live, target: to, weights: step_weights(live, to, spec.steps[0]), rules: st.policy.rules.clone() };
+        let next = Next {
+            live,
+            target: to,
+            weights: step_weights(live, to, spec.steps[0]),
+            rules: st.policy.rules.clone(),
+        };
         let mut writes = self.transition(&st, &next, self.drain_ms(spec.drain_seconds), now);
-        let arn = self.inner.partition.endpoint_arn(&st.runtime.id, &st.endpoint.name);
+        let arn = self
+            .inner
+            .partition
+            .endpoint_arn(&st.runtime.id, &st.endpoint.name);
         writes.push(Write::InsertRollout(row.clone()));
         writes.push(audit::entry("rollout.start", &arn, Value::Null, body(&row)));
         match self.inner.store.apply(writes).await {
             Ok(()) => {}
             Err(berth_store::Error::AlreadyExists(_)) => {
-                return Err(ApiError::conflict(format!("endpoint {endpoint} already has a rollout in progress")));
+                return Err(ApiError::conflict(format!(
+                    "endpoint {endpoint} already has a rollout in progress"
+                )));
             }
             Err(e) => return Err(internal(e)),
         }
@@ -505,7 +597,11 @@ impl Control {
         Ok(json!({ "rollout": body(&row) }))
     }
 
-    async fn mutable_state_for_rollout(&self, runtime_id: &str, endpoint: &str) -> Result<EndpointState, ApiError> {
+    async fn mutable_state_for_rollout(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+    ) -> Result<EndpointState, ApiError> {
         if endpoint == berth_types::records::DEFAULT_ENDPOINT {
             return Err(ApiError::field(
                 "endpointName",
@@ -516,9 +612,18 @@ impl Control {
     }
 
     /// The endpoint's rollout in progress, else its latest one, with recent history.
-    pub async fn rollout_status(&self, runtime_id: &str, endpoint: &str) -> Result<Value, ApiError> {
+    pub async fn rollout_status(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+    ) -> Result<Value, ApiError> {
         let st = self.endpoint_state(runtime_id, endpoint).await?;
-        let recent = self.inner.store.rollouts(&st.runtime.id, &st.endpoint.name, 10).await.map_err(internal)?;
+        let recent = self
+            .inner
+            .store
+            .rollouts(&st.runtime.id, &st.endpoint.name, 10)
+            .await
+            .map_err(internal)?;
         Ok(json!({
             "rollout": recent.first().map(body),
             "history": recent.iter().skip(1).map(body).collect::<Vec<_>>(),
@@ -527,29 +632,69 @@ impl Control {
     }
 
     /// Pauses, resumes, aborts or promotes the endpoint's rollout in progress.
-    pub async fn command_rollout(&self, runtime_id: &str, endpoint: &str, command: Command) -> Result<Value, ApiError> {
+    pub async fn command_rollout(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        command: Command,
+    ) -> Result<Value, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let st = self.endpoint_state(runtime_id, endpoint).await?;
         let r = self
             .active_rollout(&st.runtime.id, &st.endpoint.name)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("endpoint {endpoint} has no rollout in progress")))?;
+            .ok_or_else(|| {
+                ApiError::not_found(format!("endpoint {endpoint} has no rollout in progress"))
+            })?;
         let caller = Caller::current();
         let state = RolloutState::parse(&r.state);
         let now = now_millis();
         let writes = match (command, state) {
             (Command::Pause, Some(RolloutState::Running)) => {
-                self.rollout_update(&r, &caller, command.action(), now, |r| r.state = RolloutState::Paused.as_str().into())
+                self.rollout_update(&r, &caller, command.action(), now, |r| {
+                    r.state = RolloutState::Paused.as_str().into()
+                })
             }
-            (Command::Resume, Some(RolloutState::Paused)) => self.rollout_update(&r, &caller, command.action(), now, |r| {
-                r.state = RolloutState::Running.as_str().into();
-                r.step_started_at = now;
-            }),
+            (Command::Resume, Some(RolloutState::Paused)) => {
+                self.rollout_update(&r, &caller, command.action(), now, |r| {
+                    r.state = RolloutState::Running.as_str().into();
+                    r.step_started_at = now;
+                })
+            }
             (Command::Pause, _) | (Command::Resume, _) => {
-                return Err(ApiError::conflict(format!("the rollout is {} ", r.state).trim_end().to_owned()));
+                let want = if command == Command::Pause {
+                    "RUNNING"
+                } else {
+                    "PAUSED"
+                };
+                return Err(ApiError::conflict(format!(
+                    "the rollout is {}; only a {want} rollout can be {}d",
+                    r.state,
+                    if command == Command::Pause {
+                        "pause"
+                    } else {
+                        "resume"
+                    }
+                )));
             }
-            (Command::Abort, _) => self.end_rollout(&st, &r, false, &format!("aborted by {}", caller.actor), None, &caller, now)?,
-            (Command::Promote, _) => self.end_rollout(&st, &r, true, &format!("promoted by {}", caller.actor), None, &caller, now)?,
+            (Command::Abort, _) => self.end_rollout(
+                &st,
+                &r,
+                false,
+                &format!("aborted by {}", caller.actor),
+                None,
+                &caller,
+                now,
+            )?,
+            (Command::Promote, _) => self.end_rollout(
+                &st,
+                &r,
+                true,
+                &format!("promoted by {}", caller.actor),
+                None,
+                &caller,
+                now,
+            )?,
         };
         self.inner.store.apply(writes).await.map_err(internal)?;
         info!(runtime_id = %st.runtime.id, endpoint = %st.endpoint.name, rollout = %r.id, ?command, "rollout command");
@@ -559,11 +704,21 @@ impl Control {
         self.rollout_status(runtime_id, endpoint).await
     }
 
-    fn rollout_update(&self, r: &RolloutRow, caller: &Caller, action: &str, now: EpochMillis, f: impl FnOnce(&mut RolloutRow)) -> Vec<Write> {
+    fn rollout_update(
+        &self,
+        r: &RolloutRow,
+        caller: &Caller,
+        action: &str,
+        now: EpochMillis,
+        f: impl FnOnce(&mut RolloutRow),
+    ) -> Vec<Write> {
         let mut next = r.clone();
         f(&mut next);
         next.updated_at = now;
-        let arn = self.inner.partition.endpoint_arn(&r.runtime_id, &r.endpoint);
+        let arn = self
+            .inner
+            .partition
+            .endpoint_arn(&r.runtime_id, &r.endpoint);
         let audit = audit::entry_as(caller, action, &arn, body(r), body(&next));
         vec![Write::PutRollout(next), audit]
     }
@@ -582,11 +737,26 @@ impl Control {
         now: EpochMillis,
     ) -> Result<Vec<Write>, ApiError> {
         let spec = spec_of(r)?;
-        let v = if promote { r.to_version } else { r.from_version };
-        let next = Next { live: v, target: v, weights: vec![], rules: st.policy.rules.clone() };
+        let v = if promote {
+            r.to_version
+        } else {
+            r.from_version
+        };
+        let next = Next {
+            live: v,
+            target: v,
+            weights: vec![],
+            rules: st.policy.rules.clone(),
+        };
         let mut writes = self.transition(st, &next, self.drain_ms(spec.drain_seconds), now);
         let mut ended = r.clone();
-        ended.state = if promote { RolloutState::Completed } else { RolloutState::Aborted }.as_str().into();
+        ended.state = if promote {
+            RolloutState::Completed
+        } else {
+            RolloutState::Aborted
+        }
+        .as_str()
+        .into();
         ended.reason = Some(reason.to_owned());
         if analysis.is_some() {
             ended.analysis = analysis;
@@ -595,9 +765,16 @@ impl Control {
             ended.step_index = spec.steps.len().saturating_sub(1) as u32;
         }
         ended.updated_at = now;
-        let arn = self.inner.partition.endpoint_arn(&r.runtime_id, &r.endpoint);
+        let arn = self
+            .inner
+            .partition
+            .endpoint_arn(&r.runtime_id, &r.endpoint);
         let action = if promote {
-            if caller.actor == audit::CONTROLLER_ACTOR { "rollout.complete" } else { "rollout.promote" }
+            if caller.actor == audit::CONTROLLER_ACTOR {
+                "rollout.complete"
+            } else {
+                "rollout.promote"
+            }
         } else {
             "rollout.abort"
         };
@@ -621,17 +798,24 @@ impl Control {
         let spec = spec_of(&r)?;
         let st = self.endpoint_state(&r.runtime_id, &r.endpoint).await?;
         let opts = &self.inner.options;
-        let interval_ms = i64::try_from(spec.interval_seconds.saturating_mul(opts.second_ms)).unwrap_or(i64::MAX);
+        let interval_ms =
+            i64::try_from(spec.interval_seconds.saturating_mul(opts.second_ms)).unwrap_or(i64::MAX);
         let health = &self.inner.health;
         let from = health.bucket_of(r.step_started_at);
-        let rows = store.health(&r.runtime_id, &r.endpoint, from, now.saturating_add(1)).await.map_err(internal)?;
+        let rows = store
+            .health(&r.runtime_id, &r.endpoint, from, now.saturating_add(1))
+            .await
+            .map_err(internal)?;
         let canary = Summary::of(rows.iter().filter(|h| h.version == r.to_version));
         let mut stable = Summary::of(rows.iter().filter(|h| h.version == r.from_version));
         if stable.invocations < spec.min_invocations {
             // At high canary weights the stable version gets little new traffic in one step;
             // compare against it over the whole rollout and one interval before it.
             let wide = health.bucket_of(r.created_at.saturating_sub(interval_ms));
-            let rows = store.health(&r.runtime_id, &r.endpoint, wide, now.saturating_add(1)).await.map_err(internal)?;
+            let rows = store
+                .health(&r.runtime_id, &r.endpoint, wide, now.saturating_add(1))
+                .await
+                .map_err(internal)?;
             stable = Summary::of(rows.iter().filter(|h| h.version == r.from_version));
         }
         let window = Window {
@@ -651,25 +835,49 @@ impl Control {
         let writes = match &analysis.verdict {
             Verdict::Breach(reason) => {
                 warn!(rollout = %r.id, runtime_id = %r.runtime_id, endpoint = %r.endpoint, %reason, "rollout aborted by analysis");
-                self.end_rollout(&st, &r, false, &format!("analysis: {reason}"), Some(recorded), &caller, now)?
+                self.end_rollout(
+                    &st,
+                    &r,
+                    false,
+                    &format!("analysis: {reason}"),
+                    Some(recorded),
+                    &caller,
+                    now,
+                )?
             }
             Verdict::Pass if now.saturating_sub(r.step_started_at) >= interval_ms => {
                 let next_step = r.step_index + 1;
                 if next_step as usize >= spec.steps.len() {
                     info!(rollout = %r.id, runtime_id = %r.runtime_id, endpoint = %r.endpoint, "rollout completed");
-                    self.end_rollout(&st, &r, true, "all steps passed", Some(recorded), &caller, now)?
+                    self.end_rollout(
+                        &st,
+                        &r,
+                        true,
+                        "all steps passed",
+                        Some(recorded),
+                        &caller,
+                        now,
+                    )?
                 } else {
                     let w = weight_at(&spec, next_step);
                     info!(rollout = %r.id, runtime_id = %r.runtime_id, endpoint = %r.endpoint, weight = w, "rollout advanced");
                     let live = st.live()?;
-                    let next = Next { live, target: r.to_version, weights: step_weights(r.from_version, r.to_version, w), rules: st.policy.rules.clone() };
-                    let mut writes = self.transition(&st, &next, self.drain_ms(spec.drain_seconds), now);
-                    writes.extend(self.rollout_update(&r, &caller, "rollout.advance", now, |x| {
-                        x.step_index = next_step;
-                        x.step_started_at = now;
-                        x.analysis = Some(recorded);
-                        x.reason = None;
-                    }));
+                    let next = Next {
+                        live,
+                        target: r.to_version,
+                        weights: step_weights(r.from_version, r.to_version, w),
+                        rules: st.policy.rules.clone(),
+                    };
+                    let mut writes =
+                        self.transition(&st, &next, self.drain_ms(spec.drain_seconds), now);
+                    writes.extend(
+                        self.rollout_update(&r, &caller, "rollout.advance", now, |x| {
+                            x.step_index = next_step;
+                            x.step_started_at = now;
+                            x.analysis = Some(recorded);
+                            x.reason = None;
+                        }),
+                    );
                     writes
                 }
             }
@@ -698,8 +906,14 @@ mod tests {
     #[test]
     fn thresholds_parse_and_print() {
         assert_eq!(Threshold::parse("0.05"), Ok(Threshold::Absolute(0.05)));
-        assert_eq!(Threshold::parse("stable+0.02"), Ok(Threshold::StablePlus(0.02)));
-        assert_eq!(Threshold::parse("stable * 1.5"), Ok(Threshold::StableTimes(1.5)));
+        assert_eq!(
+            Threshold::parse("stable+0.02"),
+            Ok(Threshold::StablePlus(0.02))
+        );
+        assert_eq!(
+            Threshold::parse("stable * 1.5"),
+            Ok(Threshold::StableTimes(1.5))
+        );
         assert!(Threshold::parse("stable/2").is_err());
         assert!(Threshold::parse("-1").is_err());
         assert_eq!(Threshold::StableTimes(1.5).to_string(), "stable*1.5");
@@ -712,9 +926,18 @@ mod tests {
         let s = RolloutSpec::from_input(&json!({"toVersion": 2})).unwrap();
         assert_eq!(s.steps, DEFAULT_STEPS);
         assert_eq!(s.max_error_rate, Some(Threshold::Absolute(0.05)));
-        let s = RolloutSpec::from_input(&json!({"steps": [50, 100], "maxP99Ms": "stable*2", "maxErrorRate": 0.1})).unwrap();
+        let s = RolloutSpec::from_input(
+            &json!({"steps": [50, 100], "maxP99Ms": "stable*2", "maxErrorRate": 0.1}),
+        )
+        .unwrap();
         assert_eq!(s.max_p99_ms, Some(Threshold::StableTimes(2.0)));
-        for bad in [json!({"steps": [50]}), json!({"steps": [50, 25, 100]}), json!({"steps": [0, 100]}), json!({"intervalSeconds": 0}), json!({"maxErrorRate": 2})] {
+        for bad in [
+            json!({"steps": [50]}),
+            json!({"steps": [50, 25, 100]}),
+            json!({"steps": [0, 100]}),
+            json!({"intervalSeconds": 0}),
+            json!({"maxErrorRate": 2}),
+        ] {
             assert!(RolloutSpec::from_input(&bad).is_err(), "{bad}");
         }
     }
@@ -741,14 +964,19 @@ mod tests {
 
     #[tokio::test]
     async fn analysis_holds_passes_and_breaches() {
-        let spec = RolloutSpec::from_input(&json!({"minInvocations": 10, "maxErrorRate": "stable+0.05"})).unwrap();
+        let spec =
+            RolloutSpec::from_input(&json!({"minInvocations": 10, "maxErrorRate": "stable+0.05"}))
+                .unwrap();
         let sig = builtin_signals();
         let a = analyse(&window((5, 0), (100, 0), spec.clone()), &sig).await;
         assert!(matches!(a.verdict, Verdict::Inconclusive(_)), "{a:?}");
         let a = analyse(&window((20, 1), (100, 2), spec.clone()), &sig).await;
         assert_eq!(a.verdict, Verdict::Pass);
         let a = analyse(&window((20, 6), (100, 2), spec.clone()), &sig).await;
-        assert!(matches!(&a.verdict, Verdict::Breach(r) if r.starts_with("error-rate")), "{a:?}");
+        assert!(
+            matches!(&a.verdict, Verdict::Breach(r) if r.starts_with("error-rate")),
+            "{a:?}"
+        );
         // Relative thresholds need stable data.
         let a = analyse(&window((20, 6), (3, 0), spec), &sig).await;
         assert!(matches!(a.verdict, Verdict::Inconclusive(_)), "{a:?}");

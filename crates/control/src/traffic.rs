@@ -20,8 +20,8 @@
 use crate::audit::{self, Caller};
 use crate::rollout::{self, RolloutState};
 use crate::{Control, Resolved, internal};
-use berth_api::{ApiError, ErrorKind};
 use berth_api::control::RuntimeSpec;
+use berth_api::{ApiError, ErrorKind};
 use berth_store::{AssignmentRow, DrainRow, PolicyRow, Write};
 use berth_types::records::{DEFAULT_ENDPOINT, Endpoint, Runtime};
 use berth_types::{EpochMillis, Status, Version, iso8601, now_millis, random_alnum};
@@ -294,27 +294,55 @@ pub(crate) struct Next {
 }
 
 /// The wire shape of a routing state (audit before/after, API answers).
-fn routing_body(live: Option<u32>, target: Option<u32>, weights: &[Split], rules: &[Rule]) -> Value {
+fn routing_body(
+    live: Option<u32>,
+    target: Option<u32>,
+    weights: &[Split],
+    rules: &[Rule],
+) -> Value {
     json!({ "liveVersion": live, "targetVersion": target, "weights": weights, "rules": rules })
 }
 
 impl Control {
     /// Reads an endpoint and its traffic state, refusing runtimes being deleted.
-    pub(crate) async fn endpoint_state(&self, runtime_id: &str, endpoint: &str) -> Result<EndpointState, ApiError> {
+    pub(crate) async fn endpoint_state(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+    ) -> Result<EndpointState, ApiError> {
         let runtime = self.live_runtime(runtime_id).await?;
         if runtime.deleting {
-            return Err(ApiError::conflict(format!("agent runtime {runtime_id} is being deleted")));
+            return Err(ApiError::conflict(format!(
+                "agent runtime {runtime_id} is being deleted"
+            )));
         }
         let ep = self.endpoint_of(&runtime, endpoint).await?;
         let store = &self.inner.store;
-        let policy = Policy::of(store.policy(&runtime.id, &ep.name).await.map_err(internal)?)?;
-        let drains = store.drains(&runtime.id, &ep.name).await.map_err(internal)?;
-        Ok(EndpointState { runtime, endpoint: ep, policy, drains })
+        let policy = Policy::of(
+            store
+                .policy(&runtime.id, &ep.name)
+                .await
+                .map_err(internal)?,
+        )?;
+        let drains = store
+            .drains(&runtime.id, &ep.name)
+            .await
+            .map_err(internal)?;
+        Ok(EndpointState {
+            runtime,
+            endpoint: ep,
+            policy,
+            drains,
+        })
     }
 
     /// Like [`Control::endpoint_state`], for the operations that change routing, which the
     /// DEFAULT endpoint does not support.
-    async fn mutable_state(&self, runtime_id: &str, endpoint: &str) -> Result<EndpointState, ApiError> {
+    async fn mutable_state(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+    ) -> Result<EndpointState, ApiError> {
         if endpoint == DEFAULT_ENDPOINT {
             return Err(ApiError::field(
                 "endpointName",
@@ -325,18 +353,31 @@ impl Control {
     }
 
     /// A version that can serve new sessions, or a validation error naming `field`.
-    pub(crate) async fn ready_version(&self, runtime_id: &str, version: u32, field: &str) -> Result<berth_types::records::RuntimeVersion, ApiError> {
+    pub(crate) async fn ready_version(
+        &self,
+        runtime_id: &str,
+        version: u32,
+        field: &str,
+    ) -> Result<berth_types::records::RuntimeVersion, ApiError> {
         let v = self
             .inner
             .store
             .version(runtime_id, version)
             .await
             .map_err(internal)?
-            .ok_or_else(|| ApiError::field(field, format!("agent runtime {runtime_id} has no version {version}")))?;
+            .ok_or_else(|| {
+                ApiError::field(
+                    field,
+                    format!("agent runtime {runtime_id} has no version {version}"),
+                )
+            })?;
         if v.status != Status::Ready {
             return Err(ApiError::field(
                 field,
-                format!("version {version} is {} and cannot serve sessions", v.status.as_str()),
+                format!(
+                    "version {version} is {} and cannot serve sessions",
+                    v.status.as_str()
+                ),
             ));
         }
         Ok(v)
@@ -349,7 +390,13 @@ impl Control {
 
     /// The writes that move an endpoint from `st` to `next`: the endpoint row, the policy row,
     /// drains for versions leaving the routing and the end of drains for versions returning.
-    pub(crate) fn transition(&self, st: &EndpointState, next: &Next, drain_ms: i64, now: EpochMillis) -> Vec<Write> {
+    pub(crate) fn transition(
+        &self,
+        st: &EndpointState,
+        next: &Next,
+        drain_ms: i64,
+        now: EpochMillis,
+    ) -> Vec<Write> {
         let mut ep = st.endpoint.clone();
         let previous = match ep.live_version {
             Some(old) if old != next.live => Some(old),
@@ -361,7 +408,15 @@ impl Control {
         ep.failure_reason = None;
         ep.updated_at = now;
         let mut writes = vec![Write::PutEndpoint(ep)];
-        writes.extend(self.policy_writes(st, next.live, &next.weights, &next.rules, previous, drain_ms, now));
+        writes.extend(self.policy_writes(
+            st,
+            next.live,
+            &next.weights,
+            &next.rules,
+            previous,
+            drain_ms,
+            now,
+        ));
         writes
     }
 
@@ -379,7 +434,12 @@ impl Control {
     ) -> Vec<Write> {
         let (rt, name) = (&st.runtime.id, &st.endpoint.name);
         let before = st.routing().versions();
-        let after = RoutingPolicy { live, weights: weights.to_vec(), rules: rules.to_vec() }.versions();
+        let after = RoutingPolicy {
+            live,
+            weights: weights.to_vec(),
+            rules: rules.to_vec(),
+        }
+        .versions();
         let mut writes = vec![Write::PutPolicy(PolicyRow {
             runtime_id: rt.clone(),
             endpoint: name.clone(),
@@ -400,7 +460,11 @@ impl Control {
             }
         }
         for d in st.drains.iter().filter(|d| after.contains(&d.version)) {
-            writes.push(Write::DeleteDrain { runtime_id: rt.clone(), endpoint: name.clone(), version: d.version });
+            writes.push(Write::DeleteDrain {
+                runtime_id: rt.clone(),
+                endpoint: name.clone(),
+                version: d.version,
+            });
         }
         writes
     }
@@ -420,34 +484,64 @@ impl Control {
     /// Routes a new session (one without a live sandbox) of `runtime_id` through `qualifier`:
     /// its durable assignment if it has one on this endpoint, else the rules, else the weights;
     /// a first routing is recorded so the session keeps its version for life.
-    pub async fn route(&self, runtime_id: &str, qualifier: Option<&str>, req: &RouteRequest<'_>) -> Result<Routed, ApiError> {
+    pub async fn route(
+        &self,
+        runtime_id: &str,
+        qualifier: Option<&str>,
+        req: &RouteRequest<'_>,
+    ) -> Result<Routed, ApiError> {
         let q = qualifier.unwrap_or(DEFAULT_ENDPOINT);
         let store = &self.inner.store;
         let Some(ep) = store.endpoint(runtime_id, q).await.map_err(internal)? else {
             // A version number (or an unknown endpoint): exactly what `resolve` does.
             let resolved = self.resolve(runtime_id, qualifier).await?;
-            return Ok(Routed { resolved, by: DecidedBy::Qualifier, new_session: false });
+            return Ok(Routed {
+                resolved,
+                by: DecidedBy::Qualifier,
+                new_session: false,
+            });
         };
         let Some(live) = ep.live_version else {
             let resolved = self.resolve(runtime_id, qualifier).await?;
-            return Ok(Routed { resolved, by: DecidedBy::Qualifier, new_session: false });
+            return Ok(Routed {
+                resolved,
+                by: DecidedBy::Qualifier,
+                new_session: false,
+            });
         };
         let rt = self.live_runtime(runtime_id).await?;
         if rt.deleting {
-            return Err(ApiError::not_found(format!("agent runtime {runtime_id} is being deleted")));
+            return Err(ApiError::not_found(format!(
+                "agent runtime {runtime_id} is being deleted"
+            )));
         }
-        let existing = store.assignment(&rt.id, req.session_id).await.map_err(internal)?;
+        let existing = store
+            .assignment(&rt.id, req.session_id)
+            .await
+            .map_err(internal)?;
         if let Some(a) = existing.as_ref().filter(|a| a.endpoint == ep.name)
-            && let Some(v) = store.version(&rt.id, a.version).await.map_err(internal)?.filter(|v| v.status == Status::Ready)
+            && let Some(v) = store
+                .version(&rt.id, a.version)
+                .await
+                .map_err(internal)?
+                .filter(|v| v.status == Status::Ready)
         {
             return Ok(Routed {
-                resolved: Resolved { runtime: rt, endpoint: ep.name, version: v },
+                resolved: Resolved {
+                    runtime: rt,
+                    endpoint: ep.name,
+                    version: v,
+                },
                 by: DecidedBy::Assignment,
                 new_session: false,
             });
         }
         let policy = Policy::of(store.policy(&rt.id, &ep.name).await.map_err(internal)?)?;
-        let routing = RoutingPolicy { live, weights: policy.weights, rules: policy.rules };
+        let routing = RoutingPolicy {
+            live,
+            weights: policy.weights,
+            rules: policy.rules,
+        };
         let decision = decide(&routing, req);
         let v = store
             .version(&rt.id, decision.version)
@@ -455,7 +549,10 @@ impl Control {
             .map_err(internal)?
             .filter(|v| v.status == Status::Ready)
             .ok_or_else(|| {
-                ApiError::not_found(format!("version {} of agent runtime {runtime_id} is not ready", decision.version))
+                ApiError::not_found(format!(
+                    "version {} of agent runtime {runtime_id} is not ready",
+                    decision.version
+                ))
             })?;
         let now = now_millis();
         let assignment = AssignmentRow {
@@ -469,20 +566,46 @@ impl Control {
         // first of two concurrent first invocations wins and the other follows it.
         let replace = existing.is_some();
         store
-            .apply(vec![Write::PutAssignment { assignment, replace }])
+            .apply(vec![Write::PutAssignment {
+                assignment,
+                replace,
+            }])
             .await
             .map_err(internal)?;
-        let mut resolved = Resolved { runtime: rt, endpoint: ep.name, version: v };
+        let mut resolved = Resolved {
+            runtime: rt,
+            endpoint: ep.name,
+            version: v,
+        };
         if !replace
-            && let Some(won) = store.assignment(&resolved.runtime.id, req.session_id).await.map_err(internal)?
+            && let Some(won) = store
+                .assignment(&resolved.runtime.id, req.session_id)
+                .await
+                .map_err(internal)?
             && won.version != resolved.version.version
-            && let Some(v) = store.version(&resolved.runtime.id, won.version).await.map_err(internal)?
+            && let Some(v) = store
+                .version(&resolved.runtime.id, won.version)
+                .await
+                .map_err(internal)?
         {
             resolved.version = v;
-            return Ok(Routed { resolved, by: DecidedBy::Assignment, new_session: false });
+            return Ok(Routed {
+                resolved,
+                by: DecidedBy::Assignment,
+                new_session: false,
+            });
         }
-        self.inner.health.new_session_at(&resolved.runtime.id, &resolved.endpoint, resolved.version.version, now);
-        Ok(Routed { resolved, by: decision.by, new_session: true })
+        self.inner.health.new_session_at(
+            &resolved.runtime.id,
+            &resolved.endpoint,
+            resolved.version.version,
+            now,
+        );
+        Ok(Routed {
+            resolved,
+            by: decision.by,
+            new_session: true,
+        })
     }
 
     /// The traffic state of an endpoint: live and target versions, weights, rules, drains,
@@ -494,8 +617,13 @@ impl Control {
 
     pub(crate) async fn traffic_body(&self, st: &EndpointState) -> Result<Value, ApiError> {
         let store = &self.inner.store;
-        let counts = store.assignment_counts(&st.runtime.id, &st.endpoint.name).await.map_err(internal)?;
-        let active = self.active_rollout(&st.runtime.id, &st.endpoint.name).await?;
+        let counts = store
+            .assignment_counts(&st.runtime.id, &st.endpoint.name)
+            .await
+            .map_err(internal)?;
+        let active = self
+            .active_rollout(&st.runtime.id, &st.endpoint.name)
+            .await?;
         let routing = st.routing();
         Ok(json!({
             "runtimeId": st.runtime.id,
@@ -515,41 +643,91 @@ impl Control {
     /// Sets the weights of an endpoint (`{"weights": {"1": 90, "2": 10}, "drainSeconds": 600}`,
     /// or weights as `[{"version", "weight"}]`). New sessions follow at once; sessions already
     /// routed keep their version; versions leaving drain. A rollout in progress is superseded.
-    pub async fn set_traffic(&self, runtime_id: &str, endpoint: &str, input: Value) -> Result<Value, ApiError> {
+    pub async fn set_traffic(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        input: Value,
+    ) -> Result<Value, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let st = self.mutable_state(runtime_id, endpoint).await?;
         let live = st.live()?;
         let weights = parse_weights(input.get("weights"))?;
         for s in &weights {
-            self.ready_version(&st.runtime.id, s.version, "weights").await?;
+            self.ready_version(&st.runtime.id, s.version, "weights")
+                .await?;
         }
         let nonzero: Vec<Split> = weights.iter().copied().filter(|s| s.weight > 0).collect();
         let next = if let [only] = nonzero.as_slice() {
-            Next { live: only.version, target: only.version, weights: vec![], rules: st.policy.rules.clone() }
+            Next {
+                live: only.version,
+                target: only.version,
+                weights: vec![],
+                rules: st.policy.rules.clone(),
+            }
         } else {
             let stable = if nonzero.iter().any(|s| s.version == live) {
                 live
             } else {
                 // The heaviest version becomes stable (ties: the older one).
-                nonzero.iter().max_by_key(|s| (s.weight, std::cmp::Reverse(s.version))).map_or(live, |s| s.version)
+                nonzero
+                    .iter()
+                    .max_by_key(|s| (s.weight, std::cmp::Reverse(s.version)))
+                    .map_or(live, |s| s.version)
             };
-            let target = nonzero.iter().filter(|s| s.version != stable).map(|s| s.version).max().unwrap_or(stable);
-            Next { live: stable, target, weights: nonzero, rules: st.policy.rules.clone() }
+            let target = nonzero
+                .iter()
+                .filter(|s| s.version != stable)
+                .map(|s| s.version)
+                .max()
+                .unwrap_or(stable);
+            Next {
+                live: stable,
+                target,
+                weights: nonzero,
+                rules: st.policy.rules.clone(),
+            }
         };
         let drain = self.drain_ms(drain_seconds(&input)?);
         let now = now_millis();
         let mut writes = self.transition(&st, &next, drain, now);
-        writes.extend(self.supersede_rollout(&st, "traffic weights set", now).await?);
-        let arn = self.inner.partition.endpoint_arn(&st.runtime.id, &st.endpoint.name);
+        writes.extend(
+            self.supersede_rollout(&st, "traffic weights set", now)
+                .await?,
+        );
+        let arn = self
+            .inner
+            .partition
+            .endpoint_arn(&st.runtime.id, &st.endpoint.name);
         writes.push(audit::entry(
             "traffic.set",
             &arn,
-            routing_body(st.endpoint.live_version, st.endpoint.target_version, &st.routing().effective_weights(), &st.policy.rules),
-            routing_body(Some(next.live), Some(next.target), &RoutingPolicy { live: next.live, weights: next.weights.clone(), rules: vec![] }.effective_weights(), &next.rules),
+            routing_body(
+                st.endpoint.live_version,
+                st.endpoint.target_version,
+                &st.routing().effective_weights(),
+                &st.policy.rules,
+            ),
+            routing_body(
+                Some(next.live),
+                Some(next.target),
+                &RoutingPolicy {
+                    live: next.live,
+                    weights: next.weights.clone(),
+                    rules: vec![],
+                }
+                .effective_weights(),
+                &next.rules,
+            ),
         ));
         self.inner.store.apply(writes).await.map_err(internal)?;
         info!(runtime_id = %st.runtime.id, endpoint = %st.endpoint.name, live = next.live, target = next.target, "traffic set");
-        let versions = RoutingPolicy { live: next.live, weights: next.weights, rules: next.rules }.versions();
+        let versions = RoutingPolicy {
+            live: next.live,
+            weights: next.weights,
+            rules: next.rules,
+        }
+        .versions();
         self.warm(&st.runtime, &versions).await;
         self.traffic(runtime_id, endpoint).await
     }
@@ -557,7 +735,12 @@ impl Control {
     /// Adds a routing rule (`{"match": {"userId": "alice"}, "version": 2}`; `match` may also be
     /// `{"actor": KEY}` or `{"header": {"name", "value"}}` for a header the version
     /// allow-lists). Rules are evaluated in the order they were added.
-    pub async fn add_rule(&self, runtime_id: &str, endpoint: &str, input: Value) -> Result<Value, ApiError> {
+    pub async fn add_rule(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        input: Value,
+    ) -> Result<Value, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let st = self.mutable_state(runtime_id, endpoint).await?;
         let live = st.live()?;
@@ -568,21 +751,39 @@ impl Control {
             .get("version")
             .and_then(version_of)
             .ok_or_else(|| ApiError::field("version", "version must be a version number"))?;
-        let v = self.ready_version(&st.runtime.id, version, "version").await?;
+        let v = self
+            .ready_version(&st.runtime.id, version, "version")
+            .await?;
         let matches = match matches {
-            Match::UserId(u) if u.is_empty() => return Err(ApiError::field("match.userId", "the user id must not be empty")),
-            Match::Actor(a) if a.is_empty() => return Err(ApiError::field("match.actor", "the actor must not be empty")),
+            Match::UserId(u) if u.is_empty() => {
+                return Err(ApiError::field(
+                    "match.userId",
+                    "the user id must not be empty",
+                ));
+            }
+            Match::Actor(a) if a.is_empty() => {
+                return Err(ApiError::field(
+                    "match.actor",
+                    "the actor must not be empty",
+                ));
+            }
             Match::Header { name, value } => {
                 let name = name.to_ascii_lowercase();
                 let allowed = |spec: &Value| {
                     serde_json::from_value::<RuntimeSpec>(spec.clone())
-                        .map(|s| s.header_allowlist().iter().any(|h| h.eq_ignore_ascii_case(&name)))
+                        .map(|s| {
+                            s.header_allowlist()
+                                .iter()
+                                .any(|h| h.eq_ignore_ascii_case(&name))
+                        })
                         .unwrap_or(false)
                 };
                 if !allowed(&v.spec) {
                     return Err(ApiError::field(
                         "match.header.name",
-                        format!("header {name} is not in the requestHeaderAllowlist of version {version}; only allow-listed headers can route"),
+                        format!(
+                            "header {name} is not in the requestHeaderAllowlist of version {version}; only allow-listed headers can route"
+                        ),
                     ));
                 }
                 Match::Header { name, value }
@@ -590,34 +791,79 @@ impl Control {
             other => other,
         };
         if st.policy.rules.len() >= MAX_RULES {
-            return Err(ApiError::new(ErrorKind::ServiceQuotaExceeded, format!("an endpoint can have at most {MAX_RULES} routing rules")));
+            return Err(ApiError::new(
+                ErrorKind::ServiceQuotaExceeded,
+                format!("an endpoint can have at most {MAX_RULES} routing rules"),
+            ));
         }
-        let rule = Rule { id: format!("rule-{}", random_alnum(8)), matches, version };
+        let rule = Rule {
+            id: format!("rule-{}", random_alnum(8)),
+            matches,
+            version,
+        };
         let mut rules = st.policy.rules.clone();
         rules.push(rule.clone());
-        self.change_rules(&st, live, rules, "traffic.rule.add", &input).await?;
+        self.change_rules(&st, live, rules, "traffic.rule.add", &input)
+            .await?;
         Ok(json!({ "rule": rule }))
     }
 
     /// Removes a routing rule by id.
-    pub async fn remove_rule(&self, runtime_id: &str, endpoint: &str, rule_id: &str) -> Result<Value, ApiError> {
+    pub async fn remove_rule(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        rule_id: &str,
+    ) -> Result<Value, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let st = self.mutable_state(runtime_id, endpoint).await?;
         let live = st.live()?;
         if !st.policy.rules.iter().any(|r| r.id == rule_id) {
-            return Err(ApiError::not_found(format!("endpoint {endpoint} has no routing rule {rule_id}")));
+            return Err(ApiError::not_found(format!(
+                "endpoint {endpoint} has no routing rule {rule_id}"
+            )));
         }
-        let rules: Vec<Rule> = st.policy.rules.iter().filter(|r| r.id != rule_id).cloned().collect();
-        self.change_rules(&st, live, rules, "traffic.rule.remove", &Value::Null).await?;
+        let rules: Vec<Rule> = st
+            .policy
+            .rules
+            .iter()
+            .filter(|r| r.id != rule_id)
+            .cloned()
+            .collect();
+        self.change_rules(&st, live, rules, "traffic.rule.remove", &Value::Null)
+            .await?;
         Ok(json!({ "removed": rule_id }))
     }
 
-    async fn change_rules(&self, st: &EndpointState, live: u32, rules: Vec<Rule>, action: &str, input: &Value) -> Result<(), ApiError> {
+    async fn change_rules(
+        &self,
+        st: &EndpointState,
+        live: u32,
+        rules: Vec<Rule>,
+        action: &str,
+        input: &Value,
+    ) -> Result<(), ApiError> {
         let now = now_millis();
         let drain = self.drain_ms(drain_seconds(input)?);
-        let mut writes = self.policy_writes(st, live, &st.policy.weights, &rules, st.policy.previous, drain, now);
-        let arn = self.inner.partition.endpoint_arn(&st.runtime.id, &st.endpoint.name);
-        writes.push(audit::entry(action, &arn, json!({ "rules": st.policy.rules }), json!({ "rules": rules })));
+        let mut writes = self.policy_writes(
+            st,
+            live,
+            &st.policy.weights,
+            &rules,
+            st.policy.previous,
+            drain,
+            now,
+        );
+        let arn = self
+            .inner
+            .partition
+            .endpoint_arn(&st.runtime.id, &st.endpoint.name);
+        writes.push(audit::entry(
+            action,
+            &arn,
+            json!({ "rules": st.policy.rules }),
+            json!({ "rules": rules }),
+        ));
         self.inner.store.apply(writes).await.map_err(internal)?;
         let versions: BTreeSet<u32> = rules.iter().map(|r| r.version).collect();
         self.warm(&st.runtime, &versions).await;
@@ -628,7 +874,12 @@ impl Control {
     /// version (the rollout is aborted); otherwise to the version that was live before the
     /// current one. Effective for new sessions at once; sessions already routed keep their
     /// version and drain.
-    pub async fn rollback(&self, runtime_id: &str, endpoint: &str, input: Value) -> Result<Value, ApiError> {
+    pub async fn rollback(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        input: Value,
+    ) -> Result<Value, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let st = self.mutable_state(runtime_id, endpoint).await?;
         let live = st.live()?;
@@ -636,22 +887,49 @@ impl Control {
             live
         } else {
             let prev = st.policy.previous.ok_or_else(|| {
-                ApiError::conflict(format!("endpoint {endpoint} has no previous version to roll back to"))
+                ApiError::conflict(format!(
+                    "endpoint {endpoint} has no previous version to roll back to"
+                ))
             })?;
-            self.ready_version(&st.runtime.id, prev, "previousVersion").await?;
+            self.ready_version(&st.runtime.id, prev, "previousVersion")
+                .await?;
             prev
         };
         let caller = Caller::current();
         let now = now_millis();
-        let next = Next { live: to, target: to, weights: vec![], rules: st.policy.rules.clone() };
+        let next = Next {
+            live: to,
+            target: to,
+            weights: vec![],
+            rules: st.policy.rules.clone(),
+        };
         let mut writes = self.transition(&st, &next, self.drain_ms(drain_seconds(&input)?), now);
-        writes.extend(self.supersede_rollout(&st, &format!("rolled back by {}", caller.actor), now).await?);
-        let arn = self.inner.partition.endpoint_arn(&st.runtime.id, &st.endpoint.name);
+        writes.extend(
+            self.supersede_rollout(&st, &format!("rolled back by {}", caller.actor), now)
+                .await?,
+        );
+        let arn = self
+            .inner
+            .partition
+            .endpoint_arn(&st.runtime.id, &st.endpoint.name);
         writes.push(audit::entry(
             "rollback",
             &arn,
-            routing_body(st.endpoint.live_version, st.endpoint.target_version, &st.routing().effective_weights(), &st.policy.rules),
-            routing_body(Some(to), Some(to), &[Split { version: to, weight: 100 }], &next.rules),
+            routing_body(
+                st.endpoint.live_version,
+                st.endpoint.target_version,
+                &st.routing().effective_weights(),
+                &st.policy.rules,
+            ),
+            routing_body(
+                Some(to),
+                Some(to),
+                &[Split {
+                    version: to,
+                    weight: 100,
+                }],
+                &next.rules,
+            ),
         ));
         self.inner.store.apply(writes).await.map_err(internal)?;
         info!(runtime_id = %st.runtime.id, endpoint = %st.endpoint.name, from = live, to, "rolled back");
@@ -661,15 +939,26 @@ impl Control {
 
     /// Aborts the endpoint's rollout in progress, if any, because an operator changed the
     /// routing by hand (the caller writes the new routing itself).
-    pub(crate) async fn supersede_rollout(&self, st: &EndpointState, reason: &str, now: EpochMillis) -> Result<Vec<Write>, ApiError> {
-        let Some(mut r) = self.active_rollout(&st.runtime.id, &st.endpoint.name).await? else {
+    pub(crate) async fn supersede_rollout(
+        &self,
+        st: &EndpointState,
+        reason: &str,
+        now: EpochMillis,
+    ) -> Result<Vec<Write>, ApiError> {
+        let Some(mut r) = self
+            .active_rollout(&st.runtime.id, &st.endpoint.name)
+            .await?
+        else {
             return Ok(vec![]);
         };
         let before = rollout::body(&r);
         r.state = RolloutState::Aborted.as_str().to_owned();
         r.reason = Some(reason.to_owned());
         r.updated_at = now;
-        let arn = self.inner.partition.endpoint_arn(&st.runtime.id, &st.endpoint.name);
+        let arn = self
+            .inner
+            .partition
+            .endpoint_arn(&st.runtime.id, &st.endpoint.name);
         let audit = audit::entry("rollout.abort", &arn, before, rollout::body(&r));
         Ok(vec![Write::PutRollout(r), audit])
     }
@@ -677,12 +966,30 @@ impl Control {
     /// The writes that keep the traffic state consistent when `UpdateAgentRuntimeEndpoint` (or a
     /// finished build) moved `old` to `new`: the endpoint serves 100% of its live version from
     /// now on (weights cleared, rules kept), versions leaving drain, a rollout is superseded.
-    pub(crate) async fn endpoint_moved(&self, old: &Endpoint, new: &Endpoint, reason: &str) -> Result<Vec<Write>, ApiError> {
+    pub(crate) async fn endpoint_moved(
+        &self,
+        old: &Endpoint,
+        new: &Endpoint,
+        reason: &str,
+    ) -> Result<Vec<Write>, ApiError> {
         let store = &self.inner.store;
         let runtime = self.live_runtime(&old.runtime_id).await?;
-        let policy = Policy::of(store.policy(&old.runtime_id, &old.name).await.map_err(internal)?)?;
-        let drains = store.drains(&old.runtime_id, &old.name).await.map_err(internal)?;
-        let st = EndpointState { runtime, endpoint: old.clone(), policy, drains };
+        let policy = Policy::of(
+            store
+                .policy(&old.runtime_id, &old.name)
+                .await
+                .map_err(internal)?,
+        )?;
+        let drains = store
+            .drains(&old.runtime_id, &old.name)
+            .await
+            .map_err(internal)?;
+        let st = EndpointState {
+            runtime,
+            endpoint: old.clone(),
+            policy,
+            drains,
+        };
         let Some(live) = new.live_version else {
             return Ok(vec![]);
         };
@@ -694,7 +1001,15 @@ impl Control {
             _ => st.policy.previous,
         };
         let now = now_millis();
-        let mut writes = self.policy_writes(&st, live, &[], &st.policy.rules, previous, self.drain_ms(None), now);
+        let mut writes = self.policy_writes(
+            &st,
+            live,
+            &[],
+            &st.policy.rules,
+            previous,
+            self.drain_ms(None),
+            now,
+        );
         writes.extend(self.supersede_rollout(&st, reason, now).await?);
         Ok(writes)
     }
@@ -703,7 +1018,10 @@ impl Control {
 /// A version number from JSON: a number or a numeric string.
 pub(crate) fn version_of(v: &Value) -> Option<u32> {
     match v {
-        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()).filter(|n| Version::parse(&n.to_string()).is_some()),
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| Version::parse(&n.to_string()).is_some()),
         Value::String(s) => Version::parse(s).map(|v| v.0),
         _ => None,
     }
@@ -712,10 +1030,12 @@ pub(crate) fn version_of(v: &Value) -> Option<u32> {
 fn drain_seconds(input: &Value) -> Result<Option<u64>, ApiError> {
     match input.get("drainSeconds") {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| ApiError::field("drainSeconds", "drainSeconds must be a non-negative integer")),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            ApiError::field(
+                "drainSeconds",
+                "drainSeconds must be a non-negative integer",
+            )
+        }),
     }
 }
 
@@ -724,12 +1044,24 @@ fn drain_seconds(input: &Value) -> Result<Option<u64>, ApiError> {
 pub fn parse_weights(v: Option<&Value>) -> Result<Vec<Split>, ApiError> {
     let bad = |m: String| ApiError::field("weights", m);
     let pairs: Vec<(Value, Value)> = match v {
-        Some(Value::Object(m)) => m.iter().map(|(k, w)| (Value::String(k.clone()), w.clone())).collect(),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, w)| (Value::String(k.clone()), w.clone()))
+            .collect(),
         Some(Value::Array(a)) => a
             .iter()
-            .map(|s| (s.get("version").cloned().unwrap_or(Value::Null), s.get("weight").cloned().unwrap_or(Value::Null)))
+            .map(|s| {
+                (
+                    s.get("version").cloned().unwrap_or(Value::Null),
+                    s.get("weight").cloned().unwrap_or(Value::Null),
+                )
+            })
             .collect(),
-        _ => return Err(bad("weights must map versions to percentages, e.g. {\"1\": 90, \"2\": 10}".into())),
+        _ => {
+            return Err(bad(
+                "weights must map versions to percentages, e.g. {\"1\": 90, \"2\": 10}".into(),
+            ));
+        }
     };
     if pairs.is_empty() || pairs.len() > MAX_SPLIT {
         return Err(bad(format!("a split names 1 to {MAX_SPLIT} versions")));
@@ -737,10 +1069,11 @@ pub fn parse_weights(v: Option<&Value>) -> Result<Vec<Split>, ApiError> {
     let mut out: Vec<Split> = Vec::with_capacity(pairs.len());
     for (k, w) in pairs {
         let version = version_of(&k).ok_or_else(|| bad(format!("{k} is not a version number")))?;
-        let weight = w
-            .as_u64()
-            .filter(|w| *w <= 100)
-            .ok_or_else(|| bad(format!("the weight of version {version} must be an integer from 0 to 100")))? as u32;
+        let weight = w.as_u64().filter(|w| *w <= 100).ok_or_else(|| {
+            bad(format!(
+                "the weight of version {version} must be an integer from 0 to 100"
+            ))
+        })? as u32;
         if out.iter().any(|s| s.version == version) {
             return Err(bad(format!("version {version} is named twice")));
         }
@@ -762,7 +1095,10 @@ mod tests {
     fn policy(weights: &[(u32, u32)], rules: Vec<Rule>) -> RoutingPolicy {
         RoutingPolicy {
             live: 1,
-            weights: weights.iter().map(|&(version, weight)| Split { version, weight }).collect(),
+            weights: weights
+                .iter()
+                .map(|&(version, weight)| Split { version, weight })
+                .collect(),
             rules,
         }
     }
@@ -782,20 +1118,44 @@ mod tests {
         assert!((400..=600).contains(&n2), "{n2} of 5000 on the 10% version");
 
         let rules = vec![
-            Rule { id: "r1".into(), matches: Match::UserId("alice".into()), version: 3 },
-            Rule { id: "r2".into(), matches: Match::Header { name: "x-org".into(), value: "acme".into() }, version: 4 },
-            Rule { id: "r3".into(), matches: Match::Actor("AKIA1".into()), version: 5 },
+            Rule {
+                id: "r1".into(),
+                matches: Match::UserId("alice".into()),
+                version: 3,
+            },
+            Rule {
+                id: "r2".into(),
+                matches: Match::Header {
+                    name: "x-org".into(),
+                    value: "acme".into(),
+                },
+                version: 4,
+            },
+            Rule {
+                id: "r3".into(),
+                matches: Match::Actor("AKIA1".into()),
+                version: 5,
+            },
         ];
         let p = policy(&[(1, 100)], rules);
         let headers = |n: &str| (n == "x-org").then_some("acme");
         let mut req = RouteRequest::session("s");
         assert_eq!(decide(&p, &req).version, 1);
         req.user_id = Some("alice");
-        assert_eq!(decide(&p, &req), Decision { version: 3, by: DecidedBy::Rule(0) });
+        assert_eq!(
+            decide(&p, &req),
+            Decision {
+                version: 3,
+                by: DecidedBy::Rule(0)
+            }
+        );
         req.user_id = Some("bob");
         req.header = &headers;
         assert_eq!(decide(&p, &req).version, 4);
-        let req = RouteRequest { actor: Some("AKIA1"), ..RouteRequest::session("s") };
+        let req = RouteRequest {
+            actor: Some("AKIA1"),
+            ..RouteRequest::session("s")
+        };
         assert_eq!(decide(&p, &req).version, 5);
     }
 
@@ -807,7 +1167,10 @@ mod tests {
             let sid = format!("s-{i}");
             let mut was_canary = false;
             for w in [5, 25, 50, 100] {
-                let d = decide(&policy(&[(1, 100 - w), (2, w)], vec![]), &RouteRequest::session(&sid));
+                let d = decide(
+                    &policy(&[(1, 100 - w), (2, w)], vec![]),
+                    &RouteRequest::session(&sid),
+                );
                 if was_canary {
                     assert_eq!(d.version, 2);
                 }
@@ -819,9 +1182,27 @@ mod tests {
     #[test]
     fn weights_are_validated() {
         let ok = parse_weights(Some(&json!({"2": 10, "1": 90}))).unwrap();
-        assert_eq!(ok, vec![Split { version: 1, weight: 90 }, Split { version: 2, weight: 10 }]);
+        assert_eq!(
+            ok,
+            vec![
+                Split {
+                    version: 1,
+                    weight: 90
+                },
+                Split {
+                    version: 2,
+                    weight: 10
+                }
+            ]
+        );
         assert!(parse_weights(Some(&json!([{"version": 1, "weight": 100}]))).is_ok());
-        for bad in [json!({"1": 90}), json!({"1": 101, "2": -1}), json!({"x": 100}), json!({}), json!({"1": 50.5, "2": 49.5})] {
+        for bad in [
+            json!({"1": 90}),
+            json!({"1": 101, "2": -1}),
+            json!({"x": 100}),
+            json!({}),
+            json!({"1": 50.5, "2": 49.5}),
+        ] {
             assert!(parse_weights(Some(&bad)).is_err(), "{bad}");
         }
     }

@@ -40,7 +40,11 @@ impl Deployer for TestDeployer {
     }
     async fn retire(&self, _: &str, _: Option<u32>) {}
     async fn drain(&self, runtime_id: &str, endpoint: &str, version: u32) -> Result<usize, String> {
-        self.0.drained.lock().unwrap().push((runtime_id.into(), endpoint.into(), version));
+        self.0
+            .drained
+            .lock()
+            .unwrap()
+            .push((runtime_id.into(), endpoint.into(), version));
         Ok(1)
     }
     async fn warm(&self, _: &Runtime, v: &RuntimeVersion) {
@@ -57,15 +61,24 @@ struct Fixture {
 }
 
 fn options() -> Options {
-    Options { run_controller: false, health_bucket_ms: 1_000, ..Options::default() }
+    Options {
+        run_controller: false,
+        health_bucket_ms: 1_000,
+        ..Options::default()
+    }
 }
 
 async fn start(path: &Path) -> (Control, Controller, Arc<Recorder>) {
-    let store = berth_store::open(&format!("sqlite://{}", path.display())).await.unwrap();
+    let store = berth_store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
     let recorder = Arc::new(Recorder::default());
     let control = Control::start_with(
         store,
-        Partition { region: "us-east-1".into(), account_id: "000000000000".into() },
+        Partition {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+        },
         Arc::new(TestDeployer(recorder.clone())),
         CancellationToken::new(),
         options(),
@@ -128,7 +141,13 @@ async fn fixture() -> Fixture {
         }));
     }
     control.store().apply(writes).await.unwrap();
-    Fixture { control, controller, recorder, path, _dir: Some(dir) }
+    Fixture {
+        control,
+        controller,
+        recorder,
+        path,
+        _dir: Some(dir),
+    }
 }
 
 impl Fixture {
@@ -140,7 +159,11 @@ impl Fixture {
     }
 
     async fn route(&self, session: &str) -> (u32, DecidedBy) {
-        let r = self.control.route(RT, Some("prod"), &RouteRequest::session(session)).await.unwrap();
+        let r = self
+            .control
+            .route(RT, Some("prod"), &RouteRequest::session(session))
+            .await
+            .unwrap();
         (r.resolved.version.version, r.by)
     }
 
@@ -149,7 +172,10 @@ impl Fixture {
     }
 
     async fn set(&self, weights: Value) -> Value {
-        self.control.set_traffic(RT, "prod", json!({ "weights": weights })).await.unwrap()
+        self.control
+            .set_traffic(RT, "prod", json!({ "weights": weights }))
+            .await
+            .unwrap()
     }
 
     async fn audit(&self) -> Vec<Value> {
@@ -170,9 +196,19 @@ fn sid(i: usize) -> String {
 async fn split_90_10_over_5000_sessions_is_within_two_points_and_sticks_across_restart() {
     let mut f = fixture().await;
     let t = f.set(json!({"1": 90, "2": 10})).await;
-    assert_eq!((t["liveVersion"].as_u64(), t["targetVersion"].as_u64()), (Some(1), Some(2)));
-    let ep = f.control.get_endpoint(json!({"agentRuntimeId": RT, "endpointName": "prod"})).await.unwrap();
-    assert_eq!((ep["liveVersion"].as_str(), ep["targetVersion"].as_str()), (Some("1"), Some("2")));
+    assert_eq!(
+        (t["liveVersion"].as_u64(), t["targetVersion"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let ep = f
+        .control
+        .get_endpoint(json!({"agentRuntimeId": RT, "endpointName": "prod"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ep["liveVersion"].as_str(), ep["targetVersion"].as_str()),
+        (Some("1"), Some("2"))
+    );
 
     let mut first = Vec::with_capacity(5000);
     for i in 0..5000 {
@@ -182,7 +218,10 @@ async fn split_90_10_over_5000_sessions_is_within_two_points_and_sticks_across_r
     }
     let on_2 = first.iter().filter(|&&v| v == 2).count();
     let share = on_2 as f64 / 5000.0;
-    assert!((share - 0.10).abs() <= 0.02, "{on_2} of 5000 sessions on version 2 ({share:.3})");
+    assert!(
+        (share - 0.10).abs() <= 0.02,
+        "{on_2} of 5000 sessions on version 2 ({share:.3})"
+    );
     assert_eq!(first.iter().filter(|&&v| v == 1).count() + on_2, 5000);
 
     // Restart the control plane on the same database and move every NEW session elsewhere:
@@ -193,38 +232,92 @@ async fn split_90_10_over_5000_sessions_is_within_two_points_and_sticks_across_r
         let (v, by) = f.route(&sid(i)).await;
         assert_eq!((v, by), (*want, DecidedBy::Assignment), "session {i}");
     }
-    assert_eq!(f.route("a-brand-new-session-0123456789abcdefghij").await.0, 3);
+    assert_eq!(
+        f.route("a-brand-new-session-0123456789abcdefghij").await.0,
+        3
+    );
     let counts = f.traffic().await["sessions"].clone();
-    assert_eq!(counts, json!([{"version": 1, "assigned": 5000 - on_2}, {"version": 2, "assigned": on_2}, {"version": 3, "assigned": 1}]));
+    assert_eq!(
+        counts,
+        json!([{"version": 1, "assigned": 5000 - on_2}, {"version": 2, "assigned": on_2}, {"version": 3, "assigned": 1}])
+    );
 }
 
 #[tokio::test]
 async fn rules_route_by_user_actor_and_allow_listed_header_before_weights() {
     let f = fixture().await;
-    let add = |m: Value, v: u32| f.control.add_rule(RT, "prod", json!({"match": m, "version": v}));
+    let add = |m: Value, v: u32| {
+        f.control
+            .add_rule(RT, "prod", json!({"match": m, "version": v}))
+    };
     add(json!({"userId": "alice"}), 2).await.unwrap();
-    add(json!({"header": {"name": CUSTOM, "value": "acme"}}), 3).await.unwrap();
+    add(json!({"header": {"name": CUSTOM, "value": "acme"}}), 3)
+        .await
+        .unwrap();
     let actor_rule = add(json!({"actor": "AKIAROUTED"}), 2).await.unwrap();
-    let e = add(json!({"header": {"name": "x-not-allowed", "value": "1"}}), 2).await.unwrap_err();
+    let e = add(
+        json!({"header": {"name": "x-not-allowed", "value": "1"}}),
+        2,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.status(), 400, "{e:?}");
     let e = add(json!({"userId": "bob"}), 9).await.unwrap_err();
     assert_eq!(e.status(), 400);
 
-    let route = |session: &'static str, user: Option<&'static str>, actor: Option<&'static str>, org: Option<&'static str>| {
+    let route = |session: &'static str,
+                 user: Option<&'static str>,
+                 actor: Option<&'static str>,
+                 org: Option<&'static str>| {
         let control = f.control.clone();
         async move {
-            let lookup = move |n: &str| if n.eq_ignore_ascii_case(CUSTOM) { org } else { None };
-            let req = RouteRequest { session_id: session, user_id: user, actor, header: &lookup };
+            let lookup = move |n: &str| {
+                if n.eq_ignore_ascii_case(CUSTOM) {
+                    org
+                } else {
+                    None
+                }
+            };
+            let req = RouteRequest {
+                session_id: session,
+                user_id: user,
+                actor,
+                header: &lookup,
+            };
             control.route(RT, Some("prod"), &req).await.unwrap()
         }
     };
-    let r = route("rule-session-1-0123456789abcdefghijklmnopq", Some("alice"), None, None).await;
+    let r = route(
+        "rule-session-1-0123456789abcdefghijklmnopq",
+        Some("alice"),
+        None,
+        None,
+    )
+    .await;
     assert_eq!((r.resolved.version.version, r.by), (2, DecidedBy::Rule(0)));
-    let r = route("rule-session-2-0123456789abcdefghijklmnopq", Some("bob"), None, Some("acme")).await;
+    let r = route(
+        "rule-session-2-0123456789abcdefghijklmnopq",
+        Some("bob"),
+        None,
+        Some("acme"),
+    )
+    .await;
     assert_eq!((r.resolved.version.version, r.by), (3, DecidedBy::Rule(1)));
-    let r = route("rule-session-3-0123456789abcdefghijklmnopq", None, Some("AKIAROUTED"), None).await;
+    let r = route(
+        "rule-session-3-0123456789abcdefghijklmnopq",
+        None,
+        Some("AKIAROUTED"),
+        None,
+    )
+    .await;
     assert_eq!(r.resolved.version.version, 2);
-    let r = route("rule-session-4-0123456789abcdefghijklmnopq", Some("bob"), Some("AKIAOTHER"), Some("other")).await;
+    let r = route(
+        "rule-session-4-0123456789abcdefghijklmnopq",
+        Some("bob"),
+        Some("AKIAOTHER"),
+        Some("other"),
+    )
+    .await;
     assert_eq!(r.resolved.version.version, 1);
     assert!(matches!(r.by, DecidedBy::Weight(_)));
 
@@ -233,14 +326,34 @@ async fn rules_route_by_user_actor_and_allow_listed_header_before_weights() {
     f.control.remove_rule(RT, "prod", &id).await.unwrap();
     let t = f.traffic().await;
     assert_eq!(t["rules"].as_array().unwrap().len(), 2);
-    assert!(t["draining"].as_array().unwrap().is_empty(), "version 2 still has the userId rule: {t}");
+    assert!(
+        t["draining"].as_array().unwrap().is_empty(),
+        "version 2 still has the userId rule: {t}"
+    );
     let rules = t["rules"].as_array().unwrap().clone();
-    f.control.remove_rule(RT, "prod", rules[0]["id"].as_str().unwrap()).await.unwrap();
+    f.control
+        .remove_rule(RT, "prod", rules[0]["id"].as_str().unwrap())
+        .await
+        .unwrap();
     let t = f.traffic().await;
     assert_eq!(t["draining"][0]["version"], 2, "{t}");
-    let actions: Vec<String> = f.audit().await.iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(actions.iter().filter(|a| *a == "traffic.rule.add").count(), 3);
-    assert_eq!(actions.iter().filter(|a| *a == "traffic.rule.remove").count(), 2);
+    let actions: Vec<String> = f
+        .audit()
+        .await
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        actions.iter().filter(|a| *a == "traffic.rule.add").count(),
+        3
+    );
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "traffic.rule.remove")
+            .count(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -249,23 +362,49 @@ async fn drain_keeps_sessions_on_their_version_until_the_deadline_then_stops_the
     let s = "drain-session-0123456789abcdefghijklmnopqrstu";
     assert_eq!(f.route(s).await.0, 1);
     let before = now_millis();
-    f.control.set_traffic(RT, "prod", json!({"weights": {"2": 100}, "drainSeconds": 30})).await.unwrap();
+    f.control
+        .set_traffic(
+            RT,
+            "prod",
+            json!({"weights": {"2": 100}, "drainSeconds": 30}),
+        )
+        .await
+        .unwrap();
     let t = f.traffic().await;
-    assert_eq!((t["liveVersion"].as_u64(), t["previousVersion"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(
+        (t["liveVersion"].as_u64(), t["previousVersion"].as_u64()),
+        (Some(2), Some(1))
+    );
     assert_eq!(t["draining"][0]["version"], 1);
     // New sessions follow the new weights; the existing one stays (also after a restart).
-    assert_eq!(f.route("drain-new-session-0123456789abcdefghijklmno").await.0, 2);
+    assert_eq!(
+        f.route("drain-new-session-0123456789abcdefghijklmno")
+            .await
+            .0,
+        2
+    );
     f.restart().await;
     assert_eq!(f.route(s).await, (1, DecidedBy::Assignment));
 
     f.controller.tick(before + 10_000).await;
-    assert!(f.recorder.drained.lock().unwrap().is_empty(), "deadline not reached yet");
+    assert!(
+        f.recorder.drained.lock().unwrap().is_empty(),
+        "deadline not reached yet"
+    );
     f.controller.tick(before + 31_000 + 1_000).await;
-    assert_eq!(*f.recorder.drained.lock().unwrap(), vec![(RT.to_owned(), "prod".to_owned(), 1)]);
+    assert_eq!(
+        *f.recorder.drained.lock().unwrap(),
+        vec![(RT.to_owned(), "prod".to_owned(), 1)]
+    );
     assert!(f.traffic().await["draining"].as_array().unwrap().is_empty());
     // The assignment ended with the drain: the session routes afresh.
     assert_eq!(f.route(s).await.0, 2);
-    let expired: Vec<Value> = f.audit().await.into_iter().filter(|e| e["action"] == "drain.expire").collect();
+    let expired: Vec<Value> = f
+        .audit()
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "drain.expire")
+        .collect();
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0]["actor"], "rollout-controller");
 }
@@ -282,19 +421,41 @@ async fn rollback_returns_to_the_previous_version_in_one_call_and_is_recorded() 
         .scope(f.control.rollback(RT, "prod", json!({})))
         .await
         .unwrap();
-    assert_eq!((t["liveVersion"].as_u64(), t["previousVersion"].as_u64()), (Some(1), Some(2)));
-    assert_eq!(f.route("after-rollback-0123456789abcdefghijklmnopq").await.0, 1, "new sessions at once");
-    assert_eq!(f.route(s).await.0, 2, "the session started on 2 stays there while it drains");
-    assert!(f.recorder.warmed.lock().unwrap().contains(&1), "the rollback target is kept warm");
+    assert_eq!(
+        (t["liveVersion"].as_u64(), t["previousVersion"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(
+        f.route("after-rollback-0123456789abcdefghijklmnopq")
+            .await
+            .0,
+        1,
+        "new sessions at once"
+    );
+    assert_eq!(
+        f.route(s).await.0,
+        2,
+        "the session started on 2 stays there while it drains"
+    );
+    assert!(
+        f.recorder.warmed.lock().unwrap().contains(&1),
+        "the rollback target is kept warm"
+    );
 
     // During a split, rollback means 100% stable.
     f.set(json!({"1": 50, "3": 50})).await;
     let t = f.control.rollback(RT, "prod", json!({})).await.unwrap();
     assert_eq!(t["weights"], json!([{"version": 1, "weight": 100}]));
     let entries = f.audit().await;
-    let rb: Vec<&Value> = entries.iter().filter(|e| e["action"] == "rollback").collect();
+    let rb: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "rollback")
+        .collect();
     assert_eq!(rb.len(), 2);
-    assert_eq!((rb[0]["actor"].as_str(), rb[0]["requestId"].as_str()), (Some("AKIAOPERATOR"), Some("req-rollback")));
+    assert_eq!(
+        (rb[0]["actor"].as_str(), rb[0]["requestId"].as_str()),
+        (Some("AKIAOPERATOR"), Some("req-rollback"))
+    );
     assert_eq!(rb[0]["before"]["liveVersion"], 2);
     assert_eq!(rb[0]["after"]["liveVersion"], 1);
 }
@@ -310,21 +471,49 @@ async fn update_endpoint_moves_to_100_percent_with_drain_and_ends_the_split() {
     assert!(on.values().any(|v| *v == 2) && on.values().any(|v| *v == 1));
     let r = f
         .control
-        .update_endpoint(json!({"agentRuntimeId": RT, "endpointName": "prod", "agentRuntimeVersion": "3"}))
+        .update_endpoint(
+            json!({"agentRuntimeId": RT, "endpointName": "prod", "agentRuntimeVersion": "3"}),
+        )
         .await
         .unwrap();
-    assert_eq!((r["liveVersion"].as_str(), r["targetVersion"].as_str()), (Some("3"), Some("3")));
+    assert_eq!(
+        (r["liveVersion"].as_str(), r["targetVersion"].as_str()),
+        (Some("3"), Some("3"))
+    );
     let t = f.traffic().await;
     assert_eq!(t["weights"], json!([{"version": 3, "weight": 100}]));
-    let draining: Vec<u64> = t["draining"].as_array().unwrap().iter().map(|d| d["version"].as_u64().unwrap()).collect();
+    let draining: Vec<u64> = t["draining"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["version"].as_u64().unwrap())
+        .collect();
     assert_eq!(draining, vec![1, 2]);
     for (s, v) in &on {
-        assert_eq!(f.route(s).await.0, *v, "existing sessions keep their version");
+        assert_eq!(
+            f.route(s).await.0,
+            *v,
+            "existing sessions keep their version"
+        );
     }
-    assert_eq!(f.route("fresh-after-update-0123456789abcdefghijklm").await.0, 3);
-    assert!(f.audit().await.iter().any(|e| e["action"] == "UpdateAgentRuntimeEndpoint"));
+    assert_eq!(
+        f.route("fresh-after-update-0123456789abcdefghijklm")
+            .await
+            .0,
+        3
+    );
+    assert!(
+        f.audit()
+            .await
+            .iter()
+            .any(|e| e["action"] == "UpdateAgentRuntimeEndpoint")
+    );
     // DEFAULT cannot be split.
-    let e = f.control.set_traffic(RT, "DEFAULT", json!({"weights": {"1": 50, "3": 50}})).await.unwrap_err();
+    let e = f
+        .control
+        .set_traffic(RT, "DEFAULT", json!({"weights": {"1": 50, "3": 50}}))
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), 400);
 }
 
@@ -335,7 +524,9 @@ fn traffic_at(f: &Fixture, version: u32, n: u32, fail_every: Option<u32>, at: i6
             Some(k) if i % k == 0 => Outcome::AgentError,
             _ => Outcome::Ok,
         };
-        f.control.health().record_at(RT, "prod", version, outcome, Duration::from_millis(20), at);
+        f.control
+            .health()
+            .record_at(RT, "prod", version, outcome, Duration::from_millis(20), at);
     }
 }
 
@@ -367,20 +558,45 @@ async fn a_healthy_rollout_walks_every_step_to_100_percent_by_itself() {
     assert_eq!(r["state"], "COMPLETED", "{r}");
     assert_eq!(weights, vec![5, 25, 25, 50, 50, 100, 100, 100]);
     let tr = f.traffic().await;
-    assert_eq!((tr["liveVersion"].as_u64(), tr["targetVersion"].as_u64(), tr["previousVersion"].as_u64()), (Some(2), Some(2), Some(1)));
+    assert_eq!(
+        (
+            tr["liveVersion"].as_u64(),
+            tr["targetVersion"].as_u64(),
+            tr["previousVersion"].as_u64()
+        ),
+        (Some(2), Some(2), Some(1))
+    );
     assert_eq!(tr["draining"][0]["version"], 1);
     let actions: Vec<(String, String)> = f
         .audit()
         .await
         .iter()
-        .map(|e| (e["action"].as_str().unwrap().to_owned(), e["actor"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["actor"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    let by_controller = |a: &str| actions.iter().filter(|(x, who)| x == a && who == "rollout-controller").count();
-    assert_eq!((by_controller("rollout.advance"), by_controller("rollout.complete")), (3, 1), "{actions:?}");
+    let by_controller = |a: &str| {
+        actions
+            .iter()
+            .filter(|(x, who)| x == a && who == "rollout-controller")
+            .count()
+    };
+    assert_eq!(
+        (
+            by_controller("rollout.advance"),
+            by_controller("rollout.complete")
+        ),
+        (3, 1),
+        "{actions:?}"
+    );
 }
 
 #[tokio::test]
-async fn a_version_failing_30_percent_is_aborted_by_the_analysis_and_new_sessions_return_to_stable() {
+async fn a_version_failing_30_percent_is_aborted_by_the_analysis_and_new_sessions_return_to_stable()
+{
     let mut f = fixture().await;
     f.control
         .start_rollout(RT, "prod", json!({"toVersion": 2, "steps": [50, 100], "intervalSeconds": 60, "minInvocations": 10}))
@@ -395,7 +611,14 @@ async fn a_version_failing_30_percent_is_aborted_by_the_analysis_and_new_session
     assert!(!on_canary.is_empty());
     let t = now_millis() + 1_000;
     // Too little data: the rollout holds, it does not abort on 3 invocations.
-    f.control.health().record_at(RT, "prod", 2, Outcome::AgentError, Duration::from_millis(5), t);
+    f.control.health().record_at(
+        RT,
+        "prod",
+        2,
+        Outcome::AgentError,
+        Duration::from_millis(5),
+        t,
+    );
     traffic_at(&f, 2, 2, None, t);
     f.controller.tick(t).await;
     let r = f.rollout().await;
@@ -415,8 +638,17 @@ async fn a_version_failing_30_percent_is_aborted_by_the_analysis_and_new_session
         let s = format!("after-abort-{i:03}-0123456789abcdefghijklmnop");
         assert_eq!(f.route(&s).await.0, 1);
     }
-    assert_eq!(f.route(&on_canary[0]).await.0, 2, "canary sessions drain on their version");
-    let abort = f.audit().await.into_iter().find(|e| e["action"] == "rollout.abort").unwrap();
+    assert_eq!(
+        f.route(&on_canary[0]).await.0,
+        2,
+        "canary sessions drain on their version"
+    );
+    let abort = f
+        .audit()
+        .await
+        .into_iter()
+        .find(|e| e["action"] == "rollout.abort")
+        .unwrap();
     assert_eq!(abort["actor"], "rollout-controller");
 }
 
@@ -432,7 +664,11 @@ async fn a_restart_resumes_a_rollout_where_it_was() {
     f.controller.tick(t).await;
     assert_eq!(f.rollout().await["canaryWeight"], 50);
     f.restart().await;
-    assert_eq!(f.rollout().await["canaryWeight"], 50, "state is in the store");
+    assert_eq!(
+        f.rollout().await["canaryWeight"],
+        50,
+        "state is in the store"
+    );
     // The restarted controller continues: the step's window and interval carry over.
     f.controller.tick(t + 5_000).await;
     assert_eq!(f.rollout().await["canaryWeight"], 50);
@@ -446,29 +682,64 @@ async fn pause_resume_promote_and_abort_are_operator_commands() {
     use berth_control::rollout::Command;
     let mut f = fixture().await;
     let start = json!({"toVersion": 2, "intervalSeconds": 1, "minInvocations": 1});
-    f.control.start_rollout(RT, "prod", start.clone()).await.unwrap();
-    let e = f.control.start_rollout(RT, "prod", start.clone()).await.unwrap_err();
+    f.control
+        .start_rollout(RT, "prod", start.clone())
+        .await
+        .unwrap();
+    let e = f
+        .control
+        .start_rollout(RT, "prod", start.clone())
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), 409, "one rollout per endpoint");
-    f.control.command_rollout(RT, "prod", Command::Pause).await.unwrap();
+    f.control
+        .command_rollout(RT, "prod", Command::Pause)
+        .await
+        .unwrap();
     let t = now_millis() + 60_000;
     traffic_at(&f, 2, 10, None, t);
     f.controller.tick(t).await;
-    assert_eq!((f.rollout().await["state"].as_str(), f.rollout().await["canaryWeight"].as_u64()), (Some("PAUSED"), Some(5)));
-    f.control.command_rollout(RT, "prod", Command::Resume).await.unwrap();
-    f.control.command_rollout(RT, "prod", Command::Promote).await.unwrap();
+    assert_eq!(
+        (
+            f.rollout().await["state"].as_str(),
+            f.rollout().await["canaryWeight"].as_u64()
+        ),
+        (Some("PAUSED"), Some(5))
+    );
+    f.control
+        .command_rollout(RT, "prod", Command::Resume)
+        .await
+        .unwrap();
+    f.control
+        .command_rollout(RT, "prod", Command::Promote)
+        .await
+        .unwrap();
     let r = f.rollout().await;
     assert_eq!(r["state"], "COMPLETED");
     assert_eq!(f.traffic().await["liveVersion"], 2);
 
-    f.control.start_rollout(RT, "prod", json!({"toVersion": 3})).await.unwrap();
+    f.control
+        .start_rollout(RT, "prod", json!({"toVersion": 3}))
+        .await
+        .unwrap();
     Caller::new("AKIAOPERATOR", None)
         .scope(f.control.command_rollout(RT, "prod", Command::Abort))
         .await
         .unwrap();
     let r = f.rollout().await;
-    assert_eq!((r["state"].as_str(), r["reason"].as_str()), (Some("ABORTED"), Some("aborted by AKIAOPERATOR")));
-    assert_eq!(f.traffic().await["weights"], json!([{"version": 2, "weight": 100}]));
-    let e = f.control.command_rollout(RT, "prod", Command::Abort).await.unwrap_err();
+    assert_eq!(
+        (r["state"].as_str(), r["reason"].as_str()),
+        (Some("ABORTED"), Some("aborted by AKIAOPERATOR"))
+    );
+    assert_eq!(
+        f.traffic().await["weights"],
+        json!([{"version": 2, "weight": 100}])
+    );
+    let e = f
+        .control
+        .command_rollout(RT, "prod", Command::Abort)
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), 404);
 }
 
@@ -478,21 +749,61 @@ async fn every_mutation_is_audited_with_who_and_the_chain_verifies() {
     let caller = Caller::new("AKIAAUDITOR", Some("req-1".into()));
     caller
         .clone()
-        .scope(f.control.create_endpoint(json!({"agentRuntimeId": RT, "name": "canary", "agentRuntimeVersion": "2"})))
+        .scope(f.control.create_endpoint(
+            json!({"agentRuntimeId": RT, "name": "canary", "agentRuntimeVersion": "2"}),
+        ))
         .await
         .unwrap();
     let arn = "arn:aws:bedrock-agentcore:us-east-1:000000000000:runtime/agent-0123456789/runtime-endpoint/canary";
-    caller.clone().scope(f.control.tag_resource(json!({"resourceArn": arn, "tags": {"team": "a"}}))).await.unwrap();
-    caller.clone().scope(f.control.set_traffic(RT, "canary", json!({"weights": {"2": 50, "3": 50}}))).await.unwrap();
-    caller.clone().scope(f.control.delete_endpoint(json!({"agentRuntimeId": RT, "endpointName": "canary"}))).await.unwrap();
+    caller
+        .clone()
+        .scope(
+            f.control
+                .tag_resource(json!({"resourceArn": arn, "tags": {"team": "a"}})),
+        )
+        .await
+        .unwrap();
+    caller
+        .clone()
+        .scope(
+            f.control
+                .set_traffic(RT, "canary", json!({"weights": {"2": 50, "3": 50}})),
+        )
+        .await
+        .unwrap();
+    caller
+        .clone()
+        .scope(
+            f.control
+                .delete_endpoint(json!({"agentRuntimeId": RT, "endpointName": "canary"})),
+        )
+        .await
+        .unwrap();
     let log = f.control.audit_log(Some(arn), 0, 100).await.unwrap();
     let entries = log["entries"].as_array().unwrap();
-    let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["CreateAgentRuntimeEndpoint", "TagResource", "traffic.set", "DeleteAgentRuntimeEndpoint"]);
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "CreateAgentRuntimeEndpoint",
+            "TagResource",
+            "traffic.set",
+            "DeleteAgentRuntimeEndpoint"
+        ]
+    );
     for e in entries {
-        assert_eq!((e["actor"].as_str(), e["requestId"].as_str()), (Some("AKIAAUDITOR"), Some("req-1")));
+        assert_eq!(
+            (e["actor"].as_str(), e["requestId"].as_str()),
+            (Some("AKIAAUDITOR"), Some("req-1"))
+        );
     }
     assert_eq!(entries[1]["after"]["tags"]["team"], "a");
     let v = f.control.verify_audit().await.unwrap();
-    assert_eq!((v["valid"].as_bool(), v["entries"].as_u64()), (Some(true), Some(4)));
+    assert_eq!(
+        (v["valid"].as_bool(), v["entries"].as_u64()),
+        (Some(true), Some(4))
+    );
 }

@@ -9,7 +9,7 @@ use axum::extract::{RawPathParams, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use berth_api::{ApiError, ErrorKind};
-use crate::metrics::Observed;
+use crate::metrics::{self, Observed};
 use berth_auth::Verified;
 use berth_control::RouteRequest;
 use berth_runtime::session::{Error as SessionError, Target};
@@ -106,12 +106,12 @@ pub async fn invoke(
             let actor = verified.as_ref().map(|v| v.principal.access_key_id.as_str());
             let req = RouteRequest { session_id: &sid, user_id: user, actor, header: &lookup };
             let r = s.control.route(&call.runtime_id, call.qualifier.as_deref(), &req).await?.resolved;
-            let observed = Observed::start(&s.control, &call.runtime_id, &r.endpoint, r.version.version);
             let target = Target { runtime: r.runtime, version: r.version, endpoint: r.endpoint };
+            let opening = std::time::Instant::now();
             match s.sessions.open(&target, &sid, user).await {
                 Ok(session) => session,
                 Err(e) => {
-                    observed.failed(&e);
+                    metrics::open_failed(&s.control, &call.runtime_id, &target.endpoint, target.version.version, opening, &e);
                     return Err(session_error(e).into());
                 }
             }

@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::RequestId;
-pub use metrics::metrics_router;
+pub use metrics::{metrics_router, serve_metrics};
 
 /// Everything handlers share. Cheap to clone.
 #[derive(Clone)]

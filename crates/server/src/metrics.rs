@@ -19,14 +19,16 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 /// One invocation being observed; records itself when dropped (the response body finished,
-/// failed, or the client went away), so streamed answers count their full duration.
+/// failed, or the client went away), so streamed answers count their full duration. Dropped
+/// before an outcome was known (the request was abandoned, or a path forgot to report), it
+/// counts as a RuntimeClientError rather than as a success.
 pub(crate) struct Observed {
     control: Control,
     runtime_id: String,
     endpoint: String,
     version: u32,
     started: Instant,
-    outcome: Outcome,
+    outcome: Option<Outcome>,
 }
 
 impl Observed {
@@ -38,21 +40,18 @@ impl Observed {
             endpoint: endpoint.to_owned(),
             version,
             started: Instant::now(),
-            outcome: Outcome::Ok,
+            outcome: None,
         }
     }
 
     /// Records a failure to reach the agent (the value is dropped, and so recorded, here).
     pub(crate) fn failed(mut self, e: &SessionError) {
-        self.outcome = match e {
-            SessionError::StartTimeout(_) => Outcome::Timeout,
-            _ => Outcome::RuntimeClient,
-        };
+        self.outcome = Some(outcome_of(e));
     }
 
     /// Wraps the agent's response body: a 5xx status or a failure mid-body is an error.
     pub(crate) fn body(mut self, status: u16, stream: BodyStream) -> BodyStream {
-        self.outcome = Outcome::of_status(status);
+        self.outcome = Some(Outcome::of_status(status));
         let mut observed = self;
         stream
             .map(move |item| {
@@ -60,12 +59,38 @@ impl Observed {
                 // and it is dropped (recorded) when the body is.
                 let o = &mut observed;
                 if item.is_err() {
-                    o.outcome = Outcome::AgentError;
+                    o.outcome = Some(Outcome::AgentError);
                 }
                 item
             })
             .boxed()
     }
+}
+
+fn outcome_of(e: &SessionError) -> Outcome {
+    match e {
+        SessionError::StartTimeout(_) => Outcome::Timeout,
+        _ => Outcome::RuntimeClient,
+    }
+}
+
+/// Records a session that could not be opened (its sandbox would not start) as a failed
+/// invocation of the version it was routed to.
+pub(crate) fn open_failed(
+    control: &Control,
+    runtime_id: &str,
+    endpoint: &str,
+    version: u32,
+    started: Instant,
+    e: &SessionError,
+) {
+    control.health().record(
+        runtime_id,
+        endpoint,
+        version,
+        outcome_of(e),
+        started.elapsed(),
+    );
 }
 
 impl Drop for Observed {
@@ -74,14 +99,16 @@ impl Drop for Observed {
             &self.runtime_id,
             &self.endpoint,
             self.version,
-            self.outcome,
+            self.outcome.unwrap_or(Outcome::RuntimeClient),
             self.started.elapsed(),
         );
     }
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The Prometheus text exposition (format 0.0.4) of every series' totals since start.
@@ -101,28 +128,57 @@ pub fn render(totals: &[HealthRow]) -> String {
             let _ = writeln!(out, "{name}{{{}}} {}", labels(r), f(r));
         }
     };
-    counter(&mut out, "berth_invocations_total", "Invocations answered, per endpoint and version.", &|r| r.invocations);
-    counter(&mut out, "berth_new_sessions_total", "Sessions routed to a version for the first time.", &|r| r.new_sessions);
+    counter(
+        &mut out,
+        "berth_invocations_total",
+        "Invocations answered, per endpoint and version.",
+        &|r| r.invocations,
+    );
+    counter(
+        &mut out,
+        "berth_new_sessions_total",
+        "Sessions routed to a version for the first time.",
+        &|r| r.new_sessions,
+    );
     let _ = writeln!(
         out,
         "# HELP berth_invocation_errors_total Failed invocations by kind: agent_5xx, runtime_client_424, timeout.\n# TYPE berth_invocation_errors_total counter"
     );
     for r in totals {
-        for (kind, n) in [("agent_5xx", r.errors_5xx), ("runtime_client_424", r.errors_424), ("timeout", r.timeouts)] {
-            let _ = writeln!(out, "berth_invocation_errors_total{{{},kind=\"{kind}\"}} {n}", labels(r));
+        for (kind, n) in [
+            ("agent_5xx", r.errors_5xx),
+            ("runtime_client_424", r.errors_424),
+            ("timeout", r.timeouts),
+        ] {
+            let _ = writeln!(
+                out,
+                "berth_invocation_errors_total{{{},kind=\"{kind}\"}} {n}",
+                labels(r)
+            );
         }
     }
     let name = "berth_invocation_duration_seconds";
-    let _ = writeln!(out, "# HELP {name} Invocation latency until the response body ended.\n# TYPE {name} histogram");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Invocation latency until the response body ended.\n# TYPE {name} histogram"
+    );
     for r in totals {
         let l = labels(r);
         let mut cumulative = 0u64;
         for (i, bound) in LATENCY_BOUNDS_MS.iter().enumerate() {
             cumulative += r.latency_counts.get(i).copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}_bucket{{{l},le=\"{}\"}} {cumulative}", *bound as f64 / 1000.0);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{l},le=\"{}\"}} {cumulative}",
+                *bound as f64 / 1000.0
+            );
         }
         let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}", r.invocations);
-        let _ = writeln!(out, "{name}_sum{{{l}}} {}", r.latency_sum_ms as f64 / 1000.0);
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{l}}} {}",
+            r.latency_sum_ms as f64 / 1000.0
+        );
         let _ = writeln!(out, "{name}_count{{{l}}} {}", r.invocations);
     }
     out
@@ -155,6 +211,17 @@ pub fn metrics_router(control: Control) -> Router {
             async move { exposition(&control) }
         }),
     )
+}
+
+/// Serves [`metrics_router`] on `listener` until `shutdown` is cancelled.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    control: Control,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, metrics_router(control))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }
 
 #[cfg(test)]

@@ -39,7 +39,9 @@ fn json_body(body: &[u8]) -> Result<Value, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::cannot_parse(format!("the request body is not valid JSON: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::cannot_parse("the request body must be a JSON object"));
+        return Err(ApiError::cannot_parse(
+            "the request body must be a JSON object",
+        ));
     }
     Ok(v)
 }
@@ -56,12 +58,23 @@ async fn show(State(s): State<AppState>, Path((rt, ep)): Ep) -> Result<Response,
 }
 
 /// `PUT .../endpoints/{endpoint}/traffic` `{"weights": {"1": 90, "2": 10}, "drainSeconds"?}`.
-async fn set(State(s): State<AppState>, Path((rt, ep)): Ep, body: Bytes) -> Result<Response, WireError> {
-    Ok(ok(s.control.set_traffic(&rt, &ep, json_body(&body)?).await?))
+async fn set(
+    State(s): State<AppState>,
+    Path((rt, ep)): Ep,
+    body: Bytes,
+) -> Result<Response, WireError> {
+    Ok(ok(s
+        .control
+        .set_traffic(&rt, &ep, json_body(&body)?)
+        .await?))
 }
 
 /// `POST .../endpoints/{endpoint}/traffic/rules` `{"match": {...}, "version": N}`.
-async fn add_rule(State(s): State<AppState>, Path((rt, ep)): Ep, body: Bytes) -> Result<Response, WireError> {
+async fn add_rule(
+    State(s): State<AppState>,
+    Path((rt, ep)): Ep,
+    body: Bytes,
+) -> Result<Response, WireError> {
     Ok(ok(s.control.add_rule(&rt, &ep, json_body(&body)?).await?))
 }
 
@@ -74,17 +87,31 @@ async fn remove_rule(
 }
 
 /// `POST .../endpoints/{endpoint}/rollback` `{"drainSeconds"?}`.
-async fn rollback(State(s): State<AppState>, Path((rt, ep)): Ep, body: Bytes) -> Result<Response, WireError> {
+async fn rollback(
+    State(s): State<AppState>,
+    Path((rt, ep)): Ep,
+    body: Bytes,
+) -> Result<Response, WireError> {
     Ok(ok(s.control.rollback(&rt, &ep, json_body(&body)?).await?))
 }
 
 /// `POST .../endpoints/{endpoint}/rollouts` `{"toVersion": N, "steps"?, "intervalSeconds"?, ...}`.
-async fn start_rollout(State(s): State<AppState>, Path((rt, ep)): Ep, body: Bytes) -> Result<Response, WireError> {
-    Ok(ok(s.control.start_rollout(&rt, &ep, json_body(&body)?).await?))
+async fn start_rollout(
+    State(s): State<AppState>,
+    Path((rt, ep)): Ep,
+    body: Bytes,
+) -> Result<Response, WireError> {
+    Ok(ok(s
+        .control
+        .start_rollout(&rt, &ep, json_body(&body)?)
+        .await?))
 }
 
 /// `GET .../endpoints/{endpoint}/rollouts`: the current (or last) rollout and recent history.
-async fn rollout_status(State(s): State<AppState>, Path((rt, ep)): Ep) -> Result<Response, WireError> {
+async fn rollout_status(
+    State(s): State<AppState>,
+    Path((rt, ep)): Ep,
+) -> Result<Response, WireError> {
     Ok(ok(s.control.rollout_status(&rt, &ep).await?))
 }
 
@@ -94,7 +121,10 @@ async fn rollout_command(
     Path((rt, ep, cmd)): Path<(String, String, String)>,
 ) -> Result<Response, WireError> {
     let command = Command::parse(&cmd).ok_or_else(|| {
-        ApiError::field("command", format!("{cmd} is not one of pause, resume, abort, promote"))
+        ApiError::field(
+            "command",
+            format!("{cmd} is not one of pause, resume, abort, promote"),
+        )
     })?;
     Ok(ok(s.control.command_rollout(&rt, &ep, command).await?))
 }
@@ -117,7 +147,10 @@ async fn health(
     let now = berth_types::now_millis();
     let window = i64::try_from(q.seconds.unwrap_or(300).saturating_mul(1000)).unwrap_or(i64::MAX);
     let from = now.saturating_sub(window);
-    Ok(ok(s.control.endpoint_health(&rt, &ep, from, now.saturating_add(1), q.series).await?))
+    Ok(ok(s
+        .control
+        .endpoint_health(&rt, &ep, from, now.saturating_add(1), q.series)
+        .await?))
 }
 
 #[derive(Deserialize)]
@@ -131,10 +164,17 @@ struct AuditQuery {
 }
 
 /// `GET /berth/v1/audit[?resource=R&after=SEQ&limit=N]`.
-async fn audit(State(s): State<AppState>, Query(q): Query<AuditQuery>) -> Result<Response, WireError> {
+async fn audit(
+    State(s): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, WireError> {
     let body = s
         .control
-        .audit_log(q.resource.as_deref(), q.after.unwrap_or(0), q.limit.unwrap_or(100))
+        .audit_log(
+            q.resource.as_deref(),
+            q.after.unwrap_or(0),
+            q.limit.unwrap_or(100),
+        )
         .await?;
     Ok(ok(body))
 }
@@ -152,8 +192,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(&format!("{EP}/traffic/rules"), post(add_rule))
         .route(&format!("{EP}/traffic/rules/{{rule}}"), delete(remove_rule))
         .route(&format!("{EP}/rollback"), post(rollback))
-        .route(&format!("{EP}/rollouts"), get(rollout_status).post(start_rollout))
-        .route(&format!("{EP}/rollouts/current/{{command}}"), post(rollout_command))
+        .route(
+            &format!("{EP}/rollouts"),
+            get(rollout_status).post(start_rollout),
+        )
+        .route(
+            &format!("{EP}/rollouts/current/{{command}}"),
+            post(rollout_command),
+        )
         .route(&format!("{EP}/health"), get(health))
         .route("/berth/v1/audit", get(audit))
         .route("/berth/v1/audit/verify", get(verify))

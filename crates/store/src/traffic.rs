@@ -533,6 +533,15 @@ pub(crate) async fn write_rollout(
 }
 
 pub(crate) async fn add_health(tx: &mut SqliteConnection, h: &HealthRow) -> Result<(), Error> {
+    // Invocations recorded just before their runtime was deleted have nowhere to go; dropping
+    // them here keeps one stale series from failing every later flush.
+    let alive: Option<i64> = sqlx::query_scalar("SELECT 1 FROM runtimes WHERE id = $1")
+        .bind(&h.runtime_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if alive.is_none() {
+        return Ok(());
+    }
     let existing = sqlx::query(
         "SELECT * FROM health_buckets WHERE runtime_id = $1 AND endpoint = $2 AND version = $3 \
          AND bucket_start = $4",
@@ -559,7 +568,8 @@ pub(crate) async fn add_health(tx: &mut SqliteConnection, h: &HealthRow) -> Resu
             *a += b;
         }
     }
-    let counts = serde_json::to_string(&sum.latency_counts).map_err(|e| corrupt("health_buckets", e))?;
+    let counts =
+        serde_json::to_string(&sum.latency_counts).map_err(|e| corrupt("health_buckets", e))?;
     sqlx::query(
         "INSERT OR REPLACE INTO health_buckets (runtime_id, endpoint, version, bucket_start, \
          invocations, errors_5xx, errors_424, timeouts, new_sessions, latency_sum_ms, latency_counts) \
@@ -646,7 +656,12 @@ pub(crate) async fn forget_endpoint(
     runtime_id: &str,
     endpoint: &str,
 ) -> Result<(), Error> {
-    for table in ["traffic_policies", "session_assignments", "drains", "rollouts"] {
+    for table in [
+        "traffic_policies",
+        "session_assignments",
+        "drains",
+        "rollouts",
+    ] {
         sqlx::query(&format!(
             "DELETE FROM {table} WHERE runtime_id = $1 AND endpoint = $2"
         ))
@@ -901,7 +916,11 @@ mod tests {
         assert_eq!(rows[0].before, r#"{"a":{"y":2,"z":1},"b":1}"#);
         assert_eq!(rows[1].prev_hash, rows[0].hash);
         let filtered = s
-            .audit(Some("arn:aws:bedrock-agentcore:us-east-1:000000000000:runtime/rt-3"), 0, 10)
+            .audit(
+                Some("arn:aws:bedrock-agentcore:us-east-1:000000000000:runtime/rt-3"),
+                0,
+                10,
+            )
             .await
             .unwrap();
         assert_eq!(filtered.len(), 1);
@@ -976,16 +995,36 @@ mod tests {
             latency_sum_ms: 30,
             latency_counts: vec![1, 2],
         };
-        s.apply(vec![Write::AddHealth(h.clone()), Write::AddHealth(HealthRow { latency_counts: vec![0, 0, 5], ..h.clone() })])
-            .await
-            .unwrap();
+        s.apply(vec![
+            Write::AddHealth(h.clone()),
+            Write::AddHealth(HealthRow {
+                latency_counts: vec![0, 0, 5],
+                ..h.clone()
+            }),
+        ])
+        .await
+        .unwrap();
         let rows = s.health(&rt, "prod", 0, 20_000).await.unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].invocations, 6);
         assert_eq!(rows[0].errors_5xx, 2);
         assert_eq!(rows[0].latency_counts, vec![1, 2, 5]);
-        assert!(s.health(&rt, "prod", 10_001, 20_000).await.unwrap().is_empty());
-        s.apply(vec![Write::PruneHealth { before: 10_001 }]).await.unwrap();
+        assert!(
+            s.health(&rt, "prod", 10_001, 20_000)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Health of a runtime that no longer exists is dropped, not an error.
+        s.apply(vec![Write::AddHealth(HealthRow {
+            runtime_id: "gone-0123456789".into(),
+            ..h.clone()
+        })])
+        .await
+        .unwrap();
+        s.apply(vec![Write::PruneHealth { before: 10_001 }])
+            .await
+            .unwrap();
         assert!(s.health(&rt, "prod", 0, 20_000).await.unwrap().is_empty());
     }
 
@@ -1000,23 +1039,42 @@ mod tests {
             version: 1,
             created_at: 5,
         };
-        s.apply(vec![Write::PutAssignment { assignment: a.clone(), replace: false }]).await.unwrap();
         s.apply(vec![Write::PutAssignment {
-            assignment: AssignmentRow { version: 2, ..a.clone() },
+            assignment: a.clone(),
+            replace: false,
+        }])
+        .await
+        .unwrap();
+        s.apply(vec![Write::PutAssignment {
+            assignment: AssignmentRow {
+                version: 2,
+                ..a.clone()
+            },
             replace: false,
         }])
         .await
         .unwrap();
         assert_eq!(s.assignment(&rt, "s1").await.unwrap().unwrap().version, 1);
         s.apply(vec![Write::PutAssignment {
-            assignment: AssignmentRow { version: 2, ..a.clone() },
+            assignment: AssignmentRow {
+                version: 2,
+                ..a.clone()
+            },
             replace: true,
         }])
         .await
         .unwrap();
         assert_eq!(s.assignment(&rt, "s1").await.unwrap().unwrap().version, 2);
-        assert_eq!(s.assignment_counts(&rt, "prod").await.unwrap(), vec![(2, 1)]);
-        s.apply(vec![Write::DeleteVersion { runtime_id: rt.clone(), version: 2 }]).await.unwrap();
+        assert_eq!(
+            s.assignment_counts(&rt, "prod").await.unwrap(),
+            vec![(2, 1)]
+        );
+        s.apply(vec![Write::DeleteVersion {
+            runtime_id: rt.clone(),
+            version: 2,
+        }])
+        .await
+        .unwrap();
         assert!(s.assignment(&rt, "s1").await.unwrap().is_none());
     }
 
@@ -1040,18 +1098,29 @@ mod tests {
             created_at: 1,
             updated_at: 1,
         };
-        s.apply(vec![Write::InsertRollout(r.clone())]).await.unwrap();
+        s.apply(vec![Write::InsertRollout(r.clone())])
+            .await
+            .unwrap();
         let e = s
-            .apply(vec![Write::InsertRollout(RolloutRow { id: "ro-2".into(), ..r.clone() })])
+            .apply(vec![Write::InsertRollout(RolloutRow {
+                id: "ro-2".into(),
+                ..r.clone()
+            })])
             .await
             .unwrap_err();
         assert!(matches!(e, crate::Error::AlreadyExists("active rollout")));
-        s.apply(vec![Write::PutRollout(RolloutRow { state: "ABORTED".into(), ..r.clone() })])
-            .await
-            .unwrap();
-        s.apply(vec![Write::InsertRollout(RolloutRow { id: "ro-2".into(), ..r.clone() })])
-            .await
-            .unwrap();
+        s.apply(vec![Write::PutRollout(RolloutRow {
+            state: "ABORTED".into(),
+            ..r.clone()
+        })])
+        .await
+        .unwrap();
+        s.apply(vec![Write::InsertRollout(RolloutRow {
+            id: "ro-2".into(),
+            ..r.clone()
+        })])
+        .await
+        .unwrap();
         assert_eq!(s.active_rollouts().await.unwrap().len(), 1);
         assert_eq!(s.rollouts(&rt, "prod", 10).await.unwrap().len(), 2);
     }

@@ -8,7 +8,10 @@ carries ``token``, a random value drawn at import time, so the suite can tell sa
 
 Ops (``{"op": ...}``, default ``whoami``):
 
-- ``whoami``: token, counter, pid, hostname, uid, session id, HOME, proxy settings
+- ``whoami``: token, counter, pid, hostname, uid, session and user id, HOME, proxy settings,
+  and the ``prompt`` it was sent
+- ``print``: writes ``text`` to stdout and to stderr (for the agent log)
+- ``headers``: the HTTP headers of the request as the agent received it
 - ``stream``: ``count`` SSE events ``interval`` seconds apart (``text/event-stream``)
 - ``crash_stream``: one SSE event, then the process exits at once (a crash mid-stream)
 - ``exit``: the process exits at once, without answering
@@ -23,6 +26,8 @@ Ops (``{"op": ...}``, default ``whoami``):
 - ``self_invoke``: ``POST http://127.0.0.1:8080/invocations`` from inside, bypassing any proxy
 - ``forkbomb``: forks sleeping children until the kernel refuses (at most ``limit``)
 - ``hog``: allocates and touches ``mib`` MiB of memory
+- ``api``: a request to Berth's API as exposed inside the sandbox (``BERTH_ENDPOINT_URL``),
+  SigV4-signed with the credentials Berth injected
 """
 
 import json
@@ -32,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -60,9 +66,16 @@ def _identity(context):
         "hostname": socket.gethostname(),
         "uid": os.getuid(),
         "sessionId": getattr(context, "session_id", None),
+        "userId": _header(context, "x-amzn-bedrock-agentcore-runtime-user-id"),
         "home": os.environ.get("HOME"),
         "httpsProxy": os.environ.get("HTTPS_PROXY"),
     }
+
+
+def _header(context, name):
+    request = getattr(context, "request", None)
+    headers = getattr(request, "headers", None)
+    return headers.get(name) if headers is not None else None
 
 
 def _stream(count, interval):
@@ -208,6 +221,29 @@ def _hog(mib):
     return len(chunks)
 
 
+def _berth_api(method, path, query):
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = os.environ["BERTH_ENDPOINT_URL"] + path + (f"?{query}" if query else "")
+    signed = AWSRequest(method=method, url=url, data=b"")
+    credentials = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+    region = os.environ.get("AWS_REGION", "us-east-1")
+    SigV4Auth(credentials, "bedrock-agentcore", region).add_auth(signed)
+    request = urllib.request.Request(url, method=method, headers=dict(signed.headers.items()))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as resp:
+            return {"status": resp.status, "body": resp.read(4000).decode(errors="replace")}
+    except urllib.error.HTTPError as err:
+        return {
+            "status": err.code,
+            "errorType": err.headers.get("x-amzn-ErrorType"),
+            "body": err.read(2000).decode(errors="replace"),
+        }
+
+
 @app.entrypoint
 def invoke(payload, context):
     """Dispatch on ``payload["op"]``; see the module docstring."""
@@ -218,6 +254,7 @@ def invoke(payload, context):
     answer = {"op": op, "counter": count, **_identity(context)}
 
     if op == "whoami":
+        answer["prompt"] = payload.get("prompt")
         return answer
     if op == "stream":
         return _stream(int(payload.get("count", 5)), float(payload.get("interval", 0.2)))
@@ -256,6 +293,16 @@ def invoke(payload, context):
         answer["result"] = _try(_self_invoke)
     elif op == "forkbomb":
         answer["result"] = _forkbomb(int(payload.get("limit", 1000)))
+    elif op == "headers":
+        request = getattr(context, "request", None)
+        answer["result"] = {k.lower(): v for k, v in request.headers.items()} if request else None
+    elif op == "print":
+        print(payload["text"], flush=True)
+        print(payload["text"], file=sys.stderr, flush=True)
+        answer["result"] = True
+    elif op == "api":
+        method, path, query = payload.get("method", "GET"), payload["path"], payload.get("query")
+        answer["result"] = _try(lambda: _berth_api(method, path, query))
     elif op == "hog":
         answer["result"] = _hog(int(payload["mib"]))
     else:

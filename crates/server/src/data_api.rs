@@ -127,7 +127,18 @@ pub async fn invoke(
         }
     };
     let (parts, stream) = resp.into_parts();
-    let stream = observed.body(parts.status.as_u16(), stream);
+    let status = parts.status;
+    let stream = observed.body(status.as_u16(), stream);
+    if status.is_client_error() || status.is_server_error() {
+        // AgentCore does not pass a failed agent answer through: the caller gets
+        // RuntimeClientError naming the agent's status, with the agent's (small) error body.
+        let detail = error_body(stream).await;
+        return Err(ApiError::new(
+            ErrorKind::RuntimeClient,
+            format!("Received error ({}) from runtime: {detail}", status.as_u16()),
+        )
+        .into());
+    }
     let mut out = Response::from_parts(parts, Body::from_stream(stream));
     if let Ok(v) = HeaderValue::from_str(&sid) {
         out.headers_mut().insert(SESSION_HEADER, v);
@@ -163,4 +174,19 @@ pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/runtimes/{agentRuntimeId}/invocations", post(invoke))
         .route("/runtimes/{agentRuntimeId}/stopruntimesession", post(stop_session))
+}
+
+/// The first few KiB of a failed agent answer, as text for an error message.
+async fn error_body(mut stream: berth_runtime::session::BodyStream) -> String {
+    use futures::StreamExt;
+    const CAP: usize = 4096;
+    let mut buf = Vec::new();
+    while buf.len() < CAP {
+        match stream.next().await {
+            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    buf.truncate(CAP);
+    String::from_utf8_lossy(&buf).trim().to_owned()
 }

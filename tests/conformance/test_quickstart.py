@@ -170,7 +170,6 @@ def test_stopping_the_server_right_after_sessions_opened_leaves_nothing(quicksta
 
     def stop_and_check() -> None:
         assert server.stop() == 0
-        assert not server.reap_group(), "berth left processes in its group"
         for runtime_id in quickstart["runtime_ids"]:
             wait_no_leftovers(server, runtime_sandboxes(runtime_id), timeout=15)
 

@@ -293,8 +293,11 @@ impl Model {
                 let Some(n) = v.as_i64() else {
                     return fail("Member must be an integer".into());
                 };
+                let relaxed =
+                    relax.lifecycle_minimum && shape_name.starts_with("LifecycleConfiguration");
                 if let Some(min) = shape.min
                     && (n as f64) < min
+                    && !(relaxed && n >= 1)
                 {
                     return fail(format!(
                         "Member must have value greater than or equal to {min}"
@@ -547,6 +550,17 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(e.field_list[0].name, "maxResults");
+    }
+
+    #[test]
+    fn lifecycle_minimum_is_relaxed_only_on_request() {
+        let mut b = good();
+        b["lifecycleConfiguration"] = json!({"idleRuntimeSessionTimeout": 2, "maxLifetime": 6});
+        assert!(create(b.clone()).is_err());
+        let relax = Relax { lifecycle_minimum: true };
+        control().input_with("CreateAgentRuntime", b.clone(), &[], relax).unwrap();
+        b["lifecycleConfiguration"] = json!({"idleRuntimeSessionTimeout": 0});
+        assert!(control().input_with("CreateAgentRuntime", b, &[], relax).is_err());
     }
 
     #[test]

@@ -431,7 +431,16 @@ impl Sessions {
                     }
                     let id = sandbox_id(&key.0, "warm");
                     match this.start_agent(&target, &spec, &id).await {
-                        Ok(agent) => this.inner.pools.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().push_back(agent),
+                        Ok(agent) => {
+                            // Decided under the pool lock, so shutdown's final drain cannot miss it.
+                            let mut pools = this.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
+                            if this.inner.shutdown.is_cancelled() {
+                                drop(pools);
+                                let _ = agent.sandbox.destroy().await;
+                                break;
+                            }
+                            pools.entry(key.clone()).or_default().push_back(agent);
+                        }
                         Err(e) => {
                             warn!(runtime_id = %key.0, version = key.1, error = %e, "warm pool refill failed");
                             break;
@@ -570,12 +579,16 @@ impl Sessions {
         }
     }
 
-    /// Ends every session and warm sandbox; called once at shutdown.
+    /// Ends every session and warm sandbox; called once at shutdown, after the shutdown token
+    /// was cancelled (which stops supervisors and refills).
     pub async fn shutdown(&self) {
         let all: Vec<Arc<Session>> = self.live().values().filter_map(|c| c.get().cloned()).collect();
         for s in all {
             self.end(&s, "server shutdown").await;
         }
+        // Refills in flight finish (or give up) first, so the drain below sees every sandbox.
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
         let warm: Vec<Agent> = {
             let mut pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
             pools.drain().flat_map(|(_, v)| v).collect()
@@ -583,8 +596,6 @@ impl Sessions {
         for a in warm {
             let _ = a.sandbox.destroy().await;
         }
-        self.inner.tasks.close();
-        self.inner.tasks.wait().await;
     }
 }
 
@@ -670,7 +681,19 @@ impl Session {
         let resp = tokio::select! {
             _ = self.ended.cancelled() => return Err(Error::Stopped),
             info = self.agent.sandbox.exited() => return Err(Error::Crashed(info.to_string())),
-            r = self.agent.client.request(req) => r.map_err(|e| Error::Unreachable(format!("{e}")))?,
+            r = self.agent.client.request(req) => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    // A transport failure means the agent is gone or broken: end the session so
+                    // the next call with this id gets a fresh sandbox, and say why if it died.
+                    self.ended.cancel();
+                    let exited = tokio::time::timeout(Duration::from_millis(200), self.agent.sandbox.exited()).await;
+                    return Err(match exited {
+                        Ok(info) => Error::Crashed(info.to_string()),
+                        Err(_) => Error::Unreachable(format!("{e}")),
+                    });
+                }
+            },
         };
         let (parts, body) = resp.into_parts();
         let sse = parts

@@ -168,7 +168,13 @@ impl Model {
     }
 
     /// [`Model::input`] with some of AgentCore's limits relaxed (test servers only).
-    pub fn input_with(&self, op: &str, body: Value, params: Params<'_>, relax: Relax) -> Result<Value, ApiError> {
+    pub fn input_with(
+        &self,
+        op: &str,
+        body: Value,
+        params: Params<'_>,
+        relax: Relax,
+    ) -> Result<Value, ApiError> {
         let Some(shape_name) = self.operations.get(op).and_then(|o| o.input.as_deref()) else {
             return Ok(body);
         };
@@ -223,7 +229,14 @@ impl Model {
         }
     }
 
-    fn check(&self, shape_name: &str, v: &Value, path: &str, errors: &mut Vec<FieldError>, relax: Relax) {
+    fn check(
+        &self,
+        shape_name: &str,
+        v: &Value,
+        path: &str,
+        errors: &mut Vec<FieldError>,
+        relax: Relax,
+    ) {
         if errors.len() >= MAX_ERRORS {
             return;
         }
@@ -557,10 +570,18 @@ mod tests {
         let mut b = good();
         b["lifecycleConfiguration"] = json!({"idleRuntimeSessionTimeout": 2, "maxLifetime": 6});
         assert!(create(b.clone()).is_err());
-        let relax = Relax { lifecycle_minimum: true };
-        control().input_with("CreateAgentRuntime", b.clone(), &[], relax).unwrap();
+        let relax = Relax {
+            lifecycle_minimum: true,
+        };
+        control()
+            .input_with("CreateAgentRuntime", b.clone(), &[], relax)
+            .unwrap();
         b["lifecycleConfiguration"] = json!({"idleRuntimeSessionTimeout": 0});
-        assert!(control().input_with("CreateAgentRuntime", b, &[], relax).is_err());
+        assert!(
+            control()
+                .input_with("CreateAgentRuntime", b, &[], relax)
+                .is_err()
+        );
     }
 
     #[test]

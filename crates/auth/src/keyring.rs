@@ -38,7 +38,10 @@ impl KeyRing {
             hex::encode(h.finalize())
         };
         let creds = Credentials {
-            access_key_id: format!("{RUNTIME_KEY_PREFIX}{}", derive("id")[..16].to_ascii_uppercase()),
+            access_key_id: format!(
+                "{RUNTIME_KEY_PREFIX}{}",
+                derive("id")[..16].to_ascii_uppercase()
+            ),
             secret_access_key: derive("secret")[..40].to_owned(),
         };
         let principal = Principal {
@@ -85,7 +88,9 @@ mod tests {
         assert!(a.access_key_id.starts_with(RUNTIME_KEY_PREFIX));
         assert_eq!(
             ring.lookup(&a.access_key_id).unwrap().scope,
-            Scope::Runtime { runtime_id: "a-0123456789".into() }
+            Scope::Runtime {
+                runtime_id: "a-0123456789".into()
+            }
         );
         assert_eq!(ring.lookup(&root.access_key_id).unwrap().scope, Scope::Root);
         assert!(ring.lookup("BKRTUNKNOWN").is_none());

@@ -46,7 +46,16 @@ pub struct DeployArgs {
 }
 
 /// Skipped when packaging: caches and local environments never belong in an artifact.
-const SKIP: &[&str] = &[".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache", "node_modules", ".bedrock_agentcore"];
+const SKIP: &[&str] = &[
+    ".git",
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    "node_modules",
+    ".bedrock_agentcore",
+];
 
 fn zip_dir(dir: &Path) -> anyhow::Result<Vec<u8>> {
     let mut files = Vec::new();
@@ -86,7 +95,10 @@ fn zip_dir(dir: &Path) -> anyhow::Result<Vec<u8>> {
 
 fn host_python_runtime() -> anyhow::Result<String> {
     let out = std::process::Command::new("python3")
-        .args(["-c", "import sys; print('PYTHON_%d_%d' % sys.version_info[:2])"])
+        .args([
+            "-c",
+            "import sys; print('PYTHON_%d_%d' % sys.version_info[:2])",
+        ])
         .output()
         .context("running python3 to pick a runtime; pass --runtime")?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
@@ -99,7 +111,10 @@ pub async fn deploy(a: DeployArgs, args: ClientArgs) -> anyhow::Result<()> {
         Some(e) => e,
         None if a.dir.join("agent.py").is_file() => "agent.py".into(),
         None if a.dir.join("main.py").is_file() => "main.py".into(),
-        None => bail!("{} has neither agent.py nor main.py; pass --entrypoint", a.dir.display()),
+        None => bail!(
+            "{} has neither agent.py nor main.py; pass --entrypoint",
+            a.dir.display()
+        ),
     };
     if !a.dir.join(&entry).is_file() {
         bail!("entry point {entry} not found in {}", a.dir.display());
@@ -110,14 +125,20 @@ pub async fn deploy(a: DeployArgs, args: ClientArgs) -> anyhow::Result<()> {
     };
     let mut env = serde_json::Map::new();
     for kv in &a.env {
-        let Some((k, v)) = kv.split_once('=') else { bail!("--env {kv}: expected KEY=VALUE") };
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--env {kv}: expected KEY=VALUE")
+        };
         env.insert(k.to_owned(), v.into());
     }
 
     let zip = zip_dir(&a.dir)?;
     let digest = hex::encode(Sha256::digest(&zip));
     let key = format!("{}/{}.zip", a.name, &digest[..16]);
-    eprintln!("packaged {} ({} KiB) -> s3://{DEPLOY_BUCKET}/{key}", a.dir.display(), zip.len() / 1024);
+    eprintln!(
+        "packaged {} ({} KiB) -> s3://{DEPLOY_BUCKET}/{key}",
+        a.dir.display(),
+        zip.len() / 1024
+    );
     c.s3_put(DEPLOY_BUCKET, None).await?;
     c.s3_put(DEPLOY_BUCKET, Some((&key, zip))).await?;
 
@@ -137,9 +158,20 @@ pub async fn deploy(a: DeployArgs, args: ClientArgs) -> anyhow::Result<()> {
     let (id, version) = match existing {
         Some(id) => {
             // Keep the rest of the latest version's configuration; replace code and what was given.
-            let cur = c.call("GET", &format!("/runtimes/{}/", seg(&id)), None).await?;
+            let cur = c
+                .call("GET", &format!("/runtimes/{}/", seg(&id)), None)
+                .await?;
             let mut body = json!({});
-            for k in ["roleArn", "networkConfiguration", "description", "protocolConfiguration", "lifecycleConfiguration", "environmentVariables", "requestHeaderConfiguration", "authorizerConfiguration"] {
+            for k in [
+                "roleArn",
+                "networkConfiguration",
+                "description",
+                "protocolConfiguration",
+                "lifecycleConfiguration",
+                "environmentVariables",
+                "requestHeaderConfiguration",
+                "authorizerConfiguration",
+            ] {
                 if let Some(v) = cur.get(k) {
                     body[k] = v.clone();
                 }
@@ -147,26 +179,43 @@ pub async fn deploy(a: DeployArgs, args: ClientArgs) -> anyhow::Result<()> {
             for (k, v) in spec.as_object().into_iter().flatten() {
                 body[k] = v.clone();
             }
-            let r = c.call("PUT", &format!("/runtimes/{}/", seg(&id)), Some(&body)).await?;
-            (id, r["agentRuntimeVersion"].as_str().unwrap_or("?").to_owned())
+            let r = c
+                .call("PUT", &format!("/runtimes/{}/", seg(&id)), Some(&body))
+                .await?;
+            (
+                id,
+                r["agentRuntimeVersion"].as_str().unwrap_or("?").to_owned(),
+            )
         }
         None => {
             spec["agentRuntimeName"] = a.name.clone().into();
             let r = c.call("PUT", "/runtimes/", Some(&spec)).await?;
-            (r["agentRuntimeId"].as_str().unwrap_or_default().to_owned(), "1".to_owned())
+            (
+                r["agentRuntimeId"].as_str().unwrap_or_default().to_owned(),
+                "1".to_owned(),
+            )
         }
     };
     eprint!("building {id} version {version} ");
     let start = Instant::now();
     let final_state = loop {
-        let r = c.call("GET", &format!("/runtimes/{}/?version={version}", seg(&id)), None).await?;
+        let r = c
+            .call(
+                "GET",
+                &format!("/runtimes/{}/?version={version}", seg(&id)),
+                None,
+            )
+            .await?;
         let status = r["status"].as_str().unwrap_or_default().to_owned();
         if !matches!(status.as_str(), "CREATING" | "UPDATING") {
             break r;
         }
         if start.elapsed() > Duration::from_secs(a.wait) {
             eprintln!();
-            bail!("still {status} after {}s; check `berth runtimes get {id} --version {version}`", a.wait);
+            bail!(
+                "still {status} after {}s; check `berth runtimes get {id} --version {version}`",
+                a.wait
+            );
         }
         eprint!(".");
         let _ = std::io::stderr().flush();
@@ -175,7 +224,12 @@ pub async fn deploy(a: DeployArgs, args: ClientArgs) -> anyhow::Result<()> {
     eprintln!(" {:.1}s", start.elapsed().as_secs_f64());
     let status = final_state["status"].as_str().unwrap_or_default();
     if status != "READY" {
-        bail!("version {version} is {status}: {}", final_state["failureReason"].as_str().unwrap_or("no reason given"));
+        bail!(
+            "version {version} is {status}: {}",
+            final_state["failureReason"]
+                .as_str()
+                .unwrap_or("no reason given")
+        );
     }
     if let Some(ep) = &a.endpoint {
         let path = format!("/runtimes/{}/runtime-endpoints/{}/", seg(&id), seg(ep));
@@ -185,12 +239,20 @@ pub async fn deploy(a: DeployArgs, args: ClientArgs) -> anyhow::Result<()> {
         } else {
             let mut b = body.clone();
             b["name"] = ep.clone().into();
-            c.call("PUT", &format!("/runtimes/{}/runtime-endpoints/", seg(&id)), Some(&b)).await?;
+            c.call(
+                "PUT",
+                &format!("/runtimes/{}/runtime-endpoints/", seg(&id)),
+                Some(&b),
+            )
+            .await?;
         }
         eprintln!("endpoint {ep} -> version {version}");
     }
     println!("version: {version}");
-    println!("arn:     {}", final_state["agentRuntimeArn"].as_str().unwrap_or_default());
+    println!(
+        "arn:     {}",
+        final_state["agentRuntimeArn"].as_str().unwrap_or_default()
+    );
     Ok(())
 }
 
@@ -219,7 +281,11 @@ fn sessions_file() -> PathBuf {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|x| !x.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from).join(".config"));
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map_or_else(|| PathBuf::from("."), PathBuf::from)
+                .join(".config")
+        });
     base.join("berth").join("sessions.json")
 }
 
@@ -250,19 +316,29 @@ pub async fn invoke(a: InvokeArgs, args: ClientArgs) -> anyhow::Result<()> {
     };
     let text = match a.payload {
         Some(p) => p,
-        None => std::io::read_to_string(std::io::stdin()).context("reading the payload from stdin")?,
+        None => {
+            std::io::read_to_string(std::io::stdin()).context("reading the payload from stdin")?
+        }
     };
-    let payload: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({"prompt": text.trim_end()}));
+    let payload: Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| json!({"prompt": text.trim_end()}));
     let session = match (a.session, a.new_session) {
         (Some(s), _) => s,
-        (None, false) => remembered().get(&id).and_then(Value::as_str).map(str::to_owned).unwrap_or_else(new_session_id),
+        (None, false) => remembered()
+            .get(&id)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(new_session_id),
         (None, true) => new_session_id(),
     };
     let mut path = format!("/runtimes/{}/invocations", seg(&id));
     if let Some(q) = &a.qualifier {
         path.push_str(&format!("?qualifier={}", seg(q)));
     }
-    let mut extra = vec![("x-amzn-bedrock-agentcore-runtime-session-id".to_owned(), session.clone())];
+    let mut extra = vec![(
+        "x-amzn-bedrock-agentcore-runtime-session-id".to_owned(),
+        session.clone(),
+    )];
     if let Some(u) = a.user_id {
         extra.push(("x-amzn-bedrock-agentcore-runtime-user-id".to_owned(), u));
     }
@@ -270,10 +346,19 @@ pub async fn invoke(a: InvokeArgs, args: ClientArgs) -> anyhow::Result<()> {
     let status = resp.status();
     remember(&id, &session);
     if !status.is_success() {
-        let code = resp.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).unwrap_or("error").to_owned();
+        let code = resp
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("error")
+            .to_owned();
         let body = resp.text().await.unwrap_or_default();
         let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        bail!("{code} ({}): {}", status.as_u16(), v.get("message").and_then(Value::as_str).unwrap_or(&body));
+        bail!(
+            "{code} ({}): {}",
+            status.as_u16(),
+            v.get("message").and_then(Value::as_str).unwrap_or(&body)
+        );
     }
     eprintln!("session: {session}");
     let sse = resp
@@ -335,7 +420,10 @@ pub async fn sessions(cmd: SessionsCmd, args: ClientArgs) -> anyhow::Result<()> 
     match cmd {
         SessionsCmd::List { runtime } => {
             let path = match runtime {
-                Some(r) => format!("/berth/v1/sessions?runtime={}", seg(&c.runtime_id(&r).await?)),
+                Some(r) => format!(
+                    "/berth/v1/sessions?runtime={}",
+                    seg(&c.runtime_id(&r).await?)
+                ),
                 None => "/berth/v1/sessions".to_owned(),
             };
             let v = c.call("GET", &path, None).await?;
@@ -345,7 +433,16 @@ pub async fn sessions(cmd: SessionsCmd, args: ClientArgs) -> anyhow::Result<()> 
             }
             let mut t = comfy_table::Table::new();
             t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
-            t.set_header(vec!["RUNTIME", "SESSION", "VERSION", "ENDPOINT", "USER", "STARTED", "LAST ACTIVITY", "STATE"]);
+            t.set_header(vec![
+                "RUNTIME",
+                "SESSION",
+                "VERSION",
+                "ENDPOINT",
+                "USER",
+                "STARTED",
+                "LAST ACTIVITY",
+                "STATE",
+            ]);
             for s in v["sessions"].as_array().into_iter().flatten() {
                 let ts = |k: &str| s[k].as_i64().map(berth_types::iso8601).unwrap_or_default();
                 t.add_row(vec![
@@ -363,7 +460,12 @@ pub async fn sessions(cmd: SessionsCmd, args: ClientArgs) -> anyhow::Result<()> 
         }
         SessionsCmd::Stop { runtime, session } => {
             let id = c.runtime_id(&runtime).await?;
-            c.call("DELETE", &format!("/berth/v1/runtimes/{}/sessions/{}", seg(&id), seg(&session)), None).await?;
+            c.call(
+                "DELETE",
+                &format!("/berth/v1/runtimes/{}/sessions/{}", seg(&id), seg(&session)),
+                None,
+            )
+            .await?;
             println!("stopped {session}");
         }
     }
@@ -388,13 +490,24 @@ pub async fn logs(a: LogsArgs, args: ClientArgs) -> anyhow::Result<()> {
     let c = Client::new(&args)?;
     let id = c.runtime_id(&a.runtime).await?;
     let Some(session) = a.session else {
-        let v = c.call("GET", &format!("/berth/v1/runtimes/{}/logs", seg(&id)), None).await?;
+        let v = c
+            .call(
+                "GET",
+                &format!("/berth/v1/runtimes/{}/logs", seg(&id)),
+                None,
+            )
+            .await?;
         for s in v["sessions"].as_array().into_iter().flatten() {
             println!("{}", s.as_str().unwrap_or_default());
         }
         return Ok(());
     };
-    let path = format!("/berth/v1/runtimes/{}/logs?session={}&follow={}", seg(&id), seg(&session), a.follow);
+    let path = format!(
+        "/berth/v1/runtimes/{}/logs?session={}&follow={}",
+        seg(&id),
+        seg(&session),
+        a.follow
+    );
     let resp = c.send_with("GET", &path, None, &[]).await?;
     if !resp.status().is_success() {
         bail!("{}", resp.text().await.unwrap_or_default());

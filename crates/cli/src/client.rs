@@ -60,7 +60,12 @@ impl Client {
     }
 
     /// Sends a signed request and returns the response, whatever its status.
-    pub async fn send(&self, method: &str, path_and_query: &str, body: Option<&Value>) -> anyhow::Result<reqwest::Response> {
+    pub async fn send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<reqwest::Response> {
         self.send_with(method, path_and_query, body, &[]).await
     }
 
@@ -73,12 +78,24 @@ impl Client {
         headers: &[(String, String)],
     ) -> anyhow::Result<reqwest::Response> {
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        self.send_raw(method, path_and_query, bytes, "application/json", headers, "bedrock-agentcore").await
+        self.send_raw(
+            method,
+            path_and_query,
+            bytes,
+            "application/json",
+            headers,
+            "bedrock-agentcore",
+        )
+        .await
     }
 
     /// Uploads to the artifact store: with `object` = None, creates `bucket` (an existing one of
     /// ours is fine); else puts the object.
-    pub async fn s3_put(&self, bucket: &str, object: Option<(&str, Vec<u8>)>) -> anyhow::Result<()> {
+    pub async fn s3_put(
+        &self,
+        bucket: &str,
+        object: Option<(&str, Vec<u8>)>,
+    ) -> anyhow::Result<()> {
         let creating = object.is_none();
         let (path, body) = match object {
             None => (format!("/{}", seg(bucket)), Vec::new()),
@@ -87,13 +104,18 @@ impl Client {
                 (format!("/{}/{}", seg(bucket), k.join("/")), body)
             }
         };
-        let resp = self.send_raw("PUT", &path, body, "application/octet-stream", &[], "s3").await?;
+        let resp = self
+            .send_raw("PUT", &path, body, "application/octet-stream", &[], "s3")
+            .await?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if status.is_success() || (creating && text.contains("BucketAlreadyOwnedByYou")) {
             return Ok(());
         }
-        bail!("artifact store refused PUT {path} ({}): {text}", status.as_u16())
+        bail!(
+            "artifact store refused PUT {path} ({}): {text}",
+            status.as_u16()
+        )
     }
 
     async fn send_raw(
@@ -106,13 +128,22 @@ impl Client {
         service: &str,
     ) -> anyhow::Result<reqwest::Response> {
         let url = format!("{}{}", self.base, path_and_query);
-        let mut b = http::Request::builder().method(method).uri(&url).header("content-type", content_type);
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("content-type", content_type);
         for (k, v) in headers {
             b = b.header(k, v);
         }
         let mut req = b.body(bytes).context("building the request")?;
-        berth_auth::sign(&mut req, &self.creds, &self.region, service, SystemTime::now())
-            .map_err(|e| anyhow!("signing the request: {e}"))?;
+        berth_auth::sign(
+            &mut req,
+            &self.creds,
+            &self.region,
+            service,
+            SystemTime::now(),
+        )
+        .map_err(|e| anyhow!("signing the request: {e}"))?;
         let (parts, body) = req.into_parts();
         let mut rb = self.http.request(parts.method, url);
         for (k, v) in &parts.headers {

@@ -181,12 +181,20 @@ impl ServeArgs {
             .store
             .or(file.store)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("berth.db").display()));
-        let isolation = match self.isolation.or(file.isolation).as_deref().unwrap_or("namespaces") {
+        let isolation = match self
+            .isolation
+            .or(file.isolation)
+            .as_deref()
+            .unwrap_or("namespaces")
+        {
             "namespaces" => berth_runtime::Isolation::Namespaces,
             "process" => berth_runtime::Isolation::Process,
             other => bail!("isolation: {other:?} is not one of namespaces, process"),
         };
-        let ping_ms = self.ping_interval_ms.or(file.ping_interval_ms).unwrap_or(2000);
+        let ping_ms = self
+            .ping_interval_ms
+            .or(file.ping_interval_ms)
+            .unwrap_or(2000);
         if ping_ms == 0 {
             bail!("ping_interval_ms: must be at least 1");
         }
@@ -197,30 +205,61 @@ impl ServeArgs {
             }
         };
         let traffic = berth_control::Options {
-            second_ms: positive("rollout_second_ms", self.rollout_second_ms.or(file.rollout_second_ms), 1000)?,
-            tick: std::time::Duration::from_millis(positive("traffic_tick_ms", self.traffic_tick_ms.or(file.traffic_tick_ms), 1000)?),
-            health_bucket_ms: i64::try_from(positive("health_bucket_ms", self.health_bucket_ms.or(file.health_bucket_ms), 10_000)?)
-                .context("health_bucket_ms: too large")?,
+            second_ms: positive(
+                "rollout_second_ms",
+                self.rollout_second_ms.or(file.rollout_second_ms),
+                1000,
+            )?,
+            tick: std::time::Duration::from_millis(positive(
+                "traffic_tick_ms",
+                self.traffic_tick_ms.or(file.traffic_tick_ms),
+                1000,
+            )?),
+            health_bucket_ms: i64::try_from(positive(
+                "health_bucket_ms",
+                self.health_bucket_ms.or(file.health_bucket_ms),
+                10_000,
+            )?)
+            .context("health_bucket_ms: too large")?,
             drain_seconds: self.drain_seconds.or(file.drain_seconds).unwrap_or(3600),
             ..berth_control::Options::default()
         };
         Ok(Config {
-            listen: self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8750".into()),
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8750".into()),
             data_dir,
             partition: Partition { region, account_id },
             store,
-            artifact_store: self.artifact_store.or(file.artifact_store).unwrap_or_else(|| "local".into()),
+            artifact_store: self
+                .artifact_store
+                .or(file.artifact_store)
+                .unwrap_or_else(|| "local".into()),
             isolation,
             warm_pool: self.warm_pool.or(file.warm_pool).unwrap_or(1),
-            start_timeout: std::time::Duration::from_secs(self.start_timeout.or(file.start_timeout).unwrap_or(60)),
+            start_timeout: std::time::Duration::from_secs(
+                self.start_timeout.or(file.start_timeout).unwrap_or(60),
+            ),
             ping_interval: std::time::Duration::from_millis(ping_ms),
             limits: berth_runtime::Limits {
-                memory_bytes: Some(self.session_memory_mib.or(file.session_memory_mib).unwrap_or(2048) * 1024 * 1024),
+                memory_bytes: Some(
+                    self.session_memory_mib
+                        .or(file.session_memory_mib)
+                        .unwrap_or(2048)
+                        * 1024
+                        * 1024,
+                ),
                 pids: Some(self.session_pids.or(file.session_pids).unwrap_or(512)),
-                cpu_millis: Some(self.session_cpu_millis.or(file.session_cpu_millis).unwrap_or(2000)),
+                cpu_millis: Some(
+                    self.session_cpu_millis
+                        .or(file.session_cpu_millis)
+                        .unwrap_or(2000),
+                ),
             },
             relax: berth_api::model::Relax {
-                lifecycle_minimum: self.allow_short_lifecycle || file.allow_short_lifecycle.unwrap_or(false),
+                lifecycle_minimum: self.allow_short_lifecycle
+                    || file.allow_short_lifecycle.unwrap_or(false),
             },
             traffic,
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
@@ -302,7 +341,11 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         .open(&path)
         .with_context(|| format!("data_dir: cannot open {}", path.display()))?;
     if f.try_lock().is_err() {
-        bail!("data_dir: {} is in use by another berth server (lock {} is held)", dir.display(), path.display());
+        bail!(
+            "data_dir: {} is in use by another berth server (lock {} is held)",
+            dir.display(),
+            path.display()
+        );
     }
     Ok(f)
 }
@@ -317,7 +360,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let creds = root_credentials(&cfg.data_dir)?;
     let keys = Arc::new(KeyRing::new(&creds));
 
-    let store = berth_store::open(&cfg.store).await.with_context(|| format!("store: opening {}", cfg.store))?;
+    let store = berth_store::open(&cfg.store)
+        .await
+        .with_context(|| format!("store: opening {}", cfg.store))?;
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -326,15 +371,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let caps = berth_runtime::probe();
     if cfg.isolation == berth_runtime::Isolation::Process {
-        warn!("isolation=process: agent sessions are NOT isolated from each other or from the host; use only for development");
+        warn!(
+            "isolation=process: agent sessions are NOT isolated from each other or from the host; use only for development"
+        );
     } else if !(caps.root && caps.namespaces && caps.mount_setattr && caps.pidfd) {
-        bail!("isolation: this host cannot run namespace sandboxes ({caps:?}); run as root on Linux 5.12+, or pass --isolation process to run agents unisolated");
+        bail!(
+            "isolation: this host cannot run namespace sandboxes ({caps:?}); run as root on Linux 5.12+, or pass --isolation process to run agents unisolated"
+        );
     }
     let artifacts = berth_artifacts::ArtifactStore::open(&cfg.artifact_store, &cfg.data_dir)
         .await
         .with_context(|| format!("artifact_store: opening {}", cfg.artifact_store))?;
-    let builder = berth_runtime::builder::Builder::new(berth_runtime::builder::BuilderOptions::new(cfg.data_dir.join("builds")));
-    let preparer = Arc::new(berth_runtime::deploy::Preparer::new(builder, artifacts.clone()));
+    let builder = berth_runtime::builder::Builder::new(
+        berth_runtime::builder::BuilderOptions::new(cfg.data_dir.join("builds")),
+    );
+    let preparer = Arc::new(berth_runtime::deploy::Preparer::new(
+        builder,
+        artifacts.clone(),
+    ));
     let sessions = berth_runtime::session::Sessions::new(
         berth_runtime::session::SessionOptions {
             sessions_dir: cfg.data_dir.join("sessions"),
@@ -368,13 +422,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         preparer.clone(),
         shutdown.clone(),
     );
-    let deploy = Arc::new(berth_runtime::deploy::Deploy::new(preparer, sessions.clone()));
-    let control = berth_control::Control::start_with(store, cfg.partition.clone(), deploy, shutdown.clone(), cfg.traffic.clone())
-        .await
-        .context("starting the control plane")?;
+    let deploy = Arc::new(berth_runtime::deploy::Deploy::new(
+        preparer,
+        sessions.clone(),
+    ));
+    let control = berth_control::Control::start_with(
+        store,
+        cfg.partition.clone(),
+        deploy,
+        shutdown.clone(),
+        cfg.traffic.clone(),
+    )
+    .await
+    .context("starting the control plane")?;
     let memory = berth_memory::Memory::start(
-        berth_store::memory::open(&cfg.store).await.with_context(|| format!("store: opening {}", cfg.store))?,
-        berth_memory::Options::configure(cfg.partition.clone(), &cfg.data_dir, &std::env::vars().collect())?,
+        berth_store::memory::open(&cfg.store)
+            .await
+            .with_context(|| format!("store: opening {}", cfg.store))?,
+        berth_memory::Options::configure(
+            cfg.partition.clone(),
+            &cfg.data_dir,
+            &std::env::vars().collect(),
+        )?,
         shutdown.clone(),
     )
     .await
@@ -405,7 +474,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         relax: cfg.relax,
     };
     if let Some(m) = &cfg.metrics_listen {
-        let l = tokio::net::TcpListener::bind(m).await.with_context(|| format!("metrics_listen: cannot bind {m}"))?;
+        let l = tokio::net::TcpListener::bind(m)
+            .await
+            .with_context(|| format!("metrics_listen: cannot bind {m}"))?;
         println!("prometheus metrics on http://{}/metrics", l.local_addr()?);
         let (control, stop) = (control.clone(), shutdown.clone());
         tokio::spawn(async move {

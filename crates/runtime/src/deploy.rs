@@ -1,7 +1,7 @@
 //! Glue between the control plane and the session layer: the [`Deployer`] that builds versions
 //! from the artifact store, and the [`Prepare`] that hands sessions a built version.
 
-use crate::builder::{Built, Builder};
+use crate::builder::{Builder, Built};
 use crate::session::{Prepare, Prepared, Sessions, Target};
 use async_trait::async_trait;
 use berth_api::ApiError;
@@ -23,18 +23,25 @@ pub struct Preparer {
 fn code_config(spec: &RuntimeSpec) -> Result<&berth_api::control::CodeConfiguration, String> {
     match &spec.agent_runtime_artifact {
         Artifact::CodeConfiguration(c) => Ok(c),
-        Artifact::ContainerConfiguration { .. } => Err("container images need the container backend".into()),
+        Artifact::ContainerConfiguration { .. } => {
+            Err("container images need the container backend".into())
+        }
     }
 }
 
 fn spec_of(v: &RuntimeVersion) -> Result<RuntimeSpec, String> {
-    serde_json::from_value(v.spec.clone()).map_err(|e| format!("unreadable version configuration: {e}"))
+    serde_json::from_value(v.spec.clone())
+        .map_err(|e| format!("unreadable version configuration: {e}"))
 }
 
 impl Preparer {
     /// A preparer building with `builder` from `artifacts`.
     pub fn new(builder: Builder, artifacts: ArtifactStore) -> Self {
-        Self { builder, artifacts, built: Mutex::new(HashMap::new()) }
+        Self {
+            builder,
+            artifacts,
+            built: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Fetches the version's zip and builds it.
@@ -45,26 +52,52 @@ impl Preparer {
             .artifacts
             .read_object(&s3.bucket, &s3.prefix)
             .await
-            .map_err(|e| format!("cannot read the code artifact s3://{}/{}: {e}", s3.bucket, s3.prefix))?;
-        self.builder.build(zip, &code.runtime, &code.entry_point).await.map_err(|e| e.to_string())
+            .map_err(|e| {
+                format!(
+                    "cannot read the code artifact s3://{}/{}: {e}",
+                    s3.bucket, s3.prefix
+                )
+            })?;
+        self.builder
+            .build(zip, &code.runtime, &code.entry_point)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
 fn prepared(b: &Built) -> Prepared {
-    Prepared { code_dir: b.code_dir.clone(), argv: b.argv.clone(), env: b.env.clone(), visible: vec![b.env_dir.clone()] }
+    Prepared {
+        code_dir: b.code_dir.clone(),
+        argv: b.argv.clone(),
+        env: b.env.clone(),
+        visible: vec![b.env_dir.clone()],
+    }
 }
 
 #[async_trait]
 impl Prepare for Preparer {
-    async fn prepare(&self, _runtime: &Runtime, version: &RuntimeVersion) -> Result<Prepared, String> {
+    async fn prepare(
+        &self,
+        _runtime: &Runtime,
+        version: &RuntimeVersion,
+    ) -> Result<Prepared, String> {
         let spec = spec_of(version)?;
         let code = code_config(&spec)?;
         let digest = version.artifact_digest.clone().unwrap_or_default();
         let key = format!("{digest}|{}|{}", code.runtime, code.entry_point.join(" "));
-        if let Some(b) = self.built.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(b) = self
+            .built
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(prepared(b));
         }
-        let built = match self.builder.lookup(&digest, &code.runtime, &code.entry_point).await {
+        let built = match self
+            .builder
+            .lookup(&digest, &code.runtime, &code.entry_point)
+            .await
+        {
             Some(b) => b,
             // The build was garbage-collected or the data dir moved: rebuild, and insist on the
             // same content so an immutable version never changes code.
@@ -80,7 +113,10 @@ impl Prepare for Preparer {
             }
         };
         let p = prepared(&built);
-        self.built.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Arc::new(built));
+        self.built
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, Arc::new(built));
         Ok(p)
     }
 }
@@ -119,7 +155,11 @@ impl Deployer for Deploy {
         let mut ready = version.clone();
         ready.status = Status::Ready;
         ready.artifact_digest = Some(built.digest.clone());
-        self.sessions.refill(Target { runtime: runtime.clone(), version: ready, endpoint: String::new() });
+        self.sessions.refill(Target {
+            runtime: runtime.clone(),
+            version: ready,
+            endpoint: String::new(),
+        });
         Ok(built.digest)
     }
 
@@ -146,6 +186,10 @@ impl Deployer for Deploy {
     }
 
     async fn warm(&self, runtime: &Runtime, version: &RuntimeVersion) {
-        self.sessions.refill(Target { runtime: runtime.clone(), version: version.clone(), endpoint: String::new() });
+        self.sessions.refill(Target {
+            runtime: runtime.clone(),
+            version: version.clone(),
+            endpoint: String::new(),
+        });
     }
 }

@@ -4,7 +4,10 @@
 
 pub mod sandbox;
 
-pub use sandbox::{Capabilities, Connector, ExitInfo, Isolation, Limits, Network, RunAs, Sandbox, SandboxSpec, probe};
+pub use sandbox::{
+    Capabilities, Connector, ExitInfo, Isolation, Limits, Network, RunAs, Sandbox, SandboxSpec,
+    probe,
+};
 pub mod builder;
-pub mod session;
 pub mod deploy;
+pub mod session;

@@ -45,7 +45,11 @@ pub struct Prepared {
 #[async_trait::async_trait]
 pub trait Prepare: Send + Sync + 'static {
     /// Everything needed to run `version`; `Err` is a reason shown to the caller.
-    async fn prepare(&self, runtime: &Runtime, version: &RuntimeVersion) -> Result<Prepared, String>;
+    async fn prepare(
+        &self,
+        runtime: &Runtime,
+        version: &RuntimeVersion,
+    ) -> Result<Prepared, String>;
 }
 
 /// Options of the session layer.
@@ -232,13 +236,21 @@ fn io_err(msg: impl Into<String>) -> std::io::Error {
 fn sandbox_id(runtime_id: &str, session_id: &str) -> String {
     use sha2::{Digest, Sha256};
     let h = hex::encode(&Sha256::digest(format!("{runtime_id}\0{session_id}").as_bytes())[..6]);
-    let short: String = runtime_id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').take(40).collect();
+    let short: String = runtime_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .take(40)
+        .collect();
     format!("{short}-{h}-{}", berth_types::random_alnum(4))
 }
 
 impl Sessions {
     /// Creates the supervisor. Sandboxes it starts are destroyed by [`Sessions::shutdown`].
-    pub fn new(opts: SessionOptions, prepare: Arc<dyn Prepare>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        opts: SessionOptions,
+        prepare: Arc<dyn Prepare>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 opts,
@@ -254,7 +266,10 @@ impl Sessions {
 
     /// The live session `session_id` of `runtime_id`, if it is running.
     pub fn existing(&self, runtime_id: &str, session_id: &str) -> Option<Arc<Session>> {
-        let cell = self.live().get(&(runtime_id.to_owned(), session_id.to_owned())).cloned()?;
+        let cell = self
+            .live()
+            .get(&(runtime_id.to_owned(), session_id.to_owned()))
+            .cloned()?;
         cell.get().filter(|s| !s.ended.is_cancelled()).cloned()
     }
 
@@ -264,11 +279,22 @@ impl Sessions {
     }
 
     /// The session for `session_id`, starting its sandbox on `target`'s version if needed.
-    pub async fn open(&self, target: &Target, session_id: &str, user_id: Option<&str>) -> Result<Arc<Session>, Error> {
+    pub async fn open(
+        &self,
+        target: &Target,
+        session_id: &str,
+        user_id: Option<&str>,
+    ) -> Result<Arc<Session>, Error> {
         let key = (target.runtime.id.clone(), session_id.to_owned());
         loop {
-            let cell = self.live().entry(key.clone()).or_insert_with(|| Arc::new(OnceCell::new())).clone();
-            let res = cell.get_or_try_init(|| self.start(target, session_id, user_id)).await;
+            let cell = self
+                .live()
+                .entry(key.clone())
+                .or_insert_with(|| Arc::new(OnceCell::new()))
+                .clone();
+            let res = cell
+                .get_or_try_init(|| self.start(target, session_id, user_id))
+                .await;
             match res {
                 Ok(s) if !s.ended.is_cancelled() => return Ok(s.clone()),
                 // It ended between lookup and use: drop the stale slot and start afresh.
@@ -288,13 +314,21 @@ impl Sessions {
         }
     }
 
-    async fn start(&self, target: &Target, session_id: &str, user_id: Option<&str>) -> Result<Arc<Session>, Error> {
+    async fn start(
+        &self,
+        target: &Target,
+        session_id: &str,
+        user_id: Option<&str>,
+    ) -> Result<Arc<Session>, Error> {
         let spec: RuntimeSpec = serde_json::from_value(target.version.spec.clone())
             .map_err(|e| Error::Start(format!("unreadable version configuration: {e}")))?;
         let warm = self.take_warm(&target.runtime.id, target.version.version);
         let agent = match warm {
             Some(a) => a,
-            None => self.start_agent(target, &spec, &sandbox_id(&target.runtime.id, session_id)).await?,
+            None => {
+                self.start_agent(target, &spec, &sandbox_id(&target.runtime.id, session_id))
+                    .await?
+            }
         };
         self.refill(target.clone());
         let (idle, max) = Lifecycle::effective(spec.lifecycle_configuration.as_ref());
@@ -310,7 +344,11 @@ impl Sessions {
             in_flight: AtomicUsize::new(0),
             busy_reported: Default::default(),
             agent,
-            header_allowlist: spec.header_allowlist().into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+            header_allowlist: spec
+                .header_allowlist()
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             idle: Duration::from_secs(idle),
             max_lifetime: Duration::from_secs(max),
             ended: CancellationToken::new(),
@@ -319,15 +357,32 @@ impl Sessions {
         info!(runtime_id = %session.runtime_id, session_id, version = session.version, pid = session.agent.sandbox.pid(), "session started");
         let this = self.clone();
         let s = session.clone();
-        self.inner.tasks.spawn(async move { this.supervise(s).await });
+        self.inner
+            .tasks
+            .spawn(async move { this.supervise(s).await });
         Ok(session)
     }
 
     /// Starts a sandbox for a version and waits until its agent answers `/ping`.
-    async fn start_agent(&self, target: &Target, spec: &RuntimeSpec, id: &str) -> Result<Agent, Error> {
-        let prepared = self.inner.prepare.prepare(&target.runtime, &target.version).await.map_err(Error::Start)?;
+    async fn start_agent(
+        &self,
+        target: &Target,
+        spec: &RuntimeSpec,
+        id: &str,
+    ) -> Result<Agent, Error> {
+        let prepared = self
+            .inner
+            .prepare
+            .prepare(&target.runtime, &target.version)
+            .await
+            .map_err(Error::Start)?;
         let o = &self.inner.opts;
-        let mut sb = SandboxSpec::new(id, o.sessions_dir.join(id), prepared.code_dir.clone(), prepared.argv.clone());
+        let mut sb = SandboxSpec::new(
+            id,
+            o.sessions_dir.join(id),
+            prepared.code_dir.clone(),
+            prepared.argv.clone(),
+        );
         sb.env = o.env.clone();
         let api_url = match (o.isolation, o.api_addr) {
             (Isolation::Namespaces, Some(_)) => Some(format!("http://127.0.0.1:{AGENT_API_PORT}")),
@@ -337,7 +392,8 @@ impl Sessions {
         if let Some(url) = &api_url {
             // The data plane only: the control plane is not for agents (and their credentials
             // are refused there).
-            sb.env.push(("AWS_ENDPOINT_URL_BEDROCK_AGENTCORE".into(), url.clone()));
+            sb.env
+                .push(("AWS_ENDPOINT_URL_BEDROCK_AGENTCORE".into(), url.clone()));
             sb.env.push(("BERTH_ENDPOINT_URL".into(), url.clone()));
         }
         if let Some(issue) = &o.credentials {
@@ -347,16 +403,23 @@ impl Sessions {
         }
         sb.env.extend(prepared.env.iter().cloned());
         if let Some(vars) = &spec.environment_variables {
-            sb.env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            sb.env
+                .extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         sb.limits = o.limits;
         sb.isolation = o.isolation;
-        sb.network = if spec.public_network() { Network::Public } else { Network::Isolated };
+        sb.network = if spec.public_network() {
+            Network::Public
+        } else {
+            Network::Isolated
+        };
         sb.allowed_local = o.allowed_local.clone();
         sb.hidden = o.hidden.clone();
         sb.visible = prepared.visible.clone();
         let namespaced = sb.isolation == Isolation::Namespaces;
-        let sandbox = Sandbox::start(sb).await.map_err(|e| Error::Start(e.to_string()))?;
+        let sandbox = Sandbox::start(sb)
+            .await
+            .map_err(|e| Error::Start(e.to_string()))?;
         // Exposed right after start: the agent's interpreter needs far longer to get to its
         // first API call than this takes.
         if namespaced
@@ -364,9 +427,14 @@ impl Sessions {
             && let Err(e) = sandbox.expose_host_port(AGENT_API_PORT, addr).await
         {
             let _ = sandbox.destroy().await;
-            return Err(Error::Start(format!("cannot expose berth's api inside the sandbox: {e}")));
+            return Err(Error::Start(format!(
+                "cannot expose berth's api inside the sandbox: {e}"
+            )));
         }
-        let agent = Agent { client: agent_client(&sandbox), sandbox };
+        let agent = Agent {
+            client: agent_client(&sandbox),
+            sandbox,
+        };
         match self.wait_healthy(&agent).await {
             Ok(()) => Ok(agent),
             Err(e) => {
@@ -376,7 +444,9 @@ impl Sessions {
                 }
                 Err(match e {
                     Error::Crashed(m) => Error::Crashed(format!("{m}{tail}")),
-                    Error::StartTimeout(d) => Error::Start(format!("the agent did not become healthy within {d:?}{tail}")),
+                    Error::StartTimeout(d) => Error::Start(format!(
+                        "the agent did not become healthy within {d:?}{tail}"
+                    )),
                     other => other,
                 })
             }
@@ -407,7 +477,9 @@ impl Sessions {
 
     fn take_warm(&self, runtime_id: &str, version: u32) -> Option<Agent> {
         let mut pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
-        pools.get_mut(&(runtime_id.to_owned(), version)).and_then(VecDeque::pop_front)
+        pools
+            .get_mut(&(runtime_id.to_owned(), version))
+            .and_then(VecDeque::pop_front)
     }
 
     /// Tops the warm pool of `target`'s version up to its size, in the background.
@@ -417,7 +489,13 @@ impl Sessions {
             return;
         }
         let key = (target.runtime.id.clone(), target.version.version);
-        if !self.inner.filling.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()) {
+        if !self
+            .inner
+            .filling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone())
+        {
             return;
         }
         let this = self.clone();
@@ -477,7 +555,9 @@ impl Sessions {
                     s.busy_reported.store(busy, Ordering::Release);
                     if busy {
                         s.last_activity.store(now, Ordering::Release);
-                    } else if now - s.last_activity.load(Ordering::Acquire) >= s.idle.as_millis() as i64 {
+                    } else if now - s.last_activity.load(Ordering::Acquire)
+                        >= s.idle.as_millis() as i64
+                    {
                         break "idle timeout".to_owned();
                     }
                 }
@@ -500,7 +580,11 @@ impl Sessions {
         {
             let key = (s.runtime_id.clone(), s.session_id.clone());
             let mut live = self.live();
-            if live.get(&key).and_then(|c| c.get()).is_some_and(|x| Arc::ptr_eq(x, s)) {
+            if live
+                .get(&key)
+                .and_then(|c| c.get())
+                .is_some_and(|x| Arc::ptr_eq(x, s))
+            {
                 live.remove(&key);
             }
         }
@@ -524,7 +608,9 @@ impl Sessions {
 
     /// `StopRuntimeSession`: ends a session now, cutting its streams.
     pub async fn stop(&self, runtime_id: &str, session_id: &str) -> Result<(), Error> {
-        let s = self.existing(runtime_id, session_id).ok_or_else(|| Error::NotFound(session_id.to_owned()))?;
+        let s = self
+            .existing(runtime_id, session_id)
+            .ok_or_else(|| Error::NotFound(session_id.to_owned()))?;
         // supervise() notices the cancellation and tears down; do it here too so the caller
         // returns only once the sandbox is gone.
         self.end(&s, "stopped by request").await;
@@ -549,7 +635,12 @@ impl Sessions {
         if let Some(s) = self.existing(runtime_id, session_id) {
             return Some(s.agent.sandbox.log_path().to_path_buf());
         }
-        let p = self.inner.opts.logs_dir.join(runtime_id).join(format!("{}.log", log_name(session_id)));
+        let p = self
+            .inner
+            .opts
+            .logs_dir
+            .join(runtime_id)
+            .join(format!("{}.log", log_name(session_id)));
         p.exists().then_some(p)
     }
 
@@ -571,8 +662,14 @@ impl Sessions {
         }
         let warm: Vec<Agent> = {
             let mut pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
-            let keys: Vec<_> = pools.keys().filter(|(r, v)| r == runtime_id && version.is_none_or(|x| x == *v)).cloned().collect();
-            keys.into_iter().flat_map(|k| pools.remove(&k).unwrap_or_default()).collect()
+            let keys: Vec<_> = pools
+                .keys()
+                .filter(|(r, v)| r == runtime_id && version.is_none_or(|x| x == *v))
+                .cloned()
+                .collect();
+            keys.into_iter()
+                .flat_map(|k| pools.remove(&k).unwrap_or_default())
+                .collect()
         };
         for a in warm {
             let _ = a.sandbox.destroy().await;
@@ -582,7 +679,11 @@ impl Sessions {
     /// Ends every session and warm sandbox; called once at shutdown, after the shutdown token
     /// was cancelled (which stops supervisors and refills).
     pub async fn shutdown(&self) {
-        let all: Vec<Arc<Session>> = self.live().values().filter_map(|c| c.get().cloned()).collect();
+        let all: Vec<Arc<Session>> = self
+            .live()
+            .values()
+            .filter_map(|c| c.get().cloned())
+            .collect();
         for s in all {
             self.end(&s, "server shutdown").await;
         }
@@ -600,14 +701,26 @@ impl Sessions {
 }
 
 fn log_name(session_id: &str) -> String {
-    session_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    session_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 async fn log_tail(path: &std::path::Path) -> String {
     match tokio::fs::read(path).await {
         Ok(b) if !b.is_empty() => {
             let start = b.len().saturating_sub(2000);
-            format!("; agent output: {}", String::from_utf8_lossy(&b[start..]).trim())
+            format!(
+                "; agent output: {}",
+                String::from_utf8_lossy(&b[start..]).trim()
+            )
         }
         _ => String::new(),
     }
@@ -615,7 +728,9 @@ async fn log_tail(path: &std::path::Path) -> String {
 
 /// `GET /ping`: `Ok(true)` for HealthyBusy, `Ok(false)` for Healthy.
 async fn ping(client: &AgentClient) -> Result<bool, String> {
-    let req = Request::get("http://127.0.0.1/ping").body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    let req = Request::get("http://127.0.0.1/ping")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
     let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
         .await
         .map_err(|_| "timed out".to_owned())?
@@ -623,7 +738,12 @@ async fn ping(client: &AgentClient) -> Result<bool, String> {
     if !resp.status().is_success() {
         return Err(format!("status {}", resp.status()));
     }
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     Ok(v.get("status").and_then(|s| s.as_str()) == Some("HealthyBusy"))
 }
@@ -658,7 +778,12 @@ impl Session {
     }
 
     /// Forwards one invocation to the agent and streams its answer back.
-    pub async fn invoke(self: &Arc<Self>, headers: &HeaderMap, request_id: &str, body: Bytes) -> Result<Response<BodyStream>, Error> {
+    pub async fn invoke(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        request_id: &str,
+        body: Bytes,
+    ) -> Result<Response<BodyStream>, Error> {
         let mut req = Request::post("http://127.0.0.1/invocations")
             .body(Full::new(body))
             .map_err(|e| Error::Unreachable(e.to_string()))?;
@@ -672,10 +797,14 @@ impl Session {
         }
         h.insert(
             HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id"),
-            HeaderValue::from_str(&self.session_id).map_err(|e| Error::Unreachable(e.to_string()))?,
+            HeaderValue::from_str(&self.session_id)
+                .map_err(|e| Error::Unreachable(e.to_string()))?,
         );
         if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert(HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-request-id"), v);
+            h.insert(
+                HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-request-id"),
+                v,
+            );
         }
         let guard = InFlight::new(self.clone());
         let resp = tokio::select! {
@@ -737,7 +866,12 @@ impl Drop for InFlight {
 
 /// Relays the agent's body frame by frame. A stop cuts the stream; an agent failure after an
 /// SSE stream began becomes a final `error` event.
-fn relay(body: hyper::body::Incoming, session: Arc<Session>, sse: bool, guard: InFlight) -> BodyStream {
+fn relay(
+    body: hyper::body::Incoming,
+    session: Arc<Session>,
+    sse: bool,
+    guard: InFlight,
+) -> BodyStream {
     struct St {
         body: hyper::body::Incoming,
         session: Arc<Session>,
@@ -745,7 +879,13 @@ fn relay(body: hyper::body::Incoming, session: Arc<Session>, sse: bool, guard: I
         done: bool,
         _guard: InFlight,
     }
-    let st = St { body, session, sse, done: false, _guard: guard };
+    let st = St {
+        body,
+        session,
+        sse,
+        done: false,
+        _guard: guard,
+    };
     futures::stream::unfold(st, |mut st| async move {
         if st.done {
             return None;

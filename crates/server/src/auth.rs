@@ -33,10 +33,15 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     // A query that is not UTF-8 once decoded cannot be canonicalized the way the client signed
     // it; refuse it as bad input rather than as a bad signature.
     if let Some(q) = parts.uri.query()
-        && percent_encoding::percent_decode_str(q).decode_utf8().is_err()
+        && percent_encoding::percent_decode_str(q)
+            .decode_utf8()
+            .is_err()
     {
-        return WireError(ApiError::field("query", "the query string is not valid UTF-8 once percent-decoded"))
-            .into_response();
+        return WireError(ApiError::field(
+            "query",
+            "the query string is not valid UTF-8 once percent-decoded",
+        ))
+        .into_response();
     }
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
@@ -94,11 +99,16 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     // The scope must name this server's region and one of the services it speaks, as AWS
     // insists; otherwise a signature for another endpoint would be accepted here.
     let region = &state.control.partition().region;
-    if verified.service != berth_auth::S3_SERVICE && verified.service != berth_auth::AGENTCORE_SERVICE {
+    if verified.service != berth_auth::S3_SERVICE
+        && verified.service != berth_auth::AGENTCORE_SERVICE
+    {
         return WireError(ApiError::custom(
             "InvalidSignatureException",
             403,
-            format!("Credential should be scoped to correct service: '{}'.", berth_auth::AGENTCORE_SERVICE),
+            format!(
+                "Credential should be scoped to correct service: '{}'.",
+                berth_auth::AGENTCORE_SERVICE
+            ),
         ))
         .into_response();
     }
@@ -112,7 +122,8 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     }
     let s3 = verified.service == berth_auth::S3_SERVICE;
     if let berth_auth::Scope::Runtime { runtime_id } = &verified.principal.scope
-        && let Err(why) = runtime_scope_allows(&state, runtime_id, s3, &parts.method, parts.uri.path()).await
+        && let Err(why) =
+            runtime_scope_allows(&state, runtime_id, s3, &parts.method, parts.uri.path()).await
     {
         info!(%runtime_id, path = %parts.uri.path(), "runtime credentials refused");
         if s3 {
@@ -158,11 +169,14 @@ async fn runtime_scope_allows(
                 refused()
             }
         }
-        ["memories", memory_id, rest @ ..]
-        | ["berth", "v1", "memories", memory_id, rest @ ..]
+        ["memories", memory_id, rest @ ..] | ["berth", "v1", "memories", memory_id, rest @ ..]
             if !rest.is_empty() && !matches!(rest, ["details"] | ["update"] | ["delete"]) =>
         {
-            if runtime_memories(state, runtime_id).await.iter().any(|m| m == memory_id) {
+            if runtime_memories(state, runtime_id)
+                .await
+                .iter()
+                .any(|m| m == memory_id)
+            {
                 Ok(())
             } else {
                 refused()
@@ -185,6 +199,10 @@ async fn runtime_memories(state: &AppState, runtime_id: &str) -> Vec<String> {
     v.spec
         .get("environmentVariables")
         .and_then(|e| e.as_object())
-        .map(|m| m.values().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .map(|m| {
+            m.values()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }

@@ -2,6 +2,7 @@
 
 use crate::AppState;
 use crate::error::{RequestId, WireError};
+use crate::metrics::{self, Observed};
 use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::RawPathParamsRejection;
@@ -9,14 +10,14 @@ use axum::extract::{RawPathParams, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use berth_api::{ApiError, ErrorKind};
-use crate::metrics::{self, Observed};
 use berth_auth::Verified;
 use berth_control::RouteRequest;
 use berth_runtime::session::{Error as SessionError, Target};
 use percent_encoding::percent_decode_str;
 
 /// The session header of the AgentCore contract.
-pub const SESSION_HEADER: HeaderName = HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id");
+pub const SESSION_HEADER: HeaderName =
+    HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id");
 const USER_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-user-id";
 
 /// The path and query of a data-plane call, decoded.
@@ -25,12 +26,29 @@ struct Call {
     qualifier: Option<String>,
 }
 
-fn parse_call(state: &AppState, path: Result<RawPathParams, RawPathParamsRejection>, query: Option<&str>) -> Result<Call, ApiError> {
-    let path = path.map_err(|_| ApiError::field("agentRuntimeArn", "the runtime in the path is not valid UTF-8"))?;
-    let raw = path.iter().next().map(|(_, v)| v.to_owned()).unwrap_or_default();
+fn parse_call(
+    state: &AppState,
+    path: Result<RawPathParams, RawPathParamsRejection>,
+    query: Option<&str>,
+) -> Result<Call, ApiError> {
+    let path = path.map_err(|_| {
+        ApiError::field(
+            "agentRuntimeArn",
+            "the runtime in the path is not valid UTF-8",
+        )
+    })?;
+    let raw = path
+        .iter()
+        .next()
+        .map(|(_, v)| v.to_owned())
+        .unwrap_or_default();
     let mut qualifier = None;
     let mut account = None;
-    for pair in query.unwrap_or_default().split('&').filter(|s| !s.is_empty()) {
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|s| !s.is_empty())
+    {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = percent_decode_str(v).decode_utf8_lossy().into_owned();
         match k {
@@ -43,8 +61,12 @@ fn parse_call(state: &AppState, path: Result<RawPathParams, RawPathParamsRejecti
     let runtime_id = if raw.starts_with("arn:") {
         match berth_types::ResourceArn::parse(&raw, p) {
             Ok(berth_types::ResourceArn::Runtime { runtime_id }) => runtime_id,
-            Ok(_) | Err(berth_types::ArnError::Malformed | berth_types::ArnError::UnsupportedResource) => {
-                return Err(ApiError::field("agentRuntimeArn", format!("{raw} is not an agent runtime ARN")));
+            Ok(_)
+            | Err(berth_types::ArnError::Malformed | berth_types::ArnError::UnsupportedResource) => {
+                return Err(ApiError::field(
+                    "agentRuntimeArn",
+                    format!("{raw} is not an agent runtime ARN"),
+                ));
             }
             Err(berth_types::ArnError::ForeignPartition) => {
                 return Err(ApiError::not_found(format!("no agent runtime {raw}")));
@@ -54,18 +76,28 @@ fn parse_call(state: &AppState, path: Result<RawPathParams, RawPathParamsRejecti
         if let Some(a) = &account
             && a != &p.account_id
         {
-            return Err(ApiError::not_found(format!("no agent runtime {raw} in account {a}")));
+            return Err(ApiError::not_found(format!(
+                "no agent runtime {raw} in account {a}"
+            )));
         }
         raw
     };
     if runtime_id.is_empty() || runtime_id.len() > 110 {
-        return Err(ApiError::field("agentRuntimeArn", "the runtime id is empty or too long"));
+        return Err(ApiError::field(
+            "agentRuntimeArn",
+            "the runtime id is empty or too long",
+        ));
     }
-    Ok(Call { runtime_id, qualifier })
+    Ok(Call {
+        runtime_id,
+        qualifier,
+    })
 }
 
 fn session_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get(&SESSION_HEADER) else { return Ok(None) };
+    let Some(v) = headers.get(&SESSION_HEADER) else {
+        return Ok(None);
+    };
     let s = v
         .to_str()
         .map_err(|_| ApiError::field("runtimeSessionId", "the session id must be ASCII"))?;
@@ -73,7 +105,9 @@ fn session_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     if !(33..=256).contains(&n) {
         return Err(ApiError::field(
             "runtimeSessionId",
-            format!("Value at 'runtimeSessionId' failed to satisfy constraint: Member must have length between 33 and 256, got {n}"),
+            format!(
+                "Value at 'runtimeSessionId' failed to satisfy constraint: Member must have length between 33 and 256, got {n}"
+            ),
         ));
     }
     Ok(Some(s.to_owned()))
@@ -97,27 +131,53 @@ pub async fn invoke(
     body: Bytes,
 ) -> Result<Response, WireError> {
     let call = parse_call(&s, path, q.as_deref())?;
-    let sid = session_id(&headers)?.unwrap_or_else(|| format!("berth-{}", berth_types::new_request_id()));
+    let sid =
+        session_id(&headers)?.unwrap_or_else(|| format!("berth-{}", berth_types::new_request_id()));
     let session = match s.sessions.existing(&call.runtime_id, &sid) {
         Some(session) => session,
         None => {
             let user = headers.get(USER_HEADER).and_then(|v| v.to_str().ok());
             let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-            let actor = verified.as_ref().map(|v| v.principal.access_key_id.as_str());
-            let req = RouteRequest { session_id: &sid, user_id: user, actor, header: &lookup };
-            let r = s.control.route(&call.runtime_id, call.qualifier.as_deref(), &req).await?.resolved;
-            let target = Target { runtime: r.runtime, version: r.version, endpoint: r.endpoint };
+            let actor = verified
+                .as_ref()
+                .map(|v| v.principal.access_key_id.as_str());
+            let req = RouteRequest {
+                session_id: &sid,
+                user_id: user,
+                actor,
+                header: &lookup,
+            };
+            let r = s
+                .control
+                .route(&call.runtime_id, call.qualifier.as_deref(), &req)
+                .await?
+                .resolved;
+            let target = Target {
+                runtime: r.runtime,
+                version: r.version,
+                endpoint: r.endpoint,
+            };
             let opening = std::time::Instant::now();
             match s.sessions.open(&target, &sid, user).await {
                 Ok(session) => session,
                 Err(e) => {
-                    metrics::open_failed(&s.control, &call.runtime_id, &target.endpoint, target.version.version, opening, &e);
+                    metrics::open_failed(
+                        &s.control,
+                        &call.runtime_id,
+                        &target.endpoint,
+                        target.version.version,
+                        opening,
+                        &e,
+                    );
                     return Err(session_error(e).into());
                 }
             }
         }
     };
-    let endpoint = call.qualifier.as_deref().unwrap_or(berth_types::records::DEFAULT_ENDPOINT);
+    let endpoint = call
+        .qualifier
+        .as_deref()
+        .unwrap_or(berth_types::records::DEFAULT_ENDPOINT);
     let observed = Observed::start(&s.control, &call.runtime_id, endpoint, session.version());
     let resp = match session.invoke(&headers, &rid.0, body).await {
         Ok(r) => r,
@@ -135,7 +195,10 @@ pub async fn invoke(
         let detail = error_body(stream).await;
         return Err(ApiError::new(
             ErrorKind::RuntimeClient,
-            format!("Received error ({}) from runtime: {detail}", status.as_u16()),
+            format!(
+                "Received error ({}) from runtime: {detail}",
+                status.as_u16()
+            ),
         )
         .into());
     }
@@ -157,10 +220,20 @@ pub async fn stop_session(
     let Some(sid) = session_id(&headers)? else {
         return Err(ApiError::field("runtimeSessionId", "Value null at 'runtimeSessionId' failed to satisfy constraint: Member must not be null").into());
     };
-    if s.control.store().runtime(&call.runtime_id).await.ok().flatten().is_none() {
+    if s.control
+        .store()
+        .runtime(&call.runtime_id)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
         return Err(ApiError::not_found(format!("no agent runtime {}", call.runtime_id)).into());
     }
-    s.sessions.stop(&call.runtime_id, &sid).await.map_err(session_error)?;
+    s.sessions
+        .stop(&call.runtime_id, &sid)
+        .await
+        .map_err(session_error)?;
     let mut out = axum::Json(serde_json::json!({})).into_response();
     if let Ok(v) = HeaderValue::from_str(&sid) {
         out.headers_mut().insert(SESSION_HEADER, v);
@@ -173,7 +246,10 @@ pub fn routes() -> axum::Router<AppState> {
     use axum::routing::post;
     axum::Router::new()
         .route("/runtimes/{agentRuntimeId}/invocations", post(invoke))
-        .route("/runtimes/{agentRuntimeId}/stopruntimesession", post(stop_session))
+        .route(
+            "/runtimes/{agentRuntimeId}/stopruntimesession",
+            post(stop_session),
+        )
 }
 
 /// The first few KiB of a failed agent answer, as text for an error message.

@@ -25,12 +25,17 @@ async fn list_sessions(State(s): State<AppState>, Query(q): Query<SessionsQuery>
 }
 
 /// `DELETE /berth/v1/runtimes/{id}/sessions/{session}`: stop a session now.
-async fn stop_session(State(s): State<AppState>, Path((runtime, session)): Path<(String, String)>) -> Result<Response, WireError> {
-    s.sessions
-        .stop(&runtime, &session)
-        .await
-        .map_err(|_| ApiError::not_found(format!("no live session {session} of runtime {runtime}")))?;
-    Ok(axum::Json(json!({ "runtimeId": runtime, "sessionId": session, "status": "STOPPED" })).into_response())
+async fn stop_session(
+    State(s): State<AppState>,
+    Path((runtime, session)): Path<(String, String)>,
+) -> Result<Response, WireError> {
+    s.sessions.stop(&runtime, &session).await.map_err(|_| {
+        ApiError::not_found(format!("no live session {session} of runtime {runtime}"))
+    })?;
+    Ok(
+        axum::Json(json!({ "runtimeId": runtime, "sessionId": session, "status": "STOPPED" }))
+            .into_response(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -42,7 +47,11 @@ struct LogsQuery {
 
 /// `GET /berth/v1/runtimes/{id}/logs?session=S[&follow=true]`: an agent's stdout and stderr,
 /// followed as it grows while the session lives. Without `session`, lists the sessions with logs.
-async fn logs(State(s): State<AppState>, Path(runtime): Path<String>, Query(q): Query<LogsQuery>) -> Result<Response, WireError> {
+async fn logs(
+    State(s): State<AppState>,
+    Path(runtime): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, WireError> {
     let Some(session) = q.session else {
         let mut names: Vec<String> = Vec::new();
         for info in s.sessions.list(Some(&runtime)) {
@@ -59,13 +68,16 @@ async fn logs(State(s): State<AppState>, Path(runtime): Path<String>, Query(q): 
         }
         return Ok(axum::Json(json!({ "sessions": names })).into_response());
     };
-    let path = s
-        .sessions
-        .log_path(&runtime, &session)
-        .ok_or_else(|| ApiError::not_found(format!("no logs for session {session} of runtime {runtime}")))?;
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| ApiError::not_found(format!("no logs for session {session} of runtime {runtime}")))?;
+    let path = s.sessions.log_path(&runtime, &session).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no logs for session {session} of runtime {runtime}"
+        ))
+    })?;
+    let file = tokio::fs::File::open(&path).await.map_err(|_| {
+        ApiError::not_found(format!(
+            "no logs for session {session} of runtime {runtime}"
+        ))
+    })?;
     let sessions = s.sessions.clone();
     let follow = q.follow;
     // Read what is there; when following, poll for growth until the session ends.
@@ -91,7 +103,10 @@ async fn logs(State(s): State<AppState>, Path(runtime): Path<String>, Query(q): 
                     Ok(n) => {
                         pos += n as u64;
                         buf.truncate(n);
-                        return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), (file, pos, false)));
+                        return Some((
+                            Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
+                            (file, pos, false),
+                        ));
                     }
                     Err(e) => return Some((Err(e), (file, pos, true))),
                 }
@@ -109,6 +124,9 @@ async fn logs(State(s): State<AppState>, Path(runtime): Path<String>, Query(q): 
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/berth/v1/sessions", get(list_sessions))
-        .route("/berth/v1/runtimes/{runtime}/sessions/{session}", delete(stop_session))
+        .route(
+            "/berth/v1/runtimes/{runtime}/sessions/{session}",
+            delete(stop_session),
+        )
         .route("/berth/v1/runtimes/{runtime}/logs", get(logs))
 }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 pub use sqlite::SqliteStore;
 pub use traffic::{
-    AssignmentRow, AuditRecord, AuditRow, ChainCheck, DrainRow, GENESIS_HASH, HealthRow,
-    PolicyRow, RolloutRow, audit_hash, canonical_json,
+    AssignmentRow, AuditRecord, AuditRow, ChainCheck, DrainRow, GENESIS_HASH, HealthRow, PolicyRow,
+    RolloutRow, audit_hash, canonical_json,
 };
 
 /// Store errors. Conflicts are expected outcomes the domain maps to AgentCore exceptions.

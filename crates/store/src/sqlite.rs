@@ -9,8 +9,8 @@ use crate::{
     RolloutRow, RuntimeCursor, Write,
 };
 use async_trait::async_trait;
-use berth_types::{EpochMillis, Status};
 use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
+use berth_types::{EpochMillis, Status};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };

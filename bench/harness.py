@@ -553,6 +553,7 @@ class Results:
     misses: list[str] = field(default_factory=list)
     profiles: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    b2_errors: list[str] = field(default_factory=list)
 
     def add(self, fig: Figure) -> None:
         if self.plan.smoke:
@@ -746,20 +747,25 @@ class Bench:
         p = self.plan
         steps: list[tuple[float, bool, float]] = []
 
+        def note(rate: float, ok: bool, rep: dict) -> None:
+            steps.append((rate, ok, ms(rep["latency"]["p99"])))
+            if rep["errors"]:
+                self.results.b2_errors.append(f"{path} at {rate:.0f}/s: {rep['errors']} errors, e.g. {rep['error_samples'][:1]}")
+
         def trial(rate: float) -> bool:
             ok, rep = self.b2_passes(path, rate)
             if not ok:
                 # One noisy step (another process waking up on a shared machine) must not end the
                 # search: a rate fails only if it fails twice in a row.
-                steps.append((rate, ok, ms(rep["latency"]["p99"])))
+                note(rate, ok, rep)
                 ok, rep = self.b2_passes(path, rate)
-            steps.append((rate, ok, ms(rep["latency"]["p99"])))
+            note(rate, ok, rep)
             return ok
 
         if p.smoke:
             # The smoke run only exercises the path: one step, no search.
             ok, rep = self.b2_passes(path, p.b2_start_rate)
-            steps.append((p.b2_start_rate, ok, ms(rep["latency"]["p99"])))
+            note(p.b2_start_rate, ok, rep)
             return (p.b2_start_rate if ok else 0.0), steps
 
         lo, hi = 0.0, None
@@ -819,7 +825,7 @@ class Bench:
             "",
             f"Open-loop steps of {p.b2_step_seconds} s (64 connections, 1 KB each way): double the rate until p99 (from"
             f" intended start) exceeds {B2_P99_LIMIT_MS:.0f} ms or any request fails or takes over 1 s (a failing step is"
-            " tried once more, so one noisy step does not end the search), then {p.b2_bisections} bisection steps. Later rounds start from the previous round's"
+            f" tried once more, so one noisy step does not end the search), then {p.b2_bisections} bisection steps. Later rounds start from the previous round's"
             " result. Median of the rounds. The load generator, the proxy and the agent share the same"
             f" {os.cpu_count()} CPUs, so `direct` is also the ceiling of the measuring setup.",
             "",
@@ -846,6 +852,9 @@ class Bench:
             for i, steps in enumerate(trace[x]):
                 s = ", ".join(f"{rate:.0f}:{'ok' if ok else 'FAIL'}({fmt(p99, 2)})" for rate, ok, p99 in steps)
                 lines.append(f"- {x} round {i + 1}: {s}")
+        if self.results.b2_errors:
+            lines += ["", "Steps that failed with errors (not only a slow p99):", ""]
+            lines += [f"- {e}" for e in self.results.b2_errors[:12]]
         lines += ["", "</details>"]
         self.results.sections.append("\n".join(lines))
 
@@ -1414,7 +1423,7 @@ def main() -> int:
     ap.add_argument("--isolation", choices=["namespaces", "process"], help="passed to berth serve")
     ap.add_argument("--output", type=Path, default=None, help="where to write the report (default bench/RESULTS.md; smoke: bench/.work/RESULTS-smoke.md)")
     ap.add_argument("--bin-dir", type=Path, default=REPO / "target" / "release", help="where berth, berth-fast-agent and berth-bench are")
-    ap.add_argument("--wait-quiet", type=float, default=300, metavar="SECONDS",
+    ap.add_argument("--wait-quiet", type=float, default=120, metavar="SECONDS",
                     help="full run: wait up to this long for the 1-minute load average to drop below half the CPUs (0: don't)")
     ap.add_argument("--keep-work", action="store_true", help="keep the scratch directory (logs, data dirs)")
     args = ap.parse_args()

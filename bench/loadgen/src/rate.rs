@@ -244,10 +244,14 @@ fn load_thread(
     plan: ThreadPlan,
     shared: Arc<Shared>,
 ) -> anyhow::Result<WorkerResult> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a load thread's runtime")?;
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            // The other threads wait for this one at the barrier: reach it before failing.
+            shared.connected.wait();
+            return Err(e).context("starting a load thread's runtime");
+        }
+    };
     rt.block_on(async move {
         let (tx, rx) = mpsc::unbounded_channel::<Slot>();
         let rx = Arc::new(Mutex::new(rx));

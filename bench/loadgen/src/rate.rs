@@ -244,7 +244,10 @@ fn load_thread(
     plan: ThreadPlan,
     shared: Arc<Shared>,
 ) -> anyhow::Result<WorkerResult> {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             // The other threads wait for this one at the barrier: reach it before failing.

@@ -353,6 +353,10 @@ error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    # nginx closes a client connection after 1000 requests by default, and an upstream one too;
+    # Berth never does. Raised so both proxies keep their connections alike.
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
@@ -361,6 +365,8 @@ http {{
     upstream agent {{
         server 127.0.0.1:{agent_port};
         keepalive 128;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
     }}
     server {{
         listen 127.0.0.1:{port};

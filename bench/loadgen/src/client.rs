@@ -177,7 +177,17 @@ pub fn credentials_from_env() -> anyhow::Result<Credentials> {
 
 /// One kept-alive HTTP/1.1 connection.
 pub struct Connection {
+    addr: SocketAddr,
     sender: SendRequest<Full<Bytes>>,
+}
+
+/// Why a request did not get an answer.
+enum SendFailure {
+    /// The connection was closed (a server may end an idle or much-used keep-alive connection at
+    /// any time) before the request went out: safe to send again on a new connection.
+    Unsent(Request<Full<Bytes>>, anyhow::Error),
+    /// Failed after it was sent, or for another reason.
+    Failed(anyhow::Error),
 }
 
 impl Connection {
@@ -194,19 +204,50 @@ impl Connection {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Self { sender })
+        Ok(Self { addr, sender })
     }
 
-    /// Sends a request; the response body is left to the caller.
+    /// Sends a request; the response body is left to the caller. A request the server's closing
+    /// of the connection kept from going out is sent again, once, on a new connection (as HTTP
+    /// clients do); the reconnection is part of that request's time.
     pub async fn send(
         &mut self,
         request: Request<Full<Bytes>>,
     ) -> anyhow::Result<http::Response<Incoming>> {
-        self.sender.ready().await.context("connection not ready")?;
-        self.sender
-            .send_request(request)
-            .await
-            .context("sending the request")
+        let request = match self.try_send(request).await {
+            Ok(response) => return Ok(response),
+            Err(SendFailure::Failed(e)) => return Err(e),
+            Err(SendFailure::Unsent(request, _)) => request,
+        };
+        *self = Connection::open(self.addr).await?;
+        match self.try_send(request).await {
+            Ok(response) => Ok(response),
+            Err(SendFailure::Unsent(_, e) | SendFailure::Failed(e)) => Err(e),
+        }
+    }
+
+    async fn try_send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<http::Response<Incoming>, SendFailure> {
+        if let Err(e) = self.sender.ready().await {
+            return Err(SendFailure::Unsent(
+                request,
+                anyhow::Error::new(e).context("connection closed"),
+            ));
+        }
+        match self.sender.try_send_request(request).await {
+            Ok(response) => Ok(response),
+            Err(mut e) => match e.take_message() {
+                Some(request) => Err(SendFailure::Unsent(
+                    request,
+                    anyhow::Error::new(e.into_error()).context("connection closed"),
+                )),
+                None => Err(SendFailure::Failed(
+                    anyhow::Error::new(e.into_error()).context("sending the request"),
+                )),
+            },
+        }
     }
 }
 

@@ -199,3 +199,55 @@ async fn presign_prints_signed_headers() {
     );
     assert_eq!(r["body"].as_str().expect("body").len(), 100);
 }
+
+/// A server that answers one request per connection and then closes it, as a server may at any
+/// time between requests (nginx does after `keepalive_requests`).
+async fn one_request_per_connection() -> String {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!(
+        "http://{}/invocations",
+        listener.local_addr().expect("addr")
+    );
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"{}")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_between_requests_is_not_an_error() {
+    let url = one_request_per_connection().await;
+    let r = bench(args(&[
+        "rate",
+        "--url",
+        &url,
+        "--rate",
+        "100",
+        "--duration",
+        "0.1",
+        "--warmup",
+        "0",
+        "--connections",
+        "1",
+        "--threads",
+        "1",
+    ]))
+    .await;
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["ok"], 10);
+}

@@ -940,7 +940,7 @@ class Bench:
             "",
             f"{p.b3_streams} streams per path and round, one after another on a kept-alive connection; each stream is 3"
             " events of 64 bytes, 10 ms apart. Time to first byte from sending the request; an event is *merged* when it"
-            " arrived in the same read as the previous one or less than 5 ms after it. Medians of round values, ms.",
+            " arrived in the same read as the previous one or less than 1 ms (a tenth of the interval) after it. Medians of round values, ms.",
             "",
             "| path | TTFB p50 | TTFB p99 | added p50 | added p99 | events | merged |",
             "|---|---|---|---|---|---|---|",

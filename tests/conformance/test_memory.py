@@ -443,14 +443,47 @@ def test_retrieval_is_hybrid_and_scoped(data, memory):
     assert len(hits) <= 3
     # Another actor's namespace is never returned.
     assert other[0] not in [h["memoryRecordId"] for h in hits]
-    wide = retrieve("peanuts", namespace=None, namespacePath="/actors/") if False else data.retrieve_memory_records(
+    wide = data.retrieve_memory_records(
         memoryId=mid, namespacePath="/actors/", searchCriteria={"searchQuery": "peanut allergy", "topK": 10}
     )["memoryRecordSummaries"]
     assert {ids[0], other[0]} <= {h["memoryRecordId"] for h in wide}
     # Strategy filter.
-    assert retrieve("peanuts", ) and data.retrieve_memory_records(
+    assert data.retrieve_memory_records(
         memoryId=mid, namespace="/actors/bob/", searchCriteria={"searchQuery": "peanuts", "memoryStrategyId": "nonexistent"}
     )["memoryRecordSummaries"] == []
+
+
+def test_retrieve_pages_through_the_ranked_top_k(data, memory):
+    mid = memory["id"]
+    create_records(data, mid, "/actors/dora/", FACTS)
+    criteria = {"searchQuery": "what does the user like", "topK": 5}
+    whole = data.retrieve_memory_records(memoryId=mid, namespace="/actors/dora/", searchCriteria=criteria)
+    assert len(whole["memoryRecordSummaries"]) == 5 and "nextToken" not in whole
+    pages, token = [], None
+    while True:
+        kw = {"nextToken": token} if token else {}
+        resp = data.retrieve_memory_records(memoryId=mid, namespace="/actors/dora/", searchCriteria=criteria, maxResults=2, **kw)
+        pages.append([r["memoryRecordId"] for r in resp["memoryRecordSummaries"]])
+        token = resp.get("nextToken")
+        if not token:
+            break
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert [i for p in pages for i in p] == [r["memoryRecordId"] for r in whole["memoryRecordSummaries"]]
+    paginated = data.get_paginator("retrieve_memory_records").paginate(
+        memoryId=mid, namespace="/actors/dora/", searchCriteria=criteria, PaginationConfig={"PageSize": 2}
+    )
+    assert [r["memoryRecordId"] for p in paginated for r in p["memoryRecordSummaries"]] == [i for p in pages for i in p]
+    # A token only continues the search it came from.
+    first = data.retrieve_memory_records(memoryId=mid, namespace="/actors/dora/", searchCriteria=criteria, maxResults=2)
+    expect_error(
+        data.retrieve_memory_records, "ValidationException", 400,
+        memoryId=mid, namespace="/actors/dora/", searchCriteria={"searchQuery": "something else", "topK": 5},
+        nextToken=first["nextToken"],
+    )
+    expect_error(
+        data.retrieve_memory_records, "ValidationException", 400,
+        memoryId=mid, namespace="/actors/dora/", searchCriteria=criteria, nextToken="not-a-token",
+    )
 
 
 def test_retrieve_requires_a_namespace(data, memory):

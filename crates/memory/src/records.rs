@@ -9,7 +9,7 @@ use crate::Memory;
 use crate::index::Filter;
 use crate::wire::{
     internal, invalid, max_results, memory_id_of, parse_ts, req_str, service_error, str_of, token,
-    untoken_pair,
+    untoken, untoken_pair,
 };
 use berth_api::ApiError;
 use berth_store::memory::{EmbeddingRow, RecordRow, RecordScope};
@@ -24,6 +24,8 @@ const RRF_K: f64 = 60.0;
 /// Candidates taken from each ranking before fusion, per requested result.
 const CANDIDATES_PER_RESULT: usize = 5;
 const MIN_CANDIDATES: usize = 50;
+/// `RetrieveMemoryRecords` page size when `maxResults` is absent (the API's documented default).
+const RETRIEVE_PAGE: u32 = 20;
 /// Strategy id given to records created without one.
 pub(crate) const EXTERNAL_STRATEGY: &str = "external";
 const DAY_MS: i64 = 86_400_000;
@@ -510,7 +512,33 @@ impl Memory {
             .take(top_k)
             .map(|(r, s)| record_body(&r, Some((s / best).min(1.0))))
             .collect();
-        Ok(json!({"memoryRecordSummaries": summaries}))
+        // Pages are windows of the ranked top K; the token names the offset and the search it
+        // belongs to, so it cannot be replayed against another query.
+        let fingerprint = search_fingerprint(&input);
+        let offset = match str_of(&input, "nextToken") {
+            Some(t) => {
+                let parts = untoken(t, 2)?;
+                if parts[1] != fingerprint {
+                    return Err(ApiError::field(
+                        "nextToken",
+                        "the pagination token belongs to another search",
+                    ));
+                }
+                parts[0].parse::<usize>().map_err(|_| {
+                    ApiError::field("nextToken", "the pagination token is invalid or expired")
+                })?
+            }
+            None => 0,
+        };
+        let page = max_results(&input, RETRIEVE_PAGE) as usize;
+        let end = (offset + page).min(summaries.len());
+        let mut body = json!({
+            "memoryRecordSummaries": summaries.get(offset..end).unwrap_or_default(),
+        });
+        if end < summaries.len() {
+            body["nextToken"] = token(&[&end.to_string(), &fingerprint]).into();
+        }
+        Ok(body)
     }
 
     /// Record ids in scope ranked by fused keyword and vector relevance, best first, with their
@@ -588,6 +616,17 @@ impl Memory {
             service_error()
         })
     }
+}
+
+/// What identifies one search across its pages: scope and criteria, hashed (stable across
+/// processes: `DefaultHasher::new` has fixed keys).
+fn search_fingerprint(input: &Value) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for k in ["memoryId", "namespace", "namespacePath", "searchCriteria"] {
+        input.get(k).map(Value::to_string).hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
 }
 
 #[cfg(test)]

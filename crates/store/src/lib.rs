@@ -280,4 +280,27 @@ pub async fn open(url: &str) -> Result<Arc<dyn ControlStore>, Error> {
     }
     Err(Error::UnsupportedUrl(url.to_owned()))
 }
+
+/// Every store over one database, sharing its connection pools: SQLite allows one writer per
+/// file, so two pools on one file would queue on its lock instead of on the pool.
+#[derive(Clone)]
+pub struct Stores {
+    /// Runtimes, versions, endpoints, traffic, audit.
+    pub control: Arc<dyn ControlStore>,
+    /// Memories, events, records, extraction jobs.
+    pub memory: Arc<dyn memory::MemoryStore>,
+}
+
+/// Opens the database a URL names once, for every store (see [`open`]).
+pub async fn open_all(url: &str) -> Result<Stores, Error> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let s = Arc::new(SqliteStore::open(std::path::Path::new(path)).await?);
+        return Ok(Stores {
+            control: s.clone(),
+            memory: s,
+        });
+    }
+    Err(Error::UnsupportedUrl(url.to_owned()))
+}
+
 pub mod memory;

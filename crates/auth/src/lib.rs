@@ -1,5 +1,5 @@
 //! AWS Signature Version 4 for Berth: verification of incoming requests (server side) and
-//! signing of outgoing ones (for the `berth` CLI).
+//! signing of outgoing ones (for the `berth` CLI, and for calls to AWS such as Bedrock).
 //!
 //! Berth answers boto3's `bedrock-agentcore-control` and `bedrock-agentcore` clients (both sign
 //! with the service name `bedrock-agentcore`) and an S3-compatible artifact store (service `s3`)
@@ -31,7 +31,7 @@ pub use credentials::{ACCESS_KEY_ID_PREFIX, Credentials, KeyLookup, Principal, S
 pub use error::Error;
 pub use keyring::{KeyRing, RUNTIME_KEY_PREFIX};
 pub use parse::{AuthHeader, parse_authorization};
-pub use sign::sign;
+pub use sign::{sign, sign_with_session_token};
 pub use verify::{MAX_CLOCK_SKEW, Payload, Verified, verify};
 
 /// The credential-scope service of the S3-compatible artifact store. Requests scoped to it follow

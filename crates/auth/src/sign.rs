@@ -1,4 +1,4 @@
-//! Client-side signing, for the `berth` CLI.
+//! Client-side signing, for the `berth` CLI and for Berth's own calls to AWS (Bedrock).
 
 use std::time::SystemTime;
 
@@ -55,6 +55,21 @@ const SIGNING_HEADERS: [&str; 4] = [
 pub fn sign<B: AsRef<[u8]>>(
     req: &mut Request<B>,
     creds: &Credentials,
+    region: &str,
+    service: &str,
+    now: SystemTime,
+) -> Result<(), Error> {
+    sign_with_session_token(req, creds, None, region, service, now)
+}
+
+/// [`sign`] for temporary credentials: with a `session_token` (AWS STS credentials, such as
+/// `AWS_SESSION_TOKEN`), the request also carries it as `x-amz-security-token`, and that header
+/// is signed, as AWS requires. Used to call AWS services (Bedrock) with the operator's
+/// credentials.
+pub fn sign_with_session_token<B: AsRef<[u8]>>(
+    req: &mut Request<B>,
+    creds: &Credentials,
+    session_token: Option<&str>,
     region: &str,
     service: &str,
     now: SystemTime,
@@ -119,7 +134,7 @@ pub fn sign<B: AsRef<[u8]>>(
     let identity: Identity = aws_credential_types::Credentials::new(
         creds.access_key_id.clone(),
         creds.secret_access_key.clone(),
-        None,
+        session_token.map(str::to_owned),
         None,
         "berth-auth",
     )

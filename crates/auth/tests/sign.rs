@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use berth_auth::{
-    Credentials, Error, Payload, Principal, StaticKeys, parse_authorization, sign, verify,
+    Credentials, Error, Payload, Principal, StaticKeys, parse_authorization, sign,
+    sign_with_session_token, verify,
 };
 use http::{HeaderValue, Request, Uri};
 use serde::Deserialize;
@@ -70,8 +71,8 @@ fn sign_reproduces_botocore_signatures() {
             continue; // presigned
         };
         let content_sha = header(f, "x-amz-content-sha256");
-        if f.session_token.is_some() || content_sha.is_some_and(|v| v.starts_with("STREAMING-")) {
-            continue; // sign() has no session tokens and always signs the body
+        if content_sha.is_some_and(|v| v.starts_with("STREAMING-")) {
+            continue; // sign() always signs the body
         }
         // Rebuild the request botocore signed: only the headers it signed (others were added
         // after signing), minus the ones sign() adds itself.
@@ -91,7 +92,8 @@ fn sign_reproduces_botocore_signatures() {
         for (name, value) in &f.headers {
             let lower = name.to_ascii_lowercase();
             if signed.contains(&lower)
-                && !["x-amz-date", "x-amz-content-sha256"].contains(&lower.as_str())
+                && !["x-amz-date", "x-amz-content-sha256", "x-amz-security-token"]
+                    .contains(&lower.as_str())
             {
                 builder = builder.header(lower, value.as_str());
             }
@@ -105,7 +107,23 @@ fn sign_reproduces_botocore_signatures() {
             secret_access_key: f.secret_access_key.clone(),
         };
         let at = UNIX_EPOCH + Duration::from_secs(f.signed_at);
-        sign(&mut req, &creds, &f.region, &f.service, at).unwrap();
+        sign_with_session_token(
+            &mut req,
+            &creds,
+            f.session_token.as_deref(),
+            &f.region,
+            &f.service,
+            at,
+        )
+        .unwrap();
+        assert_eq!(
+            req.headers()
+                .get("x-amz-security-token")
+                .map(|v| v.to_str().unwrap()),
+            f.session_token.as_deref(),
+            "{}",
+            f.name
+        );
         assert_eq!(
             req.headers()["authorization"].to_str().unwrap(),
             authorization,
@@ -117,7 +135,8 @@ fn sign_reproduces_botocore_signatures() {
         }
         compared += 1;
     }
-    assert!(compared >= 8, "only {compared} fixtures compared");
+    // Including the two signed with session tokens.
+    assert!(compared >= 14, "only {compared} fixtures compared");
 }
 
 #[test]

@@ -5,6 +5,7 @@ use anyhow::{Context, bail};
 use berth_auth::{Credentials, KeyRing};
 use berth_types::Partition;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +79,52 @@ pub struct ServeArgs {
     /// text is always at the signed `/berth/v1/metrics`].
     #[arg(long, env = "BERTH_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Memory: directory of the in-process embedding model (MiniLM-L6-v2's `config.json`,
+    /// `tokenizer.json`, `model.safetensors`; `scripts/fetch-model.sh` fetches them), or `none` for
+    /// keyword-only retrieval [default: `.cache/models/all-minilm-l6-v2` under the data dir, the
+    /// working dir or the checkout, if there].
+    #[arg(long, env = "BERTH_EMBEDDING_MODEL", value_name = "DIR|none")]
+    pub embedding_model: Option<String>,
+    /// Memory: base URL of an OpenAI-compatible embeddings API (`POST {URL}/embeddings`) to use
+    /// instead of the in-process model, e.g. `https://api.openai.com/v1`.
+    #[arg(long, env = "BERTH_EMBEDDING_API_URL", value_name = "URL")]
+    pub embedding_api_url: Option<String>,
+    /// Memory: model name sent to the embeddings API (required with --embedding-api-url).
+    #[arg(long, env = "BERTH_EMBEDDING_API_MODEL", value_name = "NAME")]
+    pub embedding_api_model: Option<String>,
+    /// Memory: name of the environment variable holding the embeddings API key, sent as a bearer
+    /// token [default: the key itself in BERTH_EMBEDDING_API_KEY, if set].
+    #[arg(long, env = "BERTH_EMBEDDING_API_KEY_ENV", value_name = "VAR")]
+    pub embedding_api_key_env: Option<String>,
+    /// Memory: vector dimension of the embeddings API [default: learned from its first answer].
+    #[arg(long, env = "BERTH_EMBEDDING_API_DIMS", value_name = "N")]
+    pub embedding_api_dims: Option<usize>,
+    /// Memory: API of the extraction model: `openai` (chat completions), `anthropic` (Messages)
+    /// or `bedrock-converse` (Bedrock Runtime Converse, SigV4-signed with AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) [default: openai if --memory-model-url is set;
+    /// otherwise no model, and extraction jobs fail saying so].
+    #[arg(long, env = "BERTH_MEMORY_MODEL_PROVIDER", value_name = "PROVIDER")]
+    pub memory_model_provider: Option<String>,
+    /// Memory: base URL of the extraction model's API [default: the provider's public endpoint;
+    /// for bedrock-converse `https://bedrock-runtime.{region}.amazonaws.com`].
+    #[arg(long, env = "BERTH_MEMORY_MODEL_URL", value_name = "URL")]
+    pub memory_model_url: Option<String>,
+    /// Memory: extraction model name (Bedrock: model id, inference profile id or ARN).
+    #[arg(long, env = "BERTH_MEMORY_MODEL", value_name = "NAME")]
+    pub memory_model: Option<String>,
+    /// Memory: name of the environment variable holding the extraction model's API key
+    /// (OpenAI bearer token, Anthropic x-api-key, or a Bedrock API key used instead of SigV4)
+    /// [default: the key itself in BERTH_MEMORY_MODEL_API_KEY, if set].
+    #[arg(long, env = "BERTH_MEMORY_MODEL_API_KEY_ENV", value_name = "VAR")]
+    pub memory_model_api_key_env: Option<String>,
+    /// Memory: region bedrock-converse requests are signed for [default: AWS_REGION,
+    /// AWS_DEFAULT_REGION, then --region].
+    #[arg(long, env = "BERTH_MEMORY_MODEL_REGION", value_name = "REGION")]
+    pub memory_model_region: Option<String>,
+    /// Memory: milliseconds a session must be quiet before its new events are extracted
+    /// [default: 10000].
+    #[arg(long, env = "BERTH_MEMORY_EXTRACTION_DELAY_MS", value_name = "MS")]
+    pub memory_extraction_delay_ms: Option<u64>,
 }
 
 /// The config file: the same keys as the flags.
@@ -103,6 +150,17 @@ struct FileConfig {
     health_bucket_ms: Option<u64>,
     drain_seconds: Option<u64>,
     metrics_listen: Option<String>,
+    embedding_model: Option<String>,
+    embedding_api_url: Option<String>,
+    embedding_api_model: Option<String>,
+    embedding_api_key_env: Option<String>,
+    embedding_api_dims: Option<usize>,
+    memory_model_provider: Option<String>,
+    memory_model_url: Option<String>,
+    memory_model: Option<String>,
+    memory_model_api_key_env: Option<String>,
+    memory_model_region: Option<String>,
+    memory_extraction_delay_ms: Option<u64>,
 }
 
 /// Resolved configuration of a server.
@@ -134,6 +192,160 @@ pub struct Config {
     pub traffic: berth_control::Options,
     /// Unauthenticated Prometheus listener.
     pub metrics_listen: Option<String>,
+    /// Memory settings in `berth_memory::Options::configure`'s naming.
+    pub memory: MemorySettings,
+}
+
+/// The settings `berth_memory::Options::configure` reads: the process environment with the
+/// memory flags (or config file keys) laid over it. `Debug` shows the keys only: values include
+/// API keys and AWS secrets.
+pub struct MemorySettings(pub HashMap<String, String>);
+
+impl std::fmt::Debug for MemorySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut keys: Vec<&String> = self
+            .0
+            .keys()
+            .filter(|k| k.starts_with("BERTH_") || k.starts_with("AWS_"))
+            .collect();
+        keys.sort();
+        f.debug_tuple("MemorySettings").field(&keys).finish()
+    }
+}
+
+/// Memory settings and the `berth serve` flag that sets each (the API keys are set through the
+/// variable a flag names, see [`ServeArgs::memory_settings`]).
+const MEMORY_FLAGS: [(&str, &str); 9] = [
+    ("BERTH_EMBEDDING_MODEL", "--embedding-model"),
+    ("BERTH_EMBEDDING_API_URL", "--embedding-api-url"),
+    ("BERTH_EMBEDDING_API_MODEL", "--embedding-api-model"),
+    ("BERTH_EMBEDDING_API_DIMS", "--embedding-api-dims"),
+    ("BERTH_MEMORY_MODEL_PROVIDER", "--memory-model-provider"),
+    ("BERTH_MEMORY_MODEL_URL", "--memory-model-url"),
+    ("BERTH_MEMORY_MODEL", "--memory-model"),
+    ("BERTH_MEMORY_MODEL_REGION", "--memory-model-region"),
+    (
+        "BERTH_MEMORY_EXTRACTION_DELAY_MS",
+        "--memory-extraction-delay-ms",
+    ),
+];
+
+impl ServeArgs {
+    /// Lays the memory flags over `env`, and the config file's keys where neither a flag nor
+    /// `env` sets one (clap already reads each flag's `BERTH_*` variable into the flag): file <-
+    /// env <- flag.
+    fn memory_settings(
+        &self,
+        file: &FileConfig,
+        mut env: HashMap<String, String>,
+    ) -> anyhow::Result<MemorySettings> {
+        let text = |flag: &Option<String>, file: &Option<String>| (flag.clone(), file.clone());
+        let number = |flag: Option<u64>, file: Option<u64>| {
+            (flag.map(|n| n.to_string()), file.map(|n| n.to_string()))
+        };
+        let values = [
+            (
+                "BERTH_EMBEDDING_MODEL",
+                text(&self.embedding_model, &file.embedding_model),
+            ),
+            (
+                "BERTH_EMBEDDING_API_URL",
+                text(&self.embedding_api_url, &file.embedding_api_url),
+            ),
+            (
+                "BERTH_EMBEDDING_API_MODEL",
+                text(&self.embedding_api_model, &file.embedding_api_model),
+            ),
+            (
+                "BERTH_EMBEDDING_API_DIMS",
+                number(
+                    self.embedding_api_dims.map(|n| n as u64),
+                    file.embedding_api_dims.map(|n| n as u64),
+                ),
+            ),
+            (
+                "BERTH_MEMORY_MODEL_PROVIDER",
+                text(&self.memory_model_provider, &file.memory_model_provider),
+            ),
+            (
+                "BERTH_MEMORY_MODEL_URL",
+                text(&self.memory_model_url, &file.memory_model_url),
+            ),
+            (
+                "BERTH_MEMORY_MODEL",
+                text(&self.memory_model, &file.memory_model),
+            ),
+            (
+                "BERTH_MEMORY_MODEL_REGION",
+                text(&self.memory_model_region, &file.memory_model_region),
+            ),
+            (
+                "BERTH_MEMORY_EXTRACTION_DELAY_MS",
+                number(
+                    self.memory_extraction_delay_ms,
+                    file.memory_extraction_delay_ms,
+                ),
+            ),
+        ];
+        for (key, (flag, file)) in values {
+            let set_by_env = env.get(key).is_some_and(|v| !v.is_empty());
+            match (flag, file) {
+                (Some(v), _) => {
+                    env.insert(key.to_owned(), v);
+                }
+                (None, Some(v)) if !set_by_env => {
+                    env.insert(key.to_owned(), v);
+                }
+                _ => {}
+            }
+        }
+        // Keys never come from argv (visible in `ps`): the flags name the variable holding one.
+        let key_vars = [
+            (
+                "BERTH_EMBEDDING_API_KEY",
+                "--embedding-api-key-env (BERTH_EMBEDDING_API_KEY_ENV)",
+                self.embedding_api_key_env
+                    .clone()
+                    .or(file.embedding_api_key_env.clone()),
+            ),
+            (
+                "BERTH_MEMORY_MODEL_API_KEY",
+                "--memory-model-api-key-env (BERTH_MEMORY_MODEL_API_KEY_ENV)",
+                self.memory_model_api_key_env
+                    .clone()
+                    .or(file.memory_model_api_key_env.clone()),
+            ),
+        ];
+        for (key, flag, var) in key_vars {
+            let Some(var) = var else { continue };
+            let Some(secret) = env.get(&var).filter(|v| !v.is_empty()).cloned() else {
+                bail!("{flag}: environment variable {var:?} is not set or empty");
+            };
+            env.insert(key.to_owned(), secret);
+        }
+        Ok(MemorySettings(env))
+    }
+}
+
+/// `--flag (BERTH_KEY)` for a memory setting, or the key alone when no flag sets it
+/// (`AWS_ACCESS_KEY_ID`).
+fn memory_flag(key: &str) -> String {
+    match MEMORY_FLAGS.iter().find(|(k, _)| *k == key) {
+        Some((_, flag)) => format!("{flag} ({key})"),
+        None => key.to_owned(),
+    }
+}
+
+/// A memory configuration error as one line naming the flag at fault.
+fn memory_config_error(e: berth_memory::ConfigError) -> anyhow::Error {
+    match e {
+        berth_memory::ConfigError::Invalid { key, detail } => {
+            anyhow::anyhow!("{}: {detail}", memory_flag(key))
+        }
+        berth_memory::ConfigError::Embedder(e) => {
+            anyhow::anyhow!("{}: {e}", memory_flag("BERTH_EMBEDDING_MODEL"))
+        }
+    }
 }
 
 /// `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.
@@ -155,6 +367,7 @@ impl ServeArgs {
             }
             None => FileConfig::default(),
         };
+        let memory = self.memory_settings(&file, std::env::vars().collect())?;
         let data_dir = self
             .data_dir
             .or(file.data_dir)
@@ -263,6 +476,7 @@ impl ServeArgs {
             },
             traffic,
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            memory,
         })
     }
 }
@@ -354,15 +568,20 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
     let cfg = args.resolve()?;
+    // Before anything is opened or bound, so a bad memory setting fails the start at once.
+    let memory_opts =
+        berth_memory::Options::configure(cfg.partition.clone(), &cfg.data_dir, &cfg.memory.0)
+            .map_err(memory_config_error)?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("data_dir: cannot create {}", cfg.data_dir.display()))?;
     let _lock = lock_data_dir(&cfg.data_dir)?;
     let creds = root_credentials(&cfg.data_dir)?;
     let keys = Arc::new(KeyRing::new(&creds));
 
-    let store = berth_store::open(&cfg.store)
+    let stores = berth_store::open_all(&cfg.store)
         .await
         .with_context(|| format!("store: opening {}", cfg.store))?;
+    let store = stores.control.clone();
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -435,19 +654,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await
     .context("starting the control plane")?;
-    let memory = berth_memory::Memory::start(
-        berth_store::memory::open(&cfg.store)
-            .await
-            .with_context(|| format!("store: opening {}", cfg.store))?,
-        berth_memory::Options::configure(
-            cfg.partition.clone(),
-            &cfg.data_dir,
-            &std::env::vars().collect(),
-        )?,
-        shutdown.clone(),
-    )
-    .await
-    .context("starting memory")?;
+    let memory = berth_memory::Memory::start(stores.memory, memory_opts, shutdown.clone())
+        .await
+        .context("starting memory")?;
     let url = format!("http://{addr}");
     println!(
         "berth {} listening on {url} (data dir {})",
@@ -526,4 +735,99 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail by panicking
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn memory_flags_win_over_env_which_wins_over_the_file() {
+        let args = ServeArgs {
+            memory_model: Some("from-flag".into()),
+            memory_extraction_delay_ms: Some(250),
+            ..Default::default()
+        };
+        let file: FileConfig = toml::from_str(
+            "memory_model = \"from-file\"\nmemory_model_url = \"http://file/v1\"\n\
+             memory_model_provider = \"anthropic\"\nembedding_api_dims = 1536",
+        )
+        .unwrap();
+        let s = args
+            .memory_settings(
+                &file,
+                env(&[
+                    ("BERTH_MEMORY_MODEL", "from-env"),
+                    ("BERTH_MEMORY_MODEL_PROVIDER", "bedrock-converse"),
+                    ("AWS_REGION", "eu-west-1"),
+                ]),
+            )
+            .unwrap()
+            .0;
+        assert_eq!(s["BERTH_MEMORY_MODEL"], "from-flag");
+        assert_eq!(s["BERTH_MEMORY_MODEL_PROVIDER"], "bedrock-converse");
+        assert_eq!(s["BERTH_MEMORY_MODEL_URL"], "http://file/v1");
+        assert_eq!(s["BERTH_MEMORY_EXTRACTION_DELAY_MS"], "250");
+        assert_eq!(s["BERTH_EMBEDDING_API_DIMS"], "1536");
+        assert_eq!(s["AWS_REGION"], "eu-west-1");
+    }
+
+    #[test]
+    fn api_keys_come_from_the_named_variable() {
+        let args = ServeArgs {
+            memory_model_api_key_env: Some("MY_MODEL_KEY".into()),
+            embedding_api_key_env: Some("MY_EMBEDDING_KEY".into()),
+            ..Default::default()
+        };
+        let s = args
+            .memory_settings(
+                &FileConfig::default(),
+                env(&[
+                    ("MY_MODEL_KEY", "sk-model"),
+                    ("MY_EMBEDDING_KEY", "sk-emb"),
+                    ("BERTH_MEMORY_MODEL_API_KEY", "overridden"),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(s.0["BERTH_MEMORY_MODEL_API_KEY"], "sk-model");
+        assert_eq!(s.0["BERTH_EMBEDDING_API_KEY"], "sk-emb");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("sk-"), "{shown}");
+
+        let err = args
+            .memory_settings(&FileConfig::default(), env(&[("MY_MODEL_KEY", "sk")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "--embedding-api-key-env (BERTH_EMBEDDING_API_KEY_ENV): environment variable \
+             \"MY_EMBEDDING_KEY\" is not set or empty"
+        );
+    }
+
+    #[test]
+    fn memory_errors_name_the_flag() {
+        let e = memory_config_error(berth_memory::ConfigError::Invalid {
+            key: "BERTH_MEMORY_MODEL_PROVIDER",
+            detail: "\"x\" is not one of openai, anthropic, bedrock-converse".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "--memory-model-provider (BERTH_MEMORY_MODEL_PROVIDER): \"x\" is not one of openai, \
+             anthropic, bedrock-converse"
+        );
+        let e = memory_config_error(berth_memory::ConfigError::Invalid {
+            key: "AWS_ACCESS_KEY_ID",
+            detail: "missing".into(),
+        });
+        assert_eq!(e.to_string(), "AWS_ACCESS_KEY_ID: missing");
+    }
 }

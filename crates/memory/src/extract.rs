@@ -9,6 +9,7 @@
 
 use crate::Memory;
 use crate::events::{event_body, expiry_cutoff};
+use crate::provider::NO_PROVIDER;
 use crate::records::{new_record_id, record_body};
 use crate::resources::fill_template;
 use crate::wire::{internal, invalid, memory_id_of, req_str, str_of, token, untoken_pair};
@@ -26,97 +27,6 @@ const SUPERSEDE_SIMILARITY: f32 = 0.85;
 const MAX_EVENTS_PER_JOB: u32 = 100;
 /// Jobs run per round.
 const JOBS_PER_ROUND: u32 = 20;
-
-const NO_PROVIDER: &str = "no model provider is configured for memory extraction: start the \
-    server with BERTH_MEMORY_MODEL_URL (an OpenAI-compatible or Anthropic base URL), \
-    BERTH_MEMORY_MODEL (the model name), BERTH_MEMORY_MODEL_PROVIDER (openai or anthropic) and, \
-    if the provider needs one, BERTH_MEMORY_MODEL_API_KEY; then re-run the job with \
-    StartMemoryExtractionJob";
-
-/// The HTTP API a model provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    /// `POST {base}/chat/completions` (OpenAI, vLLM, Ollama, LiteLLM, ...).
-    OpenAiCompatible,
-    /// `POST {base}/v1/messages` (Anthropic Messages API).
-    Anthropic,
-}
-
-/// The model extraction calls.
-#[derive(Debug, Clone)]
-pub struct ModelProvider {
-    /// Its API.
-    pub kind: ProviderKind,
-    /// Base URL, e.g. `https://api.openai.com/v1` or `http://127.0.0.1:11434/v1`.
-    pub base_url: String,
-    /// Model name sent with each request.
-    pub model: String,
-    /// Bearer token / API key, if the provider needs one.
-    pub api_key: Option<String>,
-    /// Per-request timeout.
-    pub timeout: Duration,
-}
-
-impl ModelProvider {
-    /// Sends one system + user prompt and returns the model's text answer.
-    async fn complete(&self, system: &str, user: &str) -> Result<String, String> {
-        let client = reqwest::Client::builder()
-            .timeout(self.timeout)
-            .build()
-            .map_err(|e| format!("http client: {e}"))?;
-        let base = self.base_url.trim_end_matches('/');
-        let req = match self.kind {
-            ProviderKind::OpenAiCompatible => {
-                let mut r = client
-                    .post(format!("{base}/chat/completions"))
-                    .json(&json!({
-                        "model": self.model,
-                        "temperature": 0,
-                        "messages": [{"role": "system", "content": system},
-                                     {"role": "user", "content": user}],
-                    }));
-                if let Some(k) = &self.api_key {
-                    r = r.bearer_auth(k);
-                }
-                r
-            }
-            ProviderKind::Anthropic => {
-                let mut r = client
-                    .post(format!("{base}/v1/messages"))
-                    .header("anthropic-version", "2023-06-01")
-                    .json(&json!({
-                        "model": self.model,
-                        "max_tokens": 2048,
-                        "system": system,
-                        "messages": [{"role": "user", "content": user}],
-                    }));
-                if let Some(k) = &self.api_key {
-                    r = r.header("x-api-key", k);
-                }
-                r
-            }
-        };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("model provider unreachable: {e}"))?;
-        let status = resp.status();
-        let body: Value = resp.json().await.map_err(|e| {
-            format!("model provider answered {status} with a body that is not json: {e}")
-        })?;
-        if !status.is_success() {
-            return Err(format!("model provider answered {status}: {body}"));
-        }
-        let text = match self.kind {
-            ProviderKind::OpenAiCompatible => body
-                .pointer("/choices/0/message/content")
-                .and_then(Value::as_str),
-            ProviderKind::Anthropic => body.pointer("/content/0/text").and_then(Value::as_str),
-        };
-        text.map(str::to_owned)
-            .ok_or_else(|| format!("model provider answer has no text: {body}"))
-    }
-}
 
 /// The instructions for a strategy type (custom strategies name the type they override).
 fn prompt_for(kind: &str) -> &'static str {
@@ -399,7 +309,10 @@ impl Memory {
             system.push_str("\n\n");
             system.push_str(&extra);
         }
-        let answer = provider.complete(&system, &transcript).await?;
+        let answer = provider
+            .complete(&system, &transcript)
+            .await
+            .map_err(|e| e.to_string())?;
         let items = parse_memories(&answer)?;
         let summary = matches!(kind.as_str(), "SUMMARIZATION" | "SUMMARY_OVERRIDE");
         self.consolidate(&m.id, &job.strategy_id, &namespace, items, summary)

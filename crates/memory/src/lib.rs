@@ -18,15 +18,18 @@
 //! embeddings stored with each record and is rebuilt from the store on first use.
 
 pub mod embed;
+mod embed_api;
 mod events;
 mod extract;
 mod index;
+pub mod provider;
 mod records;
 mod resources;
 mod wire;
 
 pub use embed::{Embedder, MiniLm};
-pub use extract::{ModelProvider, ProviderKind};
+pub use embed_api::EmbeddingsApi;
+pub use provider::{AwsSigning, ModelProvider, ProviderKind};
 
 use berth_store::memory::{EventRow, Inserted, MemoryRow, MemoryStore};
 use berth_types::Partition;
@@ -86,15 +89,25 @@ pub enum ConfigError {
 
 impl Options {
     /// Options from settings in the `BERTH_*` naming (passed as a map so tests never touch the
-    /// process environment):
+    /// process environment; `berth serve` passes its environment with its flags laid over it):
     ///
     /// - `BERTH_EMBEDDING_MODEL`: directory with MiniLM's `config.json`, `tokenizer.json`,
     ///   `model.safetensors` [default: `.cache/models/all-minilm-l6-v2` under the data dir, the
     ///   working dir, or an ancestor of the executable (a repository checkout)]; `none`
     ///   disables vector retrieval.
-    /// - `BERTH_MEMORY_MODEL_URL`, `BERTH_MEMORY_MODEL`, `BERTH_MEMORY_MODEL_API_KEY`,
-    ///   `BERTH_MEMORY_MODEL_PROVIDER` (`openai`, the default, or `anthropic`): the extraction model.
+    /// - `BERTH_EMBEDDING_API_URL`, `BERTH_EMBEDDING_API_MODEL`, `BERTH_EMBEDDING_API_KEY`,
+    ///   `BERTH_EMBEDDING_API_DIMS`: an OpenAI-compatible embeddings API in place of MiniLM
+    ///   (not combinable with `BERTH_EMBEDDING_MODEL`).
+    /// - `BERTH_MEMORY_MODEL_PROVIDER` (`openai`, the default when a URL is given, `anthropic`
+    ///   or `bedrock-converse`), `BERTH_MEMORY_MODEL` (required with a provider),
+    ///   `BERTH_MEMORY_MODEL_URL` (default: the provider's public endpoint; for Bedrock
+    ///   `https://bedrock-runtime.{region}.amazonaws.com`), `BERTH_MEMORY_MODEL_API_KEY`,
+    ///   `BERTH_MEMORY_MODEL_REGION` (Bedrock; default `AWS_REGION`, `AWS_DEFAULT_REGION`, then
+    ///   the partition's region): the extraction model. Bedrock without an API key signs with
+    ///   `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`.
     /// - `BERTH_MEMORY_EXTRACTION_DELAY_MS`: quiet time before a session is extracted [10000].
+    ///
+    /// Errors name the setting at fault.
     pub fn configure(
         partition: Partition,
         data_dir: &std::path::Path,
@@ -102,42 +115,24 @@ impl Options {
     ) -> Result<Self, ConfigError> {
         let mut o = Self::new(partition);
         let get = |k: &str| settings.get(k).filter(|v| !v.is_empty()).cloned();
-        let explicit = get("BERTH_EMBEDDING_MODEL");
-        if explicit.as_deref() != Some("none") {
-            let mut bases = vec![data_dir.to_path_buf()];
-            if let Ok(cwd) = std::env::current_dir() {
-                bases.push(cwd);
-            }
-            if let Ok(exe) = std::env::current_exe() {
-                bases.extend(exe.ancestors().skip(1).take(4).map(PathBuf::from));
-            }
-            if let Some(dir) = default_model_dir(explicit.map(PathBuf::from), &bases) {
-                o.embedder = Some(Arc::new(MiniLm::load(&dir)?));
-            }
-        }
-        if let Some(url) = get("BERTH_MEMORY_MODEL_URL") {
-            let kind = match get("BERTH_MEMORY_MODEL_PROVIDER").as_deref() {
-                None | Some("openai") => ProviderKind::OpenAiCompatible,
-                Some("anthropic") => ProviderKind::Anthropic,
-                Some(other) => {
-                    return Err(ConfigError::Invalid {
-                        key: "BERTH_MEMORY_MODEL_PROVIDER",
-                        detail: format!("{other:?} is not openai or anthropic"),
-                    });
+        if let Some(api) = EmbeddingsApi::from_settings(&get)? {
+            o.embedder = Some(Arc::new(api));
+        } else {
+            let explicit = get("BERTH_EMBEDDING_MODEL");
+            if explicit.as_deref() != Some("none") {
+                let mut bases = vec![data_dir.to_path_buf()];
+                if let Ok(cwd) = std::env::current_dir() {
+                    bases.push(cwd);
                 }
-            };
-            let model = get("BERTH_MEMORY_MODEL").ok_or(ConfigError::Invalid {
-                key: "BERTH_MEMORY_MODEL",
-                detail: "required with BERTH_MEMORY_MODEL_URL".into(),
-            })?;
-            o.provider = Some(ModelProvider {
-                kind,
-                base_url: url,
-                model,
-                api_key: get("BERTH_MEMORY_MODEL_API_KEY"),
-                timeout: Duration::from_secs(120),
-            });
+                if let Ok(exe) = std::env::current_exe() {
+                    bases.extend(exe.ancestors().skip(1).take(4).map(PathBuf::from));
+                }
+                if let Some(dir) = default_model_dir(explicit.map(PathBuf::from), &bases) {
+                    o.embedder = Some(Arc::new(MiniLm::load(&dir)?));
+                }
+            }
         }
+        o.provider = ModelProvider::from_settings(&get, &o.partition.region)?;
         if let Some(ms) = get("BERTH_MEMORY_EXTRACTION_DELAY_MS") {
             let ms: u64 = ms.parse().map_err(|_| ConfigError::Invalid {
                 key: "BERTH_MEMORY_EXTRACTION_DELAY_MS",

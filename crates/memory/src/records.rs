@@ -17,7 +17,8 @@ use berth_types::{EpochMillis, iso8601, now_millis, random_alnum};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::PoisonError;
-use tracing::error;
+use std::time::Instant;
+use tracing::{debug, error};
 
 /// The RRF constant from the original paper (Cormack et al.): damps the weight of top ranks.
 const RRF_K: f64 = 60.0;
@@ -57,17 +58,39 @@ pub(crate) fn record_body(r: &RecordRow, score: Option<f64>) -> Value {
     v
 }
 
-/// Turns free text into an FTS5 query: every word quoted (so no word is read as an operator)
-/// and OR-ed, letting BM25 rank by how many and how rare the matching words are.
-pub(crate) fn fts_query(text: &str) -> Option<String> {
-    let words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .take(64)
-        .map(|w| format!("\"{}\"", w.to_lowercase()))
-        .collect();
-    (!words.is_empty()).then(|| words.join(" OR "))
+/// The words of free text worth a keyword search: lowercase, English function words left out
+/// (they carry no meaning for BM25 and match nearly every record), duplicates dropped. The store
+/// quotes each one, so no word is read as an FTS operator, and ORs them: BM25 ranks by how many
+/// and how rare the matching words are.
+pub(crate) fn keyword_terms(text: &str) -> Vec<String> {
+    let mut terms: Vec<String> = Vec::new();
+    for w in text.split(|c: char| !c.is_alphanumeric()) {
+        let w = w.to_lowercase();
+        if w.is_empty() || STOPWORDS.binary_search(&w.as_str()).is_ok() || terms.contains(&w) {
+            continue;
+        }
+        terms.push(w);
+        if terms.len() == MAX_TERMS {
+            break;
+        }
+    }
+    terms
 }
+
+/// Most words of one query searched by keyword.
+const MAX_TERMS: usize = 32;
+
+/// English function words, sorted (for `binary_search`).
+const STOPWORDS: &[&str] = &[
+    "a", "about", "after", "all", "am", "an", "and", "any", "are", "as", "at", "be", "been",
+    "before", "being", "both", "but", "by", "can", "could", "d", "did", "do", "does", "doing",
+    "during", "each", "for", "from", "had", "has", "have", "having", "he", "her", "here", "hers",
+    "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "ll", "m", "may", "me",
+    "might", "my", "of", "on", "or", "our", "s", "she", "should", "so", "some", "such", "t",
+    "than", "that", "the", "their", "theirs", "them", "then", "there", "these", "they", "this",
+    "those", "to", "too", "up", "us", "ve", "was", "we", "were", "what", "when", "where", "which",
+    "while", "who", "whom", "why", "will", "with", "would", "you", "your",
+];
 
 fn number_of(v: &Value) -> Option<f64> {
     v.get("numberValue").and_then(Value::as_f64)
@@ -549,16 +572,35 @@ impl Memory {
         query: &str,
         n: usize,
     ) -> Result<Vec<(String, f64)>, ApiError> {
-        let keyword = match fts_query(query) {
-            Some(q) => self
-                .inner
-                .store
-                .search_keywords(scope, &q, n as u32)
-                .await
-                .map_err(internal)?,
-            None => Vec::new(),
+        // The two searches use different resources (a store reader; the embedder and the index
+        // on the blocking pool), so they run side by side.
+        let keyword = async {
+            let started = Instant::now();
+            let terms = keyword_terms(query);
+            let hits = if terms.is_empty() {
+                Vec::new()
+            } else {
+                self.inner
+                    .store
+                    .search_keywords(scope, &terms, n as u32)
+                    .await
+                    .map_err(internal)?
+            };
+            Ok::<_, ApiError>((hits, started.elapsed()))
         };
-        let vector = self.vector_search(scope, query, n).await?;
+        let vector = async {
+            let started = Instant::now();
+            let hits = self.vector_search(scope, query, n).await?;
+            Ok::<_, ApiError>((hits, started.elapsed()))
+        };
+        let ((keyword, keyword_time), (vector, vector_time)) = tokio::try_join!(keyword, vector)?;
+        debug!(
+            keyword_ms = keyword_time.as_secs_f64() * 1e3,
+            vector_ms = vector_time.as_secs_f64() * 1e3,
+            keyword_hits = keyword.len(),
+            vector_hits = vector.len(),
+            "hybrid search"
+        );
         let mut fused: HashMap<String, f64> = HashMap::new();
         for list in [
             keyword.into_iter().map(|(id, _)| id).collect::<Vec<_>>(),
@@ -581,9 +623,14 @@ impl Memory {
         text: &str,
         n: usize,
     ) -> Result<Vec<(String, f32)>, ApiError> {
+        let started = Instant::now();
         let Some(q) = self.embed(vec![text.to_owned()]).await? else {
             return Ok(Vec::new());
         };
+        debug!(
+            embed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "query embedded"
+        );
         let Some(q) = q.into_iter().next() else {
             return Ok(Vec::new());
         };
@@ -634,12 +681,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fts_queries_quote_every_word() {
+    fn keyword_terms_keep_the_meaningful_words_once() {
         assert_eq!(
-            fts_query("What does the user drink? NOT tea").unwrap(),
-            "\"what\" OR \"does\" OR \"the\" OR \"user\" OR \"drink\" OR \"not\" OR \"tea\""
+            keyword_terms("What does the user drink? NOT tea, not coffee"),
+            ["user", "drink", "not", "tea", "coffee"]
         );
-        assert!(fts_query("?!").is_none());
+        assert!(keyword_terms("?! what is it").is_empty());
+        assert!(
+            STOPWORDS.windows(2).all(|w| w[0] < w[1]),
+            "STOPWORDS must stay sorted"
+        );
     }
 
     #[test]

@@ -15,6 +15,13 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 use std::sync::Arc;
 
+/// Keyword terms held by more than this share of the records are not searched (see
+/// [`MemoryStore::search_keywords`]); BM25's idf of such a term is below ln(3).
+const COMMON_TERM_SHARE: f64 = 0.25;
+/// Below this many records every term is searched: a small index is cheap to score, and in a
+/// handful of records any word is "common".
+const PRUNE_FROM_DOCS: i64 = 1000;
+
 /// A memory resource.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemoryRow {
@@ -347,12 +354,16 @@ pub trait MemoryStore: Send + Sync + 'static {
         after: Option<(EpochMillis, String)>,
         limit: u32,
     ) -> Result<Vec<RecordRow>, Error>;
-    /// Keyword search: record ids in scope with their BM25 score (higher is better), best first.
-    /// `query` is an FTS5 MATCH expression.
+    /// Keyword search: record ids in scope with their BM25 score (higher is better), best first,
+    /// for records holding any of `terms` (plain lowercase words).
+    ///
+    /// Terms found in more than a quarter of a large index are left out: their BM25 weight is
+    /// next to nothing, while scoring every record that holds them would cost a pass over most
+    /// of the index ("user" in "The user prefers ..." is in nearly every memory record).
     async fn search_keywords(
         &self,
         scope: &RecordScope,
-        query: &str,
+        terms: &[String],
         limit: u32,
     ) -> Result<Vec<(String, f64)>, Error>;
     /// Every embedded record of a memory, for building an in-memory vector index.
@@ -1176,18 +1187,43 @@ impl MemoryStore for SqliteStore {
     async fn search_keywords(
         &self,
         scope: &RecordScope,
-        query: &str,
+        terms: &[String],
         limit: u32,
     ) -> Result<Vec<(String, f64)>, Error> {
+        let mut conn = self.reader().acquire().await?;
+        // `seq` only grows, so this over-counts after deletions: pruning stays conservative.
+        let docs: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM memory_records")
+            .fetch_one(&mut *conn)
+            .await?;
+        let mut kept = Vec::new();
+        for t in terms {
+            let phrase = format!("\"{}\"", t.replace('"', "\"\""));
+            if docs >= PRUNE_FROM_DOCS {
+                // Counting a term's records walks its posting list only, never the records.
+                let df: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM memory_records_fts WHERE memory_records_fts MATCH $1",
+                )
+                .bind(&phrase)
+                .fetch_one(&mut *conn)
+                .await?;
+                if df == 0 || df as f64 > docs as f64 * COMMON_TERM_SHARE {
+                    continue;
+                }
+            }
+            kept.push(phrase);
+        }
+        if kept.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut qb = QueryBuilder::<Sqlite>::new(
             "SELECT r.record_id, bm25(memory_records_fts) AS rank FROM memory_records_fts \
              JOIN memory_records r ON r.seq = memory_records_fts.rowid \
              WHERE memory_records_fts MATCH ",
         );
-        qb.push_bind(query.to_owned()).push(" AND");
+        qb.push_bind(kept.join(" OR ")).push(" AND");
         push_scope(&mut qb, scope, "r.");
         qb.push(" ORDER BY rank LIMIT ").push_bind(i64::from(limit));
-        let rows = qb.build().fetch_all(self.reader()).await?;
+        let rows = qb.build().fetch_all(&mut *conn).await?;
         rows.iter()
             .map(|r| {
                 // FTS5's bm25() is negative, lower is better; flip it so higher is better.
@@ -1395,7 +1431,10 @@ mod tests {
             namespace_prefix: Some("/a/".into()),
             ..Default::default()
         };
-        let hits = s.search_keywords(&scope, "\"tea\"", 10).await.unwrap();
+        let hits = s
+            .search_keywords(&scope, &["tea".into()], 10)
+            .await
+            .unwrap();
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].0, "r1");
         // An update re-indexes the content.
@@ -1403,13 +1442,13 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            s.search_keywords(&scope, "\"tea\"", 10)
+            s.search_keywords(&scope, &["tea".into()], 10)
                 .await
                 .unwrap()
                 .is_empty()
         );
         assert_eq!(
-            s.search_keywords(&scope, "\"coffee\"", 10)
+            s.search_keywords(&scope, &["coffee".into()], 10)
                 .await
                 .unwrap()
                 .len(),
@@ -1429,10 +1468,65 @@ mod tests {
             ["r1"]
         );
         assert!(
-            s.search_keywords(&scope, "\"coffee\"", 10)
+            s.search_keywords(&scope, &["coffee".into()], 10)
                 .await
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn terms_in_most_records_are_not_searched_in_a_large_index() {
+        let (_d, s) = store().await;
+        let n = PRUNE_FROM_DOCS as usize + 200;
+        let rows: Vec<RecordRow> = (0..n)
+            .map(|i| RecordRow {
+                record_id: format!("r{i}"),
+                memory_id: "m".into(),
+                strategy_id: "st".into(),
+                namespace: "/a/".into(),
+                content: if i == 7 {
+                    "the user keeps a zebra".into()
+                } else {
+                    format!("the user owns item {i}")
+                },
+                metadata: None,
+                record_ts: 1,
+                expires_at: None,
+                embedding: None,
+                created_at: 1,
+                updated_at: 1,
+            })
+            .collect();
+        s.put_records(&rows).await.unwrap();
+        let scope = RecordScope {
+            memory_id: "m".into(),
+            namespace_prefix: Some("/".into()),
+            ..Default::default()
+        };
+        let terms = |t: &[&str]| t.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        // "user" is in every record: dropped, so only the rare term decides.
+        let hits = s
+            .search_keywords(&scope, &terms(&["user", "zebra"]), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            hits.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(),
+            ["r7"]
+        );
+        assert!(
+            s.search_keywords(&scope, &terms(&["the", "user"]), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // A rare term still finds its record among common ones.
+        assert_eq!(
+            s.search_keywords(&scope, &terms(&["item", "1000"]), 10)
+                .await
+                .unwrap()[0]
+                .0,
+            "r1000"
         );
     }
 }

@@ -38,6 +38,13 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
 
+if __name__ == "__main__":
+    # The figure modules import this one as `harness`: let them share this instance of it.
+    sys.modules.setdefault("harness", sys.modules["__main__"])
+
+import b6_memory  # noqa: E402
+import b7_routing  # noqa: E402
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 
@@ -90,6 +97,18 @@ class Plan:
     b5_rates: tuple[float, ...]
     b5_seconds: float
     b5_idle_sessions: int
+    b6_rounds: int
+    b6_seconds: float
+    b6_warmup: float
+    b6_records: int
+    b6_passes: int
+    b7_decide_samples: int
+    b7_route_samples: int
+    b7_sessions: int
+    b7_invocations: int
+    b7_rate: float
+    b7_active: int
+    b7_reroute_every: int
     profile_seconds: float
 
     @staticmethod
@@ -113,6 +132,20 @@ class Plan:
             b5_rates=(10, 20, 40, 80),
             b5_seconds=8,
             b5_idle_sessions=100,
+            b6_rounds=3,
+            b6_seconds=5,
+            b6_warmup=1,
+            b6_records=100_000,
+            b6_passes=3,
+            # B7: 2,000 sessions x 5 calls at 200 calls/s is 40 new sessions/s (what B5 sustains),
+            # 100 sessions in flight, a session's calls 0.5 s apart; every 10th session routed twice.
+            b7_decide_samples=1_000_000,
+            b7_route_samples=2000,
+            b7_sessions=2000,
+            b7_invocations=5,
+            b7_rate=200,
+            b7_active=100,
+            b7_reroute_every=10,
             profile_seconds=8,
         )
 
@@ -137,6 +170,19 @@ class Plan:
             b5_rates=(5,),
             b5_seconds=1,
             b5_idle_sessions=3,
+            b6_rounds=1,
+            b6_seconds=0.5,
+            b6_warmup=0.1,
+            b6_records=120,
+            b6_passes=1,
+            b7_decide_samples=20_000,
+            b7_route_samples=50,
+            # Enough sessions that both versions get some (all on v1: 0.9^60, under 0.2%).
+            b7_sessions=60,
+            b7_invocations=3,
+            b7_rate=60,
+            b7_active=10,
+            b7_reroute_every=4,
             profile_seconds=1,
         )
 
@@ -416,9 +462,10 @@ class Nginx:
 class Berth:
     """One `berth serve` with its own data dir, plus boto3 clients for it."""
 
-    def __init__(self, procs: Procs, tools: Tools, work: Path, name: str, warm_pool: int, isolation: str | None):
+    def __init__(self, procs: Procs, tools: Tools, work: Path, name: str, warm_pool: int, isolation: str | None,
+                 data: Path | None = None):
         self.name = name
-        self.data = work / f"berth-{name}"
+        self.data = data or work / f"berth-{name}"
         self.data.mkdir(parents=True, exist_ok=True)
         cmd = [str(tools.berth), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data), "--warm-pool", str(warm_pool)]
         if isolation:
@@ -573,8 +620,9 @@ class Results:
 
 
 class Bench:
-    def __init__(self, plan: Plan, work: Path, isolation: str | None, bin_dir: Path):
+    def __init__(self, plan: Plan, work: Path, isolation: str | None, bin_dir: Path, only: set[str] | None = None):
         self.plan = plan
+        self.only = only
         self.work = work
         self.isolation = isolation
         self.procs = Procs()
@@ -1119,6 +1167,9 @@ class Bench:
     def profile(self, fig: str) -> None:
         """perf samples of the load that missed: top symbols by self time, and for the berth process
         the heaviest of its own frames by inclusive time (DWARF call graphs)."""
+        if fig == "B7":
+            self.results.profiles[fig] = b7_routing.profile(self)
+            return
         if not shutil.which("perf"):
             self.results.profiles[fig] = "perf is not installed; no profile taken."
             return
@@ -1192,16 +1243,25 @@ class Bench:
 
     # -- the run --------------------------------------------------------------------------
 
+    def wants(self, fig: str) -> bool:
+        return self.only is None or fig in self.only
+
     def run(self) -> Results:
         try:
-            self.setup()
-            self.start_silence()
-            self.b1()
-            self.b3()
-            self.b4()
-            self.b2()
-            self.b5()
-            self.b3_report(self.finish_silence())
+            if any(self.wants(f) for f in ("B1", "B2", "B3", "B4", "B5")):
+                self.setup()
+            if self.wants("B3"):
+                self.start_silence()
+            # B3's silent stream runs in the background meanwhile.
+            for fig, measure in (("B1", self.b1), ("B3", self.b3), ("B4", self.b4), ("B2", self.b2), ("B5", self.b5)):
+                if self.wants(fig):
+                    measure()
+            if self.wants("B6"):
+                b6_memory.b6(self)
+            if self.wants("B7"):
+                b7_routing.b7(self)
+            if self.wants("B3"):
+                self.b3_report(self.finish_silence())
             if not self.plan.smoke:
                 for fig in self.results.misses:
                     log(f"{fig} missed its goal: profiling")
@@ -1432,6 +1492,8 @@ def main() -> int:
     ap.add_argument("--wait-quiet", type=float, default=120, metavar="SECONDS",
                     help="full run: wait up to this long for the 1-minute load average to drop below half the CPUs (0: don't)")
     ap.add_argument("--keep-work", action="store_true", help="keep the scratch directory (logs, data dirs)")
+    ap.add_argument("--only", action="append", metavar="FIGURE",
+                    help="measure only these figures (repeatable, or comma-separated: --only B6,B7); the report lists only them")
     args = ap.parse_args()
 
     plan = Plan.smoke_plan() if args.smoke else Plan.full()
@@ -1439,7 +1501,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="run-", dir=BENCH / ".work"))
     # Sandboxed agents run as an unprivileged user and must be able to reach their code.
     os.chmod(work, 0o755)
-    output = args.output or (BENCH / ".work" / "RESULTS-smoke.md" if args.smoke else BENCH / "RESULTS.md")
+    # A partial run (--only) never overwrites the full report unless told to.
+    output = args.output or (BENCH / ".work" / "RESULTS-smoke.md" if args.smoke else
+                             BENCH / ".work" / "RESULTS-partial.md" if args.only else BENCH / "RESULTS.md")
     started = time.monotonic()
     if not args.smoke and args.wait_quiet > 0:
         wait_for_quiet(args.wait_quiet)
@@ -1447,7 +1511,8 @@ def main() -> int:
     log(f"{'smoke' if args.smoke else 'full'} run; scratch dir {work}; load average {load_at_start}")
     ok = False
     try:
-        bench = Bench(plan, work, args.isolation, args.bin_dir.resolve())
+        only = {f.strip().upper() for arg in args.only for f in arg.split(",") if f.strip()} if args.only else None
+        bench = Bench(plan, work, args.isolation, args.bin_dir.resolve(), only)
         results = bench.run()
         write_report(results, output, args.isolation, load_at_start)
         log(f"wrote {output} in {time.monotonic() - started:.0f} s")

@@ -11,6 +11,11 @@
 //!
 //! Every JSON answer carries `uptime_ms`, the agent process's age when it answered: the harness
 //! uses it to tell a request served by a pre-started (warm pool) sandbox from a cold start.
+//!
+//! Opt-in: an agent started with a tag ([`Config::tag`]; the binary reads
+//! `BERTH_FAST_AGENT_TAG`) also carries `"tag": <tag>` in every JSON answer and in the first
+//! event of a stream, so a benchmark can tell which deployed version answered (B7's affinity
+//! check). JSON answers keep their exact size; untagged agents answer exactly as before.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -136,20 +141,30 @@ pub fn padded_json(mut fields: Map<String, Value>, size: usize) -> Vec<u8> {
     Value::Object(fields).to_string().into_bytes()
 }
 
-/// Shared state: the health status seen by `/ping`.
+/// Options of a served agent; the default answers exactly as the plain agent does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Added as `"tag"` to every JSON answer and to the first event of every stream, so a
+    /// client can tell agents (for example two versions of one runtime) apart.
+    pub tag: Option<String>,
+}
+
+/// Shared state: the health status seen by `/ping`, and the configuration.
 struct State {
     started: Instant,
     in_flight: AtomicUsize,
     /// Unix seconds of the last Healthy <-> HealthyBusy change (or of start).
     last_update: AtomicU64,
+    tag: Option<String>,
 }
 
 impl State {
-    fn new() -> Self {
+    fn new(config: Config) -> Self {
         Self {
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_update: AtomicU64::new(unix_seconds()),
+            tag: config.tag,
         }
     }
 
@@ -191,7 +206,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let state = Arc::new(State::new());
+    serve_with(listener, shutdown, Config::default()).await
+}
+
+/// [`serve`] with options (a tag in every answer).
+pub async fn serve_with(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    config: Config,
+) -> std::io::Result<()> {
+    let state = Arc::new(State::new(config));
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -274,6 +298,9 @@ async fn invoke(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             fields.insert("ok".into(), Value::Bool(true));
             fields.insert("bytes_in".into(), body.len().into());
             fields.insert("uptime_ms".into(), state.uptime_ms().into());
+            if let Some(tag) = &state.tag {
+                fields.insert("tag".into(), tag.clone().into());
+            }
             json_response(StatusCode::OK, padded_json(fields, bytes))
         }
         Plan::Stream {
@@ -281,40 +308,54 @@ async fn invoke(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             interval,
             gap,
             event_bytes,
-        } => sse_response(state.uptime_ms(), events, interval, gap, event_bytes, busy),
+        } => {
+            let mut first = Map::new();
+            first.insert("uptime_ms".into(), state.uptime_ms().into());
+            if let Some(tag) = &state.tag {
+                first.insert("tag".into(), tag.clone().into());
+            }
+            sse_response(first, events, interval, gap, event_bytes, busy)
+        }
     }
 }
 
 /// Streams `events` events, one body frame each, so every event leaves as soon as it exists.
+/// The first event also carries the fields of `first`.
 fn sse_response(
-    uptime_ms: u64,
+    first: Map<String, Value>,
     events: u64,
     interval: Duration,
     gap: Duration,
     event_bytes: usize,
     busy: Busy,
 ) -> Response<Body> {
-    let stream = futures::stream::unfold((0u64, busy), move |(index, busy)| async move {
-        if index >= events {
-            return None;
-        }
-        if index > 0 {
-            let pause = if index == 1 { interval + gap } else { interval };
-            if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
+    let stream = futures::stream::unfold(
+        (0u64, busy, Some(first)),
+        move |(index, busy, mut first)| async move {
+            if index >= events {
+                return None;
             }
-        }
-        let mut fields = Map::new();
-        fields.insert("index".into(), index.into());
-        fields.insert("of".into(), events.into());
-        if index == 0 {
-            fields.insert("uptime_ms".into(), uptime_ms.into());
-        }
-        let mut frame = b"data: ".to_vec();
-        frame.extend(padded_json(fields, event_bytes));
-        frame.extend_from_slice(b"\n\n");
-        Some((Ok(Frame::data(Bytes::from(frame))), (index + 1, busy)))
-    });
+            if index > 0 {
+                let pause = if index == 1 { interval + gap } else { interval };
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            let mut fields = Map::new();
+            fields.insert("index".into(), index.into());
+            fields.insert("of".into(), events.into());
+            if let Some(extra) = first.take() {
+                fields.extend(extra);
+            }
+            let mut frame = b"data: ".to_vec();
+            frame.extend(padded_json(fields, event_bytes));
+            frame.extend_from_slice(b"\n\n");
+            Some((
+                Ok(Frame::data(Bytes::from(frame))),
+                (index + 1, busy, first),
+            ))
+        },
+    );
     let mut response = Response::new(StreamBody::new(stream).boxed_unsync());
     let headers = response.headers_mut();
     headers.insert(

@@ -3,7 +3,8 @@
 //! Listens on `127.0.0.1:$PORT` (Berth sets `PORT` in a sandbox), else `127.0.0.1:8080`;
 //! `--listen ADDR` overrides both, and port 0 lets the OS choose. Prints
 //! `listening on http://ADDR` once bound, so a harness can learn the port. Worker threads:
-//! `BERTH_FAST_AGENT_THREADS` (default: one per CPU).
+//! `BERTH_FAST_AGENT_THREADS` (default: one per CPU). `BERTH_FAST_AGENT_TAG`, when set and not
+//! empty, is echoed as `"tag"` in every answer (see `berth_fast_agent::Config`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -43,10 +44,19 @@ fn worker_threads() -> Result<Option<usize>, String> {
     }
 }
 
+/// The opt-in tag: `BERTH_FAST_AGENT_TAG` if set and not empty.
+fn config() -> berth_fast_agent::Config {
+    berth_fast_agent::Config {
+        tag: std::env::var("BERTH_FAST_AGENT_TAG")
+            .ok()
+            .filter(|t| !t.is_empty()),
+    }
+}
+
 async fn run(addr: SocketAddr) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    berth_fast_agent::serve(listener, shutdown_signal()).await
+    berth_fast_agent::serve_with(listener, shutdown_signal(), config()).await
 }
 
 /// SIGTERM or SIGINT. Without handlers the process would still die on either; they only make

@@ -19,12 +19,20 @@ struct Agent {
 }
 
 async fn start() -> Agent {
+    start_with(berth_fast_agent::Config::default()).await
+}
+
+async fn start_with(config: berth_fast_agent::Config) -> Agent {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(berth_fast_agent::serve(listener, async {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(berth_fast_agent::serve_with(
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        config,
+    ));
     Agent { addr, _stop: stop }
 }
 
@@ -82,7 +90,37 @@ async fn invocation_answers_one_kib_of_json_on_a_kept_alive_connection() {
         assert_eq!(v["ok"], true);
         assert_eq!(v["bytes_in"], 16);
         assert!(v["uptime_ms"].is_u64());
+        assert!(v.get("tag").is_none(), "untagged agents carry no tag");
     }
+}
+
+#[tokio::test]
+async fn a_tagged_agent_names_itself_in_answers_of_the_same_size() {
+    let agent = start_with(berth_fast_agent::Config {
+        tag: Some("v2".into()),
+    })
+    .await;
+    let mut c = connect(agent.addr).await;
+    let resp = c.send_request(post("{}")).await.expect("invoke");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(body.len(), 1024);
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["tag"], "v2");
+
+    let resp = c
+        .send_request(post(r#"{"stream": 2}"#))
+        .await
+        .expect("invoke");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let text = std::str::from_utf8(&body).expect("utf-8");
+    let events: Vec<Value> = text
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| serde_json::from_str(e.strip_prefix("data: ").expect("data")).expect("json"))
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["tag"], "v2");
+    assert!(events[1].get("tag").is_none());
 }
 
 #[tokio::test]

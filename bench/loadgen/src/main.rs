@@ -4,14 +4,20 @@
 //! - `rate`: open-loop load at a fixed rate (B1, B2, B5).
 //! - `sse`: SSE time to first byte and event merging (B3).
 //! - `cold`: new session to first byte through Berth (B4, B5).
+//! - `memory`: CreateEvent throughput, the raw store's durable write rate, retrieval (B6).
 //! - `spawn`: the bare baseline for B4: start an agent process and time it to its first byte.
+//! - `route-cost`: the routing decision and `Control::route`, timed in process (B7).
+//! - `affinity`: many sessions on a traffic split, each invoked several times (B7).
 //!
 //! Requests to Berth are SigV4-signed with `berth-auth` (`--sign`, credentials from
 //! `BERTH_ACCESS_KEY_ID` / `BERTH_SECRET_ACCESS_KEY`).
 
+mod affinity;
 mod client;
 mod cold;
+mod memory;
 mod rate;
+mod route;
 mod spawn;
 mod sse;
 
@@ -118,6 +124,11 @@ enum Command {
         #[command(flatten)]
         request: RequestArgs,
     },
+    /// Memory probes (B6): CreateEvent throughput, raw store rate, seeding, retrieval recall.
+    Memory {
+        #[command(subcommand)]
+        probe: memory::MemoryCommand,
+    },
     /// Start an agent bare and time it to its first byte (`PORT` is set for it).
     Spawn {
         /// Starts.
@@ -135,6 +146,57 @@ enum Command {
         /// Program and arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// The cost of routing a new session, in process: `berth_control::decide` on several
+    /// policies, then `Control::route` against a real SQLite store (B7).
+    RouteCost {
+        /// Timed `decide` calls per policy.
+        #[arg(long, default_value_t = 1_000_000)]
+        samples: u64,
+        /// Calls per batch in the batched timing.
+        #[arg(long, default_value_t = 100)]
+        batch: u64,
+        /// New sessions routed through `Control::route`.
+        #[arg(long, default_value_t = 1000)]
+        route_samples: u64,
+        /// Directory for the temporary store (the fsync cost is this disk's).
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: std::path::PathBuf,
+    },
+    /// Sessions on a traffic split, each invoked several times, interleaved, open loop; reports
+    /// each version's share of sessions and follow-ups answered by another version (B7).
+    Affinity {
+        #[command(flatten)]
+        request: RequestArgs,
+        /// Sessions.
+        #[arg(long, default_value_t = 2000)]
+        sessions: u64,
+        /// Invocations per session.
+        #[arg(long, default_value_t = 5)]
+        invocations: u32,
+        /// Invocations per second.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// Sessions in flight at once (their calls interleave).
+        #[arg(long, default_value_t = 100)]
+        active: u64,
+        /// Connections (one worker each).
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Stop every n-th session after its first answer, so its follow-ups are routed again
+        /// (0: none).
+        #[arg(long, default_value_t = 10)]
+        reroute_every: u64,
+        /// Seconds after its intended start when a call counts as failed.
+        #[arg(long, default_value_t = 30.0)]
+        timeout: f64,
+        /// JSON field of the answer naming the version.
+        #[arg(long, default_value = "tag")]
+        tag_field: String,
+        /// Expected split, TAG=PERCENT in version order (`v1=90,v2=10`): sessions first
+        /// answered by another version than their hash selects are reported as misrouted.
+        #[arg(long, default_value = "")]
+        split: String,
     },
 }
 
@@ -274,6 +336,7 @@ async fn run(command: Command, threads: usize) -> anyhow::Result<String> {
             let body = String::from_utf8(template.body.to_vec()).context("the body is not text")?;
             serde_json::to_string_pretty(&serde_json::json!({ "headers": headers, "body": body }))?
         }
+        Command::Memory { probe } => serde_json::to_string_pretty(&memory::run(probe).await?)?,
         Command::Spawn {
             count,
             body,
@@ -289,6 +352,48 @@ async fn run(command: Command, threads: usize) -> anyhow::Result<String> {
                 timeout: seconds(timeout, "timeout")?,
             };
             serde_json::to_string_pretty(&spawn::run(cfg).await?)?
+        }
+        Command::RouteCost {
+            samples,
+            batch,
+            route_samples,
+            dir,
+        } => {
+            let cfg = route::RouteCostConfig {
+                samples,
+                batch,
+                route_samples,
+                dir,
+            };
+            serde_json::to_string_pretty(&route::run(cfg).await?)?
+        }
+        Command::Affinity {
+            request,
+            sessions,
+            invocations,
+            rate,
+            active,
+            connections,
+            reroute_every,
+            timeout,
+            tag_field,
+            split,
+        } => {
+            if request.session.is_some() || request.new_session {
+                anyhow::bail!("affinity sets the session ids itself: drop --session/--new-session");
+            }
+            let cfg = affinity::AffinityConfig {
+                sessions,
+                invocations,
+                rate,
+                active,
+                connections,
+                reroute_every,
+                timeout: seconds(timeout, "timeout")?,
+                tag_field,
+                split: affinity::parse_split(&split)?,
+            };
+            serde_json::to_string_pretty(&affinity::run(request.template()?, cfg).await?)?
         }
     };
     Ok(json)

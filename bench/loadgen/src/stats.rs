@@ -48,6 +48,7 @@ impl Latency {
             min: h.min(),
             p50: h.value_at_quantile(0.50),
             p90: h.value_at_quantile(0.90),
+            p95: h.value_at_quantile(0.95),
             p99: h.value_at_quantile(0.99),
             p999: h.value_at_quantile(0.999),
             max: h.max(),
@@ -73,6 +74,8 @@ pub struct Summary {
     pub p50: u64,
     /// 90th percentile.
     pub p90: u64,
+    /// 95th percentile.
+    pub p95: u64,
     /// 99th percentile.
     pub p99: u64,
     /// 99.9th percentile.

@@ -572,7 +572,7 @@ impl Memory {
                 })
                 .collect(),
         };
-        let mut hits: Vec<(String, f64)> = Vec::new();
+        let mut hits: Vec<crate::records::Hit> = Vec::new();
         for p in prefixes {
             let scope = RecordScope {
                 memory_id: memory_id.clone(),
@@ -582,10 +582,12 @@ impl Memory {
             };
             hits.extend(self.hybrid_search(&scope, query, top_k * 5).await?);
         }
-        hits.sort_by(|a, b| b.1.total_cmp(&a.1));
-        hits.dedup_by(|a, b| a.0 == b.0);
+        hits.sort_by(|a, b| b.fused.total_cmp(&a.fused));
+        // A record under several prefixes keeps its best place.
+        let mut seen = std::collections::HashSet::new();
+        hits.retain(|h| seen.insert(h.record_id.clone()));
         hits.truncate(top_k);
-        let ids: Vec<String> = hits.iter().map(|h| h.0.clone()).collect();
+        let ids: Vec<String> = hits.iter().map(|h| h.record_id.clone()).collect();
         let mut by_id: HashMap<String, RecordRow> = self
             .inner
             .store
@@ -597,7 +599,7 @@ impl Memory {
             .collect();
         out["records"] = hits
             .iter()
-            .filter_map(|(id, _)| by_id.remove(id))
+            .filter_map(|h| by_id.remove(&h.record_id))
             .map(|r| record_body(&r, None))
             .collect();
         Ok(out)

@@ -9,6 +9,25 @@ use berth_store::memory::EmbeddingRow;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
+/// Indexes at least this large are scanned by several threads.
+const PARALLEL_FROM: usize = 20_000;
+/// Most scan threads per search.
+const MAX_PARTS: usize = 4;
+
+/// Best first.
+fn by_score(a: &(usize, f32), b: &(usize, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1)
+}
+
+/// Keeps the `k` best of `scored`, best first.
+fn keep_best(scored: &mut Vec<(usize, f32)>, k: usize) {
+    if scored.len() > k {
+        scored.select_nth_unstable_by(k - 1, by_score);
+        scored.truncate(k);
+    }
+    scored.sort_by(by_score);
+}
+
 /// What a search is restricted to.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Filter {
@@ -96,28 +115,66 @@ impl Index {
         if self.dims == 0 || query.len() != self.dims || k == 0 {
             return Vec::new();
         }
-        let mut scored: Vec<(usize, f32)> = self
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| filter.admits(e))
-            .map(|(i, _)| {
-                (
-                    i,
-                    dot(query, &self.vecs[i * self.dims..(i + 1) * self.dims]),
-                )
+        // The scan reads every vector (150 MB at 100k x 384): memory-bound, so large indexes are
+        // split across the cores, each part keeping its own top k.
+        let parts = if self.entries.len() >= PARALLEL_FROM {
+            std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(MAX_PARTS)
+        } else {
+            1
+        };
+        let per = self.entries.len().div_ceil(parts.max(1));
+        let mut scored: Vec<(usize, f32)> = if parts > 1 {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..parts)
+                    .map(|p| {
+                        let range = p * per..((p + 1) * per).min(self.entries.len());
+                        s.spawn(move || self.top_k(query, filter, k, range))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    // A scan thread only does arithmetic on slices it was given; a panic there
+                    // is a bug, re-raised as is.
+                    .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
             })
-            .collect();
-        let by_score = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1);
-        if scored.len() > k {
-            scored.select_nth_unstable_by(k - 1, by_score);
-            scored.truncate(k);
-        }
-        scored.sort_by(by_score);
+        } else {
+            self.top_k(query, filter, k, 0..self.entries.len())
+        };
+        keep_best(&mut scored, k);
         scored
             .into_iter()
             .map(|(i, s)| (self.entries[i].record_id.clone(), s))
             .collect()
+    }
+
+    /// Cosine similarity of one record to `query`; `None` when it has no vector here.
+    pub(crate) fn similarity(&self, query: &[f32], record_id: &str) -> Option<f32> {
+        let &i = self.pos.get(record_id)?;
+        (query.len() == self.dims)
+            .then(|| dot(query, &self.vecs[i * self.dims..(i + 1) * self.dims]))
+    }
+
+    /// The best `k` admitted entries of `range`, unordered.
+    fn top_k(
+        &self,
+        query: &[f32],
+        filter: &Filter,
+        k: usize,
+        range: std::ops::Range<usize>,
+    ) -> Vec<(usize, f32)> {
+        let d = self.dims;
+        let mut scored: Vec<(usize, f32)> = range
+            .filter(|&i| filter.admits(&self.entries[i]))
+            .map(|i| (i, dot(query, &self.vecs[i * d..(i + 1) * d])))
+            .collect();
+        if scored.len() > k {
+            scored.select_nth_unstable_by(k - 1, by_score);
+            scored.truncate(k);
+        }
+        scored
     }
 
     #[cfg(test)]
@@ -219,5 +276,52 @@ mod tests {
         // The moved entry kept its vector.
         idx.upsert(row("c", "/y/", [0.0, 1.0]));
         assert_eq!(idx.search(&[0.0, 1.0], &all, 1)[0].0, "c");
+    }
+
+    #[test]
+    fn a_large_index_scanned_in_parts_ranks_like_a_plain_scan() {
+        let mut idx = Index::default();
+        let n = PARALLEL_FROM + 5_000;
+        // A fixed pseudo-random walk: no two vectors alike, the same every run.
+        let mut x = 0x2545_f491_u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % 2001) as f32 / 1000.0 - 1.0
+        };
+        let mut rows = Vec::new();
+        for i in 0..n {
+            let v: Vec<f32> = (0..8).map(|_| next()).collect();
+            rows.push((format!("r{i}"), v.clone()));
+            idx.upsert(EmbeddingRow {
+                record_id: format!("r{i}"),
+                namespace: if i % 2 == 0 {
+                    "/even/".into()
+                } else {
+                    "/odd/".into()
+                },
+                strategy_id: "s".into(),
+                embedding: v,
+            });
+        }
+        let q: Vec<f32> = (0..8).map(|_| next()).collect();
+        let filter = Filter {
+            namespace: Some("/odd/".into()),
+            ..Default::default()
+        };
+        let mut expected: Vec<(String, f32)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1)
+            .map(|(_, (id, v))| (id.clone(), dot(&q, v)))
+            .collect();
+        expected.sort_by(|a, b| b.1.total_cmp(&a.1));
+        expected.truncate(25);
+        let got = idx.search(&q, &filter, 25);
+        assert_eq!(
+            got.iter().map(|h| &h.0).collect::<Vec<_>>(),
+            expected.iter().map(|h| &h.0).collect::<Vec<_>>()
+        );
     }
 }

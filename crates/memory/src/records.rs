@@ -6,7 +6,7 @@
 //! between BM25 and cosine similarity, which have unrelated scales.
 
 use crate::Memory;
-use crate::index::Filter;
+use crate::index::{Filter, Index};
 use crate::wire::{
     internal, invalid, max_results, memory_id_of, parse_ts, req_str, service_error, str_of, token,
     untoken, untoken_pair,
@@ -16,7 +16,7 @@ use berth_store::memory::{EmbeddingRow, RecordRow, RecordScope};
 use berth_types::{EpochMillis, iso8601, now_millis, random_alnum};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 use tracing::{debug, error};
 
@@ -515,7 +515,7 @@ impl Memory {
         let n = (top_k * CANDIDATES_PER_RESULT * if filters.is_empty() { 1 } else { 4 })
             .max(MIN_CANDIDATES);
         let hits = self.hybrid_search(&scope, &query, n).await?;
-        let ids: Vec<String> = hits.iter().map(|(id, _)| id.clone()).collect();
+        let ids: Vec<String> = hits.iter().map(|h| h.record_id.clone()).collect();
         let mut by_id: HashMap<String, RecordRow> = self
             .inner
             .store
@@ -525,15 +525,19 @@ impl Memory {
             .into_iter()
             .map(|r| (r.record_id.clone(), r))
             .collect();
-        // The best possible fused score (rank 1 in both lists), to report scores in (0, 1].
-        let best = 2.0 / (RRF_K + 1.0);
-        let summaries: Vec<Value> = hits
+        let mut chosen: Vec<(RecordRow, Hit)> = hits
             .into_iter()
-            .filter_map(|(id, s)| by_id.remove(&id).map(|r| (r, s)))
+            .filter_map(|h| by_id.remove(&h.record_id).map(|r| (r, h)))
             .filter(|(r, _)| r.expires_at.is_none_or(|e| e > scope.now))
             .filter(|(r, _)| metadata_matches(r.metadata.as_ref(), &filters))
             .take(top_k)
-            .map(|(r, s)| record_body(&r, Some((s / best).min(1.0))))
+            .collect();
+        // Fusion chooses the top K; within it, records are reported by their score, best first,
+        // so scores are descending as clients expect.
+        chosen.sort_by(|a, b| b.1.score().total_cmp(&a.1.score()));
+        let summaries: Vec<Value> = chosen
+            .into_iter()
+            .map(|(r, h)| record_body(&r, Some(h.score())))
             .collect();
         // Pages are windows of the ranked top K; the token names the offset and the search it
         // belongs to, so it cannot be replayed against another query.
@@ -564,14 +568,13 @@ impl Memory {
         Ok(body)
     }
 
-    /// Record ids in scope ranked by fused keyword and vector relevance, best first, with their
-    /// raw RRF scores.
+    /// Records in scope ranked by fused keyword and vector relevance, best first.
     pub(crate) async fn hybrid_search(
         &self,
         scope: &RecordScope,
         query: &str,
         n: usize,
-    ) -> Result<Vec<(String, f64)>, ApiError> {
+    ) -> Result<Vec<Hit>, ApiError> {
         // The two searches use different resources (a store reader; the embedder and the index
         // on the blocking pool), so they run side by side.
         let keyword = async {
@@ -590,29 +593,56 @@ impl Memory {
         };
         let vector = async {
             let started = Instant::now();
-            let hits = self.vector_search(scope, query, n).await?;
-            Ok::<_, ApiError>((hits, started.elapsed()))
+            let found = self.vector_scan(scope, query, n).await?;
+            Ok::<_, ApiError>((found, started.elapsed()))
         };
         let ((keyword, keyword_time), (vector, vector_time)) = tokio::try_join!(keyword, vector)?;
+        let (vector_hits, query_vec) = match vector {
+            Some((hits, q, idx)) => (hits, Some((q, idx))),
+            None => (Vec::new(), None),
+        };
         debug!(
             keyword_ms = keyword_time.as_secs_f64() * 1e3,
             vector_ms = vector_time.as_secs_f64() * 1e3,
             keyword_hits = keyword.len(),
-            vector_hits = vector.len(),
+            vector_hits = vector_hits.len(),
             "hybrid search"
         );
-        let mut fused: HashMap<String, f64> = HashMap::new();
-        for list in [
-            keyword.into_iter().map(|(id, _)| id).collect::<Vec<_>>(),
-            vector.into_iter().map(|(id, _)| id).collect(),
-        ] {
-            for (rank, id) in list.into_iter().enumerate() {
-                *fused.entry(id).or_default() += 1.0 / (RRF_K + rank as f64 + 1.0);
+        let mut fused: HashMap<String, Hit> = HashMap::new();
+        for (rank, (id, sim)) in vector_hits.into_iter().enumerate() {
+            fused.insert(
+                id.clone(),
+                Hit {
+                    record_id: id,
+                    fused: rrf(rank),
+                    similarity: Some(sim),
+                },
+            );
+        }
+        for (rank, (id, _)) in keyword.into_iter().enumerate() {
+            fused
+                .entry(id.clone())
+                .or_insert_with(|| Hit {
+                    record_id: id,
+                    fused: 0.0,
+                    similarity: None,
+                })
+                .fused += rrf(rank);
+        }
+        let mut ranked: Vec<Hit> = fused.into_values().collect();
+        ranked.sort_by(|a, b| {
+            b.fused
+                .total_cmp(&a.fused)
+                .then_with(|| a.record_id.cmp(&b.record_id))
+        });
+        ranked.truncate(n);
+        // Keyword-only hits get their similarity too, so every score means the same thing.
+        if let Some((q, idx)) = query_vec {
+            let idx = idx.read().unwrap_or_else(PoisonError::into_inner);
+            for h in ranked.iter_mut().filter(|h| h.similarity.is_none()) {
+                h.similarity = Some(idx.similarity(&q, &h.record_id).unwrap_or(0.0));
             }
         }
-        let mut ranked: Vec<(String, f64)> = fused.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        ranked.truncate(n);
         Ok(ranked)
     }
 
@@ -623,16 +653,31 @@ impl Memory {
         text: &str,
         n: usize,
     ) -> Result<Vec<(String, f32)>, ApiError> {
+        Ok(self
+            .vector_scan(scope, text, n)
+            .await?
+            .map(|(hits, _, _)| hits)
+            .unwrap_or_default())
+    }
+
+    /// The `n` records in scope closest to `text` by embedding, with the query's vector and the
+    /// index searched; `None` without an embedder.
+    async fn vector_scan(
+        &self,
+        scope: &RecordScope,
+        text: &str,
+        n: usize,
+    ) -> Result<Option<ScanResult>, ApiError> {
         let started = Instant::now();
         let Some(q) = self.embed(vec![text.to_owned()]).await? else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         debug!(
             embed_ms = started.elapsed().as_secs_f64() * 1e3,
             "query embedded"
         );
         let Some(q) = q.into_iter().next() else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let idx = match self.inner.index.get(&scope.memory_id) {
             Some(i) => i,
@@ -653,9 +698,11 @@ impl Memory {
         };
         // A full scan is CPU work of tens of milliseconds at 100k records: off the async threads.
         tokio::task::spawn_blocking(move || {
-            idx.read()
+            let hits = idx
+                .read()
                 .unwrap_or_else(PoisonError::into_inner)
-                .search(&q, &filter, n)
+                .search(&q, &filter, n);
+            Some((hits, q, idx))
         })
         .await
         .map_err(|e| {
@@ -663,6 +710,37 @@ impl Memory {
             service_error()
         })
     }
+}
+
+/// What a vector scan found, the query's vector, and the index it searched.
+type ScanResult = (Vec<(String, f32)>, Vec<f32>, Arc<RwLock<Index>>);
+
+/// One retrieval hit.
+#[derive(Debug, Clone)]
+pub(crate) struct Hit {
+    pub record_id: String,
+    /// Reciprocal-rank-fusion score of the keyword and vector rankings: what chooses the top K.
+    pub fused: f64,
+    /// Cosine similarity of the record to the query; `None` without an embedder.
+    pub similarity: Option<f32>,
+}
+
+impl Hit {
+    /// The score reported to clients, in [0, 1], higher is more relevant: the cosine similarity
+    /// of the record to the query, as AgentCore documents it (clients such as the Strands
+    /// session manager filter on it). Without an embedder, the fused score relative to the best
+    /// possible (first in both rankings).
+    pub(crate) fn score(&self) -> f64 {
+        match self.similarity {
+            Some(s) => f64::from(s).clamp(0.0, 1.0),
+            None => (self.fused / (2.0 * rrf(0))).min(1.0),
+        }
+    }
+}
+
+/// The reciprocal-rank-fusion weight of 0-based `rank`.
+fn rrf(rank: usize) -> f64 {
+    1.0 / (RRF_K + rank as f64 + 1.0)
 }
 
 /// What identifies one search across its pages: scope and criteria, hashed (stable across

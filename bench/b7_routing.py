@@ -34,6 +34,9 @@ SPLIT = (("v1", 90), ("v2", 10))
 
 # Connections of the affinity load generator (one worker each).
 CONNECTIONS = 32
+# A call unanswered this long counts as an error. Affinity is judged on answers, not speed: the
+# limit only catches a call that never ends, and lets a backlog on a busy machine drain.
+AFFINITY_TIMEOUT_S = 60
 
 
 def _us(ns: float) -> float:
@@ -133,7 +136,7 @@ def b7(bench: "Bench") -> None:
     aff = tools.run_bench(
         ["affinity", "--url", url, "--sign", "--body", "{}", "--sessions", str(p.b7_sessions), "--invocations", str(p.b7_invocations),
          "--rate", str(p.b7_rate), "--active", str(p.b7_active), "--connections", str(CONNECTIONS),
-         "--reroute-every", str(p.b7_reroute_every), "--split", split, "--timeout", "30"],
+         "--reroute-every", str(p.b7_reroute_every), "--split", split, "--timeout", str(AFFINITY_TIMEOUT_S)],
         timeout=p.b7_sessions * p.b7_invocations / p.b7_rate + 600)
     shown = _cli(bench, server, "traffic", "show", rid, "--endpoint", ENDPOINT)
     server_sessions = {f"v{s['version']}": s["assigned"] for s in shown.get("sessions", [])}
@@ -227,7 +230,7 @@ def b7(bench: "Bench") -> None:
         f" apart with the other sessions' calls between them ({p.b7_rate / p.b7_invocations:.1f} new sessions/s). Every"
         f" {p.b7_reroute_every}th session is stopped (`StopRuntimeSession`) after its first answer, so its follow-ups find no"
         " sandbox and are routed again through the session's durable assignment; every session is stopped after its"
-        " last call. A *violation* is a follow-up answered by another version than the session's first answer;"
+        f" last call. A call unanswered {AFFINITY_TIMEOUT_S} s after its intended start is an error. A *violation* is a follow-up answered by another version than the session's first answer;"
         " *misrouted* is a session first answered by another version than the hash of its id selects.",
         "",
         "| version | sessions | share | expected | calls answered | assigned (server) |",

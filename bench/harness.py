@@ -137,14 +137,16 @@ class Plan:
             b6_warmup=1,
             b6_records=100_000,
             b6_passes=3,
-            # B7: 2,000 sessions x 5 calls at 200 calls/s is 40 new sessions/s (what B5 sustains),
-            # 100 sessions in flight, a session's calls 0.5 s apart; every 10th session routed twice.
+            # B7: 2,000 sessions x 5 calls at 100 calls/s: 20 new sessions/s and as many stops, half
+            # the start rate B5 sustains (200 calls/s, 40 starts and 40 stops a second, saturated
+            # this machine: first calls waited ~1 s); 50 sessions in flight, a session's calls
+            # 0.5 s apart; every 10th session routed twice.
             b7_decide_samples=1_000_000,
             b7_route_samples=2000,
             b7_sessions=2000,
             b7_invocations=5,
-            b7_rate=200,
-            b7_active=100,
+            b7_rate=100,
+            b7_active=50,
             b7_reroute_every=10,
             profile_seconds=8,
         )
@@ -180,7 +182,7 @@ class Plan:
             # Enough sessions that both versions get some (all on v1: 0.9^60, under 0.2%).
             b7_sessions=60,
             b7_invocations=3,
-            b7_rate=60,
+            b7_rate=30,
             b7_active=10,
             b7_reroute_every=4,
             profile_seconds=1,

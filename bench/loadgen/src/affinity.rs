@@ -515,7 +515,9 @@ async fn worker(
                 && cfg.reroute_every > 0
                 && cfg.invocations > 1
                 && (slot.session as u64).is_multiple_of(cfg.reroute_every);
-            s.reroute_skipped = due && s.taken > 1;
+            if due && s.taken > 1 {
+                s.reroute_skipped = true;
+            }
             let reroute = (due && s.taken == 1).then(|| {
                 let (tx, rx) = watch::channel(false);
                 s.gate = Some(rx);

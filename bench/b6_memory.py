@@ -233,3 +233,11 @@ def b6(bench: "Bench") -> None:
         for m in rep["misses"][:10]:
             lines.append(f"- \"{m['query']}\" (fact: \"{m['fact']}\"; first: \"{m['first']}\")")
     bench.results.sections.append("\n".join(lines))
+
+
+def profile(bench: "Bench", fig: str) -> str:
+    """B6 has no profile of its own yet: the generic one samples the invocation load of B1, which
+    says nothing about memory. The raw-store column of the same table is the first diagnosis:
+    when it misses the same way, the disk is the cause, not Berth's request path."""
+    return ("No profile: the harness's generic profile samples the invocation load, not memory's. "
+            "Compare the HTTP and raw-store columns above first (same disk, same writers).")

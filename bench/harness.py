@@ -1172,6 +1172,9 @@ class Bench:
         if fig == "B7":
             self.results.profiles[fig] = b7_routing.profile(self)
             return
+        if fig.startswith("B6"):
+            self.results.profiles[fig] = b6_memory.profile(self, fig)
+            return
         if not shutil.which("perf"):
             self.results.profiles[fig] = "perf is not installed; no profile taken."
             return

@@ -17,5 +17,8 @@ cargo test --workspace --locked
 echo "== conformance (boto3 + bedrock-agentcore SDK against a real berth serve)"
 BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q tests/conformance "$@"
 
+echo "== security (hostile agents and clients against a real berth serve)"
+BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q tests/security
+
 echo "== bench smoke (every benchmark path runs; timings are not judged)"
 bench/run.sh --smoke

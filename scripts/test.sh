@@ -8,6 +8,10 @@ echo "== setup"
 scripts/setup-python.sh
 scripts/fetch-model.sh
 
+echo "== format and lints (unformatted code or any clippy warning fails the suite)"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 echo "== build"
 cargo build --workspace --locked --all-targets
 

@@ -182,6 +182,8 @@ pub struct Connection {
 }
 
 /// Why a request did not get an answer.
+// The unsent request is handed back to be retried; boxing it would cost an allocation per retry.
+#[allow(clippy::large_enum_variant)]
 enum SendFailure {
     /// The connection was closed (a server may end an idle or much-used keep-alive connection at
     /// any time) before the request went out: safe to send again on a new connection.

@@ -297,7 +297,7 @@ impl Model {
                     && let Some(re) = self.patterns.get(p)
                     && !re.is_match(s)
                 {
-                    return fail(format!(
+                    fail(format!(
                         "Member must satisfy regular expression pattern: {p}"
                     ));
                 }
@@ -319,31 +319,21 @@ impl Model {
                 if let Some(max) = shape.max
                     && (n as f64) > max
                 {
-                    return fail(format!(
+                    fail(format!(
                         "Member must have value less than or equal to {max}"
                     ));
                 }
             }
-            "double" | "float" => {
-                if !v.is_number() {
-                    fail("Member must be a number".into());
-                }
+            "double" | "float" if !v.is_number() => fail("Member must be a number".into()),
+            "double" | "float" => {}
+            "boolean" if !v.is_boolean() => fail("Member must be a boolean".into()),
+            "boolean" => {}
+            "timestamp" if !(v.is_number() || v.is_string()) => {
+                fail("Member must be a timestamp".into())
             }
-            "boolean" => {
-                if !v.is_boolean() {
-                    fail("Member must be a boolean".into());
-                }
-            }
-            "timestamp" => {
-                if !(v.is_number() || v.is_string()) {
-                    fail("Member must be a timestamp".into());
-                }
-            }
-            "blob" => {
-                if !v.is_string() {
-                    fail("Member must be base64-encoded data".into());
-                }
-            }
+            "timestamp" => {}
+            "blob" if !v.is_string() => fail("Member must be base64-encoded data".into()),
+            "blob" => {}
             "list" => {
                 let Some(items) = v.as_array() else {
                     return fail("Member must be a list".into());

@@ -40,6 +40,8 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
+// `serve`'s arguments make the enum large; it is parsed once per process, so size is no concern.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.

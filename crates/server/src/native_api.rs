@@ -59,10 +59,10 @@ async fn logs(
         }
         if let Ok(mut rd) = tokio::fs::read_dir(s.sessions.logs_dir(&runtime)).await {
             while let Ok(Some(e)) = rd.next_entry().await {
-                if let Some(n) = e.file_name().to_str().and_then(|n| n.strip_suffix(".log")) {
-                    if !names.iter().any(|x| x == n) {
-                        names.push(n.to_owned());
-                    }
+                if let Some(n) = e.file_name().to_str().and_then(|n| n.strip_suffix(".log"))
+                    && !names.iter().any(|x| x == n)
+                {
+                    names.push(n.to_owned());
                 }
             }
         }

@@ -458,7 +458,7 @@ fn vec_to_blob(v: &[f32]) -> Vec<u8> {
 }
 
 fn blob_to_vec(b: &[u8]) -> Result<Vec<f32>, Error> {
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return Err(corrupt(
             "memory_records",
             "embedding length is not a multiple of 4",

@@ -27,6 +27,12 @@ import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
+import wire_check
+
+# Every AgentCore response any client of this test process receives is checked against the
+# service model (wire_check.py), so a drift fails the test that met it.
+wire_check.install()
+
 REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 ACCOUNT = "000000000000"

@@ -11,7 +11,7 @@ use crate::wire::{
 };
 use berth_api::ApiError;
 use berth_store::memory::{EventQuery, EventRow, Inserted, MemoryRow, MetaCond};
-use berth_types::{EpochMillis, iso8601, now_millis, random_alnum};
+use berth_types::{EpochMillis, epoch_seconds, now_millis, random_alnum};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
@@ -35,7 +35,7 @@ pub(crate) fn event_body(e: &EventRow, include_payload: bool) -> Value {
         "actorId": e.actor_id,
         "sessionId": e.session_id,
         "eventId": e.event_id,
-        "eventTimestamp": iso8601(e.event_ts),
+        "eventTimestamp": epoch_seconds(e.event_ts),
     });
     if include_payload {
         v["payload"] = e.payload.clone();
@@ -381,7 +381,7 @@ impl Memory {
             .iter()
             .map(|s| {
                 json!({"sessionId": s.session_id, "actorId": s.actor_id,
-                       "createdAt": iso8601(s.created_at)})
+                       "createdAt": epoch_seconds(s.created_at)})
             })
             .collect();
         Ok(out)

@@ -13,7 +13,7 @@ use crate::wire::{
 };
 use berth_api::ApiError;
 use berth_store::memory::{EmbeddingRow, RecordRow, RecordScope};
-use berth_types::{EpochMillis, iso8601, now_millis, random_alnum};
+use berth_types::{EpochMillis, epoch_seconds, now_millis, random_alnum};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -43,14 +43,14 @@ pub(crate) fn record_body(r: &RecordRow, score: Option<f64>) -> Value {
         "content": {"text": r.content},
         "memoryStrategyId": r.strategy_id,
         "namespaces": [r.namespace],
-        "createdAt": iso8601(r.created_at),
-        "timestamp": iso8601(r.record_ts),
+        "createdAt": epoch_seconds(r.created_at),
+        "timestamp": epoch_seconds(r.record_ts),
     });
     if let Some(m) = &r.metadata {
         v["metadata"] = m.clone();
     }
     if let Some(e) = r.expires_at {
-        v["expiresAt"] = iso8601(e).into();
+        v["expiresAt"] = epoch_seconds(e).into();
     }
     if let Some(s) = score {
         v["score"] = s.into();

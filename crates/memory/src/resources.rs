@@ -10,7 +10,7 @@ use crate::Memory;
 use crate::wire::{internal, invalid, max_results, req_str, str_of, token, untoken_pair};
 use berth_api::{ApiError, ErrorKind};
 use berth_store::memory::{MemoryRow, TokenRow};
-use berth_types::{iso8601, now_millis, random_alnum};
+use berth_types::{epoch_seconds, now_millis, random_alnum};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tracing::{error, info};
@@ -182,8 +182,8 @@ fn new_strategy(input: &Value, custom_keys: &[String], now: i64) -> Result<Value
         "namespaces": templates,
         "namespaceTemplates": templates,
         "status": "CREATING",
-        "createdAt": iso8601(now),
-        "updatedAt": iso8601(now),
+        "createdAt": epoch_seconds(now),
+        "updatedAt": epoch_seconds(now),
     });
     if let Some(d) = str_of(body, "description") {
         s["description"] = d.into();
@@ -248,8 +248,8 @@ impl Memory {
             "name": m.name,
             "eventExpiryDuration": m.event_expiry_days,
             "status": m.status,
-            "createdAt": iso8601(m.created_at),
-            "updatedAt": iso8601(m.updated_at),
+            "createdAt": epoch_seconds(m.created_at),
+            "updatedAt": epoch_seconds(m.updated_at),
             "strategies": strategies(&m.spec),
         });
         if let Some(r) = &m.failure_reason {
@@ -441,7 +441,7 @@ impl Memory {
         for s in &mut list {
             if str_of(s, "status") == Some("CREATING") {
                 s["status"] = "ACTIVE".into();
-                s["updatedAt"] = iso8601(now).into();
+                s["updatedAt"] = epoch_seconds(now).into();
             }
         }
         m.spec["strategies"] = Value::Array(list);
@@ -498,8 +498,8 @@ impl Memory {
                     "arn": self.arn(&m.id),
                     "id": m.id,
                     "status": m.status,
-                    "createdAt": iso8601(m.created_at),
-                    "updatedAt": iso8601(m.updated_at),
+                    "createdAt": epoch_seconds(m.created_at),
+                    "updatedAt": epoch_seconds(m.updated_at),
                 })
             })
             .collect();
@@ -627,7 +627,7 @@ impl Memory {
                     }
                     s["configuration"] = c;
                 }
-                s["updatedAt"] = iso8601(now).into();
+                s["updatedAt"] = epoch_seconds(now).into();
                 changed_strategies = true;
             }
             for a in ms

@@ -16,7 +16,15 @@ pub fn now_millis() -> EpochMillis {
     (now.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// Formats epoch milliseconds as the ISO 8601 timestamp AWS puts on the wire
+/// Epoch milliseconds as the fractional epoch seconds restJson1 puts in a body for a timestamp
+/// member whose model gives no `timestampFormat` (every Memory timestamp): a JSON number, which
+/// strict SDKs (the AWS SDK for JavaScript v3) require.
+pub fn epoch_seconds(ms: EpochMillis) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// Formats epoch milliseconds as the ISO 8601 timestamp AWS puts on the wire for members modelled
+/// with `timestampFormat: iso8601`
 /// (`2025-01-02T03:04:05.678Z`).
 pub fn iso8601(ms: EpochMillis) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)

@@ -94,6 +94,7 @@ use tracing::{debug, info, warn};
 
 pub use error::Error;
 pub use probe::{Capabilities, CgroupVersion, probe};
+pub use proxy::{EgressPolicy, EgressRule, InvalidEgressRule};
 pub use spec::{
     DEFAULT_LOG_CAP, Isolation, Limits, NOBODY, Network, PROXY_PORT, RunAs, SESSION_DIR,
     SandboxSpec,
@@ -909,12 +910,20 @@ fn prepare_in(
                     .map_err(|e| Error::io(format!("resolve visible path {}", v.display()), e))?,
             );
         }
+        let mut writable = Vec::new();
+        for w in &spec.writable {
+            writable.push(
+                fs::canonicalize(w)
+                    .map_err(|e| Error::io(format!("resolve writable path {}", w.display()), e))?,
+            );
+        }
         let inputs = plan::Inputs {
             rootfs: &rootfs,
             tmp: &tmp,
             storage: &storage,
             hidden: &hidden,
             visible: &visible,
+            writable: &writable,
             shm_bytes: SHM_BYTES,
         };
         let ops = plan::mount_ops(&inputs, &host_kind).map_err(Error::InvalidSpec)?;
@@ -1034,7 +1043,9 @@ fn prepare_in(
         agent_addr,
         cgroups,
         egress: Arc::new(Egress {
+            sandbox: spec.id.clone(),
             allowed_local: spec.allowed_local.clone(),
+            policy: spec.egress.clone(),
         }),
         plan,
         child_fds,

@@ -404,6 +404,21 @@ impl Sandbox {
         }
     }
 
+    /// Waits up to `timeout` until everything the agent's process tree wrote to stdout and stderr
+    /// is in the log (every writer of its pipes has gone); `false` on timeout. For callers that read
+    /// the whole log after the end, such as builds.
+    pub async fn logs_flushed(&self, timeout: Duration) -> bool {
+        let Some(mut task) = lock(&self.inner.log_task).take() else {
+            return true;
+        };
+        if tokio::time::timeout(timeout, &mut task).await.is_ok() {
+            return true;
+        }
+        // Still running: `destroy` aborts it.
+        *lock(&self.inner.log_task) = Some(task);
+        false
+    }
+
     /// How the agent ended, if it has.
     pub fn try_exit(&self) -> Option<ExitInfo> {
         self.inner.exit_rx.borrow().clone()

@@ -248,10 +248,9 @@ pub(crate) fn mount_ops(
     // Writable directories are bound at their host path whether or not an overlay covers them: the
     // host root is read-only, so only their own bind makes them writable.
     for w in inputs.writable {
-        if REPLACED
-            .iter()
-            .chain(OVERLAID.iter())
-            .any(|r| w.starts_with(r))
+        if is_under_replaced(w)
+            || OVERLAID.iter().any(|o| w == Path::new(o))
+            || w.starts_with("/mnt/session")
             || w == Path::new("/")
         {
             return Err(format!(

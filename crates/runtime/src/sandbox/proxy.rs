@@ -123,6 +123,17 @@ impl EgressRule {
             .collect()
     }
 
+    /// Whether a request naming `host` (a host name or an address literal) is allowed by this rule
+    /// whatever it resolves to: for checks made before anything is resolved.
+    pub fn allows_name(&self, host: &str) -> bool {
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        match (self, literal.parse::<IpAddr>()) {
+            (Self::Net(net), Ok(ip)) => net.contains(&ip.to_canonical()),
+            (Self::Net(_), Err(_)) => false,
+            (Self::Host(_), _) => self.matches(host, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        }
+    }
+
     /// Whether a request for `host` (as the client named it) resolved to `ip` matches this rule.
     fn matches(&self, host: &str, ip: IpAddr) -> bool {
         match self {

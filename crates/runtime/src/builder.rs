@@ -139,7 +139,7 @@ struct Inner {
     agents_run_as_other_user: bool,
     /// Interpreters already probed.
     interpreters: interpreter::Found,
-    /// Uids of the builds running now.
+    /// Uids of the builds running now, shared by every builder of the process.
     uids: Arc<confine::UidPool>,
     /// The package indexes of the host's pip configuration, read once at start.
     pip_source: confine::PipSource,
@@ -178,7 +178,7 @@ impl Builder {
                 locks: Mutex::new(HashMap::new()),
                 agents_run_as_other_user: euid == 0,
                 interpreters: interpreter::Found::default(),
-                uids: Arc::default(),
+                uids: confine::UidPool::process_wide(),
                 pip_source,
             }),
         }

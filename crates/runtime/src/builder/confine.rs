@@ -120,6 +120,12 @@ impl BuildUid {
 }
 
 impl UidPool {
+    /// The pool of this process: builders over different roots must not hand out the same uid.
+    pub(crate) fn process_wide() -> Arc<Self> {
+        static POOL: std::sync::LazyLock<Arc<UidPool>> = std::sync::LazyLock::new(Arc::default);
+        POOL.clone()
+    }
+
     /// The lowest free uid of the range, or `None` when every one is taken.
     pub(crate) fn take(self: &Arc<Self>, base: u32, count: u32) -> Option<BuildUid> {
         // Poisoning cannot leave a set of integers inconsistent.

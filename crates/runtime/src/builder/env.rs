@@ -210,7 +210,10 @@ async fn run_sandboxed(
     deadline: Instant,
     n: u32,
 ) -> Result<(), BuildError> {
-    let id = format!("build-{}-{n}", sb.uid.uid);
+    // Sandbox ids name cgroups, which are host-wide: the pid and a counter keep them unique.
+    static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let step_no = STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("build-{}-{step_no}-{n}", std::process::id());
     let mut spec = SandboxSpec::new(id.clone(), sb.sandboxes_dir.join(&id), job.code_dir, argv);
     spec.isolation = sb.opts.isolation;
     spec.limits = sb.opts.limits;
@@ -275,9 +278,14 @@ async fn run_sandboxed(
         }
         Ok(info) => {
             log.write(format!("{info}\n\n").as_bytes()).await?;
+            // Worded as for an unsandboxed process, so failure reasons read the same either way.
+            let status = match info.code {
+                Some(code) => format!("exit status: {code}"),
+                None => info.to_string(),
+            };
             Err(BuildError::Step {
                 step: step.to_owned(),
-                status: info.to_string(),
+                status,
                 output: quote(&err_tail, &out_tail),
             })
         }

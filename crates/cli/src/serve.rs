@@ -156,6 +156,7 @@ struct FileConfig {
     health_bucket_ms: Option<u64>,
     drain_seconds: Option<u64>,
     metrics_listen: Option<String>,
+    egress_allow: Option<Vec<String>>,
     embedding_model: Option<String>,
     embedding_api_url: Option<String>,
     embedding_api_model: Option<String>,
@@ -484,13 +485,17 @@ impl ServeArgs {
             },
             traffic,
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
-            egress_allow: self
-                .egress_allow
-                .iter()
-                .map(|s| berth_runtime::sandbox::EgressRule::parse_list(s))
-                .collect::<Result<Vec<_>, _>>()
-                .context("egress_allow")?
-                .concat(),
+            // Flags replace the file's list, as for every other key.
+            egress_allow: (if self.egress_allow.is_empty() {
+                file.egress_allow.unwrap_or_default()
+            } else {
+                self.egress_allow
+            })
+            .iter()
+            .map(|s| berth_runtime::sandbox::EgressRule::parse_list(s))
+            .collect::<Result<Vec<_>, _>>()
+            .context("egress_allow")?
+            .concat(),
             memory,
         })
     }

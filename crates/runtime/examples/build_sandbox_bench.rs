@@ -61,11 +61,22 @@ async fn main() {
     let (mut plain, mut boxed) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         // Alternate which side goes first so drift on the machine hits both.
-        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for sandboxed in order {
             let t = cold_build(sandboxed).await;
-            eprintln!("round {round} sandboxed={sandboxed}: {:.2} s", t.as_secs_f64());
-            if sandboxed { boxed.push(t) } else { plain.push(t) }
+            eprintln!(
+                "round {round} sandboxed={sandboxed}: {:.2} s",
+                t.as_secs_f64()
+            );
+            if sandboxed {
+                boxed.push(t)
+            } else {
+                plain.push(t)
+            }
         }
     }
     let all = |v: &[Duration]| {

@@ -580,10 +580,9 @@ impl Builder {
                     .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
             }
             // Build sandboxes' work roots: traversable only, their names are not for listing.
-            for dir in [root.join("sandboxes")] {
-                fsx::create_dir_mode(&dir, 0o711)
-                    .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
-            }
+            let dir = root.join("sandboxes");
+            fsx::create_dir_mode(&dir, 0o711)
+                .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
             Ok(())
         })
         .await

@@ -95,7 +95,10 @@ async fn a_hostile_setup_py_reaches_nothing_of_the_host() {
     assert!(!msg.contains(CANARY), "{msg}");
     assert!(!Path::new("/etc/berth-build-probe").exists());
     // The failed environment is gone, its sandbox too.
-    assert_eq!(names(&tmp.path().join("data/builds/envs")), Vec::<String>::new());
+    assert_eq!(
+        names(&tmp.path().join("data/builds/envs")),
+        Vec::<String>::new()
+    );
     assert_eq!(
         names(&tmp.path().join("data/builds/sandboxes")),
         Vec::<String>::new()
@@ -143,8 +146,14 @@ async fn requirement_lines_reaching_outside_fail_before_pip() {
         .to_string();
     assert!(err.contains("reqs/base.txt: the line"), "{err}");
     // Nothing ran: no environment, no build log.
-    assert_eq!(names(&tmp.path().join("data/builds/envs")), Vec::<String>::new());
-    assert_eq!(names(&tmp.path().join("data/builds/logs")), Vec::<String>::new());
+    assert_eq!(
+        names(&tmp.path().join("data/builds/envs")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        names(&tmp.path().join("data/builds/logs")),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]
@@ -153,7 +162,10 @@ async fn a_built_environment_is_sealed_for_root() {
     let (b, _db) = setup(tmp.path());
     let built = b
         .build(
-            files(&[("agent.py", "import six\n"), ("requirements.txt", "six==1.16.0\n")]),
+            files(&[
+                ("agent.py", "import six\n"),
+                ("requirements.txt", "six==1.16.0\n"),
+            ]),
             "PYTHON_3_11",
             &ep(&["agent.py"]),
         )
@@ -165,7 +177,13 @@ async fn a_built_environment_is_sealed_for_root() {
         let meta = std::fs::symlink_metadata(&p).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (0, 0), "{}", p.display());
         if !meta.file_type().is_symlink() {
-            assert_eq!(meta.mode() & 0o7022, 0, "{} is {:o}", p.display(), meta.mode());
+            assert_eq!(
+                meta.mode() & 0o7022,
+                0,
+                "{} is {:o}",
+                p.display(),
+                meta.mode()
+            );
         }
         if meta.is_dir() {
             stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
@@ -173,5 +191,10 @@ async fn a_built_environment_is_sealed_for_root() {
         seen += 1;
     }
     assert!(seen > 10);
-    assert!(built.env_dir.join("lib/python3.11/site-packages/six.py").is_file());
+    assert!(
+        built
+            .env_dir
+            .join("lib/python3.11/site-packages/six.py")
+            .is_file()
+    );
 }

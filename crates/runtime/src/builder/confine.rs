@@ -254,8 +254,9 @@ pub(crate) fn build_env(source: &PipSource) -> Vec<(String, String)> {
     env.extend(source.env.iter().cloned());
     env.extend(
         [
+            // Bytecode is written on purpose: pip compiles the environment's modules once here,
+            // since agents find it read-only and would otherwise compile them at every start.
             ("PYTHONNOUSERSITE", "1"),
-            ("PYTHONDONTWRITEBYTECODE", "1"),
             ("PIP_NO_INPUT", "1"),
             ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
             // Berth's own settings above are the configuration; files in the sandbox are not.

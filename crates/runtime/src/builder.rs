@@ -13,7 +13,12 @@
 //!                                 complete once it holds `.berth-complete`
 //! logs/<hex>.log                  output of venv and pip for the last environment built for <hex>
 //! index/<hex>.<RUNTIME>.json      which environment a package was built with, for `lookup`
+//! sandboxes/build-<pid>-<n>-<k>/  work roots of the build sandboxes running now (see `confine.rs`)
 //! ```
+//!
+//! venv and pip run in a build sandbox (`confine.rs`): their own uid, an allow-listed environment,
+//! the host masked or read-only, only the target environment writable, egress only to the package
+//! indexes. Requirement lines reaching outside the package are refused before (`deps::check_reach`).
 //! Directory names use the bare hex digest rather than `sha256:<hex>` because the code directory
 //! goes on `PYTHONPATH`, where a `:` would split it.
 //!

@@ -29,6 +29,9 @@ from berth_harness import (
 
 PORT = 8097
 TARGETS = ["10.213.7.2", "100.64.213.2", "169.254.169.254", "fd00:ec2::254"]
+#: A documentation-range address (not denied by default) that lives only in the test namespace:
+#: stands for "the public internet" in the VPC test.
+PUBLIC_STANDIN = "198.51.100.7"
 
 AGENT = r'''
 import json, os, socket
@@ -126,7 +129,7 @@ def target_netns():
         _ip("link", "set", host_if, "up")
         _ip("link", "set", "lo", "up", ns=ns)
         _ip("addr", "add", "fe80::b2/64", "dev", ns_if, "nodad", ns=ns)
-        for addr in TARGETS:
+        for addr in [*TARGETS, PUBLIC_STANDIN]:
             if ":" in addr:
                 _ip("-6", "addr", "add", f"{addr}/128", "dev", ns_if, "nodad", ns=ns)
             else:
@@ -134,7 +137,7 @@ def target_netns():
         _ip("link", "set", ns_if, "up", ns=ns)
         _ip("route", "add", "default", "dev", ns_if, ns=ns)
         _ip("-6", "route", "add", "default", "via", "fe80::b1", "dev", ns_if, ns=ns)
-        for addr in TARGETS:
+        for addr in [*TARGETS, PUBLIC_STANDIN]:
             family, prefix = ("-6", "128") if ":" in addr else ("-4", "32")
             _ip(family, "route", "add", f"{addr}/{prefix}", "dev", host_if)
             routes.append((family, "route", "del", f"{addr}/{prefix}", "dev", host_if))
@@ -177,15 +180,21 @@ except OSError as e:
 '''
 
 
-def _deploy(server) -> str:
+def _deploy(server, **extra) -> str:
     control = server.client("bedrock-agentcore-control")
-    resp = deploy_agent(control, server.s3_client(), zip_files({"agent.py": AGENT}), name=f"egress_{uuid.uuid4().hex[:8]}")
+    resp = deploy_agent(
+        control,
+        server.s3_client(),
+        zip_files({"agent.py": AGENT}),
+        name=f"egress_{uuid.uuid4().hex[:8]}",
+        **extra,
+    )
     return resp["agentRuntimeArn"]
 
 
-def _attempt(server, arn: str) -> dict:
+def _attempt(server, arn: str, targets=TARGETS) -> dict:
     data = server.client("bedrock-agentcore")
-    return invoke_json(data, arn, new_session_id("egress"), {"targets": TARGETS, "port": PORT})
+    return invoke_json(data, arn, new_session_id("egress"), {"targets": targets, "port": PORT})
 
 
 def test_private_cgnat_and_metadata_addresses_are_refused(target_netns, berth_server):
@@ -224,3 +233,25 @@ def test_allow_listed_targets_are_reached(target_netns, berth_server):
     for addr in TARGETS:
         assert "200" in result[addr].get("status", ""), (addr, result)
         assert "egress-target-reached" in result[addr]["body"], (addr, result)
+
+
+def test_vpc_runtimes_reach_only_the_allow_list(target_netns, berth_server):
+    server = berth_server(name="egress-vpc", args=("--egress-allow", "10.213.7.2"))
+    vpc = {
+        "networkMode": "VPC",
+        "networkModeConfig": {
+            "securityGroups": ["sg-0123456789abcdef0"],
+            "subnets": ["subnet-0123456789abcdef0"],
+        },
+    }
+    vpc_arn = _deploy(server, networkConfiguration=vpc)
+    public_arn = _deploy(server)
+    targets = ["10.213.7.2", PUBLIC_STANDIN, "100.64.213.2"]
+    vpc_result = _attempt(server, vpc_arn, targets)
+    public_result = _attempt(server, public_arn, targets)
+    assert "200" in vpc_result["10.213.7.2"].get("status", ""), vpc_result
+    assert "403" in vpc_result[PUBLIC_STANDIN].get("status", ""), vpc_result
+    assert "403" in vpc_result["100.64.213.2"].get("status", ""), vpc_result
+    assert "200" in public_result["10.213.7.2"].get("status", ""), public_result
+    assert "200" in public_result[PUBLIC_STANDIN].get("status", ""), public_result
+    assert "403" in public_result["100.64.213.2"].get("status", ""), public_result

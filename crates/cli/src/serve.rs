@@ -79,6 +79,12 @@ pub struct ServeArgs {
     /// text is always at the signed `/berth/v1/metrics`].
     #[arg(long, env = "BERTH_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Egress allow-list: CIDRs, addresses or host names (`.example.com` for a domain) agents and
+    /// builds may reach although the default egress policy denies them (private networks,
+    /// metadata), e.g. an internal service or package mirror; the only destinations of VPC-mode
+    /// runtimes. Repeat the flag or separate entries with commas [default: none].
+    #[arg(long, env = "BERTH_EGRESS_ALLOW", value_name = "CIDR|HOST")]
+    pub egress_allow: Vec<String>,
     /// Memory: directory of the in-process embedding model (MiniLM-L6-v2's `config.json`,
     /// `tokenizer.json`, `model.safetensors`; `scripts/fetch-model.sh` fetches them), or `none` for
     /// keyword-only retrieval [default: `.cache/models/all-minilm-l6-v2` under the data dir, the
@@ -150,6 +156,7 @@ struct FileConfig {
     health_bucket_ms: Option<u64>,
     drain_seconds: Option<u64>,
     metrics_listen: Option<String>,
+    egress_allow: Option<Vec<String>>,
     embedding_model: Option<String>,
     embedding_api_url: Option<String>,
     embedding_api_model: Option<String>,
@@ -192,6 +199,8 @@ pub struct Config {
     pub traffic: berth_control::Options,
     /// Unauthenticated Prometheus listener.
     pub metrics_listen: Option<String>,
+    /// The operator's egress allow-list.
+    pub egress_allow: Vec<berth_runtime::sandbox::EgressRule>,
     /// Memory settings in `berth_memory::Options::configure`'s naming.
     pub memory: MemorySettings,
 }
@@ -476,6 +485,17 @@ impl ServeArgs {
             },
             traffic,
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            // Flags replace the file's list, as for every other key.
+            egress_allow: (if self.egress_allow.is_empty() {
+                file.egress_allow.unwrap_or_default()
+            } else {
+                self.egress_allow
+            })
+            .iter()
+            .map(|s| berth_runtime::sandbox::EgressRule::parse_list(s))
+            .collect::<Result<Vec<_>, _>>()
+            .context("egress_allow")?
+            .concat(),
             memory,
         })
     }
@@ -601,9 +621,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let artifacts = berth_artifacts::ArtifactStore::open(&cfg.artifact_store, &cfg.data_dir)
         .await
         .with_context(|| format!("artifact_store: opening {}", cfg.artifact_store))?;
-    let builder = berth_runtime::builder::Builder::new(
-        berth_runtime::builder::BuilderOptions::new(cfg.data_dir.join("builds")),
-    );
+    let mut build_opts = berth_runtime::builder::BuilderOptions::new(cfg.data_dir.join("builds"));
+    if let Some(sandbox) = &mut build_opts.sandbox {
+        // Builds are confined like sessions; the data dir (database, root secret) is masked.
+        sandbox.isolation = cfg.isolation;
+        sandbox.hidden = vec![cfg.data_dir.clone()];
+        sandbox.egress_allow = cfg.egress_allow.clone();
+    }
+    let builder = berth_runtime::builder::Builder::new(build_opts);
     let preparer = Arc::new(berth_runtime::deploy::Preparer::new(
         builder,
         artifacts.clone(),
@@ -619,6 +644,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ping_interval: cfg.ping_interval,
             warm_pool: cfg.warm_pool,
             allowed_local: vec![],
+            egress_allow: cfg.egress_allow.clone(),
             // Agents reach the data plane at a loopback address of their own; a wildcard listen
             // address is reached through loopback.
             api_addr: Some(if addr.ip().is_unspecified() {

@@ -13,7 +13,12 @@
 //!                                 complete once it holds `.berth-complete`
 //! logs/<hex>.log                  output of venv and pip for the last environment built for <hex>
 //! index/<hex>.<RUNTIME>.json      which environment a package was built with, for `lookup`
+//! sandboxes/build-<pid>-<n>-<k>/  work roots of the build sandboxes running now (see `confine.rs`)
 //! ```
+//!
+//! venv and pip run in a build sandbox (`confine.rs`): their own uid, an allow-listed environment,
+//! the host masked or read-only, only the target environment writable, egress only to the package
+//! indexes. Requirement lines reaching outside the package are refused before (`deps::check_reach`).
 //! Directory names use the bare hex digest rather than `sha256:<hex>` because the code directory
 //! goes on `PYTHONPATH`, where a `:` would split it.
 //!
@@ -22,6 +27,7 @@
 //! A venv embeds its own absolute path, so environments are built at their final path under a lock
 //! rather than in a temporary directory. Locks are per process: one Berth process owns a build root.
 
+mod confine;
 mod deps;
 mod entry;
 mod env;
@@ -41,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
+pub use confine::BuildSandbox;
 pub use error::BuildError;
 pub use interpreter::InterpreterSearch;
 
@@ -69,6 +76,10 @@ pub struct BuilderOptions {
     pub max_entries: usize,
     /// Where Python interpreters are looked for. Default [`InterpreterSearch::from_env`].
     pub interpreters: InterpreterSearch,
+    /// How venv and pip are confined (see [`BuildSandbox`]). `None` runs them as Berth itself with
+    /// Berth's environment: only for measuring what the sandbox costs (`bench/`), never for
+    /// untrusted packages.
+    pub sandbox: Option<BuildSandbox>,
 }
 
 impl BuilderOptions {
@@ -81,6 +92,7 @@ impl BuilderOptions {
             max_unpacked_bytes: 1 << 30,
             max_entries: 100_000,
             interpreters: InterpreterSearch::from_env(),
+            sandbox: Some(BuildSandbox::default()),
         }
     }
 }
@@ -132,6 +144,10 @@ struct Inner {
     agents_run_as_other_user: bool,
     /// Interpreters already probed.
     interpreters: interpreter::Found,
+    /// Uids of the builds running now, shared by every builder of the process.
+    uids: Arc<confine::UidPool>,
+    /// The package indexes of the host's pip configuration, read once at start.
+    pip_source: confine::PipSource,
 }
 
 /// What `index/<hex>.<RUNTIME>.json` records.
@@ -160,12 +176,15 @@ impl Builder {
         }
         // SAFETY: geteuid(2) has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
+        let pip_source = confine::PipSource::discover(&opts.pip_args);
         Self {
             inner: Arc::new(Inner {
                 opts,
                 locks: Mutex::new(HashMap::new()),
                 agents_run_as_other_user: euid == 0,
                 interpreters: interpreter::Found::default(),
+                uids: confine::UidPool::process_wide(),
+                pip_source,
             }),
         }
     }
@@ -238,6 +257,7 @@ impl Builder {
             )
             .await?;
         let deps = read_deps(&code_dir).await?;
+        self.check_reach(&code_dir, &deps).await?;
         let env_name = deps.env_key(&interp, minor, &self.inner.opts.pip_args, &hex);
         let env_dir = self.envs_root().join(&env_name);
 
@@ -564,6 +584,10 @@ impl Builder {
                 fsx::create_dir_mode(&dir, 0o755)
                     .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
             }
+            // Build sandboxes' work roots: traversable only, their names are not for listing.
+            let dir = root.join("sandboxes");
+            fsx::create_dir_mode(&dir, 0o711)
+                .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
             Ok(())
         })
         .await
@@ -648,6 +672,31 @@ impl Builder {
         }
         let log_path = self.logs_root().join(format!("{hex}.log"));
         let started = Instant::now();
+        let opts = &self.inner.opts;
+        let uid =
+            match &opts.sandbox {
+                Some(sb) => Some(self.inner.uids.take(sb.uid_base, sb.uid_count).ok_or_else(
+                    || {
+                        BuildError::Sandbox(format!(
+                            "all {} build uids are in use; retry when a build has finished",
+                            sb.uid_count
+                        ))
+                    },
+                )?),
+                None => None,
+            };
+        let sandboxes_dir = self.inner.opts.root.join("sandboxes");
+        let sandbox = match (&opts.sandbox, &uid) {
+            (Some(sb), Some(uid)) => Some(env::StepSandbox {
+                opts: sb,
+                sandboxes_dir: &sandboxes_dir,
+                build_root: &opts.root,
+                uid,
+                source: &self.inner.pip_source,
+                label: hex,
+            }),
+            _ => None,
+        };
         let job = env::EnvJob {
             env_dir,
             interpreter: interp,
@@ -656,6 +705,7 @@ impl Builder {
             log_path: &log_path,
             pip_args: &self.inner.opts.pip_args,
             timeout: self.inner.opts.timeout,
+            sandbox,
         };
         if let Err(e) = job.run().await {
             let path = env_dir.to_path_buf();
@@ -693,6 +743,47 @@ impl Builder {
             "environment created"
         );
         Ok(false)
+    }
+
+    /// Refuses requirement lines that reach outside the package or to hosts the operator did not
+    /// allow, following the package's own `-r`/`-c` files, before anything runs.
+    async fn check_reach(&self, code_dir: &Path, deps: &Deps) -> Result<(), BuildError> {
+        let hosts = self.inner.pip_source.hosts.clone();
+        let rules = self
+            .inner
+            .opts
+            .sandbox
+            .as_ref()
+            .map(|s| s.egress_allow.clone())
+            .unwrap_or_default();
+        let allowed =
+            move |h: &str| hosts.iter().any(|k| k == h) || rules.iter().any(|r| r.allows_name(h));
+        let first = match deps.source {
+            deps::Source::Pyproject => "pyproject.toml",
+            _ => "requirements.txt",
+        };
+        let mut pending = vec![(first.to_owned(), deps.lines.clone(), 0usize)];
+        let mut seen = 0usize;
+        while let Some((file, lines, depth)) = pending.pop() {
+            let included = deps::check_reach(&file, &lines, &allowed)?;
+            for rel in included {
+                seen += 1;
+                if depth >= 8 || seen > 64 {
+                    return Err(BuildError::Dependencies(format!(
+                        "{file}: requirement files nest too deeply or are too many"
+                    )));
+                }
+                let base = Path::new(&file).parent().unwrap_or(Path::new(""));
+                let name = base.join(&rel).to_string_lossy().into_owned();
+                // Lexically inside (checked above); a missing file is pip's error to report.
+                let path = code_dir.join(&name);
+                let Some(text) = read_optional(&path).await? else {
+                    continue;
+                };
+                pending.push((name, deps::normalize_requirements(&text), depth + 1));
+            }
+        }
+        Ok(())
     }
 
     fn lock_handle(&self, key: String) -> Arc<AsyncMutex<()>> {

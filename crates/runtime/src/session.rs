@@ -73,6 +73,9 @@ pub struct SessionOptions {
     pub warm_pool: usize,
     /// Host addresses agents may reach through the egress proxy although local (Berth's API).
     pub allowed_local: Vec<SocketAddr>,
+    /// The operator's egress allow-list (`--egress-allow`): reachable from PUBLIC runtimes although
+    /// the default policy denies it, and the only destinations of VPC runtimes.
+    pub egress_allow: Vec<crate::sandbox::EgressRule>,
     /// Environment given to every agent (region and such).
     pub env: Vec<(String, String)>,
     /// Berth's own listener, made reachable inside each namespaced sandbox at
@@ -408,10 +411,20 @@ impl Sessions {
         }
         sb.limits = o.limits;
         sb.isolation = o.isolation;
-        sb.network = if spec.public_network() {
+        // PUBLIC: the default egress policy plus the operator's allow-list; VPC: only the
+        // allow-list (nothing at all when it is empty).
+        let public = spec.public_network();
+        sb.network = if public || !o.egress_allow.is_empty() {
             Network::Public
         } else {
             Network::Isolated
+        };
+        sb.egress = crate::sandbox::EgressPolicy {
+            allow: o.egress_allow.clone(),
+            allow_only: !public,
+            runtime: Some(target.runtime.id.clone()),
+            // Warm sandboxes start before their session is known; the sandbox id names it.
+            session: Some(id.to_owned()),
         };
         sb.allowed_local = o.allowed_local.clone();
         sb.hidden = o.hidden.clone();

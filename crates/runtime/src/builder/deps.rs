@@ -110,7 +110,7 @@ impl Deps {
 
 /// Joins `\` continuations, drops comments (`#` at the start or after whitespace, as pip does) and
 /// blank lines, trims, keeps order.
-fn normalize_requirements(text: &str) -> Vec<String> {
+pub(crate) fn normalize_requirements(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut pending = String::new();
     for raw in text.lines() {
@@ -163,6 +163,190 @@ fn is_local_ref(line: &str) -> bool {
     line.starts_with('.')
         || line.contains("file:")
         || ((line.contains('/') || line.contains('\\')) && !line.contains("://"))
+}
+
+/// Options whose value is a requirements or constraints file pip reads.
+const FILE_LIST_OPTIONS: [&str; 4] = ["-r", "--requirement", "-c", "--constraint"];
+/// Options whose value is where packages come from.
+const SOURCE_OPTIONS: [&str; 6] = [
+    "-i",
+    "--index-url",
+    "--extra-index-url",
+    "-f",
+    "--find-links",
+    "--trusted-host",
+];
+
+/// Checks that requirement lines stay inside the package and reach only allowed hosts, before pip
+/// runs. `allowed_host` says whether a host name (without port) may be reached. Returns the
+/// package-relative requirement and constraint files the lines include, for the caller to check in
+/// turn (they are read by pip from the package too).
+pub(crate) fn check_reach(
+    file: &str,
+    lines: &[String],
+    allowed_host: &dyn Fn(&str) -> bool,
+) -> Result<Vec<String>, BuildError> {
+    let refuse = |line: &str, why: String| {
+        Err(BuildError::Dependencies(format!(
+            "{file}: the line {line:?} {why}; requirements may only refer to files inside the code \
+             package and to the package indexes the operator allows"
+        )))
+    };
+    let mut included = Vec::new();
+    for line in lines {
+        let (option, value) = split_option(line);
+        if let Some(option) = option {
+            let value = value.unwrap_or_default();
+            if FILE_LIST_OPTIONS.contains(&option) {
+                match classify(&value) {
+                    Target::Url(host) if allowed_host(&host) => {}
+                    Target::Url(host) => {
+                        return refuse(
+                            line,
+                            format!("reads from {host}, which is not an allowed package index"),
+                        );
+                    }
+                    Target::File => return refuse(line, "uses a file: URL".into()),
+                    Target::Outside => {
+                        return refuse(line, "names a path outside the code package".into());
+                    }
+                    Target::Inside => included.push(value),
+                }
+            } else if option == "--trusted-host" {
+                let host = value.rsplit_once(':').map_or(value.as_str(), |(h, p)| {
+                    if p.bytes().all(|b| b.is_ascii_digit()) {
+                        h
+                    } else {
+                        value.as_str()
+                    }
+                });
+                if !allowed_host(&host.to_ascii_lowercase()) {
+                    return refuse(
+                        line,
+                        format!("trusts {host}, which is not an allowed package index"),
+                    );
+                }
+            } else if SOURCE_OPTIONS.contains(&option) || matches!(option, "-e" | "--editable") {
+                match classify(&value) {
+                    Target::Url(host) if allowed_host(&host) => {}
+                    Target::Url(host) => {
+                        return refuse(
+                            line,
+                            format!("reaches {host}, which is not an allowed package index"),
+                        );
+                    }
+                    Target::File => return refuse(line, "uses a file: URL".into()),
+                    Target::Outside => {
+                        return refuse(line, "names a path outside the code package".into());
+                    }
+                    Target::Inside => {}
+                }
+            }
+            continue;
+        }
+        // A requirement: `name[extras] @ url`, a URL, a path, or a plain specifier.
+        let spec = line.split(';').next().unwrap_or("").trim();
+        let spec = spec.split(" --").next().unwrap_or(spec).trim();
+        let target = match spec.split_once('@') {
+            Some((_, url)) if !spec.contains("://") || url.contains("://") => url.trim(),
+            _ => spec,
+        };
+        if target.to_ascii_lowercase().contains("file:") {
+            return refuse(line, "uses a file: URL".into());
+        }
+        let looks_like_path = target.starts_with('.')
+            || target.starts_with('/')
+            || target.starts_with('~')
+            || target.contains('/')
+            || target.contains('\\');
+        if target.contains("://") || looks_like_path {
+            match classify(target) {
+                Target::Url(host) if allowed_host(&host) => {}
+                Target::Url(host) => {
+                    return refuse(
+                        line,
+                        format!("downloads from {host}, which is not an allowed package index"),
+                    );
+                }
+                Target::File => return refuse(line, "uses a file: URL".into()),
+                Target::Outside => {
+                    return refuse(line, "names a path outside the code package".into());
+                }
+                Target::Inside => {}
+            }
+        }
+    }
+    Ok(included)
+}
+
+/// `(Some(option), value)` for an option line (`-r x`, `-rx`, `--requirement=x`), else `(None, None)`.
+fn split_option(line: &str) -> (Option<&'static str>, Option<String>) {
+    if !line.starts_with('-') {
+        return (None, None);
+    }
+    let all = FILE_LIST_OPTIONS
+        .iter()
+        .chain(SOURCE_OPTIONS.iter())
+        .chain(["-e", "--editable"].iter());
+    for &opt in all {
+        let Some(rest) = line.strip_prefix(opt) else {
+            continue;
+        };
+        let value = if opt.starts_with("--") {
+            match rest.chars().next() {
+                Some('=') | Some(' ') => rest[1..].trim(),
+                None => "",
+                _ => continue,
+            }
+        } else {
+            rest.trim_start_matches('=').trim()
+        };
+        // A value is one token; trailing options (`--hash`) belong to the line, not the value.
+        let value = value.split_whitespace().next().unwrap_or("");
+        return (Some(opt), Some(value.to_owned()));
+    }
+    // Another option (`--pre`, `--hash`, `--no-binary`): nothing to reach.
+    (Some("--other"), None)
+}
+
+/// Where a path or URL points.
+enum Target {
+    /// A network URL on this host (lowercase, without port or credentials).
+    Url(String),
+    /// A `file:` URL.
+    File,
+    /// An absolute path, a home-relative path, or one climbing out with `..`.
+    Outside,
+    /// A relative path inside the package.
+    Inside,
+}
+
+fn classify(value: &str) -> Target {
+    let lower = value.to_ascii_lowercase();
+    if lower.starts_with("file:") {
+        return Target::File;
+    }
+    if let Some((scheme, rest)) = value.split_once("://") {
+        let _ = scheme;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = if let Some(v6) = host_port.strip_prefix('[') {
+            v6.split(']').next().unwrap_or("")
+        } else {
+            host_port.split(':').next().unwrap_or("")
+        };
+        return Target::Url(host.to_ascii_lowercase());
+    }
+    let path = std::path::Path::new(value);
+    if value.starts_with('~')
+        || path.is_absolute()
+        || path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Target::Outside;
+    }
+    Target::Inside
 }
 
 /// `[project].dependencies`, refusing declarations Berth would silently get wrong.
@@ -289,6 +473,74 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    fn reach(line: &str) -> Result<Vec<String>, BuildError> {
+        let allowed = |h: &str| h == "pypi.org" || h == "mirror.internal";
+        check_reach("requirements.txt", &normalize_requirements(line), &allowed)
+    }
+
+    #[test]
+    fn lines_reaching_outside_the_package_are_refused() {
+        for (line, why) in [
+            ("-r /root-only-file", "outside the code package"),
+            ("-r../x.txt", "outside the code package"),
+            ("--requirement=sub/../../x", "outside the code package"),
+            ("-c /etc/shadow", "outside the code package"),
+            ("--constraint file:///etc/shadow", "file: URL"),
+            ("-e /opt/host/pkg", "outside the code package"),
+            ("--editable=~/pkg", "outside the code package"),
+            ("-e file:///opt/x#egg=x", "file: URL"),
+            ("pkg @ file:///etc/x", "file: URL"),
+            (
+                "/opt/wheels/x-1-py3-none-any.whl",
+                "outside the code package",
+            ),
+            ("../sibling", "outside the code package"),
+            ("--index-url https://evil.example/simple", "evil.example"),
+            (
+                "-i https://user:pw@evil.example:8443/simple",
+                "evil.example",
+            ),
+            ("--extra-index-url=http://10.0.0.1/simple", "10.0.0.1"),
+            ("-f https://evil.example/wheels/", "evil.example"),
+            ("--find-links /opt/wheels", "outside the code package"),
+            ("--trusted-host evil.example:8080", "evil.example"),
+            ("pkg @ https://evil.example/pkg.whl", "evil.example"),
+            ("-r https://evil.example/req.txt", "evil.example"),
+        ] {
+            let err = reach(line).expect_err(line).to_string();
+            assert!(err.contains(why), "{line}: {err}");
+            assert!(
+                err.starts_with("invalid dependency declaration: requirements.txt: the line"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn lines_inside_the_package_or_to_allowed_indexes_pass() {
+        for line in [
+            "six==1.16.0",
+            "requests[socks]>=2 ; python_version >= '3.8'",
+            "./pkg",
+            "pkg/sub",
+            "-e .",
+            "--find-links wheels/",
+            "-i https://mirror.internal/simple",
+            "--extra-index-url https://pypi.org/simple",
+            "--trusted-host mirror.internal:8443",
+            "x @ https://pypi.org/x.whl",
+            "--pre",
+            "six --hash=sha256:abc",
+            "--only-binary :all:",
+        ] {
+            assert!(reach(line).unwrap().is_empty(), "{line}");
+        }
+        assert_eq!(
+            reach("-r base.txt\n-c ./c.txt").unwrap(),
+            ["base.txt", "./c.txt"]
+        );
     }
 
     #[test]

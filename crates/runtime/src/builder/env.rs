@@ -11,8 +11,11 @@ use tokio::process::Command;
 use tokio::time::Instant;
 
 use super::BuildError;
+use super::confine::{self, BuildSandbox, BuildUid, PipSource};
 use super::deps::{Deps, Source};
+use super::fsx;
 use super::interpreter::Interpreter;
+use crate::sandbox::{EgressPolicy, EgressRule, Network, Sandbox, SandboxSpec};
 
 /// Lines of output quoted in an error.
 const TAIL_LINES: usize = 40;
@@ -54,6 +57,21 @@ pub(crate) struct EnvJob<'a> {
     pub log_path: &'a Path,
     pub pip_args: &'a [String],
     pub timeout: Duration,
+    /// Where the steps run; `None` runs them as Berth itself (benchmarks only).
+    pub sandbox: Option<StepSandbox<'a>>,
+}
+
+/// How the steps of one build are confined (see `confine.rs`).
+pub(crate) struct StepSandbox<'a> {
+    pub opts: &'a BuildSandbox,
+    /// Parent of the build sandboxes' work roots.
+    pub sandboxes_dir: &'a Path,
+    /// The build root, masked in the sandbox except for the code and the target environment.
+    pub build_root: &'a Path,
+    pub uid: &'a BuildUid,
+    pub source: &'a PipSource,
+    /// The code digest, for logs.
+    pub label: &'a str,
 }
 
 impl EnvJob<'_> {
@@ -61,60 +79,235 @@ impl EnvJob<'_> {
     pub async fn run(&self) -> Result<(), BuildError> {
         let deadline = Instant::now() + self.timeout;
         let mut log = Log::create(self.log_path).await?;
+        if let Some(sb) = &self.sandbox {
+            // The environment is built at its final path by the build uid: the mount point of its
+            // writable bind.
+            let (dir, uid) = (self.env_dir.to_path_buf(), sb.uid.uid);
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir(&dir)?;
+                std::os::unix::fs::chown(&dir, Some(uid), Some(uid))
+            })
+            .await
+            .map_err(|e| BuildError::io("creating the environment", std::io::Error::other(e)))?
+            .map_err(|e| BuildError::io(format!("creating {}", self.env_dir.display()), e))?;
+        }
 
-        let mut venv = Command::new(&self.interpreter.executable);
-        venv.args(["-m", "venv"]);
+        let mut venv = vec![
+            self.interpreter.executable.to_string_lossy().into_owned(),
+            "-m".to_owned(),
+            "venv".to_owned(),
+        ];
         if self.deps.is_empty() {
             // Nothing to install: skip ensurepip, which is most of venv's time (and agents cannot
             // pip install at run time anyway, the environment is read-only to them).
-            venv.arg("--without-pip");
+            venv.push("--without-pip".to_owned());
         }
-        venv.arg(self.env_dir).current_dir(self.code_dir);
+        venv.push(self.env_dir.to_string_lossy().into_owned());
         let step = format!(
             "creating the python {} virtual environment",
             self.interpreter.version
         );
-        run_logged(venv, &step, &mut log, deadline, self.timeout).await?;
+        self.step(venv, false, &step, &mut log, deadline, 0).await?;
 
-        if self.deps.is_empty() {
-            return log.finish().await;
-        }
-        let requirements: PathBuf = match self.deps.source {
-            Source::Requirements => self.code_dir.join("requirements.txt"),
-            Source::Pyproject | Source::None => {
-                let path = self.env_dir.join(PYPROJECT_REQUIREMENTS);
-                let mut text = self.deps.lines.join("\n");
-                text.push('\n');
-                tokio::fs::write(&path, text)
-                    .await
-                    .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))?;
-                path
+        if !self.deps.is_empty() {
+            let requirements: PathBuf = match self.deps.source {
+                Source::Requirements => self.code_dir.join("requirements.txt"),
+                Source::Pyproject | Source::None => {
+                    let path = self.env_dir.join(PYPROJECT_REQUIREMENTS);
+                    let mut text = self.deps.lines.join("\n");
+                    text.push('\n');
+                    tokio::fs::write(&path, text)
+                        .await
+                        .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))?;
+                    path
+                }
+            };
+            let mut pip: Vec<String> = [
+                self.env_dir
+                    .join("bin")
+                    .join("python")
+                    .to_string_lossy()
+                    .as_ref(),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--progress-bar",
+                "off",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            pip.extend(self.pip_args.iter().cloned());
+            pip.push("-r".to_owned());
+            // Local references are built from a writable copy of the code (build backends write
+            // next to their sources), where relative paths resolve as in the package.
+            let copy = self.sandbox.is_some() && self.deps.local_refs;
+            if copy && self.deps.source == Source::Requirements {
+                pip.push("requirements.txt".to_owned());
+            } else {
+                pip.push(requirements.to_string_lossy().into_owned());
             }
-        };
-        let mut pip = Command::new(self.env_dir.join("bin").join("python"));
-        pip.args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--progress-bar",
-            "off",
-        ])
-        .args(self.pip_args)
-        .arg("-r")
-        .arg(&requirements)
-        .current_dir(self.code_dir);
-        run_logged(
-            pip,
-            "installing dependencies with pip",
-            &mut log,
-            deadline,
-            self.timeout,
-        )
-        .await?;
+            self.step(
+                pip,
+                copy,
+                "installing dependencies with pip",
+                &mut log,
+                deadline,
+                1,
+            )
+            .await?;
+        }
+        if self.sandbox.is_some() {
+            let dir = self.env_dir.to_path_buf();
+            tokio::task::spawn_blocking(move || fsx::seal(&dir))
+                .await
+                .map_err(|e| BuildError::io("sealing the environment", std::io::Error::other(e)))?
+                .map_err(|e| BuildError::io(format!("sealing {}", self.env_dir.display()), e))?;
+        }
         log.finish().await
     }
+
+    /// Runs one step in the build sandbox, or as Berth itself without one.
+    async fn step(
+        &self,
+        argv: Vec<String>,
+        copy_code: bool,
+        step: &str,
+        log: &mut Log,
+        deadline: Instant,
+        n: u32,
+    ) -> Result<(), BuildError> {
+        let Some(sb) = &self.sandbox else {
+            let mut cmd = Command::new(&argv[0]);
+            cmd.args(&argv[1..]).current_dir(self.code_dir);
+            return run_logged(cmd, step, log, deadline, self.timeout).await;
+        };
+        let argv = if copy_code {
+            let mut wrapped = vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                "cp -R \"$0\" /tmp/src && chmod -R u+w /tmp/src && cd /tmp/src && exec \"$@\""
+                    .to_owned(),
+                self.code_dir.to_string_lossy().into_owned(),
+            ];
+            wrapped.extend(argv);
+            wrapped
+        } else {
+            argv
+        };
+        run_sandboxed(self, sb, argv, step, log, deadline, n).await
+    }
+}
+
+/// Runs one build step in a sandbox and copies its output into the build log.
+async fn run_sandboxed(
+    job: &EnvJob<'_>,
+    sb: &StepSandbox<'_>,
+    argv: Vec<String>,
+    step: &str,
+    log: &mut Log,
+    deadline: Instant,
+    n: u32,
+) -> Result<(), BuildError> {
+    // Sandbox ids name cgroups, which are host-wide: the pid and a counter keep them unique.
+    static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let step_no = STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("build-{}-{step_no}-{n}", std::process::id());
+    let mut spec = SandboxSpec::new(id.clone(), sb.sandboxes_dir.join(&id), job.code_dir, argv);
+    spec.isolation = sb.opts.isolation;
+    spec.limits = sb.opts.limits;
+    spec.run_as = sb.uid.run_as();
+    spec.env = confine::build_env(sb.source);
+    spec.env.push((
+        "PATH".into(),
+        format!("{}/bin:/usr/local/bin:/usr/bin:/bin", job.env_dir.display()),
+    ));
+    spec.hidden = sb.opts.hidden.clone();
+    spec.hidden.push(sb.build_root.to_path_buf());
+    spec.visible = vec![job.interpreter.base_prefix.clone()];
+    spec.visible.extend(sb.source.local_dirs.iter().cloned());
+    spec.writable = vec![job.env_dir.to_path_buf()];
+    spec.network = Network::Public;
+    spec.egress = EgressPolicy {
+        allow: sb
+            .source
+            .hosts
+            .iter()
+            .filter_map(|h| h.parse::<EgressRule>().ok())
+            .chain(sb.opts.egress_allow.iter().cloned())
+            .collect(),
+        allow_only: true,
+        runtime: None,
+        session: Some(format!("build {}", sb.label)),
+    };
+    spec.log_cap_bytes = 8 * 1024 * 1024;
+    let shown = spec.argv.join(" ");
+    log.write(format!("$ {shown}\n").as_bytes()).await?;
+    tracing::debug!(command = shown, sandbox = id, "build step started");
+
+    let sandbox = Sandbox::start(spec)
+        .await
+        .map_err(|e| BuildError::Sandbox(format!("{step}: {e}")))?;
+    // Dropping the sandbox (a cancelled build) kills the step and removes its files.
+    let outcome = tokio::time::timeout_at(deadline, sandbox.exited()).await;
+    if outcome.is_ok() && !sandbox.logs_flushed(Duration::from_secs(10)).await {
+        tracing::warn!(sandbox = id, "build output still open after the step ended");
+    }
+    let (mut out_tail, mut err_tail) = (Tail::default(), Tail::default());
+    let captured = read_sandbox_log(sandbox.log_path()).await;
+    for line in captured.split(|b| *b == b'\n') {
+        if let Some(rest) = line.strip_prefix(b"err ") {
+            err_tail.push(rest);
+            log.write(rest).await?;
+        } else if let Some(rest) = line.strip_prefix(b"out ") {
+            out_tail.push(rest);
+            log.write(rest).await?;
+        } else {
+            continue;
+        }
+        log.write(b"\n").await?;
+    }
+    if let Err(e) = sandbox.destroy().await {
+        tracing::warn!(sandbox = id, error = %e, "removing a build sandbox");
+    }
+    match outcome {
+        Ok(info) if info.success() => {
+            log.write(b"\n").await?;
+            Ok(())
+        }
+        Ok(info) => {
+            log.write(format!("{info}\n\n").as_bytes()).await?;
+            // Worded as for an unsandboxed process, so failure reasons read the same either way.
+            let status = match info.code {
+                Some(code) => format!("exit status: {code}"),
+                None => info.to_string(),
+            };
+            Err(BuildError::Step {
+                step: step.to_owned(),
+                status,
+                output: quote(&err_tail, &out_tail),
+            })
+        }
+        Err(_) => {
+            log.write(format!("killed after {} s\n\n", job.timeout.as_secs()).as_bytes())
+                .await?;
+            Err(BuildError::Timeout {
+                step: step.to_owned(),
+                after: job.timeout,
+                output: quote(&err_tail, &out_tail),
+            })
+        }
+    }
+}
+
+/// The sandbox's captured output, the rotated generation first.
+async fn read_sandbox_log(path: &Path) -> Vec<u8> {
+    let mut rotated = path.as_os_str().to_owned();
+    rotated.push(".1");
+    let mut out = tokio::fs::read(&rotated).await.unwrap_or_default();
+    out.extend(tokio::fs::read(path).await.unwrap_or_default());
+    out
 }
 
 /// The build log: everything every step printed, as it arrives.

@@ -71,6 +71,9 @@ pub enum BuildError {
         /// The tail of the process's output so far.
         output: String,
     },
+    /// The build sandbox could not be set up (a host problem, not the package's).
+    #[error("the build sandbox could not be started: {0}")]
+    Sandbox(String),
     /// A digest passed in is not `sha256:<64 lowercase hex digits>`.
     #[error("invalid digest {0:?}: expected sha256:<64 lowercase hex digits>")]
     InvalidDigest(String),

@@ -39,6 +39,26 @@ pub(crate) fn make_world_readable(top: &Path) -> io::Result<()> {
     })
 }
 
+/// Hands a tree built by a build uid to root: every entry `lchown`ed to `0:0` (links included, never
+/// followed), set-id and sticky bits and group/other write removed, everything readable by all and
+/// directories and owner-executable files searchable or executable by all. Afterwards neither the
+/// build uid nor agents can change it.
+pub(crate) fn seal(top: &Path) -> io::Result<()> {
+    walk_post_order_all(top, &mut |path, meta| {
+        std::os::unix::fs::lchown(path, Some(0), Some(0))?;
+        if meta.file_type().is_symlink() {
+            return Ok(());
+        }
+        // After chown: the kernel clears set-id bits on chown anyway; the mask makes it explicit.
+        let mode = meta.permissions().mode() & 0o777 & !0o022;
+        let mut wanted = mode | 0o444;
+        if meta.is_dir() || mode & 0o100 != 0 {
+            wanted |= 0o111;
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(wanted))
+    })
+}
+
 /// Removes a tree that may contain read-only directories (code trees are `0555`): without root,
 /// unlinking inside a directory needs write permission on it, so directories are made writable
 /// first. A missing path is not an error.
@@ -129,12 +149,31 @@ fn walk_post_order(
     top: &Path,
     visit: &mut dyn FnMut(&Path, &fs::Metadata) -> io::Result<()>,
 ) -> io::Result<()> {
+    walk(top, false, visit)
+}
+
+/// Like [`walk_post_order`], but symlinks are visited too (never followed).
+fn walk_post_order_all(
+    top: &Path,
+    visit: &mut dyn FnMut(&Path, &fs::Metadata) -> io::Result<()>,
+) -> io::Result<()> {
+    walk(top, true, visit)
+}
+
+fn walk(
+    top: &Path,
+    with_links: bool,
+    visit: &mut dyn FnMut(&Path, &fs::Metadata) -> io::Result<()>,
+) -> io::Result<()> {
     // (path, metadata, children already pushed)
     let mut stack: Vec<(PathBuf, fs::Metadata, bool)> =
         vec![(top.to_path_buf(), fs::symlink_metadata(top)?, false)];
     while let Some((path, meta, expanded)) = stack.pop() {
         if meta.file_type().is_symlink() {
             // chmod would follow the link; links carry no permissions of their own on Linux.
+            if with_links {
+                visit(&path, &meta)?;
+            }
             continue;
         }
         if meta.is_dir() && !expanded {

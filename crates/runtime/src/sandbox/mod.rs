@@ -94,6 +94,7 @@ use tracing::{debug, info, warn};
 
 pub use error::Error;
 pub use probe::{Capabilities, CgroupVersion, probe};
+pub use proxy::{EgressPolicy, EgressRule, InvalidEgressRule};
 pub use spec::{
     DEFAULT_LOG_CAP, Isolation, Limits, NOBODY, Network, PROXY_PORT, RunAs, SESSION_DIR,
     SandboxSpec,
@@ -401,6 +402,21 @@ impl Sandbox {
                 ..ExitInfo::default()
             },
         }
+    }
+
+    /// Waits up to `timeout` until everything the agent's process tree wrote to stdout and stderr
+    /// is in the log (every writer of its pipes has gone); `false` on timeout. For callers that read
+    /// the whole log after the end, such as builds.
+    pub async fn logs_flushed(&self, timeout: Duration) -> bool {
+        let Some(mut task) = lock(&self.inner.log_task).take() else {
+            return true;
+        };
+        if tokio::time::timeout(timeout, &mut task).await.is_ok() {
+            return true;
+        }
+        // Still running: `destroy` aborts it.
+        *lock(&self.inner.log_task) = Some(task);
+        false
     }
 
     /// How the agent ended, if it has.
@@ -909,12 +925,20 @@ fn prepare_in(
                     .map_err(|e| Error::io(format!("resolve visible path {}", v.display()), e))?,
             );
         }
+        let mut writable = Vec::new();
+        for w in &spec.writable {
+            writable.push(
+                fs::canonicalize(w)
+                    .map_err(|e| Error::io(format!("resolve writable path {}", w.display()), e))?,
+            );
+        }
         let inputs = plan::Inputs {
             rootfs: &rootfs,
             tmp: &tmp,
             storage: &storage,
             hidden: &hidden,
             visible: &visible,
+            writable: &writable,
             shm_bytes: SHM_BYTES,
         };
         let ops = plan::mount_ops(&inputs, &host_kind).map_err(Error::InvalidSpec)?;
@@ -1034,7 +1058,9 @@ fn prepare_in(
         agent_addr,
         cgroups,
         egress: Arc::new(Egress {
+            sandbox: spec.id.clone(),
             allowed_local: spec.allowed_local.clone(),
+            policy: spec.egress.clone(),
         }),
         plan,
         child_fds,

@@ -52,6 +52,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) hidden: &'a [PathBuf],
     /// Paths to keep visible (the code directory first).
     pub(crate) visible: &'a [PathBuf],
+    /// Directories bound read-write at their host path (a build's target environment).
+    pub(crate) writable: &'a [PathBuf],
     /// Size of the private `/dev/shm` tmpfs in bytes.
     pub(crate) shm_bytes: u64,
 }
@@ -243,6 +245,45 @@ pub(crate) fn mount_ops(
         bound.push(v);
     }
 
+    // Writable directories are bound at their host path whether or not an overlay covers them: the
+    // host root is read-only, so only their own bind makes them writable.
+    for w in inputs.writable {
+        if is_under_replaced(w)
+            || OVERLAID.iter().any(|o| w == Path::new(o))
+            || w.starts_with("/mnt/session")
+            || w == Path::new("/")
+        {
+            return Err(format!(
+                "writable path {} collides with a sandbox mount",
+                w.display()
+            ));
+        }
+        if kind(w) != Some(Kind::Dir) {
+            return Err(format!("writable path {} is not a directory", w.display()));
+        }
+        if let Some(cover) = overlays
+            .iter()
+            .filter(|o| w.starts_with(o))
+            .max_by_key(|o| o.as_os_str().len())
+        {
+            let rel = w
+                .strip_prefix(cover)
+                .map_err(|_| "writable path outside its overlay".to_string())?;
+            let mut at = cover.clone();
+            for comp in rel.components() {
+                at.push(comp);
+                ops.push(Op::Mkdir {
+                    path: cp(&inside(&at))?,
+                });
+            }
+        }
+        ops.push(mount_bind(w, &inside(w), false)?);
+        ops.push(Op::SetAttr {
+            target: cp(&inside(w))?,
+            set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        });
+    }
+
     // Freeze the tmpfs overlays now that their mount points exist.
     for t in hidden.iter().map(|h| inside(h)).chain([mnt, dev]) {
         ops.push(remount(
@@ -383,6 +424,7 @@ mod tests {
                 storage: Path::new("/data/sbx/a/storage"),
                 hidden: &hidden,
                 visible: &visible,
+                writable: &[],
                 shm_bytes: 1 << 20,
             },
             &host,

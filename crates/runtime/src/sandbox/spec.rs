@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 
 use super::Error;
+use super::proxy::EgressPolicy;
 
 /// Port of the egress proxy inside a sandbox with [`Network::Public`] (`http://127.0.0.1:3128`).
 pub const PROXY_PORT: u16 = 3128;
@@ -117,6 +118,12 @@ pub struct SandboxSpec {
     /// directory (or under `/tmp` or `/mnt`), e.g. the version's virtualenv when it is not inside
     /// `code_dir` (a venv only works at the path it was created at).
     pub visible: Vec<PathBuf>,
+    /// Host directories bound read-write at the same path (namespaced sandboxes only), e.g. the
+    /// environment a build sandbox creates; everything else outside `/tmp` and `/mnt/session` stays
+    /// read-only. They must exist and be writable by [`RunAs`].
+    pub writable: Vec<PathBuf>,
+    /// What the egress proxy lets through beyond the default policy (see [`EgressPolicy`]).
+    pub egress: EgressPolicy,
     /// The identity the agent runs as. Only applied when Berth runs as root.
     pub run_as: RunAs,
     /// The agent log is rotated once it would grow past this many bytes; one previous generation is
@@ -146,6 +153,8 @@ impl SandboxSpec {
             allowed_local: Vec::new(),
             hidden: Vec::new(),
             visible: Vec::new(),
+            writable: Vec::new(),
+            egress: EgressPolicy::default(),
             run_as: RunAs::default(),
             log_cap_bytes: DEFAULT_LOG_CAP,
         }
@@ -187,6 +196,9 @@ impl SandboxSpec {
         }
         for p in &self.visible {
             check_abs("visible path", p)?;
+        }
+        for p in &self.writable {
+            check_abs("writable path", p)?;
         }
         let Some(program) = self.argv.first() else {
             return invalid("argv is empty".into());

@@ -599,7 +599,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .map_err(memory_config_error)?;
             }
             Err(e) => warn!(
-                error = format!("{e:#}"),
+                error = %format!("{e:#}"),
                 "cannot fetch the default embedding model; memory retrieval stays keyword-only until it is present (restart to retry, or run scripts/fetch-model.sh)"
             ),
         }

@@ -159,6 +159,7 @@ class User:
         return self.server_wrap if self.name != "root" else [
             "nsenter",
             f"--mount=/proc/{self.server.proc.pid}/ns/mnt",
+            f"--wd={REPO}",  # entering a mount namespace resets the working directory
             "--",
         ]
 
@@ -379,10 +380,13 @@ def assert_private_at_rest(data_dir: Path) -> None:
 def first_run(user: User) -> dict:
     """The run command, then everything the README promises after it."""
     server = user.server.start()
-    log = server.log_text()
+
+    def banner_eval():
+        lines = server.log_text().splitlines()
+        return next((m.group(1) for line in lines if (m := BANNER_EVAL.match(line))), None)
+
     # The banner's command works as printed (the binary's own path, the data dir it used).
-    banner = next((m.group(1) for line in log.splitlines() if (m := BANNER_EVAL.match(line))), None)
-    assert banner, log
+    banner = poll(banner_eval, lambda b: b is not None, timeout=30, what="the banner's eval line")
     printed = user.shell(dict(user.env), shlex.split(banner))
     assert "AWS_SECRET_ACCESS_KEY=" in printed.stdout and "AWS_REGION=" in printed.stdout, printed.stdout
     env = run_quickstart(user)

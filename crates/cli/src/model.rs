@@ -189,8 +189,9 @@ fn open_zip(path: &Path) -> anyhow::Result<zip::ZipArchive<std::fs::File>> {
 fn find_entry<R: Read + Seek>(archive: &mut zip::ZipArchive<R>, name: &str) -> Option<String> {
     archive
         .file_names()
+        .filter_map(Result::ok)
         .find(|n| n.rsplit('/').next() == Some(name))
-        .map(str::to_owned)
+        .map(|n| n.into_owned())
 }
 
 fn extract_model<R: Read + Seek>(

@@ -371,10 +371,12 @@ def assert_private_at_rest(data_dir: Path) -> None:
         if path.exists():
             assert mode(path) == 0o600, f"{path}: {oct(mode(path))}"
     logs = data_dir / "logs"
-    if logs.exists():
-        assert mode(logs) == 0o700
-        for path in logs.rglob("*"):
-            assert mode(path) == (0o700 if path.is_dir() else 0o600), f"{path}: {oct(mode(path))}"
+    assert mode(logs) == 0o700, oct(mode(logs))
+    for path in logs.rglob("*"):
+        if path.is_file():
+            assert mode(path) == 0o600, f"{path}: {oct(mode(path))}"
+        else:  # per-runtime dirs inside the private logs dir: at least not writable by others
+            assert mode(path) & 0o022 == 0, f"{path}: {oct(mode(path))}"
 
 
 def first_run(user: User) -> dict:

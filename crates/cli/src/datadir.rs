@@ -78,10 +78,15 @@ pub fn secure(dir: &Path, agents_traverse: bool) -> anyhow::Result<()> {
             chmod(&path, 0o600)?;
         }
     }
+    // Made here so the sessions' kept logs land in a private dir from the first one on.
     let logs = dir.join("logs");
-    if logs.exists() {
-        private_tree(&logs)?;
+    if !logs.exists() {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&logs)
+            .with_context(|| format!("data_dir: cannot create {}", logs.display()))?;
     }
+    private_tree(&logs)?;
     if agents_traverse {
         for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
             let entry = entry?;

@@ -504,8 +504,8 @@ def test_the_embedder_is_fetched_on_first_start(tmp_path, monkeypatch):
     except OSError:
         shutil.copy2(berth_binary(), binary)
     data = tmp_path / "data"
-    server = BerthServer(data, tmp_path / "berth.log", binary=binary,
-                         args=["--isolation", "process"], test_credentials=True)
+    server = BerthServer(data, tmp_path / "berth.log", binary=binary, test_credentials=True)
+    monkeypatch.chdir(tmp_path)  # the working dir is searched for a model too
     # BerthServer passes the test's environment on.
     monkeypatch.setenv("BERTH_MODEL_INDEX_URL", f"http://127.0.0.1:{index.server_address[1]}/simple")
     server.start(timeout=180)

@@ -412,7 +412,9 @@ fn parse_payload(text: &str) -> anyhow::Result<Value> {
     match serde_json::from_str::<Value>(text) {
         Ok(v) => Ok(v),
         Err(e) if text.trim_start().starts_with(['{', '[']) => {
-            bail!("the payload looks like JSON but does not parse ({e}); fix it, or quote it differently")
+            bail!(
+                "the payload looks like JSON but does not parse ({e}); fix it, or quote it differently"
+            )
         }
         Err(_) => Ok(json!({"prompt": text.trim_end()})),
     }
@@ -632,15 +634,24 @@ mod tests {
         let mut shown = v.push(b"a\xc2");
         shown.extend(v.push(b"\x9b2J \xc3\xa9 \xc2\xa9"));
         shown.extend(v.finish());
-        assert_eq!(String::from_utf8(shown).unwrap(), "a\\u{9b}2J \u{e9} \u{a9}");
+        assert_eq!(
+            String::from_utf8(shown).unwrap(),
+            "a\\u{9b}2J \u{e9} \u{a9}"
+        );
     }
 
     #[test]
     fn payloads_that_look_like_json_must_parse() {
         assert_eq!(parse_payload("{\"a\": 1}").unwrap(), json!({"a": 1}));
-        assert_eq!(parse_payload("hello\n").unwrap(), json!({"prompt": "hello"}));
+        assert_eq!(
+            parse_payload("hello\n").unwrap(),
+            json!({"prompt": "hello"})
+        );
         let e = parse_payload("{prompt: 1}").unwrap_err().to_string();
-        assert!(e.starts_with("the payload looks like JSON but does not parse"), "{e}");
+        assert!(
+            e.starts_with("the payload looks like JSON but does not parse"),
+            "{e}"
+        );
         assert!(parse_payload("  [1, 2").is_err());
     }
 

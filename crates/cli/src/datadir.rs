@@ -256,7 +256,9 @@ pub async fn probe_agent_access(
         warn!(error = %e, "start-up probe teardown failed");
     }
     let _ = std::fs::remove_dir_all(&work_root);
-    let exit = exit.map_err(|_| anyhow::anyhow!("data_dir: the start-up probe agent did not exit within 30 s"))?;
+    let exit = exit.map_err(|_| {
+        anyhow::anyhow!("data_dir: the start-up probe agent did not exit within 30 s")
+    })?;
     if exit.success() {
         return Ok(());
     }
@@ -267,7 +269,10 @@ pub async fn probe_agent_access(
             .next()
             .map(PathBuf::from)
             .unwrap_or(env.clone());
-        bail!("data_dir: a probe agent cannot read {detail}; {}", fix(&path));
+        bail!(
+            "data_dir: a probe agent cannot read {detail}; {}",
+            fix(&path)
+        );
     }
     warn!(exit = %exit, output = %detail, "start-up probe agent failed for another reason; agent file access not checked");
     Ok(())

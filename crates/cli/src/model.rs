@@ -129,7 +129,8 @@ async fn download(
         bail!("downloading {url}: {}", resp.status());
     }
     let total = resp.content_length();
-    let mut file = std::fs::File::create(to).with_context(|| format!("creating {}", to.display()))?;
+    let mut file =
+        std::fs::File::create(to).with_context(|| format!("creating {}", to.display()))?;
     let mut hasher = Sha256::new();
     let mut got: u64 = 0;
     let mut shown = 0;

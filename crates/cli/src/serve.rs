@@ -587,7 +587,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         crate::datadir::secure_sqlite(&db)?;
     }
     if memory_opts.embedder.is_none() && wants_default_embedder(&cfg.memory) {
-        let dest = cfg.data_dir.join(berth_memory::embed::MiniLm::DEFAULT_SUBDIR);
+        let dest = cfg
+            .data_dir
+            .join(berth_memory::embed::MiniLm::DEFAULT_SUBDIR);
         let index = crate::model::index_url(&|k| std::env::var(k).ok());
         match crate::model::fetch(&index, &dest).await {
             Ok(()) => {

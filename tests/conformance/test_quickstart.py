@@ -49,6 +49,10 @@ import pytest
 from berth_harness import (
     ACCESS_KEY_ID,
     AGENTS_DIR,
+    deploy_agent,
+    invoke_json,
+    new_session_id,
+    runtime_arn,
     REPO,
     SECRET_ACCESS_KEY,
     BerthServer,
@@ -531,3 +535,52 @@ def test_the_embedder_is_fetched_on_first_start(tmp_path, monkeypatch):
     finally:
         server.stop()
         index.shutdown()
+
+
+# ----------------------------------------------------------------------------- process isolation as root
+
+
+def test_process_isolation_as_root_refuses_a_data_dir_agents_cannot_reach(tmp_path):
+    # pytest's temp root (/tmp/pytest-of-root) is 0700: agents (nobody) cannot traverse it.
+    blocked = next(p for p in reversed(tmp_path.parents) if p.is_dir() and not p.stat().st_mode & 0o001)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BERTH_"))}
+    done = subprocess.run(
+        [str(berth_binary()), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
+         "--isolation", "process", "--embedding-model", "none"],
+        env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode != 0, done.stdout
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: data_dir: a probe agent could not start in "), last
+    assert f"must reach {blocked}:" in last and "chmod o+x" in last, last
+
+
+def test_process_isolation_as_root_runs_agents_and_keeps_secrets_private(tmp_path):
+    # A data dir under a directory others can traverse, as /var/lib is.
+    parent = Path(tempfile.mkdtemp(prefix="berth-proc-", dir="/tmp"))
+    parent.chmod(0o755)
+    data = parent / "data"
+    server = BerthServer(data, tmp_path / "berth.log", args=["--isolation", "process"])
+    try:
+        server.start()
+        control, s3 = server.client("bedrock-agentcore-control"), server.s3_client()
+        runtime = deploy_agent(control, s3, "probe")
+        arn = runtime_arn(runtime["agentRuntimeId"])
+        data_client = server.client("bedrock-agentcore")
+        answer = invoke_json(data_client, arn, new_session_id("proc"), {"op": "whoami"})
+        assert answer["uid"] == 65534, answer
+        # Traversable (no listing) so agents reach builds/ and sessions/; the rest stays private.
+        assert mode(data) == 0o711
+        for path in (data / "berth.db", data / "berth.lock"):
+            assert mode(path) == 0o600, path
+        for name in ("artifacts", "logs"):
+            assert mode(data / name) == 0o700, name
+        for path in (data / "berth.db", data / "artifacts", data / "logs"):
+            got = invoke_json(data_client, arn, new_session_id("proc"), {"op": "read", "path": str(path)})
+            assert got["result"]["ok"] is False, (path, got)
+        listing = invoke_json(data_client, arn, new_session_id("proc"), {"op": "listdir", "path": str(data)})
+        assert listing["result"]["ok"] is False, listing
+    finally:
+        server.stop()
+        server.reap_group()
+        shutil.rmtree(parent, ignore_errors=True)

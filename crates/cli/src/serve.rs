@@ -624,6 +624,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         berth_runtime::builder::BuilderOptions::new(cfg.data_dir.join("builds")),
     );
     crate::datadir::probe_agent_access(&cfg.data_dir, cfg.isolation).await?;
+    // The stores opened above made their dirs with the umask's modes (artifacts/ 0755): with a
+    // traversable data dir those must be closed again.
+    crate::datadir::secure(&cfg.data_dir, agents_traverse)?;
     let preparer = Arc::new(berth_runtime::deploy::Preparer::new(
         builder,
         artifacts.clone(),

@@ -72,4 +72,6 @@ async def invoke(payload, context):
 
 
 if __name__ == "__main__":
-    app.run()
+    # AgentCore and Berth's namespace sandboxes expect 8080; Berth's process isolation (a server
+    # run by a normal user) shares the host network and hands each agent its own port in PORT.
+    app.run(port=int(os.environ.get("PORT", "8080")))

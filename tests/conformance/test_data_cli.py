@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -199,3 +200,129 @@ def test_logs_show_the_agent_output_live_followed_and_after_the_end(berth, data,
     assert first in kept and second in kept, kept
     missing = cli("logs", name, "--session", new_session_id("never"), check=False)
     assert missing.returncode != 0
+
+
+# ----------------------------------------------------------------------------- CLI holes
+
+
+def test_credentials_export_sets_the_region_so_memory_client_needs_none(berth, cli, tmp_path):
+    done = run_cli(
+        berth,
+        "credentials",
+        "--export",
+        env={**cli.env, "BERTH_ACCESS_KEY_ID": ACCESS_KEY_ID, "BERTH_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY},
+    )
+    assert done.returncode == 0, done.stderr
+    exports = dict(
+        line.removeprefix("export ").split("=", 1) for line in done.stdout.splitlines()
+    )
+    assert exports["AWS_REGION"] == "us-east-1", done.stdout
+    assert exports["AWS_DEFAULT_REGION"] == "us-east-1", done.stdout
+    # What `eval "$(berth credentials --export)"` gives a shell is enough for the SDK's
+    # MemoryClient() with no region argument.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BERTH_"))}
+    env.update(exports, HOME=str(tmp_path))
+    script = (
+        "from bedrock_agentcore.memory import MemoryClient\n"
+        "c = MemoryClient()\n"
+        "print(c.region_name, type(c.list_memories()).__name__)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[0] == "us-east-1", run.stdout
+
+
+def test_invoke_refuses_a_payload_that_looks_like_json_but_does_not_parse(berth, probe, cli):
+    name = probe["agentRuntimeName"]
+    session = new_session_id("badjson")
+    for payload in ('{"op": "whoami",}', "[1, 2", "{prompt: hi}"):
+        done = cli("invoke", name, payload, "--session", session, check=False)
+        assert done.returncode != 0, done.stdout
+        assert "looks like JSON but does not parse" in done.stderr, done.stderr
+        assert done.stdout == ""
+    # Nothing was sent: no session was opened for it.
+    assert live_session(berth, probe["agentRuntimeId"], session) is None
+    # Text that does not look like JSON is still a prompt.
+    answer = json.loads(cli("invoke", name, "plain words {not json}", "--new-session").stdout)
+    assert answer["prompt"] == "plain words {not json}"
+
+
+def test_invoke_exits_non_zero_when_the_stream_ends_in_an_error_event(probe, cli):
+    done = cli("invoke", probe["agentRuntimeName"], '{"op": "crash_stream"}', "--new-session", check=False)
+    assert done.returncode != 0, done.stdout
+    assert '"index": 0' in done.stdout or '"index":0' in done.stdout, done.stdout
+    assert "ended in an error event" in done.stderr, done.stderr
+    # A stream that ends normally still exits 0.
+    ok = cli("invoke", probe["agentRuntimeName"], '{"op": "stream", "count": 2, "interval": 0}', "--new-session")
+    assert ok.returncode == 0
+
+
+def test_logs_show_terminal_escapes_visibly_unless_raw(berth, probe, cli):
+    name = probe["agentRuntimeName"]
+    hostile = "\x1b[2J\x1b]0;owned\x07red\x1b[31m\r\x9b6n"
+    done = cli("invoke", name, json.dumps({"op": "print", "text": hostile}), "--new-session")
+    session = session_of(done.stderr)
+
+    def logs(*extra):
+        return poll(
+            lambda: subprocess.run(
+                [str(berth_binary()), "logs", name, "--session", session, *extra],
+                env=popen_env(berth, cli),
+                capture_output=True,
+                timeout=60,
+            ),
+            lambda d: d.returncode == 0 and b"red" in d.stdout,
+            timeout=30,
+            what="the agent's output in berth logs",
+        ).stdout
+
+    shown = logs()
+    assert b"\x1b" not in shown and b"\x07" not in shown and b"\r" not in shown, shown
+    assert b"\xc2\x9b" not in shown, shown
+    assert b"\\x1b[2J\\x1b]0;owned\\x07red\\x1b[31m\\x0d\\u{9b}6n" in shown, shown
+    raw = logs("--raw")
+    assert hostile.encode() in raw, raw
+
+
+def popen_env(berth, cli) -> dict:
+    """The CLI's environment for a command run without the `cli` fixture."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BERTH_"))}
+    env.update(
+        cli.env,
+        AWS_ACCESS_KEY_ID=ACCESS_KEY_ID,
+        AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
+        BERTH_ACCESS_KEY_ID=ACCESS_KEY_ID,
+        BERTH_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
+        BERTH_ENDPOINT_URL=berth.url,
+    )
+    return env
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("runtimes", "list", "--json"),
+        ("sessions", "list", "--json"),
+        ("credentials", "--export"),
+        ("runtimes", "list"),
+    ],
+)
+def test_a_closed_stdout_ends_the_command_quietly(berth, probe, cli, args):
+    # `berth ... | head` where head has already exited: the first write gets EPIPE.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = popen_env(berth, cli)
+    try:
+        done = subprocess.run(
+            [str(berth_binary()), *args],
+            env=env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert b"panicked" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr

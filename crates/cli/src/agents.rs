@@ -248,8 +248,8 @@ pub async fn deploy(a: DeployArgs, args: ClientArgs) -> anyhow::Result<()> {
         }
         eprintln!("endpoint {ep} -> version {version}");
     }
-    println!("version: {version}");
-    println!(
+    outln!("version: {version}");
+    outln!(
         "arn:     {}",
         final_state["agentRuntimeArn"].as_str().unwrap_or_default()
     );
@@ -320,8 +320,7 @@ pub async fn invoke(a: InvokeArgs, args: ClientArgs) -> anyhow::Result<()> {
             std::io::read_to_string(std::io::stdin()).context("reading the payload from stdin")?
         }
     };
-    let payload: Value =
-        serde_json::from_str(&text).unwrap_or_else(|_| json!({"prompt": text.trim_end()}));
+    let payload = parse_payload(&text)?;
     let session = match (a.session, a.new_session) {
         (Some(s), _) => s,
         (None, false) => remembered()
@@ -369,6 +368,9 @@ pub async fn invoke(a: InvokeArgs, args: ClientArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     let mut stream = resp.bytes_stream();
     let mut pending = String::new();
+    // The error carried by the last event, if it was an error event: the stream then failed.
+    let mut failed: Option<String> = None;
+    let mut event_name = String::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.context("the response stream broke")?;
         if !sse {
@@ -378,9 +380,16 @@ pub async fn invoke(a: InvokeArgs, args: ClientArgs) -> anyhow::Result<()> {
         pending.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(i) = pending.find('\n') {
             let line: String = pending.drain(..=i).collect();
-            if let Some(data) = line.trim_end().strip_prefix("data:") {
+            let line = line.trim_end();
+            if line.is_empty() {
+                event_name.clear();
+            } else if let Some(name) = line.strip_prefix("event:") {
+                event_name = name.trim().to_owned();
+            } else if let Some(data) = line.strip_prefix("data:") {
                 let data = data.trim_start();
-                match serde_json::from_str::<Value>(data) {
+                let parsed = serde_json::from_str::<Value>(data);
+                failed = stream_error(&event_name, parsed.as_ref().ok(), data);
+                match parsed {
                     Ok(Value::String(s)) => write!(out, "{s}")?,
                     Ok(v) => writeln!(out, "{v}")?,
                     Err(_) => writeln!(out, "{data}")?,
@@ -390,7 +399,38 @@ pub async fn invoke(a: InvokeArgs, args: ClientArgs) -> anyhow::Result<()> {
         }
     }
     writeln!(out)?;
+    if let Some(e) = failed {
+        bail!("the response stream ended in an error event: {e}");
+    }
     Ok(())
+}
+
+/// The payload `berth invoke` sends: JSON as given, any other text as `{"prompt": TEXT}`. Text
+/// that looks like JSON (starts with `{` or `[`) but does not parse is refused rather than sent
+/// as a prompt, since it is almost always a quoting mistake.
+fn parse_payload(text: &str) -> anyhow::Result<Value> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) => Ok(v),
+        Err(e) if text.trim_start().starts_with(['{', '[']) => {
+            bail!(
+                "the payload looks like JSON but does not parse ({e}); fix it, or quote it differently"
+            )
+        }
+        Err(_) => Ok(json!({"prompt": text.trim_end()})),
+    }
+}
+
+/// The error an SSE event carries: an `event: error`, or a `data:` object with an `error` key
+/// (what Berth sends when an agent fails mid-stream, and what the AgentCore SDK sends when an
+/// agent's generator raises).
+fn stream_error(event_name: &str, data: Option<&Value>, raw: &str) -> Option<String> {
+    if let Some(e) = data.and_then(|v| v.get("error")) {
+        return Some(match e {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+    }
+    (event_name == "error").then(|| raw.to_owned())
 }
 
 fn new_session_id() -> String {
@@ -428,7 +468,7 @@ pub async fn sessions(cmd: SessionsCmd, args: ClientArgs) -> anyhow::Result<()> 
             };
             let v = c.call("GET", &path, None).await?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&v["sessions"])?);
+                outln!("{}", serde_json::to_string_pretty(&v["sessions"])?);
                 return Ok(());
             }
             let mut t = comfy_table::Table::new();
@@ -456,7 +496,7 @@ pub async fn sessions(cmd: SessionsCmd, args: ClientArgs) -> anyhow::Result<()> 
                     s["state"].as_str().unwrap_or_default().to_owned(),
                 ]);
             }
-            println!("{t}");
+            outln!("{t}");
         }
         SessionsCmd::Stop { runtime, session } => {
             let id = c.runtime_id(&runtime).await?;
@@ -466,7 +506,7 @@ pub async fn sessions(cmd: SessionsCmd, args: ClientArgs) -> anyhow::Result<()> 
                 None,
             )
             .await?;
-            println!("stopped {session}");
+            outln!("stopped {session}");
         }
     }
     Ok(())
@@ -483,6 +523,10 @@ pub struct LogsArgs {
     /// Keep printing as the agent writes, until the session ends.
     #[arg(long, short)]
     pub follow: bool,
+    /// Print the agent's output byte for byte. By default terminal control characters (escape
+    /// sequences that could recolour, retitle or rewrite the terminal) are shown as `\x1b`.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// `berth logs`.
@@ -498,7 +542,7 @@ pub async fn logs(a: LogsArgs, args: ClientArgs) -> anyhow::Result<()> {
             )
             .await?;
         for s in v["sessions"].as_array().into_iter().flatten() {
-            println!("{}", s.as_str().unwrap_or_default());
+            outln!("{}", s.as_str().unwrap_or_default());
         }
         return Ok(());
     };
@@ -514,9 +558,110 @@ pub async fn logs(a: LogsArgs, args: ClientArgs) -> anyhow::Result<()> {
     }
     let mut stream = resp.bytes_stream();
     let mut out = std::io::stdout();
+    let mut visible = Visible::default();
     while let Some(chunk) = stream.next().await {
-        out.write_all(&chunk?)?;
+        let chunk = chunk?;
+        if a.raw {
+            out.write_all(&chunk)?;
+        } else {
+            out.write_all(&visible.push(&chunk))?;
+        }
         out.flush()?;
     }
+    if !a.raw {
+        out.write_all(&visible.finish())?;
+    }
     Ok(())
+}
+
+/// Makes agent output safe for a terminal: C0 controls other than newline and tab, DEL, and the
+/// C1 controls (U+0080 to U+009F, which some terminals read as `ESC [` and friends) are written
+/// as visible escapes (`\x1b`, `\u{9b}`). Stateful so a character split across chunks is still
+/// recognised.
+#[derive(Default)]
+pub struct Visible {
+    /// A `0xC2` lead byte held back from the previous chunk.
+    held: bool,
+}
+
+impl Visible {
+    /// The visible form of the next chunk.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(chunk.len());
+        for &b in chunk {
+            if std::mem::take(&mut self.held) {
+                if (0x80..=0x9f).contains(&b) {
+                    out.extend_from_slice(format!("\\u{{{b:x}}}").as_bytes());
+                    continue;
+                }
+                out.push(0xc2);
+            }
+            match b {
+                b'\n' | b'\t' => out.push(b),
+                0x00..=0x1f | 0x7f => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+                0xc2 => self.held = true,
+                _ => out.push(b),
+            }
+        }
+        out
+    }
+
+    /// What is still held back at the end of the output.
+    pub fn finish(&mut self) -> Vec<u8> {
+        if std::mem::take(&mut self.held) {
+            vec![0xc2]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail by panicking
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_are_shown_not_sent() {
+        let mut v = Visible::default();
+        let shown = v.push(b"\x1b[31mred\x1b]0;title\x07\r\ttab\nok\x7f");
+        assert_eq!(
+            String::from_utf8(shown).unwrap(),
+            "\\x1b[31mred\\x1b]0;title\\x07\\x0d\ttab\nok\\x7f"
+        );
+        // U+009B (CSI) split across two chunks, and a harmless U+00E9 (é) in one piece.
+        let mut v = Visible::default();
+        let mut shown = v.push(b"a\xc2");
+        shown.extend(v.push(b"\x9b2J \xc3\xa9 \xc2\xa9"));
+        shown.extend(v.finish());
+        assert_eq!(
+            String::from_utf8(shown).unwrap(),
+            "a\\u{9b}2J \u{e9} \u{a9}"
+        );
+    }
+
+    #[test]
+    fn payloads_that_look_like_json_must_parse() {
+        assert_eq!(parse_payload("{\"a\": 1}").unwrap(), json!({"a": 1}));
+        assert_eq!(
+            parse_payload("hello\n").unwrap(),
+            json!({"prompt": "hello"})
+        );
+        let e = parse_payload("{prompt: 1}").unwrap_err().to_string();
+        assert!(
+            e.starts_with("the payload looks like JSON but does not parse"),
+            "{e}"
+        );
+        assert!(parse_payload("  [1, 2").is_err());
+    }
+
+    #[test]
+    fn error_events_are_recognised() {
+        assert_eq!(
+            stream_error("", Some(&json!({"error": "boom", "error_type": "X"})), ""),
+            Some("boom".into())
+        );
+        assert_eq!(stream_error("error", None, "bad"), Some("bad".into()));
+        assert_eq!(stream_error("", Some(&json!({"word": "a"})), ""), None);
+    }
 }

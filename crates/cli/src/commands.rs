@@ -95,11 +95,11 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     for r in rows {
         t.add_row(r);
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// Walks every page of a list operation.
@@ -197,8 +197,8 @@ pub async fn runtimes(cmd: RuntimesCmd, args: ClientArgs) -> anyhow::Result<()> 
                 print_json(&r);
             } else {
                 match version {
-                    Some(v) => println!("deleting version {v} of {id}"),
-                    None => println!("deleting {id}"),
+                    Some(v) => outln!("deleting version {v} of {id}"),
+                    None => outln!("deleting {id}"),
                 }
             }
         }
@@ -321,6 +321,7 @@ pub fn credentials(
     export: bool,
     data_dir: Option<PathBuf>,
     endpoint_url: &str,
+    region: &str,
 ) -> anyhow::Result<()> {
     let dir = data_dir.unwrap_or_else(crate::serve::default_data_dir);
     let c = crate::serve::existing_root_credentials(&dir)?.ok_or_else(|| {
@@ -330,13 +331,17 @@ pub fn credentials(
         )
     })?;
     if export {
-        println!("export AWS_ENDPOINT_URL_BEDROCK_AGENTCORE={endpoint_url}");
-        println!("export AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL={endpoint_url}");
-        println!("export AWS_ACCESS_KEY_ID={}", c.access_key_id);
-        println!("export AWS_SECRET_ACCESS_KEY={}", c.secret_access_key);
+        outln!("export AWS_ENDPOINT_URL_BEDROCK_AGENTCORE={endpoint_url}");
+        outln!("export AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL={endpoint_url}");
+        outln!("export AWS_ENDPOINT_URL_S3={endpoint_url}");
+        // boto3 and the AgentCore SDK (`MemoryClient()`) need a region to build a client.
+        outln!("export AWS_REGION={region}");
+        outln!("export AWS_DEFAULT_REGION={region}");
+        outln!("export AWS_ACCESS_KEY_ID={}", c.access_key_id);
+        outln!("export AWS_SECRET_ACCESS_KEY={}", c.secret_access_key);
     } else {
-        println!("access key id:     {}", c.access_key_id);
-        println!("secret access key: {}", c.secret_access_key);
+        outln!("access key id:     {}", c.access_key_id);
+        outln!("secret access key: {}", c.secret_access_key);
     }
     Ok(())
 }

@@ -1,8 +1,18 @@
 //! `berth`: the server (`berth serve`) and the client commands that drive it.
 
+/// `println!` for client command output: when stdout is closed early (`berth ... --json | head`)
+/// the command ends quietly instead of panicking on `EPIPE`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*))
+    };
+}
+
 mod agents;
 mod client;
 mod commands;
+mod datadir;
+mod model;
 mod rollout;
 mod serve;
 
@@ -61,6 +71,9 @@ enum Command {
             default_value = "http://127.0.0.1:8750"
         )]
         endpoint_url: String,
+        /// Region printed in the export lines (`AWS_REGION`, `AWS_DEFAULT_REGION`).
+        #[arg(long, env = "BERTH_REGION", default_value = "us-east-1")]
+        region: String,
     },
     /// Agent runtimes.
     Runtimes {
@@ -160,7 +173,8 @@ fn main() -> ExitCode {
                 export,
                 data_dir,
                 endpoint_url,
-            } => commands::credentials(export, data_dir, &endpoint_url),
+                region,
+            } => commands::credentials(export, data_dir, &endpoint_url, &region),
             Command::Runtimes { cmd, client } => commands::runtimes(cmd, client).await,
             Command::Versions { cmd, client } => commands::versions(cmd, client).await,
             Command::Endpoints { cmd, client } => commands::endpoints(cmd, client).await,
@@ -176,9 +190,37 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): what it wanted was written.
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes one line of command output to stdout; ends the process quietly when stdout is a closed
+/// pipe, as a command killed by `SIGPIPE` would (Rust ignores `SIGPIPE`, so `println!` panics).
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Whether an error comes from writing to a closed pipe.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

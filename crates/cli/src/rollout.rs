@@ -182,11 +182,11 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     for r in rows {
         t.add_row(r);
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 async fn base(c: &Client, t: &Target) -> anyhow::Result<String> {
@@ -199,7 +199,7 @@ async fn base(c: &Client, t: &Target) -> anyhow::Result<String> {
 }
 
 fn print_traffic(t: &Value) {
-    println!(
+    outln!(
         "endpoint {} of {}: live version {}, target version {}, previous version {}",
         s(&t["endpoint"]),
         s(&t["runtimeId"]),
@@ -230,14 +230,14 @@ fn print_traffic(t: &Value) {
     table(&["VERSION", "WEIGHT", "SESSIONS"], rows);
     print_rules(t);
     for d in t["draining"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "draining version {} until {}",
             s(&d["version"]),
             s(&d["deadline"])
         );
     }
     if let Some(r) = t.get("rollout").filter(|r| !r.is_null()) {
-        println!(
+        outln!(
             "rollout {} to version {}: {} at {}%",
             s(&r["id"]),
             s(&r["toVersion"]),
@@ -401,7 +401,7 @@ async fn rule(c: &Client, cmd: RuleCmd, json_out: bool) -> anyhow::Result<()> {
             if json_out {
                 print_json(&out);
             } else {
-                println!("added rule {}", s(&out["rule"]["id"]));
+                outln!("added rule {}", s(&out["rule"]["id"]));
             }
         }
         RuleCmd::List { target } => {
@@ -411,7 +411,7 @@ async fn rule(c: &Client, cmd: RuleCmd, json_out: bool) -> anyhow::Result<()> {
             if json_out {
                 print_json(&t["rules"]);
             } else if t["rules"].as_array().is_none_or(Vec::is_empty) {
-                println!("no routing rules");
+                outln!("no routing rules");
             } else {
                 print_rules(&t);
             }
@@ -427,7 +427,7 @@ async fn rule(c: &Client, cmd: RuleCmd, json_out: bool) -> anyhow::Result<()> {
             if json_out {
                 print_json(&out);
             } else {
-                println!("removed rule {rule}");
+                outln!("removed rule {rule}");
             }
         }
     }
@@ -436,10 +436,10 @@ async fn rule(c: &Client, cmd: RuleCmd, json_out: bool) -> anyhow::Result<()> {
 
 fn print_rollout(status: &Value) {
     let Some(r) = status.get("rollout").filter(|r| !r.is_null()) else {
-        println!("no rollout on this endpoint");
+        outln!("no rollout on this endpoint");
         return;
     };
-    println!(
+    outln!(
         "rollout {}: version {} -> {}, {} at step {} ({}%)",
         s(&r["id"]),
         s(&r["fromVersion"]),
@@ -449,11 +449,11 @@ fn print_rollout(status: &Value) {
         s(&r["canaryWeight"])
     );
     if let Some(reason) = r["reason"].as_str() {
-        println!("reason: {reason}");
+        outln!("reason: {reason}");
     }
     if let Some(a) = r.get("analysis").filter(|a| !a.is_null()) {
         let v = &a["verdict"];
-        println!(
+        outln!(
             "last analysis at {}: {}{}",
             s(&a["at"]),
             s(&v["verdict"]),
@@ -563,7 +563,7 @@ pub async fn rollback(a: RollbackArgs, args: ClientArgs) -> anyhow::Result<()> {
     if args.json {
         print_json(&out);
     } else {
-        println!(
+        outln!(
             "rolled back: new sessions now go to version {}",
             s(&out["liveVersion"])
         );
@@ -588,7 +588,7 @@ pub async fn audit(a: AuditArgs, args: ClientArgs) -> anyhow::Result<()> {
             );
         }
         if !args.json {
-            println!(
+            outln!(
                 "audit log intact: {} entries, hash chain verified",
                 s(&v["entries"])
             );

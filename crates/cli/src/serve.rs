@@ -20,7 +20,8 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8750].
     #[arg(long, env = "BERTH_LISTEN")]
     pub listen: Option<String>,
-    /// Directory for the database, artifacts, builds and sessions [default: $XDG_DATA_HOME/berth].
+    /// Directory for the database, artifacts, builds and sessions [default: /var/lib/berth as
+    /// root, else $XDG_DATA_HOME/berth or ~/.local/share/berth].
     #[arg(long, env = "BERTH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Region reported in ARNs [default: us-east-1].
@@ -36,7 +37,8 @@ pub struct ServeArgs {
     /// (`s3://?endpoint=http://host:9000&region=us-east-1`) [default: local].
     #[arg(long, env = "BERTH_ARTIFACT_STORE")]
     pub artifact_store: Option<String>,
-    /// How sessions are isolated: `namespaces` (default) or `process` (no isolation: development only).
+    /// How sessions are isolated: `namespaces` or `process` (no isolation: development only)
+    /// [default: namespaces where the host allows them (root), else process, with a notice].
     #[arg(long, env = "BERTH_ISOLATION")]
     pub isolation: Option<String>,
     /// Pre-started sandboxes kept per serving version [default: 1].
@@ -185,6 +187,9 @@ pub struct Config {
     pub artifact_store: String,
     /// Session isolation.
     pub isolation: berth_runtime::Isolation,
+    /// Whether the isolation was chosen by a flag, variable or config key (else it is the default,
+    /// which falls back to process isolation where namespaces are unavailable).
+    pub isolation_chosen: bool,
     /// Warm sandboxes per serving version.
     pub warm_pool: usize,
     /// First /ping deadline.
@@ -357,13 +362,9 @@ fn memory_config_error(e: berth_memory::ConfigError) -> anyhow::Error {
     }
 }
 
-/// `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.
+/// The default data dir (see [`crate::datadir::default_data_dir`]).
 pub fn default_data_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("berth");
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".local/share/berth")
+    crate::datadir::default_data_dir()
 }
 
 impl ServeArgs {
@@ -403,12 +404,9 @@ impl ServeArgs {
             .store
             .or(file.store)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("berth.db").display()));
-        let isolation = match self
-            .isolation
-            .or(file.isolation)
-            .as_deref()
-            .unwrap_or("namespaces")
-        {
+        let chosen_isolation = self.isolation.or(file.isolation);
+        let isolation_chosen = chosen_isolation.is_some();
+        let isolation = match chosen_isolation.as_deref().unwrap_or("namespaces") {
             "namespaces" => berth_runtime::Isolation::Namespaces,
             "process" => berth_runtime::Isolation::Process,
             other => bail!("isolation: {other:?} is not one of namespaces, process"),
@@ -459,6 +457,7 @@ impl ServeArgs {
                 .or(file.artifact_store)
                 .unwrap_or_else(|| "local".into()),
             isolation,
+            isolation_chosen,
             warm_pool: self.warm_pool.or(file.warm_pool).unwrap_or(1),
             start_timeout: std::time::Duration::from_secs(
                 self.start_timeout.or(file.start_timeout).unwrap_or(60),
@@ -567,11 +566,13 @@ fn root_credentials(data_dir: &Path) -> anyhow::Result<Credentials> {
 /// one data dir would corrupt each other's sandboxes and builds. The kernel drops the lock when
 /// the process dies, however it dies.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("berth.lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .with_context(|| format!("data_dir: cannot open {}", path.display()))?;
     if f.try_lock().is_err() {
@@ -587,16 +588,44 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
-    let cfg = args.resolve()?;
+    let mut cfg = args.resolve()?;
     // Before anything is opened or bound, so a bad memory setting fails the start at once.
-    let memory_opts =
+    let mut memory_opts =
         berth_memory::Options::configure(cfg.partition.clone(), &cfg.data_dir, &cfg.memory.0)
             .map_err(memory_config_error)?;
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("data_dir: cannot create {}", cfg.data_dir.display()))?;
+    let caps = berth_runtime::probe();
+    choose_isolation(&mut cfg, &caps)?;
+    // Agents running as another uid on host paths (process isolation as root) must traverse the
+    // data dir to reach builds/ and sessions/; namespaced agents see those through bind mounts.
+    let agents_traverse =
+        crate::datadir::is_root() && cfg.isolation == berth_runtime::Isolation::Process;
+    crate::datadir::secure(&cfg.data_dir, agents_traverse)?;
     let _lock = lock_data_dir(&cfg.data_dir)?;
     let creds = root_credentials(&cfg.data_dir)?;
     let keys = Arc::new(KeyRing::new(&creds));
+    if let Some(db) = crate::datadir::sqlite_path(&cfg.store) {
+        crate::datadir::secure_sqlite(&db)?;
+    }
+    if memory_opts.embedder.is_none() && wants_default_embedder(&cfg.memory) {
+        let dest = cfg
+            .data_dir
+            .join(berth_memory::embed::MiniLm::DEFAULT_SUBDIR);
+        let index = crate::model::index_url(&|k| std::env::var(k).ok());
+        match crate::model::fetch(&index, &dest).await {
+            Ok(()) => {
+                memory_opts = berth_memory::Options::configure(
+                    cfg.partition.clone(),
+                    &cfg.data_dir,
+                    &cfg.memory.0,
+                )
+                .map_err(memory_config_error)?;
+            }
+            Err(e) => warn!(
+                error = %format!("{e:#}"),
+                "cannot fetch the default embedding model; memory retrieval stays keyword-only until it is present (restart to retry, or run scripts/fetch-model.sh)"
+            ),
+        }
+    }
 
     let stores = berth_store::open_all(&cfg.store)
         .await
@@ -608,16 +637,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listen: cannot bind {}", cfg.listen))?;
     let addr = listener.local_addr()?;
 
-    let caps = berth_runtime::probe();
-    if cfg.isolation == berth_runtime::Isolation::Process {
-        warn!(
-            "isolation=process: agent sessions are NOT isolated from each other or from the host; use only for development"
-        );
-    } else if !(caps.root && caps.namespaces && caps.mount_setattr && caps.pidfd) {
-        bail!(
-            "isolation: this host cannot run namespace sandboxes ({caps:?}); run as root on Linux 5.12+, or pass --isolation process to run agents unisolated"
-        );
-    }
     let artifacts = berth_artifacts::ArtifactStore::open(&cfg.artifact_store, &cfg.data_dir)
         .await
         .with_context(|| format!("artifact_store: opening {}", cfg.artifact_store))?;
@@ -629,6 +648,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         sandbox.egress_allow = cfg.egress_allow.clone();
     }
     let builder = berth_runtime::builder::Builder::new(build_opts);
+    crate::datadir::probe_agent_access(&cfg.data_dir, cfg.isolation).await?;
+    // The stores opened above made their dirs with the umask's modes (artifacts/ 0755): with a
+    // traversable data dir those must be closed again.
+    crate::datadir::secure(&cfg.data_dir, agents_traverse)?;
     let preparer = Arc::new(berth_runtime::deploy::Preparer::new(
         builder,
         artifacts.clone(),
@@ -695,8 +718,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("export AWS_ENDPOINT_URL_S3={url}");
     println!("export AWS_REGION={}", cfg.partition.region);
     println!("export AWS_ACCESS_KEY_ID={}", creds.access_key_id);
+    // The path of this very binary: `berth` may not be on PATH (`cargo run` leaves it in
+    // target/), and a quoted absolute path works from any directory.
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "berth".into());
     println!(
-        "eval \"$(berth credentials --export --data-dir {})\"   # sets AWS_SECRET_ACCESS_KEY",
+        "eval \"$({me} credentials --export --data-dir {})\"   # sets AWS_SECRET_ACCESS_KEY",
         cfg.data_dir.display()
     );
 
@@ -755,12 +783,56 @@ async fn wait_for_signal() {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only on a terminal: a log file or a journal gets plain text.
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
+}
+
+/// Settles the isolation: namespaces where the host allows them; where it does not, a chosen
+/// `namespaces` fails the start, and the default falls back to process isolation with a notice,
+/// so the run command still ends with a working server (as a normal user, for instance).
+fn choose_isolation(cfg: &mut Config, caps: &berth_runtime::Capabilities) -> anyhow::Result<()> {
+    use berth_runtime::Isolation;
+    if cfg.isolation == Isolation::Namespaces
+        && let Err(why) = caps.check(Isolation::Namespaces)
+    {
+        if cfg.isolation_chosen {
+            bail!(
+                "isolation: this host cannot run namespace sandboxes ({why}); run as root on Linux 5.12+, or pass --isolation process to run agents unisolated"
+            );
+        }
+        warn!(
+            reason = %why,
+            "notice: namespace sandboxes are unavailable, so agents run with --isolation process (not isolated from each other or from this user); run as root for isolated sessions"
+        );
+        cfg.isolation = Isolation::Process;
+        return Ok(());
+    }
+    if cfg.isolation == Isolation::Process {
+        caps.check(Isolation::Process)
+            .map_err(|why| anyhow::anyhow!("isolation: {why}"))?;
+        if cfg.isolation_chosen {
+            warn!(
+                "isolation=process: agent sessions are NOT isolated from each other or from the host; use only for development"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether the memory settings leave the embedder at its default (MiniLM in process), rather than
+/// naming a model dir, `none` or an embeddings API.
+fn wants_default_embedder(settings: &MemorySettings) -> bool {
+    let set = |k: &str| settings.0.get(k).is_some_and(|v| !v.is_empty());
+    !set("BERTH_EMBEDDING_MODEL") && !set("BERTH_EMBEDDING_API_URL")
 }
 
 #[cfg(test)]

@@ -42,11 +42,20 @@ pub(crate) enum Layout {
 /// Detects the layout once per process.
 pub(crate) fn layout() -> &'static Layout {
     static LAYOUT: OnceLock<Layout> = OnceLock::new();
-    LAYOUT.get_or_init(|| match fs::read_to_string("/proc/self/mountinfo") {
-        Ok(text) => detect(&text, |p| fs::read_to_string(p).ok()),
-        Err(e) => {
-            warn!(error = %e, "cannot read /proc/self/mountinfo; cgroups disabled");
-            Layout::None
+    LAYOUT.get_or_init(|| {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            // Only root may create cgroups on a stock host: a normal user's server (process
+            // isolation) runs its agents without limits rather than failing every start.
+            warn!("not running as root: cgroup limits are not enforced");
+            return Layout::None;
+        }
+        match fs::read_to_string("/proc/self/mountinfo") {
+            Ok(text) => detect(&text, |p| fs::read_to_string(p).ok()),
+            Err(e) => {
+                warn!(error = %e, "cannot read /proc/self/mountinfo; cgroups disabled");
+                Layout::None
+            }
         }
     })
 }

@@ -11,6 +11,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncReadExt;
@@ -30,7 +31,12 @@ pub(crate) struct LogFile {
 
 impl LogFile {
     pub(crate) fn create(path: &Path, cap: u64) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        // 0600: agent output may hold secrets; `berth logs` reads it through the server.
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
         let size = file.metadata()?.len();
         Ok(Self {
             path: path.to_path_buf(),
@@ -63,6 +69,7 @@ impl LogFile {
                 .create(true)
                 .write(true)
                 .truncate(true)
+                .mode(0o600)
                 .open(&self.path)?;
             self.size = 0;
         }

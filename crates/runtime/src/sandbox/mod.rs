@@ -60,8 +60,10 @@ mod logs;
 mod plan;
 mod probe;
 mod proxy;
+mod seccomp;
 mod spec;
 mod status;
+mod uids;
 
 use std::fs::{self, File};
 use std::future::Future;
@@ -95,10 +97,11 @@ use tracing::{debug, info, warn};
 pub use error::Error;
 pub use probe::{Capabilities, CgroupVersion, probe};
 pub use spec::{
-    DEFAULT_LOG_CAP, Isolation, Limits, NOBODY, Network, PROXY_PORT, RunAs, SESSION_DIR,
-    SandboxSpec,
+    DEFAULT_LOG_CAP, DEFAULT_SESSION_BYTES, DEFAULT_TMP_BYTES, Isolation, Limits, NOBODY, Network,
+    PROXY_PORT, RunAs, SESSION_DIR, SandboxSpec,
 };
 pub use status::ExitInfo;
+pub use uids::{DEFAULT_FIRST_UID, DEFAULT_UID_COUNT, configure_uids};
 
 use cgroup::Cgroups;
 use child::{CStrVec, NsPlan, Plan, REPORT_SIZE, Report};
@@ -136,6 +139,8 @@ struct Inner {
     netns: Mutex<Option<Arc<OwnedFd>>>,
     cgroups: Option<Arc<Cgroups>>,
     egress: Arc<Egress>,
+    /// The agent's uid lease, given back once cleanup has killed every process that could hold it.
+    uid: Mutex<Option<uids::Lease>>,
     exit_rx: watch::Receiver<Option<ExitInfo>>,
     destroying: Arc<AtomicBool>,
     cleaned: AtomicBool,
@@ -173,6 +178,7 @@ impl Sandbox {
             agent_addr,
             cgroups,
             egress,
+            uid,
             plan,
             child_fds,
             fds,
@@ -223,6 +229,7 @@ impl Sandbox {
                 netns: Mutex::new(None),
                 cgroups,
                 egress,
+                uid: Mutex::new(uid),
                 exit_rx,
                 destroying,
                 cleaned: AtomicBool::new(false),
@@ -499,9 +506,16 @@ impl Sandbox {
         }
         lock(&inner.netns).take();
         let (cg, root) = (inner.cgroups.clone(), inner.work_root.clone());
-        tokio::task::spawn_blocking(move || cleanup_host(cg.as_deref(), &root))
+        let cleaned = tokio::task::spawn_blocking(move || cleanup_host(cg.as_deref(), &root))
             .await
-            .map_err(|e| Error::io("clean up sandbox", io::Error::other(e)))??;
+            .map_err(|e| Error::io("clean up sandbox", io::Error::other(e)))
+            .and_then(|r| r);
+        if let Err(e) = cleaned {
+            inner.quarantine_uid();
+            return Err(e);
+        }
+        // Every process is dead (init's exit killed the namespace, or the cgroup was emptied).
+        lock(&inner.uid).take();
         inner.cleaned.store(true, Ordering::SeqCst);
         info!(sandbox = %inner.id, "sandbox destroyed");
         Ok(())
@@ -582,10 +596,23 @@ impl Inner {
         }
         match result {
             Ok(()) => {
+                lock(&self.uid).take();
                 self.cleaned.store(true, Ordering::SeqCst);
                 debug!(sandbox = %self.id, "dropped sandbox cleaned up");
             }
-            Err(e) => warn!(sandbox = %self.id, error = %e, "cleanup of dropped sandbox failed"),
+            Err(e) => {
+                self.quarantine_uid();
+                warn!(sandbox = %self.id, error = %e, "cleanup of dropped sandbox failed");
+            }
+        }
+    }
+
+    /// Keeps the uid out of the pool for the life of the process: a failed cleanup may have left
+    /// processes running as it.
+    fn quarantine_uid(&self) {
+        if let Some(lease) = lock(&self.uid).take() {
+            warn!(sandbox = %self.id, uid = lease.uid(), "sandbox uid withheld from reuse after a failed cleanup");
+            std::mem::forget(lease);
         }
     }
 }
@@ -832,6 +859,7 @@ struct Prepared {
     agent_addr: SocketAddr,
     cgroups: Option<Arc<Cgroups>>,
     egress: Arc<Egress>,
+    uid: Option<uids::Lease>,
     plan: Plan,
     child_fds: Vec<OwnedFd>,
     fds: ParentFds,
@@ -865,18 +893,30 @@ fn prepare_in(
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let namespaced = spec.isolation == Isolation::Namespaces;
-    let creds = root.then_some((spec.run_as.uid, spec.run_as.gid));
+    let lease = match (root, spec.run_as) {
+        (true, RunAs::Own) => Some(uids::lease()?),
+        _ => None,
+    };
+    let creds = match (root, spec.run_as, &lease) {
+        (false, _, _) => None,
+        (true, RunAs::Fixed { uid, gid }, _) => Some((uid, gid)),
+        (true, RunAs::Own, Some(l)) => Some((l.uid(), l.uid())),
+        (true, RunAs::Own, None) => return Err(Error::InvalidSpec("no uid leased".into())),
+    };
 
     // Only traversal for others: in process mode the agent reaches tmp/ and storage/ by host path.
     set_mode(work_root, 0o711)?;
     let tmp = work_root.join("tmp");
     let storage = work_root.join("storage");
     let logs_dir = work_root.join("logs");
-    for dir in [&tmp, &storage] {
-        make_dir(dir, 0o700)?;
-        if let Some((uid, gid)) = creds {
-            chown(dir, Some(uid), Some(gid))
-                .map_err(|e| Error::io(format!("chown {}", dir.display()), e))?;
+    if !namespaced {
+        // Namespaced sandboxes get both as tmpfs of their own (see plan.rs).
+        for dir in [&tmp, &storage] {
+            make_dir(dir, 0o700)?;
+            if let Some((uid, gid)) = creds {
+                chown(dir, Some(uid), Some(gid))
+                    .map_err(|e| Error::io(format!("chown {}", dir.display()), e))?;
+            }
         }
     }
     make_dir(&logs_dir, 0o700)?;
@@ -891,43 +931,6 @@ fn prepare_in(
         )));
     }
 
-    let ns = if namespaced {
-        let rootfs = work_root.join("rootfs");
-        make_dir(&rootfs, 0o755)?;
-        let mut hidden: Vec<PathBuf> = spec
-            .hidden
-            .iter()
-            .filter_map(|p| fs::canonicalize(p).ok())
-            .collect();
-        if let Some(parent) = work_root.parent() {
-            hidden.push(parent.to_path_buf());
-        }
-        let mut visible = vec![code_dir.clone()];
-        for v in &spec.visible {
-            visible.push(
-                fs::canonicalize(v)
-                    .map_err(|e| Error::io(format!("resolve visible path {}", v.display()), e))?,
-            );
-        }
-        let inputs = plan::Inputs {
-            rootfs: &rootfs,
-            tmp: &tmp,
-            storage: &storage,
-            hidden: &hidden,
-            visible: &visible,
-            shm_bytes: SHM_BYTES,
-        };
-        let ops = plan::mount_ops(&inputs, &host_kind).map_err(Error::InvalidSpec)?;
-        let mut host = spec.id.as_bytes().to_vec();
-        host.truncate(64);
-        Some(NsPlan {
-            ops,
-            hostname: CString::new(host)
-                .map_err(|_| Error::InvalidSpec("id contains NUL".into()))?,
-        })
-    } else {
-        None
-    };
 
     let (agent_addr, port) = if namespaced {
         (
@@ -962,6 +965,50 @@ fn prepare_in(
         .find(|(k, _)| k == "PATH")
         .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
     let program = resolve_program(&spec.argv[0], path_var)?;
+    let ns = if namespaced {
+        let rootfs = work_root.join("rootfs");
+        make_dir(&rootfs, 0o755)?;
+        let mut hidden: Vec<PathBuf> = spec
+            .hidden
+            .iter()
+            .filter_map(|p| fs::canonicalize(p).ok())
+            .collect();
+        if let Some(parent) = work_root.parent() {
+            hidden.push(parent.to_path_buf());
+        }
+        let mut visible = vec![code_dir.clone()];
+        for v in &spec.visible {
+            visible.push(
+                fs::canonicalize(v)
+                    .map_err(|e| Error::io(format!("resolve visible path {}", v.display()), e))?,
+            );
+        }
+        visible.extend(interpreter_trees(&program, &visible));
+        // SAFETY: geteuid has no preconditions.
+        let own = unsafe { libc::geteuid() };
+        let (uid, gid) = creds.unwrap_or((own, own));
+        let etc = etc_entries(&work_root.join("etc"), &spec.id, uid, gid)?;
+        let inputs = plan::Inputs {
+            rootfs: &rootfs,
+            etc: &etc,
+            hidden: &hidden,
+            visible: &visible,
+            shm_bytes: SHM_BYTES,
+            tmp_bytes: spec.tmp_bytes,
+            session_bytes: spec.session_bytes,
+            owner: (uid, gid),
+        };
+        let ops = plan::mount_ops(&inputs, &host_kind).map_err(Error::InvalidSpec)?;
+        let mut host = spec.id.as_bytes().to_vec();
+        host.truncate(64);
+        Some(NsPlan {
+            ops,
+            hostname: CString::new(host)
+                .map_err(|_| Error::InvalidSpec("id contains NUL".into()))?,
+        })
+    } else {
+        None
+    };
     let mut argv = vec![cstring(program.as_os_str().as_bytes())?];
     for a in &spec.argv[1..] {
         argv.push(cstring(a.as_bytes())?);
@@ -1015,6 +1062,7 @@ fn prepare_in(
         envp: CStrVec::new(envp),
         cwd: cstring(code_dir.as_os_str().as_bytes())?,
         creds,
+        seccomp: seccomp::programs().map_err(Error::Unsupported)?,
         nofile,
         stdin: devnull.as_raw_fd(),
         stdout: out_w.as_raw_fd(),
@@ -1036,6 +1084,7 @@ fn prepare_in(
         egress: Arc::new(Egress {
             allowed_local: spec.allowed_local.clone(),
         }),
+        uid: lease,
         plan,
         child_fds,
         fds: ParentFds {
@@ -1112,9 +1161,142 @@ fn host_kind(p: &Path) -> Option<plan::Kind> {
         plan::Kind::Dir
     } else if ft.is_file() {
         plan::Kind::File
+    } else if ft.is_symlink() {
+        plan::Kind::Link(fs::read_link(p).ok()?)
     } else {
         plan::Kind::Special
     })
+}
+
+/// Host directories a minimal root could not run without although nobody named them: the install
+/// tree of the interpreter behind `program` and behind each visible virtualenv (a venv's `python`
+/// is a link into it, e.g. `/root/.pyenv/versions/3.12.1/bin/python3.12`, found through the link
+/// and the venv's `pyvenv.cfg`). Trees inside the system directories are already there.
+fn interpreter_trees(program: &Path, visible: &[PathBuf]) -> Vec<PathBuf> {
+    let mut executables = vec![program.to_path_buf()];
+    let mut homes = Vec::new();
+    for v in visible {
+        let Ok(cfg) = fs::read_to_string(v.join("pyvenv.cfg")) else {
+            continue;
+        };
+        executables.push(v.join("bin").join("python"));
+        homes.extend(cfg.lines().filter_map(|l| {
+            let (key, value) = l.split_once('=')?;
+            (key.trim() == "home").then(|| PathBuf::from(value.trim()))
+        }));
+    }
+    let prefix_of_bin = |dir: PathBuf| -> PathBuf {
+        match (dir.file_name(), dir.parent()) {
+            (Some(name), Some(parent)) if name == "bin" => parent.to_path_buf(),
+            _ => dir,
+        }
+    };
+    let mut trees: Vec<PathBuf> = Vec::new();
+    let resolved = executables
+        .iter()
+        .filter_map(|e| fs::canonicalize(e).ok()?.parent().map(Path::to_path_buf))
+        .chain(homes.into_iter().filter_map(|h| fs::canonicalize(h).ok()));
+    for dir in resolved {
+        let tree = prefix_of_bin(dir);
+        let system = SYSTEM_TREES
+            .iter()
+            .any(|s| tree.starts_with(s) || Path::new(s).starts_with(&tree));
+        if system || !tree.is_dir() || trees.contains(&tree) {
+            continue;
+        }
+        trees.push(tree);
+    }
+    trees
+}
+
+/// Where the host keeps its system programs and libraries (bound into every root by `plan.rs`).
+const SYSTEM_TREES: [&str; 7] = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+
+/// Entries of the host's `/etc` bound into the minimal root (when the host has them): name
+/// resolution, TLS trust, the dynamic linker, time zone, MIME types, and Python's and pip's
+/// configuration (`python3*` directories, `pip.conf`).
+const ETC_ESSENTIALS: [&str; 23] = [
+    "resolv.conf",
+    "nsswitch.conf",
+    "host.conf",
+    "gai.conf",
+    "services",
+    "protocols",
+    "networks",
+    "ssl/certs",
+    "ssl/openssl.cnf",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "pki/tls/certs",
+    "pki/ca-trust",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "timezone",
+    "alternatives",
+    "mime.types",
+    "pip.conf",
+    "os-release",
+    "debian_version",
+];
+
+/// The `/etc` of a namespaced sandbox: `passwd`, `group` and `hosts` written for it into `dir`
+/// (the agent's uid has a name and `HOME`, the hostname resolves, and no host account or host name
+/// is shown), then the host's essentials.
+fn etc_entries(
+    dir: &Path,
+    hostname: &str,
+    uid: u32,
+    gid: u32,
+) -> Result<Vec<(PathBuf, PathBuf, plan::Kind)>, Error> {
+    make_dir(dir, 0o755)?;
+    let mut passwd = format!(
+        "root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:{NOBODY}:{NOBODY}:nobody:/nonexistent:/usr/sbin/nologin\n"
+    );
+    let mut group = format!("root:x:0:\nnogroup:x:{NOBODY}:\n");
+    if uid != 0 && uid != NOBODY {
+        passwd.push_str(&format!(
+            "agent:x:{uid}:{gid}:agent:{SESSION_DIR}:/usr/sbin/nologin\n"
+        ));
+    }
+    if gid != 0 && gid != NOBODY {
+        group.push_str(&format!("agent:x:{gid}:\n"));
+    }
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    );
+    let mut entries = Vec::new();
+    for (name, content) in [("passwd", passwd), ("group", group), ("hosts", hosts)] {
+        let path = dir.join(name);
+        fs::write(&path, content).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+        entries.push((Path::new("/etc").join(name), path, plan::Kind::File));
+    }
+    let mut names: Vec<String> = ETC_ESSENTIALS.iter().map(|n| n.to_string()).collect();
+    if let Ok(listing) = fs::read_dir("/etc") {
+        names.extend(
+            listing
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("python")),
+        );
+    }
+    names.sort();
+    for name in names {
+        let host = Path::new("/etc").join(&name);
+        // Followed: a link such as /etc/resolv.conf -> /run/... is bound as the file it names.
+        let Ok(source) = fs::canonicalize(&host) else {
+            continue;
+        };
+        let kind = match fs::metadata(&source) {
+            Ok(m) if m.is_dir() => plan::Kind::Dir,
+            Ok(m) if m.is_file() => plan::Kind::File,
+            _ => continue,
+        };
+        entries.push((host, source, kind));
+    }
+    Ok(entries)
 }
 
 /// Removes the cgroups and `work_root`. Blocking.

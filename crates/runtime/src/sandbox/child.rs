@@ -36,6 +36,8 @@ pub(crate) enum Op {
     Mkdir { path: CString },
     /// Creates an empty file as a bind-mount target.
     Touch { path: CString },
+    /// Creates a file (mode 0644) holding `data`, e.g. the sandbox's own `/etc/passwd`.
+    Write { path: CString, data: Vec<u8> },
     /// `symlink(2)`.
     Symlink { target: CString, link: CString },
     /// `chdir(2)`.
@@ -70,6 +72,7 @@ impl Op {
             Op::SetAttr { target, .. } => format!("make {} read-only", s(target)),
             Op::Mkdir { path } => format!("mkdir {}", s(path)),
             Op::Touch { path } => format!("create {}", s(path)),
+            Op::Write { path, .. } => format!("write {}", s(path)),
             Op::Symlink { link, .. } => format!("symlink {}", s(link)),
             Op::Chdir { path } => format!("chdir {}", s(path)),
             Op::PivotRoot => "pivot_root".into(),
@@ -363,6 +366,34 @@ unsafe fn run_op(op: &Op) -> Result<(), c_int> {
                     0
                 } else {
                     -1
+                }
+            }
+            Op::Write { path, data } => {
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                );
+                if fd < 0 {
+                    -1
+                } else {
+                    let mut done = 0;
+                    while done < data.len() {
+                        let n = libc::write(fd, data[done..].as_ptr().cast(), data.len() - done);
+                        if n <= 0 {
+                            break;
+                        }
+                        done += n as usize;
+                    }
+                    // A short write leaves errno set by the failed write (or ENOSPC below).
+                    let complete = done == data.len();
+                    libc::close(fd);
+                    if complete {
+                        0
+                    } else {
+                        *libc::__errno_location() = libc::ENOSPC;
+                        -1
+                    }
                 }
             }
             Op::Symlink { target, link } => libc::symlink(target.as_ptr(), link.as_ptr()),

@@ -931,7 +931,6 @@ fn prepare_in(
         )));
     }
 
-
     let (agent_addr, port) = if namespaced {
         (
             SocketAddr::from((Ipv4Addr::LOCALHOST, spec.agent_port)),
@@ -987,9 +986,11 @@ fn prepare_in(
         // SAFETY: geteuid has no preconditions.
         let own = unsafe { libc::geteuid() };
         let (uid, gid) = creds.unwrap_or((own, own));
-        let etc = etc_entries(&work_root.join("etc"), &spec.id, uid, gid)?;
+        let etc_files = etc_files(&spec.id, uid, gid);
+        let etc = etc_entries();
         let inputs = plan::Inputs {
             rootfs: &rootfs,
+            etc_files: &etc_files,
             etc: &etc,
             hidden: &hidden,
             visible: &visible,
@@ -1210,7 +1211,9 @@ fn interpreter_trees(program: &Path, visible: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Where the host keeps its system programs and libraries (bound into every root by `plan.rs`).
-const SYSTEM_TREES: [&str; 7] = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+const SYSTEM_TREES: [&str; 7] = [
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
 
 /// Entries of the host's `/etc` bound into the minimal root (when the host has them): name
 /// resolution, TLS trust, the dynamic linker, time zone, MIME types, and Python's and pip's
@@ -1241,16 +1244,9 @@ const ETC_ESSENTIALS: [&str; 23] = [
     "debian_version",
 ];
 
-/// The `/etc` of a namespaced sandbox: `passwd`, `group` and `hosts` written for it into `dir`
-/// (the agent's uid has a name and `HOME`, the hostname resolves, and no host account or host name
-/// is shown), then the host's essentials.
-fn etc_entries(
-    dir: &Path,
-    hostname: &str,
-    uid: u32,
-    gid: u32,
-) -> Result<Vec<(PathBuf, PathBuf, plan::Kind)>, Error> {
-    make_dir(dir, 0o755)?;
+/// `passwd`, `group` and `hosts` of a namespaced sandbox: the agent's uid has a name and `HOME`,
+/// the hostname resolves, and no host account or host name is shown.
+fn etc_files(hostname: &str, uid: u32, gid: u32) -> Vec<(String, Vec<u8>)> {
     let mut passwd = format!(
         "root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:{NOBODY}:{NOBODY}:nobody:/nonexistent:/usr/sbin/nologin\n"
     );
@@ -1266,14 +1262,15 @@ fn etc_entries(
     let hosts = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
     );
+    [("passwd", passwd), ("group", group), ("hosts", hosts)]
+        .into_iter()
+        .map(|(name, text)| (name.to_string(), text.into_bytes()))
+        .collect()
+}
+
+/// The host's `/etc` essentials that exist here, to be bound into the minimal root.
+fn etc_entries() -> Vec<(PathBuf, PathBuf, plan::Kind)> {
     let mut entries = Vec::new();
-    for (name, content) in [("passwd", passwd), ("group", group), ("hosts", hosts)] {
-        let path = dir.join(name);
-        fs::write(&path, content).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
-            .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
-        entries.push((Path::new("/etc").join(name), path, plan::Kind::File));
-    }
     let mut names: Vec<String> = ETC_ESSENTIALS.iter().map(|n| n.to_string()).collect();
     if let Ok(listing) = fs::read_dir("/etc") {
         names.extend(
@@ -1296,7 +1293,7 @@ fn etc_entries(
         };
         entries.push((host, source, kind));
     }
-    Ok(entries)
+    entries
 }
 
 /// Removes the cgroups and `work_root`. Blocking.

@@ -7,7 +7,7 @@
 //! | --- | --- |
 //! | `/` | a small tmpfs, read-only once assembled; every directory in it is Berth's own (root, 0755) |
 //! | `/usr`, and `/bin`, `/sbin`, `/lib*` as the host has them | read-only binds, or the same symlinks on merged-usr hosts |
-//! | `/etc` | directory of the root tmpfs with read-only binds of the essentials only (`etc` of [`Inputs`]): the synthesized `passwd`, `group` and `hosts`, resolver and TLS configuration, `ld.so.*`, time zone, Python's |
+//! | `/etc` | directory of the root tmpfs holding its own `passwd`, `group` and `hosts` and read-only binds of the host's essentials only (`etc` of [`Inputs`]): resolver and TLS configuration, `ld.so.*`, time zone, Python's |
 //! | `/proc` | a new procfs of the sandbox's PID namespace, `hidepid=2` (only the agent user's processes) |
 //! | `/sys` | a new read-only sysfs (shows only the sandbox's network devices; no cgroup tree) |
 //! | `/dev` | read-only tmpfs with `null zero full random urandom tty` bound from the host, `fd`/`std*` links, a private `/dev/shm`, a new `devpts` instance at `/dev/pts` with `/dev/ptmx` |
@@ -52,8 +52,10 @@ pub(crate) enum Kind {
 pub(crate) struct Inputs<'a> {
     /// The empty directory the new root is assembled on (`work_root/rootfs`).
     pub(crate) rootfs: &'a Path,
-    /// `/etc` entries: (path inside, host source, kind of the source with symlinks followed; only
-    /// `Dir` and `File` are bound).
+    /// Files written into `/etc` of the root (`passwd`, `group`, `hosts`): (name, content).
+    pub(crate) etc_files: &'a [(String, Vec<u8>)],
+    /// `/etc` entries bound from the host: (path inside, host source, kind of the source with
+    /// symlinks followed; only `Dir` and `File` are bound).
     pub(crate) etc: &'a [(PathBuf, PathBuf, Kind)],
     /// Directories that must not appear inside.
     pub(crate) hidden: &'a [PathBuf],
@@ -70,7 +72,9 @@ pub(crate) struct Inputs<'a> {
 }
 
 /// The host's system directories bound into every root (those the host has).
-const SYSTEM: [&str; 7] = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+const SYSTEM: [&str; 7] = [
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
 const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 const DEV_LINKS: [(&str, &str); 5] = [
     ("fd", "/proc/self/fd"),
@@ -137,6 +141,16 @@ pub(crate) fn mount_ops(
 
     let etc = inside(Path::new("/etc"));
     ops.push(Op::Mkdir { path: cp(&etc)? });
+    // Written, not bound: a bind would name its host source in the agent's mountinfo.
+    for (name, data) in inputs.etc_files {
+        if name.contains('/') {
+            return Err(format!("{name} is not a file name"));
+        }
+        ops.push(Op::Write {
+            path: cp(&etc.join(name))?,
+            data: data.clone(),
+        });
+    }
     for (at, source, what) in inputs.etc {
         if !at.starts_with("/etc") || at == Path::new("/etc") {
             return Err(format!("{} is not an entry of /etc", at.display()));
@@ -146,7 +160,11 @@ pub(crate) fn mount_ops(
         }
         // Mount points for the levels between /etc and the entry (`/etc/ssl` of `/etc/ssl/certs`).
         let mut level = PathBuf::from("/etc");
-        let below: Vec<_> = at.strip_prefix("/etc").map_err(|_| "not in /etc")?.components().collect();
+        let below: Vec<_> = at
+            .strip_prefix("/etc")
+            .map_err(|_| "not in /etc")?
+            .components()
+            .collect();
         for comp in &below[..below.len().saturating_sub(1)] {
             level.push(comp);
             ops.push(Op::Mkdir {
@@ -449,21 +467,16 @@ mod tests {
     fn plan(hidden: &[&str], visible: &[&str]) -> Result<Vec<Op>, String> {
         let hidden: Vec<PathBuf> = hidden.iter().map(PathBuf::from).collect();
         let visible: Vec<PathBuf> = visible.iter().map(PathBuf::from).collect();
-        let etc = vec![
-            (
-                PathBuf::from("/etc/passwd"),
-                PathBuf::from("/data/sbx/a/etc/passwd"),
-                Kind::File,
-            ),
-            (
-                PathBuf::from("/etc/ssl/certs"),
-                PathBuf::from("/etc/ssl/certs"),
-                Kind::Dir,
-            ),
-        ];
+        let etc_files = vec![("passwd".to_string(), b"root:x:0:0::/:/bin/sh\n".to_vec())];
+        let etc = vec![(
+            PathBuf::from("/etc/ssl/certs"),
+            PathBuf::from("/etc/ssl/certs"),
+            Kind::Dir,
+        )];
         mount_ops(
             &Inputs {
                 rootfs: Path::new("/data/sbx/a/rootfs"),
+                etc_files: &etc_files,
                 etc: &etc,
                 hidden: &hidden,
                 visible: &visible,
@@ -500,7 +513,10 @@ mod tests {
         assert!(d.contains(&"symlink /data/sbx/a/rootfs/lib".to_string()));
         // Nothing of the host root itself is bound.
         assert!(!d.iter().any(|o| o.starts_with("mount / on")));
-        assert!(!d.iter().any(|o| o.contains("rootfs/home") || o.contains("rootfs/root")));
+        assert!(
+            !d.iter()
+                .any(|o| o.contains("rootfs/home") || o.contains("rootfs/root"))
+        );
         // The root is frozen after the last mount point was made, then pivoted into.
         let code = position(
             &d,
@@ -521,7 +537,9 @@ mod tests {
                     fstype: Some(_),
                     data,
                     ..
-                } if t.to_str() == Ok(target) => data.as_ref().map(|d| d.to_str().unwrap().to_string()),
+                } if t.to_str() == Ok(target) => {
+                    data.as_ref().map(|d| d.to_str().unwrap().to_string())
+                }
                 _ => None,
             })
         };
@@ -539,10 +557,13 @@ mod tests {
     fn etc_holds_only_the_given_entries() {
         let d = described(&plan(&[], &["/srv/code"]).unwrap());
         let mkdir = position(&d, "mkdir /data/sbx/a/rootfs/etc");
-        let passwd = position(&d, "mount /data/sbx/a/etc/passwd on /data/sbx/a/rootfs/etc/passwd");
+        let passwd = position(&d, "write /data/sbx/a/rootfs/etc/passwd");
         assert!(mkdir < passwd);
         let ssl = position(&d, "mkdir /data/sbx/a/rootfs/etc/ssl");
-        let certs = position(&d, "mount /etc/ssl/certs on /data/sbx/a/rootfs/etc/ssl/certs");
+        let certs = position(
+            &d,
+            "mount /etc/ssl/certs on /data/sbx/a/rootfs/etc/ssl/certs",
+        );
         assert!(ssl < certs);
         assert!(!d.iter().any(|o| o.starts_with("mount /etc on")));
     }

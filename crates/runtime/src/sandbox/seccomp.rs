@@ -154,7 +154,8 @@ fn compile() -> Result<Vec<BpfProgram>, String> {
     )
     .map_err(|e| e.to_string())?;
     let mut programs: Vec<BpfProgram> = vec![
-        deny.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?,
+        deny.try_into()
+            .map_err(|e: seccompiler::BackendError| e.to_string())?,
         clone3
             .try_into()
             .map_err(|e: seccompiler::BackendError| e.to_string())?,

@@ -67,8 +67,7 @@ impl Drop for Lease {
 
 /// Leases a free uid from the configured (or default) range.
 pub(crate) fn lease() -> Result<Lease, Error> {
-    let pool =
-        POOL.get_or_init(|| Pool::new(DEFAULT_FIRST_UID, DEFAULT_UID_COUNT, &host_ids()));
+    let pool = POOL.get_or_init(|| Pool::new(DEFAULT_FIRST_UID, DEFAULT_UID_COUNT, &host_ids()));
     pool.take().map(|uid| Lease { uid })
 }
 

@@ -12,6 +12,11 @@
 //! cgroups and brought up loopback), forks the agent (PID 2), then only reaps: zombies re-parented
 //! to it are collected, and when the agent exits init reports the agent's status on a pipe and exits,
 //! which makes the kernel kill everything left in the namespace.
+//!
+//! The agent's last steps before `execve` are, in order: setsid, parent-death signal, OOM score,
+//! rlimits, dropping to its uid and gid (no supplementary groups), `no_new_privs`, chdir, and the
+//! seccomp programs (prepared by the parent in `seccomp.rs`, installed with the raw `seccomp(2)`
+//! call, so nothing after them needs more than `write`, `_exit` and `execve`).
 
 use std::ffi::{CStr, CString};
 use std::mem::size_of;

@@ -2,14 +2,15 @@
 //!
 //! # Shape
 //!
-//! [`Sandbox::start`] prepares the host side (the `work_root` layout, cgroups, log pipes, the mount
-//! plan) and asks the helper thread (`helper.rs`) to clone the child with new PID, mount, network, IPC and
-//! UTS namespaces. The child becomes PID 1 of its namespace, a minimal init: it assembles the mount
-//! view (`plan.rs`), waits for the parent (who meanwhile puts it into its cgroups, brings loopback up
-//! and opens the egress proxy inside its network namespace), enters a cgroup namespace, forks the
-//! agent as PID 2 and from then on only reaps zombies. The agent drops to an unprivileged user
-//! (`nobody` by default) with `no_new_privs`, no core dumps, a bounded `RLIMIT_NOFILE`, its own
-//! session and `PR_SET_PDEATHSIG`, and executes. When the agent exits, init reports its status and
+//! [`Sandbox::start`] prepares the host side (the `work_root` layout, a uid lease, cgroups, log pipes,
+//! the mount plan, the seccomp programs) and asks the helper thread (`helper.rs`) to clone the child
+//! with new PID, mount, network, IPC and UTS namespaces. The child becomes PID 1 of its namespace, a
+//! minimal init: it assembles the agent's minimal root (`plan.rs`), waits for the parent (who
+//! meanwhile puts it into its cgroups, brings loopback up and opens the egress proxy inside its
+//! network namespace), enters a cgroup namespace, forks the agent as PID 2 and from then on only reaps
+//! zombies. The agent drops to an unprivileged uid of its own (`uids.rs`) with `no_new_privs`, no core
+//! dumps, a bounded `RLIMIT_NOFILE`, its own session and `PR_SET_PDEATHSIG`, installs the seccomp
+//! filter (`seccomp.rs`) and executes. When the agent exits, init reports its status and
 //! exits, and the kernel kills whatever is left in the namespace: killing init (what
 //! [`Sandbox::destroy`] does, through a pidfd) takes the whole tree down in one step, and a Berth that
 //! dies hard takes its sandboxes with it (init's parent-death signal).
@@ -29,28 +30,54 @@
 //! a few hundred lines of well-contained `unsafe` (all in `child.rs` and `helper.rs`) and keeps the
 //! dependency tree small.
 //!
+//! # Confinement
+//!
+//! What stands between an agent and the host or another agent, each wall in its own file:
+//! - a uid of its own, leased for the sandbox's life from a range Berth owns (`uids.rs`): no shared
+//!   keyrings, files or signals between sandboxes, in process isolation too;
+//! - a seccomp filter (`seccomp.rs`): no new namespaces, mounts, keyrings, ptrace, bpf, perf,
+//!   io_uring, module loading or clock changes; denied calls fail with `EPERM`;
+//! - a minimal root (`plan.rs`): a fresh tmpfs with read-only binds of the system directories,
+//!   `/etc` essentials, the code, the venv and the interpreter, and nothing else of the host;
+//! - `/tmp` and `/mnt/session` as tmpfs of a fixed size ([`SandboxSpec::tmp_bytes`],
+//!   [`SandboxSpec::session_bytes`], 512 MiB each by default): a full one is `ENOSPC` in the
+//!   sandbox, never a full host disk;
+//! - namespaces (PID, mount, network, IPC, UTS, cgroup) and cgroup limits (`cgroup.rs`).
+//!
+//! tmpfs pages are memory, charged to the sandbox's memory cgroup like its heap: a sandbox's
+//! `memory_bytes` covers its processes, its `/tmp`, `/mnt/session` and `/dev/shm` together. The
+//! sizes cap each mount on its own; when the sum of what the agent keeps in them and in its heap
+//! reaches `memory_bytes`, the kernel reclaims what it can and the OOM killer ends the agent (a
+//! write may fail with `ENOMEM` first). Keep `tmp_bytes + session_bytes` well below `memory_bytes`
+//! for a predictable `ENOSPC` (the defaults, 1 GiB against Berth's 2 GiB per session, do).
+//!
 //! # Files
 //!
-//! Inside `work_root`: `tmp/` (the agent's `/tmp`), `storage/` (its `/mnt/session` and `HOME`),
-//! `logs/agent.log` (format in `logs.rs`) and, namespaced, the empty mount point `rootfs/`. All of it is removed
-//! by `destroy`, so the session layer must copy logs it wants to keep before destroying.
+//! Inside `work_root`: `logs/agent.log` (format in `logs.rs`) and, namespaced, the empty mount point
+//! `rootfs/`; in process isolation also `tmp/` (the agent's `TMPDIR`) and `storage/` (its `HOME`),
+//! owned by the agent's uid and not size-limited. All of it is removed by `destroy`, so the session
+//! layer must copy logs it wants to keep before destroying. The uid lease is given back after that,
+//! once no process can still hold it.
 //!
 //! # Resources
 //!
 //! Limits are cgroup limits (`cgroup.rs`); the cgroup also lets teardown find every process. Init is
 //! a copy of Berth (it never executes anything), so its resident set counts Berth's shared pages: the
 //! agent's process tree gets `oom_score_adj` 1000 so the OOM killer takes the agent, not init, and
-//! init gets -1000 where Berth holds `CAP_SYS_RESOURCE`. A start costs about 2 ms of Berth's own work
+//! init gets -1000 where Berth holds `CAP_SYS_RESOURCE`. A start costs a few ms of Berth's own work
+//! (the minimal root is some 40 mount calls, the seccomp programs are compiled once per process)
 //! plus one RCU grace period for the first cgroup v1 migration (5 to 15 ms on the reference VM); the
-//! rest of an agent's start-up is its interpreter.
+//! rest of an agent's start-up is its interpreter. `bench/notes/B4-confinement.md` has the figures.
 //!
 //! # Process isolation
 //!
 //! [`Isolation::Process`] runs the agent as a plain child (own session, parent-death signal,
-//! cgroups, unprivileged user when Berth is root) on a free host port passed in `PORT`/`AGENT_PORT`;
+//! cgroups, a uid of its own when Berth is root, the seccomp filter) on a free host port passed in
+//! `PORT`/`AGENT_PORT`;
 //! agents must honour it. There is no PID namespace, so descendants that outlive the agent are
 //! killed through the process group and the cgroup but re-parented to the host's init for reaping,
-//! and [`Network`] is not enforced.
+//! and [`Network`] is not enforced. The agent sees the host's files (as its uid may) and its `TMPDIR`
+//! and `HOME` have no size limit.
 
 mod cgroup;
 mod child;

@@ -14,6 +14,7 @@ Ops:
 - ``keyring_id``: ``keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_USER_KEYRING)``
 - ``unshare``: ``unshare(CLONE_NEWUSER)``, and ``os.unshare`` where Python has it
 - ``exists``: which of ``paths`` exist
+- ``listdir``: the entries of ``path`` (``null`` if it cannot be listed)
 - ``kill``: ``kill(pid, sig)``
 - ``fill``: writes ``mib`` MiB of zeros to ``path`` in 1 MiB steps, flushing each; reports how many
   went in and the errno that stopped it; the file is removed afterwards unless ``keep``
@@ -122,6 +123,11 @@ def invoke(payload, context):
         answer["result"] = _unshare()
     elif op == "exists":
         answer["result"] = {p: os.path.exists(p) for p in payload["paths"]}
+    elif op == "listdir":
+        try:
+            answer["result"] = sorted(os.listdir(payload["path"]))
+        except OSError:
+            answer["result"] = None
     elif op == "kill":
         answer["result"] = _kill(int(payload["pid"]), int(payload.get("sig", 0)))
     elif op == "fill":

@@ -105,13 +105,15 @@ def test_files_of_another_session_are_out_of_reach(berth, victim, intruder):
         got = intruder({"op": "read", "path": path})["result"]
         assert not got["ok"], (path, got)
 
-    # Where Berth keeps the victim's files on the host: the intruder must not reach them there
-    # either (the data dir is hidden inside sandboxes).
-    on_host = sorted((berth.data_dir / "sessions").glob(f"*/*/{victim.secret}*"))
-    assert on_host, "the victim's files are not where the test expects them on the host"
-    for path in on_host:
-        got = intruder({"op": "read", "path": str(path)})["result"]
-        assert not got["ok"], (str(path), got)
+    # The victim's /tmp and /mnt/session are tmpfs mounts of its own sandbox: nothing of them is
+    # on the host's disk, under the data dir or anywhere else the intruder could look.
+    on_host = sorted((berth.data_dir / "sessions").glob(f"**/{victim.secret}*"))
+    assert not on_host, on_host
+    for sandbox_dir in sorted((berth.data_dir / "sessions").glob("*")):
+        for name in ("tmp", "storage", "rootfs/tmp", "rootfs/mnt/session"):
+            path = sandbox_dir / name / victim.secret
+            got = intruder({"op": "read", "path": str(path)})["result"]
+            assert not got["ok"], (str(path), got)
     listing = intruder({"op": "listdir", "path": str(berth.data_dir / "sessions")})["result"]
     assert not listing["ok"] or not listing["value"], listing
     # The root credentials Berth keeps beside its database are out of reach as well.

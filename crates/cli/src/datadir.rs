@@ -223,10 +223,9 @@ pub async fn probe_agent_access(
     spec.hidden = vec![data_dir.to_path_buf()];
     spec.visible = vec![env.clone()];
     spec.env = vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())];
-    let uid = spec.run_as.uid;
     let fix = |path: &Path| {
         format!(
-            "agents run as uid {uid} and must reach {}: make each directory above it traversable \
+            "agents run as unprivileged uids of their own and must reach {}: make each directory above it traversable \
              by others (chmod o+x), or pass --data-dir a directory under one that is (as root the \
              default is {SYSTEM_DATA_DIR})",
             path.display()

@@ -206,7 +206,13 @@ async fn id_collision_is_refused_without_touching_the_live_sandbox() {
     ready(&sb).await;
     run(&sb, "open('/mnt/session/keep', 'w').write('1')").await;
     assert!(matches!(Sandbox::start(twin).await, Err(Error::InUse(_))));
-    assert!(sb.work_root().join("storage/keep").exists());
+    assert!(sb.work_root().join("logs/agent.log").exists());
+    assert_eq!(
+        run(&sb, "print(open('/mnt/session/keep').read())")
+            .await
+            .trim(),
+        "1"
+    );
     assert_eq!(sandbox_support::hello(&sb).await["name"], "twin");
     sb.destroy().await.unwrap();
 }

@@ -112,7 +112,7 @@ impl Drop for BuildUid {
 
 impl BuildUid {
     pub(crate) fn run_as(&self) -> RunAs {
-        RunAs {
+        RunAs::Fixed {
             uid: self.uid,
             gid: self.uid,
         }

@@ -12,10 +12,17 @@
 //! cgroups and brought up loopback), forks the agent (PID 2), then only reaps: zombies re-parented
 //! to it are collected, and when the agent exits init reports the agent's status on a pipe and exits,
 //! which makes the kernel kill everything left in the namespace.
+//!
+//! The agent's last steps before `execve` are, in order: setsid, parent-death signal, OOM score,
+//! rlimits, dropping to its uid and gid (no supplementary groups), `no_new_privs`, chdir, and the
+//! seccomp programs (prepared by the parent in `seccomp.rs`, installed with the raw `seccomp(2)`
+//! call, so nothing after them needs more than `write`, `_exit` and `execve`).
 
 use std::ffi::{CStr, CString};
 use std::mem::size_of;
-use std::os::raw::{c_char, c_int, c_ulong, c_void};
+use std::os::raw::{c_char, c_int, c_ulong, c_ushort, c_void};
+
+use seccompiler::BpfProgram;
 
 /// One step of building the mount view, with every path prepared by the parent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +37,12 @@ pub(crate) enum Op {
     },
     /// `mount_setattr(2)` with `AT_RECURSIVE`: set mount attributes on a whole subtree.
     SetAttr { target: CString, set: u64 },
-    /// `umount2(2)` with `MNT_DETACH`: drop a subtree copied from the host.
-    Detach { target: CString },
     /// `mkdir(2)` with mode 0755; an existing directory is fine.
     Mkdir { path: CString },
     /// Creates an empty file as a bind-mount target.
     Touch { path: CString },
+    /// Creates a file (mode 0644) holding `data`, e.g. the sandbox's own `/etc/passwd`.
+    Write { path: CString, data: Vec<u8> },
     /// `symlink(2)`.
     Symlink { target: CString, link: CString },
     /// `chdir(2)`.
@@ -68,9 +75,9 @@ impl Op {
                 }
             }
             Op::SetAttr { target, .. } => format!("make {} read-only", s(target)),
-            Op::Detach { target } => format!("unmount {}", s(target)),
             Op::Mkdir { path } => format!("mkdir {}", s(path)),
             Op::Touch { path } => format!("create {}", s(path)),
+            Op::Write { path, .. } => format!("write {}", s(path)),
             Op::Symlink { link, .. } => format!("symlink {}", s(link)),
             Op::Chdir { path } => format!("chdir {}", s(path)),
             Op::PivotRoot => "pivot_root".into(),
@@ -123,6 +130,8 @@ pub(crate) struct Plan {
     pub(crate) cwd: CString,
     /// uid and gid to switch to before exec (only when Berth runs as root).
     pub(crate) creds: Option<(u32, u32)>,
+    /// seccomp programs installed, in order, right before exec (see `seccomp.rs`).
+    pub(crate) seccomp: &'static [BpfProgram],
     pub(crate) nofile: u64,
     /// Descriptors in the child; all are at least 3 (see `Fds` in the parent) and close-on-exec.
     pub(crate) stdin: c_int,
@@ -160,6 +169,7 @@ pub(crate) const STAGE_NO_NEW_PRIVS: u32 = STAGE_BASE + 8;
 pub(crate) const STAGE_CHDIR: u32 = STAGE_BASE + 9;
 pub(crate) const STAGE_EXEC: u32 = STAGE_BASE + 10;
 pub(crate) const STAGE_PDEATHSIG: u32 = STAGE_BASE + 11;
+pub(crate) const STAGE_SECCOMP: u32 = STAGE_BASE + 12;
 
 /// Names a named stage for error messages.
 pub(crate) fn stage_name(stage: u32) -> Option<&'static str> {
@@ -176,6 +186,7 @@ pub(crate) fn stage_name(stage: u32) -> Option<&'static str> {
         STAGE_CHDIR => "chdir to the code directory",
         STAGE_EXEC => "exec the agent",
         STAGE_PDEATHSIG => "set the parent-death signal",
+        STAGE_SECCOMP => "install the seccomp filter",
         _ => return None,
     })
 }
@@ -342,7 +353,6 @@ unsafe fn run_op(op: &Op) -> Result<(), c_int> {
                     size_of::<MountAttr>(),
                 ) as c_int
             }
-            Op::Detach { target } => libc::umount2(target.as_ptr(), libc::MNT_DETACH),
             Op::Mkdir { path } => {
                 if libc::mkdir(path.as_ptr(), 0o755) != 0 && errno() != libc::EEXIST {
                     -1
@@ -361,6 +371,34 @@ unsafe fn run_op(op: &Op) -> Result<(), c_int> {
                     0
                 } else {
                     -1
+                }
+            }
+            Op::Write { path, data } => {
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                );
+                if fd < 0 {
+                    -1
+                } else {
+                    let mut done = 0;
+                    while done < data.len() {
+                        let n = libc::write(fd, data[done..].as_ptr().cast(), data.len() - done);
+                        if n <= 0 {
+                            break;
+                        }
+                        done += n as usize;
+                    }
+                    // A short write leaves errno set by the failed write (or ENOSPC below).
+                    let complete = done == data.len();
+                    libc::close(fd);
+                    if complete {
+                        0
+                    } else {
+                        *libc::__errno_location() = libc::ENOSPC;
+                        -1
+                    }
                 }
             }
             Op::Symlink { target, link } => libc::symlink(target.as_ptr(), link.as_ptr()),
@@ -462,6 +500,23 @@ unsafe fn exec_agent(plan: &Plan, namespaced: bool) -> ! {
         }
         if libc::chdir(plan.cwd.as_ptr()) != 0 {
             fail(plan.exec_w, STAGE_CHDIR, errno());
+        }
+        // Last, so nothing above runs under the filter; execve, write and _exit stay allowed.
+        for program in plan.seccomp {
+            let fprog = libc::sock_fprog {
+                len: program.len() as c_ushort,
+                // seccompiler's sock_filter is declared with the kernel's layout, like libc's.
+                filter: program.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0 as c_ulong,
+                &fprog as *const libc::sock_fprog,
+            ) != 0
+            {
+                fail(plan.exec_w, STAGE_SECCOMP, errno());
+            }
         }
         libc::execve(plan.argv.first(), plan.argv.as_ptr(), plan.envp.as_ptr());
         fail(plan.exec_w, STAGE_EXEC, errno());

@@ -43,6 +43,14 @@ pub enum Error {
     /// The sandbox was destroyed.
     #[error("sandbox is destroyed")]
     Destroyed,
+    /// Every uid of the sandbox uid range is held by a live sandbox.
+    #[error("no free uid in the sandbox range {first}+{count}")]
+    NoFreeUid {
+        /// First uid of the range.
+        first: u32,
+        /// Size of the range.
+        count: u32,
+    },
     /// A bounded wait ran out.
     #[error("timed out: {0}")]
     Timeout(String),

@@ -2,14 +2,15 @@
 //!
 //! # Shape
 //!
-//! [`Sandbox::start`] prepares the host side (the `work_root` layout, cgroups, log pipes, the mount
-//! plan) and asks the helper thread (`helper.rs`) to clone the child with new PID, mount, network, IPC and
-//! UTS namespaces. The child becomes PID 1 of its namespace, a minimal init: it assembles the mount
-//! view (`plan.rs`), waits for the parent (who meanwhile puts it into its cgroups, brings loopback up
-//! and opens the egress proxy inside its network namespace), enters a cgroup namespace, forks the
-//! agent as PID 2 and from then on only reaps zombies. The agent drops to an unprivileged user
-//! (`nobody` by default) with `no_new_privs`, no core dumps, a bounded `RLIMIT_NOFILE`, its own
-//! session and `PR_SET_PDEATHSIG`, and executes. When the agent exits, init reports its status and
+//! [`Sandbox::start`] prepares the host side (the `work_root` layout, a uid lease, cgroups, log pipes,
+//! the mount plan, the seccomp programs) and asks the helper thread (`helper.rs`) to clone the child
+//! with new PID, mount, network, IPC and UTS namespaces. The child becomes PID 1 of its namespace, a
+//! minimal init: it assembles the agent's minimal root (`plan.rs`), waits for the parent (who
+//! meanwhile puts it into its cgroups, brings loopback up and opens the egress proxy inside its
+//! network namespace), enters a cgroup namespace, forks the agent as PID 2 and from then on only reaps
+//! zombies. The agent drops to an unprivileged uid of its own (`uids.rs`) with `no_new_privs`, no core
+//! dumps, a bounded `RLIMIT_NOFILE`, its own session and `PR_SET_PDEATHSIG`, installs the seccomp
+//! filter (`seccomp.rs`) and executes. When the agent exits, init reports its status and
 //! exits, and the kernel kills whatever is left in the namespace: killing init (what
 //! [`Sandbox::destroy`] does, through a pidfd) takes the whole tree down in one step, and a Berth that
 //! dies hard takes its sandboxes with it (init's parent-death signal).
@@ -29,28 +30,54 @@
 //! a few hundred lines of well-contained `unsafe` (all in `child.rs` and `helper.rs`) and keeps the
 //! dependency tree small.
 //!
+//! # Confinement
+//!
+//! What stands between an agent and the host or another agent, each wall in its own file:
+//! - a uid of its own, leased for the sandbox's life from a range Berth owns (`uids.rs`): no shared
+//!   keyrings, files or signals between sandboxes, in process isolation too;
+//! - a seccomp filter (`seccomp.rs`): no new namespaces, mounts, keyrings, ptrace, bpf, perf,
+//!   io_uring, module loading or clock changes; denied calls fail with `EPERM`;
+//! - a minimal root (`plan.rs`): a fresh tmpfs with read-only binds of the system directories,
+//!   `/etc` essentials, the code, the venv and the interpreter, and nothing else of the host;
+//! - `/tmp` and `/mnt/session` as tmpfs of a fixed size ([`SandboxSpec::tmp_bytes`],
+//!   [`SandboxSpec::session_bytes`], 512 MiB each by default): a full one is `ENOSPC` in the
+//!   sandbox, never a full host disk;
+//! - namespaces (PID, mount, network, IPC, UTS, cgroup) and cgroup limits (`cgroup.rs`).
+//!
+//! tmpfs pages are memory, charged to the sandbox's memory cgroup like its heap: a sandbox's
+//! `memory_bytes` covers its processes, its `/tmp`, `/mnt/session` and `/dev/shm` together. The
+//! sizes cap each mount on its own; when the sum of what the agent keeps in them and in its heap
+//! reaches `memory_bytes`, the kernel reclaims what it can and the OOM killer ends the agent (a
+//! write may fail with `ENOMEM` first). Keep `tmp_bytes + session_bytes` well below `memory_bytes`
+//! for a predictable `ENOSPC` (the defaults, 1 GiB against Berth's 2 GiB per session, do).
+//!
 //! # Files
 //!
-//! Inside `work_root`: `tmp/` (the agent's `/tmp`), `storage/` (its `/mnt/session` and `HOME`),
-//! `logs/agent.log` (format in `logs.rs`) and, namespaced, the empty mount point `rootfs/`. All of it is removed
-//! by `destroy`, so the session layer must copy logs it wants to keep before destroying.
+//! Inside `work_root`: `logs/agent.log` (format in `logs.rs`) and, namespaced, the empty mount point
+//! `rootfs/`; in process isolation also `tmp/` (the agent's `TMPDIR`) and `storage/` (its `HOME`),
+//! owned by the agent's uid and not size-limited. All of it is removed by `destroy`, so the session
+//! layer must copy logs it wants to keep before destroying. The uid lease is given back after that,
+//! once no process can still hold it.
 //!
 //! # Resources
 //!
 //! Limits are cgroup limits (`cgroup.rs`); the cgroup also lets teardown find every process. Init is
 //! a copy of Berth (it never executes anything), so its resident set counts Berth's shared pages: the
 //! agent's process tree gets `oom_score_adj` 1000 so the OOM killer takes the agent, not init, and
-//! init gets -1000 where Berth holds `CAP_SYS_RESOURCE`. A start costs about 2 ms of Berth's own work
+//! init gets -1000 where Berth holds `CAP_SYS_RESOURCE`. A start costs a few ms of Berth's own work
+//! (the minimal root is some 40 mount calls, the seccomp programs are compiled once per process)
 //! plus one RCU grace period for the first cgroup v1 migration (5 to 15 ms on the reference VM); the
-//! rest of an agent's start-up is its interpreter.
+//! rest of an agent's start-up is its interpreter. `bench/notes/B4-confinement.md` has the figures.
 //!
 //! # Process isolation
 //!
 //! [`Isolation::Process`] runs the agent as a plain child (own session, parent-death signal,
-//! cgroups, unprivileged user when Berth is root) on a free host port passed in `PORT`/`AGENT_PORT`;
+//! cgroups, a uid of its own when Berth is root, the seccomp filter) on a free host port passed in
+//! `PORT`/`AGENT_PORT`;
 //! agents must honour it. There is no PID namespace, so descendants that outlive the agent are
 //! killed through the process group and the cgroup but re-parented to the host's init for reaping,
-//! and [`Network`] is not enforced.
+//! and [`Network`] is not enforced. The agent sees the host's files (as its uid may) and its `TMPDIR`
+//! and `HOME` have no size limit.
 
 mod cgroup;
 mod child;
@@ -60,8 +87,10 @@ mod logs;
 mod plan;
 mod probe;
 mod proxy;
+mod seccomp;
 mod spec;
 mod status;
+mod uids;
 
 use std::fs::{self, File};
 use std::future::Future;
@@ -96,10 +125,11 @@ pub use error::Error;
 pub use probe::{Capabilities, CgroupVersion, probe};
 pub use proxy::{EgressPolicy, EgressRule, InvalidEgressRule};
 pub use spec::{
-    DEFAULT_LOG_CAP, Isolation, Limits, NOBODY, Network, PROXY_PORT, RunAs, SESSION_DIR,
-    SandboxSpec,
+    DEFAULT_LOG_CAP, DEFAULT_SESSION_BYTES, DEFAULT_TMP_BYTES, Isolation, Limits, NOBODY, Network,
+    PROXY_PORT, RunAs, SESSION_DIR, SandboxSpec,
 };
 pub use status::ExitInfo;
+pub use uids::{DEFAULT_FIRST_UID, DEFAULT_UID_COUNT, configure_uids};
 
 use cgroup::Cgroups;
 use child::{CStrVec, NsPlan, Plan, REPORT_SIZE, Report};
@@ -137,6 +167,8 @@ struct Inner {
     netns: Mutex<Option<Arc<OwnedFd>>>,
     cgroups: Option<Arc<Cgroups>>,
     egress: Arc<Egress>,
+    /// The agent's uid lease, given back once cleanup has killed every process that could hold it.
+    uid: Mutex<Option<uids::Lease>>,
     exit_rx: watch::Receiver<Option<ExitInfo>>,
     destroying: Arc<AtomicBool>,
     cleaned: AtomicBool,
@@ -174,6 +206,7 @@ impl Sandbox {
             agent_addr,
             cgroups,
             egress,
+            uid,
             plan,
             child_fds,
             fds,
@@ -224,6 +257,7 @@ impl Sandbox {
                 netns: Mutex::new(None),
                 cgroups,
                 egress,
+                uid: Mutex::new(uid),
                 exit_rx,
                 destroying,
                 cleaned: AtomicBool::new(false),
@@ -515,9 +549,16 @@ impl Sandbox {
         }
         lock(&inner.netns).take();
         let (cg, root) = (inner.cgroups.clone(), inner.work_root.clone());
-        tokio::task::spawn_blocking(move || cleanup_host(cg.as_deref(), &root))
+        let cleaned = tokio::task::spawn_blocking(move || cleanup_host(cg.as_deref(), &root))
             .await
-            .map_err(|e| Error::io("clean up sandbox", io::Error::other(e)))??;
+            .map_err(|e| Error::io("clean up sandbox", io::Error::other(e)))
+            .and_then(|r| r);
+        if let Err(e) = cleaned {
+            inner.quarantine_uid();
+            return Err(e);
+        }
+        // Every process is dead (init's exit killed the namespace, or the cgroup was emptied).
+        lock(&inner.uid).take();
         inner.cleaned.store(true, Ordering::SeqCst);
         info!(sandbox = %inner.id, "sandbox destroyed");
         Ok(())
@@ -598,10 +639,23 @@ impl Inner {
         }
         match result {
             Ok(()) => {
+                lock(&self.uid).take();
                 self.cleaned.store(true, Ordering::SeqCst);
                 debug!(sandbox = %self.id, "dropped sandbox cleaned up");
             }
-            Err(e) => warn!(sandbox = %self.id, error = %e, "cleanup of dropped sandbox failed"),
+            Err(e) => {
+                self.quarantine_uid();
+                warn!(sandbox = %self.id, error = %e, "cleanup of dropped sandbox failed");
+            }
+        }
+    }
+
+    /// Keeps the uid out of the pool for the life of the process: a failed cleanup may have left
+    /// processes running as it.
+    fn quarantine_uid(&self) {
+        if let Some(lease) = lock(&self.uid).take() {
+            warn!(sandbox = %self.id, uid = lease.uid(), "sandbox uid withheld from reuse after a failed cleanup");
+            std::mem::forget(lease);
         }
     }
 }
@@ -848,6 +902,7 @@ struct Prepared {
     agent_addr: SocketAddr,
     cgroups: Option<Arc<Cgroups>>,
     egress: Arc<Egress>,
+    uid: Option<uids::Lease>,
     plan: Plan,
     child_fds: Vec<OwnedFd>,
     fds: ParentFds,
@@ -881,18 +936,30 @@ fn prepare_in(
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let namespaced = spec.isolation == Isolation::Namespaces;
-    let creds = root.then_some((spec.run_as.uid, spec.run_as.gid));
+    let lease = match (root, spec.run_as) {
+        (true, RunAs::Own) => Some(uids::lease()?),
+        _ => None,
+    };
+    let creds = match (root, spec.run_as, &lease) {
+        (false, _, _) => None,
+        (true, RunAs::Fixed { uid, gid }, _) => Some((uid, gid)),
+        (true, RunAs::Own, Some(l)) => Some((l.uid(), l.uid())),
+        (true, RunAs::Own, None) => return Err(Error::InvalidSpec("no uid leased".into())),
+    };
 
     // Only traversal for others: in process mode the agent reaches tmp/ and storage/ by host path.
     set_mode(work_root, 0o711)?;
     let tmp = work_root.join("tmp");
     let storage = work_root.join("storage");
     let logs_dir = work_root.join("logs");
-    for dir in [&tmp, &storage] {
-        make_dir(dir, 0o700)?;
-        if let Some((uid, gid)) = creds {
-            chown(dir, Some(uid), Some(gid))
-                .map_err(|e| Error::io(format!("chown {}", dir.display()), e))?;
+    if !namespaced {
+        // Namespaced sandboxes get both as tmpfs of their own (see plan.rs).
+        for dir in [&tmp, &storage] {
+            make_dir(dir, 0o700)?;
+            if let Some((uid, gid)) = creds {
+                chown(dir, Some(uid), Some(gid))
+                    .map_err(|e| Error::io(format!("chown {}", dir.display()), e))?;
+            }
         }
     }
     make_dir(&logs_dir, 0o700)?;
@@ -906,52 +973,6 @@ fn prepare_in(
             code_dir.display()
         )));
     }
-
-    let ns = if namespaced {
-        let rootfs = work_root.join("rootfs");
-        make_dir(&rootfs, 0o755)?;
-        let mut hidden: Vec<PathBuf> = spec
-            .hidden
-            .iter()
-            .filter_map(|p| fs::canonicalize(p).ok())
-            .collect();
-        if let Some(parent) = work_root.parent() {
-            hidden.push(parent.to_path_buf());
-        }
-        let mut visible = vec![code_dir.clone()];
-        for v in &spec.visible {
-            visible.push(
-                fs::canonicalize(v)
-                    .map_err(|e| Error::io(format!("resolve visible path {}", v.display()), e))?,
-            );
-        }
-        let mut writable = Vec::new();
-        for w in &spec.writable {
-            writable.push(
-                fs::canonicalize(w)
-                    .map_err(|e| Error::io(format!("resolve writable path {}", w.display()), e))?,
-            );
-        }
-        let inputs = plan::Inputs {
-            rootfs: &rootfs,
-            tmp: &tmp,
-            storage: &storage,
-            hidden: &hidden,
-            visible: &visible,
-            writable: &writable,
-            shm_bytes: SHM_BYTES,
-        };
-        let ops = plan::mount_ops(&inputs, &host_kind).map_err(Error::InvalidSpec)?;
-        let mut host = spec.id.as_bytes().to_vec();
-        host.truncate(64);
-        Some(NsPlan {
-            ops,
-            hostname: CString::new(host)
-                .map_err(|_| Error::InvalidSpec("id contains NUL".into()))?,
-        })
-    } else {
-        None
-    };
 
     let (agent_addr, port) = if namespaced {
         (
@@ -986,6 +1007,60 @@ fn prepare_in(
         .find(|(k, _)| k == "PATH")
         .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
     let program = resolve_program(&spec.argv[0], path_var)?;
+    let ns = if namespaced {
+        let rootfs = work_root.join("rootfs");
+        make_dir(&rootfs, 0o755)?;
+        let mut hidden: Vec<PathBuf> = spec
+            .hidden
+            .iter()
+            .filter_map(|p| fs::canonicalize(p).ok())
+            .collect();
+        if let Some(parent) = work_root.parent() {
+            hidden.push(parent.to_path_buf());
+        }
+        let mut visible = vec![code_dir.clone()];
+        for v in &spec.visible {
+            visible.push(
+                fs::canonicalize(v)
+                    .map_err(|e| Error::io(format!("resolve visible path {}", v.display()), e))?,
+            );
+        }
+        visible.extend(interpreter_trees(&program, &visible));
+        let mut writable = Vec::new();
+        for w in &spec.writable {
+            writable.push(
+                fs::canonicalize(w)
+                    .map_err(|e| Error::io(format!("resolve writable path {}", w.display()), e))?,
+            );
+        }
+        // SAFETY: geteuid has no preconditions.
+        let own = unsafe { libc::geteuid() };
+        let (uid, gid) = creds.unwrap_or((own, own));
+        let etc_files = etc_files(&spec.id, uid, gid);
+        let etc = etc_entries();
+        let inputs = plan::Inputs {
+            rootfs: &rootfs,
+            etc_files: &etc_files,
+            etc: &etc,
+            hidden: &hidden,
+            visible: &visible,
+            writable: &writable,
+            shm_bytes: SHM_BYTES,
+            tmp_bytes: spec.tmp_bytes,
+            session_bytes: spec.session_bytes,
+            owner: (uid, gid),
+        };
+        let ops = plan::mount_ops(&inputs, &host_kind).map_err(Error::InvalidSpec)?;
+        let mut host = spec.id.as_bytes().to_vec();
+        host.truncate(64);
+        Some(NsPlan {
+            ops,
+            hostname: CString::new(host)
+                .map_err(|_| Error::InvalidSpec("id contains NUL".into()))?,
+        })
+    } else {
+        None
+    };
     let mut argv = vec![cstring(program.as_os_str().as_bytes())?];
     for a in &spec.argv[1..] {
         argv.push(cstring(a.as_bytes())?);
@@ -1039,6 +1114,7 @@ fn prepare_in(
         envp: CStrVec::new(envp),
         cwd: cstring(code_dir.as_os_str().as_bytes())?,
         creds,
+        seccomp: seccomp::programs().map_err(Error::Unsupported)?,
         nofile,
         stdin: devnull.as_raw_fd(),
         stdout: out_w.as_raw_fd(),
@@ -1062,6 +1138,7 @@ fn prepare_in(
             allowed_local: spec.allowed_local.clone(),
             policy: spec.egress.clone(),
         }),
+        uid: lease,
         plan,
         child_fds,
         fds: ParentFds {
@@ -1138,9 +1215,138 @@ fn host_kind(p: &Path) -> Option<plan::Kind> {
         plan::Kind::Dir
     } else if ft.is_file() {
         plan::Kind::File
+    } else if ft.is_symlink() {
+        plan::Kind::Link(fs::read_link(p).ok()?)
     } else {
         plan::Kind::Special
     })
+}
+
+/// Host directories a minimal root could not run without although nobody named them: the install
+/// tree of the interpreter behind `program` and behind each visible virtualenv (a venv's `python`
+/// is a link into it, e.g. `/root/.pyenv/versions/3.12.1/bin/python3.12`, found through the link
+/// and the venv's `pyvenv.cfg`). Trees inside the system directories are already there.
+fn interpreter_trees(program: &Path, visible: &[PathBuf]) -> Vec<PathBuf> {
+    let mut executables = vec![program.to_path_buf()];
+    let mut homes = Vec::new();
+    for v in visible {
+        let Ok(cfg) = fs::read_to_string(v.join("pyvenv.cfg")) else {
+            continue;
+        };
+        executables.push(v.join("bin").join("python"));
+        homes.extend(cfg.lines().filter_map(|l| {
+            let (key, value) = l.split_once('=')?;
+            (key.trim() == "home").then(|| PathBuf::from(value.trim()))
+        }));
+    }
+    let prefix_of_bin = |dir: PathBuf| -> PathBuf {
+        match (dir.file_name(), dir.parent()) {
+            (Some(name), Some(parent)) if name == "bin" => parent.to_path_buf(),
+            _ => dir,
+        }
+    };
+    let mut trees: Vec<PathBuf> = Vec::new();
+    let resolved = executables
+        .iter()
+        .filter_map(|e| fs::canonicalize(e).ok()?.parent().map(Path::to_path_buf))
+        .chain(homes.into_iter().filter_map(|h| fs::canonicalize(h).ok()));
+    for dir in resolved {
+        let tree = prefix_of_bin(dir);
+        let system = SYSTEM_TREES
+            .iter()
+            .any(|s| tree.starts_with(s) || Path::new(s).starts_with(&tree));
+        if system || !tree.is_dir() || trees.contains(&tree) {
+            continue;
+        }
+        trees.push(tree);
+    }
+    trees
+}
+
+/// Where the host keeps its system programs and libraries (bound into every root by `plan.rs`).
+const SYSTEM_TREES: [&str; 7] = [
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
+
+/// Entries of the host's `/etc` bound into the minimal root (when the host has them): name
+/// resolution, TLS trust, the dynamic linker, time zone, MIME types, and Python's and pip's
+/// configuration (`python3*` directories, `pip.conf`).
+const ETC_ESSENTIALS: [&str; 23] = [
+    "resolv.conf",
+    "nsswitch.conf",
+    "host.conf",
+    "gai.conf",
+    "services",
+    "protocols",
+    "networks",
+    "ssl/certs",
+    "ssl/openssl.cnf",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "pki/tls/certs",
+    "pki/ca-trust",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "timezone",
+    "alternatives",
+    "mime.types",
+    "pip.conf",
+    "os-release",
+    "debian_version",
+];
+
+/// `passwd`, `group` and `hosts` of a namespaced sandbox: the agent's uid has a name and `HOME`,
+/// the hostname resolves, and no host account or host name is shown.
+fn etc_files(hostname: &str, uid: u32, gid: u32) -> Vec<(String, Vec<u8>)> {
+    let mut passwd = format!(
+        "root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:{NOBODY}:{NOBODY}:nobody:/nonexistent:/usr/sbin/nologin\n"
+    );
+    let mut group = format!("root:x:0:\nnogroup:x:{NOBODY}:\n");
+    if uid != 0 && uid != NOBODY {
+        passwd.push_str(&format!(
+            "agent:x:{uid}:{gid}:agent:{SESSION_DIR}:/usr/sbin/nologin\n"
+        ));
+    }
+    if gid != 0 && gid != NOBODY {
+        group.push_str(&format!("agent:x:{gid}:\n"));
+    }
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    );
+    [("passwd", passwd), ("group", group), ("hosts", hosts)]
+        .into_iter()
+        .map(|(name, text)| (name.to_string(), text.into_bytes()))
+        .collect()
+}
+
+/// The host's `/etc` essentials that exist here, to be bound into the minimal root.
+fn etc_entries() -> Vec<(PathBuf, PathBuf, plan::Kind)> {
+    let mut entries = Vec::new();
+    let mut names: Vec<String> = ETC_ESSENTIALS.iter().map(|n| n.to_string()).collect();
+    if let Ok(listing) = fs::read_dir("/etc") {
+        names.extend(
+            listing
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("python")),
+        );
+    }
+    names.sort();
+    for name in names {
+        let host = Path::new("/etc").join(&name);
+        // Followed: a link such as /etc/resolv.conf -> /run/... is bound as the file it names.
+        let Ok(source) = fs::canonicalize(&host) else {
+            continue;
+        };
+        let kind = match fs::metadata(&source) {
+            Ok(m) if m.is_dir() => plan::Kind::Dir,
+            Ok(m) if m.is_file() => plan::Kind::File,
+            _ => continue,
+        };
+        entries.push((host, source, kind));
+    }
+    entries
 }
 
 /// Removes the cgroups and `work_root`. Blocking.

@@ -1,28 +1,34 @@
 //! The mount view of a namespaced sandbox, computed in the parent as a list of steps the child runs.
 //!
-//! View built inside the new mount namespace (nothing propagates back to the host, so the host's mount
-//! table never changes):
+//! The agent's root is a fresh tmpfs built inside the new mount namespace (nothing propagates back
+//! to the host, whose mount table never changes), holding only what an agent needs:
 //!
 //! | path | what |
 //! | --- | --- |
-//! | `/` | the host root, bound recursively, every mount read-only, nosuid, nodev |
+//! | `/` | a small tmpfs, read-only once assembled; every directory in it is Berth's own (root, 0755) |
+//! | `/usr`, and `/bin`, `/sbin`, `/lib*` as the host has them | read-only binds, or the same symlinks on merged-usr hosts |
+//! | `/etc` | directory of the root tmpfs holding its own `passwd`, `group` and `hosts` and read-only binds of the host's essentials only (`etc` of [`Inputs`]): resolver and TLS configuration, `ld.so.*`, time zone, Python's |
 //! | `/proc` | a new procfs of the sandbox's PID namespace, `hidepid=2` (only the agent user's processes) |
 //! | `/sys` | a new read-only sysfs (shows only the sandbox's network devices; no cgroup tree) |
-//! | `/dev` | read-only tmpfs with `null zero full random urandom tty` bound from the host, `fd`/`std*` links, a private `/dev/shm` |
-//! | `/run` and every `hidden` path, plus the parent of `work_root` | an empty read-only tmpfs |
-//! | `/tmp` | bind of `work_root/tmp` (disk-backed, private, writable) |
-//! | `/mnt` | read-only tmpfs holding only `/mnt/session`, a bind of `work_root/storage` (writable, `HOME`) |
-//! | `code_dir`, `visible` paths | bound back read-only at their host path when one of the above covers them |
+//! | `/dev` | read-only tmpfs with `null zero full random urandom tty` bound from the host, `fd`/`std*` links, a private `/dev/shm`, a new `devpts` instance at `/dev/pts` with `/dev/ptmx` |
+//! | `/tmp` | a private tmpfs of `tmp_bytes`, mode 1777 |
+//! | `/mnt/session` | a private tmpfs of `session_bytes`, owned by the agent, mode 0700 (`HOME`) |
+//! | `visible` paths (the code dir first, the venv, the interpreter's install tree) | read-only binds at their host path |
 //!
-//! Masking with tmpfs and binding the needed paths back was chosen over assembling a fresh root from
-//! an allow-list of host directories: the agent's interpreter may live anywhere on the host (a
-//! pyenv, a virtualenv in Berth's data directory, /opt), and a read-only host root runs it unchanged,
-//! while the few places that hold other tenants' data or host sockets are masked explicitly.
-//! `/run` is masked because read-only mounts do not stop `connect(2)` on Unix sockets (the Docker
-//! socket, D-Bus) and nothing an agent needs lives there.
+//! Nothing else of the host exists inside: no `/home`, `/root`, `/var`, `/run`, `/opt`, no data
+//! directory, and `mountinfo` names only these mounts. Because the binds hang off directories the
+//! plan creates itself, a visible path is reachable whatever the permissions of its host ancestors
+//! (a data directory under a `0700` home works). A `hidden` path that one of the binds would still
+//! include (a data directory under `/usr/local`) is masked with an empty read-only tmpfs.
 //!
-//! Mount points that have to be created under `/tmp` (a `code_dir` below the host's `/tmp`) end up as
-//! empty root-owned directories in the sandbox's own `work_root/tmp`.
+//! Why a fresh root and not the host's root made read-only with masks (what Berth did first): the
+//! masks had to name every place holding other tenants' data or host secrets, and any place
+//! forgotten was readable; an allow-list fails closed. The cost is one bind per system directory and
+//! `/etc` entry instead of one recursive bind of the whole host tree, which is cheaper on hosts with
+//! many mounts.
+//!
+//! Mount points that have to be created under `/tmp` or `/mnt/session` (a `code_dir` below the host's
+//! `/tmp`) end up as empty root-owned directories in the sandbox's own tmpfs.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -30,13 +36,15 @@ use std::path::{Path, PathBuf};
 
 use super::child::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, Op};
 
-/// What a host path is, as far as the plan cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a host path is, as far as the plan cares (`lstat`, symlinks not followed).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Kind {
     Dir,
     File,
     /// A device node, socket or fifo.
     Special,
+    /// A symbolic link with this target.
+    Link(PathBuf),
 }
 
 /// Inputs of the mount plan; every path is absolute and canonical (symlinks resolved, so no mount
@@ -44,33 +52,46 @@ pub(crate) enum Kind {
 pub(crate) struct Inputs<'a> {
     /// The empty directory the new root is assembled on (`work_root/rootfs`).
     pub(crate) rootfs: &'a Path,
-    /// Source of `/tmp`.
-    pub(crate) tmp: &'a Path,
-    /// Source of `/mnt/session`.
-    pub(crate) storage: &'a Path,
-    /// Directories to mask.
+    /// Files written into `/etc` of the root (`passwd`, `group`, `hosts`): (name, content).
+    pub(crate) etc_files: &'a [(String, Vec<u8>)],
+    /// `/etc` entries bound from the host: (path inside, host source, kind of the source with
+    /// symlinks followed; only `Dir` and `File` are bound).
+    pub(crate) etc: &'a [(PathBuf, PathBuf, Kind)],
+    /// Directories that must not appear inside.
     pub(crate) hidden: &'a [PathBuf],
-    /// Paths to keep visible (the code directory first).
+    /// Paths bound read-only at their host path (the code directory first).
     pub(crate) visible: &'a [PathBuf],
     /// Directories bound read-write at their host path (a build's target environment).
     pub(crate) writable: &'a [PathBuf],
     /// Size of the private `/dev/shm` tmpfs in bytes.
     pub(crate) shm_bytes: u64,
+    /// Size of `/tmp` in bytes.
+    pub(crate) tmp_bytes: u64,
+    /// Size of `/mnt/session` in bytes.
+    pub(crate) session_bytes: u64,
+    /// Owner (uid, gid) of `/mnt/session`.
+    pub(crate) owner: (u32, u32),
 }
 
+/// The host's system directories bound into every root (those the host has).
+const SYSTEM: [&str; 7] = [
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
 const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
-const DEV_LINKS: [(&str, &str); 4] = [
+const DEV_LINKS: [(&str, &str); 5] = [
     ("fd", "/proc/self/fd"),
     ("stdin", "/proc/self/fd/0"),
     ("stdout", "/proc/self/fd/1"),
     ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
 ];
-/// Directories replaced wholesale by the plan; hidden or visible paths below them make no sense.
-const REPLACED: [&str; 3] = ["/proc", "/sys", "/dev"];
-/// Overlays of the plan whose contents are the sandbox's own.
-const OVERLAID: [&str; 2] = ["/tmp", "/mnt"];
+/// Mounts of the plan that no visible path may lie in or be.
+const RESERVED: [&str; 3] = ["/proc", "/sys", "/dev"];
+/// Mount points of the plan a visible path may lie below but not be.
+const OWN: [&str; 5] = ["/", "/etc", "/tmp", "/mnt", "/mnt/session"];
 
-const TMPFS_SMALL: &str = "mode=755,size=16k,nr_inodes=4096";
+const TMPFS_SMALL: &str = "mode=755,size=64k,nr_inodes=4096";
+const RO: u64 = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
 
 /// Builds the steps. `kind` reports what a host path is (`None`: missing); it is a parameter so the
 /// plan can be unit-tested without a host.
@@ -82,10 +103,8 @@ pub(crate) fn mount_ops(
     let inside = |p: &Path| -> PathBuf { root.join(p.strip_prefix("/").unwrap_or(p)) };
     let mut ops = Vec::new();
 
-    for required in ["/proc", "/sys", "/dev", "/tmp", "/mnt"] {
-        if kind(Path::new(required)) != Some(Kind::Dir) {
-            return Err(format!("host has no {required} directory to mount over"));
-        }
+    if kind(Path::new("/usr")) != Some(Kind::Dir) {
+        return Err("host has no /usr directory".into());
     }
 
     // Nothing mounted from here on may propagate to the host's namespace.
@@ -96,37 +115,100 @@ pub(crate) fn mount_ops(
         flags: libc::MS_REC | libc::MS_PRIVATE,
         data: None,
     });
-    ops.push(mount_bind(Path::new("/"), root, true)?);
-    ops.push(Op::SetAttr {
-        target: cp(root)?,
-        set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-    });
+    ops.push(mount_fs(
+        "tmpfs",
+        root,
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(TMPFS_SMALL),
+    )?);
+
+    // Trees bound from the host, for the hidden-path check below.
+    let mut bound: Vec<PathBuf> = Vec::new();
+    for dir in SYSTEM.iter().map(Path::new) {
+        match kind(dir) {
+            Some(Kind::Dir) => {
+                ops.push(Op::Mkdir {
+                    path: cp(&inside(dir))?,
+                });
+                bind_ro(&mut ops, dir, &inside(dir))?;
+                bound.push(dir.to_path_buf());
+            }
+            Some(Kind::Link(target)) => ops.push(Op::Symlink {
+                target: cp(&target)?,
+                link: cp(&inside(dir))?,
+            }),
+            _ => {}
+        }
+    }
+
+    let etc = inside(Path::new("/etc"));
+    ops.push(Op::Mkdir { path: cp(&etc)? });
+    // Written, not bound: a bind would name its host source in the agent's mountinfo.
+    for (name, data) in inputs.etc_files {
+        if name.contains('/') {
+            return Err(format!("{name} is not a file name"));
+        }
+        ops.push(Op::Write {
+            path: cp(&etc.join(name))?,
+            data: data.clone(),
+        });
+    }
+    for (at, source, what) in inputs.etc {
+        if !at.starts_with("/etc") || at == Path::new("/etc") {
+            return Err(format!("{} is not an entry of /etc", at.display()));
+        }
+        if !matches!(what, Kind::Dir | Kind::File) {
+            continue;
+        }
+        // Mount points for the levels between /etc and the entry (`/etc/ssl` of `/etc/ssl/certs`).
+        let mut level = PathBuf::from("/etc");
+        let below: Vec<_> = at
+            .strip_prefix("/etc")
+            .map_err(|_| "not in /etc")?
+            .components()
+            .collect();
+        for comp in &below[..below.len().saturating_sub(1)] {
+            level.push(comp);
+            ops.push(Op::Mkdir {
+                path: cp(&inside(&level))?,
+            });
+        }
+        match what {
+            Kind::Dir => ops.push(Op::Mkdir {
+                path: cp(&inside(at))?,
+            }),
+            Kind::File => ops.push(Op::Touch {
+                path: cp(&inside(at))?,
+            }),
+            _ => continue,
+        }
+        bind_ro(&mut ops, source, &inside(at))?;
+        bound.push(at.clone());
+    }
 
     // /proc and /sys of the new PID and network namespaces.
-    ops.push(Op::Detach {
-        target: cp(&inside(Path::new("/proc")))?,
-    });
+    let proc = inside(Path::new("/proc"));
+    ops.push(Op::Mkdir { path: cp(&proc)? });
     // hidepid=2: processes of other users are invisible, so the agent never sees init (root, a copy
     // of Berth whose command line would otherwise be readable at /proc/1/cmdline).
     ops.push(mount_fs(
         "proc",
-        &inside(Path::new("/proc")),
+        &proc,
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         Some("hidepid=2"),
     )?);
-    ops.push(Op::Detach {
-        target: cp(&inside(Path::new("/sys")))?,
-    });
+    let sys = inside(Path::new("/sys"));
+    ops.push(Op::Mkdir { path: cp(&sys)? });
     ops.push(mount_fs(
         "sysfs",
-        &inside(Path::new("/sys")),
+        &sys,
         libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
     )?);
 
     // A minimal /dev.
     let dev = inside(Path::new("/dev"));
-    ops.push(Op::Detach { target: cp(&dev)? });
+    ops.push(Op::Mkdir { path: cp(&dev)? });
     ops.push(mount_fs(
         "tmpfs",
         &dev,
@@ -159,75 +241,66 @@ pub(crate) fn mount_ops(
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         Some(&shm),
     )?);
+    ops.push(Op::Mkdir {
+        path: cp(&dev.join("pts"))?,
+    });
+    // A private instance: the agent sees only terminals it opened itself.
+    ops.push(mount_fs(
+        "devpts",
+        &dev.join("pts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?);
 
-    // Masks.
-    let hidden = effective_hidden(inputs.hidden, inputs.visible, kind)?;
-    for h in &hidden {
-        ops.push(mount_fs(
-            "tmpfs",
-            &inside(h),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            Some(TMPFS_SMALL),
-        )?);
-    }
-
-    // The sandbox's own writable places.
+    // The sandbox's own writable places: memory-backed, bounded, gone with the namespace.
     let tmp = inside(Path::new("/tmp"));
-    ops.push(mount_bind(inputs.tmp, &tmp, false)?);
-    ops.push(remount(&tmp, libc::MS_NOSUID | libc::MS_NODEV)?);
-    let mnt = inside(Path::new("/mnt"));
-    let session = mnt.join("session");
+    ops.push(Op::Mkdir { path: cp(&tmp)? });
+    let tmp_data = format!("mode=1777,size={}", inputs.tmp_bytes);
     ops.push(mount_fs(
         "tmpfs",
-        &mnt,
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        Some(TMPFS_SMALL),
+        &tmp,
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&tmp_data),
     )?);
+    let session = inside(Path::new("/mnt/session"));
+    ops.push(Op::Mkdir {
+        path: cp(&inside(Path::new("/mnt")))?,
+    });
     ops.push(Op::Mkdir {
         path: cp(&session)?,
     });
-    ops.push(mount_bind(inputs.storage, &session, false)?);
-    ops.push(remount(&session, libc::MS_NOSUID | libc::MS_NODEV)?);
+    let (uid, gid) = inputs.owner;
+    let session_data = format!(
+        "mode=0700,uid={uid},gid={gid},size={}",
+        inputs.session_bytes
+    );
+    ops.push(mount_fs(
+        "tmpfs",
+        &session,
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&session_data),
+    )?);
 
-    // Visible paths that one of the overlays covers are bound back read-only at their host path.
-    let mut overlays: Vec<PathBuf> = hidden.clone();
-    overlays.extend(OVERLAID.iter().map(PathBuf::from));
-    let mut bound: Vec<&Path> = Vec::new();
+    // Visible paths, each at its host path; one inside another is covered by the outer bind.
     let mut visible: Vec<&PathBuf> = inputs.visible.iter().collect();
     visible.sort();
+    let mut shown: Vec<&Path> = Vec::new();
     for v in visible {
-        if bound.iter().any(|b| v.starts_with(b)) {
-            continue;
-        }
-        if REPLACED
-            .iter()
-            .chain(OVERLAID.iter())
-            .any(|r| v.as_path() == Path::new(r))
-            || is_under_replaced(v)
-        {
+        if RESERVED.iter().any(|r| v.starts_with(r)) || OWN.iter().any(|o| v == Path::new(o)) {
             return Err(format!(
                 "visible path {} collides with a sandbox mount",
                 v.display()
             ));
         }
-        let Some(cover) = overlays
-            .iter()
-            .filter(|o| v.starts_with(o))
-            .max_by_key(|o| o.as_os_str().len())
-        else {
+        if shown.iter().any(|b| v.starts_with(b)) || bound.iter().any(|b| v.starts_with(b)) {
             continue;
-        };
+        }
         let what = kind(v).ok_or_else(|| format!("visible path {} does not exist", v.display()))?;
-        // Mount points for each level below the covering overlay.
-        let rel = v
-            .strip_prefix(cover)
-            .map_err(|_| "visible path outside its overlay".to_string())?;
-        let mut at = cover.clone();
-        let components: Vec<_> = rel.components().collect();
+        let mut at = PathBuf::from("/");
+        let components: Vec<_> = v.components().skip(1).collect();
         for (i, comp) in components.iter().enumerate() {
             at.push(comp);
-            let last = i + 1 == components.len();
-            if last && what != Kind::Dir {
+            if i + 1 == components.len() && what != Kind::Dir {
                 ops.push(Op::Touch {
                     path: cp(&inside(&at))?,
                 });
@@ -237,21 +310,16 @@ pub(crate) fn mount_ops(
                 });
             }
         }
-        ops.push(mount_bind(v, &inside(v), true)?);
-        ops.push(Op::SetAttr {
-            target: cp(&inside(v))?,
-            set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        });
-        bound.push(v);
+        bind_ro(&mut ops, v, &inside(v))?;
+        shown.push(v);
     }
 
-    // Writable directories are bound at their host path whether or not an overlay covers them: the
-    // host root is read-only, so only their own bind makes them writable.
+    // Writable directories, each bound read-write at its host path (over a read-only bind that
+    // holds it, if any: the mount point then exists already).
     for w in inputs.writable {
-        if is_under_replaced(w)
-            || OVERLAID.iter().any(|o| w == Path::new(o))
+        if RESERVED.iter().any(|r| w.starts_with(r))
+            || OWN.iter().any(|o| w == Path::new(o))
             || w.starts_with("/mnt/session")
-            || w == Path::new("/")
         {
             return Err(format!(
                 "writable path {} collides with a sandbox mount",
@@ -261,34 +329,40 @@ pub(crate) fn mount_ops(
         if kind(w) != Some(Kind::Dir) {
             return Err(format!("writable path {} is not a directory", w.display()));
         }
-        if let Some(cover) = overlays
-            .iter()
-            .filter(|o| w.starts_with(o))
-            .max_by_key(|o| o.as_os_str().len())
-        {
-            let rel = w
-                .strip_prefix(cover)
-                .map_err(|_| "writable path outside its overlay".to_string())?;
-            let mut at = cover.clone();
-            for comp in rel.components() {
-                at.push(comp);
-                ops.push(Op::Mkdir {
-                    path: cp(&inside(&at))?,
-                });
-            }
+        let mut at = PathBuf::from("/");
+        for comp in w.components().skip(1) {
+            at.push(comp);
+            ops.push(Op::Mkdir {
+                path: cp(&inside(&at))?,
+            });
         }
         ops.push(mount_bind(w, &inside(w), false)?);
         ops.push(Op::SetAttr {
             target: cp(&inside(w))?,
             set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         });
+        shown.push(w);
     }
 
-    // Freeze the tmpfs overlays now that their mount points exist.
-    for t in hidden.iter().map(|h| inside(h)).chain([mnt, dev]) {
+    // Hidden paths that a bind would still show.
+    let masks = masks(inputs.hidden, &bound, &shown, kind)?;
+    for m in &masks {
+        ops.push(mount_fs(
+            "tmpfs",
+            &inside(m),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            Some(TMPFS_SMALL),
+        )?);
+    }
+
+    // Freeze the root, /dev and the masks now that every mount point exists.
+    for t in [root.to_path_buf(), dev]
+        .into_iter()
+        .chain(masks.iter().map(|m| inside(m)))
+    {
         ops.push(remount(
             &t,
-            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
         )?);
     }
 
@@ -297,52 +371,43 @@ pub(crate) fn mount_ops(
     Ok(ops)
 }
 
-/// The masks actually mounted: `/run` plus the requested ones that exist, minus those covered by
-/// another mask or by the plan's own overlays. A mask inside a visible path would be undone by the
-/// bind that makes the path visible, so that is an error.
-fn effective_hidden(
-    requested: &[PathBuf],
-    visible: &[PathBuf],
+/// The masks to mount: hidden directories inside a tree bound from the host (not counting those
+/// inside another mask). A hidden path inside a visible path is an error: the visible path was
+/// asked for whole.
+fn masks(
+    hidden: &[PathBuf],
+    bound: &[PathBuf],
+    shown: &[&Path],
     kind: &dyn Fn(&Path) -> Option<Kind>,
 ) -> Result<Vec<PathBuf>, String> {
-    let mut all: Vec<PathBuf> = requested.to_vec();
-    all.push(PathBuf::from("/run"));
+    let mut all = hidden.to_vec();
     all.sort();
     all.dedup();
     let mut out: Vec<PathBuf> = Vec::new();
     for h in all {
-        if is_under_replaced(&h) || OVERLAID.iter().any(|o| h.starts_with(o)) {
-            continue;
-        }
-        if REPLACED.iter().any(|r| Path::new(r).starts_with(&h)) {
-            return Err(format!(
-                "hidden path {} would hide {}",
-                h.display(),
-                REPLACED.join(", ")
-            ));
-        }
-        if out.iter().any(|o| h.starts_with(o)) {
-            continue;
-        }
-        match kind(&h) {
-            None => continue,
-            Some(Kind::Dir) => {}
-            Some(_) => return Err(format!("hidden path {} is not a directory", h.display())),
-        }
-        if let Some(v) = visible.iter().find(|v| h.starts_with(v)) {
+        if let Some(v) = shown.iter().find(|v| h.starts_with(v)) {
             return Err(format!(
                 "hidden path {} lies inside visible path {}",
                 h.display(),
                 v.display()
             ));
         }
-        out.push(h);
+        if !bound.iter().any(|b| h.starts_with(b)) || out.iter().any(|o| h.starts_with(o)) {
+            continue;
+        }
+        if bound.iter().any(|b| b.starts_with(&h)) {
+            return Err(format!(
+                "hidden path {} would hide a system directory",
+                h.display()
+            ));
+        }
+        match kind(&h) {
+            None => continue,
+            Some(Kind::Dir) => out.push(h),
+            Some(_) => return Err(format!("hidden path {} is not a directory", h.display())),
+        }
     }
     Ok(out)
-}
-
-fn is_under_replaced(p: &Path) -> bool {
-    REPLACED.iter().any(|r| p.starts_with(r))
 }
 
 fn c(s: &str) -> Result<CString, String> {
@@ -352,6 +417,16 @@ fn c(s: &str) -> Result<CString, String> {
 fn cp(p: &Path) -> Result<CString, String> {
     CString::new(p.as_os_str().as_bytes())
         .map_err(|_| format!("path {} contains a NUL byte", p.display()))
+}
+
+/// A recursive bind made read-only, nosuid and nodev (with every mount below it).
+fn bind_ro(ops: &mut Vec<Op>, src: &Path, target: &Path) -> Result<(), String> {
+    ops.push(mount_bind(src, target, true)?);
+    ops.push(Op::SetAttr {
+        target: cp(target)?,
+        set: RO,
+    });
+    Ok(())
 }
 
 fn mount_bind(src: &Path, target: &Path, recursive: bool) -> Result<Op, String> {
@@ -400,8 +475,15 @@ fn remount(target: &Path, flags: libc::c_ulong) -> Result<Op, String> {
 mod tests {
     use super::*;
 
+    /// A merged-usr host: /bin, /lib are links; /usr/local/berth is a data directory.
     fn host(p: &Path) -> Option<Kind> {
         let s = p.to_str()?;
+        match s {
+            "/bin" => return Some(Kind::Link("usr/bin".into())),
+            "/lib" => return Some(Kind::Link("usr/lib".into())),
+            "/sbin" | "/lib32" | "/libx32" => return None,
+            _ => {}
+        }
         if s.starts_with("/dev/") {
             return Some(Kind::Special);
         }
@@ -417,15 +499,24 @@ mod tests {
     fn plan(hidden: &[&str], visible: &[&str]) -> Result<Vec<Op>, String> {
         let hidden: Vec<PathBuf> = hidden.iter().map(PathBuf::from).collect();
         let visible: Vec<PathBuf> = visible.iter().map(PathBuf::from).collect();
+        let etc_files = vec![("passwd".to_string(), b"root:x:0:0::/:/bin/sh\n".to_vec())];
+        let etc = vec![(
+            PathBuf::from("/etc/ssl/certs"),
+            PathBuf::from("/etc/ssl/certs"),
+            Kind::Dir,
+        )];
         mount_ops(
             &Inputs {
                 rootfs: Path::new("/data/sbx/a/rootfs"),
-                tmp: Path::new("/data/sbx/a/tmp"),
-                storage: Path::new("/data/sbx/a/storage"),
+                etc_files: &etc_files,
+                etc: &etc,
                 hidden: &hidden,
                 visible: &visible,
                 writable: &[],
                 shm_bytes: 1 << 20,
+                tmp_bytes: 2 << 20,
+                session_bytes: 3 << 20,
+                owner: (1_000_000, 1_000_000),
             },
             &host,
         )
@@ -442,62 +533,107 @@ mod tests {
     }
 
     #[test]
-    fn hides_data_dir_and_binds_code_back_before_freezing() {
-        let ops = described(&plan(&["/data", "/data/sbx"], &["/data/builds/v1/code"]).unwrap());
-        let mask = position(&ops, "mount tmpfs on /data/sbx/a/rootfs/data");
-        let mkdir = position(&ops, "mkdir /data/sbx/a/rootfs/data/builds");
-        let bind = position(
-            &ops,
-            "mount /data/builds/v1/code on /data/sbx/a/rootfs/data/builds/v1/code",
-        );
-        let freeze = position(&ops, "remount /data/sbx/a/rootfs/data");
-        assert!(mask < mkdir && mkdir < bind && bind < freeze);
-        // The nested mask is redundant and dropped; /run is always masked.
-        assert!(
-            !ops.iter()
-                .any(|o| o == "mount tmpfs on /data/sbx/a/rootfs/data/sbx")
-        );
-        assert!(ops.contains(&"mount tmpfs on /data/sbx/a/rootfs/run".to_string()));
-        assert_eq!(ops.last().map(String::as_str), Some("pivot_root"));
-    }
-
-    #[test]
-    fn first_steps_make_everything_private_and_read_only() {
-        let ops = plan(&[], &["/srv/code"]).unwrap();
+    fn root_is_a_fresh_tmpfs_with_system_dirs_and_links() {
+        let ops = plan(&[], &["/data/builds/v1/code"]).unwrap();
         assert!(
             matches!(&ops[0], Op::Mount { flags, .. } if *flags == libc::MS_REC | libc::MS_PRIVATE)
         );
-        assert!(matches!(&ops[2], Op::SetAttr { set, .. } if set & MOUNT_ATTR_RDONLY != 0));
-        // /srv/code is not covered by any overlay: already visible read-only, no bind needed.
+        let d = described(&ops);
+        assert_eq!(d[1], "mount tmpfs on /data/sbx/a/rootfs");
+        let usr = position(&d, "mount /usr on /data/sbx/a/rootfs/usr");
+        assert_eq!(d[usr + 1], "make /data/sbx/a/rootfs/usr read-only");
+        assert!(d.contains(&"symlink /data/sbx/a/rootfs/bin".to_string()));
+        assert!(d.contains(&"symlink /data/sbx/a/rootfs/lib".to_string()));
+        // Nothing of the host root itself is bound.
+        assert!(!d.iter().any(|o| o.starts_with("mount / on")));
         assert!(
-            !described(&ops)
-                .iter()
-                .any(|o| o.starts_with("mount /srv/code"))
+            !d.iter()
+                .any(|o| o.contains("rootfs/home") || o.contains("rootfs/root"))
         );
+        // The root is frozen after the last mount point was made, then pivoted into.
+        let code = position(
+            &d,
+            "mount /data/builds/v1/code on /data/sbx/a/rootfs/data/builds/v1/code",
+        );
+        let freeze = position(&d, "remount /data/sbx/a/rootfs");
+        assert!(code < freeze);
+        assert_eq!(d.last().map(String::as_str), Some("pivot_root"));
+    }
+
+    #[test]
+    fn tmp_and_session_are_sized_tmpfs_owned_by_the_agent() {
+        let ops = plan(&[], &["/srv/code"]).unwrap();
+        let data_of = |target: &str| {
+            ops.iter().find_map(|o| match o {
+                Op::Mount {
+                    target: t,
+                    fstype: Some(_),
+                    data,
+                    ..
+                } if t.to_str() == Ok(target) => {
+                    data.as_ref().map(|d| d.to_str().unwrap().to_string())
+                }
+                _ => None,
+            })
+        };
+        assert_eq!(
+            data_of("/data/sbx/a/rootfs/tmp").unwrap(),
+            format!("mode=1777,size={}", 2 << 20)
+        );
+        assert_eq!(
+            data_of("/data/sbx/a/rootfs/mnt/session").unwrap(),
+            format!("mode=0700,uid=1000000,gid=1000000,size={}", 3 << 20)
+        );
+    }
+
+    #[test]
+    fn etc_holds_only_the_given_entries() {
+        let d = described(&plan(&[], &["/srv/code"]).unwrap());
+        let mkdir = position(&d, "mkdir /data/sbx/a/rootfs/etc");
+        let passwd = position(&d, "write /data/sbx/a/rootfs/etc/passwd");
+        assert!(mkdir < passwd);
+        let ssl = position(&d, "mkdir /data/sbx/a/rootfs/etc/ssl");
+        let certs = position(
+            &d,
+            "mount /etc/ssl/certs on /data/sbx/a/rootfs/etc/ssl/certs",
+        );
+        assert!(ssl < certs);
+        assert!(!d.iter().any(|o| o.starts_with("mount /etc on")));
     }
 
     #[test]
     fn code_under_tmp_gets_mount_points_in_the_private_tmp() {
-        let ops = described(&plan(&[], &["/tmp/x/code", "/tmp/x/code/venv"]).unwrap());
-        let tmp = position(&ops, "mount /data/sbx/a/tmp on /data/sbx/a/rootfs/tmp");
-        let mkdir = position(&ops, "mkdir /data/sbx/a/rootfs/tmp/x");
+        let d = described(&plan(&[], &["/tmp/x/code", "/tmp/x/code/venv"]).unwrap());
+        let tmp = position(&d, "mount tmpfs on /data/sbx/a/rootfs/tmp");
+        let mkdir = position(&d, "mkdir /data/sbx/a/rootfs/tmp/x");
         assert!(tmp < mkdir);
         // The venv inside the code dir is covered by the code dir's bind.
-        assert!(!ops.iter().any(|o| o.starts_with("mount /tmp/x/code/venv")));
+        assert!(!d.iter().any(|o| o.starts_with("mount /tmp/x/code/venv")));
+    }
+
+    #[test]
+    fn hidden_paths_are_masked_only_where_a_bind_shows_them() {
+        let d = described(&plan(&["/usr/local/berth", "/data"], &["/data/code"]).unwrap());
+        assert!(d.contains(&"mount tmpfs on /data/sbx/a/rootfs/usr/local/berth".to_string()));
+        // /data is not bound at all: nothing to mask, the code dir inside it is still shown.
+        assert!(!d.contains(&"mount tmpfs on /data/sbx/a/rootfs/data".to_string()));
+        assert!(d.contains(&"mount /data/code on /data/sbx/a/rootfs/data/code".to_string()));
     }
 
     #[test]
     fn rejects_conflicts() {
         assert!(plan(&["/data/builds/v1/code/secret"], &["/data/builds/v1/code"]).is_err());
-        assert!(plan(&["/data/file.txt"], &[]).is_err());
+        assert!(plan(&["/usr/file.txt"], &[]).is_err());
+        assert!(plan(&["/usr"], &[]).is_err());
         assert!(plan(&[], &["/proc/1"]).is_err());
-        assert!(plan(&["/dev/shm"], &[]).is_ok());
+        assert!(plan(&[], &["/tmp"]).is_err());
+        assert!(plan(&[], &["/missing/code"]).is_err());
         assert!(plan(&["/missing/dir"], &[]).is_ok());
     }
 
     #[test]
     fn visible_file_gets_a_file_mount_point() {
-        let ops = plan(&["/data"], &["/data/conf.txt"]).unwrap();
+        let ops = plan(&[], &["/data/conf.txt"]).unwrap();
         assert!(ops.iter().any(|o| matches!(o, Op::Touch { path } if path.to_str() == Ok("/data/sbx/a/rootfs/data/conf.txt"))));
     }
 }

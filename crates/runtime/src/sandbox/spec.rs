@@ -15,18 +15,26 @@ pub const SESSION_DIR: &str = "/mnt/session";
 /// Default cap of the agent log before it is rotated (see [`SandboxSpec::log_cap_bytes`]).
 pub const DEFAULT_LOG_CAP: u64 = 10 * 1024 * 1024;
 
-/// The uid and gid of `nobody`/`nogroup` on Debian-like systems: the default identity of an agent.
+/// The uid and gid of `nobody`/`nogroup` on Debian-like systems.
 pub const NOBODY: u32 = 65534;
+
+/// Default size of a namespaced sandbox's `/tmp` (see [`SandboxSpec::tmp_bytes`]).
+pub const DEFAULT_TMP_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Default size of a namespaced sandbox's `/mnt/session` (see [`SandboxSpec::session_bytes`]).
+pub const DEFAULT_SESSION_BYTES: u64 = 512 * 1024 * 1024;
 
 /// How strongly an agent is separated from the host and from other agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Isolation {
-    /// New PID, mount, network, IPC, UTS (and cgroup) namespaces, a read-only view of the host, private
-    /// `/tmp` and session storage, an unprivileged user. The default.
+    /// New PID, mount, network, IPC, UTS (and cgroup) namespaces, a minimal read-only root, private
+    /// size-limited `/tmp` and session storage, an unprivileged uid of its own, a seccomp filter.
+    /// The default.
     #[default]
     Namespaces,
     /// A plain child process on the host: own process group, cgroup limits, unprivileged user when Berth
-    /// runs as root, but no namespaces. The agent shares the host network, so it must listen on the
+    /// runs as root, the seccomp filter, but no namespaces (the host's files, no size limit on its
+    /// `TMPDIR` and `HOME`). The agent shares the host network, so it must listen on the
     /// port given in the `PORT` (and `AGENT_PORT`) environment variable instead of 8080; [`Network`] is
     /// not enforced. Meant for development on hosts without namespace support.
     Process,
@@ -35,8 +43,8 @@ pub enum Isolation {
 /// Resource limits enforced through cgroups. `None` leaves a resource unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Limits {
-    /// Memory (RSS, page cache and tmpfs pages written by the sandbox) in bytes; exceeding it
-    /// OOM-kills a process of the sandbox.
+    /// Memory (RSS, page cache and the pages of the sandbox's `/tmp`, `/mnt/session` and `/dev/shm`
+    /// tmpfs) in bytes; exceeding it OOM-kills a process of the sandbox.
     pub memory_bytes: Option<u64>,
     /// Maximum number of tasks (processes and threads). In [`Isolation::Namespaces`] the sandbox's
     /// init process counts as one of them.
@@ -56,29 +64,29 @@ pub enum Network {
     Isolated,
 }
 
-/// The unprivileged identity the agent runs as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunAs {
-    /// User id.
-    pub uid: u32,
-    /// Group id (also the only group; supplementary groups are dropped).
-    pub gid: u32,
-}
-
-impl Default for RunAs {
-    fn default() -> Self {
-        Self {
-            uid: NOBODY,
-            gid: NOBODY,
-        }
-    }
+/// The unprivileged identity the agent runs as (applied only when Berth runs as root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunAs {
+    /// A uid of its own, leased from Berth's range (see [`configure_uids`](super::configure_uids))
+    /// for the sandbox's lifetime, with the same number as its only group. No other live sandbox has
+    /// it, so none shares its kernel keyrings, its files or its right to signal. The default.
+    #[default]
+    Own,
+    /// A fixed identity, e.g. [`NOBODY`]. Every sandbox given the same one shares it.
+    Fixed {
+        /// User id.
+        uid: u32,
+        /// Group id (also the only group; supplementary groups are dropped).
+        gid: u32,
+    },
 }
 
 /// Everything needed to start one sandbox.
 ///
-/// The agent runs as [`RunAs`] (nobody by default), so `code_dir`, the interpreter and everything it
-/// loads must be readable by that user: a builder running with the usual `022` umask produces
-/// world-readable files, which is what is expected here.
+/// The agent runs as [`RunAs`] (a uid of its own by default), so `code_dir`, the interpreter and
+/// everything it loads must be readable by other users: a builder running with the usual `022` umask
+/// produces world-readable files, which is what is expected here. Their host ancestors need not be
+/// searchable: a namespaced sandbox binds them into a root of its own.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
     /// Unique name, used for the cgroup directory and the hostname: 1 to 64 characters out of
@@ -111,12 +119,16 @@ pub struct SandboxSpec {
     /// link-local, the host's own interface addresses), e.g. Berth's own API. Everything else local
     /// is refused so a sandbox cannot reach other sessions' agents or host services.
     pub allowed_local: Vec<SocketAddr>,
-    /// Host directories replaced by an empty read-only tmpfs inside the sandbox. Berth passes its data
-    /// directory here; `code_dir` and `visible` paths under them are bound back read-only.
+    /// Host directories that must never appear inside the sandbox, e.g. Berth's data directory. The
+    /// minimal root holds none of the host tree except the system directories, `/etc` essentials and
+    /// the visible paths, so these matter only where one of those would include them: such a part
+    /// is masked with an empty read-only tmpfs, and one lying inside `code_dir` or a `visible` path
+    /// is an error.
     pub hidden: Vec<PathBuf>,
-    /// Extra host paths kept visible read-only at the same path although they lie under a hidden
-    /// directory (or under `/tmp` or `/mnt`), e.g. the version's virtualenv when it is not inside
-    /// `code_dir` (a venv only works at the path it was created at).
+    /// Extra host paths bound read-only at the same path in the sandbox's root, e.g. the version's
+    /// virtualenv when it is not inside `code_dir` (a venv only works at the path it was created
+    /// at). The interpreter's own install tree (the target of the venv's `python` link, or of
+    /// `argv[0]`) is added by the sandbox.
     pub visible: Vec<PathBuf>,
     /// Host directories bound read-write at the same path (namespaced sandboxes only), e.g. the
     /// environment a build sandbox creates; everything else outside `/tmp` and `/mnt/session` stays
@@ -126,14 +138,20 @@ pub struct SandboxSpec {
     pub egress: EgressPolicy,
     /// The identity the agent runs as. Only applied when Berth runs as root.
     pub run_as: RunAs,
+    /// Size of `/tmp` (a tmpfs) in bytes; writing past it is `ENOSPC`. Namespaced sandboxes only.
+    /// Its pages count against [`Limits::memory_bytes`] too.
+    pub tmp_bytes: u64,
+    /// Size of `/mnt/session` (a tmpfs, also `HOME`) in bytes; writing past it is `ENOSPC`.
+    /// Namespaced sandboxes only. Its pages count against [`Limits::memory_bytes`] too.
+    pub session_bytes: u64,
     /// The agent log is rotated once it would grow past this many bytes; one previous generation is
     /// kept (`agent.log.1`), so at most twice this much is on disk.
     pub log_cap_bytes: u64,
 }
 
 impl SandboxSpec {
-    /// A namespaced sandbox with public egress, no limits, no extra environment, port 8080, agent
-    /// running as nobody.
+    /// A namespaced sandbox with public egress, no cgroup limits, the default `/tmp` and
+    /// `/mnt/session` sizes, no extra environment, port 8080, agent running as a uid of its own.
     pub fn new(
         id: impl Into<String>,
         work_root: impl Into<PathBuf>,
@@ -156,6 +174,8 @@ impl SandboxSpec {
             writable: Vec::new(),
             egress: EgressPolicy::default(),
             run_as: RunAs::default(),
+            tmp_bytes: DEFAULT_TMP_BYTES,
+            session_bytes: DEFAULT_SESSION_BYTES,
             log_cap_bytes: DEFAULT_LOG_CAP,
         }
     }
@@ -234,6 +254,12 @@ impl SandboxSpec {
         }
         if self.limits.pids == Some(0) || self.limits.memory_bytes == Some(0) {
             return invalid("a limit of zero would stop the agent from starting".into());
+        }
+        if self.tmp_bytes < 64 * 1024 || self.session_bytes < 64 * 1024 {
+            return invalid("tmp_bytes and session_bytes must be at least 64 KiB".into());
+        }
+        if let RunAs::Fixed { uid: 0, .. } = self.run_as {
+            return invalid("the agent must not run as root".into());
         }
         if self.log_cap_bytes < 4096 {
             return invalid("log_cap_bytes must be at least 4096".into());

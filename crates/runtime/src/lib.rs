@@ -11,3 +11,5 @@ pub use sandbox::{
 pub mod builder;
 pub mod deploy;
 pub mod session;
+pub mod quota;
+pub mod recovery;

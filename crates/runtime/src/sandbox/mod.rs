@@ -94,6 +94,7 @@ use tracing::{debug, info, warn};
 
 pub use error::Error;
 pub use probe::{Capabilities, CgroupVersion, probe};
+pub use cgroup::{ParentLimits, Swept, init_instance, kill_running_from, sweep_instance};
 pub use spec::{
     DEFAULT_LOG_CAP, Isolation, Limits, NOBODY, Network, PROXY_PORT, RunAs, SESSION_DIR,
     SandboxSpec,

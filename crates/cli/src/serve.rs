@@ -140,7 +140,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_SESSION_RATE", value_name = "PER_SECOND")]
     pub session_rate: Option<f64>,
     /// New sessions per second one runtime may open (burst: twice that) [default: 20].
-    #[arg(long, env = "BERTH_SESSION_RATE_PER_RUNTIME", value_name = "PER_SECOND")]
+    #[arg(
+        long,
+        env = "BERTH_SESSION_RATE_PER_RUNTIME",
+        value_name = "PER_SECOND"
+    )]
     pub session_rate_per_runtime: Option<f64>,
     /// Memory of all sandboxes together, in MiB (their parent cgroup's limit) [default: host
     /// memory less an eighth, at least 512 MiB, kept for the host].
@@ -491,8 +495,10 @@ impl ServeArgs {
             ),
         };
         let host_memory = berth_runtime::recovery::host_memory_bytes();
-        let mut quotas =
-            berth_runtime::quota::Quotas::for_host(host_memory.unwrap_or(8 << 30), limits.memory_bytes);
+        let mut quotas = berth_runtime::quota::Quotas::for_host(
+            host_memory.unwrap_or(8 << 30),
+            limits.memory_bytes,
+        );
         if let Some(n) = self.max_sessions.or(file.max_sessions) {
             quotas.host_live = n;
             quotas.runtime_live = quotas.runtime_live.min(n);
@@ -522,7 +528,8 @@ impl ServeArgs {
         )?;
         let mut parent_limits = berth_runtime::recovery::default_parent_limits(host_memory);
         if let Some(mib) = self.sandboxes_memory_mib.or(file.sandboxes_memory_mib) {
-            parent_limits.memory_bytes = Some(positive("sandboxes_memory_mib", Some(mib), 1)? << 20);
+            parent_limits.memory_bytes =
+                Some(positive("sandboxes_memory_mib", Some(mib), 1)? << 20);
         }
         if let Some(n) = self.sandboxes_pids.or(file.sandboxes_pids) {
             parent_limits.pids = Some(positive("sandboxes_pids", Some(n), 1)?);
@@ -837,7 +844,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         control.closed().await;
         memory.closed().await;
     };
-    if tokio::time::timeout(TEARDOWN_BOUND, teardown).await.is_err() {
+    if tokio::time::timeout(TEARDOWN_BOUND, teardown)
+        .await
+        .is_err()
+    {
         warn!(
             bound_seconds = TEARDOWN_BOUND.as_secs(),
             "teardown did not finish in time; leaving the rest to the next start's sweep"

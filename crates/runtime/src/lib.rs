@@ -10,6 +10,6 @@ pub use sandbox::{
 };
 pub mod builder;
 pub mod deploy;
-pub mod session;
 pub mod quota;
 pub mod recovery;
+pub mod session;

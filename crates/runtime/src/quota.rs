@@ -266,10 +266,7 @@ mod tests {
         });
         // Burst of one at this rate: the second opening within the same instant is refused.
         a.admit_new_session("r").unwrap();
-        assert!(matches!(
-            a.admit_new_session("r"),
-            Err(Refusal::Rate(_))
-        ));
+        assert!(matches!(a.admit_new_session("r"), Err(Refusal::Rate(_))));
         a.admit_new_session("other").unwrap();
         let h = Admission::new(Quotas {
             host_rate: 0.001,

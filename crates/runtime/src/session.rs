@@ -353,9 +353,7 @@ impl Sessions {
     ) -> Result<Arc<Session>, Error> {
         let spec: RuntimeSpec = serde_json::from_value(target.version.spec.clone())
             .map_err(|e| Error::Start(format!("unreadable version configuration: {e}")))?;
-        self.inner
-            .admission
-            .admit_new_session(&target.runtime.id)?;
+        self.inner.admission.admit_new_session(&target.runtime.id)?;
         let warm = self.take_warm(&target.runtime.id, target.version.version);
         let agent = match warm {
             Some(a) => a,
@@ -535,7 +533,10 @@ impl Sessions {
         loop {
             // Each probe is bounded by the start deadline itself, so an agent that hangs on /ping
             // or streams an endless body cannot stretch the start past it.
-            let probe = ping(&agent.client, deadline.min(tokio::time::Instant::now() + PING_TIMEOUT));
+            let probe = ping(
+                &agent.client,
+                deadline.min(tokio::time::Instant::now() + PING_TIMEOUT),
+            );
             tokio::select! {
                 info = agent.sandbox.exited() => return Err(Error::Crashed(format!("{info} before answering /ping"))),
                 _ = self.inner.shutdown.cancelled() => return Err(Error::Stopped),
@@ -1124,7 +1125,14 @@ mod tests {
 
     #[test]
     fn log_names_are_injective_and_path_free() {
-        let ids = ["X.alice", "X_alice", "X-alice", "a/../../etc", "..", "x_2ealice"];
+        let ids = [
+            "X.alice",
+            "X_alice",
+            "X-alice",
+            "a/../../etc",
+            "..",
+            "x_2ealice",
+        ];
         let names: Vec<String> = ids.iter().map(|i| log_name(i)).collect();
         for (i, n) in names.iter().enumerate() {
             assert!(!n.contains('/') && !n.contains('.'), "{n}");
@@ -1134,7 +1142,11 @@ mod tests {
             }
         }
         assert_eq!(session_of_log_name("_2"), None);
-        assert_eq!(session_of_log_name("_61"), None, "escape of a kept character");
+        assert_eq!(
+            session_of_log_name("_61"),
+            None,
+            "escape of a kept character"
+        );
         assert_eq!(session_of_log_name("a.b"), None);
     }
 

@@ -73,7 +73,9 @@ async fn logs(
         .log_path(&runtime, &session)
         .map_err(invalid)?
         .ok_or_else(not_found)?;
-    let file = tokio::fs::File::open(&path).await.map_err(|_| not_found())?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|_| not_found())?;
     let sessions = s.sessions.clone();
     let follow = q.follow;
     // Read what is there; when following, poll for growth until the session ends.

@@ -86,7 +86,10 @@ pub fn init_instance(instance: &str, limits: &ParentLimits) -> Result<(), Error>
         let parent = mount.join("berth");
         make_dir(&parent)?;
         for level in [mount.as_path(), parent.as_path()] {
-            for c in ["memory", "pids", "cpu"].into_iter().filter(|c| controllers.contains(*c)) {
+            for c in ["memory", "pids", "cpu"]
+                .into_iter()
+                .filter(|c| controllers.contains(*c))
+            {
                 if let Err(e) = fs::write(level.join("cgroup.subtree_control"), format!("+{c}")) {
                     debug!(cgroup = %level.display(), controller = c, error = %e, "cannot enable controller");
                 }
@@ -116,7 +119,10 @@ pub fn init_instance(instance: &str, limits: &ParentLimits) -> Result<(), Error>
             write("memory.max", memory.unwrap_or_else(|| "max".into()))?;
             write("pids.max", pids)?;
         } else {
-            write("memory.limit_in_bytes", memory.unwrap_or_else(|| "-1".into()))?;
+            write(
+                "memory.limit_in_bytes",
+                memory.unwrap_or_else(|| "-1".into()),
+            )?;
             write("pids.max", pids)?;
         }
     }

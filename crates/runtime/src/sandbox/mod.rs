@@ -92,9 +92,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+pub use cgroup::{ParentLimits, Swept, init_instance, kill_running_from, sweep_instance};
 pub use error::Error;
 pub use probe::{Capabilities, CgroupVersion, probe};
-pub use cgroup::{ParentLimits, Swept, init_instance, kill_running_from, sweep_instance};
 pub use spec::{
     DEFAULT_LOG_CAP, Isolation, Limits, NOBODY, Network, PROXY_PORT, RunAs, SESSION_DIR,
     SandboxSpec,

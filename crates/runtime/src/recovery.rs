@@ -99,12 +99,15 @@ pub fn recover(
     builds_dir: &Path,
     limits: &ParentLimits,
 ) -> Result<Recovered, sandbox::Error> {
-    let mut out = Recovered::default();
     // Processes first, so nothing writes into a directory being removed.
-    out.build_processes = sandbox::kill_running_from(builds_dir);
+    let build_processes = sandbox::kill_running_from(builds_dir);
     let swept = sandbox::sweep_instance(instance)?;
-    out.cgroups = swept.cgroups;
-    out.processes = swept.processes;
+    let mut out = Recovered {
+        cgroups: swept.cgroups,
+        processes: swept.processes,
+        work_dirs: 0,
+        build_processes,
+    };
     match std::fs::read_dir(sessions_dir) {
         Ok(rd) => {
             for e in rd.flatten() {

@@ -841,13 +841,14 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def sandbox_id_of(pid: int) -> str:
-    """The sandbox id of a live sandbox process, from its cgroup path (`.../berth/<id>`)."""
+    """The sandbox id of a live sandbox process, from its cgroup path (`.../berth/<id>`, or
+    `.../berth/<instance>/<id>` under a server's instance parent: the sandbox is the leaf)."""
     text = Path(f"/proc/{pid}/cgroup").read_text()
     for line in text.splitlines():
         path = line.split(":", 2)[2]
         parts = path.strip("/").split("/")
         if "berth" in parts and parts.index("berth") + 1 < len(parts):
-            return parts[parts.index("berth") + 1]
+            return parts[-1]
     raise AssertionError(f"process {pid} is in no berth cgroup:\n{text}")
 
 
@@ -855,7 +856,11 @@ def _berth_cgroup_dirs() -> list:
     dirs = []
     for parent in [CGROUP_ROOT / "berth", *CGROUP_ROOT.glob("*/berth")]:
         if parent.is_dir():
-            dirs.extend(child for child in parent.iterdir() if child.is_dir())
+            for child in parent.iterdir():
+                if child.is_dir():
+                    # A server's instance parent holds its sandboxes one level further down.
+                    dirs.append(child)
+                    dirs.extend(grand for grand in child.iterdir() if grand.is_dir())
     return dirs
 
 
@@ -883,7 +888,7 @@ def leftovers(server: BerthServer, match: Callable[[str], bool], pids: Iterable[
             parts = line.split(":", 2)[2].strip("/").split("/")
             if "berth" in parts:
                 index = parts.index("berth")
-                if index + 1 < len(parts) and match(parts[index + 1]):
+                if index + 1 < len(parts) and match(parts[-1]):
                     found.append(f"process {proc.name} in cgroup {line}")
                     break
     for cgroup in _berth_cgroup_dirs():

@@ -55,7 +55,7 @@ pub struct ClientArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Show the root credentials (from the environment or the data dir).
     Credentials {
         /// Print `export` lines for a shell.
@@ -168,7 +168,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Credentials {
                 export,
                 data_dir,

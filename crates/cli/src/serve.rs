@@ -133,6 +133,35 @@ pub struct ServeArgs {
     /// [default: 10000].
     #[arg(long, env = "BERTH_MEMORY_EXTRACTION_DELAY_MS", value_name = "MS")]
     pub memory_extraction_delay_ms: Option<u64>,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT before they are cancelled
+    /// (streams end, sandboxes are destroyed) [default: 30].
+    #[arg(long, env = "BERTH_SHUTDOWN_DRAIN_SECONDS", value_name = "S")]
+    pub shutdown_drain_seconds: Option<u64>,
+    /// Sandboxes (live sessions and warm ones) the server may hold [default: 4 x host memory /
+    /// session memory, at least 16].
+    #[arg(long, env = "BERTH_MAX_SESSIONS", value_name = "N")]
+    pub max_sessions: Option<usize>,
+    /// Sandboxes one runtime may hold [default: half of --max-sessions, at least 8].
+    #[arg(long, env = "BERTH_MAX_SESSIONS_PER_RUNTIME", value_name = "N")]
+    pub max_sessions_per_runtime: Option<usize>,
+    /// New sessions per second the server may open (burst: twice that) [default: 50].
+    #[arg(long, env = "BERTH_SESSION_RATE", value_name = "PER_SECOND")]
+    pub session_rate: Option<f64>,
+    /// New sessions per second one runtime may open (burst: twice that) [default: 20].
+    #[arg(
+        long,
+        env = "BERTH_SESSION_RATE_PER_RUNTIME",
+        value_name = "PER_SECOND"
+    )]
+    pub session_rate_per_runtime: Option<f64>,
+    /// Memory of all sandboxes together, in MiB (their parent cgroup's limit) [default: host
+    /// memory less an eighth, at least 512 MiB, kept for the host].
+    #[arg(long, env = "BERTH_SANDBOXES_MEMORY_MIB", value_name = "MIB")]
+    pub sandboxes_memory_mib: Option<u64>,
+    /// Processes and threads of all sandboxes together [default: half the host's pid_max, at
+    /// most 65536].
+    #[arg(long, env = "BERTH_SANDBOXES_PIDS", value_name = "N")]
+    pub sandboxes_pids: Option<u64>,
 }
 
 /// The config file: the same keys as the flags.
@@ -170,6 +199,13 @@ struct FileConfig {
     memory_model_api_key_env: Option<String>,
     memory_model_region: Option<String>,
     memory_extraction_delay_ms: Option<u64>,
+    shutdown_drain_seconds: Option<u64>,
+    max_sessions: Option<usize>,
+    max_sessions_per_runtime: Option<usize>,
+    session_rate: Option<f64>,
+    session_rate_per_runtime: Option<f64>,
+    sandboxes_memory_mib: Option<u64>,
+    sandboxes_pids: Option<u64>,
 }
 
 /// Resolved configuration of a server.
@@ -208,6 +244,12 @@ pub struct Config {
     pub egress_allow: Vec<berth_runtime::sandbox::EgressRule>,
     /// Memory settings in `berth_memory::Options::configure`'s naming.
     pub memory: MemorySettings,
+    /// How long in-flight work may run on after a stop signal.
+    pub shutdown_drain: std::time::Duration,
+    /// Caps on sandboxes and on new sessions per second.
+    pub quotas: berth_runtime::quota::Quotas,
+    /// Limits of the parent cgroup of all sandboxes.
+    pub parent_limits: berth_runtime::sandbox::ParentLimits,
 }
 
 /// The settings `berth_memory::Options::configure` reads: the process environment with the
@@ -444,6 +486,66 @@ impl ServeArgs {
             drain_seconds: self.drain_seconds.or(file.drain_seconds).unwrap_or(3600),
             ..berth_control::Options::default()
         };
+        let limits = berth_runtime::Limits {
+            memory_bytes: Some(
+                self.session_memory_mib
+                    .or(file.session_memory_mib)
+                    .unwrap_or(2048)
+                    * 1024
+                    * 1024,
+            ),
+            pids: Some(self.session_pids.or(file.session_pids).unwrap_or(512)),
+            cpu_millis: Some(
+                self.session_cpu_millis
+                    .or(file.session_cpu_millis)
+                    .unwrap_or(2000),
+            ),
+        };
+        let host_memory = berth_runtime::recovery::host_memory_bytes();
+        let mut quotas = berth_runtime::quota::Quotas::for_host(
+            host_memory.unwrap_or(8 << 30),
+            limits.memory_bytes,
+        );
+        if let Some(n) = self.max_sessions.or(file.max_sessions) {
+            quotas.host_live = n;
+            quotas.runtime_live = quotas.runtime_live.min(n);
+        }
+        if let Some(n) = self
+            .max_sessions_per_runtime
+            .or(file.max_sessions_per_runtime)
+        {
+            quotas.runtime_live = n;
+        }
+        let rate = |key: &str, v: Option<f64>, default: f64| -> anyhow::Result<f64> {
+            match v.unwrap_or(default) {
+                r if r.is_finite() && r > 0.0 => Ok(r),
+                r => bail!("{key}: {r} is not a positive number of sessions per second"),
+            }
+        };
+        quotas.host_rate = rate(
+            "session_rate",
+            self.session_rate.or(file.session_rate),
+            quotas.host_rate,
+        )?;
+        quotas.runtime_rate = rate(
+            "session_rate_per_runtime",
+            self.session_rate_per_runtime
+                .or(file.session_rate_per_runtime),
+            quotas.runtime_rate,
+        )?;
+        let mut parent_limits = berth_runtime::recovery::default_parent_limits(host_memory);
+        if let Some(mib) = self.sandboxes_memory_mib.or(file.sandboxes_memory_mib) {
+            parent_limits.memory_bytes =
+                Some(positive("sandboxes_memory_mib", Some(mib), 1)? << 20);
+        }
+        if let Some(n) = self.sandboxes_pids.or(file.sandboxes_pids) {
+            parent_limits.pids = Some(positive("sandboxes_pids", Some(n), 1)?);
+        }
+        let shutdown_drain = std::time::Duration::from_secs(
+            self.shutdown_drain_seconds
+                .or(file.shutdown_drain_seconds)
+                .unwrap_or(30),
+        );
         Ok(Config {
             listen: self
                 .listen
@@ -463,21 +565,7 @@ impl ServeArgs {
                 self.start_timeout.or(file.start_timeout).unwrap_or(60),
             ),
             ping_interval: std::time::Duration::from_millis(ping_ms),
-            limits: berth_runtime::Limits {
-                memory_bytes: Some(
-                    self.session_memory_mib
-                        .or(file.session_memory_mib)
-                        .unwrap_or(2048)
-                        * 1024
-                        * 1024,
-                ),
-                pids: Some(self.session_pids.or(file.session_pids).unwrap_or(512)),
-                cpu_millis: Some(
-                    self.session_cpu_millis
-                        .or(file.session_cpu_millis)
-                        .unwrap_or(2000),
-                ),
-            },
+            limits,
             relax: berth_api::model::Relax {
                 lifecycle_minimum: self.allow_short_lifecycle
                     || file.allow_short_lifecycle.unwrap_or(false),
@@ -496,6 +584,9 @@ impl ServeArgs {
             .context("egress_allow")?
             .concat(),
             memory,
+            shutdown_drain,
+            quotas,
+            parent_limits,
         })
     }
 }
@@ -600,7 +691,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let agents_traverse =
         crate::datadir::is_root() && cfg.isolation == berth_runtime::Isolation::Process;
     crate::datadir::secure(&cfg.data_dir, agents_traverse)?;
-    let _lock = lock_data_dir(&cfg.data_dir)?;
+    let lock = lock_data_dir(&cfg.data_dir)?;
     let creds = root_credentials(&cfg.data_dir)?;
     let keys = Arc::new(KeyRing::new(&creds));
     if let Some(db) = crate::datadir::sqlite_path(&cfg.store) {
@@ -637,6 +728,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listen: cannot bind {}", cfg.listen))?;
     let addr = listener.local_addr()?;
 
+    // Under the lock, before any sandbox starts: sweep what a killed run of this data dir left
+    // and put every sandbox of this run under the instance's limited parent cgroup.
+    let instance = berth_runtime::recovery::instance_id(&cfg.data_dir)
+        .with_context(|| format!("data_dir: instance id in {}", cfg.data_dir.display()))?;
+    {
+        let (instance, sessions_dir, builds_dir, limits) = (
+            instance.clone(),
+            cfg.data_dir.join("sessions"),
+            cfg.data_dir.join("builds"),
+            cfg.parent_limits,
+        );
+        let recovered = tokio::task::spawn_blocking(move || {
+            berth_runtime::recovery::recover(&instance, &sessions_dir, &builds_dir, &limits)
+        })
+        .await
+        .context("recovery task")?;
+        match recovered {
+            Ok(_) => {}
+            // Without root there are no cgroups to sweep or limit; process isolation still runs.
+            Err(e) if !caps.root => {
+                warn!(error = %e, "cannot set up the sandboxes' parent cgroup; running without it")
+            }
+            Err(e) => return Err(e).context("recovering the previous run's sandboxes"),
+        }
+    }
     let artifacts = berth_artifacts::ArtifactStore::open(&cfg.artifact_store, &cfg.data_dir)
         .await
         .with_context(|| format!("artifact_store: opening {}", cfg.artifact_store))?;
@@ -686,6 +802,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 ("AWS_REGION".into(), cfg.partition.region.clone()),
                 ("AWS_DEFAULT_REGION".into(), cfg.partition.region.clone()),
             ],
+            quotas: cfg.quotas,
         },
         preparer.clone(),
         shutdown.clone(),
@@ -748,20 +865,60 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
-    let signal = shutdown.clone();
+    // Two stages: `accepting` stops the listener at the signal; `shutdown` (sessions, builds,
+    // controllers) is cancelled only once in-flight work has drained or the drain time is up.
+    let accepting = CancellationToken::new();
+    let signal = accepting.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        info!("shutting down");
+        info!("shutting down: no new connections; draining in-flight work");
         signal.cancel();
     });
-    berth_server::serve(listener, state, shutdown.clone())
+    let serving = berth_server::serve(listener, state, accepting.clone());
+    tokio::pin!(serving);
+    let drain = cfg.shutdown_drain;
+    let served = tokio::select! {
+        r = &mut serving => Some(r),
+        _ = async { accepting.cancelled().await; tokio::time::sleep(drain).await } => {
+            warn!(drain_seconds = drain.as_secs(), "drain time over; cancelling in-flight work");
+            None
+        }
+    };
+    accepting.cancel();
+    shutdown.cancel();
+    // Bounded: a stuck client, a build that ignores cancellation or a wedged teardown must not
+    // keep the data-dir lock held. What is left is swept by the next start.
+    let teardown = async {
+        // Ends every session: their streams finish with an error event and the connections
+        // carrying them close, which lets the server's own drain complete.
+        sessions.shutdown().await;
+        if served.is_none() {
+            let _ = tokio::time::timeout(TEARDOWN_GRACE, &mut serving).await;
+        }
+        control.closed().await;
+        memory.closed().await;
+    };
+    if tokio::time::timeout(TEARDOWN_BOUND, teardown)
         .await
-        .context("serving")?;
-    sessions.shutdown().await;
-    control.closed().await;
-    memory.closed().await;
-    Ok(())
+        .is_err()
+    {
+        warn!(
+            bound_seconds = TEARDOWN_BOUND.as_secs(),
+            "teardown did not finish in time; leaving the rest to the next start's sweep"
+        );
+    }
+    drop(lock);
+    info!("stopped");
+    match served {
+        Some(r) => r.context("serving"),
+        None => Ok(()),
+    }
 }
+
+/// How long connections get to flush the final events of cancelled streams.
+const TEARDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// The most teardown after the drain may take before the server exits regardless.
+const TEARDOWN_BOUND: std::time::Duration = std::time::Duration::from_secs(15);
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};

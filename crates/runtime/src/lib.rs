@@ -10,4 +10,6 @@ pub use sandbox::{
 };
 pub mod builder;
 pub mod deploy;
+pub mod quota;
+pub mod recovery;
 pub mod session;

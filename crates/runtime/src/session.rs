@@ -6,6 +6,7 @@
 //! Architecture Invariant: response bodies are never buffered; once the agent has started a
 //! `text/event-stream` response, any failure ends the stream with a final `error` event.
 
+use crate::quota::{Admission, Quotas, Refusal, Slot};
 use crate::sandbox::{Connector, Isolation, Limits, Network, Sandbox, SandboxSpec};
 use berth_api::control::{Lifecycle, RuntimeSpec};
 use berth_types::records::{Runtime, RuntimeVersion};
@@ -83,6 +84,8 @@ pub struct SessionOptions {
     pub api_addr: Option<SocketAddr>,
     /// Issues the credentials a runtime's agents sign with (scoped to that runtime).
     pub credentials: Option<Arc<CredentialIssuer>>,
+    /// Caps on sandboxes held and on new sessions per second.
+    pub quotas: Quotas,
 }
 
 /// Returns `(access key id, secret)` for a runtime's sandboxes.
@@ -112,6 +115,24 @@ pub enum Error {
     /// No such live session (StopRuntimeSession): ResourceNotFoundException.
     #[error("no live session {0}")]
     NotFound(String),
+    /// A cap on live sessions is reached: ServiceQuotaExceededException.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// Sessions are being opened faster than allowed: ThrottlingException.
+    #[error("{0}")]
+    Throttled(String),
+    /// A runtime or session id that cannot be one: ValidationException.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Live(m) => Error::QuotaExceeded(m),
+            Refusal::Rate(m) => Error::Throttled(m),
+        }
+    }
 }
 
 /// A streamed response body.
@@ -169,10 +190,11 @@ pub struct Target {
 type Key = (String, String);
 type AgentClient = Client<Connector, Full<Bytes>>;
 
-/// A sandbox with its pooled keep-alive client.
+/// A sandbox with its pooled keep-alive client and its place under the quotas.
 struct Agent {
     sandbox: Sandbox,
     client: AgentClient,
+    slot: Slot,
 }
 
 /// A live session.
@@ -203,6 +225,7 @@ struct Inner {
     filling: Mutex<std::collections::HashSet<(String, u32)>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    admission: Admission,
 }
 
 /// The session supervisor. Cheap to clone.
@@ -254,6 +277,7 @@ impl Sessions {
         prepare: Arc<dyn Prepare>,
         shutdown: CancellationToken,
     ) -> Self {
+        let opts_quotas = opts.quotas;
         Self {
             inner: Arc::new(Inner {
                 opts,
@@ -263,6 +287,7 @@ impl Sessions {
                 filling: Mutex::new(Default::default()),
                 tasks: TaskTracker::new(),
                 shutdown,
+                admission: Admission::new(opts_quotas),
             }),
         }
     }
@@ -273,7 +298,11 @@ impl Sessions {
             .live()
             .get(&(runtime_id.to_owned(), session_id.to_owned()))
             .cloned()?;
-        cell.get().filter(|s| !s.ended.is_cancelled()).cloned()
+        // An agent that exited is not a session to hand out, even before its supervisor has
+        // noticed: the next invocation must start a fresh sandbox, not fail on the dead one.
+        cell.get()
+            .filter(|s| !s.ended.is_cancelled() && s.agent.sandbox.try_exit().is_none())
+            .cloned()
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<OnceCell<Arc<Session>>>>> {
@@ -299,7 +328,9 @@ impl Sessions {
                 .get_or_try_init(|| self.start(target, session_id, user_id))
                 .await;
             match res {
-                Ok(s) if !s.ended.is_cancelled() => return Ok(s.clone()),
+                Ok(s) if !s.ended.is_cancelled() && s.agent.sandbox.try_exit().is_none() => {
+                    return Ok(s.clone());
+                }
                 // It ended between lookup and use: drop the stale slot and start afresh.
                 Ok(_) => self.forget(&key, &cell),
                 Err(e) => {
@@ -325,12 +356,19 @@ impl Sessions {
     ) -> Result<Arc<Session>, Error> {
         let spec: RuntimeSpec = serde_json::from_value(target.version.spec.clone())
             .map_err(|e| Error::Start(format!("unreadable version configuration: {e}")))?;
+        self.inner.admission.admit_new_session(&target.runtime.id)?;
         let warm = self.take_warm(&target.runtime.id, target.version.version);
         let agent = match warm {
             Some(a) => a,
             None => {
-                self.start_agent(target, &spec, &sandbox_id(&target.runtime.id, session_id))
-                    .await?
+                let slot = self.reserve_for_session(&target.runtime.id).await?;
+                self.start_agent(
+                    target,
+                    &spec,
+                    &sandbox_id(&target.runtime.id, session_id),
+                    slot,
+                )
+                .await?
             }
         };
         self.refill(target.clone());
@@ -366,12 +404,46 @@ impl Sessions {
         Ok(session)
     }
 
+    /// A slot for a new session's sandbox. Warm sandboxes give way: a session a caller waits for
+    /// matters more than a spare, so at a cap one warm sandbox (of this runtime first) is
+    /// destroyed to make room.
+    async fn reserve_for_session(&self, runtime_id: &str) -> Result<Slot, Error> {
+        loop {
+            match self.inner.admission.reserve(runtime_id) {
+                Ok(slot) => return Ok(slot),
+                Err(refusal) => {
+                    let Some(victim) = self.evict_warm(runtime_id) else {
+                        warn!(runtime_id, reason = %refusal, "session refused by quota");
+                        return Err(refusal.into());
+                    };
+                    if let Err(e) = victim.sandbox.destroy().await {
+                        warn!(error = %e, "destroying an evicted warm sandbox");
+                    }
+                    victim.slot.release();
+                }
+            }
+        }
+    }
+
+    /// Takes one warm sandbox out of the pools, of `runtime_id` if it has one, else any.
+    fn evict_warm(&self, runtime_id: &str) -> Option<Agent> {
+        let mut pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let key = pools
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(k, _)| k)
+            .max_by_key(|(r, _)| r == runtime_id)
+            .cloned()?;
+        pools.get_mut(&key).and_then(VecDeque::pop_back)
+    }
+
     /// Starts a sandbox for a version and waits until its agent answers `/ping`.
     async fn start_agent(
         &self,
         target: &Target,
         spec: &RuntimeSpec,
         id: &str,
+        slot: Slot,
     ) -> Result<Agent, Error> {
         let prepared = self
             .inner
@@ -447,6 +519,7 @@ impl Sessions {
         let agent = Agent {
             client: agent_client(&sandbox),
             sandbox,
+            slot,
         };
         match self.wait_healthy(&agent).await {
             Ok(()) => Ok(agent),
@@ -471,9 +544,16 @@ impl Sessions {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut backoff = Duration::from_millis(2);
         loop {
+            // Each probe is bounded by the start deadline itself, so an agent that hangs on /ping
+            // or streams an endless body cannot stretch the start past it.
+            let probe = ping(
+                &agent.client,
+                deadline.min(tokio::time::Instant::now() + PING_TIMEOUT),
+            );
             tokio::select! {
                 info = agent.sandbox.exited() => return Err(Error::Crashed(format!("{info} before answering /ping"))),
-                r = ping(&agent.client) => if r.is_ok() { return Ok(()) },
+                _ = self.inner.shutdown.cancelled() => return Err(Error::Stopped),
+                r = probe => if r.is_ok() { return Ok(()) },
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::StartTimeout(timeout));
@@ -521,7 +601,15 @@ impl Sessions {
                         break;
                     }
                     let id = sandbox_id(&key.0, "warm");
-                    match this.start_agent(&target, &spec, &id).await {
+                    // A spare never pushes past a cap: without a free slot the pool stays short.
+                    let slot = match this.inner.admission.reserve(&key.0) {
+                        Ok(slot) => slot,
+                        Err(refusal) => {
+                            tracing::debug!(runtime_id = %key.0, reason = %refusal, "warm pool not refilled");
+                            break;
+                        }
+                    };
+                    match this.start_agent(&target, &spec, &id, slot).await {
                         Ok(agent) => {
                             // Decided under the pool lock, so shutdown's final drain cannot miss it.
                             let mut pools = this.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
@@ -545,24 +633,33 @@ impl Sessions {
 
     async fn supervise(&self, s: Arc<Session>) {
         let o = &self.inner.opts;
-        let started = tokio::time::Instant::now();
+        // maxLifetime is a deadline raced against everything below, so neither a hung /ping nor
+        // a never-ending invocation outlives it.
+        let lifetime_end = tokio::time::Instant::now() + s.max_lifetime;
         let mut failures = 0u32;
         let reason = loop {
             tokio::select! {
                 _ = s.ended.cancelled() => break "stopped".to_owned(),
                 _ = self.inner.shutdown.cancelled() => break "server shutdown".to_owned(),
                 info = s.agent.sandbox.exited() => break format!("agent exited: {info}"),
+                _ = tokio::time::sleep_until(lifetime_end) => break "max lifetime reached".to_owned(),
                 _ = tokio::time::sleep(o.ping_interval) => {}
-            }
-            if started.elapsed() >= s.max_lifetime {
-                break "max lifetime reached".to_owned();
             }
             let now = now_millis();
             if s.in_flight.load(Ordering::Acquire) > 0 {
                 s.last_activity.store(now, Ordering::Release);
                 continue;
             }
-            match ping(&s.agent.client).await {
+            let probe = ping(
+                &s.agent.client,
+                lifetime_end.min(tokio::time::Instant::now() + PING_TIMEOUT),
+            );
+            let answer = tokio::select! {
+                _ = s.ended.cancelled() => break "stopped".to_owned(),
+                _ = self.inner.shutdown.cancelled() => break "server shutdown".to_owned(),
+                r = probe => r,
+            };
+            match answer {
                 Ok(busy) => {
                     failures = 0;
                     s.busy_reported.store(busy, Ordering::Release);
@@ -605,6 +702,8 @@ impl Sessions {
         if let Err(e) = s.agent.sandbox.destroy().await {
             warn!(runtime_id = %s.runtime_id, session_id = %s.session_id, error = %e, "sandbox teardown failed");
         }
+        // Streams may keep the session alive a while longer; its place under the caps is free now.
+        s.agent.slot.release();
         info!(runtime_id = %s.runtime_id, session_id = %s.session_id, reason, "session ended");
     }
 
@@ -644,9 +743,10 @@ impl Sessions {
     }
 
     /// The agent log of a session: live in its sandbox, or kept after it ended.
-    pub fn log_path(&self, runtime_id: &str, session_id: &str) -> Option<PathBuf> {
+    pub fn log_path(&self, runtime_id: &str, session_id: &str) -> Result<Option<PathBuf>, Error> {
+        check_ids(runtime_id, Some(session_id))?;
         if let Some(s) = self.existing(runtime_id, session_id) {
-            return Some(s.agent.sandbox.log_path().to_path_buf());
+            return Ok(Some(s.agent.sandbox.log_path().to_path_buf()));
         }
         let p = self
             .inner
@@ -654,12 +754,33 @@ impl Sessions {
             .logs_dir
             .join(runtime_id)
             .join(format!("{}.log", log_name(session_id)));
-        p.exists().then_some(p)
+        Ok(p.exists().then_some(p))
     }
 
-    /// Directory of kept logs of a runtime.
-    pub fn logs_dir(&self, runtime_id: &str) -> PathBuf {
-        self.inner.opts.logs_dir.join(runtime_id)
+    /// Sessions of a runtime with a log: live ones, then those whose log was kept.
+    pub async fn sessions_with_logs(&self, runtime_id: &str) -> Result<Vec<String>, Error> {
+        check_ids(runtime_id, None)?;
+        let mut names: Vec<String> = self
+            .list(Some(runtime_id))
+            .into_iter()
+            .map(|i| i.session_id)
+            .collect();
+        let dir = self.inner.opts.logs_dir.join(runtime_id);
+        if let Ok(mut rd) = tokio::fs::read_dir(&dir).await {
+            while let Ok(Some(e)) = rd.next_entry().await {
+                let session = e
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".log"))
+                    .and_then(session_of_log_name);
+                if let Some(session) = session
+                    && !names.contains(&session)
+                {
+                    names.push(session);
+                }
+            }
+        }
+        Ok(names)
     }
 
     /// Ends every session (and warm sandbox) of a runtime, or of one of its versions.
@@ -713,17 +834,79 @@ impl Sessions {
     }
 }
 
+/// Whether `id` can be a runtime id (`<name>-<10 alphanumerics>`, AgentCore's pattern). Checked
+/// before an id becomes part of a path.
+pub fn valid_runtime_id(id: &str) -> bool {
+    let Some((name, suffix)) = id.rsplit_once('-') else {
+        return false;
+    };
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 100
+        && suffix.len() == 10
+        && suffix.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+/// Whether `id` can be a session id: 1 to 256 printable ASCII characters (AgentCore asks 33 or
+/// more of new sessions; shorter ones name nothing, but are not malformed).
+pub fn valid_session_id(id: &str) -> bool {
+    (1..=256).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn check_ids(runtime_id: &str, session_id: Option<&str>) -> Result<(), Error> {
+    if !valid_runtime_id(runtime_id) {
+        return Err(Error::Invalid(format!(
+            "{runtime_id:?} is not a valid agent runtime id"
+        )));
+    }
+    if let Some(s) = session_id
+        && !valid_session_id(s)
+    {
+        return Err(Error::Invalid(format!("{s:?} is not a valid session id")));
+    }
+    Ok(())
+}
+
+/// The kept log's file name (without `.log`) for a session id: alphanumerics and `-` stay, every
+/// other byte becomes `_` and two hex digits. Injective (`_` itself is escaped), so `X.alice` and
+/// `X_alice` never share a file, and never a path separator or `..`.
 fn log_name(session_id: &str) -> String {
-    session_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
+    let mut out = String::with_capacity(session_id.len());
+    for b in session_id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The session id a kept log's file name stands for; `None` for names [`log_name`] never makes.
+fn session_of_log_name(name: &str) -> Option<String> {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'_' => {
+                let hex = name.get(i + 1..i + 3)?;
+                let b = u8::from_str_radix(hex, 16).ok()?;
+                if b.is_ascii_alphanumeric() || b == b'-' {
+                    return None;
+                }
+                out.push(b);
+                i += 3;
             }
-        })
-        .collect()
+            b if b.is_ascii_alphanumeric() || b == b'-' => {
+                out.push(b);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 async fn log_tail(path: &std::path::Path) -> String {
@@ -739,24 +922,33 @@ async fn log_tail(path: &std::path::Path) -> String {
     }
 }
 
-/// `GET /ping`: `Ok(true)` for HealthyBusy, `Ok(false)` for Healthy.
-async fn ping(client: &AgentClient) -> Result<bool, String> {
+/// The longest a live session's `/ping` may take, headers and body.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most of a `/ping` body Berth reads; AgentCore's answer is a few dozen bytes. Anything
+/// larger counts as unhealthy instead of being buffered in the server, outside any cgroup.
+pub const PING_BODY_MAX: usize = 4096;
+
+/// `GET /ping` until `deadline` (headers and body): `Ok(true)` for HealthyBusy, `Ok(false)` for
+/// Healthy. A body past [`PING_BODY_MAX`] or still arriving at the deadline is a failure.
+async fn ping(client: &AgentClient, deadline: tokio::time::Instant) -> Result<bool, String> {
     let req = Request::get("http://127.0.0.1/ping")
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("status {}", resp.status()));
+        }
+        http_body_util::Limited::new(resp.into_body(), PING_BODY_MAX)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| format!("unreadable or oversized body (limit {PING_BODY_MAX} bytes): {e}"))
+    };
+    let body = tokio::time::timeout_at(deadline, exchange)
         .await
-        .map_err(|_| "timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        return Err(format!("status {}", resp.status()));
-    }
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+        .map_err(|_| "timed out".to_owned())??;
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     Ok(v.get("status").and_then(|s| s.as_str()) == Some("HealthyBusy"))
 }
@@ -923,6 +1115,10 @@ fn relay(
                 }
                 Some(Err(e)) => {
                     st.done = true;
+                    // A body cut short means the agent died or broke its connection: end the
+                    // session now so the next invocation with this id starts a fresh sandbox
+                    // instead of meeting the dead one.
+                    st.session.ended.cancel();
                     if st.sse {
                         let ev = serde_json::json!({"error": format!("the agent failed mid-stream: {e}"), "error_type": "RuntimeClientError"});
                         return Some((Ok(Bytes::from(format!("data: {ev}\n\n"))), st));
@@ -933,4 +1129,56 @@ fn relay(
         }
     })
     .boxed()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_names_are_injective_and_path_free() {
+        let ids = [
+            "X.alice",
+            "X_alice",
+            "X-alice",
+            "a/../../etc",
+            "..",
+            "x_2ealice",
+        ];
+        let names: Vec<String> = ids.iter().map(|i| log_name(i)).collect();
+        for (i, n) in names.iter().enumerate() {
+            assert!(!n.contains('/') && !n.contains('.'), "{n}");
+            assert_eq!(session_of_log_name(n).as_deref(), Some(ids[i]));
+            for m in &names[i + 1..] {
+                assert_ne!(n, m);
+            }
+        }
+        assert_eq!(session_of_log_name("_2"), None);
+        assert_eq!(
+            session_of_log_name("_61"),
+            None,
+            "escape of a kept character"
+        );
+        assert_eq!(session_of_log_name("a.b"), None);
+    }
+
+    #[test]
+    fn runtime_and_session_ids() {
+        assert!(valid_runtime_id("agent_1-AbCdE12345"));
+        for bad in [
+            "..%2F..%2Fetc",
+            "../../x-AbCdE12345",
+            "agent-short",
+            "1agent-AbCdE12345",
+            "-AbCdE12345",
+            "",
+        ] {
+            assert!(!valid_runtime_id(bad), "{bad}");
+        }
+        assert!(valid_session_id("X.alice/with:odd-chars"));
+        assert!(!valid_session_id(""));
+        assert!(!valid_session_id("tab\there"));
+        assert!(!valid_session_id(&"x".repeat(257)));
+    }
 }

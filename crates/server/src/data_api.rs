@@ -116,6 +116,9 @@ fn session_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 fn session_error(e: SessionError) -> ApiError {
     match e {
         SessionError::NotFound(s) => ApiError::not_found(format!("no live session {s}")),
+        SessionError::QuotaExceeded(m) => ApiError::new(ErrorKind::ServiceQuotaExceeded, m),
+        SessionError::Throttled(m) => ApiError::new(ErrorKind::Throttling, m),
+        SessionError::Invalid(m) => ApiError::field("runtimeSessionId", m),
         other => ApiError::new(ErrorKind::RuntimeClient, other.to_string()),
     }
 }
@@ -160,6 +163,12 @@ pub async fn invoke(
             let opening = std::time::Instant::now();
             match s.sessions.open(&target, &sid, user).await {
                 Ok(session) => session,
+                // A refusal by quota says nothing about the version's health.
+                Err(
+                    e @ (SessionError::QuotaExceeded(_)
+                    | SessionError::Throttled(_)
+                    | SessionError::Invalid(_)),
+                ) => return Err(session_error(e).into()),
                 Err(e) => {
                     metrics::open_failed(
                         &s.control,
@@ -189,7 +198,9 @@ pub async fn invoke(
     let (parts, stream) = resp.into_parts();
     let status = parts.status;
     let stream = observed.body(status.as_u16(), stream);
-    if status.is_client_error() || status.is_server_error() {
+    // Anything but a success or redirect is a failed answer, including statuses HTTP does not
+    // define (hyper accepts 600-999 from the agent): never pass those through as if valid.
+    if status.is_client_error() || status.is_server_error() || status.as_u16() >= 600 {
         // AgentCore does not pass a failed agent answer through: the caller gets
         // RuntimeClientError naming the agent's status, with the agent's (small) error body.
         let detail = error_body(stream).await;

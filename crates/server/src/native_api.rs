@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use berth_api::ApiError;
+use berth_runtime::session::{valid_runtime_id, valid_session_id};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -29,6 +30,7 @@ async fn stop_session(
     State(s): State<AppState>,
     Path((runtime, session)): Path<(String, String)>,
 ) -> Result<Response, WireError> {
+    check_ids(&runtime, Some(&session))?;
     s.sessions.stop(&runtime, &session).await.map_err(|_| {
         ApiError::not_found(format!("no live session {session} of runtime {runtime}"))
     })?;
@@ -52,32 +54,28 @@ async fn logs(
     Path(runtime): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, WireError> {
+    check_ids(&runtime, q.session.as_deref())?;
     let Some(session) = q.session else {
-        let mut names: Vec<String> = Vec::new();
-        for info in s.sessions.list(Some(&runtime)) {
-            names.push(info.session_id);
-        }
-        if let Ok(mut rd) = tokio::fs::read_dir(s.sessions.logs_dir(&runtime)).await {
-            while let Ok(Some(e)) = rd.next_entry().await {
-                if let Some(n) = e.file_name().to_str().and_then(|n| n.strip_suffix(".log"))
-                    && !names.iter().any(|x| x == n)
-                {
-                    names.push(n.to_owned());
-                }
-            }
-        }
+        let names = s
+            .sessions
+            .sessions_with_logs(&runtime)
+            .await
+            .map_err(invalid)?;
         return Ok(axum::Json(json!({ "sessions": names })).into_response());
     };
-    let path = s.sessions.log_path(&runtime, &session).ok_or_else(|| {
+    let not_found = || {
         ApiError::not_found(format!(
             "no logs for session {session} of runtime {runtime}"
         ))
-    })?;
-    let file = tokio::fs::File::open(&path).await.map_err(|_| {
-        ApiError::not_found(format!(
-            "no logs for session {session} of runtime {runtime}"
-        ))
-    })?;
+    };
+    let path = s
+        .sessions
+        .log_path(&runtime, &session)
+        .map_err(invalid)?
+        .ok_or_else(not_found)?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|_| not_found())?;
     let sessions = s.sessions.clone();
     let follow = q.follow;
     // Read what is there; when following, poll for growth until the session ends.
@@ -118,6 +116,30 @@ async fn logs(
         .header("content-type", "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))
         .unwrap_or_default())
+}
+
+/// Ids arrive percent-decoded from the path and query: refuse any that cannot be an id before
+/// they reach a file name (`..%2F` in a runtime id once read any `*.log` on the host).
+fn check_ids(runtime: &str, session: Option<&str>) -> Result<(), ApiError> {
+    if !valid_runtime_id(runtime) {
+        return Err(ApiError::field(
+            "runtimeId",
+            format!("{runtime:?} is not a valid agent runtime id"),
+        ));
+    }
+    if let Some(s) = session
+        && !valid_session_id(s)
+    {
+        return Err(ApiError::field(
+            "sessionId",
+            format!("{s:?} is not a valid session id"),
+        ));
+    }
+    Ok(())
+}
+
+fn invalid(e: berth_runtime::session::Error) -> ApiError {
+    ApiError::field("runtimeId", e.to_string())
 }
 
 /// The native routes.

@@ -507,19 +507,6 @@ fn job_row(r: &SqliteRow) -> Result<JobRow, Error> {
     })
 }
 
-/// Escapes a string for a SQL `LIKE ... ESCAPE '\'` prefix pattern.
-fn like_prefix(p: &str) -> String {
-    let mut s = String::with_capacity(p.len() + 1);
-    for c in p.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            s.push('\\');
-        }
-        s.push(c);
-    }
-    s.push('%');
-    s
-}
-
 /// A JSON path selecting one top-level key, quoted so any key characters are literal.
 fn json_key(key: &str) -> String {
     format!("$.\"{}\"", key.replace('"', ""))
@@ -536,9 +523,12 @@ fn push_scope(qb: &mut QueryBuilder<'_, Sqlite>, s: &RecordScope, alias: &str) {
             .push_bind(ns.clone());
     }
     if let Some(p) = &s.namespace_prefix {
-        qb.push(format!(" AND {alias}namespace LIKE "))
-            .push_bind(like_prefix(p))
-            .push(" ESCAPE '\\'");
+        // Not LIKE: SQLite's LIKE folds ASCII case, so `/users/alice/` would match `/users/ALICE/`.
+        // substr and length both count characters, so this is an exact, case-sensitive prefix test.
+        qb.push(format!(" AND substr({alias}namespace, 1, length("))
+            .push_bind(p.clone())
+            .push(")) = ")
+            .push_bind(p.clone());
     }
     if let Some(st) = &s.strategy_id {
         qb.push(format!(" AND {alias}strategy_id = "))
@@ -1402,6 +1392,55 @@ mod tests {
         let sessions = s.list_sessions("m", "a", 0, None, 10).await.unwrap();
         assert_eq!(sessions.len(), 1);
         assert_eq!(s.list_actors("m", 0, None, 10).await.unwrap(), ["a"]);
+    }
+
+    #[tokio::test]
+    async fn namespace_prefixes_match_case_and_wildcards_exactly() {
+        let (_d, s) = store().await;
+        let rec = |id: &str, ns: &str| RecordRow {
+            record_id: id.into(),
+            memory_id: "m".into(),
+            strategy_id: "st".into(),
+            namespace: ns.into(),
+            content: format!("record {id}"),
+            metadata: None,
+            record_ts: 1,
+            expires_at: None,
+            embedding: None,
+            created_at: 1,
+            updated_at: 1,
+        };
+        s.put_records(&[
+            rec("lower", "/users/alice/"),
+            rec("upper", "/users/ALICE/"),
+            rec("wild", "/users/a_x%/"),
+            rec("other", "/users/abx9/"),
+        ])
+        .await
+        .unwrap();
+        let ids = |prefix: &str| {
+            let scope = RecordScope {
+                memory_id: "m".into(),
+                namespace_prefix: Some(prefix.into()),
+                ..Default::default()
+            };
+            let s = &s;
+            async move {
+                let mut v: Vec<String> = s
+                    .list_records(&scope, None, 10)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.record_id)
+                    .collect();
+                v.sort();
+                v
+            }
+        };
+        assert_eq!(ids("/users/alice/").await, ["lower"]);
+        assert_eq!(ids("/users/ALICE/").await, ["upper"]);
+        assert_eq!(ids("/users/a_x%").await, ["wild"]);
+        assert_eq!(ids("/users/").await.len(), 4);
     }
 
     #[tokio::test]

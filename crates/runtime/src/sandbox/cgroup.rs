@@ -6,6 +6,13 @@
 //! way down. The cgroup is created even without limits: it is how teardown finds every process of a
 //! sandbox, including ones that left the agent's process group.
 //!
+//! Every sandbox of one server lives under that server's instance parent, `berth/<instance>`
+//! (see [`init_instance`]): the parent carries memory and pids limits for the sum of its
+//! sandboxes, so however many there are they cannot take the host, and the instance id (tied to
+//! the data dir) lets a restarted server find and sweep what a killed one left
+//! ([`sweep_instance`]) without touching another server's sandboxes. Without an instance (tests
+//! driving `Sandbox` directly) sandboxes sit directly under `berth/`.
+//!
 //! v1 is preferred when a controller is mounted there (a hybrid host keeps its controllers on v1 and
 //! an empty v2 at `/sys/fs/cgroup/unified`). A controller the host lacks is skipped with a warning.
 
@@ -13,6 +20,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, ErrorKind};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -20,6 +28,207 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use super::{Error, Limits};
+
+/// `berth` or `berth/<instance>`: where this process puts its sandboxes in every hierarchy.
+static PARENT: OnceLock<String> = OnceLock::new();
+
+fn parent_rel() -> &'static str {
+    PARENT.get().map_or("berth", String::as_str)
+}
+
+/// Limits on the sum of one instance's sandboxes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParentLimits {
+    /// Memory of all sandboxes together, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Processes and threads of all sandboxes together.
+    pub pids: Option<u64>,
+}
+
+/// What [`sweep_instance`] removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Swept {
+    /// cgroup directories removed (one per hierarchy per sandbox).
+    pub cgroups: usize,
+    /// Processes killed in them.
+    pub processes: usize,
+}
+
+/// Whether `id` can name an instance: it becomes a cgroup directory name.
+fn valid_instance(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// The instance parent's directory in each hierarchy the layout has.
+fn instance_dirs(layout: &Layout, instance: &str) -> Vec<(PathBuf, bool)> {
+    match layout {
+        Layout::V1 { memory, pids, cpu } => [memory, pids, cpu]
+            .into_iter()
+            .flatten()
+            .map(|m| (m.join("berth").join(instance), false))
+            .collect(),
+        Layout::V2 { mount, .. } => vec![(mount.join("berth").join(instance), true)],
+        Layout::None => Vec::new(),
+    }
+}
+
+/// Makes `berth/<instance>` the parent of every sandbox this process starts from now on, and
+/// applies `limits` to it. Called once, at server start, after [`sweep_instance`].
+pub fn init_instance(instance: &str, limits: &ParentLimits) -> Result<(), Error> {
+    if !valid_instance(instance) {
+        return Err(Error::io(
+            format!("use {instance:?} as an instance id"),
+            io::Error::from(ErrorKind::InvalidInput),
+        ));
+    }
+    let layout = layout();
+    if let Layout::V2 { mount, controllers } = layout {
+        let parent = mount.join("berth");
+        make_dir(&parent)?;
+        for level in [mount.as_path(), parent.as_path()] {
+            for c in ["memory", "pids", "cpu"]
+                .into_iter()
+                .filter(|c| controllers.contains(*c))
+            {
+                if let Err(e) = fs::write(level.join("cgroup.subtree_control"), format!("+{c}")) {
+                    debug!(cgroup = %level.display(), controller = c, error = %e, "cannot enable controller");
+                }
+            }
+        }
+    }
+    for (dir, v2) in instance_dirs(layout, instance) {
+        make_dir(&dir)?;
+        if v2 {
+            for c in ["memory", "pids", "cpu"] {
+                // Children need the controllers enabled here; a missing one is reported when
+                // the sandbox's own limit file is missing.
+                let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+            }
+        }
+        let write = |file: &str, value: String| -> Result<(), Error> {
+            let path = dir.join(file);
+            if !path.exists() {
+                return Ok(());
+            }
+            fs::write(&path, &value)
+                .map_err(|e| Error::io(format!("write {value} to {}", path.display()), e))
+        };
+        let memory = limits.memory_bytes.map(|b| b.to_string());
+        let pids = limits.pids.map_or("max".to_string(), |p| p.to_string());
+        if v2 {
+            write("memory.max", memory.unwrap_or_else(|| "max".into()))?;
+            write("pids.max", pids)?;
+        } else {
+            write(
+                "memory.limit_in_bytes",
+                memory.unwrap_or_else(|| "-1".into()),
+            )?;
+            write("pids.max", pids)?;
+        }
+    }
+    let rel = format!("berth/{instance}");
+    if let Err(set) = PARENT.set(rel.clone())
+        && set != rel
+    {
+        return Err(Error::io(
+            format!("switch to instance {instance}"),
+            io::Error::other("this process already serves another instance"),
+        ));
+    }
+    Ok(())
+}
+
+/// Kills every process left in `berth/<instance>`'s sandbox cgroups and removes them, in every
+/// hierarchy: what a previous run of the same instance (killed before it could tear down) left.
+/// Other instances' cgroups are never read. Blocking, bounded per cgroup.
+pub fn sweep_instance(instance: &str) -> Result<Swept, Error> {
+    if !valid_instance(instance) {
+        return Err(Error::io(
+            format!("sweep {instance:?}"),
+            io::Error::from(ErrorKind::InvalidInput),
+        ));
+    }
+    sweep_dirs(layout(), instance)
+}
+
+fn sweep_dirs(layout: &Layout, instance: &str) -> Result<Swept, Error> {
+    let mut swept = Swept::default();
+    for (root, v2) in instance_dirs(layout, instance) {
+        // Deepest first, so a cgroup is empty of children when it is removed.
+        let mut stale = Vec::new();
+        collect_children(&root, &mut stale);
+        stale.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        let mount = root.parent().and_then(Path::parent).map(Path::to_path_buf);
+        for dir in stale {
+            let rel = match mount.as_deref().and_then(|m| dir.strip_prefix(m).ok()) {
+                Some(r) => format!("/{}", r.display()),
+                None => continue,
+            };
+            let cg = Cgroups {
+                dirs: vec![dir.clone()],
+                memory: None,
+                v2,
+                rel,
+            };
+            swept.processes += cg.procs().map(|p| p.len()).unwrap_or(0);
+            cg.remove()
+                .map_err(|e| Error::io(format!("remove stale cgroup {}", dir.display()), e))?;
+            swept.cgroups += 1;
+        }
+    }
+    Ok(swept)
+}
+
+/// SIGKILLs every process whose program (`argv[0]`, as started) lies under `dir`: build tools a
+/// killed server started from its own data dir outside any cgroup (a venv's `pip`). The data
+/// dir is locked by the caller, so nothing else runs programs from it. Returns how many were hit.
+pub fn kill_running_from(dir: &Path) -> usize {
+    let Ok(dir) = fs::canonicalize(dir) else {
+        return 0;
+    };
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    let me = std::process::id();
+    let mut killed = 0;
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // SAFETY: pidfd_open returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: fd is a fresh descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // Read after the pidfd pins the process, so a recycled pid is judged by its own argv.
+        let runs_from_dir = fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            let argv0 = c.split(|b| *b == 0).next().unwrap_or_default();
+            let p = Path::new(std::ffi::OsStr::from_bytes(argv0));
+            p.is_absolute() && p.starts_with(&dir)
+        });
+        if runs_from_dir {
+            super::helper::pidfd_kill(&fd);
+            killed += 1;
+        }
+    }
+    killed
+}
+
+fn collect_children(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let p = e.path();
+            collect_children(&p, out);
+            out.push(p);
+        }
+    }
+}
 
 /// The cgroup mounts of the host, as Berth uses them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,7 +358,8 @@ impl Cgroups {
         id: &str,
         limits: &Limits,
     ) -> Result<Option<Self>, Error> {
-        let rel = format!("/berth/{id}");
+        let parent_rel = parent_rel();
+        let rel = format!("/{parent_rel}/{id}");
         let cg = match layout {
             Layout::None => {
                 if *limits != Limits::default() {
@@ -178,7 +388,7 @@ impl Cgroups {
                         }
                         continue;
                     };
-                    let dir = mount.join("berth").join(id);
+                    let dir = mount.join(parent_rel).join(id);
                     make_dir(&dir)?;
                     if name == "memory" {
                         mem_dir = Some(dir.clone());
@@ -197,9 +407,15 @@ impl Cgroups {
                     .into_iter()
                     .filter(|c| controllers.contains(*c))
                     .collect();
-                let parent = mount.join("berth");
+                let parent = mount.join(parent_rel);
                 make_dir(&parent)?;
-                for level in [mount.as_path(), parent.as_path()] {
+                let top = mount.join("berth");
+                let levels: Vec<&Path> = if parent == top {
+                    vec![mount.as_path(), parent.as_path()]
+                } else {
+                    vec![mount.as_path(), top.as_path(), parent.as_path()]
+                };
+                for level in levels {
                     for c in &wanted {
                         // Enabling an already enabled controller is a no-op; failures mean the limit
                         // files will be missing, which is reported below.

@@ -121,6 +121,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+pub use cgroup::{ParentLimits, Swept, init_instance, kill_running_from, sweep_instance};
 pub use error::Error;
 pub use probe::{Capabilities, CgroupVersion, probe};
 pub use proxy::{EgressPolicy, EgressRule, InvalidEgressRule};

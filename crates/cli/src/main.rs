@@ -3,6 +3,7 @@
 mod agents;
 mod client;
 mod commands;
+mod edge_args;
 mod rollout;
 mod serve;
 

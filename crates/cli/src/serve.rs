@@ -125,6 +125,9 @@ pub struct ServeArgs {
     /// [default: 10000].
     #[arg(long, env = "BERTH_MEMORY_EXTRACTION_DELAY_MS", value_name = "MS")]
     pub memory_extraction_delay_ms: Option<u64>,
+    /// Connection and body limits of the HTTP edge.
+    #[command(flatten)]
+    pub edge: crate::edge_args::EdgeArgs,
 }
 
 /// The config file: the same keys as the flags.
@@ -161,6 +164,7 @@ struct FileConfig {
     memory_model_api_key_env: Option<String>,
     memory_model_region: Option<String>,
     memory_extraction_delay_ms: Option<u64>,
+    edge: Option<crate::edge_args::EdgeFile>,
 }
 
 /// Resolved configuration of a server.
@@ -194,6 +198,8 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     /// Memory settings in `berth_memory::Options::configure`'s naming.
     pub memory: MemorySettings,
+    /// Connection and body limits of the HTTP edge.
+    pub edge: berth_server::EdgeOptions,
 }
 
 /// The settings `berth_memory::Options::configure` reads: the process environment with the
@@ -477,6 +483,7 @@ impl ServeArgs {
             traffic,
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             memory,
+            edge: self.edge.resolve(file.edge)?,
         })
     }
 }
@@ -608,6 +615,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         builder,
         artifacts.clone(),
     ));
+    let edge = berth_server::Edge::new(cfg.edge.clone());
+    let (sandbox_api, sandbox_api_state) = crate::edge_args::sandbox_api(edge.clone());
     let sessions = berth_runtime::session::Sessions::new(
         berth_runtime::session::SessionOptions {
             sessions_dir: cfg.data_dir.join("sessions"),
@@ -637,6 +646,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 ("AWS_REGION".into(), cfg.partition.region.clone()),
                 ("AWS_DEFAULT_REGION".into(), cfg.partition.region.clone()),
             ],
+            api_server: Some(sandbox_api),
         },
         preparer.clone(),
         shutdown.clone(),
@@ -682,6 +692,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         memory: memory.clone(),
         relax: cfg.relax,
     };
+    sandbox_api_state.send_replace(Some(state.clone()));
     if let Some(m) = &cfg.metrics_listen {
         let l = tokio::net::TcpListener::bind(m)
             .await
@@ -700,7 +711,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         info!("shutting down");
         signal.cancel();
     });
-    berth_server::serve(listener, state, shutdown.clone())
+    berth_server::serve_edge(listener, state, edge, shutdown.clone())
         .await
         .context("serving")?;
     sessions.shutdown().await;

@@ -156,7 +156,9 @@ pub fn sandbox_api(
     tokio::sync::watch::Sender<Option<AppState>>,
 ) {
     let (tx, rx) = tokio::sync::watch::channel(None::<AppState>);
-    let server = move |listener, sandbox: String, cancel: tokio_util::sync::CancellationToken| {
+    let server = move |listener: tokio::net::TcpListener,
+                       sandbox: String,
+                       cancel: tokio_util::sync::CancellationToken| {
         let (edge, mut rx) = (edge.clone(), rx.clone());
         let served = async move {
             let state = tokio::select! {

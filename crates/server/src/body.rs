@@ -19,27 +19,19 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Clone, Debug)]
 pub struct Budget {
     bytes: Arc<Semaphore>,
-    capacity: usize,
 }
 
 impl Budget {
     /// A pool of `capacity` bytes (at most `u32::MAX` per request can be reserved).
     pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.min(Semaphore::MAX_PERMITS);
         Self {
-            bytes: Arc::new(Semaphore::new(capacity)),
-            capacity,
+            bytes: Arc::new(Semaphore::new(capacity.min(Semaphore::MAX_PERMITS))),
         }
     }
 
     /// Bytes not reserved right now.
     pub fn available(&self) -> usize {
         self.bytes.available_permits()
-    }
-
-    /// The pool's size.
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 }
 

@@ -86,7 +86,11 @@ pub struct SessionOptions {
 }
 
 /// Serves Berth's API on a listener inside sandbox `sandbox_id` until the token is cancelled.
-pub type ApiServer = dyn Fn(tokio::net::TcpListener, String, tokio_util::sync::CancellationToken) -> futures::future::BoxFuture<'static, ()>
+pub type ApiServer = dyn Fn(
+        tokio::net::TcpListener,
+        String,
+        tokio_util::sync::CancellationToken,
+    ) -> futures::future::BoxFuture<'static, ()>
     + Send
     + Sync;
 
@@ -440,9 +444,10 @@ impl Sessions {
                     .await
                     .map(drop)
             }
-            (None, Some(addr)) if namespaced => {
-                sandbox.expose_host_port(AGENT_API_PORT, addr).await.map(drop)
-            }
+            (None, Some(addr)) if namespaced => sandbox
+                .expose_host_port(AGENT_API_PORT, addr)
+                .await
+                .map(drop),
             _ => Ok(()),
         };
         if let Err(e) = exposed {

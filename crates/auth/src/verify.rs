@@ -93,6 +93,16 @@ pub fn verify(
     keys: &dyn KeyLookup,
     now: SystemTime,
 ) -> Result<Verified, Error> {
+    if presigned(uri, headers)? {
+        verify_presigned(method, uri, headers, body, keys, now)
+    } else {
+        verify_header_auth(method, uri, headers, body, keys, now)
+    }
+}
+
+/// Whether the request authenticates with a presigned query (`true`) or an `Authorization`
+/// header (`false`); neither or both is an error.
+fn presigned(uri: &Uri, headers: &HeaderMap) -> Result<bool, Error> {
     let presigned = uri.query().is_some_and(has_presign_params);
     match (headers.contains_key(AUTHORIZATION), presigned) {
         (false, false) => Err(Error::MissingAuthentication),
@@ -102,19 +112,73 @@ pub fn verify(
                      or the Authorization header should be specified"
                 .into(),
         }),
-        (true, false) => verify_header_auth(method, uri, headers, body, keys, now),
-        (false, true) => verify_presigned(method, uri, headers, body, keys, now),
+        (true, false) => Ok(false),
+        (false, true) => Ok(true),
     }
 }
 
-fn verify_header_auth(
-    method: &Method,
+/// What the headers alone establish about a request: every check of [`verify`] that needs no
+/// body has passed.
+#[derive(Clone, Debug)]
+pub struct Prechecked {
+    /// The key the request claims to be signed with, known to the [`KeyLookup`].
+    pub principal: Principal,
+    /// The credential scope's service.
+    pub service: String,
+    /// The credential scope's region.
+    pub region: String,
+}
+
+/// Runs every check of [`verify`] that can be made before the body is read: the authentication
+/// mechanism, the `Authorization` header or presigned query, the dates, clock skew and expiry,
+/// the signed-header rules, the access key id and (for S3) the declared payload hash. A request
+/// refused here is refused by [`verify`] with the same error, so a server can refuse it without
+/// reading its body; one that passes must still go through [`verify`] with the whole body.
+pub fn precheck(
     uri: &Uri,
     headers: &HeaderMap,
-    body: &[u8],
     keys: &dyn KeyLookup,
     now: SystemTime,
-) -> Result<Verified, Error> {
+) -> Result<Prechecked, Error> {
+    let presigned = presigned(uri, headers)?;
+    let (auth, principal) = if presigned {
+        let phase = presigned_phase(uri, keys, now)?;
+        (phase.query.auth, phase.principal)
+    } else {
+        let phase = header_phase(headers, keys, now)?;
+        (phase.auth, phase.principal)
+    };
+    // Only S3 takes the hash from a header; elsewhere the body is needed and this cannot fail.
+    if auth.service == S3_SERVICE {
+        payload_hash(&auth.service, presigned, headers, &[])?;
+    }
+    Ok(Prechecked {
+        principal,
+        service: auth.service,
+        region: auth.region,
+    })
+}
+
+/// The body-independent part of header authentication.
+struct HeaderPhase {
+    auth: AuthHeader,
+    time: SystemTime,
+    session_token: Option<String>,
+    principal: Principal,
+}
+
+/// The body-independent part of query-string authentication.
+struct PresignedPhase {
+    query: crate::parse::PresignedQuery,
+    time: SystemTime,
+    principal: Principal,
+}
+
+fn header_phase(
+    headers: &HeaderMap,
+    keys: &dyn KeyLookup,
+    now: SystemTime,
+) -> Result<HeaderPhase, Error> {
     let auth = parse_authorization(headers)?;
     let service = auth.service.clone();
     let malformed = |reason: &str| Error::MalformedAuthorization {
@@ -165,6 +229,29 @@ fn verify_header_auth(
     };
 
     let principal = lookup(keys, &auth)?;
+    Ok(HeaderPhase {
+        auth,
+        time,
+        session_token,
+        principal,
+    })
+}
+
+fn verify_header_auth(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    keys: &dyn KeyLookup,
+    now: SystemTime,
+) -> Result<Verified, Error> {
+    let HeaderPhase {
+        auth,
+        time,
+        session_token,
+        principal,
+    } = header_phase(headers, keys, now)?;
+    let service = auth.service.clone();
     let payload = payload_hash(&service, false, headers, body)?;
 
     let expected = expected_signature(&Recompute {
@@ -191,14 +278,11 @@ fn verify_header_auth(
     })
 }
 
-fn verify_presigned(
-    method: &Method,
+fn presigned_phase(
     uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
     keys: &dyn KeyLookup,
     now: SystemTime,
-) -> Result<Verified, Error> {
+) -> Result<PresignedPhase, Error> {
     let query = parse_presigned_query(uri.query().unwrap_or_default())?;
     let auth = &query.auth;
     let service = auth.service.clone();
@@ -235,6 +319,28 @@ fn verify_presigned(
     }
 
     let principal = lookup(keys, auth)?;
+    Ok(PresignedPhase {
+        query,
+        time,
+        principal,
+    })
+}
+
+fn verify_presigned(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    keys: &dyn KeyLookup,
+    now: SystemTime,
+) -> Result<Verified, Error> {
+    let PresignedPhase {
+        query,
+        time,
+        principal,
+    } = presigned_phase(uri, keys, now)?;
+    let auth = &query.auth;
+    let service = auth.service.clone();
     let payload = payload_hash(&service, true, headers, body)?;
     let path_and_query = if query.remaining_query.is_empty() {
         uri.path().to_owned()

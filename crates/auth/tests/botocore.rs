@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use berth_auth::{Error, Payload, Principal, Scope, StaticKeys, Verified, verify};
+use berth_auth::{Error, Payload, Principal, Scope, StaticKeys, Verified, precheck, verify};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde::Deserialize;
 
@@ -604,4 +604,52 @@ fn header_and_query_authentication_together_are_refused() {
         matches!(err, Error::MalformedAuthorization { .. }),
         "{err:?}"
     );
+}
+
+/// `precheck` runs before the body is read: it must pass every good request and refuse, with
+/// `verify`'s own error, every request `verify` refuses for a reason the headers already show.
+#[test]
+fn precheck_agrees_with_verify_without_the_body() {
+    let later = Duration::from_secs(20 * 60 * 60 * 24 * 8);
+    for f in fixtures() {
+        let req = f.request();
+        let pre = precheck(&req.uri, &req.headers, &f.keys(), f.signed_at())
+            .unwrap_or_else(|e| panic!("{}: {e:?}", f.name));
+        assert_eq!(pre.service, f.service, "{}", f.name);
+        assert_eq!(pre.region, f.region, "{}", f.name);
+        assert_eq!(pre.principal.access_key_id, f.access_key_id, "{}", f.name);
+
+        let mut unsigned = req.clone();
+        unsigned.headers.remove("authorization");
+        let cases: [(Request, StaticKeys, SystemTime); 3] = [
+            (req.clone(), StaticKeys::new(), f.signed_at()),
+            (req.clone(), f.keys(), f.signed_at() + later),
+            (unsigned, f.keys(), f.signed_at()),
+        ];
+        for (case, keys, now) in cases {
+            let by_verify = f.verify(&case, &keys, now);
+            if f.is_presigned() && by_verify.is_ok() {
+                // Without its Authorization header a presigned request is unchanged.
+                continue;
+            }
+            let by_verify = by_verify.unwrap_err();
+            let by_precheck = precheck(&case.uri, &case.headers, &keys, now).unwrap_err();
+            assert_eq!(by_precheck.aws_code(), by_verify.aws_code(), "{}", f.name);
+            assert_eq!(
+                by_precheck.http_status(),
+                by_verify.http_status(),
+                "{}",
+                f.name
+            );
+        }
+
+        // A changed body is a matter for `verify` alone.
+        let mut changed = req.clone();
+        changed.body.push(b'x');
+        assert!(
+            precheck(&changed.uri, &changed.headers, &f.keys(), f.signed_at()).is_ok(),
+            "{}",
+            f.name
+        );
+    }
 }

@@ -13,6 +13,7 @@ mod client;
 mod commands;
 mod datadir;
 mod model;
+mod edge_args;
 mod rollout;
 mod serve;
 

@@ -162,6 +162,9 @@ pub struct ServeArgs {
     /// most 65536].
     #[arg(long, env = "BERTH_SANDBOXES_PIDS", value_name = "N")]
     pub sandboxes_pids: Option<u64>,
+    /// Connection and body limits of the HTTP edge.
+    #[command(flatten)]
+    pub edge: crate::edge_args::EdgeArgs,
 }
 
 /// The config file: the same keys as the flags.
@@ -206,6 +209,7 @@ struct FileConfig {
     session_rate_per_runtime: Option<f64>,
     sandboxes_memory_mib: Option<u64>,
     sandboxes_pids: Option<u64>,
+    edge: Option<crate::edge_args::EdgeFile>,
 }
 
 /// Resolved configuration of a server.
@@ -250,6 +254,8 @@ pub struct Config {
     pub quotas: berth_runtime::quota::Quotas,
     /// Limits of the parent cgroup of all sandboxes.
     pub parent_limits: berth_runtime::sandbox::ParentLimits,
+    /// Connection and body limits of the HTTP edge.
+    pub edge: berth_server::EdgeOptions,
 }
 
 /// The settings `berth_memory::Options::configure` reads: the process environment with the
@@ -587,6 +593,7 @@ impl ServeArgs {
             shutdown_drain,
             quotas,
             parent_limits,
+            edge: self.edge.resolve(file.edge)?,
         })
     }
 }
@@ -772,6 +779,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         builder,
         artifacts.clone(),
     ));
+    let edge = berth_server::Edge::new(cfg.edge.clone());
+    let (sandbox_api, sandbox_api_state) = crate::edge_args::sandbox_api(edge.clone());
     let sessions = berth_runtime::session::Sessions::new(
         berth_runtime::session::SessionOptions {
             sessions_dir: cfg.data_dir.join("sessions"),
@@ -803,6 +812,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 ("AWS_DEFAULT_REGION".into(), cfg.partition.region.clone()),
             ],
             quotas: cfg.quotas,
+            api_server: Some(sandbox_api),
         },
         preparer.clone(),
         shutdown.clone(),
@@ -853,6 +863,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         memory: memory.clone(),
         relax: cfg.relax,
     };
+    sandbox_api_state.send_replace(Some(state.clone()));
     if let Some(m) = &cfg.metrics_listen {
         let l = tokio::net::TcpListener::bind(m)
             .await
@@ -874,7 +885,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         info!("shutting down: no new connections; draining in-flight work");
         signal.cancel();
     });
-    let serving = berth_server::serve(listener, state, accepting.clone());
+    let serving = berth_server::serve_edge(listener, state, edge, accepting.clone());
     tokio::pin!(serving);
     let drain = cfg.shutdown_drain;
     let served = tokio::select! {

@@ -86,7 +86,19 @@ pub struct SessionOptions {
     pub credentials: Option<Arc<CredentialIssuer>>,
     /// Caps on sandboxes held and on new sessions per second.
     pub quotas: Quotas,
+    /// Serves Berth's API on a listener inside each namespaced sandbox, with limits of that
+    /// sandbox's own; without it, the inside port is spliced to `api_addr`.
+    pub api_server: Option<Arc<ApiServer>>,
 }
+
+/// Serves Berth's API on a listener inside sandbox `sandbox_id` until the token is cancelled.
+pub type ApiServer = dyn Fn(
+        tokio::net::TcpListener,
+        String,
+        tokio_util::sync::CancellationToken,
+    ) -> futures::future::BoxFuture<'static, ()>
+    + Send
+    + Sync;
 
 /// Returns `(access key id, secret)` for a runtime's sandboxes.
 pub type CredentialIssuer = dyn Fn(&str) -> (String, String) + Send + Sync;
@@ -507,10 +519,23 @@ impl Sessions {
             .map_err(|e| Error::Start(e.to_string()))?;
         // Exposed right after start: the agent's interpreter needs far longer to get to its
         // first API call than this takes.
-        if namespaced
-            && let Some(addr) = o.api_addr
-            && let Err(e) = sandbox.expose_host_port(AGENT_API_PORT, addr).await
-        {
+        let exposed = match (&o.api_server, o.api_addr) {
+            (Some(server), Some(_)) if namespaced => {
+                let (server, sandbox_id) = (server.clone(), id.to_owned());
+                sandbox
+                    .serve_inside(AGENT_API_PORT, move |listener, cancel| {
+                        server(listener, sandbox_id, cancel)
+                    })
+                    .await
+                    .map(drop)
+            }
+            (None, Some(addr)) if namespaced => sandbox
+                .expose_host_port(AGENT_API_PORT, addr)
+                .await
+                .map(drop),
+            _ => Ok(()),
+        };
+        if let Err(e) = exposed {
             let _ = sandbox.destroy().await;
             return Err(Error::Start(format!(
                 "cannot expose berth's api inside the sandbox: {e}"

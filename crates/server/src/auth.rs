@@ -1,24 +1,27 @@
-//! SigV4 authentication in front of every route.
+//! SigV4 authentication in front of every route, in three steps so a request that cannot be
+//! authenticated costs no body: first everything the headers show (mechanism, dates, scope, the
+//! access key id, the credential scope's service and region), then the body under its
+//! operation's limit and the listener's budgets of in-flight bytes (`body.rs`), then the
+//! signature over headers and body.
 
 use crate::AppState;
+use crate::body;
+use crate::edge::Context;
 use crate::error::{RequestId, WireError};
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use berth_api::ApiError;
+use berth_api::{ApiError, ErrorKind};
 use berth_auth::Verified;
 use std::time::SystemTime;
 use tracing::info;
 
-/// Largest body accepted (AgentCore's payload limit is 100 MB).
-pub const MAX_BODY: usize = 100 * 1024 * 1024;
-
 /// Bodies larger than this are hashed on the blocking pool so a worker thread never stalls.
 const HASH_INLINE_LIMIT: usize = 256 * 1024;
 
-/// Verifies the signature, then passes the request on with the body buffered and the
-/// [`Verified`] identity in its extensions.
+/// Authenticates the request, then passes it on with the body buffered and the [`Verified`]
+/// identity in its extensions.
 pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let request_id = parts
@@ -43,17 +46,72 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         ))
         .into_response();
     }
-    let bytes = match to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) if s3 => return crate::s3::body_too_large(MAX_BODY, &request_id),
-        Err(_) => {
-            return WireError(ApiError::field(
-                "body",
-                format!("the request body exceeds the {MAX_BODY}-byte limit or could not be read"),
-            ))
-            .into_response();
+    let refused = |e: berth_auth::Error| {
+        // The reason is logged for the operator; the access key id is not a secret, the
+        // signature and secret never reach a log line.
+        info!(code = e.aws_code(), error = %e, "request refused by authentication");
+        if s3 || e.service() == Some(berth_auth::S3_SERVICE) {
+            return crate::s3::auth_error(&e, &request_id);
         }
+        WireError(ApiError::custom(
+            e.aws_code(),
+            e.http_status(),
+            e.aws_message(),
+        ))
+        .into_response()
     };
+
+    // 1. The headers alone: nothing of the body has been read yet.
+    let pre = match berth_auth::precheck(
+        &parts.uri,
+        &parts.headers,
+        state.keys.as_ref(),
+        SystemTime::now(),
+    ) {
+        Ok(p) => p,
+        Err(e) => return refused(e),
+    };
+    // The scope must name this server's region and one of the services it speaks, as AWS
+    // insists; otherwise a signature for another endpoint would be accepted here.
+    let region = &state.control.partition().region;
+    if pre.service != berth_auth::S3_SERVICE && pre.service != berth_auth::AGENTCORE_SERVICE {
+        return WireError(ApiError::custom(
+            "InvalidSignatureException",
+            403,
+            format!(
+                "Credential should be scoped to correct service: '{}'.",
+                berth_auth::AGENTCORE_SERVICE
+            ),
+        ))
+        .into_response();
+    }
+    if &pre.region != region {
+        return WireError(ApiError::custom(
+            "InvalidSignatureException",
+            403,
+            format!("Credential should be scoped to a valid region, not '{}'; this server is in '{region}'.", pre.region),
+        ))
+        .into_response();
+    }
+    let s3 = pre.service == berth_auth::S3_SERVICE;
+
+    // 2. The body, under its operation's limit and within the listener's budgets.
+    let ctx = parts
+        .extensions
+        .get::<Context>()
+        .cloned()
+        .unwrap_or_else(Context::standalone);
+    let limit = ctx
+        .limits
+        .for_request(s3, &parts.method, parts.uri.path(), &parts.headers);
+    let declared = body::declared_length(&parts.headers);
+    let (bytes, _reservation) =
+        match body::read(body, declared, limit, &ctx.budgets, ctx.stall).await {
+            Ok(read) => read,
+            Err(e) => return body_refused(&e, s3, &request_id),
+        };
+
+    // 3. The signature over headers and body.
     let keys = state.keys.clone();
     let (method, uri, headers) = (
         parts.method.clone(),
@@ -81,45 +139,8 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     };
     let verified: Verified = match result {
         Ok(v) => v,
-        Err(e) => {
-            // The reason is logged for the operator; the access key id is not a secret, the
-            // signature and secret never reach a log line.
-            info!(code = e.aws_code(), error = %e, "request refused by authentication");
-            if s3 || e.service() == Some(berth_auth::S3_SERVICE) {
-                return crate::s3::auth_error(&e, &request_id);
-            }
-            return WireError(ApiError::custom(
-                e.aws_code(),
-                e.http_status(),
-                e.aws_message(),
-            ))
-            .into_response();
-        }
+        Err(e) => return refused(e),
     };
-    // The scope must name this server's region and one of the services it speaks, as AWS
-    // insists; otherwise a signature for another endpoint would be accepted here.
-    let region = &state.control.partition().region;
-    if verified.service != berth_auth::S3_SERVICE
-        && verified.service != berth_auth::AGENTCORE_SERVICE
-    {
-        return WireError(ApiError::custom(
-            "InvalidSignatureException",
-            403,
-            format!(
-                "Credential should be scoped to correct service: '{}'.",
-                berth_auth::AGENTCORE_SERVICE
-            ),
-        ))
-        .into_response();
-    }
-    if &verified.region != region {
-        return WireError(ApiError::custom(
-            "InvalidSignatureException",
-            403,
-            format!("Credential should be scoped to a valid region, not '{}'; this server is in '{region}'.", verified.region),
-        ))
-        .into_response();
-    }
     let s3 = verified.service == berth_auth::S3_SERVICE;
     if let berth_auth::Scope::Runtime { runtime_id } = &verified.principal.scope
         && let Err(why) =
@@ -133,10 +154,36 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     }
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(verified);
+    // The body's bytes stay reserved (`_reservation`) until the handler is done with them.
     if s3 {
         return crate::s3::handle(state, req).await;
     }
     next.run(req).await
+}
+
+/// A body that was not read, in the request's protocol.
+fn body_refused(e: &body::Error, s3: bool, request_id: &str) -> Response {
+    info!(error = %e, "request body refused");
+    match e {
+        body::Error::TooLarge { limit } if s3 => crate::s3::body_too_large(*limit, request_id),
+        body::Error::Throttled if s3 => crate::s3::slow_down(request_id),
+        body::Error::Throttled => WireError(ApiError::new(
+            ErrorKind::Throttling,
+            "too many request bytes are in flight; retry later",
+        ))
+        .into_response(),
+        _ if s3 => crate::s3::incomplete_body(request_id),
+        body::Error::TooLarge { limit } => WireError(ApiError::field(
+            "body",
+            format!("the request body exceeds the {limit}-byte limit"),
+        ))
+        .into_response(),
+        body::Error::Stalled(_) | body::Error::Read(_) => WireError(ApiError::field(
+            "body",
+            "the request body could not be read",
+        ))
+        .into_response(),
+    }
 }
 
 /// What credentials injected into a runtime's sandboxes may do: invoke agents (one agent may

@@ -4,8 +4,11 @@
 //! Handlers are thin: extract, validate against the service model, call the domain, convert.
 
 mod auth;
+mod body;
+mod conn;
 mod control_api;
 mod data_api;
+mod edge;
 mod error;
 mod memory_api;
 mod metrics;
@@ -18,9 +21,8 @@ use axum::middleware;
 use berth_auth::KeyLookup;
 use berth_control::Control;
 use std::sync::Arc;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
+pub use edge::{Edge, EdgeOptions, raise_open_files_limit, serve, serve_edge, serve_sandbox};
 pub use error::RequestId;
 pub use metrics::{metrics_router, serve_metrics};
 
@@ -54,12 +56,15 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(error::unknown_operation);
     Router::new()
         .merge(agentcore)
-        // Every request must be SigV4-signed by a known key; the body is buffered (capped) to be
-        // hashed, which AgentCore clients require because they send no payload hash.
-        // The auth layer already buffered the body under its own cap; handlers take it whole.
-        .layer(axum::extract::DefaultBodyLimit::max(auth::MAX_BODY))
+        // The auth layer already buffered the body under its operation's limit (at most the
+        // edge's large-body limit); handlers take it whole rather than apply axum's 2 MB default.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         // Inside authentication: mutations are audited as the verified caller.
         .layer(middleware::from_fn(traffic_api::caller_scope))
+        // Every request must be SigV4-signed by a known key. Everything the headers show is
+        // checked before a byte of the body is read; then the body is buffered under its
+        // operation's limit and the listener's budgets (AgentCore clients send no payload hash,
+        // so the signature needs it), then the signature is verified.
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -67,24 +72,4 @@ pub fn router(state: AppState) -> Router {
         // Outermost: every response, errors included, carries x-amzn-RequestId.
         .layer(middleware::from_fn(error::request_id))
         .with_state(state)
-}
-
-/// Serves `router` on `listener` until `shutdown` is cancelled, then drains connections.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let app = router(state);
-    // Nagle would hold back small writes (an SSE event, the tail of a response) for a delayed
-    // ACK; every byte Berth writes is meant to leave at once.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
 }

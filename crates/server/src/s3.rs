@@ -126,6 +126,29 @@ pub fn body_too_large(limit: usize, request_id: &str) -> Response {
     )
 }
 
+/// A request refused because too many body bytes are in flight, in S3's error format: S3 asks
+/// clients to back off with `SlowDown`, which the AWS SDKs retry.
+pub fn slow_down(request_id: &str) -> Response {
+    xml_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SlowDown",
+        "Please reduce your request rate.",
+        &[],
+        request_id,
+    )
+}
+
+/// A request body that stalled or ended early, in S3's error format.
+pub fn incomplete_body(request_id: &str) -> Response {
+    xml_error(
+        StatusCode::BAD_REQUEST,
+        "IncompleteBody",
+        "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+        &[],
+        request_id,
+    )
+}
+
 /// [`handle`] without the application state, so tests can drive it with a bare store.
 pub(crate) async fn serve(store: &ArtifactStore, req: Request, request_id: &str) -> Response {
     let method = req.method().clone();

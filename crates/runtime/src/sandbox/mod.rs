@@ -467,6 +467,25 @@ impl Sandbox {
         inside_port: u16,
         target: SocketAddr,
     ) -> Result<u16, Error> {
+        let tasks = self.inner.tasks.clone();
+        let port = self
+            .serve_inside(inside_port, move |listener, cancel| {
+                proxy::serve_forward(listener, target, cancel, tasks)
+            })
+            .await?;
+        debug!(sandbox = %self.inner.id, inside_port = port, %target, "host port exposed");
+        Ok(port)
+    }
+
+    /// Listens on `127.0.0.1:<inside_port>` inside the sandbox and runs `serve` on that listener
+    /// (accepting in the host's namespace, like [`Sandbox::expose_host_port`]) until the sandbox
+    /// is destroyed, which cancels the token `serve` is given; returns the port bound. Lets the
+    /// host serve an API to the agent with limits of the sandbox's own.
+    pub async fn serve_inside<F, Fut>(&self, inside_port: u16, serve: F) -> Result<u16, Error>
+    where
+        F: FnOnce(TcpListener, CancellationToken) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let inner = &self.inner;
         if inner.isolation == Isolation::Process {
             return Err(Error::Unsupported(
@@ -487,15 +506,9 @@ impl Sandbox {
             })?;
         let port = listener
             .local_addr()
-            .map_err(|e| Error::io("read the forwarder address", e))?
+            .map_err(|e| Error::io("read the listener address", e))?
             .port();
-        inner.tasks.spawn(proxy::serve_forward(
-            listener,
-            target,
-            inner.cancel.clone(),
-            inner.tasks.clone(),
-        ));
-        debug!(sandbox = %inner.id, inside_port = port, %target, "host port exposed");
+        inner.tasks.spawn(serve(listener, inner.cancel.clone()));
         Ok(port)
     }
 

@@ -1,0 +1,202 @@
+//! `berth serve` flags of the HTTP edge (connection and body limits, timeouts), their `[edge]`
+//! table in the config file, and the hook that serves Berth's API inside each sandbox.
+
+use anyhow::bail;
+use berth_server::{AppState, Edge, EdgeOptions};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Edge limits of `berth serve`. Each is also read from `BERTH_<NAME>` and from the config file's
+/// `[edge]` table (same names, `_` for `-`).
+#[derive(clap::Args, Debug, Default)]
+pub struct EdgeArgs {
+    /// Connections held at once; at the limit idle ones are closed for new ones [default: 4096].
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Time a connection has to send a complete request head, in ms [default: 10000].
+    #[arg(long, env = "BERTH_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// Time a connection may stay without a request in flight, in ms [default: 60000].
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Time a request body may go without a byte arriving, in ms [default: 30000].
+    #[arg(long, env = "BERTH_BODY_STALL_TIMEOUT_MS")]
+    pub body_stall_timeout_ms: Option<u64>,
+    /// Largest body of an invocation or an S3 upload, in MiB [default: 100].
+    #[arg(long, env = "BERTH_LARGE_BODY_MIB")]
+    pub large_body_mib: Option<usize>,
+    /// Largest body of any other operation, in MiB [default: 8].
+    #[arg(long, env = "BERTH_SMALL_BODY_MIB")]
+    pub small_body_mib: Option<usize>,
+    /// Request body bytes held in memory at once, in MiB; more is throttled [default: 1024].
+    #[arg(long, env = "BERTH_BODY_BUDGET_MIB")]
+    pub body_budget_mib: Option<usize>,
+    /// Connections one sandbox may hold to Berth's API at once [default: 64].
+    #[arg(long, env = "BERTH_SANDBOX_MAX_CONNECTIONS")]
+    pub sandbox_max_connections: Option<usize>,
+    /// Request body bytes one sandbox may have in flight, in MiB [default: 256].
+    #[arg(long, env = "BERTH_SANDBOX_BODY_BUDGET_MIB")]
+    pub sandbox_body_budget_mib: Option<usize>,
+}
+
+/// The config file's `[edge]` table.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeFile {
+    max_connections: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    body_stall_timeout_ms: Option<u64>,
+    large_body_mib: Option<usize>,
+    small_body_mib: Option<usize>,
+    body_budget_mib: Option<usize>,
+    sandbox_max_connections: Option<usize>,
+    sandbox_body_budget_mib: Option<usize>,
+}
+
+const MIB: usize = 1024 * 1024;
+
+impl EdgeArgs {
+    /// Flags over the file over the defaults; every value must be at least 1.
+    pub fn resolve(self, file: Option<EdgeFile>) -> anyhow::Result<EdgeOptions> {
+        let file = file.unwrap_or_default();
+        let d = EdgeOptions::default();
+        fn pick<T: Copy + PartialEq + From<u8>>(
+            key: &str,
+            flag: Option<T>,
+            file: Option<T>,
+            default: T,
+        ) -> anyhow::Result<T> {
+            let v = flag.or(file).unwrap_or(default);
+            if v == T::from(0) {
+                bail!("{key}: must be at least 1");
+            }
+            Ok(v)
+        }
+        let ms = |key, flag, file, default: Duration| -> anyhow::Result<Duration> {
+            let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+            Ok(Duration::from_millis(pick(key, flag, file, default)?))
+        };
+        let mib = |key, flag, file, default: usize| -> anyhow::Result<usize> {
+            pick(key, flag, file, default / MIB)?
+                .checked_mul(MIB)
+                .ok_or_else(|| anyhow::anyhow!("{key}: too large"))
+        };
+        let opts = EdgeOptions {
+            max_connections: pick(
+                "max_connections",
+                self.max_connections,
+                file.max_connections,
+                d.max_connections,
+            )?,
+            header_read_timeout: ms(
+                "header_timeout_ms",
+                self.header_timeout_ms,
+                file.header_timeout_ms,
+                d.header_read_timeout,
+            )?,
+            idle_timeout: ms(
+                "idle_timeout_ms",
+                self.idle_timeout_ms,
+                file.idle_timeout_ms,
+                d.idle_timeout,
+            )?,
+            body_stall_timeout: ms(
+                "body_stall_timeout_ms",
+                self.body_stall_timeout_ms,
+                file.body_stall_timeout_ms,
+                d.body_stall_timeout,
+            )?,
+            large_body_limit: mib(
+                "large_body_mib",
+                self.large_body_mib,
+                file.large_body_mib,
+                d.large_body_limit,
+            )?,
+            small_body_limit: mib(
+                "small_body_mib",
+                self.small_body_mib,
+                file.small_body_mib,
+                d.small_body_limit,
+            )?,
+            body_budget: mib(
+                "body_budget_mib",
+                self.body_budget_mib,
+                file.body_budget_mib,
+                d.body_budget,
+            )?,
+            sandbox_max_connections: pick(
+                "sandbox_max_connections",
+                self.sandbox_max_connections,
+                file.sandbox_max_connections,
+                d.sandbox_max_connections,
+            )?,
+            sandbox_body_budget: mib(
+                "sandbox_body_budget_mib",
+                self.sandbox_body_budget_mib,
+                file.sandbox_body_budget_mib,
+                d.sandbox_body_budget,
+            )?,
+        };
+        if opts.body_budget < opts.large_body_limit {
+            bail!("body_budget_mib: must hold at least one body of large_body_mib");
+        }
+        Ok(opts)
+    }
+}
+
+/// The hook sessions call to serve Berth's API inside a sandbox, and the sender that hands it the
+/// server's state once that exists (sessions are built before the state that contains them; a
+/// sandbox started in between waits for it).
+pub fn sandbox_api(
+    edge: Edge,
+) -> (
+    Arc<berth_runtime::session::ApiServer>,
+    tokio::sync::watch::Sender<Option<AppState>>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(None::<AppState>);
+    let server = move |listener: tokio::net::TcpListener,
+                       sandbox: String,
+                       cancel: tokio_util::sync::CancellationToken| {
+        let (edge, mut rx) = (edge.clone(), rx.clone());
+        let served = async move {
+            let state = tokio::select! {
+                _ = cancel.cancelled() => return,
+                s = rx.wait_for(Option::is_some) => match s {
+                    Ok(s) => s.clone(),
+                    Err(_) => return,
+                },
+            };
+            let Some(state) = state else { return };
+            berth_server::serve_sandbox(listener, state, edge, sandbox, cancel).await;
+        };
+        Box::pin(served) as futures::future::BoxFuture<'static, ()>
+    };
+    (Arc::new(server), tx)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_zero_is_refused() {
+        let file: EdgeFile = toml::from_str("max_connections = 10\nsmall_body_mib = 2").unwrap();
+        let args = EdgeArgs {
+            max_connections: Some(20),
+            ..EdgeArgs::default()
+        };
+        let o = args.resolve(Some(file)).unwrap();
+        assert_eq!(o.max_connections, 20);
+        assert_eq!(o.small_body_limit, 2 * MIB);
+        assert_eq!(o.large_body_limit, 100 * MIB);
+        let zero = EdgeArgs {
+            header_timeout_ms: Some(0),
+            ..EdgeArgs::default()
+        };
+        let err = zero.resolve(None).unwrap_err().to_string();
+        assert!(err.starts_with("header_timeout_ms"), "{err}");
+    }
+}

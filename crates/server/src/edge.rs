@@ -1,0 +1,368 @@
+//! The listener side of the edge: accepting connections, bounding how many there are and how long
+//! they may say nothing, and handing every request the body limits of the listener it came in on.
+//!
+//! Two kinds of listener share this code: Berth's own ([`serve_edge`]) and the one exposed inside
+//! each namespaced sandbox ([`serve_sandbox`]), which has its own connection limit and its own
+//! budget of in-flight body bytes on top of the server's, so one agent cannot use up either for
+//! everyone else. What happens per request (authentication from the headers, then the body under
+//! its limits, then the signature) is in `auth.rs`.
+
+use crate::AppState;
+use crate::body::{Budget, Limits};
+use crate::conn::{Registry, Slot};
+use axum::Router;
+use axum::body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+
+/// Limits of the HTTP edge. The defaults suit a single-node server; every one is a `berth serve`
+/// flag.
+#[derive(Clone, Debug)]
+pub struct EdgeOptions {
+    /// Connections Berth's listener holds at once. At the limit an idle connection is closed to
+    /// admit a new one (see `conn.rs`). Lowered at start if the open-files limit cannot hold it.
+    pub max_connections: usize,
+    /// How long a connection may take to send a complete request head, counted from when Berth
+    /// starts waiting for it: from accept, and on a kept-alive connection from the end of the
+    /// previous response (hyper runs one timer for both).
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay with no request in flight before it is closed.
+    pub idle_timeout: Duration,
+    /// How long a request body may go without delivering a byte.
+    pub body_stall_timeout: Duration,
+    /// Largest body of InvokeAgentRuntime, PutObject and UploadPart.
+    pub large_body_limit: usize,
+    /// Largest body of every other operation.
+    pub small_body_limit: usize,
+    /// Body bytes all requests together may hold in memory before new ones are throttled.
+    pub body_budget: usize,
+    /// Connections one sandbox's listener holds at once.
+    pub sandbox_max_connections: usize,
+    /// Body bytes one sandbox's requests may hold at once (also counted in `body_budget`).
+    pub sandbox_body_budget: usize,
+}
+
+const MIB: usize = 1024 * 1024;
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_stall_timeout: Duration::from_secs(30),
+            // AgentCore's payload limit.
+            large_body_limit: 100 * MIB,
+            // Far above any JSON document of the AgentCore model (a runtime with every field at
+            // its maximum is well under 1 MiB), far below what would hurt to hold.
+            small_body_limit: 8 * MIB,
+            body_budget: 1024 * MIB,
+            sandbox_max_connections: 64,
+            sandbox_body_budget: 256 * MIB,
+        }
+    }
+}
+
+/// The edge's shared state: its options and the server-wide body budget. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Edge {
+    opts: Arc<EdgeOptions>,
+    budget: Budget,
+}
+
+impl Edge {
+    /// An edge with a fresh server-wide budget.
+    pub fn new(opts: EdgeOptions) -> Self {
+        Self {
+            budget: Budget::new(opts.body_budget),
+            opts: Arc::new(opts),
+        }
+    }
+
+    /// The options the edge was built with.
+    pub fn options(&self) -> &EdgeOptions {
+        &self.opts
+    }
+
+    /// Body bytes of the server-wide budget not reserved now.
+    pub fn budget_available(&self) -> usize {
+        self.budget.available()
+    }
+
+    fn context(&self, budgets: Vec<Budget>) -> Context {
+        Context {
+            limits: Limits {
+                large: self.opts.large_body_limit,
+                small: self.opts.small_body_limit,
+            },
+            budgets: budgets.into(),
+            stall: self.opts.body_stall_timeout,
+        }
+    }
+}
+
+/// What the request path needs to know about the listener a request came in on; a request
+/// extension set for every request.
+#[derive(Clone, Debug)]
+pub(crate) struct Context {
+    pub(crate) limits: Limits,
+    /// Every budget a body must fit in, narrowest first.
+    pub(crate) budgets: Arc<[Budget]>,
+    pub(crate) stall: Duration,
+}
+
+impl Context {
+    /// For a request that came in without one: the router served outside [`serve_edge`] (unit
+    /// tests drive it directly). The default limits with a budget of its own.
+    pub(crate) fn standalone() -> Self {
+        Edge::new(EdgeOptions::default()).context(Vec::new())
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, once per process, and returns the soft
+/// limit now in force. Every connection is a file; the default soft limit (often 1024) would make
+/// accept fail long before the connection limit can shed anything.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        lim.current = lim.maximum;
+        setrlimit(Resource::Nofile, lim.clone())?;
+    }
+    Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
+}
+
+/// The connection limit the open-files limit can hold: a quarter of the descriptors (at least 256)
+/// stay for the store, logs, sandboxes and their listeners.
+fn connection_limit(wanted: usize, open_files: u64) -> usize {
+    let open_files = usize::try_from(open_files).unwrap_or(usize::MAX);
+    let reserve = (open_files / 4).max(256);
+    wanted.min(open_files.saturating_sub(reserve).max(1))
+}
+
+/// Serves Berth's API on `listener` with the default edge options until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve_edge(listener, state, Edge::new(EdgeOptions::default()), shutdown).await
+}
+
+/// Serves Berth's API on `listener` under `edge`'s limits until `shutdown` is cancelled; then
+/// stops accepting, closes idle connections, lets requests in flight finish and returns when the
+/// last connection has closed.
+pub async fn serve_edge(
+    listener: TcpListener,
+    state: AppState,
+    edge: Edge,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let open_files = match raise_open_files_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(error = %e, "cannot raise the open-files limit");
+            rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                .current
+                .unwrap_or(u64::MAX)
+        }
+    };
+    let max = connection_limit(edge.opts.max_connections, open_files);
+    if max < edge.opts.max_connections {
+        warn!(
+            wanted = edge.opts.max_connections,
+            max, open_files, "connection limit lowered to what the open-files limit holds"
+        );
+    }
+    let ctx = edge.context(vec![edge.budget.clone()]);
+    let listen = Listen {
+        app: crate::router(state),
+        registry: Arc::new(Registry::new(max)),
+        ctx,
+        opts: edge.opts.clone(),
+        origin: "server",
+    };
+    listen.run(listener, shutdown).await;
+    Ok(())
+}
+
+/// Serves Berth's API on a listener inside sandbox `sandbox` (see
+/// `berth_runtime::sandbox::Sandbox::serve_inside`) under the sandbox's own connection limit and
+/// body budget, both within the server's, until `shutdown` is cancelled.
+pub async fn serve_sandbox(
+    listener: TcpListener,
+    state: AppState,
+    edge: Edge,
+    sandbox: String,
+    shutdown: CancellationToken,
+) {
+    let own = Budget::new(edge.opts.sandbox_body_budget);
+    let ctx = edge.context(vec![own, edge.budget.clone()]);
+    let listen = Listen {
+        app: crate::router(state),
+        registry: Arc::new(Registry::new(edge.opts.sandbox_max_connections)),
+        ctx,
+        opts: edge.opts.clone(),
+        origin: "sandbox",
+    };
+    let span = tracing::debug_span!("sandbox_listener", %sandbox);
+    tracing::Instrument::instrument(listen.run(listener, shutdown), span).await;
+}
+
+/// One listener being served.
+struct Listen {
+    app: Router,
+    registry: Arc<Registry>,
+    ctx: Context,
+    opts: Arc<EdgeOptions>,
+    origin: &'static str,
+}
+
+impl Listen {
+    async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
+        let conns = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => r,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    self.accept_failed(&e).await;
+                    continue;
+                }
+            };
+            let Some(slot) = self.registry.admit() else {
+                // Every connection has a request in flight: this one is closed unserved.
+                debug!(
+                    origin = self.origin,
+                    "connection refused: every connection is busy"
+                );
+                continue;
+            };
+            // Nagle would hold back small writes (an SSE event, the tail of a response) for a
+            // delayed ACK; every byte Berth writes is meant to leave at once.
+            if let Err(e) = stream.set_nodelay(true) {
+                debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            conns.spawn(serve_connection(
+                stream,
+                self.app.clone(),
+                self.ctx.clone(),
+                slot,
+                self.registry.clone(),
+                self.opts.clone(),
+                shutdown.clone(),
+            ));
+        }
+        info!(
+            origin = self.origin,
+            open = self.registry.len(),
+            shed = self.registry.shed_count(),
+            refused = self.registry.refused_count(),
+            "listener closed, draining connections"
+        );
+        conns.close();
+        conns.wait().await;
+    }
+
+    /// Out of descriptors (or another transient accept error): give one back by shedding an
+    /// idle connection; if none is idle, wait a moment rather than spin on the same error.
+    async fn accept_failed(&self, e: &std::io::Error) {
+        let shed = self.registry.shed_one();
+        warn!(origin = self.origin, error = %e, shed, "accept failed");
+        if !shed {
+            // A backoff, not a synchronisation: the condition is outside the process.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Serves one connection until it ends, is shed, idles out, or the server shuts down.
+async fn serve_connection(
+    stream: TcpStream,
+    app: Router,
+    ctx: Context,
+    slot: Arc<Slot>,
+    registry: Arc<Registry>,
+    opts: Arc<EdgeOptions>,
+    shutdown: CancellationToken,
+) {
+    let service = {
+        let slot = slot.clone();
+        tower::service_fn(move |mut req: http::Request<Incoming>| {
+            // Held until the response body has been sent: a connection streaming an answer is
+            // busy, never idle, so it is neither shed nor timed out.
+            let in_flight = slot.begin();
+            // The listener's limits and budgets travel with the request to the auth layer.
+            req.extensions_mut().insert(ctx.clone());
+            let app = app.clone();
+            async move {
+                let resp = app.oneshot(req.map(Body::new)).await?;
+                Ok::<_, std::convert::Infallible>(resp.map(move |body| {
+                    Body::new(body.map_frame(move |frame| {
+                        let _held = &in_flight;
+                        frame
+                    }))
+                }))
+            }
+        })
+    };
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        // Slowloris: a head that does not arrive in time closes the connection, whether it is a
+        // new connection's first request or a kept-alive one's next.
+        .header_read_timeout(opts.header_read_timeout)
+        .keep_alive(true);
+    let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    debug!(error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            // Another connection needed the room; this one had nothing in flight.
+            _ = slot.shed() => break,
+            _ = slot.idle_for(opts.idle_timeout) => {
+                debug!("idle connection closed");
+                break;
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                if !slot.busy() {
+                    break;
+                }
+                // Finish the request in flight, then close.
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+        }
+    }
+    registry.remove(&slot);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_limit_leaves_descriptors_for_everything_else() {
+        assert_eq!(connection_limit(4096, 20_000), 4096);
+        assert_eq!(connection_limit(4096, 1024), 768);
+        assert_eq!(connection_limit(100_000, 20_000), 15_000);
+        assert_eq!(connection_limit(10, 100), 1);
+    }
+}

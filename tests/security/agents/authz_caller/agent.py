@@ -12,6 +12,7 @@ import os
 import uuid
 
 import boto3
+from botocore.config import Config
 from bedrock_agentcore.runtime import BedrockAgentCoreApp
 
 app = BedrockAgentCoreApp()
@@ -22,7 +23,7 @@ def _client():
         "bedrock-agentcore",
         endpoint_url=os.environ["AWS_ENDPOINT_URL_BEDROCK_AGENTCORE"],
         region_name=os.environ["AWS_REGION"],
-        config=boto3.session.Config(retries={"total_max_attempts": 1}, read_timeout=60),
+        config=Config(retries={"total_max_attempts": 1}, read_timeout=60),
     )
 
 

@@ -100,7 +100,11 @@ pub async fn keys(cmd: KeysCmd, args: ClientArgs) -> anyhow::Result<()> {
             if args.json {
                 print_json(&v);
             } else {
-                println!("access key {} created ({})", s(&v["accessKeyId"]), s(&v["name"]));
+                println!(
+                    "access key {} created ({})",
+                    s(&v["accessKeyId"]),
+                    s(&v["name"])
+                );
                 println!("the secret is shown only now; store it safely:");
                 println!("export AWS_ACCESS_KEY_ID={}", s(&v["accessKeyId"]));
                 println!("export AWS_SECRET_ACCESS_KEY={}", s(&v["secretAccessKey"]));
@@ -127,7 +131,10 @@ pub async fn keys(cmd: KeysCmd, args: ClientArgs) -> anyhow::Result<()> {
                             .collect()
                     })
                     .unwrap_or_default();
-                print_table(&["ACCESS KEY ID", "NAME", "STATUS", "CREATED", "REVOKED"], rows);
+                print_table(
+                    &["ACCESS KEY ID", "NAME", "STATUS", "CREATED", "REVOKED"],
+                    rows,
+                );
             }
         }
         KeysCmd::Revoke { id } => {
@@ -155,7 +162,11 @@ pub async fn roles(cmd: RolesCmd, args: ClientArgs) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let body = json!({ "policies": policies });
             let v = c
-                .call("PUT", &format!("/berth/v1/roles/{}", seg(&name)), Some(&body))
+                .call(
+                    "PUT",
+                    &format!("/berth/v1/roles/{}", seg(&name)),
+                    Some(&body),
+                )
                 .await?;
             if !args.json {
                 println!("role {} ({}) saved", s(&v["roleName"]), s(&v["roleArn"]));

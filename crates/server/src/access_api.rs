@@ -35,7 +35,10 @@ async fn list_roles(State(s): State<AppState>) -> Result<Response, WireError> {
 }
 
 /// `GET /berth/v1/roles/{role}` (a name or an ARN).
-async fn get_role(State(s): State<AppState>, Path(role): Path<String>) -> Result<Response, WireError> {
+async fn get_role(
+    State(s): State<AppState>,
+    Path(role): Path<String>,
+) -> Result<Response, WireError> {
     Ok(ok(s.control.get_role(&role).await?))
 }
 
@@ -80,7 +83,9 @@ async fn create_key(State(s): State<AppState>, body: Bytes) -> Result<Response, 
         Some(Value::String(n)) if !n.is_empty() && n.len() <= 128 => n,
         None => creds.access_key_id.clone(),
         Some(_) => {
-            return Err(ApiError::field("name", "the name must be a string of 1-128 characters").into());
+            return Err(
+                ApiError::field("name", "the name must be a string of 1-128 characters").into(),
+            );
         }
     };
     let mut out = s
@@ -97,7 +102,10 @@ async fn list_keys(State(s): State<AppState>) -> Result<Response, WireError> {
 }
 
 /// `DELETE /berth/v1/keys/{id}`.
-async fn revoke_key(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, WireError> {
+async fn revoke_key(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, WireError> {
     Ok(ok(s.control.revoke_access_key(&id).await?))
 }
 

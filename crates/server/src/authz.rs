@@ -75,7 +75,7 @@ pub struct Classified {
 }
 
 impl Classified {
-    fn one(action: &str, resource: impl Into<String>) -> Self {
+    fn one(action: &str, resource: String) -> Self {
         Self {
             checks: vec![Operation::new(action, resource)],
             audit: None,
@@ -162,7 +162,9 @@ fn runtime_arn(p: &Partition, seg: &str) -> String {
 
 fn memory_arn(p: &Partition, seg: &str) -> String {
     let raw = decode(seg);
-    let id = raw.rsplit_once(":memory/").map_or(raw.as_str(), |(_, id)| id);
+    let id = raw
+        .rsplit_once(":memory/")
+        .map_or(raw.as_str(), |(_, id)| id);
     format!(
         "arn:aws:bedrock-agentcore:{}:{}:memory/{id}",
         p.region, p.account_id
@@ -315,9 +317,10 @@ pub fn operations(
         (Method::GET, ["memories", m, "memoryRecord", _]) => {
             one("bedrock-agentcore:GetMemoryRecord", memory_arn(p, m))
         }
-        (Method::POST, ["memories", m, "extractionJobs"]) => {
-            one("bedrock-agentcore:ListMemoryExtractionJobs", memory_arn(p, m))
-        }
+        (Method::POST, ["memories", m, "extractionJobs"]) => one(
+            "bedrock-agentcore:ListMemoryExtractionJobs",
+            memory_arn(p, m),
+        ),
         (Method::POST, ["memories", m, "extractionJobs", "start"]) => one(
             "bedrock-agentcore:StartMemoryExtractionJob",
             memory_arn(p, m),
@@ -361,16 +364,16 @@ pub fn operations(
             )
         }
         (Method::GET, ["berth", "v1", "audit"] | ["berth", "v1", "audit", "verify"]) => {
-            one("berth:ReadAuditLog", "*")
+            one("berth:ReadAuditLog", "*".into())
         }
-        (Method::GET, ["berth", "v1", "metrics"]) => one("berth:GetMetrics", "*"),
+        (Method::GET, ["berth", "v1", "metrics"]) => one("berth:GetMetrics", "*".into()),
         (m, ["berth", "v1", "roles", rest @ ..]) => {
             let role = |n: &str| format!("arn:aws:iam::{}:role/{}", p.account_id, decode(n));
             match (m, rest) {
                 (Method::GET, [] | [""]) => one("berth:ListRoles", role("*")),
-                (Method::GET, [n]) => one("berth:GetRole", role(n)),
-                (Method::PUT, [n]) => one("berth:PutRole", role(n)),
-                (Method::DELETE, [n]) => one("berth:DeleteRole", role(n)),
+                (Method::GET, [n]) => one("berth:GetRole", role(*n)),
+                (Method::PUT, [n]) => one("berth:PutRole", role(*n)),
+                (Method::DELETE, [n]) => one("berth:DeleteRole", role(*n)),
                 _ => Classified::default(),
             }
         }
@@ -385,7 +388,7 @@ pub fn operations(
             match (m, rest) {
                 (Method::GET, [] | [""]) => one("berth:ListAccessKeys", key("*")),
                 (Method::POST, [] | [""]) => one("berth:CreateAccessKey", key("*")),
-                (Method::DELETE, [id]) => one("berth:RevokeAccessKey", key(id)),
+                (Method::DELETE, [id]) => one("berth:RevokeAccessKey", key(*id)),
                 _ => Classified::default(),
             }
         }
@@ -403,7 +406,7 @@ fn s3_operations(
     let rest = path.trim_start_matches('/');
     if rest.is_empty() {
         return match *method {
-            Method::GET => Classified::one("s3:ListAllMyBuckets", "arn:aws:s3:::*"),
+            Method::GET => Classified::one("s3:ListAllMyBuckets", "arn:aws:s3:::*".into()),
             _ => Classified::default(),
         };
     }
@@ -492,7 +495,10 @@ impl Refusal {
                 let because = if *explicit {
                     "with an explicit deny in an identity-based policy".to_owned()
                 } else {
-                    format!("because no identity-based policy allows the {} action", op.action)
+                    format!(
+                        "because no identity-based policy allows the {} action",
+                        op.action
+                    )
                 };
                 format!(
                     "User: {principal} is not authorized to perform: {} on resource: {} {because}",
@@ -589,9 +595,10 @@ async fn identity(state: &AppState, scope: &Scope) -> Result<Option<Identity>, R
                 "bedrock-agentcore:SourceRuntimeArn",
                 p.runtime_arn(runtime_id),
             );
-            let role = control.role(&role_arn).await.map_err(|_| {
-                Refusal::Unrecognized("the runtime's role cannot be read".into())
-            })?;
+            let role = control
+                .role(&role_arn)
+                .await
+                .map_err(|_| Refusal::Unrecognized("the runtime's role cannot be read".into()))?;
             let (arn, policies) = match role {
                 Some(r) => (r.arn.clone(), parse_stored(&r.policies, &r.arn)),
                 None => {
@@ -773,8 +780,7 @@ pub async fn pass_role(
     input: &Value,
     request_id: &str,
 ) -> Result<(), ApiError> {
-    let (Some(v), Some(role_arn)) = (verified, input.get("roleArn").and_then(Value::as_str))
-    else {
+    let (Some(v), Some(role_arn)) = (verified, input.get("roleArn").and_then(Value::as_str)) else {
         return Ok(());
     };
     let Some(role) = state.control.role(role_arn).await? else {
@@ -789,13 +795,16 @@ pub async fn pass_role(
         },
         Err(r) => r,
     };
-    Caller::new(v.principal.access_key_id.clone(), Some(request_id.to_owned()))
-        .scope(state.control.audit_event(
-            DENIED_ACTION,
-            &op.resource,
-            json!({ "action": op.action, "reason": refusal.message() }),
-        ))
-        .await;
+    Caller::new(
+        v.principal.access_key_id.clone(),
+        Some(request_id.to_owned()),
+    )
+    .scope(state.control.audit_event(
+        DENIED_ACTION,
+        &op.resource,
+        json!({ "action": op.action, "reason": refusal.message() }),
+    ))
+    .await;
     Err(ApiError::new(ErrorKind::AccessDenied, refusal.message()))
 }
 
@@ -834,9 +843,19 @@ mod tests {
     #[test]
     fn requests_map_to_aws_actions_and_canonical_arns() {
         let rt = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/a-0123456789";
-        let by_id = ops(false, Method::POST, "/runtimes/a-0123456789/invocations", None);
+        let by_id = ops(
+            false,
+            Method::POST,
+            "/runtimes/a-0123456789/invocations",
+            None,
+        );
         let encoded = rt.replace(':', "%3A").replace('/', "%2F");
-        let by_arn = ops(false, Method::POST, &format!("/runtimes/{encoded}/invocations"), None);
+        let by_arn = ops(
+            false,
+            Method::POST,
+            &format!("/runtimes/{encoded}/invocations"),
+            None,
+        );
         assert_eq!(by_id, by_arn);
         assert_eq!(
             by_id.checks,
@@ -853,7 +872,12 @@ mod tests {
             &h,
         );
         assert_eq!(with_user.checks[1].action, INVOKE_FOR_USER);
-        let mem = ops(false, Method::POST, "/memories/m-1/memoryRecords/batchCreate", None);
+        let mem = ops(
+            false,
+            Method::POST,
+            "/memories/m-1/memoryRecords/batchCreate",
+            None,
+        );
         assert_eq!(
             mem.audit,
             Some((
@@ -861,8 +885,15 @@ mod tests {
                 "arn:aws:bedrock-agentcore:us-east-1:123456789012:memory/m-1".into()
             ))
         );
-        assert_eq!(ops(false, Method::POST, "/memories/m-1/events", None).audit, None);
-        assert!(ops(false, Method::PATCH, "/runtimes/x/", None).checks.is_empty());
+        assert_eq!(
+            ops(false, Method::POST, "/memories/m-1/events", None).audit,
+            None
+        );
+        assert!(
+            ops(false, Method::PATCH, "/runtimes/x/", None)
+                .checks
+                .is_empty()
+        );
         assert!(ops(false, Method::GET, "/nowhere", None).checks.is_empty());
     }
 
@@ -872,7 +903,12 @@ mod tests {
         assert_eq!(put.checks[0].action, "s3:PutObject");
         assert_eq!(put.checks[0].resource, "arn:aws:s3:::code/agent v1.zip");
         assert_eq!(put.audit.as_ref().map(|a| a.0.as_str()), Some("PutObject"));
-        let part = ops(true, Method::PUT, "/code/k", Some("partNumber=1&uploadId=u"));
+        let part = ops(
+            true,
+            Method::PUT,
+            "/code/k",
+            Some("partNumber=1&uploadId=u"),
+        );
         assert_eq!(part.audit, None);
         let complete = ops(true, Method::POST, "/code/k", Some("uploadId=u"));
         assert_eq!(
@@ -888,9 +924,15 @@ mod tests {
             Some("DeleteBucket".into())
         );
         let mut h = HeaderMap::new();
-        h.insert("x-amz-copy-source", "/src/a%2Fb?versionId=1".parse().unwrap());
+        h.insert(
+            "x-amz-copy-source",
+            "/src/a%2Fb?versionId=1".parse().unwrap(),
+        );
         let copy = operations(&part(), true, &Method::PUT, "/dst/k", None, &h);
-        assert_eq!(copy.checks[1], Operation::new("s3:GetObject", "arn:aws:s3:::src/a/b"));
+        assert_eq!(
+            copy.checks[1],
+            Operation::new("s3:GetObject", "arn:aws:s3:::src/a/b")
+        );
     }
 
     #[test]
@@ -910,7 +952,10 @@ mod tests {
         };
         let mem = memory_arn(&p, "mem-1");
         assert!(allowed("bedrock-agentcore:CreateEvent", &mem));
-        assert!(!allowed("bedrock-agentcore:CreateEvent", &memory_arn(&p, "mem-2")));
+        assert!(!allowed(
+            "bedrock-agentcore:CreateEvent",
+            &memory_arn(&p, "mem-2")
+        ));
         assert!(!allowed("bedrock-agentcore:DeleteMemory", &mem));
         assert!(allowed(
             "bedrock-agentcore:StopRuntimeSession",

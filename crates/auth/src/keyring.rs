@@ -142,6 +142,7 @@ impl KeyLookup for KeyRing {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -276,6 +276,7 @@ impl Control {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::role_name;
 

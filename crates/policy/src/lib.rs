@@ -438,4 +438,5 @@ impl Statement {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

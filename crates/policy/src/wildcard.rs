@@ -34,6 +34,7 @@ pub fn matches(pattern: &str, text: &str, ignore_case: bool) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::matches;
 

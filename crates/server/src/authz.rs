@@ -826,6 +826,7 @@ fn refusal_response(r: &Refusal, s3: bool, request_id: &str) -> Response {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -171,6 +171,7 @@ pub(crate) async fn access_keys(pool: &SqlitePool) -> Result<Vec<AccessKeyRow>, 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::{ControlStore, SqliteStore, Write};

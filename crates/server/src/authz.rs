@@ -904,13 +904,13 @@ mod tests {
         assert_eq!(put.checks[0].action, "s3:PutObject");
         assert_eq!(put.checks[0].resource, "arn:aws:s3:::code/agent v1.zip");
         assert_eq!(put.audit.as_ref().map(|a| a.0.as_str()), Some("PutObject"));
-        let part = ops(
+        let upload_part = ops(
             true,
             Method::PUT,
             "/code/k",
             Some("partNumber=1&uploadId=u"),
         );
-        assert_eq!(part.audit, None);
+        assert_eq!(upload_part.audit, None);
         let complete = ops(true, Method::POST, "/code/k", Some("uploadId=u"));
         assert_eq!(
             complete.audit.map(|a| a.0),

@@ -72,6 +72,11 @@ pub enum Scope {
         /// The runtime the credentials were issued for.
         runtime_id: String,
     },
+    /// An access key minted for a person or CI; its policy is in the store.
+    AccessKey {
+        /// The access key id.
+        key_id: String,
+    },
 }
 
 /// A signing identity known to the server, with what it may do.

@@ -29,7 +29,7 @@ mod verify;
 
 pub use credentials::{ACCESS_KEY_ID_PREFIX, Credentials, KeyLookup, Principal, Scope, StaticKeys};
 pub use error::Error;
-pub use keyring::{KeyRing, RUNTIME_KEY_PREFIX};
+pub use keyring::{ACCESS_KEY_PREFIX, KeyRing, RUNTIME_KEY_PREFIX};
 pub use parse::{AuthHeader, parse_authorization};
 pub use sign::{sign, sign_with_session_token};
 pub use verify::{MAX_CLOCK_SKEW, Payload, Prechecked, Verified, precheck, verify};

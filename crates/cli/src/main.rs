@@ -14,6 +14,7 @@ mod commands;
 mod datadir;
 mod model;
 mod edge_args;
+mod keys;
 mod rollout;
 mod serve;
 
@@ -146,6 +147,20 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Access keys for people and CI, each with a policy: create, list, revoke.
+    Keys {
+        #[command(subcommand)]
+        cmd: keys::KeysCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Roles runtimes act as (their roleArn), each with IAM policy documents.
+    Roles {
+        #[command(subcommand)]
+        cmd: keys::RolesCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// The hash-chained audit log of every mutation.
     Audit {
         #[command(flatten)]
@@ -183,6 +198,8 @@ fn main() -> ExitCode {
             Command::Rollout { cmd, client } => rollout::rollout(cmd, client).await,
             Command::Rollback { rollback, client } => rollout::rollback(rollback, client).await,
             Command::Audit { audit, client } => rollout::audit(audit, client).await,
+            Command::Keys { cmd, client } => keys::keys(cmd, client).await,
+            Command::Roles { cmd, client } => keys::roles(cmd, client).await,
             Command::Deploy { deploy, client } => agents::deploy(deploy, client).await,
             Command::Invoke { invoke, client } => agents::invoke(invoke, client).await,
             Command::Sessions { cmd, client } => agents::sessions(cmd, client).await,

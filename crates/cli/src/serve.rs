@@ -858,6 +858,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = berth_server::AppState {
         control: control.clone(),
         keys: keys.clone(),
+        ring: keys.clone(),
         sessions: sessions.clone(),
         artifacts,
         memory: memory.clone(),

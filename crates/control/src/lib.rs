@@ -16,6 +16,7 @@
 //! assignments, drains: [`traffic`]), per-version health ([`health`]), rollouts driven by the
 //! [`Controller`] ([`rollout`]) and a hash-chained audit log of every mutation ([`audit`]).
 
+pub mod access;
 pub mod audit;
 mod controller;
 mod deployer;

@@ -23,7 +23,7 @@ const HASH_INLINE_LIMIT: usize = 256 * 1024;
 /// Authenticates the request, then passes it on with the body buffered and the [`Verified`]
 /// identity in its extensions.
 pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let request_id = parts
         .extensions
         .get::<RequestId>()
@@ -142,15 +142,12 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         Err(e) => return refused(e),
     };
     let s3 = verified.service == berth_auth::S3_SERVICE;
-    if let berth_auth::Scope::Runtime { runtime_id } = &verified.principal.scope
-        && let Err(why) =
-            runtime_scope_allows(&state, runtime_id, s3, &parts.method, parts.uri.path()).await
-    {
-        info!(%runtime_id, path = %parts.uri.path(), "runtime credentials refused");
-        if s3 {
-            return crate::s3::access_denied(&why, &request_id);
+    // Authorization (roles, access keys, runtime credentials): see `crate::authz`.
+    match crate::authz::authorize(&state, &verified, &parts, s3, &request_id).await {
+        Ok(granted) => {
+            parts.extensions.insert(granted);
         }
-        return WireError(ApiError::new(berth_api::ErrorKind::AccessDenied, why)).into_response();
+        Err(refused) => return refused,
     }
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(verified);
@@ -184,72 +181,4 @@ fn body_refused(e: &body::Error, s3: bool, request_id: &str) -> Response {
         ))
         .into_response(),
     }
-}
-
-/// What credentials injected into a runtime's sandboxes may do: invoke agents (one agent may
-/// call another), stop its own runtime's sessions, and use the data plane of the memories its
-/// configuration names (a memory id in its environment variables). Nothing of the control plane,
-/// the artifact store, or the native admin API.
-async fn runtime_scope_allows(
-    state: &AppState,
-    runtime_id: &str,
-    s3: bool,
-    method: &axum::http::Method,
-    path: &str,
-) -> Result<(), String> {
-    let refused = || {
-        Err(format!(
-            "credentials issued to runtime {runtime_id} may only invoke agents and use the data plane of that runtime's memories"
-        ))
-    };
-    if s3 {
-        return refused();
-    }
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segs.as_slice() {
-        ["runtimes", _, "invocations"] if method == axum::http::Method::POST => Ok(()),
-        ["runtimes", target, "stopruntimesession"] if method == axum::http::Method::POST => {
-            let decoded = percent_encoding::percent_decode_str(target).decode_utf8_lossy();
-            if decoded == runtime_id || decoded.ends_with(&format!(":runtime/{runtime_id}")) {
-                Ok(())
-            } else {
-                refused()
-            }
-        }
-        ["memories", memory_id, rest @ ..] | ["berth", "v1", "memories", memory_id, rest @ ..]
-            if !rest.is_empty() && !matches!(rest, ["details"] | ["update"] | ["delete"]) =>
-        {
-            if runtime_memories(state, runtime_id)
-                .await
-                .iter()
-                .any(|m| m == memory_id)
-            {
-                Ok(())
-            } else {
-                refused()
-            }
-        }
-        _ => refused(),
-    }
-}
-
-/// Memory ids a runtime's latest configuration names in its environment variables (the way the
-/// starter toolkit passes `BEDROCK_AGENTCORE_MEMORY_ID`).
-async fn runtime_memories(state: &AppState, runtime_id: &str) -> Vec<String> {
-    let store = state.control.store();
-    let Ok(Some(rt)) = store.runtime(runtime_id).await else {
-        return Vec::new();
-    };
-    let Ok(Some(v)) = store.version(runtime_id, rt.latest_version).await else {
-        return Vec::new();
-    };
-    v.spec
-        .get("environmentVariables")
-        .and_then(|e| e.as_object())
-        .map(|m| {
-            m.values()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }

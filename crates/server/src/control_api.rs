@@ -91,10 +91,31 @@ macro_rules! control_op {
     };
 }
 
-control_op!(create_runtime, "CreateAgentRuntime", create_runtime);
+/// Like `control_op!`, for operations that give a runtime a role: the caller must be allowed
+/// `iam:PassRole` on it (see `crate::authz::pass_role`).
+macro_rules! control_op_passing_role {
+    ($name:ident, $op:literal, $method:ident) => {
+        async fn $name(
+            State(s): State<AppState>,
+            axum::Extension(rid): axum::Extension<crate::RequestId>,
+            verified: Option<axum::Extension<berth_auth::Verified>>,
+            path: Result<RawPathParams, RawPathParamsRejection>,
+            RawQuery(q): RawQuery,
+            body: Bytes,
+        ) -> Result<Response, WireError> {
+            let m = model::control();
+            let input = input(m, $op, path, q.as_deref(), &body, s.relax)?;
+            crate::authz::pass_role(&s, verified.as_deref(), &input, &rid.0).await?;
+            let out = s.control.$method(input).await?;
+            Ok(respond(m, $op, out))
+        }
+    };
+}
+
+control_op_passing_role!(create_runtime, "CreateAgentRuntime", create_runtime);
 control_op!(list_runtimes, "ListAgentRuntimes", list_runtimes);
 control_op!(get_runtime, "GetAgentRuntime", get_runtime);
-control_op!(update_runtime, "UpdateAgentRuntime", update_runtime);
+control_op_passing_role!(update_runtime, "UpdateAgentRuntime", update_runtime);
 control_op!(delete_runtime, "DeleteAgentRuntime", delete_runtime);
 control_op!(list_versions, "ListAgentRuntimeVersions", list_versions);
 control_op!(

@@ -3,7 +3,9 @@
 //!
 //! Handlers are thin: extract, validate against the service model, call the domain, convert.
 
+mod access_api;
 mod auth;
+pub mod authz;
 mod body;
 mod conn;
 mod control_api;
@@ -33,6 +35,9 @@ pub struct AppState {
     pub control: Control,
     /// Who may sign requests.
     pub keys: Arc<dyn KeyLookup>,
+    /// Mints access keys and forgets the credentials of deleted runtimes (usually the same
+    /// ring as `keys`).
+    pub ring: Arc<berth_auth::KeyRing>,
     /// The S3-compatible object store agent code is uploaded to.
     pub artifacts: berth_artifacts::ArtifactStore,
     /// Live sessions and their sandboxes.
@@ -50,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(memory_api::routes())
         .merge(native_api::routes())
         .merge(traffic_api::routes())
+        .merge(access_api::routes())
         .merge(metrics::routes())
         .fallback(error::unknown_operation)
         // A known path with another method is still no operation AgentCore has.

@@ -223,6 +223,8 @@ pub fn routes() -> Router<AppState> {
             "/berth/v1/memories/{memoryId}/actors/{actorId}/context",
             post(context),
         )
+        // Memory writes are not in the control store's transactions: audited after success.
+        .route_layer(axum::middleware::from_fn(crate::authz::audit_writes))
 }
 
 #[cfg(test)]

@@ -88,7 +88,13 @@ pub async fn handle(state: crate::AppState, req: Request) -> Response {
         .get::<crate::RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_else(berth_types::new_request_id);
-    serve(&state.artifacts, req, &request_id).await
+    let granted = req.extensions().get::<crate::authz::Granted>().cloned();
+    let resp = serve(&state.artifacts, req, &request_id).await;
+    // Artifact-store writes happen outside the control store: audited once they succeeded.
+    if let Some(g) = granted {
+        g.record(resp.status()).await;
+    }
+    resp
 }
 
 /// An authentication failure of an S3 request, in S3's error format.
@@ -109,6 +115,18 @@ pub fn access_denied(message: &str, request_id: &str) -> Response {
     xml_error(
         StatusCode::FORBIDDEN,
         "AccessDenied",
+        message,
+        &[],
+        request_id,
+    )
+}
+
+/// A request whose key no longer exists (a revoked access key, a deleted runtime's), in S3's
+/// error format.
+pub fn invalid_access_key(message: &str, request_id: &str) -> Response {
+    xml_error(
+        StatusCode::FORBIDDEN,
+        "InvalidAccessKeyId",
         message,
         &[],
         request_id,
@@ -172,7 +190,10 @@ pub(crate) async fn serve(store: &ArtifactStore, req: Request, request_id: &str)
 }
 
 async fn route(store: &ArtifactStore, req: Request) -> Result<Response, Error> {
-    authorize(req.extensions().get::<Verified>())?;
+    authorize(
+        req.extensions().get::<Verified>(),
+        req.extensions().get::<crate::authz::Granted>().is_some(),
+    )?;
     let query = Query::parse(req.uri().query())?;
     let path = req.uri().path().to_owned();
     let Some(rest) = path.strip_prefix('/').filter(|r| !r.is_empty()) else {
@@ -192,11 +213,12 @@ async fn route(store: &ArtifactStore, req: Request) -> Result<Response, Error> {
     object_operation(store, req, &bucket, &key, &query).await
 }
 
-/// Only the operator's root credentials may use the artifact store; credentials handed to agent
-/// sandboxes are scoped to their runtime and get no access to uploaded code.
-fn authorize(verified: Option<&Verified>) -> Result<(), Error> {
+/// The root credentials may use the artifact store; anyone else only with a grant from
+/// `crate::authz` (whose policies decided the request's `s3:` actions). Without either (a
+/// request that did not pass through authorization) the answer is AccessDenied.
+fn authorize(verified: Option<&Verified>, granted: bool) -> Result<(), Error> {
     match verified {
-        Some(v) if v.principal.scope == Scope::Root => Ok(()),
+        Some(v) if v.principal.scope == Scope::Root || granted => Ok(()),
         _ => Err(Error::AccessDenied),
     }
 }

@@ -4,6 +4,7 @@
 //! Architecture Invariant: every write of a request happens in one transaction through
 //! [`ControlStore::apply`], committed with `synchronous=FULL` before the caller answers 2xx.
 
+mod authz;
 mod sqlite;
 mod traffic;
 
@@ -12,6 +13,7 @@ use berth_types::EpochMillis;
 use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
 use std::sync::Arc;
 
+pub use authz::{AccessKeyRow, RoleRow};
 pub use sqlite::SqliteStore;
 pub use traffic::{
     AssignmentRow, AuditRecord, AuditRow, ChainCheck, DrainRow, GENESIS_HASH, HealthRow, PolicyRow,
@@ -151,6 +153,22 @@ pub enum Write {
     },
     /// Append to the hash-chained audit log.
     AppendAudit(AuditRecord),
+    /// Creates or replaces a role (by name), keeping its creation time.
+    PutRole(RoleRow),
+    /// Deletes a role; runtimes naming it fall back to the default role.
+    DeleteRole {
+        /// The role name.
+        name: String,
+    },
+    /// Records a new access key; fails with `AlreadyExists` when the id is taken.
+    InsertAccessKey(AccessKeyRow),
+    /// Marks an access key revoked (a no-op when it already is).
+    RevokeAccessKey {
+        /// The access key id.
+        id: String,
+        /// When it was revoked.
+        at: EpochMillis,
+    },
 }
 
 /// A remembered idempotent request.
@@ -268,6 +286,14 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> Result<Vec<AuditRow>, Error>;
     /// The last audit entry written: its sequence number and hash.
     async fn audit_head(&self) -> Result<Option<(i64, String)>, Error>;
+    /// A role by name.
+    async fn role(&self, name: &str) -> Result<Option<RoleRow>, Error>;
+    /// Every role, by name.
+    async fn roles(&self) -> Result<Vec<RoleRow>, Error>;
+    /// An access key by id, active or revoked.
+    async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRow>, Error>;
+    /// Every access key, oldest first.
+    async fn access_keys(&self) -> Result<Vec<AccessKeyRow>, Error>;
 }
 
 /// Opens the store a URL names and runs its migrations. `sqlite://PATH` is the only backend

@@ -3,10 +3,11 @@
 //! Writes go through a single connection (SQLite has one writer; queueing in the pool is cheaper
 //! than lock upgrades failing with SQLITE_BUSY), reads through a small pool.
 
+use crate::authz;
 use crate::traffic;
 use crate::{
-    AssignmentRow, AuditRow, ControlStore, DrainRow, Error, HealthRow, Idempotency, PolicyRow,
-    RolloutRow, RuntimeCursor, Write,
+    AccessKeyRow, AssignmentRow, AuditRow, ControlStore, DrainRow, Error, HealthRow, Idempotency,
+    PolicyRow, RoleRow, RolloutRow, RuntimeCursor, Write,
 };
 use async_trait::async_trait;
 use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
@@ -313,6 +314,10 @@ impl ControlStore for SqliteStore {
                 Write::AddHealth(h) => traffic::add_health(&mut tx, h).await?,
                 Write::PruneHealth { before } => traffic::prune_health(&mut tx, *before).await?,
                 Write::AppendAudit(a) => traffic::append_audit(&mut tx, a).await?,
+                Write::PutRole(r) => authz::put_role(&mut tx, r).await?,
+                Write::DeleteRole { name } => authz::delete_role(&mut tx, name).await?,
+                Write::InsertAccessKey(k) => authz::insert_key(&mut tx, k).await?,
+                Write::RevokeAccessKey { id, at } => authz::revoke_key(&mut tx, id, *at).await?,
             }
         }
         tx.commit().await?;
@@ -531,5 +536,21 @@ impl ControlStore for SqliteStore {
 
     async fn audit_head(&self) -> Result<Option<(i64, String)>, Error> {
         traffic::audit_head(&self.reader).await
+    }
+
+    async fn role(&self, name: &str) -> Result<Option<RoleRow>, Error> {
+        authz::role(&self.reader, name).await
+    }
+
+    async fn roles(&self) -> Result<Vec<RoleRow>, Error> {
+        authz::roles(&self.reader).await
+    }
+
+    async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRow>, Error> {
+        authz::access_key(&self.reader, id).await
+    }
+
+    async fn access_keys(&self) -> Result<Vec<AccessKeyRow>, Error> {
+        authz::access_keys(&self.reader).await
     }
 }

@@ -1,0 +1,974 @@
+//! Authorization: what a verified principal may do, decided from IAM-style policies.
+//!
+//! Every authenticated request is mapped to the IAM actions it performs and the ARNs it performs
+//! them on ([`operations`]: `bedrock-agentcore:InvokeAgentRuntime` on a runtime ARN,
+//! `s3:PutObject` on `arn:aws:s3:::bucket/key`, `berth:PutRole` on a role ARN...). The principal's
+//! policies decide each with `berth_policy` (an explicit deny wins):
+//!
+//! - the root credentials may do everything;
+//! - a runtime's credentials (injected into its sandboxes) act as the role its `roleArn` names,
+//!   with that role's policies; a role Berth does not know gets the default role: the data plane
+//!   of the memories the runtime's environment names, and stopping its own sessions;
+//! - an access key (for people and CI) has the one policy it was created with.
+//!
+//! Keys die with what they belong to: a deleted (or deleting) runtime's credentials and a
+//! revoked access key are unrecognized, checked against the store on every request, so this
+//! holds across restarts. Every refusal is answered as AWS answers (`AccessDeniedException`
+//! naming the principal, action and resource; S3's XML `AccessDenied`) and is audited.
+//!
+//! Condition keys set on every request (see ARCHITECTURE.md): `aws:PrincipalArn`,
+//! `aws:SecureTransport`, `bedrock-agentcore:SourceRuntimeArn` (runtime credentials only), and
+//! for the data plane `bedrock-agentcore:RuntimeUserId`, `bedrock-agentcore:RuntimeSessionId`
+//! and `bedrock-agentcore:Qualifier` when the request carries them.
+
+use crate::AppState;
+use crate::error::WireError;
+use axum::extract::Request;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use berth_api::{ApiError, ErrorKind};
+use berth_auth::{Scope, Verified};
+use berth_control::{Caller, Control};
+use berth_policy::{Context, Decision, Policy};
+use berth_types::Partition;
+use percent_encoding::percent_decode_str;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+/// The action a user id header additionally needs, as on AWS.
+pub const INVOKE_FOR_USER: &str = "bedrock-agentcore:InvokeAgentRuntimeForUser";
+const USER_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-user-id";
+const SESSION_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-session-id";
+
+/// Audit action of a refused request.
+pub const DENIED_ACTION: &str = "AccessDenied";
+
+/// One action on one resource that a request performs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// `service:Operation`.
+    pub action: String,
+    /// The resource ARN, or `*`.
+    pub resource: String,
+}
+
+impl Operation {
+    fn new(action: &str, resource: impl Into<String>) -> Self {
+        Self {
+            action: action.to_owned(),
+            resource: resource.into(),
+        }
+    }
+}
+
+/// What a request was classified as: the checks to pass and, for writes that happen outside the
+/// control store's audited transactions (memory, artifact store), the audit entry to append once
+/// the write succeeded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Classified {
+    /// Every operation must be allowed.
+    pub checks: Vec<Operation>,
+    /// `(audit action, resource)` of a successful write.
+    pub audit: Option<(String, String)>,
+}
+
+impl Classified {
+    fn one(action: &str, resource: String) -> Self {
+        Self {
+            checks: vec![Operation::new(action, resource)],
+            audit: None,
+        }
+    }
+
+    /// Audited as the operation's own name (without the service prefix) on its resource.
+    fn audited(mut self) -> Self {
+        if let Some(op) = self.checks.first() {
+            let name = op.action.rsplit(':').next().unwrap_or(&op.action);
+            self.audit = Some((name.to_owned(), op.resource.clone()));
+        }
+        self
+    }
+
+    fn audited_as(mut self, action: &str) -> Self {
+        if let Some(op) = self.checks.first() {
+            self.audit = Some((action.to_owned(), op.resource.clone()));
+        }
+        self
+    }
+}
+
+/// Put into the request's extensions once authorization passed; carries the pending audit
+/// entry of a memory or artifact-store write.
+#[derive(Clone)]
+pub struct Granted {
+    audit: Option<PendingAudit>,
+}
+
+#[derive(Clone)]
+struct PendingAudit {
+    control: Control,
+    caller: Caller,
+    action: String,
+    resource: String,
+    request: Value,
+}
+
+impl Granted {
+    /// Appends the pending audit entry when `status` says the write happened.
+    pub async fn record(&self, status: StatusCode) {
+        let Some(p) = &self.audit else { return };
+        if !status.is_success() {
+            return;
+        }
+        p.caller
+            .clone()
+            .scope(
+                p.control
+                    .audit_event(&p.action, &p.resource, p.request.clone()),
+            )
+            .await;
+    }
+}
+
+/// Runs the handler, then audits the write it made (see [`Granted`]). Layered on the memory
+/// routes; the artifact store calls [`Granted::record`] itself.
+pub async fn audit_writes(req: Request, next: Next) -> Response {
+    let granted = req.extensions().get::<Granted>().cloned();
+    let resp = next.run(req).await;
+    if let Some(g) = granted {
+        g.record(resp.status()).await;
+    }
+    resp
+}
+
+fn decode(s: &str) -> String {
+    percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+/// The canonical ARN of the runtime a path segment names (an id, or an ARN as the data plane
+/// allows), so a policy sees the same resource however the client spelled it.
+fn runtime_arn(p: &Partition, seg: &str) -> String {
+    let raw = decode(seg);
+    if raw.starts_with("arn:") {
+        return match berth_types::ResourceArn::parse(&raw, p) {
+            Ok(berth_types::ResourceArn::Runtime { runtime_id }) => p.runtime_arn(&runtime_id),
+            _ => raw,
+        };
+    }
+    p.runtime_arn(&raw)
+}
+
+fn memory_arn(p: &Partition, seg: &str) -> String {
+    let raw = decode(seg);
+    let id = raw
+        .rsplit_once(":memory/")
+        .map_or(raw.as_str(), |(_, id)| id);
+    format!(
+        "arn:aws:bedrock-agentcore:{}:{}:memory/{id}",
+        p.region, p.account_id
+    )
+}
+
+fn query_has(query: Option<&str>, name: &str) -> bool {
+    query.unwrap_or_default().split('&').any(|pair| {
+        let k = pair.split_once('=').map_or(pair, |(k, _)| k);
+        k == name
+    })
+}
+
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    query.unwrap_or_default().split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| decode(v))
+    })
+}
+
+/// Maps a request to the IAM actions it performs. An empty [`Classified::checks`] means no
+/// known operation: only the root credentials get past that (to an UnknownOperation answer).
+pub fn operations(
+    p: &Partition,
+    s3: bool,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Classified {
+    if s3 {
+        return s3_operations(method, path, query, headers);
+    }
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let m = method.clone();
+    let any_runtime = p.runtime_arn("*");
+    let any_memory = memory_arn(p, "*");
+    let one = Classified::one;
+    match (m, segs.as_slice()) {
+        // AgentCore control plane.
+        (Method::PUT, ["runtimes", ""]) => one("bedrock-agentcore:CreateAgentRuntime", any_runtime),
+        (Method::POST, ["runtimes", ""]) => one("bedrock-agentcore:ListAgentRuntimes", any_runtime),
+        (Method::GET, ["runtimes", r, ""]) => {
+            one("bedrock-agentcore:GetAgentRuntime", runtime_arn(p, r))
+        }
+        (Method::PUT, ["runtimes", r, ""]) => {
+            one("bedrock-agentcore:UpdateAgentRuntime", runtime_arn(p, r))
+        }
+        (Method::DELETE, ["runtimes", r, ""]) => {
+            one("bedrock-agentcore:DeleteAgentRuntime", runtime_arn(p, r))
+        }
+        (Method::POST, ["runtimes", r, "versions", ""]) => one(
+            "bedrock-agentcore:ListAgentRuntimeVersions",
+            runtime_arn(p, r),
+        ),
+        (Method::PUT, ["runtimes", r, "runtime-endpoints", ""]) => one(
+            "bedrock-agentcore:CreateAgentRuntimeEndpoint",
+            runtime_arn(p, r),
+        ),
+        (Method::POST, ["runtimes", r, "runtime-endpoints", ""]) => one(
+            "bedrock-agentcore:ListAgentRuntimeEndpoints",
+            runtime_arn(p, r),
+        ),
+        (m, ["runtimes", r, "runtime-endpoints", e, ""]) => {
+            let action = match m {
+                Method::GET => "bedrock-agentcore:GetAgentRuntimeEndpoint",
+                Method::PUT => "bedrock-agentcore:UpdateAgentRuntimeEndpoint",
+                Method::DELETE => "bedrock-agentcore:DeleteAgentRuntimeEndpoint",
+                _ => return Classified::default(),
+            };
+            one(
+                action,
+                format!("{}/runtime-endpoint/{}", runtime_arn(p, r), decode(e)),
+            )
+        }
+        (m, ["tags", arn]) => {
+            let action = match m {
+                Method::POST => "bedrock-agentcore:TagResource",
+                Method::DELETE => "bedrock-agentcore:UntagResource",
+                Method::GET => "bedrock-agentcore:ListTagsForResource",
+                _ => return Classified::default(),
+            };
+            one(action, decode(arn))
+        }
+        // AgentCore data plane.
+        (Method::POST, ["runtimes", r, "invocations"]) => {
+            let arn = runtime_arn(p, r);
+            let mut c = one("bedrock-agentcore:InvokeAgentRuntime", arn.clone());
+            // On AWS the user id header is a privilege of its own: whoever may set it may act
+            // as any end user of the agent.
+            if headers.contains_key(USER_HEADER) {
+                c.checks.push(Operation::new(INVOKE_FOR_USER, arn));
+            }
+            c
+        }
+        (Method::POST, ["runtimes", r, "stopruntimesession"]) => {
+            one("bedrock-agentcore:StopRuntimeSession", runtime_arn(p, r))
+        }
+        // AgentCore Memory, control plane.
+        (Method::POST, ["memories", "create"]) => {
+            one("bedrock-agentcore:CreateMemory", any_memory).audited()
+        }
+        (Method::POST, ["memories", ""]) => one("bedrock-agentcore:ListMemories", any_memory),
+        (Method::GET, ["memories", m, "details"]) => {
+            one("bedrock-agentcore:GetMemory", memory_arn(p, m))
+        }
+        (Method::PUT, ["memories", m, "update"]) => {
+            one("bedrock-agentcore:UpdateMemory", memory_arn(p, m)).audited()
+        }
+        (Method::DELETE, ["memories", m, "delete"]) => {
+            one("bedrock-agentcore:DeleteMemory", memory_arn(p, m)).audited()
+        }
+        // AgentCore Memory, data plane. Events are not audited one by one (see ARCHITECTURE.md).
+        (Method::POST, ["memories", m, "events"]) => {
+            one("bedrock-agentcore:CreateEvent", memory_arn(p, m))
+        }
+        (Method::POST, ["memories", m, "actors"]) => {
+            one("bedrock-agentcore:ListActors", memory_arn(p, m))
+        }
+        (Method::POST, ["memories", m, "actor", _, "sessions"]) => {
+            one("bedrock-agentcore:ListSessions", memory_arn(p, m))
+        }
+        (Method::POST, ["memories", m, "actor", _, "sessions", _]) => {
+            one("bedrock-agentcore:ListEvents", memory_arn(p, m))
+        }
+        (Method::GET, ["memories", m, "actor", _, "sessions", _, "events", _]) => {
+            one("bedrock-agentcore:GetEvent", memory_arn(p, m))
+        }
+        (Method::DELETE, ["memories", m, "actor", _, "sessions", _, "events", _]) => {
+            one("bedrock-agentcore:DeleteEvent", memory_arn(p, m)).audited()
+        }
+        (Method::POST, ["memories", m, "retrieve"]) => {
+            one("bedrock-agentcore:RetrieveMemoryRecords", memory_arn(p, m))
+        }
+        (Method::POST, ["memories", m, "memoryRecords"]) => {
+            one("bedrock-agentcore:ListMemoryRecords", memory_arn(p, m))
+        }
+        (Method::POST, ["memories", m, "memoryRecords", batch]) => {
+            let action = match *batch {
+                "batchCreate" => "bedrock-agentcore:BatchCreateMemoryRecords",
+                "batchUpdate" => "bedrock-agentcore:BatchUpdateMemoryRecords",
+                "batchDelete" => "bedrock-agentcore:BatchDeleteMemoryRecords",
+                _ => return Classified::default(),
+            };
+            one(action, memory_arn(p, m)).audited()
+        }
+        (Method::DELETE, ["memories", m, "memoryRecords", _]) => {
+            one("bedrock-agentcore:DeleteMemoryRecord", memory_arn(p, m)).audited()
+        }
+        (Method::GET, ["memories", m, "memoryRecord", _]) => {
+            one("bedrock-agentcore:GetMemoryRecord", memory_arn(p, m))
+        }
+        (Method::POST, ["memories", m, "extractionJobs"]) => one(
+            "bedrock-agentcore:ListMemoryExtractionJobs",
+            memory_arn(p, m),
+        ),
+        (Method::POST, ["memories", m, "extractionJobs", "start"]) => one(
+            "bedrock-agentcore:StartMemoryExtractionJob",
+            memory_arn(p, m),
+        )
+        .audited(),
+        // Berth's one-round-trip context call reads events and records: it needs both.
+        (Method::POST, ["berth", "v1", "memories", m, "actors", _, "context"]) => {
+            let arn = memory_arn(p, m);
+            Classified {
+                checks: vec![
+                    Operation::new("bedrock-agentcore:ListEvents", arn.clone()),
+                    Operation::new("bedrock-agentcore:RetrieveMemoryRecords", arn),
+                ],
+                audit: None,
+            }
+        }
+        // Berth's native API.
+        (Method::GET, ["berth", "v1", "sessions"]) => one("berth:ListSessions", any_runtime),
+        (Method::DELETE, ["berth", "v1", "runtimes", r, "sessions", _]) => {
+            one("bedrock-agentcore:StopRuntimeSession", runtime_arn(p, r))
+        }
+        (Method::GET, ["berth", "v1", "runtimes", r, "logs"]) => {
+            one("berth:GetAgentLogs", runtime_arn(p, r))
+        }
+        (m, ["berth", "v1", "runtimes", r, "endpoints", e, rest @ ..]) => {
+            let action = match (m, rest) {
+                (Method::GET, ["traffic"]) => "berth:GetTrafficPolicy",
+                (Method::PUT, ["traffic"]) => "berth:PutTrafficPolicy",
+                (Method::POST, ["traffic", "rules"]) => "berth:AddRoutingRule",
+                (Method::DELETE, ["traffic", "rules", _]) => "berth:RemoveRoutingRule",
+                (Method::POST, ["rollback"]) => "berth:RollbackEndpoint",
+                (Method::GET, ["rollouts"]) => "berth:GetRollout",
+                (Method::POST, ["rollouts"]) => "berth:StartRollout",
+                (Method::POST, ["rollouts", "current", _]) => "berth:ControlRollout",
+                (Method::GET, ["health"]) => "berth:GetEndpointHealth",
+                _ => return Classified::default(),
+            };
+            one(
+                action,
+                format!("{}/runtime-endpoint/{}", runtime_arn(p, r), decode(e)),
+            )
+        }
+        (Method::GET, ["berth", "v1", "audit"] | ["berth", "v1", "audit", "verify"]) => {
+            one("berth:ReadAuditLog", "*".into())
+        }
+        (Method::GET, ["berth", "v1", "metrics"]) => one("berth:GetMetrics", "*".into()),
+        (m, ["berth", "v1", "roles", rest @ ..]) => {
+            let role = |n: &str| format!("arn:aws:iam::{}:role/{}", p.account_id, decode(n));
+            match (m, rest) {
+                (Method::GET, [] | [""]) => one("berth:ListRoles", role("*")),
+                (Method::GET, [n]) => one("berth:GetRole", role(*n)),
+                (Method::PUT, [n]) => one("berth:PutRole", role(*n)),
+                (Method::DELETE, [n]) => one("berth:DeleteRole", role(*n)),
+                _ => Classified::default(),
+            }
+        }
+        (m, ["berth", "v1", "keys", rest @ ..]) => {
+            let key = |id: &str| {
+                format!(
+                    "arn:aws:iam::{}:user/berth-key/{}",
+                    p.account_id,
+                    decode(id)
+                )
+            };
+            match (m, rest) {
+                (Method::GET, [] | [""]) => one("berth:ListAccessKeys", key("*")),
+                (Method::POST, [] | [""]) => one("berth:CreateAccessKey", key("*")),
+                (Method::DELETE, [id]) => one("berth:RevokeAccessKey", key(*id)),
+                _ => Classified::default(),
+            }
+        }
+        _ => Classified::default(),
+    }
+}
+
+/// S3's own action names (`s3:PutObject` also covers multipart uploads, as on AWS).
+fn s3_operations(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Classified {
+    let rest = path.trim_start_matches('/');
+    if rest.is_empty() {
+        return match *method {
+            Method::GET => Classified::one("s3:ListAllMyBuckets", "arn:aws:s3:::*".into()),
+            _ => Classified::default(),
+        };
+    }
+    let (bucket, raw_key) = rest.split_once('/').unwrap_or((rest, ""));
+    let has = |n: &str| query_has(query, n);
+    let one = Classified::one;
+    if raw_key.is_empty() {
+        let arn = format!("arn:aws:s3:::{bucket}");
+        return match *method {
+            Method::PUT => one("s3:CreateBucket", arn).audited(),
+            Method::HEAD => one("s3:ListBucket", arn),
+            Method::GET if has("location") => one("s3:GetBucketLocation", arn),
+            Method::GET if has("uploads") => one("s3:ListBucketMultipartUploads", arn),
+            Method::GET if has("versioning") => one("s3:GetBucketVersioning", arn),
+            Method::GET => one("s3:ListBucket", arn),
+            Method::DELETE => one("s3:DeleteBucket", arn).audited(),
+            Method::POST if has("delete") => {
+                one("s3:DeleteObject", format!("{arn}/*")).audited_as("DeleteObjects")
+            }
+            _ => Classified::default(),
+        };
+    }
+    let arn = format!("arn:aws:s3:::{bucket}/{}", decode(raw_key));
+    match *method {
+        Method::PUT if headers.contains_key("x-amz-copy-source") => {
+            let source = headers
+                .get("x-amz-copy-source")
+                .and_then(|v| v.to_str().ok())
+                .map(|s| {
+                    let s = decode(s);
+                    let s = s.split_once("?versionId=").map_or(s.as_str(), |(k, _)| k);
+                    format!("arn:aws:s3:::{}", s.trim_start_matches('/'))
+                })
+                .unwrap_or_default();
+            let mut c = one("s3:PutObject", arn);
+            c.checks.push(Operation::new("s3:GetObject", source));
+            if has("uploadId") {
+                c
+            } else {
+                c.audited_as("CopyObject")
+            }
+        }
+        // A part is not a write anyone sees until the upload completes, which is audited.
+        Method::PUT if has("uploadId") => one("s3:PutObject", arn),
+        Method::PUT => one("s3:PutObject", arn).audited(),
+        Method::GET if has("uploadId") => one("s3:ListMultipartUploadParts", arn),
+        Method::GET | Method::HEAD => one("s3:GetObject", arn),
+        Method::DELETE if has("uploadId") => one("s3:AbortMultipartUpload", arn),
+        Method::DELETE => one("s3:DeleteObject", arn).audited(),
+        Method::POST if has("uploads") => one("s3:PutObject", arn),
+        Method::POST if has("uploadId") => {
+            one("s3:PutObject", arn).audited_as("CompleteMultipartUpload")
+        }
+        _ => Classified::default(),
+    }
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The key belongs to something that no longer exists (a deleted runtime, a revoked key).
+    Unrecognized(String),
+    /// The principal's policies do not allow `op`.
+    Denied {
+        /// The ARN the principal acts as.
+        principal: String,
+        /// The operation refused.
+        op: Operation,
+        /// Whether a statement denied it explicitly.
+        explicit: bool,
+    },
+}
+
+impl Refusal {
+    /// AWS's wording.
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::Unrecognized(why) => {
+                format!("The security token included in the request is invalid: {why}.")
+            }
+            Refusal::Denied {
+                principal,
+                op,
+                explicit,
+            } => {
+                let because = if *explicit {
+                    "with an explicit deny in an identity-based policy".to_owned()
+                } else {
+                    format!(
+                        "because no identity-based policy allows the {} action",
+                        op.action
+                    )
+                };
+                format!(
+                    "User: {principal} is not authorized to perform: {} on resource: {} {because}",
+                    op.action, op.resource
+                )
+            }
+        }
+    }
+}
+
+/// Who is acting and under which policies.
+struct Identity {
+    arn: String,
+    policies: Vec<Policy>,
+    context: Context,
+}
+
+/// The default role's policy for `runtime_id`: the data plane of the memories its latest
+/// configuration names (an id in an environment variable, as the starter toolkit passes
+/// `BEDROCK_AGENTCORE_MEMORY_ID`), and stopping its own sessions.
+pub fn default_role_policy(p: &Partition, runtime_id: &str, memory_ids: &[String]) -> Value {
+    let mut statements = vec![json!({
+        "Sid": "OwnSessions",
+        "Effect": "Allow",
+        "Action": "bedrock-agentcore:StopRuntimeSession",
+        "Resource": p.runtime_arn(runtime_id),
+    })];
+    if !memory_ids.is_empty() {
+        statements.push(json!({
+            "Sid": "OwnMemories",
+            "Effect": "Allow",
+            "Action": [
+                "bedrock-agentcore:CreateEvent", "bedrock-agentcore:GetEvent",
+                "bedrock-agentcore:DeleteEvent", "bedrock-agentcore:ListEvents",
+                "bedrock-agentcore:ListActors", "bedrock-agentcore:ListSessions",
+                "bedrock-agentcore:RetrieveMemoryRecords", "bedrock-agentcore:ListMemoryRecords",
+                "bedrock-agentcore:GetMemoryRecord", "bedrock-agentcore:DeleteMemoryRecord",
+                "bedrock-agentcore:BatchCreateMemoryRecords",
+                "bedrock-agentcore:BatchUpdateMemoryRecords",
+                "bedrock-agentcore:BatchDeleteMemoryRecords",
+                "bedrock-agentcore:StartMemoryExtractionJob",
+                "bedrock-agentcore:ListMemoryExtractionJobs",
+            ],
+            "Resource": memory_ids.iter().map(|m| memory_arn(p, m)).collect::<Vec<_>>(),
+        }));
+    }
+    json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+fn parse_stored(docs: &[Value], owner: &str) -> Vec<Policy> {
+    docs.iter()
+        .filter_map(|d| match Policy::from_value(d) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                // Validated on write; a document that no longer parses grants nothing.
+                warn!(%owner, error = %e, "stored policy does not parse; ignored");
+                None
+            }
+        })
+        .collect()
+}
+
+async fn identity(state: &AppState, scope: &Scope) -> Result<Option<Identity>, Refusal> {
+    let control = &state.control;
+    let p = control.partition();
+    let mut context = Context::new();
+    context.set("aws:SecureTransport", "false");
+    match scope {
+        Scope::Root => Ok(None),
+        Scope::Runtime { runtime_id } => {
+            let store = control.store();
+            let rt = store.runtime(runtime_id).await.ok().flatten();
+            let Some(rt) = rt.filter(|r| !r.deleting) else {
+                // The runtime is gone (or going): its credentials die with it. Forgetting them
+                // also makes the next attempt fail authentication without a store read.
+                state.ring.forget_runtime(runtime_id);
+                return Err(Refusal::Unrecognized(format!(
+                    "the credentials of runtime {runtime_id} died with it"
+                )));
+            };
+            let spec = store
+                .version(runtime_id, rt.latest_version)
+                .await
+                .ok()
+                .flatten()
+                .map(|v| v.spec)
+                .unwrap_or(Value::Null);
+            let role_arn = spec
+                .get("roleArn")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            context.set(
+                "bedrock-agentcore:SourceRuntimeArn",
+                p.runtime_arn(runtime_id),
+            );
+            let role = control
+                .role(&role_arn)
+                .await
+                .map_err(|_| Refusal::Unrecognized("the runtime's role cannot be read".into()))?;
+            let (arn, policies) = match role {
+                Some(r) => (r.arn.clone(), parse_stored(&r.policies, &r.arn)),
+                None => {
+                    let memories: Vec<String> = spec
+                        .get("environmentVariables")
+                        .and_then(Value::as_object)
+                        .map(|m| {
+                            m.values()
+                                .filter_map(|x| x.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let doc = default_role_policy(p, runtime_id, &memories);
+                    let arn = if role_arn.is_empty() {
+                        control.role_arn("berth-default")
+                    } else {
+                        role_arn
+                    };
+                    (arn.clone(), parse_stored(&[doc], &arn))
+                }
+            };
+            context.set("aws:PrincipalArn", arn.clone());
+            Ok(Some(Identity {
+                arn,
+                policies,
+                context,
+            }))
+        }
+        Scope::AccessKey { key_id } => {
+            let key = control.access_key(key_id).await.ok().flatten();
+            let Some(key) = key.filter(|k| k.active) else {
+                return Err(Refusal::Unrecognized(format!(
+                    "access key {key_id} does not exist or was revoked"
+                )));
+            };
+            let arn = control.access_key_arn(key_id);
+            context.set("aws:PrincipalArn", arn.clone());
+            Ok(Some(Identity {
+                policies: parse_stored(std::slice::from_ref(&key.policy), &arn),
+                arn,
+                context,
+            }))
+        }
+    }
+}
+
+/// Decides whether `verified` may perform the request in `parts`. On success the [`Granted`]
+/// goes into the request's extensions; on refusal the answer is the response to send (already
+/// audited).
+pub async fn authorize(
+    state: &AppState,
+    verified: &Verified,
+    parts: &Parts,
+    s3: bool,
+    request_id: &str,
+) -> Result<Granted, Response> {
+    let p = state.control.partition();
+    let classified = operations(
+        p,
+        s3,
+        &parts.method,
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+    );
+    let caller = Caller::new(
+        verified.principal.access_key_id.clone(),
+        Some(request_id.to_owned()),
+    );
+    let decided = match identity(state, &verified.principal.scope).await {
+        Ok(None) => Ok(()),
+        Ok(Some(mut id)) => decide(&classified, &mut id, parts, s3),
+        Err(r) => Err(r),
+    };
+    if let Err(refusal) = decided {
+        let (action, resource) = match &refusal {
+            Refusal::Denied { op, .. } => (op.action.clone(), op.resource.clone()),
+            Refusal::Unrecognized(_) => (
+                classified
+                    .checks
+                    .first()
+                    .map_or_else(|| "unknown".to_owned(), |o| o.action.clone()),
+                classified
+                    .checks
+                    .first()
+                    .map_or_else(|| parts.uri.path().to_owned(), |o| o.resource.clone()),
+            ),
+        };
+        info!(
+            access_key_id = %verified.principal.access_key_id,
+            %action, %resource, "request refused by authorization"
+        );
+        caller
+            .clone()
+            .scope(state.control.audit_event(
+                DENIED_ACTION,
+                &resource,
+                json!({
+                    "action": action,
+                    "method": parts.method.as_str(),
+                    "path": parts.uri.path(),
+                    "reason": refusal.message(),
+                }),
+            ))
+            .await;
+        return Err(refusal_response(&refusal, s3, request_id));
+    }
+    let audit = classified.audit.map(|(action, resource)| PendingAudit {
+        control: state.control.clone(),
+        caller,
+        action,
+        resource,
+        request: json!({ "method": parts.method.as_str(), "path": parts.uri.path() }),
+    });
+    Ok(Granted { audit })
+}
+
+fn decide(
+    classified: &Classified,
+    id: &mut Identity,
+    parts: &Parts,
+    s3: bool,
+) -> Result<(), Refusal> {
+    if classified.checks.is_empty() {
+        // A route no policy names is refused to everyone but root, so a route added without a
+        // mapping here is closed, not open.
+        return Err(Refusal::Denied {
+            principal: id.arn.clone(),
+            op: Operation::new(
+                "berth:UnknownOperation",
+                format!("{} {}", parts.method, parts.uri.path()),
+            ),
+            explicit: false,
+        });
+    }
+    if !s3 {
+        let h = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
+        if let Some(u) = h(USER_HEADER) {
+            id.context.set("bedrock-agentcore:RuntimeUserId", u);
+        }
+        if let Some(s) = h(SESSION_HEADER) {
+            id.context.set("bedrock-agentcore:RuntimeSessionId", s);
+        }
+        if let Some(q) = query_value(parts.uri.query(), "qualifier") {
+            id.context.set("bedrock-agentcore:Qualifier", q);
+        }
+    }
+    evaluate_checks(&classified.checks, id)
+}
+
+fn evaluate_checks(checks: &[Operation], id: &Identity) -> Result<(), Refusal> {
+    for op in checks {
+        let req = berth_policy::Request {
+            action: &op.action,
+            resource: &op.resource,
+            context: &id.context,
+        };
+        match berth_policy::evaluate(&id.policies, &req) {
+            Decision::Allow => {}
+            d => {
+                return Err(Refusal::Denied {
+                    principal: id.arn.clone(),
+                    op: op.clone(),
+                    explicit: d == Decision::ExplicitDeny,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `iam:PassRole`, as AWS checks it on CreateAgentRuntime and UpdateAgentRuntime: whoever gives
+/// a runtime a role Berth knows must be allowed to pass that role, or a key allowed to deploy
+/// could run its own code with any role's rights. A role Berth does not know gives the runtime
+/// only the default role, so naming one needs no grant.
+pub async fn pass_role(
+    state: &AppState,
+    verified: Option<&Verified>,
+    input: &Value,
+    request_id: &str,
+) -> Result<(), ApiError> {
+    let (Some(v), Some(role_arn)) = (verified, input.get("roleArn").and_then(Value::as_str)) else {
+        return Ok(());
+    };
+    let Some(role) = state.control.role(role_arn).await? else {
+        return Ok(());
+    };
+    let op = Operation::new("iam:PassRole", role.arn);
+    let refusal = match identity(state, &v.principal.scope).await {
+        Ok(None) => return Ok(()),
+        Ok(Some(id)) => match evaluate_checks(std::slice::from_ref(&op), &id) {
+            Ok(()) => return Ok(()),
+            Err(r) => r,
+        },
+        Err(r) => r,
+    };
+    Caller::new(
+        v.principal.access_key_id.clone(),
+        Some(request_id.to_owned()),
+    )
+    .scope(state.control.audit_event(
+        DENIED_ACTION,
+        &op.resource,
+        json!({ "action": op.action, "reason": refusal.message() }),
+    ))
+    .await;
+    Err(ApiError::new(ErrorKind::AccessDenied, refusal.message()))
+}
+
+fn refusal_response(r: &Refusal, s3: bool, request_id: &str) -> Response {
+    let message = r.message();
+    match (r, s3) {
+        (Refusal::Unrecognized(_), true) => crate::s3::invalid_access_key(&message, request_id),
+        (Refusal::Unrecognized(_), false) => WireError(ApiError::custom(
+            "UnrecognizedClientException",
+            403,
+            message,
+        ))
+        .into_response(),
+        (Refusal::Denied { .. }, true) => crate::s3::access_denied(&message, request_id),
+        (Refusal::Denied { .. }, false) => {
+            WireError(ApiError::new(ErrorKind::AccessDenied, message)).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn part() -> Partition {
+        Partition {
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+        }
+    }
+
+    fn ops(s3: bool, method: Method, path: &str, query: Option<&str>) -> Classified {
+        operations(&part(), s3, &method, path, query, &HeaderMap::new())
+    }
+
+    #[test]
+    fn requests_map_to_aws_actions_and_canonical_arns() {
+        let rt = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/a-0123456789";
+        let by_id = ops(
+            false,
+            Method::POST,
+            "/runtimes/a-0123456789/invocations",
+            None,
+        );
+        let encoded = rt.replace(':', "%3A").replace('/', "%2F");
+        let by_arn = ops(
+            false,
+            Method::POST,
+            &format!("/runtimes/{encoded}/invocations"),
+            None,
+        );
+        assert_eq!(by_id, by_arn);
+        assert_eq!(
+            by_id.checks,
+            vec![Operation::new("bedrock-agentcore:InvokeAgentRuntime", rt)]
+        );
+        let mut h = HeaderMap::new();
+        h.insert(USER_HEADER, "alice".parse().unwrap());
+        let with_user = operations(
+            &part(),
+            false,
+            &Method::POST,
+            "/runtimes/a-0123456789/invocations",
+            None,
+            &h,
+        );
+        assert_eq!(with_user.checks[1].action, INVOKE_FOR_USER);
+        let mem = ops(
+            false,
+            Method::POST,
+            "/memories/m-1/memoryRecords/batchCreate",
+            None,
+        );
+        assert_eq!(
+            mem.audit,
+            Some((
+                "BatchCreateMemoryRecords".into(),
+                "arn:aws:bedrock-agentcore:us-east-1:123456789012:memory/m-1".into()
+            ))
+        );
+        assert_eq!(
+            ops(false, Method::POST, "/memories/m-1/events", None).audit,
+            None
+        );
+        assert!(
+            ops(false, Method::PATCH, "/runtimes/x/", None)
+                .checks
+                .is_empty()
+        );
+        assert!(ops(false, Method::GET, "/nowhere", None).checks.is_empty());
+    }
+
+    #[test]
+    fn s3_requests_map_to_s3_actions() {
+        let put = ops(true, Method::PUT, "/code/agent%20v1.zip", None);
+        assert_eq!(put.checks[0].action, "s3:PutObject");
+        assert_eq!(put.checks[0].resource, "arn:aws:s3:::code/agent v1.zip");
+        assert_eq!(put.audit.as_ref().map(|a| a.0.as_str()), Some("PutObject"));
+        let upload_part = ops(
+            true,
+            Method::PUT,
+            "/code/k",
+            Some("partNumber=1&uploadId=u"),
+        );
+        assert_eq!(upload_part.audit, None);
+        let complete = ops(true, Method::POST, "/code/k", Some("uploadId=u"));
+        assert_eq!(
+            complete.audit.map(|a| a.0),
+            Some("CompleteMultipartUpload".into())
+        );
+        assert_eq!(
+            ops(true, Method::GET, "/code", Some("location")).checks[0].action,
+            "s3:GetBucketLocation"
+        );
+        assert_eq!(
+            ops(true, Method::DELETE, "/code", None).audit.map(|a| a.0),
+            Some("DeleteBucket".into())
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-amz-copy-source",
+            "/src/a%2Fb?versionId=1".parse().unwrap(),
+        );
+        let copy = operations(&part(), true, &Method::PUT, "/dst/k", None, &h);
+        assert_eq!(
+            copy.checks[1],
+            Operation::new("s3:GetObject", "arn:aws:s3:::src/a/b")
+        );
+    }
+
+    #[test]
+    fn default_role_allows_own_memories_and_nothing_else() {
+        let p = part();
+        let doc = default_role_policy(&p, "a-0123456789", &["mem-1".into()]);
+        let policy = Policy::from_value(&doc).unwrap();
+        let ctx = Context::new();
+        let allowed = |action: &str, resource: &str| {
+            policy
+                .decide(&berth_policy::Request {
+                    action,
+                    resource,
+                    context: &ctx,
+                })
+                .allowed()
+        };
+        let mem = memory_arn(&p, "mem-1");
+        assert!(allowed("bedrock-agentcore:CreateEvent", &mem));
+        assert!(!allowed(
+            "bedrock-agentcore:CreateEvent",
+            &memory_arn(&p, "mem-2")
+        ));
+        assert!(!allowed("bedrock-agentcore:DeleteMemory", &mem));
+        assert!(allowed(
+            "bedrock-agentcore:StopRuntimeSession",
+            &p.runtime_arn("a-0123456789")
+        ));
+        assert!(!allowed(
+            "bedrock-agentcore:InvokeAgentRuntime",
+            &p.runtime_arn("b-0123456789")
+        ));
+        assert!(!allowed(
+            "bedrock-agentcore:InvokeAgentRuntime",
+            &p.runtime_arn("a-0123456789")
+        ));
+    }
+}

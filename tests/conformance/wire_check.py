@@ -129,8 +129,14 @@ def check_response(operation_model, response_dict: dict) -> None:
         )
 
 
+#: (service name, operation name) of every 2xx response checked in this process.
+checked: set[tuple[str, str]] = set()
+
+
 def _before_parse(operation_model, response_dict, **_):
     check_response(operation_model, response_dict)
+    if 200 <= response_dict.get("status_code", 0) < 300:
+        checked.add((operation_model.service_model.service_name, operation_model.name))
 
 
 _installed = False

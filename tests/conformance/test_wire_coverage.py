@@ -1,0 +1,198 @@
+"""Every operation Berth serves, called once with boto3 and checked member by member against the
+botocore model (`wire_check`, installed for every client of the suite).
+
+Which operations Berth serves is asked of the server itself: every operation of both service models
+is sent with placeholder input, and those not answered `UnknownOperationException` are served. The
+walk below must call exactly those, each to a 2xx answer; a route added without a walk step (or a
+step for an operation no longer served) fails this test, so no served operation goes unchecked.
+"""
+
+import datetime as dt
+
+import botocore
+import pytest
+
+import wire_check
+from berth_harness import (
+    deploy_agent,
+    invoke_json,
+    new_session_id,
+    poll,
+    runtime_arn,
+    unique_name,
+    wait_endpoint,
+    wait_status,
+)
+
+SERVICES = ("bedrock-agentcore", "bedrock-agentcore-control")
+
+
+def _placeholder(shape, depth: int = 0):
+    """A value of `shape`'s type for every required member (not meant to be valid)."""
+    t = shape.type_name
+    if t == "structure":
+        if depth > 4:
+            return {}
+        out = {n: _placeholder(shape.members[n], depth + 1) for n in shape.required_members}
+        if shape.metadata.get("union") and not out and shape.members:
+            name, member = next(iter(shape.members.items()))
+            out[name] = _placeholder(member, depth + 1)
+        return out
+    return {
+        "list": [],
+        "map": {},
+        "integer": 1,
+        "long": 1,
+        "float": 1.0,
+        "double": 1.0,
+        "boolean": False,
+        "timestamp": 1_700_000_000,
+        "blob": b"{}",
+    }.get(t, shape.enum[0] if getattr(shape, "enum", None) else "placeholder-0123456789")
+
+
+def served_operations(berth) -> set[tuple[str, str]]:
+    served = set()
+    for service in SERVICES:
+        client = berth.client(service, validate=False)
+        model = client.meta.service_model
+        for op in model.operation_names:
+            shape = model.operation_model(op).input_shape
+            params = _placeholder(shape) if shape is not None else {}
+            try:
+                getattr(client, botocore.xform_name(op))(**params)
+            except client.exceptions.ClientError as e:
+                if e.response["Error"]["Code"] == "UnknownOperationException":
+                    continue
+            served.add((service, op))
+    return served
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def test_every_served_operation_answers_in_the_models_types(berth, control, data, s3):
+    served = served_operations(berth)
+    # The data plane's memory operations and the runtime and memory control planes, at least.
+    assert ("bedrock-agentcore", "InvokeAgentRuntime") in served
+    assert ("bedrock-agentcore-control", "CreateMemory") in served
+
+    wire_check.checked.clear()
+    walked: list[tuple[str, str]] = []
+
+    def step(client, op: str, **params) -> dict:
+        service = client.meta.service_model.service_name
+        resp = getattr(client, botocore.xform_name(op))(**params)
+        assert 200 <= resp["ResponseMetadata"]["HTTPStatusCode"] < 300, (op, resp)
+        walked.append((service, op))
+        return resp
+
+    # Runtime control plane.
+    rt = deploy_agent(control, s3, "probe")
+    walked.append(("bedrock-agentcore-control", "CreateAgentRuntime"))
+    rid, arn = rt["agentRuntimeId"], rt["agentRuntimeArn"]
+    step(control, "GetAgentRuntime", agentRuntimeId=rid)
+    step(control, "ListAgentRuntimes", maxResults=5)
+    step(control, "ListAgentRuntimeVersions", agentRuntimeId=rid)
+    step(control, "TagResource", resourceArn=arn, tags={"walk": "yes"})
+    step(control, "ListTagsForResource", resourceArn=arn)
+    step(control, "UntagResource", resourceArn=arn, tagKeys=["walk"])
+    step(
+        control,
+        "UpdateAgentRuntime",
+        agentRuntimeId=rid,
+        agentRuntimeArtifact=rt["agentRuntimeArtifact"],
+        roleArn=rt["roleArn"],
+        networkConfiguration=rt["networkConfiguration"],
+        description="walked",
+    )
+    wait_status(control, rid, "2")
+    step(control, "CreateAgentRuntimeEndpoint", agentRuntimeId=rid, name="walk", agentRuntimeVersion="1")
+    wait_endpoint(control, rid, "walk")
+    step(control, "GetAgentRuntimeEndpoint", agentRuntimeId=rid, endpointName="walk")
+    step(control, "ListAgentRuntimeEndpoints", agentRuntimeId=rid)
+    step(control, "UpdateAgentRuntimeEndpoint", agentRuntimeId=rid, endpointName="walk", agentRuntimeVersion="2")
+
+    # Runtime data plane.
+    session = new_session_id("walk")
+    invoke_json(data, arn, session, {"op": "whoami"})
+    walked.append(("bedrock-agentcore", "InvokeAgentRuntime"))
+    step(data, "StopRuntimeSession", agentRuntimeArn=arn, runtimeSessionId=session)
+
+    # Memory control plane.
+    mem = step(
+        control,
+        "CreateMemory",
+        name=unique_name("walk"),
+        eventExpiryDuration=7,
+        memoryStrategies=[{"semanticMemoryStrategy": {"name": "facts"}}],
+    )["memory"]
+    mid = mem["id"]
+    poll(
+        lambda: control.get_memory(memoryId=mid)["memory"]["status"],
+        lambda s: s == "ACTIVE",
+        what="an ACTIVE memory",
+    )
+    step(control, "GetMemory", memoryId=mid)
+    step(control, "ListMemories", maxResults=5)
+    step(control, "UpdateMemory", memoryId=mid, description="walked")
+
+    # Memory data plane.
+    turn = {"conversational": {"content": {"text": "I keep bees."}, "role": "USER"}}
+    blob = {"blob": {"any": ["json", 1]}}
+    event = step(
+        data, "CreateEvent", memoryId=mid, actorId="amy", sessionId="s1", eventTimestamp=now(), payload=[turn, blob]
+    )["event"]
+    step(data, "GetEvent", memoryId=mid, actorId="amy", sessionId="s1", eventId=event["eventId"])
+    step(data, "ListEvents", memoryId=mid, actorId="amy", sessionId="s1", includePayloads=True)
+    step(data, "ListActors", memoryId=mid)
+    step(data, "ListSessions", memoryId=mid, actorId="amy")
+    created = step(
+        data,
+        "BatchCreateMemoryRecords",
+        memoryId=mid,
+        records=[
+            {"requestIdentifier": f"r{i}", "namespaces": ["/walk/"], "content": {"text": t}, "timestamp": now()}
+            for i, t in enumerate(["The user keeps bees.", "The user lives by the sea.", "The user rows."])
+        ],
+    )["successfulRecords"]
+    ids = [r["memoryRecordId"] for r in created]
+    step(data, "GetMemoryRecord", memoryId=mid, memoryRecordId=ids[0])
+    step(data, "ListMemoryRecords", memoryId=mid, namespace="/walk/")
+    step(
+        data,
+        "RetrieveMemoryRecords",
+        memoryId=mid,
+        namespace="/walk/",
+        searchCriteria={"searchQuery": "insects", "topK": 2},
+    )
+    step(
+        data,
+        "BatchUpdateMemoryRecords",
+        memoryId=mid,
+        records=[{"memoryRecordId": ids[0], "timestamp": now(), "content": {"text": "The user keeps wasps."}}],
+    )
+    step(data, "DeleteMemoryRecord", memoryId=mid, memoryRecordId=ids[1])
+    step(data, "BatchDeleteMemoryRecords", memoryId=mid, records=[{"memoryRecordId": ids[2]}])
+    # The session server extracts a session after 10 s of quiet; without a model the job fails,
+    # and a failed job can be started again.
+    jobs = poll(
+        lambda: step(data, "ListMemoryExtractionJobs", memoryId=mid)["jobs"],
+        lambda j: len(j) >= 1,
+        timeout=90,
+        what="an extraction job",
+    )
+    step(data, "StartMemoryExtractionJob", memoryId=mid, extractionJob={"jobId": jobs[0]["jobID"]})
+    step(data, "DeleteEvent", memoryId=mid, actorId="amy", sessionId="s1", eventId=event["eventId"])
+
+    # Deletions last.
+    step(control, "DeleteMemory", memoryId=mid)
+    step(control, "DeleteAgentRuntimeEndpoint", agentRuntimeId=rid, endpointName="walk")
+    step(control, "DeleteAgentRuntime", agentRuntimeId=rid)
+
+    assert set(walked) == served, (
+        f"served but not walked: {sorted(served - set(walked))}; "
+        f"walked but not served: {sorted(set(walked) - served)}"
+    )
+    assert served <= wire_check.checked, f"not checked: {sorted(served - wire_check.checked)}"

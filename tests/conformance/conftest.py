@@ -38,11 +38,25 @@ from berth_harness import (  # noqa: F401  (re-exported for tests and plugins)
 _SERVERS: list[BerthServer] = []
 
 
+#: `berth serve` flags of the shared server: the whole suite's sessions pile up on a few runtimes
+#: (idle ones live for 15 minutes), and the quotas are not what it tests (tests/security does).
+SHARED_ARGS = (
+    "--max-sessions",
+    "1000",
+    "--max-sessions-per-runtime",
+    "1000",
+    "--session-rate",
+    "1000",
+    "--session-rate-per-runtime",
+    "1000",
+)
+
+
 @pytest.fixture(scope="session")
 def berth(tmp_path_factory) -> BerthServer:
     """The shared session server."""
     root = tmp_path_factory.mktemp("berth-session")
-    server = BerthServer(root / "data", root / "berth.log")
+    server = BerthServer(root / "data", root / "berth.log", args=SHARED_ARGS)
     _SERVERS.append(server)
     server.start()
     yield server

@@ -541,7 +541,7 @@ def test_the_embedder_is_fetched_on_first_start(tmp_path, monkeypatch):
 
 
 def test_process_isolation_as_root_refuses_a_data_dir_agents_cannot_reach(tmp_path):
-    # pytest's temp root (/tmp/pytest-of-root) is 0700: agents (nobody) cannot traverse it.
+    # pytest's temp root (/tmp/pytest-of-root) is 0700: agents (their own uids) cannot traverse it.
     blocked = next(p for p in reversed(tmp_path.parents) if p.is_dir() and not p.stat().st_mode & 0o001)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BERTH_"))}
     done = subprocess.run(
@@ -568,7 +568,8 @@ def test_process_isolation_as_root_runs_agents_and_keeps_secrets_private(tmp_pat
         arn = runtime_arn(runtime["agentRuntimeId"])
         data_client = server.client("bedrock-agentcore")
         answer = invoke_json(data_client, arn, new_session_id("proc"), {"op": "whoami"})
-        assert answer["uid"] == 65534, answer
+        # A uid of its own from Berth's range, never root or Berth's.
+        assert answer["uid"] >= 1_000_000, answer
         # Traversable (no listing) so agents reach builds/ and sessions/; the rest stays private.
         assert mode(data) == 0o711
         for path in (data / "berth.db", data / "berth.lock"):

@@ -132,6 +132,7 @@ def test_every_served_operation_answers_in_the_models_types(berth, control, data
     poll(
         lambda: control.get_memory(memoryId=mid)["memory"]["status"],
         lambda s: s == "ACTIVE",
+        timeout=60,
         what="an ACTIVE memory",
     )
     step(control, "GetMemory", memoryId=mid)

@@ -97,11 +97,17 @@ pub(crate) struct UidPool {
 #[derive(Debug)]
 pub(crate) struct BuildUid {
     pub(crate) uid: u32,
+    /// Berth's own uid, not one of the range: a server that is not root cannot switch to another
+    /// uid, so its builds run as itself (the environment is then not handed to root either).
+    pub(crate) own: bool,
     pool: Arc<UidPool>,
 }
 
 impl Drop for BuildUid {
     fn drop(&mut self) {
+        if self.own {
+            return;
+        }
         self.pool
             .used
             .lock()
@@ -126,14 +132,28 @@ impl UidPool {
         POOL.clone()
     }
 
-    /// The lowest free uid of the range, or `None` when every one is taken.
+    /// As root, a free uid of the range (`None` when every one is taken); otherwise Berth's own.
     pub(crate) fn take(self: &Arc<Self>, base: u32, count: u32) -> Option<BuildUid> {
+        let own = crate::sandbox::effective_uid();
+        if own != 0 {
+            return Some(BuildUid {
+                uid: own,
+                own: true,
+                pool: self.clone(),
+            });
+        }
+        self.take_from_range(base, count)
+    }
+
+    /// The lowest free uid of the range, or `None` when every one is taken.
+    fn take_from_range(self: &Arc<Self>, base: u32, count: u32) -> Option<BuildUid> {
         // Poisoning cannot leave a set of integers inconsistent.
         let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
         let uid = (base..base.saturating_add(count)).find(|u| !used.contains(u))?;
         used.insert(uid);
         Some(BuildUid {
             uid,
+            own: false,
             pool: self.clone(),
         })
     }
@@ -292,12 +312,12 @@ mod tests {
     #[test]
     fn uids_are_unique_and_given_back() {
         let pool = Arc::new(UidPool::default());
-        let a = pool.take(10, 2).unwrap();
-        let b = pool.take(10, 2).unwrap();
+        let a = pool.take_from_range(10, 2).unwrap();
+        let b = pool.take_from_range(10, 2).unwrap();
         assert_eq!((a.uid, b.uid), (10, 11));
-        assert!(pool.take(10, 2).is_none());
+        assert!(pool.take_from_range(10, 2).is_none());
         drop(a);
-        assert_eq!(pool.take(10, 2).unwrap().uid, 10);
+        assert_eq!(pool.take_from_range(10, 2).unwrap().uid, 10);
     }
 
     #[test]

@@ -82,9 +82,12 @@ impl EnvJob<'_> {
         if let Some(sb) = &self.sandbox {
             // The environment is built at its final path by the build uid: the mount point of its
             // writable bind.
-            let (dir, uid) = (self.env_dir.to_path_buf(), sb.uid.uid);
+            let (dir, uid, own) = (self.env_dir.to_path_buf(), sb.uid.uid, sb.uid.own);
             tokio::task::spawn_blocking(move || {
                 std::fs::create_dir(&dir)?;
+                if own {
+                    return Ok(());
+                }
                 std::os::unix::fs::chown(&dir, Some(uid), Some(uid))
             })
             .await
@@ -158,9 +161,11 @@ impl EnvJob<'_> {
             )
             .await?;
         }
-        if self.sandbox.is_some() {
-            let dir = self.env_dir.to_path_buf();
-            tokio::task::spawn_blocking(move || fsx::seal(&dir))
+        if let Some(sb) = &self.sandbox {
+            let (dir, own) = (self.env_dir.to_path_buf(), sb.uid.own);
+            // Not root: the tree stays Berth's (it cannot give it away); the caller makes it
+            // readable by all.
+            tokio::task::spawn_blocking(move || if own { Ok(()) } else { fsx::seal(&dir) })
                 .await
                 .map_err(|e| BuildError::io("sealing the environment", std::io::Error::other(e)))?
                 .map_err(|e| BuildError::io(format!("sealing {}", self.env_dir.display()), e))?;

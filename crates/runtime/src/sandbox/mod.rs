@@ -123,6 +123,12 @@ use tracing::{debug, info, warn};
 
 pub use cgroup::{ParentLimits, Swept, init_instance, kill_running_from, sweep_instance};
 pub use error::Error;
+
+/// The effective uid of this process (builds and sandboxes switch uid only when it is root).
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
 pub use probe::{Capabilities, CgroupVersion, probe};
 pub use proxy::{EgressPolicy, EgressRule, InvalidEgressRule};
 pub use spec::{

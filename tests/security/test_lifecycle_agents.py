@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 from berth_harness import (
+    ACCOUNT,
     deploy_agent,
     expect_error,
     invoke,
     invoke_json,
     live_session,
+    native,
     live_sessions,
     new_session_id,
     poll,
@@ -144,8 +146,24 @@ def test_status_outside_http_becomes_runtime_client_error(srv):
 
 def test_an_agent_starting_sessions_of_itself_hits_the_quota(srv):
     server, data = srv["server"], srv["data"]
+    # Invoking itself is a grant its role must carry (the default role has none).
+    role = unique_name("spawner_role")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "bedrock-agentcore:InvokeAgentRuntime", "Resource": "*"}
+        ],
+    }
+    put = native(
+        server, "PUT", f"/berth/v1/roles/{role}", body=json.dumps({"policies": [policy]}).encode()
+    )
+    assert put.status == 200, (put.status, put.body)
     runtime = deploy_agent(
-        srv["control"], srv["s3"], spawner_agent_zip(), name=unique_name("spawner")
+        srv["control"],
+        srv["s3"],
+        spawner_agent_zip(),
+        name=unique_name("spawner"),
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/{role}",
     )
     session = new_session_id("spawn")
     answer = invoke_json(

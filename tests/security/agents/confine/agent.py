@@ -138,4 +138,5 @@ def invoke(payload, context):
 
 
 if __name__ == "__main__":
-    app.run()
+    # PORT: process isolation hands each agent its own host port (8080 in namespace sandboxes).
+    app.run(port=int(os.environ.get("PORT", "8080")))

@@ -119,8 +119,10 @@ async fn the_live_session_cap_refuses_before_any_agent_starts() {
     opts.quotas.runtime_live = 1;
     let (s, record, _shutdown) = sessions(opts);
     s.open(&target(1), SID, None).await.unwrap();
-    let refused = s.open(&target(1), "another-session-of-the-same-runtime", None);
-    assert!(matches!(refused.await, Err(Error::QuotaExceeded(_))));
+    let refused = s
+        .open(&target(1), "another-session-of-the-same-runtime", None)
+        .await;
+    assert!(matches!(refused, Err(Error::QuotaExceeded(_))));
     assert_eq!(record.started.load(Ordering::SeqCst), 1);
 }
 

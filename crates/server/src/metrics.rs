@@ -12,11 +12,9 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use berth_control::Control;
-use berth_control::health::{LATENCY_BOUNDS_MS, Outcome};
+use berth_control::health::LATENCY_BOUNDS_MS;
 use berth_store::HealthRow;
-use futures::StreamExt;
 use std::fmt::Write as _;
-use std::time::Instant;
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")

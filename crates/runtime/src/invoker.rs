@@ -85,8 +85,10 @@ pub type Answer = Response<BodyStream>;
 /// One step of the invocation stack.
 pub trait Invoke: Send + Sync + 'static {
     /// Handles `call`, usually by passing it on to the layer inside.
-    fn invoke<'a>(&'a self, call: Call<'a>)
-    -> impl Future<Output = Result<Answer, Error>> + Send + 'a;
+    fn invoke<'a>(
+        &'a self,
+        call: Call<'a>,
+    ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a;
 }
 
 /// What the invoker needs from the control plane: where a new session goes, and where
@@ -233,16 +235,11 @@ impl<S> Layer<S> for AuthLayer {
 }
 
 impl<S: Invoke> Invoke for Authenticated<S> {
-    fn invoke<'a>(
-        &'a self,
-        call: Call<'a>,
-    ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
-        async move {
-            if call.inv.actor.is_none() {
-                return Err(Error::Unauthenticated);
-            }
-            self.0.invoke(call).await
+    async fn invoke<'a>(&'a self, call: Call<'a>) -> Result<Answer, Error> {
+        if call.inv.actor.is_none() {
+            return Err(Error::Unauthenticated);
         }
+        self.0.invoke(call).await
     }
 }
 
@@ -271,33 +268,28 @@ impl<S> Layer<S> for RouteLayer {
 }
 
 impl<S: Invoke> Invoke for Routed<S> {
-    fn invoke<'a>(
-        &'a self,
-        mut call: Call<'a>,
-    ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
-        async move {
-            let inv = &call.inv;
-            match self.sessions.existing(inv.runtime_id, inv.session_id) {
-                Some(s) => call.session = Some(s),
-                None => {
-                    let headers = inv.headers;
-                    let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-                    let req = RouteRequest {
-                        session_id: inv.session_id,
-                        user_id: inv.user_id,
-                        actor: inv.actor,
-                        header: &lookup,
-                    };
-                    let target = self
-                        .control
-                        .route(inv.runtime_id, inv.qualifier, &req)
-                        .await
-                        .map_err(Error::Route)?;
-                    call.target = Some(target);
-                }
+    async fn invoke<'a>(&'a self, mut call: Call<'a>) -> Result<Answer, Error> {
+        let inv = &call.inv;
+        match self.sessions.existing(inv.runtime_id, inv.session_id) {
+            Some(s) => call.session = Some(s),
+            None => {
+                let headers = inv.headers;
+                let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                let req = RouteRequest {
+                    session_id: inv.session_id,
+                    user_id: inv.user_id,
+                    actor: inv.actor,
+                    header: &lookup,
+                };
+                let target = self
+                    .control
+                    .route(inv.runtime_id, inv.qualifier, &req)
+                    .await
+                    .map_err(Error::Route)?;
+                call.target = Some(target);
             }
-            self.inner.invoke(call).await
         }
+        self.inner.invoke(call).await
     }
 }
 
@@ -324,32 +316,27 @@ impl<S> Layer<S> for HealthLayer {
 }
 
 impl<S: Invoke> Invoke for Health<S> {
-    fn invoke<'a>(
-        &'a self,
-        call: Call<'a>,
-    ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
-        async move {
-            // A live session has nothing to open: pass it through untouched.
-            let Some(target) = &call.target else {
-                return self.inner.invoke(call).await;
-            };
-            let (endpoint, version) = (target.endpoint.clone(), target.version.version);
-            let runtime_id = call.inv.runtime_id;
-            let opening = Instant::now();
-            let res = self.inner.invoke(call).await;
-            if let Err(Error::Open(e)) = &res
-                && !is_refusal(e)
-            {
-                self.control.record(
-                    runtime_id,
-                    &endpoint,
-                    version,
-                    outcome_of(e),
-                    opening.elapsed(),
-                );
-            }
-            res
+    async fn invoke<'a>(&'a self, call: Call<'a>) -> Result<Answer, Error> {
+        // A live session has nothing to open: pass it through untouched.
+        let Some(target) = &call.target else {
+            return self.inner.invoke(call).await;
+        };
+        let (endpoint, version) = (target.endpoint.clone(), target.version.version);
+        let runtime_id = call.inv.runtime_id;
+        let opening = Instant::now();
+        let res = self.inner.invoke(call).await;
+        if let Err(Error::Open(e)) = &res
+            && !is_refusal(e)
+        {
+            self.control.record(
+                runtime_id,
+                &endpoint,
+                version,
+                outcome_of(e),
+                opening.elapsed(),
+            );
         }
+        res
     }
 }
 
@@ -391,23 +378,18 @@ impl<S> Layer<S> for AdmitLayer {
 }
 
 impl<S: Invoke> Invoke for Admitted<S> {
-    fn invoke<'a>(
-        &'a self,
-        mut call: Call<'a>,
-    ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
-        async move {
-            if call.session.is_none()
-                && let Some(target) = &call.target
-            {
-                let session = self
-                    .sessions
-                    .open(target, call.inv.session_id, call.inv.user_id)
-                    .await
-                    .map_err(Error::Open)?;
-                call.session = Some(session);
-            }
-            self.inner.invoke(call).await
+    async fn invoke<'a>(&'a self, mut call: Call<'a>) -> Result<Answer, Error> {
+        if call.session.is_none()
+            && let Some(target) = &call.target
+        {
+            let session = self
+                .sessions
+                .open(target, call.inv.session_id, call.inv.user_id)
+                .await
+                .map_err(Error::Open)?;
+            call.session = Some(session);
         }
+        self.inner.invoke(call).await
     }
 }
 
@@ -433,36 +415,31 @@ impl<S> Layer<S> for MeterLayer {
 }
 
 impl<S: Invoke> Invoke for Metered<S> {
-    fn invoke<'a>(
-        &'a self,
-        call: Call<'a>,
-    ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
-        async move {
-            let Some(session) = &call.session else {
-                return self.inner.invoke(call).await;
-            };
-            let endpoint = call
-                .inv
-                .qualifier
-                .unwrap_or(berth_types::records::DEFAULT_ENDPOINT);
-            let observed = Observed::start(
-                &self.control,
-                call.inv.runtime_id,
-                endpoint,
-                session.version(),
-            );
-            match self.inner.invoke(call).await {
-                Ok(answer) => {
-                    let (parts, stream) = answer.into_parts();
-                    let stream = observed.body(parts.status.as_u16(), stream);
-                    Ok(Response::from_parts(parts, stream))
+    async fn invoke<'a>(&'a self, call: Call<'a>) -> Result<Answer, Error> {
+        let Some(session) = &call.session else {
+            return self.inner.invoke(call).await;
+        };
+        let endpoint = call
+            .inv
+            .qualifier
+            .unwrap_or(berth_types::records::DEFAULT_ENDPOINT);
+        let observed = Observed::start(
+            &self.control,
+            call.inv.runtime_id,
+            endpoint,
+            session.version(),
+        );
+        match self.inner.invoke(call).await {
+            Ok(answer) => {
+                let (parts, stream) = answer.into_parts();
+                let stream = observed.body(parts.status.as_u16(), stream);
+                Ok(Response::from_parts(parts, stream))
+            }
+            Err(e) => {
+                if let Error::Invoke(se) = &e {
+                    observed.failed(se);
                 }
-                Err(e) => {
-                    if let Error::Invoke(se) = &e {
-                        observed.failed(se);
-                    }
-                    Err(e)
-                }
+                Err(e)
             }
         }
     }
@@ -472,22 +449,17 @@ impl<S: Invoke> Invoke for Metered<S> {
 pub struct Forward;
 
 impl Invoke for Forward {
-    fn invoke<'a>(
-        &'a self,
-        call: Call<'a>,
-    ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
-        async move {
-            // Routing sets the session or a target, and admission opens the target: a call
-            // without either is a stack built wrong.
-            debug_assert!(call.session.is_some(), "a call reached Forward unopened");
-            let Some(session) = call.session else {
-                return Err(Error::Invoke(SessionError::Stopped));
-            };
-            session
-                .invoke(call.inv.headers, call.inv.request_id, call.inv.body)
-                .await
-                .map_err(Error::Invoke)
-        }
+    async fn invoke<'a>(&'a self, call: Call<'a>) -> Result<Answer, Error> {
+        // Routing sets the session or a target, and admission opens the target: a call
+        // without either is a stack built wrong.
+        debug_assert!(call.session.is_some(), "a call reached Forward unopened");
+        let Some(session) = call.session else {
+            return Err(Error::Invoke(SessionError::Stopped));
+        };
+        session
+            .invoke(call.inv.headers, call.inv.request_id, call.inv.body)
+            .await
+            .map_err(Error::Invoke)
     }
 }
 

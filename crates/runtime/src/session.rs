@@ -282,9 +282,7 @@ impl Sessions {
             .cloned()?;
         // An agent that exited is not a session to hand out, even before its supervisor has
         // noticed: the next invocation must start a fresh sandbox, not fail on the dead one.
-        cell.get()
-            .filter(|s| s.alive())
-            .cloned()
+        cell.get().filter(|s| s.alive()).cloned()
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<OnceCell<Arc<Session>>>>> {
@@ -899,18 +897,12 @@ async fn log_tail(agent: &dyn Agent) -> String {
     if tail.is_empty() {
         return String::new();
     }
-    format!(
-        "; agent output: {}",
-        String::from_utf8_lossy(&tail).trim()
-    )
+    format!("; agent output: {}", String::from_utf8_lossy(&tail).trim())
 }
 
 /// Copies an agent's log to `dest`, created `0600` like every file under the data dir.
 async fn copy_log(agent: &dyn Agent, dest: &std::path::Path) -> std::io::Result<u64> {
-    let mut src = agent
-        .logs()
-        .await
-        .map_err(std::io::Error::other)?;
+    let mut src = agent.logs().await.map_err(std::io::Error::other)?;
     let mut out = tokio::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -52,12 +52,12 @@ impl ControlPlane for FakeControl {
         req: &RouteRequest<'_>,
     ) -> Result<Target, ApiError> {
         self.routed.fetch_add(1, Ordering::SeqCst);
-        *self.seen.lock().unwrap() = Some((
-            req.actor.map(str::to_owned),
-            req.user_id.map(str::to_owned),
-        ));
+        *self.seen.lock().unwrap() =
+            Some((req.actor.map(str::to_owned), req.user_id.map(str::to_owned)));
         if self.refuse {
-            return Err(ApiError::not_found(format!("no agent runtime {runtime_id}")));
+            return Err(ApiError::not_found(format!(
+                "no agent runtime {runtime_id}"
+            )));
         }
         Ok(self.target.clone())
     }

@@ -35,7 +35,11 @@ async fn concurrent_opens_of_one_session_share_one_agent() {
     assert!(Arc::ptr_eq(&s.existing(RUNTIME_ID, SID).unwrap(), &a));
 
     let resp = a
-        .invoke(&HeaderMap::new(), "req-1", bytes::Bytes::from_static(b"hello"))
+        .invoke(
+            &HeaderMap::new(),
+            "req-1",
+            bytes::Bytes::from_static(b"hello"),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -62,7 +66,11 @@ async fn an_exited_agent_is_not_handed_out_and_the_next_open_starts_afresh() {
     assert!(!Arc::ptr_eq(&first, &second));
     assert_eq!(record.started.load(Ordering::SeqCst), 2);
     let resp = second
-        .invoke(&HeaderMap::new(), "req", bytes::Bytes::from_static(b"again"))
+        .invoke(
+            &HeaderMap::new(),
+            "req",
+            bytes::Bytes::from_static(b"again"),
+        )
         .await
         .unwrap();
     assert_eq!(body_of(resp).await, format!("{SID}:again"));
@@ -200,7 +208,9 @@ async fn shutdown_stops_every_agent() {
     let dir = tempfile::tempdir().unwrap();
     let (s, record, shutdown) = sessions(options(dir.path()));
     s.open(&target(1), SID, None).await.unwrap();
-    s.open(&target(1), "a-second-session-id", None).await.unwrap();
+    s.open(&target(1), "a-second-session-id", None)
+        .await
+        .unwrap();
     shutdown.cancel();
     s.shutdown().await;
     assert_eq!(record.stopped.load(Ordering::SeqCst), 2);

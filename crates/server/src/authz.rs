@@ -371,9 +371,9 @@ pub fn operations(
             let role = |n: &str| format!("arn:aws:iam::{}:role/{}", p.account_id, decode(n));
             match (m, rest) {
                 (Method::GET, [] | [""]) => one("berth:ListRoles", role("*")),
-                (Method::GET, [n]) => one("berth:GetRole", role(*n)),
-                (Method::PUT, [n]) => one("berth:PutRole", role(*n)),
-                (Method::DELETE, [n]) => one("berth:DeleteRole", role(*n)),
+                (Method::GET, [n]) => one("berth:GetRole", role(n)),
+                (Method::PUT, [n]) => one("berth:PutRole", role(n)),
+                (Method::DELETE, [n]) => one("berth:DeleteRole", role(n)),
                 _ => Classified::default(),
             }
         }
@@ -388,7 +388,7 @@ pub fn operations(
             match (m, rest) {
                 (Method::GET, [] | [""]) => one("berth:ListAccessKeys", key("*")),
                 (Method::POST, [] | [""]) => one("berth:CreateAccessKey", key("*")),
-                (Method::DELETE, [id]) => one("berth:RevokeAccessKey", key(*id)),
+                (Method::DELETE, [id]) => one("berth:RevokeAccessKey", key(id)),
                 _ => Classified::default(),
             }
         }

@@ -133,12 +133,10 @@ fn any_namespace_flag() -> Result<Vec<SeccompRule>, String> {
 
 fn compile() -> Result<Vec<BpfProgram>, String> {
     let arch = arch()?;
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = denied()
-        .into_iter()
-        .map(|nr| (i64::from(nr), Vec::new()))
-        .collect();
-    rules.insert(i64::from(libc::SYS_unshare), any_namespace_flag()?);
-    rules.insert(i64::from(libc::SYS_clone), any_namespace_flag()?);
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        denied().into_iter().map(|nr| (nr, Vec::new())).collect();
+    rules.insert(libc::SYS_unshare, any_namespace_flag()?);
+    rules.insert(libc::SYS_clone, any_namespace_flag()?);
     let deny = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -147,7 +145,7 @@ fn compile() -> Result<Vec<BpfProgram>, String> {
     )
     .map_err(|e| e.to_string())?;
     let clone3 = SeccompFilter::new(
-        BTreeMap::from([(i64::from(libc::SYS_clone3), Vec::new())]),
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch,

@@ -313,9 +313,7 @@ pub fn options(logs_dir: &std::path::Path) -> SessionOptions {
 }
 
 /// A supervisor over a fake backend.
-pub fn sessions(
-    opts: SessionOptions,
-) -> (Sessions, Arc<Record>, CancellationToken) {
+pub fn sessions(opts: SessionOptions) -> (Sessions, Arc<Record>, CancellationToken) {
     let (backend, record) = FakeBackend::new();
     let shutdown = CancellationToken::new();
     let s = Sessions::new(opts, backend, Arc::new(FakePrepare), shutdown.clone());

@@ -201,9 +201,15 @@ mod tests {
     #[tokio::test]
     async fn a_declared_oversize_body_is_refused_before_reading() {
         let budget = Budget::new(1 << 20);
-        let err = read(Body::from("x"), Some(2048), 1024, &[budget.clone()], STALL)
-            .await
-            .unwrap_err();
+        let err = read(
+            Body::from("x"),
+            Some(2048),
+            1024,
+            std::slice::from_ref(&budget),
+            STALL,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, Error::TooLarge { limit: 1024 }), "{err:?}");
         assert_eq!(budget.available(), 1 << 20);
     }
@@ -212,7 +218,7 @@ mod tests {
     async fn an_undeclared_body_is_cut_at_the_limit() {
         let budget = Budget::new(1 << 20);
         let body = chunked(vec![b"aaaa", b"bbbb", b"cccc"]);
-        let err = read(body, None, 10, &[budget.clone()], STALL)
+        let err = read(body, None, 10, std::slice::from_ref(&budget), STALL)
             .await
             .unwrap_err();
         assert!(matches!(err, Error::TooLarge { limit: 10 }), "{err:?}");

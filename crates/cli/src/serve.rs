@@ -781,16 +781,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     ));
     let edge = berth_server::Edge::new(cfg.edge.clone());
     let (sandbox_api, sandbox_api_state) = crate::edge_args::sandbox_api(edge.clone());
-    let sessions = berth_runtime::session::Sessions::new(
-        berth_runtime::session::SessionOptions {
+    // The session backend: where agents run. Namespace sandboxes on this host today; a container
+    // or Kubernetes backend is chosen here (see ARCHITECTURE.md, "Where to add a session backend").
+    let backend = Arc::new(berth_runtime::backend::namespace::NamespaceBackend::new(
+        berth_runtime::backend::namespace::NamespaceOptions {
             sessions_dir: cfg.data_dir.join("sessions"),
-            logs_dir: cfg.data_dir.join("logs"),
             hidden: vec![cfg.data_dir.clone()],
             isolation: cfg.isolation,
             limits: cfg.limits,
-            start_timeout: cfg.start_timeout,
-            ping_interval: cfg.ping_interval,
-            warm_pool: cfg.warm_pool,
             allowed_local: vec![],
             egress_allow: cfg.egress_allow.clone(),
             // Agents reach the data plane at a loopback address of their own; a wildcard listen
@@ -800,6 +798,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             } else {
                 addr
             }),
+            api_server: Some(sandbox_api),
+        },
+    ));
+    let sessions = berth_runtime::session::Sessions::new(
+        berth_runtime::session::SessionOptions {
+            logs_dir: cfg.data_dir.join("logs"),
+            start_timeout: cfg.start_timeout,
+            ping_interval: cfg.ping_interval,
+            warm_pool: cfg.warm_pool,
             credentials: Some({
                 let keys = keys.clone();
                 Arc::new(move |runtime_id: &str| {
@@ -812,8 +819,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 ("AWS_DEFAULT_REGION".into(), cfg.partition.region.clone()),
             ],
             quotas: cfg.quotas,
-            api_server: Some(sandbox_api),
         },
+        backend,
         preparer.clone(),
         shutdown.clone(),
     );
@@ -860,6 +867,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         keys: keys.clone(),
         ring: keys.clone(),
         sessions: sessions.clone(),
+        invoker: berth_runtime::invoker::Invoker::new(Arc::new(control.clone()), sessions.clone()),
         artifacts,
         memory: memory.clone(),
         relax: cfg.relax,

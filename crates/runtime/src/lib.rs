@@ -1,6 +1,8 @@
 //! Berth's runtime: where agent code runs.
 //!
-//! [`sandbox`] isolates one agent session (namespaces, cgroups, egress proxy, connectors).
+//! [`session`] supervises sessions over a [`backend::SessionBackend`]; [`backend::namespace`] runs
+//! agents in [`sandbox`]es (namespaces, cgroups, egress proxy, connectors). [`invoker`] is the
+//! invocation flow as a stack of layers around the session call.
 
 pub mod sandbox;
 
@@ -8,8 +10,10 @@ pub use sandbox::{
     Capabilities, Connector, ExitInfo, Isolation, Limits, Network, RunAs, Sandbox, SandboxSpec,
     probe,
 };
+pub mod backend;
 pub mod builder;
 pub mod deploy;
+pub mod invoker;
 pub mod quota;
 pub mod recovery;
 pub mod session;

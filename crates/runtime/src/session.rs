@@ -1,4 +1,5 @@
-//! Sessions: one sandbox per (runtime, session id), the invocation proxy into it, its lifecycle
+//! Sessions: one agent per (runtime, session id), started by the server's
+//! [`SessionBackend`](crate::backend::SessionBackend), the invocation proxy into it, its lifecycle
 //! (`/ping` polling, idle timeout, max lifetime, crash detection, stop) and the warm pools.
 //!
 //! Architecture Invariant: a session id maps to at most one live sandbox per runtime; concurrent
@@ -6,8 +7,8 @@
 //! Architecture Invariant: response bodies are never buffered; once the agent has started a
 //! `text/event-stream` response, any failure ends the stream with a final `error` event.
 
+use crate::backend::{Agent, AgentSpec, ExecOutput, ExecRequest, LogReader, SessionBackend};
 use crate::quota::{Admission, Quotas, Refusal, Slot};
-use crate::sandbox::{Connector, Isolation, Limits, Network, Sandbox, SandboxSpec};
 use berth_api::control::{Lifecycle, RuntimeSpec};
 use berth_types::records::{Runtime, RuntimeVersion};
 use berth_types::{EpochMillis, now_millis};
@@ -15,11 +16,8 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,58 +51,30 @@ pub trait Prepare: Send + Sync + 'static {
     ) -> Result<Prepared, String>;
 }
 
-/// Options of the session layer.
+/// Options of the session layer (backend-neutral; where agents run is the backend's business).
 #[derive(Clone)]
 pub struct SessionOptions {
-    /// Parent of the sandboxes' work roots.
-    pub sessions_dir: PathBuf,
     /// Where agent logs of ended sessions are kept.
     pub logs_dir: PathBuf,
-    /// Host directories hidden from agents (the data dir).
-    pub hidden: Vec<PathBuf>,
-    /// Namespaces (default) or plain processes.
-    pub isolation: Isolation,
-    /// cgroup limits per session.
-    pub limits: Limits,
     /// How long an agent may take to answer its first `/ping`.
     pub start_timeout: Duration,
     /// How often `/ping` is polled.
     pub ping_interval: Duration,
-    /// Pre-started sandboxes kept per serving version.
+    /// Pre-started agents kept per serving version.
     pub warm_pool: usize,
-    /// Host addresses agents may reach through the egress proxy although local (Berth's API).
-    pub allowed_local: Vec<SocketAddr>,
-    /// The operator's egress allow-list (`--egress-allow`): reachable from PUBLIC runtimes although
-    /// the default policy denies it, and the only destinations of VPC runtimes.
-    pub egress_allow: Vec<crate::sandbox::EgressRule>,
     /// Environment given to every agent (region and such).
     pub env: Vec<(String, String)>,
-    /// Berth's own listener, made reachable inside each namespaced sandbox at
-    /// `127.0.0.1:`[`AGENT_API_PORT`] so agents can call the data plane (memory, invoke).
-    pub api_addr: Option<SocketAddr>,
     /// Issues the credentials a runtime's agents sign with (scoped to that runtime).
     pub credentials: Option<Arc<CredentialIssuer>>,
-    /// Caps on sandboxes held and on new sessions per second.
+    /// Caps on agents held and on new sessions per second.
     pub quotas: Quotas,
-    /// Serves Berth's API on a listener inside each namespaced sandbox, with limits of that
-    /// sandbox's own; without it, the inside port is spliced to `api_addr`.
-    pub api_server: Option<Arc<ApiServer>>,
 }
 
-/// Serves Berth's API on a listener inside sandbox `sandbox_id` until the token is cancelled.
-pub type ApiServer = dyn Fn(
-        tokio::net::TcpListener,
-        String,
-        tokio_util::sync::CancellationToken,
-    ) -> futures::future::BoxFuture<'static, ()>
-    + Send
-    + Sync;
+pub use crate::backend::PING_BODY_MAX;
+pub use crate::backend::namespace::{AGENT_API_PORT, ApiServer};
 
 /// Returns `(access key id, secret)` for a runtime's sandboxes.
 pub type CredentialIssuer = dyn Fn(&str) -> (String, String) + Send + Sync;
-
-/// Port inside a sandbox where Berth's API answers.
-pub const AGENT_API_PORT: u16 = 8750;
 
 /// Why an invocation could not reach the agent. Maps to `RuntimeClientError` (424) unless noted.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +106,9 @@ pub enum Error {
     /// A runtime or session id that cannot be one: ValidationException.
     #[error("{0}")]
     Invalid(String),
+    /// The backend could not do what was asked of a live session (exec, logs).
+    #[error(transparent)]
+    Backend(#[from] crate::backend::Error),
 }
 
 impl From<Refusal> for Error {
@@ -184,8 +157,9 @@ pub struct SessionInfo {
     pub state: State,
     /// Invocations in flight.
     pub in_flight: usize,
-    /// Agent process id on the host.
-    pub pid: u32,
+    /// Where its agent runs (backend, instance, and a host pid where there is one).
+    #[serde(flatten)]
+    pub placement: crate::backend::Placement,
 }
 
 /// Which version a new session runs, and through which endpoint it came.
@@ -200,12 +174,10 @@ pub struct Target {
 }
 
 type Key = (String, String);
-type AgentClient = Client<Connector, Full<Bytes>>;
 
-/// A sandbox with its pooled keep-alive client and its place under the quotas.
-struct Agent {
-    sandbox: Sandbox,
-    client: AgentClient,
+/// A backend's agent and its place under the quotas.
+struct Held {
+    agent: Box<dyn Agent>,
     slot: Slot,
 }
 
@@ -220,7 +192,7 @@ pub struct Session {
     last_activity: AtomicI64,
     in_flight: AtomicUsize,
     busy_reported: std::sync::atomic::AtomicBool,
-    agent: Agent,
+    held: Held,
     header_allowlist: Vec<String>,
     idle: Duration,
     max_lifetime: Duration,
@@ -231,9 +203,10 @@ pub struct Session {
 
 struct Inner {
     opts: SessionOptions,
+    backend: Arc<dyn SessionBackend>,
     prepare: Arc<dyn Prepare>,
     live: Mutex<HashMap<Key, Arc<OnceCell<Arc<Session>>>>>,
-    pools: Mutex<HashMap<(String, u32), VecDeque<Agent>>>,
+    pools: Mutex<HashMap<(String, u32), VecDeque<Held>>>,
     filling: Mutex<std::collections::HashSet<(String, u32)>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -260,12 +233,6 @@ const PASSED: &[&str] = &[
     "mcp-protocol-version",
 ];
 
-fn agent_client(sandbox: &Sandbox) -> AgentClient {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(sandbox.connector())
-}
-
 fn io_err(msg: impl Into<String>) -> std::io::Error {
     std::io::Error::other(msg.into())
 }
@@ -283,9 +250,11 @@ fn sandbox_id(runtime_id: &str, session_id: &str) -> String {
 }
 
 impl Sessions {
-    /// Creates the supervisor. Sandboxes it starts are destroyed by [`Sessions::shutdown`].
+    /// Creates the supervisor over `backend`. Agents it starts are stopped by
+    /// [`Sessions::shutdown`].
     pub fn new(
         opts: SessionOptions,
+        backend: Arc<dyn SessionBackend>,
         prepare: Arc<dyn Prepare>,
         shutdown: CancellationToken,
     ) -> Self {
@@ -293,6 +262,7 @@ impl Sessions {
         Self {
             inner: Arc::new(Inner {
                 opts,
+                backend,
                 prepare,
                 live: Mutex::new(HashMap::new()),
                 pools: Mutex::new(HashMap::new()),
@@ -312,9 +282,7 @@ impl Sessions {
             .cloned()?;
         // An agent that exited is not a session to hand out, even before its supervisor has
         // noticed: the next invocation must start a fresh sandbox, not fail on the dead one.
-        cell.get()
-            .filter(|s| !s.ended.is_cancelled() && s.agent.sandbox.try_exit().is_none())
-            .cloned()
+        cell.get().filter(|s| s.alive()).cloned()
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<OnceCell<Arc<Session>>>>> {
@@ -340,7 +308,7 @@ impl Sessions {
                 .get_or_try_init(|| self.start(target, session_id, user_id))
                 .await;
             match res {
-                Ok(s) if !s.ended.is_cancelled() && s.agent.sandbox.try_exit().is_none() => {
+                Ok(s) if s.alive() => {
                     return Ok(s.clone());
                 }
                 // It ended between lookup and use: drop the stale slot and start afresh.
@@ -370,15 +338,16 @@ impl Sessions {
             .map_err(|e| Error::Start(format!("unreadable version configuration: {e}")))?;
         self.inner.admission.admit_new_session(&target.runtime.id)?;
         let warm = self.take_warm(&target.runtime.id, target.version.version);
-        let agent = match warm {
+        let held = match warm {
             Some(a) => a,
             None => {
                 let slot = self.reserve_for_session(&target.runtime.id).await?;
                 self.start_agent(
                     target,
                     &spec,
-                    &sandbox_id(&target.runtime.id, session_id),
+                    sandbox_id(&target.runtime.id, session_id),
                     slot,
+                    false,
                 )
                 .await?
             }
@@ -396,7 +365,7 @@ impl Sessions {
             last_activity: AtomicI64::new(now),
             in_flight: AtomicUsize::new(0),
             busy_reported: Default::default(),
-            agent,
+            held,
             header_allowlist: spec
                 .header_allowlist()
                 .into_iter()
@@ -407,7 +376,7 @@ impl Sessions {
             ended: CancellationToken::new(),
             ending: Default::default(),
         });
-        info!(runtime_id = %session.runtime_id, session_id, version = session.version, pid = session.agent.sandbox.pid(), "session started");
+        info!(runtime_id = %session.runtime_id, session_id, version = session.version, instance = %session.held.agent.placement().instance, "session started");
         let this = self.clone();
         let s = session.clone();
         self.inner
@@ -428,8 +397,8 @@ impl Sessions {
                         warn!(runtime_id, reason = %refusal, "session refused by quota");
                         return Err(refusal.into());
                     };
-                    if let Err(e) = victim.sandbox.destroy().await {
-                        warn!(error = %e, "destroying an evicted warm sandbox");
+                    if let Err(e) = victim.agent.stop().await {
+                        warn!(error = %e, "stopping an evicted warm agent");
                     }
                     victim.slot.release();
                 }
@@ -438,7 +407,7 @@ impl Sessions {
     }
 
     /// Takes one warm sandbox out of the pools, of `runtime_id` if it has one, else any.
-    fn evict_warm(&self, runtime_id: &str) -> Option<Agent> {
+    fn evict_warm(&self, runtime_id: &str) -> Option<Held> {
         let mut pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
         let key = pools
             .iter()
@@ -449,14 +418,16 @@ impl Sessions {
         pools.get_mut(&key).and_then(VecDeque::pop_back)
     }
 
-    /// Starts a sandbox for a version and waits until its agent answers `/ping`.
+    /// Starts an agent for a version (a spare for a warm pool when `spare`) and waits until it
+    /// answers `/ping`.
     async fn start_agent(
         &self,
         target: &Target,
         spec: &RuntimeSpec,
-        id: &str,
+        id: String,
         slot: Slot,
-    ) -> Result<Agent, Error> {
+        spare: bool,
+    ) -> Result<Held, Error> {
         let prepared = self
             .inner
             .prepare
@@ -464,94 +435,45 @@ impl Sessions {
             .await
             .map_err(Error::Start)?;
         let o = &self.inner.opts;
-        let mut sb = SandboxSpec::new(
-            id,
-            o.sessions_dir.join(id),
-            prepared.code_dir.clone(),
-            prepared.argv.clone(),
-        );
-        sb.env = o.env.clone();
-        let api_url = match (o.isolation, o.api_addr) {
-            (Isolation::Namespaces, Some(_)) => Some(format!("http://127.0.0.1:{AGENT_API_PORT}")),
-            (Isolation::Process, Some(a)) => Some(format!("http://{a}")),
-            (_, None) => None,
-        };
-        if let Some(url) = &api_url {
+        let backend = &self.inner.backend;
+        let mut env = o.env.clone();
+        if let Some(url) = backend.api_url() {
             // The data plane only: the control plane is not for agents (and their credentials
             // are refused there).
-            sb.env
-                .push(("AWS_ENDPOINT_URL_BEDROCK_AGENTCORE".into(), url.clone()));
-            sb.env.push(("BERTH_ENDPOINT_URL".into(), url.clone()));
+            env.push(("AWS_ENDPOINT_URL_BEDROCK_AGENTCORE".into(), url.clone()));
+            env.push(("BERTH_ENDPOINT_URL".into(), url));
         }
         if let Some(issue) = &o.credentials {
             let (id, secret) = issue(&target.runtime.id);
-            sb.env.push(("AWS_ACCESS_KEY_ID".into(), id));
-            sb.env.push(("AWS_SECRET_ACCESS_KEY".into(), secret));
+            env.push(("AWS_ACCESS_KEY_ID".into(), id));
+            env.push(("AWS_SECRET_ACCESS_KEY".into(), secret));
         }
-        sb.env.extend(prepared.env.iter().cloned());
+        env.extend(prepared.env.iter().cloned());
         if let Some(vars) = &spec.environment_variables {
-            sb.env
-                .extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        sb.limits = o.limits;
-        sb.isolation = o.isolation;
-        // PUBLIC: the default egress policy plus the operator's allow-list; VPC: only the
-        // allow-list (nothing at all when it is empty).
-        let public = spec.public_network();
-        sb.network = if public || !o.egress_allow.is_empty() {
-            Network::Public
+        let agent_spec = AgentSpec {
+            id,
+            runtime_id: target.runtime.id.clone(),
+            code_dir: prepared.code_dir,
+            argv: prepared.argv,
+            env,
+            visible: prepared.visible,
+            public_network: spec.public_network(),
+        };
+        let started = if spare {
+            backend.warm(agent_spec).await
         } else {
-            Network::Isolated
+            backend.start(agent_spec).await
         };
-        sb.egress = crate::sandbox::EgressPolicy {
-            allow: o.egress_allow.clone(),
-            allow_only: !public,
-            runtime: Some(target.runtime.id.clone()),
-            // Warm sandboxes start before their session is known; the sandbox id names it.
-            session: Some(id.to_owned()),
-        };
-        sb.allowed_local = o.allowed_local.clone();
-        sb.hidden = o.hidden.clone();
-        sb.visible = prepared.visible.clone();
-        let namespaced = sb.isolation == Isolation::Namespaces;
-        let sandbox = Sandbox::start(sb)
-            .await
-            .map_err(|e| Error::Start(e.to_string()))?;
-        // Exposed right after start: the agent's interpreter needs far longer to get to its
-        // first API call than this takes.
-        let exposed = match (&o.api_server, o.api_addr) {
-            (Some(server), Some(_)) if namespaced => {
-                let (server, sandbox_id) = (server.clone(), id.to_owned());
-                sandbox
-                    .serve_inside(AGENT_API_PORT, move |listener, cancel| {
-                        server(listener, sandbox_id, cancel)
-                    })
-                    .await
-                    .map(drop)
-            }
-            (None, Some(addr)) if namespaced => sandbox
-                .expose_host_port(AGENT_API_PORT, addr)
-                .await
-                .map(drop),
-            _ => Ok(()),
-        };
-        if let Err(e) = exposed {
-            let _ = sandbox.destroy().await;
-            return Err(Error::Start(format!(
-                "cannot expose berth's api inside the sandbox: {e}"
-            )));
-        }
-        let agent = Agent {
-            client: agent_client(&sandbox),
-            sandbox,
-            slot,
-        };
-        match self.wait_healthy(&agent).await {
-            Ok(()) => Ok(agent),
+        let agent = started.map_err(|e| Error::Start(e.to_string()))?;
+        let held = Held { agent, slot };
+        match self.wait_healthy(held.agent.as_ref()).await {
+            Ok(()) => Ok(held),
             Err(e) => {
-                let tail = log_tail(agent.sandbox.log_path()).await;
-                if let Err(d) = agent.sandbox.destroy().await {
-                    warn!(error = %d, "destroying a failed sandbox");
+                let tail = log_tail(held.agent.as_ref()).await;
+                if let Err(d) = held.agent.stop().await {
+                    warn!(error = %d, "stopping a failed agent");
                 }
                 Err(match e {
                     Error::Crashed(m) => Error::Crashed(format!("{m}{tail}")),
@@ -564,19 +486,16 @@ impl Sessions {
         }
     }
 
-    async fn wait_healthy(&self, agent: &Agent) -> Result<(), Error> {
+    async fn wait_healthy(&self, agent: &dyn Agent) -> Result<(), Error> {
         let timeout = self.inner.opts.start_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut backoff = Duration::from_millis(2);
         loop {
             // Each probe is bounded by the start deadline itself, so an agent that hangs on /ping
             // or streams an endless body cannot stretch the start past it.
-            let probe = ping(
-                &agent.client,
-                deadline.min(tokio::time::Instant::now() + PING_TIMEOUT),
-            );
+            let probe = agent.ping(deadline.min(tokio::time::Instant::now() + PING_TIMEOUT));
             tokio::select! {
-                info = agent.sandbox.exited() => return Err(Error::Crashed(format!("{info} before answering /ping"))),
+                info = agent.exit().exited() => return Err(Error::Crashed(format!("{info} before answering /ping"))),
                 _ = self.inner.shutdown.cancelled() => return Err(Error::Stopped),
                 r = probe => if r.is_ok() { return Ok(()) },
             }
@@ -586,14 +505,14 @@ impl Sessions {
             // Re-poll the agent's port with a short capped backoff: the condition is the agent
             // answering, and the deadline bounds the wait.
             tokio::select! {
-                info = agent.sandbox.exited() => return Err(Error::Crashed(format!("{info} before answering /ping"))),
+                info = agent.exit().exited() => return Err(Error::Crashed(format!("{info} before answering /ping"))),
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_millis(50));
         }
     }
 
-    fn take_warm(&self, runtime_id: &str, version: u32) -> Option<Agent> {
+    fn take_warm(&self, runtime_id: &str, version: u32) -> Option<Held> {
         let mut pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
         pools
             .get_mut(&(runtime_id.to_owned(), version))
@@ -634,16 +553,16 @@ impl Sessions {
                             break;
                         }
                     };
-                    match this.start_agent(&target, &spec, &id, slot).await {
-                        Ok(agent) => {
+                    match this.start_agent(&target, &spec, id, slot, true).await {
+                        Ok(held) => {
                             // Decided under the pool lock, so shutdown's final drain cannot miss it.
                             let mut pools = this.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
                             if this.inner.shutdown.is_cancelled() {
                                 drop(pools);
-                                let _ = agent.sandbox.destroy().await;
+                                let _ = held.agent.stop().await;
                                 break;
                             }
-                            pools.entry(key.clone()).or_default().push_back(agent);
+                            pools.entry(key.clone()).or_default().push_back(held);
                         }
                         Err(e) => {
                             warn!(runtime_id = %key.0, version = key.1, error = %e, "warm pool refill failed");
@@ -666,7 +585,7 @@ impl Sessions {
             tokio::select! {
                 _ = s.ended.cancelled() => break "stopped".to_owned(),
                 _ = self.inner.shutdown.cancelled() => break "server shutdown".to_owned(),
-                info = s.agent.sandbox.exited() => break format!("agent exited: {info}"),
+                info = s.held.agent.exit().exited() => break format!("agent exited: {info}"),
                 _ = tokio::time::sleep_until(lifetime_end) => break "max lifetime reached".to_owned(),
                 _ = tokio::time::sleep(o.ping_interval) => {}
             }
@@ -675,10 +594,10 @@ impl Sessions {
                 s.last_activity.store(now, Ordering::Release);
                 continue;
             }
-            let probe = ping(
-                &s.agent.client,
-                lifetime_end.min(tokio::time::Instant::now() + PING_TIMEOUT),
-            );
+            let probe = s
+                .held
+                .agent
+                .ping(lifetime_end.min(tokio::time::Instant::now() + PING_TIMEOUT));
             let answer = tokio::select! {
                 _ = s.ended.cancelled() => break "stopped".to_owned(),
                 _ = self.inner.shutdown.cancelled() => break "server shutdown".to_owned(),
@@ -724,20 +643,20 @@ impl Sessions {
             }
         }
         self.keep_log(s).await;
-        if let Err(e) = s.agent.sandbox.destroy().await {
-            warn!(runtime_id = %s.runtime_id, session_id = %s.session_id, error = %e, "sandbox teardown failed");
+        if let Err(e) = s.held.agent.stop().await {
+            warn!(runtime_id = %s.runtime_id, session_id = %s.session_id, error = %e, "agent teardown failed");
         }
         // Streams may keep the session alive a while longer; its place under the caps is free now.
-        s.agent.slot.release();
+        s.held.slot.release();
         info!(runtime_id = %s.runtime_id, session_id = %s.session_id, reason, "session ended");
     }
 
-    /// Moves the agent log out of the sandbox before it is destroyed, for `berth logs`.
+    /// Copies the agent log out of the backend before the agent is stopped, for `berth logs`.
     async fn keep_log(&self, s: &Session) {
         let dir = self.inner.opts.logs_dir.join(&s.runtime_id);
         if tokio::fs::create_dir_all(&dir).await.is_ok() {
             let dest = dir.join(format!("{}.log", log_name(&s.session_id)));
-            if let Err(e) = tokio::fs::copy(s.agent.sandbox.log_path(), &dest).await {
+            if let Err(e) = copy_log(s.held.agent.as_ref(), &dest).await {
                 warn!(error = %e, "keeping the agent log failed");
             }
         }
@@ -767,11 +686,16 @@ impl Sessions {
         out
     }
 
-    /// The agent log of a session: live in its sandbox, or kept after it ended.
-    pub fn log_path(&self, runtime_id: &str, session_id: &str) -> Result<Option<PathBuf>, Error> {
+    /// The agent log of a session: live from its backend, or kept after it ended; `None` when
+    /// there is neither.
+    pub async fn open_log(
+        &self,
+        runtime_id: &str,
+        session_id: &str,
+    ) -> Result<Option<LogReader>, Error> {
         check_ids(runtime_id, Some(session_id))?;
         if let Some(s) = self.existing(runtime_id, session_id) {
-            return Ok(Some(s.agent.sandbox.log_path().to_path_buf()));
+            return Ok(s.held.agent.logs().await.ok());
         }
         let p = self
             .inner
@@ -779,7 +703,24 @@ impl Sessions {
             .logs_dir
             .join(runtime_id)
             .join(format!("{}.log", log_name(session_id)));
-        Ok(p.exists().then_some(p))
+        match tokio::fs::File::open(&p).await {
+            Ok(f) => Ok(Some(Box::pin(f))),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Runs a command in a live session's agent environment.
+    pub async fn exec(
+        &self,
+        runtime_id: &str,
+        session_id: &str,
+        req: &ExecRequest,
+    ) -> Result<ExecOutput, Error> {
+        check_ids(runtime_id, Some(session_id))?;
+        let s = self
+            .existing(runtime_id, session_id)
+            .ok_or_else(|| Error::NotFound(session_id.to_owned()))?;
+        Ok(s.held.agent.exec(req).await?)
     }
 
     /// Sessions of a runtime with a log: live ones, then those whose log was kept.
@@ -819,7 +760,7 @@ impl Sessions {
         for s in victims {
             self.end(&s, "runtime or version deleted").await;
         }
-        let warm: Vec<Agent> = {
+        let warm: Vec<Held> = {
             let mut pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
             let keys: Vec<_> = pools
                 .keys()
@@ -831,7 +772,7 @@ impl Sessions {
                 .collect()
         };
         for a in warm {
-            let _ = a.sandbox.destroy().await;
+            let _ = a.agent.stop().await;
         }
     }
 
@@ -849,12 +790,12 @@ impl Sessions {
         // Refills in flight finish (or give up) first, so the drain below sees every sandbox.
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
-        let warm: Vec<Agent> = {
+        let warm: Vec<Held> = {
             let mut pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
             pools.drain().flat_map(|(_, v)| v).collect()
         };
         for a in warm {
-            let _ = a.sandbox.destroy().await;
+            let _ = a.agent.stop().await;
         }
     }
 }
@@ -934,49 +875,49 @@ fn session_of_log_name(name: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-async fn log_tail(path: &std::path::Path) -> String {
-    match tokio::fs::read(path).await {
-        Ok(b) if !b.is_empty() => {
-            let start = b.len().saturating_sub(2000);
-            format!(
-                "; agent output: {}",
-                String::from_utf8_lossy(&b[start..]).trim()
-            )
+/// The last 2000 bytes of an agent's log, for a start failure's message.
+async fn log_tail(agent: &dyn Agent) -> String {
+    use tokio::io::AsyncReadExt;
+    let Ok(mut r) = agent.logs().await else {
+        return String::new();
+    };
+    // Keep a bounded window: the log may be large, the message wants only its end.
+    let mut tail: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                let excess = tail.len().saturating_sub(2000);
+                tail.drain(..excess);
+            }
         }
-        _ => String::new(),
     }
+    if tail.is_empty() {
+        return String::new();
+    }
+    format!("; agent output: {}", String::from_utf8_lossy(&tail).trim())
+}
+
+/// Copies an agent's log to `dest`, created `0600` like every file under the data dir.
+async fn copy_log(agent: &dyn Agent, dest: &std::path::Path) -> std::io::Result<u64> {
+    let mut src = agent.logs().await.map_err(std::io::Error::other)?;
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dest)
+        .await?;
+    let n = tokio::io::copy(&mut src, &mut out).await?;
+    use tokio::io::AsyncWriteExt;
+    out.flush().await?;
+    Ok(n)
 }
 
 /// The longest a live session's `/ping` may take, headers and body.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The most of a `/ping` body Berth reads; AgentCore's answer is a few dozen bytes. Anything
-/// larger counts as unhealthy instead of being buffered in the server, outside any cgroup.
-pub const PING_BODY_MAX: usize = 4096;
-
-/// `GET /ping` until `deadline` (headers and body): `Ok(true)` for HealthyBusy, `Ok(false)` for
-/// Healthy. A body past [`PING_BODY_MAX`] or still arriving at the deadline is a failure.
-async fn ping(client: &AgentClient, deadline: tokio::time::Instant) -> Result<bool, String> {
-    let req = Request::get("http://127.0.0.1/ping")
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let exchange = async {
-        let resp = client.request(req).await.map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("status {}", resp.status()));
-        }
-        http_body_util::Limited::new(resp.into_body(), PING_BODY_MAX)
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .map_err(|e| format!("unreadable or oversized body (limit {PING_BODY_MAX} bytes): {e}"))
-    };
-    let body = tokio::time::timeout_at(deadline, exchange)
-        .await
-        .map_err(|_| "timed out".to_owned())??;
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    Ok(v.get("status").and_then(|s| s.as_str()) == Some("HealthyBusy"))
-}
 
 impl Session {
     /// Admin view.
@@ -998,8 +939,14 @@ impl Session {
                 State::Idle
             },
             in_flight,
-            pid: self.agent.sandbox.pid(),
+            placement: self.held.agent.placement(),
         }
+    }
+
+    /// Neither ended nor exited: an agent that exited is not a session to hand out, even
+    /// before its supervisor has noticed.
+    fn alive(&self) -> bool {
+        !self.ended.is_cancelled() && self.held.agent.exit().try_exit().is_none()
     }
 
     /// Version this session runs.
@@ -1039,14 +986,14 @@ impl Session {
         let guard = InFlight::new(self.clone());
         let resp = tokio::select! {
             _ = self.ended.cancelled() => return Err(Error::Stopped),
-            info = self.agent.sandbox.exited() => return Err(Error::Crashed(info.to_string())),
-            r = self.agent.client.request(req) => match r {
+            info = self.held.agent.exit().exited() => return Err(Error::Crashed(info.to_string())),
+            r = self.held.agent.forward(req) => match r {
                 Ok(r) => r,
                 Err(e) => {
                     // A transport failure means the agent is gone or broken: end the session so
                     // the next call with this id gets a fresh sandbox, and say why if it died.
                     self.ended.cancel();
-                    let exited = tokio::time::timeout(Duration::from_millis(200), self.agent.sandbox.exited()).await;
+                    let exited = tokio::time::timeout(Duration::from_millis(200), self.held.agent.exit().exited()).await;
                     return Err(match exited {
                         Ok(info) => Error::Crashed(info.to_string()),
                         Err(_) => Error::Unreachable(format!("{e}")),

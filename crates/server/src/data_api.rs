@@ -2,7 +2,6 @@
 
 use crate::AppState;
 use crate::error::{RequestId, WireError};
-use crate::metrics::{self, Observed};
 use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::RawPathParamsRejection;
@@ -11,8 +10,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use berth_api::{ApiError, ErrorKind};
 use berth_auth::Verified;
-use berth_control::RouteRequest;
-use berth_runtime::session::{Error as SessionError, Target};
+use berth_runtime::invoker::{Error as InvokeError, Invocation};
+use berth_runtime::session::Error as SessionError;
 use percent_encoding::percent_decode_str;
 
 /// The session header of the AgentCore contract.
@@ -123,7 +122,16 @@ fn session_error(e: SessionError) -> ApiError {
     }
 }
 
-/// `InvokeAgentRuntime`.
+fn invoke_error(e: InvokeError) -> ApiError {
+    match e {
+        InvokeError::Unauthenticated => ApiError::new(ErrorKind::AccessDenied, e.to_string()),
+        InvokeError::Route(e) => e,
+        InvokeError::Open(e) | InvokeError::Invoke(e) => session_error(e),
+    }
+}
+
+/// `InvokeAgentRuntime`: extracts the invocation, hands it to the invoker
+/// (`berth_runtime::invoker`), converts the answer.
 pub async fn invoke(
     State(s): State<AppState>,
     Extension(rid): Extension<RequestId>,
@@ -136,68 +144,21 @@ pub async fn invoke(
     let call = parse_call(&s, path, q.as_deref())?;
     let sid =
         session_id(&headers)?.unwrap_or_else(|| format!("berth-{}", berth_types::new_request_id()));
-    let session = match s.sessions.existing(&call.runtime_id, &sid) {
-        Some(session) => session,
-        None => {
-            let user = headers.get(USER_HEADER).and_then(|v| v.to_str().ok());
-            let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-            let actor = verified
-                .as_ref()
-                .map(|v| v.principal.access_key_id.as_str());
-            let req = RouteRequest {
-                session_id: &sid,
-                user_id: user,
-                actor,
-                header: &lookup,
-            };
-            let r = s
-                .control
-                .route(&call.runtime_id, call.qualifier.as_deref(), &req)
-                .await?
-                .resolved;
-            let target = Target {
-                runtime: r.runtime,
-                version: r.version,
-                endpoint: r.endpoint,
-            };
-            let opening = std::time::Instant::now();
-            match s.sessions.open(&target, &sid, user).await {
-                Ok(session) => session,
-                // A refusal by quota says nothing about the version's health.
-                Err(
-                    e @ (SessionError::QuotaExceeded(_)
-                    | SessionError::Throttled(_)
-                    | SessionError::Invalid(_)),
-                ) => return Err(session_error(e).into()),
-                Err(e) => {
-                    metrics::open_failed(
-                        &s.control,
-                        &call.runtime_id,
-                        &target.endpoint,
-                        target.version.version,
-                        opening,
-                        &e,
-                    );
-                    return Err(session_error(e).into());
-                }
-            }
-        }
+    let inv = Invocation {
+        runtime_id: &call.runtime_id,
+        qualifier: call.qualifier.as_deref(),
+        session_id: &sid,
+        user_id: headers.get(USER_HEADER).and_then(|v| v.to_str().ok()),
+        actor: verified
+            .as_ref()
+            .map(|v| v.principal.access_key_id.as_str()),
+        request_id: &rid.0,
+        headers: &headers,
+        body,
     };
-    let endpoint = call
-        .qualifier
-        .as_deref()
-        .unwrap_or(berth_types::records::DEFAULT_ENDPOINT);
-    let observed = Observed::start(&s.control, &call.runtime_id, endpoint, session.version());
-    let resp = match session.invoke(&headers, &rid.0, body).await {
-        Ok(r) => r,
-        Err(e) => {
-            observed.failed(&e);
-            return Err(session_error(e).into());
-        }
-    };
+    let resp = s.invoker.invoke(inv).await.map_err(invoke_error)?;
     let (parts, stream) = resp.into_parts();
     let status = parts.status;
-    let stream = observed.body(status.as_u16(), stream);
     // Anything but a success or redirect is a failed answer, including statuses HTTP does not
     // define (hyper accepts 600-999 from the agent): never pass those through as if valid.
     if status.is_client_error() || status.is_server_error() || status.as_u16() >= 600 {

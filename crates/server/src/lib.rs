@@ -40,8 +40,10 @@ pub struct AppState {
     pub ring: Arc<berth_auth::KeyRing>,
     /// The S3-compatible object store agent code is uploaded to.
     pub artifacts: berth_artifacts::ArtifactStore,
-    /// Live sessions and their sandboxes.
+    /// Live sessions and their agents.
     pub sessions: berth_runtime::session::Sessions,
+    /// The invocation flow (`InvokeAgentRuntime`) around `sessions`.
+    pub invoker: berth_runtime::invoker::Invoker,
     /// AgentCore Memory.
     pub memory: berth_memory::Memory,
     /// AgentCore limits relaxed on test servers.

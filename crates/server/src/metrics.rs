@@ -1,7 +1,8 @@
 //! Per-version health on the invocation path, and its Prometheus exposition.
 //!
-//! The data plane reports each invocation to `berth_control::Health` (an in-memory aggregate
-//! the controller flushes to the store every tick); nothing here writes to the store.
+//! The invoker's metering and health layers (`berth_runtime::invoker`) report each invocation to
+//! `berth_control::Health` (an in-memory aggregate the controller flushes to the store every
+//! tick); nothing here writes to the store.
 //! `/metrics` in the Prometheus text format is served signed at `/berth/v1/metrics` and, for
 //! scrapers that cannot sign, unauthenticated on its own listener ([`metrics_router`]).
 
@@ -11,99 +12,9 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use berth_control::Control;
-use berth_control::health::{LATENCY_BOUNDS_MS, Outcome};
-use berth_runtime::session::{BodyStream, Error as SessionError};
+use berth_control::health::LATENCY_BOUNDS_MS;
 use berth_store::HealthRow;
-use futures::StreamExt;
 use std::fmt::Write as _;
-use std::time::Instant;
-
-/// One invocation being observed; records itself when dropped (the response body finished,
-/// failed, or the client went away), so streamed answers count their full duration. Dropped
-/// before an outcome was known (the request was abandoned, or a path forgot to report), it
-/// counts as a RuntimeClientError rather than as a success.
-pub(crate) struct Observed {
-    control: Control,
-    runtime_id: String,
-    endpoint: String,
-    version: u32,
-    started: Instant,
-    outcome: Option<Outcome>,
-}
-
-impl Observed {
-    /// Starts timing an invocation of `version` through `endpoint`.
-    pub(crate) fn start(control: &Control, runtime_id: &str, endpoint: &str, version: u32) -> Self {
-        Self {
-            control: control.clone(),
-            runtime_id: runtime_id.to_owned(),
-            endpoint: endpoint.to_owned(),
-            version,
-            started: Instant::now(),
-            outcome: None,
-        }
-    }
-
-    /// Records a failure to reach the agent (the value is dropped, and so recorded, here).
-    pub(crate) fn failed(mut self, e: &SessionError) {
-        self.outcome = Some(outcome_of(e));
-    }
-
-    /// Wraps the agent's response body: a 5xx status or a failure mid-body is an error.
-    pub(crate) fn body(mut self, status: u16, stream: BodyStream) -> BodyStream {
-        self.outcome = Some(Outcome::of_status(status));
-        let mut observed = self;
-        stream
-            .map(move |item| {
-                // Borrow the whole value, not just the field, so the closure owns `observed`
-                // and it is dropped (recorded) when the body is.
-                let o = &mut observed;
-                if item.is_err() {
-                    o.outcome = Some(Outcome::AgentError);
-                }
-                item
-            })
-            .boxed()
-    }
-}
-
-fn outcome_of(e: &SessionError) -> Outcome {
-    match e {
-        SessionError::StartTimeout(_) => Outcome::Timeout,
-        _ => Outcome::RuntimeClient,
-    }
-}
-
-/// Records a session that could not be opened (its sandbox would not start) as a failed
-/// invocation of the version it was routed to.
-pub(crate) fn open_failed(
-    control: &Control,
-    runtime_id: &str,
-    endpoint: &str,
-    version: u32,
-    started: Instant,
-    e: &SessionError,
-) {
-    control.health().record(
-        runtime_id,
-        endpoint,
-        version,
-        outcome_of(e),
-        started.elapsed(),
-    );
-}
-
-impl Drop for Observed {
-    fn drop(&mut self) {
-        self.control.health().record(
-            &self.runtime_id,
-            &self.endpoint,
-            self.version,
-            self.outcome.unwrap_or(Outcome::RuntimeClient),
-            self.started.elapsed(),
-        );
-    }
-}
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")

@@ -1,4 +1,6 @@
 //! Berth's native JSON API under `/berth/v1`: what AgentCore lacks (session admin, agent logs).
+//! Backend-neutral: sessions are listed with their backend and instance, logs are read through
+//! the session backend, never by host path.
 //! Signed like the AgentCore APIs; the console and the CLI are its clients.
 
 use crate::AppState;
@@ -13,7 +15,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 
 #[derive(Deserialize)]
 struct SessionsQuery {
@@ -68,18 +70,16 @@ async fn logs(
             "no logs for session {session} of runtime {runtime}"
         ))
     };
-    let path = s
+    let reader = s
         .sessions
-        .log_path(&runtime, &session)
+        .open_log(&runtime, &session)
+        .await
         .map_err(invalid)?
         .ok_or_else(not_found)?;
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| not_found())?;
     let sessions = s.sessions.clone();
     let follow = q.follow;
     // Read what is there; when following, poll for growth until the session ends.
-    let stream = futures::stream::unfold((file, 0u64, false), move |(mut file, mut pos, done)| {
+    let stream = futures::stream::unfold((reader, false), move |(mut reader, done)| {
         let sessions = sessions.clone();
         let (runtime, session) = (runtime.clone(), session.clone());
         async move {
@@ -88,10 +88,7 @@ async fn logs(
             }
             loop {
                 let mut buf = vec![0u8; 64 * 1024];
-                if file.seek(std::io::SeekFrom::Start(pos)).await.is_err() {
-                    return None;
-                }
-                match file.read(&mut buf).await {
+                match reader.read(&mut buf).await {
                     Ok(0) => {
                         if !follow || sessions.existing(&runtime, &session).is_none() {
                             return None;
@@ -99,14 +96,13 @@ async fn logs(
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                     Ok(n) => {
-                        pos += n as u64;
                         buf.truncate(n);
                         return Some((
                             Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
-                            (file, pos, false),
+                            (reader, false),
                         ));
                     }
-                    Err(e) => return Some((Err(e), (file, pos, true))),
+                    Err(e) => return Some((Err(e), (reader, true))),
                 }
             }
         }

@@ -460,6 +460,11 @@ impl Sandbox {
         false
     }
 
+    /// A watch that holds how the agent ended once it has (`None` until then).
+    pub fn exit_watch(&self) -> watch::Receiver<Option<ExitInfo>> {
+        self.inner.exit_rx.clone()
+    }
+
     /// How the agent ended, if it has.
     pub fn try_exit(&self) -> Option<ExitInfo> {
         self.inner.exit_rx.borrow().clone()

@@ -1,0 +1,196 @@
+//! The namespace backend: each agent in its own [`Sandbox`] on this host (namespaces, a uid of
+//! its own, seccomp, a minimal root, cgroups, the egress proxy), or a plain process with
+//! `--isolation process`.
+
+use super::{Agent, AgentSpec, Error, ExecOutput, ExecRequest, Exit, LogReader, Placement};
+use crate::sandbox::{
+    Connector, EgressPolicy, EgressRule, Isolation, Limits, Network, Sandbox, SandboxSpec,
+};
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Serves Berth's API on a listener inside sandbox `sandbox_id` until the token is cancelled.
+pub type ApiServer = dyn Fn(
+        tokio::net::TcpListener,
+        String,
+        tokio_util::sync::CancellationToken,
+    ) -> futures::future::BoxFuture<'static, ()>
+    + Send
+    + Sync;
+
+/// Port inside a sandbox where Berth's API answers.
+pub const AGENT_API_PORT: u16 = 8750;
+
+/// Options of the namespace backend.
+#[derive(Clone)]
+pub struct NamespaceOptions {
+    /// Parent of the sandboxes' work roots.
+    pub sessions_dir: PathBuf,
+    /// Host directories hidden from agents (the data dir).
+    pub hidden: Vec<PathBuf>,
+    /// Namespaces (default) or plain processes.
+    pub isolation: Isolation,
+    /// cgroup limits per agent.
+    pub limits: Limits,
+    /// Host addresses agents may reach through the egress proxy although local (Berth's API).
+    pub allowed_local: Vec<SocketAddr>,
+    /// The operator's egress allow-list (`--egress-allow`): reachable from PUBLIC runtimes although
+    /// the default policy denies it, and the only destinations of VPC runtimes.
+    pub egress_allow: Vec<EgressRule>,
+    /// Berth's own listener, made reachable inside each namespaced sandbox at
+    /// `127.0.0.1:`[`AGENT_API_PORT`] so agents can call the data plane (memory, invoke).
+    pub api_addr: Option<SocketAddr>,
+    /// Serves Berth's API on a listener inside each namespaced sandbox, with limits of that
+    /// sandbox's own; without it, the inside port is spliced to `api_addr`.
+    pub api_server: Option<Arc<ApiServer>>,
+}
+
+/// Runs agents in namespace sandboxes on this host.
+pub struct NamespaceBackend {
+    opts: NamespaceOptions,
+}
+
+impl NamespaceBackend {
+    /// A backend with these options.
+    pub fn new(opts: NamespaceOptions) -> Self {
+        Self { opts }
+    }
+}
+
+/// A sandboxed agent and its pooled keep-alive client.
+struct SandboxAgent {
+    sandbox: Sandbox,
+    client: Client<Connector, Full<Bytes>>,
+    exit: Exit,
+}
+
+#[async_trait::async_trait]
+impl super::SessionBackend for NamespaceBackend {
+    fn name(&self) -> &'static str {
+        "namespace"
+    }
+
+    fn api_url(&self) -> Option<String> {
+        match (self.opts.isolation, self.opts.api_addr) {
+            (Isolation::Namespaces, Some(_)) => Some(format!("http://127.0.0.1:{AGENT_API_PORT}")),
+            (Isolation::Process, Some(a)) => Some(format!("http://{a}")),
+            (_, None) => None,
+        }
+    }
+
+    async fn start(&self, spec: AgentSpec) -> Result<Box<dyn Agent>, Error> {
+        let o = &self.opts;
+        let id = spec.id;
+        let mut sb = SandboxSpec::new(&id, o.sessions_dir.join(&id), spec.code_dir, spec.argv);
+        sb.env = spec.env;
+        sb.limits = o.limits;
+        sb.isolation = o.isolation;
+        // PUBLIC: the default egress policy plus the operator's allow-list; VPC: only the
+        // allow-list (nothing at all when it is empty).
+        let public = spec.public_network;
+        sb.network = if public || !o.egress_allow.is_empty() {
+            Network::Public
+        } else {
+            Network::Isolated
+        };
+        sb.egress = EgressPolicy {
+            allow: o.egress_allow.clone(),
+            allow_only: !public,
+            runtime: Some(spec.runtime_id),
+            // Warm sandboxes start before their session is known; the sandbox id names it.
+            session: Some(id.clone()),
+        };
+        sb.allowed_local = o.allowed_local.clone();
+        sb.hidden = o.hidden.clone();
+        sb.visible = spec.visible;
+        let namespaced = sb.isolation == Isolation::Namespaces;
+        let sandbox = Sandbox::start(sb)
+            .await
+            .map_err(|e| Error::Start(e.to_string()))?;
+        // Exposed right after start: the agent's interpreter needs far longer to get to its
+        // first API call than this takes.
+        let exposed = match (&o.api_server, o.api_addr) {
+            (Some(server), Some(_)) if namespaced => {
+                let server = server.clone();
+                sandbox
+                    .serve_inside(AGENT_API_PORT, move |listener, cancel| {
+                        server(listener, id, cancel)
+                    })
+                    .await
+                    .map(drop)
+            }
+            (None, Some(addr)) if namespaced => sandbox
+                .expose_host_port(AGENT_API_PORT, addr)
+                .await
+                .map(drop),
+            _ => Ok(()),
+        };
+        if let Err(e) = exposed {
+            let _ = sandbox.destroy().await;
+            return Err(Error::Start(format!(
+                "cannot expose berth's api inside the sandbox: {e}"
+            )));
+        }
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(sandbox.connector());
+        let exit = Exit::new(sandbox.exit_watch());
+        Ok(Box::new(SandboxAgent {
+            sandbox,
+            client,
+            exit,
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl Agent for SandboxAgent {
+    fn placement(&self) -> Placement {
+        Placement {
+            backend: "namespace",
+            instance: self.sandbox.id().to_owned(),
+            pid: Some(self.sandbox.pid()),
+        }
+    }
+
+    fn forward(&self, req: Request<Full<Bytes>>) -> ResponseFuture {
+        self.client.request(req)
+    }
+
+    fn exit(&self) -> &Exit {
+        &self.exit
+    }
+
+    async fn exec(&self, _req: &ExecRequest) -> Result<ExecOutput, Error> {
+        // Entering a live sandbox's namespaces, uid and cgroup from the server is the sandbox
+        // helper's job and not written yet.
+        Err(Error::Unsupported {
+            backend: "namespace",
+            operation: "exec",
+        })
+    }
+
+    async fn logs(&self) -> Result<LogReader, Error> {
+        let file = tokio::fs::File::open(self.sandbox.log_path())
+            .await
+            .map_err(|source| Error::Io {
+                context: "opening the agent log",
+                source,
+            })?;
+        Ok(Box::pin(file))
+    }
+
+    async fn stop(&self) -> Result<(), Error> {
+        self.sandbox.destroy().await.map_err(|e| Error::Io {
+            context: "destroying the sandbox",
+            source: std::io::Error::other(e),
+        })
+    }
+}

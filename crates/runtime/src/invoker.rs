@@ -1,0 +1,529 @@
+//! The invoker: one `InvokeAgentRuntime` as a domain flow, a stack of layers around the session
+//! call. The server's handler only extracts an [`Invocation`] from the request and converts the
+//! answer (or [`Error`]) to the wire.
+//!
+//! The layers compose like tower's (`tower::Layer`, built with `tower::ServiceBuilder`), but the
+//! service trait is [`Invoke`], an `async fn` over a borrowed [`Call`]: the whole stack is one
+//! statically composed future, so a layer costs no allocation and no dynamic dispatch per
+//! request (tower's `Service` needs nameable futures, which means a box per layer).
+//!
+//! To add a layer (model-gateway tokens, evaluation sampling, spans to a trace store): write a
+//! `FooLayer` implementing `tower::Layer<S>` and a `Foo<S>` implementing [`Invoke`], and add it to
+//! [`Invoker::new`] with a one-line comment saying why it is there. A layer that needs the
+//! session or its version goes inside `AdmitLayer`; one that must see every call, outside
+//! `RouteLayer`.
+//!
+//! Architecture Invariant: a call to a live session reads nothing from the store and allocates
+//! nothing in the stack beyond what metering keeps for its record; routing (a store read, and one
+//! write per new session) happens only when the session has no live agent.
+
+use crate::session::{BodyStream, Error as SessionError, Session, Sessions, Target};
+use berth_api::ApiError;
+use berth_control::health::Outcome;
+use berth_control::{Control, RouteRequest};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, Response};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower::Layer;
+use tracing::Instrument;
+
+/// One invocation as the handler extracted it. Borrowed from the request: building it copies
+/// nothing.
+#[derive(Debug)]
+pub struct Invocation<'a> {
+    /// The runtime's id.
+    pub runtime_id: &'a str,
+    /// Endpoint name or version, if the caller gave one (`DEFAULT` otherwise).
+    pub qualifier: Option<&'a str>,
+    /// The session id (sent by the caller, or made up by the handler).
+    pub session_id: &'a str,
+    /// `X-Amzn-Bedrock-AgentCore-Runtime-User-Id`, if sent.
+    pub user_id: Option<&'a str>,
+    /// The access key id that signed the request.
+    pub actor: Option<&'a str>,
+    /// `x-amzn-RequestId`, passed to the agent.
+    pub request_id: &'a str,
+    /// The request headers (the agent sees the contract's and the allow-listed ones).
+    pub headers: &'a HeaderMap,
+    /// The payload.
+    pub body: Bytes,
+}
+
+/// An invocation on its way through the stack: what the layers learned so far.
+pub struct Call<'a> {
+    /// The invocation.
+    pub inv: Invocation<'a>,
+    /// Set by routing when the session had no live agent: the version it starts on.
+    pub target: Option<Target>,
+    /// The live session; set by routing (it was live) or by admission (it was opened).
+    pub session: Option<Arc<Session>>,
+}
+
+/// Why an invocation failed. The server maps each to one AgentCore exception.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No authenticated caller: AccessDeniedException.
+    #[error("the invocation carries no authenticated caller")]
+    Unauthenticated,
+    /// Routing refused (no such runtime, endpoint or version).
+    #[error("{0}")]
+    Route(ApiError),
+    /// The session could not be opened: refused by a quota, or its agent would not start.
+    #[error("{0}")]
+    Open(SessionError),
+    /// The open session's agent could not be reached.
+    #[error("{0}")]
+    Invoke(SessionError),
+}
+
+/// The agent's answer: status and headers at once, the body streamed.
+pub type Answer = Response<BodyStream>;
+
+/// One step of the invocation stack.
+pub trait Invoke: Send + Sync + 'static {
+    /// Handles `call`, usually by passing it on to the layer inside.
+    fn invoke<'a>(
+        &'a self,
+        call: Call<'a>,
+    ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a;
+}
+
+/// What the invoker needs from the control plane: where a new session goes, and where
+/// per-version health is counted. [`Control`] implements it; tests use a fake.
+#[async_trait::async_trait]
+pub trait ControlPlane: Send + Sync + 'static {
+    /// The version a new session runs (`Control::route`: assignment, rules, weights).
+    async fn route(
+        &self,
+        runtime_id: &str,
+        qualifier: Option<&str>,
+        req: &RouteRequest<'_>,
+    ) -> Result<Target, ApiError>;
+
+    /// Counts one invocation (or failed start) of a version, in memory.
+    fn record(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        version: u32,
+        outcome: Outcome,
+        elapsed: Duration,
+    );
+}
+
+#[async_trait::async_trait]
+impl ControlPlane for Control {
+    async fn route(
+        &self,
+        runtime_id: &str,
+        qualifier: Option<&str>,
+        req: &RouteRequest<'_>,
+    ) -> Result<Target, ApiError> {
+        let r = Control::route(self, runtime_id, qualifier, req)
+            .await?
+            .resolved;
+        Ok(Target {
+            runtime: r.runtime,
+            version: r.version,
+            endpoint: r.endpoint,
+        })
+    }
+
+    fn record(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        version: u32,
+        outcome: Outcome,
+        elapsed: Duration,
+    ) {
+        self.health()
+            .record(runtime_id, endpoint, version, outcome, elapsed);
+    }
+}
+
+/// The invocation stack. Cheap to clone.
+#[derive(Clone)]
+pub struct Invoker {
+    stack: Arc<Stack>,
+}
+
+type Stack = Traced<Authenticated<Routed<Health<Admitted<Metered<Forward>>>>>>;
+
+impl Invoker {
+    /// The stack over `sessions`, routing and counting through `control`.
+    pub fn new(control: Arc<dyn ControlPlane>, sessions: Sessions) -> Self {
+        let stack = tower::ServiceBuilder::new()
+            // Tracing span: every log line of the call carries its runtime and session.
+            .layer(TraceLayer)
+            // Auth context: only a verified caller reaches an agent, and routing rules match on it.
+            .layer(AuthLayer)
+            // Routing: a live session is used as it is; only a new one is routed (a store read).
+            .layer(RouteLayer {
+                control: control.clone(),
+                sessions: sessions.clone(),
+            })
+            // Health: a version whose agents fail to start counts as failing, so rollouts abort.
+            .layer(HealthLayer {
+                control: control.clone(),
+            })
+            // Quotas: a new session opens only under the live caps and the new-session rate.
+            .layer(AdmitLayer { sessions })
+            // Metering: each call counted and timed per version until its body ends.
+            .layer(MeterLayer { control })
+            .service(Forward);
+        Self {
+            stack: Arc::new(stack),
+        }
+    }
+
+    /// Invokes the agent of `inv`'s session, opening the session if it has no live agent.
+    pub async fn invoke(&self, inv: Invocation<'_>) -> Result<Answer, Error> {
+        self.stack
+            .invoke(Call {
+                inv,
+                target: None,
+                session: None,
+            })
+            .await
+    }
+}
+
+/// Adds [`Traced`].
+#[derive(Debug, Clone, Copy)]
+pub struct TraceLayer;
+
+/// Runs the call in an `invoke` span (debug level: free unless asked for).
+pub struct Traced<S>(S);
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = Traced<S>;
+    fn layer(&self, inner: S) -> Traced<S> {
+        Traced(inner)
+    }
+}
+
+impl<S: Invoke> Invoke for Traced<S> {
+    fn invoke<'a>(
+        &'a self,
+        call: Call<'a>,
+    ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
+        let span = tracing::debug_span!(
+            "invoke",
+            runtime_id = call.inv.runtime_id,
+            session_id = call.inv.session_id
+        );
+        self.0.invoke(call).instrument(span)
+    }
+}
+
+/// Adds [`Authenticated`].
+#[derive(Debug, Clone, Copy)]
+pub struct AuthLayer;
+
+/// Refuses a call without a verified caller.
+pub struct Authenticated<S>(S);
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authenticated<S>;
+    fn layer(&self, inner: S) -> Authenticated<S> {
+        Authenticated(inner)
+    }
+}
+
+impl<S: Invoke> Invoke for Authenticated<S> {
+    async fn invoke<'a>(&'a self, call: Call<'a>) -> Result<Answer, Error> {
+        if call.inv.actor.is_none() {
+            return Err(Error::Unauthenticated);
+        }
+        self.0.invoke(call).await
+    }
+}
+
+/// Adds [`Routed`].
+pub struct RouteLayer {
+    control: Arc<dyn ControlPlane>,
+    sessions: Sessions,
+}
+
+/// Finds the live session, or routes a new one to its version.
+pub struct Routed<S> {
+    inner: S,
+    control: Arc<dyn ControlPlane>,
+    sessions: Sessions,
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = Routed<S>;
+    fn layer(&self, inner: S) -> Routed<S> {
+        Routed {
+            inner,
+            control: self.control.clone(),
+            sessions: self.sessions.clone(),
+        }
+    }
+}
+
+impl<S: Invoke> Invoke for Routed<S> {
+    async fn invoke<'a>(&'a self, mut call: Call<'a>) -> Result<Answer, Error> {
+        let inv = &call.inv;
+        match self.sessions.existing(inv.runtime_id, inv.session_id) {
+            Some(s) => call.session = Some(s),
+            None => {
+                let headers = inv.headers;
+                let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                let req = RouteRequest {
+                    session_id: inv.session_id,
+                    user_id: inv.user_id,
+                    actor: inv.actor,
+                    header: &lookup,
+                };
+                let target = self
+                    .control
+                    .route(inv.runtime_id, inv.qualifier, &req)
+                    .await
+                    .map_err(Error::Route)?;
+                call.target = Some(target);
+            }
+        }
+        self.inner.invoke(call).await
+    }
+}
+
+/// Adds [`Health`].
+pub struct HealthLayer {
+    control: Arc<dyn ControlPlane>,
+}
+
+/// Records a session that could not be opened as a failed invocation of its version; a refusal
+/// by quota says nothing about the version and is not recorded.
+pub struct Health<S> {
+    inner: S,
+    control: Arc<dyn ControlPlane>,
+}
+
+impl<S> Layer<S> for HealthLayer {
+    type Service = Health<S>;
+    fn layer(&self, inner: S) -> Health<S> {
+        Health {
+            inner,
+            control: self.control.clone(),
+        }
+    }
+}
+
+impl<S: Invoke> Invoke for Health<S> {
+    async fn invoke<'a>(&'a self, call: Call<'a>) -> Result<Answer, Error> {
+        // A live session has nothing to open: pass it through untouched.
+        let Some(target) = &call.target else {
+            return self.inner.invoke(call).await;
+        };
+        let (endpoint, version) = (target.endpoint.clone(), target.version.version);
+        let runtime_id = call.inv.runtime_id;
+        let opening = Instant::now();
+        let res = self.inner.invoke(call).await;
+        if let Err(Error::Open(e)) = &res
+            && !is_refusal(e)
+        {
+            self.control.record(
+                runtime_id,
+                &endpoint,
+                version,
+                outcome_of(e),
+                opening.elapsed(),
+            );
+        }
+        res
+    }
+}
+
+/// Refusals by quota or of a malformed id: the caller's problem, not the version's.
+fn is_refusal(e: &SessionError) -> bool {
+    matches!(
+        e,
+        SessionError::QuotaExceeded(_) | SessionError::Throttled(_) | SessionError::Invalid(_)
+    )
+}
+
+fn outcome_of(e: &SessionError) -> Outcome {
+    match e {
+        SessionError::StartTimeout(_) => Outcome::Timeout,
+        _ => Outcome::RuntimeClient,
+    }
+}
+
+/// Adds [`Admitted`].
+pub struct AdmitLayer {
+    sessions: Sessions,
+}
+
+/// Opens a routed session through the supervisor, which admits it under the quotas (a slot per
+/// agent, the new-session rate) before any agent starts.
+pub struct Admitted<S> {
+    inner: S,
+    sessions: Sessions,
+}
+
+impl<S> Layer<S> for AdmitLayer {
+    type Service = Admitted<S>;
+    fn layer(&self, inner: S) -> Admitted<S> {
+        Admitted {
+            inner,
+            sessions: self.sessions.clone(),
+        }
+    }
+}
+
+impl<S: Invoke> Invoke for Admitted<S> {
+    async fn invoke<'a>(&'a self, mut call: Call<'a>) -> Result<Answer, Error> {
+        if call.session.is_none()
+            && let Some(target) = &call.target
+        {
+            let session = self
+                .sessions
+                .open(target, call.inv.session_id, call.inv.user_id)
+                .await
+                .map_err(Error::Open)?;
+            call.session = Some(session);
+        }
+        self.inner.invoke(call).await
+    }
+}
+
+/// Adds [`Metered`].
+pub struct MeterLayer {
+    control: Arc<dyn ControlPlane>,
+}
+
+/// Counts and times each call of a version until its response body ends.
+pub struct Metered<S> {
+    inner: S,
+    control: Arc<dyn ControlPlane>,
+}
+
+impl<S> Layer<S> for MeterLayer {
+    type Service = Metered<S>;
+    fn layer(&self, inner: S) -> Metered<S> {
+        Metered {
+            inner,
+            control: self.control.clone(),
+        }
+    }
+}
+
+impl<S: Invoke> Invoke for Metered<S> {
+    async fn invoke<'a>(&'a self, call: Call<'a>) -> Result<Answer, Error> {
+        let Some(session) = &call.session else {
+            return self.inner.invoke(call).await;
+        };
+        let endpoint = call
+            .inv
+            .qualifier
+            .unwrap_or(berth_types::records::DEFAULT_ENDPOINT);
+        let observed = Observed::start(
+            &self.control,
+            call.inv.runtime_id,
+            endpoint,
+            session.version(),
+        );
+        match self.inner.invoke(call).await {
+            Ok(answer) => {
+                let (parts, stream) = answer.into_parts();
+                let stream = observed.body(parts.status.as_u16(), stream);
+                Ok(Response::from_parts(parts, stream))
+            }
+            Err(e) => {
+                if let Error::Invoke(se) = &e {
+                    observed.failed(se);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The innermost step: forwards the call to its session's agent.
+pub struct Forward;
+
+impl Invoke for Forward {
+    async fn invoke<'a>(&'a self, call: Call<'a>) -> Result<Answer, Error> {
+        // Routing sets the session or a target, and admission opens the target: a call
+        // without either is a stack built wrong.
+        debug_assert!(call.session.is_some(), "a call reached Forward unopened");
+        let Some(session) = call.session else {
+            return Err(Error::Invoke(SessionError::Stopped));
+        };
+        session
+            .invoke(call.inv.headers, call.inv.request_id, call.inv.body)
+            .await
+            .map_err(Error::Invoke)
+    }
+}
+
+/// One invocation being observed; records itself when dropped (the response body finished,
+/// failed, or the client went away), so streamed answers count their full duration. Dropped
+/// before an outcome was known (the request was abandoned, or a path forgot to report), it
+/// counts as a RuntimeClientError rather than as a success.
+struct Observed {
+    control: Arc<dyn ControlPlane>,
+    runtime_id: String,
+    endpoint: String,
+    version: u32,
+    started: Instant,
+    outcome: Option<Outcome>,
+}
+
+impl Observed {
+    fn start(
+        control: &Arc<dyn ControlPlane>,
+        runtime_id: &str,
+        endpoint: &str,
+        version: u32,
+    ) -> Self {
+        Self {
+            control: control.clone(),
+            runtime_id: runtime_id.to_owned(),
+            endpoint: endpoint.to_owned(),
+            version,
+            started: Instant::now(),
+            outcome: None,
+        }
+    }
+
+    /// Records a failure to reach the agent (the value is dropped, and so recorded, here).
+    fn failed(mut self, e: &SessionError) {
+        self.outcome = Some(outcome_of(e));
+    }
+
+    /// Wraps the agent's response body: a 5xx status or a failure mid-body is an error.
+    fn body(mut self, status: u16, stream: BodyStream) -> BodyStream {
+        self.outcome = Some(Outcome::of_status(status));
+        let mut observed = self;
+        stream
+            .map(move |item| {
+                // Borrow the whole value, not just the field, so the closure owns `observed`
+                // and it is dropped (recorded) when the body is.
+                let o = &mut observed;
+                if item.is_err() {
+                    o.outcome = Some(Outcome::AgentError);
+                }
+                item
+            })
+            .boxed()
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        self.control.record(
+            &self.runtime_id,
+            &self.endpoint,
+            self.version,
+            self.outcome.unwrap_or(Outcome::RuntimeClient),
+            self.started.elapsed(),
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! The invoker's layer stack against a fake control plane and a fake session backend.
+#![allow(clippy::unwrap_used)]
+
+mod fake_backend;
+
+use berth_api::ApiError;
+use berth_control::RouteRequest;
+use berth_control::health::Outcome;
+use berth_runtime::invoker::{ControlPlane, Error, Invocation, Invoker};
+use berth_runtime::session::{Error as SessionError, Target};
+use fake_backend::{RUNTIME_ID, options, sessions, target};
+use futures::StreamExt;
+use http::HeaderMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SID: &str = "session-0123456789012345678901234567890";
+
+/// Routes every new session to one version and keeps what health was told.
+struct FakeControl {
+    target: Target,
+    refuse: bool,
+    routed: AtomicUsize,
+    /// The actor and user id of the last routing.
+    seen: Mutex<Option<(Option<String>, Option<String>)>>,
+    records: Mutex<Vec<(String, String, u32, Outcome)>>,
+}
+
+impl FakeControl {
+    fn new(version: u32) -> Arc<Self> {
+        Arc::new(Self {
+            target: target(version),
+            refuse: false,
+            routed: AtomicUsize::new(0),
+            seen: Mutex::new(None),
+            records: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn records(&self) -> Vec<(String, String, u32, Outcome)> {
+        self.records.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl ControlPlane for FakeControl {
+    async fn route(
+        &self,
+        runtime_id: &str,
+        _qualifier: Option<&str>,
+        req: &RouteRequest<'_>,
+    ) -> Result<Target, ApiError> {
+        self.routed.fetch_add(1, Ordering::SeqCst);
+        *self.seen.lock().unwrap() =
+            Some((req.actor.map(str::to_owned), req.user_id.map(str::to_owned)));
+        if self.refuse {
+            return Err(ApiError::not_found(format!(
+                "no agent runtime {runtime_id}"
+            )));
+        }
+        Ok(self.target.clone())
+    }
+
+    fn record(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        version: u32,
+        outcome: Outcome,
+        _elapsed: Duration,
+    ) {
+        self.records.lock().unwrap().push((
+            runtime_id.to_owned(),
+            endpoint.to_owned(),
+            version,
+            outcome,
+        ));
+    }
+}
+
+fn invocation<'a>(headers: &'a HeaderMap, body: &'static [u8]) -> Invocation<'a> {
+    Invocation {
+        runtime_id: RUNTIME_ID,
+        qualifier: None,
+        session_id: SID,
+        user_id: Some("alice"),
+        actor: Some("AKIAEXAMPLE"),
+        request_id: "req-1",
+        headers,
+        body: bytes::Bytes::from_static(body),
+    }
+}
+
+async fn body_of(answer: berth_runtime::invoker::Answer) -> String {
+    let mut stream = answer.into_body();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn only_a_new_session_is_routed_and_every_call_is_metered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    let control = FakeControl::new(3);
+    let invoker = Invoker::new(control.clone(), s.clone());
+    let headers = HeaderMap::new();
+
+    let first = invoker.invoke(invocation(&headers, b"one")).await.unwrap();
+    assert_eq!(body_of(first).await, format!("{SID}:one"));
+    let second = invoker.invoke(invocation(&headers, b"two")).await.unwrap();
+    assert_eq!(body_of(second).await, format!("{SID}:two"));
+
+    assert_eq!(control.routed.load(Ordering::SeqCst), 1);
+    assert_eq!(record.started.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        *control.seen.lock().unwrap(),
+        Some((Some("AKIAEXAMPLE".into()), Some("alice".into())))
+    );
+    // Recorded when each body ended, against the endpoint the caller named (DEFAULT here).
+    let ok = (RUNTIME_ID.to_owned(), "DEFAULT".to_owned(), 3, Outcome::Ok);
+    assert_eq!(control.records(), vec![ok.clone(), ok]);
+}
+
+#[tokio::test]
+async fn an_unauthenticated_call_reaches_neither_routing_nor_an_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    let control = FakeControl::new(1);
+    let invoker = Invoker::new(control.clone(), s);
+    let headers = HeaderMap::new();
+    let mut inv = invocation(&headers, b"x");
+    inv.actor = None;
+    assert!(matches!(
+        invoker.invoke(inv).await,
+        Err(Error::Unauthenticated)
+    ));
+    assert_eq!(control.routed.load(Ordering::SeqCst), 0);
+    assert_eq!(record.started.load(Ordering::SeqCst), 0);
+    assert!(control.records().is_empty());
+}
+
+#[tokio::test]
+async fn a_routing_refusal_passes_through_unrecorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    let control = Arc::new(FakeControl {
+        refuse: true,
+        ..Arc::into_inner(FakeControl::new(1)).unwrap()
+    });
+    let invoker = Invoker::new(control.clone(), s);
+    let headers = HeaderMap::new();
+    match invoker.invoke(invocation(&headers, b"x")).await {
+        Err(Error::Route(e)) => assert!(e.to_string().contains("no agent runtime"), "{e}"),
+        other => panic!("expected a routing error, got {:?}", other.err()),
+    }
+    assert_eq!(record.started.load(Ordering::SeqCst), 0);
+    assert!(control.records().is_empty());
+}
+
+#[tokio::test]
+async fn an_agent_that_cannot_start_counts_against_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    record.fail_start.store(true, Ordering::SeqCst);
+    let control = FakeControl::new(7);
+    let invoker = Invoker::new(control.clone(), s);
+    let headers = HeaderMap::new();
+    assert!(matches!(
+        invoker.invoke(invocation(&headers, b"x")).await,
+        Err(Error::Open(SessionError::Start(_)))
+    ));
+    assert_eq!(
+        control.records(),
+        vec![(
+            RUNTIME_ID.to_owned(),
+            "DEFAULT".to_owned(),
+            7,
+            Outcome::RuntimeClient
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_quota_refusal_says_nothing_about_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.quotas.runtime_live = 0;
+    let (s, record, _shutdown) = sessions(opts);
+    let control = FakeControl::new(1);
+    let invoker = Invoker::new(control.clone(), s);
+    let headers = HeaderMap::new();
+    assert!(matches!(
+        invoker.invoke(invocation(&headers, b"x")).await,
+        Err(Error::Open(SessionError::QuotaExceeded(_)))
+    ));
+    assert_eq!(record.started.load(Ordering::SeqCst), 0);
+    assert!(control.records().is_empty());
+}
+
+#[tokio::test]
+async fn an_agent_5xx_is_metered_as_an_agent_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _record, _shutdown) = sessions(options(dir.path()));
+    let control = FakeControl::new(1);
+    let invoker = Invoker::new(control.clone(), s);
+    let headers = HeaderMap::new();
+    let answer = invoker.invoke(invocation(&headers, b"fail")).await.unwrap();
+    assert_eq!(answer.status(), 500);
+    assert_eq!(body_of(answer).await, "boom");
+    assert_eq!(
+        control.records(),
+        vec![(
+            RUNTIME_ID.to_owned(),
+            "DEFAULT".to_owned(),
+            1,
+            Outcome::AgentError
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_crashed_agent_fails_the_call_and_the_next_call_opens_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    let control = FakeControl::new(1);
+    let invoker = Invoker::new(control.clone(), s);
+    let headers = HeaderMap::new();
+    body_of(invoker.invoke(invocation(&headers, b"a")).await.unwrap()).await;
+    record.agents.lock().unwrap()[0].crash();
+    let again = invoker.invoke(invocation(&headers, b"b")).await.unwrap();
+    assert_eq!(body_of(again).await, format!("{SID}:b"));
+    assert_eq!(record.started.load(Ordering::SeqCst), 2);
+    assert_eq!(control.routed.load(Ordering::SeqCst), 2);
+}

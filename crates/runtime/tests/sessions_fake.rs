@@ -1,0 +1,218 @@
+//! The session supervisor against a fake backend: no sandbox, no privileges needed.
+#![allow(clippy::unwrap_used)]
+
+mod fake_backend;
+
+use berth_runtime::backend::ExecRequest;
+use berth_runtime::session::Error;
+use fake_backend::{RUNTIME_ID, options, sessions, target};
+use futures::StreamExt;
+use http::HeaderMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::io::AsyncReadExt;
+
+const SID: &str = "session-0123456789012345678901234567890";
+
+async fn body_of(resp: http::Response<berth_runtime::session::BodyStream>) -> String {
+    let mut stream = resp.into_body();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_opens_of_one_session_share_one_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    let t = target(1);
+    let (a, b) = tokio::join!(s.open(&t, SID, None), s.open(&t, SID, None));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!(record.started.load(Ordering::SeqCst), 1);
+    assert!(Arc::ptr_eq(&s.existing(RUNTIME_ID, SID).unwrap(), &a));
+
+    let resp = a
+        .invoke(
+            &HeaderMap::new(),
+            "req-1",
+            bytes::Bytes::from_static(b"hello"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(body_of(resp).await, format!("{SID}:hello"));
+    assert_eq!(record.started.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_exited_agent_is_not_handed_out_and_the_next_open_starts_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    let t = target(1);
+    let first = s.open(&t, SID, None).await.unwrap();
+    record.agents.lock().unwrap()[0].crash();
+    assert!(s.existing(RUNTIME_ID, SID).is_none());
+    let err = first
+        .invoke(&HeaderMap::new(), "req", bytes::Bytes::new())
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Crashed(_) | Error::Stopped), "{err}");
+
+    let second = s.open(&t, SID, None).await.unwrap();
+    assert!(!Arc::ptr_eq(&first, &second));
+    assert_eq!(record.started.load(Ordering::SeqCst), 2);
+    let resp = second
+        .invoke(
+            &HeaderMap::new(),
+            "req",
+            bytes::Bytes::from_static(b"again"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(body_of(resp).await, format!("{SID}:again"));
+}
+
+#[tokio::test]
+async fn stop_stops_the_agent_and_keeps_its_log_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    s.open(&target(1), SID, None).await.unwrap();
+    let id = record.agents.lock().unwrap()[0].id.clone();
+
+    s.stop(RUNTIME_ID, SID).await.unwrap();
+    assert_eq!(record.stopped.load(Ordering::SeqCst), 1);
+    assert!(s.existing(RUNTIME_ID, SID).is_none());
+    assert!(s.list(None).is_empty());
+    assert!(matches!(
+        s.stop(RUNTIME_ID, SID).await,
+        Err(Error::NotFound(_))
+    ));
+
+    let mut log = String::new();
+    s.open_log(RUNTIME_ID, SID)
+        .await
+        .unwrap()
+        .expect("the kept log")
+        .read_to_string(&mut log)
+        .await
+        .unwrap();
+    assert_eq!(log, format!("out started {id}\n"));
+    let kept = std::fs::read_dir(dir.path().join(RUNTIME_ID))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(kept.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        s.sessions_with_logs(RUNTIME_ID).await.unwrap(),
+        vec![SID.to_owned()]
+    );
+    assert!(
+        s.open_log(RUNTIME_ID, "another-session")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn the_live_session_cap_refuses_before_any_agent_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.quotas.runtime_live = 1;
+    let (s, record, _shutdown) = sessions(opts);
+    s.open(&target(1), SID, None).await.unwrap();
+    let refused = s
+        .open(&target(1), "another-session-of-the-same-runtime", None)
+        .await;
+    assert!(matches!(refused, Err(Error::QuotaExceeded(_))));
+    assert_eq!(record.started.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_backend_that_cannot_start_is_a_start_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    record.fail_start.store(true, Ordering::SeqCst);
+    match s.open(&target(1), SID, None).await {
+        Err(Error::Start(m)) => assert!(m.contains("the fake refuses to start"), "{m}"),
+        other => panic!("expected a start error, got {:?}", other.err()),
+    }
+    assert!(s.existing(RUNTIME_ID, SID).is_none());
+}
+
+#[tokio::test]
+async fn sessions_are_listed_in_backend_neutral_terms() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    s.open(&target(2), SID, Some("alice")).await.unwrap();
+    let id = record.agents.lock().unwrap()[0].id.clone();
+    let listed = serde_json::to_value(s.list(Some(RUNTIME_ID))).unwrap();
+    let row = &listed[0];
+    assert_eq!(row["sessionId"], SID);
+    assert_eq!(row["version"], 2);
+    assert_eq!(row["userId"], "alice");
+    assert_eq!(row["state"], "IDLE");
+    assert_eq!(row["backend"], "fake");
+    assert_eq!(row["instance"], id);
+    assert!(row.get("pid").is_none(), "{row}");
+}
+
+#[tokio::test]
+async fn the_agent_environment_is_composed_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    s.open(&target(1), SID, None).await.unwrap();
+    let names: Vec<String> = record
+        .last_env
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "AWS_REGION",
+            "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE",
+            "BERTH_ENDPOINT_URL",
+            "FROM_BUILD",
+            "FROM_SPEC"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn exec_reaches_the_live_session_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _record, _shutdown) = sessions(options(dir.path()));
+    let req = ExecRequest {
+        argv: vec!["echo".into(), "hi".into()],
+    };
+    assert!(matches!(
+        s.exec(RUNTIME_ID, SID, &req).await,
+        Err(Error::NotFound(_))
+    ));
+    s.open(&target(1), SID, None).await.unwrap();
+    let out = s.exec(RUNTIME_ID, SID, &req).await.unwrap();
+    assert_eq!(out.stdout.as_ref(), b"echo hi");
+}
+
+#[tokio::test]
+async fn shutdown_stops_every_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, shutdown) = sessions(options(dir.path()));
+    s.open(&target(1), SID, None).await.unwrap();
+    s.open(&target(1), "a-second-session-id", None)
+        .await
+        .unwrap();
+    shutdown.cancel();
+    s.shutdown().await;
+    assert_eq!(record.stopped.load(Ordering::SeqCst), 2);
+    assert!(s.list(None).is_empty());
+}

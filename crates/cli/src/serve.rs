@@ -452,6 +452,9 @@ impl ServeArgs {
             .store
             .or(file.store)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("berth.db").display()));
+        if let Err(e) = berth_store::StoreUrl::parse(&store) {
+            bail!("store: {e}");
+        }
         let chosen_isolation = self.isolation.or(file.isolation);
         let isolation_chosen = chosen_isolation.is_some();
         let isolation = match chosen_isolation.as_deref().unwrap_or("namespaces") {

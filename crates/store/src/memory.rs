@@ -319,12 +319,16 @@ pub trait MemoryStore: Send + Sync + 'static {
         quiet_before: EpochMillis,
         limit: u32,
     ) -> Result<Vec<SessionRow>, Error>;
-    /// Records jobs and advances a session's extraction cursor in one transaction.
+    /// Records jobs and moves a session's extraction cursor from `from` (what the caller read;
+    /// `None` when nothing was extracted yet) to `upto`, in one transaction. Fails with
+    /// `Precondition("extraction cursor")`, writing nothing, when the cursor is no longer at
+    /// `from` (another extractor planned these events) or the session is gone.
     async fn put_jobs_and_cursor(
         &self,
         memory_id: &str,
         actor_id: &str,
         session_id: &str,
+        from: Option<&str>,
         upto: &str,
         jobs: &[JobRow],
     ) -> Result<(), Error>;

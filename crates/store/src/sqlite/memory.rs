@@ -622,23 +622,31 @@ impl MemoryStore for SqliteStore {
         memory_id: &str,
         actor_id: &str,
         session_id: &str,
+        from: Option<&str>,
         upto: &str,
         jobs: &[JobRow],
     ) -> Result<(), Error> {
         let mut tx = self.begin().await?;
-        for j in jobs {
-            write_job(&mut tx, j).await?;
-        }
-        sqlx::query(
+        // Conditional on the cursor the caller read: two extractors planning the same events
+        // cannot both record jobs for them.
+        let moved = sqlx::query(
             "UPDATE memory_sessions SET extracted_upto = $4 WHERE memory_id = $1 \
-             AND actor_id = $2 AND session_id = $3",
+             AND actor_id = $2 AND session_id = $3 AND extracted_upto IS $5",
         )
         .bind(memory_id)
         .bind(actor_id)
         .bind(session_id)
         .bind(upto)
+        .bind(from)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if moved != 1 {
+            return Err(Error::Precondition("extraction cursor"));
+        }
+        for j in jobs {
+            write_job(&mut tx, j).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -260,58 +260,40 @@ pub(crate) async fn write_rollout(
 }
 
 pub(crate) async fn add_health(tx: &mut SqliteConnection, h: &HealthRow) -> Result<(), Error> {
-    // Invocations recorded just before their runtime was deleted have nowhere to go; dropping
-    // them here keeps one stale series from failing every later flush.
-    let alive: Option<i64> = sqlx::query_scalar("SELECT 1 FROM runtimes WHERE id = $1")
-        .bind(&h.runtime_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if alive.is_none() {
-        return Ok(());
-    }
-    let existing = sqlx::query(
-        "SELECT * FROM health_buckets WHERE runtime_id = $1 AND endpoint = $2 AND version = $3 \
-         AND bucket_start = $4",
+    // One statement, so two writers adding to one bucket both count (no read-then-write): the
+    // counters and the latency histogram (a JSON array, summed index by index, the longer one
+    // kept) are added in SQL. Invocations recorded just before their runtime was deleted have
+    // nowhere to go; the `EXISTS` drops them so one stale series cannot fail every later flush.
+    let counts =
+        serde_json::to_string(&h.latency_counts).map_err(|e| corrupt("health_buckets", e))?;
+    sqlx::query(
+        "INSERT INTO health_buckets (runtime_id, endpoint, version, bucket_start, \
+         invocations, errors_5xx, errors_424, timeouts, new_sessions, latency_sum_ms, latency_counts) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+         WHERE EXISTS (SELECT 1 FROM runtimes WHERE id = $1) \
+         ON CONFLICT (runtime_id, endpoint, version, bucket_start) DO UPDATE SET \
+         invocations = invocations + excluded.invocations, \
+         errors_5xx = errors_5xx + excluded.errors_5xx, \
+         errors_424 = errors_424 + excluded.errors_424, \
+         timeouts = timeouts + excluded.timeouts, \
+         new_sessions = new_sessions + excluded.new_sessions, \
+         latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, \
+         latency_counts = (SELECT json_group_array(total ORDER BY i) FROM \
+           (SELECT i, SUM(n) AS total FROM \
+             (SELECT key AS i, value AS n FROM json_each(health_buckets.latency_counts) \
+              UNION ALL SELECT key, value FROM json_each(excluded.latency_counts)) \
+            GROUP BY i))",
     )
     .bind(&h.runtime_id)
     .bind(&h.endpoint)
     .bind(i64::from(h.version))
     .bind(h.bucket_start)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let mut sum = h.clone();
-    if let Some(r) = existing {
-        let old = health_row(&r)?;
-        sum.invocations += old.invocations;
-        sum.errors_5xx += old.errors_5xx;
-        sum.errors_424 += old.errors_424;
-        sum.timeouts += old.timeouts;
-        sum.new_sessions += old.new_sessions;
-        sum.latency_sum_ms += old.latency_sum_ms;
-        if sum.latency_counts.len() < old.latency_counts.len() {
-            sum.latency_counts.resize(old.latency_counts.len(), 0);
-        }
-        for (a, b) in sum.latency_counts.iter_mut().zip(&old.latency_counts) {
-            *a += b;
-        }
-    }
-    let counts =
-        serde_json::to_string(&sum.latency_counts).map_err(|e| corrupt("health_buckets", e))?;
-    sqlx::query(
-        "INSERT OR REPLACE INTO health_buckets (runtime_id, endpoint, version, bucket_start, \
-         invocations, errors_5xx, errors_424, timeouts, new_sessions, latency_sum_ms, latency_counts) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(&sum.runtime_id)
-    .bind(&sum.endpoint)
-    .bind(i64::from(sum.version))
-    .bind(sum.bucket_start)
-    .bind(i64_of(sum.invocations))
-    .bind(i64_of(sum.errors_5xx))
-    .bind(i64_of(sum.errors_424))
-    .bind(i64_of(sum.timeouts))
-    .bind(i64_of(sum.new_sessions))
-    .bind(i64_of(sum.latency_sum_ms))
+    .bind(i64_of(h.invocations))
+    .bind(i64_of(h.errors_5xx))
+    .bind(i64_of(h.errors_424))
+    .bind(i64_of(h.timeouts))
+    .bind(i64_of(h.new_sessions))
+    .bind(i64_of(h.latency_sum_ms))
     .bind(counts)
     .execute(tx)
     .await?;
@@ -336,6 +318,7 @@ pub(crate) async fn append_audit(tx: &mut SqliteConnection, a: &AuditRecord) -> 
         sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
             .fetch_optional(&mut *tx)
             .await?;
+    let head_seq = head.as_ref().map(|(s, _)| *s);
     let (seq, prev) = match head {
         Some((s, h)) => (s + 1, h),
         None => (1, GENESIS_HASH.to_owned()),
@@ -353,7 +336,7 @@ pub(crate) async fn append_audit(tx: &mut SqliteConnection, a: &AuditRecord) -> 
         hash: String::new(),
     };
     row.hash = audit_hash(&row);
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO audit_log (seq, at, actor, action, resource, before, after, request_id, \
          prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
@@ -368,12 +351,38 @@ pub(crate) async fn append_audit(tx: &mut SqliteConnection, a: &AuditRecord) -> 
     .bind(&row.prev_hash)
     .bind(&row.hash)
     .execute(&mut *tx)
-    .await?;
-    sqlx::query("INSERT OR REPLACE INTO audit_head (id, seq, hash) VALUES (1, $1, $2)")
+    .await;
+    match inserted {
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+            return Err(Error::Precondition("audit head"));
+        }
+        other => other?,
+    };
+    // A conditional write on the head: it moves only from the entry this one links to. The write
+    // transaction already holds the database lock, so this never fails on SQLite; it is what keeps
+    // the chain linear on a backend where two writers could read the same head.
+    let moved = match head_seq {
+        Some(prev_seq) => {
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3")
+                .bind(row.seq)
+                .bind(&row.hash)
+                .bind(prev_seq)
+                .execute(tx)
+                .await?
+                .rows_affected()
+        }
+        None => sqlx::query(
+            "INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) ON CONFLICT DO NOTHING",
+        )
         .bind(row.seq)
         .bind(&row.hash)
         .execute(tx)
-        .await?;
+        .await?
+        .rows_affected(),
+    };
+    if moved != 1 {
+        return Err(Error::Precondition("audit head"));
+    }
     Ok(())
 }
 

@@ -12,12 +12,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use berth_store::memory::{
-    EventQuery, EventRow, Inserted, JobQuery, JobRow, MemoryRow, MetaCond,
-    RecordRow, RecordScope, TokenRow,
+    EventQuery, EventRow, Inserted, JobQuery, JobRow, MemoryRow, MetaCond, RecordRow, RecordScope,
+    TokenRow,
 };
 use berth_store::{
-    AccessKeyRow, AssignmentRow, AuditRecord, ChainCheck, ControlStore, DrainRow, Error,
-    HealthRow, Idempotency, PolicyRow, RoleRow, RolloutRow, RuntimeCursor, Stores, Write,
+    AccessKeyRow, AssignmentRow, AuditRecord, ChainCheck, ControlStore, DrainRow, Error, HealthRow,
+    Idempotency, PolicyRow, RoleRow, RolloutRow, RuntimeCursor, Stores, Write,
 };
 use berth_types::Status;
 use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
@@ -290,13 +290,22 @@ async fn runtimes_insert_update_list_and_delete<H: Harness>(h: &H) {
     let b = runtime("rt-bbbbbbbbbb", "beta", 10);
     let c = runtime("rt-cccccccccc", "gamma", 5);
     for r in [&a, &b, &c] {
-        s.apply(vec![Write::InsertRuntime(r.clone())]).await.unwrap();
+        s.apply(vec![Write::InsertRuntime(r.clone())])
+            .await
+            .unwrap();
     }
     assert_eq!(s.runtime(RT).await.unwrap(), Some(a.clone()));
     let taken = s
-        .apply(vec![Write::InsertRuntime(runtime("rt-dddddddddd", "alpha", 11))])
+        .apply(vec![Write::InsertRuntime(runtime(
+            "rt-dddddddddd",
+            "alpha",
+            11,
+        ))])
         .await;
-    assert!(matches!(taken, Err(Error::AlreadyExists("runtime name"))), "{taken:?}");
+    assert!(
+        matches!(taken, Err(Error::AlreadyExists("runtime name"))),
+        "{taken:?}"
+    );
 
     // Creation order, ties by id, paged by a keyset cursor.
     let first = s.list_runtimes(None, 2).await.unwrap();
@@ -330,14 +339,20 @@ async fn runtimes_insert_update_list_and_delete<H: Harness>(h: &H) {
             expect_latest: 1,
         }])
         .await;
-    assert!(matches!(stale, Err(Error::Precondition("runtime"))), "{stale:?}");
+    assert!(
+        matches!(stale, Err(Error::Precondition("runtime"))),
+        "{stale:?}"
+    );
     let missing = s
         .apply(vec![Write::UpdateRuntime {
             runtime: runtime("rt-nonexisting", "x", 1),
             expect_latest: 1,
         }])
         .await;
-    assert!(matches!(missing, Err(Error::Precondition(_))), "{missing:?}");
+    assert!(
+        matches!(missing, Err(Error::Precondition(_))),
+        "{missing:?}"
+    );
 
     let deleting = Runtime {
         deleting: true,
@@ -462,7 +477,10 @@ async fn endpoints_insert_put_list_and_delete<H: Harness>(h: &H) {
     .await
     .unwrap();
     let taken = s.apply(vec![Write::InsertEndpoint(prod.clone())]).await;
-    assert!(matches!(taken, Err(Error::AlreadyExists("endpoint name"))), "{taken:?}");
+    assert!(
+        matches!(taken, Err(Error::AlreadyExists("endpoint name"))),
+        "{taken:?}"
+    );
     assert_eq!(s.endpoint(RT, "prod").await.unwrap(), Some(prod.clone()));
 
     let page = s.list_endpoints(RT, None, 2).await.unwrap();
@@ -470,7 +488,12 @@ async fn endpoints_insert_put_list_and_delete<H: Harness>(h: &H) {
     assert_eq!(names, ["beta", "canary"]);
     let page = s.list_endpoints(RT, Some("canary"), 2).await.unwrap();
     assert_eq!(page, [prod.clone()]);
-    assert!(s.list_endpoints("rt-other", None, 10).await.unwrap().is_empty());
+    assert!(
+        s.list_endpoints("rt-other", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let moved = Endpoint {
         live_version: Some(2),
@@ -541,7 +564,10 @@ async fn tags_put_and_remove<H: Harness>(h: &H) {
 
 async fn idempotency_tokens_are_taken_once<H: Harness>(h: &H) {
     let s = node(h).await.control;
-    assert_eq!(s.idempotency("CreateAgentRuntime", "t1").await.unwrap(), None);
+    assert_eq!(
+        s.idempotency("CreateAgentRuntime", "t1").await.unwrap(),
+        None
+    );
     let i = Idempotency {
         operation: "CreateAgentRuntime".into(),
         token: "t1".into(),
@@ -562,7 +588,10 @@ async fn idempotency_tokens_are_taken_once<H: Harness>(h: &H) {
             ..i.clone()
         })])
         .await;
-    assert!(matches!(again, Err(Error::AlreadyExists("client token"))), "{again:?}");
+    assert!(
+        matches!(again, Err(Error::AlreadyExists("client token"))),
+        "{again:?}"
+    );
     // The same token under another operation is another key.
     s.apply(vec![Write::PutIdempotency(Idempotency {
         operation: "CreateAgentRuntimeEndpoint".into(),
@@ -672,14 +701,20 @@ async fn policies_assignments_and_drains<H: Harness>(h: &H) {
     }])
     .await
     .unwrap();
-    assert_eq!(s.assignment_counts(RT, "prod").await.unwrap(), [(1, 1), (2, 3)]);
+    assert_eq!(
+        s.assignment_counts(RT, "prod").await.unwrap(),
+        [(1, 1), (2, 3)]
+    );
     assert!(s.assignment_counts(RT, "other").await.unwrap().is_empty());
 
     s.apply(vec![Write::ExpireAssignments { before: 20 }])
         .await
         .unwrap();
     assert_eq!(s.assignment(RT, "s1").await.unwrap(), None);
-    assert_eq!(s.assignment_counts(RT, "prod").await.unwrap(), [(1, 1), (2, 2)]);
+    assert_eq!(
+        s.assignment_counts(RT, "prod").await.unwrap(),
+        [(1, 1), (2, 2)]
+    );
     s.apply(vec![Write::DeleteAssignments {
         runtime_id: RT.into(),
         endpoint: "prod".into(),
@@ -749,7 +784,10 @@ async fn rollouts_one_active_per_endpoint<H: Harness>(h: &H) {
     let second = s
         .apply(vec![Write::InsertRollout(rollout("ro-2", "RUNNING", 2))])
         .await;
-    assert!(matches!(second, Err(Error::AlreadyExists("active rollout"))), "{second:?}");
+    assert!(
+        matches!(second, Err(Error::AlreadyExists("active rollout"))),
+        "{second:?}"
+    );
     let paused = RolloutRow {
         state: "PAUSED".into(),
         analysis: Some(json!({"errorRate": 0.5})),
@@ -780,7 +818,10 @@ async fn rollouts_one_active_per_endpoint<H: Harness>(h: &H) {
     s.apply(vec![Write::InsertRollout(r2.clone())])
         .await
         .unwrap();
-    assert_eq!(s.rollouts(RT, "prod", 10).await.unwrap(), [r2.clone(), aborted]);
+    assert_eq!(
+        s.rollouts(RT, "prod", 10).await.unwrap(),
+        [r2.clone(), aborted]
+    );
     assert_eq!(s.rollouts(RT, "prod", 1).await.unwrap(), [r2.clone()]);
     assert!(s.rollouts(RT, "beta", 10).await.unwrap().is_empty());
     assert_eq!(s.active_rollouts().await.unwrap(), [r2]);
@@ -902,7 +943,10 @@ async fn audit_chain_links_and_pages<H: Harness>(h: &H) {
     assert_eq!(all[0].before, r#"{"a":[{"y":2,"z":1}],"b":1}"#);
     assert_eq!(all[0].after, "null");
     assert_eq!(all[0].request_id.as_deref(), Some("req-0"));
-    assert_eq!(s.audit_head().await.unwrap(), Some((4, all[3].hash.clone())));
+    assert_eq!(
+        s.audit_head().await.unwrap(),
+        Some((4, all[3].hash.clone()))
+    );
     // A resource filter covers the resource and what is under it, not a shared prefix.
     let mine = s.audit(Some(ARN), 0, 10).await.unwrap();
     assert_eq!(mine.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 4]);
@@ -954,9 +998,12 @@ async fn roles_and_access_keys<H: Harness>(h: &H) {
         created_at: 2,
         updated_at: 2,
     };
-    s.apply(vec![Write::PutRole(ci.clone()), Write::PutRole(agent.clone())])
-        .await
-        .unwrap();
+    s.apply(vec![
+        Write::PutRole(ci.clone()),
+        Write::PutRole(agent.clone()),
+    ])
+    .await
+    .unwrap();
     let replaced = RoleRow {
         policies: vec![json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})],
         created_at: 5,
@@ -970,7 +1017,13 @@ async fn roles_and_access_keys<H: Harness>(h: &H) {
     let got = s.role("ci").await.unwrap().unwrap();
     assert_eq!(got.policies, replaced.policies);
     assert_eq!((got.created_at, got.updated_at), (1, 5));
-    let names: Vec<_> = s.roles().await.unwrap().into_iter().map(|r| r.name).collect();
+    let names: Vec<_> = s
+        .roles()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     assert_eq!(names, ["agent", "ci"]);
     s.apply(vec![Write::DeleteRole { name: "ci".into() }])
         .await
@@ -997,9 +1050,17 @@ async fn roles_and_access_keys<H: Harness>(h: &H) {
     ])
     .await
     .unwrap();
-    let dup = s.apply(vec![Write::InsertAccessKey(key("BKAKONE", 3))]).await;
-    assert!(matches!(dup, Err(Error::AlreadyExists("access key"))), "{dup:?}");
-    assert_eq!(s.access_key("BKAKONE").await.unwrap(), Some(key("BKAKONE", 1)));
+    let dup = s
+        .apply(vec![Write::InsertAccessKey(key("BKAKONE", 3))])
+        .await;
+    assert!(
+        matches!(dup, Err(Error::AlreadyExists("access key"))),
+        "{dup:?}"
+    );
+    assert_eq!(
+        s.access_key("BKAKONE").await.unwrap(),
+        Some(key("BKAKONE", 1))
+    );
     s.apply(vec![Write::RevokeAccessKey {
         id: "BKAKONE".into(),
         at: 9,
@@ -1037,8 +1098,13 @@ async fn memories_insert_put_list_and_purge<H: Harness>(h: &H) {
         s.token("CreateMemory", "t1").await.unwrap(),
         Some(token("CreateMemory", "t1"))
     );
-    let taken = s.insert_memory(&memory("m2", "first", "CREATING", 2), None).await;
-    assert!(matches!(taken, Err(Error::AlreadyExists("memory name"))), "{taken:?}");
+    let taken = s
+        .insert_memory(&memory("m2", "first", "CREATING", 2), None)
+        .await;
+    assert!(
+        matches!(taken, Err(Error::AlreadyExists("memory name"))),
+        "{taken:?}"
+    );
     // A token is taken once; the memory written with it is rolled back.
     let reused = s
         .insert_memory(
@@ -1046,7 +1112,10 @@ async fn memories_insert_put_list_and_purge<H: Harness>(h: &H) {
             Some(&token("CreateMemory", "t1")),
         )
         .await;
-    assert!(matches!(reused, Err(Error::AlreadyExists("client token"))), "{reused:?}");
+    assert!(
+        matches!(reused, Err(Error::AlreadyExists("client token"))),
+        "{reused:?}"
+    );
     assert_eq!(s.memory("m3").await.unwrap(), None);
 
     let active = MemoryRow {
@@ -1068,7 +1137,10 @@ async fn memories_insert_put_list_and_purge<H: Harness>(h: &H) {
         .list_memories(Some((page[0].created_at, page[0].id.clone())), 10)
         .await
         .unwrap();
-    assert_eq!(page.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m2"]);
+    assert_eq!(
+        page.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["m2"]
+    );
     assert_eq!(s.memories_in_status("ACTIVE").await.unwrap(), [active]);
     assert!(s.memories_in_status("FAILED").await.unwrap().is_empty());
 
@@ -1077,11 +1149,23 @@ async fn memories_insert_put_list_and_purge<H: Harness>(h: &H) {
     s.put_records(&[record("mem-1", "/facts/a", "likes tea", 1)])
         .await
         .unwrap();
-    s.put_jobs(&[job("job-1", "PENDING", "s", 1)]).await.unwrap();
+    s.put_jobs(&[job("job-1", "PENDING", "s", 1)])
+        .await
+        .unwrap();
     s.purge_memory("m").await.unwrap();
     assert_eq!(s.memory("m").await.unwrap(), None);
-    assert_eq!(s.event("m", "a", "s", &event("a", "s", 5, None).event_id).await.unwrap(), None);
-    assert!(s.list_sessions("m", "a", 0, None, 10).await.unwrap().is_empty());
+    assert_eq!(
+        s.event("m", "a", "s", &event("a", "s", 5, None).event_id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        s.list_sessions("m", "a", 0, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(s.record("m", "mem-1").await.unwrap(), None);
     assert_eq!(s.job("m", "job-1").await.unwrap(), None);
     assert!(s.memory("m2").await.unwrap().is_some());
@@ -1098,7 +1182,10 @@ async fn events_insert_dedupe_page_and_delete<H: Harness>(h: &H) {
         s.event("m", "a", "s", &evs[0].event_id).await.unwrap(),
         Some(evs[0].clone())
     );
-    assert_eq!(s.event("m", "a", "other", &evs[0].event_id).await.unwrap(), None);
+    assert_eq!(
+        s.event("m", "a", "other", &evs[0].event_id).await.unwrap(),
+        None
+    );
     // A reused client token returns the stored event and stores nothing.
     let dup = event("a", "s", 9, Some("t3"));
     match &s.insert_events(&[dup.clone()]).await.unwrap()[0] {
@@ -1167,9 +1254,20 @@ async fn events_insert_dedupe_page_and_delete<H: Harness>(h: &H) {
     let after = s.events_after("m", "a", "s", None, 2, 1).await.unwrap();
     assert_eq!(after.iter().map(|e| e.event_ts).collect::<Vec<_>>(), [2]);
 
-    assert!(s.delete_event("m", "a", "s", &evs[0].event_id).await.unwrap());
-    assert!(!s.delete_event("m", "a", "s", &evs[0].event_id).await.unwrap());
-    assert_eq!(s.event("m", "a", "s", &evs[0].event_id).await.unwrap(), None);
+    assert!(
+        s.delete_event("m", "a", "s", &evs[0].event_id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.delete_event("m", "a", "s", &evs[0].event_id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.event("m", "a", "s", &evs[0].event_id).await.unwrap(),
+        None
+    );
 
     // Expiry deletes old events, at most `limit` per call.
     assert_eq!(s.purge_expired_events("m", 4, 1).await.unwrap(), 1);
@@ -1194,9 +1292,15 @@ async fn sessions_actors_and_extraction_cursor<H: Harness>(h: &H) {
     let c = (sessions[0].last_event_ts, sessions[0].session_id.clone());
     let rest = s.list_sessions("m", "a", 0, Some(c), 10).await.unwrap();
     assert_eq!(rest.len(), 1);
-    assert_eq!((rest[0].session_id.as_str(), rest[0].last_event_ts), ("s1", 12));
+    assert_eq!(
+        (rest[0].session_id.as_str(), rest[0].last_event_ts),
+        ("s1", 12)
+    );
     assert_eq!(rest[0].extracted_upto, None);
-    assert_eq!(s.list_sessions("m", "a", 15, None, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        s.list_sessions("m", "a", 15, None, 10).await.unwrap().len(),
+        1
+    );
     assert_eq!(s.list_actors("m", 0, None, 10).await.unwrap(), ["a", "b"]);
     assert_eq!(s.list_actors("m", 0, Some("a"), 10).await.unwrap(), ["b"]);
     assert_eq!(s.list_actors("m", 6, None, 10).await.unwrap(), ["a"]);
@@ -1207,16 +1311,31 @@ async fn sessions_actors_and_extraction_cursor<H: Harness>(h: &H) {
     names.sort_unstable();
     assert_eq!(names, ["s1", "s3"]);
     let upto = event("a", "s1", 12, None).event_id;
-    s.put_jobs_and_cursor("m", "a", "s1", None, &upto, &[job("job-1", "PENDING", "s1", 1)])
-        .await
-        .unwrap();
+    s.put_jobs_and_cursor(
+        "m",
+        "a",
+        "s1",
+        None,
+        &upto,
+        &[job("job-1", "PENDING", "s1", 1)],
+    )
+    .await
+    .unwrap();
     assert!(s.job("m", "job-1").await.unwrap().is_some());
     let ready = s.sessions_to_extract("m", 15, 10).await.unwrap();
-    assert_eq!(ready.iter().map(|r| r.session_id.as_str()).collect::<Vec<_>>(), ["s3"]);
+    assert_eq!(
+        ready
+            .iter()
+            .map(|r| r.session_id.as_str())
+            .collect::<Vec<_>>(),
+        ["s3"]
+    );
     let s1 = s.list_sessions("m", "a", 0, None, 10).await.unwrap();
     assert_eq!(s1[1].extracted_upto.as_deref(), Some(upto.as_str()));
     // A new event makes the session ready again once quiet.
-    s.insert_events(&[event("a", "s1", 14, None)]).await.unwrap();
+    s.insert_events(&[event("a", "s1", 14, None)])
+        .await
+        .unwrap();
     let ready = s.sessions_to_extract("m", 15, 10).await.unwrap();
     assert!(ready.iter().any(|r| r.session_id == "s1"));
     // Purging expired events takes the sessions left empty.
@@ -1235,13 +1354,30 @@ async fn extraction_cursor_is_a_conditional_write<H: Harness>(h: &H) {
     let read = a.sessions_to_extract("m", 100, 10).await.unwrap();
     let cursor = read[0].extracted_upto.clone();
     let upto = event("a", "s", 2, None).event_id;
-    a.put_jobs_and_cursor("m", "a", "s", cursor.as_deref(), &upto, &[job("job-a", "PENDING", "s", 1)])
-        .await
-        .unwrap();
+    a.put_jobs_and_cursor(
+        "m",
+        "a",
+        "s",
+        cursor.as_deref(),
+        &upto,
+        &[job("job-a", "PENDING", "s", 1)],
+    )
+    .await
+    .unwrap();
     let late = b
-        .put_jobs_and_cursor("m", "a", "s", cursor.as_deref(), &upto, &[job("job-b", "PENDING", "s", 1)])
+        .put_jobs_and_cursor(
+            "m",
+            "a",
+            "s",
+            cursor.as_deref(),
+            &upto,
+            &[job("job-b", "PENDING", "s", 1)],
+        )
         .await;
-    assert!(matches!(late, Err(Error::Precondition("extraction cursor"))), "{late:?}");
+    assert!(
+        matches!(late, Err(Error::Precondition("extraction cursor"))),
+        "{late:?}"
+    );
     assert_eq!(b.job("m", "job-b").await.unwrap(), None);
     // From the cursor it now holds, the next plan goes through.
     a.insert_events(&[event("a", "s", 3, None)]).await.unwrap();
@@ -1251,7 +1387,14 @@ async fn extraction_cursor_is_a_conditional_write<H: Harness>(h: &H) {
         .unwrap();
     // A session that does not exist is a precondition failure too, not a silent success.
     let gone = a
-        .put_jobs_and_cursor("m", "a", "nope", None, &next, &[job("job-c", "PENDING", "nope", 1)])
+        .put_jobs_and_cursor(
+            "m",
+            "a",
+            "nope",
+            None,
+            &next,
+            &[job("job-c", "PENDING", "nope", 1)],
+        )
         .await;
     assert!(matches!(gone, Err(Error::Precondition(_))), "{gone:?}");
     assert_eq!(a.job("m", "job-c").await.unwrap(), None);
@@ -1288,12 +1431,22 @@ async fn records_put_search_list_and_delete<H: Harness>(h: &H) {
     };
     let page = s.list_records(&scope(None, None), None, 2).await.unwrap();
     assert_eq!(
-        page.iter().map(|r| r.record_id.as_str()).collect::<Vec<_>>(),
+        page.iter()
+            .map(|r| r.record_id.as_str())
+            .collect::<Vec<_>>(),
         ["mem-3", "mem-2"]
     );
     let c = (page[1].created_at, page[1].record_id.clone());
-    let rest = s.list_records(&scope(None, None), Some(c), 10).await.unwrap();
-    assert_eq!(rest.iter().map(|r| r.record_id.as_str()).collect::<Vec<_>>(), ["mem-1"]);
+    let rest = s
+        .list_records(&scope(None, None), Some(c), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter()
+            .map(|r| r.record_id.as_str())
+            .collect::<Vec<_>>(),
+        ["mem-1"]
+    );
     assert_eq!(
         s.list_records(&scope(Some("/facts/bob"), None), None, 10)
             .await
@@ -1322,7 +1475,10 @@ async fn records_put_search_list_and_delete<H: Harness>(h: &H) {
         .unwrap();
     let ids: Vec<_> = hits.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids[0], "mem-1");
-    assert!(ids.contains(&"mem-3") && !ids.contains(&"mem-2"), "{hits:?}");
+    assert!(
+        ids.contains(&"mem-3") && !ids.contains(&"mem-2"),
+        "{hits:?}"
+    );
     assert!(hits[0].1 >= hits[1].1);
     let hits = s
         .search_keywords(&scope(Some("/facts/bob"), None), &["likes".into()], 10)
@@ -1339,7 +1495,10 @@ async fn records_put_search_list_and_delete<H: Harness>(h: &H) {
     let mut embedded: Vec<_> = s.embeddings("m").await.unwrap();
     embedded.sort_by(|a, b| a.record_id.cmp(&b.record_id));
     assert_eq!(
-        embedded.iter().map(|e| e.record_id.as_str()).collect::<Vec<_>>(),
+        embedded
+            .iter()
+            .map(|e| e.record_id.as_str())
+            .collect::<Vec<_>>(),
         ["mem-1", "mem-2"]
     );
     assert_eq!(embedded[0].embedding, [1.0, 0.0, 0.5]);
@@ -1406,9 +1565,18 @@ async fn jobs_put_list_and_filter<H: Harness>(h: &H) {
         after: None,
         limit: 10,
     };
-    assert_eq!(s.list_jobs(&q(None, None)).await.unwrap(), [j1.clone(), j2.clone(), j3.clone()]);
-    assert_eq!(s.list_jobs(&q(Some("PENDING"), None)).await.unwrap(), [j1.clone(), j2.clone()]);
-    assert_eq!(s.list_jobs(&q(None, Some("s1"))).await.unwrap(), [j1.clone(), j3.clone()]);
+    assert_eq!(
+        s.list_jobs(&q(None, None)).await.unwrap(),
+        [j1.clone(), j2.clone(), j3.clone()]
+    );
+    assert_eq!(
+        s.list_jobs(&q(Some("PENDING"), None)).await.unwrap(),
+        [j1.clone(), j2.clone()]
+    );
+    assert_eq!(
+        s.list_jobs(&q(None, Some("s1"))).await.unwrap(),
+        [j1.clone(), j3.clone()]
+    );
     let mut paged = q(None, None);
     paged.after = Some((j1.created_at, j1.job_id.clone()));
     paged.limit = 1;

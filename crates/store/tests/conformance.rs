@@ -9,7 +9,8 @@
 //! The tests touch the database only through the traits, so a backend passes them or fails them
 //! on what the domain can observe.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests compare against literal arrays of cloned fixtures; `slice::from_ref` would only obscure them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cloned_ref_to_slice_refs)]
 
 use berth_store::memory::{
     EventQuery, EventRow, Inserted, JobQuery, JobRow, MemoryRow, MetaCond, RecordRow, RecordScope,

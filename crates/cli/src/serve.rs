@@ -1084,6 +1084,20 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_store_url_is_refused_at_start_naming_the_key_and_the_url() {
+        let args = ServeArgs {
+            store: Some("sqlite://:memory:".into()),
+            data_dir: Some(std::env::temp_dir()),
+            ..Default::default()
+        };
+        let e = args.resolve().unwrap_err().to_string();
+        assert!(
+            e.starts_with("store: store url \"sqlite://:memory:\": an in-memory sqlite"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn memory_errors_name_the_flag() {
         let e = memory_config_error(berth_memory::ConfigError::Invalid {
             key: "BERTH_MEMORY_MODEL_PROVIDER",

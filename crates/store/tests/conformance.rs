@@ -10,7 +10,11 @@
 //! on what the domain can observe.
 
 // Tests compare against literal arrays of cloned fixtures; `slice::from_ref` would only obscure them.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cloned_ref_to_slice_refs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cloned_ref_to_slice_refs
+)]
 
 use berth_store::memory::{
     EventQuery, EventRow, Inserted, JobQuery, JobRow, MemoryRow, MetaCond, RecordRow, RecordScope,

@@ -130,11 +130,13 @@ fn chmod(path: &Path, mode: u32) -> anyhow::Result<()> {
     })
 }
 
-/// The database file of a `sqlite://PATH` store URL (`None` for other stores and in-memory ones).
+/// The database file of a `sqlite://PATH` store URL (`None` for other stores and for URLs the
+/// store's parser rejects, which fail at start with its message).
 pub fn sqlite_path(store: &str) -> Option<PathBuf> {
-    let rest = store.strip_prefix("sqlite://")?;
-    let path = rest.split('?').next().unwrap_or_default();
-    (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
+    berth_store::StoreUrl::parse(store)
+        .ok()?
+        .sqlite_path()
+        .map(Path::to_path_buf)
 }
 
 /// Creates the database file `0600` before SQLite opens it (SQLite gives its `-wal`, `-shm` and

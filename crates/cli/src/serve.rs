@@ -452,6 +452,9 @@ impl ServeArgs {
             .store
             .or(file.store)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("berth.db").display()));
+        if let Err(e) = berth_store::StoreUrl::parse(&store) {
+            bail!("store: {e}");
+        }
         let chosen_isolation = self.isolation.or(file.isolation);
         let isolation_chosen = chosen_isolation.is_some();
         let isolation = match chosen_isolation.as_deref().unwrap_or("namespaces") {
@@ -1085,6 +1088,20 @@ mod tests {
             err,
             "--embedding-api-key-env (BERTH_EMBEDDING_API_KEY_ENV): environment variable \
              \"MY_EMBEDDING_KEY\" is not set or empty"
+        );
+    }
+
+    #[test]
+    fn a_bad_store_url_is_refused_at_start_naming_the_key_and_the_url() {
+        let args = ServeArgs {
+            store: Some("sqlite://:memory:".into()),
+            data_dir: Some(std::env::temp_dir()),
+            ..Default::default()
+        };
+        let e = args.resolve().unwrap_err().to_string();
+        assert!(
+            e.starts_with("store: store url \"sqlite://:memory:\": an in-memory sqlite"),
+            "{e}"
         );
     }
 

@@ -220,17 +220,23 @@ impl Memory {
                             })
                             .collect()
                     };
-                    self.inner
+                    let planned = self
+                        .inner
                         .store
                         .put_jobs_and_cursor(
                             &m.id,
                             &s.actor_id,
                             &s.session_id,
+                            s.extracted_upto.as_deref(),
                             &last.event_id,
                             &jobs,
                         )
-                        .await
-                        .map_err(internal)?;
+                        .await;
+                    match planned {
+                        // Another extractor moved the cursor first and planned these events.
+                        Ok(()) | Err(berth_store::Error::Precondition(_)) => {}
+                        Err(e) => return Err(internal(e)),
+                    }
                 }
             }
             match page.last() {

@@ -5,8 +5,10 @@
 //! [`ControlStore::apply`], committed with `synchronous=FULL` before the caller answers 2xx.
 
 mod authz;
+pub mod memory;
 mod sqlite;
 mod traffic;
+mod url;
 
 use async_trait::async_trait;
 use berth_types::EpochMillis;
@@ -19,6 +21,7 @@ pub use traffic::{
     AssignmentRow, AuditRecord, AuditRow, ChainCheck, DrainRow, GENESIS_HASH, HealthRow, PolicyRow,
     RolloutRow, audit_hash, canonical_json,
 };
+pub use url::{StoreUrl, redact};
 
 /// Store errors. Conflicts are expected outcomes the domain maps to AgentCore exceptions.
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +32,14 @@ pub enum Error {
     /// A compare-and-set precondition failed: someone else wrote first; re-read and retry.
     #[error("concurrent modification of {0}")]
     Precondition(&'static str),
-    /// The store URL is not understood.
-    #[error("unsupported store url {0:?}: use sqlite://PATH")]
-    UnsupportedUrl(String),
+    /// The store URL is not understood (see [`StoreUrl::parse`]).
+    #[error("store url {url:?}: {reason}")]
+    BadUrl {
+        /// The URL, any password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
@@ -297,14 +305,9 @@ pub trait ControlStore: Send + Sync + 'static {
 }
 
 /// Opens the store a URL names and runs its migrations. `sqlite://PATH` is the only backend
-/// today; `postgres://` is the designed next one (same trait, same SQL with `$n` placeholders).
+/// today; a PostgreSQL backend is one more arm here and in [`open_all`] (see ARCHITECTURE.md).
 pub async fn open(url: &str) -> Result<Arc<dyn ControlStore>, Error> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        return Ok(Arc::new(
-            SqliteStore::open(std::path::Path::new(path)).await?,
-        ));
-    }
-    Err(Error::UnsupportedUrl(url.to_owned()))
+    Ok(open_all(url).await?.control)
 }
 
 /// Every store over one database, sharing its connection pools: SQLite allows one writer per
@@ -317,16 +320,15 @@ pub struct Stores {
     pub memory: Arc<dyn memory::MemoryStore>,
 }
 
-/// Opens the database a URL names once, for every store (see [`open`]).
+/// Opens the database a URL names once, for every store, and runs its migrations.
 pub async fn open_all(url: &str) -> Result<Stores, Error> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        let s = Arc::new(SqliteStore::open(std::path::Path::new(path)).await?);
-        return Ok(Stores {
-            control: s.clone(),
-            memory: s,
-        });
+    match StoreUrl::parse(url)? {
+        StoreUrl::Sqlite { path, options } => {
+            let s = Arc::new(SqliteStore::open_with(&path, &options).await?);
+            Ok(Stores {
+                control: s.clone(),
+                memory: s,
+            })
+        }
     }
-    Err(Error::UnsupportedUrl(url.to_owned()))
 }
-
-pub mod memory;

@@ -1,10 +1,17 @@
-//! The embedded backend: one SQLite file in WAL mode.
+//! The embedded backend: one SQLite file in WAL mode, with its migrations in
+//! `migrations/sqlite/`. Everything SQLite-specific (SQL dialect, FTS5, row decoding) is in this
+//! module and its children; the traits and row types it implements are backend-neutral.
 //!
 //! Writes go through a single connection (SQLite has one writer; queueing in the pool is cheaper
-//! than lock upgrades failing with SQLITE_BUSY), reads through a small pool.
+//! than lock upgrades failing with SQLITE_BUSY), reads through a small pool. Every write
+//! transaction starts with `BEGIN IMMEDIATE`: it takes the database's write lock before its first
+//! read, so a read-then-write inside it (the audit head, the extraction cursor) cannot interleave
+//! with another writer, even one in another process sharing the file.
 
-use crate::authz;
-use crate::traffic;
+mod authz;
+mod memory;
+mod traffic;
+
 use crate::{
     AccessKeyRow, AssignmentRow, AuditRow, ControlStore, DrainRow, Error, HealthRow, Idempotency,
     PolicyRow, RoleRow, RolloutRow, RuntimeCursor, Write,
@@ -30,7 +37,16 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub async fn open(path: &Path) -> Result<Self, Error> {
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+        Self::open_with(path, "").await
+    }
+
+    /// Like [`SqliteStore::open`], with the driver options of a `sqlite://PATH?OPTIONS` URL.
+    pub async fn open_with(path: &Path, options: &str) -> Result<Self, Error> {
+        let url = crate::StoreUrl::Sqlite {
+            path: path.to_owned(),
+            options: options.to_owned(),
+        };
+        let opts = SqliteConnectOptions::from_str(&url.to_string())?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a commit is on disk before we answer 2xx, even across power loss.
@@ -57,6 +73,11 @@ impl SqliteStore {
     /// The read pool, for other stores sharing this database file.
     pub fn reader(&self) -> &SqlitePool {
         &self.reader
+    }
+
+    /// Starts a write transaction holding the database's write lock from its first statement.
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, Error> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
 
@@ -149,7 +170,7 @@ async fn write_endpoint(
 #[async_trait]
 impl ControlStore for SqliteStore {
     async fn apply(&self, writes: Vec<Write>) -> Result<(), Error> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin().await?;
         for w in &writes {
             match w {
                 Write::InsertRuntime(r) => {

@@ -1,11 +1,12 @@
 // The runtime control plane through @aws-sdk/client-bedrock-agentcore-control, with the agent zip
 // uploaded through @aws-sdk/client-s3: create, get, list, update (a second version), versions,
-// DEFAULT and named endpoints (create, get, list, move, delete), delete.
+// DEFAULT and named endpoints (create, get, list, move, delete), delete; tags; ConflictException.
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
+  ConflictException,
   CreateAgentRuntimeCommand,
   CreateAgentRuntimeEndpointCommand,
   DeleteAgentRuntimeCommand,
@@ -15,6 +16,9 @@ import {
   ListAgentRuntimeEndpointsCommand,
   ListAgentRuntimeVersionsCommand,
   ListAgentRuntimesCommand,
+  ListTagsForResourceCommand,
+  TagResourceCommand,
+  UntagResourceCommand,
   UpdateAgentRuntimeCommand,
   UpdateAgentRuntimeEndpointCommand,
   paginateListAgentRuntimes,
@@ -28,6 +32,7 @@ import {
   clientToken,
   codeArtifact,
   control,
+  expectError,
   poll,
   probeZip,
   s3,
@@ -177,4 +182,36 @@ test("S3 upload, then the whole runtime and endpoint life cycle", async () => {
   assert.equal(deleted.$metadata.httpStatusCode, 202);
   assert.equal(deleted.status, "DELETING");
   await waitNotFound(() => control.send(new GetAgentRuntimeCommand({ agentRuntimeId: id })), `runtime ${id}`);
+});
+
+test("tags on a runtime; the DEFAULT endpoint cannot be deleted on its own", async () => {
+  const location = await uploadArtifact(probeZip());
+  const created = await control.send(
+    new CreateAgentRuntimeCommand({
+      agentRuntimeName: uniqueName("jstags"),
+      agentRuntimeArtifact: codeArtifact(location),
+      roleArn: ROLE_ARN,
+      networkConfiguration: { networkMode: "PUBLIC" },
+      tags: { team: "js" },
+    }),
+  );
+  const arn = created.agentRuntimeArn;
+  const tagsNow = async () => (await control.send(new ListTagsForResourceCommand({ resourceArn: arn }))).tags;
+  assert.deepEqual(await tagsNow(), { team: "js" });
+  await control.send(new TagResourceCommand({ resourceArn: arn, tags: { stage: "test", team: "node" } }));
+  assert.deepEqual(await tagsNow(), { stage: "test", team: "node" });
+  await control.send(new UntagResourceCommand({ resourceArn: arn, tagKeys: ["team"] }));
+  assert.deepEqual(await tagsNow(), { stage: "test" });
+
+  const err = await expectError(
+    control.send(new DeleteAgentRuntimeEndpointCommand({ agentRuntimeId: created.agentRuntimeId, endpointName: "DEFAULT" })),
+    ConflictException,
+    409,
+  );
+  assert.ok(err.message);
+  await control.send(new DeleteAgentRuntimeCommand({ agentRuntimeId: created.agentRuntimeId }));
+  await waitNotFound(
+    () => control.send(new GetAgentRuntimeCommand({ agentRuntimeId: created.agentRuntimeId })),
+    `runtime ${created.agentRuntimeId}`,
+  );
 });

@@ -1,13 +1,20 @@
 // The data plane through @aws-sdk/client-bedrock-agentcore: InvokeAgentRuntime answered in JSON and
-// in SSE (the stream read with the SDK, event by event), session reuse, StopRuntimeSession.
+// in SSE (the stream read with the SDK, event by event), session reuse, qualifiers, the user id and
+// trace headers, agent failures (424 RuntimeClientError, an error event ending a broken stream),
+// StopRuntimeSession.
 // The agent is tests/conformance/agents/probe, uploaded with client-s3 and created with -control.
 
 import assert from "node:assert/strict";
 import { before, test } from "node:test";
 
-import { InvokeAgentRuntimeCommand, StopRuntimeSessionCommand } from "@aws-sdk/client-bedrock-agentcore";
+import {
+  BedrockAgentCoreServiceException,
+  InvokeAgentRuntimeCommand,
+  ResourceNotFoundException,
+  StopRuntimeSessionCommand,
+} from "@aws-sdk/client-bedrock-agentcore";
 
-import { data, deployProbe, newSessionId } from "./lib.mjs";
+import { data, deployProbe, expectError, newSessionId } from "./lib.mjs";
 
 let probe;
 
@@ -99,4 +106,56 @@ test("StopRuntimeSession ends the session; the next call starts afresh", async (
   const after = JSON.parse(await (await invoke(session, { op: "whoami" })).response.transformToString());
   assert.notEqual(after.token, first.token);
   assert.equal(after.counter, 1);
+});
+
+test("qualifiers: DEFAULT and a version serve, an unknown endpoint is ResourceNotFoundException", async () => {
+  for (const qualifier of ["DEFAULT", "1"]) {
+    const session = newSessionId("q");
+    const resp = await invoke(session, { op: "whoami" }, { qualifier });
+    assert.equal(resp.statusCode, 200);
+    assert.equal(JSON.parse(await resp.response.transformToString()).sessionId, session);
+  }
+  await expectError(invoke(newSessionId("q"), { op: "whoami" }, { qualifier: "no_such_endpoint" }), ResourceNotFoundException, 404);
+});
+
+test("the user id and trace headers the SDK sends reach the agent", async () => {
+  const traceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  const resp = await invoke(newSessionId("hdr"), { op: "headers" }, { runtimeUserId: "alice", traceParent, baggage: "team=js" });
+  const body = JSON.parse(await resp.response.transformToString());
+  assert.equal(body.userId, "alice");
+  assert.equal(body.result.traceparent, traceParent);
+  assert.equal(body.result.baggage, "team=js");
+  // The caller's signature is not passed on to the agent.
+  assert.equal(body.result.authorization, undefined);
+});
+
+test("an agent that dies is a 424 RuntimeClientError; a broken stream ends with an error event", async () => {
+  // RuntimeClientError is not in the SDK's model: it arrives as the service's base exception,
+  // named by the x-amzn-ErrorType header.
+  let caught;
+  try {
+    await invoke(newSessionId("exit"), { op: "exit" });
+  } catch (err) {
+    caught = err;
+  }
+  assert.ok(caught instanceof BedrockAgentCoreServiceException, String(caught));
+  assert.equal(caught.name, "RuntimeClientError");
+  assert.equal(caught.$metadata.httpStatusCode, 424);
+  assert.ok(caught.message);
+
+  const resp = await invoke(newSessionId("crash"), { op: "crash_stream" });
+  assert.equal(resp.statusCode, 200);
+  const events = await readSse(resp.response);
+  assert.equal(events.length, 2, JSON.stringify(events));
+  assert.equal(events[0].index, 0);
+  assert.equal(events[1].error_type, "RuntimeClientError");
+  assert.ok(events[1].error);
+});
+
+test("StopRuntimeSession on a session that was never opened is ResourceNotFoundException", async () => {
+  await expectError(
+    data.send(new StopRuntimeSessionCommand({ agentRuntimeArn: probe.agentRuntimeArn, runtimeSessionId: newSessionId("never") })),
+    ResourceNotFoundException,
+    404,
+  );
 });

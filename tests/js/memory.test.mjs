@@ -9,13 +9,17 @@ import { after, before, test } from "node:test";
 
 import {
   BatchCreateMemoryRecordsCommand,
+  BatchDeleteMemoryRecordsCommand,
+  BatchUpdateMemoryRecordsCommand,
   CreateEventCommand,
+  DeleteEventCommand,
   GetEventCommand,
   GetMemoryRecordCommand,
   ListActorsCommand,
   ListEventsCommand,
   ListMemoryRecordsCommand,
   ListSessionsCommand,
+  ResourceNotFoundException,
   RetrieveMemoryRecordsCommand,
   paginateListEvents,
 } from "@aws-sdk/client-bedrock-agentcore";
@@ -24,9 +28,19 @@ import {
   DeleteMemoryCommand,
   GetMemoryCommand,
   ListMemoriesCommand,
+  UpdateMemoryCommand,
 } from "@aws-sdk/client-bedrock-agentcore-control";
 
-import { STATE_TIMEOUT_MS, assertRecent, control, data, poll, uniqueName, waitNotFound } from "./lib.mjs";
+import {
+  STATE_TIMEOUT_MS,
+  assertRecent,
+  control,
+  data,
+  expectError,
+  poll,
+  uniqueName,
+  waitNotFound,
+} from "./lib.mjs";
 
 let memory;
 
@@ -199,4 +213,110 @@ test("long-term records: batch create, get, list, retrieve", async () => {
   assertRecent(summaries[0].createdAt);
   const scores = summaries.map((s) => s.score);
   assert.deepEqual(scores, [...scores].sort((a, b) => b - a));
+});
+
+test("blob payloads, metadata filters, branches and deletion of events", async () => {
+  const key = { memoryId: memory.id, actorId: "bob", sessionId: `js-branches-${randomUUID()}` };
+  const blob = { state: ["any", "json", 1, { nested: true }] };
+  const root = await data.send(
+    new CreateEventCommand({
+      ...key,
+      eventTimestamp: new Date(),
+      payload: [{ blob }],
+      metadata: { kind: { stringValue: "state" } },
+    }),
+  );
+  // A document member comes back as the same JavaScript value.
+  assert.deepEqual(root.event.payload, [{ blob }]);
+  assert.deepEqual(root.event.metadata, { kind: { stringValue: "state" } });
+  const fork = await data.send(
+    new CreateEventCommand({
+      ...key,
+      eventTimestamp: new Date(),
+      payload: [conversational("what if")],
+      branch: { name: "alt", rootEventId: root.event.eventId },
+    }),
+  );
+  assert.deepEqual(fork.event.branch, { name: "alt", rootEventId: root.event.eventId });
+
+  const byMetadata = await data.send(
+    new ListEventsCommand({
+      ...key,
+      filter: {
+        eventMetadata: [
+          { left: { metadataKey: "kind" }, operator: "EQUALS_TO", right: { metadataValue: { stringValue: "state" } } },
+        ],
+      },
+    }),
+  );
+  assert.deepEqual(
+    byMetadata.events.map((e) => e.eventId),
+    [root.event.eventId],
+  );
+  const onBranch = await data.send(new ListEventsCommand({ ...key, filter: { branch: { name: "alt" } } }));
+  assert.deepEqual(
+    onBranch.events.map((e) => e.eventId),
+    [fork.event.eventId],
+  );
+
+  const deleted = await data.send(new DeleteEventCommand({ ...key, eventId: fork.event.eventId }));
+  assert.equal(deleted.eventId, fork.event.eventId);
+  await expectError(data.send(new GetEventCommand({ ...key, eventId: fork.event.eventId })), ResourceNotFoundException, 404);
+});
+
+test("records are updated and deleted in batches; the memory is updated", async () => {
+  const namespace = `/actors/js-batch-${randomUUID().slice(0, 8)}/`;
+  const created = await data.send(
+    new BatchCreateMemoryRecordsCommand({
+      memoryId: memory.id,
+      records: [{ requestIdentifier: "only", namespaces: [namespace], content: { text: "Likes tea" }, timestamp: new Date() }],
+    }),
+  );
+  const id = created.successfulRecords[0].memoryRecordId;
+  const updated = await data.send(
+    new BatchUpdateMemoryRecordsCommand({
+      memoryId: memory.id,
+      records: [{ memoryRecordId: id, content: { text: "Likes coffee" }, timestamp: new Date() }],
+    }),
+  );
+  assert.deepEqual(
+    updated.successfulRecords.map((r) => [r.memoryRecordId, r.status]),
+    [[id, "SUCCEEDED"]],
+  );
+  const got = await data.send(new GetMemoryRecordCommand({ memoryId: memory.id, memoryRecordId: id }));
+  assert.equal(got.memoryRecord.content.text, "Likes coffee");
+  const removeIt = () =>
+    data.send(new BatchDeleteMemoryRecordsCommand({ memoryId: memory.id, records: [{ memoryRecordId: id }] }));
+  const removed = await removeIt();
+  assert.deepEqual(
+    removed.successfulRecords.map((r) => [r.memoryRecordId, r.status]),
+    [[id, "SUCCEEDED"]],
+  );
+  assert.deepEqual(removed.failedRecords, []);
+  // Deleting it again fails for that record, with the model's integer errorCode.
+  const again = await removeIt();
+  assert.deepEqual(again.successfulRecords, []);
+  assert.deepEqual(
+    again.failedRecords.map((r) => [r.memoryRecordId, r.status, r.errorCode]),
+    [[id, "FAILED", 404]],
+  );
+  assert.ok(again.failedRecords[0].errorMessage);
+
+  const changed = await control.send(
+    new UpdateMemoryCommand({
+      memoryId: memory.id,
+      description: "changed from the JavaScript SDK",
+      memoryStrategies: { addMemoryStrategies: [{ summaryMemoryStrategy: { name: "summaries" } }] },
+    }),
+  );
+  assert.equal(changed.memory.description, "changed from the JavaScript SDK");
+  assertRecent(changed.memory.updatedAt);
+  const names = (
+    await poll(
+      async () => (await control.send(new GetMemoryCommand({ memoryId: memory.id }))).memory,
+      (m) => m.status === "ACTIVE" && m.strategies.every((st) => st.status === "ACTIVE"),
+      { timeoutMs: STATE_TIMEOUT_MS, what: "the updated memory to be ACTIVE" },
+    )
+  ).strategies.map((st) => st.name);
+  assert.deepEqual(names.sort(), ["facts", "summaries"]);
 });

@@ -25,8 +25,10 @@ from berth_harness import (
     REPO,
     ROLE_ARN,
     SECRET_ACCESS_KEY,
+    STATE_TIMEOUT,
     agent_zip,
     native,
+    poll,
     python_runtime,
 )
 
@@ -58,6 +60,33 @@ def _node() -> str:
     return node
 
 
+EXPORT_LINE = re.compile(r"^export (AWS_[A-Z0-9_]+)=(\S+)\s*$")
+
+
+def printed_exports(server) -> dict:
+    """The `export AWS_...=...` lines `berth serve` printed on start (its log holds its stdout):
+    the environment a user `eval`s; the JS clients take endpoints and region from it alone."""
+    want = {
+        "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE": server.url,
+        "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL": server.url,
+        "AWS_ENDPOINT_URL_S3": server.url,
+        "AWS_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+    }
+
+    def read() -> dict:
+        exports = {}
+        for line in server.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            match = EXPORT_LINE.match(line)
+            if match:
+                exports.setdefault(match.group(1), match.group(2))
+        return exports
+
+    # The harness returns once the endpoint line is read; the lines after it may still be on
+    # their way into the log.
+    return poll(read, lambda exports: exports == want, timeout=STATE_TIMEOUT, what="the export lines")
+
+
 @pytest.fixture(scope="module")
 def js_env(berth, tmp_path_factory) -> dict:
     """The environment of every `node --test` run: endpoint, credentials, agent zip, limited key."""
@@ -72,16 +101,15 @@ def js_env(berth, tmp_path_factory) -> dict:
     )
     assert made.status == 201, made
     key = made.json()
+    exports = printed_exports(berth)
     # Nothing of the developer's AWS set-up may reach the SDK: only what is set here.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BERTH_"))}
+    env.update(exports)
     env.update(
-        AWS_ACCESS_KEY_ID=ACCESS_KEY_ID,
         AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
-        AWS_REGION=REGION,
         AWS_CONFIG_FILE=str(root / "no-aws-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(root / "no-aws-credentials"),
         AWS_EC2_METADATA_DISABLED="true",
-        BERTH_ENDPOINT_URL=berth.url,
         BERTH_JS_LIMITED_KEY_ID=key["accessKeyId"],
         BERTH_JS_LIMITED_SECRET=key["secretAccessKey"],
         BERTH_JS_PROBE_ZIP=str(probe),

@@ -29,7 +29,6 @@ import { GetObjectCommand, NoSuchBucket, NoSuchKey } from "@aws-sdk/client-s3";
 
 import {
   BUCKET,
-  ENDPOINT,
   REGION,
   ROLE_ARN,
   codeArtifact,
@@ -132,8 +131,6 @@ test("a key without the permission gets AccessDeniedException (403) naming actio
 
 test("an unknown access key is refused with 403 UnrecognizedClientException", async () => {
   const stranger = new BedrockAgentCoreControlClient({
-    region: REGION,
-    endpoint: ENDPOINT,
     maxAttempts: 1,
     credentials: { accessKeyId: "AKIANOBODYKNOWSTHIS0", secretAccessKey: "x".repeat(40) },
   });

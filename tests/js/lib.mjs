@@ -2,10 +2,12 @@
 // pointed at the `berth serve` that tests/conformance/test_js_sdk.py started.
 //
 // Everything comes from the environment that test sets (never from the developer's AWS config):
-//   BERTH_ENDPOINT_URL                 the server's URL (control, data plane and S3 on one listener)
-//   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION
-//                                      the suite's root credentials, read by the SDK's own
-//                                      default credential chain as a user's would be
+//   AWS_ENDPOINT_URL_BEDROCK_AGENTCORE, AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL,
+//   AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID
+//                                      exactly the `export` lines `berth serve` printed: the SDK
+//                                      finds the endpoints and region there by itself, as a
+//                                      user's would after `eval`-ing them
+//   AWS_SECRET_ACCESS_KEY              the suite's root secret (`berth credentials --export`)
 //   BERTH_JS_LIMITED_KEY_ID, BERTH_JS_LIMITED_SECRET
 //                                      an access key whose policy allows only GetAgentRuntime
 //   BERTH_JS_PROBE_ZIP                 tests/conformance/agents/probe as a deployment zip
@@ -32,7 +34,12 @@ function required(name) {
   return value;
 }
 
-export const ENDPOINT = required("BERTH_ENDPOINT_URL");
+/** The server's URL. Required first, so a missing endpoint can never send a request to AWS. */
+export const ENDPOINT = required("AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL");
+for (const name of ["AWS_ENDPOINT_URL_BEDROCK_AGENTCORE", "AWS_ENDPOINT_URL_S3"]) {
+  assert.equal(required(name), ENDPOINT, `${name} is not the server's URL`);
+}
+assert.match(ENDPOINT, /^http:\/\/127\.0\.0\.1:\d+$/, "the suite only talks to a server on loopback");
 export const REGION = required("AWS_REGION");
 export const ROLE_ARN = required("BERTH_JS_ROLE_ARN");
 export const BUCKET = required("BERTH_JS_BUCKET");
@@ -41,13 +48,17 @@ export const BUILD_TIMEOUT_MS = 1000 * Number(process.env.BERTH_TEST_BUILD_TIMEO
 /** How long an asynchronous change without a build (deletion, memory activation) may take. */
 export const STATE_TIMEOUT_MS = 60_000;
 
-// Retries off, so every error the server returns reaches the test.
-const common = { region: REGION, endpoint: ENDPOINT, maxAttempts: 1 };
+// Nothing but retries off (so every error the server returns reaches the test): endpoints,
+// region and credentials are the SDK's own defaults, read from the environment.
+const common = { maxAttempts: 1 };
 
 /** Clients signed with the default credential chain (the suite's root key from the environment). */
 export const control = new BedrockAgentCoreControlClient(common);
 export const data = new BedrockAgentCoreClient(common);
-/** Berth's artifact store is addressed path-style (`ENDPOINT/bucket/key`). */
+/**
+ * Berth's artifact store is addressed path-style (`ENDPOINT/bucket/key`); the SDK picks that by
+ * itself for an IP-address endpoint, and says so here for any other host.
+ */
 export const s3 = new S3Client({ ...common, forcePathStyle: true });
 
 /** Clients for the limited access key (its policy allows only GetAgentRuntime). */

@@ -184,7 +184,7 @@ test("S3 upload, then the whole runtime and endpoint life cycle", async () => {
   await waitNotFound(() => control.send(new GetAgentRuntimeCommand({ agentRuntimeId: id })), `runtime ${id}`);
 });
 
-test("tags on a runtime; the DEFAULT endpoint cannot be deleted on its own", async () => {
+test("optional configurations and tags on a runtime; the DEFAULT endpoint cannot be deleted on its own", async () => {
   const location = await uploadArtifact(probeZip());
   const created = await control.send(
     new CreateAgentRuntimeCommand({
@@ -193,9 +193,28 @@ test("tags on a runtime; the DEFAULT endpoint cannot be deleted on its own", asy
       roleArn: ROLE_ARN,
       networkConfiguration: { networkMode: "PUBLIC" },
       tags: { team: "js" },
+      // Every optional configuration, so the SDK parses each of them back.
+      lifecycleConfiguration: { idleRuntimeSessionTimeout: 300, maxLifetime: 3600 },
+      protocolConfiguration: { serverProtocol: "HTTP" },
+      requestHeaderConfiguration: { requestHeaderAllowlist: ["X-Amzn-Bedrock-AgentCore-Runtime-Custom-Flavour"] },
+      authorizerConfiguration: {
+        customJWTAuthorizer: {
+          discoveryUrl: "https://issuer.example.com/.well-known/openid-configuration",
+          allowedAudience: ["berth"],
+          allowedClients: ["js-suite"],
+        },
+      },
     }),
   );
   const arn = created.agentRuntimeArn;
+  const described = await control.send(new GetAgentRuntimeCommand({ agentRuntimeId: created.agentRuntimeId }));
+  assert.deepEqual(described.lifecycleConfiguration, { idleRuntimeSessionTimeout: 300, maxLifetime: 3600 });
+  assert.deepEqual(described.protocolConfiguration, { serverProtocol: "HTTP" });
+  assert.deepEqual(described.requestHeaderConfiguration, {
+    requestHeaderAllowlist: ["X-Amzn-Bedrock-AgentCore-Runtime-Custom-Flavour"],
+  });
+  assert.deepEqual(described.authorizerConfiguration.customJWTAuthorizer.allowedClients, ["js-suite"]);
+  assert.ok(described.workloadIdentityDetails.workloadIdentityArn);
   const tagsNow = async () => (await control.send(new ListTagsForResourceCommand({ resourceArn: arn }))).tags;
   assert.deepEqual(await tagsNow(), { team: "js" });
   await control.send(new TagResourceCommand({ resourceArn: arn, tags: { stage: "test", team: "node" } }));

@@ -320,3 +320,92 @@ test("records are updated and deleted in batches; the memory is updated", async 
   ).strategies.map((st) => st.name);
   assert.deepEqual(names.sort(), ["facts", "summaries"]);
 });
+
+test("every strategy type and custom override round-trips through the SDK's union parsing", async () => {
+  const override = { appendToPrompt: "be brief", modelId: "anthropic.claude-3-haiku" };
+  const sets = [
+    [
+      { semanticMemoryStrategy: { name: "sem", namespaces: ["/facts/{actorId}/"] } },
+      { summaryMemoryStrategy: { name: "sum" } },
+      { userPreferenceMemoryStrategy: { name: "pref" } },
+      { episodicMemoryStrategy: { name: "epi", reflectionConfiguration: { namespaces: ["/reflect/{actorId}/"] } } },
+      { customMemoryStrategy: { name: "csem", configuration: { semanticOverride: { extraction: override, consolidation: override } } } },
+    ],
+    [
+      { customMemoryStrategy: { name: "csum", configuration: { summaryOverride: { consolidation: override } } } },
+      { customMemoryStrategy: { name: "cpref", configuration: { userPreferenceOverride: { extraction: override } } } },
+      {
+        customMemoryStrategy: {
+          name: "cepi",
+          configuration: { episodicOverride: { extraction: override, consolidation: override, reflection: override } },
+        },
+      },
+      {
+        customMemoryStrategy: {
+          name: "cself",
+          configuration: {
+            selfManagedConfiguration: {
+              triggerConditions: [{ messageBasedTrigger: { messageCount: 5 } }, { timeBasedTrigger: { idleSessionTimeout: 60 } }],
+              invocationConfiguration: {
+                topicArn: "arn:aws:sns:us-east-1:000000000000:memory-topic",
+                payloadDeliveryBucketName: "memory-payloads",
+              },
+              historicalContextWindowSize: 4,
+            },
+          },
+        },
+      },
+    ],
+  ];
+  const seen = {};
+  for (const memoryStrategies of sets) {
+    const created = await control.send(
+      new CreateMemoryCommand({ name: uniqueName("jsstrat"), eventExpiryDuration: 7, memoryStrategies }),
+    );
+    const got = await control.send(new GetMemoryCommand({ memoryId: created.memory.id }));
+    for (const st of got.memory.strategies) seen[st.name] = st;
+    await control.send(new DeleteMemoryCommand({ memoryId: created.memory.id }));
+  }
+  assert.deepEqual(
+    Object.fromEntries(Object.entries(seen).map(([name, st]) => [name, st.type])),
+    {
+      sem: "SEMANTIC",
+      sum: "SUMMARIZATION",
+      pref: "USER_PREFERENCE",
+      epi: "EPISODIC",
+      csem: "CUSTOM",
+      csum: "CUSTOM",
+      cpref: "CUSTOM",
+      cepi: "CUSTOM",
+      cself: "CUSTOM",
+    },
+  );
+  assert.deepEqual(seen.sem.namespaces, ["/facts/{actorId}/"]);
+  assert.deepEqual(seen.epi.configuration.reflection.episodicReflectionConfiguration.namespaces, ["/reflect/{actorId}/"]);
+  assert.equal(seen.csem.configuration.type, "SEMANTIC_OVERRIDE");
+  assert.deepEqual(seen.csem.configuration.extraction.customExtractionConfiguration.semanticExtractionOverride, override);
+  assert.deepEqual(
+    seen.csem.configuration.consolidation.customConsolidationConfiguration.semanticConsolidationOverride,
+    override,
+  );
+  assert.deepEqual(
+    seen.csum.configuration.consolidation.customConsolidationConfiguration.summaryConsolidationOverride,
+    override,
+  );
+  assert.deepEqual(
+    seen.cpref.configuration.extraction.customExtractionConfiguration.userPreferenceExtractionOverride,
+    override,
+  );
+  assert.deepEqual(seen.cepi.configuration.reflection.customReflectionConfiguration.episodicReflectionOverride, override);
+  const self = seen.cself.configuration.selfManagedConfiguration;
+  assert.equal(seen.cself.configuration.type, "SELF_MANAGED");
+  assert.deepEqual(self.triggerConditions, [
+    { messageBasedTrigger: { messageCount: 5 } },
+    { timeBasedTrigger: { idleSessionTimeout: 60 } },
+  ]);
+  assert.equal(self.historicalContextWindowSize, 4);
+  for (const st of Object.values(seen)) {
+    assert.ok(st.strategyId.startsWith(`${st.name}-`), st.strategyId);
+    assert.ok(st.createdAt instanceof Date && st.updatedAt instanceof Date);
+  }
+});

@@ -116,6 +116,14 @@ test("qualifiers: DEFAULT and a version serve, an unknown endpoint is ResourceNo
     assert.equal(JSON.parse(await resp.response.transformToString()).sessionId, session);
   }
   await expectError(invoke(newSessionId("q"), { op: "whoami" }, { qualifier: "no_such_endpoint" }), ResourceNotFoundException, 404);
+
+  // On a live session too: the session is not a way around the qualifier.
+  const live = newSessionId("live");
+  const first = JSON.parse(await (await invoke(live, { op: "whoami" })).response.transformToString());
+  await expectError(invoke(live, { op: "whoami" }, { qualifier: "no_such_endpoint" }), ResourceNotFoundException, 404);
+  const again = JSON.parse(await (await invoke(live, { op: "whoami" }, { qualifier: "DEFAULT" })).response.transformToString());
+  assert.equal(again.token, first.token);
+  assert.equal(again.counter, 2);
 });
 
 test("the user id and trace headers the SDK sends reach the agent", async () => {

@@ -12,9 +12,9 @@ mod agents;
 mod client;
 mod commands;
 mod datadir;
-mod model;
 mod edge_args;
 mod keys;
+mod model;
 mod rollout;
 mod serve;
 

@@ -137,7 +137,12 @@ pub async fn invoke(
     let sid =
         session_id(&headers)?.unwrap_or_else(|| format!("berth-{}", berth_types::new_request_id()));
     let session = match s.sessions.existing(&call.runtime_id, &sid) {
-        Some(session) => session,
+        Some(session) => {
+            if let Some(q) = call.qualifier.as_deref() {
+                s.control.check_qualifier(&call.runtime_id, q).await?;
+            }
+            session
+        }
         None => {
             let user = headers.get(USER_HEADER).and_then(|v| v.to_str().ok());
             let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());

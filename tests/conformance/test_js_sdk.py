@@ -51,7 +51,7 @@ LIMITED_POLICY = {
 def _node() -> str:
     node = shutil.which("node")
     if node is None:
-        pytest.fail("node not found on PATH: run scripts/setup-node.sh (Node.js 18 or newer)")
+        pytest.fail("node not found on PATH: run scripts/setup-node.sh (Node.js 20 or newer)")
     for package in PACKAGES:
         if not (JS_DIR / "node_modules" / package / "package.json").is_file():
             pytest.fail(f"{package} is not installed in tests/js: run scripts/setup-node.sh")
@@ -86,8 +86,9 @@ def printed_exports(server) -> dict:
 
 
 @pytest.fixture(scope="module")
-def js_env(berth, tmp_path_factory) -> dict:
-    """The environment of every `node --test` run: endpoint, credentials, agent zip, limited key."""
+def js_env(berth, tmp_path_factory) -> tuple[dict, Path]:
+    """The environment of every `node --test` run (endpoint, credentials, agent zip, limited
+    key) and a directory for their TAP reports."""
     root = tmp_path_factory.mktemp("js-sdk")
     probe = root / "probe.zip"
     probe.write_bytes(agent_zip("probe"))
@@ -117,8 +118,7 @@ def js_env(berth, tmp_path_factory) -> dict:
         BERTH_TEST_BUILD_TIMEOUT=str(int(BUILD_TIMEOUT)),
         NO_COLOR="1",
     )
-    env["_tap_dir"] = str(root)
-    return env
+    return env, root
 
 
 def test_js_suite_is_present():
@@ -148,10 +148,10 @@ BUILDING = {"control.test.mjs", "data.test.mjs"}
         for s in SCRIPTS
     ],
 )
-def test_js_sdk(script: Path, js_env: dict):
+def test_js_sdk(script: Path, js_env: tuple[dict, Path]):
     node = _node()
-    env = dict(js_env)
-    tap = Path(env.pop("_tap_dir")) / f"{script.stem}.tap"
+    env, reports = js_env
+    tap = reports / f"{script.stem}.tap"
     result = subprocess.run(
         [
             node,

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this).
-# Sets up everything it needs on a fresh machine (Python venv with pinned clients), idempotently.
+# Sets up everything it needs on a fresh machine (Python venv with pinned clients, the pinned
+# npm packages of the JavaScript SDK suite), idempotently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== setup"
 scripts/setup-python.sh
+scripts/setup-node.sh
 scripts/fetch-model.sh
 
 echo "== format and lints (unformatted code or any clippy warning fails the suite)"
@@ -18,7 +20,7 @@ cargo build --workspace --locked --all-targets
 echo "== rust tests"
 cargo test --workspace --locked
 
-echo "== conformance (boto3 + bedrock-agentcore SDK against a real berth serve)"
+echo "== conformance (boto3, the bedrock-agentcore SDK and the AWS SDK for JavaScript v3 against a real berth serve)"
 BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q tests/conformance "$@"
 
 echo "== security (hostile agents and clients against a real berth serve)"

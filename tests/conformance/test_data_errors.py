@@ -97,6 +97,25 @@ def test_unknown_qualifier_is_not_found(data, probe):
     )
 
 
+def test_unknown_qualifier_on_a_live_session_is_not_found(data, probe):
+    # The session keeps its version, but a qualifier naming nothing is refused as for a new one
+    # (found by the JavaScript suite: Berth used to serve it from the live session).
+    session = new_session_id("live")
+    first = invoke_json(data, probe["agentRuntimeArn"], session, {"op": "whoami"})
+    expect_error(
+        invoke,
+        "ResourceNotFoundException",
+        404,
+        data=data,
+        runtime_arn=probe["agentRuntimeArn"],
+        session_id=session,
+        payload={"op": "whoami"},
+        qualifier="no_such_endpoint",
+    )
+    again = invoke_json(data, probe["agentRuntimeArn"], session, {"op": "whoami"}, qualifier="DEFAULT")
+    assert again["token"] == first["token"] and again["counter"] == 2, (first, again)
+
+
 @pytest.mark.parametrize("length", [32, 257])
 def test_session_id_of_the_wrong_length_is_a_validation_error(data_unvalidated, probe, length):
     # botocore checks the 33..256 bound itself; with its validation off the server must too.

@@ -1123,6 +1123,33 @@ pub struct Resolved {
 }
 
 impl Control {
+    /// Checks that `qualifier` names an endpoint or a version of the runtime, for an invocation
+    /// of a live session: the session keeps the version it runs, but a qualifier that names
+    /// nothing is ResourceNotFoundException, as it is for a new session (and never becomes an
+    /// endpoint label in the metrics).
+    pub async fn check_qualifier(&self, runtime_id: &str, qualifier: &str) -> Result<(), ApiError> {
+        let rt = self.live_runtime(runtime_id).await?;
+        let store = &self.inner.store;
+        if store
+            .endpoint(&rt.id, qualifier)
+            .await
+            .map_err(internal)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let version = match Version::parse(qualifier) {
+            Some(v) => store.version(&rt.id, v.0).await.map_err(internal)?,
+            None => None,
+        };
+        if version.is_some() {
+            return Ok(());
+        }
+        Err(ApiError::not_found(format!(
+            "agent runtime {runtime_id} has no endpoint or version {qualifier}"
+        )))
+    }
+
     /// Resolves `qualifier` (an endpoint name, or a version number) of a runtime to the version a
     /// new session should run.
     pub async fn resolve(

@@ -265,3 +265,33 @@ async fn paging_walks_every_runtime_once() {
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Validation);
 }
+
+#[tokio::test]
+async fn a_qualifier_for_a_live_session_must_name_an_endpoint_or_a_version() {
+    let f = fixture().await;
+    let r = f
+        .control
+        .create_runtime(create_input("agent_q"))
+        .await
+        .unwrap();
+    let id = r["agentRuntimeId"].as_str().unwrap().to_owned();
+    f.builds.send(Ok("sha256:1".into())).await.unwrap();
+    settle(&f, &id, 1, Status::Ready).await;
+    f.control
+        .create_endpoint(json!({"agentRuntimeId": id, "name": "prod"}))
+        .await
+        .unwrap();
+    for known in ["DEFAULT", "prod", "1"] {
+        f.control.check_qualifier(&id, known).await.unwrap();
+    }
+    for unknown in ["nope", "2", "99999", ""] {
+        let e = f.control.check_qualifier(&id, unknown).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ResourceNotFound, "{unknown}");
+    }
+    let e = f
+        .control
+        .check_qualifier("nothere-0123456789", "DEFAULT")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ResourceNotFound);
+}

@@ -103,6 +103,10 @@ pub trait ControlPlane: Send + Sync + 'static {
         req: &RouteRequest<'_>,
     ) -> Result<Target, ApiError>;
 
+    /// Checks that a qualifier sent with a live session names an endpoint or a version of the
+    /// runtime (`Control::check_qualifier`).
+    async fn check_qualifier(&self, runtime_id: &str, qualifier: &str) -> Result<(), ApiError>;
+
     /// Counts one invocation (or failed start) of a version, in memory.
     fn record(
         &self,
@@ -130,6 +134,10 @@ impl ControlPlane for Control {
             version: r.version,
             endpoint: r.endpoint,
         })
+    }
+
+    async fn check_qualifier(&self, runtime_id: &str, qualifier: &str) -> Result<(), ApiError> {
+        Control::check_qualifier(self, runtime_id, qualifier).await
     }
 
     fn record(
@@ -271,7 +279,20 @@ impl<S: Invoke> Invoke for Routed<S> {
     async fn invoke<'a>(&'a self, mut call: Call<'a>) -> Result<Answer, Error> {
         let inv = &call.inv;
         match self.sessions.existing(inv.runtime_id, inv.session_id) {
-            Some(s) => call.session = Some(s),
+            Some(s) => {
+                // The session keeps its version, but a qualifier naming nothing is still
+                // ResourceNotFoundException; its own endpoint or version needs no store read.
+                if let Some(q) = inv.qualifier
+                    && q != s.endpoint()
+                    && q.parse::<u32>().ok() != Some(s.version())
+                {
+                    self.control
+                        .check_qualifier(inv.runtime_id, q)
+                        .await
+                        .map_err(Error::Route)?;
+                }
+                call.session = Some(s);
+            }
             None => {
                 let headers = inv.headers;
                 let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());

@@ -949,6 +949,11 @@ impl Session {
         !self.ended.is_cancelled() && self.held.agent.exit().try_exit().is_none()
     }
 
+    /// Endpoint the session was opened through.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// Version this session runs.
     pub fn version(&self) -> u32 {
         self.version

@@ -22,6 +22,8 @@ struct FakeControl {
     target: Target,
     refuse: bool,
     routed: AtomicUsize,
+    /// Qualifiers of live sessions checked with the control plane.
+    checked: AtomicUsize,
     /// The actor and user id of the last routing.
     seen: Mutex<Option<(Option<String>, Option<String>)>>,
     records: Mutex<Vec<(String, String, u32, Outcome)>>,
@@ -33,6 +35,7 @@ impl FakeControl {
             target: target(version),
             refuse: false,
             routed: AtomicUsize::new(0),
+            checked: AtomicUsize::new(0),
             seen: Mutex::new(None),
             records: Mutex::new(Vec::new()),
         })
@@ -60,6 +63,17 @@ impl ControlPlane for FakeControl {
             )));
         }
         Ok(self.target.clone())
+    }
+
+    /// Knows one more endpoint than the session's, `canary`.
+    async fn check_qualifier(&self, runtime_id: &str, qualifier: &str) -> Result<(), ApiError> {
+        self.checked.fetch_add(1, Ordering::SeqCst);
+        if qualifier == "canary" {
+            return Ok(());
+        }
+        Err(ApiError::not_found(format!(
+            "agent runtime {runtime_id} has no endpoint or version {qualifier}"
+        )))
     }
 
     fn record(
@@ -123,6 +137,33 @@ async fn only_a_new_session_is_routed_and_every_call_is_metered() {
     // Recorded when each body ended, against the endpoint the caller named (DEFAULT here).
     let ok = (RUNTIME_ID.to_owned(), "DEFAULT".to_owned(), 3, Outcome::Ok);
     assert_eq!(control.records(), vec![ok.clone(), ok]);
+}
+
+#[tokio::test]
+async fn a_live_sessions_qualifier_is_checked_only_when_it_is_not_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    let control = FakeControl::new(3);
+    let invoker = Invoker::new(control.clone(), s);
+    let headers = HeaderMap::new();
+    let with = |q: &'static str| Invocation {
+        qualifier: Some(q),
+        ..invocation(&headers, b"x")
+    };
+    invoker.invoke(invocation(&headers, b"x")).await.unwrap();
+    // Its own endpoint and version: no lookup.
+    invoker.invoke(with("DEFAULT")).await.unwrap();
+    invoker.invoke(with("3")).await.unwrap();
+    assert_eq!(control.checked.load(Ordering::SeqCst), 0);
+    // Another endpoint that exists: looked up, and the session keeps its version.
+    invoker.invoke(with("canary")).await.unwrap();
+    match invoker.invoke(with("nope")).await {
+        Err(Error::Route(e)) => assert!(e.to_string().contains("nope"), "{e}"),
+        other => panic!("expected ResourceNotFound, got {:?}", other.err()),
+    }
+    assert_eq!(control.checked.load(Ordering::SeqCst), 2);
+    assert_eq!(control.routed.load(Ordering::SeqCst), 1);
+    assert_eq!(record.started.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

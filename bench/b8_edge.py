@@ -182,7 +182,7 @@ def b8(bench: "Bench") -> None:
 
     # The session's sandbox is started before anything is measured.
     measure_warm = tools.run_bench(["rate", "--url", url, "--sign", "--session", session, "--body-bytes", "1024",
-                                    "--rate", "10", "--duration", "0.5", "--connections", "1", "--timeout", "60"], timeout=180)
+                                    "--rate", "10", "--duration", "0.5", "--connections", "1", "--threads", "1", "--timeout", "60"], timeout=180)
     if measure_warm["errors"]:
         raise BrokenPath(f"B8: the warm-up invocations failed: {measure_warm['error_samples'][:2]}")
 

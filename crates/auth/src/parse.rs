@@ -140,7 +140,7 @@ pub fn parse_authorization(headers: &HeaderMap) -> Result<AuthHeader, Error> {
 }
 
 /// The `X-Amz-*` parameters of a presigned URL, and the query without them.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct PresignedQuery {
     /// The same facts an `Authorization` header carries.
     pub(crate) auth: AuthHeader,

@@ -93,11 +93,7 @@ pub fn verify(
     keys: &dyn KeyLookup,
     now: SystemTime,
 ) -> Result<Verified, Error> {
-    if presigned(uri, headers)? {
-        verify_presigned(method, uri, headers, body, keys, now)
-    } else {
-        verify_header_auth(method, uri, headers, body, keys, now)
-    }
+    precheck(uri, headers, keys, now)?.verify(method, uri, headers, body)
 }
 
 /// Whether the request authenticates with a presigned query (`true`) or an `Authorization`
@@ -118,8 +114,9 @@ fn presigned(uri: &Uri, headers: &HeaderMap) -> Result<bool, Error> {
 }
 
 /// What the headers alone establish about a request: every check of [`verify`] that needs no
-/// body has passed.
-#[derive(Clone, Debug)]
+/// body has passed. [`Prechecked::verify`] finishes the job once the body is read, without
+/// parsing the headers or looking the key up again.
+#[derive(Clone)]
 pub struct Prechecked {
     /// The key the request claims to be signed with, known to the [`KeyLookup`].
     pub principal: Principal,
@@ -127,13 +124,40 @@ pub struct Prechecked {
     pub service: String,
     /// The credential scope's region.
     pub region: String,
+    phase: Phase,
+}
+
+/// What the signature check still needs of the header phase.
+#[derive(Clone)]
+enum Phase {
+    Header {
+        auth: AuthHeader,
+        time: SystemTime,
+        session_token: Option<String>,
+    },
+    Presigned {
+        query: crate::parse::PresignedQuery,
+        time: SystemTime,
+    },
+}
+
+impl std::fmt::Debug for Prechecked {
+    /// The parsed signature stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prechecked")
+            .field("principal", &self.principal)
+            .field("service", &self.service)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Runs every check of [`verify`] that can be made before the body is read: the authentication
 /// mechanism, the `Authorization` header or presigned query, the dates, clock skew and expiry,
 /// the signed-header rules, the access key id and (for S3) the declared payload hash. A request
 /// refused here is refused by [`verify`] with the same error, so a server can refuse it without
-/// reading its body; one that passes must still go through [`verify`] with the whole body.
+/// reading its body; one that passes must still go through [`Prechecked::verify`] with the whole
+/// body.
 pub fn precheck(
     uri: &Uri,
     headers: &HeaderMap,
@@ -141,12 +165,32 @@ pub fn precheck(
     now: SystemTime,
 ) -> Result<Prechecked, Error> {
     let presigned = presigned(uri, headers)?;
-    let (auth, principal) = if presigned {
-        let phase = presigned_phase(uri, keys, now)?;
-        (phase.query.auth, phase.principal)
+    let (principal, phase) = if presigned {
+        let PresignedPhase {
+            query,
+            time,
+            principal,
+        } = presigned_phase(uri, keys, now)?;
+        (principal, Phase::Presigned { query, time })
     } else {
-        let phase = header_phase(headers, keys, now)?;
-        (phase.auth, phase.principal)
+        let HeaderPhase {
+            auth,
+            time,
+            session_token,
+            principal,
+        } = header_phase(headers, keys, now)?;
+        (
+            principal,
+            Phase::Header {
+                auth,
+                time,
+                session_token,
+            },
+        )
+    };
+    let auth = match &phase {
+        Phase::Header { auth, .. } => auth,
+        Phase::Presigned { query, .. } => &query.auth,
     };
     // Only S3 takes the hash from a header; elsewhere the body is needed and this cannot fail.
     if auth.service == S3_SERVICE {
@@ -154,9 +198,52 @@ pub fn precheck(
     }
     Ok(Prechecked {
         principal,
-        service: auth.service,
-        region: auth.region,
+        service: auth.service.clone(),
+        region: auth.region.clone(),
+        phase,
     })
+}
+
+impl Prechecked {
+    /// The rest of [`verify`]: the signature over the request and its whole `body`, and the body
+    /// against the payload hash. `method`, `uri` and `headers` must be those given to [`precheck`].
+    pub fn verify(
+        self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Verified, Error> {
+        match self.phase {
+            Phase::Header {
+                auth,
+                time,
+                session_token,
+            } => verify_header_auth(
+                method,
+                uri,
+                headers,
+                body,
+                HeaderPhase {
+                    auth,
+                    time,
+                    session_token,
+                    principal: self.principal,
+                },
+            ),
+            Phase::Presigned { query, time } => verify_presigned(
+                method,
+                uri,
+                headers,
+                body,
+                PresignedPhase {
+                    query,
+                    time,
+                    principal: self.principal,
+                },
+            ),
+        }
+    }
 }
 
 /// The body-independent part of header authentication.
@@ -242,15 +329,14 @@ fn verify_header_auth(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-    keys: &dyn KeyLookup,
-    now: SystemTime,
+    phase: HeaderPhase,
 ) -> Result<Verified, Error> {
     let HeaderPhase {
         auth,
         time,
         session_token,
         principal,
-    } = header_phase(headers, keys, now)?;
+    } = phase;
     let service = auth.service.clone();
     let payload = payload_hash(&service, false, headers, body)?;
 
@@ -331,14 +417,13 @@ fn verify_presigned(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-    keys: &dyn KeyLookup,
-    now: SystemTime,
+    phase: PresignedPhase,
 ) -> Result<Verified, Error> {
     let PresignedPhase {
         query,
         time,
         principal,
-    } = presigned_phase(uri, keys, now)?;
+    } = phase;
     let auth = &query.auth;
     let service = auth.service.clone();
     let payload = payload_hash(&service, true, headers, body)?;

@@ -174,14 +174,12 @@ impl Builder {
         if let Ok(abs) = std::path::absolute(&opts.root) {
             opts.root = abs;
         }
-        // SAFETY: geteuid(2) has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
         let pip_source = confine::PipSource::discover(&opts.pip_args);
         Self {
             inner: Arc::new(Inner {
                 opts,
                 locks: Mutex::new(HashMap::new()),
-                agents_run_as_other_user: euid == 0,
+                agents_run_as_other_user: crate::sandbox::effective_uid() == 0,
                 interpreters: interpreter::Found::default(),
                 uids: confine::UidPool::process_wide(),
                 pip_source,

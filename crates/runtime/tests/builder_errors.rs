@@ -273,8 +273,7 @@ async fn permissions_of_the_build_root_are_checked() {
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
     let hidden = Builder::new(BuilderOptions::new(private.join("data/builds")));
     let open = Builder::new(BuilderOptions::new(tmp.path().join("data/builds")));
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = berth_runtime::sandbox::effective_uid() == 0;
     if root {
         // Agents run as nobody: a 0700 parent locks them out.
         let err = hidden.check_permissions().unwrap_err();

@@ -111,28 +111,17 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
             Err(e) => return body_refused(&e, s3, &request_id),
         };
 
-    // 3. The signature over headers and body.
-    let keys = state.keys.clone();
-    let (method, uri, headers) = (
-        parts.method.clone(),
-        parts.uri.clone(),
-        parts.headers.clone(),
-    );
-    let verify = move |body: &[u8]| {
-        berth_auth::verify(
-            &method,
-            &uri,
-            &headers,
-            body,
-            keys.as_ref(),
-            SystemTime::now(),
-        )
-    };
+    // 3. The signature over headers and body (the header phase is not run again).
     let result = if bytes.len() <= HASH_INLINE_LIMIT {
-        verify(&bytes)
+        pre.verify(&parts.method, &parts.uri, &parts.headers, &bytes)
     } else {
-        let b = bytes.clone();
-        match tokio::task::spawn_blocking(move || verify(&b)).await {
+        let (method, uri, headers, b) = (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+            bytes.clone(),
+        );
+        match tokio::task::spawn_blocking(move || pre.verify(&method, &uri, &headers, &b)).await {
             Ok(r) => r,
             Err(_) => return WireError(ApiError::internal()).into_response(),
         }

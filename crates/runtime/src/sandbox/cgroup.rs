@@ -252,8 +252,7 @@ pub(crate) enum Layout {
 pub(crate) fn layout() -> &'static Layout {
     static LAYOUT: OnceLock<Layout> = OnceLock::new();
     LAYOUT.get_or_init(|| {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if super::effective_uid() != 0 {
             // Only root may create cgroups on a stock host: a normal user's server (process
             // isolation) runs its agents without limits rather than failing every start.
             warn!("not running as root: cgroup limits are not enforced");

@@ -958,8 +958,7 @@ fn prepare_in(
     work_root: &Path,
     cgroups_out: &mut Option<Arc<Cgroups>>,
 ) -> Result<Prepared, Error> {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = effective_uid() == 0;
     let namespaced = spec.isolation == Isolation::Namespaces;
     let lease = match (root, spec.run_as) {
         (true, RunAs::Own) => Some(uids::lease()?),
@@ -1058,8 +1057,7 @@ fn prepare_in(
                     .map_err(|e| Error::io(format!("resolve writable path {}", w.display()), e))?,
             );
         }
-        // SAFETY: geteuid has no preconditions.
-        let own = unsafe { libc::geteuid() };
+        let own = effective_uid();
         let (uid, gid) = creds.unwrap_or((own, own));
         let etc_files = etc_files(&spec.id, uid, gid);
         let etc = etc_entries();

@@ -108,8 +108,7 @@ pub fn probe() -> Capabilities {
 }
 
 fn detect() -> Capabilities {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = super::effective_uid() == 0;
     let namespaces = ["pid", "mnt", "net", "ipc", "uts", "cgroup"]
         .iter()
         .all(|ns| Path::new("/proc/self/ns").join(ns).exists());

@@ -6,7 +6,7 @@ from README.md, so the test follows the README. The changes, none to a command's
 - the run command is `cargo run --release -- serve`; the test runs the binary under test with the
   arguments after `--` (building a release binary would double the build), and the quickstart's
   `target/release/berth` is the binary under test too;
-- the environment: a fresh `HOME` (mode 0700), nothing of Berth's or AWS's set, and
+- the environment: a fresh `HOME` (mode 0700, under `/var/tmp`: outside the `/tmp` sandboxes mount), nothing of Berth's or AWS's set, and
   `BERTH_LISTEN=127.0.0.1:0` so parallel runs on one machine do not fight over port 8750;
 - as root, the server runs in a private mount namespace where a per-test directory is bound over
   `/var/lib/berth` (the default data dir for root), so the machine's real one is never touched;
@@ -186,7 +186,9 @@ class User:
 @pytest.fixture(scope="module")
 def root_user(tmp_path_factory):
     assert os.geteuid() == 0, "the first-run tests need root (they also create a normal user)"
-    home = tmp_path_factory.mktemp("root-home")
+    # Outside /tmp, as /root is: sandboxes mount a /tmp of their own, which would hide a path
+    # problem under it.
+    home = Path(tempfile.mkdtemp(prefix="berth-root-home-", dir="/var/tmp"))
     home.chmod(0o700)
     # The directory bound over /var/lib/berth in the server's private mount namespace; left 0755
     # so the test sees Berth make it private.
@@ -206,14 +208,15 @@ def root_user(tmp_path_factory):
     user.server.reap_group()
     if created_mountpoint:
         SYSTEM_DATA_DIR.rmdir()  # only the empty mount point the test made
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def normal_user(tmp_path_factory):
     name = f"berthqs{os.getpid() % 100000}"
     subprocess.run(["userdel", name], capture_output=True)  # a leftover of a killed run
-    # A home under /tmp (traversable), not under pytest's 0700 temp root.
-    home = Path(tempfile.mkdtemp(prefix="berth-user-home-", dir="/tmp"))
+    # A home outside /tmp (as /home is) and outside pytest's 0700 temp root.
+    home = Path(tempfile.mkdtemp(prefix="berth-user-home-", dir="/var/tmp"))
     subprocess.run(
         ["useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/sh", "--user-group", name],
         check=True,

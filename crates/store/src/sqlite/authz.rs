@@ -1,17 +1,11 @@
 //! SQLite SQL of roles and access keys (rows in [`crate::authz`]).
 
+use super::cols::corrupt;
 use crate::Error;
 use crate::authz::{AccessKeyRow, RoleRow};
 use berth_types::EpochMillis;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
-
-fn corrupt(table: &'static str, e: impl ToString) -> Error {
-    Error::Corrupt {
-        table,
-        detail: e.to_string(),
-    }
-}
 
 fn role_row(r: &SqliteRow) -> Result<RoleRow, Error> {
     let policies: String = r.try_get("policies")?;

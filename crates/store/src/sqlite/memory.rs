@@ -1,5 +1,6 @@
 //! SQLite implementation of [`MemoryStore`]: FTS5 for keywords, embeddings as BLOBs.
 
+use super::cols::{corrupt, json_col, opt_json_col};
 use crate::memory::*;
 use crate::{Error, SqliteStore};
 use async_trait::async_trait;
@@ -7,24 +8,6 @@ use berth_types::EpochMillis;
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
-
-fn corrupt(table: &'static str, e: impl std::fmt::Display) -> Error {
-    Error::Corrupt {
-        table,
-        detail: e.to_string(),
-    }
-}
-
-fn json_col(r: &SqliteRow, col: &str, table: &'static str) -> Result<Value, Error> {
-    let s: String = r.try_get(col)?;
-    serde_json::from_str(&s).map_err(|e| corrupt(table, e))
-}
-
-fn opt_json_col(r: &SqliteRow, col: &str, table: &'static str) -> Result<Option<Value>, Error> {
-    let s: Option<String> = r.try_get(col)?;
-    s.map(|s| serde_json::from_str(&s).map_err(|e| corrupt(table, e)))
-        .transpose()
-}
 
 fn memory_row(r: &SqliteRow) -> Result<MemoryRow, Error> {
     Ok(MemoryRow {

@@ -9,6 +9,7 @@
 //! with another writer, even one in another process sharing the file.
 
 mod authz;
+mod cols;
 mod memory;
 mod traffic;
 

@@ -1,5 +1,6 @@
 //! SQLite SQL of the traffic layer and the audit log (rows in [`crate::traffic`]).
 
+use super::cols::{corrupt, json_col};
 use crate::Error;
 use crate::traffic::{
     AssignmentRow, AuditRecord, AuditRow, DrainRow, GENESIS_HASH, HealthRow, PolicyRow, RolloutRow,
@@ -9,18 +10,6 @@ use berth_types::EpochMillis;
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
-
-fn corrupt(table: &'static str, e: impl std::fmt::Display) -> Error {
-    Error::Corrupt {
-        table,
-        detail: e.to_string(),
-    }
-}
-
-fn json_col(r: &SqliteRow, col: &str, table: &'static str) -> Result<Value, Error> {
-    let s: String = r.try_get(col)?;
-    serde_json::from_str(&s).map_err(|e| corrupt(table, e))
-}
 
 fn u32_col(r: &SqliteRow, col: &str) -> Result<u32, Error> {
     Ok(r.try_get::<i64, _>(col)? as u32)

@@ -8,10 +8,10 @@
 //! request (tower's `Service` needs nameable futures, which means a box per layer).
 //!
 //! To add a layer (model-gateway tokens, evaluation sampling, spans to a trace store): write a
-//! `FooLayer` implementing `tower::Layer<S>` and a `Foo<S>` implementing [`Invoke`], and add it to
+//! `Foo<S>` implementing [`Invoke`] and add `.layer(layer_fn(|inner| Foo { inner, .. }))` to
 //! [`Invoker::new`] with a one-line comment saying why it is there. A layer that needs the
-//! session or its version goes inside `AdmitLayer`; one that must see every call, outside
-//! `RouteLayer`.
+//! session or its version goes inside `Admitted`; one that must see every call, outside
+//! `Routed`.
 //!
 //! Architecture Invariant: a call to a live session reads nothing from the store and allocates
 //! nothing in the stack beyond what metering keeps for its record; routing (a store read, and one
@@ -27,7 +27,7 @@ use http::{HeaderMap, Response};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tower::Layer;
+use tower::layer::layer_fn;
 use tracing::Instrument;
 
 /// One invocation as the handler extracted it. Borrowed from the request: building it copies
@@ -164,24 +164,33 @@ type Stack = Traced<Authenticated<Routed<Health<Admitted<Metered<Forward>>>>>>;
 impl Invoker {
     /// The stack over `sessions`, routing and counting through `control`.
     pub fn new(control: Arc<dyn ControlPlane>, sessions: Sessions) -> Self {
+        let (c1, c2, s1) = (control.clone(), control.clone(), sessions.clone());
         let stack = tower::ServiceBuilder::new()
             // Tracing span: every log line of the call carries its runtime and session.
-            .layer(TraceLayer)
+            .layer(layer_fn(Traced))
             // Auth context: only a verified caller reaches an agent, and routing rules match on it.
-            .layer(AuthLayer)
+            .layer(layer_fn(Authenticated))
             // Routing: a live session is used as it is; only a new one is routed (a store read).
-            .layer(RouteLayer {
-                control: control.clone(),
-                sessions: sessions.clone(),
-            })
+            .layer(layer_fn(move |inner| Routed {
+                inner,
+                control: c1.clone(),
+                sessions: s1.clone(),
+            }))
             // Health: a version whose agents fail to start counts as failing, so rollouts abort.
-            .layer(HealthLayer {
-                control: control.clone(),
-            })
+            .layer(layer_fn(move |inner| Health {
+                inner,
+                control: c2.clone(),
+            }))
             // Quotas: a new session opens only under the live caps and the new-session rate.
-            .layer(AdmitLayer { sessions })
+            .layer(layer_fn(move |inner| Admitted {
+                inner,
+                sessions: sessions.clone(),
+            }))
             // Metering: each call counted and timed per version until its body ends.
-            .layer(MeterLayer { control })
+            .layer(layer_fn(move |inner| Metered {
+                inner,
+                control: control.clone(),
+            }))
             .service(Forward);
         Self {
             stack: Arc::new(stack),
@@ -200,19 +209,8 @@ impl Invoker {
     }
 }
 
-/// Adds [`Traced`].
-#[derive(Debug, Clone, Copy)]
-pub struct TraceLayer;
-
 /// Runs the call in an `invoke` span (debug level: free unless asked for).
 pub struct Traced<S>(S);
-
-impl<S> Layer<S> for TraceLayer {
-    type Service = Traced<S>;
-    fn layer(&self, inner: S) -> Traced<S> {
-        Traced(inner)
-    }
-}
 
 impl<S: Invoke> Invoke for Traced<S> {
     fn invoke<'a>(
@@ -228,19 +226,8 @@ impl<S: Invoke> Invoke for Traced<S> {
     }
 }
 
-/// Adds [`Authenticated`].
-#[derive(Debug, Clone, Copy)]
-pub struct AuthLayer;
-
 /// Refuses a call without a verified caller.
 pub struct Authenticated<S>(S);
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = Authenticated<S>;
-    fn layer(&self, inner: S) -> Authenticated<S> {
-        Authenticated(inner)
-    }
-}
 
 impl<S: Invoke> Invoke for Authenticated<S> {
     async fn invoke<'a>(&'a self, call: Call<'a>) -> Result<Answer, Error> {
@@ -251,28 +238,11 @@ impl<S: Invoke> Invoke for Authenticated<S> {
     }
 }
 
-/// Adds [`Routed`].
-pub struct RouteLayer {
-    control: Arc<dyn ControlPlane>,
-    sessions: Sessions,
-}
-
 /// Finds the live session, or routes a new one to its version.
 pub struct Routed<S> {
     inner: S,
     control: Arc<dyn ControlPlane>,
     sessions: Sessions,
-}
-
-impl<S> Layer<S> for RouteLayer {
-    type Service = Routed<S>;
-    fn layer(&self, inner: S) -> Routed<S> {
-        Routed {
-            inner,
-            control: self.control.clone(),
-            sessions: self.sessions.clone(),
-        }
-    }
 }
 
 impl<S: Invoke> Invoke for Routed<S> {
@@ -314,26 +284,11 @@ impl<S: Invoke> Invoke for Routed<S> {
     }
 }
 
-/// Adds [`Health`].
-pub struct HealthLayer {
-    control: Arc<dyn ControlPlane>,
-}
-
 /// Records a session that could not be opened as a failed invocation of its version; a refusal
 /// by quota says nothing about the version and is not recorded.
 pub struct Health<S> {
     inner: S,
     control: Arc<dyn ControlPlane>,
-}
-
-impl<S> Layer<S> for HealthLayer {
-    type Service = Health<S>;
-    fn layer(&self, inner: S) -> Health<S> {
-        Health {
-            inner,
-            control: self.control.clone(),
-        }
-    }
 }
 
 impl<S: Invoke> Invoke for Health<S> {
@@ -376,26 +331,11 @@ fn outcome_of(e: &SessionError) -> Outcome {
     }
 }
 
-/// Adds [`Admitted`].
-pub struct AdmitLayer {
-    sessions: Sessions,
-}
-
 /// Opens a routed session through the supervisor, which admits it under the quotas (a slot per
 /// agent, the new-session rate) before any agent starts.
 pub struct Admitted<S> {
     inner: S,
     sessions: Sessions,
-}
-
-impl<S> Layer<S> for AdmitLayer {
-    type Service = Admitted<S>;
-    fn layer(&self, inner: S) -> Admitted<S> {
-        Admitted {
-            inner,
-            sessions: self.sessions.clone(),
-        }
-    }
 }
 
 impl<S: Invoke> Invoke for Admitted<S> {
@@ -414,25 +354,10 @@ impl<S: Invoke> Invoke for Admitted<S> {
     }
 }
 
-/// Adds [`Metered`].
-pub struct MeterLayer {
-    control: Arc<dyn ControlPlane>,
-}
-
 /// Counts and times each call of a version until its response body ends.
 pub struct Metered<S> {
     inner: S,
     control: Arc<dyn ControlPlane>,
-}
-
-impl<S> Layer<S> for MeterLayer {
-    type Service = Metered<S>;
-    fn layer(&self, inner: S) -> Metered<S> {
-        Metered {
-            inner,
-            control: self.control.clone(),
-        }
-    }
 }
 
 impl<S: Invoke> Invoke for Metered<S> {

@@ -105,21 +105,23 @@ def user_env(home: Path, extra_path: str | None = None) -> dict:
 class FirstRun(BerthServer):
     """`berth serve` started by the README's run command under a wrapper (`unshare`, `setpriv`)."""
 
-    def __init__(self, log_path: Path, data_dir: Path, wrap: list, env: dict):
-        super().__init__(data_dir, log_path, test_credentials=False)
+    def __init__(self, log_path: Path, data_dir: Path, wrap: list, env: dict, checkout: Path, binary: Path):
+        super().__init__(data_dir, log_path, binary=binary, test_credentials=False)
         self.wrap = wrap
         self.env = env
+        #: The checkout the run command is run in (the user's own).
+        self.checkout = checkout
 
     def start(self, timeout: float = 180.0) -> "FirstRun":
         self._ready.clear()
         self.url = None
         self.started_at = time.monotonic()
         self._log = open(self.log_path, "a", encoding="utf-8", errors="replace")
-        argv = [*self.wrap, str(berth_binary()), *run_command_args()]
+        argv = [*self.wrap, str(self.binary), *run_command_args()]
         self._write_log(f"--- starting {shlex.join(argv)}\n")
         self.proc = subprocess.Popen(
             argv,
-            cwd=REPO,
+            cwd=self.checkout,
             env={**self.env, "BERTH_LISTEN": "127.0.0.1:0"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -150,9 +152,14 @@ class FirstRun(BerthServer):
 class User:
     """Who runs the README: a command wrapper for the server and for the client commands."""
 
-    def __init__(self, name: str, home: Path, server_wrap: list, data_dir: Path, env: dict):
+    def __init__(
+        self, name: str, home: Path, server_wrap: list, data_dir: Path, env: dict, checkout: Path, binary: Path
+    ):
         self.name = name
         self.home = home
+        #: The user's checkout (commands run in it) and the `berth` binary in it.
+        self.checkout = checkout
+        self.binary = binary
         self.server_wrap = server_wrap
         #: The data dir as the test sees it from the host.
         self.data_dir = data_dir
@@ -163,7 +170,7 @@ class User:
         return self.server_wrap if self.name != "root" else [
             "nsenter",
             f"--mount=/proc/{self.server.proc.pid}/ns/mnt",
-            f"--wd={REPO}",  # entering a mount namespace resets the working directory
+            f"--wd={self.checkout}",  # entering a mount namespace resets the working directory
             "--",
         ]
 
@@ -172,7 +179,7 @@ class User:
         done = subprocess.run(
             [*self.client_wrap(), *argv],
             env=env,
-            cwd=REPO,
+            cwd=self.checkout,
             capture_output=True,
             text=True,
             timeout=300,
@@ -201,8 +208,9 @@ def root_user(tmp_path_factory):
         "unshare", "--mount", "--propagation", "private", "--",
         "sh", "-c", f'mount --bind "$0" {SYSTEM_DATA_DIR} && exec "$@"', str(data),
     ]
-    user = User("root", home, wrap, data, user_env(home))
-    user.server = FirstRun(tmp_path_factory.mktemp("root-log") / "berth.log", data, wrap, user.env)
+    binary = berth_binary()
+    user = User("root", home, wrap, data, user_env(home), REPO, binary)
+    user.server = FirstRun(tmp_path_factory.mktemp("root-log") / "berth.log", data, wrap, user.env, REPO, binary)
     yield user
     user.server.stop()
     user.server.reap_group()
@@ -231,8 +239,19 @@ def normal_user(tmp_path_factory):
     env = user_env(home, extra_path="/usr/local/bin:/usr/bin:/bin")
     env.update(USER=name, LOGNAME=name)
     data = home / ".local" / "share" / "berth"
-    user = User(name, home, wrap, data, env)
-    user.server = FirstRun(tmp_path_factory.mktemp("user-log") / "berth.log", data, wrap, env)
+    # The user's own checkout, as a user who cloned Berth has one (the suite's may sit in a
+    # directory only root can enter, as `mktemp -d` makes): what the README's commands use.
+    checkout = home / "berth"
+    binary = checkout / "target" / "release" / "berth"
+    binary.parent.mkdir(parents=True)
+    shutil.copy2(berth_binary(), binary)
+    shutil.copy2(README, checkout / "README.md")
+    shutil.copytree(REPO / "examples", checkout / "examples")
+    if MODEL_DIR.is_dir():
+        shutil.copytree(MODEL_DIR, checkout / ".cache" / "models" / MODEL_DIR.name)
+    subprocess.run(["chown", "-R", f"{pw.pw_uid}:{pw.pw_gid}", str(home)], check=True)
+    user = User(name, home, wrap, data, env, checkout, binary)
+    user.server = FirstRun(tmp_path_factory.mktemp("user-log") / "berth.log", data, wrap, env, checkout, binary)
     yield user
     user.server.stop()
     user.server.reap_group()
@@ -269,11 +288,11 @@ def run_quickstart(user: User) -> dict:
             # eval "$(berth credentials --export)": run the inner command, apply its exports.
             inner = shlex.split(argv[1].removeprefix("$(").removesuffix(")"))
             assert inner[0].endswith("berth") and inner[1] == "credentials", argv
-            apply_exports(env, user.shell(env, [str(berth_binary()), *inner[1:]]).stdout)
+            apply_exports(env, user.shell(env, [str(user.binary), *inner[1:]]).stdout)
             seen.append("credentials")
             continue
         assert argv[0].endswith("berth"), f"unexpected quickstart command {argv}"
-        argv = [str(berth_binary()), *argv[1:]]
+        argv = [str(user.binary), *argv[1:]]
         command = argv[1]
         if command == "deploy":
             readme_name = argv[argv.index("--name") + 1]

@@ -178,7 +178,28 @@ def b8(bench: "Bench") -> None:
     url = server.invoke_url(arn)
     session = "bench-edge-" + "0" * 24
 
-    def measure() -> dict:
+    import os
+    import resource as _res
+    from harness import _cpu_ticks
+
+    tick_ms = 1e3 / os.sysconf("SC_CLK_TCK")
+    cpu: dict[str, list[dict[str, float]]] = {"idle": [], "attack": []}
+
+    def measure(cond: str) -> dict:
+        # CPU of the server and of this process (the attacker's threads) over the measurement:
+        # which side pays for what the attack adds.
+        server0, self0 = _cpu_ticks([server.pid]), _res.getrusage(_res.RUSAGE_SELF)
+        t0 = time.monotonic()
+        rep = _run(cond)
+        wall = time.monotonic() - t0
+        server1, self1 = _cpu_ticks([server.pid]), _res.getrusage(_res.RUSAGE_SELF)
+        cpu[cond].append({
+            "server": (server1 - server0) * tick_ms / wall,
+            "attacker": ((self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)) * 1e3 / wall,
+        })
+        return rep
+
+    def _run(cond: str) -> dict:
         rep = tools.run_bench(["rate", "--url", url, "--sign", "--session", session, "--body-bytes", "1024",
                                "--rate", str(p.b8_rate), "--duration", str(p.b8_seconds), "--warmup", str(p.b8_warmup),
                                "--connections", str(CONNECTIONS), "--timeout", "10"],
@@ -201,7 +222,7 @@ def b8(bench: "Bench") -> None:
     for r in range(p.b8_rounds):
         for cond in (("idle", "attack") if r % 2 == 0 else ("attack", "idle")):
             if cond == "idle":
-                idle_reps.append(measure())
+                idle_reps.append(measure("idle"))
                 continue
             rss_rest.append(RssSampler(server.pid).read())
             attack = Attack(server.url, p.b8_idle_sockets)
@@ -209,7 +230,7 @@ def b8(bench: "Bench") -> None:
             with RssSampler(server.pid) as rss:
                 attack.start()
                 try:
-                    attack_reps.append(measure())
+                    attack_reps.append(measure("attack"))
                 finally:
                     attack.finish()
             rss_peak.append(rss.peak)
@@ -250,10 +271,12 @@ def b8(bench: "Bench") -> None:
         f" measurement (a closed socket is reopened at once, a refused upload started again, at most"
         f" {UPLOAD_STARTS_PER_S:g} starts/s per uploader). Milliseconds; median of the rounds.",
         "",
-        "| condition | p50 | p99 | server VmRSS |",
-        "|---|---|---|---|",
-        f"| idle | {fmt(q['idle']['p50'])} | {fmt(q['idle']['p99'])} | {fmt(median([x / 1024 for x in rss_rest]), 1)} MiB |",
-        f"| attack | {fmt(q['attack']['p50'])} | {fmt(q['attack']['p99'])} | peak {fmt(median([x / 1024 for x in rss_peak]), 1)} MiB |",
+        "| condition | p50 | p99 | server VmRSS | server CPU (ms/s) | attacker CPU (ms/s) |",
+        "|---|---|---|---|---|---|",
+        f"| idle | {fmt(q['idle']['p50'])} | {fmt(q['idle']['p99'])} | {fmt(median([x / 1024 for x in rss_rest]), 1)} MiB"
+        f" | {fmt(median([c['server'] for c in cpu['idle']]), 1)} | {fmt(median([c['attacker'] for c in cpu['idle']]), 1)} |",
+        f"| attack | {fmt(q['attack']['p50'])} | {fmt(q['attack']['p99'])} | peak {fmt(median([x / 1024 for x in rss_peak]), 1)} MiB"
+        f" | {fmt(median([c['server'] for c in cpu['attack']]), 1)} | {fmt(median([c['attacker'] for c in cpu['attack']]), 1)} |",
         "",
         f"p99 ratio {fmt(ratio, 2)}x; largest RSS growth of a round {fmt(growth_mib, 1)} MiB. The attacker reopened"
         f" {reopened} idle sockets the server closed; {started} uploads were started, answered"

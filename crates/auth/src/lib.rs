@@ -20,6 +20,7 @@
 
 mod canonical;
 mod credentials;
+mod direct;
 mod error;
 mod keyring;
 mod parse;

@@ -340,18 +340,37 @@ fn verify_header_auth(
     let service = auth.service.clone();
     let payload = payload_hash(&service, false, headers, body)?;
 
-    let expected = expected_signature(&Recompute {
-        method,
-        path_and_query: uri.path_and_query().map_or("/", |pq| pq.as_str()),
-        authority: uri.authority().map(|a| a.as_str()),
-        headers,
-        auth: &auth,
-        secret: &principal.secret_access_key,
-        session_token: session_token.as_deref(),
-        time,
-        payload_hash: &payload.canonical,
-        presigned_expires: None,
-    })?;
+    let direct = if service == S3_SERVICE {
+        None
+    } else {
+        crate::direct::header_signature(
+            method,
+            uri,
+            headers,
+            &crate::direct::Signed {
+                auth: &auth,
+                secret: &principal.secret_access_key,
+                session_token: session_token.as_deref(),
+                time,
+                payload_hash: &payload.canonical,
+            },
+        )
+    };
+    let expected = match direct {
+        Some(sig) => sig?,
+        None => expected_signature(&Recompute {
+            method,
+            path_and_query: uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            authority: uri.authority().map(|a| a.as_str()),
+            headers,
+            auth: &auth,
+            secret: &principal.secret_access_key,
+            session_token: session_token.as_deref(),
+            time,
+            payload_hash: &payload.canonical,
+            presigned_expires: None,
+        })?,
+    };
     check_signature(&service, &expected, &auth.signature)?;
     let payload = payload.check_body(&service, body)?;
 
@@ -719,5 +738,104 @@ fn check_signature(service: &str, expected: &str, provided: &str) -> Result<(), 
         Err(Error::SignatureMismatch {
             service: service.to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::Credentials;
+    use http::Request;
+    use std::time::UNIX_EPOCH;
+
+    /// The direct computation (`crate::direct`) and the general one (`aws-sigv4`) agree on every
+    /// request the direct one takes, and it takes the usual ones.
+    #[test]
+    fn direct_signatures_agree_with_the_general_path() {
+        let creds = Credentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+        };
+        let now = UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+        let cases: [(&str, &[(&str, &str)], bool); 7] = [
+            (
+                "http://h:1/runtimes/arn%3Aaws%3Abedrock-agentcore%3Aus-east-1%3A1%3Aruntime%2Fa-b/invocations?qualifier=DEFAULT",
+                &[("content-type", "application/json")],
+                true,
+            ),
+            (
+                "http://h:1/runtimes/",
+                &[(
+                    "x-amzn-bedrock-agentcore-runtime-session-id",
+                    "s-0123456789012345678901234567890123",
+                )],
+                true,
+            ),
+            (
+                "http://h/memories/m/events?maxResults=5&a=2&a=1",
+                &[("x-custom", "  two   words ")],
+                true,
+            ),
+            ("http://h/a%20b/?x=%2F", &[], false),
+            ("http://h/a/./b", &[], false),
+            ("http://h/a?flag", &[], false),
+            ("http://h/a", &[("x-note", "caf\u{e9}")], false),
+        ];
+        for (url, extra, direct_applies) in cases {
+            let mut b = Request::post(url);
+            for (k, v) in extra {
+                b = b.header(*k, *v);
+            }
+            let mut req = b.body(b"{\"x\":1}".to_vec()).unwrap();
+            crate::sign(&mut req, &creds, "us-east-1", "bedrock-agentcore", now).unwrap();
+            let auth = parse_authorization(req.headers()).unwrap();
+            let payload = sha256_hex(req.body());
+            let direct = crate::direct::header_signature(
+                req.method(),
+                req.uri(),
+                req.headers(),
+                &crate::direct::Signed {
+                    auth: &auth,
+                    secret: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                    session_token: None,
+                    time: now,
+                    payload_hash: &payload,
+                },
+            );
+            let general = expected_signature(&Recompute {
+                method: req.method(),
+                path_and_query: req.uri().path_and_query().unwrap().as_str(),
+                authority: None,
+                headers: req.headers(),
+                auth: &auth,
+                secret: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                session_token: None,
+                time: now,
+                payload_hash: &payload,
+                presigned_expires: None,
+            })
+            .unwrap();
+            assert_eq!(general, auth.signature, "{url}");
+            match direct {
+                Some(sig) => {
+                    assert!(direct_applies, "{url} should take the general path");
+                    assert_eq!(sig.unwrap(), general, "{url}");
+                }
+                None => assert!(!direct_applies, "{url} should take the direct path"),
+            }
+            // And the whole verification accepts it either way.
+            let mut keys = crate::StaticKeys::new();
+            keys.insert(crate::Principal::root(&creds));
+            verify(
+                req.method(),
+                req.uri(),
+                req.headers(),
+                req.body(),
+                &keys,
+                now,
+            )
+            .unwrap();
+        }
     }
 }

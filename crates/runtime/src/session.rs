@@ -1020,6 +1020,13 @@ impl Session {
                 out.headers_mut().insert(k, v.clone());
             }
         }
+        // A sized answer leaves sized (hyper already holds the agent to its length), so the
+        // client gets no chunked framing it did not ask for. Not for SSE: a stream cut short
+        // gains a final error event.
+        if !sse && let Some(v) = parts.headers.get(http::header::CONTENT_LENGTH) {
+            out.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, v.clone());
+        }
         if out.status() == StatusCode::SWITCHING_PROTOCOLS {
             *out.status_mut() = StatusCode::BAD_GATEWAY;
         }

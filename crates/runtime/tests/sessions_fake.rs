@@ -43,7 +43,13 @@ async fn concurrent_opens_of_one_session_share_one_agent() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(body_of(resp).await, format!("{SID}:hello"));
+    let expected = format!("{SID}:hello");
+    // A sized answer stays sized: the length reaches the client instead of chunked framing.
+    assert_eq!(
+        resp.headers()[http::header::CONTENT_LENGTH],
+        expected.len().to_string().as_str()
+    );
+    assert_eq!(body_of(resp).await, expected);
     assert_eq!(record.started.load(Ordering::SeqCst), 1);
 }
 

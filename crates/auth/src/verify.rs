@@ -758,7 +758,8 @@ mod tests {
             secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
         };
         let now = UNIX_EPOCH + Duration::from_secs(1_790_000_000);
-        let cases: [(&str, &[(&str, &str)], bool); 7] = [
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
+        let cases: [Case<'_>; 7] = [
             (
                 "http://h:1/runtimes/arn%3Aaws%3Abedrock-agentcore%3Aus-east-1%3A1%3Aruntime%2Fa-b/invocations?qualifier=DEFAULT",
                 &[("content-type", "application/json")],

@@ -8,6 +8,13 @@ macro_rules! outln {
     };
 }
 
+/// mimalloc, not glibc's allocator: glibc's `malloc_consolidate` ran on every request of the
+/// invocation hot path (hyper's request header maps are large allocations), ~9% of the server's
+/// CPU in a profile (bench/notes/B2.md). Safe with the sandbox clone: the cloned child allocates
+/// nothing before exec (`runtime::sandbox::child`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod agents;
 mod client;
 mod commands;

@@ -203,6 +203,88 @@ fn elapsed_ms(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Polls a connection's future so that a wake it gives itself while being polled is taken at
+/// once, in the same poll.
+///
+/// hyper's HTTP/1 server wakes its own task when the handler reads the request body (the body
+/// channel asks the dispatcher for more). A task that wakes itself while running is a yield to
+/// tokio: it goes to the back of the run queue and another worker thread is woken to steal it,
+/// one futex wake and often a context switch per request for nothing. Re-polling right away
+/// (a few times at most, then yielding for fairness) keeps the request on its thread.
+pub(crate) struct Absorb<F> {
+    inner: std::pin::Pin<Box<F>>,
+    state: Arc<WakeState>,
+    waker: std::task::Waker,
+}
+
+#[derive(Default)]
+struct WakeState {
+    polling: AtomicBool,
+    woken: AtomicBool,
+    outer: futures::task::AtomicWaker,
+}
+
+impl std::task::Wake for WakeState {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.polling.load(Ordering::SeqCst) {
+            self.outer.wake();
+        }
+    }
+}
+
+/// Polls in a row before a self-waking future yields anyway.
+const ABSORBED_WAKES: usize = 8;
+
+impl<F: std::future::Future> Absorb<F> {
+    pub(crate) fn new(inner: F) -> Self {
+        let state = Arc::new(WakeState::default());
+        Self {
+            inner: Box::pin(inner),
+            waker: std::task::Waker::from(state.clone()),
+            state,
+        }
+    }
+
+    /// The wrapped future, to call its methods (graceful shutdown).
+    pub(crate) fn get_mut(&mut self) -> std::pin::Pin<&mut F> {
+        self.inner.as_mut()
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Absorb<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        // Unpin: the inner future is boxed.
+        let this = self.get_mut();
+        this.state.outer.register(cx.waker());
+        let mut inner_cx = std::task::Context::from_waker(&this.waker);
+        for _ in 0..ABSORBED_WAKES {
+            this.state.woken.store(false, Ordering::SeqCst);
+            this.state.polling.store(true, Ordering::SeqCst);
+            let polled = this.inner.as_mut().poll(&mut inner_cx);
+            this.state.polling.store(false, Ordering::SeqCst);
+            if polled.is_ready() {
+                return polled;
+            }
+            // Woken while polling (by itself or by another thread meanwhile): poll again now.
+            if !this.state.woken.swap(false, Ordering::SeqCst) {
+                return std::task::Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -256,5 +338,40 @@ mod tests {
         drop(req);
         let ended = slot.epoch + Duration::from_millis(slot.idle_since_ms.load(Ordering::Relaxed));
         assert_eq!(slot.idle_deadline(idle), Some(ended + idle));
+    }
+
+    #[tokio::test]
+    async fn a_self_wake_is_absorbed_and_a_later_wake_still_arrives() {
+        use std::future::Future;
+        // Wakes itself twice while polled, then waits for an outside wake.
+        struct Twice {
+            polls: usize,
+            rx: tokio::sync::oneshot::Receiver<()>,
+        }
+        impl Future for Twice {
+            type Output = usize;
+            fn poll(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<usize> {
+                self.polls += 1;
+                if self.polls <= 2 {
+                    cx.waker().wake_by_ref();
+                    return std::task::Poll::Pending;
+                }
+                match std::pin::Pin::new(&mut self.rx).poll(cx) {
+                    std::task::Poll::Ready(_) => std::task::Poll::Ready(self.polls),
+                    std::task::Poll::Pending => std::task::Poll::Pending,
+                }
+            }
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut fut = Absorb::new(Twice { polls: 0, rx });
+        // One outer poll takes both self-wakes and then waits.
+        assert!(futures::poll!(&mut fut).is_pending());
+        assert_eq!(fut.inner.polls, 3);
+        let task = tokio::spawn(fut);
+        tx.send(()).unwrap();
+        assert_eq!(task.await.unwrap(), 4);
     }
 }

@@ -325,11 +325,11 @@ async fn serve_connection(
         .header_read_timeout(opts.header_read_timeout)
         .keep_alive(true);
     let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-    tokio::pin!(conn);
+    let mut conn = crate::conn::Absorb::new(conn);
     let mut draining = false;
     loop {
         tokio::select! {
-            r = conn.as_mut() => {
+            r = &mut conn => {
                 if let Err(e) = r {
                     debug!(error = %e, "connection ended with an error");
                 }
@@ -346,7 +346,7 @@ async fn serve_connection(
                     break;
                 }
                 // Finish the request in flight, then close.
-                conn.as_mut().graceful_shutdown();
+                conn.get_mut().graceful_shutdown();
                 draining = true;
             }
         }

@@ -29,10 +29,6 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    // Which protocol answers errors: S3 speaks XML, AgentCore JSON.
-    let s3 = berth_auth::parse_authorization(&parts.headers)
-        .map(|h| h.service == berth_auth::S3_SERVICE)
-        .unwrap_or(false);
     // A query that is not UTF-8 once decoded cannot be canonicalized the way the client signed
     // it; refuse it as bad input rather than as a bad signature.
     if let Some(q) = parts.uri.query()
@@ -50,7 +46,12 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         // The reason is logged for the operator; the access key id is not a secret, the
         // signature and secret never reach a log line.
         info!(code = e.aws_code(), error = %e, "request refused by authentication");
-        if s3 || e.service() == Some(berth_auth::S3_SERVICE) {
+        // Which protocol answers errors: S3 speaks XML, AgentCore JSON. Worked out only for a
+        // refusal, from the header's scope when the error does not name the service.
+        let s3 = e.service() == Some(berth_auth::S3_SERVICE)
+            || berth_auth::parse_authorization(&parts.headers)
+                .is_ok_and(|h| h.service == berth_auth::S3_SERVICE);
+        if s3 {
             return crate::s3::auth_error(&e, &request_id);
         }
         WireError(ApiError::custom(

@@ -24,7 +24,6 @@ from berth_harness import (
     expect_validation,
     invoke,
     new_session_id,
-    read_sse,
     runtime_args,
     unique_name,
     upload_artifact,
@@ -43,11 +42,26 @@ def rpc(method: str, params: dict | None = None, id_: int | None = 1) -> dict:
     return msg
 
 
+def sse_events(body) -> list:
+    """The JSON `data:` events of an SSE body, in order. The MCP SDK (sse-starlette) ends lines
+    with CRLF, which SSE allows and Berth passes through unchanged."""
+    events, pending = [], b""
+    for chunk in body.iter_chunks(chunk_size=64):
+        pending += chunk.replace(b"\r\n", b"\n")
+        while b"\n\n" in pending:
+            frame, pending = pending.split(b"\n\n", 1)
+            data = [line[5:].lstrip() for line in frame.split(b"\n") if line.startswith(b"data:")]
+            if data:
+                events.append(json.loads(b"\n".join(data)))
+    assert not pending.strip(), f"stream ended inside an event: {pending!r}"
+    return events
+
+
 def mcp_answer(resp) -> list:
     """The JSON-RPC messages of an MCP answer (JSON, or SSE events in order)."""
     assert resp["statusCode"] in (200, 202), resp
     if resp["contentType"].startswith("text/event-stream"):
-        return [event for _, event in read_sse(resp["response"])]
+        return sse_events(resp["response"])
     body = resp["response"].read()
     return [json.loads(body)] if body.strip() else []
 
@@ -98,10 +112,15 @@ def test_mcp_server_lists_and_calls_tools_through_invoke(data, mcp_runtime):
     seen = json.loads(who[-1]["result"]["content"][0]["text"])
     assert seen == {"runtimeSessionId": sid, "mcpMethod": "tools/call", "mcpName": "whoami"}
 
-    # Without the session id the stateful server refuses: the id really travels.
-    refused = invoke(data, arn, sid, rpc("tools/list", id_=5), accept=ACCEPT,
-                     contentType="application/json")
-    assert refused["statusCode"] != 200 or "error" in mcp_answer(refused)[-1]
+    # Without the session id the stateful server refuses (400, which AgentCore reports as
+    # RuntimeClientError): the id sent above really travelled.
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as refused:
+        invoke(data, arn, sid, rpc("tools/list", id_=5), accept=ACCEPT,
+               contentType="application/json")
+    assert refused.value.response["Error"]["Code"] == "RuntimeClientError"
+    assert "Missing session ID" in refused.value.response["Error"]["Message"]
 
 
 def test_mcp_progress_streams_as_sse_events(data, mcp_runtime):

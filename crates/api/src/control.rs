@@ -322,3 +322,61 @@ pub fn endpoint_body(p: &Partition, e: &Endpoint) -> Value {
     }
     body
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn spec(protocol: Option<Value>) -> RuntimeSpec {
+        let mut input = json!({
+            "agentRuntimeArtifact": {"containerConfiguration": {"containerUri": "x"}},
+            "roleArn": "arn:aws:iam::123456789012:role/r",
+        });
+        if let Some(p) = protocol {
+            input["protocolConfiguration"] = p;
+        }
+        RuntimeSpec::from_input(&input).unwrap()
+    }
+
+    #[test]
+    fn protocol_defaults_follow_the_model() {
+        let p = |v: Option<Value>| {
+            let p = spec(v).protocol();
+            (p.kind.as_str(), p.port, p.path)
+        };
+        assert_eq!(p(None), ("HTTP", 8080, "/invocations".into()));
+        for (name, port, path) in [
+            ("HTTP", 8080, "/invocations"),
+            ("AGUI", 8080, "/invocations"),
+            ("MCP", 8000, "/mcp"),
+            ("A2A", 9000, "/"),
+        ] {
+            assert_eq!(
+                p(Some(json!({"serverProtocol": name}))),
+                (name, port, path.into())
+            );
+        }
+        assert_eq!(
+            p(Some(
+                json!({"serverProtocol": "MCP", "port": 9100, "path": "/tools"})
+            )),
+            ("MCP", 9100, "/tools".into())
+        );
+    }
+
+    #[test]
+    fn port_8443_is_reserved() {
+        assert!(
+            spec(Some(json!({"serverProtocol": "MCP", "port": 8443})))
+                .check_protocol()
+                .is_err()
+        );
+        assert!(
+            spec(Some(json!({"serverProtocol": "MCP", "port": 8444})))
+                .check_protocol()
+                .is_ok()
+        );
+        assert!(spec(None).check_protocol().is_ok());
+    }
+}

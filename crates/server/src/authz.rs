@@ -1055,4 +1055,92 @@ mod tests {
             &p.runtime_arn("a-0123456789")
         ));
     }
+
+    #[test]
+    fn resource_policy_and_agent_card_routes_map_to_their_actions() {
+        let rt = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/a-0123456789";
+        let enc = |s: &str| s.replace(':', "%3A").replace('/', "%2F");
+        for (m, action) in [
+            (Method::PUT, "PutResourcePolicy"),
+            (Method::GET, "GetResourcePolicy"),
+            (Method::DELETE, "DeleteResourcePolicy"),
+        ] {
+            let c = ops(false, m, &format!("/resourcepolicy/{}", enc(rt)), None);
+            assert_eq!(
+                c.checks,
+                [Operation::new(&format!("bedrock-agentcore:{action}"), rt)]
+            );
+        }
+        let ep = format!("{rt}/runtime-endpoint/prod");
+        let c = ops(
+            false,
+            Method::GET,
+            &format!("/resourcepolicy/{}", enc(&ep)),
+            None,
+        );
+        assert_eq!(c.checks[0].resource, ep);
+        let c = ops(
+            false,
+            Method::GET,
+            "/runtimes/a-0123456789/invocations/.well-known/agent-card.json",
+            None,
+        );
+        assert_eq!(
+            c.checks,
+            [Operation::new("bedrock-agentcore:GetAgentCard", rt)]
+        );
+    }
+
+    #[test]
+    fn identity_and_resource_policies_combine_as_iam_does() {
+        let rt = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/a-0123456789";
+        let me = "arn:aws:iam::123456789012:user/berth-key/BKAKME";
+        let invoke = [Operation::new("bedrock-agentcore:InvokeAgentRuntime", rt)];
+        let identity = |doc: Value| {
+            let mut context = Context::new();
+            context.set("aws:PrincipalArn", me);
+            Identity {
+                arn: me.into(),
+                policies: vec![Policy::from_value(&doc).unwrap()],
+                context,
+            }
+        };
+        let nothing = identity(json!({"Statement": [
+            {"Effect": "Allow", "Action": "bedrock-agentcore:GetAgentRuntime", "Resource": "*"}]}));
+        let everything = identity(json!({"Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"}]}));
+        let resource = |effect: &str, principal: &str| {
+            Some(
+                Policy::parse_resource(
+                    &json!({"Statement": [{"Effect": effect, "Principal": {"AWS": principal},
+                        "Action": "bedrock-agentcore:InvokeAgentRuntime", "Resource": rt}]})
+                    .to_string(),
+                )
+                .unwrap(),
+            )
+        };
+        // Neither allows: implicit deny.
+        assert!(matches!(
+            evaluate_checks(&invoke, &nothing, &[None]),
+            Err(Refusal::Denied {
+                explicit: false,
+                ..
+            })
+        ));
+        // The resource policy naming the principal allows on its own.
+        assert!(evaluate_checks(&invoke, &nothing, &[resource("Allow", me)]).is_ok());
+        // Naming the account only delegates to identity policies.
+        assert!(evaluate_checks(&invoke, &nothing, &[resource("Allow", "123456789012")]).is_err());
+        assert!(
+            evaluate_checks(&invoke, &everything, &[resource("Allow", "123456789012")]).is_ok()
+        );
+        // Another principal named: nothing for this one.
+        let other = "arn:aws:iam::123456789012:user/berth-key/BKAKOTHER";
+        assert!(evaluate_checks(&invoke, &nothing, &[resource("Allow", other)]).is_err());
+        // A deny in the resource policy wins over the identity's allow.
+        assert!(matches!(
+            evaluate_checks(&invoke, &everything, &[resource("Deny", me)]),
+            Err(Refusal::Denied { explicit: true, .. })
+        ));
+    }
 }

@@ -179,6 +179,8 @@ def test_get_agent_card_of_an_unknown_runtime_is_not_found(data):
     ({"serverProtocol": "HTTP", "port": 7999}, "port"),
     ({"serverProtocol": "A2A", "port": 12001}, "port"),
     ({"serverProtocol": "HTTP", "path": "no-slash"}, "path"),
+    # Berth-specific: its own API answers on 8750 inside the sandbox.
+    ({"serverProtocol": "HTTP", "port": 8750}, "port"),
 ])
 def test_protocol_configuration_is_validated(control_unvalidated, s3, config, field):
     location = upload_artifact(s3, agent_zip("probe"), "probe")

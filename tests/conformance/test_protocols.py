@@ -8,6 +8,8 @@
 - an A2A agent (the bedrock-agentcore SDK's `serve_a2a`, a2a-sdk 0.3) on the A2A defaults
   (port 9000, path `/`): a JSON-RPC `message/send` passes unmodified and is answered;
   `get_agent_card` returns the agent's card, which advertises `AGENTCORE_RUNTIME_URL`;
+- an AG-UI agent (the SDK's `AGUIApp`) on the AG-UI defaults (8080, `/invocations`) streams its
+  run's events over SSE;
 - the configuration is validated (8443 reserved, the model's port range and path pattern) and
   echoed back on GetAgentRuntime.
 """
@@ -164,6 +166,23 @@ def test_a2a_agent_answers_json_rpc_and_its_card(data, a2a_runtime):
     assert doc["name"] and doc["capabilities"]["streaming"] is True
     # The SDK advertises AGENTCORE_RUNTIME_URL, which Berth sets to this runtime's invocations.
     assert doc["url"].endswith(f"/runtimes/{a2a_runtime['agentRuntimeId']}/invocations/"), doc
+
+
+def test_agui_agent_streams_its_events(control, data, s3):
+    rt = deploy_agent(control, s3, "agui_server", name=unique_name("agui"),
+                      protocolConfiguration={"serverProtocol": "AGUI"})
+    run = {"threadId": "t-1", "runId": "r-1", "state": {}, "tools": [], "context": [],
+           "forwardedProps": {}, "messages": [{"id": "m-1", "role": "user", "content": "hi"}]}
+    resp = invoke(data, rt["agentRuntimeArn"], new_session_id("agui"), run,
+                  contentType="application/json", accept="text/event-stream")
+    assert resp["statusCode"] == 200, resp
+    assert resp["contentType"].startswith("text/event-stream"), resp["contentType"]
+    events = sse_events(resp["response"])
+    assert [e["type"] for e in events] == [
+        "RUN_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_END", "RUN_FINISHED"]
+    assert "".join(e.get("delta", "") for e in events) == "echo: hi"
+    assert events[0]["threadId"] == "t-1"
 
 
 def test_get_agent_card_of_an_unknown_runtime_is_not_found(data):

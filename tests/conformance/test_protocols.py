@@ -4,7 +4,8 @@
   MCP defaults (port 8000, path `/mcp`): `initialize` returns an `Mcp-Session-Id` that boto3
   sees as `mcpSessionId`; `tools/list` and `tools/call` work with it sent back (`mcpSessionId`,
   `mcpProtocolVersion`, `mcpMethod`, `mcpName` are forwarded); an SSE answer (progress
-  notifications) streams event by event; the agent has no `/ping` and is still healthy;
+  notifications) streams event by event; the agent has no `/ping` and is still healthy; the same
+  server stateless answers plain JSON without a session;
 - an A2A agent (the bedrock-agentcore SDK's `serve_a2a`, a2a-sdk 0.3) on the A2A defaults
   (port 9000, path `/`): a JSON-RPC `message/send` passes unmodified and is answered;
   `get_agent_card` returns the agent's card, which advertises `AGENTCORE_RUNTIME_URL`;
@@ -144,6 +145,19 @@ def test_mcp_progress_streams_as_sse_events(data, mcp_runtime):
                 if e.get("method") == "notifications/progress"]
     assert progress == [1, 2, 3]
     assert events[-1]["result"]["content"][0]["text"] == "done after 3"
+
+
+def test_stateless_mcp_server_answers_json_without_a_session(control, data, s3):
+    rt = deploy_agent(control, s3, "mcp_server", name=unique_name("mcpsl"),
+                      protocolConfiguration={"serverProtocol": "MCP", "path": "/mcp"},
+                      environmentVariables={"MCP_STATELESS": "1"})
+    arn, sid = rt["agentRuntimeArn"], new_session_id("mcpsl")
+    resp = invoke(data, arn, sid, rpc("tools/call", {"name": "add", "arguments": {"a": 1, "b": 2}}),
+                  accept=ACCEPT, contentType="application/json", mcpProtocolVersion=MCP_VERSION)
+    assert resp["contentType"].startswith("application/json"), resp["contentType"]
+    assert "mcpSessionId" not in resp
+    [answer] = mcp_answer(resp)
+    assert answer["result"]["content"][0]["text"] == "3"
 
 
 def test_a2a_agent_answers_json_rpc_and_its_card(data, a2a_runtime):

@@ -1,15 +1,21 @@
 """An MCP server agent for the conformance suite, written as a user would with the official `mcp`
 Python SDK: FastMCP over streamable HTTP on the MCP contract's port (8000) and path (`/mcp`),
 stateful (the server issues an `Mcp-Session-Id` on `initialize` and requires it afterwards), so
-the suite sees that Berth forwards the MCP headers and returns the session id.
+the suite sees that Berth forwards the MCP headers and returns the session id. With
+``MCP_STATELESS=1`` in its environment it is stateless and answers in plain JSON, as AgentCore's
+MCP contract recommends by default.
 
 Tools: ``add`` (two integers), ``whoami`` (the runtime session header the request carried) and
 ``countdown`` (reports progress notifications, so its answer is a multi-event SSE stream).
 """
 
+import os
+
 from mcp.server.fastmcp import Context, FastMCP
 
-mcp = FastMCP("berth-conformance-mcp", host="0.0.0.0", port=8000, stateless_http=False)
+STATELESS = os.environ.get("MCP_STATELESS") == "1"
+mcp = FastMCP("berth-conformance-mcp", host="0.0.0.0", port=8000, stateless_http=STATELESS,
+              json_response=STATELESS)
 
 
 @mcp.tool()

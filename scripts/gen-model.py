@@ -19,9 +19,10 @@ OPERATIONS = {
         "GetAgentRuntimeEndpoint", "UpdateAgentRuntimeEndpoint", "ListAgentRuntimeEndpoints",
         "DeleteAgentRuntimeEndpoint", "TagResource", "UntagResource", "ListTagsForResource",
         "CreateMemory", "GetMemory", "ListMemories", "UpdateMemory", "DeleteMemory",
+        "PutResourcePolicy", "GetResourcePolicy", "DeleteResourcePolicy",
     ],
     "bedrock-agentcore": [
-        "InvokeAgentRuntime", "StopRuntimeSession",
+        "InvokeAgentRuntime", "StopRuntimeSession", "GetAgentCard",
         "CreateEvent", "GetEvent", "ListEvents", "DeleteEvent", "ListSessions", "ListActors",
         "RetrieveMemoryRecords", "ListMemoryRecords", "GetMemoryRecord", "DeleteMemoryRecord",
         "BatchCreateMemoryRecords", "BatchUpdateMemoryRecords", "BatchDeleteMemoryRecords",

@@ -120,6 +120,18 @@ def test_every_served_operation_answers_in_the_models_types(berth, control, data
     walked.append(("bedrock-agentcore", "InvokeAgentRuntime"))
     step(data, "StopRuntimeSession", agentRuntimeArn=arn, runtimeSessionId=session)
 
+    # Resource policies.
+    doc = ('{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", '
+           f'"Action": "bedrock-agentcore:InvokeAgentRuntime", "Resource": "{arn}"}}]}}')
+    step(control, "PutResourcePolicy", resourceArn=arn, policy=doc)
+    step(control, "GetResourcePolicy", resourceArn=arn)
+    step(control, "DeleteResourcePolicy", resourceArn=arn)
+
+    # An A2A agent's card.
+    a2a = deploy_agent(control, s3, "a2a_server", protocolConfiguration={"serverProtocol": "A2A"})
+    step(data, "GetAgentCard", agentRuntimeArn=a2a["agentRuntimeArn"], runtimeSessionId=new_session_id("card"))
+    control.delete_agent_runtime(agentRuntimeId=a2a["agentRuntimeId"])
+
     # Memory control plane.
     mem = step(
         control,

@@ -67,6 +67,51 @@ impl RuntimeSpec {
             .unwrap_or_default()
     }
 
+    /// The server protocol with its port and path, defaults filled in from the model's
+    /// documentation (`ServerPort`/`ServerPath`): HTTP and AGUI 8080 `/invocations`, MCP 8000
+    /// `/mcp`, A2A 9000 `/`. No `protocolConfiguration` is HTTP.
+    pub fn protocol(&self) -> Protocol {
+        let c = self.protocol_configuration.as_ref();
+        let kind = match c
+            .and_then(|c| c.get("serverProtocol"))
+            .and_then(Value::as_str)
+        {
+            Some("MCP") => ServerProtocol::Mcp,
+            Some("A2A") => ServerProtocol::A2a,
+            Some("AGUI") => ServerProtocol::Agui,
+            _ => ServerProtocol::Http,
+        };
+        let (port, path) = kind.defaults();
+        Protocol {
+            kind,
+            port: c
+                .and_then(|c| c.get("port"))
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(port),
+            path: c
+                .and_then(|c| c.get("path"))
+                .and_then(Value::as_str)
+                .map_or_else(|| path.to_owned(), str::to_owned),
+        }
+    }
+
+    /// Rules on `protocolConfiguration` beyond the model's ranges: port 8443 is reserved.
+    pub fn check_protocol(&self) -> Result<(), crate::ApiError> {
+        let port = self
+            .protocol_configuration
+            .as_ref()
+            .and_then(|c| c.get("port"))
+            .and_then(Value::as_u64);
+        if port == Some(RESERVED_PORT) {
+            return Err(crate::ApiError::field(
+                "protocolConfiguration.port",
+                "Port 8443 is reserved and cannot be used",
+            ));
+        }
+        Ok(())
+    }
+
     /// True when the network mode lets the agent reach the internet.
     pub fn public_network(&self) -> bool {
         self.network_configuration
@@ -75,6 +120,54 @@ impl RuntimeSpec {
             .and_then(Value::as_str)
             .is_none_or(|m| m == "PUBLIC")
     }
+}
+
+/// The port AgentCore reserves (`ServerPort`'s documentation).
+const RESERVED_PORT: u64 = 8443;
+
+/// `ServerProtocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerProtocol {
+    /// Plain HTTP (`POST /invocations`, JSON or SSE).
+    Http,
+    /// Model Context Protocol, streamable HTTP.
+    Mcp,
+    /// Agent-to-agent, JSON-RPC 2.0.
+    A2a,
+    /// AG-UI (HTTP with AG-UI events).
+    Agui,
+}
+
+impl ServerProtocol {
+    /// The model's default port and path.
+    pub fn defaults(self) -> (u16, &'static str) {
+        match self {
+            Self::Http | Self::Agui => (8080, "/invocations"),
+            Self::Mcp => (8000, "/mcp"),
+            Self::A2a => (9000, "/"),
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "HTTP",
+            Self::Mcp => "MCP",
+            Self::A2a => "A2A",
+            Self::Agui => "AGUI",
+        }
+    }
+}
+
+/// Where a version's agent serves: its protocol, port and path (defaults applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protocol {
+    /// The protocol.
+    pub kind: ServerProtocol,
+    /// The port the agent listens on inside its sandbox.
+    pub port: u16,
+    /// The path invocations are sent to.
+    pub path: String,
 }
 
 /// `AgentRuntimeArtifact`: a union of code or a container image.
@@ -228,4 +321,62 @@ pub fn endpoint_body(p: &Partition, e: &Endpoint) -> Value {
         body["failureReason"] = r.clone().into();
     }
     body
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn spec(protocol: Option<Value>) -> RuntimeSpec {
+        let mut input = json!({
+            "agentRuntimeArtifact": {"containerConfiguration": {"containerUri": "x"}},
+            "roleArn": "arn:aws:iam::123456789012:role/r",
+        });
+        if let Some(p) = protocol {
+            input["protocolConfiguration"] = p;
+        }
+        RuntimeSpec::from_input(&input).unwrap()
+    }
+
+    #[test]
+    fn protocol_defaults_follow_the_model() {
+        let p = |v: Option<Value>| {
+            let p = spec(v).protocol();
+            (p.kind.as_str(), p.port, p.path)
+        };
+        assert_eq!(p(None), ("HTTP", 8080, "/invocations".into()));
+        for (name, port, path) in [
+            ("HTTP", 8080, "/invocations"),
+            ("AGUI", 8080, "/invocations"),
+            ("MCP", 8000, "/mcp"),
+            ("A2A", 9000, "/"),
+        ] {
+            assert_eq!(
+                p(Some(json!({"serverProtocol": name}))),
+                (name, port, path.into())
+            );
+        }
+        assert_eq!(
+            p(Some(
+                json!({"serverProtocol": "MCP", "port": 9100, "path": "/tools"})
+            )),
+            ("MCP", 9100, "/tools".into())
+        );
+    }
+
+    #[test]
+    fn port_8443_is_reserved() {
+        assert!(
+            spec(Some(json!({"serverProtocol": "MCP", "port": 8443})))
+                .check_protocol()
+                .is_err()
+        );
+        assert!(
+            spec(Some(json!({"serverProtocol": "MCP", "port": 8444})))
+                .check_protocol()
+                .is_ok()
+        );
+        assert!(spec(None).check_protocol().is_ok());
+    }
 }

@@ -22,6 +22,7 @@ mod controller;
 mod deployer;
 pub mod health;
 mod paging;
+pub mod resource_policy;
 pub mod rollout;
 pub mod traffic;
 
@@ -232,6 +233,7 @@ impl Control {
         let spec = RuntimeSpec::from_input(input).map_err(|e| {
             ApiError::cannot_parse(format!("could not read the runtime configuration: {e}"))
         })?;
+        spec.check_protocol()?;
         self.inner.deployer.check(&spec)?;
         Ok(spec)
     }
@@ -854,6 +856,10 @@ impl Control {
                 Write::DeleteEndpoint {
                     runtime_id: rt.id.clone(),
                     name: name.to_owned(),
+                },
+                Write::DeleteResourcePolicy {
+                    arn: arn.clone(),
+                    children: false,
                 },
                 Write::RemoveTags {
                     arn: arn.clone(),

@@ -16,8 +16,14 @@
 //! `ArnLike`, `ArnNotLike`, `Bool`, `Null`, each also with the `IfExists` suffix. Context keys are
 //! single-valued; keys are compared case-insensitively, as AWS does.
 //!
+//! Resource policies ([`Policy::parse_resource`]) also carry `Principal`: `"*"` or
+//! `{"AWS": ARN | account | [..]}`, matched against the request's `aws:PrincipalArn`. As IAM
+//! does within one account, a statement naming the principal itself (or `"*"`) grants on its
+//! own, while one naming the whole account (`"123456789012"`, `arn:aws:iam::123456789012:root`)
+//! only delegates to the principal's identity policies: it can deny but never allows alone.
+//!
 //! Not supported (refused at parse time, never silently ignored): `Principal`/`NotPrincipal`
-//! (these are identity policies), set operators (`ForAnyValue:`/`ForAllValues:`), numeric and
+//! in identity policies, `NotPrincipal`, principals other than `AWS`, set operators (`ForAnyValue:`/`ForAllValues:`), numeric and
 //! date operators, and policy variables (`${...}`).
 //!
 //! This crate does no IO.
@@ -139,6 +145,8 @@ struct Patterns {
 #[derive(Debug, Clone, PartialEq)]
 struct Statement {
     effect: Effect,
+    /// `Principal` of a resource policy; `None` in identity policies.
+    principal: Option<Vec<String>>,
     action: Patterns,
     resource: Patterns,
     conditions: Vec<Condition>,
@@ -283,6 +291,17 @@ impl Policy {
 
     /// Parses a policy document already decoded from JSON.
     pub fn from_value(v: &Value) -> Result<Self, Error> {
+        Self::from_value_as(v, false)
+    }
+
+    /// Parses a resource policy (one attached to a runtime, endpoint or memory) from its JSON
+    /// text: every statement names a `Principal`.
+    pub fn parse_resource(text: &str) -> Result<Self, Error> {
+        let v: Value = serde_json::from_str(text).map_err(|e| Error::Json(e.to_string()))?;
+        Self::from_value_as(&v, true)
+    }
+
+    fn from_value_as(v: &Value, resource_policy: bool) -> Result<Self, Error> {
         let doc = v
             .as_object()
             .ok_or_else(|| invalid("the policy must be a JSON object"))?;
@@ -300,22 +319,27 @@ impl Policy {
         let statements = match doc.get("Statement") {
             Some(Value::Array(list)) => list
                 .iter()
-                .map(Statement::parse)
+                .map(|s| Statement::parse(s, resource_policy))
                 .collect::<Result<Vec<_>, _>>()?,
-            Some(s @ Value::Object(_)) => vec![Statement::parse(s)?],
+            Some(s @ Value::Object(_)) => vec![Statement::parse(s, resource_policy)?],
             Some(_) => return Err(invalid("Statement must be an object or a list of objects")),
             None => return Err(invalid("the policy has no Statement")),
         };
         Ok(Self { statements })
     }
 
-    /// This policy's decision alone.
+    /// This policy's decision alone. In a resource policy a statement applies to the principal
+    /// in the context's `aws:PrincipalArn`; an allow naming only the principal's account
+    /// delegates to its identity policies and so allows nothing here.
     pub fn decide(&self, req: &Request<'_>) -> Decision {
         let mut allowed = false;
         for s in self.statements.iter().filter(|s| s.applies(req)) {
-            match s.effect {
-                Effect::Deny => return Decision::ExplicitDeny,
-                Effect::Allow => allowed = true,
+            let principal = s.principal_match(req.context);
+            match (s.effect, principal) {
+                (_, PrincipalMatch::No) => {}
+                (Effect::Deny, _) => return Decision::ExplicitDeny,
+                (Effect::Allow, PrincipalMatch::Exact) => allowed = true,
+                (Effect::Allow, PrincipalMatch::Account) => {}
             }
         }
         if allowed {
@@ -374,8 +398,81 @@ fn patterns(st: &Map<String, Value>, positive: &str, negative: &str) -> Result<P
     }
 }
 
+/// How a statement's `Principal` relates to the request's principal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PrincipalMatch {
+    /// Not named.
+    No,
+    /// Named by its account only (delegation to its identity policies).
+    Account,
+    /// Named itself, or `*`; identity policies always match this way.
+    Exact,
+}
+
+/// The account an IAM principal entry names (`123456789012`, `arn:aws:iam::123456789012:root`).
+fn account_of_entry(entry: &str) -> Option<&str> {
+    if entry.len() == 12 && entry.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(entry);
+    }
+    let rest = entry.strip_prefix("arn:")?;
+    let f: Vec<&str> = rest.splitn(5, ':').collect();
+    (f.len() == 5 && f[1] == "iam" && f[4] == "root").then_some(f[3])
+}
+
+fn parse_principal(v: &Value) -> Result<Vec<String>, Error> {
+    match v {
+        Value::String(s) if s == "*" => Ok(vec!["*".into()]),
+        Value::Object(m) => {
+            let mut out = Vec::new();
+            for (k, v) in m {
+                if k != "AWS" {
+                    return Err(Error::Unsupported(format!(
+                        "Principal type {k:?} (only \"AWS\" principals exist in berth)"
+                    )));
+                }
+                for p in strings(v, "Principal")? {
+                    if p != "*" && account_of_entry(&p).is_none() && !p.starts_with("arn:") {
+                        return Err(invalid(format!(
+                            "Principal {p:?} is not \"*\", an account id or an ARN"
+                        )));
+                    }
+                    out.push(p);
+                }
+            }
+            if out.is_empty() {
+                return Err(invalid("Principal names no principal"));
+            }
+            Ok(out)
+        }
+        _ => Err(invalid(
+            "Principal must be \"*\" or an object such as {\"AWS\": \"arn:...\"}",
+        )),
+    }
+}
+
 impl Statement {
-    fn parse(v: &Value) -> Result<Self, Error> {
+    fn principal_match(&self, ctx: &Context) -> PrincipalMatch {
+        let Some(list) = &self.principal else {
+            return PrincipalMatch::Exact;
+        };
+        let Some(who) = ctx.get("aws:PrincipalArn") else {
+            return PrincipalMatch::No;
+        };
+        let mut best = PrincipalMatch::No;
+        for p in list {
+            if p == "*" || p == who {
+                return PrincipalMatch::Exact;
+            }
+            if let Some(acct) = account_of_entry(p)
+                && who.split(':').nth(4) == Some(acct)
+            {
+                best = PrincipalMatch::Account;
+            }
+        }
+        best
+    }
+
+    fn parse(v: &Value, resource_policy: bool) -> Result<Self, Error> {
         let st = v
             .as_object()
             .ok_or_else(|| invalid("each statement must be a JSON object"))?;
@@ -383,6 +480,10 @@ impl Statement {
             match key.as_str() {
                 "Sid" | "Effect" | "Action" | "NotAction" | "Resource" | "NotResource"
                 | "Condition" => {}
+                "Principal" if resource_policy => {}
+                "NotPrincipal" if resource_policy => {
+                    return Err(Error::Unsupported("NotPrincipal".into()));
+                }
                 "Principal" | "NotPrincipal" => {
                     return Err(Error::Unsupported(format!(
                         "{key} (a role's policies are identity policies; the principal is the role)"
@@ -428,8 +529,17 @@ impl Statement {
                 }
             }
         }
+        let principal = if resource_policy {
+            let p = st
+                .get("Principal")
+                .ok_or_else(|| invalid("a resource policy statement needs a Principal"))?;
+            Some(parse_principal(p)?)
+        } else {
+            None
+        };
         Ok(Self {
             effect,
+            principal,
             action,
             resource,
             conditions,

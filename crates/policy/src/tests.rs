@@ -219,3 +219,89 @@ fn malformed_and_unsupported_documents_are_refused() {
     }
     assert!(Policy::parse(r#"{"Version": "2012-10-17", "Statement": []}"#).is_ok());
 }
+
+const KEY_B: &str = "arn:aws:iam::123456789012:user/berth-key/BKAKB";
+
+fn with_principal(arn: &str) -> Context {
+    let mut c = Context::new();
+    c.set("aws:PrincipalArn", arn);
+    c
+}
+
+#[test]
+fn resource_policy_grants_the_named_principal_only() {
+    let p = Policy::parse_resource(
+        &serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"AWS": [KEY_B]},
+                           "Action": INVOKE, "Resource": RT_A}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    assert_eq!(
+        decide(&p, INVOKE, RT_A, &with_principal(KEY_B)),
+        Decision::Allow
+    );
+    let other = "arn:aws:iam::123456789012:user/berth-key/BKAKC";
+    assert_eq!(
+        decide(&p, INVOKE, RT_A, &with_principal(other)),
+        Decision::ImplicitDeny
+    );
+    // No principal in the context: nothing applies.
+    assert_eq!(
+        decide(&p, INVOKE, RT_A, &Context::new()),
+        Decision::ImplicitDeny
+    );
+}
+
+#[test]
+fn resource_policy_account_principal_denies_but_only_delegates_allows() {
+    let allow = Policy::parse_resource(
+        r#"{"Statement": {"Effect": "Allow", "Principal": {"AWS": "123456789012"},
+            "Action": "*", "Resource": "*"}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        decide(&allow, INVOKE, RT_A, &with_principal(KEY_B)),
+        Decision::ImplicitDeny
+    );
+    let deny = Policy::parse_resource(
+        r#"{"Statement": {"Effect": "Deny", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+            "Action": "*", "Resource": "*"}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        decide(&deny, INVOKE, RT_A, &with_principal(KEY_B)),
+        Decision::ExplicitDeny
+    );
+    let star = Policy::parse_resource(
+        r#"{"Statement": {"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        decide(&star, INVOKE, RT_A, &with_principal(KEY_B)),
+        Decision::Allow
+    );
+}
+
+#[test]
+fn resource_policy_shape_is_checked() {
+    // A statement without a Principal, a NotPrincipal, a service principal: refused.
+    for text in [
+        r#"{"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}}"#,
+        r#"{"Statement": {"Effect": "Allow", "NotPrincipal": {"AWS": "*"}, "Action": "*", "Resource": "*"}}"#,
+        r#"{"Statement": {"Effect": "Allow", "Principal": {"Service": "x.amazonaws.com"}, "Action": "*", "Resource": "*"}}"#,
+        r#"{"Statement": {"Effect": "Allow", "Principal": {"AWS": "bob"}, "Action": "*", "Resource": "*"}}"#,
+        "not json",
+    ] {
+        assert!(Policy::parse_resource(text).is_err(), "{text}");
+    }
+    // Identity policies still refuse a Principal.
+    assert!(
+        Policy::parse(
+            r#"{"Statement": {"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}}"#
+        )
+        .is_err()
+    );
+}

@@ -144,6 +144,17 @@ impl Deployer for Deploy {
                 "container images need the container backend, which this server does not have yet; deploy code with codeConfiguration",
             ));
         }
+        // Inside a sandbox Berth's own API answers on this port (AGENT_API_PORT), so an agent
+        // could not listen there: refused up front rather than failing every session start.
+        if spec.protocol().port == crate::backend::namespace::AGENT_API_PORT {
+            return Err(ApiError::field(
+                "protocolConfiguration.port",
+                format!(
+                    "port {} is where Berth's API answers inside the agent's sandbox; choose another port",
+                    crate::backend::namespace::AGENT_API_PORT
+                ),
+            ));
+        }
         Ok(())
     }
 

@@ -50,6 +50,18 @@ pub struct Invocation<'a> {
     pub headers: &'a HeaderMap,
     /// The payload.
     pub body: Bytes,
+    /// What is asked of the agent.
+    pub op: Op,
+}
+
+/// What an [`Invocation`] asks of the agent; everything before the session call is the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Op {
+    /// `InvokeAgentRuntime`: the payload to the version's protocol path.
+    #[default]
+    Invoke,
+    /// `GetAgentCard`: the A2A agent's `/.well-known/agent-card.json`.
+    AgentCard,
 }
 
 /// An invocation on its way through the stack: what the layers learned so far.
@@ -402,10 +414,19 @@ impl Invoke for Forward {
         let Some(session) = call.session else {
             return Err(Error::Invoke(SessionError::Stopped));
         };
-        session
-            .invoke(call.inv.headers, call.inv.request_id, call.inv.body)
-            .await
-            .map_err(Error::Invoke)
+        match call.inv.op {
+            Op::Invoke => {
+                session
+                    .invoke(call.inv.headers, call.inv.request_id, call.inv.body)
+                    .await
+            }
+            Op::AgentCard => {
+                session
+                    .agent_card(call.inv.headers, call.inv.request_id)
+                    .await
+            }
+        }
+        .map_err(Error::Invoke)
     }
 }
 

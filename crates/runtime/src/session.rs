@@ -9,7 +9,7 @@
 
 use crate::backend::{Agent, AgentSpec, ExecOutput, ExecRequest, LogReader, SessionBackend};
 use crate::quota::{Admission, Quotas, Refusal, Slot};
-use berth_api::control::{Lifecycle, RuntimeSpec};
+use berth_api::control::{Lifecycle, Protocol, RuntimeSpec, ServerProtocol};
 use berth_types::records::{Runtime, RuntimeVersion};
 use berth_types::{EpochMillis, now_millis};
 use bytes::Bytes;
@@ -193,6 +193,8 @@ pub struct Session {
     in_flight: AtomicUsize,
     busy_reported: std::sync::atomic::AtomicBool,
     held: Held,
+    /// The version's protocol, port and path: where invocations go and how `/ping` is read.
+    protocol: Protocol,
     header_allowlist: Vec<String>,
     idle: Duration,
     max_lifetime: Duration,
@@ -231,6 +233,17 @@ const PASSED: &[&str] = &[
     "baggage",
     "mcp-session-id",
     "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+];
+
+/// Agent response headers passed back to the caller besides the content type: the MCP session
+/// and protocol version (`InvokeAgentRuntimeResponse` models both).
+const RETURNED: [HeaderName; 4] = [
+    http::header::CONTENT_TYPE,
+    http::header::CACHE_CONTROL,
+    HeaderName::from_static("mcp-session-id"),
+    HeaderName::from_static("mcp-protocol-version"),
 ];
 
 fn io_err(msg: impl Into<String>) -> std::io::Error {
@@ -366,6 +379,7 @@ impl Sessions {
             in_flight: AtomicUsize::new(0),
             busy_reported: Default::default(),
             held,
+            protocol: spec.protocol(),
             header_allowlist: spec
                 .header_allowlist()
                 .into_iter()
@@ -437,10 +451,17 @@ impl Sessions {
         let o = &self.inner.opts;
         let backend = &self.inner.backend;
         let mut env = o.env.clone();
+        let protocol = spec.protocol();
         if let Some(url) = backend.api_url() {
             // The data plane only: the control plane is not for agents (and their credentials
             // are refused there).
             env.push(("AWS_ENDPOINT_URL_BEDROCK_AGENTCORE".into(), url.clone()));
+            // Where this runtime is invoked, as AgentCore tells A2A agents (the SDK's A2A app
+            // advertises it in its agent card): the address agents reach Berth at.
+            env.push((
+                "AGENTCORE_RUNTIME_URL".into(),
+                format!("{url}/runtimes/{}/invocations/", target.runtime.id),
+            ));
             env.push(("BERTH_ENDPOINT_URL".into(), url));
         }
         if let Some(issue) = &o.credentials {
@@ -460,6 +481,7 @@ impl Sessions {
             env,
             visible: prepared.visible,
             public_network: spec.public_network(),
+            port: protocol.port,
         };
         let started = if spare {
             backend.warm(agent_spec).await
@@ -468,7 +490,7 @@ impl Sessions {
         };
         let agent = started.map_err(|e| Error::Start(e.to_string()))?;
         let held = Held { agent, slot };
-        match self.wait_healthy(held.agent.as_ref()).await {
+        match self.wait_healthy(held.agent.as_ref(), protocol.kind).await {
             Ok(()) => Ok(held),
             Err(e) => {
                 let tail = log_tail(held.agent.as_ref()).await;
@@ -486,14 +508,18 @@ impl Sessions {
         }
     }
 
-    async fn wait_healthy(&self, agent: &dyn Agent) -> Result<(), Error> {
+    async fn wait_healthy(&self, agent: &dyn Agent, kind: ServerProtocol) -> Result<(), Error> {
         let timeout = self.inner.opts.start_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut backoff = Duration::from_millis(2);
         loop {
             // Each probe is bounded by the start deadline itself, so an agent that hangs on /ping
             // or streams an endless body cannot stretch the start past it.
-            let probe = agent.ping(deadline.min(tokio::time::Instant::now() + PING_TIMEOUT));
+            let probe = probe(
+                agent,
+                deadline.min(tokio::time::Instant::now() + PING_TIMEOUT),
+                kind,
+            );
             tokio::select! {
                 info = agent.exit().exited() => return Err(Error::Crashed(format!("{info} before answering /ping"))),
                 _ = self.inner.shutdown.cancelled() => return Err(Error::Stopped),
@@ -594,10 +620,11 @@ impl Sessions {
                 s.last_activity.store(now, Ordering::Release);
                 continue;
             }
-            let probe = s
-                .held
-                .agent
-                .ping(lifetime_end.min(tokio::time::Instant::now() + PING_TIMEOUT));
+            let probe = probe(
+                s.held.agent.as_ref(),
+                lifetime_end.min(tokio::time::Instant::now() + PING_TIMEOUT),
+                s.protocol.kind,
+            );
             let answer = tokio::select! {
                 _ = s.ended.cancelled() => break "stopped".to_owned(),
                 _ = self.inner.shutdown.cancelled() => break "server shutdown".to_owned(),
@@ -916,6 +943,54 @@ async fn copy_log(agent: &dyn Agent, dest: &std::path::Path) -> std::io::Result<
     Ok(n)
 }
 
+/// `/ping` as the contract of the version's protocol has it. HTTP and AGUI agents must answer
+/// `GET /ping` with a 2xx ([`Agent::ping`]). MCP and A2A servers need not serve `/ping` (the
+/// MCP contract asks only for `POST /mcp`, and FastMCP serves nothing else): for them any HTTP
+/// answer on their port shows the server is up, so a 404 or 405 counts as Healthy, while a 2xx
+/// is read like the HTTP contract's (`HealthyBusy` keeps the session). No answer at all (nothing
+/// listening, a hang past the deadline) and any other status fail, as for HTTP.
+async fn probe(
+    agent: &dyn Agent,
+    deadline: tokio::time::Instant,
+    kind: ServerProtocol,
+) -> Result<bool, String> {
+    if matches!(kind, ServerProtocol::Http | ServerProtocol::Agui) {
+        return agent.ping(deadline).await;
+    }
+    let req = Request::get("http://127.0.0.1/ping")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let exchange = async {
+        let resp = agent.forward(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED {
+            return Ok(Bytes::new());
+        }
+        if !status.is_success() {
+            return Err(format!("status {status}"));
+        }
+        http_body_util::Limited::new(resp.into_body(), PING_BODY_MAX)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| format!("unreadable or oversized body (limit {PING_BODY_MAX} bytes): {e}"))
+    };
+    let body = tokio::time::timeout_at(deadline, exchange)
+        .await
+        .map_err(|_| "timed out".to_owned())??;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    Ok(v.get("status").and_then(|s| s.as_str()) == Some("HealthyBusy"))
+}
+
+/// Where an A2A agent serves its card.
+const AGENT_CARD_PATH: &str = "/.well-known/agent-card.json";
+
+/// The URI of `path` on the agent (the authority is ignored by [`Agent::forward`]). The path
+/// was validated against `ServerPath` (`/[A-Za-z0-9\-._~/%]*`), so it is a valid URI path.
+fn agent_uri(path: &str) -> String {
+    format!("http://127.0.0.1{path}")
+}
+
 /// The longest a live session's `/ping` may take, headers and body.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -959,14 +1034,42 @@ impl Session {
         self.version
     }
 
-    /// Forwards one invocation to the agent and streams its answer back.
+    /// Forwards one invocation to the agent (`POST` to the version's protocol path) and streams
+    /// its answer back.
     pub async fn invoke(
         self: &Arc<Self>,
         headers: &HeaderMap,
         request_id: &str,
         body: Bytes,
     ) -> Result<Response<BodyStream>, Error> {
-        let mut req = Request::post("http://127.0.0.1/invocations")
+        let uri = agent_uri(&self.protocol.path);
+        self.exchange(http::Method::POST, &uri, headers, request_id, body)
+            .await
+    }
+
+    /// `GetAgentCard`: the agent's `GET /.well-known/agent-card.json` (the A2A contract's
+    /// card location), answered like an invocation.
+    pub async fn agent_card(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        request_id: &str,
+    ) -> Result<Response<BodyStream>, Error> {
+        let uri = agent_uri(AGENT_CARD_PATH);
+        self.exchange(http::Method::GET, &uri, headers, request_id, Bytes::new())
+            .await
+    }
+
+    async fn exchange(
+        self: &Arc<Self>,
+        method: http::Method,
+        uri: &str,
+        headers: &HeaderMap,
+        request_id: &str,
+        body: Bytes,
+    ) -> Result<Response<BodyStream>, Error> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
             .body(Full::new(body))
             .map_err(|e| Error::Unreachable(e.to_string()))?;
         let h = req.headers_mut();
@@ -1015,7 +1118,7 @@ impl Session {
         let stream = relay(body, self.clone(), sse, guard);
         let mut out = Response::new(stream);
         *out.status_mut() = parts.status;
-        for k in [http::header::CONTENT_TYPE, http::header::CACHE_CONTROL] {
+        for k in RETURNED {
             if let Some(v) = parts.headers.get(&k) {
                 out.headers_mut().insert(k, v.clone());
             }

@@ -186,6 +186,7 @@ async fn the_agent_environment_is_composed_in_order() {
         [
             "AWS_REGION",
             "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE",
+            "AGENTCORE_RUNTIME_URL",
             "BERTH_ENDPOINT_URL",
             "FROM_BUILD",
             "FROM_SPEC"
@@ -221,4 +222,71 @@ async fn shutdown_stops_every_agent() {
     s.shutdown().await;
     assert_eq!(record.stopped.load(Ordering::SeqCst), 2);
     assert!(s.list(None).is_empty());
+}
+
+fn with_protocol(version: u32, config: serde_json::Value) -> berth_runtime::session::Target {
+    let mut t = target(version);
+    t.version.spec["protocolConfiguration"] = config;
+    t
+}
+
+#[tokio::test]
+async fn an_mcp_version_runs_on_its_port_and_path_without_ping() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    record.no_ping.store(true, Ordering::SeqCst);
+    let t = with_protocol(1, serde_json::json!({"serverProtocol": "MCP"}));
+    // A 404 on /ping is a healthy MCP server.
+    let session = s.open(&t, SID, None).await.unwrap();
+    assert_eq!(record.last_port.load(Ordering::SeqCst), 8000);
+    let env = record.last_env.lock().unwrap().clone();
+    assert!(env.contains(&(
+        "AGENTCORE_RUNTIME_URL".into(),
+        format!("http://berth.invalid/runtimes/{RUNTIME_ID}/invocations/")
+    )));
+    let mut headers = HeaderMap::new();
+    headers.insert("mcp-method", "tools/list".parse().unwrap());
+    headers.insert("mcp-session-id", "srv-1".parse().unwrap());
+    let resp = session
+        .invoke(&headers, "req-1", bytes::Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["mcp-session-id"], "srv-1");
+    assert_eq!(body_of(resp).await, format!("mcp tools/list {SID}:{{}}"));
+    // The card is the agent's own.
+    let card = session
+        .agent_card(&HeaderMap::new(), "req-2")
+        .await
+        .unwrap();
+    assert_eq!(body_of(card).await, r#"{"name":"fake"}"#);
+}
+
+#[tokio::test]
+async fn configured_port_and_path_are_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    let t = with_protocol(
+        1,
+        serde_json::json!({"serverProtocol": "A2A", "port": 9100, "path": "/mcp"}),
+    );
+    let session = s.open(&t, SID, None).await.unwrap();
+    assert_eq!(record.last_port.load(Ordering::SeqCst), 9100);
+    let resp = session
+        .invoke(&HeaderMap::new(), "req-1", bytes::Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    assert_eq!(body_of(resp).await, format!("mcp  {SID}:x"));
+}
+
+#[tokio::test]
+async fn an_http_agent_without_ping_never_becomes_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    // The agent answers 404 at once on every probe: the start fails at its deadline whatever it is.
+    opts.start_timeout = std::time::Duration::from_millis(300);
+    let (s, record, _shutdown) = sessions(opts);
+    record.no_ping.store(true, Ordering::SeqCst);
+    let err = s.open(&target(1), SID, None).await.err().unwrap();
+    assert!(err.to_string().contains("healthy"), "{err}");
+    assert_eq!(record.last_port.load(Ordering::SeqCst), 8080);
 }

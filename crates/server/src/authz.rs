@@ -160,7 +160,8 @@ fn runtime_arn(p: &Partition, seg: &str) -> String {
     p.runtime_arn(&raw)
 }
 
-fn memory_arn(p: &Partition, seg: &str) -> String {
+/// The canonical ARN of the memory a path segment (an id or an ARN) names.
+pub(crate) fn memory_arn(p: &Partition, seg: &str) -> String {
     let raw = decode(seg);
     let id = raw
         .rsplit_once(":memory/")
@@ -169,6 +170,20 @@ fn memory_arn(p: &Partition, seg: &str) -> String {
         "arn:aws:bedrock-agentcore:{}:{}:memory/{id}",
         p.region, p.account_id
     )
+}
+
+/// The canonical form of an AgentCore ARN in a path segment (runtime, endpoint, memory), so a
+/// policy sees one spelling; anything else as decoded.
+fn canonical_arn(p: &Partition, seg: &str) -> String {
+    let raw = decode(seg);
+    match berth_types::ResourceArn::parse(&raw, p) {
+        Ok(berth_types::ResourceArn::Runtime { runtime_id }) => p.runtime_arn(&runtime_id),
+        Ok(berth_types::ResourceArn::Endpoint { runtime_id, name }) => {
+            p.endpoint_arn(&runtime_id, &name)
+        }
+        Ok(berth_types::ResourceArn::Memory { memory_id }) => memory_arn(p, &memory_id),
+        Err(_) => raw,
+    }
 }
 
 fn query_has(query: Option<&str>, name: &str) -> bool {
@@ -240,6 +255,15 @@ pub fn operations(
                 format!("{}/runtime-endpoint/{}", runtime_arn(p, r), decode(e)),
             )
         }
+        (m, ["resourcepolicy", arn]) => {
+            let action = match m {
+                Method::PUT => "bedrock-agentcore:PutResourcePolicy",
+                Method::GET => "bedrock-agentcore:GetResourcePolicy",
+                Method::DELETE => "bedrock-agentcore:DeleteResourcePolicy",
+                _ => return Classified::default(),
+            };
+            one(action, canonical_arn(p, arn))
+        }
         (m, ["tags", arn]) => {
             let action = match m {
                 Method::POST => "bedrock-agentcore:TagResource",
@@ -260,6 +284,16 @@ pub fn operations(
             }
             c
         }
+        (
+            Method::GET,
+            [
+                "runtimes",
+                r,
+                "invocations",
+                ".well-known",
+                "agent-card.json",
+            ],
+        ) => one("bedrock-agentcore:GetAgentCard", runtime_arn(p, r)),
         (Method::POST, ["runtimes", r, "stopruntimesession"]) => {
             one("bedrock-agentcore:StopRuntimeSession", runtime_arn(p, r))
         }
@@ -493,10 +527,10 @@ impl Refusal {
                 explicit,
             } => {
                 let because = if *explicit {
-                    "with an explicit deny in an identity-based policy".to_owned()
+                    "with an explicit deny in an identity-based or resource-based policy".to_owned()
                 } else {
                     format!(
-                        "because no identity-based policy allows the {} action",
+                        "because no identity-based or resource-based policy allows the {} action",
                         op.action
                     )
                 };
@@ -670,7 +704,14 @@ pub async fn authorize(
     );
     let decided = match identity(state, &verified.principal.scope).await {
         Ok(None) => Ok(()),
-        Ok(Some(mut id)) => decide(&classified, &mut id, parts, s3),
+        Ok(Some(mut id)) => {
+            let attached = if s3 {
+                Vec::new()
+            } else {
+                resource_policies(&state.control, &classified.checks).await
+            };
+            decide(&classified, &mut id, &attached, parts, s3)
+        }
         Err(r) => Err(r),
     };
     if let Err(refusal) = decided {
@@ -716,9 +757,37 @@ pub async fn authorize(
     Ok(Granted { audit })
 }
 
+/// The resource policy attached to each check's resource (`None` where there is none, or the
+/// resource is a wildcard). A stored document that no longer parses grants nothing.
+async fn resource_policies(control: &Control, checks: &[Operation]) -> Vec<Option<Policy>> {
+    let mut out = Vec::with_capacity(checks.len());
+    for op in checks {
+        let doc = if op.resource.contains('*') {
+            None
+        } else {
+            match control.resource_policy(&op.resource).await {
+                Ok(d) => d,
+                Err(e) => {
+                    warn!(resource = %op.resource, error = %e, "resource policy unreadable; ignored");
+                    None
+                }
+            }
+        };
+        out.push(doc.and_then(|d| match Policy::parse_resource(&d) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                warn!(resource = %op.resource, error = %e, "stored resource policy does not parse; ignored");
+                None
+            }
+        }));
+    }
+    out
+}
+
 fn decide(
     classified: &Classified,
     id: &mut Identity,
+    attached: &[Option<Policy>],
     parts: &Parts,
     s3: bool,
 ) -> Result<(), Refusal> {
@@ -746,25 +815,40 @@ fn decide(
             id.context.set("bedrock-agentcore:Qualifier", q);
         }
     }
-    evaluate_checks(&classified.checks, id)
+    evaluate_checks(&classified.checks, id, attached)
 }
 
-fn evaluate_checks(checks: &[Operation], id: &Identity) -> Result<(), Refusal> {
-    for op in checks {
+/// Each check against the principal's identity policies and the resource's policy (`attached`,
+/// aligned with `checks`; shorter means none), as IAM decides within one account: an explicit
+/// deny in either refuses, else an allow in either allows, else the request is implicitly
+/// denied.
+fn evaluate_checks(
+    checks: &[Operation],
+    id: &Identity,
+    attached: &[Option<Policy>],
+) -> Result<(), Refusal> {
+    for (i, op) in checks.iter().enumerate() {
         let req = berth_policy::Request {
             action: &op.action,
             resource: &op.resource,
             context: &id.context,
         };
-        match berth_policy::evaluate(&id.policies, &req) {
-            Decision::Allow => {}
-            d => {
-                return Err(Refusal::Denied {
-                    principal: id.arn.clone(),
-                    op: op.clone(),
-                    explicit: d == Decision::ExplicitDeny,
-                });
-            }
+        let identity = berth_policy::evaluate(&id.policies, &req);
+        let resource = attached
+            .get(i)
+            .and_then(Option::as_ref)
+            .map_or(Decision::ImplicitDeny, |p| p.decide(&req));
+        let d = match (identity, resource) {
+            (Decision::ExplicitDeny, _) | (_, Decision::ExplicitDeny) => Decision::ExplicitDeny,
+            (Decision::Allow, _) | (_, Decision::Allow) => Decision::Allow,
+            _ => Decision::ImplicitDeny,
+        };
+        if d != Decision::Allow {
+            return Err(Refusal::Denied {
+                principal: id.arn.clone(),
+                op: op.clone(),
+                explicit: d == Decision::ExplicitDeny,
+            });
         }
     }
     Ok(())
@@ -789,7 +873,7 @@ pub async fn pass_role(
     let op = Operation::new("iam:PassRole", role.arn);
     let refusal = match identity(state, &v.principal.scope).await {
         Ok(None) => return Ok(()),
-        Ok(Some(id)) => match evaluate_checks(std::slice::from_ref(&op), &id) {
+        Ok(Some(id)) => match evaluate_checks(std::slice::from_ref(&op), &id, &[]) {
             Ok(()) => return Ok(()),
             Err(r) => r,
         },
@@ -969,6 +1053,94 @@ mod tests {
         assert!(!allowed(
             "bedrock-agentcore:InvokeAgentRuntime",
             &p.runtime_arn("a-0123456789")
+        ));
+    }
+
+    #[test]
+    fn resource_policy_and_agent_card_routes_map_to_their_actions() {
+        let rt = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/a-0123456789";
+        let enc = |s: &str| s.replace(':', "%3A").replace('/', "%2F");
+        for (m, action) in [
+            (Method::PUT, "PutResourcePolicy"),
+            (Method::GET, "GetResourcePolicy"),
+            (Method::DELETE, "DeleteResourcePolicy"),
+        ] {
+            let c = ops(false, m, &format!("/resourcepolicy/{}", enc(rt)), None);
+            assert_eq!(
+                c.checks,
+                [Operation::new(&format!("bedrock-agentcore:{action}"), rt)]
+            );
+        }
+        let ep = format!("{rt}/runtime-endpoint/prod");
+        let c = ops(
+            false,
+            Method::GET,
+            &format!("/resourcepolicy/{}", enc(&ep)),
+            None,
+        );
+        assert_eq!(c.checks[0].resource, ep);
+        let c = ops(
+            false,
+            Method::GET,
+            "/runtimes/a-0123456789/invocations/.well-known/agent-card.json",
+            None,
+        );
+        assert_eq!(
+            c.checks,
+            [Operation::new("bedrock-agentcore:GetAgentCard", rt)]
+        );
+    }
+
+    #[test]
+    fn identity_and_resource_policies_combine_as_iam_does() {
+        let rt = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/a-0123456789";
+        let me = "arn:aws:iam::123456789012:user/berth-key/BKAKME";
+        let invoke = [Operation::new("bedrock-agentcore:InvokeAgentRuntime", rt)];
+        let identity = |doc: Value| {
+            let mut context = Context::new();
+            context.set("aws:PrincipalArn", me);
+            Identity {
+                arn: me.into(),
+                policies: vec![Policy::from_value(&doc).unwrap()],
+                context,
+            }
+        };
+        let nothing = identity(json!({"Statement": [
+            {"Effect": "Allow", "Action": "bedrock-agentcore:GetAgentRuntime", "Resource": "*"}]}));
+        let everything = identity(json!({"Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"}]}));
+        let resource = |effect: &str, principal: &str| {
+            Some(
+                Policy::parse_resource(
+                    &json!({"Statement": [{"Effect": effect, "Principal": {"AWS": principal},
+                        "Action": "bedrock-agentcore:InvokeAgentRuntime", "Resource": rt}]})
+                    .to_string(),
+                )
+                .unwrap(),
+            )
+        };
+        // Neither allows: implicit deny.
+        assert!(matches!(
+            evaluate_checks(&invoke, &nothing, &[None]),
+            Err(Refusal::Denied {
+                explicit: false,
+                ..
+            })
+        ));
+        // The resource policy naming the principal allows on its own.
+        assert!(evaluate_checks(&invoke, &nothing, &[resource("Allow", me)]).is_ok());
+        // Naming the account only delegates to identity policies.
+        assert!(evaluate_checks(&invoke, &nothing, &[resource("Allow", "123456789012")]).is_err());
+        assert!(
+            evaluate_checks(&invoke, &everything, &[resource("Allow", "123456789012")]).is_ok()
+        );
+        // Another principal named: nothing for this one.
+        let other = "arn:aws:iam::123456789012:user/berth-key/BKAKOTHER";
+        assert!(evaluate_checks(&invoke, &nothing, &[resource("Allow", other)]).is_err());
+        // A deny in the resource policy wins over the identity's allow.
+        assert!(matches!(
+            evaluate_checks(&invoke, &everything, &[resource("Deny", me)]),
+            Err(Refusal::Denied { explicit: true, .. })
         ));
     }
 }

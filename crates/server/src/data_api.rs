@@ -10,22 +10,22 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use berth_api::{ApiError, ErrorKind};
 use berth_auth::Verified;
-use berth_runtime::invoker::{Error as InvokeError, Invocation};
+use berth_runtime::invoker::{Error as InvokeError, Invocation, Op};
 use berth_runtime::session::Error as SessionError;
 use percent_encoding::percent_decode_str;
 
 /// The session header of the AgentCore contract.
 pub const SESSION_HEADER: HeaderName =
     HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id");
-const USER_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-user-id";
+pub(crate) const USER_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-user-id";
 
 /// The path and query of a data-plane call, decoded.
-struct Call {
-    runtime_id: String,
-    qualifier: Option<String>,
+pub(crate) struct Call {
+    pub(crate) runtime_id: String,
+    pub(crate) qualifier: Option<String>,
 }
 
-fn parse_call(
+pub(crate) fn parse_call(
     state: &AppState,
     path: Result<RawPathParams, RawPathParamsRejection>,
     query: Option<&str>,
@@ -93,7 +93,7 @@ fn parse_call(
     })
 }
 
-fn session_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn session_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = headers.get(&SESSION_HEADER) else {
         return Ok(None);
     };
@@ -122,7 +122,7 @@ fn session_error(e: SessionError) -> ApiError {
     }
 }
 
-fn invoke_error(e: InvokeError) -> ApiError {
+pub(crate) fn invoke_error(e: InvokeError) -> ApiError {
     match e {
         InvokeError::Unauthenticated => ApiError::new(ErrorKind::AccessDenied, e.to_string()),
         InvokeError::Route(e) => e,
@@ -155,6 +155,7 @@ pub async fn invoke(
         request_id: &rid.0,
         headers: &headers,
         body,
+        op: Op::Invoke,
     };
     let resp = s.invoker.invoke(inv).await.map_err(invoke_error)?;
     let (parts, stream) = resp.into_parts();
@@ -225,7 +226,7 @@ pub fn routes() -> axum::Router<AppState> {
 }
 
 /// The first few KiB of a failed agent answer, as text for an error message.
-async fn error_body(mut stream: berth_runtime::session::BodyStream) -> String {
+pub(crate) async fn error_body(mut stream: berth_runtime::session::BodyStream) -> String {
     use futures::StreamExt;
     const CAP: usize = 4096;
     let mut buf = Vec::new();

@@ -15,6 +15,8 @@ mod error;
 mod memory_api;
 mod metrics;
 mod native_api;
+mod protocol_api;
+mod resource_policy_api;
 mod s3;
 mod traffic_api;
 
@@ -54,6 +56,8 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let agentcore = control_api::routes()
         .merge(data_api::routes())
+        .merge(protocol_api::routes())
+        .merge(resource_policy_api::routes())
         .merge(memory_api::routes())
         .merge(native_api::routes())
         .merge(traffic_api::routes())

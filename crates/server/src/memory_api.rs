@@ -95,7 +95,22 @@ memory_op!(create_memory, control, "CreateMemory", create_memory);
 memory_op!(get_memory, control, "GetMemory", get_memory);
 memory_op!(list_memories, control, "ListMemories", list_memories);
 memory_op!(update_memory, control, "UpdateMemory", update_memory);
-memory_op!(delete_memory, control, "DeleteMemory", delete_memory);
+/// `DeleteMemory`, which also deletes the memory's resource policy.
+async fn delete_memory(
+    State(s): State<AppState>,
+    path: Result<RawPathParams, RawPathParamsRejection>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, WireError> {
+    let m = model::control();
+    let input = input_with_documents(m, "DeleteMemory", path, q.as_deref(), &body, s.relax)?;
+    let out = s.memory.delete_memory(input).await?;
+    if let Some(id) = out.get("memoryId").and_then(Value::as_str) {
+        let arn = crate::authz::memory_arn(s.control.partition(), id);
+        s.control.forget_resource_policy(&arn).await?;
+    }
+    Ok(respond(m, "DeleteMemory", out))
+}
 
 memory_op!(create_event, data, "CreateEvent", create_event);
 memory_op!(get_event, data, "GetEvent", get_event);

@@ -34,3 +34,14 @@ pub struct AccessKeyRow {
     /// When the key was revoked, if it was.
     pub revoked_at: Option<EpochMillis>,
 }
+
+/// A resource policy (`PutResourcePolicy`): the document as the caller wrote it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourcePolicyRow {
+    /// The resource's canonical ARN (runtime, runtime endpoint or memory).
+    pub resource_arn: String,
+    /// The policy document, JSON text as written.
+    pub policy: String,
+    /// When it was last put.
+    pub updated_at: EpochMillis,
+}

@@ -15,7 +15,7 @@ use berth_types::EpochMillis;
 use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
 use std::sync::Arc;
 
-pub use authz::{AccessKeyRow, RoleRow};
+pub use authz::{AccessKeyRow, ResourcePolicyRow, RoleRow};
 pub use sqlite::SqliteStore;
 pub use traffic::{
     AssignmentRow, AuditRecord, AuditRow, ChainCheck, DrainRow, GENESIS_HASH, HealthRow, PolicyRow,
@@ -88,7 +88,8 @@ pub enum Write {
         /// Version number.
         version: u32,
     },
-    /// Delete a runtime with its versions, endpoints and the tags of all their ARNs.
+    /// Delete a runtime with its versions, endpoints, and the tags and resource policies of all
+    /// their ARNs.
     DeleteRuntime {
         /// Runtime id.
         runtime_id: String,
@@ -176,6 +177,16 @@ pub enum Write {
         id: String,
         /// When it was revoked.
         at: EpochMillis,
+    },
+    /// Creates or replaces the resource policy of an ARN.
+    PutResourcePolicy(ResourcePolicyRow),
+    /// Deletes the resource policy of an ARN (a no-op when there is none); with `children`,
+    /// also those of every ARN under it (`{arn}/...`: a runtime's endpoints).
+    DeleteResourcePolicy {
+        /// The resource's ARN.
+        arn: String,
+        /// Also the ARNs under it.
+        children: bool,
     },
 }
 
@@ -302,6 +313,8 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRow>, Error>;
     /// Every access key, oldest first.
     async fn access_keys(&self) -> Result<Vec<AccessKeyRow>, Error>;
+    /// The resource policy of an ARN.
+    async fn resource_policy(&self, arn: &str) -> Result<Option<ResourcePolicyRow>, Error>;
 }
 
 /// Opens the store a URL names and runs its migrations. `sqlite://PATH` is the only backend

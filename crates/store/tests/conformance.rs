@@ -22,7 +22,7 @@ use berth_store::memory::{
 };
 use berth_store::{
     AccessKeyRow, AssignmentRow, AuditRecord, ChainCheck, ControlStore, DrainRow, Error, HealthRow,
-    Idempotency, PolicyRow, RoleRow, RolloutRow, RuntimeCursor, Stores, Write,
+    Idempotency, PolicyRow, ResourcePolicyRow, RoleRow, RolloutRow, RuntimeCursor, Stores, Write,
 };
 use berth_types::Status;
 use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
@@ -75,6 +75,7 @@ macro_rules! conformance {
             audit_chain_links_and_pages,
             audit_from_two_nodes_stays_one_chain,
             roles_and_access_keys,
+            resource_policies_put_replace_and_delete,
             memories_insert_put_list_and_purge,
             events_insert_dedupe_page_and_delete,
             sessions_actors_and_extraction_cursor,
@@ -1085,6 +1086,81 @@ async fn roles_and_access_keys<H: Harness>(h: &H) {
         ..key("BKAKONE", 1)
     };
     assert_eq!(s.access_keys().await.unwrap(), [revoked, key("BKAKTWO", 2)]);
+}
+
+async fn resource_policies_put_replace_and_delete<H: Harness>(h: &H) {
+    let s = node(h).await.control;
+    let rt = "arn:aws:bedrock-agentcore:us-east-1:000000000000:runtime/a_b-0123456789";
+    let ep = format!("{rt}/runtime-endpoint/prod");
+    // A runtime whose id matches `rt`'s `LIKE` pattern if `_` were not escaped.
+    let lookalike = "arn:aws:bedrock-agentcore:us-east-1:000000000000:runtime/aXb-0123456789";
+    let lookalike_ep = format!("{lookalike}/runtime-endpoint/prod");
+    let row = |arn: &str, policy: &str, at| ResourcePolicyRow {
+        resource_arn: arn.into(),
+        policy: policy.into(),
+        updated_at: at,
+    };
+    assert_eq!(s.resource_policy(rt).await.unwrap(), None);
+    s.apply(vec![
+        Write::PutResourcePolicy(row(rt, "{\"a\":1}", 1)),
+        Write::PutResourcePolicy(row(&ep, "{\"e\":1}", 1)),
+        Write::PutResourcePolicy(row(&lookalike_ep, "{\"l\":1}", 1)),
+    ])
+    .await
+    .unwrap();
+    // A put replaces the document, kept as written.
+    s.apply(vec![Write::PutResourcePolicy(row(rt, "{ \"a\": 2 }", 2))])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.resource_policy(rt).await.unwrap(),
+        Some(row(rt, "{ \"a\": 2 }", 2))
+    );
+    // One ARN alone.
+    s.apply(vec![Write::DeleteResourcePolicy {
+        arn: ep.clone(),
+        children: false,
+    }])
+    .await
+    .unwrap();
+    assert_eq!(s.resource_policy(&ep).await.unwrap(), None);
+    assert!(s.resource_policy(rt).await.unwrap().is_some());
+    // An ARN and everything under it, and nothing of another runtime.
+    s.apply(vec![Write::PutResourcePolicy(row(&ep, "{}", 3))])
+        .await
+        .unwrap();
+    s.apply(vec![Write::DeleteResourcePolicy {
+        arn: rt.into(),
+        children: true,
+    }])
+    .await
+    .unwrap();
+    assert_eq!(s.resource_policy(rt).await.unwrap(), None);
+    assert_eq!(s.resource_policy(&ep).await.unwrap(), None);
+    assert!(s.resource_policy(&lookalike_ep).await.unwrap().is_some());
+    // Deleting a runtime deletes the policies of it and its endpoints.
+    s.apply(vec![
+        Write::PutResourcePolicy(row(rt, "{}", 4)),
+        Write::PutResourcePolicy(row(&ep, "{}", 4)),
+    ])
+    .await
+    .unwrap();
+    s.apply(vec![Write::DeleteRuntime {
+        runtime_id: "a_b-0123456789".into(),
+        arn: rt.into(),
+    }])
+    .await
+    .unwrap();
+    assert_eq!(s.resource_policy(rt).await.unwrap(), None);
+    assert_eq!(s.resource_policy(&ep).await.unwrap(), None);
+    assert!(s.resource_policy(&lookalike_ep).await.unwrap().is_some());
+    // Deleting what is not there is a no-op.
+    s.apply(vec![Write::DeleteResourcePolicy {
+        arn: rt.into(),
+        children: false,
+    }])
+    .await
+    .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------

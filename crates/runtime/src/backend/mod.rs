@@ -71,6 +71,9 @@ pub struct AgentSpec {
     pub visible: Vec<PathBuf>,
     /// PUBLIC network mode (the default egress policy); `false` is VPC mode.
     pub public_network: bool,
+    /// The port the agent listens on (the version's `protocolConfiguration`: 8080 for HTTP and
+    /// AGUI, 8000 for MCP, 9000 for A2A, or the configured one).
+    pub port: u16,
 }
 
 /// Where an agent runs, for operators (`berth sessions list`).

@@ -92,6 +92,7 @@ impl super::SessionBackend for NamespaceBackend {
         sb.env = spec.env;
         sb.limits = o.limits;
         sb.isolation = o.isolation;
+        sb.agent_port = spec.port;
         // PUBLIC: the default egress policy plus the operator's allow-list; VPC: only the
         // allow-list (nothing at all when it is empty).
         let public = spec.public_network;

@@ -37,6 +37,10 @@ pub struct Record {
     pub agents: Mutex<Vec<Arc<Control>>>,
     /// Environment of the last agent started.
     pub last_env: Mutex<Vec<(String, String)>>,
+    /// Port of the last agent started (`AgentSpec::port`).
+    pub last_port: std::sync::atomic::AtomicU16,
+    /// Agents started from now on answer `/ping` with 404, as an MCP server does.
+    pub no_ping: AtomicBool,
 }
 
 /// Handle on one fake agent from the test's side.
@@ -102,8 +106,17 @@ struct FakeAgent {
 
 async fn answer(
     req: Request<hyper::body::Incoming>,
+    no_ping: bool,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_owned();
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mcp_method = header("mcp-method");
     let session = req
         .headers()
         .get("x-amzn-bedrock-agentcore-runtime-session-id")
@@ -112,7 +125,28 @@ async fn answer(
         .to_owned();
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let resp = match path.as_str() {
+        "/ping" if no_ping => {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = http::StatusCode::NOT_FOUND;
+            r
+        }
         "/ping" => Response::new(Full::new(Bytes::from_static(br#"{"status":"Healthy"}"#))),
+        "/mcp" => {
+            let mut out = format!("mcp {mcp_method} {session}:").into_bytes();
+            out.extend_from_slice(&body);
+            let mut r = Response::new(Full::new(Bytes::from(out)));
+            r.headers_mut()
+                .insert("mcp-session-id", http::HeaderValue::from_static("srv-1"));
+            r
+        }
+        "/.well-known/agent-card.json" => {
+            let mut r = Response::new(Full::new(Bytes::from_static(br#"{"name":"fake"}"#)));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
         "/invocations" if body.as_ref() == b"fail" => {
             let mut r = Response::new(Full::new(Bytes::from_static(b"boom")));
             *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
@@ -132,7 +166,7 @@ async fn answer(
     Ok(resp)
 }
 
-async fn serve(listener: TcpListener, cancel: CancellationToken) {
+async fn serve(listener: TcpListener, cancel: CancellationToken, no_ping: bool) {
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -140,8 +174,10 @@ async fn serve(listener: TcpListener, cancel: CancellationToken) {
         };
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(answer));
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(
+                TokioIo::new(stream),
+                hyper::service::service_fn(move |r| answer(r, no_ping)),
+            );
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = conn => {}
@@ -166,10 +202,12 @@ impl SessionBackend for FakeBackend {
         }
         self.record.started.fetch_add(1, Ordering::SeqCst);
         *self.record.last_env.lock().unwrap() = spec.env.clone();
+        self.record.last_port.store(spec.port, Ordering::SeqCst);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
-        tokio::spawn(serve(listener, cancel.clone()));
+        let no_ping = self.record.no_ping.load(Ordering::SeqCst);
+        tokio::spawn(serve(listener, cancel.clone(), no_ping));
         let (exit_tx, exit_rx) = watch::channel(None);
         let control = Arc::new(Control {
             id: spec.id.clone(),

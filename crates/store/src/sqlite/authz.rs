@@ -2,7 +2,7 @@
 
 use super::cols::corrupt;
 use crate::Error;
-use crate::authz::{AccessKeyRow, RoleRow};
+use crate::authz::{AccessKeyRow, ResourcePolicyRow, RoleRow};
 use berth_types::EpochMillis;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
@@ -131,6 +131,69 @@ pub(crate) async fn access_keys(pool: &SqlitePool) -> Result<Vec<AccessKeyRow>, 
         .iter()
         .map(key_row)
         .collect()
+}
+
+pub(crate) async fn put_resource_policy(
+    tx: &mut SqliteConnection,
+    r: &ResourcePolicyRow,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO resource_policies (resource_arn, policy, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (resource_arn) DO UPDATE SET policy = excluded.policy, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(&r.resource_arn)
+    .bind(&r.policy)
+    .bind(r.updated_at)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_resource_policy(
+    tx: &mut SqliteConnection,
+    arn: &str,
+    children: bool,
+) -> Result<(), Error> {
+    if children {
+        // `LIKE` with the ARN's own `_`/`%` escaped, so only ARNs under this one match.
+        let escaped = arn
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        sqlx::query(
+            "DELETE FROM resource_policies WHERE resource_arn = $1 \
+             OR resource_arn LIKE $2 ESCAPE '\\'",
+        )
+        .bind(arn)
+        .bind(format!("{escaped}/%"))
+        .execute(tx)
+        .await?;
+    } else {
+        sqlx::query("DELETE FROM resource_policies WHERE resource_arn = $1")
+            .bind(arn)
+            .execute(tx)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn resource_policy(
+    pool: &SqlitePool,
+    arn: &str,
+) -> Result<Option<ResourcePolicyRow>, Error> {
+    let Some(r) = sqlx::query("SELECT * FROM resource_policies WHERE resource_arn = $1")
+        .bind(arn)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(ResourcePolicyRow {
+        resource_arn: r.try_get("resource_arn")?,
+        policy: r.try_get("policy")?,
+        updated_at: r.try_get("updated_at")?,
+    }))
 }
 
 #[cfg(test)]

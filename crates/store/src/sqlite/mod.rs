@@ -15,7 +15,7 @@ mod traffic;
 
 use crate::{
     AccessKeyRow, AssignmentRow, AuditRow, ControlStore, DrainRow, Error, HealthRow, Idempotency,
-    PolicyRow, RoleRow, RolloutRow, RuntimeCursor, Write,
+    PolicyRow, ResourcePolicyRow, RoleRow, RolloutRow, RuntimeCursor, Write,
 };
 use async_trait::async_trait;
 use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
@@ -267,6 +267,7 @@ impl ControlStore for SqliteStore {
                         .bind(format!("{arn}/%"))
                         .execute(&mut *tx)
                         .await?;
+                    authz::delete_resource_policy(&mut tx, arn, true).await?;
                     sqlx::query("DELETE FROM runtimes WHERE id = $1")
                         .bind(runtime_id)
                         .execute(&mut *tx)
@@ -340,6 +341,10 @@ impl ControlStore for SqliteStore {
                 Write::DeleteRole { name } => authz::delete_role(&mut tx, name).await?,
                 Write::InsertAccessKey(k) => authz::insert_key(&mut tx, k).await?,
                 Write::RevokeAccessKey { id, at } => authz::revoke_key(&mut tx, id, *at).await?,
+                Write::PutResourcePolicy(r) => authz::put_resource_policy(&mut tx, r).await?,
+                Write::DeleteResourcePolicy { arn, children } => {
+                    authz::delete_resource_policy(&mut tx, arn, *children).await?
+                }
             }
         }
         tx.commit().await?;
@@ -574,5 +579,9 @@ impl ControlStore for SqliteStore {
 
     async fn access_keys(&self) -> Result<Vec<AccessKeyRow>, Error> {
         authz::access_keys(&self.reader).await
+    }
+
+    async fn resource_policy(&self, arn: &str) -> Result<Option<ResourcePolicyRow>, Error> {
+        authz::resource_policy(&self.reader, arn).await
     }
 }

@@ -1,0 +1,81 @@
+//! Data-plane routes of the agent protocols beyond `InvokeAgentRuntime` (which forwards to each
+//! version's protocol port and path itself): `GetAgentCard`, the A2A agent's card.
+
+use crate::AppState;
+use crate::data_api::{
+    SESSION_HEADER, USER_HEADER, error_body, invoke_error, parse_call, session_id,
+};
+use crate::error::{RequestId, WireError};
+use axum::Extension;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{RawPathParams, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use berth_api::{ApiError, ErrorKind};
+use berth_auth::Verified;
+use berth_runtime::invoker::{Invocation, Op};
+
+/// `GetAgentCard` (`GET /runtimes/{arn}/invocations/.well-known/agent-card.json`): routed and
+/// admitted like an invocation (same qualifier, session header, quotas), then the agent's own
+/// `GET /.well-known/agent-card.json` is returned as the payload (`agentCard`, a document).
+pub async fn get_agent_card(
+    State(s): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    verified: Option<Extension<Verified>>,
+    path: Result<RawPathParams, RawPathParamsRejection>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, WireError> {
+    let call = parse_call(&s, path, q.as_deref())?;
+    let sid =
+        session_id(&headers)?.unwrap_or_else(|| format!("berth-{}", berth_types::new_request_id()));
+    let inv = Invocation {
+        runtime_id: &call.runtime_id,
+        qualifier: call.qualifier.as_deref(),
+        session_id: &sid,
+        user_id: headers.get(USER_HEADER).and_then(|v| v.to_str().ok()),
+        actor: verified
+            .as_ref()
+            .map(|v| v.principal.access_key_id.as_str()),
+        request_id: &rid.0,
+        headers: &headers,
+        body: Bytes::new(),
+        op: Op::AgentCard,
+    };
+    let resp = s.invoker.invoke(inv).await.map_err(invoke_error)?;
+    let (parts, stream) = resp.into_parts();
+    let status = parts.status;
+    if !status.is_success() || status.as_u16() >= 600 {
+        let detail = error_body(stream).await;
+        return Err(ApiError::new(
+            ErrorKind::RuntimeClient,
+            format!(
+                "Received error ({}) from runtime while getting the agent card: {detail}",
+                status.as_u16()
+            ),
+        )
+        .into());
+    }
+    let mut out = Response::new(Body::from_stream(stream));
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("application/json")),
+    );
+    if let Ok(v) = HeaderValue::from_str(&sid) {
+        out.headers_mut().insert(SESSION_HEADER, v);
+    }
+    Ok(out)
+}
+
+/// The routes.
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new().route(
+        "/runtimes/{agentRuntimeId}/invocations/.well-known/agent-card.json",
+        axum::routing::get(get_agent_card),
+    )
+}

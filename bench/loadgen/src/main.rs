@@ -13,6 +13,7 @@
 //! `BERTH_ACCESS_KEY_ID` / `BERTH_SECRET_ACCESS_KEY`).
 
 mod affinity;
+mod attack;
 mod client;
 mod cold;
 mod memory;
@@ -123,6 +124,25 @@ enum Command {
     Presign {
         #[command(flatten)]
         request: RequestArgs,
+    },
+    /// B8's hostile clients: idle sockets and unauthenticated uploads held against a server
+    /// until stdin closes (prints `ready` on stderr once in place, its report on stdout at the end).
+    Attack {
+        /// The server's address (host:port).
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        /// Connections that never send a byte.
+        #[arg(long, default_value_t = 2000)]
+        idle_sockets: usize,
+        /// Concurrent unauthenticated uploads.
+        #[arg(long, default_value_t = 8)]
+        uploaders: usize,
+        /// The `Content-Length` each upload announces (and sends, if the server reads it).
+        #[arg(long, default_value_t = 100_000_000)]
+        upload_bytes: u64,
+        /// Most uploads one uploader starts per second.
+        #[arg(long, default_value_t = 10.0)]
+        starts_per_s: f64,
     },
     /// Memory probes (B6): CreateEvent throughput, raw store rate, seeding, retrieval recall.
     Memory {
@@ -287,6 +307,23 @@ async fn run(command: Command, threads: usize) -> anyhow::Result<String> {
             let report = tokio::task::spawn_blocking(move || rate::run(template, cfg, threads))
                 .await
                 .context("the load generator panicked")??;
+            serde_json::to_string_pretty(&report)?
+        }
+        Command::Attack {
+            addr,
+            idle_sockets,
+            uploaders,
+            upload_bytes,
+            starts_per_s,
+        } => {
+            let report = attack::run(attack::AttackConfig {
+                addr,
+                idle_sockets,
+                uploaders,
+                upload_bytes,
+                starts_per_s,
+            })
+            .await?;
             serde_json::to_string_pretty(&report)?
         }
         Command::Sse {

@@ -59,8 +59,12 @@ struct Inner {
     store: Arc<dyn ControlStore>,
     partition: Partition,
     deployer: Arc<dyn Deployer>,
-    /// Serialises mutations so read-modify-write sequences see each other. Reads never take it.
-    /// A multi-node deployment replaces this with the store's compare-and-set guards.
+    /// Serialises this node's mutations so read-modify-write sequences see each other. Reads
+    /// never take it, and neither does slow work: builds, teardown (`Deployer::retire`,
+    /// `drain`), warming and rollout signal evaluation run with it released, and what they
+    /// commit afterwards is checked against a fresh read and the store's conditional writes
+    /// (`Write::UpdateRuntime`, `Write::UpdateRollout`), which is also what keeps several nodes
+    /// on one store correct.
     write_lock: Mutex<()>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -535,6 +539,9 @@ impl Control {
                 ])
                 .await
                 .map_err(internal)?;
+            // The version row is gone, so nothing routes to it any more; stopping its sessions
+            // and freeing its build is slow and stays outside the write lock.
+            drop(_g);
             self.inner.deployer.retire(&rt.id, Some(version)).await;
             return Ok(json!({
                 "status": "DELETING", "agentRuntimeId": rt.id, "agentRuntimeVersion": version.to_string()

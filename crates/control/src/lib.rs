@@ -19,7 +19,7 @@
 pub mod access;
 pub mod audit;
 mod controller;
-mod deployer;
+pub mod deployer;
 pub mod health;
 mod paging;
 pub mod rollout;
@@ -74,9 +74,10 @@ struct Inner {
     health: Health,
 }
 
+/// A store failure as the caller sees it: InternalServerException, the cause kept for the one
+/// log line the server writes with the request id (`server::error`).
 fn internal(e: berth_store::Error) -> ApiError {
-    error!(error = %e, "store failure");
-    ApiError::internal()
+    ApiError::internal_because(format_args!("control store: {e}"))
 }
 
 fn str_of<'a>(input: &'a Value, key: &str) -> Option<&'a str> {
@@ -1046,7 +1047,7 @@ impl Control {
                 } else {
                     Status::UpdateFailed
                 };
-                v.failure_reason = Some(reason.clone());
+                v.failure_reason = Some(reason.to_string());
                 warn!(%runtime_id, version, %reason, "version build failed");
             }
         }
@@ -1077,7 +1078,7 @@ impl Control {
                             // The endpoint still moves; its previous version just does not
                             // drain by deadline.
                             Err(err) => {
-                                warn!(%runtime_id, endpoint = %e.name, error = %err.message, "recording the traffic change failed")
+                                warn!(%runtime_id, endpoint = %e.name, error = %err.detail(), "recording the traffic change failed")
                             }
                         }
                     }

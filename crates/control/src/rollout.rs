@@ -417,7 +417,7 @@ fn analysis_body(w: &Window, a: &Analysis, at: EpochMillis) -> Value {
 pub(crate) fn spec_of(r: &RolloutRow) -> Result<RolloutSpec, ApiError> {
     serde_json::from_value(r.spec.clone()).map_err(|e| {
         warn!(rollout = %r.id, error = %e, "unreadable rollout spec");
-        ApiError::internal()
+        ApiError::internal_because(format_args!("unreadable rollout spec: {e}"))
     })
 }
 

@@ -246,7 +246,7 @@ impl Policy {
         };
         let corrupt = |e: serde_json::Error| {
             warn!(runtime_id = %row.runtime_id, endpoint = %row.endpoint, error = %e, "unreadable traffic policy");
-            ApiError::internal()
+            ApiError::internal_because(format_args!("unreadable traffic policy: {e}"))
         };
         Ok(Self {
             weights: serde_json::from_value(row.weights.clone()).map_err(corrupt)?,

@@ -69,7 +69,11 @@ impl Deployer for TestDeployer {
     fn check(&self, _: &RuntimeSpec) -> Result<(), ApiError> {
         Ok(())
     }
-    async fn build(&self, _: &Runtime, v: &RuntimeVersion) -> Result<String, String> {
+    async fn build(
+        &self,
+        _: &Runtime,
+        v: &RuntimeVersion,
+    ) -> Result<String, berth_control::deployer::Error> {
         Ok(format!("sha256:{}", v.version))
     }
     async fn retire(&self, _: &str, _: Option<u32>) {
@@ -77,7 +81,12 @@ impl Deployer for TestDeployer {
             gate.pass().await;
         }
     }
-    async fn drain(&self, runtime_id: &str, endpoint: &str, version: u32) -> Result<usize, String> {
+    async fn drain(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        version: u32,
+    ) -> Result<usize, berth_control::deployer::Error> {
         self.0
             .drained
             .lock()

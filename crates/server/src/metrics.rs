@@ -68,6 +68,9 @@ impl EncodeMetric for Latency<'_> {
     }
 }
 
+/// A counter family: name (without `_total`), help, and its value in a series.
+type Counter = (&'static str, &'static str, fn(&HealthRow) -> u64);
+
 /// Every series' totals since start, read from `Health` at scrape time. The invocation path
 /// only updates `Health`'s counters; the exposition costs nothing until someone scrapes.
 #[derive(Debug)]
@@ -75,7 +78,7 @@ struct Totals(Vec<HealthRow>);
 
 impl Collector for Totals {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counters: [(&str, &str, fn(&HealthRow) -> u64); 2] = [
+        let counters: [Counter; 2] = [
             (
                 "berth_invocations",
                 "Invocations answered, per endpoint and version.",

@@ -206,8 +206,8 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     /// The operator's egress allow-list.
     pub egress_allow: Vec<berth_runtime::sandbox::EgressRule>,
-    /// Memory settings in `berth_memory::Options::configure`'s naming.
-    pub memory: MemorySettings,
+    /// Memory settings (typed; `Debug` shows no secret).
+    pub memory: berth_memory::Settings,
     /// How long in-flight work may run on after a stop signal.
     pub shutdown_drain: std::time::Duration,
     /// Caps on sandboxes and on new sessions per second.
@@ -216,23 +216,6 @@ pub struct Config {
     pub parent_limits: berth_runtime::sandbox::ParentLimits,
     /// Connection and body limits of the HTTP edge.
     pub edge: berth_server::EdgeOptions,
-}
-
-/// The settings `berth_memory::Options::configure` reads: the process environment with the
-/// memory flags (or config file keys) laid over it. `Debug` shows the keys only: values include
-/// API keys and AWS secrets.
-pub struct MemorySettings(pub HashMap<String, String>);
-
-impl std::fmt::Debug for MemorySettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut keys: Vec<&String> = self
-            .0
-            .keys()
-            .filter(|k| k.starts_with("BERTH_") || k.starts_with("AWS_"))
-            .collect();
-        keys.sort();
-        f.debug_tuple("MemorySettings").field(&keys).finish()
-    }
 }
 
 /// Memory settings and the `berth serve` flag that sets each (the API keys are set through the
@@ -253,62 +236,53 @@ const MEMORY_FLAGS: [(&str, &str); 9] = [
 ];
 
 impl ServeArgs {
-    /// The memory settings for `berth_memory::Options::configure`: the process environment
-    /// (`env`, which also carries `AWS_*` credentials) with the layered memory keys (already
-    /// file <- env <- flag, see [`ServeArgs::over`]) set over it.
-    fn memory_settings(&self, mut env: HashMap<String, String>) -> anyhow::Result<MemorySettings> {
-        let values = [
-            ("BERTH_EMBEDDING_MODEL", self.embedding_model.clone()),
-            ("BERTH_EMBEDDING_API_URL", self.embedding_api_url.clone()),
-            (
-                "BERTH_EMBEDDING_API_MODEL",
-                self.embedding_api_model.clone(),
-            ),
-            (
-                "BERTH_EMBEDDING_API_DIMS",
-                self.embedding_api_dims.map(|n| n.to_string()),
-            ),
-            (
-                "BERTH_MEMORY_MODEL_PROVIDER",
-                self.memory_model_provider.clone(),
-            ),
-            ("BERTH_MEMORY_MODEL_URL", self.memory_model_url.clone()),
-            ("BERTH_MEMORY_MODEL", self.memory_model.clone()),
-            (
-                "BERTH_MEMORY_MODEL_REGION",
-                self.memory_model_region.clone(),
-            ),
-            (
-                "BERTH_MEMORY_EXTRACTION_DELAY_MS",
-                self.memory_extraction_delay_ms.map(|n| n.to_string()),
-            ),
-        ];
-        for (key, value) in values {
-            if let Some(v) = value {
-                env.insert(key.to_owned(), v);
-            }
-        }
+    /// The memory settings: the layered memory keys (file <- env <- flag, see
+    /// [`ServeArgs::over`]), the API keys from the variables the flags name (or
+    /// `BERTH_EMBEDDING_API_KEY` / `BERTH_MEMORY_MODEL_API_KEY` themselves), and the `AWS_*`
+    /// variables Bedrock signs with, all from `env` (the process environment, a parameter so tests
+    /// never touch the real one).
+    fn memory_settings(
+        &self,
+        env: HashMap<String, String>,
+    ) -> anyhow::Result<berth_memory::Settings> {
+        let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
         // Keys never come from argv (visible in `ps`): the flags name the variable holding one.
-        let key_vars = [
-            (
+        let key = |own: &str, flag: &str, var: &Option<String>| -> anyhow::Result<Option<String>> {
+            let Some(var) = var else {
+                return Ok(get(own));
+            };
+            match get(var) {
+                Some(secret) => Ok(Some(secret)),
+                None => bail!("{flag}: environment variable {var:?} is not set or empty"),
+            }
+        };
+        Ok(berth_memory::Settings {
+            embedding_model: self.embedding_model.clone(),
+            embedding_api_url: self.embedding_api_url.clone(),
+            embedding_api_model: self.embedding_api_model.clone(),
+            embedding_api_key: key(
                 "BERTH_EMBEDDING_API_KEY",
                 "--embedding-api-key-env (BERTH_EMBEDDING_API_KEY_ENV)",
-                self.embedding_api_key_env.clone(),
-            ),
-            (
+                &self.embedding_api_key_env,
+            )?,
+            embedding_api_dims: self.embedding_api_dims,
+            model_provider: self.memory_model_provider.clone(),
+            model_url: self.memory_model_url.clone(),
+            model: self.memory_model.clone(),
+            model_api_key: key(
                 "BERTH_MEMORY_MODEL_API_KEY",
                 "--memory-model-api-key-env (BERTH_MEMORY_MODEL_API_KEY_ENV)",
-                self.memory_model_api_key_env.clone(),
+                &self.memory_model_api_key_env,
+            )?,
+            model_region: self.memory_model_region.clone(),
+            extraction_delay_ms: self.memory_extraction_delay_ms,
+            aws_region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
+            aws_credentials: (
+                get("AWS_ACCESS_KEY_ID"),
+                get("AWS_SECRET_ACCESS_KEY"),
+                get("AWS_SESSION_TOKEN"),
             ),
-        ];
-        for (key, flag, var) in key_vars {
-            let Some(var) = var else { continue };
-            let Some(secret) = env.get(&var).filter(|v| !v.is_empty()).cloned() else {
-                bail!("{flag}: environment variable {var:?} is not set or empty");
-            };
-            env.insert(key.to_owned(), secret);
-        }
-        Ok(MemorySettings(env))
+        })
     }
 }
 
@@ -652,7 +626,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut cfg = args.resolve()?;
     // Before anything is opened or bound, so a bad memory setting fails the start at once.
     let mut memory_opts =
-        berth_memory::Options::configure(cfg.partition.clone(), &cfg.data_dir, &cfg.memory.0)
+        berth_memory::Options::configure(cfg.partition.clone(), &cfg.data_dir, &cfg.memory)
             .map_err(memory_config_error)?;
     let caps = berth_runtime::probe();
     choose_isolation(&mut cfg, &caps)?;
@@ -677,7 +651,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 memory_opts = berth_memory::Options::configure(
                     cfg.partition.clone(),
                     &cfg.data_dir,
-                    &cfg.memory.0,
+                    &cfg.memory,
                 )
                 .map_err(memory_config_error)?;
             }
@@ -970,9 +944,8 @@ fn choose_isolation(cfg: &mut Config, caps: &berth_runtime::Capabilities) -> any
 
 /// Whether the memory settings leave the embedder at its default (MiniLM in process), rather than
 /// naming a model dir, `none` or an embeddings API.
-fn wants_default_embedder(settings: &MemorySettings) -> bool {
-    let set = |k: &str| settings.0.get(k).is_some_and(|v| !v.is_empty());
-    !set("BERTH_EMBEDDING_MODEL") && !set("BERTH_EMBEDDING_API_URL")
+fn wants_default_embedder(settings: &berth_memory::Settings) -> bool {
+    settings.embedding_model.is_none() && settings.embedding_api_url.is_none()
 }
 
 #[cfg(test)]
@@ -1020,19 +993,19 @@ mod tests {
             .unwrap();
         // flag over file
         assert_eq!(cfg.quotas.host_live, 30);
-        assert_eq!(cfg.memory.0["BERTH_MEMORY_MODEL"], "from-flag");
+        assert_eq!(cfg.memory.model.as_deref(), Some("from-flag"));
         assert_eq!(cfg.edge.idle_timeout, std::time::Duration::from_millis(11));
         assert_eq!(cfg.quotas.host_rate, 2.5);
         assert_eq!(cfg.edge.max_connections, 7);
         // file over default
         assert_eq!(cfg.warm_pool, 3);
         assert_eq!(cfg.partition.region, "eu-west-1");
-        assert_eq!(cfg.memory.0["BERTH_MEMORY_MODEL_URL"], "http://file/v1");
+        assert_eq!(cfg.memory.model_url.as_deref(), Some("http://file/v1"));
         assert_eq!(cfg.egress_allow.len(), 1);
         // defaults
         assert_eq!(cfg.listen, "127.0.0.1:8750");
         assert_eq!(cfg.start_timeout, std::time::Duration::from_secs(60));
-        assert_eq!(cfg.memory.0["AWS_REGION"], "eu-west-1");
+        assert_eq!(cfg.memory.aws_region.as_deref(), Some("eu-west-1"));
     }
 
     #[test]
@@ -1071,7 +1044,7 @@ mod tests {
     }
 
     #[test]
-    fn memory_flags_win_over_env_which_wins_over_the_file() {
+    fn memory_settings_are_the_layered_keys_with_aws_from_the_environment() {
         let args = ServeArgs {
             memory_model: Some("from-flag".into()),
             memory_extraction_delay_ms: Some(250),
@@ -1093,14 +1066,14 @@ mod tests {
                 ("BERTH_MEMORY_MODEL", "from-env"),
                 ("AWS_REGION", "eu-west-1"),
             ]))
-            .unwrap()
-            .0;
-        assert_eq!(s["BERTH_MEMORY_MODEL"], "from-flag");
-        assert_eq!(s["BERTH_MEMORY_MODEL_PROVIDER"], "bedrock-converse");
-        assert_eq!(s["BERTH_MEMORY_MODEL_URL"], "http://file/v1");
-        assert_eq!(s["BERTH_MEMORY_EXTRACTION_DELAY_MS"], "250");
-        assert_eq!(s["BERTH_EMBEDDING_API_DIMS"], "1536");
-        assert_eq!(s["AWS_REGION"], "eu-west-1");
+            .unwrap();
+        // The variables of memory keys are clap's to read (into the flags): the map's is ignored.
+        assert_eq!(s.model.as_deref(), Some("from-flag"));
+        assert_eq!(s.model_provider.as_deref(), Some("bedrock-converse"));
+        assert_eq!(s.model_url.as_deref(), Some("http://file/v1"));
+        assert_eq!(s.extraction_delay_ms, Some(250));
+        assert_eq!(s.embedding_api_dims, Some(1536));
+        assert_eq!(s.aws_region.as_deref(), Some("eu-west-1"));
     }
 
     #[test]
@@ -1117,8 +1090,8 @@ mod tests {
                 ("BERTH_MEMORY_MODEL_API_KEY", "overridden"),
             ]))
             .unwrap();
-        assert_eq!(s.0["BERTH_MEMORY_MODEL_API_KEY"], "sk-model");
-        assert_eq!(s.0["BERTH_EMBEDDING_API_KEY"], "sk-emb");
+        assert_eq!(s.model_api_key.as_deref(), Some("sk-model"));
+        assert_eq!(s.embedding_api_key.as_deref(), Some("sk-emb"));
         let shown = format!("{s:?}");
         assert!(!shown.contains("sk-"), "{shown}");
 

@@ -303,7 +303,11 @@ def test_a_healthy_rollout_walks_every_step_to_100_percent_by_itself(server):
     assert by_version[2]["invocations"] >= 8 and by_version[2]["errors"] == 0, by_version
     assert by_version[1]["newSessions"] >= 1 and by_version[2]["p99Ms"] is not None
     signed = native(server, "GET", "/berth/v1/metrics")
-    assert signed.status == 200 and signed.headers["content-type"].startswith("text/plain")
+    # OpenMetrics text (prometheus-client writes it; Prometheus scrapes it natively).
+    assert signed.status == 200 and signed.headers["content-type"].startswith(
+        "application/openmetrics-text"
+    ), signed.headers
+    assert signed.body.decode().endswith("# EOF\n")
     assert f'berth_invocations_total{{runtime_id="{rid}",endpoint="prod",version="2"}}' in signed.body.decode()
     # The latest start's listener (the restart test restarted this server).
     urls = re.findall(r"prometheus metrics on (http://\S+/metrics)", server.log_path.read_text())

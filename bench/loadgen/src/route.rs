@@ -420,8 +420,14 @@ impl Deployer for NoSessions {
     fn check(&self, _: &RuntimeSpec) -> Result<(), ApiError> {
         Ok(())
     }
-    async fn build(&self, _: &Runtime, _: &RuntimeVersion) -> Result<String, String> {
-        Err("the route-cost probe builds nothing".into())
+    async fn build(
+        &self,
+        _: &Runtime,
+        _: &RuntimeVersion,
+    ) -> Result<String, berth_control::deployer::Error> {
+        Err(berth_control::deployer::Error::Unsupported(
+            "the route-cost probe builds nothing".into(),
+        ))
     }
     async fn retire(&self, _: &str, _: Option<u32>) {}
 }

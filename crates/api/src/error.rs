@@ -79,7 +79,7 @@ pub struct FieldError {
 
 /// One error as it goes on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {message}", kind.code())]
+#[error("{}: {message}{}", kind.code(), .cause.as_deref().map(|c| format!(" (cause: {c})")).unwrap_or_default())]
 pub struct ApiError {
     /// Which exception.
     pub kind: ErrorKind,
@@ -94,6 +94,10 @@ pub struct ApiError {
     pub code_override: Option<&'static str>,
     /// Overrides `kind.status()` together with `code_override`.
     pub status_override: Option<u16>,
+    /// What went wrong inside, for the server's log only: never serialised, never sent. Set on
+    /// internal errors so the one log line of a 500 (written where the error becomes a response,
+    /// with the request id) says why.
+    pub cause: Option<String>,
 }
 
 impl ApiError {
@@ -106,6 +110,7 @@ impl ApiError {
             field_list: Vec::new(),
             code_override: None,
             status_override: None,
+            cause: None,
         }
     }
 
@@ -168,6 +173,22 @@ impl ApiError {
             ErrorKind::Internal,
             "an internal error occurred; retry the request",
         )
+    }
+
+    /// InternalServerException whose `cause` (logged with the request id, never sent) is `cause`.
+    pub fn internal_because(cause: impl std::fmt::Display) -> Self {
+        Self::internal().with_cause(cause)
+    }
+
+    /// The same error, with `cause` recorded for the log.
+    pub fn with_cause(mut self, cause: impl std::fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
+    }
+
+    /// What to log about this error: its cause when it has one, else its message.
+    pub fn detail(&self) -> &str {
+        self.cause.as_deref().unwrap_or(&self.message)
     }
 
     /// An error with a code that is not a modelled shape (authentication failures).

@@ -1,15 +1,16 @@
 //! `berth serve` flags of the HTTP edge (connection and body limits, timeouts), their `[edge]`
 //! table in the config file, and the hook that serves Berth's API inside each sandbox.
 
-use anyhow::bail;
+use crate::serve::{invalid, positive};
 use berth_server::{AppState, Edge, EdgeOptions};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Edge limits of `berth serve`. Each is also read from `BERTH_<NAME>` and from the config file's
-/// `[edge]` table (same names, `_` for `-`).
-#[derive(clap::Args, Debug, Default)]
+/// `[edge]` table (same names, `_` for `-`): one struct for clap and serde, as `ServeArgs`.
+#[derive(clap::Args, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EdgeArgs {
     /// Connections held at once; at the limit idle ones are closed for new ones [default: 4096].
     #[arg(long, env = "BERTH_MAX_CONNECTIONS")]
@@ -40,107 +41,73 @@ pub struct EdgeArgs {
     pub sandbox_body_budget_mib: Option<usize>,
 }
 
-/// The config file's `[edge]` table.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct EdgeFile {
-    max_connections: Option<usize>,
-    header_timeout_ms: Option<u64>,
-    idle_timeout_ms: Option<u64>,
-    body_stall_timeout_ms: Option<u64>,
-    large_body_mib: Option<usize>,
-    small_body_mib: Option<usize>,
-    body_budget_mib: Option<usize>,
-    sandbox_max_connections: Option<usize>,
-    sandbox_body_budget_mib: Option<usize>,
-}
-
 const MIB: usize = 1024 * 1024;
 
 impl EdgeArgs {
-    /// Flags over the file over the defaults; every value must be at least 1.
-    pub fn resolve(self, file: Option<EdgeFile>) -> anyhow::Result<EdgeOptions> {
-        let file = file.unwrap_or_default();
-        let d = EdgeOptions::default();
-        fn pick<T: Copy + PartialEq + From<u8>>(
-            key: &str,
-            flag: Option<T>,
-            file: Option<T>,
-            default: T,
-        ) -> anyhow::Result<T> {
-            let v = flag.or(file).unwrap_or(default);
-            if v == T::from(0) {
-                bail!("{key}: must be at least 1");
-            }
-            Ok(v)
+    /// Flags (over their variables) over the config file's `[edge]` table.
+    pub fn over(self, file: EdgeArgs) -> EdgeArgs {
+        EdgeArgs {
+            max_connections: self.max_connections.or(file.max_connections),
+            header_timeout_ms: self.header_timeout_ms.or(file.header_timeout_ms),
+            idle_timeout_ms: self.idle_timeout_ms.or(file.idle_timeout_ms),
+            body_stall_timeout_ms: self.body_stall_timeout_ms.or(file.body_stall_timeout_ms),
+            large_body_mib: self.large_body_mib.or(file.large_body_mib),
+            small_body_mib: self.small_body_mib.or(file.small_body_mib),
+            body_budget_mib: self.body_budget_mib.or(file.body_budget_mib),
+            sandbox_max_connections: self
+                .sandbox_max_connections
+                .or(file.sandbox_max_connections),
+            sandbox_body_budget_mib: self
+                .sandbox_body_budget_mib
+                .or(file.sandbox_body_budget_mib),
         }
-        let ms = |key, flag, file, default: Duration| -> anyhow::Result<Duration> {
+    }
+
+    /// Layered values over the defaults; every value must be at least 1.
+    pub fn resolve(self) -> anyhow::Result<EdgeOptions> {
+        let d = EdgeOptions::default();
+        let pick = |key, v: Option<usize>, default: usize| positive(key, v.unwrap_or(default));
+        let ms = |key, v: Option<u64>, default: Duration| -> anyhow::Result<Duration> {
             let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
-            Ok(Duration::from_millis(pick(key, flag, file, default)?))
+            Ok(Duration::from_millis(positive(key, v.unwrap_or(default))?))
         };
-        let mib = |key, flag, file, default: usize| -> anyhow::Result<usize> {
-            pick(key, flag, file, default / MIB)?
+        let mib = |key, v: Option<usize>, default: usize| -> anyhow::Result<usize> {
+            positive(key, v.unwrap_or(default / MIB))?
                 .checked_mul(MIB)
-                .ok_or_else(|| anyhow::anyhow!("{key}: too large"))
+                .ok_or_else(|| invalid(key, "too large"))
         };
         let opts = EdgeOptions {
-            max_connections: pick(
-                "max_connections",
-                self.max_connections,
-                file.max_connections,
-                d.max_connections,
-            )?,
+            max_connections: pick("max_connections", self.max_connections, d.max_connections)?,
             header_read_timeout: ms(
                 "header_timeout_ms",
                 self.header_timeout_ms,
-                file.header_timeout_ms,
                 d.header_read_timeout,
             )?,
-            idle_timeout: ms(
-                "idle_timeout_ms",
-                self.idle_timeout_ms,
-                file.idle_timeout_ms,
-                d.idle_timeout,
-            )?,
+            idle_timeout: ms("idle_timeout_ms", self.idle_timeout_ms, d.idle_timeout)?,
             body_stall_timeout: ms(
                 "body_stall_timeout_ms",
                 self.body_stall_timeout_ms,
-                file.body_stall_timeout_ms,
                 d.body_stall_timeout,
             )?,
-            large_body_limit: mib(
-                "large_body_mib",
-                self.large_body_mib,
-                file.large_body_mib,
-                d.large_body_limit,
-            )?,
-            small_body_limit: mib(
-                "small_body_mib",
-                self.small_body_mib,
-                file.small_body_mib,
-                d.small_body_limit,
-            )?,
-            body_budget: mib(
-                "body_budget_mib",
-                self.body_budget_mib,
-                file.body_budget_mib,
-                d.body_budget,
-            )?,
+            large_body_limit: mib("large_body_mib", self.large_body_mib, d.large_body_limit)?,
+            small_body_limit: mib("small_body_mib", self.small_body_mib, d.small_body_limit)?,
+            body_budget: mib("body_budget_mib", self.body_budget_mib, d.body_budget)?,
             sandbox_max_connections: pick(
                 "sandbox_max_connections",
                 self.sandbox_max_connections,
-                file.sandbox_max_connections,
                 d.sandbox_max_connections,
             )?,
             sandbox_body_budget: mib(
                 "sandbox_body_budget_mib",
                 self.sandbox_body_budget_mib,
-                file.sandbox_body_budget_mib,
                 d.sandbox_body_budget,
             )?,
         };
         if opts.body_budget < opts.large_body_limit {
-            bail!("body_budget_mib: must hold at least one body of large_body_mib");
+            return Err(invalid(
+                "body_budget_mib",
+                "must hold at least one body of large-body-mib",
+            ));
         }
         Ok(opts)
     }
@@ -183,12 +150,12 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_and_zero_is_refused() {
-        let file: EdgeFile = toml::from_str("max_connections = 10\nsmall_body_mib = 2").unwrap();
+        let file: EdgeArgs = toml::from_str("max_connections = 10\nsmall_body_mib = 2").unwrap();
         let args = EdgeArgs {
             max_connections: Some(20),
             ..EdgeArgs::default()
         };
-        let o = args.resolve(Some(file)).unwrap();
+        let o = args.over(file).resolve().unwrap();
         assert_eq!(o.max_connections, 20);
         assert_eq!(o.small_body_limit, 2 * MIB);
         assert_eq!(o.large_body_limit, 100 * MIB);
@@ -196,7 +163,10 @@ mod tests {
             header_timeout_ms: Some(0),
             ..EdgeArgs::default()
         };
-        let err = zero.resolve(None).unwrap_err().to_string();
-        assert!(err.starts_with("header_timeout_ms"), "{err}");
+        let err = zero.resolve().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid value for header-timeout-ms (BERTH_HEADER_TIMEOUT_MS): must be at least 1"
+        );
     }
 }

@@ -11,11 +11,16 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// Flags of `berth serve`. Each is also read from `BERTH_<NAME>` and from the config file.
-#[derive(clap::Args, Debug, Default)]
+/// The configuration of `berth serve`, defined once: clap reads it from the flags and their
+/// `BERTH_<NAME>` variables, serde from the config file (TOML, keys as the long flags with `_`,
+/// the edge's in an `[edge]` table), and [`ServeArgs::over`] lays the first over the second.
+/// [`ServeArgs::resolve`] then fills defaults and validates, naming the key at fault.
+#[derive(clap::Args, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServeArgs {
     /// Config file (TOML, keys as the long flags with `_`), e.g. `listen = "0.0.0.0:8750"`.
     #[arg(long, env = "BERTH_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8750].
     #[arg(long, env = "BERTH_LISTEN")]
@@ -167,51 +172,6 @@ pub struct ServeArgs {
     pub edge: crate::edge_args::EdgeArgs,
 }
 
-/// The config file: the same keys as the flags.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<String>,
-    data_dir: Option<PathBuf>,
-    region: Option<String>,
-    account_id: Option<String>,
-    store: Option<String>,
-    artifact_store: Option<String>,
-    isolation: Option<String>,
-    warm_pool: Option<usize>,
-    start_timeout: Option<u64>,
-    ping_interval_ms: Option<u64>,
-    session_memory_mib: Option<u64>,
-    session_pids: Option<u64>,
-    session_cpu_millis: Option<u64>,
-    allow_short_lifecycle: Option<bool>,
-    rollout_second_ms: Option<u64>,
-    traffic_tick_ms: Option<u64>,
-    health_bucket_ms: Option<u64>,
-    drain_seconds: Option<u64>,
-    metrics_listen: Option<String>,
-    egress_allow: Option<Vec<String>>,
-    embedding_model: Option<String>,
-    embedding_api_url: Option<String>,
-    embedding_api_model: Option<String>,
-    embedding_api_key_env: Option<String>,
-    embedding_api_dims: Option<usize>,
-    memory_model_provider: Option<String>,
-    memory_model_url: Option<String>,
-    memory_model: Option<String>,
-    memory_model_api_key_env: Option<String>,
-    memory_model_region: Option<String>,
-    memory_extraction_delay_ms: Option<u64>,
-    shutdown_drain_seconds: Option<u64>,
-    max_sessions: Option<usize>,
-    max_sessions_per_runtime: Option<usize>,
-    session_rate: Option<f64>,
-    session_rate_per_runtime: Option<f64>,
-    sandboxes_memory_mib: Option<u64>,
-    sandboxes_pids: Option<u64>,
-    edge: Option<crate::edge_args::EdgeFile>,
-}
-
 /// Resolved configuration of a server.
 #[derive(Debug)]
 pub struct Config {
@@ -246,8 +206,8 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     /// The operator's egress allow-list.
     pub egress_allow: Vec<berth_runtime::sandbox::EgressRule>,
-    /// Memory settings in `berth_memory::Options::configure`'s naming.
-    pub memory: MemorySettings,
+    /// Memory settings (typed; `Debug` shows no secret).
+    pub memory: berth_memory::Settings,
     /// How long in-flight work may run on after a stop signal.
     pub shutdown_drain: std::time::Duration,
     /// Caps on sandboxes and on new sessions per second.
@@ -256,23 +216,6 @@ pub struct Config {
     pub parent_limits: berth_runtime::sandbox::ParentLimits,
     /// Connection and body limits of the HTTP edge.
     pub edge: berth_server::EdgeOptions,
-}
-
-/// The settings `berth_memory::Options::configure` reads: the process environment with the
-/// memory flags (or config file keys) laid over it. `Debug` shows the keys only: values include
-/// API keys and AWS secrets.
-pub struct MemorySettings(pub HashMap<String, String>);
-
-impl std::fmt::Debug for MemorySettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut keys: Vec<&String> = self
-            .0
-            .keys()
-            .filter(|k| k.starts_with("BERTH_") || k.starts_with("AWS_"))
-            .collect();
-        keys.sort();
-        f.debug_tuple("MemorySettings").field(&keys).finish()
-    }
 }
 
 /// Memory settings and the `berth serve` flag that sets each (the API keys are set through the
@@ -293,99 +236,53 @@ const MEMORY_FLAGS: [(&str, &str); 9] = [
 ];
 
 impl ServeArgs {
-    /// Lays the memory flags over `env`, and the config file's keys where neither a flag nor
-    /// `env` sets one (clap already reads each flag's `BERTH_*` variable into the flag): file <-
-    /// env <- flag.
+    /// The memory settings: the layered memory keys (file <- env <- flag, see
+    /// [`ServeArgs::over`]), the API keys from the variables the flags name (or
+    /// `BERTH_EMBEDDING_API_KEY` / `BERTH_MEMORY_MODEL_API_KEY` themselves), and the `AWS_*`
+    /// variables Bedrock signs with, all from `env` (the process environment, a parameter so tests
+    /// never touch the real one).
     fn memory_settings(
         &self,
-        file: &FileConfig,
-        mut env: HashMap<String, String>,
-    ) -> anyhow::Result<MemorySettings> {
-        let text = |flag: &Option<String>, file: &Option<String>| (flag.clone(), file.clone());
-        let number = |flag: Option<u64>, file: Option<u64>| {
-            (flag.map(|n| n.to_string()), file.map(|n| n.to_string()))
-        };
-        let values = [
-            (
-                "BERTH_EMBEDDING_MODEL",
-                text(&self.embedding_model, &file.embedding_model),
-            ),
-            (
-                "BERTH_EMBEDDING_API_URL",
-                text(&self.embedding_api_url, &file.embedding_api_url),
-            ),
-            (
-                "BERTH_EMBEDDING_API_MODEL",
-                text(&self.embedding_api_model, &file.embedding_api_model),
-            ),
-            (
-                "BERTH_EMBEDDING_API_DIMS",
-                number(
-                    self.embedding_api_dims.map(|n| n as u64),
-                    file.embedding_api_dims.map(|n| n as u64),
-                ),
-            ),
-            (
-                "BERTH_MEMORY_MODEL_PROVIDER",
-                text(&self.memory_model_provider, &file.memory_model_provider),
-            ),
-            (
-                "BERTH_MEMORY_MODEL_URL",
-                text(&self.memory_model_url, &file.memory_model_url),
-            ),
-            (
-                "BERTH_MEMORY_MODEL",
-                text(&self.memory_model, &file.memory_model),
-            ),
-            (
-                "BERTH_MEMORY_MODEL_REGION",
-                text(&self.memory_model_region, &file.memory_model_region),
-            ),
-            (
-                "BERTH_MEMORY_EXTRACTION_DELAY_MS",
-                number(
-                    self.memory_extraction_delay_ms,
-                    file.memory_extraction_delay_ms,
-                ),
-            ),
-        ];
-        for (key, (flag, file)) in values {
-            let set_by_env = env.get(key).is_some_and(|v| !v.is_empty());
-            match (flag, file) {
-                (Some(v), _) => {
-                    env.insert(key.to_owned(), v);
-                }
-                (None, Some(v)) if !set_by_env => {
-                    env.insert(key.to_owned(), v);
-                }
-                _ => {}
-            }
-        }
+        env: HashMap<String, String>,
+    ) -> anyhow::Result<berth_memory::Settings> {
+        let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
         // Keys never come from argv (visible in `ps`): the flags name the variable holding one.
-        let key_vars = [
-            (
+        let key = |own: &str, flag: &str, var: &Option<String>| -> anyhow::Result<Option<String>> {
+            let Some(var) = var else {
+                return Ok(get(own));
+            };
+            match get(var) {
+                Some(secret) => Ok(Some(secret)),
+                None => bail!("{flag}: environment variable {var:?} is not set or empty"),
+            }
+        };
+        Ok(berth_memory::Settings {
+            embedding_model: self.embedding_model.clone(),
+            embedding_api_url: self.embedding_api_url.clone(),
+            embedding_api_model: self.embedding_api_model.clone(),
+            embedding_api_key: key(
                 "BERTH_EMBEDDING_API_KEY",
                 "--embedding-api-key-env (BERTH_EMBEDDING_API_KEY_ENV)",
-                self.embedding_api_key_env
-                    .clone()
-                    .or(file.embedding_api_key_env.clone()),
-            ),
-            (
+                &self.embedding_api_key_env,
+            )?,
+            embedding_api_dims: self.embedding_api_dims,
+            model_provider: self.memory_model_provider.clone(),
+            model_url: self.memory_model_url.clone(),
+            model: self.memory_model.clone(),
+            model_api_key: key(
                 "BERTH_MEMORY_MODEL_API_KEY",
                 "--memory-model-api-key-env (BERTH_MEMORY_MODEL_API_KEY_ENV)",
-                self.memory_model_api_key_env
-                    .clone()
-                    .or(file.memory_model_api_key_env.clone()),
+                &self.memory_model_api_key_env,
+            )?,
+            model_region: self.memory_model_region.clone(),
+            extraction_delay_ms: self.memory_extraction_delay_ms,
+            aws_region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
+            aws_credentials: (
+                get("AWS_ACCESS_KEY_ID"),
+                get("AWS_SECRET_ACCESS_KEY"),
+                get("AWS_SESSION_TOKEN"),
             ),
-        ];
-        for (key, flag, var) in key_vars {
-            let Some(var) = var else { continue };
-            let Some(secret) = env.get(&var).filter(|v| !v.is_empty()).cloned() else {
-                bail!("{flag}: environment variable {var:?} is not set or empty");
-            };
-            env.insert(key.to_owned(), secret);
-        }
-        Ok(MemorySettings(env))
+        })
     }
 }
 
@@ -415,188 +312,225 @@ pub fn default_data_dir() -> PathBuf {
     crate::datadir::default_data_dir()
 }
 
+/// A value that cannot work, as one line naming its key the ways it can be given: the flag,
+/// its variable, and (same name with `_`) the config file's key.
+pub(crate) fn invalid(key: &str, detail: impl std::fmt::Display) -> anyhow::Error {
+    let flag = key.replace('_', "-");
+    let var = format!("BERTH_{}", key.to_ascii_uppercase());
+    anyhow::anyhow!("invalid value for {flag} ({var}): {detail}")
+}
+
+/// `v` when it is at least 1, else the error naming `key`.
+pub(crate) fn positive<T: PartialEq + From<u8>>(key: &str, v: T) -> anyhow::Result<T> {
+    if v == T::from(0) {
+        return Err(invalid(key, "must be at least 1"));
+    }
+    Ok(v)
+}
+
 impl ServeArgs {
-    fn resolve(self) -> anyhow::Result<Config> {
-        let file: FileConfig = match &self.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading config file {}", p.display()))?;
-                toml::from_str(&text).with_context(|| format!("config file {}", p.display()))?
-            }
-            None => FileConfig::default(),
+    /// Reads the config file (a missing `--config` is an empty one).
+    fn file(path: Option<&Path>) -> anyhow::Result<ServeArgs> {
+        let Some(p) = path else {
+            return Ok(ServeArgs::default());
         };
-        let memory = self.memory_settings(&file, std::env::vars().collect())?;
-        let data_dir = self
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(default_data_dir);
-        let region = self
-            .region
-            .or(file.region)
-            .unwrap_or_else(|| "us-east-1".into());
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("reading config file {}", p.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {}", p.display()))
+    }
+
+    /// The layering, in one place: `self` (flags, each already laid over its `BERTH_*` variable
+    /// by clap) over `file` (the config file). A list (`egress_allow`) from the flags replaces
+    /// the file's; a switch is on if either turns it on. The struct literal names every field,
+    /// so a new setting cannot be left out.
+    fn over(self, file: ServeArgs) -> ServeArgs {
+        macro_rules! layered {
+            ($($field:ident),* $(,)?) => {
+                ServeArgs {
+                    $($field: self.$field.or(file.$field),)*
+                    config: self.config,
+                    allow_short_lifecycle: self.allow_short_lifecycle || file.allow_short_lifecycle,
+                    egress_allow: if self.egress_allow.is_empty() {
+                        file.egress_allow
+                    } else {
+                        self.egress_allow
+                    },
+                    edge: self.edge.over(file.edge),
+                }
+            };
+        }
+        layered!(
+            listen,
+            data_dir,
+            region,
+            account_id,
+            store,
+            artifact_store,
+            isolation,
+            warm_pool,
+            start_timeout,
+            ping_interval_ms,
+            session_memory_mib,
+            session_pids,
+            session_cpu_millis,
+            rollout_second_ms,
+            traffic_tick_ms,
+            health_bucket_ms,
+            drain_seconds,
+            metrics_listen,
+            embedding_model,
+            embedding_api_url,
+            embedding_api_model,
+            embedding_api_key_env,
+            embedding_api_dims,
+            memory_model_provider,
+            memory_model_url,
+            memory_model,
+            memory_model_api_key_env,
+            memory_model_region,
+            memory_extraction_delay_ms,
+            shutdown_drain_seconds,
+            max_sessions,
+            max_sessions_per_runtime,
+            session_rate,
+            session_rate_per_runtime,
+            sandboxes_memory_mib,
+            sandboxes_pids,
+        )
+    }
+
+    /// Defaults <- config file <- `BERTH_*` <- flags, then defaults filled and every value
+    /// checked; an error names the key at fault.
+    fn resolve(self) -> anyhow::Result<Config> {
+        let file = Self::file(self.config.as_deref())?;
+        self.over(file).settle(std::env::vars().collect())
+    }
+
+    /// Fills defaults into layered settings and validates them; `env` is the process
+    /// environment (a parameter so tests never touch the real one).
+    fn settle(self, env: HashMap<String, String>) -> anyhow::Result<Config> {
+        let memory = self.memory_settings(env)?;
+        let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
+        let region = self.region.unwrap_or_else(|| "us-east-1".into());
         if region.is_empty()
             || !region
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
-            bail!("region: {region:?} is not a region name like us-east-1");
+            return Err(invalid(
+                "region",
+                format!("{region:?} is not a region name like us-east-1"),
+            ));
         }
-        let account_id = self
-            .account_id
-            .or(file.account_id)
-            .unwrap_or_else(|| "000000000000".into());
+        let account_id = self.account_id.unwrap_or_else(|| "000000000000".into());
         if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
-            bail!("account_id: {account_id:?} must be twelve digits");
+            return Err(invalid(
+                "account_id",
+                format!("{account_id:?} must be twelve digits"),
+            ));
         }
         let store = self
             .store
-            .or(file.store)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("berth.db").display()));
         if let Err(e) = berth_store::StoreUrl::parse(&store) {
-            bail!("store: {e}");
+            return Err(invalid("store", e));
         }
-        let chosen_isolation = self.isolation.or(file.isolation);
-        let isolation_chosen = chosen_isolation.is_some();
-        let isolation = match chosen_isolation.as_deref().unwrap_or("namespaces") {
+        let isolation_chosen = self.isolation.is_some();
+        let isolation = match self.isolation.as_deref().unwrap_or("namespaces") {
             "namespaces" => berth_runtime::Isolation::Namespaces,
             "process" => berth_runtime::Isolation::Process,
-            other => bail!("isolation: {other:?} is not one of namespaces, process"),
-        };
-        let ping_ms = self
-            .ping_interval_ms
-            .or(file.ping_interval_ms)
-            .unwrap_or(2000);
-        if ping_ms == 0 {
-            bail!("ping_interval_ms: must be at least 1");
-        }
-        let positive = |key: &str, v: Option<u64>, default: u64| -> anyhow::Result<u64> {
-            match v.unwrap_or(default) {
-                0 => bail!("{key}: must be at least 1"),
-                n => Ok(n),
+            other => {
+                return Err(invalid(
+                    "isolation",
+                    format!("{other:?} is not one of namespaces, process"),
+                ));
             }
         };
+        let ping_ms = positive("ping_interval_ms", self.ping_interval_ms.unwrap_or(2000))?;
         let traffic = berth_control::Options {
-            second_ms: positive(
-                "rollout_second_ms",
-                self.rollout_second_ms.or(file.rollout_second_ms),
-                1000,
-            )?,
+            second_ms: positive("rollout_second_ms", self.rollout_second_ms.unwrap_or(1000))?,
             tick: std::time::Duration::from_millis(positive(
                 "traffic_tick_ms",
-                self.traffic_tick_ms.or(file.traffic_tick_ms),
-                1000,
+                self.traffic_tick_ms.unwrap_or(1000),
             )?),
             health_bucket_ms: i64::try_from(positive(
                 "health_bucket_ms",
-                self.health_bucket_ms.or(file.health_bucket_ms),
-                10_000,
+                self.health_bucket_ms.unwrap_or(10_000),
             )?)
-            .context("health_bucket_ms: too large")?,
-            drain_seconds: self.drain_seconds.or(file.drain_seconds).unwrap_or(3600),
+            .map_err(|_| invalid("health_bucket_ms", "too large"))?,
+            drain_seconds: self.drain_seconds.unwrap_or(3600),
             ..berth_control::Options::default()
         };
         let limits = berth_runtime::Limits {
-            memory_bytes: Some(
-                self.session_memory_mib
-                    .or(file.session_memory_mib)
-                    .unwrap_or(2048)
-                    * 1024
-                    * 1024,
-            ),
-            pids: Some(self.session_pids.or(file.session_pids).unwrap_or(512)),
-            cpu_millis: Some(
-                self.session_cpu_millis
-                    .or(file.session_cpu_millis)
-                    .unwrap_or(2000),
-            ),
+            memory_bytes: Some(self.session_memory_mib.unwrap_or(2048) * 1024 * 1024),
+            pids: Some(self.session_pids.unwrap_or(512)),
+            cpu_millis: Some(self.session_cpu_millis.unwrap_or(2000)),
         };
         let host_memory = berth_runtime::recovery::host_memory_bytes();
         let mut quotas = berth_runtime::quota::Quotas::for_host(
             host_memory.unwrap_or(8 << 30),
             limits.memory_bytes,
         );
-        if let Some(n) = self.max_sessions.or(file.max_sessions) {
+        if let Some(n) = self.max_sessions {
             quotas.host_live = n;
             quotas.runtime_live = quotas.runtime_live.min(n);
         }
-        if let Some(n) = self
-            .max_sessions_per_runtime
-            .or(file.max_sessions_per_runtime)
-        {
+        if let Some(n) = self.max_sessions_per_runtime {
             quotas.runtime_live = n;
         }
         let rate = |key: &str, v: Option<f64>, default: f64| -> anyhow::Result<f64> {
             match v.unwrap_or(default) {
                 r if r.is_finite() && r > 0.0 => Ok(r),
-                r => bail!("{key}: {r} is not a positive number of sessions per second"),
+                r => Err(invalid(
+                    key,
+                    format!("{r} is not a positive number of sessions per second"),
+                )),
             }
         };
-        quotas.host_rate = rate(
-            "session_rate",
-            self.session_rate.or(file.session_rate),
-            quotas.host_rate,
-        )?;
+        quotas.host_rate = rate("session_rate", self.session_rate, quotas.host_rate)?;
         quotas.runtime_rate = rate(
             "session_rate_per_runtime",
-            self.session_rate_per_runtime
-                .or(file.session_rate_per_runtime),
+            self.session_rate_per_runtime,
             quotas.runtime_rate,
         )?;
         let mut parent_limits = berth_runtime::recovery::default_parent_limits(host_memory);
-        if let Some(mib) = self.sandboxes_memory_mib.or(file.sandboxes_memory_mib) {
-            parent_limits.memory_bytes =
-                Some(positive("sandboxes_memory_mib", Some(mib), 1)? << 20);
+        if let Some(mib) = self.sandboxes_memory_mib {
+            parent_limits.memory_bytes = Some(positive("sandboxes_memory_mib", mib)? << 20);
         }
-        if let Some(n) = self.sandboxes_pids.or(file.sandboxes_pids) {
-            parent_limits.pids = Some(positive("sandboxes_pids", Some(n), 1)?);
+        if let Some(n) = self.sandboxes_pids {
+            parent_limits.pids = Some(positive("sandboxes_pids", n)?);
         }
-        let shutdown_drain = std::time::Duration::from_secs(
-            self.shutdown_drain_seconds
-                .or(file.shutdown_drain_seconds)
-                .unwrap_or(30),
-        );
+        let shutdown_drain =
+            std::time::Duration::from_secs(self.shutdown_drain_seconds.unwrap_or(30));
         Ok(Config {
-            listen: self
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| "127.0.0.1:8750".into()),
+            listen: self.listen.unwrap_or_else(|| "127.0.0.1:8750".into()),
             data_dir,
             partition: Partition { region, account_id },
             store,
-            artifact_store: self
-                .artifact_store
-                .or(file.artifact_store)
-                .unwrap_or_else(|| "local".into()),
+            artifact_store: self.artifact_store.unwrap_or_else(|| "local".into()),
             isolation,
             isolation_chosen,
-            warm_pool: self.warm_pool.or(file.warm_pool).unwrap_or(1),
-            start_timeout: std::time::Duration::from_secs(
-                self.start_timeout.or(file.start_timeout).unwrap_or(60),
-            ),
+            warm_pool: self.warm_pool.unwrap_or(1),
+            start_timeout: std::time::Duration::from_secs(self.start_timeout.unwrap_or(60)),
             ping_interval: std::time::Duration::from_millis(ping_ms),
             limits,
             relax: berth_api::model::Relax {
-                lifecycle_minimum: self.allow_short_lifecycle
-                    || file.allow_short_lifecycle.unwrap_or(false),
+                lifecycle_minimum: self.allow_short_lifecycle,
             },
             traffic,
-            metrics_listen: self.metrics_listen.or(file.metrics_listen),
-            // Flags replace the file's list, as for every other key.
-            egress_allow: (if self.egress_allow.is_empty() {
-                file.egress_allow.unwrap_or_default()
-            } else {
-                self.egress_allow
-            })
-            .iter()
-            .map(|s| berth_runtime::sandbox::EgressRule::parse_list(s))
-            .collect::<Result<Vec<_>, _>>()
-            .context("egress_allow")?
-            .concat(),
+            metrics_listen: self.metrics_listen,
+            egress_allow: self
+                .egress_allow
+                .iter()
+                .map(|s| berth_runtime::sandbox::EgressRule::parse_list(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid("egress_allow", e))?
+                .concat(),
             memory,
             shutdown_drain,
             quotas,
             parent_limits,
-            edge: self.edge.resolve(file.edge)?,
+            edge: self.edge.resolve()?,
         })
     }
 }
@@ -692,7 +626,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut cfg = args.resolve()?;
     // Before anything is opened or bound, so a bad memory setting fails the start at once.
     let mut memory_opts =
-        berth_memory::Options::configure(cfg.partition.clone(), &cfg.data_dir, &cfg.memory.0)
+        berth_memory::Options::configure(cfg.partition.clone(), &cfg.data_dir, &cfg.memory)
             .map_err(memory_config_error)?;
     let caps = berth_runtime::probe();
     choose_isolation(&mut cfg, &caps)?;
@@ -717,7 +651,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 memory_opts = berth_memory::Options::configure(
                     cfg.partition.clone(),
                     &cfg.data_dir,
-                    &cfg.memory.0,
+                    &cfg.memory,
                 )
                 .map_err(memory_config_error)?;
             }
@@ -1010,9 +944,8 @@ fn choose_isolation(cfg: &mut Config, caps: &berth_runtime::Capabilities) -> any
 
 /// Whether the memory settings leave the embedder at its default (MiniLM in process), rather than
 /// naming a model dir, `none` or an embeddings API.
-fn wants_default_embedder(settings: &MemorySettings) -> bool {
-    let set = |k: &str| settings.0.get(k).is_some_and(|v| !v.is_empty());
-    !set("BERTH_EMBEDDING_MODEL") && !set("BERTH_EMBEDDING_API_URL")
+fn wants_default_embedder(settings: &berth_memory::Settings) -> bool {
+    settings.embedding_model.is_none() && settings.embedding_api_url.is_none()
 }
 
 #[cfg(test)]
@@ -1027,35 +960,120 @@ mod tests {
             .collect()
     }
 
+    /// What clap makes of `argv` (variables are tested end to end in `tests/config.rs`).
+    fn parse(argv: &[&str]) -> ServeArgs {
+        use clap::{Args, FromArgMatches};
+        let m = ServeArgs::augment_args(clap::Command::new("berth-serve"))
+            .try_get_matches_from(std::iter::once("berth-serve").chain(argv.iter().copied()))
+            .unwrap();
+        ServeArgs::from_arg_matches(&m).unwrap()
+    }
+
     #[test]
-    fn memory_flags_win_over_env_which_wins_over_the_file() {
+    fn flags_lay_over_the_file_which_lays_over_the_defaults() {
+        let file: ServeArgs = toml::from_str(
+            "max_sessions = 10\nsession_rate = 1.5\nwarm_pool = 3\nregion = \"eu-west-1\"\n\
+             memory_model = \"from-file\"\nmemory_model_url = \"http://file/v1\"\n\
+             egress_allow = [\"10.0.0.0/8\"]\n[edge]\nmax_connections = 7\nidle_timeout_ms = 9\n",
+        )
+        .unwrap();
+        let flags = parse(&[
+            "--max-sessions",
+            "30",
+            "--memory-model",
+            "from-flag",
+            "--idle-timeout-ms",
+            "11",
+            "--session-rate",
+            "2.5",
+        ]);
+        let cfg = flags
+            .over(file)
+            .settle(env(&[("AWS_REGION", "eu-west-1")]))
+            .unwrap();
+        // flag over file
+        assert_eq!(cfg.quotas.host_live, 30);
+        assert_eq!(cfg.memory.model.as_deref(), Some("from-flag"));
+        assert_eq!(cfg.edge.idle_timeout, std::time::Duration::from_millis(11));
+        assert_eq!(cfg.quotas.host_rate, 2.5);
+        assert_eq!(cfg.edge.max_connections, 7);
+        // file over default
+        assert_eq!(cfg.warm_pool, 3);
+        assert_eq!(cfg.partition.region, "eu-west-1");
+        assert_eq!(cfg.memory.model_url.as_deref(), Some("http://file/v1"));
+        assert_eq!(cfg.egress_allow.len(), 1);
+        // defaults
+        assert_eq!(cfg.listen, "127.0.0.1:8750");
+        assert_eq!(cfg.start_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(cfg.memory.aws_region.as_deref(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn errors_name_the_key_as_flag_and_variable() {
+        let e = parse(&["--max-sessions-per-runtime", "2", "--ping-interval-ms", "0"])
+            .over(ServeArgs::default())
+            .settle(HashMap::new())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value for ping-interval-ms (BERTH_PING_INTERVAL_MS): must be at least 1"
+        );
+        // From the file's [edge] table, named the same way.
+        let file: ServeArgs = toml::from_str("[edge]\nlarge_body_mib = 0\n").unwrap();
+        let e = ServeArgs::default()
+            .over(file)
+            .settle(HashMap::new())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value for large-body-mib (BERTH_LARGE_BODY_MIB): must be at least 1"
+        );
+        let e = parse(&["--session-rate=-1"])
+            .over(ServeArgs::default())
+            .settle(HashMap::new())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value for session-rate (BERTH_SESSION_RATE): -1 is not a positive number of sessions per second"
+        );
+        // An unknown or mistyped file key is refused by serde, naming it.
+        let e = toml::from_str::<ServeArgs>("max_sesions = 3\n").unwrap_err();
+        assert!(e.to_string().contains("max_sesions"), "{e}");
+        let e = toml::from_str::<ServeArgs>("config = \"other.toml\"\n").unwrap_err();
+        assert!(e.to_string().contains("config"), "{e}");
+    }
+
+    #[test]
+    fn memory_settings_are_the_layered_keys_with_aws_from_the_environment() {
         let args = ServeArgs {
             memory_model: Some("from-flag".into()),
             memory_extraction_delay_ms: Some(250),
             ..Default::default()
         };
-        let file: FileConfig = toml::from_str(
+        let file: ServeArgs = toml::from_str(
             "memory_model = \"from-file\"\nmemory_model_url = \"http://file/v1\"\n\
              memory_model_provider = \"anthropic\"\nembedding_api_dims = 1536",
         )
         .unwrap();
+        // clap has put BERTH_MEMORY_MODEL_PROVIDER into the flag's place.
+        let args = ServeArgs {
+            memory_model_provider: Some("bedrock-converse".into()),
+            ..args
+        };
         let s = args
-            .memory_settings(
-                &file,
-                env(&[
-                    ("BERTH_MEMORY_MODEL", "from-env"),
-                    ("BERTH_MEMORY_MODEL_PROVIDER", "bedrock-converse"),
-                    ("AWS_REGION", "eu-west-1"),
-                ]),
-            )
-            .unwrap()
-            .0;
-        assert_eq!(s["BERTH_MEMORY_MODEL"], "from-flag");
-        assert_eq!(s["BERTH_MEMORY_MODEL_PROVIDER"], "bedrock-converse");
-        assert_eq!(s["BERTH_MEMORY_MODEL_URL"], "http://file/v1");
-        assert_eq!(s["BERTH_MEMORY_EXTRACTION_DELAY_MS"], "250");
-        assert_eq!(s["BERTH_EMBEDDING_API_DIMS"], "1536");
-        assert_eq!(s["AWS_REGION"], "eu-west-1");
+            .over(file)
+            .memory_settings(env(&[
+                ("BERTH_MEMORY_MODEL", "from-env"),
+                ("AWS_REGION", "eu-west-1"),
+            ]))
+            .unwrap();
+        // The variables of memory keys are clap's to read (into the flags): the map's is ignored.
+        assert_eq!(s.model.as_deref(), Some("from-flag"));
+        assert_eq!(s.model_provider.as_deref(), Some("bedrock-converse"));
+        assert_eq!(s.model_url.as_deref(), Some("http://file/v1"));
+        assert_eq!(s.extraction_delay_ms, Some(250));
+        assert_eq!(s.embedding_api_dims, Some(1536));
+        assert_eq!(s.aws_region.as_deref(), Some("eu-west-1"));
     }
 
     #[test]
@@ -1066,22 +1084,19 @@ mod tests {
             ..Default::default()
         };
         let s = args
-            .memory_settings(
-                &FileConfig::default(),
-                env(&[
-                    ("MY_MODEL_KEY", "sk-model"),
-                    ("MY_EMBEDDING_KEY", "sk-emb"),
-                    ("BERTH_MEMORY_MODEL_API_KEY", "overridden"),
-                ]),
-            )
+            .memory_settings(env(&[
+                ("MY_MODEL_KEY", "sk-model"),
+                ("MY_EMBEDDING_KEY", "sk-emb"),
+                ("BERTH_MEMORY_MODEL_API_KEY", "overridden"),
+            ]))
             .unwrap();
-        assert_eq!(s.0["BERTH_MEMORY_MODEL_API_KEY"], "sk-model");
-        assert_eq!(s.0["BERTH_EMBEDDING_API_KEY"], "sk-emb");
+        assert_eq!(s.model_api_key.as_deref(), Some("sk-model"));
+        assert_eq!(s.embedding_api_key.as_deref(), Some("sk-emb"));
         let shown = format!("{s:?}");
         assert!(!shown.contains("sk-"), "{shown}");
 
         let err = args
-            .memory_settings(&FileConfig::default(), env(&[("MY_MODEL_KEY", "sk")]))
+            .memory_settings(env(&[("MY_MODEL_KEY", "sk")]))
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -1100,7 +1115,9 @@ mod tests {
         };
         let e = args.resolve().unwrap_err().to_string();
         assert!(
-            e.starts_with("store: store url \"sqlite://:memory:\": an in-memory sqlite"),
+            e.starts_with(
+                "invalid value for store (BERTH_STORE): store url \"sqlite://:memory:\": an in-memory sqlite"
+            ),
             "{e}"
         );
     }

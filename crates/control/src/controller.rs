@@ -161,7 +161,7 @@ impl Controller {
                 .scope(self.control.analyse_rollout(&r.id, now))
                 .await;
             if let Err(e) = result {
-                warn!(rollout = %r.id, error = %e.message, "rollout analysis failed");
+                warn!(rollout = %r.id, error = %e.detail(), "rollout analysis failed");
             }
         }
     }
@@ -194,7 +194,7 @@ impl Controller {
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    warn!(runtime_id = %d.runtime_id, endpoint = %d.endpoint, version = d.version, error = %e.message, "ending a drain failed")
+                    warn!(runtime_id = %d.runtime_id, endpoint = %d.endpoint, version = d.version, error = %e.detail(), "ending a drain failed")
                 }
             }
         }

@@ -19,7 +19,7 @@
 pub mod access;
 pub mod audit;
 mod controller;
-mod deployer;
+pub mod deployer;
 pub mod health;
 mod paging;
 pub mod resource_policy;
@@ -60,8 +60,12 @@ struct Inner {
     store: Arc<dyn ControlStore>,
     partition: Partition,
     deployer: Arc<dyn Deployer>,
-    /// Serialises mutations so read-modify-write sequences see each other. Reads never take it.
-    /// A multi-node deployment replaces this with the store's compare-and-set guards.
+    /// Serialises this node's mutations so read-modify-write sequences see each other. Reads
+    /// never take it, and neither does slow work: builds, teardown (`Deployer::retire`,
+    /// `drain`), warming and rollout signal evaluation run with it released, and what they
+    /// commit afterwards is checked against a fresh read and the store's conditional writes
+    /// (`Write::UpdateRuntime`, `Write::UpdateRollout`), which is also what keeps several nodes
+    /// on one store correct.
     write_lock: Mutex<()>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -71,9 +75,10 @@ struct Inner {
     health: Health,
 }
 
+/// A store failure as the caller sees it: InternalServerException, the cause kept for the one
+/// log line the server writes with the request id (`server::error`).
 fn internal(e: berth_store::Error) -> ApiError {
-    error!(error = %e, "store failure");
-    ApiError::internal()
+    ApiError::internal_because(format_args!("control store: {e}"))
 }
 
 fn str_of<'a>(input: &'a Value, key: &str) -> Option<&'a str> {
@@ -537,6 +542,9 @@ impl Control {
                 ])
                 .await
                 .map_err(internal)?;
+            // The version row is gone, so nothing routes to it any more; stopping its sessions
+            // and freeing its build is slow and stays outside the write lock.
+            drop(_g);
             self.inner.deployer.retire(&rt.id, Some(version)).await;
             return Ok(json!({
                 "status": "DELETING", "agentRuntimeId": rt.id, "agentRuntimeVersion": version.to_string()
@@ -1045,7 +1053,7 @@ impl Control {
                 } else {
                     Status::UpdateFailed
                 };
-                v.failure_reason = Some(reason.clone());
+                v.failure_reason = Some(reason.to_string());
                 warn!(%runtime_id, version, %reason, "version build failed");
             }
         }
@@ -1076,7 +1084,7 @@ impl Control {
                             // The endpoint still moves; its previous version just does not
                             // drain by deadline.
                             Err(err) => {
-                                warn!(%runtime_id, endpoint = %e.name, error = %err.message, "recording the traffic change failed")
+                                warn!(%runtime_id, endpoint = %e.name, error = %err.detail(), "recording the traffic change failed")
                             }
                         }
                     }

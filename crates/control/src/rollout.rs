@@ -23,13 +23,13 @@ use crate::traffic::{EndpointState, Next, Split, version_of};
 use crate::{Control, internal};
 use async_trait::async_trait;
 use berth_api::ApiError;
-use berth_store::{RolloutRow, Write};
+use berth_store::{RolloutGuard, RolloutRow, Write};
 use berth_types::{EpochMillis, iso8601, now_millis, random_alnum};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::fmt;
 use std::sync::Arc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Where a rollout is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -417,7 +417,7 @@ fn analysis_body(w: &Window, a: &Analysis, at: EpochMillis) -> Value {
 pub(crate) fn spec_of(r: &RolloutRow) -> Result<RolloutSpec, ApiError> {
     serde_json::from_value(r.spec.clone()).map_err(|e| {
         warn!(rollout = %r.id, error = %e, "unreadable rollout spec");
-        ApiError::internal()
+        ApiError::internal_because(format_args!("unreadable rollout spec: {e}"))
     })
 }
 
@@ -593,6 +593,8 @@ impl Control {
             Err(e) => return Err(internal(e)),
         }
         info!(runtime_id = %st.runtime.id, endpoint = %st.endpoint.name, from = live, to, rollout = %row.id, "rollout started");
+        // Warming may start sandboxes: slow work stays outside the write lock.
+        drop(_g);
         self.warm(&st.runtime, &[live, to].into()).await;
         Ok(json!({ "rollout": body(&row) }))
     }
@@ -696,8 +698,18 @@ impl Control {
                 now,
             )?,
         };
-        self.inner.store.apply(writes).await.map_err(internal)?;
+        match self.inner.store.apply(writes).await {
+            Ok(()) => {}
+            Err(berth_store::Error::Precondition(_)) => {
+                return Err(ApiError::conflict(format!(
+                    "the rollout of endpoint {endpoint} changed meanwhile; read its status and retry"
+                )));
+            }
+            Err(e) => return Err(internal(e)),
+        }
         info!(runtime_id = %st.runtime.id, endpoint = %st.endpoint.name, rollout = %r.id, ?command, "rollout command");
+        // Warming may start sandboxes: slow work stays outside the write lock.
+        drop(_g);
         if command == Command::Abort {
             self.warm(&st.runtime, &[r.from_version].into()).await;
         }
@@ -720,7 +732,13 @@ impl Control {
             .partition
             .endpoint_arn(&r.runtime_id, &r.endpoint);
         let audit = audit::entry_as(caller, action, &arn, body(r), body(&next));
-        vec![Write::PutRollout(next), audit]
+        vec![
+            Write::UpdateRollout {
+                rollout: next,
+                expect: RolloutGuard::of(r),
+            },
+            audit,
+        ]
     }
 
     /// Completes (`promote`) or aborts a rollout: the endpoint settles on the new or the stable
@@ -779,16 +797,24 @@ impl Control {
             "rollout.abort"
         };
         writes.push(audit::entry_as(caller, action, &arn, body(r), body(&ended)));
-        writes.push(Write::PutRollout(ended));
+        writes.push(Write::UpdateRollout {
+            rollout: ended,
+            expect: RolloutGuard::of(r),
+        });
         Ok(writes)
     }
 
     /// One analysis of a running rollout at `now`: abort on a breach, advance (or complete) when
     /// the step's interval has passed and the analysis passes, otherwise record why it holds.
+    ///
+    /// The signals are judged without the write lock (an evaluator may be slow: a model call, a
+    /// query to a metrics system), so every other control-plane write goes on meanwhile. The
+    /// verdict is then committed under the lock against a fresh read, and the rollout row is
+    /// written conditionally ([`Write::UpdateRollout`]): if an operator paused, aborted or
+    /// promoted it, or another node analysed it, since it was read, the verdict is dropped and
+    /// the next tick judges the rollout as it is now.
     pub(crate) async fn analyse_rollout(&self, id: &str, now: EpochMillis) -> Result<(), ApiError> {
-        let _g = self.inner.write_lock.lock().await;
         let store = &self.inner.store;
-        // Re-read under the lock: an operator may have acted since the controller listed it.
         let Some(r) = store.rollout(id).await.map_err(internal)? else {
             return Ok(());
         };
@@ -796,7 +822,6 @@ impl Control {
             return Ok(());
         }
         let spec = spec_of(&r)?;
-        let st = self.endpoint_state(&r.runtime_id, &r.endpoint).await?;
         let opts = &self.inner.options;
         let interval_ms =
             i64::try_from(spec.interval_seconds.saturating_mul(opts.second_ms)).unwrap_or(i64::MAX);
@@ -829,8 +854,20 @@ impl Control {
             stable,
             spec: spec.clone(),
         };
+        // No lock is held here: this is the slow part.
         let analysis = analyse(&window, &opts.signals).await;
         let recorded = analysis_body(&window, &analysis, now);
+
+        let _g = self.inner.write_lock.lock().await;
+        // Re-read under the lock: an operator may have acted while the signals were judged.
+        let Some(fresh) = store.rollout(id).await.map_err(internal)? else {
+            return Ok(());
+        };
+        if RolloutGuard::of(&fresh) != RolloutGuard::of(&r) {
+            debug!(rollout = %r.id, "rollout changed during analysis; judging it again next tick");
+            return Ok(());
+        }
+        let st = self.endpoint_state(&r.runtime_id, &r.endpoint).await?;
         let caller = Caller::controller();
         let writes = match &analysis.verdict {
             Verdict::Breach(reason) => {
@@ -891,10 +928,21 @@ impl Control {
                     _ => None,
                 };
                 held.updated_at = now;
-                vec![Write::PutRollout(held)]
+                vec![Write::UpdateRollout {
+                    rollout: held,
+                    expect: RolloutGuard::of(&r),
+                }]
             }
         };
-        store.apply(writes).await.map_err(internal)
+        match store.apply(writes).await {
+            Ok(()) => Ok(()),
+            // Another node (or an operator through it) wrote the rollout first.
+            Err(berth_store::Error::Precondition(_)) => {
+                debug!(rollout = %r.id, "rollout changed before the verdict was written; judging it again next tick");
+                Ok(())
+            }
+            Err(e) => Err(internal(e)),
+        }
     }
 }
 

@@ -18,13 +18,18 @@ impl Deployer for Scripted {
             _ => Ok(()),
         }
     }
-    async fn build(&self, _: &Runtime, _: &RuntimeVersion) -> Result<String, String> {
+    async fn build(
+        &self,
+        _: &Runtime,
+        _: &RuntimeVersion,
+    ) -> Result<String, crate::deployer::Error> {
         self.results
             .lock()
             .await
             .recv()
             .await
             .unwrap_or(Err("test over".into()))
+            .map_err(crate::deployer::Error::Build)
     }
     async fn retire(&self, _: &str, _: Option<u32>) {}
 }

@@ -246,7 +246,7 @@ impl Policy {
         };
         let corrupt = |e: serde_json::Error| {
             warn!(runtime_id = %row.runtime_id, endpoint = %row.endpoint, error = %e, "unreadable traffic policy");
-            ApiError::internal()
+            ApiError::internal_because(format_args!("unreadable traffic policy: {e}"))
         };
         Ok(Self {
             weights: serde_json::from_value(row.weights.clone()).map_err(corrupt)?,
@@ -728,6 +728,8 @@ impl Control {
             rules: next.rules,
         }
         .versions();
+        // Warming may start sandboxes: slow work stays outside the write lock.
+        drop(_g);
         self.warm(&st.runtime, &versions).await;
         self.traffic(runtime_id, endpoint).await
     }
@@ -803,7 +805,7 @@ impl Control {
         };
         let mut rules = st.policy.rules.clone();
         rules.push(rule.clone());
-        self.change_rules(&st, live, rules, "traffic.rule.add", &input)
+        self.change_rules(_g, &st, live, rules, "traffic.rule.add", &input)
             .await?;
         Ok(json!({ "rule": rule }))
     }
@@ -830,13 +832,16 @@ impl Control {
             .filter(|r| r.id != rule_id)
             .cloned()
             .collect();
-        self.change_rules(&st, live, rules, "traffic.rule.remove", &Value::Null)
+        self.change_rules(_g, &st, live, rules, "traffic.rule.remove", &Value::Null)
             .await?;
         Ok(json!({ "removed": rule_id }))
     }
 
+    /// Writes `rules` as the endpoint's routing rules, then, with the write lock (`_g`) released,
+    /// warms their versions.
     async fn change_rules(
         &self,
+        _g: tokio::sync::MutexGuard<'_, ()>,
         st: &EndpointState,
         live: u32,
         rules: Vec<Rule>,
@@ -866,6 +871,8 @@ impl Control {
         ));
         self.inner.store.apply(writes).await.map_err(internal)?;
         let versions: BTreeSet<u32> = rules.iter().map(|r| r.version).collect();
+        // Warming may start sandboxes: slow work stays outside the write lock.
+        drop(_g);
         self.warm(&st.runtime, &versions).await;
         Ok(())
     }
@@ -933,6 +940,8 @@ impl Control {
         ));
         self.inner.store.apply(writes).await.map_err(internal)?;
         info!(runtime_id = %st.runtime.id, endpoint = %st.endpoint.name, from = live, to, "rolled back");
+        // Warming may start sandboxes: slow work stays outside the write lock.
+        drop(_g);
         self.warm(&st.runtime, &[to].into()).await;
         self.traffic(runtime_id, endpoint).await
     }

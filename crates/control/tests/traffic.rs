@@ -26,6 +26,40 @@ const CUSTOM: &str = "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Org";
 struct Recorder {
     drained: Mutex<Vec<(String, String, u32)>>,
     warmed: Mutex<Vec<u32>>,
+    /// When set, `retire` waits here: a teardown as slow as the test wants.
+    retire_gate: Option<Arc<Gate>>,
+}
+
+/// A point slow work stops at until the test opens it: `entered` fires when the work arrives,
+/// the work goes on after `open`. Deterministic, unlike a sleep.
+#[derive(Default)]
+struct Gate {
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl Gate {
+    async fn pass(&self) {
+        self.entered.notify_one();
+        self.release.notified().await;
+    }
+    fn open(&self) {
+        self.release.notify_one();
+    }
+}
+
+/// A rollout signal that passes, after waiting at its gate (an evaluator calling a slow model).
+struct GatedSignal(Arc<Gate>);
+
+#[async_trait]
+impl berth_control::rollout::Signal for GatedSignal {
+    fn name(&self) -> &str {
+        "gated"
+    }
+    async fn judge(&self, _: &berth_control::rollout::Window) -> berth_control::rollout::Verdict {
+        self.0.pass().await;
+        berth_control::rollout::Verdict::Pass
+    }
 }
 
 struct TestDeployer(Arc<Recorder>);
@@ -35,11 +69,24 @@ impl Deployer for TestDeployer {
     fn check(&self, _: &RuntimeSpec) -> Result<(), ApiError> {
         Ok(())
     }
-    async fn build(&self, _: &Runtime, v: &RuntimeVersion) -> Result<String, String> {
+    async fn build(
+        &self,
+        _: &Runtime,
+        v: &RuntimeVersion,
+    ) -> Result<String, berth_control::deployer::Error> {
         Ok(format!("sha256:{}", v.version))
     }
-    async fn retire(&self, _: &str, _: Option<u32>) {}
-    async fn drain(&self, runtime_id: &str, endpoint: &str, version: u32) -> Result<usize, String> {
+    async fn retire(&self, _: &str, _: Option<u32>) {
+        if let Some(gate) = &self.0.retire_gate {
+            gate.pass().await;
+        }
+    }
+    async fn drain(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        version: u32,
+    ) -> Result<usize, berth_control::deployer::Error> {
         self.0
             .drained
             .lock()
@@ -69,10 +116,18 @@ fn options() -> Options {
 }
 
 async fn start(path: &Path) -> (Control, Controller, Arc<Recorder>) {
+    start_with(path, options(), Recorder::default()).await
+}
+
+async fn start_with(
+    path: &Path,
+    options: Options,
+    recorder: Recorder,
+) -> (Control, Controller, Arc<Recorder>) {
     let store = berth_store::open(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Arc::new(recorder);
     let control = Control::start_with(
         store,
         Partition {
@@ -81,7 +136,7 @@ async fn start(path: &Path) -> (Control, Controller, Arc<Recorder>) {
         },
         Arc::new(TestDeployer(recorder.clone())),
         CancellationToken::new(),
-        options(),
+        options,
     )
     .await
     .unwrap();
@@ -102,9 +157,13 @@ fn spec() -> Value {
 /// A runtime with READY versions 1..=3 and an endpoint `prod` serving version 1, written
 /// straight into the store (builds are not what these tests are about).
 async fn fixture() -> Fixture {
+    fixture_with(options(), Recorder::default()).await
+}
+
+async fn fixture_with(options: Options, recorder: Recorder) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let (control, controller, recorder) = start(&path).await;
+    let (control, controller, recorder) = start_with(&path, options, recorder).await;
     let now = now_millis();
     let mut writes = vec![Write::InsertRuntime(Runtime {
         id: RT.into(),
@@ -806,4 +865,126 @@ async fn every_mutation_is_audited_with_who_and_the_chain_verifies() {
         (v["valid"].as_bool(), v["entries"].as_u64()),
         (Some(true), Some(4))
     );
+}
+
+/// Bounds a step that must not wait for a gate: it finishes on its own or the test fails
+/// saying what blocked it (the bound only turns a deadlock into a failure; it is not how the
+/// test synchronises).
+async fn unblocked<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(60), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} waited for slow work held behind the write lock"),
+    }
+}
+
+#[tokio::test]
+async fn a_slow_signal_blocks_no_other_write_and_an_operator_pause_wins_over_its_verdict() {
+    use berth_control::rollout::Command;
+    let gate = Arc::new(Gate::default());
+    let f = fixture_with(
+        Options {
+            signals: vec![Arc::new(GatedSignal(gate.clone()))],
+            ..options()
+        },
+        Recorder::default(),
+    )
+    .await;
+    f.control
+        .start_rollout(
+            RT,
+            "prod",
+            json!({"toVersion": 2, "intervalSeconds": 1, "minInvocations": 1}),
+        )
+        .await
+        .unwrap();
+    let before = f.rollout().await;
+    assert_eq!(
+        (before["state"].as_str(), before["canaryWeight"].as_u64()),
+        (Some("RUNNING"), Some(5))
+    );
+    // The interval has passed and the canary has traffic: a passing verdict would advance.
+    let t = now_millis() + 60_000;
+    traffic_at(&f, 2, 10, None, t);
+    traffic_at(&f, 1, 10, None, t);
+    let mut controller = Controller::new(f.control.clone());
+    let tick = tokio::spawn(async move { controller.tick(t).await });
+    gate.entered.notified().await;
+
+    // The signal is being judged. Unrelated writes and an operator command go through.
+    unblocked(
+        "tagging a runtime",
+        f.control.tag_resource(json!({
+            "resourceArn": format!("arn:aws:bedrock-agentcore:us-east-1:000000000000:runtime/{RT}"),
+            "tags": {"team": "search"},
+        })),
+    )
+    .await
+    .unwrap();
+    unblocked(
+        "pausing the rollout",
+        f.control.command_rollout(RT, "prod", Command::Pause),
+    )
+    .await
+    .unwrap();
+
+    // The verdict arrives after the pause: it is dropped, not written over it.
+    gate.open();
+    tick.await.unwrap();
+    let r = f.rollout().await;
+    assert_eq!(
+        (r["state"].as_str(), r["canaryWeight"].as_u64()),
+        (Some("PAUSED"), Some(5)),
+        "{r}"
+    );
+    let actions: Vec<String> = f
+        .audit()
+        .await
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        !actions.iter().any(|a| a == "rollout.advance"),
+        "{actions:?}"
+    );
+    assert!(actions.iter().any(|a| a == "rollout.pause"), "{actions:?}");
+}
+
+#[tokio::test]
+async fn a_slow_teardown_blocks_no_other_write() {
+    let gate = Arc::new(Gate::default());
+    let f = fixture_with(
+        options(),
+        Recorder {
+            retire_gate: Some(gate.clone()),
+            ..Recorder::default()
+        },
+    )
+    .await;
+    // Version 2 is in no endpoint: deleting it retires its sessions and build (the slow part).
+    let control = f.control.clone();
+    let delete = tokio::spawn(async move {
+        control
+            .delete_runtime(json!({"agentRuntimeId": RT, "agentRuntimeVersion": "2"}))
+            .await
+    });
+    gate.entered.notified().await;
+    assert_eq!(
+        f.control.store().version(RT, 2).await.unwrap(),
+        None,
+        "the version row goes before its teardown starts"
+    );
+    let set = unblocked(
+        "moving prod's traffic",
+        f.control.set_traffic(
+            RT,
+            "prod",
+            json!({"weights": [{"version": 1, "weight": 50}, {"version": 3, "weight": 50}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(set["weights"].as_array().map(Vec::len), Some(2), "{set}");
+    gate.open();
+    let r = delete.await.unwrap().unwrap();
+    assert_eq!(r["status"], "DELETING");
 }

@@ -90,23 +90,18 @@ impl EmbeddingsApi {
 
     /// The embedder the settings name (`BERTH_EMBEDDING_API_*`, see
     /// [`crate::Options::configure`]), or `None` when no URL is set.
-    pub(crate) fn from_settings(
-        get: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Option<Self>, ConfigError> {
-        let dims = match get("BERTH_EMBEDDING_API_DIMS") {
-            None => None,
-            Some(d) => match d.parse::<usize>() {
-                Ok(n) if n > 0 => Some(n),
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        key: "BERTH_EMBEDDING_API_DIMS",
-                        detail: format!("{d:?} is not a positive number of dimensions"),
-                    });
-                }
-            },
+    pub(crate) fn from_settings(s: &crate::Settings) -> Result<Option<Self>, ConfigError> {
+        let dims = match s.embedding_api_dims {
+            Some(0) => {
+                return Err(ConfigError::Invalid {
+                    key: "BERTH_EMBEDDING_API_DIMS",
+                    detail: "\"0\" is not a positive number of dimensions".into(),
+                });
+            }
+            d => d,
         };
-        let model = get("BERTH_EMBEDDING_API_MODEL");
-        let Some(url) = get("BERTH_EMBEDDING_API_URL") else {
+        let model = s.embedding_api_model.clone();
+        let Some(url) = s.embedding_api_url.clone() else {
             if model.is_some() || dims.is_some() {
                 return Err(ConfigError::Invalid {
                     key: "BERTH_EMBEDDING_API_URL",
@@ -121,7 +116,7 @@ impl EmbeddingsApi {
                 detail: format!("{url:?} is not an http:// or https:// url"),
             });
         }
-        if get("BERTH_EMBEDDING_MODEL").is_some() {
+        if s.embedding_model.is_some() {
             return Err(ConfigError::Invalid {
                 key: "BERTH_EMBEDDING_API_URL",
                 detail: "cannot be combined with an embedding model directory (or none): \
@@ -136,7 +131,7 @@ impl EmbeddingsApi {
         Ok(Some(Self::new(
             &url,
             model,
-            get("BERTH_EMBEDDING_API_KEY"),
+            s.embedding_api_key.clone(),
             dims,
         )))
     }

@@ -135,7 +135,7 @@ impl Memory {
                 () = self.inner.shutdown.cancelled() => return,
             }
             if let Err(e) = self.extraction_round().await {
-                warn!(error = %e.message, "memory extraction round failed; retrying next round");
+                warn!(error = %e.detail(), "memory extraction round failed; retrying next round");
             }
         }
     }

@@ -87,38 +87,131 @@ pub enum ConfigError {
     Embedder(#[from] embed::Error),
 }
 
+/// Memory's settings, typed: what [`Options::configure`] reads. `berth serve` fills them from its
+/// layered configuration (file <- `BERTH_*` <- flags); [`Settings::from_vars`] reads them from
+/// variables in the `BERTH_*` / `AWS_*` naming (tests, other embedders). Errors name a setting
+/// by its variable, which `berth serve` maps to its flag. `Debug` shows which are set, never a
+/// value (API keys, AWS secrets).
+#[derive(Clone, Default)]
+pub struct Settings {
+    /// `BERTH_EMBEDDING_MODEL`: MiniLM's directory, or `none`.
+    pub embedding_model: Option<String>,
+    /// `BERTH_EMBEDDING_API_URL`.
+    pub embedding_api_url: Option<String>,
+    /// `BERTH_EMBEDDING_API_MODEL`.
+    pub embedding_api_model: Option<String>,
+    /// `BERTH_EMBEDDING_API_KEY`.
+    pub embedding_api_key: Option<String>,
+    /// `BERTH_EMBEDDING_API_DIMS`.
+    pub embedding_api_dims: Option<usize>,
+    /// `BERTH_MEMORY_MODEL_PROVIDER`.
+    pub model_provider: Option<String>,
+    /// `BERTH_MEMORY_MODEL_URL`.
+    pub model_url: Option<String>,
+    /// `BERTH_MEMORY_MODEL`.
+    pub model: Option<String>,
+    /// `BERTH_MEMORY_MODEL_API_KEY`.
+    pub model_api_key: Option<String>,
+    /// `BERTH_MEMORY_MODEL_REGION`.
+    pub model_region: Option<String>,
+    /// `BERTH_MEMORY_EXTRACTION_DELAY_MS`.
+    pub extraction_delay_ms: Option<u64>,
+    /// `AWS_REGION`, then `AWS_DEFAULT_REGION`: Bedrock's region when no model region is set.
+    pub aws_region: Option<String>,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`: Bedrock signing.
+    pub aws_credentials: (Option<String>, Option<String>, Option<String>),
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: &Option<String>| v.is_some();
+        f.debug_struct("Settings")
+            .field("embedding_model", &self.embedding_model)
+            .field("embedding_api_url", &self.embedding_api_url)
+            .field("embedding_api_model", &self.embedding_api_model)
+            .field("embedding_api_key_set", &set(&self.embedding_api_key))
+            .field("embedding_api_dims", &self.embedding_api_dims)
+            .field("model_provider", &self.model_provider)
+            .field("model_url", &self.model_url)
+            .field("model", &self.model)
+            .field("model_api_key_set", &set(&self.model_api_key))
+            .field("model_region", &self.model_region)
+            .field("extraction_delay_ms", &self.extraction_delay_ms)
+            .field("aws_region", &self.aws_region)
+            .field("aws_credentials_set", &set(&self.aws_credentials.0))
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Settings from variables in the `BERTH_*` / `AWS_*` naming (empty means unset); numbers
+    /// that do not parse are refused naming their variable.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
+        let dims = match get("BERTH_EMBEDDING_API_DIMS") {
+            None => None,
+            Some(d) => Some(d.parse::<usize>().map_err(|_| ConfigError::Invalid {
+                key: "BERTH_EMBEDDING_API_DIMS",
+                detail: format!("{d:?} is not a positive number of dimensions"),
+            })?),
+        };
+        let delay = match get("BERTH_MEMORY_EXTRACTION_DELAY_MS") {
+            None => None,
+            Some(ms) => Some(ms.parse::<u64>().map_err(|_| ConfigError::Invalid {
+                key: "BERTH_MEMORY_EXTRACTION_DELAY_MS",
+                detail: format!("{ms:?} is not a number of milliseconds"),
+            })?),
+        };
+        Ok(Self {
+            embedding_model: get("BERTH_EMBEDDING_MODEL"),
+            embedding_api_url: get("BERTH_EMBEDDING_API_URL"),
+            embedding_api_model: get("BERTH_EMBEDDING_API_MODEL"),
+            embedding_api_key: get("BERTH_EMBEDDING_API_KEY"),
+            embedding_api_dims: dims,
+            model_provider: get("BERTH_MEMORY_MODEL_PROVIDER"),
+            model_url: get("BERTH_MEMORY_MODEL_URL"),
+            model: get("BERTH_MEMORY_MODEL"),
+            model_api_key: get("BERTH_MEMORY_MODEL_API_KEY"),
+            model_region: get("BERTH_MEMORY_MODEL_REGION"),
+            extraction_delay_ms: delay,
+            aws_region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
+            aws_credentials: (
+                get("AWS_ACCESS_KEY_ID"),
+                get("AWS_SECRET_ACCESS_KEY"),
+                get("AWS_SESSION_TOKEN"),
+            ),
+        })
+    }
+}
+
 impl Options {
-    /// Options from settings in the `BERTH_*` naming (passed as a map so tests never touch the
-    /// process environment; `berth serve` passes its environment with its flags laid over it):
+    /// Options from [`Settings`]:
     ///
-    /// - `BERTH_EMBEDDING_MODEL`: directory with MiniLM's `config.json`, `tokenizer.json`,
-    ///   `model.safetensors` [default: `.cache/models/all-minilm-l6-v2` under the data dir, the
-    ///   working dir, or an ancestor of the executable (a repository checkout)]; `none`
-    ///   disables vector retrieval.
-    /// - `BERTH_EMBEDDING_API_URL`, `BERTH_EMBEDDING_API_MODEL`, `BERTH_EMBEDDING_API_KEY`,
-    ///   `BERTH_EMBEDDING_API_DIMS`: an OpenAI-compatible embeddings API in place of MiniLM
-    ///   (not combinable with `BERTH_EMBEDDING_MODEL`).
-    /// - `BERTH_MEMORY_MODEL_PROVIDER` (`openai`, the default when a URL is given, `anthropic`
-    ///   or `bedrock-converse`), `BERTH_MEMORY_MODEL` (required with a provider),
-    ///   `BERTH_MEMORY_MODEL_URL` (default: the provider's public endpoint; for Bedrock
-    ///   `https://bedrock-runtime.{region}.amazonaws.com`), `BERTH_MEMORY_MODEL_API_KEY`,
-    ///   `BERTH_MEMORY_MODEL_REGION` (Bedrock; default `AWS_REGION`, `AWS_DEFAULT_REGION`, then
-    ///   the partition's region): the extraction model. Bedrock without an API key signs with
-    ///   `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`.
-    /// - `BERTH_MEMORY_EXTRACTION_DELAY_MS`: quiet time before a session is extracted [10000].
+    /// - `embedding_model` (`BERTH_EMBEDDING_MODEL`): directory with MiniLM's `config.json`,
+    ///   `tokenizer.json`, `model.safetensors` [default: `.cache/models/all-minilm-l6-v2` under
+    ///   the data dir, the working dir, or an ancestor of the executable (a repository
+    ///   checkout)]; `none` disables vector retrieval.
+    /// - `embedding_api_*` (`BERTH_EMBEDDING_API_URL`, `_MODEL`, `_KEY`, `_DIMS`): an
+    ///   OpenAI-compatible embeddings API in place of MiniLM (not combinable with
+    ///   `embedding_model`).
+    /// - `model_provider` (`openai`, the default when a URL is given, `anthropic` or
+    ///   `bedrock-converse`), `model` (required with a provider), `model_url` (default: the
+    ///   provider's public endpoint; for Bedrock `https://bedrock-runtime.{region}.amazonaws.com`),
+    ///   `model_api_key`, `model_region` (Bedrock; default `aws_region`, then the partition's
+    ///   region): the extraction model. Bedrock without an API key signs with `aws_credentials`.
+    /// - `extraction_delay_ms`: quiet time before a session is extracted [10000].
     ///
-    /// Errors name the setting at fault.
+    /// Errors name the setting at fault by its variable.
     pub fn configure(
         partition: Partition,
         data_dir: &std::path::Path,
-        settings: &HashMap<String, String>,
+        settings: &Settings,
     ) -> Result<Self, ConfigError> {
         let mut o = Self::new(partition);
-        let get = |k: &str| settings.get(k).filter(|v| !v.is_empty()).cloned();
-        if let Some(api) = EmbeddingsApi::from_settings(&get)? {
+        if let Some(api) = EmbeddingsApi::from_settings(settings)? {
             o.embedder = Some(Arc::new(api));
         } else {
-            let explicit = get("BERTH_EMBEDDING_MODEL");
+            let explicit = settings.embedding_model.clone();
             if explicit.as_deref() != Some("none") {
                 let mut bases = vec![data_dir.to_path_buf()];
                 if let Ok(cwd) = std::env::current_dir() {
@@ -132,12 +225,8 @@ impl Options {
                 }
             }
         }
-        o.provider = ModelProvider::from_settings(&get, &o.partition.region)?;
-        if let Some(ms) = get("BERTH_MEMORY_EXTRACTION_DELAY_MS") {
-            let ms: u64 = ms.parse().map_err(|_| ConfigError::Invalid {
-                key: "BERTH_MEMORY_EXTRACTION_DELAY_MS",
-                detail: format!("{ms:?} is not a number of milliseconds"),
-            })?;
+        o.provider = ModelProvider::from_settings(settings, &o.partition.region)?;
+        if let Some(ms) = settings.extraction_delay_ms {
             o.extraction_delay = Duration::from_millis(ms);
         }
         Ok(o)

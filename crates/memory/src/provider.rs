@@ -169,12 +169,12 @@ impl ModelProvider {
     /// used for Bedrock when neither `BERTH_MEMORY_MODEL_REGION` nor `AWS_REGION` /
     /// `AWS_DEFAULT_REGION` is set.
     pub(crate) fn from_settings(
-        get: &dyn Fn(&str) -> Option<String>,
+        s: &crate::Settings,
         default_region: &str,
     ) -> Result<Option<Self>, ConfigError> {
-        let url = get("BERTH_MEMORY_MODEL_URL");
-        let model = get("BERTH_MEMORY_MODEL");
-        let kind = match get("BERTH_MEMORY_MODEL_PROVIDER") {
+        let url = s.model_url.clone();
+        let model = s.model.clone();
+        let kind = match s.model_provider.clone() {
             Some(name) => ProviderKind::parse(&name).ok_or_else(|| ConfigError::Invalid {
                 key: "BERTH_MEMORY_MODEL_PROVIDER",
                 detail: format!("{name:?} is not one of openai, anthropic, bedrock-converse"),
@@ -198,10 +198,11 @@ impl ModelProvider {
             key: "BERTH_MEMORY_MODEL",
             detail: format!("the {} provider needs a model name", kind.name()),
         })?;
-        let api_key = get("BERTH_MEMORY_MODEL_API_KEY");
-        let region = get("BERTH_MEMORY_MODEL_REGION")
-            .or_else(|| get("AWS_REGION"))
-            .or_else(|| get("AWS_DEFAULT_REGION"))
+        let api_key = s.model_api_key.clone();
+        let region = s
+            .model_region
+            .clone()
+            .or_else(|| s.aws_region.clone())
             .unwrap_or_else(|| default_region.to_owned());
         if !region
             .bytes()
@@ -225,12 +226,18 @@ impl ModelProvider {
                 Some(AwsSigning {
                     region: region.clone(),
                     credentials: Credentials {
-                        access_key_id: get("AWS_ACCESS_KEY_ID")
+                        access_key_id: s
+                            .aws_credentials
+                            .0
+                            .clone()
                             .ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?,
-                        secret_access_key: get("AWS_SECRET_ACCESS_KEY")
+                        secret_access_key: s
+                            .aws_credentials
+                            .1
+                            .clone()
                             .ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?,
                     },
-                    session_token: get("AWS_SESSION_TOKEN"),
+                    session_token: s.aws_credentials.2.clone(),
                 })
             }
             _ => None,

@@ -5,7 +5,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use berth_api::{ApiError, ErrorKind};
 use berth_types::EpochMillis;
 use serde_json::Value;
-use tracing::error;
 
 /// `ServiceException` (500): the cause is logged, never sent.
 pub(crate) fn service_error() -> ApiError {
@@ -21,8 +20,7 @@ pub(crate) fn service_error() -> ApiError {
 
 /// Logs a store failure and turns it into a `ServiceException`.
 pub(crate) fn internal(e: berth_store::Error) -> ApiError {
-    error!(error = %e, "memory store failure");
-    service_error()
+    service_error().with_cause(format_args!("memory store: {e}"))
 }
 
 /// A ValidationException with a plain message (no field list).

@@ -407,7 +407,7 @@ fn configure(pairs: &[(&str, &str)]) -> Result<Options, ConfigError> {
             account_id: "000000000000".into(),
         },
         dir.path(),
-        &settings,
+        &berth_memory::Settings::from_vars(&settings)?,
     )
 }
 
@@ -538,7 +538,7 @@ fn invalid_settings_name_the_setting() {
                 account_id: "000000000000".into(),
             },
             dir.path(),
-            &settings,
+            &berth_memory::Settings::from_vars(&settings)?,
         )
     };
     assert_eq!(

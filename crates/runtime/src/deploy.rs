@@ -8,6 +8,7 @@ use berth_api::ApiError;
 use berth_api::control::{Artifact, RuntimeSpec};
 use berth_artifacts::ArtifactStore;
 use berth_control::Deployer;
+use berth_control::deployer::Error;
 use berth_types::Status;
 use berth_types::records::{Runtime, RuntimeVersion};
 use std::collections::HashMap;
@@ -20,18 +21,17 @@ pub struct Preparer {
     built: Mutex<HashMap<String, Arc<Built>>>,
 }
 
-fn code_config(spec: &RuntimeSpec) -> Result<&berth_api::control::CodeConfiguration, String> {
+fn code_config(spec: &RuntimeSpec) -> Result<&berth_api::control::CodeConfiguration, Error> {
     match &spec.agent_runtime_artifact {
         Artifact::CodeConfiguration(c) => Ok(c),
-        Artifact::ContainerConfiguration { .. } => {
-            Err("container images need the container backend".into())
-        }
+        Artifact::ContainerConfiguration { .. } => Err(Error::Unsupported(
+            "container images need the container backend".into(),
+        )),
     }
 }
 
-fn spec_of(v: &RuntimeVersion) -> Result<RuntimeSpec, String> {
-    serde_json::from_value(v.spec.clone())
-        .map_err(|e| format!("unreadable version configuration: {e}"))
+fn spec_of(v: &RuntimeVersion) -> Result<RuntimeSpec, Error> {
+    serde_json::from_value(v.spec.clone()).map_err(|e| Error::Config(e.to_string()))
 }
 
 impl Preparer {
@@ -45,23 +45,22 @@ impl Preparer {
     }
 
     /// Fetches the version's zip and builds it.
-    async fn build(&self, spec: &RuntimeSpec) -> Result<Built, String> {
+    async fn build(&self, spec: &RuntimeSpec) -> Result<Built, Error> {
         let code = code_config(spec)?;
         let s3 = &code.code.s3;
         let zip = self
             .artifacts
             .read_object(&s3.bucket, &s3.prefix)
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot read the code artifact s3://{}/{}: {e}",
-                    s3.bucket, s3.prefix
-                )
+            .map_err(|e| Error::Artifact {
+                bucket: s3.bucket.clone(),
+                key: s3.prefix.clone(),
+                reason: e.to_string(),
             })?;
         self.builder
             .build(zip, &code.runtime, &code.entry_point)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| Error::Build(e.to_string()))
     }
 }
 
@@ -80,7 +79,7 @@ impl Prepare for Preparer {
         &self,
         _runtime: &Runtime,
         version: &RuntimeVersion,
-    ) -> Result<Prepared, String> {
+    ) -> Result<Prepared, Error> {
         let spec = spec_of(version)?;
         let code = code_config(&spec)?;
         let digest = version.artifact_digest.clone().unwrap_or_default();
@@ -104,10 +103,11 @@ impl Prepare for Preparer {
             None => {
                 let b = self.build(&spec).await?;
                 if !digest.is_empty() && b.digest != digest {
-                    return Err(format!(
-                        "the code artifact changed since version {} was built ({} now, {digest} then); create a new version",
-                        version.version, b.digest
-                    ));
+                    return Err(Error::ArtifactChanged {
+                        version: version.version,
+                        now: b.digest.clone(),
+                        then: digest,
+                    });
                 }
                 b
             }
@@ -158,7 +158,7 @@ impl Deployer for Deploy {
         Ok(())
     }
 
-    async fn build(&self, runtime: &Runtime, version: &RuntimeVersion) -> Result<String, String> {
+    async fn build(&self, runtime: &Runtime, version: &RuntimeVersion) -> Result<String, Error> {
         let spec = spec_of(version)?;
         let built = self.preparer.build(&spec).await?;
         // Warm the pool of the version that is about to serve, so its first session skips the
@@ -178,7 +178,7 @@ impl Deployer for Deploy {
         self.sessions.retire(runtime_id, version).await;
     }
 
-    async fn drain(&self, runtime_id: &str, endpoint: &str, version: u32) -> Result<usize, String> {
+    async fn drain(&self, runtime_id: &str, endpoint: &str, version: u32) -> Result<usize, Error> {
         let victims: Vec<String> = self
             .sessions
             .list(Some(runtime_id))

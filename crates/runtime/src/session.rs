@@ -43,12 +43,12 @@ pub struct Prepared {
 /// Supplies [`Prepared`] versions (built on demand after a restart).
 #[async_trait::async_trait]
 pub trait Prepare: Send + Sync + 'static {
-    /// Everything needed to run `version`; `Err` is a reason shown to the caller.
+    /// Everything needed to run `version`; `Err`'s text is shown to the caller.
     async fn prepare(
         &self,
         runtime: &Runtime,
         version: &RuntimeVersion,
-    ) -> Result<Prepared, String>;
+    ) -> Result<Prepared, berth_control::deployer::Error>;
 }
 
 /// Options of the session layer (backend-neutral; where agents run is the backend's business).
@@ -447,7 +447,7 @@ impl Sessions {
             .prepare
             .prepare(&target.runtime, &target.version)
             .await
-            .map_err(Error::Start)?;
+            .map_err(|e| Error::Start(e.to_string()))?;
         let o = &self.inner.opts;
         let backend = &self.inner.backend;
         let mut env = o.env.clone();

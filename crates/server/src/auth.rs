@@ -124,7 +124,12 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         );
         match tokio::task::spawn_blocking(move || pre.verify(&method, &uri, &headers, &b)).await {
             Ok(r) => r,
-            Err(_) => return WireError(ApiError::internal()).into_response(),
+            Err(e) => {
+                return WireError(ApiError::internal_because(format_args!(
+                    "signature check task: {e}"
+                )))
+                .into_response();
+            }
         }
     };
     let verified: Verified = match result {

@@ -595,29 +595,37 @@ fn parse_stored(docs: &[Value], owner: &str) -> Vec<Policy> {
         .collect()
 }
 
-async fn identity(state: &AppState, scope: &Scope) -> Result<Option<Identity>, Refusal> {
+/// The identity `scope` acts as (`None` for root). The outer `Err` is a store failure (a 500,
+/// never a refusal: a database hiccup must not look like dead credentials, nor make the ring
+/// forget a live runtime's); the inner one is a refusal.
+async fn identity(
+    state: &AppState,
+    scope: &Scope,
+) -> Result<Result<Option<Identity>, Refusal>, ApiError> {
     let control = &state.control;
     let p = control.partition();
     let mut context = Context::new();
     context.set("aws:SecureTransport", "false");
     match scope {
-        Scope::Root => Ok(None),
+        Scope::Root => Ok(Ok(None)),
         Scope::Runtime { runtime_id } => {
             let store = control.store();
-            let rt = store.runtime(runtime_id).await.ok().flatten();
+            let rt = store
+                .runtime(runtime_id)
+                .await
+                .map_err(|e| ApiError::internal_because(format_args!("control store: {e}")))?;
             let Some(rt) = rt.filter(|r| !r.deleting) else {
                 // The runtime is gone (or going): its credentials die with it. Forgetting them
                 // also makes the next attempt fail authentication without a store read.
                 state.ring.forget_runtime(runtime_id);
-                return Err(Refusal::Unrecognized(format!(
+                return Ok(Err(Refusal::Unrecognized(format!(
                     "the credentials of runtime {runtime_id} died with it"
-                )));
+                ))));
             };
             let spec = store
                 .version(runtime_id, rt.latest_version)
                 .await
-                .ok()
-                .flatten()
+                .map_err(|e| ApiError::internal_because(format_args!("control store: {e}")))?
                 .map(|v| v.spec)
                 .unwrap_or(Value::Null);
             let role_arn = spec
@@ -629,10 +637,7 @@ async fn identity(state: &AppState, scope: &Scope) -> Result<Option<Identity>, R
                 "bedrock-agentcore:SourceRuntimeArn",
                 p.runtime_arn(runtime_id),
             );
-            let role = control
-                .role(&role_arn)
-                .await
-                .map_err(|_| Refusal::Unrecognized("the runtime's role cannot be read".into()))?;
+            let role = control.role(&role_arn).await?;
             let (arn, policies) = match role {
                 Some(r) => (r.arn.clone(), parse_stored(&r.policies, &r.arn)),
                 None => {
@@ -655,26 +660,26 @@ async fn identity(state: &AppState, scope: &Scope) -> Result<Option<Identity>, R
                 }
             };
             context.set("aws:PrincipalArn", arn.clone());
-            Ok(Some(Identity {
+            Ok(Ok(Some(Identity {
                 arn,
                 policies,
                 context,
-            }))
+            })))
         }
         Scope::AccessKey { key_id } => {
-            let key = control.access_key(key_id).await.ok().flatten();
+            let key = control.access_key(key_id).await?;
             let Some(key) = key.filter(|k| k.active) else {
-                return Err(Refusal::Unrecognized(format!(
+                return Ok(Err(Refusal::Unrecognized(format!(
                     "access key {key_id} does not exist or was revoked"
-                )));
+                ))));
             };
             let arn = control.access_key_arn(key_id);
             context.set("aws:PrincipalArn", arn.clone());
-            Ok(Some(Identity {
+            Ok(Ok(Some(Identity {
                 policies: parse_stored(std::slice::from_ref(&key.policy), &arn),
                 arn,
                 context,
-            }))
+            })))
         }
     }
 }
@@ -703,16 +708,25 @@ pub async fn authorize(
         Some(request_id.to_owned()),
     );
     let decided = match identity(state, &verified.principal.scope).await {
-        Ok(None) => Ok(()),
-        Ok(Some(mut id)) => {
+        Ok(Ok(None)) => Ok(()),
+        Ok(Ok(Some(mut id))) => {
             let attached = if s3 {
-                Vec::new()
+                Ok(Vec::new())
             } else {
                 resource_policies(&state.control, &classified.checks).await
             };
-            decide(&classified, &mut id, &attached, parts, s3)
+            match attached {
+                Ok(attached) => decide(&classified, &mut id, &attached, parts, s3),
+                Err(e) => return Err(WireError(e).into_response()),
+            }
         }
-        Err(r) => Err(r),
+        Ok(Err(r)) => Err(r),
+        Err(e) if s3 => {
+            // S3 answers in its own XML; the JSON planes log through `WireError`.
+            tracing::error!(request_id, error = %e, "authorization could not read the store");
+            return Err(crate::s3::internal_error(request_id));
+        }
+        Err(e) => return Err(WireError(e).into_response()),
     };
     if let Err(refusal) = decided {
         let (action, resource) = match &refusal {
@@ -759,19 +773,18 @@ pub async fn authorize(
 
 /// The resource policy attached to each check's resource (`None` where there is none, or the
 /// resource is a wildcard). A stored document that no longer parses grants nothing.
-async fn resource_policies(control: &Control, checks: &[Operation]) -> Vec<Option<Policy>> {
+async fn resource_policies(
+    control: &Control,
+    checks: &[Operation],
+) -> Result<Vec<Option<Policy>>, ApiError> {
     let mut out = Vec::with_capacity(checks.len());
     for op in checks {
+        // A store failure is an error, never "no policy": a deny in the unread policy would be
+        // skipped.
         let doc = if op.resource.contains('*') {
             None
         } else {
-            match control.resource_policy(&op.resource).await {
-                Ok(d) => d,
-                Err(e) => {
-                    warn!(resource = %op.resource, error = %e, "resource policy unreadable; ignored");
-                    None
-                }
-            }
+            control.resource_policy(&op.resource).await?
         };
         out.push(doc.and_then(|d| match Policy::parse_resource(&d) {
             Ok(p) => Some(p),
@@ -781,7 +794,7 @@ async fn resource_policies(control: &Control, checks: &[Operation]) -> Vec<Optio
             }
         }));
     }
-    out
+    Ok(out)
 }
 
 fn decide(
@@ -871,7 +884,7 @@ pub async fn pass_role(
         return Ok(());
     };
     let op = Operation::new("iam:PassRole", role.arn);
-    let refusal = match identity(state, &v.principal.scope).await {
+    let refusal = match identity(state, &v.principal.scope).await? {
         Ok(None) => return Ok(()),
         Ok(Some(id)) => match evaluate_checks(std::slice::from_ref(&op), &id, &[]) {
             Ok(()) => return Ok(()),

@@ -193,14 +193,14 @@ pub async fn stop_session(
     let Some(sid) = session_id(&headers)? else {
         return Err(ApiError::field("runtimeSessionId", "Value null at 'runtimeSessionId' failed to satisfy constraint: Member must not be null").into());
     };
-    if s.control
+    // A store failure is a 500 (logged with the request id), not "no such runtime".
+    let runtime = s
+        .control
         .store()
         .runtime(&call.runtime_id)
         .await
-        .ok()
-        .flatten()
-        .is_none()
-    {
+        .map_err(|e| ApiError::internal_because(format_args!("control store: {e}")))?;
+    if runtime.is_none() {
         return Err(ApiError::not_found(format!("no agent runtime {}", call.runtime_id)).into());
     }
     s.sessions

@@ -24,6 +24,14 @@ impl From<ApiError> for WireError {
     }
 }
 
+/// A server-side failure (5xx) that Berth answered, riding on the response's extensions from
+/// [`WireError::into_response`] to [`request_id`], which logs it once with the request id.
+#[derive(Clone, Debug)]
+struct Fault {
+    code: &'static str,
+    cause: Option<String>,
+}
+
 impl IntoResponse for WireError {
     fn into_response(self) -> Response {
         let e = self.0;
@@ -31,18 +39,38 @@ impl IntoResponse for WireError {
         let mut resp = (status, axum::Json(e.body())).into_response();
         resp.headers_mut()
             .insert(ERROR_TYPE, HeaderValue::from_static(e.code()));
+        if status.is_server_error() {
+            resp.extensions_mut().insert(Fault {
+                code: e.code(),
+                cause: e.cause.or(Some(e.message)),
+            });
+        }
         resp
     }
 }
 
 /// Assigns a request id, makes it available to handlers and logs, and stamps it on the response.
+///
+/// This is also the one place a 5xx that Berth answered is logged: every [`WireError`] of
+/// status 500 and up leaves its cause on the response, and it is logged here, after the handler,
+/// as one line carrying the request id the client got (`x-amzn-RequestId`), so an operator can
+/// find the cause of any 500 a client reports.
 pub async fn request_id(mut req: Request, next: Next) -> Response {
     let id = berth_types::new_request_id();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let _enter = span.enter();
-    drop(_enter);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path);
     let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
+    if let Some(f) = resp.extensions_mut().remove::<Fault>() {
+        let status = resp.status().as_u16();
+        let cause = f.cause.as_deref().unwrap_or_default();
+        if status == 500 {
+            tracing::error!(request_id = %id, %method, %path, status, code = f.code, cause, "request failed");
+        } else {
+            tracing::warn!(request_id = %id, %method, %path, status, code = f.code, cause, "request not served");
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }

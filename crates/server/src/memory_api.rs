@@ -69,7 +69,8 @@ fn input_with_documents(
         })?
     };
     let docs = take_documents(&mut parsed);
-    let stripped = serde_json::to_vec(&parsed).map_err(|_| ApiError::internal())?;
+    let stripped = serde_json::to_vec(&parsed)
+        .map_err(|e| ApiError::internal_because(format_args!("re-encoding the body: {e}")))?;
     let mut v = input(m, op, path, query, &stripped, relax)?;
     restore_documents(&mut v, docs);
     Ok(v)

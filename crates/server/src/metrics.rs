@@ -3,7 +3,7 @@
 //! The invoker's metering and health layers (`berth_runtime::invoker`) report each invocation to
 //! `berth_control::Health` (an in-memory aggregate the controller flushes to the store every
 //! tick); nothing here writes to the store.
-//! `/metrics` in the Prometheus text format is served signed at `/berth/v1/metrics` and, for
+//! `/metrics` in the OpenMetrics text format (through `prometheus_client`) is served signed at `/berth/v1/metrics` and, for
 //! scrapers that cannot sign, unauthenticated on its own listener ([`metrics_router`]).
 
 use crate::AppState;
@@ -14,91 +14,137 @@ use axum::response::{IntoResponse, Response};
 use berth_control::Control;
 use berth_control::health::LATENCY_BOUNDS_MS;
 use berth_store::HealthRow;
-use std::fmt::Write as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::registry::Registry;
 
+/// The OpenMetrics text format `prometheus_client` writes (Prometheus scrapes it natively).
+const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `prometheus_client` writes label values as given; OpenMetrics wants `\`, `"` and newlines
+/// escaped.
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
 
-/// The Prometheus text exposition (format 0.0.4) of every series' totals since start.
-pub fn render(totals: &[HealthRow]) -> String {
-    let mut out = String::new();
-    let labels = |r: &HealthRow| {
-        format!(
-            "runtime_id=\"{}\",endpoint=\"{}\",version=\"{}\"",
-            escape(&r.runtime_id),
-            escape(&r.endpoint),
-            r.version
-        )
-    };
-    let counter = |out: &mut String, name: &str, help: &str, f: &dyn Fn(&HealthRow) -> u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for r in totals {
-            let _ = writeln!(out, "{name}{{{}}} {}", labels(r), f(r));
-        }
-    };
-    counter(
-        &mut out,
-        "berth_invocations_total",
-        "Invocations answered, per endpoint and version.",
-        &|r| r.invocations,
-    );
-    counter(
-        &mut out,
-        "berth_new_sessions_total",
-        "Sessions routed to a version for the first time.",
-        &|r| r.new_sessions,
-    );
-    let _ = writeln!(
-        out,
-        "# HELP berth_invocation_errors_total Failed invocations by kind: agent_5xx, runtime_client_424, timeout.\n# TYPE berth_invocation_errors_total counter"
-    );
-    for r in totals {
-        for (kind, n) in [
-            ("agent_5xx", r.errors_5xx),
-            ("runtime_client_424", r.errors_424),
-            ("timeout", r.timeouts),
-        ] {
-            let _ = writeln!(
-                out,
-                "berth_invocation_errors_total{{{},kind=\"{kind}\"}} {n}",
-                labels(r)
-            );
-        }
-    }
-    let name = "berth_invocation_duration_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Invocation latency until the response body ended.\n# TYPE {name} histogram"
-    );
-    for r in totals {
-        let l = labels(r);
-        let mut cumulative = 0u64;
+/// One series' labels: `runtime_id`, `endpoint`, `version`.
+fn labels(r: &HealthRow) -> [(&'static str, String); 3] {
+    [
+        ("runtime_id", escape(&r.runtime_id)),
+        ("endpoint", escape(&r.endpoint)),
+        ("version", r.version.to_string()),
+    ]
+}
+
+/// A series' latency histogram as recorded by `Health` (fixed bounds, the last bucket open).
+struct Latency<'a>(&'a HealthRow);
+
+impl EncodeMetric for Latency<'_> {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let r = self.0;
+        let mut buckets = Vec::with_capacity(LATENCY_BOUNDS_MS.len() + 1);
+        let mut seen = 0u64;
         for (i, bound) in LATENCY_BOUNDS_MS.iter().enumerate() {
-            cumulative += r.latency_counts.get(i).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{l},le=\"{}\"}} {cumulative}",
-                *bound as f64 / 1000.0
-            );
+            let n = r.latency_counts.get(i).copied().unwrap_or(0);
+            seen += n;
+            buckets.push((*bound as f64 / 1000.0, n));
         }
-        let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}", r.invocations);
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{l}}} {}",
-            r.latency_sum_ms as f64 / 1000.0
-        );
-        let _ = writeln!(out, "{name}_count{{{l}}} {}", r.invocations);
+        // `f64::MAX` is `prometheus_client`'s +Inf bucket, which holds every invocation.
+        buckets.push((f64::MAX, r.invocations.saturating_sub(seen)));
+        encoder.encode_histogram::<NoLabelSet>(
+            r.latency_sum_ms as f64 / 1000.0,
+            r.invocations,
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// A counter family: name (without `_total`), help, and its value in a series.
+type Counter = (&'static str, &'static str, fn(&HealthRow) -> u64);
+
+/// Every series' totals since start, read from `Health` at scrape time. The invocation path
+/// only updates `Health`'s counters; the exposition costs nothing until someone scrapes.
+#[derive(Debug)]
+struct Totals(Vec<HealthRow>);
+
+impl Collector for Totals {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counters: [Counter; 2] = [
+            (
+                "berth_invocations",
+                "Invocations answered, per endpoint and version.",
+                |r| r.invocations,
+            ),
+            (
+                "berth_new_sessions",
+                "Sessions routed to a version for the first time.",
+                |r| r.new_sessions,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for r in &self.0 {
+                ConstCounter::new(value(r)).encode(family.encode_family(&labels(r))?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "berth_invocation_errors",
+            "Failed invocations by kind: agent_5xx, runtime_client_424, timeout.",
+            None,
+            MetricType::Counter,
+        )?;
+        for r in &self.0 {
+            for (kind, n) in [
+                ("agent_5xx", r.errors_5xx),
+                ("runtime_client_424", r.errors_424),
+                ("timeout", r.timeouts),
+            ] {
+                let [a, b, c] = labels(r);
+                let set = [a, b, c, ("kind", kind.to_owned())];
+                ConstCounter::new(n).encode(family.encode_family(&set)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "berth_invocation_duration_seconds",
+            "Invocation latency until the response body ended.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for r in &self.0 {
+            Latency(r).encode(family.encode_family(&labels(r))?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The OpenMetrics text exposition of every series' totals since start: counters
+/// `berth_invocations_total`, `berth_new_sessions_total`, `berth_invocation_errors_total` (with
+/// `kind`) and the histogram `berth_invocation_duration_seconds`, each labelled `runtime_id`,
+/// `endpoint`, `version`.
+pub fn render(totals: Vec<HealthRow>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Totals(totals)));
+    let mut out = String::new();
+    // Writing into a String cannot fail, and the collector's encoding fails only on a writer error.
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::error!(error = %e, "encoding metrics failed");
     }
     out
 }
 
 fn exposition(control: &Control) -> Response {
     (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        render(&control.health().totals()),
+        [(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)],
+        render(control.health().totals()),
     )
         .into_response()
 }
@@ -156,12 +202,26 @@ mod tests {
             latency_counts: counts,
             ..HealthRow::default()
         };
-        let text = render(&[row]);
-        assert!(text.contains("berth_invocations_total{runtime_id=\"rt-1\",endpoint=\"prod\\\"x\",version=\"2\"} 3"), "{text}");
-        assert!(text.contains("kind=\"agent_5xx\"} 1"), "{text}");
-        assert!(text.contains("le=\"0.001\"} 2"), "{text}");
-        assert!(text.contains("le=\"0.01\"} 3"), "{text}");
-        assert!(text.contains("le=\"+Inf\"} 3"), "{text}");
-        assert!(text.contains("berth_invocation_duration_seconds_sum{runtime_id=\"rt-1\",endpoint=\"prod\\\"x\",version=\"2\"} 0.012"), "{text}");
+        let text = render(vec![row]);
+        let l = "runtime_id=\"rt-1\",endpoint=\"prod\\\"x\",version=\"2\"";
+        for line in [
+            "# TYPE berth_invocations counter".to_owned(),
+            format!("berth_invocations_total{{{l}}} 3"),
+            format!("berth_new_sessions_total{{{l}}} 2"),
+            format!("berth_invocation_errors_total{{{l},kind=\"agent_5xx\"}} 1"),
+            format!("berth_invocation_errors_total{{{l},kind=\"timeout\"}} 0"),
+            "# TYPE berth_invocation_duration_seconds histogram".to_owned(),
+            format!("berth_invocation_duration_seconds_bucket{{le=\"0.001\",{l}}} 2"),
+            format!("berth_invocation_duration_seconds_bucket{{le=\"0.01\",{l}}} 3"),
+            format!("berth_invocation_duration_seconds_bucket{{le=\"+Inf\",{l}}} 3"),
+            format!("berth_invocation_duration_seconds_sum{{{l}}} 0.012"),
+            format!("berth_invocation_duration_seconds_count{{{l}}} 3"),
+            "# EOF".to_owned(),
+        ] {
+            assert!(
+                text.lines().any(|t| t == line),
+                "no line {line:?} in\n{text}"
+            );
+        }
     }
 }

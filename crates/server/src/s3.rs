@@ -121,6 +121,17 @@ pub fn access_denied(message: &str, request_id: &str) -> Response {
     )
 }
 
+/// `InternalError` (500) in S3's error format; the cause is logged by the caller.
+pub fn internal_error(request_id: &str) -> Response {
+    xml_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalError",
+        "We encountered an internal error. Please try again.",
+        &[],
+        request_id,
+    )
+}
+
 /// A request whose key no longer exists (a revoked access key, a deleted runtime's), in S3's
 /// error format.
 pub fn invalid_access_key(message: &str, request_id: &str) -> Response {

@@ -153,6 +153,16 @@ pub enum Write {
     InsertRollout(RolloutRow),
     /// Replace a rollout row.
     PutRollout(RolloutRow),
+    /// Replace a rollout row if the stored row is still the one the caller read (same state,
+    /// step and `updated_at`); fails with `Precondition("rollout")` otherwise, writing nothing.
+    /// Rollout analysis runs its signals without any lock and commits through this, so an
+    /// operator's pause or another node's analysis in between wins over a stale verdict.
+    UpdateRollout {
+        /// The new row.
+        rollout: RolloutRow,
+        /// The row as it was read.
+        expect: RolloutGuard,
+    },
     /// Add counts to a health bucket (created if absent).
     AddHealth(HealthRow),
     /// Remove health buckets that started before a time.
@@ -188,6 +198,28 @@ pub enum Write {
         /// Also the ARNs under it.
         children: bool,
     },
+}
+
+/// What a conditional rollout write compares against: the row as the writer read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutGuard {
+    /// The state read (`RUNNING`, `PAUSED`, ...).
+    pub state: String,
+    /// The step read.
+    pub step_index: u32,
+    /// The `updated_at` read; every rollout write sets it.
+    pub updated_at: EpochMillis,
+}
+
+impl RolloutGuard {
+    /// The guard that matches `row` as it is stored.
+    pub fn of(row: &RolloutRow) -> Self {
+        Self {
+            state: row.state.clone(),
+            step_index: row.step_index,
+            updated_at: row.updated_at,
+        }
+    }
 }
 
 /// A remembered idempotent request.

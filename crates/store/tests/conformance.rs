@@ -22,7 +22,8 @@ use berth_store::memory::{
 };
 use berth_store::{
     AccessKeyRow, AssignmentRow, AuditRecord, ChainCheck, ControlStore, DrainRow, Error, HealthRow,
-    Idempotency, PolicyRow, ResourcePolicyRow, RoleRow, RolloutRow, RuntimeCursor, Stores, Write,
+    Idempotency, PolicyRow, ResourcePolicyRow, RoleRow, RolloutGuard, RolloutRow, RuntimeCursor,
+    Stores, Write,
 };
 use berth_types::Status;
 use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
@@ -70,6 +71,7 @@ macro_rules! conformance {
             a_failing_batch_writes_nothing,
             policies_assignments_and_drains,
             rollouts_one_active_per_endpoint,
+            rollout_update_is_a_conditional_write,
             health_buckets_add_up_and_prune,
             health_from_two_nodes_adds_up,
             audit_chain_links_and_pages,
@@ -831,6 +833,92 @@ async fn rollouts_one_active_per_endpoint<H: Harness>(h: &H) {
     assert_eq!(s.rollouts(RT, "prod", 1).await.unwrap(), [r2.clone()]);
     assert!(s.rollouts(RT, "beta", 10).await.unwrap().is_empty());
     assert_eq!(s.active_rollouts().await.unwrap(), [r2]);
+}
+
+/// `UpdateRollout` writes only over the row the caller read: a stale writer (an analysis that
+/// ran while an operator paused the rollout) fails with `Precondition` and writes nothing else
+/// in its batch.
+async fn rollout_update_is_a_conditional_write<H: Harness>(h: &H) {
+    let s = node(h).await;
+    with_runtime(&s).await;
+    let s = s.control;
+    let read = rollout("ro-1", "RUNNING", 1);
+    s.apply(vec![Write::InsertRollout(read.clone())])
+        .await
+        .unwrap();
+    let guard = RolloutGuard::of(&read);
+    // An operator pauses (through the guard, as the domain does).
+    let paused = RolloutRow {
+        state: "PAUSED".into(),
+        updated_at: 5,
+        ..read.clone()
+    };
+    s.apply(vec![Write::UpdateRollout {
+        rollout: paused.clone(),
+        expect: guard.clone(),
+    }])
+    .await
+    .unwrap();
+    assert_eq!(s.rollout("ro-1").await.unwrap(), Some(paused.clone()));
+    // The analysis that read the RUNNING row commits late: refused, with its whole batch.
+    let advanced = RolloutRow {
+        step_index: 1,
+        step_started_at: 6,
+        updated_at: 6,
+        ..read.clone()
+    };
+    let stale = s
+        .apply(vec![
+            Write::PutTags {
+                arn: ARN.into(),
+                tags: vec![("k".into(), "v".into())],
+            },
+            Write::UpdateRollout {
+                rollout: advanced.clone(),
+                expect: guard,
+            },
+        ])
+        .await;
+    assert!(
+        matches!(stale, Err(Error::Precondition("rollout"))),
+        "{stale:?}"
+    );
+    assert_eq!(s.rollout("ro-1").await.unwrap(), Some(paused.clone()));
+    assert!(s.tags(ARN).await.unwrap().is_empty());
+    // Same state and time but another step is a different row too.
+    let other_step = RolloutGuard {
+        step_index: 3,
+        ..RolloutGuard::of(&paused)
+    };
+    let e = s
+        .apply(vec![Write::UpdateRollout {
+            rollout: advanced.clone(),
+            expect: other_step,
+        }])
+        .await;
+    assert!(matches!(e, Err(Error::Precondition(_))), "{e:?}");
+    // A missing rollout is a failed precondition, not a silent insert.
+    let e = s
+        .apply(vec![Write::UpdateRollout {
+            rollout: rollout("ro-9", "RUNNING", 1),
+            expect: RolloutGuard::of(&rollout("ro-9", "RUNNING", 1)),
+        }])
+        .await;
+    assert!(matches!(e, Err(Error::Precondition(_))), "{e:?}");
+    assert_eq!(s.rollout("ro-9").await.unwrap(), None);
+    // The fresh guard succeeds.
+    let resumed = RolloutRow {
+        state: "RUNNING".into(),
+        updated_at: 7,
+        ..paused.clone()
+    };
+    s.apply(vec![Write::UpdateRollout {
+        rollout: resumed.clone(),
+        expect: RolloutGuard::of(&paused),
+    }])
+    .await
+    .unwrap();
+    assert_eq!(s.rollout("ro-1").await.unwrap(), Some(resumed));
 }
 
 async fn health_buckets_add_up_and_prune<H: Harness>(h: &H) {

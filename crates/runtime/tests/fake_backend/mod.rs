@@ -291,7 +291,7 @@ impl Prepare for FakePrepare {
         &self,
         _runtime: &Runtime,
         _version: &RuntimeVersion,
-    ) -> Result<Prepared, String> {
+    ) -> Result<Prepared, berth_control::deployer::Error> {
         Ok(Prepared {
             code_dir: "/nonexistent/code".into(),
             argv: vec!["agent".into()],

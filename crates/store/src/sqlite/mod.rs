@@ -334,6 +334,9 @@ impl ControlStore for SqliteStore {
                 } => traffic::delete_drain(&mut tx, runtime_id, endpoint, *version).await?,
                 Write::InsertRollout(r) => traffic::write_rollout(&mut tx, r, true).await?,
                 Write::PutRollout(r) => traffic::write_rollout(&mut tx, r, false).await?,
+                Write::UpdateRollout { rollout, expect } => {
+                    traffic::update_rollout(&mut tx, rollout, expect).await?
+                }
                 Write::AddHealth(h) => traffic::add_health(&mut tx, h).await?,
                 Write::PruneHealth { before } => traffic::prune_health(&mut tx, *before).await?,
                 Write::AppendAudit(a) => traffic::append_audit(&mut tx, a).await?,

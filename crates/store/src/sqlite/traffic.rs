@@ -1,11 +1,11 @@
 //! SQLite SQL of the traffic layer and the audit log (rows in [`crate::traffic`]).
 
 use super::cols::{corrupt, json_col};
-use crate::Error;
 use crate::traffic::{
     AssignmentRow, AuditRecord, AuditRow, DrainRow, GENESIS_HASH, HealthRow, PolicyRow, RolloutRow,
     audit_hash, canonical_json,
 };
+use crate::{Error, RolloutGuard};
 use berth_types::EpochMillis;
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
@@ -246,6 +246,39 @@ pub(crate) async fn write_rollout(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Conditional replace of a rollout row: only while the stored row still matches `expect`.
+pub(crate) async fn update_rollout(
+    tx: &mut SqliteConnection,
+    r: &RolloutRow,
+    expect: &RolloutGuard,
+) -> Result<(), Error> {
+    let n = sqlx::query(
+        "UPDATE rollouts SET from_version = $1, to_version = $2, state = $3, step_index = $4, \
+         step_started_at = $5, spec = $6, analysis = $7, reason = $8, updated_at = $9 \
+         WHERE id = $10 AND state = $11 AND step_index = $12 AND updated_at = $13",
+    )
+    .bind(i64::from(r.from_version))
+    .bind(i64::from(r.to_version))
+    .bind(&r.state)
+    .bind(i64::from(r.step_index))
+    .bind(r.step_started_at)
+    .bind(r.spec.to_string())
+    .bind(r.analysis.as_ref().map(Value::to_string))
+    .bind(&r.reason)
+    .bind(r.updated_at)
+    .bind(&r.id)
+    .bind(&expect.state)
+    .bind(i64::from(expect.step_index))
+    .bind(expect.updated_at)
+    .execute(tx)
+    .await?
+    .rows_affected();
+    if n != 1 {
+        return Err(Error::Precondition("rollout"));
+    }
+    Ok(())
 }
 
 pub(crate) async fn add_health(tx: &mut SqliteConnection, h: &HealthRow) -> Result<(), Error> {

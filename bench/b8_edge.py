@@ -64,9 +64,9 @@ class Attack:
             raise RuntimeError(f"B8: the attacker did not get ready: {line}{rest}")
 
     def finish(self) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.close()
-        out, err = self.proc.communicate(timeout=60)
+        assert self.proc is not None
+        # Closing its stdin (communicate does, after writing nothing) tells it to stop.
+        out, err = self.proc.communicate(input="", timeout=60)
         if self.proc.returncode != 0:
             raise RuntimeError(f"B8: the attacker failed: {err[-500:]}")
         rep = json.loads(out)

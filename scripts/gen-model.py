@@ -21,7 +21,7 @@ OPERATIONS = {
         "CreateMemory", "GetMemory", "ListMemories", "UpdateMemory", "DeleteMemory",
     ],
     "bedrock-agentcore": [
-        "InvokeAgentRuntime", "StopRuntimeSession",
+        "InvokeAgentRuntime", "InvokeAgentRuntimeCommand", "StopRuntimeSession",
         "CreateEvent", "GetEvent", "ListEvents", "DeleteEvent", "ListSessions", "ListActors",
         "RetrieveMemoryRecords", "ListMemoryRecords", "GetMemoryRecord", "DeleteMemoryRecord",
         "BatchCreateMemoryRecords", "BatchUpdateMemoryRecords", "BatchDeleteMemoryRecords",

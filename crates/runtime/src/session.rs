@@ -7,7 +7,9 @@
 //! Architecture Invariant: response bodies are never buffered; once the agent has started a
 //! `text/event-stream` response, any failure ends the stream with a final `error` event.
 
-use crate::backend::{Agent, AgentSpec, ExecOutput, ExecRequest, LogReader, SessionBackend};
+use crate::backend::{
+    Agent, AgentSpec, ExecEvent, ExecRequest, ExecStream, LogReader, SessionBackend,
+};
 use crate::quota::{Admission, Quotas, Refusal, Slot};
 use berth_api::control::{Lifecycle, RuntimeSpec};
 use berth_types::records::{Runtime, RuntimeVersion};
@@ -709,18 +711,18 @@ impl Sessions {
         }
     }
 
-    /// Runs a command in a live session's agent environment.
+    /// Runs a command in a live session's agent environment (see [`Session::exec`]).
     pub async fn exec(
         &self,
         runtime_id: &str,
         session_id: &str,
         req: &ExecRequest,
-    ) -> Result<ExecOutput, Error> {
+    ) -> Result<ExecStream, Error> {
         check_ids(runtime_id, Some(session_id))?;
         let s = self
             .existing(runtime_id, session_id)
             .ok_or_else(|| Error::NotFound(session_id.to_owned()))?;
-        Ok(s.held.agent.exec(req).await?)
+        s.exec(req).await
     }
 
     /// Sessions of a runtime with a log: live ones, then those whose log was kept.
@@ -957,6 +959,43 @@ impl Session {
     /// Version this session runs.
     pub fn version(&self) -> u32 {
         self.version
+    }
+
+    /// Runs a command next to the session's agent (`Agent::exec`) and streams its output. The
+    /// command counts as an invocation in flight until its stream ends (the session is busy,
+    /// not idle), and ending the session cuts the stream (the backend kills the command with
+    /// the agent).
+    pub async fn exec(self: &Arc<Self>, req: &ExecRequest) -> Result<ExecStream, Error> {
+        let guard = InFlight::new(self.clone());
+        let stream = tokio::select! {
+            _ = self.ended.cancelled() => return Err(Error::Stopped),
+            r = self.held.agent.exec(req) => r?,
+        };
+        let session = self.clone();
+        let ended = async move { session.ended.cancelled().await };
+        let stopped = futures::stream::once(async {
+            Err(crate::backend::Error::Io {
+                context: "the command's session",
+                source: io_err("the session was stopped"),
+            })
+        });
+        // Cut at the session's end, with one error item saying why, unless the command's exit
+        // came first; the in-flight guard lives as long as the stream.
+        let relayed = stream
+            .take_until(Box::pin(ended))
+            .chain(stopped)
+            .scan(false, |exited, item| {
+                if *exited {
+                    return futures::future::ready(None);
+                }
+                *exited = matches!(item, Ok(ExecEvent::Exit(_)));
+                futures::future::ready(Some(item))
+            })
+            .map(move |item| {
+                let _in_flight = &guard;
+                item
+            });
+        Ok(relayed.boxed())
     }
 
     /// Forwards one invocation to the agent and streams its answer back.

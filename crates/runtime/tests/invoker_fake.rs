@@ -102,7 +102,7 @@ fn invocation<'a>(headers: &'a HeaderMap, body: &'static [u8]) -> Invocation<'a>
         actor: Some("AKIAEXAMPLE"),
         request_id: "req-1",
         headers,
-        body: bytes::Bytes::from_static(body),
+        action: berth_runtime::invoker::Action::Invoke(bytes::Bytes::from_static(body)),
     }
 }
 

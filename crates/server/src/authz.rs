@@ -260,6 +260,10 @@ pub fn operations(
             }
             c
         }
+        (Method::POST, ["runtimes", r, "commands"]) => one(
+            "bedrock-agentcore:InvokeAgentRuntimeCommand",
+            runtime_arn(p, r),
+        ),
         (Method::POST, ["runtimes", r, "stopruntimesession"]) => {
             one("bedrock-agentcore:StopRuntimeSession", runtime_arn(p, r))
         }

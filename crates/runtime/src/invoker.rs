@@ -63,6 +63,9 @@ pub enum Action {
     /// `InvokeAgentRuntimeCommand`: a shell command next to the agent, answered as an event
     /// stream (`crate::command`).
     Command(Command),
+    /// A WebSocket to the agent's `/ws`: the answer is the agent's `101` with its pending
+    /// upgrade and a `session::Lease` in the extensions (`Session::websocket`).
+    WebSocket,
 }
 
 /// An invocation on its way through the stack: what the layers learned so far.
@@ -418,6 +421,10 @@ impl Invoke for Forward {
         match call.inv.action {
             Action::Invoke(body) => session
                 .invoke(call.inv.headers, call.inv.request_id, body)
+                .await
+                .map_err(Error::Invoke),
+            Action::WebSocket => session
+                .websocket(call.inv.headers, call.inv.request_id)
                 .await
                 .map_err(Error::Invoke),
             Action::Command(cmd) => {

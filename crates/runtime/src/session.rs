@@ -998,6 +998,63 @@ impl Session {
         Ok(relayed.boxed())
     }
 
+    /// Opens a WebSocket to the agent's `/ws` (the contract's path on its port): sends the
+    /// upgrade request with the contract headers and the client's WebSocket headers, and answers
+    /// the agent's `101` with its upgrade still pending in the extensions (`hyper::upgrade::on`)
+    /// and a [`Lease`] there too, which keeps the session busy and tells when it ends. Any other
+    /// answer is returned as it is, its body streamed (the caller refuses it).
+    pub async fn websocket(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        request_id: &str,
+    ) -> Result<Response<BodyStream>, Error> {
+        let mut req = Request::get("http://127.0.0.1/ws")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        let h = req.headers_mut();
+        for (name, value) in headers {
+            let n = name.as_str();
+            if PASSED.contains(&n)
+                || WS_PASSED.contains(&n)
+                || self.header_allowlist.iter().any(|a| a == n)
+            {
+                h.append(name.clone(), value.clone());
+            }
+        }
+        h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("Upgrade"),
+        );
+        h.insert(
+            HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id"),
+            HeaderValue::from_str(&self.session_id)
+                .map_err(|e| Error::Unreachable(e.to_string()))?,
+        );
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert(
+                HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-request-id"),
+                v,
+            );
+        }
+        let lease = Lease {
+            _in_flight: Arc::new(InFlight::new(self.clone())),
+            ended: self.ended.clone(),
+        };
+        let resp = tokio::select! {
+            _ = self.ended.cancelled() => return Err(Error::Stopped),
+            info = self.held.agent.exit().exited() => return Err(Error::Crashed(info.to_string())),
+            r = self.held.agent.forward(req) => r.map_err(|e| Error::Unreachable(e.to_string()))?,
+        };
+        let (mut parts, body) = resp.into_parts();
+        parts.extensions.insert(lease);
+        let stream = body
+            .into_data_stream()
+            .map(|r| r.map_err(std::io::Error::other))
+            .boxed();
+        Ok(Response::from_parts(parts, stream))
+    }
+
     /// Forwards one invocation to the agent and streams its answer back.
     pub async fn invoke(
         self: &Arc<Self>,
@@ -1065,6 +1122,29 @@ impl Session {
         Ok(out)
     }
 }
+
+/// A WebSocket's hold on its session ([`Session::websocket`]): counted as in flight (the session
+/// is busy) while held, and [`Lease::ended`] resolves when the session ends, so the socket
+/// closes with it.
+#[derive(Clone)]
+pub struct Lease {
+    _in_flight: Arc<InFlight>,
+    ended: CancellationToken,
+}
+
+impl Lease {
+    /// Resolves when the session has ended (stopped, idle, lifetime, crash, shutdown).
+    pub async fn ended(&self) {
+        self.ended.cancelled().await
+    }
+}
+
+/// WebSocket handshake headers passed to the agent as the client sent them.
+const WS_PASSED: &[&str] = &[
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+];
 
 /// Counts an invocation in flight for the idle clock; dropping it (end of the response stream,
 /// or the client going away) marks the session active now.

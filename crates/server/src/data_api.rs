@@ -18,12 +18,12 @@ use percent_encoding::percent_decode_str;
 /// The session header of the AgentCore contract.
 pub const SESSION_HEADER: HeaderName =
     HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id");
-const USER_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-user-id";
+pub(crate) const USER_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-user-id";
 
 /// The path and query of a data-plane call, decoded.
-struct Call {
-    runtime_id: String,
-    qualifier: Option<String>,
+pub(crate) struct Call {
+    pub(crate) runtime_id: String,
+    pub(crate) qualifier: Option<String>,
 }
 
 fn parse_call(
@@ -127,6 +127,38 @@ fn parse_session_call(
     Ok((call, sid))
 }
 
+/// Like [`parse_session_call`] for the WebSocket route: the session id may also come as the
+/// query parameter `X-Amzn-Bedrock-AgentCore-Runtime-Session-Id`, where the SDK's presigned
+/// URLs (`AgentCoreRuntimeClient.generate_presigned_url`) put it.
+pub(crate) fn parse_ws_call(
+    state: &AppState,
+    path: Result<RawPathParams, RawPathParamsRejection>,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(Call, String), ApiError> {
+    let call = parse_call(state, path, query)?;
+    if let Some(sid) = session_id(headers)? {
+        return Ok((call, sid));
+    }
+    let from_query = query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| k.eq_ignore_ascii_case(SESSION_HEADER.as_str()))
+        .map(|(_, v)| percent_decode_str(v).decode_utf8_lossy().into_owned());
+    let sid = match from_query {
+        Some(v) => {
+            let mut h = HeaderMap::new();
+            let value = HeaderValue::from_str(&v)
+                .map_err(|_| ApiError::field("runtimeSessionId", "the session id must be ASCII"))?;
+            h.insert(SESSION_HEADER, value);
+            session_id(&h)?.unwrap_or(v)
+        }
+        None => format!("berth-{}", berth_types::new_request_id()),
+    };
+    Ok((call, sid))
+}
+
 fn session_error(e: SessionError) -> ApiError {
     match e {
         SessionError::NotFound(s) => ApiError::not_found(format!("no live session {s}")),
@@ -137,7 +169,7 @@ fn session_error(e: SessionError) -> ApiError {
     }
 }
 
-fn invoke_error(e: InvokeError) -> ApiError {
+pub(crate) fn invoke_error(e: InvokeError) -> ApiError {
     match e {
         InvokeError::Unauthenticated => ApiError::new(ErrorKind::AccessDenied, e.to_string()),
         InvokeError::Route(e) => e,
@@ -307,6 +339,10 @@ pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/runtimes/{agentRuntimeId}/invocations", post(invoke))
         .route("/runtimes/{agentRuntimeId}/commands", post(command))
+        .route(
+            "/runtimes/{agentRuntimeId}/ws",
+            axum::routing::get(crate::ws::websocket),
+        )
         .route(
             "/runtimes/{agentRuntimeId}/stopruntimesession",
             post(stop_session),

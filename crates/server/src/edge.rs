@@ -324,7 +324,11 @@ async fn serve_connection(
         // new connection's first request or a kept-alive one's next.
         .header_read_timeout(opts.header_read_timeout)
         .keep_alive(true);
-    let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    // Upgrades (the WebSocket route, `crate::ws`): once hyper has handed the socket over, this
+    // future ends and the connection leaves the registry; the bridge task owns it from then on.
+    let conn = http
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .with_upgrades();
     tokio::pin!(conn);
     let mut draining = false;
     loop {

@@ -17,6 +17,7 @@ mod metrics;
 mod native_api;
 mod s3;
 mod traffic_api;
+mod ws;
 
 use axum::Router;
 use axum::middleware;

@@ -10,7 +10,9 @@
 //! other. Each side answers its own pings. The session's end closes both sockets (1001).
 //!
 //! Limits: a message or frame larger than the edge's small-body limit (`--small-body-mib`) ends
-//! the connection (tungstenite refuses it while reading, before buffering it whole).
+//! the connection (tungstenite refuses it while reading, before buffering it whole). The socket
+//! keeps counting against the listener's `--max-connections` (busy, so never shed) until it
+//! closes.
 
 use crate::AppState;
 use crate::data_api::{SESSION_HEADER, invoke_error, parse_ws_call};
@@ -40,6 +42,7 @@ pub async fn websocket(
     State(s): State<AppState>,
     Extension(rid): Extension<RequestId>,
     ctx: Option<Extension<crate::edge::Context>>,
+    conn: Option<Extension<crate::edge::ConnSlot>>,
     verified: Option<Extension<Verified>>,
     path: Result<RawPathParams, RawPathParamsRejection>,
     RawQuery(q): RawQuery,
@@ -83,6 +86,8 @@ pub async fn websocket(
     let config = WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
+    // The upgraded socket keeps its connection counted against --max-connections.
+    let held = conn.map(|c| c.hold());
     let mut out = upgrade
         .max_message_size(max)
         .max_frame_size(max)
@@ -98,6 +103,7 @@ pub async fn websocket(
                 WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Client, Some(config))
                     .await;
             bridge(client, agent, lease).await;
+            drop(held);
         });
     if let Ok(v) = HeaderValue::from_str(&sid) {
         out.headers_mut().insert(SESSION_HEADER, v);

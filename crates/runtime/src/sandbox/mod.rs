@@ -15,6 +15,11 @@
 //! [`Sandbox::destroy`] does, through a pidfd) takes the whole tree down in one step, and a Berth that
 //! dies hard takes its sandboxes with it (init's parent-death signal).
 //!
+//! [`Sandbox::exec`] runs a command beside the agent (InvokeAgentRuntimeCommand): the helper thread
+//! clones a process that waits until it is in the sandbox's cgroups, joins init's namespaces with
+//! one `setns` on its pidfd and forks the command through the agent's own last steps (session,
+//! uid, rlimits, `no_new_privs`, seccomp) with the agent's environment (`child::exec_main`).
+//!
 //! The agent listens on `127.0.0.1:<agent_port>` in its own network namespace, so every agent can use
 //! 8080. [`Sandbox::connect`] creates the socket inside that namespace on the helper thread and
 //! connects it from tokio; [`Connector`] wraps that for hyper-util's pooled client.

@@ -163,3 +163,20 @@ def test_ending_the_session_closes_the_socket(berth, data, wsecho):
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=30)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+
+
+def test_messages_over_the_edge_limit_end_the_socket(module_server):
+    """On a server with `--small-body-mib 1`, a 512 KiB message round-trips and a 2 MiB one ends
+    the connection without reaching the agent."""
+    server = module_server("ws-limits", args=("--small-body-mib", "1"))
+    control = server.client("bedrock-agentcore-control")
+    runtime = deploy_agent(control, server.s3_client(), "wsecho")
+    arn, session = runtime["agentRuntimeArn"], new_session_id("ws")
+    url, headers = signed(server, arn, session)
+    with connect(url, additional_headers=headers, open_timeout=60, max_size=None) as ws:
+        fits = b"x" * (512 * 1024)
+        ws.send(fits)
+        assert ws.recv(timeout=30) == fits
+        ws.send(b"y" * (2 * 1024 * 1024))
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=30)

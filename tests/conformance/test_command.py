@@ -8,11 +8,13 @@ decodes: `contentStart`, `contentDelta` (stdout/stderr), `contentStop` (exitCode
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 from berth_harness import (
     ACCESS_KEY_ID,
+    REGION,
     expect_validation,
     invoke_json,
     live_session,
@@ -175,3 +177,39 @@ def test_berth_exec_streams_and_exits_with_the_commands_code(berth, probe):
     assert "oops\n" in done.stderr
     done = run_cli(berth, "exec", probe["agentRuntimeId"], "--session", session, "--", "true")
     assert done.returncode == 0, done
+
+
+def test_the_command_needs_its_own_action(berth, probe):
+    """InvokeAgentRuntime alone does not run commands; InvokeAgentRuntimeCommand does."""
+    import boto3
+    import botocore.exceptions
+
+    def client_with(action: str):
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}],
+        }
+        made = native(
+            berth,
+            "POST",
+            "/berth/v1/keys",
+            body=json.dumps({"policy": policy, "name": "cmd-key"}).encode(),
+        )
+        assert made.status == 201, made
+        key = made.json()
+        return boto3.client(
+            "bedrock-agentcore",
+            endpoint_url=berth.url,
+            region_name=REGION,
+            aws_access_key_id=key["accessKeyId"],
+            aws_secret_access_key=key["secretAccessKey"],
+        )
+
+    arn = probe["agentRuntimeArn"]
+    invoke_only = client_with("bedrock-agentcore:InvokeAgentRuntime")
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        run(invoke_only, arn, new_session_id("cmd"), "true")
+    assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
+    allowed = client_with("bedrock-agentcore:InvokeAgentRuntimeCommand")
+    events, _ = run(allowed, arn, new_session_id("cmd"), "echo ok")
+    assert outputs(events)[0] == "ok\n"

@@ -9,6 +9,7 @@ endpoint; everything it signs and sends is its own. The socket is the `websocket
 
 from __future__ import annotations
 
+import json
 import socket
 from unittest import mock
 
@@ -20,6 +21,7 @@ from berth_harness import (
     SECRET_ACCESS_KEY,
     deploy_agent,
     invoke_json,
+    native,
     new_session_id,
     poll,
 )
@@ -37,12 +39,12 @@ def wsecho(control, s3) -> dict:
     return deploy_agent(control, s3, "wsecho")
 
 
-def sdk_client(berth):
+def sdk_client(berth, key: tuple = (ACCESS_KEY_ID, SECRET_ACCESS_KEY)):
     from bedrock_agentcore.runtime import AgentCoreRuntimeClient
 
     session = boto3.Session(
-        aws_access_key_id=ACCESS_KEY_ID,
-        aws_secret_access_key=SECRET_ACCESS_KEY,
+        aws_access_key_id=key[0],
+        aws_secret_access_key=key[1],
         region_name=REGION,
     )
     return AgentCoreRuntimeClient(REGION, session=session)
@@ -57,10 +59,10 @@ def endpoint(berth):
     )
 
 
-def signed(berth, arn: str, session: str):
+def signed(berth, arn: str, session: str, key: tuple = (ACCESS_KEY_ID, SECRET_ACCESS_KEY)):
     """`(ws:// URL, headers)` as `generate_ws_connection` makes them."""
     with endpoint(berth):
-        url, headers = sdk_client(berth).generate_ws_connection(arn, session_id=session)
+        url, headers = sdk_client(berth, key).generate_ws_connection(arn, session_id=session)
     headers = {k: v for k, v in headers.items() if k.lower() not in HANDSHAKE}
     return url.replace("wss://", "ws://", 1), headers
 
@@ -180,3 +182,39 @@ def test_messages_over_the_edge_limit_end_the_socket(module_server):
         ws.send(b"y" * (2 * 1024 * 1024))
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=30)
+
+
+def key_with(berth, action: str) -> tuple:
+    """A new access key whose one policy allows `action` on every runtime."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}],
+    }
+    made = native(
+        berth,
+        "POST",
+        "/berth/v1/keys",
+        body=json.dumps({"policy": policy, "name": f"ws-{action.split(':')[-1]}"}).encode(),
+    )
+    assert made.status == 201, made
+    key = made.json()
+    return key["accessKeyId"], key["secretAccessKey"]
+
+
+def test_the_upgrade_needs_the_websocket_action(berth, wsecho):
+    arn = wsecho["agentRuntimeArn"]
+    # InvokeAgentRuntime alone does not open a WebSocket (AWS has an action of its own for it).
+    url, headers = signed(
+        berth, arn, new_session_id("ws"), key_with(berth, "bedrock-agentcore:InvokeAgentRuntime")
+    )
+    with pytest.raises(InvalidStatus) as refused:
+        with connect(url, additional_headers=headers, open_timeout=60):
+            pass
+    assert refused.value.response.status_code == 403
+    assert b"AccessDeniedException" in refused.value.response.body or refused.value.response.headers.get(
+        "x-amzn-ErrorType", ""
+    ).startswith("AccessDeniedException")
+    allowed = key_with(berth, "bedrock-agentcore:InvokeAgentRuntimeWithWebSocketStream")
+    url, headers = signed(berth, arn, new_session_id("ws"), allowed)
+    with connect(url, additional_headers=headers, open_timeout=60) as ws:
+        echo_round_trip(ws)

@@ -59,10 +59,18 @@ def endpoint(berth):
     )
 
 
-def signed(berth, arn: str, session: str, key: tuple = (ACCESS_KEY_ID, SECRET_ACCESS_KEY)):
+def signed(
+    berth,
+    arn: str,
+    session: str,
+    key: tuple = (ACCESS_KEY_ID, SECRET_ACCESS_KEY),
+    endpoint_name: str | None = None,
+):
     """`(ws:// URL, headers)` as `generate_ws_connection` makes them."""
     with endpoint(berth):
-        url, headers = sdk_client(berth, key).generate_ws_connection(arn, session_id=session)
+        url, headers = sdk_client(berth, key).generate_ws_connection(
+            arn, session_id=session, endpoint_name=endpoint_name
+        )
     headers = {k: v for k, v in headers.items() if k.lower() not in HANDSHAKE}
     return url.replace("wss://", "ws://", 1), headers
 
@@ -218,3 +226,16 @@ def test_the_upgrade_needs_the_websocket_action(berth, wsecho):
     url, headers = signed(berth, arn, new_session_id("ws"), allowed)
     with connect(url, additional_headers=headers, open_timeout=60) as ws:
         echo_round_trip(ws)
+
+
+def test_the_qualifier_names_the_endpoint(berth, wsecho):
+    arn = wsecho["agentRuntimeArn"]
+    url, headers = signed(berth, arn, new_session_id("ws"), endpoint_name="DEFAULT")
+    assert "qualifier=DEFAULT" in url
+    with connect(url, additional_headers=headers, open_timeout=60) as ws:
+        echo_round_trip(ws)
+    url, headers = signed(berth, arn, new_session_id("ws"), endpoint_name="nosuchendpoint")
+    with pytest.raises(InvalidStatus) as refused:
+        with connect(url, additional_headers=headers, open_timeout=60):
+            pass
+    assert refused.value.response.status_code == 404

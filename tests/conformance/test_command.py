@@ -8,13 +8,13 @@ decodes: `contentStart`, `contentDelta` (stdout/stderr), `contentStop` (exitCode
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
 from berth_harness import (
     ACCESS_KEY_ID,
     REGION,
+    access_key_allowing,
     expect_validation,
     invoke_json,
     live_session,
@@ -185,24 +185,13 @@ def test_the_command_needs_its_own_action(berth, probe):
     import botocore.exceptions
 
     def client_with(action: str):
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}],
-        }
-        made = native(
-            berth,
-            "POST",
-            "/berth/v1/keys",
-            body=json.dumps({"policy": policy, "name": "cmd-key"}).encode(),
-        )
-        assert made.status == 201, made
-        key = made.json()
+        key_id, secret = access_key_allowing(berth, action)
         return boto3.client(
             "bedrock-agentcore",
             endpoint_url=berth.url,
             region_name=REGION,
-            aws_access_key_id=key["accessKeyId"],
-            aws_secret_access_key=key["secretAccessKey"],
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
         )
 
     arn = probe["agentRuntimeArn"]

@@ -9,7 +9,6 @@ endpoint; everything it signs and sends is its own. The socket is the `websocket
 
 from __future__ import annotations
 
-import json
 import socket
 from unittest import mock
 
@@ -19,9 +18,9 @@ from berth_harness import (
     ACCESS_KEY_ID,
     REGION,
     SECRET_ACCESS_KEY,
+    access_key_allowing,
     deploy_agent,
     invoke_json,
-    native,
     new_session_id,
     poll,
 )
@@ -192,28 +191,11 @@ def test_messages_over_the_edge_limit_end_the_socket(module_server):
             ws.recv(timeout=30)
 
 
-def key_with(berth, action: str) -> tuple:
-    """A new access key whose one policy allows `action` on every runtime."""
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}],
-    }
-    made = native(
-        berth,
-        "POST",
-        "/berth/v1/keys",
-        body=json.dumps({"policy": policy, "name": f"ws-{action.split(':')[-1]}"}).encode(),
-    )
-    assert made.status == 201, made
-    key = made.json()
-    return key["accessKeyId"], key["secretAccessKey"]
-
-
 def test_the_upgrade_needs_the_websocket_action(berth, wsecho):
     arn = wsecho["agentRuntimeArn"]
     # InvokeAgentRuntime alone does not open a WebSocket (AWS has an action of its own for it).
     url, headers = signed(
-        berth, arn, new_session_id("ws"), key_with(berth, "bedrock-agentcore:InvokeAgentRuntime")
+        berth, arn, new_session_id("ws"), access_key_allowing(berth, "bedrock-agentcore:InvokeAgentRuntime")
     )
     with pytest.raises(InvalidStatus) as refused:
         with connect(url, additional_headers=headers, open_timeout=60):
@@ -222,7 +204,7 @@ def test_the_upgrade_needs_the_websocket_action(berth, wsecho):
     assert b"AccessDeniedException" in refused.value.response.body or refused.value.response.headers.get(
         "x-amzn-ErrorType", ""
     ).startswith("AccessDeniedException")
-    allowed = key_with(berth, "bedrock-agentcore:InvokeAgentRuntimeWithWebSocketStream")
+    allowed = access_key_allowing(berth, "bedrock-agentcore:InvokeAgentRuntimeWithWebSocketStream")
     url, headers = signed(berth, arn, new_session_id("ws"), allowed)
     with connect(url, additional_headers=headers, open_timeout=60) as ws:
         echo_round_trip(ws)

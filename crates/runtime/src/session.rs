@@ -1012,31 +1012,12 @@ impl Session {
             .body(Full::new(Bytes::new()))
             .map_err(|e| Error::Unreachable(e.to_string()))?;
         let h = req.headers_mut();
-        for (name, value) in headers {
-            let n = name.as_str();
-            if PASSED.contains(&n)
-                || WS_PASSED.contains(&n)
-                || self.header_allowlist.iter().any(|a| a == n)
-            {
-                h.append(name.clone(), value.clone());
-            }
-        }
+        self.contract_headers(h, headers, request_id, WS_PASSED)?;
         h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(
             http::header::CONNECTION,
             HeaderValue::from_static("Upgrade"),
         );
-        h.insert(
-            HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id"),
-            HeaderValue::from_str(&self.session_id)
-                .map_err(|e| Error::Unreachable(e.to_string()))?,
-        );
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert(
-                HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-request-id"),
-                v,
-            );
-        }
         let lease = Lease {
             _in_flight: Arc::new(InFlight::new(self.clone())),
             ended: self.ended.clone(),
@@ -1055,21 +1036,21 @@ impl Session {
         Ok(Response::from_parts(parts, stream))
     }
 
-    /// Forwards one invocation to the agent and streams its answer back.
-    pub async fn invoke(
-        self: &Arc<Self>,
+    /// The headers the agent gets: the contract's, `also`, the runtime's allow-listed custom
+    /// ones (AgentCore's rule) as the caller sent them, then the session and request ids.
+    fn contract_headers(
+        &self,
+        h: &mut HeaderMap,
         headers: &HeaderMap,
         request_id: &str,
-        body: Bytes,
-    ) -> Result<Response<BodyStream>, Error> {
-        let mut req = Request::post("http://127.0.0.1/invocations")
-            .body(Full::new(body))
-            .map_err(|e| Error::Unreachable(e.to_string()))?;
-        let h = req.headers_mut();
+        also: &[&str],
+    ) -> Result<(), Error> {
         for (name, value) in headers {
             let n = name.as_str();
-            // Custom headers pass only when the runtime allow-lists them (AgentCore's rule).
-            if PASSED.contains(&n) || self.header_allowlist.iter().any(|a| a == n) {
+            if PASSED.contains(&n)
+                || also.contains(&n)
+                || self.header_allowlist.iter().any(|a| a == n)
+            {
                 h.append(name.clone(), value.clone());
             }
         }
@@ -1084,6 +1065,20 @@ impl Session {
                 v,
             );
         }
+        Ok(())
+    }
+
+    /// Forwards one invocation to the agent and streams its answer back.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        request_id: &str,
+        body: Bytes,
+    ) -> Result<Response<BodyStream>, Error> {
+        let mut req = Request::post("http://127.0.0.1/invocations")
+            .body(Full::new(body))
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        self.contract_headers(req.headers_mut(), headers, request_id, &[])?;
         let guard = InFlight::new(self.clone());
         let resp = tokio::select! {
             _ = self.ended.cancelled() => return Err(Error::Stopped),

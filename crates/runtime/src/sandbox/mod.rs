@@ -637,20 +637,18 @@ impl Sandbox {
             args.push(cstring(a.as_bytes())?);
         }
         let pipe_err = |e| Error::io("create pipes", e);
-        let (out_r, out_w) = pipe_pair().map_err(pipe_err)?;
-        let (err_r, err_w) = pipe_pair().map_err(pipe_err)?;
-        let (sync_r, sync_w) = pipe_pair().map_err(pipe_err)?;
-        let (exec_r, exec_w) = pipe_pair().map_err(pipe_err)?;
+        let ChildPipes {
+            devnull,
+            out_r,
+            out_w,
+            err_r,
+            err_w,
+            sync_r,
+            sync_w,
+            exec_r,
+            exec_w,
+        } = ChildPipes::new()?;
         let (status_r, status_w) = pipe_pair().map_err(pipe_err)?;
-        let devnull = File::options()
-            .read(true)
-            .open("/dev/null")
-            .map_err(|e| Error::io("open /dev/null", e))?;
-        let devnull = above_stdio(devnull.into()).map_err(pipe_err)?;
-        let out_w = above_stdio(out_w).map_err(pipe_err)?;
-        let err_w = above_stdio(err_w).map_err(pipe_err)?;
-        let sync_r = above_stdio(sync_r).map_err(pipe_err)?;
-        let exec_w = above_stdio(exec_w).map_err(pipe_err)?;
         let status_w = above_stdio(status_w).map_err(pipe_err)?;
         let namespaced = inner.isolation == Isolation::Namespaces;
         let plan = ExecPlan {
@@ -1304,10 +1302,17 @@ fn prepare_in(
     let log = logs::LogFile::create(&log_path, spec.log_cap_bytes)
         .map_err(|e| Error::io(format!("create {}", log_path.display()), e))?;
     let pipe_err = |e| Error::io("create pipes", e);
-    let (out_r, out_w) = pipe_pair().map_err(pipe_err)?;
-    let (err_r, err_w) = pipe_pair().map_err(pipe_err)?;
-    let (sync_r, sync_w) = pipe_pair().map_err(pipe_err)?;
-    let (exec_r, exec_w) = pipe_pair().map_err(pipe_err)?;
+    let ChildPipes {
+        devnull,
+        out_r,
+        out_w,
+        err_r,
+        err_w,
+        sync_r,
+        sync_w,
+        exec_r,
+        exec_w,
+    } = ChildPipes::new()?;
     let status = if namespaced {
         let (r, w) = pipe_pair().map_err(pipe_err)?;
         set_nonblocking(&r).map_err(pipe_err)?;
@@ -1315,16 +1320,6 @@ fn prepare_in(
     } else {
         None
     };
-    let devnull = File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| Error::io("open /dev/null", e))?;
-    let devnull = above_stdio(devnull.into()).map_err(pipe_err)?;
-    let out_w = above_stdio(out_w).map_err(pipe_err)?;
-    let err_w = above_stdio(err_w).map_err(pipe_err)?;
-    let sync_r = above_stdio(sync_r).map_err(pipe_err)?;
-    let exec_w = above_stdio(exec_w).map_err(pipe_err)?;
     let (status_r, status_w) = match status {
         Some((r, w)) => (Some(r), Some(above_stdio(w).map_err(pipe_err)?)),
         None => (None, None),
@@ -1613,6 +1608,47 @@ fn cstring(bytes: &[u8]) -> Result<CString, Error> {
 }
 
 /// A close-on-exec pipe: (read end, write end).
+/// What every child of a sandbox (an agent's init, a command) is handed: `/dev/null` for stdin,
+/// stdout and stderr pipes, the go pipe and the exec report pipe; the child's ends are moved
+/// above the standard descriptors.
+struct ChildPipes {
+    devnull: OwnedFd,
+    out_r: OwnedFd,
+    out_w: OwnedFd,
+    err_r: OwnedFd,
+    err_w: OwnedFd,
+    sync_r: OwnedFd,
+    sync_w: OwnedFd,
+    exec_r: OwnedFd,
+    exec_w: OwnedFd,
+}
+
+impl ChildPipes {
+    fn new() -> Result<Self, Error> {
+        let pipe_err = |e| Error::io("create pipes", e);
+        let (out_r, out_w) = pipe_pair().map_err(pipe_err)?;
+        let (err_r, err_w) = pipe_pair().map_err(pipe_err)?;
+        let (sync_r, sync_w) = pipe_pair().map_err(pipe_err)?;
+        let (exec_r, exec_w) = pipe_pair().map_err(pipe_err)?;
+        let devnull = File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| Error::io("open /dev/null", e))?;
+        Ok(Self {
+            devnull: above_stdio(devnull.into()).map_err(pipe_err)?,
+            out_r,
+            out_w: above_stdio(out_w).map_err(pipe_err)?,
+            err_r,
+            err_w: above_stdio(err_w).map_err(pipe_err)?,
+            sync_r: above_stdio(sync_r).map_err(pipe_err)?,
+            sync_w,
+            exec_r,
+            exec_w: above_stdio(exec_w).map_err(pipe_err)?,
+        })
+    }
+}
+
 fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills two new descriptors on success.

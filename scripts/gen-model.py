@@ -22,7 +22,7 @@ OPERATIONS = {
         "PutResourcePolicy", "GetResourcePolicy", "DeleteResourcePolicy",
     ],
     "bedrock-agentcore": [
-        "InvokeAgentRuntime", "StopRuntimeSession", "GetAgentCard",
+        "InvokeAgentRuntime", "InvokeAgentRuntimeCommand", "StopRuntimeSession", "GetAgentCard",
         "CreateEvent", "GetEvent", "ListEvents", "DeleteEvent", "ListSessions", "ListActors",
         "RetrieveMemoryRecords", "ListMemoryRecords", "GetMemoryRecord", "DeleteMemoryRecord",
         "BatchCreateMemoryRecords", "BatchUpdateMemoryRecords", "BatchDeleteMemoryRecords",

@@ -806,6 +806,22 @@ def native(server: BerthServer, method: str, path: str, query: str = "", **kwarg
     return raw_request(server.url, method, path, query=query, **kwargs)
 
 
+def access_key_allowing(server: BerthServer, action: str) -> tuple:
+    """A new access key (`POST /berth/v1/keys`) whose one policy allows `action` on everything;
+    returns `(access key id, secret)`."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}],
+    }
+    name = "allow-" + action.split(":")[-1]
+    made = native(
+        server, "POST", "/berth/v1/keys", body=json.dumps({"policy": policy, "name": name}).encode()
+    )
+    assert made.status == 201, made
+    key = made.json()
+    return key["accessKeyId"], key["secretAccessKey"]
+
+
 def live_sessions(server: BerthServer, runtime_id: str | None = None) -> list:
     """`GET /berth/v1/sessions[?runtime=ID]`: the live sessions."""
     query = f"runtime={runtime_id}" if runtime_id else ""

@@ -118,6 +118,14 @@ def test_every_served_operation_answers_in_the_models_types(berth, control, data
     session = new_session_id("walk")
     invoke_json(data, arn, session, {"op": "whoami"})
     walked.append(("bedrock-agentcore", "InvokeAgentRuntime"))
+    # An event stream: botocore's own parser decodes every frame (wire_check skips the body).
+    ran = data.invoke_agent_runtime_command(
+        agentRuntimeArn=arn, runtimeSessionId=session, body={"command": "true"}
+    )
+    assert [e["chunk"] for e in ran["stream"]][-1] == {
+        "contentStop": {"exitCode": 0, "status": "COMPLETED"}
+    }
+    walked.append(("bedrock-agentcore", "InvokeAgentRuntimeCommand"))
     step(data, "StopRuntimeSession", agentRuntimeArn=arn, runtimeSessionId=session)
 
     # Resource policies.

@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod error;
+pub mod eventstream;
 pub mod model;
 pub mod native;
 

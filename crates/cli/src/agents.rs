@@ -342,23 +342,8 @@ pub async fn invoke(a: InvokeArgs, args: ClientArgs) -> anyhow::Result<()> {
         extra.push(("x-amzn-bedrock-agentcore-runtime-user-id".to_owned(), u));
     }
     let resp = c.send_with("POST", &path, Some(&payload), &extra).await?;
-    let status = resp.status();
     remember(&id, &session);
-    if !status.is_success() {
-        let code = resp
-            .headers()
-            .get("x-amzn-errortype")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("error")
-            .to_owned();
-        let body = resp.text().await.unwrap_or_default();
-        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        bail!(
-            "{code} ({}): {}",
-            status.as_u16(),
-            v.get("message").and_then(Value::as_str).unwrap_or(&body)
-        );
-    }
+    let resp = Client::success(resp).await?;
     eprintln!("session: {session}");
     let sse = resp
         .headers()

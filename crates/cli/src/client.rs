@@ -59,6 +59,28 @@ impl Client {
         })
     }
 
+    /// The response itself when its status is a success; else an error naming the AWS error
+    /// code (`x-amzn-errortype`), the status and the message, for calls that stream a body.
+    pub async fn success(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let code = resp
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("error")
+            .to_owned();
+        let body = resp.text().await.unwrap_or_default();
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        bail!(
+            "{code} ({}): {}",
+            status.as_u16(),
+            v.get("message").and_then(Value::as_str).unwrap_or(&body)
+        )
+    }
+
     /// Sends a signed request and returns the response, whatever its status.
     pub async fn send(
         &self,

@@ -20,6 +20,7 @@ mod client;
 mod commands;
 mod datadir;
 mod edge_args;
+mod exec;
 mod keys;
 mod model;
 mod rollout;
@@ -109,6 +110,13 @@ enum Command {
     Invoke {
         #[command(flatten)]
         invoke: agents::InvokeArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run a shell command in a session's sandbox (InvokeAgentRuntimeCommand); exits with its code.
+    Exec {
+        #[command(flatten)]
+        exec: exec::ExecArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -209,6 +217,7 @@ fn main() -> ExitCode {
             Command::Roles { cmd, client } => keys::roles(cmd, client).await,
             Command::Deploy { deploy, client } => agents::deploy(deploy, client).await,
             Command::Invoke { invoke, client } => agents::invoke(invoke, client).await,
+            Command::Exec { exec, client } => exec::exec(exec, client).await,
             Command::Sessions { cmd, client } => agents::sessions(cmd, client).await,
             Command::Logs { logs, client } => agents::logs(logs, client).await,
         }
@@ -217,6 +226,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // The reader went away (`| head`): what it wanted was written.
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
+        // `berth exec`: the command's own exit code (0..=255 as a shell reports it).
+        Err(e) if e.downcast_ref::<exec::ExitWith>().is_some() => {
+            let code = e.downcast_ref::<exec::ExitWith>().map_or(1, |x| x.0);
+            ExitCode::from(code.clamp(0, 255) as u8)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -17,6 +17,7 @@
 //! nothing in the stack beyond what metering keeps for its record; routing (a store read, and one
 //! write per new session) happens only when the session has no live agent.
 
+use crate::command::Command;
 use crate::session::{BodyStream, Error as SessionError, Session, Sessions, Target};
 use berth_api::ApiError;
 use berth_control::health::Outcome;
@@ -48,18 +49,23 @@ pub struct Invocation<'a> {
     pub request_id: &'a str,
     /// The request headers (the agent sees the contract's and the allow-listed ones).
     pub headers: &'a HeaderMap,
-    /// The payload.
-    pub body: Bytes,
-    /// What is asked of the agent.
-    pub op: Op,
+    /// What to do in the session.
+    pub action: Action,
 }
 
-/// What an [`Invocation`] asks of the agent; everything before the session call is the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Op {
-    /// `InvokeAgentRuntime`: the payload to the version's protocol path.
-    #[default]
-    Invoke,
+/// What an invocation does once its session is open: every operation on a session takes the
+/// same way through the stack (routing, health, quotas, metering), so a command or a WebSocket
+/// opens the same session `InvokeAgentRuntime` would.
+#[derive(Debug)]
+pub enum Action {
+    /// `InvokeAgentRuntime`: the payload, posted to the agent's `/invocations`.
+    Invoke(Bytes),
+    /// `InvokeAgentRuntimeCommand`: a shell command next to the agent, answered as an event
+    /// stream (`crate::command`).
+    Command(Command),
+    /// A WebSocket to the agent's `/ws`: the answer is the agent's `101` with its pending
+    /// upgrade and a `session::Lease` in the extensions (`Session::websocket`).
+    WebSocket,
     /// `GetAgentCard`: the A2A agent's `/.well-known/agent-card.json`.
     AgentCard,
 }
@@ -403,7 +409,7 @@ impl<S: Invoke> Invoke for Metered<S> {
     }
 }
 
-/// The innermost step: forwards the call to its session's agent.
+/// The innermost step: forwards the call to its session's agent (or runs its command there).
 pub struct Forward;
 
 impl Invoke for Forward {
@@ -414,19 +420,29 @@ impl Invoke for Forward {
         let Some(session) = call.session else {
             return Err(Error::Invoke(SessionError::Stopped));
         };
-        match call.inv.op {
-            Op::Invoke => {
-                session
-                    .invoke(call.inv.headers, call.inv.request_id, call.inv.body)
-                    .await
-            }
-            Op::AgentCard => {
-                session
-                    .agent_card(call.inv.headers, call.inv.request_id)
-                    .await
+        match call.inv.action {
+            Action::Invoke(body) => session
+                .invoke(call.inv.headers, call.inv.request_id, body)
+                .await
+                .map_err(Error::Invoke),
+            Action::AgentCard => session
+                .agent_card(call.inv.headers, call.inv.request_id)
+                .await
+                .map_err(Error::Invoke),
+            Action::WebSocket => session
+                .websocket(call.inv.headers, call.inv.request_id)
+                .await
+                .map_err(Error::Invoke),
+            Action::Command(cmd) => {
+                let stream = session.exec(&cmd.request()).await.map_err(Error::Invoke)?;
+                let mut answer = Response::new(crate::command::frames(stream));
+                answer.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(berth_api::eventstream::CONTENT_TYPE),
+                );
+                Ok(answer)
             }
         }
-        .map_err(Error::Invoke)
     }
 }
 

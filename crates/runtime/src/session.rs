@@ -7,7 +7,9 @@
 //! Architecture Invariant: response bodies are never buffered; once the agent has started a
 //! `text/event-stream` response, any failure ends the stream with a final `error` event.
 
-use crate::backend::{Agent, AgentSpec, ExecOutput, ExecRequest, LogReader, SessionBackend};
+use crate::backend::{
+    Agent, AgentSpec, ExecEvent, ExecRequest, ExecStream, LogReader, SessionBackend,
+};
 use crate::quota::{Admission, Quotas, Refusal, Slot};
 use berth_api::control::{Lifecycle, Protocol, RuntimeSpec, ServerProtocol};
 use berth_types::records::{Runtime, RuntimeVersion};
@@ -736,18 +738,18 @@ impl Sessions {
         }
     }
 
-    /// Runs a command in a live session's agent environment.
+    /// Runs a command in a live session's agent environment (see [`Session::exec`]).
     pub async fn exec(
         &self,
         runtime_id: &str,
         session_id: &str,
         req: &ExecRequest,
-    ) -> Result<ExecOutput, Error> {
+    ) -> Result<ExecStream, Error> {
         check_ids(runtime_id, Some(session_id))?;
         let s = self
             .existing(runtime_id, session_id)
             .ok_or_else(|| Error::NotFound(session_id.to_owned()))?;
-        Ok(s.held.agent.exec(req).await?)
+        s.exec(req).await
     }
 
     /// Sessions of a runtime with a log: live ones, then those whose log was kept.
@@ -1034,6 +1036,113 @@ impl Session {
         self.version
     }
 
+    /// Runs a command next to the session's agent (`Agent::exec`) and streams its output. The
+    /// command counts as an invocation in flight until its stream ends (the session is busy,
+    /// not idle), and ending the session cuts the stream (the backend kills the command with
+    /// the agent).
+    pub async fn exec(self: &Arc<Self>, req: &ExecRequest) -> Result<ExecStream, Error> {
+        let guard = InFlight::new(self.clone());
+        let stream = tokio::select! {
+            _ = self.ended.cancelled() => return Err(Error::Stopped),
+            r = self.held.agent.exec(req) => r?,
+        };
+        let session = self.clone();
+        let ended = async move { session.ended.cancelled().await };
+        let stopped = futures::stream::once(async {
+            Err(crate::backend::Error::Io {
+                context: "the command's session",
+                source: io_err("the session was stopped"),
+            })
+        });
+        // Cut at the session's end, with one error item saying why, unless the command's exit
+        // came first; the in-flight guard lives as long as the stream.
+        let relayed = stream
+            .take_until(Box::pin(ended))
+            .chain(stopped)
+            .scan(false, |exited, item| {
+                if *exited {
+                    return futures::future::ready(None);
+                }
+                *exited = matches!(item, Ok(ExecEvent::Exit(_)));
+                futures::future::ready(Some(item))
+            })
+            .map(move |item| {
+                let _in_flight = &guard;
+                item
+            });
+        Ok(relayed.boxed())
+    }
+
+    /// Opens a WebSocket to the agent's `/ws` (the contract's path on its port): sends the
+    /// upgrade request with the contract headers and the client's WebSocket headers, and answers
+    /// the agent's `101` with its upgrade still pending in the extensions (`hyper::upgrade::on`)
+    /// and a [`Lease`] there too, which keeps the session busy and tells when it ends. Any other
+    /// answer is returned as it is, its body streamed (the caller refuses it).
+    pub async fn websocket(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        request_id: &str,
+    ) -> Result<Response<BodyStream>, Error> {
+        let mut req = Request::get("http://127.0.0.1/ws")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        let h = req.headers_mut();
+        self.contract_headers(h, headers, request_id, WS_PASSED)?;
+        h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("Upgrade"),
+        );
+        let lease = Lease {
+            _in_flight: Arc::new(InFlight::new(self.clone())),
+            ended: self.ended.clone(),
+        };
+        let resp = tokio::select! {
+            _ = self.ended.cancelled() => return Err(Error::Stopped),
+            info = self.held.agent.exit().exited() => return Err(Error::Crashed(info.to_string())),
+            r = self.held.agent.forward(req) => r.map_err(|e| Error::Unreachable(e.to_string()))?,
+        };
+        let (mut parts, body) = resp.into_parts();
+        parts.extensions.insert(lease);
+        let stream = body
+            .into_data_stream()
+            .map(|r| r.map_err(std::io::Error::other))
+            .boxed();
+        Ok(Response::from_parts(parts, stream))
+    }
+
+    /// The headers the agent gets: the contract's, `also`, the runtime's allow-listed custom
+    /// ones (AgentCore's rule) as the caller sent them, then the session and request ids.
+    fn contract_headers(
+        &self,
+        h: &mut HeaderMap,
+        headers: &HeaderMap,
+        request_id: &str,
+        also: &[&str],
+    ) -> Result<(), Error> {
+        for (name, value) in headers {
+            let n = name.as_str();
+            if PASSED.contains(&n)
+                || also.contains(&n)
+                || self.header_allowlist.iter().any(|a| a == n)
+            {
+                h.append(name.clone(), value.clone());
+            }
+        }
+        h.insert(
+            HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id"),
+            HeaderValue::from_str(&self.session_id)
+                .map_err(|e| Error::Unreachable(e.to_string()))?,
+        );
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert(
+                HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-request-id"),
+                v,
+            );
+        }
+        Ok(())
+    }
+
     /// Forwards one invocation to the agent (`POST` to the version's protocol path) and streams
     /// its answer back.
     pub async fn invoke(
@@ -1072,25 +1181,7 @@ impl Session {
             .uri(uri)
             .body(Full::new(body))
             .map_err(|e| Error::Unreachable(e.to_string()))?;
-        let h = req.headers_mut();
-        for (name, value) in headers {
-            let n = name.as_str();
-            // Custom headers pass only when the runtime allow-lists them (AgentCore's rule).
-            if PASSED.contains(&n) || self.header_allowlist.iter().any(|a| a == n) {
-                h.append(name.clone(), value.clone());
-            }
-        }
-        h.insert(
-            HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id"),
-            HeaderValue::from_str(&self.session_id)
-                .map_err(|e| Error::Unreachable(e.to_string()))?,
-        );
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert(
-                HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-request-id"),
-                v,
-            );
-        }
+        self.contract_headers(req.headers_mut(), headers, request_id, &[])?;
         let guard = InFlight::new(self.clone());
         let resp = tokio::select! {
             _ = self.ended.cancelled() => return Err(Error::Stopped),
@@ -1136,6 +1227,29 @@ impl Session {
         Ok(out)
     }
 }
+
+/// A WebSocket's hold on its session ([`Session::websocket`]): counted as in flight (the session
+/// is busy) while held, and [`Lease::ended`] resolves when the session ends, so the socket
+/// closes with it.
+#[derive(Clone)]
+pub struct Lease {
+    _in_flight: Arc<InFlight>,
+    ended: CancellationToken,
+}
+
+impl Lease {
+    /// Resolves when the session has ended (stopped, idle, lifetime, crash, shutdown).
+    pub async fn ended(&self) {
+        self.ended.cancelled().await
+    }
+}
+
+/// WebSocket handshake headers passed to the agent as the client sent them.
+const WS_PASSED: &[&str] = &[
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+];
 
 /// Counts an invocation in flight for the idle clock; dropping it (end of the response stream,
 /// or the client going away) marks the session active now.

@@ -6,7 +6,7 @@ mod fake_backend;
 use berth_api::ApiError;
 use berth_control::RouteRequest;
 use berth_control::health::Outcome;
-use berth_runtime::invoker::{ControlPlane, Error, Invocation, Invoker, Op};
+use berth_runtime::invoker::{ControlPlane, Error, Invocation, Invoker};
 use berth_runtime::session::{Error as SessionError, Target};
 use fake_backend::{RUNTIME_ID, options, sessions, target};
 use futures::StreamExt;
@@ -102,8 +102,7 @@ fn invocation<'a>(headers: &'a HeaderMap, body: &'static [u8]) -> Invocation<'a>
         actor: Some("AKIAEXAMPLE"),
         request_id: "req-1",
         headers,
-        body: bytes::Bytes::from_static(body),
-        op: Op::Invoke,
+        action: berth_runtime::invoker::Action::Invoke(bytes::Bytes::from_static(body)),
     }
 }
 

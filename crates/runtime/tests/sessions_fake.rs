@@ -200,14 +200,29 @@ async fn exec_reaches_the_live_session_agent() {
     let (s, _record, _shutdown) = sessions(options(dir.path()));
     let req = ExecRequest {
         argv: vec!["echo".into(), "hi".into()],
+        timeout: std::time::Duration::from_secs(5),
     };
     assert!(matches!(
         s.exec(RUNTIME_ID, SID, &req).await,
         Err(Error::NotFound(_))
     ));
     s.open(&target(1), SID, None).await.unwrap();
-    let out = s.exec(RUNTIME_ID, SID, &req).await.unwrap();
-    assert_eq!(out.stdout.as_ref(), b"echo hi");
+    let events: Vec<_> =
+        futures::StreamExt::collect::<Vec<_>>(s.exec(RUNTIME_ID, SID, &req).await.unwrap())
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    assert_eq!(
+        events,
+        vec![
+            berth_runtime::backend::ExecEvent::Stdout(bytes::Bytes::from_static(b"echo hi")),
+            berth_runtime::backend::ExecEvent::Exit(berth_runtime::backend::ExecExit {
+                code: 0,
+                timed_out: false
+            }),
+        ]
+    );
 }
 
 #[tokio::test]

@@ -294,6 +294,22 @@ pub fn operations(
                 "agent-card.json",
             ],
         ) => one("bedrock-agentcore:GetAgentCard", runtime_arn(p, r)),
+        // InvokeAgentRuntime over WebSocket has an action of its own on AWS.
+        (Method::GET, ["runtimes", r, "ws"]) => {
+            let arn = runtime_arn(p, r);
+            let mut c = one(
+                "bedrock-agentcore:InvokeAgentRuntimeWithWebSocketStream",
+                arn.clone(),
+            );
+            if headers.contains_key(USER_HEADER) {
+                c.checks.push(Operation::new(INVOKE_FOR_USER, arn));
+            }
+            c
+        }
+        (Method::POST, ["runtimes", r, "commands"]) => one(
+            "bedrock-agentcore:InvokeAgentRuntimeCommand",
+            runtime_arn(p, r),
+        ),
         (Method::POST, ["runtimes", r, "stopruntimesession"]) => {
             one("bedrock-agentcore:StopRuntimeSession", runtime_arn(p, r))
         }
@@ -970,6 +986,24 @@ mod tests {
             &h,
         );
         assert_eq!(with_user.checks[1].action, INVOKE_FOR_USER);
+        // The command and the WebSocket each have their own action on the runtime.
+        for (method, path, action) in [
+            (
+                Method::POST,
+                "/runtimes/a-0123456789/commands",
+                "bedrock-agentcore:InvokeAgentRuntimeCommand",
+            ),
+            (
+                Method::GET,
+                "/runtimes/a-0123456789/ws",
+                "bedrock-agentcore:InvokeAgentRuntimeWithWebSocketStream",
+            ),
+        ] {
+            assert_eq!(
+                ops(false, method, path, None).checks,
+                vec![Operation::new(action, rt)]
+            );
+        }
         let mem = ops(
             false,
             Method::POST,

@@ -150,6 +150,18 @@ impl Slot {
         self.in_flight.load(Ordering::Acquire) > 0
     }
 
+    /// Resolves once no request is in flight (an upgraded socket holds one for its life).
+    pub(crate) async fn until_idle(&self) {
+        loop {
+            // Registered before the check, so a request ending in between still wakes us.
+            let changed = self.changed.notified();
+            if !self.busy() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Resolves when the registry shed this connection.
     pub(crate) async fn shed(&self) {
         self.shed.cancelled().await;

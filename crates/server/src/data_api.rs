@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use berth_api::{ApiError, ErrorKind};
 use berth_auth::Verified;
-use berth_runtime::invoker::{Error as InvokeError, Invocation, Op};
+use berth_runtime::command::{Command, DEFAULT_TIMEOUT, TIMEOUT_RANGE};
+use berth_runtime::invoker::{Action, Error as InvokeError, Invocation};
 use berth_runtime::session::Error as SessionError;
 use percent_encoding::percent_decode_str;
 
@@ -112,6 +113,52 @@ pub(crate) fn session_id(headers: &HeaderMap) -> Result<Option<String>, ApiError
     Ok(Some(s.to_owned()))
 }
 
+/// The path and query of a call on a session, and its session id (the caller's, else a new one,
+/// as AgentCore makes up one when the header is absent).
+fn parse_session_call(
+    state: &AppState,
+    path: Result<RawPathParams, RawPathParamsRejection>,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(Call, String), ApiError> {
+    let call = parse_call(state, path, query)?;
+    let sid =
+        session_id(headers)?.unwrap_or_else(|| format!("berth-{}", berth_types::new_request_id()));
+    Ok((call, sid))
+}
+
+/// Like [`parse_session_call`] for the WebSocket route: the session id may also come as the
+/// query parameter `X-Amzn-Bedrock-AgentCore-Runtime-Session-Id`, where the SDK's presigned
+/// URLs (`AgentCoreRuntimeClient.generate_presigned_url`) put it.
+pub(crate) fn parse_ws_call(
+    state: &AppState,
+    path: Result<RawPathParams, RawPathParamsRejection>,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(Call, String), ApiError> {
+    let call = parse_call(state, path, query)?;
+    if let Some(sid) = session_id(headers)? {
+        return Ok((call, sid));
+    }
+    let from_query = query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| k.eq_ignore_ascii_case(SESSION_HEADER.as_str()))
+        .map(|(_, v)| percent_decode_str(v).decode_utf8_lossy().into_owned());
+    let sid = match from_query {
+        Some(v) => {
+            let mut h = HeaderMap::new();
+            let value = HeaderValue::from_str(&v)
+                .map_err(|_| ApiError::field("runtimeSessionId", "the session id must be ASCII"))?;
+            h.insert(SESSION_HEADER, value);
+            session_id(&h)?.unwrap_or(v)
+        }
+        None => format!("berth-{}", berth_types::new_request_id()),
+    };
+    Ok((call, sid))
+}
+
 fn session_error(e: SessionError) -> ApiError {
     match e {
         SessionError::NotFound(s) => ApiError::not_found(format!("no live session {s}")),
@@ -141,9 +188,7 @@ pub async fn invoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WireError> {
-    let call = parse_call(&s, path, q.as_deref())?;
-    let sid =
-        session_id(&headers)?.unwrap_or_else(|| format!("berth-{}", berth_types::new_request_id()));
+    let (call, sid) = parse_session_call(&s, path, q.as_deref(), &headers)?;
     let inv = Invocation {
         runtime_id: &call.runtime_id,
         qualifier: call.qualifier.as_deref(),
@@ -154,8 +199,7 @@ pub async fn invoke(
             .map(|v| v.principal.access_key_id.as_str()),
         request_id: &rid.0,
         headers: &headers,
-        body,
-        op: Op::Invoke,
+        action: Action::Invoke(body),
     };
     let resp = s.invoker.invoke(inv).await.map_err(invoke_error)?;
     let (parts, stream) = resp.into_parts();
@@ -175,6 +219,81 @@ pub async fn invoke(
         )
         .into());
     }
+    let mut out = Response::from_parts(parts, Body::from_stream(stream));
+    if let Ok(v) = HeaderValue::from_str(&sid) {
+        out.headers_mut().insert(SESSION_HEADER, v);
+    }
+    Ok(out)
+}
+
+/// `InvokeAgentRuntimeCommand`: validates the body against the model, then runs the command in
+/// the session `InvokeAgentRuntime` would use (opened the same way, through the invoker), and
+/// streams its output as event-stream frames (`berth_runtime::command`). Audited once started.
+pub async fn command(
+    State(s): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    verified: Option<Extension<Verified>>,
+    path: Result<RawPathParams, RawPathParamsRejection>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WireError> {
+    let (call, sid) = parse_session_call(&s, path, q.as_deref(), &headers)?;
+    let input: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::cannot_parse("the request body is not valid JSON"))?;
+    let params = [("agentRuntimeArn", call.runtime_id.clone())];
+    berth_api::model::data().input(
+        "InvokeAgentRuntimeCommand",
+        serde_json::json!({ "body": input }),
+        &params,
+    )?;
+    let command = input
+        .get("command")
+        .and_then(|c| c.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    // The model types timeout as a plain integer; its documentation gives the range.
+    let timeout = match input.get("timeout").and_then(|t| t.as_i64()) {
+        None => DEFAULT_TIMEOUT,
+        Some(t) if TIMEOUT_RANGE.contains(&t) => std::time::Duration::from_secs(t as u64),
+        Some(t) => {
+            return Err(ApiError::field(
+                "body.timeout",
+                format!(
+                    "Value '{t}' at 'body.timeout' failed to satisfy constraint: Member must be between {} and {} seconds",
+                    TIMEOUT_RANGE.start(),
+                    TIMEOUT_RANGE.end()
+                ),
+            )
+            .into());
+        }
+    };
+    let actor = verified.as_ref().map(|v| v.principal.access_key_id.clone());
+    let audit = serde_json::json!({
+        "runtimeSessionId": sid,
+        "qualifier": call.qualifier,
+        "command": command,
+        "timeout": timeout.as_secs(),
+    });
+    let inv = Invocation {
+        runtime_id: &call.runtime_id,
+        qualifier: call.qualifier.as_deref(),
+        session_id: &sid,
+        user_id: headers.get(USER_HEADER).and_then(|v| v.to_str().ok()),
+        actor: actor.as_deref(),
+        request_id: &rid.0,
+        headers: &headers,
+        action: Action::Command(Command { command, timeout }),
+    };
+    let resp = s.invoker.invoke(inv).await.map_err(invoke_error)?;
+    let arn = s.control.partition().runtime_arn(&call.runtime_id);
+    berth_control::Caller::new(actor.unwrap_or_default(), Some(rid.0.clone()))
+        .scope(
+            s.control
+                .audit_event("InvokeAgentRuntimeCommand", &arn, audit),
+        )
+        .await;
+    let (parts, stream) = resp.into_parts();
     let mut out = Response::from_parts(parts, Body::from_stream(stream));
     if let Ok(v) = HeaderValue::from_str(&sid) {
         out.headers_mut().insert(SESSION_HEADER, v);
@@ -219,6 +338,11 @@ pub fn routes() -> axum::Router<AppState> {
     use axum::routing::post;
     axum::Router::new()
         .route("/runtimes/{agentRuntimeId}/invocations", post(invoke))
+        .route("/runtimes/{agentRuntimeId}/commands", post(command))
+        .route(
+            "/runtimes/{agentRuntimeId}/ws",
+            axum::routing::get(crate::ws::websocket),
+        )
         .route(
             "/runtimes/{agentRuntimeId}/stopruntimesession",
             post(stop_session),

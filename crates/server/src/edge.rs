@@ -306,6 +306,8 @@ async fn serve_connection(
             let in_flight = slot.begin();
             // The listener's limits and budgets travel with the request to the auth layer.
             req.extensions_mut().insert(ctx.clone());
+            // An upgraded socket (`crate::ws`) marks its connection busy for its whole life.
+            req.extensions_mut().insert(ConnSlot(slot.clone()));
             let app = app.clone();
             async move {
                 let resp = app.oneshot(req.map(Body::new)).await?;
@@ -324,7 +326,11 @@ async fn serve_connection(
         // new connection's first request or a kept-alive one's next.
         .header_read_timeout(opts.header_read_timeout)
         .keep_alive(true);
-    let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    // Upgrades (the WebSocket route, `crate::ws`): once hyper has handed the socket over, this
+    // future ends and the connection leaves the registry; the bridge task owns it from then on.
+    let conn = http
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .with_upgrades();
     let mut conn = crate::conn::Absorb::new(conn);
     let mut draining = false;
     loop {
@@ -351,7 +357,22 @@ async fn serve_connection(
             }
         }
     }
+    // A socket hyper handed over (a WebSocket) still counts against the listener's connections
+    // until it closes; it is busy, so it is never shed for room.
+    slot.until_idle().await;
     registry.remove(&slot);
+}
+
+/// The connection a request came on, for handlers that take the socket over (`crate::ws`):
+/// [`ConnSlot::hold`] keeps it counted and busy while the upgraded socket lives.
+#[derive(Clone)]
+pub(crate) struct ConnSlot(Arc<Slot>);
+
+impl ConnSlot {
+    /// Marks the connection busy until the returned guard is dropped.
+    pub(crate) fn hold(&self) -> crate::conn::InFlight {
+        self.0.begin()
+    }
 }
 
 #[cfg(test)]

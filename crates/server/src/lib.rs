@@ -19,6 +19,7 @@ mod protocol_api;
 mod resource_policy_api;
 mod s3;
 mod traffic_api;
+mod ws;
 
 use axum::Router;
 use axum::middleware;

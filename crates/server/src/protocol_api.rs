@@ -7,14 +7,14 @@ use crate::data_api::{
 };
 use crate::error::{RequestId, WireError};
 use axum::Extension;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use berth_api::{ApiError, ErrorKind};
 use berth_auth::Verified;
-use berth_runtime::invoker::{Invocation, Op};
+use berth_runtime::invoker::{Action, Invocation};
 
 /// `GetAgentCard` (`GET /runtimes/{arn}/invocations/.well-known/agent-card.json`): routed and
 /// admitted like an invocation (same qualifier, session header, quotas), then the agent's own
@@ -40,8 +40,7 @@ pub async fn get_agent_card(
             .map(|v| v.principal.access_key_id.as_str()),
         request_id: &rid.0,
         headers: &headers,
-        body: Bytes::new(),
-        op: Op::AgentCard,
+        action: Action::AgentCard,
     };
     let resp = s.invoker.invoke(inv).await.map_err(invoke_error)?;
     let (parts, stream) = resp.into_parts();

@@ -92,20 +92,34 @@ pub struct Placement {
 /// A command to run in a session's agent environment.
 #[derive(Debug, Clone)]
 pub struct ExecRequest {
-    /// Program and arguments.
+    /// Program and arguments (`InvokeAgentRuntimeCommand` sends `/bin/sh -c COMMAND`).
     pub argv: Vec<String>,
+    /// How long the command may run; at the deadline its process group is killed.
+    pub timeout: std::time::Duration,
 }
 
-/// What an [`Agent::exec`] command did.
-#[derive(Debug, Clone)]
-pub struct ExecOutput {
-    /// Exit code (`None` when killed by a signal).
-    pub code: Option<i32>,
-    /// Captured stdout.
-    pub stdout: Bytes,
-    /// Captured stderr.
-    pub stderr: Bytes,
+/// How an [`Agent::exec`] command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecExit {
+    /// Exit code, or 128 + the signal that killed it (the shell's convention).
+    pub code: i32,
+    /// The timeout ran out and the command was killed.
+    pub timed_out: bool,
 }
+
+/// One step of a running command's output, in the order it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    /// Bytes the command wrote to stdout.
+    Stdout(Bytes),
+    /// Bytes the command wrote to stderr.
+    Stderr(Bytes),
+    /// The command ended; always the last event.
+    Exit(ExecExit),
+}
+
+/// A running command's output. Dropping it kills the command.
+pub type ExecStream = futures::stream::BoxStream<'static, Result<ExecEvent, Error>>;
 
 /// An agent's combined stdout and stderr, from its start. Reading past what was written so far
 /// returns end-of-file; reading again later returns what was written since.
@@ -180,8 +194,11 @@ pub trait Agent: Send + Sync + 'static {
         Ok(v.get("status").and_then(|s| s.as_str()) == Some("HealthyBusy"))
     }
 
-    /// Runs a command in the agent's environment (its filesystem, network and limits).
-    async fn exec(&self, req: &ExecRequest) -> Result<ExecOutput, Error>;
+    /// Starts a command in the agent's environment (its filesystem, environment, uid, network
+    /// and limits) and streams its stdout and stderr as they come, then how it ended. At
+    /// `req.timeout` the command's process group is killed and the exit says `timed_out`.
+    /// Stopping the agent ends the command.
+    async fn exec(&self, req: &ExecRequest) -> Result<ExecStream, Error>;
 
     /// The agent's output so far (and, read again later, what it wrote since).
     async fn logs(&self) -> Result<LogReader, Error>;

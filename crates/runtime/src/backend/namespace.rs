@@ -2,11 +2,16 @@
 //! its own, seccomp, a minimal root, cgroups, the egress proxy), or a plain process with
 //! `--isolation process`.
 
-use super::{Agent, AgentSpec, Error, ExecOutput, ExecRequest, Exit, LogReader, Placement};
+use super::{
+    Agent, AgentSpec, Error, ExecEvent, ExecExit, ExecRequest, ExecStream, Exit, LogReader,
+    Placement,
+};
 use crate::sandbox::{
-    Connector, EgressPolicy, EgressRule, Isolation, Limits, Network, Sandbox, SandboxSpec,
+    Connector, EgressPolicy, EgressRule, Execution, Isolation, Limits, Network, Sandbox,
+    SandboxSpec,
 };
 use bytes::Bytes;
+use futures::StreamExt;
 use http::Request;
 use http_body_util::Full;
 use hyper_util::client::legacy::{Client, ResponseFuture};
@@ -169,13 +174,12 @@ impl Agent for SandboxAgent {
         &self.exit
     }
 
-    async fn exec(&self, _req: &ExecRequest) -> Result<ExecOutput, Error> {
-        // Entering a live sandbox's namespaces, uid and cgroup from the server is the sandbox
-        // helper's job and not written yet.
-        Err(Error::Unsupported {
-            backend: "namespace",
-            operation: "exec",
-        })
+    async fn exec(&self, req: &ExecRequest) -> Result<ExecStream, Error> {
+        let run = self.sandbox.exec(&req.argv).await.map_err(|e| Error::Io {
+            context: "starting the command in the sandbox",
+            source: std::io::Error::other(e),
+        })?;
+        Ok(stream_execution(run, req.timeout))
     }
 
     async fn logs(&self) -> Result<LogReader, Error> {
@@ -194,4 +198,73 @@ impl Agent for SandboxAgent {
             source: std::io::Error::other(e),
         })
     }
+}
+
+/// Reads a command's two pipes as they fill (each event holds what one read returned), kills
+/// its process group at the deadline, and ends with its exit once both pipes are closed (or, after
+/// a timeout, once it has been reaped: a process that left its group may still hold a pipe).
+fn stream_execution(run: Execution, timeout: Duration) -> ExecStream {
+    struct St {
+        run: Execution,
+        deadline: tokio::time::Instant,
+        out_open: bool,
+        err_open: bool,
+        timed_out: bool,
+        done: bool,
+    }
+    const READ: usize = 16 * 1024;
+    let st = St {
+        run,
+        deadline: tokio::time::Instant::now() + timeout,
+        out_open: true,
+        err_open: true,
+        timed_out: false,
+        done: false,
+    };
+    futures::stream::unfold(st, |mut st| async move {
+        use tokio::io::AsyncReadExt;
+        if st.done {
+            return None;
+        }
+        loop {
+            if st.timed_out || (!st.out_open && !st.err_open) {
+                let info = st.run.wait().await;
+                st.done = true;
+                let code = match (info.code, info.signal) {
+                    (Some(c), _) => c,
+                    (None, Some(sig)) => 128 + sig,
+                    (None, None) => -1,
+                };
+                let exit = ExecExit {
+                    code,
+                    timed_out: st.timed_out,
+                };
+                return Some((Ok(ExecEvent::Exit(exit)), st));
+            }
+            let mut out = vec![0u8; READ];
+            let mut err = vec![0u8; READ];
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep_until(st.deadline) => {
+                    st.run.kill_group();
+                    st.timed_out = true;
+                }
+                r = st.run.stdout.read(&mut out), if st.out_open => match r {
+                    Ok(0) | Err(_) => st.out_open = false,
+                    Ok(n) => {
+                        out.truncate(n);
+                        return Some((Ok(ExecEvent::Stdout(Bytes::from(out))), st));
+                    }
+                },
+                r = st.run.stderr.read(&mut err), if st.err_open => match r {
+                    Ok(0) | Err(_) => st.err_open = false,
+                    Ok(n) => {
+                        err.truncate(n);
+                        return Some((Ok(ExecEvent::Stderr(Bytes::from(err))), st));
+                    }
+                },
+            }
+        }
+    })
+    .boxed()
 }

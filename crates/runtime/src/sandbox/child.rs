@@ -145,6 +145,54 @@ pub(crate) struct Plan {
     pub(crate) status_w: c_int,
 }
 
+/// Everything a command's processes need ([`exec_main`]), prepared by the parent in
+/// `Sandbox::exec`: the agent's environment, uid, limits and filter, and the sandbox to join.
+pub(crate) struct ExecPlan {
+    /// The sandbox init's pidfd (open in the child), whose namespaces the command joins; `None`
+    /// in process isolation.
+    pub(crate) ns_pidfd: Option<c_int>,
+    pub(crate) argv: CStrVec,
+    pub(crate) envp: CStrVec,
+    pub(crate) cwd: CString,
+    pub(crate) creds: Option<(u32, u32)>,
+    pub(crate) seccomp: &'static [BpfProgram],
+    pub(crate) nofile: u64,
+    pub(crate) stdin: c_int,
+    pub(crate) stdout: c_int,
+    pub(crate) stderr: c_int,
+    /// Read end of the go pipe (sent once the parent has put the child in the sandbox's cgroups).
+    pub(crate) sync_r: c_int,
+    /// Write end of the exec pipe: a [`Report`] on failure, EOF once the command has executed.
+    pub(crate) exec_w: c_int,
+    /// Write end of the status pipe: the command's host pid, then its wait status.
+    pub(crate) status_w: c_int,
+}
+
+/// The parts of a plan [`exec_agent`] needs, borrowed (built on the child's stack: no allocation).
+struct Launch<'a> {
+    argv: &'a CStrVec,
+    envp: &'a CStrVec,
+    cwd: &'a CString,
+    creds: Option<(u32, u32)>,
+    seccomp: &'static [BpfProgram],
+    nofile: u64,
+    exec_w: c_int,
+}
+
+impl Plan {
+    fn launch(&self) -> Launch<'_> {
+        Launch {
+            argv: &self.argv,
+            envp: &self.envp,
+            cwd: &self.cwd,
+            creds: self.creds,
+            seccomp: self.seccomp,
+            nofile: self.nofile,
+            exec_w: self.exec_w,
+        }
+    }
+}
+
 /// The record a failing child writes to the exec pipe.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -170,6 +218,7 @@ pub(crate) const STAGE_CHDIR: u32 = STAGE_BASE + 9;
 pub(crate) const STAGE_EXEC: u32 = STAGE_BASE + 10;
 pub(crate) const STAGE_PDEATHSIG: u32 = STAGE_BASE + 11;
 pub(crate) const STAGE_SECCOMP: u32 = STAGE_BASE + 12;
+pub(crate) const STAGE_SETNS: u32 = STAGE_BASE + 13;
 
 /// Names a named stage for error messages.
 pub(crate) fn stage_name(stage: u32) -> Option<&'static str> {
@@ -187,6 +236,7 @@ pub(crate) fn stage_name(stage: u32) -> Option<&'static str> {
         STAGE_EXEC => "exec the agent",
         STAGE_PDEATHSIG => "set the parent-death signal",
         STAGE_SECCOMP => "install the seccomp filter",
+        STAGE_SETNS => "enter the sandbox's namespaces",
         _ => return None,
     })
 }
@@ -223,11 +273,11 @@ pub(crate) unsafe fn child_main(plan: &Plan) -> ! {
         if let Err(e) = setup_stdio(plan) {
             fail(plan.exec_w, STAGE_STDIO, e);
         }
-        close_other_fds(&[plan.sync_r, plan.exec_w, plan.status_w]);
+        close_other_fds(&[plan.sync_r, plan.exec_w, plan.status_w, -1]);
 
         let Some(ns) = &plan.ns else {
             wait_go(plan.sync_r);
-            exec_agent(plan, false);
+            exec_agent(&plan.launch(), false);
         };
         for (i, op) in ns.ops.iter().enumerate() {
             if let Err(e) = run_op(op) {
@@ -249,7 +299,7 @@ pub(crate) unsafe fn child_main(plan: &Plan) -> ! {
             fail(plan.exec_w, STAGE_FORK, errno());
         }
         if agent == 0 {
-            exec_agent(plan, true);
+            exec_agent(&plan.launch(), true);
         }
         // Init from here on. Its copy of the exec pipe must go so the parent sees EOF at exec.
         libc::close(plan.exec_w);
@@ -277,7 +327,12 @@ unsafe fn reset_signals() {
 }
 
 unsafe fn setup_stdio(plan: &Plan) -> Result<(), c_int> {
-    for (src, dst) in [(plan.stdin, 0), (plan.stdout, 1), (plan.stderr, 2)] {
+    // SAFETY: as in dup_stdio.
+    unsafe { dup_stdio([plan.stdin, plan.stdout, plan.stderr]) }
+}
+
+unsafe fn dup_stdio(fds: [c_int; 3]) -> Result<(), c_int> {
+    for (src, dst) in [(fds[0], 0), (fds[1], 1), (fds[2], 2)] {
         // SAFETY: dup2 on descriptors the parent opened; sources are >= 3 so none is clobbered.
         if unsafe { libc::dup2(src, dst) } < 0 {
             return Err(unsafe { errno() });
@@ -288,7 +343,7 @@ unsafe fn setup_stdio(plan: &Plan) -> Result<(), c_int> {
 
 /// Closes every descriptor >= 3 except `keep` (negative entries are ignored): the child inherited all
 /// of Berth's descriptors, including other sandboxes' pipes, which must not stay open in a long-lived init.
-unsafe fn close_other_fds(keep: &[c_int; 3]) {
+unsafe fn close_other_fds(keep: &[c_int; 4]) {
     let mut sorted = *keep;
     sorted.sort_unstable();
     let mut low: u32 = 3;
@@ -446,8 +501,110 @@ unsafe fn wait_go(sync_r: c_int) {
     unsafe { libc::close(sync_r) };
 }
 
-/// Turns the current process into the agent. Never returns.
-unsafe fn exec_agent(plan: &Plan, namespaced: bool) -> ! {
+/// Entry point of a command's first child (`Sandbox::exec`). Never returns.
+///
+/// It waits for the parent's go (sent once it is in the sandbox's cgroups), joins the sandbox's
+/// namespaces (mount, network, IPC, UTS, cgroup, and PID for its children), forks the command,
+/// reports the command's host pid (its process group: it calls `setsid`) on the status pipe, waits
+/// for it, kills what it left in its process group (before reaping it, so the group id cannot
+/// have been recycled), and reports its wait status there too. The command itself goes through the same last
+/// steps as the agent ([`exec_agent`]): its own session, the agent's uid, rlimits,
+/// `no_new_privs` and seccomp filter. This process stays outside the PID namespace (joining one
+/// only places later children in it), so the pid it reports is the host's.
+///
+/// # Safety
+/// Must only be called in the child of a `clone` of this process, with a plan whose descriptors
+/// are open in the child.
+pub(crate) unsafe fn exec_main(plan: &ExecPlan) -> ! {
+    // SAFETY (whole body): only async-signal-safe system calls on memory the plan owns; the
+    // function leaves through `_exit` or `execve`.
+    unsafe {
+        reset_signals();
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as c_ulong, 0, 0, 0) != 0 {
+            fail(plan.exec_w, STAGE_PDEATHSIG, errno());
+        }
+        if let Err(e) = dup_stdio([plan.stdin, plan.stdout, plan.stderr]) {
+            fail(plan.exec_w, STAGE_STDIO, e);
+        }
+        let ns = plan.ns_pidfd.unwrap_or(-1);
+        close_other_fds(&[plan.sync_r, plan.exec_w, plan.status_w, ns]);
+        wait_go(plan.sync_r);
+        if ns >= 0 {
+            let all = libc::CLONE_NEWNS
+                | libc::CLONE_NEWNET
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWUTS
+                | libc::CLONE_NEWPID
+                | libc::CLONE_NEWCGROUP;
+            // setns with a pidfd joins all of them at once, and the pidfd cannot name a
+            // recycled pid.
+            if libc::setns(ns, all) != 0 {
+                fail(plan.exec_w, STAGE_SETNS, errno());
+            }
+            libc::close(ns);
+        }
+        let launch = Launch {
+            argv: &plan.argv,
+            envp: &plan.envp,
+            cwd: &plan.cwd,
+            creds: plan.creds,
+            seccomp: plan.seccomp,
+            nofile: plan.nofile,
+            exec_w: plan.exec_w,
+        };
+        let cmd = raw_fork();
+        if cmd < 0 {
+            fail(plan.exec_w, STAGE_FORK, errno());
+        }
+        if cmd == 0 {
+            exec_agent(&launch, true);
+        }
+        // The parent must see EOF on the exec pipe once the command has executed.
+        libc::close(plan.exec_w);
+        let pid: c_int = cmd;
+        libc::write(
+            plan.status_w,
+            (&pid as *const c_int).cast(),
+            size_of::<c_int>(),
+        );
+        // Wait without reaping, so the command's pid (its process group id) stays taken while
+        // what it left in its group is killed; then reap and report.
+        loop {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let r = libc::waitid(
+                libc::P_PID,
+                cmd as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            );
+            if r == 0 {
+                break;
+            }
+            if errno() != libc::EINTR {
+                libc::_exit(1);
+            }
+        }
+        libc::kill(-cmd, libc::SIGKILL);
+        loop {
+            let mut status: c_int = 0;
+            let r = libc::waitpid(cmd, &mut status, 0);
+            if r == cmd {
+                libc::write(
+                    plan.status_w,
+                    (&status as *const c_int).cast(),
+                    size_of::<c_int>(),
+                );
+                libc::_exit(0);
+            }
+            if r < 0 && errno() != libc::EINTR {
+                libc::_exit(1);
+            }
+        }
+    }
+}
+
+/// Turns the current process into the agent (or a command). Never returns.
+unsafe fn exec_agent(plan: &Launch<'_>, namespaced: bool) -> ! {
     // SAFETY (whole body): raw system calls on plan-owned memory and locals; see the module docs for
     // why the glibc wrappers of setuid/setgid/setgroups are avoided.
     unsafe {

@@ -28,12 +28,18 @@ use std::sync::mpsc;
 use tokio::sync::oneshot;
 use tracing::error;
 
-use super::child::{self, Plan};
+use super::child::{self, ExecPlan, Plan};
 
 /// A request to the helper thread.
 enum Request {
     Spawn {
         plan: Box<Plan>,
+        /// The child's ends of the pipes: closed in the parent right after the clone.
+        child_fds: Vec<OwnedFd>,
+        reply: oneshot::Sender<io::Result<Spawned>>,
+    },
+    Exec {
+        plan: Box<ExecPlan>,
         /// The child's ends of the pipes: closed in the parent right after the clone.
         child_fds: Vec<OwnedFd>,
         reply: oneshot::Sender<io::Result<Spawned>>,
@@ -95,6 +101,19 @@ pub(crate) async fn spawn(plan: Plan, child_fds: Vec<OwnedFd>) -> io::Result<Spa
         .map_err(|_| io::Error::other("sandbox helper thread dropped the request"))?
 }
 
+/// Clones the first process of a command in a running sandbox (see `child::exec_main`). From
+/// this thread like every sandbox child, so its parent-death signal fires only with Berth.
+pub(crate) async fn exec(plan: ExecPlan, child_fds: Vec<OwnedFd>) -> io::Result<Spawned> {
+    let (reply, rx) = oneshot::channel();
+    send(Request::Exec {
+        plan: Box::new(plan),
+        child_fds,
+        reply,
+    })?;
+    rx.await
+        .map_err(|_| io::Error::other("sandbox helper thread dropped the request"))?
+}
+
 /// Runs `op` inside the network namespace `netns`.
 pub(crate) async fn net(netns: Arc<OwnedFd>, op: NetOp) -> io::Result<Option<OwnedFd>> {
     let (reply, rx) = oneshot::channel();
@@ -125,6 +144,19 @@ fn run(rx: mpsc::Receiver<Request>) {
                     Err(poisoned_error())
                 } else {
                     clone_child(&plan)
+                };
+                drop(child_fds);
+                let _ = reply.send(result);
+            }
+            Request::Exec {
+                plan,
+                child_fds,
+                reply,
+            } => {
+                let result = if poisoned {
+                    Err(poisoned_error())
+                } else {
+                    clone_exec(&plan)
                 };
                 drop(child_fds);
                 let _ = reply.send(result);
@@ -277,6 +309,24 @@ fn clone_child(plan: &Plan) -> io::Result<Spawned> {
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWUTS) as u64;
     }
+    // SAFETY: the child enters child_main, which never returns and only makes async-signal-safe
+    // calls on the plan (see child.rs).
+    unsafe { clone_then(flags, || child::child_main(plan)) }
+}
+
+/// Clones a plain child (no new namespaces) that runs a command's plan.
+fn clone_exec(plan: &ExecPlan) -> io::Result<Spawned> {
+    // SAFETY: the child enters exec_main, which never returns and only makes async-signal-safe
+    // calls on the plan (see child.rs).
+    unsafe { clone_then(libc::CLONE_PIDFD as u64, || child::exec_main(plan)) }
+}
+
+/// Clones this thread like fork with `flags` (plus a pidfd) and runs `child` in the child.
+///
+/// # Safety
+/// `child` runs in a copy of a multi-threaded process: it must never return and may only make
+/// async-signal-safe calls.
+unsafe fn clone_then(flags: u64, child: impl FnOnce()) -> io::Result<Spawned> {
     let mut pidfd: c_int = -1;
     let mut args = CloneArgs {
         flags,
@@ -285,8 +335,8 @@ fn clone_child(plan: &Plan) -> io::Result<Spawned> {
         ..CloneArgs::default()
     };
     // SAFETY: clone3 without a stack behaves like fork: the child continues here on a copy of this
-    // thread's stack and immediately enters child_main, which never returns and only makes
-    // async-signal-safe calls on the plan (see child.rs).
+    // thread's stack and immediately enters `child`, which never returns and only makes
+    // async-signal-safe calls (the caller's promise).
     let mut ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -310,8 +360,10 @@ fn clone_child(plan: &Plan) -> io::Result<Spawned> {
         };
     }
     if ret == 0 {
-        // SAFETY: we are the child of the clone above; the plan's descriptors are open here.
-        unsafe { child::child_main(plan) }
+        // We are the child of the clone above; the plan's descriptors are open here.
+        child();
+        // SAFETY: `child` never returns (the caller's promise); should it, leave at once.
+        unsafe { libc::_exit(127) }
     }
     if ret < 0 {
         return Err(io::Error::last_os_error());

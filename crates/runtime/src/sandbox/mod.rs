@@ -15,6 +15,11 @@
 //! [`Sandbox::destroy`] does, through a pidfd) takes the whole tree down in one step, and a Berth that
 //! dies hard takes its sandboxes with it (init's parent-death signal).
 //!
+//! [`Sandbox::exec`] runs a command beside the agent (InvokeAgentRuntimeCommand): the helper thread
+//! clones a process that waits until it is in the sandbox's cgroups, joins init's namespaces with
+//! one `setns` on its pidfd and forks the command through the agent's own last steps (session,
+//! uid, rlimits, `no_new_privs`, seccomp) with the agent's environment (`child::exec_main`).
+//!
 //! The agent listens on `127.0.0.1:<agent_port>` in its own network namespace, so every agent can use
 //! 8080. [`Sandbox::connect`] creates the socket inside that namespace on the helper thread and
 //! connects it from tokio; [`Connector`] wraps that for hyper-util's pooled client.
@@ -139,7 +144,7 @@ pub use status::ExitInfo;
 pub use uids::{DEFAULT_FIRST_UID, DEFAULT_UID_COUNT, configure_uids};
 
 use cgroup::Cgroups;
-use child::{CStrVec, NsPlan, Plan, REPORT_SIZE, Report};
+use child::{CStrVec, ExecPlan, NsPlan, Plan, REPORT_SIZE, Report};
 use proxy::Egress;
 
 /// How long the child may take from clone to exec before start gives up.
@@ -184,6 +189,83 @@ struct Inner {
     tasks: TaskTracker,
     log_task: Mutex<Option<JoinHandle<()>>>,
     destroy_lock: tokio::sync::Mutex<()>,
+    /// What a command run in the sandbox shares with the agent (see [`Sandbox::exec`]).
+    launch: LaunchTemplate,
+}
+
+/// The agent's environment, working directory, uid and descriptor limit, kept for commands.
+struct LaunchTemplate {
+    envp: Vec<CString>,
+    cwd: CString,
+    creds: Option<(u32, u32)>,
+    nofile: u64,
+}
+
+/// A command running in a sandbox ([`Sandbox::exec`]): its output pipes, and its end.
+pub struct Execution {
+    /// The command's stdout.
+    pub stdout: pipe::Receiver,
+    /// The command's stderr.
+    pub stderr: pipe::Receiver,
+    /// The command's host pid, which is also its process group id (it runs in a session of its
+    /// own).
+    pgid: libc::pid_t,
+    status_r: pipe::Receiver,
+    /// The command's first process (outside the PID namespace), reaped by [`Execution::wait`].
+    pidfd: Arc<OwnedFd>,
+    exited: bool,
+}
+
+impl Execution {
+    /// Kills the command's process group. Until the command's first process has reaped the
+    /// command (right before it reports the status [`Execution::wait`] reads) the group id
+    /// cannot have been recycled; in the microseconds after, only a new group leader that
+    /// happened to get the same pid could be hit.
+    pub fn kill_group(&self) {
+        if self.exited {
+            return;
+        }
+        // SAFETY: kill(2) on the process group of the command; see above for why it is ours.
+        unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
+    }
+
+    /// Waits for the command to end; its wait status as an [`ExitInfo`]. What the command left
+    /// in its process group has been killed by then (its orphans end with it). Then reaps the
+    /// command's first process.
+    pub async fn wait(&mut self) -> ExitInfo {
+        let mut buf = [0u8; 4];
+        let read = self.status_r.read_exact(&mut buf).await;
+        self.exited = true;
+        let pidfd = self.pidfd.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            wait_exit_blocking(&pidfd, EXIT_TIMEOUT);
+            reap(&pidfd)
+        })
+        .await;
+        match read {
+            Ok(_) => ExitInfo::from_wait_status(i32::from_ne_bytes(buf)),
+            // The first process died without reporting (the server killed it): no status.
+            Err(_) => ExitInfo::default(),
+        }
+    }
+}
+
+impl Drop for Execution {
+    fn drop(&mut self) {
+        if !self.exited {
+            // Abandoned (the caller went away): the command ends with its stream, and its first
+            // process (killed with it through its parent-death signal) is reaped off the runtime.
+            self.kill_group();
+            helper::pidfd_kill(&self.pidfd);
+            let pidfd = self.pidfd.clone();
+            let _ = std::thread::Builder::new()
+                .name("berth-exec-reap".into())
+                .spawn(move || {
+                    wait_exit_blocking(&pidfd, EXIT_TIMEOUT);
+                    reap(&pidfd);
+                });
+        }
+    }
 }
 
 /// Locks a std mutex; a poisoned one still holds a usable value (only `Option`s are stored).
@@ -219,6 +301,7 @@ impl Sandbox {
             fds,
             log,
             context,
+            launch,
         } = prepared;
 
         let spawned = match helper::spawn(plan, child_fds).await {
@@ -272,6 +355,7 @@ impl Sandbox {
                 tasks: TaskTracker::new(),
                 log_task: Mutex::new(log_task),
                 destroy_lock: tokio::sync::Mutex::new(()),
+                launch,
             }),
         };
         let finished = match pump_error {
@@ -521,6 +605,118 @@ impl Sandbox {
             .port();
         inner.tasks.spawn(serve(listener, inner.cancel.clone()));
         Ok(port)
+    }
+
+    /// Runs `argv` (resolved in the agent's `PATH`) next to the agent: in its namespaces (so its
+    /// mount view, `/tmp`, `/mnt/session`, network and egress proxy), its cgroups, as its uid, with
+    /// its environment, working directory, rlimits, `no_new_privs` and seccomp filter; stdin is
+    /// `/dev/null`. The command runs in a session (and process group) of its own, which
+    /// [`Execution::kill_group`] kills; destroying the sandbox ends it too.
+    pub async fn exec(&self, argv: &[String]) -> Result<Execution, Error> {
+        let inner = &self.inner;
+        if inner.destroying.load(Ordering::SeqCst) {
+            return Err(Error::Destroyed);
+        }
+        if let Some(info) = self.try_exit() {
+            return Err(Error::Exited(info));
+        }
+        let Some(program) = argv.first() else {
+            return Err(Error::InvalidSpec("empty command".into()));
+        };
+        // The program is looked up on the host's /usr, which the sandbox binds read-only.
+        let path_var = inner
+            .launch
+            .envp
+            .iter()
+            .find_map(|e| e.to_bytes().strip_prefix(b"PATH="))
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .unwrap_or(DEFAULT_PATH);
+        let program = resolve_program(program, path_var)?;
+        let mut args = vec![cstring(program.as_os_str().as_bytes())?];
+        for a in &argv[1..] {
+            args.push(cstring(a.as_bytes())?);
+        }
+        let pipe_err = |e| Error::io("create pipes", e);
+        let ChildPipes {
+            devnull,
+            out_r,
+            out_w,
+            err_r,
+            err_w,
+            sync_r,
+            sync_w,
+            exec_r,
+            exec_w,
+        } = ChildPipes::new()?;
+        let (status_r, status_w) = pipe_pair().map_err(pipe_err)?;
+        let status_w = above_stdio(status_w).map_err(pipe_err)?;
+        let namespaced = inner.isolation == Isolation::Namespaces;
+        let plan = ExecPlan {
+            ns_pidfd: namespaced.then(|| inner.pidfd.as_raw_fd()),
+            argv: CStrVec::new(args),
+            envp: CStrVec::new(inner.launch.envp.clone()),
+            cwd: inner.launch.cwd.clone(),
+            creds: inner.launch.creds,
+            seccomp: seccomp::programs().map_err(Error::Unsupported)?,
+            nofile: inner.launch.nofile,
+            stdin: devnull.as_raw_fd(),
+            stdout: out_w.as_raw_fd(),
+            stderr: err_w.as_raw_fd(),
+            sync_r: sync_r.as_raw_fd(),
+            exec_w: exec_w.as_raw_fd(),
+            status_w: status_w.as_raw_fd(),
+        };
+        let child_fds = vec![devnull, out_w, err_w, sync_r, exec_w, status_w];
+        let spawned = helper::exec(plan, child_fds)
+            .await
+            .map_err(|e| Error::io("clone the command", e))?;
+        let pidfd = Arc::new(spawned.pidfd);
+        let abandon = |e: Error| {
+            helper::pidfd_kill(&pidfd);
+            let fd = pidfd.clone();
+            tokio::task::spawn_blocking(move || {
+                wait_exit_blocking(&fd, EXIT_TIMEOUT);
+                reap(&fd)
+            });
+            e
+        };
+        if let Some(cg) = &inner.cgroups
+            && let Err(e) = cg.attach(spawned.pid)
+        {
+            return Err(abandon(Error::io(
+                "move the command into the sandbox's cgroups",
+                e,
+            )));
+        }
+        let mut sync = File::from(sync_w);
+        if let Err(e) = sync.write_all(&[1]) {
+            return Err(abandon(Error::io("release the command", e)));
+        }
+        drop(sync);
+        let ctx = StartContext {
+            descriptions: Vec::new(),
+            program: program.display().to_string(),
+        };
+        if let Err(e) = wait_exec(exec_r, &ctx).await {
+            return Err(abandon(e));
+        }
+        let rx = |fd: OwnedFd| pipe::Receiver::from_owned_fd(fd).map_err(pipe_err);
+        let (stdout, stderr, mut status_r) = match (rx(out_r), rx(err_r), rx(status_r)) {
+            (Ok(o), Ok(e), Ok(s)) => (o, e, s),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Err(abandon(e)),
+        };
+        let mut pid = [0u8; 4];
+        if let Err(e) = status_r.read_exact(&mut pid).await {
+            return Err(abandon(Error::io("read the command's pid", e)));
+        }
+        Ok(Execution {
+            stdout,
+            stderr,
+            pgid: i32::from_ne_bytes(pid),
+            status_r,
+            pidfd,
+            exited: false,
+        })
     }
 
     /// Kills the whole process tree, then removes cgroups and `work_root` (mounts live only in the
@@ -933,6 +1129,7 @@ struct Prepared {
     fds: ParentFds,
     log: logs::LogFile,
     context: StartContext,
+    launch: LaunchTemplate,
 }
 
 /// Host-side preparation (blocking): directories, cgroups, pipes and the child's plan. Removes
@@ -1092,6 +1289,12 @@ fn prepare_in(
         .iter()
         .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
         .collect::<Result<Vec<_>, _>>()?;
+    let launch = LaunchTemplate {
+        envp: envp.clone(),
+        cwd: cstring(code_dir.as_os_str().as_bytes())?,
+        creds,
+        nofile: 0,
+    };
 
     let cgroups = Cgroups::create(cgroup::layout(), &spec.id, &spec.limits)?.map(Arc::new);
     *cgroups_out = cgroups.clone();
@@ -1099,10 +1302,17 @@ fn prepare_in(
     let log = logs::LogFile::create(&log_path, spec.log_cap_bytes)
         .map_err(|e| Error::io(format!("create {}", log_path.display()), e))?;
     let pipe_err = |e| Error::io("create pipes", e);
-    let (out_r, out_w) = pipe_pair().map_err(pipe_err)?;
-    let (err_r, err_w) = pipe_pair().map_err(pipe_err)?;
-    let (sync_r, sync_w) = pipe_pair().map_err(pipe_err)?;
-    let (exec_r, exec_w) = pipe_pair().map_err(pipe_err)?;
+    let ChildPipes {
+        devnull,
+        out_r,
+        out_w,
+        err_r,
+        err_w,
+        sync_r,
+        sync_w,
+        exec_r,
+        exec_w,
+    } = ChildPipes::new()?;
     let status = if namespaced {
         let (r, w) = pipe_pair().map_err(pipe_err)?;
         set_nonblocking(&r).map_err(pipe_err)?;
@@ -1110,16 +1320,6 @@ fn prepare_in(
     } else {
         None
     };
-    let devnull = File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| Error::io("open /dev/null", e))?;
-    let devnull = above_stdio(devnull.into()).map_err(pipe_err)?;
-    let out_w = above_stdio(out_w).map_err(pipe_err)?;
-    let err_w = above_stdio(err_w).map_err(pipe_err)?;
-    let sync_r = above_stdio(sync_r).map_err(pipe_err)?;
-    let exec_w = above_stdio(exec_w).map_err(pipe_err)?;
     let (status_r, status_w) = match status {
         Some((r, w)) => (Some(r), Some(above_stdio(w).map_err(pipe_err)?)),
         None => (None, None),
@@ -1127,6 +1327,7 @@ fn prepare_in(
 
     // Raising a hard limit needs CAP_SYS_RESOURCE, which even root may lack: stay within Berth's own.
     let nofile = current_nofile_hard().min(NOFILE);
+    let launch = LaunchTemplate { nofile, ..launch };
     let descriptions = ns
         .as_ref()
         .map(|n| n.ops.iter().map(child::Op::describe).collect())
@@ -1176,6 +1377,7 @@ fn prepare_in(
             descriptions,
             program: spec.argv[0].clone(),
         },
+        launch,
     })
 }
 
@@ -1406,6 +1608,47 @@ fn cstring(bytes: &[u8]) -> Result<CString, Error> {
 }
 
 /// A close-on-exec pipe: (read end, write end).
+/// What every child of a sandbox (an agent's init, a command) is handed: `/dev/null` for stdin,
+/// stdout and stderr pipes, the go pipe and the exec report pipe; the child's ends are moved
+/// above the standard descriptors.
+struct ChildPipes {
+    devnull: OwnedFd,
+    out_r: OwnedFd,
+    out_w: OwnedFd,
+    err_r: OwnedFd,
+    err_w: OwnedFd,
+    sync_r: OwnedFd,
+    sync_w: OwnedFd,
+    exec_r: OwnedFd,
+    exec_w: OwnedFd,
+}
+
+impl ChildPipes {
+    fn new() -> Result<Self, Error> {
+        let pipe_err = |e| Error::io("create pipes", e);
+        let (out_r, out_w) = pipe_pair().map_err(pipe_err)?;
+        let (err_r, err_w) = pipe_pair().map_err(pipe_err)?;
+        let (sync_r, sync_w) = pipe_pair().map_err(pipe_err)?;
+        let (exec_r, exec_w) = pipe_pair().map_err(pipe_err)?;
+        let devnull = File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| Error::io("open /dev/null", e))?;
+        Ok(Self {
+            devnull: above_stdio(devnull.into()).map_err(pipe_err)?,
+            out_r,
+            out_w: above_stdio(out_w).map_err(pipe_err)?,
+            err_r,
+            err_w: above_stdio(err_w).map_err(pipe_err)?,
+            sync_r: above_stdio(sync_r).map_err(pipe_err)?,
+            sync_w,
+            exec_r,
+            exec_w: above_stdio(exec_w).map_err(pipe_err)?,
+        })
+    }
+}
+
 fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills two new descriptors on success.

@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 use berth_runtime::backend::{
-    Agent, AgentSpec, Error, ExecOutput, ExecRequest, Exit, ExitInfo, LogReader, Placement,
-    SessionBackend,
+    Agent, AgentSpec, Error, ExecEvent, ExecExit, ExecRequest, ExecStream, Exit, ExitInfo,
+    LogReader, Placement, SessionBackend,
 };
 use berth_runtime::quota::Quotas;
 use berth_runtime::session::{Prepare, Prepared, SessionOptions, Sessions, Target};
@@ -251,12 +251,17 @@ impl Agent for FakeAgent {
         &self.exit
     }
 
-    async fn exec(&self, req: &ExecRequest) -> Result<ExecOutput, Error> {
-        Ok(ExecOutput {
-            code: Some(0),
-            stdout: Bytes::from(req.argv.join(" ")),
-            stderr: Bytes::new(),
-        })
+    /// Echoes the argv on stdout and exits 0: enough to see that the call reached this agent.
+    async fn exec(&self, req: &ExecRequest) -> Result<ExecStream, Error> {
+        use futures::StreamExt;
+        let events = vec![
+            Ok(ExecEvent::Stdout(Bytes::from(req.argv.join(" ")))),
+            Ok(ExecEvent::Exit(ExecExit {
+                code: 0,
+                timed_out: false,
+            })),
+        ];
+        Ok(futures::stream::iter(events).boxed())
     }
 
     async fn logs(&self) -> Result<LogReader, Error> {

@@ -123,6 +123,7 @@ def js_env(berth, tmp_path_factory) -> tuple[dict, Path]:
 
 def test_js_suite_is_present():
     assert [s.name for s in SCRIPTS] == [
+        "command.test.mjs",
         "control.test.mjs",
         "data.test.mjs",
         "errors.test.mjs",

@@ -15,8 +15,7 @@ pub struct EdgeArgs {
     /// Connections held at once; at the limit idle ones are closed for new ones [default: 4096].
     #[arg(long, env = "BERTH_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Time a connection has to send a complete request head, in ms [default: 10000]; each
-    /// connection's deadline is spread up to 1.5 times this, so silent ones do not expire at once.
+    /// Time a connection has to send a complete request head, in ms [default: 10000].
     #[arg(long, env = "BERTH_HEADER_TIMEOUT_MS")]
     pub header_timeout_ms: Option<u64>,
     /// Time a connection may stay without a request in flight, in ms [default: 60000].

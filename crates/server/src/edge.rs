@@ -33,8 +33,7 @@ pub struct EdgeOptions {
     pub max_connections: usize,
     /// How long a connection may take to send a complete request head, counted from when Berth
     /// starts waiting for it: from accept, and on a kept-alive connection from the end of the
-    /// previous response (hyper runs one timer for both). Each connection gets a deadline
-    /// between this and 1.5 times this, so a herd of silent connections does not expire at once.
+    /// previous response (hyper runs one timer for both).
     pub header_read_timeout: Duration,
     /// How long a connection may stay with no request in flight before it is closed.
     pub idle_timeout: Duration,
@@ -322,16 +321,10 @@ async fn serve_connection(
         })
     };
     let mut http = hyper::server::conn::http1::Builder::new();
-    // Silent connections opened together (a slowloris herd) would otherwise all time out in
-    // the same instant: thousands of closes, then as many reconnects, in one burst that starves
-    // the requests in flight. Each connection's deadline falls somewhere in [t, 1.5 t).
-    let header_timeout = opts
-        .header_read_timeout
-        .mul_f64(1.0 + rand::random::<f64>() / 2.0);
     http.timer(TokioTimer::new())
         // Slowloris: a head that does not arrive in time closes the connection, whether it is a
         // new connection's first request or a kept-alive one's next.
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(opts.header_read_timeout)
         .keep_alive(true);
     // Upgrades (the WebSocket route, `crate::ws`): once hyper has handed the socket over, this
     // future ends and the connection leaves the registry; the bridge task owns it from then on.

@@ -26,6 +26,30 @@ pub(crate) struct Call {
     pub(crate) qualifier: Option<String>,
 }
 
+impl Call {
+    /// The invocation every session operation hands the invoker: this call, its session, the
+    /// contract headers, the signer and request id, and what to do in the session.
+    pub(crate) fn invocation<'a>(
+        &'a self,
+        session_id: &'a str,
+        headers: &'a HeaderMap,
+        actor: Option<&'a str>,
+        request_id: &'a RequestId,
+        action: Action,
+    ) -> Invocation<'a> {
+        Invocation {
+            runtime_id: &self.runtime_id,
+            qualifier: self.qualifier.as_deref(),
+            session_id,
+            user_id: headers.get(USER_HEADER).and_then(|v| v.to_str().ok()),
+            actor,
+            request_id: &request_id.0,
+            headers,
+            action,
+        }
+    }
+}
+
 pub(crate) fn parse_call(
     state: &AppState,
     path: Result<RawPathParams, RawPathParamsRejection>,
@@ -115,7 +139,7 @@ pub(crate) fn session_id(headers: &HeaderMap) -> Result<Option<String>, ApiError
 
 /// The path and query of a call on a session, and its session id (the caller's, else a new one,
 /// as AgentCore makes up one when the header is absent).
-fn parse_session_call(
+pub(crate) fn parse_session_call(
     state: &AppState,
     path: Result<RawPathParams, RawPathParamsRejection>,
     query: Option<&str>,
@@ -189,18 +213,10 @@ pub async fn invoke(
     body: Bytes,
 ) -> Result<Response, WireError> {
     let (call, sid) = parse_session_call(&s, path, q.as_deref(), &headers)?;
-    let inv = Invocation {
-        runtime_id: &call.runtime_id,
-        qualifier: call.qualifier.as_deref(),
-        session_id: &sid,
-        user_id: headers.get(USER_HEADER).and_then(|v| v.to_str().ok()),
-        actor: verified
-            .as_ref()
-            .map(|v| v.principal.access_key_id.as_str()),
-        request_id: &rid.0,
-        headers: &headers,
-        action: Action::Invoke(body),
-    };
+    let actor = verified
+        .as_ref()
+        .map(|v| v.principal.access_key_id.as_str());
+    let inv = call.invocation(&sid, &headers, actor, &rid, Action::Invoke(body));
     let resp = s.invoker.invoke(inv).await.map_err(invoke_error)?;
     let (parts, stream) = resp.into_parts();
     let status = parts.status;
@@ -275,16 +291,13 @@ pub async fn command(
         "command": command,
         "timeout": timeout.as_secs(),
     });
-    let inv = Invocation {
-        runtime_id: &call.runtime_id,
-        qualifier: call.qualifier.as_deref(),
-        session_id: &sid,
-        user_id: headers.get(USER_HEADER).and_then(|v| v.to_str().ok()),
-        actor: actor.as_deref(),
-        request_id: &rid.0,
-        headers: &headers,
-        action: Action::Command(Command { command, timeout }),
-    };
+    let inv = call.invocation(
+        &sid,
+        &headers,
+        actor.as_deref(),
+        &rid,
+        Action::Command(Command { command, timeout }),
+    );
     let resp = s.invoker.invoke(inv).await.map_err(invoke_error)?;
     let arn = s.control.partition().runtime_arn(&call.runtime_id);
     berth_control::Caller::new(actor.unwrap_or_default(), Some(rid.0.clone()))

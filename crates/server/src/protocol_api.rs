@@ -2,9 +2,7 @@
 //! version's protocol port and path itself): `GetAgentCard`, the A2A agent's card.
 
 use crate::AppState;
-use crate::data_api::{
-    SESSION_HEADER, USER_HEADER, error_body, invoke_error, parse_call, session_id,
-};
+use crate::data_api::{SESSION_HEADER, error_body, invoke_error, parse_session_call};
 use crate::error::{RequestId, WireError};
 use axum::Extension;
 use axum::body::Body;
@@ -14,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use berth_api::{ApiError, ErrorKind};
 use berth_auth::Verified;
-use berth_runtime::invoker::{Action, Invocation};
+use berth_runtime::invoker::Action;
 
 /// `GetAgentCard` (`GET /runtimes/{arn}/invocations/.well-known/agent-card.json`): routed and
 /// admitted like an invocation (same qualifier, session header, quotas), then the agent's own
@@ -27,21 +25,11 @@ pub async fn get_agent_card(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, WireError> {
-    let call = parse_call(&s, path, q.as_deref())?;
-    let sid =
-        session_id(&headers)?.unwrap_or_else(|| format!("berth-{}", berth_types::new_request_id()));
-    let inv = Invocation {
-        runtime_id: &call.runtime_id,
-        qualifier: call.qualifier.as_deref(),
-        session_id: &sid,
-        user_id: headers.get(USER_HEADER).and_then(|v| v.to_str().ok()),
-        actor: verified
-            .as_ref()
-            .map(|v| v.principal.access_key_id.as_str()),
-        request_id: &rid.0,
-        headers: &headers,
-        action: Action::AgentCard,
-    };
+    let (call, sid) = parse_session_call(&s, path, q.as_deref(), &headers)?;
+    let actor = verified
+        .as_ref()
+        .map(|v| v.principal.access_key_id.as_str());
+    let inv = call.invocation(&sid, &headers, actor, &rid, Action::AgentCard);
     let resp = s.invoker.invoke(inv).await.map_err(invoke_error)?;
     let (parts, stream) = resp.into_parts();
     let status = parts.status;

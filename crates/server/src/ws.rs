@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use berth_api::{ApiError, ErrorKind};
 use berth_auth::Verified;
-use berth_runtime::invoker::{Action, Invocation};
+use berth_runtime::invoker::Action;
 use berth_runtime::session::Lease;
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
@@ -56,20 +56,10 @@ pub async fn websocket(
         )
     })?;
     let (call, sid) = parse_ws_call(&s, path, q.as_deref(), &headers)?;
-    let inv = Invocation {
-        runtime_id: &call.runtime_id,
-        qualifier: call.qualifier.as_deref(),
-        session_id: &sid,
-        user_id: headers
-            .get(crate::data_api::USER_HEADER)
-            .and_then(|v| v.to_str().ok()),
-        actor: verified
-            .as_ref()
-            .map(|v| v.principal.access_key_id.as_str()),
-        request_id: &rid.0,
-        headers: &headers,
-        action: Action::WebSocket,
-    };
+    let actor = verified
+        .as_ref()
+        .map(|v| v.principal.access_key_id.as_str());
+    let inv = call.invocation(&sid, &headers, actor, &rid, Action::WebSocket);
     let answer = s.invoker.invoke(inv).await.map_err(invoke_error)?;
     if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = answer.status().as_u16();

@@ -5,7 +5,8 @@ The failure is real: the test drops a table from the server's SQLite database un
 every query on that table fails inside the server.
 """
 
-from __future__ import annotations
+from __future__ import time
+import annotations
 
 import sqlite3
 
@@ -23,8 +24,15 @@ def _break_runtimes_table(server) -> None:
 
 
 def _log_lines_with(server, request_id: str) -> list[str]:
-    text = server.log_path.read_text(encoding="utf-8", errors="replace")
-    return [line for line in text.splitlines() if request_id in line]
+    """The log lines naming the request, once its `request failed` line is written: the server's
+    log writer is asynchronous, so the line may land just after the response (bounded wait)."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = server.log_path.read_text(encoding="utf-8", errors="replace")
+        lines = [line for line in text.splitlines() if request_id in line]
+        if any("request failed" in line for line in lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
 
 
 def test_a_store_failure_is_a_500_logged_once_with_the_request_id(berth_server):

@@ -5,8 +5,9 @@ The failure is real: the test drops a table from the server's SQLite database un
 every query on that table fails inside the server.
 """
 
-from __future__ import time
-import annotations
+from __future__ import annotations
+
+import time
 
 import sqlite3
 

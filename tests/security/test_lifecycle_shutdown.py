@@ -105,6 +105,10 @@ setup(name="slowpkg", version="1.0")
 
 
 def running_from(directory: Path) -> list:
+    """Processes whose executable lies under `directory`, each as "pid@start-time: argv0".
+
+    The start time (field 22 of /proc/pid/stat) makes an entry name one process even if its pid
+    is reused, so a restarted server's own processes never match the old run's."""
     found = []
     prefix = str(directory.resolve()) + "/"
     for proc in Path("/proc").iterdir():
@@ -112,10 +116,11 @@ def running_from(directory: Path) -> list:
             continue
         try:
             argv0 = (proc / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
-        except OSError:
+            started = (proc / "stat").read_text().rsplit(")", 1)[1].split()[19]
+        except (OSError, IndexError):
             continue
         if argv0.startswith(prefix):
-            found.append(f"{proc.name}: {argv0}")
+            found.append(f"{proc.name}@{started}: {argv0}")
     return found
 
 
@@ -161,20 +166,23 @@ def test_sigkill_then_restart_leaves_nothing_of_the_old_run(berth_server):
     location = upload_artifact(server.s3_client(), slow, "slow")
     control.create_agent_runtime(**runtime_args(location, unique_name("slow")))
     builds = server.data_dir / "builds"
-    poll(
+    old_builds = poll(
         lambda: running_from(builds),
         lambda found: found,
         timeout=300,
         what="pip to run from the data dir's builds",
     )
 
+    old_builds = set(old_builds) | set(running_from(builds))
     server.kill()
     assert leftovers(server, runtime_sandboxes(rid)), "the kill left nothing to sweep"
 
     again = berth_server(data_dir=server.data_dir, name="victim-again", args=("--warm-pool", "0"))
     assert leftovers(again, runtime_sandboxes(rid)) == []
     assert tagged(tag) == []
-    assert running_from(builds) == []
+    # The restarted server resumes the unfinished build in the same place; the old run's
+    # processes must be gone, whatever the new one has started since.
+    assert old_builds & set(running_from(builds)) == set()
     assert list((server.data_dir / "sessions").iterdir()) == []
     # The other Berth's session is the same sandbox as before.
     assert invoke_json(other_data, other_rt["agentRuntimeArn"], other_session, {})["token"] == other_token

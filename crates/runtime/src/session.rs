@@ -1273,13 +1273,13 @@ impl Drop for InFlight {
 /// Relays the agent's body frame by frame. A stop cuts the stream; an agent failure after an
 /// SSE stream began becomes a final `error` event.
 fn relay(
-    body: hyper::body::Incoming,
+    body: crate::backend::AgentBody,
     session: Arc<Session>,
     sse: bool,
     guard: InFlight,
 ) -> BodyStream {
     struct St {
-        body: hyper::body::Incoming,
+        body: crate::backend::AgentBody,
         session: Arc<Session>,
         sse: bool,
         done: bool,

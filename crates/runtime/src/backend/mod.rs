@@ -15,14 +15,16 @@
 //! Architecture Invariant: the supervisor never sees a host pid, path or namespace of an agent
 //! except through [`Placement`], which is for operators to read, not for code to act on.
 
+pub mod client;
 pub mod namespace;
+
+pub use client::{AgentBody, AgentClient, ForwardError, Forwarding};
 
 pub use crate::sandbox::ExitInfo;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::ResponseFuture;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -160,9 +162,9 @@ pub trait Agent: Send + Sync + 'static {
     fn placement(&self) -> Placement;
 
     /// Sends one HTTP request to the agent over a pooled keep-alive connection (the URI's
-    /// authority is ignored: every request goes to this agent). Returns hyper's own future, so
-    /// the hot path pays no allocation for the indirection.
-    fn forward(&self, req: Request<Full<Bytes>>) -> ResponseFuture;
+    /// authority is ignored: every request goes to this agent); backends use an
+    /// [`AgentClient`], which drives the connection from the caller's task.
+    fn forward(&self, req: Request<Full<Bytes>>) -> Forwarding;
 
     /// When the agent ended.
     fn exit(&self) -> &Exit;
@@ -174,8 +176,7 @@ pub trait Agent: Send + Sync + 'static {
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
         let exchange = async {
-            let resp: Response<hyper::body::Incoming> =
-                self.forward(req).await.map_err(|e| e.to_string())?;
+            let resp: Response<AgentBody> = self.forward(req).await.map_err(|e| e.to_string())?;
             if !resp.status().is_success() {
                 return Err(format!("status {}", resp.status()));
             }

@@ -14,8 +14,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http::Request;
 use http_body_util::Full;
-use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -72,7 +70,7 @@ impl NamespaceBackend {
 /// A sandboxed agent and its pooled keep-alive client.
 struct SandboxAgent {
     sandbox: Sandbox,
-    client: Client<Connector, Full<Bytes>>,
+    client: super::AgentClient<Connector>,
     exit: Exit,
 }
 
@@ -144,9 +142,7 @@ impl super::SessionBackend for NamespaceBackend {
                 "cannot expose berth's api inside the sandbox: {e}"
             )));
         }
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(sandbox.connector());
+        let client = super::AgentClient::new(sandbox.connector());
         let exit = Exit::new(sandbox.exit_watch());
         Ok(Box::new(SandboxAgent {
             sandbox,
@@ -166,8 +162,8 @@ impl Agent for SandboxAgent {
         }
     }
 
-    fn forward(&self, req: Request<Full<Bytes>>) -> ResponseFuture {
-        self.client.request(req)
+    fn forward(&self, req: Request<Full<Bytes>>) -> super::Forwarding {
+        self.client.forward(req)
     }
 
     fn exit(&self) -> &Exit {

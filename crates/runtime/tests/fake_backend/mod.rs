@@ -13,8 +13,7 @@ use berth_types::records::{Runtime, RuntimeVersion};
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -97,7 +96,7 @@ impl tower::Service<Uri> for Connector {
 
 struct FakeAgent {
     id: String,
-    client: Client<Connector, Full<Bytes>>,
+    client: berth_runtime::backend::AgentClient<Connector>,
     exit: Exit,
     control: Arc<Control>,
     record: Arc<Record>,
@@ -218,9 +217,7 @@ impl SessionBackend for FakeBackend {
         Ok(Box::new(FakeAgent {
             log: Bytes::from(format!("out started {}\n", spec.id)),
             id: spec.id,
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build(Connector(addr)),
+            client: berth_runtime::backend::AgentClient::new(Connector(addr)),
             exit: Exit::new(exit_rx),
             control,
             record: self.record.clone(),
@@ -243,8 +240,8 @@ impl Agent for FakeAgent {
         }
     }
 
-    fn forward(&self, req: Request<Full<Bytes>>) -> ResponseFuture {
-        self.client.request(req)
+    fn forward(&self, req: Request<Full<Bytes>>) -> berth_runtime::backend::Forwarding {
+        self.client.forward(req)
     }
 
     fn exit(&self) -> &Exit {

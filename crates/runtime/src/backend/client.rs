@@ -287,6 +287,20 @@ impl Body for AgentBody {
     }
 }
 
+impl Drop for AgentBody {
+    /// A sized answer is often dropped once its last byte is out, before a poll would have seen
+    /// its end (hyper's server stops at the `Content-Length`): its connection is still good, and
+    /// goes back to the pool (the next [`Pool::take`] lets it settle). An answer dropped short of
+    /// its end takes its connection with it.
+    fn drop(&mut self) {
+        if self.inner.is_end_stream()
+            && let Some((d, pool)) = self.driver.take()
+        {
+            pool.put(d);
+        }
+    }
+}
+
 impl AgentBody {
     /// The next frame; at the end, the connection is polled once more (so it settles into
     /// keep-alive and can take the next request) and pooled if it is still open.
@@ -424,6 +438,20 @@ mod tests {
         drop(resp);
         assert_eq!(text(&c, "/b").await, "ok 2");
         assert_eq!(conns.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_dropped_after_its_last_byte_returns_its_connection() {
+        let (addr, conns) = agent(100).await;
+        let c = client(addr);
+        for _ in 0..3 {
+            let mut body = c.forward(get("/a")).await.unwrap().into_body();
+            // One data frame, as a server writing a sized answer takes it; then dropped.
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), "ok 1");
+            drop(body);
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -1,8 +1,10 @@
 //! Control-plane wire shapes: the typed parts of a runtime's configuration and the JSON bodies of
 //! responses, built from the store's records.
 
+pub mod ops;
+
 use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
-use berth_types::{Partition, iso8601};
+use berth_types::{Partition, Status, iso8601};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -37,9 +39,17 @@ pub struct RuntimeSpec {
     /// Which custom request headers reach the agent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_header_configuration: Option<Value>,
-    /// Everything else from the request, verbatim.
-    #[serde(flatten)]
+    /// Everything else from the request, verbatim (members sent as `null` are dropped, as if
+    /// absent).
+    #[serde(flatten, deserialize_with = "non_null")]
     pub other: Map<String, Value>,
+}
+
+/// Reads a map, leaving out `null` values.
+fn non_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
+    let mut m = Map::<String, Value>::deserialize(d)?;
+    m.retain(|_, v| !v.is_null());
+    Ok(m)
 }
 
 impl RuntimeSpec {
@@ -246,81 +256,80 @@ impl Lifecycle {
     }
 }
 
-/// `GetAgentRuntimeResponse` for one version.
-pub fn runtime_version_body(p: &Partition, rt: &Runtime, v: &RuntimeVersion) -> Value {
-    let mut body = json!({
-        "agentRuntimeArn": p.runtime_arn(&rt.id),
-        "agentRuntimeName": rt.name,
-        "agentRuntimeId": rt.id,
-        "agentRuntimeVersion": v.version.to_string(),
-        "createdAt": iso8601(v.created_at),
-        "lastUpdatedAt": iso8601(v.updated_at),
-        "status": if rt.deleting { "DELETING" } else { v.status.as_str() },
-        "workloadIdentityDetails": {"workloadIdentityArn": p.workload_identity_arn(&rt.name)},
+/// `GetAgentRuntimeResponse` for one version. A version whose stored configuration no longer
+/// reads as a [`RuntimeSpec`] is an error (the store holds only what [`RuntimeSpec`] wrote).
+pub fn runtime_version_body(
+    p: &Partition,
+    rt: &Runtime,
+    v: &RuntimeVersion,
+) -> Result<ops::GetAgentRuntimeOutput, serde_json::Error> {
+    let mut spec: RuntimeSpec = serde_json::from_value(v.spec.clone())?;
+    let (idle, max) = Lifecycle::effective(spec.lifecycle_configuration.as_ref());
+    spec.lifecycle_configuration = Some(Lifecycle {
+        idle_runtime_session_timeout: Some(idle),
+        max_lifetime: Some(max),
     });
-    if let Some(spec) = v.spec.as_object() {
-        for (k, val) in spec {
-            body[k] = val.clone();
-        }
+    if spec.network_configuration.is_none() {
+        spec.network_configuration = Some(json!({"networkMode": "PUBLIC"}));
     }
-    let (idle, max) = Lifecycle::effective(
-        serde_json::from_value::<Lifecycle>(v.spec["lifecycleConfiguration"].clone())
-            .ok()
-            .as_ref(),
-    );
-    body["lifecycleConfiguration"] = json!({"idleRuntimeSessionTimeout": idle, "maxLifetime": max});
-    if body.get("networkConfiguration").is_none() {
-        body["networkConfiguration"] = json!({"networkMode": "PUBLIC"});
-    }
-    if let Some(r) = &v.failure_reason {
-        body["failureReason"] = r.clone().into();
-    }
-    body
+    Ok(ops::GetAgentRuntimeOutput {
+        agent_runtime_arn: p.runtime_arn(&rt.id),
+        agent_runtime_name: rt.name.clone(),
+        agent_runtime_id: rt.id.clone(),
+        agent_runtime_version: v.version.to_string(),
+        created_at: iso8601(v.created_at),
+        last_updated_at: iso8601(v.updated_at),
+        status: if rt.deleting {
+            Status::Deleting
+        } else {
+            v.status
+        },
+        workload_identity_details: ops::WorkloadIdentityDetails {
+            workload_identity_arn: p.workload_identity_arn(&rt.name),
+        },
+        spec,
+        failure_reason: v.failure_reason.clone(),
+    })
 }
 
 /// `AgentRuntime` list item.
-pub fn runtime_summary(p: &Partition, rt: &Runtime, v: &RuntimeVersion) -> Value {
-    let mut item = json!({
-        "agentRuntimeArn": p.runtime_arn(&rt.id),
-        "agentRuntimeId": rt.id,
-        "agentRuntimeVersion": v.version.to_string(),
-        "agentRuntimeName": rt.name,
-        "lastUpdatedAt": iso8601(v.updated_at),
-        "status": if rt.deleting { "DELETING" } else { v.status.as_str() },
-    });
-    // `description` is required in the model's summary shape; AWS sends it even when empty.
-    item["description"] = v
-        .spec
-        .get("description")
-        .cloned()
-        .unwrap_or_else(|| "".into());
-    item
+pub fn runtime_summary(p: &Partition, rt: &Runtime, v: &RuntimeVersion) -> ops::AgentRuntime {
+    ops::AgentRuntime {
+        agent_runtime_arn: p.runtime_arn(&rt.id),
+        agent_runtime_id: rt.id.clone(),
+        agent_runtime_version: v.version.to_string(),
+        agent_runtime_name: rt.name.clone(),
+        last_updated_at: iso8601(v.updated_at),
+        status: if rt.deleting {
+            Status::Deleting
+        } else {
+            v.status
+        },
+        // `description` is required in the model's summary shape; AWS sends it even when empty.
+        description: v
+            .spec
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+    }
 }
 
 /// `AgentRuntimeEndpoint` / `GetAgentRuntimeEndpointResponse`.
-pub fn endpoint_body(p: &Partition, e: &Endpoint) -> Value {
-    let mut body = json!({
-        "name": e.name,
-        "agentRuntimeEndpointArn": p.endpoint_arn(&e.runtime_id, &e.name),
-        "agentRuntimeArn": p.runtime_arn(&e.runtime_id),
-        "status": e.status.as_str(),
-        "id": e.id,
-        "createdAt": iso8601(e.created_at),
-        "lastUpdatedAt": iso8601(e.updated_at),
-    });
-    if let Some(v) = e.live_version {
-        body["liveVersion"] = v.to_string().into();
+pub fn endpoint_body(p: &Partition, e: &Endpoint) -> ops::AgentRuntimeEndpoint {
+    ops::AgentRuntimeEndpoint {
+        name: e.name.clone(),
+        agent_runtime_endpoint_arn: p.endpoint_arn(&e.runtime_id, &e.name),
+        agent_runtime_arn: p.runtime_arn(&e.runtime_id),
+        status: e.status,
+        id: e.id.clone(),
+        created_at: iso8601(e.created_at),
+        last_updated_at: iso8601(e.updated_at),
+        live_version: e.live_version.map(|v| v.to_string()),
+        target_version: e.target_version.map(|v| v.to_string()),
+        description: e.description.clone(),
+        failure_reason: e.failure_reason.clone(),
     }
-    if let Some(v) = e.target_version {
-        body["targetVersion"] = v.to_string().into();
-    }
-    if let Some(d) = &e.description {
-        body["description"] = d.clone().into();
-    }
-    if let Some(r) = &e.failure_reason {
-        body["failureReason"] = r.clone().into();
-    }
-    body
 }
 
 #[cfg(test)]

@@ -1,7 +1,13 @@
 use super::*;
 use async_trait::async_trait;
 use berth_api::ErrorKind;
+use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
+
+/// A typed request from its wire JSON, as the server reads it after model validation.
+fn req<T: DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
 
 /// A deployer whose builds finish when the test says so.
 struct Scripted {
@@ -101,49 +107,49 @@ async fn create_build_update_and_default_tracks_latest() {
     let f = fixture().await;
     let r = f
         .control
-        .create_runtime(create_input("agent_a"))
+        .create_runtime(req(create_input("agent_a")))
         .await
         .unwrap();
-    let id = r["agentRuntimeId"].as_str().unwrap().to_owned();
-    assert_eq!(r["status"], "CREATING");
+    let id = r.agent_runtime_id.clone();
+    assert_eq!(r.status, Status::Creating);
     f.builds.send(Ok("sha256:1".into())).await.unwrap();
     settle(&f, &id, 1, Status::Ready).await;
     let ep = f
         .control
-        .get_endpoint(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"}))
+        .get_endpoint(req(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"})))
         .await
         .unwrap();
     assert_eq!(
-        (ep["liveVersion"].as_str(), ep["status"].as_str()),
-        (Some("1"), Some("READY"))
+        (ep.live_version.as_deref(), ep.status),
+        (Some("1"), Status::Ready)
     );
 
     let pinned = f
         .control
-        .create_endpoint(json!({"agentRuntimeId": id, "name": "prod"}))
+        .create_endpoint(req(json!({"agentRuntimeId": id, "name": "prod"})))
         .await
         .unwrap();
-    assert_eq!(pinned["status"], "READY");
+    assert_eq!(pinned.status, Status::Ready);
 
     let mut upd = create_input("agent_a");
     upd["agentRuntimeId"] = id.clone().into();
     upd["clientToken"] = "update-token-0123456789012345678901234567890".into();
-    let u = f.control.update_runtime(upd).await.unwrap();
-    assert_eq!(u["agentRuntimeVersion"], "2");
+    let u = f.control.update_runtime(req(upd)).await.unwrap();
+    assert_eq!(u.agent_runtime_version, "2");
     f.builds.send(Ok("sha256:2".into())).await.unwrap();
     settle(&f, &id, 2, Status::Ready).await;
     let d = f
         .control
-        .get_endpoint(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"}))
+        .get_endpoint(req(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"})))
         .await
         .unwrap();
-    assert_eq!(d["liveVersion"], "2");
+    assert_eq!(d.live_version.as_deref(), Some("2"));
     let p = f
         .control
-        .get_endpoint(json!({"agentRuntimeId": id, "endpointName": "prod"}))
+        .get_endpoint(req(json!({"agentRuntimeId": id, "endpointName": "prod"})))
         .await
         .unwrap();
-    assert_eq!(p["liveVersion"], "1", "named endpoints stay pinned");
+    assert_eq!(p.live_version.as_deref(), Some("1"), "named endpoints stay pinned");
 }
 
 #[tokio::test]
@@ -151,24 +157,24 @@ async fn idempotency_replays_and_detects_mismatch() {
     let f = fixture().await;
     let a = f
         .control
-        .create_runtime(create_input("agent_b"))
+        .create_runtime(req(create_input("agent_b")))
         .await
         .unwrap();
     let b = f
         .control
-        .create_runtime(create_input("agent_b"))
+        .create_runtime(req(create_input("agent_b")))
         .await
         .unwrap();
     assert_eq!(a, b);
     let mut changed = create_input("agent_b");
     changed["description"] = "different".into();
-    let e = f.control.create_runtime(changed).await.unwrap_err();
+    let e = f.control.create_runtime(req(changed)).await.unwrap_err();
     assert_eq!(e.reason, Some("IdempotentParameterMismatchException"));
     let mut other_token = create_input("agent_b");
     other_token["clientToken"] = "another-token-0123456789012345678901234567890".into();
     assert_eq!(
         f.control
-            .create_runtime(other_token)
+            .create_runtime(req(other_token))
             .await
             .unwrap_err()
             .kind,
@@ -181,10 +187,10 @@ async fn failed_build_is_recorded_with_reason() {
     let f = fixture().await;
     let r = f
         .control
-        .create_runtime(create_input("agent_c"))
+        .create_runtime(req(create_input("agent_c")))
         .await
         .unwrap();
-    let id = r["agentRuntimeId"].as_str().unwrap().to_owned();
+    let id = r.agent_runtime_id.clone();
     f.builds
         .send(Err("pip: no matching distribution".into()))
         .await
@@ -192,16 +198,19 @@ async fn failed_build_is_recorded_with_reason() {
     settle(&f, &id, 1, Status::CreateFailed).await;
     let g = f
         .control
-        .get_runtime(json!({"agentRuntimeId": id}))
+        .get_runtime(req(json!({"agentRuntimeId": id})))
         .await
         .unwrap();
-    assert_eq!(g["failureReason"], "pip: no matching distribution");
+    assert_eq!(
+        g.failure_reason.as_deref(),
+        Some("pip: no matching distribution")
+    );
     let ep = f
         .control
-        .get_endpoint(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"}))
+        .get_endpoint(req(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"})))
         .await
         .unwrap();
-    assert_eq!(ep["status"], "CREATE_FAILED");
+    assert_eq!(ep.status, Status::CreateFailed);
 }
 
 #[tokio::test]
@@ -209,28 +218,28 @@ async fn default_endpoint_cannot_be_deleted_and_versions_in_use_are_kept() {
     let f = fixture().await;
     let r = f
         .control
-        .create_runtime(create_input("agent_d"))
+        .create_runtime(req(create_input("agent_d")))
         .await
         .unwrap();
-    let id = r["agentRuntimeId"].as_str().unwrap().to_owned();
+    let id = r.agent_runtime_id.clone();
     let e = f
         .control
-        .delete_endpoint(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"}))
+        .delete_endpoint(req(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"})))
         .await
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict);
     let e = f
         .control
-        .delete_runtime(json!({"agentRuntimeId": id, "agentRuntimeVersion": "1"}))
+        .delete_runtime(req(json!({"agentRuntimeId": id, "agentRuntimeVersion": "1"})))
         .await
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict);
     let d = f
         .control
-        .delete_runtime(json!({"agentRuntimeId": id}))
+        .delete_runtime(req(json!({"agentRuntimeId": id})))
         .await
         .unwrap();
-    assert_eq!(d["status"], "DELETING");
+    assert_eq!(d.status, Status::Deleting);
 }
 
 #[tokio::test]
@@ -238,7 +247,7 @@ async fn paging_walks_every_runtime_once() {
     let f = fixture().await;
     for i in 0..7 {
         f.control
-            .create_runtime(create_input(&format!("pg_{i}")))
+            .create_runtime(req(create_input(&format!("pg_{i}"))))
             .await
             .unwrap();
     }
@@ -249,12 +258,12 @@ async fn paging_walks_every_runtime_once() {
         if let Some(t) = &token {
             q["nextToken"] = t.clone().into();
         }
-        let page = f.control.list_runtimes(q).await.unwrap();
-        for r in page["agentRuntimes"].as_array().unwrap() {
-            seen.push(r["agentRuntimeName"].as_str().unwrap().to_owned());
+        let page = f.control.list_runtimes(req(q)).await.unwrap();
+        for r in &page.agent_runtimes {
+            seen.push(r.agent_runtime_name.clone());
         }
-        match page.get("nextToken") {
-            Some(t) => token = Some(t.as_str().unwrap().to_owned()),
+        match page.next_token {
+            Some(t) => token = Some(t),
             None => break,
         }
     }
@@ -265,7 +274,7 @@ async fn paging_walks_every_runtime_once() {
     assert_eq!(seen.len(), 7);
     let e = f
         .control
-        .list_runtimes(json!({"nextToken": "garbage"}))
+        .list_runtimes(req(json!({"nextToken": "garbage"})))
         .await
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Validation);
@@ -276,14 +285,14 @@ async fn a_qualifier_for_a_live_session_must_name_an_endpoint_or_a_version() {
     let f = fixture().await;
     let r = f
         .control
-        .create_runtime(create_input("agent_q"))
+        .create_runtime(req(create_input("agent_q")))
         .await
         .unwrap();
-    let id = r["agentRuntimeId"].as_str().unwrap().to_owned();
+    let id = r.agent_runtime_id.clone();
     f.builds.send(Ok("sha256:1".into())).await.unwrap();
     settle(&f, &id, 1, Status::Ready).await;
     f.control
-        .create_endpoint(json!({"agentRuntimeId": id, "name": "prod"}))
+        .create_endpoint(req(json!({"agentRuntimeId": id, "name": "prod"})))
         .await
         .unwrap();
     for known in ["DEFAULT", "prod", "1"] {

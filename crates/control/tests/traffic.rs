@@ -18,6 +18,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// A typed request from its wire JSON, as the server reads it after model validation.
+fn req<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
+
+/// A typed answer as the JSON the server sends.
+fn wire<T: serde::Serialize>(t: T) -> Value {
+    serde_json::to_value(t).unwrap()
+}
+
 const RT: &str = "agent-0123456789";
 const CUSTOM: &str = "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Org";
 
@@ -261,11 +271,11 @@ async fn split_90_10_over_5000_sessions_is_within_two_points_and_sticks_across_r
     );
     let ep = f
         .control
-        .get_endpoint(json!({"agentRuntimeId": RT, "endpointName": "prod"}))
+        .get_endpoint(req(json!({"agentRuntimeId": RT, "endpointName": "prod"})))
         .await
         .unwrap();
     assert_eq!(
-        (ep["liveVersion"].as_str(), ep["targetVersion"].as_str()),
+        (ep.live_version.as_deref(), ep.target_version.as_deref()),
         (Some("1"), Some("2"))
     );
 
@@ -530,13 +540,12 @@ async fn update_endpoint_moves_to_100_percent_with_drain_and_ends_the_split() {
     assert!(on.values().any(|v| *v == 2) && on.values().any(|v| *v == 1));
     let r = f
         .control
-        .update_endpoint(
-            json!({"agentRuntimeId": RT, "endpointName": "prod", "agentRuntimeVersion": "3"}),
-        )
+        .update_endpoint(req(json!({"agentRuntimeId": RT, "endpointName": "prod", "agentRuntimeVersion": "3"}),
+        ))
         .await
         .unwrap();
     assert_eq!(
-        (r["liveVersion"].as_str(), r["targetVersion"].as_str()),
+        (r.live_version.as_deref(), r.target_version.as_deref()),
         (Some("3"), Some("3"))
     );
     let t = f.traffic().await;
@@ -808,9 +817,8 @@ async fn every_mutation_is_audited_with_who_and_the_chain_verifies() {
     let caller = Caller::new("AKIAAUDITOR", Some("req-1".into()));
     caller
         .clone()
-        .scope(f.control.create_endpoint(
-            json!({"agentRuntimeId": RT, "name": "canary", "agentRuntimeVersion": "2"}),
-        ))
+        .scope(f.control.create_endpoint(req(json!({"agentRuntimeId": RT, "name": "canary", "agentRuntimeVersion": "2"}),
+        )))
         .await
         .unwrap();
     let arn = "arn:aws:bedrock-agentcore:us-east-1:000000000000:runtime/agent-0123456789/runtime-endpoint/canary";
@@ -818,7 +826,7 @@ async fn every_mutation_is_audited_with_who_and_the_chain_verifies() {
         .clone()
         .scope(
             f.control
-                .tag_resource(json!({"resourceArn": arn, "tags": {"team": "a"}})),
+                .tag_resource(req(json!({"resourceArn": arn, "tags": {"team": "a"}}))),
         )
         .await
         .unwrap();
@@ -834,7 +842,7 @@ async fn every_mutation_is_audited_with_who_and_the_chain_verifies() {
         .clone()
         .scope(
             f.control
-                .delete_endpoint(json!({"agentRuntimeId": RT, "endpointName": "canary"})),
+                .delete_endpoint(req(json!({"agentRuntimeId": RT, "endpointName": "canary"}))),
         )
         .await
         .unwrap();
@@ -913,10 +921,10 @@ async fn a_slow_signal_blocks_no_other_write_and_an_operator_pause_wins_over_its
     // The signal is being judged. Unrelated writes and an operator command go through.
     unblocked(
         "tagging a runtime",
-        f.control.tag_resource(json!({
+        f.control.tag_resource(req(json!({
             "resourceArn": format!("arn:aws:bedrock-agentcore:us-east-1:000000000000:runtime/{RT}"),
             "tags": {"team": "search"},
-        })),
+        }))),
     )
     .await
     .unwrap();
@@ -964,7 +972,7 @@ async fn a_slow_teardown_blocks_no_other_write() {
     let control = f.control.clone();
     let delete = tokio::spawn(async move {
         control
-            .delete_runtime(json!({"agentRuntimeId": RT, "agentRuntimeVersion": "2"}))
+            .delete_runtime(req(json!({"agentRuntimeId": RT, "agentRuntimeVersion": "2"})))
             .await
     });
     gate.entered.notified().await;
@@ -986,5 +994,5 @@ async fn a_slow_teardown_blocks_no_other_write() {
     assert_eq!(set["weights"].as_array().map(Vec::len), Some(2), "{set}");
     gate.open();
     let r = delete.await.unwrap().unwrap();
-    assert_eq!(r["status"], "DELETING");
+    assert_eq!(r.status, Status::Deleting);
 }

@@ -99,7 +99,11 @@ struct Idem<'a> {
 }
 
 impl<'a> Idem<'a> {
-    fn new<T: Serialize>(op: &'static str, request: &T, token: Option<&'a str>) -> Result<Self, ApiError> {
+    fn new<T: Serialize>(
+        op: &'static str,
+        request: &T,
+        token: Option<&'a str>,
+    ) -> Result<Self, ApiError> {
         let hash = match token {
             Some(_) => {
                 let mut v = to_json(request)?;
@@ -222,11 +226,11 @@ impl Control {
             .await
             .map_err(internal)?
         {
-            Some(i) if i.request_hash == idem.hash => serde_json::from_value(i.response)
-                .map(Some)
-                .map_err(|e| {
+            Some(i) if i.request_hash == idem.hash => {
+                serde_json::from_value(i.response).map(Some).map_err(|e| {
                     ApiError::internal_because(format_args!("stored {} response: {e}", idem.op))
-                }),
+                })
+            }
             Some(_) => Err(ApiError::idempotent_mismatch()),
             None => Ok(None),
         }
@@ -719,7 +723,11 @@ impl Control {
         req: ops::CreateAgentRuntimeEndpoint,
     ) -> Result<ops::CreateAgentRuntimeEndpointOutput, ApiError> {
         let _g = self.inner.write_lock.lock().await;
-        let idem = Idem::new("CreateAgentRuntimeEndpoint", &req, req.client_token.as_deref())?;
+        let idem = Idem::new(
+            "CreateAgentRuntimeEndpoint",
+            &req,
+            req.client_token.as_deref(),
+        )?;
         if let Some(r) = self.replay(&idem).await? {
             return Ok(r);
         }
@@ -804,7 +812,11 @@ impl Control {
         req: ops::UpdateAgentRuntimeEndpoint,
     ) -> Result<ops::UpdateAgentRuntimeEndpointOutput, ApiError> {
         let _g = self.inner.write_lock.lock().await;
-        let idem = Idem::new("UpdateAgentRuntimeEndpoint", &req, req.client_token.as_deref())?;
+        let idem = Idem::new(
+            "UpdateAgentRuntimeEndpoint",
+            &req,
+            req.client_token.as_deref(),
+        )?;
         if let Some(r) = self.replay(&idem).await? {
             return Ok(r);
         }

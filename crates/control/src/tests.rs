@@ -116,7 +116,9 @@ async fn create_build_update_and_default_tracks_latest() {
     settle(&f, &id, 1, Status::Ready).await;
     let ep = f
         .control
-        .get_endpoint(req(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"})))
+        .get_endpoint(req(
+            json!({"agentRuntimeId": id, "endpointName": "DEFAULT"}),
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -140,7 +142,9 @@ async fn create_build_update_and_default_tracks_latest() {
     settle(&f, &id, 2, Status::Ready).await;
     let d = f
         .control
-        .get_endpoint(req(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"})))
+        .get_endpoint(req(
+            json!({"agentRuntimeId": id, "endpointName": "DEFAULT"}),
+        ))
         .await
         .unwrap();
     assert_eq!(d.live_version.as_deref(), Some("2"));
@@ -149,7 +153,11 @@ async fn create_build_update_and_default_tracks_latest() {
         .get_endpoint(req(json!({"agentRuntimeId": id, "endpointName": "prod"})))
         .await
         .unwrap();
-    assert_eq!(p.live_version.as_deref(), Some("1"), "named endpoints stay pinned");
+    assert_eq!(
+        p.live_version.as_deref(),
+        Some("1"),
+        "named endpoints stay pinned"
+    );
 }
 
 #[tokio::test]
@@ -207,7 +215,9 @@ async fn failed_build_is_recorded_with_reason() {
     );
     let ep = f
         .control
-        .get_endpoint(req(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"})))
+        .get_endpoint(req(
+            json!({"agentRuntimeId": id, "endpointName": "DEFAULT"}),
+        ))
         .await
         .unwrap();
     assert_eq!(ep.status, Status::CreateFailed);
@@ -224,13 +234,17 @@ async fn default_endpoint_cannot_be_deleted_and_versions_in_use_are_kept() {
     let id = r.agent_runtime_id.clone();
     let e = f
         .control
-        .delete_endpoint(req(json!({"agentRuntimeId": id, "endpointName": "DEFAULT"})))
+        .delete_endpoint(req(
+            json!({"agentRuntimeId": id, "endpointName": "DEFAULT"}),
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict);
     let e = f
         .control
-        .delete_runtime(req(json!({"agentRuntimeId": id, "agentRuntimeVersion": "1"})))
+        .delete_runtime(req(
+            json!({"agentRuntimeId": id, "agentRuntimeVersion": "1"}),
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict);

@@ -388,4 +388,79 @@ mod tests {
         );
         assert!(spec(None).check_protocol().is_ok());
     }
+
+    #[test]
+    fn a_create_request_keeps_call_members_out_of_the_configuration() {
+        let req: ops::CreateAgentRuntime = serde_json::from_value(json!({
+            "agentRuntimeName": "a",
+            "clientToken": "t",
+            "tags": {"k": "v"},
+            "agentRuntimeArtifact": {"containerConfiguration": {"containerUri": "x"}},
+            "roleArn": "arn:aws:iam::123456789012:role/r",
+            "description": null,
+            "platformVersion": "1",
+            "hooksConfiguration": null,
+        }))
+        .unwrap();
+        assert_eq!(req.agent_runtime_name, "a");
+        assert_eq!(req.client_token.as_deref(), Some("t"));
+        assert_eq!(req.tags.unwrap().get("k").map(String::as_str), Some("v"));
+        assert_eq!(req.spec.description, None);
+        // Members Berth only echoes are kept verbatim; `null` ones are dropped, as if absent.
+        assert_eq!(
+            serde_json::to_value(&req.spec.other).unwrap(),
+            json!({"platformVersion": "1"})
+        );
+        let missing = serde_json::from_value::<ops::CreateAgentRuntime>(json!({
+            "agentRuntimeArtifact": {"containerConfiguration": {"containerUri": "x"}},
+            "roleArn": "r",
+        }))
+        .unwrap_err();
+        assert!(
+            missing.to_string().contains("agentRuntimeName"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn responses_serialize_in_model_member_names_and_skip_absent_members() {
+        let p = Partition {
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+        };
+        let e = Endpoint {
+            runtime_id: "rt-1".into(),
+            name: "prod".into(),
+            id: "prod-abc".into(),
+            description: None,
+            live_version: None,
+            target_version: Some(2),
+            status: Status::Creating,
+            failure_reason: None,
+            created_at: 0,
+            updated_at: 1,
+        };
+        let body = serde_json::to_value(endpoint_body(&p, &e)).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "name": "prod",
+                "agentRuntimeEndpointArn": "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/rt-1/runtime-endpoint/prod",
+                "agentRuntimeArn": "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/rt-1",
+                "status": "CREATING",
+                "id": "prod-abc",
+                "createdAt": "1970-01-01T00:00:00.000Z",
+                "lastUpdatedAt": "1970-01-01T00:00:00.001Z",
+                "targetVersion": "2",
+            })
+        );
+        let update = serde_json::to_value(ops::UpdateAgentRuntimeEndpointOutput::from(
+            endpoint_body(&p, &e),
+        ))
+        .unwrap();
+        for gone in ["name", "id", "description", "failureReason"] {
+            assert!(update.get(gone).is_none(), "{gone} in {update}");
+        }
+        assert_eq!(serde_json::to_string(&ops::Empty {}).unwrap(), "{}");
+    }
 }

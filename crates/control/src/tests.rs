@@ -323,3 +323,146 @@ async fn a_qualifier_for_a_live_session_must_name_an_endpoint_or_a_version() {
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::ResourceNotFound);
 }
+
+/// A runtime spec built in Rust, not read from JSON: what a caller other than the HTTP server
+/// (the CLI, a test, another component) hands `Control`.
+fn typed_spec(description: &str) -> RuntimeSpec {
+    RuntimeSpec {
+        agent_runtime_artifact: berth_api::control::Artifact::CodeConfiguration(
+            berth_api::control::CodeConfiguration {
+                code: berth_api::control::Code {
+                    s3: berth_api::control::S3Location {
+                        bucket: "b".into(),
+                        prefix: "a.zip".into(),
+                        version_id: None,
+                    },
+                },
+                runtime: "PYTHON_3_11".into(),
+                entry_point: vec!["agent.py".into()],
+            },
+        ),
+        role_arn: "arn:aws:iam::000000000000:role/r".into(),
+        description: Some(description.into()),
+        lifecycle_configuration: Some(berth_api::control::Lifecycle {
+            idle_runtime_session_timeout: Some(120),
+            max_lifetime: None,
+        }),
+        environment_variables: None,
+        network_configuration: None,
+        protocol_configuration: None,
+        request_header_configuration: None,
+        other: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn typed_create_then_get_returns_the_typed_configuration() {
+    let f = fixture().await;
+    let created = f
+        .control
+        .create_runtime(ops::CreateAgentRuntime {
+            agent_runtime_name: "typed_agent".into(),
+            client_token: None,
+            tags: Some([("team".to_owned(), "search".to_owned())].into()),
+            agent_runtime_id: None,
+            spec: typed_spec("first"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.status, Status::Creating);
+    assert_eq!(created.agent_runtime_version, "1");
+    assert_eq!(
+        created.agent_runtime_arn,
+        format!(
+            "arn:aws:bedrock-agentcore:us-east-1:000000000000:runtime/{}",
+            created.agent_runtime_id
+        )
+    );
+    f.builds.send(Ok("sha256:1".into())).await.unwrap();
+    settle(&f, &created.agent_runtime_id, 1, Status::Ready).await;
+
+    let got = f
+        .control
+        .get_runtime(ops::GetAgentRuntime {
+            agent_runtime_id: created.agent_runtime_id.clone(),
+            agent_runtime_version: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.agent_runtime_name, "typed_agent");
+    assert_eq!(got.agent_runtime_version, "1");
+    assert_eq!(got.status, Status::Ready);
+    assert_eq!(got.spec.description.as_deref(), Some("first"));
+    assert_eq!(got.spec.role_arn, "arn:aws:iam::000000000000:role/r");
+    // Defaults are filled in on the way out: the idle timeout given, AgentCore's lifetime.
+    assert_eq!(
+        got.spec.lifecycle_configuration,
+        Some(berth_api::control::Lifecycle {
+            idle_runtime_session_timeout: Some(120),
+            max_lifetime: Some(berth_api::control::DEFAULT_MAX_LIFETIME_SECS),
+        })
+    );
+    assert_eq!(
+        got.spec.network_configuration,
+        Some(json!({"networkMode": "PUBLIC"}))
+    );
+    assert_eq!(got.failure_reason, None);
+
+    let tags = f
+        .control
+        .list_tags(ops::ListTagsForResource {
+            resource_arn: created.agent_runtime_arn.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(tags.tags.get("team").map(String::as_str), Some("search"));
+
+    let updated = f
+        .control
+        .update_runtime(ops::UpdateAgentRuntime {
+            agent_runtime_id: created.agent_runtime_id.clone(),
+            client_token: None,
+            agent_runtime_name: None,
+            tags: None,
+            spec: typed_spec("second"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.agent_runtime_version.as_str(), updated.status),
+        ("2", Status::Updating)
+    );
+    let versions = f
+        .control
+        .list_versions(ops::ListAgentRuntimeVersions {
+            agent_runtime_id: created.agent_runtime_id.clone(),
+            max_results: Some(1),
+            next_token: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(versions.agent_runtimes.len(), 1);
+    assert_eq!(versions.agent_runtimes[0].agent_runtime_version, "2");
+    assert_eq!(versions.agent_runtimes[0].description, "second");
+    assert!(versions.next_token.is_some(), "one more page: version 1");
+}
+
+#[test]
+fn an_idempotency_token_binds_the_typed_request_not_its_member_order() {
+    let token = "order-token-0123456789012345678901234567890";
+    let a: ops::CreateAgentRuntimeEndpoint = req(json!({
+        "agentRuntimeId": "x", "name": "n", "description": "d", "clientToken": token
+    }));
+    let b: ops::CreateAgentRuntimeEndpoint = req(json!({
+        "clientToken": token, "description": "d", "name": "n", "agentRuntimeId": "x"
+    }));
+    let ha = Idem::new("CreateAgentRuntimeEndpoint", &a, a.client_token.as_deref()).unwrap();
+    let hb = Idem::new("CreateAgentRuntimeEndpoint", &b, b.client_token.as_deref()).unwrap();
+    assert_eq!(ha.hash, hb.hash);
+    let c = ops::CreateAgentRuntimeEndpoint {
+        description: Some("other".into()),
+        ..a.clone()
+    };
+    let hc = Idem::new("CreateAgentRuntimeEndpoint", &c, c.client_token.as_deref()).unwrap();
+    assert_ne!(ha.hash, hc.hash);
+}

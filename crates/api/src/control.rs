@@ -9,11 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
-/// Request members that are about the call, not the runtime's configuration.
-const NOT_SPEC: &[&str] = &["agentRuntimeName", "agentRuntimeId", "clientToken", "tags"];
-
 /// Configuration of one runtime version, in AgentCore member names. Members Berth acts on are
 /// typed; the rest are kept verbatim (they were validated against the model) and echoed back.
+/// `ops::CreateAgentRuntime` and `ops::UpdateAgentRuntime` flatten it: every member that is not
+/// about the call (`agentRuntimeName`, `clientToken`, `tags`, ...) lands here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeSpec {
@@ -53,16 +52,6 @@ fn non_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map<String, Value>
 }
 
 impl RuntimeSpec {
-    /// Extracts the configuration from a validated Create/UpdateAgentRuntime input.
-    pub fn from_input(input: &Value) -> Result<Self, serde_json::Error> {
-        let mut obj = input.as_object().cloned().unwrap_or_default();
-        for k in NOT_SPEC {
-            obj.remove(*k);
-        }
-        obj.retain(|_, v| !v.is_null());
-        serde_json::from_value(Value::Object(obj))
-    }
-
     /// Headers allow-listed to reach the agent.
     pub fn header_allowlist(&self) -> Vec<String> {
         self.request_header_configuration
@@ -345,7 +334,7 @@ mod tests {
         if let Some(p) = protocol {
             input["protocolConfiguration"] = p;
         }
-        RuntimeSpec::from_input(&input).unwrap()
+        serde_json::from_value(input).unwrap()
     }
 
     #[test]

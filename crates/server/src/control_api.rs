@@ -70,7 +70,8 @@ pub(crate) fn input(
 
 /// Reads a validated input (see [`input`]) into the operation's typed request. The model
 /// already checked every member, so a failure here means the type and the model disagree; it
-/// is answered as the ValidationException serde's message names the member in.
+/// is answered as a ValidationException (`CannotParse`) carrying serde's message, which names
+/// the member.
 pub(crate) fn typed<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
     serde_json::from_value(input)
         .map_err(|e| ApiError::cannot_parse(format!("could not read the request: {e}")))

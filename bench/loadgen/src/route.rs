@@ -26,7 +26,7 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use berth_api::ApiError;
 use berth_api::control::RuntimeSpec;
-use berth_control::traffic::{DecidedBy, Match, Rule, Split};
+use berth_control::traffic::{DecidedBy, Match, Rule, SetTraffic, Split};
 use berth_control::{Control, Decision, Deployer, Options, RouteRequest, RoutingPolicy, decide};
 use berth_store::Write;
 use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
@@ -510,7 +510,11 @@ async fn route_cost(cfg: &RouteCostConfig) -> anyhow::Result<(Summary, Summary, 
         .context("writing the runtime")?;
     // The split goes through the same call the native API makes.
     control
-        .set_traffic(RUNTIME, ENDPOINT, json!({"weights": {"1": 90, "2": 10}}))
+        .set_traffic(
+            RUNTIME,
+            ENDPOINT,
+            SetTraffic::from_json(&json!({"weights": {"1": 90, "2": 10}}))?,
+        )
         .await
         .context("setting the 90/10 split")?;
 

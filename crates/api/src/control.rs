@@ -1,17 +1,18 @@
 //! Control-plane wire shapes: the typed parts of a runtime's configuration and the JSON bodies of
 //! responses, built from the store's records.
 
+pub mod ops;
+
 use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
-use berth_types::{Partition, iso8601};
+use berth_types::{Partition, Status, iso8601};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
-/// Request members that are about the call, not the runtime's configuration.
-const NOT_SPEC: &[&str] = &["agentRuntimeName", "agentRuntimeId", "clientToken", "tags"];
-
 /// Configuration of one runtime version, in AgentCore member names. Members Berth acts on are
 /// typed; the rest are kept verbatim (they were validated against the model) and echoed back.
+/// `ops::CreateAgentRuntime` and `ops::UpdateAgentRuntime` flatten it: every member that is not
+/// about the call (`agentRuntimeName`, `clientToken`, `tags`, ...) lands here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeSpec {
@@ -37,22 +38,20 @@ pub struct RuntimeSpec {
     /// Which custom request headers reach the agent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_header_configuration: Option<Value>,
-    /// Everything else from the request, verbatim.
-    #[serde(flatten)]
+    /// Everything else from the request, verbatim (members sent as `null` are dropped, as if
+    /// absent).
+    #[serde(flatten, deserialize_with = "non_null")]
     pub other: Map<String, Value>,
 }
 
-impl RuntimeSpec {
-    /// Extracts the configuration from a validated Create/UpdateAgentRuntime input.
-    pub fn from_input(input: &Value) -> Result<Self, serde_json::Error> {
-        let mut obj = input.as_object().cloned().unwrap_or_default();
-        for k in NOT_SPEC {
-            obj.remove(*k);
-        }
-        obj.retain(|_, v| !v.is_null());
-        serde_json::from_value(Value::Object(obj))
-    }
+/// Reads a map, leaving out `null` values.
+fn non_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
+    let mut m = Map::<String, Value>::deserialize(d)?;
+    m.retain(|_, v| !v.is_null());
+    Ok(m)
+}
 
+impl RuntimeSpec {
     /// Headers allow-listed to reach the agent.
     pub fn header_allowlist(&self) -> Vec<String> {
         self.request_header_configuration
@@ -246,81 +245,80 @@ impl Lifecycle {
     }
 }
 
-/// `GetAgentRuntimeResponse` for one version.
-pub fn runtime_version_body(p: &Partition, rt: &Runtime, v: &RuntimeVersion) -> Value {
-    let mut body = json!({
-        "agentRuntimeArn": p.runtime_arn(&rt.id),
-        "agentRuntimeName": rt.name,
-        "agentRuntimeId": rt.id,
-        "agentRuntimeVersion": v.version.to_string(),
-        "createdAt": iso8601(v.created_at),
-        "lastUpdatedAt": iso8601(v.updated_at),
-        "status": if rt.deleting { "DELETING" } else { v.status.as_str() },
-        "workloadIdentityDetails": {"workloadIdentityArn": p.workload_identity_arn(&rt.name)},
+/// `GetAgentRuntimeResponse` for one version. A version whose stored configuration no longer
+/// reads as a [`RuntimeSpec`] is an error (the store holds only what [`RuntimeSpec`] wrote).
+pub fn runtime_version_body(
+    p: &Partition,
+    rt: &Runtime,
+    v: &RuntimeVersion,
+) -> Result<ops::GetAgentRuntimeOutput, serde_json::Error> {
+    let mut spec: RuntimeSpec = serde_json::from_value(v.spec.clone())?;
+    let (idle, max) = Lifecycle::effective(spec.lifecycle_configuration.as_ref());
+    spec.lifecycle_configuration = Some(Lifecycle {
+        idle_runtime_session_timeout: Some(idle),
+        max_lifetime: Some(max),
     });
-    if let Some(spec) = v.spec.as_object() {
-        for (k, val) in spec {
-            body[k] = val.clone();
-        }
+    if spec.network_configuration.is_none() {
+        spec.network_configuration = Some(json!({"networkMode": "PUBLIC"}));
     }
-    let (idle, max) = Lifecycle::effective(
-        serde_json::from_value::<Lifecycle>(v.spec["lifecycleConfiguration"].clone())
-            .ok()
-            .as_ref(),
-    );
-    body["lifecycleConfiguration"] = json!({"idleRuntimeSessionTimeout": idle, "maxLifetime": max});
-    if body.get("networkConfiguration").is_none() {
-        body["networkConfiguration"] = json!({"networkMode": "PUBLIC"});
-    }
-    if let Some(r) = &v.failure_reason {
-        body["failureReason"] = r.clone().into();
-    }
-    body
+    Ok(ops::GetAgentRuntimeOutput {
+        agent_runtime_arn: p.runtime_arn(&rt.id),
+        agent_runtime_name: rt.name.clone(),
+        agent_runtime_id: rt.id.clone(),
+        agent_runtime_version: v.version.to_string(),
+        created_at: iso8601(v.created_at),
+        last_updated_at: iso8601(v.updated_at),
+        status: if rt.deleting {
+            Status::Deleting
+        } else {
+            v.status
+        },
+        workload_identity_details: ops::WorkloadIdentityDetails {
+            workload_identity_arn: p.workload_identity_arn(&rt.name),
+        },
+        spec,
+        failure_reason: v.failure_reason.clone(),
+    })
 }
 
 /// `AgentRuntime` list item.
-pub fn runtime_summary(p: &Partition, rt: &Runtime, v: &RuntimeVersion) -> Value {
-    let mut item = json!({
-        "agentRuntimeArn": p.runtime_arn(&rt.id),
-        "agentRuntimeId": rt.id,
-        "agentRuntimeVersion": v.version.to_string(),
-        "agentRuntimeName": rt.name,
-        "lastUpdatedAt": iso8601(v.updated_at),
-        "status": if rt.deleting { "DELETING" } else { v.status.as_str() },
-    });
-    // `description` is required in the model's summary shape; AWS sends it even when empty.
-    item["description"] = v
-        .spec
-        .get("description")
-        .cloned()
-        .unwrap_or_else(|| "".into());
-    item
+pub fn runtime_summary(p: &Partition, rt: &Runtime, v: &RuntimeVersion) -> ops::AgentRuntime {
+    ops::AgentRuntime {
+        agent_runtime_arn: p.runtime_arn(&rt.id),
+        agent_runtime_id: rt.id.clone(),
+        agent_runtime_version: v.version.to_string(),
+        agent_runtime_name: rt.name.clone(),
+        last_updated_at: iso8601(v.updated_at),
+        status: if rt.deleting {
+            Status::Deleting
+        } else {
+            v.status
+        },
+        // `description` is required in the model's summary shape; AWS sends it even when empty.
+        description: v
+            .spec
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+    }
 }
 
 /// `AgentRuntimeEndpoint` / `GetAgentRuntimeEndpointResponse`.
-pub fn endpoint_body(p: &Partition, e: &Endpoint) -> Value {
-    let mut body = json!({
-        "name": e.name,
-        "agentRuntimeEndpointArn": p.endpoint_arn(&e.runtime_id, &e.name),
-        "agentRuntimeArn": p.runtime_arn(&e.runtime_id),
-        "status": e.status.as_str(),
-        "id": e.id,
-        "createdAt": iso8601(e.created_at),
-        "lastUpdatedAt": iso8601(e.updated_at),
-    });
-    if let Some(v) = e.live_version {
-        body["liveVersion"] = v.to_string().into();
+pub fn endpoint_body(p: &Partition, e: &Endpoint) -> ops::AgentRuntimeEndpoint {
+    ops::AgentRuntimeEndpoint {
+        name: e.name.clone(),
+        agent_runtime_endpoint_arn: p.endpoint_arn(&e.runtime_id, &e.name),
+        agent_runtime_arn: p.runtime_arn(&e.runtime_id),
+        status: e.status,
+        id: e.id.clone(),
+        created_at: iso8601(e.created_at),
+        last_updated_at: iso8601(e.updated_at),
+        live_version: e.live_version.map(|v| v.to_string()),
+        target_version: e.target_version.map(|v| v.to_string()),
+        description: e.description.clone(),
+        failure_reason: e.failure_reason.clone(),
     }
-    if let Some(v) = e.target_version {
-        body["targetVersion"] = v.to_string().into();
-    }
-    if let Some(d) = &e.description {
-        body["description"] = d.clone().into();
-    }
-    if let Some(r) = &e.failure_reason {
-        body["failureReason"] = r.clone().into();
-    }
-    body
 }
 
 #[cfg(test)]
@@ -336,7 +334,7 @@ mod tests {
         if let Some(p) = protocol {
             input["protocolConfiguration"] = p;
         }
-        RuntimeSpec::from_input(&input).unwrap()
+        serde_json::from_value(input).unwrap()
     }
 
     #[test]
@@ -378,5 +376,80 @@ mod tests {
                 .is_ok()
         );
         assert!(spec(None).check_protocol().is_ok());
+    }
+
+    #[test]
+    fn a_create_request_keeps_call_members_out_of_the_configuration() {
+        let req: ops::CreateAgentRuntime = serde_json::from_value(json!({
+            "agentRuntimeName": "a",
+            "clientToken": "t",
+            "tags": {"k": "v"},
+            "agentRuntimeArtifact": {"containerConfiguration": {"containerUri": "x"}},
+            "roleArn": "arn:aws:iam::123456789012:role/r",
+            "description": null,
+            "platformVersion": "1",
+            "hooksConfiguration": null,
+        }))
+        .unwrap();
+        assert_eq!(req.agent_runtime_name, "a");
+        assert_eq!(req.client_token.as_deref(), Some("t"));
+        assert_eq!(req.tags.unwrap().get("k").map(String::as_str), Some("v"));
+        assert_eq!(req.spec.description, None);
+        // Members Berth only echoes are kept verbatim; `null` ones are dropped, as if absent.
+        assert_eq!(
+            serde_json::to_value(&req.spec.other).unwrap(),
+            json!({"platformVersion": "1"})
+        );
+        let missing = serde_json::from_value::<ops::CreateAgentRuntime>(json!({
+            "agentRuntimeArtifact": {"containerConfiguration": {"containerUri": "x"}},
+            "roleArn": "r",
+        }))
+        .unwrap_err();
+        assert!(
+            missing.to_string().contains("agentRuntimeName"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn responses_serialize_in_model_member_names_and_skip_absent_members() {
+        let p = Partition {
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+        };
+        let e = Endpoint {
+            runtime_id: "rt-1".into(),
+            name: "prod".into(),
+            id: "prod-abc".into(),
+            description: None,
+            live_version: None,
+            target_version: Some(2),
+            status: Status::Creating,
+            failure_reason: None,
+            created_at: 0,
+            updated_at: 1,
+        };
+        let body = serde_json::to_value(endpoint_body(&p, &e)).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "name": "prod",
+                "agentRuntimeEndpointArn": "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/rt-1/runtime-endpoint/prod",
+                "agentRuntimeArn": "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/rt-1",
+                "status": "CREATING",
+                "id": "prod-abc",
+                "createdAt": "1970-01-01T00:00:00.000Z",
+                "lastUpdatedAt": "1970-01-01T00:00:00.001Z",
+                "targetVersion": "2",
+            })
+        );
+        let update = serde_json::to_value(ops::UpdateAgentRuntimeEndpointOutput::from(
+            endpoint_body(&p, &e),
+        ))
+        .unwrap();
+        for gone in ["name", "id", "description", "failureReason"] {
+            assert!(update.get(gone).is_none(), "{gone} in {update}");
+        }
+        assert_eq!(serde_json::to_string(&ops::Empty {}).unwrap(), "{}");
     }
 }

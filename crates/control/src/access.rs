@@ -10,7 +10,8 @@ use crate::{Control, audit, internal};
 use berth_api::ApiError;
 use berth_store::{AccessKeyRow, RoleRow, Write};
 use berth_types::{iso8601, now_millis};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tracing::warn;
 
 /// IAM's limit on a role name's length.
@@ -47,25 +48,104 @@ fn validate(docs: &[Value], field: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn role_body(r: &RoleRow) -> Value {
-    json!({
-        "roleName": r.name,
-        "roleArn": r.arn,
-        "policies": r.policies,
-        "createdAt": iso8601(r.created_at),
-        "updatedAt": iso8601(r.updated_at),
-    })
+/// A role as the native API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Role {
+    /// Its name.
+    pub role_name: String,
+    /// Its ARN.
+    pub role_arn: String,
+    /// Its identity policy documents, as written.
+    pub policies: Vec<Value>,
+    /// ISO 8601.
+    pub created_at: String,
+    /// ISO 8601.
+    pub updated_at: String,
 }
 
-fn key_body(k: &AccessKeyRow) -> Value {
-    json!({
-        "accessKeyId": k.id,
-        "name": k.name,
-        "policy": k.policy,
-        "status": if k.active { "Active" } else { "Inactive" },
-        "createdAt": iso8601(k.created_at),
-        "revokedAt": k.revoked_at.map(iso8601),
-    })
+/// Every role.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Roles {
+    /// The roles, by name.
+    pub roles: Vec<Role>,
+}
+
+/// Whether an access key signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum KeyStatus {
+    /// It signs.
+    Active,
+    /// Revoked.
+    Inactive,
+}
+
+/// An access key as the native API shows it (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessKey {
+    /// Its id (`AKIA...`).
+    pub access_key_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its identity policy document, as written.
+    pub policy: Value,
+    /// Active or revoked.
+    pub status: KeyStatus,
+    /// ISO 8601.
+    pub created_at: String,
+    /// When it was revoked, ISO 8601 (`null` while active).
+    pub revoked_at: Option<String>,
+}
+
+/// A new access key with its secret: the only answer that ever carries one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewAccessKey {
+    /// The key.
+    #[serde(flatten)]
+    pub key: AccessKey,
+    /// Its secret.
+    pub secret_access_key: String,
+}
+
+/// Every access key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessKeys {
+    /// The keys.
+    pub access_keys: Vec<AccessKey>,
+}
+
+fn role_body(r: &RoleRow) -> Role {
+    Role {
+        role_name: r.name.clone(),
+        role_arn: r.arn.clone(),
+        policies: r.policies.clone(),
+        created_at: iso8601(r.created_at),
+        updated_at: iso8601(r.updated_at),
+    }
+}
+
+fn key_body(k: &AccessKeyRow) -> AccessKey {
+    AccessKey {
+        access_key_id: k.id.clone(),
+        name: k.name.clone(),
+        policy: k.policy.clone(),
+        status: if k.active {
+            KeyStatus::Active
+        } else {
+            KeyStatus::Inactive
+        },
+        created_at: iso8601(k.created_at),
+        revoked_at: k.revoked_at.map(iso8601),
+    }
+}
+
+/// A view as JSON, for audit records.
+fn record<T: Serialize>(t: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(t)
+        .map_err(|e| ApiError::internal_because(format_args!("encoding an audit record: {e}")))
 }
 
 impl Control {
@@ -90,7 +170,7 @@ impl Control {
         &self,
         name_or_arn: &str,
         policies: Vec<Value>,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Role, ApiError> {
         let name = role_name(name_or_arn).ok_or_else(|| {
             ApiError::field(
                 "roleName",
@@ -123,8 +203,11 @@ impl Control {
                 audit::entry(
                     "berth:PutRole",
                     &arn,
-                    before.as_ref().map_or(Value::Null, role_body),
-                    body.clone(),
+                    match &before {
+                        Some(b) => record(&role_body(b))?,
+                        None => Value::Null,
+                    },
+                    record(&body)?,
                 ),
             ])
             .await
@@ -141,7 +224,7 @@ impl Control {
     }
 
     /// `GET /berth/v1/roles/{name}`.
-    pub async fn get_role(&self, name_or_arn: &str) -> Result<Value, ApiError> {
+    pub async fn get_role(&self, name_or_arn: &str) -> Result<Role, ApiError> {
         self.role(name_or_arn)
             .await?
             .map(|r| role_body(&r))
@@ -149,13 +232,15 @@ impl Control {
     }
 
     /// Every role.
-    pub async fn list_roles(&self) -> Result<Value, ApiError> {
+    pub async fn list_roles(&self) -> Result<Roles, ApiError> {
         let roles = self.inner.store.roles().await.map_err(internal)?;
-        Ok(json!({ "roles": roles.iter().map(role_body).collect::<Vec<_>>() }))
+        Ok(Roles {
+            roles: roles.iter().map(role_body).collect(),
+        })
     }
 
     /// Deletes a role; runtimes naming it get the default role from their next request on.
-    pub async fn delete_role(&self, name_or_arn: &str) -> Result<Value, ApiError> {
+    pub async fn delete_role(&self, name_or_arn: &str) -> Result<Role, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let role = self
             .role(name_or_arn)
@@ -168,7 +253,7 @@ impl Control {
                 Write::DeleteRole {
                     name: role.name.clone(),
                 },
-                audit::entry("berth:DeleteRole", &role.arn, before.clone(), Value::Null),
+                audit::entry("berth:DeleteRole", &role.arn, record(&before)?, Value::Null),
             ])
             .await
             .map_err(internal)?;
@@ -181,7 +266,7 @@ impl Control {
         id: &str,
         name: &str,
         policy: Value,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<AccessKey, ApiError> {
         validate(std::slice::from_ref(&policy), "policy")?;
         let row = AccessKeyRow {
             id: id.to_owned(),
@@ -200,7 +285,7 @@ impl Control {
                     "berth:CreateAccessKey",
                     &self.access_key_arn(id),
                     Value::Null,
-                    body.clone(),
+                    record(&body)?,
                 ),
             ])
             .await
@@ -219,13 +304,15 @@ impl Control {
     }
 
     /// Every access key (never a secret: none is stored).
-    pub async fn list_access_keys(&self) -> Result<Value, ApiError> {
+    pub async fn list_access_keys(&self) -> Result<AccessKeys, ApiError> {
         let keys = self.inner.store.access_keys().await.map_err(internal)?;
-        Ok(json!({ "accessKeys": keys.iter().map(key_body).collect::<Vec<_>>() }))
+        Ok(AccessKeys {
+            access_keys: keys.iter().map(key_body).collect(),
+        })
     }
 
     /// Revokes an access key: it signs nothing from now on.
-    pub async fn revoke_access_key(&self, id: &str) -> Result<Value, ApiError> {
+    pub async fn revoke_access_key(&self, id: &str) -> Result<AccessKey, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let key = self
             .access_key(id)
@@ -251,8 +338,8 @@ impl Control {
                 audit::entry(
                     "berth:RevokeAccessKey",
                     &self.access_key_arn(id),
-                    key_body(&key),
-                    body.clone(),
+                    record(&key_body(&key))?,
+                    record(&body)?,
                 ),
             ])
             .await

@@ -10,7 +10,8 @@ use crate::{Control, internal};
 use berth_api::ApiError;
 use berth_store::{AuditRecord, AuditRow, ChainCheck, Write};
 use berth_types::now_millis;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use std::future::Future;
 
 /// The actor name of the rollout controller acting on its own.
@@ -85,21 +86,70 @@ pub(crate) fn entry_as(
     })
 }
 
-/// The wire shape of an audit entry.
-pub fn entry_body(r: &AuditRow) -> Value {
+/// An audit entry as the native API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    /// Its position in the chain, from 1.
+    pub seq: i64,
+    /// When, ISO 8601.
+    pub at: String,
+    /// The signing access key id, `rollout-controller` or `berth`.
+    pub actor: String,
+    /// What was done (an AgentCore operation name or a Berth action).
+    pub action: String,
+    /// The resource's ARN.
+    pub resource: String,
+    /// The resource before, as recorded.
+    pub before: Value,
+    /// The resource after, as recorded.
+    pub after: Value,
+    /// The request that did it.
+    pub request_id: Option<String>,
+    /// The previous entry's hash.
+    pub prev_hash: String,
+    /// This entry's hash.
+    pub hash: String,
+}
+
+/// A page of the audit log, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Log {
+    /// The entries.
+    pub entries: Vec<Entry>,
+    /// Present when the page is full: ask again after this sequence number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_seq: Option<i64>,
+}
+
+/// The outcome of recomputing the hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    /// False when an entry was edited, removed or reordered since it was written.
+    pub valid: bool,
+    /// How many entries were checked.
+    pub entries: u64,
+    /// Where the chain breaks (`null` when valid).
+    pub problem: Option<String>,
+}
+
+/// The native API view of an audit row.
+pub fn entry_body(r: &AuditRow) -> Entry {
+    // Rows hold JSON; one that does not parse is shown as the text it is.
     let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::String(s.to_owned()));
-    json!({
-        "seq": r.seq,
-        "at": berth_types::iso8601(r.at),
-        "actor": r.actor,
-        "action": r.action,
-        "resource": r.resource,
-        "before": parse(&r.before),
-        "after": parse(&r.after),
-        "requestId": r.request_id,
-        "prevHash": r.prev_hash,
-        "hash": r.hash,
-    })
+    Entry {
+        seq: r.seq,
+        at: berth_types::iso8601(r.at),
+        actor: r.actor.clone(),
+        action: r.action.clone(),
+        resource: r.resource.clone(),
+        before: parse(&r.before),
+        after: parse(&r.after),
+        request_id: r.request_id.clone(),
+        prev_hash: r.prev_hash.clone(),
+        hash: r.hash.clone(),
+    }
 }
 
 /// Largest page of audit entries returned at once.
@@ -113,7 +163,7 @@ impl Control {
         resource: Option<&str>,
         after_seq: i64,
         limit: u32,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Log, ApiError> {
         let arn = resource.map(|r| {
             if r.starts_with("arn:") {
                 r.to_owned()
@@ -128,18 +178,18 @@ impl Control {
             .audit(arn.as_deref(), after_seq, limit)
             .await
             .map_err(internal)?;
-        let mut body = json!({ "entries": rows.iter().map(entry_body).collect::<Vec<_>>() });
-        if rows.len() == limit as usize
-            && let Some(last) = rows.last()
-        {
-            body["nextSeq"] = last.seq.into();
-        }
-        Ok(body)
+        Ok(Log {
+            entries: rows.iter().map(entry_body).collect(),
+            next_seq: rows
+                .last()
+                .filter(|_| rows.len() == limit as usize)
+                .map(|last| last.seq),
+        })
     }
 
     /// Recomputes the whole hash chain: `valid` is false when an entry was edited, removed or
     /// reordered since it was written, with `problem` saying where.
-    pub async fn verify_audit(&self) -> Result<Value, ApiError> {
+    pub async fn verify_audit(&self) -> Result<Verification, ApiError> {
         let store = &self.inner.store;
         // The head first: entries appended while we walk are then simply beyond it.
         let head = store.audit_head().await.map_err(internal)?;
@@ -158,10 +208,10 @@ impl Control {
                 _ => break check.finish(head.clone()).err(),
             }
         };
-        Ok(json!({
-            "valid": problem.is_none(),
-            "entries": check.checked(),
-            "problem": problem,
-        }))
+        Ok(Verification {
+            valid: problem.is_none(),
+            entries: check.checked(),
+            problem,
+        })
     }
 }

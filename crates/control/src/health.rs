@@ -10,7 +10,6 @@ use berth_api::ApiError;
 use berth_store::HealthRow;
 use berth_types::{EpochMillis, iso8601, now_millis};
 use serde::Serialize;
-use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -359,6 +358,45 @@ impl Summary {
     }
 }
 
+/// Health of an endpoint's versions over a window (`GET .../health`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointHealth {
+    /// The runtime.
+    pub runtime_id: String,
+    /// The endpoint.
+    pub endpoint: String,
+    /// Start of the window (rounded down to a bucket), ISO 8601.
+    pub from: String,
+    /// End of the window, ISO 8601.
+    pub to: String,
+    /// Bucket length in ms.
+    pub bucket_ms: i64,
+    /// One entry per version with data, by version.
+    pub versions: Vec<VersionHealth>,
+}
+
+/// One version's health in a window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VersionHealth {
+    /// The version.
+    pub version: u32,
+    /// Over the whole window.
+    pub summary: Summary,
+    /// Per stored bucket (only when the series was asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<Vec<BucketHealth>>,
+}
+
+/// One stored bucket of a version's health.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BucketHealth {
+    /// Bucket start, ISO 8601.
+    pub start: String,
+    /// The bucket's numbers.
+    pub summary: Summary,
+}
+
 impl Control {
     /// Health of every version of an endpoint over `[from, to)`: one summary per version and,
     /// with `series`, the stored buckets. Data reaches the store within one controller tick.
@@ -369,7 +407,7 @@ impl Control {
         from: EpochMillis,
         to: EpochMillis,
         series: bool,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<EndpointHealth, ApiError> {
         let st = self.endpoint_state(runtime_id, endpoint).await?;
         let from = self.inner.health.bucket_of(from);
         let rows = self
@@ -380,28 +418,32 @@ impl Control {
             .map_err(internal)?;
         let mut versions: Vec<u32> = rows.iter().map(|r| r.version).collect();
         versions.dedup();
-        let items: Vec<Value> = versions
+        let items = versions
             .iter()
-            .map(|v| {
-                let mine: Vec<&HealthRow> = rows.iter().filter(|r| r.version == *v).collect();
-                let mut item = json!({ "version": v, "summary": Summary::of(mine.iter().copied()) });
-                if series {
-                    item["buckets"] = mine
-                        .iter()
-                        .map(|r| json!({ "start": iso8601(r.bucket_start), "summary": Summary::of([*r]) }))
-                        .collect();
+            .map(|&version| {
+                let mine: Vec<&HealthRow> = rows.iter().filter(|r| r.version == version).collect();
+                VersionHealth {
+                    version,
+                    summary: Summary::of(mine.iter().copied()),
+                    buckets: series.then(|| {
+                        mine.iter()
+                            .map(|r| BucketHealth {
+                                start: iso8601(r.bucket_start),
+                                summary: Summary::of([*r]),
+                            })
+                            .collect()
+                    }),
                 }
-                item
             })
             .collect();
-        Ok(json!({
-            "runtimeId": st.runtime.id,
-            "endpoint": st.endpoint.name,
-            "from": iso8601(from),
-            "to": iso8601(to),
-            "bucketMs": self.inner.health.bucket_ms(),
-            "versions": items,
-        }))
+        Ok(EndpointHealth {
+            runtime_id: st.runtime.id,
+            endpoint: st.endpoint.name,
+            from: iso8601(from),
+            to: iso8601(to),
+            bucket_ms: self.inner.health.bucket_ms(),
+            versions: items,
+        })
     }
 }
 

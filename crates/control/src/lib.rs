@@ -27,12 +27,15 @@ pub mod rollout;
 pub mod traffic;
 
 use berth_api::ApiError;
+use berth_api::control::ops::{self, Tags};
 use berth_api::control::{RuntimeSpec, endpoint_body, runtime_summary, runtime_version_body};
 use berth_store::{ControlStore, Idempotency, RuntimeCursor, Write};
 use berth_types::records::{DEFAULT_ENDPOINT, Endpoint, Runtime, RuntimeVersion};
 use berth_types::{
     Partition, ResourceArn, Status, Version, iso8601, new_runtime_id, now_millis, random_alnum,
 };
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -81,17 +84,38 @@ fn internal(e: berth_store::Error) -> ApiError {
     ApiError::internal_because(format_args!("control store: {e}"))
 }
 
-fn str_of<'a>(input: &'a Value, key: &str) -> Option<&'a str> {
-    input.get(key).and_then(Value::as_str)
+/// A value as JSON, for audit records and idempotency rows (records of the wire).
+fn to_json<T: Serialize>(t: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(t)
+        .map_err(|e| ApiError::internal_because(format_args!("encoding a control record: {e}")))
 }
 
-/// Hash of the request parameters that an idempotency token binds to.
-fn request_hash(input: &Value) -> String {
-    let mut v = input.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("clientToken");
+/// An idempotency token and what it binds to: the hash of the request's canonical JSON
+/// without its `clientToken` (the typed request serialized, so member order does not matter).
+struct Idem<'a> {
+    op: &'static str,
+    token: Option<&'a str>,
+    hash: String,
+}
+
+impl<'a> Idem<'a> {
+    fn new<T: Serialize>(
+        op: &'static str,
+        request: &T,
+        token: Option<&'a str>,
+    ) -> Result<Self, ApiError> {
+        let hash = match token {
+            Some(_) => {
+                let mut v = to_json(request)?;
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("clientToken");
+                }
+                hex::encode(Sha256::digest(v.to_string().as_bytes()))
+            }
+            None => String::new(),
+        };
+        Ok(Self { op, token, hash })
     }
-    hex::encode(Sha256::digest(v.to_string().as_bytes()))
 }
 
 fn parse_version(s: &str) -> Result<u32, ApiError> {
@@ -108,16 +132,11 @@ fn tags_body(tags: &[(String, String)]) -> Value {
     json!({ "tags": m })
 }
 
-fn tags_of(input: &Value) -> Vec<(String, String)> {
-    input
-        .get("tags")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
+fn tag_pairs(tags: Option<&Tags>) -> Vec<(String, String)> {
+    tags.into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 impl Control {
@@ -196,29 +215,33 @@ impl Control {
     }
 
     /// Looks up an idempotency token: `Ok(Some(response))` replays a previous success.
-    async fn replay(&self, op: &str, input: &Value) -> Result<Option<Value>, ApiError> {
-        let Some(token) = str_of(input, "clientToken") else {
+    async fn replay<R: DeserializeOwned>(&self, idem: &Idem<'_>) -> Result<Option<R>, ApiError> {
+        let Some(token) = idem.token else {
             return Ok(None);
         };
         match self
             .inner
             .store
-            .idempotency(op, token)
+            .idempotency(idem.op, token)
             .await
             .map_err(internal)?
         {
-            Some(i) if i.request_hash == request_hash(input) => Ok(Some(i.response)),
+            Some(i) if i.request_hash == idem.hash => {
+                serde_json::from_value(i.response).map(Some).map_err(|e| {
+                    ApiError::internal_because(format_args!("stored {} response: {e}", idem.op))
+                })
+            }
             Some(_) => Err(ApiError::idempotent_mismatch()),
             None => Ok(None),
         }
     }
 
-    fn remember(op: &str, input: &Value, response: &Value) -> Option<Write> {
-        str_of(input, "clientToken").map(|token| {
+    fn remember(idem: &Idem<'_>, response: &Value) -> Option<Write> {
+        idem.token.map(|token| {
             Write::PutIdempotency(Idempotency {
-                operation: op.to_owned(),
+                operation: idem.op.to_owned(),
                 token: token.to_owned(),
-                request_hash: request_hash(input),
+                request_hash: idem.hash.clone(),
                 response: response.clone(),
                 created_at: now_millis(),
             })
@@ -234,25 +257,23 @@ impl Control {
         }
     }
 
-    fn spec(&self, input: &Value) -> Result<RuntimeSpec, ApiError> {
-        let spec = RuntimeSpec::from_input(input).map_err(|e| {
-            ApiError::cannot_parse(format!("could not read the runtime configuration: {e}"))
-        })?;
+    fn check_spec(&self, spec: &RuntimeSpec) -> Result<(), ApiError> {
         spec.check_protocol()?;
-        self.inner.deployer.check(&spec)?;
-        Ok(spec)
+        self.inner.deployer.check(spec)
     }
 
     /// `CreateAgentRuntime`.
-    pub async fn create_runtime(&self, input: Value) -> Result<Value, ApiError> {
+    pub async fn create_runtime(
+        &self,
+        req: ops::CreateAgentRuntime,
+    ) -> Result<ops::CreateAgentRuntimeOutput, ApiError> {
         let _g = self.inner.write_lock.lock().await;
-        if let Some(r) = self.replay("CreateAgentRuntime", &input).await? {
+        let idem = Idem::new("CreateAgentRuntime", &req, req.client_token.as_deref())?;
+        if let Some(r) = self.replay(&idem).await? {
             return Ok(r);
         }
-        let spec = self.spec(&input)?;
-        let name = str_of(&input, "agentRuntimeName")
-            .unwrap_or_default()
-            .to_owned();
+        self.check_spec(&req.spec)?;
+        let name = req.agent_runtime_name.clone();
         let now = now_millis();
         let rt = Runtime {
             id: new_runtime_id(&name),
@@ -265,7 +286,7 @@ impl Control {
         let v = RuntimeVersion {
             runtime_id: rt.id.clone(),
             version: 1,
-            spec: serde_json::to_value(&spec).unwrap_or_default(),
+            spec: to_json(&req.spec)?,
             status: Status::Creating,
             failure_reason: None,
             artifact_digest: None,
@@ -286,25 +307,28 @@ impl Control {
         };
         let p = &self.inner.partition;
         let arn = p.runtime_arn(&rt.id);
-        let response = json!({
-            "agentRuntimeArn": arn,
-            "workloadIdentityDetails": {"workloadIdentityArn": p.workload_identity_arn(&name)},
-            "agentRuntimeId": rt.id,
-            "agentRuntimeVersion": "1",
-            "createdAt": iso8601(now),
-            "status": "CREATING",
-        });
+        let response = ops::CreateAgentRuntimeOutput {
+            agent_runtime_arn: arn.clone(),
+            workload_identity_details: ops::WorkloadIdentityDetails {
+                workload_identity_arn: p.workload_identity_arn(&name),
+            },
+            agent_runtime_id: rt.id.clone(),
+            agent_runtime_version: "1".into(),
+            created_at: iso8601(now),
+            status: Status::Creating,
+        };
+        let record = to_json(&response)?;
         let mut writes = vec![
             Write::InsertRuntime(rt.clone()),
             Write::PutVersion(v),
             Write::InsertEndpoint(ep),
-            audit::entry("CreateAgentRuntime", &arn, Value::Null, response.clone()),
+            audit::entry("CreateAgentRuntime", &arn, Value::Null, record.clone()),
         ];
-        let tags = tags_of(&input);
+        let tags = tag_pairs(req.tags.as_ref());
         if !tags.is_empty() {
             writes.push(Write::PutTags { arn, tags });
         }
-        writes.extend(Self::remember("CreateAgentRuntime", &input, &response));
+        writes.extend(Self::remember(&idem, &record));
         match self.inner.store.apply(writes).await {
             Ok(()) => {}
             Err(berth_store::Error::AlreadyExists("runtime name")) => {
@@ -320,19 +344,23 @@ impl Control {
     }
 
     /// `UpdateAgentRuntime`: always a new immutable version.
-    pub async fn update_runtime(&self, input: Value) -> Result<Value, ApiError> {
+    pub async fn update_runtime(
+        &self,
+        req: ops::UpdateAgentRuntime,
+    ) -> Result<ops::UpdateAgentRuntimeOutput, ApiError> {
         let _g = self.inner.write_lock.lock().await;
-        if let Some(r) = self.replay("UpdateAgentRuntime", &input).await? {
+        let idem = Idem::new("UpdateAgentRuntime", &req, req.client_token.as_deref())?;
+        if let Some(r) = self.replay(&idem).await? {
             return Ok(r);
         }
-        let id = str_of(&input, "agentRuntimeId").unwrap_or_default();
+        let id = req.agent_runtime_id.as_str();
         let rt = self.live_runtime(id).await?;
         if rt.deleting {
             return Err(ApiError::conflict(format!(
                 "agent runtime {id} is being deleted"
             )));
         }
-        let spec = self.spec(&input)?;
+        self.check_spec(&req.spec)?;
         let now = now_millis();
         let version = rt.latest_version + 1;
         if Version::parse(&version.to_string()).is_none() {
@@ -344,7 +372,7 @@ impl Control {
         let v = RuntimeVersion {
             runtime_id: rt.id.clone(),
             version,
-            spec: serde_json::to_value(&spec).unwrap_or_default(),
+            spec: to_json(&req.spec)?,
             status: Status::Updating,
             failure_reason: None,
             artifact_digest: None,
@@ -363,15 +391,18 @@ impl Control {
         default.failure_reason = None;
         default.updated_at = now;
         let p = &self.inner.partition;
-        let response = json!({
-            "agentRuntimeArn": p.runtime_arn(&rt.id),
-            "agentRuntimeId": rt.id,
-            "workloadIdentityDetails": {"workloadIdentityArn": p.workload_identity_arn(&rt.name)},
-            "agentRuntimeVersion": version.to_string(),
-            "createdAt": iso8601(rt.created_at),
-            "lastUpdatedAt": iso8601(now),
-            "status": "UPDATING",
-        });
+        let response = ops::UpdateAgentRuntimeOutput {
+            agent_runtime_arn: p.runtime_arn(&rt.id),
+            agent_runtime_id: rt.id.clone(),
+            workload_identity_details: ops::WorkloadIdentityDetails {
+                workload_identity_arn: p.workload_identity_arn(&rt.name),
+            },
+            agent_runtime_version: version.to_string(),
+            created_at: iso8601(rt.created_at),
+            last_updated_at: iso8601(now),
+            status: Status::Updating,
+        };
+        let record = to_json(&response)?;
         let mut writes = vec![
             Write::UpdateRuntime {
                 runtime: Runtime {
@@ -387,10 +418,10 @@ impl Control {
                 "UpdateAgentRuntime",
                 &p.runtime_arn(&rt.id),
                 json!({ "agentRuntimeVersion": rt.latest_version.to_string() }),
-                response.clone(),
+                record.clone(),
             ),
         ];
-        writes.extend(Self::remember("UpdateAgentRuntime", &input, &response));
+        writes.extend(Self::remember(&idem, &record));
         self.inner.store.apply(writes).await.map_err(internal)?;
         info!(runtime_id = %rt.id, version, "runtime updated");
         self.spawn_build(rt.id, version);
@@ -398,10 +429,13 @@ impl Control {
     }
 
     /// `GetAgentRuntime`, optionally of one version.
-    pub async fn get_runtime(&self, input: Value) -> Result<Value, ApiError> {
-        let id = str_of(&input, "agentRuntimeId").unwrap_or_default();
+    pub async fn get_runtime(
+        &self,
+        req: ops::GetAgentRuntime,
+    ) -> Result<ops::GetAgentRuntimeOutput, ApiError> {
+        let id = req.agent_runtime_id.as_str();
         let rt = self.live_runtime(id).await?;
-        let version = match str_of(&input, "agentRuntimeVersion") {
+        let version = match req.agent_runtime_version.as_deref() {
             Some(s) => parse_version(s)?,
             None => rt.latest_version,
         };
@@ -414,13 +448,20 @@ impl Control {
             .ok_or_else(|| {
                 ApiError::not_found(format!("agent runtime {id} has no version {version}"))
             })?;
-        Ok(runtime_version_body(&self.inner.partition, &rt, &v))
+        runtime_version_body(&self.inner.partition, &rt, &v).map_err(|e| {
+            ApiError::internal_because(format_args!(
+                "stored configuration of {id} version {version}: {e}"
+            ))
+        })
     }
 
     /// `ListAgentRuntimes`: each runtime with its latest version.
-    pub async fn list_runtimes(&self, input: Value) -> Result<Value, ApiError> {
-        let limit = paging::max_results(&input);
-        let after = match str_of(&input, "nextToken") {
+    pub async fn list_runtimes(
+        &self,
+        req: ops::ListAgentRuntimes,
+    ) -> Result<ops::ListAgentRuntimesOutput, ApiError> {
+        let limit = paging::max_results(req.max_results);
+        let after = match req.next_token.as_deref() {
             Some(t) => {
                 let (ms, id) = paging::decode(t)?;
                 Some(RuntimeCursor { created_at: ms, id })
@@ -448,19 +489,23 @@ impl Control {
                 items.push(runtime_summary(&self.inner.partition, rt, &v));
             }
         }
-        let mut body = json!({ "agentRuntimes": items });
-        if more && let Some(last) = rts.last() {
-            body["nextToken"] = paging::encode(last.created_at, &last.id).into();
-        }
-        Ok(body)
+        Ok(ops::ListAgentRuntimesOutput {
+            agent_runtimes: items,
+            next_token: rts
+                .last()
+                .filter(|_| more)
+                .map(|last| paging::encode(last.created_at, &last.id)),
+        })
     }
 
     /// `ListAgentRuntimeVersions`, newest first.
-    pub async fn list_versions(&self, input: Value) -> Result<Value, ApiError> {
-        let id = str_of(&input, "agentRuntimeId").unwrap_or_default();
-        let rt = self.live_runtime(id).await?;
-        let limit = paging::max_results(&input);
-        let below = match str_of(&input, "nextToken") {
+    pub async fn list_versions(
+        &self,
+        req: ops::ListAgentRuntimeVersions,
+    ) -> Result<ops::ListAgentRuntimesOutput, ApiError> {
+        let rt = self.live_runtime(&req.agent_runtime_id).await?;
+        let limit = paging::max_results(req.max_results);
+        let below = match req.next_token.as_deref() {
             Some(t) => Some(paging::decode(t)?.0 as u32),
             None => None,
         };
@@ -472,23 +517,27 @@ impl Control {
             .map_err(internal)?;
         let more = vs.len() > limit as usize;
         vs.truncate(limit as usize);
-        let items: Vec<Value> = vs
-            .iter()
-            .map(|v| runtime_summary(&self.inner.partition, &rt, v))
-            .collect();
-        let mut body = json!({ "agentRuntimes": items });
-        if more && let Some(last) = vs.last() {
-            body["nextToken"] = paging::encode(i64::from(last.version), "").into();
-        }
-        Ok(body)
+        Ok(ops::ListAgentRuntimesOutput {
+            agent_runtimes: vs
+                .iter()
+                .map(|v| runtime_summary(&self.inner.partition, &rt, v))
+                .collect(),
+            next_token: vs
+                .last()
+                .filter(|_| more)
+                .map(|last| paging::encode(i64::from(last.version), "")),
+        })
     }
 
     /// `DeleteAgentRuntime`: one version (`?version=`) or the whole runtime.
-    pub async fn delete_runtime(&self, input: Value) -> Result<Value, ApiError> {
+    pub async fn delete_runtime(
+        &self,
+        req: ops::DeleteAgentRuntime,
+    ) -> Result<ops::DeleteAgentRuntimeOutput, ApiError> {
         let _g = self.inner.write_lock.lock().await;
-        let id = str_of(&input, "agentRuntimeId").unwrap_or_default();
+        let id = req.agent_runtime_id.as_str();
         let rt = self.live_runtime(id).await?;
-        if let Some(s) = str_of(&input, "agentRuntimeVersion") {
+        if let Some(s) = req.agent_runtime_version.as_deref() {
             let version = parse_version(s)?;
             if rt.deleting {
                 return Err(ApiError::conflict(format!(
@@ -546,9 +595,11 @@ impl Control {
             // and freeing its build is slow and stays outside the write lock.
             drop(_g);
             self.inner.deployer.retire(&rt.id, Some(version)).await;
-            return Ok(json!({
-                "status": "DELETING", "agentRuntimeId": rt.id, "agentRuntimeVersion": version.to_string()
-            }));
+            return Ok(ops::DeleteAgentRuntimeOutput {
+                status: Status::Deleting,
+                agent_runtime_id: rt.id,
+                agent_runtime_version: Some(version.to_string()),
+            });
         }
         if !rt.deleting {
             // AWS refuses while named endpoints exist ("This agent has endpoints that must be
@@ -587,7 +638,11 @@ impl Control {
             info!(runtime_id = %rt.id, "runtime deletion accepted");
             self.spawn_teardown(rt.id.clone());
         }
-        Ok(json!({ "status": "DELETING", "agentRuntimeId": rt.id }))
+        Ok(ops::DeleteAgentRuntimeOutput {
+            status: Status::Deleting,
+            agent_runtime_id: rt.id,
+            agent_runtime_version: None,
+        })
     }
 
     async fn all_endpoints(&self, runtime_id: &str) -> Result<Vec<Endpoint>, ApiError> {
@@ -663,20 +718,28 @@ impl Control {
     }
 
     /// `CreateAgentRuntimeEndpoint`.
-    pub async fn create_endpoint(&self, input: Value) -> Result<Value, ApiError> {
+    pub async fn create_endpoint(
+        &self,
+        req: ops::CreateAgentRuntimeEndpoint,
+    ) -> Result<ops::CreateAgentRuntimeEndpointOutput, ApiError> {
         let _g = self.inner.write_lock.lock().await;
-        if let Some(r) = self.replay("CreateAgentRuntimeEndpoint", &input).await? {
+        let idem = Idem::new(
+            "CreateAgentRuntimeEndpoint",
+            &req,
+            req.client_token.as_deref(),
+        )?;
+        if let Some(r) = self.replay(&idem).await? {
             return Ok(r);
         }
-        let id = str_of(&input, "agentRuntimeId").unwrap_or_default();
+        let id = req.agent_runtime_id.as_str();
         let rt = self.live_runtime(id).await?;
         if rt.deleting {
             return Err(ApiError::conflict(format!(
                 "agent runtime {id} is being deleted"
             )));
         }
-        let name = str_of(&input, "name").unwrap_or_default().to_owned();
-        let version = match str_of(&input, "agentRuntimeVersion") {
+        let name = req.name.clone();
+        let version = match req.agent_runtime_version.as_deref() {
             Some(s) => parse_version(s)?,
             None => rt.latest_version,
         };
@@ -685,7 +748,7 @@ impl Control {
             runtime_id: rt.id.clone(),
             name: name.clone(),
             id: format!("{name}-{}", random_alnum(10)),
-            description: str_of(&input, "description").map(str::to_owned),
+            description: req.description.clone(),
             live_version: None,
             target_version: None,
             status: Status::Creating,
@@ -696,33 +759,30 @@ impl Control {
         self.retarget(&mut ep, &rt, version).await?;
         let p = &self.inner.partition;
         let arn = p.endpoint_arn(&rt.id, &name);
-        let response = json!({
-            "targetVersion": version.to_string(),
-            "agentRuntimeEndpointArn": arn,
-            "agentRuntimeArn": p.runtime_arn(&rt.id),
-            "agentRuntimeId": rt.id,
-            "endpointName": name,
-            "status": ep.status.as_str(),
-            "createdAt": iso8601(now),
-        });
+        let response = ops::CreateAgentRuntimeEndpointOutput {
+            target_version: version.to_string(),
+            agent_runtime_endpoint_arn: arn.clone(),
+            agent_runtime_arn: p.runtime_arn(&rt.id),
+            agent_runtime_id: rt.id.clone(),
+            endpoint_name: name.clone(),
+            status: ep.status,
+            created_at: iso8601(now),
+        };
+        let record = to_json(&response)?;
         let mut writes = vec![
             Write::InsertEndpoint(ep),
             audit::entry(
                 "CreateAgentRuntimeEndpoint",
                 &arn,
                 Value::Null,
-                response.clone(),
+                record.clone(),
             ),
         ];
-        let tags = tags_of(&input);
+        let tags = tag_pairs(req.tags.as_ref());
         if !tags.is_empty() {
             writes.push(Write::PutTags { arn, tags });
         }
-        writes.extend(Self::remember(
-            "CreateAgentRuntimeEndpoint",
-            &input,
-            &response,
-        ));
+        writes.extend(Self::remember(&idem, &record));
         match self.inner.store.apply(writes).await {
             Ok(()) => Ok(response),
             Err(berth_store::Error::AlreadyExists("endpoint name")) => Err(ApiError::conflict(
@@ -733,39 +793,43 @@ impl Control {
     }
 
     /// `GetAgentRuntimeEndpoint`.
-    pub async fn get_endpoint(&self, input: Value) -> Result<Value, ApiError> {
-        let rt = self
-            .live_runtime(str_of(&input, "agentRuntimeId").unwrap_or_default())
-            .await?;
-        let ep = self
-            .endpoint_of(&rt, str_of(&input, "endpointName").unwrap_or_default())
-            .await?;
+    pub async fn get_endpoint(
+        &self,
+        req: ops::GetAgentRuntimeEndpoint,
+    ) -> Result<ops::AgentRuntimeEndpoint, ApiError> {
+        let rt = self.live_runtime(&req.agent_runtime_id).await?;
+        let ep = self.endpoint_of(&rt, &req.endpoint_name).await?;
         let mut body = endpoint_body(&self.inner.partition, &ep);
         if rt.deleting {
-            body["status"] = "DELETING".into();
+            body.status = Status::Deleting;
         }
         Ok(body)
     }
 
     /// `UpdateAgentRuntimeEndpoint`.
-    pub async fn update_endpoint(&self, input: Value) -> Result<Value, ApiError> {
+    pub async fn update_endpoint(
+        &self,
+        req: ops::UpdateAgentRuntimeEndpoint,
+    ) -> Result<ops::UpdateAgentRuntimeEndpointOutput, ApiError> {
         let _g = self.inner.write_lock.lock().await;
-        if let Some(r) = self.replay("UpdateAgentRuntimeEndpoint", &input).await? {
+        let idem = Idem::new(
+            "UpdateAgentRuntimeEndpoint",
+            &req,
+            req.client_token.as_deref(),
+        )?;
+        if let Some(r) = self.replay(&idem).await? {
             return Ok(r);
         }
-        let rt = self
-            .live_runtime(str_of(&input, "agentRuntimeId").unwrap_or_default())
-            .await?;
+        let rt = self.live_runtime(&req.agent_runtime_id).await?;
         if rt.deleting {
             return Err(ApiError::conflict(format!(
                 "agent runtime {} is being deleted",
                 rt.id
             )));
         }
-        let name = str_of(&input, "endpointName").unwrap_or_default();
-        let mut ep = self.endpoint_of(&rt, name).await?;
+        let mut ep = self.endpoint_of(&rt, &req.endpoint_name).await?;
         let old = ep.clone();
-        if let Some(s) = str_of(&input, "agentRuntimeVersion") {
+        if let Some(s) = req.agent_runtime_version.as_deref() {
             let version = parse_version(s)?;
             if ep.name == DEFAULT_ENDPOINT && version != rt.latest_version {
                 return Err(ApiError::field(
@@ -775,23 +839,19 @@ impl Control {
             }
             self.retarget(&mut ep, &rt, version).await?;
         }
-        if let Some(d) = str_of(&input, "description") {
-            ep.description = Some(d.to_owned());
+        if let Some(d) = &req.description {
+            ep.description = Some(d.clone());
         }
         ep.updated_at = now_millis();
-        let mut response = endpoint_body(&self.inner.partition, &ep);
-        if let Some(o) = response.as_object_mut() {
-            for k in ["name", "id", "description", "failureReason"] {
-                o.remove(k);
-            }
-        }
         let p = &self.inner.partition;
+        let response = ops::UpdateAgentRuntimeEndpointOutput::from(endpoint_body(p, &ep));
+        let record = to_json(&response)?;
         let arn = p.endpoint_arn(&rt.id, &ep.name);
         let mut writes = vec![audit::entry(
             "UpdateAgentRuntimeEndpoint",
             &arn,
-            endpoint_body(p, &old),
-            endpoint_body(p, &ep),
+            to_json(&endpoint_body(p, &old))?,
+            to_json(&endpoint_body(p, &ep))?,
         )];
         // The endpoint serves 100% of its (new) version from now on: a split or rollout in
         // force ends, and versions leaving drain.
@@ -800,22 +860,19 @@ impl Control {
                 .await?,
         );
         writes.push(Write::PutEndpoint(ep));
-        writes.extend(Self::remember(
-            "UpdateAgentRuntimeEndpoint",
-            &input,
-            &response,
-        ));
+        writes.extend(Self::remember(&idem, &record));
         self.inner.store.apply(writes).await.map_err(internal)?;
         Ok(response)
     }
 
     /// `ListAgentRuntimeEndpoints`.
-    pub async fn list_endpoints(&self, input: Value) -> Result<Value, ApiError> {
-        let rt = self
-            .live_runtime(str_of(&input, "agentRuntimeId").unwrap_or_default())
-            .await?;
-        let limit = paging::max_results(&input);
-        let after = match str_of(&input, "nextToken") {
+    pub async fn list_endpoints(
+        &self,
+        req: ops::ListAgentRuntimeEndpoints,
+    ) -> Result<ops::ListAgentRuntimeEndpointsOutput, ApiError> {
+        let rt = self.live_runtime(&req.agent_runtime_id).await?;
+        let limit = paging::max_results(req.max_results);
+        let after = match req.next_token.as_deref() {
             Some(t) => Some(paging::decode(t)?.1),
             None => None,
         };
@@ -827,24 +884,26 @@ impl Control {
             .map_err(internal)?;
         let more = eps.len() > limit as usize;
         eps.truncate(limit as usize);
-        let items: Vec<Value> = eps
-            .iter()
-            .map(|e| endpoint_body(&self.inner.partition, e))
-            .collect();
-        let mut body = json!({ "runtimeEndpoints": items });
-        if more && let Some(last) = eps.last() {
-            body["nextToken"] = paging::encode(0, &last.name).into();
-        }
-        Ok(body)
+        Ok(ops::ListAgentRuntimeEndpointsOutput {
+            runtime_endpoints: eps
+                .iter()
+                .map(|e| endpoint_body(&self.inner.partition, e))
+                .collect(),
+            next_token: eps
+                .last()
+                .filter(|_| more)
+                .map(|last| paging::encode(0, &last.name)),
+        })
     }
 
     /// `DeleteAgentRuntimeEndpoint`. `DEFAULT` goes only with its runtime.
-    pub async fn delete_endpoint(&self, input: Value) -> Result<Value, ApiError> {
+    pub async fn delete_endpoint(
+        &self,
+        req: ops::DeleteAgentRuntimeEndpoint,
+    ) -> Result<ops::DeleteAgentRuntimeEndpointOutput, ApiError> {
         let _g = self.inner.write_lock.lock().await;
-        let rt = self
-            .live_runtime(str_of(&input, "agentRuntimeId").unwrap_or_default())
-            .await?;
-        let name = str_of(&input, "endpointName").unwrap_or_default();
+        let rt = self.live_runtime(&req.agent_runtime_id).await?;
+        let name = req.endpoint_name.as_str();
         let ep = self.endpoint_of(&rt, name).await?;
         if ep.name == DEFAULT_ENDPOINT {
             return Err(ApiError::conflict(
@@ -858,7 +917,7 @@ impl Control {
                 audit::entry(
                     "DeleteAgentRuntimeEndpoint",
                     &arn,
-                    endpoint_body(&self.inner.partition, &ep),
+                    to_json(&endpoint_body(&self.inner.partition, &ep))?,
                     Value::Null,
                 ),
                 Write::DeleteEndpoint {
@@ -884,7 +943,11 @@ impl Control {
             ])
             .await
             .map_err(internal)?;
-        Ok(json!({ "status": "DELETING", "agentRuntimeId": rt.id, "endpointName": name }))
+        Ok(ops::DeleteAgentRuntimeEndpointOutput {
+            status: Status::Deleting,
+            agent_runtime_id: rt.id,
+            endpoint_name: req.endpoint_name,
+        })
     }
 
     /// Resolves a taggable ARN to an existing resource.
@@ -912,11 +975,11 @@ impl Control {
     }
 
     /// `TagResource`.
-    pub async fn tag_resource(&self, input: Value) -> Result<Value, ApiError> {
+    pub async fn tag_resource(&self, req: ops::TagResource) -> Result<ops::Empty, ApiError> {
         let _g = self.inner.write_lock.lock().await;
-        let arn = str_of(&input, "resourceArn").unwrap_or_default();
+        let arn = req.resource_arn.as_str();
         self.taggable(arn).await?;
-        let new = tags_of(&input);
+        let new = tag_pairs(Some(&req.tags));
         let old_tags = self.inner.store.tags(arn).await.map_err(internal)?;
         let mut keys: std::collections::BTreeSet<String> =
             old_tags.iter().map(|(k, _)| k.clone()).collect();
@@ -954,23 +1017,15 @@ impl Control {
             ])
             .await
             .map_err(internal)?;
-        Ok(json!({}))
+        Ok(ops::Empty {})
     }
 
     /// `UntagResource`.
-    pub async fn untag_resource(&self, input: Value) -> Result<Value, ApiError> {
+    pub async fn untag_resource(&self, req: ops::UntagResource) -> Result<ops::Empty, ApiError> {
         let _g = self.inner.write_lock.lock().await;
-        let arn = str_of(&input, "resourceArn").unwrap_or_default();
+        let arn = req.resource_arn.as_str();
         self.taggable(arn).await?;
-        let keys: Vec<String> = input
-            .get("tagKeys")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|k| k.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let keys = req.tag_keys.clone();
         let old_tags = self.inner.store.tags(arn).await.map_err(internal)?;
         let kept: Vec<(String, String)> = old_tags
             .iter()
@@ -989,23 +1044,25 @@ impl Control {
             ])
             .await
             .map_err(internal)?;
-        Ok(json!({}))
+        Ok(ops::Empty {})
     }
 
     /// `ListTagsForResource`.
-    pub async fn list_tags(&self, input: Value) -> Result<Value, ApiError> {
-        let arn = str_of(&input, "resourceArn").unwrap_or_default();
+    pub async fn list_tags(
+        &self,
+        req: ops::ListTagsForResource,
+    ) -> Result<ops::ListTagsOutput, ApiError> {
+        let arn = req.resource_arn.as_str();
         self.taggable(arn).await?;
-        let tags: serde_json::Map<String, Value> = self
+        let tags = self
             .inner
             .store
             .tags(arn)
             .await
             .map_err(internal)?
             .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
             .collect();
-        Ok(json!({ "tags": tags }))
+        Ok(ops::ListTagsOutput { tags })
     }
 
     fn spawn_build(&self, runtime_id: String, version: u32) {

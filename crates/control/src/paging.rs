@@ -3,13 +3,11 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use berth_api::ApiError;
-use serde_json::Value;
 
 /// `maxResults`, or 10 when absent (the page size AWS list operations use by default).
-pub fn max_results(input: &Value) -> u32 {
-    input
-        .get("maxResults")
-        .and_then(Value::as_u64)
+pub fn max_results(max_results: Option<i64>) -> u32 {
+    max_results
+        .and_then(|n| u64::try_from(n).ok())
         .map_or(10, |n| n.clamp(1, 100) as u32)
 }
 

@@ -7,9 +7,18 @@
 
 use crate::{Control, audit, internal};
 use berth_api::ApiError;
+use berth_api::control::ops::Empty;
 use berth_store::{ResourcePolicyRow, Write};
 use berth_types::now_millis;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+
+/// `PutResourcePolicyResponse` / `GetResourcePolicyResponse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourcePolicy {
+    /// The document, as written.
+    pub policy: String,
+}
 
 fn no_policy(arn: &str) -> ApiError {
     ApiError::not_found(format!("no resource policy is attached to {arn}"))
@@ -17,7 +26,11 @@ fn no_policy(arn: &str) -> ApiError {
 
 impl Control {
     /// `PutResourcePolicy` on `arn` (canonical; the caller checked the resource exists).
-    pub async fn put_resource_policy(&self, arn: &str, policy: &str) -> Result<Value, ApiError> {
+    pub async fn put_resource_policy(
+        &self,
+        arn: &str,
+        policy: &str,
+    ) -> Result<ResourcePolicy, ApiError> {
         berth_policy::Policy::parse_resource(policy)
             .map_err(|e| ApiError::field("policy", e.to_string()))?;
         let _g = self.inner.write_lock.lock().await;
@@ -45,19 +58,21 @@ impl Control {
             ])
             .await
             .map_err(internal)?;
-        Ok(json!({ "policy": policy }))
+        Ok(ResourcePolicy {
+            policy: policy.to_owned(),
+        })
     }
 
     /// `GetResourcePolicy`: the document as written; ResourceNotFoundException without one.
-    pub async fn get_resource_policy(&self, arn: &str) -> Result<Value, ApiError> {
+    pub async fn get_resource_policy(&self, arn: &str) -> Result<ResourcePolicy, ApiError> {
         match self.resource_policy(arn).await? {
-            Some(p) => Ok(json!({ "policy": p })),
+            Some(policy) => Ok(ResourcePolicy { policy }),
             None => Err(no_policy(arn)),
         }
     }
 
     /// `DeleteResourcePolicy`; ResourceNotFoundException when there is none.
-    pub async fn delete_resource_policy(&self, arn: &str) -> Result<Value, ApiError> {
+    pub async fn delete_resource_policy(&self, arn: &str) -> Result<Empty, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let Some(before) = self
             .inner
@@ -84,7 +99,7 @@ impl Control {
             ])
             .await
             .map_err(internal)?;
-        Ok(json!({}))
+        Ok(Empty {})
     }
 
     /// Forgets the policy of a resource that was deleted (a memory: the memory service has no

@@ -19,7 +19,7 @@
 
 use crate::audit::{self, Caller};
 use crate::health::Summary;
-use crate::traffic::{EndpointState, Next, Split, version_of};
+use crate::traffic::{EndpointState, Next, Split, Traffic, version_of};
 use crate::{Control, internal};
 use async_trait::async_trait;
 use berth_api::ApiError;
@@ -443,26 +443,110 @@ fn step_weights(from: u32, to: u32, weight: u32) -> Vec<Split> {
     w
 }
 
-/// The wire shape of a rollout.
-pub fn body(r: &RolloutRow) -> Value {
+/// A rollout as the native API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// `ro-<10 alphanumerics>`.
+    pub id: String,
+    /// The runtime.
+    pub runtime_id: String,
+    /// The endpoint.
+    pub endpoint: String,
+    /// The stable version it started from.
+    pub from_version: u32,
+    /// The version rolled out.
+    pub to_version: u32,
+    /// `RUNNING`, `PAUSED`, `COMPLETED` or `ABORTED`.
+    pub state: String,
+    /// The current step, from 1.
+    pub step: u32,
+    /// The canary's weight at this step (`null` when the stored settings are unreadable).
+    pub canary_weight: Option<u32>,
+    /// When the current step started, ISO 8601.
+    pub step_started_at: String,
+    /// The settings, as stored (a [`RolloutSpec`]).
+    pub spec: Value,
+    /// The latest analysis, as recorded.
+    pub analysis: Option<Value>,
+    /// Why it ended or holds.
+    pub reason: Option<String>,
+    /// Who started it.
+    pub created_by: String,
+    /// ISO 8601.
+    pub created_at: String,
+    /// ISO 8601.
+    pub updated_at: String,
+}
+
+/// The answer of starting a rollout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutStarted {
+    /// The new rollout.
+    pub rollout: Rollout,
+}
+
+/// An endpoint's rollout in progress (else its latest), recent history and traffic.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutStatus {
+    /// The rollout in progress or the latest one (`null` when there never was one).
+    pub rollout: Option<Rollout>,
+    /// Up to nine earlier rollouts, newest first.
+    pub history: Vec<Rollout>,
+    /// The endpoint's traffic state.
+    pub traffic: Traffic,
+}
+
+/// `POST .../endpoints/{endpoint}/rollouts`: the version to roll out and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartRollout {
+    /// The version to roll out.
+    pub to_version: u32,
+    /// Steps, intervals and thresholds, defaults filled in.
+    pub spec: RolloutSpec,
+}
+
+impl StartRollout {
+    /// Reads the native API body: `{"toVersion": N, "steps"?, "intervalSeconds"?, ...}` (see
+    /// [`RolloutSpec::from_input`] for the settings).
+    pub fn from_json(input: &Value) -> Result<Self, ApiError> {
+        let to_version = input
+            .get("toVersion")
+            .and_then(version_of)
+            .ok_or_else(|| ApiError::field("toVersion", "toVersion must be a version number"))?;
+        Ok(Self {
+            to_version,
+            spec: RolloutSpec::from_input(input)?,
+        })
+    }
+}
+
+/// The native API view of a rollout.
+pub fn body(r: &RolloutRow) -> Rollout {
     let spec: Option<RolloutSpec> = serde_json::from_value(r.spec.clone()).ok();
-    json!({
-        "id": r.id,
-        "runtimeId": r.runtime_id,
-        "endpoint": r.endpoint,
-        "fromVersion": r.from_version,
-        "toVersion": r.to_version,
-        "state": r.state,
-        "step": r.step_index + 1,
-        "canaryWeight": spec.as_ref().map(|s| weight_at(s, r.step_index)),
-        "stepStartedAt": iso8601(r.step_started_at),
-        "spec": r.spec,
-        "analysis": r.analysis,
-        "reason": r.reason,
-        "createdBy": r.created_by,
-        "createdAt": iso8601(r.created_at),
-        "updatedAt": iso8601(r.updated_at),
-    })
+    Rollout {
+        id: r.id.clone(),
+        runtime_id: r.runtime_id.clone(),
+        endpoint: r.endpoint.clone(),
+        from_version: r.from_version,
+        to_version: r.to_version,
+        state: r.state.clone(),
+        step: r.step_index + 1,
+        canary_weight: spec.as_ref().map(|s| weight_at(s, r.step_index)),
+        step_started_at: iso8601(r.step_started_at),
+        spec: r.spec.clone(),
+        analysis: r.analysis.clone(),
+        reason: r.reason.clone(),
+        created_by: r.created_by.clone(),
+        created_at: iso8601(r.created_at),
+        updated_at: iso8601(r.updated_at),
+    }
+}
+
+/// [`body`] as JSON, for audit records.
+pub(crate) fn record(r: &RolloutRow) -> Value {
+    // Strings, numbers and JSON values only: serializing cannot fail.
+    serde_json::to_value(body(r)).unwrap_or(Value::Null)
 }
 
 /// What an operator asks of a rollout in progress.
@@ -520,21 +604,20 @@ impl Control {
         }))
     }
 
-    /// Starts a rollout of an endpoint to `toVersion` (see [`RolloutSpec::from_input`] for the
-    /// settings). The first step's weights apply to new sessions at once.
+    /// Starts a rollout of an endpoint. The first step's weights apply to new sessions at once.
     pub async fn start_rollout(
         &self,
         runtime_id: &str,
         endpoint: &str,
-        input: Value,
-    ) -> Result<Value, ApiError> {
+        req: StartRollout,
+    ) -> Result<RolloutStarted, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let st = self.mutable_state_for_rollout(runtime_id, endpoint).await?;
         let live = st.live()?;
-        let to = input
-            .get("toVersion")
-            .and_then(version_of)
-            .ok_or_else(|| ApiError::field("toVersion", "toVersion must be a version number"))?;
+        let StartRollout {
+            to_version: to,
+            spec,
+        } = req;
         if to == live {
             return Err(ApiError::field(
                 "toVersion",
@@ -542,7 +625,6 @@ impl Control {
             ));
         }
         self.ready_version(&st.runtime.id, to, "toVersion").await?;
-        let spec = RolloutSpec::from_input(&input)?;
         if self
             .active_rollout(&st.runtime.id, &st.endpoint.name)
             .await?
@@ -563,7 +645,9 @@ impl Control {
             state: RolloutState::Running.as_str().into(),
             step_index: 0,
             step_started_at: now,
-            spec: serde_json::to_value(&spec).unwrap_or_default(),
+            spec: serde_json::to_value(&spec).map_err(|e| {
+                ApiError::internal_because(format_args!("encoding rollout settings: {e}"))
+            })?,
             analysis: None,
             reason: None,
             created_by: caller.actor.clone(),
@@ -582,7 +666,12 @@ impl Control {
             .partition
             .endpoint_arn(&st.runtime.id, &st.endpoint.name);
         writes.push(Write::InsertRollout(row.clone()));
-        writes.push(audit::entry("rollout.start", &arn, Value::Null, body(&row)));
+        writes.push(audit::entry(
+            "rollout.start",
+            &arn,
+            Value::Null,
+            record(&row),
+        ));
         match self.inner.store.apply(writes).await {
             Ok(()) => {}
             Err(berth_store::Error::AlreadyExists(_)) => {
@@ -596,7 +685,9 @@ impl Control {
         // Warming may start sandboxes: slow work stays outside the write lock.
         drop(_g);
         self.warm(&st.runtime, &[live, to].into()).await;
-        Ok(json!({ "rollout": body(&row) }))
+        Ok(RolloutStarted {
+            rollout: body(&row),
+        })
     }
 
     async fn mutable_state_for_rollout(
@@ -618,7 +709,7 @@ impl Control {
         &self,
         runtime_id: &str,
         endpoint: &str,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<RolloutStatus, ApiError> {
         let st = self.endpoint_state(runtime_id, endpoint).await?;
         let recent = self
             .inner
@@ -626,11 +717,11 @@ impl Control {
             .rollouts(&st.runtime.id, &st.endpoint.name, 10)
             .await
             .map_err(internal)?;
-        Ok(json!({
-            "rollout": recent.first().map(body),
-            "history": recent.iter().skip(1).map(body).collect::<Vec<_>>(),
-            "traffic": self.traffic_body(&st).await?,
-        }))
+        Ok(RolloutStatus {
+            rollout: recent.first().map(body),
+            history: recent.iter().skip(1).map(body).collect(),
+            traffic: self.traffic_body(&st).await?,
+        })
     }
 
     /// Pauses, resumes, aborts or promotes the endpoint's rollout in progress.
@@ -639,7 +730,7 @@ impl Control {
         runtime_id: &str,
         endpoint: &str,
         command: Command,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<RolloutStatus, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let st = self.endpoint_state(runtime_id, endpoint).await?;
         let r = self
@@ -731,7 +822,7 @@ impl Control {
             .inner
             .partition
             .endpoint_arn(&r.runtime_id, &r.endpoint);
-        let audit = audit::entry_as(caller, action, &arn, body(r), body(&next));
+        let audit = audit::entry_as(caller, action, &arn, record(r), record(&next));
         vec![
             Write::UpdateRollout {
                 rollout: next,
@@ -796,7 +887,13 @@ impl Control {
         } else {
             "rollout.abort"
         };
-        writes.push(audit::entry_as(caller, action, &arn, body(r), body(&ended)));
+        writes.push(audit::entry_as(
+            caller,
+            action,
+            &arn,
+            record(r),
+            record(&ended),
+        ));
         writes.push(Write::UpdateRollout {
             rollout: ended,
             expect: RolloutGuard::of(r),

@@ -293,6 +293,132 @@ pub(crate) struct Next {
     pub rules: Vec<Rule>,
 }
 
+/// `PUT .../endpoints/{endpoint}/traffic`: new weights and how long versions leaving drain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetTraffic {
+    /// Each version's share of new sessions, sorted by version, summing to 100.
+    pub weights: Vec<Split>,
+    /// Drain deadline of versions leaving (default: the server's).
+    pub drain_seconds: Option<u64>,
+}
+
+impl SetTraffic {
+    /// Reads the native API body: `{"weights": {"1": 90, "2": 10}, "drainSeconds"?: 600}`, or
+    /// weights as `[{"version", "weight"}]` (see [`parse_weights`]).
+    pub fn from_json(input: &Value) -> Result<Self, ApiError> {
+        Ok(Self {
+            weights: parse_weights(input.get("weights"))?,
+            drain_seconds: drain_seconds(input)?,
+        })
+    }
+}
+
+/// `POST .../endpoints/{endpoint}/traffic/rules`: a routing rule to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddRule {
+    /// What it matches.
+    pub matches: Match,
+    /// The version matching sessions run.
+    pub version: u32,
+    /// Drain deadline of versions leaving (default: the server's).
+    pub drain_seconds: Option<u64>,
+}
+
+impl AddRule {
+    /// Reads the native API body: `{"match": {"userId": "alice"}, "version": 2}`; `match` may
+    /// also be `{"actor": KEY}` or `{"header": {"name", "value"}}`.
+    pub fn from_json(input: &Value) -> Result<Self, ApiError> {
+        let matches: Match = serde_json::from_value(input.get("match").cloned().unwrap_or(Value::Null)).map_err(|e| {
+            ApiError::field("match", format!("match must be one of {{\"userId\": ...}}, {{\"actor\": ...}}, {{\"header\": {{\"name\": ..., \"value\": ...}}}}: {e}"))
+        })?;
+        let version = input
+            .get("version")
+            .and_then(version_of)
+            .ok_or_else(|| ApiError::field("version", "version must be a version number"))?;
+        Ok(Self {
+            matches,
+            version,
+            drain_seconds: drain_seconds(input)?,
+        })
+    }
+}
+
+/// `POST .../endpoints/{endpoint}/rollback`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rollback {
+    /// Drain deadline of the version leaving (default: the server's).
+    pub drain_seconds: Option<u64>,
+}
+
+impl Rollback {
+    /// Reads the native API body: `{"drainSeconds"?: 600}`.
+    pub fn from_json(input: &Value) -> Result<Self, ApiError> {
+        Ok(Self {
+            drain_seconds: drain_seconds(input)?,
+        })
+    }
+}
+
+/// The traffic state of an endpoint (`GET .../traffic`, and the answer of every change).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Traffic {
+    /// The runtime.
+    pub runtime_id: String,
+    /// The endpoint.
+    pub endpoint: String,
+    /// The endpoint's status.
+    pub status: Status,
+    /// The stable version (`null` before the first build).
+    pub live_version: Option<u32>,
+    /// The version it is moving to.
+    pub target_version: Option<u32>,
+    /// The version live before the current one (what a rollback goes to).
+    pub previous_version: Option<u32>,
+    /// Effective weights of new sessions (empty before the first build).
+    pub weights: Vec<Split>,
+    /// Routing rules, in evaluation order.
+    pub rules: Vec<Rule>,
+    /// Versions leaving, with their deadlines.
+    pub draining: Vec<Draining>,
+    /// Sessions assigned per version.
+    pub sessions: Vec<Assigned>,
+    /// The rollout in progress (`null` when none).
+    pub rollout: Option<rollout::Rollout>,
+}
+
+/// A version leaving an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Draining {
+    /// The version.
+    pub version: u32,
+    /// When its remaining sessions are stopped, ISO 8601.
+    pub deadline: String,
+}
+
+/// How many sessions are assigned to a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Assigned {
+    /// The version.
+    pub version: u32,
+    /// Its sessions.
+    pub assigned: u64,
+}
+
+/// The answer of adding a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleAdded {
+    /// The rule, with its new id.
+    pub rule: Rule,
+}
+
+/// The answer of removing a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleRemoved {
+    /// The id removed.
+    pub removed: String,
+}
+
 /// The wire shape of a routing state (audit before/after, API answers).
 fn routing_body(
     live: Option<u32>,
@@ -610,12 +736,12 @@ impl Control {
 
     /// The traffic state of an endpoint: live and target versions, weights, rules, drains,
     /// assigned sessions per version and the rollout in progress.
-    pub async fn traffic(&self, runtime_id: &str, endpoint: &str) -> Result<Value, ApiError> {
+    pub async fn traffic(&self, runtime_id: &str, endpoint: &str) -> Result<Traffic, ApiError> {
         let st = self.endpoint_state(runtime_id, endpoint).await?;
         self.traffic_body(&st).await
     }
 
-    pub(crate) async fn traffic_body(&self, st: &EndpointState) -> Result<Value, ApiError> {
+    pub(crate) async fn traffic_body(&self, st: &EndpointState) -> Result<Traffic, ApiError> {
         let store = &self.inner.store;
         let counts = store
             .assignment_counts(&st.runtime.id, &st.endpoint.name)
@@ -625,34 +751,47 @@ impl Control {
             .active_rollout(&st.runtime.id, &st.endpoint.name)
             .await?;
         let routing = st.routing();
-        Ok(json!({
-            "runtimeId": st.runtime.id,
-            "endpoint": st.endpoint.name,
-            "status": st.endpoint.status.as_str(),
-            "liveVersion": st.endpoint.live_version,
-            "targetVersion": st.endpoint.target_version,
-            "previousVersion": st.policy.previous,
-            "weights": if st.endpoint.live_version.is_some() { serde_json::to_value(routing.effective_weights()).unwrap_or_default() } else { json!([]) },
-            "rules": st.policy.rules,
-            "draining": st.drains.iter().map(|d| json!({"version": d.version, "deadline": iso8601(d.deadline)})).collect::<Vec<_>>(),
-            "sessions": counts.iter().map(|(v, n)| json!({"version": v, "assigned": n})).collect::<Vec<_>>(),
-            "rollout": active.as_ref().map(rollout::body),
-        }))
+        Ok(Traffic {
+            runtime_id: st.runtime.id.clone(),
+            endpoint: st.endpoint.name.clone(),
+            status: st.endpoint.status,
+            live_version: st.endpoint.live_version,
+            target_version: st.endpoint.target_version,
+            previous_version: st.policy.previous,
+            weights: if st.endpoint.live_version.is_some() {
+                routing.effective_weights()
+            } else {
+                vec![]
+            },
+            rules: st.policy.rules.clone(),
+            draining: st
+                .drains
+                .iter()
+                .map(|d| Draining {
+                    version: d.version,
+                    deadline: iso8601(d.deadline),
+                })
+                .collect(),
+            sessions: counts
+                .iter()
+                .map(|&(version, assigned)| Assigned { version, assigned })
+                .collect(),
+            rollout: active.as_ref().map(rollout::body),
+        })
     }
 
-    /// Sets the weights of an endpoint (`{"weights": {"1": 90, "2": 10}, "drainSeconds": 600}`,
-    /// or weights as `[{"version", "weight"}]`). New sessions follow at once; sessions already
-    /// routed keep their version; versions leaving drain. A rollout in progress is superseded.
+    /// Sets the weights of an endpoint. New sessions follow at once; sessions already routed
+    /// keep their version; versions leaving drain. A rollout in progress is superseded.
     pub async fn set_traffic(
         &self,
         runtime_id: &str,
         endpoint: &str,
-        input: Value,
-    ) -> Result<Value, ApiError> {
+        req: SetTraffic,
+    ) -> Result<Traffic, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let st = self.mutable_state(runtime_id, endpoint).await?;
         let live = st.live()?;
-        let weights = parse_weights(input.get("weights"))?;
+        let weights = req.weights;
         for s in &weights {
             self.ready_version(&st.runtime.id, s.version, "weights")
                 .await?;
@@ -688,7 +827,7 @@ impl Control {
                 rules: st.policy.rules.clone(),
             }
         };
-        let drain = self.drain_ms(drain_seconds(&input)?);
+        let drain = self.drain_ms(req.drain_seconds);
         let now = now_millis();
         let mut writes = self.transition(&st, &next, drain, now);
         writes.extend(
@@ -734,25 +873,22 @@ impl Control {
         self.traffic(runtime_id, endpoint).await
     }
 
-    /// Adds a routing rule (`{"match": {"userId": "alice"}, "version": 2}`; `match` may also be
-    /// `{"actor": KEY}` or `{"header": {"name", "value"}}` for a header the version
-    /// allow-lists). Rules are evaluated in the order they were added.
+    /// Adds a routing rule; a header rule needs a header the version allow-lists. Rules are
+    /// evaluated in the order they were added.
     pub async fn add_rule(
         &self,
         runtime_id: &str,
         endpoint: &str,
-        input: Value,
-    ) -> Result<Value, ApiError> {
+        req: AddRule,
+    ) -> Result<RuleAdded, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let st = self.mutable_state(runtime_id, endpoint).await?;
         let live = st.live()?;
-        let matches: Match = serde_json::from_value(input.get("match").cloned().unwrap_or(Value::Null)).map_err(|e| {
-            ApiError::field("match", format!("match must be one of {{\"userId\": ...}}, {{\"actor\": ...}}, {{\"header\": {{\"name\": ..., \"value\": ...}}}}: {e}"))
-        })?;
-        let version = input
-            .get("version")
-            .and_then(version_of)
-            .ok_or_else(|| ApiError::field("version", "version must be a version number"))?;
+        let AddRule {
+            matches,
+            version,
+            drain_seconds,
+        } = req;
         let v = self
             .ready_version(&st.runtime.id, version, "version")
             .await?;
@@ -805,9 +941,9 @@ impl Control {
         };
         let mut rules = st.policy.rules.clone();
         rules.push(rule.clone());
-        self.change_rules(_g, &st, live, rules, "traffic.rule.add", &input)
+        self.change_rules(_g, &st, live, rules, "traffic.rule.add", drain_seconds)
             .await?;
-        Ok(json!({ "rule": rule }))
+        Ok(RuleAdded { rule })
     }
 
     /// Removes a routing rule by id.
@@ -816,7 +952,7 @@ impl Control {
         runtime_id: &str,
         endpoint: &str,
         rule_id: &str,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<RuleRemoved, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let st = self.mutable_state(runtime_id, endpoint).await?;
         let live = st.live()?;
@@ -832,9 +968,11 @@ impl Control {
             .filter(|r| r.id != rule_id)
             .cloned()
             .collect();
-        self.change_rules(_g, &st, live, rules, "traffic.rule.remove", &Value::Null)
+        self.change_rules(_g, &st, live, rules, "traffic.rule.remove", None)
             .await?;
-        Ok(json!({ "removed": rule_id }))
+        Ok(RuleRemoved {
+            removed: rule_id.to_owned(),
+        })
     }
 
     /// Writes `rules` as the endpoint's routing rules, then, with the write lock (`_g`) released,
@@ -846,10 +984,10 @@ impl Control {
         live: u32,
         rules: Vec<Rule>,
         action: &str,
-        input: &Value,
+        drain_seconds: Option<u64>,
     ) -> Result<(), ApiError> {
         let now = now_millis();
-        let drain = self.drain_ms(drain_seconds(input)?);
+        let drain = self.drain_ms(drain_seconds);
         let mut writes = self.policy_writes(
             st,
             live,
@@ -885,8 +1023,8 @@ impl Control {
         &self,
         runtime_id: &str,
         endpoint: &str,
-        input: Value,
-    ) -> Result<Value, ApiError> {
+        req: Rollback,
+    ) -> Result<Traffic, ApiError> {
         let _g = self.inner.write_lock.lock().await;
         let st = self.mutable_state(runtime_id, endpoint).await?;
         let live = st.live()?;
@@ -910,7 +1048,7 @@ impl Control {
             weights: vec![],
             rules: st.policy.rules.clone(),
         };
-        let mut writes = self.transition(&st, &next, self.drain_ms(drain_seconds(&input)?), now);
+        let mut writes = self.transition(&st, &next, self.drain_ms(req.drain_seconds), now);
         writes.extend(
             self.supersede_rollout(&st, &format!("rolled back by {}", caller.actor), now)
                 .await?,
@@ -960,7 +1098,7 @@ impl Control {
         else {
             return Ok(vec![]);
         };
-        let before = rollout::body(&r);
+        let before = rollout::record(&r);
         r.state = RolloutState::Aborted.as_str().to_owned();
         r.reason = Some(reason.to_owned());
         r.updated_at = now;
@@ -968,7 +1106,7 @@ impl Control {
             .inner
             .partition
             .endpoint_arn(&st.runtime.id, &st.endpoint.name);
-        let audit = audit::entry("rollout.abort", &arn, before, rollout::body(&r));
+        let audit = audit::entry("rollout.abort", &arn, before, rollout::record(&r));
         Ok(vec![Write::PutRollout(r), audit])
     }
 

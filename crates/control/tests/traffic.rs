@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use berth_api::ApiError;
 use berth_api::control::RuntimeSpec;
 use berth_control::health::Outcome;
-use berth_control::traffic::DecidedBy;
+use berth_control::rollout::StartRollout;
+use berth_control::traffic::{AddRule, DecidedBy, Rollback, SetTraffic, Split};
 use berth_control::{Caller, Control, Controller, Deployer, Options, RouteRequest};
 use berth_store::Write;
 use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
@@ -17,6 +18,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// A typed request from its wire JSON, as the server reads it after model validation.
+fn req<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
+
+/// A typed answer as the JSON the server sends.
+fn wire<T: serde::Serialize>(t: T) -> Value {
+    serde_json::to_value(t).unwrap()
+}
 
 const RT: &str = "agent-0123456789";
 const CUSTOM: &str = "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Org";
@@ -227,23 +238,28 @@ impl Fixture {
     }
 
     async fn traffic(&self) -> Value {
-        self.control.traffic(RT, "prod").await.unwrap()
+        wire(self.control.traffic(RT, "prod").await.unwrap())
     }
 
     async fn set(&self, weights: Value) -> Value {
         self.control
-            .set_traffic(RT, "prod", json!({ "weights": weights }))
+            .set_traffic(
+                RT,
+                "prod",
+                SetTraffic::from_json(&json!({ "weights": weights })).unwrap(),
+            )
             .await
+            .map(wire)
             .unwrap()
     }
 
     async fn audit(&self) -> Vec<Value> {
-        let log = self.control.audit_log(Some(RT), 0, 1000).await.unwrap();
+        let log = wire(self.control.audit_log(Some(RT), 0, 1000).await.unwrap());
         log["entries"].as_array().unwrap().clone()
     }
 
     async fn rollout(&self) -> Value {
-        self.control.rollout_status(RT, "prod").await.unwrap()["rollout"].clone()
+        wire(self.control.rollout_status(RT, "prod").await.unwrap())["rollout"].clone()
     }
 }
 
@@ -261,11 +277,11 @@ async fn split_90_10_over_5000_sessions_is_within_two_points_and_sticks_across_r
     );
     let ep = f
         .control
-        .get_endpoint(json!({"agentRuntimeId": RT, "endpointName": "prod"}))
+        .get_endpoint(req(json!({"agentRuntimeId": RT, "endpointName": "prod"})))
         .await
         .unwrap();
     assert_eq!(
-        (ep["liveVersion"].as_str(), ep["targetVersion"].as_str()),
+        (ep.live_version.as_deref(), ep.target_version.as_deref()),
         (Some("1"), Some("2"))
     );
 
@@ -306,8 +322,11 @@ async fn split_90_10_over_5000_sessions_is_within_two_points_and_sticks_across_r
 async fn rules_route_by_user_actor_and_allow_listed_header_before_weights() {
     let f = fixture().await;
     let add = |m: Value, v: u32| {
-        f.control
-            .add_rule(RT, "prod", json!({"match": m, "version": v}))
+        f.control.add_rule(
+            RT,
+            "prod",
+            AddRule::from_json(&json!({"match": m, "version": v})).unwrap(),
+        )
     };
     add(json!({"userId": "alice"}), 2).await.unwrap();
     add(json!({"header": {"name": CUSTOM, "value": "acme"}}), 3)
@@ -381,7 +400,7 @@ async fn rules_route_by_user_actor_and_allow_listed_header_before_weights() {
     assert!(matches!(r.by, DecidedBy::Weight(_)));
 
     // Rule versions are part of the routing: removing the rule drains the version.
-    let id = actor_rule["rule"]["id"].as_str().unwrap().to_owned();
+    let id = actor_rule.rule.id.clone();
     f.control.remove_rule(RT, "prod", &id).await.unwrap();
     let t = f.traffic().await;
     assert_eq!(t["rules"].as_array().unwrap().len(), 2);
@@ -425,7 +444,7 @@ async fn drain_keeps_sessions_on_their_version_until_the_deadline_then_stops_the
         .set_traffic(
             RT,
             "prod",
-            json!({"weights": {"2": 100}, "drainSeconds": 30}),
+            SetTraffic::from_json(&json!({"weights": {"2": 100}, "drainSeconds": 30})).unwrap(),
         )
         .await
         .unwrap();
@@ -471,19 +490,23 @@ async fn drain_keeps_sessions_on_their_version_until_the_deadline_then_stops_the
 #[tokio::test]
 async fn rollback_returns_to_the_previous_version_in_one_call_and_is_recorded() {
     let f = fixture().await;
-    let e = f.control.rollback(RT, "prod", json!({})).await.unwrap_err();
+    let e = f
+        .control
+        .rollback(RT, "prod", Rollback::from_json(&json!({})).unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), 409, "nothing to roll back to yet");
     f.set(json!({"2": 100})).await;
     let s = "on-two-0123456789abcdefghijklmnopqrstuvwxyz";
     assert_eq!(f.route(s).await.0, 2);
     let t = Caller::new("AKIAOPERATOR", Some("req-rollback".into()))
-        .scope(f.control.rollback(RT, "prod", json!({})))
+        .scope(
+            f.control
+                .rollback(RT, "prod", Rollback::from_json(&json!({})).unwrap()),
+        )
         .await
         .unwrap();
-    assert_eq!(
-        (t["liveVersion"].as_u64(), t["previousVersion"].as_u64()),
-        (Some(1), Some(2))
-    );
+    assert_eq!((t.live_version, t.previous_version), (Some(1), Some(2)));
     assert_eq!(
         f.route("after-rollback-0123456789abcdefghijklmnopq")
             .await
@@ -503,8 +526,18 @@ async fn rollback_returns_to_the_previous_version_in_one_call_and_is_recorded() 
 
     // During a split, rollback means 100% stable.
     f.set(json!({"1": 50, "3": 50})).await;
-    let t = f.control.rollback(RT, "prod", json!({})).await.unwrap();
-    assert_eq!(t["weights"], json!([{"version": 1, "weight": 100}]));
+    let t = f
+        .control
+        .rollback(RT, "prod", Rollback::from_json(&json!({})).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        t.weights,
+        vec![Split {
+            version: 1,
+            weight: 100
+        }]
+    );
     let entries = f.audit().await;
     let rb: Vec<&Value> = entries
         .iter()
@@ -530,13 +563,13 @@ async fn update_endpoint_moves_to_100_percent_with_drain_and_ends_the_split() {
     assert!(on.values().any(|v| *v == 2) && on.values().any(|v| *v == 1));
     let r = f
         .control
-        .update_endpoint(
+        .update_endpoint(req(
             json!({"agentRuntimeId": RT, "endpointName": "prod", "agentRuntimeVersion": "3"}),
-        )
+        ))
         .await
         .unwrap();
     assert_eq!(
-        (r["liveVersion"].as_str(), r["targetVersion"].as_str()),
+        (r.live_version.as_deref(), r.target_version.as_deref()),
         (Some("3"), Some("3"))
     );
     let t = f.traffic().await;
@@ -570,7 +603,11 @@ async fn update_endpoint_moves_to_100_percent_with_drain_and_ends_the_split() {
     // DEFAULT cannot be split.
     let e = f
         .control
-        .set_traffic(RT, "DEFAULT", json!({"weights": {"1": 50, "3": 50}}))
+        .set_traffic(
+            RT,
+            "DEFAULT",
+            SetTraffic::from_json(&json!({"weights": {"1": 50, "3": 50}})).unwrap(),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.status(), 400);
@@ -594,10 +631,10 @@ async fn a_healthy_rollout_walks_every_step_to_100_percent_by_itself() {
     let mut f = fixture().await;
     let started = f
         .control
-        .start_rollout(RT, "prod", json!({"toVersion": 2, "intervalSeconds": 60, "minInvocations": 10, "maxErrorRate": "stable+0.05", "maxP99Ms": "stable*3"}))
+        .start_rollout(RT, "prod", StartRollout::from_json(&json!({"toVersion": 2, "intervalSeconds": 60, "minInvocations": 10, "maxErrorRate": "stable+0.05", "maxP99Ms": "stable*3"})).unwrap())
         .await
         .unwrap();
-    assert_eq!(started["rollout"]["canaryWeight"], 5);
+    assert_eq!(started.rollout.canary_weight, Some(5));
     let t0 = now_millis();
     let mut weights = vec![];
     let mut t = t0;
@@ -658,7 +695,7 @@ async fn a_version_failing_30_percent_is_aborted_by_the_analysis_and_new_session
 {
     let mut f = fixture().await;
     f.control
-        .start_rollout(RT, "prod", json!({"toVersion": 2, "steps": [50, 100], "intervalSeconds": 60, "minInvocations": 10}))
+        .start_rollout(RT, "prod", StartRollout::from_json(&json!({"toVersion": 2, "steps": [50, 100], "intervalSeconds": 60, "minInvocations": 10})).unwrap())
         .await
         .unwrap();
     let mut on_canary = vec![];
@@ -715,7 +752,7 @@ async fn a_version_failing_30_percent_is_aborted_by_the_analysis_and_new_session
 async fn a_restart_resumes_a_rollout_where_it_was() {
     let mut f = fixture().await;
     f.control
-        .start_rollout(RT, "prod", json!({"toVersion": 3, "steps": [10, 50, 100], "intervalSeconds": 10, "minInvocations": 5}))
+        .start_rollout(RT, "prod", StartRollout::from_json(&json!({"toVersion": 3, "steps": [10, 50, 100], "intervalSeconds": 10, "minInvocations": 5})).unwrap())
         .await
         .unwrap();
     let t = now_millis() + 11_000;
@@ -742,12 +779,12 @@ async fn pause_resume_promote_and_abort_are_operator_commands() {
     let mut f = fixture().await;
     let start = json!({"toVersion": 2, "intervalSeconds": 1, "minInvocations": 1});
     f.control
-        .start_rollout(RT, "prod", start.clone())
+        .start_rollout(RT, "prod", StartRollout::from_json(&start.clone()).unwrap())
         .await
         .unwrap();
     let e = f
         .control
-        .start_rollout(RT, "prod", start.clone())
+        .start_rollout(RT, "prod", StartRollout::from_json(&start.clone()).unwrap())
         .await
         .unwrap_err();
     assert_eq!(e.status(), 409, "one rollout per endpoint");
@@ -778,7 +815,11 @@ async fn pause_resume_promote_and_abort_are_operator_commands() {
     assert_eq!(f.traffic().await["liveVersion"], 2);
 
     f.control
-        .start_rollout(RT, "prod", json!({"toVersion": 3}))
+        .start_rollout(
+            RT,
+            "prod",
+            StartRollout::from_json(&json!({"toVersion": 3})).unwrap(),
+        )
         .await
         .unwrap();
     Caller::new("AKIAOPERATOR", None)
@@ -808,9 +849,9 @@ async fn every_mutation_is_audited_with_who_and_the_chain_verifies() {
     let caller = Caller::new("AKIAAUDITOR", Some("req-1".into()));
     caller
         .clone()
-        .scope(f.control.create_endpoint(
+        .scope(f.control.create_endpoint(req(
             json!({"agentRuntimeId": RT, "name": "canary", "agentRuntimeVersion": "2"}),
-        ))
+        )))
         .await
         .unwrap();
     let arn = "arn:aws:bedrock-agentcore:us-east-1:000000000000:runtime/agent-0123456789/runtime-endpoint/canary";
@@ -818,27 +859,28 @@ async fn every_mutation_is_audited_with_who_and_the_chain_verifies() {
         .clone()
         .scope(
             f.control
-                .tag_resource(json!({"resourceArn": arn, "tags": {"team": "a"}})),
+                .tag_resource(req(json!({"resourceArn": arn, "tags": {"team": "a"}}))),
         )
+        .await
+        .unwrap();
+    caller
+        .clone()
+        .scope(f.control.set_traffic(
+            RT,
+            "canary",
+            SetTraffic::from_json(&json!({"weights": {"2": 50, "3": 50}})).unwrap(),
+        ))
         .await
         .unwrap();
     caller
         .clone()
         .scope(
             f.control
-                .set_traffic(RT, "canary", json!({"weights": {"2": 50, "3": 50}})),
+                .delete_endpoint(req(json!({"agentRuntimeId": RT, "endpointName": "canary"}))),
         )
         .await
         .unwrap();
-    caller
-        .clone()
-        .scope(
-            f.control
-                .delete_endpoint(json!({"agentRuntimeId": RT, "endpointName": "canary"})),
-        )
-        .await
-        .unwrap();
-    let log = f.control.audit_log(Some(arn), 0, 100).await.unwrap();
+    let log = wire(f.control.audit_log(Some(arn), 0, 100).await.unwrap());
     let entries = log["entries"].as_array().unwrap();
     let actions: Vec<&str> = entries
         .iter()
@@ -860,7 +902,7 @@ async fn every_mutation_is_audited_with_who_and_the_chain_verifies() {
         );
     }
     assert_eq!(entries[1]["after"]["tags"]["team"], "a");
-    let v = f.control.verify_audit().await.unwrap();
+    let v = wire(f.control.verify_audit().await.unwrap());
     assert_eq!(
         (v["valid"].as_bool(), v["entries"].as_u64()),
         (Some(true), Some(4))
@@ -893,7 +935,10 @@ async fn a_slow_signal_blocks_no_other_write_and_an_operator_pause_wins_over_its
         .start_rollout(
             RT,
             "prod",
-            json!({"toVersion": 2, "intervalSeconds": 1, "minInvocations": 1}),
+            StartRollout::from_json(
+                &json!({"toVersion": 2, "intervalSeconds": 1, "minInvocations": 1}),
+            )
+            .unwrap(),
         )
         .await
         .unwrap();
@@ -913,10 +958,10 @@ async fn a_slow_signal_blocks_no_other_write_and_an_operator_pause_wins_over_its
     // The signal is being judged. Unrelated writes and an operator command go through.
     unblocked(
         "tagging a runtime",
-        f.control.tag_resource(json!({
+        f.control.tag_resource(req(json!({
             "resourceArn": format!("arn:aws:bedrock-agentcore:us-east-1:000000000000:runtime/{RT}"),
             "tags": {"team": "search"},
-        })),
+        }))),
     )
     .await
     .unwrap();
@@ -964,7 +1009,9 @@ async fn a_slow_teardown_blocks_no_other_write() {
     let control = f.control.clone();
     let delete = tokio::spawn(async move {
         control
-            .delete_runtime(json!({"agentRuntimeId": RT, "agentRuntimeVersion": "2"}))
+            .delete_runtime(req(
+                json!({"agentRuntimeId": RT, "agentRuntimeVersion": "2"}),
+            ))
             .await
     });
     gate.entered.notified().await;
@@ -978,13 +1025,16 @@ async fn a_slow_teardown_blocks_no_other_write() {
         f.control.set_traffic(
             RT,
             "prod",
-            json!({"weights": [{"version": 1, "weight": 50}, {"version": 3, "weight": 50}]}),
+            SetTraffic::from_json(
+                &json!({"weights": [{"version": 1, "weight": 50}, {"version": 3, "weight": 50}]}),
+            )
+            .unwrap(),
         ),
     )
     .await
     .unwrap();
-    assert_eq!(set["weights"].as_array().map(Vec::len), Some(2), "{set}");
+    assert_eq!(set.weights.len(), 2, "{set:?}");
     gate.open();
     let r = delete.await.unwrap().unwrap();
-    assert_eq!(r["status"], "DELETING");
+    assert_eq!(r.status, Status::Deleting);
 }

@@ -11,6 +11,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use berth_api::ApiError;
+use berth_control::access::NewAccessKey;
+use serde::Serialize;
 use serde_json::Value;
 
 fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
@@ -25,7 +27,7 @@ fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> 
     }
 }
 
-fn ok(v: Value) -> Response {
+fn ok<T: Serialize>(v: T) -> Response {
     axum::Json(v).into_response()
 }
 
@@ -88,11 +90,14 @@ async fn create_key(State(s): State<AppState>, body: Bytes) -> Result<Response, 
             );
         }
     };
-    let mut out = s
+    let key = s
         .control
         .create_access_key(&creds.access_key_id, &name, policy)
         .await?;
-    out["secretAccessKey"] = Value::String(creds.secret_access_key);
+    let out = NewAccessKey {
+        key,
+        secret_access_key: creds.secret_access_key,
+    };
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
 

@@ -890,10 +890,10 @@ fn evaluate_checks(
 pub async fn pass_role(
     state: &AppState,
     verified: Option<&Verified>,
-    input: &Value,
+    role_arn: &str,
     request_id: &str,
 ) -> Result<(), ApiError> {
-    let (Some(v), Some(role_arn)) = (verified, input.get("roleArn").and_then(Value::as_str)) else {
+    let Some(v) = verified else {
         return Ok(());
     };
     let Some(role) = state.control.role(role_arn).await? else {

@@ -10,8 +10,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use berth_api::ApiError;
+use berth_api::control::ops;
 use berth_api::model::{self, Model};
 use percent_encoding::percent_decode_str;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Turns path parameters, the query string and the body into one validated input object.
@@ -65,8 +68,17 @@ pub(crate) fn input(
     model.input_with(op, body, &refs, relax)
 }
 
+/// Reads a validated input (see [`input`]) into the operation's typed request. The model
+/// already checked every member, so a failure here means the type and the model disagree; it
+/// is answered as a ValidationException (`CannotParse`) carrying serde's message, which names
+/// the member.
+pub(crate) fn typed<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
+    serde_json::from_value(input)
+        .map_err(|e| ApiError::cannot_parse(format!("could not read the request: {e}")))
+}
+
 /// A successful response with the operation's modelled status code.
-pub(crate) fn respond(model: &Model, op: &str, body: Value) -> Response {
+pub(crate) fn respond<T: Serialize>(model: &Model, op: &str, body: T) -> Response {
     let code = model.operation(op).map_or(200, |o| o.http.response_code);
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
     if status == StatusCode::NO_CONTENT {
@@ -84,8 +96,8 @@ macro_rules! control_op {
             body: Bytes,
         ) -> Result<Response, WireError> {
             let m = model::control();
-            let input = input(m, $op, path, q.as_deref(), &body, s.relax)?;
-            let out = s.control.$method(input).await?;
+            let req = typed(input(m, $op, path, q.as_deref(), &body, s.relax)?)?;
+            let out = s.control.$method(req).await?;
             Ok(respond(m, $op, out))
         }
     };
@@ -94,7 +106,7 @@ macro_rules! control_op {
 /// Like `control_op!`, for operations that give a runtime a role: the caller must be allowed
 /// `iam:PassRole` on it (see `crate::authz::pass_role`).
 macro_rules! control_op_passing_role {
-    ($name:ident, $op:literal, $method:ident) => {
+    ($name:ident, $op:literal, $req:ident, $method:ident) => {
         async fn $name(
             State(s): State<AppState>,
             axum::Extension(rid): axum::Extension<crate::RequestId>,
@@ -104,18 +116,28 @@ macro_rules! control_op_passing_role {
             body: Bytes,
         ) -> Result<Response, WireError> {
             let m = model::control();
-            let input = input(m, $op, path, q.as_deref(), &body, s.relax)?;
-            crate::authz::pass_role(&s, verified.as_deref(), &input, &rid.0).await?;
-            let out = s.control.$method(input).await?;
+            let req: ops::$req = typed(input(m, $op, path, q.as_deref(), &body, s.relax)?)?;
+            crate::authz::pass_role(&s, verified.as_deref(), &req.spec.role_arn, &rid.0).await?;
+            let out = s.control.$method(req).await?;
             Ok(respond(m, $op, out))
         }
     };
 }
 
-control_op_passing_role!(create_runtime, "CreateAgentRuntime", create_runtime);
+control_op_passing_role!(
+    create_runtime,
+    "CreateAgentRuntime",
+    CreateAgentRuntime,
+    create_runtime
+);
 control_op!(list_runtimes, "ListAgentRuntimes", list_runtimes);
 control_op!(get_runtime, "GetAgentRuntime", get_runtime);
-control_op_passing_role!(update_runtime, "UpdateAgentRuntime", update_runtime);
+control_op_passing_role!(
+    update_runtime,
+    "UpdateAgentRuntime",
+    UpdateAgentRuntime,
+    update_runtime
+);
 control_op!(delete_runtime, "DeleteAgentRuntime", delete_runtime);
 control_op!(list_versions, "ListAgentRuntimeVersions", list_versions);
 control_op!(

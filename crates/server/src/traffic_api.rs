@@ -15,8 +15,9 @@ use axum::routing::{delete, get, post};
 use berth_api::ApiError;
 use berth_auth::Verified;
 use berth_control::Caller;
-use berth_control::rollout::Command;
-use serde::Deserialize;
+use berth_control::rollout::{Command, StartRollout};
+use berth_control::traffic::{AddRule, Rollback, SetTraffic};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Runs the rest of the request as the verified caller (see `berth_control::Caller`).
@@ -46,7 +47,7 @@ fn json_body(body: &[u8]) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-fn ok(v: Value) -> Response {
+fn ok<T: Serialize>(v: T) -> Response {
     axum::Json(v).into_response()
 }
 
@@ -65,7 +66,7 @@ async fn set(
 ) -> Result<Response, WireError> {
     Ok(ok(s
         .control
-        .set_traffic(&rt, &ep, json_body(&body)?)
+        .set_traffic(&rt, &ep, SetTraffic::from_json(&json_body(&body)?)?)
         .await?))
 }
 
@@ -75,7 +76,8 @@ async fn add_rule(
     Path((rt, ep)): Ep,
     body: Bytes,
 ) -> Result<Response, WireError> {
-    Ok(ok(s.control.add_rule(&rt, &ep, json_body(&body)?).await?))
+    let req = AddRule::from_json(&json_body(&body)?)?;
+    Ok(ok(s.control.add_rule(&rt, &ep, req).await?))
 }
 
 /// `DELETE .../endpoints/{endpoint}/traffic/rules/{rule}`.
@@ -92,7 +94,8 @@ async fn rollback(
     Path((rt, ep)): Ep,
     body: Bytes,
 ) -> Result<Response, WireError> {
-    Ok(ok(s.control.rollback(&rt, &ep, json_body(&body)?).await?))
+    let req = Rollback::from_json(&json_body(&body)?)?;
+    Ok(ok(s.control.rollback(&rt, &ep, req).await?))
 }
 
 /// `POST .../endpoints/{endpoint}/rollouts` `{"toVersion": N, "steps"?, "intervalSeconds"?, ...}`.
@@ -103,7 +106,7 @@ async fn start_rollout(
 ) -> Result<Response, WireError> {
     Ok(ok(s
         .control
-        .start_rollout(&rt, &ep, json_body(&body)?)
+        .start_rollout(&rt, &ep, StartRollout::from_json(&json_body(&body)?)?)
         .await?))
 }
 

@@ -292,7 +292,10 @@ impl Memory {
         let m = self.usable(&memory_id).await?;
         let limit = max_results(input.max_results, 20);
         let include = input.include_payloads.unwrap_or(true);
-        let filter = input.filter.unwrap_or_default();
+        let (branch, event_metadata) = match input.filter {
+            Some(f) => (f.branch, f.event_metadata),
+            None => (None, None),
+        };
         let mut q = EventQuery {
             actor_id: input.actor_id,
             session_id: input.session_id,
@@ -304,11 +307,11 @@ impl Memory {
                 .map(|t| untoken(t, 1))
                 .transpose()?
                 .and_then(|mut v| v.pop()),
-            metadata: meta_conditions(filter.event_metadata.as_deref().unwrap_or(&[]))?,
+            metadata: meta_conditions(event_metadata.as_deref().unwrap_or(&[]))?,
             limit: limit + 1,
             ..Default::default()
         };
-        if let Some(b) = filter.branch {
+        if let Some(b) = branch {
             if b.include_parent_branches == Some(true) {
                 q.parent_upto = self.branch_root(&q, &b.name).await?;
             }

@@ -455,13 +455,13 @@ impl Memory {
         let memory_id = memory_id_of(&input.memory_id).to_owned();
         self.usable(&memory_id).await?;
         let limit = input.max_results.map_or(20, |n| n.clamp(1, 50));
-        let f = input.filter.unwrap_or_default();
+        let f = input.filter;
         let q = JobQuery {
             memory_id,
-            status: f.status,
-            strategy_id: f.strategy_id,
-            actor_id: f.actor_id,
-            session_id: f.session_id,
+            status: f.as_ref().and_then(|f| f.status.clone()),
+            strategy_id: f.as_ref().and_then(|f| f.strategy_id.clone()),
+            actor_id: f.as_ref().and_then(|f| f.actor_id.clone()),
+            session_id: f.as_ref().and_then(|f| f.session_id.clone()),
             after: input.next_token.as_deref().map(untoken_pair).transpose()?,
             limit: limit + 1,
         };

@@ -39,12 +39,12 @@ fn default_namespace(kind: &str) -> &'static str {
 }
 
 /// What identifies a request for idempotency: its members other than `clientToken`, hashed.
-fn request_hash(input: &impl Serialize) -> String {
-    let mut v = serde_json::to_value(input).unwrap_or_default();
+fn request_hash(input: &impl Serialize) -> Result<String, ApiError> {
+    let mut v = to_stored("request", input)?;
     if let Some(o) = v.as_object_mut() {
         o.remove("clientToken");
     }
-    hex::encode(Sha256::digest(v.to_string().as_bytes()))
+    Ok(hex::encode(Sha256::digest(v.to_string().as_bytes())))
 }
 
 /// What Berth keeps in [`MemoryRow::spec`]: the memory's optional members and its strategies
@@ -376,7 +376,7 @@ impl Memory {
     ) -> Result<MemoryResponse, ApiError> {
         let _g = self.inner.resource_lock.lock().await;
         let token = input.client_token.as_deref();
-        let hash = request_hash(&input);
+        let hash = request_hash(&input)?;
         if let Some(r) = self.replay("CreateMemory", token, &hash).await? {
             return Ok(r);
         }
@@ -523,7 +523,7 @@ impl Memory {
     ) -> Result<MemoryResponse, ApiError> {
         let _g = self.inner.resource_lock.lock().await;
         let token = input.client_token.as_deref();
-        let hash = request_hash(&input);
+        let hash = request_hash(&input)?;
         if let Some(r) = self.replay("UpdateMemory", token, &hash).await? {
             return Ok(r);
         }
@@ -645,7 +645,7 @@ impl Memory {
     ) -> Result<DeleteMemoryResponse, ApiError> {
         let _g = self.inner.resource_lock.lock().await;
         let token = input.client_token.as_deref();
-        let hash = request_hash(&input);
+        let hash = request_hash(&input)?;
         if let Some(r) = self.replay("DeleteMemory", token, &hash).await? {
             return Ok(r);
         }

@@ -283,4 +283,26 @@ mod tests {
         restore_documents(&mut body, docs);
         assert_eq!(body, original);
     }
+
+    #[test]
+    fn typed_requests_name_the_member_they_refuse() {
+        use berth_api::ErrorKind;
+        use berth_api::memory::{CreateEventRequest, ListEventsRequest};
+        let ok: ListEventsRequest = typed(json!({"memoryId": "m", "actorId": "a",
+                                               "sessionId": "s", "maxResults": 5}))
+        .unwrap();
+        assert_eq!(ok.max_results, Some(5));
+        let e = typed::<CreateEventRequest>(json!({"memoryId": "m", "actorId": "a",
+            "eventTimestamp": 1, "payload": [{"conversational": {"role": "USER",
+                                                                 "content": {"text": 3}}}]}))
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Validation);
+        assert_eq!(
+            e.field_list[0].name,
+            "payload[0].conversational.content.text"
+        );
+        let e = typed::<ListEventsRequest>(json!({"memoryId": "m"})).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Validation);
+        assert!(e.message.contains("actorId"), "{}", e.message);
+    }
 }

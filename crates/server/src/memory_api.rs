@@ -82,10 +82,26 @@ fn input_with_documents(
 /// Reads a validated request into its typed form. The model check already refused most bad
 /// input; what it cannot express (a timestamp's form, a union's one member) fails here, as a
 /// ValidationException naming the member.
+/// Members are named as the model check names them: dotted, list positions from 1
+/// (`payload.1.conversational.role`).
 fn typed<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
+    use serde_path_to_error::Segment;
     serde_path_to_error::deserialize(input).map_err(|e| {
-        let path = e.path().to_string();
-        let member = if path == "." { "body".to_owned() } else { path };
+        let parts: Vec<String> = e
+            .path()
+            .iter()
+            .map(|s| match s {
+                Segment::Seq { index } => (index + 1).to_string(),
+                Segment::Map { key } => key.clone(),
+                Segment::Enum { variant } => variant.clone(),
+                Segment::Unknown => "?".to_owned(),
+            })
+            .collect();
+        let member = if parts.is_empty() {
+            "body".to_owned()
+        } else {
+            parts.join(".")
+        };
         let message = format!(
             "Value at '{member}' failed to satisfy constraint: {}",
             e.into_inner()
@@ -299,7 +315,7 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Validation);
         assert_eq!(
             e.field_list[0].name,
-            "payload[0].conversational.content.text"
+            "payload.1.conversational.content.text"
         );
         let e = typed::<ListEventsRequest>(json!({"memoryId": "m"})).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Validation);

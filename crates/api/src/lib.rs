@@ -5,6 +5,7 @@
 pub mod control;
 pub mod error;
 pub mod eventstream;
+pub mod memory;
 pub mod model;
 pub mod native;
 

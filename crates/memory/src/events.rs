@@ -6,13 +6,18 @@
 
 use crate::Memory;
 use crate::wire::{
-    internal, invalid, max_results, memory_id_of, parse_ts, req_str, service_error, str_of, token,
-    untoken, untoken_pair,
+    internal, invalid, max_results, memory_id_of, parse_ts, service_error, stored, str_of,
+    to_stored, token, untoken, untoken_pair,
 };
 use berth_api::ApiError;
+use berth_api::memory::{
+    ActorSummary, Branch, CreateEventRequest, DeleteEventRequest, DeleteEventResponse, Event,
+    EventResponse, GetEventRequest, ListActorsRequest, ListActorsResponse, ListEventsRequest,
+    ListEventsResponse, ListSessionsRequest, ListSessionsResponse, MetadataFilter, SessionSummary,
+};
 use berth_store::memory::{EventQuery, EventRow, Inserted, MemoryRow, MetaCond};
-use berth_types::{EpochMillis, epoch_seconds, now_millis, random_alnum};
-use serde_json::{Value, json};
+use berth_types::{EpochMillis, now_millis, random_alnum};
+use serde_json::Value;
 use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
@@ -29,50 +34,53 @@ pub(crate) fn expiry_cutoff(m: &MemoryRow, now: EpochMillis) -> EpochMillis {
 }
 
 /// The wire shape of an event.
-pub(crate) fn event_body(e: &EventRow, include_payload: bool) -> Value {
-    let mut v = json!({
-        "memoryId": e.memory_id,
-        "actorId": e.actor_id,
-        "sessionId": e.session_id,
-        "eventId": e.event_id,
-        "eventTimestamp": epoch_seconds(e.event_ts),
-    });
-    if include_payload {
-        v["payload"] = e.payload.clone();
-    }
-    if let Some(b) = &e.branch_name {
-        v["branch"] = json!({"name": b});
-        if let Some(r) = &e.branch_root {
-            v["branch"]["rootEventId"] = r.clone().into();
-        }
-    }
-    if let Some(m) = &e.metadata {
-        v["metadata"] = m.clone();
-    }
-    v
+pub(crate) fn event_body(e: &EventRow, include_payload: bool) -> Result<Event, ApiError> {
+    let payload = if include_payload {
+        Some(stored("event payload", e.payload.clone())?)
+    } else {
+        None
+    };
+    let metadata = match &e.metadata {
+        Some(m) => Some(stored("event metadata", m.clone())?),
+        None => None,
+    };
+    Ok(Event {
+        memory_id: e.memory_id.clone(),
+        actor_id: e.actor_id.clone(),
+        session_id: e.session_id.clone(),
+        event_id: e.event_id.clone(),
+        event_timestamp: e.event_ts,
+        payload,
+        branch: e.branch_name.as_ref().map(|name| Branch {
+            name: name.clone(),
+            root_event_id: e.branch_root.clone(),
+        }),
+        metadata,
+    })
 }
 
-fn meta_conditions(filter: Option<&Value>) -> Result<Vec<MetaCond>, ApiError> {
+fn meta_conditions(filter: &[MetadataFilter]) -> Result<Vec<MetaCond>, ApiError> {
     let mut out = Vec::new();
-    for f in filter.and_then(Value::as_array).into_iter().flatten() {
+    for f in filter {
         let key = f
-            .get("left")
-            .and_then(|l| str_of(l, "metadataKey"))
-            .ok_or_else(|| invalid("a metadata filter needs left.metadataKey"))?
-            .to_owned();
+            .left
+            .metadata_key
+            .clone()
+            .ok_or_else(|| invalid("a metadata filter needs left.metadataKey"))?;
         let value = f
-            .get("right")
-            .and_then(|r| r.get("metadataValue"))
+            .right
+            .as_ref()
+            .and_then(|r| r.metadata_value.as_ref())
             .and_then(|v| str_of(v, "stringValue"));
-        out.push(match (str_of(f, "operator"), value) {
-            (Some("EQUALS_TO"), Some(v)) => MetaCond::Equals(key, v.to_owned()),
-            (Some("EQUALS_TO"), None) => {
+        out.push(match (f.operator.as_str(), value) {
+            ("EQUALS_TO", Some(v)) => MetaCond::Equals(key, v.to_owned()),
+            ("EQUALS_TO", None) => {
                 return Err(invalid(
                     "the EQUALS_TO metadata filter needs right.metadataValue.stringValue",
                 ));
             }
-            (Some("EXISTS"), _) => MetaCond::Exists(key),
-            (Some("NOT_EXISTS"), _) => MetaCond::NotExists(key),
+            ("EXISTS", _) => MetaCond::Exists(key),
+            ("NOT_EXISTS", _) => MetaCond::NotExists(key),
             (op, _) => return Err(invalid(format!("unsupported metadata operator {op:?}"))),
         });
     }
@@ -98,24 +106,17 @@ impl Memory {
     }
 
     /// `CreateEvent`.
-    pub async fn create_event(&self, input: Value) -> Result<Value, ApiError> {
-        let memory_id = memory_id_of(&input)?.to_owned();
+    pub async fn create_event(&self, input: CreateEventRequest) -> Result<EventResponse, ApiError> {
+        let memory_id = memory_id_of(&input.memory_id).to_owned();
         let m = self.usable(&memory_id).await?;
-        let actor_id = req_str(&input, "actorId")?.to_owned();
-        let session_id = match str_of(&input, "sessionId") {
-            Some(s) => s.to_owned(),
+        let actor_id = input.actor_id;
+        let session_id = match input.session_id {
+            Some(s) => s,
             None => format!("session-{}", random_alnum(20)),
         };
-        let ts = parse_ts(
-            input.get("eventTimestamp").unwrap_or(&Value::Null),
-            "eventTimestamp",
-        )?;
-        let payload = input.get("payload").cloned().unwrap_or_else(|| json!([]));
-        let (branch_name, branch_root) = match input.get("branch") {
-            Some(b) => (
-                str_of(b, "name").map(str::to_owned),
-                str_of(b, "rootEventId").map(str::to_owned),
-            ),
+        let ts = parse_ts(&input.event_timestamp, "eventTimestamp")?;
+        let (branch_name, branch_root) = match input.branch {
+            Some(b) => (Some(b.name), b.root_event_id),
             None => (None, None),
         };
         if let Some(root) = &branch_root {
@@ -132,9 +133,9 @@ impl Memory {
             }
         }
         if let Some(vars) = input
-            .get("extractionConfig")
-            .and_then(|c| c.get("namespaceVariables"))
-            .and_then(Value::as_object)
+            .extraction_config
+            .as_ref()
+            .and_then(|c| c.namespace_variables.as_ref())
         {
             for k in vars.keys() {
                 crate::resources::check_variable_name(
@@ -151,11 +152,9 @@ impl Memory {
             event_ts: ts,
             branch_name,
             branch_root,
-            payload,
-            metadata: input.get("metadata").cloned(),
-            client_token: str_of(&input, "clientToken")
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned),
+            payload: to_stored("event payload", &input.payload)?,
+            metadata: input.metadata.map(Value::Object),
+            client_token: input.client_token.filter(|t| !t.is_empty()),
             created_at: now_millis(),
         };
         let (tx, rx) = oneshot::channel();
@@ -172,7 +171,9 @@ impl Memory {
             debug!(event_id = %stored.event_id, "event is already past its memory's expiry");
         }
         self.inner.extract_wake.notify_one();
-        Ok(json!({"event": event_body(&stored, true)}))
+        Ok(EventResponse {
+            event: event_body(&stored, true)?,
+        })
     }
 
     /// The group-commit loop behind `CreateEvent`.
@@ -241,90 +242,94 @@ impl Memory {
     }
 
     /// `GetEvent`.
-    pub async fn get_event(&self, input: Value) -> Result<Value, ApiError> {
-        let memory_id = memory_id_of(&input)?;
+    pub async fn get_event(&self, input: GetEventRequest) -> Result<EventResponse, ApiError> {
+        let memory_id = memory_id_of(&input.memory_id);
         let m = self.usable(memory_id).await?;
-        let (a, s, e) = (
-            req_str(&input, "actorId")?,
-            req_str(&input, "sessionId")?,
-            req_str(&input, "eventId")?,
-        );
+        let e = &input.event_id;
         match self
             .inner
             .store
-            .event(memory_id, a, s, e)
+            .event(memory_id, &input.actor_id, &input.session_id, e)
             .await
             .map_err(internal)?
         {
-            Some(ev) if ev.event_ts >= expiry_cutoff(&m, now_millis()) => {
-                Ok(json!({"event": event_body(&ev, true)}))
-            }
+            Some(ev) if ev.event_ts >= expiry_cutoff(&m, now_millis()) => Ok(EventResponse {
+                event: event_body(&ev, true)?,
+            }),
             _ => Err(ApiError::not_found(format!("event {e} not found"))),
         }
     }
 
     /// `DeleteEvent`.
-    pub async fn delete_event(&self, input: Value) -> Result<Value, ApiError> {
-        let memory_id = memory_id_of(&input)?;
+    pub async fn delete_event(
+        &self,
+        input: DeleteEventRequest,
+    ) -> Result<DeleteEventResponse, ApiError> {
+        let memory_id = memory_id_of(&input.memory_id);
         self.usable(memory_id).await?;
-        let (a, s, e) = (
-            req_str(&input, "actorId")?,
-            req_str(&input, "sessionId")?,
-            req_str(&input, "eventId")?,
-        );
+        let e = &input.event_id;
         if self
             .inner
             .store
-            .delete_event(memory_id, a, s, e)
+            .delete_event(memory_id, &input.actor_id, &input.session_id, e)
             .await
             .map_err(internal)?
         {
-            Ok(json!({"eventId": e}))
+            Ok(DeleteEventResponse {
+                event_id: e.clone(),
+            })
         } else {
             Err(ApiError::not_found(format!("event {e} not found")))
         }
     }
 
     /// `ListEvents`: newest first.
-    pub async fn list_events(&self, input: Value) -> Result<Value, ApiError> {
-        let memory_id = memory_id_of(&input)?.to_owned();
+    pub async fn list_events(
+        &self,
+        input: ListEventsRequest,
+    ) -> Result<ListEventsResponse, ApiError> {
+        let memory_id = memory_id_of(&input.memory_id).to_owned();
         let m = self.usable(&memory_id).await?;
-        let limit = max_results(&input, 20);
-        let include = input
-            .get("includePayloads")
-            .and_then(Value::as_bool)
-            .unwrap_or(true);
-        let filter = input.get("filter");
+        let limit = max_results(input.max_results, 20);
+        let include = input.include_payloads.unwrap_or(true);
+        let (branch, event_metadata) = match input.filter {
+            Some(f) => (f.branch, f.event_metadata),
+            None => (None, None),
+        };
         let mut q = EventQuery {
-            actor_id: req_str(&input, "actorId")?.to_owned(),
-            session_id: req_str(&input, "sessionId")?.to_owned(),
+            actor_id: input.actor_id,
+            session_id: input.session_id,
             memory_id,
             min_ts: expiry_cutoff(&m, now_millis()),
-            before: str_of(&input, "nextToken")
+            before: input
+                .next_token
+                .as_deref()
                 .map(|t| untoken(t, 1))
                 .transpose()?
                 .and_then(|mut v| v.pop()),
-            metadata: meta_conditions(filter.and_then(|f| f.get("eventMetadata")))?,
+            metadata: meta_conditions(event_metadata.as_deref().unwrap_or(&[]))?,
             limit: limit + 1,
             ..Default::default()
         };
-        if let Some(b) = filter.and_then(|f| f.get("branch")) {
-            let name = req_str(b, "name")?.to_owned();
-            if b.get("includeParentBranches").and_then(Value::as_bool) == Some(true) {
-                q.parent_upto = self.branch_root(&q, &name).await?;
+        if let Some(b) = branch {
+            if b.include_parent_branches == Some(true) {
+                q.parent_upto = self.branch_root(&q, &b.name).await?;
             }
-            q.branch = Some(name);
+            q.branch = Some(b.name);
         }
         let mut rows = self.inner.store.list_events(&q).await.map_err(internal)?;
-        let mut out = json!({});
+        let mut next_token = None;
         if rows.len() > limit as usize {
             rows.truncate(limit as usize);
-            if let Some(last) = rows.last() {
-                out["nextToken"] = token(&[&last.event_id]).into();
-            }
+            next_token = rows.last().map(|last| token(&[&last.event_id]));
         }
-        out["events"] = rows.iter().map(|e| event_body(e, include)).collect();
-        Ok(out)
+        Ok(ListEventsResponse {
+            next_token,
+            events: rows
+                .iter()
+                .map(|e| event_body(e, include))
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     /// The event a branch forks from, read from the branch's oldest event that names it.
@@ -351,48 +356,57 @@ impl Memory {
     }
 
     /// `ListSessions`: most recently active first.
-    pub async fn list_sessions(&self, input: Value) -> Result<Value, ApiError> {
-        let memory_id = memory_id_of(&input)?;
+    pub async fn list_sessions(
+        &self,
+        input: ListSessionsRequest,
+    ) -> Result<ListSessionsResponse, ApiError> {
+        let memory_id = memory_id_of(&input.memory_id);
         let m = self.usable(memory_id).await?;
-        let actor = req_str(&input, "actorId")?;
-        let limit = max_results(&input, 20);
-        let after = str_of(&input, "nextToken").map(untoken_pair).transpose()?;
+        let limit = max_results(input.max_results, 20);
+        let after = input.next_token.as_deref().map(untoken_pair).transpose()?;
         let mut rows = self
             .inner
             .store
             .list_sessions(
                 memory_id,
-                actor,
+                &input.actor_id,
                 expiry_cutoff(&m, now_millis()),
                 after,
                 limit + 1,
             )
             .await
             .map_err(internal)?;
-        let mut out = json!({});
+        let mut next_token = None;
         if rows.len() > limit as usize {
             rows.truncate(limit as usize);
-            if let Some(last) = rows.last() {
-                out["nextToken"] =
-                    token(&[&last.last_event_ts.to_string(), &last.session_id]).into();
-            }
+            next_token = rows
+                .last()
+                .map(|last| token(&[&last.last_event_ts.to_string(), &last.session_id]));
         }
-        out["sessionSummaries"] = rows
-            .iter()
-            .map(|s| {
-                json!({"sessionId": s.session_id, "actorId": s.actor_id,
-                       "createdAt": epoch_seconds(s.created_at)})
-            })
-            .collect();
-        Ok(out)
+        Ok(ListSessionsResponse {
+            next_token,
+            session_summaries: rows
+                .into_iter()
+                .map(|s| SessionSummary {
+                    session_id: s.session_id,
+                    actor_id: s.actor_id,
+                    created_at: s.created_at,
+                })
+                .collect(),
+        })
     }
 
     /// `ListActors`: by actor id.
-    pub async fn list_actors(&self, input: Value) -> Result<Value, ApiError> {
-        let memory_id = memory_id_of(&input)?;
+    pub async fn list_actors(
+        &self,
+        input: ListActorsRequest,
+    ) -> Result<ListActorsResponse, ApiError> {
+        let memory_id = memory_id_of(&input.memory_id);
         let m = self.usable(memory_id).await?;
-        let limit = max_results(&input, 20);
-        let after = str_of(&input, "nextToken")
+        let limit = max_results(input.max_results, 20);
+        let after = input
+            .next_token
+            .as_deref()
             .map(|t| untoken(t, 1))
             .transpose()?
             .and_then(|mut v| v.pop());
@@ -407,15 +421,18 @@ impl Memory {
             )
             .await
             .map_err(internal)?;
-        let mut out = json!({});
+        let mut next_token = None;
         if rows.len() > limit as usize {
             rows.truncate(limit as usize);
-            if let Some(last) = rows.last() {
-                out["nextToken"] = token(&[last]).into();
-            }
+            next_token = rows.last().map(|last| token(&[last]));
         }
-        out["actorSummaries"] = rows.iter().map(|a| json!({"actorId": a})).collect();
-        Ok(out)
+        Ok(ListActorsResponse {
+            next_token,
+            actor_summaries: rows
+                .into_iter()
+                .map(|actor_id| ActorSummary { actor_id })
+                .collect(),
+        })
     }
 
     /// Deletes expired events and records every `purge_interval` until shutdown.

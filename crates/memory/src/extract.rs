@@ -11,12 +11,17 @@ use crate::Memory;
 use crate::events::{event_body, expiry_cutoff};
 use crate::provider::NO_PROVIDER;
 use crate::records::{new_record_id, record_body};
-use crate::resources::fill_template;
-use crate::wire::{internal, invalid, memory_id_of, req_str, str_of, token, untoken_pair};
+use crate::resources::{Spec, fill_template};
+use crate::wire::{internal, invalid, memory_id_of, stored, to_stored, token, untoken_pair};
 use berth_api::ApiError;
+use berth_api::memory::{
+    ContextRequest, ContextResponse, ExtractionJobMessages, ExtractionJobMetadata,
+    ListMemoryExtractionJobsRequest, ListMemoryExtractionJobsResponse, MemoryStrategy, MessageRef,
+    PayloadItem, StartMemoryExtractionJobRequest, StartMemoryExtractionJobResponse,
+};
 use berth_store::memory::{EventQuery, JobQuery, JobRow, RecordRow, RecordScope};
 use berth_types::{now_millis, random_alnum};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -77,14 +82,15 @@ fn parse_memories(text: &str) -> Result<Vec<String>, String> {
 }
 
 /// The strategy type extraction follows, or `None` for strategies the caller extracts itself.
-fn extraction_kind(strategy: &Value) -> Option<String> {
-    let ty = str_of(strategy, "type")?;
-    if ty != "CUSTOM" {
-        return Some(ty.to_owned());
+fn extraction_kind(strategy: &MemoryStrategy) -> Option<String> {
+    if strategy.strategy_type != "CUSTOM" {
+        return Some(strategy.strategy_type.clone());
     }
     match strategy
-        .get("configuration")
-        .and_then(|c| str_of(c, "type"))
+        .configuration
+        .as_ref()
+        .and_then(|c| c.get("type"))
+        .and_then(Value::as_str)
     {
         Some("SELF_MANAGED") | None => None,
         Some(t) => Some(t.to_owned()),
@@ -92,14 +98,14 @@ fn extraction_kind(strategy: &Value) -> Option<String> {
 }
 
 /// Text appended to the prompt by a custom strategy's override, if any.
-fn appended_prompt(strategy: &Value) -> Option<String> {
-    let cfg = strategy.get("configuration")?;
+fn appended_prompt(strategy: &MemoryStrategy) -> Option<String> {
+    let cfg = strategy.configuration.as_ref()?;
     let mut parts = Vec::new();
     for section in ["extraction", "consolidation"] {
         if let Some(o) = cfg.get(section).and_then(Value::as_object) {
             for inner in o.values().filter_map(Value::as_object) {
                 for ov in inner.values() {
-                    if let Some(p) = str_of(ov, "appendToPrompt") {
+                    if let Some(p) = ov.get("appendToPrompt").and_then(Value::as_str) {
                         parts.push(p.to_owned());
                     }
                 }
@@ -109,19 +115,18 @@ fn appended_prompt(strategy: &Value) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("\n"))
 }
 
-fn job_body(j: &JobRow) -> Value {
-    let mut v = json!({
-        "jobID": j.job_id,
-        "messages": {"messagesList": j.messages},
-        "status": j.status,
-        "strategyId": j.strategy_id,
-        "sessionId": j.session_id,
-        "actorId": j.actor_id,
-    });
-    if let Some(r) = &j.failure_reason {
-        v["failureReason"] = r.clone().into();
-    }
-    v
+fn job_body(j: &JobRow) -> Result<ExtractionJobMetadata, ApiError> {
+    Ok(ExtractionJobMetadata {
+        job_id: j.job_id.clone(),
+        messages: ExtractionJobMessages {
+            messages_list: stored("job messages", j.messages.clone())?,
+        },
+        status: j.status.clone(),
+        strategy_id: j.strategy_id.clone(),
+        session_id: j.session_id.clone(),
+        actor_id: j.actor_id.clone(),
+        failure_reason: j.failure_reason.clone(),
+    })
 }
 
 impl Memory {
@@ -155,17 +160,17 @@ impl Memory {
                 if m.status != "ACTIVE" {
                     continue;
                 }
-                let strategies: Vec<Value> = m
-                    .spec
-                    .get("strategies")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter(|s| extraction_kind(s).is_some())
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let strategies: Vec<MemoryStrategy> = match Spec::of(m) {
+                    Ok(spec) => spec
+                        .strategies
+                        .into_iter()
+                        .filter(|s| extraction_kind(s).is_some())
+                        .collect(),
+                    Err(e) => {
+                        warn!(memory_id = %m.id, error = %e.detail(), "memory not extracted");
+                        continue;
+                    }
+                };
                 if strategies.is_empty() {
                     continue;
                 }
@@ -192,14 +197,19 @@ impl Memory {
                     let Some(last) = events.last() else { continue };
                     let mut messages = Vec::new();
                     for e in &events {
-                        for (i, p) in e.payload.as_array().into_iter().flatten().enumerate() {
-                            if p.get("conversational").is_some() {
-                                messages.push(json!({"eventId": e.event_id, "messageIndex": i}));
+                        let payload: Vec<PayloadItem> = stored("event payload", e.payload.clone())?;
+                        for (i, p) in payload.iter().enumerate() {
+                            if p.conversational.is_some() {
+                                messages.push(MessageRef {
+                                    event_id: e.event_id.clone(),
+                                    message_index: i as u32,
+                                });
                             }
                         }
                     }
+                    let messages = to_stored("job messages", &messages)?;
                     let now = now_millis();
-                    let jobs: Vec<JobRow> = if messages.is_empty() {
+                    let jobs: Vec<JobRow> = if messages.as_array().is_none_or(Vec::is_empty) {
                         Vec::new()
                     } else {
                         strategies
@@ -207,14 +217,12 @@ impl Memory {
                             .map(|st| JobRow {
                                 job_id: format!("job-{}", random_alnum(24)),
                                 memory_id: m.id.clone(),
-                                strategy_id: str_of(st, "strategyId")
-                                    .unwrap_or_default()
-                                    .to_owned(),
+                                strategy_id: st.strategy_id.clone(),
                                 actor_id: s.actor_id.clone(),
                                 session_id: s.session_id.clone(),
                                 status: "PENDING".into(),
                                 failure_reason: None,
-                                messages: Value::Array(messages.clone()),
+                                messages: messages.clone(),
                                 created_at: now,
                                 updated_at: now,
                             })
@@ -276,15 +284,11 @@ impl Memory {
     /// Runs one job; returns how many records it wrote or why it failed.
     async fn run_job(&self, job: &JobRow) -> Result<usize, String> {
         let m = self.usable(&job.memory_id).await.map_err(|e| e.message)?;
-        let strategy = m
-            .spec
-            .get("strategies")
-            .and_then(Value::as_array)
-            .and_then(|a| {
-                a.iter()
-                    .find(|s| str_of(s, "strategyId") == Some(&job.strategy_id))
-            })
-            .cloned()
+        let strategy = Spec::of(&m)
+            .map_err(|e| e.message)?
+            .strategies
+            .into_iter()
+            .find(|s| s.strategy_id == job.strategy_id)
             .ok_or_else(|| format!("strategy {} no longer exists", job.strategy_id))?;
         let kind = extraction_kind(&strategy).ok_or_else(|| {
             "the strategy is self-managed: Berth does not extract for it".to_owned()
@@ -293,10 +297,9 @@ impl Memory {
             return Err(NO_PROVIDER.to_owned());
         };
         let template = strategy
-            .get("namespaces")
-            .and_then(|n| n.get(0))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+            .namespaces
+            .first()
+            .ok_or_else(|| "the strategy has no namespace".to_owned())?;
         let namespace = fill_template(
             template,
             &[
@@ -326,34 +329,32 @@ impl Memory {
     }
 
     async fn transcript(&self, job: &JobRow) -> Result<String, String> {
-        let mut cache: HashMap<String, Value> = HashMap::new();
+        let mut cache: HashMap<String, Vec<PayloadItem>> = HashMap::new();
         let mut lines = Vec::new();
-        for msg in job.messages.as_array().into_iter().flatten() {
-            let (Some(eid), Some(i)) = (
-                str_of(msg, "eventId"),
-                msg.get("messageIndex").and_then(Value::as_u64),
-            ) else {
-                continue;
-            };
-            if !cache.contains_key(eid) {
+        let messages: Vec<MessageRef> =
+            stored("job messages", job.messages.clone()).map_err(|e| e.message)?;
+        for msg in messages {
+            let eid = msg.event_id;
+            if !cache.contains_key(&eid) {
                 let e = self
                     .inner
                     .store
-                    .event(&job.memory_id, &job.actor_id, &job.session_id, eid)
+                    .event(&job.memory_id, &job.actor_id, &job.session_id, &eid)
                     .await
                     .map_err(|e| e.to_string())?;
-                cache.insert(eid.to_owned(), e.map(|e| e.payload).unwrap_or(Value::Null));
+                let payload = match e {
+                    Some(e) => stored("event payload", e.payload).map_err(|e| e.message)?,
+                    None => Vec::new(),
+                };
+                cache.insert(eid.clone(), payload);
             }
-            if let Some(c) = cache[eid]
-                .get(i as usize)
-                .and_then(|p| p.get("conversational"))
+            if let Some(c) = cache
+                .get(&eid)
+                .and_then(|p| p.get(msg.message_index as usize))
+                .and_then(|p| p.conversational.as_ref())
             {
-                let role = str_of(c, "role").unwrap_or("OTHER");
-                let text = c
-                    .get("content")
-                    .and_then(|t| str_of(t, "text"))
-                    .unwrap_or("");
-                lines.push(format!("{role}: {text}"));
+                let text = c.content.text.as_deref().unwrap_or("");
+                lines.push(format!("{}: {text}", c.role));
             }
         }
         Ok(lines.join("\n"))
@@ -447,47 +448,49 @@ impl Memory {
     }
 
     /// `ListMemoryExtractionJobs`.
-    pub async fn list_extraction_jobs(&self, input: Value) -> Result<Value, ApiError> {
-        let memory_id = memory_id_of(&input)?.to_owned();
+    pub async fn list_extraction_jobs(
+        &self,
+        input: ListMemoryExtractionJobsRequest,
+    ) -> Result<ListMemoryExtractionJobsResponse, ApiError> {
+        let memory_id = memory_id_of(&input.memory_id).to_owned();
         self.usable(&memory_id).await?;
-        let limit = input
-            .get("maxResults")
-            .and_then(Value::as_u64)
-            .map_or(20, |n| n.clamp(1, 50) as u32);
-        let f = input.get("filter").cloned().unwrap_or_default();
+        let limit = input.max_results.map_or(20, |n| n.clamp(1, 50));
+        let f = input.filter;
         let q = JobQuery {
             memory_id,
-            status: str_of(&f, "status").map(str::to_owned),
-            strategy_id: str_of(&f, "strategyId").map(str::to_owned),
-            actor_id: str_of(&f, "actorId").map(str::to_owned),
-            session_id: str_of(&f, "sessionId").map(str::to_owned),
-            after: str_of(&input, "nextToken").map(untoken_pair).transpose()?,
+            status: f.as_ref().and_then(|f| f.status.clone()),
+            strategy_id: f.as_ref().and_then(|f| f.strategy_id.clone()),
+            actor_id: f.as_ref().and_then(|f| f.actor_id.clone()),
+            session_id: f.as_ref().and_then(|f| f.session_id.clone()),
+            after: input.next_token.as_deref().map(untoken_pair).transpose()?,
             limit: limit + 1,
         };
         let mut rows = self.inner.store.list_jobs(&q).await.map_err(internal)?;
-        let mut out = json!({});
+        let mut next_token = None;
         if rows.len() > limit as usize {
             rows.truncate(limit as usize);
-            if let Some(l) = rows.last() {
-                out["nextToken"] = token(&[&l.created_at.to_string(), &l.job_id]).into();
-            }
+            next_token = rows
+                .last()
+                .map(|l| token(&[&l.created_at.to_string(), &l.job_id]));
         }
-        out["jobs"] = rows.iter().map(job_body).collect();
-        Ok(out)
+        Ok(ListMemoryExtractionJobsResponse {
+            next_token,
+            jobs: rows.iter().map(job_body).collect::<Result<_, _>>()?,
+        })
     }
 
     /// `StartMemoryExtractionJob`: re-runs a failed job.
-    pub async fn start_extraction_job(&self, input: Value) -> Result<Value, ApiError> {
-        let memory_id = memory_id_of(&input)?.to_owned();
+    pub async fn start_extraction_job(
+        &self,
+        input: StartMemoryExtractionJobRequest,
+    ) -> Result<StartMemoryExtractionJobResponse, ApiError> {
+        let memory_id = memory_id_of(&input.memory_id).to_owned();
         self.usable(&memory_id).await?;
-        let job_id = input
-            .get("extractionJob")
-            .and_then(|j| str_of(j, "jobId"))
-            .ok_or_else(|| invalid("extractionJob.jobId is required"))?;
+        let job_id = input.extraction_job.job_id;
         let Some(mut job) = self
             .inner
             .store
-            .job(&memory_id, job_id)
+            .job(&memory_id, &job_id)
             .await
             .map_err(internal)?
         else {
@@ -506,7 +509,7 @@ impl Memory {
         job.updated_at = now_millis();
         self.inner.store.put_jobs(&[job]).await.map_err(internal)?;
         self.inner.extract_wake.notify_one();
-        Ok(json!({"jobId": job_id}))
+        Ok(StartMemoryExtractionJobResponse { job_id })
     }
 
     /// The native context call: in one round trip, the recent turns of the actor's most recent
@@ -515,17 +518,18 @@ impl Memory {
     ///
     /// Input: `memoryId`, `actorId`, optional `query`, `maxTurns` (events, default 10),
     /// `topK` (default 5), `namespacePath` (overrides the strategies' namespaces).
-    pub async fn context(&self, input: Value) -> Result<Value, ApiError> {
-        let memory_id = memory_id_of(&input)?.to_owned();
+    pub async fn context(&self, input: ContextRequest) -> Result<ContextResponse, ApiError> {
+        let memory_id = memory_id_of(&input.memory_id).to_owned();
         let m = self.usable(&memory_id).await?;
-        let actor = req_str(&input, "actorId")?.to_owned();
+        let actor = input.actor_id;
+        // Negative counts are ignored, as a count that is not a number always was.
         let max_turns = input
-            .get("maxTurns")
-            .and_then(Value::as_u64)
+            .max_turns
+            .filter(|n| *n >= 0)
             .map_or(10, |n| n.clamp(1, 100) as u32);
         let top_k = input
-            .get("topK")
-            .and_then(Value::as_u64)
+            .top_k
+            .filter(|n| *n >= 0)
             .map_or(5, |n| n.clamp(1, 100) as usize);
         let now = now_millis();
         let cutoff = expiry_cutoff(&m, now);
@@ -537,7 +541,13 @@ impl Memory {
             .map_err(internal)?
             .into_iter()
             .next();
-        let mut out = json!({"memoryId": memory_id, "actorId": actor, "turns": [], "records": []});
+        let mut out = ContextResponse {
+            memory_id: memory_id.clone(),
+            actor_id: actor.clone(),
+            turns: Vec::new(),
+            records: Vec::new(),
+            session_id: None,
+        };
         if let Some(s) = &last {
             let mut events = self
                 .inner
@@ -554,27 +564,29 @@ impl Memory {
                 .map_err(internal)?;
             // Oldest first, the order a prompt reads a conversation in.
             events.reverse();
-            out["sessionId"] = s.session_id.clone().into();
-            out["turns"] = events.iter().map(|e| event_body(e, true)).collect();
+            out.session_id = Some(s.session_id.clone());
+            out.turns = events
+                .iter()
+                .map(|e| event_body(e, true))
+                .collect::<Result<_, _>>()?;
         }
-        let Some(query) = str_of(&input, "query") else {
+        let Some(query) = input.query.as_deref() else {
             return Ok(out);
         };
-        let prefixes: Vec<String> = match str_of(&input, "namespacePath") {
-            Some(p) => vec![p.to_owned()],
-            None => m
-                .spec
-                .get("strategies")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
+        let prefixes: Vec<String> = match input.namespace_path {
+            Some(p) => vec![p],
+            None => Spec::of(&m)?
+                .strategies
+                .iter()
                 .filter_map(|st| {
-                    let t = st.get("namespaces")?.get(0)?.as_str()?;
-                    let sid = str_of(st, "strategyId")?;
+                    let t = st.namespaces.first()?;
                     // Everything up to the first variable that is not the actor or strategy:
                     // records of all of the actor's sessions.
-                    let cut = t.find("{sessionId}").map_or(t, |i| &t[..i]);
-                    fill_template(cut, &[("actorId", &actor), ("memoryStrategyId", sid)])
+                    let cut = t.find("{sessionId}").map_or(t.as_str(), |i| &t[..i]);
+                    fill_template(
+                        cut,
+                        &[("actorId", &actor), ("memoryStrategyId", &st.strategy_id)],
+                    )
                 })
                 .collect(),
         };
@@ -603,7 +615,7 @@ impl Memory {
             .into_iter()
             .map(|r| (r.record_id.clone(), r))
             .collect();
-        out["records"] = hits
+        out.records = hits
             .iter()
             .filter_map(|h| by_id.remove(&h.record_id))
             .map(|r| record_body(&r, None))
@@ -615,6 +627,7 @@ impl Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn memories_parse_from_chatty_answers() {
@@ -626,18 +639,32 @@ mod tests {
 
     #[test]
     fn self_managed_strategies_are_not_extracted() {
+        let strategy = |ty: &str, configuration: Option<Value>| MemoryStrategy {
+            strategy_id: "s-1".into(),
+            name: "s".into(),
+            strategy_type: ty.into(),
+            namespaces: vec!["/x/".into()],
+            namespace_templates: vec!["/x/".into()],
+            status: "ACTIVE".into(),
+            created_at: 0.0,
+            updated_at: 0.0,
+            description: None,
+            memory_record_schema: None,
+            record_expiry_duration_days: None,
+            configuration,
+        };
         assert_eq!(
-            extraction_kind(&json!({"type": "SEMANTIC"})).unwrap(),
+            extraction_kind(&strategy("SEMANTIC", None)).unwrap(),
             "SEMANTIC"
         );
         assert!(
-            extraction_kind(&json!({"type": "CUSTOM", "configuration": {"type": "SELF_MANAGED"}}))
-                .is_none()
+            extraction_kind(&strategy("CUSTOM", Some(json!({"type": "SELF_MANAGED"})))).is_none()
         );
         assert_eq!(
-            extraction_kind(
-                &json!({"type": "CUSTOM", "configuration": {"type": "SUMMARY_OVERRIDE"}})
-            )
+            extraction_kind(&strategy(
+                "CUSTOM",
+                Some(json!({"type": "SUMMARY_OVERRIDE"}))
+            ))
             .unwrap(),
             "SUMMARY_OVERRIDE"
         );

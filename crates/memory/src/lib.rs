@@ -1,8 +1,9 @@
 //! AgentCore Memory: memory resources and their strategies (control plane), short-term events,
 //! long-term records with hybrid retrieval, and asynchronous extraction of records from events.
 //!
-//! Like `berth-control`, handlers hand this crate a request already validated against the
-//! service model (JSON in AgentCore member names) and get back the response body.
+//! Handlers hand this crate a request already validated against the service model and read
+//! into its typed form (`berth_api::memory`, AgentCore member names), and get back the typed
+//! response, which they serialise.
 //!
 //! ```text
 //! CreateEvent ──> group-commit writer ──> memory_events (durable before 201)

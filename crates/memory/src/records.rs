@@ -8,13 +8,20 @@
 use crate::Memory;
 use crate::index::{Filter, Index};
 use crate::wire::{
-    internal, invalid, max_results, memory_id_of, parse_ts, req_str, service_error, str_of, token,
+    data_ts, internal, invalid, max_results, memory_id_of, parse_ts, service_error, str_of, token,
     untoken, untoken_pair,
 };
 use berth_api::ApiError;
+use berth_api::memory::{
+    BatchCreateMemoryRecordsRequest, BatchDeleteMemoryRecordsRequest, BatchRecordsResponse,
+    BatchUpdateMemoryRecordsRequest, Content, DeleteMemoryRecordRequest,
+    DeleteMemoryRecordResponse, GetMemoryRecordRequest, GetMemoryRecordResponse,
+    ListMemoryRecordsRequest, MemoryRecord, MemoryRecordOutput, MemoryRecordsPage, MetadataFilter,
+    RecordExpirySpecification, RecordKey, RetrieveMemoryRecordsRequest,
+};
 use berth_store::memory::{EmbeddingRow, RecordRow, RecordScope};
-use berth_types::{EpochMillis, epoch_seconds, now_millis, random_alnum};
-use serde_json::{Value, json};
+use berth_types::{EpochMillis, now_millis, random_alnum};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
@@ -37,25 +44,23 @@ pub(crate) fn new_record_id() -> String {
 }
 
 /// The wire shape of a record (`MemoryRecord` / `MemoryRecordSummary`).
-pub(crate) fn record_body(r: &RecordRow, score: Option<f64>) -> Value {
-    let mut v = json!({
-        "memoryRecordId": r.record_id,
-        "content": {"text": r.content},
-        "memoryStrategyId": r.strategy_id,
-        "namespaces": [r.namespace],
-        "createdAt": epoch_seconds(r.created_at),
-        "timestamp": epoch_seconds(r.record_ts),
-    });
-    if let Some(m) = &r.metadata {
-        v["metadata"] = m.clone();
+pub(crate) fn record_body(r: &RecordRow, score: Option<f64>) -> MemoryRecord {
+    MemoryRecord {
+        memory_record_id: r.record_id.clone(),
+        content: Content {
+            text: Some(r.content.clone()),
+        },
+        memory_strategy_id: r.strategy_id.clone(),
+        namespaces: vec![r.namespace.clone()],
+        created_at: r.created_at,
+        timestamp: r.record_ts,
+        metadata: match &r.metadata {
+            Some(Value::Object(m)) => Some(m.clone()),
+            _ => None,
+        },
+        expires_at: r.expires_at,
+        score,
     }
-    if let Some(e) = r.expires_at {
-        v["expiresAt"] = epoch_seconds(e).into();
-    }
-    if let Some(s) = score {
-        v["score"] = s.into();
-    }
-    v
 }
 
 /// The words of free text worth a keyword search: lowercase, English function words left out
@@ -97,19 +102,18 @@ fn number_of(v: &Value) -> Option<f64> {
 }
 
 fn time_of(v: &Value) -> Option<EpochMillis> {
-    v.get("dateTimeValue")
-        .and_then(|t| parse_ts(t, "dateTimeValue").ok())
+    v.get("dateTimeValue").and_then(data_ts)
 }
 
 /// Whether a record's metadata satisfies every filter expression.
-pub(crate) fn metadata_matches(metadata: Option<&Value>, filters: &[Value]) -> bool {
+pub(crate) fn metadata_matches(metadata: Option<&Value>, filters: &[MetadataFilter]) -> bool {
     filters.iter().all(|f| {
-        let Some(key) = f.get("left").and_then(|l| str_of(l, "metadataKey")) else {
+        let Some(key) = f.left.metadata_key.as_deref() else {
             return false;
         };
         let have = metadata.and_then(|m| m.get(key));
-        let want = f.get("right").and_then(|r| r.get("metadataValue"));
-        match (str_of(f, "operator").unwrap_or_default(), have, want) {
+        let want = f.right.as_ref().and_then(|r| r.metadata_value.as_ref());
+        match (f.operator.as_str(), have, want) {
             ("EXISTS", h, _) => h.is_some(),
             ("NOT_EXISTS", h, _) => h.is_none(),
             (_, None, _) | (_, _, None) => false,
@@ -153,35 +157,30 @@ pub(crate) fn metadata_matches(metadata: Option<&Value>, filters: &[Value]) -> b
     })
 }
 
-fn one_namespace(v: &Value, field: &str) -> Result<Option<String>, ApiError> {
-    match v.get(field).and_then(Value::as_array) {
+/// The one namespace of a record input (`namespaces` holds exactly one).
+fn one_namespace(list: Option<&Vec<String>>, field: &str) -> Result<Option<String>, ApiError> {
+    match list {
         None => Ok(None),
-        Some(a) => match a.first().and_then(Value::as_str) {
-            Some(ns) => Ok(Some(ns.to_owned())),
+        Some(a) => match a.first() {
+            Some(ns) => Ok(Some(ns.clone())),
             None => Err(invalid(format!("{field} must hold exactly one namespace"))),
         },
     }
 }
 
-fn expiry_of(input: &Value, now: EpochMillis) -> Option<EpochMillis> {
-    input
-        .get("recordExpirySpecification")
-        .and_then(|r| r.get("recordExpiryDurationDays"))
-        .and_then(Value::as_i64)
+fn expiry_of(spec: Option<&RecordExpirySpecification>, now: EpochMillis) -> Option<EpochMillis> {
+    spec.and_then(|r| r.record_expiry_duration_days)
         .map(|d| now + d * DAY_MS)
 }
 
-fn outcome(id: &str, req: Option<&str>, err: Option<(u16, String)>) -> Value {
-    let mut v = json!({"memoryRecordId": id,
-        "status": if err.is_some() { "FAILED" } else { "SUCCEEDED" }});
-    if let Some(r) = req {
-        v["requestIdentifier"] = r.into();
+fn outcome(id: &str, req: Option<&str>, err: Option<(u16, String)>) -> MemoryRecordOutput {
+    MemoryRecordOutput {
+        memory_record_id: id.to_owned(),
+        status: if err.is_some() { "FAILED" } else { "SUCCEEDED" }.to_owned(),
+        request_identifier: req.map(str::to_owned),
+        error_code: err.as_ref().map(|e| e.0),
+        error_message: err.map(|e| e.1),
     }
-    if let Some((code, msg)) = err {
-        v["errorCode"] = code.into();
-        v["errorMessage"] = msg.into();
-    }
-    v
 }
 
 impl Memory {
@@ -247,40 +246,37 @@ impl Memory {
     }
 
     /// `BatchCreateMemoryRecords`.
-    pub async fn batch_create_records(&self, input: Value) -> Result<Value, ApiError> {
-        let memory_id = memory_id_of(&input)?.to_owned();
+    pub async fn batch_create_records(
+        &self,
+        input: BatchCreateMemoryRecordsRequest,
+    ) -> Result<BatchRecordsResponse, ApiError> {
+        let memory_id = memory_id_of(&input.memory_id).to_owned();
         self.usable(&memory_id).await?;
         let now = now_millis();
-        let expires_at = expiry_of(&input, now);
+        let expires_at = expiry_of(input.record_expiry_specification.as_ref(), now);
         let mut rows = Vec::new();
         let mut failed = Vec::new();
         let mut reqs = Vec::new();
-        for r in input
-            .get("records")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let req = str_of(r, "requestIdentifier")
-                .unwrap_or_default()
-                .to_owned();
+        for r in &input.records {
+            let req = r.request_identifier.clone();
             let id = new_record_id();
             let parsed = (|| -> Result<RecordRow, ApiError> {
                 Ok(RecordRow {
                     record_id: id.clone(),
                     memory_id: memory_id.clone(),
-                    strategy_id: str_of(r, "memoryStrategyId")
-                        .unwrap_or(EXTERNAL_STRATEGY)
-                        .to_owned(),
-                    namespace: one_namespace(r, "namespaces")?
+                    strategy_id: r
+                        .memory_strategy_id
+                        .clone()
+                        .unwrap_or_else(|| EXTERNAL_STRATEGY.to_owned()),
+                    namespace: one_namespace(Some(&r.namespaces), "namespaces")?
                         .ok_or_else(|| invalid("namespaces is required"))?,
                     content: r
-                        .get("content")
-                        .and_then(|c| str_of(c, "text"))
-                        .ok_or_else(|| invalid("content.text is required"))?
-                        .to_owned(),
-                    metadata: r.get("metadata").cloned(),
-                    record_ts: parse_ts(r.get("timestamp").unwrap_or(&Value::Null), "timestamp")?,
+                        .content
+                        .text
+                        .clone()
+                        .ok_or_else(|| invalid("content.text is required"))?,
+                    metadata: r.metadata.clone().map(Value::Object),
+                    record_ts: parse_ts(&r.timestamp, "timestamp")?,
                     expires_at,
                     embedding: None,
                     created_at: now,
@@ -295,31 +291,32 @@ impl Memory {
                 Err(e) => failed.push(outcome(&id, Some(&req), Some((400, e.message)))),
             }
         }
-        let ok: Vec<Value> = rows
+        let ok: Vec<MemoryRecordOutput> = rows
             .iter()
             .zip(&reqs)
             .map(|(r, q)| outcome(&r.record_id, Some(q), None))
             .collect();
         self.write_records(rows).await?;
-        Ok(json!({"successfulRecords": ok, "failedRecords": failed}))
+        Ok(BatchRecordsResponse {
+            successful_records: ok,
+            failed_records: failed,
+        })
     }
 
     /// `BatchUpdateMemoryRecords`.
-    pub async fn batch_update_records(&self, input: Value) -> Result<Value, ApiError> {
-        let memory_id = memory_id_of(&input)?.to_owned();
+    pub async fn batch_update_records(
+        &self,
+        input: BatchUpdateMemoryRecordsRequest,
+    ) -> Result<BatchRecordsResponse, ApiError> {
+        let memory_id = memory_id_of(&input.memory_id).to_owned();
         self.usable(&memory_id).await?;
         let now = now_millis();
-        let expires_at = expiry_of(&input, now);
+        let expires_at = expiry_of(input.record_expiry_specification.as_ref(), now);
         let mut rows = Vec::new();
         let mut ok = Vec::new();
         let mut failed = Vec::new();
-        for u in input
-            .get("records")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let id = str_of(u, "memoryRecordId").unwrap_or_default();
+        for u in &input.records {
+            let id = u.memory_record_id.as_str();
             let Some(mut r) = self
                 .inner
                 .store
@@ -334,13 +331,13 @@ impl Memory {
                 ));
                 continue;
             };
-            if let Some(t) = u.get("content").and_then(|c| str_of(c, "text")) {
+            if let Some(t) = u.content.as_ref().and_then(|c| c.text.as_deref()) {
                 if t != r.content {
                     r.embedding = None;
                 }
                 r.content = t.to_owned();
             }
-            match one_namespace(u, "namespaces") {
+            match one_namespace(u.namespaces.as_ref(), "namespaces") {
                 Ok(Some(ns)) => r.namespace = ns,
                 Ok(None) => {}
                 Err(e) => {
@@ -348,13 +345,13 @@ impl Memory {
                     continue;
                 }
             }
-            if let Some(s) = str_of(u, "memoryStrategyId") {
-                r.strategy_id = s.to_owned();
+            if let Some(s) = &u.memory_strategy_id {
+                r.strategy_id = s.clone();
             }
-            if let Some(m) = u.get("metadata") {
-                r.metadata = Some(m.clone());
+            if let Some(m) = &u.metadata {
+                r.metadata = Some(Value::Object(m.clone()));
             }
-            if let Some(t) = u.get("timestamp") {
+            if let Some(t) = &u.timestamp {
                 r.record_ts = parse_ts(t, "timestamp")?;
             }
             if expires_at.is_some() {
@@ -365,19 +362,23 @@ impl Memory {
             rows.push(r);
         }
         self.write_records(rows).await?;
-        Ok(json!({"successfulRecords": ok, "failedRecords": failed}))
+        Ok(BatchRecordsResponse {
+            successful_records: ok,
+            failed_records: failed,
+        })
     }
 
     /// `BatchDeleteMemoryRecords`.
-    pub async fn batch_delete_records(&self, input: Value) -> Result<Value, ApiError> {
-        let memory_id = memory_id_of(&input)?.to_owned();
+    pub async fn batch_delete_records(
+        &self,
+        input: BatchDeleteMemoryRecordsRequest,
+    ) -> Result<BatchRecordsResponse, ApiError> {
+        let memory_id = memory_id_of(&input.memory_id).to_owned();
         self.usable(&memory_id).await?;
         let ids: Vec<String> = input
-            .get("records")
-            .and_then(Value::as_array)
+            .records
             .into_iter()
-            .flatten()
-            .filter_map(|r| str_of(r, "memoryRecordId").map(str::to_owned))
+            .map(|r| r.memory_record_id)
             .collect();
         let gone = self
             .inner
@@ -399,13 +400,16 @@ impl Memory {
                 ));
             }
         }
-        Ok(json!({"successfulRecords": ok, "failedRecords": failed}))
+        Ok(BatchRecordsResponse {
+            successful_records: ok,
+            failed_records: failed,
+        })
     }
 
-    async fn visible_record(&self, input: &Value) -> Result<RecordRow, ApiError> {
-        let memory_id = memory_id_of(input)?;
+    async fn visible_record(&self, key: &RecordKey) -> Result<RecordRow, ApiError> {
+        let memory_id = memory_id_of(&key.memory_id);
         self.usable(memory_id).await?;
-        let id = req_str(input, "memoryRecordId")?;
+        let id = &key.memory_record_id;
         let r = self
             .inner
             .store
@@ -413,18 +417,26 @@ impl Memory {
             .await
             .map_err(internal)?
             .filter(|r| r.expires_at.is_none_or(|e| e > now_millis()))
-            .filter(|r| str_of(input, "namespace").is_none_or(|ns| ns == r.namespace));
+            .filter(|r| key.namespace.as_ref().is_none_or(|ns| *ns == r.namespace));
         r.ok_or_else(|| ApiError::not_found(format!("memory record {id} not found")))
     }
 
     /// `GetMemoryRecord`.
-    pub async fn get_record(&self, input: Value) -> Result<Value, ApiError> {
+    pub async fn get_record(
+        &self,
+        input: GetMemoryRecordRequest,
+    ) -> Result<GetMemoryRecordResponse, ApiError> {
         let r = self.visible_record(&input).await?;
-        Ok(json!({"memoryRecord": record_body(&r, None)}))
+        Ok(GetMemoryRecordResponse {
+            memory_record: record_body(&r, None),
+        })
     }
 
     /// `DeleteMemoryRecord`.
-    pub async fn delete_record(&self, input: Value) -> Result<Value, ApiError> {
+    pub async fn delete_record(
+        &self,
+        input: DeleteMemoryRecordRequest,
+    ) -> Result<DeleteMemoryRecordResponse, ApiError> {
         let r = self.visible_record(&input).await?;
         self.inner
             .store
@@ -432,31 +444,42 @@ impl Memory {
             .await
             .map_err(internal)?;
         self.inner.index.remove(&r.memory_id, &r.record_id);
-        Ok(json!({"memoryRecordId": r.record_id}))
+        Ok(DeleteMemoryRecordResponse {
+            memory_record_id: r.record_id,
+        })
     }
 
-    fn scope_of(input: &Value, memory_id: &str, strategy: Option<&str>) -> RecordScope {
+    fn scope_of(
+        memory_id: &str,
+        namespace: Option<&String>,
+        namespace_path: Option<&String>,
+        strategy: Option<&String>,
+    ) -> RecordScope {
         RecordScope {
             memory_id: memory_id.to_owned(),
-            namespace: str_of(input, "namespace").map(str::to_owned),
-            namespace_prefix: str_of(input, "namespacePath").map(str::to_owned),
-            strategy_id: strategy.map(str::to_owned),
+            namespace: namespace.cloned(),
+            namespace_prefix: namespace_path.cloned(),
+            strategy_id: strategy.cloned(),
             now: now_millis(),
         }
     }
 
     /// `ListMemoryRecords`: newest first.
-    pub async fn list_records(&self, input: Value) -> Result<Value, ApiError> {
-        let memory_id = memory_id_of(&input)?;
+    pub async fn list_records(
+        &self,
+        input: ListMemoryRecordsRequest,
+    ) -> Result<MemoryRecordsPage, ApiError> {
+        let memory_id = memory_id_of(&input.memory_id);
         self.usable(memory_id).await?;
-        let scope = Self::scope_of(&input, memory_id, str_of(&input, "memoryStrategyId"));
-        let filters: Vec<Value> = input
-            .get("metadataFilters")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let limit = max_results(&input, 20) as usize;
-        let mut after = str_of(&input, "nextToken").map(untoken_pair).transpose()?;
+        let scope = Self::scope_of(
+            memory_id,
+            input.namespace.as_ref(),
+            input.namespace_path.as_ref(),
+            input.memory_strategy_id.as_ref(),
+        );
+        let filters = input.metadata_filters.as_deref().unwrap_or(&[]);
+        let limit = max_results(input.max_results, 20) as usize;
+        let mut after = input.next_token.as_deref().map(untoken_pair).transpose()?;
         let mut out: Vec<RecordRow> = Vec::new();
         let mut more = false;
         // Metadata filters apply after the keyset walk, so keep walking until a page is full.
@@ -470,7 +493,7 @@ impl Memory {
             let full = page.len() == 100;
             for r in page {
                 after = Some((r.created_at, r.record_id.clone()));
-                if !metadata_matches(r.metadata.as_ref(), &filters) {
+                if !metadata_matches(r.metadata.as_ref(), filters) {
                     continue;
                 }
                 if out.len() == limit {
@@ -483,38 +506,42 @@ impl Memory {
                 break;
             }
         }
-        let mut body = json!({
-            "memoryRecordSummaries": out.iter().map(|r| record_body(r, None)).collect::<Vec<_>>()
-        });
-        if more && let Some(last) = out.last() {
-            body["nextToken"] = token(&[&last.created_at.to_string(), &last.record_id]).into();
-        }
-        Ok(body)
+        let next_token = if more {
+            out.last()
+                .map(|last| token(&[&last.created_at.to_string(), &last.record_id]))
+        } else {
+            None
+        };
+        Ok(MemoryRecordsPage {
+            memory_record_summaries: out.iter().map(|r| record_body(r, None)).collect(),
+            next_token,
+        })
     }
 
     /// `RetrieveMemoryRecords`: hybrid keyword + vector search fused by reciprocal rank.
-    pub async fn retrieve_records(&self, input: Value) -> Result<Value, ApiError> {
-        let memory_id = memory_id_of(&input)?.to_owned();
+    pub async fn retrieve_records(
+        &self,
+        input: RetrieveMemoryRecordsRequest,
+    ) -> Result<MemoryRecordsPage, ApiError> {
+        let memory_id = memory_id_of(&input.memory_id).to_owned();
         self.usable(&memory_id).await?;
-        if str_of(&input, "namespace").is_none() && str_of(&input, "namespacePath").is_none() {
+        if input.namespace.is_none() && input.namespace_path.is_none() {
             return Err(invalid("one of namespace or namespacePath is required"));
         }
-        let criteria = input.get("searchCriteria").cloned().unwrap_or_default();
-        let query = req_str(&criteria, "searchQuery")?.to_owned();
-        let top_k = criteria
-            .get("topK")
-            .and_then(Value::as_u64)
-            .map_or(10, |k| k.clamp(1, 100) as usize);
-        let filters: Vec<Value> = criteria
-            .get("metadataFilters")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let scope = Self::scope_of(&input, &memory_id, str_of(&criteria, "memoryStrategyId"));
+        let criteria = &input.search_criteria;
+        let query = criteria.search_query.as_str();
+        let top_k = criteria.top_k.map_or(10, |k| k.clamp(1, 100) as usize);
+        let filters = criteria.metadata_filters.as_deref().unwrap_or(&[]);
+        let scope = Self::scope_of(
+            &memory_id,
+            input.namespace.as_ref(),
+            input.namespace_path.as_ref(),
+            criteria.memory_strategy_id.as_ref(),
+        );
         // Metadata filters are applied after fusion, so over-fetch when they are present.
         let n = (top_k * CANDIDATES_PER_RESULT * if filters.is_empty() { 1 } else { 4 })
             .max(MIN_CANDIDATES);
-        let hits = self.hybrid_search(&scope, &query, n).await?;
+        let hits = self.hybrid_search(&scope, query, n).await?;
         let ids: Vec<String> = hits.iter().map(|h| h.record_id.clone()).collect();
         let mut by_id: HashMap<String, RecordRow> = self
             .inner
@@ -529,20 +556,20 @@ impl Memory {
             .into_iter()
             .filter_map(|h| by_id.remove(&h.record_id).map(|r| (r, h)))
             .filter(|(r, _)| r.expires_at.is_none_or(|e| e > scope.now))
-            .filter(|(r, _)| metadata_matches(r.metadata.as_ref(), &filters))
+            .filter(|(r, _)| metadata_matches(r.metadata.as_ref(), filters))
             .take(top_k)
             .collect();
         // Fusion chooses the top K; within it, records are reported by their score, best first,
         // so scores are descending as clients expect.
         chosen.sort_by(|a, b| b.1.score().total_cmp(&a.1.score()));
-        let summaries: Vec<Value> = chosen
+        let mut summaries: Vec<MemoryRecord> = chosen
             .into_iter()
             .map(|(r, h)| record_body(&r, Some(h.score())))
             .collect();
         // Pages are windows of the ranked top K; the token names the offset and the search it
         // belongs to, so it cannot be replayed against another query.
         let fingerprint = search_fingerprint(&input);
-        let offset = match str_of(&input, "nextToken") {
+        let offset = match input.next_token.as_deref() {
             Some(t) => {
                 let parts = untoken(t, 2)?;
                 if parts[1] != fingerprint {
@@ -557,15 +584,14 @@ impl Memory {
             }
             None => 0,
         };
-        let page = max_results(&input, RETRIEVE_PAGE) as usize;
+        let page = max_results(input.max_results, RETRIEVE_PAGE) as usize;
         let end = (offset + page).min(summaries.len());
-        let mut body = json!({
-            "memoryRecordSummaries": summaries.get(offset..end).unwrap_or_default(),
-        });
-        if end < summaries.len() {
-            body["nextToken"] = token(&[&end.to_string(), &fingerprint]).into();
-        }
-        Ok(body)
+        let next_token = (end < summaries.len()).then(|| token(&[&end.to_string(), &fingerprint]));
+        summaries.truncate(end);
+        Ok(MemoryRecordsPage {
+            memory_record_summaries: summaries.split_off(offset.min(end)),
+            next_token,
+        })
     }
 
     /// Records in scope ranked by fused keyword and vector relevance, best first.
@@ -745,18 +771,22 @@ fn rrf(rank: usize) -> f64 {
 
 /// What identifies one search across its pages: scope and criteria, hashed (stable across
 /// processes: `DefaultHasher::new` has fixed keys).
-fn search_fingerprint(input: &Value) -> String {
+fn search_fingerprint(input: &RetrieveMemoryRecordsRequest) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    for k in ["memoryId", "namespace", "namespacePath", "searchCriteria"] {
-        input.get(k).map(Value::to_string).hash(&mut h);
-    }
+    input.memory_id.hash(&mut h);
+    input.namespace.hash(&mut h);
+    input.namespace_path.hash(&mut h);
+    serde_json::to_string(&input.search_criteria)
+        .ok()
+        .hash(&mut h);
     format!("{:016x}", h.finish())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn keyword_terms_keep_the_meaningful_words_once() {
@@ -776,9 +806,11 @@ mod tests {
         let m = json!({"tier": {"stringValue": "gold"}, "n": {"numberValue": 5},
                        "tags": {"stringListValue": ["a", "b"]}});
         let f = |op: &str, key: &str, right: Value| {
-            json!({"left": {"metadataKey": key}, "operator": op,
-                   "right": {"metadataValue": right}})
+            serde_json::from_value::<MetadataFilter>(json!({"left": {"metadataKey": key},
+                "operator": op, "right": {"metadataValue": right}}))
+            .unwrap()
         };
+        let bare = |v: Value| serde_json::from_value::<MetadataFilter>(v).unwrap();
         assert!(metadata_matches(
             Some(&m),
             &[f("EQUALS_TO", "tier", json!({"stringValue": "gold"}))]
@@ -801,11 +833,15 @@ mod tests {
         ));
         assert!(metadata_matches(
             Some(&m),
-            &[json!({"left": {"metadataKey": "x"}, "operator": "NOT_EXISTS"})]
+            &[bare(
+                json!({"left": {"metadataKey": "x"}, "operator": "NOT_EXISTS"})
+            )]
         ));
         assert!(!metadata_matches(
             None,
-            &[json!({"left": {"metadataKey": "x"}, "operator": "EXISTS"})]
+            &[bare(
+                json!({"left": {"metadataKey": "x"}, "operator": "EXISTS"})
+            )]
         ));
     }
 }

@@ -7,22 +7,20 @@
 //! ```
 
 use crate::Memory;
-use crate::wire::{internal, invalid, max_results, req_str, str_of, token, untoken_pair};
+use crate::wire::{internal, invalid, max_results, stored, to_stored, token, untoken_pair};
+use berth_api::memory::{
+    CreateMemoryRequest, DeleteMemoryRequest, DeleteMemoryResponse, GetMemoryRequest, IndexedKey,
+    ListMemoriesRequest, ListMemoriesResponse, MemoryDescription, MemoryResponse, MemoryStrategy,
+    MemoryStrategyInput, MemorySummary, NamespaceKeyEntry, UpdateMemoryRequest,
+};
 use berth_api::{ApiError, ErrorKind};
 use berth_store::memory::{MemoryRow, TokenRow};
 use berth_types::{epoch_seconds, now_millis, random_alnum};
-use serde_json::{Map, Value, json};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tracing::{error, info};
-
-/// The input union members of a strategy, with the type each becomes.
-const STRATEGY_KINDS: [(&str, &str); 5] = [
-    ("semanticMemoryStrategy", "SEMANTIC"),
-    ("summaryMemoryStrategy", "SUMMARIZATION"),
-    ("userPreferenceMemoryStrategy", "USER_PREFERENCE"),
-    ("episodicMemoryStrategy", "EPISODIC"),
-    ("customMemoryStrategy", "CUSTOM"),
-];
 
 /// Namespace variables every strategy may use.
 const BUILTIN_VARS: [&str; 3] = ["actorId", "sessionId", "memoryStrategyId"];
@@ -40,12 +38,50 @@ fn default_namespace(kind: &str) -> &'static str {
     }
 }
 
-fn request_hash(input: &Value) -> String {
-    let mut v = input.clone();
+/// What identifies a request for idempotency: its members other than `clientToken`, hashed.
+fn request_hash(input: &impl Serialize) -> Result<String, ApiError> {
+    let mut v = to_stored("request", input)?;
     if let Some(o) = v.as_object_mut() {
         o.remove("clientToken");
     }
-    hex::encode(Sha256::digest(v.to_string().as_bytes()))
+    Ok(hex::encode(Sha256::digest(v.to_string().as_bytes())))
+}
+
+/// What Berth keeps in [`MemoryRow::spec`]: the memory's optional members and its strategies
+/// (in output shape, so they are answered as stored).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Spec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_key_arn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_execution_role_arn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indexed_keys: Option<Vec<IndexedKey>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace_keys: Option<Vec<NamespaceKeyEntry>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_delivery_resources: Option<Value>,
+    #[serde(default)]
+    pub strategies: Vec<MemoryStrategy>,
+}
+
+impl Spec {
+    /// The spec of a stored memory.
+    pub(crate) fn of(m: &MemoryRow) -> Result<Self, ApiError> {
+        stored("memory spec", m.spec.clone())
+    }
+
+    /// The custom namespace variables' names.
+    fn keys(&self) -> Vec<String> {
+        self.namespace_keys
+            .iter()
+            .flatten()
+            .map(|k| k.key.clone())
+            .collect()
+    }
 }
 
 /// Variables (`{name}`) a namespace template uses.
@@ -108,17 +144,6 @@ fn check_templates(templates: &[String], custom_keys: &[String]) -> Result<(), A
     Ok(())
 }
 
-fn namespace_keys(spec: &Value) -> Vec<String> {
-    spec.get("namespaceKeys")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|k| str_of(k, "key").map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The override type and configuration of a custom strategy, in output shape.
 fn custom_configuration(cfg: &Value) -> Value {
     let Some((key, body)) = cfg.as_object().and_then(|o| o.iter().next()) else {
@@ -151,78 +176,51 @@ fn custom_configuration(cfg: &Value) -> Value {
 }
 
 /// Builds a stored strategy from one `MemoryStrategyInput` union.
-fn new_strategy(input: &Value, custom_keys: &[String], now: i64) -> Result<Value, ApiError> {
-    let Some((key, body)) = input.as_object().and_then(|o| o.iter().next()) else {
-        return Err(invalid(
-            "a memory strategy must set exactly one strategy type",
-        ));
-    };
-    let kind = STRATEGY_KINDS
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, t)| *t)
-        .ok_or_else(|| invalid(format!("unknown memory strategy type {key}")))?;
-    let name = req_str(body, "name")?;
+fn new_strategy(
+    input: &MemoryStrategyInput,
+    custom_keys: &[String],
+    now: i64,
+) -> Result<MemoryStrategy, ApiError> {
+    let (kind, body) = input.parts();
     let templates: Vec<String> = body
-        .get("namespaceTemplates")
-        .or_else(|| body.get("namespaces"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
+        .templates()
+        .cloned()
         .unwrap_or_else(|| vec![default_namespace(kind).to_owned()]);
     check_templates(&templates, custom_keys)?;
-    let id = format!("{name}-{}", random_alnum(10));
-    let mut s = json!({
-        "strategyId": id,
-        "name": name,
-        "type": kind,
-        "namespaces": templates,
-        "namespaceTemplates": templates,
-        "status": "CREATING",
-        "createdAt": epoch_seconds(now),
-        "updatedAt": epoch_seconds(now),
-    });
-    if let Some(d) = str_of(body, "description") {
-        s["description"] = d.into();
-    }
-    if let Some(schema) = body.get("memoryRecordSchema") {
-        s["memoryRecordSchema"] = schema.clone();
-    }
-    if let Some(days) = body
-        .get("recordExpirySpecification")
-        .and_then(|r| r.get("recordExpiryDurationDays"))
-    {
-        s["recordExpiryDurationDays"] = days.clone();
-    }
+    let mut configuration = None;
     if kind == "CUSTOM" {
-        let cfg = body
-            .get("configuration")
+        configuration = body
+            .configuration
+            .as_ref()
             .map(custom_configuration)
-            .unwrap_or(Value::Null);
-        if !cfg.is_null() {
-            s["configuration"] = cfg;
-        }
+            .filter(|c| !c.is_null());
     }
     if kind == "EPISODIC"
-        && let Some(r) = body.get("reflectionConfiguration")
+        && let Some(r) = &body.reflection_configuration
     {
-        s["configuration"] = json!({"reflection": {"episodicReflectionConfiguration": r}});
+        configuration = Some(json!({"reflection": {"episodicReflectionConfiguration": r}}));
     }
-    Ok(s)
+    Ok(MemoryStrategy {
+        strategy_id: format!("{}-{}", body.name, random_alnum(10)),
+        name: body.name.clone(),
+        strategy_type: kind.to_owned(),
+        namespaces: templates.clone(),
+        namespace_templates: templates,
+        status: "CREATING".into(),
+        created_at: epoch_seconds(now),
+        updated_at: epoch_seconds(now),
+        description: body.description.clone(),
+        memory_record_schema: body.memory_record_schema.clone(),
+        record_expiry_duration_days: body
+            .record_expiry_specification
+            .as_ref()
+            .and_then(|r| r.record_expiry_duration_days),
+        configuration,
+    })
 }
 
-fn strategies(spec: &Value) -> Vec<Value> {
-    spec.get("strategies")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn check_unique_names(list: &[Value]) -> Result<(), ApiError> {
-    let mut names: Vec<&str> = list.iter().filter_map(|s| str_of(s, "name")).collect();
+fn check_unique_names(list: &[MemoryStrategy]) -> Result<(), ApiError> {
+    let mut names: Vec<&str> = list.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
         return Err(invalid(format!(
@@ -239,35 +237,34 @@ fn check_unique_names(list: &[Value]) -> Result<(), ApiError> {
     Ok(())
 }
 
+fn check_namespace_keys(keys: &[String]) -> Result<(), ApiError> {
+    for (i, k) in keys.iter().enumerate() {
+        check_variable_name(&format!("namespaceKeys.{}.key", i + 1), k)?;
+    }
+    Ok(())
+}
+
 impl Memory {
     /// The full `Memory` output shape.
-    pub(crate) fn memory_body(&self, m: &MemoryRow) -> Value {
-        let mut v = json!({
-            "arn": self.arn(&m.id),
-            "id": m.id,
-            "name": m.name,
-            "eventExpiryDuration": m.event_expiry_days,
-            "status": m.status,
-            "createdAt": epoch_seconds(m.created_at),
-            "updatedAt": epoch_seconds(m.updated_at),
-            "strategies": strategies(&m.spec),
-        });
-        if let Some(r) = &m.failure_reason {
-            v["failureReason"] = r.clone().into();
-        }
-        for k in [
-            "description",
-            "encryptionKeyArn",
-            "memoryExecutionRoleArn",
-            "indexedKeys",
-            "namespaceKeys",
-            "streamDeliveryResources",
-        ] {
-            if let Some(x) = m.spec.get(k) {
-                v[k] = x.clone();
-            }
-        }
-        v
+    pub(crate) fn memory_body(&self, m: &MemoryRow) -> Result<MemoryDescription, ApiError> {
+        let spec = Spec::of(m)?;
+        Ok(MemoryDescription {
+            arn: self.arn(&m.id),
+            id: m.id.clone(),
+            name: m.name.clone(),
+            event_expiry_duration: m.event_expiry_days,
+            status: m.status.clone(),
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            strategies: spec.strategies,
+            failure_reason: m.failure_reason.clone(),
+            description: spec.description,
+            encryption_key_arn: spec.encryption_key_arn,
+            memory_execution_role_arn: spec.memory_execution_role_arn,
+            indexed_keys: spec.indexed_keys,
+            namespace_keys: spec.namespace_keys,
+            stream_delivery_resources: spec.stream_delivery_resources,
+        })
     }
 
     fn arn(&self, id: &str) -> String {
@@ -334,83 +331,88 @@ impl Memory {
         Ok(())
     }
 
-    async fn replay(&self, op: &str, input: &Value) -> Result<Option<Value>, ApiError> {
-        let Some(t) = str_of(input, "clientToken").filter(|t| !t.is_empty()) else {
+    /// The answer already given to a request with this client token, if any.
+    async fn replay<T: DeserializeOwned>(
+        &self,
+        op: &str,
+        token: Option<&str>,
+        hash: &str,
+    ) -> Result<Option<T>, ApiError> {
+        let Some(t) = token.filter(|t| !t.is_empty()) else {
             return Ok(None);
         };
         match self.inner.store.token(op, t).await.map_err(internal)? {
-            Some(r) if r.request_hash == request_hash(input) => Ok(Some(r.response)),
+            Some(r) if r.request_hash == hash => {
+                Ok(Some(stored("idempotent response", r.response)?))
+            }
             Some(_) => Err(ApiError::idempotent_mismatch()),
             None => Ok(None),
         }
     }
 
-    fn remember(op: &str, input: &Value, response: &Value) -> Option<TokenRow> {
-        str_of(input, "clientToken")
-            .filter(|t| !t.is_empty())
-            .map(|t| TokenRow {
-                operation: op.to_owned(),
-                token: t.to_owned(),
-                request_hash: request_hash(input),
-                response: response.clone(),
-                created_at: now_millis(),
-            })
+    /// The token row that makes a retry with the same client token answer `response` again.
+    fn remember(
+        op: &str,
+        token: Option<&str>,
+        hash: String,
+        response: &impl Serialize,
+    ) -> Result<Option<TokenRow>, ApiError> {
+        let Some(t) = token.filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        Ok(Some(TokenRow {
+            operation: op.to_owned(),
+            token: t.to_owned(),
+            request_hash: hash,
+            response: to_stored("response", response)?,
+            created_at: now_millis(),
+        }))
     }
 
     /// `CreateMemory`.
-    pub async fn create_memory(&self, input: Value) -> Result<Value, ApiError> {
+    pub async fn create_memory(
+        &self,
+        input: CreateMemoryRequest,
+    ) -> Result<MemoryResponse, ApiError> {
         let _g = self.inner.resource_lock.lock().await;
-        if let Some(r) = self.replay("CreateMemory", &input).await? {
+        let token = input.client_token.as_deref();
+        let hash = request_hash(&input)?;
+        if let Some(r) = self.replay("CreateMemory", token, &hash).await? {
             return Ok(r);
         }
-        let name = req_str(&input, "name")?.to_owned();
         let now = now_millis();
-        let mut spec = Map::new();
-        for k in [
-            "description",
-            "encryptionKeyArn",
-            "memoryExecutionRoleArn",
-            "indexedKeys",
-            "namespaceKeys",
-            "streamDeliveryResources",
-        ] {
-            if let Some(v) = input.get(k) {
-                spec.insert(k.to_owned(), v.clone());
-            }
-        }
-        let spec = Value::Object(spec);
-        let keys = namespace_keys(&spec);
-        for (i, k) in keys.iter().enumerate() {
-            check_variable_name(&format!("namespaceKeys.{}.key", i + 1), k)?;
-        }
-        let list: Vec<Value> = input
-            .get("memoryStrategies")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|s| new_strategy(s, &keys, now))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?
-            .unwrap_or_default();
-        check_unique_names(&list)?;
-        let mut spec = spec;
-        spec["strategies"] = Value::Array(list);
+        let mut spec = Spec {
+            description: input.description.clone(),
+            encryption_key_arn: input.encryption_key_arn.clone(),
+            memory_execution_role_arn: input.memory_execution_role_arn.clone(),
+            indexed_keys: input.indexed_keys.clone(),
+            namespace_keys: input.namespace_keys.clone(),
+            stream_delivery_resources: input.stream_delivery_resources.clone(),
+            strategies: Vec::new(),
+        };
+        let keys = spec.keys();
+        check_namespace_keys(&keys)?;
+        spec.strategies = input
+            .memory_strategies
+            .iter()
+            .flatten()
+            .map(|s| new_strategy(s, &keys, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_unique_names(&spec.strategies)?;
         let m = MemoryRow {
-            id: format!("{name}-{}", random_alnum(10)),
-            name,
+            id: format!("{}-{}", input.name, random_alnum(10)),
+            name: input.name.clone(),
             status: "CREATING".into(),
             failure_reason: None,
-            event_expiry_days: input
-                .get("eventExpiryDuration")
-                .and_then(Value::as_u64)
-                .unwrap_or(90) as u32,
-            spec,
+            event_expiry_days: input.event_expiry_duration.unwrap_or(90),
+            spec: to_stored("memory spec", &spec)?,
             created_at: now,
             updated_at: now,
         };
-        let response = json!({"memory": self.memory_body(&m)});
-        let tok = Self::remember("CreateMemory", &input, &response);
+        let response = MemoryResponse {
+            memory: self.memory_body(&m)?,
+        };
+        let tok = Self::remember("CreateMemory", token, hash, &response)?;
         self.save(&m, tok.as_ref(), true).await?;
         info!(memory_id = %m.id, "memory created");
         self.spawn_activation(m.id.clone());
@@ -437,14 +439,14 @@ impl Memory {
             return Ok(());
         }
         let now = now_millis();
-        let mut list = strategies(&m.spec);
-        for s in &mut list {
-            if str_of(s, "status") == Some("CREATING") {
-                s["status"] = "ACTIVE".into();
-                s["updatedAt"] = epoch_seconds(now).into();
+        let mut spec = Spec::of(&m)?;
+        for s in &mut spec.strategies {
+            if s.status == "CREATING" {
+                s.status = "ACTIVE".into();
+                s.updated_at = epoch_seconds(now);
             }
         }
-        m.spec["strategies"] = Value::Array(list);
+        m.spec = to_stored("memory spec", &spec)?;
         if m.status == "CREATING" || m.status == "UPDATING" {
             m.status = "ACTIVE".into();
         }
@@ -468,55 +470,64 @@ impl Memory {
     }
 
     /// `GetMemory`.
-    pub async fn get_memory(&self, input: Value) -> Result<Value, ApiError> {
-        let id = req_str(&input, "memoryId")?;
+    pub async fn get_memory(&self, input: GetMemoryRequest) -> Result<MemoryResponse, ApiError> {
+        let id = &input.memory_id;
         match self.memory_row(id).await? {
-            Some(m) => Ok(json!({"memory": self.memory_body(&m)})),
+            Some(m) => Ok(MemoryResponse {
+                memory: self.memory_body(&m)?,
+            }),
             None => Err(ApiError::not_found(format!("memory {id} not found"))),
         }
     }
 
     /// `ListMemories`.
-    pub async fn list_memories(&self, input: Value) -> Result<Value, ApiError> {
-        let limit = max_results(&input, 100);
-        let after = str_of(&input, "nextToken").map(untoken_pair).transpose()?;
+    pub async fn list_memories(
+        &self,
+        input: ListMemoriesRequest,
+    ) -> Result<ListMemoriesResponse, ApiError> {
+        let limit = max_results(input.max_results, 100);
+        let after = input.next_token.as_deref().map(untoken_pair).transpose()?;
         let mut rows = self
             .inner
             .store
             .list_memories(after, limit + 1)
             .await
             .map_err(internal)?;
-        let next = (rows.len() > limit as usize).then(|| {
+        let mut next_token = None;
+        if rows.len() > limit as usize {
             rows.truncate(limit as usize);
-            rows.last()
-                .map(|m| token(&[&m.created_at.to_string(), &m.id]))
-        });
-        let memories: Vec<Value> = rows
+            next_token = rows
+                .last()
+                .map(|m| token(&[&m.created_at.to_string(), &m.id]));
+        }
+        let memories = rows
             .iter()
-            .map(|m| {
-                json!({
-                    "arn": self.arn(&m.id),
-                    "id": m.id,
-                    "status": m.status,
-                    "createdAt": epoch_seconds(m.created_at),
-                    "updatedAt": epoch_seconds(m.updated_at),
-                })
+            .map(|m| MemorySummary {
+                arn: self.arn(&m.id),
+                id: m.id.clone(),
+                status: m.status.clone(),
+                created_at: m.created_at,
+                updated_at: m.updated_at,
             })
             .collect();
-        let mut out = json!({ "memories": memories });
-        if let Some(Some(t)) = next {
-            out["nextToken"] = t.into();
-        }
-        Ok(out)
+        Ok(ListMemoriesResponse {
+            memories,
+            next_token,
+        })
     }
 
     /// `UpdateMemory`: description, expiry, and strategies added, modified or deleted.
-    pub async fn update_memory(&self, input: Value) -> Result<Value, ApiError> {
+    pub async fn update_memory(
+        &self,
+        input: UpdateMemoryRequest,
+    ) -> Result<MemoryResponse, ApiError> {
         let _g = self.inner.resource_lock.lock().await;
-        if let Some(r) = self.replay("UpdateMemory", &input).await? {
+        let token = input.client_token.as_deref();
+        let hash = request_hash(&input)?;
+        if let Some(r) = self.replay("UpdateMemory", token, &hash).await? {
             return Ok(r);
         }
-        let id = req_str(&input, "memoryId")?;
+        let id = &input.memory_id;
         let Some(mut m) = self.memory_row(id).await? else {
             return Err(ApiError::not_found(format!("memory {id} not found")));
         };
@@ -524,52 +535,39 @@ impl Memory {
             return Err(ApiError::conflict(format!("memory {id} is being deleted")));
         }
         let now = now_millis();
-        if let Some(d) = input.get("description") {
-            m.spec["description"] = d.clone();
+        let mut spec = Spec::of(&m)?;
+        if let Some(d) = &input.description {
+            spec.description = Some(d.clone());
         }
-        if let Some(r) = input.get("memoryExecutionRoleArn") {
-            m.spec["memoryExecutionRoleArn"] = r.clone();
+        if let Some(r) = &input.memory_execution_role_arn {
+            spec.memory_execution_role_arn = Some(r.clone());
         }
-        if let Some(s) = input.get("streamDeliveryResources") {
-            m.spec["streamDeliveryResources"] = s.clone();
+        if let Some(s) = &input.stream_delivery_resources {
+            spec.stream_delivery_resources = Some(s.clone());
         }
-        if let Some(k) = input.get("namespaceKeys") {
-            m.spec["namespaceKeys"] = k.clone();
+        if let Some(k) = &input.namespace_keys {
+            spec.namespace_keys = Some(k.clone());
         }
-        if let Some(add) = input.get("addIndexedKeys").and_then(Value::as_array) {
-            let mut keys = m
-                .spec
-                .get("indexedKeys")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+        if let Some(add) = &input.add_indexed_keys {
+            let keys = spec.indexed_keys.get_or_insert_with(Vec::new);
             for k in add {
-                if !keys.iter().any(|x| x.get("key") == k.get("key")) {
+                if !keys.iter().any(|x| x.key == k.key) {
                     keys.push(k.clone());
                 }
             }
-            m.spec["indexedKeys"] = Value::Array(keys);
         }
-        if let Some(d) = input.get("eventExpiryDuration").and_then(Value::as_u64) {
-            m.event_expiry_days = d as u32;
+        if let Some(d) = input.event_expiry_duration {
+            m.event_expiry_days = d;
         }
-        let keys = namespace_keys(&m.spec);
-        for (i, k) in keys.iter().enumerate() {
-            check_variable_name(&format!("namespaceKeys.{}.key", i + 1), k)?;
-        }
-        let mut list = strategies(&m.spec);
+        let keys = spec.keys();
+        check_namespace_keys(&keys)?;
+        let list = &mut spec.strategies;
         let mut changed_strategies = false;
-        if let Some(ms) = input.get("memoryStrategies") {
-            let ids = |s: &Value| str_of(s, "memoryStrategyId").unwrap_or_default().to_owned();
-            for d in ms
-                .get("deleteMemoryStrategies")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let sid = ids(d);
+        if let Some(ms) = &input.memory_strategies {
+            for d in ms.delete_memory_strategies.iter().flatten() {
+                let sid = &d.memory_strategy_id;
                 let before = list.len();
-                list.retain(|s| str_of(s, "strategyId") != Some(sid.as_str()));
+                list.retain(|s| &s.strategy_id != sid);
                 if list.len() == before {
                     return Err(ApiError::not_found(format!(
                         "memory strategy {sid} not found in memory {id}"
@@ -577,78 +575,62 @@ impl Memory {
                 }
                 changed_strategies = true;
             }
-            for md in ms
-                .get("modifyMemoryStrategies")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let sid = ids(md);
-                let Some(s) = list
-                    .iter_mut()
-                    .find(|s| str_of(s, "strategyId") == Some(sid.as_str()))
-                else {
+            for md in ms.modify_memory_strategies.iter().flatten() {
+                let sid = &md.memory_strategy_id;
+                let Some(s) = list.iter_mut().find(|s| &s.strategy_id == sid) else {
                     return Err(ApiError::not_found(format!(
                         "memory strategy {sid} not found in memory {id}"
                     )));
                 };
-                if let Some(d) = md.get("description") {
-                    s["description"] = d.clone();
+                if let Some(d) = &md.description {
+                    s.description = Some(d.clone());
                 }
-                if let Some(t) = md
-                    .get("namespaceTemplates")
-                    .or_else(|| md.get("namespaces"))
-                    .and_then(Value::as_array)
-                {
-                    let t: Vec<String> = t
-                        .iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect();
-                    check_templates(&t, &keys)?;
-                    s["namespaces"] = json!(t);
-                    s["namespaceTemplates"] = json!(t);
+                if let Some(t) = md.templates() {
+                    check_templates(t, &keys)?;
+                    s.namespaces = t.clone();
+                    s.namespace_templates = t.clone();
                 }
-                if let Some(schema) = md.get("memoryRecordSchema") {
-                    s["memoryRecordSchema"] = schema.clone();
+                if let Some(schema) = &md.memory_record_schema {
+                    s.memory_record_schema = Some(schema.clone());
                 }
                 if let Some(days) = md
-                    .get("recordExpirySpecification")
-                    .and_then(|r| r.get("recordExpiryDurationDays"))
+                    .record_expiry_specification
+                    .as_ref()
+                    .and_then(|r| r.record_expiry_duration_days)
                 {
-                    s["recordExpiryDurationDays"] = days.clone();
+                    s.record_expiry_duration_days = Some(days);
                 }
-                if let Some(cfg) = md.get("configuration") {
+                if let Some(cfg) = &md.configuration {
                     // Modification inputs are already in the output's wrapped shape; keep the
                     // override type the strategy was created with.
-                    let ty = s.get("configuration").and_then(|c| c.get("type")).cloned();
+                    let ty = s
+                        .configuration
+                        .as_ref()
+                        .and_then(|c| c.get("type"))
+                        .cloned();
                     let mut c = cfg.clone();
                     if let (Some(ty), Some(o)) = (ty, c.as_object_mut()) {
                         o.insert("type".into(), ty);
                     }
-                    s["configuration"] = c;
+                    s.configuration = Some(c);
                 }
-                s["updatedAt"] = epoch_seconds(now).into();
+                s.updated_at = epoch_seconds(now);
                 changed_strategies = true;
             }
-            for a in ms
-                .get("addMemoryStrategies")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for a in ms.add_memory_strategies.iter().flatten() {
                 list.push(new_strategy(a, &keys, now)?);
                 changed_strategies = true;
             }
         }
-        check_unique_names(&list)?;
-        m.spec["strategies"] = Value::Array(list);
+        check_unique_names(&spec.strategies)?;
+        let activating =
+            changed_strategies && spec.strategies.iter().any(|s| s.status == "CREATING");
+        m.spec = to_stored("memory spec", &spec)?;
         m.updated_at = now;
-        let activating = changed_strategies
-            && strategies(&m.spec)
-                .iter()
-                .any(|s| str_of(s, "status") == Some("CREATING"));
-        let response = json!({"memory": self.memory_body(&m)});
-        let tok = Self::remember("UpdateMemory", &input, &response);
+        let response = MemoryResponse {
+            memory: self.memory_body(&m)?,
+        };
+        let tok = Self::remember("UpdateMemory", token, hash, &response)?;
         self.save(&m, tok.as_ref(), false).await?;
         if activating {
             self.spawn_activation(m.id.clone());
@@ -657,20 +639,28 @@ impl Memory {
     }
 
     /// `DeleteMemory`: answers DELETING; events, records and jobs go in the background.
-    pub async fn delete_memory(&self, input: Value) -> Result<Value, ApiError> {
+    pub async fn delete_memory(
+        &self,
+        input: DeleteMemoryRequest,
+    ) -> Result<DeleteMemoryResponse, ApiError> {
         let _g = self.inner.resource_lock.lock().await;
-        if let Some(r) = self.replay("DeleteMemory", &input).await? {
+        let token = input.client_token.as_deref();
+        let hash = request_hash(&input)?;
+        if let Some(r) = self.replay("DeleteMemory", token, &hash).await? {
             return Ok(r);
         }
-        let id = req_str(&input, "memoryId")?;
+        let id = &input.memory_id;
         let Some(mut m) = self.memory_row(id).await? else {
             return Err(ApiError::not_found(format!("memory {id} not found")));
         };
-        let response = json!({"memoryId": m.id, "status": "DELETING"});
+        let response = DeleteMemoryResponse {
+            memory_id: m.id.clone(),
+            status: "DELETING".into(),
+        };
         if m.status != "DELETING" {
             m.status = "DELETING".into();
             m.updated_at = now_millis();
-            let tok = Self::remember("DeleteMemory", &input, &response);
+            let tok = Self::remember("DeleteMemory", token, hash, &response)?;
             self.save(&m, tok.as_ref(), false).await?;
             self.spawn_purge_memory(m.id.clone());
         }
@@ -715,25 +705,33 @@ mod tests {
 
     #[test]
     fn strategies_get_types_ids_and_default_namespaces() {
-        let s = new_strategy(&json!({"summaryMemoryStrategy": {"name": "sum"}}), &[], 0).unwrap();
-        assert_eq!(s["type"], "SUMMARIZATION");
-        assert_eq!(s["status"], "CREATING");
-        assert!(s["strategyId"].as_str().unwrap().starts_with("sum-"));
-        assert_eq!(
-            s["namespaces"][0],
-            "/strategies/{memoryStrategyId}/actors/{actorId}/sessions/{sessionId}/"
-        );
-        let c = new_strategy(
-            &json!({"customMemoryStrategy": {"name": "c", "configuration": {"semanticOverride": {
-                "extraction": {"appendToPrompt": "p", "modelId": "m"}}}}}),
+        let input = |v: Value| serde_json::from_value::<MemoryStrategyInput>(v).unwrap();
+        let s = new_strategy(
+            &input(json!({"summaryMemoryStrategy": {"name": "sum"}})),
             &[],
             0,
         )
         .unwrap();
-        assert_eq!(c["configuration"]["type"], "SEMANTIC_OVERRIDE");
+        assert_eq!(s.strategy_type, "SUMMARIZATION");
+        assert_eq!(s.status, "CREATING");
+        assert!(s.strategy_id.starts_with("sum-"));
         assert_eq!(
-            c["configuration"]["extraction"]["customExtractionConfiguration"]["semanticExtractionOverride"]
-                ["modelId"],
+            s.namespaces[0],
+            "/strategies/{memoryStrategyId}/actors/{actorId}/sessions/{sessionId}/"
+        );
+        let c = new_strategy(
+            &input(
+                json!({"customMemoryStrategy": {"name": "c", "configuration": {"semanticOverride": {
+                "extraction": {"appendToPrompt": "p", "modelId": "m"}}}}}),
+            ),
+            &[],
+            0,
+        )
+        .unwrap();
+        let cfg = c.configuration.unwrap();
+        assert_eq!(cfg["type"], "SEMANTIC_OVERRIDE");
+        assert_eq!(
+            cfg["extraction"]["customExtractionConfiguration"]["semanticExtractionOverride"]["modelId"],
             "m"
         );
     }

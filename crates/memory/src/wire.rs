@@ -2,6 +2,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use berth_api::memory::WireTime;
 use berth_api::{ApiError, ErrorKind};
 use berth_types::EpochMillis;
 use serde_json::Value;
@@ -31,30 +32,23 @@ pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
     }
 }
 
-/// A string member.
+/// A string member of a JSON value that is data (user metadata, stored payloads).
 pub(crate) fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
 }
 
-/// A required string member (the model already checked presence).
-pub(crate) fn req_str<'a>(v: &'a Value, key: &str) -> Result<&'a str, ApiError> {
-    str_of(v, key).ok_or_else(|| ApiError::field(key, format!("{key} is required")))
+/// `maxResults` clamped to 1..=100, or `default`.
+pub(crate) fn max_results(n: Option<u32>, default: u32) -> u32 {
+    n.map_or(default, |n| n.clamp(1, 100))
 }
 
-/// `maxResults` or `default`.
-pub(crate) fn max_results(v: &Value, default: u32) -> u32 {
-    v.get("maxResults")
-        .and_then(Value::as_u64)
-        .map_or(default, |n| n.clamp(1, 100) as u32)
-}
-
-/// Parses a wire timestamp: epoch seconds (possibly fractional, as boto3 sends them) or an
-/// ISO 8601 / RFC 3339 string.
-pub(crate) fn parse_ts(v: &Value, field: &str) -> Result<EpochMillis, ApiError> {
+/// Parses a wire timestamp (epoch seconds, possibly fractional, as boto3 sends them, or an
+/// ISO 8601 / RFC 3339 string) into epoch milliseconds; errors name `field`.
+pub(crate) fn parse_ts(v: &WireTime, field: &str) -> Result<EpochMillis, ApiError> {
     let bad = || ApiError::field(field, format!("{field} is not a valid timestamp"));
     let ms = match v {
-        Value::Number(n) => n.as_f64().map(|s| (s * 1000.0).round()).ok_or_else(bad)?,
-        Value::String(s) => {
+        WireTime::Seconds(s) => (s * 1000.0).round(),
+        WireTime::Text(s) => {
             if let Ok(secs) = s.parse::<f64>() {
                 (secs * 1000.0).round()
             } else {
@@ -64,13 +58,22 @@ pub(crate) fn parse_ts(v: &Value, field: &str) -> Result<EpochMillis, ApiError> 
                 (t.unix_timestamp_nanos() / 1_000_000) as f64
             }
         }
-        _ => return Err(bad()),
     };
     // Event ids carry the time as 19 digits; negative or absurd times cannot be encoded.
     if !(0.0..=9.0e15).contains(&ms) {
         return Err(bad());
     }
     Ok(ms as EpochMillis)
+}
+
+/// A timestamp inside data (a `dateTimeValue` of record metadata), if it is one.
+pub(crate) fn data_ts(v: &Value) -> Option<EpochMillis> {
+    let t = match v {
+        Value::Number(n) => WireTime::Seconds(n.as_f64()?),
+        Value::String(s) => WireTime::Text(s.clone()),
+        _ => return None,
+    };
+    parse_ts(&t, "dateTimeValue").ok()
 }
 
 /// Encodes a keyset cursor so clients treat it as opaque.
@@ -110,9 +113,21 @@ pub(crate) fn untoken_pair(t: &str) -> Result<(EpochMillis, String), ApiError> {
 }
 
 /// Accepts a memory id or a memory ARN (the data plane allows both) and returns the id.
-pub(crate) fn memory_id_of(input: &Value) -> Result<&str, ApiError> {
-    let id = req_str(input, "memoryId")?;
-    Ok(id.rsplit_once(":memory/").map_or(id, |(_, id)| id))
+pub(crate) fn memory_id_of(id: &str) -> &str {
+    id.rsplit_once(":memory/").map_or(id, |(_, id)| id)
+}
+
+/// Deserialises JSON this service stored itself (strategies, payloads, job messages); a value
+/// that does not read is a corrupt store, a `ServiceException`.
+pub(crate) fn stored<T: serde::de::DeserializeOwned>(what: &str, v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v)
+        .map_err(|e| service_error().with_cause(format_args!("stored {what} does not read: {e}")))
+}
+
+/// Serialises a typed value into the JSON the store keeps.
+pub(crate) fn to_stored<T: serde::Serialize>(what: &str, v: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(v)
+        .map_err(|e| service_error().with_cause(format_args!("encoding {what}: {e}")))
 }
 
 #[cfg(test)]
@@ -122,20 +137,17 @@ mod tests {
 
     #[test]
     fn timestamps_in_every_wire_form() {
+        let t = |v: Value| parse_ts(&serde_json::from_value(v).unwrap(), "t");
+        assert_eq!(t(json!(1700000000)).unwrap(), 1_700_000_000_000);
+        assert_eq!(t(json!(1700000000.123)).unwrap(), 1_700_000_000_123);
+        assert_eq!(t(json!("1700000000")).unwrap(), 1_700_000_000_000);
         assert_eq!(
-            parse_ts(&json!(1700000000), "t").unwrap(),
-            1_700_000_000_000
-        );
-        assert_eq!(
-            parse_ts(&json!(1700000000.123), "t").unwrap(),
-            1_700_000_000_123
-        );
-        assert_eq!(
-            parse_ts(&json!("2023-11-14T22:13:20.5Z"), "t").unwrap(),
+            t(json!("2023-11-14T22:13:20.5Z")).unwrap(),
             1_700_000_000_500
         );
-        assert!(parse_ts(&json!(-1), "t").is_err());
-        assert!(parse_ts(&json!("yesterday"), "t").is_err());
+        assert!(t(json!(-1)).is_err());
+        assert!(t(json!("yesterday")).is_err());
+        assert_eq!(data_ts(&json!(1.5)), Some(1500));
     }
 
     #[test]

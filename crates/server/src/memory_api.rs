@@ -11,7 +11,10 @@ use axum::extract::{RawPathParams, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use berth_api::ApiError;
+use berth_api::memory::ContextRequest;
 use berth_api::model::{self, Model};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Document-typed members (`blob` payloads, `json.content`) hold any JSON, but the embedded
@@ -76,6 +79,46 @@ fn input_with_documents(
     Ok(v)
 }
 
+/// Reads a validated request into its typed form. The model check already refused most bad
+/// input; what it cannot express (a timestamp's form, a union's one member) fails here, as a
+/// ValidationException naming the member.
+/// Members are named as the model check names them: dotted, list positions from 1
+/// (`payload.1.conversational.role`).
+fn typed<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
+    use serde_path_to_error::Segment;
+    serde_path_to_error::deserialize(input).map_err(|e| {
+        let parts: Vec<String> = e
+            .path()
+            .iter()
+            .map(|s| match s {
+                Segment::Seq { index } => (index + 1).to_string(),
+                Segment::Map { key } => key.clone(),
+                Segment::Enum { variant } => variant.clone(),
+                Segment::Unknown => "?".to_owned(),
+            })
+            .collect();
+        let member = if parts.is_empty() {
+            "body".to_owned()
+        } else {
+            parts.join(".")
+        };
+        let message = format!(
+            "Value at '{member}' failed to satisfy constraint: {}",
+            e.into_inner()
+        );
+        ApiError::field(member, message)
+    })
+}
+
+/// The response of `op` with a typed body.
+fn respond_typed(m: &Model, op: &str, out: &impl Serialize) -> Result<Response, ApiError> {
+    let body = serde_json::to_value(out)
+        .map_err(|e| ApiError::internal_because(format_args!("encoding the {op} response: {e}")))?;
+    Ok(respond(m, op, body))
+}
+
+/// A memory route: validate against the model, read the typed request, call `Memory`, answer
+/// the typed response. The request and response types are the method's.
 macro_rules! memory_op {
     ($name:ident, $model:ident, $op:literal, $method:ident) => {
         async fn $name(
@@ -86,8 +129,8 @@ macro_rules! memory_op {
         ) -> Result<Response, WireError> {
             let m = model::$model();
             let input = input_with_documents(m, $op, path, q.as_deref(), &body, s.relax)?;
-            let out = s.memory.$method(input).await?;
-            Ok(respond(m, $op, out))
+            let out = s.memory.$method(typed(input)?).await?;
+            Ok(respond_typed(m, $op, &out)?)
         }
     };
 }
@@ -105,12 +148,10 @@ async fn delete_memory(
 ) -> Result<Response, WireError> {
     let m = model::control();
     let input = input_with_documents(m, "DeleteMemory", path, q.as_deref(), &body, s.relax)?;
-    let out = s.memory.delete_memory(input).await?;
-    if let Some(id) = out.get("memoryId").and_then(Value::as_str) {
-        let arn = crate::authz::memory_arn(s.control.partition(), id);
-        s.control.forget_resource_policy(&arn).await?;
-    }
-    Ok(respond(m, "DeleteMemory", out))
+    let out = s.memory.delete_memory(typed(input)?).await?;
+    let arn = crate::authz::memory_arn(s.control.partition(), &out.memory_id);
+    s.control.forget_resource_policy(&arn).await?;
+    Ok(respond_typed(m, "DeleteMemory", &out)?)
 }
 
 memory_op!(create_event, data, "CreateEvent", create_event);
@@ -181,7 +222,7 @@ async fn context(
     for (k, val) in path.iter() {
         obj.insert(k.to_owned(), Value::String(val.to_owned()));
     }
-    let out = s.memory.context(v).await?;
+    let out = s.memory.context(typed::<ContextRequest>(v)?).await?;
     Ok(axum::Json(out).into_response())
 }
 
@@ -257,5 +298,27 @@ mod tests {
         assert_eq!(body["payload"][0]["blob"], json!({}));
         restore_documents(&mut body, docs);
         assert_eq!(body, original);
+    }
+
+    #[test]
+    fn typed_requests_name_the_member_they_refuse() {
+        use berth_api::ErrorKind;
+        use berth_api::memory::{CreateEventRequest, ListEventsRequest};
+        let ok: ListEventsRequest = typed(json!({"memoryId": "m", "actorId": "a",
+                                               "sessionId": "s", "maxResults": 5}))
+        .unwrap();
+        assert_eq!(ok.max_results, Some(5));
+        let e = typed::<CreateEventRequest>(json!({"memoryId": "m", "actorId": "a",
+            "eventTimestamp": 1, "payload": [{"conversational": {"role": "USER",
+                                                                 "content": {"text": 3}}}]}))
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Validation);
+        assert_eq!(
+            e.field_list[0].name,
+            "payload.1.conversational.content.text"
+        );
+        let e = typed::<ListEventsRequest>(json!({"memoryId": "m"})).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Validation);
+        assert!(e.message.contains("actorId"), "{}", e.message);
     }
 }

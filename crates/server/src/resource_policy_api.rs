@@ -14,7 +14,7 @@ use axum::response::Response;
 use berth_api::ApiError;
 use berth_api::model;
 use berth_types::{ArnError, ResourceArn};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// The canonical ARN of an existing runtime, endpoint or memory named by `raw`.
 async fn resource(s: &AppState, raw: &str) -> Result<String, ApiError> {
@@ -57,9 +57,11 @@ async fn resource(s: &AppState, raw: &str) -> Result<String, ApiError> {
         ResourceArn::Memory { memory_id } => {
             let got = s
                 .memory
-                .get_memory(json!({ "memoryId": memory_id }))
+                .get_memory(berth_api::memory::GetMemoryRequest {
+                    memory_id: memory_id.clone(),
+                })
                 .await?;
-            if got.pointer("/memory/status").and_then(Value::as_str) == Some("DELETING") {
+            if got.memory.status == "DELETING" {
                 return Err(gone());
             }
             Ok(crate::authz::memory_arn(p, &memory_id))

@@ -94,9 +94,11 @@ def test_contract_headers_reach_the_agent_and_the_caller_credentials_do_not(
     assert seen["x-amzn-trace-id"] == trace["traceId"]
     assert seen["traceparent"] == trace["traceParent"]
     assert seen["tracestate"] == trace["traceState"]
-    assert seen["baggage"] == trace["baggage"]
+    # The caller's baggage is kept behind the session's id, which OTel SDKs copy onto spans.
+    sid = seen.get("x-amzn-bedrock-agentcore-runtime-session-id", "")
+    assert sid.startswith("hdr-")
+    assert seen["baggage"] == f"session.id={sid},{trace['baggage']}"
     assert seen["x-amzn-bedrock-agentcore-runtime-user-id"] == "alice"
-    assert seen.get("x-amzn-bedrock-agentcore-runtime-session-id", "").startswith("hdr-")
     assert seen.get("x-amzn-bedrock-agentcore-runtime-request-id")
     # Custom headers pass only when the runtime allow-lists them.
     assert seen[CUSTOM_ALLOWED.lower()] == "vanilla"

@@ -349,6 +349,10 @@ pub fn options(logs_dir: &std::path::Path) -> SessionOptions {
             runtime_rate: 1000.0,
             host_rate: 1000.0,
         },
+        partition: berth_types::Partition {
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+        },
     }
 }
 

@@ -7,7 +7,8 @@ pub struct AgentEnv<'a> {
     /// The runtime's name (`agentRuntimeName`).
     pub runtime_name: &'a str,
     pub runtime_id: &'a str,
-    /// The endpoint the sandbox serves (`DEFAULT` for warm spares).
+    /// The endpoint the sandbox serves; empty for a warm spare, which is started before any
+    /// session (of any endpoint of its version) adopts it and is described as `DEFAULT`'s.
     pub endpoint: &'a str,
     /// `cloud.resource_id`: the runtime's ARN, or its endpoint's.
     pub resource_arn: &'a str,
@@ -18,6 +19,12 @@ pub struct AgentEnv<'a> {
 /// The OTel and ADOT variables of the env contract. The caller puts them before the runtime's
 /// own `environmentVariables`, which therefore win.
 pub fn agent_env(e: &AgentEnv<'_>) -> Vec<(String, String)> {
+    let endpoint = if e.endpoint.is_empty() {
+        "DEFAULT"
+    } else {
+        e.endpoint
+    };
+    let e = AgentEnv { endpoint, ..*e };
     let group = format!(
         "/aws/bedrock-agentcore/runtimes/{}-{}",
         e.runtime_id, e.endpoint
@@ -108,6 +115,23 @@ mod tests {
              runtime/shop-abc1234567"
         );
         assert_eq!(get("AGENT_OBSERVABILITY_ENABLED"), "true");
+    }
+
+    #[test]
+    fn a_warm_spare_is_described_as_the_default_endpoints() {
+        let env = agent_env(&AgentEnv {
+            runtime_name: "shop",
+            runtime_id: "shop-abc1234567",
+            endpoint: "",
+            resource_arn: "arn",
+            otlp_endpoint: "http://127.0.0.1:8750",
+        });
+        let attrs = &env
+            .iter()
+            .find(|(n, _)| n == "OTEL_RESOURCE_ATTRIBUTES")
+            .unwrap()
+            .1;
+        assert!(attrs.starts_with("service.name=shop.DEFAULT,"), "{attrs}");
     }
 
     #[test]

@@ -7,11 +7,13 @@ Covered: the env contract (OTEL_EXPORTER_OTLP_ENDPOINT, protocol, resource attri
 acknowledged; attribution by the listener (a `session.id` attribute the agent claims changes
 nothing; a second session reusing the first's trace and span ids writes only into its own
 session); JSON and gzipped JSON exports; 400 with a google.rpc.Status for a malformed body in
-either encoding; 415 for another content type; the public listener does not serve OTLP.
+either encoding; 415 for another content type; the public listener does not serve OTLP; Berth's
+own invocation span continues the caller's `traceparent` and is the agent's parent.
 """
 
 import gzip
 import json
+import uuid
 
 import pytest
 
@@ -96,21 +98,33 @@ def test_the_agent_gets_the_otel_environment_and_session_baggage(data, otel):
 
 def test_sdk_spans_are_stored_under_the_sandboxs_session(berth, data, otel):
     session = new_session_id("otel-a")
+    caller_trace, caller_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
     out = invoke_json(
         data,
         otel["agentRuntimeArn"],
         session,
         {"op": "span", "name": "work", "claim": "someone-else"},
         runtimeUserId="alice",
+        traceParent=f"00-{caller_trace}-{caller_span}-01",
     )
     # The SDK's exporter got a 200 for each span (SimpleSpanProcessor exports on end).
     assert out["exported"] == ["SUCCESS", "SUCCESS"], out
     tid = out["traceId"]
+    # Berth's invocation span continues the caller's trace and is the agent's parent.
+    assert tid == caller_trace
 
     spans = spans_of_trace(berth, tid)
-    assert sorted(s["name"] for s in spans) == ["chat", "work"]
+    assert sorted(s["name"] for s in spans) == ["InvokeAgentRuntime", "chat", "work"]
     by_name = {s["name"]: s for s in spans}
-    for s in spans:
+    berths = by_name.pop("InvokeAgentRuntime")
+    assert berths["parentSpanId"] == caller_span
+    assert berths["spanId"] == out["parentSpanId"] == by_name["work"]["parentSpanId"]
+    assert berths["serviceName"] == "berth"
+    assert berths["kind"] == "SERVER"
+    assert berths["statusCode"] == "OK"
+    assert berths["sessionId"] == session and berths["actor"] == "alice"
+    assert berths["startNs"] <= by_name["work"]["startNs"]
+    for s in by_name.values():
         assert s["runtimeId"] == otel["agentRuntimeId"]
         assert s["version"] == 1
         assert s["endpoint"] == "DEFAULT"
@@ -128,7 +142,8 @@ def test_sdk_spans_are_stored_under_the_sandboxs_session(berth, data, otel):
 
     listed = traces_of_session(berth, session)
     assert [t["traceId"] for t in listed] == [tid]
-    assert listed[0]["spanCount"] == 2
+    assert listed[0]["spanCount"] == 3
+    assert listed[0]["rootName"] == "InvokeAgentRuntime"
     assert listed[0]["runtimeId"] == otel["agentRuntimeId"]
     assert listed[0]["status"] == "OK"
 
@@ -140,8 +155,10 @@ def test_sdk_spans_are_stored_under_the_sandboxs_session(berth, data, otel):
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert lines[0] == f"trace {tid}"
-    assert lines[1].startswith("work ")
-    assert lines[2].startswith("  chat ")
+    # Berth's span's parent (the caller's) is not in the store: it is the root.
+    assert lines[1].startswith("InvokeAgentRuntime ")
+    assert lines[2].startswith("  work ")
+    assert lines[3].startswith("    chat ")
     by_session = run_cli(berth, "traces", "session", session)
     assert by_session.returncode == 0, by_session.stderr
     assert f"trace {tid}" in by_session.stdout
@@ -171,8 +188,8 @@ def test_another_session_cannot_write_into_or_see_the_first(berth, data, otel):
 
     # The first session's trace is as its agent wrote it.
     first_spans = spans_of_trace(berth, tid, first)
-    assert sorted(s["name"] for s in first_spans) == ["chat", "mine"]
-    assert [t["spanCount"] for t in traces_of_session(berth, first)] == [2]
+    assert sorted(s["name"] for s in first_spans) == ["InvokeAgentRuntime", "chat", "mine"]
+    assert [t["spanCount"] for t in traces_of_session(berth, first)] == [3]
     # The forged span is the second session's, and only its.
     second_spans = spans_of_trace(berth, tid, second)
     assert [s["name"] for s in second_spans] == ["forged"]
@@ -180,7 +197,8 @@ def test_another_session_cannot_write_into_or_see_the_first(berth, data, otel):
     assert second_spans[0]["serviceName"] == "forger"
     assert second_spans[0]["attributes"]["tokens"] == 42
     assert second_spans[0]["endNs"] - second_spans[0]["startNs"] == 250_000_000
-    assert [t["traceId"] for t in traces_of_session(berth, second)] == [tid]
+    # The second session's own invocation span is in a trace of its own.
+    assert tid in [t["traceId"] for t in traces_of_session(berth, second)]
 
 
 def test_gzipped_json_export_is_accepted(berth, data, otel):

@@ -842,7 +842,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         keys: keys.clone(),
         ring: keys.clone(),
         sessions: sessions.clone(),
-        invoker: berth_runtime::invoker::Invoker::new(Arc::new(control.clone()), sessions.clone()),
+        invoker: berth_runtime::invoker::Invoker::with_spans(
+            Arc::new(control.clone()),
+            sessions.clone(),
+            Some(berth_trace::SpanSink::start(traces.clone())),
+        ),
         artifacts,
         memory: memory.clone(),
         relax: cfg.relax,

@@ -8,9 +8,11 @@
 
 mod env;
 pub mod otlp;
+mod sink;
 mod sqlite;
 
 pub use env::{AgentEnv, agent_env, session_baggage};
+pub use sink::{SpanSink, new_span_id, new_trace_id, parse_traceparent};
 pub use sqlite::SqliteTraceStore;
 
 use serde::{Deserialize, Serialize};

@@ -116,6 +116,7 @@ async fn answer(
             .to_owned()
     };
     let mcp_method = header("mcp-method");
+    let traceparent = header("traceparent");
     let session = req
         .headers()
         .get("x-amzn-bedrock-agentcore-runtime-session-id")
@@ -145,6 +146,10 @@ async fn answer(
                 http::HeaderValue::from_static("application/json"),
             );
             r
+        }
+        // Echoes the traceparent the agent got.
+        "/invocations" if body.as_ref() == b"traceparent" => {
+            Response::new(Full::new(Bytes::from(traceparent)))
         }
         "/invocations" if body.as_ref() == b"fail" => {
             let mut r = Response::new(Full::new(Bytes::from_static(b"boom")));

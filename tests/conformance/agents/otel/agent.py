@@ -6,9 +6,10 @@ Ops (``{"op": ...}``):
 
 - ``env``: the ``OTEL_*`` and ``AGENT_OBSERVABILITY_ENABLED`` variables and the request's
   ``baggage`` header
-- ``span``: a span called ``name`` with a child ``chat`` span (GenAI attributes, and a
-  ``session.id`` attribute claiming ``claim``), exported synchronously; answers the trace and
-  span ids and the exporter's result
+- ``span``: a span called ``name`` (continuing the request's ``traceparent``, as instrumented
+  servers do) with a child ``chat`` span (GenAI attributes, and a ``session.id`` attribute
+  claiming ``claim``), exported synchronously; answers the trace and span ids, the parent it
+  continued and the exporter's result
 - ``post``: a raw ``POST`` of ``body`` (text) to ``<OTEL_EXPORTER_OTLP_ENDPOINT><path>`` with
   ``contentType``; answers the status, content type and body (hex)
 """
@@ -19,6 +20,7 @@ import urllib.request
 
 from bedrock_agentcore.runtime import BedrockAgentCoreApp
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.propagate import extract
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -49,9 +51,13 @@ def _header(context, name):
     return headers.get(name) if headers is not None else None
 
 
-def _span(name, claim):
+def _span(name, claim, context):
     RecordingExporter.results.clear()
-    with tracer.start_as_current_span(name, attributes={"gen_ai.operation.name": "invoke_agent"}) as root:
+    request = getattr(context, "request", None)
+    parent = extract(dict(request.headers)) if request is not None else None
+    with tracer.start_as_current_span(
+        name, context=parent, attributes={"gen_ai.operation.name": "invoke_agent"}
+    ) as root:
         with tracer.start_as_current_span(
             "chat",
             attributes={
@@ -67,6 +73,7 @@ def _span(name, claim):
         "traceId": format(ctx.trace_id, "032x"),
         "spanId": format(ctx.span_id, "016x"),
         "childSpanId": format(child_id, "016x"),
+        "parentSpanId": format(root.parent.span_id, "016x") if root.parent else None,
         "exported": list(RecordingExporter.results),
     }
 
@@ -92,7 +99,7 @@ def invoke(payload, context):
         env = {k: v for k, v in os.environ.items() if k.startswith("OTEL_") or k == "AGENT_OBSERVABILITY_ENABLED"}
         return {"env": env, "baggage": _header(context, "baggage")}
     if op == "span":
-        return _span(payload.get("name", "work"), payload.get("claim", "none"))
+        return _span(payload.get("name", "work"), payload.get("claim", "none"), context)
     if op == "post":
         return _post(payload["path"], payload["body"], payload["contentType"], payload.get("encoding"))
     raise ValueError(f"unknown op {op!r}")

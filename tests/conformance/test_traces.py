@@ -18,10 +18,12 @@ import uuid
 import pytest
 
 from berth_harness import (
+    STATE_TIMEOUT,
     deploy_agent,
     invoke_json,
     native,
     new_session_id,
+    poll,
     raw_request,
     run_cli,
 )
@@ -40,6 +42,18 @@ def spans_of_trace(berth, trace_id: str, session: str | None = None) -> list:
     resp = native(berth, "GET", f"/berth/v1/traces/{trace_id}", query=query)
     assert resp.status == 200, resp
     return resp.json()["spans"]
+
+
+def spans_with_berths(berth, trace_id: str, session: str | None = None) -> list:
+    """The trace's spans once Berth's own invocation span is among them: the agent's spans are
+    stored before their export is answered, Berth's is queued when the response body ends and
+    written by the span sink in the background."""
+    return poll(
+        lambda: spans_of_trace(berth, trace_id, session),
+        lambda spans: any(s["name"] == "InvokeAgentRuntime" for s in spans),
+        timeout=STATE_TIMEOUT,
+        what=f"berth's span in trace {trace_id}",
+    )
 
 
 def traces_of_session(berth, session: str) -> list:
@@ -113,7 +127,7 @@ def test_sdk_spans_are_stored_under_the_sandboxs_session(berth, data, otel):
     # Berth's invocation span continues the caller's trace and is the agent's parent.
     assert tid == caller_trace
 
-    spans = spans_of_trace(berth, tid)
+    spans = spans_with_berths(berth, tid)
     assert sorted(s["name"] for s in spans) == ["InvokeAgentRuntime", "chat", "work"]
     by_name = {s["name"]: s for s in spans}
     berths = by_name.pop("InvokeAgentRuntime")
@@ -187,7 +201,7 @@ def test_another_session_cannot_write_into_or_see_the_first(berth, data, otel):
     assert json.loads(bytes.fromhex(forged["body"])) == {}
 
     # The first session's trace is as its agent wrote it.
-    first_spans = spans_of_trace(berth, tid, first)
+    first_spans = spans_with_berths(berth, tid, first)
     assert sorted(s["name"] for s in first_spans) == ["InvokeAgentRuntime", "chat", "mine"]
     assert [t["spanCount"] for t in traces_of_session(berth, first)] == [3]
     # The forged span is the second session's, and only its.
@@ -298,3 +312,17 @@ def test_the_public_listener_does_not_serve_otlp(berth):
     )
     assert signed.status != 200, signed
     assert signed.error_type == "UnknownOperationException", signed
+
+
+def test_an_agents_own_credentials_cannot_read_traces(data, probe):
+    """The credentials Berth injects into a sandbox (the default role) do not reach the native
+    trace API: an agent cannot read other sessions' spans that way either."""
+    out = invoke_json(
+        data,
+        probe["agentRuntimeArn"],
+        new_session_id("otel-read"),
+        {"op": "api", "method": "GET", "path": "/berth/v1/traces"},
+    )
+    result = out["result"]["value"]
+    assert result["status"] == 403, out
+    assert result["errorType"].startswith("AccessDeniedException"), out

@@ -1055,6 +1055,27 @@ mod tests {
     }
 
     #[test]
+    fn trace_retention_has_defaults_and_refuses_zero() {
+        let c = ServeArgs::default().settle(HashMap::new()).unwrap();
+        assert_eq!(c.trace_retention.max_age_ns, 168 * 3_600_000_000_000);
+        assert_eq!(c.trace_retention.max_bytes, 1024 << 20);
+        let c = parse(&["--trace-retention-hours", "2", "--trace-max-mib", "5"])
+            .over(ServeArgs::default())
+            .settle(HashMap::new())
+            .unwrap();
+        assert_eq!(c.trace_retention.max_age_ns, 2 * 3_600_000_000_000);
+        assert_eq!(c.trace_retention.max_bytes, 5 << 20);
+        let e = parse(&["--trace-max-mib", "0"])
+            .over(ServeArgs::default())
+            .settle(HashMap::new())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value for trace-max-mib (BERTH_TRACE_MAX_MIB): must be at least 1"
+        );
+    }
+
+    #[test]
     fn errors_name_the_key_as_flag_and_variable() {
         let e = parse(&["--max-sessions-per-runtime", "2", "--ping-interval-ms", "0"])
             .over(ServeArgs::default())

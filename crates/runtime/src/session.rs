@@ -209,6 +209,9 @@ pub struct Session {
     in_flight: AtomicUsize,
     busy_reported: std::sync::atomic::AtomicBool,
     held: Held,
+    /// The backend's id of the agent (`Placement::instance`), kept so `sandbox_owner` compares
+    /// without asking the backend per session.
+    instance: String,
     /// The version's protocol, port and path: where invocations go and how `/ping` is read.
     protocol: Protocol,
     header_allowlist: Vec<String>,
@@ -322,7 +325,7 @@ impl Sessions {
         let live = self.live();
         for cell in live.values() {
             let Some(s) = cell.get() else { continue };
-            if s.held.agent.placement().instance == instance {
+            if s.instance == instance {
                 return Some(SandboxOwner {
                     runtime_id: s.runtime_id.clone(),
                     version: s.version,
@@ -428,6 +431,7 @@ impl Sessions {
             last_activity: AtomicI64::new(now),
             in_flight: AtomicUsize::new(0),
             busy_reported: Default::default(),
+            instance: held.agent.placement().instance,
             held,
             protocol: spec.protocol(),
             header_allowlist: spec

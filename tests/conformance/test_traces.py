@@ -326,3 +326,14 @@ def test_an_agents_own_credentials_cannot_read_traces(data, probe):
     result = out["result"]["value"]
     assert result["status"] == 403, out
     assert result["errorType"].startswith("AccessDeniedException"), out
+
+
+def test_a_bad_trace_query_is_a_validation_error(berth):
+    for query in ("sesion=typo", "minDurationMs=soon", "status=MAYBE"):
+        resp = native(berth, "GET", "/berth/v1/traces", query=query)
+        assert resp.status == 400, (query, resp)
+        assert resp.error_type == "ValidationException", (query, resp)
+    resp = native(berth, "GET", "/berth/v1/traces/not-a-trace-id")
+    assert resp.status == 400 and resp.error_type == "ValidationException", resp
+    resp = native(berth, "GET", f"/berth/v1/traces/{uuid.uuid4().hex}")
+    assert resp.status == 404 and resp.error_type == "ResourceNotFoundException", resp

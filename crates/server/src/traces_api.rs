@@ -11,6 +11,7 @@ use crate::body;
 use crate::edge::Context;
 use crate::error::WireError;
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -189,11 +190,17 @@ fn store_error(e: berth_trace::Error) -> WireError {
     }
 }
 
+/// A query string that does not parse (an unknown filter, a non-number) as a ValidationException.
+fn bad_query(r: QueryRejection) -> WireError {
+    WireError(ApiError::field("query", r.body_text()))
+}
+
 /// `GET /berth/v1/traces`: traces (one row per trace and session), newest first.
 async fn list(
     State(s): State<AppState>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, WireError> {
+    let Query(q) = q.map_err(bad_query)?;
     let filter = TraceFilter {
         runtime_id: q.runtime,
         version: q.version,
@@ -228,8 +235,9 @@ fn valid_trace_id(id: &str) -> bool {
 async fn get_trace(
     State(s): State<AppState>,
     Path(trace_id): Path<String>,
-    Query(q): Query<TraceQuery>,
+    q: Result<Query<TraceQuery>, QueryRejection>,
 ) -> Result<Response, WireError> {
+    let Query(q) = q.map_err(bad_query)?;
     let trace_id = trace_id.to_ascii_lowercase();
     if !valid_trace_id(&trace_id) {
         return Err(WireError(ApiError::field(
@@ -264,8 +272,9 @@ struct SessionQuery {
 async fn session_spans(
     State(s): State<AppState>,
     Path(session): Path<String>,
-    Query(q): Query<SessionQuery>,
+    q: Result<Query<SessionQuery>, QueryRejection>,
 ) -> Result<Response, WireError> {
+    let Query(q) = q.map_err(bad_query)?;
     let spans = s
         .traces
         .session_spans(q.runtime.as_deref(), &session)

@@ -683,8 +683,9 @@ def raw_request(
 
 # ----------------------------------------------------------------------------- agents, invocations
 
-#: Test agents, one directory each (agent.py + requirements.txt). Every requirements.txt is the
-#: same, so all of them share one built environment per server.
+#: Test agents, one directory each (agent.py + requirements.txt). Every requirements.txt but
+#: `otel`'s (which adds the OTel SDK and its OTLP exporter) is the same, so they share one built
+#: environment per server.
 AGENTS_DIR = Path(__file__).resolve().parent / "agents"
 
 

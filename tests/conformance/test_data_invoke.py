@@ -92,11 +92,16 @@ def test_contract_headers_reach_the_agent_and_the_caller_credentials_do_not(
     }
     seen = headers_seen(client, allowing, **trace)
     assert seen["x-amzn-trace-id"] == trace["traceId"]
-    assert seen["traceparent"] == trace["traceParent"]
+    # The caller's trace continues through Berth's own invocation span, the agent's parent.
+    version, trace_id, parent, flags = seen["traceparent"].split("-")
+    assert [version, trace_id, flags] == ["00", "0af7651916cd43dd8448eb211c80319c", "01"]
+    assert len(parent) == 16 and parent != "b7ad6b7169203331"
     assert seen["tracestate"] == trace["traceState"]
-    assert seen["baggage"] == trace["baggage"]
+    # The caller's baggage is kept behind the session's id, which OTel SDKs copy onto spans.
+    sid = seen.get("x-amzn-bedrock-agentcore-runtime-session-id", "")
+    assert sid.startswith("hdr-")
+    assert seen["baggage"] == f"session.id={sid},{trace['baggage']}"
     assert seen["x-amzn-bedrock-agentcore-runtime-user-id"] == "alice"
-    assert seen.get("x-amzn-bedrock-agentcore-runtime-session-id", "").startswith("hdr-")
     assert seen.get("x-amzn-bedrock-agentcore-runtime-request-id")
     # Custom headers pass only when the runtime allow-lists them.
     assert seen[CUSTOM_ALLOWED.lower()] == "vanilla"

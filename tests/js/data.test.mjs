@@ -131,8 +131,13 @@ test("the user id and trace headers the SDK sends reach the agent", async () => 
   const resp = await invoke(newSessionId("hdr"), { op: "headers" }, { runtimeUserId: "alice", traceParent, baggage: "team=js" });
   const body = JSON.parse(await resp.response.transformToString());
   assert.equal(body.userId, "alice");
-  assert.equal(body.result.traceparent, traceParent);
-  assert.equal(body.result.baggage, "team=js");
+  // The caller's trace continues through Berth's own invocation span, the agent's parent.
+  const [version, traceId, parent, flags] = body.result.traceparent.split("-");
+  assert.deepEqual([version, traceId, flags], ["00", "0af7651916cd43dd8448eb211c80319c", "01"]);
+  assert.equal(parent.length, 16);
+  assert.notEqual(parent, "b7ad6b7169203331");
+  // The session's id leads the baggage; the caller's members follow.
+  assert.equal(body.result.baggage, `session.id=${body.sessionId},team=js`);
   // The caller's signature is not passed on to the agent.
   assert.equal(body.result.authorization, undefined);
 });

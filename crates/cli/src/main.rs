@@ -25,6 +25,7 @@ mod keys;
 mod model;
 mod rollout;
 mod serve;
+mod traces;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -127,6 +128,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Spans agents exported: list, show a trace as a waterfall, a session's spans.
+    Traces {
+        #[command(subcommand)]
+        cmd: traces::TracesCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// An agent session's stdout and stderr.
     Logs {
         #[command(flatten)]
@@ -220,6 +228,7 @@ fn main() -> ExitCode {
             Command::Exec { exec, client } => exec::exec(exec, client).await,
             Command::Sessions { cmd, client } => agents::sessions(cmd, client).await,
             Command::Logs { logs, client } => agents::logs(logs, client).await,
+            Command::Traces { cmd, client } => traces::traces(cmd, client).await,
         }
     });
     match result {

@@ -167,6 +167,12 @@ pub struct ServeArgs {
     /// most 65536].
     #[arg(long, env = "BERTH_SANDBOXES_PIDS", value_name = "N")]
     pub sandboxes_pids: Option<u64>,
+    /// Hours spans and agent log records are kept (`<data-dir>/traces.db`) [default: 168].
+    #[arg(long, env = "BERTH_TRACE_RETENTION_HOURS", value_name = "H")]
+    pub trace_retention_hours: Option<u64>,
+    /// Size the trace store is held under, in MiB; the oldest traces go first [default: 1024].
+    #[arg(long, env = "BERTH_TRACE_MAX_MIB", value_name = "MIB")]
+    pub trace_max_mib: Option<u64>,
     /// Connection and body limits of the HTTP edge.
     #[command(flatten)]
     pub edge: crate::edge_args::EdgeArgs,
@@ -216,6 +222,8 @@ pub struct Config {
     pub parent_limits: berth_runtime::sandbox::ParentLimits,
     /// Connection and body limits of the HTTP edge.
     pub edge: berth_server::EdgeOptions,
+    /// How much of the trace store is kept.
+    pub trace_retention: berth_trace::Retention,
 }
 
 /// Memory settings and the `berth serve` flag that sets each (the API keys are set through the
@@ -396,6 +404,8 @@ impl ServeArgs {
             session_rate_per_runtime,
             sandboxes_memory_mib,
             sandboxes_pids,
+            trace_retention_hours,
+            trace_max_mib,
         )
     }
 
@@ -531,6 +541,18 @@ impl ServeArgs {
             quotas,
             parent_limits,
             edge: self.edge.resolve()?,
+            trace_retention: berth_trace::Retention {
+                max_age_ns: i64::try_from(
+                    positive(
+                        "trace_retention_hours",
+                        self.trace_retention_hours.unwrap_or(168),
+                    )?
+                    .saturating_mul(3_600_000_000_000),
+                )
+                .map_err(|_| invalid("trace_retention_hours", "too large"))?,
+                max_bytes: positive("trace_max_mib", self.trace_max_mib.unwrap_or(1024))?
+                    .saturating_mul(1 << 20),
+            },
         })
     }
 }
@@ -756,6 +778,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 ("AWS_DEFAULT_REGION".into(), cfg.partition.region.clone()),
             ],
             quotas: cfg.quotas,
+            partition: cfg.partition.clone(),
         },
         backend,
         preparer.clone(),
@@ -799,15 +822,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         cfg.data_dir.display()
     );
 
+    // Spans and agent log records: a database of their own, so their write volume never
+    // contends with the control plane's.
+    let trace_db = cfg.data_dir.join("traces.db");
+    crate::datadir::secure_sqlite(&trace_db)?;
+    let traces: Arc<dyn berth_trace::TraceStore> = Arc::new(
+        berth_trace::SqliteTraceStore::open(&trace_db)
+            .await
+            .with_context(|| format!("opening the trace store {}", trace_db.display()))?,
+    );
+    tokio::spawn(berth_trace::run_retention(
+        traces.clone(),
+        cfg.trace_retention,
+        TRACE_RETENTION_EVERY,
+        shutdown.clone(),
+    ));
     let state = berth_server::AppState {
         control: control.clone(),
         keys: keys.clone(),
         ring: keys.clone(),
         sessions: sessions.clone(),
-        invoker: berth_runtime::invoker::Invoker::new(Arc::new(control.clone()), sessions.clone()),
+        invoker: berth_runtime::invoker::Invoker::with_spans(
+            Arc::new(control.clone()),
+            sessions.clone(),
+            Some(berth_trace::SpanSink::start(traces.clone())),
+        ),
         artifacts,
         memory: memory.clone(),
         relax: cfg.relax,
+        traces,
     };
     sandbox_api_state.send_replace(Some(state.clone()));
     if let Some(m) = &cfg.metrics_listen {
@@ -871,6 +914,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => Ok(()),
     }
 }
+
+/// How often old traces are deleted.
+const TRACE_RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long connections get to flush the final events of cancelled streams.
 const TEARDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -1006,6 +1052,27 @@ mod tests {
         assert_eq!(cfg.listen, "127.0.0.1:8750");
         assert_eq!(cfg.start_timeout, std::time::Duration::from_secs(60));
         assert_eq!(cfg.memory.aws_region.as_deref(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn trace_retention_has_defaults_and_refuses_zero() {
+        let c = ServeArgs::default().settle(HashMap::new()).unwrap();
+        assert_eq!(c.trace_retention.max_age_ns, 168 * 3_600_000_000_000);
+        assert_eq!(c.trace_retention.max_bytes, 1024 << 20);
+        let c = parse(&["--trace-retention-hours", "2", "--trace-max-mib", "5"])
+            .over(ServeArgs::default())
+            .settle(HashMap::new())
+            .unwrap();
+        assert_eq!(c.trace_retention.max_age_ns, 2 * 3_600_000_000_000);
+        assert_eq!(c.trace_retention.max_bytes, 5 << 20);
+        let e = parse(&["--trace-max-mib", "0"])
+            .over(ServeArgs::default())
+            .settle(HashMap::new())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value for trace-max-mib (BERTH_TRACE_MAX_MIB): must be at least 1"
+        );
     }
 
     #[test]

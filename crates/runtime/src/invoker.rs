@@ -78,6 +78,9 @@ pub struct Call<'a> {
     pub target: Option<Target>,
     /// The live session; set by routing (it was live) or by admission (it was opened).
     pub session: Option<Arc<Session>>,
+    /// Set by `Spanned`: the `traceparent` the agent gets (Berth's span as the parent) in place
+    /// of the caller's.
+    pub traceparent: Option<http::HeaderValue>,
 }
 
 /// Why an invocation failed. The server maps each to one AgentCore exception.
@@ -177,11 +180,20 @@ pub struct Invoker {
     stack: Arc<Stack>,
 }
 
-type Stack = Traced<Authenticated<Routed<Health<Admitted<Metered<Forward>>>>>>;
+type Stack = Traced<Authenticated<Routed<Health<Admitted<Spanned<Metered<Forward>>>>>>>;
 
 impl Invoker {
-    /// The stack over `sessions`, routing and counting through `control`.
+    /// The stack over `sessions`, routing and counting through `control`; no spans recorded.
     pub fn new(control: Arc<dyn ControlPlane>, sessions: Sessions) -> Self {
+        Self::with_spans(control, sessions, None)
+    }
+
+    /// Like [`Invoker::new`], recording a span per call of an open session into `spans`.
+    pub fn with_spans(
+        control: Arc<dyn ControlPlane>,
+        sessions: Sessions,
+        spans: Option<berth_trace::SpanSink>,
+    ) -> Self {
         let (c1, c2, s1) = (control.clone(), control.clone(), sessions.clone());
         let stack = tower::ServiceBuilder::new()
             // Tracing span: every log line of the call carries its runtime and session.
@@ -204,6 +216,12 @@ impl Invoker {
                 inner,
                 sessions: sessions.clone(),
             }))
+            // Berth's span: one per call of an open session, continuing the caller's
+            // traceparent and handed to the agent as its parent.
+            .layer(layer_fn(move |inner| Spanned {
+                inner,
+                sink: spans.clone(),
+            }))
             // Metering: each call counted and timed per version until its body ends.
             .layer(layer_fn(move |inner| Metered {
                 inner,
@@ -222,6 +240,7 @@ impl Invoker {
                 inv,
                 target: None,
                 session: None,
+                traceparent: None,
             })
             .await
     }
@@ -409,6 +428,133 @@ impl<S: Invoke> Invoke for Metered<S> {
     }
 }
 
+/// Records Berth's own span of each call of an open session (runtime, version, endpoint,
+/// session, user, outcome) until its response body ends, in the caller's trace when it sent a
+/// `traceparent`, and gives the agent a `traceparent` naming this span as the parent.
+pub struct Spanned<S> {
+    inner: S,
+    sink: Option<berth_trace::SpanSink>,
+}
+
+impl<S: Invoke> Invoke for Spanned<S> {
+    async fn invoke<'a>(&'a self, mut call: Call<'a>) -> Result<Answer, Error> {
+        let (Some(sink), Some(session)) = (&self.sink, &call.session) else {
+            return self.inner.invoke(call).await;
+        };
+        let inv = &call.inv;
+        let caller = inv
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(berth_trace::parse_traceparent);
+        let (trace_id, parent, flags) = match caller {
+            Some((t, p, f)) => (t, Some(p), f),
+            None => (berth_trace::new_trace_id(), None, 1),
+        };
+        let span_id = berth_trace::new_span_id();
+        call.traceparent =
+            http::HeaderValue::from_str(&format!("00-{trace_id}-{span_id}-{flags:02x}")).ok();
+        let name = match inv.action {
+            Action::Invoke(_) => "InvokeAgentRuntime",
+            Action::Command(_) => "InvokeAgentRuntimeCommand",
+            Action::WebSocket => "InvokeAgentRuntimeWithWebSocketStream",
+            Action::AgentCard => "GetAgentCard",
+        };
+        let open = OpenSpan {
+            sink: sink.clone(),
+            span: Some(berth_trace::Span {
+                trace_id,
+                span_id,
+                parent_span_id: parent,
+                name: name.to_owned(),
+                kind: "SERVER".to_owned(),
+                start_ns: berth_trace::now_ns(),
+                end_ns: 0,
+                status_code: "UNSET".to_owned(),
+                status_message: String::new(),
+                scope: "berth".to_owned(),
+                attributes: serde_json::json!({
+                    "aws.agentcore.runtime.id": inv.runtime_id,
+                    "session.id": inv.session_id,
+                    "berth.request_id": inv.request_id,
+                    "berth.access_key_id": inv.actor,
+                }),
+                resource: serde_json::json!({ "service.name": "berth" }),
+                events: serde_json::json!([]),
+                service_name: "berth".to_owned(),
+                attribution: berth_trace::Attribution {
+                    runtime_id: inv.runtime_id.to_owned(),
+                    version: session.version(),
+                    endpoint: session.endpoint().to_owned(),
+                    session_id: Some(inv.session_id.to_owned()),
+                    actor: inv.user_id.map(str::to_owned),
+                },
+            }),
+        };
+        match self.inner.invoke(call).await {
+            Ok(answer) => {
+                let (parts, stream) = answer.into_parts();
+                let stream = open.body(parts.status.as_u16(), stream);
+                Ok(Response::from_parts(parts, stream))
+            }
+            Err(e) => {
+                open.end("ERROR", &e.to_string());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Berth's span of one call, recorded when it ends (the body finished, failed or was dropped).
+struct OpenSpan {
+    sink: berth_trace::SpanSink,
+    /// Taken when recorded.
+    span: Option<berth_trace::Span>,
+}
+
+impl OpenSpan {
+    fn end(mut self, status: &str, message: &str) {
+        if let Some(s) = self.span.as_mut() {
+            s.status_code = status.to_owned();
+            s.status_message = message.to_owned();
+        }
+    }
+
+    /// Ends with the response body: a 5xx or a failure mid-body is an error.
+    fn body(mut self, status: u16, stream: BodyStream) -> BodyStream {
+        if let Some(s) = self.span.as_mut() {
+            if let Some(attrs) = s.attributes.as_object_mut() {
+                attrs.insert("http.response.status_code".into(), status.into());
+            }
+            s.status_code = if status >= 500 { "ERROR" } else { "OK" }.to_owned();
+        }
+        let mut open = self;
+        stream
+            .map(move |item| {
+                // Borrow the whole value so the closure owns `open`: it is dropped (recorded)
+                // with the body.
+                let o = &mut open;
+                if item.is_err()
+                    && let Some(s) = o.span.as_mut()
+                {
+                    s.status_code = "ERROR".to_owned();
+                    s.status_message = "the response body failed".to_owned();
+                }
+                item
+            })
+            .boxed()
+    }
+}
+
+impl Drop for OpenSpan {
+    fn drop(&mut self) {
+        if let Some(mut span) = self.span.take() {
+            span.end_ns = berth_trace::now_ns().max(span.start_ns);
+            self.sink.record(span);
+        }
+    }
+}
+
 /// The innermost step: forwards the call to its session's agent (or runs its command there).
 pub struct Forward;
 
@@ -420,17 +566,29 @@ impl Invoke for Forward {
         let Some(session) = call.session else {
             return Err(Error::Invoke(SessionError::Stopped));
         };
+        // With Berth's span recorded, the agent's parent is that span (a copy of the headers;
+        // without spans, none is made).
+        let replaced;
+        let headers = match call.traceparent {
+            Some(tp) => {
+                let mut h = call.inv.headers.clone();
+                h.insert(http::header::HeaderName::from_static("traceparent"), tp);
+                replaced = h;
+                &replaced
+            }
+            None => call.inv.headers,
+        };
         match call.inv.action {
             Action::Invoke(body) => session
-                .invoke(call.inv.headers, call.inv.request_id, body)
+                .invoke(headers, call.inv.request_id, body)
                 .await
                 .map_err(Error::Invoke),
             Action::AgentCard => session
-                .agent_card(call.inv.headers, call.inv.request_id)
+                .agent_card(headers, call.inv.request_id)
                 .await
                 .map_err(Error::Invoke),
             Action::WebSocket => session
-                .websocket(call.inv.headers, call.inv.request_id)
+                .websocket(headers, call.inv.request_id)
                 .await
                 .map_err(Error::Invoke),
             Action::Command(cmd) => {

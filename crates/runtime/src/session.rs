@@ -42,6 +42,18 @@ pub struct Prepared {
     pub visible: Vec<PathBuf>,
 }
 
+/// Who a sandbox belongs to (see [`Sessions::sandbox_owner`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxOwner {
+    pub runtime_id: String,
+    pub version: u32,
+    /// Empty for a warm spare.
+    pub endpoint: String,
+    /// `None` for a warm spare.
+    pub session_id: Option<String>,
+    pub user_id: Option<String>,
+}
+
 /// Supplies [`Prepared`] versions (built on demand after a restart).
 #[async_trait::async_trait]
 pub trait Prepare: Send + Sync + 'static {
@@ -70,6 +82,8 @@ pub struct SessionOptions {
     pub credentials: Option<Arc<CredentialIssuer>>,
     /// Caps on agents held and on new sessions per second.
     pub quotas: Quotas,
+    /// Region and account, for the ARNs agents are told (`cloud.resource_id`).
+    pub partition: berth_types::Partition,
 }
 
 pub use crate::backend::PING_BODY_MAX;
@@ -195,6 +209,9 @@ pub struct Session {
     in_flight: AtomicUsize,
     busy_reported: std::sync::atomic::AtomicBool,
     held: Held,
+    /// The backend's id of the agent (`Placement::instance`), kept so `sandbox_owner` compares
+    /// without asking the backend per session.
+    instance: String,
     /// The version's protocol, port and path: where invocations go and how `/ping` is read.
     protocol: Protocol,
     header_allowlist: Vec<String>,
@@ -300,6 +317,40 @@ impl Sessions {
         cell.get().filter(|s| s.alive()).cloned()
     }
 
+    /// Who a sandbox belongs to, by its backend instance id ([`crate::backend::Placement::instance`]): the
+    /// live session it serves, or, for a warm spare no session has adopted yet, its runtime
+    /// and version alone. Read at the moment of asking, so data a spare sends after adoption
+    /// is its session's.
+    pub fn sandbox_owner(&self, instance: &str) -> Option<SandboxOwner> {
+        let live = self.live();
+        for cell in live.values() {
+            let Some(s) = cell.get() else { continue };
+            if s.instance == instance {
+                return Some(SandboxOwner {
+                    runtime_id: s.runtime_id.clone(),
+                    version: s.version,
+                    endpoint: s.endpoint.clone(),
+                    session_id: Some(s.session_id.clone()),
+                    user_id: s.user_id.clone(),
+                });
+            }
+        }
+        drop(live);
+        let pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
+        for ((runtime_id, version), q) in pools.iter() {
+            if q.iter().any(|h| h.agent.placement().instance == instance) {
+                return Some(SandboxOwner {
+                    runtime_id: runtime_id.clone(),
+                    version: *version,
+                    endpoint: String::new(),
+                    session_id: None,
+                    user_id: None,
+                });
+            }
+        }
+        None
+    }
+
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<OnceCell<Arc<Session>>>>> {
         // A panic while holding this lock would be a bug in a few lines of map code; recover the map.
         self.inner.live.lock().unwrap_or_else(|p| p.into_inner())
@@ -380,6 +431,7 @@ impl Sessions {
             last_activity: AtomicI64::new(now),
             in_flight: AtomicUsize::new(0),
             busy_reported: Default::default(),
+            instance: held.agent.placement().instance,
             held,
             protocol: spec.protocol(),
             header_allowlist: spec
@@ -464,6 +516,15 @@ impl Sessions {
                 "AGENTCORE_RUNTIME_URL".into(),
                 format!("{url}/runtimes/{}/invocations/", target.runtime.id),
             ));
+            // Where to export traces and logs, and what to call themselves (the env contract
+            // of AgentCore-hosted agents; the runtime's own variables, added below, win).
+            env.extend(berth_trace::agent_env(&berth_trace::AgentEnv {
+                runtime_name: &target.runtime.name,
+                runtime_id: &target.runtime.id,
+                endpoint: &target.endpoint,
+                resource_arn: &o.partition.runtime_arn(&target.runtime.id),
+                otlp_endpoint: &url,
+            }));
             env.push(("BERTH_ENDPOINT_URL".into(), url));
         }
         if let Some(issue) = &o.credentials {
@@ -1129,6 +1190,19 @@ impl Session {
                 h.append(name.clone(), value.clone());
             }
         }
+        // `session.id` in W3C baggage, which OTel SDKs (ADOT) copy onto the agent's spans;
+        // the caller's other members are kept, a `session.id` of its own is not.
+        let caller = h
+            .get_all(http::header::HeaderName::from_static("baggage"))
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        let baggage = berth_trace::session_baggage(Some(&caller), &self.session_id);
+        h.insert(
+            HeaderName::from_static("baggage"),
+            HeaderValue::from_str(&baggage).map_err(|e| Error::Unreachable(e.to_string()))?,
+        );
         h.insert(
             HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id"),
             HeaderValue::from_str(&self.session_id)

@@ -277,3 +277,109 @@ async fn a_crashed_agent_fails_the_call_and_the_next_call_opens_afresh() {
     assert_eq!(record.started.load(Ordering::SeqCst), 2);
     assert_eq!(control.routed.load(Ordering::SeqCst), 2);
 }
+
+/// A trace store that hands every inserted span to the test.
+struct SpanTap(tokio::sync::mpsc::UnboundedSender<berth_trace::Span>);
+
+#[async_trait::async_trait]
+impl berth_trace::TraceStore for SpanTap {
+    async fn insert(
+        &self,
+        spans: &[berth_trace::Span],
+        _logs: &[berth_trace::LogRecord],
+    ) -> Result<(), berth_trace::Error> {
+        for s in spans {
+            let _ = self.0.send(s.clone());
+        }
+        Ok(())
+    }
+    async fn trace(
+        &self,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<Vec<berth_trace::Span>, berth_trace::Error> {
+        Ok(Vec::new())
+    }
+    async fn list(
+        &self,
+        _: &berth_trace::TraceFilter,
+    ) -> Result<berth_trace::TracePage, berth_trace::Error> {
+        Ok(berth_trace::TracePage {
+            traces: Vec::new(),
+            next_token: None,
+        })
+    }
+    async fn session_spans(
+        &self,
+        _: Option<&str>,
+        _: &str,
+    ) -> Result<Vec<berth_trace::Span>, berth_trace::Error> {
+        Ok(Vec::new())
+    }
+    async fn trace_logs(&self, _: &str) -> Result<Vec<berth_trace::LogRecord>, berth_trace::Error> {
+        Ok(Vec::new())
+    }
+    async fn retain(
+        &self,
+        _: berth_trace::Retention,
+        _: i64,
+    ) -> Result<berth_trace::Retained, berth_trace::Error> {
+        Ok(Default::default())
+    }
+    async fn stored_bytes(&self) -> Result<u64, berth_trace::Error> {
+        Ok(0)
+    }
+}
+
+#[tokio::test]
+async fn berths_span_continues_the_callers_trace_and_parents_the_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _record, _shutdown) = sessions(options(dir.path()));
+    let control = FakeControl::new(3);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sink = berth_trace::SpanSink::start(Arc::new(SpanTap(tx)));
+    let invoker = Invoker::with_spans(control.clone(), s, Some(sink));
+
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            .parse()
+            .unwrap(),
+    );
+    let answer = invoker
+        .invoke(invocation(&headers, b"traceparent"))
+        .await
+        .unwrap();
+    let seen = body_of(answer).await;
+    // Recorded once the body ended.
+    let span = rx.recv().await.unwrap();
+    assert_eq!(span.trace_id, "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(span.parent_span_id.as_deref(), Some("b7ad6b7169203331"));
+    assert_eq!(span.name, "InvokeAgentRuntime");
+    assert_eq!(span.kind, "SERVER");
+    assert_eq!(span.status_code, "OK");
+    assert!(span.end_ns >= span.start_ns);
+    assert_eq!(span.attribution.runtime_id, RUNTIME_ID);
+    assert_eq!(span.attribution.version, 3);
+    assert_eq!(span.attribution.endpoint, "DEFAULT");
+    assert_eq!(span.attribution.session_id.as_deref(), Some(SID));
+    assert_eq!(span.attribution.actor.as_deref(), Some("alice"));
+    assert_eq!(span.attributes["http.response.status_code"], 200);
+    // The agent's parent is Berth's span, in the caller's trace.
+    assert_eq!(
+        seen,
+        format!("00-0af7651916cd43dd8448eb211c80319c-{}-01", span.span_id)
+    );
+
+    // Without a caller's trace, a new one is started.
+    let answer = invoker
+        .invoke(invocation(&HeaderMap::new(), b"traceparent"))
+        .await
+        .unwrap();
+    let seen = body_of(answer).await;
+    let span = rx.recv().await.unwrap();
+    assert!(span.parent_span_id.is_none());
+    assert_ne!(span.trace_id, "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(seen, format!("00-{}-{}-01", span.trace_id, span.span_id));
+}

@@ -187,11 +187,38 @@ async fn the_agent_environment_is_composed_in_order() {
             "AWS_REGION",
             "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE",
             "AGENTCORE_RUNTIME_URL",
+            // The OTel env contract, before the build's and the runtime's own variables (a
+            // runtime's `OTEL_*` therefore wins).
+            "AGENT_OBSERVABILITY_ENABLED",
+            "OTEL_PYTHON_DISTRO",
+            "OTEL_PYTHON_CONFIGURATOR",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_TRACES_EXPORTER",
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
             "BERTH_ENDPOINT_URL",
             "FROM_BUILD",
             "FROM_SPEC"
         ]
     );
+}
+
+#[tokio::test]
+async fn a_sandbox_is_resolved_to_its_session_at_the_time_of_asking() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    assert!(s.sandbox_owner("no-such-sandbox").is_none());
+    s.open(&target(2), SID, Some("alice")).await.unwrap();
+    let id = record.agents.lock().unwrap()[0].id.clone();
+    let owner = s.sandbox_owner(&id).unwrap();
+    assert_eq!(owner.runtime_id, RUNTIME_ID);
+    assert_eq!(owner.version, 2);
+    assert_eq!(owner.endpoint, "DEFAULT");
+    assert_eq!(owner.session_id.as_deref(), Some(SID));
+    assert_eq!(owner.user_id.as_deref(), Some("alice"));
+    s.stop(RUNTIME_ID, SID).await.unwrap();
+    assert!(s.sandbox_owner(&id).is_none());
 }
 
 #[tokio::test]

@@ -392,6 +392,7 @@ pub fn operations(
         (Method::DELETE, ["berth", "v1", "runtimes", r, "sessions", _]) => {
             one("bedrock-agentcore:StopRuntimeSession", runtime_arn(p, r))
         }
+        (Method::GET, ["berth", "v1", "traces", ..]) => one("berth:GetTraces", any_runtime),
         (Method::GET, ["berth", "v1", "runtimes", r, "logs"]) => {
             one("berth:GetAgentLogs", runtime_arn(p, r))
         }

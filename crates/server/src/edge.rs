@@ -208,7 +208,7 @@ pub async fn serve_sandbox(
     let own = Budget::new(edge.opts.sandbox_body_budget);
     let ctx = edge.context(vec![own, edge.budget.clone()]);
     let listen = Listen {
-        app: crate::router(state),
+        app: crate::sandbox_router(state, &sandbox),
         registry: Arc::new(Registry::new(edge.opts.sandbox_max_connections)),
         ctx,
         opts: edge.opts.clone(),

@@ -18,6 +18,7 @@ mod native_api;
 mod protocol_api;
 mod resource_policy_api;
 mod s3;
+mod traces_api;
 mod traffic_api;
 mod ws;
 
@@ -51,6 +52,14 @@ pub struct AppState {
     pub memory: berth_memory::Memory,
     /// AgentCore limits relaxed on test servers.
     pub relax: berth_api::model::Relax,
+    /// Spans and log records agents export (and Berth's own).
+    pub traces: Arc<dyn berth_trace::TraceStore>,
+}
+
+/// The router of one sandbox's own listener: the OTLP receiver for that sandbox, then the full
+/// router.
+pub(crate) fn sandbox_router(state: AppState, sandbox: &str) -> Router {
+    traces_api::otlp_routes(state.clone(), sandbox).merge(router(state))
 }
 
 /// The full router: authentication in front of every plane.
@@ -61,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .merge(resource_policy_api::routes())
         .merge(memory_api::routes())
         .merge(native_api::routes())
+        .merge(traces_api::routes())
         .merge(traffic_api::routes())
         .merge(access_api::routes())
         .merge(metrics::routes())

@@ -116,6 +116,7 @@ async fn answer(
             .to_owned()
     };
     let mcp_method = header("mcp-method");
+    let traceparent = header("traceparent");
     let session = req
         .headers()
         .get("x-amzn-bedrock-agentcore-runtime-session-id")
@@ -145,6 +146,10 @@ async fn answer(
                 http::HeaderValue::from_static("application/json"),
             );
             r
+        }
+        // Echoes the traceparent the agent got.
+        "/invocations" if body.as_ref() == b"traceparent" => {
+            Response::new(Full::new(Bytes::from(traceparent)))
         }
         "/invocations" if body.as_ref() == b"fail" => {
             let mut r = Response::new(Full::new(Bytes::from_static(b"boom")));
@@ -348,6 +353,10 @@ pub fn options(logs_dir: &std::path::Path) -> SessionOptions {
             host_live: 100,
             runtime_rate: 1000.0,
             host_rate: 1000.0,
+        },
+        partition: berth_types::Partition {
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
         },
     }
 }

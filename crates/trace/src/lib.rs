@@ -1,0 +1,226 @@
+//! Traces: the span and log-record model, the trace store (SQLite, a file of its own in the data
+//! dir), the OTLP/HTTP decoding of what agents export, and the environment that tells an agent
+//! where to export.
+//!
+//! Architecture Invariant: every span and log record carries an [`Attribution`] decided by the
+//! server from the sandbox the data arrived through, never from anything the agent sent; the
+//! agent's own resource attributes are kept as data, not as index columns.
+
+mod env;
+pub mod otlp;
+mod sink;
+mod sqlite;
+
+pub use env::{AgentEnv, agent_env, session_baggage};
+pub use sink::{SpanSink, new_span_id, new_trace_id, parse_traceparent};
+pub use sqlite::SqliteTraceStore;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Errors of the trace store and the OTLP decoder.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request body is not an export request in its declared encoding.
+    #[error("malformed export request: {0}")]
+    Malformed(String),
+    /// The store failed.
+    #[error("trace store: {0}")]
+    Store(#[from] sqlx::Error),
+    /// The store's schema could not be applied.
+    #[error("trace store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A filter or paging token the store cannot use.
+    #[error("invalid trace query: {0}")]
+    Invalid(String),
+}
+
+/// Who data belongs to, decided by the listener it arrived through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attribution {
+    pub runtime_id: String,
+    pub version: u32,
+    pub endpoint: String,
+    /// `None` while a warm sandbox waits for its session.
+    pub session_id: Option<String>,
+    /// The session's user id (`X-Amzn-Bedrock-AgentCore-Runtime-User-Id`), if one was given.
+    pub actor: Option<String>,
+}
+
+/// One span as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Span {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// 16 lowercase hex digits.
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    /// `INTERNAL`, `SERVER`, `CLIENT`, `PRODUCER`, `CONSUMER` or `UNSPECIFIED`.
+    pub kind: String,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    /// `UNSET`, `OK` or `ERROR`.
+    pub status_code: String,
+    pub status_message: String,
+    /// The instrumentation scope's name.
+    pub scope: String,
+    /// Attributes as a flat JSON object (`{"gen_ai.usage.input_tokens": 12, ...}`).
+    pub attributes: Value,
+    /// Resource attributes as a flat JSON object.
+    pub resource: Value,
+    /// `[{"name", "timeNs", "attributes"}]`.
+    pub events: Value,
+    /// `service.name` of the resource (`unknown_service` without one).
+    pub service_name: String,
+    #[serde(flatten)]
+    pub attribution: Attribution,
+}
+
+impl Span {
+    pub fn duration_ns(&self) -> i64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
+}
+
+/// One log record as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogRecord {
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    pub time_ns: i64,
+    pub severity_number: i32,
+    pub severity_text: String,
+    pub body: Value,
+    pub attributes: Value,
+    pub resource: Value,
+    pub scope: String,
+    pub service_name: String,
+    #[serde(flatten)]
+    pub attribution: Attribution,
+}
+
+/// One trace as seen in one session (see the `traces` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceSummary {
+    pub trace_id: String,
+    pub root_name: Option<String>,
+    pub service_name: String,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub duration_ns: i64,
+    pub span_count: i64,
+    /// `ERROR` if any span failed, else `OK`.
+    pub status: String,
+    #[serde(flatten)]
+    pub attribution: Attribution,
+}
+
+/// Filters of [`TraceStore::list`]; all optional, combined with AND.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceFilter {
+    pub runtime_id: Option<String>,
+    pub version: Option<u32>,
+    pub endpoint: Option<String>,
+    pub session_id: Option<String>,
+    pub actor: Option<String>,
+    /// `OK` or `ERROR`.
+    pub status: Option<String>,
+    /// Traces that started at or after this time.
+    pub since_ns: Option<i64>,
+    /// Traces that started before this time.
+    pub until_ns: Option<i64>,
+    pub min_duration_ns: Option<i64>,
+    /// At most this many (default 50, at most 1000).
+    pub limit: Option<u32>,
+    /// From a previous page's `next_token`.
+    pub next_token: Option<String>,
+}
+
+/// A page of traces, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TracePage {
+    pub traces: Vec<TraceSummary>,
+    pub next_token: Option<String>,
+}
+
+/// How much is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Traces that ended longer ago than this are deleted.
+    pub max_age_ns: i64,
+    /// Above this many stored bytes, the oldest traces are deleted first.
+    pub max_bytes: u64,
+}
+
+/// What a retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retained {
+    pub traces_deleted: u64,
+    pub logs_deleted: u64,
+}
+
+/// Where spans and log records are kept.
+#[async_trait::async_trait]
+pub trait TraceStore: Send + Sync + 'static {
+    /// Stores one export request's data in one transaction; durable when this returns `Ok`.
+    async fn insert(&self, spans: &[Span], logs: &[LogRecord]) -> Result<(), Error>;
+    /// Every span of a trace, oldest first; with `session`, only that session's.
+    async fn trace(&self, trace_id: &str, session: Option<&str>) -> Result<Vec<Span>, Error>;
+    /// Traces matching `filter`, newest first, paged.
+    async fn list(&self, filter: &TraceFilter) -> Result<TracePage, Error>;
+    /// Every span of a session, oldest first (`runtime_id` narrows it when session ids repeat
+    /// across runtimes).
+    async fn session_spans(
+        &self,
+        runtime_id: Option<&str>,
+        session_id: &str,
+    ) -> Result<Vec<Span>, Error>;
+    /// Log records of a trace, oldest first.
+    async fn trace_logs(&self, trace_id: &str) -> Result<Vec<LogRecord>, Error>;
+    /// Deletes what `policy` no longer keeps, `now_ns` being the present.
+    async fn retain(&self, policy: Retention, now_ns: i64) -> Result<Retained, Error>;
+    /// Stored bytes (the measure retention's size limit applies to).
+    async fn stored_bytes(&self) -> Result<u64, Error>;
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Runs retention every `every` until `shutdown`.
+pub async fn run_retention(
+    store: std::sync::Arc<dyn TraceStore>,
+    policy: Retention,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.retain(policy, now_ns()).await {
+            Ok(r) if r.traces_deleted > 0 || r.logs_deleted > 0 => {
+                tracing::info!(
+                    traces = r.traces_deleted,
+                    logs = r.logs_deleted,
+                    "trace retention"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "trace retention failed"),
+        }
+    }
+}

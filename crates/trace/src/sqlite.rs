@@ -1,0 +1,516 @@
+//! The SQLite trace store: `traces.db` in the data dir, WAL, `synchronous=FULL` (an export is
+//! acknowledged only once it is on disk), one writer connection, one transaction per export.
+
+use crate::{
+    Attribution, Error, LogRecord, Retained, Retention, Span, TraceFilter, TracePage, TraceStore,
+    TraceSummary,
+};
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use std::path::Path;
+use std::time::Duration;
+
+/// The default and the largest page of [`TraceStore::list`].
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 1000;
+
+/// Traces deleted per statement by the size limit.
+const DELETE_BATCH: i64 = 500;
+
+/// See the module docs. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteTraceStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteTraceStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub async fn open(path: &Path) -> Result<Self, Error> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(Self { writer, reader })
+    }
+}
+
+fn json_text(v: &Value) -> String {
+    v.to_string()
+}
+
+fn session_col(a: &Attribution) -> &str {
+    a.session_id.as_deref().unwrap_or("")
+}
+
+/// The size a span or log counts for in the size limit: its stored text plus row overhead.
+fn span_bytes(s: &Span) -> i64 {
+    let text = s.name.len()
+        + s.attributes.to_string().len()
+        + s.resource.to_string().len()
+        + s.events.to_string().len()
+        + s.status_message.len()
+        + s.scope.len();
+    i64::try_from(text).unwrap_or(i64::MAX).saturating_add(160)
+}
+
+fn log_bytes(l: &LogRecord) -> i64 {
+    let text = l.body.to_string().len()
+        + l.attributes.to_string().len()
+        + l.resource.to_string().len()
+        + l.scope.len();
+    i64::try_from(text).unwrap_or(i64::MAX).saturating_add(120)
+}
+
+/// Folds one span or log into its trace row.
+#[allow(clippy::too_many_arguments)]
+async fn upsert_trace(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    trace_id: &str,
+    a: &Attribution,
+    service_name: &str,
+    name: Option<&str>,
+    start_ns: i64,
+    end_ns: i64,
+    spans: i64,
+    error: bool,
+    bytes: i64,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO traces (trace_id, runtime_id, session_id, version, endpoint, actor, \
+         service_name, root_name, root_start_ns, start_ns, end_ns, span_count, error, bytes) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (trace_id, runtime_id, session_id) DO UPDATE SET \
+           root_name = CASE WHEN excluded.root_name IS NOT NULL \
+               AND (root_name IS NULL OR excluded.root_start_ns < root_start_ns) \
+               THEN excluded.root_name ELSE root_name END, \
+           root_start_ns = CASE WHEN excluded.root_name IS NOT NULL \
+               AND (root_name IS NULL OR excluded.root_start_ns < root_start_ns) \
+               THEN excluded.root_start_ns ELSE root_start_ns END, \
+           start_ns = min(start_ns, excluded.start_ns), \
+           end_ns = max(end_ns, excluded.end_ns), \
+           span_count = span_count + excluded.span_count, \
+           error = max(error, excluded.error), \
+           bytes = bytes + excluded.bytes",
+    )
+    .bind(trace_id)
+    .bind(&a.runtime_id)
+    .bind(session_col(a))
+    .bind(i64::from(a.version))
+    .bind(&a.endpoint)
+    .bind(a.actor.as_deref())
+    .bind(service_name)
+    .bind(name)
+    .bind(name.map(|_| start_ns))
+    .bind(start_ns)
+    .bind(end_ns)
+    .bind(spans)
+    .bind(i64::from(error))
+    .bind(bytes)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn attribution(row: &SqliteRow) -> Result<Attribution, sqlx::Error> {
+    let session: String = row.try_get("session_id")?;
+    let version: i64 = row.try_get("version")?;
+    Ok(Attribution {
+        runtime_id: row.try_get("runtime_id")?,
+        version: u32::try_from(version).unwrap_or_default(),
+        endpoint: row.try_get("endpoint")?,
+        session_id: (!session.is_empty()).then_some(session),
+        actor: row.try_get("actor")?,
+    })
+}
+
+fn json_col(row: &SqliteRow, col: &str) -> Result<Value, sqlx::Error> {
+    let text: String = row.try_get(col)?;
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn span_row(row: &SqliteRow) -> Result<Span, sqlx::Error> {
+    Ok(Span {
+        trace_id: row.try_get("trace_id")?,
+        span_id: row.try_get("span_id")?,
+        parent_span_id: row.try_get("parent_span_id")?,
+        name: row.try_get("name")?,
+        kind: row.try_get("kind")?,
+        start_ns: row.try_get("start_ns")?,
+        end_ns: row.try_get("end_ns")?,
+        status_code: row.try_get("status_code")?,
+        status_message: row.try_get("status_message")?,
+        scope: row.try_get("scope")?,
+        attributes: json_col(row, "attributes")?,
+        resource: json_col(row, "resource")?,
+        events: json_col(row, "events")?,
+        service_name: row.try_get("service_name")?,
+        attribution: attribution(row)?,
+    })
+}
+
+fn log_row(row: &SqliteRow) -> Result<LogRecord, sqlx::Error> {
+    Ok(LogRecord {
+        trace_id: row.try_get("trace_id")?,
+        span_id: row.try_get("span_id")?,
+        time_ns: row.try_get("time_ns")?,
+        severity_number: row.try_get("severity_number")?,
+        severity_text: row.try_get("severity_text")?,
+        body: json_col(row, "body")?,
+        attributes: json_col(row, "attributes")?,
+        resource: json_col(row, "resource")?,
+        scope: row.try_get("scope")?,
+        service_name: row.try_get("service_name")?,
+        attribution: attribution(row)?,
+    })
+}
+
+fn summary_row(row: &SqliteRow) -> Result<TraceSummary, sqlx::Error> {
+    let start_ns: i64 = row.try_get("start_ns")?;
+    let end_ns: i64 = row.try_get("end_ns")?;
+    let error: i64 = row.try_get("error")?;
+    Ok(TraceSummary {
+        trace_id: row.try_get("trace_id")?,
+        root_name: row.try_get("root_name")?,
+        service_name: row.try_get("service_name")?,
+        start_ns,
+        end_ns,
+        duration_ns: end_ns.saturating_sub(start_ns),
+        span_count: row.try_get("span_count")?,
+        status: if error != 0 { "ERROR" } else { "OK" }.to_owned(),
+        attribution: attribution(row)?,
+    })
+}
+
+const SPAN_COLS: &str = "trace_id, span_id, parent_span_id, runtime_id, session_id, version, \
+    endpoint, actor, service_name, name, kind, start_ns, end_ns, status_code, status_message, \
+    scope, attributes, resource, events";
+
+const LOG_COLS: &str = "trace_id, span_id, runtime_id, session_id, version, endpoint, actor, \
+    service_name, time_ns, severity_number, severity_text, body, attributes, resource, scope";
+
+/// `start_ns.rowid` of the last trace of a page.
+fn parse_token(token: &str) -> Result<(i64, i64), Error> {
+    let bad = || Error::Invalid("the next token is not one this server issued".into());
+    let (start, rowid) = token.split_once('.').ok_or_else(bad)?;
+    Ok((
+        start.parse().map_err(|_| bad())?,
+        rowid.parse().map_err(|_| bad())?,
+    ))
+}
+
+#[async_trait::async_trait]
+impl TraceStore for SqliteTraceStore {
+    async fn insert(&self, spans: &[Span], logs: &[LogRecord]) -> Result<(), Error> {
+        if spans.is_empty() && logs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await?;
+        for s in spans {
+            let a = &s.attribution;
+            let inserted = sqlx::query(&format!(
+                "INSERT OR IGNORE INTO spans ({SPAN_COLS}) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .bind(&s.trace_id)
+            .bind(&s.span_id)
+            .bind(s.parent_span_id.as_deref())
+            .bind(&a.runtime_id)
+            .bind(session_col(a))
+            .bind(i64::from(a.version))
+            .bind(&a.endpoint)
+            .bind(a.actor.as_deref())
+            .bind(&s.service_name)
+            .bind(&s.name)
+            .bind(&s.kind)
+            .bind(s.start_ns)
+            .bind(s.end_ns)
+            .bind(&s.status_code)
+            .bind(&s.status_message)
+            .bind(&s.scope)
+            .bind(json_text(&s.attributes))
+            .bind(json_text(&s.resource))
+            .bind(json_text(&s.events))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            // A retried export: the span is already counted.
+            if inserted == 0 {
+                continue;
+            }
+            upsert_trace(
+                &mut tx,
+                &s.trace_id,
+                a,
+                &s.service_name,
+                Some(&s.name),
+                s.start_ns,
+                s.end_ns,
+                1,
+                s.status_code == "ERROR",
+                span_bytes(s),
+            )
+            .await?;
+        }
+        for l in logs {
+            let a = &l.attribution;
+            sqlx::query(&format!(
+                "INSERT INTO logs ({LOG_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .bind(l.trace_id.as_deref())
+            .bind(l.span_id.as_deref())
+            .bind(&a.runtime_id)
+            .bind(session_col(a))
+            .bind(i64::from(a.version))
+            .bind(&a.endpoint)
+            .bind(a.actor.as_deref())
+            .bind(&l.service_name)
+            .bind(l.time_ns)
+            .bind(l.severity_number)
+            .bind(&l.severity_text)
+            .bind(json_text(&l.body))
+            .bind(json_text(&l.attributes))
+            .bind(json_text(&l.resource))
+            .bind(&l.scope)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(trace_id) = &l.trace_id {
+                upsert_trace(
+                    &mut tx,
+                    trace_id,
+                    a,
+                    &l.service_name,
+                    None,
+                    l.time_ns,
+                    l.time_ns,
+                    0,
+                    false,
+                    log_bytes(l),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn trace(&self, trace_id: &str, session: Option<&str>) -> Result<Vec<Span>, Error> {
+        let mut q =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {SPAN_COLS} FROM spans WHERE trace_id = "));
+        q.push_bind(trace_id);
+        if let Some(s) = session {
+            q.push(" AND session_id = ").push_bind(s);
+        }
+        q.push(" ORDER BY start_ns, span_id");
+        let rows = q.build().fetch_all(&self.reader).await?;
+        Ok(rows.iter().map(span_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn list(&self, f: &TraceFilter) -> Result<TracePage, Error> {
+        let limit = f.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT rowid, trace_id, runtime_id, session_id, version, endpoint, actor, \
+             service_name, root_name, start_ns, end_ns, span_count, error FROM traces WHERE 1 = 1",
+        );
+        if let Some(v) = &f.runtime_id {
+            q.push(" AND runtime_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = f.version {
+            q.push(" AND version = ").push_bind(i64::from(v));
+        }
+        if let Some(v) = &f.endpoint {
+            q.push(" AND endpoint = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.session_id {
+            q.push(" AND session_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.actor {
+            q.push(" AND actor = ").push_bind(v.clone());
+        }
+        match f.status.as_deref() {
+            None => {}
+            Some("ERROR") => {
+                q.push(" AND error = 1");
+            }
+            Some("OK") => {
+                q.push(" AND error = 0");
+            }
+            Some(other) => {
+                return Err(Error::Invalid(format!(
+                    "status must be OK or ERROR, not {other:?}"
+                )));
+            }
+        }
+        if let Some(v) = f.since_ns {
+            q.push(" AND start_ns >= ").push_bind(v);
+        }
+        if let Some(v) = f.until_ns {
+            q.push(" AND start_ns < ").push_bind(v);
+        }
+        if let Some(v) = f.min_duration_ns {
+            q.push(" AND end_ns - start_ns >= ").push_bind(v);
+        }
+        if let Some(token) = &f.next_token {
+            let (start, rowid) = parse_token(token)?;
+            q.push(" AND (start_ns < ")
+                .push_bind(start)
+                .push(" OR (start_ns = ")
+                .push_bind(start)
+                .push(" AND rowid < ")
+                .push_bind(rowid)
+                .push("))");
+        }
+        q.push(" ORDER BY start_ns DESC, rowid DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows = q.build().fetch_all(&self.reader).await?;
+        let more = rows.len() > limit as usize;
+        let mut traces = Vec::with_capacity(rows.len().min(limit as usize));
+        let mut last = None;
+        for row in rows.iter().take(limit as usize) {
+            let t = summary_row(row)?;
+            let rowid: i64 = row.try_get("rowid")?;
+            last = Some(format!("{}.{rowid}", t.start_ns));
+            traces.push(t);
+        }
+        Ok(TracePage {
+            traces,
+            next_token: if more { last } else { None },
+        })
+    }
+
+    async fn session_spans(
+        &self,
+        runtime_id: Option<&str>,
+        session_id: &str,
+    ) -> Result<Vec<Span>, Error> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {SPAN_COLS} FROM spans WHERE session_id = "
+        ));
+        q.push_bind(session_id);
+        if let Some(r) = runtime_id {
+            q.push(" AND runtime_id = ").push_bind(r);
+        }
+        q.push(" ORDER BY start_ns, span_id");
+        let rows = q.build().fetch_all(&self.reader).await?;
+        Ok(rows.iter().map(span_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn trace_logs(&self, trace_id: &str) -> Result<Vec<LogRecord>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {LOG_COLS} FROM logs WHERE trace_id = ? ORDER BY time_ns"
+        ))
+        .bind(trace_id)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(log_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn retain(&self, policy: Retention, now_ns: i64) -> Result<Retained, Error> {
+        let mut done = Retained::default();
+        let cutoff = now_ns.saturating_sub(policy.max_age_ns);
+        // By age: whole traces that ended before the cutoff, and trace-less logs older than it.
+        let mut tx = self.writer.begin().await?;
+        let old = "SELECT trace_id, runtime_id, session_id FROM traces WHERE end_ns < ?";
+        sqlx::query(&format!(
+            "DELETE FROM spans WHERE (trace_id, runtime_id, session_id) IN ({old})"
+        ))
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+        done.logs_deleted += sqlx::query(&format!(
+            "DELETE FROM logs WHERE (trace_id, runtime_id, session_id) IN ({old}) \
+             OR (trace_id IS NULL AND time_ns < ?)"
+        ))
+        .bind(cutoff)
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        done.traces_deleted += sqlx::query("DELETE FROM traces WHERE end_ns < ?")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+
+        // By size: the oldest traces first, a batch at a time, until under the limit.
+        let max = i64::try_from(policy.max_bytes).unwrap_or(i64::MAX);
+        loop {
+            let total = self.stored_bytes_on(&self.writer).await?;
+            if total <= max {
+                break;
+            }
+            let mut tx = self.writer.begin().await?;
+            let rows =
+                sqlx::query("SELECT rowid, bytes FROM traces ORDER BY end_ns, rowid LIMIT ?")
+                    .bind(DELETE_BATCH)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut excess = total - max;
+            let mut victims = Vec::new();
+            for row in &rows {
+                if excess <= 0 {
+                    break;
+                }
+                let rowid: i64 = row.try_get("rowid")?;
+                let bytes: i64 = row.try_get("bytes")?;
+                victims.push(rowid);
+                excess -= bytes;
+            }
+            for rowid in &victims {
+                let key = "SELECT trace_id, runtime_id, session_id FROM traces WHERE rowid = ?";
+                sqlx::query(&format!(
+                    "DELETE FROM spans WHERE (trace_id, runtime_id, session_id) IN ({key})"
+                ))
+                .bind(rowid)
+                .execute(&mut *tx)
+                .await?;
+                done.logs_deleted += sqlx::query(&format!(
+                    "DELETE FROM logs WHERE (trace_id, runtime_id, session_id) IN ({key})"
+                ))
+                .bind(rowid)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                done.traces_deleted += sqlx::query("DELETE FROM traces WHERE rowid = ?")
+                    .bind(rowid)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            tx.commit().await?;
+        }
+        Ok(done)
+    }
+
+    async fn stored_bytes(&self) -> Result<u64, Error> {
+        let n = self.stored_bytes_on(&self.reader).await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+}
+
+impl SqliteTraceStore {
+    async fn stored_bytes_on(&self, pool: &SqlitePool) -> Result<i64, Error> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT sum(bytes) FROM traces")
+            .fetch_one(pool)
+            .await?;
+        Ok(n.unwrap_or(0))
+    }
+}

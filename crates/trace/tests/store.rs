@@ -1,0 +1,366 @@
+//! The SQLite trace store against a temp dir: inserts, filters, paging, retention, reopening.
+#![allow(clippy::unwrap_used)]
+
+use berth_trace::{
+    Attribution, LogRecord, Retention, Span, SqliteTraceStore, TraceFilter, TraceStore,
+};
+use serde_json::json;
+
+fn who(runtime: &str, session: &str, actor: Option<&str>) -> Attribution {
+    Attribution {
+        runtime_id: runtime.into(),
+        version: 1,
+        endpoint: "DEFAULT".into(),
+        session_id: Some(session.into()),
+        actor: actor.map(str::to_owned),
+    }
+}
+
+fn span(trace: u8, id: u8, parent: Option<u8>, start: i64, end: i64, who: &Attribution) -> Span {
+    Span {
+        trace_id: format!("{trace:032x}"),
+        span_id: format!("{id:016x}"),
+        parent_span_id: parent.map(|p| format!("{p:016x}")),
+        name: format!("span-{id}"),
+        kind: "INTERNAL".into(),
+        start_ns: start,
+        end_ns: end,
+        status_code: "UNSET".into(),
+        status_message: String::new(),
+        scope: "test".into(),
+        attributes: json!({ "n": id }),
+        resource: json!({ "service.name": "shop.DEFAULT" }),
+        events: json!([]),
+        service_name: "shop.DEFAULT".into(),
+        attribution: who.clone(),
+    }
+}
+
+async fn open(dir: &tempfile::TempDir) -> SqliteTraceStore {
+    SqliteTraceStore::open(&dir.path().join("traces.db"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn insert_get_and_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let a = who("rt-a", "s-1", Some("alice"));
+    let b = who("rt-b", "s-2", Some("bob"));
+    let mut failed = span(2, 3, None, 2_000, 9_000, &b);
+    failed.status_code = "ERROR".into();
+    store
+        .insert(
+            &[
+                span(1, 1, None, 1_000, 5_000, &a),
+                span(1, 2, Some(1), 1_500, 2_000, &a),
+                failed,
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    // A retried export is stored once.
+    store
+        .insert(&[span(1, 2, Some(1), 1_500, 2_000, &a)], &[])
+        .await
+        .unwrap();
+
+    let t = store.trace(&format!("{:032x}", 1), None).await.unwrap();
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0].name, "span-1");
+    assert_eq!(t[1].parent_span_id.as_deref(), Some("0000000000000001"));
+    assert_eq!(t[0].attributes, json!({ "n": 1 }));
+    assert_eq!(t[0].attribution, a);
+
+    let all = store.list(&TraceFilter::default()).await.unwrap();
+    assert_eq!(all.traces.len(), 2);
+    // Newest first.
+    assert_eq!(all.traces[0].trace_id, format!("{:032x}", 2));
+    assert_eq!(all.traces[1].span_count, 2);
+    assert_eq!(all.traces[1].root_name.as_deref(), Some("span-1"));
+    assert_eq!(all.traces[1].duration_ns, 4_000);
+
+    let q = |f: TraceFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .list(&f)
+                .await
+                .unwrap()
+                .traces
+                .into_iter()
+                .map(|t| t.trace_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let one = vec![format!("{:032x}", 1)];
+    let two = vec![format!("{:032x}", 2)];
+    assert_eq!(
+        q(TraceFilter {
+            runtime_id: Some("rt-a".into()),
+            ..Default::default()
+        })
+        .await,
+        one
+    );
+    assert_eq!(
+        q(TraceFilter {
+            session_id: Some("s-2".into()),
+            ..Default::default()
+        })
+        .await,
+        two
+    );
+    assert_eq!(
+        q(TraceFilter {
+            actor: Some("alice".into()),
+            ..Default::default()
+        })
+        .await,
+        one
+    );
+    assert_eq!(
+        q(TraceFilter {
+            status: Some("ERROR".into()),
+            ..Default::default()
+        })
+        .await,
+        two
+    );
+    assert_eq!(
+        q(TraceFilter {
+            status: Some("OK".into()),
+            ..Default::default()
+        })
+        .await,
+        one
+    );
+    assert_eq!(
+        q(TraceFilter {
+            since_ns: Some(1_800),
+            ..Default::default()
+        })
+        .await,
+        two
+    );
+    assert_eq!(
+        q(TraceFilter {
+            until_ns: Some(1_800),
+            ..Default::default()
+        })
+        .await,
+        one
+    );
+    assert_eq!(
+        q(TraceFilter {
+            min_duration_ns: Some(6_000),
+            ..Default::default()
+        })
+        .await,
+        two
+    );
+    assert_eq!(
+        q(TraceFilter {
+            version: Some(2),
+            ..Default::default()
+        })
+        .await,
+        Vec::<String>::new()
+    );
+    assert!(
+        store
+            .list(&TraceFilter {
+                status: Some("MAYBE".into()),
+                ..Default::default()
+            })
+            .await
+            .is_err()
+    );
+
+    let s = store.session_spans(Some("rt-a"), "s-1").await.unwrap();
+    assert_eq!(s.len(), 2);
+    assert!(
+        store
+            .session_spans(Some("rt-b"), "s-1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_reused_trace_id_stays_apart_per_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let a = who("rt", "s-1", None);
+    let b = who("rt", "s-2", None);
+    store
+        .insert(&[span(1, 1, None, 0, 10, &a)], &[])
+        .await
+        .unwrap();
+    // Another session sends the same ids: its own row, the first session's is untouched.
+    let mut forged = span(1, 1, None, 0, 10, &b);
+    forged.name = "forged".into();
+    store.insert(&[forged], &[]).await.unwrap();
+    let mine = store
+        .trace(&format!("{:032x}", 1), Some("s-1"))
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].name, "span-1");
+    let listed = store
+        .list(&TraceFilter {
+            session_id: Some("s-1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.traces.len(), 1);
+    assert_eq!(listed.traces[0].span_count, 1);
+}
+
+#[tokio::test]
+async fn paging_walks_every_trace_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let a = who("rt", "s", None);
+    let spans: Vec<Span> = (1..=7)
+        .map(|i| span(i, i, None, i64::from(i) * 10, i64::from(i) * 10 + 5, &a))
+        .collect();
+    store.insert(&spans, &[]).await.unwrap();
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = store
+            .list(&TraceFilter {
+                limit: Some(3),
+                next_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        seen.extend(page.traces.iter().map(|t| t.start_ns));
+        token = page.next_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, vec![70, 60, 50, 40, 30, 20, 10]);
+}
+
+#[tokio::test]
+async fn retention_deletes_by_age_then_the_oldest_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let a = who("rt", "s", None);
+    let log = LogRecord {
+        trace_id: Some(format!("{:032x}", 1)),
+        span_id: None,
+        time_ns: 100,
+        severity_number: 9,
+        severity_text: "INFO".into(),
+        body: json!("hello"),
+        attributes: json!({}),
+        resource: json!({}),
+        scope: "s".into(),
+        service_name: "x".into(),
+        attribution: a.clone(),
+    };
+    let spans: Vec<Span> = (1..=10)
+        .map(|i| {
+            span(
+                i,
+                i,
+                None,
+                i64::from(i) * 1_000,
+                i64::from(i) * 1_000 + 10,
+                &a,
+            )
+        })
+        .collect();
+    store.insert(&spans, &[log]).await.unwrap();
+    assert_eq!(
+        store
+            .trace_logs(&format!("{:032x}", 1))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // By age: traces that ended before now - max_age (now = 3_500, age 1_000: 1 and 2 go).
+    let r = store
+        .retain(
+            Retention {
+                max_age_ns: 1_000,
+                max_bytes: u64::MAX,
+            },
+            3_500,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.traces_deleted, 2);
+    assert_eq!(r.logs_deleted, 1);
+    assert!(
+        store
+            .trace(&format!("{:032x}", 1), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .trace_logs(&format!("{:032x}", 1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // By size: keep roughly three traces' worth; the oldest go first.
+    let total = store.stored_bytes().await.unwrap();
+    let per = total / 8;
+    let r = store
+        .retain(
+            Retention {
+                max_age_ns: i64::MAX,
+                max_bytes: per * 3 + per / 2,
+            },
+            3_500,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.traces_deleted, 5);
+    let left: Vec<i64> = store
+        .list(&TraceFilter::default())
+        .await
+        .unwrap()
+        .traces
+        .iter()
+        .map(|t| t.start_ns)
+        .collect();
+    assert_eq!(left, vec![10_000, 9_000, 8_000]);
+    assert!(store.stored_bytes().await.unwrap() <= per * 3 + per / 2);
+}
+
+#[tokio::test]
+async fn reopening_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(&dir).await;
+        store
+            .insert(&[span(9, 9, None, 5, 6, &who("rt", "s", None))], &[])
+            .await
+            .unwrap();
+    }
+    let store = open(&dir).await;
+    assert_eq!(
+        store
+            .trace(&format!("{:032x}", 9), None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

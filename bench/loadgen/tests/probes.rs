@@ -156,10 +156,24 @@ async fn sse_reports_a_silent_gap() {
         "0",
         "--gap-ms",
         "300",
+        "--trace",
     ]))
     .await;
     assert_eq!(r["complete"], 1);
-    assert!(r["longest_silence_ms"].as_f64().expect("silence") >= 300.0);
+    assert_eq!(r["events"], 2);
+    // How long the silence looked depends on scheduling, which a test must not judge (a first
+    // event read late shortens it); that the report is the longest gap between the arrivals it
+    // traced does not.
+    let arrivals: Vec<f64> = r["trace"][0]
+        .as_array()
+        .expect("trace")
+        .iter()
+        .map(|e| e[0].as_f64().expect("arrival"))
+        .collect();
+    assert_eq!(arrivals.len(), 2);
+    let traced = arrivals[1] - arrivals[0];
+    let reported = r["longest_silence_ms"].as_f64().expect("silence");
+    assert!((reported - traced).abs() < 0.01, "{reported} vs {traced}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 mod authz;
 pub mod memory;
 mod sqlite;
+pub use sqlite::open_pools;
 mod traffic;
 mod url;
 

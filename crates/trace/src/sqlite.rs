@@ -6,12 +6,9 @@ use crate::{
     TraceSummary,
 };
 use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::path::Path;
-use std::time::Duration;
 
 /// The default and the largest page of [`TraceStore::list`].
 const DEFAULT_LIMIT: u32 = 50;
@@ -30,21 +27,9 @@ pub struct SqliteTraceStore {
 impl SqliteTraceStore {
     /// Opens (creating if needed) the store at `path`.
     pub async fn open(path: &Path) -> Result<Self, Error> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts.clone())
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts.read_only(true))
-            .await?;
+        let opts = SqliteConnectOptions::new().filename(path);
+        let (writer, reader) =
+            berth_store::open_pools::<Error>(opts, &sqlx::migrate!("./migrations/sqlite")).await?;
         Ok(Self { writer, reader })
     }
 }

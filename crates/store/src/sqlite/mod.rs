@@ -28,6 +28,34 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Berth's SQLite settings over `opts` (created if missing, WAL, `synchronous=FULL`: a commit is on
+/// disk before a 2xx, even across power loss; a 10 s busy timeout), as one writer connection,
+/// migrated with `migrator`, and a pool of four read-only ones. Every SQLite database Berth keeps
+/// opens through here (the control/memory store, the trace store).
+pub async fn open_pools<E>(
+    opts: SqliteConnectOptions,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(SqlitePool, SqlitePool), E>
+where
+    E: From<sqlx::Error> + From<sqlx::migrate::MigrateError>,
+{
+    let opts = opts
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10));
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts.clone())
+        .await?;
+    migrator.run(&writer).await?;
+    let reader = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(opts.read_only(true))
+        .await?;
+    Ok((writer, reader))
+}
+
 /// SQLite-backed store.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -47,22 +75,9 @@ impl SqliteStore {
             path: path.to_owned(),
             options: options.to_owned(),
         };
-        let opts = SqliteConnectOptions::from_str(&url.to_string())?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is on disk before we answer 2xx, even across power loss.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts.clone())
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts.read_only(true))
-            .await?;
+        let opts = SqliteConnectOptions::from_str(&url.to_string())?.foreign_keys(true);
+        let (writer, reader) =
+            open_pools::<Error>(opts, &sqlx::migrate!("./migrations/sqlite")).await?;
         Ok(Self { writer, reader })
     }
 

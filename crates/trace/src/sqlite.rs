@@ -61,53 +61,225 @@ fn log_bytes(l: &LogRecord) -> i64 {
     i64::try_from(text).unwrap_or(i64::MAX).saturating_add(120)
 }
 
-/// Folds one span or log into its trace row.
-#[allow(clippy::too_many_arguments)]
-async fn upsert_trace(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    trace_id: &str,
-    a: &Attribution,
-    service_name: &str,
-    name: Option<&str>,
+/// Rows per multi-row statement: under SQLite's limit of 32,766 bound variables at 19 columns.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// What one batch adds to one trace row (a trace as seen in one runtime and session).
+struct TraceDelta<'a> {
+    attribution: &'a Attribution,
+    service_name: &'a str,
+    /// The earliest named span of the batch and its start.
+    root: Option<(&'a str, i64)>,
     start_ns: i64,
     end_ns: i64,
     spans: i64,
     error: bool,
     bytes: i64,
+}
+
+type TraceKey<'a> = (&'a str, &'a str, &'a str);
+
+/// Folds spans and logs into per-trace deltas, in first-seen order.
+#[derive(Default)]
+struct Deltas<'a> {
+    index: std::collections::HashMap<TraceKey<'a>, usize>,
+    rows: Vec<(&'a str, TraceDelta<'a>)>,
+}
+
+impl<'a> Deltas<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        trace_id: &'a str,
+        a: &'a Attribution,
+        service_name: &'a str,
+        name: Option<&'a str>,
+        start_ns: i64,
+        end_ns: i64,
+        spans: i64,
+        error: bool,
+        bytes: i64,
+    ) {
+        let key = (trace_id, a.runtime_id.as_str(), session_col(a));
+        let root = name.map(|n| (n, start_ns));
+        match self.index.get(&key) {
+            Some(&i) => {
+                let d = &mut self.rows[i].1;
+                if let Some((n, s)) = root
+                    && d.root.is_none_or(|(_, r)| s < r)
+                {
+                    d.root = Some((n, s));
+                }
+                d.start_ns = d.start_ns.min(start_ns);
+                d.end_ns = d.end_ns.max(end_ns);
+                d.spans += spans;
+                d.error |= error;
+                d.bytes = d.bytes.saturating_add(bytes);
+            }
+            None => {
+                self.index.insert(key, self.rows.len());
+                self.rows.push((
+                    trace_id,
+                    TraceDelta {
+                        attribution: a,
+                        service_name,
+                        root,
+                        start_ns,
+                        end_ns,
+                        spans,
+                        error,
+                        bytes,
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// Folds each delta into its trace row, a few hundred rows per statement.
+async fn upsert_traces(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    deltas: &[(&str, TraceDelta<'_>)],
 ) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO traces (trace_id, runtime_id, session_id, version, endpoint, actor, \
-         service_name, root_name, root_start_ns, start_ns, end_ns, span_count, error, bytes) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (trace_id, runtime_id, session_id) DO UPDATE SET \
-           root_name = CASE WHEN excluded.root_name IS NOT NULL \
-               AND (root_name IS NULL OR excluded.root_start_ns < root_start_ns) \
-               THEN excluded.root_name ELSE root_name END, \
-           root_start_ns = CASE WHEN excluded.root_name IS NOT NULL \
-               AND (root_name IS NULL OR excluded.root_start_ns < root_start_ns) \
-               THEN excluded.root_start_ns ELSE root_start_ns END, \
-           start_ns = min(start_ns, excluded.start_ns), \
-           end_ns = max(end_ns, excluded.end_ns), \
-           span_count = span_count + excluded.span_count, \
-           error = max(error, excluded.error), \
-           bytes = bytes + excluded.bytes",
-    )
-    .bind(trace_id)
-    .bind(&a.runtime_id)
-    .bind(session_col(a))
-    .bind(i64::from(a.version))
-    .bind(&a.endpoint)
-    .bind(a.actor.as_deref())
-    .bind(service_name)
-    .bind(name)
-    .bind(name.map(|_| start_ns))
-    .bind(start_ns)
-    .bind(end_ns)
-    .bind(spans)
-    .bind(i64::from(error))
-    .bind(bytes)
-    .execute(&mut **tx)
-    .await?;
+    for chunk in deltas.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO traces (trace_id, runtime_id, session_id, version, endpoint, actor, \
+             service_name, root_name, root_start_ns, start_ns, end_ns, span_count, error, bytes) ",
+        );
+        q.push_values(chunk, |mut b, (trace_id, d)| {
+            let a = d.attribution;
+            b.push_bind(*trace_id)
+                .push_bind(a.runtime_id.as_str())
+                .push_bind(session_col(a))
+                .push_bind(i64::from(a.version))
+                .push_bind(a.endpoint.as_str())
+                .push_bind(a.actor.as_deref())
+                .push_bind(d.service_name)
+                .push_bind(d.root.map(|(n, _)| n))
+                .push_bind(d.root.map(|(_, s)| s))
+                .push_bind(d.start_ns)
+                .push_bind(d.end_ns)
+                .push_bind(d.spans)
+                .push_bind(i64::from(d.error))
+                .push_bind(d.bytes);
+        });
+        q.push(
+            " ON CONFLICT (trace_id, runtime_id, session_id) DO UPDATE SET \
+               root_name = CASE WHEN excluded.root_name IS NOT NULL \
+                   AND (root_name IS NULL OR excluded.root_start_ns < root_start_ns) \
+                   THEN excluded.root_name ELSE root_name END, \
+               root_start_ns = CASE WHEN excluded.root_name IS NOT NULL \
+                   AND (root_name IS NULL OR excluded.root_start_ns < root_start_ns) \
+                   THEN excluded.root_start_ns ELSE root_start_ns END, \
+               start_ns = min(start_ns, excluded.start_ns), \
+               end_ns = max(end_ns, excluded.end_ns), \
+               span_count = span_count + excluded.span_count, \
+               error = max(error, excluded.error), \
+               bytes = bytes + excluded.bytes",
+        );
+        // The text varies with the row count: not worth a slot in the statement cache.
+        q.build().persistent(false).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Inserts spans a few hundred per statement, skipping those already stored (a retried export);
+/// returns which of `spans` were new.
+async fn insert_spans(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    spans: &[Span],
+) -> Result<Vec<bool>, Error> {
+    let mut new = Vec::with_capacity(spans.len());
+    for chunk in spans.chunks(ROWS_PER_STATEMENT) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new(format!("INSERT OR IGNORE INTO spans ({SPAN_COLS}) "));
+        q.push_values(chunk, |mut b, s| {
+            let a = &s.attribution;
+            b.push_bind(s.trace_id.as_str())
+                .push_bind(s.span_id.as_str())
+                .push_bind(s.parent_span_id.as_deref())
+                .push_bind(a.runtime_id.as_str())
+                .push_bind(session_col(a))
+                .push_bind(i64::from(a.version))
+                .push_bind(a.endpoint.as_str())
+                .push_bind(a.actor.as_deref())
+                .push_bind(s.service_name.as_str())
+                .push_bind(s.name.as_str())
+                .push_bind(s.kind.as_str())
+                .push_bind(s.start_ns)
+                .push_bind(s.end_ns)
+                .push_bind(s.status_code.as_str())
+                .push_bind(s.status_message.as_str())
+                .push_bind(s.scope.as_str())
+                .push_bind(json_text(&s.attributes))
+                .push_bind(json_text(&s.resource))
+                .push_bind(json_text(&s.events));
+        });
+        q.push(" RETURNING trace_id, span_id, runtime_id, session_id");
+        let rows = q.build().persistent(false).fetch_all(&mut **tx).await?;
+        if rows.len() == chunk.len() {
+            new.extend(std::iter::repeat_n(true, chunk.len()));
+            continue;
+        }
+        // Some were stored before (or repeated in this batch): only the rows SQLite returned
+        // are new, each once.
+        let mut inserted =
+            std::collections::HashMap::<(String, String, String, String), usize>::new();
+        for row in &rows {
+            let key = (
+                row.try_get("trace_id")?,
+                row.try_get("span_id")?,
+                row.try_get("runtime_id")?,
+                row.try_get("session_id")?,
+            );
+            *inserted.entry(key).or_default() += 1;
+        }
+        for s in chunk {
+            let key = (
+                s.trace_id.clone(),
+                s.span_id.clone(),
+                s.attribution.runtime_id.clone(),
+                session_col(&s.attribution).to_owned(),
+            );
+            let fresh = match inserted.get_mut(&key) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            };
+            new.push(fresh);
+        }
+    }
+    Ok(new)
+}
+
+async fn insert_logs(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    logs: &[LogRecord],
+) -> Result<(), Error> {
+    for chunk in logs.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO logs ({LOG_COLS}) "));
+        q.push_values(chunk, |mut b, l| {
+            let a = &l.attribution;
+            b.push_bind(l.trace_id.as_deref())
+                .push_bind(l.span_id.as_deref())
+                .push_bind(a.runtime_id.as_str())
+                .push_bind(session_col(a))
+                .push_bind(i64::from(a.version))
+                .push_bind(a.endpoint.as_str())
+                .push_bind(a.actor.as_deref())
+                .push_bind(l.service_name.as_str())
+                .push_bind(l.time_ns)
+                .push_bind(l.severity_number)
+                .push_bind(l.severity_text.as_str())
+                .push_bind(json_text(&l.body))
+                .push_bind(json_text(&l.attributes))
+                .push_bind(json_text(&l.resource))
+                .push_bind(l.scope.as_str());
+        });
+        q.build().persistent(false).execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
@@ -204,43 +376,17 @@ impl TraceStore for SqliteTraceStore {
         if spans.is_empty() && logs.is_empty() {
             return Ok(());
         }
+        // A few multi-row statements per batch, whatever its size: each statement is a round
+        // trip to sqlx's connection thread, and one per span cost more than the inserts.
         let mut tx = self.writer.begin().await?;
-        for s in spans {
-            let a = &s.attribution;
-            let inserted = sqlx::query(&format!(
-                "INSERT OR IGNORE INTO spans ({SPAN_COLS}) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .bind(&s.trace_id)
-            .bind(&s.span_id)
-            .bind(s.parent_span_id.as_deref())
-            .bind(&a.runtime_id)
-            .bind(session_col(a))
-            .bind(i64::from(a.version))
-            .bind(&a.endpoint)
-            .bind(a.actor.as_deref())
-            .bind(&s.service_name)
-            .bind(&s.name)
-            .bind(&s.kind)
-            .bind(s.start_ns)
-            .bind(s.end_ns)
-            .bind(&s.status_code)
-            .bind(&s.status_message)
-            .bind(&s.scope)
-            .bind(json_text(&s.attributes))
-            .bind(json_text(&s.resource))
-            .bind(json_text(&s.events))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            // A retried export: the span is already counted.
-            if inserted == 0 {
-                continue;
-            }
-            upsert_trace(
-                &mut tx,
+        let new = insert_spans(&mut tx, spans).await?;
+        insert_logs(&mut tx, logs).await?;
+        let mut deltas = Deltas::default();
+        // A retried export's spans are already counted.
+        for (s, _) in spans.iter().zip(&new).filter(|(_, new)| **new) {
+            deltas.add(
                 &s.trace_id,
-                a,
+                &s.attribution,
                 &s.service_name,
                 Some(&s.name),
                 s.start_ns,
@@ -248,36 +394,13 @@ impl TraceStore for SqliteTraceStore {
                 1,
                 s.status_code == "ERROR",
                 span_bytes(s),
-            )
-            .await?;
+            );
         }
         for l in logs {
-            let a = &l.attribution;
-            sqlx::query(&format!(
-                "INSERT INTO logs ({LOG_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .bind(l.trace_id.as_deref())
-            .bind(l.span_id.as_deref())
-            .bind(&a.runtime_id)
-            .bind(session_col(a))
-            .bind(i64::from(a.version))
-            .bind(&a.endpoint)
-            .bind(a.actor.as_deref())
-            .bind(&l.service_name)
-            .bind(l.time_ns)
-            .bind(l.severity_number)
-            .bind(&l.severity_text)
-            .bind(json_text(&l.body))
-            .bind(json_text(&l.attributes))
-            .bind(json_text(&l.resource))
-            .bind(&l.scope)
-            .execute(&mut *tx)
-            .await?;
             if let Some(trace_id) = &l.trace_id {
-                upsert_trace(
-                    &mut tx,
+                deltas.add(
                     trace_id,
-                    a,
+                    &l.attribution,
                     &l.service_name,
                     None,
                     l.time_ns,
@@ -285,10 +408,10 @@ impl TraceStore for SqliteTraceStore {
                     0,
                     false,
                     log_bytes(l),
-                )
-                .await?;
+                );
             }
         }
+        upsert_traces(&mut tx, &deltas.rows).await?;
         tx.commit().await?;
         Ok(())
     }

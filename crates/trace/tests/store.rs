@@ -364,3 +364,43 @@ async fn reopening_keeps_the_data() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_large_batch_counts_each_new_span_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let a = who("rt", "s-1", None);
+    // Stored before: its retry in the next batch is not counted again.
+    store
+        .insert(&[span(1, 1, None, 100, 200, &a)], &[])
+        .await
+        .unwrap();
+    // Over a thousand spans (more than one multi-row statement), one of them sent twice and
+    // one stored already.
+    let mut batch: Vec<Span> = (0..1_200u32)
+        .map(|i| {
+            let mut s = span(1, 0, Some(1), 50 + i64::from(i), 300, &a);
+            s.span_id = format!("{:016x}", 1_000 + i);
+            s.name = format!("n-{i}");
+            s
+        })
+        .collect();
+    batch.push(batch[7].clone());
+    batch.push(span(1, 1, None, 100, 200, &a));
+    store.insert(&batch, &[]).await.unwrap();
+    let page = store.list(&TraceFilter::default()).await.unwrap();
+    assert_eq!(page.traces.len(), 1);
+    let t = &page.traces[0];
+    assert_eq!(t.span_count, 1 + 1_200);
+    // The earliest span names the trace, whichever batch it came in.
+    assert_eq!(t.root_name.as_deref(), Some("n-0"));
+    assert_eq!((t.start_ns, t.end_ns), (50, 300));
+    assert_eq!(
+        store
+            .trace(&format!("{:032x}", 1), None)
+            .await
+            .unwrap()
+            .len(),
+        1 + 1_200
+    );
+}

@@ -442,54 +442,33 @@ impl<S: Invoke> Invoke for Spanned<S> {
             return self.inner.invoke(call).await;
         };
         let inv = &call.inv;
-        let caller = inv
-            .headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(berth_trace::parse_traceparent);
-        let (trace_id, parent, flags) = match caller {
-            Some((t, p, f)) => (t, Some(p), f),
-            None => (berth_trace::new_trace_id(), None, 1),
-        };
-        let span_id = berth_trace::new_span_id();
-        call.traceparent =
-            http::HeaderValue::from_str(&format!("00-{trace_id}-{span_id}-{flags:02x}")).ok();
         let name = match inv.action {
             Action::Invoke(_) => "InvokeAgentRuntime",
             Action::Command(_) => "InvokeAgentRuntimeCommand",
             Action::WebSocket => "InvokeAgentRuntimeWithWebSocketStream",
             Action::AgentCard => "GetAgentCard",
         };
+        // The session's attribution, unless this call names another user than its first.
+        let shared = session.attribution();
+        let attribution = if shared.actor.as_deref() == inv.user_id {
+            shared.clone()
+        } else {
+            Arc::new(berth_trace::Attribution {
+                actor: inv.user_id.map(str::to_owned),
+                ..(**shared).clone()
+            })
+        };
+        let (span, flags) = berth_trace::CallSpan::start(
+            inv.headers.get("traceparent").map(|v| v.as_bytes()),
+            name,
+            inv.request_id,
+            inv.actor,
+            attribution,
+        );
+        call.traceparent = Some(span.traceparent(flags));
         let open = OpenSpan {
             sink: sink.clone(),
-            span: Some(berth_trace::Span {
-                trace_id,
-                span_id,
-                parent_span_id: parent,
-                name: name.to_owned(),
-                kind: "SERVER".to_owned(),
-                start_ns: berth_trace::now_ns(),
-                end_ns: 0,
-                status_code: "UNSET".to_owned(),
-                status_message: String::new(),
-                scope: "berth".to_owned(),
-                attributes: serde_json::json!({
-                    "aws.agentcore.runtime.id": inv.runtime_id,
-                    "session.id": inv.session_id,
-                    "berth.request_id": inv.request_id,
-                    "berth.access_key_id": inv.actor,
-                }),
-                resource: serde_json::json!({ "service.name": "berth" }),
-                events: serde_json::json!([]),
-                service_name: "berth".to_owned(),
-                attribution: berth_trace::Attribution {
-                    runtime_id: inv.runtime_id.to_owned(),
-                    version: session.version(),
-                    endpoint: session.endpoint().to_owned(),
-                    session_id: Some(inv.session_id.to_owned()),
-                    actor: inv.user_id.map(str::to_owned),
-                },
-            }),
+            span: Some(span),
         };
         match self.inner.invoke(call).await {
             Ok(answer) => {
@@ -498,7 +477,7 @@ impl<S: Invoke> Invoke for Spanned<S> {
                 Ok(Response::from_parts(parts, stream))
             }
             Err(e) => {
-                open.end("ERROR", &e.to_string());
+                open.end(e.to_string());
                 Err(e)
             }
         }
@@ -509,24 +488,26 @@ impl<S: Invoke> Invoke for Spanned<S> {
 struct OpenSpan {
     sink: berth_trace::SpanSink,
     /// Taken when recorded.
-    span: Option<berth_trace::Span>,
+    span: Option<berth_trace::CallSpan>,
 }
 
 impl OpenSpan {
-    fn end(mut self, status: &str, message: &str) {
+    fn end(mut self, message: String) {
         if let Some(s) = self.span.as_mut() {
-            s.status_code = status.to_owned();
-            s.status_message = message.to_owned();
+            s.status = berth_trace::CallStatus::Error;
+            s.status_message = message.into();
         }
     }
 
     /// Ends with the response body: a 5xx or a failure mid-body is an error.
     fn body(mut self, status: u16, stream: BodyStream) -> BodyStream {
         if let Some(s) = self.span.as_mut() {
-            if let Some(attrs) = s.attributes.as_object_mut() {
-                attrs.insert("http.response.status_code".into(), status.into());
-            }
-            s.status_code = if status >= 500 { "ERROR" } else { "OK" }.to_owned();
+            s.http_status = Some(status);
+            s.status = if status >= 500 {
+                berth_trace::CallStatus::Error
+            } else {
+                berth_trace::CallStatus::Ok
+            };
         }
         let mut open = self;
         stream
@@ -537,8 +518,8 @@ impl OpenSpan {
                 if item.is_err()
                     && let Some(s) = o.span.as_mut()
                 {
-                    s.status_code = "ERROR".to_owned();
-                    s.status_message = "the response body failed".to_owned();
+                    s.status = berth_trace::CallStatus::Error;
+                    s.status_message = "the response body failed".into();
                 }
                 item
             })
@@ -549,7 +530,7 @@ impl OpenSpan {
 impl Drop for OpenSpan {
     fn drop(&mut self) {
         if let Some(mut span) = self.span.take() {
-            span.end_ns = berth_trace::now_ns().max(span.start_ns);
+            span.end_ns = berth_trace::now_ns();
             self.sink.record(span);
         }
     }
@@ -566,29 +547,19 @@ impl Invoke for Forward {
         let Some(session) = call.session else {
             return Err(Error::Invoke(SessionError::Stopped));
         };
-        // With Berth's span recorded, the agent's parent is that span (a copy of the headers;
-        // without spans, none is made).
-        let replaced;
-        let headers = match call.traceparent {
-            Some(tp) => {
-                let mut h = call.inv.headers.clone();
-                h.insert(http::header::HeaderName::from_static("traceparent"), tp);
-                replaced = h;
-                &replaced
-            }
-            None => call.inv.headers,
-        };
+        // With Berth's span recorded, the agent's parent is that span.
+        let (headers, tp) = (call.inv.headers, call.traceparent.as_ref());
         match call.inv.action {
             Action::Invoke(body) => session
-                .invoke(headers, call.inv.request_id, body)
+                .invoke(headers, call.inv.request_id, tp, body)
                 .await
                 .map_err(Error::Invoke),
             Action::AgentCard => session
-                .agent_card(headers, call.inv.request_id)
+                .agent_card(headers, call.inv.request_id, tp)
                 .await
                 .map_err(Error::Invoke),
             Action::WebSocket => session
-                .websocket(headers, call.inv.request_id)
+                .websocket(headers, call.inv.request_id, tp)
                 .await
                 .map_err(Error::Invoke),
             Action::Command(cmd) => {

@@ -215,6 +215,11 @@ pub struct Session {
     /// The version's protocol, port and path: where invocations go and how `/ping` is read.
     protocol: Protocol,
     header_allowlist: Vec<String>,
+    /// What every call's agent request carries when the caller sent no baggage of its own:
+    /// made once, cloned per call (a reference count).
+    fixed: FixedHeaders,
+    /// Who this session's spans belong to, shared by every call's span.
+    attribution: Arc<berth_trace::Attribution>,
     idle: Duration,
     max_lifetime: Duration,
     ended: CancellationToken,
@@ -238,6 +243,14 @@ struct Inner {
 #[derive(Clone)]
 pub struct Sessions {
     inner: Arc<Inner>,
+}
+
+/// The agent request headers that are the same on every call of a session.
+struct FixedHeaders {
+    /// `x-amzn-bedrock-agentcore-runtime-session-id`.
+    session_id: Option<HeaderValue>,
+    /// `baggage: session.id=<id>`.
+    baggage: Option<HeaderValue>,
 }
 
 /// Headers of the AgentCore contract passed to the agent as they come.
@@ -439,6 +452,18 @@ impl Sessions {
                 .into_iter()
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
+            fixed: FixedHeaders {
+                session_id: HeaderValue::from_str(session_id).ok(),
+                baggage: HeaderValue::from_str(&berth_trace::session_baggage(None, session_id))
+                    .ok(),
+            },
+            attribution: Arc::new(berth_trace::Attribution {
+                runtime_id: target.runtime.id.clone(),
+                version: target.version.version,
+                endpoint: target.endpoint.clone(),
+                session_id: Some(session_id.to_owned()),
+                actor: user_id.map(str::to_owned),
+            }),
             idle: Duration::from_secs(idle),
             max_lifetime: Duration::from_secs(max),
             ended: CancellationToken::new(),
@@ -1097,6 +1122,11 @@ impl Session {
         self.version
     }
 
+    /// Who this session's spans belong to (runtime, version, endpoint, session, user).
+    pub fn attribution(&self) -> &Arc<berth_trace::Attribution> {
+        &self.attribution
+    }
+
     /// Runs a command next to the session's agent (`Agent::exec`) and streams its output. The
     /// command counts as an invocation in flight until its stream ends (the session is busy,
     /// not idle), and ending the session cuts the stream (the backend kills the command with
@@ -1143,12 +1173,13 @@ impl Session {
         self: &Arc<Self>,
         headers: &HeaderMap,
         request_id: &str,
+        traceparent: Option<&HeaderValue>,
     ) -> Result<Response<BodyStream>, Error> {
         let mut req = Request::get("http://127.0.0.1/ws")
             .body(Full::new(Bytes::new()))
             .map_err(|e| Error::Unreachable(e.to_string()))?;
         let h = req.headers_mut();
-        self.contract_headers(h, headers, request_id, WS_PASSED)?;
+        self.contract_headers(h, headers, request_id, WS_PASSED, traceparent)?;
         h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(
             http::header::CONNECTION,
@@ -1173,40 +1204,60 @@ impl Session {
     }
 
     /// The headers the agent gets: the contract's, `also`, the runtime's allow-listed custom
-    /// ones (AgentCore's rule) as the caller sent them, then the session and request ids.
+    /// ones (AgentCore's rule) as the caller sent them, then the session and request ids, and
+    /// `traceparent` in place of the caller's when Berth records a span of the call.
     fn contract_headers(
         &self,
         h: &mut HeaderMap,
         headers: &HeaderMap,
         request_id: &str,
         also: &[&str],
+        traceparent: Option<&HeaderValue>,
     ) -> Result<(), Error> {
+        let mut caller_baggage = false;
         for (name, value) in headers {
             let n = name.as_str();
+            if traceparent.is_some() && n == "traceparent" {
+                continue;
+            }
             if PASSED.contains(&n)
                 || also.contains(&n)
                 || self.header_allowlist.iter().any(|a| a == n)
             {
+                caller_baggage |= n == "baggage";
                 h.append(name.clone(), value.clone());
             }
         }
+        if let Some(tp) = traceparent {
+            h.insert(HeaderName::from_static("traceparent"), tp.clone());
+        }
         // `session.id` in W3C baggage, which OTel SDKs (ADOT) copy onto the agent's spans;
         // the caller's other members are kept, a `session.id` of its own is not.
-        let caller = h
-            .get_all(http::header::HeaderName::from_static("baggage"))
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
-            .join(",");
-        let baggage = berth_trace::session_baggage(Some(&caller), &self.session_id);
-        h.insert(
-            HeaderName::from_static("baggage"),
-            HeaderValue::from_str(&baggage).map_err(|e| Error::Unreachable(e.to_string()))?,
-        );
+        let bad = |e: http::header::InvalidHeaderValue| Error::Unreachable(e.to_string());
+        let baggage = match (&self.fixed.baggage, caller_baggage) {
+            (Some(v), false) => v.clone(),
+            _ => {
+                let caller = h
+                    .get_all(HeaderName::from_static("baggage"))
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                HeaderValue::from_str(&berth_trace::session_baggage(
+                    Some(&caller),
+                    &self.session_id,
+                ))
+                .map_err(bad)?
+            }
+        };
+        h.insert(HeaderName::from_static("baggage"), baggage);
+        let session_id = match &self.fixed.session_id {
+            Some(v) => v.clone(),
+            None => HeaderValue::from_str(&self.session_id).map_err(bad)?,
+        };
         h.insert(
             HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id"),
-            HeaderValue::from_str(&self.session_id)
-                .map_err(|e| Error::Unreachable(e.to_string()))?,
+            session_id,
         );
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert(
@@ -1223,11 +1274,19 @@ impl Session {
         self: &Arc<Self>,
         headers: &HeaderMap,
         request_id: &str,
+        traceparent: Option<&HeaderValue>,
         body: Bytes,
     ) -> Result<Response<BodyStream>, Error> {
         let uri = agent_uri(&self.protocol.path);
-        self.exchange(http::Method::POST, &uri, headers, request_id, body)
-            .await
+        self.exchange(
+            http::Method::POST,
+            &uri,
+            headers,
+            request_id,
+            traceparent,
+            body,
+        )
+        .await
     }
 
     /// `GetAgentCard`: the agent's `GET /.well-known/agent-card.json` (the A2A contract's
@@ -1236,10 +1295,18 @@ impl Session {
         self: &Arc<Self>,
         headers: &HeaderMap,
         request_id: &str,
+        traceparent: Option<&HeaderValue>,
     ) -> Result<Response<BodyStream>, Error> {
         let uri = agent_uri(AGENT_CARD_PATH);
-        self.exchange(http::Method::GET, &uri, headers, request_id, Bytes::new())
-            .await
+        self.exchange(
+            http::Method::GET,
+            &uri,
+            headers,
+            request_id,
+            traceparent,
+            Bytes::new(),
+        )
+        .await
     }
 
     async fn exchange(
@@ -1248,6 +1315,7 @@ impl Session {
         uri: &str,
         headers: &HeaderMap,
         request_id: &str,
+        traceparent: Option<&HeaderValue>,
         body: Bytes,
     ) -> Result<Response<BodyStream>, Error> {
         let mut req = Request::builder()
@@ -1255,7 +1323,7 @@ impl Session {
             .uri(uri)
             .body(Full::new(body))
             .map_err(|e| Error::Unreachable(e.to_string()))?;
-        self.contract_headers(req.headers_mut(), headers, request_id, &[])?;
+        self.contract_headers(req.headers_mut(), headers, request_id, &[], traceparent)?;
         let guard = InFlight::new(self.clone());
         let resp = tokio::select! {
             _ = self.ended.cancelled() => return Err(Error::Stopped),

@@ -12,7 +12,10 @@ mod sink;
 mod sqlite;
 
 pub use env::{AgentEnv, agent_env, session_baggage};
-pub use sink::{SpanSink, new_span_id, new_trace_id, parse_traceparent};
+pub use sink::{
+    CallSpan, CallStatus, SpanSink, new_span_id, new_trace_id, parse_traceparent,
+    parse_traceparent_bytes,
+};
 pub use sqlite::SqliteTraceStore;
 
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,8 @@
-//! Berth's own spans: W3C trace context handling and a non-blocking sink that batches spans
-//! into the store off the request path.
+//! Berth's own spans: W3C trace context handling, the compact span the invoker records, and a
+//! non-blocking sink that batches spans into the store off the request path.
 
-use crate::{Span, TraceStore};
+use crate::{Attribution, Span, TraceStore};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
@@ -14,22 +15,153 @@ const BATCH: usize = 512;
 /// Longest a span waits in the queue for others to share its transaction.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallStatus {
+    Unset,
+    Ok,
+    Error,
+}
+
+/// Berth's span of one call as the invoker records it: fixed-size ids, static names and the
+/// session's shared attribution, so a call costs two small allocations (request id and access
+/// key); the sink's writer makes it a [`Span`].
+#[derive(Debug, Clone)]
+pub struct CallSpan {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    /// `InvokeAgentRuntime`, `InvokeAgentRuntimeCommand`, ...
+    pub name: &'static str,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub status: CallStatus,
+    pub status_message: Cow<'static, str>,
+    /// The agent's answer's status, once there is one.
+    pub http_status: Option<u16>,
+    pub request_id: String,
+    /// The access key id that signed the call.
+    pub access_key_id: Option<String>,
+    pub attribution: Arc<Attribution>,
+}
+
+impl CallSpan {
+    /// A span starting now: in the caller's trace if `traceparent` is a valid one (its span the
+    /// parent), else in a new trace. Returns the flags to pass on with it.
+    pub fn start(
+        traceparent: Option<&[u8]>,
+        name: &'static str,
+        request_id: &str,
+        access_key_id: Option<&str>,
+        attribution: Arc<Attribution>,
+    ) -> (Self, u8) {
+        let (trace_id, parent, flags) = match traceparent.and_then(parse_traceparent_bytes) {
+            Some((t, p, f)) => (t, Some(p), f),
+            None => (rand::random(), None, 1),
+        };
+        let span = Self {
+            trace_id,
+            span_id: rand::random(),
+            parent_span_id: parent,
+            name,
+            start_ns: crate::now_ns(),
+            end_ns: 0,
+            status: CallStatus::Unset,
+            status_message: Cow::Borrowed(""),
+            http_status: None,
+            request_id: request_id.to_owned(),
+            access_key_id: access_key_id.map(str::to_owned),
+            attribution,
+        };
+        (span, flags)
+    }
+
+    /// The `traceparent` naming this span as the parent: `00-<trace>-<span>-<flags>`.
+    pub fn traceparent(&self, flags: u8) -> http::HeaderValue {
+        let mut b = [0u8; 55];
+        b[..3].copy_from_slice(b"00-");
+        hex_into(&self.trace_id, &mut b[3..35]);
+        b[35] = b'-';
+        hex_into(&self.span_id, &mut b[36..52]);
+        b[52] = b'-';
+        hex_into(&[flags], &mut b[53..55]);
+        // Only hex digits and dashes: always a valid header value.
+        http::HeaderValue::from_bytes(&b).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+    }
+
+    /// The stored form.
+    pub fn into_span(self) -> Span {
+        let mut attributes = serde_json::Map::with_capacity(5);
+        let a = &self.attribution;
+        attributes.insert(
+            "aws.agentcore.runtime.id".into(),
+            a.runtime_id.clone().into(),
+        );
+        if let Some(s) = &a.session_id {
+            attributes.insert("session.id".into(), s.clone().into());
+        }
+        attributes.insert("berth.request_id".into(), self.request_id.into());
+        attributes.insert(
+            "berth.access_key_id".into(),
+            self.access_key_id
+                .map_or(serde_json::Value::Null, Into::into),
+        );
+        if let Some(code) = self.http_status {
+            attributes.insert("http.response.status_code".into(), code.into());
+        }
+        Span {
+            trace_id: hex::encode(self.trace_id),
+            span_id: hex::encode(self.span_id),
+            parent_span_id: self.parent_span_id.map(hex::encode),
+            name: self.name.to_owned(),
+            kind: "SERVER".to_owned(),
+            start_ns: self.start_ns,
+            end_ns: self.end_ns.max(self.start_ns),
+            status_code: match self.status {
+                CallStatus::Unset => "UNSET",
+                CallStatus::Ok => "OK",
+                CallStatus::Error => "ERROR",
+            }
+            .to_owned(),
+            status_message: self.status_message.into_owned(),
+            scope: "berth".to_owned(),
+            attributes: attributes.into(),
+            resource: serde_json::json!({ "service.name": "berth" }),
+            events: serde_json::Value::Array(Vec::new()),
+            service_name: "berth".to_owned(),
+            attribution: Arc::unwrap_or_clone(self.attribution),
+        }
+    }
+}
+
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+}
+
 /// Where the invoker sends its spans. Cheap to clone; the writer task ends once every clone is
 /// dropped and the queue is drained.
 #[derive(Clone)]
 pub struct SpanSink {
-    tx: mpsc::Sender<Span>,
-    dropped: Arc<AtomicU64>,
+    inner: Arc<SinkInner>,
+}
+
+struct SinkInner {
+    tx: mpsc::Sender<CallSpan>,
+    dropped: AtomicU64,
 }
 
 impl SpanSink {
     /// Starts the writer task (on the current Tokio runtime).
     pub fn start(store: Arc<dyn TraceStore>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Span>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<CallSpan>(QUEUE);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             while let Some(first) = rx.recv().await {
-                batch.push(first);
+                batch.push(first.into_span());
                 // The first span of a batch waits LINGER for company, and the writer is not woken
                 // for each one that joins it: a transaction (and its fsync) per invocation cost
                 // more CPU than the invocation itself (bench B2's profile).
@@ -38,7 +170,7 @@ impl SpanSink {
                 }
                 while batch.len() < BATCH {
                     match rx.try_recv() {
-                        Ok(s) => batch.push(s),
+                        Ok(s) => batch.push(s.into_span()),
                         Err(_) => break,
                     }
                 }
@@ -49,15 +181,17 @@ impl SpanSink {
             }
         });
         Self {
-            tx,
-            dropped: Arc::new(AtomicU64::new(0)),
+            inner: Arc::new(SinkInner {
+                tx,
+                dropped: AtomicU64::new(0),
+            }),
         }
     }
 
     /// Queues a span; a full queue drops it.
-    pub fn record(&self, span: Span) {
-        if self.tx.try_send(span).is_err() {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+    pub fn record(&self, span: CallSpan) {
+        if self.inner.tx.try_send(span).is_err() {
+            let n = self.inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(dropped = n, "span queue full: berth's spans dropped");
             }
@@ -68,20 +202,34 @@ impl SpanSink {
 /// A W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`), if well formed (version 00, ids
 /// lowercase hex and not all zero).
 pub fn parse_traceparent(v: &str) -> Option<(String, String, u8)> {
-    let mut parts = v.trim().split('-');
-    let (version, trace, parent, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            && s.bytes().any(|b| b != b'0')
-    };
-    if version != "00" || !hex(trace, 32) || !hex(parent, 16) || flags.len() != 2 {
+    let (t, p, f) = parse_traceparent_bytes(v.as_bytes())?;
+    Some((hex::encode(t), hex::encode(p), f))
+}
+
+/// [`parse_traceparent`] into the ids' bytes.
+pub fn parse_traceparent_bytes(v: &[u8]) -> Option<([u8; 16], [u8; 8], u8)> {
+    let v = v.trim_ascii();
+    if v.len() != 55 || &v[..3] != b"00-" || v[35] != b'-' || v[52] != b'-' {
         return None;
     }
-    let flags = u8::from_str_radix(flags, 16).ok()?;
-    Some((trace.to_owned(), parent.to_owned(), flags))
+    let lower_hex = |s: &[u8]| {
+        s.iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    };
+    let (trace, parent, flags) = (&v[3..35], &v[36..52], &v[53..55]);
+    if !lower_hex(trace) || !lower_hex(parent) || !flags.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut t = [0u8; 16];
+    let mut p = [0u8; 8];
+    let mut f = [0u8; 1];
+    hex::decode_to_slice(trace, &mut t).ok()?;
+    hex::decode_to_slice(parent, &mut p).ok()?;
+    hex::decode_to_slice(flags, &mut f).ok()?;
+    if t == [0; 16] || p == [0; 8] {
+        return None;
+    }
+    Some((t, p, f[0]))
 }
 
 /// A fresh random trace id (32 hex digits).
@@ -116,6 +264,29 @@ mod tests {
             assert!(parse_traceparent(bad).is_none(), "{bad}");
         }
         assert_eq!(new_trace_id().len(), 32);
+        let who = Arc::new(Attribution {
+            runtime_id: "rt".into(),
+            version: 1,
+            endpoint: "DEFAULT".into(),
+            session_id: Some("s".into()),
+            actor: None,
+        });
+        let (span, flags) = CallSpan::start(
+            Some(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            "InvokeAgentRuntime",
+            "req",
+            Some("AKID"),
+            who,
+        );
+        let tp = span.traceparent(flags);
+        let (t, p, f) = parse_traceparent(tp.to_str().unwrap()).unwrap();
+        assert_eq!(t, "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(p, hex::encode(span.span_id));
+        assert_eq!(f, 1);
+        let stored = span.into_span();
+        assert_eq!(stored.parent_span_id.as_deref(), Some("b7ad6b7169203331"));
+        assert_eq!(stored.attributes["session.id"], "s");
+        assert_eq!(stored.attributes["berth.access_key_id"], "AKID");
         assert_eq!(new_span_id().len(), 16);
     }
 }

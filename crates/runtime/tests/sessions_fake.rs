@@ -38,6 +38,7 @@ async fn concurrent_opens_of_one_session_share_one_agent() {
         .invoke(
             &HeaderMap::new(),
             "req-1",
+            None,
             bytes::Bytes::from_static(b"hello"),
         )
         .await
@@ -62,7 +63,7 @@ async fn an_exited_agent_is_not_handed_out_and_the_next_open_starts_afresh() {
     record.agents.lock().unwrap()[0].crash();
     assert!(s.existing(RUNTIME_ID, SID).is_none());
     let err = first
-        .invoke(&HeaderMap::new(), "req", bytes::Bytes::new())
+        .invoke(&HeaderMap::new(), "req", None, bytes::Bytes::new())
         .await
         .err()
         .unwrap();
@@ -75,6 +76,7 @@ async fn an_exited_agent_is_not_handed_out_and_the_next_open_starts_afresh() {
         .invoke(
             &HeaderMap::new(),
             "req",
+            None,
             bytes::Bytes::from_static(b"again"),
         )
         .await
@@ -290,14 +292,14 @@ async fn an_mcp_version_runs_on_its_port_and_path_without_ping() {
     headers.insert("mcp-method", "tools/list".parse().unwrap());
     headers.insert("mcp-session-id", "srv-1".parse().unwrap());
     let resp = session
-        .invoke(&headers, "req-1", bytes::Bytes::from_static(b"{}"))
+        .invoke(&headers, "req-1", None, bytes::Bytes::from_static(b"{}"))
         .await
         .unwrap();
     assert_eq!(resp.headers()["mcp-session-id"], "srv-1");
     assert_eq!(body_of(resp).await, format!("mcp tools/list {SID}:{{}}"));
     // The card is the agent's own.
     let card = session
-        .agent_card(&HeaderMap::new(), "req-2")
+        .agent_card(&HeaderMap::new(), "req-2", None)
         .await
         .unwrap();
     assert_eq!(body_of(card).await, r#"{"name":"fake"}"#);
@@ -314,7 +316,12 @@ async fn configured_port_and_path_are_used() {
     let session = s.open(&t, SID, None).await.unwrap();
     assert_eq!(record.last_port.load(Ordering::SeqCst), 9100);
     let resp = session
-        .invoke(&HeaderMap::new(), "req-1", bytes::Bytes::from_static(b"x"))
+        .invoke(
+            &HeaderMap::new(),
+            "req-1",
+            None,
+            bytes::Bytes::from_static(b"x"),
+        )
         .await
         .unwrap();
     assert_eq!(body_of(resp).await, format!("mcp  {SID}:x"));

@@ -61,6 +61,7 @@ BUCKET = "berth-bench"
 GOAL_B1_ADDED_P50 = 0.5
 GOAL_B1_ADDED_P99 = 2.0
 GOAL_B1_OVER_NGINX = 0.3
+GOAL_B1_SPANS = 0.05  # issue 14: B1 with tracing on vs off
 GOAL_B2_RATIO = 0.8
 B2_P99_LIMIT_MS = 10.0
 GOAL_B3_ADDED_TTFB = 1.0
@@ -74,6 +75,9 @@ GOAL_B5_MIB = 5.0
 B5_P99_LIMIT_MS = 1000.0
 
 PATHS = ("direct", "nginx", "berth")
+# Berth with `--invocation-spans false`: B1 and the CPU table measure what Berth's own span costs.
+UNTRACED = "untraced"
+PATHS_B1 = PATHS + (UNTRACED,)
 
 
 @dataclass
@@ -482,13 +486,14 @@ class Berth:
     """One `berth serve` with its own data dir, plus boto3 clients for it."""
 
     def __init__(self, procs: Procs, tools: Tools, work: Path, name: str, warm_pool: int, isolation: str | None,
-                 data: Path | None = None):
+                 data: Path | None = None, extra: list[str] | None = None):
         self.name = name
         self.data = data or work / f"berth-{name}"
         self.data.mkdir(parents=True, exist_ok=True)
         cmd = [str(tools.berth), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data), "--warm-pool", str(warm_pool)]
         if isolation:
             cmd += ["--isolation", isolation]
+        cmd += extra or []
         env = tools.env()
         env.setdefault("BERTH_LOG", "info")
         self.proc = procs.start(f"berth-{name}", cmd, work / f"berth-{name}.log", env)
@@ -652,26 +657,30 @@ class Bench:
     # -- set-up ----------------------------------------------------------------------
 
     def setup(self) -> None:
-        log("starting the fast agent, nginx and two berth servers (warm pool 1 and 0)")
+        log("starting the fast agent, nginx and three berth servers (warm pool 1, 0, and 1 without its own spans)")
         self.agent = FastAgent(self.procs, self.tools, self.work)
         self.nginx = Nginx(self.procs, self.tools, self.work, self.agent.port)
         self.berth = Berth(self.procs, self.tools, self.work, "main", warm_pool=1, isolation=self.isolation)
         self.cold = Berth(self.procs, self.tools, self.work, "cold", warm_pool=0, isolation=self.isolation)
+        self.untraced = Berth(self.procs, self.tools, self.work, UNTRACED, warm_pool=1, isolation=self.isolation,
+                              extra=["--invocation-spans", "false"])
         package, self.fast_dir = fast_agent_package(self.tools, self.work)
         env = {"BERTH_FAST_AGENT_THREADS": "1"}
         log(f"deploying the fast agent ({len(package) // 1024} KiB zip) to both servers")
         self.fast_arn = self.berth.deploy("bench_fast", package, "agent.py", env, timeout=300)
         self.cold_fast_arn = self.cold.deploy("bench_fast", package, "agent.py", env, timeout=300)
+        self.untraced_arn = self.untraced.deploy("bench_fast", package, "agent.py", env, timeout=300)
         log("deploying examples/hello-agent (bedrock-agentcore SDK) to the warm-pool-0 server")
         self.sdk_arn = self.cold.deploy("bench_sdk", sdk_agent_package(), "agent.py", None, timeout=900)
         self.urls = {
             "direct": self.agent.url + "/invocations",
             "nginx": self.nginx.url + "/invocations",
             "berth": self.berth.invoke_url(self.fast_arn),
+            UNTRACED: self.untraced.invoke_url(self.untraced_arn),
         }
         # One session per path for the warm figures; the agent ignores the header off Berth.
-        self.sessions = {p: f"bench-{p}-{uuid.uuid4().hex}" for p in PATHS}
-        for p in PATHS:
+        self.sessions = {p: f"bench-{p}-{uuid.uuid4().hex}" for p in PATHS_B1}
+        for p in PATHS_B1:
             self.check_path(p)
 
     def check_path(self, path: str) -> None:
@@ -690,9 +699,10 @@ class Bench:
                 "--timeout", str(timeout)]
         return self.tools.run_bench(args + (extra or []), timeout=seconds + warmup + 120)
 
-    def order(self, r: int) -> list[str]:
+    def order(self, r: int, paths: tuple[str, ...] = PATHS) -> list[str]:
         """Round r's path order: rotated, so no path always runs first or last."""
-        return list(PATHS[r % 3:] + PATHS[: r % 3])
+        k = r % len(paths)
+        return list(paths[k:] + paths[:k])
 
     # -- B3's long silence runs in the background from the start -------------------------
 
@@ -725,10 +735,10 @@ class Bench:
 
     def b1(self) -> None:
         p = self.plan
-        log(f"B1: {p.rounds} rounds x {len(PATHS)} paths, {p.b1_rate:.0f} req/s open loop for {p.b1_seconds} s each")
-        rounds: dict[str, list[dict]] = {x: [] for x in PATHS}
+        log(f"B1: {p.rounds} rounds x {len(PATHS_B1)} paths, {p.b1_rate:.0f} req/s open loop for {p.b1_seconds} s each")
+        rounds: dict[str, list[dict]] = {x: [] for x in PATHS_B1}
         for r in range(p.rounds):
-            for path in self.order(r):
+            for path in self.order(r, PATHS_B1):
                 rep = self.rate(path, p.b1_rate, p.b1_seconds, p.b1_warmup, 16)
                 if rep["errors"]:
                     raise BrokenPath(f"B1 {path}: {rep['errors']} errors: {rep['error_samples']}")
@@ -739,7 +749,7 @@ class Bench:
                 for path in self.order(r):
                     oha_rounds[path].append(self.oha(path, p.b1_rate, p.b1_seconds))
         self.b1_data = rounds
-        med = {x: {q: median([ms(rep["latency"][q]) for rep in rounds[x]]) for q in ("p50", "p99")} for x in PATHS}
+        med = {x: {q: median([ms(rep["latency"][q]) for rep in rounds[x]]) for q in ("p50", "p99")} for x in PATHS_B1}
         sign_us = median([rep["sign"]["p50"] for rep in rounds["berth"]])
         lag = {x: median([ms(rep["dispatch_lag"]["p50"]) for rep in rounds[x]]) for x in PATHS}
         added = {q: med["berth"][q] - med["direct"][q] for q in ("p50", "p99")}
@@ -751,17 +761,24 @@ class Bench:
             "B1", "added latency of a warm 1 KB invocation over a direct call, p50 / p99",
             f"berth +{fmt(added['p50'])} / +{fmt(added['p99'])} ms; nginx +{fmt(nginx_added['p50'])} / +{fmt(nginx_added['p99'])} ms",
             f"<= {GOAL_B1_ADDED_P50} / <= {GOAL_B1_ADDED_P99} ms, and <= nginx + {GOAL_B1_OVER_NGINX} ms", ok))
+        spans = med["berth"]["p50"] - med[UNTRACED]["p50"]
+        self.results.add(Figure(
+            "B1s", "B1 with Berth's own span of each invocation recorded vs not (`--invocation-spans false`), p50",
+            f"{'+' if spans >= 0 else ''}{fmt(spans)} ms ({fmt(med['berth']['p50'])} vs {fmt(med[UNTRACED]['p50'])} ms)",
+            f"<= +{GOAL_B1_SPANS} ms", spans <= GOAL_B1_SPANS))
         lines = [
             "## B1: warm invocation latency, 1 KB JSON each way",
             "",
             f"Open loop at {p.b1_rate:.0f} requests/s, {p.b1_seconds} s measured per round after {p.b1_warmup} s of warm-up,"
             f" 16 connections, {p.rounds} interleaved rounds; latency from each request's intended start to its last"
-            " response byte (berth-bench). Figures are medians of the round values, in ms.",
+            " response byte (berth-bench). Figures are medians of the round values, in ms. `untraced` is a second"
+            " berth server run with `--invocation-spans false` (no span of its own per invocation), the same agent"
+            " and warm session: figure B1s is berth's p50 less untraced's.",
             "",
             "| path | p50 | p99 | p99.9 | max | added p50 | added p99 | rounds (p50 / p99) |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for x in PATHS:
+        for x in PATHS_B1:
             p999 = median([ms(rep["latency"]["p999"]) for rep in rounds[x]])
             mx = median([ms(rep["latency"]["max"]) for rep in rounds[x]])
             per = ", ".join(f"{fmt(ms(rep['latency']['p50']))}/{fmt(ms(rep['latency']['p99']))}" for rep in rounds[x])
@@ -916,7 +933,7 @@ class Bench:
             "| path | load generator | proxy | agent | total |",
             "|---|---|---|---|---|",
         ]
-        for x in PATHS:
+        for x in PATHS_B1:
             c = cpu[x]
             proxy = "" if x == "direct" else fmt(c["proxy"], 0)
             lines.append(f"| {x} | {fmt(c['generator'], 0)} | {proxy} | {fmt(c['agent'], 0)} | {fmt(c['generator'] + c['proxy'] + c['agent'], 0)} |")
@@ -937,8 +954,9 @@ class Bench:
             return [], [self.agent.proc.pid]
         if path == "nginx":
             return [self.nginx.proc.pid, *_children_of(self.nginx.proc.pid)], [self.agent.proc.pid]
-        proxy, agents = [self.berth.pid], []
-        for pid in _children_of(self.berth.pid):
+        server = self.untraced if path == UNTRACED else self.berth
+        proxy, agents = [server.pid], []
+        for pid in _children_of(server.pid):
             (proxy if _is_berth_process(pid) else agents).append(pid)
         return proxy, agents
 
@@ -949,10 +967,10 @@ class Bench:
         p = self.plan
         self.cpu_rate = 1000.0
         seconds = 4.0 if not p.smoke else 0.5
-        samples: dict[str, list[dict[str, float]]] = {x: [] for x in PATHS}
+        samples: dict[str, list[dict[str, float]]] = {x: [] for x in PATHS_B1}
         tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
         for r in range(rounds):
-            for path in self.order(r):
+            for path in self.order(r, PATHS_B1):
                 proxy, agents = self.path_processes(path)
                 ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t0 = (_cpu_ticks(proxy), _cpu_ticks(agents))
@@ -965,7 +983,7 @@ class Bench:
                     "proxy": (t1[0] - t0[0]) * tick_us / n,
                     "agent": (t1[1] - t0[1]) * tick_us / n,
                 })
-        return {x: {k: median([s[k] for s in samples[x]]) for k in ("generator", "proxy", "agent")} for x in PATHS}
+        return {x: {k: median([s[k] for s in samples[x]]) for k in ("generator", "proxy", "agent")} for x in PATHS_B1}
 
     # -- B3 -------------------------------------------------------------------------------
 

@@ -173,6 +173,10 @@ pub struct ServeArgs {
     /// Size the trace store is held under, in MiB; the oldest traces go first [default: 1024].
     #[arg(long, env = "BERTH_TRACE_MAX_MIB", value_name = "MIB")]
     pub trace_max_mib: Option<u64>,
+    /// Record Berth's own span of every invocation in the trace store (agents' spans are
+    /// received either way) [default: true].
+    #[arg(long, env = "BERTH_INVOCATION_SPANS", value_name = "BOOL")]
+    pub invocation_spans: Option<bool>,
     /// Connection and body limits of the HTTP edge.
     #[command(flatten)]
     pub edge: crate::edge_args::EdgeArgs,
@@ -224,6 +228,8 @@ pub struct Config {
     pub edge: berth_server::EdgeOptions,
     /// How much of the trace store is kept.
     pub trace_retention: berth_trace::Retention,
+    /// Whether the invoker records Berth's span of each invocation.
+    pub invocation_spans: bool,
 }
 
 /// Memory settings and the `berth serve` flag that sets each (the API keys are set through the
@@ -406,6 +412,7 @@ impl ServeArgs {
             sandboxes_pids,
             trace_retention_hours,
             trace_max_mib,
+            invocation_spans,
         )
     }
 
@@ -553,6 +560,7 @@ impl ServeArgs {
                 max_bytes: positive("trace_max_mib", self.trace_max_mib.unwrap_or(1024))?
                     .saturating_mul(1 << 20),
             },
+            invocation_spans: self.invocation_spans.unwrap_or(true),
         })
     }
 }
@@ -845,7 +853,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         invoker: berth_runtime::invoker::Invoker::with_spans(
             Arc::new(control.clone()),
             sessions.clone(),
-            Some(berth_trace::SpanSink::start(traces.clone())),
+            cfg.invocation_spans
+                .then(|| berth_trace::SpanSink::start(traces.clone())),
         ),
         artifacts,
         memory: memory.clone(),
@@ -1059,6 +1068,12 @@ mod tests {
         let c = ServeArgs::default().settle(HashMap::new()).unwrap();
         assert_eq!(c.trace_retention.max_age_ns, 168 * 3_600_000_000_000);
         assert_eq!(c.trace_retention.max_bytes, 1024 << 20);
+        assert!(c.invocation_spans);
+        let off = parse(&["--invocation-spans", "false"])
+            .over(ServeArgs::default())
+            .settle(HashMap::new())
+            .unwrap();
+        assert!(!off.invocation_spans);
         let c = parse(&["--trace-retention-hours", "2", "--trace-max-mib", "5"])
             .over(ServeArgs::default())
             .settle(HashMap::new())

@@ -924,19 +924,7 @@ class Bench:
         ]
         for x in PATHS:
             lines.append(f"| {x} | {med[x]:.0f} | {', '.join(f'{v:.0f}' for v in found[x])} |")
-        cpu = self.cpu_per_request(rounds)
-        lines += [
-            "",
-            f"CPU time per request at a fixed {self.cpu_rate:.0f} requests/s (same generator settings as B1), from the"
-            " processes' utime + stime (median of rounds, µs): where the cycles of each path go.",
-            "",
-            "| path | load generator | proxy | agent | total |",
-            "|---|---|---|---|---|",
-        ]
-        for x in PATHS_B1:
-            c = cpu[x]
-            proxy = "" if x == "direct" else fmt(c["proxy"], 0)
-            lines.append(f"| {x} | {fmt(c['generator'], 0)} | {proxy} | {fmt(c['agent'], 0)} | {fmt(c['generator'] + c['proxy'] + c['agent'], 0)} |")
+        lines += self.cpu_table(rounds)
         lines += ["", "<details><summary>steps tried (rate: pass/fail, p99 ms)</summary>", ""]
         for x in PATHS:
             for i, steps in enumerate(trace[x]):
@@ -959,6 +947,28 @@ class Bench:
         for pid in _children_of(server.pid):
             (proxy if _is_berth_process(pid) else agents).append(pid)
         return proxy, agents
+
+    def cpu_table(self, rounds: int) -> list[str]:
+        """B2's CPU table: µs per request of generator, proxy and agent per path."""
+        cpu = self.cpu_per_request(rounds)
+        lines = [
+            "",
+            f"CPU time per request at a fixed {self.cpu_rate:.0f} requests/s (same generator settings as B1), from the"
+            " processes' utime + stime (median of rounds, µs): where the cycles of each path go.",
+            "",
+            "| path | load generator | proxy | agent | total |",
+            "|---|---|---|---|---|",
+        ]
+        for x in PATHS_B1:
+            c = cpu[x]
+            proxy = "" if x == "direct" else fmt(c["proxy"], 0)
+            lines.append(f"| {x} | {fmt(c['generator'], 0)} | {proxy} | {fmt(c['agent'], 0)} | {fmt(c['generator'] + c['proxy'] + c['agent'], 0)} |")
+        return lines
+
+    def cpu_only(self) -> None:
+        """`--only CPU`: B2's CPU table alone (5 rounds), a quick check while working on the hot path."""
+        lines = ["## CPU per request (B2's table alone)"] + self.cpu_table(5 if not self.plan.smoke else 1)
+        self.results.sections.append("\n".join(lines))
 
     def cpu_per_request(self, rounds: int) -> dict[str, dict[str, float]]:
         """CPU µs per request of generator, proxy and agent, per path, at one fixed rate."""
@@ -1294,8 +1304,10 @@ class Bench:
 
     def run(self) -> Results:
         try:
-            if any(self.wants(f) for f in ("B1", "B2", "B3", "B4", "B5")):
+            if any(self.wants(f) for f in ("B1", "B2", "B3", "B4", "B5", "CPU")):
                 self.setup()
+            if self.only is not None and "CPU" in self.only:
+                self.cpu_only()
             if self.wants("B3"):
                 self.start_silence()
             # B3's silent stream runs in the background meanwhile.

@@ -57,7 +57,7 @@ impl CallSpan {
     ) -> (Self, u8) {
         let (trace_id, parent, flags) = match traceparent.and_then(parse_traceparent_bytes) {
             Some((t, p, f)) => (t, Some(p), f),
-            None => (rand::random(), None, 1),
+            None => (trace_id(), None, 1),
         };
         let span = Self {
             trace_id,
@@ -232,9 +232,24 @@ pub fn parse_traceparent_bytes(v: &[u8]) -> Option<([u8; 16], [u8; 8], u8)> {
     Some((t, p, f[0]))
 }
 
-/// A fresh random trace id (32 hex digits).
+/// A new trace id the way X-Ray (and ADOT's `xray` id generator) makes them, the epoch second in
+/// the first four bytes, then the fraction of that second in 1/65536ths in two more and ten
+/// random bytes. Besides being what AgentCore's tools expect, time order keeps the trace store's
+/// trace-id indexes appending: with random ids every insert dirtied another index page, and
+/// those pages were most of what a batch wrote.
+fn trace_id() -> [u8; 16] {
+    let mut id: [u8; 16] = rand::random();
+    let now = crate::now_ns();
+    let secs = u32::try_from(now / 1_000_000_000).unwrap_or(u32::MAX);
+    let frac = u16::try_from((now % 1_000_000_000) * 65_536 / 1_000_000_000).unwrap_or(u16::MAX);
+    id[..4].copy_from_slice(&secs.to_be_bytes());
+    id[4..6].copy_from_slice(&frac.to_be_bytes());
+    id
+}
+
+/// A fresh trace id (32 hex digits; see [`trace_id`]).
 pub fn new_trace_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
+    hex::encode(trace_id())
 }
 
 /// A fresh random span id (16 hex digits).
@@ -264,6 +279,16 @@ mod tests {
             assert!(parse_traceparent(bad).is_none(), "{bad}");
         }
         assert_eq!(new_trace_id().len(), 32);
+        // X-Ray's form: the epoch second first; then the fraction, so ids sort by time.
+        let secs = crate::now_ns() / 1_000_000_000;
+        let id = new_trace_id();
+        let stamped = i64::from_str_radix(&id[..8], 16).unwrap();
+        assert!((stamped - secs).abs() <= 1, "{id} vs {secs}");
+        let (a, b) = (trace_id(), {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            trace_id()
+        });
+        assert!(a[..6] < b[..6]);
         let who = Arc::new(Attribution {
             runtime_id: "rt".into(),
             version: 1,

@@ -60,7 +60,9 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path);
+    // Only the id in the span (the fmt layer formats a span's fields when it is created, on every
+    // request): a failed request's own line below names the method and path.
+    let span = tracing::info_span!("request", request_id = %id);
     let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
     if let Some(f) = resp.extensions_mut().remove::<Fault>() {
         let status = resp.status().as_u16();

@@ -250,6 +250,7 @@ impl TraceStore for SqliteTraceStore {
                 span_bytes(s),
             )
             .await?;
+            crate::usage::accumulate(&mut tx, s).await?;
         }
         for l in logs {
             let a = &l.attribution;
@@ -488,6 +489,17 @@ impl TraceStore for SqliteTraceStore {
     async fn stored_bytes(&self) -> Result<u64, Error> {
         let n = self.stored_bytes_on(&self.reader).await?;
         Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    async fn usage(
+        &self,
+        filter: &crate::usage::UsageFilter,
+    ) -> Result<Vec<crate::usage::UsageRow>, Error> {
+        crate::usage::query(&self.reader, filter).await
+    }
+
+    async fn usage_totals(&self) -> Result<Vec<crate::usage::UsageRow>, Error> {
+        crate::usage::totals(&self.reader).await
     }
 }
 

@@ -8,7 +8,8 @@ trace as Berth's `InvokeAgentRuntime` span (ADOT's Starlette server span continu
 `traceparent` Berth hands the agent); ADOT copies the `session.id` baggage onto them; the token
 usage and tool calls (one of them failing) show per version in `GET /berth/v1/usage` (grouped by
 version, session and model, priced by `--model-prices`) and `berth usage`, and in Prometheus;
-`berth traces show TRACE` draws the tree.
+`berth traces show TRACE` draws the tree. `/berth/v1/usage` is authorised as `berth:GetUsage`
+and validates its query.
 """
 
 import json
@@ -18,6 +19,7 @@ import pytest
 
 from berth_harness import (
     BUILD_TIMEOUT,
+    access_key_allowing,
     STATE_TIMEOUT,
     agent_zip,
     deploy_agent,
@@ -25,6 +27,7 @@ from berth_harness import (
     native,
     new_session_id,
     poll,
+    raw_request,
     run_cli,
     update_args,
     upload_artifact,
@@ -195,3 +198,16 @@ def test_strands_spans_usage_and_tools_under_adot(server, strands):
     # ActiveSessionCount: both version 1 sessions are still live (idle for less than 15 minutes).
     live = re.findall(rf'^berth_active_sessions{{runtime_id="{rid}",endpoint="[^"]+",version="1"}} (\d+)$', text, re.M)
     assert sum(map(int, live)) == 2, [t for t in text.splitlines() if "active" in t]
+
+
+def test_usage_is_authorised_as_its_own_action_and_validated(server):
+    # A key allowed to read traces but not usage is refused; one allowed GetUsage reads it.
+    for action, status in (("berth:GetTraces", 403), ("berth:GetUsage", 200)):
+        key, secret = access_key_allowing(server, action)
+        resp = raw_request(server.url, "GET", "/berth/v1/usage", access_key=key, secret_key=secret)
+        assert resp.status == status, (action, resp)
+    unsigned = raw_request(server.url, "GET", "/berth/v1/usage", sign=False)
+    assert unsigned.status == 403, unsigned
+    for query in ("groupBy=day", "sesion=typo", "sinceMs=yesterday"):
+        resp = native(server, "GET", "/berth/v1/usage", query=query)
+        assert resp.status == 400 and resp.error_type == "ValidationException", (query, resp)

@@ -44,8 +44,14 @@ fn is_aggregate(operation: &str) -> bool {
     operation.starts_with("invoke_") || operation == "create_agent"
 }
 
+/// The most one span may add to one count. Agents are hostile: without a bound, a few spans
+/// claiming `i64::MAX` tokens would overflow the sums (SQLite then turns them into floats, or
+/// fails `sum()`). No model call has ever used 2^40 (a trillion) tokens.
+const MAX_PER_SPAN: i64 = 1 << 40;
+
 /// A token count: an integer, or a number or string holding one (OTLP/JSON sends int64 as
-/// strings; some SDKs record doubles). Negative or unreadable counts are no count.
+/// strings; some SDKs record doubles), at most [`MAX_PER_SPAN`]. Negative or unreadable counts
+/// are no count.
 fn count(attrs: &serde_json::Map<String, Value>, key: &str) -> Option<i64> {
     let n = match attrs.get(key)? {
         Value::Number(n) => n
@@ -54,7 +60,7 @@ fn count(attrs: &serde_json::Map<String, Value>, key: &str) -> Option<i64> {
         Value::String(s) => s.trim().parse::<i64>().ok(),
         _ => None,
     }?;
-    (n >= 0).then_some(n)
+    (n >= 0).then_some(n.min(MAX_PER_SPAN))
 }
 
 fn first_count(attrs: &serde_json::Map<String, Value>, keys: &[&str]) -> Option<i64> {
@@ -209,13 +215,31 @@ pub(crate) async fn accumulate(
     Ok(())
 }
 
+/// The count columns of both tables. Read through `CAST(... AS INTEGER)` (sums through
+/// `total()`): should a sum ever overflow, SQLite keeps it as a float, and the cast saturates
+/// instead of failing the read.
+const COUNT_COLS: [&str; 8] = [
+    "model_calls",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "tool_calls",
+    "tool_errors",
+];
+
 /// Counts since the store was created per runtime, version and model (what Prometheus shows).
 pub(crate) async fn totals(pool: &sqlx::SqlitePool) -> Result<Vec<UsageRow>, Error> {
-    let rows = sqlx::query(
-        "SELECT runtime_id, version, model, model_calls, input_tokens, output_tokens, \
-         total_tokens, cache_read_tokens, cache_write_tokens, tool_calls, tool_errors \
-         FROM genai_totals ORDER BY runtime_id, version, model",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT runtime_id, version, model, {} FROM genai_totals \
+             ORDER BY runtime_id, version, model",
+        COUNT_COLS
+            .iter()
+            .map(|c| format!("CAST({c} AS INTEGER) AS {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -354,11 +378,12 @@ pub(crate) async fn query(
     cols.push("model");
     let group = cols.join(", ");
     let mut q = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT {group}, sum(model_calls) AS model_calls, sum(input_tokens) AS input_tokens, \
-         sum(output_tokens) AS output_tokens, sum(total_tokens) AS total_tokens, \
-         sum(cache_read_tokens) AS cache_read_tokens, \
-         sum(cache_write_tokens) AS cache_write_tokens, sum(tool_calls) AS tool_calls, \
-         sum(tool_errors) AS tool_errors FROM genai_usage WHERE 1 = 1"
+        "SELECT {group}, {} FROM genai_usage WHERE 1 = 1",
+        COUNT_COLS
+            .iter()
+            .map(|c| format!("CAST(total({c}) AS INTEGER) AS {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     if let Some(v) = &f.runtime_id {
         q.push(" AND runtime_id = ").push_bind(v.clone());
@@ -650,6 +675,14 @@ mod tests {
             assert_eq!(tally(&s), None, "{op}");
         }
         assert_eq!(tally(&span(json!({"http.method": "GET"}), "OK")), None);
+        // A hostile count is bounded.
+        let huge = tally(&span(
+            json!({"gen_ai.usage.input_tokens": i64::MAX, "gen_ai.usage.output_tokens": "9223372036854775807"}),
+            "OK",
+        ))
+        .unwrap();
+        assert_eq!((huge.input_tokens, huge.output_tokens), (1 << 40, 1 << 40));
+        assert_eq!(huge.total_tokens, 1 << 41);
         // A negative count is no count.
         assert_eq!(
             tally(&span(json!({"gen_ai.usage.input_tokens": -3}), "OK")),

@@ -205,6 +205,7 @@ impl TraceStore for SqliteTraceStore {
             return Ok(());
         }
         let mut tx = self.writer.begin().await?;
+        let mut stored = Vec::with_capacity(spans.len());
         for s in spans {
             let a = &s.attribution;
             let inserted = sqlx::query(&format!(
@@ -250,8 +251,10 @@ impl TraceStore for SqliteTraceStore {
                 span_bytes(s),
             )
             .await?;
-            crate::usage::accumulate(&mut tx, s).await?;
+            stored.push(s);
         }
+        // GenAI usage of the spans stored now (never of a retried export's).
+        crate::usage::accumulate(&mut tx, stored).await?;
         for l in logs {
             let a = &l.attribution;
             sqlx::query(&format!(

@@ -143,76 +143,124 @@ pub fn tally(span: &Span) -> Option<Tally> {
 
 const MINUTE_NS: i64 = 60_000_000_000;
 
-/// Adds a just-inserted span to the accounts, inside the transaction that stored it.
-pub(crate) async fn accumulate(
+impl Tally {
+    fn add(&mut self, o: &Tally) {
+        self.model_calls += o.model_calls;
+        self.input_tokens += o.input_tokens;
+        self.output_tokens += o.output_tokens;
+        self.total_tokens += o.total_tokens;
+        self.cache_read_tokens += o.cache_read_tokens;
+        self.cache_write_tokens += o.cache_write_tokens;
+        self.tool_calls += o.tool_calls;
+        self.tool_errors += o.tool_errors;
+    }
+}
+
+/// A `genai_usage` row's key: runtime, version, endpoint, session, actor, model, minute.
+type UsageKey<'a> = (&'a str, u32, &'a str, &'a str, &'a str, String, i64);
+
+/// Rows per multi-row upsert (15 binds each, under SQLite's 32766 variables).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Adds just-inserted spans to the accounts, inside the transaction that stored them: the
+/// batch is folded per key in Rust first, then written as a few multi-row upserts (one round
+/// trip per statement, whatever the number of spans). Pass only the spans whose rows were
+/// inserted (a retried export's are already counted).
+pub(crate) async fn accumulate<'s>(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
-    span: &Span,
+    inserted: impl IntoIterator<Item = &'s Span>,
 ) -> Result<(), Error> {
-    let Some(t) = tally(span) else {
+    let mut rows: HashMap<UsageKey<'s>, Tally> = HashMap::new();
+    let mut totals: HashMap<(&'s str, u32, String), Tally> = HashMap::new();
+    for span in inserted {
+        let Some(t) = tally(span) else {
+            continue;
+        };
+        let a = &span.attribution;
+        totals
+            .entry((a.runtime_id.as_str(), a.version, t.model.clone()))
+            .or_default()
+            .add(&t);
+        rows.entry((
+            a.runtime_id.as_str(),
+            a.version,
+            a.endpoint.as_str(),
+            a.session_id.as_deref().unwrap_or(""),
+            a.actor.as_deref().unwrap_or(""),
+            t.model.clone(),
+            span.end_ns.div_euclid(MINUTE_NS) * MINUTE_NS,
+        ))
+        .or_default()
+        .add(&t);
+    }
+    if rows.is_empty() {
         return Ok(());
-    };
-    let a = &span.attribution;
-    sqlx::query(
-        "INSERT INTO genai_usage (runtime_id, version, endpoint, session_id, actor, model, \
-         minute_ns, model_calls, input_tokens, output_tokens, total_tokens, cache_read_tokens, \
-         cache_write_tokens, tool_calls, tool_errors) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (runtime_id, version, endpoint, session_id, actor, model, minute_ns) \
-         DO UPDATE SET \
-           model_calls = model_calls + excluded.model_calls, \
-           input_tokens = input_tokens + excluded.input_tokens, \
-           output_tokens = output_tokens + excluded.output_tokens, \
-           total_tokens = total_tokens + excluded.total_tokens, \
-           cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens, \
-           cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, \
-           tool_calls = tool_calls + excluded.tool_calls, \
-           tool_errors = tool_errors + excluded.tool_errors",
-    )
-    .bind(&a.runtime_id)
-    .bind(i64::from(a.version))
-    .bind(&a.endpoint)
-    .bind(a.session_id.as_deref().unwrap_or(""))
-    .bind(a.actor.as_deref().unwrap_or(""))
-    .bind(&t.model)
-    .bind(span.end_ns.div_euclid(MINUTE_NS) * MINUTE_NS)
-    .bind(t.model_calls)
-    .bind(t.input_tokens)
-    .bind(t.output_tokens)
-    .bind(t.total_tokens)
-    .bind(t.cache_read_tokens)
-    .bind(t.cache_write_tokens)
-    .bind(t.tool_calls)
-    .bind(t.tool_errors)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO genai_totals (runtime_id, version, model, model_calls, input_tokens, \
-         output_tokens, total_tokens, cache_read_tokens, cache_write_tokens, tool_calls, \
-         tool_errors) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (runtime_id, version, model) DO UPDATE SET \
-           model_calls = model_calls + excluded.model_calls, \
-           input_tokens = input_tokens + excluded.input_tokens, \
-           output_tokens = output_tokens + excluded.output_tokens, \
-           total_tokens = total_tokens + excluded.total_tokens, \
-           cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens, \
-           cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, \
-           tool_calls = tool_calls + excluded.tool_calls, \
-           tool_errors = tool_errors + excluded.tool_errors",
-    )
-    .bind(&a.runtime_id)
-    .bind(i64::from(a.version))
-    .bind(&t.model)
-    .bind(t.model_calls)
-    .bind(t.input_tokens)
-    .bind(t.output_tokens)
-    .bind(t.total_tokens)
-    .bind(t.cache_read_tokens)
-    .bind(t.cache_write_tokens)
-    .bind(t.tool_calls)
-    .bind(t.tool_errors)
-    .execute(&mut **tx)
-    .await?;
+    }
+    let rows: Vec<_> = rows.into_iter().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "INSERT INTO genai_usage (runtime_id, version, endpoint, session_id, actor, model, \
+             minute_ns, {}) ",
+            COUNT_COLS.join(", ")
+        ));
+        q.push_values(
+            chunk,
+            |mut b, ((rt, v, ep, sid, actor, model, minute), t)| {
+                b.push_bind(*rt)
+                    .push_bind(i64::from(*v))
+                    .push_bind(*ep)
+                    .push_bind(*sid)
+                    .push_bind(*actor)
+                    .push_bind(model.as_str())
+                    .push_bind(*minute);
+                push_counts(&mut b, t);
+            },
+        );
+        q.push(
+            " ON CONFLICT (runtime_id, version, endpoint, session_id, actor, model, minute_ns) \
+             DO UPDATE SET ",
+        )
+        .push(add_excluded());
+        q.build().persistent(false).execute(&mut **tx).await?;
+    }
+    let totals: Vec<_> = totals.into_iter().collect();
+    for chunk in totals.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "INSERT INTO genai_totals (runtime_id, version, model, {}) ",
+            COUNT_COLS.join(", ")
+        ));
+        q.push_values(chunk, |mut b, ((rt, v, model), t)| {
+            b.push_bind(*rt)
+                .push_bind(i64::from(*v))
+                .push_bind(model.as_str());
+            push_counts(&mut b, t);
+        });
+        q.push(" ON CONFLICT (runtime_id, version, model) DO UPDATE SET ")
+            .push(add_excluded());
+        q.build().persistent(false).execute(&mut **tx).await?;
+    }
     Ok(())
+}
+
+/// Binds a tally's counts in [`COUNT_COLS`] order.
+fn push_counts(b: &mut sqlx::query_builder::Separated<'_, '_, Sqlite, &'static str>, t: &Tally) {
+    b.push_bind(t.model_calls)
+        .push_bind(t.input_tokens)
+        .push_bind(t.output_tokens)
+        .push_bind(t.total_tokens)
+        .push_bind(t.cache_read_tokens)
+        .push_bind(t.cache_write_tokens)
+        .push_bind(t.tool_calls)
+        .push_bind(t.tool_errors);
+}
+
+/// `col = col + excluded.col` for every count column.
+fn add_excluded() -> String {
+    COUNT_COLS
+        .iter()
+        .map(|c| format!("{c} = {c} + excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The count columns of both tables. Read through `CAST(... AS INTEGER)` (sums through

@@ -215,3 +215,27 @@ async fn accounts_survive_reopening() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].counts.total_tokens, 11);
 }
+
+#[tokio::test]
+async fn a_large_batch_is_written_in_several_statements_and_summed_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let w = who(1, "s", None);
+    // 1,200 spans in 1,200 minutes: more distinct rows than one statement holds.
+    let spans: Vec<Span> = (0..1_200i64)
+        .map(|i| {
+            let mut s = span(0, (i + 1) * MINUTE, chat("m1", i, 1), &w);
+            s.span_id = format!("{i:016x}");
+            s
+        })
+        .collect();
+    store.insert(&spans, &[]).await.unwrap();
+    let rows = store.usage(&UsageFilter::default()).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].counts.model_calls, 1_200);
+    assert_eq!(rows[0].counts.input_tokens, (0..1_200).sum::<i64>());
+    assert_eq!(rows[0].counts.output_tokens, 1_200);
+    let totals = store.usage_totals().await.unwrap();
+    assert_eq!(totals.len(), 1);
+    assert_eq!(totals[0].counts.model_calls, 1_200);
+}

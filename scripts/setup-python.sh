@@ -6,6 +6,11 @@
 # the venv was built from) changed since the last successful install; the stamp lives
 # in .venv/.berth-requirements.sha256. Safe with no stdin and with CI=true.
 #
+# Agents' own packages are not installed here: Berth's builder installs each test agent's
+# tests/conformance/agents/<name>/requirements.txt (pinned there the same way) into that agent's
+# environment. ADOT in particular (aws-opentelemetry-distro 0.21.0, for agents/strands_adot) could
+# not live in this venv: it pins opentelemetry-api/-sdk ==1.44.0 against the 1.45.1 pinned here.
+#
 # Environment:
 #   PYTHON   interpreter to build the venv from (default: python3), must be >= 3.10
 set -euo pipefail

@@ -729,20 +729,23 @@ def deploy_agent(
     name: str | None = None,
     want: Iterable[str] = ("READY",),
     timeout: float = BUILD_TIMEOUT,
-    entry_point: str = "agent.py",
+    entry_point: str | list = "agent.py",
     **extra,
 ) -> dict:
     """Upload an agent (`agents/<agent>` by name, or zip bytes), create a runtime with boto3 and
     wait until its first version reaches a status in `want`.
 
-    `extra` goes to `create_agent_runtime` (`lifecycleConfiguration=...`). Returns the final
-    GetAgentRuntime response.
+    `entry_point` is the file to run, or the whole `entryPoint` list
+    (`["opentelemetry-instrument", "agent.py"]`). `extra` goes to `create_agent_runtime`
+    (`lifecycleConfiguration=...`). Returns the final GetAgentRuntime response.
     """
     body = agent_zip(agent) if isinstance(agent, str) else agent
     label = agent if isinstance(agent, str) else "inline"
     location = upload_artifact(s3, body, label)
     args = runtime_args(location, name or unique_name(label.replace("-", "_")), **extra)
-    args["agentRuntimeArtifact"]["codeConfiguration"]["entryPoint"] = [entry_point]
+    args["agentRuntimeArtifact"]["codeConfiguration"]["entryPoint"] = (
+        [entry_point] if isinstance(entry_point, str) else list(entry_point)
+    )
     created = control.create_agent_runtime(**args)
     assert_status(created, 202)
     return wait_status(control, created["agentRuntimeId"], "1", want=want, timeout=timeout)

@@ -26,6 +26,7 @@ mod model;
 mod rollout;
 mod serve;
 mod traces;
+mod usage;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -135,6 +136,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// GenAI usage from agents' spans: tokens, tool calls and cost, per version, session, actor
+    /// or model.
+    Usage {
+        #[command(flatten)]
+        usage: usage::UsageArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// An agent session's stdout and stderr.
     Logs {
         #[command(flatten)]
@@ -229,6 +238,7 @@ fn main() -> ExitCode {
             Command::Sessions { cmd, client } => agents::sessions(cmd, client).await,
             Command::Logs { logs, client } => agents::logs(logs, client).await,
             Command::Traces { cmd, client } => traces::traces(cmd, client).await,
+            Command::Usage { usage, client } => usage::usage(usage, client).await,
         }
     });
     match result {

@@ -177,6 +177,16 @@ pub struct ServeArgs {
     /// received either way) [default: true].
     #[arg(long, env = "BERTH_INVOCATION_SPANS", value_name = "BOOL")]
     pub invocation_spans: Option<bool>,
+    /// GenAI price of a model, in USD per million tokens: `MODEL=INPUT/OUTPUT[/CACHE_READ
+    /// [/CACHE_WRITE]]` (e.g. `gpt-4o=2.5/10/1.25`), `MODEL` as agents' spans name it in
+    /// `gen_ai.request.model`. Repeat the flag or separate entries with commas; usage of a model
+    /// not listed has no cost [default: none].
+    #[arg(
+        long,
+        env = "BERTH_MODEL_PRICES",
+        value_name = "MODEL=IN/OUT[/CR[/CW]]"
+    )]
+    pub model_prices: Vec<String>,
     /// Connection and body limits of the HTTP edge.
     #[command(flatten)]
     pub edge: crate::edge_args::EdgeArgs,
@@ -230,6 +240,8 @@ pub struct Config {
     pub trace_retention: berth_trace::Retention,
     /// Whether the invoker records Berth's span of each invocation.
     pub invocation_spans: bool,
+    /// GenAI prices per model id.
+    pub model_prices: berth_trace::usage::Prices,
 }
 
 /// Memory settings and the `berth serve` flag that sets each (the API keys are set through the
@@ -368,6 +380,11 @@ impl ServeArgs {
                         file.egress_allow
                     } else {
                         self.egress_allow
+                    },
+                    model_prices: if self.model_prices.is_empty() {
+                        file.model_prices
+                    } else {
+                        self.model_prices
                     },
                     edge: self.edge.over(file.edge),
                 }
@@ -561,6 +578,13 @@ impl ServeArgs {
                     .saturating_mul(1 << 20),
             },
             invocation_spans: self.invocation_spans.unwrap_or(true),
+            model_prices: berth_trace::usage::Prices::parse(
+                self.model_prices
+                    .iter()
+                    .flat_map(|s| s.split(','))
+                    .filter(|s| !s.trim().is_empty()),
+            )
+            .map_err(|e| invalid("model_prices", e))?,
         })
     }
 }
@@ -860,6 +884,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         memory: memory.clone(),
         relax: cfg.relax,
         traces,
+        prices: Arc::new(cfg.model_prices.clone()),
     };
     sandbox_api_state.send_replace(Some(state.clone()));
     if let Some(m) = &cfg.metrics_listen {
@@ -867,9 +892,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("metrics_listen: cannot bind {m}"))?;
         println!("prometheus metrics on http://{}/metrics", l.local_addr()?);
-        let (control, stop) = (control.clone(), shutdown.clone());
+        let (metrics_state, stop) = (state.clone(), shutdown.clone());
         tokio::spawn(async move {
-            if let Err(e) = berth_server::serve_metrics(l, control, stop).await {
+            if let Err(e) = berth_server::serve_metrics(l, metrics_state, stop).await {
                 warn!(error = %e, "metrics listener failed");
             }
         });
@@ -1087,6 +1112,38 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "invalid value for trace-max-mib (BERTH_TRACE_MAX_MIB): must be at least 1"
+        );
+    }
+
+    #[test]
+    fn model_prices_come_from_flags_over_the_file_and_are_checked() {
+        let c = ServeArgs::default().settle(HashMap::new()).unwrap();
+        assert!(c.model_prices.is_empty());
+        let file: ServeArgs =
+            toml::from_str(r#"model_prices = ["m1=1/2", "m2=3/4/0.5/6"]"#).unwrap();
+        let c = ServeArgs::default()
+            .over(file)
+            .settle(HashMap::new())
+            .unwrap();
+        assert_eq!(c.model_prices.get("m2").unwrap().cache_write, 6.0);
+        assert_eq!(c.model_prices.get("m1").unwrap().output, 2.0);
+        // The flag (or BERTH_MODEL_PRICES, comma-separated) replaces the file's list.
+        let file: ServeArgs = toml::from_str(r#"model_prices = ["m1=1/2"]"#).unwrap();
+        let c = parse(&["--model-prices", "gpt-4o=2.5/10/1.25,m3=1/1"])
+            .over(file)
+            .settle(HashMap::new())
+            .unwrap();
+        assert!(c.model_prices.get("m1").is_none());
+        assert_eq!(c.model_prices.get("gpt-4o").unwrap().cache_read, 1.25);
+        assert_eq!(c.model_prices.get("m3").unwrap().input, 1.0);
+        let e = parse(&["--model-prices", "m1=cheap/2"])
+            .over(ServeArgs::default())
+            .settle(HashMap::new())
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("invalid value for model-prices (BERTH_MODEL_PRICES): "),
+            "{e}"
         );
     }
 

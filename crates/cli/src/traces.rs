@@ -57,7 +57,7 @@ pub enum TracesCmd {
 }
 
 /// Parses `250ms`, `90s`, `15m`, `2h`, `7d` into milliseconds.
-fn parse_ms(s: &str) -> anyhow::Result<i64> {
+pub(crate) fn parse_ms(s: &str) -> anyhow::Result<i64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
@@ -75,7 +75,7 @@ fn parse_ms(s: &str) -> anyhow::Result<i64> {
     Ok(n.saturating_mul(per))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -162,6 +162,29 @@ type Endpoints = HashMap<String, Versions>;
 pub struct Health {
     bucket_ms: i64,
     series: Mutex<HashMap<String, Endpoints>>,
+    /// Counts Prometheus shows that neither the store nor the rollout analysis uses, per
+    /// (runtime, endpoint, version); rare events, so a plain map.
+    refusals: Mutex<HashMap<(String, String, u32), Refusals>>,
+}
+
+/// Per-version counts of calls that ended before or beside the agent's work: AgentCore's
+/// Throttles and UserErrors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// New sessions refused by a quota or the new-session rate (ThrottlingException,
+    /// ServiceQuotaExceededException).
+    pub throttles: u64,
+    /// Invocations the agent answered with a 4xx (the caller's request was at fault).
+    pub user_errors: u64,
+}
+
+/// What [`Health::refused`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// See [`Refusals::throttles`].
+    Throttled,
+    /// See [`Refusals::user_errors`].
+    UserError,
 }
 
 impl Health {
@@ -170,6 +193,7 @@ impl Health {
         Self {
             bucket_ms: bucket_ms.max(1),
             series: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(HashMap::new()),
         }
     }
 
@@ -253,6 +277,27 @@ impl Health {
             s.total.new_sessions += 1;
             s.pending_at(bucket).new_sessions += 1;
         });
+    }
+
+    /// Counts a throttled new session or an agent's 4xx answer of a version (in memory only).
+    pub fn refused(&self, runtime_id: &str, endpoint: &str, version: u32, what: Refusal) {
+        // Additions only, as in `lock`.
+        let mut map = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let r = map
+            .entry((runtime_id.to_owned(), endpoint.to_owned(), version))
+            .or_default();
+        match what {
+            Refusal::Throttled => r.throttles += 1,
+            Refusal::UserError => r.user_errors += 1,
+        }
+    }
+
+    /// [`Refusals`] since the process started per (runtime, endpoint, version), sorted.
+    pub fn refusal_totals(&self) -> Vec<((String, String, u32), Refusals)> {
+        let map = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Takes everything not yet flushed, as store rows.

@@ -20,7 +20,7 @@
 use crate::command::Command;
 use crate::session::{BodyStream, Error as SessionError, Session, Sessions, Target};
 use berth_api::ApiError;
-use berth_control::health::Outcome;
+use berth_control::health::{Outcome, Refusal};
 use berth_control::{Control, RouteRequest};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -137,6 +137,12 @@ pub trait ControlPlane: Send + Sync + 'static {
         outcome: Outcome,
         elapsed: Duration,
     );
+
+    /// Counts a throttled new session or an agent's 4xx answer of a version, in memory (for
+    /// Prometheus; health ignores both). A control plane that keeps no such counts ignores it.
+    fn refused(&self, runtime_id: &str, endpoint: &str, version: u32, what: Refusal) {
+        let _ = (runtime_id, endpoint, version, what);
+    }
 }
 
 #[async_trait::async_trait]
@@ -171,6 +177,10 @@ impl ControlPlane for Control {
     ) {
         self.health()
             .record(runtime_id, endpoint, version, outcome, elapsed);
+    }
+
+    fn refused(&self, runtime_id: &str, endpoint: &str, version: u32, what: Refusal) {
+        self.health().refused(runtime_id, endpoint, version, what);
     }
 }
 
@@ -338,16 +348,23 @@ impl<S: Invoke> Invoke for Health<S> {
         let runtime_id = call.inv.runtime_id;
         let opening = Instant::now();
         let res = self.inner.invoke(call).await;
-        if let Err(Error::Open(e)) = &res
-            && !is_refusal(e)
-        {
-            self.control.record(
-                runtime_id,
-                &endpoint,
-                version,
-                outcome_of(e),
-                opening.elapsed(),
-            );
+        if let Err(Error::Open(e)) = &res {
+            if !is_refusal(e) {
+                self.control.record(
+                    runtime_id,
+                    &endpoint,
+                    version,
+                    outcome_of(e),
+                    opening.elapsed(),
+                );
+            } else if matches!(
+                e,
+                SessionError::QuotaExceeded(_) | SessionError::Throttled(_)
+            ) {
+                // AgentCore's Throttles: refused by a quota, not the version's fault.
+                self.control
+                    .refused(runtime_id, &endpoint, version, Refusal::Throttled);
+            }
         }
         res
     }
@@ -613,6 +630,15 @@ impl Observed {
     /// Wraps the agent's response body: a 5xx status or a failure mid-body is an error.
     fn body(mut self, status: u16, stream: BodyStream) -> BodyStream {
         self.outcome = Some(Outcome::of_status(status));
+        if (400..500).contains(&status) {
+            // AgentCore's UserErrors: the agent refused the caller's request.
+            self.control.refused(
+                &self.runtime_id,
+                &self.endpoint,
+                self.version,
+                Refusal::UserError,
+            );
+        }
         let mut observed = self;
         stream
             .map(move |item| {

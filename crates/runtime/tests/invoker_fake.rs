@@ -5,7 +5,7 @@ mod fake_backend;
 
 use berth_api::ApiError;
 use berth_control::RouteRequest;
-use berth_control::health::Outcome;
+use berth_control::health::{Outcome, Refusal};
 use berth_runtime::invoker::{ControlPlane, Error, Invocation, Invoker};
 use berth_runtime::session::{Error as SessionError, Target};
 use fake_backend::{RUNTIME_ID, options, sessions, target};
@@ -27,6 +27,7 @@ struct FakeControl {
     /// The actor and user id of the last routing.
     seen: Mutex<Option<(Option<String>, Option<String>)>>,
     records: Mutex<Vec<(String, String, u32, Outcome)>>,
+    refusals: Mutex<Vec<(String, String, u32, Refusal)>>,
 }
 
 impl FakeControl {
@@ -38,6 +39,7 @@ impl FakeControl {
             checked: AtomicUsize::new(0),
             seen: Mutex::new(None),
             records: Mutex::new(Vec::new()),
+            refusals: Mutex::new(Vec::new()),
         })
     }
 
@@ -89,6 +91,15 @@ impl ControlPlane for FakeControl {
             endpoint.to_owned(),
             version,
             outcome,
+        ));
+    }
+
+    fn refused(&self, runtime_id: &str, endpoint: &str, version: u32, what: Refusal) {
+        self.refusals.lock().unwrap().push((
+            runtime_id.to_owned(),
+            endpoint.to_owned(),
+            version,
+            what,
         ));
     }
 }
@@ -185,6 +196,38 @@ async fn an_unauthenticated_call_reaches_neither_routing_nor_an_agent() {
 }
 
 #[tokio::test]
+async fn an_agent_4xx_is_a_user_error_and_not_a_health_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _record, _shutdown) = sessions(options(dir.path()));
+    let control = FakeControl::new(2);
+    let invoker = Invoker::new(control.clone(), s);
+    let headers = HeaderMap::new();
+    let answer = invoker
+        .invoke(invocation(&headers, b"reject"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    assert_eq!(body_of(answer).await, "bad request");
+    assert_eq!(
+        control.records(),
+        vec![(RUNTIME_ID.to_owned(), "DEFAULT".to_owned(), 2, Outcome::Ok)]
+    );
+    assert_eq!(
+        *control.refusals.lock().unwrap(),
+        vec![(
+            RUNTIME_ID.to_owned(),
+            "DEFAULT".to_owned(),
+            2,
+            Refusal::UserError
+        )]
+    );
+    // A 5xx or a success is not one.
+    let answer = invoker.invoke(invocation(&headers, b"ok")).await.unwrap();
+    body_of(answer).await;
+    assert_eq!(control.refusals.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn a_routing_refusal_passes_through_unrecorded() {
     let dir = tempfile::tempdir().unwrap();
     let (s, record, _shutdown) = sessions(options(dir.path()));
@@ -240,6 +283,16 @@ async fn a_quota_refusal_says_nothing_about_the_version() {
     ));
     assert_eq!(record.started.load(Ordering::SeqCst), 0);
     assert!(control.records().is_empty());
+    // It is a throttle of the version it was routed to (AgentCore's Throttles).
+    assert_eq!(
+        *control.refusals.lock().unwrap(),
+        vec![(
+            RUNTIME_ID.to_owned(),
+            "DEFAULT".to_owned(),
+            1,
+            Refusal::Throttled
+        )]
+    );
 }
 
 #[tokio::test]

@@ -393,6 +393,7 @@ pub fn operations(
             one("bedrock-agentcore:StopRuntimeSession", runtime_arn(p, r))
         }
         (Method::GET, ["berth", "v1", "traces", ..]) => one("berth:GetTraces", any_runtime),
+        (Method::GET, ["berth", "v1", "usage"]) => one("berth:GetUsage", any_runtime),
         (Method::GET, ["berth", "v1", "runtimes", r, "logs"]) => {
             one("berth:GetAgentLogs", runtime_arn(p, r))
         }

@@ -14,12 +14,14 @@ mod edge;
 mod error;
 mod memory_api;
 mod metrics;
+mod metrics_genai;
 mod native_api;
 mod protocol_api;
 mod resource_policy_api;
 mod s3;
 mod traces_api;
 mod traffic_api;
+mod usage_api;
 mod ws;
 
 use axum::Router;
@@ -54,6 +56,8 @@ pub struct AppState {
     pub relax: berth_api::model::Relax,
     /// Spans and log records agents export (and Berth's own).
     pub traces: Arc<dyn berth_trace::TraceStore>,
+    /// USD per million tokens per model id, turning GenAI usage into cost.
+    pub prices: Arc<berth_trace::usage::Prices>,
 }
 
 /// The router of one sandbox's own listener: the OTLP receiver for that sandbox, then the full
@@ -71,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .merge(memory_api::routes())
         .merge(native_api::routes())
         .merge(traces_api::routes())
+        .merge(usage_api::routes())
         .merge(traffic_api::routes())
         .merge(access_api::routes())
         .merge(metrics::routes())

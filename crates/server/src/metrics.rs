@@ -11,7 +11,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use berth_control::Control;
 use berth_control::health::LATENCY_BOUNDS_MS;
 use berth_store::HealthRow;
 use prometheus_client::collector::Collector;
@@ -25,7 +24,7 @@ const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.
 
 /// `prometheus_client` writes label values as given; OpenMetrics wants `\`, `"` and newlines
 /// escaped.
-fn escape(v: &str) -> String {
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -130,9 +129,13 @@ impl Collector for Totals {
 /// `berth_invocations_total`, `berth_new_sessions_total`, `berth_invocation_errors_total` (with
 /// `kind`) and the histogram `berth_invocation_duration_seconds`, each labelled `runtime_id`,
 /// `endpoint`, `version`.
-pub fn render(totals: Vec<HealthRow>) -> String {
+/// `more` adds further families (GenAI usage, live sessions; `metrics_genai`).
+pub(crate) fn render(totals: Vec<HealthRow>, more: Vec<Box<dyn Collector>>) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Totals(totals)));
+    for c in more {
+        registry.register_collector(c);
+    }
     let mut out = String::new();
     // Writing into a String cannot fail, and the collector's encoding fails only on a writer error.
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
@@ -141,16 +144,33 @@ pub fn render(totals: Vec<HealthRow>) -> String {
     out
 }
 
-fn exposition(control: &Control) -> Response {
+/// Everything `/metrics` shows: per-version health from `Control`, GenAI usage from the trace
+/// store (a failed read leaves its families out and is logged; the rest is still served) and
+/// the live sessions.
+async fn exposition(state: &AppState) -> Response {
+    let mut more: Vec<Box<dyn Collector>> = Vec::with_capacity(3);
+    match state.traces.usage_totals().await {
+        Ok(rows) => more.push(Box::new(crate::metrics_genai::GenAi {
+            rows,
+            prices: (*state.prices).clone(),
+        })),
+        Err(e) => tracing::warn!(error = %e, "reading genai usage for metrics"),
+    }
+    more.push(Box::new(crate::metrics_genai::ActiveSessions::of(
+        &state.sessions.list(None),
+    )));
+    more.push(Box::new(crate::metrics_genai::Refused(
+        state.control.health().refusal_totals(),
+    )));
     (
         [(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)],
-        render(control.health().totals()),
+        render(state.control.health().totals(), more),
     )
         .into_response()
 }
 
 async fn signed_metrics(State(s): State<AppState>) -> Response {
-    exposition(&s.control)
+    exposition(&s).await
 }
 
 /// `GET /berth/v1/metrics` on the main (signed) listener.
@@ -159,13 +179,13 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 /// `GET /metrics`, unauthenticated, for a separate metrics listener (Prometheus scrapers do
-/// not sign requests). It shows only runtime ids, endpoint names and counts.
-pub fn metrics_router(control: Control) -> Router {
+/// not sign requests). It shows only runtime ids, endpoint names, model ids and counts.
+pub fn metrics_router(state: AppState) -> Router {
     Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let control = control.clone();
-            async move { exposition(&control) }
+            let state = state.clone();
+            async move { exposition(&state).await }
         }),
     )
 }
@@ -173,10 +193,10 @@ pub fn metrics_router(control: Control) -> Router {
 /// Serves [`metrics_router`] on `listener` until `shutdown` is cancelled.
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
-    control: Control,
+    state: AppState,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, metrics_router(control))
+    axum::serve(listener, metrics_router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
@@ -202,7 +222,7 @@ mod tests {
             latency_counts: counts,
             ..HealthRow::default()
         };
-        let text = render(vec![row]);
+        let text = render(vec![row], Vec::new());
         let l = "runtime_id=\"rt-1\",endpoint=\"prod\\\"x\",version=\"2\"";
         for line in [
             "# TYPE berth_invocations counter".to_owned(),

@@ -183,7 +183,7 @@ struct ListQuery {
 
 const MS: i64 = 1_000_000;
 
-fn store_error(e: berth_trace::Error) -> WireError {
+pub(crate) fn store_error(e: berth_trace::Error) -> WireError {
     match e {
         berth_trace::Error::Invalid(m) => WireError(ApiError::field("query", m)),
         other => WireError(ApiError::internal_because(other)),
@@ -191,7 +191,7 @@ fn store_error(e: berth_trace::Error) -> WireError {
 }
 
 /// A query string that does not parse (an unknown filter, a non-number) as a ValidationException.
-fn bad_query(r: QueryRejection) -> WireError {
+pub(crate) fn bad_query(r: QueryRejection) -> WireError {
     WireError(ApiError::field("query", r.body_text()))
 }
 

@@ -10,6 +10,7 @@ mod env;
 pub mod otlp;
 mod sink;
 mod sqlite;
+pub mod usage;
 
 pub use env::{AgentEnv, agent_env, session_baggage};
 pub use sink::{
@@ -191,6 +192,20 @@ pub trait TraceStore: Send + Sync + 'static {
     async fn retain(&self, policy: Retention, now_ns: i64) -> Result<Retained, Error>;
     /// Stored bytes (the measure retention's size limit applies to).
     async fn stored_bytes(&self) -> Result<u64, Error>;
+    /// GenAI usage matching `filter`, one row per group and model (see [`usage`]). A store
+    /// that keeps no accounts (a test double) says so instead of answering nothing.
+    async fn usage(&self, filter: &usage::UsageFilter) -> Result<Vec<usage::UsageRow>, Error> {
+        let _ = filter;
+        Err(Error::Invalid(
+            "this trace store keeps no GenAI usage".into(),
+        ))
+    }
+    /// GenAI usage since the store was created, per runtime, version and model.
+    async fn usage_totals(&self) -> Result<Vec<usage::UsageRow>, Error> {
+        Err(Error::Invalid(
+            "this trace store keeps no GenAI usage".into(),
+        ))
+    }
 }
 
 /// Nanoseconds since the Unix epoch.

@@ -396,6 +396,13 @@ impl TraceStore for SqliteTraceStore {
                 span_bytes(s),
             );
         }
+        // GenAI usage of the spans stored now (never of a retried export's).
+        let stored = spans
+            .iter()
+            .zip(&new)
+            .filter(|(_, new)| **new)
+            .map(|(s, _)| s);
+        crate::usage::accumulate(&mut tx, stored).await?;
         for l in logs {
             if let Some(trace_id) = &l.trace_id {
                 deltas.add(
@@ -611,6 +618,17 @@ impl TraceStore for SqliteTraceStore {
     async fn stored_bytes(&self) -> Result<u64, Error> {
         let n = self.stored_bytes_on(&self.reader).await?;
         Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    async fn usage(
+        &self,
+        filter: &crate::usage::UsageFilter,
+    ) -> Result<Vec<crate::usage::UsageRow>, Error> {
+        crate::usage::query(&self.reader, filter).await
+    }
+
+    async fn usage_totals(&self) -> Result<Vec<crate::usage::UsageRow>, Error> {
+        crate::usage::totals(&self.reader).await
     }
 }
 

@@ -156,6 +156,11 @@ async fn answer(
             *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
             r
         }
+        "/invocations" if body.as_ref() == b"reject" => {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"bad request")));
+            *r.status_mut() = http::StatusCode::BAD_REQUEST;
+            r
+        }
         "/invocations" => {
             let mut out = format!("{session}:").into_bytes();
             out.extend_from_slice(&body);

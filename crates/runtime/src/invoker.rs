@@ -81,6 +81,17 @@ pub struct Call<'a> {
     /// Set by `Spanned`: the `traceparent` the agent gets (Berth's span as the parent) in place
     /// of the caller's.
     pub traceparent: Option<http::HeaderValue>,
+    /// What routing and opening took, for Berth's span (`Spanned`).
+    pub steps: Steps,
+}
+
+/// When the steps before the agent call ran, in ns since the epoch (`berth_trace::now_ns`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Steps {
+    /// Routing a new session to its version (not run for a live session).
+    pub routed: Option<(i64, i64)>,
+    /// Opening the session: its agent started, or taken from the warm pool.
+    pub opened: Option<(i64, i64)>,
 }
 
 /// Why an invocation failed. The server maps each to one AgentCore exception.
@@ -205,6 +216,7 @@ impl Invoker {
         spans: Option<berth_trace::SpanSink>,
     ) -> Self {
         let (c1, c2, s1) = (control.clone(), control.clone(), sessions.clone());
+        let failed_starts = spans.clone();
         let stack = tower::ServiceBuilder::new()
             // Tracing span: every log line of the call carries its runtime and session.
             .layer(layer_fn(Traced))
@@ -225,6 +237,7 @@ impl Invoker {
             .layer(layer_fn(move |inner| Admitted {
                 inner,
                 sessions: sessions.clone(),
+                spans: failed_starts.clone(),
             }))
             // Berth's span: one per call of an open session, continuing the caller's
             // traceparent and handed to the agent as its parent.
@@ -251,6 +264,7 @@ impl Invoker {
                 target: None,
                 session: None,
                 traceparent: None,
+                steps: Steps::default(),
             })
             .await
     }
@@ -319,11 +333,13 @@ impl<S: Invoke> Invoke for Routed<S> {
                     actor: inv.actor,
                     header: &lookup,
                 };
+                let start = berth_trace::now_ns();
                 let target = self
                     .control
                     .route(inv.runtime_id, inv.qualifier, &req)
                     .await
                     .map_err(Error::Route)?;
+                call.steps.routed = Some((start, berth_trace::now_ns()));
                 call.target = Some(target);
             }
         }
@@ -390,6 +406,8 @@ fn outcome_of(e: &SessionError) -> Outcome {
 pub struct Admitted<S> {
     inner: S,
     sessions: Sessions,
+    /// Where a failed start's span goes (the call's own span needs an open session).
+    spans: Option<berth_trace::SpanSink>,
 }
 
 impl<S: Invoke> Invoke for Admitted<S> {
@@ -397,11 +415,41 @@ impl<S: Invoke> Invoke for Admitted<S> {
         if call.session.is_none()
             && let Some(target) = &call.target
         {
+            let start = berth_trace::now_ns();
             let session = self
                 .sessions
                 .open(target, call.inv.session_id, call.inv.user_id)
-                .await
-                .map_err(Error::Open)?;
+                .await;
+            let end = berth_trace::now_ns();
+            let session = match session {
+                Ok(s) => s,
+                Err(e) => {
+                    // A version whose agents fail to start is what a trace is looked up for.
+                    if let Some(sink) = &self.spans
+                        && !is_refusal(&e)
+                    {
+                        let attribution = Arc::new(berth_trace::Attribution {
+                            runtime_id: call.inv.runtime_id.to_owned(),
+                            version: target.version.version,
+                            endpoint: target.endpoint.clone(),
+                            session_id: Some(call.inv.session_id.to_owned()),
+                            actor: call.inv.user_id.map(str::to_owned),
+                        });
+                        let steps = Steps {
+                            opened: Some((start, end)),
+                            ..call.steps
+                        };
+                        let (mut span, _) = call_span(&call.inv, &steps, attribution);
+                        span.status = berth_trace::CallStatus::Error;
+                        span.status_message = e.to_string().into();
+                        span.end_ns = end;
+                        record_steps(sink, &span, &steps, None);
+                        sink.record(span);
+                    }
+                    return Err(Error::Open(e));
+                }
+            };
+            call.steps.opened = Some((start, end));
             call.session = Some(session);
         }
         self.inner.invoke(call).await
@@ -459,12 +507,6 @@ impl<S: Invoke> Invoke for Spanned<S> {
             return self.inner.invoke(call).await;
         };
         let inv = &call.inv;
-        let name = match inv.action {
-            Action::Invoke(_) => "InvokeAgentRuntime",
-            Action::Command(_) => "InvokeAgentRuntimeCommand",
-            Action::WebSocket => "InvokeAgentRuntimeWithWebSocketStream",
-            Action::AgentCard => "GetAgentCard",
-        };
         // The session's attribution, unless this call names another user than its first.
         let shared = session.attribution();
         let attribution = if shared.actor.as_deref() == inv.user_id {
@@ -475,13 +517,13 @@ impl<S: Invoke> Invoke for Spanned<S> {
                 ..(**shared).clone()
             })
         };
-        let (span, flags) = berth_trace::CallSpan::start(
-            inv.headers.get("traceparent").map(|v| v.as_bytes()),
-            name,
-            inv.request_id,
-            inv.actor,
-            attribution,
-        );
+        let (mut span, flags) = call_span(inv, &call.steps, attribution);
+        span.session_start = Some(match call.steps.opened {
+            None => berth_trace::SessionStart::Live,
+            Some(_) if session.warm_start() => berth_trace::SessionStart::Warm,
+            Some(_) => berth_trace::SessionStart::Cold,
+        });
+        record_steps(sink, &span, &call.steps, span.session_start);
         call.traceparent = Some(span.traceparent(flags));
         let open = OpenSpan {
             sink: sink.clone(),
@@ -498,6 +540,59 @@ impl<S: Invoke> Invoke for Spanned<S> {
                 Err(e)
             }
         }
+    }
+}
+
+/// Berth's span of `inv`, starting when its first step did (routing, else opening, else now).
+fn call_span(
+    inv: &Invocation<'_>,
+    steps: &Steps,
+    attribution: Arc<berth_trace::Attribution>,
+) -> (berth_trace::CallSpan, u8) {
+    let name = match inv.action {
+        Action::Invoke(_) => "InvokeAgentRuntime",
+        Action::Command(_) => "InvokeAgentRuntimeCommand",
+        Action::WebSocket => "InvokeAgentRuntimeWithWebSocketStream",
+        Action::AgentCard => "GetAgentCard",
+    };
+    let (mut span, flags) = berth_trace::CallSpan::start(
+        inv.headers.get("traceparent").map(|v| v.as_bytes()),
+        name,
+        inv.request_id,
+        inv.actor,
+        attribution,
+    );
+    if let Some(first) = steps.routed.or(steps.opened) {
+        span.start_ns = first.0;
+    }
+    (span, flags)
+}
+
+/// The routing and session-start steps of a call, as children of its span.
+fn record_steps(
+    sink: &berth_trace::SpanSink,
+    parent: &berth_trace::CallSpan,
+    steps: &Steps,
+    start: Option<berth_trace::SessionStart>,
+) {
+    let child = |name: &'static str, (start_ns, end_ns): (i64, i64)| {
+        let mut s = parent.child(name);
+        s.start_ns = start_ns;
+        s.end_ns = end_ns;
+        s.status = berth_trace::CallStatus::Ok;
+        s
+    };
+    if let Some(t) = steps.routed {
+        sink.record(child("Route", t));
+    }
+    if let Some(t) = steps.opened {
+        let mut s = child("StartSession", t);
+        s.session_start = start;
+        if start.is_none() {
+            s.status = parent.status;
+            s.status_message = parent.status_message.clone();
+        }
+        sink.record(s);
     }
 }
 
@@ -532,11 +627,13 @@ impl OpenSpan {
                 // Borrow the whole value so the closure owns `open`: it is dropped (recorded)
                 // with the body.
                 let o = &mut open;
-                if item.is_err()
-                    && let Some(s) = o.span.as_mut()
-                {
-                    s.status = berth_trace::CallStatus::Error;
-                    s.status_message = "the response body failed".into();
+                if let Some(s) = o.span.as_mut() {
+                    if item.is_err() {
+                        s.status = berth_trace::CallStatus::Error;
+                        s.status_message = "the response body failed".into();
+                    } else if s.first_byte_ns.is_none() {
+                        s.first_byte_ns = Some(berth_trace::now_ns());
+                    }
                 }
                 item
             })

@@ -220,6 +220,8 @@ pub struct Session {
     fixed: FixedHeaders,
     /// Who this session's spans belong to, shared by every call's span.
     attribution: Arc<berth_trace::Attribution>,
+    /// Its agent came from the warm pool (it was not started for this session).
+    warm_start: bool,
     idle: Duration,
     max_lifetime: Duration,
     ended: CancellationToken,
@@ -417,6 +419,7 @@ impl Sessions {
             .map_err(|e| Error::Start(format!("unreadable version configuration: {e}")))?;
         self.inner.admission.admit_new_session(&target.runtime.id)?;
         let warm = self.take_warm(&target.runtime.id, target.version.version);
+        let warm_start = warm.is_some();
         let held = match warm {
             Some(a) => a,
             None => {
@@ -464,6 +467,7 @@ impl Sessions {
                 session_id: Some(session_id.to_owned()),
                 actor: user_id.map(str::to_owned),
             }),
+            warm_start,
             idle: Duration::from_secs(idle),
             max_lifetime: Duration::from_secs(max),
             ended: CancellationToken::new(),
@@ -1120,6 +1124,11 @@ impl Session {
     /// Version this session runs.
     pub fn version(&self) -> u32 {
         self.version
+    }
+
+    /// Whether its agent came from the warm pool.
+    pub fn warm_start(&self) -> bool {
+        self.warm_start
     }
 
     /// Who this session's spans belong to (runtime, version, endpoint, session, user).

@@ -405,8 +405,29 @@ async fn berths_span_continues_the_callers_trace_and_parents_the_agents() {
         .await
         .unwrap();
     let seen = body_of(answer).await;
-    // Recorded once the body ended.
+    // The session was routed and opened for this call: those steps are its children, recorded
+    // before the call's own span, which is recorded once the body ended.
+    let route = rx.recv().await.unwrap();
+    let start = rx.recv().await.unwrap();
     let span = rx.recv().await.unwrap();
+    assert_eq!(
+        (route.name.as_str(), start.name.as_str()),
+        ("Route", "StartSession")
+    );
+    for step in [&route, &start] {
+        assert_eq!(step.kind, "INTERNAL");
+        assert_eq!(step.trace_id, span.trace_id);
+        assert_eq!(step.parent_span_id.as_deref(), Some(span.span_id.as_str()));
+        assert!(step.start_ns >= span.start_ns && step.end_ns <= span.end_ns);
+    }
+    assert!(route.end_ns <= start.start_ns);
+    // The call's span covers its steps; the fake backend has no warm pool.
+    assert_eq!(span.start_ns, route.start_ns);
+    assert_eq!(span.attributes["berth.session.start"], "cold");
+    assert_eq!(start.attributes["berth.session.start"], "cold");
+    let first_byte = &span.events[0];
+    assert_eq!(first_byte["name"], "first_byte");
+    assert!(first_byte["timeNs"].as_i64().unwrap() >= start.end_ns);
     assert_eq!(span.trace_id, "0af7651916cd43dd8448eb211c80319c");
     assert_eq!(span.parent_span_id.as_deref(), Some("b7ad6b7169203331"));
     assert_eq!(span.name, "InvokeAgentRuntime");
@@ -433,6 +454,32 @@ async fn berths_span_continues_the_callers_trace_and_parents_the_agents() {
     let seen = body_of(answer).await;
     let span = rx.recv().await.unwrap();
     assert!(span.parent_span_id.is_none());
+    // The session was live: no steps, and it says so.
+    assert_eq!(span.attributes["berth.session.start"], "live");
     assert_ne!(span.trace_id, "0af7651916cd43dd8448eb211c80319c");
     assert_eq!(seen, format!("00-{}-{}-01", span.trace_id, span.span_id));
+}
+
+#[tokio::test]
+async fn an_agent_that_cannot_start_leaves_an_error_span_with_its_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    record.fail_start.store(true, Ordering::SeqCst);
+    let control = FakeControl::new(7);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sink = berth_trace::SpanSink::start(Arc::new(SpanTap(tx)));
+    let invoker = Invoker::with_spans(control.clone(), s, Some(sink));
+    let headers = HeaderMap::new();
+    assert!(invoker.invoke(invocation(&headers, b"x")).await.is_err());
+    let route = rx.recv().await.unwrap();
+    let start = rx.recv().await.unwrap();
+    let span = rx.recv().await.unwrap();
+    assert_eq!(route.name, "Route");
+    assert_eq!(start.name, "StartSession");
+    assert_eq!(start.status_code, "ERROR");
+    assert_eq!(span.name, "InvokeAgentRuntime");
+    assert_eq!(span.status_code, "ERROR");
+    assert!(!span.status_message.is_empty());
+    assert_eq!(span.attribution.version, 7);
+    assert_eq!(start.parent_span_id.as_deref(), Some(span.span_id.as_str()));
 }

@@ -14,7 +14,7 @@ pub mod usage;
 
 pub use env::{AgentEnv, agent_env, session_baggage};
 pub use sink::{
-    CallSpan, CallStatus, SpanSink, new_span_id, new_trace_id, parse_traceparent,
+    CallSpan, CallStatus, SessionStart, SpanSink, new_span_id, new_trace_id, parse_traceparent,
     parse_traceparent_bytes,
 };
 pub use sqlite::SqliteTraceStore;

@@ -23,6 +23,24 @@ pub enum CallStatus {
     Error,
 }
 
+/// How a call's session came to be: already live, taken from the warm pool, or started for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStart {
+    Live,
+    Warm,
+    Cold,
+}
+
+impl SessionStart {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Warm => "warm",
+            Self::Cold => "cold",
+        }
+    }
+}
+
 /// Berth's span of one call as the invoker records it: fixed-size ids, static names and the
 /// session's shared attribution, so a call costs two small allocations (request id and access
 /// key); the sink's writer makes it a [`Span`].
@@ -39,6 +57,12 @@ pub struct CallSpan {
     pub status_message: Cow<'static, str>,
     /// The agent's answer's status, once there is one.
     pub http_status: Option<u16>,
+    /// When the answer's first body bytes passed (an event `first_byte` of the span).
+    pub first_byte_ns: Option<i64>,
+    /// `berth.session.start`: how the session was found or started.
+    pub session_start: Option<SessionStart>,
+    /// A step inside the call (kind INTERNAL) rather than the call itself (SERVER).
+    pub internal: bool,
     pub request_id: String,
     /// The access key id that signed the call.
     pub access_key_id: Option<String>,
@@ -69,11 +93,35 @@ impl CallSpan {
             status: CallStatus::Unset,
             status_message: Cow::Borrowed(""),
             http_status: None,
+            first_byte_ns: None,
+            session_start: None,
+            internal: false,
             request_id: request_id.to_owned(),
             access_key_id: access_key_id.map(str::to_owned),
             attribution,
         };
         (span, flags)
+    }
+
+    /// A span in the same trace with this one as its parent, starting now.
+    pub fn child(&self, name: &'static str) -> Self {
+        Self {
+            trace_id: self.trace_id,
+            span_id: rand::random(),
+            parent_span_id: Some(self.span_id),
+            name,
+            start_ns: crate::now_ns(),
+            end_ns: 0,
+            status: CallStatus::Unset,
+            status_message: Cow::Borrowed(""),
+            http_status: None,
+            first_byte_ns: None,
+            session_start: None,
+            internal: true,
+            request_id: self.request_id.clone(),
+            access_key_id: self.access_key_id.clone(),
+            attribution: self.attribution.clone(),
+        }
     }
 
     /// The `traceparent` naming this span as the parent: `00-<trace>-<span>-<flags>`.
@@ -109,12 +157,19 @@ impl CallSpan {
         if let Some(code) = self.http_status {
             attributes.insert("http.response.status_code".into(), code.into());
         }
+        if let Some(start) = self.session_start {
+            attributes.insert("berth.session.start".into(), start.as_str().into());
+        }
+        let events = match self.first_byte_ns {
+            Some(t) => serde_json::json!([{ "name": "first_byte", "timeNs": t, "attributes": {} }]),
+            None => serde_json::Value::Array(Vec::new()),
+        };
         Span {
             trace_id: hex::encode(self.trace_id),
             span_id: hex::encode(self.span_id),
             parent_span_id: self.parent_span_id.map(hex::encode),
             name: self.name.to_owned(),
-            kind: "SERVER".to_owned(),
+            kind: if self.internal { "INTERNAL" } else { "SERVER" }.to_owned(),
             start_ns: self.start_ns,
             end_ns: self.end_ns.max(self.start_ns),
             status_code: match self.status {
@@ -127,7 +182,7 @@ impl CallSpan {
             scope: "berth".to_owned(),
             attributes: attributes.into(),
             resource: serde_json::json!({ "service.name": "berth" }),
-            events: serde_json::Value::Array(Vec::new()),
+            events,
             service_name: "berth".to_owned(),
             attribution: Arc::unwrap_or_clone(self.attribution),
         }

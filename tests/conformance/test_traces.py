@@ -48,9 +48,16 @@ def spans_with_berths(berth, trace_id: str, session: str | None = None) -> list:
     """The trace's spans once Berth's own invocation span is among them: the agent's spans are
     stored before their export is answered, Berth's is queued when the response body ends and
     written by the span sink in the background."""
+    def complete(spans):
+        # Berth's span, and its StartSession step when the call opened its session (the steps
+        # are recorded after the call's span, so they may land in the next batch).
+        berths = [s for s in spans if s["name"] == "InvokeAgentRuntime"]
+        opened = any(b["attributes"].get("berth.session.start") in ("warm", "cold") for b in berths)
+        return bool(berths) and (not opened or any(s["name"] == "StartSession" for s in spans))
+
     return poll(
         lambda: spans_of_trace(berth, trace_id, session),
-        lambda spans: any(s["name"] == "InvokeAgentRuntime" for s in spans),
+        complete,
         timeout=STATE_TIMEOUT,
         what=f"berth's span in trace {trace_id}",
     )
@@ -128,9 +135,15 @@ def test_sdk_spans_are_stored_under_the_sandboxs_session(berth, data, otel):
     assert tid == caller_trace
 
     spans = spans_with_berths(berth, tid)
-    assert sorted(s["name"] for s in spans) == ["InvokeAgentRuntime", "chat", "work"]
+    # The session was opened for this call: routing and the start are steps of Berth's span.
+    assert sorted(s["name"] for s in spans) == ["InvokeAgentRuntime", "Route", "StartSession", "chat", "work"]
     by_name = {s["name"]: s for s in spans}
     berths = by_name.pop("InvokeAgentRuntime")
+    for step in (by_name.pop("Route"), by_name.pop("StartSession")):
+        assert step["parentSpanId"] == berths["spanId"] and step["kind"] == "INTERNAL"
+        assert berths["startNs"] <= step["startNs"] <= step["endNs"] <= berths["endNs"]
+    assert berths["attributes"]["berth.session.start"] in ("warm", "cold")
+    assert [e["name"] for e in berths["events"]] == ["first_byte"]
     assert berths["parentSpanId"] == caller_span
     assert berths["spanId"] == out["parentSpanId"] == by_name["work"]["parentSpanId"]
     assert berths["serviceName"] == "berth"
@@ -156,7 +169,7 @@ def test_sdk_spans_are_stored_under_the_sandboxs_session(berth, data, otel):
 
     listed = traces_of_session(berth, session)
     assert [t["traceId"] for t in listed] == [tid]
-    assert listed[0]["spanCount"] == 3
+    assert listed[0]["spanCount"] == 5
     assert listed[0]["rootName"] == "InvokeAgentRuntime"
     assert listed[0]["runtimeId"] == otel["agentRuntimeId"]
     assert listed[0]["status"] == "OK"
@@ -171,8 +184,10 @@ def test_sdk_spans_are_stored_under_the_sandboxs_session(berth, data, otel):
     assert lines[0] == f"trace {tid}"
     # Berth's span's parent (the caller's) is not in the store: it is the root.
     assert lines[1].startswith("InvokeAgentRuntime ")
-    assert lines[2].startswith("  work ")
-    assert lines[3].startswith("    chat ")
+    # Its children in start order: the steps before the agent was called, then the agent's span.
+    assert [l.split()[0] for l in lines[2:5]] == ["Route", "StartSession", "work"]
+    assert all(l.startswith("  ") and not l.startswith("   ") for l in lines[2:5])
+    assert lines[5].startswith("    chat ")
     by_session = run_cli(berth, "traces", "session", session)
     assert by_session.returncode == 0, by_session.stderr
     assert f"trace {tid}" in by_session.stdout
@@ -202,8 +217,8 @@ def test_another_session_cannot_write_into_or_see_the_first(berth, data, otel):
 
     # The first session's trace is as its agent wrote it.
     first_spans = spans_with_berths(berth, tid, first)
-    assert sorted(s["name"] for s in first_spans) == ["InvokeAgentRuntime", "chat", "mine"]
-    assert [t["spanCount"] for t in traces_of_session(berth, first)] == [3]
+    assert sorted(s["name"] for s in first_spans) == ["InvokeAgentRuntime", "Route", "StartSession", "chat", "mine"]
+    assert [t["spanCount"] for t in traces_of_session(berth, first)] == [5]
     # The forged span is the second session's, and only its.
     second_spans = spans_of_trace(berth, tid, second)
     assert [s["name"] for s in second_spans] == ["forged"]

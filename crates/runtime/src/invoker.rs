@@ -443,8 +443,9 @@ impl<S: Invoke> Invoke for Admitted<S> {
                         span.status = berth_trace::CallStatus::Error;
                         span.status_message = e.to_string().into();
                         span.end_ns = end;
-                        record_steps(sink, &span, &steps, None);
+                        let parent = span.clone();
                         sink.record(span);
+                        record_steps(sink, &parent, &steps);
                     }
                     return Err(Error::Open(e));
                 }
@@ -523,11 +524,11 @@ impl<S: Invoke> Invoke for Spanned<S> {
             Some(_) if session.warm_start() => berth_trace::SessionStart::Warm,
             Some(_) => berth_trace::SessionStart::Cold,
         });
-        record_steps(sink, &span, &call.steps, span.session_start);
         call.traceparent = Some(span.traceparent(flags));
         let open = OpenSpan {
             sink: sink.clone(),
             span: Some(span),
+            steps: call.steps,
         };
         match self.inner.invoke(call).await {
             Ok(answer) => {
@@ -568,13 +569,10 @@ fn call_span(
     (span, flags)
 }
 
-/// The routing and session-start steps of a call, as children of its span.
-fn record_steps(
-    sink: &berth_trace::SpanSink,
-    parent: &berth_trace::CallSpan,
-    steps: &Steps,
-    start: Option<berth_trace::SessionStart>,
-) {
+/// The routing and session-start steps of a call, as children of its span. Recorded after it,
+/// so a trace's root is the call's span when they start at the same instant (the store names a
+/// trace after its earliest span, the first stored on a tie).
+fn record_steps(sink: &berth_trace::SpanSink, parent: &berth_trace::CallSpan, steps: &Steps) {
     let child = |name: &'static str, (start_ns, end_ns): (i64, i64)| {
         let mut s = parent.child(name);
         s.start_ns = start_ns;
@@ -587,8 +585,9 @@ fn record_steps(
     }
     if let Some(t) = steps.opened {
         let mut s = child("StartSession", t);
-        s.session_start = start;
-        if start.is_none() {
+        s.session_start = parent.session_start;
+        if parent.session_start.is_none() {
+            // It failed: its call never reached an agent.
             s.status = parent.status;
             s.status_message = parent.status_message.clone();
         }
@@ -601,6 +600,8 @@ struct OpenSpan {
     sink: berth_trace::SpanSink,
     /// Taken when recorded.
     span: Option<berth_trace::CallSpan>,
+    /// Recorded as its children.
+    steps: Steps,
 }
 
 impl OpenSpan {
@@ -645,7 +646,12 @@ impl Drop for OpenSpan {
     fn drop(&mut self) {
         if let Some(mut span) = self.span.take() {
             span.end_ns = berth_trace::now_ns();
+            let steps =
+                (self.steps.routed.is_some() || self.steps.opened.is_some()).then(|| span.clone());
             self.sink.record(span);
+            if let Some(parent) = steps {
+                record_steps(&self.sink, &parent, &self.steps);
+            }
         }
     }
 }

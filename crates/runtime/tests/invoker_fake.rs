@@ -405,11 +405,11 @@ async fn berths_span_continues_the_callers_trace_and_parents_the_agents() {
         .await
         .unwrap();
     let seen = body_of(answer).await;
-    // The session was routed and opened for this call: those steps are its children, recorded
-    // before the call's own span, which is recorded once the body ended.
+    // Recorded once the body ended. The session was routed and opened for this call: those
+    // steps are its children, recorded after it.
+    let span = rx.recv().await.unwrap();
     let route = rx.recv().await.unwrap();
     let start = rx.recv().await.unwrap();
-    let span = rx.recv().await.unwrap();
     assert_eq!(
         (route.name.as_str(), start.name.as_str()),
         ("Route", "StartSession")
@@ -471,9 +471,9 @@ async fn an_agent_that_cannot_start_leaves_an_error_span_with_its_step() {
     let invoker = Invoker::with_spans(control.clone(), s, Some(sink));
     let headers = HeaderMap::new();
     assert!(invoker.invoke(invocation(&headers, b"x")).await.is_err());
+    let span = rx.recv().await.unwrap();
     let route = rx.recv().await.unwrap();
     let start = rx.recv().await.unwrap();
-    let span = rx.recv().await.unwrap();
     assert_eq!(route.name, "Route");
     assert_eq!(start.name, "StartSession");
     assert_eq!(start.status_code, "ERROR");

@@ -447,6 +447,95 @@ pub fn operations(
     }
 }
 
+/// The ARN of a CloudWatch Logs group (`log-group:*` for every group).
+pub fn log_group_arn(p: &Partition, group: &str) -> String {
+    format!(
+        "arn:aws:logs:{}:{}:log-group:{group}",
+        p.region, p.account_id
+    )
+}
+
+/// Maps a Logs API operation (`X-Amz-Target: Logs_20140328.<op>`) to `logs:<op>` on the log
+/// groups its body names (and their stream, for the operations on one stream), as IAM does:
+/// one check per group a query reads. A body that does not parse names no group; the handler
+/// refuses it.
+pub fn logs_operations(p: &Partition, op: &str, body: &[u8]) -> Classified {
+    const SERVED: &[&str] = &[
+        "StartQuery",
+        "GetQueryResults",
+        "StopQuery",
+        "GetLogEvents",
+        "FilterLogEvents",
+        "DescribeLogGroups",
+        "DescribeLogStreams",
+        "CreateLogGroup",
+        "CreateLogStream",
+        "PutLogEvents",
+    ];
+    if !SERVED.contains(&op) {
+        return Classified::default();
+    }
+    let action = format!("logs:{op}");
+    let doc: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let text = |k: &str| doc.get(k).and_then(Value::as_str);
+    let list = |k: &str| -> Vec<String> {
+        doc.get(k)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|g| berth_trace::logs::group_name(g).to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut groups: Vec<String> = text("logGroupName")
+        .or(text("logGroupIdentifier"))
+        .map(|g| berth_trace::logs::group_name(g).to_owned())
+        .into_iter()
+        .collect();
+    let group_checks = |groups: &[String], stream: Option<&str>| -> Vec<Operation> {
+        if groups.is_empty() {
+            return vec![Operation::new(&action, log_group_arn(p, "*"))];
+        }
+        groups
+            .iter()
+            .map(|g| {
+                let arn = log_group_arn(p, g);
+                let arn = match stream {
+                    Some(s) => format!("{arn}:log-stream:{s}"),
+                    None => arn,
+                };
+                Operation::new(&action, arn)
+            })
+            .collect()
+    };
+    let checks = match op {
+        "GetQueryResults" | "StopQuery" => vec![Operation::new(&action, "*")],
+        "DescribeLogGroups" => vec![Operation::new(&action, log_group_arn(p, "*"))],
+        "StartQuery" => {
+            groups.extend(list("logGroupNames"));
+            groups.extend(list("logGroupIdentifiers"));
+            groups.sort();
+            groups.dedup();
+            group_checks(&groups, None)
+        }
+        "GetLogEvents" | "CreateLogStream" | "PutLogEvents" => {
+            group_checks(&groups, Some(text("logStreamName").unwrap_or("")))
+        }
+        _ => group_checks(&groups, None),
+    };
+    let mut c = Classified {
+        checks,
+        audit: None,
+    };
+    // Creating groups and streams is audited; events and queries are not, one by one.
+    if matches!(op, "CreateLogGroup" | "CreateLogStream") {
+        c = c.audited();
+    }
+    c
+}
+
 /// S3's own action names (`s3:PutObject` also covers multipart uploads, as on AWS).
 fn s3_operations(
     method: &Method,
@@ -569,7 +658,8 @@ struct Identity {
 
 /// The default role's policy for `runtime_id`: the data plane of the memories its latest
 /// configuration names (an id in an environment variable, as the starter toolkit passes
-/// `BEDROCK_AGENTCORE_MEMORY_ID`), and stopping its own sessions.
+/// `BEDROCK_AGENTCORE_MEMORY_ID`), stopping its own sessions, and the CloudWatch Logs API on its
+/// own log groups (`aws/spans` read-only).
 pub fn default_role_policy(p: &Partition, runtime_id: &str, memory_ids: &[String]) -> Value {
     let mut statements = vec![json!({
         "Sid": "OwnSessions",
@@ -577,6 +667,38 @@ pub fn default_role_policy(p: &Partition, runtime_id: &str, memory_ids: &[String
         "Action": "bedrock-agentcore:StopRuntimeSession",
         "Resource": p.runtime_arn(runtime_id),
     })];
+    // Its own log groups (read and write), `aws/spans` (read; the Logs API shows a runtime's
+    // credentials only that runtime's spans there), and its own queries' results.
+    let own_groups = log_group_arn(
+        p,
+        &format!("{}{runtime_id}-*", berth_trace::logs::RUNTIME_GROUP_PREFIX),
+    );
+    let spans = log_group_arn(p, berth_trace::logs::SPANS_GROUP);
+    statements.push(json!({
+        "Sid": "OwnLogs",
+        "Effect": "Allow",
+        "Action": [
+            "logs:StartQuery", "logs:GetLogEvents", "logs:FilterLogEvents",
+            "logs:DescribeLogStreams", "logs:CreateLogGroup", "logs:CreateLogStream",
+            "logs:PutLogEvents",
+        ],
+        "Resource": own_groups,
+    }));
+    statements.push(json!({
+        "Sid": "ReadSpans",
+        "Effect": "Allow",
+        "Action": [
+            "logs:StartQuery", "logs:GetLogEvents", "logs:FilterLogEvents",
+            "logs:DescribeLogStreams",
+        ],
+        "Resource": [spans.clone(), format!("{spans}:*")],
+    }));
+    statements.push(json!({
+        "Sid": "Queries",
+        "Effect": "Allow",
+        "Action": ["logs:GetQueryResults", "logs:StopQuery", "logs:DescribeLogGroups"],
+        "Resource": "*",
+    }));
     if !memory_ids.is_empty() {
         statements.push(json!({
             "Sid": "OwnMemories",
@@ -708,18 +830,22 @@ pub async fn authorize(
     state: &AppState,
     verified: &Verified,
     parts: &Parts,
+    body: &[u8],
     s3: bool,
     request_id: &str,
 ) -> Result<Granted, Response> {
     let p = state.control.partition();
-    let classified = operations(
-        p,
-        s3,
-        &parts.method,
-        parts.uri.path(),
-        parts.uri.query(),
-        &parts.headers,
-    );
+    let classified = match crate::logs_api::target(&parts.headers) {
+        Some(op) if !s3 => logs_operations(p, op, body),
+        _ => operations(
+            p,
+            s3,
+            &parts.method,
+            parts.uri.path(),
+            parts.uri.query(),
+            &parts.headers,
+        ),
+    };
     let caller = Caller::new(
         verified.principal.access_key_id.clone(),
         Some(request_id.to_owned()),

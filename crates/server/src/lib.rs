@@ -12,6 +12,7 @@ mod control_api;
 mod data_api;
 mod edge;
 mod error;
+mod logs_api;
 mod memory_api;
 mod metrics;
 mod native_api;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub relax: berth_api::model::Relax,
     /// Spans and log records agents export (and Berth's own).
     pub traces: Arc<dyn berth_trace::TraceStore>,
+    /// The CloudWatch Logs API over the trace store.
+    pub logs: berth_trace::logs::Logs,
 }
 
 /// The router of one sandbox's own listener: the OTLP receiver for that sandbox, then the full
@@ -71,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(memory_api::routes())
         .merge(native_api::routes())
         .merge(traces_api::routes())
+        .merge(logs_api::routes())
         .merge(traffic_api::routes())
         .merge(access_api::routes())
         .merge(metrics::routes())
@@ -92,6 +96,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        // The Logs API speaks JSON 1.1: a refusal from the layers above carries `__type`.
+        .layer(middleware::from_fn(logs_api::json_1_1_errors))
         // Outermost: every response, errors included, carries x-amzn-RequestId.
         .layer(middleware::from_fn(error::request_id))
         .with_state(state)

@@ -836,6 +836,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The CloudWatch Logs API reads the same database.
     let partition = control.partition();
     let logs = berth_trace::logs::Logs::new(trace_store, &partition.region, &partition.account_id);
+    // Events written through PutLogEvents are kept as long as traces are.
+    tokio::spawn(logs.clone().run_retention(
+        std::time::Duration::from_nanos(
+            u64::try_from(cfg.trace_retention.max_age_ns).unwrap_or_default(),
+        ),
+        TRACE_RETENTION_EVERY,
+        shutdown.clone(),
+    ));
     tokio::spawn(berth_trace::run_retention(
         traces.clone(),
         cfg.trace_retention,

@@ -1195,6 +1195,87 @@ mod tests {
     }
 
     #[test]
+    fn logs_operations_check_each_group_and_the_default_role_keeps_to_its_own() {
+        let p = part();
+        let group = |g: &str| log_group_arn(&p, g);
+        let query = logs_operations(
+            &p,
+            "StartQuery",
+            br#"{"logGroupNames": ["aws/spans", "/x"], "logGroupIdentifiers":
+                ["arn:aws:logs:us-east-1:123456789012:log-group:/y:*"], "queryString": "q"}"#,
+        );
+        assert_eq!(
+            query.checks,
+            vec![
+                Operation::new("logs:StartQuery", group("/x")),
+                Operation::new("logs:StartQuery", group("/y")),
+                Operation::new("logs:StartQuery", group("aws/spans")),
+            ]
+        );
+        let put = logs_operations(
+            &p,
+            "PutLogEvents",
+            br#"{"logGroupName": "/g", "logStreamName": "s", "logEvents": []}"#,
+        );
+        assert_eq!(
+            put.checks,
+            vec![Operation::new(
+                "logs:PutLogEvents",
+                format!("{}:log-stream:s", group("/g"))
+            )]
+        );
+        assert_eq!(
+            logs_operations(&p, "GetQueryResults", b"{}").checks,
+            vec![Operation::new("logs:GetQueryResults", "*")]
+        );
+        assert_eq!(
+            logs_operations(&p, "DescribeLogGroups", b"not json").checks,
+            vec![Operation::new("logs:DescribeLogGroups", group("*"))]
+        );
+        assert!(
+            logs_operations(&p, "CreateLogGroup", br#"{"logGroupName": "/g"}"#)
+                .audit
+                .is_some()
+        );
+        // Operations Berth does not serve are nobody's but root's (to an UnknownOperation).
+        assert!(
+            logs_operations(&p, "DeleteLogGroup", b"{}")
+                .checks
+                .is_empty()
+        );
+
+        let doc = default_role_policy(&p, "a-0123456789", &[]);
+        let policy = Policy::from_value(&doc).unwrap();
+        let ctx = Context::new();
+        let allowed = |action: &str, resource: &str| {
+            policy
+                .decide(&berth_policy::Request {
+                    action,
+                    resource,
+                    context: &ctx,
+                })
+                .allowed()
+        };
+        let own = group("/aws/bedrock-agentcore/runtimes/a-0123456789-DEFAULT");
+        assert!(allowed("logs:StartQuery", &own));
+        assert!(allowed(
+            "logs:PutLogEvents",
+            &format!("{own}:log-stream:emf")
+        ));
+        assert!(allowed("logs:StartQuery", &group("aws/spans")));
+        assert!(!allowed(
+            "logs:PutLogEvents",
+            &format!("{}:log-stream:default", group("aws/spans"))
+        ));
+        assert!(!allowed(
+            "logs:StartQuery",
+            &group("/aws/bedrock-agentcore/runtimes/b-0123456789-DEFAULT")
+        ));
+        assert!(!allowed("logs:CreateLogGroup", &group("/elsewhere")));
+        assert!(allowed("logs:GetQueryResults", "*"));
+    }
+
+    #[test]
     fn default_role_allows_own_memories_and_nothing_else() {
         let p = part();
         let doc = default_role_policy(&p, "a-0123456789", &["mem-1".into()]);

@@ -31,6 +31,8 @@ CREATE TABLE log_events (
 );
 CREATE INDEX log_events_stream ON log_events (group_name, stream, timestamp_ms, id);
 CREATE INDEX log_events_group ON log_events (group_name, timestamp_ms, id);
+-- Retention deletes by age.
+CREATE INDEX log_events_time ON log_events (timestamp_ms);
 
 -- A runtime's log group reads its agents' log records by (runtime, endpoint) in ingestion order.
 CREATE INDEX logs_runtime ON logs (runtime_id, endpoint);

@@ -466,6 +466,34 @@ impl Logs {
             .collect())
     }
 
+    /// Deletes events written through `PutLogEvents` older than `max_age` every `every`, until
+    /// `shutdown` (the spans and log records of Berth's own groups follow the trace store's
+    /// retention).
+    pub async fn run_retention(
+        self,
+        max_age: std::time::Duration,
+        every: std::time::Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self
+                .store
+                .retain_events(now_ms().saturating_sub(age_ms))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "log event retention"),
+                Err(e) => tracing::warn!(error = %e, "log event retention failed"),
+            }
+        }
+    }
+
     /// `StartQuery`: runs the query now and keeps its results.
     pub async fn start_query(
         &self,

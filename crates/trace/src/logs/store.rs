@@ -110,6 +110,8 @@ pub trait LogStore: Send + Sync + 'static {
         events: &[(i64, String)],
         now_ms: i64,
     ) -> Result<(), Error>;
+    /// Deletes stored events older than `before_ms`; returns how many.
+    async fn retain_events(&self, before_ms: i64) -> Result<u64, Error>;
     /// A page of a group's stored events (of `streams` only, if given) by (time, id).
     async fn events_page(
         &self,
@@ -381,6 +383,32 @@ impl LogStore for SqliteTraceStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn retain_events(&self, before_ms: i64) -> Result<u64, Error> {
+        let mut tx = self.writer.begin().await?;
+        let n = sqlx::query("DELETE FROM log_events WHERE timestamp_ms < ?")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n > 0 {
+            // Streams' sizes and first events follow what is left.
+            sqlx::query(
+                "UPDATE log_streams SET \
+                   stored_bytes = (SELECT coalesce(sum(length(CAST(message AS BLOB))), 0) \
+                     FROM log_events e WHERE e.group_name = log_streams.group_name \
+                     AND e.stream = log_streams.name), \
+                   first_event_ms = (SELECT min(timestamp_ms) FROM log_events e \
+                     WHERE e.group_name = log_streams.group_name AND e.stream = log_streams.name) \
+                 WHERE first_event_ms < ?",
+            )
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     async fn events_page(

@@ -39,8 +39,10 @@ pub const RUNTIME_GROUP_PREFIX: &str = "/aws/bedrock-agentcore/runtimes/";
 /// The stream of a runtime group's log records.
 pub const RUNTIME_STREAM: &str = "runtime-logs";
 
-/// Query results kept for `GetQueryResults`.
+/// Query results kept for `GetQueryResults`: at most this many queries, and this many bytes of
+/// result fields and values (the oldest are forgotten first).
 pub const MAX_QUERIES: usize = 1000;
+pub const MAX_RESULT_BYTES: usize = 256 * 1024 * 1024;
 /// Rows per page read from the store.
 const PAGE: u32 = 2000;
 /// At most this many events, and this many bytes of messages, per `GetLogEvents` or
@@ -196,12 +198,14 @@ fn valid_stream_name(name: &str) -> bool {
 struct Kept {
     owner: String,
     output: Result<Output, String>,
+    bytes: usize,
 }
 
 #[derive(Default)]
 struct Queries {
     order: VecDeque<String>,
     by_id: HashMap<String, Kept>,
+    bytes: usize,
 }
 
 /// The Logs API. Cheap to clone.
@@ -594,21 +598,34 @@ impl Logs {
             None => Ok(run.finish()),
         };
         let id = uuid::Uuid::new_v4().to_string();
+        let bytes = output.as_ref().map_or(0, |o| {
+            o.rows
+                .iter()
+                .flatten()
+                .map(|(f, v)| f.len() + v.len() + 16)
+                .sum()
+        });
         let mut q = self
             .queries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while q.order.len() >= MAX_QUERIES {
-            if let Some(old) = q.order.pop_front() {
-                q.by_id.remove(&old);
+        while q.order.len() >= MAX_QUERIES
+            || (q.bytes + bytes > MAX_RESULT_BYTES && !q.order.is_empty())
+        {
+            if let Some(old) = q.order.pop_front()
+                && let Some(k) = q.by_id.remove(&old)
+            {
+                q.bytes -= k.bytes;
             }
         }
+        q.bytes += bytes;
         q.order.push_back(id.clone());
         q.by_id.insert(
             id.clone(),
             Kept {
                 owner: caller.access_key_id.clone(),
                 output,
+                bytes,
             },
         );
         Ok(StartQueryResponse { query_id: id })

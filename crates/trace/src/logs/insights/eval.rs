@@ -7,9 +7,10 @@ use serde_json::Value;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
-/// The most rows a query may keep between its row-wise commands and its `stats`/`sort`: beyond
-/// it the query fails rather than answer from part of the data.
+/// The most rows, and message bytes, a query may keep between its row-wise commands and its
+/// `stats`/`sort`: beyond either the query fails rather than answer from part of the data.
 pub const MAX_KEPT_ROWS: usize = 200_000;
+pub const MAX_KEPT_BYTES: usize = 256 * 1024 * 1024;
 
 /// One log event as the query sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +54,31 @@ enum Val {
 
 struct Doc {
     event: Event,
-    json: Option<Value>,
+    /// `@message` parsed, when it is a JSON object; parsed on first use and dropped once a row
+    /// is kept or aggregated, so kept rows cost their text, not their parse tree.
+    json: std::cell::OnceCell<Option<Value>>,
+}
+
+impl Doc {
+    fn json(&self) -> Option<&Value> {
+        self.json
+            .get_or_init(|| {
+                let m = &self.event.message;
+                if m.trim_start().starts_with('{') {
+                    serde_json::from_str::<Value>(m).ok()
+                } else {
+                    None
+                }
+            })
+            .as_ref()
+    }
+}
+
+/// Drops a row's parse tree (see [`Doc::json`]).
+fn forget_parse(row: &mut Row) {
+    if let Some(d) = row.doc.as_mut() {
+        d.json = std::cell::OnceCell::new();
+    }
 }
 
 struct Row {
@@ -68,12 +93,15 @@ pub struct Execution<'q> {
     split: usize,
     limit: usize,
     rows: Vec<Row>,
+    kept_bytes: usize,
     stats: Statistics,
 }
 
 /// The query kept more than [`MAX_KEPT_ROWS`] rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the query matched more than {MAX_KEPT_ROWS} events; narrow its time range or filters")]
+#[error(
+    "the query matched more than {MAX_KEPT_ROWS} events or {MAX_KEPT_BYTES} bytes; narrow its time range or filters"
+)]
 pub struct TooManyRows;
 
 impl<'q> Execution<'q> {
@@ -93,6 +121,7 @@ impl<'q> Execution<'q> {
             split,
             limit,
             rows: Vec::new(),
+            kept_bytes: 0,
             stats: Statistics::default(),
         }
     }
@@ -102,22 +131,23 @@ impl<'q> Execution<'q> {
         for event in events {
             self.stats.records_scanned += 1.0;
             self.stats.bytes_scanned += event.message.len() as f64;
-            let json = if event.message.trim_start().starts_with('{') {
-                serde_json::from_str::<Value>(&event.message).ok()
-            } else {
-                None
-            };
             let mut row = Row {
-                doc: Some(Box::new(Doc { event, json })),
+                doc: Some(Box::new(Doc {
+                    event,
+                    json: std::cell::OnceCell::new(),
+                })),
                 vars: Vec::new(),
             };
             let keep = self.query.commands[..self.split]
                 .iter()
                 .all(|c| apply_rowwise(c, &mut row));
             if keep {
-                if self.rows.len() >= MAX_KEPT_ROWS {
+                let bytes = row.doc.as_ref().map_or(0, |d| d.event.message.len());
+                if self.rows.len() >= MAX_KEPT_ROWS || self.kept_bytes + bytes > MAX_KEPT_BYTES {
                     return Err(TooManyRows);
                 }
+                self.kept_bytes += bytes;
+                forget_parse(&mut row);
                 self.rows.push(row);
             }
         }
@@ -132,6 +162,7 @@ impl<'q> Execution<'q> {
             limit,
             mut rows,
             mut stats,
+            ..
         } = self;
         let commands = &query.commands;
         let has_stats = commands.iter().any(|c| matches!(c, Command::Stats { .. }));
@@ -166,6 +197,7 @@ impl<'q> Execution<'q> {
                                 row.vars.push((n.name.clone(), v));
                             }
                         }
+                        forget_parse(row);
                     }
                     for n in items {
                         if !projection.contains(&n.name) {
@@ -174,7 +206,11 @@ impl<'q> Execution<'q> {
                     }
                 }
                 Command::Filter(_) | Command::Parse { .. } => {
-                    rows.retain_mut(|row| apply_rowwise(c, row));
+                    rows.retain_mut(|row| {
+                        let keep = apply_rowwise(c, row);
+                        forget_parse(row);
+                        keep
+                    });
                     if !frozen {
                         matched = rows.len();
                     }
@@ -184,7 +220,7 @@ impl<'q> Execution<'q> {
                         matched = rows.len();
                         frozen = true;
                     }
-                    rows = aggregate(&rows, aggs, by);
+                    rows = aggregate(&mut rows, aggs, by);
                     projection = by
                         .iter()
                         .map(|n| n.name.clone())
@@ -308,8 +344,7 @@ fn get(row: &Row, name: &str) -> Option<Val> {
         "@logStream" => Some(Val::Str(e.log_stream.clone())),
         "@log" => Some(Val::Str(e.log.clone())),
         _ => doc
-            .json
-            .as_ref()
+            .json()
             .and_then(|j| resolve(j, name))
             .and_then(from_json),
     }
@@ -496,7 +531,11 @@ fn sort_cmp(a: Option<&Val>, b: Option<&Val>, desc: bool) -> Ordering {
 fn sort(rows: &mut Vec<Row>, keys: &[(Expr, bool)]) {
     let mut keyed: Vec<(Vec<Option<Val>>, Row)> = rows
         .drain(..)
-        .map(|r| (keys.iter().map(|(e, _)| eval(e, &r)).collect(), r))
+        .map(|mut r| {
+            let k = keys.iter().map(|(e, _)| eval(e, &r)).collect();
+            forget_parse(&mut r);
+            (k, r)
+        })
         .collect();
     keyed.sort_by(|(a, _), (b, _)| {
         for (k, (_, desc)) in keys.iter().enumerate() {
@@ -609,10 +648,10 @@ fn keep(cur: &mut Option<Val>, v: Option<Val>, want: Ordering) {
     }
 }
 
-fn aggregate(rows: &[Row], aggs: &[(Agg, String)], by: &[super::Named]) -> Vec<Row> {
+fn aggregate(rows: &mut [Row], aggs: &[(Agg, String)], by: &[super::Named]) -> Vec<Row> {
     let mut index: HashMap<Vec<Option<String>>, usize> = HashMap::new();
     let mut groups: Vec<(Vec<Option<Val>>, Vec<State>)> = Vec::new();
-    for row in rows {
+    for row in rows.iter_mut() {
         let keys: Vec<Option<Val>> = by.iter().map(|n| eval(&n.expr, row)).collect();
         let id: Vec<Option<String>> = keys.iter().map(|k| k.as_ref().map(render)).collect();
         let g = *index.entry(id).or_insert_with(|| {
@@ -626,6 +665,7 @@ fn aggregate(rows: &[Row], aggs: &[(Agg, String)], by: &[super::Named]) -> Vec<R
             };
             groups[g].1[k].add(v);
         }
+        forget_parse(row);
     }
     // Without `by`, stats over no rows is still one row (count 0), as CloudWatch answers.
     if groups.is_empty() && by.is_empty() {

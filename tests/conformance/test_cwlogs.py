@@ -451,7 +451,7 @@ def test_errors_have_the_modelled_shapes(logs, berth):
             call(**kwargs)
         err = e.value.response
         assert err["ResponseMetadata"]["HTTPStatusCode"] == 400, err
-        return err["Error"]
+        return err["Error"] | {k: v for k, v in err.items() if k not in ("Error", "ResponseMetadata")}
 
     err = code(logs.start_query, logs.exceptions.ResourceNotFoundException,
                logGroupName=missing, queryString="fields @message", **w)
@@ -459,6 +459,8 @@ def test_errors_have_the_modelled_shapes(logs, berth):
     err = code(logs.start_query, logs.exceptions.MalformedQueryException,
                logGroupName=SPANS, queryString="fields @message | dedup traceId", **w)
     assert "dedup" in err["Message"]
+    # The modelled member: where the parse stopped.
+    assert err["queryCompileError"]["location"]["startCharOffset"] == len("fields @message | ")
     code(logs.start_query, logs.exceptions.MalformedQueryException,
          logGroupName=SPANS, queryString="filter strlen(name) > 3", **w)
     code(logs.start_query, logs.exceptions.InvalidParameterException,

@@ -2,7 +2,7 @@
 botocore model (`wire_check`, installed for every client of the suite).
 
 Which operations Berth serves is asked of the server itself: every operation of both service models
-is sent with placeholder input, and those not answered `UnknownOperationException` are served. The
+is sent with placeholder input (the CloudWatch Logs model too), and those not answered `UnknownOperationException` are served. The
 walk below must call exactly those, each to a 2xx answer; a route added without a walk step (or a
 step for an operation no longer served) fails this test, so no served operation goes unchecked.
 """
@@ -24,7 +24,7 @@ from berth_harness import (
     wait_status,
 )
 
-SERVICES = ("bedrock-agentcore", "bedrock-agentcore-control")
+SERVICES = ("bedrock-agentcore", "bedrock-agentcore-control", "logs")
 
 
 def _placeholder(shape, depth: int = 0):
@@ -54,7 +54,8 @@ def _placeholder(shape, depth: int = 0):
 def served_operations(berth) -> set[tuple[str, str]]:
     served = set()
     for service in SERVICES:
-        client = berth.client(service, validate=False)
+        # No host prefix: the Logs model sends StartLiveTail to `stream-<host>`.
+        client = berth.client(service, validate=False, inject_host_prefix=False)
         model = client.meta.service_model
         for op in model.operation_names:
             shape = model.operation_model(op).input_shape
@@ -206,6 +207,23 @@ def test_every_served_operation_answers_in_the_models_types(berth, control, data
     )
     step(data, "StartMemoryExtractionJob", memoryId=mid, extractionJob={"jobId": jobs[0]["jobID"]})
     step(data, "DeleteEvent", memoryId=mid, actorId="amy", sessionId="s1", eventId=event["eventId"])
+
+    # CloudWatch Logs.
+    logs = berth.client("logs")
+    group = f"/walk/{unique_name('logs')}"
+    step(logs, "CreateLogGroup", logGroupName=group)
+    step(logs, "CreateLogStream", logGroupName=group, logStreamName="s")
+    stamp = int(now().timestamp())
+    step(logs, "PutLogEvents", logGroupName=group, logStreamName="s",
+         logEvents=[{"timestamp": stamp * 1000, "message": "walked"}])
+    step(logs, "DescribeLogGroups", logGroupNamePrefix=group)
+    step(logs, "DescribeLogStreams", logGroupName=group)
+    step(logs, "GetLogEvents", logGroupName=group, logStreamName="s", startFromHead=True)
+    step(logs, "FilterLogEvents", logGroupName=group, filterPattern="walked")
+    query = step(logs, "StartQuery", logGroupName=group, startTime=stamp - 60, endTime=stamp + 60,
+                 queryString="fields @timestamp, @message | stats count(*) by @logStream")
+    step(logs, "GetQueryResults", queryId=query["queryId"])
+    step(logs, "StopQuery", queryId=query["queryId"])
 
     # Deletions last.
     step(control, "DeleteMemory", memoryId=mid)

@@ -25,8 +25,9 @@ from typing import Any
 
 import botocore.session
 
-# The services whose JSON bodies are checked (S3 speaks XML and is checked by its own tests).
-SERVICES = {"bedrock-agentcore", "bedrock-agentcore-control"}
+# The services whose JSON bodies are checked (S3 speaks XML and is checked by its own tests;
+# `logs` is the CloudWatch Logs API Berth serves over its trace store).
+SERVICES = {"bedrock-agentcore", "bedrock-agentcore-control", "logs"}
 
 
 class WireMismatch(AssertionError):

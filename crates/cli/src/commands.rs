@@ -334,6 +334,7 @@ pub fn credentials(
         outln!("export AWS_ENDPOINT_URL_BEDROCK_AGENTCORE={endpoint_url}");
         outln!("export AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL={endpoint_url}");
         outln!("export AWS_ENDPOINT_URL_S3={endpoint_url}");
+        outln!("export AWS_ENDPOINT_URL_CLOUDWATCH_LOGS={endpoint_url}");
         // boto3 and the AgentCore SDK (`MemoryClient()`) need a region to build a client.
         outln!("export AWS_REGION={region}");
         outln!("export AWS_DEFAULT_REGION={region}");

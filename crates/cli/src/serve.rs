@@ -842,6 +842,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("export AWS_ENDPOINT_URL_BEDROCK_AGENTCORE={url}");
     println!("export AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL={url}");
     println!("export AWS_ENDPOINT_URL_S3={url}");
+    println!("export AWS_ENDPOINT_URL_CLOUDWATCH_LOGS={url}");
     println!("export AWS_REGION={}", cfg.partition.region);
     println!("export AWS_ACCESS_KEY_ID={}", creds.access_key_id);
     // The path of this very binary: `berth` may not be on PATH (`cargo run` leaves it in
@@ -858,11 +859,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // contends with the control plane's.
     let trace_db = cfg.data_dir.join("traces.db");
     crate::datadir::secure_sqlite(&trace_db)?;
-    let traces: Arc<dyn berth_trace::TraceStore> = Arc::new(
+    let trace_store = Arc::new(
         berth_trace::SqliteTraceStore::open(&trace_db)
             .await
             .with_context(|| format!("opening the trace store {}", trace_db.display()))?,
     );
+    let traces: Arc<dyn berth_trace::TraceStore> = trace_store.clone();
+    // The CloudWatch Logs API reads the same database.
+    let partition = control.partition();
+    let logs = berth_trace::logs::Logs::new(trace_store, &partition.region, &partition.account_id);
+    // Events written through PutLogEvents are kept as long as traces are.
+    tokio::spawn(logs.clone().run_retention(
+        std::time::Duration::from_nanos(
+            u64::try_from(cfg.trace_retention.max_age_ns).unwrap_or_default(),
+        ),
+        TRACE_RETENTION_EVERY,
+        shutdown.clone(),
+    ));
     tokio::spawn(berth_trace::run_retention(
         traces.clone(),
         cfg.trace_retention,
@@ -885,6 +898,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         relax: cfg.relax,
         traces,
         prices: Arc::new(cfg.model_prices.clone()),
+        logs,
     };
     sandbox_api_state.send_replace(Some(state.clone()));
     if let Some(m) = &cfg.metrics_listen {

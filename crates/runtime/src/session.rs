@@ -539,6 +539,8 @@ impl Sessions {
             // The data plane only: the control plane is not for agents (and their credentials
             // are refused there).
             env.push(("AWS_ENDPOINT_URL_BEDROCK_AGENTCORE".into(), url.clone()));
+            // The CloudWatch Logs API (the SDK's evaluation client, ADOT's EMF exporter).
+            env.push(("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS".into(), url.clone()));
             // Where this runtime is invoked, as AgentCore tells A2A agents (the SDK's A2A app
             // advertises it in its agent card): the address agents reach Berth at.
             env.push((

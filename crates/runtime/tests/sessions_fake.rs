@@ -188,6 +188,7 @@ async fn the_agent_environment_is_composed_in_order() {
         [
             "AWS_REGION",
             "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE",
+            "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS",
             "AGENTCORE_RUNTIME_URL",
             // The OTel env contract, before the build's and the runtime's own variables (a
             // runtime's `OTEL_*` therefore wins).

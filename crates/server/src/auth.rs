@@ -75,14 +75,20 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     // The scope must name this server's region and one of the services it speaks, as AWS
     // insists; otherwise a signature for another endpoint would be accepted here.
     let region = &state.control.partition().region;
-    if pre.service != berth_auth::S3_SERVICE && pre.service != berth_auth::AGENTCORE_SERVICE {
+    // The Logs API (`X-Amz-Target: Logs_20140328.*`) is signed for `logs`, and nothing else is.
+    let logs = crate::logs_api::target(&parts.headers).is_some();
+    let expected = if logs {
+        crate::logs_api::SERVICE
+    } else if pre.service == berth_auth::S3_SERVICE {
+        berth_auth::S3_SERVICE
+    } else {
+        berth_auth::AGENTCORE_SERVICE
+    };
+    if pre.service != expected {
         return WireError(ApiError::custom(
             "InvalidSignatureException",
             403,
-            format!(
-                "Credential should be scoped to correct service: '{}'.",
-                berth_auth::AGENTCORE_SERVICE
-            ),
+            format!("Credential should be scoped to correct service: '{expected}'."),
         ))
         .into_response();
     }
@@ -138,7 +144,7 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     };
     let s3 = verified.service == berth_auth::S3_SERVICE;
     // Authorization (roles, access keys, runtime credentials): see `crate::authz`.
-    match crate::authz::authorize(&state, &verified, &parts, s3, &request_id).await {
+    match crate::authz::authorize(&state, &verified, &parts, &bytes, s3, &request_id).await {
         Ok(granted) => {
             parts.extensions.insert(granted);
         }

@@ -448,6 +448,95 @@ pub fn operations(
     }
 }
 
+/// The ARN of a CloudWatch Logs group (`log-group:*` for every group).
+pub fn log_group_arn(p: &Partition, group: &str) -> String {
+    format!(
+        "arn:aws:logs:{}:{}:log-group:{group}",
+        p.region, p.account_id
+    )
+}
+
+/// Maps a Logs API operation (`X-Amz-Target: Logs_20140328.<op>`) to `logs:<op>` on the log
+/// groups its body names (and their stream, for the operations on one stream), as IAM does:
+/// one check per group a query reads. A body that does not parse names no group; the handler
+/// refuses it.
+pub fn logs_operations(p: &Partition, op: &str, body: &[u8]) -> Classified {
+    const SERVED: &[&str] = &[
+        "StartQuery",
+        "GetQueryResults",
+        "StopQuery",
+        "GetLogEvents",
+        "FilterLogEvents",
+        "DescribeLogGroups",
+        "DescribeLogStreams",
+        "CreateLogGroup",
+        "CreateLogStream",
+        "PutLogEvents",
+    ];
+    if !SERVED.contains(&op) {
+        return Classified::default();
+    }
+    let action = format!("logs:{op}");
+    let doc: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let text = |k: &str| doc.get(k).and_then(Value::as_str);
+    let list = |k: &str| -> Vec<String> {
+        doc.get(k)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|g| berth_trace::logs::group_name(g).to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut groups: Vec<String> = text("logGroupName")
+        .or(text("logGroupIdentifier"))
+        .map(|g| berth_trace::logs::group_name(g).to_owned())
+        .into_iter()
+        .collect();
+    let group_checks = |groups: &[String], stream: Option<&str>| -> Vec<Operation> {
+        if groups.is_empty() {
+            return vec![Operation::new(&action, log_group_arn(p, "*"))];
+        }
+        groups
+            .iter()
+            .map(|g| {
+                let arn = log_group_arn(p, g);
+                let arn = match stream {
+                    Some(s) => format!("{arn}:log-stream:{s}"),
+                    None => arn,
+                };
+                Operation::new(&action, arn)
+            })
+            .collect()
+    };
+    let checks = match op {
+        "GetQueryResults" | "StopQuery" => vec![Operation::new(&action, "*")],
+        "DescribeLogGroups" => vec![Operation::new(&action, log_group_arn(p, "*"))],
+        "StartQuery" => {
+            groups.extend(list("logGroupNames"));
+            groups.extend(list("logGroupIdentifiers"));
+            groups.sort();
+            groups.dedup();
+            group_checks(&groups, None)
+        }
+        "GetLogEvents" | "CreateLogStream" | "PutLogEvents" => {
+            group_checks(&groups, Some(text("logStreamName").unwrap_or("")))
+        }
+        _ => group_checks(&groups, None),
+    };
+    let mut c = Classified {
+        checks,
+        audit: None,
+    };
+    // Creating groups and streams is audited; events and queries are not, one by one.
+    if matches!(op, "CreateLogGroup" | "CreateLogStream") {
+        c = c.audited();
+    }
+    c
+}
+
 /// S3's own action names (`s3:PutObject` also covers multipart uploads, as on AWS).
 fn s3_operations(
     method: &Method,
@@ -570,7 +659,8 @@ struct Identity {
 
 /// The default role's policy for `runtime_id`: the data plane of the memories its latest
 /// configuration names (an id in an environment variable, as the starter toolkit passes
-/// `BEDROCK_AGENTCORE_MEMORY_ID`), and stopping its own sessions.
+/// `BEDROCK_AGENTCORE_MEMORY_ID`), stopping its own sessions, and the CloudWatch Logs API on its
+/// own log groups (`aws/spans` read-only).
 pub fn default_role_policy(p: &Partition, runtime_id: &str, memory_ids: &[String]) -> Value {
     let mut statements = vec![json!({
         "Sid": "OwnSessions",
@@ -578,6 +668,38 @@ pub fn default_role_policy(p: &Partition, runtime_id: &str, memory_ids: &[String
         "Action": "bedrock-agentcore:StopRuntimeSession",
         "Resource": p.runtime_arn(runtime_id),
     })];
+    // Its own log groups (read and write), `aws/spans` (read; the Logs API shows a runtime's
+    // credentials only that runtime's spans there), and its own queries' results.
+    let own_groups = log_group_arn(
+        p,
+        &format!("{}{runtime_id}-*", berth_trace::logs::RUNTIME_GROUP_PREFIX),
+    );
+    let spans = log_group_arn(p, berth_trace::logs::SPANS_GROUP);
+    statements.push(json!({
+        "Sid": "OwnLogs",
+        "Effect": "Allow",
+        "Action": [
+            "logs:StartQuery", "logs:GetLogEvents", "logs:FilterLogEvents",
+            "logs:DescribeLogStreams", "logs:CreateLogGroup", "logs:CreateLogStream",
+            "logs:PutLogEvents",
+        ],
+        "Resource": own_groups,
+    }));
+    statements.push(json!({
+        "Sid": "ReadSpans",
+        "Effect": "Allow",
+        "Action": [
+            "logs:StartQuery", "logs:GetLogEvents", "logs:FilterLogEvents",
+            "logs:DescribeLogStreams",
+        ],
+        "Resource": [spans.clone(), format!("{spans}:*")],
+    }));
+    statements.push(json!({
+        "Sid": "Queries",
+        "Effect": "Allow",
+        "Action": ["logs:GetQueryResults", "logs:StopQuery", "logs:DescribeLogGroups"],
+        "Resource": "*",
+    }));
     if !memory_ids.is_empty() {
         statements.push(json!({
             "Sid": "OwnMemories",
@@ -709,18 +831,22 @@ pub async fn authorize(
     state: &AppState,
     verified: &Verified,
     parts: &Parts,
+    body: &[u8],
     s3: bool,
     request_id: &str,
 ) -> Result<Granted, Response> {
     let p = state.control.partition();
-    let classified = operations(
-        p,
-        s3,
-        &parts.method,
-        parts.uri.path(),
-        parts.uri.query(),
-        &parts.headers,
-    );
+    let classified = match crate::logs_api::target(&parts.headers) {
+        Some(op) if !s3 => logs_operations(p, op, body),
+        _ => operations(
+            p,
+            s3,
+            &parts.method,
+            parts.uri.path(),
+            parts.uri.query(),
+            &parts.headers,
+        ),
+    };
     let caller = Caller::new(
         verified.principal.access_key_id.clone(),
         Some(request_id.to_owned()),
@@ -1067,6 +1193,87 @@ mod tests {
             copy.checks[1],
             Operation::new("s3:GetObject", "arn:aws:s3:::src/a/b")
         );
+    }
+
+    #[test]
+    fn logs_operations_check_each_group_and_the_default_role_keeps_to_its_own() {
+        let p = part();
+        let group = |g: &str| log_group_arn(&p, g);
+        let query = logs_operations(
+            &p,
+            "StartQuery",
+            br#"{"logGroupNames": ["aws/spans", "/x"], "logGroupIdentifiers":
+                ["arn:aws:logs:us-east-1:123456789012:log-group:/y:*"], "queryString": "q"}"#,
+        );
+        assert_eq!(
+            query.checks,
+            vec![
+                Operation::new("logs:StartQuery", group("/x")),
+                Operation::new("logs:StartQuery", group("/y")),
+                Operation::new("logs:StartQuery", group("aws/spans")),
+            ]
+        );
+        let put = logs_operations(
+            &p,
+            "PutLogEvents",
+            br#"{"logGroupName": "/g", "logStreamName": "s", "logEvents": []}"#,
+        );
+        assert_eq!(
+            put.checks,
+            vec![Operation::new(
+                "logs:PutLogEvents",
+                format!("{}:log-stream:s", group("/g"))
+            )]
+        );
+        assert_eq!(
+            logs_operations(&p, "GetQueryResults", b"{}").checks,
+            vec![Operation::new("logs:GetQueryResults", "*")]
+        );
+        assert_eq!(
+            logs_operations(&p, "DescribeLogGroups", b"not json").checks,
+            vec![Operation::new("logs:DescribeLogGroups", group("*"))]
+        );
+        assert!(
+            logs_operations(&p, "CreateLogGroup", br#"{"logGroupName": "/g"}"#)
+                .audit
+                .is_some()
+        );
+        // Operations Berth does not serve are nobody's but root's (to an UnknownOperation).
+        assert!(
+            logs_operations(&p, "DeleteLogGroup", b"{}")
+                .checks
+                .is_empty()
+        );
+
+        let doc = default_role_policy(&p, "a-0123456789", &[]);
+        let policy = Policy::from_value(&doc).unwrap();
+        let ctx = Context::new();
+        let allowed = |action: &str, resource: &str| {
+            policy
+                .decide(&berth_policy::Request {
+                    action,
+                    resource,
+                    context: &ctx,
+                })
+                .allowed()
+        };
+        let own = group("/aws/bedrock-agentcore/runtimes/a-0123456789-DEFAULT");
+        assert!(allowed("logs:StartQuery", &own));
+        assert!(allowed(
+            "logs:PutLogEvents",
+            &format!("{own}:log-stream:emf")
+        ));
+        assert!(allowed("logs:StartQuery", &group("aws/spans")));
+        assert!(!allowed(
+            "logs:PutLogEvents",
+            &format!("{}:log-stream:default", group("aws/spans"))
+        ));
+        assert!(!allowed(
+            "logs:StartQuery",
+            &group("/aws/bedrock-agentcore/runtimes/b-0123456789-DEFAULT")
+        ));
+        assert!(!allowed("logs:CreateLogGroup", &group("/elsewhere")));
+        assert!(allowed("logs:GetQueryResults", "*"));
     }
 
     #[test]

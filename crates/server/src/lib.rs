@@ -12,6 +12,7 @@ mod control_api;
 mod data_api;
 mod edge;
 mod error;
+mod logs_api;
 mod memory_api;
 mod metrics;
 mod metrics_genai;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub traces: Arc<dyn berth_trace::TraceStore>,
     /// USD per million tokens per model id, turning GenAI usage into cost.
     pub prices: Arc<berth_trace::usage::Prices>,
+    /// The CloudWatch Logs API over the trace store.
+    pub logs: berth_trace::logs::Logs,
 }
 
 /// The router of one sandbox's own listener: the OTLP receiver for that sandbox, then the full
@@ -76,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(native_api::routes())
         .merge(traces_api::routes())
         .merge(usage_api::routes())
+        .merge(logs_api::routes())
         .merge(traffic_api::routes())
         .merge(access_api::routes())
         .merge(metrics::routes())
@@ -97,6 +101,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        // The Logs API speaks JSON 1.1: a refusal from the layers above carries `__type`.
+        .layer(middleware::from_fn(logs_api::json_1_1_errors))
         // Outermost: every response, errors included, carries x-amzn-RequestId.
         .layer(middleware::from_fn(error::request_id))
         .with_state(state)

@@ -20,8 +20,8 @@ const DELETE_BATCH: i64 = 500;
 /// See the module docs. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteTraceStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(crate) writer: SqlitePool,
+    pub(crate) reader: SqlitePool,
 }
 
 impl SqliteTraceStore {
@@ -300,7 +300,7 @@ fn json_col(row: &SqliteRow, col: &str) -> Result<Value, sqlx::Error> {
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-fn span_row(row: &SqliteRow) -> Result<Span, sqlx::Error> {
+pub(crate) fn span_row(row: &SqliteRow) -> Result<Span, sqlx::Error> {
     Ok(Span {
         trace_id: row.try_get("trace_id")?,
         span_id: row.try_get("span_id")?,
@@ -320,7 +320,7 @@ fn span_row(row: &SqliteRow) -> Result<Span, sqlx::Error> {
     })
 }
 
-fn log_row(row: &SqliteRow) -> Result<LogRecord, sqlx::Error> {
+pub(crate) fn log_row(row: &SqliteRow) -> Result<LogRecord, sqlx::Error> {
     Ok(LogRecord {
         trace_id: row.try_get("trace_id")?,
         span_id: row.try_get("span_id")?,
@@ -353,11 +353,11 @@ fn summary_row(row: &SqliteRow) -> Result<TraceSummary, sqlx::Error> {
     })
 }
 
-const SPAN_COLS: &str = "trace_id, span_id, parent_span_id, runtime_id, session_id, version, \
+pub(crate) const SPAN_COLS: &str = "trace_id, span_id, parent_span_id, runtime_id, session_id, version, \
     endpoint, actor, service_name, name, kind, start_ns, end_ns, status_code, status_message, \
     scope, attributes, resource, events";
 
-const LOG_COLS: &str = "trace_id, span_id, runtime_id, session_id, version, endpoint, actor, \
+pub(crate) const LOG_COLS: &str = "trace_id, span_id, runtime_id, session_id, version, endpoint, actor, \
     service_name, time_ns, severity_number, severity_text, body, attributes, resource, scope";
 
 /// `start_ns.rowid` of the last trace of a page.

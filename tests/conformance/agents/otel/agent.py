@@ -12,6 +12,10 @@ Ops (``{"op": ...}``):
   continued and the exporter's result
 - ``post``: a raw ``POST`` of ``body`` (text) to ``<OTEL_EXPORTER_OTLP_ENDPOINT><path>`` with
   ``contentType``; answers the status, content type and body (hex)
+- ``logs``: calls the CloudWatch Logs API with boto3 as configured by the sandbox's environment
+  (``AWS_ENDPOINT_URL_CLOUDWATCH_LOGS`` and the injected credentials): each of ``calls``
+  (``{"method": "start_query", "args": {...}}``) answers its result, a ``start_query`` followed by
+  ``get_query_results``, or ``{"error": <code>}``
 """
 
 import os
@@ -92,6 +96,23 @@ def _post(path, body, content_type, encoding=None):
         return {"status": e.code, "contentType": e.headers.get("Content-Type"), "body": e.read().hex()}
 
 
+def _logs(calls):
+    import boto3
+
+    client = boto3.client("logs", region_name=os.environ["AWS_REGION"])
+    out = []
+    for call in calls:
+        try:
+            result = getattr(client, call["method"])(**call.get("args", {}))
+            if call["method"] == "start_query":
+                result = client.get_query_results(queryId=result["queryId"])
+            result.pop("ResponseMetadata", None)
+            out.append(result)
+        except Exception as e:  # the error code is what the test checks
+            out.append({"error": getattr(e, "response", {}).get("Error", {}).get("Code", repr(e))})
+    return {"results": out}
+
+
 @app.entrypoint
 def invoke(payload, context):
     op = payload.get("op")
@@ -102,6 +123,8 @@ def invoke(payload, context):
         return _span(payload.get("name", "work"), payload.get("claim", "none"), context)
     if op == "post":
         return _post(payload["path"], payload["body"], payload["contentType"], payload.get("encoding"))
+    if op == "logs":
+        return _logs(payload["calls"])
     raise ValueError(f"unknown op {op!r}")
 
 

@@ -113,7 +113,8 @@ def test_the_agent_gets_the_otel_environment_and_session_baggage(data, otel):
     attrs = dict(kv.split("=", 1) for kv in env["OTEL_RESOURCE_ATTRIBUTES"].split(","))
     assert attrs["service.name"] == f"{name}.DEFAULT"
     assert attrs["aws.log.group.names"] == f"/aws/bedrock-agentcore/runtimes/{rid}-DEFAULT"
-    assert attrs["cloud.resource_id"] == otel["agentRuntimeArn"]
+    # The endpoint's ARN: `agentcore obs` parses the runtime id out of `runtime/<id>/`.
+    assert attrs["cloud.resource_id"] == f'{otel["agentRuntimeArn"]}/runtime-endpoint/DEFAULT'
     assert seen["baggage"] == f"session.id={session}"
 
 

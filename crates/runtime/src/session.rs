@@ -553,7 +553,11 @@ impl Sessions {
                 runtime_name: &target.runtime.name,
                 runtime_id: &target.runtime.id,
                 endpoint: &target.endpoint,
-                resource_arn: &o.partition.runtime_arn(&target.runtime.id),
+                // The endpoint's ARN, as AgentCore's own agents report it: the starter toolkit's
+                // `agentcore obs` finds a runtime's spans by `runtime/<id>/` in it.
+                resource_arn: &o
+                    .partition
+                    .endpoint_arn(&target.runtime.id, &target.endpoint),
                 otlp_endpoint: &url,
             }));
             env.push(("BERTH_ENDPOINT_URL".into(), url));

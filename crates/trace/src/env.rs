@@ -97,7 +97,7 @@ mod tests {
             runtime_name: "shop",
             runtime_id: "shop-abc1234567",
             endpoint: "DEFAULT",
-            resource_arn: "arn:aws:bedrock-agentcore:us-east-1:1:runtime/shop-abc1234567",
+            resource_arn: "arn:aws:bedrock-agentcore:us-east-1:1:runtime/shop-abc1234567/runtime-endpoint/DEFAULT",
             otlp_endpoint: "http://127.0.0.1:8750",
         });
         let get = |k: &str| {
@@ -112,7 +112,7 @@ mod tests {
             get("OTEL_RESOURCE_ATTRIBUTES"),
             "service.name=shop.DEFAULT,aws.log.group.names=/aws/bedrock-agentcore/runtimes/\
              shop-abc1234567-DEFAULT,cloud.resource_id=arn:aws:bedrock-agentcore:us-east-1:1:\
-             runtime/shop-abc1234567"
+             runtime/shop-abc1234567/runtime-endpoint/DEFAULT"
         );
         assert_eq!(get("AGENT_OBSERVABILITY_ENABLED"), "true");
     }

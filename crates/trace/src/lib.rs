@@ -7,6 +7,7 @@
 //! agent's own resource attributes are kept as data, not as index columns.
 
 mod env;
+pub mod export;
 pub mod otlp;
 mod sink;
 mod sqlite;

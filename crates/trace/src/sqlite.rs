@@ -20,8 +20,8 @@ const DELETE_BATCH: i64 = 500;
 /// See the module docs. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteTraceStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(crate) writer: SqlitePool,
+    pub(crate) reader: SqlitePool,
 }
 
 impl SqliteTraceStore {
@@ -43,7 +43,7 @@ fn session_col(a: &Attribution) -> &str {
 }
 
 /// The size a span or log counts for in the size limit: its stored text plus row overhead.
-fn span_bytes(s: &Span) -> i64 {
+pub(crate) fn span_bytes(s: &Span) -> i64 {
     let text = s.name.len()
         + s.attributes.to_string().len()
         + s.resource.to_string().len()
@@ -53,7 +53,7 @@ fn span_bytes(s: &Span) -> i64 {
     i64::try_from(text).unwrap_or(i64::MAX).saturating_add(160)
 }
 
-fn log_bytes(l: &LogRecord) -> i64 {
+pub(crate) fn log_bytes(l: &LogRecord) -> i64 {
     let text = l.body.to_string().len()
         + l.attributes.to_string().len()
         + l.resource.to_string().len()
@@ -128,7 +128,7 @@ fn json_col(row: &SqliteRow, col: &str) -> Result<Value, sqlx::Error> {
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-fn span_row(row: &SqliteRow) -> Result<Span, sqlx::Error> {
+pub(crate) fn span_row(row: &SqliteRow) -> Result<Span, sqlx::Error> {
     Ok(Span {
         trace_id: row.try_get("trace_id")?,
         span_id: row.try_get("span_id")?,
@@ -148,7 +148,7 @@ fn span_row(row: &SqliteRow) -> Result<Span, sqlx::Error> {
     })
 }
 
-fn log_row(row: &SqliteRow) -> Result<LogRecord, sqlx::Error> {
+pub(crate) fn log_row(row: &SqliteRow) -> Result<LogRecord, sqlx::Error> {
     Ok(LogRecord {
         trace_id: row.try_get("trace_id")?,
         span_id: row.try_get("span_id")?,
@@ -181,11 +181,11 @@ fn summary_row(row: &SqliteRow) -> Result<TraceSummary, sqlx::Error> {
     })
 }
 
-const SPAN_COLS: &str = "trace_id, span_id, parent_span_id, runtime_id, session_id, version, \
+pub(crate) const SPAN_COLS: &str = "trace_id, span_id, parent_span_id, runtime_id, session_id, version, \
     endpoint, actor, service_name, name, kind, start_ns, end_ns, status_code, status_message, \
     scope, attributes, resource, events";
 
-const LOG_COLS: &str = "trace_id, span_id, runtime_id, session_id, version, endpoint, actor, \
+pub(crate) const LOG_COLS: &str = "trace_id, span_id, runtime_id, session_id, version, endpoint, actor, \
     service_name, time_ns, severity_number, severity_text, body, attributes, resource, scope";
 
 /// `start_ns.rowid` of the last trace of a page.

@@ -980,8 +980,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-/// How often old traces are deleted.
-
 /// How long connections get to flush the final events of cancelled streams.
 const TEARDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// The most teardown after the drain may take before the server exits regardless.

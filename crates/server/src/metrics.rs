@@ -126,6 +126,9 @@ impl Collector for Totals {
     }
 }
 
+/// A counter family of the export: name, help, and its value per signal.
+type ExportFamily = (&'static str, &'static str, [(&'static str, u64); 2]);
+
 /// The process's OTLP export counters (`berth_trace::export`), per signal.
 #[derive(Debug)]
 struct ExportTotals(std::sync::Arc<berth_trace::export::ExportStats>);
@@ -134,7 +137,7 @@ impl Collector for ExportTotals {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use std::sync::atomic::Ordering::Relaxed;
         let s = &self.0;
-        let families: [(&str, &str, [(&str, u64); 2]); 3] = [
+        let families: [ExportFamily; 3] = [
             (
                 "berth_trace_exported",
                 "Spans and log records an OTLP collector acknowledged.",

@@ -687,12 +687,15 @@ fn nanos(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// Items of one (resource, attribution), by scope name.
+type Grouped<'a, T> = ((&'a Value, &'a Attribution), Vec<(&'a str, Vec<&'a T>)>);
+
 /// Groups items by (resource, attribution) and then by scope, in first-seen order.
 fn group<'a, T>(
     items: &'a [T],
     key: impl Fn(&'a T) -> (&'a Value, &'a Attribution, &'a str),
-) -> Vec<((&'a Value, &'a Attribution), Vec<(&'a str, Vec<&'a T>)>)> {
-    let mut out: Vec<((&Value, &Attribution), Vec<(&str, Vec<&T>)>)> = Vec::new();
+) -> Vec<Grouped<'a, T>> {
+    let mut out: Vec<Grouped<'a, T>> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
     for item in items {
         let (res, who, scope) = key(item);

@@ -5,8 +5,9 @@
 //!   build an OTLP `ExportTraceServiceRequest` of `--batch` new spans shaped like a Strands
 //!   agent's (GenAI attributes, the ADOT resource), encode it as protobuf, then do what Berth's
 //!   receiver does after the HTTP layer: `otlp::decode_traces` under the sandbox's attribution
-//!   and `TraceStore::insert` (one `synchronous=FULL` transaction per request, durable when it
-//!   returns). The OTLP receiver itself listens only inside sandboxes, so the HTTP layer is not
+//!   and `TraceStore::insert` through `GroupCommit` as `berth serve` does (requests queued while
+//!   a transaction commits share the next `synchronous=FULL` transaction; each is durable when
+//!   its insert returns). The OTLP receiver itself listens only inside sandboxes, so the HTTP layer is not
 //!   in this figure. Spans per second over the measured window; per-request latency.
 //! - *query*: a second store seeded with `--seed-spans` spans (one SQL statement, one
 //!   transaction: a recursive CTE, so seeding a million rows takes seconds), traces of 10 spans,
@@ -205,7 +206,10 @@ fn request(writer: u64, seq: u64, n: usize) -> ExportTraceServiceRequest {
 
 async fn ingest(cfg: &TraceStoreConfig) -> anyhow::Result<Ingest> {
     let dir = tempfile::tempdir_in(&cfg.dir).context("ingest dir")?;
-    let store = Arc::new(SqliteTraceStore::open(&dir.path().join("traces.db")).await?);
+    // As `berth serve` stores export requests: through group commit.
+    let store: Arc<dyn TraceStore> = Arc::new(berth_trace::GroupCommit::new(Arc::new(
+        SqliteTraceStore::open(&dir.path().join("traces.db")).await?,
+    )));
     let request_bytes = request(0, 0, cfg.batch).encoded_len();
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(cfg.warmup);
@@ -257,7 +261,7 @@ async fn ingest(cfg: &TraceStoreConfig) -> anyhow::Result<Ingest> {
         spans += s;
     }
     Ok(Ingest {
-        path: "otlp::decode_traces (protobuf) + TraceStore::insert, in process",
+        path: "otlp::decode_traces (protobuf) + TraceStore::insert through GroupCommit, in process",
         writers: cfg.writers,
         batch: cfg.batch,
         seconds: cfg.seconds,

@@ -895,7 +895,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         );
     }
-    let traces: Arc<dyn berth_trace::TraceStore> = Arc::new(trace_store);
+    // Export requests arriving together share a transaction (and its fsync).
+    let traces: Arc<dyn berth_trace::TraceStore> =
+        Arc::new(berth_trace::GroupCommit::new(Arc::new(trace_store)));
     tokio::spawn(berth_trace::run_retention(
         traces.clone(),
         cfg.trace_retention,

@@ -8,11 +8,13 @@
 
 mod env;
 pub mod export;
+mod group;
 pub mod otlp;
 mod sink;
 mod sqlite;
 
 pub use env::{AgentEnv, agent_env, session_baggage};
+pub use group::{GroupCommit, MAX_GROUP_ROWS};
 pub use sink::{SpanSink, new_span_id, new_trace_id, parse_traceparent};
 pub use sqlite::SqliteTraceStore;
 

@@ -150,14 +150,25 @@ fn span_names(got: &Got) -> Vec<String> {
         .collect()
 }
 
-/// The next request on `path`, skipping others (the logs task polls concurrently).
-async fn next_on(rx: &mut mpsc::UnboundedReceiver<Got>, path: &str) -> Got {
+/// What the receiver reported, with requests to other paths kept for later (the two signals'
+/// tasks post concurrently, in either order).
+struct Inbox {
+    rx: mpsc::UnboundedReceiver<Got>,
+    held: Vec<Got>,
+}
+
+/// The next request on `path`.
+async fn next_on(inbox: &mut Inbox, path: &str) -> Got {
+    if let Some(i) = inbox.held.iter().position(|g| g.path == path) {
+        return inbox.held.remove(i);
+    }
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let g = rx.recv().await.unwrap();
+            let g = inbox.rx.recv().await.unwrap();
             if g.path == path {
                 return g;
             }
+            inbox.held.push(g);
         }
     })
     .await
@@ -229,7 +240,8 @@ async fn exports_retries_a_503_without_loss_or_duplicates_and_resumes_after_rest
         .await
         .unwrap();
 
-    let (url, mut rx) = receiver(vec![503]).await;
+    let (url, rx) = receiver(vec![503]).await;
+    let mut rx = Inbox { rx, held: vec![] };
     let stats = Arc::new(ExportStats::default());
     let token = CancellationToken::new();
     let tasks = export::start(store.clone(), options(&url), stats.clone(), token.clone());
@@ -342,7 +354,8 @@ async fn a_non_retryable_answer_drops_the_batch_and_moves_on() {
         .await
         .unwrap();
     store.insert(&[span(1, 1, "s-1")], &[]).await.unwrap();
-    let (url, mut rx) = receiver(vec![400]).await;
+    let (url, rx) = receiver(vec![400]).await;
+    let mut rx = Inbox { rx, held: vec![] };
     let stats = Arc::new(ExportStats::default());
     let token = CancellationToken::new();
     let mut opts = options(&url);

@@ -6,7 +6,8 @@ this machine's disk):
 
 - durable span ingest per second: concurrent writers each decoding an OTLP/protobuf export
   request of Strands-shaped spans (`otlp::decode_traces`, as the receiver does) and storing it with
-  `TraceStore::insert` (one `synchronous=FULL` transaction per request). The OTLP receiver listens
+  `TraceStore::insert` through `GroupCommit`, as `berth serve` does (concurrent requests share a
+  `synchronous=FULL` transaction). The OTLP receiver listens
   only inside sandboxes, so the HTTP layer in front of it is not part of this figure.
 - span query by session over a store seeded with 1,000,000 spans (one SQL statement: seconds,
   not minutes), each session's traces spread over the whole table: `TraceStore::session_spans`
@@ -66,7 +67,8 @@ def b10(bench: "Bench") -> None:
         f" build an OTLP `ExportTraceServiceRequest` of {ing['batch']} new spans shaped like a Strands agent's under ADOT"
         f" (11 GenAI attributes, the ADOT resource; {ing['request_bytes']:,} bytes of protobuf), encode it, then what the"
         " receiver does after the HTTP layer: `otlp::decode_traces` under the sandbox's attribution and"
-        " `TraceStore::insert` (the spans and their traces' summary rows in one transaction, durable when it returns)."
+        " `TraceStore::insert` through `GroupCommit`, as `berth serve` stores export requests (requests queued while a"
+        " transaction commits share the next one; each is durable when its insert returns)."
         " The request's encoding is the client's cost and is inside the loop, so the figure is conservative. Through"
         " `TraceStore::insert`, not over HTTP: the OTLP receiver listens only on sandbox listeners.",
         "",

@@ -16,7 +16,7 @@
 //! status is not retryable, so the batch is dropped (counted, logged) and the cursor moves on.
 //! Retention wins over export: rows deleted by age or size before a collector took them are not
 //! exported (a collector that is down for the retention period loses that data). Row ids never
-//! go back (`AUTOINCREMENT`, see migration 0002), so retention cannot hide new rows behind the
+//! go back (`AUTOINCREMENT`, see migration 0006), so retention cannot hide new rows behind the
 //! cursor.
 //!
 //! Berth's attribution goes out with the data: each resource carries `berth.runtime_id`,

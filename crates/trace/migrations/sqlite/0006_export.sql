@@ -6,6 +6,11 @@
 -- reuse ids at or below the cursor and never be exported. AUTOINCREMENT never reuses an id, so
 -- both tables are rebuilt with an explicit `seq INTEGER PRIMARY KEY AUTOINCREMENT` (an alias of
 -- rowid; existing rows keep theirs). Column lists, constraints and indexes are unchanged.
+--
+-- Numbered 0006, after main's 0002 (GenAI usage) and 0005 (CloudWatch Logs), so that on a store
+-- those already migrated it still runs last: the rebuild drops the old tables' indexes, so every
+-- index on `spans` and `logs` any earlier migration created is re-created below, including 0005's
+-- `logs_runtime` (IF NOT EXISTS: harmless where 0005 has not run).
 
 CREATE TABLE export_cursors (
     signal     TEXT PRIMARY KEY,      -- 'spans' or 'logs'
@@ -75,3 +80,4 @@ ALTER TABLE logs_seq RENAME TO logs;
 CREATE INDEX logs_trace ON logs (trace_id, runtime_id, session_id);
 CREATE INDEX logs_session ON logs (session_id, time_ns);
 CREATE INDEX logs_time ON logs (time_ns);
+CREATE INDEX IF NOT EXISTS logs_runtime ON logs (runtime_id, endpoint);

@@ -45,6 +45,7 @@ if __name__ == "__main__":
 import b6_memory  # noqa: E402
 import b7_routing  # noqa: E402
 import b8_edge  # noqa: E402
+import b10_traces  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -119,6 +120,13 @@ class Plan:
     b8_seconds: float
     b8_warmup: float
     b8_idle_sockets: int
+    b10_writers: int
+    b10_batch: int
+    b10_seconds: float
+    b10_warmup: float
+    b10_seed_spans: int
+    b10_spans_per_session: int
+    b10_queries: int
     profile_seconds: float
 
     @staticmethod
@@ -164,6 +172,15 @@ class Plan:
             b8_seconds=6,
             b8_warmup=1,
             b8_idle_sockets=2000,
+            # B10: 8 writers of 50-span export requests (an agent's BatchSpanProcessor flush);
+            # queries over a million stored spans, 100 per session.
+            b10_writers=8,
+            b10_batch=50,
+            b10_seconds=5,
+            b10_warmup=1,
+            b10_seed_spans=1_000_000,
+            b10_spans_per_session=100,
+            b10_queries=1000,
             profile_seconds=8,
         )
 
@@ -206,6 +223,13 @@ class Plan:
             b8_seconds=1,
             b8_warmup=0.2,
             b8_idle_sockets=2000,
+            b10_writers=2,
+            b10_batch=50,
+            b10_seconds=0.5,
+            b10_warmup=0.1,
+            b10_seed_spans=20_000,
+            b10_spans_per_session=100,
+            b10_queries=20,
             profile_seconds=1,
         )
 
@@ -1220,6 +1244,9 @@ class Bench:
         if fig.startswith("B6"):
             self.results.profiles[fig] = b6_memory.profile(self, fig)
             return
+        if fig == "B10":
+            self.results.profiles[fig] = b10_traces.profile(self)
+            return
         if fig == "B8":
             # The attack's load is its own (two thousand sockets, refused uploads) and the
             # server's figure is memory as much as time: a CPU profile of B1's load says nothing.
@@ -1320,6 +1347,8 @@ class Bench:
                 b7_routing.b7(self)
             if self.wants("B8"):
                 b8_edge.b8(self)
+            if self.wants("B10"):
+                b10_traces.b10(self)
             if self.wants("B3"):
                 self.b3_report(self.finish_silence())
             if not self.plan.smoke:

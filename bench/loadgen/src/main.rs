@@ -8,6 +8,7 @@
 //! - `spawn`: the bare baseline for B4: start an agent process and time it to its first byte.
 //! - `route-cost`: the routing decision and `Control::route`, timed in process (B7).
 //! - `affinity`: many sessions on a traffic split, each invoked several times (B7).
+//! - `trace-store`: the trace store's durable span ingest and its query by session (B10).
 //!
 //! Requests to Berth are SigV4-signed with `berth-auth` (`--sign`, credentials from
 //! `BERTH_ACCESS_KEY_ID` / `BERTH_SECRET_ACCESS_KEY`).
@@ -21,6 +22,7 @@ mod rate;
 mod route;
 mod spawn;
 mod sse;
+mod trace;
 
 mod stats;
 mod timer;
@@ -180,6 +182,34 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         route_samples: u64,
         /// Directory for the temporary store (the fsync cost is this disk's).
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: std::path::PathBuf,
+    },
+    /// The trace store in process: durable span ingest (OTLP decode + insert, concurrent
+    /// writers), then span queries by session over a store seeded with many spans (B10).
+    TraceStore {
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+        /// Spans per export request.
+        #[arg(long, default_value_t = 50)]
+        batch: usize,
+        /// Measured seconds of ingest.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Seconds of ingest before the measurement.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Spans seeded for the query figure.
+        #[arg(long, default_value_t = 1_000_000)]
+        seed_spans: u64,
+        /// Spans per session in the seeded store.
+        #[arg(long, default_value_t = 100)]
+        spans_per_session: u64,
+        /// Timed queries of each kind.
+        #[arg(long, default_value_t = 1000)]
+        queries: u64,
+        /// Directory for the stores (the fsync cost is this disk's).
         #[arg(long, default_value_os_t = std::env::temp_dir())]
         dir: std::path::PathBuf,
     },
@@ -403,6 +433,28 @@ async fn run(command: Command, threads: usize) -> anyhow::Result<String> {
                 dir,
             };
             serde_json::to_string_pretty(&route::run(cfg).await?)?
+        }
+        Command::TraceStore {
+            writers,
+            batch,
+            seconds,
+            warmup,
+            seed_spans,
+            spans_per_session,
+            queries,
+            dir,
+        } => {
+            let cfg = trace::TraceStoreConfig {
+                writers,
+                batch,
+                seconds,
+                warmup,
+                seed_spans,
+                spans_per_session,
+                queries,
+                dir,
+            };
+            serde_json::to_string_pretty(&trace::run(cfg).await?)?
         }
         Command::Affinity {
             request,

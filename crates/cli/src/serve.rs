@@ -167,9 +167,10 @@ pub struct ServeArgs {
     /// most 65536].
     #[arg(long, env = "BERTH_SANDBOXES_PIDS", value_name = "N")]
     pub sandboxes_pids: Option<u64>,
-    /// Hours spans and agent log records are kept (`<data-dir>/traces.db`) [default: 168].
+    /// Hours spans and agent log records are kept (`<data-dir>/traces.db`); fractions are
+    /// allowed (`0.5`) [default: 168].
     #[arg(long, env = "BERTH_TRACE_RETENTION_HOURS", value_name = "H")]
-    pub trace_retention_hours: Option<u64>,
+    pub trace_retention_hours: Option<f64>,
     /// Size the trace store is held under, in MiB; the oldest traces go first [default: 1024].
     #[arg(long, env = "BERTH_TRACE_MAX_MIB", value_name = "MIB")]
     pub trace_max_mib: Option<u64>,
@@ -187,6 +188,28 @@ pub struct ServeArgs {
         value_name = "MODEL=IN/OUT[/CR[/CW]]"
     )]
     pub model_prices: Vec<String>,
+    /// Milliseconds between trace retention passes [default: 60000].
+    #[arg(long, env = "BERTH_TRACE_RETENTION_TICK_MS", value_name = "MS")]
+    pub trace_retention_tick_ms: Option<u64>,
+    /// OTLP/HTTP collector to export stored spans and log records to (Jaeger, Tempo, an
+    /// OpenTelemetry Collector, Langfuse), as a base URL: they go to `<URL>/v1/traces` and
+    /// `<URL>/v1/logs` [default: no export].
+    #[arg(long, env = "BERTH_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Headers sent with every export, `key=value` pairs separated by `,`, values
+    /// percent-encoded (the `OTEL_EXPORTER_OTLP_HEADERS` form, e.g.
+    /// `Authorization=Basic%20...`). Credentials belong in the variable or the config file:
+    /// flags show in `ps`.
+    #[arg(
+        long,
+        env = "BERTH_OTLP_HEADERS",
+        value_name = "K=V,...",
+        hide_env_values = true
+    )]
+    pub otlp_headers: Option<String>,
+    /// Gzip the export requests.
+    #[arg(long, env = "BERTH_OTLP_GZIP")]
+    pub otlp_gzip: bool,
     /// Connection and body limits of the HTTP edge.
     #[command(flatten)]
     pub edge: crate::edge_args::EdgeArgs,
@@ -242,6 +265,10 @@ pub struct Config {
     pub invocation_spans: bool,
     /// GenAI prices per model id.
     pub model_prices: berth_trace::usage::Prices,
+    /// How often retention runs.
+    pub trace_retention_every: std::time::Duration,
+    /// OTLP export to an external collector, if configured.
+    pub trace_export: Option<berth_trace::export::ExportOptions>,
 }
 
 /// Memory settings and the `berth serve` flag that sets each (the API keys are set through the
@@ -346,6 +373,21 @@ pub(crate) fn invalid(key: &str, detail: impl std::fmt::Display) -> anyhow::Erro
     anyhow::anyhow!("invalid value for {flag} ({var}): {detail}")
 }
 
+/// `trace_retention_hours` in nanoseconds: positive, at most a century.
+fn retention_ns(hours: f64) -> anyhow::Result<i64> {
+    if !(hours.is_finite() && hours > 0.0) {
+        return Err(invalid(
+            "trace_retention_hours",
+            format!("{hours} is not a positive number of hours"),
+        ));
+    }
+    if hours > 876_000.0 {
+        return Err(invalid("trace_retention_hours", "too large"));
+    }
+    // At most 876,000 h = 3.2e18 ns, within i64.
+    Ok((hours * 3_600_000_000_000.0) as i64)
+}
+
 /// `v` when it is at least 1, else the error naming `key`.
 pub(crate) fn positive<T: PartialEq + From<u8>>(key: &str, v: T) -> anyhow::Result<T> {
     if v == T::from(0) {
@@ -376,6 +418,7 @@ impl ServeArgs {
                     $($field: self.$field.or(file.$field),)*
                     config: self.config,
                     allow_short_lifecycle: self.allow_short_lifecycle || file.allow_short_lifecycle,
+                    otlp_gzip: self.otlp_gzip || file.otlp_gzip,
                     egress_allow: if self.egress_allow.is_empty() {
                         file.egress_allow
                     } else {
@@ -430,6 +473,9 @@ impl ServeArgs {
             trace_retention_hours,
             trace_max_mib,
             invocation_spans,
+            trace_retention_tick_ms,
+            otlp_endpoint,
+            otlp_headers,
         )
     }
 
@@ -566,14 +612,7 @@ impl ServeArgs {
             parent_limits,
             edge: self.edge.resolve()?,
             trace_retention: berth_trace::Retention {
-                max_age_ns: i64::try_from(
-                    positive(
-                        "trace_retention_hours",
-                        self.trace_retention_hours.unwrap_or(168),
-                    )?
-                    .saturating_mul(3_600_000_000_000),
-                )
-                .map_err(|_| invalid("trace_retention_hours", "too large"))?,
+                max_age_ns: retention_ns(self.trace_retention_hours.unwrap_or(168.0))?,
                 max_bytes: positive("trace_max_mib", self.trace_max_mib.unwrap_or(1024))?
                     .saturating_mul(1 << 20),
             },
@@ -585,6 +624,24 @@ impl ServeArgs {
                     .filter(|s| !s.trim().is_empty()),
             )
             .map_err(|e| invalid("model_prices", e))?,
+            trace_retention_every: std::time::Duration::from_millis(positive(
+                "trace_retention_tick_ms",
+                self.trace_retention_tick_ms.unwrap_or(60_000),
+            )?),
+            trace_export: self
+                .otlp_endpoint
+                .as_deref()
+                .map(|url| -> anyhow::Result<_> {
+                    let mut o = berth_trace::export::ExportOptions::new(url)
+                        .map_err(|e| invalid("otlp_endpoint", e))?;
+                    if let Some(h) = &self.otlp_headers {
+                        o.headers = berth_trace::export::ExportOptions::parse_headers(h)
+                            .map_err(|e| invalid("otlp_headers", e))?;
+                    }
+                    o.gzip = self.otlp_gzip;
+                    Ok(o)
+                })
+                .transpose()?,
         })
     }
 }
@@ -859,12 +916,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // contends with the control plane's.
     let trace_db = cfg.data_dir.join("traces.db");
     crate::datadir::secure_sqlite(&trace_db)?;
-    let trace_store = Arc::new(
-        berth_trace::SqliteTraceStore::open(&trace_db)
-            .await
-            .with_context(|| format!("opening the trace store {}", trace_db.display()))?,
-    );
-    let traces: Arc<dyn berth_trace::TraceStore> = trace_store.clone();
+    let trace_store = berth_trace::SqliteTraceStore::open(&trace_db)
+        .await
+        .with_context(|| format!("opening the trace store {}", trace_db.display()))?;
+    if let Some(opts) = cfg.trace_export.clone() {
+        info!(endpoint = %opts.endpoint, gzip = opts.gzip, "exporting traces over OTLP/HTTP");
+        berth_trace::export::start(
+            trace_store.clone(),
+            opts,
+            berth_trace::export::export_stats(),
+            shutdown.clone(),
+        );
+    }
+    let trace_store = Arc::new(trace_store);
+    // Export requests arriving together share a transaction (and its fsync).
+    let traces: Arc<dyn berth_trace::TraceStore> =
+        Arc::new(berth_trace::GroupCommit::new(trace_store.clone()));
     // The CloudWatch Logs API reads the same database.
     let partition = control.partition();
     let logs = berth_trace::logs::Logs::new(trace_store, &partition.region, &partition.account_id);
@@ -873,13 +940,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         std::time::Duration::from_nanos(
             u64::try_from(cfg.trace_retention.max_age_ns).unwrap_or_default(),
         ),
-        TRACE_RETENTION_EVERY,
+        cfg.trace_retention_every,
         shutdown.clone(),
     ));
     tokio::spawn(berth_trace::run_retention(
         traces.clone(),
         cfg.trace_retention,
-        TRACE_RETENTION_EVERY,
+        cfg.trace_retention_every,
         shutdown.clone(),
     ));
     let state = berth_server::AppState {
@@ -962,9 +1029,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => Ok(()),
     }
 }
-
-/// How often old traces are deleted.
-const TRACE_RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long connections get to flush the final events of cancelled streams.
 const TEARDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -1119,6 +1183,17 @@ mod tests {
             .unwrap();
         assert_eq!(c.trace_retention.max_age_ns, 2 * 3_600_000_000_000);
         assert_eq!(c.trace_retention.max_bytes, 5 << 20);
+        let c = parse(&["--trace-retention-hours", "0.5"])
+            .over(ServeArgs::default())
+            .settle(HashMap::new())
+            .unwrap();
+        assert_eq!(c.trace_retention.max_age_ns, 1_800_000_000_000);
+        assert_eq!(c.trace_retention_every, std::time::Duration::from_secs(60));
+        let e = parse(&["--trace-retention-hours", "0"])
+            .over(ServeArgs::default())
+            .settle(HashMap::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("trace-retention-hours"), "{e}");
         let e = parse(&["--trace-max-mib", "0"])
             .over(ServeArgs::default())
             .settle(HashMap::new())
@@ -1159,6 +1234,52 @@ mod tests {
                 .starts_with("invalid value for model-prices (BERTH_MODEL_PRICES): "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn otlp_export_settings_layer_and_name_the_key_at_fault() {
+        assert!(
+            ServeArgs::default()
+                .settle(HashMap::new())
+                .unwrap()
+                .trace_export
+                .is_none()
+        );
+        let file: ServeArgs = toml::from_str(
+            "otlp_endpoint = \"http://collector:4318/\"\n\
+             otlp_headers = \"Authorization=Basic%20cGs6c2s=,x-scope-orgid=t1\"\n",
+        )
+        .unwrap();
+        let cfg = parse(&["--otlp-gzip"])
+            .over(file)
+            .settle(HashMap::new())
+            .unwrap();
+        let o = cfg.trace_export.unwrap();
+        assert_eq!(o.endpoint, "http://collector:4318");
+        assert!(o.gzip);
+        assert_eq!(o.headers.len(), 2);
+        assert_eq!(o.headers[0].1, "Basic cGs6c2s=");
+        // Header values never reach the debug output (the config is logged).
+        assert!(!format!("{o:?}").contains("cGs6c2s"));
+        let e = parse(&["--otlp-endpoint", "collector:4318"])
+            .over(ServeArgs::default())
+            .settle(HashMap::new())
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("invalid value for otlp-endpoint (BERTH_OTLP_ENDPOINT)"),
+            "{e}"
+        );
+        let e = parse(&[
+            "--otlp-endpoint",
+            "http://c:4318",
+            "--otlp-headers",
+            "novalue",
+        ])
+        .over(ServeArgs::default())
+        .settle(HashMap::new())
+        .unwrap_err();
+        assert!(e.to_string().contains("otlp-headers"), "{e}");
     }
 
     #[test]

@@ -382,6 +382,15 @@ impl berth_trace::TraceStore for SpanTap {
     async fn stored_bytes(&self) -> Result<u64, berth_trace::Error> {
         Ok(0)
     }
+    async fn usage(
+        &self,
+        _: &berth_trace::usage::UsageFilter,
+    ) -> Result<Vec<berth_trace::usage::UsageRow>, berth_trace::Error> {
+        Err(berth_trace::Error::Invalid("no usage here".into()))
+    }
+    async fn usage_totals(&self) -> Result<Vec<berth_trace::usage::UsageRow>, berth_trace::Error> {
+        Err(berth_trace::Error::Invalid("no usage here".into()))
+    }
 }
 
 #[tokio::test]

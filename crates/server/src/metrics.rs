@@ -125,14 +125,64 @@ impl Collector for Totals {
     }
 }
 
+/// A counter family of the export: name, help, and its value per signal.
+type ExportFamily = (&'static str, &'static str, [(&'static str, u64); 2]);
+
+/// The process's OTLP export counters (`berth_trace::export`), per signal.
+#[derive(Debug)]
+struct ExportTotals(std::sync::Arc<berth_trace::export::ExportStats>);
+
+impl Collector for ExportTotals {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.0;
+        let families: [ExportFamily; 3] = [
+            (
+                "berth_trace_exported",
+                "Spans and log records an OTLP collector acknowledged.",
+                [
+                    ("spans", s.spans_exported.load(Relaxed)),
+                    ("logs", s.logs_exported.load(Relaxed)),
+                ],
+            ),
+            (
+                "berth_trace_export_dropped",
+                "Spans and log records given up on: refused by the collector with a status that is not retryable, or rejected in a partial success.",
+                [
+                    ("spans", s.spans_dropped.load(Relaxed)),
+                    ("logs", s.logs_dropped.load(Relaxed)),
+                ],
+            ),
+            (
+                "berth_trace_export_failed_requests",
+                "Export requests that failed and were retried (transport errors, 429, 502, 503, 504).",
+                [
+                    ("spans", s.spans_failed_requests.load(Relaxed)),
+                    ("logs", s.logs_failed_requests.load(Relaxed)),
+                ],
+            ),
+        ];
+        for (name, help, values) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (signal, n) in values {
+                ConstCounter::new(n).encode(family.encode_family(&[("signal", signal)])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The OpenMetrics text exposition of every series' totals since start: counters
 /// `berth_invocations_total`, `berth_new_sessions_total`, `berth_invocation_errors_total` (with
 /// `kind`) and the histogram `berth_invocation_duration_seconds`, each labelled `runtime_id`,
-/// `endpoint`, `version`.
-/// `more` adds further families (GenAI usage, live sessions; `metrics_genai`).
+/// `endpoint`, `version`; the OTLP export counters `berth_trace_exported_total`,
+/// `berth_trace_export_dropped_total` and `berth_trace_export_failed_requests_total`, each
+/// labelled `signal` (`spans`, `logs`). `more` adds further families (GenAI usage, live
+/// sessions; `metrics_genai`).
 pub(crate) fn render(totals: Vec<HealthRow>, more: Vec<Box<dyn Collector>>) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Totals(totals)));
+    registry.register_collector(Box::new(ExportTotals(berth_trace::export::export_stats())));
     for c in more {
         registry.register_collector(c);
     }
@@ -236,6 +286,10 @@ mod tests {
             format!("berth_invocation_duration_seconds_bucket{{le=\"+Inf\",{l}}} 3"),
             format!("berth_invocation_duration_seconds_sum{{{l}}} 0.012"),
             format!("berth_invocation_duration_seconds_count{{{l}}} 3"),
+            "# TYPE berth_trace_exported counter".to_owned(),
+            "berth_trace_exported_total{signal=\"spans\"} 0".to_owned(),
+            "berth_trace_export_dropped_total{signal=\"logs\"} 0".to_owned(),
+            "berth_trace_export_failed_requests_total{signal=\"spans\"} 0".to_owned(),
             "# EOF".to_owned(),
         ] {
             assert!(

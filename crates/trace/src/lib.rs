@@ -7,6 +7,8 @@
 //! agent's own resource attributes are kept as data, not as index columns.
 
 mod env;
+pub mod export;
+mod group;
 pub mod logs;
 pub mod otlp;
 mod sink;
@@ -14,6 +16,7 @@ mod sqlite;
 pub mod usage;
 
 pub use env::{AgentEnv, agent_env, session_baggage};
+pub use group::{GroupCommit, MAX_GROUP_ROWS};
 pub use sink::{
     CallSpan, CallStatus, SessionStart, SpanSink, new_span_id, new_trace_id, parse_traceparent,
     parse_traceparent_bytes,
@@ -193,20 +196,11 @@ pub trait TraceStore: Send + Sync + 'static {
     async fn retain(&self, policy: Retention, now_ns: i64) -> Result<Retained, Error>;
     /// Stored bytes (the measure retention's size limit applies to).
     async fn stored_bytes(&self) -> Result<u64, Error>;
-    /// GenAI usage matching `filter`, one row per group and model (see [`usage`]). A store
-    /// that keeps no accounts (a test double) says so instead of answering nothing.
-    async fn usage(&self, filter: &usage::UsageFilter) -> Result<Vec<usage::UsageRow>, Error> {
-        let _ = filter;
-        Err(Error::Invalid(
-            "this trace store keeps no GenAI usage".into(),
-        ))
-    }
+    /// GenAI usage matching `filter`, one row per group and model (see [`usage`]). No default
+    /// body: a wrapper (`GroupCommit`) that forgot to forward it would answer nothing.
+    async fn usage(&self, filter: &usage::UsageFilter) -> Result<Vec<usage::UsageRow>, Error>;
     /// GenAI usage since the store was created, per runtime, version and model.
-    async fn usage_totals(&self) -> Result<Vec<usage::UsageRow>, Error> {
-        Err(Error::Invalid(
-            "this trace store keeps no GenAI usage".into(),
-        ))
-    }
+    async fn usage_totals(&self) -> Result<Vec<usage::UsageRow>, Error>;
 }
 
 /// Nanoseconds since the Unix epoch.

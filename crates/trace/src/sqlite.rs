@@ -43,7 +43,7 @@ fn session_col(a: &Attribution) -> &str {
 }
 
 /// The size a span or log counts for in the size limit: its stored text plus row overhead.
-fn span_bytes(s: &Span) -> i64 {
+pub(crate) fn span_bytes(s: &Span) -> i64 {
     let text = s.name.len()
         + s.attributes.to_string().len()
         + s.resource.to_string().len()
@@ -53,7 +53,7 @@ fn span_bytes(s: &Span) -> i64 {
     i64::try_from(text).unwrap_or(i64::MAX).saturating_add(160)
 }
 
-fn log_bytes(l: &LogRecord) -> i64 {
+pub(crate) fn log_bytes(l: &LogRecord) -> i64 {
     let text = l.body.to_string().len()
         + l.attributes.to_string().len()
         + l.resource.to_string().len()

@@ -166,7 +166,7 @@ fn rowid_page(q: &mut QueryBuilder<'_, Sqlite>, sel: &Select, time_col: &str) {
 impl LogStore for SqliteTraceStore {
     async fn spans_page(&self, sel: &Select) -> Result<Vec<(Key, Span)>, Error> {
         let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT rowid, {SPAN_COLS} FROM spans WHERE 1 = 1"
+            "SELECT rowid AS rowid, {SPAN_COLS} FROM spans WHERE 1 = 1"
         ));
         if let Some(r) = &sel.runtime_id {
             q.push(" AND runtime_id = ").push_bind(r.clone());
@@ -188,7 +188,7 @@ impl LogStore for SqliteTraceStore {
         sel: &Select,
     ) -> Result<Vec<(Key, LogRecord)>, Error> {
         let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT rowid, {LOG_COLS} FROM logs WHERE runtime_id = "
+            "SELECT rowid AS rowid, {LOG_COLS} FROM logs WHERE runtime_id = "
         ));
         q.push_bind(runtime_id.to_owned())
             .push(" AND endpoint = ")

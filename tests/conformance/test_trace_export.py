@@ -176,7 +176,8 @@ def test_spans_reach_the_collector_once_with_berths_attribution(
     server, receiver, otel, invoked
 ):
     tid, session = invoked["traceId"], invoked["session"]
-    names = {"InvokeAgentRuntime", "work", "chat"}
+    # Berth's span, its steps (the call opened the session), and the agent's two.
+    names = {"InvokeAgentRuntime", "Route", "StartSession", "work", "chat"}
 
     def of_trace():
         return [(res, s) for res, s in accepted_spans(receiver) if s.trace_id.hex() == tid]
@@ -211,6 +212,9 @@ def test_spans_reach_the_collector_once_with_berths_attribution(
     _, berths = by_name["InvokeAgentRuntime"]
     assert by_name["work"][1].parent_span_id == berths.span_id
     assert berths.kind == 2  # SPAN_KIND_SERVER
+    for step in ("Route", "StartSession"):
+        assert by_name[step][1].parent_span_id == berths.span_id
+        assert by_name[step][1].kind == 1  # SPAN_KIND_INTERNAL
 
     # Every request carried the configured headers and was gzipped protobuf.
     with receiver.lock:

@@ -932,6 +932,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Export requests arriving together share a transaction (and its fsync).
     let traces: Arc<dyn berth_trace::TraceStore> =
         Arc::new(berth_trace::GroupCommit::new(trace_store.clone()));
+    // Berth's own spans, batched already, go to the store directly from a thread of their own.
+    let spans = cfg
+        .invocation_spans
+        .then(|| berth_trace::SpanSink::start(trace_store.clone()))
+        .transpose()
+        .context("starting the span writer")?;
     // The CloudWatch Logs API reads the same database.
     let partition = control.partition();
     let logs = berth_trace::logs::Logs::new(trace_store, &partition.region, &partition.account_id);
@@ -957,8 +963,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         invoker: berth_runtime::invoker::Invoker::with_spans(
             Arc::new(control.clone()),
             sessions.clone(),
-            cfg.invocation_spans
-                .then(|| berth_trace::SpanSink::start(traces.clone())),
+            spans,
         ),
         artifacts,
         memory: memory.clone(),

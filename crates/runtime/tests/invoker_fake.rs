@@ -399,7 +399,7 @@ async fn berths_span_continues_the_callers_trace_and_parents_the_agents() {
     let (s, _record, _shutdown) = sessions(options(dir.path()));
     let control = FakeControl::new(3);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let sink = berth_trace::SpanSink::start(Arc::new(SpanTap(tx)));
+    let sink = berth_trace::SpanSink::start(Arc::new(SpanTap(tx))).unwrap();
     let invoker = Invoker::with_spans(control.clone(), s, Some(sink));
 
     let mut headers = HeaderMap::new();
@@ -476,7 +476,7 @@ async fn an_agent_that_cannot_start_leaves_an_error_span_with_its_step() {
     record.fail_start.store(true, Ordering::SeqCst);
     let control = FakeControl::new(7);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let sink = berth_trace::SpanSink::start(Arc::new(SpanTap(tx)));
+    let sink = berth_trace::SpanSink::start(Arc::new(SpanTap(tx))).unwrap();
     let invoker = Invoker::with_spans(control.clone(), s, Some(sink));
     let headers = HeaderMap::new();
     assert!(invoker.invoke(invocation(&headers, b"x")).await.is_err());

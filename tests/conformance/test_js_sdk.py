@@ -68,6 +68,7 @@ def printed_exports(server) -> dict:
         "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE": server.url,
         "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL": server.url,
         "AWS_ENDPOINT_URL_S3": server.url,
+        "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": server.url,
         "AWS_REGION": REGION,
         "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
     }

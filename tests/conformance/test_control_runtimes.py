@@ -23,6 +23,7 @@ from berth_harness import (
     expect_error,
     expect_validation,
     list_all,
+    poll,
     runtime_args,
     runtime_arn,
     unique_name,
@@ -443,6 +444,15 @@ def test_delete_one_version(control, artifact):
         control.update_agent_runtime(
             agentRuntimeId=runtime_id, **update_args(artifact, description=f"v{number}")
         )
+    # DEFAULT serves version 1 until a later one is READY, and a version an endpoint serves
+    # cannot be deleted (ConflictException): wait until DEFAULT has moved on.
+    wait_status(control, runtime_id, "3")
+    poll(
+        lambda: control.get_agent_runtime_endpoint(agentRuntimeId=runtime_id, endpointName="DEFAULT"),
+        lambda e: e.get("liveVersion") == "3",
+        timeout=STATE_TIMEOUT,
+        what="DEFAULT to serve version 3",
+    )
 
     deleted = control.delete_agent_runtime(agentRuntimeId=runtime_id, agentRuntimeVersion="1")
     assert_status(deleted, 202)

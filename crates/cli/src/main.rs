@@ -21,6 +21,7 @@ mod commands;
 mod datadir;
 mod edge_args;
 mod exec;
+mod experiment;
 mod keys;
 mod model;
 mod rollout;
@@ -144,6 +145,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Versions of an endpoint compared on their evaluation scores (mean, CI, Welch's p).
+    Experiment {
+        #[command(subcommand)]
+        cmd: experiment::ExperimentCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// An agent session's stdout and stderr.
     Logs {
         #[command(flatten)]
@@ -239,6 +247,7 @@ fn main() -> ExitCode {
             Command::Logs { logs, client } => agents::logs(logs, client).await,
             Command::Traces { cmd, client } => traces::traces(cmd, client).await,
             Command::Usage { usage, client } => usage::usage(usage, client).await,
+            Command::Experiment { cmd, client } => experiment::experiment(cmd, client).await,
         }
     });
     match result {

@@ -940,6 +940,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the span writer")?;
     // The CloudWatch Logs API reads the same database.
     let partition = control.partition();
+    // Evaluation scores live there too.
+    let scores: Arc<dyn berth_trace::scores::ScoreStore> = trace_store.clone();
     let logs = berth_trace::logs::Logs::new(trace_store, &partition.region, &partition.account_id);
     // Events written through PutLogEvents are kept as long as traces are.
     tokio::spawn(logs.clone().run_retention(
@@ -971,6 +973,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         traces,
         prices: Arc::new(cfg.model_prices.clone()),
         logs,
+        scores,
     };
     sandbox_api_state.send_replace(Some(state.clone()));
     if let Some(m) = &cfg.metrics_listen {

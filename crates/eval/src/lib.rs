@@ -7,4 +7,11 @@
 //! - `judge`: LLM-as-a-judge through a configured model provider.
 //! - `evaluate`: the `Evaluate` operation: an evaluator over a session, by level and target.
 //! - `stats`: means, confidence intervals, Welch's t-test (experiments, drift, rollout signals).
-//! - `scores`: scores as Berth keeps them, keyed by runtime, endpoint and version.
+//! - scores as Berth keeps them, keyed by runtime, endpoint and version, live in the trace store
+//!   (`berth_trace::scores`), beside the traces they judged.
+//! - `experiment`: an endpoint's versions compared on their scores in a window.
+//! - `drift`: whether a version's recent scores fell below its baseline (pure).
+
+pub mod drift;
+pub mod experiment;
+pub mod stats;

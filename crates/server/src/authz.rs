@@ -408,6 +408,7 @@ pub fn operations(
                 (Method::POST, ["rollouts"]) => "berth:StartRollout",
                 (Method::POST, ["rollouts", "current", _]) => "berth:ControlRollout",
                 (Method::GET, ["health"]) => "berth:GetEndpointHealth",
+                (Method::GET, ["experiment"]) => "berth:GetExperiment",
                 _ => return Classified::default(),
             };
             one(

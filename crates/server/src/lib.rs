@@ -12,6 +12,7 @@ mod control_api;
 mod data_api;
 mod edge;
 mod error;
+mod experiment_api;
 mod logs_api;
 mod memory_api;
 mod metrics;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub prices: Arc<berth_trace::usage::Prices>,
     /// The CloudWatch Logs API over the trace store.
     pub logs: berth_trace::logs::Logs,
+    /// Evaluation scores (in the trace database), read by experiments and Prometheus.
+    pub scores: Arc<dyn berth_trace::scores::ScoreStore>,
 }
 
 /// The router of one sandbox's own listener: the OTLP receiver for that sandbox, then the full
@@ -79,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .merge(native_api::routes())
         .merge(traces_api::routes())
         .merge(usage_api::routes())
+        .merge(experiment_api::routes())
         .merge(logs_api::routes())
         .merge(traffic_api::routes())
         .merge(access_api::routes())

@@ -198,13 +198,17 @@ pub(crate) fn render(totals: Vec<HealthRow>, more: Vec<Box<dyn Collector>>) -> S
 /// store (a failed read leaves its families out and is logged; the rest is still served) and
 /// the live sessions.
 async fn exposition(state: &AppState) -> Response {
-    let mut more: Vec<Box<dyn Collector>> = Vec::with_capacity(3);
+    let mut more: Vec<Box<dyn Collector>> = Vec::with_capacity(4);
     match state.traces.usage_totals().await {
         Ok(rows) => more.push(Box::new(crate::metrics_genai::GenAi {
             rows,
             prices: (*state.prices).clone(),
         })),
         Err(e) => tracing::warn!(error = %e, "reading genai usage for metrics"),
+    }
+    match state.scores.score_totals().await {
+        Ok(rows) => more.push(Box::new(crate::metrics_genai::EvalScores(rows))),
+        Err(e) => tracing::warn!(error = %e, "reading evaluation score totals for metrics"),
     }
     more.push(Box::new(crate::metrics_genai::ActiveSessions::of(
         &state.sessions.list(None),

@@ -11,6 +11,10 @@
 //!   ActiveSessionCount
 //! - `berth_throttles_total{runtime_id,endpoint,version}`, `berth_user_errors_total{...}`:
 //!   AgentCore's Throttles and UserErrors (in memory since the process started)
+//! - `berth_eval_scores_total{runtime_id,endpoint,version,evaluator}`,
+//!   `berth_eval_score_sum_total{...}` (the sum of those scores' values: sum / count is the
+//!   mean), `berth_eval_score_errors_total{...}`: evaluation scores, read from the trace store's
+//!   running totals (`berth_trace::scores`) at scrape time
 
 use berth_trace::usage::{Prices, UsageRow};
 use prometheus_client::collector::Collector;
@@ -274,5 +278,50 @@ mod tests {
         // An unpriced model has no cost series (unknown is not 0).
         assert!(!text.contains("model=\"\"} 0\nberth_genai_cost"));
         assert_eq!(text.matches("berth_genai_cost_usd_total{").count(), 1);
+    }
+}
+
+/// Evaluation score totals per runtime, endpoint, version and evaluator.
+#[derive(Debug)]
+pub(crate) struct EvalScores(pub Vec<berth_trace::scores::ScoreTotal>);
+
+impl Collector for EvalScores {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let key = |t: &berth_trace::scores::ScoreTotal| {
+            [
+                ("runtime_id", escape(&t.runtime_id)),
+                ("endpoint", escape(&t.endpoint)),
+                ("version", t.version.to_string()),
+                ("evaluator", escape(&t.evaluator_id)),
+            ]
+        };
+        let mut family = encoder.encode_descriptor(
+            "berth_eval_scores",
+            "Evaluation scores with a value, per endpoint, version and evaluator.",
+            None,
+            MetricType::Counter,
+        )?;
+        for t in &self.0 {
+            ConstCounter::new(t.count).encode(family.encode_family(&key(t))?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "berth_eval_score_sum",
+            "The sum of those scores' values (divide by berth_eval_scores_total for the mean).",
+            None,
+            MetricType::Counter,
+        )?;
+        for t in &self.0 {
+            ConstCounter::new(t.sum).encode(family.encode_family(&key(t))?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "berth_eval_score_errors",
+            "Evaluation results that failed (an error instead of a score).",
+            None,
+            MetricType::Counter,
+        )?;
+        for t in &self.0 {
+            ConstCounter::new(t.errors).encode(family.encode_family(&key(t))?)?;
+        }
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@ pub mod export;
 mod group;
 pub mod logs;
 pub mod otlp;
+pub mod scores;
 mod sink;
 mod sqlite;
 pub mod usage;
@@ -172,6 +173,8 @@ pub struct Retention {
 pub struct Retained {
     pub traces_deleted: u64,
     pub logs_deleted: u64,
+    /// Evaluation scores whose session or trace ended before the age limit (`scores`).
+    pub scores_deleted: u64,
 }
 
 /// Where spans and log records are kept.
@@ -225,10 +228,11 @@ pub async fn run_retention(
             _ = tick.tick() => {}
         }
         match store.retain(policy, now_ns()).await {
-            Ok(r) if r.traces_deleted > 0 || r.logs_deleted > 0 => {
+            Ok(r) if r.traces_deleted > 0 || r.logs_deleted > 0 || r.scores_deleted > 0 => {
                 tracing::info!(
                     traces = r.traces_deleted,
                     logs = r.logs_deleted,
+                    scores = r.scores_deleted,
                     "trace retention"
                 );
             }

@@ -560,6 +560,13 @@ impl TraceStore for SqliteTraceStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // Scores go with the traces they judged, by the same age (the size limit counts only
+        // traces: a score row is small).
+        done.scores_deleted += sqlx::query("DELETE FROM eval_scores WHERE ended_ns < ?")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
 
         // By size: the oldest traces first, a batch at a time, until under the limit.

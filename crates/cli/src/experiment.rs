@@ -1,5 +1,6 @@
 //! `berth experiment show`: an endpoint's versions compared on their evaluation scores (the
-//! native API's `.../endpoints/{endpoint}/experiment`).
+//! native API's `.../endpoints/{endpoint}/experiment`), and `berth scores import`: scores
+//! produced outside Berth recorded for an endpoint (`.../endpoints/{endpoint}/scores`).
 
 use crate::ClientArgs;
 use crate::client::{Client, seg};
@@ -122,5 +123,57 @@ pub async fn experiment(cmd: ExperimentCmd, args: ClientArgs) -> anyhow::Result<
     }
     outln!("{t}");
     outln!("* p < 0.05 (Welch's t-test against the baseline)");
+    Ok(())
+}
+
+/// `berth scores ...`
+#[derive(Subcommand)]
+pub enum ScoresCmd {
+    /// Record scores produced outside Berth (a CI gate, an offline run) for an endpoint: a JSON
+    /// array of `{source, evaluatorId, version, sessionId, value?, label?, ...}` objects, or
+    /// `{"scores": [...]}`.
+    Import {
+        /// Runtime id or name.
+        runtime: String,
+        /// Endpoint name.
+        #[arg(long)]
+        endpoint: String,
+        /// The JSON file (`-` for stdin).
+        file: std::path::PathBuf,
+    },
+}
+
+/// `berth scores`.
+pub async fn scores(cmd: ScoresCmd, args: ClientArgs) -> anyhow::Result<()> {
+    let ScoresCmd::Import {
+        runtime,
+        endpoint,
+        file,
+    } = cmd;
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+    };
+    let doc: Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?;
+    let body = match doc {
+        Value::Array(a) => serde_json::json!({ "scores": a }),
+        other => other,
+    };
+    let c = Client::new(&args)?;
+    let id = c.runtime_id(&runtime).await?;
+    let path = format!(
+        "/berth/v1/runtimes/{}/endpoints/{}/scores",
+        seg(&id),
+        seg(&endpoint)
+    );
+    let v = c.call("POST", &path, Some(&body)).await?;
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        outln!("stored {} scores", v["stored"]);
+    }
     Ok(())
 }

@@ -152,6 +152,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Evaluation scores: import scores produced outside Berth for an endpoint.
+    Scores {
+        #[command(subcommand)]
+        cmd: experiment::ScoresCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// An agent session's stdout and stderr.
     Logs {
         #[command(flatten)]
@@ -248,6 +255,7 @@ fn main() -> ExitCode {
             Command::Traces { cmd, client } => traces::traces(cmd, client).await,
             Command::Usage { usage, client } => usage::usage(usage, client).await,
             Command::Experiment { cmd, client } => experiment::experiment(cmd, client).await,
+            Command::Scores { cmd, client } => experiment::scores(cmd, client).await,
         }
     });
     match result {

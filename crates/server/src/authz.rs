@@ -409,6 +409,7 @@ pub fn operations(
                 (Method::POST, ["rollouts", "current", _]) => "berth:ControlRollout",
                 (Method::GET, ["health"]) => "berth:GetEndpointHealth",
                 (Method::GET, ["experiment"]) => "berth:GetExperiment",
+                (Method::POST, ["scores"]) => "berth:PutScores",
                 _ => return Classified::default(),
             };
             one(

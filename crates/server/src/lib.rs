@@ -12,7 +12,6 @@ mod control_api;
 mod data_api;
 mod edge;
 mod error;
-mod experiment_api;
 mod logs_api;
 mod memory_api;
 mod metrics;
@@ -21,6 +20,7 @@ mod native_api;
 mod protocol_api;
 mod resource_policy_api;
 mod s3;
+mod scores_api;
 mod traces_api;
 mod traffic_api;
 mod usage_api;
@@ -82,7 +82,7 @@ pub fn router(state: AppState) -> Router {
         .merge(native_api::routes())
         .merge(traces_api::routes())
         .merge(usage_api::routes())
-        .merge(experiment_api::routes())
+        .merge(scores_api::routes())
         .merge(logs_api::routes())
         .merge(traffic_api::routes())
         .merge(access_api::routes())

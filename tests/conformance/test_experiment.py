@@ -8,7 +8,8 @@ and every statistic is compared with scipy's on the same values, computed here i
 n, mean, sample variance (`ddof=1`), the t-based 95% interval of the mean
 (`scipy.stats.t.interval`), the change against the baseline and Welch's t-test
 (`scipy.stats.ttest_ind(equal_var=False)`: statistic, df, two-sided p-value). Where scipy answers
-NaN (one value, no variance), Berth answers null.
+NaN (one value, no variance), Berth answers null. The same scores are counted in Prometheus and
+found as log records by boto3's StartQuery in the results group.
 """
 
 from __future__ import annotations
@@ -167,6 +168,37 @@ def test_experiment_statistics_equal_scipys_on_the_same_scores(berth, probe, tmp
         2: 1,
         3: 0,
     }
+
+    # Prometheus: count, sum and errors per endpoint, version and evaluator, from the totals.
+    text = native(berth, "GET", "/berth/v1/metrics").body.decode()
+    labels = f'runtime_id="{runtime}",endpoint="DEFAULT",version="2",evaluator="Test.helpfulness-{tag}"'
+    samples = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if labels in line
+    }
+    help2 = drawn["helpfulness"][2]
+    assert samples["berth_eval_scores_total"] == len(help2), samples
+    assert math.isclose(samples["berth_eval_score_sum_total"], float(np.sum(help2)), rel_tol=1e-9)
+    assert samples["berth_eval_score_errors_total"] == 1, samples
+
+    # Each score is a log record in its source's results group: boto3's StartQuery finds it.
+    logs = berth.client("logs")
+    now_s = int(time.time())
+    started = logs.start_query(
+        logGroupName=f"/aws/bedrock-agentcore/evaluations/results/gate/{tag}",
+        startTime=now_s - 600,
+        endTime=now_s + 600,
+        queryString='fields attributes.gen_ai.evaluation.name as name, '
+        "attributes.gen_ai.evaluation.score.value as value, attributes.berth.version as version "
+        '| filter attributes.session.id = "s-goal-2-0"',
+    )
+    got = logs.get_query_results(queryId=started["queryId"])
+    assert got["status"] == "Complete", got
+    found = [{f["field"]: f["value"] for f in row} for row in got["results"]]
+    assert len(found) == 1, found
+    assert found[0]["name"] == "goal" and found[0]["version"] == "2", found
+    assert float(found[0]["value"]) == float(drawn["goal"][2][0]), found
 
     # Without --baseline the endpoint's live version is the baseline.
     traffic = run_cli(berth, "traffic", "show", runtime, "--endpoint", "DEFAULT", "--json")

@@ -199,7 +199,10 @@ mod tests {
         assert_eq!(d.verdict, Verdict::InsufficientData);
         assert_eq!(d.recent.n, 3);
         let d = decide(&policy(None), &[], &[]);
-        assert_eq!((d.verdict, d.drop, d.p_value), (Verdict::InsufficientData, None, None));
+        assert_eq!(
+            (d.verdict, d.drop, d.p_value),
+            (Verdict::InsufficientData, None, None)
+        );
     }
 
     #[test]
@@ -224,7 +227,11 @@ mod tests {
             input_tokens: 0,
             output_tokens: 0,
         };
-        let p = points(&[s(Some(0.5), None), s(None, None), s(Some(0.1), Some("judge failed"))]);
+        let p = points(&[
+            s(Some(0.5), None),
+            s(None, None),
+            s(Some(0.1), Some("judge failed")),
+        ]);
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].value, 0.5);
     }

@@ -191,7 +191,10 @@ mod tests {
         let s = Summary::of(&[]);
         assert_eq!((s.n, s.mean, s.variance, s.ci95), (0, None, None, None));
         let s = Summary::of(&[0.7]);
-        assert_eq!((s.n, s.mean, s.variance, s.ci95), (1, Some(0.7), None, None));
+        assert_eq!(
+            (s.n, s.mean, s.variance, s.ci95),
+            (1, Some(0.7), None, None)
+        );
         assert!(welch(&s, &Summary::of(&[0.1, 0.2])).is_none());
     }
 

@@ -9,10 +9,10 @@ use crate::AppState;
 use crate::error::WireError;
 use crate::traces_api::{bad_query, store_error};
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::body::Bytes;
 use axum::routing::{get, post};
 use berth_api::ApiError;
 use berth_eval::experiment::{ExperimentQuery, run};
@@ -44,7 +44,9 @@ async fn experiment(
     let to = q.to.unwrap_or_else(berth_types::now_millis);
     let from = q.from.unwrap_or(to.saturating_sub(DAY_MS));
     if from >= to {
-        return Err(ApiError::field("from", format!("from ({from}) must be before to ({to})")).into());
+        return Err(
+            ApiError::field("from", format!("from ({from}) must be before to ({to})")).into(),
+        );
     }
     // The endpoint must exist (404 otherwise); its live version is the default baseline.
     let traffic = s.control.traffic(&rt, &ep).await?;
@@ -110,7 +112,10 @@ async fn put_scores(
     if req.scores.len() > MAX_SCORES {
         return Err(ApiError::field(
             "scores",
-            format!("at most {MAX_SCORES} scores per request, not {}", req.scores.len()),
+            format!(
+                "at most {MAX_SCORES} scores per request, not {}",
+                req.scores.len()
+            ),
         )
         .into());
     }
@@ -140,10 +145,7 @@ async fn put_scores(
             output_tokens: i.output_tokens,
         })
         .collect();
-    s.scores
-        .insert_scores(&scores)
-        .await
-        .map_err(store_error)?;
+    s.scores.insert_scores(&scores).await.map_err(store_error)?;
     Ok(axum::Json(serde_json::json!({ "stored": scores.len() })).into_response())
 }
 

@@ -234,8 +234,8 @@ mod tests {
         let a = Summary::of(&[1.0, 2.0, 3.0, 4.0]);
         let b = Summary::of(&[2.0, 4.0, 6.0]);
         let w = welch(&a, &b).unwrap();
-        let (ea, eb) = (5.0 / 3.0 / 4.0, 4.0 / 3.0);
-        assert!(close(w.t, (2.5 - 4.0) / (ea + eb as f64).sqrt(), 1e-12));
+        let (ea, eb): (f64, f64) = (5.0 / 3.0 / 4.0, 4.0 / 3.0);
+        assert!(close(w.t, (2.5 - 4.0) / (ea + eb).sqrt(), 1e-12));
         let df = (ea + eb).powi(2) / (ea * ea / 3.0 + eb * eb / 2.0);
         assert!(close(w.df, df, 1e-12));
         assert!(w.p_value > 0.0 && w.p_value < 1.0);

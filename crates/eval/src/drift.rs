@@ -69,7 +69,7 @@ pub fn points(scores: &[Score]) -> Vec<Point> {
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Verdict {
     /// The drop is beyond the threshold (and significant, when asked).
-    Drifted,
+    Drift,
     /// Enough values, and no drift.
     Stable,
     /// Fewer than `min_count` values in a window: nothing decided.
@@ -111,7 +111,7 @@ pub fn decide(policy: &DriftPolicy, baseline: &[Point], recent: &[Point]) -> Dri
             Some(alpha) => p_value.is_some_and(|p| p < alpha),
         };
         if dropped && significant {
-            Verdict::Drifted
+            Verdict::Drift
         } else {
             Verdict::Stable
         }
@@ -156,7 +156,7 @@ mod tests {
         let base = pts(&[0.9, 0.85, 0.95, 0.9, 0.88]);
         let recent = pts(&[0.5, 0.55, 0.45, 0.6, 0.4]);
         let d = decide(&policy(Some(0.05)), &base, &recent);
-        assert_eq!(d.verdict, Verdict::Drifted);
+        assert_eq!(d.verdict, Verdict::Drift);
         assert!((d.drop.unwrap() - (0.896 - 0.5)).abs() < 1e-9);
         assert!(d.p_value.unwrap() < 0.001);
         let worst: Vec<_> = d.worst.iter().map(|p| p.trace_id.as_deref()).collect();
@@ -189,7 +189,7 @@ mod tests {
         );
         assert_eq!(
             decide(&policy(None), &base, &recent).verdict,
-            Verdict::Drifted
+            Verdict::Drift
         );
     }
 

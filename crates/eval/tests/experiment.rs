@@ -116,7 +116,7 @@ async fn the_window_endpoint_and_dimensions_decide_what_is_compared() {
         worst: 1,
     };
     let d = decide(&policy, &base, &recent);
-    assert_eq!(d.verdict, Verdict::Drifted);
+    assert_eq!(d.verdict, Verdict::Drift);
     assert_eq!(d.recent.n, 3);
     assert_eq!(d.worst[0].value, 0.5);
     assert_eq!(

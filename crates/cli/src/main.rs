@@ -20,6 +20,7 @@ mod client;
 mod commands;
 mod datadir;
 mod edge_args;
+mod eval;
 mod exec;
 mod keys;
 mod model;
@@ -144,6 +145,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// A quality gate for CI: run a dataset against one version, score it with evaluators, fail
+    /// below the thresholds.
+    Eval {
+        #[command(flatten)]
+        eval: eval::EvalArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// An agent session's stdout and stderr.
     Logs {
         #[command(flatten)]
@@ -239,6 +248,7 @@ fn main() -> ExitCode {
             Command::Logs { logs, client } => agents::logs(logs, client).await,
             Command::Traces { cmd, client } => traces::traces(cmd, client).await,
             Command::Usage { usage, client } => usage::usage(usage, client).await,
+            Command::Eval { eval, client } => eval::eval(eval, client).await,
         }
     });
     match result {

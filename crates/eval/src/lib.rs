@@ -8,3 +8,6 @@
 //! - `evaluate`: the `Evaluate` operation: an evaluator over a session, by level and target.
 //! - `stats`: means, confidence intervals, Welch's t-test (experiments, drift, rollout signals).
 //! - `scores`: scores as Berth keeps them, keyed by runtime, endpoint and version.
+//! - `signal`: evaluation scores as a rollout signal.
+
+pub mod signal;

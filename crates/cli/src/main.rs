@@ -20,6 +20,7 @@ mod client;
 mod commands;
 mod datadir;
 mod edge_args;
+mod eval;
 mod exec;
 mod experiment;
 mod keys;
@@ -159,6 +160,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// A quality gate for CI: run a dataset against one version, score it with evaluators, fail
+    /// below the thresholds.
+    Eval {
+        #[command(flatten)]
+        eval: eval::EvalArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// An agent session's stdout and stderr.
     Logs {
         #[command(flatten)]
@@ -256,6 +265,7 @@ fn main() -> ExitCode {
             Command::Usage { usage, client } => usage::usage(usage, client).await,
             Command::Experiment { cmd, client } => experiment::experiment(cmd, client).await,
             Command::Scores { cmd, client } => experiment::scores(cmd, client).await,
+            Command::Eval { eval, client } => eval::eval(eval, client).await,
         }
     });
     match result {

@@ -115,6 +115,14 @@ pub enum RolloutCmd {
         /// Drain deadline of the version leaving at the end [default: the server's].
         #[arg(long)]
         drain_seconds: Option<u64>,
+        /// An evaluation gate, repeatable: `EVALUATOR>=THRESHOLD`, the canary's mean score of that
+        /// evaluator (scored by an online evaluation config) must stay at least the threshold
+        /// (`Builtin.Correctness>=0.7`, `Builtin.Helpfulness>=stable-0.1`).
+        #[arg(long = "eval", value_name = "EVALUATOR>=THRESHOLD")]
+        evals: Vec<String>,
+        /// Scored sessions each version needs before an evaluation gate decides [default: 10].
+        #[arg(long)]
+        min_scored: Option<u64>,
     },
     /// The current (or last) rollout, its last analysis and recent history.
     Status {
@@ -479,6 +487,20 @@ fn print_rollout(status: &Value) {
     }
 }
 
+/// `EVALUATOR>=THRESHOLD` as the native API's evaluation gate.
+fn eval_gate(s: &str, min_scored: Option<u64>) -> anyhow::Result<Value> {
+    let (evaluator, threshold) = s
+        .split_once(">=")
+        .map(|(e, t)| (e.trim(), t.trim()))
+        .filter(|(e, t)| !e.is_empty() && !t.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("--eval {s:?}: write EVALUATOR>=THRESHOLD"))?;
+    let mut gate = json!({ "evaluatorId": evaluator, "minScore": threshold });
+    if let Some(n) = min_scored {
+        gate["minScored"] = n.into();
+    }
+    Ok(gate)
+}
+
 /// `berth rollout`.
 pub async fn rollout(cmd: RolloutCmd, args: ClientArgs) -> anyhow::Result<()> {
     let c = Client::new(&args)?;
@@ -492,10 +514,19 @@ pub async fn rollout(cmd: RolloutCmd, args: ClientArgs) -> anyhow::Result<()> {
             max_p99_ms,
             min_invocations,
             drain_seconds,
+            evals,
+            min_scored,
         } => {
             let mut body = json!({ "toVersion": to_version });
             if !steps.is_empty() {
                 body["steps"] = json!(steps);
+            }
+            if !evals.is_empty() {
+                body["evaluations"] = evals
+                    .iter()
+                    .map(|e| eval_gate(e, min_scored))
+                    .collect::<anyhow::Result<Vec<_>>>()?
+                    .into();
             }
             let fields = [
                 ("intervalSeconds", interval.map(Value::from)),

@@ -68,19 +68,22 @@ impl RolloutState {
 }
 
 /// A limit on a canary measure: absolute, or relative to the stable version over the same
-/// window. Written `0.05`, `stable+0.02` or `stable*1.5`.
+/// window. Written `0.05`, `stable+0.02`, `stable-0.1` or `stable*1.5`. Whether it is an upper
+/// bound (error rate, latency) or a lower one (an evaluation score) is the signal's business.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Threshold {
     /// The canary's value must not exceed this.
     Absolute(f64),
     /// ... must not exceed the stable version's value plus this.
     StablePlus(f64),
+    /// ... the stable version's value minus this.
+    StableMinus(f64),
     /// ... must not exceed the stable version's value times this.
     StableTimes(f64),
 }
 
 impl Threshold {
-    /// Parses `0.05`, `stable+0.02` or `stable*1.5`.
+    /// Parses `0.05`, `stable+0.02`, `stable-0.1` or `stable*1.5`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         let num = |t: &str| {
@@ -89,7 +92,9 @@ impl Threshold {
                 .ok()
                 .filter(|x| x.is_finite() && *x >= 0.0)
                 .ok_or_else(|| {
-                    format!("{s:?} is not a threshold: use a number, stable+N or stable*N")
+                    format!(
+                        "{s:?} is not a threshold: use a number, stable+N, stable-N or stable*N"
+                    )
                 })
         };
         if let Some(rest) = s.strip_prefix("stable") {
@@ -97,11 +102,14 @@ impl Threshold {
             if let Some(d) = rest.strip_prefix('+') {
                 return Ok(Self::StablePlus(num(d)?));
             }
+            if let Some(d) = rest.strip_prefix('-') {
+                return Ok(Self::StableMinus(num(d)?));
+            }
             if let Some(f) = rest.strip_prefix('*') {
                 return Ok(Self::StableTimes(num(f)?));
             }
             return Err(format!(
-                "{s:?} is not a threshold: use a number, stable+N or stable*N"
+                "{s:?} is not a threshold: use a number, stable+N, stable-N or stable*N"
             ));
         }
         Ok(Self::Absolute(num(s)?))
@@ -113,6 +121,7 @@ impl Threshold {
         match self {
             Self::Absolute(x) => Some(x),
             Self::StablePlus(d) => stable.map(|s| s + d),
+            Self::StableMinus(d) => stable.map(|s| s - d),
             Self::StableTimes(f) => stable.map(|s| s * f),
         }
     }
@@ -128,6 +137,7 @@ impl fmt::Display for Threshold {
         match self {
             Self::Absolute(x) => write!(f, "{x}"),
             Self::StablePlus(d) => write!(f, "stable+{d}"),
+            Self::StableMinus(d) => write!(f, "stable-{d}"),
             Self::StableTimes(x) => write!(f, "stable*{x}"),
         }
     }
@@ -173,6 +183,27 @@ pub struct RolloutSpec {
     pub max_p99_ms: Option<Threshold>,
     /// Drain deadline of the version leaving when the rollout ends (default: the server's).
     pub drain_seconds: Option<u64>,
+    /// Evaluation scores the canary must keep (judged by the evaluation signal, which reads the
+    /// scores online evaluation stores; absent: quality is not judged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluations: Vec<EvaluationGate>,
+}
+
+/// One evaluator's lower bound on the canary's mean score over a step's window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EvaluationGate {
+    /// `Builtin.Correctness`, `name-XXXXXXXXXX`.
+    pub evaluator_id: String,
+    /// The canary's mean score must be at least this (`0.7`, `stable-0.1`, `stable*0.9`).
+    pub min_score: Threshold,
+    /// Scored sessions (or traces) each side needs before the gate may decide.
+    #[serde(default = "default_min_scored")]
+    pub min_scored: u64,
+}
+
+fn default_min_scored() -> u64 {
+    10
 }
 
 /// Default steps: 5, 25, 50, 100 percent.
@@ -189,6 +220,7 @@ impl RolloutSpec {
             "maxErrorRate": "0.05",
             "maxP99Ms": null,
             "drainSeconds": null,
+            "evaluations": [],
         });
         for key in [
             "steps",
@@ -197,6 +229,7 @@ impl RolloutSpec {
             "maxErrorRate",
             "maxP99Ms",
             "drainSeconds",
+            "evaluations",
         ] {
             if let Some(v) = input.get(key) {
                 spec[key] = v.clone();
@@ -227,6 +260,26 @@ impl RolloutSpec {
                 "the interval must be at least 1 second",
             ));
         }
+        if self.evaluations.len() > 10 {
+            return Err(ApiError::field(
+                "evaluations",
+                "a rollout judges at most 10 evaluators",
+            ));
+        }
+        for g in &self.evaluations {
+            if g.evaluator_id.is_empty() || g.evaluator_id.len() > 128 {
+                return Err(ApiError::field(
+                    "evaluations",
+                    "each gate names an evaluator id (1 to 128 characters)",
+                ));
+            }
+            if g.min_scored == 0 {
+                return Err(ApiError::field(
+                    "evaluations",
+                    "minScored must be at least 1",
+                ));
+            }
+        }
         if let Some(Threshold::Absolute(x)) = self.max_error_rate
             && x > 1.0
         {
@@ -254,6 +307,9 @@ pub struct Window {
     pub from: EpochMillis,
     /// End of the window, epoch ms.
     pub to: EpochMillis,
+    /// When the rollout started less one interval, epoch ms: the widest window, which signals
+    /// whose evidence accumulates slowly (evaluation scores) judge over.
+    pub since: EpochMillis,
     /// The canary's health over the window.
     pub canary: Summary,
     /// The stable version's health over the window (widened to the whole rollout when the
@@ -930,10 +986,11 @@ impl Control {
             .map_err(internal)?;
         let canary = Summary::of(rows.iter().filter(|h| h.version == r.to_version));
         let mut stable = Summary::of(rows.iter().filter(|h| h.version == r.from_version));
+        let since = r.created_at.saturating_sub(interval_ms);
         if stable.invocations < spec.min_invocations {
             // At high canary weights the stable version gets little new traffic in one step;
             // compare against it over the whole rollout and one interval before it.
-            let wide = health.bucket_of(r.created_at.saturating_sub(interval_ms));
+            let wide = health.bucket_of(since);
             let rows = store
                 .health(&r.runtime_id, &r.endpoint, wide, now.saturating_add(1))
                 .await
@@ -947,6 +1004,7 @@ impl Control {
             canary_version: r.to_version,
             from,
             to: now,
+            since,
             canary,
             stable,
             spec: spec.clone(),
@@ -1101,6 +1159,7 @@ mod tests {
             canary_version: 2,
             from: 0,
             to: 1,
+            since: 0,
             canary: sum(canary),
             stable: sum(stable),
             spec,

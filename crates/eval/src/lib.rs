@@ -11,7 +11,9 @@
 //!   (`berth_trace::scores`), beside the traces they judged.
 //! - `experiment`: an endpoint's versions compared on their scores in a window.
 //! - `drift`: whether a version's recent scores fell below its baseline (pure).
+//! - `signal`: evaluation scores as a rollout signal.
 
 pub mod drift;
 pub mod experiment;
+pub mod signal;
 pub mod stats;

@@ -283,10 +283,35 @@ async fn session_spans(
     Ok(axum::Json(json!({ "sessionId": session, "spans": spans })).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocumentsQuery {
+    runtime: String,
+}
+
+/// `GET /berth/v1/traces/sessions/{sessionId}/documents?runtime=R`: the session's spans and log
+/// records as the documents `Evaluate` takes (`{"sessionSpans": [...]}`): what `berth eval`
+/// sends, and what online evaluation scores.
+async fn session_documents(
+    State(s): State<AppState>,
+    Path(session): Path<String>,
+    q: Result<Query<DocumentsQuery>, QueryRejection>,
+) -> Result<Response, WireError> {
+    let Query(q) = q.map_err(bad_query)?;
+    let docs = berth_trace::online::session_documents(&*s.traces, &q.runtime, &session)
+        .await
+        .map_err(store_error)?;
+    Ok(axum::Json(json!({ "sessionSpans": docs })).into_response())
+}
+
 /// The native trace routes.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/berth/v1/traces", get(list))
         .route("/berth/v1/traces/{trace}", get(get_trace))
         .route("/berth/v1/traces/sessions/{session}", get(session_spans))
+        .route(
+            "/berth/v1/traces/sessions/{session}/documents",
+            get(session_documents),
+        )
 }

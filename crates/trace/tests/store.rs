@@ -404,3 +404,71 @@ async fn a_large_batch_counts_each_new_span_once() {
         1 + 1_200
     );
 }
+
+#[tokio::test]
+async fn finished_sessions_page_by_end_time_and_cursors_persist() {
+    use berth_trace::online::{OnlineCursor, session_documents};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let (a, b, c) = (
+        who("rt-a", "s-1", None),
+        who("rt-a", "s-2", None),
+        who("rt-a", "s-3", None),
+    );
+    let other = who("rt-b", "s-9", None);
+    // s-1 ends at 200 (two traces), s-2 at 150, s-3 at 900 (still active at the cutoff).
+    store
+        .insert(
+            &[
+                span(1, 1, None, 100, 120, &a),
+                span(2, 2, None, 180, 200, &a),
+                span(3, 3, None, 140, 150, &b),
+                span(4, 4, None, 800, 900, &c),
+                span(5, 5, None, 100, 110, &other),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    let start = OnlineCursor::default();
+    let found = store
+        .finished_sessions("rt-a", "DEFAULT", &start, 500, 10)
+        .await
+        .unwrap();
+    let ids: Vec<(&str, i64, u32)> = found
+        .iter()
+        .map(|f| (f.session_id.as_str(), f.ended_ns, f.traces))
+        .collect();
+    assert_eq!(ids, [("s-2", 150, 1), ("s-1", 200, 2)]);
+    // Paging: after s-2, only s-1; a limit of one takes the oldest.
+    let after = OnlineCursor {
+        ended_ns: 150,
+        runtime_id: "rt-a".into(),
+        session_id: "s-2".into(),
+    };
+    let next = store
+        .finished_sessions("rt-a", "DEFAULT", &after, 500, 10)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].session_id, "s-1");
+    let one = store
+        .finished_sessions("rt-a", "DEFAULT", &start, 500, 1)
+        .await
+        .unwrap();
+    assert_eq!(one[0].session_id, "s-2");
+
+    assert_eq!(store.online_cursor("cfg").await.unwrap(), None);
+    store.set_online_cursor("cfg", &after).await.unwrap();
+    drop(store);
+    let store = open(&dir).await;
+    assert_eq!(store.online_cursor("cfg").await.unwrap(), Some(after));
+    store.forget_online_cursor("cfg").await.unwrap();
+    assert_eq!(store.online_cursor("cfg").await.unwrap(), None);
+
+    // The session's documents: what Evaluate takes, in end-time order.
+    let docs = session_documents(&store, "rt-a", "s-1").await.unwrap();
+    let names: Vec<&str> = docs.iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["span-1", "span-2"]);
+    assert_eq!(docs[0]["attributes"]["session.id"], "s-1");
+}

@@ -1,0 +1,267 @@
+//! Quality as a rollout signal: the canary's mean evaluation score, per evaluator the rollout
+//! names, against an absolute floor or the stable version's mean over the same window.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use berth_control::rollout::{EvaluationGate, Signal, Verdict, Window};
+
+/// One stored score as the signal sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScorePoint {
+    pub value: f64,
+    pub session_id: String,
+    pub trace_id: Option<String>,
+}
+
+/// Where the signal reads scores.
+#[async_trait]
+pub trait ScoreSource: Send + Sync + 'static {
+    /// The scored values (errored scores left out) of `evaluator_id` for sessions of `version`
+    /// on `runtime_id`'s `endpoint` that ended in `[from_ns, to_ns)`.
+    async fn points(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        version: u32,
+        evaluator_id: &str,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<Vec<ScorePoint>, String>;
+}
+
+/// The `evaluation` signal.
+pub struct EvaluationSignal {
+    scores: Arc<dyn ScoreSource>,
+}
+
+impl EvaluationSignal {
+    pub fn new(scores: Arc<dyn ScoreSource>) -> Self {
+        Self { scores }
+    }
+
+    async fn gate(&self, w: &Window, g: &EvaluationGate) -> Verdict {
+        let (from, to) = (ms_to_ns(w.since), ms_to_ns(w.to).saturating_add(1));
+        let read = |version| {
+            self.scores.points(
+                &w.runtime_id,
+                &w.endpoint,
+                version,
+                &g.evaluator_id,
+                from,
+                to,
+            )
+        };
+        let canary = match read(w.canary_version).await {
+            Ok(p) => p,
+            Err(e) => return Verdict::Inconclusive(format!("scores unreadable: {e}")),
+        };
+        if (canary.len() as u64) < g.min_scored {
+            return Verdict::Inconclusive(format!(
+                "{}: canary version {} has {} of {} scored sessions needed",
+                g.evaluator_id,
+                w.canary_version,
+                canary.len(),
+                g.min_scored
+            ));
+        }
+        let stable = if g.min_score.is_relative() {
+            let stable = match read(w.stable_version).await {
+                Ok(p) => p,
+                Err(e) => return Verdict::Inconclusive(format!("scores unreadable: {e}")),
+            };
+            if (stable.len() as u64) < g.min_scored {
+                return Verdict::Inconclusive(format!(
+                    "{}: stable version {} has {} of {} scored sessions needed to compare",
+                    g.evaluator_id,
+                    w.stable_version,
+                    stable.len(),
+                    g.min_scored
+                ));
+            }
+            Some(mean(&stable))
+        } else {
+            None
+        };
+        let Some(floor) = g.min_score.limit(stable) else {
+            return Verdict::Inconclusive(format!("{}: no stable mean", g.evaluator_id));
+        };
+        let m = mean(&canary);
+        if m + 1e-12 < floor {
+            Verdict::Breach(format!(
+                "{}: mean score {m:.3} over {} scored sessions of version {} is below {floor:.3} \
+                 ({}); lowest-scored traces: {}",
+                g.evaluator_id,
+                canary.len(),
+                w.canary_version,
+                g.min_score,
+                evidence(&canary).join(", ")
+            ))
+        } else {
+            Verdict::Pass
+        }
+    }
+}
+
+#[async_trait]
+impl Signal for EvaluationSignal {
+    fn name(&self) -> &str {
+        "evaluation"
+    }
+
+    async fn judge(&self, w: &Window) -> Verdict {
+        let mut held = None;
+        for g in &w.spec.evaluations {
+            match self.gate(w, g).await {
+                Verdict::Pass => {}
+                b @ Verdict::Breach(_) => return b,
+                i @ Verdict::Inconclusive(_) => {
+                    held.get_or_insert(i);
+                }
+            }
+        }
+        held.unwrap_or(Verdict::Pass)
+    }
+}
+
+fn ms_to_ns(ms: i64) -> i64 {
+    ms.saturating_mul(1_000_000)
+}
+
+fn mean(p: &[ScorePoint]) -> f64 {
+    p.iter().map(|p| p.value).sum::<f64>() / p.len().max(1) as f64
+}
+
+/// The trace ids (else session ids) of the five lowest scores.
+fn evidence(p: &[ScorePoint]) -> Vec<String> {
+    let mut low: Vec<&ScorePoint> = p.iter().collect();
+    low.sort_by(|a, b| a.value.total_cmp(&b.value));
+    let mut out: Vec<String> = Vec::new();
+    for s in low {
+        let id = s.trace_id.clone().unwrap_or_else(|| s.session_id.clone());
+        if !out.contains(&id) {
+            out.push(id);
+        }
+        if out.len() == 5 {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_control::rollout::RolloutSpec;
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    /// Scores by version.
+    struct Fixed(HashMap<u32, Vec<f64>>);
+
+    #[async_trait]
+    impl ScoreSource for Fixed {
+        async fn points(
+            &self,
+            _: &str,
+            _: &str,
+            version: u32,
+            _: &str,
+            _: i64,
+            _: i64,
+        ) -> Result<Vec<ScorePoint>, String> {
+            Ok(self
+                .0
+                .get(&version)
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, v)| ScorePoint {
+                    value: *v,
+                    session_id: format!("s{version}-{i}"),
+                    trace_id: Some(format!("t{version}-{i}")),
+                })
+                .collect())
+        }
+    }
+
+    fn window(gates: serde_json::Value) -> Window {
+        Window {
+            runtime_id: "rt".into(),
+            endpoint: "prod".into(),
+            stable_version: 1,
+            canary_version: 2,
+            from: 0,
+            to: 1,
+            since: 0,
+            canary: Default::default(),
+            stable: Default::default(),
+            spec: RolloutSpec::from_input(&json!({ "evaluations": gates })).unwrap(),
+        }
+    }
+
+    fn signal(stable: &[f64], canary: &[f64]) -> EvaluationSignal {
+        EvaluationSignal::new(Arc::new(Fixed(HashMap::from([
+            (1, stable.to_vec()),
+            (2, canary.to_vec()),
+        ]))))
+    }
+
+    #[tokio::test]
+    async fn an_absolute_floor_holds_until_enough_scores_then_passes_or_breaches_with_evidence() {
+        let w = window(
+            json!([{"evaluatorId": "Builtin.Correctness", "minScore": "0.7", "minScored": 3}]),
+        );
+        let v = signal(&[], &[1.0, 1.0]).judge(&w).await;
+        assert!(
+            matches!(&v, Verdict::Inconclusive(r) if r.contains("2 of 3")),
+            "{v:?}"
+        );
+        assert_eq!(signal(&[], &[1.0, 0.5, 1.0]).judge(&w).await, Verdict::Pass);
+        let v = signal(&[], &[0.0, 0.5, 1.0, 0.25]).judge(&w).await;
+        let Verdict::Breach(r) = v else {
+            panic!("{v:?}")
+        };
+        assert!(
+            r.starts_with("Builtin.Correctness: mean score 0.438"),
+            "{r}"
+        );
+        assert!(
+            r.ends_with("lowest-scored traces: t2-0, t2-3, t2-1, t2-2"),
+            "{r}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_relative_floor_compares_with_the_stable_version() {
+        let w = window(json!([{"evaluatorId": "X", "minScore": "stable-0.1", "minScored": 2}]));
+        let v = signal(&[0.9], &[0.9, 0.9]).judge(&w).await;
+        assert!(
+            matches!(&v, Verdict::Inconclusive(r) if r.contains("stable version 1")),
+            "{v:?}"
+        );
+        assert_eq!(
+            signal(&[0.9, 0.9], &[0.85, 0.8]).judge(&w).await,
+            Verdict::Pass
+        );
+        assert!(matches!(
+            signal(&[0.9, 0.9], &[0.7, 0.8]).judge(&w).await,
+            Verdict::Breach(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn no_gates_pass_and_a_breach_wins_over_a_hold() {
+        assert_eq!(
+            signal(&[], &[]).judge(&window(json!([]))).await,
+            Verdict::Pass
+        );
+        let w = window(json!([
+            {"evaluatorId": "A", "minScore": "0.5", "minScored": 5},
+            {"evaluatorId": "B", "minScore": "0.5", "minScored": 1},
+        ]));
+        assert!(
+            matches!(signal(&[], &[0.1]).judge(&w).await, Verdict::Breach(r) if r.starts_with("B:"))
+        );
+    }
+}

@@ -22,7 +22,7 @@ import uuid
 import numpy as np
 import pytest
 import scipy.stats
-from berth_harness import native, run_cli
+from berth_harness import access_key_allowing, native, raw_request, run_cli
 
 pytestmark = pytest.mark.build
 
@@ -236,3 +236,20 @@ def test_experiment_refuses_a_backwards_window_an_unknown_endpoint_and_bad_score
     ):
         resp = native(berth, "POST", f"{base}/DEFAULT/scores", body=json.dumps(body).encode())
         assert resp.status == 400 and resp.error_type == "ValidationException", (body, resp)
+
+
+def test_experiment_and_scores_are_authorised_as_their_own_actions(berth, probe):
+    base = f"/berth/v1/runtimes/{probe['agentRuntimeId']}/endpoints/DEFAULT"
+    for action, status in (("berth:GetUsage", 403), ("berth:GetExperiment", 200)):
+        key, secret = access_key_allowing(berth, action)
+        resp = raw_request(
+            berth.url, "GET", f"{base}/experiment", access_key=key, secret_key=secret
+        )
+        assert resp.status == status, (action, resp)
+    body = json.dumps({"scores": []}).encode()
+    for action, status in (("berth:GetExperiment", 403), ("berth:PutScores", 200)):
+        key, secret = access_key_allowing(berth, action)
+        resp = raw_request(
+            berth.url, "POST", f"{base}/scores", body=body, access_key=key, secret_key=secret
+        )
+        assert resp.status == status, (action, resp)

@@ -11,7 +11,9 @@ usage numbers, so a test knows exactly what the spans must add up to:
 - tool call: 100 input tokens, 20 output tokens, 40 cache-read tokens
 - answer: 150 input tokens, 10 output tokens, 0 cache tokens
 
-Payload: ``{"prompt": "..."}``; answers ``{"answer": "..."}``.
+Payload: ``{"prompt": "..."}``; answers ``{"answer": "..."}``. With ``SCRIPTED_FAILS=1`` in its
+environment the model gives up instead of reading the tool's result ("I could not compute
+that."): a version that answers quickly, without errors, and wrongly (the evaluation tests).
 """
 
 import json
@@ -68,8 +70,9 @@ class ScriptedModel(Model):
             usage = {"inputTokens": 100, "outputTokens": 20, "totalTokens": 120, "cacheReadInputTokens": 40}
         else:
             text = " ".join(c.get("text", json.dumps(c.get("json"))) for c in results[0]["content"])
+            answer = "I could not compute that." if os.environ.get("SCRIPTED_FAILS") == "1" else f"the tool said {text}"
             yield {"contentBlockStart": {"start": {}}}
-            yield {"contentBlockDelta": {"delta": {"text": f"the tool said {text}"}}}
+            yield {"contentBlockDelta": {"delta": {"text": answer}}}
             yield {"contentBlockStop": {}}
             yield {"messageStop": {"stopReason": "end_turn"}}
             usage = {"inputTokens": 150, "outputTokens": 10, "totalTokens": 160}

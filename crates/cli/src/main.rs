@@ -20,6 +20,7 @@ mod client;
 mod commands;
 mod datadir;
 mod edge_args;
+mod eval_args;
 mod eval;
 mod exec;
 mod experiment;

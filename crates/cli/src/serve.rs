@@ -213,6 +213,10 @@ pub struct ServeArgs {
     /// Connection and body limits of the HTTP edge.
     #[command(flatten)]
     pub edge: crate::edge_args::EdgeArgs,
+    /// Online evaluation and drift alerts (`[evaluation]` in the config file).
+    #[command(flatten)]
+    #[serde(rename = "evaluation")]
+    pub eval_loop: crate::eval_args::EvalLoopArgs,
 }
 
 /// Resolved configuration of a server.
@@ -269,6 +273,10 @@ pub struct Config {
     pub trace_retention_every: std::time::Duration,
     /// OTLP export to an external collector, if configured.
     pub trace_export: Option<berth_trace::export::ExportOptions>,
+    /// Online evaluation.
+    pub online: berth_eval::online::OnlineOptions,
+    /// Drift alerts.
+    pub drift: berth_eval::alerts::DriftOptions,
 }
 
 /// Memory settings and the `berth serve` flag that sets each (the API keys are set through the
@@ -430,6 +438,7 @@ impl ServeArgs {
                         self.model_prices
                     },
                     edge: self.edge.over(file.edge),
+                    eval_loop: self.eval_loop.over(file.eval_loop),
                 }
             };
         }
@@ -582,6 +591,7 @@ impl ServeArgs {
         }
         let shutdown_drain =
             std::time::Duration::from_secs(self.shutdown_drain_seconds.unwrap_or(30));
+        let (online, drift) = self.eval_loop.resolve()?;
         Ok(Config {
             listen: self.listen.unwrap_or_else(|| "127.0.0.1:8750".into()),
             data_dir,
@@ -611,6 +621,8 @@ impl ServeArgs {
             quotas,
             parent_limits,
             edge: self.edge.resolve()?,
+            online,
+            drift,
             trace_retention: berth_trace::Retention {
                 max_age_ns: retention_ns(self.trace_retention_hours.unwrap_or(168.0))?,
                 max_bytes: positive("trace_max_mib", self.trace_max_mib.unwrap_or(1024))?

@@ -5,20 +5,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use berth_control::rollout::{EvaluationGate, Signal, Verdict, Window};
+use berth_trace::scores::{ScoreFilter, ScoreStore};
 
-/// One stored score as the signal sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScorePoint {
-    pub value: f64,
-    pub session_id: String,
-    pub trace_id: Option<String>,
-}
+use crate::drift::{Point, points};
 
-/// Where the signal reads scores.
+/// Where the signal reads points: the scored values (errored ones left out) of `evaluator_id`
+/// for sessions of `version` on `runtime_id`'s `endpoint` that ended in `[from_ns, to_ns)`.
+/// Implemented for every [`ScoreStore`]; tests give fixed points.
 #[async_trait]
 pub trait ScoreSource: Send + Sync + 'static {
-    /// The scored values (errored scores left out) of `evaluator_id` for sessions of `version`
-    /// on `runtime_id`'s `endpoint` that ended in `[from_ns, to_ns)`.
     async fn points(
         &self,
         runtime_id: &str,
@@ -27,7 +22,34 @@ pub trait ScoreSource: Send + Sync + 'static {
         evaluator_id: &str,
         from_ns: i64,
         to_ns: i64,
-    ) -> Result<Vec<ScorePoint>, String>;
+    ) -> Result<Vec<Point>, String>;
+}
+
+#[async_trait]
+impl<S: ScoreStore + ?Sized> ScoreSource for S {
+    async fn points(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        version: u32,
+        evaluator_id: &str,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<Vec<Point>, String> {
+        let scores = self
+            .scores(&ScoreFilter {
+                runtime_id: runtime_id.to_owned(),
+                endpoint: endpoint.to_owned(),
+                version: Some(version),
+                evaluator_id: Some(evaluator_id.to_owned()),
+                source: None,
+                from_ns,
+                to_ns,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(points(&scores))
+    }
 }
 
 /// The `evaluation` signal.
@@ -128,13 +150,13 @@ fn ms_to_ns(ms: i64) -> i64 {
     ms.saturating_mul(1_000_000)
 }
 
-fn mean(p: &[ScorePoint]) -> f64 {
+fn mean(p: &[Point]) -> f64 {
     p.iter().map(|p| p.value).sum::<f64>() / p.len().max(1) as f64
 }
 
 /// The trace ids (else session ids) of the five lowest scores.
-fn evidence(p: &[ScorePoint]) -> Vec<String> {
-    let mut low: Vec<&ScorePoint> = p.iter().collect();
+fn evidence(p: &[Point]) -> Vec<String> {
+    let mut low: Vec<&Point> = p.iter().collect();
     low.sort_by(|a, b| a.value.total_cmp(&b.value));
     let mut out: Vec<String> = Vec::new();
     for s in low {
@@ -169,14 +191,14 @@ mod tests {
             _: &str,
             _: i64,
             _: i64,
-        ) -> Result<Vec<ScorePoint>, String> {
+        ) -> Result<Vec<Point>, String> {
             Ok(self
                 .0
                 .get(&version)
                 .into_iter()
                 .flatten()
                 .enumerate()
-                .map(|(i, v)| ScorePoint {
+                .map(|(i, v)| Point {
                     value: *v,
                     session_id: format!("s{version}-{i}"),
                     trace_id: Some(format!("t{version}-{i}")),

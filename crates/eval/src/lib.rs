@@ -13,7 +13,16 @@
 //! - `drift`: whether a version's recent scores fell below its baseline (pure).
 //! - `signal`: evaluation scores as a rollout signal.
 
+pub mod catalogue;
+pub mod checks;
 pub mod drift;
+pub mod evaluate;
 pub mod experiment;
+pub mod judge;
+pub mod session;
 pub mod signal;
 pub mod stats;
+
+pub use evaluate::{CodeRunner, Evaluator, NoCodeRunner, Scoring, evaluate};
+pub use judge::{Judge, JudgeSettings, JudgeSpec};
+pub use session::{SessionView, ToolCall, TraceView, read_session};

@@ -8,3 +8,14 @@
 //! - `evaluate`: the `Evaluate` operation: an evaluator over a session, by level and target.
 //! - `stats`: means, confidence intervals, Welch's t-test (experiments, drift, rollout signals).
 //! - `scores`: scores as Berth keeps them, keyed by runtime, endpoint and version.
+
+pub mod catalogue;
+pub mod checks;
+pub mod evaluate;
+pub mod judge;
+pub mod resources;
+pub mod session;
+
+pub use evaluate::{CodeRunner, Evaluator, Scoring, evaluate};
+pub use judge::{Judge, JudgeSettings, JudgeSpec};
+pub use session::{SessionView, ToolCall, TraceView, read_session};

@@ -54,7 +54,10 @@ impl EvalLoopArgs {
 
     /// Layered values over the defaults.
     pub fn resolve(self) -> anyhow::Result<(OnlineOptions, DriftOptions)> {
-        let tick = Duration::from_millis(positive("eval_tick_ms", self.eval_tick_ms.unwrap_or(10_000))?);
+        let tick = Duration::from_millis(positive(
+            "eval_tick_ms",
+            self.eval_tick_ms.unwrap_or(10_000),
+        )?);
         let online = OnlineOptions {
             tick,
             minute_ms: positive("eval_minute_ms", self.eval_minute_ms.unwrap_or(60_000))?,
@@ -79,7 +82,10 @@ impl EvalLoopArgs {
         if let Some(u) = &self.drift_webhook
             && reqwest::Url::parse(u).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
         {
-            return Err(invalid("drift_webhook", format!("{u:?} is not an http(s) URL")));
+            return Err(invalid(
+                "drift_webhook",
+                format!("{u:?} is not an http(s) URL"),
+            ));
         }
         let drift = DriftOptions {
             policy: DriftPolicy {

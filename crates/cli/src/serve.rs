@@ -138,6 +138,21 @@ pub struct ServeArgs {
     /// [default: 10000].
     #[arg(long, env = "BERTH_MEMORY_EXTRACTION_DELAY_MS", value_name = "MS")]
     pub memory_extraction_delay_ms: Option<u64>,
+    /// Evaluations: API of the judge model LLM evaluators call: `openai`, `anthropic` or
+    /// `bedrock-converse`, as for memory [default: memory's model settings, when none of the
+    /// `--eval-model*` flags is given; without either, judge evaluators answer per-result errors].
+    #[arg(long, env = "BERTH_EVAL_MODEL_PROVIDER", value_name = "PROVIDER")]
+    pub eval_model_provider: Option<String>,
+    /// Evaluations: base URL of the judge model's API [default: the provider's public endpoint].
+    #[arg(long, env = "BERTH_EVAL_MODEL_BASE_URL", value_name = "URL")]
+    pub eval_model_base_url: Option<String>,
+    /// Evaluations: the model built-in judges use (custom evaluators name their own).
+    #[arg(long, env = "BERTH_EVAL_MODEL", value_name = "NAME")]
+    pub eval_model: Option<String>,
+    /// Evaluations: name of the environment variable holding the judge model's API key
+    /// [default: `BERTH_EVAL_MODEL_API_KEY`].
+    #[arg(long, env = "BERTH_EVAL_MODEL_API_KEY_ENV", value_name = "VAR")]
+    pub eval_model_api_key_env: Option<String>,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT before they are cancelled
     /// (streams end, sandboxes are destroyed) [default: 30].
     #[arg(long, env = "BERTH_SHUTDOWN_DRAIN_SECONDS", value_name = "S")]
@@ -188,6 +203,16 @@ pub struct ServeArgs {
         value_name = "MODEL=IN/OUT[/CR[/CW]]"
     )]
     pub model_prices: Vec<String>,
+    /// Evaluations: the Berth runtime a `codeBased` evaluator's Lambda runs as,
+    /// `LAMBDA_ARN=RUNTIME_ID` (or `=RUNTIME_ARN`); `Evaluate` invokes that runtime with the
+    /// evaluator's event, sandboxed like any invocation. Repeat the flag [default: none, and
+    /// code evaluators answer an error naming this flag].
+    #[arg(
+        long,
+        env = "BERTH_EVAL_CODE_RUNTIME",
+        value_name = "LAMBDA_ARN=RUNTIME"
+    )]
+    pub eval_code_runtime: Vec<String>,
     /// Milliseconds between trace retention passes [default: 60000].
     #[arg(long, env = "BERTH_TRACE_RETENTION_TICK_MS", value_name = "MS")]
     pub trace_retention_tick_ms: Option<u64>,
@@ -255,6 +280,8 @@ pub struct Config {
     pub egress_allow: Vec<berth_runtime::sandbox::EgressRule>,
     /// Memory settings (typed; `Debug` shows no secret).
     pub memory: berth_memory::Settings,
+    /// Where LLM evaluators' judge calls go.
+    pub judge: berth_eval::JudgeSettings,
     /// How long in-flight work may run on after a stop signal.
     pub shutdown_drain: std::time::Duration,
     /// Caps on sandboxes and on new sessions per second.
@@ -269,6 +296,8 @@ pub struct Config {
     pub invocation_spans: bool,
     /// GenAI prices per model id.
     pub model_prices: berth_trace::usage::Prices,
+    /// `codeBased` evaluators' Lambda ARNs and the runtimes they run as.
+    pub eval_code_runtimes: std::collections::BTreeMap<String, String>,
     /// How often retention runs.
     pub trace_retention_every: std::time::Duration,
     /// OTLP export to an external collector, if configured.
@@ -297,6 +326,108 @@ const MEMORY_FLAGS: [(&str, &str); 9] = [
 ];
 
 impl ServeArgs {
+    /// The judge's settings: the `--eval-model*` flags, or memory's model settings when none of
+    /// them is given (one configured model serves both); the API key from the variable
+    /// `--eval-model-api-key-env` names (or `BERTH_EVAL_MODEL_API_KEY`), the `AWS_*` credentials
+    /// Bedrock signs with from memory's.
+    fn judge_settings(
+        &self,
+        env: &HashMap<String, String>,
+        memory: &berth_memory::Settings,
+        region: &str,
+    ) -> anyhow::Result<berth_eval::JudgeSettings> {
+        use berth_memory::provider::ProviderKind;
+        let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+        let own = self.eval_model_provider.is_some()
+            || self.eval_model_base_url.is_some()
+            || self.eval_model.is_some();
+        let (provider, base_url, model, api_key) = if own {
+            let key = match &self.eval_model_api_key_env {
+                Some(var) => Some(get(var).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--eval-model-api-key-env (BERTH_EVAL_MODEL_API_KEY_ENV): environment \
+                         variable {var:?} is not set or empty"
+                    )
+                })?),
+                None => get("BERTH_EVAL_MODEL_API_KEY"),
+            };
+            (
+                self.eval_model_provider.clone(),
+                self.eval_model_base_url.clone(),
+                self.eval_model.clone(),
+                key,
+            )
+        } else {
+            (
+                memory.model_provider.clone(),
+                memory.model_url.clone(),
+                memory.model.clone(),
+                memory.model_api_key.clone(),
+            )
+        };
+        let provider = match provider {
+            Some(p) => Some(ProviderKind::parse(&p).ok_or_else(|| {
+                invalid(
+                    "eval_model_provider",
+                    format!("{p:?} is not one of openai, anthropic, bedrock-converse"),
+                )
+            })?),
+            None if base_url.is_some() => Some(ProviderKind::OpenAiCompatible),
+            None => None,
+        };
+        if let Some(p) = provider
+            && model.is_none()
+        {
+            return Err(invalid(
+                "eval_model",
+                format!("the {} judge provider needs a model name", p.name()),
+            ));
+        }
+        if let Some(u) = &base_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(invalid(
+                "eval_model_base_url",
+                format!("{u:?} is not an http:// or https:// url"),
+            ));
+        }
+        let judge_region = memory
+            .model_region
+            .clone()
+            .or_else(|| memory.aws_region.clone())
+            .unwrap_or_else(|| region.to_owned());
+        let aws = match (provider, &api_key, &memory.aws_credentials) {
+            (Some(ProviderKind::BedrockConverse), None, (Some(id), Some(secret), token)) => {
+                Some(berth_memory::AwsSigning {
+                    region: judge_region.clone(),
+                    credentials: berth_auth::Credentials {
+                        access_key_id: id.clone(),
+                        secret_access_key: secret.clone(),
+                    },
+                    session_token: token.clone(),
+                })
+            }
+            (Some(ProviderKind::BedrockConverse), None, _) => {
+                return Err(invalid(
+                    "eval_model_provider",
+                    "bedrock-converse signs its requests with AWS credentials: set \
+                     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give a Bedrock API key",
+                ));
+            }
+            _ => None,
+        };
+        Ok(berth_eval::JudgeSettings {
+            provider,
+            base_url,
+            api_key,
+            aws,
+            region: judge_region,
+            default_model: model,
+            timeout: std::time::Duration::from_secs(60),
+            retries: 2,
+        })
+    }
+
     /// The memory settings: the layered memory keys (file <- env <- flag, see
     /// [`ServeArgs::over`]), the API keys from the variables the flags name (or
     /// `BERTH_EMBEDDING_API_KEY` / `BERTH_MEMORY_MODEL_API_KEY` themselves), and the `AWS_*`
@@ -437,6 +568,11 @@ impl ServeArgs {
                     } else {
                         self.model_prices
                     },
+                    eval_code_runtime: if self.eval_code_runtime.is_empty() {
+                        file.eval_code_runtime
+                    } else {
+                        self.eval_code_runtime
+                    },
                     edge: self.edge.over(file.edge),
                     eval_loop: self.eval_loop.over(file.eval_loop),
                 }
@@ -472,6 +608,10 @@ impl ServeArgs {
             memory_model_api_key_env,
             memory_model_region,
             memory_extraction_delay_ms,
+            eval_model_provider,
+            eval_model_base_url,
+            eval_model,
+            eval_model_api_key_env,
             shutdown_drain_seconds,
             max_sessions,
             max_sessions_per_runtime,
@@ -498,7 +638,13 @@ impl ServeArgs {
     /// Fills defaults into layered settings and validates them; `env` is the process
     /// environment (a parameter so tests never touch the real one).
     fn settle(self, env: HashMap<String, String>) -> anyhow::Result<Config> {
+        let eval_env = env.clone();
         let memory = self.memory_settings(env)?;
+        let judge = self.judge_settings(
+            &eval_env,
+            &memory,
+            self.region.as_deref().unwrap_or("us-east-1"),
+        )?;
         let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
         let region = self.region.unwrap_or_else(|| "us-east-1".into());
         if region.is_empty()
@@ -617,6 +763,7 @@ impl ServeArgs {
                 .map_err(|e| invalid("egress_allow", e))?
                 .concat(),
             memory,
+            judge,
             shutdown_drain,
             quotas,
             parent_limits,
@@ -636,6 +783,8 @@ impl ServeArgs {
                     .filter(|s| !s.trim().is_empty()),
             )
             .map_err(|e| invalid("model_prices", e))?,
+            eval_code_runtimes: berth_server::code_runtimes(&self.eval_code_runtime)
+                .map_err(|e| invalid("eval_code_runtime", e.message))?,
             trace_retention_every: std::time::Duration::from_millis(positive(
                 "trace_retention_tick_ms",
                 self.trace_retention_tick_ms.unwrap_or(60_000),
@@ -889,15 +1038,49 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         preparer,
         sessions.clone(),
     ));
+    // Spans and agent log records: a database of their own, so their write volume never
+    // contends with the control plane's.
+    let trace_db = cfg.data_dir.join("traces.db");
+    crate::datadir::secure_sqlite(&trace_db)?;
+    let trace_store = berth_trace::SqliteTraceStore::open(&trace_db)
+        .await
+        .with_context(|| format!("opening the trace store {}", trace_db.display()))?;
+    if let Some(opts) = cfg.trace_export.clone() {
+        info!(endpoint = %opts.endpoint, gzip = opts.gzip, "exporting traces over OTLP/HTTP");
+        berth_trace::export::start(
+            trace_store.clone(),
+            opts,
+            berth_trace::export::export_stats(),
+            shutdown.clone(),
+        );
+    }
+    let trace_store = Arc::new(trace_store);
+    // Evaluation scores live there too; quality joins the rollout analysis as a signal.
+    let scores: Arc<dyn berth_trace::scores::ScoreStore> = trace_store.clone();
+    let mut traffic = cfg.traffic.clone();
+    traffic
+        .signals
+        .push(Arc::new(berth_eval::signal::EvaluationSignal::over(
+            scores.clone(),
+        )));
     let control = berth_control::Control::start_with(
         store,
         cfg.partition.clone(),
         deploy,
         shutdown.clone(),
-        cfg.traffic.clone(),
+        traffic,
     )
     .await
     .context("starting the control plane")?;
+    let evals = berth_eval::resources::Resources::new(
+        stores.eval.clone(),
+        cfg.partition.clone(),
+        cfg.judge.default_model.clone(),
+    );
+    evals
+        .recover()
+        .await
+        .map_err(|e| anyhow::anyhow!("settling evaluation resources: {}", e.detail()))?;
     let memory = berth_memory::Memory::start(stores.memory, memory_opts, shutdown.clone())
         .await
         .context("starting memory")?;
@@ -924,23 +1107,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         cfg.data_dir.display()
     );
 
-    // Spans and agent log records: a database of their own, so their write volume never
-    // contends with the control plane's.
-    let trace_db = cfg.data_dir.join("traces.db");
-    crate::datadir::secure_sqlite(&trace_db)?;
-    let trace_store = berth_trace::SqliteTraceStore::open(&trace_db)
-        .await
-        .with_context(|| format!("opening the trace store {}", trace_db.display()))?;
-    if let Some(opts) = cfg.trace_export.clone() {
-        info!(endpoint = %opts.endpoint, gzip = opts.gzip, "exporting traces over OTLP/HTTP");
-        berth_trace::export::start(
-            trace_store.clone(),
-            opts,
-            berth_trace::export::export_stats(),
-            shutdown.clone(),
-        );
-    }
-    let trace_store = Arc::new(trace_store);
     // Export requests arriving together share a transaction (and its fsync).
     let traces: Arc<dyn berth_trace::TraceStore> =
         Arc::new(berth_trace::GroupCommit::new(trace_store.clone()));
@@ -952,8 +1118,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the span writer")?;
     // The CloudWatch Logs API reads the same database.
     let partition = control.partition();
-    // Evaluation scores live there too.
-    let scores: Arc<dyn berth_trace::scores::ScoreStore> = trace_store.clone();
     let logs = berth_trace::logs::Logs::new(trace_store, &partition.region, &partition.account_id);
     // Events written through PutLogEvents are kept as long as traces are.
     tokio::spawn(logs.clone().run_retention(
@@ -986,8 +1150,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         prices: Arc::new(cfg.model_prices.clone()),
         logs,
         scores,
+        evals: berth_server::Evals {
+            resources: evals.clone(),
+            judge: berth_eval::Judge::new(cfg.judge.clone()),
+            code_runtimes: Arc::new(cfg.eval_code_runtimes.clone()),
+        },
     };
     sandbox_api_state.send_replace(Some(state.clone()));
+    // Online evaluation and drift alerts: off the invocation path, over what is stored.
+    let runtime_names: Arc<dyn berth_eval::online::RuntimeNames> = Arc::new(control.clone());
+    tokio::spawn(
+        berth_eval::online::Online::new(
+            evals.clone(),
+            state.traces.clone(),
+            state.scores.clone(),
+            runtime_names.clone(),
+            state.evals.judge.clone(),
+            Arc::new(berth_server::BackgroundRunner(state.clone())),
+            cfg.online.clone(),
+        )
+        .run(shutdown.clone()),
+    );
+    tokio::spawn(
+        berth_eval::alerts::DriftWatch::new(
+            control.clone(),
+            evals.clone(),
+            state.scores.clone(),
+            runtime_names,
+            cfg.drift.clone(),
+        )
+        .run(shutdown.clone()),
+    );
     if let Some(m) = &cfg.metrics_listen {
         let l = tokio::net::TcpListener::bind(m)
             .await
@@ -1032,6 +1225,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         control.closed().await;
         memory.closed().await;
+        evals.shutdown().await;
     };
     if tokio::time::timeout(TEARDOWN_BOUND, teardown)
         .await

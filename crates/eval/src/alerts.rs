@@ -170,10 +170,14 @@ impl DriftWatch {
         Ok(raised)
     }
 
-    async fn live_version(&self, runtime_id: &str, endpoint: &str) -> Result<Option<u32>, ApiError> {
+    async fn live_version(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+    ) -> Result<Option<u32>, ApiError> {
         match self.inner.control.traffic(runtime_id, endpoint).await {
             Ok(t) => Ok(t.live_version),
-            Err(e) if e.kind == berth_api::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind == berth_api::ErrorKind::ResourceNotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -218,7 +222,9 @@ impl DriftWatch {
                     live = ?t.live_version,
                     "drift: endpoint rolled back"
                 ),
-                Err(e) => error!(runtime = runtime_id, endpoint, error = %e, "drift: rollback failed"),
+                Err(e) => {
+                    error!(runtime = runtime_id, endpoint, error = %e, "drift: rollback failed")
+                }
             }
         }
     }

@@ -12,13 +12,18 @@
 //! - `experiment`: an endpoint's versions compared on their scores in a window.
 //! - `drift`: whether a version's recent scores fell below its baseline (pure).
 //! - `signal`: evaluation scores as a rollout signal.
+//! - `online`: online evaluation: enabled configs score their endpoints' finished sessions.
+//! - `alerts`: drift alerts (log, audit, webhook, optional rollback) over online scores.
 
+pub mod alerts;
 pub mod catalogue;
 pub mod checks;
 pub mod drift;
 pub mod evaluate;
 pub mod experiment;
 pub mod judge;
+pub mod online;
+pub mod resources;
 pub mod session;
 pub mod signal;
 pub mod stats;

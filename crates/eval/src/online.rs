@@ -301,7 +301,8 @@ impl Online {
                         label: r.label.clone(),
                         explanation: r.explanation.clone(),
                         error: r.error_message.clone().or(r.error_code.clone()),
-                        input_tokens: usage.map_or(0, |u| u64::try_from(u.input_tokens).unwrap_or(0)),
+                        input_tokens: usage
+                            .map_or(0, |u| u64::try_from(u.input_tokens).unwrap_or(0)),
                         output_tokens: usage
                             .map_or(0, |u| u64::try_from(u.output_tokens).unwrap_or(0)),
                         ..base(&r.evaluator_id, &r.evaluator_name)
@@ -382,9 +383,11 @@ fn holds(op: FilterOperator, v: &Value, want: &FilterValue) -> bool {
     use FilterOperator as O;
     match want {
         FilterValue::String(w) => {
-            let Some(s) = v.as_str().map(str::to_owned).or_else(|| {
-                (v.is_number() || v.is_boolean()).then(|| v.to_string())
-            }) else {
+            let Some(s) = v
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| (v.is_number() || v.is_boolean()).then(|| v.to_string()))
+            else {
                 return false;
             };
             match op {
@@ -399,7 +402,10 @@ fn holds(op: FilterOperator, v: &Value, want: &FilterValue) -> bool {
             }
         }
         FilterValue::Double(w) => {
-            let Some(x) = v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())) else {
+            let Some(x) = v
+                .as_f64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            else {
                 return false;
             };
             match op {
@@ -413,7 +419,10 @@ fn holds(op: FilterOperator, v: &Value, want: &FilterValue) -> bool {
             }
         }
         FilterValue::Boolean(w) => {
-            let Some(b) = v.as_bool().or_else(|| v.as_str().and_then(|s| s.parse().ok())) else {
+            let Some(b) = v
+                .as_bool()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            else {
                 return false;
             };
             match op {
@@ -467,5 +476,31 @@ mod tests {
         assert!(matches_filters(&f, &docs));
         assert!(!matches_filters(&f, &docs[..1]));
         assert!(matches_filters(&[], &[]));
+    }
+}
+
+#[async_trait]
+impl RuntimeNames for berth_control::Control {
+    async fn runtime_id(&self, name: &str) -> Result<Option<String>, ApiError> {
+        let mut next_token = None;
+        loop {
+            let page = self
+                .list_runtimes(berth_api::control::ops::ListAgentRuntimes {
+                    max_results: Some(100),
+                    next_token,
+                })
+                .await?;
+            if let Some(r) = page
+                .agent_runtimes
+                .iter()
+                .find(|r| r.agent_runtime_name == name)
+            {
+                return Ok(Some(r.agent_runtime_id.clone()));
+            }
+            match page.next_token {
+                Some(t) => next_token = Some(t),
+                None => return Ok(None),
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ use crate::drift::{Point, points};
 
 /// Where the signal reads points: the scored values (errored ones left out) of `evaluator_id`
 /// for sessions of `version` on `runtime_id`'s `endpoint` that ended in `[from_ns, to_ns)`.
-/// Implemented for every [`ScoreStore`]; tests give fixed points.
+/// [`Stored`] reads a [`ScoreStore`]; tests give fixed points.
 #[async_trait]
 pub trait ScoreSource: Send + Sync + 'static {
     async fn points(
@@ -25,8 +25,11 @@ pub trait ScoreSource: Send + Sync + 'static {
     ) -> Result<Vec<Point>, String>;
 }
 
+/// The points of a [`ScoreStore`] (every source: online, batch and imported scores).
+pub struct Stored(pub Arc<dyn ScoreStore>);
+
 #[async_trait]
-impl<S: ScoreStore + ?Sized> ScoreSource for S {
+impl ScoreSource for Stored {
     async fn points(
         &self,
         runtime_id: &str,
@@ -37,6 +40,7 @@ impl<S: ScoreStore + ?Sized> ScoreSource for S {
         to_ns: i64,
     ) -> Result<Vec<Point>, String> {
         let scores = self
+            .0
             .scores(&ScoreFilter {
                 runtime_id: runtime_id.to_owned(),
                 endpoint: endpoint.to_owned(),
@@ -60,6 +64,11 @@ pub struct EvaluationSignal {
 impl EvaluationSignal {
     pub fn new(scores: Arc<dyn ScoreSource>) -> Self {
         Self { scores }
+    }
+
+    /// The signal over stored scores.
+    pub fn over(store: Arc<dyn ScoreStore>) -> Self {
+        Self::new(Arc::new(Stored(store)))
     }
 
     async fn gate(&self, w: &Window, g: &EvaluationGate) -> Verdict {

@@ -12,6 +12,7 @@ mod control_api;
 mod data_api;
 mod edge;
 mod error;
+mod eval_api;
 mod logs_api;
 mod memory_api;
 mod metrics;
@@ -34,6 +35,7 @@ use std::sync::Arc;
 
 pub use edge::{Edge, EdgeOptions, raise_open_files_limit, serve, serve_edge, serve_sandbox};
 pub use error::RequestId;
+pub use eval_api::{BackgroundRunner, Evals, code_runtimes};
 pub use metrics::{metrics_router, serve_metrics};
 
 /// Everything handlers share. Cheap to clone.
@@ -64,6 +66,8 @@ pub struct AppState {
     pub logs: berth_trace::logs::Logs,
     /// Evaluation scores (in the trace database), read by experiments and Prometheus.
     pub scores: Arc<dyn berth_trace::scores::ScoreStore>,
+    /// AgentCore Evaluations: evaluators, online evaluation configs, the judge.
+    pub evals: eval_api::Evals,
 }
 
 /// The router of one sandbox's own listener: the OTLP receiver for that sandbox, then the full
@@ -79,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .merge(protocol_api::routes())
         .merge(resource_policy_api::routes())
         .merge(memory_api::routes())
+        .merge(eval_api::routes())
         .merge(native_api::routes())
         .merge(traces_api::routes())
         .merge(usage_api::routes())

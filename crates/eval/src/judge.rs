@@ -239,11 +239,12 @@ impl Judge {
             match provider.complete_with_usage(SYSTEM_PROMPT, &user).await {
                 Err(e) => last_error = (PROVIDER_ERROR, e.to_string()),
                 Ok(Completion { text, usage: u }) => {
-                    usage = usage.add(TokenUsage {
-                        input_tokens: u.input_tokens as i64,
-                        output_tokens: u.output_tokens as i64,
-                        total_tokens: u.total_tokens as i64,
-                    });
+                    usage = usage
+                        + TokenUsage {
+                            input_tokens: u.input_tokens as i64,
+                            output_tokens: u.output_tokens as i64,
+                            total_tokens: u.total_tokens as i64,
+                        };
                     match parse_verdict(&text, scale) {
                         Ok((label, value, explanation)) => {
                             return Ok(Verdict {

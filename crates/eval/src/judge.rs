@@ -239,11 +239,12 @@ impl Judge {
             match provider.complete_with_usage(SYSTEM_PROMPT, &user).await {
                 Err(e) => last_error = (PROVIDER_ERROR, e.to_string()),
                 Ok(Completion { text, usage: u }) => {
-                    usage = usage.add(TokenUsage {
-                        input_tokens: u.input_tokens as i64,
-                        output_tokens: u.output_tokens as i64,
-                        total_tokens: u.total_tokens as i64,
-                    });
+                    usage = usage
+                        + TokenUsage {
+                            input_tokens: u.input_tokens as i64,
+                            output_tokens: u.output_tokens as i64,
+                            total_tokens: u.total_tokens as i64,
+                        };
                     match parse_verdict(&text, scale) {
                         Ok((label, value, explanation)) => {
                             return Ok(Verdict {
@@ -595,28 +596,42 @@ fn describe_call(c: &ToolCall) -> String {
 }
 
 fn available_tools(session: &SessionView) -> String {
-    let mut names: Vec<&str> = Vec::new();
+    // Name, then what the tool spans say of it (description, parameter schema).
+    let mut tools: Vec<(&str, Option<&ToolCall>)> = Vec::new();
     for t in &session.traces {
         for n in &t.available_tools {
-            if !names.contains(&n.as_str()) {
-                names.push(n);
+            if !tools.iter().any(|(name, _)| name == n) {
+                tools.push((n, None));
             }
         }
         for c in &t.tool_calls {
-            if !names.contains(&c.name.as_str()) {
-                names.push(&c.name);
+            match tools.iter_mut().find(|(name, _)| *name == c.name) {
+                Some((_, info)) => {
+                    if info.is_none() {
+                        *info = Some(c);
+                    }
+                }
+                None => tools.push((&c.name, Some(c))),
             }
         }
     }
-    if names.is_empty() {
-        "(no tools were recorded)".into()
-    } else {
-        names
-            .iter()
-            .map(|n| format!("- {n}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+    if tools.is_empty() {
+        return "(no tools were recorded)".into();
     }
+    tools
+        .iter()
+        .map(|(name, info)| {
+            let mut line = format!("- {name}");
+            if let Some(d) = info.and_then(|c| c.description.as_deref()) {
+                let _ = write!(line, ": {d}");
+            }
+            if let Some(p) = info.and_then(|c| c.parameters.as_deref()) {
+                let _ = write!(line, " Parameters: {p}");
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
@@ -709,6 +724,7 @@ mod tests {
                     agent_response: Some("5".into()),
                     tool_calls: vec![ToolCall {
                         name: "add".into(),
+                        description: Some("Adds.".into()),
                         input: Some("{\"a\": 2, \"b\": 3}".into()),
                         output: Some("5".into()),
                         ..Default::default()
@@ -769,7 +785,7 @@ mod tests {
             tool.starts_with("Was Tool call: log() -> error: disk full right?"),
             "{tool}"
         );
-        assert!(tool.contains("- add\n- mul\n- log"), "{tool}");
+        assert!(tool.contains("- add: Adds.\n- mul\n- log"), "{tool}");
         assert!(tool.contains("Tool call: mul("), "{tool}");
         assert!(!tool.contains("Assistant: 20"), "{tool}");
 

@@ -1329,6 +1329,35 @@ class Bench:
     def wants(self, fig: str) -> bool:
         return self.only is None or fig in self.only
 
+    # -- B11 ------------------------------------------------------------------------------
+
+    def b11(self) -> None:
+        """Deterministic `Evaluate` calls per second, in process (issue 15): reported, no goal."""
+        seconds = 0.5 if self.plan.smoke else 5.0
+        workers = os.cpu_count() or 2
+        log(f"B11: deterministic Evaluate in process, {workers} workers, {seconds:g} s")
+        r = self.tools.run_bench(["evaluate", "--workers", str(workers), "--seconds", str(seconds),
+                                  "--warmup", "0.1" if self.plan.smoke else "1"], timeout=300)
+        lat = r["latency"]
+        self.results.add(Figure(
+            "B11", "deterministic Evaluate calls/s (trajectory match and assertions over a 44-document Strands"
+            " session, in process)",
+            f"{r['calls_per_s']:,.0f} calls/s ({workers} workers); p50 {fmt(ms(lat['p50']), 3)} ms,"
+            f" p99 {fmt(ms(lat['p99']), 3)} ms per call",
+            "reported (no goal)", None if self.plan.smoke else True))
+        self.results.sections.append("\n".join([
+            "## B11: deterministic evaluations",
+            "",
+            f"`berth-bench evaluate`: {workers} tasks on {workers} threads call `berth_eval::evaluate` for"
+            f" {seconds:g} s, alternating `Builtin.TrajectoryExactOrderMatch` and `Builtin.Berth.Assertions`"
+            f" over a Strands session ({r['documents']} documents: both log groups' copies, as the SDK sends"
+            " them) with an expected trajectory and two assertions: the work of `POST"
+            " /evaluations/evaluate/{id}` after the HTTP layer. Judge evaluators are bounded by their model.",
+            "",
+            f"{r['calls']:,} calls, {r['calls_per_s']:,.0f}/s; per call p50 {fmt(ms(lat['p50']), 3)} ms,"
+            f" p99 {fmt(ms(lat['p99']), 3)} ms, max {fmt(ms(lat['max']), 3)} ms ({r['build']} build).",
+        ]))
+
     def run(self) -> Results:
         try:
             if any(self.wants(f) for f in ("B1", "B2", "B3", "B4", "B5", "CPU")):
@@ -1349,6 +1378,8 @@ class Bench:
                 b8_edge.b8(self)
             if self.wants("B10"):
                 b10_traces.b10(self)
+            if self.wants("B11"):
+                self.b11()
             if self.wants("B3"):
                 self.b3_report(self.finish_silence())
             if not self.plan.smoke:

@@ -201,14 +201,23 @@ def online_config(server, agent, endpoint_name: str) -> str:
     return cid
 
 
+#: Sessions still running: (started, arn, session, qualifier).
+OPEN: list = []
+#: ADOT exports an agent's spans every 5 s; a session stopped sooner would lose them.
+EXPORTED_AFTER_S = 8.0
+
+
 def one_session(server, agent, qualifier: str) -> str:
-    """One session of one turn through `qualifier`, then stopped (its sandbox freed; its spans
-    stay in the store for online evaluation)."""
+    """One session of one turn through `qualifier`. Sessions are stopped (their sandboxes freed)
+    once their agent has had time to export its spans."""
     data = server.client("bedrock-agentcore")
     sid = new_session_id("eval")
     out = invoke_json(data, agent["arn"], sid, {"prompt": "add 2 and 3"}, qualifier=qualifier)
     assert "answer" in out, out
-    data.stop_runtime_session(agentRuntimeArn=agent["arn"], runtimeSessionId=sid, qualifier=qualifier)
+    OPEN.append((time.monotonic(), agent["arn"], sid, qualifier))
+    while OPEN and time.monotonic() - OPEN[0][0] > EXPORTED_AFTER_S:
+        _, arn, old, q = OPEN.pop(0)
+        data.stop_runtime_session(agentRuntimeArn=arn, runtimeSessionId=old, qualifier=q)
     return sid
 
 
@@ -245,12 +254,13 @@ def test_a_wrong_but_healthy_canary_is_aborted_by_its_evaluation_scores(server, 
     assert final["state"] == "ABORTED", json.dumps(final, indent=1)
     reason = final["reason"]
     assert f"evaluation: {agent['evaluatorId']}: mean score 0.000" in reason, reason
-    assert "lowest-scored traces: " in reason, reason
-    # The evidence names real traces of the canary.
-    evidence = reason.split("lowest-scored traces: ")[1].split(", ")
-    trace = native(server, "GET", f"/berth/v1/traces/{evidence[0]}")
-    assert trace.status == 200, trace
-    assert {s["version"] for s in trace.json()["spans"]} == {2}
+    assert "lowest scored: session " in reason, reason
+    # The evidence names real sessions of the canary (the judge scores whole sessions).
+    evidence = reason.split("lowest scored: ")[1].split(", ")
+    session = evidence[0].removeprefix("session ")
+    spans = native(server, "GET", f"/berth/v1/traces/sessions/{session}").json()["spans"]
+    assert spans and {s["version"] for s in spans} == {2}, spans
+    assert any(WRONG in json.dumps(s["events"]) for s in spans), "the canary's wrong answer is in its spans"
     # The canary answered every call without an error: only quality stopped it.
     assert final["analysis"]["canary"]["errors"] == 0, final["analysis"]
     control = server.client("bedrock-agentcore-control")
@@ -311,7 +321,8 @@ def test_drift_of_the_same_version_alerts_and_rolls_the_endpoint_back(server, ag
         what="the rollback",
     )
     assert e["targetVersion"] == "3"
-    audit = json.loads(run_cli(server, "audit", "--json").stdout)
-    actions = [(a["action"], a["actor"]) for a in audit["entries"] if ep in a["resource"]]
+    resp = native(server, "GET", "/berth/v1/audit", query=f"resource={rid}&limit=1000")
+    assert resp.status == 200, resp
+    actions = [(a["action"], a["actor"]) for a in resp.json()["entries"] if a["resource"].endswith(f"/{ep}")]
     assert ("DriftDetected", "drift-watch") in actions, actions
     assert ("rollback", "drift-watch") in actions, actions

@@ -17,6 +17,7 @@ mod affinity;
 mod attack;
 mod client;
 mod cold;
+mod evaluate;
 mod memory;
 mod rate;
 mod route;
@@ -184,6 +185,18 @@ enum Command {
         /// Directory for the temporary store (the fsync cost is this disk's).
         #[arg(long, default_value_os_t = std::env::temp_dir())]
         dir: std::path::PathBuf,
+    },
+    /// Deterministic `Evaluate` calls per second in process (B11).
+    Evaluate {
+        /// Concurrent callers.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Seconds before the measurement.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
     },
     /// The trace store in process: durable span ingest (OTLP decode + insert, concurrent
     /// writers), then span queries by session over a store seeded with many spans (B10).
@@ -434,6 +447,11 @@ async fn run(command: Command, threads: usize) -> anyhow::Result<String> {
             };
             serde_json::to_string_pretty(&route::run(cfg).await?)?
         }
+        Command::Evaluate {
+            workers,
+            seconds,
+            warmup,
+        } => serde_json::to_string_pretty(&evaluate::run(workers, seconds, warmup).await?)?,
         Command::TraceStore {
             writers,
             batch,

@@ -5,7 +5,8 @@
 //! tick: for each ENABLED config (rule, dataSourceConfig, evaluators)
 //!   endpoint   <- logGroupNames "/aws/bedrock-agentcore/runtimes/<runtimeId>-<endpoint>",
 //!                 else serviceNames "<runtimeName>.<endpoint>"
-//!   sessions   <- traces quiet for sessionTimeoutMinutes, after the config's cursor, oldest first
+//!   sessions   <- traces quiet for sessionTimeoutMinutes (+ an export grace: agents' spans arrive
+//!                 up to their batch processor's delay after they end), after the config's cursor
 //!   per session: sampled? (sha256(config, session) against samplingPercentage) and filters match?
 //!                -> documents -> Evaluate with each evaluator -> scores (one transaction)
 //!                -> cursor := this session (so a restart resumes after it)
@@ -49,6 +50,10 @@ pub struct OnlineOptions {
     pub minute_ms: u64,
     /// Sessions a config takes per tick at most.
     pub batch: u32,
+    /// Added to every session timeout: how late an agent's spans may arrive after they ended
+    /// (ADOT's and the OTel SDK's batch processors export every 5 s), so a session is not scored
+    /// before its agent's spans are in.
+    pub export_grace: Duration,
 }
 
 impl Default for OnlineOptions {
@@ -57,6 +62,7 @@ impl Default for OnlineOptions {
             tick: Duration::from_secs(10),
             minute_ms: 60_000,
             batch: 100,
+            export_grace: Duration::from_secs(10),
         }
     }
 }
@@ -182,9 +188,14 @@ impl Online {
             .map_or(DEFAULT_SESSION_TIMEOUT_MINUTES, |s| {
                 u64::from(s.session_timeout_minutes)
             });
-        let quiet_ns = i64::try_from(minutes.saturating_mul(self.options.minute_ms))
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1_000_000);
+        let grace_ms = u64::try_from(self.options.export_grace.as_millis()).unwrap_or(u64::MAX);
+        let quiet_ns = i64::try_from(
+            minutes
+                .saturating_mul(self.options.minute_ms)
+                .saturating_add(grace_ms),
+        )
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000);
         let quiet_before = now_ns.saturating_sub(quiet_ns);
         let mut cursor = match self.traces.online_cursor(id).await.map_err(store)? {
             Some(c) => c,

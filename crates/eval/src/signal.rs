@@ -121,7 +121,7 @@ impl EvaluationSignal {
         if m + 1e-12 < floor {
             Verdict::Breach(format!(
                 "{}: mean score {m:.3} over {} scored sessions of version {} is below {floor:.3} \
-                 ({}); lowest-scored traces: {}",
+                 ({}); lowest scored: {}",
                 g.evaluator_id,
                 canary.len(),
                 w.canary_version,
@@ -163,13 +163,17 @@ fn mean(p: &[Point]) -> f64 {
     p.iter().map(|p| p.value).sum::<f64>() / p.len().max(1) as f64
 }
 
-/// The trace ids (else session ids) of the five lowest scores.
+/// The five lowest scores' traces (`trace <id>`), or sessions (`session <id>`) for scores of a
+/// whole session.
 fn evidence(p: &[Point]) -> Vec<String> {
     let mut low: Vec<&Point> = p.iter().collect();
     low.sort_by(|a, b| a.value.total_cmp(&b.value));
     let mut out: Vec<String> = Vec::new();
     for s in low {
-        let id = s.trace_id.clone().unwrap_or_else(|| s.session_id.clone());
+        let id = match &s.trace_id {
+            Some(t) => format!("trace {t}"),
+            None => format!("session {}", s.session_id),
+        };
         if !out.contains(&id) {
             out.push(id);
         }

@@ -36,6 +36,10 @@ pub fn agent_env(e: &AgentEnv<'_>) -> Vec<(String, String)> {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", e.otlp_endpoint.to_owned()),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
         ("OTEL_TRACES_EXPORTER", "otlp".to_owned()),
+        // Berth's health probes are not the agent's work: no spans for them (the OTel Python
+        // HTTP-server instrumentations honour it), so a session's traces are its invocations and
+        // a session is quiet when its calls are.
+        ("OTEL_PYTHON_EXCLUDED_URLS", "/ping$".to_owned()),
         (
             "OTEL_RESOURCE_ATTRIBUTES",
             format!(

@@ -36,6 +36,7 @@ pub struct OnlineCursor {
 
 impl SqliteTraceStore {
     /// Sessions of `runtime_id`'s `endpoint` whose last trace ended at or before `quiet_before_ns`
+    /// (traces of Berth's health probes, `GET /ping`, are not activity)
     /// and after `after` in (end time, runtime, session id) order, oldest first, at most `limit`.
     pub(crate) async fn finished_sessions_sqlite(
         &self,
@@ -49,6 +50,7 @@ impl SqliteTraceStore {
             "SELECT runtime_id, endpoint, MIN(version) AS version, session_id, \
                     MIN(start_ns) AS started, MAX(end_ns) AS ended, COUNT(*) AS traces \
              FROM traces WHERE runtime_id = ? AND endpoint = ? AND session_id <> '' \
+             AND (root_name IS NULL OR root_name <> 'GET /ping') \
              GROUP BY runtime_id, endpoint, session_id \
              HAVING ended <= ? AND (ended > ? OR (ended = ? AND session_id > ?)) \
              ORDER BY ended, session_id LIMIT ?",

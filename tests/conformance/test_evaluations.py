@@ -356,7 +356,7 @@ def judge():
 def server(module_server, judge):
     return module_server(
         "evaluations",
-        args=("--eval-model-provider", "openai", "--eval-model-url", judge.url, "--eval-model", JUDGE_MODEL),
+        args=("--eval-model-provider", "openai", "--eval-model-base-url", judge.url, "--eval-model", JUDGE_MODEL),
     )
 
 

@@ -382,7 +382,7 @@ def session(server) -> dict:
 
     stored = poll(spans, complete, timeout=STATE_TIMEOUT, what=f"the spans of {sid}")
     traces = []
-    for s in sorted(stored, key=lambda s: s["startTimeUnixNano"]):
+    for s in sorted(stored, key=lambda s: s["startNs"]):
         if s["attributes"].get("gen_ai.operation.name") == "invoke_agent" and s["traceId"] not in traces:
             traces.append(s["traceId"])
     return {"runtimeId": rt["agentRuntimeId"], "sessionId": sid, "traces": traces}

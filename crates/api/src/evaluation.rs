@@ -190,9 +190,11 @@ pub struct TokenUsage {
     pub total_tokens: i64,
 }
 
-impl TokenUsage {
-    /// `a + b`, member by member.
-    pub fn add(self, other: TokenUsage) -> TokenUsage {
+impl std::ops::Add for TokenUsage {
+    type Output = TokenUsage;
+
+    /// Member by member.
+    fn add(self, other: TokenUsage) -> TokenUsage {
         TokenUsage {
             input_tokens: self.input_tokens + other.input_tokens,
             output_tokens: self.output_tokens + other.output_tokens,

@@ -116,6 +116,10 @@ pub struct ToolCall {
     pub output: Option<String>,
     /// Why it failed, when it did.
     pub error: Option<String>,
+    /// The tool's description (`gen_ai.tool.description`), when the span says.
+    pub description: Option<String>,
+    /// The tool's parameter schema (`gen_ai.tool.json_schema`), when the span says.
+    pub parameters: Option<String>,
     /// Start, ns since the epoch.
     pub start_ns: u64,
     /// End, ns since the epoch.
@@ -565,6 +569,8 @@ fn tool_call(s: &Span, records: &[Record]) -> ToolCall {
         input,
         output,
         error,
+        description: attr(&["gen_ai.tool.description", "tool.description"]),
+        parameters: attr(&["gen_ai.tool.json_schema", "tool.parameters_schema"]),
         start_ns: s.start_ns,
         end_ns: s.end_ns,
     }
@@ -860,6 +866,12 @@ mod tests {
         assert_eq!(add.input.as_deref(), Some("{\"a\": 2, \"b\": 3}"));
         assert_eq!(add.output.as_deref(), Some("[{\"text\": \"5\"}]"));
         assert_eq!(add.error, None);
+        assert_eq!(add.description.as_deref(), Some("Add two numbers."));
+        assert!(
+            add.parameters
+                .as_deref()
+                .is_some_and(|p| p.contains("\"required\""))
+        );
         assert_eq!(add.trace_id, t1.trace_id);
         assert_eq!(t1.available_tools, vec!["add", "broken"]);
         // Only the chat spans count: 100+150 in, 20+10 out (invoke_agent repeats the total).

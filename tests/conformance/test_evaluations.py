@@ -16,7 +16,7 @@ ListEvaluators, paging, idempotency tokens, enable/disable).
 import json
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
@@ -356,7 +356,7 @@ def judge():
 def server(module_server, judge):
     return module_server(
         "evaluations",
-        args=("--eval-model-provider", "openai", "--eval-model-url", judge.url, "--eval-model", JUDGE_MODEL),
+        args=("--eval-model-provider", "openai", "--eval-model-base-url", judge.url, "--eval-model", JUDGE_MODEL),
     )
 
 
@@ -382,7 +382,7 @@ def session(server) -> dict:
 
     stored = poll(spans, complete, timeout=STATE_TIMEOUT, what=f"the spans of {sid}")
     traces = []
-    for s in sorted(stored, key=lambda s: s["startTimeUnixNano"]):
+    for s in sorted(stored, key=lambda s: s["startNs"]):
         if s["attributes"].get("gen_ai.operation.name") == "invoke_agent" and s["traceId"] not in traces:
             traces.append(s["traceId"])
     return {"runtimeId": rt["agentRuntimeId"], "sessionId": sid, "traces": traces}
@@ -422,10 +422,24 @@ def test_evaluation_client_run_scores_a_real_session(server, judge, session, sdk
     sid, traces = session["sessionId"], session["traces"]
     assert len(traces) == 2, traces
 
+    # The traces the SDK sends (its own collector and helper): both turns, and whatever else of the
+    # session's spans has a trace of its own.
+    from bedrock_agentcore.evaluation import spans as span_helpers
+    from bedrock_agentcore.evaluation.agent_span_collector import CloudWatchAgentSpanCollector
+
+    collector = CloudWatchAgentSpanCollector(
+        log_group_name=f"/aws/bedrock-agentcore/runtimes/{session['runtimeId']}-DEFAULT", region=REGION,
+        max_wait_seconds=0, poll_interval_seconds=1,
+    )
+    now = datetime.now(timezone.utc)
+    sdk_traces = span_helpers.trace_ids(collector.collect(sid, now - timedelta(hours=1), now))
+    assert set(traces) <= set(sdk_traces), (traces, sdk_traces)
+
     # 1. The built-in judge: one result per trace (TRACE) or one for the session.
     results = client.run(evaluator_ids=["Builtin.Helpfulness"], session_id=sid, agent_id=session["runtimeId"])
     if helpfulness["level"] == "TRACE":
-        assert sorted(r["context"]["spanContext"].get("traceId") for r in results) == sorted(traces), results
+        got = [r["context"]["spanContext"].get("traceId") for r in results]
+        assert sorted(got) == sorted(sdk_traces), (got, sdk_traces)
     else:
         assert len(results) == 1, results
     for r in results:

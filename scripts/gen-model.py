@@ -20,6 +20,9 @@ OPERATIONS = {
         "DeleteAgentRuntimeEndpoint", "TagResource", "UntagResource", "ListTagsForResource",
         "CreateMemory", "GetMemory", "ListMemories", "UpdateMemory", "DeleteMemory",
         "PutResourcePolicy", "GetResourcePolicy", "DeleteResourcePolicy",
+        "CreateDataset", "GetDataset", "UpdateDataset", "DeleteDataset", "ListDatasets",
+        "CreateDatasetVersion", "ListDatasetVersions", "AddDatasetExamples",
+        "UpdateDatasetExamples", "DeleteDatasetExamples", "ListDatasetExamples",
     ],
     "bedrock-agentcore": [
         "InvokeAgentRuntime", "InvokeAgentRuntimeCommand", "StopRuntimeSession", "GetAgentCard",
@@ -27,6 +30,8 @@ OPERATIONS = {
         "RetrieveMemoryRecords", "ListMemoryRecords", "GetMemoryRecord", "DeleteMemoryRecord",
         "BatchCreateMemoryRecords", "BatchUpdateMemoryRecords", "BatchDeleteMemoryRecords",
         "ListMemoryExtractionJobs", "StartMemoryExtractionJob",
+        "StartBatchEvaluation", "GetBatchEvaluation", "ListBatchEvaluations",
+        "StopBatchEvaluation", "DeleteBatchEvaluation",
     ],
 }
 KEEP = ("type", "required", "min", "max", "pattern", "enum", "union", "sensitive", "timestampFormat")

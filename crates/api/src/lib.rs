@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod error;
+pub mod evaluation_data;
 pub mod eventstream;
 pub mod memory;
 pub mod model;

@@ -5,6 +5,7 @@
 //! [`ControlStore::apply`], committed with `synchronous=FULL` before the caller answers 2xx.
 
 mod authz;
+pub mod eval_data;
 pub mod memory;
 mod sqlite;
 pub use sqlite::open_pools;
@@ -364,6 +365,8 @@ pub struct Stores {
     pub control: Arc<dyn ControlStore>,
     /// Memories, events, records, extraction jobs.
     pub memory: Arc<dyn memory::MemoryStore>,
+    /// Evaluation datasets and batch evaluations.
+    pub eval_data: Arc<dyn eval_data::EvalDataStore>,
 }
 
 /// Opens the database a URL names once, for every store, and runs its migrations.
@@ -373,7 +376,8 @@ pub async fn open_all(url: &str) -> Result<Stores, Error> {
             let s = Arc::new(SqliteStore::open_with(&path, &options).await?);
             Ok(Stores {
                 control: s.clone(),
-                memory: s,
+                memory: s.clone(),
+                eval_data: s,
             })
         }
     }

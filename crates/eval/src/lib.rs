@@ -1,0 +1,10 @@
+//! Evaluations: AgentCore's Evaluations API and what Berth builds on it.
+//!
+//! - `session`: a session's span and log-record documents (the ADOT JSON form the SDK sends and the
+//!   trace store holds) read into traces, turns and tool calls.
+//! - `catalogue`: the `Builtin.*` evaluators, each with its level and how it scores.
+//! - `checks`: deterministic evaluators (trajectory matches, assertions, latency and cost ceilings).
+//! - `judge`: LLM-as-a-judge through a configured model provider.
+//! - `evaluate`: the `Evaluate` operation: an evaluator over a session, by level and target.
+//! - `stats`: means, confidence intervals, Welch's t-test (experiments, drift, rollout signals).
+//! - `scores`: scores as Berth keeps them, keyed by runtime, endpoint and version.

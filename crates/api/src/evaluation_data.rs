@@ -48,7 +48,7 @@ pub struct S3Source {
 }
 
 /// `CreateDatasetRequest`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateDataset {
     /// Idempotency token.
@@ -84,7 +84,7 @@ pub struct CreateDatasetOutput {
 }
 
 /// `GetDatasetRequest` (also the input of `DeleteDataset`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetRef {
     /// The dataset.
@@ -159,7 +159,7 @@ pub struct GetDatasetOutput {
 }
 
 /// `UpdateDatasetRequest`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateDataset {
     /// The dataset.
@@ -171,7 +171,7 @@ pub struct UpdateDataset {
 }
 
 /// `UpdateDatasetResponse`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateDatasetOutput {
     /// The dataset's ARN.
@@ -179,7 +179,7 @@ pub struct UpdateDatasetOutput {
     /// The dataset's id.
     pub dataset_id: String,
     /// Epoch seconds.
-    #[serde(serialize_with = "epoch::serialize")]
+    #[serde(with = "epoch_de")]
     pub updated_at: EpochMillis,
 }
 
@@ -201,7 +201,7 @@ pub struct DeleteDatasetOutput {
 }
 
 /// `ExampleCountByFieldCondition`: examples having any of `anyOf`, counted, within bounds.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExampleCountByFieldCondition {
     /// `TURNS`, `INPUT`, `ACTOR_PROFILE`.
@@ -213,7 +213,7 @@ pub struct ExampleCountByFieldCondition {
 }
 
 /// `ListDatasetsFilter` / `ListDatasetVersionsFilter`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CountFilter {
     /// Every condition must hold.
@@ -221,7 +221,7 @@ pub struct CountFilter {
 }
 
 /// `ListDatasetsRequest`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListDatasets {
     /// Count conditions.
@@ -277,7 +277,7 @@ pub struct ListDatasetsOutput {
 }
 
 /// `CreateDatasetVersionRequest`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateDatasetVersion {
     /// The dataset.
@@ -304,7 +304,7 @@ pub struct CreateDatasetVersionOutput {
 }
 
 /// `ListDatasetVersionsRequest`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListDatasetVersions {
     /// The dataset.
@@ -344,7 +344,7 @@ pub struct ListDatasetVersionsOutput {
 }
 
 /// `AddDatasetExamplesRequest`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AddDatasetExamples {
     /// The dataset.
@@ -375,7 +375,7 @@ pub struct AddDatasetExamplesOutput {
 }
 
 /// `UpdateDatasetExamplesRequest`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateDatasetExamples {
     /// The dataset.
@@ -404,7 +404,7 @@ pub struct UpdateDatasetExamplesOutput {
 }
 
 /// `DeleteDatasetExamplesRequest`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteDatasetExamples {
     /// The dataset.
@@ -433,7 +433,7 @@ pub struct DeleteDatasetExamplesOutput {
 }
 
 /// `ListDatasetExamplesFilter`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListExamplesFilter {
     /// Dataset generation ids (Berth generates none: such a filter matches nothing).
@@ -443,7 +443,7 @@ pub struct ListExamplesFilter {
 }
 
 /// `ListDatasetExamplesRequest`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListDatasetExamples {
     /// The dataset.
@@ -929,7 +929,7 @@ pub struct GetBatchEvaluationOutput {
 }
 
 /// The input of Get/Stop/DeleteBatchEvaluation.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchEvaluationRef {
     /// The batch evaluation.
@@ -937,7 +937,7 @@ pub struct BatchEvaluationRef {
 }
 
 /// `ListBatchEvaluationsRequest`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListBatchEvaluations {
     /// 1..100.

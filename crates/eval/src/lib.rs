@@ -8,3 +8,9 @@
 //! - `evaluate`: the `Evaluate` operation: an evaluator over a session, by level and target.
 //! - `stats`: means, confidence intervals, Welch's t-test (experiments, drift, rollout signals).
 //! - `scores`: scores as Berth keeps them, keyed by runtime, endpoint and version.
+//! - `datasets`: evaluation datasets (a DRAFT and numbered versions of examples) and their
+//!   signed JSONL download URLs.
+//! - `batch`: batch evaluations, run off the request path and recovered after a restart.
+
+pub mod batch;
+pub mod datasets;

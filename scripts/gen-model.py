@@ -20,9 +20,13 @@ OPERATIONS = {
         "DeleteAgentRuntimeEndpoint", "TagResource", "UntagResource", "ListTagsForResource",
         "CreateMemory", "GetMemory", "ListMemories", "UpdateMemory", "DeleteMemory",
         "PutResourcePolicy", "GetResourcePolicy", "DeleteResourcePolicy",
+        # Evaluations (wave2 §1.1): evaluators, online evaluation configs, datasets.
+        "CreateEvaluator", "GetEvaluator", "UpdateEvaluator", "ListEvaluators", "DeleteEvaluator",
+        "CreateOnlineEvaluationConfig", "GetOnlineEvaluationConfig", "UpdateOnlineEvaluationConfig",
+        "ListOnlineEvaluationConfigs", "DeleteOnlineEvaluationConfig",
         "CreateDataset", "GetDataset", "UpdateDataset", "DeleteDataset", "ListDatasets",
-        "CreateDatasetVersion", "ListDatasetVersions", "AddDatasetExamples",
-        "UpdateDatasetExamples", "DeleteDatasetExamples", "ListDatasetExamples",
+        "CreateDatasetVersion", "ListDatasetVersions", "AddDatasetExamples", "UpdateDatasetExamples",
+        "DeleteDatasetExamples", "ListDatasetExamples",
     ],
     "bedrock-agentcore": [
         "InvokeAgentRuntime", "InvokeAgentRuntimeCommand", "StopRuntimeSession", "GetAgentCard",
@@ -30,7 +34,8 @@ OPERATIONS = {
         "RetrieveMemoryRecords", "ListMemoryRecords", "GetMemoryRecord", "DeleteMemoryRecord",
         "BatchCreateMemoryRecords", "BatchUpdateMemoryRecords", "BatchDeleteMemoryRecords",
         "ListMemoryExtractionJobs", "StartMemoryExtractionJob",
-        "StartBatchEvaluation", "GetBatchEvaluation", "ListBatchEvaluations",
+        # Evaluations (wave2 §1.1): Evaluate and batch evaluations.
+        "Evaluate", "StartBatchEvaluation", "GetBatchEvaluation", "ListBatchEvaluations",
         "StopBatchEvaluation", "DeleteBatchEvaluation",
     ],
 }

@@ -5,6 +5,7 @@
 //! [`ControlStore::apply`], committed with `synchronous=FULL` before the caller answers 2xx.
 
 mod authz;
+pub mod eval;
 pub mod eval_data;
 pub mod memory;
 mod sqlite;
@@ -365,6 +366,8 @@ pub struct Stores {
     pub control: Arc<dyn ControlStore>,
     /// Memories, events, records, extraction jobs.
     pub memory: Arc<dyn memory::MemoryStore>,
+    /// Evaluators and online evaluation configs.
+    pub eval: Arc<dyn eval::EvalStore>,
     /// Evaluation datasets and batch evaluations.
     pub eval_data: Arc<dyn eval_data::EvalDataStore>,
 }
@@ -377,6 +380,7 @@ pub async fn open_all(url: &str) -> Result<Stores, Error> {
             Ok(Stores {
                 control: s.clone(),
                 memory: s.clone(),
+                eval: s.clone(),
                 eval_data: s,
             })
         }

@@ -16,6 +16,7 @@
     clippy::cloned_ref_to_slice_refs
 )]
 
+use berth_store::eval::{EvaluatorRow, OnlineConfigRow};
 use berth_store::memory::{
     EventQuery, EventRow, Inserted, JobQuery, JobRow, MemoryRow, MetaCond, RecordRow, RecordScope,
     TokenRow,
@@ -84,6 +85,8 @@ macro_rules! conformance {
             extraction_cursor_is_a_conditional_write,
             records_put_search_list_and_delete,
             jobs_put_list_and_filter,
+            evaluators_insert_put_list_and_delete,
+            online_configs_insert_put_list_and_delete,
         ]);
     };
     (@tests $backend:ident, $harness:ident, [$($test:ident),* $(,)?]) => {
@@ -1763,4 +1766,158 @@ async fn jobs_put_list_and_filter<H: Harness>(h: &H) {
     assert_eq!(s.job("m", "job-1").await.unwrap(), Some(failed.clone()));
     assert_eq!(s.jobs_in_status("PENDING", 10).await.unwrap(), [j2]);
     assert_eq!(s.jobs_in_status("FAILED", 10).await.unwrap(), [failed]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluations
+
+fn evaluator(id: &str, name: &str, status: &str, created_at: i64) -> EvaluatorRow {
+    EvaluatorRow {
+        id: id.into(),
+        name: name.into(),
+        level: "TRACE".into(),
+        status: status.into(),
+        spec: json!({"evaluatorConfig": {"llmAsAJudge": {"instructions": "judge"}}}),
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+fn online_config(id: &str, name: &str, status: &str, created_at: i64) -> OnlineConfigRow {
+    OnlineConfigRow {
+        id: id.into(),
+        name: name.into(),
+        status: status.into(),
+        execution_status: "ENABLED".into(),
+        failure_reason: None,
+        spec: json!({"rule": {"samplingConfig": {"samplingPercentage": 10.0}}}),
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+async fn evaluators_insert_put_list_and_delete<H: Harness>(h: &H) {
+    let s = node(h).await.eval;
+    assert_eq!(s.evaluator("e1").await.unwrap(), None);
+    let e = evaluator("e1", "first", "CREATING", 1);
+    s.insert_evaluator(&e, Some(&token("CreateEvaluator", "t1")))
+        .await
+        .unwrap();
+    assert_eq!(s.evaluator("e1").await.unwrap(), Some(e.clone()));
+    assert_eq!(
+        s.eval_token("CreateEvaluator", "t1").await.unwrap(),
+        Some(token("CreateEvaluator", "t1"))
+    );
+    // Tokens are per operation, and kept apart from memory's.
+    assert_eq!(s.eval_token("UpdateEvaluator", "t1").await.unwrap(), None);
+    let taken = s
+        .insert_evaluator(&evaluator("e2", "first", "CREATING", 2), None)
+        .await;
+    assert!(
+        matches!(taken, Err(Error::AlreadyExists("evaluator name"))),
+        "{taken:?}"
+    );
+    // A token is taken once; the evaluator written with it is rolled back.
+    let reused = s
+        .insert_evaluator(
+            &evaluator("e3", "third", "CREATING", 3),
+            Some(&token("CreateEvaluator", "t1")),
+        )
+        .await;
+    assert!(
+        matches!(reused, Err(Error::AlreadyExists("client token"))),
+        "{reused:?}"
+    );
+    assert_eq!(s.evaluator("e3").await.unwrap(), None);
+
+    let active = EvaluatorRow {
+        status: "ACTIVE".into(),
+        updated_at: 4,
+        ..e.clone()
+    };
+    s.put_evaluator(&active, None).await.unwrap();
+    assert_eq!(s.evaluator("e1").await.unwrap(), Some(active.clone()));
+    s.insert_evaluator(&evaluator("e2", "second", "CREATING", 1), None)
+        .await
+        .unwrap();
+    // Creation order, ties broken by id.
+    let page = s.list_evaluators(None, 1).await.unwrap();
+    assert_eq!(page[0].id, "e1");
+    let rest = s
+        .list_evaluators(Some((page[0].created_at, page[0].id.clone())), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["e2"]
+    );
+    assert_eq!(s.evaluators_in_status("ACTIVE").await.unwrap(), [active]);
+    assert!(s.delete_evaluator("e1").await.unwrap());
+    assert!(!s.delete_evaluator("e1").await.unwrap());
+    assert_eq!(s.evaluator("e1").await.unwrap(), None);
+    // The name is free again.
+    s.insert_evaluator(&evaluator("e4", "first", "CREATING", 5), None)
+        .await
+        .unwrap();
+}
+
+async fn online_configs_insert_put_list_and_delete<H: Harness>(h: &H) {
+    let s = node(h).await.eval;
+    let c = online_config("c1", "first", "CREATING", 1);
+    s.insert_online_config(&c, Some(&token("CreateOnlineEvaluationConfig", "t")))
+        .await
+        .unwrap();
+    assert_eq!(s.online_config("c1").await.unwrap(), Some(c.clone()));
+    let taken = s
+        .insert_online_config(&online_config("c2", "first", "CREATING", 2), None)
+        .await;
+    assert!(
+        matches!(
+            taken,
+            Err(Error::AlreadyExists("online evaluation config name"))
+        ),
+        "{taken:?}"
+    );
+    let disabled = OnlineConfigRow {
+        status: "ACTIVE".into(),
+        execution_status: "DISABLED".into(),
+        failure_reason: Some("why".into()),
+        updated_at: 3,
+        ..c.clone()
+    };
+    s.put_online_config(&disabled, Some(&token("UpdateOnlineEvaluationConfig", "u")))
+        .await
+        .unwrap();
+    assert_eq!(s.online_config("c1").await.unwrap(), Some(disabled.clone()));
+    assert!(
+        s.eval_token("UpdateOnlineEvaluationConfig", "u")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    s.insert_online_config(&online_config("c0", "zeroth", "CREATING", 1), None)
+        .await
+        .unwrap();
+    let all = s.list_online_configs().await.unwrap();
+    assert_eq!(
+        all.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["c0", "c1"]
+    );
+    let page = s.page_online_configs(None, 1).await.unwrap();
+    assert_eq!(page[0].id, "c0");
+    let rest = s
+        .page_online_configs(Some((1, "c0".into())), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest, [disabled]);
+    assert_eq!(
+        s.online_configs_in_status("CREATING").await.unwrap().len(),
+        1
+    );
+    // A second node sees what the first wrote.
+    let other = node(h).await.eval;
+    assert_eq!(other.list_online_configs().await.unwrap().len(), 2);
+    assert!(s.delete_online_config("c1").await.unwrap());
+    assert_eq!(other.online_config("c1").await.unwrap(), None);
+    assert!(!s.delete_online_config("c1").await.unwrap());
 }

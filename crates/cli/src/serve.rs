@@ -955,22 +955,48 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         cfg.trace_retention_every,
         shutdown.clone(),
     ));
+    let invoker = berth_runtime::invoker::Invoker::with_spans(
+        Arc::new(control.clone()),
+        sessions.clone(),
+        spans,
+    );
+    // Evaluation datasets sign their download URLs with a key of this process: a URL outlives
+    // neither its 15 minutes nor the server.
+    let datasets = berth_eval::datasets::Datasets::new(
+        stores.eval_data.clone(),
+        artifacts.clone(),
+        partition.clone(),
+        berth_types::random_alnum(43).into_bytes(),
+    );
+    let batches = berth_eval::batch::Batches::new(
+        stores.eval_data.clone(),
+        traces.clone(),
+        logs.clone(),
+        datasets.clone(),
+        partition.clone(),
+        Arc::new(berth_server::NoEvaluator),
+        Arc::new(berth_server::RuntimeCaller::new(invoker.clone())),
+        shutdown.clone(),
+    );
+    // Batches a previous process left running are resumed or ended with a reason.
+    batches
+        .recover()
+        .await
+        .map_err(|e| anyhow::anyhow!("recovering batch evaluations: {}", e.detail()))?;
     let state = berth_server::AppState {
         control: control.clone(),
         keys: keys.clone(),
         ring: keys.clone(),
         sessions: sessions.clone(),
-        invoker: berth_runtime::invoker::Invoker::with_spans(
-            Arc::new(control.clone()),
-            sessions.clone(),
-            spans,
-        ),
+        invoker,
         artifacts,
         memory: memory.clone(),
         relax: cfg.relax,
         traces,
         prices: Arc::new(cfg.model_prices.clone()),
         logs,
+        datasets,
+        batches,
     };
     sandbox_api_state.send_replace(Some(state.clone()));
     if let Some(m) = &cfg.metrics_listen {

@@ -84,7 +84,7 @@ fn input_with_documents(
 /// ValidationException naming the member.
 /// Members are named as the model check names them: dotted, list positions from 1
 /// (`payload.1.conversational.role`).
-fn typed<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
+pub(crate) fn typed<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
     use serde_path_to_error::Segment;
     serde_path_to_error::deserialize(input).map_err(|e| {
         let parts: Vec<String> = e
@@ -111,7 +111,7 @@ fn typed<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
 }
 
 /// The response of `op` with a typed body.
-fn respond_typed(m: &Model, op: &str, out: &impl Serialize) -> Result<Response, ApiError> {
+pub(crate) fn respond_typed(m: &Model, op: &str, out: &impl Serialize) -> Result<Response, ApiError> {
     let body = serde_json::to_value(out)
         .map_err(|e| ApiError::internal_because(format_args!("encoding the {op} response: {e}")))?;
     Ok(respond(m, op, body))

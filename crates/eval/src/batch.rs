@@ -125,8 +125,7 @@ fn service_name(runtime_id: &str, endpoint: &str) -> String {
 }
 
 fn parse_time(s: &str) -> Option<i64> {
-    let t =
-        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
     i64::try_from(t.unix_timestamp_nanos()).ok()
 }
 
@@ -142,9 +141,9 @@ fn turn_payload(template: Option<&str>, input: &Value) -> Vec<u8> {
             // Inside a JSON string the input goes in escaped; elsewhere as JSON.
             let escaped = serde_json::to_string(&text).unwrap_or_default();
             let inner = &escaped[1..escaped.len().saturating_sub(1)];
-            let quoted = format!("\"{{{{input}}}}\"");
-            if t.contains(&quoted) && !input.is_string() {
-                t.replace(&quoted, &input.to_string()).into_bytes()
+            let quoted = "\"{{input}}\"";
+            if t.contains(quoted) && !input.is_string() {
+                t.replace(quoted, &input.to_string()).into_bytes()
             } else {
                 t.replace("{{input}}", inner).into_bytes()
             }
@@ -419,13 +418,19 @@ impl Batches {
         }
         match &req.data_source_config {
             DataSourceConfig::CloudWatchLogs(src) => {
-                if let Some(tr) = src.filter_config.as_ref().and_then(|f| f.time_range.as_ref()) {
+                if let Some(tr) = src
+                    .filter_config
+                    .as_ref()
+                    .and_then(|f| f.time_range.as_ref())
+                {
                     for (name, t) in [("startTime", &tr.start_time), ("endTime", &tr.end_time)] {
                         if let Some(t) = t
                             && parse_time(t).is_none()
                         {
                             return Err(ApiError::field(
-                                format!("dataSourceConfig.cloudWatchLogs.filterConfig.timeRange.{name}"),
+                                format!(
+                                    "dataSourceConfig.cloudWatchLogs.filterConfig.timeRange.{name}"
+                                ),
                                 "not an ISO 8601 time",
                             ));
                         }
@@ -441,12 +446,16 @@ impl Batches {
             }
         }
         if let Some(exec) = &req.dataset_execution_config {
-            let rt = exec.agent_invocation.agent_core_runtime.as_ref().ok_or_else(|| {
-                ApiError::field(
-                    "datasetExecutionConfig.agentInvocation.agentCoreRuntime",
-                    "a runtime endpoint is required",
-                )
-            })?;
+            let rt = exec
+                .agent_invocation
+                .agent_core_runtime
+                .as_ref()
+                .ok_or_else(|| {
+                    ApiError::field(
+                        "datasetExecutionConfig.agentInvocation.agentCoreRuntime",
+                        "a runtime endpoint is required",
+                    )
+                })?;
             if split_endpoint_arn(&rt.agent_runtime_endpoint_arn).is_none() {
                 return Err(ApiError::field(
                     "datasetExecutionConfig.agentInvocation.agentCoreRuntime.agentRuntimeEndpointArn",
@@ -639,7 +648,10 @@ impl Batches {
             }
             let outcome = match &job.failed {
                 Some(why) => Err(why.clone()),
-                None => self.evaluate_session(&row, &cw, &service, job, &evaluators, &mut tally).await,
+                None => {
+                    self.evaluate_session(&row, &cw, &service, job, &evaluators, &mut tally)
+                        .await
+                }
             };
             match outcome {
                 Ok(true) => tally.completed += 1,
@@ -747,7 +759,9 @@ impl Batches {
             }
         }
         if ids.is_empty() {
-            ids = self.sessions_in_range(&service, filter.time_range.as_ref()).await?;
+            ids = self
+                .sessions_in_range(&service, filter.time_range.as_ref())
+                .await?;
         }
         Ok(ids
             .into_iter()
@@ -827,7 +841,10 @@ impl Batches {
         let mut docs = Vec::new();
         let mut trace_ids: Vec<String> = Vec::new();
         let mut version = None;
-        for s in spans.iter().filter(|s| service.is_empty() || s.service_name == service) {
+        for s in spans
+            .iter()
+            .filter(|s| service.is_empty() || s.service_name == service)
+        {
             if !trace_ids.contains(&s.trace_id) {
                 trace_ids.push(s.trace_id.clone());
             }
@@ -872,7 +889,12 @@ impl Batches {
         let mut events = Vec::new();
         let mut failure = None;
         for evaluator in evaluators {
-            match self.inner.evaluator.evaluate(evaluator, input.clone()).await {
+            match self
+                .inner
+                .evaluator
+                .evaluate(evaluator, input.clone())
+                .await
+            {
                 Ok(results) => {
                     for r in results {
                         let dim = r
@@ -930,9 +952,11 @@ impl Batches {
                 sequence_token: None,
                 entity: None,
             };
-            self.inner.logs.put_log_events(&req).await.map_err(|e| {
-                ApiError::internal_because(format_args!("writing results: {e}"))
-            })?;
+            self.inner
+                .logs
+                .put_log_events(&req)
+                .await
+                .map_err(|e| ApiError::internal_because(format_args!("writing results: {e}")))?;
         }
         Ok(())
     }
@@ -944,9 +968,16 @@ impl Batches {
         row: &BatchRow,
         exec: &DatasetExecutionConfig,
     ) -> Result<(String, Vec<SessionJob>, Option<Value>), ApiError> {
-        let rt = exec.agent_invocation.agent_core_runtime.as_ref().ok_or_else(|| {
-            ApiError::field("datasetExecutionConfig.agentInvocation", "no runtime endpoint")
-        })?;
+        let rt = exec
+            .agent_invocation
+            .agent_core_runtime
+            .as_ref()
+            .ok_or_else(|| {
+                ApiError::field(
+                    "datasetExecutionConfig.agentInvocation",
+                    "no runtime endpoint",
+                )
+            })?;
         let (runtime_id, endpoint) = split_endpoint_arn(&rt.agent_runtime_endpoint_arn)
             .ok_or_else(|| ApiError::field("agentRuntimeEndpointArn", "not an endpoint ARN"))?;
         let service = service_name(runtime_id, endpoint);
@@ -962,12 +993,7 @@ impl Batches {
                 .get("scenario_id")
                 .and_then(Value::as_str)
                 .map_or_else(|| format!("example-{}", i + 1), str::to_owned);
-            let session_id = format!(
-                "{}-{}-{}",
-                row.id,
-                i + 1,
-                berth_types::random_alnum(16)
-            );
+            let session_id = format!("{}-{}-{}", row.id, i + 1, berth_types::random_alnum(16));
             let truth = ground_truth_of(ex);
             let mut failed = None;
             let turns: Vec<Value> = match ex.get("turns").and_then(Value::as_array) {
@@ -988,7 +1014,10 @@ impl Batches {
                     .invoke(runtime_id, endpoint, &session_id, payload)
                     .await
                 {
-                    failed = Some(format!("scenario {scenario}: invocation failed: {}", e.message));
+                    failed = Some(format!(
+                        "scenario {scenario}: invocation failed: {}",
+                        e.message
+                    ));
                 }
             }
             jobs.push(SessionJob {
@@ -1050,10 +1079,8 @@ fn ground_truth_of(ex: &Value) -> Option<InlineGroundTruth> {
     use berth_api::evaluation_data::{
         EvaluationContent, ExpectedTrajectory, GroundTruthTurn, GroundTruthTurnInput,
     };
-    let assertions: Option<Vec<EvaluationContent>> = ex
-        .get("assertions")
-        .and_then(Value::as_array)
-        .map(|a| {
+    let assertions: Option<Vec<EvaluationContent>> =
+        ex.get("assertions").and_then(Value::as_array).map(|a| {
             a.iter()
                 .filter_map(Value::as_str)
                 .map(|t| EvaluationContent { text: t.to_owned() })
@@ -1063,7 +1090,11 @@ fn ground_truth_of(ex: &Value) -> Option<InlineGroundTruth> {
         .get("expected_trajectory")
         .and_then(Value::as_array)
         .map(|a| ExpectedTrajectory {
-            tool_names: a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            tool_names: a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
         });
     let turns = ex.get("turns").and_then(Value::as_array).map(|t| {
         t.iter()
@@ -1126,7 +1157,10 @@ fn reference_inputs(
 /// One result as the log event the SDK's `fetch_evaluation_events` returns: the
 /// `gen_ai.evaluation.*` keys, the trace context, and where it came from.
 fn result_event(row: &BatchRow, job: &SessionJob, evaluator: &str, r: &Value) -> Value {
-    let ctx = r.pointer("/context/spanContext").cloned().unwrap_or(Value::Null);
+    let ctx = r
+        .pointer("/context/spanContext")
+        .cloned()
+        .unwrap_or(Value::Null);
     let trace_id = ctx.get("traceId").cloned().unwrap_or(Value::Null);
     let mut e = json!({
         "batchEvaluationId": row.id,
@@ -1188,7 +1222,9 @@ mod tests {
     #[test]
     fn ground_truth_maps_turns_to_traces_in_order() {
         let g = InlineGroundTruth {
-            assertions: Some(vec![EvaluationContent { text: "polite".into() }]),
+            assertions: Some(vec![EvaluationContent {
+                text: "polite".into(),
+            }]),
             expected_trajectory: None,
             turns: Some(vec![
                 GroundTruthTurn {
@@ -1214,7 +1250,10 @@ mod tests {
                         "expected_trajectory": ["search"], "assertions": ["kind"]});
         let g = ground_truth_of(&ex).unwrap();
         assert_eq!(g.expected_trajectory.unwrap().tool_names, vec!["search"]);
-        assert_eq!(g.turns.unwrap()[0].expected_response.as_ref().unwrap().text, "a");
+        assert_eq!(
+            g.turns.unwrap()[0].expected_response.as_ref().unwrap().text,
+            "a"
+        );
         assert!(ground_truth_of(&json!({"scenario_id": "s"})).is_none());
     }
 }

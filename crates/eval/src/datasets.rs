@@ -12,11 +12,11 @@ use berth_api::ApiError;
 use berth_api::evaluation_data::{
     AddDatasetExamples, AddDatasetExamplesOutput, CountFilter, CreateDataset, CreateDatasetOutput,
     CreateDatasetVersion, CreateDatasetVersionOutput, DataSourceType, DatasetRef, DatasetSummary,
-    DatasetVersionSummary, DeleteDatasetExamples, DeleteDatasetExamplesOutput,
-    DeleteDatasetOutput, ExampleCountByField, ExampleCountByFieldCondition, GetDatasetOutput,
-    ListDatasetExamples, ListDatasetExamplesOutput, ListDatasetVersions,
-    ListDatasetVersionsOutput, ListDatasets, ListDatasetsOutput, UpdateDataset,
-    UpdateDatasetExamples, UpdateDatasetExamplesOutput, UpdateDatasetOutput,
+    DatasetVersionSummary, DeleteDatasetExamples, DeleteDatasetExamplesOutput, DeleteDatasetOutput,
+    ExampleCountByField, ExampleCountByFieldCondition, GetDatasetOutput, ListDatasetExamples,
+    ListDatasetExamplesOutput, ListDatasetVersions, ListDatasetVersionsOutput, ListDatasets,
+    ListDatasetsOutput, UpdateDataset, UpdateDatasetExamples, UpdateDatasetExamplesOutput,
+    UpdateDatasetOutput,
 };
 use berth_store::eval_data::{
     DRAFT, DatasetRow, EvalDataStore, ExampleChange, ExampleCounts, TokenRow,
@@ -88,11 +88,11 @@ fn not_found_dataset() -> ApiError {
 pub fn parse_version(v: Option<&str>) -> Result<i64, ApiError> {
     match v {
         None | Some("DRAFT") => Ok(DRAFT),
-        Some(n) => n
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| ApiError::field("datasetVersion", "must be DRAFT or a version number")),
+        Some(n) => {
+            n.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ApiError::field("datasetVersion", "must be DRAFT or a version number")
+            })
+        }
     }
 }
 
@@ -154,7 +154,9 @@ fn valid_example_id(id: &str) -> bool {
 /// Checks one example against the dataset's schema type; `at` names it in the error.
 fn check_example(schema: Option<&str>, doc: &Value, at: &str) -> Result<(), ApiError> {
     let bad = |why: &str| ApiError::field(at.to_owned(), format!("{at}: {why}"));
-    let obj = doc.as_object().ok_or_else(|| bad("an example must be a JSON object"))?;
+    let obj = doc
+        .as_object()
+        .ok_or_else(|| bad("an example must be a JSON object"))?;
     if let Some(id) = example_id(doc)
         && !valid_example_id(id)
     {
@@ -529,7 +531,12 @@ impl Datasets {
         let now = now_millis();
         match req.dataset_version.as_deref() {
             None => {
-                if !self.store.delete_dataset(&row.id).await.map_err(store_err)? {
+                if !self
+                    .store
+                    .delete_dataset(&row.id)
+                    .await
+                    .map_err(store_err)?
+                {
                     return Err(not_found_dataset());
                 }
                 Ok(DeleteDatasetOutput {
@@ -965,7 +972,8 @@ mod tests {
 
     #[test]
     fn predefined_examples_are_checked_before_anything_is_written() {
-        let ok = json!({"scenario_id": "s1", "turns": [{"input": "hi", "expected_response": "hello"}]});
+        let ok =
+            json!({"scenario_id": "s1", "turns": [{"input": "hi", "expected_response": "hello"}]});
         let bad = json!({"scenario_id": "s2", "turns": []});
         assert!(prepare(Some(PREDEFINED), vec![ok.clone()]).is_ok());
         let e = prepare(Some(PREDEFINED), vec![ok.clone(), bad]).unwrap_err();

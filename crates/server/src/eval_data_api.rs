@@ -179,14 +179,23 @@ pub fn routes() -> Router<AppState> {
             "/datasets/{datasetId}",
             get(get_dataset).put(update_dataset).delete(delete_dataset),
         )
-        .route("/datasets/{datasetId}/versions", post(create_dataset_version))
+        .route(
+            "/datasets/{datasetId}/versions",
+            post(create_dataset_version),
+        )
         .route(
             "/datasets/{datasetId}/versions/list",
             post(list_dataset_versions),
         )
         .route("/datasets/{datasetId}/examples/add", post(add_examples))
-        .route("/datasets/{datasetId}/examples/update", post(update_examples))
-        .route("/datasets/{datasetId}/examples/delete", post(delete_examples))
+        .route(
+            "/datasets/{datasetId}/examples/update",
+            post(update_examples),
+        )
+        .route(
+            "/datasets/{datasetId}/examples/delete",
+            post(delete_examples),
+        )
         .route("/datasets/{datasetId}/examples/list", post(list_examples))
         .route(
             "/evaluations/batch-evaluate",

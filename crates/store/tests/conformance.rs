@@ -1967,25 +1967,45 @@ async fn datasets_examples_and_versions<H: Harness>(h: &H) {
     use berth_store::eval_data::{DRAFT, ExampleChange};
     let s = node(h).await.eval_data;
     let d = dataset("d1", "first", 1);
-    s.insert_dataset(&d, &[example("a"), example("b")], Some(&data_token("CreateDataset", "t1")))
-        .await
-        .unwrap();
+    s.insert_dataset(
+        &d,
+        &[example("a"), example("b")],
+        Some(&data_token("CreateDataset", "t1")),
+    )
+    .await
+    .unwrap();
     assert_eq!(s.dataset("d1").await.unwrap(), Some(d.clone()));
     assert_eq!(
-        s.eval_token("t1", "CreateDataset").await.unwrap().unwrap().response,
+        s.eval_token("t1", "CreateDataset")
+            .await
+            .unwrap()
+            .unwrap()
+            .response,
         json!({"datasetId": "d1"})
     );
     assert!(matches!(
-        s.insert_dataset(&dataset("d2", "first", 2), &[], None).await,
+        s.insert_dataset(&dataset("d2", "first", 2), &[], None)
+            .await,
         Err(Error::AlreadyExists("dataset name"))
     ));
     s.insert_dataset(&dataset("d2", "second", 2), &[], None)
         .await
         .unwrap();
-    let page: Vec<String> = s.datasets(None, 1).await.unwrap().into_iter().map(|d| d.id).collect();
+    let page: Vec<String> = s
+        .datasets(None, 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
     assert_eq!(page, ["d1"]);
-    let page: Vec<String> =
-        s.datasets(Some("d1"), 10).await.unwrap().into_iter().map(|d| d.id).collect();
+    let page: Vec<String> = s
+        .datasets(Some("d1"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
     assert_eq!(page, ["d2"]);
 
     let c = s.example_counts("d1", DRAFT).await.unwrap();
@@ -2000,11 +2020,20 @@ async fn datasets_examples_and_versions<H: Harness>(h: &H) {
     assert_eq!(s.example_counts("d1", DRAFT).await.unwrap().total, 1);
     // The published version kept what the DRAFT had, in order.
     let v1 = s.examples("d1", 1, 0, 10).await.unwrap();
-    assert_eq!(v1.iter().map(|e| e.example_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        v1.iter().map(|e| e.example_id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     let rest = s.examples("d1", 1, v1[0].position, 10).await.unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(s.publish_version("d1", 7, None).await.unwrap(), 2);
-    let vs: Vec<i64> = s.versions("d1").await.unwrap().iter().map(|v| v.version).collect();
+    let vs: Vec<i64> = s
+        .versions("d1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
     assert_eq!(vs, [2, 1]);
     assert!(s.delete_version("d1", 1).await.unwrap());
     assert!(!s.delete_version("d1", 1).await.unwrap());
@@ -2040,14 +2069,24 @@ async fn dataset_example_changes_are_all_or_nothing<H: Harness>(h: &H) {
     assert!(s.change_examples("d1", &del, 2, None).await.is_err());
     assert_eq!(s.example_counts("d1", DRAFT).await.unwrap().total, 1);
     let n = s
-        .change_examples("d1", &ExampleChange::Add(vec![example("b")]), 3, Some(&data_token("AddDatasetExamples", "t")))
+        .change_examples(
+            "d1",
+            &ExampleChange::Add(vec![example("b")]),
+            3,
+            Some(&data_token("AddDatasetExamples", "t")),
+        )
         .await
         .unwrap();
     assert_eq!(n, 1);
     // A token taken meanwhile fails the change.
     assert!(matches!(
-        s.change_examples("d1", &ExampleChange::Add(vec![example("c")]), 4, Some(&data_token("AddDatasetExamples", "t")))
-            .await,
+        s.change_examples(
+            "d1",
+            &ExampleChange::Add(vec![example("c")]),
+            4,
+            Some(&data_token("AddDatasetExamples", "t"))
+        )
+        .await,
         Err(Error::AlreadyExists("client token"))
     ));
     assert_eq!(s.example_counts("d1", DRAFT).await.unwrap().total, 2);
@@ -2068,14 +2107,38 @@ async fn batch_evaluations_insert_update_and_recover<H: Harness>(h: &H) {
         created_at: at,
         updated_at: at,
     };
-    s.insert_batch(&batch("b1", "PENDING", 1), None).await.unwrap();
-    s.insert_batch(&batch("b2", "IN_PROGRESS", 2), None).await.unwrap();
-    s.insert_batch(&batch("b3", "COMPLETED", 3), None).await.unwrap();
-    let newest: Vec<String> = s.batches(None, 2).await.unwrap().into_iter().map(|b| b.id).collect();
+    s.insert_batch(&batch("b1", "PENDING", 1), None)
+        .await
+        .unwrap();
+    s.insert_batch(&batch("b2", "IN_PROGRESS", 2), None)
+        .await
+        .unwrap();
+    s.insert_batch(&batch("b3", "COMPLETED", 3), None)
+        .await
+        .unwrap();
+    let newest: Vec<String> = s
+        .batches(None, 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
     assert_eq!(newest, ["b3", "b2"]);
-    let rest: Vec<String> = s.batches(Some("b2"), 2).await.unwrap().into_iter().map(|b| b.id).collect();
+    let rest: Vec<String> = s
+        .batches(Some("b2"), 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
     assert_eq!(rest, ["b1"]);
-    let open: Vec<String> = s.unfinished_batches().await.unwrap().into_iter().map(|b| b.id).collect();
+    let open: Vec<String> = s
+        .unfinished_batches()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
     assert_eq!(open, ["b1", "b2"]);
     // A stop that came first wins over the runner's write.
     let mut stopping = batch("b2", "STOPPING", 2);
@@ -2089,6 +2152,10 @@ async fn batch_evaluations_insert_update_and_recover<H: Harness>(h: &H) {
     assert!(s.update_batch(&stopping, &["COMPLETED"]).await.unwrap());
     assert_eq!(s.batch("b2").await.unwrap(), Some(stopping));
     assert!(s.delete_batch("b1").await.unwrap());
-    assert!(!s.update_batch(&batch("b1", "COMPLETED", 1), &[]).await.unwrap());
+    assert!(
+        !s.update_batch(&batch("b1", "COMPLETED", 1), &[])
+            .await
+            .unwrap()
+    );
     assert_eq!(s.batch("b1").await.unwrap(), None);
 }

@@ -4,8 +4,8 @@ use super::SqliteStore;
 use super::cols::{corrupt, json_col, opt_json_col};
 use crate::Error;
 use crate::eval_data::{
-    BatchRow, DRAFT, DatasetRow, EvalDataStore, ExampleChange, ExampleCounts, ExampleRow,
-    TokenRow, VersionRow,
+    BatchRow, DRAFT, DatasetRow, EvalDataStore, ExampleChange, ExampleCounts, ExampleRow, TokenRow,
+    VersionRow,
 };
 use async_trait::async_trait;
 use berth_types::EpochMillis;
@@ -165,10 +165,12 @@ impl EvalDataStore for SqliteStore {
     }
 
     async fn dataset(&self, id: &str) -> Result<Option<DatasetRow>, Error> {
-        let row = sqlx::query(&format!("SELECT {DATASET_COLS} FROM eval_datasets WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.reader())
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {DATASET_COLS} FROM eval_datasets WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.reader())
+        .await?;
         row.as_ref().map(dataset_row).transpose()
     }
 
@@ -406,7 +408,10 @@ impl EvalDataStore for SqliteStore {
 
     async fn delete_version(&self, id: &str, version: i64) -> Result<bool, Error> {
         if version == DRAFT {
-            return Err(corrupt("eval_dataset_versions", "the DRAFT is not a version row"));
+            return Err(corrupt(
+                "eval_dataset_versions",
+                "the DRAFT is not a version row",
+            ));
         }
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM eval_dataset_examples WHERE dataset_id = $1 AND version = $2")

@@ -21,6 +21,7 @@ from berth_harness import (
     runtime_arn,
     unique_name,
     wait_endpoint,
+    wait_not_found,
     wait_status,
 )
 
@@ -207,6 +208,45 @@ def test_every_served_operation_answers_in_the_models_types(berth, control, data
     )
     step(data, "StartMemoryExtractionJob", memoryId=mid, extractionJob={"jobId": jobs[0]["jobID"]})
     step(data, "DeleteEvent", memoryId=mid, actorId="amy", sessionId="s1", eventId=event["eventId"])
+
+    # Evaluations: evaluators, online evaluation configs, and a deterministic Evaluate.
+    judge = {"llmAsAJudge": {
+        "instructions": "Is the answer right?",
+        "ratingScale": {"categorical": [{"definition": "right", "label": "Right"},
+                                        {"definition": "wrong", "label": "Wrong"}]},
+        "modelConfig": {"bedrockEvaluatorModelConfig": {"modelId": "judge"}},
+    }}
+    ev = step(control, "CreateEvaluator", evaluatorName=unique_name("walk"), level="TRACE",
+              evaluatorConfig=judge)["evaluatorId"]
+    poll(lambda: control.get_evaluator(evaluatorId=ev)["status"], lambda s: s == "ACTIVE",
+         timeout=60, what="an ACTIVE evaluator")
+    step(control, "GetEvaluator", evaluatorId=ev)
+    step(control, "GetEvaluator", evaluatorId="Builtin.Helpfulness")
+    step(control, "ListEvaluators", maxResults=5)
+    step(control, "UpdateEvaluator", evaluatorId=ev, description="walked")
+    online = step(
+        control, "CreateOnlineEvaluationConfig", onlineEvaluationConfigName=unique_name("walk"),
+        rule={"samplingConfig": {"samplingPercentage": 10.0}},
+        dataSourceConfig={"cloudWatchLogs": {"serviceNames": ["walk.DEFAULT"]}},
+        evaluators=[{"evaluatorId": ev}], evaluationExecutionRoleArn="arn:aws:iam::123456789012:role/r",
+        enableOnCreate=False,
+    )["onlineEvaluationConfigId"]
+    step(control, "GetOnlineEvaluationConfig", onlineEvaluationConfigId=online)
+    step(control, "ListOnlineEvaluationConfigs", maxResults=5)
+    step(control, "UpdateOnlineEvaluationConfig", onlineEvaluationConfigId=online, executionStatus="ENABLED")
+    span = {"resource": {"attributes": {"service.name": "walk"}}, "scope": {"name": "strands.telemetry.tracer"},
+            "traceId": "0" * 31 + "1", "spanId": "0" * 15 + "1", "name": "execute_tool add", "kind": "INTERNAL",
+            "startTimeUnixNano": 1, "endTimeUnixNano": 2, "durationNano": 1,
+            "attributes": {"session.id": "walk-session", "gen_ai.operation.name": "execute_tool",
+                           "gen_ai.tool.name": "add"},
+            "status": {"code": "OK"}}
+    step(data, "Evaluate", evaluatorId="Builtin.TrajectoryExactOrderMatch",
+         evaluationInput={"sessionSpans": [span]},
+         evaluationReferenceInputs=[{"context": {"spanContext": {"sessionId": "walk-session"}},
+                                     "expectedTrajectory": {"toolNames": ["add"]}}])
+    step(control, "DeleteOnlineEvaluationConfig", onlineEvaluationConfigId=online)
+    wait_not_found(control.get_online_evaluation_config, onlineEvaluationConfigId=online)
+    step(control, "DeleteEvaluator", evaluatorId=ev)
 
     # CloudWatch Logs.
     logs = berth.client("logs")

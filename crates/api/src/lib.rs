@@ -4,7 +4,9 @@
 
 pub mod control;
 pub mod error;
+pub mod evaluation;
 pub mod evaluation_data;
+pub mod evaluation_resources;
 pub mod eventstream;
 pub mod memory;
 pub mod model;

@@ -188,6 +188,12 @@ pub struct ServeArgs {
         value_name = "MODEL=IN/OUT[/CR[/CW]]"
     )]
     pub model_prices: Vec<String>,
+    /// Evaluations: the Berth runtime a `codeBased` evaluator's Lambda runs as,
+    /// `LAMBDA_ARN=RUNTIME_ID` (or `=RUNTIME_ARN`); `Evaluate` invokes that runtime with the
+    /// evaluator's event, sandboxed like any invocation. Repeat the flag [default: none, and
+    /// code evaluators answer an error naming this flag].
+    #[arg(long, env = "BERTH_EVAL_CODE_RUNTIME", value_name = "LAMBDA_ARN=RUNTIME")]
+    pub eval_code_runtime: Vec<String>,
     /// Milliseconds between trace retention passes [default: 60000].
     #[arg(long, env = "BERTH_TRACE_RETENTION_TICK_MS", value_name = "MS")]
     pub trace_retention_tick_ms: Option<u64>,
@@ -265,6 +271,8 @@ pub struct Config {
     pub invocation_spans: bool,
     /// GenAI prices per model id.
     pub model_prices: berth_trace::usage::Prices,
+    /// `codeBased` evaluators' Lambda ARNs and the runtimes they run as.
+    pub eval_code_runtimes: std::collections::BTreeMap<String, String>,
     /// How often retention runs.
     pub trace_retention_every: std::time::Duration,
     /// OTLP export to an external collector, if configured.
@@ -428,6 +436,11 @@ impl ServeArgs {
                         file.model_prices
                     } else {
                         self.model_prices
+                    },
+                    eval_code_runtime: if self.eval_code_runtime.is_empty() {
+                        file.eval_code_runtime
+                    } else {
+                        self.eval_code_runtime
                     },
                     edge: self.edge.over(file.edge),
                 }
@@ -624,6 +637,8 @@ impl ServeArgs {
                     .filter(|s| !s.trim().is_empty()),
             )
             .map_err(|e| invalid("model_prices", e))?,
+            eval_code_runtimes: berth_server::code_runtimes(&self.eval_code_runtime)
+                .map_err(|e| invalid("eval_code_runtime", e.message))?,
             trace_retention_every: std::time::Duration::from_millis(positive(
                 "trace_retention_tick_ms",
                 self.trace_retention_tick_ms.unwrap_or(60_000),
@@ -968,13 +983,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         partition.clone(),
         berth_types::random_alnum(43).into_bytes(),
     );
+    // Evaluators and the judge. The judge model comes from the eval-model settings once serve
+    // has them; without one, judge evaluators answer per-result errors.
+    let evals = berth_server::Evals {
+        resources: berth_eval::resources::Resources::new(
+            stores.eval.clone(),
+            partition.clone(),
+            None,
+        ),
+        judge: berth_eval::judge::Judge::new(berth_eval::judge::JudgeSettings {
+            provider: None,
+            base_url: None,
+            api_key: None,
+            aws: None,
+            region: partition.region.clone(),
+            default_model: None,
+            timeout: std::time::Duration::from_secs(60),
+            retries: 2,
+        }),
+        code_runtimes: Arc::new(cfg.eval_code_runtimes.clone()),
+    };
     let batches = berth_eval::batch::Batches::new(
         stores.eval_data.clone(),
         traces.clone(),
         logs.clone(),
         datasets.clone(),
         partition.clone(),
-        Arc::new(berth_server::NoEvaluator),
+        Arc::new(berth_server::EngineEvaluator::new(evals.clone())),
         Arc::new(berth_server::RuntimeCaller::new(invoker.clone())),
         shutdown.clone(),
     );
@@ -995,6 +1030,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         traces,
         prices: Arc::new(cfg.model_prices.clone()),
         logs,
+        evals,
         datasets,
         batches,
     };

@@ -13,4 +13,14 @@
 //! - `batch`: batch evaluations, run off the request path and recovered after a restart.
 
 pub mod batch;
+pub mod catalogue;
+pub mod checks;
 pub mod datasets;
+pub mod evaluate;
+pub mod judge;
+pub mod resources;
+pub mod session;
+
+pub use evaluate::{CodeRunner, Evaluator, Scoring, evaluate};
+pub use judge::{Judge, JudgeSettings, JudgeSpec};
+pub use session::{SessionView, ToolCall, TraceView, read_session};

@@ -133,6 +133,26 @@ impl fmt::Debug for ModelProvider {
     }
 }
 
+/// Tokens one call used, as the provider reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Answer tokens.
+    pub output_tokens: u64,
+    /// Their sum (the provider's figure when it gives one).
+    pub total_tokens: u64,
+}
+
+/// A model's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The answer's text.
+    pub text: String,
+    /// What it cost.
+    pub usage: Usage,
+}
+
 /// Why a model call failed. The message becomes the extraction job's `failureReason`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -261,6 +281,12 @@ impl ModelProvider {
 
     /// Sends one system + user prompt and returns the model's text answer.
     pub async fn complete(&self, system: &str, user: &str) -> Result<String, Error> {
+        Ok(self.complete_with_usage(system, user).await?.text)
+    }
+
+    /// Sends one system + user prompt and returns the model's text answer with the tokens the
+    /// provider says it used (zeros where it does not say).
+    pub async fn complete_with_usage(&self, system: &str, user: &str) -> Result<Completion, Error> {
         let client = reqwest::Client::builder()
             .timeout(self.timeout)
             .build()
@@ -295,7 +321,12 @@ impl ModelProvider {
                 message: error_message(error_type.as_deref(), &body),
             });
         }
-        answer_text(self.kind, &body).ok_or_else(|| Error::NoText(quote(&body.to_string())))
+        let text =
+            answer_text(self.kind, &body).ok_or_else(|| Error::NoText(quote(&body.to_string())))?;
+        Ok(Completion {
+            text,
+            usage: answer_usage(self.kind, &body),
+        })
     }
 
     fn request(
@@ -411,6 +442,37 @@ fn answer_text(kind: ProviderKind, body: &Value) -> Option<String> {
     }
 }
 
+/// The tokens an answer reports: OpenAI's `usage.prompt_tokens`/`completion_tokens`/
+/// `total_tokens`, Anthropic's `usage.input_tokens`/`output_tokens`, Converse's
+/// `usage.inputTokens`/`outputTokens`/`totalTokens`. Missing figures are 0; a missing total is
+/// the sum.
+fn answer_usage(kind: ProviderKind, body: &Value) -> Usage {
+    let n = |key: &str| -> u64 {
+        body.get("usage")
+            .and_then(|u| u.get(key))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    let (input_tokens, output_tokens, total) = match kind {
+        ProviderKind::OpenAiCompatible => (
+            n("prompt_tokens"),
+            n("completion_tokens"),
+            n("total_tokens"),
+        ),
+        ProviderKind::Anthropic => (n("input_tokens"), n("output_tokens"), 0),
+        ProviderKind::BedrockConverse => (n("inputTokens"), n("outputTokens"), n("totalTokens")),
+    };
+    Usage {
+        input_tokens,
+        output_tokens,
+        total_tokens: if total == 0 {
+            input_tokens + output_tokens
+        } else {
+            total
+        },
+    }
+}
+
 /// What an error answer says: AWS's error type (header `x-amzn-ErrorType` or `__type`) and
 /// `message`, OpenAI's and Anthropic's `error.message`, else the body itself.
 fn error_message(error_type: Option<&str>, body: &Value) -> String {
@@ -459,6 +521,42 @@ mod tests {
             "{\"memories\": []}"
         );
         assert!(answer_text(ProviderKind::BedrockConverse, &json!({"output": {}})).is_none());
+    }
+
+    #[test]
+    fn usage_is_read_where_each_api_puts_it() {
+        let openai =
+            json!({"usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}});
+        assert_eq!(
+            answer_usage(ProviderKind::OpenAiCompatible, &openai),
+            Usage {
+                input_tokens: 10,
+                output_tokens: 3,
+                total_tokens: 13
+            }
+        );
+        let anthropic = json!({"usage": {"input_tokens": 7, "output_tokens": 2}});
+        assert_eq!(
+            answer_usage(ProviderKind::Anthropic, &anthropic),
+            Usage {
+                input_tokens: 7,
+                output_tokens: 2,
+                total_tokens: 9
+            }
+        );
+        let converse = json!({"usage": {"inputTokens": 5, "outputTokens": 1, "totalTokens": 6}});
+        assert_eq!(
+            answer_usage(ProviderKind::BedrockConverse, &converse),
+            Usage {
+                input_tokens: 5,
+                output_tokens: 1,
+                total_tokens: 6
+            }
+        );
+        assert_eq!(
+            answer_usage(ProviderKind::OpenAiCompatible, &json!({})),
+            Usage::default()
+        );
     }
 
     #[test]

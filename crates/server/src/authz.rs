@@ -172,6 +172,29 @@ pub(crate) fn memory_arn(p: &Partition, seg: &str) -> String {
     )
 }
 
+/// The ARN of the evaluator a path segment names: built-ins (`Builtin.X`, `ThirdParty.X.Y`)
+/// have the region- and account-less form AgentCore gives them.
+pub(crate) fn evaluator_arn(p: &Partition, seg: &str) -> String {
+    let id = decode(seg);
+    if id.starts_with("Builtin.") || id.starts_with("ThirdParty.") {
+        return format!("arn:aws:bedrock-agentcore:::evaluator/{id}");
+    }
+    format!(
+        "arn:aws:bedrock-agentcore:{}:{}:evaluator/{id}",
+        p.region, p.account_id
+    )
+}
+
+/// The ARN of the online evaluation config a path segment names.
+pub(crate) fn online_config_arn(p: &Partition, seg: &str) -> String {
+    format!(
+        "arn:aws:bedrock-agentcore:{}:{}:online-evaluation-config/{}",
+        p.region,
+        p.account_id,
+        decode(seg)
+    )
+}
+
 /// The canonical form of an AgentCore ARN in a path segment (runtime, endpoint, memory), so a
 /// policy sees one spelling; anything else as decoded.
 fn canonical_arn(p: &Partition, seg: &str) -> String {
@@ -376,6 +399,47 @@ pub fn operations(
             memory_arn(p, m),
         )
         .audited(),
+        // AgentCore Evaluations, control plane.
+        (Method::POST, ["evaluators", "create"]) => {
+            one("bedrock-agentcore:CreateEvaluator", evaluator_arn(p, "*")).audited()
+        }
+        (Method::POST, ["evaluators"]) => {
+            one("bedrock-agentcore:ListEvaluators", evaluator_arn(p, "*"))
+        }
+        (m, ["evaluators", e]) => match m {
+            Method::GET => one("bedrock-agentcore:GetEvaluator", evaluator_arn(p, e)),
+            Method::PUT => one("bedrock-agentcore:UpdateEvaluator", evaluator_arn(p, e)).audited(),
+            Method::DELETE => {
+                one("bedrock-agentcore:DeleteEvaluator", evaluator_arn(p, e)).audited()
+            }
+            _ => Classified::default(),
+        },
+        (Method::POST, ["online-evaluation-configs", "create"]) => one(
+            "bedrock-agentcore:CreateOnlineEvaluationConfig",
+            online_config_arn(p, "*"),
+        )
+        .audited(),
+        (Method::POST, ["online-evaluation-configs"]) => one(
+            "bedrock-agentcore:ListOnlineEvaluationConfigs",
+            online_config_arn(p, "*"),
+        ),
+        (m, ["online-evaluation-configs", c]) => {
+            let arn = online_config_arn(p, c);
+            match m {
+                Method::GET => one("bedrock-agentcore:GetOnlineEvaluationConfig", arn),
+                Method::PUT => {
+                    one("bedrock-agentcore:UpdateOnlineEvaluationConfig", arn).audited()
+                }
+                Method::DELETE => {
+                    one("bedrock-agentcore:DeleteOnlineEvaluationConfig", arn).audited()
+                }
+                _ => Classified::default(),
+            }
+        }
+        // AgentCore Evaluations, data plane: scoring reads and writes nothing of the caller's.
+        (Method::POST, ["evaluations", "evaluate", e]) => {
+            one("bedrock-agentcore:Evaluate", evaluator_arn(p, e))
+        }
         // Berth's one-round-trip context call reads events and records: it needs both.
         (Method::POST, ["berth", "v1", "memories", m, "actors", _, "context"]) => {
             let arn = memory_arn(p, m);

@@ -288,17 +288,48 @@ impl berth_eval::batch::AgentCaller for RuntimeCaller {
     }
 }
 
-/// The evaluator batch evaluations use until the `Evaluate` engine is wired into the server:
-/// every evaluation fails with a message saying so (a batch then ends `FAILED` with that reason,
-/// never with made-up scores).
-pub struct NoEvaluator;
+/// Batch evaluations score sessions with the same engine as `Evaluate`: the evaluator resolved
+/// by `berth_eval::resources`, scored by `berth_eval::evaluate` with the server's judge.
+/// `codeBased` evaluators are refused per result here: their runner invokes a runtime as the
+/// caller of an `Evaluate` request, and a batch runs after its request is answered.
+pub struct EngineEvaluator {
+    evals: crate::eval_api::Evals,
+}
+
+impl EngineEvaluator {
+    /// Scores with `evals`' evaluators and judge.
+    pub fn new(evals: crate::eval_api::Evals) -> Self {
+        Self { evals }
+    }
+}
+
+struct NoCode;
 
 #[async_trait::async_trait]
-impl berth_eval::batch::SessionEvaluator for NoEvaluator {
-    async fn evaluate(&self, evaluator_id: &str, _input: Value) -> Result<Vec<Value>, ApiError> {
-        Err(ApiError::new(
-            berth_api::ErrorKind::Internal,
-            format!("evaluator {evaluator_id} cannot run: this server has no Evaluate engine"),
+impl berth_eval::evaluate::CodeRunner for NoCode {
+    async fn run(
+        &self,
+        lambda: &berth_api::evaluation::LambdaEvaluatorConfig,
+        _event: Value,
+    ) -> Result<Value, String> {
+        Err(format!(
+            "code-based evaluator {} cannot run in a batch evaluation on this server; call              Evaluate for it",
+            lambda.lambda_arn
         ))
+    }
+}
+
+#[async_trait::async_trait]
+impl berth_eval::batch::SessionEvaluator for EngineEvaluator {
+    async fn evaluate(&self, evaluator_id: &str, input: Value) -> Result<Vec<Value>, ApiError> {
+        let req: berth_api::evaluation::EvaluateInput = typed(input)?;
+        let evaluator = self.evals.resources.resolve(evaluator_id).await?;
+        let out = berth_eval::evaluate::evaluate(&evaluator, &req, &NoCode, &self.evals.judge).await?;
+        let v = serde_json::to_value(out)
+            .map_err(|e| ApiError::internal_because(format_args!("encoding results: {e}")))?;
+        Ok(v.get("evaluationResults")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
     }
 }

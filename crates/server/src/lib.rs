@@ -12,6 +12,7 @@ mod control_api;
 mod data_api;
 mod edge;
 mod error;
+mod eval_api;
 mod eval_data_api;
 mod logs_api;
 mod memory_api;
@@ -34,7 +35,8 @@ use std::sync::Arc;
 
 pub use edge::{Edge, EdgeOptions, raise_open_files_limit, serve, serve_edge, serve_sandbox};
 pub use error::RequestId;
-pub use eval_data_api::{BATCH_ACTOR, NoEvaluator, RuntimeCaller};
+pub use eval_data_api::{BATCH_ACTOR, EngineEvaluator, RuntimeCaller};
+pub use eval_api::{Evals, code_runtimes};
 pub use metrics::{metrics_router, serve_metrics};
 
 /// Everything handlers share. Cheap to clone.
@@ -63,6 +65,8 @@ pub struct AppState {
     pub prices: Arc<berth_trace::usage::Prices>,
     /// The CloudWatch Logs API over the trace store.
     pub logs: berth_trace::logs::Logs,
+    /// AgentCore Evaluations: evaluators, online evaluation configs, the judge.
+    pub evals: eval_api::Evals,
     /// Evaluation datasets.
     pub datasets: berth_eval::datasets::Datasets,
     /// Batch evaluations.
@@ -82,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .merge(protocol_api::routes())
         .merge(resource_policy_api::routes())
         .merge(memory_api::routes())
+        .merge(eval_api::routes())
         .merge(eval_data_api::routes())
         .merge(native_api::routes())
         .merge(traces_api::routes())

@@ -258,3 +258,185 @@ def test_batch_evaluation_refuses_bad_input(data):
                  })
     expect_error(data.get_batch_evaluation, "ResourceNotFoundException", 404,
                  batchEvaluationId="nosuch-abcdefghij")
+
+
+# ---------------------------------------------------------------------------------------------
+# The SDK's runners against a real agent: agents/strands_adot (a scripted model that calls the
+# `add` tool, under ADOT), scored by the deterministic Builtin.TrajectoryExactOrderMatch.
+
+from berth_harness import BUILD_TIMEOUT, deploy_agent, invoke_json  # noqa: E402
+
+TRAJECTORY = "Builtin.TrajectoryExactOrderMatch"
+
+
+@pytest.fixture(scope="module")
+def agent_server(module_server):
+    return module_server("evalbatch")
+
+
+@pytest.fixture(scope="module")
+def strands(agent_server) -> dict:
+    control, s3 = agent_server.client("bedrock-agentcore-control"), agent_server.s3_client()
+    return deploy_agent(control, s3, "strands_adot",
+                        entry_point=["opentelemetry-instrument", "agent.py"],
+                        timeout=max(BUILD_TIMEOUT, 600))
+
+
+@pytest.fixture
+def agent_env(monkeypatch, agent_server):
+    for var in (
+        "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE",
+        "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL",
+        "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS",
+    ):
+        monkeypatch.setenv(var, agent_server.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    return agent_server
+
+
+def service_of(runtime: dict) -> str:
+    return f"{runtime['agentRuntimeName']}.DEFAULT"
+
+
+def scenarios() -> list:
+    good = scenario("traj_ok")
+    bad = {**scenario("traj_bad", "add 1 and 1", "2"), "expected_trajectory": ["multiply"]}
+    return [good, bad]
+
+
+def sdk_dataset(agent_env) -> tuple:
+    """The scenarios as a Berth dataset, read back through the SDK's provider."""
+    from bedrock_agentcore.evaluation.dataset_client import DatasetClient
+    from bedrock_agentcore.evaluation.runner.dataset_providers import (
+        DatasetManagementServiceProvider,
+    )
+
+    client = DatasetClient(region_name=REGION)
+    ds = client.create_dataset_and_wait(
+        datasetName=unique_name("traj"), schemaType=PREDEFINED,
+        source={"inlineExamples": {"examples": scenarios()}},
+    )["datasetId"]
+    return ds, DatasetManagementServiceProvider(ds, client=client).get_dataset()
+
+
+def invoker_for(agent_server, runtime: dict):
+    from bedrock_agentcore.evaluation.runner.invoker_types import AgentInvokerOutput
+
+    data = agent_server.client("bedrock-agentcore")
+
+    def invoke(inp):
+        prompt = inp.payload if isinstance(inp.payload, str) else json.dumps(inp.payload)
+        out = invoke_json(data, runtime["agentRuntimeArn"], inp.session_id, {"prompt": prompt})
+        return AgentInvokerOutput(agent_output=out)
+
+    return invoke
+
+
+def scores_by_scenario(events: list) -> dict:
+    return {e["testScenarioId"]: e["gen_ai.evaluation.score.value"] for e in events}
+
+
+@pytest.mark.build
+def test_sdk_batch_evaluation_runner_with_a_dataset(agent_env, strands):
+    from bedrock_agentcore.evaluation.runner.batch.batch_evaluation_models import (
+        BatchEvaluationRunConfig,
+        BatchEvaluatorConfig,
+        CloudWatchDataSourceConfig,
+    )
+    from bedrock_agentcore.evaluation.runner.batch.batch_evaluation_runner import (
+        BatchEvaluationRunner,
+    )
+
+    _, dataset = sdk_dataset(agent_env)
+    runner = BatchEvaluationRunner(region=REGION)
+    config = BatchEvaluationRunConfig(
+        batch_evaluation_name=unique_name("sdkbatch"),
+        evaluator_config=BatchEvaluatorConfig(evaluator_ids=[TRAJECTORY]),
+        data_source=CloudWatchDataSourceConfig(
+            service_names=[service_of(strands)],
+            log_group_names=[f"/aws/bedrock-agentcore/runtimes/{strands['agentRuntimeId']}-DEFAULT"],
+            # Berth waits for the sessions' spans itself (bounded): no blind sleep.
+            ingestion_delay_seconds=0,
+        ),
+        polling_interval_seconds=1,
+        polling_timeout_seconds=int(STATE_TIMEOUT) + 120,
+    )
+    result = runner.run_dataset_evaluation(config, dataset, invoker_for(agent_env, strands))
+    assert result.status == "COMPLETED", result
+    assert not result.agent_invocation_failures
+    summary = result.evaluation_results
+    assert summary.total_number_of_sessions == 2 and summary.number_of_sessions_completed == 2
+    [ev] = summary.evaluator_summaries
+    assert ev.evaluator_id == TRAJECTORY and ev.total_evaluated == 2
+    assert ev.statistics.average_score == pytest.approx(0.5)
+
+    events = runner.fetch_evaluation_events(result)
+    assert scores_by_scenario(events) == {"traj_ok": 1.0, "traj_bad": 0.0}, events
+    for e in events:
+        assert len(e["traceId"]) == 32 and e["gen_ai.evaluation.evaluator.id"] == TRAJECTORY
+
+
+@pytest.mark.build
+def test_batch_evaluation_runs_a_dataset_against_an_endpoint(agent_env, strands):
+    ds, _ = sdk_dataset(agent_env)
+    data = agent_env.client("bedrock-agentcore")
+    endpoint = f"{strands['agentRuntimeArn']}/runtime-endpoint/DEFAULT"
+    started = data.start_batch_evaluation(
+        batchEvaluationName=unique_name("dsbatch"),
+        evaluators=[{"evaluatorId": TRAJECTORY}],
+        dataSourceConfig={"cloudWatchLogs": {"serviceNames": [service_of(strands)]}},
+        datasetExecutionConfig={
+            "dataset": {"datasetId": ds},
+            "agentInvocation": {"agentCoreRuntime": {"agentRuntimeEndpointArn": endpoint}},
+        },
+    )
+    done = wait_batch(data, started["batchEvaluationId"], timeout=STATE_TIMEOUT + 120)
+    assert done["status"] == "COMPLETED", done
+    details = done["datasetExecutionDetails"]
+    assert details["dataset"] == {"datasetId": ds, "datasetVersion": "DRAFT"}
+    assert details["agentInvocation"]["agentCoreRuntime"]["agentRuntimeVersion"] == "1"
+    res = done["evaluationResults"]
+    assert res["numberOfSessionsCompleted"] == 2
+    assert res["evaluatorSummaries"][0]["statistics"]["averageScore"] == pytest.approx(0.5)
+    cw = done["outputConfig"]["cloudWatchConfig"]
+    logs = agent_env.client("logs")
+    events = logs.get_log_events(logGroupName=cw["logGroupName"], logStreamName=cw["logStreamName"],
+                                 startFromHead=True)["events"]
+    got = scores_by_scenario([json.loads(e["message"]) for e in events])
+    assert got == {"traj_ok": 1.0, "traj_bad": 0.0}, got
+
+
+@pytest.mark.build
+def test_sdk_on_demand_dataset_runner(agent_env, strands):
+    from bedrock_agentcore.evaluation.agent_span_collector.agent_span_collector import (
+        CloudWatchAgentSpanCollector,
+    )
+    from bedrock_agentcore.evaluation.runner.on_demand.config import (
+        EvaluationRunConfig,
+        EvaluatorConfig,
+    )
+    from bedrock_agentcore.evaluation.runner.on_demand.on_demand_runner import (
+        OnDemandEvaluationDatasetRunner,
+    )
+
+    _, dataset = sdk_dataset(agent_env)
+    collector = CloudWatchAgentSpanCollector(
+        log_group_name=f"/aws/bedrock-agentcore/runtimes/{strands['agentRuntimeId']}-DEFAULT",
+        region=REGION, max_wait_seconds=60, poll_interval_seconds=1,
+    )
+    result = OnDemandEvaluationDatasetRunner(region=REGION).run(
+        EvaluationRunConfig(evaluator_config=EvaluatorConfig(evaluator_ids=[TRAJECTORY]),
+                            evaluation_delay_seconds=0),
+        dataset, invoker_for(agent_env, strands), collector,
+    )
+    values = {}
+    for sr in result.scenario_results:
+        assert sr.status == "COMPLETED", sr
+        [er] = sr.evaluator_results
+        values[sr.scenario_id] = [r.get("value") for r in er.results]
+    assert values == {"traj_ok": [1.0], "traj_bad": [0.0]}, values

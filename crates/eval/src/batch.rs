@@ -165,6 +165,10 @@ struct SessionJob {
     /// Set when the session could not even be produced (a dataset scenario whose invocation
     /// failed).
     failed: Option<String>,
+    /// Traces to wait for (bounded by [`SPAN_WAIT`]) before evaluating: sessions that were
+    /// just run (a dataset run's, or those `evaluationMetadata` describes, as the SDK's runner
+    /// sends them right after invoking) may still be exporting their spans. 0: read at once.
+    wait_for: usize,
 }
 
 /// Running totals of a batch.
@@ -772,6 +776,13 @@ impl Batches {
                     ground_truth: m
                         .and_then(|m| m.ground_truth.as_ref())
                         .and_then(|g| g.inline.clone()),
+                    wait_for: m.map_or(0, |m| {
+                        m.ground_truth
+                            .as_ref()
+                            .and_then(|g| g.inline.as_ref())
+                            .and_then(|g| g.turns.as_ref())
+                            .map_or(1, Vec::len)
+                    }),
                     session_id: sid,
                     failed: None,
                 }
@@ -863,6 +874,27 @@ impl Batches {
         Ok((docs, trace_ids, version))
     }
 
+    /// The session's documents once it has `want` traces of `service`, or whatever it has when
+    /// [`SPAN_WAIT`] is over (agents export spans after answering, in batches).
+    async fn wait_for_traces(
+        &self,
+        session_id: &str,
+        service: &str,
+        want: usize,
+    ) -> Result<(Vec<Value>, Vec<String>, Option<u32>), ApiError> {
+        let deadline = tokio::time::Instant::now() + SPAN_WAIT;
+        loop {
+            let got = self.session_documents(session_id, service).await?;
+            if got.1.len() >= want || tokio::time::Instant::now() >= deadline {
+                return Ok(got);
+            }
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return Ok(got),
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
     /// Evaluates one session with every evaluator and writes each result as a log event.
     /// `Ok(false)`: the session has no spans (ignored).
     async fn evaluate_session(
@@ -875,7 +907,7 @@ impl Batches {
         tally: &mut Tally,
     ) -> Result<bool, String> {
         let (docs, trace_ids, _) = self
-            .session_documents(&job.session_id, service)
+            .wait_for_traces(&job.session_id, service, job.wait_for)
             .await
             .map_err(|e| e.message)?;
         if docs.is_empty() {
@@ -1025,33 +1057,13 @@ impl Batches {
                 scenario_id: Some(scenario),
                 ground_truth: truth,
                 failed,
+                wait_for: turns.len(),
             });
         }
-        // Agents export spans after answering: wait (bounded) until every session that ran
-        // has as many traces as it had turns.
-        let deadline = tokio::time::Instant::now() + SPAN_WAIT;
+        // The version that served the run, from the first session's spans once they are in.
         let mut version = None;
-        for (job, ex) in jobs.iter().zip(&examples) {
-            if job.failed.is_some() {
-                continue;
-            }
-            let want = ex
-                .get("turns")
-                .and_then(Value::as_array)
-                .map_or(1, Vec::len);
-            loop {
-                let (_, traces, v) = self.session_documents(&job.session_id, &service).await?;
-                if v.is_some() {
-                    version = version.or(v);
-                }
-                if traces.len() >= want || tokio::time::Instant::now() >= deadline {
-                    break;
-                }
-                tokio::select! {
-                    _ = self.inner.shutdown.cancelled() => return Ok((service, Vec::new(), None)),
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
+        if let Some(job) = jobs.iter().find(|j| j.failed.is_none()) {
+            version = self.wait_for_traces(&job.session_id, &service, job.wait_for).await?.2;
         }
         let details = DatasetExecutionDetails {
             dataset: DatasetDetails {

@@ -732,8 +732,14 @@ mod tests {
             "dataSourceConfig": {"cloudWatchLogs": {"serviceNames": ["agent.DEFAULT"]}},
             "evaluators": [{"evaluatorId": "Builtin.Helpfulness"}]});
         let r: CreateOnlineConfigRequest = serde_json::from_value(v.clone()).unwrap();
-        assert_eq!(r.rule.filters.as_ref().unwrap()[0].value, FilterValue::Boolean(true));
-        assert_eq!(r.evaluators.as_ref().unwrap()[0].id(), "Builtin.Helpfulness");
+        assert_eq!(
+            r.rule.filters.as_ref().unwrap()[0].value,
+            FilterValue::Boolean(true)
+        );
+        assert_eq!(
+            r.evaluators.as_ref().unwrap()[0].id(),
+            "Builtin.Helpfulness"
+        );
         assert_eq!(serde_json::to_value(&r).unwrap(), v);
         let s = serde_json::to_value(ExecutionStatus::Disabled).unwrap();
         assert_eq!(s, "DISABLED");
@@ -755,6 +761,9 @@ mod tests {
         };
         let v = serde_json::to_value(&u).unwrap();
         assert_eq!(v["updatedAt"], 1_700_000_000.25);
-        assert_eq!(serde_json::from_value::<UpdateEvaluatorResponse>(v).unwrap(), u);
+        assert_eq!(
+            serde_json::from_value::<UpdateEvaluatorResponse>(v).unwrap(),
+            u
+        );
     }
 }

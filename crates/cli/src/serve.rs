@@ -192,7 +192,11 @@ pub struct ServeArgs {
     /// `LAMBDA_ARN=RUNTIME_ID` (or `=RUNTIME_ARN`); `Evaluate` invokes that runtime with the
     /// evaluator's event, sandboxed like any invocation. Repeat the flag [default: none, and
     /// code evaluators answer an error naming this flag].
-    #[arg(long, env = "BERTH_EVAL_CODE_RUNTIME", value_name = "LAMBDA_ARN=RUNTIME")]
+    #[arg(
+        long,
+        env = "BERTH_EVAL_CODE_RUNTIME",
+        value_name = "LAMBDA_ARN=RUNTIME"
+    )]
     pub eval_code_runtime: Vec<String>,
     /// Milliseconds between trace retention passes [default: 60000].
     #[arg(long, env = "BERTH_TRACE_RETENTION_TICK_MS", value_name = "MS")]

@@ -1063,7 +1063,10 @@ impl Batches {
         // The version that served the run, from the first session's spans once they are in.
         let mut version = None;
         if let Some(job) = jobs.iter().find(|j| j.failed.is_none()) {
-            version = self.wait_for_traces(&job.session_id, &service, job.wait_for).await?.2;
+            version = self
+                .wait_for_traces(&job.session_id, &service, job.wait_for)
+                .await?
+                .2;
         }
         let details = DatasetExecutionDetails {
             dataset: DatasetDetails {

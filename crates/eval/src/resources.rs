@@ -138,7 +138,10 @@ impl Cursor {
         let parts: Vec<&str> = s.split('\t').collect();
         match parts.as_slice() {
             ["b", i] => Ok(Self::Builtin(i.parse().map_err(|_| bad())?)),
-            ["s", t, id] => Ok(Self::Stored(t.parse().map_err(|_| bad())?, (*id).to_owned())),
+            ["s", t, id] => Ok(Self::Stored(
+                t.parse().map_err(|_| bad())?,
+                (*id).to_owned(),
+            )),
             _ => Err(bad()),
         }
     }
@@ -172,7 +175,10 @@ fn status_of(s: &str) -> Result<EvaluatorStatus, ApiError> {
 }
 
 fn online_status_of(s: &str) -> Result<OnlineConfigStatus, ApiError> {
-    stored("online evaluation config status", Value::String(s.to_owned()))
+    stored(
+        "online evaluation config status",
+        Value::String(s.to_owned()),
+    )
 }
 
 fn wire_str(v: &impl Serialize) -> String {
@@ -383,7 +389,9 @@ impl Resources {
         let spec: EvaluatorSpec = stored("evaluator spec", row.spec.clone())?;
         let level: EvaluatorLevel = stored("evaluator level", Value::String(row.level.clone()))?;
         let base = match &spec.evaluator_config {
-            EvaluatorConfig::Derived(d) => Some(Box::pin(self.resolve(&d.base_evaluator_id)).await?),
+            EvaluatorConfig::Derived(d) => {
+                Some(Box::pin(self.resolve(&d.base_evaluator_id)).await?)
+            }
             _ => None,
         };
         Evaluator::custom(
@@ -528,7 +536,11 @@ impl Resources {
         input: ListEvaluatorsRequest,
     ) -> Result<ListEvaluatorsResponse, ApiError> {
         let limit = page_size(input.max_results) as usize;
-        let cursor = input.next_token.as_deref().map(Cursor::decode).transpose()?;
+        let cursor = input
+            .next_token
+            .as_deref()
+            .map(Cursor::decode)
+            .transpose()?;
         let mut evaluators = Vec::new();
         let builtins = catalogue::all();
         let mut after = None;
@@ -781,13 +793,19 @@ impl Resources {
                 if ordered && !matches!(f.value, FilterValue::Double(_)) {
                     return Err(invalid(
                         &field,
-                        format!("{} compares numbers: give a doubleValue", wire_str(&f.operator)),
+                        format!(
+                            "{} compares numbers: give a doubleValue",
+                            wire_str(&f.operator)
+                        ),
                     ));
                 }
                 if textual && !matches!(f.value, FilterValue::String(_)) {
                     return Err(invalid(
                         &field,
-                        format!("{} compares text: give a stringValue", wire_str(&f.operator)),
+                        format!(
+                            "{} compares text: give a stringValue",
+                            wire_str(&f.operator)
+                        ),
                     ));
                 }
             }
@@ -818,10 +836,7 @@ impl Resources {
             output_config: spec.output_config,
             evaluation_execution_role_arn: spec.evaluation_execution_role_arn,
             status: online_status_of(&row.status)?,
-            execution_status: stored(
-                "execution status",
-                Value::String(row.execution_status),
-            )?,
+            execution_status: stored("execution status", Value::String(row.execution_status))?,
             created_at: row.created_at,
             updated_at: row.updated_at,
             failure_reason: row.failure_reason,
@@ -919,7 +934,12 @@ impl Resources {
             failure_reason: None,
         };
         let tok = Self::remember("CreateOnlineEvaluationConfig", token, hash, &response)?;
-        match self.inner.store.insert_online_config(&row, tok.as_ref()).await {
+        match self
+            .inner
+            .store
+            .insert_online_config(&row, tok.as_ref())
+            .await
+        {
             Ok(()) => {}
             Err(berth_store::Error::AlreadyExists("online evaluation config name")) => {
                 return Err(ApiError::conflict(format!(
@@ -1126,7 +1146,10 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_foreign_tokens() {
-        for c in [Cursor::Builtin(3), Cursor::Stored(17, "a-0123456789".into())] {
+        for c in [
+            Cursor::Builtin(3),
+            Cursor::Stored(17, "a-0123456789".into()),
+        ] {
             assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
         }
         assert!(Cursor::decode("zz").is_err());

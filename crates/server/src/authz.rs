@@ -427,9 +427,7 @@ pub fn operations(
             let arn = online_config_arn(p, c);
             match m {
                 Method::GET => one("bedrock-agentcore:GetOnlineEvaluationConfig", arn),
-                Method::PUT => {
-                    one("bedrock-agentcore:UpdateOnlineEvaluationConfig", arn).audited()
-                }
+                Method::PUT => one("bedrock-agentcore:UpdateOnlineEvaluationConfig", arn).audited(),
                 Method::DELETE => {
                     one("bedrock-agentcore:DeleteOnlineEvaluationConfig", arn).audited()
                 }

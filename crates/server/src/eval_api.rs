@@ -169,7 +169,9 @@ impl CodeRunner for RuntimeRunner<'_> {
         };
         let limit = lambda
             .lambda_timeout_in_seconds
-            .map_or(DEFAULT_CODE_TIMEOUT, |s| Duration::from_secs(s.max(1) as u64));
+            .map_or(DEFAULT_CODE_TIMEOUT, |s| {
+                Duration::from_secs(s.max(1) as u64)
+            });
         let call = async {
             let answer = self
                 .state

@@ -324,7 +324,8 @@ impl berth_eval::batch::SessionEvaluator for EngineEvaluator {
     async fn evaluate(&self, evaluator_id: &str, input: Value) -> Result<Vec<Value>, ApiError> {
         let req: berth_api::evaluation::EvaluateInput = typed(input)?;
         let evaluator = self.evals.resources.resolve(evaluator_id).await?;
-        let out = berth_eval::evaluate::evaluate(&evaluator, &req, &NoCode, &self.evals.judge).await?;
+        let out =
+            berth_eval::evaluate::evaluate(&evaluator, &req, &NoCode, &self.evals.judge).await?;
         let v = serde_json::to_value(out)
             .map_err(|e| ApiError::internal_because(format_args!("encoding results: {e}")))?;
         Ok(v.get("evaluationResults")

@@ -35,8 +35,8 @@ use std::sync::Arc;
 
 pub use edge::{Edge, EdgeOptions, raise_open_files_limit, serve, serve_edge, serve_sandbox};
 pub use error::RequestId;
-pub use eval_data_api::{BATCH_ACTOR, EngineEvaluator, RuntimeCaller};
 pub use eval_api::{Evals, code_runtimes};
+pub use eval_data_api::{BATCH_ACTOR, EngineEvaluator, RuntimeCaller};
 pub use metrics::{metrics_router, serve_metrics};
 
 /// Everything handlers share. Cheap to clone.

@@ -111,7 +111,11 @@ pub(crate) fn typed<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
 }
 
 /// The response of `op` with a typed body.
-pub(crate) fn respond_typed(m: &Model, op: &str, out: &impl Serialize) -> Result<Response, ApiError> {
+pub(crate) fn respond_typed(
+    m: &Model,
+    op: &str,
+    out: &impl Serialize,
+) -> Result<Response, ApiError> {
     let body = serde_json::to_value(out)
         .map_err(|e| ApiError::internal_because(format_args!("encoding the {op} response: {e}")))?;
     Ok(respond(m, op, body))

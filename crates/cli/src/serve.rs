@@ -138,6 +138,21 @@ pub struct ServeArgs {
     /// [default: 10000].
     #[arg(long, env = "BERTH_MEMORY_EXTRACTION_DELAY_MS", value_name = "MS")]
     pub memory_extraction_delay_ms: Option<u64>,
+    /// Evaluations: API of the judge model LLM evaluators call: `openai`, `anthropic` or
+    /// `bedrock-converse`, as for memory [default: memory's model settings, when none of the
+    /// `--eval-model*` flags is given; without either, judge evaluators answer per-result errors].
+    #[arg(long, env = "BERTH_EVAL_MODEL_PROVIDER", value_name = "PROVIDER")]
+    pub eval_model_provider: Option<String>,
+    /// Evaluations: base URL of the judge model's API [default: the provider's public endpoint].
+    #[arg(long, env = "BERTH_EVAL_MODEL_BASE_URL", value_name = "URL")]
+    pub eval_model_base_url: Option<String>,
+    /// Evaluations: the model built-in judges use (custom evaluators name their own).
+    #[arg(long, env = "BERTH_EVAL_MODEL", value_name = "NAME")]
+    pub eval_model: Option<String>,
+    /// Evaluations: name of the environment variable holding the judge model's API key
+    /// [default: `BERTH_EVAL_MODEL_API_KEY`].
+    #[arg(long, env = "BERTH_EVAL_MODEL_API_KEY_ENV", value_name = "VAR")]
+    pub eval_model_api_key_env: Option<String>,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT before they are cancelled
     /// (streams end, sandboxes are destroyed) [default: 30].
     #[arg(long, env = "BERTH_SHUTDOWN_DRAIN_SECONDS", value_name = "S")]
@@ -261,6 +276,8 @@ pub struct Config {
     pub egress_allow: Vec<berth_runtime::sandbox::EgressRule>,
     /// Memory settings (typed; `Debug` shows no secret).
     pub memory: berth_memory::Settings,
+    /// Where LLM evaluators' judge calls go.
+    pub judge: berth_eval::JudgeSettings,
     /// How long in-flight work may run on after a stop signal.
     pub shutdown_drain: std::time::Duration,
     /// Caps on sandboxes and on new sessions per second.
@@ -301,6 +318,108 @@ const MEMORY_FLAGS: [(&str, &str); 9] = [
 ];
 
 impl ServeArgs {
+    /// The judge's settings: the `--eval-model*` flags, or memory's model settings when none of
+    /// them is given (one configured model serves both); the API key from the variable
+    /// `--eval-model-api-key-env` names (or `BERTH_EVAL_MODEL_API_KEY`), the `AWS_*` credentials
+    /// Bedrock signs with from memory's.
+    fn judge_settings(
+        &self,
+        env: &HashMap<String, String>,
+        memory: &berth_memory::Settings,
+        region: &str,
+    ) -> anyhow::Result<berth_eval::JudgeSettings> {
+        use berth_memory::provider::ProviderKind;
+        let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+        let own = self.eval_model_provider.is_some()
+            || self.eval_model_base_url.is_some()
+            || self.eval_model.is_some();
+        let (provider, base_url, model, api_key) = if own {
+            let key = match &self.eval_model_api_key_env {
+                Some(var) => Some(get(var).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--eval-model-api-key-env (BERTH_EVAL_MODEL_API_KEY_ENV): environment \
+                         variable {var:?} is not set or empty"
+                    )
+                })?),
+                None => get("BERTH_EVAL_MODEL_API_KEY"),
+            };
+            (
+                self.eval_model_provider.clone(),
+                self.eval_model_base_url.clone(),
+                self.eval_model.clone(),
+                key,
+            )
+        } else {
+            (
+                memory.model_provider.clone(),
+                memory.model_url.clone(),
+                memory.model.clone(),
+                memory.model_api_key.clone(),
+            )
+        };
+        let provider = match provider {
+            Some(p) => Some(ProviderKind::parse(&p).ok_or_else(|| {
+                invalid(
+                    "eval_model_provider",
+                    format!("{p:?} is not one of openai, anthropic, bedrock-converse"),
+                )
+            })?),
+            None if base_url.is_some() => Some(ProviderKind::OpenAiCompatible),
+            None => None,
+        };
+        if let Some(p) = provider
+            && model.is_none()
+        {
+            return Err(invalid(
+                "eval_model",
+                format!("the {} judge provider needs a model name", p.name()),
+            ));
+        }
+        if let Some(u) = &base_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(invalid(
+                "eval_model_base_url",
+                format!("{u:?} is not an http:// or https:// url"),
+            ));
+        }
+        let judge_region = memory
+            .model_region
+            .clone()
+            .or_else(|| memory.aws_region.clone())
+            .unwrap_or_else(|| region.to_owned());
+        let aws = match (provider, &api_key, &memory.aws_credentials) {
+            (Some(ProviderKind::BedrockConverse), None, (Some(id), Some(secret), token)) => {
+                Some(berth_memory::AwsSigning {
+                    region: judge_region.clone(),
+                    credentials: berth_auth::Credentials {
+                        access_key_id: id.clone(),
+                        secret_access_key: secret.clone(),
+                    },
+                    session_token: token.clone(),
+                })
+            }
+            (Some(ProviderKind::BedrockConverse), None, _) => {
+                return Err(invalid(
+                    "eval_model_provider",
+                    "bedrock-converse signs its requests with AWS credentials: set \
+                     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give a Bedrock API key",
+                ));
+            }
+            _ => None,
+        };
+        Ok(berth_eval::JudgeSettings {
+            provider,
+            base_url,
+            api_key,
+            aws,
+            region: judge_region,
+            default_model: model,
+            timeout: std::time::Duration::from_secs(60),
+            retries: 2,
+        })
+    }
+
     /// The memory settings: the layered memory keys (file <- env <- flag, see
     /// [`ServeArgs::over`]), the API keys from the variables the flags name (or
     /// `BERTH_EMBEDDING_API_KEY` / `BERTH_MEMORY_MODEL_API_KEY` themselves), and the `AWS_*`
@@ -480,6 +599,10 @@ impl ServeArgs {
             memory_model_api_key_env,
             memory_model_region,
             memory_extraction_delay_ms,
+            eval_model_provider,
+            eval_model_base_url,
+            eval_model,
+            eval_model_api_key_env,
             shutdown_drain_seconds,
             max_sessions,
             max_sessions_per_runtime,
@@ -506,7 +629,13 @@ impl ServeArgs {
     /// Fills defaults into layered settings and validates them; `env` is the process
     /// environment (a parameter so tests never touch the real one).
     fn settle(self, env: HashMap<String, String>) -> anyhow::Result<Config> {
+        let eval_env = env.clone();
         let memory = self.memory_settings(env)?;
+        let judge = self.judge_settings(
+            &eval_env,
+            &memory,
+            self.region.as_deref().unwrap_or("us-east-1"),
+        )?;
         let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
         let region = self.region.unwrap_or_else(|| "us-east-1".into());
         if region.is_empty()
@@ -624,6 +753,7 @@ impl ServeArgs {
                 .map_err(|e| invalid("egress_allow", e))?
                 .concat(),
             memory,
+            judge,
             shutdown_drain,
             quotas,
             parent_limits,
@@ -905,6 +1035,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await
     .context("starting the control plane")?;
+    let evals = berth_eval::resources::Resources::new(
+        stores.eval.clone(),
+        cfg.partition.clone(),
+        cfg.judge.default_model.clone(),
+    );
+    evals
+        .recover()
+        .await
+        .map_err(|e| anyhow::anyhow!("settling evaluation resources: {}", e.detail()))?;
     let memory = berth_memory::Memory::start(stores.memory, memory_opts, shutdown.clone())
         .await
         .context("starting memory")?;
@@ -987,24 +1126,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         partition.clone(),
         berth_types::random_alnum(43).into_bytes(),
     );
-    // Evaluators and the judge. The judge model comes from the eval-model settings once serve
-    // has them; without one, judge evaluators answer per-result errors.
-    let evals = berth_server::Evals {
-        resources: berth_eval::resources::Resources::new(
-            stores.eval.clone(),
-            partition.clone(),
-            None,
-        ),
-        judge: berth_eval::judge::Judge::new(berth_eval::judge::JudgeSettings {
-            provider: None,
-            base_url: None,
-            api_key: None,
-            aws: None,
-            region: partition.region.clone(),
-            default_model: None,
-            timeout: std::time::Duration::from_secs(60),
-            retries: 2,
-        }),
+    // Evaluators, the judge (from --eval-model-* or memory's model) and code runtimes: shared by
+    // the Evaluate route and batch evaluations.
+    let eval_routes = berth_server::Evals {
+        resources: evals.clone(),
+        judge: berth_eval::Judge::new(cfg.judge.clone()),
         code_runtimes: Arc::new(cfg.eval_code_runtimes.clone()),
     };
     let batches = berth_eval::batch::Batches::new(
@@ -1013,7 +1139,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         logs.clone(),
         datasets.clone(),
         partition.clone(),
-        Arc::new(berth_server::EngineEvaluator::new(evals.clone())),
+        Arc::new(berth_server::EngineEvaluator::new(eval_routes.clone())),
         Arc::new(berth_server::RuntimeCaller::new(invoker.clone())),
         shutdown.clone(),
     );
@@ -1034,7 +1160,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         traces,
         prices: Arc::new(cfg.model_prices.clone()),
         logs,
-        evals,
+        evals: eval_routes,
         datasets,
         batches,
     };
@@ -1083,6 +1209,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         control.closed().await;
         memory.closed().await;
+        evals.shutdown().await;
     };
     if tokio::time::timeout(TEARDOWN_BOUND, teardown)
         .await

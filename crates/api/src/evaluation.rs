@@ -192,6 +192,7 @@ pub struct TokenUsage {
 
 impl TokenUsage {
     /// `a + b`, member by member.
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, other: TokenUsage) -> TokenUsage {
         TokenUsage {
             input_tokens: self.input_tokens + other.input_tokens,

@@ -21,6 +21,6 @@ pub mod judge;
 pub mod resources;
 pub mod session;
 
-pub use evaluate::{CodeRunner, Evaluator, Scoring, evaluate};
+pub use evaluate::{CodeRunner, Evaluator, NoCodeRunner, Scoring, evaluate};
 pub use judge::{Judge, JudgeSettings, JudgeSpec};
 pub use session::{SessionView, ToolCall, TraceView, read_session};

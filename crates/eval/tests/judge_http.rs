@@ -506,25 +506,26 @@ async fn code_and_custom_judges() {
             .iter()
             .all(|r| r.label.as_deref() == Some("Pass") && r.value == Some(1.0))
     );
-    let events = runner.0.lock().expect("lock");
-    assert_eq!(events[0]["schemaVersion"], "1.0");
-    assert_eq!(events[0]["evaluationLevel"], "TRACE");
-    assert_eq!(events[0]["evaluatorId"], "mycode-abcdefghij");
-    assert_eq!(
-        events[0]["evaluationInput"]["sessionSpans"]
-            .as_array()
-            .expect("spans")
-            .len(),
-        44
-    );
-    assert_eq!(
-        events[0]["evaluationTarget"]["traceIds"]
-            .as_array()
-            .expect("ids")
-            .len(),
-        1
-    );
-    drop(events);
+    {
+        let events = runner.0.lock().expect("lock");
+        assert_eq!(events[0]["schemaVersion"], "1.0");
+        assert_eq!(events[0]["evaluationLevel"], "TRACE");
+        assert_eq!(events[0]["evaluatorId"], "mycode-abcdefghij");
+        assert_eq!(
+            events[0]["evaluationInput"]["sessionSpans"]
+                .as_array()
+                .expect("spans")
+                .len(),
+            44
+        );
+        assert_eq!(
+            events[0]["evaluationTarget"]["traceIds"]
+                .as_array()
+                .expect("ids")
+                .len(),
+            1
+        );
+    }
 
     // A custom judge with its own model id, multi-dimensional scale.
     let (base, script) = server(

@@ -5,6 +5,7 @@
 pub mod control;
 pub mod error;
 pub mod evaluation;
+pub mod evaluation_data;
 pub mod evaluation_resources;
 pub mod eventstream;
 pub mod memory;

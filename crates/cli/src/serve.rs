@@ -1133,16 +1133,47 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         cfg.trace_retention_every,
         shutdown.clone(),
     ));
+    let invoker = berth_runtime::invoker::Invoker::with_spans(
+        Arc::new(control.clone()),
+        sessions.clone(),
+        spans,
+    );
+    // Evaluation datasets sign their download URLs with a key of this process: a URL outlives
+    // neither its 15 minutes nor the server.
+    let datasets = berth_eval::datasets::Datasets::new(
+        stores.eval_data.clone(),
+        artifacts.clone(),
+        partition.clone(),
+        berth_types::random_alnum(43).into_bytes(),
+    );
+    // Evaluators, the judge (from --eval-model-* or memory's model) and code runtimes: shared by
+    // the Evaluate route and batch evaluations.
+    let eval_routes = berth_server::Evals {
+        resources: evals.clone(),
+        judge: berth_eval::Judge::new(cfg.judge.clone()),
+        code_runtimes: Arc::new(cfg.eval_code_runtimes.clone()),
+    };
+    let batches = berth_eval::batch::Batches::new(
+        stores.eval_data.clone(),
+        traces.clone(),
+        logs.clone(),
+        datasets.clone(),
+        partition.clone(),
+        Arc::new(berth_server::EngineEvaluator::new(eval_routes.clone())),
+        Arc::new(berth_server::RuntimeCaller::new(invoker.clone())),
+        shutdown.clone(),
+    );
+    // Batches a previous process left running are resumed or ended with a reason.
+    batches
+        .recover()
+        .await
+        .map_err(|e| anyhow::anyhow!("recovering batch evaluations: {}", e.detail()))?;
     let state = berth_server::AppState {
         control: control.clone(),
         keys: keys.clone(),
         ring: keys.clone(),
         sessions: sessions.clone(),
-        invoker: berth_runtime::invoker::Invoker::with_spans(
-            Arc::new(control.clone()),
-            sessions.clone(),
-            spans,
-        ),
+        invoker,
         artifacts,
         memory: memory.clone(),
         relax: cfg.relax,
@@ -1150,11 +1181,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         prices: Arc::new(cfg.model_prices.clone()),
         logs,
         scores,
-        evals: berth_server::Evals {
-            resources: evals.clone(),
-            judge: berth_eval::Judge::new(cfg.judge.clone()),
-            code_runtimes: Arc::new(cfg.eval_code_runtimes.clone()),
-        },
+        evals: eval_routes,
+        datasets,
+        batches,
     };
     sandbox_api_state.send_replace(Some(state.clone()));
     // Online evaluation and drift alerts: off the invocation path, over what is stored.

@@ -14,10 +14,15 @@
 //! - `signal`: evaluation scores as a rollout signal.
 //! - `online`: online evaluation: enabled configs score their endpoints' finished sessions.
 //! - `alerts`: drift alerts (log, audit, webhook, optional rollback) over online scores.
+//! - `datasets`: evaluation datasets (a DRAFT and numbered versions of examples) and their
+//!   signed JSONL download URLs.
+//! - `batch`: batch evaluations, run off the request path and recovered after a restart.
 
 pub mod alerts;
+pub mod batch;
 pub mod catalogue;
 pub mod checks;
+pub mod datasets;
 pub mod drift;
 pub mod evaluate;
 pub mod experiment;

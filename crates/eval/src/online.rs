@@ -445,6 +445,32 @@ fn holds(op: FilterOperator, v: &Value, want: &FilterValue) -> bool {
     }
 }
 
+#[async_trait]
+impl RuntimeNames for berth_control::Control {
+    async fn runtime_id(&self, name: &str) -> Result<Option<String>, ApiError> {
+        let mut next_token = None;
+        loop {
+            let page = self
+                .list_runtimes(berth_api::control::ops::ListAgentRuntimes {
+                    max_results: Some(100),
+                    next_token,
+                })
+                .await?;
+            if let Some(r) = page
+                .agent_runtimes
+                .iter()
+                .find(|r| r.agent_runtime_name == name)
+            {
+                return Ok(Some(r.agent_runtime_id.clone()));
+            }
+            match page.next_token {
+                Some(t) => next_token = Some(t),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,31 +513,5 @@ mod tests {
         assert!(matches_filters(&f, &docs));
         assert!(!matches_filters(&f, &docs[..1]));
         assert!(matches_filters(&[], &[]));
-    }
-}
-
-#[async_trait]
-impl RuntimeNames for berth_control::Control {
-    async fn runtime_id(&self, name: &str) -> Result<Option<String>, ApiError> {
-        let mut next_token = None;
-        loop {
-            let page = self
-                .list_runtimes(berth_api::control::ops::ListAgentRuntimes {
-                    max_results: Some(100),
-                    next_token,
-                })
-                .await?;
-            if let Some(r) = page
-                .agent_runtimes
-                .iter()
-                .find(|r| r.agent_runtime_name == name)
-            {
-                return Ok(Some(r.agent_runtime_id.clone()));
-            }
-            match page.next_token {
-                Some(t) => next_token = Some(t),
-                None => return Ok(None),
-            }
-        }
     }
 }

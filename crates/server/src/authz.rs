@@ -449,6 +449,61 @@ pub fn operations(
                 audit: None,
             }
         }
+        // Evaluations: datasets (control plane) and batch evaluations (data plane).
+        (m, ["datasets", rest @ ..]) => {
+            let ds = |id: &str| {
+                format!(
+                    "arn:aws:bedrock-agentcore:{}:{}:dataset/{}",
+                    p.region,
+                    p.account_id,
+                    decode(id)
+                )
+            };
+            let (action, resource) = match (m, rest) {
+                (Method::POST, []) => ("CreateDataset", ds("*")),
+                (Method::POST, ["list"]) => ("ListDatasets", ds("*")),
+                (Method::GET, [d]) => ("GetDataset", ds(d)),
+                (Method::PUT, [d]) => ("UpdateDataset", ds(d)),
+                (Method::DELETE, [d]) => ("DeleteDataset", ds(d)),
+                (Method::POST, [d, "versions"]) => ("CreateDatasetVersion", ds(d)),
+                (Method::POST, [d, "versions", "list"]) => ("ListDatasetVersions", ds(d)),
+                (Method::POST, [d, "examples", "add"]) => ("AddDatasetExamples", ds(d)),
+                (Method::POST, [d, "examples", "update"]) => ("UpdateDatasetExamples", ds(d)),
+                (Method::POST, [d, "examples", "delete"]) => ("DeleteDatasetExamples", ds(d)),
+                (Method::POST, [d, "examples", "list"]) => ("ListDatasetExamples", ds(d)),
+                _ => return Classified::default(),
+            };
+            let c = one(&format!("bedrock-agentcore:{action}"), resource);
+            if action.starts_with("Get") || action.starts_with("List") {
+                c
+            } else {
+                c.audited()
+            }
+        }
+        (m, ["evaluations", "batch-evaluate", rest @ ..]) => {
+            let be = |id: &str| {
+                format!(
+                    "arn:aws:bedrock-agentcore:{}:{}:batch-evaluation/{}",
+                    p.region,
+                    p.account_id,
+                    decode(id)
+                )
+            };
+            match (m, rest) {
+                (Method::POST, []) => {
+                    one("bedrock-agentcore:StartBatchEvaluation", be("*")).audited()
+                }
+                (Method::GET, []) => one("bedrock-agentcore:ListBatchEvaluations", be("*")),
+                (Method::GET, [b]) => one("bedrock-agentcore:GetBatchEvaluation", be(b)),
+                (Method::DELETE, [b]) => {
+                    one("bedrock-agentcore:DeleteBatchEvaluation", be(b)).audited()
+                }
+                (Method::POST, [b, "stop"]) => {
+                    one("bedrock-agentcore:StopBatchEvaluation", be(b)).audited()
+                }
+                _ => Classified::default(),
+            }
+        }
         // Berth's native API.
         (Method::GET, ["berth", "v1", "sessions"]) => one("berth:ListSessions", any_runtime),
         (Method::DELETE, ["berth", "v1", "runtimes", r, "sessions", _]) => {

@@ -13,6 +13,7 @@ mod data_api;
 mod edge;
 mod error;
 mod eval_api;
+mod eval_data_api;
 mod logs_api;
 mod memory_api;
 mod metrics;
@@ -36,6 +37,7 @@ use std::sync::Arc;
 pub use edge::{Edge, EdgeOptions, raise_open_files_limit, serve, serve_edge, serve_sandbox};
 pub use error::RequestId;
 pub use eval_api::{BackgroundRunner, Evals, code_runtimes};
+pub use eval_data_api::{BATCH_ACTOR, EngineEvaluator, RuntimeCaller};
 pub use metrics::{metrics_router, serve_metrics};
 
 /// Everything handlers share. Cheap to clone.
@@ -68,6 +70,10 @@ pub struct AppState {
     pub scores: Arc<dyn berth_trace::scores::ScoreStore>,
     /// AgentCore Evaluations: evaluators, online evaluation configs, the judge.
     pub evals: eval_api::Evals,
+    /// Evaluation datasets.
+    pub datasets: berth_eval::datasets::Datasets,
+    /// Batch evaluations.
+    pub batches: berth_eval::batch::Batches,
 }
 
 /// The router of one sandbox's own listener: the OTLP receiver for that sandbox, then the full
@@ -84,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(resource_policy_api::routes())
         .merge(memory_api::routes())
         .merge(eval_api::routes())
+        .merge(eval_data_api::routes())
         .merge(native_api::routes())
         .merge(traces_api::routes())
         .merge(usage_api::routes())
@@ -95,6 +102,12 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::unknown_operation)
         // A known path with another method is still no operation AgentCore has.
         .method_not_allowed_fallback(error::unknown_operation);
+    // The signed dataset download carries its own credential (an HMAC in the query) and is
+    // fetched without SigV4 (the SDK uses plain `requests.get`), so it sits outside the auth
+    // layer, inside the request id.
+    let unsigned = eval_data_api::unsigned_routes()
+        .layer(middleware::from_fn(error::request_id))
+        .with_state(state.clone());
     Router::new()
         .merge(agentcore)
         // The auth layer already buffered the body under its operation's limit (at most the
@@ -115,4 +128,5 @@ pub fn router(state: AppState) -> Router {
         // Outermost: every response, errors included, carries x-amzn-RequestId.
         .layer(middleware::from_fn(error::request_id))
         .with_state(state)
+        .merge(unsigned)
 }

@@ -6,6 +6,7 @@
 
 mod authz;
 pub mod eval;
+pub mod eval_data;
 pub mod memory;
 mod sqlite;
 pub use sqlite::open_pools;
@@ -367,6 +368,8 @@ pub struct Stores {
     pub memory: Arc<dyn memory::MemoryStore>,
     /// Evaluators and online evaluation configs.
     pub eval: Arc<dyn eval::EvalStore>,
+    /// Evaluation datasets and batch evaluations.
+    pub eval_data: Arc<dyn eval_data::EvalDataStore>,
 }
 
 /// Opens the database a URL names once, for every store, and runs its migrations.
@@ -377,7 +380,8 @@ pub async fn open_all(url: &str) -> Result<Stores, Error> {
             Ok(Stores {
                 control: s.clone(),
                 memory: s.clone(),
-                eval: s,
+                eval: s.clone(),
+                eval_data: s,
             })
         }
     }

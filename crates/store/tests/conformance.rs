@@ -87,6 +87,9 @@ macro_rules! conformance {
             jobs_put_list_and_filter,
             evaluators_insert_put_list_and_delete,
             online_configs_insert_put_list_and_delete,
+            datasets_examples_and_versions,
+            dataset_example_changes_are_all_or_nothing,
+            batch_evaluations_insert_update_and_recover,
         ]);
     };
     (@tests $backend:ident, $harness:ident, [$($test:ident),* $(,)?]) => {
@@ -1920,4 +1923,239 @@ async fn online_configs_insert_put_list_and_delete<H: Harness>(h: &H) {
     assert!(s.delete_online_config("c1").await.unwrap());
     assert_eq!(other.online_config("c1").await.unwrap(), None);
     assert!(!s.delete_online_config("c1").await.unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation datasets and batch evaluations
+
+fn dataset(id: &str, name: &str, created_at: i64) -> berth_store::eval_data::DatasetRow {
+    berth_store::eval_data::DatasetRow {
+        id: id.into(),
+        name: name.into(),
+        arn: format!("arn:aws:bedrock-agentcore:us-east-1:000000000000:dataset/{id}"),
+        description: None,
+        schema_type: Some("AGENTCORE_EVALUATION_PREDEFINED_V1".into()),
+        status: "ACTIVE".into(),
+        failure_reason: None,
+        kms_key_arn: None,
+        tags: json!({}),
+        draft_modified: true,
+        latest_version: 0,
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+fn example(id: &str) -> (String, serde_json::Value) {
+    (
+        id.into(),
+        json!({"scenario_id": id, "turns": [{"input": "hi"}]}),
+    )
+}
+
+fn data_token(op: &str, t: &str) -> berth_store::eval_data::TokenRow {
+    berth_store::eval_data::TokenRow {
+        token: t.into(),
+        operation: op.into(),
+        request_hash: "h".into(),
+        response: json!({"datasetId": "d1"}),
+        created_at: 1,
+    }
+}
+
+async fn datasets_examples_and_versions<H: Harness>(h: &H) {
+    use berth_store::eval_data::{DRAFT, ExampleChange};
+    let s = node(h).await.eval_data;
+    let d = dataset("d1", "first", 1);
+    s.insert_dataset(
+        &d,
+        &[example("a"), example("b")],
+        Some(&data_token("CreateDataset", "t1")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.dataset("d1").await.unwrap(), Some(d.clone()));
+    assert_eq!(
+        s.eval_token("t1", "CreateDataset")
+            .await
+            .unwrap()
+            .unwrap()
+            .response,
+        json!({"datasetId": "d1"})
+    );
+    assert!(matches!(
+        s.insert_dataset(&dataset("d2", "first", 2), &[], None)
+            .await,
+        Err(Error::AlreadyExists("dataset name"))
+    ));
+    s.insert_dataset(&dataset("d2", "second", 2), &[], None)
+        .await
+        .unwrap();
+    let page: Vec<String> = s
+        .datasets(None, 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(page, ["d1"]);
+    let page: Vec<String> = s
+        .datasets(Some("d1"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(page, ["d2"]);
+
+    let c = s.example_counts("d1", DRAFT).await.unwrap();
+    assert_eq!((c.total, c.turns, c.input, c.actor_profile), (2, 2, 0, 0));
+    assert_eq!(s.publish_version("d1", 5, None).await.unwrap(), 1);
+    let row = s.dataset("d1").await.unwrap().unwrap();
+    assert!(!row.draft_modified && row.latest_version == 1);
+    s.change_examples("d1", &ExampleChange::Delete(vec!["a".into()]), 6, None)
+        .await
+        .unwrap();
+    assert!(s.dataset("d1").await.unwrap().unwrap().draft_modified);
+    assert_eq!(s.example_counts("d1", DRAFT).await.unwrap().total, 1);
+    // The published version kept what the DRAFT had, in order.
+    let v1 = s.examples("d1", 1, 0, 10).await.unwrap();
+    assert_eq!(
+        v1.iter().map(|e| e.example_id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    let rest = s.examples("d1", 1, v1[0].position, 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(s.publish_version("d1", 7, None).await.unwrap(), 2);
+    let vs: Vec<i64> = s
+        .versions("d1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(vs, [2, 1]);
+    assert!(s.delete_version("d1", 1).await.unwrap());
+    assert!(!s.delete_version("d1", 1).await.unwrap());
+    assert_eq!(s.examples("d1", 1, 0, 10).await.unwrap().len(), 0);
+    // Numbers are never reused.
+    assert_eq!(s.publish_version("d1", 8, None).await.unwrap(), 3);
+    assert!(s.delete_dataset("d1").await.unwrap());
+    assert_eq!(s.dataset("d1").await.unwrap(), None);
+    assert_eq!(s.examples("d1", DRAFT, 0, 10).await.unwrap().len(), 0);
+    assert!(!s.delete_dataset("d1").await.unwrap());
+}
+
+async fn dataset_example_changes_are_all_or_nothing<H: Harness>(h: &H) {
+    use berth_store::eval_data::{DRAFT, ExampleChange};
+    let s = node(h).await.eval_data;
+    s.insert_dataset(&dataset("d1", "first", 1), &[example("a")], None)
+        .await
+        .unwrap();
+    // A repeated id fails the whole add.
+    let add = ExampleChange::Add(vec![example("b"), example("a")]);
+    assert!(matches!(
+        s.change_examples("d1", &add, 2, None).await,
+        Err(Error::AlreadyExists("example id"))
+    ));
+    assert_eq!(s.example_counts("d1", DRAFT).await.unwrap().total, 1);
+    // An unknown id fails the whole update or delete.
+    let upd = ExampleChange::Update(vec![example("a"), example("zz")]);
+    assert!(matches!(
+        s.change_examples("d1", &upd, 2, None).await,
+        Err(Error::Precondition("example"))
+    ));
+    let del = ExampleChange::Delete(vec!["a".into(), "zz".into()]);
+    assert!(s.change_examples("d1", &del, 2, None).await.is_err());
+    assert_eq!(s.example_counts("d1", DRAFT).await.unwrap().total, 1);
+    let n = s
+        .change_examples(
+            "d1",
+            &ExampleChange::Add(vec![example("b")]),
+            3,
+            Some(&data_token("AddDatasetExamples", "t")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // A token taken meanwhile fails the change.
+    assert!(matches!(
+        s.change_examples(
+            "d1",
+            &ExampleChange::Add(vec![example("c")]),
+            4,
+            Some(&data_token("AddDatasetExamples", "t"))
+        )
+        .await,
+        Err(Error::AlreadyExists("client token"))
+    ));
+    assert_eq!(s.example_counts("d1", DRAFT).await.unwrap().total, 2);
+}
+
+async fn batch_evaluations_insert_update_and_recover<H: Harness>(h: &H) {
+    use berth_store::eval_data::BatchRow;
+    let s = node(h).await.eval_data;
+    let batch = |id: &str, status: &str, at: i64| BatchRow {
+        id: id.into(),
+        name: "b".into(),
+        arn: format!("arn:aws:bedrock-agentcore:us-east-1:000000000000:batch-evaluation/{id}"),
+        status: status.into(),
+        request: json!({"batchEvaluationName": "b"}),
+        results: None,
+        error: None,
+        execution: None,
+        created_at: at,
+        updated_at: at,
+    };
+    s.insert_batch(&batch("b1", "PENDING", 1), None)
+        .await
+        .unwrap();
+    s.insert_batch(&batch("b2", "IN_PROGRESS", 2), None)
+        .await
+        .unwrap();
+    s.insert_batch(&batch("b3", "COMPLETED", 3), None)
+        .await
+        .unwrap();
+    let newest: Vec<String> = s
+        .batches(None, 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(newest, ["b3", "b2"]);
+    let rest: Vec<String> = s
+        .batches(Some("b2"), 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(rest, ["b1"]);
+    let open: Vec<String> = s
+        .unfinished_batches()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(open, ["b1", "b2"]);
+    // A stop that came first wins over the runner's write.
+    let mut stopping = batch("b2", "STOPPING", 2);
+    assert!(s.update_batch(&stopping, &[]).await.unwrap());
+    let mut running = batch("b2", "IN_PROGRESS", 2);
+    running.results = Some(json!({"totalNumberOfSessions": 1}));
+    assert!(!s.update_batch(&running, &["STOPPING"]).await.unwrap());
+    assert_eq!(s.batch("b2").await.unwrap().unwrap().status, "STOPPING");
+    stopping.status = "STOPPED".into();
+    stopping.error = Some("stopped".into());
+    assert!(s.update_batch(&stopping, &["COMPLETED"]).await.unwrap());
+    assert_eq!(s.batch("b2").await.unwrap(), Some(stopping));
+    assert!(s.delete_batch("b1").await.unwrap());
+    assert!(
+        !s.update_batch(&batch("b1", "COMPLETED", 1), &[])
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.batch("b1").await.unwrap(), None);
 }

@@ -11,6 +11,7 @@
 mod authz;
 mod cols;
 mod eval;
+mod eval_data;
 mod memory;
 mod traffic;
 

@@ -248,6 +248,42 @@ def test_every_served_operation_answers_in_the_models_types(berth, control, data
     wait_not_found(control.get_online_evaluation_config, onlineEvaluationConfigId=online)
     step(control, "DeleteEvaluator", evaluatorId=ev)
 
+    # Evaluation datasets and batch evaluations.
+    def example(sid: str, expected: str = "5") -> dict:
+        return {"scenario_id": sid, "turns": [{"input": "add 2 and 3", "expected_response": expected}],
+                "expected_trajectory": ["add"]}
+
+    ds = step(control, "CreateDataset", datasetName=unique_name("walk"),
+              schemaType="AGENTCORE_EVALUATION_PREDEFINED_V1",
+              source={"inlineExamples": {"examples": [example("a")]}})["datasetId"]
+    poll(lambda: control.get_dataset(datasetId=ds)["status"], lambda s: s == "ACTIVE",
+         timeout=60, what="an ACTIVE dataset")
+    step(control, "GetDataset", datasetId=ds)
+    step(control, "ListDatasets", maxResults=5)
+    step(control, "UpdateDataset", datasetId=ds, description="walked")
+    step(control, "AddDatasetExamples", datasetId=ds, source={"inlineExamples": {"examples": [example("b")]}})
+    poll(lambda: control.get_dataset(datasetId=ds)["status"], lambda s: s == "ACTIVE",
+         timeout=60, what="the dataset ACTIVE again")
+    step(control, "ListDatasetExamples", datasetId=ds, maxResults=5)
+    step(control, "UpdateDatasetExamples", datasetId=ds, examples=[example("b", "6")])
+    step(control, "DeleteDatasetExamples", datasetId=ds, exampleIds=["b"])
+    step(control, "CreateDatasetVersion", datasetId=ds)
+    step(control, "ListDatasetVersions", datasetId=ds)
+    batch = step(data, "StartBatchEvaluation", batchEvaluationName=unique_name("walk"),
+                 evaluators=[{"evaluatorId": "Builtin.TrajectoryExactOrderMatch"}],
+                 dataSourceConfig={"cloudWatchLogs": {
+                     "serviceNames": ["walk.DEFAULT"],
+                     "logGroupNames": ["/aws/bedrock-agentcore/runtimes/walk-abcdefghij-DEFAULT"],
+                     "filterConfig": {"sessionIds": ["walk-session-without-spans-000000001"]},
+                 }})["batchEvaluationId"]
+    step(data, "GetBatchEvaluation", batchEvaluationId=batch)
+    step(data, "ListBatchEvaluations", maxResults=5)
+    step(data, "StopBatchEvaluation", batchEvaluationId=batch)
+    poll(lambda: data.get_batch_evaluation(batchEvaluationId=batch)["status"],
+         lambda s: s not in ("PENDING", "IN_PROGRESS", "STOPPING"), timeout=180, what="the batch to end")
+    step(data, "DeleteBatchEvaluation", batchEvaluationId=batch)
+    step(control, "DeleteDataset", datasetId=ds)
+
     # CloudWatch Logs.
     logs = berth.client("logs")
     group = f"/walk/{unique_name('logs')}"

@@ -34,6 +34,7 @@ from berth_harness import (
     client_token,
     expect_error,
     expect_validation,
+    native,
     poll,
     unique_name,
     wait_not_found,
@@ -426,8 +427,25 @@ def test_sdk_on_demand_dataset_runner(agent_env, strands):
         OnDemandEvaluationDatasetRunner,
     )
 
+    class SettledCollector(CloudWatchAgentSpanCollector):
+        """The SDK's collector, asked once the session's agent spans are stored. ADOT exports
+        every 5 s while Berth's own span lands at once, so the SDK's collector (which stops at
+        the first span it sees) would read a session without its agent; the SDK's answer is
+        `evaluation_delay_seconds`, a blind sleep. This polls Berth for the agent's
+        `invoke_agent` span (it ends after the tool calls under it), then collects as the SDK
+        does, over the CloudWatch Logs API."""
+
+        def collect(self, session_id, start_time, end_time):
+            poll(
+                lambda: native(agent_env, "GET", f"/berth/v1/traces/sessions/{session_id}").json()["spans"],
+                lambda spans: any(s["attributes"].get("gen_ai.operation.name") == "invoke_agent" for s in spans),
+                timeout=STATE_TIMEOUT,
+                what=f"the agent's spans of {session_id}",
+            )
+            return super().collect(session_id, start_time, end_time)
+
     _, dataset = sdk_dataset(agent_env)
-    collector = CloudWatchAgentSpanCollector(
+    collector = SettledCollector(
         log_group_name=f"/aws/bedrock-agentcore/runtimes/{strands['agentRuntimeId']}-DEFAULT",
         region=REGION, max_wait_seconds=60, poll_interval_seconds=1,
     )

@@ -200,18 +200,16 @@ pub async fn evaluate(
     {
         session.session_id = r.context.span().session_id.clone();
     }
-    if session.session_id.is_empty() {
-        return Err(ApiError::field(
-            "evaluationInput.sessionSpans",
-            "no span names its session: span documents carry the session id in \
-             attributes[\"session.id\"]",
-        ));
-    }
     if session.traces.is_empty() {
         return Err(ApiError::field(
             "evaluationInput.sessionSpans",
             "holds no span or log-record document (documents with a traceId)",
         ));
+    }
+    if session.session_id.is_empty() {
+        // Spans recorded outside a runtime session (a local agent's in-memory spans, as
+        // strands-agents-evals sends them) name none: the session is known by its first trace.
+        session.session_id = session.traces[0].trace_id.clone();
     }
     let mut bad = Vec::new();
     for (i, r) in refs.iter().enumerate() {

@@ -262,7 +262,7 @@ mod tests {
             "{r}"
         );
         assert!(
-            r.ends_with("lowest-scored traces: t2-0, t2-3, t2-1, t2-2"),
+            r.ends_with("lowest scored: trace t2-0, trace t2-3, trace t2-1, trace t2-2"),
             "{r}"
         );
     }

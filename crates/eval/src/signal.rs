@@ -71,10 +71,19 @@ impl EvaluationSignal {
         Self::new(Arc::new(Stored(store)))
     }
 
-    async fn gate(&self, w: &Window, g: &EvaluationGate) -> Verdict {
+    /// `version`'s points over the rollout, or why the gate holds: unreadable, or fewer than
+    /// `minScored` (`role` names the version in that reason).
+    async fn enough(
+        &self,
+        w: &Window,
+        g: &EvaluationGate,
+        version: u32,
+        role: &str,
+    ) -> Result<Vec<Point>, Verdict> {
         let (from, to) = (ms_to_ns(w.since), ms_to_ns(w.to).saturating_add(1));
-        let read = |version| {
-            self.scores.points(
+        let points = self
+            .scores
+            .points(
                 &w.runtime_id,
                 &w.endpoint,
                 version,
@@ -82,35 +91,29 @@ impl EvaluationSignal {
                 from,
                 to,
             )
-        };
-        let canary = match read(w.canary_version).await {
-            Ok(p) => p,
-            Err(e) => return Verdict::Inconclusive(format!("scores unreadable: {e}")),
-        };
-        if (canary.len() as u64) < g.min_scored {
-            return Verdict::Inconclusive(format!(
-                "{}: canary version {} has {} of {} scored sessions needed",
+            .await
+            .map_err(|e| Verdict::Inconclusive(format!("scores unreadable: {e}")))?;
+        if (points.len() as u64) < g.min_scored {
+            return Err(Verdict::Inconclusive(format!(
+                "{}: {role} version {version} has {} of {} scored sessions needed",
                 g.evaluator_id,
-                w.canary_version,
-                canary.len(),
+                points.len(),
                 g.min_scored
-            ));
+            )));
         }
+        Ok(points)
+    }
+
+    async fn gate(&self, w: &Window, g: &EvaluationGate) -> Verdict {
+        let canary = match self.enough(w, g, w.canary_version, "canary").await {
+            Ok(p) => p,
+            Err(v) => return v,
+        };
         let stable = if g.min_score.is_relative() {
-            let stable = match read(w.stable_version).await {
-                Ok(p) => p,
-                Err(e) => return Verdict::Inconclusive(format!("scores unreadable: {e}")),
-            };
-            if (stable.len() as u64) < g.min_scored {
-                return Verdict::Inconclusive(format!(
-                    "{}: stable version {} has {} of {} scored sessions needed to compare",
-                    g.evaluator_id,
-                    w.stable_version,
-                    stable.len(),
-                    g.min_scored
-                ));
+            match self.enough(w, g, w.stable_version, "stable").await {
+                Ok(p) => Some(mean(&p)),
+                Err(v) => return v,
             }
-            Some(mean(&stable))
         } else {
             None
         };

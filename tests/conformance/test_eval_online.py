@@ -326,3 +326,41 @@ def test_drift_of_the_same_version_alerts_and_rolls_the_endpoint_back(server, ag
     actions = [(a["action"], a["actor"]) for a in resp.json()["entries"] if a["resource"].endswith(f"/{ep}")]
     assert ("DriftDetected", "drift-watch") in actions, actions
     assert ("rollback", "drift-watch") in actions, actions
+
+
+def test_berth_eval_gates_a_version_before_it_gets_traffic(server, agent, tmp_path):
+    """`berth eval`: a dataset against one version by its number, scored through Evaluate by a
+    deterministic evaluator and the judge; exit 0 above the floors, 1 under them."""
+    dataset = tmp_path / "scenarios.jsonl"
+    dataset.write_text("\n".join(json.dumps({
+        "scenario_id": f"add-{i}",
+        "turns": [{"input": "add 2 and 3", "expected_response": "the tool said 5"}],
+        "expected_trajectory": ["add"],
+    }) for i in range(2)) + "\n")
+
+    def gate(version: str):
+        return run_cli(
+            server, "eval", agent["runtimeId"], "--version", version, "--dataset", str(dataset),
+            "--evaluator", "Builtin.TrajectoryExactOrderMatch>=1",
+            "--evaluator", f"{agent['evaluatorId']}>=0.7",
+            "--settle-timeout", "60", "--timeout", "600", "--json",
+            timeout=700,
+        )
+
+    good = gate("1")
+    assert good.returncode == 0, (good.stdout, good.stderr)
+    report = json.loads(good.stdout)
+    assert report["pass"] and report["scenarios"] == 2, report
+    by_id = {e["evaluatorId"]: e for e in report["evaluators"]}
+    assert by_id["Builtin.TrajectoryExactOrderMatch"]["scored"] == 2
+    assert by_id["Builtin.TrajectoryExactOrderMatch"]["mean"] == 1.0
+    assert by_id[agent["evaluatorId"]]["mean"] == 1.0
+
+    # Version 2 calls the same tool (the trajectory passes) but answers wrongly: the judge fails it.
+    bad = gate("2")
+    assert bad.returncode == 1, (bad.stdout, bad.stderr)
+    report = json.loads(bad.stdout)
+    assert not report["pass"], report
+    by_id = {e["evaluatorId"]: e for e in report["evaluators"]}
+    assert by_id["Builtin.TrajectoryExactOrderMatch"]["pass"] is True, by_id
+    assert by_id[agent["evaluatorId"]]["mean"] == 0.0 and by_id[agent["evaluatorId"]]["pass"] is False

@@ -198,6 +198,7 @@ async fn the_agent_environment_is_composed_in_order() {
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
             "OTEL_TRACES_EXPORTER",
+            "OTEL_PYTHON_EXCLUDED_URLS",
             "OTEL_RESOURCE_ATTRIBUTES",
             "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
             "BERTH_ENDPOINT_URL",

@@ -640,11 +640,20 @@ impl ServeArgs {
     fn settle(self, env: HashMap<String, String>) -> anyhow::Result<Config> {
         let eval_env = env.clone();
         let memory = self.memory_settings(env)?;
-        let judge = self.judge_settings(
+        let own_judge = self.eval_model_provider.is_some()
+            || self.eval_model_base_url.is_some()
+            || self.eval_model.is_some();
+        let judge = match self.judge_settings(
             &eval_env,
             &memory,
             self.region.as_deref().unwrap_or("us-east-1"),
-        )?;
+        ) {
+            Ok(j) => j,
+            // Borrowed from memory's settings: memory's own check names its flags when they are
+            // wrong; the judge is then not configured.
+            Err(_) if !own_judge => berth_eval::JudgeSettings::default(),
+            Err(e) => return Err(e),
+        };
         let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
         let region = self.region.unwrap_or_else(|| "us-east-1".into());
         if region.is_empty()

@@ -46,6 +46,7 @@ import b6_memory  # noqa: E402
 import b7_routing  # noqa: E402
 import b8_edge  # noqa: E402
 import b10_traces  # noqa: E402
+import b1e_online  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -689,6 +690,7 @@ class Bench:
         self.untraced = Berth(self.procs, self.tools, self.work, UNTRACED, warm_pool=1, isolation=self.isolation,
                               extra=["--invocation-spans", "false"])
         package, self.fast_dir = fast_agent_package(self.tools, self.work)
+        self.fast_package = package
         env = {"BERTH_FAST_AGENT_THREADS": "1"}
         log(f"deploying the fast agent ({len(package) // 1024} KiB zip) to both servers")
         self.fast_arn = self.berth.deploy("bench_fast", package, "agent.py", env, timeout=300)
@@ -1360,7 +1362,7 @@ class Bench:
 
     def run(self) -> Results:
         try:
-            if any(self.wants(f) for f in ("B1", "B2", "B3", "B4", "B5", "CPU")):
+            if any(self.wants(f) for f in ("B1", "B1E", "B2", "B3", "B4", "B5", "CPU")):
                 self.setup()
             if self.only is not None and "CPU" in self.only:
                 self.cpu_only()
@@ -1370,6 +1372,8 @@ class Bench:
             for fig, measure in (("B1", self.b1), ("B3", self.b3), ("B4", self.b4), ("B2", self.b2), ("B5", self.b5)):
                 if self.wants(fig):
                     measure()
+            if self.wants("B1E"):
+                b1e_online.b1e(self)
             if self.wants("B6"):
                 b6_memory.b6(self)
             if self.wants("B7"):

@@ -78,6 +78,10 @@ enum Command {
         /// Stop the sessions a `--new-session` run created, after the run.
         #[arg(long)]
         stop_sessions: bool,
+        /// Stop each `--new-session` request's session right after its answer (a churn of
+        /// finished sessions), outside the request's latency.
+        #[arg(long)]
+        stop_each: bool,
     },
     /// SSE time to first byte and event merging.
     Sse {
@@ -335,6 +339,7 @@ async fn run(command: Command, threads: usize) -> anyhow::Result<String> {
             timeout,
             expect_status,
             stop_sessions,
+            stop_each,
         } => {
             let cfg = rate::RateConfig {
                 rate,
@@ -344,6 +349,7 @@ async fn run(command: Command, threads: usize) -> anyhow::Result<String> {
                 timeout: seconds(timeout, "timeout")?,
                 expect_status,
                 stop_sessions,
+                stop_each,
             };
             let template = request.template()?;
             // The rate generator runs its own threads and runtimes.

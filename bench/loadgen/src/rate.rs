@@ -44,6 +44,9 @@ pub struct RateConfig {
     /// After the run, stop every session the run created (`StopRuntimeSession`), outside the
     /// measurement.
     pub stop_sessions: bool,
+    /// Stop each `--new-session` request's session right after its answer, on the same
+    /// connection and outside its latency: a steady churn of short, finished sessions.
+    pub stop_each: bool,
 }
 
 /// Result of a run; latencies in microseconds.
@@ -102,6 +105,8 @@ struct WorkerResult {
     sign: Latency,
     last_done: Option<Instant>,
     sessions: Vec<String>,
+    stopped: u64,
+    stop_failed: u64,
 }
 
 impl WorkerResult {
@@ -123,6 +128,8 @@ impl WorkerResult {
         self.sign.merge(&r.sign);
         self.last_done = self.last_done.max(r.last_done);
         self.sessions.extend(r.sessions);
+        self.stopped += r.stopped;
+        self.stop_failed += r.stop_failed;
     }
 
     fn error(&mut self, message: String) {
@@ -207,6 +214,8 @@ pub fn run(template: Template, cfg: RateConfig, threads: usize) -> anyhow::Resul
         ttfb: total.ttfb.summary(),
         dispatch_lag: total.lag.summary(),
         sign: total.sign.summary(),
+        sessions_stopped: total.stopped,
+        sessions_stop_failed: total.stop_failed,
         ..RateReport::default()
     };
     if cfg.stop_sessions && !total.sessions.is_empty() {
@@ -215,8 +224,8 @@ pub fn run(template: Template, cfg: RateConfig, threads: usize) -> anyhow::Resul
             .build()
             .context("starting a runtime to stop sessions")?;
         let (stopped, failed) = rt.block_on(stop_sessions(&template, total.sessions, 8));
-        report.sessions_stopped = stopped;
-        report.sessions_stop_failed = failed;
+        report.sessions_stopped += stopped;
+        report.sessions_stop_failed += failed;
     }
     Ok(report)
 }
@@ -310,6 +319,10 @@ async fn worker(
     cfg: RateConfig,
 ) -> anyhow::Result<WorkerResult> {
     let mut out = WorkerResult::default();
+    let stop_each = match (cfg.stop_each, &template.session) {
+        (true, Session::New) => stop_path(&template.target.path_and_query),
+        _ => None,
+    };
     let mut conn = Connection::open(template.target.addr).await;
     ready.wait().await;
     loop {
@@ -320,7 +333,11 @@ async fn worker(
         if slot.measured {
             out.sign.record(built.sign_time);
         }
-        if let (Some(id), true) = (&built.session_id, matches!(template.session, Session::New)) {
+        let new_session = match (&built.session_id, &template.session) {
+            (Some(id), Session::New) => Some(id.clone()),
+            _ => None,
+        };
+        if let (Some(id), None) = (&new_session, &stop_each) {
             out.sessions.push(id.clone());
         }
         if taken.saturating_duration_since(slot.intended) > cfg.timeout {
@@ -352,6 +369,22 @@ async fn worker(
         match result {
             Ok(Ok(received)) => {
                 out.last_done = out.last_done.max(Some(received.done));
+                if let (Some(path), Some(id)) = (&stop_each, new_session) {
+                    let stopped = async {
+                        let built =
+                            template.build_for(Method::POST, path, Some(id), Bytes::new())?;
+                        anyhow::Ok(receive(c.send(built.request).await?).await?.status == 200)
+                    }
+                    .await;
+                    match stopped {
+                        Ok(true) => out.stopped += 1,
+                        Ok(false) => out.stop_failed += 1,
+                        Err(_) => {
+                            out.stop_failed += 1;
+                            conn = Connection::open(template.target.addr).await;
+                        }
+                    }
+                }
                 if !slot.measured {
                     continue;
                 }

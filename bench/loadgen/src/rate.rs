@@ -216,7 +216,6 @@ pub fn run(template: Template, cfg: RateConfig, threads: usize) -> anyhow::Resul
         sign: total.sign.summary(),
         sessions_stopped: total.stopped,
         sessions_stop_failed: total.stop_failed,
-        ..RateReport::default()
     };
     if cfg.stop_sessions && !total.sessions.is_empty() {
         let rt = tokio::runtime::Builder::new_current_thread()

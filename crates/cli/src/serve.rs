@@ -1127,6 +1127,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the span writer")?;
     // The CloudWatch Logs API reads the same database.
     let partition = control.partition();
+    let feed: Arc<dyn berth_trace::online::SessionFeed> = trace_store.clone();
     let logs = berth_trace::logs::Logs::new(trace_store, &partition.region, &partition.account_id);
     // Events written through PutLogEvents are kept as long as traces are.
     tokio::spawn(logs.clone().run_retention(
@@ -1200,8 +1201,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(
         berth_eval::online::Online::new(
             evals.clone(),
-            state.traces.clone(),
-            state.scores.clone(),
+            berth_eval::online::OnlineStores {
+                traces: state.traces.clone(),
+                feed,
+                scores: state.scores.clone(),
+            },
             runtime_names.clone(),
             state.evals.judge.clone(),
             Arc::new(berth_server::BackgroundRunner(state.clone())),

@@ -29,7 +29,7 @@ use berth_api::evaluation_resources::{
     OnlineConfigStatus,
 };
 use berth_trace::TraceStore;
-use berth_trace::online::{OnlineCursor, session_documents};
+use berth_trace::online::{OnlineCursor, SessionFeed, session_documents};
 use berth_trace::scores::{Score, ScoreStore};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -87,11 +87,23 @@ pub struct TickReport {
     pub scores: u64,
 }
 
+/// What online evaluation reads and writes.
+#[derive(Clone)]
+pub struct OnlineStores {
+    /// A session's spans and log records.
+    pub traces: Arc<dyn TraceStore>,
+    /// Finished sessions and each config's cursor.
+    pub feed: Arc<dyn SessionFeed>,
+    /// Where the scores go.
+    pub scores: Arc<dyn ScoreStore>,
+}
+
 /// The online evaluator. Cheap to clone.
 #[derive(Clone)]
 pub struct Online {
     resources: Resources,
     traces: Arc<dyn TraceStore>,
+    feed: Arc<dyn SessionFeed>,
     scores: Arc<dyn ScoreStore>,
     runtimes: Arc<dyn RuntimeNames>,
     judge: Judge,
@@ -102,16 +114,21 @@ pub struct Online {
 impl Online {
     pub fn new(
         resources: Resources,
-        traces: Arc<dyn TraceStore>,
-        scores: Arc<dyn ScoreStore>,
+        stores: OnlineStores,
         runtimes: Arc<dyn RuntimeNames>,
         judge: Judge,
         code: Arc<dyn CodeRunner>,
         options: OnlineOptions,
     ) -> Self {
+        let OnlineStores {
+            traces,
+            feed,
+            scores,
+        } = stores;
         Self {
             resources,
             traces,
+            feed,
             scores,
             runtimes,
             judge,
@@ -197,7 +214,7 @@ impl Online {
         .unwrap_or(i64::MAX)
         .saturating_mul(1_000_000);
         let quiet_before = now_ns.saturating_sub(quiet_ns);
-        let mut cursor = match self.traces.online_cursor(id).await.map_err(store)? {
+        let mut cursor = match self.feed.online_cursor(id).await.map_err(store)? {
             Some(c) => c,
             // Sessions that ended before the config existed are history, not its sample.
             None => OnlineCursor {
@@ -206,7 +223,7 @@ impl Online {
             },
         };
         let sessions = self
-            .traces
+            .feed
             .finished_sessions(
                 &runtime_id,
                 &endpoint,
@@ -247,7 +264,7 @@ impl Online {
                 runtime_id: s.runtime_id.clone(),
                 session_id: s.session_id.clone(),
             };
-            self.traces
+            self.feed
                 .set_online_cursor(id, &cursor)
                 .await
                 .map_err(store)?;

@@ -153,43 +153,11 @@ impl TraceStore for GroupCommit {
         self.inner.usage_totals().await
     }
 
-    async fn finished_sessions(
-        &self,
-        runtime_id: &str,
-        endpoint: &str,
-        after: &crate::online::OnlineCursor,
-        quiet_before_ns: i64,
-        limit: u32,
-    ) -> Result<Vec<crate::online::FinishedSession>, Error> {
-        self.inner
-            .finished_sessions(runtime_id, endpoint, after, quiet_before_ns, limit)
-            .await
-    }
-
     async fn session_logs(
         &self,
         runtime_id: &str,
         session_id: &str,
     ) -> Result<Vec<LogRecord>, Error> {
         self.inner.session_logs(runtime_id, session_id).await
-    }
-
-    async fn online_cursor(
-        &self,
-        config_id: &str,
-    ) -> Result<Option<crate::online::OnlineCursor>, Error> {
-        self.inner.online_cursor(config_id).await
-    }
-
-    async fn set_online_cursor(
-        &self,
-        config_id: &str,
-        cursor: &crate::online::OnlineCursor,
-    ) -> Result<(), Error> {
-        self.inner.set_online_cursor(config_id, cursor).await
-    }
-
-    async fn forget_online_cursor(&self, config_id: &str) -> Result<(), Error> {
-        self.inner.forget_online_cursor(config_id).await
     }
 }

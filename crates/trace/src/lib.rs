@@ -205,32 +205,12 @@ pub trait TraceStore: Send + Sync + 'static {
     async fn usage(&self, filter: &usage::UsageFilter) -> Result<Vec<usage::UsageRow>, Error>;
     /// GenAI usage since the store was created, per runtime, version and model.
     async fn usage_totals(&self) -> Result<Vec<usage::UsageRow>, Error>;
-    /// Sessions of a runtime's endpoint that have been quiet since `quiet_before_ns`, after
-    /// `after`, oldest first (online evaluation takes them; see [`online`]).
-    async fn finished_sessions(
-        &self,
-        runtime_id: &str,
-        endpoint: &str,
-        after: &online::OnlineCursor,
-        quiet_before_ns: i64,
-        limit: u32,
-    ) -> Result<Vec<online::FinishedSession>, Error>;
     /// Every log record of a session, oldest first.
     async fn session_logs(
         &self,
         runtime_id: &str,
         session_id: &str,
     ) -> Result<Vec<LogRecord>, Error>;
-    /// An online evaluation config's cursor (`None` before its first session).
-    async fn online_cursor(&self, config_id: &str) -> Result<Option<online::OnlineCursor>, Error>;
-    /// Moves an online evaluation config's cursor (after its session's scores are stored).
-    async fn set_online_cursor(
-        &self,
-        config_id: &str,
-        cursor: &online::OnlineCursor,
-    ) -> Result<(), Error>;
-    /// Forgets a deleted config's cursor.
-    async fn forget_online_cursor(&self, config_id: &str) -> Result<(), Error>;
 }
 
 /// Nanoseconds since the Unix epoch.

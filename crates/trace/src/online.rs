@@ -1,6 +1,7 @@
-//! What online evaluation reads from the trace store: sessions that have gone quiet, their
-//! log records, and each online evaluation config's cursor.
+//! What online evaluation reads from the trace store: sessions that have gone quiet and each
+//! online evaluation config's cursor ([`SessionFeed`]), and a session's documents.
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -34,11 +35,31 @@ pub struct OnlineCursor {
     pub session_id: String,
 }
 
-impl SqliteTraceStore {
-    /// Sessions of `runtime_id`'s `endpoint` whose last trace ended at or before `quiet_before_ns`
-    /// (traces of Berth's health probes, `GET /ping`, are not activity)
-    /// and after `after` in (end time, runtime, session id) order, oldest first, at most `limit`.
-    pub(crate) async fn finished_sessions_sqlite(
+/// Finished sessions, in the order online evaluation takes them, and where each config has got
+/// to. Its own trait, apart from [`crate::TraceStore`]: only the online evaluator reads it, and
+/// the span writer's wrappers and test doubles need not know it.
+#[async_trait]
+pub trait SessionFeed: Send + Sync {
+    /// Sessions of `runtime_id`'s `endpoint` whose last trace ended at or before
+    /// `quiet_before_ns` (traces of Berth's health probes, `GET /ping`, are not activity) and
+    /// after `after` in (end time, session id) order, oldest first, at most `limit`.
+    async fn finished_sessions(
+        &self,
+        runtime_id: &str,
+        endpoint: &str,
+        after: &OnlineCursor,
+        quiet_before_ns: i64,
+        limit: u32,
+    ) -> Result<Vec<FinishedSession>, Error>;
+    /// An online evaluation config's cursor (`None` before its first session).
+    async fn online_cursor(&self, config_id: &str) -> Result<Option<OnlineCursor>, Error>;
+    /// Moves an online evaluation config's cursor (after its session's scores are stored).
+    async fn set_online_cursor(&self, config_id: &str, cursor: &OnlineCursor) -> Result<(), Error>;
+}
+
+#[async_trait]
+impl SessionFeed for SqliteTraceStore {
+    async fn finished_sessions(
         &self,
         runtime_id: &str,
         endpoint: &str,
@@ -80,26 +101,7 @@ impl SqliteTraceStore {
             .map_err(Error::from)
     }
 
-    /// Every log record of a session, oldest first.
-    pub(crate) async fn session_logs_sqlite(
-        &self,
-        runtime_id: &str,
-        session_id: &str,
-    ) -> Result<Vec<LogRecord>, Error> {
-        let rows = sqlx::query(&format!(
-            "SELECT {LOG_COLS} FROM logs WHERE session_id = ? AND runtime_id = ? ORDER BY time_ns"
-        ))
-        .bind(session_id)
-        .bind(runtime_id)
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rows.iter().map(log_row).collect::<Result<_, _>>()?)
-    }
-
-    pub(crate) async fn online_cursor_sqlite(
-        &self,
-        config_id: &str,
-    ) -> Result<Option<OnlineCursor>, Error> {
+    async fn online_cursor(&self, config_id: &str) -> Result<Option<OnlineCursor>, Error> {
         let row = sqlx::query(
             "SELECT ended_ns, runtime_id, session_id FROM online_eval_cursors WHERE config_id = ?",
         )
@@ -117,11 +119,7 @@ impl SqliteTraceStore {
             .transpose()?)
     }
 
-    pub(crate) async fn set_online_cursor_sqlite(
-        &self,
-        config_id: &str,
-        cursor: &OnlineCursor,
-    ) -> Result<(), Error> {
+    async fn set_online_cursor(&self, config_id: &str, cursor: &OnlineCursor) -> Result<(), Error> {
         sqlx::query(
             "INSERT INTO online_eval_cursors (config_id, ended_ns, runtime_id, session_id) \
              VALUES (?, ?, ?, ?) ON CONFLICT (config_id) DO UPDATE SET \
@@ -136,13 +134,23 @@ impl SqliteTraceStore {
         .await?;
         Ok(())
     }
+}
 
-    pub(crate) async fn forget_online_cursor_sqlite(&self, config_id: &str) -> Result<(), Error> {
-        sqlx::query("DELETE FROM online_eval_cursors WHERE config_id = ?")
-            .bind(config_id)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+impl SqliteTraceStore {
+    /// Every log record of a session, oldest first.
+    pub(crate) async fn session_logs_sqlite(
+        &self,
+        runtime_id: &str,
+        session_id: &str,
+    ) -> Result<Vec<LogRecord>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {LOG_COLS} FROM logs WHERE session_id = ? AND runtime_id = ? ORDER BY time_ns"
+        ))
+        .bind(session_id)
+        .bind(runtime_id)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(log_row).collect::<Result<_, _>>()?)
     }
 }
 

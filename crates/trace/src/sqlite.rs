@@ -638,43 +638,12 @@ impl TraceStore for SqliteTraceStore {
         crate::usage::totals(&self.reader).await
     }
 
-    async fn finished_sessions(
-        &self,
-        runtime_id: &str,
-        endpoint: &str,
-        after: &crate::online::OnlineCursor,
-        quiet_before_ns: i64,
-        limit: u32,
-    ) -> Result<Vec<crate::online::FinishedSession>, Error> {
-        self.finished_sessions_sqlite(runtime_id, endpoint, after, quiet_before_ns, limit)
-            .await
-    }
-
     async fn session_logs(
         &self,
         runtime_id: &str,
         session_id: &str,
     ) -> Result<Vec<LogRecord>, Error> {
         self.session_logs_sqlite(runtime_id, session_id).await
-    }
-
-    async fn online_cursor(
-        &self,
-        config_id: &str,
-    ) -> Result<Option<crate::online::OnlineCursor>, Error> {
-        self.online_cursor_sqlite(config_id).await
-    }
-
-    async fn set_online_cursor(
-        &self,
-        config_id: &str,
-        cursor: &crate::online::OnlineCursor,
-    ) -> Result<(), Error> {
-        self.set_online_cursor_sqlite(config_id, cursor).await
-    }
-
-    async fn forget_online_cursor(&self, config_id: &str) -> Result<(), Error> {
-        self.forget_online_cursor_sqlite(config_id).await
     }
 }
 

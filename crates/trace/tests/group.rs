@@ -90,38 +90,12 @@ impl TraceStore for Recording {
     async fn usage_totals(&self) -> Result<Vec<berth_trace::usage::UsageRow>, berth_trace::Error> {
         Err(berth_trace::Error::Invalid("no usage here".into()))
     }
-    async fn finished_sessions(
-        &self,
-        _: &str,
-        _: &str,
-        _: &berth_trace::online::OnlineCursor,
-        _: i64,
-        _: u32,
-    ) -> Result<Vec<berth_trace::online::FinishedSession>, berth_trace::Error> {
-        Err(berth_trace::Error::Invalid("no sessions here".into()))
-    }
     async fn session_logs(
         &self,
         _: &str,
         _: &str,
     ) -> Result<Vec<berth_trace::LogRecord>, berth_trace::Error> {
         Ok(Vec::new())
-    }
-    async fn online_cursor(
-        &self,
-        _: &str,
-    ) -> Result<Option<berth_trace::online::OnlineCursor>, berth_trace::Error> {
-        Ok(None)
-    }
-    async fn set_online_cursor(
-        &self,
-        _: &str,
-        _: &berth_trace::online::OnlineCursor,
-    ) -> Result<(), berth_trace::Error> {
-        Err(berth_trace::Error::Invalid("no cursors here".into()))
-    }
-    async fn forget_online_cursor(&self, _: &str) -> Result<(), berth_trace::Error> {
-        Ok(())
     }
 }
 

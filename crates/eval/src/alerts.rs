@@ -125,25 +125,28 @@ impl DriftWatch {
                 if i.fired.lock().await.contains(&key) {
                     continue;
                 }
-                let scores = i
+                let n = i.options.policy.min_count.max(1);
+                let (oldest, newest) = i
                     .scores
-                    .scores(&ScoreFilter {
-                        runtime_id: runtime_id.clone(),
-                        endpoint: endpoint.clone(),
-                        version: Some(version),
-                        evaluator_id: Some(e.id().to_owned()),
-                        source: Some(source.clone()),
-                        from_ns: 0,
-                        to_ns: i64::MAX,
-                    })
+                    .ends(
+                        &ScoreFilter {
+                            runtime_id: runtime_id.clone(),
+                            endpoint: endpoint.clone(),
+                            version: Some(version),
+                            evaluator_id: Some(e.id().to_owned()),
+                            source: Some(source.clone()),
+                            from_ns: 0,
+                            to_ns: i64::MAX,
+                        },
+                        u32::try_from(n).unwrap_or(u32::MAX),
+                    )
                     .await
                     .map_err(|e| ApiError::internal_because(format_args!("{e}")))?;
-                let points = drift::points(&scores);
-                let n = i.options.policy.min_count.max(1);
-                if points.len() < 2 * n {
+                let (baseline, recent) = (drift::points(&oldest), drift::points(&newest));
+                if baseline.len() < n || recent.len() < n {
                     continue;
                 }
-                let d = drift::decide(&i.options.policy, &points[..n], &points[points.len() - n..]);
+                let d = drift::decide(&i.options.policy, &baseline, &recent);
                 if d.verdict != Verdict::Drift {
                     continue;
                 }

@@ -96,6 +96,11 @@ pub trait ScoreStore: Send + Sync + 'static {
     async fn insert_scores(&self, scores: &[Score]) -> Result<(), Error>;
     /// The scores `filter` selects, oldest `ended_ns` first.
     async fn scores(&self, filter: &ScoreFilter) -> Result<Vec<Score>, Error>;
+    /// The oldest `n` and the newest `n` scores with a value and no error that `filter`
+    /// selects, each oldest first and never sharing a score (with fewer than `2n`, the newest
+    /// are the rest): a baseline and a recent window read in two bounded queries, however many
+    /// scores a version has.
+    async fn ends(&self, filter: &ScoreFilter, n: u32) -> Result<(Vec<Score>, Vec<Score>), Error>;
     /// Totals per runtime, endpoint, version and evaluator (what Prometheus shows).
     async fn score_totals(&self) -> Result<Vec<ScoreTotal>, Error>;
 }
@@ -258,6 +263,36 @@ type TotalKey<'a> = (&'a str, &'a str, u32, &'a str);
 /// The log events of `scores`, per (group, stream): `(timestamp_ms, message)`.
 type EventsByStream = HashMap<(String, String), Vec<(i64, String)>>;
 
+/// `SELECT cols` of the scores `f` selects, without an order.
+fn select(f: &ScoreFilter, cols: &str) -> Result<QueryBuilder<'static, Sqlite>, Error> {
+    if f.from_ns > f.to_ns {
+        return Err(Error::Invalid(format!(
+            "the window's start {} is after its end {}",
+            f.from_ns, f.to_ns
+        )));
+    }
+    let mut q = QueryBuilder::<Sqlite>::new(format!(
+        "SELECT {cols} FROM eval_scores WHERE runtime_id = "
+    ));
+    q.push_bind(f.runtime_id.clone())
+        .push(" AND endpoint = ")
+        .push_bind(f.endpoint.clone())
+        .push(" AND ended_ns >= ")
+        .push_bind(f.from_ns)
+        .push(" AND ended_ns < ")
+        .push_bind(f.to_ns);
+    if let Some(v) = f.version {
+        q.push(" AND version = ").push_bind(i64::from(v));
+    }
+    if let Some(e) = &f.evaluator_id {
+        q.push(" AND evaluator_id = ").push_bind(e.clone());
+    }
+    if let Some(s) = &f.source {
+        q.push(" AND source = ").push_bind(s.clone());
+    }
+    Ok(q)
+}
+
 #[async_trait::async_trait]
 impl ScoreStore for SqliteTraceStore {
     async fn insert_scores(&self, scores: &[Score]) -> Result<(), Error> {
@@ -382,34 +417,39 @@ impl ScoreStore for SqliteTraceStore {
     }
 
     async fn scores(&self, f: &ScoreFilter) -> Result<Vec<Score>, Error> {
-        if f.from_ns > f.to_ns {
-            return Err(Error::Invalid(format!(
-                "the window's start {} is after its end {}",
-                f.from_ns, f.to_ns
-            )));
-        }
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {COLS} FROM eval_scores WHERE runtime_id = "
-        ));
-        q.push_bind(f.runtime_id.clone())
-            .push(" AND endpoint = ")
-            .push_bind(f.endpoint.clone())
-            .push(" AND ended_ns >= ")
-            .push_bind(f.from_ns)
-            .push(" AND ended_ns < ")
-            .push_bind(f.to_ns);
-        if let Some(v) = f.version {
-            q.push(" AND version = ").push_bind(i64::from(v));
-        }
-        if let Some(e) = &f.evaluator_id {
-            q.push(" AND evaluator_id = ").push_bind(e.clone());
-        }
-        if let Some(s) = &f.source {
-            q.push(" AND source = ").push_bind(s.clone());
-        }
+        let mut q = select(f, COLS)?;
         q.push(" ORDER BY ended_ns, id");
         let rows = q.build().fetch_all(&self.reader).await?;
         Ok(rows.iter().map(score_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn ends(&self, f: &ScoreFilter, n: u32) -> Result<(Vec<Score>, Vec<Score>), Error> {
+        let cols = format!("{COLS}, id");
+        let valued = " AND value IS NOT NULL AND error IS NULL";
+        let mut first = select(f, &cols)?;
+        first
+            .push(valued)
+            .push(" ORDER BY ended_ns, id LIMIT ")
+            .push_bind(i64::from(n));
+        let first = first.build().fetch_all(&self.reader).await?;
+        let mut last = select(f, &cols)?;
+        last.push(valued)
+            .push(" ORDER BY ended_ns DESC, id DESC LIMIT ")
+            .push_bind(i64::from(n));
+        let mut last = last.build().fetch_all(&self.reader).await?;
+        // Fewer than 2n: the newest are only those the oldest n do not hold.
+        let oldest: std::collections::HashSet<i64> = first
+            .iter()
+            .map(|r| r.try_get::<i64, _>("id"))
+            .collect::<Result<_, _>>()?;
+        last.retain(|r| {
+            r.try_get::<i64, _>("id")
+                .is_ok_and(|id| !oldest.contains(&id))
+        });
+        Ok((
+            first.iter().map(score_row).collect::<Result<_, _>>()?,
+            last.iter().rev().map(score_row).collect::<Result<_, _>>()?,
+        ))
     }
 
     async fn score_totals(&self) -> Result<Vec<ScoreTotal>, Error> {

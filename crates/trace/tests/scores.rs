@@ -256,3 +256,45 @@ async fn scores_are_log_records_that_start_query_finds() {
     assert_eq!(row["version"], "1");
     assert_eq!(row["traceId"], a.trace_id.as_deref().unwrap());
 }
+
+#[tokio::test]
+async fn ends_are_the_oldest_and_newest_valued_scores_never_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut batch: Vec<Score> = (1..=5)
+        .map(|i| score(1, "Builtin.Helpfulness", 100 + i, Some(i as f64 / 10.0)))
+        .collect();
+    let mut errored = score(1, "Builtin.Helpfulness", 100, None);
+    errored.error = Some("judge timed out".into());
+    batch.push(errored);
+    batch.push(score(2, "Builtin.Helpfulness", 90, Some(1.0)));
+    store.insert_scores(&batch).await.unwrap();
+    let f = ScoreFilter {
+        version: Some(1),
+        ..filter(0, 1000)
+    };
+    let values = |s: &[Score]| s.iter().map(|s| s.value.unwrap()).collect::<Vec<_>>();
+
+    let (oldest, newest) = store.ends(&f, 2).await.unwrap();
+    assert_eq!(
+        values(&oldest),
+        [0.1, 0.2],
+        "the errored score and v2's are not values"
+    );
+    assert_eq!(values(&newest), [0.4, 0.5], "oldest first");
+
+    // Fewer than 2n: the newest are what the oldest n leave.
+    let (oldest, newest) = store.ends(&f, 4).await.unwrap();
+    assert_eq!(values(&oldest), [0.1, 0.2, 0.3, 0.4]);
+    assert_eq!(values(&newest), [0.5]);
+    let (oldest, newest) = store.ends(&f, 9).await.unwrap();
+    assert_eq!(oldest.len(), 5);
+    assert!(newest.is_empty());
+
+    let bad = ScoreFilter {
+        from_ns: 2,
+        to_ns: 1,
+        ..f
+    };
+    assert!(matches!(store.ends(&bad, 2).await, Err(Error::Invalid(_))));
+}

@@ -494,7 +494,7 @@ impl Sessions {
                         warn!(runtime_id, reason = %refusal, "session refused by quota");
                         return Err(refusal.into());
                     };
-                    if let Err(e) = victim.agent.stop().await {
+                    if let Err(e) = victim.agent.stop(Duration::ZERO).await {
                         warn!(error = %e, "stopping an evicted warm agent");
                     }
                     victim.slot.release();
@@ -592,7 +592,7 @@ impl Sessions {
             Ok(()) => Ok(held),
             Err(e) => {
                 let tail = log_tail(held.agent.as_ref()).await;
-                if let Err(d) = held.agent.stop().await {
+                if let Err(d) = held.agent.stop(Duration::ZERO).await {
                     warn!(error = %d, "stopping a failed agent");
                 }
                 Err(match e {
@@ -683,7 +683,7 @@ impl Sessions {
                             let mut pools = this.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
                             if this.inner.shutdown.is_cancelled() {
                                 drop(pools);
-                                let _ = held.agent.stop().await;
+                                let _ = held.agent.stop(Duration::ZERO).await;
                                 break;
                             }
                             pools.entry(key.clone()).or_default().push_back(held);
@@ -768,7 +768,7 @@ impl Sessions {
             }
         }
         self.keep_log(s).await;
-        if let Err(e) = s.held.agent.stop().await {
+        if let Err(e) = s.held.agent.stop(STOP_GRACE).await {
             warn!(runtime_id = %s.runtime_id, session_id = %s.session_id, error = %e, "agent teardown failed");
         }
         // Streams may keep the session alive a while longer; its place under the caps is free now.
@@ -882,9 +882,12 @@ impl Sessions {
             .filter_map(|c| c.get().cloned())
             .filter(|s| s.runtime_id == runtime_id && version.is_none_or(|v| v == s.version))
             .collect();
-        for s in victims {
-            self.end(&s, "runtime or version deleted").await;
-        }
+        futures::future::join_all(
+            victims
+                .iter()
+                .map(|s| self.end(s, "runtime or version deleted")),
+        )
+        .await;
         let warm: Vec<Held> = {
             let mut pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
             let keys: Vec<_> = pools
@@ -897,7 +900,7 @@ impl Sessions {
                 .collect()
         };
         for a in warm {
-            let _ = a.agent.stop().await;
+            let _ = a.agent.stop(Duration::ZERO).await;
         }
     }
 
@@ -909,9 +912,8 @@ impl Sessions {
             .values()
             .filter_map(|c| c.get().cloned())
             .collect();
-        for s in all {
-            self.end(&s, "server shutdown").await;
-        }
+        // Together: each agent may take up to its grace to flush and exit.
+        futures::future::join_all(all.iter().map(|s| self.end(s, "server shutdown"))).await;
         // Refills in flight finish (or give up) first, so the drain below sees every sandbox.
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
@@ -920,7 +922,7 @@ impl Sessions {
             pools.drain().flat_map(|(_, v)| v).collect()
         };
         for a in warm {
-            let _ = a.agent.stop().await;
+            let _ = a.agent.stop(Duration::ZERO).await;
         }
     }
 }
@@ -1091,6 +1093,10 @@ fn agent_uri(path: &str) -> String {
 
 /// The longest a live session's `/ping` may take, headers and body.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an ending session's agent has between SIGTERM and SIGKILL: enough for an
+/// OpenTelemetry SDK's shutdown flush (the last spans of the session, which online evaluation
+/// scores) and a web server's graceful exit, short enough that a stop stays prompt.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 impl Session {
     /// Admin view.

@@ -307,3 +307,53 @@ fn sandboxes_die_with_a_killed_berth() {
     }
     std::fs::remove_dir_all(report["base"].as_str().unwrap()).unwrap();
 }
+
+/// An agent that exits with `code` on SIGTERM (or ignores it when `code` is `None`) once it
+/// listens.
+fn term_agent(code: Option<i32>) -> String {
+    let handler = match code {
+        Some(c) => format!("lambda *a: os._exit({c})"),
+        None => "signal.SIG_IGN".into(),
+    };
+    format!(
+        "import os, signal, socket\nsignal.signal(signal.SIGTERM, {handler})\n\
+         s = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', int(os.environ.get('PORT', '8080'))))\ns.listen()\nwhile True:\n    s.accept()[0].close()\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_asks_the_agent_to_end_before_killing_it() {
+    let fx = Fixture::new();
+    for isolation in [
+        berth_runtime::sandbox::Isolation::Namespaces,
+        berth_runtime::sandbox::Isolation::Process,
+    ] {
+        let mut spec = fx.command("term", &["-c", &term_agent(Some(42))]);
+        spec.isolation = isolation;
+        let sb = Sandbox::start(spec).await.unwrap();
+        ready(&sb).await;
+        let work_root = sb.work_root().to_path_buf();
+        sb.stop(Duration::from_secs(20)).await.unwrap();
+        let info = sb.exited().await;
+        // The agent's own handler ran: init passed SIGTERM on (namespaces), or got it directly.
+        assert_eq!(info.code, Some(42), "{isolation:?}: {info}");
+        assert!(info.destroyed, "{info}");
+        assert!(!work_root.exists());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_kills_an_agent_that_ignores_sigterm_after_its_grace() {
+    let fx = Fixture::new();
+    let sb = Sandbox::start(fx.command("deaf", &["-c", &term_agent(None)]))
+        .await
+        .unwrap();
+    ready(&sb).await;
+    let pid = sb.pid();
+    sb.stop(Duration::from_millis(200)).await.unwrap();
+    let info = sb.exited().await;
+    assert_eq!(info.code, None, "killed, not exited: {info}");
+    assert!(info.destroyed, "{info}");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+}

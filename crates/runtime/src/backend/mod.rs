@@ -204,8 +204,10 @@ pub trait Agent: Send + Sync + 'static {
     /// The agent's output so far (and, read again later, what it wrote since).
     async fn logs(&self) -> Result<LogReader, Error>;
 
-    /// Stops the agent and frees everything it held. Idempotent.
-    async fn stop(&self) -> Result<(), Error>;
+    /// Stops the agent and frees everything it held. Idempotent. With a non-zero `grace` the
+    /// agent is first asked to end (SIGTERM) and given that long to flush and exit: a session
+    /// ending. Zero kills at once: spares, failed starts, evictions.
+    async fn stop(&self, grace: std::time::Duration) -> Result<(), Error>;
 }
 
 /// The most of a `/ping` body Berth reads; AgentCore's answer is a few dozen bytes. Anything

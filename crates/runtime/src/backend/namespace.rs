@@ -188,8 +188,8 @@ impl Agent for SandboxAgent {
         Ok(Box::pin(file))
     }
 
-    async fn stop(&self) -> Result<(), Error> {
-        self.sandbox.destroy().await.map_err(|e| Error::Io {
+    async fn stop(&self, grace: std::time::Duration) -> Result<(), Error> {
+        self.sandbox.stop(grace).await.map_err(|e| Error::Io {
             context: "destroying the sandbox",
             source: std::io::Error::other(e),
         })

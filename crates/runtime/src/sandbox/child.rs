@@ -303,6 +303,7 @@ pub(crate) unsafe fn child_main(plan: &Plan) -> ! {
         }
         // Init from here on. Its copy of the exec pipe must go so the parent sees EOF at exec.
         libc::close(plan.exec_w);
+        forward_sigterm(agent as libc::pid_t);
         reap_until(agent as libc::pid_t, plan.status_w)
     }
 }
@@ -681,6 +682,34 @@ unsafe fn exec_agent(plan: &Launch<'_>, namespaced: bool) -> ! {
 }
 
 /// Init's life after forking the agent: reap everything, report the agent's status, exit.
+/// The agent init forwards SIGTERM to (init's only state a signal handler reads).
+static AGENT_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward_to_agent(sig: c_int) {
+    let agent = AGENT_PID.load(std::sync::atomic::Ordering::Relaxed);
+    if agent > 0 {
+        // SAFETY: kill(2) is async-signal-safe; `agent` is init's child, not yet reaped while
+        // init runs (init exits as soon as it reaps it).
+        unsafe { libc::kill(agent, sig) };
+    }
+}
+
+/// Makes init pass SIGTERM on to the agent. A PID namespace's init gets a signal from outside
+/// only if it has a handler for it; without this, [`super::Sandbox::stop`]'s request to end
+/// would never reach the agent.
+unsafe fn forward_sigterm(agent: libc::pid_t) {
+    AGENT_PID.store(agent, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: sigaction with a zeroed struct naming an async-signal-safe handler; SA_RESTART
+    // keeps init's waitpid loop going.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = forward_to_agent as *const () as libc::sighandler_t;
+        act.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(libc::SIGTERM, &act, std::ptr::null_mut());
+    }
+}
+
 unsafe fn reap_until(agent: libc::pid_t, status_w: c_int) -> ! {
     loop {
         let mut status: c_int = 0;

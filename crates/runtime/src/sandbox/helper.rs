@@ -378,12 +378,17 @@ unsafe fn clone_then(flags: u64, child: impl FnOnce()) -> io::Result<Spawned> {
 
 /// Sends SIGKILL through a pidfd (never hits a recycled pid). Errors (already reaped) are ignored.
 pub(crate) fn pidfd_kill(pidfd: &OwnedFd) {
+    pidfd_signal(pidfd, libc::SIGKILL);
+}
+
+/// Sends `sig` through a pidfd. Errors (already reaped) are ignored.
+pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) {
     // SAFETY: pidfd_send_signal with no siginfo on a pidfd we hold.
     unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
-            libc::SIGKILL,
+            sig,
             std::ptr::null::<libc::siginfo_t>(),
             0,
         );

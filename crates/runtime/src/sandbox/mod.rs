@@ -719,6 +719,24 @@ impl Sandbox {
         })
     }
 
+    /// Asks the agent to end (SIGTERM, passed on by init in a namespaced sandbox), gives it up
+    /// to `grace` to exit, flushing what it buffers (an OpenTelemetry SDK's last spans go out
+    /// through the sandbox's still-open listeners), then [`destroy`](Self::destroy)s. A zero
+    /// `grace` is `destroy`.
+    pub async fn stop(&self, grace: Duration) -> Result<(), Error> {
+        let inner = &self.inner;
+        if !grace.is_zero() && !inner.cleaned.load(Ordering::SeqCst) && self.try_exit().is_none() {
+            inner.destroying.store(true, Ordering::SeqCst);
+            helper::pidfd_signal(&inner.pidfd, libc::SIGTERM);
+            let mut exit = inner.exit_rx.clone();
+            // Drop the watch guard before awaiting anything else: it is not Send.
+            let _ = tokio::time::timeout(grace, exit.wait_for(Option::is_some))
+                .await
+                .map(|r| r.map(drop));
+        }
+        self.destroy().await
+    }
+
     /// Kills the whole process tree, then removes cgroups and `work_root` (mounts live only in the
     /// sandbox's mount namespace and vanish with it). Idempotent; concurrent calls wait for the first.
     pub async fn destroy(&self) -> Result<(), Error> {

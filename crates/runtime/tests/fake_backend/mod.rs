@@ -275,7 +275,7 @@ impl Agent for FakeAgent {
         Ok(Box::pin(std::io::Cursor::new(self.log.clone())))
     }
 
-    async fn stop(&self) -> Result<(), Error> {
+    async fn stop(&self, _grace: std::time::Duration) -> Result<(), Error> {
         if self.control.exit_tx.borrow().is_none() {
             self.record.stopped.fetch_add(1, Ordering::SeqCst);
         }

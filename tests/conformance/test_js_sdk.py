@@ -128,6 +128,7 @@ def test_js_suite_is_present():
         "control.test.mjs",
         "data.test.mjs",
         "errors.test.mjs",
+        "eval.test.mjs",
         "memory.test.mjs",
         "s3.test.mjs",
     ]

@@ -167,6 +167,84 @@ impl Model {
         self.input_with(op, body, params, Relax::default())
     }
 
+    /// The body members of `op`'s input, read from `params` (the query string) instead of a JSON
+    /// body. Some operations have two public HTTP bindings: botocore's model sends
+    /// `ListDatasets` as `POST /datasets/list` with `maxResults` in the body, while the AWS SDK
+    /// for JavaScript v3's newer model sends `GET /datasets?maxResults=..`. A server that answers
+    /// both reads the GET form through this, then validates the result with
+    /// [`Model::input_with`] like any body. Values are typed by the member's shape (a list takes
+    /// every repetition of its key); keys that name no body member, or a structure or map, are
+    /// ignored, as unknown query parameters are everywhere.
+    pub fn body_from_params(&self, op: &str, params: Params<'_>) -> Result<Value, ApiError> {
+        let Some(shape) = self
+            .operations
+            .get(op)
+            .and_then(|o| o.input.as_deref())
+            .map(|s| &self.shapes[s])
+        else {
+            return Ok(Value::Object(Map::new()));
+        };
+        let mut obj = Map::new();
+        let mut errors = Vec::new();
+        for (name, member) in &shape.members {
+            // A structure or map has no query-string form.
+            let flat = !matches!(
+                self.shapes[&member.shape].kind.as_str(),
+                "structure" | "map"
+            );
+            if member.location.is_none()
+                && flat
+                && let Some(v) = self.param_value(name, name, &member.shape, params, &mut errors)
+            {
+                obj.insert(name.clone(), v);
+            }
+        }
+        if errors.is_empty() {
+            Ok(Value::Object(obj))
+        } else {
+            Err(ApiError::fields(errors))
+        }
+    }
+
+    /// The value of member `name` (of shape `shape`) from the parameters keyed `loc`, typed by
+    /// its shape; `None` when the request has none (or it is malformed, recorded in `errors`).
+    fn param_value(
+        &self,
+        name: &str,
+        loc: &str,
+        shape: &str,
+        params: Params<'_>,
+        errors: &mut Vec<FieldError>,
+    ) -> Option<Value> {
+        let target = &self.shapes[shape];
+        let values: Vec<&String> = params
+            .iter()
+            .filter(|(k, _)| *k == loc)
+            .map(|(_, v)| v)
+            .collect();
+        if values.is_empty() {
+            return None;
+        }
+        Some(match target.kind.as_str() {
+            "list" => Value::Array(values.iter().map(|s| Value::String((*s).clone())).collect()),
+            "integer" | "long" => match values[0].parse::<i64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => {
+                    errors.push(FieldError {
+                        name: name.to_owned(),
+                        message: format!(
+                            "Value '{}' at '{name}' failed to satisfy constraint: Member must be an integer",
+                            trunc(values[0])
+                        ),
+                    });
+                    return None;
+                }
+            },
+            "boolean" => Value::Bool(values[0] == "true"),
+            _ => Value::String(values[0].clone()),
+        })
+    }
+
     /// [`Model::input`] with some of AgentCore's limits relaxed (test servers only).
     pub fn input_with(
         &self,
@@ -191,33 +269,9 @@ impl Model {
             {
                 obj.remove(name);
                 let loc = member.location_name.as_deref().unwrap_or(name);
-                let target = &self.shapes[&member.shape];
-                let values: Vec<&String> = params
-                    .iter()
-                    .filter(|(k, _)| *k == loc)
-                    .map(|(_, v)| v)
-                    .collect();
-                if values.is_empty() {
-                    continue;
+                if let Some(v) = self.param_value(name, loc, &member.shape, params, &mut errors) {
+                    obj.insert(name.clone(), v);
                 }
-                let v = match target.kind.as_str() {
-                    "list" => {
-                        Value::Array(values.iter().map(|s| Value::String((*s).clone())).collect())
-                    }
-                    "integer" | "long" => match values[0].parse::<i64>() {
-                        Ok(n) => Value::from(n),
-                        Err(_) => {
-                            errors.push(FieldError {
-                                name: name.clone(),
-                                message: format!("Value '{}' at '{name}' failed to satisfy constraint: Member must be an integer", trunc(values[0])),
-                            });
-                            continue;
-                        }
-                    },
-                    "boolean" => Value::Bool(values[0] == "true"),
-                    _ => Value::String(values[0].clone()),
-                };
-                obj.insert(name.clone(), v);
             }
         }
         let value = Value::Object(obj);
@@ -455,6 +509,40 @@ fn trunc(s: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn body_members_read_from_the_query_string_validate_like_a_body() {
+        let m = control();
+        let params = [
+            ("datasetId", "ds-0123456789".to_owned()),
+            ("datasetVersion", "1".to_owned()),
+            ("maxResults", "2".to_owned()),
+            ("nextToken", "tok".to_owned()),
+            ("unknown", "ignored".to_owned()),
+        ];
+        let body = m.body_from_params("ListDatasetExamples", &params).unwrap();
+        assert_eq!(
+            body,
+            json!({"datasetVersion": "1", "maxResults": 2, "nextToken": "tok"})
+        );
+        let input = m
+            .input_with("ListDatasetExamples", body, &params, Relax::default())
+            .unwrap();
+        assert_eq!(input["datasetId"], "ds-0123456789");
+        assert_eq!(input["maxResults"], 2);
+        // A malformed number names its member; a number out of range fails the model's check.
+        let e = m
+            .body_from_params("ListDatasets", &[("maxResults", "ten".to_owned())])
+            .unwrap_err();
+        assert!(e.message.contains("maxResults"), "{}", e.message);
+        let body = m
+            .body_from_params("ListDatasets", &[("maxResults", "0".to_owned())])
+            .unwrap();
+        assert!(
+            m.input_with("ListDatasets", body, &[], Relax::default())
+                .is_err()
+        );
+    }
 
     #[test]
     fn models_load_and_patterns_compile() {

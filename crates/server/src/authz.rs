@@ -461,16 +461,22 @@ pub fn operations(
             };
             let (action, resource) = match (m, rest) {
                 (Method::POST, []) => ("CreateDataset", ds("*")),
-                (Method::POST, ["list"]) => ("ListDatasets", ds("*")),
+                // The list operations have two bindings: botocore's POST `.../list` and the
+                // JavaScript SDK's GET (see `eval_data_api`).
+                (Method::POST, ["list"]) | (Method::GET, []) => ("ListDatasets", ds("*")),
                 (Method::GET, [d]) => ("GetDataset", ds(d)),
                 (Method::PUT, [d]) => ("UpdateDataset", ds(d)),
                 (Method::DELETE, [d]) => ("DeleteDataset", ds(d)),
                 (Method::POST, [d, "versions"]) => ("CreateDatasetVersion", ds(d)),
-                (Method::POST, [d, "versions", "list"]) => ("ListDatasetVersions", ds(d)),
+                (Method::POST, [d, "versions", "list"]) | (Method::GET, [d, "versions"]) => {
+                    ("ListDatasetVersions", ds(d))
+                }
                 (Method::POST, [d, "examples", "add"]) => ("AddDatasetExamples", ds(d)),
                 (Method::POST, [d, "examples", "update"]) => ("UpdateDatasetExamples", ds(d)),
                 (Method::POST, [d, "examples", "delete"]) => ("DeleteDatasetExamples", ds(d)),
-                (Method::POST, [d, "examples", "list"]) => ("ListDatasetExamples", ds(d)),
+                (Method::POST, [d, "examples", "list"]) | (Method::GET, [d, "examples"]) => {
+                    ("ListDatasetExamples", ds(d))
+                }
                 _ => return Classified::default(),
             };
             let c = one(&format!("bedrock-agentcore:{action}"), resource);

@@ -26,6 +26,45 @@ pub(crate) fn input(
     body: &[u8],
     relax: model::Relax,
 ) -> Result<Value, ApiError> {
+    let params = params(path, query)?;
+    let refs: Vec<(&str, String)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::cannot_parse(format!("the request body is not valid JSON: {e}"))
+        })?
+    };
+    model.input_with(op, body, &refs, relax)
+}
+
+/// Like [`input`], for the GET binding of an operation whose model (botocore's) puts its members
+/// in a POST body, as newer SDKs send it: every body member comes from the query string
+/// (`Model::body_from_params`), then the input is validated like a body.
+pub(crate) fn input_from_query(
+    model: &Model,
+    op: &str,
+    path: Result<RawPathParams, RawPathParamsRejection>,
+    query: Option<&str>,
+    relax: model::Relax,
+) -> Result<Value, ApiError> {
+    let params = params(path, query)?;
+    let refs: Vec<(&str, String)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let body = model.body_from_params(op, &refs)?;
+    model.input_with(op, body, &refs, relax)
+}
+
+/// The path parameters and the decoded query string, in order.
+fn params(
+    path: Result<RawPathParams, RawPathParamsRejection>,
+    query: Option<&str>,
+) -> Result<Vec<(String, String)>, ApiError> {
     let mut params: Vec<(String, String)> = Vec::new();
     if let Ok(p) = &path {
         for (k, v) in p.iter() {
@@ -54,18 +93,7 @@ pub(crate) fn input(
             }
         }
     }
-    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Default::default())
-    } else {
-        serde_json::from_slice(body).map_err(|e| {
-            ApiError::cannot_parse(format!("the request body is not valid JSON: {e}"))
-        })?
-    };
-    let refs: Vec<(&str, String)> = params
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
-    model.input_with(op, body, &refs, relax)
+    Ok(params)
 }
 
 /// Reads a validated input (see [`input`]) into the operation's typed request. The model

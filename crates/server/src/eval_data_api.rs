@@ -5,7 +5,7 @@
 //! SDK fetches with plain `requests.get`.
 
 use crate::AppState;
-use crate::control_api::input;
+use crate::control_api::{input, input_from_query};
 use crate::error::WireError;
 use crate::memory_api::{respond_typed, typed};
 use axum::Router;
@@ -123,6 +123,35 @@ data_op!(
     "ListDatasetExamples",
     datasets.list_examples
 );
+/// The GET binding of a list operation (the AWS SDK for JavaScript v3's model: `GET /datasets`,
+/// `.../versions`, `.../examples` with `maxResults`, `nextToken`, `datasetVersion` in the query
+/// string), answered exactly as its POST binding (botocore's model: `.../list` with a body).
+macro_rules! data_op_by_query {
+    ($name:ident, $op:literal, $svc:ident . $method:ident) => {
+        async fn $name(
+            State(s): State<AppState>,
+            path: Result<RawPathParams, RawPathParamsRejection>,
+            RawQuery(q): RawQuery,
+        ) -> Result<Response, WireError> {
+            let m = model::control();
+            let input = input_from_query(m, $op, path, q.as_deref(), s.relax)?;
+            let out = s.$svc.$method(typed(input)?).await?;
+            Ok(respond_typed(m, $op, &out)?)
+        }
+    };
+}
+
+data_op_by_query!(list_datasets_by_query, "ListDatasets", datasets.list);
+data_op_by_query!(
+    list_dataset_versions_by_query,
+    "ListDatasetVersions",
+    datasets.list_versions
+);
+data_op_by_query!(
+    list_examples_by_query,
+    "ListDatasetExamples",
+    datasets.list_examples
+);
 data_op!(start_batch, data, "StartBatchEvaluation", batches.start);
 data_op!(get_batch, data, "GetBatchEvaluation", batches.get);
 data_op!(list_batches, data, "ListBatchEvaluations", batches.list);
@@ -173,7 +202,10 @@ async fn download(
 /// The routes behind authentication.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/datasets", post(create_dataset))
+        .route(
+            "/datasets",
+            post(create_dataset).get(list_datasets_by_query),
+        )
         .route("/datasets/list", post(list_datasets))
         .route(
             "/datasets/{datasetId}",
@@ -181,7 +213,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/datasets/{datasetId}/versions",
-            post(create_dataset_version),
+            post(create_dataset_version).get(list_dataset_versions_by_query),
         )
         .route(
             "/datasets/{datasetId}/versions/list",
@@ -197,6 +229,10 @@ pub fn routes() -> Router<AppState> {
             post(delete_examples),
         )
         .route("/datasets/{datasetId}/examples/list", post(list_examples))
+        .route(
+            "/datasets/{datasetId}/examples",
+            get(list_examples_by_query),
+        )
         .route(
             "/evaluations/batch-evaluate",
             post(start_batch).get(list_batches),

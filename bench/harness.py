@@ -518,6 +518,10 @@ class Berth:
         cmd = [str(tools.berth), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data), "--warm-pool", str(warm_pool)]
         if isolation:
             cmd += ["--isolation", isolation]
+        # Session quotas far above what any figure asks: the figures measure the machine, not the
+        # default admission policy (20 new sessions/s and half of --max-sessions per runtime).
+        cmd += ["--max-sessions", "4000", "--max-sessions-per-runtime", "4000", "--session-rate", "1000",
+                "--session-rate-per-runtime", "1000"]
         cmd += extra or []
         env = tools.env()
         env.setdefault("BERTH_LOG", "info")

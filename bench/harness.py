@@ -1572,6 +1572,13 @@ def machine() -> list[tuple[str, str]]:
     ]
 
 
+def figure_order(text: str) -> tuple[int, str, str]:
+    """B1 < B1e < B1s < B2 < ... < B10: by the figure's number, then its suffix (a figure id, or a
+    section starting with its `## Bn...:` heading)."""
+    m = re.search(r"B(\d+)(\w*)", text)
+    return (int(m.group(1)), m.group(2), text) if m else (1 << 30, "", text)
+
+
 def write_report(results: Results, path: Path, isolation: str | None, load_at_start: str) -> None:
     p = results.plan
     out = [
@@ -1587,13 +1594,13 @@ def write_report(results: Results, path: Path, isolation: str | None, load_at_st
     out.append(f"| session isolation | {isolation or 'namespaces (default)'} |")
     out.append(f"| load average (1, 5, 15 min) at start / end | {load_at_start} / {loadavg()} |")
     out += ["", "## Summary", "", "| id | figure | measured | goal | result |", "|---|---|---|---|---|"]
-    for f in sorted(results.figures, key=lambda f: f.id):
+    for f in sorted(results.figures, key=lambda f: figure_order(f.id)):
         verdict = "not judged" if f.passed is None else ("pass" if f.passed else "**miss**")
         out.append(f"| {f.id} | {f.name} | {f.measured} | {f.goal} | {verdict} |")
     out += ["", "AgentCore documents 25 invocations/s per endpoint, 100 new sessions per minute and cold starts of one to three"
             " seconds; the issue asks Berth to beat those by an order of magnitude on two cores."]
     # Sections start with "## Bn:"; measured in another order, reported in figure order.
-    for s in sorted(results.sections):
+    for s in sorted(results.sections, key=figure_order):
         out += ["", s]
     observations = BENCH / "notes" / "observations.md"
     if observations.exists() and not p.smoke:
@@ -1602,7 +1609,7 @@ def write_report(results: Results, path: Path, isolation: str | None, load_at_st
         out += ["", "## Problems seen", ""] + [f"- {x}" for x in results.problems]
     if results.misses and not p.smoke:
         out += ["", "## Missed goals: profile, cause, plan"]
-        for fig in sorted(results.misses):
+        for fig in sorted(results.misses, key=figure_order):
             out += ["", f"### {fig}", ""]
             out.append(results.profiles.get(fig, "(no profile)"))
             note = BENCH / "notes" / f"{fig}.md"

@@ -17,6 +17,46 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+/// Document-typed members lifted out of a body before validation: each with the JSON pointer it
+/// came from.
+pub(crate) type Documents = Vec<(String, Value)>;
+
+/// [`input`] for a body with document-typed members (any JSON, which the embedded model describes
+/// as empty structures): `take` lifts them out, leaving `{}` placeholders, the rest is validated,
+/// and each is put back at its pointer.
+pub(crate) fn input_with_documents(
+    model: &Model,
+    op: &str,
+    path: Result<RawPathParams, RawPathParamsRejection>,
+    query: Option<&str>,
+    body: &[u8],
+    relax: model::Relax,
+    take: fn(&mut Value) -> Documents,
+) -> Result<Value, ApiError> {
+    let mut parsed: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::cannot_parse(format!("the request body is not valid JSON: {e}"))
+        })?
+    };
+    let docs = take(&mut parsed);
+    let stripped = serde_json::to_vec(&parsed)
+        .map_err(|e| ApiError::internal_because(format_args!("re-encoding the body: {e}")))?;
+    let mut v = input(model, op, path, query, &stripped, relax)?;
+    put_back(&mut v, docs);
+    Ok(v)
+}
+
+/// Puts documents back where [`input_with_documents`]'s `take` found them.
+pub(crate) fn put_back(v: &mut Value, docs: Documents) {
+    for (at, doc) in docs {
+        if let Some(slot) = v.pointer_mut(&at) {
+            *slot = doc;
+        }
+    }
+}
+
 /// Turns path parameters, the query string and the body into one validated input object.
 pub(crate) fn input(
     model: &Model,

@@ -5,7 +5,7 @@
 //! SDK fetches with plain `requests.get`.
 
 use crate::AppState;
-use crate::control_api::{input, input_from_query};
+use crate::control_api::{Documents, input_from_query, input_with_documents};
 use crate::error::WireError;
 use crate::memory_api::{respond_typed, typed};
 use axum::Router;
@@ -22,20 +22,15 @@ use std::collections::HashMap;
 
 /// Example documents (`SensitiveJson`) hold any JSON but the embedded model describes them as
 /// empty structures: they are taken out before validation and put back after.
-fn take_examples(body: &mut Value) -> Vec<(&'static str, Vec<Value>)> {
+fn take_examples(body: &mut Value) -> Documents {
     let mut out = Vec::new();
-    let mut take = |v: Option<&mut Value>, key: &'static str| {
-        if let Some(Value::Array(items)) = v {
+    for at in ["/source/inlineExamples/examples", "/examples"] {
+        if let Some(Value::Array(items)) = body.pointer_mut(at) {
             let n = items.len();
             let docs = std::mem::replace(items, vec![Value::Object(Default::default()); n]);
-            out.push((key, docs));
+            out.push((at.to_owned(), Value::Array(docs)));
         }
-    };
-    take(
-        body.pointer_mut("/source/inlineExamples/examples"),
-        "/source/inlineExamples/examples",
-    );
-    take(body.pointer_mut("/examples"), "/examples");
+    }
     out
 }
 
@@ -47,23 +42,7 @@ fn validated(
     body: &[u8],
     relax: model::Relax,
 ) -> Result<Value, ApiError> {
-    let mut parsed: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Default::default())
-    } else {
-        serde_json::from_slice(body).map_err(|e| {
-            ApiError::cannot_parse(format!("the request body is not valid JSON: {e}"))
-        })?
-    };
-    let docs = take_examples(&mut parsed);
-    let stripped = serde_json::to_vec(&parsed)
-        .map_err(|e| ApiError::internal_because(format_args!("re-encoding the body: {e}")))?;
-    let mut v = input(m, op, path, query, &stripped, relax)?;
-    for (at, items) in docs {
-        if let Some(slot) = v.pointer_mut(at) {
-            *slot = Value::Array(items);
-        }
-    }
-    Ok(v)
+    input_with_documents(m, op, path, query, body, relax, take_examples)
 }
 
 /// A dataset or batch route: validate, read the typed request, call the domain, answer.

@@ -2,7 +2,7 @@
 //! records and extraction jobs of `bedrock-agentcore`, and Berth's native context call.
 
 use crate::AppState;
-use crate::control_api::{input, respond};
+use crate::control_api::{Documents, input_with_documents, respond};
 use crate::error::WireError;
 use axum::Router;
 use axum::body::Bytes;
@@ -20,63 +20,25 @@ use serde_json::Value;
 /// Document-typed members (`blob` payloads, `json.content`) hold any JSON, but the embedded
 /// model describes them as empty structures. They are taken out before validation and put
 /// back after, so a blob that is a string or a list is accepted as AgentCore accepts it.
-fn take_documents(body: &mut Value) -> Vec<(usize, &'static str, Value)> {
+fn take_documents(body: &mut Value) -> Documents {
     let mut out = Vec::new();
     if let Some(items) = body.get_mut("payload").and_then(Value::as_array_mut) {
         for (i, item) in items.iter_mut().enumerate() {
             if let Some(b) = item.get_mut("blob") {
                 out.push((
-                    i,
-                    "blob",
+                    format!("/payload/{i}/blob"),
                     std::mem::replace(b, Value::Object(Default::default())),
                 ));
             }
             if let Some(c) = item.get_mut("json").and_then(|j| j.get_mut("content")) {
                 out.push((
-                    i,
-                    "json",
+                    format!("/payload/{i}/json/content"),
                     std::mem::replace(c, Value::Object(Default::default())),
                 ));
             }
         }
     }
     out
-}
-
-fn restore_documents(input: &mut Value, docs: Vec<(usize, &'static str, Value)>) {
-    for (i, kind, v) in docs {
-        let Some(item) = input.get_mut("payload").and_then(|p| p.get_mut(i)) else {
-            continue;
-        };
-        match kind {
-            "blob" => item["blob"] = v,
-            _ => item["json"]["content"] = v,
-        }
-    }
-}
-
-/// Validates a request whose body may carry document-typed members.
-fn input_with_documents(
-    m: &Model,
-    op: &str,
-    path: Result<RawPathParams, RawPathParamsRejection>,
-    query: Option<&str>,
-    body: &[u8],
-    relax: model::Relax,
-) -> Result<Value, ApiError> {
-    let mut parsed: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Default::default())
-    } else {
-        serde_json::from_slice(body).map_err(|e| {
-            ApiError::cannot_parse(format!("the request body is not valid JSON: {e}"))
-        })?
-    };
-    let docs = take_documents(&mut parsed);
-    let stripped = serde_json::to_vec(&parsed)
-        .map_err(|e| ApiError::internal_because(format_args!("re-encoding the body: {e}")))?;
-    let mut v = input(m, op, path, query, &stripped, relax)?;
-    restore_documents(&mut v, docs);
-    Ok(v)
 }
 
 /// Reads a validated request into its typed form. The model check already refused most bad
@@ -132,7 +94,8 @@ macro_rules! memory_op {
             body: Bytes,
         ) -> Result<Response, WireError> {
             let m = model::$model();
-            let input = input_with_documents(m, $op, path, q.as_deref(), &body, s.relax)?;
+            let input =
+                input_with_documents(m, $op, path, q.as_deref(), &body, s.relax, take_documents)?;
             let out = s.memory.$method(typed(input)?).await?;
             Ok(respond_typed(m, $op, &out)?)
         }
@@ -151,7 +114,15 @@ async fn delete_memory(
     body: Bytes,
 ) -> Result<Response, WireError> {
     let m = model::control();
-    let input = input_with_documents(m, "DeleteMemory", path, q.as_deref(), &body, s.relax)?;
+    let input = input_with_documents(
+        m,
+        "DeleteMemory",
+        path,
+        q.as_deref(),
+        &body,
+        s.relax,
+        take_documents,
+    )?;
     let out = s.memory.delete_memory(typed(input)?).await?;
     let arn = crate::authz::memory_arn(s.control.partition(), &out.memory_id);
     s.control.forget_resource_policy(&arn).await?;
@@ -300,7 +271,7 @@ mod tests {
         let original = body.clone();
         let docs = take_documents(&mut body);
         assert_eq!(body["payload"][0]["blob"], json!({}));
-        restore_documents(&mut body, docs);
+        crate::control_api::put_back(&mut body, docs);
         assert_eq!(body, original);
     }
 

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 echo "== setup"
 scripts/setup-python.sh
 scripts/setup-node.sh
+scripts/setup-debian.sh
 scripts/fetch-model.sh
 
 echo "== format and lints (unformatted code or any clippy warning fails the suite)"

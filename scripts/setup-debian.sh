@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Debian packages the test suite drives as real components, installed idempotently with apt-get
+# when missing (as root; otherwise it says which are missing and the tests needing them fail with
+# that name):
+#   skopeo           copies images into Berth's registry and the external one (container agents)
+#   buildah          builds the test images from a Dockerfile, offline
+#   docker-registry  the separate Distribution registry (with auth) Berth pulls from
+#   debootstrap      makes the Debian base image, cached between runs
+#   apache2-utils    htpasswd, for that registry's basic auth
+set -euo pipefail
+
+packages=(skopeo buildah docker-registry debootstrap apache2-utils)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && { echo "setup-debian: all present"; exit 0; }
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup-debian: missing ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2
+    exit 0
+fi
+echo "setup-debian: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq </dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+# Debian's docker-registry package starts a system service on port 5000; the tests run their own.
+if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi

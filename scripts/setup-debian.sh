@@ -7,9 +7,10 @@
 #   docker-registry  the separate Distribution registry (with auth) Berth pulls from
 #   debootstrap      makes the Debian base image, cached between runs
 #   apache2-utils    htpasswd, for that registry's basic auth
+#   busybox-static   a static shell and tools: the base layer of the image-root sandbox tests
 set -euo pipefail
 
-packages=(skopeo buildah docker-registry debootstrap apache2-utils)
+packages=(skopeo buildah docker-registry debootstrap apache2-utils busybox-static)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

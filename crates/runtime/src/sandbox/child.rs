@@ -39,6 +39,9 @@ pub(crate) enum Op {
     SetAttr { target: CString, set: u64 },
     /// `mkdir(2)` with mode 0755; an existing directory is fine.
     Mkdir { path: CString },
+    /// Removes `path` if it is a symbolic link (`lstat`), so the mount point made next is a real
+    /// directory of the new root and no mount follows a link an image planted.
+    Unsymlink { path: CString },
     /// Creates an empty file as a bind-mount target.
     Touch { path: CString },
     /// Creates a file (mode 0644) holding `data`, e.g. the sandbox's own `/etc/passwd`.
@@ -77,6 +80,7 @@ impl Op {
             Op::SetAttr { target, .. } => format!("make {} read-only", s(target)),
             Op::Mkdir { path } => format!("mkdir {}", s(path)),
             Op::Touch { path } => format!("create {}", s(path)),
+            Op::Unsymlink { path } => format!("remove a link at {}", s(path)),
             Op::Write { path, .. } => format!("write {}", s(path)),
             Op::Symlink { link, .. } => format!("symlink {}", s(link)),
             Op::Chdir { path } => format!("chdir {}", s(path)),
@@ -125,6 +129,9 @@ pub(crate) struct NsPlan {
 pub(crate) struct Plan {
     /// `Some` for a namespaced sandbox (the child becomes init), `None` for a plain process.
     pub(crate) ns: Option<NsPlan>,
+    /// The program's paths to try, in order, until one is found (one path, or a `PATH` search
+    /// done in the child because it must see the sandbox's root, an image's).
+    pub(crate) programs: Vec<CString>,
     pub(crate) argv: CStrVec,
     pub(crate) envp: CStrVec,
     pub(crate) cwd: CString,
@@ -170,6 +177,8 @@ pub(crate) struct ExecPlan {
 
 /// The parts of a plan [`exec_agent`] needs, borrowed (built on the child's stack: no allocation).
 struct Launch<'a> {
+    /// Paths to execute, tried in order; empty: `argv[0]`.
+    programs: &'a [CString],
     argv: &'a CStrVec,
     envp: &'a CStrVec,
     cwd: &'a CString,
@@ -182,6 +191,7 @@ struct Launch<'a> {
 impl Plan {
     fn launch(&self) -> Launch<'_> {
         Launch {
+            programs: &self.programs,
             argv: &self.argv,
             envp: &self.envp,
             cwd: &self.cwd,
@@ -416,6 +426,16 @@ unsafe fn run_op(op: &Op) -> Result<(), c_int> {
                     0
                 }
             }
+            Op::Unsymlink { path } => {
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::lstat(path.as_ptr(), &mut st) == 0
+                    && st.st_mode & libc::S_IFMT == libc::S_IFLNK
+                {
+                    libc::unlink(path.as_ptr())
+                } else {
+                    0
+                }
+            }
             Op::Touch { path } => {
                 let fd = libc::open(
                     path.as_ptr(),
@@ -545,6 +565,7 @@ pub(crate) unsafe fn exec_main(plan: &ExecPlan) -> ! {
             libc::close(ns);
         }
         let launch = Launch {
+            programs: &[],
             argv: &plan.argv,
             envp: &plan.envp,
             cwd: &plan.cwd,
@@ -676,8 +697,21 @@ unsafe fn exec_agent(plan: &Launch<'_>, namespaced: bool) -> ! {
                 fail(plan.exec_w, STAGE_SECCOMP, errno());
             }
         }
-        libc::execve(plan.argv.first(), plan.argv.as_ptr(), plan.envp.as_ptr());
-        fail(plan.exec_w, STAGE_EXEC, errno());
+        if plan.programs.is_empty() {
+            libc::execve(plan.argv.first(), plan.argv.as_ptr(), plan.envp.as_ptr());
+            fail(plan.exec_w, STAGE_EXEC, errno());
+        }
+        // As execvp does: a candidate that is not there is skipped; any other failure is the
+        // one reported (the first such), else "not found".
+        let mut reported = libc::ENOENT;
+        for program in plan.programs {
+            libc::execve(program.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
+            let e = errno();
+            if e != libc::ENOENT && e != libc::ENOTDIR && reported == libc::ENOENT {
+                reported = e;
+            }
+        }
+        fail(plan.exec_w, STAGE_EXEC, reported);
     }
 }
 

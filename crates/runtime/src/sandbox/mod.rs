@@ -137,8 +137,8 @@ pub fn effective_uid() -> u32 {
 pub use probe::{Capabilities, CgroupVersion, probe};
 pub use proxy::{EgressPolicy, EgressRule, InvalidEgressRule};
 pub use spec::{
-    DEFAULT_LOG_CAP, DEFAULT_SESSION_BYTES, DEFAULT_TMP_BYTES, Isolation, Limits, NOBODY, Network,
-    PROXY_PORT, RunAs, SESSION_DIR, SandboxSpec,
+    DEFAULT_LAYER_BYTES, DEFAULT_LOG_CAP, DEFAULT_SESSION_BYTES, DEFAULT_TMP_BYTES, ImageRoot,
+    Isolation, Limits, NOBODY, Network, PROXY_PORT, RunAs, SESSION_DIR, SandboxSpec,
 };
 pub use status::ExitInfo;
 pub use uids::{DEFAULT_FIRST_UID, DEFAULT_UID_COUNT, configure_uids};
@@ -1204,14 +1204,20 @@ fn prepare_in(
     make_dir(&logs_dir, 0o700)?;
     let log_path = logs_dir.join("agent.log");
 
-    let code_dir = fs::canonicalize(&spec.code_dir)
-        .map_err(|e| Error::io(format!("resolve code_dir {}", spec.code_dir.display()), e))?;
-    if !code_dir.is_dir() {
-        return Err(Error::InvalidSpec(format!(
-            "code_dir {} is not a directory",
-            code_dir.display()
-        )));
-    }
+    // In an image root the working directory is a path of the image, not of the host.
+    let code_dir = if spec.image.is_some() {
+        spec.code_dir.clone()
+    } else {
+        let dir = fs::canonicalize(&spec.code_dir)
+            .map_err(|e| Error::io(format!("resolve code_dir {}", spec.code_dir.display()), e))?;
+        if !dir.is_dir() {
+            return Err(Error::InvalidSpec(format!(
+                "code_dir {} is not a directory",
+                dir.display()
+            )));
+        }
+        dir
+    };
 
     let (agent_addr, port) = if namespaced {
         (
@@ -1245,8 +1251,64 @@ fn prepare_in(
         .iter()
         .find(|(k, _)| k == "PATH")
         .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
-    let program = resolve_program(&spec.argv[0], path_var)?;
-    let ns = if namespaced {
+    // The image's programs are found by the child, which sees the image's root.
+    let (program, programs) = match &spec.image {
+        Some(_) => (
+            PathBuf::from(&spec.argv[0]),
+            image_programs(&spec.argv[0], path_var)?,
+        ),
+        None => {
+            let p = resolve_program(&spec.argv[0], path_var)?;
+            let c = cstring(p.as_os_str().as_bytes())?;
+            (p, vec![c])
+        }
+    };
+    let ns = if let Some(image) = spec.image.as_ref().filter(|_| namespaced) {
+        let rootfs = work_root.join("rootfs");
+        make_dir(&rootfs, 0o755)?;
+        let scratch_dir = work_root.join("layer");
+        make_dir(&scratch_dir, 0o700)?;
+        let mut layers = Vec::with_capacity(image.layers.len());
+        for l in &image.layers {
+            let dir = fs::canonicalize(l)
+                .map_err(|e| Error::io(format!("resolve layer {}", l.display()), e))?;
+            if !dir.is_dir() {
+                return Err(Error::InvalidSpec(format!(
+                    "layer {} is not a directory",
+                    dir.display()
+                )));
+            }
+            layers.push(dir);
+        }
+        let own = effective_uid();
+        let (uid, gid) = creds.unwrap_or((own, own));
+        let hosts = etc_files(&spec.id, uid, gid)
+            .into_iter()
+            .find(|(name, _)| name == "hosts")
+            .map(|(_, data)| data)
+            .unwrap_or_default();
+        let inputs = plan::ImageInputs {
+            rootfs: &rootfs,
+            scratch_dir: &scratch_dir,
+            layers: &layers,
+            layer_bytes: image.layer_bytes,
+            hosts: &hosts,
+            scratch: plan::Scratch {
+                shm_bytes: SHM_BYTES,
+                tmp_bytes: spec.tmp_bytes,
+                session_bytes: spec.session_bytes,
+                owner: (uid, gid),
+            },
+        };
+        let ops = plan::image_mount_ops(&inputs, &host_kind).map_err(Error::InvalidSpec)?;
+        let mut host = spec.id.as_bytes().to_vec();
+        host.truncate(64);
+        Some(NsPlan {
+            ops,
+            hostname: CString::new(host)
+                .map_err(|_| Error::InvalidSpec("id contains NUL".into()))?,
+        })
+    } else if namespaced {
         let rootfs = work_root.join("rootfs");
         make_dir(&rootfs, 0o755)?;
         let mut hidden: Vec<PathBuf> = spec
@@ -1352,6 +1414,7 @@ fn prepare_in(
         .unwrap_or_default();
     let plan = Plan {
         ns,
+        programs,
         argv: CStrVec::new(argv),
         envp: CStrVec::new(envp),
         cwd: cstring(code_dir.as_os_str().as_bytes())?,
@@ -1431,6 +1494,25 @@ fn build_env(
         }
     }
     env
+}
+
+/// The paths an image's program may be at: itself when it names a path, else one per absolute
+/// directory of `PATH`, tried in order by the child inside the image's root.
+fn image_programs(program: &str, path_var: &str) -> Result<Vec<CString>, Error> {
+    if program.contains('/') {
+        return Ok(vec![cstring(program.as_bytes())?]);
+    }
+    let found: Vec<CString> = path_var
+        .split(':')
+        .filter(|d| d.starts_with('/'))
+        .map(|d| cstring(Path::new(d).join(program).as_os_str().as_bytes()))
+        .collect::<Result<_, _>>()?;
+    if found.is_empty() {
+        return Err(Error::InvalidSpec(format!(
+            "program {program:?} has no absolute directory to be found in (PATH {path_var:?})"
+        )));
+    }
+    Ok(found)
 }
 
 /// A program name without a slash is looked up in `PATH` (on the host, whose root the sandbox sees).

@@ -186,100 +186,17 @@ pub(crate) fn mount_ops(
         bound.push(at.clone());
     }
 
-    // /proc and /sys of the new PID and network namespaces.
-    let proc = inside(Path::new("/proc"));
-    ops.push(Op::Mkdir { path: cp(&proc)? });
-    // hidepid=2: processes of other users are invisible, so the agent never sees init (root, a copy
-    // of Berth whose command line would otherwise be readable at /proc/1/cmdline).
-    ops.push(mount_fs(
-        "proc",
-        &proc,
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        Some("hidepid=2"),
-    )?);
-    let sys = inside(Path::new("/sys"));
-    ops.push(Op::Mkdir { path: cp(&sys)? });
-    ops.push(mount_fs(
-        "sysfs",
-        &sys,
-        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        None,
-    )?);
-
-    // A minimal /dev.
-    let dev = inside(Path::new("/dev"));
-    ops.push(Op::Mkdir { path: cp(&dev)? });
-    ops.push(mount_fs(
-        "tmpfs",
-        &dev,
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some(TMPFS_SMALL),
-    )?);
-    for node in DEV_NODES {
-        let host = Path::new("/dev").join(node);
-        if kind(&host) != Some(Kind::Special) {
-            continue;
-        }
-        ops.push(Op::Touch {
-            path: cp(&dev.join(node))?,
-        });
-        ops.push(mount_bind(&host, &dev.join(node), false)?);
-    }
-    for (link, target) in DEV_LINKS {
-        ops.push(Op::Symlink {
-            target: c(target)?,
-            link: cp(&dev.join(link))?,
-        });
-    }
-    ops.push(Op::Mkdir {
-        path: cp(&dev.join("shm"))?,
-    });
-    let shm = format!("mode=1777,size={}", inputs.shm_bytes);
-    ops.push(mount_fs(
-        "tmpfs",
-        &dev.join("shm"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        Some(&shm),
-    )?);
-    ops.push(Op::Mkdir {
-        path: cp(&dev.join("pts"))?,
-    });
-    // A private instance: the agent sees only terminals it opened itself.
-    ops.push(mount_fs(
-        "devpts",
-        &dev.join("pts"),
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
-    )?);
-
-    // The sandbox's own writable places: memory-backed, bounded, gone with the namespace.
-    let tmp = inside(Path::new("/tmp"));
-    ops.push(Op::Mkdir { path: cp(&tmp)? });
-    let tmp_data = format!("mode=1777,size={}", inputs.tmp_bytes);
-    ops.push(mount_fs(
-        "tmpfs",
-        &tmp,
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some(&tmp_data),
-    )?);
-    let session = inside(Path::new("/mnt/session"));
-    ops.push(Op::Mkdir {
-        path: cp(&inside(Path::new("/mnt")))?,
-    });
-    ops.push(Op::Mkdir {
-        path: cp(&session)?,
-    });
-    let (uid, gid) = inputs.owner;
-    let session_data = format!(
-        "mode=0700,uid={uid},gid={gid},size={}",
-        inputs.session_bytes
-    );
-    ops.push(mount_fs(
-        "tmpfs",
-        &session,
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some(&session_data),
-    )?);
+    let dev = kernel_and_scratch(
+        &mut ops,
+        root,
+        &Scratch {
+            shm_bytes: inputs.shm_bytes,
+            tmp_bytes: inputs.tmp_bytes,
+            session_bytes: inputs.session_bytes,
+            owner: inputs.owner,
+        },
+        kind,
+    )?;
 
     // Visible paths, each at its host path; one inside another is covered by the outer bind.
     let mut visible: Vec<&PathBuf> = inputs.visible.iter().collect();
@@ -369,6 +286,245 @@ pub(crate) fn mount_ops(
     ops.push(Op::Chdir { path: cp(root)? });
     ops.push(Op::PivotRoot);
     Ok(ops)
+}
+
+/// Sizes and owner of the sandbox's own memory-backed places.
+pub(crate) struct Scratch {
+    /// Size of the private `/dev/shm` tmpfs in bytes.
+    pub(crate) shm_bytes: u64,
+    /// Size of `/tmp` in bytes.
+    pub(crate) tmp_bytes: u64,
+    /// Size of `/mnt/session` in bytes.
+    pub(crate) session_bytes: u64,
+    /// Owner (uid, gid) of `/mnt/session`.
+    pub(crate) owner: (u32, u32),
+}
+
+/// What every root gets, whatever it is made of: `/proc` and `/sys` of the new namespaces, a
+/// minimal `/dev`, and the private `/tmp` and `/mnt/session`. Returns the `/dev` mount point (made
+/// read-only once the plan is complete).
+fn kernel_and_scratch(
+    ops: &mut Vec<Op>,
+    root: &Path,
+    scratch: &Scratch,
+    kind: &dyn Fn(&Path) -> Option<Kind>,
+) -> Result<PathBuf, String> {
+    let inside = |p: &Path| -> PathBuf { root.join(p.strip_prefix("/").unwrap_or(p)) };
+    // /proc and /sys of the new PID and network namespaces.
+    let proc = inside(Path::new("/proc"));
+    fresh_dir(ops, &proc)?;
+    // hidepid=2: processes of other users are invisible, so the agent never sees init (root, a copy
+    // of Berth whose command line would otherwise be readable at /proc/1/cmdline).
+    ops.push(mount_fs(
+        "proc",
+        &proc,
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some("hidepid=2"),
+    )?);
+    let sys = inside(Path::new("/sys"));
+    fresh_dir(ops, &sys)?;
+    ops.push(mount_fs(
+        "sysfs",
+        &sys,
+        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )?);
+
+    // A minimal /dev.
+    let dev = inside(Path::new("/dev"));
+    fresh_dir(ops, &dev)?;
+    ops.push(mount_fs(
+        "tmpfs",
+        &dev,
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(TMPFS_SMALL),
+    )?);
+    for node in DEV_NODES {
+        let host = Path::new("/dev").join(node);
+        if kind(&host) != Some(Kind::Special) {
+            continue;
+        }
+        ops.push(Op::Touch {
+            path: cp(&dev.join(node))?,
+        });
+        ops.push(mount_bind(&host, &dev.join(node), false)?);
+    }
+    for (link, target) in DEV_LINKS {
+        ops.push(Op::Symlink {
+            target: c(target)?,
+            link: cp(&dev.join(link))?,
+        });
+    }
+    fresh_dir(ops, &dev.join("shm"))?;
+    let shm = format!("mode=1777,size={}", scratch.shm_bytes);
+    ops.push(mount_fs(
+        "tmpfs",
+        &dev.join("shm"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some(&shm),
+    )?);
+    fresh_dir(ops, &dev.join("pts"))?;
+    // A private instance: the agent sees only terminals it opened itself.
+    ops.push(mount_fs(
+        "devpts",
+        &dev.join("pts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?);
+
+    // The sandbox's own writable places: memory-backed, bounded, gone with the namespace.
+    let tmp = inside(Path::new("/tmp"));
+    fresh_dir(ops, &tmp)?;
+    let tmp_data = format!("mode=1777,size={}", scratch.tmp_bytes);
+    ops.push(mount_fs(
+        "tmpfs",
+        &tmp,
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&tmp_data),
+    )?);
+    let session = inside(Path::new("/mnt/session"));
+    fresh_dir(ops, &inside(Path::new("/mnt")))?;
+    fresh_dir(ops, &session)?;
+    let (uid, gid) = scratch.owner;
+    let session_data = format!(
+        "mode=0700,uid={uid},gid={gid},size={}",
+        scratch.session_bytes
+    );
+    ops.push(mount_fs(
+        "tmpfs",
+        &session,
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&session_data),
+    )?);
+    Ok(dev)
+}
+
+/// Inputs of the mount plan of a sandbox whose root is a container image.
+pub(crate) struct ImageInputs<'a> {
+    /// The empty directory the merged root is mounted on (`work_root/rootfs`).
+    pub(crate) rootfs: &'a Path,
+    /// An empty directory (`work_root/layer`) a tmpfs of `layer_bytes` is mounted on: the
+    /// session's writable layer (`upper/`, `work/`) and the files Berth puts into the root.
+    pub(crate) scratch_dir: &'a Path,
+    /// The image's unpacked layers, bottom first: overlayfs lower directories, never written.
+    pub(crate) layers: &'a [PathBuf],
+    /// Size of the writable layer in bytes (its pages count against the memory limit).
+    pub(crate) layer_bytes: u64,
+    /// The root's `/etc/hosts` (an image's own is written by whoever runs it, not by its build).
+    pub(crate) hosts: &'a [u8],
+    /// `/dev/shm`, `/tmp`, `/mnt/session`.
+    pub(crate) scratch: Scratch,
+}
+
+/// Characters overlayfs's mount options cannot carry in a layer path unescaped.
+const OVERLAY_SPECIAL: [char; 3] = [',', ':', '\\'];
+
+/// Builds the steps for an image root: the image's layers under a per-session writable layer
+/// (overlayfs), then the same `/proc`, `/sys`, `/dev`, `/tmp` and `/mnt/session` as every
+/// sandbox. Nothing of the host is bound in but the `/dev` nodes. Every mount point inside the
+/// image is first cleared of a symbolic link the image may hold there, so no mount lands outside
+/// the new root (which would be harmless, on the detached old root, but is refused anyway).
+pub(crate) fn image_mount_ops(
+    inputs: &ImageInputs<'_>,
+    kind: &dyn Fn(&Path) -> Option<Kind>,
+) -> Result<Vec<Op>, String> {
+    let root = inputs.rootfs;
+    if inputs.layers.is_empty() {
+        return Err("an image root needs at least one layer".into());
+    }
+    let mut ops = vec![Op::Mount {
+        source: None,
+        target: c("/")?,
+        fstype: None,
+        flags: libc::MS_REC | libc::MS_PRIVATE,
+        data: None,
+    }];
+    let scratch = inputs.scratch_dir;
+    ops.push(mount_fs(
+        "tmpfs",
+        scratch,
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&format!("mode=0755,size={}", inputs.layer_bytes)),
+    )?);
+    let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+    ops.push(Op::Mkdir { path: cp(&upper)? });
+    ops.push(Op::Mkdir { path: cp(&work)? });
+    let hosts = scratch.join("hosts");
+    ops.push(Op::Write {
+        path: cp(&hosts)?,
+        data: inputs.hosts.to_vec(),
+    });
+    let mut lower = Vec::with_capacity(inputs.layers.len());
+    // overlayfs lists lower directories top first.
+    for layer in inputs.layers.iter().rev() {
+        let text = layer
+            .to_str()
+            .ok_or_else(|| format!("layer path {} is not UTF-8", layer.display()))?;
+        if text.contains(OVERLAY_SPECIAL) {
+            return Err(format!(
+                "layer path {text} holds a character overlayfs options cannot carry (, : \\)"
+            ));
+        }
+        lower.push(text);
+    }
+    for p in [&upper, &work] {
+        if p.to_string_lossy().contains(OVERLAY_SPECIAL) {
+            return Err(format!(
+                "work root {} holds a character overlayfs options cannot carry (, : \\)",
+                scratch.display()
+            ));
+        }
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    // One page is all mount(2) passes on.
+    if data.len() >= 4000 {
+        return Err(format!(
+            "the image has too many layers ({}) for one overlay mount",
+            inputs.layers.len()
+        ));
+    }
+    ops.push(mount_fs(
+        "overlay",
+        root,
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&data),
+    )?);
+
+    let dev = kernel_and_scratch(&mut ops, root, &inputs.scratch, kind)?;
+
+    let etc = root.join("etc");
+    fresh_dir(&mut ops, &etc)?;
+    let etc_hosts = etc.join("hosts");
+    ops.push(Op::Unsymlink {
+        path: cp(&etc_hosts)?,
+    });
+    ops.push(Op::Touch {
+        path: cp(&etc_hosts)?,
+    });
+    ops.push(mount_bind(&hosts, &etc_hosts, false)?);
+    ops.push(remount(
+        &etc_hosts,
+        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+    )?);
+    ops.push(remount(
+        &dev,
+        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+    )?);
+    ops.push(Op::Chdir { path: cp(root)? });
+    ops.push(Op::PivotRoot);
+    Ok(ops)
+}
+
+/// A mount point directory made fresh: a symbolic link there is removed first.
+fn fresh_dir(ops: &mut Vec<Op>, path: &Path) -> Result<(), String> {
+    ops.push(Op::Unsymlink { path: cp(path)? });
+    ops.push(Op::Mkdir { path: cp(path)? });
+    Ok(())
 }
 
 /// The masks to mount: hidden directories inside a tree bound from the host (not counting those

@@ -147,6 +147,25 @@ pub struct SandboxSpec {
     /// The agent log is rotated once it would grow past this many bytes; one previous generation is
     /// kept (`agent.log.1`), so at most twice this much is on disk.
     pub log_cap_bytes: u64,
+    /// A container image as the root instead of the host's system directories (namespaced
+    /// sandboxes only). `code_dir` is then the working directory inside the image, `visible` and
+    /// `writable` must be empty, and a program name without a slash is looked up in the `PATH`
+    /// of the agent's environment inside the image.
+    pub image: Option<ImageRoot>,
+}
+
+/// Default size of an image root's per-session writable layer.
+pub const DEFAULT_LAYER_BYTES: u64 = 512 * 1024 * 1024;
+
+/// The root of a sandbox made of a container image's unpacked layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRoot {
+    /// Unpacked layer directories, bottom first, never written (overlayfs lower directories;
+    /// whiteouts as overlayfs marks them).
+    pub layers: Vec<PathBuf>,
+    /// Size of the session's writable layer on top (a tmpfs: its pages count against
+    /// [`Limits::memory_bytes`]; writing past it is `ENOSPC`).
+    pub layer_bytes: u64,
 }
 
 impl SandboxSpec {
@@ -177,6 +196,7 @@ impl SandboxSpec {
             tmp_bytes: DEFAULT_TMP_BYTES,
             session_bytes: DEFAULT_SESSION_BYTES,
             log_cap_bytes: DEFAULT_LOG_CAP,
+            image: None,
         }
     }
 
@@ -260,6 +280,23 @@ impl SandboxSpec {
         }
         if let RunAs::Fixed { uid: 0, .. } = self.run_as {
             return invalid("the agent must not run as root".into());
+        }
+        if let Some(image) = &self.image {
+            if self.isolation != Isolation::Namespaces {
+                return invalid("an image root needs namespace isolation".into());
+            }
+            if !self.visible.is_empty() || !self.writable.is_empty() {
+                return invalid("an image root takes no visible or writable host paths".into());
+            }
+            if image.layers.is_empty() {
+                return invalid("an image root needs at least one layer".into());
+            }
+            for l in &image.layers {
+                check_abs("layer", l)?;
+            }
+            if image.layer_bytes < 64 * 1024 {
+                return invalid("layer_bytes must be at least 64 KiB".into());
+            }
         }
         if self.log_cap_bytes < 4096 {
             return invalid("log_cap_bytes must be at least 4096".into());

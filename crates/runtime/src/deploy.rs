@@ -2,6 +2,7 @@
 //! from the artifact store, and the [`Prepare`] that hands sessions a built version.
 
 use crate::builder::{Builder, Built};
+use crate::image::{ImageError, ImageFiles, Images, PulledImage};
 use crate::session::{Prepare, Prepared, Sessions, Target};
 use async_trait::async_trait;
 use berth_api::ApiError;
@@ -19,6 +20,10 @@ pub struct Preparer {
     builder: Builder,
     artifacts: ArtifactStore,
     built: Mutex<HashMap<String, Arc<Built>>>,
+    /// Where container images come from; `None`: this server runs code versions only.
+    images: Option<Arc<dyn Images>>,
+    /// Image versions' prepared form, by pinned digest.
+    pulled: Mutex<HashMap<String, Prepared>>,
 }
 
 fn code_config(spec: &RuntimeSpec) -> Result<&berth_api::control::CodeConfiguration, Error> {
@@ -41,7 +46,76 @@ impl Preparer {
             builder,
             artifacts,
             built: Mutex::new(HashMap::new()),
+            images: None,
+            pulled: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Also runs container image versions, pulled through `images`.
+    pub fn with_images(mut self, images: Arc<dyn Images>) -> Self {
+        self.images = Some(images);
+        self
+    }
+
+    /// Builds a new version: a code version's zip is built, an image version's reference resolved
+    /// and pulled. Returns the digest the version pins.
+    async fn build_version(&self, spec: &RuntimeSpec) -> Result<String, Error> {
+        match &spec.agent_runtime_artifact {
+            Artifact::CodeConfiguration(_) => Ok(self.build(spec).await?.digest),
+            Artifact::ContainerConfiguration { container_uri } => {
+                let image = self
+                    .images()?
+                    .pull(container_uri)
+                    .await
+                    .map_err(image_failed)?;
+                let digest = image.digest.clone();
+                let prepared = image_prepared(image)?;
+                self.pulled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(digest.clone(), prepared);
+                Ok(digest)
+            }
+        }
+    }
+
+    fn images(&self) -> Result<&Arc<dyn Images>, Error> {
+        self.images
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported("this server runs no container images".into()))
+    }
+
+    /// An image version, from its pinned digest.
+    async fn prepare_image(&self, uri: &str, version: &RuntimeVersion) -> Result<Prepared, Error> {
+        let digest = version.artifact_digest.clone().ok_or_else(|| {
+            Error::Config(format!("version {} pins no image digest", version.version))
+        })?;
+        if let Some(p) = self
+            .pulled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
+            return Ok(p.clone());
+        }
+        let image = self
+            .images()?
+            .pinned(uri, &digest)
+            .await
+            .map_err(image_failed)?;
+        if image.digest != digest {
+            return Err(Error::ArtifactChanged {
+                version: version.version,
+                now: image.digest,
+                then: digest,
+            });
+        }
+        let prepared = image_prepared(image)?;
+        self.pulled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest, prepared.clone());
+        Ok(prepared)
     }
 
     /// Fetches the version's zip and builds it.
@@ -70,7 +144,33 @@ fn prepared(b: &Built) -> Prepared {
         argv: b.argv.clone(),
         env: b.env.clone(),
         visible: vec![b.env_dir.clone()],
+        image: None,
     }
+}
+
+fn image_failed(e: ImageError) -> Error {
+    Error::Build(e.to_string())
+}
+
+/// What a session of an image version runs: the image's entrypoint and command in its working
+/// directory with its environment (the runtime's own variables are laid over it by the session).
+fn image_prepared(image: PulledImage) -> Result<Prepared, Error> {
+    if image.argv.is_empty() {
+        return Err(Error::Build(format!(
+            "image {} names no entrypoint or command to run",
+            image.digest
+        )));
+    }
+    Ok(Prepared {
+        code_dir: image.working_dir,
+        argv: image.argv,
+        env: image.env,
+        visible: Vec::new(),
+        image: Some(ImageFiles {
+            digest: image.digest,
+            layers: image.layers,
+        }),
+    })
 }
 
 #[async_trait]
@@ -81,6 +181,9 @@ impl Prepare for Preparer {
         version: &RuntimeVersion,
     ) -> Result<Prepared, Error> {
         let spec = spec_of(version)?;
+        if let Artifact::ContainerConfiguration { container_uri } = &spec.agent_runtime_artifact {
+            return self.prepare_image(container_uri, version).await;
+        }
         let code = code_config(&spec)?;
         let digest = version.artifact_digest.clone().unwrap_or_default();
         let key = format!("{digest}|{}|{}", code.runtime, code.entry_point.join(" "));
@@ -138,10 +241,12 @@ impl Deploy {
 #[async_trait]
 impl Deployer for Deploy {
     fn check(&self, spec: &RuntimeSpec) -> Result<(), ApiError> {
-        if let Artifact::ContainerConfiguration { .. } = spec.agent_runtime_artifact {
+        if let Artifact::ContainerConfiguration { .. } = spec.agent_runtime_artifact
+            && self.preparer.images.is_none()
+        {
             return Err(ApiError::field(
                 "agentRuntimeArtifact.containerConfiguration",
-                "container images need the container backend, which this server does not have yet; deploy code with codeConfiguration",
+                "this server runs no container images; deploy code with codeConfiguration",
             ));
         }
         // Inside a sandbox Berth's own API answers on this port (AGENT_API_PORT), so an agent
@@ -160,18 +265,18 @@ impl Deployer for Deploy {
 
     async fn build(&self, runtime: &Runtime, version: &RuntimeVersion) -> Result<String, Error> {
         let spec = spec_of(version)?;
-        let built = self.preparer.build(&spec).await?;
+        let digest = self.preparer.build_version(&spec).await?;
         // Warm the pool of the version that is about to serve, so its first session skips the
         // cold start.
         let mut ready = version.clone();
         ready.status = Status::Ready;
-        ready.artifact_digest = Some(built.digest.clone());
+        ready.artifact_digest = Some(digest.clone());
         self.sessions.refill(Target {
             runtime: runtime.clone(),
             version: ready,
             endpoint: String::new(),
         });
-        Ok(built.digest)
+        Ok(digest)
     }
 
     async fn retire(&self, runtime_id: &str, version: Option<u32>) {

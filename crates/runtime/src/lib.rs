@@ -14,6 +14,7 @@ pub mod backend;
 pub mod builder;
 pub mod command;
 pub mod deploy;
+pub mod image;
 pub mod invoker;
 pub mod quota;
 pub mod recovery;

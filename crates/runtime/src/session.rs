@@ -40,6 +40,8 @@ pub struct Prepared {
     pub env: Vec<(String, String)>,
     /// Host paths the agent needs visible although they live in the hidden data dir (its venv).
     pub visible: Vec<PathBuf>,
+    /// A container image version's files; `code_dir` is then the working directory inside it.
+    pub image: Option<crate::image::ImageFiles>,
 }
 
 /// Who a sandbox belongs to (see [`Sessions::sandbox_owner`]).
@@ -578,6 +580,7 @@ impl Sessions {
             argv: prepared.argv,
             env,
             visible: prepared.visible,
+            image: prepared.image,
             public_network: spec.public_network(),
             port: protocol.port,
         };

@@ -71,6 +71,10 @@ pub struct AgentSpec {
     pub env: Vec<(String, String)>,
     /// Host paths the agent needs although the backend may hide their parents (its venv).
     pub visible: Vec<PathBuf>,
+    /// A container image version's files (`code_dir` is then the working directory inside the
+    /// image): the namespace backend stacks the layers into the agent's root; a backend that runs
+    /// images itself uses the pinned digest.
+    pub image: Option<crate::image::ImageFiles>,
     /// PUBLIC network mode (the default egress policy); `false` is VPC mode.
     pub public_network: bool,
     /// The port the agent listens on (the version's `protocolConfiguration`: 8080 for HTTP and

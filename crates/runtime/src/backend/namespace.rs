@@ -7,8 +7,8 @@ use super::{
     Placement,
 };
 use crate::sandbox::{
-    Connector, EgressPolicy, EgressRule, Execution, Isolation, Limits, Network, Sandbox,
-    SandboxSpec,
+    Connector, DEFAULT_LAYER_BYTES, EgressPolicy, EgressRule, Execution, ImageRoot, Isolation,
+    Limits, Network, Sandbox, SandboxSpec,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -114,6 +114,17 @@ impl super::SessionBackend for NamespaceBackend {
         sb.allowed_local = o.allowed_local.clone();
         sb.hidden = o.hidden.clone();
         sb.visible = spec.visible;
+        if let Some(image) = spec.image {
+            if o.isolation != Isolation::Namespaces {
+                return Err(Error::Start(
+                    "container images run only in namespace isolation (berth serve as root)".into(),
+                ));
+            }
+            sb.image = Some(ImageRoot {
+                layers: image.layers,
+                layer_bytes: DEFAULT_LAYER_BYTES,
+            });
+        }
         let namespaced = sb.isolation == Isolation::Namespaces;
         let sandbox = Sandbox::start(sb)
             .await

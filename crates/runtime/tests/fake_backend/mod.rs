@@ -309,6 +309,7 @@ impl Prepare for FakePrepare {
             argv: vec!["agent".into()],
             env: vec![("FROM_BUILD".into(), "1".into())],
             visible: vec![],
+            image: None,
         })
     }
 }

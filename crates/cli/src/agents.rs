@@ -17,8 +17,19 @@ const DEPLOY_BUCKET: &str = "berth-deployments";
 /// `berth deploy` arguments.
 #[derive(clap::Args)]
 pub struct DeployArgs {
-    /// Directory with the agent's code (and requirements.txt or pyproject.toml).
-    pub dir: PathBuf,
+    /// Directory with the agent's code (and requirements.txt or pyproject.toml), or with a
+    /// Dockerfile (or Containerfile): then it is built with buildah or podman and pushed to
+    /// Berth's registry, and the version runs that image.
+    #[arg(required_unless_present = "image")]
+    pub dir: Option<PathBuf>,
+    /// Deploy this container image instead of a directory: an ECR-style URI
+    /// (`<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>`), served by Berth's registry
+    /// unless the server maps that registry elsewhere.
+    #[arg(long, conflicts_with_all = ["dir", "entrypoint", "runtime"])]
+    pub image: Option<String>,
+    /// Account id of the ECR-style URI a built image is deployed by.
+    #[arg(long, default_value = "000000000000")]
+    pub account_id: String,
     /// Runtime name (created if missing, else updated with a new version).
     #[arg(long)]
     pub name: String,
@@ -107,22 +118,6 @@ fn host_python_runtime() -> anyhow::Result<String> {
 /// `berth deploy`.
 pub async fn deploy(a: DeployArgs, args: ClientArgs) -> anyhow::Result<()> {
     let c = Client::new(&args)?;
-    let entry = match a.entrypoint {
-        Some(e) => e,
-        None if a.dir.join("agent.py").is_file() => "agent.py".into(),
-        None if a.dir.join("main.py").is_file() => "main.py".into(),
-        None => bail!(
-            "{} has neither agent.py nor main.py; pass --entrypoint",
-            a.dir.display()
-        ),
-    };
-    if !a.dir.join(&entry).is_file() {
-        bail!("entry point {entry} not found in {}", a.dir.display());
-    }
-    let runtime = match a.runtime {
-        Some(r) => r,
-        None => host_python_runtime()?,
-    };
     let mut env = serde_json::Map::new();
     for kv in &a.env {
         let Some((k, v)) = kv.split_once('=') else {
@@ -130,22 +125,19 @@ pub async fn deploy(a: DeployArgs, args: ClientArgs) -> anyhow::Result<()> {
         };
         env.insert(k.to_owned(), v.into());
     }
-
-    let zip = zip_dir(&a.dir)?;
-    let digest = hex::encode(Sha256::digest(&zip));
-    let key = format!("{}/{}.zip", a.name, &digest[..16]);
-    eprintln!(
-        "packaged {} ({} KiB) -> s3://{DEPLOY_BUCKET}/{key}",
-        a.dir.display(),
-        zip.len() / 1024
-    );
-    c.s3_put(DEPLOY_BUCKET, None).await?;
-    c.s3_put(DEPLOY_BUCKET, Some((&key, zip))).await?;
-
+    let artifact = match (&a.image, &a.dir) {
+        (Some(uri), _) => json!({"containerConfiguration": {"containerUri": uri}}),
+        (None, Some(dir)) => match dockerfile(dir) {
+            Some(file) => {
+                let uri = build_image(dir, &file, &a, &args, &c).await?;
+                json!({"containerConfiguration": {"containerUri": uri}})
+            }
+            None => code_artifact(dir, &a, &c).await?,
+        },
+        (None, None) => bail!("give a directory or --image"),
+    };
     let mut spec = json!({
-        "agentRuntimeArtifact": {"codeConfiguration": {
-            "code": {"s3": {"bucket": DEPLOY_BUCKET, "prefix": key}},
-            "runtime": runtime, "entryPoint": [entry]}},
+        "agentRuntimeArtifact": artifact,
         "roleArn": a.role_arn,
     });
     if !env.is_empty() {
@@ -154,6 +146,138 @@ pub async fn deploy(a: DeployArgs, args: ClientArgs) -> anyhow::Result<()> {
     if let Some(t) = a.idle_timeout {
         spec["lifecycleConfiguration"] = json!({"idleRuntimeSessionTimeout": t});
     }
+    create_or_update(&c, &a, spec).await
+}
+
+/// The directory's Dockerfile or Containerfile, if it has one.
+fn dockerfile(dir: &Path) -> Option<PathBuf> {
+    ["Dockerfile", "Containerfile"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+}
+
+/// Builds `dir` with the host's buildah (or podman), pushes the image to Berth's registry, and
+/// returns the ECR-style URI the version is deployed by.
+async fn build_image(
+    dir: &Path,
+    file: &Path,
+    a: &DeployArgs,
+    args: &ClientArgs,
+    c: &Client,
+) -> anyhow::Result<String> {
+    let tool = ["buildah", "podman"]
+        .into_iter()
+        .find(|t| which(t))
+        .with_context(|| {
+            format!(
+                "{} has a {}: building it needs buildah or podman on PATH (or push an image yourself and pass --image)",
+                dir.display(),
+                file.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()
+            )
+        })?;
+    let url = reqwest::Url::parse(&args.endpoint_url)
+        .with_context(|| format!("--endpoint-url {}", args.endpoint_url))?;
+    let host = match (url.host_str(), url.port_or_known_default()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        _ => bail!("--endpoint-url {} names no host", args.endpoint_url),
+    };
+    // Repository names are lower case (the Distribution spec and ECR alike).
+    let repo = a.name.to_lowercase();
+    let tag = format!(
+        "v{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    );
+    let local = format!("localhost/{repo}:{tag}");
+    eprintln!("building {} with {tool}", dir.display());
+    run_tool(
+        std::process::Command::new(tool)
+            .args(["build", "-f"])
+            .arg(file)
+            .args(["-t", &local])
+            .arg(dir),
+    )?;
+    // The credentials go in an auth file only this user can read, never on a command line
+    // (which every local user can read in /proc).
+    let auth = tempfile::Builder::new().prefix("berth-auth").tempfile()?;
+    let (id, secret) = c.credentials();
+    let token = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{id}:{secret}"),
+    );
+    std::fs::write(
+        auth.path(),
+        json!({"auths": {&host: {"auth": token}}}).to_string(),
+    )?;
+    let dest = format!("docker://{host}/{repo}:{tag}");
+    eprintln!("pushing {local} to Berth's registry");
+    run_tool(
+        std::process::Command::new(tool)
+            .args(["push", "--authfile"])
+            .arg(auth.path())
+            .arg(format!("--tls-verify={}", url.scheme() == "https"))
+            .args([&local, &dest]),
+    )?;
+    Ok(format!(
+        "{}.dkr.ecr.{}.amazonaws.com/{repo}:{tag}",
+        a.account_id, args.region
+    ))
+}
+
+fn which(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()))
+}
+
+/// Runs a build tool with its output passed through; its failure is an error naming it.
+fn run_tool(cmd: &mut std::process::Command) -> anyhow::Result<()> {
+    let status = cmd
+        .stdin(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Packages a code directory, uploads it, and returns its `codeConfiguration` artifact.
+async fn code_artifact(dir: &Path, a: &DeployArgs, c: &Client) -> anyhow::Result<Value> {
+    let entry = match a.entrypoint.clone() {
+        Some(e) => e,
+        None if dir.join("agent.py").is_file() => "agent.py".into(),
+        None if dir.join("main.py").is_file() => "main.py".into(),
+        None => bail!(
+            "{} has neither agent.py nor main.py nor a Dockerfile; pass --entrypoint",
+            dir.display()
+        ),
+    };
+    if !dir.join(&entry).is_file() {
+        bail!("entry point {entry} not found in {}", dir.display());
+    }
+    let runtime = match a.runtime.clone() {
+        Some(r) => r,
+        None => host_python_runtime()?,
+    };
+    let zip = zip_dir(dir)?;
+    let digest = hex::encode(Sha256::digest(&zip));
+    let key = format!("{}/{}.zip", a.name, &digest[..16]);
+    eprintln!(
+        "packaged {} ({} KiB) -> s3://{DEPLOY_BUCKET}/{key}",
+        dir.display(),
+        zip.len() / 1024
+    );
+    c.s3_put(DEPLOY_BUCKET, None).await?;
+    c.s3_put(DEPLOY_BUCKET, Some((&key, zip))).await?;
+    Ok(json!({"codeConfiguration": {
+        "code": {"s3": {"bucket": DEPLOY_BUCKET, "prefix": key}},
+        "runtime": runtime, "entryPoint": [entry]}}))
+}
+
+/// Creates the runtime, or adds a version to it, and waits for the version to be built.
+async fn create_or_update(c: &Client, a: &DeployArgs, mut spec: Value) -> anyhow::Result<()> {
     let existing = c.runtime_id(&a.name).await.ok();
     let (id, version) = match existing {
         Some(id) => {

@@ -59,6 +59,11 @@ impl Client {
         })
     }
 
+    /// The access key id and secret this client signs with.
+    pub fn credentials(&self) -> (&str, &str) {
+        (&self.creds.access_key_id, &self.creds.secret_access_key)
+    }
+
     /// The response itself when its status is a success; else an error naming the AWS error
     /// code (`x-amzn-errortype`), the status and the message, for calls that stream a body.
     pub async fn success(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {

@@ -23,8 +23,8 @@ use sha2::Digest as _;
 use tokio::io::AsyncWriteExt;
 
 use crate::reference::{self, Credentials, Digest, Reference, Registries, Scheme, Source};
-pub use crate::unpack::{Image, ImageConfig, Layer, LayerCache, Limits, Platform};
 use crate::unpack::{Compression, remove_tree};
+pub use crate::unpack::{Image, ImageConfig, Layer, LayerCache, Limits, Platform};
 
 /// Largest manifest or image config accepted (they are JSON documents of a few KiB).
 const MAX_DOCUMENT_BYTES: u64 = 4 << 20;
@@ -456,11 +456,13 @@ impl Puller {
             Some(entries) => {
                 let offered: Vec<Platform> = entries
                     .iter()
-                    .map(|e| e.platform.clone().unwrap_or(Platform {
-                        os: "unknown".to_string(),
-                        architecture: "unknown".to_string(),
-                        variant: None,
-                    }))
+                    .map(|e| {
+                        e.platform.clone().unwrap_or(Platform {
+                            os: "unknown".to_string(),
+                            architecture: "unknown".to_string(),
+                            variant: None,
+                        })
+                    })
                     .collect();
                 let Some(i) = choose_platform(&offered, &self.platform) else {
                     return Err(Error::UnsupportedPlatform {
@@ -585,7 +587,11 @@ impl Puller {
     }
 
     /// Fetches a manifest or index by digest and checks its bytes against the digest.
-    async fn manifest(&self, session: &Session, digest: &Digest) -> Result<(RawManifest, bytes::Bytes), Error> {
+    async fn manifest(
+        &self,
+        session: &Session,
+        digest: &Digest,
+    ) -> Result<(RawManifest, bytes::Bytes), Error> {
         let oci_ref = session.reference(None, Some(digest));
         let (body, _) = session
             .client
@@ -692,7 +698,9 @@ impl Puller {
             return Ok(size);
         }
         let limit = self.cache.limits().max_layer_bytes;
-        let path = self.cache.staging_path(&format!("blob-{}", &blob.hex()[..12]));
+        let path = self
+            .cache
+            .staging_path(&format!("blob-{}", &blob.hex()[..12]));
         let downloaded = async {
             let oci_ref = session.reference(None, Some(blob));
             let mut stream = session
@@ -713,9 +721,9 @@ impl Puller {
                     Ok(chunk) => chunk,
                     Err(e) => {
                         // oci-client checks the digest as the stream ends.
-                        let digest_error = e
-                            .get_ref()
-                            .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>());
+                        let digest_error = e.get_ref().and_then(|inner| {
+                            inner.downcast_ref::<oci_client::errors::DigestError>()
+                        });
                         return Err(match digest_error {
                             Some(oci_client::errors::DigestError::VerificationError {
                                 expected,
@@ -727,7 +735,10 @@ impl Puller {
                             },
                             _ => Error::Unreachable {
                                 registry: session.source.authority.clone(),
-                                detail: format!("download of layer {blob} failed: {}", error_chain(&e)),
+                                detail: format!(
+                                    "download of layer {blob} failed: {}",
+                                    error_chain(&e)
+                                ),
                             },
                         });
                     }
@@ -813,9 +824,18 @@ mod tests {
             p("windows", "amd64", None),
         ];
         assert_eq!(choose_platform(&offered, &amd), Some(4));
-        assert_eq!(choose_platform(&offered, &p("linux", "arm64", Some("v8"))), Some(3));
-        assert_eq!(choose_platform(&offered[..3], &p("linux", "arm64", Some("v8"))), Some(2));
-        assert_eq!(choose_platform(&offered[..2], &p("linux", "arm", Some("v6"))), None);
+        assert_eq!(
+            choose_platform(&offered, &p("linux", "arm64", Some("v8"))),
+            Some(3)
+        );
+        assert_eq!(
+            choose_platform(&offered[..3], &p("linux", "arm64", Some("v8"))),
+            Some(2)
+        );
+        assert_eq!(
+            choose_platform(&offered[..2], &p("linux", "arm", Some("v6"))),
+            None
+        );
         assert_eq!(choose_platform(&[p("linux", "s390x", None)], &amd), None);
     }
 

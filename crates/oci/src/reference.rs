@@ -162,7 +162,9 @@ impl Reference {
         if let Some(tag) = &tag
             && !valid_tag(tag)
         {
-            return Err(bad("the tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -"));
+            return Err(bad(
+                "the tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -",
+            ));
         }
         let (registry, repository) = match name.split_once('/') {
             Some((first, rest))
@@ -270,17 +272,16 @@ fn valid_host(host: &str) -> bool {
             !label.is_empty()
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
 fn valid_path_component(component: &str) -> bool {
     // [a-z0-9]+ ((\.|_|__|-+)[a-z0-9]+)*
     let bytes = component.as_bytes();
-    if bytes.is_empty()
-        || !is_alnum(bytes[0])
-        || !bytes.last().copied().is_some_and(is_alnum)
-    {
+    if bytes.is_empty() || !is_alnum(bytes[0]) || !bytes.last().copied().is_some_and(is_alnum) {
         return false;
     }
     let mut i = 0;
@@ -481,7 +482,10 @@ fn parse_base_url(label: &str, url: &str) -> Result<(Scheme, String), Error> {
         // [v6]:port
         inner.split_once(']').is_some_and(|(ip, port)| {
             ip.parse::<std::net::Ipv6Addr>().is_ok()
-                && (port.is_empty() || port.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok()))
+                && (port.is_empty()
+                    || port
+                        .strip_prefix(':')
+                        .is_some_and(|p| p.parse::<u16>().is_ok()))
         })
     } else {
         valid_host(authority)
@@ -526,7 +530,10 @@ mod tests {
     #[test]
     fn hosts_ports_tags_and_digests() {
         let a = r("localhost:5000/a/b/c:1.0");
-        assert_eq!((a.registry(), a.repository(), a.tag()), ("localhost:5000", "a/b/c", Some("1.0")));
+        assert_eq!(
+            (a.registry(), a.repository(), a.tag()),
+            ("localhost:5000", "a/b/c", Some("1.0"))
+        );
         let b = r("127.0.0.1:5000/agent");
         assert_eq!((b.registry(), b.tag()), ("127.0.0.1:5000", Some("latest")));
         let c = r(&format!("ghcr.io/o/agent@{D}"));
@@ -536,9 +543,20 @@ mod tests {
         assert_eq!(d.tag(), Some("v2"));
         assert_eq!(d.to_string(), format!("ghcr.io/o/agent:v2@{D}"));
         let ecr = r("123456789012.dkr.ecr.us-east-1.amazonaws.com/my-agent:latest");
-        assert_eq!(ecr.registry(), "123456789012.dkr.ecr.us-east-1.amazonaws.com");
+        assert_eq!(
+            ecr.registry(),
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+        );
         assert_eq!(ecr.repository(), "my-agent");
-        assert_eq!(r("a").pinned(Digest::parse(D).unwrap()).digest().unwrap().hex().len(), 64);
+        assert_eq!(
+            r("a")
+                .pinned(Digest::parse(D).unwrap())
+                .digest()
+                .unwrap()
+                .hex()
+                .len(),
+            64
+        );
     }
 
     #[test]
@@ -565,10 +583,16 @@ mod tests {
     #[test]
     fn ecr_hosts() {
         assert!(is_ecr_host("123456789012.dkr.ecr.us-east-1.amazonaws.com"));
-        assert!(is_ecr_host("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com"));
-        assert!(is_ecr_host("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"));
+        assert!(is_ecr_host(
+            "123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com"
+        ));
+        assert!(is_ecr_host(
+            "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"
+        ));
         assert!(!is_ecr_host("12345.dkr.ecr.us-east-1.amazonaws.com"));
-        assert!(!is_ecr_host("123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io"));
+        assert!(!is_ecr_host(
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io"
+        ));
         assert!(!is_ecr_host("public.ecr.aws"));
     }
 
@@ -590,7 +614,10 @@ mod tests {
     fn ecr_maps_to_builtin_unless_mapped() {
         let ecr = r("123456789012.dkr.ecr.us-west-2.amazonaws.com/team/agent:v1");
         let s = builtin().resolve(&ecr).unwrap();
-        assert_eq!((s.scheme, s.authority.as_str(), s.repository.as_str()), (Scheme::Http, "127.0.0.1:8080", "team/agent"));
+        assert_eq!(
+            (s.scheme, s.authority.as_str(), s.repository.as_str()),
+            (Scheme::Http, "127.0.0.1:8080", "team/agent")
+        );
         assert!(matches!(s.credentials, Credentials::Basic { .. }));
 
         let mut mapped = builtin();
@@ -602,7 +629,10 @@ mod tests {
             },
         );
         let s = mapped.resolve(&ecr).unwrap();
-        assert_eq!((s.scheme, s.authority.as_str()), (Scheme::Https, "mirror.example:5000"));
+        assert_eq!(
+            (s.scheme, s.authority.as_str()),
+            (Scheme::Https, "mirror.example:5000")
+        );
         assert_eq!(s.credentials, Credentials::Anonymous);
 
         let err = Registries::default().resolve(&ecr).unwrap_err();
@@ -630,7 +660,10 @@ mod tests {
         let err = regs.resolve(&r("corp.example/a")).unwrap_err();
         assert!(err.to_string().contains("allow_http"), "{err}");
         regs.hosts.get_mut("corp.example").unwrap().allow_http = true;
-        assert_eq!(regs.resolve(&r("corp.example/a")).unwrap().scheme, Scheme::Http);
+        assert_eq!(
+            regs.resolve(&r("corp.example/a")).unwrap().scheme,
+            Scheme::Http
+        );
 
         regs.hosts.get_mut("corp.example").unwrap().url = Some("ftp://x".into());
         assert!(regs.resolve(&r("corp.example/a")).is_err());
@@ -649,7 +682,10 @@ mod tests {
             r#"{"builtin":{"url":"http://127.0.0.1:1"},"hosts":{"ghcr.io":{"credentials":{"bearer":{"token":"t"}}}}}"#,
         )
         .unwrap();
-        assert!(matches!(regs.hosts["ghcr.io"].credentials, Credentials::Bearer { .. }));
+        assert!(matches!(
+            regs.hosts["ghcr.io"].credentials,
+            Credentials::Bearer { .. }
+        ));
         assert!(serde_json::from_str::<Registries>(r#"{"nope":1}"#).is_err());
     }
 }

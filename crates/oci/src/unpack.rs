@@ -312,7 +312,9 @@ impl LayerCache {
             return None;
         }
         let meta = std::fs::read(self.layer_meta(diff_id)).ok()?;
-        serde_json::from_slice::<LayerMeta>(&meta).ok().map(|m| m.size)
+        serde_json::from_slice::<LayerMeta>(&meta)
+            .ok()
+            .map(|m| m.size)
     }
 
     fn layer_meta(&self, diff_id: &Digest) -> PathBuf {
@@ -514,11 +516,7 @@ impl LayerCache {
                 source: io::Error::other(e),
             })?;
             // The sidecar first: the layer directory's rename is what commits the layer.
-            write_atomic(
-                &self.staging_path("meta"),
-                &self.layer_meta(diff_id),
-                &meta,
-            )?;
+            write_atomic(&self.staging_path("meta"), &self.layer_meta(diff_id), &meta)?;
             let dest = self.layer_dir(diff_id);
             match std::fs::rename(&staging, &dest) {
                 Ok(()) => Ok(size),
@@ -633,12 +631,14 @@ fn decoder<'a>(blob: impl Read + 'a, compression: Compression) -> Result<Decoded
     Ok(Decoded(match compression {
         Compression::None => Box::new(blob),
         Compression::Gzip => Box::new(flate2::read::GzDecoder::new(blob)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(blob).map_err(|e| {
-            Error::Corrupt {
-                what: "zstd layer".to_string(),
-                detail: e.to_string(),
-            }
-        })?),
+        Compression::Zstd => {
+            Box::new(
+                zstd::stream::read::Decoder::new(blob).map_err(|e| Error::Corrupt {
+                    what: "zstd layer".to_string(),
+                    detail: e.to_string(),
+                })?,
+            )
+        }
     }))
 }
 
@@ -769,7 +769,12 @@ fn errno_io(e: rustix::io::Errno) -> io::Error {
 impl Unpacker {
     /// Opens the directory at `components` beneath the root one component at a time, never
     /// following a symlink (creating missing directories when `create`).
-    fn open_dir(&self, components: &[OsString], create: bool, shown: &str) -> Result<OwnedFd, Error> {
+    fn open_dir(
+        &self,
+        components: &[OsString],
+        create: bool,
+        shown: &str,
+    ) -> Result<OwnedFd, Error> {
         let mut fd = rustix::fs::openat(
             &self.root,
             ".",
@@ -810,7 +815,13 @@ impl Unpacker {
 
     /// Removes what is at `name` so a new entry can take its place (a later entry replaces an
     /// earlier one of the same path); an existing directory stays when `keep_dir`.
-    fn clear(&self, parent: &OwnedFd, name: &OsStr, keep_dir: bool, shown: &str) -> Result<(), Error> {
+    fn clear(
+        &self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        keep_dir: bool,
+        shown: &str,
+    ) -> Result<(), Error> {
         match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             Err(rustix::io::Errno::NOENT) => Ok(()),
             Err(e) => Err(io_err(format!("stat {shown}"))(errno_io(e))),
@@ -853,9 +864,10 @@ impl Unpacker {
         };
         let header = entry.header();
         let mode = header.mode().map_err(read_error)? & 0o7777 & !0o6000;
-        let uid = header.uid().map_err(read_error)?;
-        let gid = header.gid().map_err(read_error)?;
-        let mtime = header.mtime().map_err(read_error)?;
+        // Some writers leave these empty; they only matter for chown and times.
+        let uid = header.uid().unwrap_or(0);
+        let gid = header.gid().unwrap_or(0);
+        let mtime = header.mtime().unwrap_or(0);
 
         let name_bytes = name.as_bytes();
         if name_bytes == b".wh..wh..opq" {
@@ -907,7 +919,11 @@ impl Unpacker {
                 let fd = rustix::fs::openat(
                     &parent,
                     name.as_os_str(),
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| io_err(format!("create {shown}"))(errno_io(e)))?;
@@ -983,8 +999,8 @@ impl Unpacker {
                         reason: "hard link to the layer root".to_string(),
                     });
                 };
-                let target_parent = self.open_dir(&target_comps, false, &shown).map_err(|e| {
-                    match e {
+                let target_parent = self.open_dir(&target_comps, false, &shown).map_err(
+                    |e| match e {
                         Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
                             Error::UnsafeEntry {
                                 path: shown.clone(),
@@ -995,8 +1011,8 @@ impl Unpacker {
                             }
                         }
                         other => other,
-                    }
-                })?;
+                    },
+                )?;
                 let parent = self.open_dir(&comps, true, &shown)?;
                 self.clear(&parent, &name, false, &shown)?;
                 // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
@@ -1037,13 +1053,14 @@ impl Unpacker {
     fn make_opaque(&self, dir: &OwnedFd, shown: &str) -> Result<(), Error> {
         // trusted.* for an overlay mounted by real root, user.* for one mounted with `userxattr`
         // in a user namespace; at least one must stick.
-        let trusted = rustix::fs::fsetxattr(dir, "trusted.overlay.opaque", b"y", XattrFlags::empty());
+        let trusted =
+            rustix::fs::fsetxattr(dir, "trusted.overlay.opaque", b"y", XattrFlags::empty());
         let user = rustix::fs::fsetxattr(dir, "user.overlay.opaque", b"y", XattrFlags::empty());
         match (trusted, user) {
             (Err(e), Err(_)) => Err(io_err(format!("mark {shown} opaque"))(errno_io(e))),
-            (Err(e), Ok(())) if self.as_root => {
-                Err(io_err(format!("mark {shown} opaque (trusted.overlay.opaque)"))(errno_io(e)))
-            }
+            (Err(e), Ok(())) if self.as_root => Err(io_err(format!(
+                "mark {shown} opaque (trusted.overlay.opaque)"
+            ))(errno_io(e))),
             _ => Ok(()),
         }
     }
@@ -1063,7 +1080,9 @@ impl Unpacker {
                 Ok(fd) => fd,
                 // A later entry replaced it: nothing to apply.
                 Err(Error::UnsafeEntry { .. }) => continue,
-                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => continue,
+                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             if self.as_root {
@@ -1102,7 +1121,8 @@ mod tests {
     #[test]
     fn media_types() {
         assert_eq!(
-            Compression::from_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip").unwrap(),
+            Compression::from_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip")
+                .unwrap(),
             Compression::Gzip
         );
         assert_eq!(
@@ -1110,7 +1130,9 @@ mod tests {
             Compression::Zstd
         );
         assert!(matches!(
-            Compression::from_media_type("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"),
+            Compression::from_media_type(
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            ),
             Err(Error::UnsupportedMediaType { .. })
         ));
     }

@@ -136,8 +136,16 @@ fn names(dir: &Path) -> Vec<String> {
 
 fn assert_unchanged(f: &Fixture) {
     let root = f.cache.root();
-    assert_eq!(names(&root.join("tmp")), Vec::<String>::new(), "staging left behind");
-    assert_eq!(names(&root.join("layers/sha256")), Vec::<String>::new(), "a layer was cached");
+    assert_eq!(
+        names(&root.join("tmp")),
+        Vec::<String>::new(),
+        "staging left behind"
+    );
+    assert_eq!(
+        names(&root.join("layers/sha256")),
+        Vec::<String>::new(),
+        "a layer was cached"
+    );
 }
 
 fn unsafe_entry(e: &Error) -> bool {
@@ -184,7 +192,10 @@ async fn symlink_to_root_then_a_file_under_it_is_refused() {
     let up = format!("up/{}", rel.display());
     let e = refused(
         &f,
-        &tar_of(&[symlink("up", "../../../../../../../../../.."), file(&up, b"x")]),
+        &tar_of(&[
+            symlink("up", "../../../../../../../../../.."),
+            file(&up, b"x"),
+        ]),
     )
     .await;
     assert!(unsafe_entry(&e), "{e}");
@@ -419,7 +430,10 @@ async fn a_well_formed_layer_unpacks_with_modes_links_and_no_devices() {
     assert_eq!(mode("bin/sg"), 0o750, "setgid cleared");
     assert_eq!(mode("private"), 0o700);
     assert_eq!(mode("ro"), 0o555);
-    assert_eq!(std::fs::read(layer.join("ro/inside")).expect("ro/inside"), b"r");
+    assert_eq!(
+        std::fs::read(layer.join("ro/inside")).expect("ro/inside"),
+        b"r"
+    );
     assert_eq!(
         std::fs::read(layer.join("usr/lib/deep/file")).expect("deep"),
         b"implicit parents"
@@ -486,7 +500,11 @@ async fn concurrent_unpacks_of_one_layer_share_the_result() {
     for t in tasks {
         assert_eq!(t.await.expect("join").expect("unpack"), tar.len() as u64);
     }
-    assert_eq!(names(&f.cache.root().join("layers/sha256")).len(), 2, "one layer, one size sidecar");
+    assert_eq!(
+        names(&f.cache.root().join("layers/sha256")).len(),
+        2,
+        "one layer, one size sidecar"
+    );
     assert_eq!(names(&f.cache.root().join("tmp")), Vec::<String>::new());
 }
 

@@ -529,13 +529,16 @@ impl LayerCache {
                 Err(e) => Err(io_err(format!("rename into {}", dest.display()))(e)),
             }
         })();
-        if result.is_err() && staging.exists() {
-            if let Err(e) = remove_tree(&staging) {
-                tracing::warn!(path = %staging.display(), error = %e, "could not remove a failed layer's staging directory");
-            }
+        if result.is_err()
+            && staging.exists()
+            && let Err(e) = remove_tree(&staging)
+        {
+            tracing::warn!(path = %staging.display(), error = %e, "could not remove a failed layer's staging directory");
         }
         match result {
-            Err(Error::TooLarge { what, limit: _ }) if limit < limits.max_layer_bytes => {
+            Err(Error::TooLarge { what, limit: hit })
+                if hit == limit && limit < limits.max_layer_bytes =>
+            {
                 Err(Error::TooLarge {
                     what: format!("{what} (the image's total)"),
                     limit: limits.max_image_bytes,
@@ -604,13 +607,23 @@ fn make_dirs_writable(path: &Path) {
 /// Reads the decompressed stream: hashes it (diff_id), counts it, and fails once it passes the
 /// limit, setting `exceeded` so the caller can tell a bomb from a corrupt stream whatever
 /// wrapping the tar reader puts around the error.
+///
+/// It also caps what is read between two entries the unpacker sees (`between`, reset by the
+/// unpacker): the tar reader buffers GNU long names and PAX headers in memory whole, so a header
+/// claiming gigabytes of "metadata" would otherwise be held in memory.
 struct Metered<R> {
     inner: R,
     hasher: sha2::Sha256,
     bytes: u64,
     limit: u64,
     exceeded: Arc<std::sync::atomic::AtomicBool>,
+    between: Arc<AtomicU64>,
+    metadata_exceeded: Arc<std::sync::atomic::AtomicBool>,
+    cap_metadata: bool,
 }
+
+/// Most bytes of tar metadata (headers, long names, PAX records) before one entry.
+const MAX_METADATA_BYTES: u64 = 16 << 20;
 
 impl<R: Read> Read for Metered<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -619,6 +632,12 @@ impl<R: Read> Read for Metered<R> {
         if self.bytes > self.limit {
             self.exceeded.store(true, Ordering::Relaxed);
             return Err(io::Error::other("layer exceeds its size limit"));
+        }
+        if self.cap_metadata
+            && self.between.fetch_add(n as u64, Ordering::Relaxed) + n as u64 > MAX_METADATA_BYTES
+        {
+            self.metadata_exceeded.store(true, Ordering::Relaxed);
+            return Err(io::Error::other("tar metadata exceeds its size limit"));
         }
         self.hasher.update(&buf[..n]);
         Ok(n)
@@ -670,17 +689,27 @@ fn unpack_into(
         what: format!("layer {diff_id}"),
         limit,
     };
+    let between = Arc::new(AtomicU64::new(0));
+    let metadata_exceeded = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut metered = Metered {
         inner: decoder(blob, compression)?.0,
         hasher: sha2::Sha256::new(),
         bytes: 0,
         limit,
         exceeded: exceeded.clone(),
+        between: between.clone(),
+        metadata_exceeded: metadata_exceeded.clone(),
+        cap_metadata: true,
     };
-    // A read error is a bomb if the meter tripped, else a corrupt stream.
+    // A read error is a bomb if a meter tripped, else a corrupt stream.
     let read_error = |e: io::Error| {
         if exceeded.load(Ordering::Relaxed) {
             too_large()
+        } else if metadata_exceeded.load(Ordering::Relaxed) {
+            Error::TooLarge {
+                what: format!("tar metadata (long names, pax headers) of layer {diff_id}"),
+                limit: MAX_METADATA_BYTES,
+            }
         } else {
             Error::Corrupt {
                 what: format!("layer {diff_id}"),
@@ -706,6 +735,8 @@ fn unpack_into(
         let entries = archive.entries().map_err(read_error)?;
         for entry in entries {
             let mut entry = entry.map_err(read_error)?;
+            // An entry's data is not metadata.
+            between.store(0, Ordering::Relaxed);
             count += 1;
             if count > limits.max_entries {
                 return Err(Error::TooLarge {
@@ -722,9 +753,13 @@ fn unpack_into(
                 return Err(too_large());
             }
             unpacker.entry(&mut entry, &read_error)?;
+            // What the unpacker did not read (skipped entries' data) is not metadata either.
+            io::copy(&mut entry, &mut io::sink()).map_err(read_error)?;
+            between.store(0, Ordering::Relaxed);
         }
     }
     // Whatever follows the end-of-archive blocks is part of the diff_id too.
+    metered.cap_metadata = false;
     io::copy(&mut metered, &mut io::sink()).map_err(read_error)?;
     unpacker.finish()?;
     let actual = Digest::from_sha256(metered.hasher.finalize().into());

@@ -381,7 +381,11 @@ async fn pulls_a_pushed_image_with_basic_auth() {
     assert_eq!(img2.digest, d2);
     assert_eq!(img2.layer_dirs()[0], dirs[0], "shared bottom layer");
 
-    let pruned = puller.cache().prune(&[d2.clone()]).await.expect("prune");
+    let pruned = puller
+        .cache()
+        .prune(std::slice::from_ref(&d2))
+        .await
+        .expect("prune");
     assert_eq!(pruned.images, vec![digest.clone()]);
     assert_eq!(pruned.layers, vec![img.layers[1].diff_id.clone()]);
     assert!(dirs[0].is_dir() && !dirs[1].exists());

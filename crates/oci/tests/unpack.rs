@@ -521,3 +521,106 @@ fn reopening_empties_staging() {
     let cache = LayerCache::open(&root).expect("reopen");
     assert_eq!(names(&cache.root().join("tmp")), Vec::<String>::new());
 }
+
+fn pax_record(key: &str, value: &str) -> String {
+    // "<len> key=value\n" where len counts itself.
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while format!("{len}{body}").len() != len {
+        len += 1;
+    }
+    format!("{len}{body}")
+}
+
+#[tokio::test]
+async fn long_names_and_pax_paths_unpack_and_are_checked() {
+    let f = fixture(Limits::default());
+    let long = format!("{}/file", "d".repeat(150));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(4);
+    b.append_data(&mut h, &long, &b"long"[..])
+        .expect("gnu long name");
+    let pax = pax_record("path", &format!("{}/pax-file", "p".repeat(120)));
+    let mut x = Header::new_ustar();
+    x.set_entry_type(EntryType::XHeader);
+    x.set_size(pax.len() as u64);
+    x.set_cksum();
+    b.append(&x, pax.as_bytes()).expect("pax header");
+    b.append(&header(&file("short-name", b"pax")), &b"pax"[..])
+        .expect("pax entry");
+    let tar = b.into_inner().expect("tar");
+    let diff_id = sha(&tar);
+    unpack(&f, &tar, Compression::None, &diff_id)
+        .await
+        .expect("unpack");
+    let layer = f.cache.layer_dir(&diff_id);
+    assert_eq!(std::fs::read(layer.join(&long)).expect("long"), b"long");
+    let pax_path = format!("{}/pax-file", "p".repeat(120));
+    assert_eq!(
+        std::fs::read(layer.join(pax_path)).expect("pax path"),
+        b"pax"
+    );
+    assert!(!layer.join("short-name").exists(), "the pax path wins");
+
+    // A PAX path is checked like any other.
+    let f = fixture(Limits::default());
+    let pax = pax_record("path", "../../escaped");
+    let mut b = tar::Builder::new(Vec::new());
+    let mut x = Header::new_ustar();
+    x.set_entry_type(EntryType::XHeader);
+    x.set_size(pax.len() as u64);
+    x.set_cksum();
+    b.append(&x, pax.as_bytes()).expect("pax header");
+    b.append(&header(&file("innocent", b"x")), &b"x"[..])
+        .expect("entry");
+    let e = refused(&f, &b.into_inner().expect("tar")).await;
+    assert!(unsafe_entry(&e), "{e}");
+}
+
+#[tokio::test]
+async fn a_huge_pax_header_is_too_large_before_it_is_buffered() {
+    let f = fixture(Limits::default());
+    let claimed = 64usize << 20;
+    let mut x = Header::new_ustar();
+    x.set_entry_type(EntryType::XHeader);
+    x.set_size(claimed as u64);
+    x.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append(&x, &vec![b'a'; claimed][..]).expect("pax header");
+    b.append(&header(&file("after", b"x")), &b"x"[..])
+        .expect("entry");
+    let tar = b.into_inner().expect("tar");
+    let e = unpack(&f, &gzip(&tar), Compression::Gzip, &sha(&tar))
+        .await
+        .expect_err("huge pax");
+    assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+    assert!(e.to_string().contains("metadata"), "{e}");
+    assert_unchanged(&f);
+}
+
+#[tokio::test]
+async fn a_file_replacing_a_symlink_does_not_write_through_it() {
+    let f = fixture(Limits::default());
+    let outside = tempfile::tempdir().expect("tempdir");
+    let target = outside.path().join("target");
+    let tar = tar_of(&[
+        symlink("f", target.to_str().expect("utf-8")),
+        file("f", b"inside"),
+        symlink("g", target.to_str().expect("utf-8")),
+        dir("g/"),
+    ]);
+    let diff_id = sha(&tar);
+    unpack(&f, &tar, Compression::None, &diff_id)
+        .await
+        .expect("unpack");
+    let layer = f.cache.layer_dir(&diff_id);
+    assert!(!target.exists());
+    assert_eq!(std::fs::read(layer.join("f")).expect("f"), b"inside");
+    assert!(
+        std::fs::symlink_metadata(layer.join("g"))
+            .expect("g")
+            .is_dir()
+    );
+}

@@ -451,7 +451,7 @@ impl Puller {
             return Ok(image);
         }
         let session = self.session(reference)?;
-        let (raw, body) = self.manifest(&session, &digest).await?;
+        let raw = self.manifest(&session, &digest).await?;
         let (manifest_digest, manifest) = match raw.manifests {
             Some(entries) => {
                 let offered: Vec<Platform> = entries
@@ -484,7 +484,7 @@ impl Puller {
                     what: format!("index of {reference}"),
                     detail: format!("manifest digest {:?} is not sha256", entry.digest),
                 })?;
-                let (manifest, _) = self.manifest(&session, &child).await?;
+                let manifest = self.manifest(&session, &child).await?;
                 if manifest.manifests.is_some() {
                     return Err(Error::Corrupt {
                         what: format!("index of {reference}"),
@@ -493,10 +493,7 @@ impl Puller {
                 }
                 (child, manifest)
             }
-            None => {
-                let _ = body;
-                (digest.clone(), raw)
-            }
+            None => (digest.clone(), raw),
         };
         let (Some(config_desc), Some(layer_descs)) = (manifest.config, manifest.layers) else {
             return Err(Error::Corrupt {
@@ -587,11 +584,7 @@ impl Puller {
     }
 
     /// Fetches a manifest or index by digest and checks its bytes against the digest.
-    async fn manifest(
-        &self,
-        session: &Session,
-        digest: &Digest,
-    ) -> Result<(RawManifest, bytes::Bytes), Error> {
+    async fn manifest(&self, session: &Session, digest: &Digest) -> Result<RawManifest, Error> {
         let oci_ref = session.reference(None, Some(digest));
         let (body, _) = session
             .client
@@ -647,7 +640,7 @@ impl Puller {
                 media_type: mt.clone(),
             });
         }
-        Ok((raw, body))
+        Ok(raw)
     }
 
     async fn config(&self, session: &Session, desc: &OciDescriptor) -> Result<RawConfig, Error> {

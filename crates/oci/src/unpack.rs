@@ -519,7 +519,10 @@ impl LayerCache {
             write_atomic(&self.staging_path("meta"), &self.layer_meta(diff_id), &meta)?;
             let dest = self.layer_dir(diff_id);
             match std::fs::rename(&staging, &dest) {
-                Ok(()) => Ok(size),
+                Ok(()) => {
+                    tracing::info!(%diff_id, bytes = size, "layer unpacked");
+                    Ok(size)
+                }
                 // Another process committed it first (the lock is per process): theirs is
                 // the same content.
                 Err(_) if dest.is_dir() => {
@@ -1127,7 +1130,8 @@ impl Unpacker {
             rustix::fs::fchmod(fd.as_fd(), Mode::from_raw_mode(d.mode))
                 .map_err(|e| io_err(format!("chmod {shown}"))(errno_io(e)))?;
         }
-        Ok(())
+        // The rename that commits the layer must not reach the disk before its files do.
+        rustix::fs::syncfs(&self.root).map_err(|e| io_err("sync the layer")(errno_io(e)))
     }
 }
 

@@ -113,11 +113,12 @@ impl Registry {
 
     /// Pushes an OCI layout's `tag` to `repo:tag` with skopeo (`--all` copies an index's images).
     fn push(&self, layout: &Path, tag: &str, repo: &str, all: bool) {
+        self.push_with(layout, tag, repo, if all { &["--all"] } else { &[] });
+    }
+
+    fn push_with(&self, layout: &Path, tag: &str, repo: &str, extra: &[&str]) {
         let mut cmd = Command::new("skopeo");
-        cmd.arg("--insecure-policy").arg("copy");
-        if all {
-            cmd.arg("--all");
-        }
+        cmd.arg("--insecure-policy").arg("copy").args(extra);
         let out = cmd
             .args(["--quiet", "--dest-tls-verify=false", "--dest-creds"])
             .arg(format!("{USER}:{PASSWORD}"))
@@ -565,5 +566,82 @@ async fn a_tampered_layer_is_a_digest_mismatch_and_leaves_nothing() {
     assert!(
         !layers.iter().any(|l| l.starts_with(tampered_diff_id.hex())),
         "{layers:?}"
+    );
+}
+
+#[tokio::test]
+async fn docker_schema2_images_and_concurrent_pulls() {
+    if !tools_present() {
+        return;
+    }
+    let registry = Registry::start();
+    let mut layout = Layout::new();
+    let manifest = image(
+        &layout,
+        &agent_layers("docker v2"),
+        &host_platform().architecture,
+    );
+    layout.tag("v1", MANIFEST, &manifest);
+    // skopeo converts to Docker's manifest and layer media types on the way.
+    registry.push_with(layout.path(), "v1", "team/docker", &["--format", "v2s2"]);
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let puller = Puller::new(registry.registries(PASSWORD), cache(data.path()));
+    let r = reference("team/docker:v1");
+    let digest = puller.resolve(&r).await.expect("resolve");
+    let pinned = r.pinned(digest.clone());
+    let (a, b) = tokio::join!(puller.pull(&pinned), puller.pull(&pinned));
+    let (a, b) = (a.expect("pull a"), b.expect("pull b"));
+    assert_eq!(a, b);
+    assert!(
+        a.layers
+            .iter()
+            .all(|l| l.media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+        "{:?}",
+        a.layers
+    );
+    assert_eq!(
+        std::fs::read(a.layer_dirs()[1].join("app/hello.txt")).expect("hello"),
+        b"docker v2"
+    );
+    assert_eq!(a.config.entrypoint, ["/bin/run.sh"]);
+    assert!(staging_is_empty(puller.cache()));
+}
+
+#[tokio::test]
+async fn an_unknown_layer_media_type_is_refused_before_download() {
+    if !tools_present() {
+        return;
+    }
+    let registry = Registry::start();
+    let mut layout = Layout::new();
+    let manifest = image(
+        &layout,
+        &agent_layers("artifact"),
+        &host_platform().architecture,
+    );
+    let mut parsed: serde_json::Value = serde_json::from_slice(&manifest).expect("manifest");
+    parsed["layers"][0]["mediaType"] = json!("application/vnd.example.model.weights");
+    let manifest = parsed.to_string().into_bytes();
+    layout.tag("v1", MANIFEST, &manifest);
+    registry.push(layout.path(), "v1", "team/artifact", false);
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let puller = Puller::new(registry.registries(PASSWORD), cache(data.path()));
+    let e = puller
+        .pull(&reference("team/artifact:v1"))
+        .await
+        .expect_err("unsupported");
+    match &e {
+        Error::UnsupportedMediaType { media_type } => {
+            assert_eq!(media_type, "application/vnd.example.model.weights");
+        }
+        other => panic!("expected UnsupportedMediaType, got {other:?}"),
+    }
+    assert!(
+        std::fs::read_dir(puller.cache().root().join("layers/sha256"))
+            .expect("layers")
+            .next()
+            .is_none()
     );
 }

@@ -624,3 +624,30 @@ async fn a_file_replacing_a_symlink_does_not_write_through_it() {
             .is_dir()
     );
 }
+
+#[tokio::test]
+async fn the_image_budget_limits_a_layer() {
+    let f = fixture(Limits {
+        max_image_bytes: 64 << 10,
+        ..Limits::default()
+    });
+    let tar = tar_of(&[file("big", &[1u8; 32 << 10])]);
+    let diff_id = sha(&tar);
+    let guard = f.cache.lock_layer(&diff_id).await;
+    // The image's other layers already used all but 8 KiB of its budget.
+    let e = f
+        .cache
+        .unpack_layer(&guard, &tar[..], Compression::None, 8 << 10)
+        .expect_err("over the image budget");
+    assert!(
+        matches!(e, Error::TooLarge { limit, .. } if limit == 64 << 10),
+        "{e}"
+    );
+    assert!(e.to_string().contains("image"), "{e}");
+    assert_unchanged(&f);
+    let size = f
+        .cache
+        .unpack_layer(&guard, &tar[..], Compression::None, 64 << 10)
+        .expect("within budget");
+    assert_eq!(size, tar.len() as u64);
+}

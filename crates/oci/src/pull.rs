@@ -265,20 +265,26 @@ impl Session {
         };
         match e {
             OciDistributionError::RegistryError { envelope, .. } => {
-                let codes: Vec<String> = envelope
-                    .errors
-                    .iter()
-                    .map(|e| format!("{:?}", e.code).to_ascii_uppercase())
-                    .collect();
+                use oci_client::errors::OciErrorCode as Code;
                 let detail = envelope
                     .errors
                     .iter()
                     .map(|e| format!("{:?}: {}", e.code, e.message))
                     .collect::<Vec<_>>()
                     .join("; ");
-                if codes.iter().any(|c| c.contains("UNKNOWN")) {
+                let any = |f: fn(&Code) -> bool| envelope.errors.iter().any(|e| f(&e.code));
+                if any(|c| {
+                    matches!(
+                        c,
+                        Code::ManifestUnknown
+                            | Code::NameUnknown
+                            | Code::BlobUnknown
+                            | Code::ManifestBlobUnknown
+                            | Code::NotFound
+                    )
+                }) {
                     not_found(detail)
-                } else if codes.iter().any(|c| c == "UNAUTHORIZED" || c == "DENIED") {
+                } else if any(|c| matches!(c, Code::Unauthorized | Code::Denied)) {
                     denied(detail)
                 } else {
                     Error::Registry { registry, detail }

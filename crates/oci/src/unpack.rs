@@ -467,7 +467,13 @@ impl LayerCache {
                 continue;
             }
             if name.ends_with(".json") {
-                // Sidecars go with their layer, below.
+                // A sidecar goes with its layer, below; one left without its layer goes now.
+                if !self.layer_dir(&diff_id).exists()
+                    && let Err(e) = std::fs::remove_file(entry.path())
+                    && e.kind() != io::ErrorKind::NotFound
+                {
+                    return Err(io_err(format!("remove {}", entry.path().display()))(e));
+                }
                 continue;
             }
             // Move it out of the cache first, so a crash mid-removal leaves no partial layer.

@@ -651,3 +651,109 @@ async fn the_image_budget_limits_a_layer() {
         .expect("within budget");
     assert_eq!(size, tar.len() as u64);
 }
+
+const UNPRIVILEGED_DIR: &str = "BERTH_OCI_TEST_UNPRIVILEGED_DIR";
+
+/// What an unprivileged Berth (user namespaces, no root) gets: whiteouts still made (Linux >=
+/// 5.8), `user.overlay.opaque` set, ownership ignored, and read-only directories still removable
+/// by prune. As root the test re-runs itself as `nobody` through `setpriv`.
+#[tokio::test]
+async fn unpacks_as_an_unprivileged_user() {
+    if let Some(dir) = std::env::var_os(UNPRIVILEGED_DIR) {
+        return unprivileged_body(Path::new(&dir)).await;
+    }
+    if !rustix::process::geteuid().is_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        return unprivileged_body(dir.path()).await;
+    }
+    let setpriv = Path::new("/usr/bin/setpriv");
+    assert!(
+        setpriv.exists(),
+        "util-linux's setpriv is part of every Debian system"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    rustix::fs::chown(
+        dir.path(),
+        Some(rustix::fs::Uid::from_raw(65534)),
+        Some(rustix::fs::Gid::from_raw(65534)),
+    )
+    .expect("chown the test dir to nobody");
+    let out = std::process::Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "unpacks_as_an_unprivileged_user",
+            "--test-threads=1",
+        ])
+        .env(UNPRIVILEGED_DIR, dir.path())
+        .output()
+        .expect("run the test as nobody");
+    assert!(
+        out.status.success(),
+        "as nobody:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+}
+
+async fn unprivileged_body(root: &Path) {
+    assert!(!rustix::process::geteuid().is_root());
+    let cache = LayerCache::open(root.join("images")).expect("open cache");
+    let f = Fixture {
+        _dir: tempfile::tempdir().expect("tempdir"),
+        cache,
+    };
+    let readonly = dir_entry_mode("ro/", 0o555);
+    let tar = tar_of(&[
+        readonly,
+        file("ro/inside", b"r"),
+        file("etc/.wh.passwd", b""),
+        dir("var/"),
+        file("var/.wh..wh..opq", b""),
+        {
+            let mut s = file("su", b"x");
+            s.mode = 0o4755;
+            s
+        },
+    ]);
+    let diff_id = sha(&tar);
+    unpack(&f, &tar, Compression::None, &diff_id)
+        .await
+        .expect("unpack as nobody");
+    let layer = f.cache.layer_dir(&diff_id);
+    let whiteout = std::fs::symlink_metadata(layer.join("etc/passwd")).expect("whiteout");
+    assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0);
+    let mut value = [0u8; 8];
+    let n = rustix::fs::getxattr(layer.join("var"), "user.overlay.opaque", &mut value)
+        .expect("user.overlay.opaque");
+    assert_eq!(&value[..n], b"y");
+    let su = std::fs::metadata(layer.join("su")).expect("su");
+    assert_eq!(su.permissions().mode() & 0o7777, 0o755);
+    assert_eq!(
+        su.uid(),
+        rustix::process::geteuid().as_raw(),
+        "ownership ignored"
+    );
+    assert_eq!(
+        std::fs::metadata(layer.join("ro"))
+            .expect("ro")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o555
+    );
+    let pruned = f.cache.prune(&[]).await.expect("prune as nobody");
+    assert_eq!(pruned.layers, vec![diff_id]);
+    assert_eq!(
+        names(&f.cache.root().join("layers/sha256")),
+        Vec::<String>::new()
+    );
+}
+
+fn dir_entry_mode(path: &str, mode: u32) -> E<'_> {
+    let mut d = dir(path);
+    d.mode = mode;
+    d
+}

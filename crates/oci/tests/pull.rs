@@ -445,7 +445,13 @@ async fn wrong_password_is_denied_and_missing_tag_is_not_found() {
 
 #[tokio::test]
 async fn closed_port_is_unreachable() {
-    let port = free_port();
+    // Bound but not listening: the port stays ours (no other test's registry can take it) and
+    // connections to it are refused.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let port = socket.local_addr().expect("addr").port();
     let registries = Registries {
         builtin: Some(HostConfig {
             url: Some(format!("http://127.0.0.1:{port}")),

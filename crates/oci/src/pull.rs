@@ -453,7 +453,10 @@ impl Puller {
             Some(d) => d.clone(),
             None => self.resolve(reference).await?,
         };
-        if let Some(image) = self.cache.image(&digest)? {
+        if let Some(image) = self.cache.image(&digest)?
+            && image.platform.os == self.platform.os
+            && image.platform.architecture == self.platform.architecture
+        {
             return Ok(image);
         }
         let session = self.session(reference)?;
@@ -508,7 +511,30 @@ impl Puller {
             });
         };
 
+        if ![
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.docker.container.image.v1+json",
+        ]
+        .contains(&config_desc.media_type.as_str())
+        {
+            // An artifact (a chart, a wasm module, model weights), not a runnable image.
+            return Err(Error::UnsupportedMediaType {
+                media_type: config_desc.media_type.clone(),
+            });
+        }
         let config = self.config(&session, &config_desc).await?;
+        if config.os != self.platform.os || config.architecture != self.platform.architecture {
+            let built_for = Platform {
+                os: config.os.clone(),
+                architecture: config.architecture.clone(),
+                variant: config.variant.clone(),
+            };
+            return Err(Error::UnsupportedPlatform {
+                reference: reference.to_string(),
+                wanted: self.platform.to_string(),
+                offered: vec![built_for.to_string()],
+            });
+        }
         if config.rootfs.typ != "layers" || config.rootfs.diff_ids.len() != layer_descs.len() {
             return Err(Error::Corrupt {
                 what: format!("config {}", config_desc.digest),

@@ -524,7 +524,15 @@ async fn an_index_without_the_host_platform_is_unsupported() {
         variant: None,
     });
     let img = puller.pull(&r.pinned(digest.clone())).await.expect("pull");
-    assert_eq!((img.digest, img.manifest_digest), (digest, m));
+    assert_eq!((img.digest, img.manifest_digest), (digest, m.clone()));
+
+    // The platform manifest pulled directly is refused on this host by its config's platform.
+    let host = Puller::new(registry.registries(PASSWORD), cache(data.path()));
+    let e = host
+        .pull(&r.pinned(m))
+        .await
+        .expect_err("single-platform image of another arch");
+    assert!(matches!(e, Error::UnsupportedPlatform { .. }), "{e:?}");
 }
 
 #[tokio::test]

@@ -42,6 +42,12 @@ pub struct ServeArgs {
     /// (`s3://?endpoint=http://host:9000&region=us-east-1`) [default: local].
     #[arg(long, env = "BERTH_ARTIFACT_STORE")]
     pub artifact_store: Option<String>,
+    /// Registries container images are pulled from (a TOML file): per registry host an optional
+    /// `url` serving it, `credentials` (`{ basic = { username, password } }` or
+    /// `{ bearer = { token } }`) and `allow_http`. ECR-style hosts not listed are served by Berth's
+    /// own registry [default: none; ECR-style URIs go to the built-in registry].
+    #[arg(long, env = "BERTH_REGISTRIES", value_name = "FILE")]
+    pub registries: Option<PathBuf>,
     /// How sessions are isolated: `namespaces` or `process` (no isolation: development only)
     /// [default: namespaces where the host allows them (root), else process, with a notice].
     #[arg(long, env = "BERTH_ISOLATION")]
@@ -257,6 +263,8 @@ pub struct Config {
     pub store: String,
     /// Artifact store URL (`local` or external).
     pub artifact_store: String,
+    /// Where container images are pulled from (the built-in registry is added at start).
+    pub registries: berth_oci::reference::Registries,
     /// Session isolation.
     pub isolation: berth_runtime::Isolation,
     /// Whether the isolation was chosen by a flag, variable or config key (else it is the default,
@@ -585,6 +593,7 @@ impl ServeArgs {
             account_id,
             store,
             artifact_store,
+            registries,
             isolation,
             warm_pool,
             start_timeout,
@@ -753,6 +762,15 @@ impl ServeArgs {
             partition: Partition { region, account_id },
             store,
             artifact_store: self.artifact_store.unwrap_or_else(|| "local".into()),
+            registries: match &self.registries {
+                None => berth_oci::reference::Registries::default(),
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| invalid("registries", format!("{}: {e}", path.display())))?;
+                    toml::from_str(&text)
+                        .map_err(|e| invalid("registries", format!("{}: {e}", path.display())))?
+                }
+            },
             isolation,
             isolation_chosen,
             warm_pool: self.warm_pool.unwrap_or(1),
@@ -813,6 +831,19 @@ impl ServeArgs {
                 })
                 .transpose()?,
         })
+    }
+}
+
+/// The address to reach a listener at from this host (a wildcard bind is reached on loopback).
+fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            (std::net::Ipv4Addr::LOCALHOST, addr.port()).into()
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            (std::net::Ipv6Addr::LOCALHOST, addr.port()).into()
+        }
+        _ => addr,
     }
 }
 
@@ -993,10 +1024,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The stores opened above made their dirs with the umask's modes (artifacts/ 0755): with a
     // traversable data dir those must be closed again.
     crate::datadir::secure(&cfg.data_dir, agents_traverse)?;
-    let preparer = Arc::new(berth_runtime::deploy::Preparer::new(
-        builder,
-        artifacts.clone(),
+    // Container images: pulled through the operator's registries, ECR-style URIs from Berth's
+    // own registry on this listener (read with the root credentials), unpacked under the data dir.
+    let layer_cache = berth_oci::unpack::LayerCache::open(cfg.data_dir.join("images"))
+        .context("opening the image layer cache")?;
+    let images = Arc::new(berth_runtime::image::OciImages::new(
+        cfg.registries.clone(),
+        layer_cache,
     ));
+    images.serve_builtin(berth_oci::reference::HostConfig {
+        url: Some(format!("http://{}", loopback(addr))),
+        credentials: berth_oci::reference::Credentials::Basic {
+            username: creds.access_key_id.clone(),
+            password: creds.secret_access_key.clone(),
+        },
+        allow_http: true,
+    });
+    let preparer = Arc::new(
+        berth_runtime::deploy::Preparer::new(builder, artifacts.clone()).with_images(images),
+    );
     let edge = berth_server::Edge::new(cfg.edge.clone());
     let (sandbox_api, sandbox_api_state) = crate::edge_args::sandbox_api(edge.clone());
     // The session backend: where agents run. Namespace sandboxes on this host today; a container

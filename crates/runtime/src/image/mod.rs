@@ -8,6 +8,9 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
+mod oci;
+pub use oci::OciImages;
+
 /// An image ready to run: the digest a version pins, and what its configuration says to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PulledImage {

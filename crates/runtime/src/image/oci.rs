@@ -1,0 +1,94 @@
+//! [`Images`] over `berth_oci`: references resolved through the operator's registry mapping
+//! (ECR-style hosts to Berth's own registry), images pulled, verified and unpacked into the layer
+//! cache.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use async_trait::async_trait;
+use berth_oci::pull::Puller;
+use berth_oci::reference::{Digest, HostConfig, Reference, Registries};
+use berth_oci::unpack::{Image, LayerCache};
+
+use super::{ImageError, Images, PulledImage};
+
+/// Images from registries, cached under the data dir.
+pub struct OciImages {
+    registries: Registries,
+    cache: LayerCache,
+    /// Built once Berth's own listener (the built-in registry's address) is known.
+    puller: OnceLock<Puller>,
+}
+
+impl OciImages {
+    /// Images pulled through `registries` into `cache`. [`OciImages::serve_builtin`] must be
+    /// called before the first pull when ECR-style references are to reach the built-in registry.
+    pub fn new(registries: Registries, cache: LayerCache) -> Self {
+        Self {
+            registries,
+            cache,
+            puller: OnceLock::new(),
+        }
+    }
+
+    /// Names Berth's own registry (its base URL and the credentials to read it with) for
+    /// ECR-style hosts the operator did not map elsewhere.
+    pub fn serve_builtin(&self, builtin: HostConfig) {
+        let mut registries = self.registries.clone();
+        registries.builtin = Some(builtin);
+        let _ = self.puller.set(Puller::new(registries, self.cache.clone()));
+    }
+
+    fn puller(&self) -> Result<&Puller, ImageError> {
+        self.puller
+            .get()
+            .ok_or_else(|| ImageError("the image puller is not ready yet".into()))
+    }
+}
+
+fn pulled(image: Image) -> PulledImage {
+    let config = &image.config;
+    let mut argv = config.entrypoint.clone();
+    argv.extend(config.cmd.iter().cloned());
+    let env = config
+        .env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    PulledImage {
+        digest: image.digest.to_string(),
+        layers: image.layer_dirs(),
+        argv,
+        env,
+        working_dir: config
+            .working_dir
+            .as_deref()
+            .filter(|d| d.starts_with('/'))
+            .map_or_else(|| PathBuf::from("/"), PathBuf::from),
+        user: config.user.clone(),
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> ImageError {
+    ImageError(e.to_string())
+}
+
+#[async_trait]
+impl Images for OciImages {
+    async fn pull(&self, uri: &str) -> Result<PulledImage, ImageError> {
+        let reference = Reference::parse(uri).map_err(failed)?;
+        let image = self.puller()?.pull(&reference).await.map_err(failed)?;
+        Ok(pulled(image))
+    }
+
+    async fn pinned(&self, uri: &str, digest: &str) -> Result<PulledImage, ImageError> {
+        let digest = Digest::parse(digest).map_err(failed)?;
+        if let Some(image) = self.cache.image(&digest).map_err(failed)? {
+            return Ok(pulled(image));
+        }
+        let reference = Reference::parse(uri).map_err(failed)?.pinned(digest);
+        let image = self.puller()?.pull(&reference).await.map_err(failed)?;
+        Ok(pulled(image))
+    }
+}

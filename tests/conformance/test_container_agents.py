@@ -28,8 +28,10 @@ from berth_harness import (
     deploy_agent,
     hello_agent_zip,
     new_session_id,
+    run_cli,
     unique_name,
     wait_endpoint,
+    wait_not_found,
     wait_status,
 )
 
@@ -283,6 +285,30 @@ def test_an_image_from_an_external_registry_with_auth_is_pulled_and_served(
     _, body = invoke(data, ready["agentRuntimeArn"], "DEFAULT", {"prompt": "from afar"})
     answer = json.loads(body)
     assert answer["result"] == "from afar" and answer["from"] == "image"
+
+    # The operator sees the cached image and who pins it; pruning keeps it while pinned and
+    # removes it, layers too, once its runtime is gone.
+    def cli_json(*args):
+        done = run_cli(server, *args, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    cached = cli_json("images", "list")
+    assert len(cached) == 1, cached
+    assert cached[0]["usedBy"] == [{"runtimeId": ready["agentRuntimeId"], "version": 1}]
+    assert cached[0]["reference"].endswith("team/agent:v1"), cached
+    assert cached[0]["platform"] == "linux/amd64", cached
+    layers_dir = server.data_dir / "images" / "layers" / "sha256"
+    unpacked = [p for p in layers_dir.iterdir() if p.is_dir()]
+    assert len(unpacked) == cached[0]["layers"], unpacked
+    assert cli_json("images", "prune") == {"images": [], "layers": []}
+    control.delete_agent_runtime(agentRuntimeId=ready["agentRuntimeId"])
+    wait_not_found(control.get_agent_runtime, agentRuntimeId=ready["agentRuntimeId"])
+    pruned = cli_json("images", "prune")
+    assert pruned["images"] == [cached[0]["digest"]], pruned
+    assert len(pruned["layers"]) == cached[0]["layers"], pruned
+    assert cli_json("images", "list") == []
+    assert not [p for p in layers_dir.iterdir() if p.is_dir()]
 
     # The same registry with a wrong password: the version fails and says why.
     denied = server_with("not-the-password", "denied")

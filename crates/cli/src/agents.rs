@@ -563,6 +563,68 @@ pub enum SessionsCmd {
     },
 }
 
+/// `berth images` subcommands.
+#[derive(Subcommand)]
+pub enum ImagesCmd {
+    /// The images in the server's cache, with the versions pinning each.
+    List,
+    /// Removes cached images no version pins, and their layers.
+    Prune,
+}
+
+/// `berth images`.
+pub async fn images(cmd: ImagesCmd, args: ClientArgs) -> anyhow::Result<()> {
+    let c = Client::new(&args)?;
+    match cmd {
+        ImagesCmd::List => {
+            let v = c.call("GET", "/berth/v1/images", None).await?;
+            if args.json {
+                outln!("{}", serde_json::to_string_pretty(&v["images"])?);
+                return Ok(());
+            }
+            let mut t = comfy_table::Table::new();
+            t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+            t.set_header(vec!["DIGEST", "REFERENCE", "PLATFORM", "SIZE", "USED BY"]);
+            for i in v["images"].as_array().into_iter().flatten() {
+                let used: Vec<String> = i["usedBy"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|u| {
+                        format!(
+                            "{} v{}",
+                            u["runtimeId"].as_str().unwrap_or_default(),
+                            u["version"]
+                        )
+                    })
+                    .collect();
+                t.add_row(vec![
+                    i["digest"].as_str().unwrap_or_default().to_owned(),
+                    i["reference"].as_str().unwrap_or_default().to_owned(),
+                    i["platform"].as_str().unwrap_or_default().to_owned(),
+                    format!("{} MiB", i["sizeBytes"].as_u64().unwrap_or(0) / (1 << 20)),
+                    if used.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        used.join(", ")
+                    },
+                ]);
+            }
+            outln!("{t}");
+        }
+        ImagesCmd::Prune => {
+            let v = c.call("POST", "/berth/v1/images/prune", None).await?;
+            if args.json {
+                outln!("{}", serde_json::to_string_pretty(&v["pruned"])?);
+                return Ok(());
+            }
+            let n = |k: &str| v["pruned"][k].as_array().map_or(0, Vec::len);
+            outln!("removed {} images and {} layers", n("images"), n("layers"));
+        }
+    }
+    Ok(())
+}
+
 /// `berth sessions`.
 pub async fn sessions(cmd: SessionsCmd, args: ClientArgs) -> anyhow::Result<()> {
     let c = Client::new(&args)?;

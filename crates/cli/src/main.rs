@@ -125,6 +125,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Cached container images: list (with the versions pinning each) and prune.
+    Images {
+        #[command(subcommand)]
+        cmd: agents::ImagesCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Live sessions: list and stop.
     Sessions {
         #[command(subcommand)]
@@ -261,6 +268,7 @@ fn main() -> ExitCode {
             Command::Invoke { invoke, client } => agents::invoke(invoke, client).await,
             Command::Exec { exec, client } => exec::exec(exec, client).await,
             Command::Sessions { cmd, client } => agents::sessions(cmd, client).await,
+            Command::Images { cmd, client } => agents::images(cmd, client).await,
             Command::Logs { logs, client } => agents::logs(logs, client).await,
             Command::Traces { cmd, client } => traces::traces(cmd, client).await,
             Command::Usage { usage, client } => usage::usage(usage, client).await,

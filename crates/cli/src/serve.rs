@@ -1041,7 +1041,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         allow_http: true,
     });
     let preparer = Arc::new(
-        berth_runtime::deploy::Preparer::new(builder, artifacts.clone()).with_images(images),
+        berth_runtime::deploy::Preparer::new(builder, artifacts.clone())
+            .with_images(images.clone()),
     );
     let edge = berth_server::Edge::new(cfg.edge.clone());
     let (sandbox_api, sandbox_api_state) = crate::edge_args::sandbox_api(edge.clone());
@@ -1240,6 +1241,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         evals: eval_routes,
         datasets,
         batches,
+        images: Some(images),
     };
     sandbox_api_state.send_replace(Some(state.clone()));
     // Online evaluation and drift alerts: off the invocation path, over what is stored.

@@ -80,6 +80,20 @@ struct Inner {
 
 /// A store failure as the caller sees it: InternalServerException, the cause kept for the one
 /// log line the server writes with the request id (`server::error`).
+/// A version running a container image, and the digest it pins.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageVersion {
+    /// The runtime.
+    pub runtime_id: String,
+    /// The version.
+    pub version: u32,
+    /// The image as the version names it.
+    pub container_uri: String,
+    /// The digest it pinned when it was built.
+    pub digest: String,
+}
+
 fn internal(e: berth_store::Error) -> ApiError {
     ApiError::internal_because(format_args!("control store: {e}"))
 }
@@ -527,6 +541,50 @@ impl Control {
                 .filter(|_| more)
                 .map(|last| paging::encode(i64::from(last.version), "")),
         })
+    }
+
+    /// Every version that runs a container image and has pinned its digest (deleted runtimes
+    /// included until they are gone): what pruning the image cache must keep.
+    pub async fn image_versions(&self) -> Result<Vec<ImageVersion>, ApiError> {
+        let store = &self.inner.store;
+        let mut out = Vec::new();
+        let mut after: Option<berth_store::RuntimeCursor> = None;
+        loop {
+            let page = store
+                .list_runtimes(after.as_ref(), 500)
+                .await
+                .map_err(internal)?;
+            let Some(last) = page.last() else { break };
+            after = Some(berth_store::RuntimeCursor {
+                created_at: last.created_at,
+                id: last.id.clone(),
+            });
+            for rt in &page {
+                let mut below = None;
+                loop {
+                    let vs = store
+                        .list_versions(&rt.id, below, 500)
+                        .await
+                        .map_err(internal)?;
+                    let Some(oldest) = vs.last() else { break };
+                    below = Some(oldest.version);
+                    for v in &vs {
+                        let uri = v.spec["agentRuntimeArtifact"]["containerConfiguration"]
+                            ["containerUri"]
+                            .as_str();
+                        if let (Some(uri), Some(digest)) = (uri, &v.artifact_digest) {
+                            out.push(ImageVersion {
+                                runtime_id: rt.id.clone(),
+                                version: v.version,
+                                container_uri: uri.to_string(),
+                                digest: digest.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// `DeleteAgentRuntime`: one version (`?version=`) or the whole runtime.

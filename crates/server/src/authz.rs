@@ -512,6 +512,10 @@ pub fn operations(
         }
         // Berth's native API.
         (Method::GET, ["berth", "v1", "sessions"]) => one("berth:ListSessions", any_runtime),
+        (Method::GET, ["berth", "v1", "images"]) => one("berth:ListImages", any_runtime),
+        (Method::POST, ["berth", "v1", "images", "prune"]) => {
+            one("berth:PruneImages", any_runtime).audited()
+        }
         (Method::DELETE, ["berth", "v1", "runtimes", r, "sessions", _]) => {
             one("bedrock-agentcore:StopRuntimeSession", runtime_arn(p, r))
         }

@@ -74,6 +74,8 @@ pub struct AppState {
     pub datasets: berth_eval::datasets::Datasets,
     /// Batch evaluations.
     pub batches: berth_eval::batch::Batches,
+    /// The container image cache (`None`: this server runs code versions only).
+    pub images: Option<Arc<dyn berth_runtime::image::Images>>,
 }
 
 /// The router of one sandbox's own listener: the OTLP receiver for that sandbox, then the full

@@ -147,4 +147,51 @@ pub fn routes() -> axum::Router<AppState> {
             delete(stop_session),
         )
         .route("/berth/v1/runtimes/{runtime}/logs", get(logs))
+        .route("/berth/v1/images", get(list_images))
+        .route("/berth/v1/images/prune", axum::routing::post(prune_images))
+}
+
+fn images(s: &AppState) -> Result<&std::sync::Arc<dyn berth_runtime::image::Images>, ApiError> {
+    s.images
+        .as_ref()
+        .ok_or_else(|| ApiError::conflict("this server runs no container images"))
+}
+
+/// `GET /berth/v1/images`: the cached container images, each with the versions pinning it.
+async fn list_images(State(s): State<AppState>) -> Result<Response, WireError> {
+    let cached = images(&s)?
+        .cached()
+        .await
+        .map_err(ApiError::internal_because)?;
+    let versions = s.control.image_versions().await?;
+    let listed: Vec<_> = cached
+        .into_iter()
+        .map(|image| {
+            let used_by: Vec<_> = versions
+                .iter()
+                .filter(|v| v.digest == image.digest)
+                .map(|v| json!({"runtimeId": v.runtime_id, "version": v.version}))
+                .collect();
+            let mut entry = serde_json::to_value(&image).unwrap_or_default();
+            entry["usedBy"] = used_by.into();
+            entry
+        })
+        .collect();
+    Ok(axum::Json(json!({ "images": listed })).into_response())
+}
+
+/// `POST /berth/v1/images/prune`: forgets cached images no version pins, and their layers.
+async fn prune_images(State(s): State<AppState>) -> Result<Response, WireError> {
+    let keep: Vec<String> = s
+        .control
+        .image_versions()
+        .await?
+        .into_iter()
+        .map(|v| v.digest)
+        .collect();
+    let pruned = images(&s)?
+        .prune(&keep)
+        .await
+        .map_err(ApiError::internal_because)?;
+    Ok(axum::Json(json!({ "pruned": pruned })).into_response())
 }

@@ -43,9 +43,41 @@ pub struct ImageFiles {
 #[error("{0}")]
 pub struct ImageError(pub String);
 
+/// An image in the cache, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedImage {
+    /// The digest versions pin.
+    pub digest: String,
+    /// The reference it was pulled by.
+    pub reference: String,
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// Uncompressed bytes of its layers.
+    pub size_bytes: u64,
+    /// How many layers it has.
+    pub layers: usize,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pruned {
+    /// Digests of the images forgotten.
+    pub images: Vec<String>,
+    /// Layers removed (by uncompressed digest).
+    pub layers: Vec<String>,
+}
+
 /// Where images come from.
 #[async_trait]
 pub trait Images: Send + Sync {
+    /// The images in the cache.
+    async fn cached(&self) -> Result<Vec<CachedImage>, ImageError>;
+
+    /// Removes every cached image not in `keep` (digests), and the layers no kept image uses.
+    async fn prune(&self, keep: &[String]) -> Result<Pruned, ImageError>;
+
     /// Resolves `uri` (a tag or a digest) to the image for this host and makes its files
     /// available: what a new version pins.
     async fn pull(&self, uri: &str) -> Result<PulledImage, ImageError>;

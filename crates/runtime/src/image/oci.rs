@@ -10,7 +10,7 @@ use berth_oci::pull::Puller;
 use berth_oci::reference::{Digest, HostConfig, Reference, Registries};
 use berth_oci::unpack::{Image, LayerCache};
 
-use super::{ImageError, Images, PulledImage};
+use super::{CachedImage, ImageError, Images, Pruned, PulledImage};
 
 /// Images from registries, cached under the data dir.
 pub struct OciImages {
@@ -76,6 +76,33 @@ fn failed(e: impl std::fmt::Display) -> ImageError {
 
 #[async_trait]
 impl Images for OciImages {
+    async fn cached(&self) -> Result<Vec<CachedImage>, ImageError> {
+        let images = self.cache.images().map_err(failed)?;
+        Ok(images
+            .into_iter()
+            .map(|i| CachedImage {
+                digest: i.digest.to_string(),
+                reference: i.reference.clone(),
+                platform: i.platform.to_string(),
+                size_bytes: i.size,
+                layers: i.layers.len(),
+            })
+            .collect())
+    }
+
+    async fn prune(&self, keep: &[String]) -> Result<Pruned, ImageError> {
+        let keep = keep
+            .iter()
+            .map(|d| Digest::parse(d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(failed)?;
+        let pruned = self.cache.prune(&keep).await.map_err(failed)?;
+        Ok(Pruned {
+            images: pruned.images.iter().map(ToString::to_string).collect(),
+            layers: pruned.layers.iter().map(ToString::to_string).collect(),
+        })
+    }
+
     async fn pull(&self, uri: &str) -> Result<PulledImage, ImageError> {
         let reference = Reference::parse(uri).map_err(failed)?;
         let image = self.puller()?.pull(&reference).await.map_err(failed)?;

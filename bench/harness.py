@@ -47,6 +47,7 @@ import b7_routing  # noqa: E402
 import b8_edge  # noqa: E402
 import b10_traces  # noqa: E402
 import b1e_online  # noqa: E402
+import b12_images  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -1388,6 +1389,8 @@ class Bench:
                 b10_traces.b10(self)
             if self.wants("B11"):
                 self.b11()
+            if self.wants("B12"):
+                b12_images.b12(self)
             if self.wants("B3"):
                 self.b3_report(self.finish_silence())
             if not self.plan.smoke:

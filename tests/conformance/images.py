@@ -52,8 +52,11 @@ USER bedrock_agentcore
 EXPOSE 8080
 EXPOSE 8000
 COPY agent.py agent.py
-CMD ["opentelemetry-instrument", "python", "-m", "agent"]
+CMD {cmd}
 """
+
+#: The starter toolkit's command.
+STARTER_CMD = ["opentelemetry-instrument", "python", "-m", "agent"]
 
 
 def run(*cmd, **kw) -> str:
@@ -138,13 +141,14 @@ def wheels() -> Path:
     return WHEELS
 
 
-def build_agent_image(agent_source: str, tag: str, out: Path) -> Path:
-    """Builds the starter-toolkit-style image running `agent_source` as `agent.py`, tagged
-    `tag` in the build storage, and writes it as an OCI layout at `out`."""
+def build_agent_image(agent_source: str, tag: str, out: Path, cmd: list[str] = STARTER_CMD) -> Path:
+    """Builds the starter-toolkit-style image running `agent_source` as `agent.py` (with `cmd`,
+    the starter toolkit's by default), tagged `tag` in the build storage, and writes it as an
+    OCI layout at `out`."""
     base = debian_base()
     with tempfile.TemporaryDirectory(prefix="berth-image-ctx-") as ctx:
         ctx = Path(ctx)
-        (ctx / "Dockerfile").write_text(DOCKERFILE.format(base=base))
+        (ctx / "Dockerfile").write_text(DOCKERFILE.format(base=base, cmd=json.dumps(cmd)))
         (ctx / "requirements.txt").write_text("\n".join(IMAGE_REQUIREMENTS) + "\n")
         (ctx / "agent.py").write_text(agent_source)
         shutil.copytree(wheels(), ctx / "wheels", ignore=shutil.ignore_patterns(".complete"))

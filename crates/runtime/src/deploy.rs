@@ -169,6 +169,7 @@ fn image_prepared(image: PulledImage) -> Result<Prepared, Error> {
         image: Some(ImageFiles {
             digest: image.digest,
             layers: image.layers,
+            user: image.user,
         }),
     })
 }

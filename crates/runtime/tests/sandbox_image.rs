@@ -18,6 +18,8 @@ use berth_runtime::sandbox::{DEFAULT_LAYER_BYTES, ImageRoot, Sandbox, SandboxSpe
 use sandbox_support::{Fixture, eventually};
 
 const BUSYBOX: &str = "/bin/busybox";
+/// The image user of the test layers (`USER 4000` in a Dockerfile).
+const IMAGE_UID: u32 = 4000;
 
 fn dir(p: &Path, mode: u32) {
     std::fs::create_dir_all(p).unwrap();
@@ -33,7 +35,7 @@ fn file(p: &Path, text: &str) {
 fn whiteout(p: &Path) {
     let c = CString::new(p.as_os_str().as_bytes()).unwrap();
     // SAFETY: a valid C string; mknod has no other preconditions.
-    let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o000, 0) };
+    let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) };
     assert_eq!(r, 0, "mknod {}", p.display());
 }
 
@@ -83,6 +85,12 @@ fn layers(base: &Path) -> Vec<PathBuf> {
     file(&top.join("dir/new"), "from the top layer\n");
     dir(&top.join("app"), 0o755);
     file(&top.join("app/hello"), "hello from the image\n");
+    // The image user's home, as `useradd -m` leaves it.
+    dir(&top.join("home/app"), 0o755);
+    file(&top.join("home/app/.profile"), "# the user's\n");
+    for p in [top.join("home/app"), top.join("home/app/.profile")] {
+        std::os::unix::fs::lchown(&p, Some(IMAGE_UID), Some(IMAGE_UID)).unwrap();
+    }
     vec![bottom, top]
 }
 
@@ -94,15 +102,18 @@ fn image_spec(fx: &Fixture, name: &str, layers: Vec<PathBuf>, script: &str) -> S
     spec.image = Some(ImageRoot {
         layers,
         layer_bytes: DEFAULT_LAYER_BYTES,
+        user: None,
     });
     spec
 }
 
 /// Runs `script` in a sandbox over `layers` to its end; returns what it printed.
 async fn run(fx: &Fixture, name: &str, layers: Vec<PathBuf>, script: &str) -> String {
-    let sb = Sandbox::start(image_spec(fx, name, layers, script))
-        .await
-        .unwrap();
+    run_spec(image_spec(fx, name, layers, script)).await
+}
+
+async fn run_spec(spec: SandboxSpec) -> String {
+    let sb = Sandbox::start(spec).await.unwrap();
     let info = sb.exited().await;
     let log = sb.log_path().to_path_buf();
     // The pump finishes draining the pipes on its own once every writer is gone.
@@ -154,7 +165,7 @@ async fn an_image_is_the_root_with_its_layers_merged_and_a_writable_layer_of_its
     );
     assert!(out.contains("tmp-ok"), "{out}");
     // Nothing of the host: the root lists the image's entries and the sandbox's mounts only.
-    for host_only in ["root", "home", "work", "var", "usr"] {
+    for host_only in ["root", "work", "var", "usr"] {
         assert!(
             !out.lines().any(|l| l == host_only),
             "{host_only} is in the root: {out}"
@@ -229,4 +240,42 @@ async fn a_program_missing_from_the_image_fails_the_start_clearly() {
         text.contains("python3") || text.contains("No such file"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_users_files_are_the_agents_own_and_roots_stay_roots() {
+    let fx = Fixture::new();
+    let layers = layers(fx.base.path());
+    let script = "id -u; stat -c '%u' /home/app /home/app/.profile /app/hello; \
+        echo mine > /home/app/new && echo home-writable; \
+        echo x > /app/new 2>/dev/null && echo app-writable || echo app-readonly; echo END";
+    let mut spec = image_spec(&fx, "user", layers.clone(), script);
+    if let Some(image) = &mut spec.image {
+        image.user = Some((IMAGE_UID, IMAGE_UID));
+    }
+    let out = run_spec(spec).await;
+    let lines: Vec<&str> = out.lines().collect();
+    let agent = lines[0];
+    assert_ne!(agent, "0");
+    assert_ne!(agent, IMAGE_UID.to_string());
+    assert_eq!(&lines[1..4], [agent, agent, "0"], "{out}");
+    assert!(out.contains("home-writable"), "{out}");
+    assert!(out.contains("app-readonly"), "{out}");
+    // The shared layer keeps the image's owners; the write went to the session's own layer.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(layers[1].join("home/app")).unwrap().uid(),
+        IMAGE_UID
+    );
+    assert!(!layers[1].join("home/app/new").exists());
+
+    // Without the mapping the user's home is someone else's.
+    let out = run(
+        &fx,
+        "nouser",
+        layers,
+        "echo mine > /home/app/new 2>/dev/null && echo home-writable || echo home-refused; echo END",
+    )
+    .await;
+    assert!(out.contains("home-refused"), "{out}");
 }

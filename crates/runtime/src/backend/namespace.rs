@@ -123,6 +123,7 @@ impl super::SessionBackend for NamespaceBackend {
             sb.image = Some(ImageRoot {
                 layers: image.layers,
                 layer_bytes: DEFAULT_LAYER_BYTES,
+                user: image.user,
             });
         }
         let namespaced = sb.isolation == Isolation::Namespaces;

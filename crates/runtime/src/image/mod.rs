@@ -24,9 +24,10 @@ pub struct PulledImage {
     pub env: Vec<(String, String)>,
     /// The working directory inside the image (`/` when the image names none).
     pub working_dir: PathBuf,
-    /// The user the image names (`USER`), kept for operators; the agent runs as a uid of its own
-    /// like every agent.
-    pub user: Option<String>,
+    /// The user the image names (`USER`), resolved against the image's `/etc/passwd` and
+    /// `/etc/group` to (uid, gid); `None` for root. The agent still runs as a uid of its own; the
+    /// image user's files are shown as its own.
+    pub user: Option<(u32, u32)>,
 }
 
 /// The files of an image version, as session backends get them.
@@ -36,6 +37,73 @@ pub struct ImageFiles {
     pub digest: String,
     /// Unpacked layers, bottom first.
     pub layers: Vec<PathBuf>,
+    /// The image user (uid, gid), `None` for root.
+    pub user: Option<(u32, u32)>,
+}
+
+/// Resolves an image's `User` (`name`, `uid`, `name:group`, `uid:gid`, empty for root) against
+/// the image's `/etc/passwd` and `/etc/group` as its layers (bottom first) leave them, the way a
+/// container runtime does: a name must exist; a bare uid takes its passwd entry's group, else 0.
+pub fn resolve_user(layers: &[PathBuf], user: &str) -> Result<Option<(u32, u32)>, ImageError> {
+    let user = user.trim();
+    if user.is_empty() {
+        return Ok(None);
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = image_file(layers, "etc/passwd");
+    let entry = |name_or_id: &str| {
+        passwd.lines().find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            let (uid, gid) = (
+                f.get(2)?.parse::<u32>().ok()?,
+                f.get(3)?.parse::<u32>().ok()?,
+            );
+            (f[0] == name_or_id || uid.to_string() == name_or_id).then_some((uid, gid))
+        })
+    };
+    let (uid, primary) = match (u.parse::<u32>(), entry(u)) {
+        (_, Some(found)) => found,
+        (Ok(uid), None) => (uid, 0),
+        (Err(_), None) => {
+            return Err(ImageError(format!(
+                "the image's user {u:?} is not in its /etc/passwd"
+            )));
+        }
+    };
+    let gid = match g {
+        None => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => image_file(layers, "etc/group")
+                .lines()
+                .find_map(|line| {
+                    let f: Vec<&str> = line.split(':').collect();
+                    (f[0] == g).then(|| f.get(2)?.parse::<u32>().ok())?
+                })
+                .ok_or_else(|| {
+                    ImageError(format!("the image's group {g:?} is not in its /etc/group"))
+                })?,
+        },
+    };
+    Ok(Some((uid, gid)))
+}
+
+/// A regular file of the image as its layers leave it (the topmost layer holding it; a
+/// whiteout or anything but a regular file there ends the search), or empty.
+fn image_file(layers: &[PathBuf], path: &str) -> String {
+    for layer in layers.iter().rev() {
+        match std::fs::symlink_metadata(layer.join(path)) {
+            Ok(m) if m.is_file() => {
+                return std::fs::read_to_string(layer.join(path)).unwrap_or_default();
+            }
+            Ok(_) => return String::new(),
+            Err(_) => continue,
+        }
+    }
+    String::new()
 }
 
 /// Why an image cannot be had; the text becomes the version's `failureReason`.
@@ -85,4 +153,57 @@ pub trait Images: Send + Sync {
     /// The image a version pinned: from the cache, else pulled again by `digest` (never by tag,
     /// so a moved tag cannot change a version).
     async fn pinned(&self, uri: &str, digest: &str) -> Result<PulledImage, ImageError>;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn layers(dir: &std::path::Path) -> Vec<PathBuf> {
+        let base = dir.join("base");
+        let top = dir.join("top");
+        std::fs::create_dir_all(base.join("etc")).unwrap();
+        std::fs::create_dir_all(top.join("etc")).unwrap();
+        std::fs::write(base.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        std::fs::write(
+            top.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nbedrock_agentcore:x:1000:1001::/home/b:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(top.join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        vec![base, top]
+    }
+
+    #[test]
+    fn users_resolve_as_a_container_runtime_resolves_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = layers(dir.path());
+        assert_eq!(resolve_user(&l, "").unwrap(), None);
+        assert_eq!(
+            resolve_user(&l, "bedrock_agentcore").unwrap(),
+            Some((1000, 1001))
+        );
+        assert_eq!(resolve_user(&l, "1000").unwrap(), Some((1000, 1001)));
+        assert_eq!(resolve_user(&l, "4242").unwrap(), Some((4242, 0)));
+        assert_eq!(
+            resolve_user(&l, "bedrock_agentcore:staff").unwrap(),
+            Some((1000, 50))
+        );
+        assert_eq!(resolve_user(&l, "1000:7").unwrap(), Some((1000, 7)));
+        assert!(
+            resolve_user(&l, "nobody_here")
+                .unwrap_err()
+                .0
+                .contains("/etc/passwd")
+        );
+        assert!(
+            resolve_user(&l, "1000:nogroup")
+                .unwrap_err()
+                .0
+                .contains("/etc/group")
+        );
+        // The top layer's passwd is the image's; the base's is hidden.
+        assert_eq!(resolve_user(&l[..1], "bedrock_agentcore").is_err(), true);
+    }
 }

@@ -46,7 +46,7 @@ impl OciImages {
     }
 }
 
-fn pulled(image: Image) -> PulledImage {
+fn pulled(image: Image) -> Result<PulledImage, ImageError> {
     let config = &image.config;
     let mut argv = config.entrypoint.clone();
     argv.extend(config.cmd.iter().cloned());
@@ -56,9 +56,11 @@ fn pulled(image: Image) -> PulledImage {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    PulledImage {
+    let layers = image.layer_dirs();
+    let user = super::resolve_user(&layers, config.user.as_deref().unwrap_or_default())?;
+    Ok(PulledImage {
         digest: image.digest.to_string(),
-        layers: image.layer_dirs(),
+        layers,
         argv,
         env,
         working_dir: config
@@ -66,8 +68,8 @@ fn pulled(image: Image) -> PulledImage {
             .as_deref()
             .filter(|d| d.starts_with('/'))
             .map_or_else(|| PathBuf::from("/"), PathBuf::from),
-        user: config.user.clone(),
-    }
+        user,
+    })
 }
 
 fn failed(e: impl std::fmt::Display) -> ImageError {
@@ -106,16 +108,16 @@ impl Images for OciImages {
     async fn pull(&self, uri: &str) -> Result<PulledImage, ImageError> {
         let reference = Reference::parse(uri).map_err(failed)?;
         let image = self.puller()?.pull(&reference).await.map_err(failed)?;
-        Ok(pulled(image))
+        pulled(image)
     }
 
     async fn pinned(&self, uri: &str, digest: &str) -> Result<PulledImage, ImageError> {
         let digest = Digest::parse(digest).map_err(failed)?;
         if let Some(image) = self.cache.image(&digest).map_err(failed)? {
-            return Ok(pulled(image));
+            return pulled(image);
         }
         let reference = Reference::parse(uri).map_err(failed)?.pinned(digest);
         let image = self.puller()?.pull(&reference).await.map_err(failed)?;
-        Ok(pulled(image))
+        pulled(image)
     }
 }

@@ -39,6 +39,10 @@ pub(crate) enum Op {
     SetAttr { target: CString, set: u64 },
     /// `mkdir(2)` with mode 0755; an existing directory is fine.
     Mkdir { path: CString },
+    /// A bind of `source` at `target` whose files' owners are shown through the id mapping of
+    /// the user namespace [`NsPlan::idmap`] (`open_tree`, `mount_setattr(MOUNT_ATTR_IDMAP)`,
+    /// `move_mount`), read-only.
+    IdmapBind { source: CString, target: CString },
     /// Removes `path` if it is a symbolic link (`lstat`), so the mount point made next is a real
     /// directory of the new root and no mount follows a link an image planted.
     Unsymlink { path: CString },
@@ -79,6 +83,9 @@ impl Op {
             }
             Op::SetAttr { target, .. } => format!("make {} read-only", s(target)),
             Op::Mkdir { path } => format!("mkdir {}", s(path)),
+            Op::IdmapBind { source, target } => {
+                format!("bind {} idmapped at {}", s(source), s(target))
+            }
             Op::Touch { path } => format!("create {}", s(path)),
             Op::Unsymlink { path } => format!("remove a link at {}", s(path)),
             Op::Write { path, .. } => format!("write {}", s(path)),
@@ -122,6 +129,9 @@ impl CStrVec {
 /// The namespaced part of a plan.
 pub(crate) struct NsPlan {
     pub(crate) ops: Vec<Op>,
+    /// A user namespace descriptor whose mappings [`Op::IdmapBind`] applies; -1 when no op needs
+    /// one. Closed once the ops have run.
+    pub(crate) idmap: c_int,
     pub(crate) hostname: CString,
 }
 
@@ -263,6 +273,8 @@ struct MountAttr {
 pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
+/// `MOUNT_ATTR_IDMAP` of `<linux/mount.h>`.
+pub(crate) const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
 /// Entry point of the cloned child. Never returns.
 ///
@@ -283,16 +295,20 @@ pub(crate) unsafe fn child_main(plan: &Plan) -> ! {
         if let Err(e) = setup_stdio(plan) {
             fail(plan.exec_w, STAGE_STDIO, e);
         }
-        close_other_fds(&[plan.sync_r, plan.exec_w, plan.status_w, -1]);
+        let idmap = plan.ns.as_ref().map_or(-1, |ns| ns.idmap);
+        close_other_fds(&[plan.sync_r, plan.exec_w, plan.status_w, idmap]);
 
         let Some(ns) = &plan.ns else {
             wait_go(plan.sync_r);
             exec_agent(&plan.launch(), false);
         };
         for (i, op) in ns.ops.iter().enumerate() {
-            if let Err(e) = run_op(op) {
+            if let Err(e) = run_op(op, ns.idmap) {
                 fail(plan.exec_w, i as u32, e);
             }
+        }
+        if ns.idmap >= 0 {
+            libc::close(ns.idmap);
         }
         let name = ns.hostname.as_bytes();
         if libc::sethostname(name.as_ptr().cast(), name.len()) != 0 {
@@ -386,7 +402,7 @@ unsafe fn close_range(first: u32, last: u32) {
     }
 }
 
-unsafe fn run_op(op: &Op) -> Result<(), c_int> {
+unsafe fn run_op(op: &Op, idmap: c_int) -> Result<(), c_int> {
     // SAFETY (whole body): every pointer comes from a CString owned by the plan.
     let r = unsafe {
         match op {
@@ -418,6 +434,52 @@ unsafe fn run_op(op: &Op) -> Result<(), c_int> {
                     &attr as *const MountAttr,
                     size_of::<MountAttr>(),
                 ) as c_int
+            }
+            Op::IdmapBind { source, target } => {
+                let tree = libc::syscall(
+                    libc::SYS_open_tree,
+                    libc::AT_FDCWD,
+                    source.as_ptr(),
+                    (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as c_ulong,
+                ) as c_int;
+                if tree < 0 {
+                    -1
+                } else {
+                    let attr = MountAttr {
+                        attr_set: MOUNT_ATTR_IDMAP
+                            | MOUNT_ATTR_RDONLY
+                            | MOUNT_ATTR_NOSUID
+                            | MOUNT_ATTR_NODEV,
+                        attr_clr: 0,
+                        propagation: 0,
+                        userns_fd: idmap as u64,
+                    };
+                    let set = libc::syscall(
+                        libc::SYS_mount_setattr,
+                        tree,
+                        c"".as_ptr(),
+                        libc::AT_EMPTY_PATH as c_ulong,
+                        &attr as *const MountAttr,
+                        size_of::<MountAttr>(),
+                    ) == 0;
+                    let moved = set
+                        && libc::syscall(
+                            libc::SYS_move_mount,
+                            tree,
+                            c"".as_ptr(),
+                            libc::AT_FDCWD,
+                            target.as_ptr(),
+                            libc::MOVE_MOUNT_F_EMPTY_PATH as c_ulong,
+                        ) == 0;
+                    let e = errno();
+                    libc::close(tree);
+                    if moved {
+                        0
+                    } else {
+                        *libc::__errno_location() = e;
+                        -1
+                    }
+                }
             }
             Op::Mkdir { path } => {
                 if libc::mkdir(path.as_ptr(), 0o755) != 0 && errno() != libc::EEXIST {

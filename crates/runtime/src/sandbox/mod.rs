@@ -88,6 +88,7 @@ mod cgroup;
 mod child;
 mod error;
 mod helper;
+mod idmap;
 mod logs;
 mod plan;
 mod probe;
@@ -1251,6 +1252,7 @@ fn prepare_in(
         .iter()
         .find(|(k, _)| k == "PATH")
         .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    let mut idmap_fd: Option<OwnedFd> = None;
     // The image's programs are found by the child, which sees the image's root.
     let (program, programs) = match &spec.image {
         Some(_) => (
@@ -1287,7 +1289,14 @@ fn prepare_in(
             .find(|(name, _)| name == "hosts")
             .map(|(_, data)| data)
             .unwrap_or_default();
+        // The image user's files become the agent's in an idmapped view of the layers.
+        if let (Some(user), Some(agent)) = (image.user, creds)
+            && let Some((uids, gids)) = idmap::image_user_maps(user, agent)
+        {
+            idmap_fd = Some(idmap::userns(&uids, &gids)?);
+        }
         let inputs = plan::ImageInputs {
+            idmapped: idmap_fd.is_some(),
             rootfs: &rootfs,
             scratch_dir: &scratch_dir,
             layers: &layers,
@@ -1304,6 +1313,7 @@ fn prepare_in(
         let mut host = spec.id.as_bytes().to_vec();
         host.truncate(64);
         Some(NsPlan {
+            idmap: idmap_fd.as_ref().map_or(-1, |f| f.as_raw_fd()),
             ops,
             hostname: CString::new(host)
                 .map_err(|_| Error::InvalidSpec("id contains NUL".into()))?,
@@ -1354,6 +1364,7 @@ fn prepare_in(
         let mut host = spec.id.as_bytes().to_vec();
         host.truncate(64);
         Some(NsPlan {
+            idmap: -1,
             ops,
             hostname: CString::new(host)
                 .map_err(|_| Error::InvalidSpec("id contains NUL".into()))?,
@@ -1430,6 +1441,7 @@ fn prepare_in(
     };
     let mut child_fds = vec![devnull, out_w, err_w, sync_r, exec_w];
     child_fds.extend(status_w);
+    child_fds.extend(idmap_fd);
     Ok(Prepared {
         id: spec.id.clone(),
         isolation: spec.isolation,

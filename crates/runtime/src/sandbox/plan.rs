@@ -401,6 +401,9 @@ fn kernel_and_scratch(
 
 /// Inputs of the mount plan of a sandbox whose root is a container image.
 pub(crate) struct ImageInputs<'a> {
+    /// Whether the layers are shown through an idmapped mount (the user namespace of
+    /// `NsPlan::idmap`), each at `scratch_dir/lower/<n>`.
+    pub(crate) idmapped: bool,
     /// The empty directory the merged root is mounted on (`work_root/rootfs`).
     pub(crate) rootfs: &'a Path,
     /// An empty directory (`work_root/layer`) a tmpfs of `layer_bytes` is mounted on: the
@@ -454,9 +457,27 @@ pub(crate) fn image_mount_ops(
         path: cp(&hosts)?,
         data: inputs.hosts.to_vec(),
     });
-    let mut lower = Vec::with_capacity(inputs.layers.len());
+    // The layers as overlayfs gets them: in place, or idmapped views of them in the scratch tmpfs.
+    let layers: Vec<PathBuf> = if inputs.idmapped {
+        let views = scratch.join("lower");
+        ops.push(Op::Mkdir { path: cp(&views)? });
+        let mut out = Vec::with_capacity(inputs.layers.len());
+        for (n, layer) in inputs.layers.iter().enumerate() {
+            let view = views.join(n.to_string());
+            ops.push(Op::Mkdir { path: cp(&view)? });
+            ops.push(Op::IdmapBind {
+                source: cp(layer)?,
+                target: cp(&view)?,
+            });
+            out.push(view);
+        }
+        out
+    } else {
+        inputs.layers.to_vec()
+    };
+    let mut lower = Vec::with_capacity(layers.len());
     // overlayfs lists lower directories top first.
-    for layer in inputs.layers.iter().rev() {
+    for layer in layers.iter().rev() {
         let text = layer
             .to_str()
             .ok_or_else(|| format!("layer path {} is not UTF-8", layer.display()))?;

@@ -166,6 +166,11 @@ pub struct ImageRoot {
     /// Size of the session's writable layer on top (a tmpfs: its pages count against
     /// [`Limits::memory_bytes`]; writing past it is `ENOSPC`).
     pub layer_bytes: u64,
+    /// The image's user (uid, gid, as its `User` resolves in the image). The agent still runs as
+    /// [`RunAs`]; when Berth runs as root, the layers are shown through an idmapped mount in
+    /// which this user's files are the agent's own (and root's stay root's), as they would be
+    /// the user's under a container runtime.
+    pub user: Option<(u32, u32)>,
 }
 
 impl SandboxSpec {

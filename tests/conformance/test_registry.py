@@ -371,8 +371,11 @@ def test_chunked_upload_mount_and_paging(berth):
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest,
-                   "size": len(data)},
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": digest,
+            "size": len(data),
+        },
         "layers": [dict(missing, digest=_sha(b"absent"))],
     }
     refused = requests.put(
@@ -409,3 +412,71 @@ def test_chunked_upload_mount_and_paging(berth):
     # Names outside the grammar.
     bad = requests.get(f"{base}/Team/Agent/tags/list", auth=auth, timeout=30)
     assert bad.status_code == 400 and bad.json()["errors"][0]["code"] == "NAME_INVALID"
+
+
+def test_docker_schema2_manifests(skopeo, tmp_path):
+    """skopeo converts to Docker's schema 2 on the way (so the digest is the new manifest's)."""
+    layout = Layout(tmp_path / "src")
+    src = layout.publish(layout.image({"hello": b"docker"}))
+    repo = repo_name()
+    skopeo.run(
+        "copy",
+        "--format",
+        "v2s2",
+        "--dest-creds",
+        ROOT_CREDS,
+        "--dest-tls-verify=false",
+        src,
+        skopeo.ref(f"{repo}:v1"),
+    )
+    raw = skopeo.inspect(f"{repo}:v1", "--raw").stdout
+    assert json.loads(raw)["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    info = json.loads(skopeo.inspect(f"{repo}:v1").stdout)
+    assert info["Digest"] == _sha(raw.encode())
+
+
+@pytest.mark.skipif(shutil.which("buildah") is None, reason="buildah is not installed")
+def test_buildah_image_pushed_by_buildah(skopeo, tmp_path):
+    """An image built with buildah (from scratch, offline) and pushed by `buildah push`."""
+    root = tmp_path / "buildah"
+    buildah = [
+        "buildah",
+        "--root",
+        str(root / "root"),
+        "--runroot",
+        str(root / "runroot"),
+        "--storage-driver",
+        "vfs",
+    ]
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": str(tmp_path),
+        "BUILDAH_ISOLATION": "chroot",
+    }
+
+    def run(*args: str) -> str:
+        proc = subprocess.run(
+            [*buildah, *args], capture_output=True, text=True, timeout=TIMEOUT, env=env
+        )
+        assert proc.returncode == 0, f"buildah {args}: {proc.stderr}"
+        return proc.stdout.strip()
+
+    (tmp_path / "hello").write_text("#!/bin/sh\necho hello\n")
+    ctr = run("from", "--signature-policy", str(skopeo.policy), "scratch")
+    run("copy", ctr, str(tmp_path / "hello"), "/hello")
+    run("config", "--cmd", "/hello", "--arch", "amd64", "--os", "linux", ctr)
+    image = run("commit", "--signature-policy", str(skopeo.policy), ctr, "berth-registry-test")
+    repo = repo_name()
+    run(
+        "push",
+        "--signature-policy",
+        str(skopeo.policy),
+        "--creds",
+        ROOT_CREDS,
+        "--tls-verify=false",
+        image,
+        skopeo.ref(f"{repo}:built"),
+    )
+    config = json.loads(skopeo.inspect(f"{repo}:built", "--config").stdout)
+    assert config["config"]["Cmd"] == ["/hello"]
+    assert config["architecture"] == "amd64"

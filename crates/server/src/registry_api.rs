@@ -651,7 +651,6 @@ async fn blob(
 
 /// `bytes=a-b`, `bytes=a-` or `bytes=-n` against a blob of `size` bytes: `None` if the header
 /// is not one range of that form (the whole blob is sent), `Some(None)` if it is unsatisfiable.
-#[allow(clippy::option_option)]
 fn byte_range(header: &str, size: u64) -> Option<Option<(u64, u64)>> {
     let spec = header.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {

@@ -560,3 +560,69 @@ def test_blob_cap_and_restart(berth_server, tmp_path):
     skopeo.host = urlsplit(server.url).netloc
     info = json.loads(skopeo.inspect("team/kept:v1").stdout)
     assert info["Digest"] == desc["digest"]
+
+
+def test_referrers(berth, skopeo, tmp_path):
+    """OCI 1.1 referrers: an artifact naming a pushed image as its `subject` is listed for it."""
+    auth = (ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    base = f"{berth.url}/v2"
+    repo = repo_name()
+    layout = Layout(tmp_path / "src")
+    image = layout.image({"hello": b"referred to"})
+    skopeo.push(layout.publish(image), f"{repo}:v1")
+
+    empty = b"{}"
+    put = requests.post(
+        f"{base}/{repo}/blobs/uploads/",
+        params={"digest": _sha(empty)},
+        data=empty,
+        auth=auth,
+        timeout=30,
+    )
+    assert put.status_code == 201
+    sbom = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.sbom+json",
+        "config": {
+            "mediaType": "application/vnd.oci.empty.v1+json",
+            "digest": _sha(empty),
+            "size": 2,
+        },
+        "layers": [],
+        "subject": {k: image[k] for k in ("mediaType", "digest", "size")},
+        "annotations": {"org.example.kind": "sbom"},
+    }
+    body = json.dumps(sbom).encode()
+    pushed = requests.put(
+        f"{base}/{repo}/manifests/{_sha(body)}",
+        data=body,
+        headers={"Content-Type": OCI_MANIFEST},
+        auth=auth,
+        timeout=30,
+    )
+    assert pushed.status_code == 201, pushed.text
+    assert pushed.headers["OCI-Subject"] == image["digest"]
+
+    listed = requests.get(f"{base}/{repo}/referrers/{image['digest']}", auth=auth, timeout=30)
+    assert listed.status_code == 200
+    assert listed.headers["Content-Type"] == OCI_INDEX
+    assert listed.json()["manifests"] == [
+        {
+            "mediaType": OCI_MANIFEST,
+            "digest": _sha(body),
+            "size": len(body),
+            "artifactType": "application/vnd.example.sbom+json",
+            "annotations": {"org.example.kind": "sbom"},
+        }
+    ]
+    filtered = requests.get(
+        f"{base}/{repo}/referrers/{image['digest']}",
+        params={"artifactType": "application/other"},
+        auth=auth,
+        timeout=30,
+    )
+    assert filtered.json()["manifests"] == []
+    assert filtered.headers["OCI-Filters-Applied"] == "artifactType"
+    bad = requests.get(f"{base}/{repo}/referrers/sha256:nothex", auth=auth, timeout=30)
+    assert bad.status_code == 400

@@ -57,6 +57,7 @@ enum Route {
     Blob(String, String),
     Uploads(String),
     Upload(String, String),
+    Referrers(String, String),
 }
 
 /// Splits the path after `/v2/`. Repository names may have slashes, so the operation is read
@@ -79,6 +80,7 @@ fn route(rest: &str) -> Option<Route> {
     match kind {
         "manifests" => Some(Route::Manifest(name.to_owned(), last.to_owned())),
         "blobs" => Some(Route::Blob(name.to_owned(), last.to_owned())),
+        "referrers" => Some(Route::Referrers(name.to_owned(), last.to_owned())),
         "uploads" => {
             let name = name.strip_suffix("/blobs")?;
             Some(Route::Upload(name.to_owned(), last.to_owned()))
@@ -95,7 +97,8 @@ impl Route {
             | Route::Manifest(n, _)
             | Route::Blob(n, _)
             | Route::Uploads(n)
-            | Route::Upload(n, _) => Some(n),
+            | Route::Upload(n, _)
+            | Route::Referrers(n, _) => Some(n),
         }
     }
 }
@@ -114,7 +117,9 @@ fn operations(state: &AppState, method: &Method, r: &Route, q: &Query) -> Option
     let ops = match (r, method.as_str()) {
         (Route::Catalog, "GET") => vec![on("ecr:DescribeRepositories", "*")],
         (Route::Tags(n), "GET") => vec![on("ecr:ListImages", n)],
-        (Route::Manifest(n, _), "GET" | "HEAD") => vec![on("ecr:BatchGetImage", n)],
+        (Route::Manifest(n, _), "GET" | "HEAD") | (Route::Referrers(n, _), "GET") => {
+            vec![on("ecr:BatchGetImage", n)]
+        }
         (Route::Manifest(n, _), "PUT") => vec![on("ecr:PutImage", n)],
         (Route::Manifest(n, _) | Route::Blob(n, _), "DELETE") => {
             vec![on("ecr:BatchDeleteImage", n)]
@@ -152,6 +157,7 @@ struct Query {
     from: Option<String>,
     n: Option<String>,
     last: Option<String>,
+    artifact_type: Option<String>,
 }
 
 fn query(q: Option<&str>) -> Query {
@@ -167,6 +173,7 @@ fn query(q: Option<&str>) -> Query {
             "from" => out.from = Some(v),
             "n" => out.n = Some(v),
             "last" => out.last = Some(v),
+            "artifactType" => out.artifact_type = Some(v),
             _ => {}
         }
     }
@@ -358,6 +365,26 @@ async fn handle(state: &AppState, req: Request, request_id: &str) -> Result<Resp
                 page.items.last(),
             );
             Ok(listing(json!({ "name": name, "tags": page.items }), link))
+        }
+        (Route::Referrers(name, digest), _) => {
+            let subject = Digest::parse(&digest)?;
+            let found = reg
+                .referrers(&name, &subject, q.artifact_type.as_deref())
+                .await?;
+            let index = json!({
+                "schemaVersion": 2,
+                "mediaType": berth_oci::registry::OCI_INDEX,
+                "manifests": found,
+            });
+            let mut headers = vec![("content-type", berth_oci::registry::OCI_INDEX.to_owned())];
+            if q.artifact_type.is_some() {
+                headers.push(("oci-filters-applied", "artifactType".to_owned()));
+            }
+            Ok(respond(
+                StatusCode::OK,
+                &headers,
+                Body::from(index.to_string()),
+            ))
         }
         (Route::Manifest(name, reference), "GET" | "HEAD") => {
             let reference = ManifestRef::parse(&reference).map_err(|_| Error::ManifestUnknown)?;
@@ -700,6 +727,10 @@ mod tests {
         assert_eq!(
             route("a/b/blobs/uploads/123"),
             Some(Route::Upload("a/b".into(), "123".into()))
+        );
+        assert_eq!(
+            route("a/referrers/sha256:00"),
+            Some(Route::Referrers("a".into(), "sha256:00".into()))
         );
         assert_eq!(route("a/b/other/x"), None);
         assert_eq!(route("a"), None);

@@ -22,6 +22,10 @@ pub(crate) struct Parsed {
     pub manifests: Vec<Digest>,
     /// The manifest this one refers to (OCI 1.1 referrers); need not exist.
     pub subject: Option<Digest>,
+    /// What the referrers API reports as its type: `artifactType`, else the config's media type.
+    pub artifact_type: Option<String>,
+    /// Its `annotations`, reported by the referrers API.
+    pub annotations: Option<Value>,
 }
 
 /// Validates `bytes` as a manifest whose media type is `content_type` (parameters ignored) or,
@@ -65,6 +69,11 @@ pub(crate) fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Parsed, 
         blobs: Vec::new(),
         manifests: Vec::new(),
         subject,
+        artifact_type: obj
+            .get("artifactType")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        annotations: obj.get("annotations").filter(|a| a.is_object()).cloned(),
     };
     match media_type {
         OCI_MANIFEST | DOCKER_MANIFEST => {
@@ -72,6 +81,12 @@ pub(crate) fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Parsed, 
                 .get("config")
                 .ok_or_else(|| invalid("an image manifest has a config".into()))?;
             parsed.blobs.push(descriptor(config, "config")?.0);
+            if parsed.artifact_type.is_none() {
+                parsed.artifact_type = config
+                    .get("mediaType")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+            }
             let layers = obj
                 .get("layers")
                 .and_then(Value::as_array)

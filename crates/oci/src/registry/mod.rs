@@ -9,6 +9,7 @@
 //! repositories/<name>/_layers/<hex>                the repository holds blob <hex> (empty file)
 //! repositories/<name>/_manifests/revisions/<hex>   the repository holds manifest <hex> (its media type)
 //! repositories/<name>/_manifests/tags/<tag>        the tag's digest
+//! repositories/<name>/_manifests/referrers/<subject hex>/<hex>   manifest <hex> names <subject> (empty)
 //! uploads/<id>/{repo,data}                         an upload session and the bytes it has so far
 //! tmp/                                             small files being written
 //! ```
@@ -174,6 +175,13 @@ impl Registry {
 
     fn revision(&self, name: &str, d: &Digest) -> PathBuf {
         self.repo(name).join("_manifests/revisions").join(d.hex())
+    }
+
+    fn referrer_link(&self, name: &str, subject: &Digest, d: &Digest) -> PathBuf {
+        self.repo(name)
+            .join("_manifests/referrers")
+            .join(subject.hex())
+            .join(d.hex())
     }
 
     fn tag_path(&self, name: &str, tag: &str) -> PathBuf {
@@ -519,6 +527,10 @@ impl Registry {
         }
         self.write_atomic(&self.revision(name, &digest), parsed.media_type.as_bytes())
             .await?;
+        if let Some(subject) = &parsed.subject {
+            self.write_atomic(&self.referrer_link(name, subject, &digest), b"")
+                .await?;
+        }
         if let ManifestRef::Tag(t) = reference {
             self.write_atomic(&self.tag_path(name, t), digest.as_str().as_bytes())
                 .await?;
@@ -595,6 +607,12 @@ impl Registry {
                 Err(e) => Err(e.into()),
             },
             ManifestRef::Digest(d) => {
+                // Its entry in the referrers index goes with it (the bytes say which subject).
+                if let Ok(bytes) = tokio::fs::read(self.blob_path(d)).await
+                    && let Some(subject) = Self::subject_of(&bytes)
+                {
+                    let _ = tokio::fs::remove_file(self.referrer_link(name, &subject, d)).await;
+                }
                 match tokio::fs::remove_file(self.revision(name, d)).await {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -615,6 +633,66 @@ impl Registry {
                 Ok(())
             }
         }
+    }
+
+    /// The referrers API: descriptors of the manifests in repository `name` whose `subject` is
+    /// `subject`, in digest order, only those of `artifact_type` when given. Empty (never an
+    /// error) when there are none, as the spec asks.
+    pub async fn referrers(
+        &self,
+        name: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>, Error> {
+        validate_name(name)?;
+        let dir = self
+            .repo(name)
+            .join("_manifests/referrers")
+            .join(subject.hex());
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut digests = Vec::new();
+        while let Some(e) = entries.next_entry().await? {
+            if let Some(d) = e
+                .file_name()
+                .to_str()
+                .and_then(|h| Digest::parse(&format!("sha256:{h}")).ok())
+            {
+                digests.push(d);
+            }
+        }
+        digests.sort();
+        let mut out = Vec::new();
+        for d in digests {
+            let m = match self.get_manifest(name, &ManifestRef::Digest(d)).await {
+                Ok(m) => m,
+                // Deleted since it was indexed.
+                Err(Error::ManifestUnknown) => continue,
+                Err(e) => return Err(e),
+            };
+            let Ok(parsed) = manifest::parse(Some(&m.media_type), &m.bytes) else {
+                continue;
+            };
+            if artifact_type.is_some_and(|t| parsed.artifact_type.as_deref() != Some(t)) {
+                continue;
+            }
+            let mut desc = serde_json::json!({
+                "mediaType": m.media_type,
+                "digest": m.digest.as_str(),
+                "size": m.bytes.len(),
+            });
+            if let Some(t) = parsed.artifact_type {
+                desc["artifactType"] = t.into();
+            }
+            if let Some(a) = parsed.annotations {
+                desc["annotations"] = a;
+            }
+            out.push(desc);
+        }
+        Ok(out)
     }
 
     // ---------------------------------------------------------------------------- listings

@@ -370,3 +370,72 @@ async fn names_are_validated_before_any_storage() {
         "BLOB_UPLOAD_UNKNOWN"
     );
 }
+
+#[tokio::test]
+async fn referrers_are_indexed_by_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(&dir, 1 << 20).await;
+    let config = push_blob(&r, "a", b"{}").await;
+    let image = r
+        .put_manifest(
+            "a",
+            &ManifestRef::Tag("v1".into()),
+            None,
+            image_manifest(&config, &[]),
+        )
+        .await
+        .unwrap();
+    let sbom = |n: u32| {
+        Bytes::from(
+            serde_json::to_vec(&json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "artifactType": "application/vnd.example.sbom",
+                "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                    "digest": config.as_str(), "size": 2},
+                "layers": [],
+                "subject": {"mediaType": OCI_MANIFEST, "digest": image.digest.as_str(),
+                    "size": image.bytes.len()},
+                "annotations": {"n": n.to_string()},
+            }))
+            .unwrap(),
+        )
+    };
+    // The subject need not exist when the referrer is pushed.
+    let a = r
+        .put_manifest(
+            "a",
+            &ManifestRef::Digest(Digest::of(&sbom(1))),
+            None,
+            sbom(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(Registry::subject_of(&a.bytes), Some(image.digest.clone()));
+    let found = r.referrers("a", &image.digest, None).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["digest"], a.digest.as_str());
+    assert_eq!(found[0]["artifactType"], "application/vnd.example.sbom");
+    assert_eq!(found[0]["annotations"]["n"], "1");
+    assert!(
+        r.referrers("a", &image.digest, Some("other/type"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        r.referrers("b", &image.digest, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    r.delete_manifest("a", &ManifestRef::Digest(a.digest.clone()))
+        .await
+        .unwrap();
+    assert!(
+        r.referrers("a", &image.digest, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

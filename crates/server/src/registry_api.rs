@@ -408,7 +408,8 @@ async fn handle(state: &AppState, req: Request, request_id: &str) -> Result<Resp
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let bytes = read_manifest(req).await?;
+            // The bytes stay counted in the listener's budgets until the manifest is stored.
+            let (bytes, _held) = read_manifest(req).await?;
             let m = reg
                 .put_manifest(&name, &reference, content_type.as_deref(), bytes)
                 .await?;
@@ -604,8 +605,9 @@ fn chunks(req: Request) -> Chunks<'static> {
     }))
 }
 
-/// A manifest body, whole, under `MAX_MANIFEST_SIZE` and the listener's budgets.
-async fn read_manifest(req: Request) -> Result<bytes::Bytes, Error> {
+/// A manifest body, whole, under `MAX_MANIFEST_SIZE` and the listener's budgets (reserved
+/// until the returned reservation is dropped).
+async fn read_manifest(req: Request) -> Result<(bytes::Bytes, body::Reservation), Error> {
     let ctx = req
         .extensions()
         .get::<Context>()
@@ -621,8 +623,7 @@ async fn read_manifest(req: Request) -> Result<bytes::Bytes, Error> {
     )
     .await
     {
-        // The manifest is handled before the reservation is released.
-        Ok((bytes, _reservation)) => Ok(bytes),
+        Ok(read) => Ok(read),
         Err(body::Error::TooLarge { limit }) => Err(Error::ManifestInvalid(format!(
             "a manifest is at most {limit} bytes"
         ))),

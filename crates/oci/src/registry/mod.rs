@@ -720,7 +720,8 @@ impl Registry {
         last: Option<&str>,
     ) -> Result<Page, Error> {
         validate_name(name)?;
-        if !is_repository(&self.repo(name)) {
+        let repo = self.repo(name);
+        if !(exists(&repo.join("_manifests")).await? || exists(&repo.join("_layers")).await?) {
             return Err(Error::NameUnknown);
         }
         Ok(page(self.all_tags(name).await?, n, last))

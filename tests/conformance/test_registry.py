@@ -307,6 +307,14 @@ def test_a_pull_only_key_cannot_push(berth, skopeo, tmp_path):
     )
     assert resp.status_code == 403
 
+    # A revoked key authenticates no more.
+    revoked = native(berth, "DELETE", f"/berth/v1/keys/{user}")
+    assert revoked.status < 300, revoked
+    for path in ("/v2/", f"/v2/{repo}/manifests/v1"):
+        resp = requests.get(f"{berth.url}{path}", auth=(user, secret), timeout=30)
+        assert resp.status_code == 401, path
+        assert resp.json()["errors"][0]["code"] == "UNAUTHORIZED"
+
 
 def test_chunked_upload_mount_and_paging(berth):
     auth = (ACCESS_KEY_ID, SECRET_ACCESS_KEY)

@@ -241,6 +241,10 @@ pub struct ServeArgs {
     /// Gzip the export requests.
     #[arg(long, env = "BERTH_OTLP_GZIP")]
     pub otlp_gzip: bool,
+    /// Largest blob one push may store in the built-in OCI registry (`/v2/`), in MiB
+    /// [default: 10240].
+    #[arg(long, env = "BERTH_REGISTRY_MAX_BLOB_MIB")]
+    pub registry_max_blob_mib: Option<u64>,
     /// Connection and body limits of the HTTP edge.
     #[command(flatten)]
     pub edge: crate::edge_args::EdgeArgs,
@@ -298,6 +302,8 @@ pub struct Config {
     pub parent_limits: berth_runtime::sandbox::ParentLimits,
     /// Connection and body limits of the HTTP edge.
     pub edge: berth_server::EdgeOptions,
+    /// The built-in OCI registry's per-blob cap in bytes.
+    pub registry_max_blob_bytes: u64,
     /// How much of the trace store is kept.
     pub trace_retention: berth_trace::Retention,
     /// Whether the invoker records Berth's span of each invocation.
@@ -634,6 +640,7 @@ impl ServeArgs {
             trace_retention_tick_ms,
             otlp_endpoint,
             otlp_headers,
+            registry_max_blob_mib,
         )
     }
 
@@ -795,6 +802,11 @@ impl ServeArgs {
             quotas,
             parent_limits,
             edge: self.edge.resolve()?,
+            registry_max_blob_bytes: positive(
+                "registry_max_blob_mib",
+                self.registry_max_blob_mib.unwrap_or(10 * 1024),
+            )?
+            .saturating_mul(1 << 20),
             online,
             drift,
             trace_retention: berth_trace::Retention {
@@ -1012,6 +1024,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let artifacts = berth_artifacts::ArtifactStore::open(&cfg.artifact_store, &cfg.data_dir)
         .await
         .with_context(|| format!("artifact_store: opening {}", cfg.artifact_store))?;
+    // The built-in OCI registry (`/v2/`): its storage under the data dir.
+    let registry = berth_oci::registry::Registry::open(berth_oci::registry::Options {
+        root: cfg.data_dir.join("registry"),
+        max_blob_size: cfg.registry_max_blob_bytes,
+    })
+    .await
+    .with_context(|| format!("opening the registry in {}", cfg.data_dir.display()))?;
     let mut build_opts = berth_runtime::builder::BuilderOptions::new(cfg.data_dir.join("builds"));
     if let Some(sandbox) = &mut build_opts.sandbox {
         // Builds are confined like sessions; the data dir (database, root secret) is masked.
@@ -1242,6 +1261,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         datasets,
         batches,
         images: Some(images),
+        registry,
     };
     sandbox_api_state.send_replace(Some(state.clone()));
     // Online evaluation and drift alerts: off the invocation path, over what is stored.

@@ -55,7 +55,7 @@ pub struct Operation {
 }
 
 impl Operation {
-    fn new(action: &str, resource: impl Into<String>) -> Self {
+    pub(crate) fn new(action: &str, resource: impl Into<String>) -> Self {
         Self {
             action: action.to_owned(),
             resource: resource.into(),
@@ -1176,6 +1176,46 @@ pub async fn pass_role(
     ))
     .await;
     Err(ApiError::new(ErrorKind::AccessDenied, refusal.message()))
+}
+
+/// Whether `principal`, authenticated without SigV4 (the registry's HTTP Basic), may perform
+/// every one of `ops`, decided by its identity policies as [`authorize`] decides (registry
+/// resources carry no resource policies). A refusal is audited. The outer `Err` is a store
+/// failure, never a refusal.
+pub(crate) async fn check(
+    state: &AppState,
+    principal: &berth_auth::Principal,
+    ops: &[Operation],
+    request_id: &str,
+) -> Result<Result<(), Refusal>, ApiError> {
+    let refusal = match identity(state, &principal.scope).await? {
+        Ok(None) => return Ok(Ok(())),
+        Ok(Some(id)) => match evaluate_checks(ops, &id, &[]) {
+            Ok(()) => return Ok(Ok(())),
+            Err(r) => r,
+        },
+        Err(r) => r,
+    };
+    let op = match &refusal {
+        Refusal::Denied { op, .. } => Some(op),
+        Refusal::Unrecognized(_) => ops.first(),
+    };
+    info!(
+        access_key_id = %principal.access_key_id,
+        action = op.map_or("unknown", |o| o.action.as_str()),
+        "request refused by authorization"
+    );
+    Caller::new(principal.access_key_id.clone(), Some(request_id.to_owned()))
+        .scope(state.control.audit_event(
+            DENIED_ACTION,
+            op.map_or("*", |o| o.resource.as_str()),
+            json!({
+                "action": op.map_or("unknown", |o| o.action.as_str()),
+                "reason": refusal.message(),
+            }),
+        ))
+        .await;
+    Ok(Err(refusal))
 }
 
 fn refusal_response(r: &Refusal, s3: bool, request_id: &str) -> Response {

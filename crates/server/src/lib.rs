@@ -20,6 +20,7 @@ mod metrics;
 mod metrics_genai;
 mod native_api;
 mod protocol_api;
+mod registry_api;
 mod resource_policy_api;
 mod s3;
 mod scores_api;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub batches: berth_eval::batch::Batches,
     /// The container image cache (`None`: this server runs code versions only).
     pub images: Option<Arc<dyn berth_runtime::image::Images>>,
+    /// The built-in OCI registry (`/v2/`, see `registry_api`).
+    pub registry: berth_oci::registry::Registry,
 }
 
 /// The router of one sandbox's own listener: the OTLP receiver for that sandbox, then the full
@@ -108,6 +111,9 @@ pub fn router(state: AppState) -> Router {
     // fetched without SigV4 (the SDK uses plain `requests.get`), so it sits outside the auth
     // layer, inside the request id.
     let unsigned = eval_data_api::unsigned_routes()
+        // The OCI registry authenticates with HTTP Basic (container clients cannot sign) and
+        // streams blobs past the SigV4 layer's body limits: see `registry_api`.
+        .merge(registry_api::routes())
         .layer(middleware::from_fn(error::request_id))
         .with_state(state.clone());
     Router::new()

@@ -204,6 +204,6 @@ mod tests {
                 .contains("/etc/group")
         );
         // The top layer's passwd is the image's; the base's is hidden.
-        assert_eq!(resolve_user(&l[..1], "bedrock_agentcore").is_err(), true);
+        assert!(resolve_user(&l[..1], "bedrock_agentcore").is_err());
     }
 }

@@ -25,6 +25,8 @@ from berth_harness import (
     wait_status,
 )
 from test_confinement import LIMIT_MIB, Agent, _bytes_under, host_pid_of_agent
+from test_egress import AGENT as EGRESS_AGENT
+from test_egress import TARGETS, _attempt, target_netns  # noqa: F401  (target_netns: a fixture)
 
 import images
 
@@ -126,3 +128,21 @@ def test_writes_stop_at_the_limits_in_an_image_sandbox(berth, image_a):
     grown = _bytes_under(berth.data_dir) - before
     assert grown < 64 << 20, f"the data dir grew by {grown} bytes"
     assert agent("whoami")["token"] == token
+
+
+def test_an_image_agent_gets_no_private_cgnat_or_metadata_address(target_netns, berth_server, tmp_path):
+    server = berth_server(name="egress-image")
+    layout = images.build_agent_image(
+        EGRESS_AGENT, "localhost/berth-test/egress:latest", tmp_path / "oci", cmd=["python", "agent.py"]
+    )
+    host = server.url.split("://", 1)[1].rstrip("/")
+    auth = images.authfile(tmp_path / "auth.json", host, ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    images.skopeo_copy(f"oci:{layout}", f"docker://{host}/security/egress:v1", dest_auth=auth)
+    runtime = deploy_image(
+        server.client("bedrock-agentcore-control"),
+        f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/security/egress:v1",
+    )
+    result = _attempt(server, runtime["agentRuntimeArn"])
+    for addr in TARGETS:
+        assert "403" in result[addr].get("status", ""), (addr, result)
+        assert "egress-target-reached" not in str(result[addr])

@@ -322,3 +322,36 @@ def test_an_image_from_an_external_registry_with_auth_is_pulled_and_served(
     )
     failed = wait_status(control, created["agentRuntimeId"], "1", want=("CREATE_FAILED",))
     assert "denied" in failed["failureReason"].lower(), failed["failureReason"]
+
+
+def test_berth_deploy_builds_a_dockerfile_pushes_it_here_and_serves_it(berth, data, control, tmp_path):
+    base = images.debian_base()
+    ctx = tmp_path / "agent"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(images.DOCKERFILE.format(base=base, cmd=json.dumps(images.STARTER_CMD)))
+    (ctx / "requirements.txt").write_text("\n".join(images.IMAGE_REQUIREMENTS) + "\n")
+    (ctx / "agent.py").write_text(IMAGE_AGENT)
+    import shutil
+
+    shutil.copytree(images.wheels(), ctx / "wheels", ignore=shutil.ignore_patterns(".complete"))
+    # The CLI runs the host's buildah as a user would; its storage here is the suite's, where the
+    # Debian base image is.
+    conf = tmp_path / "storage.conf"
+    conf.write_text(
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{images.STORAGE}"\n'
+        f'runroot = "{tmp_path / "run"}"\n'
+    )
+    name = unique_name("cliimg")
+    # (No OCI runtime is installed here: buildah runs RUN steps chrooted, by its own variable.)
+    done = run_cli(berth, "deploy", str(ctx), "--name", name,
+                   env={"CONTAINERS_STORAGE_CONF": str(conf), "BUILDAH_ISOLATION": "chroot"},
+                   timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "pushing" in done.stderr and "buildah" in done.stderr, done.stderr
+    runtime_id = next(r["agentRuntimeId"] for r in control.list_agent_runtimes()["agentRuntimes"]
+                      if r["agentRuntimeName"] == name)
+    got = control.get_agent_runtime(agentRuntimeId=runtime_id)
+    uri = got["agentRuntimeArtifact"]["containerConfiguration"]["containerUri"]
+    assert uri.startswith(f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{name.lower()}:v"), uri
+    _, body = invoke(data, got["agentRuntimeArn"], "DEFAULT", {"prompt": "built by berth deploy"})
+    assert json.loads(body)["from"] == "image"

@@ -1310,14 +1310,11 @@ fn prepare_in(
             },
         };
         let ops = plan::image_mount_ops(&inputs, &host_kind).map_err(Error::InvalidSpec)?;
-        let mut host = spec.id.as_bytes().to_vec();
-        host.truncate(64);
-        Some(NsPlan {
-            idmap: idmap_fd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+        Some(ns_plan(
+            &spec.id,
             ops,
-            hostname: CString::new(host)
-                .map_err(|_| Error::InvalidSpec("id contains NUL".into()))?,
-        })
+            idmap_fd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+        )?)
     } else if namespaced {
         let rootfs = work_root.join("rootfs");
         make_dir(&rootfs, 0o755)?;
@@ -1361,14 +1358,7 @@ fn prepare_in(
             owner: (uid, gid),
         };
         let ops = plan::mount_ops(&inputs, &host_kind).map_err(Error::InvalidSpec)?;
-        let mut host = spec.id.as_bytes().to_vec();
-        host.truncate(64);
-        Some(NsPlan {
-            idmap: -1,
-            ops,
-            hostname: CString::new(host)
-                .map_err(|_| Error::InvalidSpec("id contains NUL".into()))?,
-        })
+        Some(ns_plan(&spec.id, ops, -1)?)
     } else {
         None
     };
@@ -1506,6 +1496,18 @@ fn build_env(
         }
     }
     env
+}
+
+/// The namespaced part of a plan: the mount steps, the hostname (the id, cut to 64 bytes) and the
+/// idmap user namespace descriptor (-1 for none).
+fn ns_plan(id: &str, ops: Vec<child::Op>, idmap: std::os::raw::c_int) -> Result<NsPlan, Error> {
+    let mut host = id.as_bytes().to_vec();
+    host.truncate(64);
+    Ok(NsPlan {
+        ops,
+        idmap,
+        hostname: CString::new(host).map_err(|_| Error::InvalidSpec("id contains NUL".into()))?,
+    })
 }
 
 /// The paths an image's program may be at: itself when it names a path, else one per absolute

@@ -195,6 +195,65 @@ pub(crate) fn online_config_arn(p: &Partition, seg: &str) -> String {
     )
 }
 
+/// The wildcard resource of an Identity family: workload identities, or a token vault's
+/// credential providers (`acps`).
+fn identity_arn(p: &Partition, family: &str) -> String {
+    if family == "workload-identity" {
+        return format!(
+            "arn:aws:bedrock-agentcore:{}:{}:workload-identity-directory/default/workload-identity/*",
+            p.region, p.account_id
+        );
+    }
+    format!(
+        "arn:aws:acps:{}:{}:token-vault/default/{family}/*",
+        p.region, p.account_id
+    )
+}
+
+/// The action and resource of `POST /identities/<op>`; writes are audited.
+fn identity_operation(p: &Partition, op: &str) -> Classified {
+    let (family, write) = match op {
+        "CreateWorkloadIdentity" | "UpdateWorkloadIdentity" | "DeleteWorkloadIdentity" => {
+            ("workload-identity", true)
+        }
+        "GetWorkloadIdentity"
+        | "ListWorkloadIdentities"
+        | "GetWorkloadAccessToken"
+        | "GetWorkloadAccessTokenForUserId"
+        | "GetWorkloadAccessTokenForJWT" => ("workload-identity", false),
+        "CreateApiKeyCredentialProvider"
+        | "UpdateApiKeyCredentialProvider"
+        | "DeleteApiKeyCredentialProvider" => ("apikeycredentialprovider", true),
+        "GetApiKeyCredentialProvider" | "ListApiKeyCredentialProviders" => {
+            ("apikeycredentialprovider", false)
+        }
+        "CreateOauth2CredentialProvider"
+        | "UpdateOauth2CredentialProvider"
+        | "DeleteOauth2CredentialProvider" => ("oauth2credentialprovider", true),
+        "GetOauth2CredentialProvider" | "ListOauth2CredentialProviders" => {
+            ("oauth2credentialprovider", false)
+        }
+        "api-key" => {
+            return Classified::one(
+                "bedrock-agentcore:GetResourceApiKey",
+                identity_arn(p, "apikeycredentialprovider"),
+            );
+        }
+        "get-token-vault" => {
+            return Classified::one(
+                "bedrock-agentcore:GetTokenVault",
+                format!(
+                    "arn:aws:acps:{}:{}:token-vault/default",
+                    p.region, p.account_id
+                ),
+            );
+        }
+        _ => return Classified::default(),
+    };
+    let c = Classified::one(&format!("bedrock-agentcore:{op}"), identity_arn(p, family));
+    if write { c.audited() } else { c }
+}
+
 /// The canonical form of an AgentCore ARN in a path segment (runtime, endpoint, memory), so a
 /// policy sees one spelling; anything else as decoded.
 fn canonical_arn(p: &Partition, seg: &str) -> String {
@@ -399,6 +458,13 @@ pub fn operations(
             memory_arn(p, m),
         )
         .audited(),
+        // AgentCore Identity: every operation is `POST /identities/<op>` with the resource
+        // named in the body, so a check is on the family's wildcard resource.
+        (Method::POST, ["identities", "oauth2", "token"]) => one(
+            "bedrock-agentcore:GetResourceOauth2Token",
+            identity_arn(p, "oauth2credentialprovider"),
+        ),
+        (Method::POST, ["identities", op]) => identity_operation(p, op),
         // AgentCore Evaluations, control plane.
         (Method::POST, ["evaluators", "create"]) => {
             one("bedrock-agentcore:CreateEvaluator", evaluator_arn(p, "*")).audited()

@@ -14,6 +14,7 @@ mod edge;
 mod error;
 mod eval_api;
 mod eval_data_api;
+mod identity_api;
 mod logs_api;
 mod memory_api;
 mod metrics;
@@ -79,6 +80,8 @@ pub struct AppState {
     pub images: Option<Arc<dyn berth_runtime::image::Images>>,
     /// The built-in OCI registry (`/v2/`, see `registry_api`).
     pub registry: berth_oci::registry::Registry,
+    /// AgentCore Identity: workload identities, credential providers, the token vault.
+    pub identity: berth_identity::Identity,
 }
 
 /// The router of one sandbox's own listener: the OTLP receiver for that sandbox, then the full
@@ -96,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .merge(memory_api::routes())
         .merge(eval_api::routes())
         .merge(eval_data_api::routes())
+        .merge(identity_api::routes())
         .merge(native_api::routes())
         .merge(traces_api::routes())
         .merge(usage_api::routes())

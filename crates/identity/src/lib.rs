@@ -260,9 +260,12 @@ impl Identity {
     /// `ListWorkloadIdentities` (at most 20 a page).
     pub async fn list_workload_identities(&self, v: Value) -> Result<Value, ApiError> {
         let (items, next) = self
-            .list(WORKLOAD, &v, 20, |r| {
-                json!({"name": r.name, "workloadIdentityArn": self.workload_arn(&r.name)})
-            })
+            .list(
+                WORKLOAD,
+                &v,
+                20,
+                |r| json!({"name": r.name, "workloadIdentityArn": self.workload_arn(&r.name)}),
+            )
             .await?;
         Ok(with_next(json!({"workloadIdentities": items}), next))
     }
@@ -442,10 +445,7 @@ impl Identity {
             "credentialProviderVendor": vendor,
             "oauth2ProviderConfigOutput": output,
         });
-        Ok((
-            spec,
-            self.vault.seal(secret.as_bytes(), &aad(OAUTH2, name)),
-        ))
+        Ok((spec, self.vault.seal(secret.as_bytes(), &aad(OAUTH2, name))))
     }
 
     /// `CreateOauth2CredentialProvider` (READY at once; the client secret sealed in the vault).
@@ -571,10 +571,7 @@ impl Identity {
     }
 
     /// `GetWorkloadAccessTokenForUserId`.
-    pub async fn get_workload_access_token_for_user_id(
-        &self,
-        v: Value,
-    ) -> Result<Value, ApiError> {
+    pub async fn get_workload_access_token_for_user_id(&self, v: Value) -> Result<Value, ApiError> {
         let user = s(&v, "userId").unwrap_or_default().to_owned();
         self.workload_token(&v, Some(user)).await
     }

@@ -142,7 +142,10 @@ mod tests {
             "clientId": "c", "tokenEndpoint": "http://x"}}))
         .unwrap();
         assert!(!e.post);
-        assert!(Endpoint::from_config(&json!({"githubOauth2ProviderConfig": {"clientId": "c"}})).is_err());
+        assert!(
+            Endpoint::from_config(&json!({"githubOauth2ProviderConfig": {"clientId": "c"}}))
+                .is_err()
+        );
     }
 
     #[test]

@@ -11,10 +11,10 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use berth_types::EpochMillis;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
-use berth_types::EpochMillis;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -184,7 +184,10 @@ impl Vault {
     /// A workload access token: `bwat1.<claims>.<hmac>`, base64url, opaque to clients.
     pub fn sign_token(&self, c: &WorkloadClaims) -> String {
         let claims = serde_json::json!({"w": c.workload, "u": c.user, "exp": c.expires});
-        let body = format!("{TOKEN_PREFIX}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let body = format!(
+            "{TOKEN_PREFIX}.{}",
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
         let mut mac = self.mac();
         mac.update(body.as_bytes());
         let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
@@ -272,7 +275,11 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap().len(), KEY_LEN);
         let v2 = Vault::open_dir(d.path()).unwrap();
         let s = v1.seal(b"x", "k");
-        assert_eq!(v2.open(&s, "k").unwrap(), b"x", "the second open reads the same key");
+        assert_eq!(
+            v2.open(&s, "k").unwrap(),
+            b"x",
+            "the second open reads the same key"
+        );
         std::fs::write(&path, b"short").unwrap();
         assert!(matches!(
             Vault::open_dir(d.path()),

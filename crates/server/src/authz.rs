@@ -895,6 +895,19 @@ pub fn default_role_policy(p: &Partition, runtime_id: &str, memory_ids: &[String
         "Action": ["logs:GetQueryResults", "logs:StopQuery", "logs:DescribeLogGroups"],
         "Resource": "*",
     }));
+    // The credentials an agent's `@requires_api_key` / `@requires_access_token` fetch: the
+    // workload access token the call carries is what unlocks a provider's secret.
+    statements.push(json!({
+        "Sid": "IdentityCredentials",
+        "Effect": "Allow",
+        "Action": [
+            "bedrock-agentcore:GetResourceApiKey", "bedrock-agentcore:GetResourceOauth2Token",
+        ],
+        "Resource": [
+            identity_arn(p, "apikeycredentialprovider"),
+            identity_arn(p, "oauth2credentialprovider"),
+        ],
+    }));
     if !memory_ids.is_empty() {
         statements.push(json!({
             "Sid": "OwnMemories",
@@ -1390,6 +1403,48 @@ mod tests {
                 .is_empty()
         );
         assert!(ops(false, Method::GET, "/nowhere", None).checks.is_empty());
+    }
+
+    #[test]
+    fn identity_requests_map_to_their_families() {
+        let wi = ops(
+            false,
+            Method::POST,
+            "/identities/CreateWorkloadIdentity",
+            None,
+        );
+        assert_eq!(
+            wi.checks[0].action,
+            "bedrock-agentcore:CreateWorkloadIdentity"
+        );
+        assert_eq!(
+            wi.checks[0].resource,
+            "arn:aws:bedrock-agentcore:us-east-1:123456789012:workload-identity-directory/default/workload-identity/*"
+        );
+        assert!(wi.audit.is_some());
+        let key = ops(false, Method::POST, "/identities/api-key", None);
+        assert_eq!(key.checks[0].action, "bedrock-agentcore:GetResourceApiKey");
+        assert_eq!(
+            key.checks[0].resource,
+            "arn:aws:acps:us-east-1:123456789012:token-vault/default/apikeycredentialprovider/*"
+        );
+        let token = ops(false, Method::POST, "/identities/oauth2/token", None);
+        assert_eq!(
+            token.checks[0].action,
+            "bedrock-agentcore:GetResourceOauth2Token"
+        );
+        let list = ops(
+            false,
+            Method::POST,
+            "/identities/ListOauth2CredentialProviders",
+            None,
+        );
+        assert!(list.audit.is_none());
+        assert!(
+            ops(false, Method::POST, "/identities/Nope", None)
+                .checks
+                .is_empty()
+        );
     }
 
     #[test]

@@ -33,27 +33,122 @@ macro_rules! identity_op {
     };
 }
 
-identity_op!(create_wi, control, "CreateWorkloadIdentity", create_workload_identity);
-identity_op!(get_wi, control, "GetWorkloadIdentity", get_workload_identity);
-identity_op!(update_wi, control, "UpdateWorkloadIdentity", update_workload_identity);
-identity_op!(list_wi, control, "ListWorkloadIdentities", list_workload_identities);
-identity_op!(delete_wi, control, "DeleteWorkloadIdentity", delete_workload_identity);
-identity_op!(create_ak, control, "CreateApiKeyCredentialProvider", create_api_key_provider);
-identity_op!(get_ak, control, "GetApiKeyCredentialProvider", get_api_key_provider);
-identity_op!(update_ak, control, "UpdateApiKeyCredentialProvider", update_api_key_provider);
-identity_op!(list_ak, control, "ListApiKeyCredentialProviders", list_api_key_providers);
-identity_op!(delete_ak, control, "DeleteApiKeyCredentialProvider", delete_api_key_provider);
-identity_op!(create_o2, control, "CreateOauth2CredentialProvider", create_oauth2_provider);
-identity_op!(get_o2, control, "GetOauth2CredentialProvider", get_oauth2_provider);
-identity_op!(update_o2, control, "UpdateOauth2CredentialProvider", update_oauth2_provider);
-identity_op!(list_o2, control, "ListOauth2CredentialProviders", list_oauth2_providers);
-identity_op!(delete_o2, control, "DeleteOauth2CredentialProvider", delete_oauth2_provider);
+identity_op!(
+    create_wi,
+    control,
+    "CreateWorkloadIdentity",
+    create_workload_identity
+);
+identity_op!(
+    get_wi,
+    control,
+    "GetWorkloadIdentity",
+    get_workload_identity
+);
+identity_op!(
+    update_wi,
+    control,
+    "UpdateWorkloadIdentity",
+    update_workload_identity
+);
+identity_op!(
+    list_wi,
+    control,
+    "ListWorkloadIdentities",
+    list_workload_identities
+);
+identity_op!(
+    delete_wi,
+    control,
+    "DeleteWorkloadIdentity",
+    delete_workload_identity
+);
+identity_op!(
+    create_ak,
+    control,
+    "CreateApiKeyCredentialProvider",
+    create_api_key_provider
+);
+identity_op!(
+    get_ak,
+    control,
+    "GetApiKeyCredentialProvider",
+    get_api_key_provider
+);
+identity_op!(
+    update_ak,
+    control,
+    "UpdateApiKeyCredentialProvider",
+    update_api_key_provider
+);
+identity_op!(
+    list_ak,
+    control,
+    "ListApiKeyCredentialProviders",
+    list_api_key_providers
+);
+identity_op!(
+    delete_ak,
+    control,
+    "DeleteApiKeyCredentialProvider",
+    delete_api_key_provider
+);
+identity_op!(
+    create_o2,
+    control,
+    "CreateOauth2CredentialProvider",
+    create_oauth2_provider
+);
+identity_op!(
+    get_o2,
+    control,
+    "GetOauth2CredentialProvider",
+    get_oauth2_provider
+);
+identity_op!(
+    update_o2,
+    control,
+    "UpdateOauth2CredentialProvider",
+    update_oauth2_provider
+);
+identity_op!(
+    list_o2,
+    control,
+    "ListOauth2CredentialProviders",
+    list_oauth2_providers
+);
+identity_op!(
+    delete_o2,
+    control,
+    "DeleteOauth2CredentialProvider",
+    delete_oauth2_provider
+);
 identity_op!(get_vault, control, "GetTokenVault", get_token_vault);
-identity_op!(wat, data, "GetWorkloadAccessToken", get_workload_access_token);
-identity_op!(wat_user, data, "GetWorkloadAccessTokenForUserId", get_workload_access_token_for_user_id);
-identity_op!(wat_jwt, data, "GetWorkloadAccessTokenForJWT", get_workload_access_token_for_jwt);
+identity_op!(
+    wat,
+    data,
+    "GetWorkloadAccessToken",
+    get_workload_access_token
+);
+identity_op!(
+    wat_user,
+    data,
+    "GetWorkloadAccessTokenForUserId",
+    get_workload_access_token_for_user_id
+);
+identity_op!(
+    wat_jwt,
+    data,
+    "GetWorkloadAccessTokenForJWT",
+    get_workload_access_token_for_jwt
+);
 identity_op!(api_key, data, "GetResourceApiKey", get_resource_api_key);
-identity_op!(oauth2_token, data, "GetResourceOauth2Token", get_resource_oauth2_token);
+identity_op!(
+    oauth2_token,
+    data,
+    "GetResourceOauth2Token",
+    get_resource_oauth2_token
+);
 
 /// The Identity routes.
 pub fn routes() -> Router<AppState> {
@@ -64,20 +159,41 @@ pub fn routes() -> Router<AppState> {
         .route("/identities/UpdateWorkloadIdentity", post(update_wi))
         .route("/identities/ListWorkloadIdentities", post(list_wi))
         .route("/identities/DeleteWorkloadIdentity", post(delete_wi))
-        .route("/identities/CreateApiKeyCredentialProvider", post(create_ak))
+        .route(
+            "/identities/CreateApiKeyCredentialProvider",
+            post(create_ak),
+        )
         .route("/identities/GetApiKeyCredentialProvider", post(get_ak))
-        .route("/identities/UpdateApiKeyCredentialProvider", post(update_ak))
+        .route(
+            "/identities/UpdateApiKeyCredentialProvider",
+            post(update_ak),
+        )
         .route("/identities/ListApiKeyCredentialProviders", post(list_ak))
-        .route("/identities/DeleteApiKeyCredentialProvider", post(delete_ak))
-        .route("/identities/CreateOauth2CredentialProvider", post(create_o2))
+        .route(
+            "/identities/DeleteApiKeyCredentialProvider",
+            post(delete_ak),
+        )
+        .route(
+            "/identities/CreateOauth2CredentialProvider",
+            post(create_o2),
+        )
         .route("/identities/GetOauth2CredentialProvider", post(get_o2))
-        .route("/identities/UpdateOauth2CredentialProvider", post(update_o2))
+        .route(
+            "/identities/UpdateOauth2CredentialProvider",
+            post(update_o2),
+        )
         .route("/identities/ListOauth2CredentialProviders", post(list_o2))
-        .route("/identities/DeleteOauth2CredentialProvider", post(delete_o2))
+        .route(
+            "/identities/DeleteOauth2CredentialProvider",
+            post(delete_o2),
+        )
         .route("/identities/get-token-vault", post(get_vault))
         // Data plane.
         .route("/identities/GetWorkloadAccessToken", post(wat))
-        .route("/identities/GetWorkloadAccessTokenForUserId", post(wat_user))
+        .route(
+            "/identities/GetWorkloadAccessTokenForUserId",
+            post(wat_user),
+        )
         .route("/identities/GetWorkloadAccessTokenForJWT", post(wat_jwt))
         .route("/identities/api-key", post(api_key))
         .route("/identities/oauth2/token", post(oauth2_token))

@@ -102,6 +102,19 @@ impl Vault {
             }
             Err(e) => return Err(err(format!("cannot read: {e}"))),
         };
+        // A key file restored or copied with a looser mode is tightened back to 0600.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| err(format!("cannot stat: {e}")))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| err(format!("cannot make it 0600: {e}")))?;
+            }
+        }
         let created = std::fs::metadata(path)
             .and_then(|m| m.modified())
             .ok()
@@ -280,6 +293,14 @@ mod tests {
             b"x",
             "the second open reads the same key"
         );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            Vault::open_dir(d.path()).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "a looser mode is tightened");
+        }
         std::fs::write(&path, b"short").unwrap();
         assert!(matches!(
             Vault::open_dir(d.path()),

@@ -385,3 +385,44 @@ def test_sdk_identity_client(sdk_env, token_endpoint):
     client.delete_oauth2_credential_provider(name=o2)
     client.delete_api_key_credential_provider(name=key_provider)
     client.cp_client.delete_workload_identity(name=wi["name"])
+
+
+def test_sdk_decorators_in_local_development(sdk_env, token_endpoint, control, tmp_path, monkeypatch):
+    """`@requires_api_key` and M2M `@requires_access_token` outside a runtime: the SDK creates a
+    workload identity, gets a token for a user id (remembered in `.agentcore.json`), and fetches
+    the credentials, all from Berth."""
+    from bedrock_agentcore.identity.auth import requires_access_token, requires_api_key
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DOCKER_CONTAINER", raising=False)
+    key_provider, o2 = name("ak"), name("o2")
+    key = f"sk-decorated-{uuid.uuid4().hex}"
+    control.create_api_key_credential_provider(name=key_provider, apiKey=key)
+    control.create_oauth2_credential_provider(
+        name=o2, credentialProviderVendor="CustomOauth2",
+        oauth2ProviderConfigInput=custom_config(token_endpoint, "CLIENT_SECRET_POST"))
+
+    @requires_api_key(provider_name=key_provider)
+    def with_key(*, api_key: str) -> str:
+        return api_key
+
+    @requires_access_token(provider_name=o2, scopes=["read", "write"], auth_flow="M2M")
+    async def with_token(*, access_token: str) -> str:
+        return access_token
+
+    assert with_key() == key
+    config = json.loads((tmp_path / ".agentcore.json").read_text())
+    workload = config["workload_identity_name"]
+    assert control.get_workload_identity(name=workload)["name"] == workload
+    assert asyncio.run(with_token()).startswith("m2m-token-")
+    assert token_endpoint.requests[-1]["form"]["scope"] == "read write"
+    # The second call reuses the remembered workload identity and the cached token.
+    assert with_key() == key
+    assert json.loads((tmp_path / ".agentcore.json").read_text())["workload_identity_name"] == workload
+    issued = token_endpoint.issued
+    asyncio.run(with_token())
+    assert token_endpoint.issued == issued
+
+    control.delete_api_key_credential_provider(name=key_provider)
+    control.delete_oauth2_credential_provider(name=o2)
+    control.delete_workload_identity(name=workload)

@@ -238,8 +238,12 @@ def test_resource_api_key_refuses_bad_tokens(control, data):
     forged = wat[:-4] + ("AAAA" if not wat.endswith("AAAA") else "BBBB")
     expect_error(data.get_resource_api_key, "AccessDeniedException", 403,
                  workloadIdentityToken=forged, resourceCredentialProviderName=n)
-    control.delete_api_key_credential_provider(name=n)
+    assert data.get_resource_api_key(workloadIdentityToken=wat, resourceCredentialProviderName=n)["apiKey"]
+    # Deleting the workload identity revokes its tokens.
     control.delete_workload_identity(name=wi)
+    expect_error(data.get_resource_api_key, "AccessDeniedException", 403,
+                 workloadIdentityToken=wat, resourceCredentialProviderName=n)
+    control.delete_api_key_credential_provider(name=n)
 
 
 def test_workload_access_tokens(control, data, data_unvalidated):

@@ -606,16 +606,35 @@ impl Identity {
         self.workload_token(&v, Some(format!("{iss}|{sub}"))).await
     }
 
-    fn verify(&self, v: &Value) -> Result<WorkloadClaims, ApiError> {
+    /// The claims of the request's workload access token: signed by this vault, unexpired, and
+    /// of a workload identity that still exists (deleting one revokes its tokens).
+    async fn verify(&self, v: &Value) -> Result<WorkloadClaims, ApiError> {
         let t = s(v, "workloadIdentityToken").unwrap_or_default();
-        self.vault
+        let c = self
+            .vault
             .verify_token(t, now_millis() / 1000)
-            .map_err(|e| ApiError::new(ErrorKind::AccessDenied, e.to_string()))
+            .map_err(|e| ApiError::new(ErrorKind::AccessDenied, e.to_string()))?;
+        if self
+            .store
+            .identity(WORKLOAD, &c.workload)
+            .await
+            .map_err(internal)?
+            .is_none()
+        {
+            return Err(ApiError::new(
+                ErrorKind::AccessDenied,
+                format!(
+                    "the workload access token's workload identity {} no longer exists",
+                    c.workload
+                ),
+            ));
+        }
+        Ok(c)
     }
 
     /// `GetResourceApiKey`: the key of a provider, for a holder of a valid workload token.
     pub async fn get_resource_api_key(&self, v: Value) -> Result<Value, ApiError> {
-        self.verify(&v)?;
+        self.verify(&v).await?;
         let name = s(&v, "resourceCredentialProviderName").unwrap_or_default();
         let r = self
             .get_row(API_KEY, name, "API key credential provider")
@@ -638,7 +657,7 @@ impl Identity {
     /// provider's token endpoint and caches the token (sealed) until it expires; the user
     /// flows are not served.
     pub async fn get_resource_oauth2_token(&self, v: Value) -> Result<Value, ApiError> {
-        self.verify(&v)?;
+        self.verify(&v).await?;
         let flow = s(&v, "oauth2Flow").unwrap_or_default();
         if flow != "M2M" {
             return Err(ApiError::field(

@@ -48,7 +48,7 @@ OPERATIONS = {
         "StopBatchEvaluation", "DeleteBatchEvaluation",
         # Identity (wave2 §4.1): workload access tokens and the credentials they unlock.
         "GetWorkloadAccessToken", "GetWorkloadAccessTokenForUserId", "GetWorkloadAccessTokenForJWT",
-        "GetResourceApiKey", "GetResourceOauth2Token",
+        "GetResourceApiKey", "GetResourceOauth2Token", "CompleteResourceTokenAuth",
     ],
 }
 KEEP = ("type", "required", "min", "max", "pattern", "enum", "union", "sensitive", "timestampFormat")

@@ -47,6 +47,9 @@ class TokenEndpoint:
     def __init__(self, secret: str):
         self.secret = secret
         self.issued = 0
+        self.codes: dict[str, str] = {}
+        self.authorize_requests: list[dict] = []
+        self.returned: list[dict] = []
         self.requests: list[dict] = []
         outer = self
 
@@ -65,12 +68,44 @@ class TokenEndpoint:
                     cid, secret = form.get("client_id"), form.get("client_secret")
                     method = "post"
                 outer.requests.append({"form": form, "method": method})
-                if form.get("grant_type") != "client_credentials" or cid != CLIENT_ID or secret != outer.secret:
+                if cid != CLIENT_ID or secret != outer.secret:
                     self._answer(401, {"error": "invalid_client"})
+                    return
+                grant = form.get("grant_type")
+                if grant == "authorization_code":
+                    if outer.codes.pop(form.get("code"), None) != form.get("redirect_uri"):
+                        self._answer(400, {"error": "invalid_grant"})
+                        return
+                    outer.issued += 1
+                    self._answer(200, {"access_token": f"user-token-{outer.issued}", "token_type": "Bearer",
+                                       "expires_in": 3600})
+                    return
+                if grant != "client_credentials":
+                    self._answer(400, {"error": "unsupported_grant_type"})
                     return
                 outer.issued += 1
                 self._answer(200, {"access_token": f"m2m-token-{outer.issued}", "token_type": "Bearer",
                                    "expires_in": 3600, "scope": form.get("scope", "")})
+
+            def do_GET(self):
+                path, _, query = self.path.partition("?")
+                q = {k: v[0] for k, v in parse_qs(query).items()}
+                if path == "/authorize":
+                    # The user consents at once: back to Berth's callback with a one-time code.
+                    assert q["client_id"] == CLIENT_ID and q["response_type"] == "code"
+                    code = uuid.uuid4().hex
+                    outer.codes[code] = q["redirect_uri"]
+                    outer.authorize_requests.append(q)
+                    self.send_response(302)
+                    self.send_header("location", f"{q['redirect_uri']}?code={code}&state={q['state']}")
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                if path == "/return":
+                    outer.returned.append(q)
+                    self._answer(200, {"ok": True})
+                    return
+                self._answer(404, {"error": "not_found"})
 
             def _answer(self, code, doc):
                 raw = json.dumps(doc).encode()
@@ -81,7 +116,10 @@ class TokenEndpoint:
                 self.wfile.write(raw)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oauth2/token"
+        base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{base}/oauth2/token"
+        self.authorize_url = f"{base}/authorize"
+        self.return_url = f"{base}/return"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -103,7 +141,7 @@ def custom_config(ep: TokenEndpoint, method: str = "CLIENT_SECRET_BASIC", secret
             "oauthDiscovery": {
                 "authorizationServerMetadata": {
                     "issuer": "http://127.0.0.1/issuer",
-                    "authorizationEndpoint": "http://127.0.0.1/authorize",
+                    "authorizationEndpoint": ep.authorize_url,
                     "tokenEndpoint": ep.url,
                 }
             },
@@ -289,8 +327,8 @@ def test_oauth2_provider_crud_and_m2m(berth, control, control_unvalidated, data,
     assert created["credentialProviderArn"] == (
         f"arn:aws:acps:{REGION}:{ACCOUNT}:token-vault/default/oauth2credentialprovider/{n}")
     assert created["status"] == "READY"
-    assert created["callbackUrl"].startswith(
-        f"https://bedrock-agentcore.{REGION}.amazonaws.com/identities/oauth2/callback/")
+    # Berth serves the callback itself.
+    assert created["callbackUrl"].startswith(f"{berth.url}/identities/oauth2/callback/")
     out = created["oauth2ProviderConfigOutput"]["customOauth2ProviderConfig"]
     assert out["clientId"] == CLIENT_ID
     assert out["oauthDiscovery"]["authorizationServerMetadata"]["tokenEndpoint"] == token_endpoint.url
@@ -333,7 +371,7 @@ def test_oauth2_provider_crud_and_m2m(berth, control, control_unvalidated, data,
                  workloadIdentityToken=wat, resourceCredentialProviderName=n, scopes=["read"], oauth2Flow="M2M")
     expect_validation(data.get_resource_oauth2_token, "oauth2Flow",
                       workloadIdentityToken=wat, resourceCredentialProviderName=n, scopes=["read"],
-                      oauth2Flow="USER_FEDERATION")
+                      oauth2Flow="ON_BEHALF_OF_TOKEN_EXCHANGE")
 
     assert_status(control.delete_oauth2_credential_provider(name=n), 204)
     expect_error(control.get_oauth2_credential_provider, "ResourceNotFoundException", 404, name=n)
@@ -430,3 +468,57 @@ def test_sdk_decorators_in_local_development(sdk_env, token_endpoint, control, t
     control.delete_api_key_credential_provider(name=key_provider)
     control.delete_oauth2_credential_provider(name=o2)
     control.delete_workload_identity(name=workload)
+
+
+def test_oauth2_user_federation_three_legged(berth, control, data, token_endpoint):
+    """3LO: an authorization URL and a session; the user's browser goes to the provider and back
+    through Berth's unsigned callback to the app's return URL; the app completes the session for
+    the same user; the poll then answers the token, and later requests get it from the cache."""
+    import urllib.request
+
+    n, wi = name("o2"), name("wi")
+    control.create_oauth2_credential_provider(
+        name=n, credentialProviderVendor="CustomOauth2", oauth2ProviderConfigInput=custom_config(token_endpoint))
+    control.create_workload_identity(name=wi, allowedResourceOauth2ReturnUrls=[token_endpoint.return_url])
+    wat = data.get_workload_access_token_for_user_id(workloadName=wi, userId="alice")["workloadAccessToken"]
+    args = dict(workloadIdentityToken=wat, resourceCredentialProviderName=n, scopes=["profile"],
+                oauth2Flow="USER_FEDERATION")
+
+    first = data.get_resource_oauth2_token(resourceOauth2ReturnUrl=token_endpoint.return_url, **args)
+    assert "accessToken" not in first and first["sessionStatus"] == "IN_PROGRESS"
+    assert first["authorizationUrl"].startswith(token_endpoint.authorize_url + "?")
+    session = first["sessionUri"]
+    assert session.startswith("urn:ietf:params:oauth:request_uri:")
+    waiting = data.get_resource_oauth2_token(sessionUri=session, **args)
+    assert "accessToken" not in waiting and waiting["sessionStatus"] == "IN_PROGRESS"
+
+    # The user's browser: provider, Berth's callback (unsigned), the app's return URL.
+    with urllib.request.urlopen(first["authorizationUrl"], timeout=30) as resp:
+        assert resp.status == 200
+    assert token_endpoint.authorize_requests[-1]["scope"] == "profile"
+    assert token_endpoint.returned[-1]["session_id"] == session
+    # The code is spent: the callback does not run twice.
+    assert "accessToken" not in data.get_resource_oauth2_token(sessionUri=session, **args)
+
+    expect_error(data.complete_resource_token_auth, "AccessDeniedException", 403,
+                 sessionUri=session, userIdentifier={"userId": "mallory"})
+    assert_status(data.complete_resource_token_auth(sessionUri=session, userIdentifier={"userId": "alice"}), 200)
+    done = data.get_resource_oauth2_token(sessionUri=session, **args)
+    assert done["accessToken"] == "user-token-1"
+    # Cached for alice (sealed): no new consent, no new token.
+    assert data.get_resource_oauth2_token(**args)["accessToken"] == "user-token-1"
+    assert token_endpoint.issued == 1
+    assert b"user-token-1" not in db_bytes(berth)
+
+    # Another user of the same workload starts from scratch; bad return URLs and user-less
+    # tokens are refused.
+    bob = data.get_workload_access_token_for_user_id(workloadName=wi, userId="bob")["workloadAccessToken"]
+    assert "authorizationUrl" in data.get_resource_oauth2_token(**{**args, "workloadIdentityToken": bob})
+    expect_validation(data.get_resource_oauth2_token, "resourceOauth2ReturnUrl",
+                      resourceOauth2ReturnUrl="https://evil.example/cb", **{**args, "workloadIdentityToken": bob})
+    plain = data.get_workload_access_token(workloadName=wi)["workloadAccessToken"]
+    expect_validation(data.get_resource_oauth2_token, "workloadIdentityToken",
+                      **{**args, "workloadIdentityToken": plain})
+
+    control.delete_oauth2_credential_provider(name=n)
+    control.delete_workload_identity(name=wi)

@@ -1247,7 +1247,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The token vault's key lives next to the database, never in it.
     let vault = berth_identity::vault::Vault::open_dir(&cfg.data_dir)
         .map_err(|e| anyhow::anyhow!("identity: {e}"))?;
-    let identity = berth_identity::Identity::new(stores.identity.clone(), vault, partition.clone());
+    let identity = berth_identity::Identity::new(
+        stores.identity.clone(),
+        vault,
+        partition.clone(),
+        url.clone(),
+    );
     let state = berth_server::AppState {
         control: control.clone(),
         keys: keys.clone(),

@@ -26,6 +26,12 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(3600);
 const WORKLOAD: &str = "workload-identity";
 const API_KEY: &str = "apikey-provider";
 const OAUTH2: &str = "oauth2-provider";
+const SESSION: &str = "oauth2-session";
+/// Where OAuth2 providers send the user back, under the server's URL.
+pub const CALLBACK_PATH: &str = "/identities/oauth2/callback";
+const REQUEST_URI: &str = "urn:ietf:params:oauth:request_uri:";
+/// How long a user has to consent.
+const SESSION_TTL_MS: i64 = 10 * 60 * 1000;
 
 /// AgentCore Identity (cheap to clone).
 #[derive(Clone)]
@@ -34,6 +40,8 @@ pub struct Identity {
     vault: Vault,
     partition: Partition,
     http: reqwest::Client,
+    /// The server's own URL, where OAuth2 providers send the user back (`callbackUrl`).
+    public_url: String,
 }
 
 fn internal(e: berth_store::Error) -> ApiError {
@@ -74,8 +82,14 @@ fn page(v: &Value, default: u32) -> Result<(u32, Option<String>), ApiError> {
 }
 
 impl Identity {
-    /// Identity over `store`, with secrets sealed by `vault`, ARNs in `partition`.
-    pub fn new(store: Arc<dyn IdentityStore>, vault: Vault, partition: Partition) -> Self {
+    /// Identity over `store`, with secrets sealed by `vault`, ARNs in `partition`, reached by
+    /// OAuth2 providers' redirects at `public_url` (`http://host:port`).
+    pub fn new(
+        store: Arc<dyn IdentityStore>,
+        vault: Vault,
+        partition: Partition,
+        public_url: String,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -85,6 +99,7 @@ impl Identity {
             vault,
             partition,
             http,
+            public_url: public_url.trim_end_matches('/').to_owned(),
         }
     }
 
@@ -452,9 +467,10 @@ impl Identity {
     pub async fn create_oauth2_provider(&self, v: Value) -> Result<Value, ApiError> {
         let name = name_of(&v)?;
         let (mut spec, secret) = self.oauth2_config(&v, &name)?;
+        // Berth serves the callback itself (unsigned: the user's browser comes back to it).
         spec["callbackUrl"] = json!(format!(
-            "https://bedrock-agentcore.{}.amazonaws.com/identities/oauth2/callback/{}",
-            self.partition.region,
+            "{}{CALLBACK_PATH}/{}",
+            self.public_url,
             uuid::Uuid::new_v4()
         ));
         if let Some(t) = v.get("tags") {
@@ -657,12 +673,15 @@ impl Identity {
     /// provider's token endpoint and caches the token (sealed) until it expires; the user
     /// flows are not served.
     pub async fn get_resource_oauth2_token(&self, v: Value) -> Result<Value, ApiError> {
-        self.verify(&v).await?;
+        let claims = self.verify(&v).await?;
         let flow = s(&v, "oauth2Flow").unwrap_or_default();
+        if flow == "USER_FEDERATION" {
+            return self.user_federation(&v, &claims).await;
+        }
         if flow != "M2M" {
             return Err(ApiError::field(
                 "oauth2Flow",
-                format!("Berth serves oauth2Flow M2M only, not {flow}"),
+                format!("Berth serves oauth2Flow M2M and USER_FEDERATION, not {flow}"),
             ));
         }
         let name = s(&v, "resourceCredentialProviderName").unwrap_or_default();
@@ -737,4 +756,314 @@ fn aad(kind: &str, name: &str) -> String {
 /// The cache's provider key (what deleting a provider clears).
 fn provider_key(kind: &str, name: &str) -> String {
     format!("{kind}/{name}")
+}
+
+fn scopes_of(v: &Value) -> Vec<String> {
+    v.get("scopes")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Where the browser goes after the callback: the app's return URL, told the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect(pub String);
+
+impl Identity {
+    fn user_cache_key(workload: &str, user: &str, scopes: &[String]) -> String {
+        format!("user|{workload}|{user}|{}", scopes.join(" "))
+    }
+
+    /// `GetResourceOauth2Token` with `USER_FEDERATION` (3LO): a token the user consented to
+    /// earlier, or an authorization URL and a session to poll with `sessionUri`.
+    async fn user_federation(&self, v: &Value, c: &WorkloadClaims) -> Result<Value, ApiError> {
+        let Some(user) = c.user.as_deref() else {
+            return Err(ApiError::field(
+                "workloadIdentityToken",
+                "USER_FEDERATION needs a workload access token for a user \
+                 (GetWorkloadAccessTokenForUserId or ...ForJWT)",
+            ));
+        };
+        let name = s(v, "resourceCredentialProviderName").unwrap_or_default();
+        let provider = self
+            .get_row(OAUTH2, name, "OAuth2 credential provider")
+            .await?;
+        let scopes = scopes_of(v);
+        let pkey = provider_key(OAUTH2, name);
+        let ckey = Self::user_cache_key(&c.workload, user, &scopes);
+        let caad = format!("{pkey}|{ckey}");
+        let now = now_millis();
+        let force = v
+            .get("forceAuthentication")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if let Some(uri) = s(v, "sessionUri") {
+            let id = uri.strip_prefix(REQUEST_URI).unwrap_or_default();
+            let sess = self
+                .store
+                .identity(SESSION, id)
+                .await
+                .map_err(internal)?
+                .filter(|r| {
+                    r.spec["workload"] == c.workload
+                        && r.spec["user"] == user
+                        && r.spec["provider"] == name
+                })
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorKind::ResourceNotFound,
+                        format!("session {uri} does not exist"),
+                    )
+                })?;
+            if sess.spec["status"] == "COMPLETE"
+                && let Some(sealed) = &sess.secret
+            {
+                let t = self
+                    .vault
+                    .open(sealed, &aad(SESSION, id))
+                    .map_err(|e| ApiError::internal_because(format_args!("session {id}: {e}")))?;
+                return Ok(json!({"accessToken": String::from_utf8_lossy(&t)}));
+            }
+            let status = if sess.spec["status"] == "FAILED"
+                || now > sess.spec["expires"].as_i64().unwrap_or(0)
+            {
+                "FAILED"
+            } else {
+                "IN_PROGRESS"
+            };
+            return Ok(json!({
+                "authorizationUrl": sess.spec["authorizationUrl"],
+                "sessionUri": uri,
+                "sessionStatus": status,
+            }));
+        }
+        if !force
+            && let Some(sealed) = self
+                .store
+                .cached_token(&pkey, &ckey, now)
+                .await
+                .map_err(internal)?
+            && let Ok(t) = self.vault.open(&sealed, &caad)
+        {
+            return Ok(json!({"accessToken": String::from_utf8_lossy(&t)}));
+        }
+        let return_url = s(v, "resourceOauth2ReturnUrl").map(str::to_owned);
+        let workload = self
+            .get_row(WORKLOAD, &c.workload, "workload identity")
+            .await?;
+        let allowed = workload.spec["allowedResourceOauth2ReturnUrls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(r) = &return_url
+            && !allowed.iter().any(|a| a.as_str() == Some(r))
+        {
+            return Err(ApiError::field(
+                "resourceOauth2ReturnUrl",
+                format!(
+                    "{r} is not one of workload identity {}'s allowedResourceOauth2ReturnUrls",
+                    c.workload
+                ),
+            ));
+        }
+        let cfg = &provider.spec["oauth2ProviderConfigOutput"];
+        let (_, member) = cfg
+            .as_object()
+            .and_then(|o| o.iter().next())
+            .ok_or_else(|| ApiError::internal_because("provider without configuration"))?;
+        let auth_endpoint = member
+            .pointer("/oauthDiscovery/authorizationServerMetadata/authorizationEndpoint")
+            .or_else(|| member.get("authorizationEndpoint"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::Validation,
+                    format!("provider {name} has no authorization endpoint Berth can use"),
+                )
+            })?;
+        let client_id = member["clientId"].as_str().unwrap_or_default();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut url = format!(
+            "{auth_endpoint}{}response_type=code&client_id={}&redirect_uri={}&state={id}",
+            if auth_endpoint.contains('?') {
+                '&'
+            } else {
+                '?'
+            },
+            oauth2::url_encode(client_id),
+            oauth2::url_encode(provider.spec["callbackUrl"].as_str().unwrap_or_default()),
+        );
+        if !scopes.is_empty() {
+            url.push_str(&format!("&scope={}", oauth2::url_encode(&scopes.join(" "))));
+        }
+        if let Some(params) = v.get("customParameters").and_then(Value::as_object) {
+            for (k, p) in params {
+                url.push_str(&format!(
+                    "&{}={}",
+                    oauth2::url_encode(k),
+                    oauth2::url_encode(p.as_str().unwrap_or_default())
+                ));
+            }
+        }
+        let uri = format!("{REQUEST_URI}{id}");
+        let row = IdentityRow {
+            kind: SESSION.into(),
+            name: id,
+            spec: json!({
+                "provider": name, "workload": c.workload, "user": user, "scopes": scopes,
+                "returnUrl": return_url, "authorizationUrl": url, "sessionUri": uri,
+                "status": "IN_PROGRESS", "expires": now + SESSION_TTL_MS,
+            }),
+            secret: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.insert(&row, "session").await?;
+        Ok(json!({"authorizationUrl": url, "sessionUri": uri, "sessionStatus": "IN_PROGRESS"}))
+    }
+
+    /// The provider's redirect back (`GET /identities/oauth2/callback/{id}?code&state`): the
+    /// code is exchanged for a token, sealed in the session, which then waits for the app's
+    /// `CompleteResourceTokenAuth`. Answers where to send the browser.
+    pub async fn oauth2_callback(
+        &self,
+        code: Option<&str>,
+        state: &str,
+        error: Option<&str>,
+    ) -> Result<Redirect, ApiError> {
+        let not_found = || ApiError::not_found(format!("no OAuth2 session {state}"));
+        let mut sess = self
+            .store
+            .identity(SESSION, state)
+            .await
+            .map_err(internal)?
+            .ok_or_else(not_found)?;
+        let now = now_millis();
+        if sess.spec["status"] != "IN_PROGRESS" || now > sess.spec["expires"].as_i64().unwrap_or(0)
+        {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                "this OAuth2 session is no longer waiting for consent",
+            ));
+        }
+        let result = match (code, error) {
+            (Some(code), None) => self.exchange_code(&sess, code).await,
+            (_, e) => Err(format!("the provider refused: {}", e.unwrap_or("no code"))),
+        };
+        match result {
+            Ok(token) => {
+                sess.secret = Some(
+                    self.vault
+                        .seal(token.access_token.as_bytes(), &aad(SESSION, state)),
+                );
+                sess.spec["status"] = json!("AUTHORIZED");
+                if let Some(ttl) = token.expires_in {
+                    sess.spec["tokenExpires"] = json!(now + (ttl.saturating_sub(30) as i64) * 1000);
+                }
+            }
+            Err(e) => {
+                sess.spec["status"] = json!("FAILED");
+                sess.spec["failureReason"] = json!(e);
+            }
+        }
+        sess.updated_at = now;
+        self.update(&sess, "session").await?;
+        let base = sess.spec["returnUrl"].as_str().unwrap_or_default();
+        let uri = sess.spec["sessionUri"].as_str().unwrap_or_default();
+        Ok(Redirect(format!(
+            "{base}{}session_id={}",
+            if base.contains('?') { '&' } else { '?' },
+            oauth2::url_encode(uri)
+        )))
+    }
+
+    async fn exchange_code(&self, sess: &IdentityRow, code: &str) -> Result<oauth2::Token, String> {
+        let name = sess.spec["provider"].as_str().unwrap_or_default();
+        let provider = self
+            .get_row(OAUTH2, name, "OAuth2 credential provider")
+            .await
+            .map_err(|e| e.to_string())?;
+        let secret = self.open_secret(&provider).map_err(|e| e.to_string())?;
+        let endpoint = oauth2::Endpoint::from_config(&provider.spec["oauth2ProviderConfigOutput"])?;
+        let redirect = provider.spec["callbackUrl"].as_str().unwrap_or_default();
+        endpoint
+            .authorization_code(&self.http, &secret, code, redirect)
+            .await
+    }
+
+    /// `CompleteResourceTokenAuth`: the app confirms the user who came back is the session's.
+    pub async fn complete_resource_token_auth(&self, v: Value) -> Result<Value, ApiError> {
+        let uri = s(&v, "sessionUri").unwrap_or_default();
+        let id = uri.strip_prefix(REQUEST_URI).unwrap_or_default();
+        let mut sess = self
+            .store
+            .identity(SESSION, id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::ResourceNotFound,
+                    format!("session {uri} does not exist"),
+                )
+            })?;
+        let who = v.get("userIdentifier").cloned().unwrap_or_default();
+        let user = if let Some(u) = s(&who, "userId") {
+            u.to_owned()
+        } else {
+            let jwt = s(&who, "userToken").unwrap_or_default();
+            let claims: Value = jwt
+                .split('.')
+                .nth(1)
+                .and_then(|p| URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok())
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            format!(
+                "{}|{}",
+                s(&claims, "iss").unwrap_or_default(),
+                s(&claims, "sub").unwrap_or_default()
+            )
+        };
+        if sess.spec["user"] != user.as_str() {
+            return Err(ApiError::new(
+                ErrorKind::AccessDenied,
+                "the user does not match the session's",
+            ));
+        }
+        if sess.spec["status"] != "AUTHORIZED" {
+            return Err(ApiError::new(
+                ErrorKind::Validation,
+                format!(
+                    "session {uri} is {}, not waiting for completion",
+                    sess.spec["status"].as_str().unwrap_or("unknown")
+                ),
+            ));
+        }
+        sess.spec["status"] = json!("COMPLETE");
+        sess.updated_at = now_millis();
+        self.update(&sess, "session").await?;
+        // The user's token now serves their later requests too, until it expires.
+        if let (Some(until), Some(sealed)) = (sess.spec["tokenExpires"].as_i64(), &sess.secret) {
+            let token = self
+                .vault
+                .open(sealed, &aad(SESSION, id))
+                .map_err(|e| ApiError::internal_because(format_args!("session {id}: {e}")))?;
+            let name = sess.spec["provider"].as_str().unwrap_or_default();
+            let pkey = provider_key(OAUTH2, name);
+            let ckey = Self::user_cache_key(
+                sess.spec["workload"].as_str().unwrap_or_default(),
+                &user,
+                &scopes_of(&sess.spec),
+            );
+            let sealed = self.vault.seal(&token, &format!("{pkey}|{ckey}"));
+            self.store
+                .put_cached_token(&pkey, &ckey, &sealed, until)
+                .await
+                .map_err(internal)?;
+        }
+        Ok(json!({}))
+    }
 }

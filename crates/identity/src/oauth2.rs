@@ -65,14 +65,38 @@ impl Endpoint {
         if !scope.is_empty() {
             form.push(("scope", &scope));
         }
+        self.grant(http, secret, form).await
+    }
+
+    /// Exchanges an authorization code (RFC 6749 §4.1.3) sent back to `redirect_uri`.
+    pub async fn authorization_code(
+        &self,
+        http: &reqwest::Client,
+        secret: &str,
+        code: &str,
+        redirect_uri: &str,
+    ) -> Result<Token, String> {
+        let form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+        ];
+        self.grant(http, secret, form).await
+    }
+
+    async fn grant(
+        &self,
+        http: &reqwest::Client,
+        secret: &str,
+        mut form: Vec<(&str, &str)>,
+    ) -> Result<Token, String> {
         let mut req = http.post(&self.token_url);
         if self.post {
             form.push(("client_id", &self.client_id));
             form.push(("client_secret", secret));
         } else {
             // RFC 6749 §2.3.1: id and secret are form-encoded before Basic encoding.
-            let enc = |s: &str| url_encode(s);
-            req = req.basic_auth(enc(&self.client_id), Some(enc(secret)));
+            req = req.basic_auth(url_encode(&self.client_id), Some(url_encode(secret)));
         }
         let body = form
             .iter()
@@ -94,7 +118,7 @@ impl Endpoint {
         if !status.is_success() {
             let err = v.get("error").and_then(Value::as_str).unwrap_or("unknown");
             return Err(format!(
-                "the token endpoint refused the client credentials ({status}: {err})"
+                "the token endpoint refused the grant ({status}: {err})"
             ));
         }
         let access_token = v
@@ -110,7 +134,7 @@ impl Endpoint {
 }
 
 /// `application/x-www-form-urlencoded` encoding of one value.
-fn url_encode(s: &str) -> String {
+pub(crate) fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {

@@ -233,6 +233,7 @@ fn identity_operation(p: &Partition, op: &str) -> Classified {
         "GetOauth2CredentialProvider" | "ListOauth2CredentialProviders" => {
             ("oauth2credentialprovider", false)
         }
+        "CompleteResourceTokenAuth" => ("oauth2credentialprovider", true),
         "api-key" => {
             return Classified::one(
                 "bedrock-agentcore:GetResourceApiKey",
@@ -902,6 +903,7 @@ pub fn default_role_policy(p: &Partition, runtime_id: &str, memory_ids: &[String
         "Effect": "Allow",
         "Action": [
             "bedrock-agentcore:GetResourceApiKey", "bedrock-agentcore:GetResourceOauth2Token",
+            "bedrock-agentcore:CompleteResourceTokenAuth",
         ],
         "Resource": [
             identity_arn(p, "apikeycredentialprovider"),

@@ -10,10 +10,11 @@ use crate::memory_api::respond_typed;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{RawPathParams, RawQuery, State};
-use axum::response::Response;
-use axum::routing::post;
+use axum::extract::{Query, RawPathParams, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use berth_api::model;
+use std::collections::BTreeMap;
 
 /// An Identity route: validate against the model, call `Identity`, answer with the model's
 /// status code.
@@ -150,6 +151,39 @@ identity_op!(
     get_resource_oauth2_token
 );
 
+identity_op!(
+    complete_auth,
+    data,
+    "CompleteResourceTokenAuth",
+    complete_resource_token_auth
+);
+
+/// The OAuth2 provider's redirect back to Berth (`callbackUrl`): the user's browser, unsigned.
+/// The session id in `state` is the credential (random, single use, ten minutes).
+async fn oauth2_callback(
+    State(s): State<AppState>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, WireError> {
+    let state = q.get("state").map(String::as_str).unwrap_or_default();
+    let to = s
+        .identity
+        .oauth2_callback(
+            q.get("code").map(String::as_str),
+            state,
+            q.get("error").map(String::as_str),
+        )
+        .await?;
+    Ok(axum::response::Redirect::to(&to.0).into_response())
+}
+
+/// Routes outside SigV4: the OAuth2 callback a browser follows.
+pub fn unsigned_routes() -> Router<AppState> {
+    Router::new().route(
+        &format!("{}/{{callbackId}}", berth_identity::CALLBACK_PATH),
+        get(oauth2_callback),
+    )
+}
+
 /// The Identity routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -197,6 +231,7 @@ pub fn routes() -> Router<AppState> {
         .route("/identities/GetWorkloadAccessTokenForJWT", post(wat_jwt))
         .route("/identities/api-key", post(api_key))
         .route("/identities/oauth2/token", post(oauth2_token))
+        .route("/identities/CompleteResourceTokenAuth", post(complete_auth))
         // Identity writes are not in the control store's transactions: audited after success.
         .route_layer(axum::middleware::from_fn(crate::authz::audit_writes))
 }

@@ -115,6 +115,8 @@ pub fn router(state: AppState) -> Router {
     // fetched without SigV4 (the SDK uses plain `requests.get`), so it sits outside the auth
     // layer, inside the request id.
     let unsigned = eval_data_api::unsigned_routes()
+        // OAuth2 providers send the user's browser back here (3LO): see `identity_api`.
+        .merge(identity_api::unsigned_routes())
         // The OCI registry authenticates with HTTP Basic (container clients cannot sign) and
         // streams blobs past the SigV4 layer's body limits: see `registry_api`.
         .merge(registry_api::routes())

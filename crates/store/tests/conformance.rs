@@ -2225,7 +2225,12 @@ async fn identities_insert_update_page_and_delete<H: Harness>(h: &H) {
 
     assert!(s.delete_identity("workload-identity", "a").await.unwrap());
     assert!(!s.delete_identity("workload-identity", "a").await.unwrap());
-    assert!(s.identity("workload-identity", "a").await.unwrap().is_none());
+    assert!(
+        s.identity("workload-identity", "a")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(s.identity("apikey-provider", "a").await.unwrap().is_some());
 }
 

@@ -315,6 +315,16 @@ def test_every_served_operation_answers_in_the_models_types(berth, control, data
         step(control, "ListOauth2CredentialProviders", maxResults=5)
         step(data, "GetResourceOauth2Token", workloadIdentityToken=wat, resourceCredentialProviderName=o2,
              scopes=["walk"], oauth2Flow="M2M")
+        # 3LO: the user's browser through the provider and Berth's callback, then completion.
+        user_wat = data.get_workload_access_token_for_user_id(workloadName=wi, userId="walker")
+        session = data.get_resource_oauth2_token(
+            workloadIdentityToken=user_wat["workloadAccessToken"], resourceCredentialProviderName=o2,
+            scopes=["walk"], oauth2Flow="USER_FEDERATION")
+        import urllib.request
+        with urllib.request.urlopen(session["authorizationUrl"], timeout=30):
+            pass
+        step(data, "CompleteResourceTokenAuth", sessionUri=session["sessionUri"],
+             userIdentifier={"userId": "walker"})
         step(control, "DeleteOauth2CredentialProvider", name=o2)
     finally:
         token_endpoint.close()

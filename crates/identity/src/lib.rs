@@ -769,9 +769,10 @@ fn scopes_of(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Where the browser goes after the callback: the app's return URL, told the session.
+/// Where the browser goes after the callback: the app's return URL, told the session (`None`:
+/// the session gave none).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Redirect(pub String);
+pub struct Redirect(pub Option<String>);
 
 impl Identity {
     fn user_cache_key(workload: &str, user: &str, scopes: &[String]) -> String {
@@ -972,13 +973,16 @@ impl Identity {
         }
         sess.updated_at = now;
         self.update(&sess, "session").await?;
-        let base = sess.spec["returnUrl"].as_str().unwrap_or_default();
+        // No return URL: the browser's journey ends at Berth's page.
+        let Some(base) = sess.spec["returnUrl"].as_str() else {
+            return Ok(Redirect(None));
+        };
         let uri = sess.spec["sessionUri"].as_str().unwrap_or_default();
-        Ok(Redirect(format!(
+        Ok(Redirect(Some(format!(
             "{base}{}session_id={}",
             if base.contains('?') { '&' } else { '?' },
             oauth2::url_encode(uri)
-        )))
+        ))))
     }
 
     async fn exchange_code(&self, sess: &IdentityRow, code: &str) -> Result<oauth2::Token, String> {

@@ -173,7 +173,10 @@ async fn oauth2_callback(
             q.get("error").map(String::as_str),
         )
         .await?;
-    Ok(axum::response::Redirect::to(&to.0).into_response())
+    Ok(match to.0 {
+        Some(url) => axum::response::Redirect::to(&url).into_response(),
+        None => "Authorization received: return to the application.\n".into_response(),
+    })
 }
 
 /// Routes outside SigV4: the OAuth2 callback a browser follows.

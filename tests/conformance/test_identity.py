@@ -2,7 +2,8 @@
 
 Issue 16 (item 4, acceptance 3): boto3's `bedrock-agentcore-control` and `bedrock-agentcore`
 clients for workload identities, API-key and OAuth2 credential providers, the token vault and
-the data plane (workload access tokens, `GetResourceApiKey`, `GetResourceOauth2Token` M2M), and
+the data plane (workload access tokens, `GetResourceApiKey`, `GetResourceOauth2Token` M2M and
+3LO with Berth's OAuth2 callback and `CompleteResourceTokenAuth`), and
 the AgentCore SDK's own `IdentityClient` pointed at Berth by the endpoint variables only. The
 OAuth2 provider is a local token-endpoint double (an `http.server` on 127.0.0.1:0) that checks
 the client credentials and counts the tokens it issues. Secrets are shown to be absent from the
@@ -42,7 +43,9 @@ def name(prefix: str = "id") -> str:
 
 
 class TokenEndpoint:
-    """An OAuth2 token endpoint double: the client-credentials grant, checked credentials."""
+    """An OAuth2 provider double: a token endpoint (client-credentials and authorization-code grants,
+    checked client credentials), an authorization endpoint whose user consents at once, and the
+    app's return URL."""
 
     def __init__(self, secret: str):
         self.secret = secret
@@ -522,3 +525,33 @@ def test_oauth2_user_federation_three_legged(berth, control, data, token_endpoin
 
     control.delete_oauth2_credential_provider(name=n)
     control.delete_workload_identity(name=wi)
+
+
+def test_sdk_get_token_user_federation(sdk_env, control, token_endpoint):
+    """The SDK's own 3LO loop: `get_token(auth_flow="USER_FEDERATION")` hands the authorization
+    URL to `on_auth_url` (here: the user's browser, then the app completing the session), and its
+    default poller (every 5 s) gets the token."""
+    import urllib.request
+
+    from bedrock_agentcore.services.identity import IdentityClient, UserIdIdentifier
+
+    client = IdentityClient(REGION)
+    o2 = name("o2")
+    client.create_oauth2_credential_provider({
+        "name": o2, "credentialProviderVendor": "CustomOauth2",
+        "oauth2ProviderConfigInput": custom_config(token_endpoint)})
+    wi = client.create_workload_identity(allowed_resource_oauth_2_return_urls=[token_endpoint.return_url])
+    wat = client.get_workload_access_token(wi["name"], user_id="sdk-user")["workloadAccessToken"]
+
+    def on_auth_url(url: str):
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            assert resp.status == 200
+        session = token_endpoint.returned[-1]["session_id"]
+        client.complete_resource_token_auth(session, UserIdIdentifier(user_id="sdk-user"))
+
+    token = asyncio.run(client.get_token(provider_name=o2, scopes=["profile"], agent_identity_token=wat,
+                                         auth_flow="USER_FEDERATION", on_auth_url=on_auth_url,
+                                         callback_url=token_endpoint.return_url))
+    assert token.startswith("user-token-")
+    client.delete_oauth2_credential_provider(name=o2)
+    client.cp_client.delete_workload_identity(name=wi["name"])

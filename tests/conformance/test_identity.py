@@ -555,3 +555,24 @@ def test_sdk_get_token_user_federation(sdk_env, control, token_endpoint):
     assert token.startswith("user-token-")
     client.delete_oauth2_credential_provider(name=o2)
     client.cp_client.delete_workload_identity(name=wi["name"])
+
+
+def test_secrets_and_tokens_survive_a_restart(berth_server, tmp_path):
+    """The vault key is read back from `vault.key` on restart: stored keys still open and issued
+    workload tokens still verify; the key file is the same one, still 0600."""
+    data_dir = tmp_path / "identity-restart"
+    first = berth_server(data_dir, name="identity-first")
+    control, data = first.client("bedrock-agentcore-control"), first.client("bedrock-agentcore")
+    control.create_workload_identity(name="restart-wi")
+    control.create_api_key_credential_provider(name="restart-key", apiKey="sk-survives")
+    wat = data.get_workload_access_token(workloadName="restart-wi")["workloadAccessToken"]
+    key_file = data_dir / "vault.key"
+    key = key_file.read_bytes()
+    assert first.stop() == 0
+
+    second = berth_server(data_dir, name="identity-second")
+    data2 = second.client("bedrock-agentcore")
+    assert key_file.read_bytes() == key
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    got = data2.get_resource_api_key(workloadIdentityToken=wat, resourceCredentialProviderName="restart-key")
+    assert got["apiKey"] == "sk-survives"

@@ -911,6 +911,12 @@ impl Identity {
             }
         }
         let uri = format!("{REQUEST_URI}{id}");
+        // Sessions past any use (consent window over, the SDK's poll long done) are swept as new
+        // ones start; a completed session's token lives on in the user's cache.
+        self.store
+            .delete_identities_before(SESSION, now - 2 * SESSION_TTL_MS)
+            .await
+            .map_err(internal)?;
         let row = IdentityRow {
             kind: SESSION.into(),
             name: id,

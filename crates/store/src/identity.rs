@@ -61,4 +61,7 @@ pub trait IdentityStore: Send + Sync + 'static {
     ) -> Result<(), Error>;
     /// Forgets every cached token of a provider.
     async fn clear_cached_tokens(&self, provider: &str) -> Result<(), Error>;
+    /// Removes the resources of a kind last changed before `before`; how many went.
+    async fn delete_identities_before(&self, kind: &str, before: EpochMillis)
+    -> Result<u64, Error>;
 }

@@ -2223,6 +2223,27 @@ async fn identities_insert_update_page_and_delete<H: Harness>(h: &H) {
             .unwrap()
     );
 
+    let mut old_session = identity_row("oauth2-session", "old", None);
+    old_session.updated_at = 100;
+    s.insert_identity(&old_session).await.unwrap();
+    s.insert_identity(&identity_row("oauth2-session", "new", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.delete_identities_before("oauth2-session", 500)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.identity("oauth2-session", "old").await.unwrap().is_none());
+    assert!(s.identity("oauth2-session", "new").await.unwrap().is_some());
+    assert!(
+        s.identity("workload-identity", "b")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
     assert!(s.delete_identity("workload-identity", "a").await.unwrap());
     assert!(!s.delete_identity("workload-identity", "a").await.unwrap());
     assert!(

@@ -152,4 +152,19 @@ impl IdentityStore for SqliteStore {
             .await?;
         Ok(())
     }
+
+    async fn delete_identities_before(
+        &self,
+        kind: &str,
+        before: EpochMillis,
+    ) -> Result<u64, Error> {
+        Ok(
+            sqlx::query("DELETE FROM identity_resources WHERE kind = $1 AND updated_at < $2")
+                .bind(kind)
+                .bind(before)
+                .execute(self.writer())
+                .await?
+                .rows_affected(),
+        )
+    }
 }

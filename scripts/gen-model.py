@@ -27,6 +27,15 @@ OPERATIONS = {
         "CreateDataset", "GetDataset", "UpdateDataset", "DeleteDataset", "ListDatasets",
         "CreateDatasetVersion", "ListDatasetVersions", "AddDatasetExamples", "UpdateDatasetExamples",
         "DeleteDatasetExamples", "ListDatasetExamples",
+        # Identity (wave2 §4.2): workload identities, credential providers, the token vault.
+        "CreateWorkloadIdentity", "GetWorkloadIdentity", "UpdateWorkloadIdentity",
+        "ListWorkloadIdentities", "DeleteWorkloadIdentity",
+        "CreateApiKeyCredentialProvider", "GetApiKeyCredentialProvider",
+        "UpdateApiKeyCredentialProvider", "ListApiKeyCredentialProviders",
+        "DeleteApiKeyCredentialProvider",
+        "CreateOauth2CredentialProvider", "GetOauth2CredentialProvider",
+        "UpdateOauth2CredentialProvider", "ListOauth2CredentialProviders",
+        "DeleteOauth2CredentialProvider", "GetTokenVault",
     ],
     "bedrock-agentcore": [
         "InvokeAgentRuntime", "InvokeAgentRuntimeCommand", "StopRuntimeSession", "GetAgentCard",
@@ -37,6 +46,9 @@ OPERATIONS = {
         # Evaluations (wave2 §1.1): Evaluate and batch evaluations.
         "Evaluate", "StartBatchEvaluation", "GetBatchEvaluation", "ListBatchEvaluations",
         "StopBatchEvaluation", "DeleteBatchEvaluation",
+        # Identity (wave2 §4.1): workload access tokens and the credentials they unlock.
+        "GetWorkloadAccessToken", "GetWorkloadAccessTokenForUserId", "GetWorkloadAccessTokenForJWT",
+        "GetResourceApiKey", "GetResourceOauth2Token", "CompleteResourceTokenAuth",
     ],
 }
 KEEP = ("type", "required", "min", "max", "pattern", "enum", "union", "sensitive", "timestampFormat")

@@ -284,6 +284,52 @@ def test_every_served_operation_answers_in_the_models_types(berth, control, data
     step(data, "DeleteBatchEvaluation", batchEvaluationId=batch)
     step(control, "DeleteDataset", datasetId=ds)
 
+    # Identity: workload identities, credential providers, the token vault, the data plane.
+    from test_identity import TokenEndpoint, custom_config
+
+    wi = unique_name("walk")
+    step(control, "CreateWorkloadIdentity", name=wi)
+    step(control, "GetWorkloadIdentity", name=wi)
+    step(control, "UpdateWorkloadIdentity", name=wi, allowedResourceOauth2ReturnUrls=["https://cb.example/w"])
+    step(control, "ListWorkloadIdentities", maxResults=5)
+    step(control, "GetTokenVault")
+    wat = step(data, "GetWorkloadAccessToken", workloadName=wi)["workloadAccessToken"]
+    step(data, "GetWorkloadAccessTokenForUserId", workloadName=wi, userId="walker")
+    step(data, "GetWorkloadAccessTokenForJWT", workloadName=wi,
+         userToken="eyJhbGciOiJub25lIn0.eyJpc3MiOiJodHRwczovL2lkcCIsInN1YiI6IndhbGtlciJ9.c2ln")
+    ak = unique_name("walk")
+    step(control, "CreateApiKeyCredentialProvider", name=ak, apiKey="sk-walk")
+    step(control, "GetApiKeyCredentialProvider", name=ak)
+    step(control, "UpdateApiKeyCredentialProvider", name=ak, apiKey="sk-walk-2")
+    step(control, "ListApiKeyCredentialProviders", maxResults=5)
+    step(data, "GetResourceApiKey", workloadIdentityToken=wat, resourceCredentialProviderName=ak)
+    step(control, "DeleteApiKeyCredentialProvider", name=ak)
+    token_endpoint = TokenEndpoint(secret="walk-secret")
+    try:
+        o2 = unique_name("walk")
+        step(control, "CreateOauth2CredentialProvider", name=o2, credentialProviderVendor="CustomOauth2",
+             oauth2ProviderConfigInput=custom_config(token_endpoint))
+        step(control, "GetOauth2CredentialProvider", name=o2)
+        step(control, "UpdateOauth2CredentialProvider", name=o2, credentialProviderVendor="CustomOauth2",
+             oauth2ProviderConfigInput=custom_config(token_endpoint, "CLIENT_SECRET_POST"))
+        step(control, "ListOauth2CredentialProviders", maxResults=5)
+        step(data, "GetResourceOauth2Token", workloadIdentityToken=wat, resourceCredentialProviderName=o2,
+             scopes=["walk"], oauth2Flow="M2M")
+        # 3LO: the user's browser through the provider and Berth's callback, then completion.
+        user_wat = data.get_workload_access_token_for_user_id(workloadName=wi, userId="walker")
+        session = data.get_resource_oauth2_token(
+            workloadIdentityToken=user_wat["workloadAccessToken"], resourceCredentialProviderName=o2,
+            scopes=["walk"], oauth2Flow="USER_FEDERATION")
+        import urllib.request
+        with urllib.request.urlopen(session["authorizationUrl"], timeout=30):
+            pass
+        step(data, "CompleteResourceTokenAuth", sessionUri=session["sessionUri"],
+             userIdentifier={"userId": "walker"})
+        step(control, "DeleteOauth2CredentialProvider", name=o2)
+    finally:
+        token_endpoint.close()
+    step(control, "DeleteWorkloadIdentity", name=wi)
+
     # CloudWatch Logs.
     logs = berth.client("logs")
     group = f"/walk/{unique_name('logs')}"

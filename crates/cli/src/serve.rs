@@ -1244,6 +1244,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .recover()
         .await
         .map_err(|e| anyhow::anyhow!("recovering batch evaluations: {}", e.detail()))?;
+    // The token vault's key lives next to the database, never in it.
+    let vault = berth_identity::vault::Vault::open_dir(&cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("identity: {e}"))?;
+    let identity = berth_identity::Identity::new(
+        stores.identity.clone(),
+        vault,
+        partition.clone(),
+        url.clone(),
+    );
     let state = berth_server::AppState {
         control: control.clone(),
         keys: keys.clone(),
@@ -1262,6 +1271,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         batches,
         images: Some(images),
         registry,
+        identity,
     };
     sandbox_api_state.send_replace(Some(state.clone()));
     // Online evaluation and drift alerts: off the invocation path, over what is stored.

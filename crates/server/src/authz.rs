@@ -195,6 +195,66 @@ pub(crate) fn online_config_arn(p: &Partition, seg: &str) -> String {
     )
 }
 
+/// The wildcard resource of an Identity family: workload identities, or a token vault's
+/// credential providers (`acps`).
+fn identity_arn(p: &Partition, family: &str) -> String {
+    if family == "workload-identity" {
+        return format!(
+            "arn:aws:bedrock-agentcore:{}:{}:workload-identity-directory/default/workload-identity/*",
+            p.region, p.account_id
+        );
+    }
+    format!(
+        "arn:aws:acps:{}:{}:token-vault/default/{family}/*",
+        p.region, p.account_id
+    )
+}
+
+/// The action and resource of `POST /identities/<op>`; writes are audited.
+fn identity_operation(p: &Partition, op: &str) -> Classified {
+    let (family, write) = match op {
+        "CreateWorkloadIdentity" | "UpdateWorkloadIdentity" | "DeleteWorkloadIdentity" => {
+            ("workload-identity", true)
+        }
+        "GetWorkloadIdentity"
+        | "ListWorkloadIdentities"
+        | "GetWorkloadAccessToken"
+        | "GetWorkloadAccessTokenForUserId"
+        | "GetWorkloadAccessTokenForJWT" => ("workload-identity", false),
+        "CreateApiKeyCredentialProvider"
+        | "UpdateApiKeyCredentialProvider"
+        | "DeleteApiKeyCredentialProvider" => ("apikeycredentialprovider", true),
+        "GetApiKeyCredentialProvider" | "ListApiKeyCredentialProviders" => {
+            ("apikeycredentialprovider", false)
+        }
+        "CreateOauth2CredentialProvider"
+        | "UpdateOauth2CredentialProvider"
+        | "DeleteOauth2CredentialProvider" => ("oauth2credentialprovider", true),
+        "GetOauth2CredentialProvider" | "ListOauth2CredentialProviders" => {
+            ("oauth2credentialprovider", false)
+        }
+        "CompleteResourceTokenAuth" => ("oauth2credentialprovider", true),
+        "api-key" => {
+            return Classified::one(
+                "bedrock-agentcore:GetResourceApiKey",
+                identity_arn(p, "apikeycredentialprovider"),
+            );
+        }
+        "get-token-vault" => {
+            return Classified::one(
+                "bedrock-agentcore:GetTokenVault",
+                format!(
+                    "arn:aws:acps:{}:{}:token-vault/default",
+                    p.region, p.account_id
+                ),
+            );
+        }
+        _ => return Classified::default(),
+    };
+    let c = Classified::one(&format!("bedrock-agentcore:{op}"), identity_arn(p, family));
+    if write { c.audited() } else { c }
+}
+
 /// The canonical form of an AgentCore ARN in a path segment (runtime, endpoint, memory), so a
 /// policy sees one spelling; anything else as decoded.
 fn canonical_arn(p: &Partition, seg: &str) -> String {
@@ -399,6 +459,13 @@ pub fn operations(
             memory_arn(p, m),
         )
         .audited(),
+        // AgentCore Identity: every operation is `POST /identities/<op>` with the resource
+        // named in the body, so a check is on the family's wildcard resource.
+        (Method::POST, ["identities", "oauth2", "token"]) => one(
+            "bedrock-agentcore:GetResourceOauth2Token",
+            identity_arn(p, "oauth2credentialprovider"),
+        ),
+        (Method::POST, ["identities", op]) => identity_operation(p, op),
         // AgentCore Evaluations, control plane.
         (Method::POST, ["evaluators", "create"]) => {
             one("bedrock-agentcore:CreateEvaluator", evaluator_arn(p, "*")).audited()
@@ -828,6 +895,20 @@ pub fn default_role_policy(p: &Partition, runtime_id: &str, memory_ids: &[String
         "Effect": "Allow",
         "Action": ["logs:GetQueryResults", "logs:StopQuery", "logs:DescribeLogGroups"],
         "Resource": "*",
+    }));
+    // The credentials an agent's `@requires_api_key` / `@requires_access_token` fetch: the
+    // workload access token the call carries is what unlocks a provider's secret.
+    statements.push(json!({
+        "Sid": "IdentityCredentials",
+        "Effect": "Allow",
+        "Action": [
+            "bedrock-agentcore:GetResourceApiKey", "bedrock-agentcore:GetResourceOauth2Token",
+            "bedrock-agentcore:CompleteResourceTokenAuth",
+        ],
+        "Resource": [
+            identity_arn(p, "apikeycredentialprovider"),
+            identity_arn(p, "oauth2credentialprovider"),
+        ],
     }));
     if !memory_ids.is_empty() {
         statements.push(json!({
@@ -1324,6 +1405,48 @@ mod tests {
                 .is_empty()
         );
         assert!(ops(false, Method::GET, "/nowhere", None).checks.is_empty());
+    }
+
+    #[test]
+    fn identity_requests_map_to_their_families() {
+        let wi = ops(
+            false,
+            Method::POST,
+            "/identities/CreateWorkloadIdentity",
+            None,
+        );
+        assert_eq!(
+            wi.checks[0].action,
+            "bedrock-agentcore:CreateWorkloadIdentity"
+        );
+        assert_eq!(
+            wi.checks[0].resource,
+            "arn:aws:bedrock-agentcore:us-east-1:123456789012:workload-identity-directory/default/workload-identity/*"
+        );
+        assert!(wi.audit.is_some());
+        let key = ops(false, Method::POST, "/identities/api-key", None);
+        assert_eq!(key.checks[0].action, "bedrock-agentcore:GetResourceApiKey");
+        assert_eq!(
+            key.checks[0].resource,
+            "arn:aws:acps:us-east-1:123456789012:token-vault/default/apikeycredentialprovider/*"
+        );
+        let token = ops(false, Method::POST, "/identities/oauth2/token", None);
+        assert_eq!(
+            token.checks[0].action,
+            "bedrock-agentcore:GetResourceOauth2Token"
+        );
+        let list = ops(
+            false,
+            Method::POST,
+            "/identities/ListOauth2CredentialProviders",
+            None,
+        );
+        assert!(list.audit.is_none());
+        assert!(
+            ops(false, Method::POST, "/identities/Nope", None)
+                .checks
+                .is_empty()
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod edge;
 mod error;
 mod eval_api;
 mod eval_data_api;
+mod identity_api;
 mod logs_api;
 mod memory_api;
 mod metrics;
@@ -79,6 +80,8 @@ pub struct AppState {
     pub images: Option<Arc<dyn berth_runtime::image::Images>>,
     /// The built-in OCI registry (`/v2/`, see `registry_api`).
     pub registry: berth_oci::registry::Registry,
+    /// AgentCore Identity: workload identities, credential providers, the token vault.
+    pub identity: berth_identity::Identity,
 }
 
 /// The router of one sandbox's own listener: the OTLP receiver for that sandbox, then the full
@@ -96,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .merge(memory_api::routes())
         .merge(eval_api::routes())
         .merge(eval_data_api::routes())
+        .merge(identity_api::routes())
         .merge(native_api::routes())
         .merge(traces_api::routes())
         .merge(usage_api::routes())
@@ -111,6 +115,8 @@ pub fn router(state: AppState) -> Router {
     // fetched without SigV4 (the SDK uses plain `requests.get`), so it sits outside the auth
     // layer, inside the request id.
     let unsigned = eval_data_api::unsigned_routes()
+        // OAuth2 providers send the user's browser back here (3LO): see `identity_api`.
+        .merge(identity_api::unsigned_routes())
         // The OCI registry authenticates with HTTP Basic (container clients cannot sign) and
         // streams blobs past the SigV4 layer's body limits: see `registry_api`.
         .merge(registry_api::routes())

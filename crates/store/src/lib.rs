@@ -7,6 +7,7 @@
 mod authz;
 pub mod eval;
 pub mod eval_data;
+pub mod identity;
 pub mod memory;
 mod sqlite;
 pub use sqlite::open_pools;
@@ -370,6 +371,8 @@ pub struct Stores {
     pub eval: Arc<dyn eval::EvalStore>,
     /// Evaluation datasets and batch evaluations.
     pub eval_data: Arc<dyn eval_data::EvalDataStore>,
+    /// Workload identities and credential providers (secrets sealed by the token vault).
+    pub identity: Arc<dyn identity::IdentityStore>,
 }
 
 /// Opens the database a URL names once, for every store, and runs its migrations.
@@ -381,7 +384,8 @@ pub async fn open_all(url: &str) -> Result<Stores, Error> {
                 control: s.clone(),
                 memory: s.clone(),
                 eval: s.clone(),
-                eval_data: s,
+                eval_data: s.clone(),
+                identity: s,
             })
         }
     }

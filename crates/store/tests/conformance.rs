@@ -17,6 +17,7 @@
 )]
 
 use berth_store::eval::{EvaluatorRow, OnlineConfigRow};
+use berth_store::identity::IdentityRow;
 use berth_store::memory::{
     EventQuery, EventRow, Inserted, JobQuery, JobRow, MemoryRow, MetaCond, RecordRow, RecordScope,
     TokenRow,
@@ -90,6 +91,8 @@ macro_rules! conformance {
             datasets_examples_and_versions,
             dataset_example_changes_are_all_or_nothing,
             batch_evaluations_insert_update_and_recover,
+            identities_insert_update_page_and_delete,
+            identity_token_cache_expires_and_clears,
         ]);
     };
     (@tests $backend:ident, $harness:ident, [$($test:ident),* $(,)?]) => {
@@ -2158,4 +2161,121 @@ async fn batch_evaluations_insert_update_and_recover<H: Harness>(h: &H) {
             .unwrap()
     );
     assert_eq!(s.batch("b1").await.unwrap(), None);
+}
+
+fn identity_row(kind: &str, name: &str, secret: Option<&[u8]>) -> IdentityRow {
+    IdentityRow {
+        kind: kind.into(),
+        name: name.into(),
+        spec: json!({"tags": {"k": name}}),
+        secret: secret.map(<[u8]>::to_vec),
+        created_at: 1_000,
+        updated_at: 1_000,
+    }
+}
+
+async fn identities_insert_update_page_and_delete<H: Harness>(h: &H) {
+    let s = node(h).await.identity;
+    for n in ["c", "a", "b"] {
+        s.insert_identity(&identity_row("workload-identity", n, None))
+            .await
+            .unwrap();
+    }
+    // The same name in another kind is another resource.
+    s.insert_identity(&identity_row("apikey-provider", "a", Some(b"sealed")))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.insert_identity(&identity_row("workload-identity", "a", None))
+            .await,
+        Err(Error::AlreadyExists(_))
+    ));
+    let page = s
+        .list_identities("workload-identity", None, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    let rest = s
+        .list_identities("workload-identity", Some("b"), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["c"]
+    );
+    let key = s.identity("apikey-provider", "a").await.unwrap().unwrap();
+    assert_eq!(key.secret.as_deref(), Some(&b"sealed"[..]));
+    assert_eq!(key.spec, json!({"tags": {"k": "a"}}));
+
+    let mut changed = key.clone();
+    changed.secret = Some(b"resealed".to_vec());
+    changed.updated_at = 2_000;
+    assert!(s.update_identity(&changed).await.unwrap());
+    let got = s.identity("apikey-provider", "a").await.unwrap().unwrap();
+    assert_eq!(got.secret.as_deref(), Some(&b"resealed"[..]));
+    assert_eq!((got.created_at, got.updated_at), (1_000, 2_000));
+    assert!(
+        !s.update_identity(&identity_row("apikey-provider", "zz", None))
+            .await
+            .unwrap()
+    );
+
+    let mut old_session = identity_row("oauth2-session", "old", None);
+    old_session.updated_at = 100;
+    s.insert_identity(&old_session).await.unwrap();
+    s.insert_identity(&identity_row("oauth2-session", "new", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.delete_identities_before("oauth2-session", 500)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.identity("oauth2-session", "old").await.unwrap().is_none());
+    assert!(s.identity("oauth2-session", "new").await.unwrap().is_some());
+    assert!(
+        s.identity("workload-identity", "b")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    assert!(s.delete_identity("workload-identity", "a").await.unwrap());
+    assert!(!s.delete_identity("workload-identity", "a").await.unwrap());
+    assert!(
+        s.identity("workload-identity", "a")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.identity("apikey-provider", "a").await.unwrap().is_some());
+}
+
+async fn identity_token_cache_expires_and_clears<H: Harness>(h: &H) {
+    let s = node(h).await.identity;
+    s.insert_identity(&identity_row("oauth2-provider", "p", Some(b"x")))
+        .await
+        .unwrap();
+    s.put_cached_token("oauth2-provider/p", "m2m|read", b"t1", 5_000)
+        .await
+        .unwrap();
+    let at = |now| s.cached_token("oauth2-provider/p", "m2m|read", now);
+    assert_eq!(at(4_999).await.unwrap().as_deref(), Some(&b"t1"[..]));
+    assert_eq!(at(5_000).await.unwrap(), None, "expired at its expiry");
+    s.put_cached_token("oauth2-provider/p", "m2m|read", b"t2", 9_000)
+        .await
+        .unwrap();
+    assert_eq!(at(6_000).await.unwrap().as_deref(), Some(&b"t2"[..]));
+    s.clear_cached_tokens("oauth2-provider/p").await.unwrap();
+    assert_eq!(at(6_000).await.unwrap(), None);
+    s.put_cached_token("oauth2-provider/p", "m2m|read", b"t3", 9_000)
+        .await
+        .unwrap();
+    // Deleting the provider drops its tokens.
+    assert!(s.delete_identity("oauth2-provider", "p").await.unwrap());
+    assert_eq!(at(6_000).await.unwrap(), None);
 }

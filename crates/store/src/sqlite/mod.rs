@@ -12,6 +12,7 @@ mod authz;
 mod cols;
 mod eval;
 mod eval_data;
+mod identity;
 mod memory;
 mod traffic;
 

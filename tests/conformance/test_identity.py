@@ -1,0 +1,578 @@
+"""AgentCore Identity on `berth serve`, driven by unmodified clients.
+
+Issue 16 (item 4, acceptance 3): boto3's `bedrock-agentcore-control` and `bedrock-agentcore`
+clients for workload identities, API-key and OAuth2 credential providers, the token vault and
+the data plane (workload access tokens, `GetResourceApiKey`, `GetResourceOauth2Token` M2M and
+3LO with Berth's OAuth2 callback and `CompleteResourceTokenAuth`), and
+the AgentCore SDK's own `IdentityClient` pointed at Berth by the endpoint variables only. The
+OAuth2 provider is a local token-endpoint double (an `http.server` on 127.0.0.1:0) that checks
+the client credentials and counts the tokens it issues. Secrets are shown to be absent from the
+SQLite files in clear, and the vault key file to be mode 0600.
+"""
+
+import asyncio
+import base64
+import json
+import os
+import stat
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+import boto3
+import pytest
+
+from berth_harness import (
+    ACCESS_KEY_ID,
+    ACCOUNT,
+    REGION,
+    SECRET_ACCESS_KEY,
+    assert_status,
+    expect_error,
+    expect_validation,
+    list_all,
+)
+
+CLIENT_ID = "berth-client"
+
+
+def name(prefix: str = "id") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+class TokenEndpoint:
+    """An OAuth2 provider double: a token endpoint (client-credentials and authorization-code grants,
+    checked client credentials), an authorization endpoint whose user consents at once, and the
+    app's return URL."""
+
+    def __init__(self, secret: str):
+        self.secret = secret
+        self.issued = 0
+        self.codes: dict[str, str] = {}
+        self.authorize_requests: list[dict] = []
+        self.returned: list[dict] = []
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0))).decode()
+                form = {k: v[0] for k, v in parse_qs(body).items()}
+                auth = self.headers.get("authorization", "")
+                if auth.startswith("Basic "):
+                    cid, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
+                    method = "basic"
+                else:
+                    cid, secret = form.get("client_id"), form.get("client_secret")
+                    method = "post"
+                outer.requests.append({"form": form, "method": method})
+                if cid != CLIENT_ID or secret != outer.secret:
+                    self._answer(401, {"error": "invalid_client"})
+                    return
+                grant = form.get("grant_type")
+                if grant == "authorization_code":
+                    if outer.codes.pop(form.get("code"), None) != form.get("redirect_uri"):
+                        self._answer(400, {"error": "invalid_grant"})
+                        return
+                    outer.issued += 1
+                    self._answer(200, {"access_token": f"user-token-{outer.issued}", "token_type": "Bearer",
+                                       "expires_in": 3600})
+                    return
+                if grant != "client_credentials":
+                    self._answer(400, {"error": "unsupported_grant_type"})
+                    return
+                outer.issued += 1
+                self._answer(200, {"access_token": f"m2m-token-{outer.issued}", "token_type": "Bearer",
+                                   "expires_in": 3600, "scope": form.get("scope", "")})
+
+            def do_GET(self):
+                path, _, query = self.path.partition("?")
+                q = {k: v[0] for k, v in parse_qs(query).items()}
+                if path == "/authorize":
+                    # The user consents at once: back to Berth's callback with a one-time code.
+                    assert q["client_id"] == CLIENT_ID and q["response_type"] == "code"
+                    code = uuid.uuid4().hex
+                    outer.codes[code] = q["redirect_uri"]
+                    outer.authorize_requests.append(q)
+                    self.send_response(302)
+                    self.send_header("location", f"{q['redirect_uri']}?code={code}&state={q['state']}")
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                if path == "/return":
+                    outer.returned.append(q)
+                    self._answer(200, {"ok": True})
+                    return
+                self._answer(404, {"error": "not_found"})
+
+            def _answer(self, code, doc):
+                raw = json.dumps(doc).encode()
+                self.send_response(code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{base}/oauth2/token"
+        self.authorize_url = f"{base}/authorize"
+        self.return_url = f"{base}/return"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def token_endpoint():
+    ep = TokenEndpoint(secret=f"client-secret-{uuid.uuid4().hex}")
+    yield ep
+    ep.close()
+
+
+def custom_config(ep: TokenEndpoint, method: str = "CLIENT_SECRET_BASIC", secret: str | None = None) -> dict:
+    return {
+        "customOauth2ProviderConfig": {
+            "oauthDiscovery": {
+                "authorizationServerMetadata": {
+                    "issuer": "http://127.0.0.1/issuer",
+                    "authorizationEndpoint": ep.authorize_url,
+                    "tokenEndpoint": ep.url,
+                }
+            },
+            "clientId": CLIENT_ID,
+            "clientSecret": secret or ep.secret,
+            "clientAuthenticationMethod": method,
+        }
+    }
+
+
+def db_bytes(berth) -> bytes:
+    """Every byte of the server's SQLite database (main file, WAL, shared memory)."""
+    out = b""
+    for suffix in ("", "-wal", "-shm"):
+        path = berth.data_dir / f"berth.db{suffix}"
+        if path.exists():
+            out += path.read_bytes()
+    return out
+
+
+# ---- Workload identities ----------------------------------------------------------------
+
+
+def test_workload_identity_crud(control):
+    n = name("wi")
+    created = control.create_workload_identity(name=n, allowedResourceOauth2ReturnUrls=["https://cb.example/cb"])
+    assert_status(created, 201)
+    arn = f"arn:aws:bedrock-agentcore:{REGION}:{ACCOUNT}:workload-identity-directory/default/workload-identity/{n}"
+    assert created["name"] == n and created["workloadIdentityArn"] == arn
+    assert created["allowedResourceOauth2ReturnUrls"] == ["https://cb.example/cb"]
+
+    got = control.get_workload_identity(name=n)
+    assert got["workloadIdentityArn"] == arn
+    assert abs(got["createdTime"].timestamp() - time.time()) < 300
+    assert got["lastUpdatedTime"] >= got["createdTime"]
+
+    upd = control.update_workload_identity(name=n, allowedResourceOauth2ReturnUrls=["https://cb.example/2"])
+    assert_status(upd, 200)
+    assert upd["allowedResourceOauth2ReturnUrls"] == ["https://cb.example/2"]
+    assert control.get_workload_identity(name=n)["allowedResourceOauth2ReturnUrls"] == ["https://cb.example/2"]
+
+    expect_error(control.create_workload_identity, "ConflictException", 409, name=n)
+
+    deleted = control.delete_workload_identity(name=n)
+    assert_status(deleted, 204)
+    expect_error(control.get_workload_identity, "ResourceNotFoundException", 404, name=n)
+    expect_error(control.delete_workload_identity, "ResourceNotFoundException", 404, name=n)
+    expect_error(control.update_workload_identity, "ResourceNotFoundException", 404, name=n)
+
+
+def test_workload_identities_page_at_most_twenty(control, control_unvalidated):
+    prefix = f"pg-{uuid.uuid4().hex[:8]}"
+    names = [f"{prefix}-{i:02d}" for i in range(7)]
+    for n in names:
+        control.create_workload_identity(name=n)
+    pages = list_all(control.list_workload_identities, "workloadIdentities", page_size=3)
+    assert all(len(p) <= 3 for p in pages)
+    seen = [w["name"] for p in pages for w in p]
+    assert len(seen) == len(set(seen)), "a name on two pages"
+    assert set(names) <= set(seen)
+    for w in (w for p in pages for w in p):
+        assert w["workloadIdentityArn"].endswith(f"/workload-identity/{w['name']}")
+    expect_validation(control_unvalidated.list_workload_identities, "maxResults", maxResults=21)
+    for n in names:
+        control.delete_workload_identity(name=n)
+
+
+def test_workload_identity_validation(control_unvalidated):
+    expect_validation(control_unvalidated.create_workload_identity, "name", name="ab")
+    expect_validation(control_unvalidated.create_workload_identity, "name", name="bad name!")
+    expect_validation(control_unvalidated.create_workload_identity, "name")
+
+
+# ---- API-key credential providers ---------------------------------------------------------
+
+
+def test_api_key_provider_crud_and_the_key_never_leaves_in_clear(berth, control, data):
+    n = name("ak")
+    key = f"sk-berth-{uuid.uuid4().hex}"
+    created = control.create_api_key_credential_provider(name=n, apiKey=key)
+    assert_status(created, 201)
+    arn = f"arn:aws:acps:{REGION}:{ACCOUNT}:token-vault/default/apikeycredentialprovider/{n}"
+    assert created["credentialProviderArn"] == arn
+    assert created["apiKeySecretArn"]["secretArn"].startswith("arn:aws:secretsmanager:")
+    assert key not in json.dumps(created, default=str)
+
+    got = control.get_api_key_credential_provider(name=n)
+    assert got["name"] == n and got["credentialProviderArn"] == arn and "createdTime" in got
+    assert key not in json.dumps(got, default=str)
+    listed = [p for page in list_all(control.list_api_key_credential_providers, "credentialProviders")
+              for p in page]
+    assert any(p["name"] == n and p["credentialProviderArn"] == arn for p in listed)
+    assert key not in json.dumps(listed, default=str)
+
+    # The key is in the database only as ciphertext; the vault key is in a 0600 file beside it.
+    assert key.encode() not in db_bytes(berth)
+    vault_key = berth.data_dir / "vault.key"
+    assert stat.S_IMODE(os.stat(vault_key).st_mode) == 0o600
+    assert vault_key.read_bytes() not in db_bytes(berth)
+
+    # A workload's token unlocks it.
+    wi = name("wi")
+    control.create_workload_identity(name=wi)
+    wat = data.get_workload_access_token(workloadName=wi)["workloadAccessToken"]
+    resp = data.get_resource_api_key(workloadIdentityToken=wat, resourceCredentialProviderName=n)
+    assert_status(resp, 200)
+    assert resp["apiKey"] == key
+
+    # Update replaces it.
+    new_key = f"sk-rotated-{uuid.uuid4().hex}"
+    upd = control.update_api_key_credential_provider(name=n, apiKey=new_key)
+    assert_status(upd, 200)
+    assert data.get_resource_api_key(workloadIdentityToken=wat, resourceCredentialProviderName=n)["apiKey"] == new_key
+    assert new_key.encode() not in db_bytes(berth)
+
+    expect_error(control.create_api_key_credential_provider, "ConflictException", 409, name=n, apiKey="x")
+    assert_status(control.delete_api_key_credential_provider(name=n), 204)
+    expect_error(control.get_api_key_credential_provider, "ResourceNotFoundException", 404, name=n)
+    expect_error(data.get_resource_api_key, "ResourceNotFoundException", 404,
+                 workloadIdentityToken=wat, resourceCredentialProviderName=n)
+    control.delete_workload_identity(name=wi)
+
+
+def test_resource_api_key_refuses_bad_tokens(control, data):
+    n = name("ak")
+    control.create_api_key_credential_provider(name=n, apiKey="sk-guarded")
+    expect_error(data.get_resource_api_key, "AccessDeniedException", 403,
+                 workloadIdentityToken="not-a-token", resourceCredentialProviderName=n)
+    wi = name("wi")
+    control.create_workload_identity(name=wi)
+    wat = data.get_workload_access_token(workloadName=wi)["workloadAccessToken"]
+    forged = wat[:-4] + ("AAAA" if not wat.endswith("AAAA") else "BBBB")
+    expect_error(data.get_resource_api_key, "AccessDeniedException", 403,
+                 workloadIdentityToken=forged, resourceCredentialProviderName=n)
+    assert data.get_resource_api_key(workloadIdentityToken=wat, resourceCredentialProviderName=n)["apiKey"]
+    # Deleting the workload identity revokes its tokens.
+    control.delete_workload_identity(name=wi)
+    expect_error(data.get_resource_api_key, "AccessDeniedException", 403,
+                 workloadIdentityToken=wat, resourceCredentialProviderName=n)
+    control.delete_api_key_credential_provider(name=n)
+
+
+def test_workload_access_tokens(control, data, data_unvalidated):
+    wi = name("wi")
+    control.create_workload_identity(name=wi)
+    plain = data.get_workload_access_token(workloadName=wi)
+    assert_status(plain, 200)
+    user = data.get_workload_access_token_for_user_id(workloadName=wi, userId="alice")
+    assert user["workloadAccessToken"] != plain["workloadAccessToken"]
+
+    def b64(doc):
+        return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+
+    jwt = f"{b64({'alg': 'none'})}.{b64({'iss': 'https://idp.example', 'sub': 'bob', 'exp': int(time.time()) + 600})}.c2ln"
+    assert data.get_workload_access_token_for_jwt(workloadName=wi, userToken=jwt)["workloadAccessToken"]
+    expired = f"{b64({'alg': 'none'})}.{b64({'iss': 'i', 'sub': 's', 'exp': 1})}.c2ln"
+    expect_error(data.get_workload_access_token_for_jwt, "AccessDeniedException", 403,
+                 workloadName=wi, userToken=expired)
+    expect_error(data.get_workload_access_token, "ResourceNotFoundException", 404, workloadName=name("none"))
+    expect_validation(data_unvalidated.get_workload_access_token, "workloadName", workloadName="x")
+    control.delete_workload_identity(name=wi)
+
+
+def test_token_vault(control):
+    v = control.get_token_vault()
+    assert_status(v, 200)
+    assert v["tokenVaultId"] == "default"
+    assert v["kmsConfiguration"]["keyType"] == "ServiceManagedKey"
+    assert control.get_token_vault(tokenVaultId="default")["tokenVaultId"] == "default"
+    expect_error(control.get_token_vault, "ResourceNotFoundException", 404, tokenVaultId="other")
+
+
+# ---- OAuth2 credential providers ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["CLIENT_SECRET_BASIC", "CLIENT_SECRET_POST"])
+def test_oauth2_provider_crud_and_m2m(berth, control, control_unvalidated, data, token_endpoint, method):
+    n = name("o2")
+    created = control.create_oauth2_credential_provider(
+        name=n, credentialProviderVendor="CustomOauth2",
+        oauth2ProviderConfigInput=custom_config(token_endpoint, method))
+    assert_status(created, 201)
+    assert created["credentialProviderArn"] == (
+        f"arn:aws:acps:{REGION}:{ACCOUNT}:token-vault/default/oauth2credentialprovider/{n}")
+    assert created["status"] == "READY"
+    # Berth serves the callback itself.
+    assert created["callbackUrl"].startswith(f"{berth.url}/identities/oauth2/callback/")
+    out = created["oauth2ProviderConfigOutput"]["customOauth2ProviderConfig"]
+    assert out["clientId"] == CLIENT_ID
+    assert out["oauthDiscovery"]["authorizationServerMetadata"]["tokenEndpoint"] == token_endpoint.url
+    assert token_endpoint.secret not in json.dumps(created, default=str)
+
+    got = control.get_oauth2_credential_provider(name=n)
+    assert got["credentialProviderVendor"] == "CustomOauth2" and got["status"] == "READY"
+    assert token_endpoint.secret not in json.dumps(got, default=str)
+    assert token_endpoint.secret.encode() not in db_bytes(berth)
+    listed = [p for page in list_all(control.list_oauth2_credential_providers, "credentialProviders", page_size=20)
+              for p in page]
+    assert any(p["name"] == n and p["credentialProviderVendor"] == "CustomOauth2" for p in listed)
+    expect_validation(control_unvalidated.list_oauth2_credential_providers, "maxResults", maxResults=21)
+
+    wi = name("wi")
+    control.create_workload_identity(name=wi)
+    wat = data.get_workload_access_token(workloadName=wi)["workloadAccessToken"]
+    first = data.get_resource_oauth2_token(workloadIdentityToken=wat, resourceCredentialProviderName=n,
+                                           scopes=["read"], oauth2Flow="M2M")
+    assert_status(first, 200)
+    assert first["accessToken"] == "m2m-token-1"
+    assert token_endpoint.requests[-1]["method"] == ("post" if method == "CLIENT_SECRET_POST" else "basic")
+    assert token_endpoint.requests[-1]["form"]["scope"] == "read"
+    # Cached (sealed) until it expires; forceAuthentication asks again.
+    again = data.get_resource_oauth2_token(workloadIdentityToken=wat, resourceCredentialProviderName=n,
+                                           scopes=["read"], oauth2Flow="M2M")
+    assert again["accessToken"] == "m2m-token-1" and token_endpoint.issued == 1
+    assert b"m2m-token-1" not in db_bytes(berth)
+    forced = data.get_resource_oauth2_token(workloadIdentityToken=wat, resourceCredentialProviderName=n,
+                                            scopes=["read"], oauth2Flow="M2M", forceAuthentication=True)
+    assert forced["accessToken"] == "m2m-token-2"
+
+    # A wrong secret after update: the endpoint refuses, and the cache was dropped.
+    upd = control.update_oauth2_credential_provider(
+        name=n, credentialProviderVendor="CustomOauth2",
+        oauth2ProviderConfigInput=custom_config(token_endpoint, method, secret="wrong"))
+    assert_status(upd, 200)
+    assert upd["callbackUrl"] == created["callbackUrl"]
+    expect_error(data.get_resource_oauth2_token, "AccessDeniedException", 403,
+                 workloadIdentityToken=wat, resourceCredentialProviderName=n, scopes=["read"], oauth2Flow="M2M")
+    expect_validation(data.get_resource_oauth2_token, "oauth2Flow",
+                      workloadIdentityToken=wat, resourceCredentialProviderName=n, scopes=["read"],
+                      oauth2Flow="ON_BEHALF_OF_TOKEN_EXCHANGE")
+
+    assert_status(control.delete_oauth2_credential_provider(name=n), 204)
+    expect_error(control.get_oauth2_credential_provider, "ResourceNotFoundException", 404, name=n)
+    control.delete_workload_identity(name=wi)
+
+
+# ---- The AgentCore SDK's IdentityClient -----------------------------------------------------
+
+
+@pytest.fixture
+def sdk_env(monkeypatch, berth):
+    """The SDK's clients take no endpoint: point botocore's endpoint variables at Berth."""
+    for var in ("AWS_ENDPOINT_URL_BEDROCK_AGENTCORE", "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL"):
+        monkeypatch.setenv(var, berth.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    return berth
+
+
+def test_sdk_identity_client(sdk_env, token_endpoint):
+    from bedrock_agentcore.services.identity import IdentityClient
+
+    client = IdentityClient(REGION)
+    wi = client.create_workload_identity(allowed_resource_oauth_2_return_urls=["https://cb.example/cb"])
+    assert wi["workloadIdentityArn"].endswith(f"/workload-identity/{wi['name']}")
+    assert client.get_workload_identity(wi["name"])["name"] == wi["name"]
+    client.update_workload_identity(wi["name"], ["https://cb.example/other"])
+    assert client.get_workload_identity(wi["name"])["allowedResourceOauth2ReturnUrls"] == ["https://cb.example/other"]
+
+    key_provider = name("ak")
+    key = f"sk-sdk-{uuid.uuid4().hex}"
+    client.create_api_key_credential_provider({"name": key_provider, "apiKey": key})
+    assert client.get_api_key_credential_provider(name=key_provider)["name"] == key_provider
+    assert any(p["name"] == key_provider
+               for p in client.list_api_key_credential_providers()["credentialProviders"])
+
+    o2 = name("o2")
+    client.create_oauth2_credential_provider({
+        "name": o2, "credentialProviderVendor": "CustomOauth2",
+        "oauth2ProviderConfigInput": custom_config(token_endpoint)})
+    assert client.get_oauth2_credential_provider(name=o2)["status"] == "READY"
+
+    wat = client.get_workload_access_token(wi["name"], user_id="sdk-user")["workloadAccessToken"]
+    assert asyncio.run(client.get_api_key(provider_name=key_provider, agent_identity_token=wat)) == key
+    token = asyncio.run(client.get_token(provider_name=o2, scopes=["read"], agent_identity_token=wat,
+                                         auth_flow="M2M"))
+    assert token.startswith("m2m-token-")
+
+    client.delete_oauth2_credential_provider(name=o2)
+    client.delete_api_key_credential_provider(name=key_provider)
+    client.cp_client.delete_workload_identity(name=wi["name"])
+
+
+def test_sdk_decorators_in_local_development(sdk_env, token_endpoint, control, tmp_path, monkeypatch):
+    """`@requires_api_key` and M2M `@requires_access_token` outside a runtime: the SDK creates a
+    workload identity, gets a token for a user id (remembered in `.agentcore.json`), and fetches
+    the credentials, all from Berth."""
+    from bedrock_agentcore.identity.auth import requires_access_token, requires_api_key
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DOCKER_CONTAINER", raising=False)
+    key_provider, o2 = name("ak"), name("o2")
+    key = f"sk-decorated-{uuid.uuid4().hex}"
+    control.create_api_key_credential_provider(name=key_provider, apiKey=key)
+    control.create_oauth2_credential_provider(
+        name=o2, credentialProviderVendor="CustomOauth2",
+        oauth2ProviderConfigInput=custom_config(token_endpoint, "CLIENT_SECRET_POST"))
+
+    @requires_api_key(provider_name=key_provider)
+    def with_key(*, api_key: str) -> str:
+        return api_key
+
+    @requires_access_token(provider_name=o2, scopes=["read", "write"], auth_flow="M2M")
+    async def with_token(*, access_token: str) -> str:
+        return access_token
+
+    assert with_key() == key
+    config = json.loads((tmp_path / ".agentcore.json").read_text())
+    workload = config["workload_identity_name"]
+    assert control.get_workload_identity(name=workload)["name"] == workload
+    assert asyncio.run(with_token()).startswith("m2m-token-")
+    assert token_endpoint.requests[-1]["form"]["scope"] == "read write"
+    # The second call reuses the remembered workload identity and the cached token.
+    assert with_key() == key
+    assert json.loads((tmp_path / ".agentcore.json").read_text())["workload_identity_name"] == workload
+    issued = token_endpoint.issued
+    asyncio.run(with_token())
+    assert token_endpoint.issued == issued
+
+    control.delete_api_key_credential_provider(name=key_provider)
+    control.delete_oauth2_credential_provider(name=o2)
+    control.delete_workload_identity(name=workload)
+
+
+def test_oauth2_user_federation_three_legged(berth, control, data, token_endpoint):
+    """3LO: an authorization URL and a session; the user's browser goes to the provider and back
+    through Berth's unsigned callback to the app's return URL; the app completes the session for
+    the same user; the poll then answers the token, and later requests get it from the cache."""
+    import urllib.request
+
+    n, wi = name("o2"), name("wi")
+    control.create_oauth2_credential_provider(
+        name=n, credentialProviderVendor="CustomOauth2", oauth2ProviderConfigInput=custom_config(token_endpoint))
+    control.create_workload_identity(name=wi, allowedResourceOauth2ReturnUrls=[token_endpoint.return_url])
+    wat = data.get_workload_access_token_for_user_id(workloadName=wi, userId="alice")["workloadAccessToken"]
+    args = dict(workloadIdentityToken=wat, resourceCredentialProviderName=n, scopes=["profile"],
+                oauth2Flow="USER_FEDERATION")
+
+    first = data.get_resource_oauth2_token(resourceOauth2ReturnUrl=token_endpoint.return_url, **args)
+    assert "accessToken" not in first and first["sessionStatus"] == "IN_PROGRESS"
+    assert first["authorizationUrl"].startswith(token_endpoint.authorize_url + "?")
+    session = first["sessionUri"]
+    assert session.startswith("urn:ietf:params:oauth:request_uri:")
+    waiting = data.get_resource_oauth2_token(sessionUri=session, **args)
+    assert "accessToken" not in waiting and waiting["sessionStatus"] == "IN_PROGRESS"
+
+    # The user's browser: provider, Berth's callback (unsigned), the app's return URL.
+    with urllib.request.urlopen(first["authorizationUrl"], timeout=30) as resp:
+        assert resp.status == 200
+    assert token_endpoint.authorize_requests[-1]["scope"] == "profile"
+    assert token_endpoint.returned[-1]["session_id"] == session
+    # The code is spent: the callback does not run twice.
+    assert "accessToken" not in data.get_resource_oauth2_token(sessionUri=session, **args)
+
+    expect_error(data.complete_resource_token_auth, "AccessDeniedException", 403,
+                 sessionUri=session, userIdentifier={"userId": "mallory"})
+    assert_status(data.complete_resource_token_auth(sessionUri=session, userIdentifier={"userId": "alice"}), 200)
+    done = data.get_resource_oauth2_token(sessionUri=session, **args)
+    assert done["accessToken"] == "user-token-1"
+    # Cached for alice (sealed): no new consent, no new token.
+    assert data.get_resource_oauth2_token(**args)["accessToken"] == "user-token-1"
+    assert token_endpoint.issued == 1
+    assert b"user-token-1" not in db_bytes(berth)
+
+    # Another user of the same workload starts from scratch; bad return URLs and user-less
+    # tokens are refused.
+    bob = data.get_workload_access_token_for_user_id(workloadName=wi, userId="bob")["workloadAccessToken"]
+    assert "authorizationUrl" in data.get_resource_oauth2_token(**{**args, "workloadIdentityToken": bob})
+    expect_validation(data.get_resource_oauth2_token, "resourceOauth2ReturnUrl",
+                      resourceOauth2ReturnUrl="https://evil.example/cb", **{**args, "workloadIdentityToken": bob})
+    plain = data.get_workload_access_token(workloadName=wi)["workloadAccessToken"]
+    expect_validation(data.get_resource_oauth2_token, "workloadIdentityToken",
+                      **{**args, "workloadIdentityToken": plain})
+
+    control.delete_oauth2_credential_provider(name=n)
+    control.delete_workload_identity(name=wi)
+
+
+def test_sdk_get_token_user_federation(sdk_env, control, token_endpoint):
+    """The SDK's own 3LO loop: `get_token(auth_flow="USER_FEDERATION")` hands the authorization
+    URL to `on_auth_url` (here: the user's browser, then the app completing the session), and its
+    default poller (every 5 s) gets the token."""
+    import urllib.request
+
+    from bedrock_agentcore.services.identity import IdentityClient, UserIdIdentifier
+
+    client = IdentityClient(REGION)
+    o2 = name("o2")
+    client.create_oauth2_credential_provider({
+        "name": o2, "credentialProviderVendor": "CustomOauth2",
+        "oauth2ProviderConfigInput": custom_config(token_endpoint)})
+    wi = client.create_workload_identity(allowed_resource_oauth_2_return_urls=[token_endpoint.return_url])
+    wat = client.get_workload_access_token(wi["name"], user_id="sdk-user")["workloadAccessToken"]
+
+    def on_auth_url(url: str):
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            assert resp.status == 200
+        session = token_endpoint.returned[-1]["session_id"]
+        client.complete_resource_token_auth(session, UserIdIdentifier(user_id="sdk-user"))
+
+    token = asyncio.run(client.get_token(provider_name=o2, scopes=["profile"], agent_identity_token=wat,
+                                         auth_flow="USER_FEDERATION", on_auth_url=on_auth_url,
+                                         callback_url=token_endpoint.return_url))
+    assert token.startswith("user-token-")
+    client.delete_oauth2_credential_provider(name=o2)
+    client.cp_client.delete_workload_identity(name=wi["name"])
+
+
+def test_secrets_and_tokens_survive_a_restart(berth_server, tmp_path):
+    """The vault key is read back from `vault.key` on restart: stored keys still open and issued
+    workload tokens still verify; the key file is the same one, still 0600."""
+    data_dir = tmp_path / "identity-restart"
+    first = berth_server(data_dir, name="identity-first")
+    control, data = first.client("bedrock-agentcore-control"), first.client("bedrock-agentcore")
+    control.create_workload_identity(name="restart-wi")
+    control.create_api_key_credential_provider(name="restart-key", apiKey="sk-survives")
+    wat = data.get_workload_access_token(workloadName="restart-wi")["workloadAccessToken"]
+    key_file = data_dir / "vault.key"
+    key = key_file.read_bytes()
+    assert first.stop() == 0
+
+    second = berth_server(data_dir, name="identity-second")
+    data2 = second.client("bedrock-agentcore")
+    assert key_file.read_bytes() == key
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    got = data2.get_resource_api_key(workloadIdentityToken=wat, resourceCredentialProviderName="restart-key")
+    assert got["apiKey"] == "sk-survives"

@@ -173,17 +173,14 @@ def test_broken_zip_fails_the_build(control, s3, artifact):
     assert failed["failureReason"], failed
 
 
-def test_container_configuration_is_refused_for_now(control_unvalidated):
-    # Berth contract (not AWS): the container backend is not implemented yet, so a container
-    # artifact is refused up front instead of being accepted and never running.
+def test_a_container_uri_outside_ecr_is_refused_as_the_model_says(control_unvalidated):
+    # `RuntimeContainerUri` allows ECR-style and public.ecr.aws URIs only (other registries are
+    # reached by mapping an ECR host, `serve --registries`); the pattern is checked like AWS does.
     expect_validation(
         control_unvalidated.create_agent_runtime,
+        "agentRuntimeArtifact.containerConfiguration.containerUri",
         agentRuntimeName=unique_name("container"),
-        agentRuntimeArtifact={
-            "containerConfiguration": {
-                "containerUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/agent:latest"
-            }
-        },
+        agentRuntimeArtifact={"containerConfiguration": {"containerUri": "docker.io/library/python:3.12"}},
         roleArn=ROLE_ARN,
         networkConfiguration={"networkMode": "PUBLIC"},
     )

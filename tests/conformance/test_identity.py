@@ -32,7 +32,11 @@ from berth_harness import (
     assert_status,
     expect_error,
     expect_validation,
+    deploy_agent,
+    invoke_json,
     list_all,
+    new_session_id,
+    zip_files,
 )
 
 CLIENT_ID = "berth-client"
@@ -576,3 +580,59 @@ def test_secrets_and_tokens_survive_a_restart(berth_server, tmp_path):
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
     got = data2.get_resource_api_key(workloadIdentityToken=wat, resourceCredentialProviderName="restart-key")
     assert got["apiKey"] == "sk-survives"
+
+
+#: An agent written as AgentCore's docs write one: credentials come from the decorators, which
+#: read the workload access token AgentCore hands the agent with each invocation.
+DECORATED_AGENT = """
+from bedrock_agentcore.runtime import BedrockAgentCoreApp
+from bedrock_agentcore.identity.auth import requires_access_token, requires_api_key
+
+app = BedrockAgentCoreApp()
+
+
+@requires_api_key(provider_name=KEY_PROVIDER)
+async def key(*, api_key):
+    return api_key
+
+
+@requires_access_token(provider_name=OAUTH2_PROVIDER, scopes=["read"], auth_flow="M2M")
+async def token(*, access_token):
+    return access_token
+
+
+@app.entrypoint
+async def invoke(payload, context):
+    return {"apiKey": await key(), "accessToken": await token()}
+
+
+if __name__ == "__main__":
+    app.run()
+"""
+
+
+def test_an_agent_in_a_runtime_gets_its_credentials_through_the_decorators(
+    control, data, s3, token_endpoint
+):
+    key_provider, o2 = name("ak"), name("o2")
+    key = f"sk-in-runtime-{uuid.uuid4().hex}"
+    control.create_api_key_credential_provider(name=key_provider, apiKey=key)
+    control.create_oauth2_credential_provider(
+        name=o2, credentialProviderVendor="CustomOauth2",
+        oauth2ProviderConfigInput=custom_config(token_endpoint))
+    source = f"KEY_PROVIDER = {key_provider!r}\nOAUTH2_PROVIDER = {o2!r}\n" + DECORATED_AGENT
+    runtime = deploy_agent(
+        control, s3,
+        zip_files({"agent.py": source, "requirements.txt": "bedrock-agentcore==1.25.0\n"}),
+        name=name("decorated").replace("-", "_"),
+    )
+    # The runtime's workload identity exists as its workloadIdentityDetails name it.
+    identity_arn = runtime["workloadIdentityDetails"]["workloadIdentityArn"]
+    workload = control.get_workload_identity(name=runtime["agentRuntimeName"])
+    assert workload["workloadIdentityArn"] == identity_arn
+
+    answer = invoke_json(data, runtime["agentRuntimeArn"], new_session_id("wat"), {})
+    assert answer == {"apiKey": key, "accessToken": answer["accessToken"]}, answer
+    assert answer["accessToken"].startswith("m2m-token-"), answer
+    control.delete_api_key_credential_provider(name=key_provider)
+    control.delete_oauth2_credential_provider(name=o2)

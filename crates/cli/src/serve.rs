@@ -846,6 +846,23 @@ impl ServeArgs {
     }
 }
 
+/// Runtimes' workload access tokens, from AgentCore Identity's vault.
+struct RuntimeTokens(berth_identity::Identity);
+
+#[async_trait::async_trait]
+impl berth_runtime::session::WorkloadTokens for RuntimeTokens {
+    async fn prepare(&self, runtime_name: &str) -> Result<(), String> {
+        self.0
+            .ensure_runtime_identity(runtime_name)
+            .await
+            .map_err(|e| e.message)
+    }
+
+    fn token(&self, runtime_name: &str, user: Option<&str>) -> (String, i64) {
+        self.0.runtime_token(runtime_name, user)
+    }
+}
+
 /// The address to reach a listener at from this host (a wildcard bind is reached on loopback).
 fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
     match addr.ip() {
@@ -1085,6 +1102,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             api_server: Some(sandbox_api),
         },
     ));
+    // The token vault's key lives next to the database, never in it.
+    let vault = berth_identity::vault::Vault::open_dir(&cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("identity: {e}"))?;
+    let identity = berth_identity::Identity::new(
+        stores.identity.clone(),
+        vault,
+        cfg.partition.clone(),
+        format!("http://{addr}"),
+    );
     let sessions = berth_runtime::session::Sessions::new(
         berth_runtime::session::SessionOptions {
             logs_dir: cfg.data_dir.join("logs"),
@@ -1098,6 +1124,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     (c.access_key_id, c.secret_access_key)
                 })
             }),
+            workload_tokens: Some(Arc::new(RuntimeTokens(identity.clone()))),
             env: vec![
                 ("AWS_REGION".into(), cfg.partition.region.clone()),
                 ("AWS_DEFAULT_REGION".into(), cfg.partition.region.clone()),
@@ -1244,15 +1271,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .recover()
         .await
         .map_err(|e| anyhow::anyhow!("recovering batch evaluations: {}", e.detail()))?;
-    // The token vault's key lives next to the database, never in it.
-    let vault = berth_identity::vault::Vault::open_dir(&cfg.data_dir)
-        .map_err(|e| anyhow::anyhow!("identity: {e}"))?;
-    let identity = berth_identity::Identity::new(
-        stores.identity.clone(),
-        vault,
-        partition.clone(),
-        url.clone(),
-    );
     let state = berth_server::AppState {
         control: control.clone(),
         keys: keys.clone(),

@@ -566,6 +566,49 @@ impl Identity {
         }))
     }
 
+    // ---- Runtimes' own workload identities -------------------------------------------------
+
+    /// The workload identity AgentCore creates with each runtime (named after it, as the
+    /// runtime's `workloadIdentityDetails` says): made if missing, an existing one kept.
+    pub async fn ensure_runtime_identity(&self, runtime_name: &str) -> Result<(), ApiError> {
+        if self
+            .store
+            .identity(WORKLOAD, runtime_name)
+            .await
+            .map_err(internal)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let now = now_millis();
+        let row = IdentityRow {
+            kind: WORKLOAD.into(),
+            name: runtime_name.to_owned(),
+            spec: json!({}),
+            secret: None,
+            created_at: now,
+            updated_at: now,
+        };
+        match self.insert(&row, "workload identity").await {
+            // Made meanwhile by a concurrent call: the same outcome.
+            Err(e) if matches!(e.kind, ErrorKind::Conflict) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// A workload access token for a runtime's agent acting for `user` (the invocation's
+    /// `X-Amzn-Bedrock-AgentCore-Runtime-User-Id`), as AgentCore hands one to the agent with
+    /// every invocation; with its expiry (epoch seconds).
+    pub fn runtime_token(&self, runtime_name: &str, user: Option<&str>) -> (String, i64) {
+        let expires = now_millis() / 1000 + TOKEN_TTL.as_secs() as i64;
+        let token = self.vault.sign_token(&WorkloadClaims {
+            workload: runtime_name.to_owned(),
+            user: user.map(str::to_owned),
+            expires,
+        });
+        (token, expires)
+    }
+
     // ---- Data plane ----------------------------------------------------------------------
 
     async fn workload_token(&self, v: &Value, user: Option<String>) -> Result<Value, ApiError> {

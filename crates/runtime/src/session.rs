@@ -67,6 +67,51 @@ pub trait Prepare: Send + Sync + 'static {
     ) -> Result<Prepared, berth_control::deployer::Error>;
 }
 
+/// Issues workload access tokens (AgentCore Identity) to runtimes' agents: AgentCore hands the
+/// agent one with every invocation (`WorkloadAccessToken` and `X-Amz-Bedrock-AgentCore-Identity-WAT`),
+/// which the SDK exchanges for the credentials of `@requires_api_key` and `@requires_access_token`.
+#[async_trait::async_trait]
+pub trait WorkloadTokens: Send + Sync {
+    /// Makes sure the runtime's workload identity (named after the runtime) exists; called once
+    /// per session start.
+    async fn prepare(&self, runtime_name: &str) -> Result<(), String>;
+    /// A token for the runtime's agent acting for `user`, with its expiry (epoch seconds).
+    fn token(&self, runtime_name: &str, user: Option<&str>) -> (String, i64);
+}
+
+/// A session's workload access token, renewed before it expires.
+struct SessionToken {
+    issuer: Arc<dyn WorkloadTokens>,
+    workload: String,
+    user: Option<String>,
+    current: Mutex<(HeaderValue, i64)>,
+}
+
+/// A token is renewed once it has less than this left (it lives an hour).
+const TOKEN_RENEW_SECS: i64 = 300;
+
+impl SessionToken {
+    fn mint(
+        issuer: &dyn WorkloadTokens,
+        workload: &str,
+        user: Option<&str>,
+    ) -> Option<(HeaderValue, i64)> {
+        let (token, expires) = issuer.token(workload, user);
+        HeaderValue::from_str(&token).ok().map(|v| (v, expires))
+    }
+
+    fn header(&self) -> HeaderValue {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.1 - now_millis() / 1000 < TOKEN_RENEW_SECS
+            && let Some(fresh) =
+                Self::mint(self.issuer.as_ref(), &self.workload, self.user.as_deref())
+        {
+            *current = fresh;
+        }
+        current.0.clone()
+    }
+}
+
 /// Options of the session layer (backend-neutral; where agents run is the backend's business).
 #[derive(Clone)]
 pub struct SessionOptions {
@@ -82,6 +127,8 @@ pub struct SessionOptions {
     pub env: Vec<(String, String)>,
     /// Issues the credentials a runtime's agents sign with (scoped to that runtime).
     pub credentials: Option<Arc<CredentialIssuer>>,
+    /// Issues the workload access token each invocation carries to the agent.
+    pub workload_tokens: Option<Arc<dyn WorkloadTokens>>,
     /// Caps on agents held and on new sessions per second.
     pub quotas: Quotas,
     /// Region and account, for the ARNs agents are told (`cloud.resource_id`).
@@ -222,6 +269,8 @@ pub struct Session {
     fixed: FixedHeaders,
     /// Who this session's spans belong to, shared by every call's span.
     attribution: Arc<berth_trace::Attribution>,
+    /// The workload access token its calls carry to the agent.
+    token: Option<SessionToken>,
     /// Its agent came from the warm pool (it was not started for this session).
     warm_start: bool,
     idle: Duration,
@@ -437,6 +486,22 @@ impl Sessions {
             }
         };
         self.refill(target.clone());
+        let token = match &self.inner.opts.workload_tokens {
+            Some(issuer) => {
+                if let Err(e) = issuer.prepare(&target.runtime.name).await {
+                    warn!(runtime_id = %target.runtime.id, error = %e, "no workload identity: the agent gets no workload access token");
+                }
+                SessionToken::mint(issuer.as_ref(), &target.runtime.name, user_id).map(|current| {
+                    SessionToken {
+                        issuer: issuer.clone(),
+                        workload: target.runtime.name.clone(),
+                        user: user_id.map(str::to_owned),
+                        current: Mutex::new(current),
+                    }
+                })
+            }
+            None => None,
+        };
         let (idle, max) = Lifecycle::effective(spec.lifecycle_configuration.as_ref());
         let now = now_millis();
         let session = Arc::new(Session {
@@ -469,6 +534,7 @@ impl Sessions {
                 session_id: Some(session_id.to_owned()),
                 actor: user_id.map(str::to_owned),
             }),
+            token,
             warm_start,
             idle: Duration::from_secs(idle),
             max_lifetime: Duration::from_secs(max),
@@ -1286,6 +1352,15 @@ impl Session {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert(
                 HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-request-id"),
+                v,
+            );
+        }
+        // Both names AgentCore uses; the SDK's app prefers the second.
+        if let Some(token) = &self.token {
+            let v = token.header();
+            h.insert(HeaderName::from_static("workloadaccesstoken"), v.clone());
+            h.insert(
+                HeaderName::from_static("x-amz-bedrock-agentcore-identity-wat"),
                 v,
             );
         }

@@ -192,12 +192,25 @@ macro_rules! control_op_passing_role {
     };
 }
 
-control_op_passing_role!(
-    create_runtime,
-    "CreateAgentRuntime",
-    CreateAgentRuntime,
-    create_runtime
-);
+/// `CreateAgentRuntime`, which also gives the runtime its workload identity (named after it,
+/// as `workloadIdentityDetails` says), as AgentCore does.
+async fn create_runtime(
+    State(s): State<AppState>,
+    axum::Extension(rid): axum::Extension<crate::RequestId>,
+    verified: Option<axum::Extension<berth_auth::Verified>>,
+    path: Result<RawPathParams, RawPathParamsRejection>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, WireError> {
+    let m = model::control();
+    let op = "CreateAgentRuntime";
+    let req: ops::CreateAgentRuntime = typed(input(m, op, path, q.as_deref(), &body, s.relax)?)?;
+    crate::authz::pass_role(&s, verified.as_deref(), &req.spec.role_arn, &rid.0).await?;
+    let name = req.agent_runtime_name.clone();
+    let out = s.control.create_runtime(req).await?;
+    s.identity.ensure_runtime_identity(&name).await?;
+    Ok(respond(m, op, out))
+}
 control_op!(list_runtimes, "ListAgentRuntimes", list_runtimes);
 control_op!(get_runtime, "GetAgentRuntime", get_runtime);
 control_op_passing_role!(

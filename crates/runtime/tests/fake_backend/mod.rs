@@ -353,6 +353,7 @@ pub fn options(logs_dir: &std::path::Path) -> SessionOptions {
         ping_interval: Duration::from_secs(3600),
         warm_pool: 0,
         env: vec![("AWS_REGION".into(), "us-east-1".into())],
+        workload_tokens: None,
         credentials: None,
         quotas: Quotas {
             runtime_live: 100,

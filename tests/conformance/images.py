@@ -15,6 +15,7 @@ Everything here needs root (debootstrap, buildah's storage); the suite runs as r
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import subprocess
@@ -74,7 +75,10 @@ def run(*cmd, **kw) -> str:
 
 
 def buildah(*args) -> str:
-    runroot = Path(tempfile.gettempdir()) / "berth-test-buildah-run"
+    # The run root (locks, container state) belongs to one storage: two checkouts sharing one
+    # confuse buildah ("does not match our static dir"), so it is named after the storage.
+    tag = hashlib.sha256(str(STORAGE).encode()).hexdigest()[:12]
+    runroot = Path(tempfile.gettempdir()) / f"berth-test-buildah-run-{tag}"
     return run(
         "buildah",
         "--root",
@@ -113,11 +117,10 @@ def debian_base() -> str:
         )
         buildah("commit", "--rm", ctr, BASE_TAG)
     finally:
-        subprocess.run(
-            ["buildah", "--root", str(STORAGE), "rm", ctr],
-            capture_output=True,
-            check=False,
-        )
+        try:
+            buildah("rm", ctr)
+        except AssertionError:
+            pass  # `commit --rm` removed it already
     return BASE_TAG
 
 

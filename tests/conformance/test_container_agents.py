@@ -37,6 +37,9 @@ from berth_harness import (
 
 import images
 
+#: A fresh checkout builds the Debian base (debootstrap) and the agent image first: minutes.
+pytestmark = pytest.mark.timeout(900)
+
 #: The agent inside the image: the SDK's app, answering JSON or streaming SSE, and telling
 #: where it runs so the test can tell the image's files from the host's.
 IMAGE_AGENT = '''

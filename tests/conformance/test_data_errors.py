@@ -135,21 +135,6 @@ def test_session_id_of_the_wrong_length_is_a_validation_error(data_unvalidated, 
     )
 
 
-def test_container_configuration_is_refused_until_the_container_backend_exists(control):
-    response = expect_validation(
-        control.create_agent_runtime,
-        agentRuntimeName=unique_name("container"),
-        agentRuntimeArtifact={
-            "containerConfiguration": {
-                "containerUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/agent:latest"
-            }
-        },
-        roleArn=ROLE_ARN,
-        networkConfiguration={"networkMode": "PUBLIC"},
-    )
-    assert "container" in response["Error"]["Message"].lower(), response
-
-
 # ----------------------------------------------------------------------------- agents that fail
 
 

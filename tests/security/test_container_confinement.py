@@ -32,6 +32,8 @@ import images
 
 pytestmark = [
     pytest.mark.build,
+    # Building the image (and, run alone on a fresh checkout, the Debian base) takes minutes.
+    pytest.mark.timeout(900),
     pytest.mark.skipif(platform.machine() != "x86_64", reason="the agent uses x86-64 syscall numbers"),
 ]
 

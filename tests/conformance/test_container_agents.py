@@ -351,8 +351,9 @@ def test_berth_deploy_builds_a_dockerfile_pushes_it_here_and_serves_it(berth, da
                    timeout=600)
     assert done.returncode == 0, done.stderr
     assert "pushing" in done.stderr and "buildah" in done.stderr, done.stderr
-    runtime_id = next(r["agentRuntimeId"] for r in control.list_agent_runtimes()["agentRuntimes"]
-                      if r["agentRuntimeName"] == name)
+    # The CLI prints the new version's runtime ARN.
+    arn = next(line.split()[-1] for line in done.stdout.splitlines() if line.startswith("arn:"))
+    runtime_id = arn.rsplit("/", 1)[-1]
     got = control.get_agent_runtime(agentRuntimeId=runtime_id)
     uri = got["agentRuntimeArtifact"]["containerConfiguration"]["containerUri"]
     assert uri.startswith(f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{name.lower()}:v"), uri

@@ -129,6 +129,9 @@ pub struct SessionOptions {
     pub credentials: Option<Arc<CredentialIssuer>>,
     /// Issues the workload access token each invocation carries to the agent.
     pub workload_tokens: Option<Arc<dyn WorkloadTokens>>,
+    /// Issues each sandbox's model gateway key (`None`: no gateway, agents get no model
+    /// endpoints from Berth).
+    pub gateway_keys: Option<Arc<GatewayKeyIssuer>>,
     /// Caps on agents held and on new sessions per second.
     pub quotas: Quotas,
     /// Region and account, for the ARNs agents are told (`cloud.resource_id`).
@@ -140,6 +143,9 @@ pub use crate::backend::namespace::{AGENT_API_PORT, ApiServer};
 
 /// Returns `(access key id, secret)` for a runtime's sandboxes.
 pub type CredentialIssuer = dyn Fn(&str) -> (String, String) + Send + Sync;
+
+/// Returns the model gateway key of a sandbox (by its instance id).
+pub type GatewayKeyIssuer = dyn Fn(&str) -> String + Send + Sync;
 
 /// Why an invocation could not reach the agent. Maps to `RuntimeClientError` (424) unless noted.
 #[derive(Debug, thiserror::Error)]
@@ -628,6 +634,24 @@ impl Sessions {
                     .endpoint_arn(&target.runtime.id, &target.endpoint),
                 otlp_endpoint: &url,
             }));
+            if let Some(issue) = &o.gateway_keys {
+                // The model gateway: each SDK's own variables, so agents written for the
+                // providers reach Berth unchanged, with a key that names this sandbox and
+                // means nothing anywhere else (the runtime's own variables, added below, win).
+                let key = issue(&id);
+                env.extend([
+                    ("ANTHROPIC_BASE_URL".into(), format!("{url}/gateway/anthropic")),
+                    ("ANTHROPIC_API_KEY".into(), key.clone()),
+                    ("OPENAI_BASE_URL".into(), format!("{url}/gateway/openai/v1")),
+                    ("OPENAI_API_KEY".into(), key.clone()),
+                    (
+                        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME".into(),
+                        format!("{url}/gateway/bedrock"),
+                    ),
+                    // botocore and the JS SDK send it as a bearer token instead of SigV4.
+                    ("AWS_BEARER_TOKEN_BEDROCK".into(), key),
+                ]);
+            }
             env.push(("BERTH_ENDPOINT_URL".into(), url));
         }
         if let Some(issue) = &o.credentials {

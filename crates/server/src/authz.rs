@@ -588,6 +588,7 @@ pub fn operations(
         }
         (Method::GET, ["berth", "v1", "traces", ..]) => one("berth:GetTraces", any_runtime),
         (Method::GET, ["berth", "v1", "usage"]) => one("berth:GetUsage", any_runtime),
+        (Method::GET, ["berth", "v1", "gateway"]) => one("berth:GetGateway", any_runtime),
         (Method::GET, ["berth", "v1", "runtimes", r, "logs"]) => {
             one("berth:GetAgentLogs", runtime_arn(p, r))
         }

@@ -149,7 +149,7 @@ struct Inner {
     client: reqwest::Client,
     limiter: limits::Limiter,
     meter: Arc<dyn Meter>,
-    keys: keys::SessionKeys,
+    keys: Arc<keys::SessionKeys>,
     secrets: Arc<dyn Secrets>,
 }
 
@@ -175,9 +175,10 @@ const MAX_REST: Duration = Duration::from_secs(600);
 
 impl Gateway {
     /// A gateway over `cfg`'s upstreams, its pools filled from `secrets` (and refilled whenever
-    /// a secret changes, until the process ends).
+    /// a secret changes, until the process ends), accepting the sandbox keys `keys` issues.
     pub async fn start(
         cfg: Config,
+        keys: Arc<keys::SessionKeys>,
         secrets: Arc<dyn Secrets>,
         meter: Arc<dyn Meter>,
     ) -> Result<Self, String> {
@@ -194,7 +195,7 @@ impl Gateway {
                 cfg,
                 client,
                 meter,
-                keys: keys::SessionKeys::new(),
+                keys,
                 secrets,
             }),
         };

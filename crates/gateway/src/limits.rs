@@ -110,6 +110,12 @@ impl Limiter {
 
     /// Adds a finished call's tokens to today's spend of `runtime` and `actor`.
     pub fn spend(&self, runtime: &str, actor: Option<&str>, tokens: u64, now: SystemTime) {
+        self.seed(Some(runtime), actor, tokens, now);
+    }
+
+    /// Adds tokens spent earlier today (read from the usage store at start) to `runtime`'s
+    /// and/or `actor`'s spend.
+    pub fn seed(&self, runtime: Option<&str>, actor: Option<&str>, tokens: u64, now: SystemTime) {
         if tokens == 0 {
             return;
         }
@@ -122,7 +128,7 @@ impl Limiter {
             }
             e.1 = e.1.saturating_add(tokens);
         };
-        if self.runtime_tpd(runtime).is_some() {
+        if let Some(runtime) = runtime.filter(|r| self.runtime_tpd(r).is_some()) {
             add(Key::RuntimeTokens(runtime.to_owned()));
         }
         if let (Some(_), Some(a)) = (self.cfg.actor_tokens_per_day, actor) {

@@ -25,6 +25,7 @@ mod registry_api;
 mod resource_policy_api;
 mod s3;
 mod scores_api;
+mod secrets_api;
 mod traces_api;
 mod traffic_api;
 mod usage_api;
@@ -82,6 +83,8 @@ pub struct AppState {
     pub registry: berth_oci::registry::Registry,
     /// AgentCore Identity: workload identities, credential providers, the token vault.
     pub identity: berth_identity::Identity,
+    /// Secrets (`berth secrets`): the one instance of the process (its change counter is shared).
+    pub secrets: berth_identity::secrets::Secrets,
 }
 
 /// The router of one sandbox's own listener: the OTLP receiver for that sandbox, then the full
@@ -100,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .merge(eval_api::routes())
         .merge(eval_data_api::routes())
         .merge(identity_api::routes())
+        .merge(secrets_api::routes())
         .merge(native_api::routes())
         .merge(traces_api::routes())
         .merge(usage_api::routes())

@@ -883,6 +883,19 @@ impl berth_runtime::session::WorkloadTokens for RuntimeTokens {
     }
 }
 
+/// The values of runtimes' `berth-secret:NAME` environment variables, read at each sandbox start.
+struct SecretValues(berth_identity::secrets::Secrets);
+
+#[async_trait::async_trait]
+impl berth_runtime::session::SecretValues for SecretValues {
+    async fn value(&self, name: &str) -> Result<Option<String>, String> {
+        match self.0.get(name).await {
+            Ok(found) => Ok(found.map(|s| s.value)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 /// The address to reach a listener at from this host (a wildcard bind is reached on loopback).
 fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
     match addr.ip() {
@@ -1125,7 +1138,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The token vault's key lives next to the database, never in it.
     let vault = berth_identity::vault::Vault::open_dir(&cfg.data_dir)
         .map_err(|e| anyhow::anyhow!("identity: {e}"))?;
-    // Secrets (`berth secrets`) are sealed by the same vault.
+    // The one `Secrets` of the process, cloned wherever values are read or written, so its
+    // change counter sees every put and delete.
     let secrets = berth_identity::secrets::Secrets::new(stores.secrets.clone(), vault.clone());
     let identity = berth_identity::Identity::new(
         stores.identity.clone(),
@@ -1156,6 +1170,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 Arc::new(move |instance: &str| k.issue(instance))
                     as Arc<berth_runtime::session::GatewayKeyIssuer>
             }),
+            secrets: Some(Arc::new(SecretValues(secrets.clone()))),
             env: vec![
                 ("AWS_REGION".into(), cfg.partition.region.clone()),
                 ("AWS_DEFAULT_REGION".into(), cfg.partition.region.clone()),
@@ -1341,6 +1356,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         identity,
         gateway,
         gateway_meter,
+        secrets,
     };
     sandbox_api_state.send_replace(Some(state.clone()));
     // Online evaluation and drift alerts: off the invocation path, over what is stored.

@@ -32,6 +32,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A list prefix has a character no name can have, or is longer than a name.
+    #[error("invalid secret name prefix {prefix:?}: {reason}")]
+    InvalidPrefix {
+        /// The prefix as given.
+        prefix: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The value cannot be kept (empty, too large, or not usable as an environment variable).
     #[error("invalid value for secret {name}: {reason}")]
     InvalidValue {
@@ -218,6 +226,14 @@ impl Secrets {
 
     /// Secrets whose name starts with `prefix` (`""`: all), sorted by name; never values.
     pub async fn list(&self, prefix: &str) -> Result<Vec<SecretMeta>, Error> {
+        if !prefix.is_empty()
+            && let Err(Error::InvalidName { reason, .. }) = validate_name(prefix)
+        {
+            return Err(Error::InvalidPrefix {
+                prefix: prefix.to_owned(),
+                reason,
+            });
+        }
         Ok(self
             .store
             .list_secrets(prefix)
@@ -338,6 +354,10 @@ mod tests {
             assert!(!e.to_string().contains("a\0b"));
         }
         assert!(s.list("").await.unwrap().is_empty());
+        assert!(matches!(
+            s.list("a*").await,
+            Err(Error::InvalidPrefix { .. })
+        ));
     }
 
     #[tokio::test]

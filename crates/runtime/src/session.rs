@@ -79,6 +79,47 @@ pub trait WorkloadTokens: Send + Sync {
     fn token(&self, runtime_name: &str, user: Option<&str>) -> (String, i64);
 }
 
+/// What marks a runtime environment variable as a secret reference: its whole value is
+/// `berth-secret:NAME`. The configuration keeps the reference; the sandbox gets the value.
+pub const SECRET_REFERENCE_PREFIX: &str = "berth-secret:";
+
+/// Resolves secret references in runtimes' environment variables when a sandbox starts (warm
+/// spares included), so a put is seen by every sandbox started after it.
+#[async_trait::async_trait]
+pub trait SecretValues: Send + Sync {
+    /// The current value of secret `name`; `Ok(None)` when there is no such secret. `Err`'s
+    /// text names what failed, never a value.
+    async fn value(&self, name: &str) -> Result<Option<String>, String>;
+}
+
+/// The value a runtime environment variable `var` gives the sandbox: `value` itself, or, for a
+/// `berth-secret:NAME` reference, the secret's current value. Errors name the variable and the
+/// secret, never a value.
+pub async fn resolve_env_value(
+    secrets: Option<&dyn SecretValues>,
+    var: &str,
+    value: &str,
+) -> Result<String, Error> {
+    let Some(name) = value.strip_prefix(SECRET_REFERENCE_PREFIX) else {
+        return Ok(value.to_owned());
+    };
+    let Some(secrets) = secrets else {
+        return Err(Error::Start(format!(
+            "environment variable {var} references secret {name}, but this server keeps no secrets"
+        )));
+    };
+    match secrets.value(name).await {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(Error::Start(format!(
+            "environment variable {var} references secret {name}, which does not exist \
+             (create it with `berth secrets put {name}`)"
+        ))),
+        Err(e) => Err(Error::Start(format!(
+            "environment variable {var} references secret {name}, which could not be read: {e}"
+        ))),
+    }
+}
+
 /// A session's workload access token, renewed before it expires.
 struct SessionToken {
     issuer: Arc<dyn WorkloadTokens>,
@@ -132,6 +173,8 @@ pub struct SessionOptions {
     /// Issues each sandbox's model gateway key (`None`: no gateway, agents get no model
     /// endpoints from Berth).
     pub gateway_keys: Option<Arc<GatewayKeyIssuer>>,
+    /// Resolves `berth-secret:NAME` environment variables at each sandbox start.
+    pub secrets: Option<Arc<dyn SecretValues>>,
     /// Caps on agents held and on new sessions per second.
     pub quotas: Quotas,
     /// Region and account, for the ARNs agents are told (`cloud.resource_id`).
@@ -661,7 +704,10 @@ impl Sessions {
         }
         env.extend(prepared.env.iter().cloned());
         if let Some(vars) = &spec.environment_variables {
-            env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for (k, v) in vars {
+                let v = resolve_env_value(o.secrets.as_deref(), k, v).await?;
+                env.push((k.clone(), v));
+            }
         }
         let agent_spec = AgentSpec {
             id,

@@ -26,6 +26,7 @@ mod registry_api;
 mod resource_policy_api;
 mod s3;
 mod scores_api;
+mod secrets_api;
 mod traces_api;
 mod traffic_api;
 mod usage_api;
@@ -87,6 +88,8 @@ pub struct AppState {
     pub gateway: Option<berth_gateway::Gateway>,
     /// What the gateway's calls add up to, for `/metrics`.
     pub gateway_meter: Option<Arc<gateway_api::TraceMeter>>,
+    /// Secrets (`berth secrets`): the one instance of the process (its change counter is shared).
+    pub secrets: berth_identity::secrets::Secrets,
 }
 
 /// The router of one sandbox's own listener: the OTLP receiver for that sandbox, then the full
@@ -110,6 +113,7 @@ fn router_for(state: AppState, sandbox: Option<&str>) -> Router {
         .merge(eval_api::routes())
         .merge(eval_data_api::routes())
         .merge(identity_api::routes())
+        .merge(secrets_api::routes())
         .merge(native_api::routes())
         .merge(traces_api::routes())
         .merge(usage_api::routes())

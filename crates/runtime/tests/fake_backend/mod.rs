@@ -355,6 +355,7 @@ pub fn options(logs_dir: &std::path::Path) -> SessionOptions {
         warm_pool: 0,
         env: vec![("AWS_REGION".into(), "us-east-1".into())],
         workload_tokens: None,
+        secrets: None,
         credentials: None,
         quotas: Quotas {
             runtime_live: 100,

@@ -10,6 +10,7 @@ user's agent.
 """
 
 import json
+from urllib.parse import quote
 
 import pytest
 
@@ -77,7 +78,9 @@ secrets = ["bedrock-main"]
         ("openai-main", OPENAI_KEY),
         ("bedrock-main", BEDROCK_CREDENTIAL),
     ]:
-        put = native(s, "PUT", f"/berth/v1/secrets/{name}", body=json.dumps({"value": value}).encode())
+        put = native(
+            s, "PUT", f"/berth/v1/secrets/{quote(name, safe='')}", body=json.dumps({"value": value}).encode()
+        )
         assert put.status == 200, put
     return s
 
@@ -104,7 +107,7 @@ def test_sandboxes_get_each_sdks_variables_and_a_key_of_their_own(server, agent)
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
             "ANTHROPIC_API_KEY",
             "OPENAI_API_KEY",
-            "AWS_BEARER_TOKEN_BEDROCK",
+            "AWS_ACCESS_KEY_ID",
         ]
     )
     assert env["keyPrefix"] == "berth-gw."

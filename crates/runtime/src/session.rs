@@ -686,13 +686,13 @@ impl Sessions {
                     ("ANTHROPIC_BASE_URL".into(), format!("{url}/gateway/anthropic")),
                     ("ANTHROPIC_API_KEY".into(), key.clone()),
                     ("OPENAI_BASE_URL".into(), format!("{url}/gateway/openai/v1")),
-                    ("OPENAI_API_KEY".into(), key.clone()),
+                    ("OPENAI_API_KEY".into(), key),
+                    // Bedrock clients sign with the runtime credentials below (botocore sends a
+                    // bearer token only over https).
                     (
                         "AWS_ENDPOINT_URL_BEDROCK_RUNTIME".into(),
                         format!("{url}/gateway/bedrock"),
                     ),
-                    // botocore and the JS SDK send it as a bearer token instead of SigV4.
-                    ("AWS_BEARER_TOKEN_BEDROCK".into(), key),
                 ]);
             }
             env.push(("BERTH_ENDPOINT_URL".into(), url));

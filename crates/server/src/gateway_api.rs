@@ -28,7 +28,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The service Bedrock Runtime requests are signed for.
+const BEDROCK_SIGNING_NAME: &str = "bedrock";
 use tracing::warn;
 
 #[derive(Clone)]
@@ -75,25 +78,49 @@ async fn call(
         );
     };
     let (parts, body) = req.into_parts();
-    // The key, checked before a byte of the body is read.
-    let instance = protocol
-        .presented_key(&parts.headers)
-        .and_then(|k| gateway.keys().verify(k));
-    let Some(instance) = instance.filter(|i| edge.sandbox.as_deref().is_none_or(|s| s == i)) else {
-        return refuse(
-            protocol,
-            StatusCode::UNAUTHORIZED,
-            Kind::Unauthenticated,
-            "the model gateway takes only the key Berth gave this sandbox",
-        );
+    // Who is calling, from the headers alone, before a byte of the body is read: the key this
+    // server gave a sandbox, or (Bedrock) a SigV4 signature by the runtime credentials Berth
+    // gave the sandbox whose listener this is (botocore sends bearer tokens only over https).
+    let sigv4 = protocol == Protocol::Bedrock
+        && parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 "));
+    let unauthenticated =
+        |m: &str| refuse(protocol, StatusCode::UNAUTHORIZED, Kind::Unauthenticated, m);
+    let (instance, signed) = if sigv4 {
+        let Some(sandbox) = edge.sandbox.as_deref() else {
+            return unauthenticated(
+                "SigV4-signed model calls are taken only on a sandbox's own listener",
+            );
+        };
+        match berth_auth::precheck(
+            &parts.uri,
+            &parts.headers,
+            edge.state.keys.as_ref(),
+            SystemTime::now(),
+        ) {
+            Ok(pre) if pre.service == BEDROCK_SIGNING_NAME => (sandbox.to_owned(), Some(pre)),
+            Ok(_) => return unauthenticated("Credential should be scoped to correct service: 'bedrock'."),
+            Err(e) => return unauthenticated(&e.aws_message()),
+        }
+    } else {
+        let instance = protocol
+            .presented_key(&parts.headers)
+            .and_then(|k| gateway.keys().verify(k))
+            .filter(|i| edge.sandbox.as_deref().is_none_or(|s| s == i));
+        match instance {
+            Some(i) => (i, None),
+            None => {
+                return unauthenticated(
+                    "the model gateway takes only the key Berth gave this sandbox",
+                );
+            }
+        }
     };
     let Some(owner) = edge.state.sessions.sandbox_owner(&instance) else {
-        return refuse(
-            protocol,
-            StatusCode::UNAUTHORIZED,
-            Kind::Unauthenticated,
-            "this key's sandbox has ended",
-        );
+        return unauthenticated("this key's sandbox has ended");
     };
     let ctx = parts
         .extensions
@@ -125,6 +152,20 @@ async fn call(
                 );
             }
         };
+    if let Some(pre) = signed {
+        // The signature over headers and body, by this sandbox's runtime's credentials.
+        let verified = match pre.verify(&parts.method, &parts.uri, &parts.headers, &bytes) {
+            Ok(v) => v,
+            Err(e) => return unauthenticated(&e.aws_message()),
+        };
+        let ours = matches!(&verified.principal.scope,
+            berth_auth::Scope::Runtime { runtime_id } if *runtime_id == owner.runtime_id);
+        if !ours {
+            return unauthenticated(
+                "the model gateway takes only the credentials Berth gave this sandbox",
+            );
+        }
+    }
     let caller = Caller {
         runtime_id: owner.runtime_id,
         version: owner.version,

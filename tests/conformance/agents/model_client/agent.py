@@ -2,8 +2,9 @@
 
 It configures nothing: `anthropic.Anthropic()`, `openai.OpenAI()` and
 `boto3.client("bedrock-runtime")` read `ANTHROPIC_BASE_URL`/`ANTHROPIC_API_KEY`,
-`OPENAI_BASE_URL`/`OPENAI_API_KEY` and `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`/
-`AWS_BEARER_TOKEN_BEDROCK` from the environment Berth gives the sandbox.
+`OPENAI_BASE_URL`/`OPENAI_API_KEY` and `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` (signing with the
+runtime credentials `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`) from the environment Berth gives
+the sandbox.
 
 An invocation is ``{"sdk": "anthropic"|"openai"|"openai-embeddings"|"bedrock-converse"|
 "bedrock-invoke", "model": ..., "stream": bool}``; the answer is ``{"text", "usage"}`` or
@@ -87,7 +88,7 @@ def handle(req):
     sdk, model, stream = req.get("sdk"), req.get("model", "m"), bool(req.get("stream"))
     if sdk == "env":
         names = ["ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
-                 "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "AWS_BEARER_TOKEN_BEDROCK"]
+                 "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "AWS_ACCESS_KEY_ID"]
         return {"present": [n for n in names if os.environ.get(n)],
                 "keyPrefix": os.environ.get("ANTHROPIC_API_KEY", "")[:9],
                 "baseUrl": os.environ.get("ANTHROPIC_BASE_URL", "")}

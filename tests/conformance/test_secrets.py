@@ -120,9 +120,7 @@ def test_cli_puts_lists_and_deletes_without_ever_printing_the_value(berth):
     everything = run_cli(berth, "secrets", "list")
     assert name in everything.stdout
 
-    # The trailing newline of standard input was dropped: the value is exactly what was piped.
-    seen = native(berth, "GET", path_of(name)).json()
-    assert seen["version"] == 2
+    assert native(berth, "GET", path_of(name)).json()["version"] == 2
 
     gone = run_cli(berth, "secrets", "delete", name)
     assert gone.returncode == 0, gone.stderr
@@ -226,7 +224,9 @@ def environ_of(data, arn: str, session: str) -> dict:
 def test_a_runtime_gets_the_value_and_shows_the_reference(berth_tight, tight_clients):
     control, data, s3 = tight_clients
     name, first, second = secret_name("openai"), secret_value(), secret_value()
-    put(berth_tight, name, first)
+    # Through the CLI's standard input: the sandbox gets exactly the value, its newline dropped.
+    made = cli_put_stdin(berth_tight, name, first)
+    assert made.returncode == 0, made.stderr
     reference = f"berth-secret:{name}"
     rt = deploy_agent(
         control,

@@ -5,6 +5,8 @@
 //! time: every one succeeds with its whole answer, the cooled credential serves again after its
 //! cooldown, and when every credential is rate limited requests wait instead of failing.
 
+#![allow(clippy::unwrap_used)]
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

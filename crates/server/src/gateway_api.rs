@@ -412,6 +412,9 @@ impl berth_gateway::Meter for TraceMeter {
     }
 }
 
+/// A counter family: name, help, and its value in a series.
+type CounterFamily = (&'static str, &'static str, fn(&Series) -> u64);
+
 /// The gateway's counters per runtime, version and actor.
 #[derive(Debug)]
 pub(crate) struct GatewayTotals(Vec<(SeriesKey, Series)>);
@@ -433,7 +436,7 @@ impl prometheus_client::collector::Collector for GatewayTotals {
                 ("actor", k.2.clone()),
             ]
         };
-        let counters: [(&str, &str, fn(&Series) -> u64); 2] = [
+        let counters: [CounterFamily; 2] = [
             (
                 "berth_gateway_requests",
                 "Model calls through the gateway.",

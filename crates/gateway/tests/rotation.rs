@@ -107,6 +107,13 @@ struct Vault {
 }
 
 impl Vault {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            values: Mutex::new(Vec::new()),
+            changes: watch::channel(0).0,
+        })
+    }
+
     fn put(&self, name: &str, value: &str) {
         {
             let mut v = self.values.lock().unwrap();
@@ -228,8 +235,8 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_thousand_requests_survive_rate_limits_revocation_and_rotation() {
+/// The provider double on a port from the OS; returns it and its base URL.
+async fn start_double() -> (Arc<Double>, String) {
     let double = Arc::new(Double::default());
     let app = axum::Router::new()
         .route("/v1/messages", post(messages))
@@ -237,14 +244,31 @@ async fn a_thousand_requests_survive_rate_limits_revocation_and_rotation() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (double, url)
+}
+
+/// A gateway over `cfg` whose credentials come from `vault`, recording its calls.
+async fn start_gateway(cfg: Config, vault: &Arc<Vault>) -> (Gateway, Arc<Records>) {
+    let records = Arc::new(Records::default());
+    let gw = Gateway::start(
+        cfg,
+        Arc::new(berth_gateway::keys::SessionKeys::new()),
+        Arc::new(Shared(vault.clone())),
+        records.clone(),
+    )
+    .await
+    .unwrap();
+    (gw, records)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_requests_survive_rate_limits_revocation_and_rotation() {
+    let (double, url) = start_double().await;
 
     let (a, b) = ("key-a", "key-b");
     double.set(a, Mode::Ok);
     double.set(b, Mode::Ok);
-    let vault = Arc::new(Vault {
-        values: Mutex::new(Vec::new()),
-        changes: watch::channel(0).0,
-    });
+    let vault = Vault::new();
     vault.put("pool/a", a);
     vault.put("pool/b", b);
     let cfg = Config::parse(&format!(
@@ -260,15 +284,7 @@ async fn a_thousand_requests_survive_rate_limits_revocation_and_rotation() {
         "#
     ))
     .unwrap();
-    let records = Arc::new(Records::default());
-    let gw = Gateway::start(
-        cfg,
-        Arc::new(berth_gateway::keys::SessionKeys::new()),
-        Arc::new(Shared(vault.clone())),
-        records.clone(),
-    )
-    .await
-    .unwrap();
+    let (gw, records) = start_gateway(cfg, &vault).await;
 
     // 1. Both credentials serve.
     traffic(&gw, 250).await;
@@ -326,34 +342,17 @@ async fn a_thousand_requests_survive_rate_limits_revocation_and_rotation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn when_every_credential_is_limited_requests_wait_then_succeed() {
-    let double = Arc::new(Double::default());
-    let app = axum::Router::new()
-        .route("/v1/messages", post(messages))
-        .with_state(double.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (double, url) = start_double().await;
     double.set("k1", Mode::Limited);
     double.set("k2", Mode::Limited);
-    let vault = Arc::new(Vault {
-        values: Mutex::new(Vec::new()),
-        changes: watch::channel(0).0,
-    });
+    let vault = Vault::new();
     vault.put("p/1", "k1");
     vault.put("p/2", "k2");
     let cfg = Config::parse(&format!(
         "[[upstreams]]\nname='a'\nprotocol='anthropic'\nurl='{url}'\nsecret_prefix='p/'\n"
     ))
     .unwrap();
-    let records = Arc::new(Records::default());
-    let gw = Gateway::start(
-        cfg,
-        Arc::new(berth_gateway::keys::SessionKeys::new()),
-        Arc::new(Shared(vault)),
-        records.clone(),
-    )
-    .await
-    .unwrap();
+    let (gw, records) = start_gateway(cfg, &vault).await;
     let sent = tokio::spawn({
         let gw = gw.clone();
         async move { traffic(&gw, 20).await }

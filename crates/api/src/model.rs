@@ -283,6 +283,19 @@ impl Model {
         }
     }
 
+    /// Checks one value against the model's shape `shape` (lengths, pattern, enum), naming it
+    /// `name` in the error: for values that reach Berth outside an operation's modelled input,
+    /// such as an invocation's `OAuth2CallbackUrl` header (a `ResourceOauth2ReturnUrlType`).
+    pub fn check_shape(&self, shape: &str, name: &str, v: &Value) -> Result<(), ApiError> {
+        let mut errors = Vec::new();
+        self.check(shape, v, name, &mut errors, Relax::default());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::fields(errors))
+        }
+    }
+
     fn check(
         &self,
         shape_name: &str,

@@ -27,6 +27,8 @@ const WORKLOAD: &str = "workload-identity";
 const API_KEY: &str = "apikey-provider";
 const OAUTH2: &str = "oauth2-provider";
 const SESSION: &str = "oauth2-session";
+/// The mark (in its spec) of a workload identity made with a runtime, deleted with it.
+const RUNTIME_OWNED: &str = "agentRuntime";
 /// Where OAuth2 providers send the user back, under the server's URL.
 pub const CALLBACK_PATH: &str = "/identities/oauth2/callback";
 const REQUEST_URI: &str = "urn:ietf:params:oauth:request_uri:";
@@ -584,7 +586,7 @@ impl Identity {
         let row = IdentityRow {
             kind: WORKLOAD.into(),
             name: runtime_name.to_owned(),
-            spec: json!({}),
+            spec: json!({ RUNTIME_OWNED: true }),
             secret: None,
             created_at: now,
             updated_at: now,
@@ -594,6 +596,28 @@ impl Identity {
             Err(e) if matches!(e.kind, ErrorKind::Conflict) => Ok(()),
             other => other,
         }
+    }
+
+    /// Deletes the workload identity a runtime was given, as AgentCore does when the runtime is
+    /// deleted (which revokes the tokens its agents hold). One the operator made under the same
+    /// name before the runtime existed (kept by [`Identity::ensure_runtime_identity`]) is not
+    /// the runtime's and stays. Returns whether one was deleted.
+    pub async fn delete_runtime_identity(&self, runtime_name: &str) -> Result<bool, ApiError> {
+        let Some(row) = self
+            .store
+            .identity(WORKLOAD, runtime_name)
+            .await
+            .map_err(internal)?
+        else {
+            return Ok(false);
+        };
+        if row.spec.get(RUNTIME_OWNED) != Some(&Value::Bool(true)) {
+            return Ok(false);
+        }
+        self.store
+            .delete_identity(WORKLOAD, runtime_name)
+            .await
+            .map_err(internal)
     }
 
     /// A workload access token for a runtime's agent acting for `user` (the invocation's

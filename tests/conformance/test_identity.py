@@ -795,3 +795,50 @@ def test_deleting_a_runtime_deletes_its_workload_identity(control, data, artifac
     assert control.get_workload_identity(name=own)["allowedResourceOauth2ReturnUrls"] == ["https://cb.example/cb"]
     control.delete_workload_identity(name=own)
     control.delete_api_key_credential_provider(name=key_provider)
+
+
+def test_oauth2_provider_configurations_berth_can_and_cannot_serve(control, control_unvalidated):
+    """A named vendor answers its published endpoints as `oauthDiscovery`; an included provider
+    answers the endpoints it was given. What Berth cannot serve is refused, naming the member:
+    discovery by URL (Berth makes no outbound discovery requests), an included provider without
+    its endpoints, and token-endpoint authentication other than a client secret."""
+    google = name("o2")
+    created = control.create_oauth2_credential_provider(
+        name=google, credentialProviderVendor="GoogleOauth2",
+        oauth2ProviderConfigInput={"googleOauth2ProviderConfig": {"clientId": "gid", "clientSecret": "gsecret"}})
+    out = created["oauth2ProviderConfigOutput"]["googleOauth2ProviderConfig"]
+    assert out["clientId"] == "gid"
+    assert out["oauthDiscovery"]["authorizationServerMetadata"]["tokenEndpoint"] == "https://oauth2.googleapis.com/token"
+    assert "gsecret" not in json.dumps(created, default=str)
+    got = control.get_oauth2_credential_provider(name=google)
+    assert got["credentialProviderVendor"] == "GoogleOauth2"
+    assert got["oauth2ProviderConfigOutput"] == created["oauth2ProviderConfigOutput"]
+
+    okta = name("o2")
+    endpoints = {"issuer": "https://okta.example", "authorizationEndpoint": "https://okta.example/authorize",
+                 "tokenEndpoint": "https://okta.example/token"}
+    created = control.create_oauth2_credential_provider(
+        name=okta, credentialProviderVendor="OktaOauth2",
+        oauth2ProviderConfigInput={"includedOauth2ProviderConfig": {
+            "clientId": "oid", "clientSecret": "osecret", **endpoints}})
+    out = created["oauth2ProviderConfigOutput"]["includedOauth2ProviderConfig"]
+    assert out == {"clientId": "oid", "oauthDiscovery": {"authorizationServerMetadata": endpoints}}
+
+    refused = [
+        ("oauth2ProviderConfigInput.customOauth2ProviderConfig.oauthDiscovery",
+         {"customOauth2ProviderConfig": {"oauthDiscovery": {"discoveryUrl": "https://idp.example/.well-known/openid-configuration"},
+                                         "clientId": "c", "clientSecret": "s"}}, "CustomOauth2"),
+        ("oauth2ProviderConfigInput.includedOauth2ProviderConfig.tokenEndpoint",
+         {"includedOauth2ProviderConfig": {"clientId": "c", "clientSecret": "s"}}, "OktaOauth2"),
+        ("oauth2ProviderConfigInput.customOauth2ProviderConfig.clientAuthenticationMethod",
+         {"customOauth2ProviderConfig": {"oauthDiscovery": {"authorizationServerMetadata": endpoints},
+                                         "clientId": "c", "clientSecret": "s",
+                                         "clientAuthenticationMethod": "PRIVATE_KEY_JWT"}}, "CustomOauth2"),
+        ("oauth2ProviderConfigInput.githubOauth2ProviderConfig.clientSecret",
+         {"githubOauth2ProviderConfig": {"clientId": "c"}}, "GithubOauth2"),
+    ]
+    for member, config, vendor in refused:
+        expect_validation(control_unvalidated.create_oauth2_credential_provider, member,
+                          name=name("o2"), credentialProviderVendor=vendor, oauth2ProviderConfigInput=config)
+    control.delete_oauth2_credential_provider(name=google)
+    control.delete_oauth2_credential_provider(name=okta)

@@ -183,6 +183,10 @@ pub async fn runtimes(cmd: RuntimesCmd, args: ClientArgs) -> anyhow::Result<()> 
                         ),
                     ]);
                 }
+                // As configured: a `berth-secret:NAME` reference is shown, never the value.
+                for (k, v) in r["environmentVariables"].as_object().into_iter().flatten() {
+                    rows.push(vec![format!("env {k}"), s(v)]);
+                }
                 table(&["FIELD", "VALUE"], rows);
             }
         }

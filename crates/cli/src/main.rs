@@ -27,6 +27,7 @@ mod experiment;
 mod keys;
 mod model;
 mod rollout;
+mod secrets;
 mod serve;
 mod traces;
 mod usage;
@@ -225,6 +226,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Secrets runtimes reference from environment variables (`berth-secret:NAME`): put, list,
+    /// delete. Values are never shown back.
+    Secrets {
+        #[command(subcommand)]
+        cmd: secrets::SecretsCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// The hash-chained audit log of every mutation.
     Audit {
         #[command(flatten)]
@@ -264,6 +273,7 @@ fn main() -> ExitCode {
             Command::Audit { audit, client } => rollout::audit(audit, client).await,
             Command::Keys { cmd, client } => keys::keys(cmd, client).await,
             Command::Roles { cmd, client } => keys::roles(cmd, client).await,
+            Command::Secrets { cmd, client } => secrets::secrets(cmd, client).await,
             Command::Deploy { deploy, client } => agents::deploy(deploy, client).await,
             Command::Invoke { invoke, client } => agents::invoke(invoke, client).await,
             Command::Exec { exec, client } => exec::exec(exec, client).await,

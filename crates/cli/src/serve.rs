@@ -48,6 +48,12 @@ pub struct ServeArgs {
     /// own registry [default: none; ECR-style URIs go to the built-in registry].
     #[arg(long, env = "BERTH_REGISTRIES", value_name = "FILE")]
     pub registries: Option<PathBuf>,
+    /// The model gateway (a TOML file): upstreams per model with credential pools from
+    /// `berth secrets`, fallbacks, rate limits and token budgets (see ARCHITECTURE.md, "The model
+    /// gateway"). With it, every sandbox gets `ANTHROPIC_BASE_URL`, `OPENAI_BASE_URL`,
+    /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` and a key of its own [default: no gateway].
+    #[arg(long, env = "BERTH_GATEWAY", value_name = "FILE")]
+    pub gateway: Option<PathBuf>,
     /// How sessions are isolated: `namespaces` or `process` (no isolation: development only)
     /// [default: namespaces where the host allows them (root), else process, with a notice].
     #[arg(long, env = "BERTH_ISOLATION")]
@@ -269,6 +275,8 @@ pub struct Config {
     pub artifact_store: String,
     /// Where container images are pulled from (the built-in registry is added at start).
     pub registries: berth_oci::reference::Registries,
+    /// The model gateway's configuration, if one is served.
+    pub gateway: Option<berth_gateway::Config>,
     /// Session isolation.
     pub isolation: berth_runtime::Isolation,
     /// Whether the isolation was chosen by a flag, variable or config key (else it is the default,
@@ -600,6 +608,7 @@ impl ServeArgs {
             store,
             artifact_store,
             registries,
+            gateway,
             isolation,
             warm_pool,
             start_timeout,
@@ -778,6 +787,17 @@ impl ServeArgs {
                         .map_err(|e| invalid("registries", format!("{}: {e}", path.display())))?
                 }
             },
+            gateway: match &self.gateway {
+                None => None,
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| invalid("gateway", format!("{}: {e}", path.display())))?;
+                    Some(
+                        berth_gateway::Config::parse(&text)
+                            .map_err(|e| invalid("gateway", format!("{}: {e}", path.display())))?,
+                    )
+                }
+            },
             isolation,
             isolation_chosen,
             warm_pool: self.warm_pool.unwrap_or(1),
@@ -860,6 +880,19 @@ impl berth_runtime::session::WorkloadTokens for RuntimeTokens {
 
     fn token(&self, runtime_name: &str, user: Option<&str>) -> (String, i64) {
         self.0.runtime_token(runtime_name, user)
+    }
+}
+
+/// The values of runtimes' `berth-secret:NAME` environment variables, read at each sandbox start.
+struct SecretValues(berth_identity::secrets::Secrets);
+
+#[async_trait::async_trait]
+impl berth_runtime::session::SecretValues for SecretValues {
+    async fn value(&self, name: &str) -> Result<Option<String>, String> {
+        match self.0.get(name).await {
+            Ok(found) => Ok(found.map(|s| s.value)),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 
@@ -1105,12 +1138,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The token vault's key lives next to the database, never in it.
     let vault = berth_identity::vault::Vault::open_dir(&cfg.data_dir)
         .map_err(|e| anyhow::anyhow!("identity: {e}"))?;
+    // The one `Secrets` of the process, cloned wherever values are read or written, so its
+    // change counter sees every put and delete.
+    let secrets = berth_identity::secrets::Secrets::new(stores.secrets.clone(), vault.clone());
     let identity = berth_identity::Identity::new(
         stores.identity.clone(),
         vault,
         cfg.partition.clone(),
         format!("http://{addr}"),
     );
+    // Each sandbox's model gateway key, issued when it starts (see `berth_gateway::keys`).
+    let gateway_keys = cfg
+        .gateway
+        .as_ref()
+        .map(|_| Arc::new(berth_gateway::keys::SessionKeys::new()));
     let sessions = berth_runtime::session::Sessions::new(
         berth_runtime::session::SessionOptions {
             logs_dir: cfg.data_dir.join("logs"),
@@ -1125,6 +1166,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 })
             }),
             workload_tokens: Some(Arc::new(RuntimeTokens(identity.clone()))),
+            gateway_keys: gateway_keys.clone().map(|k| {
+                Arc::new(move |instance: &str| k.issue(instance))
+                    as Arc<berth_runtime::session::GatewayKeyIssuer>
+            }),
+            secrets: Some(Arc::new(SecretValues(secrets.clone()))),
             env: vec![
                 ("AWS_REGION".into(), cfg.partition.region.clone()),
                 ("AWS_DEFAULT_REGION".into(), cfg.partition.region.clone()),
@@ -1271,6 +1317,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .recover()
         .await
         .map_err(|e| anyhow::anyhow!("recovering batch evaluations: {}", e.detail()))?;
+    let prices = Arc::new(cfg.model_prices.clone());
+    // The model gateway: its meter writes a gen_ai span per call into the trace store.
+    let (gateway, gateway_meter) = match (&cfg.gateway, &gateway_keys) {
+        (Some(gcfg), Some(gkeys)) => {
+            let meter = berth_server::gateway_api::TraceMeter::new(traces.clone(), prices.clone());
+            let gw = berth_gateway::Gateway::start(
+                gcfg.clone(),
+                gkeys.clone(),
+                Arc::new(GatewaySecrets(secrets.clone())),
+                meter.clone(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("model gateway: {e}"))?;
+            seed_budgets(&gw, &traces).await?;
+            (Some(gw), Some(meter))
+        }
+        _ => (None, None),
+    };
     let state = berth_server::AppState {
         control: control.clone(),
         keys: keys.clone(),
@@ -1281,7 +1345,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         memory: memory.clone(),
         relax: cfg.relax,
         traces,
-        prices: Arc::new(cfg.model_prices.clone()),
+        prices,
         logs,
         scores,
         evals: eval_routes,
@@ -1290,6 +1354,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         images: Some(images),
         registry,
         identity,
+        gateway,
+        gateway_meter,
+        secrets,
     };
     sandbox_api_state.send_replace(Some(state.clone()));
     // Online evaluation and drift alerts: off the invocation path, over what is stored.
@@ -1765,4 +1832,72 @@ mod tests {
         });
         assert_eq!(e.to_string(), "AWS_ACCESS_KEY_ID: missing");
     }
+}
+
+/// The model gateway's credentials: Berth secrets, by name and by prefix.
+struct GatewaySecrets(berth_identity::secrets::Secrets);
+
+#[async_trait::async_trait]
+impl berth_gateway::Secrets for GatewaySecrets {
+    async fn load(
+        &self,
+        names: &[String],
+        prefix: Option<&str>,
+    ) -> Result<Vec<berth_gateway::SecretValue>, String> {
+        let mut wanted: Vec<String> = names.to_vec();
+        if let Some(p) = prefix {
+            let listed = self.0.list(p).await.map_err(|e| e.to_string())?;
+            wanted.extend(listed.into_iter().map(|m| m.name));
+        }
+        wanted.sort();
+        wanted.dedup();
+        let mut out = Vec::with_capacity(wanted.len());
+        for name in wanted {
+            if let Some(s) = self.0.get(&name).await.map_err(|e| e.to_string())? {
+                out.push(berth_gateway::SecretValue {
+                    name: s.name,
+                    version: s.version,
+                    value: s.value,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.changes()
+    }
+}
+
+/// Today's token spend per runtime and per actor, from the usage store, so a restart does not
+/// refill the gateway's budgets.
+async fn seed_budgets(
+    gateway: &berth_gateway::Gateway,
+    traces: &Arc<dyn berth_trace::TraceStore>,
+) -> anyhow::Result<()> {
+    use berth_trace::usage::{GroupBy, UsageFilter};
+    let limiter = gateway.limiter();
+    if !limiter.has_budgets() {
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now();
+    let since_ns = berth_gateway::limits::Limiter::day_start_ms(now) * 1_000_000;
+    for group_by in [GroupBy::Version, GroupBy::Actor] {
+        let rows = traces
+            .usage(&UsageFilter {
+                since_ns: Some(since_ns),
+                group_by,
+                ..UsageFilter::default()
+            })
+            .await
+            .context("reading today's model usage for the gateway's budgets")?;
+        for r in rows {
+            let tokens = u64::try_from(r.counts.input_tokens + r.counts.output_tokens).unwrap_or(0);
+            match group_by {
+                GroupBy::Actor => limiter.seed(None, r.actor.as_deref(), tokens, now),
+                _ => limiter.seed(r.runtime_id.as_deref(), None, tokens, now),
+            }
+        }
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@
 //! and opened only for a caller holding a valid workload access token.
 
 pub mod oauth2;
+pub mod secrets;
 pub mod vault;
 
 use base64::Engine;

@@ -79,6 +79,47 @@ pub trait WorkloadTokens: Send + Sync {
     fn token(&self, runtime_name: &str, user: Option<&str>) -> (String, i64);
 }
 
+/// What marks a runtime environment variable as a secret reference: its whole value is
+/// `berth-secret:NAME`. The configuration keeps the reference; the sandbox gets the value.
+pub const SECRET_REFERENCE_PREFIX: &str = "berth-secret:";
+
+/// Resolves secret references in runtimes' environment variables when a sandbox starts (warm
+/// spares included), so a put is seen by every sandbox started after it.
+#[async_trait::async_trait]
+pub trait SecretValues: Send + Sync {
+    /// The current value of secret `name`; `Ok(None)` when there is no such secret. `Err`'s
+    /// text names what failed, never a value.
+    async fn value(&self, name: &str) -> Result<Option<String>, String>;
+}
+
+/// The value a runtime environment variable `var` gives the sandbox: `value` itself, or, for a
+/// `berth-secret:NAME` reference, the secret's current value. Errors name the variable and the
+/// secret, never a value.
+pub async fn resolve_env_value(
+    secrets: Option<&dyn SecretValues>,
+    var: &str,
+    value: &str,
+) -> Result<String, Error> {
+    let Some(name) = value.strip_prefix(SECRET_REFERENCE_PREFIX) else {
+        return Ok(value.to_owned());
+    };
+    let Some(secrets) = secrets else {
+        return Err(Error::Start(format!(
+            "environment variable {var} references secret {name}, but this server keeps no secrets"
+        )));
+    };
+    match secrets.value(name).await {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(Error::Start(format!(
+            "environment variable {var} references secret {name}, which does not exist \
+             (create it with `berth secrets put {name}`)"
+        ))),
+        Err(e) => Err(Error::Start(format!(
+            "environment variable {var} references secret {name}, which could not be read: {e}"
+        ))),
+    }
+}
+
 /// A session's workload access token, renewed before it expires.
 struct SessionToken {
     issuer: Arc<dyn WorkloadTokens>,
@@ -129,6 +170,11 @@ pub struct SessionOptions {
     pub credentials: Option<Arc<CredentialIssuer>>,
     /// Issues the workload access token each invocation carries to the agent.
     pub workload_tokens: Option<Arc<dyn WorkloadTokens>>,
+    /// Issues each sandbox's model gateway key (`None`: no gateway, agents get no model
+    /// endpoints from Berth).
+    pub gateway_keys: Option<Arc<GatewayKeyIssuer>>,
+    /// Resolves `berth-secret:NAME` environment variables at each sandbox start.
+    pub secrets: Option<Arc<dyn SecretValues>>,
     /// Caps on agents held and on new sessions per second.
     pub quotas: Quotas,
     /// Region and account, for the ARNs agents are told (`cloud.resource_id`).
@@ -140,6 +186,9 @@ pub use crate::backend::namespace::{AGENT_API_PORT, ApiServer};
 
 /// Returns `(access key id, secret)` for a runtime's sandboxes.
 pub type CredentialIssuer = dyn Fn(&str) -> (String, String) + Send + Sync;
+
+/// Returns the model gateway key of a sandbox (by its instance id).
+pub type GatewayKeyIssuer = dyn Fn(&str) -> String + Send + Sync;
 
 /// Why an invocation could not reach the agent. Maps to `RuntimeClientError` (424) unless noted.
 #[derive(Debug, thiserror::Error)]
@@ -631,6 +680,24 @@ impl Sessions {
                     .endpoint_arn(&target.runtime.id, &target.endpoint),
                 otlp_endpoint: &url,
             }));
+            if let Some(issue) = &o.gateway_keys {
+                // The model gateway: each SDK's own variables, so agents written for the
+                // providers reach Berth unchanged, with a key that names this sandbox and
+                // means nothing anywhere else (the runtime's own variables, added below, win).
+                let key = issue(&id);
+                env.extend([
+                    ("ANTHROPIC_BASE_URL".into(), format!("{url}/gateway/anthropic")),
+                    ("ANTHROPIC_API_KEY".into(), key.clone()),
+                    ("OPENAI_BASE_URL".into(), format!("{url}/gateway/openai/v1")),
+                    ("OPENAI_API_KEY".into(), key),
+                    // Bedrock clients sign with the runtime credentials below (botocore sends a
+                    // bearer token only over https).
+                    (
+                        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME".into(),
+                        format!("{url}/gateway/bedrock"),
+                    ),
+                ]);
+            }
             env.push(("BERTH_ENDPOINT_URL".into(), url));
         }
         if let Some(issue) = &o.credentials {
@@ -640,7 +707,10 @@ impl Sessions {
         }
         env.extend(prepared.env.iter().cloned());
         if let Some(vars) = &spec.environment_variables {
-            env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for (k, v) in vars {
+                let v = resolve_env_value(o.secrets.as_deref(), k, v).await?;
+                env.push((k.clone(), v));
+            }
         }
         let agent_spec = AgentSpec {
             id,

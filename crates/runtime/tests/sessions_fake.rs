@@ -341,3 +341,88 @@ async fn an_http_agent_without_ping_never_becomes_healthy() {
     assert!(err.to_string().contains("healthy"), "{err}");
     assert_eq!(record.last_port.load(Ordering::SeqCst), 8080);
 }
+
+/// Secrets kept in memory, as `berth serve` keeps them in the store.
+#[derive(Default)]
+struct MapSecrets(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+#[async_trait::async_trait]
+impl berth_runtime::session::SecretValues for MapSecrets {
+    async fn value(&self, name: &str) -> Result<Option<String>, String> {
+        Ok(self.0.lock().unwrap().get(name).cloned())
+    }
+}
+
+fn with_secret_reference(version: u32) -> berth_runtime::session::Target {
+    let mut t = target(version);
+    t.version.spec["environmentVariables"]["API_KEY"] = "berth-secret:openai/key".into();
+    t
+}
+
+fn env_var(record: &fake_backend::Record, name: &str) -> Option<String> {
+    record
+        .last_env
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+}
+
+#[tokio::test]
+async fn secret_references_resolve_to_the_value_current_at_each_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = Arc::new(MapSecrets::default());
+    secrets
+        .0
+        .lock()
+        .unwrap()
+        .insert("openai/key".into(), "sk-one".into());
+    let mut opts = options(dir.path());
+    opts.secrets = Some(secrets.clone());
+    let (s, record, _shutdown) = sessions(opts);
+    let t = with_secret_reference(1);
+    s.open(&t, SID, None).await.unwrap();
+    assert_eq!(env_var(&record, "API_KEY").as_deref(), Some("sk-one"));
+    assert_eq!(env_var(&record, "FROM_SPEC").as_deref(), Some("1"));
+    // A later put is what the next sandbox gets; the configuration keeps the reference.
+    secrets
+        .0
+        .lock()
+        .unwrap()
+        .insert("openai/key".into(), "sk-two".into());
+    s.open(&t, "another-session-0123456789012345678901", None)
+        .await
+        .unwrap();
+    assert_eq!(env_var(&record, "API_KEY").as_deref(), Some("sk-two"));
+    assert_eq!(
+        t.version.spec["environmentVariables"]["API_KEY"],
+        "berth-secret:openai/key"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_secret_fails_the_start_naming_variable_and_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.secrets = Some(Arc::new(MapSecrets::default()));
+    let (s, record, _shutdown) = sessions(opts);
+    match s.open(&with_secret_reference(1), SID, None).await {
+        Err(Error::Start(m)) => {
+            assert!(m.contains("environment variable API_KEY"), "{m}");
+            assert!(m.contains("secret openai/key, which does not exist"), "{m}");
+        }
+        other => panic!("expected a start error, got {:?}", other.err()),
+    }
+    assert!(
+        record.agents.lock().unwrap().is_empty(),
+        "no sandbox started"
+    );
+    assert!(s.existing(RUNTIME_ID, SID).is_none());
+    // Without a secrets store, a reference is refused too, never passed through as written.
+    let (s, _record, _shutdown) = sessions(options(dir.path()));
+    match s.open(&with_secret_reference(1), SID, None).await {
+        Err(Error::Start(m)) => assert!(m.contains("keeps no secrets"), "{m}"),
+        other => panic!("expected a start error, got {:?}", other.err()),
+    }
+}

@@ -195,6 +195,38 @@ pub(crate) fn online_config_arn(p: &Partition, seg: &str) -> String {
     )
 }
 
+/// The ARN of a secret (`berth secrets`).
+pub fn secret_arn(p: &Partition, name: &str) -> String {
+    format!(
+        "arn:aws:bedrock-agentcore:{}:{}:secret/{name}",
+        p.region, p.account_id
+    )
+}
+
+/// The secrets actions, refused to runtimes' credentials whatever their role allows: a sandbox
+/// gets the values its own configuration references at start, and must not list, overwrite or
+/// delete the secrets other runtimes (or the model gateway) use.
+pub const SECRET_ACTIONS: [&str; 4] = [
+    "berth:PutSecret",
+    "berth:GetSecret",
+    "berth:ListSecrets",
+    "berth:DeleteSecret",
+];
+
+/// The explicit deny every runtime's credentials carry on top of their role (see
+/// [`SECRET_ACTIONS`]).
+fn runtime_secrets_deny() -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "NoSecretsForAgents",
+            "Effect": "Deny",
+            "Action": SECRET_ACTIONS,
+            "Resource": "*",
+        }],
+    })
+}
+
 /// The wildcard resource of an Identity family: workload identities, or a token vault's
 /// credential providers (`acps`).
 fn identity_arn(p: &Partition, family: &str) -> String {
@@ -588,6 +620,7 @@ pub fn operations(
         }
         (Method::GET, ["berth", "v1", "traces", ..]) => one("berth:GetTraces", any_runtime),
         (Method::GET, ["berth", "v1", "usage"]) => one("berth:GetUsage", any_runtime),
+        (Method::GET, ["berth", "v1", "gateway"]) => one("berth:GetGateway", any_runtime),
         (Method::GET, ["berth", "v1", "runtimes", r, "logs"]) => {
             one("berth:GetAgentLogs", runtime_arn(p, r))
         }
@@ -622,6 +655,22 @@ pub fn operations(
                 (Method::GET, [n]) => one("berth:GetRole", role(n)),
                 (Method::PUT, [n]) => one("berth:PutRole", role(n)),
                 (Method::DELETE, [n]) => one("berth:DeleteRole", role(n)),
+                _ => Classified::default(),
+            }
+        }
+        (m, ["berth", "v1", "secrets", rest @ ..]) => {
+            match (m, rest) {
+                // A list is on the prefix's names, so a policy on `secret/team/*` lists `team/`.
+                (Method::GET, [] | [""]) => {
+                    let prefix = query_value(query, "prefix").unwrap_or_default();
+                    one("berth:ListSecrets", secret_arn(p, &format!("{prefix}*")))
+                }
+                (Method::GET, [n]) => one("berth:GetSecret", secret_arn(p, &decode(n))),
+                // Audited as method and path: the value in the body never enters the log.
+                (Method::PUT, [n]) => one("berth:PutSecret", secret_arn(p, &decode(n))).audited(),
+                (Method::DELETE, [n]) => {
+                    one("berth:DeleteSecret", secret_arn(p, &decode(n))).audited()
+                }
                 _ => Classified::default(),
             }
         }
@@ -1009,6 +1058,8 @@ async fn identity(
                     (arn.clone(), parse_stored(&[doc], &arn))
                 }
             };
+            let mut policies = policies;
+            policies.extend(parse_stored(&[runtime_secrets_deny()], &arn));
             context.set("aws:PrincipalArn", arn.clone());
             Ok(Ok(Some(Identity {
                 arn,
@@ -1602,6 +1653,109 @@ mod tests {
             "bedrock-agentcore:InvokeAgentRuntime",
             &p.runtime_arn("a-0123456789")
         ));
+    }
+
+    #[test]
+    fn secret_routes_map_to_secret_actions_and_only_writes_are_audited() {
+        let arn = |n: &str| format!("arn:aws:bedrock-agentcore:us-east-1:123456789012:secret/{n}");
+        let cases = [
+            (
+                Method::PUT,
+                "/berth/v1/secrets/team%2Fkey",
+                None,
+                "berth:PutSecret",
+                arn("team/key"),
+                true,
+            ),
+            (
+                Method::GET,
+                "/berth/v1/secrets/team%2Fkey",
+                None,
+                "berth:GetSecret",
+                arn("team/key"),
+                false,
+            ),
+            (
+                Method::DELETE,
+                "/berth/v1/secrets/k",
+                None,
+                "berth:DeleteSecret",
+                arn("k"),
+                true,
+            ),
+            (
+                Method::GET,
+                "/berth/v1/secrets",
+                None,
+                "berth:ListSecrets",
+                arn("*"),
+                false,
+            ),
+            (
+                Method::GET,
+                "/berth/v1/secrets",
+                Some("prefix=team%2F"),
+                "berth:ListSecrets",
+                arn("team/*"),
+                false,
+            ),
+        ];
+        for (method, path, query, action, resource, audited) in cases {
+            let c = ops(false, method.clone(), path, query);
+            assert_eq!(
+                c.checks,
+                [Operation::new(action, resource.clone())],
+                "{method} {path}"
+            );
+            assert_eq!(
+                c.audit,
+                audited.then(|| (action.trim_start_matches("berth:").to_owned(), resource)),
+                "{method} {path}"
+            );
+        }
+        assert!(
+            ops(false, Method::POST, "/berth/v1/secrets/k", None)
+                .checks
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn runtime_credentials_never_get_secrets_whatever_their_role() {
+        let p = part();
+        let everything = json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"}]});
+        for role in [default_role_policy(&p, "a-0123456789", &[]), everything] {
+            let id = Identity {
+                arn: "arn:aws:iam::123456789012:role/agent".into(),
+                policies: parse_stored(&[role, runtime_secrets_deny()], "test"),
+                context: Context::new(),
+            };
+            for action in SECRET_ACTIONS {
+                let op = Operation::new(action, secret_arn(&p, "team/key"));
+                assert!(
+                    evaluate_checks(std::slice::from_ref(&op), &id, &[]).is_err(),
+                    "{action} must be refused"
+                );
+            }
+        }
+        // The deny is about secrets only.
+        let id = Identity {
+            arn: "arn:aws:iam::123456789012:role/agent".into(),
+            policies: parse_stored(
+                &[
+                    default_role_policy(&p, "a-0123456789", &[]),
+                    runtime_secrets_deny(),
+                ],
+                "test",
+            ),
+            context: Context::new(),
+        };
+        let stop = Operation::new(
+            "bedrock-agentcore:StopRuntimeSession",
+            p.runtime_arn("a-0123456789"),
+        );
+        assert!(evaluate_checks(&[stop], &id, &[]).is_ok());
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod control_api;
 mod data_api;
 mod edge;
 mod error;
+pub mod gateway_api;
 mod eval_api;
 mod eval_data_api;
 mod identity_api;
@@ -25,6 +26,7 @@ mod registry_api;
 mod resource_policy_api;
 mod s3;
 mod scores_api;
+mod secrets_api;
 mod traces_api;
 mod traffic_api;
 mod usage_api;
@@ -82,16 +84,27 @@ pub struct AppState {
     pub registry: berth_oci::registry::Registry,
     /// AgentCore Identity: workload identities, credential providers, the token vault.
     pub identity: berth_identity::Identity,
+    /// The model gateway (`None`: not configured; `/gateway/...` answers that it is absent).
+    pub gateway: Option<berth_gateway::Gateway>,
+    /// What the gateway's calls add up to, for `/metrics`.
+    pub gateway_meter: Option<Arc<gateway_api::TraceMeter>>,
+    /// Secrets (`berth secrets`): the one instance of the process (its change counter is shared).
+    pub secrets: berth_identity::secrets::Secrets,
 }
 
 /// The router of one sandbox's own listener: the OTLP receiver for that sandbox, then the full
 /// router.
 pub(crate) fn sandbox_router(state: AppState, sandbox: &str) -> Router {
-    traces_api::otlp_routes(state.clone(), sandbox).merge(router(state))
+    traces_api::otlp_routes(state.clone(), sandbox).merge(router_for(state, Some(sandbox)))
 }
 
 /// The full router: authentication in front of every plane.
 pub fn router(state: AppState) -> Router {
+    router_for(state, None)
+}
+
+/// The full router of the public listener (`sandbox: None`) or of one sandbox's own.
+fn router_for(state: AppState, sandbox: Option<&str>) -> Router {
     let agentcore = control_api::routes()
         .merge(data_api::routes())
         .merge(protocol_api::routes())
@@ -100,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .merge(eval_api::routes())
         .merge(eval_data_api::routes())
         .merge(identity_api::routes())
+        .merge(secrets_api::routes())
         .merge(native_api::routes())
         .merge(traces_api::routes())
         .merge(usage_api::routes())
@@ -121,7 +135,13 @@ pub fn router(state: AppState) -> Router {
         // streams blobs past the SigV4 layer's body limits: see `registry_api`.
         .merge(registry_api::routes())
         .layer(middleware::from_fn(error::request_id))
-        .with_state(state.clone());
+        .with_state(state.clone())
+        // Model SDKs send an API key, not SigV4: the key Berth gave the sandbox (see
+        // `gateway_api`).
+        .merge(
+            gateway_api::routes(state.clone(), sandbox)
+                .layer(middleware::from_fn(error::request_id)),
+        );
     Router::new()
         .merge(agentcore)
         // The auth layer already buffered the body under its operation's limit (at most the

@@ -213,6 +213,9 @@ async fn exposition(state: &AppState) -> Response {
     more.push(Box::new(crate::metrics_genai::ActiveSessions::of(
         &state.sessions.list(None),
     )));
+    if let Some(m) = &state.gateway_meter {
+        more.push(Box::new(m.collector()));
+    }
     more.push(Box::new(crate::metrics_genai::Refused(
         state.control.health().refusal_totals(),
     )));

@@ -142,7 +142,7 @@ async fn export(i: Ingest, req: Request, signal: Signal) -> Response {
         Signal::Traces => otlp::decode_traces(&raw, enc, &who).map(|s| (s, Vec::new())),
         Signal::Logs => otlp::decode_logs(&raw, enc, &who).map(|l| (Vec::new(), l)),
     };
-    let (spans, logs) = match decoded {
+    let (mut spans, logs) = match decoded {
         Ok(d) => d,
         Err(e) => {
             debug!(sandbox = %i.sandbox, error = %e, "otlp export refused");
@@ -153,6 +153,17 @@ async fn export(i: Ingest, req: Request, signal: Signal) -> Response {
             );
         }
     };
+    // With the model gateway on, the gateway meters model calls: the agent's own token reports
+    // are kept in its spans but not summed (see `berth_trace::usage::COUNTED`).
+    let metered = i.state.gateway.is_some();
+    for s in &mut spans {
+        if let Some(a) = s.attributes.as_object_mut() {
+            a.remove(berth_trace::usage::COUNTED);
+            if metered {
+                a.insert(berth_trace::usage::COUNTED.into(), false.into());
+            }
+        }
+    }
     if let Err(e) = i.state.traces.insert(&spans, &logs).await {
         warn!(error = %e, "storing an otlp export");
         return reply(

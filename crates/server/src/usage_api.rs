@@ -60,5 +60,7 @@ async fn usage(
 
 /// The native usage route.
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/berth/v1/usage", get(usage))
+    Router::new()
+        .route("/berth/v1/usage", get(usage))
+        .route("/berth/v1/gateway", get(crate::gateway_api::status))
 }

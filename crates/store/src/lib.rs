@@ -9,6 +9,7 @@ pub mod eval;
 pub mod eval_data;
 pub mod identity;
 pub mod memory;
+pub mod secrets;
 mod sqlite;
 pub use sqlite::open_pools;
 mod traffic;
@@ -373,6 +374,8 @@ pub struct Stores {
     pub eval_data: Arc<dyn eval_data::EvalDataStore>,
     /// Workload identities and credential providers (secrets sealed by the token vault).
     pub identity: Arc<dyn identity::IdentityStore>,
+    /// Secrets (`berth secrets`), sealed by the token vault.
+    pub secrets: Arc<dyn secrets::SecretStore>,
 }
 
 /// Opens the database a URL names once, for every store, and runs its migrations.
@@ -385,7 +388,8 @@ pub async fn open_all(url: &str) -> Result<Stores, Error> {
                 memory: s.clone(),
                 eval: s.clone(),
                 eval_data: s.clone(),
-                identity: s,
+                identity: s.clone(),
+                secrets: s,
             })
         }
     }

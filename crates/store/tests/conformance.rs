@@ -93,6 +93,8 @@ macro_rules! conformance {
             batch_evaluations_insert_update_and_recover,
             identities_insert_update_page_and_delete,
             identity_token_cache_expires_and_clears,
+            secrets_put_bumps_versions_lists_by_prefix_and_delete,
+            secrets_from_two_nodes_share_one_version_sequence,
         ]);
     };
     (@tests $backend:ident, $harness:ident, [$($test:ident),* $(,)?]) => {
@@ -2278,4 +2280,69 @@ async fn identity_token_cache_expires_and_clears<H: Harness>(h: &H) {
     // Deleting the provider drops its tokens.
     assert!(s.delete_identity("oauth2-provider", "p").await.unwrap());
     assert_eq!(at(6_000).await.unwrap(), None);
+}
+
+async fn secrets_put_bumps_versions_lists_by_prefix_and_delete<H: Harness>(h: &H) {
+    let s = node(h).await.secrets;
+    let a = s.put_secret("team/a", b"sealed-1", 1_000).await.unwrap();
+    assert_eq!(
+        (a.name.as_str(), a.version, a.created_at, a.updated_at),
+        ("team/a", 1, 1_000, 1_000)
+    );
+    let a2 = s.put_secret("team/a", b"sealed-2", 2_000).await.unwrap();
+    assert_eq!(
+        (a2.version, a2.created_at, a2.updated_at),
+        (2, 1_000, 2_000),
+        "a put keeps the creation time and bumps the version"
+    );
+    let got = s.secret("team/a").await.unwrap().unwrap();
+    assert_eq!(got.row, a2);
+    assert_eq!(got.sealed, b"sealed-2");
+    s.put_secret("team_b", b"x", 3_000).await.unwrap();
+    s.put_secret("teamXa", b"x", 3_000).await.unwrap();
+    s.put_secret("other", b"x", 3_000).await.unwrap();
+    let names = |rows: Vec<berth_store::secrets::SecretRow>| {
+        rows.into_iter().map(|r| r.name).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(s.list_secrets("").await.unwrap()),
+        ["other", "team/a", "teamXa", "team_b"]
+    );
+    // `_` is a plain character in a prefix, not a wildcard.
+    assert_eq!(names(s.list_secrets("team_").await.unwrap()), ["team_b"]);
+    assert_eq!(names(s.list_secrets("team/").await.unwrap()), ["team/a"]);
+    assert!(s.list_secrets("nope").await.unwrap().is_empty());
+
+    assert!(s.delete_secret("team/a", 4_000).await.unwrap());
+    assert!(!s.delete_secret("team/a", 4_001).await.unwrap());
+    assert!(!s.delete_secret("never", 4_001).await.unwrap());
+    assert!(s.secret("team/a").await.unwrap().is_none());
+    assert_eq!(
+        names(s.list_secrets("team/").await.unwrap()),
+        Vec::<String>::new()
+    );
+    // Created again: a new creation time, and the version goes on from the deleted one.
+    let again = s.put_secret("team/a", b"sealed-3", 5_000).await.unwrap();
+    assert_eq!((again.version, again.created_at), (3, 5_000));
+}
+
+async fn secrets_from_two_nodes_share_one_version_sequence<H: Harness>(h: &H) {
+    let (one, two) = (node(h).await.secrets, node(h).await.secrets);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let s = if i % 2 == 0 { one.clone() } else { two.clone() };
+        tasks.spawn(async move {
+            s.put_secret("shared", b"v", 1_000 + i)
+                .await
+                .unwrap()
+                .version
+        });
+    }
+    let mut versions = tasks.join_all().await;
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (1..=20).collect::<Vec<u64>>(),
+        "every put got its own version"
+    );
 }

@@ -39,6 +39,11 @@ pub struct Tally {
     pub tool_errors: i64,
 }
 
+/// A span attribute Berth sets to `false` on an agent's spans when the model gateway meters its
+/// model calls (counting the agent's own report too would count every call twice, and an
+/// agent's report is the agent's word). Set and cleared only by Berth at ingest.
+pub const COUNTED: &str = "berth.usage.counted";
+
 /// Operations whose usage is the sum of other spans' (see the module docs).
 fn is_aggregate(operation: &str) -> bool {
     operation.starts_with("invoke_") || operation == "create_agent"
@@ -88,7 +93,7 @@ pub fn tally(span: &Span) -> Option<Tally> {
             ..Tally::default()
         });
     }
-    if is_aggregate(operation) {
+    if is_aggregate(operation) || attrs.get(COUNTED) == Some(&Value::Bool(false)) {
         return None;
     }
     let input = first_count(

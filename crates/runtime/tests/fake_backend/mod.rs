@@ -348,12 +348,14 @@ pub fn target(version: u32) -> Target {
 /// Options with generous limits; `logs_dir` in the caller's temp dir.
 pub fn options(logs_dir: &std::path::Path) -> SessionOptions {
     SessionOptions {
+        gateway_keys: None,
         logs_dir: logs_dir.to_path_buf(),
         start_timeout: Duration::from_secs(10),
         ping_interval: Duration::from_secs(3600),
         warm_pool: 0,
         env: vec![("AWS_REGION".into(), "us-east-1".into())],
         workload_tokens: None,
+        secrets: None,
         credentials: None,
         quotas: Quotas {
             runtime_live: 100,

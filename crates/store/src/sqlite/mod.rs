@@ -14,6 +14,7 @@ mod eval;
 mod eval_data;
 mod identity;
 mod memory;
+mod secrets;
 mod traffic;
 
 use crate::{

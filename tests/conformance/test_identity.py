@@ -27,6 +27,7 @@ import pytest
 from berth_harness import (
     ACCESS_KEY_ID,
     ACCOUNT,
+    BUILD_TIMEOUT,
     REGION,
     SECRET_ACCESS_KEY,
     assert_status,
@@ -36,8 +37,10 @@ from berth_harness import (
     invoke_json,
     list_all,
     new_session_id,
+    poll,
     runtime_args,
     unique_name,
+    update_args,
     zip_files,
 )
 
@@ -780,6 +783,14 @@ def test_deleting_a_runtime_deletes_its_workload_identity(control, data, artifac
     assert rt["workloadIdentityDetails"]["workloadIdentityArn"].endswith(f"/workload-identity/{rt_name}")
     assert control.get_workload_identity(name=rt_name)["name"] == rt_name
     wat = data.get_workload_access_token_for_user_id(workloadName=rt_name, userId="u")["workloadAccessToken"]
+    assert data.get_resource_api_key(workloadIdentityToken=wat,
+                                     resourceCredentialProviderName=key_provider)["apiKey"]
+    # Deleting one version (once the DEFAULT endpoint serves version 2) keeps the identity.
+    control.update_agent_runtime(agentRuntimeId=rt["agentRuntimeId"], **update_args(artifact))
+    poll(lambda: control.get_agent_runtime_endpoint(agentRuntimeId=rt["agentRuntimeId"], endpointName="DEFAULT"),
+         lambda ep: ep.get("liveVersion") == "2", timeout=BUILD_TIMEOUT, what="DEFAULT to serve version 2")
+    assert_status(control.delete_agent_runtime(agentRuntimeId=rt["agentRuntimeId"], agentRuntimeVersion="1"), 202)
+    assert control.get_workload_identity(name=rt_name)["name"] == rt_name
     assert data.get_resource_api_key(workloadIdentityToken=wat,
                                      resourceCredentialProviderName=key_provider)["apiKey"]
     assert_status(control.delete_agent_runtime(agentRuntimeId=rt["agentRuntimeId"]), 202)

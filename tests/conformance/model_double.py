@@ -45,6 +45,9 @@ class ModelDouble:
         self.seen = []  # (path, credential)
         self.limited = set()
         self.revoked = set()
+        #: `answer(body) -> str`: the text of a non-streaming OpenAI chat answer (default: the
+        #: fixed greeting).
+        self.answer = None
         double = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -162,6 +165,8 @@ class ModelDouble:
 
     def _openai(self, h, body):
         model, text = body["model"], f"hello from {body['model']}"
+        if self.answer is not None:
+            text = self.answer(body)
         usage = {"prompt_tokens": INPUT_TOKENS, "completion_tokens": OUTPUT_TOKENS, "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS}
         if not body.get("stream"):
             return self._json(h, 200, {

@@ -10,6 +10,7 @@ user's agent.
 """
 
 import json
+from datetime import datetime, timezone
 from urllib.parse import quote
 
 import pytest
@@ -34,11 +35,21 @@ BEDROCK_CREDENTIAL = f"{BEDROCK_KEY_ID}:double-secret"
 #: USD per million tokens (input/output) of the priced model.
 PRICED = "claude-priced"
 PRICE = (3.0, 15.0)
+EXTRACTION_MODEL = "extraction-double"
+FACT = "The user drinks green tea every morning."
 
 
 @pytest.fixture(scope="module")
 def double():
     d = ModelDouble({ANTHROPIC_KEY, OPENAI_KEY, BEDROCK_KEY_ID})
+
+    def answer(body):
+        if body["model"] != EXTRACTION_MODEL:
+            return f"hello from {body['model']}"
+        said = json.dumps(body["messages"]).lower()
+        return json.dumps({"memories": [FACT] if "tea" in said else []})
+
+    d.answer = answer
     yield d
     d.close()
 
@@ -71,7 +82,14 @@ secrets = ["bedrock-main"]
     )
     s = module_server(
         "gateway",
-        args=("--gateway", str(cfg), "--model-prices", f"{PRICED}={PRICE[0]}/{PRICE[1]}"),
+        args=(
+            "--gateway", str(cfg),
+            "--model-prices", f"{PRICED}={PRICE[0]}/{PRICE[1]}",
+            # Memory extraction names an API but no URL or key: it goes through the gateway.
+            "--memory-model-provider", "openai",
+            "--memory-model", EXTRACTION_MODEL,
+            "--memory-extraction-delay-ms", "300",
+        ),
     )
     for name, value in [
         ("anthropic/key-1", ANTHROPIC_KEY),
@@ -213,3 +231,31 @@ def test_the_gateway_status_names_credentials_never_values(server):
     ups = {u["name"]: u for u in resp.json()["upstreams"]}
     assert [c["name"] for c in ups["anthropic"]["credentials"]] == ["anthropic/key-1"]
     assert ANTHROPIC_KEY not in resp.body.decode()
+
+
+def test_memory_extraction_calls_its_model_through_the_gateway(server, double):
+    """Memory names the OpenAI API and a model, no URL or key: the extraction call reaches the
+    double with the pooled OpenAI credential, and its tokens are Berth's own (`berth:models`)."""
+    control, data = server.client("bedrock-agentcore-control"), server.client("bedrock-agentcore")
+    m = control.create_memory(
+        name="gw_extract", eventExpiryDuration=30,
+        memoryStrategies=[{"semanticMemoryStrategy": {"name": "facts"}}],
+    )["memory"]
+    poll(lambda: control.get_memory(memoryId=m["id"])["memory"]["status"], lambda s: s == "ACTIVE", timeout=30, what="active")
+    sem = m["strategies"][0]["strategyId"]
+    before = len(double.credentials_seen())
+    data.create_event(
+        memoryId=m["id"], actorId="u1", sessionId="s1", eventTimestamp=datetime.now(timezone.utc),
+        payload=[{"conversational": {"content": {"text": "I have green tea every morning."}, "role": "USER"}}],
+    )
+    records = poll(
+        lambda: data.list_memory_records(memoryId=m["id"], namespace=f"/strategies/{sem}/actors/u1/")["memoryRecordSummaries"],
+        lambda r: len(r) == 1, timeout=30, what="the extracted fact",
+    )
+    assert records[0]["content"]["text"] == FACT
+    assert OPENAI_KEY in double.credentials_seen()[before:]
+    usage = poll(
+        lambda: native(server, "GET", "/berth/v1/usage", query="runtime=berth%3Amodels&groupBy=model").json()["usage"],
+        lambda u: any(g.get("model") == EXTRACTION_MODEL for g in u), timeout=30, what="berth's own usage",
+    )
+    assert next(g for g in usage if g["model"] == EXTRACTION_MODEL)["inputTokens"] >= INPUT_TOKENS

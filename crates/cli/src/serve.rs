@@ -998,6 +998,17 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
     let mut cfg = args.resolve()?;
+    // Each sandbox's model gateway key, issued when it starts (see `berth_gateway::keys`), and
+    // Berth's own: memory extraction and LLM judges call models through the gateway when they
+    // name an API-key provider but neither a URL nor a key, so one place holds model keys.
+    let gateway_keys = cfg
+        .gateway
+        .as_ref()
+        .map(|_| Arc::new(berth_gateway::keys::SessionKeys::new()));
+    let via_gateway = gateway_keys
+        .as_ref()
+        .map(|k| models_via_gateway(&mut cfg, &k.issue(berth_gateway::keys::INTERNAL)))
+        .unwrap_or_default();
     // Before anything is opened or bound, so a bad memory setting fails the start at once.
     let mut memory_opts =
         berth_memory::Options::configure(cfg.partition.clone(), &cfg.data_dir, &cfg.memory)
@@ -1045,6 +1056,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listen: cannot bind {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    if let Some(kind) = via_gateway.memory {
+        cfg.memory.model_url = Some(gateway_url(addr, kind));
+        memory_opts =
+            berth_memory::Options::configure(cfg.partition.clone(), &cfg.data_dir, &cfg.memory)
+                .map_err(memory_config_error)?;
+    }
+    if let Some(kind) = via_gateway.judge {
+        cfg.judge.base_url = Some(gateway_url(addr, kind));
+    }
 
     // Under the lock, before any sandbox starts: sweep what a killed run of this data dir left
     // and put every sandbox of this run under the instance's limited parent cgroup.
@@ -1147,11 +1167,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         cfg.partition.clone(),
         format!("http://{addr}"),
     );
-    // Each sandbox's model gateway key, issued when it starts (see `berth_gateway::keys`).
-    let gateway_keys = cfg
-        .gateway
-        .as_ref()
-        .map(|_| Arc::new(berth_gateway::keys::SessionKeys::new()));
     let sessions = berth_runtime::session::Sessions::new(
         berth_runtime::session::SessionOptions {
             logs_dir: cfg.data_dir.join("logs"),
@@ -1900,4 +1915,50 @@ async fn seed_budgets(
         }
     }
     Ok(())
+}
+
+/// Which of Berth's own model clients call through the gateway, with their API.
+#[derive(Default)]
+struct ViaGateway {
+    memory: Option<berth_memory::provider::ProviderKind>,
+    judge: Option<berth_memory::provider::ProviderKind>,
+}
+
+/// Points memory extraction and the LLM judge at the gateway (with Berth's own gateway key)
+/// when they name the OpenAI or Anthropic API but neither a base URL nor a key; their URL is
+/// set once the listener is bound (`gateway_url`).
+fn models_via_gateway(cfg: &mut Config, key: &str) -> ViaGateway {
+    use berth_memory::provider::ProviderKind;
+    let through = |kind: Option<ProviderKind>| {
+        kind.filter(|k| matches!(k, ProviderKind::OpenAiCompatible | ProviderKind::Anthropic))
+    };
+    let mut via = ViaGateway::default();
+    let memory_kind = cfg
+        .memory
+        .model_provider
+        .as_deref()
+        .and_then(ProviderKind::parse);
+    if cfg.memory.model_url.is_none() && cfg.memory.model_api_key.is_none() {
+        via.memory = through(memory_kind);
+        if via.memory.is_some() {
+            cfg.memory.model_api_key = Some(key.to_owned());
+        }
+    }
+    if cfg.judge.base_url.is_none() && cfg.judge.api_key.is_none() {
+        via.judge = through(cfg.judge.provider);
+        if via.judge.is_some() {
+            cfg.judge.api_key = Some(key.to_owned());
+        }
+    }
+    via
+}
+
+/// The gateway's base URL on this listener for a provider's SDK-style client.
+fn gateway_url(addr: std::net::SocketAddr, kind: berth_memory::provider::ProviderKind) -> String {
+    match kind {
+        berth_memory::provider::ProviderKind::Anthropic => {
+            format!("http://{addr}/gateway/anthropic")
+        }
+        _ => format!("http://{addr}/gateway/openai/v1"),
+    }
 }

@@ -14,6 +14,10 @@ use subtle::ConstantTimeEq;
 
 const PREFIX: &str = "berth-gw.";
 
+/// The caller name of Berth's own model calls (memory extraction, LLM judges). Its key is
+/// taken only on the public listener, never a sandbox's.
+pub const INTERNAL: &str = "berth:models";
+
 pub struct SessionKeys {
     secret: [u8; 32],
 }

@@ -45,8 +45,11 @@ use usage::{Tap, Usage};
 #[async_trait::async_trait]
 pub trait Secrets: Send + Sync + 'static {
     /// The current value of each secret named in `names` or under `prefix` that exists.
-    async fn load(&self, names: &[String], prefix: Option<&str>)
-    -> Result<Vec<SecretValue>, String>;
+    async fn load(
+        &self,
+        names: &[String],
+        prefix: Option<&str>,
+    ) -> Result<Vec<SecretValue>, String>;
     /// Bumped after every change to any secret.
     fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }
@@ -256,7 +259,11 @@ impl Gateway {
                     .map(|(name, version, cooling, in_flight)| CredentialStatus {
                         name,
                         version,
-                        state: if cooling.is_some() { "cooling" } else { "healthy" },
+                        state: if cooling.is_some() {
+                            "cooling"
+                        } else {
+                            "healthy"
+                        },
                         cooling_ms: cooling.map(|d| d.as_millis() as u64),
                         in_flight,
                     })
@@ -384,7 +391,14 @@ impl Gateway {
             record.upstream = Some(lease.upstream.cfg.name.clone());
             record.credential = Some(lease.name.clone());
             let sent = self
-                .send(&lease, &req.method, &path, req.query.as_deref(), &req.headers, body)
+                .send(
+                    &lease,
+                    &req.method,
+                    &path,
+                    req.query.as_deref(),
+                    &req.headers,
+                    body,
+                )
                 .await;
             let resp = match sent {
                 Ok(resp) => resp,
@@ -615,7 +629,9 @@ impl Stream for Metered {
 impl Drop for Metered {
     fn drop(&mut self) {
         if self.record.is_some() {
-            self.done(Some("the agent closed the connection before the answer ended".into()));
+            self.done(Some(
+                "the agent closed the connection before the answer ended".into(),
+            ));
         }
     }
 }

@@ -23,7 +23,8 @@ pub struct Limiter {
 }
 
 fn minute(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() / 60)
+    now.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60)
 }
 
 fn day(now: SystemTime) -> u64 {
@@ -140,7 +141,11 @@ impl Limiter {
     pub fn has_budgets(&self) -> bool {
         self.cfg.runtime_tokens_per_day.is_some()
             || self.cfg.actor_tokens_per_day.is_some()
-            || self.cfg.runtimes.values().any(|r| r.tokens_per_day.is_some())
+            || self
+                .cfg
+                .runtimes
+                .values()
+                .any(|r| r.tokens_per_day.is_some())
     }
 
     /// The start of the current budget day, in Unix milliseconds.
@@ -173,7 +178,10 @@ mod tests {
         let e = l.admit("r", Some("carol"), t).unwrap_err();
         assert!(e.contains("runtime r"), "{e}");
         // The next minute starts afresh.
-        assert!(l.admit("r", Some("alice"), t + Duration::from_secs(60)).is_ok());
+        assert!(
+            l.admit("r", Some("alice"), t + Duration::from_secs(60))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -186,7 +194,10 @@ mod tests {
         assert!(l.admit("small", None, t).is_err());
         l.spend("big", None, 500, t);
         assert!(l.admit("big", None, t).is_ok());
-        assert!(l.admit("small", None, t + Duration::from_secs(86_400)).is_ok());
+        assert!(
+            l.admit("small", None, t + Duration::from_secs(86_400))
+                .is_ok()
+        );
         assert!(l.has_budgets());
     }
 }

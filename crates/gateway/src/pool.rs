@@ -183,7 +183,12 @@ impl Pools {
 
     /// Takes the best credential of the first step that has a healthy one, skipping the
     /// (upstream, credential) pairs in `avoid` (those that failed this request already).
-    pub fn pick(self: &Arc<Self>, steps: &[Step], avoid: &[(String, String)], now: Instant) -> Pick {
+    pub fn pick(
+        self: &Arc<Self>,
+        steps: &[Step],
+        avoid: &[(String, String)],
+        now: Instant,
+    ) -> Pick {
         let mut soonest: Option<Instant> = None;
         let mut any = false;
         for step in steps {
@@ -339,7 +344,10 @@ mod tests {
             lease(p.pick(&steps, &[], now)).cool(Duration::from_secs(30));
         }
         let fb = lease(p.pick(&steps, &[], now));
-        assert_eq!((fb.upstream.cfg.name.as_str(), fb.model.as_deref()), ("b", Some("small")));
+        assert_eq!(
+            (fb.upstream.cfg.name.as_str(), fb.model.as_deref()),
+            ("b", Some("small"))
+        );
         fb.cool(Duration::from_secs(10));
         match p.pick(&steps, &[], now) {
             Pick::CoolingUntil(t) => assert!(t > now + Duration::from_secs(9)),

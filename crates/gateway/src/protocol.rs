@@ -103,7 +103,10 @@ impl Protocol {
             Refusal::new(
                 StatusCode::NOT_FOUND,
                 Kind::NotFound,
-                format!("the model gateway has no {} operation at {path}", self.name()),
+                format!(
+                    "the model gateway has no {} operation at {path}",
+                    self.name()
+                ),
             )
         };
         match self {
@@ -168,7 +171,10 @@ impl Protocol {
                 (path.to_owned(), bytes.unwrap_or_else(|_| body.clone()))
             }
             Protocol::Bedrock => {
-                let op = path.rsplit_once('/').map(|(_, op)| op).unwrap_or("converse");
+                let op = path
+                    .rsplit_once('/')
+                    .map(|(_, op)| op)
+                    .unwrap_or("converse");
                 let id = utf8_percent_encode(model, SEGMENT);
                 (format!("/model/{id}/{op}"), body.clone())
             }
@@ -349,7 +355,10 @@ mod tests {
             .unwrap();
         assert_eq!((p.model.as_str(), p.stream), ("anthropic.claude:1", true));
         assert_eq!(
-            Protocol::Bedrock.parse("/model/x/delete", b"").unwrap_err().status,
+            Protocol::Bedrock
+                .parse("/model/x/delete", b"")
+                .unwrap_err()
+                .status,
             StatusCode::NOT_FOUND
         );
         assert_eq!(
@@ -411,7 +420,11 @@ mod tests {
 
     #[test]
     fn refusals_take_each_apis_error_shape() {
-        let r = Refusal::new(StatusCode::TOO_MANY_REQUESTS, Kind::RateLimited, "slow down");
+        let r = Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Kind::RateLimited,
+            "slow down",
+        );
         let a: Value = serde_json::from_slice(Protocol::Anthropic.refusal(&r).body()).unwrap();
         assert_eq!(a["error"]["type"], "rate_limit_error");
         let o: Value = serde_json::from_slice(Protocol::OpenAi.refusal(&r).body()).unwrap();

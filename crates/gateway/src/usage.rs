@@ -30,8 +30,14 @@ const MAX_JSON: usize = 8 << 20;
 /// Reads usage out of an answer's bytes as they stream past.
 pub enum Tap {
     Json(Vec<u8>),
-    Sse { line: Vec<u8>, usage: Usage },
-    EventStream { decoder: Decoder, usage: Usage },
+    Sse {
+        line: Vec<u8>,
+        usage: Usage,
+    },
+    EventStream {
+        decoder: Decoder,
+        usage: Usage,
+    },
     /// Bytes that stopped parsing: the rest passes unread.
     Off(Usage),
 }
@@ -114,7 +120,10 @@ impl Tap {
                 }
                 u
             }
-            Tap::Sse { mut line, mut usage } => {
+            Tap::Sse {
+                mut line,
+                mut usage,
+            } => {
                 sse_line(&mut line, &mut usage);
                 usage
             }
@@ -182,7 +191,10 @@ fn read_usage(v: &Value, u: &mut Usage) {
         );
         max_into(
             &mut u.output_tokens,
-            num(holder, &["output_tokens", "completion_tokens", "outputTokens"]),
+            num(
+                holder,
+                &["output_tokens", "completion_tokens", "outputTokens"],
+            ),
         );
         max_into(
             &mut u.cache_read_tokens,
@@ -268,7 +280,8 @@ mod tests {
 
     #[test]
     fn converse_stream_metadata_and_invoke_headers() {
-        let mut bytes = berth_api::eventstream::event("messageStart", &serde_json::json!({"role":"assistant"}));
+        let mut bytes =
+            berth_api::eventstream::event("messageStart", &serde_json::json!({"role":"assistant"}));
         bytes.extend(berth_api::eventstream::event(
             "metadata",
             &serde_json::json!({"usage":{"inputTokens":30,"outputTokens":8},"metrics":{"latencyMs":1}}),

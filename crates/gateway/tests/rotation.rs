@@ -5,6 +5,8 @@
 //! time: every one succeeds with its whole answer, the cooled credential serves again after its
 //! cooldown, and when every credential is rate limited requests wait instead of failing.
 
+#![allow(clippy::unwrap_used)]
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -68,7 +70,9 @@ async fn messages(State(d): State<Arc<Double>>, headers: HeaderMap, body: Bytes)
         None | Some(Mode::Revoked) => {
             return refuse(StatusCode::UNAUTHORIZED, "authentication_error", false);
         }
-        Some(Mode::Limited) => return refuse(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", true),
+        Some(Mode::Limited) => {
+            return refuse(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", true);
+        }
         Some(Mode::Ok) => {}
     }
     d.counts.lock().unwrap().entry(key.clone()).or_default().0 += 1;
@@ -106,7 +110,10 @@ impl Vault {
     fn put(&self, name: &str, value: &str) {
         {
             let mut v = self.values.lock().unwrap();
-            let version = v.iter().find(|s| s.name == name).map_or(1, |s| s.version + 1);
+            let version = v
+                .iter()
+                .find(|s| s.name == name)
+                .map_or(1, |s| s.version + 1);
             v.retain(|s| s.name != name);
             v.push(SecretValue {
                 name: name.into(),
@@ -198,7 +205,12 @@ async fn traffic(gw: &Gateway, n: usize) {
         .collect()
         .await;
     let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(failed.is_empty(), "{} failed, first: {}", failed.len(), failed[0]);
+    assert!(
+        failed.is_empty(),
+        "{} failed, first: {}",
+        failed.len(),
+        failed[0]
+    );
 }
 
 fn cooling(gw: &Gateway, name: &str) -> bool {
@@ -273,7 +285,10 @@ async fn a_thousand_requests_survive_rate_limits_revocation_and_rotation() {
     until("A's cooldown to end", || !cooling(&gw, "pool/a")).await;
     let before = double.counts(a).0;
     traffic(&gw, 250).await;
-    assert!(double.counts(a).0 > before, "the cooled credential returned");
+    assert!(
+        double.counts(a).0 > before,
+        "the cooled credential returned"
+    );
 
     // 4. A is revoked (401): it rests for the auth cooldown, traffic goes on through B.
     double.set(a, Mode::Revoked);
@@ -286,7 +301,10 @@ async fn a_thousand_requests_survive_rate_limits_revocation_and_rotation() {
     double.set(c, Mode::Ok);
     vault.put("pool/a", a2);
     vault.put("pool/c", c);
-    until("the pool to reload", || gw.status()[0].credentials.len() == 3).await;
+    until("the pool to reload", || {
+        gw.status()[0].credentials.len() == 3
+    })
+    .await;
     traffic(&gw, 100).await;
     assert!(double.counts(a2).0 > 0 && double.counts(c).0 > 0);
 
@@ -295,7 +313,10 @@ async fn a_thousand_requests_survive_rate_limits_revocation_and_rotation() {
     assert!(recs.iter().all(|r| r.status == 200 && r.error.is_none()));
     let streamed: Vec<&CallRecord> = recs.iter().filter(|r| r.streamed).collect();
     let phases = [250usize, 250, 250, 150, 100];
-    assert_eq!(streamed.len(), phases.iter().map(|n| n.div_ceil(4)).sum::<usize>());
+    assert_eq!(
+        streamed.len(),
+        phases.iter().map(|n| n.div_ceil(4)).sum::<usize>()
+    );
     assert!(
         streamed
             .iter()
@@ -346,5 +367,8 @@ async fn when_every_credential_is_limited_requests_wait_then_succeed() {
     sent.await.unwrap();
     let recs = records.0.lock().unwrap();
     assert_eq!(recs.len(), 20);
-    assert!(recs.iter().any(|r| !r.queued.is_zero()), "some requests waited");
+    assert!(
+        recs.iter().any(|r| !r.queued.is_zero()),
+        "some requests waited"
+    );
 }

@@ -686,7 +686,10 @@ impl Sessions {
                 // means nothing anywhere else (the runtime's own variables, added below, win).
                 let key = issue(&id);
                 env.extend([
-                    ("ANTHROPIC_BASE_URL".into(), format!("{url}/gateway/anthropic")),
+                    (
+                        "ANTHROPIC_BASE_URL".into(),
+                        format!("{url}/gateway/anthropic"),
+                    ),
                     ("ANTHROPIC_API_KEY".into(), key.clone()),
                     ("OPENAI_BASE_URL".into(), format!("{url}/gateway/openai/v1")),
                     ("OPENAI_API_KEY".into(), key),

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use berth_gateway::protocol::{Kind, Refusal};
 use berth_gateway::{CallRecord, Caller, Protocol};
+use berth_runtime::session::SandboxOwner;
 use berth_trace::usage::{Counts, Prices};
 use berth_trace::{Attribution, Span, TraceStore};
 use http::StatusCode;
@@ -102,7 +103,11 @@ async fn call(
             SystemTime::now(),
         ) {
             Ok(pre) if pre.service == BEDROCK_SIGNING_NAME => (sandbox.to_owned(), Some(pre)),
-            Ok(_) => return unauthenticated("Credential should be scoped to correct service: 'bedrock'."),
+            Ok(_) => {
+                return unauthenticated(
+                    "Credential should be scoped to correct service: 'bedrock'.",
+                );
+            }
             Err(e) => return unauthenticated(&e.aws_message()),
         }
     } else {
@@ -119,8 +124,23 @@ async fn call(
             }
         }
     };
-    let Some(owner) = edge.state.sessions.sandbox_owner(&instance) else {
-        return unauthenticated("this key's sandbox has ended");
+    let owner = if instance == berth_gateway::keys::INTERNAL {
+        // Berth's own calls (memory extraction, judges): on the public listener only.
+        if edge.sandbox.is_some() {
+            return unauthenticated("the model gateway takes only the key Berth gave this sandbox");
+        }
+        SandboxOwner {
+            runtime_id: instance.clone(),
+            version: 0,
+            endpoint: String::new(),
+            session_id: None,
+            user_id: None,
+        }
+    } else {
+        match edge.state.sessions.sandbox_owner(&instance) {
+            Some(o) => o,
+            None => return unauthenticated("this key's sandbox has ended"),
+        }
     };
     let ctx = parts
         .extensions
@@ -392,6 +412,9 @@ impl berth_gateway::Meter for TraceMeter {
     }
 }
 
+/// A counter family: name, help, and its value in a series.
+type CounterFamily = (&'static str, &'static str, fn(&Series) -> u64);
+
 /// The gateway's counters per runtime, version and actor.
 #[derive(Debug)]
 pub(crate) struct GatewayTotals(Vec<(SeriesKey, Series)>);
@@ -413,7 +436,7 @@ impl prometheus_client::collector::Collector for GatewayTotals {
                 ("actor", k.2.clone()),
             ]
         };
-        let counters: [(&str, &str, fn(&Series) -> u64); 2] = [
+        let counters: [CounterFamily; 2] = [
             (
                 "berth_gateway_requests",
                 "Model calls through the gateway.",
@@ -445,7 +468,12 @@ impl prometheus_client::collector::Collector for GatewayTotals {
                 ("cache_write", s.cache_write),
             ] {
                 let [a, b, c] = labels(k);
-                ConstCounter::new(n).encode(family.encode_family(&[a, b, c, ("type", t.into())])?)?;
+                ConstCounter::new(n).encode(family.encode_family(&[
+                    a,
+                    b,
+                    c,
+                    ("type", t.into()),
+                ])?)?;
             }
         }
         let mut family = encoder.encode_descriptor(

@@ -570,6 +570,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn one_value_checks_against_a_shape() {
+        let check = |s: &str| {
+            data().check_shape(
+                "ResourceOauth2ReturnUrlType",
+                "OAuth2CallbackUrl",
+                &Value::String(s.to_owned()),
+            )
+        };
+        assert!(check("https://app.example/cb?x=1").is_ok());
+        assert!(check("myapp:cb").is_ok());
+        for bad in ["no-scheme", "https://a b", ""] {
+            let e = check(bad).unwrap_err();
+            assert!(e.to_string().contains("OAuth2CallbackUrl"), "{e}");
+        }
+        assert!(check(&format!("x:{}", "a".repeat(2047))).is_err());
+    }
+
     fn create(body: Value) -> Result<Value, ApiError> {
         control().input("CreateAgentRuntime", body, &[])
     }

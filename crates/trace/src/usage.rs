@@ -719,6 +719,14 @@ mod tests {
     }
 
     #[test]
+    fn usage_the_gateway_meters_is_not_summed_from_agent_spans() {
+        let call = json!({"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 9, COUNTED: false});
+        assert_eq!(tally(&span(call, "OK")), None);
+        let tool = json!({"gen_ai.operation.name": "execute_tool", COUNTED: false});
+        assert_eq!(tally(&span(tool, "OK")).map(|t| t.tool_calls), Some(1));
+    }
+
+    #[test]
     fn agent_spans_repeat_their_calls_usage_and_are_not_counted() {
         for op in ["invoke_agent", "invoke_swarm", "create_agent"] {
             let s = span(

@@ -27,6 +27,7 @@ import pytest
 from berth_harness import (
     ACCESS_KEY_ID,
     ACCOUNT,
+    BUILD_TIMEOUT,
     REGION,
     SECRET_ACCESS_KEY,
     assert_status,
@@ -36,6 +37,10 @@ from berth_harness import (
     invoke_json,
     list_all,
     new_session_id,
+    poll,
+    runtime_args,
+    unique_name,
+    update_args,
     zip_files,
 )
 
@@ -636,3 +641,215 @@ def test_an_agent_in_a_runtime_gets_its_credentials_through_the_decorators(
     assert answer["accessToken"].startswith("m2m-token-"), answer
     control.delete_api_key_credential_provider(name=key_provider)
     control.delete_oauth2_credential_provider(name=o2)
+
+
+#: An agent whose 3LO flow uses the callback URL AgentCore hands it with the call: the SDK's app
+#: reads `OAuth2CallbackUrl` into its context, and `@requires_access_token` (given no
+#: `callback_url`) sends it as `resourceOauth2ReturnUrl`. The authorization URL is streamed to
+#: the caller while the SDK polls for the token, which ends the stream.
+CALLBACK_AGENT = """
+import asyncio
+
+from bedrock_agentcore.identity.auth import requires_access_token
+from bedrock_agentcore.runtime import BedrockAgentCoreApp, BedrockAgentCoreContext
+
+app = BedrockAgentCoreApp()
+
+
+@app.entrypoint
+async def invoke(payload, context):
+    headers = {k.lower(): v for k, v in (context.request_headers or {}).items()}
+    seen = {"contextCallbackUrl": BedrockAgentCoreContext.get_oauth2_callback_url(),
+            "headerCallbackUrl": headers.get("oauth2callbackurl")}
+    if payload.get("probe"):
+        yield seen
+        return
+    urls = asyncio.Queue()
+
+    @requires_access_token(provider_name=OAUTH2_PROVIDER, scopes=["profile"],
+                           auth_flow="USER_FEDERATION", on_auth_url=urls.put_nowait)
+    async def token(*, access_token):
+        return access_token
+
+    fetch = asyncio.ensure_future(token())
+    url = asyncio.ensure_future(urls.get())
+    done, _ = await asyncio.wait({fetch, url}, return_when=asyncio.FIRST_COMPLETED)
+    if url in done:
+        yield {**seen, "authorizationUrl": url.result()}
+    yield {"accessToken": await fetch}
+
+
+if __name__ == "__main__":
+    app.run()
+"""
+
+
+def with_callback_header(client, url: str):
+    """The data-plane client, sending `OAuth2CallbackUrl` with each InvokeAgentRuntime: the
+    model has no member for it, so a caller adds it to the request (botocore's event hook)."""
+
+    def add(request, **_):
+        request.headers["OAuth2CallbackUrl"] = url
+
+    client.meta.events.register("before-sign.bedrock-agentcore.InvokeAgentRuntime", add)
+    return client
+
+
+def sse_events(body):
+    """Decoded `data:` events of an SSE body, yielded as they arrive (read a byte at a time:
+    a larger read waits for bytes the agent only sends after the test acts on this event)."""
+    line = b""
+    for byte in body.iter_chunks(chunk_size=1):
+        if byte != b"\n":
+            line += byte
+            continue
+        if line.startswith(b"data:"):
+            yield json.loads(line[5:].strip())
+        line = b""
+
+
+def test_invocations_carry_the_oauth2_callback_url_to_the_agent_and_its_3lo_flow(
+    berth, control, data_unvalidated, s3, token_endpoint
+):
+    """AgentCore hands the agent the caller's `OAuth2CallbackUrl` with each call; an agent's
+    `@requires_access_token(auth_flow="USER_FEDERATION")` returns the user there after consent:
+    the authorization URL goes out while the SDK polls, the app completes the session for the
+    invocation's user, and the poll gets the token."""
+    import urllib.request
+
+    o2 = name("o2")
+    control.create_oauth2_credential_provider(
+        name=o2, credentialProviderVendor="CustomOauth2", oauth2ProviderConfigInput=custom_config(token_endpoint))
+    source = f"OAUTH2_PROVIDER = {o2!r}\n" + CALLBACK_AGENT
+    runtime = deploy_agent(
+        control, s3,
+        zip_files({"agent.py": source, "requirements.txt": "bedrock-agentcore==1.25.0\n"}),
+        name=name("callback").replace("-", "_"),
+    )
+    arn = runtime["agentRuntimeArn"]
+    # The app's return URL must be allowed on the runtime's own workload identity.
+    control.update_workload_identity(name=runtime["agentRuntimeName"],
+                                     allowedResourceOauth2ReturnUrls=[token_endpoint.return_url])
+    client = with_callback_header(berth.client("bedrock-agentcore", read_timeout=120),
+                                  token_endpoint.return_url)
+
+    def probe(c):
+        resp = c.invoke_agent_runtime(agentRuntimeArn=arn, runtimeSessionId=new_session_id("cb"),
+                                      payload=json.dumps({"probe": True}).encode())
+        return list(sse_events(resp["response"]))
+
+    assert probe(client) == [{"contextCallbackUrl": token_endpoint.return_url,
+                              "headerCallbackUrl": token_endpoint.return_url}]
+    # Without the header the agent has none.
+    assert probe(data_unvalidated) == [{"contextCallbackUrl": None, "headerCallbackUrl": None}]
+
+    resp = client.invoke_agent_runtime(agentRuntimeArn=arn, runtimeSessionId=new_session_id("cb"),
+                                       runtimeUserId="alice", payload=b"{}")
+    assert resp["contentType"].startswith("text/event-stream"), resp["contentType"]
+    events = sse_events(resp["response"])
+    first = next(events)
+    assert first["contextCallbackUrl"] == token_endpoint.return_url, first
+    assert first["authorizationUrl"].startswith(token_endpoint.authorize_url + "?"), first
+    # The user's browser: provider, Berth's callback, then the app at the callback URL the agent
+    # was handed; the app completes the session for the invocation's user.
+    with urllib.request.urlopen(first["authorizationUrl"], timeout=30) as r:
+        assert r.status == 200
+    session = token_endpoint.returned[-1]["session_id"]
+    assert session.startswith("urn:ietf:params:oauth:request_uri:")
+    data_unvalidated.complete_resource_token_auth(sessionUri=session, userIdentifier={"userId": "alice"})
+    # The SDK's poller (every 5 s) gets the token, and the agent answers it.
+    last = next(events)
+    assert last == {"accessToken": "user-token-1"}, last
+    assert list(events) == []
+
+    # A callback URL that is not one the model allows is the caller's error, before the agent.
+    for bad in ("no-scheme-here", "https://cb.example/a b", "x:" + "a" * 2048):
+        bad_client = with_callback_header(berth.client("bedrock-agentcore"), bad)
+        expect_validation(bad_client.invoke_agent_runtime, "OAuth2CallbackUrl",
+                          agentRuntimeArn=arn, runtimeSessionId=new_session_id("cb"), payload=b"{}")
+    control.delete_agent_runtime(agentRuntimeId=runtime["agentRuntimeId"])
+    control.delete_oauth2_credential_provider(name=o2)
+
+
+def test_deleting_a_runtime_deletes_its_workload_identity(control, data, artifact):
+    """The workload identity a runtime is given goes with the runtime (its tokens stop
+    working); one the operator made under the runtime's name beforehand is not the runtime's
+    and stays, and deleting one version keeps the identity."""
+    key_provider = name("ak")
+    control.create_api_key_credential_provider(name=key_provider, apiKey="sk-runtime-scoped")
+
+    rt = control.create_agent_runtime(**runtime_args(artifact, unique_name("wi_gone")))
+    rt_name = rt["agentRuntimeId"].rsplit("-", 1)[0]
+    assert rt["workloadIdentityDetails"]["workloadIdentityArn"].endswith(f"/workload-identity/{rt_name}")
+    assert control.get_workload_identity(name=rt_name)["name"] == rt_name
+    wat = data.get_workload_access_token_for_user_id(workloadName=rt_name, userId="u")["workloadAccessToken"]
+    assert data.get_resource_api_key(workloadIdentityToken=wat,
+                                     resourceCredentialProviderName=key_provider)["apiKey"]
+    # Deleting one version (once the DEFAULT endpoint serves version 2) keeps the identity.
+    control.update_agent_runtime(agentRuntimeId=rt["agentRuntimeId"], **update_args(artifact))
+    poll(lambda: control.get_agent_runtime_endpoint(agentRuntimeId=rt["agentRuntimeId"], endpointName="DEFAULT"),
+         lambda ep: ep.get("liveVersion") == "2", timeout=BUILD_TIMEOUT, what="DEFAULT to serve version 2")
+    assert_status(control.delete_agent_runtime(agentRuntimeId=rt["agentRuntimeId"], agentRuntimeVersion="1"), 202)
+    assert control.get_workload_identity(name=rt_name)["name"] == rt_name
+    assert data.get_resource_api_key(workloadIdentityToken=wat,
+                                     resourceCredentialProviderName=key_provider)["apiKey"]
+    assert_status(control.delete_agent_runtime(agentRuntimeId=rt["agentRuntimeId"]), 202)
+    expect_error(control.get_workload_identity, "ResourceNotFoundException", 404, name=rt_name)
+    expect_error(data.get_resource_api_key, "AccessDeniedException", 403,
+                 workloadIdentityToken=wat, resourceCredentialProviderName=key_provider)
+
+    # An identity the operator made first, under the name a runtime then takes, stays.
+    own = unique_name("wi_kept")
+    control.create_workload_identity(name=own, allowedResourceOauth2ReturnUrls=["https://cb.example/cb"])
+    kept = control.create_agent_runtime(**runtime_args(artifact, own))
+    control.delete_agent_runtime(agentRuntimeId=kept["agentRuntimeId"])
+    assert control.get_workload_identity(name=own)["allowedResourceOauth2ReturnUrls"] == ["https://cb.example/cb"]
+    control.delete_workload_identity(name=own)
+    control.delete_api_key_credential_provider(name=key_provider)
+
+
+def test_oauth2_provider_configurations_berth_can_and_cannot_serve(control, control_unvalidated):
+    """A named vendor answers its published endpoints as `oauthDiscovery`; an included provider
+    answers the endpoints it was given. What Berth cannot serve is refused, naming the member:
+    discovery by URL (Berth makes no outbound discovery requests), an included provider without
+    its endpoints, and token-endpoint authentication other than a client secret."""
+    google = name("o2")
+    created = control.create_oauth2_credential_provider(
+        name=google, credentialProviderVendor="GoogleOauth2",
+        oauth2ProviderConfigInput={"googleOauth2ProviderConfig": {"clientId": "gid", "clientSecret": "gsecret"}})
+    out = created["oauth2ProviderConfigOutput"]["googleOauth2ProviderConfig"]
+    assert out["clientId"] == "gid"
+    assert out["oauthDiscovery"]["authorizationServerMetadata"]["tokenEndpoint"] == "https://oauth2.googleapis.com/token"
+    assert "gsecret" not in json.dumps(created, default=str)
+    got = control.get_oauth2_credential_provider(name=google)
+    assert got["credentialProviderVendor"] == "GoogleOauth2"
+    assert got["oauth2ProviderConfigOutput"] == created["oauth2ProviderConfigOutput"]
+
+    okta = name("o2")
+    endpoints = {"issuer": "https://okta.example", "authorizationEndpoint": "https://okta.example/authorize",
+                 "tokenEndpoint": "https://okta.example/token"}
+    created = control.create_oauth2_credential_provider(
+        name=okta, credentialProviderVendor="OktaOauth2",
+        oauth2ProviderConfigInput={"includedOauth2ProviderConfig": {
+            "clientId": "oid", "clientSecret": "osecret", **endpoints}})
+    out = created["oauth2ProviderConfigOutput"]["includedOauth2ProviderConfig"]
+    assert out == {"clientId": "oid", "oauthDiscovery": {"authorizationServerMetadata": endpoints}}
+
+    refused = [
+        ("oauth2ProviderConfigInput.customOauth2ProviderConfig.oauthDiscovery",
+         {"customOauth2ProviderConfig": {"oauthDiscovery": {"discoveryUrl": "https://idp.example/.well-known/openid-configuration"},
+                                         "clientId": "c", "clientSecret": "s"}}, "CustomOauth2"),
+        ("oauth2ProviderConfigInput.includedOauth2ProviderConfig.tokenEndpoint",
+         {"includedOauth2ProviderConfig": {"clientId": "c", "clientSecret": "s"}}, "OktaOauth2"),
+        ("oauth2ProviderConfigInput.customOauth2ProviderConfig.clientAuthenticationMethod",
+         {"customOauth2ProviderConfig": {"oauthDiscovery": {"authorizationServerMetadata": endpoints},
+                                         "clientId": "c", "clientSecret": "s",
+                                         "clientAuthenticationMethod": "PRIVATE_KEY_JWT"}}, "CustomOauth2"),
+        ("oauth2ProviderConfigInput.githubOauth2ProviderConfig.clientSecret",
+         {"githubOauth2ProviderConfig": {"clientId": "c"}}, "GithubOauth2"),
+    ]
+    for member, config, vendor in refused:
+        expect_validation(control_unvalidated.create_oauth2_credential_provider, member,
+                          name=name("o2"), credentialProviderVendor=vendor, oauth2ProviderConfigInput=config)
+    control.delete_oauth2_credential_provider(name=google)
+    control.delete_oauth2_credential_provider(name=okta)

@@ -129,6 +129,7 @@ def test_js_suite_is_present():
         "data.test.mjs",
         "errors.test.mjs",
         "eval.test.mjs",
+        "identity.test.mjs",
         "memory.test.mjs",
         "s3.test.mjs",
     ]

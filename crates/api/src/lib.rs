@@ -8,6 +8,7 @@ pub mod evaluation;
 pub mod evaluation_data;
 pub mod evaluation_resources;
 pub mod eventstream;
+pub mod identity;
 pub mod memory;
 pub mod model;
 pub mod native;

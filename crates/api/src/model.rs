@@ -283,6 +283,19 @@ impl Model {
         }
     }
 
+    /// Checks one value against the model's shape `shape` (lengths, pattern, enum), naming it
+    /// `name` in the error: for values that reach Berth outside an operation's modelled input,
+    /// such as an invocation's `OAuth2CallbackUrl` header (a `ResourceOauth2ReturnUrlType`).
+    pub fn check_shape(&self, shape: &str, name: &str, v: &Value) -> Result<(), ApiError> {
+        let mut errors = Vec::new();
+        self.check(shape, v, name, &mut errors, Relax::default());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::fields(errors))
+        }
+    }
+
     fn check(
         &self,
         shape_name: &str,
@@ -555,6 +568,24 @@ mod tests {
                 assert!(p.starts_with("(?!"), "unexpected unsupported pattern {p}");
             }
         }
+    }
+
+    #[test]
+    fn one_value_checks_against_a_shape() {
+        let check = |s: &str| {
+            data().check_shape(
+                "ResourceOauth2ReturnUrlType",
+                "OAuth2CallbackUrl",
+                &Value::String(s.to_owned()),
+            )
+        };
+        assert!(check("https://app.example/cb?x=1").is_ok());
+        assert!(check("myapp:cb").is_ok());
+        for bad in ["no-scheme", "https://a b", ""] {
+            let e = check(bad).unwrap_err();
+            assert!(e.to_string().contains("OAuth2CallbackUrl"), "{e}");
+        }
+        assert!(check(&format!("x:{}", "a".repeat(2047))).is_err());
     }
 
     fn create(body: Value) -> Result<Value, ApiError> {

@@ -1,10 +1,10 @@
 //! AgentCore Identity: workload identities, API-key and OAuth2 credential providers, the token
 //! vault, and the data plane that hands an agent its credentials.
 //!
-//! Every operation takes the request as the model validated it (JSON, wire member names) and
-//! answers the wire response; the server only routes. Secrets (API keys, client secrets, cached
-//! OAuth2 tokens) are sealed by the [`vault::Vault`] before they reach the store and opened only
-//! for a caller holding a valid workload access token.
+//! Every operation takes its typed request (`berth_api::identity`, read from the JSON the model
+//! validated) and answers its typed response; the server only routes. Secrets (API keys, client
+//! secrets, cached OAuth2 tokens) are sealed by the [`vault::Vault`] before they reach the store
+//! and opened only for a caller holding a valid workload access token.
 
 pub mod oauth2;
 pub mod secrets;
@@ -12,9 +12,23 @@ pub mod vault;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use berth_api::identity::{
+    ApiKeyCredentialProvider, ApiKeyCredentialProviderItem, ApiKeyProviderRequest,
+    CompleteResourceTokenAuthRequest, CompleteResourceTokenAuthResponse,
+    CreateWorkloadIdentityRequest, CustomOauth2ProviderConfigOutput, Empty,
+    GetResourceApiKeyRequest, GetResourceApiKeyResponse, GetResourceOauth2TokenRequest,
+    GetResourceOauth2TokenResponse, GetTokenVaultRequest, GetTokenVaultResponse,
+    GetWorkloadAccessTokenForJwtRequest, GetWorkloadAccessTokenForUserIdRequest,
+    GetWorkloadAccessTokenRequest, KmsConfiguration, ListApiKeyCredentialProvidersResponse,
+    ListOauth2CredentialProvidersResponse, ListRequest, ListWorkloadIdentitiesResponse,
+    NameRequest, Oauth2CredentialProvider, Oauth2CredentialProviderItem, Oauth2Discovery,
+    Oauth2ProviderConfigInput, Oauth2ProviderConfigOutput, Oauth2ProviderRequest, Secret,
+    UpdateWorkloadIdentityRequest, UserIdentifier, VendorOauth2ProviderConfigOutput,
+    WorkloadAccessToken, WorkloadIdentity, WorkloadIdentitySummary,
+};
 use berth_api::{ApiError, ErrorKind};
 use berth_store::identity::{IdentityRow, IdentityStore};
-use berth_types::{EpochMillis, Partition, now_millis};
+use berth_types::{Partition, now_millis};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +42,11 @@ const WORKLOAD: &str = "workload-identity";
 const API_KEY: &str = "apikey-provider";
 const OAUTH2: &str = "oauth2-provider";
 const SESSION: &str = "oauth2-session";
+/// The mark (in its spec) of a workload identity made with a runtime, deleted with it.
+const RUNTIME_OWNED: &str = "agentRuntime";
+/// The spec member of an OAuth2 provider holding its configuration: the input union without
+/// its secret members (the name predates the typed shapes; stored rows keep it).
+const CONFIG: &str = "oauth2ProviderConfigOutput";
 /// Where OAuth2 providers send the user back, under the server's URL.
 pub const CALLBACK_PATH: &str = "/identities/oauth2/callback";
 const REQUEST_URI: &str = "urn:ietf:params:oauth:request_uri:";
@@ -53,23 +72,10 @@ fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
 }
 
-fn name_of(v: &Value) -> Result<String, ApiError> {
-    s(v, "name")
-        .map(str::to_owned)
-        .ok_or_else(|| ApiError::field("name", "name is required"))
-}
-
-fn secs(ms: EpochMillis) -> Value {
-    json!(ms / 1000)
-}
-
 /// A list page's size: `maxResults` or the default, and the name after which it starts.
-fn page(v: &Value, default: u32) -> Result<(u32, Option<String>), ApiError> {
-    let limit = v
-        .get("maxResults")
-        .and_then(Value::as_u64)
-        .map_or(default, |n| n.clamp(1, 100) as u32);
-    let after = match s(v, "nextToken") {
+fn page(req: &ListRequest, default: u32) -> Result<(u32, Option<String>), ApiError> {
+    let limit = req.max_results.map_or(default, |n| n.clamp(1, 100));
+    let after = match req.next_token.as_deref() {
         None => None,
         Some(t) => Some(
             URL_SAFE_NO_PAD
@@ -80,6 +86,21 @@ fn page(v: &Value, default: u32) -> Result<(u32, Option<String>), ApiError> {
         ),
     };
     Ok((limit, after))
+}
+
+/// The `iss|sub` a JWT names its user by (the payload only: its signature is the inbound
+/// authorizer's to check), with its `exp`.
+fn jwt_user(jwt: &str) -> Option<(String, Option<i64>)> {
+    let claims: Value = jwt
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())?;
+    let (iss, sub) = (s(&claims, "iss")?, s(&claims, "sub")?);
+    Some((
+        format!("{iss}|{sub}"),
+        claims.get("exp").and_then(Value::as_i64),
+    ))
 }
 
 impl Identity {
@@ -127,12 +148,14 @@ impl Identity {
         self.arn("acps", &format!("token-vault/default/{seg}/{name}"))
     }
 
-    fn secret_arn(&self, kind: &str, name: &str) -> Value {
+    fn secret_arn(&self, kind: &str, name: &str) -> Secret {
         let prefix = if kind == API_KEY { "apikey" } else { "oauth2" };
-        json!({"secretArn": self.arn(
-            "secretsmanager",
-            &format!("secret:bedrock-agentcore-identity!default/{prefix}/{name}")
-        )})
+        Secret {
+            secret_arn: self.arn(
+                "secretsmanager",
+                &format!("secret:bedrock-agentcore-identity!default/{prefix}/{name}"),
+            ),
+        }
     }
 
     async fn get_row(&self, kind: &str, name: &str, what: &str) -> Result<IdentityRow, ApiError> {
@@ -170,15 +193,14 @@ impl Identity {
         }
     }
 
-    async fn delete(&self, kind: &str, v: &Value, what: &str) -> Result<Value, ApiError> {
-        let name = name_of(v)?;
+    async fn delete(&self, kind: &str, name: &str, what: &str) -> Result<Empty, ApiError> {
         if self
             .store
-            .delete_identity(kind, &name)
+            .delete_identity(kind, name)
             .await
             .map_err(internal)?
         {
-            Ok(json!({}))
+            Ok(Empty {})
         } else {
             Err(ApiError::new(
                 ErrorKind::ResourceNotFound,
@@ -187,14 +209,15 @@ impl Identity {
         }
     }
 
-    async fn list(
+    /// One page of `kind`, each row made an item by `item`, and the next page's token.
+    async fn list<T>(
         &self,
         kind: &str,
-        v: &Value,
+        req: &ListRequest,
         default: u32,
-        item: impl Fn(&IdentityRow) -> Value,
-    ) -> Result<(Vec<Value>, Option<String>), ApiError> {
-        let (limit, after) = page(v, default)?;
+        item: impl Fn(&IdentityRow) -> T,
+    ) -> Result<(Vec<T>, Option<String>), ApiError> {
+        let (limit, after) = page(req, default)?;
         let mut rows = self
             .store
             .list_identities(kind, after.as_deref(), limit + 1)
@@ -210,36 +233,35 @@ impl Identity {
 
     // ---- Workload identities ------------------------------------------------------------
 
-    fn workload_out(&self, r: &IdentityRow, times: bool) -> Value {
-        let mut o = Map::new();
-        o.insert("name".into(), json!(r.name));
-        o.insert(
-            "workloadIdentityArn".into(),
-            json!(self.workload_arn(&r.name)),
-        );
-        if let Some(urls) = r.spec.get("allowedResourceOauth2ReturnUrls") {
-            o.insert("allowedResourceOauth2ReturnUrls".into(), urls.clone());
+    fn workload_out(&self, r: &IdentityRow, times: bool) -> WorkloadIdentity {
+        WorkloadIdentity {
+            name: r.name.clone(),
+            workload_identity_arn: self.workload_arn(&r.name),
+            allowed_resource_oauth2_return_urls: r
+                .spec
+                .get("allowedResourceOauth2ReturnUrls")
+                .and_then(|v| serde_json::from_value(v.clone()).ok()),
+            created_time: times.then_some(r.created_at),
+            last_updated_time: times.then_some(r.updated_at),
         }
-        if times {
-            o.insert("createdTime".into(), secs(r.created_at));
-            o.insert("lastUpdatedTime".into(), secs(r.updated_at));
-        }
-        Value::Object(o)
     }
 
     /// `CreateWorkloadIdentity`.
-    pub async fn create_workload_identity(&self, v: Value) -> Result<Value, ApiError> {
-        let name = name_of(&v)?;
+    pub async fn create_workload_identity(
+        &self,
+        req: CreateWorkloadIdentityRequest,
+    ) -> Result<WorkloadIdentity, ApiError> {
         let now = now_millis();
         let mut spec = Map::new();
-        for k in ["allowedResourceOauth2ReturnUrls", "tags"] {
-            if let Some(x) = v.get(k) {
-                spec.insert(k.into(), x.clone());
-            }
+        if let Some(urls) = req.allowed_resource_oauth2_return_urls {
+            spec.insert("allowedResourceOauth2ReturnUrls".into(), json!(urls));
+        }
+        if let Some(tags) = req.tags {
+            spec.insert("tags".into(), json!(tags));
         }
         let row = IdentityRow {
             kind: WORKLOAD.into(),
-            name,
+            name: req.name,
             spec: Value::Object(spec),
             secret: None,
             created_at: now,
@@ -250,21 +272,27 @@ impl Identity {
     }
 
     /// `GetWorkloadIdentity`.
-    pub async fn get_workload_identity(&self, v: Value) -> Result<Value, ApiError> {
+    pub async fn get_workload_identity(
+        &self,
+        req: NameRequest,
+    ) -> Result<WorkloadIdentity, ApiError> {
         let r = self
-            .get_row(WORKLOAD, &name_of(&v)?, "workload identity")
+            .get_row(WORKLOAD, &req.name, "workload identity")
             .await?;
         Ok(self.workload_out(&r, true))
     }
 
     /// `UpdateWorkloadIdentity`: replaces the allowed return URLs.
-    pub async fn update_workload_identity(&self, v: Value) -> Result<Value, ApiError> {
+    pub async fn update_workload_identity(
+        &self,
+        req: UpdateWorkloadIdentityRequest,
+    ) -> Result<WorkloadIdentity, ApiError> {
         let mut r = self
-            .get_row(WORKLOAD, &name_of(&v)?, "workload identity")
+            .get_row(WORKLOAD, &req.name, "workload identity")
             .await?;
         if let Some(o) = r.spec.as_object_mut() {
-            match v.get("allowedResourceOauth2ReturnUrls") {
-                Some(urls) => o.insert("allowedResourceOauth2ReturnUrls".into(), urls.clone()),
+            match req.allowed_resource_oauth2_return_urls {
+                Some(urls) => o.insert("allowedResourceOauth2ReturnUrls".into(), json!(urls)),
                 None => o.remove("allowedResourceOauth2ReturnUrls"),
             };
         }
@@ -274,42 +302,46 @@ impl Identity {
     }
 
     /// `ListWorkloadIdentities` (at most 20 a page).
-    pub async fn list_workload_identities(&self, v: Value) -> Result<Value, ApiError> {
-        let (items, next) = self
-            .list(
-                WORKLOAD,
-                &v,
-                20,
-                |r| json!({"name": r.name, "workloadIdentityArn": self.workload_arn(&r.name)}),
-            )
+    pub async fn list_workload_identities(
+        &self,
+        req: ListRequest,
+    ) -> Result<ListWorkloadIdentitiesResponse, ApiError> {
+        let (workload_identities, next_token) = self
+            .list(WORKLOAD, &req, 20, |r| WorkloadIdentitySummary {
+                name: r.name.clone(),
+                workload_identity_arn: self.workload_arn(&r.name),
+            })
             .await?;
-        Ok(with_next(json!({"workloadIdentities": items}), next))
+        Ok(ListWorkloadIdentitiesResponse {
+            workload_identities,
+            next_token,
+        })
     }
 
     /// `DeleteWorkloadIdentity`.
-    pub async fn delete_workload_identity(&self, v: Value) -> Result<Value, ApiError> {
-        self.delete(WORKLOAD, &v, "workload identity").await
+    pub async fn delete_workload_identity(&self, req: NameRequest) -> Result<Empty, ApiError> {
+        self.delete(WORKLOAD, &req.name, "workload identity").await
     }
 
     // ---- API-key credential providers ----------------------------------------------------
 
-    fn api_key_out(&self, r: &IdentityRow, times: bool) -> Value {
-        let mut o = json!({
-            "apiKeySecretArn": self.secret_arn(API_KEY, &r.name),
-            "apiKeySecretSource": "MANAGED",
-            "name": r.name,
-            "credentialProviderArn": self.provider_arn(API_KEY, &r.name),
-        });
-        if times {
-            o["createdTime"] = secs(r.created_at);
-            o["lastUpdatedTime"] = secs(r.updated_at);
+    fn api_key_out(&self, r: &IdentityRow, times: bool) -> ApiKeyCredentialProvider {
+        ApiKeyCredentialProvider {
+            api_key_secret_arn: self.secret_arn(API_KEY, &r.name),
+            api_key_secret_source: "MANAGED".into(),
+            name: r.name.clone(),
+            credential_provider_arn: self.provider_arn(API_KEY, &r.name),
+            created_time: times.then_some(r.created_at),
+            last_updated_time: times.then_some(r.updated_at),
         }
-        o
     }
 
-    fn api_key_secret(&self, v: &Value, name: &str) -> Result<Vec<u8>, ApiError> {
-        if v.get("apiKeySecretConfig").is_some()
-            || s(v, "apiKeySecretSource").is_some_and(|x| x != "MANAGED")
+    fn api_key_secret(&self, req: &ApiKeyProviderRequest) -> Result<Vec<u8>, ApiError> {
+        if req.api_key_secret_config.is_some()
+            || req
+                .api_key_secret_source
+                .as_deref()
+                .is_some_and(|x| x != "MANAGED")
         {
             return Err(ApiError::field(
                 "apiKeySecretConfig",
@@ -317,21 +349,27 @@ impl Identity {
                  AWS Secrets Manager are not supported)",
             ));
         }
-        let key = s(v, "apiKey").ok_or_else(|| ApiError::field("apiKey", "apiKey is required"))?;
-        Ok(self.vault.seal(key.as_bytes(), &aad(API_KEY, name)))
+        let key = req
+            .api_key
+            .as_deref()
+            .ok_or_else(|| ApiError::field("apiKey", "apiKey is required"))?;
+        Ok(self.vault.seal(key.as_bytes(), &aad(API_KEY, &req.name)))
     }
 
     /// `CreateApiKeyCredentialProvider`: the key is sealed in the vault.
-    pub async fn create_api_key_provider(&self, v: Value) -> Result<Value, ApiError> {
-        let name = name_of(&v)?;
-        let secret = self.api_key_secret(&v, &name)?;
+    pub async fn create_api_key_provider(
+        &self,
+        req: ApiKeyProviderRequest,
+    ) -> Result<ApiKeyCredentialProvider, ApiError> {
+        let secret = self.api_key_secret(&req)?;
         let now = now_millis();
-        let spec = v
-            .get("tags")
+        let spec = req
+            .tags
+            .as_ref()
             .map_or_else(|| json!({}), |t| json!({"tags": t}));
         let row = IdentityRow {
             kind: API_KEY.into(),
-            name,
+            name: req.name,
             spec,
             secret: Some(secret),
             created_at: now,
@@ -342,173 +380,228 @@ impl Identity {
     }
 
     /// `GetApiKeyCredentialProvider` (never the key).
-    pub async fn get_api_key_provider(&self, v: Value) -> Result<Value, ApiError> {
+    pub async fn get_api_key_provider(
+        &self,
+        req: NameRequest,
+    ) -> Result<ApiKeyCredentialProvider, ApiError> {
         let r = self
-            .get_row(API_KEY, &name_of(&v)?, "API key credential provider")
+            .get_row(API_KEY, &req.name, "API key credential provider")
             .await?;
         Ok(self.api_key_out(&r, true))
     }
 
     /// `UpdateApiKeyCredentialProvider`: replaces the key.
-    pub async fn update_api_key_provider(&self, v: Value) -> Result<Value, ApiError> {
-        let name = name_of(&v)?;
+    pub async fn update_api_key_provider(
+        &self,
+        req: ApiKeyProviderRequest,
+    ) -> Result<ApiKeyCredentialProvider, ApiError> {
         let mut r = self
-            .get_row(API_KEY, &name, "API key credential provider")
+            .get_row(API_KEY, &req.name, "API key credential provider")
             .await?;
-        r.secret = Some(self.api_key_secret(&v, &name)?);
+        r.secret = Some(self.api_key_secret(&req)?);
         r.updated_at = now_millis();
         self.update(&r, "API key credential provider").await?;
         Ok(self.api_key_out(&r, true))
     }
 
     /// `ListApiKeyCredentialProviders`.
-    pub async fn list_api_key_providers(&self, v: Value) -> Result<Value, ApiError> {
-        let (items, next) = self
-            .list(API_KEY, &v, 100, |r| {
-                json!({
-                    "name": r.name,
-                    "credentialProviderArn": self.provider_arn(API_KEY, &r.name),
-                    "createdTime": secs(r.created_at),
-                    "lastUpdatedTime": secs(r.updated_at),
-                })
+    pub async fn list_api_key_providers(
+        &self,
+        req: ListRequest,
+    ) -> Result<ListApiKeyCredentialProvidersResponse, ApiError> {
+        let (credential_providers, next_token) = self
+            .list(API_KEY, &req, 100, |r| ApiKeyCredentialProviderItem {
+                name: r.name.clone(),
+                credential_provider_arn: self.provider_arn(API_KEY, &r.name),
+                created_time: r.created_at,
+                last_updated_time: r.updated_at,
             })
             .await?;
-        Ok(with_next(json!({"credentialProviders": items}), next))
+        Ok(ListApiKeyCredentialProvidersResponse {
+            credential_providers,
+            next_token,
+        })
     }
 
     /// `DeleteApiKeyCredentialProvider`.
-    pub async fn delete_api_key_provider(&self, v: Value) -> Result<Value, ApiError> {
-        self.delete(API_KEY, &v, "API key credential provider")
+    pub async fn delete_api_key_provider(&self, req: NameRequest) -> Result<Empty, ApiError> {
+        self.delete(API_KEY, &req.name, "API key credential provider")
             .await
     }
 
     // ---- OAuth2 credential providers -----------------------------------------------------
 
-    fn oauth2_out(&self, r: &IdentityRow, times: bool) -> Value {
-        let mut o = json!({
-            "clientSecretArn": self.secret_arn(OAUTH2, &r.name),
-            "clientSecretSource": "MANAGED",
-            "name": r.name,
-            "credentialProviderArn": self.provider_arn(OAUTH2, &r.name),
-            "credentialProviderVendor": r.spec["credentialProviderVendor"],
-            "callbackUrl": r.spec["callbackUrl"],
-            "oauth2ProviderConfigOutput": r.spec["oauth2ProviderConfigOutput"],
-            "status": "READY",
-        });
-        if times {
-            o["createdTime"] = secs(r.created_at);
-            o["lastUpdatedTime"] = secs(r.updated_at);
-        }
-        o
+    /// A provider's stored configuration (the input union without its secret).
+    fn stored_config(r: &IdentityRow) -> Result<Oauth2ProviderConfigInput, ApiError> {
+        serde_json::from_value(r.spec.get(CONFIG).cloned().unwrap_or_default()).map_err(|e| {
+            ApiError::internal_because(format_args!("OAuth2 provider {}: {e}", r.name))
+        })
     }
 
-    /// The stored config (input minus the client secret, plus the output shape) and the
-    /// sealed client secret.
-    fn oauth2_config(&self, v: &Value, name: &str) -> Result<(Value, Vec<u8>), ApiError> {
-        let vendor = s(v, "credentialProviderVendor").unwrap_or_default();
-        let input = v
-            .get("oauth2ProviderConfigInput")
-            .and_then(Value::as_object)
-            .ok_or_else(|| {
-                ApiError::field(
-                    "oauth2ProviderConfigInput",
-                    "oauth2ProviderConfigInput is required",
-                )
-            })?;
-        let Some((member, cfg)) = input.iter().next() else {
-            return Err(ApiError::field(
-                "oauth2ProviderConfigInput",
-                "oauth2ProviderConfigInput must set one member",
-            ));
+    /// The output union of a stored configuration: a custom provider's own discovery, every
+    /// other provider's endpoints ([`oauth2::metadata`]).
+    fn config_out(cfg: &Oauth2ProviderConfigInput) -> Oauth2ProviderConfigOutput {
+        let discovery = || {
+            oauth2::metadata(cfg).map_or(
+                Oauth2Discovery::DiscoveryUrl(String::new()),
+                Oauth2Discovery::AuthorizationServerMetadata,
+            )
         };
-        let mut cfg = cfg.as_object().cloned().unwrap_or_default();
-        if cfg.contains_key("clientSecretConfig")
-            || cfg
-                .get("clientSecretSource")
-                .and_then(Value::as_str)
-                .is_some_and(|x| x != "MANAGED")
-        {
+        let vendor = || VendorOauth2ProviderConfigOutput {
+            oauth_discovery: discovery(),
+            client_id: cfg.client_id().map(str::to_owned),
+        };
+        match cfg {
+            Oauth2ProviderConfigInput::Custom(c) => {
+                Oauth2ProviderConfigOutput::Custom(CustomOauth2ProviderConfigOutput {
+                    oauth_discovery: c.oauth_discovery.clone(),
+                    client_id: c.client_id.clone(),
+                    client_authentication_method: c.client_authentication_method.clone(),
+                })
+            }
+            Oauth2ProviderConfigInput::Google(_) => Oauth2ProviderConfigOutput::Google(vendor()),
+            Oauth2ProviderConfigInput::Github(_) => Oauth2ProviderConfigOutput::Github(vendor()),
+            Oauth2ProviderConfigInput::Slack(_) => Oauth2ProviderConfigOutput::Slack(vendor()),
+            Oauth2ProviderConfigInput::Salesforce(_) => {
+                Oauth2ProviderConfigOutput::Salesforce(vendor())
+            }
+            Oauth2ProviderConfigInput::Microsoft(_) => {
+                Oauth2ProviderConfigOutput::Microsoft(vendor())
+            }
+            Oauth2ProviderConfigInput::Atlassian(_) => {
+                Oauth2ProviderConfigOutput::Atlassian(vendor())
+            }
+            Oauth2ProviderConfigInput::Linkedin(_) => {
+                Oauth2ProviderConfigOutput::Linkedin(vendor())
+            }
+            Oauth2ProviderConfigInput::Included(_) => {
+                Oauth2ProviderConfigOutput::Included(vendor())
+            }
+        }
+    }
+
+    fn oauth2_out(
+        &self,
+        r: &IdentityRow,
+        times: bool,
+    ) -> Result<Oauth2CredentialProvider, ApiError> {
+        Ok(Oauth2CredentialProvider {
+            client_secret_arn: self.secret_arn(OAUTH2, &r.name),
+            client_secret_source: "MANAGED".into(),
+            name: r.name.clone(),
+            credential_provider_arn: self.provider_arn(OAUTH2, &r.name),
+            credential_provider_vendor: times
+                .then(|| s(&r.spec, "credentialProviderVendor").map(str::to_owned))
+                .flatten(),
+            callback_url: s(&r.spec, "callbackUrl").unwrap_or_default().to_owned(),
+            oauth2_provider_config_output: Self::config_out(&Self::stored_config(r)?),
+            created_time: times.then_some(r.created_at),
+            last_updated_time: times.then_some(r.updated_at),
+            status: "READY".into(),
+        })
+    }
+
+    /// The stored spec (vendor and the configuration without its secret) and the sealed client
+    /// secret; refuses what Berth cannot serve, naming the member.
+    fn oauth2_config(&self, req: &Oauth2ProviderRequest) -> Result<(Value, Vec<u8>), ApiError> {
+        let cfg = &req.oauth2_provider_config_input;
+        let at = |m: &str| format!("oauth2ProviderConfigInput.{}.{m}", cfg.member());
+        let (secret, secret_config, source) = cfg.secret();
+        if secret_config || source.is_some_and(|x| x != "MANAGED") {
             return Err(ApiError::field(
-                format!("oauth2ProviderConfigInput.{member}.clientSecretConfig"),
+                at("clientSecretConfig"),
                 "Berth keeps client secrets in its own token vault: pass clientSecret (EXTERNAL \
                  secrets in AWS Secrets Manager are not supported)",
             ));
         }
-        let secret = cfg
-            .remove("clientSecret")
-            .and_then(|x| x.as_str().map(str::to_owned))
-            .ok_or_else(|| {
-                ApiError::field(
-                    format!("oauth2ProviderConfigInput.{member}.clientSecret"),
-                    "clientSecret is required",
-                )
-            })?;
-        cfg.remove("clientSecretSource");
-        if member == "customOauth2ProviderConfig"
-            && cfg
-                .get("oauthDiscovery")
-                .and_then(|d| d.get("authorizationServerMetadata"))
-                .is_none()
+        let secret = secret
+            .ok_or_else(|| ApiError::field(at("clientSecret"), "clientSecret is required"))?;
+        if let Oauth2ProviderConfigInput::Custom(c) = cfg
+            && let Some(m) = c.client_authentication_method.as_deref()
+            && !matches!(m, "CLIENT_SECRET_BASIC" | "CLIENT_SECRET_POST")
         {
             return Err(ApiError::field(
-                "oauth2ProviderConfigInput.customOauth2ProviderConfig.oauthDiscovery",
-                "Berth needs oauthDiscovery.authorizationServerMetadata (it makes no outbound \
-                 discovery requests)",
+                at("clientAuthenticationMethod"),
+                format!(
+                    "Berth authenticates to token endpoints with CLIENT_SECRET_BASIC or \
+                     CLIENT_SECRET_POST, not {m}"
+                ),
             ));
         }
-        let output = json!({ member.clone(): Value::Object(cfg) });
+        if oauth2::metadata(cfg).is_none() {
+            let (member, what) = match cfg {
+                Oauth2ProviderConfigInput::Included(_) => (
+                    at("tokenEndpoint"),
+                    "issuer, authorizationEndpoint and tokenEndpoint",
+                ),
+                _ => (
+                    at("oauthDiscovery"),
+                    "oauthDiscovery.authorizationServerMetadata",
+                ),
+            };
+            return Err(ApiError::field(
+                member,
+                format!("Berth needs {what} (it makes no outbound discovery requests)"),
+            ));
+        }
         let spec = json!({
-            "credentialProviderVendor": vendor,
-            "oauth2ProviderConfigOutput": output,
+            "credentialProviderVendor": req.credential_provider_vendor,
+            CONFIG: cfg,
         });
-        Ok((spec, self.vault.seal(secret.as_bytes(), &aad(OAUTH2, name))))
+        Ok((
+            spec,
+            self.vault.seal(secret.as_bytes(), &aad(OAUTH2, &req.name)),
+        ))
     }
 
     /// `CreateOauth2CredentialProvider` (READY at once; the client secret sealed in the vault).
-    pub async fn create_oauth2_provider(&self, v: Value) -> Result<Value, ApiError> {
-        let name = name_of(&v)?;
-        let (mut spec, secret) = self.oauth2_config(&v, &name)?;
+    pub async fn create_oauth2_provider(
+        &self,
+        req: Oauth2ProviderRequest,
+    ) -> Result<Oauth2CredentialProvider, ApiError> {
+        let (mut spec, secret) = self.oauth2_config(&req)?;
         // Berth serves the callback itself (unsigned: the user's browser comes back to it).
         spec["callbackUrl"] = json!(format!(
             "{}{CALLBACK_PATH}/{}",
             self.public_url,
             uuid::Uuid::new_v4()
         ));
-        if let Some(t) = v.get("tags") {
-            spec["tags"] = t.clone();
+        if let Some(t) = &req.tags {
+            spec["tags"] = json!(t);
         }
         let now = now_millis();
         let row = IdentityRow {
             kind: OAUTH2.into(),
-            name,
+            name: req.name,
             spec,
             secret: Some(secret),
             created_at: now,
             updated_at: now,
         };
         self.insert(&row, "OAuth2 credential provider").await?;
-        let mut out = self.oauth2_out(&row, false);
-        if let Some(o) = out.as_object_mut() {
-            o.remove("credentialProviderVendor");
-        }
-        Ok(out)
+        self.oauth2_out(&row, false)
     }
 
     /// `GetOauth2CredentialProvider` (never the client secret).
-    pub async fn get_oauth2_provider(&self, v: Value) -> Result<Value, ApiError> {
+    pub async fn get_oauth2_provider(
+        &self,
+        req: NameRequest,
+    ) -> Result<Oauth2CredentialProvider, ApiError> {
         let r = self
-            .get_row(OAUTH2, &name_of(&v)?, "OAuth2 credential provider")
+            .get_row(OAUTH2, &req.name, "OAuth2 credential provider")
             .await?;
-        Ok(self.oauth2_out(&r, true))
+        self.oauth2_out(&r, true)
     }
 
     /// `UpdateOauth2CredentialProvider`: replaces vendor and config; cached tokens are dropped.
-    pub async fn update_oauth2_provider(&self, v: Value) -> Result<Value, ApiError> {
-        let name = name_of(&v)?;
+    pub async fn update_oauth2_provider(
+        &self,
+        req: Oauth2ProviderRequest,
+    ) -> Result<Oauth2CredentialProvider, ApiError> {
         let old = self
-            .get_row(OAUTH2, &name, "OAuth2 credential provider")
+            .get_row(OAUTH2, &req.name, "OAuth2 credential provider")
             .await?;
-        let (mut spec, secret) = self.oauth2_config(&v, &name)?;
+        let (mut spec, secret) = self.oauth2_config(&req)?;
         for k in ["callbackUrl", "tags"] {
             if let Some(x) = old.spec.get(k) {
                 spec[k] = x.clone();
@@ -522,49 +615,61 @@ impl Identity {
         };
         self.update(&r, "OAuth2 credential provider").await?;
         self.store
-            .clear_cached_tokens(&provider_key(OAUTH2, &name))
+            .clear_cached_tokens(&provider_key(OAUTH2, &req.name))
             .await
             .map_err(internal)?;
-        Ok(self.oauth2_out(&r, true))
+        self.oauth2_out(&r, true)
     }
 
     /// `ListOauth2CredentialProviders` (at most 20 a page).
-    pub async fn list_oauth2_providers(&self, v: Value) -> Result<Value, ApiError> {
-        let (items, next) = self
-            .list(OAUTH2, &v, 20, |r| {
-                json!({
-                    "name": r.name,
-                    "credentialProviderVendor": r.spec["credentialProviderVendor"],
-                    "credentialProviderArn": self.provider_arn(OAUTH2, &r.name),
-                    "createdTime": secs(r.created_at),
-                    "lastUpdatedTime": secs(r.updated_at),
-                })
+    pub async fn list_oauth2_providers(
+        &self,
+        req: ListRequest,
+    ) -> Result<ListOauth2CredentialProvidersResponse, ApiError> {
+        let (credential_providers, next_token) = self
+            .list(OAUTH2, &req, 20, |r| Oauth2CredentialProviderItem {
+                name: r.name.clone(),
+                credential_provider_vendor: s(&r.spec, "credentialProviderVendor")
+                    .unwrap_or_default()
+                    .to_owned(),
+                credential_provider_arn: self.provider_arn(OAUTH2, &r.name),
+                created_time: r.created_at,
+                last_updated_time: r.updated_at,
             })
             .await?;
-        Ok(with_next(json!({"credentialProviders": items}), next))
+        Ok(ListOauth2CredentialProvidersResponse {
+            credential_providers,
+            next_token,
+        })
     }
 
     /// `DeleteOauth2CredentialProvider`.
-    pub async fn delete_oauth2_provider(&self, v: Value) -> Result<Value, ApiError> {
-        self.delete(OAUTH2, &v, "OAuth2 credential provider").await
+    pub async fn delete_oauth2_provider(&self, req: NameRequest) -> Result<Empty, ApiError> {
+        self.delete(OAUTH2, &req.name, "OAuth2 credential provider")
+            .await
     }
 
     // ---- Token vault ---------------------------------------------------------------------
 
     /// `GetTokenVault`: the one vault, `default`, keyed by Berth (`ServiceManagedKey`).
-    pub async fn get_token_vault(&self, v: Value) -> Result<Value, ApiError> {
-        let id = s(&v, "tokenVaultId").unwrap_or("default");
+    pub async fn get_token_vault(
+        &self,
+        req: GetTokenVaultRequest,
+    ) -> Result<GetTokenVaultResponse, ApiError> {
+        let id = req.token_vault_id.as_deref().unwrap_or("default");
         if id != "default" {
             return Err(ApiError::new(
                 ErrorKind::ResourceNotFound,
                 format!("token vault {id} does not exist (Berth has one, default)"),
             ));
         }
-        Ok(json!({
-            "tokenVaultId": "default",
-            "kmsConfiguration": {"keyType": "ServiceManagedKey"},
-            "lastModifiedDate": secs(self.vault.created_millis()),
-        }))
+        Ok(GetTokenVaultResponse {
+            token_vault_id: "default".into(),
+            kms_configuration: KmsConfiguration {
+                key_type: "ServiceManagedKey".into(),
+            },
+            last_modified_date: self.vault.created_millis(),
+        })
     }
 
     // ---- Runtimes' own workload identities -------------------------------------------------
@@ -585,7 +690,7 @@ impl Identity {
         let row = IdentityRow {
             kind: WORKLOAD.into(),
             name: runtime_name.to_owned(),
-            spec: json!({}),
+            spec: json!({ RUNTIME_OWNED: true }),
             secret: None,
             created_at: now,
             updated_at: now,
@@ -595,6 +700,28 @@ impl Identity {
             Err(e) if matches!(e.kind, ErrorKind::Conflict) => Ok(()),
             other => other,
         }
+    }
+
+    /// Deletes the workload identity a runtime was given, as AgentCore does when the runtime is
+    /// deleted (which revokes the tokens its agents hold). One the operator made under the same
+    /// name before the runtime existed (kept by [`Identity::ensure_runtime_identity`]) is not
+    /// the runtime's and stays. Returns whether one was deleted.
+    pub async fn delete_runtime_identity(&self, runtime_name: &str) -> Result<bool, ApiError> {
+        let Some(row) = self
+            .store
+            .identity(WORKLOAD, runtime_name)
+            .await
+            .map_err(internal)?
+        else {
+            return Ok(false);
+        };
+        if row.spec.get(RUNTIME_OWNED) != Some(&Value::Bool(true)) {
+            return Ok(false);
+        }
+        self.store
+            .delete_identity(WORKLOAD, runtime_name)
+            .await
+            .map_err(internal)
     }
 
     /// A workload access token for a runtime's agent acting for `user` (the invocation's
@@ -612,8 +739,11 @@ impl Identity {
 
     // ---- Data plane ----------------------------------------------------------------------
 
-    async fn workload_token(&self, v: &Value, user: Option<String>) -> Result<Value, ApiError> {
-        let workload = s(v, "workloadName").unwrap_or_default();
+    async fn workload_token(
+        &self,
+        workload: &str,
+        user: Option<String>,
+    ) -> Result<WorkloadAccessToken, ApiError> {
         self.get_row(WORKLOAD, workload, "workload identity")
             .await?;
         let expires = now_millis() / 1000 + TOKEN_TTL.as_secs() as i64;
@@ -622,57 +752,56 @@ impl Identity {
             user,
             expires,
         });
-        Ok(json!({ "workloadAccessToken": token }))
+        Ok(WorkloadAccessToken {
+            workload_access_token: token,
+        })
     }
 
     /// `GetWorkloadAccessToken`: a token for the workload acting for no user.
-    pub async fn get_workload_access_token(&self, v: Value) -> Result<Value, ApiError> {
-        self.workload_token(&v, None).await
+    pub async fn get_workload_access_token(
+        &self,
+        req: GetWorkloadAccessTokenRequest,
+    ) -> Result<WorkloadAccessToken, ApiError> {
+        self.workload_token(&req.workload_name, None).await
     }
 
     /// `GetWorkloadAccessTokenForUserId`.
-    pub async fn get_workload_access_token_for_user_id(&self, v: Value) -> Result<Value, ApiError> {
-        let user = s(&v, "userId").unwrap_or_default().to_owned();
-        self.workload_token(&v, Some(user)).await
+    pub async fn get_workload_access_token_for_user_id(
+        &self,
+        req: GetWorkloadAccessTokenForUserIdRequest,
+    ) -> Result<WorkloadAccessToken, ApiError> {
+        self.workload_token(&req.workload_name, Some(req.user_id))
+            .await
     }
 
     /// `GetWorkloadAccessTokenForJWT`: the user is the JWT's `iss` and `sub`. The JWT's
     /// signature is the inbound authorizer's to check (Berth's runtime verifies it before it
     /// calls this); here it must be well formed, unexpired, and name an issuer and a subject.
-    pub async fn get_workload_access_token_for_jwt(&self, v: Value) -> Result<Value, ApiError> {
-        let jwt = s(&v, "userToken").unwrap_or_default();
-        let claims: Value = jwt
-            .split('.')
-            .nth(1)
-            .and_then(|p| URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok())
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| ApiError::field("userToken", "userToken is not a JWT"))?;
-        let (Some(iss), Some(sub)) = (s(&claims, "iss"), s(&claims, "sub")) else {
-            return Err(ApiError::field(
+    pub async fn get_workload_access_token_for_jwt(
+        &self,
+        req: GetWorkloadAccessTokenForJwtRequest,
+    ) -> Result<WorkloadAccessToken, ApiError> {
+        let (user, exp) = jwt_user(&req.user_token).ok_or_else(|| {
+            ApiError::field(
                 "userToken",
-                "userToken must carry iss and sub claims",
-            ));
-        };
-        if claims
-            .get("exp")
-            .and_then(Value::as_i64)
-            .is_some_and(|exp| exp <= now_millis() / 1000)
-        {
+                "userToken is not a JWT carrying iss and sub claims",
+            )
+        })?;
+        if exp.is_some_and(|exp| exp <= now_millis() / 1000) {
             return Err(ApiError::new(
                 ErrorKind::AccessDenied,
                 "userToken has expired",
             ));
         }
-        self.workload_token(&v, Some(format!("{iss}|{sub}"))).await
+        self.workload_token(&req.workload_name, Some(user)).await
     }
 
-    /// The claims of the request's workload access token: signed by this vault, unexpired, and
-    /// of a workload identity that still exists (deleting one revokes its tokens).
-    async fn verify(&self, v: &Value) -> Result<WorkloadClaims, ApiError> {
-        let t = s(v, "workloadIdentityToken").unwrap_or_default();
+    /// The claims of a workload access token: signed by this vault, unexpired, and of a
+    /// workload identity that still exists (deleting one revokes its tokens).
+    async fn verify(&self, token: &str) -> Result<WorkloadClaims, ApiError> {
         let c = self
             .vault
-            .verify_token(t, now_millis() / 1000)
+            .verify_token(token, now_millis() / 1000)
             .map_err(|e| ApiError::new(ErrorKind::AccessDenied, e.to_string()))?;
         if self
             .store
@@ -693,14 +822,21 @@ impl Identity {
     }
 
     /// `GetResourceApiKey`: the key of a provider, for a holder of a valid workload token.
-    pub async fn get_resource_api_key(&self, v: Value) -> Result<Value, ApiError> {
-        self.verify(&v).await?;
-        let name = s(&v, "resourceCredentialProviderName").unwrap_or_default();
+    pub async fn get_resource_api_key(
+        &self,
+        req: GetResourceApiKeyRequest,
+    ) -> Result<GetResourceApiKeyResponse, ApiError> {
+        self.verify(&req.workload_identity_token).await?;
         let r = self
-            .get_row(API_KEY, name, "API key credential provider")
+            .get_row(
+                API_KEY,
+                &req.resource_credential_provider_name,
+                "API key credential provider",
+            )
             .await?;
-        let key = self.open_secret(&r)?;
-        Ok(json!({ "apiKey": key }))
+        Ok(GetResourceApiKeyResponse {
+            api_key: self.open_secret(&r)?,
+        })
     }
 
     fn open_secret(&self, r: &IdentityRow) -> Result<String, ApiError> {
@@ -714,39 +850,30 @@ impl Identity {
     }
 
     /// `GetResourceOauth2Token`. `M2M` runs the client-credentials grant against the
-    /// provider's token endpoint and caches the token (sealed) until it expires; the user
-    /// flows are not served.
-    pub async fn get_resource_oauth2_token(&self, v: Value) -> Result<Value, ApiError> {
-        let claims = self.verify(&v).await?;
-        let flow = s(&v, "oauth2Flow").unwrap_or_default();
-        if flow == "USER_FEDERATION" {
-            return self.user_federation(&v, &claims).await;
+    /// provider's token endpoint and caches the token (sealed) until it expires;
+    /// `USER_FEDERATION` is the 3LO flow ([`Identity::user_federation`]).
+    pub async fn get_resource_oauth2_token(
+        &self,
+        req: GetResourceOauth2TokenRequest,
+    ) -> Result<GetResourceOauth2TokenResponse, ApiError> {
+        let claims = self.verify(&req.workload_identity_token).await?;
+        match req.oauth2_flow.as_str() {
+            "USER_FEDERATION" => return self.user_federation(&req, &claims).await,
+            "M2M" => {}
+            flow => {
+                return Err(ApiError::field(
+                    "oauth2Flow",
+                    format!("Berth serves oauth2Flow M2M and USER_FEDERATION, not {flow}"),
+                ));
+            }
         }
-        if flow != "M2M" {
-            return Err(ApiError::field(
-                "oauth2Flow",
-                format!("Berth serves oauth2Flow M2M and USER_FEDERATION, not {flow}"),
-            ));
-        }
-        let name = s(&v, "resourceCredentialProviderName").unwrap_or_default();
+        let name = req.resource_credential_provider_name.as_str();
         let r = self
             .get_row(OAUTH2, name, "OAuth2 credential provider")
             .await?;
-        let scopes: Vec<String> = v
-            .get("scopes")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let force = v
-            .get("forceAuthentication")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let force = req.force_authentication.unwrap_or(false);
         let provider = provider_key(OAUTH2, name);
-        let cache_key = format!("m2m|{}", scopes.join(" "));
+        let cache_key = format!("m2m|{}", req.scopes.join(" "));
         let cache_aad = format!("{provider}|{cache_key}");
         let now = now_millis();
         if !force
@@ -757,13 +884,13 @@ impl Identity {
                 .map_err(internal)?
             && let Ok(t) = self.vault.open(&sealed, &cache_aad)
         {
-            return Ok(json!({"accessToken": String::from_utf8_lossy(&t)}));
+            return Ok(token_answer(String::from_utf8_lossy(&t).into_owned()));
         }
         let secret = self.open_secret(&r)?;
-        let endpoint = oauth2::Endpoint::from_config(&r.spec["oauth2ProviderConfigOutput"])
+        let endpoint = oauth2::Endpoint::from_config(&Self::stored_config(&r)?)
             .map_err(|e| ApiError::new(ErrorKind::Validation, e))?;
         let t = endpoint
-            .client_credentials(&self.http, &secret, &scopes)
+            .client_credentials(&self.http, &secret, &req.scopes)
             .await
             .map_err(|e| ApiError::new(ErrorKind::AccessDenied, e))?;
         if let Some(ttl) = t.expires_in {
@@ -781,15 +908,16 @@ impl Identity {
                     .map_err(internal)?;
             }
         }
-        Ok(json!({"accessToken": t.access_token}))
+        Ok(token_answer(t.access_token))
     }
 }
 
-fn with_next(mut v: Value, next: Option<String>) -> Value {
-    if let Some(n) = next {
-        v["nextToken"] = json!(n);
+/// A `GetResourceOauth2Token` answer holding the token.
+fn token_answer(access_token: String) -> GetResourceOauth2TokenResponse {
+    GetResourceOauth2TokenResponse {
+        access_token: Some(access_token),
+        ..Default::default()
     }
-    v
 }
 
 /// The associated data a resource's secret is sealed with.
@@ -825,7 +953,11 @@ impl Identity {
 
     /// `GetResourceOauth2Token` with `USER_FEDERATION` (3LO): a token the user consented to
     /// earlier, or an authorization URL and a session to poll with `sessionUri`.
-    async fn user_federation(&self, v: &Value, c: &WorkloadClaims) -> Result<Value, ApiError> {
+    async fn user_federation(
+        &self,
+        req: &GetResourceOauth2TokenRequest,
+        c: &WorkloadClaims,
+    ) -> Result<GetResourceOauth2TokenResponse, ApiError> {
         let Some(user) = c.user.as_deref() else {
             return Err(ApiError::field(
                 "workloadIdentityToken",
@@ -833,20 +965,17 @@ impl Identity {
                  (GetWorkloadAccessTokenForUserId or ...ForJWT)",
             ));
         };
-        let name = s(v, "resourceCredentialProviderName").unwrap_or_default();
+        let name = req.resource_credential_provider_name.as_str();
         let provider = self
             .get_row(OAUTH2, name, "OAuth2 credential provider")
             .await?;
-        let scopes = scopes_of(v);
+        let scopes = &req.scopes;
         let pkey = provider_key(OAUTH2, name);
-        let ckey = Self::user_cache_key(&c.workload, user, &scopes);
+        let ckey = Self::user_cache_key(&c.workload, user, scopes);
         let caad = format!("{pkey}|{ckey}");
         let now = now_millis();
-        let force = v
-            .get("forceAuthentication")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if let Some(uri) = s(v, "sessionUri") {
+        let force = req.force_authentication.unwrap_or(false);
+        if let Some(uri) = req.session_uri.as_deref() {
             let id = uri.strip_prefix(REQUEST_URI).unwrap_or_default();
             let sess = self
                 .store
@@ -871,7 +1000,7 @@ impl Identity {
                     .vault
                     .open(sealed, &aad(SESSION, id))
                     .map_err(|e| ApiError::internal_because(format_args!("session {id}: {e}")))?;
-                return Ok(json!({"accessToken": String::from_utf8_lossy(&t)}));
+                return Ok(token_answer(String::from_utf8_lossy(&t).into_owned()));
             }
             let status = if sess.spec["status"] == "FAILED"
                 || now > sess.spec["expires"].as_i64().unwrap_or(0)
@@ -880,11 +1009,12 @@ impl Identity {
             } else {
                 "IN_PROGRESS"
             };
-            return Ok(json!({
-                "authorizationUrl": sess.spec["authorizationUrl"],
-                "sessionUri": uri,
-                "sessionStatus": status,
-            }));
+            return Ok(GetResourceOauth2TokenResponse {
+                authorization_url: s(&sess.spec, "authorizationUrl").map(str::to_owned),
+                access_token: None,
+                session_uri: Some(uri.to_owned()),
+                session_status: Some(status.to_owned()),
+            });
         }
         if !force
             && let Some(sealed) = self
@@ -894,9 +1024,9 @@ impl Identity {
                 .map_err(internal)?
             && let Ok(t) = self.vault.open(&sealed, &caad)
         {
-            return Ok(json!({"accessToken": String::from_utf8_lossy(&t)}));
+            return Ok(token_answer(String::from_utf8_lossy(&t).into_owned()));
         }
-        let return_url = s(v, "resourceOauth2ReturnUrl").map(str::to_owned);
+        let return_url = req.resource_oauth2_return_url.clone();
         let workload = self
             .get_row(WORKLOAD, &c.workload, "workload identity")
             .await?;
@@ -915,22 +1045,16 @@ impl Identity {
                 ),
             ));
         }
-        let cfg = &provider.spec["oauth2ProviderConfigOutput"];
-        let (_, member) = cfg
-            .as_object()
-            .and_then(|o| o.iter().next())
-            .ok_or_else(|| ApiError::internal_because("provider without configuration"))?;
-        let auth_endpoint = member
-            .pointer("/oauthDiscovery/authorizationServerMetadata/authorizationEndpoint")
-            .or_else(|| member.get("authorizationEndpoint"))
-            .and_then(Value::as_str)
+        let cfg = Self::stored_config(&provider)?;
+        let auth_endpoint = oauth2::metadata(&cfg)
+            .map(|m| m.authorization_endpoint)
             .ok_or_else(|| {
                 ApiError::new(
                     ErrorKind::Validation,
                     format!("provider {name} has no authorization endpoint Berth can use"),
                 )
             })?;
-        let client_id = member["clientId"].as_str().unwrap_or_default();
+        let client_id = cfg.client_id().unwrap_or_default();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let mut url = format!(
             "{auth_endpoint}{}response_type=code&client_id={}&redirect_uri={}&state={id}",
@@ -945,14 +1069,12 @@ impl Identity {
         if !scopes.is_empty() {
             url.push_str(&format!("&scope={}", oauth2::url_encode(&scopes.join(" "))));
         }
-        if let Some(params) = v.get("customParameters").and_then(Value::as_object) {
-            for (k, p) in params {
-                url.push_str(&format!(
-                    "&{}={}",
-                    oauth2::url_encode(k),
-                    oauth2::url_encode(p.as_str().unwrap_or_default())
-                ));
-            }
+        for (k, p) in req.custom_parameters.iter().flatten() {
+            url.push_str(&format!(
+                "&{}={}",
+                oauth2::url_encode(k),
+                oauth2::url_encode(p)
+            ));
         }
         let uri = format!("{REQUEST_URI}{id}");
         // Sessions past any use (consent window over, the SDK's poll long done) are swept as new
@@ -974,7 +1096,12 @@ impl Identity {
             updated_at: now,
         };
         self.insert(&row, "session").await?;
-        Ok(json!({"authorizationUrl": url, "sessionUri": uri, "sessionStatus": "IN_PROGRESS"}))
+        Ok(GetResourceOauth2TokenResponse {
+            authorization_url: Some(url),
+            access_token: None,
+            session_uri: Some(uri),
+            session_status: Some("IN_PROGRESS".into()),
+        })
     }
 
     /// The provider's redirect back (`GET /identities/oauth2/callback/{id}?code&state`): the
@@ -1042,7 +1169,8 @@ impl Identity {
             .await
             .map_err(|e| e.to_string())?;
         let secret = self.open_secret(&provider).map_err(|e| e.to_string())?;
-        let endpoint = oauth2::Endpoint::from_config(&provider.spec["oauth2ProviderConfigOutput"])?;
+        let cfg = Self::stored_config(&provider).map_err(|e| e.to_string())?;
+        let endpoint = oauth2::Endpoint::from_config(&cfg)?;
         let redirect = provider.spec["callbackUrl"].as_str().unwrap_or_default();
         endpoint
             .authorization_code(&self.http, &secret, code, redirect)
@@ -1050,8 +1178,11 @@ impl Identity {
     }
 
     /// `CompleteResourceTokenAuth`: the app confirms the user who came back is the session's.
-    pub async fn complete_resource_token_auth(&self, v: Value) -> Result<Value, ApiError> {
-        let uri = s(&v, "sessionUri").unwrap_or_default();
+    pub async fn complete_resource_token_auth(
+        &self,
+        req: CompleteResourceTokenAuthRequest,
+    ) -> Result<CompleteResourceTokenAuthResponse, ApiError> {
+        let uri = req.session_uri.as_str();
         let id = uri.strip_prefix(REQUEST_URI).unwrap_or_default();
         let mut sess = self
             .store
@@ -1064,22 +1195,14 @@ impl Identity {
                     format!("session {uri} does not exist"),
                 )
             })?;
-        let who = v.get("userIdentifier").cloned().unwrap_or_default();
-        let user = if let Some(u) = s(&who, "userId") {
-            u.to_owned()
-        } else {
-            let jwt = s(&who, "userToken").unwrap_or_default();
-            let claims: Value = jwt
-                .split('.')
-                .nth(1)
-                .and_then(|p| URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok())
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
-            format!(
-                "{}|{}",
-                s(&claims, "iss").unwrap_or_default(),
-                s(&claims, "sub").unwrap_or_default()
-            )
+        let user = match req.user_identifier {
+            UserIdentifier::UserId(u) => u,
+            UserIdentifier::UserToken(jwt) => jwt_user(&jwt).map(|(u, _)| u).ok_or_else(|| {
+                ApiError::field(
+                    "userIdentifier.userToken",
+                    "userToken is not a JWT carrying iss and sub claims",
+                )
+            })?,
         };
         if sess.spec["user"] != user.as_str() {
             return Err(ApiError::new(
@@ -1118,6 +1241,6 @@ impl Identity {
                 .await
                 .map_err(internal)?;
         }
-        Ok(json!({}))
+        Ok(Empty {})
     }
 }

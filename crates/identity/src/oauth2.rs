@@ -1,5 +1,8 @@
 //! The OAuth2 client-credentials grant (RFC 6749 §4.4) against a provider's token endpoint.
 
+use berth_api::identity::{
+    Oauth2AuthorizationServerMetadata, Oauth2Discovery, Oauth2ProviderConfigInput,
+};
 use serde_json::Value;
 
 /// Where and how to ask a provider for tokens.
@@ -22,32 +25,93 @@ pub struct Token {
     pub expires_in: Option<u64>,
 }
 
+/// The authorization server of a stored configuration: the custom provider's
+/// `authorizationServerMetadata`, the included provider's three endpoints, or, for the vendors
+/// the model names, their published endpoints. `None`: Berth cannot reach the provider (it makes
+/// no discovery requests).
+pub fn metadata(cfg: &Oauth2ProviderConfigInput) -> Option<Oauth2AuthorizationServerMetadata> {
+    let known = |issuer: &str, authorize: &str, token: &str| Oauth2AuthorizationServerMetadata {
+        issuer: issuer.to_owned(),
+        authorization_endpoint: authorize.to_owned(),
+        token_endpoint: token.to_owned(),
+        response_types: Some(vec!["code".to_owned()]),
+        token_endpoint_auth_methods: None,
+    };
+    match cfg {
+        Oauth2ProviderConfigInput::Custom(c) => match &c.oauth_discovery {
+            Oauth2Discovery::AuthorizationServerMetadata(m) => Some(m.clone()),
+            Oauth2Discovery::DiscoveryUrl(_) => None,
+        },
+        Oauth2ProviderConfigInput::Included(c) => Some(Oauth2AuthorizationServerMetadata {
+            issuer: c.issuer.clone()?,
+            authorization_endpoint: c.authorization_endpoint.clone()?,
+            token_endpoint: c.token_endpoint.clone()?,
+            response_types: None,
+            token_endpoint_auth_methods: None,
+        }),
+        Oauth2ProviderConfigInput::Google(_) => Some(known(
+            "https://accounts.google.com",
+            "https://accounts.google.com/o/oauth2/v2/auth",
+            "https://oauth2.googleapis.com/token",
+        )),
+        Oauth2ProviderConfigInput::Github(_) => Some(known(
+            "https://github.com",
+            "https://github.com/login/oauth/authorize",
+            "https://github.com/login/oauth/access_token",
+        )),
+        Oauth2ProviderConfigInput::Slack(_) => Some(known(
+            "https://slack.com",
+            "https://slack.com/oauth/v2/authorize",
+            "https://slack.com/api/oauth.v2.access",
+        )),
+        Oauth2ProviderConfigInput::Salesforce(_) => Some(known(
+            "https://login.salesforce.com",
+            "https://login.salesforce.com/services/oauth2/authorize",
+            "https://login.salesforce.com/services/oauth2/token",
+        )),
+        Oauth2ProviderConfigInput::Microsoft(c) => {
+            let tenant = c.tenant_id.as_deref().unwrap_or("common");
+            let base = format!("https://login.microsoftonline.com/{tenant}");
+            Some(known(
+                &format!("{base}/v2.0"),
+                &format!("{base}/oauth2/v2.0/authorize"),
+                &format!("{base}/oauth2/v2.0/token"),
+            ))
+        }
+        Oauth2ProviderConfigInput::Atlassian(_) => Some(known(
+            "https://auth.atlassian.com",
+            "https://auth.atlassian.com/authorize",
+            "https://auth.atlassian.com/oauth/token",
+        )),
+        Oauth2ProviderConfigInput::Linkedin(_) => Some(known(
+            "https://www.linkedin.com/oauth",
+            "https://www.linkedin.com/oauth/v2/authorization",
+            "https://www.linkedin.com/oauth/v2/accessToken",
+        )),
+    }
+}
+
 impl Endpoint {
-    /// The endpoint of a stored `oauth2ProviderConfigOutput`: the one member's `clientId`, and
-    /// `oauthDiscovery.authorizationServerMetadata.tokenEndpoint` (custom providers) or
-    /// `tokenEndpoint` (included providers).
-    pub fn from_config(cfg: &Value) -> Result<Self, String> {
-        let Some((member, c)) = cfg.as_object().and_then(|o| o.iter().next()) else {
-            return Err("the provider has no configuration".into());
-        };
-        let token_url = c
-            .pointer("/oauthDiscovery/authorizationServerMetadata/tokenEndpoint")
-            .or_else(|| c.get("tokenEndpoint"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                format!(
-                    "{member} has no token endpoint Berth can use (set \
-                     oauthDiscovery.authorizationServerMetadata.tokenEndpoint)"
-                )
-            })?;
-        let client_id = c
-            .get("clientId")
-            .and_then(Value::as_str)
+    /// The token endpoint of a stored configuration ([`metadata`]), its `clientId`, and the
+    /// client authentication method (custom providers may choose `CLIENT_SECRET_POST`).
+    pub fn from_config(cfg: &Oauth2ProviderConfigInput) -> Result<Self, String> {
+        let member = cfg.member();
+        let token_url = metadata(cfg).map(|m| m.token_endpoint).ok_or_else(|| {
+            format!(
+                "{member} has no token endpoint Berth can use (set \
+                 oauthDiscovery.authorizationServerMetadata.tokenEndpoint)"
+            )
+        })?;
+        let client_id = cfg
+            .client_id()
             .ok_or_else(|| format!("{member} has no clientId"))?;
-        let post = c.get("clientAuthenticationMethod").and_then(Value::as_str)
-            == Some("CLIENT_SECRET_POST");
+        let post = matches!(
+            cfg,
+            Oauth2ProviderConfigInput::Custom(c)
+                if c.client_authentication_method.as_deref() == Some("CLIENT_SECRET_POST")
+        );
         Ok(Self {
-            token_url: token_url.to_owned(),
+            token_url,
             client_id: client_id.to_owned(),
             post,
         })
@@ -153,22 +217,42 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn config(v: serde_json::Value) -> Oauth2ProviderConfigInput {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
-    fn endpoint_reads_custom_and_included_configs() {
-        let e = Endpoint::from_config(&json!({"customOauth2ProviderConfig": {
+    fn endpoint_reads_custom_included_and_vendor_configs() {
+        let e = Endpoint::from_config(&config(json!({"customOauth2ProviderConfig": {
             "oauthDiscovery": {"authorizationServerMetadata": {
                 "issuer": "i", "authorizationEndpoint": "a", "tokenEndpoint": "http://t/token"}},
-            "clientId": "cid", "clientAuthenticationMethod": "CLIENT_SECRET_POST"}}))
+            "clientId": "cid", "clientAuthenticationMethod": "CLIENT_SECRET_POST"}})))
         .unwrap();
         assert_eq!(e.token_url, "http://t/token");
         assert!(e.post);
-        let e = Endpoint::from_config(&json!({"includedOauth2ProviderConfig": {
-            "clientId": "c", "tokenEndpoint": "http://x"}}))
+        let e = Endpoint::from_config(&config(json!({"includedOauth2ProviderConfig": {
+            "clientId": "c", "issuer": "i", "authorizationEndpoint": "a", "tokenEndpoint": "http://x"}})))
         .unwrap();
+        assert_eq!(e.token_url, "http://x");
         assert!(!e.post);
+        let e = Endpoint::from_config(&config(
+            json!({"microsoftOauth2ProviderConfig": {"clientId": "c", "tenantId": "t1"}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            e.token_url,
+            "https://login.microsoftonline.com/t1/oauth2/v2.0/token"
+        );
         assert!(
-            Endpoint::from_config(&json!({"githubOauth2ProviderConfig": {"clientId": "c"}}))
-                .is_err()
+            Endpoint::from_config(&config(
+                json!({"includedOauth2ProviderConfig": {"clientId": "c"}})
+            ))
+            .is_err()
+        );
+        assert!(
+            Endpoint::from_config(&config(json!({"customOauth2ProviderConfig": {
+                "oauthDiscovery": {"discoveryUrl": "https://idp/.well-known/openid-configuration"}}})))
+            .is_err()
         );
     }
 

@@ -369,6 +369,9 @@ const PASSED: &[&str] = &[
     "mcp-protocol-version",
     "mcp-method",
     "mcp-name",
+    // AgentCore Identity: where the agent's 3LO flows return the user (the SDK's app reads it
+    // into its context for `@requires_access_token`); checked by the server's data plane.
+    "oauth2callbackurl",
 ];
 
 /// Agent response headers passed back to the caller besides the content type: the MCP session

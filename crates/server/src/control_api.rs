@@ -219,7 +219,27 @@ control_op_passing_role!(
     UpdateAgentRuntime,
     update_runtime
 );
-control_op!(delete_runtime, "DeleteAgentRuntime", delete_runtime);
+
+/// `DeleteAgentRuntime`. Deleting the whole runtime (not one version) also deletes the workload
+/// identity it was given, as AgentCore does.
+async fn delete_runtime(
+    State(s): State<AppState>,
+    path: Result<RawPathParams, RawPathParamsRejection>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, WireError> {
+    let m = model::control();
+    let op = "DeleteAgentRuntime";
+    let req = typed(input(m, op, path, q.as_deref(), &body, s.relax)?)?;
+    let out = s.control.delete_runtime(req).await?;
+    // A runtime id is `<name>-<10 characters>`, and a name has no `-`.
+    if out.agent_runtime_version.is_none()
+        && let Some((name, _)) = out.agent_runtime_id.rsplit_once('-')
+    {
+        s.identity.delete_runtime_identity(name).await?;
+    }
+    Ok(respond(m, op, out))
+}
 control_op!(list_versions, "ListAgentRuntimeVersions", list_versions);
 control_op!(
     create_endpoint,

@@ -20,6 +20,35 @@ pub const SESSION_HEADER: HeaderName =
     HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id");
 pub(crate) const USER_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-user-id";
 
+/// Where the agent's OAuth2 3LO flows send the user back: AgentCore hands it to the agent
+/// with the call, and the SDK's `@requires_access_token` sends it as `resourceOauth2ReturnUrl`.
+/// `InvokeAgentRuntime`'s model has no member for it, so the caller sets it as a header.
+const CALLBACK_HEADER: &str = "oauth2callbackurl";
+
+/// Checks an invocation's `OAuth2CallbackUrl` header as the return URL it becomes (the model's
+/// `ResourceOauth2ReturnUrlType`: 1 to 2048 characters, `\w+:(\/?\/?)[^\s]+`), so a bad one
+/// is the caller's `ValidationException` now, not the agent's failure later.
+pub(crate) fn check_callback_url(headers: &HeaderMap) -> Result<(), ApiError> {
+    let mut values = headers.get_all(CALLBACK_HEADER).iter();
+    let Some(v) = values.next() else {
+        return Ok(());
+    };
+    if values.next().is_some() {
+        return Err(ApiError::field(
+            "OAuth2CallbackUrl",
+            "OAuth2CallbackUrl may be given once",
+        ));
+    }
+    let url = v
+        .to_str()
+        .map_err(|_| ApiError::field("OAuth2CallbackUrl", "OAuth2CallbackUrl must be ASCII"))?;
+    berth_api::model::data().check_shape(
+        "ResourceOauth2ReturnUrlType",
+        "OAuth2CallbackUrl",
+        &serde_json::Value::String(url.to_owned()),
+    )
+}
+
 /// The path and query of a data-plane call, decoded.
 pub(crate) struct Call {
     pub(crate) runtime_id: String,
@@ -213,6 +242,7 @@ pub async fn invoke(
     body: Bytes,
 ) -> Result<Response, WireError> {
     let (call, sid) = parse_session_call(&s, path, q.as_deref(), &headers)?;
+    check_callback_url(&headers)?;
     let actor = verified
         .as_ref()
         .map(|v| v.principal.access_key_id.as_str());

@@ -1,12 +1,13 @@
 //! AgentCore Identity routes: workload identities, credential providers and the token vault of
 //! `bedrock-agentcore-control`, and the workload access token and credential operations of
 //! `bedrock-agentcore`. All are `POST /identities/...`; each handler validates against the
-//! model and calls `berth_identity::Identity`.
+//! model, reads the typed request (`berth_api::identity`), calls `berth_identity::Identity` and
+//! answers its typed response.
 
 use crate::AppState;
 use crate::control_api::input;
 use crate::error::WireError;
-use crate::memory_api::respond_typed;
+use crate::memory_api::{respond_typed, typed};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::RawPathParamsRejection;
@@ -16,8 +17,8 @@ use axum::routing::{get, post};
 use berth_api::model;
 use std::collections::BTreeMap;
 
-/// An Identity route: validate against the model, call `Identity`, answer with the model's
-/// status code.
+/// An Identity route: validate against the model, read the typed request, call `Identity`,
+/// answer the typed response with the model's status code.
 macro_rules! identity_op {
     ($name:ident, $model:ident, $op:literal, $method:ident) => {
         async fn $name(
@@ -28,7 +29,7 @@ macro_rules! identity_op {
         ) -> Result<Response, WireError> {
             let m = model::$model();
             let input = input(m, $op, path, q.as_deref(), &body, s.relax)?;
-            let out = s.identity.$method(input).await?;
+            let out = s.identity.$method(typed(input)?).await?;
             Ok(respond_typed(m, $op, &out)?)
         }
     };

@@ -56,6 +56,7 @@ pub async fn websocket(
         )
     })?;
     let (call, sid) = parse_ws_call(&s, path, q.as_deref(), &headers)?;
+    crate::data_api::check_callback_url(&headers)?;
     let actor = verified
         .as_ref()
         .map(|v| v.principal.access_key_id.as_str());

@@ -1,4 +1,5 @@
-//! Acceptance (issue 16, 2): credential rotation under traffic. Two pooled credentials in front
+//! Acceptance (issue 16, 2): credential rotation under traffic (and, last, rate limits and
+//! budgets). Two pooled credentials in front
 //! of a real HTTP provider double (Anthropic Messages, JSON and SSE); the double starts answering
 //! 429 for one mid-traffic, lets it back, then revokes it (401); the pool is rotated (the
 //! revoked secret replaced, a third added). 1,000 requests, every fourth streaming, 20 at a
@@ -370,4 +371,59 @@ async fn when_every_credential_is_limited_requests_wait_then_succeed() {
         recs.iter().any(|r| !r.queued.is_zero()),
         "some requests waited"
     );
+}
+
+/// One non-streaming call by `actor` of runtime `rt`; its status and body.
+async fn call_as(gw: &Gateway, rt: &str, actor: &str) -> (StatusCode, String) {
+    let resp = gw
+        .forward(berth_gateway::Request {
+            protocol: Protocol::Anthropic,
+            method: http::Method::POST,
+            path: "/v1/messages".into(),
+            query: None,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(br#"{"model":"claude-x","max_tokens":5,"messages":[]}"#),
+            caller: Caller {
+                runtime_id: rt.into(),
+                version: 1,
+                actor: Some(actor.into()),
+                ..Caller::default()
+            },
+        })
+        .await;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    let mut all = Vec::new();
+    while let Some(chunk) = body.next().await {
+        all.extend_from_slice(&chunk.unwrap());
+    }
+    (status, String::from_utf8_lossy(&all).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_token_budgets_answer_the_apis_429() {
+    let (double, url) = start_double().await;
+    double.set("k", Mode::Ok);
+    let vault = Vault::new();
+    vault.put("p/k", "k");
+    let cfg = Config::parse(&format!(
+        "[[upstreams]]\nname='a'\nprotocol='anthropic'\nurl='{url}'\nsecret_prefix='p/'\n\
+         [limits]\nactor_requests_per_minute = 2\n[limits.runtimes.small]\ntokens_per_day = 12\n"
+    ))
+    .unwrap();
+    let (gw, _) = start_gateway(cfg, &vault).await;
+    assert_eq!(call_as(&gw, "rt", "alice").await.0, StatusCode::OK);
+    assert_eq!(call_as(&gw, "rt", "alice").await.0, StatusCode::OK);
+    let (status, body) = call_as(&gw, "rt", "alice").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        body.contains("rate_limit_error") && body.contains("user alice"),
+        "{body}"
+    );
+    assert_eq!(call_as(&gw, "rt", "bob").await.0, StatusCode::OK);
+    // One call spends the runtime's 12 tokens (10 in, 2 out): the next is refused.
+    assert_eq!(call_as(&gw, "small", "carol").await.0, StatusCode::OK);
+    let (status, body) = call_as(&gw, "small", "dave").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body.contains("budget of 12 tokens"), "{body}");
 }

@@ -1281,6 +1281,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the span writer")?;
     // The CloudWatch Logs API reads the same database.
     let partition = control.partition();
+    let trace_store_for_gateway: Arc<dyn berth_trace::TraceStore> = trace_store.clone();
     let feed: Arc<dyn berth_trace::online::SessionFeed> = trace_store.clone();
     let logs = berth_trace::logs::Logs::new(trace_store, &partition.region, &partition.account_id);
     // Events written through PutLogEvents are kept as long as traces are.
@@ -1336,7 +1337,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The model gateway: its meter writes a gen_ai span per call into the trace store.
     let (gateway, gateway_meter) = match (&cfg.gateway, &gateway_keys) {
         (Some(gcfg), Some(gkeys)) => {
-            let meter = berth_server::gateway_api::TraceMeter::new(traces.clone(), prices.clone());
+            // Its spans are batched into the store by a writer thread of their own.
+            let sink = berth_trace::SpanSink::start(trace_store_for_gateway.clone())
+                .context("starting the gateway's span writer")?;
+            let meter = berth_server::gateway_api::TraceMeter::new(sink, prices.clone());
             let gw = berth_gateway::Gateway::start(
                 gcfg.clone(),
                 gkeys.clone(),

@@ -91,6 +91,12 @@ impl Tap {
                             return;
                         }
                     };
+                    if !mentions(&m.payload, b"usage")
+                        && !mentions(&m.payload, b"\"bytes\"")
+                        && !mentions(&m.payload, b"invocationMetrics")
+                    {
+                        continue;
+                    }
                     let Ok(v) = serde_json::from_slice::<Value>(&m.payload) else {
                         continue;
                     };
@@ -154,9 +160,19 @@ fn sse_line(line: &mut Vec<u8>, usage: &mut Usage) {
     let Some(data) = line.strip_prefix(b"data:") else {
         return;
     };
+    // Most events carry text only: parse just those that can hold what is counted.
+    if !mentions(data, b"usage")
+        && (usage.response_model.is_some() || !mentions(data, b"\"model\""))
+    {
+        return;
+    }
     if let Ok(v) = serde_json::from_slice::<Value>(data.trim_ascii()) {
         read_usage(&v, usage);
     }
+}
+
+fn mentions(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn max_into(slot: &mut Option<u64>, v: Option<u64>) {

@@ -204,8 +204,23 @@ pub struct SpanSink {
     inner: Arc<SinkInner>,
 }
 
+/// A queued span: the invoker's compact form, or one made whole elsewhere (the model gateway's).
+enum Queued {
+    Call(CallSpan),
+    Full(Box<Span>),
+}
+
+impl Queued {
+    fn into_span(self) -> Span {
+        match self {
+            Queued::Call(c) => c.into_span(),
+            Queued::Full(s) => *s,
+        }
+    }
+}
+
 struct SinkInner {
-    tx: mpsc::Sender<CallSpan>,
+    tx: mpsc::Sender<Queued>,
     dropped: AtomicU64,
 }
 
@@ -216,7 +231,7 @@ impl SpanSink {
     /// twice its p99 with them off). Pass the store itself, not a `GroupCommit` in front of it,
     /// whose writer runs on the server's runtime: the sink batches already.
     pub fn start(store: Arc<dyn TraceStore>) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<CallSpan>(QUEUE);
+        let (tx, rx) = mpsc::channel::<Queued>(QUEUE);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -233,6 +248,15 @@ impl SpanSink {
 
     /// Queues a span; a full queue drops it.
     pub fn record(&self, span: CallSpan) {
+        self.queue(Queued::Call(span));
+    }
+
+    /// Queues a whole span (the model gateway's `gen_ai` spans); a full queue drops it.
+    pub fn record_span(&self, span: Span) {
+        self.queue(Queued::Full(Box::new(span)));
+    }
+
+    fn queue(&self, span: Queued) {
         if self.inner.tx.try_send(span).is_err() {
             let n = self.inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
@@ -243,7 +267,7 @@ impl SpanSink {
 }
 
 /// The writer: batches spans into the store until every sender is gone and the queue is drained.
-async fn write(store: Arc<dyn TraceStore>, mut rx: mpsc::Receiver<CallSpan>) {
+async fn write(store: Arc<dyn TraceStore>, mut rx: mpsc::Receiver<Queued>) {
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first.into_span());

@@ -445,9 +445,7 @@ mod tests {
             event_bytes: 0,
         };
         assert_eq!(
-            Plan::from_payload(
-                br#"{"model": "m", "stream": true, "events": 5, "interval_ms": 2}"#
-            ),
+            Plan::from_payload(br#"{"model": "m", "stream": true, "events": 5, "interval_ms": 2}"#),
             Ok(stream(5))
         );
         assert_eq!(

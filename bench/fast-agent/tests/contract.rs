@@ -233,7 +233,10 @@ async fn messages_path_answers_json_and_streams_with_the_boolean_flag() {
     let agent = start().await;
     let mut c = connect(agent.addr).await;
     let resp = c
-        .send_request(post_to("/v1/messages", r#"{"model": "m", "max_tokens": 5}"#))
+        .send_request(post_to(
+            "/v1/messages",
+            r#"{"model": "m", "max_tokens": 5}"#,
+        ))
         .await
         .expect("messages");
     assert_eq!(resp.status(), StatusCode::OK);

@@ -166,8 +166,8 @@ pub fn parse_header(arg: &str) -> Result<(HeaderName, HeaderValue), String> {
     let (name, value) = arg
         .split_once(':')
         .ok_or_else(|| format!("header {arg:?}: expected NAME:VALUE"))?;
-    let name = HeaderName::try_from(name.trim())
-        .map_err(|e| format!("header {arg:?}: bad name: {e}"))?;
+    let name =
+        HeaderName::try_from(name.trim()).map_err(|e| format!("header {arg:?}: bad name: {e}"))?;
     let value = HeaderValue::try_from(value.trim_start())
         .map_err(|e| format!("header {arg:?}: bad value: {e}"))?;
     Ok((name, value))
@@ -332,7 +332,10 @@ mod tests {
     #[test]
     fn header_arguments_parse() {
         let (n, v) = parse_header("x-api-key:berth-gw.abc:def").expect("header");
-        assert_eq!((n.as_str(), v.to_str().expect("ascii")), ("x-api-key", "berth-gw.abc:def"));
+        assert_eq!(
+            (n.as_str(), v.to_str().expect("ascii")),
+            ("x-api-key", "berth-gw.abc:def")
+        );
         assert!(parse_header("no-colon").is_err());
         assert!(parse_header("bad name: v").is_err());
     }

@@ -57,9 +57,31 @@ MESSAGES = {"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "con
 def _settings(smoke: bool) -> dict:
     if smoke:
         return dict(rate=100, seconds=1.0, warmup=0.2, streams=5, events=3, interval_ms=5,
-                    stream_rate=50, stream_seconds=0.5, stream_events=3)
+                    stream_rate=50, stream_seconds=0.5, stream_events=3, slow_rate=20, slow_seconds=0.5)
     return dict(rate=1000, seconds=10.0, warmup=1.0, streams=200, events=5, interval_ms=5,
-                stream_rate=500, stream_seconds=5.0, stream_events=5)
+                stream_rate=500, stream_seconds=5.0, stream_events=5, slow_rate=50, slow_seconds=4.0)
+
+
+def _thread_ticks(pid: int) -> dict[str, int]:
+    """utime + stime per thread name of a process (clock ticks): the server's tokio workers vs
+    the SQLite worker threads that store the gateway's spans."""
+    from pathlib import Path
+
+    out: dict[str, int] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.find("(") + 1:stat.rfind(")")]
+        fields = stat[stat.rfind(")") + 2:].split()
+        name = "sqlite" if comm.startswith("sqlx-sqlite") else "other"
+        out[name] = out.get(name, 0) + int(fields[11]) + int(fields[12])
+    return out
 
 
 def _key_agent_package() -> bytes:
@@ -177,16 +199,18 @@ def b13(bench: "Bench") -> None:
     plain: dict[str, list[dict]] = {x: [] for x in PATHS}
     sse: dict[str, list[dict]] = {x: [] for x in PATHS}
     streaming: dict[str, list[dict]] = {x: [] for x in PATHS}
+    slow: dict[str, list[dict]] = {x: [] for x in PATHS}
     # CPU per request of the gateway server and of the double during (a), µs.
     cpu: dict[str, list[dict]] = {x: [] for x in PATHS}
     for r in range(p.rounds):
         for path in bench.order(r, PATHS):
-            before = (_cpu_ticks([setup.server.pid]), _cpu_ticks([setup.double.pid]))
+            before = (_cpu_ticks([setup.server.pid]), _cpu_ticks([setup.double.pid]), _thread_ticks(setup.server.pid))
             rep = rate(path, s["rate"], s["seconds"], body)
-            after = (_cpu_ticks([setup.server.pid]), _cpu_ticks([setup.double.pid]))
+            after = (_cpu_ticks([setup.server.pid]), _cpu_ticks([setup.double.pid]), _thread_ticks(setup.server.pid))
             n = rep["intended"] * (s["seconds"] + s["warmup"]) / s["seconds"]
-            cpu[path].append({"server": (after[0] - before[0]) * tick_ms * 1e3 / n,
-                              "double": (after[1] - before[1]) * tick_ms * 1e3 / n})
+            us = tick_ms * 1e3 / n
+            cpu[path].append({"server": (after[0] - before[0]) * us, "double": (after[1] - before[1]) * us,
+                              "sqlite": (after[2].get("sqlite", 0) - before[2].get("sqlite", 0)) * us})
             plain[path].append(rep)
         for path in bench.order(r, PATHS):
             rep = tools.run_bench(["sse", "--url", setup.urls[path], *setup.header_args(), "--model", MODEL,
@@ -198,6 +222,14 @@ def b13(bench: "Bench") -> None:
             sse[path].append(rep)
         for path in bench.order(r + 1, PATHS):
             streaming[path].append(rate(path, s["stream_rate"], s["stream_seconds"], stream_body))
+        for path in bench.order(r + 1, PATHS):
+            # One request at a time on an otherwise idle server: what the hops cost without load.
+            slow[path].append(tools.run_bench(
+                ["rate", "--url", setup.urls[path], *setup.header_args(), "--body", body, "--rate", str(s["slow_rate"]),
+                 "--duration", str(s["slow_seconds"]), "--warmup", str(s["warmup"]), "--connections", "1",
+                 "--threads", "1", "--timeout", "5"], timeout=s["slow_seconds"] + 120))
+            if slow[path][-1]["errors"]:
+                raise BrokenPath(f"B13 {path} one at a time: {slow[path][-1]['error_samples'][:2]}")
     # The key must still be live at the end: the sandbox that got it still answers.
     if setup.invoke_key_agent().get("key") != setup.key:
         raise BrokenPath("B13: the key agent's session changed its key during the run")
@@ -211,6 +243,7 @@ def b13(bench: "Bench") -> None:
     ttfb = med(sse, "ttfb")
     added_ttfb = {q: ttfb["gateway"][q] - ttfb["direct"][q] for q in ("p50", "p99")}
     st = med(streaming, "ttfb")
+    one = med(slow, "latency")
     added_st = {q: st["gateway"][q] - st["direct"][q] for q in ("p50", "p99")}
     merged = {x: sum(rep["merged"] for rep in sse[x]) for x in PATHS}
     events = {x: sum(rep["events"] for rep in sse[x]) for x in PATHS}
@@ -241,7 +274,7 @@ def b13(bench: "Bench") -> None:
 
     head = ["| path | p50 | p99 | p99.9 | max | added p50 | added p99 | rounds (p50 / p99) |",
             "|---|---|---|---|---|---|---|---|"]
-    cpu_med = {x: {k: median([c[k] for c in cpu[x]]) for k in ("server", "double")} for x in PATHS}
+    cpu_med = {x: {k: median([c[k] for c in cpu[x]]) for k in ("server", "double", "sqlite")} for x in PATHS}
     lag = {x: median([ms(rep["dispatch_lag"]["p99"]) for rep in plain[x]]) for x in PATHS}
     lines = [
         "## B13: the model gateway",
@@ -261,7 +294,9 @@ def b13(bench: "Bench") -> None:
         *rows(lat, plain, "latency"),
         "",
         f"CPU per request during these runs (utime + stime, µs): berth server {fmt(cpu_med['gateway']['server'], 0)} on"
-        f" the gateway path ({fmt(cpu_med['direct']['server'], 0)} while idle on the direct path), the double"
+        f" the gateway path ({fmt(cpu_med['direct']['server'], 0)} on the direct path, where it idles), of which"
+        f" {fmt(cpu_med['gateway']['sqlite'], 0)} in its SQLite worker threads (storing the `gen_ai` span of each call);"
+        f" the double"
         f" {fmt(cpu_med['direct']['double'], 0)} direct / {fmt(cpu_med['gateway']['double'], 0)} behind the gateway."
         f" Generator scheduling lag p99 {fmt(lag['direct'])} / {fmt(lag['gateway'])} ms (direct / gateway), inside the"
         " measured time.",
@@ -282,6 +317,12 @@ def b13(bench: "Bench") -> None:
         "",
         *head,
         *rows(st, streaming, "ttfb"),
+        "",
+        f"**One request at a time** (non-streaming, {s['slow_rate']} requests/s on one connection, {s['slow_seconds']:g} s:"
+        " each request finds the server idle, so every hop pays for waking its threads):",
+        "",
+        *head,
+        *rows(one, slow, "latency"),
         "",
         "For scale (their own machines and setups, not measured here): TensorZero reports 0.94 ms added p99 at 10k QPS,"
         " LiteLLM 5.9 ms at 100 QPS.",

@@ -48,6 +48,7 @@ import b8_edge  # noqa: E402
 import b10_traces  # noqa: E402
 import b1e_online  # noqa: E402
 import b12_images  # noqa: E402
+import b13_gateway  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -1254,6 +1255,9 @@ class Bench:
         if fig == "B10":
             self.results.profiles[fig] = b10_traces.profile(self)
             return
+        if fig.startswith("B13"):
+            self.results.profiles[fig] = b13_gateway.profile(self, fig)
+            return
         if fig == "B8":
             # The attack's load is its own (two thousand sockets, refused uploads) and the
             # server's figure is memory as much as time: a CPU profile of B1's load says nothing.
@@ -1391,6 +1395,8 @@ class Bench:
                 self.b11()
             if self.wants("B12"):
                 b12_images.b12(self)
+            if self.wants("B13"):
+                b13_gateway.b13(self)
             if self.wants("B3"):
                 self.b3_report(self.finish_silence())
             if not self.plan.smoke:

@@ -8,6 +8,11 @@
 //!   JSON document of exactly [`DEFAULT_RESPONSE_BYTES`] bytes; with `"stream": N` it answers a
 //!   `text/event-stream` of `N` events `interval_ms` apart, optionally with one silent gap of
 //!   `gap_ms` after the first event (the benchmark's long-silence case).
+//! - `POST /v1/messages` is the same handler under the path of Anthropic's Messages API, so the
+//!   agent also stands in for a model upstream behind Berth's model gateway (B13). The gateway
+//!   wants Anthropic's streaming flag, a boolean: `"stream": true` streams `events` events
+//!   (default [`DEFAULT_STREAM_EVENTS`]); the integer form keeps working on both paths. The
+//!   events are the agent's own, not Anthropic's event types: the gateway passes them through.
 //!
 //! Every JSON answer carries `uptime_ms`, the agent process's age when it answered: the harness
 //! uses it to tell a request served by a pre-started (warm pool) sandbox from a cold start.
@@ -41,6 +46,8 @@ pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 pub const MAX_REQUEST_BYTES: usize = 16 << 20;
 /// Most events one stream may ask for.
 pub const MAX_EVENTS: u64 = 1_000_000;
+/// Events of a stream asked for with `"stream": true` and no `events` field.
+pub const DEFAULT_STREAM_EVENTS: u64 = 3;
 /// Longest pause (between events, or the silent gap) a payload may ask for: two hours.
 pub const MAX_PAUSE_MS: u64 = 2 * 3600 * 1000;
 
@@ -84,9 +91,10 @@ impl std::error::Error for BadPayload {}
 impl Plan {
     /// Reads the plan from a payload. Fields, all optional:
     /// `response_bytes` (JSON answer size, default 1024), `stream` (event count; present and
-    /// non-zero means SSE), `interval_ms` (default 0), `gap_ms` (silent pause after the first
-    /// event, default 0), `event_bytes` (pad each event's JSON to this size, default 0).
-    /// An empty body is the empty object.
+    /// non-zero means SSE; or `true`, Anthropic's flag, with the count in `events`, default
+    /// [`DEFAULT_STREAM_EVENTS`]), `interval_ms` (default 0), `gap_ms` (silent pause after the
+    /// first event, default 0), `event_bytes` (pad each event's JSON to this size, default 0).
+    /// An empty body is the empty object; other fields (`model`, `messages`, ...) are ignored.
     pub fn from_payload(body: &[u8]) -> Result<Self, BadPayload> {
         let payload: Value = if body.iter().all(u8::is_ascii_whitespace) {
             Value::Object(Map::new())
@@ -97,7 +105,18 @@ impl Plan {
         let Value::Object(fields) = payload else {
             return Err(BadPayload("payload must be a json object".into()));
         };
-        let events = number(&fields, "stream", MAX_EVENTS)?.unwrap_or(0);
+        let events = match fields.get("stream") {
+            Some(Value::Bool(true)) => match number(&fields, "events", MAX_EVENTS)? {
+                None => DEFAULT_STREAM_EVENTS,
+                Some(0) => {
+                    return Err(BadPayload(
+                        "events must be at least 1 when stream is true".into(),
+                    ));
+                }
+                Some(n) => n,
+            },
+            _ => number(&fields, "stream", MAX_EVENTS)?.unwrap_or(0),
+        };
         if events == 0 {
             let bytes = number(&fields, "response_bytes", MAX_RESPONSE_BYTES as u64)?
                 .map_or(DEFAULT_RESPONSE_BYTES, |b| b as usize);
@@ -252,8 +271,8 @@ fn is_transient(e: &std::io::Error) -> bool {
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let response = match (req.method(), req.uri().path()) {
         (&Method::GET, "/ping") => ping(&state),
-        (&Method::POST, "/invocations") => invoke(&state, req).await,
-        (_, "/ping" | "/invocations") => {
+        (&Method::POST, "/invocations" | "/v1/messages") => invoke(&state, req).await,
+        (_, "/ping" | "/invocations" | "/v1/messages") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),
@@ -415,6 +434,35 @@ mod tests {
             Plan::from_payload(br#"{"stream": false}"#),
             Ok(Plan::Json { bytes: 1024 })
         );
+    }
+
+    #[test]
+    fn anthropic_stream_flag_takes_its_count_from_events() {
+        let stream = |events| Plan::Stream {
+            events,
+            interval: Duration::from_millis(2),
+            gap: Duration::ZERO,
+            event_bytes: 0,
+        };
+        assert_eq!(
+            Plan::from_payload(br#"{"model": "m", "stream": true, "events": 5, "interval_ms": 2}"#),
+            Ok(stream(5))
+        );
+        assert_eq!(
+            Plan::from_payload(br#"{"model": "m", "stream": true, "interval_ms": 2}"#),
+            Ok(stream(DEFAULT_STREAM_EVENTS))
+        );
+        // The integer form ignores `events`.
+        assert_eq!(
+            Plan::from_payload(br#"{"stream": 7, "events": 5, "interval_ms": 2}"#),
+            Ok(stream(7))
+        );
+        assert_eq!(
+            Plan::from_payload(br#"{"model": "m", "stream": false, "events": 5}"#),
+            Ok(Plan::Json { bytes: 1024 })
+        );
+        assert!(Plan::from_payload(br#"{"stream": true, "events": 0}"#).is_err());
+        assert!(Plan::from_payload(br#"{"stream": true, "events": "5"}"#).is_err());
     }
 
     #[test]

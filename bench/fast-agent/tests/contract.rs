@@ -217,3 +217,66 @@ async fn busy_while_a_stream_is_open_then_healthy_again() {
         status = ping(&mut pinger).await["status"].clone();
     }
 }
+
+fn post_to(path: &str, body: &str) -> Request<Full<Bytes>> {
+    Request::post(path)
+        .header("host", "agent")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request")
+}
+
+/// `/v1/messages` stands in for a model upstream behind Berth's gateway (B13): the same answers,
+/// and Anthropic's boolean streaming flag with the count in `events`.
+#[tokio::test]
+async fn messages_path_answers_json_and_streams_with_the_boolean_flag() {
+    let agent = start().await;
+    let mut c = connect(agent.addr).await;
+    let resp = c
+        .send_request(post_to(
+            "/v1/messages",
+            r#"{"model": "m", "max_tokens": 5}"#,
+        ))
+        .await
+        .expect("messages");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(body.len(), 1024);
+
+    for (payload, expected) in [
+        (r#"{"model": "m", "stream": true, "events": 4}"#, 4),
+        (r#"{"model": "m", "stream": true}"#, 3),
+        (r#"{"stream": 2}"#, 2),
+    ] {
+        let resp = c
+            .send_request(post_to("/v1/messages", payload))
+            .await
+            .expect("stream");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        let mut body = resp.into_body();
+        let mut frames = 0;
+        while let Some(frame) = body.frame().await {
+            let data = frame.expect("frame").into_data().expect("data frame");
+            assert!(data.starts_with(b"data: ") && data.ends_with(b"\n\n"));
+            frames += 1;
+        }
+        assert_eq!(frames, expected, "{payload}");
+    }
+
+    let resp = c
+        .send_request(post_to("/v1/messages", r#"{"stream": true, "events": 0}"#))
+        .await
+        .expect("bad");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert!(v["error"].as_str().expect("error").contains("events"));
+    let get = Request::get("/v1/messages")
+        .header("host", "agent")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = c.send_request(get).await.expect("get");
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+}

@@ -90,6 +90,8 @@ pub struct Template {
     pub credentials: Option<Credentials>,
     /// `Accept` header value.
     pub accept: &'static str,
+    /// Extra headers sent on every request (`--header`), before signing.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// One request ready to send, with how long signing it took.
@@ -134,6 +136,9 @@ impl Template {
             .header(http::header::ACCEPT, self.accept)
             .body(body)
             .context("building a request")?;
+        for (name, value) in &self.headers {
+            request.headers_mut().append(name.clone(), value.clone());
+        }
         if let Some(id) = &session_id {
             request.headers_mut().insert(
                 HeaderName::from_static(SESSION_HEADER),
@@ -154,6 +159,18 @@ impl Template {
             sign_time,
         })
     }
+}
+
+/// A `NAME:VALUE` header argument (spaces after the colon are dropped, as HTTP does).
+pub fn parse_header(arg: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = arg
+        .split_once(':')
+        .ok_or_else(|| format!("header {arg:?}: expected NAME:VALUE"))?;
+    let name =
+        HeaderName::try_from(name.trim()).map_err(|e| format!("header {arg:?}: bad name: {e}"))?;
+    let value = HeaderValue::try_from(value.trim_start())
+        .map_err(|e| format!("header {arg:?}: bad value: {e}"))?;
+    Ok((name, value))
 }
 
 /// Credentials from `BERTH_ACCESS_KEY_ID` / `BERTH_SECRET_ACCESS_KEY` (the server's root keys,
@@ -313,6 +330,17 @@ mod tests {
     }
 
     #[test]
+    fn header_arguments_parse() {
+        let (n, v) = parse_header("x-api-key:berth-gw.abc:def").expect("header");
+        assert_eq!(
+            (n.as_str(), v.to_str().expect("ascii")),
+            ("x-api-key", "berth-gw.abc:def")
+        );
+        assert!(parse_header("no-colon").is_err());
+        assert!(parse_header("bad name: v").is_err());
+    }
+
+    #[test]
     fn session_ids_are_long_enough_for_agentcore() {
         assert!(new_session_id().len() >= 33);
     }
@@ -329,6 +357,7 @@ mod tests {
                 secret_access_key: "secretsecretsecretsecretsecretsecretsecr".into(),
             }),
             accept: "application/json",
+            headers: vec![parse_header("X-Api-Key: k-1").expect("header")],
         };
         let built = template.build().expect("build");
         let h = built.request.headers();
@@ -339,6 +368,7 @@ mod tests {
                 .starts_with("AWS4-HMAC-SHA256 ")
         );
         assert!(h.contains_key("x-amz-date"));
+        assert_eq!(h["x-api-key"], "k-1");
         assert_eq!(
             h[SESSION_HEADER].to_str().expect("ascii"),
             built.session_id.as_deref().expect("id")

@@ -2,7 +2,7 @@
 //! JSON report on stdout; latencies are in microseconds.
 //!
 //! - `rate`: open-loop load at a fixed rate (B1, B2, B5).
-//! - `sse`: SSE time to first byte and event merging (B3).
+//! - `sse`: SSE time to first byte and event merging (B3; B13 through the model gateway).
 //! - `cold`: new session to first byte through Berth (B4, B5).
 //! - `memory`: CreateEvent throughput, the raw store's durable write rate, retrieval (B6).
 //! - `spawn`: the bare baseline for B4: start an agent process and time it to its first byte.
@@ -108,6 +108,10 @@ enum Command {
         /// Report each event's arrival time.
         #[arg(long)]
         trace: bool,
+        /// Ask in the shape of Anthropic's Messages API (a model upstream behind Berth's
+        /// gateway): `"model": M, "stream": true, "events": N` instead of `"stream": N`.
+        #[arg(long)]
+        model: Option<String>,
     },
     /// New session to first byte, one at a time.
     Cold {
@@ -288,6 +292,10 @@ struct RequestArgs {
     /// Body: a JSON document of exactly this many bytes.
     #[arg(long)]
     body_bytes: Option<usize>,
+    /// A header sent on every request, `NAME:VALUE` (repeatable), e.g. a model gateway's
+    /// `x-api-key`.
+    #[arg(long = "header", value_name = "NAME:VALUE", value_parser = client::parse_header)]
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl RequestArgs {
@@ -312,6 +320,7 @@ impl RequestArgs {
                 None
             },
             accept: "application/json",
+            headers: self.headers.clone(),
         })
     }
 }
@@ -384,6 +393,7 @@ async fn run(command: Command, threads: usize) -> anyhow::Result<String> {
             event_bytes,
             timeout,
             trace,
+            model,
         } => {
             let cfg = sse::SseConfig {
                 count,
@@ -393,6 +403,7 @@ async fn run(command: Command, threads: usize) -> anyhow::Result<String> {
                 event_bytes,
                 timeout: seconds(timeout, "timeout")?,
                 trace,
+                model,
             };
             serde_json::to_string_pretty(&sse::run(request.template()?, cfg).await?)?
         }

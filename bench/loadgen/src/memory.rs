@@ -187,6 +187,7 @@ fn template(base: &str, path: &str) -> anyhow::Result<Template> {
         session: Session::None,
         credentials: Some(client::credentials_from_env()?),
         accept: "application/json",
+        headers: Vec::new(),
     })
 }
 

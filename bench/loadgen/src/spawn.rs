@@ -112,6 +112,7 @@ async fn one_start(cfg: &SpawnConfig) -> anyhow::Result<(Duration, Duration)> {
         session: Session::None,
         credentials: None,
         accept: "application/json",
+        headers: Vec::new(),
     };
     let started = Instant::now();
     let child = Command::new(&cfg.command[0])

@@ -35,6 +35,10 @@ pub struct SseConfig {
     pub timeout: Duration,
     /// Report every event's arrival time.
     pub trace: bool,
+    /// Ask in Anthropic's Messages shape for this model (`"stream": true` and the count in
+    /// `events`), as a model upstream behind Berth's gateway is asked; `None`: the agent's
+    /// `"stream": N`.
+    pub model: Option<String>,
 }
 
 /// Result of an SSE probe; latencies in microseconds.
@@ -68,15 +72,7 @@ pub struct SseReport {
 pub async fn run(template: Template, cfg: SseConfig) -> anyhow::Result<SseReport> {
     let mut report = SseReport::default();
     let mut ttfb = Latency::new();
-    let body = Bytes::from(
-        json!({
-            "stream": cfg.events,
-            "interval_ms": cfg.interval.as_millis() as u64,
-            "gap_ms": cfg.gap.as_millis() as u64,
-            "event_bytes": cfg.event_bytes,
-        })
-        .to_string(),
-    );
+    let body = Bytes::from(stream_body(&cfg).to_string());
     let template = Template {
         body,
         accept: "text/event-stream",
@@ -127,6 +123,22 @@ pub async fn run(template: Template, cfg: SseConfig) -> anyhow::Result<SseReport
     }
     report.ttfb = ttfb.summary();
     Ok(report)
+}
+
+/// The request body asking the fast agent for a stream.
+fn stream_body(cfg: &SseConfig) -> serde_json::Value {
+    let mut body = json!({
+        "stream": cfg.events,
+        "interval_ms": cfg.interval.as_millis() as u64,
+        "gap_ms": cfg.gap.as_millis() as u64,
+        "event_bytes": cfg.event_bytes,
+    });
+    if let Some(model) = &cfg.model {
+        body["model"] = model.as_str().into();
+        body["stream"] = true.into();
+        body["events"] = cfg.events.into();
+    }
+    body
 }
 
 struct Observed {
@@ -212,7 +224,31 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::find;
+    use super::{SseConfig, find, stream_body};
+    use std::time::Duration;
+
+    #[test]
+    fn stream_body_in_either_shape() {
+        let mut cfg = SseConfig {
+            count: 1,
+            events: 5,
+            interval: Duration::from_millis(2),
+            gap: Duration::ZERO,
+            event_bytes: 64,
+            timeout: Duration::from_secs(1),
+            trace: false,
+            model: None,
+        };
+        let agent = stream_body(&cfg);
+        assert_eq!(agent["stream"], 5);
+        assert!(agent.get("model").is_none() && agent.get("events").is_none());
+        cfg.model = Some("bench-model".into());
+        let messages = stream_body(&cfg);
+        assert_eq!(messages["model"], "bench-model");
+        assert_eq!(messages["stream"], true);
+        assert_eq!(messages["events"], 5);
+        assert_eq!(messages["interval_ms"], 2);
+    }
 
     #[test]
     fn find_locates_event_ends() {

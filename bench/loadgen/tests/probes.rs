@@ -265,3 +265,53 @@ async fn a_connection_closed_between_requests_is_not_an_error() {
     assert_eq!(r["errors"], 0, "{r}");
     assert_eq!(r["ok"], 10);
 }
+
+/// B13's requests: the Messages API's path and shape (`--model`), with the gateway's key as an
+/// extra header (`--header`); the fast agent answers both as a model upstream would be asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_shaped_streams_and_extra_headers() {
+    let (url, _stop) = agent().await;
+    let url = url.replace("/invocations", "/v1/messages");
+    let r = bench(args(&[
+        "sse",
+        "--url",
+        &url,
+        "--header",
+        "x-api-key: berth-gw.test",
+        "--model",
+        "bench-model",
+        "--count",
+        "2",
+        "--events",
+        "5",
+        "--interval-ms",
+        "1",
+    ]))
+    .await;
+    assert_eq!(r["complete"], 2, "{r}");
+    assert_eq!(r["events"], 10);
+    let r = bench(args(&[
+        "rate",
+        "--url",
+        &url,
+        "--header",
+        "x-api-key:berth-gw.test",
+        "--header",
+        "anthropic-version:2023-06-01",
+        "--body",
+        r#"{"model":"bench-model","stream":true,"events":3}"#,
+        "--rate",
+        "50",
+        "--duration",
+        "0.2",
+        "--warmup",
+        "0",
+        "--connections",
+        "2",
+        "--threads",
+        "1",
+    ]))
+    .await;
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["ok"], r["intended"]);
+}

@@ -176,6 +176,10 @@ const HOP: [&str; 4] = ["connection", "keep-alive", "transfer-encoding", "upgrad
 /// The longest a `Retry-After` may rest a credential.
 const MAX_REST: Duration = Duration::from_secs(600);
 
+/// The shortest rest after a refusal, so a provider answering `Retry-After: 0` (or a cooldown
+/// configured as 0) is not retried in a tight loop until the queue timeout.
+const MIN_REST: Duration = Duration::from_millis(250);
+
 impl Gateway {
     /// A gateway over `cfg`'s upstreams, its pools filled from `secrets` (and refilled whenever
     /// a secret changes, until the process ends), accepting the sandbox keys `keys` issues.
@@ -426,7 +430,7 @@ impl Gateway {
             }
             if let Some(rest) = rest {
                 debug!(upstream = %lease.upstream.cfg.name, credential = %lease.name, %status, ?rest, "gateway credential cools down");
-                lease.cool(rest.min(MAX_REST));
+                lease.cool(rest.clamp(MIN_REST, MAX_REST));
             }
             if status.as_u16() != 429 && status.as_u16() != 529 {
                 avoid.push((lease.upstream.cfg.name.clone(), lease.name.clone()));

@@ -23,6 +23,7 @@ from berth_harness import (
     new_session_id,
     poll,
     raw_request,
+    run_cli,
 )
 from model_double import INPUT_TOKENS, OUTPUT_TOKENS, ModelDouble
 
@@ -231,6 +232,10 @@ def test_the_gateway_status_names_credentials_never_values(server):
     ups = {u["name"]: u for u in resp.json()["upstreams"]}
     assert [c["name"] for c in ups["anthropic"]["credentials"]] == ["anthropic/key-1"]
     assert ANTHROPIC_KEY not in resp.body.decode()
+    out = run_cli(server, "gateway")
+    assert out.returncode == 0, out.stderr
+    assert "anthropic/key-1" in out.stdout and "healthy" in out.stdout
+    assert ANTHROPIC_KEY not in out.stdout and OPENAI_KEY not in out.stdout
 
 
 def test_memory_extraction_calls_its_model_through_the_gateway(server, double):

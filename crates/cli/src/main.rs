@@ -155,6 +155,11 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// The model gateway: upstreams and their pooled credentials' health (by name).
+    Gateway {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Versions of an endpoint compared on their evaluation scores (mean, CI, Welch's p).
     Experiment {
         #[command(subcommand)]
@@ -282,6 +287,7 @@ fn main() -> ExitCode {
             Command::Logs { logs, client } => agents::logs(logs, client).await,
             Command::Traces { cmd, client } => traces::traces(cmd, client).await,
             Command::Usage { usage, client } => usage::usage(usage, client).await,
+            Command::Gateway { client } => usage::gateway(client).await,
             Command::Experiment { cmd, client } => experiment::experiment(cmd, client).await,
             Command::Scores { cmd, client } => experiment::scores(cmd, client).await,
             Command::Eval { eval, client } => eval::eval(eval, client).await,

@@ -111,3 +111,49 @@ pub async fn usage(a: UsageArgs, args: ClientArgs) -> anyhow::Result<()> {
     outln!("{t}");
     Ok(())
 }
+
+/// `berth gateway`: the model gateway's upstreams and their credentials' health (by secret name;
+/// values never leave the server).
+pub async fn gateway(args: ClientArgs) -> anyhow::Result<()> {
+    let c = Client::new(&args)?;
+    let v = c.call("GET", "/berth/v1/gateway", None).await?;
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&v["upstreams"])?);
+        return Ok(());
+    }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    t.set_header([
+        "UPSTREAM",
+        "API",
+        "CREDENTIAL",
+        "VERSION",
+        "STATE",
+        "COOLING S",
+        "IN FLIGHT",
+    ]);
+    let text = |x: &serde_json::Value| x.as_str().unwrap_or("").to_owned();
+    for u in v["upstreams"].as_array().into_iter().flatten() {
+        let creds = u["credentials"].as_array().cloned().unwrap_or_default();
+        if creds.is_empty() {
+            t.add_row([text(&u["name"]), text(&u["protocol"]), "(none)".into()]);
+        }
+        for cr in creds {
+            let cooling = cr["coolingMs"]
+                .as_u64()
+                .map(|ms| format!("{:.1}", ms as f64 / 1000.0))
+                .unwrap_or_default();
+            t.add_row([
+                text(&u["name"]),
+                text(&u["protocol"]),
+                text(&cr["name"]),
+                cr["version"].to_string(),
+                text(&cr["state"]),
+                cooling,
+                cr["inFlight"].to_string(),
+            ]);
+        }
+    }
+    outln!("{t}");
+    Ok(())
+}

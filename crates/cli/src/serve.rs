@@ -1058,9 +1058,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     if let Some(kind) = via_gateway.memory {
         cfg.memory.model_url = Some(gateway_url(addr, kind));
-        memory_opts =
-            berth_memory::Options::configure(cfg.partition.clone(), &cfg.data_dir, &cfg.memory)
-                .map_err(memory_config_error)?;
+        memory_opts
+            .set_model(&cfg.memory)
+            .map_err(memory_config_error)?;
     }
     if let Some(kind) = via_gateway.judge {
         cfg.judge.base_url = Some(gateway_url(addr, kind));

@@ -176,28 +176,12 @@ async fn traffic(gw: &Gateway, n: usize) {
                 let body = format!(
                     r#"{{"model":"claude-x","max_tokens":5,"stream":{stream},"messages":[]}}"#
                 );
-                let resp = gw
-                    .forward(berth_gateway::Request {
-                        protocol: Protocol::Anthropic,
-                        method: http::Method::POST,
-                        path: "/v1/messages".into(),
-                        query: None,
-                        headers: HeaderMap::new(),
-                        body: Bytes::from(body),
-                        caller: Caller {
-                            runtime_id: "rt".into(),
-                            version: 1,
-                            ..Caller::default()
-                        },
-                    })
-                    .await;
-                let status = resp.status();
-                let mut body = resp.into_body();
-                let mut all = Vec::new();
-                while let Some(chunk) = body.next().await {
-                    all.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
-                }
-                let text = String::from_utf8_lossy(&all).into_owned();
+                let caller = Caller {
+                    runtime_id: "rt".into(),
+                    version: 1,
+                    ..Caller::default()
+                };
+                let (status, text) = send(&gw, body, caller).await?;
                 let complete = if stream {
                     text.contains("message_stop")
                 } else {
@@ -373,8 +357,8 @@ async fn when_every_credential_is_limited_requests_wait_then_succeed() {
     );
 }
 
-/// One non-streaming call by `actor` of runtime `rt`; its status and body.
-async fn call_as(gw: &Gateway, rt: &str, actor: &str) -> (StatusCode, String) {
+/// One Messages call through the gateway, its body read to the end: its status and body.
+async fn send(gw: &Gateway, body: String, caller: Caller) -> Result<(StatusCode, String), String> {
     let resp = gw
         .forward(berth_gateway::Request {
             protocol: Protocol::Anthropic,
@@ -382,22 +366,29 @@ async fn call_as(gw: &Gateway, rt: &str, actor: &str) -> (StatusCode, String) {
             path: "/v1/messages".into(),
             query: None,
             headers: HeaderMap::new(),
-            body: Bytes::from_static(br#"{"model":"claude-x","max_tokens":5,"messages":[]}"#),
-            caller: Caller {
-                runtime_id: rt.into(),
-                version: 1,
-                actor: Some(actor.into()),
-                ..Caller::default()
-            },
+            body: Bytes::from(body),
+            caller,
         })
         .await;
     let status = resp.status();
     let mut body = resp.into_body();
     let mut all = Vec::new();
     while let Some(chunk) = body.next().await {
-        all.extend_from_slice(&chunk.unwrap());
+        all.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
     }
-    (status, String::from_utf8_lossy(&all).into_owned())
+    Ok((status, String::from_utf8_lossy(&all).into_owned()))
+}
+
+/// One non-streaming call by `actor` of runtime `rt`; its status and body.
+async fn call_as(gw: &Gateway, rt: &str, actor: &str) -> (StatusCode, String) {
+    let caller = Caller {
+        runtime_id: rt.into(),
+        version: 1,
+        actor: Some(actor.into()),
+        ..Caller::default()
+    };
+    let body = r#"{"model":"claude-x","max_tokens":5,"messages":[]}"#.to_owned();
+    send(gw, body, caller).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

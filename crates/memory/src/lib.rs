@@ -226,11 +226,19 @@ impl Options {
                 }
             }
         }
-        o.provider = ModelProvider::from_settings(settings, &o.partition.region)?;
+        o.set_model(settings)?;
         if let Some(ms) = settings.extraction_delay_ms {
             o.extraction_delay = Duration::from_millis(ms);
         }
         Ok(o)
+    }
+
+    /// Sets the extraction model from `settings` alone (`model_*`), leaving the embedder as it is:
+    /// `serve` points the model at its own gateway once its listener is bound, without loading
+    /// the embedding model again.
+    pub fn set_model(&mut self, settings: &Settings) -> Result<(), ConfigError> {
+        self.provider = ModelProvider::from_settings(settings, &self.partition.region)?;
+        Ok(())
     }
 }
 

@@ -137,6 +137,8 @@ conformance!(sqlite, Sqlite);
 conformance!(@tests postgres, Postgres, [
     tags_put_and_remove,
     idempotency_tokens_are_taken_once,
+    evaluators_insert_put_list_and_delete,
+    online_configs_insert_put_list_and_delete,
 ]);
 
 // ---------------------------------------------------------------------------------------------

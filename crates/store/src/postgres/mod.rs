@@ -56,6 +56,22 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// The pool reads go through (the one pool: the shared SQL of [`crate::sql`] asks for it).
+    pub(crate) fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The pool single-statement writes go through.
+    pub(crate) fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Starts a write transaction (`READ COMMITTED`; what must not interleave locks or writes
+    /// conditionally).
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, Error> {
+        Ok(self.pool.begin().await?)
+    }
 }
 
 /// What a part of the backend not written yet answers.

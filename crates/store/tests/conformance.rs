@@ -139,6 +139,10 @@ conformance!(@tests postgres, Postgres, [
     idempotency_tokens_are_taken_once,
     evaluators_insert_put_list_and_delete,
     online_configs_insert_put_list_and_delete,
+    identities_insert_update_page_and_delete,
+    identity_token_cache_expires_and_clears,
+    secrets_put_bumps_versions_lists_by_prefix_and_delete,
+    secrets_from_two_nodes_share_one_version_sequence,
 ]);
 
 // ---------------------------------------------------------------------------------------------

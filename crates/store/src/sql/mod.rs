@@ -14,6 +14,8 @@
 //! resolve those names at the call site.
 
 pub(crate) mod eval;
+pub(crate) mod identity;
+pub(crate) mod secrets;
 
 use crate::Error;
 

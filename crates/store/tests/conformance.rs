@@ -143,6 +143,9 @@ conformance!(@tests postgres, Postgres, [
     identity_token_cache_expires_and_clears,
     secrets_put_bumps_versions_lists_by_prefix_and_delete,
     secrets_from_two_nodes_share_one_version_sequence,
+    datasets_examples_and_versions,
+    dataset_example_changes_are_all_or_nothing,
+    batch_evaluations_insert_update_and_recover,
 ]);
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 //! resolve those names at the call site.
 
 pub(crate) mod eval;
+pub(crate) mod eval_data;
 pub(crate) mod identity;
 pub(crate) mod secrets;
 

@@ -76,7 +76,11 @@ macro_rules! eval_store {
             upsert: bool,
             e: &crate::eval::EvaluatorRow,
         ) -> Result<(), sqlx::Error> {
-            let tail = if upsert { crate::sql::eval::EVALUATOR_UPSERT } else { "" };
+            let tail = if upsert {
+                crate::sql::eval::EVALUATOR_UPSERT
+            } else {
+                ""
+            };
             sqlx::query(&format!(
                 "INSERT INTO evaluators (id, name, level, status, spec, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7){tail}"
@@ -98,7 +102,11 @@ macro_rules! eval_store {
             upsert: bool,
             c: &crate::eval::OnlineConfigRow,
         ) -> Result<(), sqlx::Error> {
-            let tail = if upsert { crate::sql::eval::ONLINE_CONFIG_UPSERT } else { "" };
+            let tail = if upsert {
+                crate::sql::eval::ONLINE_CONFIG_UPSERT
+            } else {
+                ""
+            };
             sqlx::query(&format!(
                 "INSERT INTO online_evaluation_configs (id, name, status, execution_status, \
                  failure_reason, spec, created_at, updated_at) \

@@ -13,10 +13,13 @@
 //! backend module defines next to the invocation (each macro's docs name them): macro bodies
 //! resolve those names at the call site.
 
+pub(crate) mod authz;
+pub(crate) mod control;
 pub(crate) mod eval;
 pub(crate) mod eval_data;
 pub(crate) mod identity;
 pub(crate) mod secrets;
+pub(crate) mod traffic;
 
 use crate::Error;
 

@@ -4,8 +4,8 @@
 macro_rules! secrets_sql {
     ($store:ty, $db:ty) => {
         mod sql {
-            use crate::secrets::*;
             use crate::Error;
+            use crate::secrets::*;
             use async_trait::async_trait;
             use berth_types::EpochMillis;
             use sqlx::Row;

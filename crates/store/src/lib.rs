@@ -9,6 +9,7 @@ pub mod eval;
 pub mod eval_data;
 pub mod identity;
 pub mod memory;
+pub mod nodes;
 pub mod secrets;
 mod sqlite;
 pub use sqlite::open_pools;
@@ -376,6 +377,8 @@ pub struct Stores {
     pub identity: Arc<dyn identity::IdentityStore>,
     /// Secrets (`berth secrets`), sealed by the token vault.
     pub secrets: Arc<dyn secrets::SecretStore>,
+    /// The nodes of the installation, session owners and background jobs' leases.
+    pub nodes: Arc<dyn nodes::NodeStore>,
 }
 
 /// Opens the database a URL names once, for every store, and runs its migrations.
@@ -389,7 +392,8 @@ pub async fn open_all(url: &str) -> Result<Stores, Error> {
                 eval: s.clone(),
                 eval_data: s.clone(),
                 identity: s.clone(),
-                secrets: s,
+                secrets: s.clone(),
+                nodes: s,
             })
         }
     }

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod eval_data;
 pub mod identity;
 pub mod memory;
+pub mod nodes;
 mod postgres;
 pub mod secrets;
 mod sql;
@@ -379,6 +380,8 @@ pub struct Stores {
     pub identity: Arc<dyn identity::IdentityStore>,
     /// Secrets (`berth secrets`), sealed by the token vault.
     pub secrets: Arc<dyn secrets::SecretStore>,
+    /// The nodes of the installation, session owners and background jobs' leases.
+    pub nodes: Arc<dyn nodes::NodeStore>,
 }
 
 /// Opens the database a URL names once, for every store, and runs its migrations.
@@ -392,7 +395,8 @@ pub async fn open_all(url: &str) -> Result<Stores, Error> {
                 eval: s.clone(),
                 eval_data: s.clone(),
                 identity: s.clone(),
-                secrets: s,
+                secrets: s.clone(),
+                nodes: s,
             })
         }
         StoreUrl::Postgres { url } => {
@@ -403,7 +407,8 @@ pub async fn open_all(url: &str) -> Result<Stores, Error> {
                 eval: s.clone(),
                 eval_data: s.clone(),
                 identity: s.clone(),
-                secrets: s,
+                secrets: s.clone(),
+                nodes: s,
             })
         }
     }

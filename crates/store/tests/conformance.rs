@@ -116,6 +116,10 @@ macro_rules! conformance {
             identity_token_cache_expires_and_clears,
             secrets_put_bumps_versions_lists_by_prefix_and_delete,
             secrets_from_two_nodes_share_one_version_sequence,
+            nodes_register_renew_drain_and_leave,
+            a_session_has_one_live_owner,
+            sessions_claimed_at_once_get_one_owner,
+            a_lease_has_one_holder_until_it_lapses,
         ]);
     };
     (@tests $backend:ident, $harness:ident, [$($test:ident),* $(,)?]) => {
@@ -159,6 +163,10 @@ conformance!(@tests postgres, Postgres, [
     identity_token_cache_expires_and_clears,
     secrets_put_bumps_versions_lists_by_prefix_and_delete,
     secrets_from_two_nodes_share_one_version_sequence,
+    nodes_register_renew_drain_and_leave,
+    a_session_has_one_live_owner,
+    sessions_claimed_at_once_get_one_owner,
+    a_lease_has_one_holder_until_it_lapses,
 ]);
 
 // ---------------------------------------------------------------------------------------------
@@ -2394,4 +2402,225 @@ async fn secrets_from_two_nodes_share_one_version_sequence<H: Harness>(h: &H) {
         (1..=20).collect::<Vec<u64>>(),
         "every put got its own version"
     );
+}
+
+// ---- nodes, session owners, leases -------------------------------------------------------------
+
+fn node_row(id: &str, now: i64) -> berth_store::nodes::NodeRow {
+    berth_store::nodes::NodeRow {
+        id: id.into(),
+        address: format!("http://{id}.test:1"),
+        started_at: now,
+        seen_at: now,
+        lease_until: now + 5_000,
+        draining: false,
+    }
+}
+
+async fn nodes_register_renew_drain_and_leave<H: Harness>(h: &H) {
+    let s = node(h).await.nodes;
+    s.register_node(&node_row("b", 1_000)).await.unwrap();
+    s.register_node(&node_row("a", 1_000)).await.unwrap();
+    let ids: Vec<_> = s.nodes().await.unwrap().into_iter().map(|n| n.id).collect();
+    assert_eq!(ids, ["a", "b"]);
+    // Draining is set by an operator through any node; the drained node learns it on renewal.
+    assert!(s.set_draining("a", true).await.unwrap());
+    assert!(!s.set_draining("nope", true).await.unwrap());
+    let renewed = s.renew_node("a", 2_000, 7_000).await.unwrap().unwrap();
+    assert!(renewed.draining);
+    assert_eq!((renewed.seen_at, renewed.lease_until), (2_000, 7_000));
+    assert!(renewed.alive(6_999) && !renewed.alive(7_000));
+    assert_eq!(s.renew_node("nope", 2_000, 7_000).await.unwrap(), None);
+    // A restart registers again: not draining, a new start.
+    s.register_node(&node_row("a", 3_000)).await.unwrap();
+    let a = s.node("a").await.unwrap().unwrap();
+    assert_eq!((a.started_at, a.draining), (3_000, false));
+    // Leaving ends the lease and gives up sessions and leases at once.
+    assert_eq!(
+        s.claim_session("rt", "s1", "a", 3_000, false)
+            .await
+            .unwrap(),
+        berth_store::nodes::Claim::Mine
+    );
+    assert!(s.acquire_lease("job", "a", 3_000, 8_000).await.unwrap());
+    s.leave("a", 3_500).await.unwrap();
+    assert!(!s.node("a").await.unwrap().unwrap().alive(3_500));
+    assert!(s.leases().await.unwrap().is_empty());
+    assert_eq!(
+        s.claim_session("rt", "s1", "b", 3_600, false)
+            .await
+            .unwrap(),
+        berth_store::nodes::Claim::Mine
+    );
+}
+
+async fn a_session_has_one_live_owner<H: Harness>(h: &H) {
+    use berth_store::nodes::Claim;
+    let (s1, s2) = (node(h).await.nodes, node(h).await.nodes);
+    s1.register_node(&node_row("a", 1_000)).await.unwrap();
+    s2.register_node(&node_row("b", 1_000)).await.unwrap();
+    assert_eq!(
+        s1.claim_session("rt", "s", "a", 1_100, false)
+            .await
+            .unwrap(),
+        Claim::Mine
+    );
+    // Claiming again is idempotent for the owner, and answers the owner to anyone else.
+    assert_eq!(
+        s1.claim_session("rt", "s", "a", 1_200, false)
+            .await
+            .unwrap(),
+        Claim::Mine
+    );
+    match s2
+        .claim_session("rt", "s", "b", 1_300, false)
+        .await
+        .unwrap()
+    {
+        Claim::Owner(n) => assert_eq!(
+            (n.id.as_str(), n.address.as_str()),
+            ("a", "http://a.test:1")
+        ),
+        Claim::Mine => panic!("b took a live owner's session"),
+    }
+    // The same session id of another runtime is another session.
+    assert_eq!(
+        s2.claim_session("rt2", "s", "b", 1_300, false)
+            .await
+            .unwrap(),
+        Claim::Mine
+    );
+    // Forced (the owner handed it over), b takes it.
+    assert_eq!(
+        s2.claim_session("rt", "s", "b", 1_400, true).await.unwrap(),
+        Claim::Mine
+    );
+    assert!(matches!(
+        s1.claim_session("rt", "s", "a", 1_500, false).await.unwrap(),
+        Claim::Owner(n) if n.id == "b"
+    ));
+    // b's lease lapses (b died): a claims the session at once.
+    assert_eq!(
+        s1.claim_session("rt", "s", "a", 6_000, false)
+            .await
+            .unwrap(),
+        Claim::Mine
+    );
+    // Releasing is the owner's alone.
+    s2.release_session("rt", "s", "b").await.unwrap();
+    assert!(matches!(
+        s2.claim_session("rt", "s", "b", 5_900, false).await.unwrap(),
+        Claim::Owner(n) if n.id == "a"
+    ));
+    s1.release_session("rt", "s", "a").await.unwrap();
+    assert_eq!(
+        s2.claim_session("rt", "s", "b", 5_900, false)
+            .await
+            .unwrap(),
+        Claim::Mine
+    );
+}
+
+async fn sessions_claimed_at_once_get_one_owner<H: Harness>(h: &H) {
+    use berth_store::nodes::Claim;
+    let mut stores = Vec::new();
+    for i in 0..4 {
+        let s = node(h).await.nodes;
+        s.register_node(&node_row(&format!("n{i}"), 1_000))
+            .await
+            .unwrap();
+        stores.push(s);
+    }
+    for round in 0..10 {
+        let session = format!("s{round}");
+        let mut set = tokio::task::JoinSet::new();
+        for (i, s) in stores.iter().enumerate() {
+            let (s, session, me) = (s.clone(), session.clone(), format!("n{i}"));
+            set.spawn(async move {
+                let c = s
+                    .claim_session("rt", &session, &me, 1_100, false)
+                    .await
+                    .unwrap();
+                (me, c)
+            });
+        }
+        let claims = set.join_all().await;
+        let mine: Vec<_> = claims.iter().filter(|(_, c)| *c == Claim::Mine).collect();
+        assert_eq!(mine.len(), 1, "round {round}: {claims:?}");
+        let owner = &mine[0].0;
+        for (_, c) in &claims {
+            if let Claim::Owner(n) = c {
+                assert_eq!(&n.id, owner);
+            }
+        }
+    }
+}
+
+async fn a_lease_has_one_holder_until_it_lapses<H: Harness>(h: &H) {
+    let (s1, s2) = (node(h).await.nodes, node(h).await.nodes);
+    assert!(
+        s1.acquire_lease("rollouts", "a", 1_000, 4_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s2.acquire_lease("rollouts", "b", 1_500, 4_500)
+            .await
+            .unwrap()
+    );
+    // The holder renews.
+    assert!(
+        s1.acquire_lease("rollouts", "a", 3_000, 6_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s2.acquire_lease("rollouts", "b", 5_999, 9_000)
+            .await
+            .unwrap()
+    );
+    // Lapsed: the next node takes it, and the old holder cannot renew over it.
+    assert!(
+        s2.acquire_lease("rollouts", "b", 6_000, 9_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s1.acquire_lease("rollouts", "a", 6_100, 9_100)
+            .await
+            .unwrap()
+    );
+    // Releasing is the holder's alone.
+    s1.release_lease("rollouts", "a").await.unwrap();
+    let leases = s1.leases().await.unwrap();
+    assert_eq!(
+        leases,
+        [berth_store::nodes::LeaseRow {
+            name: "rollouts".into(),
+            holder: "b".into(),
+            until: 9_000
+        }]
+    );
+    s2.release_lease("rollouts", "b").await.unwrap();
+    assert!(
+        s1.acquire_lease("rollouts", "a", 6_200, 9_200)
+            .await
+            .unwrap()
+    );
+    // Several nodes at once: exactly one wins.
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(node(h).await.nodes);
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for (i, s) in stores.iter().enumerate() {
+        let s = s.clone();
+        set.spawn(async move {
+            s.acquire_lease("drift", &format!("n{i}"), 10_000, 20_000)
+                .await
+                .unwrap()
+        });
+    }
+    let won = set.join_all().await;
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
 }

@@ -13,6 +13,7 @@ mod eval;
 mod eval_data;
 mod identity;
 mod memory;
+mod nodes;
 mod secrets;
 mod traffic;
 

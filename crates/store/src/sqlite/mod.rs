@@ -14,6 +14,7 @@ mod eval;
 mod eval_data;
 mod identity;
 mod memory;
+mod nodes;
 mod secrets;
 mod traffic;
 

@@ -18,7 +18,7 @@ mod secrets;
 mod traffic;
 
 use crate::Error;
-use sqlx::PgPool;
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
@@ -39,6 +39,9 @@ impl PgStore {
         let opts = PgConnectOptions::from_str(url)?
             .options([("synchronous_commit", "on")])
             .application_name("berth");
+        // One connection first: a wrong host or credentials fail at once, where the pool would
+        // retry until its acquire timeout.
+        PgConnection::connect_with(&opts).await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(Duration::from_secs(30))

@@ -55,6 +55,9 @@ async fn an_unreachable_database_fails_without_showing_its_password() {
         .unwrap()
         .port();
     let url = format!("postgres://berth:s3cret@127.0.0.1:{port}/berth");
-    let e = berth_store::open_all(&url).await.err().expect("no server there");
+    let e = berth_store::open_all(&url)
+        .await
+        .err()
+        .expect("no server there");
     assert!(!e.to_string().contains("s3cret"), "{e}");
 }

@@ -18,8 +18,8 @@ mod secrets;
 mod traffic;
 
 use crate::Error;
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 

@@ -120,6 +120,7 @@ macro_rules! conformance {
             online_configs_insert_put_list_and_delete,
             datasets_examples_and_versions,
             dataset_example_changes_are_all_or_nothing,
+            dataset_changes_from_two_nodes_take_turns,
             batch_evaluations_insert_update_and_recover,
             identities_insert_update_page_and_delete,
             identity_token_cache_expires_and_clears,
@@ -2131,6 +2132,42 @@ async fn dataset_example_changes_are_all_or_nothing<H: Harness>(h: &H) {
         Err(Error::AlreadyExists("client token"))
     ));
     assert_eq!(s.example_counts("d1", DRAFT).await.unwrap().total, 2);
+}
+
+async fn dataset_changes_from_two_nodes_take_turns<H: Harness>(h: &H) {
+    use berth_store::eval_data::{DRAFT, ExampleChange};
+    let (one, two) = (node(h).await.eval_data, node(h).await.eval_data);
+    one.insert_dataset(&dataset("d1", "first", 1), &[], None)
+        .await
+        .unwrap();
+    // Adds from two nodes at once: each takes the next positions, none is lost or shares one.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let s = if i % 2 == 0 { one.clone() } else { two.clone() };
+        tasks.spawn(async move {
+            s.change_examples(
+                "d1",
+                &ExampleChange::Add(vec![example(&format!("e{i}"))]),
+                10 + i,
+                None,
+            )
+            .await
+            .unwrap()
+        });
+    }
+    assert_eq!(tasks.join_all().await, vec![1; 20]);
+    let rows = one.examples("d1", DRAFT, 0, 100).await.unwrap();
+    let positions: Vec<i64> = rows.iter().map(|r| r.position).collect();
+    assert_eq!(positions, (1..=20).collect::<Vec<i64>>());
+    // Publishes from two nodes at once: both succeed, with versions 1 and 2.
+    let (a, b) = tokio::join!(
+        one.publish_version("d1", 100, None),
+        two.publish_version("d1", 101, None)
+    );
+    let mut published = vec![a.unwrap(), b.unwrap()];
+    published.sort_unstable();
+    assert_eq!(published, [1, 2]);
+    assert_eq!(one.versions("d1").await.unwrap().len(), 2);
 }
 
 async fn batch_evaluations_insert_update_and_recover<H: Harness>(h: &H) {

@@ -1,7 +1,7 @@
 //! The shared backend: one PostgreSQL database that several server nodes use at once, with its
-//! migrations in `migrations/postgres/`. Everything PostgreSQL-specific (SQL dialect, locking, row
-//! types) is in this module and its children; the traits and row types it implements are
-//! backend-neutral, and rows decode through the same [`crate::cols`] functions as SQLite's.
+//! migrations in `migrations/postgres/`. The stores' SQL is shared with SQLite ([`crate::sql`]);
+//! this module holds what is PostgreSQL's own: the pool and its connection settings, and the
+//! dialect its children pass to the shared SQL (locks, JSON functions).
 //!
 //! One pool serves reads and writes. Every `apply` is one transaction committed with
 //! `synchronous_commit=on` (on disk, and on a synchronous standby when one is configured, before

@@ -1,4 +1,5 @@
-//! [`NodeStore`](crate::nodes::NodeStore) for every backend: `nodes_sql!(Store, Database)` (see [`crate::sql`]).
+//! [`NodeStore`](crate::nodes::NodeStore) for every backend: `nodes_sql!(Store, Database)` (see
+//! [`crate::sql`]).
 
 /// The shared implementation, as a module `sql` of the invoking backend module.
 macro_rules! nodes_sql {

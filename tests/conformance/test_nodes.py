@@ -339,6 +339,51 @@ def test_memory_written_through_one_node_is_read_through_another(nodes):
     assert [r["content"]["text"] for r in found] == ["alice prefers tangerine sorbet"]
 
 
+def test_a_drained_node_takes_no_new_sessions_and_keeps_its_live_ones(nodes, probe):
+    import urllib.error
+    import urllib.request
+
+    arn, rid = probe["agentRuntimeArn"], probe["agentRuntimeId"]
+    ids = node_ids(nodes)
+    clients = [s.client("bedrock-agentcore") for s in nodes]
+    live = new_session_id("kept")
+    token = invoke_json(clients[1], arn, live, {"op": "whoami"})["token"]
+    assert owners(nodes, rid)[live] == 1
+    done = run_cli(nodes[0], "nodes", "drain", ids[1])
+    assert done.returncode == 0, done.stderr
+    # The drained node learns it from the store within a lease renewal: poll its probe.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(nodes[1].url + "/berth/v1/health/ready", timeout=10)
+        except urllib.error.HTTPError as err:
+            assert err.code == 503
+            assert err.read() == b"draining\n"
+            break
+        assert time.monotonic() < deadline, "node 1 never reported draining"
+        time.sleep(0.1)
+    assert "draining" in run_cli(nodes[2], "nodes", "list").stdout
+    # New sessions reaching it start elsewhere; its live session stays where it is.
+    fresh = [new_session_id("after-drain") for _ in range(3)]
+    for sid in fresh:
+        invoke_json(clients[1], arn, sid, {"op": "whoami"})
+    placed = owners(nodes, rid)
+    assert all(placed[sid] != 1 for sid in fresh), placed
+    assert invoke_json(clients[1], arn, live, {"op": "whoami"})["token"] == token
+    assert invoke_json(clients[2], arn, live, {"op": "whoami"})["token"] == token
+    assert owners(nodes, rid)[live] == 1
+    done = run_cli(nodes[0], "nodes", "drain", ids[1], "--undo")
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(nodes[1].url + "/berth/v1/health/ready", timeout=10):
+                break
+        except urllib.error.HTTPError:
+            assert time.monotonic() < deadline, "node 1 stayed draining"
+            time.sleep(0.1)
+
+
 def test_a_killed_nodes_sessions_start_afresh_elsewhere_and_others_are_untouched(nodes, probe):
     arn, rid = probe["agentRuntimeArn"], probe["agentRuntimeId"]
     clients = [s.client("bedrock-agentcore") for s in nodes]

@@ -1318,6 +1318,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .recover()
         .await
         .map_err(|e| anyhow::anyhow!("settling evaluation resources: {}", e.detail()))?;
+    // Other nodes write the same memories and secrets: what this node loaded is trusted for a
+    // bounded time, and other nodes' secret changes reach this node's gateway within it.
+    if !cluster.is_standalone() {
+        memory_opts.cache_max_age = Some(SHARED_CACHE_MAX_AGE);
+        let (secrets, stop) = (secrets.clone(), shutdown.clone());
+        tokio::spawn(async move { secrets.watch_store(SHARED_CACHE_MAX_AGE, stop).await });
+    }
     let memory = berth_memory::Memory::start(stores.memory, memory_opts, shutdown.clone())
         .await
         .context("starting memory")?;
@@ -1549,6 +1556,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => Ok(()),
     }
 }
+
+/// With several nodes: how long memory rows and vector indexes loaded from the store are
+/// trusted before they are read again (other nodes' writes show within this bound).
+const SHARED_CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long connections get to flush the final events of cancelled streams.
 const TEARDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);

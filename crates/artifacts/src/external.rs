@@ -847,18 +847,22 @@ fn convert_meta(
             content_language: attr(Attribute::ContentLanguage),
             expires: None,
         },
-        user_metadata: attributes
-            .into_iter()
-            .flat_map(|attrs| attrs.iter())
-            .filter_map(|(a, v)| match a {
-                Attribute::Metadata(name) => {
-                    Some((name.to_ascii_lowercase(), v.as_ref().to_owned()))
-                }
-                _ => None,
-            })
-            .collect(),
+        user_metadata: user_metadata(attributes),
         checksum: None,
     }
+}
+
+/// The user metadata (`x-amz-meta-*`) among a read's attributes, names lower-cased as S3
+/// reports them.
+fn user_metadata(attributes: Option<&Attributes>) -> BTreeMap<String, String> {
+    attributes
+        .into_iter()
+        .flat_map(|attrs| attrs.iter())
+        .filter_map(|(a, v)| match a {
+            Attribute::Metadata(name) => Some((name.to_ascii_lowercase(), v.as_ref().to_owned())),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -917,6 +921,111 @@ mod tests {
             let err = ExternalStore::from_url(url, env()).unwrap_err();
             assert!(err.to_string().contains(needle), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn read_only_is_a_berth_parameter() {
+        let store = ExternalStore::from_url("s3://?endpoint=http://h:9000", env()).unwrap();
+        assert!(!store.is_read_only());
+        // Writable, but opened without a staging directory: multipart uploads say so.
+        assert!(matches!(store.staging(), Err(Error::Config { .. })));
+        let store =
+            ExternalStore::from_url("s3://?endpoint=http://h:9000&read_only=true", env()).unwrap();
+        assert!(store.is_read_only());
+        assert!(matches!(store.staging(), Err(Error::ReadOnly)));
+        // Not passed on to object_store, which would reject it.
+        assert!(
+            !store
+                .config
+                .iter()
+                .any(|(k, _)| k.as_ref().contains("read_only"))
+        );
+        let err = ExternalStore::from_url("s3://?read_only=1", env()).unwrap_err();
+        assert!(err.to_string().contains("true or false"), "{err}");
+    }
+
+    #[test]
+    fn attributes_carry_headers_and_user_metadata() {
+        let headers = ObjectHeaders {
+            cache_control: Some("no-cache".into()),
+            content_language: Some("en".into()),
+            ..ObjectHeaders::default()
+        };
+        let metadata = BTreeMap::from([("owner".to_owned(), "team-a".to_owned())]);
+        let attrs = attributes(Some("application/zip"), &headers, &metadata).unwrap();
+        let get = |a: Attribute| attrs.get(&a).map(|v| v.as_ref().to_owned());
+        assert_eq!(
+            get(Attribute::ContentType).as_deref(),
+            Some("application/zip")
+        );
+        assert_eq!(get(Attribute::CacheControl).as_deref(), Some("no-cache"));
+        assert_eq!(get(Attribute::ContentLanguage).as_deref(), Some("en"));
+        assert_eq!(get(Attribute::ContentEncoding), None);
+        assert_eq!(
+            get(Attribute::Metadata("owner".into())).as_deref(),
+            Some("team-a")
+        );
+        assert_eq!(attrs.len(), 4);
+
+        // Expires has no attribute: refused rather than silently dropped.
+        let expires = ObjectHeaders {
+            expires: Some("Wed, 21 Oct 2015 07:28:00 GMT".into()),
+            ..ObjectHeaders::default()
+        };
+        assert!(matches!(
+            attributes(None, &expires, &BTreeMap::new()),
+            Err(Error::NotImplemented { .. })
+        ));
+
+        // Read back: the user metadata in a get's attributes.
+        assert_eq!(user_metadata(Some(&attrs)), metadata);
+        assert!(user_metadata(None).is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_missing_bucket() {
+        let body = |code: &str| {
+            object_store::Error::NotFound {
+            path: "k".into(),
+            source: format!("Server returned non-2xx status code: 404 Not Found: <Error><Code>{code}</Code></Error>").into(),
+        }
+        };
+        assert_eq!(s3_error_code(&body("NoSuchBucket")), Some("NoSuchBucket"));
+        assert!(matches!(
+            write_error(body("NoSuchBucket"), "b", "k"),
+            Error::NoSuchBucket { .. }
+        ));
+        assert!(matches!(
+            write_error(body("NoSuchKey"), "b", "k"),
+            Error::NoSuchKey { .. }
+        ));
+        assert!(matches!(
+            not_found_as_key(body("NoSuchBucket"), "b", "k"),
+            Error::NoSuchBucket { .. }
+        ));
+        // A 404 without a body (HEAD) is a missing key on reads, a missing bucket on writes.
+        let bare = || object_store::Error::NotFound {
+            path: "k".into(),
+            source: "404".into(),
+        };
+        assert!(matches!(
+            not_found_as_key(bare(), "b", "k"),
+            Error::NoSuchKey { .. }
+        ));
+        assert!(matches!(
+            write_error(bare(), "b", "k"),
+            Error::NoSuchBucket { .. }
+        ));
+        let exists = object_store::Error::AlreadyExists {
+            path: "k".into(),
+            source: "412".into(),
+        };
+        assert!(matches!(
+            write_error(exists, "b", "k"),
+            Error::PreconditionFailed {
+                condition: "If-None-Match"
+            }
+        ));
     }
 
     #[test]

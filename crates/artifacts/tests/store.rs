@@ -677,7 +677,7 @@ async fn open_by_url() {
         let err = refused.unwrap_err();
         assert!(matches!(err, Error::NotImplemented { .. }), "{err}");
         assert!(
-            err.to_string().contains("external s3-compatible service"),
+            err.to_string().contains("external S3-compatible service"),
             "{err}"
         );
     }

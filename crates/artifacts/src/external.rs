@@ -32,10 +32,12 @@
 //!   the chosen parts, one external part per client part, through `put_multipart_opts` with the
 //!   object's attributes. The external store thus computes the same multipart entity tag the
 //!   client's parts give on S3 (`<md5 of part md5s>-<parts>`). If anything fails, the external
-//!   upload is aborted and the staged upload reopened for a retry. Consequence for several
-//!   nodes: every request of one upload must reach the node that created it (boto3 sends an
-//!   upload's requests to one endpoint; behind a load balancer, keep uploads sticky); completed
-//!   objects are visible to all nodes. A conditional CompleteMultipartUpload (`If-None-Match`,
+//!   upload is aborted and the staged upload reopened for a retry (after a crash, the staged
+//!   upload is reopened at the next start; the unfinished external upload is left to the
+//!   service's rules for incomplete uploads). Consequence for several nodes: every request of
+//!   one upload must reach the node that created it (boto3 sends an upload's requests to one
+//!   endpoint; behind a load balancer, keep uploads sticky); completed objects are visible to
+//!   all nodes. A conditional CompleteMultipartUpload (`If-None-Match`,
 //!   `If-Match`) is refused: `object_store`'s multipart completion has no condition.
 //! - **Buckets** are created and deleted by the operator in the external service:
 //!   `object_store` has no bucket operations, so CreateBucket and DeleteBucket are refused with
@@ -440,6 +442,8 @@ impl ExternalStore {
 
     /// Checks that a bucket exists in the external store (one listing request), so a multipart
     /// upload into a missing bucket fails when created, as on S3, not after its parts are sent.
+    /// Only a missing bucket fails the probe: credentials allowed to write but not to list, or
+    /// a passing outage, are left for the requests that need the store to report.
     async fn probe_bucket(&self, client: &AmazonS3, bucket: &str, key: &str) -> Result<(), Error> {
         // Listing under the key as a directory reads at most one short page.
         let mut listing = client.list(Some(&store_path_lenient(key)));
@@ -447,7 +451,10 @@ impl ExternalStore {
             Some(Err(e)) if s3_error_code(&e) == Some("NoSuchBucket") => {
                 Err(no_such_bucket(bucket))
             }
-            Some(Err(e)) => Err(e.into()),
+            Some(Err(e)) => {
+                warn!(bucket, error = %e, "could not check that an external bucket exists");
+                Ok(())
+            }
             Some(Ok(_)) | None => Ok(()),
         }
     }

@@ -17,6 +17,11 @@
 //! and the client may retry, as with S3. A crash mid-completion leaves a `.completing` directory,
 //! which the next open renames back.
 //!
+//! The external backend stages its multipart uploads in a local store with this same code: its
+//! completion uses [`LocalStore::begin_completion`] (seal and check the part list), sends the
+//! chosen parts to the external store instead of concatenating them, and ends with
+//! [`LocalStore::end_completion`] (remove, or reopen on failure).
+//!
 //! Uploads are not indexed in memory: they are few and short-lived, so their files are read on
 //! each request.
 

@@ -85,6 +85,12 @@ pub trait NodeStore: Send + Sync + 'static {
         now: EpochMillis,
         force: bool,
     ) -> Result<Claim, Error>;
+    /// The node that owns (or last owned) a session, alive or not.
+    async fn session_owner(
+        &self,
+        runtime_id: &str,
+        session_id: &str,
+    ) -> Result<Option<NodeRow>, Error>;
     /// Forgets `node_id`'s ownership of a session (no-op if another node owns it).
     async fn release_session(
         &self,

@@ -2499,6 +2499,8 @@ async fn a_session_has_one_live_owner<H: Harness>(h: &H) {
         ),
         Claim::Mine => panic!("b took a live owner's session"),
     }
+    assert_eq!(s2.session_owner("rt", "s").await.unwrap().unwrap().id, "a");
+    assert_eq!(s2.session_owner("rt", "other").await.unwrap(), None);
     // The same session id of another runtime is another session.
     assert_eq!(
         s2.claim_session("rt2", "s", "b", 1_300, false)

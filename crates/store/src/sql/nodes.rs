@@ -22,6 +22,10 @@ macro_rules! nodes_sql {
                 })
             }
 
+            const OWNER: &str = "SELECT n.id, n.address, n.started_at, n.seen_at, n.lease_until, n.draining \
+                 FROM session_owners o JOIN nodes n ON n.id = o.node_id \
+                 WHERE o.runtime_id = $1 AND o.session_id = $2";
+
             const NODE_COLS: &str = "id, address, started_at, seen_at, lease_until, draining";
 
             #[async_trait]
@@ -143,17 +147,28 @@ macro_rules! nodes_sql {
                         tx.commit().await?;
                         return Ok(Claim::Mine);
                     }
-                    let owner = sqlx::query(
-                        "SELECT n.id, n.address, n.started_at, n.seen_at, n.lease_until, n.draining \
-                         FROM session_owners o JOIN nodes n ON n.id = o.node_id \
-                         WHERE o.runtime_id = $1 AND o.session_id = $2",
-                    )
-                    .bind(runtime_id)
-                    .bind(session_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                    let owner = sqlx::query(OWNER)
+                        .bind(runtime_id)
+                        .bind(session_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
                     tx.commit().await?;
                     Ok(Claim::Owner(node_row(&owner)?))
+                }
+
+                async fn session_owner(
+                    &self,
+                    runtime_id: &str,
+                    session_id: &str,
+                ) -> Result<Option<NodeRow>, Error> {
+                    sqlx::query(OWNER)
+                        .bind(runtime_id)
+                        .bind(session_id)
+                        .fetch_optional(self.reader())
+                        .await?
+                        .as_ref()
+                        .map(node_row)
+                        .transpose()
                 }
 
                 async fn release_session(

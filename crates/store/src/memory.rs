@@ -20,6 +20,30 @@ pub(crate) const COMMON_TERM_SHARE: f64 = 0.25;
 /// handful of records any word is "common".
 pub(crate) const PRUNE_FROM_DOCS: i64 = 1000;
 
+/// Whether keyword search looks for a term held by `df` of an index of `docs` records: every
+/// term in a small index; in a large one, not a term no record holds, nor a common one.
+pub(crate) fn term_searched(docs: i64, df: i64) -> bool {
+    docs < PRUNE_FROM_DOCS || (df > 0 && df as f64 <= docs as f64 * COMMON_TERM_SHARE)
+}
+
+/// Encodes an embedding as little-endian f32s, as both backends store it.
+pub(crate) fn embedding_to_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Decodes a stored embedding.
+pub(crate) fn embedding_from_bytes(b: &[u8]) -> Result<Vec<f32>, Error> {
+    if !b.len().is_multiple_of(4) {
+        return Err(Error::Corrupt {
+            table: "memory_records",
+            detail: "embedding length is not a multiple of 4".into(),
+        });
+    }
+    Ok(b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
 /// A memory resource.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemoryRow {

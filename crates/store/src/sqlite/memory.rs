@@ -48,27 +48,10 @@ fn session_row(r: &SqliteRow) -> Result<SessionRow, Error> {
     })
 }
 
-/// Encodes a vector as little-endian f32s.
-fn vec_to_blob(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn blob_to_vec(b: &[u8]) -> Result<Vec<f32>, Error> {
-    if !b.len().is_multiple_of(4) {
-        return Err(corrupt(
-            "memory_records",
-            "embedding length is not a multiple of 4",
-        ));
-    }
-    Ok(b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
-}
-
 fn record_row(r: &SqliteRow, with_embedding: bool) -> Result<RecordRow, Error> {
     let embedding = if with_embedding {
         r.try_get::<Option<Vec<u8>>, _>("embedding")?
-            .map(|b| blob_to_vec(&b))
+            .map(|b| embedding_from_bytes(&b))
             .transpose()?
     } else {
         None
@@ -692,7 +675,7 @@ impl MemoryStore for SqliteStore {
             .bind(r.expires_at)
             .bind(r.created_at)
             .bind(r.updated_at)
-            .bind(r.embedding.as_deref().map(vec_to_blob))
+            .bind(r.embedding.as_deref().map(embedding_to_bytes))
             .execute(&mut *tx)
             .await?;
         }
@@ -800,7 +783,7 @@ impl MemoryStore for SqliteStore {
                 .bind(&phrase)
                 .fetch_one(&mut *conn)
                 .await?;
-                if df == 0 || df as f64 > docs as f64 * COMMON_TERM_SHARE {
+                if !term_searched(docs, df) {
                     continue;
                 }
             }
@@ -840,7 +823,7 @@ impl MemoryStore for SqliteStore {
                     record_id: r.try_get("record_id")?,
                     namespace: r.try_get("namespace")?,
                     strategy_id: r.try_get("strategy_id")?,
-                    embedding: blob_to_vec(&r.try_get::<Vec<u8>, _>("embedding")?)?,
+                    embedding: embedding_from_bytes(&r.try_get::<Vec<u8>, _>("embedding")?)?,
                 })
             })
             .collect()

@@ -5,10 +5,12 @@
 //! [`ControlStore::apply`], committed with `synchronous=FULL` before the caller answers 2xx.
 
 mod authz;
+mod cols;
 pub mod eval;
 pub mod eval_data;
 pub mod identity;
 pub mod memory;
+mod postgres;
 pub mod secrets;
 mod sqlite;
 pub use sqlite::open_pools;
@@ -21,6 +23,7 @@ use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
 use std::sync::Arc;
 
 pub use authz::{AccessKeyRow, ResourcePolicyRow, RoleRow};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use traffic::{
     AssignmentRow, AuditRecord, AuditRow, ChainCheck, DrainRow, GENESIS_HASH, HealthRow, PolicyRow,
@@ -354,8 +357,7 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn resource_policy(&self, arn: &str) -> Result<Option<ResourcePolicyRow>, Error>;
 }
 
-/// Opens the store a URL names and runs its migrations. `sqlite://PATH` is the only backend
-/// today; a PostgreSQL backend is one more arm here and in [`open_all`] (see ARCHITECTURE.md).
+/// Opens the store a URL names (`sqlite://PATH`, `postgres://...`) and runs its migrations.
 pub async fn open(url: &str) -> Result<Arc<dyn ControlStore>, Error> {
     Ok(open_all(url).await?.control)
 }
@@ -383,6 +385,17 @@ pub async fn open_all(url: &str) -> Result<Stores, Error> {
     match StoreUrl::parse(url)? {
         StoreUrl::Sqlite { path, options } => {
             let s = Arc::new(SqliteStore::open_with(&path, &options).await?);
+            Ok(Stores {
+                control: s.clone(),
+                memory: s.clone(),
+                eval: s.clone(),
+                eval_data: s.clone(),
+                identity: s.clone(),
+                secrets: s,
+            })
+        }
+        StoreUrl::Postgres { url } => {
+            let s = Arc::new(PgStore::open(&url).await?);
             Ok(Stores {
                 control: s.clone(),
                 memory: s.clone(),

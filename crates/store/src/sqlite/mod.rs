@@ -17,17 +17,16 @@ mod memory;
 mod secrets;
 mod traffic;
 
+use crate::cols::{endpoint_row, idempotency_row, runtime_row, version_row};
 use crate::{
     AccessKeyRow, AssignmentRow, AuditRow, ControlStore, DrainRow, Error, HealthRow, Idempotency,
     PolicyRow, ResourcePolicyRow, RoleRow, RolloutRow, RuntimeCursor, Write,
 };
 use async_trait::async_trait;
+use berth_types::EpochMillis;
 use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
-use berth_types::{EpochMillis, Status};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqlitePool};
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -103,60 +102,6 @@ impl SqliteStore {
 
 fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
-}
-
-fn status(table: &'static str, s: &str) -> Result<Status, Error> {
-    Status::parse(s).ok_or_else(|| Error::Corrupt {
-        table,
-        detail: format!("unknown status {s:?}"),
-    })
-}
-
-fn runtime_row(r: &SqliteRow) -> Result<Runtime, Error> {
-    Ok(Runtime {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        latest_version: r.try_get::<i64, _>("latest_version")? as u32,
-        deleting: r.try_get::<i64, _>("deleting")? != 0,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
-
-fn version_row(r: &SqliteRow) -> Result<RuntimeVersion, Error> {
-    let spec: String = r.try_get("spec")?;
-    Ok(RuntimeVersion {
-        runtime_id: r.try_get("runtime_id")?,
-        version: r.try_get::<i64, _>("version")? as u32,
-        spec: serde_json::from_str(&spec).map_err(|e| Error::Corrupt {
-            table: "runtime_versions",
-            detail: e.to_string(),
-        })?,
-        status: status("runtime_versions", &r.try_get::<String, _>("status")?)?,
-        failure_reason: r.try_get("failure_reason")?,
-        artifact_digest: r.try_get("artifact_digest")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
-
-fn endpoint_row(r: &SqliteRow) -> Result<Endpoint, Error> {
-    Ok(Endpoint {
-        runtime_id: r.try_get("runtime_id")?,
-        name: r.try_get("name")?,
-        id: r.try_get("id")?,
-        description: r.try_get("description")?,
-        live_version: r
-            .try_get::<Option<i64>, _>("live_version")?
-            .map(|v| v as u32),
-        target_version: r
-            .try_get::<Option<i64>, _>("target_version")?
-            .map(|v| v as u32),
-        status: status("endpoints", &r.try_get::<String, _>("status")?)?,
-        failure_reason: r.try_get("failure_reason")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
 }
 
 const PUT_ENDPOINT: &str = "INSERT OR REPLACE INTO endpoints (runtime_id, name, id, description, \
@@ -498,25 +443,15 @@ impl ControlStore for SqliteStore {
         operation: &str,
         token: &str,
     ) -> Result<Option<Idempotency>, Error> {
-        let row = sqlx::query(
+        sqlx::query(
             "SELECT request_hash, response, created_at FROM idempotency WHERE operation = $1 AND token = $2",
         )
         .bind(operation)
         .bind(token)
         .fetch_optional(&self.reader)
-        .await?;
-        let Some(r) = row else { return Ok(None) };
-        let response: String = r.try_get("response")?;
-        Ok(Some(Idempotency {
-            operation: operation.to_owned(),
-            token: token.to_owned(),
-            request_hash: r.try_get("request_hash")?,
-            response: serde_json::from_str(&response).map_err(|e| Error::Corrupt {
-                table: "idempotency",
-                detail: e.to_string(),
-            })?,
-            created_at: r.try_get("created_at")?,
-        }))
+        .await?
+        .map(|r| idempotency_row(&r, operation, token))
+        .transpose()
     }
 
     async fn policy(&self, runtime_id: &str, endpoint: &str) -> Result<Option<PolicyRow>, Error> {

@@ -8,6 +8,7 @@
 //! lets the domain group-commit concurrent `CreateEvent`s.
 
 use crate::Error;
+use crate::cols::{Cols, json_col, opt_json_col, u32_col};
 use async_trait::async_trait;
 use berth_types::EpochMillis;
 use serde_json::Value;
@@ -42,6 +43,107 @@ pub(crate) fn embedding_from_bytes(b: &[u8]) -> Result<Vec<f32>, Error> {
     Ok(b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect())
+}
+
+/// The columns of `memory_records` but the embedding, in both schemas.
+pub(crate) const RECORD_COLS: &str = "record_id, memory_id, strategy_id, namespace, content, \
+    metadata, record_ts, expires_at, created_at, updated_at";
+
+pub(crate) fn memory_row(r: &impl Cols) -> Result<MemoryRow, Error> {
+    Ok(MemoryRow {
+        id: r.text("id")?,
+        name: r.text("name")?,
+        status: r.text("status")?,
+        failure_reason: r.opt_text("failure_reason")?,
+        event_expiry_days: u32_col(r, "event_expiry_days")?,
+        spec: json_col(r, "spec", "memories")?,
+        created_at: r.int("created_at")?,
+        updated_at: r.int("updated_at")?,
+    })
+}
+
+pub(crate) fn event_row(r: &impl Cols) -> Result<EventRow, Error> {
+    Ok(EventRow {
+        memory_id: r.text("memory_id")?,
+        actor_id: r.text("actor_id")?,
+        session_id: r.text("session_id")?,
+        event_id: r.text("event_id")?,
+        event_ts: r.int("event_ts")?,
+        branch_name: r.opt_text("branch_name")?,
+        branch_root: r.opt_text("branch_root")?,
+        payload: json_col(r, "payload", "memory_events")?,
+        metadata: opt_json_col(r, "metadata", "memory_events")?,
+        client_token: r.opt_text("client_token")?,
+        created_at: r.int("created_at")?,
+    })
+}
+
+pub(crate) fn session_row(r: &impl Cols) -> Result<SessionRow, Error> {
+    Ok(SessionRow {
+        actor_id: r.text("actor_id")?,
+        session_id: r.text("session_id")?,
+        created_at: r.int("created_at")?,
+        last_event_ts: r.int("last_event_ts")?,
+        extracted_upto: r.opt_text("extracted_upto")?,
+    })
+}
+
+/// A record; its embedding only when asked for (the row then has an `embedding` column).
+pub(crate) fn record_row(r: &impl Cols, with_embedding: bool) -> Result<RecordRow, Error> {
+    let embedding = if with_embedding {
+        r.opt_bytes("embedding")?
+            .map(|b| embedding_from_bytes(&b))
+            .transpose()?
+    } else {
+        None
+    };
+    Ok(RecordRow {
+        record_id: r.text("record_id")?,
+        memory_id: r.text("memory_id")?,
+        strategy_id: r.text("strategy_id")?,
+        namespace: r.text("namespace")?,
+        content: r.text("content")?,
+        metadata: opt_json_col(r, "metadata", "memory_records")?,
+        record_ts: r.int("record_ts")?,
+        expires_at: r.opt_int("expires_at")?,
+        embedding,
+        created_at: r.int("created_at")?,
+        updated_at: r.int("updated_at")?,
+    })
+}
+
+pub(crate) fn embedding_row(r: &impl Cols) -> Result<EmbeddingRow, Error> {
+    Ok(EmbeddingRow {
+        record_id: r.text("record_id")?,
+        namespace: r.text("namespace")?,
+        strategy_id: r.text("strategy_id")?,
+        embedding: embedding_from_bytes(&r.bytes("embedding")?)?,
+    })
+}
+
+pub(crate) fn job_row(r: &impl Cols) -> Result<JobRow, Error> {
+    Ok(JobRow {
+        job_id: r.text("job_id")?,
+        memory_id: r.text("memory_id")?,
+        strategy_id: r.text("strategy_id")?,
+        actor_id: r.text("actor_id")?,
+        session_id: r.text("session_id")?,
+        status: r.text("status")?,
+        failure_reason: r.opt_text("failure_reason")?,
+        messages: json_col(r, "messages", "memory_jobs")?,
+        created_at: r.int("created_at")?,
+        updated_at: r.int("updated_at")?,
+    })
+}
+
+pub(crate) fn token_row(r: &impl Cols) -> Result<TokenRow, Error> {
+    Ok(TokenRow {
+        operation: r.text("operation")?,
+        token: r.text("token")?,
+        request_hash: r.text("request_hash")?,
+        response: json_col(r, "response", "memory_tokens")?,
+        created_at: r.int("created_at")?,
+    })
 }
 
 /// A memory resource.

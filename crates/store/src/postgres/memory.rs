@@ -7,13 +7,13 @@
 //! tsvector, and matches are ranked by BM25 computed from the index (term counts from the
 //! tsvectors, document frequencies from the GIN index), so results come in FTS5's order.
 
-use super::PgStore;
+use super::{PgStore, unique_violation};
 use crate::Error;
+use crate::cols::corrupt;
 use crate::memory::*;
 use async_trait::async_trait;
 use berth_types::EpochMillis;
 use serde_json::Value;
-use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 /// BM25's term-frequency saturation (FTS5's value).
@@ -23,102 +23,6 @@ const BM25_B: f64 = 0.75;
 
 /// Rows purged per statement, so a large memory never holds long locks.
 const PURGE_CHUNK: i64 = 5000;
-
-fn corrupt(table: &'static str, e: impl std::fmt::Display) -> Error {
-    Error::Corrupt {
-        table,
-        detail: e.to_string(),
-    }
-}
-
-fn json(r: &PgRow, col: &str, table: &'static str) -> Result<Value, Error> {
-    let s: String = r.try_get(col)?;
-    serde_json::from_str(&s).map_err(|e| corrupt(table, e))
-}
-
-fn opt_json(r: &PgRow, col: &str, table: &'static str) -> Result<Option<Value>, Error> {
-    let s: Option<String> = r.try_get(col)?;
-    s.map(|s| serde_json::from_str(&s).map_err(|e| corrupt(table, e)))
-        .transpose()
-}
-
-fn memory_row(r: &PgRow) -> Result<MemoryRow, Error> {
-    let days: i64 = r.try_get("event_expiry_days")?;
-    Ok(MemoryRow {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        status: r.try_get("status")?,
-        failure_reason: r.try_get("failure_reason")?,
-        event_expiry_days: u32::try_from(days).map_err(|e| corrupt("memories", e))?,
-        spec: json(r, "spec", "memories")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
-
-fn event_row(r: &PgRow) -> Result<EventRow, Error> {
-    Ok(EventRow {
-        memory_id: r.try_get("memory_id")?,
-        actor_id: r.try_get("actor_id")?,
-        session_id: r.try_get("session_id")?,
-        event_id: r.try_get("event_id")?,
-        event_ts: r.try_get("event_ts")?,
-        branch_name: r.try_get("branch_name")?,
-        branch_root: r.try_get("branch_root")?,
-        payload: json(r, "payload", "memory_events")?,
-        metadata: opt_json(r, "metadata", "memory_events")?,
-        client_token: r.try_get("client_token")?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
-fn session_row(r: &PgRow) -> Result<SessionRow, Error> {
-    Ok(SessionRow {
-        actor_id: r.try_get("actor_id")?,
-        session_id: r.try_get("session_id")?,
-        created_at: r.try_get("created_at")?,
-        last_event_ts: r.try_get("last_event_ts")?,
-        extracted_upto: r.try_get("extracted_upto")?,
-    })
-}
-
-fn record_row(r: &PgRow, with_embedding: bool) -> Result<RecordRow, Error> {
-    let embedding = if with_embedding {
-        r.try_get::<Option<Vec<u8>>, _>("embedding")?
-            .map(|b| embedding_from_bytes(&b))
-            .transpose()?
-    } else {
-        None
-    };
-    Ok(RecordRow {
-        record_id: r.try_get("record_id")?,
-        memory_id: r.try_get("memory_id")?,
-        strategy_id: r.try_get("strategy_id")?,
-        namespace: r.try_get("namespace")?,
-        content: r.try_get("content")?,
-        metadata: opt_json(r, "metadata", "memory_records")?,
-        record_ts: r.try_get("record_ts")?,
-        expires_at: r.try_get("expires_at")?,
-        embedding,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
-
-fn job_row(r: &PgRow) -> Result<JobRow, Error> {
-    Ok(JobRow {
-        job_id: r.try_get("job_id")?,
-        memory_id: r.try_get("memory_id")?,
-        strategy_id: r.try_get("strategy_id")?,
-        actor_id: r.try_get("actor_id")?,
-        session_id: r.try_get("session_id")?,
-        status: r.try_get("status")?,
-        failure_reason: r.try_get("failure_reason")?,
-        messages: json(r, "messages", "memory_jobs")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
 
 /// The words of `text` as the domain splits a query (runs of alphanumerics, lowercased), one
 /// space apart. Indexing this rather than the raw text keeps PostgreSQL's parser from reading
@@ -149,9 +53,6 @@ fn idf(docs: i64, df: i64) -> f64 {
     v.ln().max(1e-6)
 }
 
-const RECORD_COLS: &str = "record_id, memory_id, strategy_id, namespace, content, metadata, \
-    record_ts, expires_at, created_at, updated_at";
-
 fn push_scope(qb: &mut QueryBuilder<'_, Postgres>, s: &RecordScope, alias: &str) {
     qb.push(format!(" {alias}memory_id = "))
         .push_bind(s.memory_id.clone());
@@ -175,10 +76,6 @@ fn push_scope(qb: &mut QueryBuilder<'_, Postgres>, s: &RecordScope, alias: &str)
     ))
     .push_bind(s.now)
     .push(")");
-}
-
-fn unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
 async fn put_token(tx: &mut PgConnection, t: Option<&TokenRow>) -> Result<(), Error> {
@@ -387,13 +284,7 @@ impl MemoryStore for PgStore {
         else {
             return Ok(None);
         };
-        Ok(Some(TokenRow {
-            operation: r.try_get("operation")?,
-            token: r.try_get("token")?,
-            request_hash: r.try_get("request_hash")?,
-            response: json(&r, "response", "memory_tokens")?,
-            created_at: r.try_get("created_at")?,
-        }))
+        Ok(Some(token_row(&r)?))
     }
 
     async fn insert_events(&self, events: &[EventRow]) -> Result<Vec<Inserted>, Error> {
@@ -923,9 +814,7 @@ impl MemoryStore for PgStore {
         // BM25 over the matching records in scope: a term's count is its position list's
         // length in the record's tsvector; a record's length is its count of distinct words,
         // against the average over the matches.
-        let mut qb = QueryBuilder::<Postgres>::new(
-            "WITH q(lexeme, idf) AS (SELECT * FROM unnest(",
-        );
+        let mut qb = QueryBuilder::<Postgres>::new("WITH q(lexeme, idf) AS (SELECT * FROM unnest(");
         qb.push_bind(lexemes)
             .push("::text[], ")
             .push_bind(idfs)
@@ -966,16 +855,7 @@ impl MemoryStore for PgStore {
         .bind(memory_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EmbeddingRow {
-                    record_id: r.try_get("record_id")?,
-                    namespace: r.try_get("namespace")?,
-                    strategy_id: r.try_get("strategy_id")?,
-                    embedding: embedding_from_bytes(&r.try_get::<Vec<u8>, _>("embedding")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(embedding_row).collect()
     }
 
     async fn purge_expired_records(

@@ -1,98 +1,17 @@
 //! SQLite implementation of [`MemoryStore`]: FTS5 for keywords, embeddings as BLOBs.
 
-use super::cols::{corrupt, json_col, opt_json_col};
+use super::cols::corrupt;
 use crate::memory::*;
 use crate::{Error, SqliteStore};
 use async_trait::async_trait;
 use berth_types::EpochMillis;
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
-
-fn memory_row(r: &SqliteRow) -> Result<MemoryRow, Error> {
-    Ok(MemoryRow {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        status: r.try_get("status")?,
-        failure_reason: r.try_get("failure_reason")?,
-        event_expiry_days: r.try_get::<i64, _>("event_expiry_days")? as u32,
-        spec: json_col(r, "spec", "memories")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
-
-fn event_row(r: &SqliteRow) -> Result<EventRow, Error> {
-    Ok(EventRow {
-        memory_id: r.try_get("memory_id")?,
-        actor_id: r.try_get("actor_id")?,
-        session_id: r.try_get("session_id")?,
-        event_id: r.try_get("event_id")?,
-        event_ts: r.try_get("event_ts")?,
-        branch_name: r.try_get("branch_name")?,
-        branch_root: r.try_get("branch_root")?,
-        payload: json_col(r, "payload", "memory_events")?,
-        metadata: opt_json_col(r, "metadata", "memory_events")?,
-        client_token: r.try_get("client_token")?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
-fn session_row(r: &SqliteRow) -> Result<SessionRow, Error> {
-    Ok(SessionRow {
-        actor_id: r.try_get("actor_id")?,
-        session_id: r.try_get("session_id")?,
-        created_at: r.try_get("created_at")?,
-        last_event_ts: r.try_get("last_event_ts")?,
-        extracted_upto: r.try_get("extracted_upto")?,
-    })
-}
-
-fn record_row(r: &SqliteRow, with_embedding: bool) -> Result<RecordRow, Error> {
-    let embedding = if with_embedding {
-        r.try_get::<Option<Vec<u8>>, _>("embedding")?
-            .map(|b| embedding_from_bytes(&b))
-            .transpose()?
-    } else {
-        None
-    };
-    Ok(RecordRow {
-        record_id: r.try_get("record_id")?,
-        memory_id: r.try_get("memory_id")?,
-        strategy_id: r.try_get("strategy_id")?,
-        namespace: r.try_get("namespace")?,
-        content: r.try_get("content")?,
-        metadata: opt_json_col(r, "metadata", "memory_records")?,
-        record_ts: r.try_get("record_ts")?,
-        expires_at: r.try_get("expires_at")?,
-        embedding,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
-
-fn job_row(r: &SqliteRow) -> Result<JobRow, Error> {
-    Ok(JobRow {
-        job_id: r.try_get("job_id")?,
-        memory_id: r.try_get("memory_id")?,
-        strategy_id: r.try_get("strategy_id")?,
-        actor_id: r.try_get("actor_id")?,
-        session_id: r.try_get("session_id")?,
-        status: r.try_get("status")?,
-        failure_reason: r.try_get("failure_reason")?,
-        messages: json_col(r, "messages", "memory_jobs")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
 
 /// A JSON path selecting one top-level key, quoted so any key characters are literal.
 fn json_key(key: &str) -> String {
     format!("$.\"{}\"", key.replace('"', ""))
 }
-
-const RECORD_COLS: &str = "record_id, memory_id, strategy_id, namespace, content, metadata, \
-    record_ts, expires_at, created_at, updated_at";
 
 fn push_scope(qb: &mut QueryBuilder<'_, Sqlite>, s: &RecordScope, alias: &str) {
     qb.push(format!(" {alias}memory_id = "))
@@ -313,13 +232,7 @@ impl MemoryStore for SqliteStore {
         else {
             return Ok(None);
         };
-        Ok(Some(TokenRow {
-            operation: r.try_get("operation")?,
-            token: r.try_get("token")?,
-            request_hash: r.try_get("request_hash")?,
-            response: json_col(&r, "response", "memory_tokens")?,
-            created_at: r.try_get("created_at")?,
-        }))
+        Ok(Some(token_row(&r)?))
     }
 
     async fn insert_events(&self, events: &[EventRow]) -> Result<Vec<Inserted>, Error> {
@@ -817,16 +730,7 @@ impl MemoryStore for SqliteStore {
         .bind(memory_id)
         .fetch_all(self.reader())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EmbeddingRow {
-                    record_id: r.try_get("record_id")?,
-                    namespace: r.try_get("namespace")?,
-                    strategy_id: r.try_get("strategy_id")?,
-                    embedding: embedding_from_bytes(&r.try_get::<Vec<u8>, _>("embedding")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(embedding_row).collect()
     }
 
     async fn purge_expired_records(
@@ -982,55 +886,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn namespace_prefixes_match_case_and_wildcards_exactly() {
-        let (_d, s) = store().await;
-        let rec = |id: &str, ns: &str| RecordRow {
-            record_id: id.into(),
-            memory_id: "m".into(),
-            strategy_id: "st".into(),
-            namespace: ns.into(),
-            content: format!("record {id}"),
-            metadata: None,
-            record_ts: 1,
-            expires_at: None,
-            embedding: None,
-            created_at: 1,
-            updated_at: 1,
-        };
-        s.put_records(&[
-            rec("lower", "/users/alice/"),
-            rec("upper", "/users/ALICE/"),
-            rec("wild", "/users/a_x%/"),
-            rec("other", "/users/abx9/"),
-        ])
-        .await
-        .unwrap();
-        let ids = |prefix: &str| {
-            let scope = RecordScope {
-                memory_id: "m".into(),
-                namespace_prefix: Some(prefix.into()),
-                ..Default::default()
-            };
-            let s = &s;
-            async move {
-                let mut v: Vec<String> = s
-                    .list_records(&scope, None, 10)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|r| r.record_id)
-                    .collect();
-                v.sort();
-                v
-            }
-        };
-        assert_eq!(ids("/users/alice/").await, ["lower"]);
-        assert_eq!(ids("/users/ALICE/").await, ["upper"]);
-        assert_eq!(ids("/users/a_x%").await, ["wild"]);
-        assert_eq!(ids("/users/").await.len(), 4);
-    }
-
-    #[tokio::test]
     async fn records_are_found_by_keyword_and_scope() {
         let (_d, s) = store().await;
         let rec = |id: &str, ns: &str, text: &str| RecordRow {
@@ -1098,61 +953,6 @@ mod tests {
                 .await
                 .unwrap()
                 .is_empty()
-        );
-    }
-
-    #[tokio::test]
-    async fn terms_in_most_records_are_not_searched_in_a_large_index() {
-        let (_d, s) = store().await;
-        let n = PRUNE_FROM_DOCS as usize + 200;
-        let rows: Vec<RecordRow> = (0..n)
-            .map(|i| RecordRow {
-                record_id: format!("r{i}"),
-                memory_id: "m".into(),
-                strategy_id: "st".into(),
-                namespace: "/a/".into(),
-                content: if i == 7 {
-                    "the user keeps a zebra".into()
-                } else {
-                    format!("the user owns item {i}")
-                },
-                metadata: None,
-                record_ts: 1,
-                expires_at: None,
-                embedding: None,
-                created_at: 1,
-                updated_at: 1,
-            })
-            .collect();
-        s.put_records(&rows).await.unwrap();
-        let scope = RecordScope {
-            memory_id: "m".into(),
-            namespace_prefix: Some("/".into()),
-            ..Default::default()
-        };
-        let terms = |t: &[&str]| t.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
-        // "user" is in every record: dropped, so only the rare term decides.
-        let hits = s
-            .search_keywords(&scope, &terms(&["user", "zebra"]), 10)
-            .await
-            .unwrap();
-        assert_eq!(
-            hits.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(),
-            ["r7"]
-        );
-        assert!(
-            s.search_keywords(&scope, &terms(&["the", "user"]), 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        // A rare term still finds its record among common ones.
-        assert_eq!(
-            s.search_keywords(&scope, &terms(&["item", "1000"]), 10)
-                .await
-                .unwrap()[0]
-                .0,
-            "r1000"
         );
     }
 }

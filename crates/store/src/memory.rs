@@ -8,11 +8,13 @@
 //! lets the domain group-commit concurrent `CreateEvent`s.
 
 use crate::Error;
-use crate::cols::{Cols, json_col, opt_json_col, u32_col};
 use async_trait::async_trait;
 use berth_types::EpochMillis;
 use serde_json::Value;
 use std::sync::Arc;
+
+mod shared;
+pub(crate) use shared::*;
 
 /// Keyword terms held by more than this share of the records are not searched (see
 /// [`MemoryStore::search_keywords`]); BM25's idf of such a term is below ln(3).
@@ -20,131 +22,6 @@ pub(crate) const COMMON_TERM_SHARE: f64 = 0.25;
 /// Below this many records every term is searched: a small index is cheap to score, and in a
 /// handful of records any word is "common".
 pub(crate) const PRUNE_FROM_DOCS: i64 = 1000;
-
-/// Whether keyword search looks for a term held by `df` of an index of `docs` records: every
-/// term in a small index; in a large one, not a term no record holds, nor a common one.
-pub(crate) fn term_searched(docs: i64, df: i64) -> bool {
-    docs < PRUNE_FROM_DOCS || (df > 0 && df as f64 <= docs as f64 * COMMON_TERM_SHARE)
-}
-
-/// Encodes an embedding as little-endian f32s, as both backends store it.
-pub(crate) fn embedding_to_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Decodes a stored embedding.
-pub(crate) fn embedding_from_bytes(b: &[u8]) -> Result<Vec<f32>, Error> {
-    if !b.len().is_multiple_of(4) {
-        return Err(Error::Corrupt {
-            table: "memory_records",
-            detail: "embedding length is not a multiple of 4".into(),
-        });
-    }
-    Ok(b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
-}
-
-/// The columns of `memory_records` but the embedding, in both schemas.
-pub(crate) const RECORD_COLS: &str = "record_id, memory_id, strategy_id, namespace, content, \
-    metadata, record_ts, expires_at, created_at, updated_at";
-
-pub(crate) fn memory_row(r: &impl Cols) -> Result<MemoryRow, Error> {
-    Ok(MemoryRow {
-        id: r.text("id")?,
-        name: r.text("name")?,
-        status: r.text("status")?,
-        failure_reason: r.opt_text("failure_reason")?,
-        event_expiry_days: u32_col(r, "event_expiry_days")?,
-        spec: json_col(r, "spec", "memories")?,
-        created_at: r.int("created_at")?,
-        updated_at: r.int("updated_at")?,
-    })
-}
-
-pub(crate) fn event_row(r: &impl Cols) -> Result<EventRow, Error> {
-    Ok(EventRow {
-        memory_id: r.text("memory_id")?,
-        actor_id: r.text("actor_id")?,
-        session_id: r.text("session_id")?,
-        event_id: r.text("event_id")?,
-        event_ts: r.int("event_ts")?,
-        branch_name: r.opt_text("branch_name")?,
-        branch_root: r.opt_text("branch_root")?,
-        payload: json_col(r, "payload", "memory_events")?,
-        metadata: opt_json_col(r, "metadata", "memory_events")?,
-        client_token: r.opt_text("client_token")?,
-        created_at: r.int("created_at")?,
-    })
-}
-
-pub(crate) fn session_row(r: &impl Cols) -> Result<SessionRow, Error> {
-    Ok(SessionRow {
-        actor_id: r.text("actor_id")?,
-        session_id: r.text("session_id")?,
-        created_at: r.int("created_at")?,
-        last_event_ts: r.int("last_event_ts")?,
-        extracted_upto: r.opt_text("extracted_upto")?,
-    })
-}
-
-/// A record; its embedding only when asked for (the row then has an `embedding` column).
-pub(crate) fn record_row(r: &impl Cols, with_embedding: bool) -> Result<RecordRow, Error> {
-    let embedding = if with_embedding {
-        r.opt_bytes("embedding")?
-            .map(|b| embedding_from_bytes(&b))
-            .transpose()?
-    } else {
-        None
-    };
-    Ok(RecordRow {
-        record_id: r.text("record_id")?,
-        memory_id: r.text("memory_id")?,
-        strategy_id: r.text("strategy_id")?,
-        namespace: r.text("namespace")?,
-        content: r.text("content")?,
-        metadata: opt_json_col(r, "metadata", "memory_records")?,
-        record_ts: r.int("record_ts")?,
-        expires_at: r.opt_int("expires_at")?,
-        embedding,
-        created_at: r.int("created_at")?,
-        updated_at: r.int("updated_at")?,
-    })
-}
-
-pub(crate) fn embedding_row(r: &impl Cols) -> Result<EmbeddingRow, Error> {
-    Ok(EmbeddingRow {
-        record_id: r.text("record_id")?,
-        namespace: r.text("namespace")?,
-        strategy_id: r.text("strategy_id")?,
-        embedding: embedding_from_bytes(&r.bytes("embedding")?)?,
-    })
-}
-
-pub(crate) fn job_row(r: &impl Cols) -> Result<JobRow, Error> {
-    Ok(JobRow {
-        job_id: r.text("job_id")?,
-        memory_id: r.text("memory_id")?,
-        strategy_id: r.text("strategy_id")?,
-        actor_id: r.text("actor_id")?,
-        session_id: r.text("session_id")?,
-        status: r.text("status")?,
-        failure_reason: r.opt_text("failure_reason")?,
-        messages: json_col(r, "messages", "memory_jobs")?,
-        created_at: r.int("created_at")?,
-        updated_at: r.int("updated_at")?,
-    })
-}
-
-pub(crate) fn token_row(r: &impl Cols) -> Result<TokenRow, Error> {
-    Ok(TokenRow {
-        operation: r.text("operation")?,
-        token: r.text("token")?,
-        request_hash: r.text("request_hash")?,
-        response: json_col(r, "response", "memory_tokens")?,
-        created_at: r.int("created_at")?,
-    })
-}
 
 /// A memory resource.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,16 +13,13 @@ use crate::cols::corrupt;
 use crate::memory::*;
 use async_trait::async_trait;
 use berth_types::EpochMillis;
-use serde_json::Value;
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 /// BM25's term-frequency saturation (FTS5's value).
 const BM25_K1: f64 = 1.2;
 /// BM25's length normalisation (FTS5's value).
 const BM25_B: f64 = 0.75;
-
-/// Rows purged per statement, so a large memory never holds long locks.
-const PURGE_CHUNK: i64 = 5000;
 
 /// The words of `text` as the domain splits a query (runs of alphanumerics, lowercased), one
 /// space apart. Indexing this rather than the raw text keeps PostgreSQL's parser from reading
@@ -53,154 +50,41 @@ fn idf(docs: i64, df: i64) -> f64 {
     v.ln().max(1e-6)
 }
 
-fn push_scope(qb: &mut QueryBuilder<'_, Postgres>, s: &RecordScope, alias: &str) {
-    qb.push(format!(" {alias}memory_id = "))
-        .push_bind(s.memory_id.clone());
-    if let Some(ns) = &s.namespace {
-        qb.push(format!(" AND {alias}namespace = "))
-            .push_bind(ns.clone());
-    }
-    if let Some(p) = &s.namespace_prefix {
-        // Not LIKE: `_` and `%` in a namespace are literal. starts_with is exact and
-        // case-sensitive, as SQLite's substr comparison is.
-        qb.push(format!(" AND starts_with({alias}namespace, "))
-            .push_bind(p.clone())
-            .push(")");
-    }
-    if let Some(st) = &s.strategy_id {
-        qb.push(format!(" AND {alias}strategy_id = "))
-            .push_bind(st.clone());
-    }
-    qb.push(format!(
-        " AND ({alias}expires_at IS NULL OR {alias}expires_at > "
-    ))
-    .push_bind(s.now)
-    .push(")");
-}
-
 async fn put_token(tx: &mut PgConnection, t: Option<&TokenRow>) -> Result<(), Error> {
     let Some(t) = t else { return Ok(()) };
-    let res = sqlx::query(
-        "INSERT INTO memory_tokens (operation, token, request_hash, response, created_at) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&t.operation)
-    .bind(&t.token)
-    .bind(&t.request_hash)
-    .bind(t.response.to_string())
-    .bind(t.created_at)
-    .execute(&mut *tx)
-    .await;
-    match res {
+    match bind_token(sqlx::query(INSERT_TOKEN), t)
+        .execute(&mut *tx)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if unique_violation(&e) => Err(Error::AlreadyExists("client token")),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Inserts a memory, or with `replace` overwrites the row with its id.
-async fn write_memory(
-    tx: &mut PgConnection,
-    m: &MemoryRow,
-    replace: bool,
-) -> Result<(), sqlx::Error> {
-    let mut sql = String::from(
-        "INSERT INTO memories (id, name, status, failure_reason, event_expiry_days, spec, \
-         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    );
-    if replace {
-        sql.push_str(
-            " ON CONFLICT (id) DO UPDATE SET name = excluded.name, status = excluded.status, \
-             failure_reason = excluded.failure_reason, \
-             event_expiry_days = excluded.event_expiry_days, spec = excluded.spec, \
-             created_at = excluded.created_at, updated_at = excluded.updated_at",
-        );
-    }
-    sqlx::query(&sql)
-        .bind(&m.id)
-        .bind(&m.name)
-        .bind(&m.status)
-        .bind(&m.failure_reason)
-        .bind(i64::from(m.event_expiry_days))
-        .bind(m.spec.to_string())
-        .bind(m.created_at)
-        .bind(m.updated_at)
-        .execute(tx)
-        .await
-        .map(drop)
-}
-
-async fn write_job(tx: &mut PgConnection, j: &JobRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO memory_jobs (job_id, memory_id, strategy_id, actor_id, session_id, \
-         status, failure_reason, messages, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (job_id) DO UPDATE SET memory_id = excluded.memory_id, \
-         strategy_id = excluded.strategy_id, actor_id = excluded.actor_id, \
-         session_id = excluded.session_id, status = excluded.status, \
-         failure_reason = excluded.failure_reason, messages = excluded.messages, \
-         created_at = excluded.created_at, updated_at = excluded.updated_at",
-    )
-    .bind(&j.job_id)
-    .bind(&j.memory_id)
-    .bind(&j.strategy_id)
-    .bind(&j.actor_id)
-    .bind(&j.session_id)
-    .bind(&j.status)
-    .bind(&j.failure_reason)
-    .bind(j.messages.to_string())
-    .bind(j.created_at)
-    .bind(j.updated_at)
-    .execute(tx)
-    .await
-    .map(drop)
-}
-
-/// Binds `$1` the record's words, `$2`..`$11` its columns in `RECORD_COLS` order and `$12` its
-/// embedding.
-fn record_binds<'q>(
-    q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-    r: &'q RecordRow,
-) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    q.bind(words(&r.content))
-        .bind(&r.record_id)
-        .bind(&r.memory_id)
-        .bind(&r.strategy_id)
-        .bind(&r.namespace)
-        .bind(&r.content)
-        .bind(r.metadata.as_ref().map(Value::to_string))
-        .bind(r.record_ts)
-        .bind(r.expires_at)
-        .bind(r.created_at)
-        .bind(r.updated_at)
-        .bind(r.embedding.as_deref().map(embedding_to_bytes))
-}
-
-impl PgStore {
-    /// Deletes up to [`PURGE_CHUNK`] rows of `table` matching `cond` (on `$1`) per statement,
-    /// until none is left.
-    async fn purge_chunked(&self, table: &str, cond: &str, id: &str) -> Result<(), Error> {
-        let sql = format!(
-            "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} \
-             WHERE {cond} LIMIT {PURGE_CHUNK}))"
-        );
-        while sqlx::query(&sql)
-            .bind(id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected()
-            > 0
-        {}
-        Ok(())
-    }
+/// Runs a built query and decodes its rows.
+async fn fetch_all<T>(
+    s: &PgStore,
+    mut qb: QueryBuilder<'_, Postgres>,
+    row: impl Fn(&PgRow) -> Result<T, Error>,
+) -> Result<Vec<T>, Error> {
+    qb.build()
+        .fetch_all(&s.pool)
+        .await?
+        .iter()
+        .map(row)
+        .collect()
 }
 
 #[async_trait]
 impl MemoryStore for PgStore {
     async fn insert_memory(&self, m: &MemoryRow, token: Option<&TokenRow>) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
-        match write_memory(&mut tx, m, false).await {
-            Ok(()) => {}
+        match bind_memory(sqlx::query(INSERT_MEMORY), m)
+            .execute(&mut *tx)
+            .await
+        {
+            Ok(_) => {}
             Err(e) if unique_violation(&e) => return Err(Error::AlreadyExists("memory name")),
             Err(e) => return Err(e.into()),
         }
@@ -211,14 +95,16 @@ impl MemoryStore for PgStore {
 
     async fn put_memory(&self, m: &MemoryRow, token: Option<&TokenRow>) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
-        write_memory(&mut tx, m, true).await?;
+        bind_memory(sqlx::query(PUT_MEMORY), m)
+            .execute(&mut *tx)
+            .await?;
         put_token(&mut tx, token).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn memory(&self, id: &str) -> Result<Option<MemoryRow>, Error> {
-        sqlx::query("SELECT * FROM memories WHERE id = $1")
+        sqlx::query(MEMORY)
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -233,22 +119,19 @@ impl MemoryStore for PgStore {
         limit: u32,
     ) -> Result<Vec<MemoryRow>, Error> {
         let (t, id) = after.unwrap_or((i64::MIN, String::new()));
-        sqlx::query(
-            "SELECT * FROM memories WHERE (created_at, id) > ($1, $2) \
-             ORDER BY created_at, id LIMIT $3",
-        )
-        .bind(t)
-        .bind(id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(memory_row)
-        .collect()
+        sqlx::query(LIST_MEMORIES)
+            .bind(t)
+            .bind(id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(memory_row)
+            .collect()
     }
 
     async fn memories_in_status(&self, status: &str) -> Result<Vec<MemoryRow>, Error> {
-        sqlx::query("SELECT * FROM memories WHERE status = $1 ORDER BY created_at, id")
+        sqlx::query(MEMORIES_IN_STATUS)
             .bind(status)
             .fetch_all(&self.pool)
             .await?
@@ -258,16 +141,18 @@ impl MemoryStore for PgStore {
     }
 
     async fn purge_memory(&self, id: &str) -> Result<(), Error> {
-        // Chunked so a large memory never holds many row locks or one long transaction.
-        for table in [
-            "memory_events",
-            "memory_records",
-            "memory_sessions",
-            "memory_jobs",
-        ] {
-            self.purge_chunked(table, "memory_id = $1", id).await?;
+        // Chunked so a large memory never holds many row locks in one long transaction.
+        for table in MEMORY_TABLES {
+            let sql = purge_chunk_sql(table);
+            while sqlx::query(&sql)
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                > 0
+            {}
         }
-        sqlx::query("DELETE FROM memories WHERE id = $1")
+        sqlx::query(DELETE_MEMORY)
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -275,16 +160,14 @@ impl MemoryStore for PgStore {
     }
 
     async fn token(&self, operation: &str, token: &str) -> Result<Option<TokenRow>, Error> {
-        let Some(r) =
-            sqlx::query("SELECT * FROM memory_tokens WHERE operation = $1 AND token = $2")
-                .bind(operation)
-                .bind(token)
-                .fetch_optional(&self.pool)
-                .await?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(token_row(&r)?))
+        sqlx::query(TOKEN)
+            .bind(operation)
+            .bind(token)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(token_row)
+            .transpose()
     }
 
     async fn insert_events(&self, events: &[EventRow]) -> Result<Vec<Inserted>, Error> {
@@ -299,40 +182,22 @@ impl MemoryStore for PgStore {
         let mut tx = self.pool.begin().await?;
         for i in order {
             let e = &events[i];
-            let n = sqlx::query(
-                "INSERT INTO memory_events (memory_id, actor_id, session_id, event_id, event_ts, \
-                 branch_name, branch_root, payload, metadata, client_token, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&e.memory_id)
-            .bind(&e.actor_id)
-            .bind(&e.session_id)
-            .bind(&e.event_id)
-            .bind(e.event_ts)
-            .bind(&e.branch_name)
-            .bind(&e.branch_root)
-            .bind(e.payload.to_string())
-            .bind(e.metadata.as_ref().map(Value::to_string))
-            .bind(&e.client_token)
-            .bind(e.created_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let n = bind_event(sqlx::query(INSERT_EVENT), e)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if n == 0 {
                 // Only the token index can conflict: event ids are unique by construction.
                 // Under READ COMMITTED this statement sees the row the conflict waited for.
-                let existing = sqlx::query(
-                    "SELECT * FROM memory_events WHERE memory_id = $1 AND client_token = $2",
-                )
-                .bind(&e.memory_id)
-                .bind(&e.client_token)
-                .fetch_optional(&mut *tx)
-                .await?
-                .as_ref()
-                .map(event_row)
-                .transpose()?
-                .ok_or_else(|| corrupt("memory_events", "conflict on an unknown key"))?;
+                let existing = sqlx::query(EVENT_BY_TOKEN)
+                    .bind(&e.memory_id)
+                    .bind(&e.client_token)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .as_ref()
+                    .map(event_row)
+                    .transpose()?
+                    .ok_or_else(|| corrupt("memory_events", "conflict on an unknown key"))?;
                 out[i] = Some(Inserted::Duplicate(Box::new(existing)));
                 continue;
             }
@@ -344,19 +209,14 @@ impl MemoryStore for PgStore {
             out[i] = Some(Inserted::New);
         }
         for ((memory_id, actor_id, session_id), (created_at, last_ts)) in sessions {
-            sqlx::query(
-                "INSERT INTO memory_sessions (memory_id, actor_id, session_id, created_at, \
-                 last_event_ts) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (memory_id, actor_id, session_id) DO UPDATE SET \
-                 last_event_ts = GREATEST(memory_sessions.last_event_ts, excluded.last_event_ts)",
-            )
-            .bind(memory_id)
-            .bind(actor_id)
-            .bind(session_id)
-            .bind(created_at)
-            .bind(last_ts)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(UPSERT_SESSION)
+                .bind(memory_id)
+                .bind(actor_id)
+                .bind(session_id)
+                .bind(created_at)
+                .bind(last_ts)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(out.into_iter().flatten().collect())
@@ -369,74 +229,41 @@ impl MemoryStore for PgStore {
         session_id: &str,
         event_id: &str,
     ) -> Result<Option<EventRow>, Error> {
-        sqlx::query(
-            "SELECT * FROM memory_events WHERE memory_id = $1 AND actor_id = $2 \
-             AND session_id = $3 AND event_id = $4",
-        )
-        .bind(memory_id)
-        .bind(actor_id)
-        .bind(session_id)
-        .bind(event_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(event_row)
-        .transpose()
+        sqlx::query(EVENT)
+            .bind(memory_id)
+            .bind(actor_id)
+            .bind(session_id)
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(event_row)
+            .transpose()
     }
 
     async fn list_events(&self, q: &EventQuery) -> Result<Vec<EventRow>, Error> {
-        let mut qb =
-            QueryBuilder::<Postgres>::new("SELECT * FROM memory_events WHERE memory_id = ");
-        qb.push_bind(q.memory_id.clone())
-            .push(" AND actor_id = ")
-            .push_bind(q.actor_id.clone())
-            .push(" AND session_id = ")
-            .push_bind(q.session_id.clone())
-            .push(" AND event_ts >= ")
-            .push_bind(q.min_ts);
-        if let Some(b) = &q.before {
-            qb.push(" AND event_id < ").push_bind(b.clone());
-        }
-        if let Some(name) = &q.branch {
-            qb.push(" AND (branch_name = ").push_bind(name.clone());
-            if let Some(root) = &q.parent_upto {
-                qb.push(" OR (branch_name IS NULL AND event_id <= ")
-                    .push_bind(root.clone())
-                    .push(")");
-            }
-            qb.push(")");
-        }
         // Metadata is a JSON object of `{key: {"stringValue": ...}}`; `->` on a key finds only
         // a top-level member (a JSON null value counts as present, as SQLite's json_type does).
-        for c in &q.metadata {
-            match c {
-                MetaCond::Equals(k, v) => {
-                    qb.push(" AND metadata::jsonb -> ")
-                        .push_bind(k.clone())
-                        .push(" -> 'stringValue' = to_jsonb(")
-                        .push_bind(v.clone())
-                        .push("::text)");
-                }
-                MetaCond::Exists(k) => {
-                    qb.push(" AND metadata::jsonb -> ")
-                        .push_bind(k.clone())
-                        .push(" IS NOT NULL");
-                }
-                MetaCond::NotExists(k) => {
-                    qb.push(" AND (metadata IS NULL OR metadata::jsonb -> ")
-                        .push_bind(k.clone())
-                        .push(" IS NULL)");
-                }
+        let qb = events_query::<Postgres>(q, |qb, c| match c {
+            MetaCond::Equals(k, v) => {
+                qb.push(" AND metadata::jsonb -> ")
+                    .push_bind(k.clone())
+                    .push(" -> 'stringValue' = to_jsonb(")
+                    .push_bind(v.clone())
+                    .push("::text)");
             }
-        }
-        qb.push(" ORDER BY event_id DESC LIMIT ")
-            .push_bind(i64::from(q.limit));
-        qb.build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(event_row)
-            .collect()
+            MetaCond::Exists(k) => {
+                qb.push(" AND metadata::jsonb -> ")
+                    .push_bind(k.clone())
+                    .push(" IS NOT NULL");
+            }
+            MetaCond::NotExists(k) => {
+                qb.push(" AND (metadata IS NULL OR metadata::jsonb -> ")
+                    .push_bind(k.clone())
+                    .push(" IS NULL)");
+            }
+        });
+        fetch_all(self, qb, event_row).await
     }
 
     async fn events_after(
@@ -448,22 +275,18 @@ impl MemoryStore for PgStore {
         min_ts: EpochMillis,
         limit: u32,
     ) -> Result<Vec<EventRow>, Error> {
-        sqlx::query(
-            "SELECT * FROM memory_events WHERE memory_id = $1 AND actor_id = $2 \
-             AND session_id = $3 AND event_id > $4 AND event_ts >= $5 \
-             ORDER BY event_id LIMIT $6",
-        )
-        .bind(memory_id)
-        .bind(actor_id)
-        .bind(session_id)
-        .bind(after.unwrap_or(""))
-        .bind(min_ts)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(event_row)
-        .collect()
+        sqlx::query(EVENTS_AFTER)
+            .bind(memory_id)
+            .bind(actor_id)
+            .bind(session_id)
+            .bind(after.unwrap_or(""))
+            .bind(min_ts)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(event_row)
+            .collect()
     }
 
     async fn delete_event(
@@ -473,17 +296,14 @@ impl MemoryStore for PgStore {
         session_id: &str,
         event_id: &str,
     ) -> Result<bool, Error> {
-        let n = sqlx::query(
-            "DELETE FROM memory_events WHERE memory_id = $1 AND actor_id = $2 \
-             AND session_id = $3 AND event_id = $4",
-        )
-        .bind(memory_id)
-        .bind(actor_id)
-        .bind(session_id)
-        .bind(event_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let n = sqlx::query(DELETE_EVENT)
+            .bind(memory_id)
+            .bind(actor_id)
+            .bind(session_id)
+            .bind(event_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         Ok(n > 0)
     }
 
@@ -495,30 +315,19 @@ impl MemoryStore for PgStore {
         after: Option<(EpochMillis, String)>,
         limit: u32,
     ) -> Result<Vec<SessionRow>, Error> {
-        let (t, s) = after.unwrap_or((i64::MAX, String::new()));
-        // A cursor with an empty session id starts above every session at that time (keys
-        // compare bytewise, and U+10FFFF is the highest code point).
-        let s = if s.is_empty() {
-            "\u{10FFFF}".to_owned()
-        } else {
-            s
-        };
-        sqlx::query(
-            "SELECT * FROM memory_sessions WHERE memory_id = $1 AND actor_id = $2 \
-             AND last_event_ts >= $3 AND (last_event_ts, session_id) < ($4, $5) \
-             ORDER BY last_event_ts DESC, session_id DESC LIMIT $6",
-        )
-        .bind(memory_id)
-        .bind(actor_id)
-        .bind(min_ts)
-        .bind(t)
-        .bind(s)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(session_row)
-        .collect()
+        let (t, s) = session_cursor(after);
+        sqlx::query(LIST_SESSIONS)
+            .bind(memory_id)
+            .bind(actor_id)
+            .bind(min_ts)
+            .bind(t)
+            .bind(s)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(session_row)
+            .collect()
     }
 
     async fn list_actors(
@@ -528,16 +337,13 @@ impl MemoryStore for PgStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<String>, Error> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT actor_id FROM memory_sessions WHERE memory_id = $1 \
-             AND last_event_ts >= $2 AND actor_id > $3 ORDER BY actor_id LIMIT $4",
-        )
-        .bind(memory_id)
-        .bind(min_ts)
-        .bind(after.unwrap_or(""))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(LIST_ACTORS)
+            .bind(memory_id)
+            .bind(min_ts)
+            .bind(after.unwrap_or(""))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| r.try_get("actor_id").map_err(Error::from))
             .collect()
@@ -549,24 +355,15 @@ impl MemoryStore for PgStore {
         quiet_before: EpochMillis,
         limit: u32,
     ) -> Result<Vec<SessionRow>, Error> {
-        sqlx::query(
-            "SELECT s.* FROM memory_sessions s WHERE s.memory_id = $1 \
-             AND EXISTS (SELECT 1 FROM memory_events e WHERE e.memory_id = s.memory_id \
-                 AND e.actor_id = s.actor_id AND e.session_id = s.session_id \
-                 AND e.event_id > coalesce(s.extracted_upto, '')) \
-             AND NOT EXISTS (SELECT 1 FROM memory_events e WHERE e.memory_id = s.memory_id \
-                 AND e.actor_id = s.actor_id AND e.session_id = s.session_id \
-                 AND e.event_id > coalesce(s.extracted_upto, '') AND e.created_at > $2) \
-             LIMIT $3",
-        )
-        .bind(memory_id)
-        .bind(quiet_before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(session_row)
-        .collect()
+        sqlx::query(SESSIONS_TO_EXTRACT)
+            .bind(memory_id)
+            .bind(quiet_before)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(session_row)
+            .collect()
     }
 
     async fn put_jobs_and_cursor(
@@ -579,26 +376,20 @@ impl MemoryStore for PgStore {
         jobs: &[JobRow],
     ) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
-        // Conditional on the cursor the caller read: two extractors planning the same events
-        // cannot both record jobs for them. A concurrent mover holds the row lock; once it
-        // commits, PostgreSQL re-checks this condition on the row it wrote, which then fails.
-        let moved = sqlx::query(
-            "UPDATE memory_sessions SET extracted_upto = $4 WHERE memory_id = $1 \
-             AND actor_id = $2 AND session_id = $3 AND extracted_upto IS NOT DISTINCT FROM $5",
-        )
-        .bind(memory_id)
-        .bind(actor_id)
-        .bind(session_id)
-        .bind(upto)
-        .bind(from)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let moved = sqlx::query(MOVE_CURSOR)
+            .bind(memory_id)
+            .bind(actor_id)
+            .bind(session_id)
+            .bind(upto)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if moved != 1 {
             return Err(Error::Precondition("extraction cursor"));
         }
         for j in jobs {
-            write_job(&mut tx, j).await?;
+            bind_job(sqlx::query(PUT_JOB), j).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -611,26 +402,19 @@ impl MemoryStore for PgStore {
         limit: u32,
     ) -> Result<u64, Error> {
         let mut tx = self.pool.begin().await?;
-        let n = sqlx::query(
-            "DELETE FROM memory_events WHERE ctid = ANY(ARRAY(SELECT ctid FROM memory_events \
-             WHERE memory_id = $1 AND event_ts < $2 LIMIT $3))",
-        )
-        .bind(memory_id)
-        .bind(min_ts)
-        .bind(i64::from(limit))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n > 0 {
-            sqlx::query(
-                "DELETE FROM memory_sessions s WHERE s.memory_id = $1 AND s.last_event_ts < $2 \
-                 AND NOT EXISTS (SELECT 1 FROM memory_events e WHERE e.memory_id = s.memory_id \
-                 AND e.actor_id = s.actor_id AND e.session_id = s.session_id)",
-            )
+        let n = sqlx::query(PURGE_EXPIRED_EVENTS)
             .bind(memory_id)
             .bind(min_ts)
+            .bind(i64::from(limit))
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+        if n > 0 {
+            sqlx::query(PURGE_EMPTY_SESSIONS)
+                .bind(memory_id)
+                .bind(min_ts)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(n)
@@ -638,75 +422,51 @@ impl MemoryStore for PgStore {
 
     async fn put_records(&self, records: &[RecordRow]) -> Result<(), Error> {
         // An update first and an insert only for a new id: an upsert would draw a `seq` for
-        // every put, and `seq` is what bounds the record count for keyword pruning.
+        // every put, and `seq` is what bounds the record count for keyword pruning. `$1` is the
+        // content's words, `$2`.. the record as `bind_record` numbers it.
+        let update = "UPDATE memory_records SET keywords = to_tsvector('berth_memory', $1), \
+            strategy_id = $4, namespace = $5, content = $6, metadata = $7, record_ts = $8, \
+            expires_at = $9, updated_at = $11, embedding = $12 WHERE record_id = $2";
+        // A concurrent put of the same new id lands in ON CONFLICT and updates instead.
+        let insert = format!(
+            "INSERT INTO memory_records (keywords, {RECORD_COLS}, embedding) \
+             VALUES (to_tsvector('berth_memory', $1), $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12) ON CONFLICT (record_id) DO UPDATE SET keywords = excluded.keywords, \
+             {RECORD_UPSERT_SET}"
+        );
         let mut tx = self.pool.begin().await?;
         for r in records {
-            let updated = record_binds(
-                sqlx::query(
-                    "UPDATE memory_records SET keywords = to_tsvector('berth_memory', $1), \
-                     strategy_id = $4, namespace = $5, content = $6, metadata = $7, \
-                     record_ts = $8, expires_at = $9, updated_at = $11, embedding = $12 \
-                     WHERE record_id = $2",
-                ),
-                r,
-            )
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated > 0 {
-                continue;
+            let updated = bind_record(sqlx::query(update).bind(words(&r.content)), r)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if updated == 0 {
+                bind_record(sqlx::query(&insert).bind(words(&r.content)), r)
+                    .execute(&mut *tx)
+                    .await?;
             }
-            // A concurrent put of the same new id lands in ON CONFLICT and updates instead.
-            record_binds(
-                sqlx::query(&format!(
-                    "INSERT INTO memory_records (keywords, {RECORD_COLS}, embedding) \
-                     VALUES (to_tsvector('berth_memory', $1), \
-                     $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                     ON CONFLICT (record_id) DO UPDATE SET keywords = excluded.keywords, \
-                     strategy_id = excluded.strategy_id, \
-                     namespace = excluded.namespace, content = excluded.content, \
-                     metadata = excluded.metadata, record_ts = excluded.record_ts, \
-                     expires_at = excluded.expires_at, embedding = excluded.embedding, \
-                     updated_at = excluded.updated_at"
-                )),
-                r,
-            )
-            .execute(&mut *tx)
-            .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     async fn record(&self, memory_id: &str, record_id: &str) -> Result<Option<RecordRow>, Error> {
-        sqlx::query(&format!(
-            "SELECT {RECORD_COLS}, embedding FROM memory_records \
-             WHERE memory_id = $1 AND record_id = $2"
-        ))
-        .bind(memory_id)
-        .bind(record_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(|r| record_row(r, true))
-        .transpose()
+        sqlx::query(RECORD)
+            .bind(memory_id)
+            .bind(record_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(|r| record_row(r, true))
+            .transpose()
     }
 
     async fn records(&self, memory_id: &str, ids: &[String]) -> Result<Vec<RecordRow>, Error> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        sqlx::query(&format!(
-            "SELECT {RECORD_COLS} FROM memory_records WHERE memory_id = $1 \
-             AND record_id = ANY($2)"
-        ))
-        .bind(memory_id)
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| record_row(r, false))
-        .collect()
+        let qb = records_by_id_query::<Postgres>(memory_id, ids);
+        fetch_all(self, qb, |r| record_row(r, false)).await
     }
 
     async fn delete_records(&self, memory_id: &str, ids: &[String]) -> Result<Vec<String>, Error> {
@@ -738,25 +498,8 @@ impl MemoryStore for PgStore {
         after: Option<(EpochMillis, String)>,
         limit: u32,
     ) -> Result<Vec<RecordRow>, Error> {
-        let mut qb = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {RECORD_COLS} FROM memory_records WHERE"
-        ));
-        push_scope(&mut qb, scope, "");
-        if let Some((t, id)) = after {
-            qb.push(" AND (created_at, record_id) < (")
-                .push_bind(t)
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
-        qb.push(" ORDER BY created_at DESC, record_id DESC LIMIT ")
-            .push_bind(i64::from(limit));
-        qb.build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| record_row(r, false))
-            .collect()
+        let qb = records_query::<Postgres>(scope, after, limit);
+        fetch_all(self, qb, |r| record_row(r, false)).await
     }
 
     async fn search_keywords(
@@ -848,14 +591,13 @@ impl MemoryStore for PgStore {
     }
 
     async fn embeddings(&self, memory_id: &str) -> Result<Vec<EmbeddingRow>, Error> {
-        let rows = sqlx::query(
-            "SELECT record_id, namespace, strategy_id, embedding FROM memory_records \
-             WHERE memory_id = $1 AND embedding IS NOT NULL",
-        )
-        .bind(memory_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(embedding_row).collect()
+        sqlx::query(EMBEDDINGS)
+            .bind(memory_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(embedding_row)
+            .collect()
     }
 
     async fn purge_expired_records(
@@ -863,15 +605,11 @@ impl MemoryStore for PgStore {
         now: EpochMillis,
         limit: u32,
     ) -> Result<Vec<(String, String)>, Error> {
-        let rows = sqlx::query(
-            "DELETE FROM memory_records WHERE seq = ANY(ARRAY(SELECT seq FROM memory_records \
-             WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2)) \
-             RETURNING memory_id, record_id",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(PURGE_EXPIRED_RECORDS)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("memory_id")?, r.try_get("record_id")?)))
             .collect()
@@ -880,14 +618,14 @@ impl MemoryStore for PgStore {
     async fn put_jobs(&self, jobs: &[JobRow]) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
         for j in jobs {
-            write_job(&mut tx, j).await?;
+            bind_job(sqlx::query(PUT_JOB), j).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     async fn job(&self, memory_id: &str, job_id: &str) -> Result<Option<JobRow>, Error> {
-        sqlx::query("SELECT * FROM memory_jobs WHERE memory_id = $1 AND job_id = $2")
+        sqlx::query(JOB)
             .bind(memory_id)
             .bind(job_id)
             .fetch_optional(&self.pool)
@@ -898,45 +636,17 @@ impl MemoryStore for PgStore {
     }
 
     async fn list_jobs(&self, q: &JobQuery) -> Result<Vec<JobRow>, Error> {
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM memory_jobs WHERE memory_id = ");
-        qb.push_bind(q.memory_id.clone());
-        for (col, v) in [
-            ("status", &q.status),
-            ("strategy_id", &q.strategy_id),
-            ("actor_id", &q.actor_id),
-            ("session_id", &q.session_id),
-        ] {
-            if let Some(v) = v {
-                qb.push(format!(" AND {col} = ")).push_bind(v.clone());
-            }
-        }
-        if let Some((t, id)) = &q.after {
-            qb.push(" AND (created_at, job_id) > (")
-                .push_bind(*t)
-                .push(", ")
-                .push_bind(id.clone())
-                .push(")");
-        }
-        qb.push(" ORDER BY created_at, job_id LIMIT ")
-            .push_bind(i64::from(q.limit));
-        qb.build()
+        fetch_all(self, jobs_query::<Postgres>(q), job_row).await
+    }
+
+    async fn jobs_in_status(&self, status: &str, limit: u32) -> Result<Vec<JobRow>, Error> {
+        sqlx::query(JOBS_IN_STATUS)
+            .bind(status)
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?
             .iter()
             .map(job_row)
             .collect()
-    }
-
-    async fn jobs_in_status(&self, status: &str, limit: u32) -> Result<Vec<JobRow>, Error> {
-        sqlx::query(
-            "SELECT * FROM memory_jobs WHERE status = $1 ORDER BY created_at, job_id LIMIT $2",
-        )
-        .bind(status)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(job_row)
-        .collect()
     }
 }

@@ -1,6 +1,7 @@
 //! Decoding rows of any backend: the [`Cols`] trait reads one column of a SQLite or PostgreSQL row
-//! with the types both schemas share (TEXT, 64-bit integers, doubles, bytes), so each row type has
-//! one decoder, and a bad stored value becomes [`Error::Corrupt`] in one place.
+//! with the types both schemas share (TEXT, 64-bit integers), so a row type can have one decoder
+//! outside the per-backend SQL of [`crate::sql`], and a bad stored JSON value becomes
+//! [`Error::Corrupt`] in one place.
 
 use crate::Error;
 use berth_types::Status;
@@ -19,14 +20,6 @@ pub(crate) trait Cols {
     fn int(&self, col: &str) -> Result<i64, Error>;
     /// A nullable integer column.
     fn opt_int(&self, col: &str) -> Result<Option<i64>, Error>;
-    /// A floating-point column.
-    fn real(&self, col: &str) -> Result<f64, Error>;
-    /// A nullable floating-point column.
-    fn opt_real(&self, col: &str) -> Result<Option<f64>, Error>;
-    /// A bytes column (BLOB, BYTEA).
-    fn bytes(&self, col: &str) -> Result<Vec<u8>, Error>;
-    /// A nullable bytes column.
-    fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>, Error>;
 }
 
 macro_rules! cols_for {
@@ -42,18 +35,6 @@ macro_rules! cols_for {
                 Ok(self.try_get(col)?)
             }
             fn opt_int(&self, col: &str) -> Result<Option<i64>, Error> {
-                Ok(self.try_get(col)?)
-            }
-            fn real(&self, col: &str) -> Result<f64, Error> {
-                Ok(self.try_get(col)?)
-            }
-            fn opt_real(&self, col: &str) -> Result<Option<f64>, Error> {
-                Ok(self.try_get(col)?)
-            }
-            fn bytes(&self, col: &str) -> Result<Vec<u8>, Error> {
-                Ok(self.try_get(col)?)
-            }
-            fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>, Error> {
                 Ok(self.try_get(col)?)
             }
         }

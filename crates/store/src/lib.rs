@@ -12,6 +12,7 @@ pub mod identity;
 pub mod memory;
 mod postgres;
 pub mod secrets;
+mod sql;
 mod sqlite;
 pub use sqlite::open_pools;
 mod traffic;

@@ -140,8 +140,30 @@ conformance!(sqlite, Sqlite);
 // PostgreSQL while its backend is being written: the tests it passes so far (the memory tests are
 // instantiated as `postgres_memory`); one `conformance!(postgres, Postgres)` once all pass.
 conformance!(@tests postgres, Postgres, [
+    runtimes_insert_update_list_and_delete,
+    versions_list_newest_first_and_recover_unfinished,
+    endpoints_insert_put_list_and_delete,
     tags_put_and_remove,
     idempotency_tokens_are_taken_once,
+    a_failing_batch_writes_nothing,
+    policies_assignments_and_drains,
+    rollouts_one_active_per_endpoint,
+    rollout_update_is_a_conditional_write,
+    health_buckets_add_up_and_prune,
+    health_from_two_nodes_adds_up,
+    audit_chain_links_and_pages,
+    audit_from_two_nodes_stays_one_chain,
+    roles_and_access_keys,
+    resource_policies_put_replace_and_delete,
+    evaluators_insert_put_list_and_delete,
+    online_configs_insert_put_list_and_delete,
+    datasets_examples_and_versions,
+    dataset_example_changes_are_all_or_nothing,
+    batch_evaluations_insert_update_and_recover,
+    identities_insert_update_page_and_delete,
+    identity_token_cache_expires_and_clears,
+    secrets_put_bumps_versions_lists_by_prefix_and_delete,
+    secrets_from_two_nodes_share_one_version_sequence,
 ]);
 conformance!(@tests postgres_memory, Postgres, [
     memories_insert_put_list_and_purge,

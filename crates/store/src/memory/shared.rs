@@ -1,12 +1,20 @@
-//! What the SQLite and PostgreSQL memory backends share: row decoders (through [`Cols`]), the
-//! SQL both run as written, and the builders of the queries whose shape depends on the request.
+//! [`MemoryStore`](super::MemoryStore) for both backends: `memory_store!(Store, Database)`
+//! expands to the one implementation (as `crate::sql` does for the other stores), over row
+//! decoders (through [`Cols`]), the SQL both dialects run as written, and the builders of the
+//! queries whose shape depends on the request.
 //!
 //! Both dialects accept `$n` parameters, row values, `ON CONFLICT ... DO UPDATE` with `excluded`,
-//! `IS NOT DISTINCT FROM` and `RETURNING`, so only what really differs (keyword search, upserts
-//! of records, JSON paths, locking) is written per backend.
+//! `IS NOT DISTINCT FROM` and `RETURNING`. What really differs is written by each backend next to
+//! its invocation, as functions the macro body calls by name:
+//! - `put_records(&Store, &[RecordRow])`: SQLite's FTS5 triggers index content; PostgreSQL
+//!   writes the record's tsvector with it;
+//! - `search_keywords(&Store, &RecordScope, &[String], u32)`: FTS5's bm25, or BM25 over the
+//!   tsvectors;
+//! - `push_meta(&mut QueryBuilder<Database>, &MetaCond)`: a metadata condition in the
+//!   dialect's JSON functions.
 
 use super::{
-    COMMON_TERM_SHARE, EmbeddingRow, EventQuery, EventRow, JobQuery, JobRow, MemoryRow, MetaCond,
+    COMMON_TERM_SHARE, EventQuery, EventRow, JobQuery, JobRow, MemoryRow, MetaCond,
     PRUNE_FROM_DOCS, RecordRow, RecordScope, SessionRow, TokenRow,
 };
 use crate::Error;
@@ -82,14 +90,8 @@ pub(crate) fn session_row(r: &impl Cols) -> Result<SessionRow, Error> {
 }
 
 /// A record; its embedding only when asked for (the row then has an `embedding` column).
-pub(crate) fn record_row(r: &impl Cols, with_embedding: bool) -> Result<RecordRow, Error> {
-    let embedding = if with_embedding {
-        r.opt_bytes("embedding")?
-            .map(|b| embedding_from_bytes(&b))
-            .transpose()?
-    } else {
-        None
-    };
+/// A record, without its embedding (see [`embedding_col`]).
+pub(crate) fn record_row(r: &impl Cols) -> Result<RecordRow, Error> {
     Ok(RecordRow {
         record_id: r.text("record_id")?,
         memory_id: r.text("memory_id")?,
@@ -99,19 +101,15 @@ pub(crate) fn record_row(r: &impl Cols, with_embedding: bool) -> Result<RecordRo
         metadata: opt_json_col(r, "metadata", "memory_records")?,
         record_ts: r.int("record_ts")?,
         expires_at: r.opt_int("expires_at")?,
-        embedding,
+        embedding: None,
         created_at: r.int("created_at")?,
         updated_at: r.int("updated_at")?,
     })
 }
 
-pub(crate) fn embedding_row(r: &impl Cols) -> Result<EmbeddingRow, Error> {
-    Ok(EmbeddingRow {
-        record_id: r.text("record_id")?,
-        namespace: r.text("namespace")?,
-        strategy_id: r.text("strategy_id")?,
-        embedding: embedding_from_bytes(&r.bytes("embedding")?)?,
-    })
+/// The `embedding` column as read (BLOB or BYTEA), decoded.
+pub(crate) fn embedding_col(bytes: Option<Vec<u8>>) -> Result<Option<Vec<f32>>, Error> {
+    bytes.map(|b| embedding_from_bytes(&b)).transpose()
 }
 
 pub(crate) fn job_row(r: &impl Cols) -> Result<JobRow, Error> {
@@ -522,3 +520,564 @@ pub(crate) const RECORD_UPSERT_SET: &str = "strategy_id = excluded.strategy_id, 
     namespace = excluded.namespace, content = excluded.content, metadata = excluded.metadata, \
     record_ts = excluded.record_ts, expires_at = excluded.expires_at, \
     embedding = excluded.embedding, updated_at = excluded.updated_at";
+
+/// `impl MemoryStore for $store` over the sqlx database `$db`; the invoking module defines
+/// `put_records`, `search_keywords` and `push_meta` (see the module docs).
+macro_rules! memory_store {
+    ($store:ty, $db:ty) => {
+        async fn put_token(
+            tx: &mut <$db as sqlx::Database>::Connection,
+            t: Option<&crate::memory::TokenRow>,
+        ) -> Result<(), crate::Error> {
+            let Some(t) = t else { return Ok(()) };
+            crate::sql::or_exists(
+                crate::memory::bind_token(sqlx::query(crate::memory::INSERT_TOKEN), t)
+                    .execute(&mut *tx)
+                    .await,
+                "client token",
+            )
+            .map(drop)
+        }
+
+        /// Runs a built query on the read pool and decodes its rows.
+        async fn fetch_all<T>(
+            s: &$store,
+            mut qb: sqlx::QueryBuilder<'_, $db>,
+            row: impl Fn(&<$db as sqlx::Database>::Row) -> Result<T, crate::Error>,
+        ) -> Result<Vec<T>, crate::Error> {
+            qb.build()
+                .fetch_all(s.reader())
+                .await?
+                .iter()
+                .map(row)
+                .collect()
+        }
+
+        #[async_trait::async_trait]
+        impl crate::memory::MemoryStore for $store {
+            async fn insert_memory(
+                &self,
+                m: &crate::memory::MemoryRow,
+                token: Option<&crate::memory::TokenRow>,
+            ) -> Result<(), crate::Error> {
+                let mut tx = self.begin().await?;
+                crate::sql::or_exists(
+                    crate::memory::bind_memory(sqlx::query(crate::memory::INSERT_MEMORY), m)
+                        .execute(&mut *tx)
+                        .await,
+                    "memory name",
+                )?;
+                put_token(&mut tx, token).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn put_memory(
+                &self,
+                m: &crate::memory::MemoryRow,
+                token: Option<&crate::memory::TokenRow>,
+            ) -> Result<(), crate::Error> {
+                let mut tx = self.begin().await?;
+                crate::memory::bind_memory(sqlx::query(crate::memory::PUT_MEMORY), m)
+                    .execute(&mut *tx)
+                    .await?;
+                put_token(&mut tx, token).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn memory(
+                &self,
+                id: &str,
+            ) -> Result<Option<crate::memory::MemoryRow>, crate::Error> {
+                sqlx::query(crate::memory::MEMORY)
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await?
+                    .as_ref()
+                    .map(crate::memory::memory_row)
+                    .transpose()
+            }
+
+            async fn list_memories(
+                &self,
+                after: Option<(berth_types::EpochMillis, String)>,
+                limit: u32,
+            ) -> Result<Vec<crate::memory::MemoryRow>, crate::Error> {
+                let (t, id) = after.unwrap_or((i64::MIN, String::new()));
+                sqlx::query(crate::memory::LIST_MEMORIES)
+                    .bind(t)
+                    .bind(id)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?
+                    .iter()
+                    .map(crate::memory::memory_row)
+                    .collect()
+            }
+
+            async fn memories_in_status(
+                &self,
+                status: &str,
+            ) -> Result<Vec<crate::memory::MemoryRow>, crate::Error> {
+                sqlx::query(crate::memory::MEMORIES_IN_STATUS)
+                    .bind(status)
+                    .fetch_all(self.reader())
+                    .await?
+                    .iter()
+                    .map(crate::memory::memory_row)
+                    .collect()
+            }
+
+            async fn purge_memory(&self, id: &str) -> Result<(), crate::Error> {
+                // Chunked so a large memory never holds the writer (SQLite's one write lock, or
+                // many row locks in one long PostgreSQL transaction) for long.
+                for table in crate::memory::MEMORY_TABLES {
+                    let sql = crate::memory::purge_chunk_sql(table);
+                    while sqlx::query(&sql)
+                        .bind(id)
+                        .execute(self.writer())
+                        .await?
+                        .rows_affected()
+                        > 0
+                    {}
+                }
+                sqlx::query(crate::memory::DELETE_MEMORY)
+                    .bind(id)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn token(
+                &self,
+                operation: &str,
+                token: &str,
+            ) -> Result<Option<crate::memory::TokenRow>, crate::Error> {
+                sqlx::query(crate::memory::TOKEN)
+                    .bind(operation)
+                    .bind(token)
+                    .fetch_optional(self.reader())
+                    .await?
+                    .as_ref()
+                    .map(crate::memory::token_row)
+                    .transpose()
+            }
+
+            async fn insert_events(
+                &self,
+                events: &[crate::memory::EventRow],
+            ) -> Result<Vec<crate::memory::Inserted>, crate::Error> {
+                use crate::memory::Inserted;
+                // Rows are locked in one global order (events by token, then sessions by key), so
+                // two PostgreSQL nodes committing overlapping batches wait for each other instead
+                // of deadlocking. SQLite's write lock serialises batches anyway.
+                let mut order: Vec<usize> = (0..events.len()).collect();
+                order.sort_by_key(|&i| (&events[i].memory_id, &events[i].client_token));
+                let mut out: Vec<Option<Inserted>> = vec![None; events.len()];
+                // (memory, actor, session) -> (first acceptance, newest event time) of new events.
+                let mut sessions =
+                    std::collections::BTreeMap::<(&str, &str, &str), (i64, i64)>::new();
+                let mut tx = self.begin().await?;
+                for i in order {
+                    let e = &events[i];
+                    let n = crate::memory::bind_event(sqlx::query(crate::memory::INSERT_EVENT), e)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if n == 0 {
+                        // Only the token index can conflict: event ids are unique by construction.
+                        // Under READ COMMITTED this statement sees the row the conflict waited for.
+                        let existing = sqlx::query(crate::memory::EVENT_BY_TOKEN)
+                            .bind(&e.memory_id)
+                            .bind(&e.client_token)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .as_ref()
+                            .map(crate::memory::event_row)
+                            .transpose()?
+                            .ok_or_else(|| {
+                                crate::cols::corrupt("memory_events", "conflict on an unknown key")
+                            })?;
+                        out[i] = Some(Inserted::Duplicate(Box::new(existing)));
+                        continue;
+                    }
+                    let s = sessions
+                        .entry((&e.memory_id, &e.actor_id, &e.session_id))
+                        .or_insert((e.created_at, e.event_ts));
+                    s.0 = s.0.min(e.created_at);
+                    s.1 = s.1.max(e.event_ts);
+                    out[i] = Some(Inserted::New);
+                }
+                for ((memory_id, actor_id, session_id), (created_at, last_ts)) in sessions {
+                    sqlx::query(crate::memory::UPSERT_SESSION)
+                        .bind(memory_id)
+                        .bind(actor_id)
+                        .bind(session_id)
+                        .bind(created_at)
+                        .bind(last_ts)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(out.into_iter().flatten().collect())
+            }
+
+            async fn event(
+                &self,
+                memory_id: &str,
+                actor_id: &str,
+                session_id: &str,
+                event_id: &str,
+            ) -> Result<Option<crate::memory::EventRow>, crate::Error> {
+                sqlx::query(crate::memory::EVENT)
+                    .bind(memory_id)
+                    .bind(actor_id)
+                    .bind(session_id)
+                    .bind(event_id)
+                    .fetch_optional(self.reader())
+                    .await?
+                    .as_ref()
+                    .map(crate::memory::event_row)
+                    .transpose()
+            }
+
+            async fn list_events(
+                &self,
+                q: &crate::memory::EventQuery,
+            ) -> Result<Vec<crate::memory::EventRow>, crate::Error> {
+                let qb = crate::memory::events_query::<$db>(q, push_meta);
+                fetch_all(self, qb, crate::memory::event_row).await
+            }
+
+            async fn events_after(
+                &self,
+                memory_id: &str,
+                actor_id: &str,
+                session_id: &str,
+                after: Option<&str>,
+                min_ts: berth_types::EpochMillis,
+                limit: u32,
+            ) -> Result<Vec<crate::memory::EventRow>, crate::Error> {
+                sqlx::query(crate::memory::EVENTS_AFTER)
+                    .bind(memory_id)
+                    .bind(actor_id)
+                    .bind(session_id)
+                    .bind(after.unwrap_or(""))
+                    .bind(min_ts)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?
+                    .iter()
+                    .map(crate::memory::event_row)
+                    .collect()
+            }
+
+            async fn delete_event(
+                &self,
+                memory_id: &str,
+                actor_id: &str,
+                session_id: &str,
+                event_id: &str,
+            ) -> Result<bool, crate::Error> {
+                let n = sqlx::query(crate::memory::DELETE_EVENT)
+                    .bind(memory_id)
+                    .bind(actor_id)
+                    .bind(session_id)
+                    .bind(event_id)
+                    .execute(self.writer())
+                    .await?
+                    .rows_affected();
+                Ok(n > 0)
+            }
+
+            async fn list_sessions(
+                &self,
+                memory_id: &str,
+                actor_id: &str,
+                min_ts: berth_types::EpochMillis,
+                after: Option<(berth_types::EpochMillis, String)>,
+                limit: u32,
+            ) -> Result<Vec<crate::memory::SessionRow>, crate::Error> {
+                let (t, s) = crate::memory::session_cursor(after);
+                sqlx::query(crate::memory::LIST_SESSIONS)
+                    .bind(memory_id)
+                    .bind(actor_id)
+                    .bind(min_ts)
+                    .bind(t)
+                    .bind(s)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?
+                    .iter()
+                    .map(crate::memory::session_row)
+                    .collect()
+            }
+
+            async fn list_actors(
+                &self,
+                memory_id: &str,
+                min_ts: berth_types::EpochMillis,
+                after: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<String>, crate::Error> {
+                use sqlx::Row;
+                let rows = sqlx::query(crate::memory::LIST_ACTORS)
+                    .bind(memory_id)
+                    .bind(min_ts)
+                    .bind(after.unwrap_or(""))
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter()
+                    .map(|r| r.try_get("actor_id").map_err(crate::Error::from))
+                    .collect()
+            }
+
+            async fn sessions_to_extract(
+                &self,
+                memory_id: &str,
+                quiet_before: berth_types::EpochMillis,
+                limit: u32,
+            ) -> Result<Vec<crate::memory::SessionRow>, crate::Error> {
+                sqlx::query(crate::memory::SESSIONS_TO_EXTRACT)
+                    .bind(memory_id)
+                    .bind(quiet_before)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?
+                    .iter()
+                    .map(crate::memory::session_row)
+                    .collect()
+            }
+
+            async fn put_jobs_and_cursor(
+                &self,
+                memory_id: &str,
+                actor_id: &str,
+                session_id: &str,
+                from: Option<&str>,
+                upto: &str,
+                jobs: &[crate::memory::JobRow],
+            ) -> Result<(), crate::Error> {
+                let mut tx = self.begin().await?;
+                let moved = sqlx::query(crate::memory::MOVE_CURSOR)
+                    .bind(memory_id)
+                    .bind(actor_id)
+                    .bind(session_id)
+                    .bind(upto)
+                    .bind(from)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if moved != 1 {
+                    return Err(crate::Error::Precondition("extraction cursor"));
+                }
+                for j in jobs {
+                    crate::memory::bind_job(sqlx::query(crate::memory::PUT_JOB), j)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn purge_expired_events(
+                &self,
+                memory_id: &str,
+                min_ts: berth_types::EpochMillis,
+                limit: u32,
+            ) -> Result<u64, crate::Error> {
+                let mut tx = self.begin().await?;
+                let n = sqlx::query(crate::memory::PURGE_EXPIRED_EVENTS)
+                    .bind(memory_id)
+                    .bind(min_ts)
+                    .bind(i64::from(limit))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n > 0 {
+                    sqlx::query(crate::memory::PURGE_EMPTY_SESSIONS)
+                        .bind(memory_id)
+                        .bind(min_ts)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn put_records(
+                &self,
+                records: &[crate::memory::RecordRow],
+            ) -> Result<(), crate::Error> {
+                put_records(self, records).await
+            }
+
+            async fn record(
+                &self,
+                memory_id: &str,
+                record_id: &str,
+            ) -> Result<Option<crate::memory::RecordRow>, crate::Error> {
+                use sqlx::Row;
+                let Some(r) = sqlx::query(crate::memory::RECORD)
+                    .bind(memory_id)
+                    .bind(record_id)
+                    .fetch_optional(self.reader())
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let mut record = crate::memory::record_row(&r)?;
+                record.embedding = crate::memory::embedding_col(r.try_get("embedding")?)?;
+                Ok(Some(record))
+            }
+
+            async fn records(
+                &self,
+                memory_id: &str,
+                ids: &[String],
+            ) -> Result<Vec<crate::memory::RecordRow>, crate::Error> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let qb = crate::memory::records_by_id_query::<$db>(memory_id, ids);
+                fetch_all(self, qb, crate::memory::record_row).await
+            }
+
+            async fn delete_records(
+                &self,
+                memory_id: &str,
+                ids: &[String],
+            ) -> Result<Vec<String>, crate::Error> {
+                let mut tx = self.begin().await?;
+                let mut gone = Vec::new();
+                for id in ids {
+                    let n = sqlx::query(crate::memory::DELETE_RECORD)
+                        .bind(memory_id)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if n > 0 {
+                        gone.push(id.clone());
+                    }
+                }
+                tx.commit().await?;
+                Ok(gone)
+            }
+
+            async fn list_records(
+                &self,
+                scope: &crate::memory::RecordScope,
+                after: Option<(berth_types::EpochMillis, String)>,
+                limit: u32,
+            ) -> Result<Vec<crate::memory::RecordRow>, crate::Error> {
+                let qb = crate::memory::records_query::<$db>(scope, after, limit);
+                fetch_all(self, qb, crate::memory::record_row).await
+            }
+
+            async fn search_keywords(
+                &self,
+                scope: &crate::memory::RecordScope,
+                terms: &[String],
+                limit: u32,
+            ) -> Result<Vec<(String, f64)>, crate::Error> {
+                search_keywords(self, scope, terms, limit).await
+            }
+
+            async fn embeddings(
+                &self,
+                memory_id: &str,
+            ) -> Result<Vec<crate::memory::EmbeddingRow>, crate::Error> {
+                use sqlx::Row;
+                let rows = sqlx::query(crate::memory::EMBEDDINGS)
+                    .bind(memory_id)
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(crate::memory::EmbeddingRow {
+                            record_id: r.try_get("record_id")?,
+                            namespace: r.try_get("namespace")?,
+                            strategy_id: r.try_get("strategy_id")?,
+                            embedding: crate::memory::embedding_from_bytes(
+                                &r.try_get::<Vec<u8>, _>("embedding")?,
+                            )?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn purge_expired_records(
+                &self,
+                now: berth_types::EpochMillis,
+                limit: u32,
+            ) -> Result<Vec<(String, String)>, crate::Error> {
+                use sqlx::Row;
+                let rows = sqlx::query(crate::memory::PURGE_EXPIRED_RECORDS)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.writer())
+                    .await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get("memory_id")?, r.try_get("record_id")?)))
+                    .collect()
+            }
+
+            async fn put_jobs(&self, jobs: &[crate::memory::JobRow]) -> Result<(), crate::Error> {
+                let mut tx = self.begin().await?;
+                for j in jobs {
+                    crate::memory::bind_job(sqlx::query(crate::memory::PUT_JOB), j)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn job(
+                &self,
+                memory_id: &str,
+                job_id: &str,
+            ) -> Result<Option<crate::memory::JobRow>, crate::Error> {
+                sqlx::query(crate::memory::JOB)
+                    .bind(memory_id)
+                    .bind(job_id)
+                    .fetch_optional(self.reader())
+                    .await?
+                    .as_ref()
+                    .map(crate::memory::job_row)
+                    .transpose()
+            }
+
+            async fn list_jobs(
+                &self,
+                q: &crate::memory::JobQuery,
+            ) -> Result<Vec<crate::memory::JobRow>, crate::Error> {
+                fetch_all(
+                    self,
+                    crate::memory::jobs_query::<$db>(q),
+                    crate::memory::job_row,
+                )
+                .await
+            }
+
+            async fn jobs_in_status(
+                &self,
+                status: &str,
+                limit: u32,
+            ) -> Result<Vec<crate::memory::JobRow>, crate::Error> {
+                sqlx::query(crate::memory::JOBS_IN_STATUS)
+                    .bind(status)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?
+                    .iter()
+                    .map(crate::memory::job_row)
+                    .collect()
+            }
+        }
+    };
+}
+pub(crate) use memory_store;

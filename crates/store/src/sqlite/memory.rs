@@ -1,544 +1,105 @@
-//! SQLite implementation of [`MemoryStore`]: FTS5 for keywords, embeddings as BLOBs. The SQL
-//! and row decoding both backends share are in `crate::memory`'s `shared` module.
+//! SQLite's [`MemoryStore`]: the shared implementation of `crate::memory`'s `memory_store!`,
+//! with FTS5 for keywords (kept in step with `memory_records` by triggers) and embeddings as
+//! BLOBs.
 
-use super::cols::corrupt;
 use crate::memory::*;
 use crate::{Error, SqliteStore};
-use async_trait::async_trait;
-use berth_types::EpochMillis;
 use sqlx::{QueryBuilder, Row, Sqlite};
+
+crate::memory::memory_store!(SqliteStore, Sqlite);
 
 /// A JSON path selecting one top-level key, quoted so any key characters are literal.
 fn json_key(key: &str) -> String {
     format!("$.\"{}\"", key.replace('"', ""))
 }
 
-async fn put_token(tx: &mut sqlx::SqliteConnection, t: Option<&TokenRow>) -> Result<(), Error> {
-    let Some(t) = t else { return Ok(()) };
-    match bind_token(sqlx::query(INSERT_TOKEN), t)
-        .execute(&mut *tx)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if super::unique_violation(&e) => Err(Error::AlreadyExists("client token")),
-        Err(e) => Err(e.into()),
+/// One metadata condition, in SQLite's JSON functions.
+fn push_meta(qb: &mut QueryBuilder<'_, Sqlite>, c: &MetaCond) {
+    match c {
+        MetaCond::Equals(k, v) => {
+            qb.push(" AND json_extract(metadata, ")
+                .push_bind(format!("{}.stringValue", json_key(k)))
+                .push(") = ")
+                .push_bind(v.clone());
+        }
+        MetaCond::Exists(k) => {
+            qb.push(" AND json_type(metadata, ")
+                .push_bind(json_key(k))
+                .push(") IS NOT NULL");
+        }
+        MetaCond::NotExists(k) => {
+            qb.push(" AND (metadata IS NULL OR json_type(metadata, ")
+                .push_bind(json_key(k))
+                .push(") IS NULL)");
+        }
     }
 }
 
-#[async_trait]
-impl MemoryStore for SqliteStore {
-    async fn insert_memory(&self, m: &MemoryRow, token: Option<&TokenRow>) -> Result<(), Error> {
-        let mut tx = self.begin().await?;
-        match bind_memory(sqlx::query(INSERT_MEMORY), m)
-            .execute(&mut *tx)
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if super::unique_violation(&e) => {
-                return Err(Error::AlreadyExists("memory name"));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        put_token(&mut tx, token).await?;
-        tx.commit().await?;
-        Ok(())
+async fn put_records(s: &SqliteStore, records: &[RecordRow]) -> Result<(), Error> {
+    let mut tx = s.begin().await?;
+    for r in records {
+        // An upsert that keeps `seq`, so the keyword index row is updated by its trigger
+        // rather than deleted and re-added under a new rowid.
+        bind_record(
+            sqlx::query(&format!(
+                "INSERT INTO memory_records ({RECORD_COLS}, embedding) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (record_id) DO UPDATE SET {RECORD_UPSERT_SET}"
+            )),
+            r,
+        )
+        .execute(&mut *tx)
+        .await?;
     }
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn put_memory(&self, m: &MemoryRow, token: Option<&TokenRow>) -> Result<(), Error> {
-        let mut tx = self.begin().await?;
-        bind_memory(sqlx::query(PUT_MEMORY), m)
-            .execute(&mut *tx)
-            .await?;
-        put_token(&mut tx, token).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn memory(&self, id: &str) -> Result<Option<MemoryRow>, Error> {
-        sqlx::query(MEMORY)
-            .bind(id)
-            .fetch_optional(self.reader())
-            .await?
-            .as_ref()
-            .map(memory_row)
-            .transpose()
-    }
-
-    async fn list_memories(
-        &self,
-        after: Option<(EpochMillis, String)>,
-        limit: u32,
-    ) -> Result<Vec<MemoryRow>, Error> {
-        let (t, id) = after.unwrap_or((i64::MIN, String::new()));
-        sqlx::query(LIST_MEMORIES)
-            .bind(t)
-            .bind(id)
-            .bind(i64::from(limit))
-            .fetch_all(self.reader())
-            .await?
-            .iter()
-            .map(memory_row)
-            .collect()
-    }
-
-    async fn memories_in_status(&self, status: &str) -> Result<Vec<MemoryRow>, Error> {
-        sqlx::query(MEMORIES_IN_STATUS)
-            .bind(status)
-            .fetch_all(self.reader())
-            .await?
-            .iter()
-            .map(memory_row)
-            .collect()
-    }
-
-    async fn purge_memory(&self, id: &str) -> Result<(), Error> {
-        // Chunked so a large memory never holds the single writer for long.
-        for table in MEMORY_TABLES {
-            let sql = purge_chunk_sql(table);
-            while sqlx::query(&sql)
-                .bind(id)
-                .execute(self.writer())
-                .await?
-                .rows_affected()
-                > 0
-            {}
-        }
-        sqlx::query(DELETE_MEMORY)
-            .bind(id)
-            .execute(self.writer())
-            .await?;
-        Ok(())
-    }
-
-    async fn token(&self, operation: &str, token: &str) -> Result<Option<TokenRow>, Error> {
-        sqlx::query(TOKEN)
-            .bind(operation)
-            .bind(token)
-            .fetch_optional(self.reader())
-            .await?
-            .as_ref()
-            .map(token_row)
-            .transpose()
-    }
-
-    async fn insert_events(&self, events: &[EventRow]) -> Result<Vec<Inserted>, Error> {
-        let mut out = Vec::with_capacity(events.len());
-        let mut tx = self.begin().await?;
-        for e in events {
-            let n = bind_event(sqlx::query(INSERT_EVENT), e)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n == 0 {
-                // Only the token index can conflict: event ids are unique by construction.
-                let existing = sqlx::query(EVENT_BY_TOKEN)
-                    .bind(&e.memory_id)
-                    .bind(&e.client_token)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .as_ref()
-                    .map(event_row)
-                    .transpose()?
-                    .ok_or_else(|| corrupt("memory_events", "conflict on an unknown key"))?;
-                out.push(Inserted::Duplicate(Box::new(existing)));
-                continue;
-            }
-            sqlx::query(UPSERT_SESSION)
-                .bind(&e.memory_id)
-                .bind(&e.actor_id)
-                .bind(&e.session_id)
-                .bind(e.created_at)
-                .bind(e.event_ts)
-                .execute(&mut *tx)
-                .await?;
-            out.push(Inserted::New);
-        }
-        tx.commit().await?;
-        Ok(out)
-    }
-
-    async fn event(
-        &self,
-        memory_id: &str,
-        actor_id: &str,
-        session_id: &str,
-        event_id: &str,
-    ) -> Result<Option<EventRow>, Error> {
-        sqlx::query(EVENT)
-            .bind(memory_id)
-            .bind(actor_id)
-            .bind(session_id)
-            .bind(event_id)
-            .fetch_optional(self.reader())
-            .await?
-            .as_ref()
-            .map(event_row)
-            .transpose()
-    }
-
-    async fn list_events(&self, q: &EventQuery) -> Result<Vec<EventRow>, Error> {
-        let qb = events_query::<Sqlite>(q, |qb, c| match c {
-            MetaCond::Equals(k, v) => {
-                qb.push(" AND json_extract(metadata, ")
-                    .push_bind(format!("{}.stringValue", json_key(k)))
-                    .push(") = ")
-                    .push_bind(v.clone());
-            }
-            MetaCond::Exists(k) => {
-                qb.push(" AND json_type(metadata, ")
-                    .push_bind(json_key(k))
-                    .push(") IS NOT NULL");
-            }
-            MetaCond::NotExists(k) => {
-                qb.push(" AND (metadata IS NULL OR json_type(metadata, ")
-                    .push_bind(json_key(k))
-                    .push(") IS NULL)");
-            }
-        });
-        fetch_all(self, qb, event_row).await
-    }
-
-    async fn events_after(
-        &self,
-        memory_id: &str,
-        actor_id: &str,
-        session_id: &str,
-        after: Option<&str>,
-        min_ts: EpochMillis,
-        limit: u32,
-    ) -> Result<Vec<EventRow>, Error> {
-        sqlx::query(EVENTS_AFTER)
-            .bind(memory_id)
-            .bind(actor_id)
-            .bind(session_id)
-            .bind(after.unwrap_or(""))
-            .bind(min_ts)
-            .bind(i64::from(limit))
-            .fetch_all(self.reader())
-            .await?
-            .iter()
-            .map(event_row)
-            .collect()
-    }
-
-    async fn delete_event(
-        &self,
-        memory_id: &str,
-        actor_id: &str,
-        session_id: &str,
-        event_id: &str,
-    ) -> Result<bool, Error> {
-        let n = sqlx::query(DELETE_EVENT)
-            .bind(memory_id)
-            .bind(actor_id)
-            .bind(session_id)
-            .bind(event_id)
-            .execute(self.writer())
-            .await?
-            .rows_affected();
-        Ok(n > 0)
-    }
-
-    async fn list_sessions(
-        &self,
-        memory_id: &str,
-        actor_id: &str,
-        min_ts: EpochMillis,
-        after: Option<(EpochMillis, String)>,
-        limit: u32,
-    ) -> Result<Vec<SessionRow>, Error> {
-        let (t, s) = session_cursor(after);
-        sqlx::query(LIST_SESSIONS)
-            .bind(memory_id)
-            .bind(actor_id)
-            .bind(min_ts)
-            .bind(t)
-            .bind(s)
-            .bind(i64::from(limit))
-            .fetch_all(self.reader())
-            .await?
-            .iter()
-            .map(session_row)
-            .collect()
-    }
-
-    async fn list_actors(
-        &self,
-        memory_id: &str,
-        min_ts: EpochMillis,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<String>, Error> {
-        let rows = sqlx::query(LIST_ACTORS)
-            .bind(memory_id)
-            .bind(min_ts)
-            .bind(after.unwrap_or(""))
-            .bind(i64::from(limit))
-            .fetch_all(self.reader())
-            .await?;
-        rows.iter()
-            .map(|r| r.try_get("actor_id").map_err(Error::from))
-            .collect()
-    }
-
-    async fn sessions_to_extract(
-        &self,
-        memory_id: &str,
-        quiet_before: EpochMillis,
-        limit: u32,
-    ) -> Result<Vec<SessionRow>, Error> {
-        sqlx::query(SESSIONS_TO_EXTRACT)
-            .bind(memory_id)
-            .bind(quiet_before)
-            .bind(i64::from(limit))
-            .fetch_all(self.reader())
-            .await?
-            .iter()
-            .map(session_row)
-            .collect()
-    }
-
-    async fn put_jobs_and_cursor(
-        &self,
-        memory_id: &str,
-        actor_id: &str,
-        session_id: &str,
-        from: Option<&str>,
-        upto: &str,
-        jobs: &[JobRow],
-    ) -> Result<(), Error> {
-        let mut tx = self.begin().await?;
-        let moved = sqlx::query(MOVE_CURSOR)
-            .bind(memory_id)
-            .bind(actor_id)
-            .bind(session_id)
-            .bind(upto)
-            .bind(from)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if moved != 1 {
-            return Err(Error::Precondition("extraction cursor"));
-        }
-        for j in jobs {
-            bind_job(sqlx::query(PUT_JOB), j).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn purge_expired_events(
-        &self,
-        memory_id: &str,
-        min_ts: EpochMillis,
-        limit: u32,
-    ) -> Result<u64, Error> {
-        let mut tx = self.begin().await?;
-        let n = sqlx::query(PURGE_EXPIRED_EVENTS)
-            .bind(memory_id)
-            .bind(min_ts)
-            .bind(i64::from(limit))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n > 0 {
-            sqlx::query(PURGE_EMPTY_SESSIONS)
-                .bind(memory_id)
-                .bind(min_ts)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(n)
-    }
-
-    async fn put_records(&self, records: &[RecordRow]) -> Result<(), Error> {
-        let mut tx = self.begin().await?;
-        for r in records {
-            // An upsert that keeps `seq`, so the keyword index row is updated by its trigger
-            // rather than deleted and re-added under a new rowid.
-            bind_record(
-                sqlx::query(&format!(
-                    "INSERT INTO memory_records ({RECORD_COLS}, embedding) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (record_id) DO UPDATE SET {RECORD_UPSERT_SET}"
-                )),
-                r,
+async fn search_keywords(
+    s: &SqliteStore,
+    scope: &RecordScope,
+    terms: &[String],
+    limit: u32,
+) -> Result<Vec<(String, f64)>, Error> {
+    let mut conn = s.reader().acquire().await?;
+    // `seq` only grows, so this over-counts after deletions: pruning stays conservative.
+    let docs: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM memory_records")
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut kept = Vec::new();
+    for t in terms {
+        let phrase = format!("\"{}\"", t.replace('"', "\"\""));
+        if docs >= PRUNE_FROM_DOCS {
+            // Counting a term's records walks its posting list only, never the records.
+            let df: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM memory_records_fts WHERE memory_records_fts MATCH $1",
             )
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn record(&self, memory_id: &str, record_id: &str) -> Result<Option<RecordRow>, Error> {
-        sqlx::query(RECORD)
-            .bind(memory_id)
-            .bind(record_id)
-            .fetch_optional(self.reader())
-            .await?
-            .as_ref()
-            .map(|r| record_row(r, true))
-            .transpose()
-    }
-
-    async fn records(&self, memory_id: &str, ids: &[String]) -> Result<Vec<RecordRow>, Error> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let qb = records_by_id_query::<Sqlite>(memory_id, ids);
-        fetch_all(self, qb, |r| record_row(r, false)).await
-    }
-
-    async fn delete_records(&self, memory_id: &str, ids: &[String]) -> Result<Vec<String>, Error> {
-        let mut tx = self.begin().await?;
-        let mut gone = Vec::new();
-        for id in ids {
-            let n = sqlx::query(DELETE_RECORD)
-                .bind(memory_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n > 0 {
-                gone.push(id.clone());
-            }
-        }
-        tx.commit().await?;
-        Ok(gone)
-    }
-
-    async fn list_records(
-        &self,
-        scope: &RecordScope,
-        after: Option<(EpochMillis, String)>,
-        limit: u32,
-    ) -> Result<Vec<RecordRow>, Error> {
-        let qb = records_query::<Sqlite>(scope, after, limit);
-        fetch_all(self, qb, |r| record_row(r, false)).await
-    }
-
-    async fn search_keywords(
-        &self,
-        scope: &RecordScope,
-        terms: &[String],
-        limit: u32,
-    ) -> Result<Vec<(String, f64)>, Error> {
-        let mut conn = self.reader().acquire().await?;
-        // `seq` only grows, so this over-counts after deletions: pruning stays conservative.
-        let docs: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM memory_records")
+            .bind(&phrase)
             .fetch_one(&mut *conn)
             .await?;
-        let mut kept = Vec::new();
-        for t in terms {
-            let phrase = format!("\"{}\"", t.replace('"', "\"\""));
-            if docs >= PRUNE_FROM_DOCS {
-                // Counting a term's records walks its posting list only, never the records.
-                let df: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM memory_records_fts WHERE memory_records_fts MATCH $1",
-                )
-                .bind(&phrase)
-                .fetch_one(&mut *conn)
-                .await?;
-                if !term_searched(docs, df) {
-                    continue;
-                }
+            if !term_searched(docs, df) {
+                continue;
             }
-            kept.push(phrase);
         }
-        if kept.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "SELECT r.record_id, bm25(memory_records_fts) AS rank FROM memory_records_fts \
-             JOIN memory_records r ON r.seq = memory_records_fts.rowid \
-             WHERE memory_records_fts MATCH ",
-        );
-        qb.push_bind(kept.join(" OR ")).push(" AND");
-        push_scope(&mut qb, scope, "r.");
-        qb.push(" ORDER BY rank LIMIT ").push_bind(i64::from(limit));
-        let rows = qb.build().fetch_all(&mut *conn).await?;
-        rows.iter()
-            .map(|r| {
-                // FTS5's bm25() is negative, lower is better; flip it so higher is better.
-                Ok((r.try_get("record_id")?, -r.try_get::<f64, _>("rank")?))
-            })
-            .collect()
+        kept.push(phrase);
     }
-
-    async fn embeddings(&self, memory_id: &str) -> Result<Vec<EmbeddingRow>, Error> {
-        sqlx::query(EMBEDDINGS)
-            .bind(memory_id)
-            .fetch_all(self.reader())
-            .await?
-            .iter()
-            .map(embedding_row)
-            .collect()
+    if kept.is_empty() {
+        return Ok(Vec::new());
     }
-
-    async fn purge_expired_records(
-        &self,
-        now: EpochMillis,
-        limit: u32,
-    ) -> Result<Vec<(String, String)>, Error> {
-        let rows = sqlx::query(PURGE_EXPIRED_RECORDS)
-            .bind(now)
-            .bind(i64::from(limit))
-            .fetch_all(self.writer())
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("memory_id")?, r.try_get("record_id")?)))
-            .collect()
-    }
-
-    async fn put_jobs(&self, jobs: &[JobRow]) -> Result<(), Error> {
-        let mut tx = self.begin().await?;
-        for j in jobs {
-            bind_job(sqlx::query(PUT_JOB), j).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn job(&self, memory_id: &str, job_id: &str) -> Result<Option<JobRow>, Error> {
-        sqlx::query(JOB)
-            .bind(memory_id)
-            .bind(job_id)
-            .fetch_optional(self.reader())
-            .await?
-            .as_ref()
-            .map(job_row)
-            .transpose()
-    }
-
-    async fn list_jobs(&self, q: &JobQuery) -> Result<Vec<JobRow>, Error> {
-        fetch_all(self, jobs_query::<Sqlite>(q), job_row).await
-    }
-
-    async fn jobs_in_status(&self, status: &str, limit: u32) -> Result<Vec<JobRow>, Error> {
-        sqlx::query(JOBS_IN_STATUS)
-            .bind(status)
-            .bind(i64::from(limit))
-            .fetch_all(self.reader())
-            .await?
-            .iter()
-            .map(job_row)
-            .collect()
-    }
-}
-
-/// Runs a built query on the read pool and decodes its rows.
-async fn fetch_all<T>(
-    s: &SqliteStore,
-    mut qb: QueryBuilder<'_, Sqlite>,
-    row: impl Fn(&sqlx::sqlite::SqliteRow) -> Result<T, Error>,
-) -> Result<Vec<T>, Error> {
-    qb.build()
-        .fetch_all(s.reader())
-        .await?
-        .iter()
-        .map(row)
+    let mut qb = QueryBuilder::<Sqlite>::new(
+        "SELECT r.record_id, bm25(memory_records_fts) AS rank FROM memory_records_fts \
+         JOIN memory_records r ON r.seq = memory_records_fts.rowid \
+         WHERE memory_records_fts MATCH ",
+    );
+    qb.push_bind(kept.join(" OR ")).push(" AND");
+    push_scope(&mut qb, scope, "r.");
+    qb.push(" ORDER BY rank LIMIT ").push_bind(i64::from(limit));
+    let rows = qb.build().fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|r| {
+            // FTS5's bm25() is negative, lower is better; flip it so higher is better.
+            Ok((r.try_get("record_id")?, -r.try_get::<f64, _>("rank")?))
+        })
         .collect()
 }
 

@@ -5,7 +5,8 @@
 //! splits queries, stemmed by the `berth_memory` text search configuration (English snowball,
 //! no stopwords; see `migrations/postgres/0002_memory.sql`) into a GIN-indexed `keywords`
 //! tsvector, and matches are ranked by BM25 computed from the index (term counts from the
-//! tsvectors, document frequencies from the GIN index), so results come in FTS5's order.
+//! tsvectors, document frequencies from the GIN index), as FTS5's `bm25()` ranks them but for
+//! the length measure: distinct words, against the average over the matching records.
 
 use super::PgStore;
 use crate::Error;
@@ -48,9 +49,9 @@ fn idf(docs: i64, df: i64) -> f64 {
     v.ln().max(1e-6)
 }
 
-/// One metadata condition, in PostgreSQL's JSONB operators.
-// Metadata is a JSON object of `{key: {"stringValue": ...}}`; `->` on a key finds only
-// a top-level member (a JSON null value counts as present, as SQLite's json_type does).
+/// One metadata condition, in PostgreSQL's JSONB operators. Metadata is a JSON object of
+/// `{key: {"stringValue": ...}}`; `->` on a key finds only a top-level member (a JSON null value
+/// counts as present, as SQLite's `json_type` does).
 fn push_meta(qb: &mut QueryBuilder<'_, Postgres>, c: &MetaCond) {
     match c {
         MetaCond::Equals(k, v) => {
@@ -73,6 +74,7 @@ fn push_meta(qb: &mut QueryBuilder<'_, Postgres>, c: &MetaCond) {
     }
 }
 
+/// Inserts or replaces records with their keyword tsvectors.
 async fn put_records(s: &PgStore, records: &[RecordRow]) -> Result<(), Error> {
     // An update first and an insert only for a new id: an upsert would draw a `seq` for
     // every put, and `seq` is what bounds the record count for keyword pruning. `$1` is the
@@ -103,6 +105,7 @@ async fn put_records(s: &PgStore, records: &[RecordRow]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Record ids in scope holding any of `terms`, by BM25, best first.
 async fn search_keywords(
     s: &PgStore,
     scope: &RecordScope,
@@ -112,7 +115,7 @@ async fn search_keywords(
     let mut split: Vec<String> = Vec::new();
     for t in terms {
         for w in words(t).split(' ') {
-            if !w.is_empty() && !split.iter().any(|s| s == w) {
+            if !w.is_empty() && !split.iter().any(|x| x == w) {
                 split.push(w.to_owned());
             }
         }

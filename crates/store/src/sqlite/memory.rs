@@ -35,26 +35,26 @@ fn push_meta(qb: &mut QueryBuilder<'_, Sqlite>, c: &MetaCond) {
     }
 }
 
+/// Inserts or replaces records; FTS5's triggers index their content.
 async fn put_records(s: &SqliteStore, records: &[RecordRow]) -> Result<(), Error> {
+    // An upsert that keeps `seq`, so the keyword index row is updated by its trigger rather
+    // than deleted and re-added under a new rowid.
+    let upsert = format!(
+        "INSERT INTO memory_records ({RECORD_COLS}, embedding) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (record_id) DO UPDATE SET {RECORD_UPSERT_SET}"
+    );
     let mut tx = s.begin().await?;
     for r in records {
-        // An upsert that keeps `seq`, so the keyword index row is updated by its trigger
-        // rather than deleted and re-added under a new rowid.
-        bind_record(
-            sqlx::query(&format!(
-                "INSERT INTO memory_records ({RECORD_COLS}, embedding) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (record_id) DO UPDATE SET {RECORD_UPSERT_SET}"
-            )),
-            r,
-        )
-        .execute(&mut *tx)
-        .await?;
+        bind_record(sqlx::query(&upsert), r)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(())
 }
 
+/// Record ids in scope holding any of `terms`, by FTS5's bm25, best first.
 async fn search_keywords(
     s: &SqliteStore,
     scope: &RecordScope,

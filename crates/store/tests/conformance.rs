@@ -112,6 +112,8 @@ macro_rules! conformance {
             keyword_search_skips_common_terms_in_a_large_index,
             client_tokens_taken_at_once_store_one_event,
             overlapping_event_batches_from_two_nodes_both_commit,
+            jobs_are_claimed_once,
+            jobs_claimed_at_once_by_several_nodes_go_to_one,
             evaluators_insert_put_list_and_delete,
             online_configs_insert_put_list_and_delete,
             datasets_examples_and_versions,
@@ -177,6 +179,8 @@ conformance!(@tests postgres_memory, Postgres, [
     keyword_search_skips_common_terms_in_a_large_index,
     client_tokens_taken_at_once_store_one_event,
     overlapping_event_batches_from_two_nodes_both_commit,
+    jobs_are_claimed_once,
+    jobs_claimed_at_once_by_several_nodes_go_to_one,
 ]);
 
 // ---------------------------------------------------------------------------------------------
@@ -2011,6 +2015,77 @@ async fn overlapping_event_batches_from_two_nodes_both_commit<H: Harness>(h: &H)
         sessions.iter().all(|s| s.last_event_ts == 191),
         "{sessions:?}"
     );
+}
+
+/// Claiming takes pending jobs oldest first and lapsed running ones, marking them running.
+async fn jobs_are_claimed_once<H: Harness>(h: &H) {
+    let s = node(h).await.memory;
+    let mut lapsed = job("job-4", "RUNNING", "s", 4);
+    lapsed.updated_at = 5;
+    let mut running = job("job-5", "RUNNING", "s", 5);
+    running.updated_at = 50;
+    s.put_jobs(&[
+        job("job-2", "PENDING", "s", 2),
+        job("job-1", "PENDING", "s", 1),
+        job("job-3", "SUCCEEDED", "s", 3),
+        lapsed,
+        running,
+    ])
+    .await
+    .unwrap();
+    let ids = |jobs: &[JobRow]| jobs.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>();
+    let first = s.claim_jobs(100, 10, 2).await.unwrap();
+    assert_eq!(ids(&first), ["job-1", "job-2"]);
+    assert!(
+        first
+            .iter()
+            .all(|j| j.status == "RUNNING" && j.updated_at == 100)
+    );
+    assert_eq!(
+        s.job("m", "job-1").await.unwrap().unwrap().status,
+        "RUNNING"
+    );
+    assert_eq!(ids(&s.claim_jobs(100, 10, 10).await.unwrap()), ["job-4"]);
+    assert!(s.claim_jobs(100, 10, 10).await.unwrap().is_empty());
+    // Once its claim lapses, a job is claimed again (its runner died).
+    assert_eq!(
+        ids(&s.claim_jobs(200, 101, 10).await.unwrap()),
+        ["job-1", "job-2", "job-4", "job-5"]
+    );
+}
+
+/// Several nodes claiming at once: every job goes to exactly one of them.
+async fn jobs_claimed_at_once_by_several_nodes_go_to_one<H: Harness>(h: &H) {
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(node(h).await.memory);
+    }
+    let jobs: Vec<JobRow> = (0..30)
+        .map(|i| job(&format!("job-{i:02}"), "PENDING", "s", i))
+        .collect();
+    nodes[0].put_jobs(&jobs).await.unwrap();
+    let mut claimed: Vec<String> = Vec::new();
+    loop {
+        let mut set = tokio::task::JoinSet::new();
+        for n in &nodes {
+            let n = n.clone();
+            set.spawn(async move { n.claim_jobs(100, 10, 4).await.unwrap() });
+        }
+        let round: Vec<String> = set
+            .join_all()
+            .await
+            .into_iter()
+            .flatten()
+            .map(|j| j.job_id)
+            .collect();
+        if round.is_empty() {
+            break;
+        }
+        claimed.extend(round);
+    }
+    claimed.sort();
+    let all: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    assert_eq!(claimed, all, "each job claimed exactly once");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@
 //! - `search_keywords(&Store, &RecordScope, &[String], u32)`: FTS5's bm25, or BM25 over the
 //!   tsvectors;
 //! - `push_meta(&mut QueryBuilder<Database>, &MetaCond)`: a metadata condition in the
-//!   dialect's JSON functions.
+//!   dialect's JSON functions;
+//! - `CLAIM_LOCK`: the row lock clause of [`claim_jobs_sql`].
 
 use super::{
     COMMON_TERM_SHARE, EventQuery, EventRow, JobQuery, JobRow, MemoryRow, MetaCond,
@@ -246,6 +247,19 @@ pub(crate) const PUT_JOB: &str = "INSERT INTO memory_jobs (job_id, memory_id, st
 pub(crate) const JOB: &str = "SELECT * FROM memory_jobs WHERE memory_id = $1 AND job_id = $2";
 pub(crate) const JOBS_IN_STATUS: &str =
     "SELECT * FROM memory_jobs WHERE status = $1 ORDER BY created_at, job_id LIMIT $2";
+
+/// Claims jobs (see [`MemoryStore::claim_jobs`](super::MemoryStore::claim_jobs)): `$1` now,
+/// `$2` the lapse time, `$3` how many; `lock` is what the dialect adds to the choosing `SELECT`
+/// (PostgreSQL: `FOR UPDATE SKIP LOCKED`). The outer condition is re-checked on a row another
+/// claimer changed meanwhile, so a job is never claimed twice.
+pub(crate) fn claim_jobs_sql(lock: &str) -> String {
+    const CLAIMABLE: &str = "(status = 'PENDING' OR (status = 'RUNNING' AND updated_at < $2))";
+    format!(
+        "UPDATE memory_jobs SET status = 'RUNNING', updated_at = $1 WHERE job_id IN \
+         (SELECT job_id FROM memory_jobs WHERE {CLAIMABLE} ORDER BY created_at, job_id \
+          LIMIT $3{lock}) AND {CLAIMABLE} RETURNING *"
+    )
+}
 
 /// A cursor with an empty session id starts above every session at its time: keys compare
 /// bytewise in both schemas, and U+10FFFF is the highest code point.
@@ -1076,6 +1090,25 @@ macro_rules! memory_store {
                     .iter()
                     .map(crate::memory::job_row)
                     .collect()
+            }
+
+            async fn claim_jobs(
+                &self,
+                now: berth_types::EpochMillis,
+                stale_before: berth_types::EpochMillis,
+                limit: u32,
+            ) -> Result<Vec<crate::memory::JobRow>, crate::Error> {
+                let mut jobs = sqlx::query(&crate::memory::claim_jobs_sql(CLAIM_LOCK))
+                    .bind(now)
+                    .bind(stale_before)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.writer())
+                    .await?
+                    .iter()
+                    .map(crate::memory::job_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                jobs.sort_by(|a, b| (a.created_at, &a.job_id).cmp(&(b.created_at, &b.job_id)));
+                Ok(jobs)
             }
         }
     };

@@ -15,6 +15,9 @@ use sqlx::{Postgres, QueryBuilder, Row};
 
 crate::memory::memory_store!(PgStore, Postgres);
 
+/// Claimers on several nodes take different jobs instead of queueing on the same rows.
+const CLAIM_LOCK: &str = " FOR UPDATE SKIP LOCKED";
+
 /// BM25's term-frequency saturation (FTS5's value).
 const BM25_K1: f64 = 1.2;
 /// BM25's length normalisation (FTS5's value).

@@ -8,6 +8,9 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 crate::memory::memory_store!(SqliteStore, Sqlite);
 
+/// No row locks: the write transaction's lock already serialises claimers.
+const CLAIM_LOCK: &str = "";
+
 /// A JSON path selecting one top-level key, quoted so any key characters are literal.
 fn json_key(key: &str) -> String {
     format!("$.\"{}\"", key.replace('"', ""))

@@ -176,6 +176,64 @@ impl Checksum {
     }
 }
 
+/// What [`verify_body`] found: the body's MD5 (its single-part entity tag) and its checksum.
+pub(crate) struct Verified {
+    /// Raw MD5 of the body.
+    pub(crate) md5: [u8; 16],
+    /// The checksum the body was verified against, or the one computed for it.
+    pub(crate) checksum: Checksum,
+}
+
+impl Verified {
+    /// The quoted hex MD5, S3's entity tag of a single-part object.
+    pub(crate) fn etag(&self) -> String {
+        format!("\"{}\"", hex::encode(self.md5))
+    }
+}
+
+/// Parses a `Content-MD5` header value: the base64 of 16 bytes.
+pub(crate) fn parse_content_md5(value: &str) -> Result<[u8; 16], Error> {
+    BASE64
+        .decode(value.trim())
+        .ok()
+        .and_then(|raw| <[u8; 16]>::try_from(raw).ok())
+        .ok_or(Error::InvalidDigest)
+}
+
+/// Checks an upload body against the client's `Content-MD5` (base64) and checksum, hashing it
+/// once. The checksum computed is the client's algorithm, else `algorithm`, else CRC64NVME (what
+/// S3 stores for uploads without one). CPU-bound: call it on the blocking pool for large bodies.
+pub(crate) fn verify_body(
+    body: &[u8],
+    content_md5: Option<&str>,
+    expected: Option<&Checksum>,
+    algorithm: Option<ChecksumAlgorithm>,
+) -> Result<Verified, Error> {
+    /// Slices hashed at a time, so both digests stay in cache.
+    const CHUNK: usize = 1024 * 1024;
+    let content_md5 = content_md5.map(parse_content_md5).transpose()?;
+    let algorithm = match (expected, algorithm) {
+        (Some(expected), _) => expected.algorithm,
+        (None, Some(algorithm)) => algorithm,
+        (None, None) => ChecksumAlgorithm::Crc64Nvme,
+    };
+    let mut md5 = Md5::new();
+    let mut hasher = Hasher::new(algorithm);
+    for chunk in body.chunks(CHUNK) {
+        md5.update(chunk);
+        hasher.update(chunk);
+    }
+    let md5: [u8; 16] = md5.finalize().into();
+    let checksum = hasher.finish();
+    if content_md5.is_some_and(|sent| sent != md5) {
+        return Err(Error::Md5Mismatch);
+    }
+    if expected.is_some_and(|sent| sent.value != checksum.value) {
+        return Err(Error::ChecksumMismatch { algorithm });
+    }
+    Ok(Verified { md5, checksum })
+}
+
 /// Computes a checksum incrementally.
 pub struct Hasher {
     algorithm: ChecksumAlgorithm,

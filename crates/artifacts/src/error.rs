@@ -191,7 +191,7 @@ pub enum Error {
     #[error("invalid part number")]
     InvalidPartNumber,
 
-    /// The store is an external S3-compatible service opened read-only.
+    /// The store is an external S3-compatible service opened with `read_only=true`.
     #[error("the artifact store is read-only (an external s3-compatible store)")]
     ReadOnly,
 

@@ -14,15 +14,19 @@
 //!   the commit point) and the directory fsynced before the call returns; an in-memory index
 //!   answers `HEAD` and listings. JSON sidecars rather than SQLite keep this crate free of a
 //!   database (only `berth-store` uses sqlx) and make each object's state one atomic rename.
-//! - **external**: an S3-compatible service (AWS S3, MinIO...) through the `object_store` crate,
-//!   read-only: operators upload with their own tools, Berth only resolves artifacts. See the
-//!   `external` module docs for the URL format.
+//! - **external**: an S3-compatible service (AWS S3, MinIO, another Berth...) through the
+//!   `object_store` crate, shared by several Berth nodes so that any node can build any version.
+//!   Writable: PutObject and DeleteObject go straight to the service (checksums verified by
+//!   Berth first); multipart uploads are staged on the node that created them and sent at
+//!   completion. Buckets are the operator's to create in the service. `read_only=true` in the
+//!   URL refuses every write. See the `external` module docs for the URL format and why
+//!   multipart uploads are staged.
 //!
 //! Semantics follow S3 (us-east-1): creating a bucket you already own succeeds; deleting a
 //! missing object succeeds; `ETag` is the quoted hex MD5 of the content; objects uploaded
 //! without a checksum get a CRC64NVME one, as S3 does; listings are in UTF-8 binary key order.
-//! Multipart uploads are supported by the local backend (boto3's `upload_file` switches to them
-//! at 8 MiB), with S3's part rules, entity tags and composite or full-object checksums. Not
+//! Multipart uploads (boto3's `upload_file` switches to them at 8 MiB) follow S3's part rules,
+//! entity tags and composite or full-object checksums on both backends. Not
 //! implemented (clear `NotImplemented` errors from the server): versioning, copy, tagging, ACLs,
 //! object lock, SSE-C/KMS.
 
@@ -107,8 +111,9 @@ impl ArtifactStore {
     ///
     /// - `""` or `"local"`: a local store in `<data_dir>/artifacts`;
     /// - `"file:///absolute/path"`: a local store in that directory;
-    /// - `"s3://?endpoint=http://host:9000&region=us-east-1"`: an external S3-compatible store,
-    ///   read-only (see the crate docs).
+    /// - `"s3://?endpoint=http://host:9000&region=us-east-1"`: an external S3-compatible store
+    ///   (see the crate docs), staging multipart uploads in `<data_dir>/artifact-uploads`;
+    ///   `read_only=true` refuses writes.
     pub async fn open(url: &str, data_dir: &Path) -> Result<Self, Error> {
         Self::open_with_env(url, data_dir, std::env::vars()).await
     }
@@ -134,10 +139,16 @@ impl ArtifactStore {
             return Self::open_local(&path).await;
         }
         if url.starts_with("s3://") {
-            let store = ExternalStore::from_url(url, env)?;
+            let mut store = ExternalStore::from_url(url, env)?;
+            if !store.is_read_only() {
+                let dir = data_dir.join(EXTERNAL_UPLOADS_DIR);
+                let staging = blocking(move || LocalStore::open(&dir)).await?;
+                store = store.with_staging(Arc::new(staging));
+            }
             tracing::info!(
                 endpoint = store.endpoint(),
-                "artifact store: external s3, read-only"
+                read_only = store.is_read_only(),
+                "artifact store: external s3"
             );
             return Ok(Self {
                 backend: Backend::External(Arc::new(store)),
@@ -150,15 +161,20 @@ impl ArtifactStore {
         })
     }
 
-    /// True when writes are refused (an external store).
+    /// True when writes are refused (an external store opened with `read_only=true`).
     pub fn is_read_only(&self) -> bool {
-        matches!(self.backend, Backend::External(_))
+        match &self.backend {
+            Backend::Local(_) => false,
+            Backend::External(e) => e.is_read_only(),
+        }
     }
 
-    /// A one-line description for logs: `local:/var/lib/berth/artifacts` or `s3:<endpoint>`.
+    /// A one-line description for logs: `local:/var/lib/berth/artifacts`, `s3:<endpoint>` or
+    /// `s3:<endpoint> (read-only)`.
     pub fn describe(&self) -> String {
         match &self.backend {
             Backend::Local(l) => format!("local:{}", l.root().display()),
+            Backend::External(e) if e.is_read_only() => format!("s3:{} (read-only)", e.endpoint()),
             Backend::External(e) => format!("s3:{}", e.endpoint()),
         }
     }
@@ -173,7 +189,7 @@ impl ArtifactStore {
                 let region = region.unwrap_or(DEFAULT_REGION).to_owned();
                 blocking(move || l.create_bucket(&bucket, &region)).await
             }
-            Backend::External(_) => Err(Error::ReadOnly),
+            Backend::External(_) => Err(external_bucket_writes("creating")),
         }
     }
 
@@ -204,7 +220,7 @@ impl ArtifactStore {
                 let (l, bucket) = (l.clone(), bucket.to_owned());
                 blocking(move || l.delete_bucket(&bucket)).await
             }
-            Backend::External(_) => Err(Error::ReadOnly),
+            Backend::External(_) => Err(external_bucket_writes("deleting")),
         }
     }
 
@@ -223,7 +239,7 @@ impl ArtifactStore {
                 let (l, bucket, key) = (l.clone(), bucket.to_owned(), key.to_owned());
                 blocking(move || l.put_object(&bucket, &key, &body, meta)).await
             }
-            Backend::External(_) => Err(Error::ReadOnly),
+            Backend::External(e) => e.put_object(bucket, key, body, meta).await,
         }
     }
 
@@ -278,7 +294,7 @@ impl ArtifactStore {
                 let (l, bucket, key) = (l.clone(), bucket.to_owned(), key.to_owned());
                 blocking(move || l.delete_object(&bucket, &key)).await
             }
-            Backend::External(_) => Err(Error::ReadOnly),
+            Backend::External(e) => e.delete_object(bucket, key).await,
         }
     }
 
@@ -302,10 +318,14 @@ impl ArtifactStore {
         key: &str,
         meta: UploadMeta,
     ) -> Result<MultipartUpload, Error> {
-        let l = self.local()?;
-        validate_bucket_name(bucket)?;
-        let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        blocking(move || l.create_multipart_upload(&bucket, &key, meta)).await
+        match &self.backend {
+            Backend::Local(l) => {
+                validate_bucket_name(bucket)?;
+                let (l, bucket, key) = (l.clone(), bucket.to_owned(), key.to_owned());
+                blocking(move || l.create_multipart_upload(&bucket, &key, meta)).await
+            }
+            Backend::External(e) => e.create_multipart_upload(bucket, key, meta).await,
+        }
     }
 
     /// Stores part `part_number` (1 to [`MAX_PART_NUMBER`]) of an upload, replacing an earlier
@@ -319,10 +339,22 @@ impl ArtifactStore {
         body: Bytes,
         meta: PartMeta,
     ) -> Result<PartInfo, Error> {
-        let l = self.local()?;
-        validate_bucket_name(bucket)?;
-        let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
-        blocking(move || l.upload_part(&bucket, &key, &id, part_number, &body, meta)).await
+        match &self.backend {
+            Backend::Local(l) => {
+                validate_bucket_name(bucket)?;
+                let (l, bucket, key, id) = (
+                    l.clone(),
+                    bucket.to_owned(),
+                    key.to_owned(),
+                    upload_id.to_owned(),
+                );
+                blocking(move || l.upload_part(&bucket, &key, &id, part_number, &body, meta)).await
+            }
+            Backend::External(e) => {
+                e.upload_part(bucket, key, upload_id, part_number, body, meta)
+                    .await
+            }
+        }
     }
 
     /// Assembles the listed parts (ascending, each but the last at least [`MIN_PART_SIZE`])
@@ -335,10 +367,23 @@ impl ArtifactStore {
         parts: Vec<CompletePart>,
         meta: CompleteMeta,
     ) -> Result<ObjectMeta, Error> {
-        let l = self.local()?;
-        validate_bucket_name(bucket)?;
-        let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
-        blocking(move || l.complete_multipart_upload(&bucket, &key, &id, &parts, meta)).await
+        match &self.backend {
+            Backend::Local(l) => {
+                validate_bucket_name(bucket)?;
+                let (l, bucket, key, id) = (
+                    l.clone(),
+                    bucket.to_owned(),
+                    key.to_owned(),
+                    upload_id.to_owned(),
+                );
+                blocking(move || l.complete_multipart_upload(&bucket, &key, &id, &parts, meta))
+                    .await
+            }
+            Backend::External(e) => {
+                e.complete_multipart_upload(bucket, key, upload_id, parts, meta)
+                    .await
+            }
+        }
     }
 
     /// Abandons an upload and deletes its parts.
@@ -348,10 +393,19 @@ impl ArtifactStore {
         key: &str,
         upload_id: &str,
     ) -> Result<(), Error> {
-        let l = self.local()?;
-        validate_bucket_name(bucket)?;
-        let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
-        blocking(move || l.abort_multipart_upload(&bucket, &key, &id)).await
+        match &self.backend {
+            Backend::Local(l) => {
+                validate_bucket_name(bucket)?;
+                let (l, bucket, key, id) = (
+                    l.clone(),
+                    bucket.to_owned(),
+                    key.to_owned(),
+                    upload_id.to_owned(),
+                );
+                blocking(move || l.abort_multipart_upload(&bucket, &key, &id)).await
+            }
+            Backend::External(e) => e.abort_multipart_upload(bucket, key, upload_id).await,
+        }
     }
 
     /// An upload's parts numbered above `marker`, at most `max`.
@@ -363,40 +417,49 @@ impl ArtifactStore {
         marker: u32,
         max: usize,
     ) -> Result<PartListing, Error> {
-        let l = self.local_or_unsupported()?;
-        validate_bucket_name(bucket)?;
-        let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
-        blocking(move || l.list_parts(&bucket, &key, &id, marker, max)).await
+        match &self.backend {
+            Backend::Local(l) => {
+                validate_bucket_name(bucket)?;
+                let (l, bucket, key, id) = (
+                    l.clone(),
+                    bucket.to_owned(),
+                    key.to_owned(),
+                    upload_id.to_owned(),
+                );
+                blocking(move || l.list_parts(&bucket, &key, &id, marker, max)).await
+            }
+            Backend::External(e) => e.list_parts(bucket, key, upload_id, marker, max).await,
+        }
     }
 
     /// A bucket's uploads in progress whose key starts with `prefix`, by key then initiation.
+    /// On an external store: the uploads staged on this node.
     pub async fn list_multipart_uploads(
         &self,
         bucket: &str,
         prefix: &str,
     ) -> Result<Vec<MultipartUpload>, Error> {
-        let l = self.local_or_unsupported()?;
-        validate_bucket_name(bucket)?;
-        let (bucket, prefix) = (bucket.to_owned(), prefix.to_owned());
-        blocking(move || l.list_multipart_uploads(&bucket, &prefix)).await
-    }
-
-    /// The local backend, for writes ([`Error::ReadOnly`] on an external store).
-    fn local(&self) -> Result<Arc<LocalStore>, Error> {
         match &self.backend {
-            Backend::Local(l) => Ok(l.clone()),
-            Backend::External(_) => Err(Error::ReadOnly),
+            Backend::Local(l) => {
+                validate_bucket_name(bucket)?;
+                let (l, bucket, prefix) = (l.clone(), bucket.to_owned(), prefix.to_owned());
+                blocking(move || l.list_multipart_uploads(&bucket, &prefix)).await
+            }
+            Backend::External(e) => e.list_multipart_uploads(bucket, prefix).await,
         }
     }
+}
 
-    /// The local backend, for reads the external backend does not offer.
-    fn local_or_unsupported(&self) -> Result<Arc<LocalStore>, Error> {
-        match &self.backend {
-            Backend::Local(l) => Ok(l.clone()),
-            Backend::External(_) => Err(Error::NotImplemented {
-                what: "multipart uploads on an external artifact store".into(),
-            }),
-        }
+/// Where a writable external store stages multipart uploads, under the data directory.
+const EXTERNAL_UPLOADS_DIR: &str = "artifact-uploads";
+
+/// Why an external store refuses bucket writes.
+fn external_bucket_writes(verb: &str) -> Error {
+    Error::NotImplemented {
+        what: format!(
+            "{verb} buckets on an external artifact store: the operator creates and deletes \
+             buckets in the external S3-compatible service"
+        ),
     }
 }
 

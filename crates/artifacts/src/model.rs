@@ -111,6 +111,18 @@ impl PutMeta {
     }
 }
 
+/// Refuses user metadata over S3's [`MAX_USER_METADATA`] (names and values counted).
+pub(crate) fn check_user_metadata(metadata: &BTreeMap<String, String>) -> Result<(), Error> {
+    let size: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_USER_METADATA {
+        return Err(Error::MetadataTooLarge {
+            size,
+            limit: MAX_USER_METADATA,
+        });
+    }
+    Ok(())
+}
+
 /// A byte range from an HTTP `Range` header (one range; S3 serves no multi-range requests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ByteRange {

@@ -653,29 +653,100 @@ async fn open_by_url() {
     assert!(s.list_buckets().await.unwrap().is_empty());
     assert!(custom.join("FORMAT").exists());
 
-    let ext = ArtifactStore::open_with_env(
-        "s3://?endpoint=http://127.0.0.1:1&region=us-east-1",
-        dir.path(),
+    let creds = || {
         vec![
             ("AWS_ACCESS_KEY_ID".to_owned(), "k".to_owned()),
             ("AWS_SECRET_ACCESS_KEY".to_owned(), "s".to_owned()),
-        ],
+        ]
+    };
+    // An external store is writable unless opened read-only; its buckets are the operator's.
+    let ext = ArtifactStore::open_with_env(
+        "s3://?endpoint=http://127.0.0.1:1&region=us-east-1",
+        dir.path(),
+        creds(),
     )
     .await
     .unwrap();
-    assert!(ext.is_read_only());
-    assert!(matches!(
+    assert!(!ext.is_read_only());
+    assert_eq!(ext.describe(), "s3:http://127.0.0.1:1");
+    assert!(dir.path().join("artifact-uploads").join("FORMAT").exists());
+    for refused in [
         ext.create_bucket("b-1", None).await,
-        Err(Error::ReadOnly)
+        ext.delete_bucket("b-1").await,
+    ] {
+        let err = refused.unwrap_err();
+        assert!(matches!(err, Error::NotImplemented { .. }), "{err}");
+        assert!(
+            err.to_string().contains("external S3-compatible service"),
+            "{err}"
+        );
+    }
+    // Checked before anything is sent: the endpoint (port 1) is never contacted.
+    let bad_md5 = PutMeta {
+        content_md5: Some("AAAAAAAAAAAAAAAAAAAAAA==".into()),
+        ..PutMeta::default()
+    };
+    assert!(matches!(
+        ext.put_object("b-1", "k", Bytes::from_static(b"body"), bad_md5)
+            .await,
+        Err(Error::Md5Mismatch)
+    ));
+    let expires = PutMeta {
+        headers: berth_artifacts::ObjectHeaders {
+            expires: Some("Wed, 21 Oct 2015 07:28:00 GMT".into()),
+            ..Default::default()
+        },
+        ..PutMeta::default()
+    };
+    assert!(matches!(
+        ext.put_object("b-1", "k", Bytes::new(), expires).await,
+        Err(Error::NotImplemented { .. })
     ));
     assert!(matches!(
-        ext.put_object("b-1", "k", Bytes::new(), PutMeta::default())
+        ext.upload_part(
+            "b-1",
+            "k",
+            &"a".repeat(32),
+            1,
+            Bytes::new(),
+            Default::default()
+        )
+        .await,
+        Err(Error::NoSuchUpload { .. })
+    ));
+    drop(ext);
+
+    let ro = ArtifactStore::open_with_env(
+        "s3://?endpoint=http://127.0.0.1:1&region=us-east-1&read_only=true",
+        dir.path(),
+        creds(),
+    )
+    .await
+    .unwrap();
+    assert!(ro.is_read_only());
+    assert_eq!(ro.describe(), "s3:http://127.0.0.1:1 (read-only)");
+    assert!(matches!(
+        ro.put_object("b-1", "k", Bytes::new(), PutMeta::default())
             .await,
         Err(Error::ReadOnly)
     ));
     assert!(matches!(
-        ext.delete_object("b-1", "k").await,
+        ro.delete_object("b-1", "k").await,
         Err(Error::ReadOnly)
+    ));
+    assert!(matches!(
+        ro.create_multipart_upload("b-1", "k", Default::default())
+            .await,
+        Err(Error::ReadOnly)
+    ));
+    assert!(matches!(
+        ArtifactStore::open_with_env(
+            "s3://?endpoint=http://127.0.0.1:1&read_only=yes",
+            dir.path(),
+            creds(),
+        )
+        .await,
+        Err(Error::Config { .. })
     ));
 
     for bad in ["file://relative", "ftp://x", "sqlite://x"] {

@@ -53,6 +53,12 @@ impl KeyRing {
         hex::encode(h.finalize())
     }
 
+    /// The key nodes of one installation (sharing the root credentials) sign forwarded calls
+    /// with; derived, so every node has it and no node stores it.
+    pub fn node_key(&self) -> Vec<u8> {
+        self.derive("node-forward", "").into_bytes()
+    }
+
     /// The credentials of `runtime_id`'s sandboxes, registering them for lookup.
     pub fn issue_runtime(&self, runtime_id: &str) -> Credentials {
         let derive = |label: &str| self.derive(label, runtime_id);

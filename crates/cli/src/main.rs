@@ -26,6 +26,7 @@ mod exec;
 mod experiment;
 mod keys;
 mod model;
+mod nodes;
 mod rollout;
 mod secrets;
 mod serve;
@@ -152,6 +153,13 @@ enum Command {
     Usage {
         #[command(flatten)]
         usage: usage::UsageArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The nodes of an installation sharing one store: list them, drain one.
+    Nodes {
+        #[command(subcommand)]
+        cmd: nodes::NodesCmd,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -288,6 +296,7 @@ fn main() -> ExitCode {
             Command::Traces { cmd, client } => traces::traces(cmd, client).await,
             Command::Usage { usage, client } => usage::usage(usage, client).await,
             Command::Gateway { client } => usage::gateway(client).await,
+            Command::Nodes { cmd, client } => nodes::nodes(cmd, client).await,
             Command::Experiment { cmd, client } => experiment::experiment(cmd, client).await,
             Command::Scores { cmd, client } => experiment::scores(cmd, client).await,
             Command::Eval { eval, client } => eval::eval(eval, client).await,

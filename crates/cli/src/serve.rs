@@ -98,6 +98,16 @@ pub struct ServeArgs {
     /// text is always at the signed `/berth/v1/metrics`].
     #[arg(long, env = "BERTH_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Several nodes, one installation: the URL other nodes reach this node at
+    /// (`http://host:port`; port 0 means the listener's), given to every node sharing one
+    /// `--store` (PostgreSQL, or SQLite on one host). Without it the node serves alone [default:
+    /// none].
+    #[arg(long, env = "BERTH_ADVERTISE", value_name = "URL")]
+    pub advertise: Option<String>,
+    /// Several nodes: milliseconds a node counts as alive after renewing its lease (renewed every
+    /// third of it); a dead node's sessions restart elsewhere after it [default: 10000].
+    #[arg(long, env = "BERTH_NODE_LEASE_MS")]
+    pub node_lease_ms: Option<u64>,
     /// Egress allow-list: CIDRs, addresses or host names (`.example.com` for a domain) agents and
     /// builds may reach although the default egress policy denies them (private networks,
     /// metadata), e.g. an internal service or package mirror; the only destinations of VPC-mode
@@ -296,6 +306,10 @@ pub struct Config {
     pub traffic: berth_control::Options,
     /// Unauthenticated Prometheus listener.
     pub metrics_listen: Option<String>,
+    /// The URL other nodes reach this one at; `None`: standalone.
+    pub advertise: Option<String>,
+    /// How long a node's lease runs.
+    pub node_lease: std::time::Duration,
     /// The operator's egress allow-list.
     pub egress_allow: Vec<berth_runtime::sandbox::EgressRule>,
     /// Memory settings (typed; `Debug` shows no secret).
@@ -621,6 +635,8 @@ impl ServeArgs {
             health_bucket_ms,
             drain_seconds,
             metrics_listen,
+            advertise,
+            node_lease_ms,
             embedding_model,
             embedding_api_url,
             embedding_api_model,
@@ -809,6 +825,25 @@ impl ServeArgs {
             },
             traffic,
             metrics_listen: self.metrics_listen,
+            advertise: match self.advertise {
+                None => None,
+                Some(url) => {
+                    let uri: http::Uri = url
+                        .parse()
+                        .map_err(|e| invalid("advertise", format!("{url:?}: {e}")))?;
+                    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                        return Err(invalid(
+                            "advertise",
+                            format!("{url:?} is not an http://host:port URL"),
+                        ));
+                    }
+                    Some(url.trim_end_matches('/').to_owned())
+                }
+            },
+            node_lease: std::time::Duration::from_millis(positive(
+                "node_lease_ms",
+                self.node_lease_ms.unwrap_or(10_000),
+            )?),
             egress_allow: self
                 .egress_allow
                 .iter()
@@ -1049,13 +1084,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let stores = berth_store::open_all(&cfg.store)
         .await
-        .with_context(|| format!("store: opening {}", cfg.store))?;
+        .with_context(|| format!("store: opening {}", berth_store::redact(&cfg.store)))?;
     let store = stores.control.clone();
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("listen: cannot bind {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    // An advertised port 0 is the port the listener got (`--listen 127.0.0.1:0` in tests).
+    if let Some(url) = &mut cfg.advertise
+        && let Ok(uri) = url.parse::<http::Uri>()
+        && uri.port_u16() == Some(0)
+    {
+        *url = format!(
+            "http://{}:{}",
+            uri.host().unwrap_or("127.0.0.1"),
+            addr.port()
+        );
+    }
     if let Some(kind) = via_gateway.memory {
         cfg.memory.model_url = Some(gateway_url(addr, kind));
         memory_opts
@@ -1226,6 +1272,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .push(Arc::new(berth_eval::signal::EvaluationSignal::over(
             scores.clone(),
         )));
+    // Several nodes, one installation: this node's membership (standalone without
+    // --advertise). Jobs that must run once per installation run under its leases.
+    let cluster = berth_runtime::cluster::Cluster::join(
+        stores.nodes.clone(),
+        berth_runtime::cluster::ClusterOptions {
+            node_id: instance.clone(),
+            advertise: cfg.advertise.clone(),
+            lease: cfg.node_lease,
+        },
+        keys.node_key(),
+        shutdown.clone(),
+    )
+    .await
+    .context("joining the installation's nodes")?;
+    // With several nodes, rollouts, ending drains and sweeps run on one node at a time (under
+    // a lease); each node flushes its own health and stops its own drained sessions.
+    let tick = traffic.tick;
+    traffic.run_controller = cluster.is_standalone();
     let control = berth_control::Control::start_with(
         store,
         cfg.partition.clone(),
@@ -1235,6 +1299,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await
     .context("starting the control plane")?;
+    if !cluster.is_standalone() {
+        use berth_control::{Controller, Role};
+        let local = Controller::with_role(control.clone(), Role::Local);
+        tokio::spawn(local.run(shutdown.clone()));
+        let control = control.clone();
+        let grace = 3 * tick;
+        cluster.singleton("rollout-controller", shutdown.clone(), move |stop| {
+            Controller::with_role(control.clone(), Role::Shared { grace }).run(stop)
+        });
+    }
     let evals = berth_eval::resources::Resources::new(
         stores.eval.clone(),
         cfg.partition.clone(),
@@ -1244,6 +1318,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .recover()
         .await
         .map_err(|e| anyhow::anyhow!("settling evaluation resources: {}", e.detail()))?;
+    // Other nodes write the same memories and secrets: what this node loaded is trusted for a
+    // bounded time, and other nodes' secret changes reach this node's gateway within it.
+    if !cluster.is_standalone() {
+        memory_opts.cache_max_age = Some(SHARED_CACHE_MAX_AGE);
+        let (secrets, stop) = (secrets.clone(), shutdown.clone());
+        tokio::spawn(async move { secrets.watch_store(SHARED_CACHE_MAX_AGE, stop).await });
+    }
     let memory = berth_memory::Memory::start(stores.memory, memory_opts, shutdown.clone())
         .await
         .context("starting memory")?;
@@ -1298,10 +1379,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         cfg.trace_retention_every,
         shutdown.clone(),
     ));
-    let invoker = berth_runtime::invoker::Invoker::with_spans(
+    let invoker = berth_runtime::invoker::Invoker::clustered(
         Arc::new(control.clone()),
         sessions.clone(),
         spans,
+        cluster.clone(),
     );
     // Evaluation datasets sign their download URLs with a key of this process: a URL outlives
     // neither its 15 minutes nor the server.
@@ -1376,6 +1458,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         gateway,
         gateway_meter,
         secrets,
+        nodes: berth_server::cluster_api::Nodes::new(
+            cluster.clone(),
+            (!cluster.is_standalone()).then(|| stores.nodes.clone()),
+        ),
     };
     sandbox_api_state.send_replace(Some(state.clone()));
     // Online evaluation and drift alerts: off the invocation path, over what is stored.
@@ -1421,8 +1507,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // controllers) is cancelled only once in-flight work has drained or the drain time is up.
     let accepting = CancellationToken::new();
     let signal = accepting.clone();
+    let nodes = state.nodes.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
+        // A load balancer's readiness probe fails from now on.
+        nodes.stopping();
         info!("shutting down: no new connections; draining in-flight work");
         signal.cancel();
     });
@@ -1467,6 +1556,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => Ok(()),
     }
 }
+
+/// With several nodes: how long memory rows and vector indexes loaded from the store are
+/// trusted before they are read again (other nodes' writes show within this bound).
+const SHARED_CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long connections get to flush the final events of cancelled streams.
 const TEARDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);

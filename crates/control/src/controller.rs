@@ -92,6 +92,23 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 pub struct Controller {
     control: Control,
     last_sweep: EpochMillis,
+    role: Role,
+}
+
+/// Which of the controller's work a node does when several nodes share one store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything: a node serving alone.
+    All,
+    /// What each node does for itself: flush the health it recorded, stop its own sessions of
+    /// versions whose drain deadline passed.
+    Local,
+    /// What one node does for all (under a lease): rollouts, ending drains (`grace` after their
+    /// deadline, so every node's local tick stopped its sessions first), sweeps.
+    Shared {
+        /// How long after a drain's deadline it is ended.
+        grace: Duration,
+    },
 }
 
 fn millis(d: Duration) -> i64 {
@@ -101,9 +118,15 @@ fn millis(d: Duration) -> i64 {
 impl Controller {
     /// A controller acting on `control`.
     pub fn new(control: Control) -> Self {
+        Self::with_role(control, Role::All)
+    }
+
+    /// A controller doing `role`'s share of the work.
+    pub fn with_role(control: Control, role: Role) -> Self {
         Self {
             control,
             last_sweep: 0,
+            role,
         }
     }
 
@@ -118,14 +141,30 @@ impl Controller {
             }
             self.tick(now_millis()).await;
         }
-        self.flush_health().await;
+        if !self.shared_only() {
+            self.flush_health().await;
+        }
+    }
+
+    fn shared_only(&self) -> bool {
+        matches!(self.role, Role::Shared { .. })
     }
 
     /// One round of work at `now`. Failures are logged and retried at the next tick.
     pub async fn tick(&mut self, now: EpochMillis) {
-        self.flush_health().await;
+        match self.role {
+            Role::Local => {
+                self.flush_health().await;
+                self.stop_drained(now).await;
+                return;
+            }
+            Role::All => {
+                self.flush_health().await;
+                self.drains(now).await;
+            }
+            Role::Shared { grace } => self.drains(now.saturating_sub(millis(grace))).await,
+        }
         self.rollouts(now).await;
-        self.drains(now).await;
         if now.saturating_sub(self.last_sweep) >= millis(SWEEP_EVERY) {
             self.last_sweep = now;
             self.sweep(now).await;
@@ -195,6 +234,35 @@ impl Controller {
                 Ok(false) => {}
                 Err(e) => {
                     warn!(runtime_id = %d.runtime_id, endpoint = %d.endpoint, version = d.version, error = %e.detail(), "ending a drain failed")
+                }
+            }
+        }
+    }
+
+    /// Stops this node's sessions of versions whose drain deadline passed (a node's share of
+    /// ending a drain when several share the store; the shared controller ends it after).
+    async fn stop_drained(&self, now: EpochMillis) {
+        let expired = match self.control.inner.store.expired_drains(now).await {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "listing drains failed");
+                return;
+            }
+        };
+        for d in expired {
+            let stopped = self
+                .control
+                .inner
+                .deployer
+                .drain(&d.runtime_id, &d.endpoint, d.version)
+                .await;
+            match stopped {
+                Ok(0) => {}
+                Ok(n) => {
+                    info!(runtime_id = %d.runtime_id, endpoint = %d.endpoint, version = d.version, stopped = n, "drain deadline passed; stopped this node's sessions")
+                }
+                Err(e) => {
+                    warn!(runtime_id = %d.runtime_id, endpoint = %d.endpoint, version = d.version, error = %e, "stopping drained sessions failed")
                 }
             }
         }

@@ -45,7 +45,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 pub use audit::Caller;
-pub use controller::{Controller, Options};
+pub use controller::{Controller, Options, Role};
 pub use deployer::Deployer;
 pub use health::Health;
 pub use traffic::{Decision, RouteRequest, Routed, RoutingPolicy, decide};

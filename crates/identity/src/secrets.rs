@@ -253,6 +253,46 @@ impl Secrets {
         Ok(deleted)
     }
 
+    /// With several nodes on one store: checks every `every` until `shutdown` whether another
+    /// node put or deleted a secret and bumps the change counter if so, so this node's readers
+    /// (the model gateway) see it within `every`.
+    pub async fn watch_store(
+        &self,
+        every: std::time::Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let mut seen = None;
+        loop {
+            if let Err(e) = self.notice_store_changes(&mut seen).await {
+                tracing::warn!(error = %e, "cannot read secrets to notice other nodes' changes");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// One look of [`Secrets::watch_store`]: bumps the change counter when the stored names and
+    /// versions differ from `seen` (the previous look; `None` on the first), then remembers them.
+    pub async fn notice_store_changes(
+        &self,
+        seen: &mut Option<Vec<(String, u64)>>,
+    ) -> Result<(), Error> {
+        let now: Vec<_> = self
+            .store
+            .list_secrets("")
+            .await?
+            .into_iter()
+            .map(|r| (r.name, r.version))
+            .collect();
+        if seen.as_ref().is_some_and(|s| *s != now) {
+            self.bump();
+        }
+        *seen = Some(now);
+        Ok(())
+    }
+
     /// A generation counter, bumped after every put and delete committed in this process
     /// (through any clone): a reader caching values (the model gateway) re-reads when it moves.
     pub fn changes(&self) -> watch::Receiver<u64> {
@@ -297,6 +337,30 @@ mod tests {
         assert!(reason("a:b").contains("':' is not allowed"));
         assert!(reason("..").contains("are not names"));
         validate_name("a/../b").unwrap();
+    }
+
+    #[tokio::test]
+    async fn another_nodes_change_moves_this_nodes_counter() {
+        let (d, here) = secrets().await;
+        // Another node: its own handle on the database, the same vault key.
+        let store =
+            berth_store::open_all(&format!("sqlite://{}", d.path().join("berth.db").display()))
+                .await
+                .unwrap();
+        let there = Secrets::new(store.secrets, Vault::open_dir(d.path()).unwrap());
+        let changes = here.changes();
+        let mut seen = None;
+        here.notice_store_changes(&mut seen).await.unwrap();
+        here.notice_store_changes(&mut seen).await.unwrap();
+        assert_eq!(*changes.borrow(), 0, "nothing changed");
+        there.put("k", "v1").await.unwrap();
+        here.notice_store_changes(&mut seen).await.unwrap();
+        assert_eq!(*changes.borrow(), 1);
+        there.put("k", "v2").await.unwrap();
+        here.notice_store_changes(&mut seen).await.unwrap();
+        there.delete("k").await.unwrap();
+        here.notice_store_changes(&mut seen).await.unwrap();
+        assert_eq!(*changes.borrow(), 3);
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ use crate::embed::dot;
 use berth_store::memory::EmbeddingRow;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 /// Indexes at least this large are scanned by several threads.
 const PARALLEL_FROM: usize = 20_000;
@@ -184,33 +185,65 @@ impl Index {
 }
 
 /// Indexes of all memories, each loaded on first use.
+///
+/// With several nodes writing one store, a node's loaded index misses the records other nodes
+/// write: `max_age` bounds how long a loaded index is trusted before the next search loads it
+/// again (`None`: one node, every write goes through this index).
 #[derive(Default)]
 pub(crate) struct Indexes {
-    map: RwLock<HashMap<String, Arc<RwLock<Index>>>>,
+    map: RwLock<HashMap<String, Loaded>>,
+    max_age: Option<Duration>,
+}
+
+struct Loaded {
+    index: Arc<RwLock<Index>>,
+    at: Instant,
 }
 
 impl Indexes {
-    /// The loaded index of a memory, if it was loaded.
+    /// Indexes trusted for `max_age` after loading (see the type's docs).
+    pub(crate) fn with_max_age(max_age: Option<Duration>) -> Self {
+        Self {
+            map: RwLock::default(),
+            max_age,
+        }
+    }
+
+    fn fresh(&self, l: &Loaded) -> bool {
+        self.max_age.is_none_or(|age| l.at.elapsed() < age)
+    }
+
+    /// The loaded index of a memory, if it was loaded (and is not too old to trust).
     pub(crate) fn get(&self, memory_id: &str) -> Option<Arc<RwLock<Index>>> {
         self.map
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(memory_id)
-            .cloned()
+            .filter(|l| self.fresh(l))
+            .map(|l| l.index.clone())
     }
 
-    /// Installs a freshly loaded index unless another caller installed one first.
+    /// Installs a freshly loaded index unless another caller installed a fresh one first.
     pub(crate) fn install(&self, memory_id: &str, rows: Vec<EmbeddingRow>) -> Arc<RwLock<Index>> {
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        map.entry(memory_id.to_owned())
-            .or_insert_with(|| {
-                let mut idx = Index::default();
-                for r in rows {
-                    idx.upsert(r);
-                }
-                Arc::new(RwLock::new(idx))
-            })
-            .clone()
+        if let Some(l) = map.get(memory_id)
+            && self.fresh(l)
+        {
+            return l.index.clone();
+        }
+        let mut idx = Index::default();
+        for r in rows {
+            idx.upsert(r);
+        }
+        let index = Arc::new(RwLock::new(idx));
+        map.insert(
+            memory_id.to_owned(),
+            Loaded {
+                index: index.clone(),
+                at: Instant::now(),
+            },
+        );
+        index
     }
 
     /// Applies a write to a loaded index; an index not loaded yet will read it from the store.
@@ -251,6 +284,27 @@ mod tests {
             strategy_id: "s".into(),
             embedding: v.to_vec(),
         }
+    }
+
+    #[test]
+    fn an_index_older_than_its_max_age_is_loaded_again() {
+        let rows = || vec![row("a", "/x/", [1.0, 0.0])];
+        let one_node = Indexes::with_max_age(None);
+        let first = one_node.install("m", rows());
+        // Another caller's load does not replace a trusted index.
+        let again = one_node.install("m", vec![]);
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(one_node.get("m").is_some());
+        // Several nodes: past its age the index is not served, and the next load replaces it
+        // with what the store holds now (another node added "b").
+        let shared = Indexes::with_max_age(Some(Duration::ZERO));
+        shared.install("m", rows());
+        assert!(shared.get("m").is_none());
+        let reloaded = shared.install(
+            "m",
+            vec![row("a", "/x/", [1.0, 0.0]), row("b", "/x/", [0.0, 1.0])],
+        );
+        assert_eq!(reloaded.read().unwrap().len(), 2);
     }
 
     #[test]

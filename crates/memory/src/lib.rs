@@ -57,6 +57,10 @@ pub struct Options {
     pub extraction_delay: Duration,
     /// How often expired events and records are purged [default: 60 s].
     pub purge_interval: Duration,
+    /// How long what this node loaded from the store (memory rows, vector indexes) is trusted
+    /// when other nodes write the same store (`None`: this node is the only writer) [default:
+    /// `None`].
+    pub cache_max_age: Option<Duration>,
 }
 
 impl Options {
@@ -68,6 +72,7 @@ impl Options {
             provider: None,
             extraction_delay: Duration::from_secs(10),
             purge_interval: Duration::from_secs(60),
+            cache_max_age: None,
         }
     }
 }
@@ -266,7 +271,8 @@ struct Inner {
     store: Arc<dyn MemoryStore>,
     opts: Options,
     /// Memory rows by id; every write goes through this service, so it stays coherent on one node.
-    cache: RwLock<HashMap<String, MemoryRow>>,
+    /// Memory rows by id, with when each was loaded (see `Options::cache_max_age`).
+    cache: RwLock<HashMap<String, (MemoryRow, std::time::Instant)>>,
     /// Serialises read-modify-write of memory resources. Event and record paths never take it.
     resource_lock: Mutex<()>,
     events_tx: mpsc::Sender<(EventRow, EventReply)>,
@@ -302,6 +308,7 @@ impl Memory {
         if opts.provider.is_none() {
             warn!("no model provider: memory extraction jobs will fail until one is configured");
         }
+        let index = index::Indexes::with_max_age(opts.cache_max_age);
         let this = Self {
             inner: Arc::new(Inner {
                 store,
@@ -309,7 +316,7 @@ impl Memory {
                 cache: RwLock::new(HashMap::new()),
                 resource_lock: Mutex::new(()),
                 events_tx,
-                index: index::Indexes::default(),
+                index,
                 extract_wake: Notify::new(),
                 seq: std::sync::atomic::AtomicU64::new(0),
                 tasks: TaskTracker::new(),

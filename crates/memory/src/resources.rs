@@ -277,7 +277,10 @@ impl Memory {
 
     /// A memory row from the cache or the store.
     pub(crate) async fn memory_row(&self, id: &str) -> Result<Option<MemoryRow>, ApiError> {
-        if let Some(m) = self.inner.cache.read().await.get(id) {
+        let max_age = self.inner.opts.cache_max_age;
+        if let Some((m, at)) = self.inner.cache.read().await.get(id)
+            && max_age.is_none_or(|age| at.elapsed() < age)
+        {
             return Ok(Some(m.clone()));
         }
         let m = self.inner.store.memory(id).await.map_err(internal)?;
@@ -286,7 +289,7 @@ impl Memory {
                 .cache
                 .write()
                 .await
-                .insert(m.id.clone(), m.clone());
+                .insert(m.id.clone(), (m.clone(), std::time::Instant::now()));
         }
         Ok(m)
     }
@@ -327,7 +330,7 @@ impl Memory {
             .cache
             .write()
             .await
-            .insert(m.id.clone(), m.clone());
+            .insert(m.id.clone(), (m.clone(), std::time::Instant::now()));
         Ok(())
     }
 

@@ -255,7 +255,14 @@ impl PgCluster {
             "UTF8",
             "--no-locale",
         ]);
-        run(initdb, "initdb")?;
+        run(initdb, "initdb").map_err(|e| match owner {
+            Some(_) => format!(
+                "{e} (initdb runs as the postgres user, which must be able to reach {}: \
+                 point TMPDIR at a directory every user can traverse)",
+                dir.path().display()
+            ),
+            None => e,
+        })?;
 
         let mut last = String::new();
         for _ in 0..3 {

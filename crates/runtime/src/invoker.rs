@@ -17,6 +17,7 @@
 //! nothing in the stack beyond what metering keeps for its record; routing (a store read, and one
 //! write per new session) happens only when the session has no live agent.
 
+use crate::cluster::{Cluster, Placement};
 use crate::command::Command;
 use crate::session::{BodyStream, Error as SessionError, Session, Sessions, Target};
 use berth_api::ApiError;
@@ -51,6 +52,9 @@ pub struct Invocation<'a> {
     pub headers: &'a HeaderMap,
     /// What to do in the session.
     pub action: Action,
+    /// True when another node of the installation sent this call here to run (see
+    /// `crate::cluster`): it is served here, never sent on.
+    pub forwarded: bool,
 }
 
 /// What an invocation does once its session is open: every operation on a session takes the
@@ -109,6 +113,12 @@ pub enum Error {
     /// The open session's agent could not be reached.
     #[error("{0}")]
     Invoke(SessionError),
+    /// Another node of the installation runs the session: the call goes there.
+    #[error("the session runs on node {}", .0.id)]
+    Elsewhere(berth_store::nodes::NodeRow),
+    /// Where the session runs could not be settled (the store failed).
+    #[error("placing the session: {0}")]
+    Place(berth_store::Error),
 }
 
 /// The agent's answer: status and headers at once, the body streamed.
@@ -201,7 +211,7 @@ pub struct Invoker {
     stack: Arc<Stack>,
 }
 
-type Stack = Traced<Authenticated<Routed<Health<Admitted<Spanned<Metered<Forward>>>>>>>;
+type Stack = Traced<Authenticated<Placed<Routed<Health<Admitted<Spanned<Metered<Forward>>>>>>>>;
 
 impl Invoker {
     /// The stack over `sessions`, routing and counting through `control`; no spans recorded.
@@ -215,13 +225,36 @@ impl Invoker {
         sessions: Sessions,
         spans: Option<berth_trace::SpanSink>,
     ) -> Self {
-        let (c1, c2, s1) = (control.clone(), control.clone(), sessions.clone());
+        Self::clustered(control, sessions, spans, Cluster::standalone("local"))
+    }
+
+    /// Like [`Invoker::with_spans`], on a node of an installation of several: a session no
+    /// node runs is claimed here, one another node runs is answered [`Error::Elsewhere`].
+    pub fn clustered(
+        control: Arc<dyn ControlPlane>,
+        sessions: Sessions,
+        spans: Option<berth_trace::SpanSink>,
+        cluster: Cluster,
+    ) -> Self {
+        let (c1, c2, s1, s2) = (
+            control.clone(),
+            control.clone(),
+            sessions.clone(),
+            sessions.clone(),
+        );
         let failed_starts = spans.clone();
         let stack = tower::ServiceBuilder::new()
             // Tracing span: every log line of the call carries its runtime and session.
             .layer(layer_fn(Traced))
             // Auth context: only a verified caller reaches an agent, and routing rules match on it.
             .layer(layer_fn(Authenticated))
+            // Placement: a session another node runs is served there (one store write per new
+            // session, none on a standalone node or for a live session).
+            .layer(layer_fn(move |inner| Placed {
+                inner,
+                cluster: cluster.clone(),
+                sessions: s2.clone(),
+            }))
             // Routing: a live session is used as it is; only a new one is routed (a store read).
             .layer(layer_fn(move |inner| Routed {
                 inner,
@@ -296,6 +329,36 @@ impl<S: Invoke> Invoke for Authenticated<S> {
             return Err(Error::Unauthenticated);
         }
         self.0.invoke(call).await
+    }
+}
+
+/// Claims a session with no live agent here for this node, or sends it to the node that runs it.
+pub struct Placed<S> {
+    inner: S,
+    cluster: Cluster,
+    sessions: Sessions,
+}
+
+impl<S: Invoke> Invoke for Placed<S> {
+    async fn invoke<'a>(&'a self, call: Call<'a>) -> Result<Answer, Error> {
+        let inv = &call.inv;
+        if !self.cluster.is_standalone()
+            && self
+                .sessions
+                .existing(inv.runtime_id, inv.session_id)
+                .is_none()
+        {
+            match self
+                .cluster
+                .place(inv.runtime_id, inv.session_id, inv.forwarded)
+                .await
+                .map_err(Error::Place)?
+            {
+                Placement::Here => {}
+                Placement::Elsewhere(node) => return Err(Error::Elsewhere(node)),
+            }
+        }
+        self.inner.invoke(call).await
     }
 }
 

@@ -12,6 +12,7 @@ pub use sandbox::{
 };
 pub mod backend;
 pub mod builder;
+pub mod cluster;
 pub mod command;
 pub mod deploy;
 pub mod image;

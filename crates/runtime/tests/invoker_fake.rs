@@ -114,6 +114,7 @@ fn invocation<'a>(headers: &'a HeaderMap, body: &'static [u8]) -> Invocation<'a>
         request_id: "req-1",
         headers,
         action: berth_runtime::invoker::Action::Invoke(bytes::Bytes::from_static(body)),
+        forwarded: false,
     }
 }
 
@@ -498,4 +499,56 @@ async fn an_agent_that_cannot_start_leaves_an_error_span_with_its_step() {
     assert!(!span.status_message.is_empty());
     assert_eq!(span.attribution.version, 7);
     assert_eq!(start.parent_span_id.as_deref(), Some(span.span_id.as_str()));
+}
+
+#[tokio::test]
+async fn a_session_another_node_runs_is_sent_there_unrouted_and_unopened() {
+    use berth_runtime::cluster::{Cluster, ClusterOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("nodes.db").display());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let join = |id: &str| {
+        let (url, stop) = (url.clone(), stop.clone());
+        let options = ClusterOptions {
+            node_id: id.into(),
+            advertise: Some(format!("http://{id}.test:1")),
+            lease: Duration::from_secs(30),
+        };
+        async move {
+            let nodes = berth_store::open_all(&url).await.unwrap().nodes;
+            Cluster::join(nodes, options, b"k".to_vec(), stop)
+                .await
+                .unwrap()
+        }
+    };
+    let (a, b) = (join("a").await, join("b").await);
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    let control = FakeControl::new(3);
+    let on_b = Invoker::clustered(control.clone(), s.clone(), None, b.clone());
+    let headers = HeaderMap::new();
+    // a runs the session: b answers where it is, without routing or opening anything.
+    a.place(RUNTIME_ID, SID, false).await.unwrap();
+    match on_b.invoke(invocation(&headers, b"x")).await {
+        Err(Error::Elsewhere(node)) => assert_eq!(node.address, "http://a.test:1"),
+        other => panic!("expected Elsewhere, got {:?}", other.err()),
+    }
+    assert_eq!(control.routed.load(Ordering::SeqCst), 0);
+    assert_eq!(record.started.load(Ordering::SeqCst), 0);
+    // Forwarded by a (the owner handing it over), b runs it.
+    let forwarded = Invocation {
+        forwarded: true,
+        ..invocation(&headers, b"x")
+    };
+    assert_eq!(
+        body_of(on_b.invoke(forwarded).await.unwrap()).await,
+        format!("{SID}:x")
+    );
+    assert_eq!(control.routed.load(Ordering::SeqCst), 1);
+    // Now live on b: its next calls need no placement, and a sees b as the owner.
+    on_b.invoke(invocation(&headers, b"y")).await.unwrap();
+    assert!(matches!(
+        a.place(RUNTIME_ID, SID, false).await.unwrap(),
+        berth_runtime::cluster::Placement::Elsewhere(n) if n.id == "b"
+    ));
+    stop.cancel();
 }

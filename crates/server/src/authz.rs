@@ -658,6 +658,24 @@ pub fn operations(
                 _ => Classified::default(),
             }
         }
+        (m, ["berth", "v1", "nodes", rest @ ..]) => {
+            let node = |id: &str| {
+                format!(
+                    "arn:aws:bedrock-agentcore:{}:{}:node/{id}",
+                    p.region, p.account_id
+                )
+            };
+            match (m, rest) {
+                (Method::GET, [] | [""]) => one("berth:ListNodes", node("*")),
+                (Method::POST, [id, "drain"]) => {
+                    one("berth:DrainNode", node(&decode(id))).audited()
+                }
+                (Method::DELETE, [id, "drain"]) => {
+                    one("berth:DrainNode", node(&decode(id))).audited()
+                }
+                _ => Classified::default(),
+            }
+        }
         (m, ["berth", "v1", "secrets", rest @ ..]) => {
             match (m, rest) {
                 // A list is on the prefix's names, so a policy on `secret/team/*` lists `team/`.

@@ -5,8 +5,8 @@ use crate::error::{RequestId, WireError};
 use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{RawPathParams, RawQuery, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::extract::{OriginalUri, RawPathParams, RawQuery, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use berth_api::{ApiError, ErrorKind};
 use berth_auth::Verified;
@@ -65,6 +65,7 @@ impl Call {
         actor: Option<&'a str>,
         request_id: &'a RequestId,
         action: Action,
+        forwarded: bool,
     ) -> Invocation<'a> {
         Invocation {
             runtime_id: &self.runtime_id,
@@ -75,6 +76,7 @@ impl Call {
             request_id: &request_id.0,
             headers,
             action,
+            forwarded,
         }
     }
 }
@@ -227,6 +229,15 @@ pub(crate) fn invoke_error(e: InvokeError) -> ApiError {
         InvokeError::Unauthenticated => ApiError::new(ErrorKind::AccessDenied, e.to_string()),
         InvokeError::Route(e) => e,
         InvokeError::Open(e) | InvokeError::Invoke(e) => session_error(e),
+        InvokeError::Place(e) => ApiError::internal_because(format_args!("node store: {e}")),
+        // Calls that can be forwarded are, before errors are converted; a WebSocket is not.
+        InvokeError::Elsewhere(node) => ApiError::new(
+            ErrorKind::ServiceUnavailable,
+            format!(
+                "the session runs on node {} ({}): connect there for this call",
+                node.id, node.address
+            ),
+        ),
     }
 }
 
@@ -236,18 +247,35 @@ pub async fn invoke(
     State(s): State<AppState>,
     Extension(rid): Extension<RequestId>,
     verified: Option<Extension<Verified>>,
+    OriginalUri(uri): OriginalUri,
     path: Result<RawPathParams, RawPathParamsRejection>,
-    RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WireError> {
-    let (call, sid) = parse_session_call(&s, path, q.as_deref(), &headers)?;
+    let (call, sid) = parse_session_call(&s, path, uri.query(), &headers)?;
     check_callback_url(&headers)?;
     let actor = verified
         .as_ref()
         .map(|v| v.principal.access_key_id.as_str());
-    let inv = call.invocation(&sid, &headers, actor, &rid, Action::Invoke(body));
-    let resp = s.invoker.invoke(inv).await.map_err(invoke_error)?;
+    let forwarded = s.nodes.forwarded(&headers)?;
+    let inv = call.invocation(
+        &sid,
+        &headers,
+        actor,
+        &rid,
+        Action::Invoke(body.clone()),
+        forwarded,
+    );
+    let resp = match s.invoker.invoke(inv).await {
+        // Another node runs the session: its answer, as it streams.
+        Err(InvokeError::Elsewhere(node)) => {
+            return Ok(s
+                .nodes
+                .forward(&node, Method::POST, &uri, &headers, body)
+                .await?);
+        }
+        r => r.map_err(invoke_error)?,
+    };
     let (parts, stream) = resp.into_parts();
     let status = parts.status;
     // Anything but a success or redirect is a failed answer, including statuses HTTP does not
@@ -279,12 +307,13 @@ pub async fn command(
     State(s): State<AppState>,
     Extension(rid): Extension<RequestId>,
     verified: Option<Extension<Verified>>,
+    OriginalUri(uri): OriginalUri,
     path: Result<RawPathParams, RawPathParamsRejection>,
-    RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WireError> {
-    let (call, sid) = parse_session_call(&s, path, q.as_deref(), &headers)?;
+    let (call, sid) = parse_session_call(&s, path, uri.query(), &headers)?;
+    let forwarded = s.nodes.forwarded(&headers)?;
     let input: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|_| ApiError::cannot_parse("the request body is not valid JSON"))?;
     let params = [("agentRuntimeArn", call.runtime_id.clone())];
@@ -327,8 +356,18 @@ pub async fn command(
         actor.as_deref(),
         &rid,
         Action::Command(Command { command, timeout }),
+        forwarded,
     );
-    let resp = s.invoker.invoke(inv).await.map_err(invoke_error)?;
+    let resp = match s.invoker.invoke(inv).await {
+        // The node running the session runs the command (and audits it).
+        Err(InvokeError::Elsewhere(node)) => {
+            return Ok(s
+                .nodes
+                .forward(&node, Method::POST, &uri, &headers, body)
+                .await?);
+        }
+        r => r.map_err(invoke_error)?,
+    };
     let arn = s.control.partition().runtime_arn(&call.runtime_id);
     berth_control::Caller::new(actor.unwrap_or_default(), Some(rid.0.clone()))
         .scope(
@@ -347,9 +386,11 @@ pub async fn command(
 /// `StopRuntimeSession`.
 pub async fn stop_session(
     State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
     path: Result<RawPathParams, RawPathParamsRejection>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, WireError> {
     let call = parse_call(&s, path, q.as_deref())?;
     let Some(sid) = session_id(&headers)? else {
@@ -364,6 +405,21 @@ pub async fn stop_session(
         .map_err(|e| ApiError::internal_because(format_args!("control store: {e}")))?;
     if runtime.is_none() {
         return Err(ApiError::not_found(format!("no agent runtime {}", call.runtime_id)).into());
+    }
+    // A session another node runs is stopped there.
+    if !s.nodes.forwarded(&headers)?
+        && s.sessions.existing(&call.runtime_id, &sid).is_none()
+        && let Some(node) = s
+            .nodes
+            .cluster
+            .owner(&call.runtime_id, &sid)
+            .await
+            .map_err(|e| ApiError::internal_because(format_args!("node store: {e}")))?
+    {
+        return Ok(s
+            .nodes
+            .forward(&node, Method::POST, &uri, &headers, body)
+            .await?);
     }
     s.sessions
         .stop(&call.runtime_id, &sid)

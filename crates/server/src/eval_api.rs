@@ -183,6 +183,7 @@ impl CodeRunner for RuntimeRunner<'_> {
             request_id: &self.request_id,
             headers: &headers,
             action: Action::Invoke(Bytes::from(payload)),
+            forwarded: false,
         };
         let limit = lambda
             .lambda_timeout_in_seconds

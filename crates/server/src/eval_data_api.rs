@@ -271,6 +271,7 @@ impl berth_eval::batch::AgentCaller for RuntimeCaller {
             request_id: &request_id,
             headers: &headers,
             action: berth_runtime::invoker::Action::Invoke(Bytes::from(payload)),
+            forwarded: false,
         };
         let resp = self
             .invoker

@@ -7,6 +7,7 @@ mod access_api;
 mod auth;
 pub mod authz;
 mod body;
+pub mod cluster_api;
 mod conn;
 mod control_api;
 mod data_api;
@@ -90,6 +91,8 @@ pub struct AppState {
     pub gateway_meter: Option<Arc<gateway_api::TraceMeter>>,
     /// Secrets (`berth secrets`): the one instance of the process (its change counter is shared).
     pub secrets: berth_identity::secrets::Secrets,
+    /// This node in the installation: forwarding, `/berth/v1/nodes`, health probes.
+    pub nodes: cluster_api::Nodes,
 }
 
 /// The router of one sandbox's own listener: the OTLP receiver for that sandbox, then the full
@@ -114,6 +117,7 @@ fn router_for(state: AppState, sandbox: Option<&str>) -> Router {
         .merge(eval_data_api::routes())
         .merge(identity_api::routes())
         .merge(secrets_api::routes())
+        .merge(cluster_api::routes())
         .merge(native_api::routes())
         .merge(traces_api::routes())
         .merge(usage_api::routes())
@@ -131,6 +135,8 @@ fn router_for(state: AppState, sandbox: Option<&str>) -> Router {
     let unsigned = eval_data_api::unsigned_routes()
         // OAuth2 providers send the user's browser back here (3LO): see `identity_api`.
         .merge(identity_api::unsigned_routes())
+        // A load balancer's health and readiness probes carry no credentials.
+        .merge(cluster_api::unsigned_routes())
         // The OCI registry authenticates with HTTP Basic (container clients cannot sign) and
         // streams blobs past the SigV4 layer's body limits: see `registry_api`.
         .merge(registry_api::routes())

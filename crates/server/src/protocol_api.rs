@@ -21,6 +21,7 @@ pub async fn get_agent_card(
     State(s): State<AppState>,
     Extension(rid): Extension<RequestId>,
     verified: Option<Extension<Verified>>,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     path: Result<RawPathParams, RawPathParamsRejection>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -29,8 +30,24 @@ pub async fn get_agent_card(
     let actor = verified
         .as_ref()
         .map(|v| v.principal.access_key_id.as_str());
-    let inv = call.invocation(&sid, &headers, actor, &rid, Action::AgentCard);
-    let resp = s.invoker.invoke(inv).await.map_err(invoke_error)?;
+    let forwarded = s.nodes.forwarded(&headers)?;
+    let inv = call.invocation(&sid, &headers, actor, &rid, Action::AgentCard, forwarded);
+    let resp = match s.invoker.invoke(inv).await {
+        // Another node runs the session: its answer.
+        Err(berth_runtime::invoker::Error::Elsewhere(node)) => {
+            return Ok(s
+                .nodes
+                .forward(
+                    &node,
+                    axum::http::Method::GET,
+                    &uri,
+                    &headers,
+                    Default::default(),
+                )
+                .await?);
+        }
+        r => r.map_err(invoke_error)?,
+    };
     let (parts, stream) = resp.into_parts();
     let status = parts.status;
     if !status.is_success() || status.as_u16() >= 600 {

@@ -60,7 +60,7 @@ pub async fn websocket(
     let actor = verified
         .as_ref()
         .map(|v| v.principal.access_key_id.as_str());
-    let inv = call.invocation(&sid, &headers, actor, &rid, Action::WebSocket);
+    let inv = call.invocation(&sid, &headers, actor, &rid, Action::WebSocket, false);
     let answer = s.invoker.invoke(inv).await.map_err(invoke_error)?;
     if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = answer.status().as_u16();

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod eval_data;
 pub mod identity;
 pub mod memory;
+pub mod nodes;
 mod postgres;
 pub mod secrets;
 mod sql;
@@ -379,32 +380,40 @@ pub struct Stores {
     pub identity: Arc<dyn identity::IdentityStore>,
     /// Secrets (`berth secrets`), sealed by the token vault.
     pub secrets: Arc<dyn secrets::SecretStore>,
+    /// The nodes of the installation, session owners and background jobs' leases.
+    pub nodes: Arc<dyn nodes::NodeStore>,
 }
 
 /// Opens the database a URL names once, for every store, and runs its migrations.
 pub async fn open_all(url: &str) -> Result<Stores, Error> {
-    match StoreUrl::parse(url)? {
+    Ok(match StoreUrl::parse(url)? {
         StoreUrl::Sqlite { path, options } => {
-            let s = Arc::new(SqliteStore::open_with(&path, &options).await?);
-            Ok(Stores {
-                control: s.clone(),
-                memory: s.clone(),
-                eval: s.clone(),
-                eval_data: s.clone(),
-                identity: s.clone(),
-                secrets: s,
-            })
+            Stores::of(Arc::new(SqliteStore::open_with(&path, &options).await?))
         }
-        StoreUrl::Postgres { url } => {
-            let s = Arc::new(PgStore::open(&url).await?);
-            Ok(Stores {
-                control: s.clone(),
-                memory: s.clone(),
-                eval: s.clone(),
-                eval_data: s.clone(),
-                identity: s.clone(),
-                secrets: s,
-            })
+        StoreUrl::Postgres { url } => Stores::of(Arc::new(PgStore::open(&url).await?)),
+    })
+}
+
+impl Stores {
+    /// Every store served by one backend value.
+    fn of<S>(s: Arc<S>) -> Self
+    where
+        S: ControlStore
+            + memory::MemoryStore
+            + eval::EvalStore
+            + eval_data::EvalDataStore
+            + identity::IdentityStore
+            + secrets::SecretStore
+            + nodes::NodeStore,
+    {
+        Self {
+            control: s.clone(),
+            memory: s.clone(),
+            eval: s.clone(),
+            eval_data: s.clone(),
+            identity: s.clone(),
+            secrets: s.clone(),
+            nodes: s,
         }
     }
 }

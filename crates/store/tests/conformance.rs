@@ -82,9 +82,30 @@ impl Harness for Postgres {
     }
 }
 
-/// Instantiates every test of the suite for one backend: `conformance!(module, Harness)`.
+/// Instantiates every test of the suite for one backend: `conformance!(module, Harness)`; while a
+/// backend's memory store is being written, `conformance!(module, Harness, without memory)`.
 macro_rules! conformance {
     ($backend:ident, $harness:ident) => {
+        conformance!(@with $backend, $harness, [
+            memories_insert_put_list_and_purge,
+            events_insert_dedupe_page_and_delete,
+            sessions_actors_and_extraction_cursor,
+            extraction_cursor_is_a_conditional_write,
+            records_put_search_list_and_delete,
+            jobs_put_list_and_filter,
+            record_namespace_prefixes_match_exactly,
+            keyword_search_splits_and_stems_words,
+            keyword_search_skips_common_terms_in_a_large_index,
+            client_tokens_taken_at_once_store_one_event,
+            overlapping_event_batches_from_two_nodes_both_commit,
+            jobs_are_claimed_once,
+            jobs_claimed_at_once_by_several_nodes_go_to_one,
+        ]);
+    };
+    ($backend:ident, $harness:ident, without memory) => {
+        conformance!(@with $backend, $harness, []);
+    };
+    (@with $backend:ident, $harness:ident, [$($memory:ident),* $(,)?]) => {
         conformance!(@tests $backend, $harness, [
             runtimes_insert_update_list_and_delete,
             versions_list_newest_first_and_recover_unfinished,
@@ -101,28 +122,21 @@ macro_rules! conformance {
             audit_from_two_nodes_stays_one_chain,
             roles_and_access_keys,
             resource_policies_put_replace_and_delete,
-            memories_insert_put_list_and_purge,
-            events_insert_dedupe_page_and_delete,
-            sessions_actors_and_extraction_cursor,
-            extraction_cursor_is_a_conditional_write,
-            records_put_search_list_and_delete,
-            jobs_put_list_and_filter,
-            record_namespace_prefixes_match_exactly,
-            keyword_search_splits_and_stems_words,
-            keyword_search_skips_common_terms_in_a_large_index,
-            client_tokens_taken_at_once_store_one_event,
-            overlapping_event_batches_from_two_nodes_both_commit,
-            jobs_are_claimed_once,
-            jobs_claimed_at_once_by_several_nodes_go_to_one,
+            $($memory,)*
             evaluators_insert_put_list_and_delete,
             online_configs_insert_put_list_and_delete,
             datasets_examples_and_versions,
             dataset_example_changes_are_all_or_nothing,
+            dataset_changes_from_two_nodes_take_turns,
             batch_evaluations_insert_update_and_recover,
             identities_insert_update_page_and_delete,
             identity_token_cache_expires_and_clears,
             secrets_put_bumps_versions_lists_by_prefix_and_delete,
             secrets_from_two_nodes_share_one_version_sequence,
+            nodes_register_renew_drain_and_leave,
+            a_session_has_one_live_owner,
+            sessions_claimed_at_once_get_one_owner,
+            a_lease_has_one_holder_until_it_lapses,
         ]);
     };
     (@tests $backend:ident, $harness:ident, [$($test:ident),* $(,)?]) => {
@@ -139,49 +153,7 @@ macro_rules! conformance {
 }
 
 conformance!(sqlite, Sqlite);
-// PostgreSQL while its backend is being written: the tests it passes so far (the memory tests are
-// instantiated as `postgres_memory`); one `conformance!(postgres, Postgres)` once all pass.
-conformance!(@tests postgres, Postgres, [
-    runtimes_insert_update_list_and_delete,
-    versions_list_newest_first_and_recover_unfinished,
-    endpoints_insert_put_list_and_delete,
-    tags_put_and_remove,
-    idempotency_tokens_are_taken_once,
-    a_failing_batch_writes_nothing,
-    policies_assignments_and_drains,
-    rollouts_one_active_per_endpoint,
-    rollout_update_is_a_conditional_write,
-    health_buckets_add_up_and_prune,
-    health_from_two_nodes_adds_up,
-    audit_chain_links_and_pages,
-    audit_from_two_nodes_stays_one_chain,
-    roles_and_access_keys,
-    resource_policies_put_replace_and_delete,
-    evaluators_insert_put_list_and_delete,
-    online_configs_insert_put_list_and_delete,
-    datasets_examples_and_versions,
-    dataset_example_changes_are_all_or_nothing,
-    batch_evaluations_insert_update_and_recover,
-    identities_insert_update_page_and_delete,
-    identity_token_cache_expires_and_clears,
-    secrets_put_bumps_versions_lists_by_prefix_and_delete,
-    secrets_from_two_nodes_share_one_version_sequence,
-]);
-conformance!(@tests postgres_memory, Postgres, [
-    memories_insert_put_list_and_purge,
-    events_insert_dedupe_page_and_delete,
-    sessions_actors_and_extraction_cursor,
-    extraction_cursor_is_a_conditional_write,
-    records_put_search_list_and_delete,
-    jobs_put_list_and_filter,
-    record_namespace_prefixes_match_exactly,
-    keyword_search_splits_and_stems_words,
-    keyword_search_skips_common_terms_in_a_large_index,
-    client_tokens_taken_at_once_store_one_event,
-    overlapping_event_batches_from_two_nodes_both_commit,
-    jobs_are_claimed_once,
-    jobs_claimed_at_once_by_several_nodes_go_to_one,
-]);
+conformance!(postgres, Postgres);
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
@@ -2409,6 +2381,42 @@ async fn dataset_example_changes_are_all_or_nothing<H: Harness>(h: &H) {
     assert_eq!(s.example_counts("d1", DRAFT).await.unwrap().total, 2);
 }
 
+async fn dataset_changes_from_two_nodes_take_turns<H: Harness>(h: &H) {
+    use berth_store::eval_data::{DRAFT, ExampleChange};
+    let (one, two) = (node(h).await.eval_data, node(h).await.eval_data);
+    one.insert_dataset(&dataset("d1", "first", 1), &[], None)
+        .await
+        .unwrap();
+    // Adds from two nodes at once: each takes the next positions, none is lost or shares one.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let s = if i % 2 == 0 { one.clone() } else { two.clone() };
+        tasks.spawn(async move {
+            s.change_examples(
+                "d1",
+                &ExampleChange::Add(vec![example(&format!("e{i}"))]),
+                10 + i,
+                None,
+            )
+            .await
+            .unwrap()
+        });
+    }
+    assert_eq!(tasks.join_all().await, vec![1; 20]);
+    let rows = one.examples("d1", DRAFT, 0, 100).await.unwrap();
+    let positions: Vec<i64> = rows.iter().map(|r| r.position).collect();
+    assert_eq!(positions, (1..=20).collect::<Vec<i64>>());
+    // Publishes from two nodes at once: both succeed, with versions 1 and 2.
+    let (a, b) = tokio::join!(
+        one.publish_version("d1", 100, None),
+        two.publish_version("d1", 101, None)
+    );
+    let mut published = vec![a.unwrap(), b.unwrap()];
+    published.sort_unstable();
+    assert_eq!(published, [1, 2]);
+    assert_eq!(one.versions("d1").await.unwrap().len(), 2);
+}
+
 async fn batch_evaluations_insert_update_and_recover<H: Harness>(h: &H) {
     use berth_store::eval_data::BatchRow;
     let s = node(h).await.eval_data;
@@ -2657,4 +2665,227 @@ async fn secrets_from_two_nodes_share_one_version_sequence<H: Harness>(h: &H) {
         (1..=20).collect::<Vec<u64>>(),
         "every put got its own version"
     );
+}
+
+// ---- nodes, session owners, leases -------------------------------------------------------------
+
+fn node_row(id: &str, now: i64) -> berth_store::nodes::NodeRow {
+    berth_store::nodes::NodeRow {
+        id: id.into(),
+        address: format!("http://{id}.test:1"),
+        started_at: now,
+        seen_at: now,
+        lease_until: now + 5_000,
+        draining: false,
+    }
+}
+
+async fn nodes_register_renew_drain_and_leave<H: Harness>(h: &H) {
+    let s = node(h).await.nodes;
+    s.register_node(&node_row("b", 1_000)).await.unwrap();
+    s.register_node(&node_row("a", 1_000)).await.unwrap();
+    let ids: Vec<_> = s.nodes().await.unwrap().into_iter().map(|n| n.id).collect();
+    assert_eq!(ids, ["a", "b"]);
+    // Draining is set by an operator through any node; the drained node learns it on renewal.
+    assert!(s.set_draining("a", true).await.unwrap());
+    assert!(!s.set_draining("nope", true).await.unwrap());
+    let renewed = s.renew_node("a", 2_000, 7_000).await.unwrap().unwrap();
+    assert!(renewed.draining);
+    assert_eq!((renewed.seen_at, renewed.lease_until), (2_000, 7_000));
+    assert!(renewed.alive(6_999) && !renewed.alive(7_000));
+    assert_eq!(s.renew_node("nope", 2_000, 7_000).await.unwrap(), None);
+    // A restart registers again: not draining, a new start.
+    s.register_node(&node_row("a", 3_000)).await.unwrap();
+    let a = s.node("a").await.unwrap().unwrap();
+    assert_eq!((a.started_at, a.draining), (3_000, false));
+    // Leaving ends the lease and gives up sessions and leases at once.
+    assert_eq!(
+        s.claim_session("rt", "s1", "a", 3_000, false)
+            .await
+            .unwrap(),
+        berth_store::nodes::Claim::Mine
+    );
+    assert!(s.acquire_lease("job", "a", 3_000, 8_000).await.unwrap());
+    s.leave("a", 3_500).await.unwrap();
+    assert!(!s.node("a").await.unwrap().unwrap().alive(3_500));
+    assert!(s.leases().await.unwrap().is_empty());
+    assert_eq!(
+        s.claim_session("rt", "s1", "b", 3_600, false)
+            .await
+            .unwrap(),
+        berth_store::nodes::Claim::Mine
+    );
+}
+
+async fn a_session_has_one_live_owner<H: Harness>(h: &H) {
+    use berth_store::nodes::Claim;
+    let (s1, s2) = (node(h).await.nodes, node(h).await.nodes);
+    s1.register_node(&node_row("a", 1_000)).await.unwrap();
+    s2.register_node(&node_row("b", 1_000)).await.unwrap();
+    assert_eq!(
+        s1.claim_session("rt", "s", "a", 1_100, false)
+            .await
+            .unwrap(),
+        Claim::Mine
+    );
+    // Claiming again is idempotent for the owner, and answers the owner to anyone else.
+    assert_eq!(
+        s1.claim_session("rt", "s", "a", 1_200, false)
+            .await
+            .unwrap(),
+        Claim::Mine
+    );
+    match s2
+        .claim_session("rt", "s", "b", 1_300, false)
+        .await
+        .unwrap()
+    {
+        Claim::Owner(n) => assert_eq!(
+            (n.id.as_str(), n.address.as_str()),
+            ("a", "http://a.test:1")
+        ),
+        Claim::Mine => panic!("b took a live owner's session"),
+    }
+    assert_eq!(s2.session_owner("rt", "s").await.unwrap().unwrap().id, "a");
+    assert_eq!(s2.session_owner("rt", "other").await.unwrap(), None);
+    // The same session id of another runtime is another session.
+    assert_eq!(
+        s2.claim_session("rt2", "s", "b", 1_300, false)
+            .await
+            .unwrap(),
+        Claim::Mine
+    );
+    // Forced (the owner handed it over), b takes it.
+    assert_eq!(
+        s2.claim_session("rt", "s", "b", 1_400, true).await.unwrap(),
+        Claim::Mine
+    );
+    assert!(matches!(
+        s1.claim_session("rt", "s", "a", 1_500, false).await.unwrap(),
+        Claim::Owner(n) if n.id == "b"
+    ));
+    // b's lease lapses (b died): a claims the session at once.
+    assert_eq!(
+        s1.claim_session("rt", "s", "a", 6_000, false)
+            .await
+            .unwrap(),
+        Claim::Mine
+    );
+    // Releasing is the owner's alone.
+    s2.release_session("rt", "s", "b").await.unwrap();
+    assert!(matches!(
+        s2.claim_session("rt", "s", "b", 5_900, false).await.unwrap(),
+        Claim::Owner(n) if n.id == "a"
+    ));
+    s1.release_session("rt", "s", "a").await.unwrap();
+    assert_eq!(
+        s2.claim_session("rt", "s", "b", 5_900, false)
+            .await
+            .unwrap(),
+        Claim::Mine
+    );
+}
+
+async fn sessions_claimed_at_once_get_one_owner<H: Harness>(h: &H) {
+    use berth_store::nodes::Claim;
+    let mut stores = Vec::new();
+    for i in 0..4 {
+        let s = node(h).await.nodes;
+        s.register_node(&node_row(&format!("n{i}"), 1_000))
+            .await
+            .unwrap();
+        stores.push(s);
+    }
+    for round in 0..10 {
+        let session = format!("s{round}");
+        let mut set = tokio::task::JoinSet::new();
+        for (i, s) in stores.iter().enumerate() {
+            let (s, session, me) = (s.clone(), session.clone(), format!("n{i}"));
+            set.spawn(async move {
+                let c = s
+                    .claim_session("rt", &session, &me, 1_100, false)
+                    .await
+                    .unwrap();
+                (me, c)
+            });
+        }
+        let claims = set.join_all().await;
+        let mine: Vec<_> = claims.iter().filter(|(_, c)| *c == Claim::Mine).collect();
+        assert_eq!(mine.len(), 1, "round {round}: {claims:?}");
+        let owner = &mine[0].0;
+        for (_, c) in &claims {
+            if let Claim::Owner(n) = c {
+                assert_eq!(&n.id, owner);
+            }
+        }
+    }
+}
+
+async fn a_lease_has_one_holder_until_it_lapses<H: Harness>(h: &H) {
+    let (s1, s2) = (node(h).await.nodes, node(h).await.nodes);
+    assert!(
+        s1.acquire_lease("rollouts", "a", 1_000, 4_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s2.acquire_lease("rollouts", "b", 1_500, 4_500)
+            .await
+            .unwrap()
+    );
+    // The holder renews.
+    assert!(
+        s1.acquire_lease("rollouts", "a", 3_000, 6_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s2.acquire_lease("rollouts", "b", 5_999, 9_000)
+            .await
+            .unwrap()
+    );
+    // Lapsed: the next node takes it, and the old holder cannot renew over it.
+    assert!(
+        s2.acquire_lease("rollouts", "b", 6_000, 9_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s1.acquire_lease("rollouts", "a", 6_100, 9_100)
+            .await
+            .unwrap()
+    );
+    // Releasing is the holder's alone.
+    s1.release_lease("rollouts", "a").await.unwrap();
+    let leases = s1.leases().await.unwrap();
+    assert_eq!(
+        leases,
+        [berth_store::nodes::LeaseRow {
+            name: "rollouts".into(),
+            holder: "b".into(),
+            until: 9_000
+        }]
+    );
+    s2.release_lease("rollouts", "b").await.unwrap();
+    assert!(
+        s1.acquire_lease("rollouts", "a", 6_200, 9_200)
+            .await
+            .unwrap()
+    );
+    // Several nodes at once: exactly one wins.
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(node(h).await.nodes);
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for (i, s) in stores.iter().enumerate() {
+        let s = s.clone();
+        set.spawn(async move {
+            s.acquire_lease("drift", &format!("n{i}"), 10_000, 20_000)
+                .await
+                .unwrap()
+        });
+    }
+    let won = set.join_all().await;
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
 }

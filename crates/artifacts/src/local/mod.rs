@@ -35,23 +35,24 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
-use md5::{Digest as _, Md5};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use tokio_util::io::ReaderStream;
 use tracing::{debug, info, warn};
 
-use crate::checksum::{Checksum, ChecksumAlgorithm, Hasher};
+use crate::checksum::{Checksum, parse_content_md5, verify_body};
 use crate::listing;
 use crate::model::{
-    BucketInfo, ByteRange, DEFAULT_CONTENT_TYPE, ListQuery, Listing, MAX_USER_METADATA, ObjectBody,
-    ObjectHeaders, ObjectMeta, PutMeta, WriteCondition,
+    BucketInfo, ByteRange, DEFAULT_CONTENT_TYPE, ListQuery, Listing, ObjectBody, ObjectHeaders,
+    ObjectMeta, PutMeta, WriteCondition, check_user_metadata,
 };
 use crate::names::{validate_bucket_name, validate_key};
 use crate::{Error, MAX_READ_OBJECT};
 
 mod multipart;
+
+pub(crate) use multipart::Completion;
 
 const FORMAT_FILE: &str = "FORMAT";
 const LOCK_FILE: &str = "LOCK";
@@ -326,57 +327,32 @@ impl LocalStore {
         meta: PutMeta,
     ) -> Result<ObjectMeta, Error> {
         validate_key(key)?;
-        let metadata_size = meta.user_metadata_size();
-        if metadata_size > MAX_USER_METADATA {
-            return Err(Error::MetadataTooLarge {
-                size: metadata_size,
-                limit: MAX_USER_METADATA,
-            });
-        }
-        let content_md5 = meta
-            .content_md5
+        check_user_metadata(&meta.user_metadata)?;
+        // Fail fast, before hashing or writing anything.
+        meta.content_md5
             .as_deref()
             .map(parse_content_md5)
             .transpose()?;
-        // Fail fast before hashing or writing anything.
         self.head_bucket(bucket)?;
 
         // Hash first: a body that fails its checks is never written.
-        let algorithm = match (&meta.checksum, meta.checksum_algorithm) {
-            (Some(expected), _) => expected.algorithm,
-            (None, Some(algorithm)) => algorithm,
-            (None, None) => ChecksumAlgorithm::Crc64Nvme,
-        };
-        let mut md5 = Md5::new();
-        let mut hasher = Hasher::new(algorithm);
-        for chunk in body.chunks(IO_CHUNK) {
-            md5.update(chunk);
-            hasher.update(chunk);
-        }
-        let md5: [u8; 16] = md5.finalize().into();
-        let checksum = hasher.finish();
-        if content_md5.is_some_and(|expected| expected != md5) {
-            return Err(Error::Md5Mismatch);
-        }
-        if meta
-            .checksum
-            .as_ref()
-            .is_some_and(|expected| expected.value != checksum.value)
-        {
-            return Err(Error::ChecksumMismatch { algorithm });
-        }
-
+        let verified = verify_body(
+            body,
+            meta.content_md5.as_deref(),
+            meta.checksum.as_ref(),
+            meta.checksum_algorithm,
+        )?;
         let object = ObjectMeta {
             key: key.to_owned(),
             size: body.len() as u64,
-            etag: format!("\"{}\"", hex::encode(md5)),
+            etag: verified.etag(),
             last_modified: now(),
             content_type: meta
                 .content_type
                 .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()),
             headers: meta.headers,
             user_metadata: meta.user_metadata,
-            checksum: Some(checksum),
+            checksum: Some(verified.checksum),
         };
         let staged_data = self
             .root
@@ -669,15 +645,6 @@ fn no_such_bucket(bucket: &str) -> Error {
     Error::NoSuchBucket {
         bucket: bucket.to_owned(),
     }
-}
-
-fn parse_content_md5(value: &str) -> Result<[u8; 16], Error> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .decode(value.trim())
-        .ok()
-        .and_then(|raw| <[u8; 16]>::try_from(raw).ok())
-        .ok_or(Error::InvalidDigest)
 }
 
 fn key_hash(key: &str) -> String {

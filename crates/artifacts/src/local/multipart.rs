@@ -17,6 +17,11 @@
 //! and the client may retry, as with S3. A crash mid-completion leaves a `.completing` directory,
 //! which the next open renames back.
 //!
+//! The external backend stages its multipart uploads in a local store with this same code: its
+//! completion uses [`LocalStore::begin_completion`] (seal and check the part list), sends the
+//! chosen parts to the external store instead of concatenating them, and ends with
+//! [`LocalStore::end_completion`] (remove, or reopen on failure).
+//!
 //! Uploads are not indexed in memory: they are few and short-lived, so their files are read on
 //! each request.
 
@@ -32,15 +37,15 @@ use tracing::{debug, info, warn};
 
 use super::{
     DATA_EXT, IO_CHUNK, LocalStore, SIDECAR_EXT, UPLOADS_DIR, from_millis, no_such_bucket, now,
-    parse_content_md5, read_dir, remove_quietly, sync_dir, to_millis, unique_id, write_synced,
+    read_dir, remove_quietly, sync_dir, to_millis, unique_id, write_synced,
 };
 use crate::Error;
-use crate::checksum::{Checksum, ChecksumAlgorithm, Hasher};
+use crate::checksum::{Checksum, ChecksumAlgorithm, Hasher, parse_content_md5};
 use crate::local::etag_matches;
 use crate::model::{
-    ChecksumType, CompleteMeta, CompletePart, DEFAULT_CONTENT_TYPE, MAX_PART_NUMBER,
-    MAX_USER_METADATA, MIN_PART_SIZE, MultipartUpload, ObjectHeaders, ObjectMeta, PartInfo,
-    PartListing, PartMeta, UploadMeta,
+    ChecksumType, CompleteMeta, CompletePart, DEFAULT_CONTENT_TYPE, MAX_PART_NUMBER, MIN_PART_SIZE,
+    MultipartUpload, ObjectHeaders, ObjectMeta, PartInfo, PartListing, PartMeta, UploadMeta,
+    WriteCondition, check_user_metadata,
 };
 use crate::names::validate_key;
 
@@ -48,7 +53,7 @@ const UPLOAD_FILE: &str = "upload.json";
 const COMPLETING: &str = ".completing";
 
 /// `upload.json`.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct UploadFile {
     upload_id: String,
     key: String,
@@ -86,7 +91,7 @@ impl UploadFile {
 }
 
 /// `<n>.json`.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct PartFile {
     part_number: u32,
     size: u64,
@@ -224,17 +229,7 @@ impl LocalStore {
         meta: UploadMeta,
     ) -> Result<MultipartUpload, Error> {
         validate_key(key)?;
-        let size: usize = meta
-            .user_metadata
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum();
-        if size > MAX_USER_METADATA {
-            return Err(Error::MetadataTooLarge {
-                size,
-                limit: MAX_USER_METADATA,
-            });
-        }
+        check_user_metadata(&meta.user_metadata)?;
         let checksum_type = resolve_checksum_type(meta.checksum_algorithm, meta.checksum_type)?;
         self.head_bucket(bucket)?;
         let upload_id = unique_id();
@@ -543,6 +538,25 @@ impl LocalStore {
         parts: &[CompletePart],
         meta: CompleteMeta,
     ) -> Result<ObjectMeta, Error> {
+        let completion = self.begin_completion(bucket, key, upload_id, parts, &meta)?;
+        let result = self.assemble(&completion, &meta.condition);
+        self.end_completion(completion, result.is_ok());
+        result
+    }
+
+    /// Seals an upload for completion and checks the client's part list against it. While
+    /// sealed, no part can be added and the upload cannot be aborted or completed again; the
+    /// caller stores the object and then calls [`LocalStore::end_completion`]. If the part list
+    /// is refused, the upload is open again when this returns, for the client to retry as S3
+    /// allows. Blocking.
+    pub(crate) fn begin_completion(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletePart],
+        meta: &CompleteMeta,
+    ) -> Result<Completion, Error> {
         let dir = self.check_upload_id(bucket, upload_id)?;
         let sealed = self
             .uploads_dir(bucket)
@@ -554,43 +568,71 @@ impl LocalStore {
                 .map_err(|e| Error::io(format!("completing upload {upload_id}"), e))?;
             upload
         };
-        match self.assemble(bucket, &sealed, upload, parts, meta) {
-            Ok(object) => {
-                // Durably gone, so a crash cannot resurrect the completed upload.
-                let removed =
-                    fs::remove_dir_all(&sealed).and_then(|()| sync_dir(&self.uploads_dir(bucket)));
-                if let Err(e) = removed {
-                    warn!(path = %sealed.display(), error = %e, "could not remove a completed upload's parts");
-                }
-                info!(
-                    bucket,
-                    key,
-                    upload_id,
-                    parts = parts.len(),
-                    size = object.size,
-                    "multipart upload completed"
-                );
-                Ok(object)
-            }
+        let mut completion = Completion {
+            bucket: bucket.to_owned(),
+            upload_id: upload_id.to_owned(),
+            dir,
+            sealed,
+            upload,
+            parts: Vec::new(),
+            etag: String::new(),
+            size: 0,
+            composite: None,
+            expected: meta.checksum.clone(),
+        };
+        match self.check_parts(&mut completion, parts, meta) {
+            Ok(()) => Ok(completion),
             Err(e) => {
-                // Let the client fix its part list and retry, as S3 does.
-                let _commit = self.lock_commit();
-                if let Err(restore) = fs::rename(&sealed, &dir) {
-                    warn!(upload_id, error = %restore, "could not reopen an upload after a failed completion");
-                }
+                self.end_completion(completion, false);
                 Err(e)
             }
         }
     }
 
-    fn assemble(
+    /// Ends a completion begun by [`LocalStore::begin_completion`]: removes the upload once its
+    /// object is `stored`, else reopens it so the client may retry. Blocking.
+    pub(crate) fn end_completion(&self, completion: Completion, stored: bool) {
+        let Completion {
+            bucket,
+            upload_id,
+            dir,
+            sealed,
+            upload,
+            parts,
+            size,
+            ..
+        } = completion;
+        if !stored {
+            let _commit = self.lock_commit();
+            if let Err(e) = fs::rename(&sealed, &dir) {
+                warn!(upload_id, error = %e, "could not reopen an upload after a failed completion");
+            }
+            return;
+        }
+        // Durably gone, so a crash cannot resurrect the completed upload.
+        let removed =
+            fs::remove_dir_all(&sealed).and_then(|()| sync_dir(&self.uploads_dir(&bucket)));
+        if let Err(e) = removed {
+            warn!(path = %sealed.display(), error = %e, "could not remove a completed upload's parts");
+        }
+        info!(
+            bucket,
+            key = upload.key,
+            upload_id,
+            parts = parts.len(),
+            size,
+            "multipart upload completed"
+        );
+    }
+
+    /// Checks the client's part list against the sealed upload and fills in the parts chosen,
+    /// the entity tag, size and composite checksum.
+    fn check_parts(
         &self,
-        bucket: &str,
-        sealed: &Path,
-        upload: UploadFile,
+        completion: &mut Completion,
         requested: &[CompletePart],
-        meta: CompleteMeta,
-    ) -> Result<ObjectMeta, Error> {
+        meta: &CompleteMeta,
+    ) -> Result<(), Error> {
         if requested.is_empty() {
             return Err(Error::MalformedXml {
                 reason: "You must specify at least one part".into(),
@@ -602,7 +644,9 @@ impl LocalStore {
         {
             return Err(Error::InvalidPartOrder);
         }
-        let stored = self.load_parts(sealed)?;
+        let sealed = &completion.sealed;
+        let upload = &completion.upload;
+        let mut stored = self.load_parts(sealed)?;
         let composite = upload.checksum_type == Some(ChecksumType::Composite);
         let mut chosen = Vec::with_capacity(requested.len());
         for (i, want) in requested.iter().enumerate() {
@@ -610,10 +654,11 @@ impl LocalStore {
                 part_number: want.part_number,
                 reason: reason.to_owned(),
             };
-            let part = stored
+            let at = stored
                 .iter()
-                .find(|p| p.part_number == want.part_number)
+                .position(|p| p.part_number == want.part_number)
                 .ok_or_else(|| invalid("the part was not uploaded"))?;
+            let part = &stored[at];
             if !etag_matches(&want.etag, &part.md5) {
                 return Err(invalid("the entity tag does not match the uploaded part"));
             }
@@ -643,7 +688,8 @@ impl LocalStore {
                     size: part.size,
                 });
             }
-            chosen.push(part);
+            // Part numbers ascend strictly, so each stored part is chosen at most once.
+            chosen.push(stored.swap_remove(at));
         }
         let total: u64 = chosen.iter().map(|p| p.size).sum();
         if let Some(expected) = meta.object_size
@@ -667,24 +713,30 @@ impl LocalStore {
             })?;
             etag.update(&raw);
         }
-        let etag = format!("\"{}-{}\"", hex::encode(etag.finalize()), chosen.len());
+        completion.etag = format!("\"{}-{}\"", hex::encode(etag.finalize()), chosen.len());
+        completion.composite = match (upload.checksum_algorithm, composite) {
+            (Some(algorithm), true) => Some(composite_checksum(sealed, &chosen, algorithm)?),
+            _ => None,
+        };
+        completion.size = total;
+        completion.parts = chosen;
+        Ok(())
+    }
 
-        // The object's checksum: composite over part checksums, or full-object over the data
-        // (CRC64NVME when the upload named no algorithm, as S3 does).
+    /// Concatenates a sealed upload's parts into a staged file and commits it as the object.
+    fn assemble(
+        &self,
+        completion: &Completion,
+        condition: &WriteCondition,
+    ) -> Result<ObjectMeta, Error> {
         let staged = self
             .root
             .join("tmp")
             .join(format!("{}.{DATA_EXT}", unique_id()));
-        let checksum = match (upload.checksum_algorithm, composite) {
-            (Some(algorithm), true) => self
-                .concatenate(sealed, &chosen, &staged, None)
-                .and_then(|()| composite_checksum(sealed, &chosen, algorithm)),
-            (algorithm, _) => {
-                let mut hasher = Hasher::new(algorithm.unwrap_or(ChecksumAlgorithm::Crc64Nvme));
-                self.concatenate(sealed, &chosen, &staged, Some(&mut hasher))
-                    .map(|()| hasher.finish())
-            }
-        };
+        let mut sum = completion.object_checksum();
+        let checksum = self
+            .concatenate(&completion.part_files(), &staged, &mut sum)
+            .and_then(|()| completion.checksum(sum));
         let checksum = match checksum {
             Ok(c) => c,
             Err(e) => {
@@ -692,46 +744,16 @@ impl LocalStore {
                 return Err(e);
             }
         };
-        if let Some(sent) = &meta.checksum {
-            // The full-object checksum header, when the client sends one, must agree.
-            let sent_base = sent.value.split('-').next().unwrap_or_default();
-            let have_base = checksum.value.split('-').next().unwrap_or_default();
-            if sent.algorithm != checksum.algorithm || sent_base != have_base {
-                remove_quietly(&staged);
-                return Err(Error::ChecksumMismatch {
-                    algorithm: sent.algorithm,
-                });
-            }
-        }
-
-        let object = ObjectMeta {
-            key: upload.key,
-            size: total,
-            etag,
-            last_modified: now(),
-            content_type: upload
-                .content_type
-                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()),
-            headers: ObjectHeaders {
-                cache_control: upload.cache_control,
-                content_disposition: upload.content_disposition,
-                content_encoding: upload.content_encoding,
-                content_language: upload.content_language,
-                expires: upload.expires,
-            },
-            user_metadata: upload.user_metadata,
-            checksum: Some(checksum),
-        };
-        self.commit_staged(bucket, object, &staged, &meta.condition)
+        let object = completion.object(completion.etag().to_owned(), checksum);
+        self.commit_staged(&completion.bucket, object, &staged, condition)
     }
 
-    /// Copies the parts into `staged` (fsynced), feeding `hasher` on the way.
+    /// Copies the parts into `staged` (fsynced), feeding `sum` on the way.
     fn concatenate(
         &self,
-        sealed: &Path,
-        parts: &[&PartFile],
+        parts: &[(PathBuf, u64)],
         staged: &Path,
-        mut hasher: Option<&mut Hasher>,
+        sum: &mut ObjectChecksum,
     ) -> Result<(), Error> {
         let mut out = File::options()
             .write(true)
@@ -739,9 +761,8 @@ impl LocalStore {
             .open(staged)
             .map_err(|e| Error::io(format!("creating {}", staged.display()), e))?;
         let mut buf = vec![0u8; IO_CHUNK];
-        for part in parts {
-            let path = sealed.join(&part.data_file);
-            let mut input = File::open(&path)
+        for (path, size) in parts {
+            let mut input = File::open(path)
                 .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
             let mut copied = 0u64;
             loop {
@@ -751,17 +772,15 @@ impl LocalStore {
                 if n == 0 {
                     break;
                 }
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&buf[..n]);
-                }
+                sum.update(&buf[..n]);
                 out.write_all(&buf[..n])
                     .map_err(|e| Error::io(format!("writing {}", staged.display()), e))?;
                 copied += n as u64;
             }
-            if copied != part.size {
+            if copied != *size {
                 return Err(Error::Corrupt {
-                    path,
-                    reason: format!("{copied} bytes on disk, {} in metadata", part.size),
+                    path: path.clone(),
+                    reason: format!("{copied} bytes on disk, {size} in metadata"),
                 });
             }
         }
@@ -770,10 +789,141 @@ impl LocalStore {
     }
 }
 
+/// A multipart upload sealed for completion with its part list checked (see
+/// [`LocalStore::begin_completion`]). What remains is to store the parts' content as the object,
+/// locally or in an external store, and to end the completion.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    bucket: String,
+    upload_id: String,
+    /// Where the upload lives while open, to reopen it if completion fails.
+    dir: PathBuf,
+    /// Where it lives while completing.
+    sealed: PathBuf,
+    upload: UploadFile,
+    /// The parts the client named, in order.
+    parts: Vec<PartFile>,
+    /// S3's multipart entity tag: the MD5 of the parts' MD5s, `-<count>`.
+    etag: String,
+    size: u64,
+    /// The object's checksum when it is a composite one (computed from the parts' checksums).
+    composite: Option<Checksum>,
+    /// The whole object's checksum the client sent with CompleteMultipartUpload, if any.
+    expected: Option<Checksum>,
+}
+
+/// The completed object's checksum as it is being computed.
+pub(crate) enum ObjectChecksum {
+    /// Known from the parts' checksums; the content need not be hashed.
+    Composite(Checksum),
+    /// A full-object checksum: every part's content is fed through the hasher, in order.
+    Content(Hasher),
+}
+
+impl ObjectChecksum {
+    /// Feeds the next bytes of the object's content.
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        if let ObjectChecksum::Content(h) = self {
+            h.update(data);
+        }
+    }
+}
+
+impl Completion {
+    /// S3's entity tag for the completed object, computed from the parts' MD5s.
+    pub(crate) fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    /// The upload id.
+    pub(crate) fn upload_id(&self) -> &str {
+        &self.upload_id
+    }
+
+    /// The chosen parts' content files with their sizes, in order.
+    pub(crate) fn part_files(&self) -> Vec<(PathBuf, u64)> {
+        self.parts
+            .iter()
+            .map(|p| (self.sealed.join(&p.data_file), p.size))
+            .collect()
+    }
+
+    /// The object's checksum, to be fed the content in order: composite (nothing to hash), or
+    /// full-object with the upload's algorithm (CRC64NVME when it named none, as S3 does).
+    pub(crate) fn object_checksum(&self) -> ObjectChecksum {
+        match &self.composite {
+            Some(c) => ObjectChecksum::Composite(c.clone()),
+            None => ObjectChecksum::Content(Hasher::new(
+                self.upload
+                    .checksum_algorithm
+                    .unwrap_or(ChecksumAlgorithm::Crc64Nvme),
+            )),
+        }
+    }
+
+    /// Finishes the object's checksum and checks it against the one the client sent, if any.
+    pub(crate) fn checksum(&self, sum: ObjectChecksum) -> Result<Checksum, Error> {
+        let checksum = match sum {
+            ObjectChecksum::Composite(c) => c,
+            ObjectChecksum::Content(h) => h.finish(),
+        };
+        if let Some(sent) = &self.expected {
+            // The full-object checksum header, when the client sends one, must agree.
+            let sent_base = sent.value.split('-').next().unwrap_or_default();
+            let have_base = checksum.value.split('-').next().unwrap_or_default();
+            if sent.algorithm != checksum.algorithm || sent_base != have_base {
+                return Err(Error::ChecksumMismatch {
+                    algorithm: sent.algorithm,
+                });
+            }
+        }
+        Ok(checksum)
+    }
+
+    /// The `Content-Type` the upload stores with its object, if the client gave one.
+    pub(crate) fn content_type(&self) -> Option<&str> {
+        self.upload.content_type.as_deref()
+    }
+
+    /// The user metadata the upload stores with its object.
+    pub(crate) fn user_metadata(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.upload.user_metadata
+    }
+
+    /// The standard headers the upload stores with its object.
+    pub(crate) fn headers(&self) -> ObjectHeaders {
+        ObjectHeaders {
+            cache_control: self.upload.cache_control.clone(),
+            content_disposition: self.upload.content_disposition.clone(),
+            content_encoding: self.upload.content_encoding.clone(),
+            content_language: self.upload.content_language.clone(),
+            expires: self.upload.expires.clone(),
+        }
+    }
+
+    /// The completed object's metadata, with the entity tag its store assigned.
+    pub(crate) fn object(&self, etag: String, checksum: Checksum) -> ObjectMeta {
+        ObjectMeta {
+            key: self.upload.key.clone(),
+            size: self.size,
+            etag,
+            last_modified: now(),
+            content_type: self
+                .upload
+                .content_type
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()),
+            headers: self.headers(),
+            user_metadata: self.upload.user_metadata.clone(),
+            checksum: Some(checksum),
+        }
+    }
+}
+
 /// S3's composite checksum: the algorithm over the parts' binary checksums, then `-<count>`.
 fn composite_checksum(
     sealed: &Path,
-    parts: &[&PartFile],
+    parts: &[PartFile],
     algorithm: ChecksumAlgorithm,
 ) -> Result<Checksum, Error> {
     let mut h = Hasher::new(algorithm);

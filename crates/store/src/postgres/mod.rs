@@ -1,7 +1,7 @@
 //! The shared backend: one PostgreSQL database that several server nodes use at once, with its
-//! migrations in `migrations/postgres/`. Everything PostgreSQL-specific (SQL dialect, locking, row
-//! types) is in this module and its children; the traits and row types it implements are
-//! backend-neutral, and rows decode through the same [`crate::cols`] functions as SQLite's.
+//! migrations in `migrations/postgres/`. The stores' SQL is shared with SQLite ([`crate::sql`]);
+//! this module holds what is PostgreSQL's own: the pool and its connection settings, and the
+//! dialect its children pass to the shared SQL (locks, JSON functions).
 //!
 //! One pool serves reads and writes. Every `apply` is one transaction committed with
 //! `synchronous_commit=on` (on disk, and on a synchronous standby when one is configured, before
@@ -13,12 +13,13 @@ mod eval;
 mod eval_data;
 mod identity;
 mod memory;
+mod nodes;
 mod secrets;
 mod traffic;
 
 use crate::Error;
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -38,6 +39,9 @@ impl PgStore {
         let opts = PgConnectOptions::from_str(url)?
             .options([("synchronous_commit", "on")])
             .application_name("berth");
+        // One connection first: a wrong host or credentials fail at once, where the pool would
+        // retry until its acquire timeout.
+        PgConnection::connect_with(&opts).await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(Duration::from_secs(30))

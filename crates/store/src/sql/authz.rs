@@ -1,4 +1,5 @@
-//! The SQL of roles, access keys and resource policies (rows in [`crate::authz`]) for every backend: `authz_sql!(Store, Database)` (see [`crate::sql`]).
+//! The SQL of roles, access keys and resource policies (rows in [`crate::authz`]) for every
+//! backend: `authz_sql!(Store, Database)` (see [`crate::sql`]).
 
 /// The shared implementation, as a module `sql` of the invoking backend module.
 macro_rules! authz_sql {

@@ -1,4 +1,5 @@
-//! [`EvalDataStore`](crate::eval_data::EvalDataStore) for every backend: `eval_data_sql!(Store, Database)` (see [`crate::sql`]).
+//! [`EvalDataStore`](crate::eval_data::EvalDataStore) for every backend: `eval_data_sql!(Store,
+//! Database)` (see [`crate::sql`]).
 
 /// The shared implementation, as a module `sql` of the invoking backend module. Dialect:
 /// `for_update` is appended to the reads that decide a write (`" FOR UPDATE"` where writers run

@@ -1,4 +1,5 @@
-//! [`IdentityStore`](crate::identity::IdentityStore) for every backend: `identity_sql!(Store, Database)` (see [`crate::sql`]).
+//! [`IdentityStore`](crate::identity::IdentityStore) for every backend: `identity_sql!(Store,
+//! Database)` (see [`crate::sql`]).
 
 /// The shared implementation, as a module `sql` of the invoking backend module.
 macro_rules! identity_sql {

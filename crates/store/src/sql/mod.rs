@@ -18,6 +18,7 @@ pub(crate) mod control;
 pub(crate) mod eval;
 pub(crate) mod eval_data;
 pub(crate) mod identity;
+pub(crate) mod nodes;
 pub(crate) mod secrets;
 pub(crate) mod traffic;
 

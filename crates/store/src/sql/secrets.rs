@@ -1,4 +1,5 @@
-//! [`SecretStore`](crate::secrets::SecretStore) for every backend: `secrets_sql!(Store, Database)` (see [`crate::sql`]).
+//! [`SecretStore`](crate::secrets::SecretStore) for every backend: `secrets_sql!(Store, Database)`
+//! (see [`crate::sql`]).
 
 /// The shared implementation, as a module `sql` of the invoking backend module.
 macro_rules! secrets_sql {

@@ -1,4 +1,5 @@
-//! The SQL of the traffic layer and the audit log (rows in [`crate::traffic`]) for every backend: `traffic_sql!(Store, Database)` (see [`crate::sql`]).
+//! The SQL of the traffic layer and the audit log (rows in [`crate::traffic`]) for every backend:
+//! `traffic_sql!(Store, Database)` (see [`crate::sql`]).
 
 /// The shared implementation, as a module `sql` of the invoking backend module. Dialect:
 /// `merge_counts` is the SQL expression adding the stored latency histogram

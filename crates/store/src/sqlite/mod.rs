@@ -1,6 +1,7 @@
 //! The embedded backend: one SQLite file in WAL mode, with its migrations in
-//! `migrations/sqlite/`. Everything SQLite-specific (SQL dialect, FTS5, row decoding) is in this
-//! module and its children; the traits and row types it implements are backend-neutral.
+//! `migrations/sqlite/`. The stores' SQL is shared with PostgreSQL ([`crate::sql`]); this module
+//! holds what is SQLite's own: the pools, the write transaction, FTS5 for memory, and the dialect
+//! its children pass to the shared SQL.
 //!
 //! Writes go through a single connection (SQLite has one writer; queueing in the pool is cheaper
 //! than lock upgrades failing with SQLITE_BUSY), reads through a small pool. Every write
@@ -13,6 +14,7 @@ mod eval;
 mod eval_data;
 mod identity;
 mod memory;
+mod nodes;
 mod secrets;
 mod traffic;
 

@@ -1,0 +1,308 @@
+//! Several nodes, one installation: forwarding a session's calls to the node that runs it, the
+//! native API over the nodes (`/berth/v1/nodes`, what `berth nodes` calls), and the health and
+//! readiness endpoints a load balancer polls.
+//!
+//! A forwarded call is the caller's request as it came (method, path, headers, body: its SigV4
+//! signature still holds and is verified again by the owner) plus
+//! [`FORWARDED_HEADER`](berth_runtime::cluster::FORWARDED_HEADER), an HMAC under a key every
+//! node derives from the root secret, bound to the request's `Authorization`. The owner serves a
+//! call carrying a valid one and never sends it on; an invalid one is refused. The answer
+//! streams back as the owner sends it.
+
+use crate::AppState;
+use crate::error::WireError;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use berth_api::{ApiError, ErrorKind};
+use berth_runtime::cluster::{Cluster, FORWARDED_HEADER};
+use berth_store::nodes::NodeRow;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// This node in the installation, as the HTTP edge needs it.
+#[derive(Clone)]
+pub struct Nodes {
+    /// Membership, placement, leases.
+    pub cluster: Cluster,
+    /// Pooled connections to the other nodes.
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// The store's view of every node, for `/berth/v1/nodes`.
+    store: Option<Arc<dyn berth_store::nodes::NodeStore>>,
+    /// Set once shutdown starts: readiness fails so a load balancer stops sending.
+    stopping: Arc<AtomicBool>,
+}
+
+impl Nodes {
+    /// The edge over `cluster`; `store` lists the other nodes (`None`: standalone).
+    pub fn new(cluster: Cluster, store: Option<Arc<dyn berth_store::nodes::NodeStore>>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Self {
+            cluster,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            store,
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Readiness fails from now on (shutdown has begun).
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the request was forwarded by another node of the installation: `Ok(false)`
+    /// without the header, `Ok(true)` with a valid one, AccessDenied with any other.
+    pub(crate) fn forwarded(&self, headers: &HeaderMap) -> Result<bool, ApiError> {
+        let Some(proof) = headers.get(FORWARDED_HEADER) else {
+            return Ok(false);
+        };
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        match proof.to_str() {
+            Ok(p) if self.cluster.verify_forward(p, auth) => Ok(true),
+            _ => Err(ApiError::new(
+                ErrorKind::AccessDenied,
+                format!("{FORWARDED_HEADER} is not a valid proof of a node of this installation"),
+            )),
+        }
+    }
+
+    /// Sends the caller's request to `node` and streams its answer back.
+    pub(crate) async fn forward(
+        &self,
+        node: &NodeRow,
+        method: Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let target: Uri = format!("{}{path}", node.address.trim_end_matches('/'))
+            .parse()
+            .map_err(|e| {
+                ApiError::internal_because(format_args!(
+                    "node {} has an unusable address {:?}: {e}",
+                    node.id, node.address
+                ))
+            })?;
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(target)
+            .body(Full::new(body))
+            .map_err(ApiError::internal_because)?;
+        for (name, value) in headers {
+            if !hop_by_hop(name) && name.as_str() != FORWARDED_HEADER {
+                req.headers_mut().append(name, value.clone());
+            }
+        }
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        let proof = http::HeaderValue::try_from(self.cluster.forward_proof(auth))
+            .map_err(ApiError::internal_because)?;
+        req.headers_mut().insert(FORWARDED_HEADER, proof);
+        let resp = self.client.request(req).await.map_err(|e| {
+            // The owner is unreachable: it may have just died; once its lease lapses the next
+            // call starts the session afresh on a live node.
+            ApiError::new(
+                ErrorKind::ServiceUnavailable,
+                format!(
+                    "the node running this session ({}) is unreachable: {e}; retry shortly",
+                    node.id
+                ),
+            )
+        })?;
+        let (mut parts, body) = resp.into_parts();
+        parts.headers.retain_hop_by_hop();
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+/// Headers that belong to one connection, not to the message (RFC 9110 7.6.1).
+fn hop_by_hop(name: &http::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+trait RetainHopByHop {
+    fn retain_hop_by_hop(&mut self);
+}
+
+impl RetainHopByHop for HeaderMap {
+    /// Drops the connection's own headers from a forwarded answer.
+    fn retain_hop_by_hop(&mut self) {
+        let names: Vec<_> = self.keys().filter(|n| hop_by_hop(n)).cloned().collect();
+        for n in names {
+            self.remove(n);
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeView {
+    node_id: String,
+    address: String,
+    /// ISO 8601.
+    started_at: String,
+    /// ISO 8601.
+    last_seen: String,
+    alive: bool,
+    draining: bool,
+    /// True for the node that answered.
+    this_node: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LeaseView {
+    job: String,
+    node_id: String,
+    /// ISO 8601.
+    until: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeList {
+    /// False: this node serves alone (no advertised address).
+    clustered: bool,
+    nodes: Vec<NodeView>,
+    leases: Vec<LeaseView>,
+}
+
+fn store_error(e: berth_store::Error) -> WireError {
+    WireError(ApiError::internal_because(format_args!("node store: {e}")))
+}
+
+/// `GET /berth/v1/nodes`: every node with its state, and who runs each background job.
+async fn list_nodes(State(s): State<AppState>) -> Result<Response, WireError> {
+    let Some(store) = &s.nodes.store else {
+        return Ok(axum::Json(NodeList {
+            clustered: false,
+            nodes: Vec::new(),
+            leases: Vec::new(),
+        })
+        .into_response());
+    };
+    let now = berth_types::now_millis();
+    let me = s.nodes.cluster.id();
+    let nodes = store
+        .nodes()
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .map(|n| NodeView {
+            alive: n.alive(now),
+            this_node: n.id == me,
+            started_at: berth_types::iso8601(n.started_at),
+            last_seen: berth_types::iso8601(n.seen_at),
+            node_id: n.id,
+            address: n.address,
+            draining: n.draining,
+        })
+        .collect();
+    let leases = store
+        .leases()
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .filter(|l| l.until > now)
+        .map(|l| LeaseView {
+            job: l.name,
+            node_id: l.holder,
+            until: berth_types::iso8601(l.until),
+        })
+        .collect();
+    Ok(axum::Json(NodeList {
+        clustered: true,
+        nodes,
+        leases,
+    })
+    .into_response())
+}
+
+async fn set_draining(s: &AppState, id: &str, draining: bool) -> Result<Response, WireError> {
+    let Some(store) = &s.nodes.store else {
+        return Err(WireError(ApiError::new(
+            ErrorKind::Validation,
+            "this node serves alone (no --advertise): there is no node to drain",
+        )));
+    };
+    if id == s.nodes.cluster.id() {
+        s.nodes
+            .cluster
+            .set_draining(draining)
+            .await
+            .map_err(store_error)?;
+    } else if !store
+        .set_draining(id, draining)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(WireError(ApiError::not_found(format!("no node {id}"))));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /berth/v1/nodes/{id}/drain`: the node takes no new sessions; its live ones finish.
+async fn drain(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, WireError> {
+    set_draining(&s, &id, true).await
+}
+
+/// `DELETE /berth/v1/nodes/{id}/drain`: the node takes new sessions again.
+async fn undrain(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, WireError> {
+    set_draining(&s, &id, false).await
+}
+
+/// The signed routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/berth/v1/nodes", get(list_nodes))
+        .route("/berth/v1/nodes/{id}/drain", post(drain).delete(undrain))
+}
+
+/// `GET /berth/v1/health/live`: the process answers.
+async fn live() -> Response {
+    (StatusCode::OK, "live\n").into_response()
+}
+
+/// `GET /berth/v1/health/ready`: this node takes new sessions (not draining, not stopping).
+async fn ready(State(s): State<AppState>) -> Response {
+    if s.nodes.stopping.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
+    } else if s.nodes.cluster.draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
+}
+
+/// The unsigned routes: a load balancer's probes carry no credentials.
+pub fn unsigned_routes() -> Router<AppState> {
+    Router::new()
+        .route("/berth/v1/health/live", get(live))
+        .route("/berth/v1/health/ready", get(ready))
+}

@@ -1,0 +1,34 @@
+-- Several Berth nodes serving one installation (one shared database).
+--
+-- `nodes`: every node that ever started, with the address other nodes forward to and the lease it
+-- renews while it runs; a node whose lease has lapsed is dead to the others. `draining` nodes take
+-- no new sessions.
+-- `session_owners`: which node runs (or last ran) a session's agent. The row is valid only while
+-- its node's lease is current, so a dead node's sessions are claimed afresh elsewhere.
+-- `leases`: background jobs that must run exactly once (the rollout controller, drift alerts,
+-- online evaluation...), held by one node until it lapses.
+-- Times are epoch milliseconds so the schema ports to PostgreSQL.
+
+CREATE TABLE nodes (
+    id          TEXT PRIMARY KEY,
+    address     TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    seen_at     INTEGER NOT NULL,
+    lease_until INTEGER NOT NULL,
+    draining    INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE session_owners (
+    runtime_id  TEXT NOT NULL,
+    session_id  TEXT NOT NULL,
+    node_id     TEXT NOT NULL,
+    claimed_at  INTEGER NOT NULL,
+    PRIMARY KEY (runtime_id, session_id)
+);
+CREATE INDEX session_owners_node ON session_owners (node_id);
+
+CREATE TABLE leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    until       INTEGER NOT NULL
+);

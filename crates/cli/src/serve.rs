@@ -1084,7 +1084,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let stores = berth_store::open_all(&cfg.store)
         .await
-        .with_context(|| format!("store: opening {}", cfg.store))?;
+        .with_context(|| format!("store: opening {}", berth_store::redact(&cfg.store)))?;
     let store = stores.control.clone();
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(&cfg.listen)

@@ -5,12 +5,15 @@
 //! [`ControlStore::apply`], committed with `synchronous=FULL` before the caller answers 2xx.
 
 mod authz;
+mod cols;
 pub mod eval;
 pub mod eval_data;
 pub mod identity;
 pub mod memory;
 pub mod nodes;
+mod postgres;
 pub mod secrets;
+mod sql;
 mod sqlite;
 pub use sqlite::open_pools;
 mod traffic;
@@ -22,6 +25,7 @@ use berth_types::records::{Endpoint, Runtime, RuntimeVersion};
 use std::sync::Arc;
 
 pub use authz::{AccessKeyRow, ResourcePolicyRow, RoleRow};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use traffic::{
     AssignmentRow, AuditRecord, AuditRow, ChainCheck, DrainRow, GENESIS_HASH, HealthRow, PolicyRow,
@@ -355,8 +359,7 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn resource_policy(&self, arn: &str) -> Result<Option<ResourcePolicyRow>, Error>;
 }
 
-/// Opens the store a URL names and runs its migrations. `sqlite://PATH` is the only backend
-/// today; a PostgreSQL backend is one more arm here and in [`open_all`] (see ARCHITECTURE.md).
+/// Opens the store a URL names (`sqlite://PATH`, `postgres://...`) and runs its migrations.
 pub async fn open(url: &str) -> Result<Arc<dyn ControlStore>, Error> {
     Ok(open_all(url).await?.control)
 }
@@ -383,18 +386,34 @@ pub struct Stores {
 
 /// Opens the database a URL names once, for every store, and runs its migrations.
 pub async fn open_all(url: &str) -> Result<Stores, Error> {
-    match StoreUrl::parse(url)? {
+    Ok(match StoreUrl::parse(url)? {
         StoreUrl::Sqlite { path, options } => {
-            let s = Arc::new(SqliteStore::open_with(&path, &options).await?);
-            Ok(Stores {
-                control: s.clone(),
-                memory: s.clone(),
-                eval: s.clone(),
-                eval_data: s.clone(),
-                identity: s.clone(),
-                secrets: s.clone(),
-                nodes: s,
-            })
+            Stores::of(Arc::new(SqliteStore::open_with(&path, &options).await?))
+        }
+        StoreUrl::Postgres { url } => Stores::of(Arc::new(PgStore::open(&url).await?)),
+    })
+}
+
+impl Stores {
+    /// Every store served by one backend value.
+    fn of<S>(s: Arc<S>) -> Self
+    where
+        S: ControlStore
+            + memory::MemoryStore
+            + eval::EvalStore
+            + eval_data::EvalDataStore
+            + identity::IdentityStore
+            + secrets::SecretStore
+            + nodes::NodeStore,
+    {
+        Self {
+            control: s.clone(),
+            memory: s.clone(),
+            eval: s.clone(),
+            eval_data: s.clone(),
+            identity: s.clone(),
+            secrets: s.clone(),
+            nodes: s,
         }
     }
 }

@@ -5,6 +5,7 @@
 use crate::Error;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 /// A parsed store URL: which backend, and where its data lives.
 #[derive(Clone, PartialEq, Eq)]
@@ -17,6 +18,14 @@ pub enum StoreUrl {
         path: PathBuf,
         /// The query string after `?`, without the `?`; empty when absent.
         options: String,
+    },
+    /// `postgres://[USER[:PASSWORD]@]HOST[:PORT]/DB[?OPTIONS]` (or `postgresql://`): a database
+    /// that several server nodes share. The URL goes to the driver as written; `OPTIONS` are
+    /// libpq-style connection parameters (`sslmode=require`, ...).
+    Postgres {
+        /// The URL as given, password included: pass it to the driver, never to a log (its
+        /// [`Display`](fmt::Display) shows the password as `***`).
+        url: String,
     },
 }
 
@@ -50,7 +59,7 @@ impl StoreUrl {
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(bad(
                 url,
-                "a store url starts with a scheme: use sqlite://PATH",
+                "a store url starts with a scheme: use sqlite://PATH or postgres://...",
             ));
         };
         match scheme.to_ascii_lowercase().as_str() {
@@ -71,12 +80,29 @@ impl StoreUrl {
                     options: options.to_owned(),
                 })
             }
-            "postgres" | "postgresql" => Err(bad(
+            "postgres" | "postgresql" => {
+                let authority = rest.split(['/', '?']).next().unwrap_or("");
+                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                if host.is_empty() && !rest.contains("host=") {
+                    return Err(bad(
+                        url,
+                        "the postgresql url names no host: use postgres://USER:PASSWORD@HOST/DB",
+                    ));
+                }
+                if sqlx::postgres::PgConnectOptions::from_str(url).is_err() {
+                    return Err(bad(
+                        url,
+                        "not a valid postgresql url: use postgres://USER:PASSWORD@HOST[:PORT]/DB",
+                    ));
+                }
+                Ok(Self::Postgres {
+                    url: url.to_owned(),
+                })
+            }
+            _ => Err(bad(
                 url,
-                "the postgresql backend is not built yet (see ARCHITECTURE.md, \
-                 where to add a store backend): use sqlite://PATH",
+                "unknown store backend: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB",
             )),
-            _ => Err(bad(url, "unknown store backend: use sqlite://PATH")),
         }
     }
 
@@ -84,6 +110,7 @@ impl StoreUrl {
     pub fn sqlite_path(&self) -> Option<&Path> {
         match self {
             Self::Sqlite { path, .. } => Some(path),
+            Self::Postgres { .. } => None,
         }
     }
 }
@@ -95,14 +122,14 @@ impl fmt::Display for StoreUrl {
                 write!(f, "sqlite://{}", path.display())
             }
             Self::Sqlite { path, options } => write!(f, "sqlite://{}?{options}", path.display()),
+            Self::Postgres { url } => f.write_str(&redact(url)),
         }
     }
 }
 
 impl fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Display never holds a password today; go through redact so a future backend's
-        // credentials cannot leak into a debug log.
+        // Display already redacts; redact again so no future variant can leak into a debug log.
         write!(f, "StoreUrl({})", redact(&self.to_string()))
     }
 }
@@ -146,7 +173,9 @@ mod tests {
             ("sqlite://:memory:", "in-memory"),
             ("sqlite:///x.db?mode=memory", "in-memory"),
             ("mysql://h/db", "unknown store backend"),
-            ("postgres://h/db", "not built yet"),
+            ("postgres:///db", "names no host"),
+            ("postgres://u@/db", "names no host"),
+            ("postgres://h:notaport/db", "not a valid postgresql url"),
         ] {
             let e = reason(url);
             assert!(e.contains(url), "{url}: {e}");
@@ -155,11 +184,26 @@ mod tests {
     }
 
     #[test]
+    fn postgres_urls_go_to_the_driver_as_written_and_show_no_password() {
+        for url in [
+            "postgres://berth:s3cret@db.internal:5432/berth",
+            "postgresql://berth:s3cret@db.internal/berth?sslmode=disable",
+        ] {
+            let u = StoreUrl::parse(url).unwrap();
+            assert_eq!(u, StoreUrl::Postgres { url: url.into() });
+            assert_eq!(u.sqlite_path(), None);
+            assert!(!u.to_string().contains("s3cret"), "{u}");
+            assert!(!format!("{u:?}").contains("s3cret"), "{u:?}");
+            assert!(u.to_string().contains("berth:***@db.internal"), "{u}");
+        }
+    }
+
+    #[test]
     fn passwords_never_reach_an_error() {
-        let e = reason("postgres://berth:s3cret@db.internal:5432/berth");
+        let e = reason("postgres://berth:s3cret@db.internal:notaport/berth");
         assert!(!e.contains("s3cret"), "{e}");
         assert!(
-            e.contains("postgres://berth:***@db.internal:5432/berth"),
+            e.contains("postgres://berth:***@db.internal:notaport/berth"),
             "{e}"
         );
         assert_eq!(redact("sqlite:///a@b:c"), "sqlite:///a@b:c");

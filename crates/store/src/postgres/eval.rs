@@ -1,0 +1,3 @@
+//! PostgreSQL's [`EvalStore`](crate::eval::EvalStore): the shared SQL of [`crate::sql::eval`].
+
+crate::sql::eval::eval_store!(crate::PgStore, sqlx::Postgres);

@@ -49,6 +49,7 @@ import b10_traces  # noqa: E402
 import b1e_online  # noqa: E402
 import b12_images  # noqa: E402
 import b13_gateway  # noqa: E402
+import b14_nodes  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -527,6 +528,7 @@ class Berth:
         cmd += extra or []
         env = tools.env()
         env.setdefault("BERTH_LOG", "info")
+        self.tools = tools
         self.proc = procs.start(f"berth-{name}", cmd, work / f"berth-{name}.log", env)
         self.url = self.proc.wait_for(r"export AWS_ENDPOINT_URL_BEDROCK_AGENTCORE=(\S+)", 60).group(1)
         self.pid = self.proc.pid
@@ -584,6 +586,17 @@ class Berth:
             if time.monotonic() > deadline:
                 raise BrokenPath(f"{runtime_name} on berth-{self.name} still {status} after {timeout} s")
             time.sleep(0.25)
+
+    def sessions(self) -> list[dict]:
+        """The live sessions this server runs (`berth sessions list --json`)."""
+        env = self.tools.env()
+        env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY)
+        out = subprocess.run([str(self.tools.berth), "sessions", "list", "--json", "--endpoint-url", self.url],
+                             capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+        if out.returncode != 0:
+            raise BrokenPath(f"berth sessions list on berth-{self.name} failed: {out.stderr.strip()[-500:]}")
+        listed = json.loads(out.stdout)
+        return listed["sessions"] if isinstance(listed, dict) else listed
 
     def invoke_url(self, arn: str) -> str:
         return f"{self.url}/runtimes/{quote(arn, safe='')}/invocations?qualifier=DEFAULT"
@@ -1397,6 +1410,8 @@ class Bench:
                 b12_images.b12(self)
             if self.wants("B13"):
                 b13_gateway.b13(self)
+            if self.wants("B14"):
+                b14_nodes.b14(self)
             if self.wants("B3"):
                 self.b3_report(self.finish_silence())
             if not self.plan.smoke:

@@ -7,9 +7,9 @@ reaching another node is forwarded there (streaming unbuffered); background jobs
 once (the rollout controller) run under a lease; a node killed with SIGKILL loses its sessions,
 which start afresh elsewhere on their next call.
 
-Artifacts live in one external S3-compatible service every node reads (a fourth, standalone
-`berth serve`, whose S3 API is the one the conformance suite holds to boto3), so any node
-builds any version. The store is SQLite on one file (several processes on one host share it safely) unless
+Artifacts live in one external S3-compatible service every node reads and writes through (a
+fourth, standalone `berth serve`, whose S3 API is the one the conformance suite holds to boto3),
+so code uploaded through any node is built by any node. The store is SQLite on one file (several processes on one host share it safely) unless
 `BERTH_TEST_POSTGRES_URL` names a PostgreSQL database (the README's test command starts one).
 """
 
@@ -26,6 +26,7 @@ import uuid
 import pytest
 from berth_harness import (
     ACCESS_KEY_ID,
+    ARTIFACT_BUCKET,
     REGION,
     SECRET_ACCESS_KEY,
     BerthServer,
@@ -66,6 +67,9 @@ def nodes(tmp_path_factory):
     shared.mkdir()
     artifacts = BerthServer(root / "artifacts", root / "artifacts.log")
     artifacts.start()
+    # The operator makes the bucket in the external service; agent code is then uploaded
+    # through any node.
+    artifacts.s3_client().create_bucket(Bucket=ARTIFACT_BUCKET)
     external = (
         f"s3://?endpoint={artifacts.url}&region={REGION}"
         f"&access_key_id={ACCESS_KEY_ID}&secret_access_key={SECRET_ACCESS_KEY}"
@@ -80,7 +84,6 @@ def nodes(tmp_path_factory):
         "--health-bucket-ms", "100",
     )
     servers = []
-    NODES_ARTIFACTS.append(artifacts)
     try:
         for i in range(3):
             data = root / f"node{i}"
@@ -97,12 +100,10 @@ def nodes(tmp_path_factory):
             srv.reap_group()
 
 
-#: The artifact service of the module's installation (where agent code is uploaded).
-NODES_ARTIFACTS: list = []
-
-
-def artifact_s3():
-    return NODES_ARTIFACTS[-1].s3_client()
+def artifact_s3(nodes):
+    """S3 through a node (the second: not the one the runtime is created on), which writes
+    through to the external service: any node takes uploads, any node builds."""
+    return nodes[1].s3_client()
 
 
 class RoundRobin:
@@ -142,7 +143,7 @@ def owners(servers, runtime_id: str) -> dict:
 
 @pytest.fixture(scope="module")
 def probe(nodes):
-    return deploy_agent(nodes[0].client("bedrock-agentcore-control"), artifact_s3(), "probe")
+    return deploy_agent(nodes[0].client("bedrock-agentcore-control"), artifact_s3(nodes), "probe")
 
 
 def test_nodes_are_listed_with_their_state_and_health_probes_answer(nodes):
@@ -227,7 +228,7 @@ def bucket(session_id: str) -> int:
 
 def flaky_runtime(nodes) -> tuple[str, str]:
     """agents/flaky with versions v1 and v2 (never failing) and endpoint `prod` on v1."""
-    control, s3 = nodes[0].client("bedrock-agentcore-control"), artifact_s3()
+    control, s3 = nodes[0].client("bedrock-agentcore-control"), artifact_s3(nodes)
     healthy = {"FAIL_PERCENT": "0"}
     first = deploy_agent(control, s3, "flaky", environmentVariables={"LABEL": "v1", **healthy})
     rid = first["agentRuntimeId"]

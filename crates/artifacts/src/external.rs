@@ -440,6 +440,18 @@ impl ExternalStore {
         }
     }
 
+    /// Whether a bucket exists in the external store (one listing request of at most one page).
+    pub(crate) async fn bucket_exists(&self, bucket: &str) -> Result<bool, Error> {
+        validate_bucket_name(bucket)?;
+        let client = self.client(bucket)?;
+        let mut listing = client.list(None);
+        match listing.next().await {
+            Some(Err(e)) if s3_error_code(&e) == Some("NoSuchBucket") => Ok(false),
+            Some(Err(e)) => Err(e.into()),
+            Some(Ok(_)) | None => Ok(true),
+        }
+    }
+
     /// Checks that a bucket exists in the external store (one listing request), so a multipart
     /// upload into a missing bucket fails when created, as on S3, not after its parts are sent.
     /// Only a missing bucket fails the probe: credentials allowed to write but not to list, or

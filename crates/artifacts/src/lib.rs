@@ -189,7 +189,12 @@ impl ArtifactStore {
                 let region = region.unwrap_or(DEFAULT_REGION).to_owned();
                 blocking(move || l.create_bucket(&bucket, &region)).await
             }
-            Backend::External(_) => Err(external_bucket_writes("creating")),
+            // As on S3 in us-east-1, creating a bucket one already has succeeds; the operator
+            // makes new ones in the external service.
+            Backend::External(e) => match e.bucket_exists(bucket).await? {
+                true => Ok(()),
+                false => Err(external_bucket_writes("creating")),
+            },
         }
     }
 

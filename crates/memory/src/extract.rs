@@ -32,6 +32,9 @@ const SUPERSEDE_SIMILARITY: f32 = 0.85;
 const MAX_EVENTS_PER_JOB: u32 = 100;
 /// Jobs run per round.
 const JOBS_PER_ROUND: u32 = 20;
+/// How long a claimed job may run before another node takes it as abandoned (its runner died):
+/// well above one provider call's timeout.
+const JOB_LEASE: Duration = Duration::from_secs(15 * 60);
 
 /// The instructions for a strategy type (custom strategies name the type they override).
 fn prompt_for(kind: &str) -> &'static str {
@@ -252,16 +255,23 @@ impl Memory {
                 _ => break,
             }
         }
-        let pending = self
-            .inner
-            .store
-            .jobs_in_status("PENDING", JOBS_PER_ROUND)
-            .await
-            .map_err(internal)?;
-        for mut job in pending {
+        // One job claimed at a time, just before it runs: with several nodes on one store each
+        // job runs on one of them, and a claim never waits behind this round's other jobs.
+        for _ in 0..JOBS_PER_ROUND {
             if self.inner.shutdown.is_cancelled() {
                 break;
             }
+            let now = now_millis();
+            let Some(mut job) = self
+                .inner
+                .store
+                .claim_jobs(now, now - JOB_LEASE.as_millis() as i64, 1)
+                .await
+                .map_err(internal)?
+                .pop()
+            else {
+                break;
+            };
             let outcome = self.run_job(&job).await;
             job.updated_at = now_millis();
             match outcome {

@@ -15,15 +15,23 @@ use berth_store::nodes::{Claim, NodeRow, NodeStore};
 use berth_types::{EpochMillis, now_millis};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// The header a forwarding node sets: `<node id>:<hex HMAC>` over the request's authorization.
 pub const FORWARDED_HEADER: &str = "x-berth-forwarded-by";
+
+/// How long a node trusts what it read about another node owning a session. A session moves
+/// only when its owner dies (forwarding then fails and the entry is dropped) or drains (the
+/// stale entry sends a call to the old owner, which answers it unavailable, for at most this).
+const OWNER_TTL: Duration = Duration::from_secs(1);
+/// Entries kept before expired ones are swept.
+const OWNERS_SWEEP_FROM: usize = 10_000;
 
 /// How this node takes part.
 #[derive(Debug, Clone)]
@@ -53,6 +61,9 @@ pub struct Cluster {
 
 struct Inner {
     store: Option<Arc<dyn NodeStore>>,
+    /// Owners of sessions other nodes run, as last read, so a forwarded call's placement reads
+    /// the store once per [`OWNER_TTL`] and session rather than per call.
+    owners: Mutex<HashMap<(String, String), (NodeRow, Instant)>>,
     options: ClusterOptions,
     /// Set from the store on each renewal (an operator drains through any node).
     draining: AtomicBool,
@@ -74,6 +85,7 @@ impl Cluster {
         Self {
             inner: Arc::new(Inner {
                 store: None,
+                owners: Mutex::default(),
                 options: ClusterOptions {
                     node_id: node_id.to_owned(),
                     advertise: None,
@@ -111,6 +123,7 @@ impl Cluster {
         let this = Self {
             inner: Arc::new(Inner {
                 store: Some(store),
+                owners: Mutex::default(),
                 options,
                 draining: AtomicBool::new(false),
                 key,
@@ -172,8 +185,10 @@ impl Cluster {
     }
 
     /// Where a session with no live agent on this node is served: here (claimed), or on the
-    /// node that owns it. A draining node hands a session it would start to another node.
-    /// `forwarded`: another node sent the call here to run (it was the owner, or draining).
+    /// node that owns it. A draining node hands a session it would start to another node, which
+    /// claims it as any other (the drained node released its own claim first).
+    /// `forwarded`: another node sent the call here believing this node owns it; it is never
+    /// sent on, so the caller answers it unavailable if another node owns it after all.
     pub async fn place(
         &self,
         runtime_id: &str,
@@ -183,6 +198,10 @@ impl Cluster {
         let Some(store) = &self.inner.store else {
             return Ok(Placement::Here);
         };
+        let key = (runtime_id.to_owned(), session_id.to_owned());
+        if !forwarded && let Some(node) = self.cached_owner(&key) {
+            return Ok(Placement::Elsewhere(node));
+        }
         let now = now_millis();
         if self.draining()
             && !forwarded
@@ -194,12 +213,43 @@ impl Cluster {
             return Ok(Placement::Elsewhere(other));
         }
         match store
-            .claim_session(runtime_id, session_id, self.id(), now, forwarded)
+            .claim_session(runtime_id, session_id, self.id(), now, false)
             .await?
         {
             Claim::Mine => Ok(Placement::Here),
-            Claim::Owner(node) => Ok(Placement::Elsewhere(node)),
+            Claim::Owner(node) => {
+                self.remember_owner(key, node.clone());
+                Ok(Placement::Elsewhere(node))
+            }
         }
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (NodeRow, Instant)>> {
+        self.inner
+            .owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cached_owner(&self, key: &(String, String)) -> Option<NodeRow> {
+        self.owners()
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < OWNER_TTL)
+            .map(|(n, _)| n.clone())
+    }
+
+    fn remember_owner(&self, key: (String, String), node: NodeRow) {
+        let mut owners = self.owners();
+        if owners.len() >= OWNERS_SWEEP_FROM {
+            owners.retain(|_, (_, at)| at.elapsed() < OWNER_TTL);
+        }
+        owners.insert(key, (node, Instant::now()));
+    }
+
+    /// Forgets what this node read about who runs a session (forwarding to that node failed).
+    pub fn forget_owner(&self, runtime_id: &str, session_id: &str) {
+        self.owners()
+            .remove(&(runtime_id.to_owned(), session_id.to_owned()));
     }
 
     /// Another alive node taking new sessions, chosen by id after this one's.
@@ -396,6 +446,10 @@ mod tests {
             Placement::Here => panic!("a draining node started a session"),
         }
         assert_eq!(b.place("rt", "s2", true).await.unwrap(), Placement::Here);
+        // A call forwarded to a node that does not own the session is not taken over.
+        assert!(
+            matches!(b.place("rt", "s1", true).await.unwrap(), Placement::Elsewhere(n) if n.id == "a")
+        );
         // A live session of a is still a's.
         assert!(
             matches!(b.place("rt", "s1", false).await.unwrap(), Placement::Elsewhere(n) if n.id == "a")

@@ -534,7 +534,18 @@ async fn a_session_another_node_runs_is_sent_there_unrouted_and_unopened() {
     }
     assert_eq!(control.routed.load(Ordering::SeqCst), 0);
     assert_eq!(record.started.load(Ordering::SeqCst), 0);
-    // Forwarded by a (the owner handing it over), b runs it.
+    // A call forwarded to b while a owns the session is not taken over.
+    let forwarded = || Invocation {
+        forwarded: true,
+        ..invocation(&headers, b"x")
+    };
+    assert!(matches!(on_b.invoke(forwarded()).await, Err(Error::Elsewhere(n)) if n.id == "a"));
+    // a drains: it releases the session it no longer runs and hands it to b, which takes it.
+    a.set_draining(true).await.unwrap();
+    assert!(matches!(
+        a.place(RUNTIME_ID, SID, false).await.unwrap(),
+        berth_runtime::cluster::Placement::Elsewhere(n) if n.id == "b"
+    ));
     let forwarded = Invocation {
         forwarded: true,
         ..invocation(&headers, b"x")
@@ -544,11 +555,7 @@ async fn a_session_another_node_runs_is_sent_there_unrouted_and_unopened() {
         format!("{SID}:x")
     );
     assert_eq!(control.routed.load(Ordering::SeqCst), 1);
-    // Now live on b: its next calls need no placement, and a sees b as the owner.
+    // Now live on b: its next calls need no placement.
     on_b.invoke(invocation(&headers, b"y")).await.unwrap();
-    assert!(matches!(
-        a.place(RUNTIME_ID, SID, false).await.unwrap(),
-        berth_runtime::cluster::Placement::Elsewhere(n) if n.id == "b"
-    ));
     stop.cancel();
 }

@@ -78,10 +78,12 @@ impl Nodes {
         }
     }
 
-    /// Sends the caller's request to `node` and streams its answer back.
+    /// Sends the caller's request about `session` (runtime id, session id) to `node`, which
+    /// runs it, and streams its answer back.
     pub(crate) async fn forward(
         &self,
         node: &NodeRow,
+        session: (&str, &str),
         method: Method,
         uri: &Uri,
         headers: &HeaderMap,
@@ -115,7 +117,8 @@ impl Nodes {
         req.headers_mut().insert(FORWARDED_HEADER, proof);
         let resp = self.client.request(req).await.map_err(|e| {
             // The owner is unreachable: it may have just died; once its lease lapses the next
-            // call starts the session afresh on a live node.
+            // call starts the session afresh on a live node. Read the owner again next time.
+            self.cluster.forget_owner(session.0, session.1);
             ApiError::new(
                 ErrorKind::ServiceUnavailable,
                 format!(

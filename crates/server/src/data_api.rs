@@ -267,11 +267,19 @@ pub async fn invoke(
         forwarded,
     );
     let resp = match s.invoker.invoke(inv).await {
-        // Another node runs the session: its answer, as it streams.
-        Err(InvokeError::Elsewhere(node)) => {
+        // Another node runs the session: its answer, as it streams. A call forwarded here is
+        // never sent on (it is answered unavailable: the session moved meanwhile).
+        Err(InvokeError::Elsewhere(node)) if !forwarded => {
             return Ok(s
                 .nodes
-                .forward(&node, Method::POST, &uri, &headers, body)
+                .forward(
+                    &node,
+                    (&call.runtime_id, &sid),
+                    Method::POST,
+                    &uri,
+                    &headers,
+                    body,
+                )
                 .await?);
         }
         r => r.map_err(invoke_error)?,
@@ -360,10 +368,17 @@ pub async fn command(
     );
     let resp = match s.invoker.invoke(inv).await {
         // The node running the session runs the command (and audits it).
-        Err(InvokeError::Elsewhere(node)) => {
+        Err(InvokeError::Elsewhere(node)) if !forwarded => {
             return Ok(s
                 .nodes
-                .forward(&node, Method::POST, &uri, &headers, body)
+                .forward(
+                    &node,
+                    (&call.runtime_id, &sid),
+                    Method::POST,
+                    &uri,
+                    &headers,
+                    body,
+                )
                 .await?);
         }
         r => r.map_err(invoke_error)?,
@@ -418,7 +433,14 @@ pub async fn stop_session(
     {
         return Ok(s
             .nodes
-            .forward(&node, Method::POST, &uri, &headers, body)
+            .forward(
+                &node,
+                (&call.runtime_id, &sid),
+                Method::POST,
+                &uri,
+                &headers,
+                body,
+            )
             .await?);
     }
     s.sessions

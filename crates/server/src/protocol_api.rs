@@ -34,11 +34,12 @@ pub async fn get_agent_card(
     let inv = call.invocation(&sid, &headers, actor, &rid, Action::AgentCard, forwarded);
     let resp = match s.invoker.invoke(inv).await {
         // Another node runs the session: its answer.
-        Err(berth_runtime::invoker::Error::Elsewhere(node)) => {
+        Err(berth_runtime::invoker::Error::Elsewhere(node)) if !forwarded => {
             return Ok(s
                 .nodes
                 .forward(
                     &node,
+                    (&call.runtime_id, &sid),
                     axum::http::Method::GET,
                     &uri,
                     &headers,

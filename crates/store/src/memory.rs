@@ -13,6 +13,9 @@ use berth_types::EpochMillis;
 use serde_json::Value;
 use std::sync::Arc;
 
+mod shared;
+pub(crate) use shared::*;
+
 /// Keyword terms held by more than this share of the records are not searched (see
 /// [`MemoryStore::search_keywords`]); BM25's idf of such a term is below ln(3).
 pub(crate) const COMMON_TERM_SHARE: f64 = 0.25;
@@ -385,6 +388,16 @@ pub trait MemoryStore: Send + Sync + 'static {
     async fn list_jobs(&self, q: &JobQuery) -> Result<Vec<JobRow>, Error>;
     /// Jobs in a status across memories, oldest first (work queue and recovery).
     async fn jobs_in_status(&self, status: &str, limit: u32) -> Result<Vec<JobRow>, Error>;
+    /// Claims up to `limit` jobs to run, oldest first: `PENDING` ones, and `RUNNING` ones whose
+    /// claim lapsed (`updated_at` before `stale_before`: their runner died). They are returned
+    /// marked `RUNNING` at `now`. Claiming is a conditional write, so of several nodes claiming at
+    /// once each job goes to one (PostgreSQL also skips rows another claimer holds).
+    async fn claim_jobs(
+        &self,
+        now: EpochMillis,
+        stale_before: EpochMillis,
+        limit: u32,
+    ) -> Result<Vec<JobRow>, Error>;
 }
 
 /// Opens the memory store a URL names (the same URL as [`crate::open`]).

@@ -93,6 +93,13 @@ macro_rules! conformance {
             extraction_cursor_is_a_conditional_write,
             records_put_search_list_and_delete,
             jobs_put_list_and_filter,
+            record_namespace_prefixes_match_exactly,
+            keyword_search_splits_and_stems_words,
+            keyword_search_skips_common_terms_in_a_large_index,
+            client_tokens_taken_at_once_store_one_event,
+            overlapping_event_batches_from_two_nodes_both_commit,
+            jobs_are_claimed_once,
+            jobs_claimed_at_once_by_several_nodes_go_to_one,
         ]);
     };
     ($backend:ident, $harness:ident, without memory) => {
@@ -146,8 +153,7 @@ macro_rules! conformance {
 }
 
 conformance!(sqlite, Sqlite);
-// PostgreSQL's memory store comes separately; then this is `conformance!(postgres, Postgres)`.
-conformance!(postgres, Postgres, without memory);
+conformance!(postgres, Postgres);
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
@@ -1811,6 +1817,247 @@ async fn jobs_put_list_and_filter<H: Harness>(h: &H) {
     assert_eq!(s.job("m", "job-1").await.unwrap(), Some(failed.clone()));
     assert_eq!(s.jobs_in_status("PENDING", 10).await.unwrap(), [j2]);
     assert_eq!(s.jobs_in_status("FAILED", 10).await.unwrap(), [failed]);
+}
+
+/// Namespace prefixes compare case-sensitively, and `_` / `%` in them are literal.
+async fn record_namespace_prefixes_match_exactly<H: Harness>(h: &H) {
+    let s = node(h).await.memory;
+    s.put_records(&[
+        record("lower", "/users/alice/", "record lower", 1),
+        record("upper", "/users/ALICE/", "record upper", 2),
+        record("wild", "/users/a_x%/", "record wild", 3),
+        record("other", "/users/abx9/", "record other", 4),
+    ])
+    .await
+    .unwrap();
+    let ids = |prefix: &str| {
+        let scope = RecordScope {
+            memory_id: "m".into(),
+            namespace_prefix: Some(prefix.into()),
+            ..Default::default()
+        };
+        let s = &s;
+        async move {
+            let mut v: Vec<String> = s
+                .list_records(&scope, None, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.record_id)
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    assert_eq!(ids("/users/alice/").await, ["lower"]);
+    assert_eq!(ids("/users/ALICE/").await, ["upper"]);
+    assert_eq!(ids("/users/a_x%").await, ["wild"]);
+    assert_eq!(ids("/users/").await.len(), 4);
+}
+
+/// In a large index (pruning starts at 1,000 records) a term most records hold is not searched;
+/// a rare one still decides.
+async fn keyword_search_skips_common_terms_in_a_large_index<H: Harness>(h: &H) {
+    let s = node(h).await.memory;
+    let rows: Vec<RecordRow> = (0..1200)
+        .map(|i| {
+            let text = if i == 7 {
+                "the user keeps a zebra".to_owned()
+            } else {
+                format!("the user owns item {i}")
+            };
+            let mut r = record(&format!("r{i}"), "/a/", &text, 1);
+            r.embedding = None;
+            r
+        })
+        .collect();
+    s.put_records(&rows).await.unwrap();
+    let scope = RecordScope {
+        memory_id: "m".into(),
+        namespace_prefix: Some("/".into()),
+        ..Default::default()
+    };
+    let terms = |t: &[&str]| t.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    let hits = s
+        .search_keywords(&scope, &terms(&["user", "zebra"]), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        hits.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(),
+        ["r7"]
+    );
+    assert!(
+        s.search_keywords(&scope, &terms(&["the", "user"]), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.search_keywords(&scope, &terms(&["item", "1000"]), 10)
+            .await
+            .unwrap()[0]
+            .0,
+        "r1000"
+    );
+}
+
+/// Words are split at punctuation and matched by stem; a rarer term outranks a common one.
+async fn keyword_search_splits_and_stems_words<H: Harness>(h: &H) {
+    let s = node(h).await.memory;
+    s.put_records(&[
+        record("mail", "/a/", "Alice's email is alice@example.com", 1),
+        record("run", "/a/", "Bob runs marathons", 2),
+        record("tea1", "/a/", "Carol drinks tea", 3),
+        record("tea2", "/a/", "Dave drinks tea daily", 4),
+        record("tea3", "/a/", "Erin drinks green tea", 5),
+        record("jazz", "/a/", "Frank drinks coffee and likes jazz", 6),
+    ])
+    .await
+    .unwrap();
+    let scope = RecordScope {
+        memory_id: "m".into(),
+        ..Default::default()
+    };
+    let ids = |terms: &[&str]| {
+        let terms: Vec<String> = terms.iter().map(|t| (*t).to_owned()).collect();
+        let (s, scope) = (&s, &scope);
+        async move {
+            s.search_keywords(scope, &terms, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|h| h.0)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids(&["example"]).await, ["mail"]);
+    assert_eq!(ids(&["alice"]).await, ["mail"]);
+    assert_eq!(ids(&["running"]).await, ["run"]);
+    assert_eq!(ids(&["run"]).await, ["run"]);
+    // "jazz" is in one record, "drinks" in four: the jazz record ranks first.
+    assert_eq!(ids(&["drinks", "jazz"]).await[0], "jazz");
+    assert_eq!(ids(&["drinks", "jazz"]).await.len(), 4);
+}
+
+/// Two nodes committing the same client token at once: one stores it, the other is told.
+async fn client_tokens_taken_at_once_store_one_event<H: Harness>(h: &H) {
+    let a = node(h).await.memory;
+    let b = node(h).await.memory;
+    for round in 0..20 {
+        let tok = format!("tok{round}");
+        let ea = event("a", "s", 100 + round, Some(&tok));
+        let mut eb = event("a", "s", 1000 + round, Some(&tok));
+        eb.actor_id = "b".into();
+        let (a2, b2) = (a.clone(), b.clone());
+        let ta = tokio::spawn(async move { a2.insert_events(&[ea]).await });
+        let tb = tokio::spawn(async move { b2.insert_events(&[eb]).await });
+        let (ra, rb) = (ta.await.unwrap().unwrap(), tb.await.unwrap().unwrap());
+        let new = [&ra[0], &rb[0]]
+            .iter()
+            .filter(|r| ***r == Inserted::New)
+            .count();
+        assert_eq!(new, 1, "{ra:?} {rb:?}");
+    }
+}
+
+/// Two nodes group-committing batches over the same sessions, in opposite orders, both commit.
+async fn overlapping_event_batches_from_two_nodes_both_commit<H: Harness>(h: &H) {
+    let a = node(h).await.memory;
+    let b = node(h).await.memory;
+    for round in 0..20i64 {
+        let batch = |first: &str, second: &str, ts: i64, node: &str| {
+            let mut x = event("a", first, ts, Some(&format!("{node}{round}x")));
+            let mut y = event("a", second, ts + 1, Some(&format!("{node}{round}y")));
+            x.event_id = format!("{:019}#{node}", ts);
+            y.event_id = format!("{:019}#{node}", ts + 1);
+            vec![x, y]
+        };
+        let ba = batch("s1", "s2", round * 10, "a");
+        let bb = batch("s2", "s1", round * 10, "b");
+        let (a2, b2) = (a.clone(), b.clone());
+        let ta = tokio::spawn(async move { a2.insert_events(&ba).await });
+        let tb = tokio::spawn(async move { b2.insert_events(&bb).await });
+        for r in [ta.await.unwrap().unwrap(), tb.await.unwrap().unwrap()] {
+            assert_eq!(r, [Inserted::New, Inserted::New]);
+        }
+    }
+    let sessions = a.list_sessions("m", "a", 0, None, 10).await.unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert!(
+        sessions.iter().all(|s| s.last_event_ts == 191),
+        "{sessions:?}"
+    );
+}
+
+/// Claiming takes pending jobs oldest first and lapsed running ones, marking them running.
+async fn jobs_are_claimed_once<H: Harness>(h: &H) {
+    let s = node(h).await.memory;
+    let mut lapsed = job("job-4", "RUNNING", "s", 4);
+    lapsed.updated_at = 5;
+    let mut running = job("job-5", "RUNNING", "s", 5);
+    running.updated_at = 50;
+    s.put_jobs(&[
+        job("job-2", "PENDING", "s", 2),
+        job("job-1", "PENDING", "s", 1),
+        job("job-3", "SUCCEEDED", "s", 3),
+        lapsed,
+        running,
+    ])
+    .await
+    .unwrap();
+    let ids = |jobs: &[JobRow]| jobs.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>();
+    let first = s.claim_jobs(100, 10, 2).await.unwrap();
+    assert_eq!(ids(&first), ["job-1", "job-2"]);
+    assert!(
+        first
+            .iter()
+            .all(|j| j.status == "RUNNING" && j.updated_at == 100)
+    );
+    assert_eq!(
+        s.job("m", "job-1").await.unwrap().unwrap().status,
+        "RUNNING"
+    );
+    assert_eq!(ids(&s.claim_jobs(100, 10, 10).await.unwrap()), ["job-4"]);
+    assert!(s.claim_jobs(100, 10, 10).await.unwrap().is_empty());
+    // Once its claim lapses, a job is claimed again (its runner died).
+    assert_eq!(
+        ids(&s.claim_jobs(200, 101, 10).await.unwrap()),
+        ["job-1", "job-2", "job-4", "job-5"]
+    );
+}
+
+/// Several nodes claiming at once: every job goes to exactly one of them.
+async fn jobs_claimed_at_once_by_several_nodes_go_to_one<H: Harness>(h: &H) {
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(node(h).await.memory);
+    }
+    let jobs: Vec<JobRow> = (0..30)
+        .map(|i| job(&format!("job-{i:02}"), "PENDING", "s", i))
+        .collect();
+    nodes[0].put_jobs(&jobs).await.unwrap();
+    let mut claimed: Vec<String> = Vec::new();
+    loop {
+        let mut set = tokio::task::JoinSet::new();
+        for n in &nodes {
+            let n = n.clone();
+            set.spawn(async move { n.claim_jobs(100, 10, 4).await.unwrap() });
+        }
+        let round: Vec<String> = set
+            .join_all()
+            .await
+            .into_iter()
+            .flatten()
+            .map(|j| j.job_id)
+            .collect();
+        if round.is_empty() {
+            break;
+        }
+        claimed.extend(round);
+    }
+    claimed.sort();
+    let all: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    assert_eq!(claimed, all, "each job claimed exactly once");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -73,11 +73,4 @@ impl PgStore {
     }
 }
 
-/// What a part of the backend not written yet answers.
-fn not_yet(what: &'static str) -> Error {
-    Error::Db(sqlx::Error::Protocol(format!(
-        "{what} is not implemented on postgresql yet"
-    )))
-}
-
 crate::sql::control::control_sql!(crate::PgStore, sqlx::Postgres);

@@ -10,7 +10,6 @@
 //! with another writer, even one in another process sharing the file.
 
 mod authz;
-mod cols;
 mod eval;
 mod eval_data;
 mod identity;

@@ -82,30 +82,9 @@ impl Harness for Postgres {
     }
 }
 
-/// Instantiates every test of the suite for one backend: `conformance!(module, Harness)`; while a
-/// backend's memory store is being written, `conformance!(module, Harness, without memory)`.
+/// Instantiates every test of the suite for one backend: `conformance!(module, Harness)`.
 macro_rules! conformance {
     ($backend:ident, $harness:ident) => {
-        conformance!(@with $backend, $harness, [
-            memories_insert_put_list_and_purge,
-            events_insert_dedupe_page_and_delete,
-            sessions_actors_and_extraction_cursor,
-            extraction_cursor_is_a_conditional_write,
-            records_put_search_list_and_delete,
-            jobs_put_list_and_filter,
-            record_namespace_prefixes_match_exactly,
-            keyword_search_splits_and_stems_words,
-            keyword_search_skips_common_terms_in_a_large_index,
-            client_tokens_taken_at_once_store_one_event,
-            overlapping_event_batches_from_two_nodes_both_commit,
-            jobs_are_claimed_once,
-            jobs_claimed_at_once_by_several_nodes_go_to_one,
-        ]);
-    };
-    ($backend:ident, $harness:ident, without memory) => {
-        conformance!(@with $backend, $harness, []);
-    };
-    (@with $backend:ident, $harness:ident, [$($memory:ident),* $(,)?]) => {
         conformance!(@tests $backend, $harness, [
             runtimes_insert_update_list_and_delete,
             versions_list_newest_first_and_recover_unfinished,
@@ -122,7 +101,19 @@ macro_rules! conformance {
             audit_from_two_nodes_stays_one_chain,
             roles_and_access_keys,
             resource_policies_put_replace_and_delete,
-            $($memory,)*
+            memories_insert_put_list_and_purge,
+            events_insert_dedupe_page_and_delete,
+            sessions_actors_and_extraction_cursor,
+            extraction_cursor_is_a_conditional_write,
+            records_put_search_list_and_delete,
+            jobs_put_list_and_filter,
+            record_namespace_prefixes_match_exactly,
+            keyword_search_splits_and_stems_words,
+            keyword_search_skips_common_terms_in_a_large_index,
+            client_tokens_taken_at_once_store_one_event,
+            overlapping_event_batches_from_two_nodes_both_commit,
+            jobs_are_claimed_once,
+            jobs_claimed_at_once_by_several_nodes_go_to_one,
             evaluators_insert_put_list_and_delete,
             online_configs_insert_put_list_and_delete,
             datasets_examples_and_versions,

@@ -50,6 +50,7 @@ import b1e_online  # noqa: E402
 import b12_images  # noqa: E402
 import b13_gateway  # noqa: E402
 import b14_nodes  # noqa: E402
+import b15_store  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -1412,6 +1413,8 @@ class Bench:
                 b13_gateway.b13(self)
             if self.wants("B14"):
                 b14_nodes.b14(self)
+            if self.wants("B15"):
+                b15_store.b15(self)
             if self.wants("B3"):
                 self.b3_report(self.finish_silence())
             if not self.plan.smoke:

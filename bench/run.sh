@@ -19,11 +19,11 @@ if [ "$smoke" = 1 ]; then
     # oha is a cross-check of the full run only; CI does not need to build it.
     BENCH_SKIP_OHA="${BENCH_SKIP_OHA:-1}" bench/setup.sh
     # The debug builds CI already has: the smoke run checks that paths work, not how fast.
-    cargo build --locked -p berth -p berth-fast-agent -p berth-bench
+    cargo build --locked -p berth -p berth-fast-agent -p berth-bench -p berth-pgtest
     bin_dir=target/debug
 else
     bench/setup.sh
-    cargo build --release --locked -p berth -p berth-fast-agent -p berth-bench
+    cargo build --release --locked -p berth -p berth-fast-agent -p berth-bench -p berth-pgtest
     bin_dir=target/release
 fi
 exec .venv/bin/python bench/harness.py --bin-dir "$bin_dir" "$@"

@@ -6,6 +6,7 @@ Kept apart from conftest.py so tests can import the helpers by name
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -99,6 +100,38 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # not Linux: teardown still stops the server
+
+
+@contextlib.contextmanager
+def postgres_database():
+    """A throwaway PostgreSQL cluster with one database (`berth-pgtest`, built next to the berth
+    binary): yields its URL; the cluster stops and its directory goes when the block ends."""
+    binary = berth_binary().parent / "berth-pgtest"
+    if not binary.exists():
+        pytest.fail(f"{binary} not found: run `cargo build -p berth-pgtest`")
+    proc = subprocess.Popen(
+        [str(binary)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+    try:
+        url = proc.stdout.readline().strip()
+        if not url:
+            proc.wait(timeout=60)
+            pytest.fail(f"berth-pgtest could not start PostgreSQL: {proc.stderr.read()[-2000:]}")
+        yield url
+    finally:
+        if proc.stdin:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class BerthServer:

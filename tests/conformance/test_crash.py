@@ -11,6 +11,7 @@ once: the scenario measures the control plane's durability, not build throughput
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -27,6 +28,7 @@ from berth_harness import (
     code_artifact,
     list_all,
     poll,
+    postgres_database,
 )
 
 CRASH_AFTER = 100
@@ -103,11 +105,21 @@ class Crashed:
     work: Workload
 
 
-@pytest.fixture(scope="module")
-def crashed(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def crashed(request, tmp_path_factory):
+    """The crash scenario on the embedded SQLite store, then on a real PostgreSQL (a throwaway
+    cluster: `berth-pgtest`)."""
+    with contextlib.ExitStack() as stack:
+        args = ()
+        if request.param == "postgres":
+            args = ("--store", stack.enter_context(postgres_database()))
+        yield from _crash(tmp_path_factory, args)
+
+
+def _crash(tmp_path_factory, args):
     root = tmp_path_factory.mktemp("crash")
     data_dir = root / "data"
-    first = BerthServer(data_dir, root / "before-crash.log").start()
+    first = BerthServer(data_dir, root / "before-crash.log", args=args).start()
     second = None
     try:
         client = first.client("bedrock-agentcore-control", read_timeout=15, connect_timeout=2)
@@ -124,7 +136,7 @@ def crashed(tmp_path_factory):
         assert len(work.acks) >= CRASH_AFTER
         assert work.cut_off_by_kill, "the workload was not writing when the server died"
 
-        second = BerthServer(data_dir, root / "after-crash.log").start()
+        second = BerthServer(data_dir, root / "after-crash.log", args=args).start()
         yield Crashed(second, second.client("bedrock-agentcore-control"), work)
     finally:
         if second is not None:

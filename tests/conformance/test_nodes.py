@@ -1,5 +1,5 @@
 """Several Berth nodes serving one installation (issue 18): three `berth serve` processes on one
-shared store and one shared artifact directory, each with its own data dir, driven through a
+shared PostgreSQL store and one external artifact store, each with its own data dir, driven through a
 round-robin of the unmodified boto3 clients.
 
 Each node advertises its own address; a session belongs to the node that started it and a call
@@ -9,8 +9,8 @@ which start afresh elsewhere on their next call.
 
 Artifacts live in one external S3-compatible service every node reads and writes through (a
 fourth, standalone `berth serve`, whose S3 API is the one the conformance suite holds to boto3),
-so code uploaded through any node is built by any node. The store is SQLite on one file (several processes on one host share it safely) unless
-`BERTH_TEST_POSTGRES_URL` names a PostgreSQL database (the README's test command starts one).
+so code uploaded through any node is built by any node. The store is a real PostgreSQL, a throwaway cluster the test starts (`berth-pgtest`: Debian's
+PostgreSQL 15 in a temp dir, no system service).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import time
 import uuid
@@ -36,6 +35,7 @@ from berth_harness import (
     invoke_json,
     native,
     new_session_id,
+    postgres_database,
     read_sse,
     run_cli,
     update_args,
@@ -51,20 +51,11 @@ pytestmark = pytest.mark.build
 LEASE_MS = 1500
 
 
-def store_url(shared) -> str:
-    pg = os.environ.get("BERTH_TEST_POSTGRES_URL")
-    if pg:
-        return pg
-    return f"sqlite://{shared / 'berth.db'}"
-
-
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory):
     """Three nodes of one installation. The first node's vault key is copied into the others'
     data dirs before they start (the documented way to add a node)."""
     root = tmp_path_factory.mktemp("berth-nodes")
-    shared = root / "shared"
-    shared.mkdir()
     artifacts = BerthServer(root / "artifacts", root / "artifacts.log")
     artifacts.start()
     # The operator makes the bucket in the external service; agent code is then uploaded
@@ -74,30 +65,31 @@ def nodes(tmp_path_factory):
         f"s3://?endpoint={artifacts.url}&region={REGION}"
         f"&access_key_id={ACCESS_KEY_ID}&secret_access_key={SECRET_ACCESS_KEY}"
     )
-    args = (
-        "--store", store_url(shared),
-        "--artifact-store", external,
-        "--advertise", "http://127.0.0.1:0",
-        "--node-lease-ms", str(LEASE_MS),
-        "--rollout-second-ms", "20",
-        "--traffic-tick-ms", "50",
-        "--health-bucket-ms", "100",
-    )
     servers = []
-    try:
-        for i in range(3):
-            data = root / f"node{i}"
-            if servers:
-                data.mkdir()
-                shutil.copy(servers[0].data_dir / "vault.key", data / "vault.key")
-            srv = BerthServer(data, root / f"node{i}.log", args=args)
-            servers.append(srv)
-            srv.start()
-        yield servers
-    finally:
-        for srv in [*servers, artifacts]:
-            srv.stop()
-            srv.reap_group()
+    with postgres_database() as store:
+        args = (
+            "--store", store,
+            "--artifact-store", external,
+            "--advertise", "http://127.0.0.1:0",
+            "--node-lease-ms", str(LEASE_MS),
+            "--rollout-second-ms", "20",
+            "--traffic-tick-ms", "50",
+            "--health-bucket-ms", "100",
+        )
+        try:
+            for i in range(3):
+                data = root / f"node{i}"
+                if servers:
+                    data.mkdir()
+                    shutil.copy(servers[0].data_dir / "vault.key", data / "vault.key")
+                srv = BerthServer(data, root / f"node{i}.log", args=args)
+                servers.append(srv)
+                srv.start()
+            yield servers
+        finally:
+            for srv in [*servers, artifacts]:
+                srv.stop()
+                srv.reap_group()
 
 
 def artifact_s3(nodes):

@@ -133,6 +133,53 @@ impl Nodes {
     }
 }
 
+/// The caller's request as it came, kept so a session's call can be forwarded to the node that
+/// runs it.
+pub(crate) struct CallerRequest<'a> {
+    pub(crate) method: Method,
+    pub(crate) uri: &'a Uri,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) body: Bytes,
+    /// Runtime id and session id.
+    pub(crate) session: (&'a str, &'a str),
+    /// Another node sent it here ([`Nodes::forwarded`]): it is never sent on.
+    pub(crate) forwarded: bool,
+}
+
+/// Where a session operation was answered.
+pub(crate) enum Served {
+    /// Here: the agent's answer, for the handler to convert.
+    Here(berth_runtime::invoker::Answer),
+    /// By the node that runs the session: its response, passed through as it streams.
+    There(Response),
+}
+
+/// Runs `inv` through the invoker, or, when another node runs its session, forwards the
+/// caller's request there. A call forwarded here is never sent on: if the session moved
+/// meanwhile, it is answered unavailable.
+pub(crate) async fn invoke_here_or_there(
+    s: &AppState,
+    inv: berth_runtime::invoker::Invocation<'_>,
+    req: CallerRequest<'_>,
+) -> Result<Served, ApiError> {
+    match s.invoker.invoke(inv).await {
+        Ok(answer) => Ok(Served::Here(answer)),
+        Err(berth_runtime::invoker::Error::Elsewhere(node)) if !req.forwarded => s
+            .nodes
+            .forward(
+                &node,
+                req.session,
+                req.method,
+                req.uri,
+                req.headers,
+                req.body,
+            )
+            .await
+            .map(Served::There),
+        Err(e) => Err(crate::data_api::invoke_error(e)),
+    }
+}
+
 /// Headers that belong to one connection, not to the message (RFC 9110 7.6.1).
 fn hop_by_hop(name: &http::HeaderName) -> bool {
     matches!(

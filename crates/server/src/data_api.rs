@@ -1,6 +1,7 @@
 //! AgentCore data-plane routes (`bedrock-agentcore`): invoking agents and stopping sessions.
 
 use crate::AppState;
+use crate::cluster_api::{CallerRequest, Served, invoke_here_or_there};
 use crate::error::{RequestId, WireError};
 use axum::Extension;
 use axum::body::{Body, Bytes};
@@ -266,23 +267,17 @@ pub async fn invoke(
         Action::Invoke(body.clone()),
         forwarded,
     );
-    let resp = match s.invoker.invoke(inv).await {
-        // Another node runs the session: its answer, as it streams. A call forwarded here is
-        // never sent on (it is answered unavailable: the session moved meanwhile).
-        Err(InvokeError::Elsewhere(node)) if !forwarded => {
-            return Ok(s
-                .nodes
-                .forward(
-                    &node,
-                    (&call.runtime_id, &sid),
-                    Method::POST,
-                    &uri,
-                    &headers,
-                    body,
-                )
-                .await?);
-        }
-        r => r.map_err(invoke_error)?,
+    let req = CallerRequest {
+        method: Method::POST,
+        uri: &uri,
+        headers: &headers,
+        body,
+        session: (&call.runtime_id, &sid),
+        forwarded,
+    };
+    let resp = match invoke_here_or_there(&s, inv, req).await? {
+        Served::Here(answer) => answer,
+        Served::There(response) => return Ok(response),
     };
     let (parts, stream) = resp.into_parts();
     let status = parts.status;
@@ -366,22 +361,18 @@ pub async fn command(
         Action::Command(Command { command, timeout }),
         forwarded,
     );
-    let resp = match s.invoker.invoke(inv).await {
+    let req = CallerRequest {
+        method: Method::POST,
+        uri: &uri,
+        headers: &headers,
+        body,
+        session: (&call.runtime_id, &sid),
+        forwarded,
+    };
+    let resp = match invoke_here_or_there(&s, inv, req).await? {
+        Served::Here(answer) => answer,
         // The node running the session runs the command (and audits it).
-        Err(InvokeError::Elsewhere(node)) if !forwarded => {
-            return Ok(s
-                .nodes
-                .forward(
-                    &node,
-                    (&call.runtime_id, &sid),
-                    Method::POST,
-                    &uri,
-                    &headers,
-                    body,
-                )
-                .await?);
-        }
-        r => r.map_err(invoke_error)?,
+        Served::There(response) => return Ok(response),
     };
     let arn = s.control.partition().runtime_arn(&call.runtime_id);
     berth_control::Caller::new(actor.unwrap_or_default(), Some(rid.0.clone()))

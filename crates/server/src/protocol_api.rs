@@ -2,7 +2,7 @@
 //! version's protocol port and path itself): `GetAgentCard`, the A2A agent's card.
 
 use crate::AppState;
-use crate::data_api::{SESSION_HEADER, error_body, invoke_error, parse_session_call};
+use crate::data_api::{SESSION_HEADER, error_body, parse_session_call};
 use crate::error::{RequestId, WireError};
 use axum::Extension;
 use axum::body::Body;
@@ -32,22 +32,18 @@ pub async fn get_agent_card(
         .map(|v| v.principal.access_key_id.as_str());
     let forwarded = s.nodes.forwarded(&headers)?;
     let inv = call.invocation(&sid, &headers, actor, &rid, Action::AgentCard, forwarded);
-    let resp = match s.invoker.invoke(inv).await {
+    let req = crate::cluster_api::CallerRequest {
+        method: axum::http::Method::GET,
+        uri: &uri,
+        headers: &headers,
+        body: Default::default(),
+        session: (&call.runtime_id, &sid),
+        forwarded,
+    };
+    let resp = match crate::cluster_api::invoke_here_or_there(&s, inv, req).await? {
+        crate::cluster_api::Served::Here(answer) => answer,
         // Another node runs the session: its answer.
-        Err(berth_runtime::invoker::Error::Elsewhere(node)) if !forwarded => {
-            return Ok(s
-                .nodes
-                .forward(
-                    &node,
-                    (&call.runtime_id, &sid),
-                    axum::http::Method::GET,
-                    &uri,
-                    &headers,
-                    Default::default(),
-                )
-                .await?);
-        }
-        r => r.map_err(invoke_error)?,
+        crate::cluster_api::Served::There(response) => return Ok(response),
     };
     let (parts, stream) = resp.into_parts();
     let status = parts.status;

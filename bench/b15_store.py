@@ -93,6 +93,9 @@ def b15(bench: "Bench") -> None:
                     srv.control.get_agent_runtime(agentRuntimeId=rid)
                     gets[name].append((time.perf_counter() - t) * 1e3)
     finally:
+        # The server on PostgreSQL stops before its database does.
+        for srv in locals().get("servers", {}).values():
+            srv.proc.stop()
         if pg.stdin:
             pg.stdin.close()
         try:

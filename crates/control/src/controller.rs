@@ -111,10 +111,6 @@ pub enum Role {
     },
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 impl Controller {
     /// A controller acting on `control`.
     pub fn new(control: Control) -> Self {
@@ -162,10 +158,13 @@ impl Controller {
                 self.flush_health().await;
                 self.drains(now).await;
             }
-            Role::Shared { grace } => self.drains(now.saturating_sub(millis(grace))).await,
+            Role::Shared { grace } => {
+                self.drains(now.saturating_sub(berth_types::duration_millis(grace)))
+                    .await
+            }
         }
         self.rollouts(now).await;
-        if now.saturating_sub(self.last_sweep) >= millis(SWEEP_EVERY) {
+        if now.saturating_sub(self.last_sweep) >= berth_types::duration_millis(SWEEP_EVERY) {
             self.last_sweep = now;
             self.sweep(now).await;
         }
@@ -272,10 +271,10 @@ impl Controller {
         let opts = &self.control.inner.options;
         let writes = vec![
             Write::ExpireAssignments {
-                before: now.saturating_sub(millis(opts.assignment_ttl)),
+                before: now.saturating_sub(berth_types::duration_millis(opts.assignment_ttl)),
             },
             Write::PruneHealth {
-                before: now.saturating_sub(millis(opts.health_retention)),
+                before: now.saturating_sub(berth_types::duration_millis(opts.health_retention)),
             },
         ];
         if let Err(e) = self.control.inner.store.apply(writes).await {

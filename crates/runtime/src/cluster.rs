@@ -12,7 +12,7 @@
 //! lease, and touches the store for none of this, so one node pays nothing for the feature.
 
 use berth_store::nodes::{Claim, NodeRow, NodeStore};
-use berth_types::{EpochMillis, now_millis};
+use berth_types::{EpochMillis, duration_millis, now_millis};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::HashMap;
@@ -115,7 +115,7 @@ impl Cluster {
                 address: address.clone(),
                 started_at: now,
                 seen_at: now,
-                lease_until: now + millis(options.lease),
+                lease_until: now + duration_millis(options.lease),
                 draining: false,
             })
             .await?;
@@ -145,7 +145,11 @@ impl Cluster {
             }
             let now = now_millis();
             match store
-                .renew_node(self.id(), now, now + millis(self.inner.options.lease))
+                .renew_node(
+                    self.id(),
+                    now,
+                    now + duration_millis(self.inner.options.lease),
+                )
                 .await
             {
                 Ok(Some(row)) => self.inner.draining.store(row.draining, Ordering::Relaxed),
@@ -354,7 +358,7 @@ impl Cluster {
                 return;
             };
             let every = this.inner.options.lease / 3;
-            let lease = millis(this.inner.options.lease);
+            let lease = duration_millis(this.inner.options.lease);
             while !shutdown.is_cancelled() {
                 let now = now_millis();
                 let held = store
@@ -397,10 +401,6 @@ impl Cluster {
             }
         });
     }
-}
-
-fn millis(d: Duration) -> EpochMillis {
-    EpochMillis::try_from(d.as_millis()).unwrap_or(EpochMillis::MAX)
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ impl Nodes {
             )
         })?;
         let (mut parts, body) = resp.into_parts();
-        parts.headers.retain_hop_by_hop();
+        strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::new(body)))
     }
 }
@@ -196,17 +196,11 @@ fn hop_by_hop(name: &http::HeaderName) -> bool {
     )
 }
 
-trait RetainHopByHop {
-    fn retain_hop_by_hop(&mut self);
-}
-
-impl RetainHopByHop for HeaderMap {
-    /// Drops the connection's own headers from a forwarded answer.
-    fn retain_hop_by_hop(&mut self) {
-        let names: Vec<_> = self.keys().filter(|n| hop_by_hop(n)).cloned().collect();
-        for n in names {
-            self.remove(n);
-        }
+/// Drops the connection's own headers from a forwarded answer.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let names: Vec<_> = headers.keys().filter(|n| hop_by_hop(n)).cloned().collect();
+    for n in names {
+        headers.remove(n);
     }
 }
 

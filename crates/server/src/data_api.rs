@@ -82,6 +82,28 @@ impl Call {
     }
 }
 
+impl Call {
+    /// The caller's request as it came, for forwarding to the node that runs `session_id`.
+    pub(crate) fn caller_request<'a>(
+        &'a self,
+        session_id: &'a str,
+        method: Method,
+        uri: &'a axum::http::Uri,
+        headers: &'a HeaderMap,
+        body: Bytes,
+        forwarded: bool,
+    ) -> CallerRequest<'a> {
+        CallerRequest {
+            method,
+            uri,
+            headers,
+            body,
+            session: (&self.runtime_id, session_id),
+            forwarded,
+        }
+    }
+}
+
 pub(crate) fn parse_call(
     state: &AppState,
     path: Result<RawPathParams, RawPathParamsRejection>,
@@ -267,14 +289,7 @@ pub async fn invoke(
         Action::Invoke(body.clone()),
         forwarded,
     );
-    let req = CallerRequest {
-        method: Method::POST,
-        uri: &uri,
-        headers: &headers,
-        body,
-        session: (&call.runtime_id, &sid),
-        forwarded,
-    };
+    let req = call.caller_request(&sid, Method::POST, &uri, &headers, body, forwarded);
     let resp = match invoke_here_or_there(&s, inv, req).await? {
         Served::Here(answer) => answer,
         Served::There(response) => return Ok(response),
@@ -361,14 +376,7 @@ pub async fn command(
         Action::Command(Command { command, timeout }),
         forwarded,
     );
-    let req = CallerRequest {
-        method: Method::POST,
-        uri: &uri,
-        headers: &headers,
-        body,
-        session: (&call.runtime_id, &sid),
-        forwarded,
-    };
+    let req = call.caller_request(&sid, Method::POST, &uri, &headers, body, forwarded);
     let resp = match invoke_here_or_there(&s, inv, req).await? {
         Served::Here(answer) => answer,
         // The node running the session runs the command (and audits it).

@@ -32,14 +32,14 @@ pub async fn get_agent_card(
         .map(|v| v.principal.access_key_id.as_str());
     let forwarded = s.nodes.forwarded(&headers)?;
     let inv = call.invocation(&sid, &headers, actor, &rid, Action::AgentCard, forwarded);
-    let req = crate::cluster_api::CallerRequest {
-        method: axum::http::Method::GET,
-        uri: &uri,
-        headers: &headers,
-        body: Default::default(),
-        session: (&call.runtime_id, &sid),
+    let req = call.caller_request(
+        &sid,
+        axum::http::Method::GET,
+        &uri,
+        &headers,
+        Default::default(),
         forwarded,
-    };
+    );
     let resp = match crate::cluster_api::invoke_here_or_there(&s, inv, req).await? {
         crate::cluster_api::Served::Here(answer) => answer,
         // Another node runs the session: its answer.

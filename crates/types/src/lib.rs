@@ -16,6 +16,11 @@ pub fn now_millis() -> EpochMillis {
     (now.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// A duration in milliseconds, saturating: how long leases and windows are in the store's unit.
+pub fn duration_millis(d: std::time::Duration) -> EpochMillis {
+    EpochMillis::try_from(d.as_millis()).unwrap_or(EpochMillis::MAX)
+}
+
 /// Epoch milliseconds as the fractional epoch seconds restJson1 puts in a body for a timestamp
 /// member whose model gives no `timestampFormat` (every Memory timestamp): a JSON number, which
 /// strict SDKs (the AWS SDK for JavaScript v3) require.

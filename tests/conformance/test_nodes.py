@@ -38,6 +38,8 @@ from berth_harness import (
     postgres_database,
     read_sse,
     run_cli,
+    runtime_args,
+    unique_name,
     update_args,
     upload_artifact,
     wait_endpoint,
@@ -386,6 +388,12 @@ def test_a_killed_nodes_sessions_start_afresh_elsewhere_and_others_are_untouched
     before_survivor = invoke_json(clients[0], arn, on_survivor, {"op": "whoami"})["token"]
     placed = owners(nodes, rid)
     assert (placed[on_victim], placed[on_survivor]) == (2, 0), placed
+    # A build the victim starts and never finishes (killed right after the create answers,
+    # long before a Python build can end) is taken over by a live node once its lease lapses.
+    location = upload_artifact(artifact_s3(nodes), agent_zip("probe"), "probe")
+    orphan = nodes[2].client("bedrock-agentcore-control").create_agent_runtime(
+        **runtime_args(location, unique_name("orphan"))
+    )["agentRuntimeId"]
 
     nodes[2].kill()
     # Until the dead node's lease lapses its sessions' calls are refused as unavailable (the
@@ -406,3 +414,11 @@ def test_a_killed_nodes_sessions_start_afresh_elsewhere_and_others_are_untouched
         assert invoke_json(c, arn, on_survivor, {"op": "whoami"})["token"] == before_survivor
     listed = {n["nodeId"]: n for n in native(nodes[0], "GET", "/berth/v1/nodes").json()["nodes"]}
     assert sum(1 for n in listed.values() if not n["alive"]) >= 1
+    wait_status(nodes[0].client("bedrock-agentcore-control"), orphan, "1")
+    builders = [
+        i
+        for i, srv in enumerate(nodes[:2])
+        for line in srv.log_path.read_text().splitlines()
+        if "building" in line and orphan in line
+    ]
+    assert builders, "no live node took over the dead node's build"

@@ -2,16 +2,16 @@
 //! that runtime's sandboxes), and access keys for people and CI.
 //!
 //! Runtime and access-key secrets are derived from the root secret and the key's identity, so
-//! none of them is ever stored: a restart derives the same ones, and rotating the root secret
-//! invalidates them all. Whether a derived key is still *valid* (its runtime exists, the access
-//! key is not revoked) is the server's authorization decision, made against the store.
+//! none of them is ever stored: a restart derives the same ones, every node of an installation
+//! (sharing the root credentials) knows them all, and rotating the root secret invalidates them
+//! all. A key id names its subject (a runtime key's id carries the runtime id), so looking one up
+//! needs no registry. Whether a derived key is still *valid* (its runtime exists, the access key
+//! is not revoked) is the server's authorization decision, made against the store.
 
 use crate::credentials::{Credentials, KeyLookup, Principal, Scope};
 use rand::Rng;
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::RwLock;
 
 /// Prefix of runtime-scoped access key ids.
 pub const RUNTIME_KEY_PREFIX: &str = "BKRT";
@@ -24,20 +24,22 @@ pub const ACCESS_KEY_PREFIX: &str = "BKAK";
 const ACCESS_KEY_RANDOM_LEN: usize = 16;
 const ACCESS_KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
-/// Root credentials plus runtime-scoped ones derived from the root secret. Derivation makes a
-/// runtime's credentials stable across restarts without storing them; the root secret never
+/// The longest runtime id a runtime key id can carry: AWS access key ids are at most 128
+/// characters, and the id is the prefix plus the runtime id in hex.
+const MAX_RUNTIME_ID_LEN: usize = (128 - RUNTIME_KEY_PREFIX.len()) / 2;
+
+/// Root credentials plus the keys derived from the root secret. Derivation makes a runtime's
+/// credentials stable across restarts and nodes without storing them; the root secret never
 /// leaves the server.
 pub struct KeyRing {
     root: Principal,
-    scoped: RwLock<HashMap<String, Principal>>,
 }
 
 impl KeyRing {
-    /// A key ring whose only key so far is `root`.
+    /// A key ring over `root`.
     pub fn new(root: &Credentials) -> Self {
         Self {
             root: Principal::root(root),
-            scoped: RwLock::new(HashMap::new()),
         }
     }
 
@@ -59,40 +61,34 @@ impl KeyRing {
         self.derive("node-forward", "").into_bytes()
     }
 
-    /// The credentials of `runtime_id`'s sandboxes, registering them for lookup.
+    /// The credentials of `runtime_id`'s sandboxes: the id is the prefix and the runtime id in
+    /// upper-case hex (so any node can tell whose key it is), the secret is derived from both.
     pub fn issue_runtime(&self, runtime_id: &str) -> Credentials {
-        let derive = |label: &str| self.derive(label, runtime_id);
-        let creds = Credentials {
-            access_key_id: format!(
-                "{RUNTIME_KEY_PREFIX}{}",
-                derive("id")[..16].to_ascii_uppercase()
-            ),
-            secret_access_key: derive("secret")[..40].to_owned(),
-        };
-        let principal = Principal {
-            access_key_id: creds.access_key_id.clone(),
-            secret_access_key: creds.secret_access_key.clone(),
-            scope: Scope::Runtime {
-                runtime_id: runtime_id.to_owned(),
-            },
-        };
-        // A poisoned lock only means a panic elsewhere mid-insert of a map entry; the map is fine.
-        self.scoped
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(creds.access_key_id.clone(), principal);
-        creds
+        let access_key_id = format!(
+            "{RUNTIME_KEY_PREFIX}{}",
+            hex::encode_upper(runtime_id.as_bytes())
+        );
+        Credentials {
+            secret_access_key: self.runtime_secret(runtime_id),
+            access_key_id,
+        }
     }
 
-    /// Forgets `runtime_id`'s credentials (its runtime was deleted): they are unrecognized from
-    /// now on, until a runtime with that id issues them again (ids are never reused).
-    pub fn forget_runtime(&self, runtime_id: &str) {
-        self.scoped
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(
-                |_, p| !matches!(&p.scope, Scope::Runtime { runtime_id: r } if r == runtime_id),
-            );
+    fn runtime_secret(&self, runtime_id: &str) -> String {
+        self.derive("secret", runtime_id)[..40].to_owned()
+    }
+
+    /// The runtime a runtime key id names, if it is one.
+    fn runtime_of(access_key_id: &str) -> Option<String> {
+        let hex_id = access_key_id.strip_prefix(RUNTIME_KEY_PREFIX)?;
+        // Upper case only: one spelling per key id.
+        if hex_id.is_empty()
+            || hex_id.len() > 2 * MAX_RUNTIME_ID_LEN
+            || hex_id.bytes().any(|b| b.is_ascii_lowercase())
+        {
+            return None;
+        }
+        String::from_utf8(hex::decode(hex_id).ok()?).ok()
     }
 
     /// Mints a new access key: a random id and the secret derived from it. The caller records
@@ -139,11 +135,14 @@ impl KeyLookup for KeyRing {
                 },
             });
         }
-        self.scoped
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(access_key_id)
-            .cloned()
+        // Likewise a runtime key: the secret is derived from the runtime id the key id carries,
+        // and authorization refuses the key once that runtime is gone.
+        let runtime_id = Self::runtime_of(access_key_id)?;
+        Some(Principal {
+            access_key_id: access_key_id.to_owned(),
+            secret_access_key: self.runtime_secret(&runtime_id),
+            scope: Scope::Runtime { runtime_id },
+        })
     }
 }
 
@@ -169,10 +168,20 @@ mod tests {
         );
         assert_eq!(ring.lookup(&root.access_key_id).unwrap().scope, Scope::Root);
         assert!(ring.lookup("BKRTUNKNOWN").is_none());
+        assert!(ring.lookup(&a.access_key_id.to_ascii_lowercase()).is_none());
         assert_ne!(a.secret_access_key, root.secret_access_key);
-        ring.forget_runtime("a-0123456789");
-        assert!(ring.lookup(&a.access_key_id).is_none());
-        assert!(ring.lookup(&b.access_key_id).is_some());
+        // Another node of the installation (a ring over the same root) that never issued the
+        // key knows it: the id names the runtime.
+        let other_node = KeyRing::new(&root).lookup(&b.access_key_id).unwrap();
+        assert_eq!(other_node.secret_access_key, b.secret_access_key);
+        // Another root derives another secret.
+        assert_ne!(
+            KeyRing::new(&Credentials::generate())
+                .lookup(&a.access_key_id)
+                .unwrap()
+                .secret_access_key,
+            a.secret_access_key
+        );
     }
 
     #[test]

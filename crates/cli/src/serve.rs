@@ -1290,6 +1290,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // a lease); each node flushes its own health and stops its own drained sessions.
     let tick = traffic.tick;
     traffic.run_controller = cluster.is_standalone();
+    traffic.leases = cluster.leases();
     let control = berth_control::Control::start_with(
         store,
         cfg.partition.clone(),
@@ -1408,13 +1409,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         partition.clone(),
         Arc::new(berth_server::EngineEvaluator::new(eval_routes.clone())),
         Arc::new(berth_server::RuntimeCaller::new(invoker.clone())),
+        cluster.leases(),
         shutdown.clone(),
     );
-    // Batches a previous process left running are resumed or ended with a reason.
+    // Batches a previous process left running are resumed or ended with a reason; with several
+    // nodes, one node also looks for batches a dead node left.
     batches
         .recover()
         .await
         .map_err(|e| anyhow::anyhow!("recovering batch evaluations: {}", e.detail()))?;
+    if !cluster.is_standalone() {
+        let (batches, every) = (batches.clone(), cluster.leases().retry_every());
+        cluster.singleton("batch-recovery", shutdown.clone(), move |stop| {
+            let batches = batches.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    if let Err(e) = batches.recover().await {
+                        warn!(error = %e.detail(), "recovering batch evaluations failed");
+                    }
+                }
+            }
+        });
+    }
     let prices = Arc::new(cfg.model_prices.clone());
     // The model gateway: its meter writes a gen_ai span per call into the trace store.
     let (gateway, gateway_meter) = match (&cfg.gateway, &gateway_keys) {

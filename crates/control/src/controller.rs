@@ -46,6 +46,9 @@ pub struct Options {
     /// What rollout analysis judges; starts with the built-in error rate and p99 latency.
     /// Evaluation scores or cost join the analysis by adding a [`Signal`] here.
     pub signals: Vec<Arc<dyn Signal>>,
+    /// The leases builds and deletions run under (standalone unless several nodes share the
+    /// store).
+    pub leases: crate::Leases,
 }
 
 impl Default for Options {
@@ -59,6 +62,7 @@ impl Default for Options {
             assignment_ttl: Duration::from_secs(8 * 3600),
             run_controller: true,
             signals: builtin_signals(),
+            leases: crate::Leases::standalone(),
         }
     }
 }
@@ -73,6 +77,7 @@ impl std::fmt::Debug for Options {
             .field("drain_seconds", &self.drain_seconds)
             .field("assignment_ttl", &self.assignment_ttl)
             .field("run_controller", &self.run_controller)
+            .field("leases", &self.leases)
             .field(
                 "signals",
                 &self
@@ -92,6 +97,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 pub struct Controller {
     control: Control,
     last_sweep: EpochMillis,
+    last_resume: EpochMillis,
     role: Role,
 }
 
@@ -122,6 +128,7 @@ impl Controller {
         Self {
             control,
             last_sweep: 0,
+            last_resume: 0,
             role,
         }
     }
@@ -160,7 +167,15 @@ impl Controller {
             }
             Role::Shared { grace } => {
                 self.drains(now.saturating_sub(berth_types::duration_millis(grace)))
-                    .await
+                    .await;
+                // Builds and deletions a dead node left: taken over once its leases lapse.
+                let every = self.control.inner.options.leases.retry_every();
+                if now.saturating_sub(self.last_resume) >= berth_types::duration_millis(every) {
+                    self.last_resume = now;
+                    if let Err(e) = self.control.resume_unfinished().await {
+                        warn!(error = %e, "listing unfinished builds failed");
+                    }
+                }
             }
         }
         self.rollouts(now).await;

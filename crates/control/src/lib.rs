@@ -21,6 +21,7 @@ pub mod audit;
 mod controller;
 pub mod deployer;
 pub mod health;
+mod leases;
 mod paging;
 pub mod resource_policy;
 pub mod rollout;
@@ -48,6 +49,7 @@ pub use audit::Caller;
 pub use controller::{Controller, Options, Role};
 pub use deployer::Deployer;
 pub use health::Health;
+pub use leases::Leases;
 pub use traffic::{Decision, RouteRequest, Routed, RoutingPolicy, decide};
 
 /// Largest number of tags a resource may carry (AWS: 50).
@@ -191,15 +193,21 @@ impl Control {
             let controller = Controller::new(this.clone());
             this.inner.tasks.spawn(controller.run(shutdown));
         }
-        for v in this.inner.store.unfinished_versions().await? {
-            info!(runtime_id = %v.runtime_id, version = v.version, "resuming build");
-            this.spawn_build(v.runtime_id, v.version);
-        }
-        for id in this.inner.store.deleting_runtimes().await? {
-            info!(runtime_id = %id, "resuming deletion");
-            this.spawn_teardown(id);
-        }
+        this.resume_unfinished().await?;
         Ok(this)
+    }
+
+    /// Resumes builds and deletions no one is running: at start, what a previous process left;
+    /// with several nodes, also what a dead node left (each runs under a lease, so a job another
+    /// node is running is left to it).
+    pub async fn resume_unfinished(&self) -> Result<(), berth_store::Error> {
+        for v in self.inner.store.unfinished_versions().await? {
+            self.spawn_build(v.runtime_id, v.version);
+        }
+        for id in self.inner.store.deleting_runtimes().await? {
+            self.spawn_teardown(id);
+        }
+        Ok(())
     }
 
     /// The region and account in this server's ARNs.
@@ -1123,19 +1131,29 @@ impl Control {
         Ok(ops::ListTagsOutput { tags })
     }
 
+    /// Builds a version in the background, under its lease (one build per version however
+    /// many nodes find it unfinished).
     fn spawn_build(&self, runtime_id: String, version: u32) {
         let this = self.clone();
         self.inner.tasks.spawn(async move {
+            let job = format!("build/{runtime_id}/{version}");
             let cancel = this.inner.shutdown.clone();
-            tokio::select! {
-                // Shutdown abandons the build; the version stays transitional and is resumed at start.
-                _ = cancel.cancelled() => {}
-                r = this.build(&runtime_id, version) => {
-                    if let Err(e) = r {
-                        error!(%runtime_id, version, error = %e, "recording build result failed");
+            let (this, runtime_id) = (&this, &runtime_id);
+            let build = |lost: CancellationToken| async move {
+                info!(%runtime_id, version, "building");
+                tokio::select! {
+                    // Shutdown or a lost lease abandons the build; the version stays
+                    // transitional and is resumed at start or by another node.
+                    _ = cancel.cancelled() => {}
+                    _ = lost.cancelled() => {}
+                    r = this.build(runtime_id, version) => {
+                        if let Err(e) = r {
+                            error!(%runtime_id, version, error = %e, "recording build result failed");
+                        }
                     }
                 }
-            }
+            };
+            this.inner.options.leases.run(&job, build).await;
         });
     }
 
@@ -1222,16 +1240,21 @@ impl Control {
         store.apply(writes).await
     }
 
+    /// Deletes a runtime in the background, under its lease.
     fn spawn_teardown(&self, runtime_id: String) {
         let this = self.clone();
         self.inner.tasks.spawn(async move {
-            this.inner.deployer.retire(&runtime_id, None).await;
-            let _g = this.inner.write_lock.lock().await;
-            let arn = this.inner.partition.runtime_arn(&runtime_id);
-            match this.inner.store.apply(vec![Write::DeleteRuntime { runtime_id: runtime_id.clone(), arn }]).await {
-                Ok(()) => info!(%runtime_id, "runtime deleted"),
-                Err(e) => error!(%runtime_id, error = %e, "deleting runtime failed; will retry at next start"),
-            }
+            let job = format!("teardown/{runtime_id}");
+            let teardown = |_lost| async {
+                this.inner.deployer.retire(&runtime_id, None).await;
+                let _g = this.inner.write_lock.lock().await;
+                let arn = this.inner.partition.runtime_arn(&runtime_id);
+                match this.inner.store.apply(vec![Write::DeleteRuntime { runtime_id: runtime_id.clone(), arn }]).await {
+                    Ok(()) => info!(%runtime_id, "runtime deleted"),
+                    Err(e) => error!(%runtime_id, error = %e, "deleting runtime failed; retried at the next start or by another node"),
+                }
+            };
+            this.inner.options.leases.run(&job, teardown).await;
         });
     }
 }

@@ -16,6 +16,9 @@
 //! A restart never loses a batch silently: at start, a batch still `PENDING` (nothing done yet)
 //! is run, one `IN_PROGRESS` is marked `FAILED` with a reason (its log stream may already hold
 //! part of its results; re-running would write them twice), one `STOPPING` becomes `STOPPED`.
+//! Each batch runs under its lease (`batch/<id>`), so with several nodes only batches no live
+//! node runs are recovered, by whichever node looks first ([`Batches::recover`] runs at start
+//! and, with several nodes, periodically on one of them).
 
 use crate::datasets::{Datasets, parse_version};
 use async_trait::async_trait;
@@ -28,6 +31,7 @@ use berth_api::evaluation_data::{
     InlineGroundTruth, ListBatchEvaluations, ListBatchEvaluationsOutput, OutputConfig,
     StartBatchEvaluation, StartBatchEvaluationOutput, StopBatchEvaluationOutput,
 };
+use berth_control::Leases;
 use berth_store::eval_data::{BatchRow, EvalDataStore, TokenRow};
 use berth_trace::TraceStore;
 use berth_trace::logs::Logs;
@@ -92,6 +96,8 @@ struct Inner {
     partition: Partition,
     evaluator: Arc<dyn SessionEvaluator>,
     caller: Arc<dyn AgentCaller>,
+    /// Each batch runs under its lease (`batch/<id>`).
+    leases: Leases,
     shutdown: CancellationToken,
     tasks: Mutex<tokio::task::JoinSet<()>>,
 }
@@ -250,6 +256,7 @@ impl Batches {
         partition: Partition,
         evaluator: Arc<dyn SessionEvaluator>,
         caller: Arc<dyn AgentCaller>,
+        leases: Leases,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -261,6 +268,7 @@ impl Batches {
                 partition,
                 evaluator,
                 caller,
+                leases,
                 shutdown,
                 tasks: Mutex::new(tokio::task::JoinSet::new()),
             }),
@@ -281,46 +289,64 @@ impl Batches {
         // Reap finished runs so the set does not grow without bound.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = me.run(&id) => {}
-            }
+            let job = format!("batch/{id}");
+            let (me_ref, id_ref, shutdown) = (&me, &id, &shutdown);
+            let run = |lost: CancellationToken| async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = lost.cancelled() => {}
+                    _ = me_ref.run(id_ref) => {}
+                }
+            };
+            me.inner.leases.run(&job, run).await;
         });
     }
 
-    /// Picks up what a previous process left (see the module docs). Call once at start.
+    /// Picks up what a previous process or a dead node left (see the module docs): call at
+    /// start, and with several nodes every little while on one node.
     pub async fn recover(&self) -> Result<(), ApiError> {
-        for mut row in self
+        let unfinished = self
             .inner
             .store
             .unfinished_batches()
             .await
-            .map_err(store_err)?
-        {
-            match row.status.as_str() {
-                "PENDING" => {
-                    info!(batch = %row.id, "resuming a pending batch evaluation");
-                    self.spawn(row.id.clone());
-                    continue;
-                }
-                "STOPPING" => row.status = "STOPPED".into(),
-                _ => {
-                    row.status = "FAILED".into();
-                    row.error = Some(
-                        "the server restarted while this batch evaluation ran; results written \
-                         before the restart are in its log stream; start a new batch evaluation"
-                            .into(),
-                    );
-                }
+            .map_err(store_err)?;
+        for row in unfinished {
+            if row.status == "PENDING" {
+                self.spawn(row.id);
+                continue;
             }
-            warn!(batch = %row.id, status = %row.status, "batch evaluation ended by a restart");
-            row.updated_at = now_millis();
-            self.inner
-                .store
-                .update_batch(&row, &FINAL)
-                .await
-                .map_err(store_err)?;
+            // Running or stopping: ended only when no one runs it (its lease is free), as read
+            // again under the lease (it may have finished meanwhile).
+            let job = format!("batch/{}", row.id);
+            let end = |_lost| self.end_abandoned(&row.id);
+            if let Some(r) = self.inner.leases.run(&job, end).await {
+                r?;
+            }
         }
+        Ok(())
+    }
+
+    async fn end_abandoned(&self, id: &str) -> Result<(), ApiError> {
+        let store = &self.inner.store;
+        let Some(mut row) = store.batch(id).await.map_err(store_err)? else {
+            return Ok(());
+        };
+        match row.status.as_str() {
+            "STOPPING" => row.status = "STOPPED".into(),
+            "IN_PROGRESS" => {
+                row.status = "FAILED".into();
+                row.error = Some(
+                    "the server running this batch evaluation restarted or stopped while it ran; \
+                     results written before are in its log stream; start a new batch evaluation"
+                        .into(),
+                );
+            }
+            _ => return Ok(()),
+        }
+        warn!(batch = %row.id, status = %row.status, "batch evaluation ended by a restart");
+        row.updated_at = now_millis();
+        store.update_batch(&row, &FINAL).await.map_err(store_err)?;
         Ok(())
     }
 

@@ -114,6 +114,7 @@ fn batches(e: &Env, evaluator: Arc<Fixed>, shutdown: CancellationToken) -> Batch
         },
         evaluator,
         Arc::new(NoCalls),
+        berth_control::Leases::standalone(),
         shutdown,
     )
 }

@@ -11,6 +11,7 @@
 //! A node started without an advertised address is standalone: it claims nothing, holds every
 //! lease, and touches the store for none of this, so one node pays nothing for the feature.
 
+use berth_control::Leases;
 use berth_store::nodes::{Claim, NodeRow, NodeStore};
 use berth_types::{EpochMillis, duration_millis, now_millis};
 use hmac::{Hmac, Mac};
@@ -69,6 +70,8 @@ struct Inner {
     draining: AtomicBool,
     /// Signs forwarded calls; every node derives the same key from the root secret.
     key: Vec<u8>,
+    /// The leases this node's background jobs run under.
+    leases: Leases,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -93,6 +96,7 @@ impl Cluster {
                 },
                 draining: AtomicBool::new(false),
                 key: Vec::new(),
+                leases: Leases::standalone(),
             }),
         }
     }
@@ -120,8 +124,10 @@ impl Cluster {
             })
             .await?;
         info!(node_id = %options.node_id, %address, "joined the installation");
+        let leases = Leases::shared(store.clone(), &options.node_id, options.lease);
         let this = Self {
             inner: Arc::new(Inner {
+                leases,
                 store: Some(store),
                 owners: Mutex::default(),
                 options,
@@ -343,60 +349,41 @@ impl Cluster {
             .to_vec()
     }
 
+    /// The job leases of this node (standalone: every lease held).
+    pub fn leases(&self) -> Leases {
+        self.inner.leases.clone()
+    }
+
     /// Runs `job` while this node holds the lease `name`: waits for the lease, runs the job with
     /// a token cancelled when the lease is lost or at `shutdown`, and tries again after. A
     /// standalone node runs it at once until `shutdown`.
     pub fn singleton<F, Fut>(&self, name: &'static str, shutdown: CancellationToken, job: F)
     where
-        F: Fn(CancellationToken) -> Fut + Send + 'static,
+        F: Fn(CancellationToken) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let this = self.clone();
+        let leases = self.leases();
         tokio::spawn(async move {
-            let Some(store) = this.inner.store.clone() else {
-                job(shutdown).await;
-                return;
-            };
-            let every = this.inner.options.lease / 3;
-            let lease = duration_millis(this.inner.options.lease);
+            let (job, stop) = (&job, &shutdown);
             while !shutdown.is_cancelled() {
-                let now = now_millis();
-                let held = store
-                    .acquire_lease(name, this.id(), now, now + lease)
-                    .await
-                    .unwrap_or_else(|e| {
-                        warn!(error = %e, job = name, "cannot take a job's lease");
-                        false
-                    });
-                if !held {
+                let ran = leases
+                    .run(name, |lost| async move {
+                        info!(job = name, "running a job of the installation on this node");
+                        let token = stop.child_token();
+                        let run = job(token.clone());
+                        tokio::pin!(run);
+                        tokio::select! {
+                            _ = &mut run => return,
+                            _ = lost.cancelled() => token.cancel(),
+                        }
+                        run.await
+                    })
+                    .await;
+                if ran.is_none() || !shutdown.is_cancelled() {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(every) => continue,
+                        _ = tokio::time::sleep(leases.retry_every()) => {}
                     }
-                }
-                info!(job = name, "running a job of the installation on this node");
-                let token = shutdown.child_token();
-                let run = tokio::spawn(job(token.clone()));
-                tokio::pin!(run);
-                loop {
-                    tokio::select! {
-                        _ = &mut run => break,
-                        _ = tokio::time::sleep(every) => {}
-                    }
-                    let now = now_millis();
-                    let kept = store
-                        .acquire_lease(name, this.id(), now, now + lease)
-                        .await
-                        .unwrap_or(false);
-                    if !kept {
-                        warn!(job = name, "lost a job's lease; stopping it here");
-                        token.cancel();
-                        let _ = (&mut run).await;
-                        break;
-                    }
-                }
-                if shutdown.is_cancelled() {
-                    let _ = store.release_lease(name, this.id()).await;
                 }
             }
         });

@@ -1032,9 +1032,7 @@ async fn identity(
                 .await
                 .map_err(|e| ApiError::internal_because(format_args!("control store: {e}")))?;
             let Some(rt) = rt.filter(|r| !r.deleting) else {
-                // The runtime is gone (or going): its credentials die with it. Forgetting them
-                // also makes the next attempt fail authentication without a store read.
-                state.ring.forget_runtime(runtime_id);
+                // The runtime is gone (or going): its credentials die with it.
                 return Ok(Err(Refusal::Unrecognized(format!(
                     "the credentials of runtime {runtime_id} died with it"
                 ))));

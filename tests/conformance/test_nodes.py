@@ -201,6 +201,27 @@ def test_a_stream_through_a_node_that_does_not_own_the_session_is_not_buffered(n
     assert owners(nodes, probe["agentRuntimeId"])[sid] == 0
 
 
+def test_a_websocket_through_a_node_that_does_not_own_the_session_reaches_its_sandbox(nodes):
+    from test_websocket import connect, echo_round_trip, presigned, connect_presigned, signed
+
+    wsecho = deploy_agent(nodes[0].client("bedrock-agentcore-control"), artifact_s3(nodes), "wsecho")
+    arn, rid = wsecho["agentRuntimeArn"], wsecho["agentRuntimeId"]
+    session = new_session_id("ws")
+    first = nodes[0].client("bedrock-agentcore")
+    assert invoke_json(first, arn, session, {"op": "whoami"}) == {"session": session, "ws_session": None}
+    assert owners(nodes, rid)[session] == 0
+    # Signed headers through the second node, a presigned URL through the third: both bridged
+    # to the owner's sandbox, which keeps the session.
+    url, headers = signed(nodes[1], arn, session)
+    with connect(url, additional_headers=headers, open_timeout=60) as ws:
+        assert ws.response.headers["X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"] == session
+        echo_round_trip(ws)
+    with connect_presigned(nodes[2], presigned(nodes[2], arn, session), open_timeout=60) as ws:
+        echo_round_trip(ws)
+    assert invoke_json(first, arn, session, {"op": "whoami"}) == {"session": session, "ws_session": session}
+    assert owners(nodes, rid) == {session: 0}
+
+
 def test_a_forwarding_header_without_a_valid_proof_is_refused(nodes, probe):
     resp = native(
         nodes[0], "POST",

@@ -89,6 +89,49 @@ impl Nodes {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Response, ApiError> {
+        let req = self.request_to(node, method, uri, headers, body, hop_by_hop)?;
+        let (mut parts, body) = self.send(node, session, req).await?.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+
+    /// Sends the caller's WebSocket upgrade request about `session` to `node`, which runs it.
+    /// The answer is the owner's: `101` with the connection to upgrade
+    /// (`hyper::upgrade::on`), or the error it refused the upgrade with.
+    pub(crate) async fn forward_upgrade(
+        &self,
+        node: &NodeRow,
+        session: (&str, &str),
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
+        // The upgrade's own headers (`connection`, `upgrade`, `sec-websocket-*`) go along: the
+        // owner answers the handshake the client started.
+        let connection_only = |name: &http::HeaderName| {
+            hop_by_hop(name) && !matches!(name.as_str(), "connection" | "upgrade")
+        };
+        let req = self.request_to(
+            node,
+            Method::GET,
+            uri,
+            headers,
+            Bytes::new(),
+            connection_only,
+        )?;
+        self.send(node, session, req).await
+    }
+
+    /// The caller's request addressed to `node`: same path, query and headers (less those
+    /// `drop` names), plus this node's proof.
+    fn request_to(
+        &self,
+        node: &NodeRow,
+        method: Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+        drop: impl Fn(&http::HeaderName) -> bool,
+    ) -> Result<http::Request<Full<Bytes>>, ApiError> {
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let target: Uri = format!("{}{path}", node.address.trim_end_matches('/'))
             .parse()
@@ -104,7 +147,7 @@ impl Nodes {
             .body(Full::new(body))
             .map_err(ApiError::internal_because)?;
         for (name, value) in headers {
-            if !hop_by_hop(name) && name.as_str() != FORWARDED_HEADER {
+            if !drop(name) && name.as_str() != FORWARDED_HEADER {
                 req.headers_mut().append(name, value.clone());
             }
         }
@@ -115,7 +158,16 @@ impl Nodes {
         let proof = http::HeaderValue::try_from(self.cluster.forward_proof(auth))
             .map_err(ApiError::internal_because)?;
         req.headers_mut().insert(FORWARDED_HEADER, proof);
-        let resp = self.client.request(req).await.map_err(|e| {
+        Ok(req)
+    }
+
+    async fn send(
+        &self,
+        node: &NodeRow,
+        session: (&str, &str),
+        req: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
+        self.client.request(req).await.map_err(|e| {
             // The owner is unreachable: it may have just died; once its lease lapses the next
             // call starts the session afresh on a live node. Read the owner again next time.
             self.cluster.forget_owner(session.0, session.1);
@@ -126,10 +178,7 @@ impl Nodes {
                     node.id
                 ),
             )
-        })?;
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, Body::new(body)))
+        })
     }
 }
 

@@ -253,7 +253,8 @@ pub(crate) fn invoke_error(e: InvokeError) -> ApiError {
         InvokeError::Route(e) => e,
         InvokeError::Open(e) | InvokeError::Invoke(e) => session_error(e),
         InvokeError::Place(e) => ApiError::internal_because(format_args!("node store: {e}")),
-        // Calls that can be forwarded are, before errors are converted; a WebSocket is not.
+        // Calls are forwarded before errors are converted; this is a forwarded call whose
+        // session moved meanwhile (it is never sent on).
         InvokeError::Elsewhere(node) => ApiError::new(
             ErrorKind::ServiceUnavailable,
             format!(

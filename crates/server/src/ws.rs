@@ -7,7 +7,9 @@
 //! invoker like `InvokeAgentRuntime` (`invoker::Action::WebSocket`), and only once the agent has
 //! answered its own upgrade with `101` does it upgrade the client. Then [`bridge`] relays text and
 //! binary messages both ways and passes a close frame (code and reason) from either side to the
-//! other. Each side answers its own pings. The session's end closes both sockets (1001).
+//! other. Each side answers its own pings. The session's end closes both sockets (1001). When
+//! another node runs the session, the upgrade request goes there as it came (with this node's
+//! forwarding proof) and the client's socket is bridged to that node's the same way.
 //!
 //! Limits: a message or frame larger than the edge's small-body limit (`--small-body-mib`) ends
 //! the connection (tungstenite refuses it while reading, before buffering it whole). The socket
@@ -20,12 +22,12 @@ use crate::error::{RequestId, WireError};
 use axum::Extension;
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::ws::{self, CloseFrame, WebSocket, WebSocketUpgrade};
-use axum::extract::{RawPathParams, RawQuery, State};
+use axum::extract::{OriginalUri, RawPathParams, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use berth_api::{ApiError, ErrorKind};
 use berth_auth::Verified;
-use berth_runtime::invoker::Action;
+use berth_runtime::invoker::{Action, Error as InvokeError};
 use berth_runtime::session::Lease;
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
@@ -46,6 +48,7 @@ pub async fn websocket(
     verified: Option<Extension<Verified>>,
     path: Result<RawPathParams, RawPathParamsRejection>,
     RawQuery(q): RawQuery,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, WireError> {
@@ -60,18 +63,39 @@ pub async fn websocket(
     let actor = verified
         .as_ref()
         .map(|v| v.principal.access_key_id.as_str());
-    let inv = call.invocation(&sid, &headers, actor, &rid, Action::WebSocket, false);
-    let answer = s.invoker.invoke(inv).await.map_err(invoke_error)?;
-    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let status = answer.status().as_u16();
-        return Err(ApiError::new(
-            ErrorKind::RuntimeClient,
-            format!("Received error ({status}) from runtime: the agent did not accept the WebSocket on /ws"),
-        )
-        .into());
-    }
-    let (mut parts, _) = answer.into_parts();
-    let lease = parts.extensions.remove::<Lease>();
+    let forwarded = s.nodes.forwarded(&headers)?;
+    let inv = call.invocation(&sid, &headers, actor, &rid, Action::WebSocket, forwarded);
+    let (parts, lease) = match s.invoker.invoke(inv).await {
+        Ok(answer) => {
+            if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+                let status = answer.status().as_u16();
+                return Err(ApiError::new(
+                    ErrorKind::RuntimeClient,
+                    format!("Received error ({status}) from runtime: the agent did not accept the WebSocket on /ws"),
+                )
+                .into());
+            }
+            let (mut parts, _) = answer.into_parts();
+            let lease = parts.extensions.remove::<Lease>();
+            (parts, lease)
+        }
+        // Another node runs the session: the socket is bridged to that node's, which bridges
+        // it to the agent (the owner holds the session's lease).
+        Err(InvokeError::Elsewhere(node)) if !forwarded => {
+            let session = (call.runtime_id.as_str(), sid.as_str());
+            let answer = s
+                .nodes
+                .forward_upgrade(&node, session, &uri, &headers)
+                .await?;
+            if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+                // The owner's refusal, as it answered.
+                let (parts, body) = answer.into_parts();
+                return Ok(Response::from_parts(parts, axum::body::Body::new(body)));
+            }
+            (answer.into_parts().0, None)
+        }
+        Err(e) => return Err(invoke_error(e).into()),
+    };
     let agent = hyper::upgrade::on(Response::from_parts(parts, ()));
     let max = ctx.map_or(DEFAULT_MAX, |c| c.limits.small);
     let config = WebSocketConfig::default()

@@ -35,6 +35,7 @@ from berth_harness import (
     invoke_json,
     native,
     new_session_id,
+    poll,
     postgres_database,
     read_sse,
     run_cli,
@@ -122,17 +123,29 @@ def node_ids(servers) -> list[str]:
     return [mine[s.url] for s in servers]
 
 
+def alive(servers) -> list:
+    return [s for s in servers if s.proc is not None and s.proc.poll() is None]
+
+
 def owners(servers, runtime_id: str) -> dict:
-    """session id -> index of the node whose sandbox runs it (each node lists its own)."""
-    out = {}
+    """session id -> index of the node whose sandbox runs it. The list of any node gathers
+    every node's sessions, each with the node running it; every live node lists the same."""
+    index = {}
     for i, srv in enumerate(servers):
-        if srv.proc is None or srv.proc.poll() is not None:
-            continue
+        if srv in alive(servers):
+            me = [n for n in native(srv, "GET", "/berth/v1/nodes").json()["nodes"] if n["thisNode"]]
+            index[me[0]["nodeId"]] = i
+    lists = []
+    for srv in alive(servers):
         listed = native(srv, "GET", "/berth/v1/sessions", query=f"runtime={runtime_id}").json()
+        assert listed["unreachableNodes"] == [], listed
+        out = {}
         for s in listed["sessions"]:
             assert s["sessionId"] not in out, f"session {s['sessionId']} runs on two nodes"
-            out[s["sessionId"]] = i
-    return out
+            out[s["sessionId"]] = index[s["nodeId"]]
+        lists.append(out)
+    assert all(other == lists[0] for other in lists), lists
+    return lists[0]
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +190,26 @@ def test_a_session_keeps_its_sandbox_through_every_node(nodes, probe):
     assert set(sessions) <= set(placed), placed
     # The first call of each session started it where it landed: round-robin spread them.
     assert len({placed[s] for s in sessions}) == 3, placed
+
+
+def test_a_session_is_read_and_stopped_through_any_node(nodes, probe):
+    arn, rid = probe["agentRuntimeArn"], probe["agentRuntimeId"]
+    sid = new_session_id("admin")
+    invoke_json(nodes[0].client("bedrock-agentcore"), arn, sid, {"op": "print", "text": "from-node-0"})
+    assert owners(nodes, rid)[sid] == 0
+    # Its log through another node (read where the session runs).
+    log = poll(
+        lambda: native(nodes[1], "GET", f"/berth/v1/runtimes/{rid}/logs", query=f"session={sid}"),
+        lambda r: r.status == 200 and b"from-node-0" in r.body,
+        timeout=30,
+        what="the session's log through another node",
+    )
+    assert log.headers["content-type"].startswith("text/plain"), log.headers
+    # Stopped through the third node.
+    stopped = native(nodes[2], "DELETE", f"/berth/v1/runtimes/{rid}/sessions/{sid}")
+    assert stopped.status == 200, stopped
+    assert stopped.json()["status"] == "STOPPED"
+    assert sid not in owners(nodes, rid)
 
 
 def test_a_stream_through_a_node_that_does_not_own_the_session_is_not_buffered(nodes, probe):

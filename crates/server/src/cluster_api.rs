@@ -95,6 +95,45 @@ impl Nodes {
         Ok(Response::from_parts(parts, Body::new(body)))
     }
 
+    /// The other nodes alive now (none when standalone).
+    pub(crate) async fn others(&self) -> Result<Vec<NodeRow>, ApiError> {
+        let Some(store) = &self.store else {
+            return Ok(Vec::new());
+        };
+        let now = berth_types::now_millis();
+        let me = self.cluster.id();
+        Ok(store
+            .nodes()
+            .await
+            .map_err(|e| ApiError::internal_because(format_args!("node store: {e}")))?
+            .into_iter()
+            .filter(|n| n.id != me && n.alive(now))
+            .collect())
+    }
+
+    /// Asks `node` the caller's own `GET` (a native view each node answers for itself) and
+    /// reads its JSON answer.
+    pub(crate) async fn ask(
+        &self,
+        node: &NodeRow,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<serde_json::Value, String> {
+        let req = self
+            .request_to(node, Method::GET, uri, headers, Bytes::new(), hop_by_hop)
+            .map_err(|e| e.detail().to_string())?;
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if status != StatusCode::OK {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+        }
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
+    }
+
     /// Sends the caller's WebSocket upgrade request about `session` to `node`, which runs it.
     /// The answer is the owner's: `101` with the connection to upgrade
     /// (`hyper::upgrade::on`), or the error it refused the upgrade with.

@@ -1,19 +1,22 @@
 //! Berth's native JSON API under `/berth/v1`: what AgentCore lacks (session admin, agent logs).
 //! Backend-neutral: sessions are listed with their backend and instance, logs are read through
-//! the session backend, never by host path.
+//! the session backend, never by host path. With several nodes, a session is stopped and its log
+//! read on the node that runs it, and the list gathers every node's.
 //! Signed like the AgentCore APIs; the console and the CLI are its clients.
 
 use crate::AppState;
 use crate::error::WireError;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use berth_api::ApiError;
 use berth_runtime::session::{valid_runtime_id, valid_session_id};
 use futures::StreamExt;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
@@ -22,17 +25,62 @@ struct SessionsQuery {
     runtime: Option<String>,
 }
 
-/// `GET /berth/v1/sessions[?runtime=ID]`: live sessions.
-async fn list_sessions(State(s): State<AppState>, Query(q): Query<SessionsQuery>) -> Response {
-    axum::Json(json!({ "sessions": s.sessions.list(q.runtime.as_deref()) })).into_response()
+/// `GET /berth/v1/sessions[?runtime=ID]`: live sessions, each with the node running it. With
+/// several nodes, every other alive node is asked the caller's own request (it answers for
+/// itself); nodes that could not be asked are named in `unreachableNodes`.
+async fn list_sessions(
+    State(s): State<AppState>,
+    Query(q): Query<SessionsQuery>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, WireError> {
+    let me = s.nodes.cluster.id();
+    let mut sessions = Vec::new();
+    for info in s.sessions.list(q.runtime.as_deref()) {
+        let mut v = serde_json::to_value(info).map_err(ApiError::internal_because)?;
+        v["nodeId"] = json!(me);
+        sessions.push(v);
+    }
+    let mut unreachable = Vec::new();
+    if !s.nodes.forwarded(&headers)? {
+        for node in s.nodes.others().await? {
+            match s.nodes.ask(&node, &uri, &headers).await {
+                Ok(mut answer) => match answer["sessions"].take() {
+                    Value::Array(theirs) => sessions.extend(theirs),
+                    other => {
+                        tracing::warn!(node = %node.id, answer = %other, "a node listed no sessions");
+                        unreachable.push(node.id);
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(node = %node.id, error = %e, "cannot list a node's sessions");
+                    unreachable.push(node.id);
+                }
+            }
+        }
+    }
+    Ok(
+        axum::Json(json!({ "sessions": sessions, "unreachableNodes": unreachable }))
+            .into_response(),
+    )
 }
 
-/// `DELETE /berth/v1/runtimes/{id}/sessions/{session}`: stop a session now.
+/// `DELETE /berth/v1/runtimes/{id}/sessions/{session}`: stop a session now (on the node that
+/// runs it).
 async fn stop_session(
     State(s): State<AppState>,
     Path((runtime, session)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
 ) -> Result<Response, WireError> {
     check_ids(&runtime, Some(&session))?;
+    if let Some(node) = owner_elsewhere(&s, &runtime, &session, &headers).await? {
+        let to = (runtime.as_str(), session.as_str());
+        let stopped = s
+            .nodes
+            .forward(&node, to, Method::DELETE, &uri, &headers, Bytes::new());
+        return Ok(stopped.await?);
+    }
     s.sessions.stop(&runtime, &session).await.map_err(|_| {
         ApiError::not_found(format!("no live session {session} of runtime {runtime}"))
     })?;
@@ -55,8 +103,20 @@ async fn logs(
     State(s): State<AppState>,
     Path(runtime): Path<String>,
     Query(q): Query<LogsQuery>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
 ) -> Result<Response, WireError> {
     check_ids(&runtime, q.session.as_deref())?;
+    // A live session's log is read (and followed) where the session runs.
+    if let Some(session) = &q.session
+        && let Some(node) = owner_elsewhere(&s, &runtime, session, &headers).await?
+    {
+        let to = (runtime.as_str(), session.as_str());
+        return Ok(s
+            .nodes
+            .forward(&node, to, Method::GET, &uri, &headers, Bytes::new())
+            .await?);
+    }
     let Some(session) = q.session else {
         let names = s
             .sessions
@@ -112,6 +172,23 @@ async fn logs(
         .header("content-type", "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))
         .unwrap_or_default())
+}
+
+/// The other node that runs a session, unless this call was forwarded here (never sent on).
+async fn owner_elsewhere(
+    s: &AppState,
+    runtime: &str,
+    session: &str,
+    headers: &HeaderMap,
+) -> Result<Option<berth_store::nodes::NodeRow>, ApiError> {
+    if s.nodes.forwarded(headers)? {
+        return Ok(None);
+    }
+    s.nodes
+        .cluster
+        .owner(runtime, session)
+        .await
+        .map_err(|e| ApiError::internal_because(format_args!("node store: {e}")))
 }
 
 /// Ids arrive percent-decoded from the path and query: refuse any that cannot be an id before

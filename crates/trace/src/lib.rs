@@ -13,6 +13,7 @@ pub mod logs;
 pub mod online;
 pub mod otlp;
 pub mod scores;
+mod postgres;
 mod sink;
 mod sqlite;
 pub mod usage;
@@ -23,6 +24,7 @@ pub use sink::{
     CallSpan, CallStatus, SessionStart, SpanSink, new_span_id, new_trace_id, parse_traceparent,
     parse_traceparent_bytes,
 };
+pub use postgres::PgTraceStore;
 pub use sqlite::SqliteTraceStore;
 
 use serde::{Deserialize, Serialize};
@@ -211,6 +213,26 @@ pub trait TraceStore: Send + Sync + 'static {
         runtime_id: &str,
         session_id: &str,
     ) -> Result<Vec<LogRecord>, Error>;
+}
+
+/// The size a span counts for in the size limit: its stored text plus row overhead.
+pub(crate) fn span_bytes(s: &Span) -> i64 {
+    let text = s.name.len()
+        + s.attributes.to_string().len()
+        + s.resource.to_string().len()
+        + s.events.to_string().len()
+        + s.status_message.len()
+        + s.scope.len();
+    i64::try_from(text).unwrap_or(i64::MAX).saturating_add(160)
+}
+
+/// The size a log record counts for in the size limit.
+pub(crate) fn log_bytes(l: &LogRecord) -> i64 {
+    let text = l.body.to_string().len()
+        + l.attributes.to_string().len()
+        + l.resource.to_string().len()
+        + l.scope.len();
+    i64::try_from(text).unwrap_or(i64::MAX).saturating_add(120)
 }
 
 /// Nanoseconds since the Unix epoch.

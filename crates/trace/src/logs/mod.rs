@@ -19,7 +19,7 @@
 
 mod doc;
 pub mod insights;
-mod store;
+pub(crate) mod store;
 pub mod wire;
 
 pub use doc::{log_document, span_document};

@@ -19,7 +19,7 @@
 
 mod doc;
 pub mod insights;
-pub(crate) mod store;
+mod store;
 pub mod wire;
 
 pub use doc::{log_document, span_document};

@@ -2,7 +2,7 @@
 
 use super::traces::{LOG_COLS, SPAN_COLS, log_row, span_row};
 use super::{Db, Store, octets};
-use crate::logs::store::{Key, LogStore, RuntimeGroup, Select, StoredEvent, StoredGroup, StreamInfo};
+use crate::logs::{Key, LogStore, RuntimeGroup, Select, StoredEvent, StoredGroup, StreamInfo};
 use crate::{Error, LogRecord, Span};
 use sqlx::{QueryBuilder, Row};
 

@@ -1248,24 +1248,36 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         sessions.clone(),
     ));
     // Spans and agent log records: a database of their own, so their write volume never
-    // contends with the control plane's.
+    // contends with the control plane's; with PostgreSQL, a schema of the shared database, so
+    // every node reads what any node recorded.
     let trace_db = cfg.data_dir.join("traces.db");
-    crate::datadir::secure_sqlite(&trace_db)?;
-    let trace_store = berth_trace::SqliteTraceStore::open(&trace_db)
+    if crate::datadir::sqlite_path(&cfg.store).is_some() {
+        crate::datadir::secure_sqlite(&trace_db)?;
+    }
+    let trace_stores = berth_trace::TraceStores::open(&cfg.store, &trace_db)
         .await
-        .with_context(|| format!("opening the trace store {}", trace_db.display()))?;
+        .with_context(|| {
+            match crate::datadir::sqlite_path(&cfg.store) {
+                Some(_) => format!("opening the trace store {}", trace_db.display()),
+                None => format!(
+                    "opening the trace store (schema {}) in {}",
+                    berth_trace::postgres::SCHEMA,
+                    berth_store::redact(&cfg.store)
+                ),
+            }
+        })?;
     if let Some(opts) = cfg.trace_export.clone() {
         info!(endpoint = %opts.endpoint, gzip = opts.gzip, "exporting traces over OTLP/HTTP");
         berth_trace::export::start(
-            trace_store.clone(),
+            trace_stores.export.clone(),
             opts,
             berth_trace::export::export_stats(),
             shutdown.clone(),
         );
     }
-    let trace_store = Arc::new(trace_store);
+    let trace_store = trace_stores.traces.clone();
     // Evaluation scores live there too; quality joins the rollout analysis as a signal.
-    let scores: Arc<dyn berth_trace::scores::ScoreStore> = trace_store.clone();
+    let scores = trace_stores.scores.clone();
     let mut traffic = cfg.traffic.clone();
     traffic
         .signals
@@ -1362,9 +1374,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the span writer")?;
     // The CloudWatch Logs API reads the same database.
     let partition = control.partition();
-    let trace_store_for_gateway: Arc<dyn berth_trace::TraceStore> = trace_store.clone();
-    let feed: Arc<dyn berth_trace::online::SessionFeed> = trace_store.clone();
-    let logs = berth_trace::logs::Logs::new(trace_store, &partition.region, &partition.account_id);
+    let trace_store_for_gateway = trace_store.clone();
+    let feed = trace_stores.feed.clone();
+    let logs = berth_trace::logs::Logs::new(
+        trace_stores.logs.clone(),
+        &partition.region,
+        &partition.account_id,
+    );
     // Events written through PutLogEvents are kept as long as traces are.
     tokio::spawn(logs.clone().run_retention(
         std::time::Duration::from_nanos(

@@ -397,6 +397,63 @@ async fn a_large_batch_counts_each_new_span_once<B: Backend>() {
     );
 }
 
+/// Two handles onto one store (two server nodes on one PostgreSQL) write spans of the same
+/// trace at once, each span sent through both (a retried export landing on another node): every
+/// span is stored once, and the trace row, the usage accounts and the export order add up.
+async fn two_nodes_write_one_trace_at_once<B: Backend>() {
+    use berth_trace::export::ExportSource;
+    let dir = B::new().await;
+    let nodes = [dir.open().await, dir.open().await];
+    let a = who("rt-a", "s-1", None);
+    let mut tasks = Vec::new();
+    // The two nodes send the same span ids: each is stored once.
+    for node in &nodes {
+        for w in 0..4u8 {
+            let (node, a) = (node.clone(), a.clone());
+            tasks.push(tokio::spawn(async move {
+                for k in 0..10u8 {
+                    let batch: Vec<Span> = (0..5u8)
+                        .map(|i| {
+                            let id = w * 50 + k * 5 + i;
+                            let mut s = span(1, id, None, 1_000 + i64::from(id), 5_000, &a);
+                            s.attributes = json!({
+                                "gen_ai.operation.name": "chat",
+                                "gen_ai.request.model": "m",
+                                "gen_ai.usage.input_tokens": 1,
+                            });
+                            s
+                        })
+                        .collect();
+                    node.insert(&batch, &[]).await.unwrap();
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let spans = 4 * 10 * 5;
+    for node in &nodes {
+        let page = node.list(&TraceFilter::default()).await.unwrap();
+        assert_eq!(page.traces.len(), 1);
+        assert_eq!(page.traces[0].span_count, spans);
+        assert_eq!(page.traces[0].start_ns, 1_000);
+        let totals = node.usage_totals().await.unwrap();
+        assert_eq!(totals.len(), 1);
+        assert_eq!(totals[0].counts.input_tokens, spans);
+        assert_eq!(totals[0].counts.model_calls, spans);
+        let seqs: Vec<i64> = node
+            .spans_after(0, i64::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        assert_eq!(seqs.len() as i64, spans);
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    }
+}
+
 async fn finished_sessions_page_by_end_time_and_cursors_persist<B: Backend>() {
     use berth_trace::online::{OnlineCursor, session_documents};
     let dir = B::new().await;
@@ -463,6 +520,7 @@ async fn finished_sessions_page_by_end_time_and_cursors_persist<B: Backend>() {
 }
 
 backend::on_both_backends!(
+    two_nodes_write_one_trace_at_once,
     insert_get_and_filter,
     a_reused_trace_id_stays_apart_per_session,
     paging_walks_every_trace_once,

@@ -1266,15 +1266,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 ),
             }
         })?;
-    if let Some(opts) = cfg.trace_export.clone() {
-        info!(endpoint = %opts.endpoint, gzip = opts.gzip, "exporting traces over OTLP/HTTP");
-        berth_trace::export::start(
-            trace_stores.export.clone(),
-            opts,
-            berth_trace::export::export_stats(),
-            shutdown.clone(),
-        );
-    }
     let trace_store = trace_stores.traces.clone();
     // Evaluation scores live there too; quality joins the rollout analysis as a signal.
     let scores = trace_stores.scores.clone();
@@ -1298,6 +1289,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await
     .context("joining the installation's nodes")?;
+    // OTLP export tails the trace store: with it in PostgreSQL (one store, one cursor per
+    // signal) one node at a time exports, under a lease; with SQLite each node its own.
+    if let Some(opts) = cfg.trace_export.clone() {
+        info!(endpoint = %opts.endpoint, gzip = opts.gzip, "exporting traces over OTLP/HTTP");
+        let source = trace_stores.export.clone();
+        let export = move |stop| {
+            let tasks = berth_trace::export::start(
+                source.clone(),
+                opts.clone(),
+                berth_trace::export::export_stats(),
+                stop,
+            );
+            async move {
+                for t in tasks {
+                    let _ = t.await;
+                }
+            }
+        };
+        if crate::datadir::sqlite_path(&cfg.store).is_some() {
+            tokio::spawn(export(shutdown.clone()));
+        } else {
+            cluster.singleton("trace-export", shutdown.clone(), export);
+        }
+    }
     // With several nodes, rollouts, ending drains and sweeps run on one node at a time (under
     // a lease); each node flushes its own health and stops its own drained sessions.
     let tick = traffic.tick;
@@ -1480,33 +1495,53 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
     };
     sandbox_api_state.send_replace(Some(state.clone()));
-    // Online evaluation and drift alerts: off the invocation path, over what is stored.
+    // Online evaluation and drift alerts: off the invocation path, over what is stored. With
+    // the trace store in PostgreSQL every node sees every session's traces and the same cursors,
+    // so with several nodes they run on one node at a time (under a lease); with SQLite each
+    // node judges what its own `traces.db` holds.
     let runtime_names: Arc<dyn berth_eval::online::RuntimeNames> = Arc::new(control.clone());
-    tokio::spawn(
-        berth_eval::online::Online::new(
-            evals.clone(),
-            berth_eval::online::OnlineStores {
-                traces: state.traces.clone(),
-                feed,
-                scores: state.scores.clone(),
-            },
-            runtime_names.clone(),
-            state.evals.judge.clone(),
-            Arc::new(berth_server::BackgroundRunner(state.clone())),
-            cfg.online.clone(),
-        )
-        .run(shutdown.clone()),
-    );
-    tokio::spawn(
-        berth_eval::alerts::DriftWatch::new(
-            control.clone(),
-            evals.clone(),
-            state.scores.clone(),
-            runtime_names,
-            cfg.drift.clone(),
-        )
-        .run(shutdown.clone()),
-    );
+    let online = {
+        let (evals, traces, scores) = (evals.clone(), state.traces.clone(), state.scores.clone());
+        let (names, judge) = (runtime_names.clone(), state.evals.judge.clone());
+        let runner = Arc::new(berth_server::BackgroundRunner(state.clone()));
+        let opts = cfg.online.clone();
+        move |stop| {
+            berth_eval::online::Online::new(
+                evals.clone(),
+                berth_eval::online::OnlineStores {
+                    traces: traces.clone(),
+                    feed: feed.clone(),
+                    scores: scores.clone(),
+                },
+                names.clone(),
+                judge.clone(),
+                runner.clone(),
+                opts.clone(),
+            )
+            .run(stop)
+        }
+    };
+    let drift = {
+        let (control, evals, scores) = (control.clone(), evals.clone(), state.scores.clone());
+        let opts = cfg.drift.clone();
+        move |stop| {
+            berth_eval::alerts::DriftWatch::new(
+                control.clone(),
+                evals.clone(),
+                scores.clone(),
+                runtime_names.clone(),
+                opts.clone(),
+            )
+            .run(stop)
+        }
+    };
+    if crate::datadir::sqlite_path(&cfg.store).is_some() {
+        tokio::spawn(online(shutdown.clone()));
+        tokio::spawn(drift(shutdown.clone()));
+    } else {
+        cluster.singleton("online-evaluation", shutdown.clone(), online);
+        cluster.singleton("drift-alerts", shutdown.clone(), drift);
+    }
     if let Some(m) = &cfg.metrics_listen {
         let l = tokio::net::TcpListener::bind(m)
             .await

@@ -3,7 +3,7 @@
 //! for them.
 //!
 //! One task per signal tails its table (`spans`, `logs`) by row id from a durable cursor
-//! (`export_cursors` in `traces.db`), encodes a batch as an `Export*ServiceRequest` (protobuf,
+//! (`export_cursors` in the trace store), encodes a batch as an `Export*ServiceRequest` (protobuf,
 //! optionally gzipped), posts it to `<endpoint>/v1/traces` or `<endpoint>/v1/logs`, and moves
 //! the cursor past the batch only after a 2xx. Delivery is therefore at least once: a crash
 //! between the collector's 2xx and the cursor's commit sends that batch again after the restart,
@@ -16,8 +16,10 @@
 //! status is not retryable, so the batch is dropped (counted, logged) and the cursor moves on.
 //! Retention wins over export: rows deleted by age or size before a collector took them are not
 //! exported (a collector that is down for the retention period loses that data). Row ids never
-//! go back (`AUTOINCREMENT`, see migration 0006), so retention cannot hide new rows behind the
-//! cursor.
+//! go back (`AUTOINCREMENT`, see SQLite migration 0006; identity columns on PostgreSQL, whose
+//! writers take turns so ids become visible in order), so retention cannot hide new rows behind
+//! the cursor. With the trace store in PostgreSQL, `serve` runs the exporter on one node at a
+//! time; the cursor only moves forward.
 //!
 //! Berth's attribution goes out with the data: each resource carries `berth.runtime_id`,
 //! `berth.version`, `berth.endpoint`, `berth.session_id` and `berth.actor` (when known); each

@@ -1256,15 +1256,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let trace_stores = berth_trace::TraceStores::open(&cfg.store, &trace_db)
         .await
-        .with_context(|| {
-            match crate::datadir::sqlite_path(&cfg.store) {
-                Some(_) => format!("opening the trace store {}", trace_db.display()),
-                None => format!(
-                    "opening the trace store (schema {}) in {}",
-                    berth_trace::postgres::SCHEMA,
-                    berth_store::redact(&cfg.store)
-                ),
-            }
+        .with_context(|| match crate::datadir::sqlite_path(&cfg.store) {
+            Some(_) => format!("opening the trace store {}", trace_db.display()),
+            None => format!(
+                "opening the trace store (schema {}) in {}",
+                berth_trace::postgres::SCHEMA,
+                berth_store::redact(&cfg.store)
+            ),
         })?;
     let trace_store = trace_stores.traces.clone();
     // Evaluation scores live there too; quality joins the rollout analysis as a signal.

@@ -405,9 +405,7 @@ impl Exporter {
                 let Some(last) = rows.last().map(|(seq, _)| *seq) else {
                     return Ok(None);
                 };
-                let spans = take_by_size(rows, self.opts.max_batch_bytes, |s| {
-                    span_bytes(s)
-                });
+                let spans = take_by_size(rows, self.opts.max_batch_bytes, |s| span_bytes(s));
                 let last = spans.last().map(|(seq, _)| *seq).unwrap_or(last);
                 let n = spans.len() as u64;
                 let spans: Vec<Span> = spans.into_iter().map(|(_, s)| s).collect();
@@ -418,9 +416,7 @@ impl Exporter {
                 let Some(last) = rows.last().map(|(seq, _)| *seq) else {
                     return Ok(None);
                 };
-                let logs = take_by_size(rows, self.opts.max_batch_bytes, |l| {
-                    log_bytes(l)
-                });
+                let logs = take_by_size(rows, self.opts.max_batch_bytes, |l| log_bytes(l));
                 let last = logs.last().map(|(seq, _)| *seq).unwrap_or(last);
                 let n = logs.len() as u64;
                 let logs: Vec<LogRecord> = logs.into_iter().map(|(_, l)| l).collect();
@@ -914,4 +910,3 @@ mod tests {
         assert!(!format!("{o:?}").contains("cGs6"));
     }
 }
-

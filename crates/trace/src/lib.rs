@@ -13,19 +13,19 @@ mod group;
 pub mod logs;
 pub mod online;
 pub mod otlp;
-pub mod scores;
 pub mod postgres;
+pub mod scores;
 mod sink;
 mod sqlite;
 pub mod usage;
 
 pub use env::{AgentEnv, agent_env, session_baggage};
 pub use group::{GroupCommit, MAX_GROUP_ROWS};
+pub use postgres::PgTraceStore;
 pub use sink::{
     CallSpan, CallStatus, SessionStart, SpanSink, new_span_id, new_trace_id, parse_traceparent,
     parse_traceparent_bytes,
 };
-pub use postgres::PgTraceStore;
 pub use sqlite::SqliteTraceStore;
 
 use serde::{Deserialize, Serialize};
@@ -266,9 +266,9 @@ impl TraceStores {
     /// same database (every node reads what any node recorded); otherwise SQLite at `sqlite`.
     pub async fn open(store_url: &str, sqlite: &std::path::Path) -> Result<Self, Error> {
         match berth_store::StoreUrl::parse(store_url) {
-            Ok(berth_store::StoreUrl::Postgres { url }) => {
-                Ok(Self::of(std::sync::Arc::new(PgTraceStore::open(&url).await?)))
-            }
+            Ok(berth_store::StoreUrl::Postgres { url }) => Ok(Self::of(std::sync::Arc::new(
+                PgTraceStore::open(&url).await?,
+            ))),
             _ => Ok(Self::of(std::sync::Arc::new(
                 SqliteTraceStore::open(sqlite).await?,
             ))),

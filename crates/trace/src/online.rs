@@ -75,4 +75,3 @@ pub async fn session_documents(
     ordered.sort_by_key(|(end, _)| *end);
     Ok(ordered.into_iter().map(|(_, d)| d).collect())
 }
-

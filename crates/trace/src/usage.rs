@@ -591,4 +591,3 @@ mod tests {
         assert_eq!(by_model[1].cost_usd, 0.0);
     }
 }
-

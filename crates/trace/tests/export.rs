@@ -243,7 +243,12 @@ async fn exports_retries_a_503_without_loss_or_duplicates_and_resumes_after_rest
     let mut rx = Inbox { rx, held: vec![] };
     let stats = Arc::new(ExportStats::default());
     let token = CancellationToken::new();
-    let tasks = export::start(Arc::new(store.clone()), options(&url), stats.clone(), token.clone());
+    let tasks = export::start(
+        Arc::new(store.clone()),
+        options(&url),
+        stats.clone(),
+        token.clone(),
+    );
 
     // First attempt: 503; the same batch again: 200.
     let first = next_on(&mut rx, "/v1/traces").await;
@@ -313,7 +318,12 @@ async fn exports_retries_a_503_without_loss_or_duplicates_and_resumes_after_rest
         .unwrap();
     let stats = Arc::new(ExportStats::default());
     let token = CancellationToken::new();
-    let tasks = export::start(Arc::new(store.clone()), options(&url), stats.clone(), token.clone());
+    let tasks = export::start(
+        Arc::new(store.clone()),
+        options(&url),
+        stats.clone(),
+        token.clone(),
+    );
     let third = next_on(&mut rx, "/v1/traces").await;
     assert_eq!(third.status, 200);
     let mut names = span_names(&third);

@@ -6,8 +6,8 @@
 mod backend;
 use backend::Backend;
 use berth_trace::{
-    Attribution, Error, GroupCommit, LogRecord, Retained, Retention, Span,
-    TraceFilter, TracePage, TraceStore,
+    Attribution, Error, GroupCommit, LogRecord, Retained, Retention, Span, TraceFilter, TracePage,
+    TraceStore,
 };
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -181,6 +181,4 @@ async fn concurrent_requests_all_land_in_a_real_store_once<B: Backend>() {
     assert!(page.traces.iter().all(|t| t.span_count == 6));
 }
 
-backend::on_both_backends!(
-    concurrent_requests_all_land_in_a_real_store_once,
-);
+backend::on_both_backends!(concurrent_requests_all_land_in_a_real_store_once,);

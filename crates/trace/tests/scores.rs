@@ -37,7 +37,6 @@ fn score(version: u32, evaluator: &str, ended_s: i64, value: Option<f64>) -> Sco
     }
 }
 
-
 fn filter(from_s: i64, to_s: i64) -> ScoreFilter {
     ScoreFilter {
         runtime_id: "rt-a".into(),

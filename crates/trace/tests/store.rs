@@ -4,9 +4,7 @@
 mod backend;
 use backend::Backend;
 use berth_trace::online::SessionFeed;
-use berth_trace::{
-    Attribution, LogRecord, Retention, Span, TraceFilter, TraceStore,
-};
+use berth_trace::{Attribution, LogRecord, Retention, Span, TraceFilter, TraceStore};
 use serde_json::json;
 
 fn who(runtime: &str, session: &str, actor: Option<&str>) -> Attribution {
@@ -38,7 +36,6 @@ fn span(trace: u8, id: u8, parent: Option<u8>, start: i64, end: i64, who: &Attri
         attribution: who.clone(),
     }
 }
-
 
 async fn insert_get_and_filter<B: Backend>() {
     let dir = B::new().await;

@@ -51,7 +51,6 @@ fn chat(model: &str, input: i64, output: i64) -> Value {
     })
 }
 
-
 async fn usage_is_summed_once_per_stored_span<B: Backend>() {
     let dir = B::new().await;
     let store = dir.open().await;

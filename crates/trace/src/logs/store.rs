@@ -118,4 +118,3 @@ pub trait LogStore: Send + Sync + 'static {
         sel: &Select,
     ) -> Result<Vec<StoredEvent>, Error>;
 }
-

@@ -61,4 +61,3 @@ impl ExportSource for Store {
             .collect()
     }
 }
-

@@ -69,9 +69,8 @@ fn rowid_page(q: &mut QueryBuilder<'_, Db>, sel: &Select, time_col: &str) {
 #[async_trait::async_trait]
 impl LogStore for Store {
     async fn spans_page(&self, sel: &Select) -> Result<Vec<(Key, Span)>, Error> {
-        let mut q = QueryBuilder::<Db>::new(format!(
-            "SELECT seq, {SPAN_COLS} FROM spans WHERE 1 = 1"
-        ));
+        let mut q =
+            QueryBuilder::<Db>::new(format!("SELECT seq, {SPAN_COLS} FROM spans WHERE 1 = 1"));
         if let Some(r) = &sel.runtime_id {
             q.push(" AND runtime_id = ").push_bind(r.clone());
         }
@@ -207,12 +206,12 @@ impl LogStore for Store {
 
     async fn create_stream(&self, group: &str, name: &str, now_ms: i64) -> Result<bool, Error> {
         let n = sqlx::query(CREATE_STREAM)
-        .bind(group)
-        .bind(name)
-        .bind(now_ms)
-        .execute(self.writer())
-        .await?
-        .rows_affected();
+            .bind(group)
+            .bind(name)
+            .bind(now_ms)
+            .execute(self.writer())
+            .await?
+            .rows_affected();
         Ok(n == 1)
     }
 
@@ -268,14 +267,14 @@ impl LogStore for Store {
         let first = events.iter().map(|(t, _)| *t).min();
         let last = events.iter().map(|(t, _)| *t).max();
         sqlx::query(STREAM_GROWS)
-        .bind(first)
-        .bind(last)
-        .bind(now_ms)
-        .bind(bytes)
-        .bind(group)
-        .bind(stream)
-        .execute(&mut *tx)
-        .await?;
+            .bind(first)
+            .bind(last)
+            .bind(now_ms)
+            .bind(bytes)
+            .bind(group)
+            .bind(stream)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -369,4 +368,3 @@ impl LogStore for Store {
             .map_err(Error::from)
     }
 }
-

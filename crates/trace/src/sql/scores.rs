@@ -162,11 +162,11 @@ impl ScoreStore for Store {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(CREATE_STREAM)
-            .bind(group)
-            .bind(stream)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
+                .bind(group)
+                .bind(stream)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
             let mut bytes = 0i64;
             for chunk in evs.chunks(ROWS_PER_STATEMENT) {
                 let mut q = QueryBuilder::<Db>::new(
@@ -189,13 +189,13 @@ impl ScoreStore for Store {
             let last = evs.iter().map(|(t, _)| *t).max();
             sqlx::query(STREAM_GROWS)
                 .bind(first)
-            .bind(last)
-            .bind(now_ms)
-            .bind(bytes)
-            .bind(group)
-            .bind(stream)
-            .execute(&mut *tx)
-            .await?;
+                .bind(last)
+                .bind(now_ms)
+                .bind(bytes)
+                .bind(group)
+                .bind(stream)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -263,4 +263,3 @@ impl ScoreStore for Store {
             .map_err(Error::from)
     }
 }
-

@@ -158,8 +158,7 @@ async fn insert_spans(
 ) -> Result<Vec<bool>, Error> {
     let mut new = Vec::with_capacity(spans.len());
     for chunk in spans.chunks(ROWS_PER_STATEMENT) {
-        let mut q =
-            QueryBuilder::<Db>::new(format!("INSERT INTO spans ({SPAN_COLS}) "));
+        let mut q = QueryBuilder::<Db>::new(format!("INSERT INTO spans ({SPAN_COLS}) "));
         q.push_values(chunk, |mut b, s| {
             let a = &s.attribution;
             b.push_bind(s.trace_id.as_str())
@@ -188,7 +187,7 @@ async fn insert_spans(
             new.extend(std::iter::repeat_n(true, chunk.len()));
             continue;
         }
-        // Some were stored before (or repeated in this batch): only the rows SQLite returned
+        // Some were stored before (or repeated in this batch): only the rows the database returned
         // are new, each once.
         let mut inserted =
             std::collections::HashMap::<(String, String, String, String), usize>::new();
@@ -221,10 +220,7 @@ async fn insert_spans(
     Ok(new)
 }
 
-async fn insert_logs(
-    tx: &mut sqlx::Transaction<'_, Db>,
-    logs: &[LogRecord],
-) -> Result<(), Error> {
+async fn insert_logs(tx: &mut sqlx::Transaction<'_, Db>, logs: &[LogRecord]) -> Result<(), Error> {
     for chunk in logs.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Db>::new(format!("INSERT INTO logs ({LOG_COLS}) "));
         q.push_values(chunk, |mut b, l| {
@@ -480,9 +476,8 @@ impl TraceStore for Store {
         runtime_id: Option<&str>,
         session_id: &str,
     ) -> Result<Vec<Span>, Error> {
-        let mut q = QueryBuilder::<Db>::new(format!(
-            "SELECT {SPAN_COLS} FROM spans WHERE session_id = "
-        ));
+        let mut q =
+            QueryBuilder::<Db>::new(format!("SELECT {SPAN_COLS} FROM spans WHERE session_id = "));
         q.push_bind(session_id);
         if let Some(r) = runtime_id {
             q.push(" AND runtime_id = ").push_bind(r);
@@ -584,11 +579,12 @@ impl TraceStore for Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                done.traces_deleted += sqlx::query(&format!("DELETE FROM traces WHERE {TRACE_ROW} = $1"))
-                    .bind(rowid)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                done.traces_deleted +=
+                    sqlx::query(&format!("DELETE FROM traces WHERE {TRACE_ROW} = $1"))
+                        .bind(rowid)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
             }
             tx.commit().await?;
         }

@@ -170,10 +170,7 @@ fn counts_of(row: &DbRow) -> Result<Counts, sqlx::Error> {
 }
 
 /// Sums `genai_usage` rows matching `f`, one row per group and model.
-pub(super) async fn query(
-    pool: &sqlx::Pool<Db>,
-    f: &UsageFilter,
-) -> Result<Vec<UsageRow>, Error> {
+pub(super) async fn query(pool: &sqlx::Pool<Db>, f: &UsageFilter) -> Result<Vec<UsageRow>, Error> {
     let keys: &[&str] = match f.group_by {
         GroupBy::None | GroupBy::Model => &[],
         GroupBy::Version => &["runtime_id", "version"],
@@ -241,4 +238,3 @@ pub(super) async fn query(
     }
     Ok(out)
 }
-

@@ -405,7 +405,7 @@ impl Exporter {
                 let Some(last) = rows.last().map(|(seq, _)| *seq) else {
                     return Ok(None);
                 };
-                let spans = take_by_size(rows, self.opts.max_batch_bytes, |s| span_bytes(s));
+                let spans = take_by_size(rows, self.opts.max_batch_bytes, span_bytes);
                 let last = spans.last().map(|(seq, _)| *seq).unwrap_or(last);
                 let n = spans.len() as u64;
                 let spans: Vec<Span> = spans.into_iter().map(|(_, s)| s).collect();
@@ -416,7 +416,7 @@ impl Exporter {
                 let Some(last) = rows.last().map(|(seq, _)| *seq) else {
                     return Ok(None);
                 };
-                let logs = take_by_size(rows, self.opts.max_batch_bytes, |l| log_bytes(l));
+                let logs = take_by_size(rows, self.opts.max_batch_bytes, log_bytes);
                 let last = logs.last().map(|(seq, _)| *seq).unwrap_or(last);
                 let n = logs.len() as u64;
                 let logs: Vec<LogRecord> = logs.into_iter().map(|(_, l)| l).collect();

@@ -204,8 +204,8 @@ pub struct ServeArgs {
     /// most 65536].
     #[arg(long, env = "BERTH_SANDBOXES_PIDS", value_name = "N")]
     pub sandboxes_pids: Option<u64>,
-    /// Hours spans and agent log records are kept (`<data-dir>/traces.db`); fractions are
-    /// allowed (`0.5`) [default: 168].
+    /// Hours spans and agent log records are kept (`<data-dir>/traces.db`, or the PostgreSQL
+    /// store's schema `berth_trace`); fractions are allowed (`0.5`) [default: 168].
     #[arg(long, env = "BERTH_TRACE_RETENTION_HOURS", value_name = "H")]
     pub trace_retention_hours: Option<f64>,
     /// Size the trace store is held under, in MiB; the oldest traces go first [default: 1024].

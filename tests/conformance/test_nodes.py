@@ -388,6 +388,30 @@ def test_memory_written_through_one_node_is_read_through_another(nodes):
     assert [r["content"]["text"] for r in found] == ["alice prefers tangerine sorbet"]
 
 
+def test_a_trace_recorded_on_one_node_is_listed_through_the_others(nodes, probe):
+    """The trace store is the shared database's (schema `berth_trace`), not each node's
+    `traces.db`: Berth's invocation span of a call served by the first node is listed and read
+    through the second and third nodes' traces API."""
+    arn = probe["agentRuntimeArn"]
+    sid = new_session_id("traced")
+    invoke_json(nodes[0].client("bedrock-agentcore"), arn, sid, {"op": "whoami"})
+    assert owners(nodes, probe["agentRuntimeId"])[sid] == 0
+    for srv in nodes[1:]:
+        deadline = time.monotonic() + 30
+        while True:
+            resp = native(srv, "GET", "/berth/v1/traces", query=f"session={sid}")
+            assert resp.status == 200, resp
+            listed = resp.json()["traces"]
+            if listed:
+                break
+            assert time.monotonic() < deadline, f"{srv.url} never listed the trace of {sid}"
+            time.sleep(0.1)
+        assert [t["rootName"] for t in listed] == ["InvokeAgentRuntime"], listed
+        assert listed[0]["runtimeId"] == probe["agentRuntimeId"]
+        spans = native(srv, "GET", f"/berth/v1/traces/{listed[0]['traceId']}").json()
+        assert "InvokeAgentRuntime" in [s["name"] for s in spans["spans"]], spans
+
+
 def test_a_drained_node_takes_no_new_sessions_and_keeps_its_live_ones(nodes, probe):
     import urllib.error
     import urllib.request

@@ -204,8 +204,8 @@ pub struct ServeArgs {
     /// most 65536].
     #[arg(long, env = "BERTH_SANDBOXES_PIDS", value_name = "N")]
     pub sandboxes_pids: Option<u64>,
-    /// Hours spans and agent log records are kept (`<data-dir>/traces.db`); fractions are
-    /// allowed (`0.5`) [default: 168].
+    /// Hours spans and agent log records are kept (`<data-dir>/traces.db`, or the PostgreSQL
+    /// store's schema `berth_trace`); fractions are allowed (`0.5`) [default: 168].
     #[arg(long, env = "BERTH_TRACE_RETENTION_HOURS", value_name = "H")]
     pub trace_retention_hours: Option<f64>,
     /// Size the trace store is held under, in MiB; the oldest traces go first [default: 1024].
@@ -1248,24 +1248,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         sessions.clone(),
     ));
     // Spans and agent log records: a database of their own, so their write volume never
-    // contends with the control plane's.
+    // contends with the control plane's; with PostgreSQL, a schema of the shared database, so
+    // every node reads what any node recorded.
     let trace_db = cfg.data_dir.join("traces.db");
-    crate::datadir::secure_sqlite(&trace_db)?;
-    let trace_store = berth_trace::SqliteTraceStore::open(&trace_db)
-        .await
-        .with_context(|| format!("opening the trace store {}", trace_db.display()))?;
-    if let Some(opts) = cfg.trace_export.clone() {
-        info!(endpoint = %opts.endpoint, gzip = opts.gzip, "exporting traces over OTLP/HTTP");
-        berth_trace::export::start(
-            trace_store.clone(),
-            opts,
-            berth_trace::export::export_stats(),
-            shutdown.clone(),
-        );
+    if crate::datadir::sqlite_path(&cfg.store).is_some() {
+        crate::datadir::secure_sqlite(&trace_db)?;
     }
-    let trace_store = Arc::new(trace_store);
+    let trace_stores = berth_trace::TraceStores::open(&cfg.store, &trace_db)
+        .await
+        .with_context(|| match crate::datadir::sqlite_path(&cfg.store) {
+            Some(_) => format!("opening the trace store {}", trace_db.display()),
+            None => format!(
+                "opening the trace store (schema {}) in {}",
+                berth_trace::postgres::SCHEMA,
+                berth_store::redact(&cfg.store)
+            ),
+        })?;
+    let trace_store = trace_stores.traces.clone();
     // Evaluation scores live there too; quality joins the rollout analysis as a signal.
-    let scores: Arc<dyn berth_trace::scores::ScoreStore> = trace_store.clone();
+    let scores = trace_stores.scores.clone();
     let mut traffic = cfg.traffic.clone();
     traffic
         .signals
@@ -1286,6 +1287,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await
     .context("joining the installation's nodes")?;
+    // OTLP export tails the trace store: with it in PostgreSQL (one store, one cursor per
+    // signal) one node at a time exports, under a lease; with SQLite each node its own.
+    if let Some(opts) = cfg.trace_export.clone() {
+        info!(endpoint = %opts.endpoint, gzip = opts.gzip, "exporting traces over OTLP/HTTP");
+        let source = trace_stores.export.clone();
+        let export = move |stop| {
+            let tasks = berth_trace::export::start(
+                source.clone(),
+                opts.clone(),
+                berth_trace::export::export_stats(),
+                stop,
+            );
+            async move {
+                for t in tasks {
+                    let _ = t.await;
+                }
+            }
+        };
+        if crate::datadir::sqlite_path(&cfg.store).is_some() {
+            tokio::spawn(export(shutdown.clone()));
+        } else {
+            cluster.singleton("trace-export", shutdown.clone(), export);
+        }
+    }
     // With several nodes, rollouts, ending drains and sweeps run on one node at a time (under
     // a lease); each node flushes its own health and stops its own drained sessions.
     let tick = traffic.tick;
@@ -1363,9 +1388,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the span writer")?;
     // The CloudWatch Logs API reads the same database.
     let partition = control.partition();
-    let trace_store_for_gateway: Arc<dyn berth_trace::TraceStore> = trace_store.clone();
-    let feed: Arc<dyn berth_trace::online::SessionFeed> = trace_store.clone();
-    let logs = berth_trace::logs::Logs::new(trace_store, &partition.region, &partition.account_id);
+    let trace_store_for_gateway = trace_store.clone();
+    let feed = trace_stores.feed.clone();
+    let logs = berth_trace::logs::Logs::new(
+        trace_stores.logs.clone(),
+        &partition.region,
+        &partition.account_id,
+    );
     // Events written through PutLogEvents are kept as long as traces are.
     tokio::spawn(logs.clone().run_retention(
         std::time::Duration::from_nanos(
@@ -1484,33 +1513,53 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
     };
     sandbox_api_state.send_replace(Some(state.clone()));
-    // Online evaluation and drift alerts: off the invocation path, over what is stored.
+    // Online evaluation and drift alerts: off the invocation path, over what is stored. With
+    // the trace store in PostgreSQL every node sees every session's traces and the same cursors,
+    // so with several nodes they run on one node at a time (under a lease); with SQLite each
+    // node judges what its own `traces.db` holds.
     let runtime_names: Arc<dyn berth_eval::online::RuntimeNames> = Arc::new(control.clone());
-    tokio::spawn(
-        berth_eval::online::Online::new(
-            evals.clone(),
-            berth_eval::online::OnlineStores {
-                traces: state.traces.clone(),
-                feed,
-                scores: state.scores.clone(),
-            },
-            runtime_names.clone(),
-            state.evals.judge.clone(),
-            Arc::new(berth_server::BackgroundRunner(state.clone())),
-            cfg.online.clone(),
-        )
-        .run(shutdown.clone()),
-    );
-    tokio::spawn(
-        berth_eval::alerts::DriftWatch::new(
-            control.clone(),
-            evals.clone(),
-            state.scores.clone(),
-            runtime_names,
-            cfg.drift.clone(),
-        )
-        .run(shutdown.clone()),
-    );
+    let online = {
+        let (evals, traces, scores) = (evals.clone(), state.traces.clone(), state.scores.clone());
+        let (names, judge) = (runtime_names.clone(), state.evals.judge.clone());
+        let runner = Arc::new(berth_server::BackgroundRunner(state.clone()));
+        let opts = cfg.online.clone();
+        move |stop| {
+            berth_eval::online::Online::new(
+                evals.clone(),
+                berth_eval::online::OnlineStores {
+                    traces: traces.clone(),
+                    feed: feed.clone(),
+                    scores: scores.clone(),
+                },
+                names.clone(),
+                judge.clone(),
+                runner.clone(),
+                opts.clone(),
+            )
+            .run(stop)
+        }
+    };
+    let drift = {
+        let (control, evals, scores) = (control.clone(), evals.clone(), state.scores.clone());
+        let opts = cfg.drift.clone();
+        move |stop| {
+            berth_eval::alerts::DriftWatch::new(
+                control.clone(),
+                evals.clone(),
+                scores.clone(),
+                runtime_names.clone(),
+                opts.clone(),
+            )
+            .run(stop)
+        }
+    };
+    if crate::datadir::sqlite_path(&cfg.store).is_some() {
+        tokio::spawn(online(shutdown.clone()));
+        tokio::spawn(drift(shutdown.clone()));
+    } else {
+        cluster.singleton("online-evaluation", shutdown.clone(), online);
+        cluster.singleton("drift-alerts", shutdown.clone(), drift);
+    }
     if let Some(m) = &cfg.metrics_listen {
         let l = tokio::net::TcpListener::bind(m)
             .await

@@ -3,7 +3,7 @@
 //! for them.
 //!
 //! One task per signal tails its table (`spans`, `logs`) by row id from a durable cursor
-//! (`export_cursors` in `traces.db`), encodes a batch as an `Export*ServiceRequest` (protobuf,
+//! (`export_cursors` in the trace store), encodes a batch as an `Export*ServiceRequest` (protobuf,
 //! optionally gzipped), posts it to `<endpoint>/v1/traces` or `<endpoint>/v1/logs`, and moves
 //! the cursor past the batch only after a 2xx. Delivery is therefore at least once: a crash
 //! between the collector's 2xx and the cursor's commit sends that batch again after the restart,
@@ -16,16 +16,17 @@
 //! status is not retryable, so the batch is dropped (counted, logged) and the cursor moves on.
 //! Retention wins over export: rows deleted by age or size before a collector took them are not
 //! exported (a collector that is down for the retention period loses that data). Row ids never
-//! go back (`AUTOINCREMENT`, see migration 0006), so retention cannot hide new rows behind the
-//! cursor.
+//! go back (`AUTOINCREMENT`, see SQLite migration 0006; identity columns on PostgreSQL, whose
+//! writers take turns so ids become visible in order), so retention cannot hide new rows behind
+//! the cursor. With the trace store in PostgreSQL, `serve` runs the exporter on one node at a
+//! time; the cursor only moves forward.
 //!
 //! Berth's attribution goes out with the data: each resource carries `berth.runtime_id`,
 //! `berth.version`, `berth.endpoint`, `berth.session_id` and `berth.actor` (when known); each
 //! span and log record carries `session.id` (Berth's, replacing any the agent set) and
 //! `berth.actor`.
 
-use crate::sqlite::{LOG_COLS, SPAN_COLS, log_row, span_row};
-use crate::{Attribution, Error, LogRecord, Span, SqliteTraceStore, now_ns};
+use crate::{Attribution, Error, LogRecord, Span, log_bytes, span_bytes};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http_body_util::{BodyExt, Full};
@@ -47,7 +48,6 @@ use opentelemetry_proto::tonic::trace::v1::{
 };
 use prost::Message;
 use serde_json::Value;
-use sqlx::Row;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -166,7 +166,7 @@ pub enum Signal {
 }
 
 impl Signal {
-    fn cursor(self) -> &'static str {
+    pub(crate) fn cursor(self) -> &'static str {
         match self {
             Self::Spans => "spans",
             Self::Logs => "logs",
@@ -230,7 +230,7 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// Starts one export task per signal; they run until `shutdown`. The returned handles end
 /// when the tasks have (tests join them to simulate a stop).
 pub fn start(
-    store: SqliteTraceStore,
+    store: Arc<dyn ExportSource>,
     opts: ExportOptions,
     stats: Arc<ExportStats>,
     shutdown: CancellationToken,
@@ -255,8 +255,22 @@ pub fn start(
         .collect()
 }
 
+/// What the exporter reads and writes: the rows in ingestion order and its cursors (both trace
+/// stores, `sql/export.rs`).
+#[async_trait::async_trait]
+pub trait ExportSource: Send + Sync + 'static {
+    /// The highest row id of `signal` a collector has acknowledged (0 before the first export).
+    async fn export_cursor(&self, signal: Signal) -> Result<i64, Error>;
+    /// Durably moves `signal`'s cursor forward to `seq` (never back).
+    async fn set_export_cursor(&self, signal: Signal, seq: i64) -> Result<(), Error>;
+    /// Up to `limit` spans stored after row id `after`, with their row ids, oldest first.
+    async fn spans_after(&self, after: i64, limit: i64) -> Result<Vec<(i64, Span)>, Error>;
+    /// Up to `limit` log records stored after row id `after`, with their row ids, oldest first.
+    async fn logs_after(&self, after: i64, limit: i64) -> Result<Vec<(i64, LogRecord)>, Error>;
+}
+
 struct Exporter {
-    store: SqliteTraceStore,
+    store: Arc<dyn ExportSource>,
     opts: Arc<ExportOptions>,
     stats: Arc<ExportStats>,
     client: HttpClient,
@@ -391,9 +405,7 @@ impl Exporter {
                 let Some(last) = rows.last().map(|(seq, _)| *seq) else {
                     return Ok(None);
                 };
-                let spans = take_by_size(rows, self.opts.max_batch_bytes, |s| {
-                    crate::sqlite::span_bytes(s)
-                });
+                let spans = take_by_size(rows, self.opts.max_batch_bytes, span_bytes);
                 let last = spans.last().map(|(seq, _)| *seq).unwrap_or(last);
                 let n = spans.len() as u64;
                 let spans: Vec<Span> = spans.into_iter().map(|(_, s)| s).collect();
@@ -404,9 +416,7 @@ impl Exporter {
                 let Some(last) = rows.last().map(|(seq, _)| *seq) else {
                     return Ok(None);
                 };
-                let logs = take_by_size(rows, self.opts.max_batch_bytes, |l| {
-                    crate::sqlite::log_bytes(l)
-                });
+                let logs = take_by_size(rows, self.opts.max_batch_bytes, log_bytes);
                 let last = logs.last().map(|(seq, _)| *seq).unwrap_or(last);
                 let n = logs.len() as u64;
                 let logs: Vec<LogRecord> = logs.into_iter().map(|(_, l)| l).collect();
@@ -516,63 +526,6 @@ fn gzip(body: &[u8]) -> Vec<u8> {
     // Writing into a Vec cannot fail.
     let _ = gz.write_all(body);
     gz.finish().unwrap_or_default()
-}
-
-// ------------------------------------------------------------------------------------ store
-
-impl SqliteTraceStore {
-    /// The highest row id of `signal` a collector has acknowledged (0 before the first export).
-    pub async fn export_cursor(&self, signal: Signal) -> Result<i64, Error> {
-        let n: Option<i64> =
-            sqlx::query_scalar("SELECT last_seq FROM export_cursors WHERE signal = ?")
-                .bind(signal.cursor())
-                .fetch_optional(&self.writer)
-                .await?;
-        Ok(n.unwrap_or(0))
-    }
-
-    /// Durably moves `signal`'s cursor to `seq`.
-    pub async fn set_export_cursor(&self, signal: Signal, seq: i64) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO export_cursors (signal, last_seq, updated_ns) VALUES (?, ?, ?) \
-             ON CONFLICT (signal) DO UPDATE SET last_seq = excluded.last_seq, \
-             updated_ns = excluded.updated_ns",
-        )
-        .bind(signal.cursor())
-        .bind(seq)
-        .bind(now_ns())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    /// Up to `limit` spans stored after row id `after`, with their row ids, oldest first.
-    pub async fn spans_after(&self, after: i64, limit: i64) -> Result<Vec<(i64, Span)>, Error> {
-        let rows = sqlx::query(&format!(
-            "SELECT seq, {SPAN_COLS} FROM spans WHERE seq > ? ORDER BY seq LIMIT ?"
-        ))
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get::<i64, _>("seq")?, span_row(r)?)))
-            .collect()
-    }
-
-    /// Up to `limit` log records stored after row id `after`, with their row ids, oldest first.
-    pub async fn logs_after(&self, after: i64, limit: i64) -> Result<Vec<(i64, LogRecord)>, Error> {
-        let rows = sqlx::query(&format!(
-            "SELECT seq, {LOG_COLS} FROM logs WHERE seq > ? ORDER BY seq LIMIT ?"
-        ))
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get::<i64, _>("seq")?, log_row(r)?)))
-            .collect()
-    }
 }
 
 // --------------------------------------------------------------------------------- encoding

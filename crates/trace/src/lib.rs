@@ -1,5 +1,6 @@
 //! Traces: the span and log-record model, the trace store (SQLite, a file of its own in the data
-//! dir), the OTLP/HTTP decoding of what agents export, and the environment that tells an agent
+//! dir; or, when the control store is PostgreSQL, that database's schema `berth_trace`, shared by
+//! every node), the OTLP/HTTP decoding of what agents export, and the environment that tells an agent
 //! where to export.
 //!
 //! Architecture Invariant: every span and log record carries an [`Attribution`] decided by the
@@ -12,6 +13,7 @@ mod group;
 pub mod logs;
 pub mod online;
 pub mod otlp;
+pub mod postgres;
 pub mod scores;
 mod sink;
 mod sqlite;
@@ -19,6 +21,7 @@ pub mod usage;
 
 pub use env::{AgentEnv, agent_env, session_baggage};
 pub use group::{GroupCommit, MAX_GROUP_ROWS};
+pub use postgres::PgTraceStore;
 pub use sink::{
     CallSpan, CallStatus, SessionStart, SpanSink, new_span_id, new_trace_id, parse_traceparent,
     parse_traceparent_bytes,
@@ -211,6 +214,66 @@ pub trait TraceStore: Send + Sync + 'static {
         runtime_id: &str,
         session_id: &str,
     ) -> Result<Vec<LogRecord>, Error>;
+}
+
+/// The size a span counts for in the size limit: its stored text plus row overhead.
+pub(crate) fn span_bytes(s: &Span) -> i64 {
+    let text = s.name.len()
+        + s.attributes.to_string().len()
+        + s.resource.to_string().len()
+        + s.events.to_string().len()
+        + s.status_message.len()
+        + s.scope.len();
+    i64::try_from(text).unwrap_or(i64::MAX).saturating_add(160)
+}
+
+/// The size a log record counts for in the size limit.
+pub(crate) fn log_bytes(l: &LogRecord) -> i64 {
+    let text = l.body.to_string().len()
+        + l.attributes.to_string().len()
+        + l.resource.to_string().len()
+        + l.scope.len();
+    i64::try_from(text).unwrap_or(i64::MAX).saturating_add(120)
+}
+
+/// One trace store as each of the traits its users take (cheap to clone).
+#[derive(Clone)]
+pub struct TraceStores {
+    pub traces: std::sync::Arc<dyn TraceStore>,
+    pub scores: std::sync::Arc<dyn scores::ScoreStore>,
+    pub logs: std::sync::Arc<dyn logs::LogStore>,
+    pub feed: std::sync::Arc<dyn online::SessionFeed>,
+    pub export: std::sync::Arc<dyn export::ExportSource>,
+}
+
+impl TraceStores {
+    /// Every trait served by one backend value.
+    pub fn of<S>(s: std::sync::Arc<S>) -> Self
+    where
+        S: TraceStore + scores::ScoreStore + logs::LogStore + online::SessionFeed,
+        S: export::ExportSource,
+    {
+        Self {
+            traces: s.clone(),
+            scores: s.clone(),
+            logs: s.clone(),
+            feed: s.clone(),
+            export: s,
+        }
+    }
+
+    /// The trace store that goes with the control store at `store_url`: with PostgreSQL, the
+    /// same database (every node reads what any node recorded); otherwise SQLite at `sqlite`.
+    pub async fn open(store_url: &str, sqlite: &std::path::Path) -> Result<Self, Error> {
+        match berth_store::StoreUrl::parse(store_url) {
+            Ok(berth_store::StoreUrl::Postgres { url }) => Ok(Self::of(std::sync::Arc::new(
+                PgTraceStore::open(&url).await?,
+            ))),
+            _ => Ok(Self::of(std::sync::Arc::new(
+                SqliteTraceStore::open(sqlite).await?,
+            ))),
+        }
+    }
 }
 
 /// Nanoseconds since the Unix epoch.

@@ -3,8 +3,10 @@
 //! restart, a non-retryable answer dropping its batch, and row ids never reused after retention.
 #![allow(clippy::unwrap_used)]
 
-use berth_trace::export::{self, ExportOptions, ExportStats, Signal};
-use berth_trace::{Attribution, LogRecord, Retention, Span, SqliteTraceStore, TraceStore};
+mod backend;
+use backend::Backend;
+use berth_trace::export::{self, ExportOptions, ExportSource, ExportStats, Signal};
+use berth_trace::{Attribution, LogRecord, Retention, Span, TraceStore};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -176,7 +178,7 @@ async fn next_on(inbox: &mut Inbox, path: &str) -> Got {
 }
 
 /// Waits until `signal`'s cursor reaches `seq` (the exporter writes it right after the 2xx).
-async fn cursor_reaches(store: &SqliteTraceStore, signal: Signal, seq: i64) {
+async fn cursor_reaches(store: &impl ExportSource, signal: Signal, seq: i64) {
     tokio::time::timeout(Duration::from_secs(60), async {
         while store.export_cursor(signal).await.unwrap() < seq {
             tokio::task::yield_now().await;
@@ -187,7 +189,7 @@ async fn cursor_reaches(store: &SqliteTraceStore, signal: Signal, seq: i64) {
     .expect("the cursor did not move");
 }
 
-async fn max_seq(store: &SqliteTraceStore, signal: Signal) -> i64 {
+async fn max_seq(store: &impl ExportSource, signal: Signal) -> i64 {
     let rows = match signal {
         Signal::Spans => store
             .spans_after(0, i64::MAX)
@@ -214,12 +216,9 @@ async fn stop(token: CancellationToken, tasks: Vec<tokio::task::JoinHandle<()>>)
     }
 }
 
-#[tokio::test]
-async fn exports_retries_a_503_without_loss_or_duplicates_and_resumes_after_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteTraceStore::open(&dir.path().join("traces.db"))
-        .await
-        .unwrap();
+async fn exports_retries_a_503_without_loss_or_duplicates_and_resumes_after_restart<B: Backend>() {
+    let dir = B::new().await;
+    let store = dir.open().await;
     store
         .insert(
             &[span(1, 1, "s-1"), span(1, 2, "s-1"), span(2, 3, "s-2")],
@@ -244,7 +243,12 @@ async fn exports_retries_a_503_without_loss_or_duplicates_and_resumes_after_rest
     let mut rx = Inbox { rx, held: vec![] };
     let stats = Arc::new(ExportStats::default());
     let token = CancellationToken::new();
-    let tasks = export::start(store.clone(), options(&url), stats.clone(), token.clone());
+    let tasks = export::start(
+        Arc::new(store.clone()),
+        options(&url),
+        stats.clone(),
+        token.clone(),
+    );
 
     // First attempt: 503; the same batch again: 200.
     let first = next_on(&mut rx, "/v1/traces").await;
@@ -307,16 +311,19 @@ async fn exports_retries_a_503_without_loss_or_duplicates_and_resumes_after_rest
 
     // A restart (a new exporter on a reopened store) resumes after the cursor: only new spans.
     drop(store);
-    let store = SqliteTraceStore::open(&dir.path().join("traces.db"))
-        .await
-        .unwrap();
+    let store = dir.open().await;
     store
         .insert(&[span(3, 4, "s-1"), span(3, 5, "s-1")], &[])
         .await
         .unwrap();
     let stats = Arc::new(ExportStats::default());
     let token = CancellationToken::new();
-    let tasks = export::start(store.clone(), options(&url), stats.clone(), token.clone());
+    let tasks = export::start(
+        Arc::new(store.clone()),
+        options(&url),
+        stats.clone(),
+        token.clone(),
+    );
     let third = next_on(&mut rx, "/v1/traces").await;
     assert_eq!(third.status, 200);
     let mut names = span_names(&third);
@@ -347,12 +354,9 @@ async fn exports_retries_a_503_without_loss_or_duplicates_and_resumes_after_rest
     stop(token, tasks).await;
 }
 
-#[tokio::test]
-async fn a_non_retryable_answer_drops_the_batch_and_moves_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteTraceStore::open(&dir.path().join("traces.db"))
-        .await
-        .unwrap();
+async fn a_non_retryable_answer_drops_the_batch_and_moves_on<B: Backend>() {
+    let dir = B::new().await;
+    let store = dir.open().await;
     store.insert(&[span(1, 1, "s-1")], &[]).await.unwrap();
     let (url, rx) = receiver(vec![400]).await;
     let mut rx = Inbox { rx, held: vec![] };
@@ -360,7 +364,7 @@ async fn a_non_retryable_answer_drops_the_batch_and_moves_on() {
     let token = CancellationToken::new();
     let mut opts = options(&url);
     opts.gzip = false;
-    let tasks = export::start(store.clone(), opts, stats.clone(), token.clone());
+    let tasks = export::start(Arc::new(store.clone()), opts, stats.clone(), token.clone());
     let first = next_on(&mut rx, "/v1/traces").await;
     assert_eq!(first.status, 400);
     assert!(first.headers.get("content-encoding").is_none());
@@ -381,3 +385,8 @@ async fn a_non_retryable_answer_drops_the_batch_and_moves_on() {
     assert_eq!(names, ["span-2"]);
     stop(token, tasks).await;
 }
+
+backend::on_both_backends!(
+    exports_retries_a_503_without_loss_or_duplicates_and_resumes_after_restart,
+    a_non_retryable_answer_drops_the_batch_and_moves_on,
+);

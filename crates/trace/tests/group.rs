@@ -3,9 +3,11 @@
 //! real store.
 #![allow(clippy::unwrap_used)]
 
+mod backend;
+use backend::Backend;
 use berth_trace::{
-    Attribution, Error, GroupCommit, LogRecord, Retained, Retention, Span, SqliteTraceStore,
-    TraceFilter, TracePage, TraceStore,
+    Attribution, Error, GroupCommit, LogRecord, Retained, Retention, Span, TraceFilter, TracePage,
+    TraceStore,
 };
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -146,12 +148,9 @@ async fn futures_join(
     out
 }
 
-#[tokio::test]
-async fn concurrent_requests_all_land_in_a_real_store_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = SqliteTraceStore::open(&dir.path().join("traces.db"))
-        .await
-        .unwrap();
+async fn concurrent_requests_all_land_in_a_real_store_once<B: Backend>() {
+    let dir = B::new().await;
+    let sqlite = dir.open().await;
     let store = GroupCommit::new(Arc::new(sqlite.clone()));
     let mut tasks = Vec::new();
     for w in 0..16u8 {
@@ -181,3 +180,5 @@ async fn concurrent_requests_all_land_in_a_real_store_once() {
     assert_eq!(page.traces.len(), 16);
     assert!(page.traces.iter().all(|t| t.span_count == 6));
 }
+
+backend::on_both_backends!(concurrent_requests_all_land_in_a_real_store_once,);

@@ -3,9 +3,11 @@
 //! filter, created groups and streams, and GetLogEvents' tokens at the ends of a stream.
 #![allow(clippy::unwrap_used)]
 
+mod backend;
+use backend::Backend;
 use berth_trace::logs::wire::*;
 use berth_trace::logs::{Caller, Error, Logs};
-use berth_trace::{Attribution, LogRecord, Span, SqliteTraceStore, TraceStore};
+use berth_trace::{Attribution, LogRecord, Span, TraceStore};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -48,12 +50,8 @@ fn root() -> Caller {
     }
 }
 
-async fn setup(dir: &tempfile::TempDir) -> (Logs, Arc<SqliteTraceStore>) {
-    let store = Arc::new(
-        SqliteTraceStore::open(&dir.path().join("traces.db"))
-            .await
-            .unwrap(),
-    );
+async fn setup<B: Backend>(dir: &B) -> (Logs, Arc<B::Store>) {
+    let store = Arc::new(dir.open().await);
     let a = who("rt-a", "s-1");
     let b = who("rt-b", "s-2");
     let log = LogRecord {
@@ -124,9 +122,8 @@ fn col(rows: &[Vec<(String, String)>], field: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn span_documents_are_queried_by_attributed_session_and_runtime() {
-    let dir = tempfile::tempdir().unwrap();
+async fn span_documents_are_queried_by_attributed_session_and_runtime<B: Backend>() {
+    let dir = B::new().await;
     let (logs, _) = setup(&dir).await;
     let q = "fields spanId, durationNano / 1000000 as ms | filter attributes.session.id = 's-1' | sort spanId";
     let rows = query(&logs, &root(), "aws/spans", q).await;
@@ -233,9 +230,8 @@ async fn span_documents_are_queried_by_attributed_session_and_runtime() {
     assert_eq!(mine.log_groups.len(), 2);
 }
 
-#[tokio::test]
-async fn created_streams_page_and_the_token_comes_back_at_the_end() {
-    let dir = tempfile::tempdir().unwrap();
+async fn created_streams_page_and_the_token_comes_back_at_the_end<B: Backend>() {
+    let dir = B::new().await;
     let (logs, store) = setup(&dir).await;
     let group = "/aws/bedrock-agentcore/evaluations/results/x";
     logs.create_log_group(&CreateLogGroupRequest {
@@ -331,3 +327,8 @@ async fn created_streams_page_and_the_token_comes_back_at_the_end() {
         ["event 3", "event 4"]
     );
 }
+
+backend::on_both_backends!(
+    span_documents_are_queried_by_attributed_session_and_runtime,
+    created_streams_page_and_the_token_comes_back_at_the_end,
+);

@@ -3,10 +3,12 @@
 //! and the log records StartQuery finds in the results group.
 #![allow(clippy::unwrap_used)]
 
+mod backend;
+use backend::Backend;
 use berth_trace::logs::wire::*;
 use berth_trace::logs::{Caller, Logs};
 use berth_trace::scores::{Score, ScoreFilter, ScoreStore, results_group};
-use berth_trace::{Error, Retention, SqliteTraceStore, TraceStore};
+use berth_trace::{Error, Retention, TraceStore};
 use std::sync::Arc;
 
 const S: i64 = 1_000_000_000;
@@ -35,14 +37,6 @@ fn score(version: u32, evaluator: &str, ended_s: i64, value: Option<f64>) -> Sco
     }
 }
 
-async fn open(dir: &tempfile::TempDir) -> Arc<SqliteTraceStore> {
-    Arc::new(
-        SqliteTraceStore::open(&dir.path().join("traces.db"))
-            .await
-            .unwrap(),
-    )
-}
-
 fn filter(from_s: i64, to_s: i64) -> ScoreFilter {
     ScoreFilter {
         runtime_id: "rt-a".into(),
@@ -53,10 +47,9 @@ fn filter(from_s: i64, to_s: i64) -> ScoreFilter {
     }
 }
 
-#[tokio::test]
-async fn scores_are_queried_by_endpoint_window_version_evaluator_and_source() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn scores_are_queried_by_endpoint_window_version_evaluator_and_source<B: Backend>() {
+    let dir = B::new().await;
+    let store = Arc::new(dir.open().await);
     let mut batch = vec![
         score(1, "Builtin.Helpfulness", 100, Some(0.9)),
         score(1, "Builtin.Helpfulness", 110, Some(0.7)),
@@ -133,10 +126,9 @@ async fn scores_are_queried_by_endpoint_window_version_evaluator_and_source() {
     assert_eq!(totals.len(), 4);
 }
 
-#[tokio::test]
-async fn an_invalid_score_refuses_the_whole_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn an_invalid_score_refuses_the_whole_batch<B: Backend>() {
+    let dir = B::new().await;
+    let store = Arc::new(dir.open().await);
     let good = score(1, "Builtin.Helpfulness", 100, Some(0.5));
     let mut bad_source = good.clone();
     bad_source.source = "elsewhere".into();
@@ -152,10 +144,9 @@ async fn an_invalid_score_refuses_the_whole_batch() {
     assert!(store.score_totals().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn retention_deletes_scores_with_the_traces_and_keeps_the_totals() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn retention_deletes_scores_with_the_traces_and_keeps_the_totals<B: Backend>() {
+    let dir = B::new().await;
+    let store = Arc::new(dir.open().await);
     store
         .insert_scores(&[
             score(1, "Builtin.Helpfulness", 100, Some(0.9)),
@@ -180,10 +171,9 @@ async fn retention_deletes_scores_with_the_traces_and_keeps_the_totals() {
     assert_eq!(store.score_totals().await.unwrap()[0].count, 2);
 }
 
-#[tokio::test]
-async fn scores_are_log_records_that_start_query_finds() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn scores_are_log_records_that_start_query_finds<B: Backend>() {
+    let dir = B::new().await;
+    let store = Arc::new(dir.open().await);
     let mut a = score(1, "Builtin.Helpfulness", 100, Some(0.9));
     a.session_id = "s-find".into();
     let b = score(2, "Builtin.Helpfulness", 101, Some(0.2));
@@ -257,10 +247,9 @@ async fn scores_are_log_records_that_start_query_finds() {
     assert_eq!(row["traceId"], a.trace_id.as_deref().unwrap());
 }
 
-#[tokio::test]
-async fn ends_are_the_oldest_and_newest_valued_scores_never_shared() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn ends_are_the_oldest_and_newest_valued_scores_never_shared<B: Backend>() {
+    let dir = B::new().await;
+    let store = Arc::new(dir.open().await);
     let mut batch: Vec<Score> = (1..=5)
         .map(|i| score(1, "Builtin.Helpfulness", 100 + i, Some(i as f64 / 10.0)))
         .collect();
@@ -298,3 +287,11 @@ async fn ends_are_the_oldest_and_newest_valued_scores_never_shared() {
     };
     assert!(matches!(store.ends(&bad, 2).await, Err(Error::Invalid(_))));
 }
+
+backend::on_both_backends!(
+    scores_are_queried_by_endpoint_window_version_evaluator_and_source,
+    an_invalid_score_refuses_the_whole_batch,
+    retention_deletes_scores_with_the_traces_and_keeps_the_totals,
+    scores_are_log_records_that_start_query_finds,
+    ends_are_the_oldest_and_newest_valued_scores_never_shared,
+);

@@ -1,10 +1,10 @@
 //! The SQLite trace store against a temp dir: inserts, filters, paging, retention, reopening.
 #![allow(clippy::unwrap_used)]
 
+mod backend;
+use backend::Backend;
 use berth_trace::online::SessionFeed;
-use berth_trace::{
-    Attribution, LogRecord, Retention, Span, SqliteTraceStore, TraceFilter, TraceStore,
-};
+use berth_trace::{Attribution, LogRecord, Retention, Span, TraceFilter, TraceStore};
 use serde_json::json;
 
 fn who(runtime: &str, session: &str, actor: Option<&str>) -> Attribution {
@@ -37,16 +37,9 @@ fn span(trace: u8, id: u8, parent: Option<u8>, start: i64, end: i64, who: &Attri
     }
 }
 
-async fn open(dir: &tempfile::TempDir) -> SqliteTraceStore {
-    SqliteTraceStore::open(&dir.path().join("traces.db"))
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn insert_get_and_filter() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn insert_get_and_filter<B: Backend>() {
+    let dir = B::new().await;
+    let store = dir.open().await;
     let a = who("rt-a", "s-1", Some("alice"));
     let b = who("rt-b", "s-2", Some("bob"));
     let mut failed = span(2, 3, None, 2_000, 9_000, &b);
@@ -191,10 +184,9 @@ async fn insert_get_and_filter() {
     );
 }
 
-#[tokio::test]
-async fn a_reused_trace_id_stays_apart_per_session() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn a_reused_trace_id_stays_apart_per_session<B: Backend>() {
+    let dir = B::new().await;
+    let store = dir.open().await;
     let a = who("rt", "s-1", None);
     let b = who("rt", "s-2", None);
     store
@@ -222,10 +214,9 @@ async fn a_reused_trace_id_stays_apart_per_session() {
     assert_eq!(listed.traces[0].span_count, 1);
 }
 
-#[tokio::test]
-async fn paging_walks_every_trace_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn paging_walks_every_trace_once<B: Backend>() {
+    let dir = B::new().await;
+    let store = dir.open().await;
     let a = who("rt", "s", None);
     let spans: Vec<Span> = (1..=7)
         .map(|i| span(i, i, None, i64::from(i) * 10, i64::from(i) * 10 + 5, &a))
@@ -251,10 +242,9 @@ async fn paging_walks_every_trace_once() {
     assert_eq!(seen, vec![70, 60, 50, 40, 30, 20, 10]);
 }
 
-#[tokio::test]
-async fn retention_deletes_by_age_then_the_oldest_by_size() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn retention_deletes_by_age_then_the_oldest_by_size<B: Backend>() {
+    let dir = B::new().await;
+    let store = dir.open().await;
     let a = who("rt", "s", None);
     let log = LogRecord {
         trace_id: Some(format!("{:032x}", 1)),
@@ -345,17 +335,16 @@ async fn retention_deletes_by_age_then_the_oldest_by_size() {
     assert!(store.stored_bytes().await.unwrap() <= per * 3 + per / 2);
 }
 
-#[tokio::test]
-async fn reopening_keeps_the_data() {
-    let dir = tempfile::tempdir().unwrap();
+async fn reopening_keeps_the_data<B: Backend>() {
+    let dir = B::new().await;
     {
-        let store = open(&dir).await;
+        let store = dir.open().await;
         store
             .insert(&[span(9, 9, None, 5, 6, &who("rt", "s", None))], &[])
             .await
             .unwrap();
     }
-    let store = open(&dir).await;
+    let store = dir.open().await;
     assert_eq!(
         store
             .trace(&format!("{:032x}", 9), None)
@@ -366,10 +355,9 @@ async fn reopening_keeps_the_data() {
     );
 }
 
-#[tokio::test]
-async fn a_large_batch_counts_each_new_span_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn a_large_batch_counts_each_new_span_once<B: Backend>() {
+    let dir = B::new().await;
+    let store = dir.open().await;
     let a = who("rt", "s-1", None);
     // Stored before: its retry in the next batch is not counted again.
     store
@@ -406,11 +394,67 @@ async fn a_large_batch_counts_each_new_span_once() {
     );
 }
 
-#[tokio::test]
-async fn finished_sessions_page_by_end_time_and_cursors_persist() {
+/// Two handles onto one store (two server nodes on one PostgreSQL) write spans of the same
+/// trace at once, each span sent through both (a retried export landing on another node): every
+/// span is stored once, and the trace row, the usage accounts and the export order add up.
+async fn two_nodes_write_one_trace_at_once<B: Backend>() {
+    use berth_trace::export::ExportSource;
+    let dir = B::new().await;
+    let nodes = [dir.open().await, dir.open().await];
+    let a = who("rt-a", "s-1", None);
+    let mut tasks = Vec::new();
+    // The two nodes send the same span ids: each is stored once.
+    for node in &nodes {
+        for w in 0..4u8 {
+            let (node, a) = (node.clone(), a.clone());
+            tasks.push(tokio::spawn(async move {
+                for k in 0..10u8 {
+                    let batch: Vec<Span> = (0..5u8)
+                        .map(|i| {
+                            let id = w * 50 + k * 5 + i;
+                            let mut s = span(1, id, None, 1_000 + i64::from(id), 5_000, &a);
+                            s.attributes = json!({
+                                "gen_ai.operation.name": "chat",
+                                "gen_ai.request.model": "m",
+                                "gen_ai.usage.input_tokens": 1,
+                            });
+                            s
+                        })
+                        .collect();
+                    node.insert(&batch, &[]).await.unwrap();
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let spans = 4 * 10 * 5;
+    for node in &nodes {
+        let page = node.list(&TraceFilter::default()).await.unwrap();
+        assert_eq!(page.traces.len(), 1);
+        assert_eq!(page.traces[0].span_count, spans);
+        assert_eq!(page.traces[0].start_ns, 1_000);
+        let totals = node.usage_totals().await.unwrap();
+        assert_eq!(totals.len(), 1);
+        assert_eq!(totals[0].counts.input_tokens, spans);
+        assert_eq!(totals[0].counts.model_calls, spans);
+        let seqs: Vec<i64> = node
+            .spans_after(0, i64::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        assert_eq!(seqs.len() as i64, spans);
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    }
+}
+
+async fn finished_sessions_page_by_end_time_and_cursors_persist<B: Backend>() {
     use berth_trace::online::{OnlineCursor, session_documents};
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let dir = B::new().await;
+    let store = dir.open().await;
     let (a, b, c) = (
         who("rt-a", "s-1", None),
         who("rt-a", "s-2", None),
@@ -462,7 +506,7 @@ async fn finished_sessions_page_by_end_time_and_cursors_persist() {
     assert_eq!(store.online_cursor("cfg").await.unwrap(), None);
     store.set_online_cursor("cfg", &after).await.unwrap();
     drop(store);
-    let store = open(&dir).await;
+    let store = dir.open().await;
     assert_eq!(store.online_cursor("cfg").await.unwrap(), Some(after));
 
     // The session's documents: what Evaluate takes, in end-time order.
@@ -471,3 +515,14 @@ async fn finished_sessions_page_by_end_time_and_cursors_persist() {
     assert_eq!(names, ["span-1", "span-2"]);
     assert_eq!(docs[0]["attributes"]["session.id"], "s-1");
 }
+
+backend::on_both_backends!(
+    two_nodes_write_one_trace_at_once,
+    insert_get_and_filter,
+    a_reused_trace_id_stays_apart_per_session,
+    paging_walks_every_trace_once,
+    retention_deletes_by_age_then_the_oldest_by_size,
+    reopening_keeps_the_data,
+    a_large_batch_counts_each_new_span_once,
+    finished_sessions_page_by_end_time_and_cursors_persist,
+);

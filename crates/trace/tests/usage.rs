@@ -2,8 +2,10 @@
 //! span (a retried export adds nothing), filtered and grouped, and the Prometheus totals.
 #![allow(clippy::unwrap_used)]
 
+mod backend;
+use backend::Backend;
 use berth_trace::usage::{GroupBy, Prices, UsageFilter, report};
-use berth_trace::{Attribution, Span, SqliteTraceStore, TraceStore};
+use berth_trace::{Attribution, Span, TraceStore};
 use serde_json::{Value, json};
 
 const MINUTE: i64 = 60_000_000_000;
@@ -49,16 +51,9 @@ fn chat(model: &str, input: i64, output: i64) -> Value {
     })
 }
 
-async fn open(dir: &tempfile::TempDir) -> SqliteTraceStore {
-    SqliteTraceStore::open(&dir.path().join("traces.db"))
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn usage_is_summed_once_per_stored_span() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn usage_is_summed_once_per_stored_span<B: Backend>() {
+    let dir = B::new().await;
+    let store = dir.open().await;
     let (v1a, v1b, v2) = (
         who(1, "s-a", Some("alice")),
         who(1, "s-b", Some("bob")),
@@ -197,11 +192,10 @@ async fn usage_is_summed_once_per_stored_span() {
     assert_eq!(totals[3].counts.input_tokens, 1_000);
 }
 
-#[tokio::test]
-async fn accounts_survive_reopening() {
-    let dir = tempfile::tempdir().unwrap();
+async fn accounts_survive_reopening<B: Backend>() {
+    let dir = B::new().await;
     {
-        let store = open(&dir).await;
+        let store = dir.open().await;
         store
             .insert(
                 &[span(1, MINUTE, chat("m1", 5, 6), &who(1, "s", None))],
@@ -210,16 +204,15 @@ async fn accounts_survive_reopening() {
             .await
             .unwrap();
     }
-    let store = open(&dir).await;
+    let store = dir.open().await;
     let rows = store.usage(&UsageFilter::default()).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].counts.total_tokens, 11);
 }
 
-#[tokio::test]
-async fn a_large_batch_is_written_in_several_statements_and_summed_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn a_large_batch_is_written_in_several_statements_and_summed_exactly<B: Backend>() {
+    let dir = B::new().await;
+    let store = dir.open().await;
     let w = who(1, "s", None);
     // 1,200 spans in 1,200 minutes: more distinct rows than one statement holds.
     let spans: Vec<Span> = (0..1_200i64)
@@ -239,3 +232,9 @@ async fn a_large_batch_is_written_in_several_statements_and_summed_exactly() {
     assert_eq!(totals.len(), 1);
     assert_eq!(totals[0].counts.model_calls, 1_200);
 }
+
+backend::on_both_backends!(
+    usage_is_summed_once_per_stored_span,
+    accounts_survive_reopening,
+    a_large_batch_is_written_in_several_statements_and_summed_exactly,
+);

@@ -5,27 +5,41 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== setup"
-scripts/setup-python.sh
-scripts/setup-node.sh
-scripts/setup-debian.sh
-scripts/fetch-model.sh
+# Each phase's header says when it started (seconds since this script did).
+phase() { echo "== $1 (at ${SECONDS} s)"; }
 
-echo "== format and lints (unformatted code or any clippy warning fails the suite)"
+# Setup (downloads and package installs) runs while the Rust code is checked and built (CPU);
+# nothing before the tests needs it.
+phase "setup, in the background until the tests"
+mkdir -p target
+setup_log=target/test-setup.log
+(scripts/setup-python.sh && scripts/setup-node.sh && scripts/setup-debian.sh && scripts/fetch-model.sh) \
+    >"$setup_log" 2>&1 </dev/null &
+setup_pid=$!
+trap 'kill "$setup_pid" 2>/dev/null || true' EXIT
+
+phase "format and lints (unformatted code or any clippy warning fails the suite)"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== build"
+phase "build"
 cargo build --workspace --locked --all-targets
 
-echo "== rust tests"
+phase "setup finishing"
+setup_ok=0
+wait "$setup_pid" || setup_ok=$?
+cat "$setup_log"
+[ "$setup_ok" = 0 ] || { echo "setup failed (exit $setup_ok)" >&2; exit 1; }
+
+phase "rust tests"
 cargo test --workspace --locked
 
-echo "== conformance (boto3, the bedrock-agentcore SDK and the AWS SDK for JavaScript v3 against a real berth serve)"
+phase "conformance (boto3, the bedrock-agentcore SDK and the AWS SDK for JavaScript v3 against a real berth serve)"
 BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q tests/conformance "$@"
 
-echo "== security (hostile agents and clients against a real berth serve)"
+phase "security (hostile agents and clients against a real berth serve)"
 BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q tests/security
 
-echo "== bench smoke (every benchmark path runs; timings are not judged)"
+phase "bench smoke (every benchmark path runs; timings are not judged)"
 bench/run.sh --smoke
+phase "done"

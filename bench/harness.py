@@ -588,16 +588,23 @@ class Berth:
                 raise BrokenPath(f"{runtime_name} on berth-{self.name} still {status} after {timeout} s")
             time.sleep(0.25)
 
-    def sessions(self) -> list[dict]:
-        """The live sessions this server runs (`berth sessions list --json`)."""
+    def _cli_json(self, *args: str):
         env = self.tools.env()
         env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY)
-        out = subprocess.run([str(self.tools.berth), "sessions", "list", "--json", "--endpoint-url", self.url],
+        out = subprocess.run([str(self.tools.berth), *args, "--json", "--endpoint-url", self.url],
                              capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
         if out.returncode != 0:
-            raise BrokenPath(f"berth sessions list on berth-{self.name} failed: {out.stderr.strip()[-500:]}")
-        listed = json.loads(out.stdout)
+            raise BrokenPath(f"berth {' '.join(args)} on berth-{self.name} failed: {out.stderr.strip()[-500:]}")
+        return json.loads(out.stdout)
+
+    def sessions(self) -> list[dict]:
+        """The live sessions of the installation, each with its `nodeId` (`berth sessions list --json`)."""
+        listed = self._cli_json("sessions", "list")
         return listed["sessions"] if isinstance(listed, dict) else listed
+
+    def node_id(self) -> str:
+        """This server's node id (`berth nodes list --json`)."""
+        return next(n["nodeId"] for n in self._cli_json("nodes", "list")["nodes"] if n["thisNode"])
 
     def invoke_url(self, arn: str) -> str:
         return f"{self.url}/runtimes/{quote(arn, safe='')}/invocations?qualifier=DEFAULT"

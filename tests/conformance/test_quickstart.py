@@ -417,6 +417,8 @@ def first_run(user: User) -> dict:
     banner = poll(banner_eval, lambda b: b is not None, timeout=30, what="the banner's eval line")
     printed = user.shell(dict(user.env), shlex.split(banner))
     assert "AWS_SECRET_ACCESS_KEY=" in printed.stdout and "AWS_REGION=" in printed.stdout, printed.stdout
+    # ... and points at this server, whatever port it listens on.
+    assert f"AWS_ENDPOINT_URL_BEDROCK_AGENTCORE={server.url}\n" in printed.stdout, printed.stdout
     env = run_quickstart(user)
     assert_semantic_retrieval(env)
     # stderr is a pipe here and NO_COLOR is unset: the log must still be plain.

@@ -653,6 +653,7 @@ pub async fn sessions(cmd: SessionsCmd, args: ClientArgs) -> anyhow::Result<()> 
                 "STARTED",
                 "LAST ACTIVITY",
                 "STATE",
+                "NODE",
             ]);
             for s in v["sessions"].as_array().into_iter().flatten() {
                 let ts = |k: &str| s[k].as_i64().map(berth_types::iso8601).unwrap_or_default();
@@ -665,9 +666,13 @@ pub async fn sessions(cmd: SessionsCmd, args: ClientArgs) -> anyhow::Result<()> 
                     ts("startedAt"),
                     ts("lastActivityAt"),
                     s["state"].as_str().unwrap_or_default().to_owned(),
+                    s["nodeId"].as_str().unwrap_or_default().to_owned(),
                 ]);
             }
             outln!("{t}");
+            for node in v["unreachableNodes"].as_array().into_iter().flatten() {
+                eprintln!("node {node} could not be asked: its sessions are not listed");
+            }
         }
         SessionsCmd::Stop { runtime, session } => {
             let id = c.runtime_id(&runtime).await?;

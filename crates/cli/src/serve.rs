@@ -1372,9 +1372,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let me = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "berth".into());
+    // The address and region as this server has them: the command's defaults are the default
+    // port's, and the line is evaluated after the exports above.
     println!(
-        "eval \"$({me} credentials --export --data-dir {})\"   # sets AWS_SECRET_ACCESS_KEY",
-        cfg.data_dir.display()
+        "eval \"$({me} credentials --export --data-dir {} --endpoint-url {url} --region {})\"   # sets AWS_SECRET_ACCESS_KEY",
+        cfg.data_dir.display(),
+        cfg.partition.region
     );
 
     // Export requests arriving together share a transaction (and its fsync).

@@ -13,3 +13,28 @@ mod online;
 mod scores;
 mod traces;
 mod usage;
+
+/// The attribution filters traces and usage are narrowed by, each an ` AND column = value`.
+fn push_attribution(
+    q: &mut sqlx::QueryBuilder<'_, Db>,
+    runtime_id: Option<&String>,
+    version: Option<u32>,
+    endpoint: Option<&String>,
+    session_id: Option<&String>,
+    actor: Option<&String>,
+) {
+    let text = [
+        (" AND runtime_id = ", runtime_id),
+        (" AND endpoint = ", endpoint),
+        (" AND session_id = ", session_id),
+        (" AND actor = ", actor),
+    ];
+    for (clause, value) in text {
+        if let Some(v) = value {
+            q.push(clause).push_bind(v.clone());
+        }
+    }
+    if let Some(v) = version {
+        q.push(" AND version = ").push_bind(i64::from(v));
+    }
+}

@@ -405,21 +405,14 @@ impl TraceStore for Store {
              actor, service_name, root_name, start_ns, end_ns, span_count, error FROM traces \
              WHERE 1 = 1"
         ));
-        if let Some(v) = &f.runtime_id {
-            q.push(" AND runtime_id = ").push_bind(v.clone());
-        }
-        if let Some(v) = f.version {
-            q.push(" AND version = ").push_bind(i64::from(v));
-        }
-        if let Some(v) = &f.endpoint {
-            q.push(" AND endpoint = ").push_bind(v.clone());
-        }
-        if let Some(v) = &f.session_id {
-            q.push(" AND session_id = ").push_bind(v.clone());
-        }
-        if let Some(v) = &f.actor {
-            q.push(" AND actor = ").push_bind(v.clone());
-        }
+        super::push_attribution(
+            &mut q,
+            f.runtime_id.as_ref(),
+            f.version,
+            f.endpoint.as_ref(),
+            f.session_id.as_ref(),
+            f.actor.as_ref(),
+        );
         match f.status.as_deref() {
             None => {}
             Some("ERROR") => {

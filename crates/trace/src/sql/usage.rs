@@ -188,21 +188,14 @@ pub(super) async fn query(pool: &sqlx::Pool<Db>, f: &UsageFilter) -> Result<Vec<
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    if let Some(v) = &f.runtime_id {
-        q.push(" AND runtime_id = ").push_bind(v.clone());
-    }
-    if let Some(v) = f.version {
-        q.push(" AND version = ").push_bind(i64::from(v));
-    }
-    if let Some(v) = &f.endpoint {
-        q.push(" AND endpoint = ").push_bind(v.clone());
-    }
-    if let Some(v) = &f.session_id {
-        q.push(" AND session_id = ").push_bind(v.clone());
-    }
-    if let Some(v) = &f.actor {
-        q.push(" AND actor = ").push_bind(v.clone());
-    }
+    super::push_attribution(
+        &mut q,
+        f.runtime_id.as_ref(),
+        f.version,
+        f.endpoint.as_ref(),
+        f.session_id.as_ref(),
+        f.actor.as_ref(),
+    );
     if let Some(v) = f.since_ns {
         q.push(" AND minute_ns >= ")
             .push_bind(v.div_euclid(MINUTE_NS) * MINUTE_NS);

@@ -39,6 +39,10 @@ pub struct EdgeArgs {
     /// Request body bytes one sandbox may have in flight, in MiB [default: 256].
     #[arg(long, env = "BERTH_SANDBOX_BODY_BUDGET_MIB")]
     pub sandbox_body_budget_mib: Option<usize>,
+    /// TCP segment size the listeners advertise, 536-65495; a client sizes its first send buffer
+    /// from it, so it bounds what a refused upload pushes [default: 1460].
+    #[arg(long, env = "BERTH_MAX_SEGMENT_SIZE")]
+    pub max_segment_size: Option<u32>,
 }
 
 const MIB: usize = 1024 * 1024;
@@ -60,6 +64,7 @@ impl EdgeArgs {
             sandbox_body_budget_mib: self
                 .sandbox_body_budget_mib
                 .or(file.sandbox_body_budget_mib),
+            max_segment_size: self.max_segment_size.or(file.max_segment_size),
         }
     }
 
@@ -102,7 +107,11 @@ impl EdgeArgs {
                 self.sandbox_body_budget_mib,
                 d.sandbox_body_budget,
             )?,
+            max_segment_size: self.max_segment_size.unwrap_or(d.max_segment_size),
         };
+        if !(536..=65495).contains(&opts.max_segment_size) {
+            return Err(invalid("max_segment_size", "must be from 536 to 65495"));
+        }
         if opts.body_budget < opts.large_body_limit {
             return Err(invalid(
                 "body_budget_mib",
@@ -167,6 +176,16 @@ mod tests {
         assert_eq!(
             err,
             "invalid value for header-timeout-ms (BERTH_HEADER_TIMEOUT_MS): must be at least 1"
+        );
+        assert_eq!(o.max_segment_size, 1460);
+        let tiny = EdgeArgs {
+            max_segment_size: Some(100),
+            ..EdgeArgs::default()
+        };
+        let err = tiny.resolve().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid value for max-segment-size (BERTH_MAX_SEGMENT_SIZE): must be from 536 to 65495"
         );
     }
 }

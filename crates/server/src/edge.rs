@@ -49,6 +49,13 @@ pub struct EdgeOptions {
     pub sandbox_max_connections: usize,
     /// Body bytes one sandbox's requests may hold at once (also counted in `body_budget`).
     pub sandbox_body_budget: usize,
+    /// The TCP maximum segment size the listeners advertise (`TCP_MAXSEG`). A client's kernel
+    /// sizes a new connection's send buffer from it (about twenty segments), and that much is
+    /// what a client pushes before a refusal from the headers reaches it: over loopback, whose
+    /// segment is 64 KiB, ~2.6 MiB per refused upload (bench B8). 1460 is Ethernet's, what a
+    /// client across a network gets anyway; a local client's large bodies still move 64 KiB per
+    /// send (the kernel segments them late).
+    pub max_segment_size: u32,
 }
 
 const MIB: usize = 1024 * 1024;
@@ -68,6 +75,7 @@ impl Default for EdgeOptions {
             body_budget: 1024 * MIB,
             sandbox_max_connections: 64,
             sandbox_body_budget: 256 * MIB,
+            max_segment_size: 1460,
         }
     }
 }
@@ -229,6 +237,7 @@ struct Listen {
 
 impl Listen {
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
+        advertise_segment_size(&listener, self.opts.max_segment_size, self.origin);
         let conns = TaskTracker::new();
         loop {
             let accepted = tokio::select! {
@@ -285,6 +294,13 @@ impl Listen {
             // A backoff, not a synchronisation: the condition is outside the process.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// Sets the TCP segment size `listener` advertises; accepted connections inherit it.
+fn advertise_segment_size(listener: &TcpListener, mss: u32, origin: &str) {
+    if let Err(e) = socket2::SockRef::from(listener).set_tcp_mss(mss) {
+        warn!(origin, mss, error = %e, "cannot set the advertised TCP segment size");
     }
 }
 
@@ -378,6 +394,25 @@ impl ConnSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client of a listener served by the edge gets the configured segment size, not
+    /// loopback's 64 KiB (and with it a send buffer of ~2.6 MiB to fill before any answer).
+    #[tokio::test]
+    async fn clients_get_the_advertised_segment_size() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        advertise_segment_size(&listener, EdgeOptions::default().max_segment_size, "test");
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (_server_side, _) = listener.accept().await.unwrap();
+        let mss = socket2::SockRef::from(&client).tcp_mss().unwrap();
+        assert!(mss <= 1460, "client segment size {mss}");
+        let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other = TcpStream::connect(plain.local_addr().unwrap())
+            .await
+            .unwrap();
+        let loopback = socket2::SockRef::from(&other).tcp_mss().unwrap();
+        assert!(loopback > 1460, "loopback's own segment size {loopback}");
+    }
 
     #[test]
     fn the_connection_limit_leaves_descriptors_for_everything_else() {

@@ -32,9 +32,11 @@ impl SqliteTraceStore {
         &self.writer
     }
 
-    /// A write transaction: the one writer connection serialises them.
+    /// A write transaction: the one writer connection serialises them, and `BEGIN IMMEDIATE`
+    /// takes the database's write lock before the first read (a transaction that reads first
+    /// cannot wait for the lock later: another process's commit in between fails it at once).
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Db>, Error> {
-        Ok(self.writer.begin().await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
 

@@ -150,14 +150,79 @@ async fn upsert_traces(
     Ok(())
 }
 
-/// Inserts spans a few hundred per statement, skipping those already stored (a retried export);
-/// returns which of `spans` were new.
+/// A span's identity in the store (its `UNIQUE` key).
+type SpanKey<'a> = (&'a str, &'a str, &'a str, &'a str);
+
+fn span_key(s: &Span) -> SpanKey<'_> {
+    (
+        &s.trace_id,
+        &s.span_id,
+        &s.attribution.runtime_id,
+        session_col(&s.attribution),
+    )
+}
+
+/// Inserts spans a few hundred per statement, skipping those already stored (a retried export)
+/// and repeats within the batch; returns which of `spans` were new.
+///
+/// What is stored already is asked first, in one query per chunk that nearly always returns no
+/// row. (`RETURNING` on the insert would say the same, but sqlx's SQLite worker hands every
+/// returned row to the caller's thread on its own: two thread wake-ups per span, which were most
+/// of a batch's CPU.)
 async fn insert_spans(
     tx: &mut sqlx::Transaction<'_, Db>,
     spans: &[Span],
 ) -> Result<Vec<bool>, Error> {
-    let mut new = Vec::with_capacity(spans.len());
+    let mut stored = std::collections::HashSet::<(String, String, String, String)>::new();
     for chunk in spans.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Db>::new(
+            "SELECT trace_id, span_id, runtime_id, session_id FROM spans \
+             WHERE (trace_id, span_id, runtime_id, session_id) IN (VALUES ",
+        );
+        let mut rows = q.separated(", ");
+        for s in chunk {
+            let (t, id, r, session) = span_key(s);
+            rows.push("(")
+                .push_bind_unseparated(t)
+                .push_unseparated(", ")
+                .push_bind_unseparated(id)
+                .push_unseparated(", ")
+                .push_bind_unseparated(r)
+                .push_unseparated(", ")
+                .push_bind_unseparated(session)
+                .push_unseparated(")");
+        }
+        q.push(")");
+        for row in q.build().persistent(false).fetch_all(&mut **tx).await? {
+            stored.insert((
+                row.try_get("trace_id")?,
+                row.try_get("span_id")?,
+                row.try_get("runtime_id")?,
+                row.try_get("session_id")?,
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::<SpanKey<'_>>::new();
+    let new: Vec<bool> = spans
+        .iter()
+        .map(|s| {
+            let k = span_key(s);
+            seen.insert(k)
+                && !stored.contains(&(
+                    k.0.to_owned(),
+                    k.1.to_owned(),
+                    k.2.to_owned(),
+                    k.3.to_owned(),
+                ))
+        })
+        .collect();
+    let fresh: Vec<&Span> = spans
+        .iter()
+        .zip(&new)
+        .filter(|(_, n)| **n)
+        .map(|(s, _)| s)
+        .collect();
+    for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Db>::new(format!("INSERT INTO spans ({SPAN_COLS}) "));
         q.push_values(chunk, |mut b, s| {
             let a = &s.attribution;
@@ -181,41 +246,9 @@ async fn insert_spans(
                 .push_bind(json_text(&s.resource))
                 .push_bind(json_text(&s.events));
         });
-        q.push(" ON CONFLICT DO NOTHING RETURNING trace_id, span_id, runtime_id, session_id");
-        let rows = q.build().persistent(false).fetch_all(&mut **tx).await?;
-        if rows.len() == chunk.len() {
-            new.extend(std::iter::repeat_n(true, chunk.len()));
-            continue;
-        }
-        // Some were stored before (or repeated in this batch): only the rows the database returned
-        // are new, each once.
-        let mut inserted =
-            std::collections::HashMap::<(String, String, String, String), usize>::new();
-        for row in &rows {
-            let key = (
-                row.try_get("trace_id")?,
-                row.try_get("span_id")?,
-                row.try_get("runtime_id")?,
-                row.try_get("session_id")?,
-            );
-            *inserted.entry(key).or_default() += 1;
-        }
-        for s in chunk {
-            let key = (
-                s.trace_id.clone(),
-                s.span_id.clone(),
-                s.attribution.runtime_id.clone(),
-                session_col(&s.attribution).to_owned(),
-            );
-            let fresh = match inserted.get_mut(&key) {
-                Some(n) if *n > 0 => {
-                    *n -= 1;
-                    true
-                }
-                _ => false,
-            };
-            new.push(fresh);
-        }
+        // Written under the store's write lock (SQLite's one writer, PostgreSQL's advisory
+        // lock), so nothing was stored between the question above and this insert.
+        q.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(new)
 }

@@ -35,9 +35,14 @@ phase "rust tests"
 cargo test --workspace --locked
 
 phase "conformance (boto3, the bedrock-agentcore SDK and the AWS SDK for JavaScript v3 against a real berth serve)"
-BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q tests/conformance "$@"
+# Two workers: most of a conformance test is waiting (builds, sandbox starts, lifecycle timers), so
+# two at once nearly halve the phase on two cores. A test module runs on one worker (its
+# module-scoped server is started once); each worker has its own session-scoped servers.
+BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q -n 2 --dist loadfile tests/conformance "$@"
 
 phase "security (hostile agents and clients against a real berth serve)"
+# One at a time: two of its modules route the same test addresses through the host
+# (test_egress's namespace, shared by test_container_confinement).
 BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q tests/security
 
 phase "bench smoke (every benchmark path runs; timings are not judged)"

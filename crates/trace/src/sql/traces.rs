@@ -173,28 +173,19 @@ async fn insert_spans(
     tx: &mut sqlx::Transaction<'_, Db>,
     spans: &[Span],
 ) -> Result<Vec<bool>, Error> {
-    let mut stored = std::collections::HashSet::<(String, String, String, String)>::new();
+    let mut stored = Vec::<(String, String, String, String)>::new();
     for chunk in spans.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Db>::new(
             "SELECT trace_id, span_id, runtime_id, session_id FROM spans \
-             WHERE (trace_id, span_id, runtime_id, session_id) IN (VALUES ",
+             WHERE (trace_id, span_id, runtime_id, session_id) IN (",
         );
-        let mut rows = q.separated(", ");
-        for s in chunk {
+        q.push_values(chunk, |mut b, s| {
             let (t, id, r, session) = span_key(s);
-            rows.push("(")
-                .push_bind_unseparated(t)
-                .push_unseparated(", ")
-                .push_bind_unseparated(id)
-                .push_unseparated(", ")
-                .push_bind_unseparated(r)
-                .push_unseparated(", ")
-                .push_bind_unseparated(session)
-                .push_unseparated(")");
-        }
+            b.push_bind(t).push_bind(id).push_bind(r).push_bind(session);
+        });
         q.push(")");
         for row in q.build().persistent(false).fetch_all(&mut **tx).await? {
-            stored.insert((
+            stored.push((
                 row.try_get("trace_id")?,
                 row.try_get("span_id")?,
                 row.try_get("runtime_id")?,
@@ -202,20 +193,12 @@ async fn insert_spans(
             ));
         }
     }
-    let mut seen = std::collections::HashSet::<SpanKey<'_>>::new();
-    let new: Vec<bool> = spans
+    // A span is new unless it is stored already or came earlier in this batch.
+    let mut seen: std::collections::HashSet<SpanKey<'_>> = stored
         .iter()
-        .map(|s| {
-            let k = span_key(s);
-            seen.insert(k)
-                && !stored.contains(&(
-                    k.0.to_owned(),
-                    k.1.to_owned(),
-                    k.2.to_owned(),
-                    k.3.to_owned(),
-                ))
-        })
+        .map(|(t, id, r, session)| (t.as_str(), id.as_str(), r.as_str(), session.as_str()))
         .collect();
+    let new: Vec<bool> = spans.iter().map(|s| seen.insert(span_key(s))).collect();
     let fresh: Vec<&Span> = spans
         .iter()
         .zip(&new)

@@ -158,7 +158,8 @@ class BerthServer:
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
         self._ready = threading.Event()
-        self._log_lock = threading.Lock()
+        # Held while a log line is written; notified after each, for `wait_for_log`.
+        self._log_lock = threading.Condition()
         self._log = None
         self._readers: list[threading.Thread] = []
 
@@ -333,6 +334,19 @@ class BerthServer:
             if self._log is not None and not self._log.closed:
                 self._log.write(text)
                 self._log.flush()
+            self._log_lock.notify_all()
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> str:
+        """The log once it holds `text`. The server writes its log lines from a background thread
+        and stdout and stderr are read by two threads, so a line the server wrote before its
+        endpoint line may reach the log after it. Fails after `timeout` seconds."""
+        def read() -> str:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+        with self._log_lock:
+            if not self._log_lock.wait_for(lambda: text in read(), timeout=timeout):
+                pytest.fail(f"{text!r} not in the server log within {timeout} s:\n" + self.log_tail())
+        return read()
 
     def _join_readers(self) -> None:
         for reader in self._readers:

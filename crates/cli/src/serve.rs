@@ -1488,7 +1488,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => (None, None),
     };
-    let state = berth_server::AppState {
+    let state = berth_server::AppState::from(berth_server::Services {
         control: control.clone(),
         keys: keys.clone(),
         ring: keys.clone(),
@@ -1514,7 +1514,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             cluster.clone(),
             (!cluster.is_standalone()).then(|| stores.nodes.clone()),
         ),
-    };
+    });
     sandbox_api_state.send_replace(Some(state.clone()));
     // Online evaluation and drift alerts: off the invocation path, over what is stored. With
     // the trace store in PostgreSQL every node sees every session's traces and the same cursors,

@@ -336,6 +336,11 @@ struct Inner {
     live: Mutex<HashMap<Key, Arc<OnceCell<Arc<Session>>>>>,
     pools: Mutex<HashMap<(String, u32), VecDeque<Held>>>,
     filling: Mutex<std::collections::HashSet<(String, u32)>>,
+    /// Warm starts in progress at once, at most one per CPU. Spares are background work: a burst
+    /// of new runtimes (or a restart with many) must not start so many agents at once that none
+    /// becomes healthy within its start timeout, nor starve the invocations' own starts, which
+    /// never wait for this.
+    warm_starts: tokio::sync::Semaphore,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     admission: Admission,
@@ -417,6 +422,9 @@ impl Sessions {
                 live: Mutex::new(HashMap::new()),
                 pools: Mutex::new(HashMap::new()),
                 filling: Mutex::new(Default::default()),
+                warm_starts: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(1, usize::from),
+                ),
                 tasks: TaskTracker::new(),
                 shutdown,
                 admission: Admission::new(opts_quotas),
@@ -813,6 +821,11 @@ impl Sessions {
                     if have >= want || this.inner.shutdown.is_cancelled() {
                         break;
                     }
+                    let permit = tokio::select! {
+                        p = this.inner.warm_starts.acquire() => p,
+                        _ = this.inner.shutdown.cancelled() => break,
+                    };
+                    let Ok(_permit) = permit else { break };
                     let id = sandbox_id(&key.0, "warm");
                     // A spare never pushes past a cap: without a free slot the pool stays short.
                     let slot = match this.inner.admission.reserve(&key.0) {

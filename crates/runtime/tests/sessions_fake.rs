@@ -426,3 +426,34 @@ async fn an_unknown_secret_fails_the_start_naming_variable_and_secret() {
         other => panic!("expected a start error, got {:?}", other.err()),
     }
 }
+
+/// A burst of runtimes to keep warm (a restart with many, or many created at once) starts at most
+/// one spare per CPU at a time: all at once, none would become healthy within its start timeout
+/// on a small host, and the invocations' own starts would wait behind them.
+#[tokio::test]
+async fn warm_pool_refills_start_at_most_one_agent_per_cpu_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.warm_pool = 1;
+    let (s, record, _shutdown) = sessions(opts);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *record.warm_gate.lock().unwrap() = Some(gate.clone());
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let runtimes = cpus + 3;
+    let mut warming = record.warming.subscribe();
+    for i in 0..runtimes {
+        let mut t = target(1);
+        t.runtime.id = format!("fake_agent{i}-AbCdE12345");
+        t.version.runtime_id = t.runtime.id.clone();
+        s.refill(t);
+    }
+    // As many as the limit are started; the rest wait for one of them to finish.
+    warming.wait_for(|n| *n >= cpus).await.unwrap();
+    gate.add_permits(runtimes);
+    let mut all = record.warming.subscribe();
+    all.wait_for(|_| record.warmed.load(Ordering::SeqCst) == runtimes)
+        .await
+        .unwrap();
+    assert_eq!(record.most_warming.load(Ordering::SeqCst), cpus);
+    assert_eq!(record.started.load(Ordering::SeqCst), runtimes);
+}

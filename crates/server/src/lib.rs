@@ -45,9 +45,26 @@ pub use eval_api::{BackgroundRunner, Evals, code_runtimes};
 pub use eval_data_api::{BATCH_ACTOR, EngineEvaluator, RuntimeCaller};
 pub use metrics::{metrics_router, serve_metrics};
 
-/// Everything handlers share. Cheap to clone.
+/// Everything handlers share: one `Arc` around [`Services`], so the clone axum makes for every
+/// request (and every layer's) is one reference count, not ~25.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl From<Services> for AppState {
+    fn from(s: Services) -> Self {
+        Self(Arc::new(s))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services behind [`AppState`].
+pub struct Services {
     /// The control-plane domain service.
     pub control: Control,
     /// Who may sign requests.

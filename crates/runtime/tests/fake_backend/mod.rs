@@ -40,6 +40,11 @@ pub struct Record {
     pub last_port: std::sync::atomic::AtomicU16,
     /// Agents started from now on answer `/ping` with 404, as an MCP server does.
     pub no_ping: AtomicBool,
+    /// Warm starts in progress now (sent on every change) and the most at once.
+    pub warming: watch::Sender<usize>,
+    pub most_warming: AtomicUsize,
+    /// When set, each warm start waits for a permit of this gate before it completes.
+    pub warm_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 /// Handle on one fake agent from the test's side.
@@ -235,8 +240,21 @@ impl SessionBackend for FakeBackend {
     }
 
     async fn warm(&self, spec: AgentSpec) -> Result<Box<dyn Agent>, Error> {
-        self.record.warmed.fetch_add(1, Ordering::SeqCst);
-        self.start(spec).await
+        let r = &self.record;
+        let mut now = 0;
+        r.warming.send_modify(|n| {
+            *n += 1;
+            now = *n;
+        });
+        r.most_warming.fetch_max(now, Ordering::SeqCst);
+        let gate = r.warm_gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        let agent = self.start(spec).await;
+        r.warmed.fetch_add(1, Ordering::SeqCst);
+        r.warming.send_modify(|n| *n -= 1);
+        agent
     }
 }
 

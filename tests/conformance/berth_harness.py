@@ -340,13 +340,18 @@ class BerthServer:
         """The log once it holds `text`. The server writes its log lines from a background thread
         and stdout and stderr are read by two threads, so a line the server wrote before its
         endpoint line may reach the log after it. Fails after `timeout` seconds."""
-        def read() -> str:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        seen = ""
+        with open(self.log_path, encoding="utf-8", errors="replace") as log, self._log_lock:
 
-        with self._log_lock:
-            if not self._log_lock.wait_for(lambda: text in read(), timeout=timeout):
+            def found() -> bool:
+                # Only what was written since the last look is read.
+                nonlocal seen
+                seen += log.read()
+                return text in seen
+
+            if not self._log_lock.wait_for(found, timeout=timeout):
                 pytest.fail(f"{text!r} not in the server log within {timeout} s:\n" + self.log_tail())
-        return read()
+        return seen
 
     def _join_readers(self) -> None:
         for reader in self._readers:

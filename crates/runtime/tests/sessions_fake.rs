@@ -450,8 +450,8 @@ async fn warm_pool_refills_start_at_most_one_agent_per_cpu_at_once() {
     // As many as the limit are started; the rest wait for one of them to finish.
     warming.wait_for(|n| *n >= cpus).await.unwrap();
     gate.add_permits(runtimes);
-    let mut all = record.warming.subscribe();
-    all.wait_for(|_| record.warmed.load(Ordering::SeqCst) == runtimes)
+    warming
+        .wait_for(|_| record.warmed.load(Ordering::SeqCst) == runtimes)
         .await
         .unwrap();
     assert_eq!(record.most_warming.load(Ordering::SeqCst), cpus);

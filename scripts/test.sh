@@ -38,7 +38,7 @@ phase "conformance (boto3, the bedrock-agentcore SDK and the AWS SDK for JavaScr
 # Two workers: most of a conformance test is waiting (builds, sandbox starts, lifecycle timers), so
 # two at once nearly halve the phase on two cores. A test module runs on one worker (its
 # module-scoped server is started once); each worker has its own session-scoped servers.
-BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q -n 2 --dist loadfile tests/conformance "$@"
+BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=15 tests/conformance "$@"
 
 phase "security (hostile agents and clients against a real berth serve)"
 # One at a time: two of its modules route the same test addresses through the host

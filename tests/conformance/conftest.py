@@ -26,6 +26,7 @@ import pytest
 from berth_harness import (  # noqa: F401  (re-exported for tests and plugins)
     ACCOUNT,
     ARTIFACT_BUCKET,
+    BUILD_TIMEOUT,
     REGION,
     BerthServer,
     deploy_agent,
@@ -203,6 +204,17 @@ def berth_tight(tmp_path_factory) -> BerthServer:
 
 
 _TEST_STARTED = pytest.StashKey[float]()
+
+#: The deadline of a test marked `build` that sets none of its own. pytest-timeout's deadline
+#: covers the test's fixtures too, and a module's first test carries that module's builds (the
+#: Strands agents take minutes on a loaded machine), so pytest.ini's 120 s is too short for them.
+BUILD_TEST_TIMEOUT = max(600, int(BUILD_TIMEOUT * 2))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("build") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(BUILD_TEST_TIMEOUT))
 
 
 @pytest.hookimpl(tryfirst=True)

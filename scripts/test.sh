@@ -13,8 +13,11 @@ phase() { echo "== $1 (at ${SECONDS} s)"; }
 phase "setup, in the background until the tests"
 mkdir -p target
 setup_log=target/test-setup.log
-(scripts/setup-python.sh && scripts/setup-node.sh && scripts/setup-debian.sh && scripts/fetch-model.sh) \
-    >"$setup_log" 2>&1 </dev/null &
+# As root, what the container images build on (the Debian base by debootstrap, the wheels, the
+# shared layers: tests/conformance/images.py) is made here too, off the tests' critical path.
+prepare_images() { [ "$(id -u)" != 0 ] || .venv/bin/python tests/conformance/images.py; }
+(scripts/setup-python.sh && scripts/setup-node.sh && scripts/setup-debian.sh && scripts/fetch-model.sh \
+    && prepare_images) >"$setup_log" 2>&1 </dev/null &
 setup_pid=$!
 trap 'kill "$setup_pid" 2>/dev/null || true' EXIT
 

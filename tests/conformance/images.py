@@ -148,6 +148,20 @@ def build_agent_image(agent_source: str, tag: str, out: Path, cmd: list[str] = S
     """Builds the starter-toolkit-style image running `agent_source` as `agent.py` (with `cmd`,
     the starter toolkit's by default), tagged `tag` in the build storage, and writes it as an
     OCI layout at `out`."""
+    _build(agent_source, tag, cmd)
+    if out.exists():
+        shutil.rmtree(out)
+    buildah("push", tag, f"oci:{out}")
+    return out
+
+
+def prepare() -> None:
+    """Makes what every image build starts from: the Debian base, the wheels, and (with buildah's
+    layer cache) the layers below `agent.py`, which every agent image shares."""
+    _build("", "localhost/berth-test/prepared:latest", STARTER_CMD)
+
+
+def _build(agent_source: str, tag: str, cmd: list[str]) -> None:
     base = debian_base()
     with tempfile.TemporaryDirectory(prefix="berth-image-ctx-") as ctx:
         ctx = Path(ctx)
@@ -156,10 +170,6 @@ def build_agent_image(agent_source: str, tag: str, out: Path, cmd: list[str] = S
         (ctx / "agent.py").write_text(agent_source)
         shutil.copytree(wheels(), ctx / "wheels", ignore=shutil.ignore_patterns(".complete"))
         buildah("build", "--layers", "--isolation", "chroot", "-t", tag, ctx)
-    if out.exists():
-        shutil.rmtree(out)
-    buildah("push", tag, f"oci:{out}")
-    return out
 
 
 def authfile(path: Path, host: str, user: str, password: str) -> Path:
@@ -182,3 +192,11 @@ def skopeo_copy(src: str, dest: str, *, dest_auth: Path | None = None, src_auth:
     if dest_auth:
         args += ["--dest-authfile", str(dest_auth)]
     return run(*args, src, dest)
+
+
+if __name__ == "__main__":
+    # `python tests/conformance/images.py`: what every image build starts from (the Debian base
+    # and the agent's wheels), made ahead of the tests; scripts/test.sh runs it in its setup phase,
+    # in the background while the Rust code builds. Idempotent: everything it makes is cached.
+    prepare()
+    print("images: the Debian base, the wheels and the shared layers are ready")

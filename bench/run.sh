@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Berth's benchmarks (B1-B5 of issue 6) and writes bench/RESULTS.md. See bench/README.md.
 #
-#   bench/run.sh            full run on release builds, < 15 minutes, writes bench/RESULTS.md
+#   bench/run.sh            full run on the production profile (release + LTO, what deploy/ builds),
+#                           < 15 minutes after the build, writes bench/RESULTS.md
 #   bench/run.sh --smoke    CI: tiny counts on debug builds, < 2 minutes after the build; every path
 #                           is exercised and the run fails only if one is broken, never on timings;
 #                           writes bench/.work/RESULTS-smoke.md
@@ -23,7 +24,8 @@ if [ "$smoke" = 1 ]; then
     bin_dir=target/debug
 else
     bench/setup.sh
-    cargo build --release --locked -p berth -p berth-fast-agent -p berth-bench -p berth-pgtest
-    bin_dir=target/release
+    # What a deployment runs (Cargo.toml's production profile), not the quicker release profile.
+    cargo build --profile production --locked -p berth -p berth-fast-agent -p berth-bench -p berth-pgtest
+    bin_dir=target/production
 fi
 exec .venv/bin/python bench/harness.py --bin-dir "$bin_dir" "$@"

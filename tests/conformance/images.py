@@ -195,8 +195,8 @@ def skopeo_copy(src: str, dest: str, *, dest_auth: Path | None = None, src_auth:
 
 
 if __name__ == "__main__":
-    # `python tests/conformance/images.py`: what every image build starts from (the Debian base
-    # and the agent's wheels), made ahead of the tests; scripts/test.sh runs it in its setup phase,
-    # in the background while the Rust code builds. Idempotent: everything it makes is cached.
+    # `python tests/conformance/images.py`: what every image build starts from (see `prepare`),
+    # made ahead of the tests; scripts/test.sh runs it in its setup phase, in the background while
+    # the Rust code builds. Idempotent: everything it makes is cached.
     prepare()
     print("images: the Debian base, the wheels and the shared layers are ready")

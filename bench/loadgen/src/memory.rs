@@ -728,7 +728,11 @@ mod tests {
         .expect("raw probe");
         // How many writes land inside the window depends on the disk; that each writer wrote and
         // nothing failed does not.
-        assert!(r.store.writes >= 4, "only {} writes were made", r.store.writes);
+        assert!(
+            r.store.writes >= 4,
+            "only {} writes were made",
+            r.store.writes
+        );
         assert_eq!(r.store.errors, 0, "{:?}", r.store.error_samples);
         assert!(r.disk_fdatasync_per_s > 0.0);
         let left: Vec<_> = std::fs::read_dir(&dir).expect("read dir").collect();

@@ -44,9 +44,10 @@ phase "conformance (boto3, the bedrock-agentcore SDK and the AWS SDK for JavaScr
 BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=15 tests/conformance "$@"
 
 phase "security (hostile agents and clients against a real berth serve)"
-# One at a time: two of its modules route the same test addresses through the host
-# (test_egress's namespace, shared by test_container_confinement).
-BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q tests/security
+# Two workers, a module on each, as for conformance. The two modules that route the same test
+# addresses through the host (test_egress's namespace, shared by test_container_confinement) take
+# turns on a lock (test_egress.ROUTES_LOCK).
+BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=10 tests/security
 
 phase "bench smoke (every benchmark path runs; timings are not judged)"
 bench/run.sh --smoke

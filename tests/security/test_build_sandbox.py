@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 from berth_harness import (
     SECRET_ACCESS_KEY,
@@ -99,12 +100,20 @@ def test_requirement_line_naming_a_host_file_fails_clearly(berth, control, s3, t
     assert "CANARY-root-only-7d41" not in reason
 
 
-def _build_uid_pids() -> list[int]:
+def _build_uid_pids(instance: str) -> list[int]:
+    """Build processes of the server whose instance id is `instance`: a build uid, in a cgroup
+    under `berth/<instance>/` (other servers on the host build at the same time)."""
     out = subprocess.run(["ps", "-eo", "pid=,uid="], capture_output=True, text=True, check=True)
     pids = []
     for row in out.stdout.splitlines():
         pid, uid = row.split()
-        if int(uid) in BUILD_UIDS:
+        if int(uid) not in BUILD_UIDS:
+            continue
+        try:
+            cgroups = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            continue
+        if f"/berth/{instance}/" in cgroups:
             pids.append(int(pid))
     return pids
 
@@ -126,7 +135,8 @@ def test_killing_berth_kills_its_builds(berth_server, tmp_path):
         "slow-build",
     )
     control.create_agent_runtime(**runtime_args(location))
-    pids = poll(_build_uid_pids, bool, timeout=180, what="a build process to run")
+    instance = (server.data_dir / "instance-id").read_text().strip()
+    pids = poll(lambda: _build_uid_pids(instance), bool, timeout=180, what="a build process to run")
     server.kill()
     poll(
         lambda: [p for p in pids if os.path.exists(f"/proc/{p}")],
@@ -134,4 +144,4 @@ def test_killing_berth_kills_its_builds(berth_server, tmp_path):
         timeout=20,
         what="the build's processes to die with berth",
     )
-    assert not _build_uid_pids()
+    assert not _build_uid_pids(instance)

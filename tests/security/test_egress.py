@@ -11,11 +11,14 @@ for them lets them through.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -112,11 +115,23 @@ def _ip(*args: str, ns: str | None = None) -> None:
     subprocess.run(cmd, check=True, capture_output=True, text=True)
 
 
+#: Held while the host routes the target addresses: this module and test_container_confinement
+#: (which uses this fixture) may run on two pytest-xdist workers at once, and the host can route
+#: each address through one namespace only.
+ROUTES_LOCK = Path(tempfile.gettempdir()) / "berth-test-egress-routes.lock"
+
+
 @pytest.fixture(scope="module")
 def target_netns():
     """A namespace holding the target addresses, reachable from the host through a veth pair."""
     if os.geteuid() != 0:
         pytest.fail("the egress tests need root to create a network namespace")
+    with ROUTES_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _target_netns()
+
+
+def _target_netns():
     tag = uuid.uuid4().hex[:6]
     ns, host_if, ns_if = f"berth-egress-{tag}", f"beg{tag}h", f"beg{tag}n"
     routes: list[tuple[str, ...]] = []

@@ -9,8 +9,7 @@ use crate::body;
 use crate::edge::Context;
 use crate::error::{RequestId, WireError};
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use berth_api::{ApiError, ErrorKind};
 use berth_auth::Verified;
@@ -22,7 +21,11 @@ const HASH_INLINE_LIMIT: usize = 256 * 1024;
 
 /// Authenticates the request, then passes it on with the body buffered and the [`Verified`]
 /// identity in its extensions.
-pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn authenticate<F, Fut>(state: &AppState, req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let (mut parts, body) = req.into_parts();
     let request_id = parts
         .extensions
@@ -144,7 +147,7 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     };
     let s3 = verified.service == berth_auth::S3_SERVICE;
     // Authorization (roles, access keys, runtime credentials): see `crate::authz`.
-    match crate::authz::authorize(&state, &verified, &parts, &bytes, s3, &request_id).await {
+    match crate::authz::authorize(state, &verified, &parts, &bytes, s3, &request_id).await {
         Ok(granted) => {
             parts.extensions.insert(granted);
         }
@@ -154,9 +157,9 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     req.extensions_mut().insert(verified);
     // The body's bytes stay reserved (`_reservation`) until the handler is done with them.
     if s3 {
-        return crate::s3::handle(state, req).await;
+        return crate::s3::handle(state.clone(), req).await;
     }
-    next.run(req).await
+    inner(req).await
 }
 
 /// A body that was not read, in the request's protocol.

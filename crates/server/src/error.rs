@@ -55,7 +55,16 @@ impl IntoResponse for WireError {
 /// status 500 and up leaves its cause on the response, and it is logged here, after the handler,
 /// as one line carrying the request id the client got (`x-amzn-RequestId`), so an operator can
 /// find the cause of any 500 a client reports.
-pub async fn request_id(mut req: Request, next: Next) -> Response {
+pub async fn request_id(req: Request, next: Next) -> Response {
+    with_request_id(req, |req| next.run(req)).await
+}
+
+/// [`request_id`] around `inner` (the AgentCore layers run as one middleware: see `router_for`).
+pub(crate) async fn with_request_id<F, Fut>(mut req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let id = berth_types::new_request_id();
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
@@ -63,7 +72,7 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     // Only the id in the span (the fmt layer formats a span's fields when it is created, on every
     // request): a failed request's own line below names the method and path.
     let span = tracing::info_span!("request", request_id = %id);
-    let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
+    let mut resp = tracing::Instrument::instrument(inner(req), span).await;
     if let Some(f) = resp.extensions_mut().remove::<Fault>() {
         let status = resp.status().as_u16();
         let cause = f.cause.as_deref().unwrap_or_default();

@@ -34,7 +34,9 @@ mod usage_api;
 mod ws;
 
 use axum::Router;
-use axum::middleware;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use berth_auth::KeyLookup;
 use berth_control::Control;
 use std::sync::Arc;
@@ -123,6 +125,27 @@ pub fn router(state: AppState) -> Router {
     router_for(state, None)
 }
 
+/// The layers in front of every AgentCore operation, outermost first. They run as one middleware
+/// (one boxed future per request, not one per layer: this is the invocation hot path), each a
+/// function that wraps the next.
+async fn agentcore_layers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // Outermost: every response, errors included, carries x-amzn-RequestId.
+    error::with_request_id(req, |req| {
+        // The Logs API speaks JSON 1.1: a refusal from the layers below carries `__type`.
+        logs_api::json_1_1_errors(req, |req| {
+            // Every request must be SigV4-signed by a known key. Everything the headers show is
+            // checked before a byte of the body is read; then the body is buffered under its
+            // operation's limit and the listener's budgets (AgentCore clients send no payload
+            // hash, so the signature needs it), then the signature is verified.
+            auth::authenticate(&state, req, |req| {
+                // Inside authentication: mutations are audited as the verified caller.
+                traffic_api::caller_scope(req, |req| next.run(req))
+            })
+        })
+    })
+    .await
+}
+
 /// The full router of the public listener (`sandbox: None`) or of one sandbox's own.
 fn router_for(state: AppState, sandbox: Option<&str>) -> Router {
     let agentcore = control_api::routes()
@@ -170,20 +193,10 @@ fn router_for(state: AppState, sandbox: Option<&str>) -> Router {
         // The auth layer already buffered the body under its operation's limit (at most the
         // edge's large-body limit); handlers take it whole rather than apply axum's 2 MB default.
         .layer(axum::extract::DefaultBodyLimit::disable())
-        // Inside authentication: mutations are audited as the verified caller.
-        .layer(middleware::from_fn(traffic_api::caller_scope))
-        // Every request must be SigV4-signed by a known key. Everything the headers show is
-        // checked before a byte of the body is read; then the body is buffered under its
-        // operation's limit and the listener's budgets (AgentCore clients send no payload hash,
-        // so the signature needs it), then the signature is verified.
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::authenticate,
+            agentcore_layers,
         ))
-        // The Logs API speaks JSON 1.1: a refusal from the layers above carries `__type`.
-        .layer(middleware::from_fn(logs_api::json_1_1_errors))
-        // Outermost: every response, errors included, carries x-amzn-RequestId.
-        .layer(middleware::from_fn(error::request_id))
         .with_state(state)
         .merge(unsigned)
 }

@@ -7,7 +7,6 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use berth_auth::{Scope, Verified};
@@ -165,11 +164,15 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
 /// Gives a Logs API refusal from the layers in front of the handler (authentication,
 /// authorization, body limits), which answer in AgentCore's JSON, the `__type` member JSON 1.1
 /// clients read the error code from.
-pub(crate) async fn json_1_1_errors(req: Request, next: Next) -> Response {
+pub(crate) async fn json_1_1_errors<F, Fut>(req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     if target(req.headers()).is_none() {
-        return next.run(req).await;
+        return inner(req).await;
     }
-    let resp = next.run(req).await;
+    let resp = inner(req).await;
     if resp.status().is_success() {
         return resp;
     }

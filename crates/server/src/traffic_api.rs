@@ -9,7 +9,6 @@ use crate::error::{RequestId, WireError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use berth_api::ApiError;
@@ -21,15 +20,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Runs the rest of the request as the verified caller (see `berth_control::Caller`).
-pub(crate) async fn caller_scope(req: Request, next: Next) -> Response {
+pub(crate) async fn caller_scope<F, Fut>(req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let actor = req
         .extensions()
         .get::<Verified>()
         .map(|v| v.principal.access_key_id.clone());
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
     match actor {
-        Some(actor) => Caller::new(actor, request_id).scope(next.run(req)).await,
-        None => next.run(req).await,
+        Some(actor) => Caller::new(actor, request_id).scope(inner(req)).await,
+        None => inner(req).await,
     }
 }
 

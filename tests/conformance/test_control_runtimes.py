@@ -32,7 +32,8 @@ from berth_harness import (
     wait_status,
 )
 
-BUILD_TEST_TIMEOUT = int(BUILD_TIMEOUT * 2 + 60)
+#: A test here waits for two builds.
+TWO_BUILDS_TIMEOUT = int(BUILD_TIMEOUT * 2 + 60)
 
 
 # ----------------------------------------------------------------------------- create / get
@@ -137,7 +138,7 @@ def test_get_unknown_runtime_and_version_are_not_found(control, artifact):
 
 
 @pytest.mark.build
-@pytest.mark.timeout(BUILD_TEST_TIMEOUT)
+@pytest.mark.timeout(TWO_BUILDS_TIMEOUT)
 def test_code_runtime_builds_to_ready(control, artifact):
     created = create_runtime(control, artifact)
     ready = wait_status(control, created["agentRuntimeId"], "1")
@@ -262,7 +263,7 @@ def test_update_unknown_runtime_is_not_found(control, artifact):
 
 
 @pytest.mark.build
-@pytest.mark.timeout(BUILD_TEST_TIMEOUT)
+@pytest.mark.timeout(TWO_BUILDS_TIMEOUT)
 def test_updated_version_builds_to_ready(control, artifact):
     created = create_runtime(control, artifact)
     runtime_id = created["agentRuntimeId"]

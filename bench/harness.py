@@ -9,7 +9,9 @@ Paths compared, all in front of the same agent binary (bench/fast-agent):
   direct  the agent process on its own port, started here, outside Berth;
   nginx   Debian's nginx as a reverse proxy to that same process (keep-alive upstream,
           proxy_buffering off);
-  berth   InvokeAgentRuntime through `berth serve` into the agent running in its session sandbox.
+  berth   InvokeAgentRuntime through `berth serve` into the agent running in its session sandbox;
+  hyper   B2's floor: `berth-bench proxy`, a bare reverse proxy on Berth's stack (hyper and tokio)
+          in front of the same agent process, with no authentication, routing or span.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ GOAL_B1_ADDED_P99 = 2.0
 GOAL_B1_OVER_NGINX = 0.3
 GOAL_B1_SPANS = 0.05  # issue 14: B1 with tracing on vs off
 GOAL_B2_RATIO = 0.8
+# Issue 12: Berth's proxy CPU per request at most twice nginx's (B2's CPU table).
+GOAL_B2_CPU_RATIO = 2.0
 B2_P99_LIMIT_MS = 10.0
 GOAL_B3_ADDED_TTFB = 1.0
 GOAL_B4_RUST_P50 = 100.0
@@ -84,6 +88,10 @@ PATHS = ("direct", "nginx", "berth")
 # Berth with `--invocation-spans false`: B1 and the CPU table measure what Berth's own span costs.
 UNTRACED = "untraced"
 PATHS_B1 = PATHS + (UNTRACED,)
+# A bare hyper proxy: what Berth's stack costs before Berth does anything (B2 and its CPU table).
+HYPER = "hyper"
+PATHS_B2 = PATHS + (HYPER,)
+PATHS_CPU = PATHS_B1 + (HYPER,)
 
 
 @dataclass
@@ -511,6 +519,17 @@ class Nginx:
         raise BrokenPath(f"nginx would not start: {last}; see {d / 'error.log'}")
 
 
+class Floor:
+    """`berth-bench proxy`: the bare hyper reverse proxy in front of the fast agent (B2's floor)."""
+
+    def __init__(self, procs: Procs, tools: Tools, work: Path, agent_port: int):
+        self.proc = procs.start(
+            "hyper", [str(tools.bench), "proxy", "--upstream", f"127.0.0.1:{agent_port}"], work / "hyper.log", tools.env()
+        )
+        self.url = self.proc.wait_for(r"listening on (http://\S+)", 10).group(1)
+        wait_http_ok(self.url + "/ping", 10)
+
+
 class Berth:
     """One `berth serve` with its own data dir, plus boto3 clients for it."""
 
@@ -712,6 +731,7 @@ class Bench:
         log("starting the fast agent, nginx and three berth servers (warm pool 1, 0, and 1 without its own spans)")
         self.agent = FastAgent(self.procs, self.tools, self.work)
         self.nginx = Nginx(self.procs, self.tools, self.work, self.agent.port)
+        self.floor = Floor(self.procs, self.tools, self.work, self.agent.port)
         self.berth = Berth(self.procs, self.tools, self.work, "main", warm_pool=1, isolation=self.isolation)
         self.cold = Berth(self.procs, self.tools, self.work, "cold", warm_pool=0, isolation=self.isolation)
         self.untraced = Berth(self.procs, self.tools, self.work, UNTRACED, warm_pool=1, isolation=self.isolation,
@@ -728,12 +748,13 @@ class Bench:
         self.urls = {
             "direct": self.agent.url + "/invocations",
             "nginx": self.nginx.url + "/invocations",
+            HYPER: self.floor.url + "/invocations",
             "berth": self.berth.invoke_url(self.fast_arn),
             UNTRACED: self.untraced.invoke_url(self.untraced_arn),
         }
         # One session per path for the warm figures; the agent ignores the header off Berth.
-        self.sessions = {p: f"bench-{p}-{uuid.uuid4().hex}" for p in PATHS_B1}
-        for p in PATHS_B1:
+        self.sessions = {p: f"bench-{p}-{uuid.uuid4().hex}" for p in PATHS_CPU}
+        for p in PATHS_CPU:
             self.check_path(p)
 
     def check_path(self, path: str) -> None:
@@ -948,20 +969,21 @@ class Bench:
         p = self.plan
         rounds = 3 if not p.smoke else 1
         log(f"B2: highest rate with p99 <= {B2_P99_LIMIT_MS:.0f} ms, {rounds} interleaved rounds per path")
-        found: dict[str, list[float]] = {x: [] for x in PATHS}
-        trace: dict[str, list] = {x: [] for x in PATHS}
+        found: dict[str, list[float]] = {x: [] for x in PATHS_B2}
+        trace: dict[str, list] = {x: [] for x in PATHS_B2}
         for r in range(rounds):
-            for path in self.order(r):
+            for path in self.order(r, PATHS_B2):
                 hint = found[path][-1] if found[path] else None
                 best, steps = self.b2_search(path, hint)
                 found[path].append(best)
                 trace[path].append(steps)
                 log(f"B2 round {r + 1} {path}: {best:.0f} req/s")
-        med = {x: median(found[x]) for x in PATHS}
+        med = {x: median(found[x]) for x in PATHS_B2}
         ratio = med["berth"] / med["nginx"] if med["nginx"] else float("nan")
         self.results.add(Figure(
             "B2", f"invocations/s at p99 <= {B2_P99_LIMIT_MS:.0f} ms (berth / nginx / direct)",
-            f"{med['berth']:.0f} / {med['nginx']:.0f} / {med['direct']:.0f}; berth = {fmt(ratio, 2)}x nginx",
+            f"{med['berth']:.0f} / {med['nginx']:.0f} / {med['direct']:.0f}; berth = {fmt(ratio, 2)}x nginx"
+            f" (bare hyper proxy: {fmt(med[HYPER] / med['nginx'] if med['nginx'] else float('nan'), 2)}x)",
             f">= {GOAL_B2_RATIO}x nginx", ratio >= GOAL_B2_RATIO))
         lines = [
             f"## B2: throughput at p99 <= {B2_P99_LIMIT_MS:.0f} ms",
@@ -969,17 +991,26 @@ class Bench:
             f"Open-loop steps of {p.b2_step_seconds} s (64 connections, 1 KB each way): double the rate until p99 (from"
             f" intended start) exceeds {B2_P99_LIMIT_MS:.0f} ms or any request fails or takes over 1 s (a failing step is"
             f" tried once more, so one noisy step does not end the search), then {p.b2_bisections} bisection steps. Later rounds start from the previous round's"
-            " result. Median of the rounds. The load generator, the proxy and the agent share the same"
+            " result. Median of the rounds. `hyper` is `berth-bench proxy`, a bare reverse proxy on Berth's stack (hyper's server and"
+            " client, tokio's multi-thread runtime) with no authentication, routing or span: the floor of what Berth could reach."
+            " The load generator, the proxy and the agent share the same"
             f" {os.cpu_count()} CPUs, so `direct` is also the ceiling of the measuring setup.",
             "",
             "| path | requests/s (median) | rounds |",
             "|---|---|---|",
         ]
-        for x in PATHS:
+        for x in PATHS_B2:
             lines.append(f"| {x} | {med[x]:.0f} | {', '.join(f'{v:.0f}' for v in found[x])} |")
         lines += self.cpu_table(rounds)
+        cpu = self.cpu_per_path
+        cpu_ratio = cpu["berth"]["proxy"] / cpu["nginx"]["proxy"] if cpu["nginx"]["proxy"] else float("nan")
+        self.results.add(Figure(
+            "B2c", "proxy CPU per request at 1000 requests/s, berth / nginx (µs)",
+            f"{cpu['berth']['proxy']:.0f} / {cpu['nginx']['proxy']:.0f} = {fmt(cpu_ratio, 2)}x"
+            f" (untraced {cpu[UNTRACED]['proxy']:.0f}, bare hyper proxy {cpu[HYPER]['proxy']:.0f})",
+            f"<= {GOAL_B2_CPU_RATIO}x nginx", cpu_ratio <= GOAL_B2_CPU_RATIO))
         lines += ["", "<details><summary>steps tried (rate: pass/fail, p99 ms)</summary>", ""]
-        for x in PATHS:
+        for x in PATHS_B2:
             for i, steps in enumerate(trace[x]):
                 s = ", ".join(f"{rate:.0f}:{'ok' if ok else 'FAIL'}({fmt(p99, 2)})" for rate, ok, p99 in steps)
                 lines.append(f"- {x} round {i + 1}: {s}")
@@ -995,6 +1026,8 @@ class Bench:
             return [], [self.agent.proc.pid]
         if path == "nginx":
             return [self.nginx.proc.pid, *_children_of(self.nginx.proc.pid)], [self.agent.proc.pid]
+        if path == HYPER:
+            return [self.floor.proc.pid], [self.agent.proc.pid]
         server = self.untraced if path == UNTRACED else self.berth
         proxy, agents = [server.pid], []
         for pid in _children_of(server.pid):
@@ -1004,6 +1037,7 @@ class Bench:
     def cpu_table(self, rounds: int) -> list[str]:
         """B2's CPU table: µs per request of generator, proxy and agent per path."""
         cpu = self.cpu_per_request(rounds)
+        self.cpu_per_path = cpu
         lines = [
             "",
             f"CPU time per request at a fixed {self.cpu_rate:.0f} requests/s (same generator settings as B1), from the"
@@ -1012,7 +1046,7 @@ class Bench:
             "| path | load generator | proxy | agent | total |",
             "|---|---|---|---|---|",
         ]
-        for x in PATHS_B1:
+        for x in PATHS_CPU:
             c = cpu[x]
             proxy = "" if x == "direct" else fmt(c["proxy"], 0)
             lines.append(f"| {x} | {fmt(c['generator'], 0)} | {proxy} | {fmt(c['agent'], 0)} | {fmt(c['generator'] + c['proxy'] + c['agent'], 0)} |")
@@ -1030,10 +1064,10 @@ class Bench:
         p = self.plan
         self.cpu_rate = 1000.0
         seconds = 4.0 if not p.smoke else 0.5
-        samples: dict[str, list[dict[str, float]]] = {x: [] for x in PATHS_B1}
+        samples: dict[str, list[dict[str, float]]] = {x: [] for x in PATHS_CPU}
         tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
         for r in range(rounds):
-            for path in self.order(r, PATHS_B1):
+            for path in self.order(r, PATHS_CPU):
                 proxy, agents = self.path_processes(path)
                 ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t0 = (_cpu_ticks(proxy), _cpu_ticks(agents))
@@ -1046,7 +1080,7 @@ class Bench:
                     "proxy": (t1[0] - t0[0]) * tick_us / n,
                     "agent": (t1[1] - t0[1]) * tick_us / n,
                 })
-        return {x: {k: median([s[k] for s in samples[x]]) for k in ("generator", "proxy", "agent")} for x in PATHS_B1}
+        return {x: {k: median([s[k] for s in samples[x]]) for k in ("generator", "proxy", "agent")} for x in PATHS_CPU}
 
     # -- B3 -------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@
 //! - `route-cost`: the routing decision and `Control::route`, timed in process (B7).
 //! - `affinity`: many sessions on a traffic split, each invoked several times (B7).
 //! - `trace-store`: the trace store's durable span ingest and its query by session (B10).
+//! - `proxy`: a bare hyper reverse proxy, B2's floor (serves until killed; no report).
 //!
 //! Requests to Berth are SigV4-signed with `berth-auth` (`--sign`, credentials from
 //! `BERTH_ACCESS_KEY_ID` / `BERTH_SECRET_ACCESS_KEY`).
@@ -19,6 +20,7 @@ mod client;
 mod cold;
 mod evaluate;
 mod memory;
+mod proxy;
 mod rate;
 mod route;
 mod spawn;
@@ -154,6 +156,13 @@ enum Command {
         /// Most uploads one uploader starts per second.
         #[arg(long, default_value_t = 10.0)]
         starts_per_s: f64,
+    },
+    /// A bare reverse proxy on hyper and tokio in front of `--upstream` (B2's floor): serves
+    /// until killed.
+    Proxy {
+        /// The agent's address (host:port).
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
     },
     /// Memory probes (B6): CreateEvent throughput, raw store rate, seeding, retrieval recall.
     Memory {
@@ -434,6 +443,8 @@ async fn run(command: Command, threads: usize) -> anyhow::Result<String> {
             serde_json::to_string_pretty(&serde_json::json!({ "headers": headers, "body": body }))?
         }
         Command::Memory { probe } => serde_json::to_string_pretty(&memory::run(probe).await?)?,
+        // `main` runs it on a runtime of its own before any probe's.
+        Command::Proxy { .. } => anyhow::bail!("proxy is a server, not a probe"),
         Command::Spawn {
             count,
             body,
@@ -525,6 +536,16 @@ async fn run(command: Command, threads: usize) -> anyhow::Result<String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Proxy { upstream } = cli.command {
+        // A server, on the multi-thread runtime Berth uses, not a probe.
+        return match proxy::run(upstream) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berth-bench proxy: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // The probes are sequential: one thread, no cross-thread wake-ups in their timings.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

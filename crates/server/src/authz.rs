@@ -330,13 +330,17 @@ pub fn operations(
     }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let m = method.clone();
-    let any_runtime = p.runtime_arn("*");
-    let any_memory = memory_arn(p, "*");
+    let any_runtime = || p.runtime_arn("*");
+    let any_memory = || memory_arn(p, "*");
     let one = Classified::one;
     match (m, segs.as_slice()) {
         // AgentCore control plane.
-        (Method::PUT, ["runtimes", ""]) => one("bedrock-agentcore:CreateAgentRuntime", any_runtime),
-        (Method::POST, ["runtimes", ""]) => one("bedrock-agentcore:ListAgentRuntimes", any_runtime),
+        (Method::PUT, ["runtimes", ""]) => {
+            one("bedrock-agentcore:CreateAgentRuntime", any_runtime())
+        }
+        (Method::POST, ["runtimes", ""]) => {
+            one("bedrock-agentcore:ListAgentRuntimes", any_runtime())
+        }
         (Method::GET, ["runtimes", r, ""]) => {
             one("bedrock-agentcore:GetAgentRuntime", runtime_arn(p, r))
         }
@@ -430,9 +434,9 @@ pub fn operations(
         }
         // AgentCore Memory, control plane.
         (Method::POST, ["memories", "create"]) => {
-            one("bedrock-agentcore:CreateMemory", any_memory).audited()
+            one("bedrock-agentcore:CreateMemory", any_memory()).audited()
         }
-        (Method::POST, ["memories", ""]) => one("bedrock-agentcore:ListMemories", any_memory),
+        (Method::POST, ["memories", ""]) => one("bedrock-agentcore:ListMemories", any_memory()),
         (Method::GET, ["memories", m, "details"]) => {
             one("bedrock-agentcore:GetMemory", memory_arn(p, m))
         }
@@ -610,17 +614,17 @@ pub fn operations(
             }
         }
         // Berth's native API.
-        (Method::GET, ["berth", "v1", "sessions"]) => one("berth:ListSessions", any_runtime),
-        (Method::GET, ["berth", "v1", "images"]) => one("berth:ListImages", any_runtime),
+        (Method::GET, ["berth", "v1", "sessions"]) => one("berth:ListSessions", any_runtime()),
+        (Method::GET, ["berth", "v1", "images"]) => one("berth:ListImages", any_runtime()),
         (Method::POST, ["berth", "v1", "images", "prune"]) => {
-            one("berth:PruneImages", any_runtime).audited()
+            one("berth:PruneImages", any_runtime()).audited()
         }
         (Method::DELETE, ["berth", "v1", "runtimes", r, "sessions", _]) => {
             one("bedrock-agentcore:StopRuntimeSession", runtime_arn(p, r))
         }
-        (Method::GET, ["berth", "v1", "traces", ..]) => one("berth:GetTraces", any_runtime),
-        (Method::GET, ["berth", "v1", "usage"]) => one("berth:GetUsage", any_runtime),
-        (Method::GET, ["berth", "v1", "gateway"]) => one("berth:GetGateway", any_runtime),
+        (Method::GET, ["berth", "v1", "traces", ..]) => one("berth:GetTraces", any_runtime()),
+        (Method::GET, ["berth", "v1", "usage"]) => one("berth:GetUsage", any_runtime()),
+        (Method::GET, ["berth", "v1", "gateway"]) => one("berth:GetGateway", any_runtime()),
         (Method::GET, ["berth", "v1", "runtimes", r, "logs"]) => {
             one("berth:GetAgentLogs", runtime_arn(p, r))
         }
@@ -1019,6 +1023,9 @@ async fn identity(
     state: &AppState,
     scope: &Scope,
 ) -> Result<Result<Option<Identity>, Refusal>, ApiError> {
+    if matches!(scope, Scope::Root) {
+        return Ok(Ok(None));
+    }
     let control = &state.control;
     let p = control.partition();
     let mut context = Context::new();

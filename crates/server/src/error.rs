@@ -67,8 +67,9 @@ where
 {
     let id = berth_types::new_request_id();
     req.extensions_mut().insert(RequestId(id.clone()));
+    // Kept for a failure's log line (a `Uri` clone shares its bytes: nothing is copied).
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let uri = req.uri().clone();
     // Only the id in the span (the fmt layer formats a span's fields when it is created, on every
     // request): a failed request's own line below names the method and path.
     let span = tracing::info_span!("request", request_id = %id);
@@ -76,6 +77,7 @@ where
     if let Some(f) = resp.extensions_mut().remove::<Fault>() {
         let status = resp.status().as_u16();
         let cause = f.cause.as_deref().unwrap_or_default();
+        let path = uri.path();
         if status == 500 {
             tracing::error!(request_id = %id, %method, %path, status, code = f.code, cause, "request failed");
         } else {

@@ -156,18 +156,22 @@ pub fn new_runtime_id(name: &str) -> String {
     format!("{name}-{}", random_alnum(10))
 }
 
-/// A request id in the UUID shape AWS uses for `x-amzn-RequestId`.
+/// A request id in the UUID shape AWS uses for `x-amzn-RequestId` (version 4: random, with the
+/// version and variant bits set). Written digit by digit: it is made for every request.
 pub fn new_request_id() -> String {
-    let mut rng = rand::thread_rng();
-    let b: [u8; 16] = rng.r#gen();
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-        u16::from_be_bytes([b[4], b[5]]),
-        (u16::from_be_bytes([b[6], b[7]]) & 0x0fff) | 0x4000,
-        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
-        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut b: [u8; 16] = rand::thread_rng().r#gen();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let mut out = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(HEX[usize::from(byte >> 4)] as char);
+        out.push(HEX[usize::from(byte & 0x0f)] as char);
+    }
+    out
 }
 
 /// An immutable runtime version number ("1", "2", ... on the wire).
@@ -252,6 +256,26 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_random_version_4_uuids() {
+        let a = new_request_id();
+        assert_ne!(a, new_request_id());
+        let groups: Vec<&str> = a.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(
+            a.bytes()
+                .all(|c| c == b'-' || c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        );
+        assert!(groups[2].starts_with('4'), "version 4: {a}");
+        assert!(
+            matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'),
+            "RFC 4122 variant: {a}"
+        );
+    }
 
     fn p() -> Partition {
         Partition {

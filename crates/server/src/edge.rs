@@ -373,6 +373,13 @@ async fn serve_connection(
             }
         }
     }
+    // hyper's connection future ends early when the client leaves mid-request (it reads the end
+    // of stream once the request body is in), but what it owns, the request's future among it,
+    // lives until the future is dropped: dropped here, so the request ends (and with it the
+    // agent's connection, so the agent sees the caller leave) before waiting for the connection
+    // to go idle. Waiting first would wait forever, holding the client's socket, the agent's
+    // and the connection's slot.
+    drop(conn);
     // A socket hyper handed over (a WebSocket) still counts against the listener's connections
     // until it closes; it is busy, so it is never shed for room.
     slot.until_idle().await;
@@ -392,8 +399,112 @@ impl ConnSlot {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::{mpsc, oneshot};
+
+    /// Sends on its channel when dropped: the request future holding it was dropped.
+    struct Dropped(Option<oneshot::Sender<()>>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// What the handler of [`holding_listener`] reports when a request starts: the trigger of
+    /// its answer, and a receiver that resolves when the request's future is dropped.
+    type Started = (oneshot::Sender<()>, oneshot::Receiver<()>);
+
+    /// A listener whose only route, `POST /hold`, reports that it started and then holds the
+    /// request until told to answer; returns its address and the start reports.
+    async fn holding_listener() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<Started>) {
+        let (started_tx, started) = mpsc::unbounded_channel();
+        let app = Router::new().route(
+            "/hold",
+            axum::routing::post(move || {
+                let started_tx = started_tx.clone();
+                async move {
+                    let (answer, answered) = oneshot::channel::<()>();
+                    let (dropped_tx, dropped) = oneshot::channel();
+                    let _guard = Dropped(Some(dropped_tx));
+                    started_tx.send((answer, dropped)).unwrap();
+                    let _ = answered.await;
+                    "done"
+                }
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listen = Listen {
+            app,
+            registry: Arc::new(Registry::new(16)),
+            ctx: Context::standalone(),
+            opts: Arc::new(EdgeOptions::default()),
+            origin: "test",
+        };
+        tokio::spawn(listen.run(listener, CancellationToken::new()));
+        (addr, started)
+    }
+
+    const HOLD: &[u8] = b"POST /hold HTTP/1.1\r\nhost: berth\r\ncontent-length: 0\r\n\r\n";
+
+    /// A deadline for a condition, not a timing: generous for a loaded machine.
+    async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(30), f)
+            .await
+            .unwrap_or_else(|_| panic!("{what} did not happen"))
+    }
+
+    /// A client that leaves mid-request (a close, or a reset) ends its request: hyper's HTTP/1
+    /// server watches for the end of stream once the request body is read, and the request's
+    /// future (with the agent's connection in it) is dropped. Without this a request waiting on
+    /// a silent agent would hold its connection slot for as long as the agent stays silent.
+    #[tokio::test]
+    async fn a_client_leaving_mid_request_cancels_the_request() {
+        let (addr, mut started) = holding_listener().await;
+        for reset in [false, true] {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client.write_all(HOLD).await.unwrap();
+            let (_answer, dropped) = within("the request's start", started.recv())
+                .await
+                .unwrap();
+            if reset {
+                client.set_zero_linger().unwrap();
+            }
+            drop(client);
+            within("the request's cancellation", dropped).await.unwrap();
+        }
+    }
+
+    /// Bytes arriving while a request is in flight (a pipelined request) do not end it: the
+    /// first request is answered, then the second.
+    #[tokio::test]
+    async fn a_pipelined_request_does_not_cancel_the_one_in_flight() {
+        let (addr, mut started) = holding_listener().await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(HOLD).await.unwrap();
+        let (answer, _dropped) = within("the first request's start", started.recv())
+            .await
+            .unwrap();
+        client.write_all(HOLD).await.unwrap();
+        answer.send(()).unwrap();
+        let (answer, _dropped) = within("the second request's start", started.recv())
+            .await
+            .unwrap();
+        answer.send(()).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while got.windows(4).filter(|w| *w == b"done").count() < 2 {
+            let n = within("the answers", client.read(&mut buf)).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
 
     /// A client of a listener served by the edge gets the configured segment size, not
     /// loopback's 64 KiB (and with it a send buffer of ~2.6 MiB to fill before any answer).

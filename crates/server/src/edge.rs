@@ -416,39 +416,68 @@ mod tests {
         }
     }
 
-    /// What the handler of [`holding_listener`] reports when a request starts: the trigger of
-    /// its answer, and a receiver that resolves when the request's future is dropped.
+    /// What the handlers of [`holding_listener`] report when a request starts: the trigger of
+    /// its answer, and a receiver that resolves when the request (its future or its answer's
+    /// body) is dropped.
     type Started = (oneshot::Sender<()>, oneshot::Receiver<()>);
 
-    /// A listener whose only route, `POST /hold`, reports that it started and then holds the
-    /// request until told to answer; returns its address and the start reports.
-    async fn holding_listener() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<Started>) {
+    /// A listener with two routes, each reporting that a request started: `POST /hold` holds
+    /// the request until told to answer, `POST /stream` answers at once with a body that sends
+    /// one chunk and then nothing until dropped. Returns its address, the start reports and the
+    /// listener's registry.
+    async fn holding_listener() -> (
+        std::net::SocketAddr,
+        mpsc::UnboundedReceiver<Started>,
+        Arc<Registry>,
+    ) {
         let (started_tx, started) = mpsc::unbounded_channel();
-        let app = Router::new().route(
-            "/hold",
-            axum::routing::post(move || {
-                let started_tx = started_tx.clone();
-                async move {
-                    let (answer, answered) = oneshot::channel::<()>();
+        let stream_tx = started_tx.clone();
+        let app = Router::new()
+            .route(
+                "/hold",
+                axum::routing::post(move || {
+                    let started_tx = started_tx.clone();
+                    async move {
+                        let (answer, answered) = oneshot::channel::<()>();
+                        let (dropped_tx, dropped) = oneshot::channel();
+                        let _guard = Dropped(Some(dropped_tx));
+                        started_tx.send((answer, dropped)).unwrap();
+                        let _ = answered.await;
+                        "done"
+                    }
+                }),
+            )
+            .route(
+                "/stream",
+                axum::routing::post(move || {
+                    let (answer, _) = oneshot::channel::<()>();
                     let (dropped_tx, dropped) = oneshot::channel();
-                    let _guard = Dropped(Some(dropped_tx));
-                    started_tx.send((answer, dropped)).unwrap();
-                    let _ = answered.await;
-                    "done"
-                }
-            }),
-        );
+                    stream_tx.send((answer, dropped)).unwrap();
+                    let guard = Dropped(Some(dropped_tx));
+                    let first = futures::stream::once(async {
+                        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"data: 1\n\n"))
+                    });
+                    let rest = futures::StreamExt::inspect(
+                        futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>(),
+                        move |_| {
+                            let _held = &guard;
+                        },
+                    );
+                    async move { Body::from_stream(futures::StreamExt::chain(first, rest)) }
+                }),
+            );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let registry = Arc::new(Registry::new(16));
         let listen = Listen {
             app,
-            registry: Arc::new(Registry::new(16)),
+            registry: registry.clone(),
             ctx: Context::standalone(),
             opts: Arc::new(EdgeOptions::default()),
             origin: "test",
         };
         tokio::spawn(listen.run(listener, CancellationToken::new()));
-        (addr, started)
+        (addr, started, registry)
     }
 
     const HOLD: &[u8] = b"POST /hold HTTP/1.1\r\nhost: berth\r\ncontent-length: 0\r\n\r\n";
@@ -460,24 +489,39 @@ mod tests {
             .unwrap_or_else(|_| panic!("{what} did not happen"))
     }
 
-    /// A client that leaves mid-request (a close, or a reset) ends its request: hyper's HTTP/1
-    /// server watches for the end of stream once the request body is read, and the request's
-    /// future (with the agent's connection in it) is dropped. Without this a request waiting on
-    /// a silent agent would hold its connection slot for as long as the agent stays silent.
+    /// A client that leaves mid-request (a close or a reset, before the answer's head or while
+    /// its body streams) ends its request: hyper's HTTP/1 server sees the end of stream once the
+    /// request body is in and ends the connection, and the request (with the agent's connection
+    /// in it) is dropped and its slot given back. Holding them instead was the B2 wedge: slots
+    /// busy for ever, until every new connection was refused.
     #[tokio::test]
     async fn a_client_leaving_mid_request_cancels_the_request() {
-        let (addr, mut started) = holding_listener().await;
-        for reset in [false, true] {
+        let (addr, mut started, registry) = holding_listener().await;
+        for (path, reset) in [("/hold", false), ("/hold", true), ("/stream", false)] {
             let mut client = TcpStream::connect(addr).await.unwrap();
-            client.write_all(HOLD).await.unwrap();
-            let (_answer, dropped) = within("the request's start", started.recv())
-                .await
-                .unwrap();
+            let request =
+                format!("POST {path} HTTP/1.1\r\nhost: berth\r\ncontent-length: 0\r\n\r\n");
+            client.write_all(request.as_bytes()).await.unwrap();
+            let (_answer, dropped) = within("the request's start", started.recv()).await.unwrap();
+            if path == "/stream" {
+                let mut head = [0u8; 256];
+                let n = within("the answer's head", client.read(&mut head))
+                    .await
+                    .unwrap();
+                assert!(n > 0, "{path}: closed before the answer's head");
+            }
             if reset {
                 client.set_zero_linger().unwrap();
             }
             drop(client);
             within("the request's cancellation", dropped).await.unwrap();
+            // The connection's task gave its slot back in the same poll that dropped the request
+            // (a current-thread runtime: nothing ran in between).
+            assert_eq!(
+                registry.len(),
+                0,
+                "{path}: the connection still holds its slot"
+            );
         }
     }
 
@@ -485,7 +529,7 @@ mod tests {
     /// first request is answered, then the second.
     #[tokio::test]
     async fn a_pipelined_request_does_not_cancel_the_one_in_flight() {
-        let (addr, mut started) = holding_listener().await;
+        let (addr, mut started, registry) = holding_listener().await;
         let mut client = TcpStream::connect(addr).await.unwrap();
         client.write_all(HOLD).await.unwrap();
         let (answer, _dropped) = within("the first request's start", started.recv())
@@ -504,6 +548,7 @@ mod tests {
             assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
             got.extend_from_slice(&buf[..n]);
         }
+        assert_eq!(registry.len(), 1);
     }
 
     /// A client of a listener served by the edge gets the configured segment size, not

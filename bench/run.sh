@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Berth's benchmarks (B1-B5 of issue 6) and writes bench/RESULTS.md. See bench/README.md.
 #
-#   bench/run.sh            full run on the production profile (what deploy/ builds),
+#   bench/run.sh            full run on the production profile (release + LTO, what deploy/ builds),
 #                           < 15 minutes after the build, writes bench/RESULTS.md
 #   bench/run.sh --smoke    CI: tiny counts on debug builds, < 2 minutes after the build; every path
 #                           is exercised and the run fails only if one is broken, never on timings;

@@ -43,14 +43,42 @@ where
         .busy_timeout(Duration::from_secs(10));
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
+        .before_acquire(end_abandoned_transaction)
         .connect_with(opts.clone())
         .await?;
     migrator.run(&writer).await?;
     let reader = SqlitePoolOptions::new()
         .max_connections(4)
+        .before_acquire(end_abandoned_transaction)
         .connect_with(opts.read_only(true))
         .await?;
     Ok((writer, reader))
+}
+
+/// Rolls back a transaction a connection came back to the pool in, before it is used again.
+///
+/// sqlx's `begin_with` (the `BEGIN IMMEDIATE` of every write) waits once more after its `BEGIN`
+/// has run and before a `Transaction` owns it. A caller dropped there (a request whose client
+/// left) hands the connection back still inside that transaction, with nothing to end it, and
+/// every later `begin_with` on it fails ("non-zero transaction depth"): with one writer
+/// connection, every write of the store.
+fn end_abandoned_transaction(
+    conn: &mut sqlx::SqliteConnection,
+    _meta: sqlx::pool::PoolConnectionMetadata,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send + '_>> {
+    use sqlx::TransactionManager;
+    use sqlx::sqlite::SqliteTransactionManager as Manager;
+    Box::pin(async move {
+        if Manager::get_transaction_depth(conn) > 0 {
+            tracing::warn!(
+                "a store connection came back inside an abandoned transaction; rolled back"
+            );
+            while Manager::get_transaction_depth(conn) > 0 {
+                Manager::rollback(conn).await?;
+            }
+        }
+        Ok(true)
+    })
 }
 
 /// SQLite-backed store.
@@ -95,3 +123,40 @@ impl SqliteStore {
 }
 
 crate::sql::control::control_sql!(crate::SqliteStore, sqlx::Sqlite);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use sqlx::TransactionManager;
+    use sqlx::sqlite::SqliteTransactionManager;
+
+    /// What a caller dropped inside `begin_with` leaves: the `BEGIN IMMEDIATE` ran, no
+    /// `Transaction` owns it, and the connection goes back to the pool. The next write must
+    /// still work, and the abandoned transaction's work must not be committed by it.
+    #[tokio::test]
+    async fn a_connection_back_inside_an_abandoned_transaction_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("berth.db"))
+            .await
+            .unwrap();
+        {
+            let mut conn = store.writer().acquire().await.unwrap();
+            SqliteTransactionManager::begin(&mut conn, Some("BEGIN IMMEDIATE".into()))
+                .await
+                .unwrap();
+            sqlx::query("CREATE TABLE abandoned (x)")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        let mut tx = store.begin().await.unwrap();
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = 'abandoned'")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        assert_eq!(left, 0, "the abandoned transaction's table was kept");
+        tx.commit().await.unwrap();
+    }
+}

@@ -480,7 +480,10 @@ mod tests {
         (addr, started, registry)
     }
 
-    const HOLD: &[u8] = b"POST /hold HTTP/1.1\r\nhost: berth\r\ncontent-length: 0\r\n\r\n";
+    /// A bodiless `POST` of `path`, as a client writes it.
+    fn post(path: &str) -> Vec<u8> {
+        format!("POST {path} HTTP/1.1\r\nhost: berth\r\ncontent-length: 0\r\n\r\n").into_bytes()
+    }
 
     /// A deadline for a condition, not a timing: generous for a loaded machine.
     async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
@@ -499,9 +502,7 @@ mod tests {
         let (addr, mut started, registry) = holding_listener().await;
         for (path, reset) in [("/hold", false), ("/hold", true), ("/stream", false)] {
             let mut client = TcpStream::connect(addr).await.unwrap();
-            let request =
-                format!("POST {path} HTTP/1.1\r\nhost: berth\r\ncontent-length: 0\r\n\r\n");
-            client.write_all(request.as_bytes()).await.unwrap();
+            client.write_all(&post(path)).await.unwrap();
             let (_answer, dropped) = within("the request's start", started.recv()).await.unwrap();
             if path == "/stream" {
                 let mut head = [0u8; 256];
@@ -531,11 +532,11 @@ mod tests {
     async fn a_pipelined_request_does_not_cancel_the_one_in_flight() {
         let (addr, mut started, registry) = holding_listener().await;
         let mut client = TcpStream::connect(addr).await.unwrap();
-        client.write_all(HOLD).await.unwrap();
+        client.write_all(&post("/hold")).await.unwrap();
         let (answer, _dropped) = within("the first request's start", started.recv())
             .await
             .unwrap();
-        client.write_all(HOLD).await.unwrap();
+        client.write_all(&post("/hold")).await.unwrap();
         answer.send(()).unwrap();
         let (answer, _dropped) = within("the second request's start", started.recv())
             .await

@@ -41,6 +41,13 @@ pub struct Nodes {
     stopping: Arc<AtomicBool>,
 }
 
+/// A pooled connection to another node idle longer than this is closed instead of reused. The
+/// other node's edge closes a kept-alive connection that sends no request within its header read
+/// timeout (`EdgeOptions::header_read_timeout`, 10 s by default); a request sent on a connection
+/// just as it closes fails after it went out, and cannot be retried safely. So this stays well
+/// below it.
+const PEER_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Nodes {
     /// The edge over `cluster`; `store` lists the other nodes (`None`: standalone).
     pub fn new(cluster: Cluster, store: Option<Arc<dyn berth_store::nodes::NodeStore>>) -> Self {
@@ -48,7 +55,9 @@ impl Nodes {
         connector.set_nodelay(true);
         Self {
             cluster,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(PEER_IDLE_TIMEOUT)
+                .build(connector),
             store,
             stopping: Arc::new(AtomicBool::new(false)),
         }

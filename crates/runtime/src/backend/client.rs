@@ -24,8 +24,9 @@ use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Conn = Connection<TokioIo<TcpStream>, Full<Bytes>>;
@@ -49,8 +50,17 @@ pub enum ForwardError {
 
 /// Idle connections kept per agent; more are closed when they come back.
 const MAX_IDLE: usize = 32;
-/// An idle connection older than this is closed instead of reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// An idle connection older than this is closed instead of reused. It must be shorter than the
+/// agent server's own keep-alive timeout: a connection the agent closes just as a request goes
+/// out on it fails that request after it was sent (hyper's "connection closed before message
+/// completed"), which cannot be retried safely. uvicorn, which every agent built on the AgentCore
+/// SDK runs, closes after 5 s, as Node's `http` server does; a warm sandbox waits in its pool with
+/// the connection of its first `/ping`, so that race was met whenever one was claimed ~5 s later.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+const _: () = assert!(
+    IDLE_TIMEOUT.as_secs() < 5,
+    "below uvicorn's default keep-alive"
+);
 
 /// A connection and the handle that sends on it.
 struct Driver {
@@ -452,6 +462,50 @@ mod tests {
             drop(body);
         }
         assert_eq!(conns.load(Ordering::SeqCst), 1);
+    }
+
+    /// An agent that answers the first request of each connection with `ok <n>` and, as a
+    /// server whose keep-alive timeout fires just as the next request arrives, closes the
+    /// connection on the second without answering.
+    async fn closing_on_reuse() -> (SocketAddr, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counted = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    if s.read(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let body = format!("ok {n}");
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(answer.as_bytes()).await.is_ok() {
+                        let _ = s.read(&mut buf).await;
+                    }
+                });
+            }
+        });
+        (addr, conns)
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_not_reused_past_the_idle_timeout() {
+        let (addr, conns) = closing_on_reuse().await;
+        let c = client(addr);
+        assert_eq!(text(&c, "/a").await, "ok 1");
+        // Past the timeout the pooled connection is left alone; reused, the agent's close would
+        // fail the request after it went out.
+        tokio::time::pause();
+        tokio::time::advance(IDLE_TIMEOUT + Duration::from_millis(1)).await;
+        tokio::time::resume();
+        assert_eq!(text(&c, "/b").await, "ok 2");
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

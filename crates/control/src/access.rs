@@ -351,13 +351,15 @@ impl Control {
     /// transactions (an authorization denial, a memory or artifact-store write), as the current
     /// caller. A failure is logged, not returned: the request's outcome is already decided.
     pub async fn audit_event(&self, action: &str, resource: &str, after: Value) {
-        if let Err(e) = self
-            .inner
-            .store
-            .apply(vec![audit::entry(action, resource, Value::Null, after)])
-            .await
-        {
-            warn!(error = %e, %action, %resource, "cannot append an audit entry");
+        let entry = audit::entry(action, resource, Value::Null, after);
+        let store = self.inner.store.clone();
+        // In a task of its own: the action it records has happened, so the entry is written even
+        // if the request awaiting it is dropped (its client left).
+        let written = tokio::spawn(async move { store.apply(vec![entry]).await }).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, %action, %resource, "cannot append an audit entry"),
+            Err(e) => warn!(error = %e, %action, %resource, "cannot append an audit entry"),
         }
     }
 }

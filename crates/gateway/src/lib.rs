@@ -632,10 +632,40 @@ impl Stream for Metered {
 
 impl Drop for Metered {
     fn drop(&mut self) {
-        if self.record.is_some() {
-            self.done(Some(
-                "the agent closed the connection before the answer ended".into(),
-            ));
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        let left = "the agent closed the connection before the answer ended";
+        // A whole (JSON) answer was generated, and is billed, before its first byte came: its
+        // usage is at its end, so the rest is read for it in a task of its own (the agent gets
+        // none of it), or an agent could spend tokens unaccounted by hanging up early. A stream's
+        // generation stops with it; what it used so far is counted.
+        if let (Some(Tap::Json(_)), Ok(rt)) = (&self.tap, tokio::runtime::Handle::try_current()) {
+            record.error = Some(left.to_owned());
+            let mut rest = Metered {
+                inner: std::mem::replace(&mut self.inner, futures::stream::empty().boxed()),
+                tap: self.tap.take(),
+                headers: std::mem::take(&mut self.headers),
+                record: None,
+                arrived: self.arrived,
+                gateway: self.gateway.clone(),
+                lease: self.lease.take(),
+            };
+            rt.spawn(async move {
+                while let Some(Ok(chunk)) = rest.inner.next().await {
+                    if let Some(tap) = rest.tap.as_mut() {
+                        tap.push(&chunk);
+                    }
+                    if matches!(rest.tap, Some(Tap::Off(_))) {
+                        break;
+                    }
+                }
+                rest.record = Some(record);
+                rest.done(None);
+            });
+            return;
         }
+        self.record = Some(record);
+        self.done(Some(left.into()));
     }
 }

@@ -157,11 +157,16 @@ impl Secrets for Shared {
 }
 
 #[derive(Default)]
-struct Records(Mutex<Vec<CallRecord>>);
+struct Records(Mutex<Vec<CallRecord>>, watch::Sender<usize>);
 
 impl Meter for Records {
     fn record(&self, call: CallRecord) {
-        self.0.lock().unwrap().push(call);
+        let n = {
+            let mut calls = self.0.lock().unwrap();
+            calls.push(call);
+            calls.len()
+        };
+        self.1.send_replace(n);
     }
 }
 
@@ -414,6 +419,57 @@ async fn rate_limits_and_token_budgets_answer_the_apis_429() {
     assert_eq!(call_as(&gw, "rt", "bob").await.0, StatusCode::OK);
     // One call spends the runtime's 12 tokens (10 in, 2 out): the next is refused.
     assert_eq!(call_as(&gw, "small", "carol").await.0, StatusCode::OK);
+    let (status, body) = call_as(&gw, "small", "dave").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body.contains("budget of 12 tokens"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_the_agent_hung_up_on_is_still_accounted() {
+    let (double, url) = start_double().await;
+    double.set("k", Mode::Ok);
+    let vault = Vault::new();
+    vault.put("p/k", "k");
+    let cfg = Config::parse(&format!(
+        "[[upstreams]]\nname='a'\nprotocol='anthropic'\nurl='{url}'\nsecret_prefix='p/'\n\
+         [limits.runtimes.small]\ntokens_per_day = 12\n"
+    ))
+    .unwrap();
+    let (gw, records) = start_gateway(cfg, &vault).await;
+    let mut recorded = records.1.subscribe();
+    // The agent takes the answer's head and hangs up before its body (where the usage is).
+    let resp = gw
+        .forward(berth_gateway::Request {
+            protocol: Protocol::Anthropic,
+            method: http::Method::POST,
+            path: "/v1/messages".into(),
+            query: None,
+            headers: HeaderMap::new(),
+            body: Bytes::from(r#"{"model":"claude-x","max_tokens":5,"messages":[]}"#),
+            caller: Caller {
+                runtime_id: "small".into(),
+                version: 1,
+                ..Caller::default()
+            },
+        })
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    drop(resp);
+    recorded.wait_for(|n| *n == 1).await.unwrap();
+    let call = records.0.lock().unwrap()[0].clone();
+    assert_eq!(
+        (call.usage.input_tokens, call.usage.output_tokens),
+        (Some(10), Some(2))
+    );
+    assert!(
+        call.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("closed the connection"),
+        "{:?}",
+        call.error
+    );
+    // Its 12 tokens are spent: the runtime's next call is refused.
     let (status, body) = call_as(&gw, "small", "dave").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert!(body.contains("budget of 12 tokens"), "{body}");

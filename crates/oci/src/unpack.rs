@@ -410,15 +410,20 @@ impl LayerCache {
     /// Removes the image records not in `keep` and every layer no kept image uses (and stray
     /// layers no record names). Waits for pulls in progress.
     pub async fn prune(&self, keep: &[Digest]) -> Result<Pruned, Error> {
-        let _exclusive = self.inner.use_lock.clone().write_owned().await;
+        let exclusive = self.inner.use_lock.clone().write_owned().await;
         let cache = self.clone();
         let keep: HashSet<Digest> = keep.iter().cloned().collect();
-        tokio::task::spawn_blocking(move || cache.prune_blocking(&keep))
-            .await
-            .map_err(|e| Error::Io {
-                context: "prune task".to_string(),
-                source: io::Error::other(e),
-            })?
+        // The lock goes with the work: were this future dropped (its request's client left),
+        // the deletion would run on with the lock released under it.
+        tokio::task::spawn_blocking(move || {
+            let _exclusive = exclusive;
+            cache.prune_blocking(&keep)
+        })
+        .await
+        .map_err(|e| Error::Io {
+            context: "prune task".to_string(),
+            source: io::Error::other(e),
+        })?
     }
 
     fn prune_blocking(&self, keep: &HashSet<Digest>) -> Result<Pruned, Error> {

@@ -295,6 +295,21 @@ struct Held {
     slot: Slot,
 }
 
+/// A session being opened. Dropped with its cell still empty (the start failed, or the caller
+/// left during it: the edge drops a request whose client hangs up), it removes the entry, which
+/// would otherwise stay in the live map for good.
+struct Unstarted<'a> {
+    sessions: &'a Sessions,
+    key: &'a Key,
+    cell: &'a Arc<OnceCell<Arc<Session>>>,
+}
+
+impl Drop for Unstarted<'_> {
+    fn drop(&mut self) {
+        self.sessions.forget_unstarted(self.key, self.cell);
+    }
+}
+
 /// A live session.
 pub struct Session {
     runtime_id: String,
@@ -496,9 +511,15 @@ impl Sessions {
                 .entry(key.clone())
                 .or_insert_with(|| Arc::new(OnceCell::new()))
                 .clone();
+            let unstarted = Unstarted {
+                sessions: self,
+                key: &key,
+                cell: &cell,
+            };
             let res = cell
                 .get_or_try_init(|| self.start(target, session_id, user_id))
                 .await;
+            drop(unstarted);
             match res {
                 Ok(s) if s.alive() => {
                     return Ok(s.clone());
@@ -510,6 +531,24 @@ impl Sessions {
                     return Err(e);
                 }
             }
+        }
+    }
+
+    /// Sessions being opened now: entries whose agent is still starting.
+    pub fn opening(&self) -> usize {
+        self.live().values().filter(|c| c.get().is_none()).count()
+    }
+
+    /// Removes `key`'s entry if it is still `cell`, empty, and held by no other caller (one waiting
+    /// on it would start the session in it).
+    fn forget_unstarted(&self, key: &Key, cell: &Arc<OnceCell<Arc<Session>>>) {
+        let mut live = self.live();
+        // Under the lock: callers clone an entry only while holding it.
+        if cell.get().is_none()
+            && Arc::strong_count(cell) == 2
+            && live.get(key).is_some_and(|c| Arc::ptr_eq(c, cell))
+        {
+            live.remove(key);
         }
     }
 

@@ -55,6 +55,34 @@ async fn concurrent_opens_of_one_session_share_one_agent() {
 }
 
 #[tokio::test]
+async fn a_start_whose_caller_left_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, record, _shutdown) = sessions(options(dir.path()));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *record.start_gate.lock().unwrap() = Some(gate.clone());
+    let t = target(1);
+    let mut waiting = record.start_waiting.subscribe();
+    {
+        let open = s.open(&t, SID, None);
+        tokio::pin!(open);
+        tokio::select! {
+            _ = &mut open => panic!("the start went past its gate"),
+            r = waiting.wait_for(|n| *n == 1) => drop(r.unwrap()),
+        }
+        assert_eq!(s.opening(), 1);
+        // The caller leaves (the edge drops a request whose client hung up).
+    }
+    assert_eq!(s.opening(), 0);
+    assert_eq!(*record.start_waiting.borrow(), 0);
+    // The next caller starts the session afresh.
+    gate.add_permits(1);
+    let session = s.open(&t, SID, None).await.unwrap();
+    assert!(Arc::ptr_eq(&s.existing(RUNTIME_ID, SID).unwrap(), &session));
+    assert_eq!(record.started.load(Ordering::SeqCst), 1);
+    assert_eq!(s.opening(), 0);
+}
+
+#[tokio::test]
 async fn an_exited_agent_is_not_handed_out_and_the_next_open_starts_afresh() {
     let dir = tempfile::tempdir().unwrap();
     let (s, record, _shutdown) = sessions(options(dir.path()));

@@ -138,12 +138,52 @@ async fn agentcore_layers(State(state): State<AppState>, req: Request, next: Nex
             // operation's limit and the listener's budgets (AgentCore clients send no payload
             // hash, so the signature needs it), then the signature is verified.
             auth::authenticate(&state, req, |req| {
-                // Inside authentication: mutations are audited as the verified caller.
-                traffic_api::caller_scope(req, |req| next.run(req))
+                // A change, once authorised, runs to its end even if its client leaves.
+                to_completion(req, |req| {
+                    // Mutations are audited as the verified caller.
+                    traffic_api::caller_scope(req, |req| next.run(req))
+                })
             })
         })
     })
     .await
+}
+
+/// Runs a request that changes state in a task of its own, so that it runs to its end even if
+/// its client leaves. The edge drops a request whose client hangs up, and a handler dropped
+/// between two durable steps would leave them half done: a write without its audit entry, a
+/// commit without the task it starts (a resource left CREATING), a secret changed but not
+/// reloaded. Reads, and the calls whose client leaving must reach the agent (invocations,
+/// commands, a WebSocket), stay in the request: they are dropped with it.
+pub(crate) async fn to_completion<F, Fut>(req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    if !changes_state(&req) {
+        return inner(req).await;
+    }
+    let task = tokio::spawn(tracing::Instrument::in_current_span(inner(req)));
+    match task.await {
+        Ok(resp) => resp,
+        Err(e) => axum::response::IntoResponse::into_response(error::WireError(
+            berth_api::ApiError::internal_because(format_args!("the request's task failed: {e}")),
+        )),
+    }
+}
+
+/// [`to_completion`] as a middleware, for the routers outside [`agentcore_layers`].
+async fn run_to_completion(req: Request, next: Next) -> Response {
+    to_completion(req, |req| next.run(req)).await
+}
+
+/// Whether a request may change state and is not a call streamed to and from an agent.
+fn changes_state(req: &Request) -> bool {
+    use axum::http::Method;
+    let path = req.uri().path();
+    !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        && !(path.starts_with("/runtimes/")
+            && (path.ends_with("/invocations") || path.ends_with("/commands")))
 }
 
 /// The full router of the public listener (`sandbox: None`) or of one sandbox's own.
@@ -179,13 +219,16 @@ fn router_for(state: AppState, sandbox: Option<&str>) -> Router {
         .merge(cluster_api::unsigned_routes())
         // The OCI registry authenticates with HTTP Basic (container clients cannot sign) and
         // streams blobs past the SigV4 layer's body limits: see `registry_api`.
-        .merge(registry_api::routes())
+        .merge(registry_api::routes().layer(middleware::from_fn(run_to_completion)))
         .layer(middleware::from_fn(error::request_id))
         .with_state(state.clone())
         // Model SDKs send an API key, not SigV4: the key Berth gave the sandbox (see
         // `gateway_api`).
         .merge(
             gateway_api::routes(state.clone(), sandbox)
+                // A model call the agent hangs up on before its answer's head is still made,
+                // and accounted against the caller's budgets.
+                .layer(middleware::from_fn(run_to_completion))
                 .layer(middleware::from_fn(error::request_id)),
         );
     Router::new()
@@ -199,4 +242,79 @@ fn router_for(state: AppState, sandbox: Option<&str>) -> Router {
         ))
         .with_state(state)
         .merge(unsigned)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use tokio::sync::oneshot;
+
+    /// Starts `method path` through [`to_completion`] on a handler that waits to be let go, drops
+    /// the request as the edge does when its client leaves, lets the handler go, and says whether
+    /// it still ran to its end.
+    async fn finishes_after_the_client_left(method: &str, path: &str) -> bool {
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let (go_tx, go_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let handler = move |_: Request| async move {
+            let _ = started_tx.send(());
+            let _ = go_rx.await;
+            let _ = done_tx.send(());
+            Response::new(Body::empty())
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let mut request = Box::pin(to_completion(req, handler));
+        tokio::select! {
+            _ = &mut request => panic!("the handler answered before it was let go"),
+            r = started_rx => r.unwrap(),
+        }
+        drop(request);
+        let _ = go_tx.send(());
+        done_rx.await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_change_runs_to_its_end_after_its_client_left() {
+        for (method, path) in [
+            ("POST", "/runtimes/"),
+            ("PUT", "/runtimes/r-1/"),
+            ("DELETE", "/runtimes/r-1/"),
+            ("POST", "/runtimes/r-1/stopruntimesession"),
+            ("PUT", "/bucket/key"),
+        ] {
+            assert!(
+                finishes_after_the_client_left(method, path).await,
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_and_agent_calls_end_with_their_client() {
+        for (method, path) in [
+            ("GET", "/runtimes/"),
+            ("HEAD", "/bucket/key"),
+            ("POST", "/runtimes/arn%3Aaws/invocations"),
+            ("POST", "/runtimes/arn%3Aaws/commands"),
+        ] {
+            assert!(
+                !finishes_after_the_client_left(method, path).await,
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_whose_task_panics_is_answered_500() {
+        let req = Request::post("/runtimes/").body(Body::empty()).unwrap();
+        let resp = to_completion(req, |_| async { panic!("a handler bug") }).await;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

@@ -257,14 +257,7 @@ impl Drop for Execution {
             // Abandoned (the caller went away): the command ends with its stream, and its first
             // process (killed with it through its parent-death signal) is reaped off the runtime.
             self.kill_group();
-            helper::pidfd_kill(&self.pidfd);
-            let pidfd = self.pidfd.clone();
-            let _ = std::thread::Builder::new()
-                .name("berth-exec-reap".into())
-                .spawn(move || {
-                    wait_exit_blocking(&pidfd, EXIT_TIMEOUT);
-                    reap(&pidfd);
-                });
+            kill_and_reap(&self.pidfd);
         }
     }
 }
@@ -671,51 +664,41 @@ impl Sandbox {
         let spawned = helper::exec(plan, child_fds)
             .await
             .map_err(|e| Error::io("clone the command", e))?;
-        let pidfd = Arc::new(spawned.pidfd);
-        let abandon = |e: Error| {
-            helper::pidfd_kill(&pidfd);
-            let fd = pidfd.clone();
-            tokio::task::spawn_blocking(move || {
-                wait_exit_blocking(&fd, EXIT_TIMEOUT);
-                reap(&fd)
-            });
-            e
+        // Until the command is handed over as an `Execution`, an error or this future being
+        // dropped (the request's client left) kills and reaps it.
+        let unclaimed = Unclaimed {
+            pidfd: Arc::new(spawned.pidfd),
+            claimed: false,
         };
         if let Some(cg) = &inner.cgroups
             && let Err(e) = cg.attach(spawned.pid)
         {
-            return Err(abandon(Error::io(
-                "move the command into the sandbox's cgroups",
-                e,
-            )));
+            return Err(Error::io("move the command into the sandbox's cgroups", e));
         }
-        let mut sync = File::from(sync_w);
-        if let Err(e) = sync.write_all(&[1]) {
-            return Err(abandon(Error::io("release the command", e)));
-        }
-        drop(sync);
+        File::from(sync_w)
+            .write_all(&[1])
+            .map_err(|e| Error::io("release the command", e))?;
         let ctx = StartContext {
             descriptions: Vec::new(),
             program: program.display().to_string(),
         };
-        if let Err(e) = wait_exec(exec_r, &ctx).await {
-            return Err(abandon(e));
-        }
+        wait_exec(exec_r, &ctx).await?;
         let rx = |fd: OwnedFd| pipe::Receiver::from_owned_fd(fd).map_err(pipe_err);
         let (stdout, stderr, mut status_r) = match (rx(out_r), rx(err_r), rx(status_r)) {
             (Ok(o), Ok(e), Ok(s)) => (o, e, s),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Err(abandon(e)),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Err(e),
         };
         let mut pid = [0u8; 4];
-        if let Err(e) = status_r.read_exact(&mut pid).await {
-            return Err(abandon(Error::io("read the command's pid", e)));
-        }
+        status_r
+            .read_exact(&mut pid)
+            .await
+            .map_err(|e| Error::io("read the command's pid", e))?;
         Ok(Execution {
             stdout,
             stderr,
             pgid: i32::from_ne_bytes(pid),
             status_r,
-            pidfd,
+            pidfd: unclaimed.claim(),
             exited: false,
         })
     }
@@ -980,6 +963,40 @@ async fn watch_exit(
     info.destroyed = destroying.load(Ordering::SeqCst);
     debug!(pid, exit = %info, "sandbox process exited");
     tx.send_replace(Some(info));
+}
+
+/// A command started in a sandbox and not yet handed over as an [`Execution`] (whose own drop
+/// ends it): dropped unclaimed, it is killed and reaped off the runtime's threads.
+struct Unclaimed {
+    pidfd: Arc<OwnedFd>,
+    claimed: bool,
+}
+
+impl Unclaimed {
+    fn claim(mut self) -> Arc<OwnedFd> {
+        self.claimed = true;
+        self.pidfd.clone()
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if !self.claimed {
+            kill_and_reap(&self.pidfd);
+        }
+    }
+}
+
+/// Kills a command's first process and reaps it on a thread of its own.
+fn kill_and_reap(pidfd: &Arc<OwnedFd>) {
+    helper::pidfd_kill(pidfd);
+    let pidfd = pidfd.clone();
+    let _ = std::thread::Builder::new()
+        .name("berth-exec-reap".into())
+        .spawn(move || {
+            wait_exit_blocking(&pidfd, EXIT_TIMEOUT);
+            reap(&pidfd);
+        });
 }
 
 /// Blocks until the pidfd is readable (the process exited) or `limit` passes.

@@ -45,6 +45,10 @@ pub struct Record {
     pub most_warming: AtomicUsize,
     /// When set, each warm start waits for a permit of this gate before it completes.
     pub warm_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// When set, each start waits for a permit of this gate before it does anything.
+    pub start_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// Starts waiting at `start_gate` now (sent on every change).
+    pub start_waiting: watch::Sender<usize>,
 }
 
 /// Handle on one fake agent from the test's side.
@@ -211,6 +215,14 @@ impl SessionBackend for FakeBackend {
     }
 
     async fn start(&self, spec: AgentSpec) -> Result<Box<dyn Agent>, Error> {
+        let gate = self.record.start_gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            let r = &self.record;
+            r.start_waiting.send_modify(|n| *n += 1);
+            // Counted down on the way out, also when the caller is dropped while waiting.
+            let _waited = scopeguard(|| r.start_waiting.send_modify(|n| *n -= 1));
+            gate.acquire().await.unwrap().forget();
+        }
         if self.record.fail_start.load(Ordering::SeqCst) {
             return Err(Error::Start("the fake refuses to start".into()));
         }
@@ -394,4 +406,17 @@ pub fn sessions(opts: SessionOptions) -> (Sessions, Arc<Record>, CancellationTok
     let shutdown = CancellationToken::new();
     let s = Sessions::new(opts, backend, Arc::new(FakePrepare), shutdown.clone());
     (s, record, shutdown)
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

@@ -295,21 +295,6 @@ struct Held {
     slot: Slot,
 }
 
-/// A session being opened. Dropped with its cell still empty (the start failed, or the caller
-/// left during it: the edge drops a request whose client hangs up), it removes the entry, which
-/// would otherwise stay in the live map for good.
-struct Unstarted<'a> {
-    sessions: &'a Sessions,
-    key: &'a Key,
-    cell: &'a Arc<OnceCell<Arc<Session>>>,
-}
-
-impl Drop for Unstarted<'_> {
-    fn drop(&mut self) {
-        self.sessions.forget_unstarted(self.key, self.cell);
-    }
-}
-
 /// A live session.
 pub struct Session {
     runtime_id: String,
@@ -511,45 +496,50 @@ impl Sessions {
                 .entry(key.clone())
                 .or_insert_with(|| Arc::new(OnceCell::new()))
                 .clone();
-            let unstarted = Unstarted {
-                sessions: self,
-                key: &key,
-                cell: &cell,
+            let session = match cell.get() {
+                Some(s) => s.clone(),
+                None => self.start_in(&key, &cell, target, user_id).await?,
             };
-            let res = cell
-                .get_or_try_init(|| self.start(target, session_id, user_id))
-                .await;
-            drop(unstarted);
-            match res {
-                Ok(s) if s.alive() => {
-                    return Ok(s.clone());
-                }
-                // It ended between lookup and use: drop the stale slot and start afresh.
-                Ok(_) => self.forget(&key, &cell),
-                Err(e) => {
-                    self.forget(&key, &cell);
-                    return Err(e);
-                }
+            if session.alive() {
+                return Ok(session);
             }
+            // It ended between lookup and use: drop the stale slot and start afresh.
+            self.forget(&key, &cell);
         }
+    }
+
+    /// Starts the session of `cell` in a task of its own and waits for it. A caller that leaves
+    /// (the edge drops a request whose client hangs up) does not cut a sandbox's start short,
+    /// which would leave its directories, cgroups and processes to the next start's sweep; the
+    /// session serves the caller's retry, or idles out. A failed start removes the entry.
+    async fn start_in(
+        &self,
+        key: &Key,
+        cell: &Arc<OnceCell<Arc<Session>>>,
+        target: &Target,
+        user_id: Option<&str>,
+    ) -> Result<Arc<Session>, Error> {
+        let this = self.clone();
+        let (key, cell, target) = (key.clone(), cell.clone(), target.clone());
+        let user_id = user_id.map(str::to_owned);
+        let started = self.inner.tasks.spawn(async move {
+            let res = cell
+                .get_or_try_init(|| this.start(&target, &key.1, user_id.as_deref()))
+                .await
+                .cloned();
+            if res.is_err() {
+                this.forget(&key, &cell);
+            }
+            res
+        });
+        started
+            .await
+            .map_err(|e| Error::Start(format!("the session's start failed: {e}")))?
     }
 
     /// Sessions being opened now: entries whose agent is still starting.
     pub fn opening(&self) -> usize {
         self.live().values().filter(|c| c.get().is_none()).count()
-    }
-
-    /// Removes `key`'s entry if it is still `cell`, empty, and held by no other caller (one waiting
-    /// on it would start the session in it).
-    fn forget_unstarted(&self, key: &Key, cell: &Arc<OnceCell<Arc<Session>>>) {
-        let mut live = self.live();
-        // Under the lock: callers clone an entry only while holding it.
-        if cell.get().is_none()
-            && Arc::strong_count(cell) == 2
-            && live.get(key).is_some_and(|c| Arc::ptr_eq(c, cell))
-        {
-            live.remove(key);
-        }
     }
 
     fn forget(&self, key: &Key, cell: &Arc<OnceCell<Arc<Session>>>) {

@@ -55,7 +55,7 @@ async fn concurrent_opens_of_one_session_share_one_agent() {
 }
 
 #[tokio::test]
-async fn a_start_whose_caller_left_leaves_nothing_behind() {
+async fn a_start_whose_caller_left_goes_on_and_serves_the_next_call() {
     let dir = tempfile::tempdir().unwrap();
     let (s, record, _shutdown) = sessions(options(dir.path()));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -69,13 +69,12 @@ async fn a_start_whose_caller_left_leaves_nothing_behind() {
             _ = &mut open => panic!("the start went past its gate"),
             r = waiting.wait_for(|n| *n == 1) => drop(r.unwrap()),
         }
-        assert_eq!(s.opening(), 1);
         // The caller leaves (the edge drops a request whose client hung up).
     }
-    assert_eq!(s.opening(), 0);
-    assert_eq!(*record.start_waiting.borrow(), 0);
-    // The next caller starts the session afresh.
+    assert_eq!(s.opening(), 1);
+    assert_eq!(*record.start_waiting.borrow(), 1, "the start was cut short");
     gate.add_permits(1);
+    // The next call gets the session that start made: one agent in all.
     let session = s.open(&t, SID, None).await.unwrap();
     assert!(Arc::ptr_eq(&s.existing(RUNTIME_ID, SID).unwrap(), &session));
     assert_eq!(record.started.load(Ordering::SeqCst), 1);
@@ -180,6 +179,8 @@ async fn a_backend_that_cannot_start_is_a_start_error() {
         other => panic!("expected a start error, got {:?}", other.err()),
     }
     assert!(s.existing(RUNTIME_ID, SID).is_none());
+    // The failed start left no entry behind.
+    assert_eq!(s.opening(), 0);
 }
 
 #[tokio::test]

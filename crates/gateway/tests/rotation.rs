@@ -396,18 +396,25 @@ async fn call_as(gw: &Gateway, rt: &str, actor: &str) -> (StatusCode, String) {
     send(gw, body, caller).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limits_and_token_budgets_answer_the_apis_429() {
+/// A gateway with one upstream (the double, one credential that serves) and `limits` (TOML).
+async fn limited_gateway(limits: &str) -> (Gateway, Arc<Records>) {
     let (double, url) = start_double().await;
     double.set("k", Mode::Ok);
     let vault = Vault::new();
     vault.put("p/k", "k");
     let cfg = Config::parse(&format!(
-        "[[upstreams]]\nname='a'\nprotocol='anthropic'\nurl='{url}'\nsecret_prefix='p/'\n\
-         [limits]\nactor_requests_per_minute = 2\n[limits.runtimes.small]\ntokens_per_day = 12\n"
+        "[[upstreams]]\nname='a'\nprotocol='anthropic'\nurl='{url}'\nsecret_prefix='p/'\n{limits}"
     ))
     .unwrap();
-    let (gw, _) = start_gateway(cfg, &vault).await;
+    start_gateway(cfg, &vault).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_token_budgets_answer_the_apis_429() {
+    let (gw, _) = limited_gateway(
+        "[limits]\nactor_requests_per_minute = 2\n[limits.runtimes.small]\ntokens_per_day = 12\n",
+    )
+    .await;
     assert_eq!(call_as(&gw, "rt", "alice").await.0, StatusCode::OK);
     assert_eq!(call_as(&gw, "rt", "alice").await.0, StatusCode::OK);
     let (status, body) = call_as(&gw, "rt", "alice").await;
@@ -426,16 +433,7 @@ async fn rate_limits_and_token_budgets_answer_the_apis_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_the_agent_hung_up_on_is_still_accounted() {
-    let (double, url) = start_double().await;
-    double.set("k", Mode::Ok);
-    let vault = Vault::new();
-    vault.put("p/k", "k");
-    let cfg = Config::parse(&format!(
-        "[[upstreams]]\nname='a'\nprotocol='anthropic'\nurl='{url}'\nsecret_prefix='p/'\n\
-         [limits.runtimes.small]\ntokens_per_day = 12\n"
-    ))
-    .unwrap();
-    let (gw, records) = start_gateway(cfg, &vault).await;
+    let (gw, records) = limited_gateway("[limits.runtimes.small]\ntokens_per_day = 12\n").await;
     let mut recorded = records.1.subscribe();
     // The agent takes the answer's head and hangs up before its body (where the usage is).
     let resp = gw

@@ -371,44 +371,54 @@ mod tests {
     /// A raw HTTP/1.1 agent: answers each request on a connection with `ok <n>`, and closes the
     /// connection after `per_conn` answers. Counts connections.
     async fn agent(per_conn: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+        serve(move |mut s, n| async move {
+            let mut buf = Vec::new();
+            for _ in 0..per_conn {
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut chunk = [0u8; 1024];
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                buf.clear();
+                // What a strict HTTP/1.1 server (h11, uvicorn's) insists on.
+                if !head.starts_with("get /") || !head.contains("\r\nhost: 127.0.0.1\r\n") {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let body = format!("ok {n}");
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                if s.write_all(format!("{head}{body}").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // Closed without a word, as an agent's idle timeout would.
+        })
+        .await
+    }
+
+    /// A test agent on loopback running `conn` on each connection it accepts (with the
+    /// connection's number, from 1); counts connections.
+    async fn serve<F, Fut>(conn: F) -> (SocketAddr, Arc<AtomicUsize>)
+    where
+        F: Fn(TcpStream, usize) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let conns = Arc::new(AtomicUsize::new(0));
         let counted = conns.clone();
         tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
+            while let Ok((s, _)) = l.accept().await {
                 let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    for _ in 0..per_conn {
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            let mut chunk = [0u8; 1024];
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                            }
-                        }
-                        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-                        buf.clear();
-                        // What a strict HTTP/1.1 server (h11, uvicorn's) insists on.
-                        if !head.starts_with("get /") || !head.contains("\r\nhost: 127.0.0.1\r\n") {
-                            let _ = s
-                                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
-                                .await;
-                            return;
-                        }
-                        let body = format!("ok {n}");
-                        let head =
-                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-                        if s.write_all(format!("{head}{body}").as_bytes())
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    // Closed without a word, as an agent's idle timeout would.
-                });
+                tokio::spawn(conn(s, n));
             }
         });
         (addr, conns)
@@ -468,30 +478,21 @@ mod tests {
     /// server whose keep-alive timeout fires just as the next request arrives, closes the
     /// connection on the second without answering.
     async fn closing_on_reuse() -> (SocketAddr, Arc<AtomicUsize>) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let conns = Arc::new(AtomicUsize::new(0));
-        let counted = conns.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    if s.read(&mut buf).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let body = format!("ok {n}");
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if s.write_all(answer.as_bytes()).await.is_ok() {
-                        let _ = s.read(&mut buf).await;
-                    }
-                });
+        serve(|mut s, n| async move {
+            let mut buf = [0u8; 1024];
+            if s.read(&mut buf).await.unwrap_or(0) == 0 {
+                return;
             }
-        });
-        (addr, conns)
+            let body = format!("ok {n}");
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if s.write_all(answer.as_bytes()).await.is_ok() {
+                let _ = s.read(&mut buf).await;
+            }
+        })
+        .await
     }
 
     #[tokio::test]

@@ -362,19 +362,27 @@ async fn when_every_credential_is_limited_requests_wait_then_succeed() {
     );
 }
 
+/// One Messages call through the gateway: its answer, the body still streaming.
+async fn call(
+    gw: &Gateway,
+    body: impl Into<Bytes>,
+    caller: Caller,
+) -> http::Response<berth_gateway::Body> {
+    gw.forward(berth_gateway::Request {
+        protocol: Protocol::Anthropic,
+        method: http::Method::POST,
+        path: "/v1/messages".into(),
+        query: None,
+        headers: HeaderMap::new(),
+        body: body.into(),
+        caller,
+    })
+    .await
+}
+
 /// One Messages call through the gateway, its body read to the end: its status and body.
 async fn send(gw: &Gateway, body: String, caller: Caller) -> Result<(StatusCode, String), String> {
-    let resp = gw
-        .forward(berth_gateway::Request {
-            protocol: Protocol::Anthropic,
-            method: http::Method::POST,
-            path: "/v1/messages".into(),
-            query: None,
-            headers: HeaderMap::new(),
-            body: Bytes::from(body),
-            caller,
-        })
-        .await;
+    let resp = call(gw, body, caller).await;
     let status = resp.status();
     let mut body = resp.into_body();
     let mut all = Vec::new();
@@ -436,21 +444,17 @@ async fn an_answer_the_agent_hung_up_on_is_still_accounted() {
     let (gw, records) = limited_gateway("[limits.runtimes.small]\ntokens_per_day = 12\n").await;
     let mut recorded = records.1.subscribe();
     // The agent takes the answer's head and hangs up before its body (where the usage is).
-    let resp = gw
-        .forward(berth_gateway::Request {
-            protocol: Protocol::Anthropic,
-            method: http::Method::POST,
-            path: "/v1/messages".into(),
-            query: None,
-            headers: HeaderMap::new(),
-            body: Bytes::from(r#"{"model":"claude-x","max_tokens":5,"messages":[]}"#),
-            caller: Caller {
-                runtime_id: "small".into(),
-                version: 1,
-                ..Caller::default()
-            },
-        })
-        .await;
+    let caller = Caller {
+        runtime_id: "small".into(),
+        version: 1,
+        ..Caller::default()
+    };
+    let resp = call(
+        &gw,
+        r#"{"model":"claude-x","max_tokens":5,"messages":[]}"#,
+        caller,
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     drop(resp);
     recorded.wait_for(|n| *n == 1).await.unwrap();

@@ -14,6 +14,26 @@ mod scores;
 mod traces;
 mod usage;
 
+/// Rows per multi-row statement at most: under SQLite's limit of 32,766 bound variables at 19
+/// columns.
+const MAX_ROWS: usize = 256;
+
+/// Splits `rows` into chunks whose lengths are powers of two, largest first and at most
+/// [`MAX_ROWS`], for multi-row statements of a few shapes only: each is prepared once and kept
+/// in the connection's statement cache. A statement of whatever length the batch had was
+/// prepared anew every time, a fifth of the SQLite writer's CPU under load (bench B2's profile).
+fn cached_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let n = MAX_ROWS.min(1 << rows.len().ilog2());
+        let (chunk, rest) = rows.split_at(n);
+        rows = rest;
+        Some(chunk)
+    })
+}
+
 /// The attribution filters traces and usage are narrowed by, each an ` AND column = value`.
 fn push_attribution(
     q: &mut sqlx::QueryBuilder<'_, Db>,
@@ -36,5 +56,29 @@ fn push_attribution(
     }
     if let Some(v) = version {
         q.push(" AND version = ").push_bind(i64::from(v));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cached_chunks_are_powers_of_two_largest_first() {
+        let rows: Vec<usize> = (0..1000).collect();
+        let lens = |n: usize| {
+            super::cached_chunks(&rows[..n])
+                .map(<[usize]>::len)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lens(0), Vec::<usize>::new());
+        assert_eq!(lens(1), [1]);
+        assert_eq!(lens(100), [64, 32, 4]);
+        assert_eq!(lens(256), [256]);
+        assert_eq!(lens(1000), [256, 256, 256, 128, 64, 32, 8]);
+        // Every row once, in order.
+        let back: Vec<usize> = super::cached_chunks(&rows[..777])
+            .flatten()
+            .copied()
+            .collect();
+        assert_eq!(back, rows[..777]);
     }
 }

@@ -25,9 +25,6 @@ fn session_col(a: &Attribution) -> &str {
     a.session_id.as_deref().unwrap_or("")
 }
 
-/// Rows per multi-row statement: under SQLite's limit of 32,766 bound variables at 19 columns.
-const ROWS_PER_STATEMENT: usize = 500;
-
 /// What one batch adds to one trace row (a trace as seen in one runtime and session).
 struct TraceDelta<'a> {
     attribution: &'a Attribution,
@@ -100,12 +97,12 @@ impl<'a> Deltas<'a> {
     }
 }
 
-/// Folds each delta into its trace row, a few hundred rows per statement.
+/// Folds each delta into its trace row, up to a few hundred rows per statement.
 async fn upsert_traces(
     tx: &mut sqlx::Transaction<'_, Db>,
     deltas: &[(&str, TraceDelta<'_>)],
 ) -> Result<(), Error> {
-    for chunk in deltas.chunks(ROWS_PER_STATEMENT) {
+    for chunk in super::cached_chunks(deltas) {
         let mut q = QueryBuilder::<Db>::new(
             "INSERT INTO traces (trace_id, runtime_id, session_id, version, endpoint, actor, \
              service_name, root_name, root_start_ns, start_ns, end_ns, span_count, error, bytes) ",
@@ -144,8 +141,7 @@ async fn upsert_traces(
                    THEN excluded.error ELSE traces.error END, \
                bytes = traces.bytes + excluded.bytes",
         );
-        // The text varies with the row count: not worth a slot in the statement cache.
-        q.build().persistent(false).execute(&mut **tx).await?;
+        q.build().execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -162,7 +158,7 @@ fn span_key(s: &Span) -> SpanKey<'_> {
     )
 }
 
-/// Inserts spans a few hundred per statement, skipping those already stored (a retried export)
+/// Inserts spans up to a few hundred per statement, skipping those already stored (a retried export)
 /// and repeats within the batch; returns which of `spans` were new.
 ///
 /// What is stored already is asked first, in one query per chunk that nearly always returns no
@@ -174,7 +170,7 @@ async fn insert_spans(
     spans: &[Span],
 ) -> Result<Vec<bool>, Error> {
     let mut stored = Vec::<(String, String, String, String)>::new();
-    for chunk in spans.chunks(ROWS_PER_STATEMENT) {
+    for chunk in super::cached_chunks(spans) {
         let mut q = QueryBuilder::<Db>::new(
             "SELECT trace_id, span_id, runtime_id, session_id FROM spans \
              WHERE (trace_id, span_id, runtime_id, session_id) IN (",
@@ -184,7 +180,7 @@ async fn insert_spans(
             b.push_bind(t).push_bind(id).push_bind(r).push_bind(session);
         });
         q.push(")");
-        for row in q.build().persistent(false).fetch_all(&mut **tx).await? {
+        for row in q.build().fetch_all(&mut **tx).await? {
             stored.push((
                 row.try_get("trace_id")?,
                 row.try_get("span_id")?,
@@ -205,7 +201,7 @@ async fn insert_spans(
         .filter(|(_, n)| **n)
         .map(|(s, _)| s)
         .collect();
-    for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+    for chunk in super::cached_chunks(&fresh) {
         let mut q = QueryBuilder::<Db>::new(format!("INSERT INTO spans ({SPAN_COLS}) "));
         q.push_values(chunk, |mut b, s| {
             let a = &s.attribution;
@@ -231,13 +227,13 @@ async fn insert_spans(
         });
         // Written under the store's write lock (SQLite's one writer, PostgreSQL's advisory
         // lock), so nothing was stored between the question above and this insert.
-        q.build().persistent(false).execute(&mut **tx).await?;
+        q.build().execute(&mut **tx).await?;
     }
     Ok(new)
 }
 
 async fn insert_logs(tx: &mut sqlx::Transaction<'_, Db>, logs: &[LogRecord]) -> Result<(), Error> {
-    for chunk in logs.chunks(ROWS_PER_STATEMENT) {
+    for chunk in super::cached_chunks(logs) {
         let mut q = QueryBuilder::<Db>::new(format!("INSERT INTO logs ({LOG_COLS}) "));
         q.push_values(chunk, |mut b, l| {
             let a = &l.attribution;
@@ -257,7 +253,7 @@ async fn insert_logs(tx: &mut sqlx::Transaction<'_, Db>, logs: &[LogRecord]) -> 
                 .push_bind(json_text(&l.resource))
                 .push_bind(l.scope.as_str());
         });
-        q.build().persistent(false).execute(&mut **tx).await?;
+        q.build().execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -10,9 +10,6 @@ use std::collections::HashMap;
 /// A `genai_usage` row's key: runtime, version, endpoint, session, actor, model, minute.
 type UsageKey<'a> = (&'a str, u32, &'a str, &'a str, &'a str, String, i64);
 
-/// Rows per multi-row upsert (15 binds each, under SQLite's 32766 variables).
-const ROWS_PER_STATEMENT: usize = 500;
-
 /// Adds just-inserted spans to the accounts, inside the transaction that stored them: the
 /// batch is folded per key in Rust first, then written as a few multi-row upserts (one round
 /// trip per statement, whatever the number of spans). Pass only the spans whose rows were
@@ -48,7 +45,7 @@ pub(super) async fn accumulate<'s>(
         return Ok(());
     }
     let rows: Vec<_> = rows.into_iter().collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in super::cached_chunks(&rows) {
         let mut q = QueryBuilder::<Db>::new(format!(
             "INSERT INTO genai_usage (runtime_id, version, endpoint, session_id, actor, model, \
              minute_ns, {}) ",
@@ -72,10 +69,10 @@ pub(super) async fn accumulate<'s>(
              DO UPDATE SET ",
         )
         .push(add_excluded("genai_usage"));
-        q.build().persistent(false).execute(&mut **tx).await?;
+        q.build().execute(&mut **tx).await?;
     }
     let totals: Vec<_> = totals.into_iter().collect();
-    for chunk in totals.chunks(ROWS_PER_STATEMENT) {
+    for chunk in super::cached_chunks(&totals) {
         let mut q = QueryBuilder::<Db>::new(format!(
             "INSERT INTO genai_totals (runtime_id, version, model, {}) ",
             COUNT_COLS.join(", ")
@@ -88,7 +85,7 @@ pub(super) async fn accumulate<'s>(
         });
         q.push(" ON CONFLICT (runtime_id, version, model) DO UPDATE SET ")
             .push(add_excluded("genai_totals"));
-        q.build().persistent(false).execute(&mut **tx).await?;
+        q.build().execute(&mut **tx).await?;
     }
     Ok(())
 }

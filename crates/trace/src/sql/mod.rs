@@ -14,8 +14,8 @@ mod scores;
 mod traces;
 mod usage;
 
-/// Rows per multi-row statement at most: under SQLite's limit of 32,766 bound variables at 19
-/// columns.
+/// Rows per multi-row statement at most: under SQLite's limit of 32,766 bound variables at the
+/// widest row's 19 columns.
 const MAX_ROWS: usize = 256;
 
 /// Splits `rows` into chunks whose lengths are powers of two, largest first and at most

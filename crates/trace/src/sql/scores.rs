@@ -15,9 +15,6 @@ const COLS: &str = "at_ns, ended_ns, source, evaluator_id, evaluator_name, dimen
     endpoint, version, session_id, trace_id, span_id, value, label, explanation, error, \
     input_tokens, output_tokens";
 
-/// Rows per multi-row statement: 18 binds each, under SQLite's 32,766 variables.
-const ROWS_PER_STATEMENT: usize = 500;
-
 const MS: i64 = 1_000_000;
 
 fn tokens(n: u64) -> i64 {
@@ -110,7 +107,7 @@ impl ScoreStore for Store {
                 .push((s.at_ns.div_euclid(MS), score_document(s).to_string()));
         }
         let mut tx = self.begin().await?;
-        for chunk in scores.chunks(ROWS_PER_STATEMENT) {
+        for chunk in super::cached_chunks(scores) {
             let mut q = QueryBuilder::<Db>::new(format!("INSERT INTO eval_scores ({COLS}) "));
             q.push_values(chunk, |mut b, s| {
                 b.push_bind(s.at_ns)
@@ -132,7 +129,7 @@ impl ScoreStore for Store {
                     .push_bind(tokens(s.input_tokens))
                     .push_bind(tokens(s.output_tokens));
             });
-            q.build().persistent(false).execute(&mut *tx).await?;
+            q.build().execute(&mut *tx).await?;
         }
         for ((rt, ep, version, evaluator), (n, sum, errors)) in &totals {
             sqlx::query(
@@ -168,7 +165,7 @@ impl ScoreStore for Store {
                 .execute(&mut *tx)
                 .await?;
             let mut bytes = 0i64;
-            for chunk in evs.chunks(ROWS_PER_STATEMENT) {
+            for chunk in super::cached_chunks(evs) {
                 let mut q = QueryBuilder::<Db>::new(
                     "INSERT INTO log_events (group_name, stream, timestamp_ms, ingestion_ms, \
                      message) ",
@@ -180,7 +177,7 @@ impl ScoreStore for Store {
                         .push_bind(now_ms)
                         .push_bind(message.as_str());
                 });
-                q.build().persistent(false).execute(&mut *tx).await?;
+                q.build().execute(&mut *tx).await?;
             }
             for (_, m) in evs {
                 bytes = bytes.saturating_add(i64::try_from(m.len()).unwrap_or(i64::MAX));

@@ -395,6 +395,7 @@ impl Puller {
             Scheme::Http => ClientProtocol::Http,
             Scheme::Https => ClientProtocol::Https,
         };
+        install_tls_provider();
         let client = oci_client::Client::try_from(ClientConfig {
             protocol,
             connect_timeout: Some(self.connect_timeout),
@@ -816,6 +817,17 @@ impl Puller {
             source: std::io::Error::other(e),
         })?
     }
+}
+
+/// Makes ring the process's rustls provider, once, unless something installed one before.
+/// oci-client's reqwest is built without a provider of its own (Cargo.toml) and takes the
+/// process default when a client is made; without one it would panic.
+fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // An error means a default is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 #[cfg(test)]

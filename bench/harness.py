@@ -11,7 +11,9 @@ Paths compared, all in front of the same agent binary (bench/fast-agent):
           proxy_buffering off);
   berth   InvokeAgentRuntime through `berth serve` into the agent running in its session sandbox;
   hyper   B2's floor: `berth-bench proxy`, a bare reverse proxy on Berth's stack (hyper and tokio)
-          in front of the same agent process, with no authentication, routing or span.
+          in front of the same agent process, with no authentication, routing or span;
+  hyper-core  the same proxy with a current-thread runtime per CPU, each with its own listener (as
+          nginx's workers): the floor of a runtime-per-core architecture.
 """
 
 from __future__ import annotations
@@ -90,8 +92,10 @@ UNTRACED = "untraced"
 PATHS_B1 = PATHS + (UNTRACED,)
 # A bare hyper proxy: what Berth's stack costs before Berth does anything (B2 and its CPU table).
 HYPER = "hyper"
-PATHS_B2 = PATHS + (HYPER,)
-PATHS_CPU = PATHS_B1 + (HYPER,)
+# The same proxy, a runtime per core: what that architecture would give Berth's stack.
+HYPER_CORE = "hyper-core"
+PATHS_B2 = PATHS + (HYPER, HYPER_CORE)
+PATHS_CPU = PATHS_B1 + (HYPER, HYPER_CORE)
 
 
 @dataclass
@@ -522,9 +526,11 @@ class Nginx:
 class Floor:
     """`berth-bench proxy`: the bare hyper reverse proxy in front of the fast agent (B2's floor)."""
 
-    def __init__(self, procs: Procs, tools: Tools, work: Path, agent_port: int):
+    def __init__(self, procs: Procs, tools: Tools, work: Path, agent_port: int, per_core: bool = False):
+        name = HYPER_CORE if per_core else HYPER
         self.proc = procs.start(
-            "hyper", [str(tools.bench), "proxy", "--upstream", f"127.0.0.1:{agent_port}"], work / "hyper.log", tools.env()
+            name, [str(tools.bench), "proxy", "--upstream", f"127.0.0.1:{agent_port}", *(["--per-core"] if per_core else [])],
+            work / f"{name}.log", tools.env()
         )
         self.url = self.proc.wait_for(r"listening on (http://\S+)", 10).group(1)
         wait_http_ok(self.url + "/ping", 10)
@@ -732,6 +738,7 @@ class Bench:
         self.agent = FastAgent(self.procs, self.tools, self.work)
         self.nginx = Nginx(self.procs, self.tools, self.work, self.agent.port)
         self.floor = Floor(self.procs, self.tools, self.work, self.agent.port)
+        self.floor_core = Floor(self.procs, self.tools, self.work, self.agent.port, per_core=True)
         self.berth = Berth(self.procs, self.tools, self.work, "main", warm_pool=1, isolation=self.isolation)
         self.cold = Berth(self.procs, self.tools, self.work, "cold", warm_pool=0, isolation=self.isolation)
         self.untraced = Berth(self.procs, self.tools, self.work, UNTRACED, warm_pool=1, isolation=self.isolation,
@@ -749,6 +756,7 @@ class Bench:
             "direct": self.agent.url + "/invocations",
             "nginx": self.nginx.url + "/invocations",
             HYPER: self.floor.url + "/invocations",
+            HYPER_CORE: self.floor_core.url + "/invocations",
             "berth": self.berth.invoke_url(self.fast_arn),
             UNTRACED: self.untraced.invoke_url(self.untraced_arn),
         }
@@ -983,7 +991,8 @@ class Bench:
         self.results.add(Figure(
             "B2", f"invocations/s at p99 <= {B2_P99_LIMIT_MS:.0f} ms (berth / nginx / direct)",
             f"{med['berth']:.0f} / {med['nginx']:.0f} / {med['direct']:.0f}; berth = {fmt(ratio, 2)}x nginx"
-            f" (bare hyper proxy: {fmt(med[HYPER] / med['nginx'] if med['nginx'] else float('nan'), 2)}x)",
+            f" (bare hyper proxy: {fmt(med[HYPER] / med['nginx'] if med['nginx'] else float('nan'), 2)}x,"
+            f" per core {fmt(med[HYPER_CORE] / med['nginx'] if med['nginx'] else float('nan'), 2)}x)",
             f">= {GOAL_B2_RATIO}x nginx", ratio >= GOAL_B2_RATIO))
         lines = [
             f"## B2: throughput at p99 <= {B2_P99_LIMIT_MS:.0f} ms",
@@ -993,6 +1002,8 @@ class Bench:
             f" tried once more, so one noisy step does not end the search), then {p.b2_bisections} bisection steps. Later rounds start from the previous round's"
             " result. Median of the rounds. `hyper` is `berth-bench proxy`, a bare reverse proxy on Berth's stack (hyper's server and"
             " client, tokio's multi-thread runtime) with no authentication, routing or span: the floor of what Berth could reach."
+            " `hyper-core` is the same proxy with a current-thread runtime per CPU, each with its own listener, as nginx's"
+            " workers: the floor of that architecture."
             " The load generator, the proxy and the agent share the same"
             f" {os.cpu_count()} CPUs, so `direct` is also the ceiling of the measuring setup.",
             "",
@@ -1007,7 +1018,8 @@ class Bench:
         self.results.add(Figure(
             "B2c", "proxy CPU per request at 1000 requests/s, berth / nginx (µs)",
             f"{cpu['berth']['proxy']:.0f} / {cpu['nginx']['proxy']:.0f} = {fmt(cpu_ratio, 2)}x"
-            f" (untraced {cpu[UNTRACED]['proxy']:.0f}, bare hyper proxy {cpu[HYPER]['proxy']:.0f})",
+            f" (untraced {cpu[UNTRACED]['proxy']:.0f}, bare hyper proxy {cpu[HYPER]['proxy']:.0f},"
+            f" per core {cpu[HYPER_CORE]['proxy']:.0f})",
             f"<= {GOAL_B2_CPU_RATIO}x nginx", cpu_ratio <= GOAL_B2_CPU_RATIO))
         lines += ["", "<details><summary>steps tried (rate: pass/fail, p99 ms)</summary>", ""]
         for x in PATHS_B2:
@@ -1028,6 +1040,8 @@ class Bench:
             return [self.nginx.proc.pid, *_children_of(self.nginx.proc.pid)], [self.agent.proc.pid]
         if path == HYPER:
             return [self.floor.proc.pid], [self.agent.proc.pid]
+        if path == HYPER_CORE:
+            return [self.floor_core.proc.pid], [self.agent.proc.pid]
         server = self.untraced if path == UNTRACED else self.berth
         proxy, agents = [server.pid], []
         for pid in _children_of(server.pid):

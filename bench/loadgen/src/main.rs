@@ -163,6 +163,10 @@ enum Command {
         /// The agent's address (host:port).
         #[arg(long)]
         upstream: std::net::SocketAddr,
+        /// One current-thread runtime per CPU, each with its own listener (as nginx's workers),
+        /// instead of tokio's multi-thread runtime.
+        #[arg(long)]
+        per_core: bool,
     },
     /// Memory probes (B6): CreateEvent throughput, raw store rate, seeding, retrieval recall.
     Memory {
@@ -536,9 +540,9 @@ async fn run(command: Command, threads: usize) -> anyhow::Result<String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Proxy { upstream } = cli.command {
+    if let Command::Proxy { upstream, per_core } = cli.command {
         // A server, on the multi-thread runtime Berth uses, not a probe.
-        return match proxy::run(upstream) {
+        return match proxy::run(upstream, per_core) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("berth-bench proxy: {e:#}");

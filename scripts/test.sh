@@ -51,12 +51,25 @@ phase "conformance (boto3, the bedrock-agentcore SDK and the AWS SDK for JavaScr
 # module-scoped server is started once); each worker has its own session-scoped servers.
 BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=15 tests/conformance "$@"
 
-phase "security (hostile agents and clients against a real berth serve)"
+# The bench smoke runs beside the security phase: both are mostly waiting (sandbox starts, timers,
+# image pulls), the smoke's timings are not judged, and its servers, ports and process groups are
+# its own, as a third worker's would be. Its output follows the security phase's.
+phase "security (hostile agents and clients against a real berth serve), with the bench smoke beside it"
+smoke_log=target/test-bench-smoke.log
+bench/run.sh --smoke >"$smoke_log" 2>&1 </dev/null &
+smoke_pid=$!
+trap 'kill "$setup_pid" "$smoke_pid" 2>/dev/null || true' EXIT
 # Two workers, a module on each, as for conformance. The two modules that route the same test
 # addresses through the host (test_egress's namespace, shared by test_container_confinement) take
 # turns on a lock (test_egress.ROUTES_LOCK).
-BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=10 tests/security
+security_ok=0
+BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=10 tests/security \
+    || security_ok=$?
 
 phase "bench smoke (every benchmark path runs; timings are not judged)"
-bench/run.sh --smoke
+smoke_ok=0
+wait "$smoke_pid" || smoke_ok=$?
+cat "$smoke_log"
+[ "$security_ok" = 0 ] || { echo "security tests failed (exit $security_ok)" >&2; exit 1; }
+[ "$smoke_ok" = 0 ] || { echo "bench smoke failed (exit $smoke_ok)" >&2; exit 1; }
 phase "done"

@@ -541,7 +541,7 @@ async fn run(command: Command, threads: usize) -> anyhow::Result<String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Proxy { upstream, per_core } = cli.command {
-        // A server, on the multi-thread runtime Berth uses, not a probe.
+        // A server (on the multi-thread runtime Berth uses, or a runtime per core), not a probe.
         return match proxy::run(upstream, per_core) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

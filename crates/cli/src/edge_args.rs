@@ -43,6 +43,10 @@ pub struct EdgeArgs {
     /// from it, so it bounds what a refused upload pushes [default: 1460].
     #[arg(long, env = "BERTH_MAX_SEGMENT_SIZE")]
     pub max_segment_size: Option<u32>,
+    /// Threads serving connections, each with a runtime of its own; 1 serves them on the
+    /// server's shared runtime [default: the CPUs].
+    #[arg(long, env = "BERTH_EDGE_THREADS")]
+    pub edge_threads: Option<usize>,
 }
 
 const MIB: usize = 1024 * 1024;
@@ -65,6 +69,7 @@ impl EdgeArgs {
                 .sandbox_body_budget_mib
                 .or(file.sandbox_body_budget_mib),
             max_segment_size: self.max_segment_size.or(file.max_segment_size),
+            edge_threads: self.edge_threads.or(file.edge_threads),
         }
     }
 
@@ -108,6 +113,7 @@ impl EdgeArgs {
                 d.sandbox_body_budget,
             )?,
             max_segment_size: self.max_segment_size.unwrap_or(d.max_segment_size),
+            threads: pick("edge_threads", self.edge_threads, d.threads)?,
         };
         if !(536..=65495).contains(&opts.max_segment_size) {
             return Err(invalid("max_segment_size", "must be from 536 to 65495"));

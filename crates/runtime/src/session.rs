@@ -342,6 +342,10 @@ struct Inner {
     /// never wait for this.
     warm_starts: tokio::sync::Semaphore,
     tasks: TaskTracker,
+    /// The runtime the supervisor was made on, where its tasks (starts, supervision, warm-pool
+    /// refills) run: an invocation on an edge runtime (`berth_server::edge`) that opens a
+    /// session leaves that runtime serving connections only, and a session outlives the edge.
+    home: Option<tokio::runtime::Handle>,
     shutdown: CancellationToken,
     admission: Admission,
 }
@@ -426,6 +430,7 @@ impl Sessions {
                     std::thread::available_parallelism().map_or(1, usize::from),
                 ),
                 tasks: TaskTracker::new(),
+                home: tokio::runtime::Handle::try_current().ok(),
                 shutdown,
                 admission: Admission::new(opts_quotas),
             }),
@@ -522,7 +527,7 @@ impl Sessions {
         let this = self.clone();
         let (key, cell, target) = (key.clone(), cell.clone(), target.clone());
         let user_id = user_id.map(str::to_owned);
-        let started = self.inner.tasks.spawn(async move {
+        let started = self.spawn(async move {
             let res = cell
                 .get_or_try_init(|| this.start(&target, &key.1, user_id.as_deref()))
                 .await
@@ -535,6 +540,18 @@ impl Sessions {
         started
             .await
             .map_err(|e| Error::Start(format!("the session's start failed: {e}")))?
+    }
+
+    /// Runs `task` on the supervisor's own runtime, tracked for [`Sessions::shutdown`].
+    fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.inner.home {
+            Some(home) => self.inner.tasks.spawn_on(task, home),
+            None => self.inner.tasks.spawn(task),
+        }
     }
 
     /// Sessions being opened now: entries whose agent is still starting.
@@ -633,9 +650,7 @@ impl Sessions {
         info!(runtime_id = %session.runtime_id, session_id, version = session.version, instance = %session.held.agent.placement().instance, "session started");
         let this = self.clone();
         let s = session.clone();
-        self.inner
-            .tasks
-            .spawn(async move { this.supervise(s).await });
+        self.spawn(async move { this.supervise(s).await });
         Ok(session)
     }
 
@@ -842,7 +857,7 @@ impl Sessions {
             return;
         }
         let this = self.clone();
-        self.inner.tasks.spawn(async move {
+        self.spawn(async move {
             let spec: Result<RuntimeSpec, _> = serde_json::from_value(target.version.spec.clone());
             if let Ok(spec) = spec {
                 loop {

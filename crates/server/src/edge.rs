@@ -6,6 +6,19 @@
 //! budget of in-flight body bytes on top of the server's, so one agent cannot use up either for
 //! everyone else. What happens per request (authentication from the headers, then the body under
 //! its limits, then the signature) is in `auth.rs`.
+//!
+//! Berth's own listener serves its connections on a thread per core ([`EdgeOptions::threads`]),
+//! each running a current-thread runtime, as nginx's workers: the accept loop, on the server's
+//! runtime, hands each accepted connection to the next edge thread, and everything a warm
+//! invocation touches (the connection, its request, the agent's pooled connection, which is kept
+//! per runtime: `berth_runtime::backend::client::lane`) stays on that thread. On a multi-thread
+//! runtime the tasks of one request were woken on different workers, and those hand-offs, not
+//! hyper or tokio, were the floor of a proxy's CPU per request and of its tail under load (bench
+//! B2's `hyper` and `hyper-core` rows). Work that outlives a request or changes state runs on the
+//! server's runtime, its home: state-changing requests (`crate::to_completion`) and the session
+//! supervisor's tasks. Architecture Invariant: an edge runtime lives as long as its [`Edge`], so
+//! nothing begun on it (a store connection opened there, an upgraded socket's bridge) is cut
+//! short before the server's teardown ends.
 
 use crate::AppState;
 use crate::body::{Budget, Limits};
@@ -16,9 +29,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -56,6 +71,9 @@ pub struct EdgeOptions {
     /// client across a network gets anyway; a local client's large bodies still move 64 KiB per
     /// send (the kernel segments them late).
     pub max_segment_size: u32,
+    /// Threads serving the listener's connections, each with a current-thread runtime of its own
+    /// (one per CPU by default, as nginx's workers). 1 serves them on the server's own runtime.
+    pub threads: usize,
 }
 
 const MIB: usize = 1024 * 1024;
@@ -76,15 +94,18 @@ impl Default for EdgeOptions {
             sandbox_max_connections: 64,
             sandbox_body_budget: 256 * MIB,
             max_segment_size: 1460,
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
 
-/// The edge's shared state: its options and the server-wide body budget. Cheap to clone.
+/// The edge's shared state: its options, the server-wide body budget and, once Berth's listener
+/// is served, its threads. Cheap to clone; the threads stop when the last clone is dropped.
 #[derive(Clone, Debug)]
 pub struct Edge {
     opts: Arc<EdgeOptions>,
     budget: Budget,
+    threads: Arc<OnceLock<Option<Arc<Threads>>>>,
 }
 
 impl Edge {
@@ -93,7 +114,28 @@ impl Edge {
         Self {
             budget: Budget::new(opts.body_budget),
             opts: Arc::new(opts),
+            threads: Arc::default(),
         }
+    }
+
+    /// The edge's threads, started on first use; `None` when connections are served on the
+    /// caller's runtime (one thread asked for, or the threads could not be started).
+    fn threads(&self) -> Option<Arc<Threads>> {
+        let n = self.opts.threads;
+        self.threads
+            .get_or_init(|| {
+                if n <= 1 {
+                    return None;
+                }
+                match Threads::start(n) {
+                    Ok(t) => Some(Arc::new(t)),
+                    Err(e) => {
+                        warn!(threads = n, error = %e, "cannot start the edge's threads; serving on the server's runtime");
+                        None
+                    }
+                }
+            })
+            .clone()
     }
 
     /// The options the edge was built with.
@@ -106,7 +148,7 @@ impl Edge {
         self.budget.available()
     }
 
-    fn context(&self, budgets: Vec<Budget>) -> Context {
+    fn context(&self, budgets: Vec<Budget>, home: Option<Handle>) -> Context {
         Context {
             limits: Limits {
                 large: self.opts.large_body_limit,
@@ -114,7 +156,52 @@ impl Edge {
             },
             budgets: budgets.into(),
             stall: self.opts.body_stall_timeout,
+            home,
         }
+    }
+}
+
+/// The edge's threads: one current-thread runtime each, serving the connections handed to it.
+#[derive(Debug)]
+struct Threads {
+    handles: Vec<Handle>,
+    next: AtomicUsize,
+    /// Dropped with the last [`Edge`]: each thread's runtime then stops.
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Threads {
+    fn start(n: usize) -> std::io::Result<Self> {
+        let (mut handles, mut stop) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            handles.push(rt.handle().clone());
+            stop.push(tx);
+            std::thread::Builder::new()
+                .name(format!("berth-edge-{i}"))
+                .spawn(move || {
+                    // Lane 0 is the server's runtime; the agent connections opened here are
+                    // reused only here.
+                    berth_runtime::backend::client::lane::enter(i + 1);
+                    rt.block_on(async {
+                        let _ = rx.await;
+                    });
+                })?;
+        }
+        Ok(Self {
+            handles,
+            next: AtomicUsize::new(0),
+            _stop: stop,
+        })
+    }
+
+    /// The thread the next connection goes to, in turn.
+    fn pick(&self) -> &Handle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        &self.handles[i]
     }
 }
 
@@ -126,13 +213,17 @@ pub(crate) struct Context {
     /// Every budget a body must fit in, narrowest first.
     pub(crate) budgets: Arc<[Budget]>,
     pub(crate) stall: Duration,
+    /// The server's runtime, where requests that change state run to completion
+    /// (`crate::to_completion`) when the request is served on an edge thread; `None`: where the
+    /// request is served.
+    pub(crate) home: Option<Handle>,
 }
 
 impl Context {
     /// For a request that came in without one: the router served outside [`serve_edge`] (unit
     /// tests drive it directly). The default limits with a budget of its own.
     pub(crate) fn standalone() -> Self {
-        Edge::new(EdgeOptions::default()).context(Vec::new())
+        Edge::new(EdgeOptions::default()).context(Vec::new(), None)
     }
 }
 
@@ -191,13 +282,16 @@ pub async fn serve_edge(
             max, open_files, "connection limit lowered to what the open-files limit holds"
         );
     }
-    let ctx = edge.context(vec![edge.budget.clone()]);
+    let threads = edge.threads();
+    let home = threads.as_ref().and_then(|_| Handle::try_current().ok());
+    let ctx = edge.context(vec![edge.budget.clone()], home);
     let listen = Listen {
         app: crate::router(state),
         registry: Arc::new(Registry::new(max)),
         ctx,
         opts: edge.opts.clone(),
         origin: "server",
+        threads,
     };
     listen.run(listener, shutdown).await;
     Ok(())
@@ -214,13 +308,14 @@ pub async fn serve_sandbox(
     shutdown: CancellationToken,
 ) {
     let own = Budget::new(edge.opts.sandbox_body_budget);
-    let ctx = edge.context(vec![own, edge.budget.clone()]);
+    let ctx = edge.context(vec![own, edge.budget.clone()], None);
     let listen = Listen {
         app: crate::sandbox_router(state, &sandbox),
         registry: Arc::new(Registry::new(edge.opts.sandbox_max_connections)),
         ctx,
         opts: edge.opts.clone(),
         origin: "sandbox",
+        threads: None,
     };
     let span = tracing::debug_span!("sandbox_listener", %sandbox);
     tracing::Instrument::instrument(listen.run(listener, shutdown), span).await;
@@ -233,6 +328,8 @@ struct Listen {
     ctx: Context,
     opts: Arc<EdgeOptions>,
     origin: &'static str,
+    /// The threads connections are served on; `None`: on the listener's runtime.
+    threads: Option<Arc<Threads>>,
 }
 
 impl Listen {
@@ -264,15 +361,42 @@ impl Listen {
             if let Err(e) = stream.set_nodelay(true) {
                 debug!(error = %e, "cannot set TCP_NODELAY");
             }
-            conns.spawn(serve_connection(
-                stream,
-                self.app.clone(),
-                self.ctx.clone(),
+            let serve = Serve {
+                app: self.app.clone(),
+                ctx: self.ctx.clone(),
                 slot,
-                self.registry.clone(),
-                self.opts.clone(),
-                shutdown.clone(),
-            ));
+                registry: self.registry.clone(),
+                opts: self.opts.clone(),
+                shutdown: shutdown.clone(),
+            };
+            match &self.threads {
+                None => {
+                    conns.spawn(serve_connection(stream, serve));
+                }
+                Some(threads) => {
+                    // Leaves this runtime's driver; registered with the edge thread's below.
+                    let stream = match stream.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            debug!(error = %e, "cannot hand the connection to an edge thread");
+                            serve.registry.remove(&serve.slot);
+                            continue;
+                        }
+                    };
+                    conns.spawn_on(
+                        async move {
+                            match TcpStream::from_std(stream) {
+                                Ok(stream) => serve_connection(stream, serve).await,
+                                Err(e) => {
+                                    debug!(error = %e, "cannot serve the connection on an edge thread");
+                                    serve.registry.remove(&serve.slot);
+                                }
+                            }
+                        },
+                        threads.pick(),
+                    );
+                }
+            }
         }
         info!(
             origin = self.origin,
@@ -304,16 +428,26 @@ fn advertise_segment_size(listener: &TcpListener, mss: u32, origin: &str) {
     }
 }
 
-/// Serves one connection until it ends, is shed, idles out, or the server shuts down.
-async fn serve_connection(
-    stream: TcpStream,
+/// One accepted connection and what serving it needs.
+struct Serve {
     app: Router,
     ctx: Context,
     slot: Arc<Slot>,
     registry: Arc<Registry>,
     opts: Arc<EdgeOptions>,
     shutdown: CancellationToken,
-) {
+}
+
+/// Serves one connection until it ends, is shed, idles out, or the server shuts down.
+async fn serve_connection(stream: TcpStream, serve: Serve) {
+    let Serve {
+        app,
+        ctx,
+        slot,
+        registry,
+        opts,
+        shutdown,
+    } = serve;
     let service = {
         let slot = slot.clone();
         tower::service_fn(move |mut req: http::Request<Incoming>| {
@@ -475,6 +609,7 @@ mod tests {
             ctx: Context::standalone(),
             opts: Arc::new(EdgeOptions::default()),
             origin: "test",
+            threads: None,
         };
         tokio::spawn(listen.run(listener, CancellationToken::new()));
         (addr, started, registry)
@@ -550,6 +685,55 @@ mod tests {
             got.extend_from_slice(&buf[..n]);
         }
         assert_eq!(registry.len(), 1);
+    }
+
+    /// Connections are handed to the edge threads in turn and served there, request and
+    /// handler included; the listener still drains them at shutdown.
+    #[tokio::test]
+    async fn connections_are_served_on_the_edge_threads_in_turn() {
+        let app = Router::new().route(
+            "/who",
+            axum::routing::get(|| async {
+                std::thread::current().name().unwrap_or_default().to_owned()
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listen = Listen {
+            app,
+            registry: Arc::new(Registry::new(16)),
+            ctx: Context::standalone(),
+            opts: Arc::new(EdgeOptions::default()),
+            origin: "test",
+            threads: Some(Arc::new(Threads::start(2).unwrap())),
+        };
+        let shutdown = CancellationToken::new();
+        let served = tokio::spawn(listen.run(listener, shutdown.clone()));
+        let mut names = Vec::new();
+        for _ in 0..4 {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client
+                .write_all(b"GET /who HTTP/1.1\r\nhost: berth\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            within("the answer", client.read_to_end(&mut answer))
+                .await
+                .unwrap();
+            let answer = String::from_utf8(answer).unwrap();
+            names.push(answer.rsplit("\r\n\r\n").next().unwrap().to_owned());
+        }
+        assert_eq!(
+            names,
+            [
+                "berth-edge-0",
+                "berth-edge-1",
+                "berth-edge-0",
+                "berth-edge-1"
+            ]
+        );
+        shutdown.cancel();
+        within("the drain", served).await.unwrap();
     }
 
     /// A client of a listener served by the edge gets the configured segment size, not

@@ -163,7 +163,17 @@ where
     if !changes_state(&req) {
         return inner(req).await;
     }
-    let task = tokio::spawn(tracing::Instrument::in_current_span(inner(req)));
+    // On the server's runtime when the request came in on an edge thread (`edge.rs`): what it
+    // starts is the server's, not the thread's that serves connections.
+    let home = req
+        .extensions()
+        .get::<edge::Context>()
+        .and_then(|c| c.home.clone());
+    let task = tracing::Instrument::in_current_span(inner(req));
+    let task = match home {
+        Some(home) => home.spawn(task),
+        None => tokio::spawn(task),
+    };
     match task.await {
         Ok(resp) => resp,
         Err(e) => axum::response::IntoResponse::into_response(error::WireError(
@@ -309,6 +319,31 @@ mod tests {
                 "{method} {path}"
             );
         }
+    }
+
+    /// A change that came in on an edge thread runs on the server's runtime (its `home`), where
+    /// what it starts outlives the edge.
+    #[tokio::test]
+    async fn a_change_from_an_edge_thread_runs_on_the_home_runtime() {
+        let home = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("berth-home-test")
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut ctx = edge::Context::standalone();
+        ctx.home = Some(home.handle().clone());
+        let mut req = Request::post("/runtimes/").body(Body::empty()).unwrap();
+        req.extensions_mut().insert(ctx);
+        let (tx, rx) = oneshot::channel();
+        let resp = to_completion(req, |_| async move {
+            let _ = tx.send(std::thread::current().name().map(str::to_owned));
+            Response::new(Body::empty())
+        })
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(rx.await.unwrap().as_deref(), Some("berth-home-test"));
+        home.shutdown_background();
     }
 
     #[tokio::test]

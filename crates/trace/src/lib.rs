@@ -186,6 +186,13 @@ pub struct Retained {
 pub trait TraceStore: Send + Sync + 'static {
     /// Stores one export request's data in one transaction; durable when this returns `Ok`.
     async fn insert(&self, spans: &[Span], logs: &[LogRecord]) -> Result<(), Error>;
+    /// Stores spans this process made, each with a fresh random span id (Berth's own, through
+    /// `SpanSink`): no retried export can repeat one, so a store need not look for stored copies
+    /// first. A copy that is stored anyway (a 64-bit id colliding) is skipped, not an error
+    /// (its trace's span count still counts it).
+    async fn insert_fresh(&self, spans: &[Span]) -> Result<(), Error> {
+        self.insert(spans, &[]).await
+    }
     /// Every span of a trace, oldest first; with `session`, only that session's.
     async fn trace(&self, trace_id: &str, session: Option<&str>) -> Result<Vec<Span>, Error>;
     /// Traces matching `filter`, newest first, paged.

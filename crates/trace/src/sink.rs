@@ -283,7 +283,7 @@ async fn write(store: Arc<dyn TraceStore>, mut rx: mpsc::Receiver<Queued>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = store.insert(&batch, &[]).await {
+        if let Err(e) = store.insert_fresh(&batch).await {
             tracing::warn!(error = %e, spans = batch.len(), "storing berth's spans");
         }
         batch.clear();

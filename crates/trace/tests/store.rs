@@ -394,6 +394,35 @@ async fn a_large_batch_counts_each_new_span_once<B: Backend>() {
     );
 }
 
+/// Berth's own spans (`insert_fresh`, no question for stored copies) are stored and counted like
+/// any; one stored already (a colliding id) is skipped, the rest of its batch kept.
+async fn fresh_spans_are_stored_and_a_stored_one_is_skipped<B: Backend>() {
+    let dir = B::new().await;
+    let store = dir.open().await;
+    let a = who("rt", "s-1", None);
+    store
+        .insert_fresh(&[
+            span(1, 1, None, 100, 200, &a),
+            span(1, 2, Some(1), 120, 180, &a),
+        ])
+        .await
+        .unwrap();
+    store
+        .insert_fresh(&[
+            span(1, 2, Some(1), 120, 180, &a),
+            span(1, 3, Some(1), 130, 250, &a),
+        ])
+        .await
+        .unwrap();
+    let stored = store.trace(&format!("{:032x}", 1), None).await.unwrap();
+    let names: Vec<&str> = stored.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["span-1", "span-2", "span-3"]);
+    let page = store.list(&TraceFilter::default()).await.unwrap();
+    assert_eq!(page.traces.len(), 1);
+    assert_eq!(page.traces[0].root_name.as_deref(), Some("span-1"));
+    assert_eq!((page.traces[0].start_ns, page.traces[0].end_ns), (100, 250));
+}
+
 /// Two handles onto one store (two server nodes on one PostgreSQL) write spans of the same
 /// trace at once, each span sent through both (a retried export landing on another node): every
 /// span is stored once, and the trace row, the usage accounts and the export order add up.
@@ -524,5 +553,6 @@ backend::on_both_backends!(
     retention_deletes_by_age_then_the_oldest_by_size,
     reopening_keeps_the_data,
     a_large_batch_counts_each_new_span_once,
+    fresh_spans_are_stored_and_a_stored_one_is_skipped,
     finished_sessions_page_by_end_time_and_cursors_persist,
 );

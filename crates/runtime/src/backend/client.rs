@@ -11,6 +11,11 @@
 //!
 //! Backends build one [`AgentClient`] per agent from a connector (any `tower::Service<Uri>`
 //! giving a TCP stream to the agent) and return [`AgentClient::forward`] from `Agent::forward`.
+//!
+//! A connection is registered with the I/O driver of the runtime that opened it, so an idle one is
+//! reused only on the runtime it came from: its [`lane`]. The server's edge serves connections on a
+//! runtime per core (`berth_server::edge`), and a request there must not wait on another core's
+//! driver to hear from its agent.
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -62,10 +67,34 @@ const _: () = assert!(
     "below uvicorn's default keep-alive"
 );
 
+/// Which runtime's I/O driver the calling thread's sockets are registered with: 0 for the
+/// server's own (multi-thread) runtime and every thread not marked, `n` for the edge runtime that
+/// marked its thread with [`lane::enter`].
+pub mod lane {
+    use std::cell::Cell;
+
+    thread_local! {
+        static LANE: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Marks the calling thread as the only thread of runtime `lane` (an edge runtime's thread,
+    /// before it runs anything).
+    pub fn enter(lane: usize) {
+        LANE.with(|l| l.set(lane));
+    }
+
+    /// The calling thread's lane.
+    pub fn current() -> usize {
+        LANE.with(Cell::get)
+    }
+}
+
 /// A connection and the handle that sends on it.
 struct Driver {
     sender: SendRequest<Full<Bytes>>,
     conn: Conn,
+    /// The lane (runtime) whose driver the connection's socket is registered with.
+    lane: usize,
 }
 
 impl Driver {
@@ -87,13 +116,16 @@ impl Pool {
         }
     }
 
-    /// An idle connection that is still open and ready for a request, most recently used first.
-    fn take(&self) -> Option<Driver> {
+    /// An idle connection of `lane` that is still open and ready for a request, most recently
+    /// used first. Connections past their idle time are closed on the way, whatever their lane.
+    fn take(&self, lane: usize) -> Option<Driver> {
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((since, mut d)) = idle.pop() {
-            if since.elapsed() > IDLE_TIMEOUT || d.poll_ended(&mut cx) {
+        idle.retain(|(since, _)| since.elapsed() <= IDLE_TIMEOUT);
+        while let Some(i) = idle.iter().rposition(|(_, d)| d.lane == lane) {
+            let (_, mut d) = idle.remove(i);
+            if d.poll_ended(&mut cx) {
                 continue;
             }
             if let Poll::Ready(Ok(())) = d.sender.poll_ready(&mut cx) {
@@ -140,7 +172,7 @@ where
             // A pooled connection the agent closed a moment ago gives the request back unsent;
             // it then goes out on a fresh connection. A fresh connection gets one try.
             loop {
-                let (fresh, mut d) = match pool.take() {
+                let (fresh, mut d) = match pool.take(lane::current()) {
                     Some(d) => (false, d),
                     None => (true, connect(connector.clone()).await?),
                 };
@@ -231,7 +263,11 @@ where
         .handshake(io)
         .await
         .map_err(|e| ForwardError::Connect(e.into()))?;
-    Ok(Driver { sender, conn })
+    Ok(Driver {
+        sender,
+        conn,
+        lane: lane::current(),
+    })
 }
 
 /// A request that asks to switch protocols, on a connection of its own that runs in its own task
@@ -244,7 +280,9 @@ where
     C: tower::Service<Uri, Response = TokioIo<TcpStream>>,
     C::Error: Into<BoxError>,
 {
-    let Driver { mut sender, conn } = connect(connector).await?;
+    let Driver {
+        mut sender, conn, ..
+    } = connect(connector).await?;
     tokio::spawn(conn.with_upgrades());
     let resp = sender.send_request(req).await?;
     Ok(resp.map(|inner| AgentBody {
@@ -438,6 +476,32 @@ mod tests {
             assert_eq!(text(&c, "/x").await, "ok 1");
         }
         assert_eq!(conns.load(Ordering::SeqCst), 1);
+    }
+
+    /// An idle connection is reused only on the runtime that opened it (its lane): a request on
+    /// an edge runtime gets a connection of its own, and the server's runtime keeps its own.
+    #[tokio::test]
+    async fn an_idle_connection_is_reused_only_on_its_own_lane() {
+        let (addr, conns) = agent(100).await;
+        let c = Arc::new(client(addr));
+        assert_eq!(text(&c, "/a").await, "ok 1");
+        let on_edge = |c: Arc<AgentClient<Connect>>| {
+            std::thread::spawn(move || {
+                lane::enter(1);
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async { (text(&c, "/b").await, text(&c, "/c").await) })
+            })
+        };
+        let edge = on_edge(c.clone());
+        let answers = tokio::task::spawn_blocking(move || edge.join().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(answers, ("ok 2".to_owned(), "ok 2".to_owned()));
+        assert_eq!(text(&c, "/d").await, "ok 1");
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

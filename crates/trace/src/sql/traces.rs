@@ -165,10 +165,18 @@ fn span_key(s: &Span) -> SpanKey<'_> {
 /// row. (`RETURNING` on the insert would say the same, but sqlx's SQLite worker hands every
 /// returned row to the caller's thread on its own: two thread wake-ups per span, which were most
 /// of a batch's CPU.)
+///
+/// `fresh` spans (`TraceStore::insert_fresh`) are all taken as new without the question; the
+/// insert skips one that is stored after all.
 async fn insert_spans(
     tx: &mut sqlx::Transaction<'_, Db>,
     spans: &[Span],
+    fresh: bool,
 ) -> Result<Vec<bool>, Error> {
+    if fresh {
+        write_spans(tx, spans.iter(), " ON CONFLICT DO NOTHING").await?;
+        return Ok(vec![true; spans.len()]);
+    }
     let mut stored = Vec::<(String, String, String, String)>::new();
     for chunk in super::cached_chunks(spans) {
         let mut q = QueryBuilder::<Db>::new(
@@ -195,13 +203,21 @@ async fn insert_spans(
         .map(|(t, id, r, session)| (t.as_str(), id.as_str(), r.as_str(), session.as_str()))
         .collect();
     let new: Vec<bool> = spans.iter().map(|s| seen.insert(span_key(s))).collect();
-    let fresh: Vec<&Span> = spans
-        .iter()
-        .zip(&new)
-        .filter(|(_, n)| **n)
-        .map(|(s, _)| s)
-        .collect();
-    for chunk in super::cached_chunks(&fresh) {
+    let unstored = spans.iter().zip(&new).filter(|(_, n)| **n).map(|(s, _)| s);
+    // Written under the store's write lock (SQLite's one writer, PostgreSQL's advisory lock), so
+    // nothing was stored between the question above and this insert.
+    write_spans(tx, unstored, "").await?;
+    Ok(new)
+}
+
+/// Inserts `spans` as multi-row statements, each ending with `tail`.
+async fn write_spans<'s>(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    spans: impl Iterator<Item = &'s Span>,
+    tail: &str,
+) -> Result<(), Error> {
+    let spans: Vec<&Span> = spans.collect();
+    for chunk in super::cached_chunks(&spans) {
         let mut q = QueryBuilder::<Db>::new(format!("INSERT INTO spans ({SPAN_COLS}) "));
         q.push_values(chunk, |mut b, s| {
             let a = &s.attribution;
@@ -225,11 +241,10 @@ async fn insert_spans(
                 .push_bind(json_text(&s.resource))
                 .push_bind(json_text(&s.events));
         });
-        // Written under the store's write lock (SQLite's one writer, PostgreSQL's advisory
-        // lock), so nothing was stored between the question above and this insert.
+        q.push(tail);
         q.build().execute(&mut **tx).await?;
     }
-    Ok(new)
+    Ok(())
 }
 
 async fn insert_logs(tx: &mut sqlx::Transaction<'_, Db>, logs: &[LogRecord]) -> Result<(), Error> {
@@ -345,16 +360,21 @@ fn parse_token(token: &str) -> Result<(i64, i64), Error> {
     ))
 }
 
-#[async_trait::async_trait]
-impl TraceStore for Store {
-    async fn insert(&self, spans: &[Span], logs: &[LogRecord]) -> Result<(), Error> {
+impl Store {
+    /// One export request's data (or a batch of Berth's `fresh` spans) in one transaction.
+    async fn insert_batch(
+        &self,
+        spans: &[Span],
+        logs: &[LogRecord],
+        fresh: bool,
+    ) -> Result<(), Error> {
         if spans.is_empty() && logs.is_empty() {
             return Ok(());
         }
         // A few multi-row statements per batch, whatever its size: each statement is a round
         // trip to sqlx's connection thread, and one per span cost more than the inserts.
         let mut tx = self.begin().await?;
-        let new = insert_spans(&mut tx, spans).await?;
+        let new = insert_spans(&mut tx, spans, fresh).await?;
         insert_logs(&mut tx, logs).await?;
         let mut deltas = Deltas::default();
         // A retried export's spans are already counted.
@@ -396,6 +416,17 @@ impl TraceStore for Store {
         upsert_traces(&mut tx, &deltas.rows).await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl TraceStore for Store {
+    async fn insert(&self, spans: &[Span], logs: &[LogRecord]) -> Result<(), Error> {
+        self.insert_batch(spans, logs, false).await
+    }
+
+    async fn insert_fresh(&self, spans: &[Span]) -> Result<(), Error> {
+        self.insert_batch(spans, &[], true).await
     }
 
     async fn trace(&self, trace_id: &str, session: Option<&str>) -> Result<Vec<Span>, Error> {

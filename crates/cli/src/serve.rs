@@ -1415,7 +1415,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let invoker = berth_runtime::invoker::Invoker::clustered(
         Arc::new(control.clone()),
         sessions.clone(),
-        spans,
+        spans.clone(),
         cluster.clone(),
     );
     // Evaluation datasets sign their download URLs with a key of this process: a URL outlives
@@ -1469,11 +1469,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let prices = Arc::new(cfg.model_prices.clone());
     // The model gateway: its meter writes a gen_ai span per call into the trace store.
+    let mut gateway_spans = None;
     let (gateway, gateway_meter) = match (&cfg.gateway, &gateway_keys) {
         (Some(gcfg), Some(gkeys)) => {
             // Its spans are batched into the store by a writer thread of their own.
             let sink = berth_trace::SpanSink::start(trace_store_for_gateway.clone())
                 .context("starting the gateway's span writer")?;
+            gateway_spans = Some(sink.clone());
             let meter = berth_server::gateway_api::TraceMeter::new(sink, prices.clone());
             let gw = berth_gateway::Gateway::start(
                 gcfg.clone(),
@@ -1587,6 +1589,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         info!("shutting down: no new connections; draining in-flight work");
         signal.cancel();
     });
+    // The edge's threads stop with the last `Edge`: this one is held to the end of the teardown,
+    // so nothing begun on them (a store connection, a session's WebSocket) is cut short before.
+    let _edge_threads = edge.clone();
     let serving = berth_server::serve_edge(listener, state, edge, accepting.clone());
     tokio::pin!(serving);
     let drain = cfg.shutdown_drain;
@@ -1611,6 +1616,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         control.closed().await;
         memory.closed().await;
         evals.shutdown().await;
+        // The spans of the calls that just ended, which would otherwise wait out their batch's
+        // linger (a second) and be lost with the process.
+        for sink in spans.iter().chain(gateway_spans.iter()) {
+            sink.flush().await;
+        }
     };
     if tokio::time::timeout(TEARDOWN_BOUND, teardown)
         .await

@@ -9,11 +9,15 @@ use tokio::sync::mpsc;
 
 /// Spans waiting to be written; beyond this, new ones are dropped (and counted) rather than
 /// slowing invocations down.
-const QUEUE: usize = 8192;
+const QUEUE: usize = 16384;
 /// Spans written per transaction at most.
-const BATCH: usize = 512;
-/// Longest a span waits in the queue for others to share its transaction.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+const BATCH: usize = 4096;
+/// Longest a span waits in the queue for others to share its transaction (OpenTelemetry's batch
+/// span processor waits 5 s). Each transaction's commit (its WAL frames, their checksums and the
+/// fsync) was most of the SQLite thread's CPU at 100 ms (bench B2c's profile), and index pages
+/// touched by many spans of one transaction are written once. [`SpanSink::flush`] writes what is
+/// queued at once (the server's shutdown).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +225,8 @@ impl Queued {
 
 struct SinkInner {
     tx: mpsc::Sender<Queued>,
+    /// Flush requests: each is answered once everything queued before it is stored.
+    flush: mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>,
     dropped: AtomicU64,
 }
 
@@ -232,18 +238,29 @@ impl SpanSink {
     /// whose writer runs on the server's runtime: the sink batches already.
     pub fn start(store: Arc<dyn TraceStore>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Queued>(QUEUE);
+        let (flush, flushes) = mpsc::unbounded_channel();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         std::thread::Builder::new()
             .name("berth-spans".into())
-            .spawn(move || rt.block_on(write(store, rx)))?;
+            .spawn(move || rt.block_on(write(store, rx, flushes)))?;
         Ok(Self {
             inner: Arc::new(SinkInner {
                 tx,
+                flush,
                 dropped: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Returns once every span queued before the call has been written (or its write failed and
+    /// was logged), without waiting for the batch's linger.
+    pub async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.inner.flush.send(done).is_ok() {
+            let _ = written.await;
+        }
     }
 
     /// Queues a span; a full queue drops it.
@@ -267,26 +284,54 @@ impl SpanSink {
 }
 
 /// The writer: batches spans into the store until every sender is gone and the queue is drained.
-async fn write(store: Arc<dyn TraceStore>, mut rx: mpsc::Receiver<Queued>) {
+async fn write(
+    store: Arc<dyn TraceStore>,
+    mut rx: mpsc::Receiver<Queued>,
+    mut flushes: mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first.into_span());
+    let mut flushing = Vec::new();
+    // The last batch was full: more are queued, so the next one does not wait.
+    let mut behind = false;
+    loop {
+        tokio::select! {
+            first = rx.recv() => match first {
+                Some(s) => batch.push(s.into_span()),
+                None => break,
+            },
+            Some(f) = flushes.recv() => flushing.push(f),
+        }
         // The first span of a batch waits LINGER for company, and the writer is not woken for
         // each one that joins it: a transaction (and its fsync) per invocation cost more CPU
         // than the invocation itself (bench B2's profile).
-        if !rx.is_closed() {
-            tokio::time::sleep(LINGER).await;
-        }
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(s) => batch.push(s.into_span()),
-                Err(_) => break,
+        if flushing.is_empty() && !behind && !rx.is_closed() {
+            tokio::select! {
+                _ = tokio::time::sleep(LINGER) => {}
+                Some(f) = flushes.recv() => flushing.push(f),
             }
         }
-        if let Err(e) = store.insert_fresh(&batch).await {
-            tracing::warn!(error = %e, spans = batch.len(), "storing berth's spans");
+        // A flush writes everything queued, in as many batches as it takes.
+        loop {
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(s) => batch.push(s.into_span()),
+                    Err(_) => break,
+                }
+            }
+            behind = batch.len() == BATCH;
+            if !batch.is_empty() {
+                if let Err(e) = store.insert_fresh(&batch).await {
+                    tracing::warn!(error = %e, spans = batch.len(), "storing berth's spans");
+                }
+                batch.clear();
+            }
+            if !behind || flushing.is_empty() {
+                break;
+            }
         }
-        batch.clear();
+        for done in flushing.drain(..) {
+            let _ = done.send(());
+        }
     }
 }
 

@@ -423,6 +423,31 @@ async fn fresh_spans_are_stored_and_a_stored_one_is_skipped<B: Backend>() {
     assert_eq!((page.traces[0].start_ns, page.traces[0].end_ns), (100, 250));
 }
 
+/// Berth's span writer holds spans up to a second for company; a flush (the server's shutdown)
+/// writes what is queued at once and returns once it is stored.
+async fn a_flush_writes_the_queued_spans_at_once<B: Backend>() {
+    let dir = B::new().await;
+    let store: std::sync::Arc<dyn TraceStore> = std::sync::Arc::new(dir.open().await);
+    let sink = berth_trace::SpanSink::start(store.clone()).unwrap();
+    let a = std::sync::Arc::new(who("rt", "s-1", None));
+    for i in 0..3 {
+        let (mut span, _) = berth_trace::CallSpan::start(
+            None,
+            "InvokeAgentRuntime",
+            &format!("req-{i}"),
+            Some("AKIDEXAMPLE"),
+            a.clone(),
+        );
+        span.end_ns = span.start_ns + 1;
+        sink.record(span);
+    }
+    sink.flush().await;
+    let page = store.list(&TraceFilter::default()).await.unwrap();
+    assert_eq!(page.traces.len(), 3);
+    // Nothing queued: a flush returns at once.
+    sink.flush().await;
+}
+
 /// Two handles onto one store (two server nodes on one PostgreSQL) write spans of the same
 /// trace at once, each span sent through both (a retried export landing on another node): every
 /// span is stored once, and the trace row, the usage accounts and the export order add up.
@@ -554,5 +579,6 @@ backend::on_both_backends!(
     reopening_keeps_the_data,
     a_large_batch_counts_each_new_span_once,
     fresh_spans_are_stored_and_a_stored_one_is_skipped,
+    a_flush_writes_the_queued_spans_at_once,
     finished_sessions_page_by_end_time_and_cursors_persist,
 );

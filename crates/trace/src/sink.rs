@@ -9,15 +9,15 @@ use tokio::sync::mpsc;
 
 /// Spans waiting to be written; beyond this, new ones are dropped (and counted) rather than
 /// slowing invocations down.
-const QUEUE: usize = 16384;
+const QUEUE: usize = 8192;
 /// Spans written per transaction at most.
-const BATCH: usize = 4096;
-/// Longest a span waits in the queue for others to share its transaction (OpenTelemetry's batch
-/// span processor waits 5 s). Each transaction's commit (its WAL frames, their checksums and the
-/// fsync) was most of the SQLite thread's CPU at 100 ms (bench B2c's profile), and index pages
-/// touched by many spans of one transaction are written once. [`SpanSink::flush`] writes what is
-/// queued at once (the server's shutdown).
-const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const BATCH: usize = 1024;
+/// Longest a span waits in the queue for others to share its transaction. Longer is less CPU per
+/// span: each transaction's commit (its WAL frames, their checksums and the fsync) was most of the
+/// SQLite thread's CPU at 100 ms (bench B2c's profile). Shorter is a smaller burst: a batch is
+/// written in one go on one of the CPUs the requests need, and at 1 s B1's p99 (500 requests/s)
+/// grew by a third. [`SpanSink::flush`] writes what is queued at once (the server's shutdown).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,9 +3,9 @@
 //! answer (or [`Error`]) to the wire.
 //!
 //! The layers compose like tower's (`tower::Layer`, built with `tower::ServiceBuilder`), but the
-//! service trait is [`Invoke`], an `async fn` over a borrowed [`Call`]: the whole stack is one
-//! statically composed future, so a layer costs no allocation and no dynamic dispatch per
-//! request (tower's `Service` needs nameable futures, which means a box per layer).
+//! service trait is [`Invoke`], an `async fn` over a [`Call`] boxed once per invocation: the
+//! whole stack is one statically composed future, so a layer costs no allocation and no dynamic
+//! dispatch per request (tower's `Service` needs nameable futures, which means a box per layer).
 //!
 //! To add a layer (model-gateway tokens, evaluation sampling, spans to a trace store): write a
 //! `Foo<S>` implementing [`Invoke`] and add `.layer(layer_fn(|inner| Foo { inner, .. }))` to
@@ -14,7 +14,7 @@
 //! `Routed`.
 //!
 //! Architecture Invariant: a call to a live session reads nothing from the store and allocates
-//! nothing in the stack beyond what metering keeps for its record; routing (a store read, and one
+//! nothing in the stack beyond the call's box and what metering keeps for its record; routing (a store read, and one
 //! write per new session) happens only when the session has no live agent.
 
 use crate::cluster::{Cluster, Placement};
@@ -127,9 +127,13 @@ pub type Answer = Response<BodyStream>;
 /// One step of the invocation stack.
 pub trait Invoke: Send + Sync + 'static {
     /// Handles `call`, usually by passing it on to the layer inside.
+    ///
+    /// The call is boxed once per invocation: every layer's future holds it across its await,
+    /// and held by value (512 bytes) in each layer it made the stack's future 11.6 KB, copied
+    /// again at every level it was passed down (bench/notes/B2.md).
     fn invoke<'a>(
         &'a self,
-        call: Call<'a>,
+        call: Box<Call<'a>>,
     ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a;
 }
 
@@ -292,13 +296,13 @@ impl Invoker {
     /// Invokes the agent of `inv`'s session, opening the session if it has no live agent.
     pub async fn invoke(&self, inv: Invocation<'_>) -> Result<Answer, Error> {
         self.stack
-            .invoke(Call {
+            .invoke(Box::new(Call {
                 inv,
                 target: None,
                 session: None,
                 traceparent: None,
                 steps: Steps::default(),
-            })
+            }))
             .await
     }
 }
@@ -309,7 +313,7 @@ pub struct Traced<S>(S);
 impl<S: Invoke> Invoke for Traced<S> {
     fn invoke<'a>(
         &'a self,
-        call: Call<'a>,
+        call: Box<Call<'a>>,
     ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
         let span = tracing::debug_span!(
             "invoke",
@@ -324,7 +328,7 @@ impl<S: Invoke> Invoke for Traced<S> {
 pub struct Authenticated<S>(S);
 
 impl<S: Invoke> Invoke for Authenticated<S> {
-    async fn invoke<'a>(&'a self, call: Call<'a>) -> Result<Answer, Error> {
+    async fn invoke<'a>(&'a self, call: Box<Call<'a>>) -> Result<Answer, Error> {
         if call.inv.actor.is_none() {
             return Err(Error::Unauthenticated);
         }
@@ -340,7 +344,7 @@ pub struct Placed<S> {
 }
 
 impl<S: Invoke> Invoke for Placed<S> {
-    async fn invoke<'a>(&'a self, call: Call<'a>) -> Result<Answer, Error> {
+    async fn invoke<'a>(&'a self, call: Box<Call<'a>>) -> Result<Answer, Error> {
         let inv = &call.inv;
         if !self.cluster.is_standalone()
             && self
@@ -370,7 +374,7 @@ pub struct Routed<S> {
 }
 
 impl<S: Invoke> Invoke for Routed<S> {
-    async fn invoke<'a>(&'a self, mut call: Call<'a>) -> Result<Answer, Error> {
+    async fn invoke<'a>(&'a self, mut call: Box<Call<'a>>) -> Result<Answer, Error> {
         let inv = &call.inv;
         match self.sessions.existing(inv.runtime_id, inv.session_id) {
             Some(s) => {
@@ -418,7 +422,7 @@ pub struct Health<S> {
 }
 
 impl<S: Invoke> Invoke for Health<S> {
-    async fn invoke<'a>(&'a self, call: Call<'a>) -> Result<Answer, Error> {
+    async fn invoke<'a>(&'a self, call: Box<Call<'a>>) -> Result<Answer, Error> {
         // A live session has nothing to open: pass it through untouched.
         let Some(target) = &call.target else {
             return self.inner.invoke(call).await;
@@ -474,7 +478,7 @@ pub struct Admitted<S> {
 }
 
 impl<S: Invoke> Invoke for Admitted<S> {
-    async fn invoke<'a>(&'a self, mut call: Call<'a>) -> Result<Answer, Error> {
+    async fn invoke<'a>(&'a self, mut call: Box<Call<'a>>) -> Result<Answer, Error> {
         if call.session.is_none()
             && let Some(target) = &call.target
         {
@@ -527,7 +531,7 @@ pub struct Metered<S> {
 }
 
 impl<S: Invoke> Invoke for Metered<S> {
-    async fn invoke<'a>(&'a self, call: Call<'a>) -> Result<Answer, Error> {
+    async fn invoke<'a>(&'a self, call: Box<Call<'a>>) -> Result<Answer, Error> {
         let Some(session) = &call.session else {
             return self.inner.invoke(call).await;
         };
@@ -566,7 +570,7 @@ pub struct Spanned<S> {
 }
 
 impl<S: Invoke> Invoke for Spanned<S> {
-    async fn invoke<'a>(&'a self, mut call: Call<'a>) -> Result<Answer, Error> {
+    async fn invoke<'a>(&'a self, mut call: Box<Call<'a>>) -> Result<Answer, Error> {
         let (Some(sink), Some(session)) = (&self.sink, &call.session) else {
             return self.inner.invoke(call).await;
         };
@@ -723,7 +727,7 @@ impl Drop for OpenSpan {
 pub struct Forward;
 
 impl Invoke for Forward {
-    async fn invoke<'a>(&'a self, call: Call<'a>) -> Result<Answer, Error> {
+    async fn invoke<'a>(&'a self, call: Box<Call<'a>>) -> Result<Answer, Error> {
         // Routing sets the session or a target, and admission opens the target: a call
         // without either is a stack built wrong.
         debug_assert!(call.session.is_some(), "a call reached Forward unopened");

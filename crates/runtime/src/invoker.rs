@@ -14,8 +14,8 @@
 //! `Routed`.
 //!
 //! Architecture Invariant: a call to a live session reads nothing from the store and allocates
-//! nothing in the stack beyond the call's box and what metering keeps for its record; routing (a store read, and one
-//! write per new session) happens only when the session has no live agent.
+//! nothing in the stack beyond the call's box and what metering keeps for its record; routing (a
+//! store read, and one write per new session) happens only when the session has no live agent.
 
 use crate::cluster::{Cluster, Placement};
 use crate::command::Command;
@@ -128,9 +128,9 @@ pub type Answer = Response<BodyStream>;
 pub trait Invoke: Send + Sync + 'static {
     /// Handles `call`, usually by passing it on to the layer inside.
     ///
-    /// The call is boxed once per invocation: every layer's future holds it across its await,
-    /// and held by value (512 bytes) in each layer it made the stack's future 11.6 KB, copied
-    /// again at every level it was passed down (bench/notes/B2.md).
+    /// The call is boxed once per invocation. Every layer's future holds it across its await:
+    /// by value (512 bytes) it made the stack's future 11.6 KB, copied again at every level it
+    /// was passed down (bench/notes/B2.md).
     fn invoke<'a>(
         &'a self,
         call: Box<Call<'a>>,

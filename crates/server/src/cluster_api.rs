@@ -261,18 +261,20 @@ pub(crate) async fn invoke_here_or_there(
 ) -> Result<Served, ApiError> {
     match s.invoker.invoke(inv).await {
         Ok(answer) => Ok(Served::Here(answer)),
-        Err(berth_runtime::invoker::Error::Elsewhere(node)) if !req.forwarded => s
-            .nodes
-            .forward(
+        // Boxed: the forward is the cold path, and its future would otherwise be part of every
+        // invocation's (copied with it at every await above).
+        Err(berth_runtime::invoker::Error::Elsewhere(node)) if !req.forwarded => {
+            Box::pin(s.nodes.forward(
                 &node,
                 req.session,
                 req.method,
                 req.uri,
                 req.headers,
                 req.body,
-            )
+            ))
             .await
-            .map(Served::There),
+            .map(Served::There)
+        }
         Err(e) => Err(crate::data_api::invoke_error(e)),
     }
 }

@@ -109,17 +109,24 @@ pub(crate) fn parse_call(
     path: Result<RawPathParams, RawPathParamsRejection>,
     query: Option<&str>,
 ) -> Result<Call, ApiError> {
-    let path = path.map_err(|_| {
-        ApiError::field(
-            "agentRuntimeArn",
-            "the runtime in the path is not valid UTF-8",
-        )
-    })?;
-    let raw = path
-        .iter()
-        .next()
-        .map(|(_, v)| v.to_owned())
-        .unwrap_or_default();
+    let runtime = path
+        .as_ref()
+        .ok()
+        .map(|p| p.iter().next().map_or("", |(_, v)| v));
+    call_on(state, runtime, query)
+}
+
+/// [`parse_call`] from the runtime as the path names it, percent-decoded (`None`: not UTF-8 once
+/// decoded).
+fn call_on(state: &AppState, runtime: Option<&str>, query: Option<&str>) -> Result<Call, ApiError> {
+    let raw = runtime
+        .ok_or_else(|| {
+            ApiError::field(
+                "agentRuntimeArn",
+                "the runtime in the path is not valid UTF-8",
+            )
+        })?
+        .to_owned();
     let mut qualifier = None;
     let mut account = None;
     for pair in query
@@ -200,9 +207,14 @@ pub(crate) fn parse_session_call(
     headers: &HeaderMap,
 ) -> Result<(Call, String), ApiError> {
     let call = parse_call(state, path, query)?;
+    Ok((call, session_or_new(headers)?))
+}
+
+/// The caller's session id, else a new one (AgentCore makes up one when the header is absent).
+fn session_or_new(headers: &HeaderMap) -> Result<String, ApiError> {
     let sid =
         session_id(headers)?.unwrap_or_else(|| format!("berth-{}", berth_types::new_request_id()));
-    Ok((call, sid))
+    Ok(sid)
 }
 
 /// Like [`parse_session_call`] for the WebSocket route: the session id may also come as the
@@ -265,8 +277,34 @@ pub(crate) fn invoke_error(e: InvokeError) -> ApiError {
     }
 }
 
-/// `InvokeAgentRuntime`: extracts the invocation, hands it to the invoker
-/// (`berth_runtime::invoker`), converts the answer.
+/// `InvokeAgentRuntime`'s route.
+pub(crate) const INVOKE_ROUTE: &str = "/runtimes/{agentRuntimeId}/invocations";
+
+/// The runtime segment of an `InvokeAgentRuntime` request's path (still percent-encoded) when the
+/// router would route the request to [`invoke`], else `None`: the edge's direct path
+/// (`crate::invoke_direct`) asks this, the router's table stays the one that decides every other
+/// path ([`routes`]; a test holds the two to the same answers).
+pub(crate) fn invocation_target<'p>(method: &Method, path: &'p str) -> Option<&'p str> {
+    if method != Method::POST {
+        return None;
+    }
+    let segment = path
+        .strip_prefix("/runtimes/")?
+        .strip_suffix("/invocations")?;
+    // An empty segment is routed too (matchit captures it): the handler refuses it.
+    (!segment.contains('/')).then_some(segment)
+}
+
+/// A runtime segment of a path as axum's path parameters give it: percent-decoded, `None` when
+/// that is not UTF-8.
+pub(crate) fn decode_segment(segment: &str) -> Option<String> {
+    percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
+}
+
+/// `InvokeAgentRuntime`, as routed: extracts, then [`invoke_runtime`].
 pub async fn invoke(
     State(s): State<AppState>,
     Extension(rid): Extension<RequestId>,
@@ -276,22 +314,40 @@ pub async fn invoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WireError> {
-    let (call, sid) = parse_session_call(&s, path, uri.query(), &headers)?;
-    check_callback_url(&headers)?;
-    let actor = verified
+    let runtime = path
         .as_ref()
-        .map(|v| v.principal.access_key_id.as_str());
-    let forwarded = s.nodes.forwarded(&headers)?;
+        .ok()
+        .map(|p| p.iter().next().map_or("", |(_, v)| v));
+    let verified = verified.as_ref().map(|Extension(v)| v);
+    invoke_runtime(&s, runtime, &rid, verified, &uri, &headers, body).await
+}
+
+/// `InvokeAgentRuntime` on `runtime` (the path's runtime, percent-decoded; `None`: not UTF-8):
+/// hands the invocation to the invoker (`berth_runtime::invoker`) and converts the answer.
+pub(crate) async fn invoke_runtime(
+    s: &AppState,
+    runtime: Option<&str>,
+    rid: &RequestId,
+    verified: Option<&Verified>,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, WireError> {
+    let call = call_on(s, runtime, uri.query())?;
+    let sid = session_or_new(headers)?;
+    check_callback_url(headers)?;
+    let actor = verified.map(|v| v.principal.access_key_id.as_str());
+    let forwarded = s.nodes.forwarded(headers)?;
     let inv = call.invocation(
         &sid,
-        &headers,
+        headers,
         actor,
-        &rid,
+        rid,
         Action::Invoke(body.clone()),
         forwarded,
     );
-    let req = call.caller_request(&sid, Method::POST, &uri, &headers, body, forwarded);
-    let resp = match invoke_here_or_there(&s, inv, req).await? {
+    let req = call.caller_request(&sid, Method::POST, uri, headers, body, forwarded);
+    let resp = match invoke_here_or_there(s, inv, req).await? {
         Served::Here(answer) => answer,
         Served::There(response) => return Ok(response),
     };
@@ -458,7 +514,7 @@ pub async fn stop_session(
 pub fn routes() -> axum::Router<AppState> {
     use axum::routing::post;
     axum::Router::new()
-        .route("/runtimes/{agentRuntimeId}/invocations", post(invoke))
+        .route(INVOKE_ROUTE, post(invoke))
         .route("/runtimes/{agentRuntimeId}/commands", post(command))
         .route(
             "/runtimes/{agentRuntimeId}/ws",
@@ -483,4 +539,67 @@ pub(crate) async fn error_body(mut stream: berth_runtime::session::BodyStream) -
     }
     buf.truncate(CAP);
     String::from_utf8_lossy(&buf).trim().to_owned()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// The edge's direct path (`crate::invoke_direct`) takes exactly the requests the router
+    /// routes to [`invoke`], with the same runtime.
+    #[tokio::test]
+    async fn the_direct_path_takes_what_the_router_routes_to_invoke() {
+        let app = axum::Router::new().route(
+            INVOKE_ROUTE,
+            axum::routing::post(
+                |path: Result<RawPathParams, RawPathParamsRejection>| async move {
+                    match path {
+                        Ok(p) => p.iter().next().map_or("", |(_, v)| v).to_owned(),
+                        Err(_) => "<not UTF-8>".to_owned(),
+                    }
+                },
+            ),
+        );
+        let arn = "arn%3Aaws%3Abedrock-agentcore%3Aus-east-1%3A123456789012%3Aruntime%2Fr-1";
+        let paths = [
+            "/runtimes/r-1/invocations".to_owned(),
+            format!("/runtimes/{arn}/invocations"),
+            format!("/runtimes/{arn}/invocations?qualifier=DEFAULT&accountId=1"),
+            "/runtimes/%FF%FE/invocations".to_owned(),
+            "/runtimes/a%2Fb/invocations".to_owned(),
+            "/runtimes//invocations".to_owned(),
+            "/runtimes/a/b/invocations".to_owned(),
+            "/runtimes/r-1/invocations/".to_owned(),
+            "/runtimes/r-1/invocations%2F".to_owned(),
+            "/runtimes/r-1/invocations/.well-known/agent-card.json".to_owned(),
+            "/runtimes/r-1/commands".to_owned(),
+            "/runtimes/invocations".to_owned(),
+            "/Runtimes/r-1/invocations".to_owned(),
+            "//runtimes/r-1/invocations".to_owned(),
+            "/runtimes/r-1//invocations".to_owned(),
+        ];
+        for method in [Method::POST, Method::GET, Method::PUT] {
+            for path in &paths {
+                let req = axum::http::Request::builder()
+                    .method(method.clone())
+                    .uri(path.as_str())
+                    .body(Body::empty())
+                    .unwrap();
+                let uri = req.uri().clone();
+                let resp = app.clone().oneshot(req).await.unwrap();
+                let routed = if resp.status().is_success() {
+                    let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+                    Some(String::from_utf8(body.to_vec()).unwrap())
+                } else {
+                    None
+                };
+                let direct = invocation_target(&method, uri.path()).map(|segment| {
+                    decode_segment(segment).unwrap_or_else(|| "<not UTF-8>".to_owned())
+                });
+                assert_eq!(direct, routed, "{method} {path}");
+            }
+        }
+    }
 }

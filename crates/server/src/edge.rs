@@ -286,7 +286,8 @@ pub async fn serve_edge(
     let home = threads.as_ref().and_then(|_| Handle::try_current().ok());
     let ctx = edge.context(vec![edge.budget.clone()], home);
     let listen = Listen {
-        app: crate::router(state),
+        app: crate::router(state.clone()),
+        direct: Some(state),
         registry: Arc::new(Registry::new(max)),
         ctx,
         opts: edge.opts.clone(),
@@ -310,7 +311,8 @@ pub async fn serve_sandbox(
     let own = Budget::new(edge.opts.sandbox_body_budget);
     let ctx = edge.context(vec![own, edge.budget.clone()], None);
     let listen = Listen {
-        app: crate::sandbox_router(state, &sandbox),
+        app: crate::sandbox_router(state.clone(), &sandbox),
+        direct: Some(state),
         registry: Arc::new(Registry::new(edge.opts.sandbox_max_connections)),
         ctx,
         opts: edge.opts.clone(),
@@ -324,6 +326,9 @@ pub async fn serve_sandbox(
 /// One listener being served.
 struct Listen {
     app: Router,
+    /// Serves `InvokeAgentRuntime` without the router (`crate::invoke_direct`); `None`: every
+    /// request goes to `app`.
+    direct: Option<AppState>,
     registry: Arc<Registry>,
     ctx: Context,
     opts: Arc<EdgeOptions>,
@@ -363,6 +368,7 @@ impl Listen {
             }
             let serve = Serve {
                 app: self.app.clone(),
+                direct: self.direct.clone(),
                 ctx: self.ctx.clone(),
                 slot,
                 registry: self.registry.clone(),
@@ -431,6 +437,7 @@ fn advertise_segment_size(listener: &TcpListener, mss: u32, origin: &str) {
 /// One accepted connection and what serving it needs.
 struct Serve {
     app: Router,
+    direct: Option<AppState>,
     ctx: Context,
     slot: Arc<Slot>,
     registry: Arc<Registry>,
@@ -442,6 +449,7 @@ struct Serve {
 async fn serve_connection(stream: TcpStream, serve: Serve) {
     let Serve {
         app,
+        direct,
         ctx,
         slot,
         registry,
@@ -456,11 +464,22 @@ async fn serve_connection(stream: TcpStream, serve: Serve) {
             let in_flight = slot.begin();
             // The listener's limits and budgets travel with the request to the auth layer.
             req.extensions_mut().insert(ctx.clone());
-            // An upgraded socket (`crate::ws`) marks its connection busy for its whole life.
-            req.extensions_mut().insert(ConnSlot(slot.clone()));
+            // The invocation hot path skips the router (same layers, same handler).
+            let direct = direct.as_ref().and_then(|state| {
+                crate::data_api::invocation_target(req.method(), req.uri().path())
+                    .map(|runtime| (state.clone(), runtime.to_owned()))
+            });
+            if direct.is_none() {
+                // An upgraded socket (`crate::ws`) marks its connection busy for its whole life.
+                req.extensions_mut().insert(ConnSlot(slot.clone()));
+            }
             let app = app.clone();
             async move {
-                let resp = app.oneshot(req.map(Body::new)).await?;
+                let req = req.map(Body::new);
+                let resp = match direct {
+                    Some((state, runtime)) => crate::invoke_direct(state, req, &runtime).await,
+                    None => app.oneshot(req).await?,
+                };
                 Ok::<_, std::convert::Infallible>(resp.map(move |body| {
                     Body::new(body.map_frame(move |frame| {
                         let _held = &in_flight;
@@ -605,6 +624,7 @@ mod tests {
         let registry = Arc::new(Registry::new(16));
         let listen = Listen {
             app,
+            direct: None,
             registry: registry.clone(),
             ctx: Context::standalone(),
             opts: Arc::new(EdgeOptions::default()),
@@ -701,6 +721,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let listen = Listen {
             app,
+            direct: None,
             registry: Arc::new(Registry::new(16)),
             ctx: Context::standalone(),
             opts: Arc::new(EdgeOptions::default()),

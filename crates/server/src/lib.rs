@@ -125,10 +125,63 @@ pub fn router(state: AppState) -> Router {
     router_for(state, None)
 }
 
-/// The layers in front of every AgentCore operation, outermost first. They run as one middleware
-/// (one boxed future per request, not one per layer: this is the invocation hot path), each a
-/// function that wraps the next.
+/// [`agentcore`] as the router's middleware.
 async fn agentcore_layers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    agentcore(&state, req, |req| next.run(req)).await
+}
+
+/// `InvokeAgentRuntime` on the runtime segment `runtime` of its path (still percent-encoded),
+/// served by the edge without the router: the same layers ([`agentcore`]) and the same handler
+/// (`data_api::invoke_runtime`), without the route lookup, the middleware's boxed futures and the
+/// extractors. This is the invocation hot path; the edge takes it for the requests
+/// `data_api::invocation_target` names, every other request goes through [`router`].
+pub(crate) async fn invoke_direct(state: AppState, req: Request, runtime: &str) -> Response {
+    use axum::response::IntoResponse;
+    let runtime = data_api::decode_segment(runtime);
+    let handler = {
+        let state = state.clone();
+        move |req: Request| async move {
+            let (mut parts, body) = req.into_parts();
+            // Set by the outermost layer (`error::with_request_id`).
+            let Some(rid) = parts.extensions.remove::<RequestId>() else {
+                return error::WireError(berth_api::ApiError::internal_because(
+                    "the request has no request id",
+                ))
+                .into_response();
+            };
+            let verified = parts.extensions.remove::<berth_auth::Verified>();
+            // The auth layer buffered the body whole; this takes its one chunk.
+            let body = match http_body_util::BodyExt::collect(body).await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return error::WireError(berth_api::ApiError::internal_because(e))
+                        .into_response();
+                }
+            };
+            data_api::invoke_runtime(
+                &state,
+                runtime.as_deref(),
+                &rid,
+                verified.as_ref(),
+                &parts.uri,
+                &parts.headers,
+                body,
+            )
+            .await
+            .into_response()
+        }
+    };
+    agentcore(&state, req, handler).await
+}
+
+/// The layers in front of every AgentCore operation, outermost first, around `handler`. They run
+/// as one future (one boxed future per request, not one per layer: this is the invocation hot
+/// path), each a function that wraps the next.
+async fn agentcore<F, Fut>(state: &AppState, req: Request, handler: F) -> Response
+where
+    F: FnOnce(Request) -> Fut + Send + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
     // Outermost: every response, errors included, carries x-amzn-RequestId.
     error::with_request_id(req, |req| {
         // The Logs API speaks JSON 1.1: a refusal from the layers below carries `__type`.
@@ -137,11 +190,11 @@ async fn agentcore_layers(State(state): State<AppState>, req: Request, next: Nex
             // checked before a byte of the body is read; then the body is buffered under its
             // operation's limit and the listener's budgets (AgentCore clients send no payload
             // hash, so the signature needs it), then the signature is verified.
-            auth::authenticate(&state, req, |req| {
+            auth::authenticate(state, req, |req| {
                 // A change, once authorised, runs to its end even if its client leaves.
                 to_completion(req, |req| {
                     // Mutations are audited as the verified caller.
-                    traffic_api::caller_scope(req, |req| next.run(req))
+                    traffic_api::caller_scope(req, handler)
                 })
             })
         })

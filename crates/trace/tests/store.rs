@@ -395,7 +395,8 @@ async fn a_large_batch_counts_each_new_span_once<B: Backend>() {
 }
 
 /// Berth's own spans (`insert_fresh`, no question for stored copies) are stored and counted like
-/// any; one stored already (a colliding id) is skipped, the rest of its batch kept.
+/// any; one stored already (a colliding id) is skipped and not counted again, the rest of its
+/// batch kept.
 async fn fresh_spans_are_stored_and_a_stored_one_is_skipped<B: Backend>() {
     let dir = B::new().await;
     let store = dir.open().await;
@@ -421,6 +422,8 @@ async fn fresh_spans_are_stored_and_a_stored_one_is_skipped<B: Backend>() {
     assert_eq!(page.traces.len(), 1);
     assert_eq!(page.traces[0].root_name.as_deref(), Some("span-1"));
     assert_eq!((page.traces[0].start_ns, page.traces[0].end_ns), (100, 250));
+    // The skipped copy is not counted twice.
+    assert_eq!(page.traces[0].span_count, 3);
 }
 
 /// Berth's span writer holds spans up to a second for company; a flush (the server's shutdown)

@@ -166,16 +166,22 @@ fn span_key(s: &Span) -> SpanKey<'_> {
 /// returned row to the caller's thread on its own: two thread wake-ups per span, which were most
 /// of a batch's CPU.)
 ///
-/// `fresh` spans (`TraceStore::insert_fresh`) are all taken as new without the question; the
-/// insert skips one that is stored after all.
+/// `fresh` spans (`TraceStore::insert_fresh`, new ids Berth made) are inserted without the
+/// question, under a savepoint: when every row went in, every span was new; when one was stored
+/// after all, the savepoint is rolled back and the batch takes the way above.
 async fn insert_spans(
     tx: &mut sqlx::Transaction<'_, Db>,
     spans: &[Span],
     fresh: bool,
 ) -> Result<Vec<bool>, Error> {
     if fresh {
-        write_spans(tx, spans.iter(), " ON CONFLICT DO NOTHING").await?;
-        return Ok(vec![true; spans.len()]);
+        let mut savepoint = sqlx::Connection::begin(&mut **tx).await?;
+        let inserted = write_spans(&mut savepoint, spans.iter(), " ON CONFLICT DO NOTHING").await?;
+        if usize::try_from(inserted).is_ok_and(|n| n == spans.len()) {
+            savepoint.commit().await?;
+            return Ok(vec![true; spans.len()]);
+        }
+        savepoint.rollback().await?;
     }
     let mut stored = Vec::<(String, String, String, String)>::new();
     for chunk in super::cached_chunks(spans) {
@@ -211,12 +217,14 @@ async fn insert_spans(
 }
 
 /// Inserts `spans` as multi-row statements, each ending with `tail`.
+/// Returns how many rows went in.
 async fn write_spans<'s>(
     tx: &mut sqlx::Transaction<'_, Db>,
     spans: impl Iterator<Item = &'s Span>,
     tail: &str,
-) -> Result<(), Error> {
+) -> Result<u64, Error> {
     let spans: Vec<&Span> = spans.collect();
+    let mut inserted = 0;
     for chunk in super::cached_chunks(&spans) {
         let mut q = QueryBuilder::<Db>::new(format!("INSERT INTO spans ({SPAN_COLS}) "));
         q.push_values(chunk, |mut b, s| {
@@ -242,9 +250,9 @@ async fn write_spans<'s>(
                 .push_bind(json_text(&s.events));
         });
         q.push(tail);
-        q.build().execute(&mut **tx).await?;
+        inserted += q.build().execute(&mut **tx).await?.rows_affected();
     }
-    Ok(())
+    Ok(inserted)
 }
 
 async fn insert_logs(tx: &mut sqlx::Transaction<'_, Db>, logs: &[LogRecord]) -> Result<(), Error> {

@@ -6,7 +6,7 @@ use crate::error::{RequestId, WireError};
 use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{OriginalUri, RawPathParams, RawQuery, State};
+use axum::extract::{OriginalUri, RawPathParams, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use berth_api::{ApiError, ErrorKind};
@@ -109,11 +109,14 @@ pub(crate) fn parse_call(
     path: Result<RawPathParams, RawPathParamsRejection>,
     query: Option<&str>,
 ) -> Result<Call, ApiError> {
-    let runtime = path
-        .as_ref()
+    call_on(state, path_runtime(&path), query)
+}
+
+/// The runtime axum's path parameters captured (percent-decoded), `None` when it is not UTF-8.
+fn path_runtime(path: &Result<RawPathParams, RawPathParamsRejection>) -> Option<&str> {
+    path.as_ref()
         .ok()
-        .map(|p| p.iter().next().map_or("", |(_, v)| v));
-    call_on(state, runtime, query)
+        .map(|p| p.iter().next().map_or("", |(_, v)| v))
 }
 
 /// [`parse_call`] from the runtime as the path names it, percent-decoded (`None`: not UTF-8 once
@@ -282,7 +285,7 @@ pub(crate) const INVOKE_ROUTE: &str = "/runtimes/{agentRuntimeId}/invocations";
 
 /// The runtime segment of an `InvokeAgentRuntime` request's path (still percent-encoded) when the
 /// router would route the request to [`invoke`], else `None`: the edge's direct path
-/// (`crate::invoke_direct`) asks this, the router's table stays the one that decides every other
+/// ([`invoke_direct`]) asks this, the router's table stays the one that decides every other
 /// path ([`routes`]; a test holds the two to the same answers).
 pub(crate) fn invocation_target<'p>(method: &Method, path: &'p str) -> Option<&'p str> {
     if method != Method::POST {
@@ -314,12 +317,57 @@ pub async fn invoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WireError> {
-    let runtime = path
-        .as_ref()
-        .ok()
-        .map(|p| p.iter().next().map_or("", |(_, v)| v));
     let verified = verified.as_ref().map(|Extension(v)| v);
-    invoke_runtime(&s, runtime, &rid, verified, &uri, &headers, body).await
+    invoke_runtime(
+        &s,
+        path_runtime(&path),
+        &rid,
+        verified,
+        &uri,
+        &headers,
+        body,
+    )
+    .await
+}
+
+/// `InvokeAgentRuntime` served by the edge without the router, on `runtime` (the path's runtime
+/// as [`decode_segment`] gives it): the same layers (`crate::agentcore`) around the same handler
+/// body ([`invoke_runtime`]), without the route lookup, the middleware's boxed futures and the
+/// extractors. The edge takes this way for the requests [`invocation_target`] names.
+pub(crate) async fn invoke_direct(
+    state: AppState,
+    req: Request,
+    runtime: Option<String>,
+) -> Response {
+    let handler = {
+        let state = state.clone();
+        move |req: Request| async move {
+            let (mut parts, body) = req.into_parts();
+            // Set by the outermost layer (`error::with_request_id`).
+            let Some(rid) = parts.extensions.remove::<RequestId>() else {
+                return WireError(ApiError::internal_because("the request has no request id"))
+                    .into_response();
+            };
+            let verified = parts.extensions.remove::<Verified>();
+            // The auth layer buffered the body whole; this takes its one chunk.
+            let body = match http_body_util::BodyExt::collect(body).await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return WireError(ApiError::internal_because(e)).into_response(),
+            };
+            invoke_runtime(
+                &state,
+                runtime.as_deref(),
+                &rid,
+                verified.as_ref(),
+                &parts.uri,
+                &parts.headers,
+                body,
+            )
+            .await
+            .into_response()
+        }
+    };
+    crate::agentcore(&state, req, handler).await
 }
 
 /// `InvokeAgentRuntime` on `runtime` (the path's runtime, percent-decoded; `None`: not UTF-8):
@@ -547,7 +595,7 @@ mod tests {
     use super::*;
     use tower::ServiceExt;
 
-    /// The edge's direct path (`crate::invoke_direct`) takes exactly the requests the router
+    /// The edge's direct path ([`invoke_direct`]) takes exactly the requests the router
     /// routes to [`invoke`], with the same runtime.
     #[tokio::test]
     async fn the_direct_path_takes_what_the_router_routes_to_invoke() {

@@ -326,7 +326,7 @@ pub async fn serve_sandbox(
 /// One listener being served.
 struct Listen {
     app: Router,
-    /// Serves `InvokeAgentRuntime` without the router (`crate::invoke_direct`); `None`: every
+    /// Serves `InvokeAgentRuntime` without the router (`crate::data_api::invoke_direct`); `None`: every
     /// request goes to `app`.
     direct: Option<AppState>,
     registry: Arc<Registry>,
@@ -467,7 +467,7 @@ async fn serve_connection(stream: TcpStream, serve: Serve) {
             // The invocation hot path skips the router (same layers, same handler).
             let direct = direct.as_ref().and_then(|state| {
                 crate::data_api::invocation_target(req.method(), req.uri().path())
-                    .map(|runtime| (state.clone(), runtime.to_owned()))
+                    .map(|runtime| (state.clone(), crate::data_api::decode_segment(runtime)))
             });
             if direct.is_none() {
                 // An upgraded socket (`crate::ws`) marks its connection busy for its whole life.
@@ -477,7 +477,9 @@ async fn serve_connection(stream: TcpStream, serve: Serve) {
             async move {
                 let req = req.map(Body::new);
                 let resp = match direct {
-                    Some((state, runtime)) => crate::invoke_direct(state, req, &runtime).await,
+                    Some((state, runtime)) => {
+                        crate::data_api::invoke_direct(state, req, runtime).await
+                    }
                     None => app.oneshot(req).await?,
                 };
                 Ok::<_, std::convert::Infallible>(resp.map(move |body| {

@@ -130,54 +130,12 @@ async fn agentcore_layers(State(state): State<AppState>, req: Request, next: Nex
     agentcore(&state, req, |req| next.run(req)).await
 }
 
-/// `InvokeAgentRuntime` on the runtime segment `runtime` of its path (still percent-encoded),
-/// served by the edge without the router: the same layers ([`agentcore`]) and the same handler
-/// (`data_api::invoke_runtime`), without the route lookup, the middleware's boxed futures and the
-/// extractors. This is the invocation hot path; the edge takes it for the requests
-/// `data_api::invocation_target` names, every other request goes through [`router`].
-pub(crate) async fn invoke_direct(state: AppState, req: Request, runtime: &str) -> Response {
-    use axum::response::IntoResponse;
-    let runtime = data_api::decode_segment(runtime);
-    let handler = {
-        let state = state.clone();
-        move |req: Request| async move {
-            let (mut parts, body) = req.into_parts();
-            // Set by the outermost layer (`error::with_request_id`).
-            let Some(rid) = parts.extensions.remove::<RequestId>() else {
-                return error::WireError(berth_api::ApiError::internal_because(
-                    "the request has no request id",
-                ))
-                .into_response();
-            };
-            let verified = parts.extensions.remove::<berth_auth::Verified>();
-            // The auth layer buffered the body whole; this takes its one chunk.
-            let body = match http_body_util::BodyExt::collect(body).await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    return error::WireError(berth_api::ApiError::internal_because(e))
-                        .into_response();
-                }
-            };
-            data_api::invoke_runtime(
-                &state,
-                runtime.as_deref(),
-                &rid,
-                verified.as_ref(),
-                &parts.uri,
-                &parts.headers,
-                body,
-            )
-            .await
-            .into_response()
-        }
-    };
-    agentcore(&state, req, handler).await
-}
-
 /// The layers in front of every AgentCore operation, outermost first, around `handler`. They run
 /// as one future (one boxed future per request, not one per layer: this is the invocation hot
-/// path), each a function that wraps the next.
-async fn agentcore<F, Fut>(state: &AppState, req: Request, handler: F) -> Response
+/// path), each a function that wraps the next. The router runs them as a middleware
+/// ([`agentcore_layers`]); the edge runs them around `InvokeAgentRuntime` directly
+/// (`data_api::invoke_direct`).
+pub(crate) async fn agentcore<F, Fut>(state: &AppState, req: Request, handler: F) -> Response
 where
     F: FnOnce(Request) -> Fut + Send + 'static,
     Fut: Future<Output = Response> + Send + 'static,

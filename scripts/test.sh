@@ -8,18 +8,37 @@ cd "$(dirname "$0")/.."
 # Each phase's header says when it started (seconds since this script did).
 phase() { echo "== $1 (at ${SECONDS} s)"; }
 
+# Work that runs beside a phase: `background NAME LOG COMMAND...` starts it with its output in LOG
+# (killed if the suite exits first); `finish NAME` waits for it, shows its log and returns its
+# exit status.
+declare -A job_pid job_log
+background() {
+    local name=$1 log=$2
+    shift 2
+    "$@" >"$log" 2>&1 </dev/null &
+    job_pid[$name]=$!
+    job_log[$name]=$log
+    trap 'kill "${job_pid[@]}" 2>/dev/null || true' EXIT
+}
+finish() {
+    local status=0
+    wait "${job_pid[$1]}" || status=$?
+    cat "${job_log[$1]}"
+    return "$status"
+}
+
 # Setup (downloads and package installs) runs while the Rust code is checked and built (CPU);
 # nothing before the tests needs it.
 phase "setup, in the background until the tests"
 mkdir -p target
-setup_log=target/test-setup.log
 # As root, what the container images build on (the Debian base by debootstrap, the wheels, the
 # shared layers: tests/conformance/images.py) is made here too, off the tests' critical path.
 prepare_images() { [ "$(id -u)" != 0 ] || .venv/bin/python tests/conformance/images.py; }
-(scripts/setup-python.sh && scripts/setup-node.sh && scripts/setup-debian.sh && scripts/fetch-model.sh \
-    && prepare_images) >"$setup_log" 2>&1 </dev/null &
-setup_pid=$!
-trap 'kill "$setup_pid" 2>/dev/null || true' EXIT
+setup() {
+    scripts/setup-python.sh && scripts/setup-node.sh && scripts/setup-debian.sh \
+        && scripts/fetch-model.sh && prepare_images
+}
+background setup target/test-setup.log setup
 
 phase "format (unformatted code fails the suite)"
 cargo fmt --all --check
@@ -38,8 +57,7 @@ cargo build --workspace --locked --all-targets
 
 phase "setup finishing"
 setup_ok=0
-wait "$setup_pid" || setup_ok=$?
-cat "$setup_log"
+finish setup || setup_ok=$?
 [ "$setup_ok" = 0 ] || { echo "setup failed (exit $setup_ok)" >&2; exit 1; }
 
 phase "rust tests"
@@ -55,10 +73,7 @@ BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q -n 2 --dist lo
 # image pulls), the smoke's timings are not judged, and its servers, ports and process groups are
 # its own, as a third worker's would be. Its output follows the security phase's.
 phase "security (hostile agents and clients against a real berth serve), with the bench smoke beside it"
-smoke_log=target/test-bench-smoke.log
-bench/run.sh --smoke >"$smoke_log" 2>&1 </dev/null &
-smoke_pid=$!
-trap 'kill "$setup_pid" "$smoke_pid" 2>/dev/null || true' EXIT
+background smoke target/test-bench-smoke.log bench/run.sh --smoke
 # Two workers, a module on each, as for conformance. The two modules that route the same test
 # addresses through the host (test_egress's namespace, shared by test_container_confinement) take
 # turns on a lock (test_egress.ROUTES_LOCK).
@@ -68,8 +83,7 @@ BERTH_BIN="$PWD/target/debug/berth" .venv/bin/python -m pytest -q -n 2 --dist lo
 
 phase "bench smoke (every benchmark path runs; timings are not judged)"
 smoke_ok=0
-wait "$smoke_pid" || smoke_ok=$?
-cat "$smoke_log"
+finish smoke || smoke_ok=$?
 [ "$security_ok" = 0 ] || { echo "security tests failed (exit $security_ok)" >&2; exit 1; }
 [ "$smoke_ok" = 0 ] || { echo "bench smoke failed (exit $smoke_ok)" >&2; exit 1; }
 phase "done"

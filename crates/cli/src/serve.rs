@@ -1219,6 +1219,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             start_timeout: cfg.start_timeout,
             ping_interval: cfg.ping_interval,
             warm_pool: cfg.warm_pool,
+            spare_defer: berth_runtime::session::SPARE_DEFER,
             credentials: Some({
                 let keys = keys.clone();
                 Arc::new(move |runtime_id: &str| {

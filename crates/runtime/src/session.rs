@@ -164,6 +164,9 @@ pub struct SessionOptions {
     pub ping_interval: Duration,
     /// Pre-started agents kept per serving version.
     pub warm_pool: usize,
+    /// The longest a warm pool's refill waits for the answer of the call that took its agent
+    /// ([`SPARE_DEFER`] in a server).
+    pub spare_defer: Duration,
     /// Environment given to every agent (region and such).
     pub env: Vec<(String, String)>,
     /// Issues the credentials a runtime's agents sign with (scoped to that runtime).
@@ -322,6 +325,9 @@ pub struct Session {
     token: Option<SessionToken>,
     /// Its agent came from the warm pool (it was not started for this session).
     warm_start: bool,
+    /// Cancelled once the call that opened the session has its answer ([`Session::answered`]):
+    /// the warm pool's refill waits for it.
+    answered: CancellationToken,
     idle: Duration,
     max_lifetime: Duration,
     ended: CancellationToken,
@@ -591,7 +597,8 @@ impl Sessions {
                 .await?
             }
         };
-        self.refill(target.clone());
+        let answered = CancellationToken::new();
+        self.refill_after(target.clone(), answered.clone());
         let token = match &self.inner.opts.workload_tokens {
             Some(issuer) => {
                 if let Err(e) = issuer.prepare(&target.runtime.name).await {
@@ -642,6 +649,7 @@ impl Sessions {
             }),
             token,
             warm_start,
+            answered,
             idle: Duration::from_secs(idle),
             max_lifetime: Duration::from_secs(max),
             ended: CancellationToken::new(),
@@ -840,6 +848,25 @@ impl Sessions {
             .and_then(VecDeque::pop_front)
     }
 
+    /// [`Sessions::refill`] once the call that opened a session has its answer (`answered`), or
+    /// [`SessionOptions::spare_defer`] later at the latest. A spare's start is a clone of this process and its
+    /// agent's start: begun beside the call that took the warm agent, it took the CPU (two of
+    /// them, on the machines measured) and the page tables from the very call the pool was
+    /// there to serve.
+    fn refill_after(&self, target: Target, answered: CancellationToken) {
+        if self.inner.opts.warm_pool == 0 {
+            return;
+        }
+        let (this, defer) = (self.clone(), self.inner.opts.spare_defer);
+        self.spawn(async move {
+            tokio::select! {
+                _ = answered.cancelled() => {}
+                _ = tokio::time::sleep(defer) => {}
+            }
+            this.refill(target);
+        });
+    }
+
     /// Tops the warm pool of `target`'s version up to its size, in the background.
     pub fn refill(&self, target: Target) {
         let want = self.inner.opts.warm_pool;
@@ -998,6 +1025,14 @@ impl Sessions {
         // returns only once the sandbox is gone.
         self.end(&s, "stopped by request").await;
         Ok(())
+    }
+
+    /// Spare agents in the warm pool of a runtime's version now.
+    pub fn spares(&self, runtime_id: &str, version: u32) -> usize {
+        let pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools
+            .get(&(runtime_id.to_owned(), version))
+            .map_or(0, VecDeque::len)
     }
 
     /// Live sessions, optionally of one runtime.
@@ -1299,6 +1334,10 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// OpenTelemetry SDK's shutdown flush (the last spans of the session, which online evaluation
 /// scores) and a web server's graceful exit, short enough that a stop stays prompt.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// The longest a warm pool's refill waits for the answer of the call that took its agent
+/// ([`SessionOptions::spare_defer`]): a warm hit answers in milliseconds, and an agent slow to
+/// its first byte does not keep the pool short for long.
+pub const SPARE_DEFER: Duration = Duration::from_millis(100);
 
 impl Session {
     /// Admin view.
@@ -1343,6 +1382,12 @@ impl Session {
     /// Whether its agent came from the warm pool.
     pub fn warm_start(&self) -> bool {
         self.warm_start
+    }
+
+    /// Says that the call which opened this session has its answer (its head, or its failure):
+    /// the warm pool's refill, held back until now, may start.
+    pub fn answered(&self) {
+        self.answered.cancel();
     }
 
     /// Who this session's spans belong to (runtime, version, endpoint, session, user).

@@ -559,3 +559,28 @@ async fn a_session_another_node_runs_is_sent_there_unrouted_and_unopened() {
     on_b.invoke(invocation(&headers, b"y")).await.unwrap();
     stop.cancel();
 }
+
+/// The call that opens a session from the warm pool says when it is answered, and only then
+/// does the pool's refill start (`Session::answered`; with `spare_defer` an hour, nothing
+/// else would start it).
+#[tokio::test]
+async fn the_call_that_takes_a_warm_agent_releases_the_refill_once_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.warm_pool = 1;
+    opts.spare_defer = Duration::from_secs(3600);
+    let (s, record, _shutdown) = sessions(opts);
+    let mut warming = record.warming.subscribe();
+    let control = FakeControl::new(1);
+    s.refill(control.target.clone());
+    fake_backend::pooled(&s, 1).await;
+    let invoker = Invoker::new(control.clone(), s.clone());
+    let headers = HeaderMap::new();
+    let answer = invoker.invoke(invocation(&headers, b"one")).await.unwrap();
+    assert!(s.existing(RUNTIME_ID, SID).unwrap().warm_start());
+    assert_eq!(body_of(answer).await, format!("{SID}:one"));
+    warming
+        .wait_for(|_| record.warmed.load(Ordering::SeqCst) == 2)
+        .await
+        .unwrap();
+}

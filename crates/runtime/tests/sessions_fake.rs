@@ -486,3 +486,69 @@ async fn warm_pool_refills_start_at_most_one_agent_per_cpu_at_once() {
     assert_eq!(record.most_warming.load(Ordering::SeqCst), cpus);
     assert_eq!(record.started.load(Ordering::SeqCst), runtimes);
 }
+
+/// Warm starts begun so far: finished, and in progress now.
+fn warm_starts_begun(record: &fake_backend::Record) -> usize {
+    record.warmed.load(Ordering::SeqCst) + *record.warming.borrow()
+}
+
+/// Taking the warm agent does not start its spare beside the call it was taken for (a spare's
+/// start is a clone of the server and its agent's start, on the CPUs the call needs): the refill
+/// waits until that call is answered (`Session::answered`), or `spare_defer` at the latest.
+#[tokio::test]
+async fn a_warm_hits_spare_starts_once_the_call_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.warm_pool = 1;
+    opts.spare_defer = std::time::Duration::from_secs(3600);
+    let (s, record, _shutdown) = sessions(opts);
+    let mut warming = record.warming.subscribe();
+    s.refill(target(1));
+    fake_backend::pooled(&s, 1).await;
+
+    let session = s.open(&target(1), SID, None).await.unwrap();
+    assert!(session.warm_start());
+    // The call goes to the agent and back, every other task of the runtime running meanwhile
+    // (the refill was spawned when the session started), and no spare has begun...
+    let resp = session
+        .invoke(
+            &HeaderMap::new(),
+            "req-1",
+            None,
+            bytes::Bytes::from_static(b"hi"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(body_of(resp).await, format!("{SID}:hi"));
+    assert_eq!(
+        warm_starts_begun(&record),
+        1,
+        "a spare began before the answer"
+    );
+    // ...until the call is answered.
+    session.answered();
+    warming
+        .wait_for(|_| record.warmed.load(Ordering::SeqCst) == 2)
+        .await
+        .unwrap();
+}
+
+/// A call that never says it was answered (its caller left, say) keeps the pool short for
+/// `spare_defer` at most.
+#[tokio::test]
+async fn a_warm_hits_spare_starts_after_the_deferral_without_an_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.warm_pool = 1;
+    opts.spare_defer = std::time::Duration::ZERO;
+    let (s, record, _shutdown) = sessions(opts);
+    let mut warming = record.warming.subscribe();
+    s.refill(target(1));
+    fake_backend::pooled(&s, 1).await;
+    let session = s.open(&target(1), SID, None).await.unwrap();
+    assert!(session.warm_start());
+    warming
+        .wait_for(|_| record.warmed.load(Ordering::SeqCst) == 2)
+        .await
+        .unwrap();
+}

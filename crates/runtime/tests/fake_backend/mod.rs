@@ -383,6 +383,7 @@ pub fn options(logs_dir: &std::path::Path) -> SessionOptions {
         start_timeout: Duration::from_secs(10),
         ping_interval: Duration::from_secs(3600),
         warm_pool: 0,
+        spare_defer: berth_runtime::session::SPARE_DEFER,
         env: vec![("AWS_REGION".into(), "us-east-1".into())],
         workload_tokens: None,
         secrets: None,
@@ -419,4 +420,14 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
         }
     }
     Guard(Some(f))
+}
+
+/// Returns once the warm pool of `target(1)`'s runtime and version holds `n` spares. A spare is
+/// pooled after its `/ping` answers, with nothing to wait on: each turn yields to the runtime,
+/// whose tasks and I/O run before this one's next turn.
+pub async fn pooled(s: &Sessions, n: usize) {
+    let t = target(1);
+    while s.spares(&t.runtime.id, t.version.version) < n {
+        tokio::task::yield_now().await;
+    }
 }

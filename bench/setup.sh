@@ -2,6 +2,7 @@
 # Installs what bench/run.sh needs beyond the Rust toolchain, idempotently and without stdin:
 #   - nginx (Debian's nginx-light), the reference proxy;
 #   - the repository's Python venv (.venv: boto3 + bedrock-agentcore), via scripts/setup-python.sh;
+#   - the memory embedder B6 seeds and queries with (.cache/models), via scripts/fetch-model.sh;
 #   - oha, the established open-loop HTTP load generator, built from crates.io into bench/.tools
 #     (skipped with BENCH_SKIP_OHA=1; the harness then uses berth-bench for every figure).
 # Needs root (or sudo) for apt-get when nginx is missing.
@@ -38,6 +39,8 @@ else
 fi
 
 "$repo/scripts/setup-python.sh"
+# B6 embeds its corpus with the model the server loads; a run without it stopped at B6.
+"$repo/scripts/fetch-model.sh"
 
 if [ "${BENCH_SKIP_OHA:-0}" = 1 ]; then
     say "skipping oha (BENCH_SKIP_OHA=1)"

@@ -849,10 +849,10 @@ impl Sessions {
     }
 
     /// [`Sessions::refill`] once the call that opened a session has its answer (`answered`), or
-    /// [`SessionOptions::spare_defer`] later at the latest. A spare's start is a clone of this process and its
-    /// agent's start: begun beside the call that took the warm agent, it took the CPU (two of
-    /// them, on the machines measured) and the page tables from the very call the pool was
-    /// there to serve.
+    /// [`SessionOptions::spare_defer`] later at the latest. A spare's start is a clone of this
+    /// process and its agent's start: begun beside the call that took the warm agent, it took
+    /// the CPU and the page tables from the very call the pool was there to serve (B4's warm
+    /// hit: 6.8 ms to the first byte with it, 3.6 ms without; bench/notes/B4.md).
     fn refill_after(&self, target: Target, answered: CancellationToken) {
         if self.inner.opts.warm_pool == 0 {
             return;
@@ -862,6 +862,7 @@ impl Sessions {
             tokio::select! {
                 _ = answered.cancelled() => {}
                 _ = tokio::time::sleep(defer) => {}
+                _ = this.inner.shutdown.cancelled() => return,
             }
             this.refill(target);
         });

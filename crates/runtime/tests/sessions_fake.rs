@@ -23,6 +23,20 @@ async fn body_of(resp: http::Response<berth_runtime::session::BodyStream>) -> St
     String::from_utf8(out).unwrap()
 }
 
+/// Invokes `session` with `body` and returns the answer's body (the fake agent echoes it).
+async fn echo(session: &Arc<berth_runtime::session::Session>, body: &'static [u8]) -> String {
+    let resp = session
+        .invoke(
+            &HeaderMap::new(),
+            "req",
+            None,
+            bytes::Bytes::from_static(body),
+        )
+        .await
+        .unwrap();
+    body_of(resp).await
+}
+
 #[tokio::test]
 async fn concurrent_opens_of_one_session_share_one_agent() {
     let dir = tempfile::tempdir().unwrap();
@@ -99,16 +113,7 @@ async fn an_exited_agent_is_not_handed_out_and_the_next_open_starts_afresh() {
     let second = s.open(&t, SID, None).await.unwrap();
     assert!(!Arc::ptr_eq(&first, &second));
     assert_eq!(record.started.load(Ordering::SeqCst), 2);
-    let resp = second
-        .invoke(
-            &HeaderMap::new(),
-            "req",
-            None,
-            bytes::Bytes::from_static(b"again"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(body_of(resp).await, format!("{SID}:again"));
+    assert_eq!(echo(&second, b"again").await, format!("{SID}:again"));
 }
 
 #[tokio::test]
@@ -346,16 +351,7 @@ async fn configured_port_and_path_are_used() {
     );
     let session = s.open(&t, SID, None).await.unwrap();
     assert_eq!(record.last_port.load(Ordering::SeqCst), 9100);
-    let resp = session
-        .invoke(
-            &HeaderMap::new(),
-            "req-1",
-            None,
-            bytes::Bytes::from_static(b"x"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(body_of(resp).await, format!("mcp  {SID}:x"));
+    assert_eq!(echo(&session, b"x").await, format!("mcp  {SID}:x"));
 }
 
 #[tokio::test]
@@ -487,6 +483,25 @@ async fn warm_pool_refills_start_at_most_one_agent_per_cpu_at_once() {
     assert_eq!(record.started.load(Ordering::SeqCst), runtimes);
 }
 
+/// Sessions keeping one spare of `target(1)`, pooled already, whose refills wait `spare_defer`
+/// at most for the answer of the call that took the spare.
+async fn warm_pool_of_one(
+    logs: &std::path::Path,
+    spare_defer: std::time::Duration,
+) -> (
+    berth_runtime::session::Sessions,
+    Arc<fake_backend::Record>,
+    tokio_util::sync::CancellationToken,
+) {
+    let mut opts = options(logs);
+    opts.warm_pool = 1;
+    opts.spare_defer = spare_defer;
+    let (s, record, shutdown) = sessions(opts);
+    s.refill(target(1));
+    fake_backend::pooled(&s, 1).await;
+    (s, record, shutdown)
+}
+
 /// Warm starts begun so far: finished, and in progress now.
 fn warm_starts_begun(record: &fake_backend::Record) -> usize {
     record.warmed.load(Ordering::SeqCst) + *record.warming.borrow()
@@ -498,28 +513,15 @@ fn warm_starts_begun(record: &fake_backend::Record) -> usize {
 #[tokio::test]
 async fn a_warm_hits_spare_starts_once_the_call_is_answered() {
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = options(dir.path());
-    opts.warm_pool = 1;
-    opts.spare_defer = std::time::Duration::from_secs(3600);
-    let (s, record, _shutdown) = sessions(opts);
+    let (s, record, _shutdown) =
+        warm_pool_of_one(dir.path(), std::time::Duration::from_secs(3600)).await;
     let mut warming = record.warming.subscribe();
-    s.refill(target(1));
-    fake_backend::pooled(&s, 1).await;
 
     let session = s.open(&target(1), SID, None).await.unwrap();
     assert!(session.warm_start());
     // The call goes to the agent and back, every other task of the runtime running meanwhile
     // (the refill was spawned when the session started), and no spare has begun...
-    let resp = session
-        .invoke(
-            &HeaderMap::new(),
-            "req-1",
-            None,
-            bytes::Bytes::from_static(b"hi"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(body_of(resp).await, format!("{SID}:hi"));
+    assert_eq!(echo(&session, b"hi").await, format!("{SID}:hi"));
     assert_eq!(
         warm_starts_begun(&record),
         1,
@@ -538,13 +540,8 @@ async fn a_warm_hits_spare_starts_once_the_call_is_answered() {
 #[tokio::test]
 async fn a_warm_hits_spare_starts_after_the_deferral_without_an_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = options(dir.path());
-    opts.warm_pool = 1;
-    opts.spare_defer = std::time::Duration::ZERO;
-    let (s, record, _shutdown) = sessions(opts);
+    let (s, record, _shutdown) = warm_pool_of_one(dir.path(), std::time::Duration::ZERO).await;
     let mut warming = record.warming.subscribe();
-    s.refill(target(1));
-    fake_backend::pooled(&s, 1).await;
     let session = s.open(&target(1), SID, None).await.unwrap();
     assert!(session.warm_start());
     warming

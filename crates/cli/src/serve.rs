@@ -1055,6 +1055,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let agents_traverse =
         crate::datadir::is_root() && cfg.isolation == berth_runtime::Isolation::Process;
     crate::datadir::secure(&cfg.data_dir, agents_traverse)?;
+    // From here on every path under the data dir is its real one: a sandbox mounts what it is
+    // given by its real path, so a symlink on the way (`/var/lib/berth` -> `/data/berth`) would
+    // not exist inside it, and the start's probe agent could not read its own code.
+    cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)
+        .with_context(|| format!("data_dir: cannot resolve {}", cfg.data_dir.display()))?;
     let lock = lock_data_dir(&cfg.data_dir)?;
     let creds = root_credentials(&cfg.data_dir)?;
     let keys = Arc::new(KeyRing::new(&creds));

@@ -328,6 +328,24 @@ pub fn operations(
     if s3 {
         return s3_operations(method, path, query, headers);
     }
+    let classified = agentcore_operations(p, method, path, query, headers);
+    // The AWS SDK for Rust drops the trailing slash of a model URI (`PUT /runtimes` for
+    // CreateAgentRuntime's `PUT /runtimes/`), and AgentCore answers it as the same operation.
+    // The router serves both forms (`crate::model_route`).
+    if classified.checks.is_empty() && !path.ends_with('/') {
+        return agentcore_operations(p, method, &format!("{path}/"), query, headers);
+    }
+    classified
+}
+
+/// [`operations`] of an AgentCore plane (or Berth's own API), by the path as written.
+fn agentcore_operations(
+    p: &Partition,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Classified {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let m = method.clone();
     let any_runtime = || p.runtime_arn("*");
@@ -1404,6 +1422,70 @@ mod tests {
 
     fn ops(s3: bool, method: Method, path: &str, query: Option<&str>) -> Classified {
         operations(&part(), s3, &method, path, query, &HeaderMap::new())
+    }
+
+    /// Every model URI with a trailing slash that Berth serves, as the AWS SDK for Rust sends it
+    /// (without the slash): the same action on the same resource as the model's form.
+    #[test]
+    fn model_uris_without_their_trailing_slash_are_the_same_operation() {
+        let cases = [
+            (Method::PUT, "/runtimes/", "CreateAgentRuntime"),
+            (Method::POST, "/runtimes/", "ListAgentRuntimes"),
+            (Method::GET, "/runtimes/a-0123456789/", "GetAgentRuntime"),
+            (Method::PUT, "/runtimes/a-0123456789/", "UpdateAgentRuntime"),
+            (
+                Method::DELETE,
+                "/runtimes/a-0123456789/",
+                "DeleteAgentRuntime",
+            ),
+            (
+                Method::POST,
+                "/runtimes/a-0123456789/versions/",
+                "ListAgentRuntimeVersions",
+            ),
+            (
+                Method::PUT,
+                "/runtimes/a-0123456789/runtime-endpoints/",
+                "CreateAgentRuntimeEndpoint",
+            ),
+            (
+                Method::POST,
+                "/runtimes/a-0123456789/runtime-endpoints/",
+                "ListAgentRuntimeEndpoints",
+            ),
+            (
+                Method::GET,
+                "/runtimes/a-0123456789/runtime-endpoints/e/",
+                "GetAgentRuntimeEndpoint",
+            ),
+            (
+                Method::PUT,
+                "/runtimes/a-0123456789/runtime-endpoints/e/",
+                "UpdateAgentRuntimeEndpoint",
+            ),
+            (
+                Method::DELETE,
+                "/runtimes/a-0123456789/runtime-endpoints/e/",
+                "DeleteAgentRuntimeEndpoint",
+            ),
+            (Method::POST, "/memories/", "ListMemories"),
+        ];
+        for (method, path, op) in cases {
+            let model = ops(false, method.clone(), path, None);
+            assert_eq!(
+                model.checks.first().map(|c| c.action.as_str()),
+                Some(format!("bedrock-agentcore:{op}").as_str()),
+                "{method} {path}"
+            );
+            let bare = ops(false, method.clone(), path.trim_end_matches('/'), None);
+            assert_eq!(bare, model, "{method} {path} without its slash");
+        }
+        // A path no operation has, with or without a slash, is still none.
+        assert!(
+            ops(false, Method::GET, "/runtimes/x/nothing", None)
+                .checks
+                .is_empty()
+        );
     }
 
     #[test]

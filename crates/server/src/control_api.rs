@@ -1,14 +1,14 @@
 //! AgentCore control-plane routes (`bedrock-agentcore-control`).
 
-use crate::AppState;
 use crate::error::WireError;
+use crate::{AppState, model_route};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use berth_api::ApiError;
 use berth_api::control::ops;
 use berth_api::model::{self, Model};
@@ -265,30 +265,32 @@ control_op!(list_tags, "ListTagsForResource", list_tags);
 /// The control-plane routes. Path parameter names are shared with the data-plane routes at the
 /// same positions (`{agentRuntimeId}` also carries an ARN there) because the router requires it.
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/runtimes/", put(create_runtime).post(list_runtimes))
-        .route(
-            "/runtimes/{agentRuntimeId}/",
-            get(get_runtime).put(update_runtime).delete(delete_runtime),
-        )
-        .route(
-            "/runtimes/{agentRuntimeId}/versions/",
-            axum::routing::post(list_versions),
-        )
-        .route(
-            "/runtimes/{agentRuntimeId}/runtime-endpoints/",
-            put(create_endpoint).post(list_endpoints),
-        )
-        .route(
-            "/runtimes/{agentRuntimeId}/runtime-endpoints/{endpointName}/",
-            get(get_endpoint)
-                .put(update_endpoint)
-                .delete(delete_endpoint),
-        )
-        .route(
-            "/tags/{resourceArn}",
-            axum::routing::post(tag_resource)
-                .delete(untag_resource)
-                .get(list_tags),
-        )
+    let r = Router::new();
+    let r = model_route(r, "/runtimes/", put(create_runtime).post(list_runtimes));
+    let r = model_route(
+        r,
+        "/runtimes/{agentRuntimeId}/",
+        get(get_runtime).put(update_runtime).delete(delete_runtime),
+    );
+    let r = model_route(
+        r,
+        "/runtimes/{agentRuntimeId}/versions/",
+        post(list_versions),
+    );
+    let r = model_route(
+        r,
+        "/runtimes/{agentRuntimeId}/runtime-endpoints/",
+        put(create_endpoint).post(list_endpoints),
+    );
+    let r = model_route(
+        r,
+        "/runtimes/{agentRuntimeId}/runtime-endpoints/{endpointName}/",
+        get(get_endpoint)
+            .put(update_endpoint)
+            .delete(delete_endpoint),
+    );
+    r.route(
+        "/tags/{resourceArn}",
+        post(tag_resource).delete(untag_resource).get(list_tags),
+    )
 }

@@ -207,6 +207,24 @@ fn changes_state(req: &Request) -> bool {
             && (path.ends_with("/invocations") || path.ends_with("/commands")))
 }
 
+/// Routes `path` as the service model writes it and, for a model URI with a trailing slash, also
+/// without it: boto3 and the JavaScript SDK send `PUT /runtimes/` for CreateAgentRuntime, the AWS
+/// SDK for Rust (smithy-rs) drops the slash and sends `PUT /runtimes`, and AgentCore answers
+/// both. `authz::operations` classifies both forms alike.
+pub(crate) fn model_route<S>(
+    router: Router<S>,
+    path: &str,
+    methods: axum::routing::MethodRouter<S>,
+) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    match path.strip_suffix('/') {
+        Some(bare) if !bare.is_empty() => router.route(bare, methods.clone()).route(path, methods),
+        _ => router.route(path, methods),
+    }
+}
+
 /// The full router of the public listener (`sandbox: None`) or of one sandbox's own.
 fn router_for(state: AppState, sandbox: Option<&str>) -> Router {
     let agentcore = control_api::routes()

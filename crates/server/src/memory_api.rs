@@ -1,9 +1,9 @@
 //! AgentCore Memory routes: the memory resources of `bedrock-agentcore-control`, the events,
 //! records and extraction jobs of `bedrock-agentcore`, and Berth's native context call.
 
-use crate::AppState;
 use crate::control_api::{Documents, input_with_documents, respond};
 use crate::error::WireError;
+use crate::{AppState, model_route};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::RawPathParamsRejection;
@@ -203,10 +203,9 @@ async fn context(
 
 /// The memory routes. They share no path with the runtime routes.
 pub fn routes() -> Router<AppState> {
-    Router::new()
+    model_route(Router::new(), "/memories/", post(list_memories))
         // Control plane.
         .route("/memories/create", post(create_memory))
-        .route("/memories/", post(list_memories))
         .route("/memories/{memoryId}/details", get(get_memory))
         .route("/memories/{memoryId}/update", put(update_memory))
         .route("/memories/{memoryId}/delete", delete(delete_memory))

@@ -9,7 +9,6 @@ said at its top; tests/js/lib.mjs holds the clients and helpers.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -26,8 +25,8 @@ from berth_harness import (
     ROLE_ARN,
     SECRET_ACCESS_KEY,
     STATE_TIMEOUT,
+    access_key_allowing,
     agent_zip,
-    native,
     poll,
     python_runtime,
 )
@@ -40,12 +39,7 @@ PACKAGES = (
     "@aws-sdk/client-s3",
 )
 #: The only permission of the limited key: errors.test.mjs shows one call allowed, others denied.
-LIMITED_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {"Effect": "Allow", "Action": "bedrock-agentcore:GetAgentRuntime", "Resource": "*"}
-    ],
-}
+LIMITED_ACTION = "bedrock-agentcore:GetAgentRuntime"
 
 
 def _node() -> str:
@@ -93,14 +87,7 @@ def js_env(berth, tmp_path_factory) -> tuple[dict, Path]:
     root = tmp_path_factory.mktemp("js-sdk")
     probe = root / "probe.zip"
     probe.write_bytes(agent_zip("probe"))
-    made = native(
-        berth,
-        "POST",
-        "/berth/v1/keys",
-        body=json.dumps({"policy": LIMITED_POLICY, "name": "js-limited"}).encode(),
-    )
-    assert made.status == 201, made
-    key = made.json()
+    limited_id, limited_secret = access_key_allowing(berth, LIMITED_ACTION)
     exports = printed_exports(berth)
     # Nothing of the developer's AWS set-up may reach the SDK: only what is set here.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BERTH_"))}
@@ -110,8 +97,8 @@ def js_env(berth, tmp_path_factory) -> tuple[dict, Path]:
         AWS_CONFIG_FILE=str(root / "no-aws-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(root / "no-aws-credentials"),
         AWS_EC2_METADATA_DISABLED="true",
-        BERTH_JS_LIMITED_KEY_ID=key["accessKeyId"],
-        BERTH_JS_LIMITED_SECRET=key["secretAccessKey"],
+        BERTH_JS_LIMITED_KEY_ID=limited_id,
+        BERTH_JS_LIMITED_SECRET=limited_secret,
         BERTH_JS_PROBE_ZIP=str(probe),
         BERTH_JS_PYTHON_RUNTIME=python_runtime(),
         BERTH_JS_ROLE_ARN=ROLE_ARN,

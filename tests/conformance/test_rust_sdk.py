@@ -11,7 +11,6 @@ tests/rust-sdk/src/main.rs.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -23,20 +22,12 @@ from berth_harness import (
     REGION,
     ROLE_ARN,
     SECRET_ACCESS_KEY,
+    access_key_allowing,
     agent_zip,
     berth_binary,
-    native,
     python_runtime,
     upload_artifact,
 )
-
-#: The only permission of the limited key: one call allowed, the others denied.
-LIMITED_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {"Effect": "Allow", "Action": "bedrock-agentcore:GetAgentRuntime", "Resource": "*"}
-    ],
-}
 
 #: Every check the binary runs, in its order: none may be skipped or renamed silently.
 CHECKS = [
@@ -68,14 +59,8 @@ def _binary():
 def test_rust_sdk(berth, s3):
     binary = _binary()
     location = upload_artifact(s3, agent_zip("probe"), name="rust-probe")
-    made = native(
-        berth,
-        "POST",
-        "/berth/v1/keys",
-        body=json.dumps({"policy": LIMITED_POLICY, "name": "rust-limited"}).encode(),
-    )
-    assert made.status == 201, made
-    key = made.json()
+    # The limited key: one call allowed, the others denied.
+    limited_id, limited_secret = access_key_allowing(berth, "bedrock-agentcore:GetAgentRuntime")
     # Nothing of the developer's AWS set-up may reach the SDK: only what is set here.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BERTH_"))}
     env.update(
@@ -83,8 +68,8 @@ def test_rust_sdk(berth, s3):
         BERTH_RS_REGION=REGION,
         BERTH_RS_KEY_ID=ACCESS_KEY_ID,
         BERTH_RS_SECRET=SECRET_ACCESS_KEY,
-        BERTH_RS_LIMITED_KEY_ID=key["accessKeyId"],
-        BERTH_RS_LIMITED_SECRET=key["secretAccessKey"],
+        BERTH_RS_LIMITED_KEY_ID=limited_id,
+        BERTH_RS_LIMITED_SECRET=limited_secret,
         BERTH_RS_BUCKET=location["bucket"],
         BERTH_RS_KEY=location["prefix"],
         BERTH_RS_PYTHON_RUNTIME=python_runtime(),

@@ -207,6 +207,28 @@ impl Suite {
         .await
     }
 
+    /// Waits until endpoint `name` is READY with `version` live.
+    async fn wait_endpoint(&self, name: &str, version: &str) -> anyhow::Result<()> {
+        let (control, id) = (&self.control, &self.runtime_id);
+        poll(
+            &format!("endpoint {name} READY at v{version}"),
+            STATE_TIMEOUT * 5,
+            || async move {
+                let got = control
+                    .get_agent_runtime_endpoint()
+                    .agent_runtime_id(id)
+                    .endpoint_name(name)
+                    .send()
+                    .await?;
+                Ok(
+                    (got.status().as_str() == "READY" && got.live_version() == Some(version))
+                        .then_some(()),
+                )
+            },
+        )
+        .await
+    }
+
     async fn create_runtime(&mut self) -> anyhow::Result<()> {
         let name = unique("rsctl");
         let created = self
@@ -323,6 +345,7 @@ impl Suite {
             .await?;
         ensure!(default.name() == "DEFAULT");
         recent(default.created_at())?;
+        self.wait_endpoint("DEFAULT", "2").await?;
 
         let name = unique("rsep");
         let made = self
@@ -335,25 +358,7 @@ impl Suite {
             .await?;
         ensure!(made.endpoint_name() == Some(name.as_str()));
         recent(made.created_at())?;
-        let (control, id) = (&self.control, &self.runtime_id);
-        let name_ref = name.as_str();
-        poll(
-            "the named endpoint READY at v1",
-            STATE_TIMEOUT * 5,
-            || async move {
-                let got = control
-                    .get_agent_runtime_endpoint()
-                    .agent_runtime_id(id)
-                    .endpoint_name(name_ref)
-                    .send()
-                    .await?;
-                Ok(
-                    (got.status().as_str() == "READY" && got.live_version() == Some("1"))
-                        .then_some(()),
-                )
-            },
-        )
-        .await?;
+        self.wait_endpoint(&name, "1").await?;
         let moved = self
             .control
             .update_agent_runtime_endpoint()
@@ -363,23 +368,7 @@ impl Suite {
             .send()
             .await?;
         recent(moved.last_updated_at())?;
-        poll(
-            "the named endpoint READY at v2",
-            STATE_TIMEOUT * 5,
-            || async move {
-                let got = control
-                    .get_agent_runtime_endpoint()
-                    .agent_runtime_id(id)
-                    .endpoint_name(name_ref)
-                    .send()
-                    .await?;
-                Ok(
-                    (got.status().as_str() == "READY" && got.live_version() == Some("2"))
-                        .then_some(()),
-                )
-            },
-        )
-        .await?;
+        self.wait_endpoint(&name, "2").await?;
         let listed = self
             .control
             .list_agent_runtime_endpoints()

@@ -7,13 +7,14 @@
 //! NAME` with the reason on the next line; the exit status is non-zero when any failed. Only a
 //! loopback endpoint is accepted, so a missing setting can never send a request to AWS.
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use aws_credential_types::Credentials;
 use aws_sdk_bedrockagentcore as data;
-use aws_sdk_bedrockagentcore::error::ProvideErrorMetadata;
+use aws_sdk_bedrockagentcore::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockagentcore::primitives::Blob;
 use aws_sdk_bedrockagentcore::primitives::DateTime;
 use aws_sdk_bedrockagentcorecontrol as control;
@@ -45,6 +46,23 @@ fn var(name: &str) -> anyhow::Result<String> {
     })
 }
 
+/// A client of SDK crate `$sdk` (the same builder in both) to the server under test: plain HTTP,
+/// no retries (a retried call would hide an error the check must see).
+macro_rules! sdk_client {
+    ($sdk:ident, $env:expr, $key_id:expr, $secret:expr) => {
+        $sdk::Client::from_conf(
+            $sdk::Config::builder()
+                .behavior_version_latest()
+                .endpoint_url(&$env.endpoint)
+                .region($sdk::config::Region::new($env.region.clone()))
+                .credentials_provider(Credentials::new($key_id, $secret, None, None, "berth-test"))
+                .http_client(aws_smithy_http_client::Builder::new().build_http())
+                .retry_config($sdk::config::retry::RetryConfig::disabled())
+                .build(),
+        )
+    };
+}
+
 impl Env {
     fn from_env() -> anyhow::Result<Self> {
         let endpoint = var("BERTH_RS_ENDPOINT")?;
@@ -68,27 +86,11 @@ impl Env {
     }
 
     fn control(&self, key_id: &str, secret: &str) -> control::Client {
-        let conf = control::Config::builder()
-            .behavior_version_latest()
-            .endpoint_url(&self.endpoint)
-            .region(control::config::Region::new(self.region.clone()))
-            .credentials_provider(Credentials::new(key_id, secret, None, None, "berth-test"))
-            .http_client(aws_smithy_http_client::Builder::new().build_http())
-            .retry_config(control::config::retry::RetryConfig::disabled())
-            .build();
-        control::Client::from_conf(conf)
+        sdk_client!(control, self, key_id, secret)
     }
 
     fn data(&self, key_id: &str, secret: &str) -> data::Client {
-        let conf = data::Config::builder()
-            .behavior_version_latest()
-            .endpoint_url(&self.endpoint)
-            .region(data::config::Region::new(self.region.clone()))
-            .credentials_provider(Credentials::new(key_id, secret, None, None, "berth-test"))
-            .http_client(aws_smithy_http_client::Builder::new().build_http())
-            .retry_config(data::config::retry::RetryConfig::disabled())
-            .build();
-        data::Client::from_conf(conf)
+        sdk_client!(data, self, key_id, secret)
     }
 }
 
@@ -153,6 +155,19 @@ fn code_of<E: ProvideErrorMetadata, R>(result: Result<R, E>) -> anyhow::Result<S
             .code()
             .map(str::to_owned)
             .ok_or_else(|| anyhow!("an error without a code: {}", e.message().unwrap_or(""))),
+    }
+}
+
+/// Ok when `result` failed with the service error `is` recognises (a variant the SDK parsed into
+/// its typed error), else an error naming `what` and what it got instead.
+fn expect_error<O: Debug, E: Debug, R: Debug>(
+    what: &str,
+    result: Result<O, SdkError<E, R>>,
+    is: impl FnOnce(&E) -> bool,
+) -> anyhow::Result<()> {
+    match result {
+        Err(e) if e.as_service_error().is_some_and(is) => Ok(()),
+        other => bail!("{what}: {other:?}"),
     }
 }
 
@@ -427,12 +442,9 @@ impl Suite {
             .agent_runtime_id("nosuch_runtime-0123456789")
             .send()
             .await;
-        match missing {
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) => {}
-            other => bail!("GetAgentRuntime of a missing runtime: {other:?}"),
-        }
+        expect_error("GetAgentRuntime of a missing runtime", missing, |e| {
+            e.is_resource_not_found_exception()
+        })?;
         let got = self
             .control
             .get_agent_runtime()
@@ -452,12 +464,9 @@ impl Suite {
             )
             .send()
             .await;
-        match again {
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conflict_exception()) => {}
-            other => bail!("a second runtime of the same name: {other:?}"),
-        }
+        expect_error("a second runtime of the same name", again, |e| {
+            e.is_conflict_exception()
+        })?;
         let code = code_of(
             self.control
                 .get_agent_runtime()
@@ -478,12 +487,11 @@ impl Suite {
             .agent_runtime_id(&self.runtime_id)
             .send()
             .await?;
-        match limited.list_agent_runtimes().send().await {
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_access_denied_exception()) => {}
-            other => bail!("ListAgentRuntimes with a key allowed only GetAgentRuntime: {other:?}"),
-        }
+        expect_error(
+            "ListAgentRuntimes with a key allowed only GetAgentRuntime",
+            limited.list_agent_runtimes().send().await,
+            |e| e.is_access_denied_exception(),
+        )?;
         let limited_data = self
             .env
             .data(&self.env.limited_key_id, &self.env.limited_secret);
@@ -494,15 +502,11 @@ impl Suite {
             .payload(Blob::new(b"{}".to_vec()))
             .send()
             .await;
-        match denied {
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_access_denied_exception()) =>
-            {
-                Ok(())
-            }
-            other => bail!("InvokeAgentRuntime with a key allowed only GetAgentRuntime: {other:?}"),
-        }
+        expect_error(
+            "InvokeAgentRuntime with a key allowed only GetAgentRuntime",
+            denied,
+            |e| e.is_access_denied_exception(),
+        )
     }
 
     async fn invoke(
@@ -595,12 +599,9 @@ impl Suite {
             .payload(Blob::new(b"{}".to_vec()))
             .send()
             .await;
-        match unknown {
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) => {}
-            other => bail!("an unknown qualifier: {other:?}"),
-        }
+        expect_error("an unknown qualifier", unknown, |e| {
+            e.is_resource_not_found_exception()
+        })?;
         // RuntimeClientError is not in the model: the SDK names it from x-amzn-ErrorType.
         let code = code_of(
             self.invoke(&session_id("exit"), serde_json::json!({"op": "exit"}))
@@ -641,15 +642,9 @@ impl Suite {
             .runtime_session_id(session_id("never"))
             .send()
             .await;
-        match never {
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
-            {
-                Ok(())
-            }
-            other => bail!("StopRuntimeSession of a session never opened: {other:?}"),
-        }
+        expect_error("StopRuntimeSession of a session never opened", never, |e| {
+            e.is_resource_not_found_exception()
+        })
     }
 
     async fn memory(&self) -> anyhow::Result<()> {

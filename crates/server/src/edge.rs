@@ -447,6 +447,28 @@ struct Serve {
 
 /// Serves one connection until it ends, is shed, idles out, or the server shuts down.
 async fn serve_connection(stream: TcpStream, serve: Serve) {
+    // Until its first byte, a connection is its socket and this task. hyper's connection is made
+    // once there is something to read: it allocates 16 KiB of buffers at once, so 2,000 silent
+    // sockets (bench B8) held 32 MiB for nothing. A silent connection is closed as hyper would
+    // close it (the header timeout, the idle timeout, shed for room, shutdown); one that speaks
+    // gets the header timeout again for its head, as every kept-alive request does.
+    let spoke = tokio::select! {
+        r = stream.readable() => r.is_ok(),
+        _ = tokio::time::sleep(serve.opts.header_read_timeout) => false,
+        _ = serve.slot.idle_for(serve.opts.idle_timeout) => false,
+        _ = serve.slot.shed() => false,
+        _ = serve.shutdown.cancelled() => false,
+    };
+    if !spoke {
+        serve.registry.remove(&serve.slot);
+        return;
+    }
+    // Boxed, so a waiting connection's task holds the wait's state only, not hyper's.
+    Box::pin(serve_http(stream, serve)).await;
+}
+
+/// [`serve_connection`] once the client has spoken: hyper's HTTP/1 connection.
+async fn serve_http(stream: TcpStream, serve: Serve) {
     let Serve {
         app,
         direct,
@@ -585,6 +607,18 @@ mod tests {
         mpsc::UnboundedReceiver<Started>,
         Arc<Registry>,
     ) {
+        holding_listener_with(EdgeOptions::default(), 16).await
+    }
+
+    /// [`holding_listener`] with these options and room for `connections`.
+    async fn holding_listener_with(
+        opts: EdgeOptions,
+        connections: usize,
+    ) -> (
+        std::net::SocketAddr,
+        mpsc::UnboundedReceiver<Started>,
+        Arc<Registry>,
+    ) {
         let (started_tx, started) = mpsc::unbounded_channel();
         let stream_tx = started_tx.clone();
         let app = Router::new()
@@ -623,13 +657,13 @@ mod tests {
             );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let registry = Arc::new(Registry::new(16));
+        let registry = Arc::new(Registry::new(connections));
         let listen = Listen {
             app,
             direct: None,
             registry: registry.clone(),
             ctx: Context::standalone(),
-            opts: Arc::new(EdgeOptions::default()),
+            opts: Arc::new(opts),
             origin: "test",
             threads: None,
         };
@@ -681,6 +715,53 @@ mod tests {
                 "{path}: the connection still holds its slot"
             );
         }
+    }
+
+    /// A connection that never speaks is closed by the header timeout and gives its slot back,
+    /// and one waiting for its first byte is shed for a connection that needs the room: the wait
+    /// before hyper's connection exists keeps hyper's own rules.
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_or_shed() {
+        let opts = EdgeOptions {
+            header_read_timeout: Duration::from_millis(50),
+            ..EdgeOptions::default()
+        };
+        let (addr, _started, registry) = holding_listener_with(opts, 1).await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = within("the header timeout", silent.read(&mut buf))
+            .await
+            .unwrap_or(0);
+        assert_eq!(n, 0, "a silent connection was answered");
+        within("the slot's release", async {
+            while registry.len() > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+
+        let (addr, mut started, registry) = holding_listener_with(EdgeOptions::default(), 1).await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        within("the silent connection's admission", async {
+            while registry.len() == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(&post("/hold")).await.unwrap();
+        let (answer, _dropped) = within("the request's start", started.recv()).await.unwrap();
+        let n = within("the shedding", silent.read(&mut buf))
+            .await
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the silent connection was answered");
+        answer.send(()).unwrap();
+        let n = within("the answer", client.read(&mut buf)).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
     }
 
     /// Bytes arriving while a request is in flight (a pipelined request) do not end it: the

@@ -225,22 +225,41 @@ pub trait TraceStore: Send + Sync + 'static {
 
 /// The size a span counts for in the size limit: its stored text plus row overhead.
 pub(crate) fn span_bytes(s: &Span) -> i64 {
-    let text = s.name.len()
-        + s.attributes.to_string().len()
-        + s.resource.to_string().len()
-        + s.events.to_string().len()
-        + s.status_message.len()
-        + s.scope.len();
+    span_bytes_with(
+        s,
+        json_len(&s.attributes) + json_len(&s.resource) + json_len(&s.events),
+    )
+}
+
+/// [`span_bytes`] of a span whose attribute, resource and event documents take `json` bytes as
+/// JSON text (the store has just written them).
+pub(crate) fn span_bytes_with(s: &Span, json: usize) -> i64 {
+    let text = s.name.len() + json + s.status_message.len() + s.scope.len();
     i64::try_from(text).unwrap_or(i64::MAX).saturating_add(160)
 }
 
 /// The size a log record counts for in the size limit.
 pub(crate) fn log_bytes(l: &LogRecord) -> i64 {
-    let text = l.body.to_string().len()
-        + l.attributes.to_string().len()
-        + l.resource.to_string().len()
-        + l.scope.len();
+    let text = json_len(&l.body) + json_len(&l.attributes) + json_len(&l.resource) + l.scope.len();
     i64::try_from(text).unwrap_or(i64::MAX).saturating_add(120)
+}
+
+/// The length of `v` as JSON text, counted as it is written out, not kept.
+fn json_len(v: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Writing a `Value` to a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut n, v);
+    n.0
 }
 
 /// One trace store as each of the traits its users take (cheap to clone).
@@ -315,6 +334,24 @@ pub async fn run_retention(
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "trace retention failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sizes the limit counts are the stored text's, counted without writing it anywhere.
+    #[test]
+    fn json_lengths_are_the_texts() {
+        for v in [
+            serde_json::json!({}),
+            serde_json::json!({"k": "v\u{e9}\"\n", "n": [1, 2.5, null, true], "o": {"x": {}}}),
+            serde_json::json!([{"name": "first_byte", "timeNs": 1_733_000_000_000_000_000_i64}]),
+            serde_json::Value::Null,
+        ] {
+            assert_eq!(json_len(&v), v.to_string().len(), "{v}");
         }
     }
 }

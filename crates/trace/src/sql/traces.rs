@@ -3,7 +3,7 @@
 use super::{Db, Store, TRACE_ROW};
 use crate::{
     Attribution, Error, LogRecord, Retained, Retention, Span, TraceFilter, TracePage, TraceStore,
-    TraceSummary, log_bytes, span_bytes,
+    TraceSummary, log_bytes, span_bytes_with,
 };
 use serde_json::Value;
 use sqlx::{QueryBuilder, Row};
@@ -19,6 +19,32 @@ const DELETE_BATCH: i64 = 500;
 
 fn json_text(v: &Value) -> String {
     v.to_string()
+}
+
+/// A span with its JSON documents as its row stores them: written once, for the insert and for
+/// the size its trace row counts.
+struct SpanRow<'a> {
+    span: &'a Span,
+    attributes: String,
+    resource: String,
+    events: String,
+}
+
+impl<'a> SpanRow<'a> {
+    fn new(span: &'a Span) -> Self {
+        Self {
+            span,
+            attributes: json_text(&span.attributes),
+            resource: json_text(&span.resource),
+            events: json_text(&span.events),
+        }
+    }
+
+    /// The size it counts for in the size limit (`crate::span_bytes`).
+    fn bytes(&self) -> i64 {
+        let json = self.attributes.len() + self.resource.len() + self.events.len();
+        span_bytes_with(self.span, json)
+    }
 }
 
 fn session_col(a: &Attribution) -> &str {
@@ -171,7 +197,7 @@ fn span_key(s: &Span) -> SpanKey<'_> {
 /// after all, the savepoint is rolled back and the batch takes the way above.
 async fn insert_spans(
     tx: &mut sqlx::Transaction<'_, Db>,
-    spans: &[Span],
+    spans: &[SpanRow<'_>],
     fresh: bool,
 ) -> Result<Vec<bool>, Error> {
     if fresh {
@@ -190,7 +216,7 @@ async fn insert_spans(
              WHERE (trace_id, span_id, runtime_id, session_id) IN (",
         );
         q.push_values(chunk, |mut b, s| {
-            let (t, id, r, session) = span_key(s);
+            let (t, id, r, session) = span_key(s.span);
             b.push_bind(t).push_bind(id).push_bind(r).push_bind(session);
         });
         q.push(")");
@@ -208,7 +234,10 @@ async fn insert_spans(
         .iter()
         .map(|(t, id, r, session)| (t.as_str(), id.as_str(), r.as_str(), session.as_str()))
         .collect();
-    let new: Vec<bool> = spans.iter().map(|s| seen.insert(span_key(s))).collect();
+    let new: Vec<bool> = spans
+        .iter()
+        .map(|s| seen.insert(span_key(s.span)))
+        .collect();
     let unstored = spans.iter().zip(&new).filter(|(_, n)| **n).map(|(s, _)| s);
     // Written under the store's write lock (SQLite's one writer, PostgreSQL's advisory lock), so
     // nothing was stored between the question above and this insert.
@@ -220,14 +249,15 @@ async fn insert_spans(
 /// Returns how many rows went in.
 async fn write_spans<'s>(
     tx: &mut sqlx::Transaction<'_, Db>,
-    spans: impl Iterator<Item = &'s Span>,
+    spans: impl Iterator<Item = &'s SpanRow<'s>>,
     tail: &str,
 ) -> Result<u64, Error> {
-    let spans: Vec<&Span> = spans.collect();
+    let spans: Vec<&SpanRow<'_>> = spans.collect();
     let mut inserted = 0;
     for chunk in super::cached_chunks(&spans) {
         let mut q = QueryBuilder::<Db>::new(format!("INSERT INTO spans ({SPAN_COLS}) "));
-        q.push_values(chunk, |mut b, s| {
+        q.push_values(chunk, |mut b, row| {
+            let s = row.span;
             let a = &s.attribution;
             b.push_bind(s.trace_id.as_str())
                 .push_bind(s.span_id.as_str())
@@ -245,9 +275,9 @@ async fn write_spans<'s>(
                 .push_bind(s.status_code.as_str())
                 .push_bind(s.status_message.as_str())
                 .push_bind(s.scope.as_str())
-                .push_bind(json_text(&s.attributes))
-                .push_bind(json_text(&s.resource))
-                .push_bind(json_text(&s.events));
+                .push_bind(row.attributes.as_str())
+                .push_bind(row.resource.as_str())
+                .push_bind(row.events.as_str());
         });
         q.push(tail);
         inserted += q.build().execute(&mut **tx).await?.rows_affected();
@@ -381,12 +411,14 @@ impl Store {
         }
         // A few multi-row statements per batch, whatever its size: each statement is a round
         // trip to sqlx's connection thread, and one per span cost more than the inserts.
+        let rows: Vec<SpanRow<'_>> = spans.iter().map(SpanRow::new).collect();
         let mut tx = self.begin().await?;
-        let new = insert_spans(&mut tx, spans, fresh).await?;
+        let new = insert_spans(&mut tx, &rows, fresh).await?;
         insert_logs(&mut tx, logs).await?;
         let mut deltas = Deltas::default();
         // A retried export's spans are already counted.
-        for (s, _) in spans.iter().zip(&new).filter(|(_, new)| **new) {
+        for (row, _) in rows.iter().zip(&new).filter(|(_, new)| **new) {
+            let s = row.span;
             deltas.add(
                 &s.trace_id,
                 &s.attribution,
@@ -396,7 +428,7 @@ impl Store {
                 s.end_ns,
                 1,
                 s.status_code == "ERROR",
-                span_bytes(s),
+                row.bytes(),
             );
         }
         // GenAI usage of the spans stored now (never of a retried export's).

@@ -63,7 +63,7 @@ finish setup || setup_ok=$?
 phase "rust tests"
 cargo test --workspace --locked
 
-phase "conformance (boto3, the bedrock-agentcore SDK and the AWS SDK for JavaScript v3 against a real berth serve)"
+phase "conformance (boto3, the bedrock-agentcore SDK, the AWS SDKs for JavaScript v3 and Rust against a real berth serve)"
 # Two workers: most of a conformance test is waiting (builds, sandbox starts, lifecycle timers), so
 # two at once nearly halve the phase on two cores. A test module runs on one worker (its
 # module-scoped server is started once); each worker has its own session-scoped servers.

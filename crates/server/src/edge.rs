@@ -683,6 +683,16 @@ mod tests {
             .unwrap_or_else(|_| panic!("{what} did not happen"))
     }
 
+    /// Lets the runtime run (its I/O included) until `done` holds, within [`within`]'s deadline.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        within(what, async {
+            while !done() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+    }
+
     /// A client that leaves mid-request (a close or a reset, before the answer's head or while
     /// its body streams) ends its request: hyper's HTTP/1 server sees the end of stream once the
     /// request body is in and ends the connection, and the request (with the agent's connection
@@ -733,21 +743,11 @@ mod tests {
             .await
             .unwrap_or(0);
         assert_eq!(n, 0, "a silent connection was answered");
-        within("the slot's release", async {
-            while registry.len() > 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await;
+        until("the slot's release", || registry.len() == 0).await;
 
         let (addr, mut started, registry) = holding_listener_with(EdgeOptions::default(), 1).await;
         let mut silent = TcpStream::connect(addr).await.unwrap();
-        within("the silent connection's admission", async {
-            while registry.len() == 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await;
+        until("the silent connection's admission", || registry.len() > 0).await;
         let mut client = TcpStream::connect(addr).await.unwrap();
         client.write_all(&post("/hold")).await.unwrap();
         let (answer, _dropped) = within("the request's start", started.recv()).await.unwrap();
